@@ -1,0 +1,75 @@
+//===- KilnBase.td - the kiln dialect, its enums and type constraints -----===//
+
+#ifndef KILN_BASE_TD
+#define KILN_BASE_TD
+
+include "mlir/IR/OpBase.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/IR/EnumAttr.td"
+include "mlir/IR/CommonTypeConstraints.td"
+include "mlir/IR/CommonAttrConstraints.td"
+
+def Kiln_Dialect : Dialect {
+  let name = "kiln";
+  let cppNamespace = "::kiln";
+  let summary = "Tensor ops for compiling transformer training steps";
+  let description = [{
+    The kiln dialect describes one training step of a transformer as a
+    function over statically shaped tensors with value semantics.
+    Broadcasting is always explicit (`kiln.broadcast_in_dim`), so every
+    op's vector-Jacobian product is local. Neural-network composites
+    (`kiln.layer_norm`, `kiln.attention`, ...) are first-class because they
+    have better kernels and VJPs than their expansions.
+
+    Function arguments carry their role and model name:
+
+    ```mlir
+    func.func @forward(%w: tensor<8x8xf32> {kiln.param = "h.0.mlp.w"},
+                       %x: tensor<4x8xf32> {kiln.input = "x"}) -> tensor<4x8xf32>
+    ```
+  }];
+  let hasConstantMaterializer = 1;
+  let hasRegionArgAttrVerify = 1;
+  let dependentDialects = ["::mlir::func::FuncDialect"];
+  let extraClassDeclaration = [{
+    /// Argument attribute naming a trainable parameter.
+    static constexpr ::llvm::StringLiteral kParamAttrName = "kiln.param";
+    /// Argument attribute naming a step input (tokens, targets, lr, ...).
+    static constexpr ::llvm::StringLiteral kInputAttrName = "kiln.input";
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Enums
+//===----------------------------------------------------------------------===//
+
+def Kiln_CompareDirection : I32EnumAttr<"CompareDirection",
+    "comparison direction of kiln.compare", [
+      I32EnumAttrCase<"eq", 0>, I32EnumAttrCase<"ne", 1>,
+      I32EnumAttrCase<"lt", 2>, I32EnumAttrCase<"le", 3>,
+      I32EnumAttrCase<"gt", 4>, I32EnumAttrCase<"ge", 5>]> {
+  let cppNamespace = "::kiln";
+}
+
+def Kiln_GeluApproximation : I32EnumAttr<"GeluApproximation",
+    "approximation used by kiln.gelu", [
+      I32EnumAttrCase<"none", 0>,  // x/2 (1 + erf(x/√2))
+      I32EnumAttrCase<"tanh", 1>]> { // x/2 (1 + tanh(√(2/π)(x + 0.044715x³)))
+  let cppNamespace = "::kiln";
+}
+
+//===----------------------------------------------------------------------===//
+// Type constraints: statically shaped tensors only (batch and sequence length
+// are compile-time constants, as in XLA).
+//===----------------------------------------------------------------------===//
+
+def Kiln_FloatElement : AnyTypeOf<[F64, F32, BF16, F16]>;
+def Kiln_IndexElement : AnyTypeOf<[I32, I64]>;
+
+def Kiln_FloatTensor : StaticShapeTensorOf<[F64, F32, BF16, F16]>;
+def Kiln_IndexTensor : StaticShapeTensorOf<[I32, I64]>;
+def Kiln_BoolTensor : StaticShapeTensorOf<[I1]>;
+def Kiln_NumericTensor : StaticShapeTensorOf<[F64, F32, BF16, F16, I32, I64]>;
+def Kiln_AnyTensor : StaticShapeTensorOf<[F64, F32, BF16, F16, I32, I64, I1]>;
+
+#endif // KILN_BASE_TD

@@ -1,0 +1,75 @@
+//===- KilnCost.cpp - CostOpInterface: FLOPs and bytes of every op ---------===//
+//
+// Conventions (docs/architecture.md, "Cost model"): a multiply-add is two
+// FLOPs; each elementwise arithmetic or special-function step is one FLOP
+// (per-op counts are in KilnOps.td); data movement is zero FLOPs. Bytes are
+// the fewest a kernel must move: each operand read once, each result written
+// once; a reshape moves nothing; an embedding reads only the gathered rows.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ir/KilnOps.h"
+
+using namespace mlir;
+using namespace kiln;
+
+int64_t kiln::numElements(Type type) {
+  if (auto shaped = dyn_cast<ShapedType>(type))
+    return shaped.hasStaticShape() ? shaped.getNumElements() : 0;
+  return 1;
+}
+
+int64_t kiln::numBytes(Type type) {
+  Type elt = type;
+  if (auto shaped = dyn_cast<ShapedType>(type))
+    elt = shaped.getElementType();
+  int64_t bits = elt.isIntOrFloat() ? elt.getIntOrFloatBitWidth() : 0;
+  return numElements(type) * std::max<int64_t>(1, (bits + 7) / 8);
+}
+
+int64_t kiln::detail::defaultBytesAccessed(Operation *op) {
+  int64_t bytes = 0;
+  for (Value v : op->getOperands())
+    bytes += numBytes(v.getType());
+  for (Value v : op->getResults())
+    bytes += numBytes(v.getType());
+  return bytes;
+}
+
+// Data movement ops do no arithmetic.
+int64_t ReshapeOp::getFlops() { return 0; }
+int64_t ReshapeOp::getBytesAccessed() { return 0; }
+int64_t TransposeOp::getFlops() { return 0; }
+int64_t SliceOp::getFlops() { return 0; }
+int64_t ConcatOp::getFlops() { return 0; }
+int64_t BroadcastInDimOp::getFlops() { return 0; }
+int64_t IotaOp::getFlops() { return 0; }
+int64_t ConstantOp::getFlops() { return 0; }
+int64_t EmbeddingOp::getFlops() { return 0; }
+
+// Reads the ids and only the rows they select; writes the result.
+int64_t EmbeddingOp::getBytesAccessed() {
+  return numBytes(getIds().getType()) + 2 * numBytes(getType());
+}
+
+// 2·batch·M·N·K: one multiply and one add per term of every dot product.
+int64_t MatmulOp::getFlops() {
+  auto a = cast<RankedTensorType>(getLhs().getType());
+  int64_t k = getTransposeA() ? a.getShape()[a.getRank() - 2] : a.getShape().back();
+  return 2 * numElements(getType()) * k;
+}
+
+// max, subtract-and-exp, sum and the target pick: about 4 FLOPs per logit.
+int64_t CrossEntropyOp::getFlops() { return 4 * numElements(getLogits().getType()); }
+
+// q·kᵀ is 2·Tq·Tk·D and P·v is 2·Tq·Tk·Dv per head; a causal mask skips half
+// of the (Tq, Tk) square. The softmax itself is not counted (as in the
+// usual MFU formulas).
+int64_t AttentionOp::getFlops() {
+  auto q = cast<RankedTensorType>(getQ().getType());
+  auto v = cast<RankedTensorType>(getV().getType());
+  int64_t b = q.getDimSize(0), h = q.getDimSize(1), tq = q.getDimSize(2),
+          d = q.getDimSize(3), tk = v.getDimSize(2), dv = v.getDimSize(3);
+  int64_t flops = 2 * b * h * tq * tk * (d + dv);
+  return getCausal() ? flops / 2 : flops;
+}

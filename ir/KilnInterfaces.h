@@ -1,0 +1,39 @@
+//===- KilnInterfaces.h - cost, differentiation and sharding interfaces ----===//
+
+#ifndef KILN_IR_KILNINTERFACES_H
+#define KILN_IR_KILNINTERFACES_H
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpDefinition.h"
+#include "llvm/ADT/SmallVector.h"
+
+namespace kiln {
+
+/// An einsum-like description of an op's dimensions (Shardy's factors).
+/// Every tensor dimension maps to one factor (or -1 when the dimension cannot
+/// be sharded); a factor that appears in operands but in no result is a
+/// reduction factor. Matmul `[M,K]x[K,N]->[M,N]` has factors {m, k, n} with
+/// operand dims {{m,k},{k,n}}, result dims {{m,n}} and k reduced.
+struct ShardingRule {
+  llvm::SmallVector<int64_t> factorSizes;
+  llvm::SmallVector<llvm::SmallVector<int64_t>> operandFactors;
+  llvm::SmallVector<llvm::SmallVector<int64_t>> resultFactors;
+  llvm::SmallVector<bool> reductionFactors;
+};
+
+/// Number of elements of a statically shaped tensor type (1 for scalars and
+/// rank-0 tensors).
+int64_t numElements(mlir::Type type);
+/// Bytes of a statically shaped tensor type (i1 counts one byte an element).
+int64_t numBytes(mlir::Type type);
+
+namespace detail {
+/// Every operand read once plus every result written once.
+int64_t defaultBytesAccessed(mlir::Operation *op);
+} // namespace detail
+
+} // namespace kiln
+
+#include "ir/KilnInterfaces.h.inc"
+
+#endif // KILN_IR_KILNINTERFACES_H

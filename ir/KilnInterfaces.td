@@ -1,0 +1,59 @@
+//===- KilnInterfaces.td - op interfaces the passes are generic over -------===//
+
+#ifndef KILN_INTERFACES_TD
+#define KILN_INTERFACES_TD
+
+include "mlir/IR/OpBase.td"
+
+def Kiln_CostOpInterface : OpInterface<"CostOpInterface"> {
+  let cppNamespace = "::kiln";
+  let description = [{
+    The cost of one execution of an op: floating-point operations and the
+    fewest bytes it must move through device memory (every operand read once,
+    every result written once). Used by the MFU report, the fusion cost model
+    and the recompute solver. The counting conventions are in
+    docs/architecture.md ("Cost model").
+  }];
+  let methods = [
+    InterfaceMethod<"Floating-point operations of one execution.",
+      "int64_t", "getFlops">,
+    InterfaceMethod<"Bytes read plus bytes written, each tensor once.",
+      "int64_t", "getBytesAccessed", (ins), [{}], [{
+        return ::kiln::detail::defaultBytesAccessed($_op);
+      }]>,
+  ];
+}
+
+def Kiln_DifferentiableOpInterface : OpInterface<"DifferentiableOpInterface"> {
+  let cppNamespace = "::kiln";
+  let description = [{
+    The op's reverse-mode rule. `buildVJP` is called with the builder's
+    insertion point after the op, and with one cotangent per result (a null
+    Value when nothing downstream needs that result's gradient). It appends
+    one cotangent per operand to `operandCotangents`, a null Value where the
+    operand has no gradient (integer operands) or the gradient is zero.
+    Autodiff (kiln-autodiff) is generic over this interface.
+  }];
+  let methods = [
+    InterfaceMethod<"Builds the vector-Jacobian product of this op.",
+      "::llvm::LogicalResult", "buildVJP",
+      (ins "::mlir::OpBuilder &":$builder,
+           "::mlir::ValueRange":$resultCotangents,
+           "::llvm::SmallVectorImpl<::mlir::Value> &":$operandCotangents)>,
+  ];
+}
+
+def Kiln_ShardingRuleOpInterface : OpInterface<"ShardingRuleOpInterface"> {
+  let cppNamespace = "::kiln";
+  let description = [{
+    An einsum-like factor mapping of the op's tensor dimensions, as in Shardy:
+    matmul is `mk,kn->mn` with factor k reduced. Sharding propagation is
+    generic over these factors. See `kiln::ShardingRule`.
+  }];
+  let methods = [
+    InterfaceMethod<"Returns the factor mapping of this op.",
+      "::kiln::ShardingRule", "getShardingRule">,
+  ];
+}
+
+#endif // KILN_INTERFACES_TD

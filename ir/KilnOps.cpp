@@ -1,0 +1,564 @@
+//===- KilnOps.cpp - verifiers and custom assembly of kiln ops -------------===//
+//
+// Every verifier names the op (MLIR prefixes it) and both disagreeing types,
+// so a bad shape coming from a model definition is found from the message.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ir/KilnOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/OpImplementation.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/SmallSet.h"
+
+using namespace mlir;
+using namespace kiln;
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+static RankedTensorType tensorType(Value v) {
+  return cast<RankedTensorType>(v.getType());
+}
+
+/// Element type of the statistics results of norms, cross-entropy and
+/// attention: f64 for f64 inputs, otherwise f32.
+static Type statsElementType(Type elementType) {
+  if (elementType.isF64())
+    return elementType;
+  return Float32Type::get(elementType.getContext());
+}
+
+static std::string shapeString(ArrayRef<int64_t> shape) {
+  std::string s = "[";
+  for (auto [i, d] : llvm::enumerate(shape))
+    s += (i ? ", " : "") + std::to_string(d);
+  return s + "]";
+}
+
+LogicalResult kiln::OpTrait::detail::verifySameTypes(Operation *op) {
+  if (op->getNumOperands() == 0)
+    return success();
+  Type first = op->getOperand(0).getType();
+  for (auto [i, operand] : llvm::enumerate(op->getOperands()))
+    if (operand.getType() != first)
+      return op->emitOpError() << "operand #" << i << " type " << operand.getType()
+                               << " does not match operand #0 type " << first;
+  for (auto [i, result] : llvm::enumerate(op->getResults()))
+    if (result.getType() != first)
+      return op->emitOpError() << "result #" << i << " type " << result.getType()
+                               << " does not match operand type " << first;
+  return success();
+}
+
+/// Checks that `dims` is strictly increasing and inside [0, rank).
+static LogicalResult verifyDimList(Operation *op, StringRef what,
+                                   ArrayRef<int64_t> dims, int64_t rank) {
+  for (auto [i, d] : llvm::enumerate(dims)) {
+    if (d < 0 || d >= rank)
+      return op->emitOpError() << what << " " << shapeString(dims)
+                               << " has dimension " << d << " outside [0, " << rank
+                               << ")";
+    if (i > 0 && dims[i - 1] >= d)
+      return op->emitOpError() << what << " " << shapeString(dims)
+                               << " must be strictly increasing";
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Custom assembly directives
+//===----------------------------------------------------------------------===//
+
+/// `: T` when all types are equal, else the functional form `: (A, B) -> C`.
+static ParseResult parseSameTypesImpl(OpAsmParser &parser,
+                                      MutableArrayRef<Type *> operands,
+                                      Type *result) {
+  Type type;
+  SMLoc loc = parser.getCurrentLocation();
+  if (parser.parseType(type))
+    return failure();
+  if (auto fn = dyn_cast<FunctionType>(type)) {
+    if (fn.getNumInputs() != operands.size() || fn.getNumResults() != 1)
+      return parser.emitError(loc) << "expected a function type with "
+                                   << operands.size() << " inputs and 1 result";
+    for (auto [slot, t] : llvm::zip(operands, fn.getInputs()))
+      *slot = t;
+    *result = fn.getResult(0);
+    return success();
+  }
+  for (Type *slot : operands)
+    *slot = type;
+  *result = type;
+  return success();
+}
+
+static void printSameTypesImpl(OpAsmPrinter &printer, ArrayRef<Type> operands,
+                               Type result) {
+  if (llvm::all_equal(operands) && operands.front() == result) {
+    printer << result;
+    return;
+  }
+  printer << FunctionType::get(result.getContext(), operands, result);
+}
+
+static ParseResult parseSameTypes(OpAsmParser &parser, Type &operand,
+                                  Type &result) {
+  Type *slots[] = {&operand};
+  return parseSameTypesImpl(parser, slots, &result);
+}
+static ParseResult parseSameTypes(OpAsmParser &parser, Type &lhs, Type &rhs,
+                                  Type &result) {
+  Type *slots[] = {&lhs, &rhs};
+  return parseSameTypesImpl(parser, slots, &result);
+}
+static void printSameTypes(OpAsmPrinter &printer, Operation *, Type operand,
+                           Type result) {
+  printSameTypesImpl(printer, {operand}, result);
+}
+static void printSameTypes(OpAsmPrinter &printer, Operation *, Type lhs,
+                           Type rhs, Type result) {
+  printSameTypesImpl(printer, {lhs, rhs}, result);
+}
+
+/// `: T` for operands of type T and a result of T's shape with i1 elements,
+/// else the functional form.
+static ParseResult parseCompareTypes(OpAsmParser &parser, Type &lhs, Type &rhs,
+                                     Type &result) {
+  Type type;
+  if (parser.parseType(type))
+    return failure();
+  if (auto fn = dyn_cast<FunctionType>(type)) {
+    if (fn.getNumInputs() != 2 || fn.getNumResults() != 1)
+      return parser.emitError(parser.getCurrentLocation())
+             << "expected a function type with 2 inputs and 1 result";
+    lhs = fn.getInput(0);
+    rhs = fn.getInput(1);
+    result = fn.getResult(0);
+    return success();
+  }
+  lhs = rhs = type;
+  auto shaped = dyn_cast<ShapedType>(type);
+  if (!shaped)
+    return parser.emitError(parser.getCurrentLocation())
+           << "expected a tensor type, got " << type;
+  result = shaped.clone(IntegerType::get(type.getContext(), 1));
+  return success();
+}
+
+static void printCompareTypes(OpAsmPrinter &printer, Operation *, Type lhs,
+                              Type rhs, Type result) {
+  auto shaped = dyn_cast<ShapedType>(lhs);
+  if (lhs == rhs && shaped &&
+      result == shaped.clone(IntegerType::get(lhs.getContext(), 1))) {
+    printer << lhs;
+    return;
+  }
+  printer << FunctionType::get(lhs.getContext(), {lhs, rhs}, {result});
+}
+
+/// `[start:limit(:stride)?, …]`; the stride is printed only when it is not 1.
+static ParseResult parseSliceRanges(OpAsmParser &parser,
+                                    DenseI64ArrayAttr &start,
+                                    DenseI64ArrayAttr &limit,
+                                    DenseI64ArrayAttr &strides) {
+  SmallVector<int64_t> starts, limits, steps;
+  auto parseRange = [&]() -> ParseResult {
+    int64_t s, l, st = 1;
+    if (parser.parseInteger(s) || parser.parseColon() || parser.parseInteger(l))
+      return failure();
+    if (succeeded(parser.parseOptionalColon()) && parser.parseInteger(st))
+      return failure();
+    starts.push_back(s);
+    limits.push_back(l);
+    steps.push_back(st);
+    return success();
+  };
+  if (parser.parseCommaSeparatedList(OpAsmParser::Delimiter::Square, parseRange))
+    return failure();
+  MLIRContext *ctx = parser.getContext();
+  start = DenseI64ArrayAttr::get(ctx, starts);
+  limit = DenseI64ArrayAttr::get(ctx, limits);
+  strides = DenseI64ArrayAttr::get(ctx, steps);
+  return success();
+}
+
+static void printSliceRanges(OpAsmPrinter &printer, Operation *,
+                             DenseI64ArrayAttr start, DenseI64ArrayAttr limit,
+                             DenseI64ArrayAttr strides) {
+  printer << "[";
+  for (int64_t i = 0, e = start.size(); i < e; ++i) {
+    if (i)
+      printer << ", ";
+    printer << start[i] << ":" << (i < limit.size() ? limit[i] : 0);
+    if (i < strides.size() && strides[i] != 1)
+      printer << ":" << strides[i];
+  }
+  printer << "]";
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise verifiers
+//===----------------------------------------------------------------------===//
+
+LogicalResult CastOp::verify() {
+  auto in = tensorType(getOperand()), out = tensorType(getResult());
+  if (in.getShape() != out.getShape())
+    return emitOpError() << "result type " << out
+                         << " must have the shape of operand type " << in;
+  return success();
+}
+
+LogicalResult CompareOp::verify() {
+  auto lhs = tensorType(getLhs()), rhs = tensorType(getRhs());
+  if (lhs != rhs)
+    return emitOpError() << "operand types differ: " << lhs << " vs " << rhs;
+  auto res = tensorType(getResult());
+  if (res.getShape() != lhs.getShape())
+    return emitOpError() << "result type " << res
+                         << " must have the shape of operand type " << lhs;
+  return success();
+}
+
+LogicalResult SelectOp::verify() {
+  auto onTrue = tensorType(getOnTrue()), onFalse = tensorType(getOnFalse());
+  auto res = tensorType(getResult()), cond = tensorType(getCond());
+  if (onTrue != onFalse)
+    return emitOpError() << "branch types differ: " << onTrue << " vs " << onFalse;
+  if (res != onTrue)
+    return emitOpError() << "result type " << res << " does not match branch type "
+                         << onTrue;
+  if (cond.getShape() != res.getShape())
+    return emitOpError() << "condition type " << cond
+                         << " must have the shape of result type " << res;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Shape op verifiers
+//===----------------------------------------------------------------------===//
+
+LogicalResult ReshapeOp::verify() {
+  auto in = tensorType(getOperand()), out = tensorType(getResult());
+  if (in.getElementType() != out.getElementType())
+    return emitOpError() << "element types differ: " << in << " vs " << out;
+  if (in.getNumElements() != out.getNumElements())
+    return emitOpError() << "cannot reshape " << in << " (" << in.getNumElements()
+                         << " elements) to " << out << " (" << out.getNumElements()
+                         << " elements)";
+  return success();
+}
+
+LogicalResult TransposeOp::verify() {
+  auto in = tensorType(getOperand()), out = tensorType(getResult());
+  ArrayRef<int64_t> perm = getPermutation();
+  if (static_cast<int64_t>(perm.size()) != in.getRank())
+    return emitOpError() << "permutation " << shapeString(perm) << " has "
+                         << perm.size() << " entries for operand type " << in;
+  llvm::SmallSet<int64_t, 8> seen;
+  for (int64_t p : perm)
+    if (p < 0 || p >= in.getRank() || !seen.insert(p).second)
+      return emitOpError() << "permutation " << shapeString(perm)
+                           << " is not a permutation of [0, " << in.getRank() << ")";
+  SmallVector<int64_t> expected;
+  for (int64_t p : perm)
+    expected.push_back(in.getDimSize(p));
+  if (out.getElementType() != in.getElementType() || out.getShape() != ArrayRef(expected))
+    return emitOpError() << "result type " << out << " does not match operand type "
+                         << in << " permuted by " << shapeString(perm)
+                         << " (expected shape " << shapeString(expected) << ")";
+  return success();
+}
+
+LogicalResult SliceOp::verify() {
+  auto in = tensorType(getOperand()), out = tensorType(getResult());
+  ArrayRef<int64_t> start = getStartIndices(), limit = getLimitIndices(),
+                    strides = getStrides();
+  int64_t rank = in.getRank();
+  if (static_cast<int64_t>(start.size()) != rank ||
+      static_cast<int64_t>(limit.size()) != rank ||
+      static_cast<int64_t>(strides.size()) != rank)
+    return emitOpError() << "slice ranges have " << start.size()
+                         << " entries for operand type " << in << " of rank " << rank;
+  SmallVector<int64_t> expected;
+  for (int64_t d = 0; d < rank; ++d) {
+    if (strides[d] <= 0)
+      return emitOpError() << "stride " << strides[d] << " of dimension " << d
+                           << " must be positive";
+    if (start[d] < 0 || start[d] > limit[d] || limit[d] > in.getDimSize(d))
+      return emitOpError() << "range " << start[d] << ":" << limit[d]
+                           << " of dimension " << d << " is outside operand type "
+                           << in;
+    expected.push_back((limit[d] - start[d] + strides[d] - 1) / strides[d]);
+  }
+  if (out.getElementType() != in.getElementType() || out.getShape() != ArrayRef(expected))
+    return emitOpError() << "result type " << out << " does not match the slice of "
+                         << in << " (expected shape " << shapeString(expected) << ")";
+  return success();
+}
+
+LogicalResult ConcatOp::verify() {
+  if (getInputs().empty())
+    return emitOpError() << "needs at least one input";
+  auto first = tensorType(getInputs().front()), out = tensorType(getResult());
+  int64_t dim = getDim();
+  if (dim < 0 || dim >= first.getRank())
+    return emitOpError() << "dim " << dim << " is outside the rank of input type "
+                         << first;
+  SmallVector<int64_t> expected(first.getShape());
+  expected[dim] = 0;
+  for (auto [i, input] : llvm::enumerate(getInputs())) {
+    auto t = tensorType(input);
+    if (t.getElementType() != first.getElementType() || t.getRank() != first.getRank())
+      return emitOpError() << "input #" << i << " type " << t
+                           << " does not match input #0 type " << first;
+    for (int64_t d = 0; d < t.getRank(); ++d)
+      if (d != dim && t.getDimSize(d) != first.getDimSize(d))
+        return emitOpError() << "input #" << i << " type " << t
+                             << " differs from input #0 type " << first
+                             << " in dimension " << d << " (only dim " << dim
+                             << " may differ)";
+    expected[dim] += t.getDimSize(dim);
+  }
+  if (out.getElementType() != first.getElementType() ||
+      out.getShape() != ArrayRef(expected))
+    return emitOpError() << "result type " << out
+                         << " does not match the concatenation (expected shape "
+                         << shapeString(expected) << " of " << first.getElementType()
+                         << ")";
+  return success();
+}
+
+LogicalResult BroadcastInDimOp::verify() {
+  auto in = tensorType(getOperand()), out = tensorType(getResult());
+  ArrayRef<int64_t> dims = getDims();
+  if (in.getElementType() != out.getElementType())
+    return emitOpError() << "element types differ: " << in << " vs " << out;
+  if (static_cast<int64_t>(dims.size()) != in.getRank())
+    return emitOpError() << "dims " << shapeString(dims) << " has " << dims.size()
+                         << " entries for operand type " << in;
+  if (failed(verifyDimList(*this, "dims", dims, out.getRank())))
+    return failure();
+  for (auto [i, d] : llvm::enumerate(dims))
+    if (in.getDimSize(i) != 1 && in.getDimSize(i) != out.getDimSize(d))
+      return emitOpError() << "operand type " << in << " dimension " << i
+                           << " (size " << in.getDimSize(i)
+                           << ") cannot broadcast to result type " << out
+                           << " dimension " << d << " (size " << out.getDimSize(d)
+                           << ")";
+  return success();
+}
+
+LogicalResult IotaOp::verify() {
+  auto out = tensorType(getResult());
+  if (getDim() < 0 || getDim() >= out.getRank())
+    return emitOpError() << "dim " << getDim() << " is outside the rank of result type "
+                         << out;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Reductions
+//===----------------------------------------------------------------------===//
+
+static LogicalResult verifyReduction(Operation *op, ArrayRef<int64_t> dims) {
+  auto in = tensorType(op->getOperand(0)), out = tensorType(op->getResult(0));
+  if (failed(verifyDimList(op, "dims", dims, in.getRank())))
+    return failure();
+  SmallVector<int64_t> expected;
+  for (int64_t d = 0; d < in.getRank(); ++d)
+    if (!llvm::is_contained(dims, d))
+      expected.push_back(in.getDimSize(d));
+  if (out.getElementType() != in.getElementType() || out.getShape() != ArrayRef(expected))
+    return op->emitOpError() << "result type " << out << " does not match operand type "
+                             << in << " reduced over " << shapeString(dims)
+                             << " (expected shape " << shapeString(expected) << ")";
+  return success();
+}
+
+LogicalResult ReduceSumOp::verify() { return verifyReduction(*this, getDims()); }
+LogicalResult ReduceMaxOp::verify() { return verifyReduction(*this, getDims()); }
+LogicalResult ReduceMeanOp::verify() { return verifyReduction(*this, getDims()); }
+
+//===----------------------------------------------------------------------===//
+// Matmul
+//===----------------------------------------------------------------------===//
+
+LogicalResult MatmulOp::verify() {
+  auto a = tensorType(getLhs()), b = tensorType(getRhs()), c = tensorType(getResult());
+  if (a.getRank() < 2 || b.getRank() < 2)
+    return emitOpError() << "operands must have rank >= 2, got " << a << " and " << b;
+  if (a.getElementType() != b.getElementType())
+    return emitOpError() << "operand element types differ: " << a << " vs " << b;
+  Type in = a.getElementType(), outElt = c.getElementType();
+  bool lowToF32 = (in.isBF16() || in.isF16()) && outElt.isF32();
+  if (outElt != in && !lowToF32)
+    return emitOpError() << "result type " << c << " has element type " << outElt
+                         << "; expected " << in << " (or f32 for bf16/f16 operands)";
+  int64_t ra = a.getRank(), rb = b.getRank();
+  ArrayRef<int64_t> batchA = a.getShape().drop_back(2), batchB = b.getShape().drop_back(2);
+  if (ra > 2 && rb > 2 && batchA != batchB)
+    return emitOpError() << "batch dimensions differ: " << a << " vs " << b;
+  int64_t m = getTransposeA() ? a.getDimSize(ra - 1) : a.getDimSize(ra - 2);
+  int64_t ka = getTransposeA() ? a.getDimSize(ra - 2) : a.getDimSize(ra - 1);
+  int64_t kb = getTransposeB() ? b.getDimSize(rb - 1) : b.getDimSize(rb - 2);
+  int64_t n = getTransposeB() ? b.getDimSize(rb - 2) : b.getDimSize(rb - 1);
+  if (ka != kb)
+    return emitOpError() << "contracting dimensions differ: " << a
+                         << (getTransposeA() ? " (transposed)" : "") << " has K=" << ka
+                         << ", " << b << (getTransposeB() ? " (transposed)" : "")
+                         << " has K=" << kb;
+  SmallVector<int64_t> expected(ra > 2 ? batchA : batchB);
+  expected.push_back(m);
+  expected.push_back(n);
+  if (c.getShape() != ArrayRef(expected))
+    return emitOpError() << "result type " << c << " does not match " << a << " x " << b
+                         << " (expected shape " << shapeString(expected) << ")";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Composites
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::verify() {
+  auto table = tensorType(getTable()), ids = tensorType(getIds()),
+       out = tensorType(getResult());
+  if (table.getRank() != 2)
+    return emitOpError() << "table type " << table << " must be a matrix [V, C]";
+  SmallVector<int64_t> expected(ids.getShape());
+  expected.push_back(table.getDimSize(1));
+  if (out.getElementType() != table.getElementType() ||
+      out.getShape() != ArrayRef(expected))
+    return emitOpError() << "result type " << out << " does not match table type "
+                         << table << " gathered by ids type " << ids
+                         << " (expected shape " << shapeString(expected) << ")";
+  return success();
+}
+
+/// Checks a per-channel parameter (norm weight or bias) against x [..., C].
+static LogicalResult verifyChannelParam(Operation *op, StringRef name, Value param,
+                                        RankedTensorType x) {
+  auto t = tensorType(param);
+  auto expected = RankedTensorType::get({x.getShape().back()}, x.getElementType());
+  if (t != expected)
+    return op->emitOpError() << name << " type " << t << " must be " << expected
+                             << " to match input type " << x;
+  return success();
+}
+
+/// Checks a statistics result: x's shape without its last dimension, in f32
+/// (f64 for f64 inputs).
+static LogicalResult verifyRowStats(Operation *op, StringRef name, Value stats,
+                                    RankedTensorType x) {
+  auto t = tensorType(stats);
+  auto expected = RankedTensorType::get(x.getShape().drop_back(),
+                                        statsElementType(x.getElementType()));
+  if (t != expected)
+    return op->emitOpError() << name << " type " << t << " must be " << expected
+                             << " for input type " << x;
+  return success();
+}
+
+static LogicalResult verifyNorm(Operation *op, RankedTensorType x, Value y) {
+  if (x.getRank() < 1)
+    return op->emitOpError() << "input type " << x << " must have rank >= 1";
+  if (tensorType(y) != x)
+    return op->emitOpError() << "output type " << y.getType()
+                             << " does not match input type " << x;
+  return success();
+}
+
+LogicalResult LayerNormOp::verify() {
+  auto x = tensorType(getX());
+  if (failed(verifyNorm(*this, x, getY())) ||
+      failed(verifyChannelParam(*this, "weight", getWeight(), x)) ||
+      failed(verifyChannelParam(*this, "bias", getBias(), x)) ||
+      failed(verifyRowStats(*this, "mean", getMean(), x)) ||
+      failed(verifyRowStats(*this, "rstd", getRstd(), x)))
+    return failure();
+  return success();
+}
+
+LogicalResult RmsNormOp::verify() {
+  auto x = tensorType(getX());
+  if (failed(verifyNorm(*this, x, getY())) ||
+      failed(verifyChannelParam(*this, "weight", getWeight(), x)) ||
+      failed(verifyRowStats(*this, "rstd", getRstd(), x)))
+    return failure();
+  return success();
+}
+
+LogicalResult RopeOp::verify() {
+  auto x = tensorType(getOperand());
+  if (x.getRank() < 2 || x.getShape().back() % 2 != 0)
+    return emitOpError() << "operand type " << x
+                         << " must be [..., T, D] with an even head dimension D";
+  if (getTheta().convertToFloat() <= 0.0f)
+    return emitOpError() << "theta must be positive";
+  return success();
+}
+
+int64_t CrossEntropyOp::getNumValidClasses() {
+  if (auto valid = getValidClasses())
+    return *valid;
+  return tensorType(getLogits()).getShape().back();
+}
+
+LogicalResult CrossEntropyOp::verify() {
+  auto logits = tensorType(getLogits()), targets = tensorType(getTargets());
+  if (logits.getRank() < 1)
+    return emitOpError() << "logits type " << logits << " must have rank >= 1";
+  if (targets.getShape() != logits.getShape().drop_back())
+    return emitOpError() << "targets type " << targets
+                         << " must have the shape of logits type " << logits
+                         << " without its last dimension";
+  if (failed(verifyRowStats(*this, "loss", getLoss(), logits)) ||
+      failed(verifyRowStats(*this, "lse", getLse(), logits)))
+    return failure();
+  int64_t v = logits.getShape().back();
+  if (auto valid = getValidClasses(); valid && (*valid <= 0 || *valid > v))
+    return emitOpError() << "valid_classes " << *valid << " must be in [1, " << v
+                         << "] for logits type " << logits;
+  return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  auto q = tensorType(getQ()), k = tensorType(getK()), v = tensorType(getV());
+  auto out = tensorType(getOut()), lse = tensorType(getLse());
+  if (q.getRank() != 4 || k.getRank() != 4 || v.getRank() != 4)
+    return emitOpError() << "q, k and v must be [B, H, T, D]; got " << q << ", " << k
+                         << ", " << v;
+  if (k.getElementType() != q.getElementType() || v.getElementType() != q.getElementType())
+    return emitOpError() << "element types of q " << q << ", k " << k << " and v " << v
+                         << " differ";
+  int64_t b = q.getDimSize(0), h = q.getDimSize(1), tq = q.getDimSize(2),
+          d = q.getDimSize(3), hkv = k.getDimSize(1), tk = k.getDimSize(2);
+  if (k.getDimSize(0) != b || k.getDimSize(3) != d)
+    return emitOpError() << "k type " << k << " must match q type " << q
+                         << " in batch and head dimension";
+  if (v.getDimSize(0) != b || v.getDimSize(1) != hkv || v.getDimSize(2) != tk)
+    return emitOpError() << "v type " << v << " must match k type " << k
+                         << " in batch, heads and sequence length";
+  if (hkv == 0 || h % hkv != 0)
+    return emitOpError() << "query heads (" << h << " in " << q
+                         << ") must be a multiple of key/value heads (" << hkv
+                         << " in " << k << ")";
+  if (getCausal() && tq != tk)
+    return emitOpError() << "causal attention needs equal query and key lengths; got "
+                         << q << " and " << k;
+  auto expectedOut = RankedTensorType::get({b, h, tq, v.getDimSize(3)}, q.getElementType());
+  if (out != expectedOut)
+    return emitOpError() << "output type " << out << " must be " << expectedOut;
+  auto expectedLse =
+      RankedTensorType::get({b, h, tq}, statsElementType(q.getElementType()));
+  if (lse != expectedLse)
+    return emitOpError() << "lse type " << lse << " must be " << expectedLse;
+  return success();
+}
+
+#define GET_OP_CLASSES
+#include "ir/KilnOps.cpp.inc"

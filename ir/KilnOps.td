@@ -1,0 +1,665 @@
+//===- KilnOps.td - the ops of the kiln dialect ---------------------------===//
+//
+// Groups: elementwise, shape, reductions, linear algebra, composites.
+// Every op: a summary, a description with an IR example, a verifier for every
+// shape/dtype disagreement (messages name both types), an assembly format a
+// person can read, and the cost interface.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_OPS_TD
+#define KILN_OPS_TD
+
+include "ir/KilnBase.td"
+include "ir/KilnInterfaces.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+//===----------------------------------------------------------------------===//
+// Traits and base classes
+//===----------------------------------------------------------------------===//
+
+/// Marks elementwise ops (kiln::OpTrait::Elementwise). Unlike MLIR's
+/// Elementwise trait it verifies nothing, so each op's own verifier reports
+/// shape mismatches with both types named.
+def Kiln_Elementwise : NativeOpTrait<"Elementwise"> {
+  let cppNamespace = "::kiln::OpTrait";
+}
+
+/// All operands and results have one type; the verifier names both types
+/// when they differ (kiln::OpTrait::SameTypes).
+def Kiln_SameTypes : NativeOpTrait<"SameTypes"> {
+  let cppNamespace = "::kiln::OpTrait";
+}
+
+class Kiln_Op<string mnemonic, list<Trait> traits = []>
+    : Op<Kiln_Dialect, mnemonic,
+         !listconcat(traits, [Pure, DeclareOpInterfaceMethods<Kiln_CostOpInterface>])>;
+
+/// An op whose FLOP count is `flopsPerElement` times the elements of its
+/// first result.
+class Kiln_PerElementCost<int flopsPerElement> {
+  code costDefinition = [{
+    int64_t $cppClass::getFlops() {
+      return }] # flopsPerElement # [{ * ::kiln::numElements(getOperation()->getResult(0).getType());
+    }
+  }];
+}
+
+class Kiln_UnaryOp<string mnemonic, int flops, Type type = Kiln_FloatTensor,
+                   list<Trait> traits = []>
+    : Kiln_Op<mnemonic, !listconcat(traits, [Kiln_Elementwise, Kiln_SameTypes])>,
+      Kiln_PerElementCost<flops> {
+  let arguments = (ins type:$operand);
+  let results = (outs type:$result);
+  let assemblyFormat =
+      "$operand attr-dict `:` custom<SameTypes>(type($operand), type($result))";
+  let extraClassDefinition = costDefinition;
+}
+
+class Kiln_BinaryOp<string mnemonic, int flops, Type type = Kiln_NumericTensor,
+                    list<Trait> traits = []>
+    : Kiln_Op<mnemonic, !listconcat(traits, [Kiln_Elementwise, Kiln_SameTypes])>,
+      Kiln_PerElementCost<flops> {
+  let arguments = (ins type:$lhs, type:$rhs);
+  let results = (outs type:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` "
+                       "custom<SameTypes>(type($lhs), type($rhs), type($result))";
+  let extraClassDefinition = costDefinition;
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise ops
+//===----------------------------------------------------------------------===//
+
+def Kiln_AddOp : Kiln_BinaryOp<"add", 1, Kiln_NumericTensor, [Commutative]> {
+  let summary = "elementwise addition";
+  let description = [{
+    `lhs + rhs` element by element; operands and result have one type
+    (broadcasting is explicit, through `kiln.broadcast_in_dim`).
+
+    ```mlir
+    %c = kiln.add %a, %b : tensor<4x8xf32>
+    ```
+  }];
+  let hasFolder = 1;
+}
+
+def Kiln_SubOp : Kiln_BinaryOp<"sub", 1> {
+  let summary = "elementwise subtraction";
+  let description = [{
+    `lhs - rhs` element by element.
+
+    ```mlir
+    %c = kiln.sub %a, %b : tensor<4x8xf32>
+    ```
+  }];
+  let hasFolder = 1;
+}
+
+def Kiln_MulOp : Kiln_BinaryOp<"mul", 1, Kiln_NumericTensor, [Commutative]> {
+  let summary = "elementwise multiplication";
+  let description = [{
+    `lhs * rhs` element by element.
+
+    ```mlir
+    %c = kiln.mul %a, %b : tensor<4x8xbf16>
+    ```
+  }];
+  let hasFolder = 1;
+}
+
+def Kiln_DivOp : Kiln_BinaryOp<"div", 1, Kiln_FloatTensor> {
+  let summary = "elementwise division";
+  let description = [{
+    `lhs / rhs` element by element, IEEE semantics (x/0 is ±inf or nan).
+
+    ```mlir
+    %c = kiln.div %a, %b : tensor<4x8xf32>
+    ```
+  }];
+  let hasFolder = 1;
+}
+
+def Kiln_MaxOp : Kiln_BinaryOp<"max", 1, Kiln_NumericTensor, [Commutative]> {
+  let summary = "elementwise maximum";
+  let description = [{
+    `max(lhs, rhs)` element by element; nan if either is nan.
+
+    ```mlir
+    %c = kiln.max %a, %b : tensor<4x8xf32>
+    ```
+  }];
+}
+
+def Kiln_NegOp : Kiln_UnaryOp<"neg", 1, Kiln_NumericTensor> {
+  let summary = "elementwise negation";
+  let description = [{
+    ```mlir
+    %y = kiln.neg %x : tensor<4x8xf32>
+    ```
+  }];
+}
+
+def Kiln_ExpOp : Kiln_UnaryOp<"exp", 1> {
+  let summary = "elementwise e^x";
+  let description = [{
+    ```mlir
+    %y = kiln.exp %x : tensor<4x8xf32>
+    ```
+  }];
+}
+
+def Kiln_LogOp : Kiln_UnaryOp<"log", 1> {
+  let summary = "elementwise natural logarithm";
+  let description = [{
+    ```mlir
+    %y = kiln.log %x : tensor<4x8xf32>
+    ```
+  }];
+}
+
+def Kiln_SqrtOp : Kiln_UnaryOp<"sqrt", 1> {
+  let summary = "elementwise square root";
+  let description = [{
+    ```mlir
+    %y = kiln.sqrt %x : tensor<4x8xf32>
+    ```
+  }];
+}
+
+def Kiln_RsqrtOp : Kiln_UnaryOp<"rsqrt", 1> {
+  let summary = "elementwise reciprocal square root";
+  let description = [{
+    `1 / sqrt(x)` element by element.
+
+    ```mlir
+    %y = kiln.rsqrt %x : tensor<4x8xf32>
+    ```
+  }];
+}
+
+def Kiln_TanhOp : Kiln_UnaryOp<"tanh", 1> {
+  let summary = "elementwise hyperbolic tangent";
+  let description = [{
+    ```mlir
+    %y = kiln.tanh %x : tensor<4x8xf32>
+    ```
+  }];
+}
+
+def Kiln_SigmoidOp : Kiln_UnaryOp<"sigmoid", 4> {
+  let summary = "elementwise logistic sigmoid";
+  let description = [{
+    `1 / (1 + exp(-x))` element by element.
+
+    ```mlir
+    %y = kiln.sigmoid %x : tensor<4x8xf32>
+    ```
+  }];
+}
+
+def Kiln_GeluOp : Kiln_Op<"gelu", [Kiln_Elementwise, Kiln_SameTypes]>,
+                  Kiln_PerElementCost<9> {
+  let summary = "elementwise GELU, exact (erf) or tanh-approximated";
+  let description = [{
+    `none`: `x/2 · (1 + erf(x/√2))`;
+    `tanh`: `x/2 · (1 + tanh(√(2/π) · (x + 0.044715·x³)))`, as in GPT-2.
+
+    ```mlir
+    %y = kiln.gelu tanh %x : tensor<4x8xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_GeluApproximation:$approximate, Kiln_FloatTensor:$operand);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$approximate $operand attr-dict `:` "
+                       "custom<SameTypes>(type($operand), type($result))";
+  let extraClassDefinition = costDefinition;
+}
+
+def Kiln_SiluOp : Kiln_UnaryOp<"silu", 5> {
+  let summary = "elementwise SiLU (swish)";
+  let description = [{
+    `x · sigmoid(x)` element by element.
+
+    ```mlir
+    %y = kiln.silu %x : tensor<4x8xf32>
+    ```
+  }];
+}
+
+def Kiln_ReluOp : Kiln_UnaryOp<"relu", 1> {
+  let summary = "elementwise rectified linear unit";
+  let description = [{
+    `max(x, 0)` element by element.
+
+    ```mlir
+    %y = kiln.relu %x : tensor<4x8xf32>
+    ```
+  }];
+}
+
+def Kiln_CastOp : Kiln_Op<"cast", [Kiln_Elementwise]>, Kiln_PerElementCost<0> {
+  let summary = "elementwise conversion of the element type";
+  let description = [{
+    Converts each element to the result's element type; the shape is kept.
+    Float to float rounds to nearest even; float to integer truncates toward
+    zero; integer or i1 to float is exact where representable.
+
+    ```mlir
+    %y = kiln.cast %x : tensor<4x8xf32> to tensor<4x8xbf16>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$operand);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$operand attr-dict `:` type($operand) `to` type($result)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+  let extraClassDefinition = costDefinition;
+}
+
+def Kiln_CompareOp : Kiln_Op<"compare", [Kiln_Elementwise]>, Kiln_PerElementCost<1> {
+  let summary = "elementwise comparison producing i1";
+  let description = [{
+    Compares `lhs` and `rhs` element by element with the given direction
+    (`eq ne lt le gt ge`); the result has the operands' shape and element
+    type i1. Comparisons with nan are false except `ne`.
+
+    ```mlir
+    %mask = kiln.compare ge, %row, %col : tensor<8x8xi32>
+    ```
+  }];
+  let arguments = (ins Kiln_CompareDirection:$direction,
+                       Kiln_NumericTensor:$lhs, Kiln_NumericTensor:$rhs);
+  let results = (outs Kiln_BoolTensor:$result);
+  let assemblyFormat = "$direction `,` $lhs `,` $rhs attr-dict `:` "
+                       "custom<CompareTypes>(type($lhs), type($rhs), type($result))";
+  let hasVerifier = 1;
+  let extraClassDefinition = costDefinition;
+}
+
+def Kiln_SelectOp : Kiln_Op<"select", [Kiln_Elementwise]>, Kiln_PerElementCost<1> {
+  let summary = "elementwise choice between two tensors";
+  let description = [{
+    `cond ? on_true : on_false` element by element; `cond` has the shape of
+    the result and element type i1.
+
+    ```mlir
+    %y = kiln.select %mask, %scores, %neg_inf : tensor<8x8xi1>, tensor<8x8xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_BoolTensor:$cond, Kiln_AnyTensor:$on_true,
+                       Kiln_AnyTensor:$on_false);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$cond `,` $on_true `,` $on_false attr-dict `:` type($cond) `,` "
+                       "custom<SameTypes>(type($on_true), type($on_false), type($result))";
+  let hasVerifier = 1;
+  let extraClassDefinition = costDefinition;
+}
+
+//===----------------------------------------------------------------------===//
+// Shape ops
+//===----------------------------------------------------------------------===//
+
+def Kiln_ReshapeOp : Kiln_Op<"reshape"> {
+  let summary = "reinterprets a tensor with a new shape of the same size";
+  let description = [{
+    Row-major reinterpretation: the element count and element type are kept.
+    It moves no data (its cost is zero bytes).
+
+    ```mlir
+    %y = kiln.reshape %x : tensor<2x3x4xf32> -> tensor<6x4xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$operand);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$operand attr-dict `:` type($operand) `->` type($result)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+  let hasCanonicalizer = 1;
+  let extraClassDeclaration = [{
+    int64_t getBytesAccessed();
+  }];
+}
+
+def Kiln_TransposeOp : Kiln_Op<"transpose"> {
+  let summary = "permutes the dimensions of a tensor";
+  let description = [{
+    Result dimension `i` is operand dimension `permutation[i]`.
+
+    ```mlir
+    %y = kiln.transpose %x, [0, 2, 1, 3] : tensor<2x8x4x16xf32> -> tensor<2x4x8x16xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$operand, DenseI64ArrayAttr:$permutation);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat =
+      "$operand `,` $permutation attr-dict `:` type($operand) `->` type($result)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+  let hasCanonicalizer = 1;
+}
+
+def Kiln_SliceOp : Kiln_Op<"slice"> {
+  let summary = "extracts a strided box of a tensor";
+  let description = [{
+    Per dimension, elements `start, start+stride, …` below `limit`
+    (StableHLO's slice). The stride is printed only when it is not 1.
+
+    ```mlir
+    %q = kiln.slice %qkv [0:4, 0:8, 0:64] : tensor<4x8x192xf32> -> tensor<4x8x64xf32>
+    %e = kiln.slice %x [0:8:2] : tensor<8xf32> -> tensor<4xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$operand, DenseI64ArrayAttr:$start_indices,
+                       DenseI64ArrayAttr:$limit_indices, DenseI64ArrayAttr:$strides);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$operand custom<SliceRanges>($start_indices, $limit_indices, $strides) "
+                       "attr-dict `:` type($operand) `->` type($result)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+def Kiln_ConcatOp : Kiln_Op<"concat"> {
+  let summary = "joins tensors along one dimension";
+  let description = [{
+    All inputs agree on every dimension but `dim`; the result's `dim` is the
+    sum of theirs.
+
+    ```mlir
+    %y = kiln.concat %a, %b dim = 1 : tensor<2x3xf32>, tensor<2x5xf32> -> tensor<2x8xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<Kiln_AnyTensor>:$inputs, I64Attr:$dim);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat =
+      "$inputs `dim` `=` $dim attr-dict `:` type($inputs) `->` type($result)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+def Kiln_BroadcastInDimOp : Kiln_Op<"broadcast_in_dim"> {
+  let summary = "broadcasts a tensor into a larger shape (explicit broadcasting)";
+  let description = [{
+    Operand dimension `i` maps to result dimension `dims[i]` (strictly
+    increasing); it must have size 1 (it is repeated) or the result's size.
+    Result dimensions not named in `dims` are new and repeat the operand.
+
+    ```mlir
+    %b2 = kiln.broadcast_in_dim %bias, dims = [2] : tensor<64xf32> -> tensor<4x8x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$operand, DenseI64ArrayAttr:$dims);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$operand `,` `dims` `=` $dims attr-dict `:` type($operand) `->` type($result)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+def Kiln_IotaOp : Kiln_Op<"iota"> {
+  let summary = "a tensor counting 0, 1, 2, … along one dimension";
+  let description = [{
+    Element `[i0, …, in]` is `i_dim`. Used, with `kiln.compare`, to build
+    causal masks.
+
+    ```mlir
+    %row = kiln.iota dim = 0 : tensor<8x8xi32>
+    ```
+  }];
+  let arguments = (ins I64Attr:$dim);
+  let results = (outs Kiln_NumericTensor:$result);
+  let assemblyFormat = "`dim` `=` $dim attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def Kiln_ConstantOp : Kiln_Op<"constant", [ConstantLike, AllTypesMatch<["value", "result"]>]> {
+  let summary = "a constant tensor";
+  let description = [{
+    ```mlir
+    %zero = kiln.constant dense<0.0> : tensor<4x8xf32>
+    ```
+  }];
+  let arguments = (ins ElementsAttr:$value);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "attr-dict $value";
+  let hasFolder = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Reductions
+//===----------------------------------------------------------------------===//
+
+class Kiln_ReduceOp<string mnemonic, int extraFlops> : Kiln_Op<mnemonic> {
+  let arguments = (ins Kiln_NumericTensor:$operand, DenseI64ArrayAttr:$dims);
+  let results = (outs Kiln_NumericTensor:$result);
+  let assemblyFormat = "$operand `,` `dims` `=` $dims attr-dict `:` type($operand) `->` type($result)";
+  let hasVerifier = 1;
+  let extraClassDefinition = [{
+    int64_t $cppClass::getFlops() {
+      return ::kiln::numElements(getOperand().getType()) + }] # extraFlops #
+      [{ * ::kiln::numElements(getType());
+    }
+  }];
+}
+
+def Kiln_ReduceSumOp : Kiln_ReduceOp<"reduce_sum", 0> {
+  let summary = "sum over the listed dimensions";
+  let description = [{
+    The reduced dimensions are removed from the result's shape; `dims` is
+    strictly increasing. A reduction over every dimension gives a rank-0
+    tensor.
+
+    ```mlir
+    %s = kiln.reduce_sum %x, dims = [0, 1] : tensor<4x8x64xf32> -> tensor<64xf32>
+    ```
+  }];
+}
+
+def Kiln_ReduceMaxOp : Kiln_ReduceOp<"reduce_max", 0> {
+  let summary = "maximum over the listed dimensions";
+  let description = [{
+    ```mlir
+    %m = kiln.reduce_max %x, dims = [1] : tensor<4x8xf32> -> tensor<4xf32>
+    ```
+  }];
+}
+
+def Kiln_ReduceMeanOp : Kiln_ReduceOp<"reduce_mean", 1> {
+  let summary = "arithmetic mean over the listed dimensions";
+  let description = [{
+    ```mlir
+    %loss = kiln.reduce_mean %l, dims = [0, 1] : tensor<4x8xf32> -> tensor<f32>
+    ```
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Linear algebra
+//===----------------------------------------------------------------------===//
+
+def Kiln_MatmulOp : Kiln_Op<"matmul"> {
+  let summary = "batched matrix product (cuBLASLt on the GPU)";
+  let description = [{
+    `lhs` is `[batch…, M, K]` (`[batch…, K, M]` with `transpose_a`), `rhs` is
+    `[batch…, K, N]` (`[batch…, N, K]` with `transpose_b`), the result
+    `[batch…, M, N]`. Batch dimensions agree, or one operand is a plain
+    matrix shared by every batch element (a linear layer's weight).
+    Operands share an element type; a bf16/f16 product may produce f32
+    (accumulation is always at least f32).
+
+    ```mlir
+    %y = kiln.matmul %x, %w : tensor<4x8x64xf32>, tensor<64x256xf32> -> tensor<4x8x256xf32>
+    %s = kiln.matmul %q, %k transpose_b : tensor<4x2x8x32xbf16>, tensor<4x2x8x32xbf16> -> tensor<4x2x8x8xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_NumericTensor:$lhs, Kiln_NumericTensor:$rhs,
+                       UnitAttr:$transpose_a, UnitAttr:$transpose_b);
+  let results = (outs Kiln_NumericTensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs (`transpose_a` $transpose_a^)? (`transpose_b` $transpose_b^)? "
+                       "attr-dict `:` type($lhs) `,` type($rhs) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Neural-network composites
+//===----------------------------------------------------------------------===//
+
+def Kiln_EmbeddingOp : Kiln_Op<"embedding"> {
+  let summary = "gathers rows of a table by integer ids";
+  let description = [{
+    `result[i…, :] = table[ids[i…], :]`. Ids outside `[0, V)` are an error
+    at run time.
+
+    ```mlir
+    %x = kiln.embedding %wte, %tokens : tensor<50304x768xf32>, tensor<4x64xi32> -> tensor<4x64x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$table, Kiln_IndexTensor:$ids);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$table `,` $ids attr-dict `:` type($table) `,` type($ids) `->` type($result)";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    int64_t getBytesAccessed();
+  }];
+}
+
+def Kiln_SoftmaxOp : Kiln_UnaryOp<"softmax", 5> {
+  let summary = "softmax over the last dimension";
+  let description = [{
+    `exp(x - max(x)) / sum(exp(x - max(x)))` along the last dimension,
+    computed in a numerically stable way.
+
+    ```mlir
+    %p = kiln.softmax %scores : tensor<4x2x8x8xf32>
+    ```
+  }];
+}
+
+def Kiln_LogSoftmaxOp : Kiln_UnaryOp<"log_softmax", 5> {
+  let summary = "log-softmax over the last dimension";
+  let description = [{
+    `x - max(x) - log(sum(exp(x - max(x))))` along the last dimension.
+
+    ```mlir
+    %lp = kiln.log_softmax %logits : tensor<4x8x256xf32>
+    ```
+  }];
+}
+
+def Kiln_LayerNormOp : Kiln_Op<"layer_norm">, Kiln_PerElementCost<8> {
+  let summary = "layer normalization over the last dimension";
+  let description = [{
+    `y = (x - mean) · rstd · weight + bias` with `mean` and
+    `rstd = 1/sqrt(var + epsilon)` taken over the last dimension (biased
+    variance). `mean` and `rstd` are results too, in f32 (f64 for f64
+    inputs), so the backward can use them without recomputing.
+
+    ```mlir
+    %y, %mean, %rstd = kiln.layer_norm %x, %w, %b {epsilon = 1.0e-05 : f32}
+        : tensor<4x8x64xf32>, tensor<64xf32>, tensor<64xf32>
+        -> tensor<4x8x64xf32>, tensor<4x8xf32>, tensor<4x8xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$x, Kiln_FloatTensor:$weight,
+                       Kiln_FloatTensor:$bias, F32Attr:$epsilon);
+  let results = (outs Kiln_FloatTensor:$y, Kiln_FloatTensor:$mean,
+                      Kiln_FloatTensor:$rstd);
+  let assemblyFormat = "$x `,` $weight `,` $bias attr-dict `:` type($x) `,` type($weight) `,` "
+                       "type($bias) `->` type($y) `,` type($mean) `,` type($rstd)";
+  let hasVerifier = 1;
+  let extraClassDefinition = costDefinition;
+}
+
+def Kiln_RmsNormOp : Kiln_Op<"rms_norm">, Kiln_PerElementCost<5> {
+  let summary = "RMS normalization over the last dimension";
+  let description = [{
+    `y = x · rstd · weight` with `rstd = 1/sqrt(mean(x²) + epsilon)` over the
+    last dimension; `rstd` is a result too (f32, or f64 for f64 inputs).
+
+    ```mlir
+    %y, %rstd = kiln.rms_norm %x, %w {epsilon = 1.0e-06 : f32}
+        : tensor<4x8x64xf32>, tensor<64xf32> -> tensor<4x8x64xf32>, tensor<4x8xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$x, Kiln_FloatTensor:$weight, F32Attr:$epsilon);
+  let results = (outs Kiln_FloatTensor:$y, Kiln_FloatTensor:$rstd);
+  let assemblyFormat = "$x `,` $weight attr-dict `:` type($x) `,` type($weight) `->` "
+                       "type($y) `,` type($rstd)";
+  let hasVerifier = 1;
+  let extraClassDefinition = costDefinition;
+}
+
+def Kiln_RopeOp : Kiln_Op<"rope", [Kiln_SameTypes]>, Kiln_PerElementCost<3> {
+  let summary = "rotary position embedding (rotate-half convention)";
+  let description = [{
+    For `x` of shape `[…, T, D]` (D even), position `t` (the index along
+    dimension rank-2) and `i < D/2` with angle `t · theta^(-2i/D)`:
+    `y[i] = x[i]·cos − x[i+D/2]·sin`, `y[i+D/2] = x[i+D/2]·cos + x[i]·sin`.
+    With `inverse` the rotation is by the negative angle: the op is
+    orthogonal, so this is also its VJP.
+
+    ```mlir
+    %qr = kiln.rope %q {theta = 1.0e+04 : f32} : tensor<4x2x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$operand, DefaultValuedAttr<F32Attr, "10000.0f">:$theta,
+                       UnitAttr:$inverse);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$operand attr-dict `:` custom<SameTypes>(type($operand), type($result))";
+  let hasVerifier = 1;
+  let extraClassDefinition = costDefinition;
+}
+
+def Kiln_CrossEntropyOp : Kiln_Op<"cross_entropy"> {
+  let summary = "softmax cross-entropy per position, with its log-sum-exp";
+  let description = [{
+    For logits `[…, V]` and integer targets `[…]`:
+    `loss = lse − logits[target]` with `lse = log Σ_c exp(logits[c])`.
+    Only the first `valid_classes` classes (default: all V) take part, so a
+    vocabulary padded for alignment does not change the loss. A negative
+    target marks an ignored position: its loss is 0. `lse` is a result so the
+    backward never materializes the probabilities twice. Both results are f32
+    (f64 for f64 logits).
+
+    ```mlir
+    %loss, %lse = kiln.cross_entropy %logits, %targets {valid_classes = 50257 : i64}
+        : tensor<4x64x50304xf32>, tensor<4x64xi32> -> tensor<4x64xf32>, tensor<4x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$logits, Kiln_IndexTensor:$targets,
+                       OptionalAttr<I64Attr>:$valid_classes);
+  let results = (outs Kiln_FloatTensor:$loss, Kiln_FloatTensor:$lse);
+  let assemblyFormat = "$logits `,` $targets attr-dict `:` type($logits) `,` type($targets) "
+                       "`->` type($loss) `,` type($lse)";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Number of classes that take part in the softmax.
+    int64_t getNumValidClasses();
+  }];
+}
+
+def Kiln_AttentionOp : Kiln_Op<"attention"> {
+  let summary = "scaled dot-product attention (flash-attention kernel on the GPU)";
+  let description = [{
+    For `q [B, H, Tq, D]`, `k [B, Hkv, Tk, D]`, `v [B, Hkv, Tk, Dv]`
+    (`H` a multiple of `Hkv`: grouped-query attention):
+    `out = softmax(q·kᵀ·scale + mask)·v` per head, where `mask` hides keys
+    after the query's position when `causal` (then `Tq = Tk`). `lse [B, H, Tq]`
+    (f32; f64 for f64 inputs) is the log-sum-exp of each row of scores, saved
+    so the backward can recompute the probabilities block by block without
+    storing the T×T matrix.
+
+    ```mlir
+    %o, %lse = kiln.attention %q, %k, %v {causal, scale = 0.125 : f32}
+        : tensor<4x12x64x64xbf16>, tensor<4x12x64x64xbf16>, tensor<4x12x64x64xbf16>
+        -> tensor<4x12x64x64xbf16>, tensor<4x12x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$q, Kiln_FloatTensor:$k, Kiln_FloatTensor:$v,
+                       F32Attr:$scale, UnitAttr:$causal);
+  let results = (outs Kiln_FloatTensor:$out, Kiln_FloatTensor:$lse);
+  let assemblyFormat = "$q `,` $k `,` $v attr-dict `:` type($q) `,` type($k) `,` type($v) "
+                       "`->` type($out) `,` type($lse)";
+  let hasVerifier = 1;
+}
+
+#endif // KILN_OPS_TD

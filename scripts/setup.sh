@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what kiln needs (Debian 12 packages; idempotent, non-interactive)
+# and builds it into build/. Safe to run again: it installs only what is
+# missing and rebuilds only what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  cmake ninja-build g++ ccache python3 git
+  llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools   # LLVM/MLIR 22, lit, FileCheck
+  zlib1g-dev libzstd-dev                                     # static zlib/zstd for KILN_STATIC_LLVM
+  libfmt-dev libgtest-dev libtomlplusplus-dev libopenblas-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -d /usr/local/cuda/include ]; then
+  echo "setup: note: no CUDA toolkit in /usr/local/cuda; the GPU backend will not be built" >&2
+fi
+
+cmake -G Ninja -S . -B build -DCMAKE_BUILD_TYPE=Release ${KILN_CMAKE_ARGS:-}
+cmake --build build

@@ -1,0 +1,564 @@
+// Every verifier message of the kiln dialect, one case each.
+// RUN: kiln-opt %s -split-input-file -verify-diagnostics
+
+func.func @same_types_operand(%a: tensor<2x3xf32>, %b: tensor<3x2xf32>) {
+  // expected-error @+1 {{'kiln.add' op operand #1 type 'tensor<3x2xf32>' does not match operand #0 type 'tensor<2x3xf32>'}}
+  %0 = "kiln.add"(%a, %b) : (tensor<2x3xf32>, tensor<3x2xf32>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @same_types_result(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.exp' op result #0 type 'tensor<2x3xf16>' does not match operand type 'tensor<2x3xf32>'}}
+  %0 = "kiln.exp"(%a) : (tensor<2x3xf32>) -> tensor<2x3xf16>
+  return
+}
+
+// -----
+
+func.func @float_only(%a: tensor<4xi32>) {
+  // expected-error @+1 {{'kiln.exp' op operand #0 must be statically shaped tensor of}}
+  %0 = kiln.exp %a : tensor<4xi32>
+  return
+}
+
+// -----
+
+func.func @dynamic_shape(%a: tensor<?xf32>) {
+  // expected-error @+1 {{'kiln.neg' op operand #0 must be statically shaped tensor}}
+  %0 = kiln.neg %a : tensor<?xf32>
+  return
+}
+
+// -----
+
+func.func @cast_shape(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.cast' op result type 'tensor<3x2xbf16>' must have the shape of operand type 'tensor<2x3xf32>'}}
+  %0 = kiln.cast %a : tensor<2x3xf32> to tensor<3x2xbf16>
+  return
+}
+
+// -----
+
+func.func @compare_operands(%a: tensor<4xf32>, %b: tensor<4xf64>) {
+  // expected-error @+1 {{'kiln.compare' op operand types differ: 'tensor<4xf32>' vs 'tensor<4xf64>'}}
+  %0 = "kiln.compare"(%a, %b) {direction = 2 : i32} : (tensor<4xf32>, tensor<4xf64>) -> tensor<4xi1>
+  return
+}
+
+// -----
+
+func.func @compare_result(%a: tensor<4xf32>) {
+  // expected-error @+1 {{'kiln.compare' op result type 'tensor<8xi1>' must have the shape of operand type 'tensor<4xf32>'}}
+  %0 = "kiln.compare"(%a, %a) {direction = 2 : i32} : (tensor<4xf32>, tensor<4xf32>) -> tensor<8xi1>
+  return
+}
+
+// -----
+
+func.func @select_branches(%c: tensor<4xi1>, %a: tensor<4xf32>, %b: tensor<4xf16>) {
+  // expected-error @+1 {{'kiln.select' op branch types differ: 'tensor<4xf32>' vs 'tensor<4xf16>'}}
+  %0 = "kiln.select"(%c, %a, %b) : (tensor<4xi1>, tensor<4xf32>, tensor<4xf16>) -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @select_result(%c: tensor<4xi1>, %a: tensor<4xf32>) {
+  // expected-error @+1 {{'kiln.select' op result type 'tensor<4xf16>' does not match branch type 'tensor<4xf32>'}}
+  %0 = "kiln.select"(%c, %a, %a) : (tensor<4xi1>, tensor<4xf32>, tensor<4xf32>) -> tensor<4xf16>
+  return
+}
+
+// -----
+
+func.func @select_cond(%c: tensor<2xi1>, %a: tensor<4xf32>) {
+  // expected-error @+1 {{'kiln.select' op condition type 'tensor<2xi1>' must have the shape of result type 'tensor<4xf32>'}}
+  %0 = kiln.select %c, %a, %a : tensor<2xi1>, tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @reshape_elements(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.reshape' op cannot reshape 'tensor<2x3xf32>' (6 elements) to 'tensor<7xf32>' (7 elements)}}
+  %0 = kiln.reshape %a : tensor<2x3xf32> -> tensor<7xf32>
+  return
+}
+
+// -----
+
+func.func @reshape_element_type(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.reshape' op element types differ: 'tensor<2x3xf32>' vs 'tensor<6xf16>'}}
+  %0 = kiln.reshape %a : tensor<2x3xf32> -> tensor<6xf16>
+  return
+}
+
+// -----
+
+func.func @transpose_size(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.transpose' op permutation [0] has 1 entries for operand type 'tensor<2x3xf32>'}}
+  %0 = kiln.transpose %a, [0] : tensor<2x3xf32> -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @transpose_not_permutation(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.transpose' op permutation [1, 1] is not a permutation of [0, 2)}}
+  %0 = kiln.transpose %a, [1, 1] : tensor<2x3xf32> -> tensor<3x3xf32>
+  return
+}
+
+// -----
+
+func.func @transpose_result(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.transpose' op result type 'tensor<2x3xf32>' does not match operand type 'tensor<2x3xf32>' permuted by [1, 0] (expected shape [3, 2])}}
+  %0 = kiln.transpose %a, [1, 0] : tensor<2x3xf32> -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @slice_rank(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.slice' op slice ranges have 1 entries for operand type 'tensor<2x3xf32>' of rank 2}}
+  %0 = kiln.slice %a [0:2] : tensor<2x3xf32> -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @slice_stride(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.slice' op stride 0 of dimension 1 must be positive}}
+  %0 = kiln.slice %a [0:2, 0:3:0] : tensor<2x3xf32> -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @slice_range(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.slice' op range 1:4 of dimension 1 is outside operand type 'tensor<2x3xf32>'}}
+  %0 = kiln.slice %a [0:2, 1:4] : tensor<2x3xf32> -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @slice_result(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.slice' op result type 'tensor<2x3xf32>' does not match the slice of 'tensor<2x3xf32>' (expected shape [2, 2])}}
+  %0 = kiln.slice %a [0:2, 0:3:2] : tensor<2x3xf32> -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @concat_empty() {
+  // expected-error @+1 {{'kiln.concat' op needs at least one input}}
+  %0 = "kiln.concat"() {dim = 0 : i64} : () -> tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @concat_dim(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.concat' op dim 2 is outside the rank of input type 'tensor<2x3xf32>'}}
+  %0 = kiln.concat %a, %a dim = 2 : tensor<2x3xf32>, tensor<2x3xf32> -> tensor<4x3xf32>
+  return
+}
+
+// -----
+
+func.func @concat_input_type(%a: tensor<2x3xf32>, %b: tensor<2x3xf16>) {
+  // expected-error @+1 {{'kiln.concat' op input #1 type 'tensor<2x3xf16>' does not match input #0 type 'tensor<2x3xf32>'}}
+  %0 = kiln.concat %a, %b dim = 0 : tensor<2x3xf32>, tensor<2x3xf16> -> tensor<4x3xf32>
+  return
+}
+
+// -----
+
+func.func @concat_other_dim(%a: tensor<2x3xf32>, %b: tensor<2x4xf32>) {
+  // expected-error @+1 {{'kiln.concat' op input #1 type 'tensor<2x4xf32>' differs from input #0 type 'tensor<2x3xf32>' in dimension 1 (only dim 0 may differ)}}
+  %0 = kiln.concat %a, %b dim = 0 : tensor<2x3xf32>, tensor<2x4xf32> -> tensor<4x3xf32>
+  return
+}
+
+// -----
+
+func.func @concat_result(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.concat' op result type 'tensor<5x3xf32>' does not match the concatenation (expected shape [4, 3] of 'f32')}}
+  %0 = kiln.concat %a, %a dim = 0 : tensor<2x3xf32>, tensor<2x3xf32> -> tensor<5x3xf32>
+  return
+}
+
+// -----
+
+func.func @broadcast_element_type(%a: tensor<3xf32>) {
+  // expected-error @+1 {{'kiln.broadcast_in_dim' op element types differ: 'tensor<3xf32>' vs 'tensor<2x3xf16>'}}
+  %0 = kiln.broadcast_in_dim %a, dims = [1] : tensor<3xf32> -> tensor<2x3xf16>
+  return
+}
+
+// -----
+
+func.func @broadcast_dims_size(%a: tensor<3xf32>) {
+  // expected-error @+1 {{'kiln.broadcast_in_dim' op dims [0, 1] has 2 entries for operand type 'tensor<3xf32>'}}
+  %0 = kiln.broadcast_in_dim %a, dims = [0, 1] : tensor<3xf32> -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @broadcast_dims_range(%a: tensor<3xf32>) {
+  // expected-error @+1 {{'kiln.broadcast_in_dim' op dims [2] has dimension 2 outside [0, 2)}}
+  %0 = kiln.broadcast_in_dim %a, dims = [2] : tensor<3xf32> -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @broadcast_dims_order(%a: tensor<3x3xf32>) {
+  // expected-error @+1 {{'kiln.broadcast_in_dim' op dims [1, 0] must be strictly increasing}}
+  %0 = kiln.broadcast_in_dim %a, dims = [1, 0] : tensor<3x3xf32> -> tensor<3x3xf32>
+  return
+}
+
+// -----
+
+func.func @broadcast_size(%a: tensor<4xf32>) {
+  // expected-error @+1 {{'kiln.broadcast_in_dim' op operand type 'tensor<4xf32>' dimension 0 (size 4) cannot broadcast to result type 'tensor<2x3xf32>' dimension 1 (size 3)}}
+  %0 = kiln.broadcast_in_dim %a, dims = [1] : tensor<4xf32> -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @iota_dim() {
+  // expected-error @+1 {{'kiln.iota' op dim 2 is outside the rank of result type 'tensor<4x4xi32>'}}
+  %0 = kiln.iota dim = 2 : tensor<4x4xi32>
+  return
+}
+
+// -----
+
+func.func @constant_type() {
+  // expected-error @+1 {{'kiln.constant' op failed to verify that all of {value, result} have same type}}
+  %0 = "kiln.constant"() {value = dense<1.0> : tensor<4xf32>} : () -> tensor<4xf16>
+  return
+}
+
+// -----
+
+func.func @reduce_dims(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.reduce_sum' op dims [2] has dimension 2 outside [0, 2)}}
+  %0 = kiln.reduce_sum %a, dims = [2] : tensor<2x3xf32> -> tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @reduce_result(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.reduce_max' op result type 'tensor<3xf32>' does not match operand type 'tensor<2x3xf32>' reduced over [1] (expected shape [2])}}
+  %0 = kiln.reduce_max %a, dims = [1] : tensor<2x3xf32> -> tensor<3xf32>
+  return
+}
+
+// -----
+
+func.func @reduce_mean_order(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.reduce_mean' op dims [1, 0] must be strictly increasing}}
+  %0 = kiln.reduce_mean %a, dims = [1, 0] : tensor<2x3xf32> -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @matmul_rank(%a: tensor<3xf32>, %b: tensor<3x4xf32>) {
+  // expected-error @+1 {{'kiln.matmul' op operands must have rank >= 2, got 'tensor<3xf32>' and 'tensor<3x4xf32>'}}
+  %0 = kiln.matmul %a, %b : tensor<3xf32>, tensor<3x4xf32> -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @matmul_element_types(%a: tensor<2x3xf32>, %b: tensor<3x4xbf16>) {
+  // expected-error @+1 {{'kiln.matmul' op operand element types differ: 'tensor<2x3xf32>' vs 'tensor<3x4xbf16>'}}
+  %0 = kiln.matmul %a, %b : tensor<2x3xf32>, tensor<3x4xbf16> -> tensor<2x4xf32>
+  return
+}
+
+// -----
+
+func.func @matmul_result_element(%a: tensor<2x3xf32>, %b: tensor<3x4xf32>) {
+  // expected-error @+1 {{'kiln.matmul' op result type 'tensor<2x4xbf16>' has element type 'bf16'; expected 'f32' (or f32 for bf16/f16 operands)}}
+  %0 = kiln.matmul %a, %b : tensor<2x3xf32>, tensor<3x4xf32> -> tensor<2x4xbf16>
+  return
+}
+
+// -----
+
+func.func @matmul_batch(%a: tensor<2x2x3xf32>, %b: tensor<3x3x4xf32>) {
+  // expected-error @+1 {{'kiln.matmul' op batch dimensions differ: 'tensor<2x2x3xf32>' vs 'tensor<3x3x4xf32>'}}
+  %0 = kiln.matmul %a, %b : tensor<2x2x3xf32>, tensor<3x3x4xf32> -> tensor<2x2x4xf32>
+  return
+}
+
+// -----
+
+func.func @matmul_k(%a: tensor<2x3xf32>, %b: tensor<4x5xf32>) {
+  // expected-error @+1 {{'kiln.matmul' op contracting dimensions differ: 'tensor<2x3xf32>' has K=3, 'tensor<4x5xf32>' has K=4}}
+  %0 = kiln.matmul %a, %b : tensor<2x3xf32>, tensor<4x5xf32> -> tensor<2x5xf32>
+  return
+}
+
+// -----
+
+func.func @matmul_result(%a: tensor<2x3xf32>, %b: tensor<3x4xf32>) {
+  // expected-error @+1 {{'kiln.matmul' op result type 'tensor<4x2xf32>' does not match 'tensor<2x3xf32>' x 'tensor<3x4xf32>' (expected shape [2, 4])}}
+  %0 = kiln.matmul %a, %b : tensor<2x3xf32>, tensor<3x4xf32> -> tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @embedding_table(%t: tensor<8xf32>, %i: tensor<4xi32>) {
+  // expected-error @+1 {{'kiln.embedding' op table type 'tensor<8xf32>' must be a matrix [V, C]}}
+  %0 = kiln.embedding %t, %i : tensor<8xf32>, tensor<4xi32> -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @embedding_result(%t: tensor<8x16xf32>, %i: tensor<4xi32>) {
+  // expected-error @+1 {{'kiln.embedding' op result type 'tensor<4x8xf32>' does not match table type 'tensor<8x16xf32>' gathered by ids type 'tensor<4xi32>' (expected shape [4, 16])}}
+  %0 = kiln.embedding %t, %i : tensor<8x16xf32>, tensor<4xi32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @embedding_ids(%t: tensor<8x16xf32>, %i: tensor<4xf32>) {
+  // expected-error @+1 {{'kiln.embedding' op operand #1 must be statically shaped tensor of 32-bit signless integer or 64-bit signless integer values}}
+  %0 = kiln.embedding %t, %i : tensor<8x16xf32>, tensor<4xf32> -> tensor<4x16xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_rank(%x: tensor<f32>, %w: tensor<1xf32>) {
+  // expected-error @+1 {{'kiln.layer_norm' op input type 'tensor<f32>' must have rank >= 1}}
+  %y, %m, %r = "kiln.layer_norm"(%x, %w, %w) {epsilon = 1.0e-05 : f32} : (tensor<f32>, tensor<1xf32>, tensor<1xf32>) -> (tensor<f32>, tensor<f32>, tensor<f32>)
+  return
+}
+
+// -----
+
+func.func @layer_norm_output(%x: tensor<2x8xf32>, %w: tensor<8xf32>) {
+  // expected-error @+1 {{'kiln.layer_norm' op output type 'tensor<2x8xf16>' does not match input type 'tensor<2x8xf32>'}}
+  %y, %m, %r = kiln.layer_norm %x, %w, %w {epsilon = 1.0e-05 : f32} : tensor<2x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<2x8xf16>, tensor<2xf32>, tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_weight(%x: tensor<2x8xf32>, %w: tensor<4xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'kiln.layer_norm' op weight type 'tensor<4xf32>' must be 'tensor<8xf32>' to match input type 'tensor<2x8xf32>'}}
+  %y, %m, %r = kiln.layer_norm %x, %w, %b {epsilon = 1.0e-05 : f32} : tensor<2x8xf32>, tensor<4xf32>, tensor<8xf32> -> tensor<2x8xf32>, tensor<2xf32>, tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_bias(%x: tensor<2x8xf32>, %w: tensor<8xf32>, %b: tensor<8xf16>) {
+  // expected-error @+1 {{'kiln.layer_norm' op bias type 'tensor<8xf16>' must be 'tensor<8xf32>' to match input type 'tensor<2x8xf32>'}}
+  %y, %m, %r = kiln.layer_norm %x, %w, %b {epsilon = 1.0e-05 : f32} : tensor<2x8xf32>, tensor<8xf32>, tensor<8xf16> -> tensor<2x8xf32>, tensor<2xf32>, tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_mean(%x: tensor<2x8xbf16>, %w: tensor<8xbf16>) {
+  // expected-error @+1 {{'kiln.layer_norm' op mean type 'tensor<2xbf16>' must be 'tensor<2xf32>' for input type 'tensor<2x8xbf16>'}}
+  %y, %m, %r = kiln.layer_norm %x, %w, %w {epsilon = 1.0e-05 : f32} : tensor<2x8xbf16>, tensor<8xbf16>, tensor<8xbf16> -> tensor<2x8xbf16>, tensor<2xbf16>, tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_rstd(%x: tensor<2x8xf64>, %w: tensor<8xf64>) {
+  // expected-error @+1 {{'kiln.layer_norm' op rstd type 'tensor<2xf32>' must be 'tensor<2xf64>' for input type 'tensor<2x8xf64>'}}
+  %y, %m, %r = kiln.layer_norm %x, %w, %w {epsilon = 1.0e-05 : f32} : tensor<2x8xf64>, tensor<8xf64>, tensor<8xf64> -> tensor<2x8xf64>, tensor<2xf64>, tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_weight(%x: tensor<2x8xf32>, %w: tensor<2x8xf32>) {
+  // expected-error @+1 {{'kiln.rms_norm' op weight type 'tensor<2x8xf32>' must be 'tensor<8xf32>' to match input type 'tensor<2x8xf32>'}}
+  %y, %r = kiln.rms_norm %x, %w {epsilon = 1.0e-06 : f32} : tensor<2x8xf32>, tensor<2x8xf32> -> tensor<2x8xf32>, tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_rstd(%x: tensor<2x8xf32>, %w: tensor<8xf32>) {
+  // expected-error @+1 {{'kiln.rms_norm' op rstd type 'tensor<8xf32>' must be 'tensor<2xf32>' for input type 'tensor<2x8xf32>'}}
+  %y, %r = kiln.rms_norm %x, %w {epsilon = 1.0e-06 : f32} : tensor<2x8xf32>, tensor<8xf32> -> tensor<2x8xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_output(%x: tensor<2x8xf32>, %w: tensor<8xf32>) {
+  // expected-error @+1 {{'kiln.rms_norm' op output type 'tensor<2x4xf32>' does not match input type 'tensor<2x8xf32>'}}
+  %y, %r = kiln.rms_norm %x, %w {epsilon = 1.0e-06 : f32} : tensor<2x8xf32>, tensor<8xf32> -> tensor<2x4xf32>, tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @rope_odd(%x: tensor<4x7xf32>) {
+  // expected-error @+1 {{'kiln.rope' op operand type 'tensor<4x7xf32>' must be [..., T, D] with an even head dimension D}}
+  %0 = kiln.rope %x : tensor<4x7xf32>
+  return
+}
+
+// -----
+
+func.func @rope_theta(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{'kiln.rope' op theta must be positive}}
+  %0 = kiln.rope %x {theta = 0.0 : f32} : tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_rank(%l: tensor<f32>, %t: tensor<i32>) {
+  // expected-error @+1 {{'kiln.cross_entropy' op logits type 'tensor<f32>' must have rank >= 1}}
+  %0, %1 = kiln.cross_entropy %l, %t : tensor<f32>, tensor<i32> -> tensor<f32>, tensor<f32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_targets(%l: tensor<2x8x64xf32>, %t: tensor<2x4xi32>) {
+  // expected-error @+1 {{'kiln.cross_entropy' op targets type 'tensor<2x4xi32>' must have the shape of logits type 'tensor<2x8x64xf32>' without its last dimension}}
+  %0, %1 = kiln.cross_entropy %l, %t : tensor<2x8x64xf32>, tensor<2x4xi32> -> tensor<2x8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_loss(%l: tensor<2x8x64xbf16>, %t: tensor<2x8xi32>) {
+  // expected-error @+1 {{'kiln.cross_entropy' op loss type 'tensor<2x8xbf16>' must be 'tensor<2x8xf32>' for input type 'tensor<2x8x64xbf16>'}}
+  %0, %1 = kiln.cross_entropy %l, %t : tensor<2x8x64xbf16>, tensor<2x8xi32> -> tensor<2x8xbf16>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_lse(%l: tensor<2x8x64xf32>, %t: tensor<2x8xi32>) {
+  // expected-error @+1 {{'kiln.cross_entropy' op lse type 'tensor<2xf32>' must be 'tensor<2x8xf32>' for input type 'tensor<2x8x64xf32>'}}
+  %0, %1 = kiln.cross_entropy %l, %t : tensor<2x8x64xf32>, tensor<2x8xi32> -> tensor<2x8xf32>, tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_valid(%l: tensor<2x8x64xf32>, %t: tensor<2x8xi32>) {
+  // expected-error @+1 {{'kiln.cross_entropy' op valid_classes 65 must be in [1, 64] for logits type 'tensor<2x8x64xf32>'}}
+  %0, %1 = kiln.cross_entropy %l, %t {valid_classes = 65 : i64} : tensor<2x8x64xf32>, tensor<2x8xi32> -> tensor<2x8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_rank(%q: tensor<2x8x16xf32>) {
+  // expected-error @+1 {{'kiln.attention' op q, k and v must be [B, H, T, D]; got 'tensor<2x8x16xf32>', 'tensor<2x8x16xf32>', 'tensor<2x8x16xf32>'}}
+  %o, %l = kiln.attention %q, %q, %q {scale = 1.0 : f32} : tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32> -> tensor<2x8x16xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_types(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xbf16>) {
+  // expected-error @+1 {{'kiln.attention' op element types of q 'tensor<1x2x8x16xf32>', k 'tensor<1x2x8x16xbf16>' and v 'tensor<1x2x8x16xbf16>' differ}}
+  %o, %l = kiln.attention %q, %k, %k {scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xbf16>, tensor<1x2x8x16xbf16> -> tensor<1x2x8x16xf32>, tensor<1x2x8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_k(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x8xf32>) {
+  // expected-error @+1 {{'kiln.attention' op k type 'tensor<1x2x8x8xf32>' must match q type 'tensor<1x2x8x16xf32>' in batch and head dimension}}
+  %o, %l = kiln.attention %q, %k, %k {scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x8xf32>, tensor<1x2x8x8xf32> -> tensor<1x2x8x8xf32>, tensor<1x2x8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_v(%q: tensor<1x2x8x16xf32>, %v: tensor<1x2x4x16xf32>) {
+  // expected-error @+1 {{'kiln.attention' op v type 'tensor<1x2x4x16xf32>' must match k type 'tensor<1x2x8x16xf32>' in batch, heads and sequence length}}
+  %o, %l = kiln.attention %q, %q, %v {scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x4x16xf32> -> tensor<1x2x8x16xf32>, tensor<1x2x8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_heads(%q: tensor<1x3x8x16xf32>, %k: tensor<1x2x8x16xf32>) {
+  // expected-error @+1 {{'kiln.attention' op query heads (3 in 'tensor<1x3x8x16xf32>') must be a multiple of key/value heads (2 in 'tensor<1x2x8x16xf32>')}}
+  %o, %l = kiln.attention %q, %k, %k {scale = 1.0 : f32} : tensor<1x3x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x3x8x16xf32>, tensor<1x3x8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_causal(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x6x16xf32>) {
+  // expected-error @+1 {{'kiln.attention' op causal attention needs equal query and key lengths; got 'tensor<1x2x8x16xf32>' and 'tensor<1x2x6x16xf32>'}}
+  %o, %l = kiln.attention %q, %k, %k {causal, scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x6x16xf32>, tensor<1x2x6x16xf32> -> tensor<1x2x8x16xf32>, tensor<1x2x8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_out(%q: tensor<1x2x8x16xf32>) {
+  // expected-error @+1 {{'kiln.attention' op output type 'tensor<1x2x16x8xf32>' must be 'tensor<1x2x8x16xf32>'}}
+  %o, %l = kiln.attention %q, %q, %q {scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x16x8xf32>, tensor<1x2x8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_lse(%q: tensor<1x2x8x16xbf16>) {
+  // expected-error @+1 {{'kiln.attention' op lse type 'tensor<1x2x8xbf16>' must be 'tensor<1x2x8xf32>'}}
+  %o, %l = kiln.attention %q, %q, %q {scale = 1.0 : f32} : tensor<1x2x8x16xbf16>, tensor<1x2x8x16xbf16>, tensor<1x2x8x16xbf16> -> tensor<1x2x8x16xbf16>, tensor<1x2x8xbf16>
+  return
+}
+
+// -----
+
+// expected-error @+1 {{unknown kiln argument attribute 'kiln.weight' on argument #0 (expected kiln.param or kiln.input)}}
+func.func @unknown_arg_attr(%a: tensor<2xf32> {kiln.weight = "w"}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'kiln.param' on argument #0 must be a non-empty string, got 3 : i64}}
+func.func @param_not_string(%a: tensor<2xf32> {kiln.param = 3}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{argument #1 and argument #0 are both named "x"; kiln.param/kiln.input names must be unique}}
+func.func @duplicate_names(%a: tensor<2xf32> {kiln.param = "x"}, %b: tensor<2xf32> {kiln.input = "x"}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{argument #0 cannot be both a kiln.param and a kiln.input}}
+func.func @param_and_input(%a: tensor<2xf32> {kiln.param = "w", kiln.input = "x"}) {
+  return
+}

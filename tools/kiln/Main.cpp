@@ -1,0 +1,68 @@
+//===- Main.cpp - entry point of the kiln CLI ------------------------------===//
+
+#include "tools/kiln/Commands.h"
+
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/WithColor.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace llvm;
+
+namespace kiln::cli {
+
+cl::OptionCategory &kilnCategory() {
+  static cl::OptionCategory category("kiln options");
+  return category;
+}
+
+ArrayRef<Command> commands() {
+  static const Command all[] = {
+      {trainCommand, runTrain},         {compileCommand, runCompile},
+      {sampleCommand, runSample},       {estimateCommand, runEstimate},
+      {tokenizeCommand, runTokenize},   {gradcheckCommand, runGradcheck},
+      {versionCommand, runVersion},
+  };
+  return all;
+}
+
+int fail(StringRef command, const Twine &message) {
+  WithColor::error(errs(), "kiln " + command.str()) << message << "\n";
+  return 1;
+}
+
+int notYetImplemented(StringRef command, StringRef milestone) {
+  WithColor::error(errs(), "kiln " + command.str())
+      << "not implemented yet: this subcommand arrives with " << milestone
+      << ".\n";
+  return 2;
+}
+
+} // namespace kiln::cli
+
+int main(int argc, char **argv) {
+  InitLLVM init(argc, argv);
+  using namespace kiln::cli;
+  // Hide the options that LLVM's and MLIR's libraries register globally, so
+  // `kiln --help` shows kiln's own.
+  cl::HideUnrelatedOptions(kilnCategory());
+  for (const Command &command : commands())
+    cl::HideUnrelatedOptions(kilnCategory(), command.sub);
+  if (!cl::ParseCommandLineOptions(
+          argc, argv,
+          "kiln — compile and train transformers\n\n"
+          "  kiln train [CONFIG] [--set key=value]...   train a model\n"
+          "  kiln compile CONFIG [--dump-ir-after=all]  compile and dump IR\n"
+          "  kiln sample CKPT_DIR [--prompt TEXT]       sample from a checkpoint\n"
+          "  kiln estimate CONFIG                       params, FLOPs, memory\n"
+          "  kiln tokenize --out DIR FILES...           write token shards\n"
+          "  kiln gradcheck CONFIG                      check gradients in f64\n"
+          "  kiln version                               print versions\n\n"
+          "Run `kiln <command> --help` for a command's options.\n",
+          &errs()))
+    return 1;
+  for (const Command &command : commands())
+    if (command.sub)
+      return command.run();
+  errs() << "kiln: no command given; run `kiln --help` for the list\n";
+  return 1;
+}

@@ -1,0 +1,23 @@
+//===- Version.cpp - `kiln version` ----------------------------------------===//
+
+#include "tools/kiln/Commands.h"
+#include "tools/kiln/BuildInfo.h"
+
+#include "llvm/Config/llvm-config.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace llvm;
+
+namespace kiln::cli {
+
+cl::SubCommand versionCommand("version", "Print the versions of kiln, LLVM/MLIR and CUDA");
+
+int runVersion() {
+  outs() << "kiln " << KILN_VERSION << " (" << KILN_GIT_REVISION << ")\n"
+         << "LLVM/MLIR " << LLVM_VERSION_STRING << "\n"
+         << "CUDA toolkit " << KILN_CUDA_TOOLKIT_VERSION << " (headers at build time, "
+         << KILN_CUDA_ROOT << ")\n";
+  return 0;
+}
+
+} // namespace kiln::cli
