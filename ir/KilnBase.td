@@ -30,12 +30,20 @@ def Kiln_Dialect : Dialect {
   }];
   let hasConstantMaterializer = 1;
   let hasRegionArgAttrVerify = 1;
+  let hasRegionResultAttrVerify = 1;
   let dependentDialects = ["::mlir::func::FuncDialect"];
   let extraClassDeclaration = [{
     /// Argument attribute naming a trainable parameter.
     static constexpr ::llvm::StringLiteral kParamAttrName = "kiln.param";
     /// Argument attribute naming a step input (tokens, targets, lr, ...).
     static constexpr ::llvm::StringLiteral kInputAttrName = "kiln.input";
+    /// Argument attribute: how the runtime initializes a parameter, one of
+    /// "zeros", "ones", "normal(STD)".
+    static constexpr ::llvm::StringLiteral kInitAttrName = "kiln.init";
+    /// Result attribute naming a function output ("loss", ...).
+    static constexpr ::llvm::StringLiteral kOutputAttrName = "kiln.output";
+    /// Result attribute: this result is the gradient of the named parameter.
+    static constexpr ::llvm::StringLiteral kGradAttrName = "kiln.grad";
   }];
 }
 

@@ -46,6 +46,10 @@ int64_t BroadcastInDimOp::getFlops() { return 0; }
 int64_t IotaOp::getFlops() { return 0; }
 int64_t ConstantOp::getFlops() { return 0; }
 int64_t EmbeddingOp::getFlops() { return 0; }
+int64_t PadOp::getFlops() { return 0; }
+
+// One add per cotangent element scattered into the table.
+int64_t EmbeddingGradOp::getFlops() { return numElements(getDy().getType()); }
 
 // Reads the ids and only the rows they select; writes the result.
 int64_t EmbeddingOp::getBytesAccessed() {
@@ -65,11 +69,21 @@ int64_t CrossEntropyOp::getFlops() { return 4 * numElements(getLogits().getType(
 // q·kᵀ is 2·Tq·Tk·D and P·v is 2·Tq·Tk·Dv per head; a causal mask skips half
 // of the (Tq, Tk) square. The softmax itself is not counted (as in the
 // usual MFU formulas).
-int64_t AttentionOp::getFlops() {
-  auto q = cast<RankedTensorType>(getQ().getType());
-  auto v = cast<RankedTensorType>(getV().getType());
+/// `2·B·H·Tq·Tk·(dFactor·D + dvFactor·Dv)`, halved when causal.
+static int64_t attentionFlops(Value qv, Value vv, bool causal, int64_t dFactor,
+                              int64_t dvFactor) {
+  auto q = cast<RankedTensorType>(qv.getType());
+  auto v = cast<RankedTensorType>(vv.getType());
   int64_t b = q.getDimSize(0), h = q.getDimSize(1), tq = q.getDimSize(2),
           d = q.getDimSize(3), tk = v.getDimSize(2), dv = v.getDimSize(3);
-  int64_t flops = 2 * b * h * tq * tk * (d + dv);
-  return getCausal() ? flops / 2 : flops;
+  int64_t flops = 2 * b * h * tq * tk * (dFactor * d + dvFactor * dv);
+  return causal ? flops / 2 : flops;
+}
+
+int64_t AttentionOp::getFlops() { return attentionFlops(getQ(), getV(), getCausal(), 1, 1); }
+
+// The backward recomputes q·kᵀ, then forms dv = Pᵀ·dout, dP = dout·vᵀ,
+// dq = dS·k and dk = dSᵀ·q: three products over D and two over Dv.
+int64_t AttentionGradOp::getFlops() {
+  return attentionFlops(getQ(), getV(), getCausal(), 3, 2);
 }

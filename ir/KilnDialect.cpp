@@ -5,6 +5,7 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
+#include "llvm/Support/Format.h"
 
 using namespace mlir;
 using namespace kiln;
@@ -26,6 +27,35 @@ Operation *KilnDialect::materializeConstant(OpBuilder &builder, Attribute value,
   return ConstantOp::create(builder, loc, type, elements);
 }
 
+std::string ParamInit::str() const {
+  switch (kind) {
+  case Kind::Zeros:
+    return "zeros";
+  case Kind::Ones:
+    return "ones";
+  case Kind::Normal:
+    break;
+  }
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << "normal(" << llvm::format("%g", stddev) << ")";
+  return s;
+}
+
+std::optional<ParamInit> ParamInit::parse(StringRef text) {
+  text = text.trim();
+  if (text == "zeros")
+    return zeros();
+  if (text == "ones")
+    return ones();
+  if (text.consume_front("normal(") && text.consume_back(")")) {
+    double stddev;
+    if (!text.trim().getAsDouble(stddev) && stddev >= 0.0)
+      return normal(stddev);
+  }
+  return std::nullopt;
+}
+
 // `kiln.param` and `kiln.input` name an argument; the names are strings and
 // unique within the function (checkpoints and sharding annotations use them).
 LogicalResult KilnDialect::verifyRegionArgAttribute(Operation *op,
@@ -33,10 +63,18 @@ LogicalResult KilnDialect::verifyRegionArgAttribute(Operation *op,
                                                     unsigned argIndex,
                                                     NamedAttribute attr) {
   StringRef attrName = attr.getName().getValue();
+  if (attrName == kInitAttrName) {
+    auto text = dyn_cast<StringAttr>(attr.getValue());
+    if (!text || !ParamInit::parse(text.getValue()))
+      return op->emitError() << "'kiln.init' on argument #" << argIndex
+                             << " must be \"zeros\", \"ones\" or \"normal(STD)\", got "
+                             << attr.getValue();
+    return success();
+  }
   if (attrName != kParamAttrName && attrName != kInputAttrName)
     return op->emitError() << "unknown kiln argument attribute '" << attrName
                            << "' on argument #" << argIndex
-                           << " (expected kiln.param or kiln.input)";
+                           << " (expected kiln.param, kiln.input or kiln.init)";
   auto name = dyn_cast<StringAttr>(attr.getValue());
   if (!name || name.getValue().empty())
     return op->emitError() << "'" << attrName << "' on argument #" << argIndex
@@ -61,4 +99,38 @@ LogicalResult KilnDialect::verifyRegionArgAttribute(Operation *op,
     return op->emitError() << "argument #" << argIndex
                            << " cannot be both a kiln.param and a kiln.input";
   return success();
+}
+
+// `kiln.output` names a result; `kiln.grad` says which parameter a result is
+// the gradient of, and must name a kiln.param argument of the same type.
+LogicalResult KilnDialect::verifyRegionResultAttribute(Operation *op,
+                                                       unsigned regionIndex,
+                                                       unsigned resultIndex,
+                                                       NamedAttribute attr) {
+  StringRef attrName = attr.getName().getValue();
+  if (attrName != kOutputAttrName && attrName != kGradAttrName)
+    return op->emitError() << "unknown kiln result attribute '" << attrName
+                           << "' on result #" << resultIndex
+                           << " (expected kiln.output or kiln.grad)";
+  auto name = dyn_cast<StringAttr>(attr.getValue());
+  if (!name || name.getValue().empty())
+    return op->emitError() << "'" << attrName << "' on result #" << resultIndex
+                           << " must be a non-empty string, got " << attr.getValue();
+  auto func = dyn_cast<FunctionOpInterface>(op);
+  if (!func || attrName != kGradAttrName)
+    return success();
+  for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i) {
+    auto param = func.getArgAttrOfType<StringAttr>(i, kParamAttrName);
+    if (param != name)
+      continue;
+    Type argType = func.getArgumentTypes()[i];
+    Type resultType = func.getResultTypes()[resultIndex];
+    if (argType != resultType)
+      return op->emitError() << "result #" << resultIndex << " of type " << resultType
+                             << " is the gradient of parameter \"" << name.getValue()
+                             << "\" of type " << argType << "; the types must match";
+    return success();
+  }
+  return op->emitError() << "result #" << resultIndex << " is marked kiln.grad of \""
+                         << name.getValue() << "\", but no argument is that kiln.param";
 }

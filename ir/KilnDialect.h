@@ -8,4 +8,27 @@
 
 #include "ir/KilnDialect.h.inc"
 
+#include <optional>
+#include <string>
+
+namespace kiln {
+
+/// How the runtime initializes a parameter (argument attribute kiln.init).
+struct ParamInit {
+  enum class Kind { Zeros, Ones, Normal };
+  Kind kind = Kind::Zeros;
+  double stddev = 0.0; ///< for Normal: mean 0, this standard deviation
+
+  /// "zeros", "ones" or "normal(0.02)".
+  std::string str() const;
+  /// Parses the form str() prints; nullopt when malformed.
+  static std::optional<ParamInit> parse(llvm::StringRef text);
+
+  static ParamInit zeros() { return {Kind::Zeros, 0.0}; }
+  static ParamInit ones() { return {Kind::Ones, 0.0}; }
+  static ParamInit normal(double stddev) { return {Kind::Normal, stddev}; }
+};
+
+} // namespace kiln
+
 #endif // KILN_IR_KILNDIALECT_H

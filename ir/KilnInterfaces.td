@@ -28,7 +28,8 @@ def Kiln_DifferentiableOpInterface : OpInterface<"DifferentiableOpInterface"> {
   let cppNamespace = "::kiln";
   let description = [{
     The op's reverse-mode rule. `buildVJP` is called with the builder's
-    insertion point after the op, and with one cotangent per result (a null
+    insertion point where the backward ops go (after every forward op), and
+    with one cotangent per result (a null
     Value when nothing downstream needs that result's gradient). It appends
     one cotangent per operand to `operandCotangents`, a null Value where the
     operand has no gradient (integer operands) or the gradient is zero.

@@ -526,37 +526,148 @@ LogicalResult CrossEntropyOp::verify() {
   return success();
 }
 
-LogicalResult AttentionOp::verify() {
-  auto q = tensorType(getQ()), k = tensorType(getK()), v = tensorType(getV());
-  auto out = tensorType(getOut()), lse = tensorType(getLse());
+/// Checks q, k, v, out and lse of an attention (forward or backward).
+static LogicalResult verifyAttention(Operation *op, Value qv, Value kv, Value vv,
+                                     Value outv, Value lsev, bool causal) {
+  auto q = tensorType(qv), k = tensorType(kv), v = tensorType(vv);
+  auto out = tensorType(outv), lse = tensorType(lsev);
   if (q.getRank() != 4 || k.getRank() != 4 || v.getRank() != 4)
-    return emitOpError() << "q, k and v must be [B, H, T, D]; got " << q << ", " << k
-                         << ", " << v;
+    return op->emitOpError() << "q, k and v must be [B, H, T, D]; got " << q << ", " << k
+                             << ", " << v;
   if (k.getElementType() != q.getElementType() || v.getElementType() != q.getElementType())
-    return emitOpError() << "element types of q " << q << ", k " << k << " and v " << v
-                         << " differ";
+    return op->emitOpError() << "element types of q " << q << ", k " << k << " and v " << v
+                             << " differ";
   int64_t b = q.getDimSize(0), h = q.getDimSize(1), tq = q.getDimSize(2),
           d = q.getDimSize(3), hkv = k.getDimSize(1), tk = k.getDimSize(2);
   if (k.getDimSize(0) != b || k.getDimSize(3) != d)
-    return emitOpError() << "k type " << k << " must match q type " << q
-                         << " in batch and head dimension";
+    return op->emitOpError() << "k type " << k << " must match q type " << q
+                             << " in batch and head dimension";
   if (v.getDimSize(0) != b || v.getDimSize(1) != hkv || v.getDimSize(2) != tk)
-    return emitOpError() << "v type " << v << " must match k type " << k
-                         << " in batch, heads and sequence length";
+    return op->emitOpError() << "v type " << v << " must match k type " << k
+                             << " in batch, heads and sequence length";
   if (hkv == 0 || h % hkv != 0)
-    return emitOpError() << "query heads (" << h << " in " << q
-                         << ") must be a multiple of key/value heads (" << hkv
-                         << " in " << k << ")";
-  if (getCausal() && tq != tk)
-    return emitOpError() << "causal attention needs equal query and key lengths; got "
-                         << q << " and " << k;
+    return op->emitOpError() << "query heads (" << h << " in " << q
+                             << ") must be a multiple of key/value heads (" << hkv
+                             << " in " << k << ")";
+  if (causal && tq != tk)
+    return op->emitOpError() << "causal attention needs equal query and key lengths; got "
+                             << q << " and " << k;
   auto expectedOut = RankedTensorType::get({b, h, tq, v.getDimSize(3)}, q.getElementType());
   if (out != expectedOut)
-    return emitOpError() << "output type " << out << " must be " << expectedOut;
+    return op->emitOpError() << "output type " << out << " must be " << expectedOut;
   auto expectedLse =
       RankedTensorType::get({b, h, tq}, statsElementType(q.getElementType()));
   if (lse != expectedLse)
-    return emitOpError() << "lse type " << lse << " must be " << expectedLse;
+    return op->emitOpError() << "lse type " << lse << " must be " << expectedLse;
+  return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  return verifyAttention(*this, getQ(), getK(), getV(), getOut(), getLse(), getCausal());
+}
+
+/// Checks that a gradient result has the type of the value it is the
+/// gradient of.
+static LogicalResult verifyGradType(Operation *op, StringRef name, Value grad,
+                                    Value of) {
+  if (grad.getType() != of.getType())
+    return op->emitOpError() << name << " type " << grad.getType() << " must be "
+                             << of.getType();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Backward ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult PadOp::verify() {
+  auto in = tensorType(getOperand()), out = tensorType(getResult());
+  ArrayRef<int64_t> low = getLow(), high = getHigh(), interior = getInterior();
+  int64_t rank = in.getRank();
+  if (static_cast<int64_t>(low.size()) != rank || static_cast<int64_t>(high.size()) != rank ||
+      static_cast<int64_t>(interior.size()) != rank)
+    return emitOpError() << "low, high and interior need " << rank
+                         << " entries each for operand type " << in;
+  SmallVector<int64_t> expected;
+  for (int64_t d = 0; d < rank; ++d) {
+    if (low[d] < 0 || high[d] < 0 || interior[d] < 0)
+      return emitOpError() << "padding of dimension " << d << " must not be negative";
+    int64_t n = in.getDimSize(d);
+    expected.push_back(low[d] + high[d] + n + (n > 0 ? (n - 1) * interior[d] : 0));
+  }
+  if (out.getElementType() != in.getElementType() || out.getShape() != ArrayRef(expected))
+    return emitOpError() << "result type " << out << " does not match operand type " << in
+                         << " padded (expected shape " << shapeString(expected) << ")";
+  return success();
+}
+
+LogicalResult LayerNormGradOp::verify() {
+  auto x = tensorType(getX());
+  if (x.getRank() < 1)
+    return emitOpError() << "input type " << x << " must have rank >= 1";
+  if (failed(verifyChannelParam(*this, "weight", getWeight(), x)) ||
+      failed(verifyRowStats(*this, "mean", getMean(), x)) ||
+      failed(verifyRowStats(*this, "rstd", getRstd(), x)) ||
+      failed(verifyGradType(*this, "dy", getDy(), getX())) ||
+      failed(verifyGradType(*this, "dx", getDx(), getX())) ||
+      failed(verifyGradType(*this, "dweight", getDweight(), getWeight())) ||
+      failed(verifyGradType(*this, "dbias", getDbias(), getWeight())))
+    return failure();
+  return success();
+}
+
+LogicalResult RmsNormGradOp::verify() {
+  auto x = tensorType(getX());
+  if (x.getRank() < 1)
+    return emitOpError() << "input type " << x << " must have rank >= 1";
+  if (failed(verifyChannelParam(*this, "weight", getWeight(), x)) ||
+      failed(verifyRowStats(*this, "rstd", getRstd(), x)) ||
+      failed(verifyGradType(*this, "dy", getDy(), getX())) ||
+      failed(verifyGradType(*this, "dx", getDx(), getX())) ||
+      failed(verifyGradType(*this, "dweight", getDweight(), getWeight())))
+    return failure();
+  return success();
+}
+
+LogicalResult CrossEntropyGradOp::verify() {
+  auto logits = tensorType(getLogits()), targets = tensorType(getTargets());
+  if (logits.getRank() < 1)
+    return emitOpError() << "logits type " << logits << " must have rank >= 1";
+  if (targets.getShape() != logits.getShape().drop_back())
+    return emitOpError() << "targets type " << targets
+                         << " must have the shape of logits type " << logits
+                         << " without its last dimension";
+  if (failed(verifyRowStats(*this, "lse", getLse(), logits)) ||
+      failed(verifyRowStats(*this, "dloss", getDloss(), logits)) ||
+      failed(verifyGradType(*this, "dlogits", getDlogits(), getLogits())))
+    return failure();
+  int64_t v = logits.getShape().back();
+  if (auto valid = getValidClasses(); valid && (*valid <= 0 || *valid > v))
+    return emitOpError() << "valid_classes " << *valid << " must be in [1, " << v
+                         << "] for logits type " << logits;
+  return success();
+}
+
+LogicalResult EmbeddingGradOp::verify() {
+  auto ids = tensorType(getIds()), dy = tensorType(getDy()), out = tensorType(getDtable());
+  if (out.getRank() != 2)
+    return emitOpError() << "result type " << out << " must be a matrix [V, C]";
+  SmallVector<int64_t> expected(ids.getShape());
+  expected.push_back(out.getDimSize(1));
+  if (dy.getElementType() != out.getElementType() || dy.getShape() != ArrayRef(expected))
+    return emitOpError() << "cotangent type " << dy << " does not match ids type " << ids
+                         << " and table type " << out << " (expected shape "
+                         << shapeString(expected) << ")";
+  return success();
+}
+
+LogicalResult AttentionGradOp::verify() {
+  if (failed(verifyAttention(*this, getQ(), getK(), getV(), getOut(), getLse(), getCausal())) ||
+      failed(verifyGradType(*this, "dout", getDout(), getOut())) ||
+      failed(verifyGradType(*this, "dq", getDq(), getQ())) ||
+      failed(verifyGradType(*this, "dk", getDk(), getK())) ||
+      failed(verifyGradType(*this, "dv", getDv(), getV())))
+    return failure();
   return success();
 }
 

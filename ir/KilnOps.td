@@ -35,6 +35,9 @@ class Kiln_Op<string mnemonic, list<Trait> traits = []>
     : Op<Kiln_Dialect, mnemonic,
          !listconcat(traits, [Pure, DeclareOpInterfaceMethods<Kiln_CostOpInterface>])>;
 
+/// Ops with a reverse-mode rule (implemented in KilnVJP.cpp).
+defvar Kiln_Differentiable = DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>;
+
 /// An op whose FLOP count is `flopsPerElement` times the elements of its
 /// first result.
 class Kiln_PerElementCost<int flopsPerElement> {
@@ -47,7 +50,8 @@ class Kiln_PerElementCost<int flopsPerElement> {
 
 class Kiln_UnaryOp<string mnemonic, int flops, Type type = Kiln_FloatTensor,
                    list<Trait> traits = []>
-    : Kiln_Op<mnemonic, !listconcat(traits, [Kiln_Elementwise, Kiln_SameTypes])>,
+    : Kiln_Op<mnemonic, !listconcat(traits, [Kiln_Elementwise, Kiln_SameTypes,
+                                              Kiln_Differentiable])>,
       Kiln_PerElementCost<flops> {
   let arguments = (ins type:$operand);
   let results = (outs type:$result);
@@ -58,7 +62,8 @@ class Kiln_UnaryOp<string mnemonic, int flops, Type type = Kiln_FloatTensor,
 
 class Kiln_BinaryOp<string mnemonic, int flops, Type type = Kiln_NumericTensor,
                     list<Trait> traits = []>
-    : Kiln_Op<mnemonic, !listconcat(traits, [Kiln_Elementwise, Kiln_SameTypes])>,
+    : Kiln_Op<mnemonic, !listconcat(traits, [Kiln_Elementwise, Kiln_SameTypes,
+                                              Kiln_Differentiable])>,
       Kiln_PerElementCost<flops> {
   let arguments = (ins type:$lhs, type:$rhs);
   let results = (outs type:$result);
@@ -198,7 +203,7 @@ def Kiln_SigmoidOp : Kiln_UnaryOp<"sigmoid", 4> {
   }];
 }
 
-def Kiln_GeluOp : Kiln_Op<"gelu", [Kiln_Elementwise, Kiln_SameTypes]>,
+def Kiln_GeluOp : Kiln_Op<"gelu", [Kiln_Differentiable, Kiln_Elementwise, Kiln_SameTypes]>,
                   Kiln_PerElementCost<9> {
   let summary = "elementwise GELU, exact (erf) or tanh-approximated";
   let description = [{
@@ -238,7 +243,7 @@ def Kiln_ReluOp : Kiln_UnaryOp<"relu", 1> {
   }];
 }
 
-def Kiln_CastOp : Kiln_Op<"cast", [Kiln_Elementwise]>, Kiln_PerElementCost<0> {
+def Kiln_CastOp : Kiln_Op<"cast", [Kiln_Differentiable, Kiln_Elementwise]>, Kiln_PerElementCost<0> {
   let summary = "elementwise conversion of the element type";
   let description = [{
     Converts each element to the result's element type; the shape is kept.
@@ -277,7 +282,7 @@ def Kiln_CompareOp : Kiln_Op<"compare", [Kiln_Elementwise]>, Kiln_PerElementCost
   let extraClassDefinition = costDefinition;
 }
 
-def Kiln_SelectOp : Kiln_Op<"select", [Kiln_Elementwise]>, Kiln_PerElementCost<1> {
+def Kiln_SelectOp : Kiln_Op<"select", [Kiln_Differentiable, Kiln_Elementwise]>, Kiln_PerElementCost<1> {
   let summary = "elementwise choice between two tensors";
   let description = [{
     `cond ? on_true : on_false` element by element; `cond` has the shape of
@@ -300,7 +305,7 @@ def Kiln_SelectOp : Kiln_Op<"select", [Kiln_Elementwise]>, Kiln_PerElementCost<1
 // Shape ops
 //===----------------------------------------------------------------------===//
 
-def Kiln_ReshapeOp : Kiln_Op<"reshape"> {
+def Kiln_ReshapeOp : Kiln_Op<"reshape", [Kiln_Differentiable]> {
   let summary = "reinterprets a tensor with a new shape of the same size";
   let description = [{
     Row-major reinterpretation: the element count and element type are kept.
@@ -321,7 +326,7 @@ def Kiln_ReshapeOp : Kiln_Op<"reshape"> {
   }];
 }
 
-def Kiln_TransposeOp : Kiln_Op<"transpose"> {
+def Kiln_TransposeOp : Kiln_Op<"transpose", [Kiln_Differentiable]> {
   let summary = "permutes the dimensions of a tensor";
   let description = [{
     Result dimension `i` is operand dimension `permutation[i]`.
@@ -339,7 +344,7 @@ def Kiln_TransposeOp : Kiln_Op<"transpose"> {
   let hasCanonicalizer = 1;
 }
 
-def Kiln_SliceOp : Kiln_Op<"slice"> {
+def Kiln_SliceOp : Kiln_Op<"slice", [Kiln_Differentiable]> {
   let summary = "extracts a strided box of a tensor";
   let description = [{
     Per dimension, elements `start, start+stride, …` below `limit`
@@ -359,7 +364,27 @@ def Kiln_SliceOp : Kiln_Op<"slice"> {
   let hasFolder = 1;
 }
 
-def Kiln_ConcatOp : Kiln_Op<"concat"> {
+def Kiln_PadOp : Kiln_Op<"pad", [Kiln_Differentiable]> {
+  let summary = "surrounds and interleaves a tensor with zeros";
+  let description = [{
+    Per dimension: `low` zeros before, `high` zeros after and `interior`
+    zeros between neighbouring elements (StableHLO's pad with a zero value
+    and no negative padding). It is the VJP of `kiln.slice`.
+
+    ```mlir
+    %p = kiln.pad %x low = [0, 2] high = [0, 1] interior = [0, 0] : tensor<4x8xf32> -> tensor<4x11xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$operand, DenseI64ArrayAttr:$low,
+                       DenseI64ArrayAttr:$high, DenseI64ArrayAttr:$interior);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$operand `low` `=` $low `high` `=` $high `interior` `=` $interior "
+                       "attr-dict `:` type($operand) `->` type($result)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+def Kiln_ConcatOp : Kiln_Op<"concat", [Kiln_Differentiable]> {
   let summary = "joins tensors along one dimension";
   let description = [{
     All inputs agree on every dimension but `dim`; the result's `dim` is the
@@ -377,7 +402,7 @@ def Kiln_ConcatOp : Kiln_Op<"concat"> {
   let hasFolder = 1;
 }
 
-def Kiln_BroadcastInDimOp : Kiln_Op<"broadcast_in_dim"> {
+def Kiln_BroadcastInDimOp : Kiln_Op<"broadcast_in_dim", [Kiln_Differentiable]> {
   let summary = "broadcasts a tensor into a larger shape (explicit broadcasting)";
   let description = [{
     Operand dimension `i` maps to result dimension `dims[i]` (strictly
@@ -428,7 +453,7 @@ def Kiln_ConstantOp : Kiln_Op<"constant", [ConstantLike, AllTypesMatch<["value",
 // Reductions
 //===----------------------------------------------------------------------===//
 
-class Kiln_ReduceOp<string mnemonic, int extraFlops> : Kiln_Op<mnemonic> {
+class Kiln_ReduceOp<string mnemonic, int extraFlops> : Kiln_Op<mnemonic, [Kiln_Differentiable]> {
   let arguments = (ins Kiln_NumericTensor:$operand, DenseI64ArrayAttr:$dims);
   let results = (outs Kiln_NumericTensor:$result);
   let assemblyFormat = "$operand `,` `dims` `=` $dims attr-dict `:` type($operand) `->` type($result)";
@@ -476,7 +501,7 @@ def Kiln_ReduceMeanOp : Kiln_ReduceOp<"reduce_mean", 1> {
 // Linear algebra
 //===----------------------------------------------------------------------===//
 
-def Kiln_MatmulOp : Kiln_Op<"matmul"> {
+def Kiln_MatmulOp : Kiln_Op<"matmul", [Kiln_Differentiable]> {
   let summary = "batched matrix product (cuBLASLt on the GPU)";
   let description = [{
     `lhs` is `[batch…, M, K]` (`[batch…, K, M]` with `transpose_a`), `rhs` is
@@ -503,7 +528,7 @@ def Kiln_MatmulOp : Kiln_Op<"matmul"> {
 // Neural-network composites
 //===----------------------------------------------------------------------===//
 
-def Kiln_EmbeddingOp : Kiln_Op<"embedding"> {
+def Kiln_EmbeddingOp : Kiln_Op<"embedding", [Kiln_Differentiable]> {
   let summary = "gathers rows of a table by integer ids";
   let description = [{
     `result[i…, :] = table[ids[i…], :]`. Ids outside `[0, V)` are an error
@@ -545,7 +570,7 @@ def Kiln_LogSoftmaxOp : Kiln_UnaryOp<"log_softmax", 5> {
   }];
 }
 
-def Kiln_LayerNormOp : Kiln_Op<"layer_norm">, Kiln_PerElementCost<8> {
+def Kiln_LayerNormOp : Kiln_Op<"layer_norm", [Kiln_Differentiable]>, Kiln_PerElementCost<8> {
   let summary = "layer normalization over the last dimension";
   let description = [{
     `y = (x - mean) · rstd · weight + bias` with `mean` and
@@ -569,7 +594,7 @@ def Kiln_LayerNormOp : Kiln_Op<"layer_norm">, Kiln_PerElementCost<8> {
   let extraClassDefinition = costDefinition;
 }
 
-def Kiln_RmsNormOp : Kiln_Op<"rms_norm">, Kiln_PerElementCost<5> {
+def Kiln_RmsNormOp : Kiln_Op<"rms_norm", [Kiln_Differentiable]>, Kiln_PerElementCost<5> {
   let summary = "RMS normalization over the last dimension";
   let description = [{
     `y = x · rstd · weight` with `rstd = 1/sqrt(mean(x²) + epsilon)` over the
@@ -588,7 +613,7 @@ def Kiln_RmsNormOp : Kiln_Op<"rms_norm">, Kiln_PerElementCost<5> {
   let extraClassDefinition = costDefinition;
 }
 
-def Kiln_RopeOp : Kiln_Op<"rope", [Kiln_SameTypes]>, Kiln_PerElementCost<3> {
+def Kiln_RopeOp : Kiln_Op<"rope", [Kiln_SameTypes, Kiln_Differentiable]>, Kiln_PerElementCost<3> {
   let summary = "rotary position embedding (rotate-half convention)";
   let description = [{
     For `x` of shape `[…, T, D]` (D even), position `t` (the index along
@@ -609,7 +634,7 @@ def Kiln_RopeOp : Kiln_Op<"rope", [Kiln_SameTypes]>, Kiln_PerElementCost<3> {
   let extraClassDefinition = costDefinition;
 }
 
-def Kiln_CrossEntropyOp : Kiln_Op<"cross_entropy"> {
+def Kiln_CrossEntropyOp : Kiln_Op<"cross_entropy", [Kiln_Differentiable]> {
   let summary = "softmax cross-entropy per position, with its log-sum-exp";
   let description = [{
     For logits `[…, V]` and integer targets `[…]`:
@@ -637,7 +662,7 @@ def Kiln_CrossEntropyOp : Kiln_Op<"cross_entropy"> {
   }];
 }
 
-def Kiln_AttentionOp : Kiln_Op<"attention"> {
+def Kiln_AttentionOp : Kiln_Op<"attention", [Kiln_Differentiable]> {
   let summary = "scaled dot-product attention (flash-attention kernel on the GPU)";
   let description = [{
     For `q [B, H, Tq, D]`, `k [B, Hkv, Tk, D]`, `v [B, Hkv, Tk, Dv]`
@@ -659,6 +684,152 @@ def Kiln_AttentionOp : Kiln_Op<"attention"> {
   let results = (outs Kiln_FloatTensor:$out, Kiln_FloatTensor:$lse);
   let assemblyFormat = "$q `,` $k `,` $v attr-dict `:` type($q) `,` type($k) `,` type($v) "
                        "`->` type($out) `,` type($lse)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Backward ops of the composites (built by their VJPs; not differentiable)
+//===----------------------------------------------------------------------===//
+
+def Kiln_GeluGradOp : Kiln_Op<"gelu_grad", [Kiln_Elementwise, Kiln_SameTypes]>,
+                      Kiln_PerElementCost<14> {
+  let summary = "GELU backward: dx = dy · gelu'(x)";
+  let description = [{
+    The derivative of `kiln.gelu` with the same approximation, applied to
+    the cotangent `dy`. The exact form needs erf, which the dialect has no
+    op for, so the backward is one op.
+
+    ```mlir
+    %dx = kiln.gelu_grad tanh %x, %dy : tensor<4x8xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_GeluApproximation:$approximate, Kiln_FloatTensor:$x,
+                       Kiln_FloatTensor:$dy);
+  let results = (outs Kiln_FloatTensor:$dx);
+  let assemblyFormat = "$approximate $x `,` $dy attr-dict `:` "
+                       "custom<SameTypes>(type($x), type($dy), type($dx))";
+  let extraClassDefinition = costDefinition;
+}
+
+def Kiln_SoftmaxGradOp : Kiln_Op<"softmax_grad", [Kiln_SameTypes]>, Kiln_PerElementCost<4> {
+  let summary = "softmax backward from its output: dx = y · (dy − Σ dy·y)";
+  let description = [{
+    `y` is the softmax output; the sum runs over the last dimension.
+
+    ```mlir
+    %dx = kiln.softmax_grad %y, %dy : tensor<4x2x8x8xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$y, Kiln_FloatTensor:$dy);
+  let results = (outs Kiln_FloatTensor:$dx);
+  let assemblyFormat = "$y `,` $dy attr-dict `:` custom<SameTypes>(type($y), type($dy), type($dx))";
+  let extraClassDefinition = costDefinition;
+}
+
+def Kiln_LayerNormGradOp : Kiln_Op<"layer_norm_grad">, Kiln_PerElementCost<12> {
+  let summary = "layer_norm backward from the saved mean and rstd";
+  let description = [{
+    With `x̂ = (x − mean)·rstd` over the last dimension C:
+    `db = Σ_rows dy`, `dw = Σ_rows dy·x̂`,
+    `dx = rstd · (g − mean_C(g) − x̂ · mean_C(g·x̂))` where `g = dy·w`.
+
+    ```mlir
+    %dx, %dw, %db = kiln.layer_norm_grad %x, %w, %mean, %rstd, %dy
+        : tensor<4x8x64xf32>, tensor<64xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8x64xf32>
+        -> tensor<4x8x64xf32>, tensor<64xf32>, tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$x, Kiln_FloatTensor:$weight, Kiln_FloatTensor:$mean,
+                       Kiln_FloatTensor:$rstd, Kiln_FloatTensor:$dy);
+  let results = (outs Kiln_FloatTensor:$dx, Kiln_FloatTensor:$dweight, Kiln_FloatTensor:$dbias);
+  let assemblyFormat = "$x `,` $weight `,` $mean `,` $rstd `,` $dy attr-dict `:` type($x) `,` "
+                       "type($weight) `,` type($mean) `,` type($rstd) `,` type($dy) `->` "
+                       "type($dx) `,` type($dweight) `,` type($dbias)";
+  let hasVerifier = 1;
+  let extraClassDefinition = costDefinition;
+}
+
+def Kiln_RmsNormGradOp : Kiln_Op<"rms_norm_grad">, Kiln_PerElementCost<9> {
+  let summary = "rms_norm backward from the saved rstd";
+  let description = [{
+    With `x̂ = x·rstd` and `g = dy·w` over the last dimension C:
+    `dw = Σ_rows dy·x̂`, `dx = rstd · (g − x̂ · mean_C(g·x̂))`.
+
+    ```mlir
+    %dx, %dw = kiln.rms_norm_grad %x, %w, %rstd, %dy
+        : tensor<4x8x64xf32>, tensor<64xf32>, tensor<4x8xf32>, tensor<4x8x64xf32>
+        -> tensor<4x8x64xf32>, tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$x, Kiln_FloatTensor:$weight,
+                       Kiln_FloatTensor:$rstd, Kiln_FloatTensor:$dy);
+  let results = (outs Kiln_FloatTensor:$dx, Kiln_FloatTensor:$dweight);
+  let assemblyFormat = "$x `,` $weight `,` $rstd `,` $dy attr-dict `:` type($x) `,` "
+                       "type($weight) `,` type($rstd) `,` type($dy) `->` type($dx) `,` type($dweight)";
+  let hasVerifier = 1;
+  let extraClassDefinition = costDefinition;
+}
+
+def Kiln_CrossEntropyGradOp : Kiln_Op<"cross_entropy_grad">, Kiln_PerElementCost<4> {
+  let summary = "cross_entropy backward: dlogits = dloss · (softmax − onehot)";
+  let description = [{
+    The probabilities are recomputed from `logits` and the saved `lse`
+    (`p = exp(logits − lse)`), never stored. Classes at or past
+    `valid_classes` and ignored positions (negative targets) get 0.
+
+    ```mlir
+    %dlogits = kiln.cross_entropy_grad %logits, %targets, %lse, %dloss
+        : tensor<4x64x256xf32>, tensor<4x64xi32>, tensor<4x64xf32>, tensor<4x64xf32> -> tensor<4x64x256xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$logits, Kiln_IndexTensor:$targets,
+                       Kiln_FloatTensor:$lse, Kiln_FloatTensor:$dloss,
+                       OptionalAttr<I64Attr>:$valid_classes);
+  let results = (outs Kiln_FloatTensor:$dlogits);
+  let assemblyFormat = "$logits `,` $targets `,` $lse `,` $dloss attr-dict `:` type($logits) `,` "
+                       "type($targets) `,` type($lse) `,` type($dloss) `->` type($dlogits)";
+  let hasVerifier = 1;
+  let extraClassDefinition = costDefinition;
+}
+
+def Kiln_EmbeddingGradOp : Kiln_Op<"embedding_grad"> {
+  let summary = "embedding backward: scatter-add of the cotangent rows into the table";
+  let description = [{
+    `dtable[v, :] = Σ_{i : ids[i] = v} dy[i, :]`; rows no id selects are 0.
+
+    ```mlir
+    %dwte = kiln.embedding_grad %tokens, %dy : tensor<4x64xi32>, tensor<4x64x768xf32> -> tensor<50304x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_IndexTensor:$ids, Kiln_FloatTensor:$dy);
+  let results = (outs Kiln_FloatTensor:$dtable);
+  let assemblyFormat = "$ids `,` $dy attr-dict `:` type($ids) `,` type($dy) `->` type($dtable)";
+  let hasVerifier = 1;
+}
+
+def Kiln_AttentionGradOp : Kiln_Op<"attention_grad"> {
+  let summary = "attention backward, recomputing the probabilities from lse";
+  let description = [{
+    With `P = exp(q·kᵀ·scale − lse)` (masked when `causal`) recomputed block
+    by block: `dv = Pᵀ·dout`, `dP = dout·vᵀ`,
+    `dS = P ⊙ (dP − rowsum(dout ⊙ out))`, `dq = dS·k·scale`,
+    `dk = dSᵀ·q·scale` (summed over the query heads sharing a key/value
+    head). The T×T matrix is never stored.
+
+    ```mlir
+    %dq, %dk, %dv = kiln.attention_grad %q, %k, %v, %o, %lse, %do {causal, scale = 0.125 : f32}
+        : tensor<4x12x64x64xf32>, tensor<4x12x64x64xf32>, tensor<4x12x64x64xf32>,
+          tensor<4x12x64x64xf32>, tensor<4x12x64xf32>, tensor<4x12x64x64xf32>
+        -> tensor<4x12x64x64xf32>, tensor<4x12x64x64xf32>, tensor<4x12x64x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$q, Kiln_FloatTensor:$k, Kiln_FloatTensor:$v,
+                       Kiln_FloatTensor:$out, Kiln_FloatTensor:$lse, Kiln_FloatTensor:$dout,
+                       F32Attr:$scale, UnitAttr:$causal);
+  let results = (outs Kiln_FloatTensor:$dq, Kiln_FloatTensor:$dk, Kiln_FloatTensor:$dv);
+  let assemblyFormat = "$q `,` $k `,` $v `,` $out `,` $lse `,` $dout attr-dict `:` type($q) `,` "
+                       "type($k) `,` type($v) `,` type($out) `,` type($lse) `,` type($dout) `->` "
+                       "type($dq) `,` type($dk) `,` type($dv)";
   let hasVerifier = 1;
 }
 

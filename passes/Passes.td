@@ -12,6 +12,34 @@
 include "mlir/Pass/PassBase.td"
 
 //===----------------------------------------------------------------------===//
+// Training-step construction
+//===----------------------------------------------------------------------===//
+
+def AutodiffPass : Pass<"kiln-autodiff", "mlir::ModuleOp"> {
+  let summary = "Builds @train_step (loss and gradients) from @forward by reverse-mode AD";
+  let description = [{
+    Clones the forward function (one scalar float result, the loss) into a
+    training step that returns the loss followed by the gradient of every
+    `kiln.param` argument, in argument order. The backward is built from each
+    op's `DifferentiableOpInterface::buildVJP`; cotangents of values used more
+    than once are summed; integer and parameter-independent values get no
+    cotangent. The forward function is kept.
+
+    ```mlir
+    func.func @train_step(%w: tensor<8x8xf32> {kiln.param = "w"}, %x: tensor<4x8xf32> {kiln.input = "x"})
+        -> (tensor<f32> {kiln.output = "loss"}, tensor<8x8xf32> {kiln.grad = "w"})
+    ```
+  }];
+  let options = [
+    Option<"function", "function", "std::string", /*default=*/"\"forward\"",
+           "The function to differentiate">,
+    Option<"output", "output", "std::string", /*default=*/"\"train_step\"",
+           "Name of the training-step function to create">,
+  ];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
+//===----------------------------------------------------------------------===//
 // Analysis and reporting
 //===----------------------------------------------------------------------===//
 

@@ -1,7 +1,8 @@
 //===- Pipelines.cpp - the named pass pipelines of kiln --------------------===//
 //
 // The whole compiler in one readable place: each pipeline is a commented
-// chain of addPass calls (DESIGN §1). Phases arrive with their issues.
+// chain of addPass calls (docs/architecture.md §1). Phases arrive with
+// their issues; the order here is the order of the training-step path.
 //
 //===----------------------------------------------------------------------===//
 
@@ -13,6 +14,22 @@
 
 namespace kiln {
 
-void registerKilnPipelines() {}
+void buildTrainingPipeline(mlir::OpPassManager &pm) {
+  // Clean up what the frontend emitted (broadcasts of splats, x*1, ...).
+  pm.addPass(mlir::createCanonicalizerPass());
+  // @forward -> @train_step: loss and one gradient per parameter.
+  pm.addPass(createAutodiffPass());
+  // The VJP rules build small redundancies (x*c twice, zero splats): fold
+  // and share them.
+  pm.addPass(mlir::createCanonicalizerPass());
+  pm.addPass(mlir::createCSEPass());
+}
+
+void registerKilnPipelines() {
+  mlir::PassPipelineRegistration<>(
+      "kiln-training-pipeline",
+      "Build the training step from @forward: canonicalize, autodiff, canonicalize, cse",
+      buildTrainingPipeline);
+}
 
 } // namespace kiln

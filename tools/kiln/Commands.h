@@ -22,8 +22,15 @@ struct Command {
 /// Every subcommand, in the order `kiln --help` lists them.
 llvm::ArrayRef<Command> commands();
 
-extern llvm::cl::SubCommand trainCommand, compileCommand, sampleCommand,
-    estimateCommand, tokenizeCommand, gradcheckCommand, versionCommand;
+/// The subcommands, constructed on first use so that options in any file can
+/// attach to them regardless of static initialization order.
+llvm::cl::SubCommand &trainCommand();
+llvm::cl::SubCommand &compileCommand();
+llvm::cl::SubCommand &sampleCommand();
+llvm::cl::SubCommand &estimateCommand();
+llvm::cl::SubCommand &tokenizeCommand();
+llvm::cl::SubCommand &gradcheckCommand();
+llvm::cl::SubCommand &versionCommand();
 
 int runTrain();
 int runCompile();

@@ -15,12 +15,47 @@ cl::OptionCategory &kilnCategory() {
   return category;
 }
 
+cl::SubCommand &trainCommand() {
+  static cl::SubCommand sub("train", "Train a model (default: the embedded byte-level GPT)");
+  return sub;
+}
+
+cl::SubCommand &compileCommand() {
+  static cl::SubCommand sub("compile", "Compile a model config and dump the IR after each pass");
+  return sub;
+}
+
+cl::SubCommand &sampleCommand() {
+  static cl::SubCommand sub("sample", "Sample text from a checkpoint");
+  return sub;
+}
+
+cl::SubCommand &estimateCommand() {
+  static cl::SubCommand sub("estimate", "Estimate params, FLOPs and memory of a config");
+  return sub;
+}
+
+cl::SubCommand &tokenizeCommand() {
+  static cl::SubCommand sub("tokenize", "Tokenize text files into token shards");
+  return sub;
+}
+
+cl::SubCommand &gradcheckCommand() {
+  static cl::SubCommand sub("gradcheck", "Check a model's gradients against f64 finite differences");
+  return sub;
+}
+
+cl::SubCommand &versionCommand() {
+  static cl::SubCommand sub("version", "Print the versions of kiln, LLVM/MLIR and CUDA");
+  return sub;
+}
+
 ArrayRef<Command> commands() {
   static const Command all[] = {
-      {trainCommand, runTrain},         {compileCommand, runCompile},
-      {sampleCommand, runSample},       {estimateCommand, runEstimate},
-      {tokenizeCommand, runTokenize},   {gradcheckCommand, runGradcheck},
-      {versionCommand, runVersion},
+      {trainCommand(), runTrain},         {compileCommand(), runCompile},
+      {sampleCommand(), runSample},       {estimateCommand(), runEstimate},
+      {tokenizeCommand(), runTokenize},   {gradcheckCommand(), runGradcheck},
+      {versionCommand(), runVersion},
   };
   return all;
 }

@@ -10,8 +10,6 @@ using namespace llvm;
 
 namespace kiln::cli {
 
-cl::SubCommand versionCommand("version", "Print the versions of kiln, LLVM/MLIR and CUDA");
-
 int runVersion() {
   outs() << "kiln " << KILN_VERSION << " (" << KILN_GIT_REVISION << ")\n"
          << "LLVM/MLIR " << LLVM_VERSION_STRING << "\n"

@@ -105,12 +105,13 @@ func.func @transposes(%x: tensor<2x3x4xf32>) -> (tensor<2x3x4xf32>, tensor<4x3x2
 
 // CHECK-LABEL: func.func @identity_shapes
 // CHECK-SAME: (%[[X:.+]]: tensor<2x3xf32>)
-// CHECK-NEXT: return %[[X]], %[[X]], %[[X]]
-func.func @identity_shapes(%x: tensor<2x3xf32>) -> (tensor<2x3xf32>, tensor<2x3xf32>, tensor<2x3xf32>) {
+// CHECK-NEXT: return %[[X]], %[[X]], %[[X]], %[[X]]
+func.func @identity_shapes(%x: tensor<2x3xf32>) -> (tensor<2x3xf32>, tensor<2x3xf32>, tensor<2x3xf32>, tensor<2x3xf32>) {
   %0 = kiln.slice %x [0:2, 0:3] : tensor<2x3xf32> -> tensor<2x3xf32>
   %1 = kiln.concat %x dim = 1 : tensor<2x3xf32> -> tensor<2x3xf32>
   %2 = kiln.broadcast_in_dim %x, dims = [0, 1] : tensor<2x3xf32> -> tensor<2x3xf32>
-  return %0, %1, %2 : tensor<2x3xf32>, tensor<2x3xf32>, tensor<2x3xf32>
+  %3 = kiln.pad %x low = [0, 0] high = [0, 0] interior = [0, 0] : tensor<2x3xf32> -> tensor<2x3xf32>
+  return %0, %1, %2, %3 : tensor<2x3xf32>, tensor<2x3xf32>, tensor<2x3xf32>, tensor<2x3xf32>
 }
 
 // -----

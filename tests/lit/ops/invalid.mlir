@@ -537,7 +537,7 @@ func.func @attention_lse(%q: tensor<1x2x8x16xbf16>) {
 
 // -----
 
-// expected-error @+1 {{unknown kiln argument attribute 'kiln.weight' on argument #0 (expected kiln.param or kiln.input)}}
+// expected-error @+1 {{unknown kiln argument attribute 'kiln.weight' on argument #0 (expected kiln.param, kiln.input or kiln.init)}}
 func.func @unknown_arg_attr(%a: tensor<2xf32> {kiln.weight = "w"}) {
   return
 }
@@ -560,5 +560,232 @@ func.func @duplicate_names(%a: tensor<2xf32> {kiln.param = "x"}, %b: tensor<2xf3
 
 // expected-error @+1 {{argument #0 cannot be both a kiln.param and a kiln.input}}
 func.func @param_and_input(%a: tensor<2xf32> {kiln.param = "w", kiln.input = "x"}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'kiln.init' on argument #0 must be "zeros", "ones" or "normal(STD)", got "gaussian"}}
+func.func @bad_init(%a: tensor<2xf32> {kiln.param = "w", kiln.init = "gaussian"}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{unknown kiln result attribute 'kiln.name' on result #0 (expected kiln.output or kiln.grad)}}
+func.func @unknown_result_attr(%a: tensor<2xf32>) -> (tensor<2xf32> {kiln.name = "x"}) {
+  return %a : tensor<2xf32>
+}
+
+// -----
+
+// expected-error @+1 {{'kiln.output' on result #0 must be a non-empty string, got 1 : i64}}
+func.func @output_not_string(%a: tensor<2xf32>) -> (tensor<2xf32> {kiln.output = 1}) {
+  return %a : tensor<2xf32>
+}
+
+// -----
+
+// expected-error @+1 {{result #0 is marked kiln.grad of "v", but no argument is that kiln.param}}
+func.func @grad_of_unknown(%a: tensor<2xf32> {kiln.param = "w"}) -> (tensor<2xf32> {kiln.grad = "v"}) {
+  return %a : tensor<2xf32>
+}
+
+// -----
+
+// expected-error @+1 {{result #0 of type 'tensor<3xf32>' is the gradient of parameter "w" of type 'tensor<2xf32>'; the types must match}}
+func.func @grad_type(%a: tensor<2xf32> {kiln.param = "w"}, %b: tensor<3xf32>) -> (tensor<3xf32> {kiln.grad = "w"}) {
+  return %b : tensor<3xf32>
+}
+
+// -----
+
+func.func @pad_entries(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.pad' op low, high and interior need 2 entries each for operand type 'tensor<2x3xf32>'}}
+  %0 = kiln.pad %a low = [0] high = [0, 0] interior = [0, 0] : tensor<2x3xf32> -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @pad_negative(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.pad' op padding of dimension 1 must not be negative}}
+  %0 = kiln.pad %a low = [0, -1] high = [0, 0] interior = [0, 0] : tensor<2x3xf32> -> tensor<2x2xf32>
+  return
+}
+
+// -----
+
+func.func @pad_result(%a: tensor<2x3xf32>) {
+  // expected-error @+1 {{'kiln.pad' op result type 'tensor<2x3xf32>' does not match operand type 'tensor<2x3xf32>' padded (expected shape [2, 5])}}
+  %0 = kiln.pad %a low = [0, 0] high = [0, 0] interior = [0, 1] : tensor<2x3xf32> -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @gelu_grad_types(%a: tensor<2x3xf32>, %b: tensor<2x3xf16>) {
+  // expected-error @+1 {{'kiln.gelu_grad' op operand #1 type 'tensor<2x3xf16>' does not match operand #0 type 'tensor<2x3xf32>'}}
+  %0 = "kiln.gelu_grad"(%a, %b) {approximate = 1 : i32} : (tensor<2x3xf32>, tensor<2x3xf16>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @softmax_grad_types(%a: tensor<2x3xf32>, %b: tensor<3x2xf32>) {
+  // expected-error @+1 {{'kiln.softmax_grad' op operand #1 type 'tensor<3x2xf32>' does not match operand #0 type 'tensor<2x3xf32>'}}
+  %0 = "kiln.softmax_grad"(%a, %b) : (tensor<2x3xf32>, tensor<3x2xf32>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_grad_rank(%x: tensor<f32>, %w: tensor<1xf32>) {
+  // expected-error @+1 {{'kiln.layer_norm_grad' op input type 'tensor<f32>' must have rank >= 1}}
+  %dx, %dw, %db = "kiln.layer_norm_grad"(%x, %w, %x, %x, %x) : (tensor<f32>, tensor<1xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<f32>, tensor<1xf32>, tensor<1xf32>)
+  return
+}
+
+// -----
+
+func.func @layer_norm_grad_dy(%x: tensor<2x8xf32>, %w: tensor<8xf32>, %s: tensor<2xf32>, %dy: tensor<2x4xf32>) {
+  // expected-error @+1 {{'kiln.layer_norm_grad' op dy type 'tensor<2x4xf32>' must be 'tensor<2x8xf32>'}}
+  %dx, %dw, %db = kiln.layer_norm_grad %x, %w, %s, %s, %dy : tensor<2x8xf32>, tensor<8xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2x4xf32> -> tensor<2x8xf32>, tensor<8xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_grad_dbias(%x: tensor<2x8xf32>, %w: tensor<8xf32>, %s: tensor<2xf32>) {
+  // expected-error @+1 {{'kiln.layer_norm_grad' op dbias type 'tensor<4xf32>' must be 'tensor<8xf32>'}}
+  %dx, %dw, %db = kiln.layer_norm_grad %x, %w, %s, %s, %x : tensor<2x8xf32>, tensor<8xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2x8xf32> -> tensor<2x8xf32>, tensor<8xf32>, tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_grad_stats(%x: tensor<2x8xf32>, %w: tensor<8xf32>, %s: tensor<8xf32>) {
+  // expected-error @+1 {{'kiln.layer_norm_grad' op mean type 'tensor<8xf32>' must be 'tensor<2xf32>' for input type 'tensor<2x8xf32>'}}
+  %dx, %dw, %db = kiln.layer_norm_grad %x, %w, %s, %s, %x : tensor<2x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<2x8xf32> -> tensor<2x8xf32>, tensor<8xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_grad_dweight(%x: tensor<2x8xf32>, %w: tensor<8xf32>, %s: tensor<2xf32>) {
+  // expected-error @+1 {{'kiln.rms_norm_grad' op dweight type 'tensor<2xf32>' must be 'tensor<8xf32>'}}
+  %dx, %dw = kiln.rms_norm_grad %x, %w, %s, %x : tensor<2x8xf32>, tensor<8xf32>, tensor<2xf32>, tensor<2x8xf32> -> tensor<2x8xf32>, tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_grad_rank(%x: tensor<f32>, %w: tensor<1xf32>) {
+  // expected-error @+1 {{'kiln.rms_norm_grad' op input type 'tensor<f32>' must have rank >= 1}}
+  %dx, %dw = "kiln.rms_norm_grad"(%x, %w, %x, %x) : (tensor<f32>, tensor<1xf32>, tensor<f32>, tensor<f32>) -> (tensor<f32>, tensor<1xf32>)
+  return
+}
+
+// -----
+
+func.func @rms_norm_grad_dx(%x: tensor<2x8xf32>, %w: tensor<8xf32>, %s: tensor<2xf32>) {
+  // expected-error @+1 {{'kiln.rms_norm_grad' op dx type 'tensor<2x8xf16>' must be 'tensor<2x8xf32>'}}
+  %dx, %dw = kiln.rms_norm_grad %x, %w, %s, %x : tensor<2x8xf32>, tensor<8xf32>, tensor<2xf32>, tensor<2x8xf32> -> tensor<2x8xf16>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_grad_rank(%l: tensor<f32>, %t: tensor<i32>) {
+  // expected-error @+1 {{'kiln.cross_entropy_grad' op logits type 'tensor<f32>' must have rank >= 1}}
+  %0 = kiln.cross_entropy_grad %l, %t, %l, %l : tensor<f32>, tensor<i32>, tensor<f32>, tensor<f32> -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_grad_targets(%l: tensor<2x8xf32>, %t: tensor<3xi32>, %s: tensor<2xf32>) {
+  // expected-error @+1 {{'kiln.cross_entropy_grad' op targets type 'tensor<3xi32>' must have the shape of logits type 'tensor<2x8xf32>' without its last dimension}}
+  %0 = kiln.cross_entropy_grad %l, %t, %s, %s : tensor<2x8xf32>, tensor<3xi32>, tensor<2xf32>, tensor<2xf32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_grad_dloss(%l: tensor<2x8xf32>, %t: tensor<2xi32>, %s: tensor<2xf32>, %d: tensor<2xf16>) {
+  // expected-error @+1 {{'kiln.cross_entropy_grad' op dloss type 'tensor<2xf16>' must be 'tensor<2xf32>' for input type 'tensor<2x8xf32>'}}
+  %0 = kiln.cross_entropy_grad %l, %t, %s, %d : tensor<2x8xf32>, tensor<2xi32>, tensor<2xf32>, tensor<2xf16> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_grad_dlogits(%l: tensor<2x8xf32>, %t: tensor<2xi32>, %s: tensor<2xf32>) {
+  // expected-error @+1 {{'kiln.cross_entropy_grad' op dlogits type 'tensor<2x4xf32>' must be 'tensor<2x8xf32>'}}
+  %0 = kiln.cross_entropy_grad %l, %t, %s, %s : tensor<2x8xf32>, tensor<2xi32>, tensor<2xf32>, tensor<2xf32> -> tensor<2x4xf32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_grad_valid(%l: tensor<2x8xf32>, %t: tensor<2xi32>, %s: tensor<2xf32>) {
+  // expected-error @+1 {{'kiln.cross_entropy_grad' op valid_classes 0 must be in [1, 8] for logits type 'tensor<2x8xf32>'}}
+  %0 = kiln.cross_entropy_grad %l, %t, %s, %s {valid_classes = 0 : i64} : tensor<2x8xf32>, tensor<2xi32>, tensor<2xf32>, tensor<2xf32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @embedding_grad_table(%i: tensor<4xi32>, %dy: tensor<4x8xf32>) {
+  // expected-error @+1 {{'kiln.embedding_grad' op result type 'tensor<32xf32>' must be a matrix [V, C]}}
+  %0 = kiln.embedding_grad %i, %dy : tensor<4xi32>, tensor<4x8xf32> -> tensor<32xf32>
+  return
+}
+
+// -----
+
+func.func @embedding_grad_cotangent(%i: tensor<4xi32>, %dy: tensor<4x8xf32>) {
+  // expected-error @+1 {{'kiln.embedding_grad' op cotangent type 'tensor<4x8xf32>' does not match ids type 'tensor<4xi32>' and table type 'tensor<10x6xf32>' (expected shape [4, 6])}}
+  %0 = kiln.embedding_grad %i, %dy : tensor<4xi32>, tensor<4x8xf32> -> tensor<10x6xf32>
+  return
+}
+
+// -----
+
+func.func @attention_grad_dout(%q: tensor<1x2x8x16xf32>, %lse: tensor<1x2x8xf32>, %d: tensor<1x2x8x8xf32>) {
+  // expected-error @+1 {{'kiln.attention_grad' op dout type 'tensor<1x2x8x8xf32>' must be 'tensor<1x2x8x16xf32>'}}
+  %dq, %dk, %dv = kiln.attention_grad %q, %q, %q, %q, %lse, %d {scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8xf32>, tensor<1x2x8x8xf32> -> tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @attention_grad_dk(%q: tensor<1x2x8x16xf32>, %lse: tensor<1x2x8xf32>) {
+  // expected-error @+1 {{'kiln.attention_grad' op dk type 'tensor<1x1x8x16xf32>' must be 'tensor<1x2x8x16xf32>'}}
+  %dq, %dk, %dv = kiln.attention_grad %q, %q, %q, %q, %lse, %q {scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>, tensor<1x1x8x16xf32>, tensor<1x2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @attention_grad_dq(%q: tensor<1x2x8x16xf32>, %lse: tensor<1x2x8xf32>) {
+  // expected-error @+1 {{'kiln.attention_grad' op dq type 'tensor<1x2x8x16xf16>' must be 'tensor<1x2x8x16xf32>'}}
+  %dq, %dk, %dv = kiln.attention_grad %q, %q, %q, %q, %lse, %q {scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf16>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @attention_grad_dv(%q: tensor<1x2x8x16xf32>, %lse: tensor<1x2x8xf32>) {
+  // expected-error @+1 {{'kiln.attention_grad' op dv type 'tensor<1x2x4x16xf32>' must be 'tensor<1x2x8x16xf32>'}}
+  %dq, %dk, %dv = kiln.attention_grad %q, %q, %q, %q, %lse, %q {scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x4x16xf32>
+  return
+}
+
+// -----
+
+func.func @attention_grad_shapes(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x6x16xf32>, %lse: tensor<1x2x8xf32>) {
+  // expected-error @+1 {{'kiln.attention_grad' op causal attention needs equal query and key lengths}}
+  %dq, %dk, %dv = kiln.attention_grad %q, %k, %k, %q, %lse, %q {causal, scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x6x16xf32>, tensor<1x2x6x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>, tensor<1x2x6x16xf32>, tensor<1x2x6x16xf32>
   return
 }

@@ -1,0 +1,79 @@
+//===- NN.cpp - neural-network building blocks over the Graph API ----------===//
+
+#include "frontend/NN.h"
+
+#include <cmath>
+#include <limits>
+
+namespace kiln::frontend::nn {
+
+Linear::Linear(Graph &g, llvm::StringRef name, int64_t in, int64_t out, bool hasBias,
+               ParamInit init) {
+  auto s = g.scope(name);
+  weight = g.param("w", {in, out}, init);
+  if (hasBias)
+    bias = g.param("b", {out}, ParamInit::zeros());
+}
+
+Tensor Linear::operator()(Tensor x) const {
+  Tensor y = matmul(x, weight);
+  return bias ? y + bias : y;
+}
+
+LayerNorm::LayerNorm(Graph &g, llvm::StringRef name, int64_t dim, double eps) : eps(eps) {
+  auto s = g.scope(name);
+  weight = g.param("w", {dim}, ParamInit::ones());
+  bias = g.param("b", {dim}, ParamInit::zeros());
+}
+
+Tensor LayerNorm::operator()(Tensor x) const { return layerNorm(x, weight, bias, eps); }
+
+RMSNorm::RMSNorm(Graph &g, llvm::StringRef name, int64_t dim, double eps) : eps(eps) {
+  auto s = g.scope(name);
+  weight = g.param("w", {dim}, ParamInit::ones());
+}
+
+Tensor RMSNorm::operator()(Tensor x) const { return rmsNorm(x, weight, eps); }
+
+Embedding::Embedding(Graph &g, llvm::StringRef name, int64_t count, int64_t dim,
+                     ParamInit init) {
+  weight = g.param(name, {count, dim}, init);
+}
+
+Tensor Embedding::operator()(Tensor ids) const { return embedding(weight, ids); }
+
+MLP::MLP(Graph &g, llvm::StringRef name, int64_t dim, int64_t hidden, ParamInit fcInit,
+         ParamInit projInit)
+    : fc(g, name.str() + ".fc", dim, hidden, true, fcInit),
+      proj(g, name.str() + ".proj", hidden, dim, true, projInit) {}
+
+Tensor MLP::operator()(Tensor x) const { return proj(gelu(fc(x), GeluApproximation::tanh)); }
+
+Tensor causalMask(Graph &g, int64_t t) {
+  Tensor row = iota(g, {t, t}, 0, g.i32());
+  Tensor col = iota(g, {t, t}, 1, g.i32());
+  return compare(CompareDirection::ge, row, col);
+}
+
+CausalSelfAttention::CausalSelfAttention(Graph &g, llvm::StringRef name, int64_t dim,
+                                         int64_t heads, ParamInit qkvInit, ParamInit projInit)
+    : qkv(g, name.str() + ".qkv", dim, 3 * dim, true, qkvInit),
+      proj(g, name.str() + ".proj", dim, dim, true, projInit), heads(heads) {}
+
+Tensor CausalSelfAttention::operator()(Tensor x) const {
+  Graph &g = x.graph();
+  int64_t b = x.dim(0), t = x.dim(1), c = x.dim(2), d = c / heads;
+  Tensor packed = qkv(x); // [B, T, 3C]
+  auto split = [&](int64_t i) {
+    Tensor part = slice(packed, 2, i * c, (i + 1) * c);       // [B, T, C]
+    return transpose(reshape(part, {b, t, heads, d}), {0, 2, 1, 3}); // [B, H, T, D]
+  };
+  Tensor q = split(0), k = split(1), v = split(2);
+  Tensor scores = matmul(q, k, false, true) * (1.0 / std::sqrt(static_cast<double>(d)));
+  scores = where(causalMask(g, t), scores, -std::numeric_limits<double>::infinity());
+  Tensor y = matmul(softmax(scores), v);                        // [B, H, T, D]
+  y = reshape(transpose(y, {0, 2, 1, 3}), {b, t, c});
+  return proj(y);
+}
+
+} // namespace kiln::frontend::nn

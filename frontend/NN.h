@@ -1,0 +1,70 @@
+//===- NN.h - neural-network building blocks over the Graph API ------------===//
+//
+// Modules in the PyTorch style: the constructor declares the parameters
+// (under the module's name scope), operator() applies them. Every block is
+// written with dialect primitives and composites; causal self-attention in
+// particular is spelled out (q·kᵀ, scale, iota/compare/select mask, softmax,
+// ·v) so the attention-fusion pass can recognize it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_FRONTEND_NN_H
+#define KILN_FRONTEND_NN_H
+
+#include "frontend/Graph.h"
+
+namespace kiln::frontend::nn {
+
+/// y = x·W + b with W stored [in, out] (GPT-2's Conv1D layout).
+struct Linear {
+  Linear(Graph &g, llvm::StringRef name, int64_t in, int64_t out, bool bias = true,
+         ParamInit init = ParamInit::normal(0.02));
+  Tensor operator()(Tensor x) const;
+  Tensor weight, bias;
+};
+
+struct LayerNorm {
+  LayerNorm(Graph &g, llvm::StringRef name, int64_t dim, double eps = 1e-5);
+  Tensor operator()(Tensor x) const;
+  Tensor weight, bias;
+  double eps;
+};
+
+struct RMSNorm {
+  RMSNorm(Graph &g, llvm::StringRef name, int64_t dim, double eps = 1e-6);
+  Tensor operator()(Tensor x) const;
+  Tensor weight;
+  double eps;
+};
+
+struct Embedding {
+  Embedding(Graph &g, llvm::StringRef name, int64_t count, int64_t dim,
+            ParamInit init = ParamInit::normal(0.02));
+  Tensor operator()(Tensor ids) const;
+  Tensor weight;
+};
+
+/// proj(gelu_tanh(fc(x))), hidden width `hidden`.
+struct MLP {
+  MLP(Graph &g, llvm::StringRef name, int64_t dim, int64_t hidden, ParamInit fcInit,
+      ParamInit projInit);
+  Tensor operator()(Tensor x) const;
+  Linear fc, proj;
+};
+
+/// Multi-head causal self-attention over x [B, T, C] with a fused qkv
+/// projection [C, 3C] and an output projection [C, C].
+struct CausalSelfAttention {
+  CausalSelfAttention(Graph &g, llvm::StringRef name, int64_t dim, int64_t heads,
+                      ParamInit qkvInit, ParamInit projInit);
+  Tensor operator()(Tensor x) const;
+  Linear qkv, proj;
+  int64_t heads;
+};
+
+/// The causal mask of a T×T score matrix: true where key j ≤ query i.
+Tensor causalMask(Graph &g, int64_t t);
+
+} // namespace kiln::frontend::nn
+
+#endif // KILN_FRONTEND_NN_H

@@ -1,0 +1,92 @@
+//===- GPT2.cpp - the GPT-2 model family -----------------------------------===//
+
+#include "models/GPT2.h"
+
+#include "frontend/NN.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace kiln::frontend;
+
+namespace kiln::models {
+
+FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, int64_t batch,
+                                  int64_t seqLen, Type floatType, GPT2Output output,
+                                  StringRef name, std::vector<std::string> &errors) {
+  Graph g(module, name);
+  g.setFloatType(floatType);
+  const int64_t B = batch, T = seqLen, C = config.n_embd, L = config.n_layer,
+                Vp = config.paddedVocab();
+  // nanoGPT's initialization: N(0, 0.02) everywhere, residual projections
+  // scaled by 1/sqrt(2L) (GPT-2 paper §2.3), zero biases, unit norms.
+  ParamInit init = ParamInit::normal(config.init_std);
+  ParamInit residual = ParamInit::normal(config.init_std / std::sqrt(2.0 * L));
+
+  nn::Embedding wte(g, "wte", Vp, C, init);
+  nn::Embedding wpe(g, "wpe", config.block_size, C, init);
+  struct Block {
+    nn::LayerNorm ln1;
+    nn::CausalSelfAttention attn;
+    nn::LayerNorm ln2;
+    nn::MLP mlp;
+  };
+  std::vector<Block> blocks;
+  for (int64_t l = 0; l < L; ++l) {
+    auto s = g.scope("h." + std::to_string(l));
+    blocks.push_back(Block{nn::LayerNorm(g, "ln_1", C, config.layer_norm_eps),
+                           nn::CausalSelfAttention(g, "attn", C, config.n_head, init, residual),
+                           nn::LayerNorm(g, "ln_2", C, config.layer_norm_eps),
+                           nn::MLP(g, "mlp", C, 4 * C, init, residual)});
+  }
+  nn::LayerNorm lnf(g, "ln_f", C, config.layer_norm_eps);
+
+  Tensor tokens = g.input("tokens", {B, T}, g.i32());
+  Tensor targets;
+  if (output == GPT2Output::Loss)
+    targets = g.input("targets", {B, T}, g.i32());
+
+  Tensor x;
+  {
+    auto s = g.scope("embed");
+    Tensor positions = slice(wpe.weight, 0, 0, T); // [T, C]
+    x = wte(tokens) + positions;                    // [B, T, C]
+  }
+  for (int64_t l = 0; l < L; ++l) {
+    auto s = g.scope("h." + std::to_string(l));
+    Block &blk = blocks[l];
+    {
+      auto a = g.scope("attn");
+      x = x + blk.attn(blk.ln1(x));
+    }
+    auto m = g.scope("mlp");
+    x = x + blk.mlp(blk.ln2(x));
+  }
+  Tensor logits;
+  {
+    auto s = g.scope("head");
+    logits = matmul(lnf(x), wte.weight, false, true); // tied: [B, T, Vp]
+  }
+  Tensor result = logits;
+  if (output == GPT2Output::Loss) {
+    auto s = g.scope("loss");
+    result = mean(crossEntropy(logits, targets, config.vocab_size));
+  }
+  auto func = g.finish({result});
+  for (const std::string &e : g.errors())
+    errors.push_back(e);
+  return func;
+}
+
+int64_t gpt2ParamCount(const ModelConfig &c, bool includePadding) {
+  int64_t C = c.n_embd, V = includePadding ? c.paddedVocab() : c.vocab_size;
+  int64_t perLayer = 2 * C                  // ln_1
+                     + C * 3 * C + 3 * C    // attn.qkv
+                     + C * C + C            // attn.proj
+                     + 2 * C                // ln_2
+                     + C * 4 * C + 4 * C    // mlp.fc
+                     + 4 * C * C + C;       // mlp.proj
+  return V * C + c.block_size * C + c.n_layer * perLayer + 2 * C;
+}
+
+} // namespace kiln::models

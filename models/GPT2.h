@@ -1,0 +1,47 @@
+//===- GPT2.h - the GPT-2 model family -------------------------------------===//
+//
+// GPT-2 (Radford et al. 2019) as nanoGPT and llm.c write it: learned token
+// and position embeddings, n_layer pre-LN blocks of causal self-attention and
+// a GELU-tanh MLP (4× wide), a final LayerNorm, and an output head tied to
+// the token embedding. The vocabulary is padded (50257 -> 50304) for aligned
+// kernels; the loss ignores the padding classes.
+//
+// Parameter names (kiln's; Hugging Face names in docs/frontend.md):
+//   wte, wpe, h.N.ln_1.{w,b}, h.N.attn.qkv.{w,b}, h.N.attn.proj.{w,b},
+//   h.N.ln_2.{w,b}, h.N.mlp.fc.{w,b}, h.N.mlp.proj.{w,b}, ln_f.{w,b}
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_MODELS_GPT2_H
+#define KILN_MODELS_GPT2_H
+
+#include "frontend/Config.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include <string>
+#include <vector>
+
+namespace kiln::models {
+
+enum class GPT2Output {
+  Loss,   ///< @name(params…, tokens, targets) -> mean cross-entropy (scalar)
+  Logits, ///< @name(params…, tokens) -> logits [B, T, padded vocab]
+};
+
+/// Builds a GPT-2 function into `module`. `floatType` is the parameters' and
+/// activations' type (f32; f64 for gradient checks). On failure `errors`
+/// holds one message per problem.
+mlir::FailureOr<mlir::func::FuncOp>
+buildGPT2(mlir::ModuleOp module, const ModelConfig &config, int64_t batch, int64_t seqLen,
+          mlir::Type floatType, GPT2Output output, llvm::StringRef name,
+          std::vector<std::string> &errors);
+
+/// Parameters of the model: with the real vocabulary (the published figure,
+/// 124,439,808 for GPT-2 124M) or with the padded table kiln allocates.
+int64_t gpt2ParamCount(const ModelConfig &config, bool includePadding);
+
+} // namespace kiln::models
+
+#endif // KILN_MODELS_GPT2_H

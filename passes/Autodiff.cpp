@@ -1,0 +1,188 @@
+//===- Autodiff.cpp - reverse-mode autodiff: @forward -> @train_step -------===//
+//
+// Builds the training step from the forward function:
+//
+//   1. Check @forward: one result, a rank-0 float tensor (the loss).
+//   2. Clone it as @train_step, keeping argument names and attributes.
+//   3. Activity: a value is active when it is a float that depends on some
+//      kiln.param argument. Only active values get cotangents, so masks,
+//      position ids and other constants cost nothing in the backward.
+//   4. Seed the loss's cotangent with 1.
+//   5. Walk the forward ops in reverse. For each op with a cotangent on some
+//      result and an active operand, call DifferentiableOpInterface::buildVJP
+//      at the end of the function and add the operand cotangents it returns
+//      into the running sums (a value used twice gets the sum of both).
+//   6. Return (loss, d loss/d param for every kiln.param in argument order),
+//      a zero tensor for a parameter the loss does not depend on; results are
+//      named with kiln.output / kiln.grad.
+//   7. Erase the dead ops the rules left behind.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ir/KilnBuilders.h"
+#include "ir/KilnOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/SymbolTable.h"
+#include "mlir/Transforms/RegionUtils.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
+
+namespace kiln {
+#define GEN_PASS_DEF_AUTODIFFPASS
+#include "passes/Passes.h.inc"
+} // namespace kiln
+
+#define DEBUG_TYPE "kiln-autodiff"
+
+using namespace mlir;
+
+namespace kiln {
+namespace {
+
+bool isFloatTensor(Value v) {
+  auto t = dyn_cast<RankedTensorType>(v.getType());
+  return t && isa<FloatType>(t.getElementType());
+}
+
+/// Values that carry gradient: float tensors depending on a kiln.param.
+llvm::DenseSet<Value> findActiveValues(func::FuncOp func) {
+  llvm::DenseSet<Value> active;
+  for (BlockArgument arg : func.getArguments())
+    if (func.getArgAttr(arg.getArgNumber(), KilnDialect::kParamAttrName) && isFloatTensor(arg))
+      active.insert(arg);
+  func.walk([&](Operation *op) {
+    if (llvm::none_of(op->getOperands(), [&](Value v) { return active.contains(v); }))
+      return;
+    for (Value r : op->getResults())
+      if (isFloatTensor(r))
+        active.insert(r);
+  });
+  return active;
+}
+
+struct AutodiffPass final : impl::AutodiffPassBase<AutodiffPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto forward = module.lookupSymbol<func::FuncOp>(function);
+    if (!forward) {
+      module.emitError() << "kiln-autodiff: no function @" << function
+                         << " to differentiate (set function=NAME)";
+      return signalPassFailure();
+    }
+    if (Operation *existing = module.lookupSymbol(output)) {
+      existing->emitError() << "kiln-autodiff: @" << output << " already exists";
+      return signalPassFailure();
+    }
+    if (failed(checkLoss(forward)))
+      return signalPassFailure();
+
+    auto step = cast<func::FuncOp>(forward->clone());
+    step.setSymName(output);
+    SymbolTable(module).insert(step, std::next(Block::iterator(forward)));
+    if (failed(differentiate(step)))
+      return signalPassFailure();
+  }
+
+  LogicalResult checkLoss(func::FuncOp forward) {
+    ArrayRef<Type> results = forward.getFunctionType().getResults();
+    auto loss = results.size() == 1 ? dyn_cast<RankedTensorType>(results[0]) : nullptr;
+    if (!loss || loss.getRank() != 0 || !isa<FloatType>(loss.getElementType())) {
+      InFlightDiagnostic diag = forward.emitError()
+                                << "kiln-autodiff: @" << forward.getSymName()
+                                << " must return one scalar float loss (tensor<f32>); it returns (";
+      llvm::interleaveComma(results, diag);
+      return diag << ")";
+    }
+    return success();
+  }
+
+  LogicalResult differentiate(func::FuncOp step) {
+    Block &body = step.getBody().front();
+    auto ret = cast<func::ReturnOp>(body.getTerminator());
+    Value loss = ret.getOperand(0);
+    llvm::DenseSet<Value> active = findActiveValues(step);
+    SmallVector<Operation *> forwardOps;
+    for (Operation &op : body.without_terminator())
+      forwardOps.push_back(&op);
+
+    OpBuilder b(ret);
+    llvm::DenseMap<Value, Value> cotangent;
+    auto accumulate = [&](Value v, Value c) {
+      Value &slot = cotangent[v];
+      slot = slot ? build::add(b, c.getLoc(), slot, c) : c;
+    };
+    if (active.contains(loss))
+      cotangent[loss] = build::splatLike(b, loss.getLoc(), loss, 1.0);
+
+    for (Operation *op : llvm::reverse(forwardOps)) {
+      SmallVector<Value> resultCotangents;
+      bool anyCotangent = false;
+      for (Value r : op->getResults()) {
+        resultCotangents.push_back(cotangent.lookup(r));
+        anyCotangent |= static_cast<bool>(resultCotangents.back());
+      }
+      bool anyActiveOperand =
+          llvm::any_of(op->getOperands(), [&](Value v) { return active.contains(v); });
+      if (!anyCotangent || !anyActiveOperand)
+        continue;
+      auto diffOp = dyn_cast<DifferentiableOpInterface>(op);
+      if (!diffOp)
+        return op->emitOpError() << "has no VJP rule (DifferentiableOpInterface), but the "
+                                    "loss depends on it through a parameter";
+      SmallVector<Value> operandCotangents;
+      if (failed(diffOp.buildVJP(b, resultCotangents, operandCotangents)))
+        return failure();
+      if (operandCotangents.size() != op->getNumOperands())
+        return op->emitOpError() << "VJP rule returned " << operandCotangents.size()
+                                 << " cotangents for " << op->getNumOperands() << " operands";
+      for (auto [operand, c] : llvm::zip(op->getOperands(), operandCotangents)) {
+        if (!c || !active.contains(operand))
+          continue;
+        if (c.getType() != operand.getType())
+          return op->emitOpError() << "VJP rule produced a cotangent of type " << c.getType()
+                                   << " for an operand of type " << operand.getType();
+        accumulate(operand, c);
+      }
+    }
+
+    // The new signature: (loss, one gradient per parameter).
+    SmallVector<Value> results{loss};
+    SmallVector<Type> resultTypes{loss.getType()};
+    SmallVector<std::pair<unsigned, StringAttr>> grads;
+    for (BlockArgument arg : step.getArguments()) {
+      auto name = step.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
+                                                    KilnDialect::kParamAttrName);
+      if (!name || !isFloatTensor(arg))
+        continue;
+      Value g = cotangent.lookup(arg);
+      if (!g)
+        g = build::splatLike(b, arg.getLoc(), arg, 0.0);
+      grads.push_back({static_cast<unsigned>(results.size()), name});
+      results.push_back(g);
+      resultTypes.push_back(arg.getType());
+    }
+    func::ReturnOp::create(b, ret.getLoc(), results);
+    ret.erase();
+    step.setFunctionType(FunctionType::get(step.getContext(), step.getArgumentTypes(), resultTypes));
+    step.setAllResultAttrs(ArrayRef<DictionaryAttr>{});
+    Builder attrs(step.getContext());
+    step.setResultAttr(0, KilnDialect::kOutputAttrName, attrs.getStringAttr("loss"));
+    for (auto [index, name] : grads)
+      step.setResultAttr(index, KilnDialect::kGradAttrName, name);
+
+    // Rules build cotangents for every operand of an op, including inactive
+    // ones; drop what nothing uses.
+    for (Operation &op : llvm::make_early_inc_range(llvm::reverse(body)))
+      if (isOpTriviallyDead(&op))
+        op.erase();
+    return success();
+  }
+};
+
+} // namespace
+} // namespace kiln

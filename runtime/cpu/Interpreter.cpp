@@ -1,0 +1,396 @@
+//===- Interpreter.cpp - the reference CPU interpreter of kiln IR ----------===//
+//
+// prepare() numbers every SSA value with a slot, records for each op the
+// slots it reads and writes and the slots whose last use it is (freed right
+// after), and materializes constants once. run() walks the steps and
+// dispatches each op to its kernel (Kernels.h).
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/cpu/Interpreter.h"
+
+#include "ir/KilnOps.h"
+#include "runtime/cpu/Kernels.h"
+
+#include "mlir/IR/BuiltinAttributes.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+
+namespace kiln::cpu {
+
+struct Interpreter::Step {
+  Operation *op;
+  llvm::SmallVector<unsigned, 4> operands, results, freeAfter;
+  HostTensor constant; // for kiln.constant
+};
+
+namespace {
+
+std::string describe(Operation *op) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << "'" << op->getName() << "' at " << op->getLoc();
+  return s;
+}
+
+llvm::Error opError(Operation *op, const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 "CPU interpreter: " + describe(op) + ": " + message);
+}
+
+HostTensor fromElements(ElementsAttr attr) {
+  auto type = cast<RankedTensorType>(attr.getType());
+  HostTensor t(*dtypeOf(type.getElementType()), std::vector<int64_t>(type.getShape()));
+  if (isa<FloatType>(type.getElementType())) {
+    int64_t i = 0;
+    for (APFloat v : attr.getValues<APFloat>())
+      t.set(i++, v.convertToDouble());
+  } else {
+    int64_t i = 0;
+    bool isBool = type.getElementType().isInteger(1);
+    for (APInt v : attr.getValues<APInt>())
+      t.set(i++, isBool ? static_cast<double>(v.getBoolValue())
+                        : static_cast<double>(v.getSExtValue()));
+  }
+  return t;
+}
+
+DType dtypeOfValue(Value v) { return *dtypeOf(cast<RankedTensorType>(v.getType()).getElementType()); }
+
+std::vector<int64_t> shapeOfValue(Value v) {
+  return std::vector<int64_t>(cast<RankedTensorType>(v.getType()).getShape());
+}
+
+kernels::Unary unaryKind(Operation *op) {
+  return llvm::TypeSwitch<Operation *, kernels::Unary>(op)
+      .Case<NegOp>([](auto) { return kernels::Unary::Neg; })
+      .Case<ExpOp>([](auto) { return kernels::Unary::Exp; })
+      .Case<LogOp>([](auto) { return kernels::Unary::Log; })
+      .Case<SqrtOp>([](auto) { return kernels::Unary::Sqrt; })
+      .Case<RsqrtOp>([](auto) { return kernels::Unary::Rsqrt; })
+      .Case<TanhOp>([](auto) { return kernels::Unary::Tanh; })
+      .Case<SigmoidOp>([](auto) { return kernels::Unary::Sigmoid; })
+      .Case<SiluOp>([](auto) { return kernels::Unary::Silu; })
+      .Case<ReluOp>([](auto) { return kernels::Unary::Relu; })
+      .Default([](auto) { return kernels::Unary::Neg; });
+}
+
+kernels::Binary binaryKind(Operation *op) {
+  return llvm::TypeSwitch<Operation *, kernels::Binary>(op)
+      .Case<AddOp>([](auto) { return kernels::Binary::Add; })
+      .Case<SubOp>([](auto) { return kernels::Binary::Sub; })
+      .Case<MulOp>([](auto) { return kernels::Binary::Mul; })
+      .Case<DivOp>([](auto) { return kernels::Binary::Div; })
+      .Default([](auto) { return kernels::Binary::Max; });
+}
+
+bool isSupported(Operation *op) {
+  return isa<AddOp, SubOp, MulOp, DivOp, MaxOp, NegOp, ExpOp, LogOp, SqrtOp, RsqrtOp, TanhOp,
+             SigmoidOp, GeluOp, SiluOp, ReluOp, CastOp, CompareOp, SelectOp, ReshapeOp,
+             TransposeOp, SliceOp, PadOp, ConcatOp, BroadcastInDimOp, IotaOp, ConstantOp,
+             ReduceSumOp, ReduceMaxOp, ReduceMeanOp, MatmulOp, EmbeddingOp, SoftmaxOp,
+             LogSoftmaxOp, LayerNormOp, RmsNormOp, RopeOp, CrossEntropyOp, AttentionOp,
+             GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
+             EmbeddingGradOp, AttentionGradOp>(op);
+}
+
+/// Executes one op on its operand tensors, appending its results.
+llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
+                    llvm::SmallVectorImpl<HostTensor> &out) {
+  using namespace kernels;
+  auto wrap = [&](llvm::Error err) { return opError(op, llvm::toString(std::move(err))); };
+  auto resultDType = [&](unsigned i = 0) { return dtypeOfValue(op->getResult(i)); };
+  const HostTensor &x = *in[0 < in.size() ? 0 : 0];
+  return llvm::TypeSwitch<Operation *, llvm::Error>(op)
+      .Case<AddOp, SubOp, MulOp, DivOp, MaxOp>([&](auto) {
+        out.push_back(binary(binaryKind(op), *in[0], *in[1]));
+        return llvm::Error::success();
+      })
+      .Case<NegOp, ExpOp, LogOp, SqrtOp, RsqrtOp, TanhOp, SigmoidOp, SiluOp, ReluOp>([&](auto) {
+        out.push_back(unary(unaryKind(op), x));
+        return llvm::Error::success();
+      })
+      .Case([&](GeluOp g) {
+        out.push_back(unary(g.getApproximate() == GeluApproximation::tanh ? Unary::GeluTanh
+                                                                          : Unary::GeluErf,
+                            x));
+        return llvm::Error::success();
+      })
+      .Case([&](GeluGradOp g) {
+        out.push_back(geluGrad(g.getApproximate() == GeluApproximation::tanh, *in[0], *in[1]));
+        return llvm::Error::success();
+      })
+      .Case([&](CastOp) {
+        out.push_back(kernels::cast(x, resultDType()));
+        return llvm::Error::success();
+      })
+      .Case([&](CompareOp c) {
+        out.push_back(compare(static_cast<Compare>(static_cast<int>(c.getDirection())), *in[0],
+                              *in[1]));
+        return llvm::Error::success();
+      })
+      .Case([&](SelectOp) {
+        out.push_back(select(*in[0], *in[1], *in[2]));
+        return llvm::Error::success();
+      })
+      .Case([&](ReshapeOp r) {
+        out.push_back(x.reshaped(shapeOfValue(r.getResult())));
+        return llvm::Error::success();
+      })
+      .Case([&](TransposeOp t) {
+        out.push_back(transpose(x, t.getPermutation()));
+        return llvm::Error::success();
+      })
+      .Case([&](SliceOp s) {
+        out.push_back(slice(x, s.getStartIndices(), s.getLimitIndices(), s.getStrides()));
+        return llvm::Error::success();
+      })
+      .Case([&](PadOp p) {
+        out.push_back(pad(x, p.getLow(), p.getHigh(), p.getInterior()));
+        return llvm::Error::success();
+      })
+      .Case([&](ConcatOp c) {
+        std::vector<HostTensor> xs;
+        for (const HostTensor *t : in)
+          xs.push_back(*t);
+        out.push_back(concat(xs, c.getDim()));
+        return llvm::Error::success();
+      })
+      .Case([&](BroadcastInDimOp b) {
+        out.push_back(broadcastInDim(x, shapeOfValue(b.getResult()), b.getDims()));
+        return llvm::Error::success();
+      })
+      .Case([&](IotaOp i) {
+        out.push_back(iota(resultDType(), shapeOfValue(i.getResult()), i.getDim()));
+        return llvm::Error::success();
+      })
+      .Case([&](ReduceSumOp r) {
+        out.push_back(reduce(Reduce::Sum, x, r.getDims()));
+        return llvm::Error::success();
+      })
+      .Case([&](ReduceMaxOp r) {
+        out.push_back(reduce(Reduce::Max, x, r.getDims()));
+        return llvm::Error::success();
+      })
+      .Case([&](ReduceMeanOp r) {
+        out.push_back(reduce(Reduce::Mean, x, r.getDims()));
+        return llvm::Error::success();
+      })
+      .Case([&](MatmulOp m) {
+        out.push_back(matmul(*in[0], *in[1], m.getTransposeA(), m.getTransposeB(),
+                             resultDType(), shapeOfValue(m.getResult())));
+        return llvm::Error::success();
+      })
+      .Case([&](EmbeddingOp) -> llvm::Error {
+        auto r = embedding(*in[0], *in[1]);
+        if (!r)
+          return wrap(r.takeError());
+        out.push_back(std::move(*r));
+        return llvm::Error::success();
+      })
+      .Case([&](EmbeddingGradOp e) -> llvm::Error {
+        auto r = embeddingGrad(*in[0], *in[1], shapeOfValue(e.getResult())[0]);
+        if (!r)
+          return wrap(r.takeError());
+        out.push_back(std::move(*r));
+        return llvm::Error::success();
+      })
+      .Case([&](SoftmaxOp) {
+        out.push_back(softmax(x, /*log=*/false));
+        return llvm::Error::success();
+      })
+      .Case([&](LogSoftmaxOp) {
+        out.push_back(softmax(x, /*log=*/true));
+        return llvm::Error::success();
+      })
+      .Case([&](SoftmaxGradOp) {
+        out.push_back(softmaxGrad(*in[0], *in[1]));
+        return llvm::Error::success();
+      })
+      .Case([&](LayerNormOp l) {
+        auto [y, mean, rstd] = layerNorm(*in[0], *in[1], *in[2],
+                                         l.getEpsilon().convertToDouble(), resultDType(1));
+        out.append({y, mean, rstd});
+        return llvm::Error::success();
+      })
+      .Case([&](LayerNormGradOp) {
+        auto [dx, dw, db] = layerNormGrad(*in[0], *in[1], *in[2], *in[3], *in[4]);
+        out.append({dx, dw, db});
+        return llvm::Error::success();
+      })
+      .Case([&](RmsNormOp r) {
+        auto [y, rstd] = rmsNorm(*in[0], *in[1], r.getEpsilon().convertToDouble(), resultDType(1));
+        out.append({y, rstd});
+        return llvm::Error::success();
+      })
+      .Case([&](RmsNormGradOp) {
+        auto [dx, dw] = rmsNormGrad(*in[0], *in[1], *in[2], *in[3]);
+        out.append({dx, dw});
+        return llvm::Error::success();
+      })
+      .Case([&](RopeOp r) {
+        out.push_back(rope(x, r.getTheta().convertToDouble(), r.getInverse()));
+        return llvm::Error::success();
+      })
+      .Case([&](CrossEntropyOp c) -> llvm::Error {
+        auto r = crossEntropy(*in[0], *in[1], c.getNumValidClasses(), resultDType(0));
+        if (!r)
+          return wrap(r.takeError());
+        auto [loss, lse] = std::move(*r);
+        out.append({loss, lse});
+        return llvm::Error::success();
+      })
+      .Case([&](CrossEntropyGradOp c) -> llvm::Error {
+        int64_t valid = c.getValidClasses() ? *c.getValidClasses() : in[0]->dim(-1);
+        auto r = crossEntropyGrad(*in[0], *in[1], *in[2], *in[3], valid);
+        if (!r)
+          return wrap(r.takeError());
+        out.push_back(std::move(*r));
+        return llvm::Error::success();
+      })
+      .Case([&](AttentionOp a) {
+        auto [o, lse] = attention(*in[0], *in[1], *in[2], a.getScale().convertToDouble(),
+                                  a.getCausal(), resultDType(1));
+        out.append({o, lse});
+        return llvm::Error::success();
+      })
+      .Case([&](AttentionGradOp a) {
+        auto [dq, dk, dv] = attentionGrad(*in[0], *in[1], *in[2], *in[3], *in[4], *in[5],
+                                          a.getScale().convertToDouble(), a.getCausal());
+        out.append({dq, dk, dv});
+        return llvm::Error::success();
+      })
+      .Default([&](Operation *) { return opError(op, "not supported"); });
+}
+
+} // namespace
+
+llvm::Expected<std::pair<DType, std::vector<int64_t>>> hostTypeOf(Type type) {
+  auto tensor = dyn_cast<RankedTensorType>(type);
+  if (!tensor || !tensor.hasStaticShape())
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "CPU interpreter: expected a statically shaped tensor");
+  auto dtype = dtypeOf(tensor.getElementType());
+  if (!dtype) {
+    std::string s;
+    llvm::raw_string_ostream(s) << tensor.getElementType();
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "CPU interpreter: element type " + s + " is not supported");
+  }
+  return std::make_pair(*dtype, std::vector<int64_t>(tensor.getShape()));
+}
+
+Interpreter::Interpreter(func::FuncOp func) : func_(func) {}
+Interpreter::~Interpreter() = default;
+
+llvm::Expected<std::unique_ptr<Interpreter>> Interpreter::create(func::FuncOp func) {
+  std::unique_ptr<Interpreter> interp(new Interpreter(func));
+  if (llvm::Error err = interp->prepare())
+    return std::move(err);
+  return std::move(interp);
+}
+
+llvm::Error Interpreter::prepare() {
+  if (func_.getBody().getBlocks().size() != 1)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "CPU interpreter: @" + func_.getSymName().str() +
+                                       " must have exactly one block");
+  llvm::DenseMap<Value, unsigned> slot;
+  auto slotOf = [&](Value v) {
+    auto [it, inserted] = slot.try_emplace(v, numSlots_);
+    if (inserted)
+      ++numSlots_;
+    return it->second;
+  };
+  for (BlockArgument arg : func_.getArguments()) {
+    if (auto t = hostTypeOf(arg.getType()); !t)
+      return t.takeError();
+    slotOf(arg);
+  }
+  Block &body = func_.getBody().front();
+  for (Operation &op : body) {
+    if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+      for (Value v : ret.getOperands())
+        resultSlots_.push_back(slotOf(v));
+      continue;
+    }
+    if (!isSupported(&op))
+      return opError(&op, "this op is not supported by the CPU interpreter");
+    Step step{&op, {}, {}, {}, {}};
+    for (Value v : op.getOperands())
+      step.operands.push_back(slotOf(v));
+    for (Value v : op.getResults()) {
+      if (auto t = hostTypeOf(v.getType()); !t)
+        return opError(&op, llvm::toString(t.takeError()));
+      step.results.push_back(slotOf(v));
+    }
+    if (auto c = dyn_cast<ConstantOp>(op))
+      step.constant = fromElements(c.getValue());
+    steps_.push_back(std::move(step));
+  }
+  // Free each slot after its last reader (results and arguments are kept
+  // alive by the caller's references anyway).
+  std::vector<int> lastUse(numSlots_, -1);
+  for (auto [i, step] : llvm::enumerate(steps_))
+    for (unsigned s : step.operands)
+      lastUse[s] = static_cast<int>(i);
+  for (unsigned s : resultSlots_)
+    lastUse[s] = static_cast<int>(steps_.size());
+  for (unsigned s = 0; s < numSlots_; ++s)
+    if (lastUse[s] >= 0 && lastUse[s] < static_cast<int>(steps_.size()))
+      steps_[lastUse[s]].freeAfter.push_back(s);
+  return llvm::Error::success();
+}
+
+llvm::Expected<std::vector<HostTensor>> Interpreter::run(llvm::ArrayRef<HostTensor> args) {
+  if (args.size() != func_.getNumArguments())
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   llvm::formatv("CPU interpreter: @{0} takes {1} arguments, got {2}",
+                                                 func_.getSymName(), func_.getNumArguments(),
+                                                 args.size()));
+  std::vector<HostTensor> slots(numSlots_);
+  for (auto [i, arg] : llvm::enumerate(func_.getArguments())) {
+    auto [dtype, shape] = *hostTypeOf(arg.getType());
+    if (args[i].dtype() != dtype || args[i].shape() != shape) {
+      HostTensor expected(dtype, {});
+      std::string want = expected.reshaped(shape).typeString();
+      auto name = func_.getArgAttrOfType<StringAttr>(i, KilnDialect::kParamAttrName);
+      if (!name)
+        name = func_.getArgAttrOfType<StringAttr>(i, KilnDialect::kInputAttrName);
+      return llvm::createStringError(
+          llvm::inconvertibleErrorCode(),
+          llvm::formatv("CPU interpreter: argument #{0}{1} of @{2} must be {3}, got {4}", i,
+                        name ? " (" + name.getValue().str() + ")" : std::string(),
+                        func_.getSymName(), want, args[i].typeString()));
+    }
+    slots[i] = args[i];
+  }
+  llvm::SmallVector<const HostTensor *, 8> operands;
+  llvm::SmallVector<HostTensor, 4> results;
+  for (Step &step : steps_) {
+    results.clear();
+    if (isa<ConstantOp>(step.op)) {
+      results.push_back(step.constant);
+    } else {
+      operands.clear();
+      for (unsigned s : step.operands)
+        operands.push_back(&slots[s]);
+      if (llvm::Error err = execute(step.op, operands, results))
+        return std::move(err);
+    }
+    for (auto [s, t] : llvm::zip(step.results, results))
+      slots[s] = std::move(t);
+    for (unsigned s : step.freeAfter)
+      slots[s] = HostTensor();
+  }
+  std::vector<HostTensor> out;
+  for (unsigned s : resultSlots_)
+    out.push_back(slots[s]);
+  return out;
+}
+
+} // namespace kiln::cpu

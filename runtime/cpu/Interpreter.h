@@ -1,0 +1,53 @@
+//===- Interpreter.h - the reference CPU interpreter of kiln IR ------------===//
+//
+// Runs one func.func of kiln IR on host tensors: the reference semantics of
+// every op, used by the tests (pass preservation, gradient checks), by
+// `kiln gradcheck`, and for training small models on the CPU. It runs the
+// IR after any pass.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_CPU_INTERPRETER_H
+#define KILN_RUNTIME_CPU_INTERPRETER_H
+
+#include "runtime/cpu/HostTensor.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/Support/Error.h"
+
+#include <memory>
+#include <vector>
+
+namespace kiln::cpu {
+
+class Interpreter {
+public:
+  /// Prepares `func` for repeated runs. Fails, naming the op, when the
+  /// function holds an op or an element type the interpreter does not know.
+  static llvm::Expected<std::unique_ptr<Interpreter>> create(mlir::func::FuncOp func);
+  ~Interpreter();
+
+  /// Runs the function on `args` (one per argument, of its type) and returns
+  /// its results. Data-dependent failures (an id outside a table) name the op.
+  llvm::Expected<std::vector<HostTensor>> run(llvm::ArrayRef<HostTensor> args);
+
+  mlir::func::FuncOp function() const { return func_; }
+
+private:
+  struct Step;
+  explicit Interpreter(mlir::func::FuncOp func);
+  llvm::Error prepare();
+
+  mlir::func::FuncOp func_;
+  std::vector<Step> steps_;
+  unsigned numSlots_ = 0;
+  std::vector<unsigned> resultSlots_;
+};
+
+/// The host tensor type of an MLIR tensor type (dtype and shape); fails for
+/// element types the interpreter does not support.
+llvm::Expected<std::pair<DType, std::vector<int64_t>>> hostTypeOf(mlir::Type type);
+
+} // namespace kiln::cpu
+
+#endif // KILN_RUNTIME_CPU_INTERPRETER_H

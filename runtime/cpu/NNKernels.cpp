@@ -1,0 +1,337 @@
+//===- NNKernels.cpp - neural-network composites on the CPU ----------------===//
+
+#include "runtime/cpu/KernelSupport.h"
+#include "runtime/cpu/Kernels.h"
+
+#include "llvm/Support/FormatVariadic.h"
+
+#include <cmath>
+#include <limits>
+
+namespace kiln::cpu::kernels {
+
+namespace {
+
+llvm::Error error(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+} // namespace
+
+llvm::Expected<HostTensor> embedding(const HostTensor &table, const HostTensor &ids) {
+  int64_t rows = table.dim(0), c = table.dim(1), n = ids.numel();
+  std::vector<int64_t> shape = ids.shape();
+  shape.push_back(c);
+  HostTensor out(table.dtype(), shape);
+  const int64_t *id = ids.data<int64_t>();
+  for (int64_t i = 0; i < n; ++i)
+    if (id[i] < 0 || id[i] >= rows)
+      return error(llvm::formatv("id {0} at position {1} is outside the table's {2} rows",
+                                 id[i], i, rows));
+  size_t rowBytes = static_cast<size_t>(c) * storageSize(table.dtype());
+  const char *src = static_cast<const char *>(table.raw());
+  char *dst = static_cast<char *>(out.raw());
+  parallelFor(n, rowGrain(c), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      std::memcpy(dst + i * rowBytes, src + id[i] * rowBytes, rowBytes);
+  });
+  return out;
+}
+
+llvm::Expected<HostTensor> embeddingGrad(const HostTensor &ids, const HostTensor &dy,
+                                         int64_t rows) {
+  int64_t c = dy.dim(-1), n = ids.numel();
+  HostTensor out(dy.dtype(), {rows, c});
+  const int64_t *id = ids.data<int64_t>();
+  for (int64_t i = 0; i < n; ++i)
+    if (id[i] < 0 || id[i] >= rows)
+      return error(llvm::formatv("id {0} at position {1} is outside the table's {2} rows",
+                                 id[i], i, rows));
+  withFloatType(dy.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *g = dy.data<T>();
+    std::vector<double> acc(static_cast<size_t>(rows * c), 0.0);
+    // Split over channels so each thread owns its columns of every row.
+    parallelFor(c, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = begin; j < end; ++j)
+          acc[id[i] * c + j] += g[i * c + j];
+    });
+    T *o = out.data<T>();
+    for (int64_t i = 0; i < rows * c; ++i)
+      o[i] = static_cast<T>(acc[i]);
+  });
+  out.roundToDType();
+  return out;
+}
+
+HostTensor softmax(const HostTensor &x, bool log) {
+  HostTensor out(x.dtype(), x.shape());
+  auto [rows, n] = rowsOf(x);
+  withFloatType(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *in = x.data<T>();
+    T *o = out.data<T>();
+    parallelFor(rows, rowGrain(n), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const T *xr = in + r * n;
+        T *orow = o + r * n;
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j < n; ++j)
+          mx = std::max<double>(mx, xr[j]);
+        double sum = 0;
+        for (int64_t j = 0; j < n; ++j)
+          sum += std::exp(static_cast<double>(xr[j]) - mx);
+        double logSum = std::log(sum);
+        for (int64_t j = 0; j < n; ++j)
+          orow[j] = static_cast<T>(log ? xr[j] - mx - logSum : std::exp(xr[j] - mx) / sum);
+      }
+    });
+  });
+  out.roundToDType();
+  return out;
+}
+
+HostTensor softmaxGrad(const HostTensor &y, const HostTensor &dy) {
+  HostTensor out(y.dtype(), y.shape());
+  auto [rows, n] = rowsOf(y);
+  withFloatType(y.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *p = y.data<T>(), *g = dy.data<T>();
+    T *o = out.data<T>();
+    parallelFor(rows, rowGrain(n), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        double dot = 0;
+        for (int64_t j = 0; j < n; ++j)
+          dot += static_cast<double>(g[r * n + j]) * p[r * n + j];
+        for (int64_t j = 0; j < n; ++j)
+          o[r * n + j] = static_cast<T>(p[r * n + j] * (g[r * n + j] - dot));
+      }
+    });
+  });
+  out.roundToDType();
+  return out;
+}
+
+std::tuple<HostTensor, HostTensor, HostTensor> layerNorm(const HostTensor &x, const HostTensor &w,
+                                                         const HostTensor &b, double eps,
+                                                         DType statsType) {
+  HostTensor y(x.dtype(), x.shape());
+  HostTensor mean(statsType, dropLast(x.shape())), rstd(statsType, dropLast(x.shape()));
+  auto [rows, n] = rowsOf(x);
+  withFloatType(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *in = x.data<T>(), *wp = w.data<T>(), *bp = b.data<T>();
+    T *out = y.data<T>();
+    parallelFor(rows, rowGrain(n), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const T *xr = in + r * n;
+        double m = 0;
+        for (int64_t j = 0; j < n; ++j)
+          m += xr[j];
+        m /= n;
+        double var = 0;
+        for (int64_t j = 0; j < n; ++j)
+          var += (xr[j] - m) * (xr[j] - m);
+        var /= n;
+        double rs = 1.0 / std::sqrt(var + eps);
+        for (int64_t j = 0; j < n; ++j)
+          out[r * n + j] = static_cast<T>((xr[j] - m) * rs * wp[j] + bp[j]);
+        mean.set(r, m);
+        rstd.set(r, rs);
+      }
+    });
+  });
+  y.roundToDType();
+  return {y, mean, rstd};
+}
+
+std::tuple<HostTensor, HostTensor, HostTensor>
+layerNormGrad(const HostTensor &x, const HostTensor &w, const HostTensor &mean,
+              const HostTensor &rstd, const HostTensor &dy) {
+  HostTensor dx(x.dtype(), x.shape()), dw(w.dtype(), w.shape()), db(w.dtype(), w.shape());
+  auto [rows, n] = rowsOf(x);
+  withFloatType(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *in = x.data<T>(), *wp = w.data<T>(), *g = dy.data<T>();
+    T *out = dx.data<T>();
+    parallelFor(rows, rowGrain(n), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        double m = mean.get(r), rs = rstd.get(r), meanG = 0, meanGX = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          double xhat = (in[r * n + j] - m) * rs, gj = static_cast<double>(g[r * n + j]) * wp[j];
+          meanG += gj;
+          meanGX += gj * xhat;
+        }
+        meanG /= n;
+        meanGX /= n;
+        for (int64_t j = 0; j < n; ++j) {
+          double xhat = (in[r * n + j] - m) * rs, gj = static_cast<double>(g[r * n + j]) * wp[j];
+          out[r * n + j] = static_cast<T>(rs * (gj - meanG - xhat * meanGX));
+        }
+      }
+    });
+    std::vector<double> accW(static_cast<size_t>(n), 0.0), accB(static_cast<size_t>(n), 0.0);
+    parallelFor(n, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = 0; r < rows; ++r) {
+        double m = mean.get(r), rs = rstd.get(r);
+        for (int64_t j = begin; j < end; ++j) {
+          accW[j] += static_cast<double>(g[r * n + j]) * (in[r * n + j] - m) * rs;
+          accB[j] += g[r * n + j];
+        }
+      }
+    });
+    for (int64_t j = 0; j < n; ++j) {
+      dw.set(j, accW[j]);
+      db.set(j, accB[j]);
+    }
+  });
+  dx.roundToDType();
+  return {dx, dw, db};
+}
+
+std::tuple<HostTensor, HostTensor> rmsNorm(const HostTensor &x, const HostTensor &w, double eps,
+                                           DType statsType) {
+  HostTensor y(x.dtype(), x.shape()), rstd(statsType, dropLast(x.shape()));
+  auto [rows, n] = rowsOf(x);
+  withFloatType(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *in = x.data<T>(), *wp = w.data<T>();
+    T *out = y.data<T>();
+    parallelFor(rows, rowGrain(n), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        double ms = 0;
+        for (int64_t j = 0; j < n; ++j)
+          ms += static_cast<double>(in[r * n + j]) * in[r * n + j];
+        double rs = 1.0 / std::sqrt(ms / n + eps);
+        for (int64_t j = 0; j < n; ++j)
+          out[r * n + j] = static_cast<T>(in[r * n + j] * rs * wp[j]);
+        rstd.set(r, rs);
+      }
+    });
+  });
+  y.roundToDType();
+  return {y, rstd};
+}
+
+std::tuple<HostTensor, HostTensor> rmsNormGrad(const HostTensor &x, const HostTensor &w,
+                                               const HostTensor &rstd, const HostTensor &dy) {
+  HostTensor dx(x.dtype(), x.shape()), dw(w.dtype(), w.shape());
+  auto [rows, n] = rowsOf(x);
+  withFloatType(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *in = x.data<T>(), *wp = w.data<T>(), *g = dy.data<T>();
+    T *out = dx.data<T>();
+    parallelFor(rows, rowGrain(n), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        double rs = rstd.get(r), meanGX = 0;
+        for (int64_t j = 0; j < n; ++j)
+          meanGX += static_cast<double>(g[r * n + j]) * wp[j] * in[r * n + j] * rs;
+        meanGX /= n;
+        for (int64_t j = 0; j < n; ++j) {
+          double xhat = in[r * n + j] * rs, gj = static_cast<double>(g[r * n + j]) * wp[j];
+          out[r * n + j] = static_cast<T>(rs * (gj - xhat * meanGX));
+        }
+      }
+    });
+    std::vector<double> acc(static_cast<size_t>(n), 0.0);
+    for (int64_t r = 0; r < rows; ++r) {
+      double rs = rstd.get(r);
+      for (int64_t j = 0; j < n; ++j)
+        acc[j] += static_cast<double>(g[r * n + j]) * in[r * n + j] * rs;
+    }
+    for (int64_t j = 0; j < n; ++j)
+      dw.set(j, acc[j]);
+  });
+  dx.roundToDType();
+  return {dx, dw};
+}
+
+HostTensor rope(const HostTensor &x, double theta, bool inverse) {
+  HostTensor out(x.dtype(), x.shape());
+  int64_t d = x.dim(-1), t = x.dim(-2), half = d / 2;
+  int64_t rows = x.numel() / d; // each row is one position of one head
+  std::vector<double> freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i)
+    freq[i] = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(d));
+  double sign = inverse ? -1.0 : 1.0;
+  withFloatType(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *in = x.data<T>();
+    T *o = out.data<T>();
+    parallelFor(rows, rowGrain(d), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        double pos = static_cast<double>(r % t);
+        for (int64_t i = 0; i < half; ++i) {
+          double angle = pos * freq[i], c = std::cos(angle), s = sign * std::sin(angle);
+          double a = in[r * d + i], b = in[r * d + i + half];
+          o[r * d + i] = static_cast<T>(a * c - b * s);
+          o[r * d + i + half] = static_cast<T>(b * c + a * s);
+        }
+      }
+    });
+  });
+  out.roundToDType();
+  return out;
+}
+
+llvm::Expected<std::tuple<HostTensor, HostTensor>>
+crossEntropy(const HostTensor &logits, const HostTensor &targets, int64_t validClasses,
+             DType statsType) {
+  auto [rows, v] = rowsOf(logits);
+  HostTensor loss(statsType, targets.shape()), lse(statsType, targets.shape());
+  const int64_t *t = targets.data<int64_t>();
+  for (int64_t r = 0; r < rows; ++r)
+    if (t[r] >= validClasses)
+      return error(llvm::formatv("target {0} at position {1} is not below the {2} classes",
+                                 t[r], r, validClasses));
+  withFloatType(logits.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *l = logits.data<T>();
+    parallelFor(rows, rowGrain(v), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const T *lr = l + r * v;
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int64_t c = 0; c < validClasses; ++c)
+          mx = std::max<double>(mx, lr[c]);
+        double sum = 0;
+        for (int64_t c = 0; c < validClasses; ++c)
+          sum += std::exp(static_cast<double>(lr[c]) - mx);
+        double rowLse = mx + std::log(sum);
+        lse.set(r, rowLse);
+        loss.set(r, t[r] < 0 ? 0.0 : rowLse - lr[t[r]]);
+      }
+    });
+  });
+  return std::make_tuple(loss, lse);
+}
+
+llvm::Expected<HostTensor> crossEntropyGrad(const HostTensor &logits, const HostTensor &targets,
+                                            const HostTensor &lse, const HostTensor &dloss,
+                                            int64_t validClasses) {
+  auto [rows, v] = rowsOf(logits);
+  HostTensor out(logits.dtype(), logits.shape());
+  const int64_t *t = targets.data<int64_t>();
+  for (int64_t r = 0; r < rows; ++r)
+    if (t[r] >= validClasses)
+      return error(llvm::formatv("target {0} at position {1} is not below the {2} classes",
+                                 t[r], r, validClasses));
+  withFloatType(logits.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *l = logits.data<T>();
+    T *o = out.data<T>();
+    parallelFor(rows, rowGrain(v), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        if (t[r] < 0)
+          continue; // ignored position: zero gradient
+        double g = dloss.get(r), rowLse = lse.get(r);
+        for (int64_t c = 0; c < validClasses; ++c)
+          o[r * v + c] = static_cast<T>(g * (std::exp(l[r * v + c] - rowLse) - (c == t[r])));
+      }
+    });
+  });
+  out.roundToDType();
+  return out;
+}
+
+} // namespace kiln::cpu::kernels

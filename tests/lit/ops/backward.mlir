@@ -1,0 +1,30 @@
+// Round trip of the backward ops built by the VJP rules, and of the result
+// attributes of a training step.
+// RUN: kiln-opt %s | kiln-opt | FileCheck %s
+// RUN: kiln-opt %s --mlir-print-op-generic | kiln-opt | FileCheck %s
+
+// CHECK-LABEL: func.func @backward
+// CHECK-SAME: -> (tensor<f32> {kiln.output = "loss"}, tensor<16xf32> {kiln.grad = "w"})
+func.func @backward(%x: tensor<2x8x16xf32>, %w: tensor<16xf32> {kiln.param = "w", kiln.init = "normal(0.02)"},
+                    %stat: tensor<2x8xf32>, %ids: tensor<2x8xi32>, %logits: tensor<2x8x64xf32>,
+                    %q: tensor<2x4x8x16xf32>, %kv: tensor<2x2x8x16xf32>, %lse: tensor<2x4x8xf32>)
+    -> (tensor<f32> {kiln.output = "loss"}, tensor<16xf32> {kiln.grad = "w"}) {
+  // CHECK: kiln.gelu_grad tanh %{{.+}}, %{{.+}} : tensor<2x8x16xf32>
+  %0 = kiln.gelu_grad tanh %x, %x : tensor<2x8x16xf32>
+  // CHECK: kiln.softmax_grad %{{.+}}, %{{.+}} : tensor<2x8x16xf32>
+  %1 = kiln.softmax_grad %x, %x : tensor<2x8x16xf32>
+  // CHECK: kiln.layer_norm_grad %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} : tensor<2x8x16xf32>, tensor<16xf32>, tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x8x16xf32> -> tensor<2x8x16xf32>, tensor<16xf32>, tensor<16xf32>
+  %dx, %dw, %db = kiln.layer_norm_grad %x, %w, %stat, %stat, %x : tensor<2x8x16xf32>, tensor<16xf32>, tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x8x16xf32> -> tensor<2x8x16xf32>, tensor<16xf32>, tensor<16xf32>
+  // CHECK: kiln.rms_norm_grad %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} : tensor<2x8x16xf32>, tensor<16xf32>, tensor<2x8xf32>, tensor<2x8x16xf32> -> tensor<2x8x16xf32>, tensor<16xf32>
+  %rx, %rw = kiln.rms_norm_grad %x, %w, %stat, %x : tensor<2x8x16xf32>, tensor<16xf32>, tensor<2x8xf32>, tensor<2x8x16xf32> -> tensor<2x8x16xf32>, tensor<16xf32>
+  // CHECK: kiln.cross_entropy_grad %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} {valid_classes = 60 : i64} : tensor<2x8x64xf32>, tensor<2x8xi32>, tensor<2x8xf32>, tensor<2x8xf32> -> tensor<2x8x64xf32>
+  %2 = kiln.cross_entropy_grad %logits, %ids, %stat, %stat {valid_classes = 60 : i64} : tensor<2x8x64xf32>, tensor<2x8xi32>, tensor<2x8xf32>, tensor<2x8xf32> -> tensor<2x8x64xf32>
+  // CHECK: kiln.embedding_grad %{{.+}}, %{{.+}} : tensor<2x8xi32>, tensor<2x8x16xf32> -> tensor<100x16xf32>
+  %3 = kiln.embedding_grad %ids, %x : tensor<2x8xi32>, tensor<2x8x16xf32> -> tensor<100x16xf32>
+  // CHECK: kiln.attention_grad {{.*}} {causal, scale = 2.500000e-01 : f32} : tensor<2x4x8x16xf32>, tensor<2x2x8x16xf32>, tensor<2x2x8x16xf32>, tensor<2x4x8x16xf32>, tensor<2x4x8xf32>, tensor<2x4x8x16xf32> -> tensor<2x4x8x16xf32>, tensor<2x2x8x16xf32>, tensor<2x2x8x16xf32>
+  %dq, %dk, %dv = kiln.attention_grad %q, %kv, %kv, %q, %lse, %q {causal, scale = 0.25 : f32} : tensor<2x4x8x16xf32>, tensor<2x2x8x16xf32>, tensor<2x2x8x16xf32>, tensor<2x4x8x16xf32>, tensor<2x4x8xf32>, tensor<2x4x8x16xf32> -> tensor<2x4x8x16xf32>, tensor<2x2x8x16xf32>, tensor<2x2x8x16xf32>
+  // CHECK: kiln.pad %{{.+}} low = [0, 1, 2] high = [1, 0, 0] interior = [0, 0, 1] : tensor<2x8x16xf32> -> tensor<3x9x33xf32>
+  %4 = kiln.pad %x low = [0, 1, 2] high = [1, 0, 0] interior = [0, 0, 1] : tensor<2x8x16xf32> -> tensor<3x9x33xf32>
+  %l = kiln.reduce_sum %stat, dims = [0, 1] : tensor<2x8xf32> -> tensor<f32>
+  return %l, %dw : tensor<f32>, tensor<16xf32>
+}

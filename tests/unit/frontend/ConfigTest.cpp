@@ -1,0 +1,83 @@
+//===- ConfigTest.cpp - TOML loading, overrides and their error messages ---===//
+
+#include "frontend/Config.h"
+
+#include "gtest/gtest.h"
+
+using namespace kiln;
+
+namespace {
+
+std::string errorOf(llvm::Expected<RunConfig> config) {
+  if (config)
+    return "";
+  return llvm::toString(config.takeError());
+}
+
+TEST(Config, ParsesKeysOverDefaults) {
+  auto c = RunConfig::parse("[model]\nn_layer = 4\nlayer_norm_eps = 1e-6\n[train]\nbatch_size = 3\n", "x.toml");
+  ASSERT_TRUE(static_cast<bool>(c)) << llvm::toString(c.takeError());
+  EXPECT_EQ(c->model.n_layer, 4);
+  EXPECT_EQ(c->model.n_head, 12); // default kept
+  EXPECT_DOUBLE_EQ(c->model.layer_norm_eps, 1e-6);
+  EXPECT_EQ(c->train.batch_size, 3);
+  EXPECT_EQ(c->seqLen(), 1024); // seq_len 0 means block_size
+}
+
+TEST(Config, UnknownKeyIsNamedWithASuggestion) {
+  std::string e = errorOf(RunConfig::parse("[model]\nn_layr = 4\n", "cfg/a.toml"));
+  EXPECT_NE(e.find("cfg/a.toml"), std::string::npos) << e;
+  EXPECT_NE(e.find("unknown key 'model.n_layr'"), std::string::npos) << e;
+  EXPECT_NE(e.find("did you mean 'model.n_layer'"), std::string::npos) << e;
+}
+
+TEST(Config, WrongTypeAndRangeNameKeyFileAndLine) {
+  std::string e = errorOf(RunConfig::parse("[model]\nn_layer = \"four\"\n", "a.toml"));
+  EXPECT_NE(e.find("a.toml:2"), std::string::npos) << e;
+  EXPECT_NE(e.find("model.n_layer must be an integer, got string \"four\""), std::string::npos) << e;
+  e = errorOf(RunConfig::parse("[model]\nn_layer = 0\n", "a.toml"));
+  EXPECT_NE(e.find("model.n_layer = 0 is out of range"), std::string::npos) << e;
+  e = errorOf(RunConfig::parse("[model]\nkind = \"llama9\"\n", "a.toml"));
+  EXPECT_NE(e.find("model.kind = \"llama9\" is not one of: gpt2"), std::string::npos) << e;
+}
+
+TEST(Config, SyntaxErrorHasLineAndColumn) {
+  std::string e = errorOf(RunConfig::parse("[model\nn_layer = 4\n", "b.toml"));
+  EXPECT_NE(e.find("b.toml:1:"), std::string::npos) << e;
+}
+
+TEST(Config, CrossFieldValidation) {
+  auto c = RunConfig::parse("[model]\nn_embd = 100\nn_head = 3\n", "c.toml");
+  ASSERT_TRUE(static_cast<bool>(c));
+  llvm::Error err = c->validate("c.toml");
+  std::string e = llvm::toString(std::move(err));
+  EXPECT_NE(e.find("model.n_embd = 100 is not divisible by model.n_head = 3"), std::string::npos) << e;
+}
+
+TEST(Config, MissingFileIsAClearError) {
+  std::string e = errorOf(RunConfig::loadFile("/nonexistent/x.toml"));
+  EXPECT_NE(e.find("cannot read config '/nonexistent/x.toml'"), std::string::npos) << e;
+}
+
+TEST(Config, OverridesUseTomlValuesAndCheckThem) {
+  RunConfig c;
+  ASSERT_FALSE(static_cast<bool>(c.applyOverrides({"model.n_layer=2", "model.init_std = 0.01"})));
+  EXPECT_EQ(c.model.n_layer, 2);
+  EXPECT_DOUBLE_EQ(c.model.init_std, 0.01);
+  std::string e = llvm::toString(c.applyOverrides({"model.n_layer=two"}));
+  EXPECT_NE(e.find("--set model.n_layer=two: model.n_layer must be an integer"), std::string::npos) << e;
+  e = llvm::toString(c.applyOverrides({"nonsense"}));
+  EXPECT_NE(e.find("expected key=value"), std::string::npos) << e;
+}
+
+TEST(Config, ResolvedTomlRoundTrips) {
+  RunConfig c;
+  c.model.n_layer = 3;
+  c.model.layer_norm_eps = 1e-6;
+  auto again = RunConfig::parse(c.toToml(), "resolved");
+  ASSERT_TRUE(static_cast<bool>(again)) << llvm::toString(again.takeError()) << "\n" << c.toToml();
+  EXPECT_EQ(again->toToml(), c.toToml());
+  EXPECT_EQ(again->model.n_layer, 3);
+}
+
+} // namespace

@@ -1,0 +1,49 @@
+//===- CanonicalizeTest.cpp - canonicalize + cse preserve results ----------===//
+
+#include "tests/unit/PassPreservation.h"
+#include "tests/unit/TestSupport.h"
+#include "tools/support/Compile.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "gtest/gtest.h"
+
+using namespace kiln;
+
+namespace {
+
+// Canonicalization only folds identities and composes shape ops: the results
+// are bit-identical, so the tolerance is 0.
+TEST(PassPreservation, CanonicalizeOnHandWrittenIR) {
+  auto ctx = test::makeContext();
+  auto module = test::parse(*ctx, R"(
+    func.func @f(%x: tensor<2x3x4xf32>, %w: tensor<4x5xf32>) -> (tensor<3x2x5xf32>, tensor<24xf32>) {
+      %z = kiln.constant dense<0.0> : tensor<f32>
+      %zb = kiln.broadcast_in_dim %z, dims = [] : tensor<f32> -> tensor<2x3x4xf32>
+      %one = kiln.constant dense<1.0> : tensor<2x3x4xf32>
+      %a = kiln.add %x, %zb : tensor<2x3x4xf32>
+      %b = kiln.mul %one, %a : tensor<2x3x4xf32>
+      %t1 = kiln.transpose %b, [1, 0, 2] : tensor<2x3x4xf32> -> tensor<3x2x4xf32>
+      %t2 = kiln.transpose %t1, [0, 1, 2] : tensor<3x2x4xf32> -> tensor<3x2x4xf32>
+      %y = kiln.matmul %t2, %w : tensor<3x2x4xf32>, tensor<4x5xf32> -> tensor<3x2x5xf32>
+      %r1 = kiln.reshape %b : tensor<2x3x4xf32> -> tensor<6x4xf32>
+      %r2 = kiln.reshape %r1 : tensor<6x4xf32> -> tensor<24xf32>
+      return %y, %r2 : tensor<3x2x5xf32>, tensor<24xf32>
+    })");
+  ASSERT_TRUE(module);
+  test::expectPassPreserves(*module, "builtin.module(canonicalize)", 0.0);
+}
+
+// The tiny GPT-2's forward function and training step, canonicalized and
+// CSE'd: equal to the last bit too (no op is reassociated).
+TEST(PassPreservation, CanonicalizeAndCseOnTinyGPT) {
+  mlir::MLIRContext ctx;
+  auto config = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
+  ASSERT_TRUE(static_cast<bool>(config)) << llvm::toString(config.takeError());
+  auto module = tooling::buildForwardModule(ctx, *config, mlir::Float32Type::get(&ctx));
+  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
+  auto tokens = test::randomInputs(1, config->model.vocab_size);
+  test::expectPassPreserves(**module, "builtin.module(kiln-autodiff)", 0.0, tokens);
+  test::expectPassPreserves(**module, "builtin.module(canonicalize,cse)", 0.0, tokens);
+}
+
+} // namespace

@@ -1,0 +1,119 @@
+//===- Compile.cpp - from a config to IR: the driver behind `kiln compile` -===//
+
+#include "tools/support/Compile.h"
+
+#include "ir/KilnDialect.h"
+#include "models/GPT2.h"
+#include "passes/Passes.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Pass/PassInstrumentation.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+
+namespace kiln::tooling {
+
+namespace {
+
+llvm::Error error(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+/// Writes the module after each selected top-level pass.
+class DumpInstrumentation final : public PassInstrumentation {
+public:
+  DumpInstrumentation(const DumpOptions &options, std::vector<std::string> &written,
+                      llvm::Error &error)
+      : options_(options), written_(written), error_(error) {}
+
+  void runAfterPass(Pass *pass, Operation *op) override {
+    if (!isa<ModuleOp>(op) || error_)
+      return;
+    ++index_;
+    StringRef flag = pass->getArgument();
+    bool all = llvm::is_contained(options_.after, "all");
+    if (!all && !llvm::is_contained(options_.after, flag.str()))
+      return;
+    std::string path = llvm::formatv("{0}/{1:02}-{2}.mlir", options_.dir, index_, flag).str();
+    if (llvm::Error err = writeIR(op, path)) {
+      error_ = std::move(err);
+      return;
+    }
+    written_.push_back(path);
+  }
+
+private:
+  const DumpOptions &options_;
+  std::vector<std::string> &written_;
+  llvm::Error &error_;
+  int index_ = 0;
+};
+
+} // namespace
+
+void loadDialects(MLIRContext &ctx) { ctx.loadDialect<KilnDialect, func::FuncDialect>(); }
+
+llvm::Error writeIR(Operation *op, llvm::StringRef path) {
+  if (std::error_code ec = llvm::sys::fs::create_directories(llvm::sys::path::parent_path(path)))
+    return error("cannot create directory for '" + path + "': " + ec.message());
+  std::error_code ec;
+  llvm::raw_fd_ostream os(path, ec);
+  if (ec)
+    return error("cannot write '" + path + "': " + ec.message());
+  // Locations name the model scope of every op (loc("h.3.attn")), which is
+  // what makes a dump of a 1000-op step readable; kiln-opt parses them back.
+  op->print(os, mlir::OpPrintingFlags().enableDebugInfo(/*enable=*/true, /*prettyForm=*/false));
+  os << "\n";
+  return llvm::Error::success();
+}
+
+llvm::Expected<OwningOpRef<ModuleOp>> buildForwardModule(MLIRContext &ctx,
+                                                         const RunConfig &config,
+                                                         Type floatType) {
+  loadDialects(ctx);
+  OwningOpRef<ModuleOp> module = ModuleOp::create(UnknownLoc::get(&ctx));
+  std::vector<std::string> errors;
+  auto forward = models::buildGPT2(*module, config.model, config.train.batch_size,
+                                   config.seqLen(), floatType, models::GPT2Output::Loss,
+                                   "forward", errors);
+  if (failed(forward))
+    return error("building the " + config.model.kind + " model failed:\n  " +
+                 llvm::join(errors, "\n  "));
+  return std::move(module);
+}
+
+llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
+                                                             const DumpOptions &dumps) {
+  std::vector<std::string> written;
+  llvm::Error dumpError = llvm::Error::success();
+  if (!dumps.dir.empty()) {
+    if (llvm::Error err = writeIR(module, dumps.dir + "/00-frontend.mlir"))
+      return std::move(err);
+    written.push_back(dumps.dir + "/00-frontend.mlir");
+  }
+  std::string diagnostics;
+  ScopedDiagnosticHandler handler(module.getContext(), [&](Diagnostic &diag) {
+    llvm::raw_string_ostream os(diagnostics);
+    os << diag.getLocation() << ": " << diag.str() << "\n";
+    return success();
+  });
+  PassManager pm(module.getContext());
+  buildTrainingPipeline(pm);
+  if (!dumps.dir.empty())
+    pm.addInstrumentation(std::make_unique<DumpInstrumentation>(dumps, written, dumpError));
+  LogicalResult result = pm.run(module);
+  if (dumpError)
+    return std::move(dumpError);
+  consumeError(std::move(dumpError));
+  if (failed(result))
+    return error("the training pipeline failed:\n" + diagnostics);
+  return written;
+}
+
+} // namespace kiln::tooling
