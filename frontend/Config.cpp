@@ -22,6 +22,12 @@ struct Field {
   std::variant<int64_t *, double *, bool *, std::string *> target;
   double min = -kInf, max = kInf;
   std::vector<std::string> choices = {};
+
+  Field(std::string key, int64_t *t, double lo, double hi) : key(std::move(key)), target(t), min(lo), max(hi) {}
+  Field(std::string key, double *t, double lo, double hi) : key(std::move(key)), target(t), min(lo), max(hi) {}
+  Field(std::string key, bool *t) : key(std::move(key)), target(t) {}
+  Field(std::string key, std::string *t, double = 0, double = 0, std::vector<std::string> choices = {})
+      : key(std::move(key)), target(t), choices(std::move(choices)) {}
 };
 
 /// The schema, bound to one RunConfig. Keys are listed in the order
@@ -37,9 +43,39 @@ std::vector<Field> schema(RunConfig &c) {
       {"model.block_size", &c.model.block_size, 1, 1 << 20},
       {"model.layer_norm_eps", &c.model.layer_norm_eps, 0, 1},
       {"model.init_std", &c.model.init_std, 0, 10},
+      {"model.init_from", &c.model.init_from},
+      {"train.steps", &c.train.steps, 1, 1e12},
       {"train.batch_size", &c.train.batch_size, 1, 1 << 20},
       {"train.seq_len", &c.train.seq_len, 0, 1 << 20},
+      {"train.accumulate_steps", &c.train.accumulate_steps, 1, 1 << 16},
       {"train.seed", &c.train.seed, 0, 9.0e15},
+      {"train.precision", &c.train.precision, 0, 0, {"f32", "bf16-mixed", "f16-mixed"}},
+      {"train.log_every", &c.train.log_every, 1, 1e9},
+      {"optim.lr", &c.optim.lr, 0, 10},
+      {"optim.min_lr_ratio", &c.optim.min_lr_ratio, 0, 1},
+      {"optim.warmup_steps", &c.optim.warmup_steps, 0, 1e12},
+      {"optim.schedule", &c.optim.schedule, 0, 0, {"cosine", "linear", "constant", "wsd"}},
+      {"optim.decay_fraction", &c.optim.decay_fraction, 0, 1},
+      {"optim.beta1", &c.optim.beta1, 0, 0.999999},
+      {"optim.beta2", &c.optim.beta2, 0, 0.999999},
+      {"optim.eps", &c.optim.eps, 1e-30, 1},
+      {"optim.weight_decay", &c.optim.weight_decay, 0, 10},
+      {"optim.decay_embeddings", &c.optim.decay_embeddings},
+      {"optim.grad_clip", &c.optim.grad_clip, 0, 1e9},
+      {"data.tokenizer", &c.data.tokenizer, 0, 0, {"byte", "gpt2"}},
+      {"data.bpe_dir", &c.data.bpe_dir},
+      {"data.train", &c.data.train},
+      {"data.val", &c.data.val},
+      {"data.mode", &c.data.mode, 0, 0, {"sequential", "random"}},
+      {"eval.every", &c.eval.every, 0, 1e12},
+      {"eval.batches", &c.eval.batches, 1, 1e9},
+      {"eval.sample_tokens", &c.eval.sample_tokens, 0, 1e9},
+      {"eval.prompt", &c.eval.prompt},
+      {"eval.temperature", &c.eval.temperature, 0, 100},
+      {"eval.top_k", &c.eval.top_k, 0, 1e9},
+      {"checkpoint.every", &c.checkpoint.every, 0, 1e12},
+      {"checkpoint.keep", &c.checkpoint.keep, 0, 1e6},
+      {"run.dir", &c.run_dir},
   };
 }
 
@@ -225,6 +261,14 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
   if (seqLen() > model.block_size)
     return error(source, fmt::format("train.seq_len = {} exceeds model.block_size = {}",
                                      train.seq_len, model.block_size));
+  if (data.tokenizer == "byte" && model.vocab_size < 257)
+    return error(source, fmt::format("model.vocab_size = {} is too small for the byte tokenizer "
+                                     "(257 tokens: 256 bytes and end-of-text)",
+                                     model.vocab_size));
+  if (optim.warmup_steps >= train.steps && optim.schedule != "constant")
+    return error(source, fmt::format("optim.warmup_steps = {} leaves no step of train.steps = {} "
+                                     "for the {} schedule",
+                                     optim.warmup_steps, train.steps, optim.schedule));
   return llvm::Error::success();
 }
 

@@ -33,6 +33,9 @@ struct ModelConfig {
   int64_t block_size = 1024;
   double layer_norm_eps = 1e-5;
   double init_std = 0.02;
+  /// Initial weights from a safetensors file (kiln or Hugging Face GPT-2
+  /// names) instead of random initialization; empty: random.
+  std::string init_from;
 
   /// vocab_size rounded up to vocab_multiple.
   int64_t paddedVocab() const {
@@ -42,15 +45,81 @@ struct ModelConfig {
 };
 
 struct TrainConfig {
+  /// Optimizer steps to take.
+  int64_t steps = 1000;
+  /// Sequences per micro-batch.
   int64_t batch_size = 4;
   /// Tokens per sequence; 0 means model.block_size.
   int64_t seq_len = 0;
+  /// Micro-batches per optimizer step (gradient accumulation).
+  int64_t accumulate_steps = 1;
   int64_t seed = 1337;
+  /// "f32" (bf16-mixed and f16-mixed arrive with precision assignment).
+  std::string precision = "f32";
+  /// Steps between progress lines when the output is not a terminal.
+  int64_t log_every = 10;
+};
+
+struct OptimConfig {
+  double lr = 6e-4;
+  /// The final learning rate as a fraction of lr.
+  double min_lr_ratio = 0.1;
+  int64_t warmup_steps = 0;
+  /// "cosine", "linear", "constant" or "wsd".
+  std::string schedule = "cosine";
+  /// wsd: the fraction of the steps at the end over which lr decays.
+  double decay_fraction = 0.2;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  /// Decoupled weight decay of matrix weights (never biases or norms).
+  double weight_decay = 0.1;
+  /// Also decay the embeddings (off by default).
+  bool decay_embeddings = false;
+  /// Clip the global gradient norm to this (0: no clipping).
+  double grad_clip = 1.0;
+};
+
+struct DataConfig {
+  /// "byte" or "gpt2".
+  std::string tokenizer = "gpt2";
+  /// Directory of encoder.json and vocab.bpe (gpt2); empty: the default.
+  std::string bpe_dir;
+  /// Globs of the training and validation token shards.
+  std::string train = "data/train_*.bin";
+  std::string val = "data/val_*.bin";
+  /// "sequential" (llm.c order) or "random" (random windows).
+  std::string mode = "sequential";
+};
+
+struct EvalConfig {
+  /// Steps between validation-loss evaluations (and samples); 0: only at the end.
+  int64_t every = 250;
+  /// Validation batches per evaluation.
+  int64_t batches = 20;
+  /// Tokens sampled at each evaluation (0: no sample).
+  int64_t sample_tokens = 128;
+  std::string prompt;
+  double temperature = 1.0;
+  int64_t top_k = 40;
+};
+
+struct CheckpointConfig {
+  /// Steps between checkpoints (0: only at the end).
+  int64_t every = 1000;
+  /// Checkpoints kept (0: all).
+  int64_t keep = 2;
 };
 
 struct RunConfig {
   ModelConfig model;
   TrainConfig train;
+  OptimConfig optim;
+  DataConfig data;
+  EvalConfig eval;
+  CheckpointConfig checkpoint;
+  /// Where the run writes its log, plot and checkpoints.
+  std::string run_dir = "runs/latest";
 
   /// Sequence length after defaults (train.seq_len or model.block_size).
   int64_t seqLen() const { return train.seq_len ? train.seq_len : model.block_size; }

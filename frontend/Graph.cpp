@@ -55,14 +55,17 @@ BlockArgument Graph::addArgument(Type type, StringRef attr, StringRef name) {
       error("the name \"" + name + "\" is used by two arguments");
   argAttrs_.push_back({attr.str(), name.str()});
   argInits_.push_back("");
+  argRoles_.push_back("");
   return body_->addArgument(type, NameLoc::get(builder_.getStringAttr(name)));
 }
 
-Tensor Graph::param(StringRef name, ArrayRef<int64_t> shape, ParamInit init, Type elementType) {
+Tensor Graph::param(StringRef name, ArrayRef<int64_t> shape, ParamInit init, StringRef role,
+                    Type elementType) {
   std::string full = qualified(name);
   Type elt = elementType ? elementType : floatType_;
   BlockArgument arg = addArgument(RankedTensorType::get(shape, elt), KilnDialect::kParamAttrName, full);
   argInits_.back() = init.str();
+  argRoles_.back() = role.str();
   return Tensor(this, arg);
 }
 
@@ -85,6 +88,8 @@ FailureOr<func::FuncOp> Graph::finish(ArrayRef<Tensor> results) {
     func_.setArgAttr(i, attr.first, builder_.getStringAttr(attr.second));
     if (!argInits_[i].empty())
       func_.setArgAttr(i, KilnDialect::kInitAttrName, builder_.getStringAttr(argInits_[i]));
+    if (!argRoles_[i].empty())
+      func_.setArgAttr(i, KilnDialect::kRoleAttrName, builder_.getStringAttr(argRoles_[i]));
   }
   if (!errors_.empty())
     return failure();

@@ -60,9 +60,11 @@ public:
   /// Starts a function `name` at the end of `module`.
   Graph(mlir::ModuleOp module, llvm::StringRef name);
 
-  /// A trainable parameter argument named `<scope>.<name>`.
+  /// A trainable parameter argument named `<scope>.<name>`. `role`
+  /// ("weight", "bias", "norm", "embedding") selects per-role optimizer
+  /// settings such as weight decay.
   Tensor param(llvm::StringRef name, llvm::ArrayRef<int64_t> shape, ParamInit init,
-               mlir::Type elementType = {});
+               llvm::StringRef role = "weight", mlir::Type elementType = {});
   /// A step input argument (tokens, targets, ...).
   Tensor input(llvm::StringRef name, llvm::ArrayRef<int64_t> shape, mlir::Type elementType);
 
@@ -115,7 +117,7 @@ private:
   std::vector<std::string> scopes_;
   std::vector<std::string> errors_;
   std::vector<std::pair<std::string, std::string>> argAttrs_; // (attr, name) per argument
-  std::vector<std::string> argInits_;
+  std::vector<std::string> argInits_, argRoles_;
 };
 
 //===----------------------------------------------------------------------===//

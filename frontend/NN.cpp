@@ -12,7 +12,7 @@ Linear::Linear(Graph &g, llvm::StringRef name, int64_t in, int64_t out, bool has
   auto s = g.scope(name);
   weight = g.param("w", {in, out}, init);
   if (hasBias)
-    bias = g.param("b", {out}, ParamInit::zeros());
+    bias = g.param("b", {out}, ParamInit::zeros(), "bias");
 }
 
 Tensor Linear::operator()(Tensor x) const {
@@ -22,22 +22,22 @@ Tensor Linear::operator()(Tensor x) const {
 
 LayerNorm::LayerNorm(Graph &g, llvm::StringRef name, int64_t dim, double eps) : eps(eps) {
   auto s = g.scope(name);
-  weight = g.param("w", {dim}, ParamInit::ones());
-  bias = g.param("b", {dim}, ParamInit::zeros());
+  weight = g.param("w", {dim}, ParamInit::ones(), "norm");
+  bias = g.param("b", {dim}, ParamInit::zeros(), "norm");
 }
 
 Tensor LayerNorm::operator()(Tensor x) const { return layerNorm(x, weight, bias, eps); }
 
 RMSNorm::RMSNorm(Graph &g, llvm::StringRef name, int64_t dim, double eps) : eps(eps) {
   auto s = g.scope(name);
-  weight = g.param("w", {dim}, ParamInit::ones());
+  weight = g.param("w", {dim}, ParamInit::ones(), "norm");
 }
 
 Tensor RMSNorm::operator()(Tensor x) const { return rmsNorm(x, weight, eps); }
 
 Embedding::Embedding(Graph &g, llvm::StringRef name, int64_t count, int64_t dim,
                      ParamInit init) {
-  weight = g.param(name, {count, dim}, init);
+  weight = g.param(name, {count, dim}, init, "embedding");
 }
 
 Tensor Embedding::operator()(Tensor ids) const { return embedding(weight, ids); }

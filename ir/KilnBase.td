@@ -40,6 +40,14 @@ def Kiln_Dialect : Dialect {
     /// Argument attribute: how the runtime initializes a parameter, one of
     /// "zeros", "ones", "normal(STD)".
     static constexpr ::llvm::StringLiteral kInitAttrName = "kiln.init";
+    /// Argument attribute naming an optimizer state ("wte.adam_m").
+    static constexpr ::llvm::StringLiteral kStateAttrName = "kiln.state";
+    /// Argument attribute: what a parameter is, for per-role optimizer
+    /// settings (weight decay): "weight", "bias", "norm" or "embedding".
+    static constexpr ::llvm::StringLiteral kRoleAttrName = "kiln.role";
+    /// Result attribute: this result is the new value of argument N, which
+    /// it replaces in place (parameters and optimizer states).
+    static constexpr ::llvm::StringLiteral kAliasesAttrName = "kiln.aliases";
     /// Result attribute naming a function output ("loss", ...).
     static constexpr ::llvm::StringLiteral kOutputAttrName = "kiln.output";
     /// Result attribute: this result is the gradient of the named parameter.

@@ -87,3 +87,15 @@ int64_t AttentionOp::getFlops() { return attentionFlops(getQ(), getV(), getCausa
 int64_t AttentionGradOp::getFlops() {
   return attentionFlops(getQ(), getV(), getCausal(), 3, 2);
 }
+
+// One multiply-add per element.
+int64_t GlobalNormOp::getFlops() {
+  int64_t n = 0;
+  for (Value v : getInputs())
+    n += numElements(v.getType());
+  return 2 * n;
+}
+
+// Scale, two moment updates, bias corrections, sqrt, divide, decay: about
+// 12 FLOPs per parameter.
+int64_t AdamWUpdateOp::getFlops() { return 12 * numElements(getParam().getType()); }

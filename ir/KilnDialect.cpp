@@ -56,8 +56,9 @@ std::optional<ParamInit> ParamInit::parse(StringRef text) {
   return std::nullopt;
 }
 
-// `kiln.param` and `kiln.input` name an argument; the names are strings and
-// unique within the function (checkpoints and sharding annotations use them).
+// `kiln.param`, `kiln.input` and `kiln.state` name an argument; the names are
+// strings and unique within the function (checkpoints and sharding
+// annotations use them). `kiln.init` and `kiln.role` describe a parameter.
 LogicalResult KilnDialect::verifyRegionArgAttribute(Operation *op,
                                                     unsigned regionIndex,
                                                     unsigned argIndex,
@@ -71,10 +72,20 @@ LogicalResult KilnDialect::verifyRegionArgAttribute(Operation *op,
                              << attr.getValue();
     return success();
   }
-  if (attrName != kParamAttrName && attrName != kInputAttrName)
+  if (attrName == kRoleAttrName) {
+    auto role = dyn_cast<StringAttr>(attr.getValue());
+    if (!role || !llvm::is_contained({"weight", "bias", "norm", "embedding"}, role.getValue()))
+      return op->emitError() << "'kiln.role' on argument #" << argIndex
+                             << " must be \"weight\", \"bias\", \"norm\" or \"embedding\", got "
+                             << attr.getValue();
+    return success();
+  }
+  const StringLiteral nameKinds[] = {kParamAttrName, kInputAttrName, kStateAttrName};
+  if (!llvm::is_contained(nameKinds, attrName))
     return op->emitError() << "unknown kiln argument attribute '" << attrName
                            << "' on argument #" << argIndex
-                           << " (expected kiln.param, kiln.input or kiln.init)";
+                           << " (expected kiln.param, kiln.input, kiln.state, kiln.init or "
+                              "kiln.role)";
   auto name = dyn_cast<StringAttr>(attr.getValue());
   if (!name || name.getValue().empty())
     return op->emitError() << "'" << attrName << "' on argument #" << argIndex
@@ -86,18 +97,19 @@ LogicalResult KilnDialect::verifyRegionArgAttribute(Operation *op,
   // Only the later argument of a duplicate pair reports, so each duplicate is
   // reported once.
   for (unsigned other = 0; other < argIndex; ++other) {
-    for (StringRef otherKind : {kParamAttrName, kInputAttrName}) {
+    for (StringRef otherKind : nameKinds) {
       auto otherName = func.getArgAttrOfType<StringAttr>(other, otherKind);
       if (otherName && otherName == name)
         return op->emitError()
                << "argument #" << argIndex << " and argument #" << other
                << " are both named \"" << name.getValue()
-               << "\"; kiln.param/kiln.input names must be unique";
+               << "\"; kiln.param/kiln.input/kiln.state names must be unique";
     }
   }
-  if (attrName == kParamAttrName && func.getArgAttr(argIndex, kInputAttrName))
-    return op->emitError() << "argument #" << argIndex
-                           << " cannot be both a kiln.param and a kiln.input";
+  for (StringRef otherKind : nameKinds)
+    if (otherKind != attrName && func.getArgAttr(argIndex, otherKind))
+      return op->emitError() << "argument #" << argIndex
+                             << " has two roles: " << attrName << " and " << otherKind;
   return success();
 }
 
@@ -108,15 +120,34 @@ LogicalResult KilnDialect::verifyRegionResultAttribute(Operation *op,
                                                        unsigned resultIndex,
                                                        NamedAttribute attr) {
   StringRef attrName = attr.getName().getValue();
+  auto func = dyn_cast<FunctionOpInterface>(op);
+  if (attrName == kAliasesAttrName) {
+    auto index = dyn_cast<IntegerAttr>(attr.getValue());
+    if (!index)
+      return op->emitError() << "'kiln.aliases' on result #" << resultIndex
+                             << " must be an argument index, got " << attr.getValue();
+    if (!func)
+      return success();
+    int64_t arg = index.getInt();
+    if (arg < 0 || arg >= static_cast<int64_t>(func.getNumArguments()))
+      return op->emitError() << "result #" << resultIndex << " aliases argument #" << arg
+                             << ", which does not exist";
+    Type argType = func.getArgumentTypes()[arg];
+    Type resultType = func.getResultTypes()[resultIndex];
+    if (argType != resultType)
+      return op->emitError() << "result #" << resultIndex << " of type " << resultType
+                             << " aliases argument #" << arg << " of type " << argType
+                             << "; the types must match";
+    return success();
+  }
   if (attrName != kOutputAttrName && attrName != kGradAttrName)
     return op->emitError() << "unknown kiln result attribute '" << attrName
                            << "' on result #" << resultIndex
-                           << " (expected kiln.output or kiln.grad)";
+                           << " (expected kiln.output, kiln.grad or kiln.aliases)";
   auto name = dyn_cast<StringAttr>(attr.getValue());
   if (!name || name.getValue().empty())
     return op->emitError() << "'" << attrName << "' on result #" << resultIndex
                            << " must be a non-empty string, got " << attr.getValue();
-  auto func = dyn_cast<FunctionOpInterface>(op);
   if (!func || attrName != kGradAttrName)
     return success();
   for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i) {

@@ -354,7 +354,7 @@ LogicalResult BroadcastInDimOp::verify() {
 
 LogicalResult IotaOp::verify() {
   auto out = tensorType(getResult());
-  if (getDim() < 0 || getDim() >= out.getRank())
+  if (static_cast<int64_t>(getDim()) < 0 || static_cast<int64_t>(getDim()) >= out.getRank())
     return emitOpError() << "dim " << getDim() << " is outside the rank of result type "
                          << out;
   return success();
@@ -520,7 +520,8 @@ LogicalResult CrossEntropyOp::verify() {
       failed(verifyRowStats(*this, "lse", getLse(), logits)))
     return failure();
   int64_t v = logits.getShape().back();
-  if (auto valid = getValidClasses(); valid && (*valid <= 0 || *valid > v))
+  if (auto valid = getValidClasses();
+      valid && (static_cast<int64_t>(*valid) <= 0 || static_cast<int64_t>(*valid) > v))
     return emitOpError() << "valid_classes " << *valid << " must be in [1, " << v
                          << "] for logits type " << logits;
   return success();
@@ -642,7 +643,8 @@ LogicalResult CrossEntropyGradOp::verify() {
       failed(verifyGradType(*this, "dlogits", getDlogits(), getLogits())))
     return failure();
   int64_t v = logits.getShape().back();
-  if (auto valid = getValidClasses(); valid && (*valid <= 0 || *valid > v))
+  if (auto valid = getValidClasses();
+      valid && (static_cast<int64_t>(*valid) <= 0 || static_cast<int64_t>(*valid) > v))
     return emitOpError() << "valid_classes " << *valid << " must be in [1, " << v
                          << "] for logits type " << logits;
   return success();
@@ -668,6 +670,52 @@ LogicalResult AttentionGradOp::verify() {
       failed(verifyGradType(*this, "dk", getDk(), getK())) ||
       failed(verifyGradType(*this, "dv", getDv(), getV())))
     return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Training ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult GlobalNormOp::verify() {
+  if (getInputs().empty())
+    return emitOpError() << "needs at least one input";
+  bool allF64 = llvm::all_of(getInputs(), [](Value v) {
+    return tensorType(v).getElementType().isF64();
+  });
+  Type elt = allF64 ? Type(Float64Type::get(getContext())) : Float32Type::get(getContext());
+  auto expected = RankedTensorType::get({}, elt);
+  if (getNorm().getType() != expected)
+    return emitOpError() << "result type " << getNorm().getType() << " must be " << expected;
+  return success();
+}
+
+LogicalResult AdamWUpdateOp::verify() {
+  auto p = tensorType(getParam()), g = tensorType(getGrad()), m = tensorType(getM()),
+       v = tensorType(getV());
+  if (g.getShape() != p.getShape())
+    return emitOpError() << "grad type " << g << " must have the shape of param type " << p;
+  if (m.getShape() != p.getShape())
+    return emitOpError() << "m type " << m << " must have the shape of param type " << p;
+  if (v != m)
+    return emitOpError() << "v type " << v << " must match m type " << m;
+  auto scalar = RankedTensorType::get({}, Float32Type::get(getContext()));
+  for (auto [name, value] : {std::pair<StringRef, Value>{"lr", getLr()},
+                             {"step", getStep()},
+                             {"grad_scale", getGradScale()}})
+    if (value.getType() != scalar)
+      return emitOpError() << name << " type " << value.getType() << " must be " << scalar;
+  if (getNewParam().getType() != p)
+    return emitOpError() << "new_param type " << getNewParam().getType()
+                         << " must be param type " << p;
+  if (getNewM().getType() != m || getNewV().getType() != m)
+    return emitOpError() << "new moment types " << getNewM().getType() << " and "
+                         << getNewV().getType() << " must be m type " << m;
+  float b1 = getBeta1().convertToFloat(), b2 = getBeta2().convertToFloat();
+  if (!(b1 >= 0.0f && b1 < 1.0f) || !(b2 >= 0.0f && b2 < 1.0f))
+    return emitOpError() << "beta1 = " << b1 << " and beta2 = " << b2 << " must be in [0, 1)";
+  if (!(getEpsilon().convertToFloat() > 0.0f) || getWeightDecay().convertToFloat() < 0.0f)
+    return emitOpError() << "epsilon must be positive and weight_decay non-negative";
   return success();
 }
 

@@ -833,4 +833,62 @@ def Kiln_AttentionGradOp : Kiln_Op<"attention_grad"> {
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Training ops (built by kiln-attach-optimizer)
+//===----------------------------------------------------------------------===//
+
+def Kiln_GlobalNormOp : Kiln_Op<"global_norm"> {
+  let summary = "the L2 norm of a list of tensors, sqrt(Σ x²)";
+  let description = [{
+    The norm of all inputs taken together (as if concatenated), accumulated
+    in f32 (f64 when every input is f64). Gradient clipping scales by
+    `max_norm / max(norm, max_norm)`.
+
+    ```mlir
+    %n = kiln.global_norm %g0, %g1 : tensor<768x768xf32>, tensor<768xf32> -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Variadic<Kiln_FloatTensor>:$inputs);
+  let results = (outs Kiln_FloatTensor:$norm);
+  let assemblyFormat = "$inputs attr-dict `:` type($inputs) `->` type($norm)";
+  let hasVerifier = 1;
+}
+
+def Kiln_AdamWUpdateOp : Kiln_Op<"adamw_update"> {
+  let summary = "one AdamW step of one parameter and its two moment states";
+  let description = [{
+    AdamW (Loshchilov & Hutter 2019) with PyTorch's conventions, for step
+    `t` (1-based) and the gradient scaled by `grad_scale` (clipping,
+    accumulation averaging, loss-scale unscaling):
+
+    ```
+    g  = grad · grad_scale
+    m' = β1·m + (1 − β1)·g
+    v' = β2·v + (1 − β2)·g²
+    p' = p·(1 − lr·weight_decay) − lr · (m' / (1 − β1^t)) / (sqrt(v' / (1 − β2^t)) + ε)
+    ```
+
+    `lr`, `step` and `grad_scale` are rank-0 f32 tensors (per-step inputs);
+    the moments have the parameter's shape. The results replace the
+    parameter and the moments (the training step marks them `kiln.aliases`,
+    so they are updated in place).
+
+    ```mlir
+    %p2, %m2, %v2 = kiln.adamw_update %p, %g, %m, %v, %lr, %t, %s
+        {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32}
+        : (tensor<768x768xf32>, tensor<768x768xf32>, tensor<768x768xf32>, tensor<768x768xf32>,
+           tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<768x768xf32>, tensor<768x768xf32>, tensor<768x768xf32>)
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$param, Kiln_FloatTensor:$grad, Kiln_FloatTensor:$m,
+                       Kiln_FloatTensor:$v, Kiln_FloatTensor:$lr, Kiln_FloatTensor:$step,
+                       Kiln_FloatTensor:$grad_scale, F32Attr:$beta1, F32Attr:$beta2,
+                       F32Attr:$epsilon, F32Attr:$weight_decay);
+  let results = (outs Kiln_FloatTensor:$new_param, Kiln_FloatTensor:$new_m,
+                      Kiln_FloatTensor:$new_v);
+  let assemblyFormat = "$param `,` $grad `,` $m `,` $v `,` $lr `,` $step `,` $grad_scale attr-dict "
+                       "`:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
 #endif // KILN_OPS_TD

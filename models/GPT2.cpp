@@ -73,6 +73,10 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
     result = mean(crossEntropy(logits, targets, config.vocab_size));
   }
   auto func = g.finish({result});
+  if (succeeded(func))
+    (*func).setResultAttr(0, KilnDialect::kOutputAttrName,
+                          StringAttr::get(module.getContext(),
+                                          output == GPT2Output::Loss ? "loss" : "logits"));
   for (const std::string &e : g.errors())
     errors.push_back(e);
   return func;
@@ -87,6 +91,47 @@ int64_t gpt2ParamCount(const ModelConfig &c, bool includePadding) {
                      + C * 4 * C + 4 * C    // mlp.fc
                      + 4 * C * C + C;       // mlp.proj
   return V * C + c.block_size * C + c.n_layer * perLayer + 2 * C;
+}
+
+namespace {
+// kiln's suffixes and Hugging Face's, per block.
+const std::pair<const char *, const char *> kBlockNames[] = {
+    {"ln_1.w", "ln_1.weight"},           {"ln_1.b", "ln_1.bias"},
+    {"attn.qkv.w", "attn.c_attn.weight"}, {"attn.qkv.b", "attn.c_attn.bias"},
+    {"attn.proj.w", "attn.c_proj.weight"}, {"attn.proj.b", "attn.c_proj.bias"},
+    {"ln_2.w", "ln_2.weight"},           {"ln_2.b", "ln_2.bias"},
+    {"mlp.fc.w", "mlp.c_fc.weight"},     {"mlp.fc.b", "mlp.c_fc.bias"},
+    {"mlp.proj.w", "mlp.c_proj.weight"}, {"mlp.proj.b", "mlp.c_proj.bias"},
+};
+const std::pair<const char *, const char *> kTopNames[] = {
+    {"wte", "wte.weight"}, {"wpe", "wpe.weight"}, {"ln_f.w", "ln_f.weight"}, {"ln_f.b", "ln_f.bias"}};
+} // namespace
+
+std::string gpt2HuggingFaceName(StringRef kilnName) {
+  for (auto [k, h] : kTopNames)
+    if (kilnName == k)
+      return std::string("transformer.") + h;
+  if (!kilnName.consume_front("h."))
+    return "";
+  auto [layer, rest] = kilnName.split('.');
+  for (auto [k, h] : kBlockNames)
+    if (rest == k)
+      return "transformer.h." + layer.str() + "." + h;
+  return "";
+}
+
+std::string gpt2KilnName(StringRef hfName) {
+  hfName.consume_front("transformer.");
+  for (auto [k, h] : kTopNames)
+    if (hfName == h)
+      return k;
+  if (!hfName.consume_front("h."))
+    return "";
+  auto [layer, rest] = hfName.split('.');
+  for (auto [k, h] : kBlockNames)
+    if (rest == h)
+      return "h." + layer.str() + "." + k;
+  return "";
 }
 
 } // namespace kiln::models

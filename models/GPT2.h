@@ -42,6 +42,14 @@ buildGPT2(mlir::ModuleOp module, const ModelConfig &config, int64_t batch, int64
 /// 124,439,808 for GPT-2 124M) or with the padded table kiln allocates.
 int64_t gpt2ParamCount(const ModelConfig &config, bool includePadding);
 
+/// The Hugging Face name of a kiln GPT-2 parameter ("h.0.attn.qkv.w" ->
+/// "transformer.h.0.attn.c_attn.weight"); empty for unknown names. Both
+/// store linear weights [in, out] (GPT-2's Conv1D), so no transpose is needed.
+std::string gpt2HuggingFaceName(llvm::StringRef kilnName);
+/// The inverse; accepts names with or without the "transformer." prefix and
+/// returns empty for names kiln does not use (attention-mask buffers).
+std::string gpt2KilnName(llvm::StringRef huggingFaceName);
+
 } // namespace kiln::models
 
 #endif // KILN_MODELS_GPT2_H

@@ -17,8 +17,28 @@ namespace kiln {
 /// Registers the named pass pipelines (Pipelines.cpp).
 void registerKilnPipelines();
 
+/// Options of kiln-training-pipeline (also settable as text:
+/// `kiln-training-pipeline{accumulate-steps=4 max-grad-norm=0}`).
+struct TrainingPipelineOptions : public mlir::PassPipelineOptions<TrainingPipelineOptions> {
+  Option<bool> optimizer{*this, "optimizer",
+                         llvm::cl::desc("Attach AdamW (kiln-attach-optimizer)"),
+                         llvm::cl::init(true)};
+  Option<double> beta1{*this, "beta1", llvm::cl::desc("AdamW β1"), llvm::cl::init(0.9)};
+  Option<double> beta2{*this, "beta2", llvm::cl::desc("AdamW β2"), llvm::cl::init(0.95)};
+  Option<double> epsilon{*this, "epsilon", llvm::cl::desc("AdamW ε"), llvm::cl::init(1e-8)};
+  Option<double> weightDecay{*this, "weight-decay", llvm::cl::desc("Decoupled weight decay"),
+                             llvm::cl::init(0.1)};
+  ListOption<std::string> decayRoles{*this, "decay-roles",
+                                     llvm::cl::desc("Parameter roles that get weight decay")};
+  Option<double> maxGradNorm{*this, "max-grad-norm",
+                             llvm::cl::desc("Gradient clipping norm (0: off)"), llvm::cl::init(1.0)};
+  Option<int64_t> accumulateSteps{*this, "accumulate-steps",
+                                  llvm::cl::desc("Micro-batches per optimizer step"),
+                                  llvm::cl::init(1)};
+};
+
 /// kiln-training-pipeline: @forward -> optimized @train_step.
-void buildTrainingPipeline(mlir::OpPassManager &pm);
+void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOptions &options);
 
 /// Generated: registerKilnPasses() registers every kiln pass.
 #define GEN_PASS_REGISTRATION

@@ -39,6 +39,39 @@ def AutodiffPass : Pass<"kiln-autodiff", "mlir::ModuleOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+def AttachOptimizerPass : Pass<"kiln-attach-optimizer", "mlir::ModuleOp"> {
+  let summary = "Adds AdamW, gradient clipping and accumulation to @train_step";
+  let description = [{
+    After kiln-autodiff: the step gains AdamW moment arguments
+    (`kiln.state = "<param>.adam_m"/".adam_v"`) and the per-step inputs `lr`
+    and `step`, computes the global gradient norm and clipping scale, updates
+    every parameter with `kiln.adamw_update`, and returns
+    `(loss, grad_norm, new params…, new moments…)`, each new value marked
+    `kiln.aliases` of the argument it replaces (an in-place update). With
+    `accumulate-steps = K > 1` the step is split into `@accumulate_step`
+    (gradients summed into `<param>.grad_acc` states) and `@apply_step`
+    (AdamW on the accumulated gradients ÷ K, accumulators reset).
+
+    ```mlir
+    %p2, %m2, %v2 = kiln.adamw_update %p, %g, %m, %v, %lr, %step, %scale {...} : ...
+    ```
+  }];
+  let options = [
+    Option<"beta1", "beta1", "double", /*default=*/"0.9", "AdamW β1">,
+    Option<"beta2", "beta2", "double", /*default=*/"0.95", "AdamW β2">,
+    Option<"epsilon", "epsilon", "double", /*default=*/"1e-8", "AdamW ε">,
+    Option<"weightDecay", "weight-decay", "double", /*default=*/"0.1",
+           "Decoupled weight decay for parameters whose role is in decay-roles">,
+    ListOption<"decayRoles", "decay-roles", "std::string",
+               "Parameter roles (kiln.role) that get weight decay; default: weight">,
+    Option<"maxGradNorm", "max-grad-norm", "double", /*default=*/"1.0",
+           "Clip the global gradient norm to this (0 disables clipping)">,
+    Option<"accumulateSteps", "accumulate-steps", "int64_t", /*default=*/"1",
+           "Micro-batches whose gradients are summed before one update">,
+  ];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 //===----------------------------------------------------------------------===//
 // Analysis and reporting
 //===----------------------------------------------------------------------===//

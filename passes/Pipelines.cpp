@@ -14,11 +14,23 @@
 
 namespace kiln {
 
-void buildTrainingPipeline(mlir::OpPassManager &pm) {
+void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOptions &options) {
   // Clean up what the frontend emitted (broadcasts of splats, x*1, ...).
   pm.addPass(mlir::createCanonicalizerPass());
   // @forward -> @train_step: loss and one gradient per parameter.
   pm.addPass(createAutodiffPass());
+  // Clipping, AdamW and gradient accumulation, with in-place updates.
+  if (options.optimizer) {
+    AttachOptimizerPassOptions opt;
+    opt.beta1 = options.beta1;
+    opt.beta2 = options.beta2;
+    opt.epsilon = options.epsilon;
+    opt.weightDecay = options.weightDecay;
+    opt.decayRoles.assign(options.decayRoles.begin(), options.decayRoles.end());
+    opt.maxGradNorm = options.maxGradNorm;
+    opt.accumulateSteps = options.accumulateSteps;
+    pm.addPass(createAttachOptimizerPass(opt));
+  }
   // The VJP rules build small redundancies (x*c twice, zero splats): fold
   // and share them.
   pm.addPass(mlir::createCanonicalizerPass());
@@ -26,9 +38,10 @@ void buildTrainingPipeline(mlir::OpPassManager &pm) {
 }
 
 void registerKilnPipelines() {
-  mlir::PassPipelineRegistration<>(
+  mlir::PassPipelineRegistration<TrainingPipelineOptions>(
       "kiln-training-pipeline",
-      "Build the training step from @forward: canonicalize, autodiff, canonicalize, cse",
+      "Build the training step from @forward: canonicalize, autodiff, attach-optimizer, "
+      "canonicalize, cse",
       buildTrainingPipeline);
 }
 

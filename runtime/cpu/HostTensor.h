@@ -49,6 +49,9 @@ public:
   HostTensor() = default;
   /// A zero-filled tensor.
   HostTensor(DType dtype, std::vector<int64_t> shape);
+  /// A tensor whose contents are unspecified, for kernels that write every
+  /// element (saves the zero fill).
+  static HostTensor uninitialized(DType dtype, std::vector<int64_t> shape);
 
   DType dtype() const { return dtype_; }
   const std::vector<int64_t> &shape() const { return shape_; }
@@ -78,6 +81,8 @@ public:
   std::string typeString() const;
 
 private:
+  HostTensor(DType dtype, std::vector<int64_t> shape, bool zero);
+
   DType dtype_ = DType::F32;
   std::vector<int64_t> shape_;
   int64_t numel_ = 0;

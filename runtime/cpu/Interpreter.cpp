@@ -95,7 +95,7 @@ bool isSupported(Operation *op) {
              ReduceSumOp, ReduceMaxOp, ReduceMeanOp, MatmulOp, EmbeddingOp, SoftmaxOp,
              LogSoftmaxOp, LayerNormOp, RmsNormOp, RopeOp, CrossEntropyOp, AttentionOp,
              GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
-             EmbeddingGradOp, AttentionGradOp>(op);
+             EmbeddingGradOp, AttentionGradOp, GlobalNormOp, AdamWUpdateOp>(op);
 }
 
 /// Executes one op on its operand tensors, appending its results.
@@ -262,6 +262,18 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         auto [dq, dk, dv] = attentionGrad(*in[0], *in[1], *in[2], *in[3], *in[4], *in[5],
                                           a.getScale().convertToDouble(), a.getCausal());
         out.append({dq, dk, dv});
+        return llvm::Error::success();
+      })
+      .Case([&](GlobalNormOp) {
+        out.push_back(globalNorm(in, resultDType()));
+        return llvm::Error::success();
+      })
+      .Case([&](AdamWUpdateOp a) {
+        auto [p, m, v] = adamw(*in[0], *in[1], *in[2], *in[3], in[4]->get(0), in[5]->get(0),
+                               in[6]->get(0), a.getBeta1().convertToDouble(),
+                               a.getBeta2().convertToDouble(), a.getEpsilon().convertToDouble(),
+                               a.getWeightDecay().convertToDouble());
+        out.append({p, m, v});
         return llvm::Error::success();
       })
       .Default([&](Operation *) { return opError(op, "not supported"); });

@@ -80,6 +80,14 @@ llvm::Expected<HostTensor> crossEntropyGrad(const HostTensor &logits,
                                             const HostTensor &targets, const HostTensor &lse,
                                             const HostTensor &dloss, int64_t validClasses);
 
+// Training
+HostTensor globalNorm(llvm::ArrayRef<const HostTensor *> xs, DType resultType);
+/// One AdamW step (kiln.adamw_update); see the op's description.
+std::tuple<HostTensor, HostTensor, HostTensor>
+adamw(const HostTensor &p, const HostTensor &g, const HostTensor &m, const HostTensor &v,
+      double lr, double step, double gradScale, double beta1, double beta2, double eps,
+      double weightDecay);
+
 } // namespace kiln::cpu::kernels
 
 #endif // KILN_RUNTIME_CPU_KERNELS_H

@@ -37,26 +37,44 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const int64_t *a,
     }
 }
 
+/// OpenBLAS runs single-threaded: kiln splits products over its own pool,
+/// which keeps OpenBLAS's spinning workers from competing with it.
+void singleThreadedBlas() {
+  static const bool once = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)once;
+}
+
 } // namespace
 
 HostTensor matmul(const HostTensor &a, const HostTensor &b, bool ta, bool tb, DType resultType,
                   ArrayRef<int64_t> resultShape) {
-  HostTensor out(resultType, std::vector<int64_t>(resultShape.begin(), resultShape.end()));
+  HostTensor out = HostTensor::uninitialized(resultType, std::vector<int64_t>(resultShape.begin(), resultShape.end()));
   int64_t m = resultShape[resultShape.size() - 2], n = resultShape.back();
   int64_t k = ta ? a.dim(-2) : a.dim(-1);
   int64_t batch = product(resultShape.drop_back(2));
   int64_t strideA = a.rank() > 2 ? m * k : 0, strideB = b.rank() > 2 ? k * n : 0;
+  singleThreadedBlas();
   auto run = [&](auto tag) {
     using T = decltype(tag);
     const T *pa = a.data<T>(), *pb = b.data<T>();
     T *pc = out.data<T>();
-    if (batch > 1 && strideB == 0 && !ta) {
-      // A weight shared by the batch: one product over the stacked rows.
-      gemm(false, tb, batch * m, n, k, pa, pb, pc);
+    if (!ta && (batch == 1 || strideB == 0)) {
+      // One product over all rows (a weight shared by the batch stacks
+      // them), split into row blocks across the pool.
+      int64_t rows = batch * m;
+      parallelFor(rows, std::max<int64_t>(16, (1 << 18) / std::max<int64_t>(1, n * k)),
+                  [&](int64_t begin, int64_t end) {
+                    gemm(false, tb, end - begin, n, k, pa + begin * k, pb, pc + begin * n);
+                  });
       return;
     }
-    for (int64_t i = 0; i < batch; ++i)
-      gemm(ta, tb, m, n, k, pa + i * strideA, pb + i * strideB, pc + i * m * n);
+    parallelFor(batch, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        gemm(ta, tb, m, n, k, pa + i * strideA, pb + i * strideB, pc + i * m * n);
+    });
   };
   if (a.dtype() == DType::F64)
     run(double{});

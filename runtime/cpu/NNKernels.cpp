@@ -22,7 +22,7 @@ llvm::Expected<HostTensor> embedding(const HostTensor &table, const HostTensor &
   int64_t rows = table.dim(0), c = table.dim(1), n = ids.numel();
   std::vector<int64_t> shape = ids.shape();
   shape.push_back(c);
-  HostTensor out(table.dtype(), shape);
+  HostTensor out = HostTensor::uninitialized(table.dtype(), shape);
   const int64_t *id = ids.data<int64_t>();
   for (int64_t i = 0; i < n; ++i)
     if (id[i] < 0 || id[i] >= rows)
@@ -66,7 +66,7 @@ llvm::Expected<HostTensor> embeddingGrad(const HostTensor &ids, const HostTensor
 }
 
 HostTensor softmax(const HostTensor &x, bool log) {
-  HostTensor out(x.dtype(), x.shape());
+  HostTensor out = HostTensor::uninitialized(x.dtype(), x.shape());
   auto [rows, n] = rowsOf(x);
   withFloatType(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -76,15 +76,25 @@ HostTensor softmax(const HostTensor &x, bool log) {
       for (int64_t r = begin; r < end; ++r) {
         const T *xr = in + r * n;
         T *orow = o + r * n;
-        double mx = -std::numeric_limits<double>::infinity();
+        T mx = -std::numeric_limits<T>::infinity();
         for (int64_t j = 0; j < n; ++j)
-          mx = std::max<double>(mx, xr[j]);
+          mx = std::max(mx, xr[j]);
+        // exp in the storage type (expf for float), summed in double.
         double sum = 0;
-        for (int64_t j = 0; j < n; ++j)
-          sum += std::exp(static_cast<double>(xr[j]) - mx);
-        double logSum = std::log(sum);
-        for (int64_t j = 0; j < n; ++j)
-          orow[j] = static_cast<T>(log ? xr[j] - mx - logSum : std::exp(xr[j] - mx) / sum);
+        for (int64_t j = 0; j < n; ++j) {
+          T e = std::exp(xr[j] - mx);
+          orow[j] = e;
+          sum += e;
+        }
+        if (log) {
+          T logSum = static_cast<T>(std::log(sum));
+          for (int64_t j = 0; j < n; ++j)
+            orow[j] = xr[j] - mx - logSum;
+        } else {
+          T inv = static_cast<T>(1.0 / sum);
+          for (int64_t j = 0; j < n; ++j)
+            orow[j] *= inv;
+        }
       }
     });
   });
@@ -93,7 +103,7 @@ HostTensor softmax(const HostTensor &x, bool log) {
 }
 
 HostTensor softmaxGrad(const HostTensor &y, const HostTensor &dy) {
-  HostTensor out(y.dtype(), y.shape());
+  HostTensor out = HostTensor::uninitialized(y.dtype(), y.shape());
   auto [rows, n] = rowsOf(y);
   withFloatType(y.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -116,7 +126,7 @@ HostTensor softmaxGrad(const HostTensor &y, const HostTensor &dy) {
 std::tuple<HostTensor, HostTensor, HostTensor> layerNorm(const HostTensor &x, const HostTensor &w,
                                                          const HostTensor &b, double eps,
                                                          DType statsType) {
-  HostTensor y(x.dtype(), x.shape());
+  HostTensor y = HostTensor::uninitialized(x.dtype(), x.shape());
   HostTensor mean(statsType, dropLast(x.shape())), rstd(statsType, dropLast(x.shape()));
   auto [rows, n] = rowsOf(x);
   withFloatType(x.dtype(), [&](auto tag) {
@@ -149,7 +159,8 @@ std::tuple<HostTensor, HostTensor, HostTensor> layerNorm(const HostTensor &x, co
 std::tuple<HostTensor, HostTensor, HostTensor>
 layerNormGrad(const HostTensor &x, const HostTensor &w, const HostTensor &mean,
               const HostTensor &rstd, const HostTensor &dy) {
-  HostTensor dx(x.dtype(), x.shape()), dw(w.dtype(), w.shape()), db(w.dtype(), w.shape());
+  HostTensor dx = HostTensor::uninitialized(x.dtype(), x.shape());
+  HostTensor dw(w.dtype(), w.shape()), db(w.dtype(), w.shape());
   auto [rows, n] = rowsOf(x);
   withFloatType(x.dtype(), [&](auto tag) {
     using T = decltype(tag);

@@ -90,13 +90,13 @@ HostTensor transpose(const HostTensor &x, ArrayRef<int64_t> perm) {
     shape.push_back(x.dim(p));
     srcStrides.push_back(inStrides[p]);
   }
-  HostTensor out(x.dtype(), shape);
+  HostTensor out = HostTensor::uninitialized(x.dtype(), shape);
   stridedCopy(out, 0, stridesOf(shape), x, 0, srcStrides, shape);
   return out;
 }
 
 HostTensor broadcastInDim(const HostTensor &x, ArrayRef<int64_t> shape, ArrayRef<int64_t> dims) {
-  HostTensor out(x.dtype(), std::vector<int64_t>(shape.begin(), shape.end()));
+  HostTensor out = HostTensor::uninitialized(x.dtype(), std::vector<int64_t>(shape.begin(), shape.end()));
   std::vector<int64_t> inStrides = stridesOf(x.shape());
   std::vector<int64_t> srcStrides(shape.size(), 0);
   for (auto [i, d] : llvm::enumerate(dims))
@@ -115,7 +115,7 @@ HostTensor slice(const HostTensor &x, ArrayRef<int64_t> start, ArrayRef<int64_t>
     offset += start[d] * inStrides[d];
     srcStrides.push_back(strides[d] * inStrides[d]);
   }
-  HostTensor out(x.dtype(), shape);
+  HostTensor out = HostTensor::uninitialized(x.dtype(), shape);
   stridedCopy(out, 0, stridesOf(shape), x, offset, srcStrides, shape);
   return out;
 }
@@ -143,7 +143,7 @@ HostTensor concat(ArrayRef<HostTensor> xs, int64_t dim) {
   shape[dim] = 0;
   for (const HostTensor &x : xs)
     shape[dim] += x.dim(dim);
-  HostTensor out(xs.front().dtype(), shape);
+  HostTensor out = HostTensor::uninitialized(xs.front().dtype(), shape);
   std::vector<int64_t> outStrides = stridesOf(shape);
   int64_t offset = 0;
   for (const HostTensor &x : xs) {

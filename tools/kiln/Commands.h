@@ -30,6 +30,7 @@ llvm::cl::SubCommand &sampleCommand();
 llvm::cl::SubCommand &estimateCommand();
 llvm::cl::SubCommand &tokenizeCommand();
 llvm::cl::SubCommand &gradcheckCommand();
+llvm::cl::SubCommand &exportCommand();
 llvm::cl::SubCommand &versionCommand();
 
 int runTrain();
@@ -38,6 +39,7 @@ int runSample();
 int runEstimate();
 int runTokenize();
 int runGradcheck();
+int runExport();
 int runVersion();
 
 /// The option category of every kiln option (others are hidden from --help).

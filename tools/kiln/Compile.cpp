@@ -50,7 +50,7 @@ int runCompile() {
   dumps.after.assign(dumpAfter.begin(), dumpAfter.end());
   if (!dumpDir.empty() && dumps.after.empty())
     dumps.after = {"all"};
-  auto written = tooling::runTrainingPipeline(**module, dumps);
+  auto written = tooling::runTrainingPipeline(**module, *config, dumps);
   if (!written)
     return fail("compile", toString(written.takeError()));
 

@@ -45,6 +45,11 @@ cl::SubCommand &gradcheckCommand() {
   return sub;
 }
 
+cl::SubCommand &exportCommand() {
+  static cl::SubCommand sub("export", "Write a checkpoint's weights with Hugging Face GPT-2 names");
+  return sub;
+}
+
 cl::SubCommand &versionCommand() {
   static cl::SubCommand sub("version", "Print the versions of kiln, LLVM/MLIR and CUDA");
   return sub;
@@ -55,7 +60,7 @@ ArrayRef<Command> commands() {
       {trainCommand(), runTrain},         {compileCommand(), runCompile},
       {sampleCommand(), runSample},       {estimateCommand(), runEstimate},
       {tokenizeCommand(), runTokenize},   {gradcheckCommand(), runGradcheck},
-      {versionCommand(), runVersion},
+      {exportCommand(), runExport},       {versionCommand(), runVersion},
   };
   return all;
 }
@@ -91,6 +96,7 @@ int main(int argc, char **argv) {
           "  kiln estimate CONFIG                       params, FLOPs, memory\n"
           "  kiln tokenize --out DIR FILES...           write token shards\n"
           "  kiln gradcheck CONFIG                      check gradients in f64\n"
+          "  kiln export CKPT_DIR --hf FILE             weights in Hugging Face layout\n"
           "  kiln version                               print versions\n\n"
           "Run `kiln <command> --help` for a command's options.\n",
           &errs()))

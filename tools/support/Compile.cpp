@@ -89,6 +89,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> buildForwardModule(MLIRContext &ctx,
 }
 
 llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
+                                                             const RunConfig &config,
                                                              const DumpOptions &dumps) {
   std::vector<std::string> written;
   llvm::Error dumpError = llvm::Error::success();
@@ -104,7 +105,18 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     return success();
   });
   PassManager pm(module.getContext());
-  buildTrainingPipeline(pm);
+  TrainingPipelineOptions options;
+  options.beta1 = config.optim.beta1;
+  options.beta2 = config.optim.beta2;
+  options.epsilon = config.optim.eps;
+  options.weightDecay = config.optim.weight_decay;
+  std::vector<std::string> roles{"weight"};
+  if (config.optim.decay_embeddings)
+    roles.push_back("embedding");
+  options.decayRoles = roles;
+  options.maxGradNorm = config.optim.grad_clip;
+  options.accumulateSteps = config.train.accumulate_steps;
+  buildTrainingPipeline(pm, options);
   if (!dumps.dir.empty())
     pm.addInstrumentation(std::make_unique<DumpInstrumentation>(dumps, written, dumpError));
   LogicalResult result = pm.run(module);

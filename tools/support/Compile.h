@@ -29,11 +29,13 @@ struct DumpOptions {
   std::vector<std::string> after;
 };
 
-/// Runs kiln-training-pipeline on `module`. With dumps, writes
+/// Runs kiln-training-pipeline, with the optimizer settings of `config`, on
+/// `module`. With dumps, writes
 /// `00-frontend.mlir` and then `NN-<pass>.mlir` after each selected pass, and
 /// returns the paths written. Pass failures come back as one error holding
 /// the diagnostics.
 llvm::Expected<std::vector<std::string>> runTrainingPipeline(mlir::ModuleOp module,
+                                                             const RunConfig &config,
                                                              const DumpOptions &dumps);
 
 /// Prints `op` to `path` (parent directories created), in the form kiln-opt

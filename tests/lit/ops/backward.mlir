@@ -28,3 +28,17 @@ func.func @backward(%x: tensor<2x8x16xf32>, %w: tensor<16xf32> {kiln.param = "w"
   %l = kiln.reduce_sum %stat, dims = [0, 1] : tensor<2x8xf32> -> tensor<f32>
   return %l, %dw : tensor<f32>, tensor<16xf32>
 }
+
+// CHECK-LABEL: func.func @optimizer
+// CHECK-SAME: {kiln.init = "zeros", kiln.state = "w.adam_m"}
+// CHECK-SAME: -> (tensor<f32> {kiln.output = "grad_norm"}, tensor<16xf32> {kiln.aliases = 0 : i64})
+func.func @optimizer(%w: tensor<16xf32> {kiln.param = "w", kiln.role = "norm"},
+                     %m: tensor<16xf32> {kiln.state = "w.adam_m", kiln.init = "zeros"},
+                     %lr: tensor<f32> {kiln.input = "lr"})
+    -> (tensor<f32> {kiln.output = "grad_norm"}, tensor<16xf32> {kiln.aliases = 0 : i64}) {
+  // CHECK: kiln.global_norm %{{.+}}, %{{.+}} : tensor<16xf32>, tensor<16xf32> -> tensor<f32>
+  %n = kiln.global_norm %w, %m : tensor<16xf32>, tensor<16xf32> -> tensor<f32>
+  // CHECK: kiln.adamw_update {{.*}} {beta1 = 0.899999976 : f32, beta2 = 0.949999988 : f32, epsilon = 9.99999993E-9 : f32, weight_decay = 1.000000e-01 : f32} : (tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<16xf32>, tensor<16xf32>, tensor<16xf32>)
+  %p, %m2, %v2 = kiln.adamw_update %w, %w, %m, %m, %lr, %lr, %lr {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<16xf32>, tensor<16xf32>, tensor<16xf32>)
+  return %n, %p : tensor<f32>, tensor<16xf32>
+}

@@ -537,7 +537,7 @@ func.func @attention_lse(%q: tensor<1x2x8x16xbf16>) {
 
 // -----
 
-// expected-error @+1 {{unknown kiln argument attribute 'kiln.weight' on argument #0 (expected kiln.param, kiln.input or kiln.init)}}
+// expected-error @+1 {{unknown kiln argument attribute 'kiln.weight' on argument #0 (expected kiln.param, kiln.input, kiln.state, kiln.init or kiln.role)}}
 func.func @unknown_arg_attr(%a: tensor<2xf32> {kiln.weight = "w"}) {
   return
 }
@@ -551,14 +551,14 @@ func.func @param_not_string(%a: tensor<2xf32> {kiln.param = 3}) {
 
 // -----
 
-// expected-error @+1 {{argument #1 and argument #0 are both named "x"; kiln.param/kiln.input names must be unique}}
+// expected-error @+1 {{argument #1 and argument #0 are both named "x"; kiln.param/kiln.input/kiln.state names must be unique}}
 func.func @duplicate_names(%a: tensor<2xf32> {kiln.param = "x"}, %b: tensor<2xf32> {kiln.input = "x"}) {
   return
 }
 
 // -----
 
-// expected-error @+1 {{argument #0 cannot be both a kiln.param and a kiln.input}}
+// expected-error @+1 {{argument #0 has two roles: kiln.input and kiln.param}}
 func.func @param_and_input(%a: tensor<2xf32> {kiln.param = "w", kiln.input = "x"}) {
   return
 }
@@ -572,7 +572,7 @@ func.func @bad_init(%a: tensor<2xf32> {kiln.param = "w", kiln.init = "gaussian"}
 
 // -----
 
-// expected-error @+1 {{unknown kiln result attribute 'kiln.name' on result #0 (expected kiln.output or kiln.grad)}}
+// expected-error @+1 {{unknown kiln result attribute 'kiln.name' on result #0 (expected kiln.output, kiln.grad or kiln.aliases)}}
 func.func @unknown_result_attr(%a: tensor<2xf32>) -> (tensor<2xf32> {kiln.name = "x"}) {
   return %a : tensor<2xf32>
 }
@@ -788,4 +788,105 @@ func.func @attention_grad_shapes(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x6x16xf
   // expected-error @+1 {{'kiln.attention_grad' op causal attention needs equal query and key lengths}}
   %dq, %dk, %dv = kiln.attention_grad %q, %k, %k, %q, %lse, %q {causal, scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x6x16xf32>, tensor<1x2x6x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>, tensor<1x2x6x16xf32>, tensor<1x2x6x16xf32>
   return
+}
+
+// -----
+
+func.func @global_norm_empty() {
+  // expected-error @+1 {{'kiln.global_norm' op needs at least one input}}
+  %0 = "kiln.global_norm"() : () -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @global_norm_result(%a: tensor<4xf32>) {
+  // expected-error @+1 {{'kiln.global_norm' op result type 'tensor<4xf32>' must be 'tensor<f32>'}}
+  %0 = kiln.global_norm %a : tensor<4xf32> -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @adamw_grad(%p: tensor<4xf32>, %g: tensor<5xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{'kiln.adamw_update' op grad type 'tensor<5xf32>' must have the shape of param type 'tensor<4xf32>'}}
+  %0:3 = kiln.adamw_update %p, %g, %p, %p, %s, %s, %s {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<4xf32>, tensor<5xf32>, tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_m(%p: tensor<4xf32>, %m: tensor<2x2xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{'kiln.adamw_update' op m type 'tensor<2x2xf32>' must have the shape of param type 'tensor<4xf32>'}}
+  %0:3 = kiln.adamw_update %p, %p, %m, %m, %s, %s, %s {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<4xf32>, tensor<4xf32>, tensor<2x2xf32>, tensor<2x2xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4xf32>, tensor<2x2xf32>, tensor<2x2xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_v(%p: tensor<4xf32>, %v: tensor<4xf64>, %s: tensor<f32>) {
+  // expected-error @+1 {{'kiln.adamw_update' op v type 'tensor<4xf64>' must match m type 'tensor<4xf32>'}}
+  %0:3 = kiln.adamw_update %p, %p, %p, %v, %s, %s, %s {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf64>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_scalar(%p: tensor<4xf32>, %lr: tensor<1xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{'kiln.adamw_update' op lr type 'tensor<1xf32>' must be 'tensor<f32>'}}
+  %0:3 = kiln.adamw_update %p, %p, %p, %p, %lr, %s, %s {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<1xf32>, tensor<f32>, tensor<f32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_new_param(%p: tensor<4xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{'kiln.adamw_update' op new_param type 'tensor<4xf16>' must be param type 'tensor<4xf32>'}}
+  %0:3 = kiln.adamw_update %p, %p, %p, %p, %s, %s, %s {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4xf16>, tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_new_moments(%p: tensor<4xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{'kiln.adamw_update' op new moment types 'tensor<4xf32>' and 'tensor<4xf16>' must be m type 'tensor<4xf32>'}}
+  %0:3 = kiln.adamw_update %p, %p, %p, %p, %s, %s, %s {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf16>)
+  return
+}
+
+// -----
+
+func.func @adamw_betas(%p: tensor<4xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{'kiln.adamw_update' op beta1 = 1.000000e+00 and beta2 = 9.500000e-01 must be in [0, 1)}}
+  %0:3 = kiln.adamw_update %p, %p, %p, %p, %s, %s, %s {beta1 = 1.0 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_eps(%p: tensor<4xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{'kiln.adamw_update' op epsilon must be positive and weight_decay non-negative}}
+  %0:3 = kiln.adamw_update %p, %p, %p, %p, %s, %s, %s {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 0.0 : f32, weight_decay = 0.0 : f32} : (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'kiln.role' on argument #0 must be "weight", "bias", "norm" or "embedding", got "matrix"}}
+func.func @bad_role(%a: tensor<2xf32> {kiln.param = "w", kiln.role = "matrix"}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{result #0 aliases argument #3, which does not exist}}
+func.func @alias_range(%a: tensor<2xf32>) -> (tensor<2xf32> {kiln.aliases = 3 : i64}) {
+  return %a : tensor<2xf32>
+}
+
+// -----
+
+// expected-error @+1 {{result #0 of type 'tensor<3xf32>' aliases argument #0 of type 'tensor<2xf32>'; the types must match}}
+func.func @alias_type(%a: tensor<2xf32>, %b: tensor<3xf32>) -> (tensor<3xf32> {kiln.aliases = 0 : i64}) {
+  return %b : tensor<3xf32>
 }

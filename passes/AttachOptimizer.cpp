@@ -1,0 +1,325 @@
+//===- AttachOptimizer.cpp - AdamW, clipping and accumulation as IR --------===//
+//
+// Turns the training step that autodiff built — (loss, gradients) — into one
+// that also updates the parameters, so a whole optimizer step is one function
+// the backends run:
+//
+//   1. Find @train_step and, for each result marked kiln.grad, the parameter
+//      argument it is the gradient of.
+//   2. With accumulate-steps = 1: add the AdamW moments (kiln.state
+//      "<param>.adam_m" / ".adam_v", zeros) after the parameters and the
+//      per-step inputs lr and step at the end; compute the global gradient
+//      norm, the clipping scale max_norm / max(norm, max_norm), one
+//      kiln.adamw_update per parameter (weight decay only for the roles in
+//      decay-roles), and return (loss, grad_norm, new parameters, new
+//      moments), each new value marked kiln.aliases of the argument it
+//      replaces, so backends update in place.
+//   3. With accumulate-steps = K > 1: @train_step becomes @accumulate_step,
+//      which adds its gradients into accumulators (kiln.state
+//      "<param>.grad_acc") and returns (loss, accumulators), and a new
+//      @apply_step(params, moments, accumulators, lr, step) applies AdamW to
+//      the accumulated gradients scaled by 1/K (and the clipping scale) and
+//      returns the accumulators zeroed for the next step.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ir/KilnBuilders.h"
+#include "ir/KilnOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/SymbolTable.h"
+
+namespace kiln {
+#define GEN_PASS_DEF_ATTACHOPTIMIZERPASS
+#include "passes/Passes.h.inc"
+} // namespace kiln
+
+#define DEBUG_TYPE "kiln-attach-optimizer"
+
+using namespace mlir;
+
+namespace kiln {
+namespace {
+
+/// A parameter and its gradient in the step being rewritten.
+struct ParamGrad {
+  unsigned argIndex;
+  StringAttr name;
+  Value grad;
+  bool decay;
+};
+
+RankedTensorType scalarF32(MLIRContext *ctx) {
+  return RankedTensorType::get({}, Float32Type::get(ctx));
+}
+
+struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizerPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto step = module.lookupSymbol<func::FuncOp>("train_step");
+    if (!step) {
+      module.emitError() << "kiln-attach-optimizer: no @train_step (run kiln-autodiff first)";
+      return signalPassFailure();
+    }
+    if (accumulateSteps < 1) {
+      step.emitError() << "kiln-attach-optimizer: accumulate-steps must be at least 1";
+      return signalPassFailure();
+    }
+    FailureOr<SmallVector<ParamGrad>> params = collect(step);
+    if (failed(params))
+      return signalPassFailure();
+    if (accumulateSteps == 1)
+      attachToStep(step, *params);
+    else
+      splitForAccumulation(step, *params);
+  }
+
+  /// Pairs each kiln.grad result with its parameter argument.
+  FailureOr<SmallVector<ParamGrad>> collect(func::FuncOp step) {
+    auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
+    if (ret.getNumOperands() < 1 || !step.getResultAttr(0, KilnDialect::kOutputAttrName)) {
+      step.emitError() << "kiln-attach-optimizer: @train_step must return the loss first "
+                          "(kiln.output = \"loss\")";
+      return failure();
+    }
+    SmallVector<ParamGrad> params;
+    for (unsigned r = 1; r < ret.getNumOperands(); ++r) {
+      auto name = step.getResultAttrOfType<StringAttr>(r, KilnDialect::kGradAttrName);
+      if (!name) {
+        step.emitError() << "kiln-attach-optimizer: result #" << r
+                         << " of @train_step is not a gradient (kiln.grad)";
+        return failure();
+      }
+      for (unsigned a = 0; a < step.getNumArguments(); ++a) {
+        if (step.getArgAttrOfType<StringAttr>(a, KilnDialect::kParamAttrName) != name)
+          continue;
+        auto role = step.getArgAttrOfType<StringAttr>(a, KilnDialect::kRoleAttrName);
+        // Parameters without a role are weights; no decay-roles means weights.
+        std::string roleName = role ? role.getValue().str() : "weight";
+        bool decay = decayRoles.empty() ? roleName == "weight"
+                                        : llvm::is_contained(decayRoles, roleName);
+        params.push_back({a, name, ret.getOperand(r), decay});
+      }
+    }
+    return params;
+  }
+
+  /// Inserts an argument named by `attr` = `name` (zero-initialized when a
+  /// state) at `index`; returns the block argument.
+  static BlockArgument addArg(func::FuncOp func, unsigned index, Type type, StringRef attr,
+                              StringRef name) {
+    Builder b(func.getContext());
+    SmallVector<NamedAttribute> attrs{b.getNamedAttr(attr, b.getStringAttr(name))};
+    if (attr == KilnDialect::kStateAttrName)
+      attrs.push_back(b.getNamedAttr(KilnDialect::kInitAttrName, b.getStringAttr("zeros")));
+    if (failed(func.insertArgument(index, type, b.getDictionaryAttr(attrs), func.getLoc())))
+      return {};
+    return func.getArgument(index);
+  }
+
+  /// One past the last kiln.param argument: where new state arguments go.
+  static unsigned afterParams(func::FuncOp func) {
+    unsigned index = 0;
+    for (unsigned a = 0; a < func.getNumArguments(); ++a)
+      if (func.getArgAttr(a, KilnDialect::kParamAttrName) ||
+          func.getArgAttr(a, KilnDialect::kStateAttrName))
+        index = a + 1;
+    return index;
+  }
+
+  /// global_norm of `grads` times `factor`, as tensor<f32>.
+  Value gradNorm(OpBuilder &b, Location loc, ValueRange grads, double factor) {
+    bool allF64 = llvm::all_of(grads, [](Value g) { return build::typeOf(g).getElementType().isF64(); });
+    auto normType = RankedTensorType::get({}, allF64 ? Type(b.getF64Type()) : b.getF32Type());
+    Value norm = GlobalNormOp::create(b, loc, normType, grads);
+    norm = build::convert(b, loc, norm, b.getF32Type());
+    return factor == 1.0 ? norm : build::scale(b, loc, norm, factor);
+  }
+
+  /// The factor every gradient is multiplied by: 1/K, times the clipping
+  /// coefficient max_norm / max(norm, max_norm) when clipping is on.
+  Value gradScale(OpBuilder &b, Location loc, Value norm) {
+    auto scalar = scalarF32(b.getContext());
+    Value scale = build::splat(b, loc, scalar, 1.0 / static_cast<double>(accumulateSteps));
+    if (maxGradNorm <= 0.0)
+      return scale;
+    Value cap = build::splat(b, loc, scalar, maxGradNorm);
+    Value clip = build::div(b, loc, cap, MaxOp::create(b, loc, scalar, norm, cap));
+    return build::mul(b, loc, scale, clip);
+  }
+
+  /// AdamW on every parameter; returns (new param, new m, new v) triples.
+  SmallVector<std::array<Value, 3>> update(OpBuilder &b, Location loc, func::FuncOp func,
+                                           ArrayRef<ParamGrad> params, ArrayRef<Value> grads,
+                                           ArrayRef<BlockArgument> ms, ArrayRef<BlockArgument> vs,
+                                           Value lr, Value stepIndex, Value scale) {
+    SmallVector<std::array<Value, 3>> updated;
+    for (auto [i, p] : llvm::enumerate(params)) {
+      Value param = func.getArgument(p.argIndex);
+      auto op = AdamWUpdateOp::create(
+          b, loc, TypeRange{param.getType(), ms[i].getType(), vs[i].getType()}, param, grads[i],
+          ms[i], vs[i], lr, stepIndex, scale, b.getF32FloatAttr(beta1), b.getF32FloatAttr(beta2),
+          b.getF32FloatAttr(epsilon), b.getF32FloatAttr(p.decay ? weightDecay : 0.0));
+      updated.push_back({op.getNewParam(), op.getNewM(), op.getNewV()});
+    }
+    return updated;
+  }
+
+  /// Adds m and v arguments for every parameter. They go after the
+  /// parameters, so the parameters' argument indices stay valid.
+  void addMoments(func::FuncOp func, ArrayRef<ParamGrad> params, SmallVectorImpl<BlockArgument> &ms,
+                  SmallVectorImpl<BlockArgument> &vs) {
+    for (const ParamGrad &p : params) {
+      Type t = func.getArgument(p.argIndex).getType();
+      ms.push_back(addArg(func, afterParams(func), t, KilnDialect::kStateAttrName,
+                          (p.name.getValue() + ".adam_m").str()));
+    }
+    for (const ParamGrad &p : params) {
+      Type t = func.getArgument(p.argIndex).getType();
+      vs.push_back(addArg(func, afterParams(func), t, KilnDialect::kStateAttrName,
+                          (p.name.getValue() + ".adam_v").str()));
+    }
+  }
+
+  /// Replaces the terminator of `func` with `return results` and names them.
+  static void setResults(func::FuncOp func, ArrayRef<Value> results,
+                         ArrayRef<std::pair<StringRef, StringRef>> names,
+                         ArrayRef<std::pair<unsigned, BlockArgument>> aliases) {
+    Block &body = func.getBody().front();
+    Operation *old = body.getTerminator();
+    OpBuilder b(old);
+    func::ReturnOp::create(b, old->getLoc(), results);
+    old->erase();
+    SmallVector<Type> types;
+    for (Value v : results)
+      types.push_back(v.getType());
+    func.setFunctionType(FunctionType::get(func.getContext(), func.getArgumentTypes(), types));
+    func.setAllResultAttrs(ArrayRef<DictionaryAttr>{});
+    for (auto [i, name] : llvm::enumerate(names))
+      func.setResultAttr(i, name.first, b.getStringAttr(name.second));
+    for (auto [index, arg] : aliases)
+      func.setResultAttr(index, KilnDialect::kAliasesAttrName,
+                         b.getI64IntegerAttr(arg.getArgNumber()));
+  }
+
+  void attachToStep(func::FuncOp step, ArrayRef<ParamGrad> params) {
+    MLIRContext *ctx = step.getContext();
+    SmallVector<BlockArgument> ms, vs;
+    ArrayRef<ParamGrad> ps = params;
+    addMoments(step, params, ms, vs);
+    unsigned n = step.getNumArguments();
+    BlockArgument lr = addArg(step, n, scalarF32(ctx), KilnDialect::kInputAttrName, "lr");
+    BlockArgument stepIndex = addArg(step, n + 1, scalarF32(ctx), KilnDialect::kInputAttrName, "step");
+
+    Operation *ret = step.getBody().front().getTerminator();
+    Value loss = ret->getOperand(0);
+    OpBuilder b(ret);
+    Location loc = NameLoc::get(b.getStringAttr("optimizer"));
+    SmallVector<Value> grads;
+    for (const ParamGrad &p : ps)
+      grads.push_back(p.grad);
+    Value norm = gradNorm(b, loc, grads, 1.0);
+    Value scale = gradScale(b, loc, norm);
+    auto updated = update(b, loc, step, ps, grads, ms, vs, lr, stepIndex, scale);
+
+    SmallVector<Value> results{loss, norm};
+    SmallVector<std::pair<unsigned, BlockArgument>> aliases;
+    for (auto [i, u] : llvm::enumerate(updated)) {
+      aliases.push_back({static_cast<unsigned>(results.size()), step.getArgument(ps[i].argIndex)});
+      results.push_back(u[0]);
+    }
+    for (auto [i, u] : llvm::enumerate(updated)) {
+      aliases.push_back({static_cast<unsigned>(results.size()), ms[i]});
+      results.push_back(u[1]);
+    }
+    for (auto [i, u] : llvm::enumerate(updated)) {
+      aliases.push_back({static_cast<unsigned>(results.size()), vs[i]});
+      results.push_back(u[2]);
+    }
+    setResults(step, results, {{KilnDialect::kOutputAttrName, "loss"},
+                               {KilnDialect::kOutputAttrName, "grad_norm"}},
+               aliases);
+  }
+
+  void splitForAccumulation(func::FuncOp step, ArrayRef<ParamGrad> params) {
+    MLIRContext *ctx = step.getContext();
+    // @accumulate_step: (params, accumulators, inputs) -> (loss, acc + grad).
+    step.setSymName("accumulate_step");
+    SmallVector<BlockArgument> accs;
+    for (const ParamGrad &p : params)
+      accs.push_back(addArg(step, afterParams(step), step.getArgument(p.argIndex).getType(),
+                            KilnDialect::kStateAttrName, (p.name.getValue() + ".grad_acc").str()));
+    {
+      Operation *ret = step.getBody().front().getTerminator();
+      Value loss = ret->getOperand(0);
+      OpBuilder b(ret);
+      SmallVector<Value> results{loss};
+      SmallVector<std::pair<unsigned, BlockArgument>> aliases;
+      for (auto [i, p] : llvm::enumerate(params)) {
+        aliases.push_back({static_cast<unsigned>(results.size()), accs[i]});
+        results.push_back(build::add(b, p.grad.getLoc(), accs[i], p.grad));
+      }
+      setResults(step, results, {{KilnDialect::kOutputAttrName, "loss"}}, aliases);
+    }
+
+    // @apply_step: (params, moments, accumulators, lr, step)
+    //   -> (grad_norm, new params, new moments, zeroed accumulators).
+    OpBuilder mb(ctx);
+    mb.setInsertionPointAfter(step);
+    auto apply = func::FuncOp::create(mb, NameLoc::get(mb.getStringAttr("optimizer")),
+                                      "apply_step", mb.getFunctionType({}, {}));
+    Block *body = apply.addEntryBlock();
+    SmallVector<ParamGrad> ps;
+    for (const ParamGrad &p : params) {
+      unsigned index = apply.getNumArguments();
+      Builder ab(ctx);
+      SmallVector<NamedAttribute> attrs{
+          ab.getNamedAttr(KilnDialect::kParamAttrName, p.name)};
+      for (StringRef extra : {KilnDialect::kInitAttrName, KilnDialect::kRoleAttrName})
+        if (Attribute a = step.getArgAttr(p.argIndex, extra))
+          attrs.push_back(ab.getNamedAttr(extra, a));
+      (void)apply.insertArgument(index, step.getArgument(p.argIndex).getType(),
+                                 ab.getDictionaryAttr(attrs), apply.getLoc());
+      ps.push_back({index, p.name, Value(), p.decay});
+    }
+    SmallVector<BlockArgument> ms, vs, accArgs;
+    addMoments(apply, ps, ms, vs);
+    for (const ParamGrad &p : ps)
+      accArgs.push_back(addArg(apply, apply.getNumArguments(), apply.getArgument(p.argIndex).getType(),
+                               KilnDialect::kStateAttrName, (p.name.getValue() + ".grad_acc").str()));
+    unsigned n = apply.getNumArguments();
+    BlockArgument lr = addArg(apply, n, scalarF32(ctx), KilnDialect::kInputAttrName, "lr");
+    BlockArgument stepIndex = addArg(apply, n + 1, scalarF32(ctx), KilnDialect::kInputAttrName, "step");
+
+    OpBuilder b = OpBuilder::atBlockEnd(body);
+    Location loc = apply.getLoc();
+    SmallVector<Value> grads(accArgs.begin(), accArgs.end());
+    // The accumulators hold K gradients summed: their mean is 1/K of that.
+    Value norm = gradNorm(b, loc, grads, 1.0 / static_cast<double>(accumulateSteps));
+    Value scale = gradScale(b, loc, norm);
+    auto updated = update(b, loc, apply, ps, grads, ms, vs, lr, stepIndex, scale);
+    func::ReturnOp::create(b, loc, ValueRange{});
+    SmallVector<Value> results{norm};
+    SmallVector<std::pair<unsigned, BlockArgument>> aliases;
+    for (int part = 0; part < 3; ++part)
+      for (auto [i, u] : llvm::enumerate(updated)) {
+        BlockArgument target = part == 0 ? apply.getArgument(ps[i].argIndex)
+                                         : (part == 1 ? ms[i] : vs[i]);
+        aliases.push_back({static_cast<unsigned>(results.size()), target});
+        results.push_back(u[part]);
+      }
+    b.setInsertionPoint(body->getTerminator());
+    for (BlockArgument acc : accArgs) {
+      aliases.push_back({static_cast<unsigned>(results.size()), acc});
+      results.push_back(build::splatLike(b, loc, acc, 0.0));
+    }
+    setResults(apply, results, {{KilnDialect::kOutputAttrName, "grad_norm"}}, aliases);
+  }
+};
+
+} // namespace
+} // namespace kiln

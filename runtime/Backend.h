@@ -1,0 +1,79 @@
+//===- Backend.h - what runs a compiled training module --------------------===//
+//
+// A backend holds the model state (parameters and optimizer states, by name)
+// where it computes — host memory for the CPU interpreter, device memory for
+// CUDA — and runs the module's functions on it. Arguments and results are
+// bound by the names the IR carries: `kiln.param`/`kiln.state` arguments
+// come from the state, `kiln.input` arguments from the call, results marked
+// `kiln.aliases` go back into the state in place, results marked
+// `kiln.output` are returned by name.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_BACKEND_H
+#define KILN_RUNTIME_BACKEND_H
+
+#include "runtime/Safetensors.h"
+#include "runtime/cpu/HostTensor.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/Error.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+using TensorMap = std::map<std::string, cpu::HostTensor>;
+
+/// How one function's arguments and results bind to names.
+struct FunctionBinding {
+  struct Arg {
+    enum Kind { Param, State, Input } kind;
+    std::string name;
+    cpu::DType dtype;
+    std::vector<int64_t> shape;
+    std::string init; ///< kiln.init of params and states ("zeros" if absent)
+  };
+  struct Result {
+    int aliases = -1;   ///< argument it replaces, or -1
+    std::string output; ///< kiln.output name (or "result<N>")
+  };
+  std::string name;
+  std::vector<Arg> args;
+  std::vector<Result> results;
+
+  /// Reads the bindings of `func`; fails on an argument with no role or an
+  /// unsupported type.
+  static llvm::Expected<FunctionBinding> of(mlir::func::FuncOp func);
+};
+
+class Backend {
+public:
+  virtual ~Backend() = default;
+  virtual llvm::StringRef name() const = 0;
+
+  /// Prepares every function of `module` and allocates the state its
+  /// parameters and states describe, initialized per kiln.init from `seed`.
+  virtual llvm::Error load(mlir::ModuleOp module, uint64_t seed) = 0;
+
+  /// Runs function `fn` with the given inputs and returns its named outputs;
+  /// aliased results update the state in place.
+  virtual llvm::Expected<TensorMap> run(llvm::StringRef fn, const TensorMap &inputs) = 0;
+
+  /// Whether the loaded module has function `fn`.
+  virtual bool hasFunction(llvm::StringRef fn) const = 0;
+
+  /// Copies the state to the host: parameters, and optimizer states.
+  virtual llvm::Expected<NamedTensors> params() = 0;
+  virtual llvm::Expected<NamedTensors> optimizerStates() = 0;
+  /// Overwrites state tensors by name; each must exist with the same dtype
+  /// and shape (an error names the first that does not).
+  virtual llvm::Error setState(const NamedTensors &tensors) = 0;
+};
+
+} // namespace kiln
+
+#endif // KILN_RUNTIME_BACKEND_H

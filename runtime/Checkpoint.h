@@ -1,0 +1,60 @@
+//===- Checkpoint.h - training checkpoints, written atomically -------------===//
+//
+// A checkpoint is a directory:
+//   model.safetensors      parameters (kiln names, global layout)
+//   optimizer.safetensors  optimizer states (<param>.adam_m, .adam_v, ...)
+//   state.json             step, data position, RNG state, loss scale,
+//                          tokenizer, the resolved config (TOML text)
+// saveCheckpoint writes it under a temporary name and renames it into place,
+// then points `latest` at it (also by rename), so a crash at any moment
+// leaves the previous checkpoint loadable.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_CHECKPOINT_H
+#define KILN_RUNTIME_CHECKPOINT_H
+
+#include "runtime/Safetensors.h"
+#include "runtime/data/DataLoader.h"
+
+#include <array>
+#include <functional>
+#include <string>
+
+namespace kiln {
+
+struct TrainingState {
+  int64_t step = 0;          ///< optimizer steps taken
+  int64_t tokensSeen = 0;
+  LoaderPosition data;        ///< the training loader's position
+  std::array<uint64_t, 4> rng{}; ///< the run's RNG (sampling)
+  double lossScale = 1.0;
+  int64_t goodSteps = 0;      ///< steps since the loss scale last changed
+  std::string tokenizer;      ///< "byte" or "gpt2"
+  std::string bpeDir;         ///< for gpt2
+  std::string config;         ///< the resolved config, TOML
+};
+
+struct Checkpoint {
+  NamedTensors params, optimizer;
+  TrainingState state;
+};
+
+/// Saves `checkpoint` as `<dir>/step_<step>` and points `<dir>/latest` at it;
+/// keeps the newest `keep` checkpoints (0: all). `beforeRename`, when given
+/// and returning false, stops the save just before the rename, as a crash
+/// would (tests). Returns the checkpoint's path.
+llvm::Expected<std::string> saveCheckpoint(llvm::StringRef dir, const Checkpoint &checkpoint,
+                                           int keep = 0,
+                                           const std::function<bool()> &beforeRename = {});
+
+/// Loads a checkpoint directory, or the latest one of a checkpoints
+/// directory or of a run directory (which holds `checkpoints/`).
+llvm::Expected<Checkpoint> loadCheckpoint(llvm::StringRef path);
+
+/// Resolves `path` to the checkpoint directory loadCheckpoint would read.
+llvm::Expected<std::string> resolveCheckpoint(llvm::StringRef path);
+
+} // namespace kiln
+
+#endif // KILN_RUNTIME_CHECKPOINT_H

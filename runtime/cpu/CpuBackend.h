@@ -1,0 +1,39 @@
+//===- CpuBackend.h - the Backend of the CPU interpreter -------------------===//
+
+#ifndef KILN_RUNTIME_CPU_CPUBACKEND_H
+#define KILN_RUNTIME_CPU_CPUBACKEND_H
+
+#include "runtime/Backend.h"
+#include "runtime/cpu/Interpreter.h"
+
+#include <memory>
+
+namespace kiln::cpu {
+
+class CpuBackend final : public Backend {
+public:
+  llvm::StringRef name() const override { return "cpu"; }
+  llvm::Error load(mlir::ModuleOp module, uint64_t seed) override;
+  llvm::Expected<TensorMap> run(llvm::StringRef fn, const TensorMap &inputs) override;
+  bool hasFunction(llvm::StringRef fn) const override { return functions_.count(fn.str()); }
+  llvm::Expected<NamedTensors> params() override { return collect(FunctionBinding::Arg::Param); }
+  llvm::Expected<NamedTensors> optimizerStates() override {
+    return collect(FunctionBinding::Arg::State);
+  }
+  llvm::Error setState(const NamedTensors &tensors) override;
+
+private:
+  struct Function {
+    FunctionBinding binding;
+    std::unique_ptr<Interpreter> interpreter;
+  };
+  NamedTensors collect(FunctionBinding::Arg::Kind kind);
+
+  std::map<std::string, Function> functions_;
+  TensorMap state_;
+  std::map<std::string, FunctionBinding::Arg::Kind> kinds_;
+};
+
+} // namespace kiln::cpu
+
+#endif // KILN_RUNTIME_CPU_CPUBACKEND_H

