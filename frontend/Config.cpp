@@ -51,6 +51,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"train.seed", &c.train.seed, 0, 9.0e15},
       {"train.precision", &c.train.precision, 0, 0, {"f32", "bf16-mixed", "f16-mixed"}},
       {"train.log_every", &c.train.log_every, 1, 1e9},
+      {"train.device", &c.train.device, 0, 0, {"auto", "cpu", "cuda"}},
       {"optim.lr", &c.optim.lr, 0, 10},
       {"optim.min_lr_ratio", &c.optim.min_lr_ratio, 0, 1},
       {"optim.warmup_steps", &c.optim.warmup_steps, 0, 1e12},

@@ -58,6 +58,9 @@ struct TrainConfig {
   std::string precision = "f32";
   /// Steps between progress lines when the output is not a terminal.
   int64_t log_every = 10;
+  /// Where to run: "cuda", "cpu" (the interpreter), or "auto" (the GPU when
+  /// there is one).
+  std::string device = "auto";
 };
 
 struct OptimConfig {

@@ -52,6 +52,12 @@ def Kiln_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral kOutputAttrName = "kiln.output";
     /// Result attribute: this result is the gradient of the named parameter.
     static constexpr ::llvm::StringLiteral kGradAttrName = "kiln.grad";
+    /// Written by kiln-plan-buffers: the arena byte offset of an argument
+    /// (`kiln.offset`), of each result of an op (`kiln.offsets`, -1 for
+    /// none) and a function's memory summary (`kiln.memory`).
+    static constexpr ::llvm::StringLiteral kOffsetAttrName = "kiln.offset";
+    static constexpr ::llvm::StringLiteral kOffsetsAttrName = "kiln.offsets";
+    static constexpr ::llvm::StringLiteral kMemoryAttrName = "kiln.memory";
   }];
 }
 

@@ -80,12 +80,19 @@ LogicalResult KilnDialect::verifyRegionArgAttribute(Operation *op,
                              << attr.getValue();
     return success();
   }
+  if (attrName == kOffsetAttrName) {
+    auto offset = dyn_cast<IntegerAttr>(attr.getValue());
+    if (!offset || offset.getInt() < 0)
+      return op->emitError() << "'kiln.offset' on argument #" << argIndex
+                             << " must be a non-negative byte offset, got " << attr.getValue();
+    return success();
+  }
   const StringLiteral nameKinds[] = {kParamAttrName, kInputAttrName, kStateAttrName};
   if (!llvm::is_contained(nameKinds, attrName))
     return op->emitError() << "unknown kiln argument attribute '" << attrName
                            << "' on argument #" << argIndex
-                           << " (expected kiln.param, kiln.input, kiln.state, kiln.init or "
-                              "kiln.role)";
+                           << " (expected kiln.param, kiln.input, kiln.state, kiln.init, "
+                              "kiln.role or kiln.offset)";
   auto name = dyn_cast<StringAttr>(attr.getValue());
   if (!name || name.getValue().empty())
     return op->emitError() << "'" << attrName << "' on argument #" << argIndex

@@ -73,6 +73,32 @@ def AttachOptimizerPass : Pass<"kiln-attach-optimizer", "mlir::ModuleOp"> {
 }
 
 //===----------------------------------------------------------------------===//
+// Code generation preparation
+//===----------------------------------------------------------------------===//
+
+def PlanBuffersPass : Pass<"kiln-plan-buffers", "mlir::ModuleOp"> {
+  let summary = "Assigns every tensor an offset in one arena per device";
+  let description = [{
+    Liveness-based placement: parameters, optimizer states and inputs in a
+    persistent region shared by all functions, then a fixed workspace, then
+    each function's temporaries (functions run one at a time and share that
+    region), best-fit into gaps freed by dead values. Results marked
+    `kiln.aliases` reuse their argument's buffer (in-place updates) when it
+    is safe. Writes `kiln.offset` on arguments, `kiln.offsets` on ops and
+    `kiln.memory` (bytes by category, the peak, the total) on functions.
+
+    ```mlir
+    %0 = kiln.add %a, %b {kiln.offsets = array<i64: 67108864>} : tensor<4xf32>
+    ```
+  }];
+  let options = [
+    Option<"alignment", "alignment", "int64_t", /*default=*/"256", "Buffer alignment in bytes">,
+    Option<"workspaceBytes", "workspace", "int64_t", /*default=*/"67108864",
+           "Bytes reserved for cuBLASLt and kernel partial sums">,
+  ];
+}
+
+//===----------------------------------------------------------------------===//
 // Analysis and reporting
 //===----------------------------------------------------------------------===//
 

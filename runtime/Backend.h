@@ -72,6 +72,10 @@ public:
   /// Overwrites state tensors by name; each must exist with the same dtype
   /// and shape (an error names the first that does not).
   virtual llvm::Error setState(const NamedTensors &tensors) = 0;
+
+  /// Lines about where it runs, what loading cost and the memory it uses
+  /// (printed before the first step); empty when there is nothing to say.
+  virtual std::string describe() const { return {}; }
 };
 
 } // namespace kiln

@@ -31,6 +31,7 @@ llvm::cl::SubCommand &estimateCommand();
 llvm::cl::SubCommand &tokenizeCommand();
 llvm::cl::SubCommand &gradcheckCommand();
 llvm::cl::SubCommand &exportCommand();
+llvm::cl::SubCommand &benchCommand();
 llvm::cl::SubCommand &versionCommand();
 
 int runTrain();
@@ -40,6 +41,7 @@ int runEstimate();
 int runTokenize();
 int runGradcheck();
 int runExport();
+int runBench();
 int runVersion();
 
 /// The option category of every kiln option (others are hidden from --help).

@@ -12,6 +12,8 @@ static cl::list<std::string> sets("set", cl::desc("Override a config key: --set 
                                   cl::value_desc("key=value"), cl::ZeroOrMore,
                                   cl::sub(trainCommand()), cl::sub(compileCommand()),
                                   cl::sub(estimateCommand()), cl::sub(gradcheckCommand()),
+                                  cl::sub(sampleCommand()), cl::sub(benchCommand()),
+                                  cl::sub(exportCommand()),
                                   cl::cat(kilnCategory()));
 
 ArrayRef<std::string> setOverrides() { return sets; }

@@ -3,12 +3,16 @@
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
 
+#include "codegen/PlanBuilder.h"
 #include "models/GPT2.h"
+#include "runtime/cuda/CudaApi.h"
+#include "runtime/cuda/Nvrtc.h"
 #include "tools/support/Compile.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -26,6 +30,25 @@ static cl::opt<std::string> dumpDir("dump-dir", cl::desc("Directory for the numb
                                     cl::value_desc("dir"), cl::sub(compileCommand()),
                                     cl::cat(kilnCategory()));
 
+enum class Emit { IR, Cuda, Plan };
+static cl::opt<Emit> emit(
+    "emit", cl::desc("What to write into --dump-dir besides the IR dumps"), cl::init(Emit::IR),
+    cl::values(clEnumValN(Emit::IR, "ir", "the IR after the passes (default)"),
+               clEnumValN(Emit::Cuda, "cuda", "one .cu file per generated kernel (kernels/)"),
+               clEnumValN(Emit::Plan, "plan", "the runnable Plan: plan.json and kernels/")),
+    cl::sub(compileCommand()), cl::cat(kilnCategory()));
+static cl::opt<std::string> arch("arch",
+                                 cl::desc("GPU architecture to generate for (default: the "
+                                          "device's, else sm_90)"),
+                                 cl::value_desc("sm_XX"), cl::sub(compileCommand()),
+                                 cl::cat(kilnCategory()));
+static cl::opt<bool> nvrtc("nvrtc",
+                           cl::desc("Also compile every kernel with NVRTC (no GPU needed) and "
+                                    "report the time"),
+                           cl::sub(compileCommand()), cl::cat(kilnCategory()));
+static cl::opt<bool> noCache("no-cache", cl::desc("With --nvrtc: ignore the cubin cache"),
+                             cl::sub(compileCommand()), cl::cat(kilnCategory()));
+
 /// Number of ops in a function's body (its size in the summary).
 static int64_t countOps(mlir::func::FuncOp func) {
   int64_t n = 0;
@@ -37,6 +60,10 @@ int runCompile() {
   auto start = std::chrono::steady_clock::now();
   if (!dumpAfter.empty() && dumpDir.empty())
     return fail("compile", "--dump-ir-after needs --dump-dir DIR");
+  if (emit != Emit::IR && dumpDir.empty())
+    return fail("compile", "--emit=cuda and --emit=plan need --dump-dir DIR");
+  if (!arch.empty() && !StringRef(arch).starts_with("sm_"))
+    return fail("compile", "--arch must look like sm_90, got '" + arch + "'");
   auto config = loadConfig(configPath, setOverrides());
   if (!config)
     return fail("compile", toString(config.takeError()));
@@ -48,7 +75,7 @@ int runCompile() {
   tooling::DumpOptions dumps;
   dumps.dir = dumpDir;
   dumps.after.assign(dumpAfter.begin(), dumpAfter.end());
-  if (!dumpDir.empty() && dumps.after.empty())
+  if (!dumpDir.empty() && dumps.after.empty() && emit == Emit::IR)
     dumps.after = {"all"};
   auto written = tooling::runTrainingPipeline(**module, *config, dumps);
   if (!written)
@@ -65,6 +92,64 @@ int runCompile() {
     outs() << formatv("  @{0}: {1} ops\n", func.getSymName(), countOps(func));
   for (const std::string &path : *written)
     outs() << "  wrote " << path << "\n";
+
+  // Codegen: the buffer plan and the CUDA kernels (no GPU needed).
+  codegen::CodegenOptions options;
+  options.arch = arch;
+  if (options.arch.empty()) {
+    options.arch = "sm_90";
+    if (auto dev = cuda::device()) {
+      options.arch = dev->arch();
+      options.smCount = dev->smCount;
+    } else {
+      consumeError(dev.takeError());
+    }
+  }
+  auto plan = codegen::compileToPlan(**module, options);
+  if (!plan)
+    return fail("compile", toString(plan.takeError()));
+  size_t steps = 0, gemms = 0;
+  for (const PlanFunction &f : plan->functions)
+    for (const PlanStep &st : f.steps) {
+      ++steps;
+      gemms += st.kind == PlanStep::Kind::Gemm;
+    }
+  outs() << formatv("codegen ({0}): {1} kernels, {2} steps of which {3} GEMMs\n", plan->arch,
+                    plan->kernels.size(), steps, gemms);
+  outs() << plan->memory.describe();
+  if (emit == Emit::Plan || emit == Emit::Cuda) {
+    std::string dir = dumpDir;
+    if (emit == Emit::Cuda) {
+      // Only the sources: kernels/*.cu and the headers they include.
+      Plan sources;
+      sources.kernels = plan->kernels;
+      sources.headers = plan->headers;
+      if (Error err = sources.save(dir))
+        return fail("compile", toString(std::move(err)));
+      sys::fs::remove(dir + "/plan.json");
+      outs() << formatv("  wrote {0} kernels to {1}/kernels/\n", plan->kernels.size(), dir);
+    } else {
+      if (Error err = plan->save(dir))
+        return fail("compile", toString(std::move(err)));
+      outs() << formatv("  wrote {0}/plan.json and {1} kernels\n", dir, plan->kernels.size());
+    }
+  }
+  if (nvrtc) {
+    std::vector<cuda::KernelSource> sources;
+    for (const PlanKernel &k : plan->kernels)
+      sources.push_back({k.name, k.source});
+    cuda::CompileOptions nvrtcOptions;
+    nvrtcOptions.arch = plan->arch;
+    nvrtcOptions.headers = plan->headers;
+    if (!noCache)
+      nvrtcOptions.cacheDir = cuda::defaultCacheDir();
+    cuda::CompileStats stats;
+    auto cubins = cuda::compileKernels(sources, nvrtcOptions, &stats);
+    if (!cubins)
+      return fail("compile", toString(cubins.takeError()));
+    outs() << formatv("nvrtc: {0} kernels for {1} ({2} compiled, {3} from the cache) in {4:f2} s\n",
+                      cubins->size(), plan->arch, stats.compiled, stats.cached, stats.seconds);
+  }
   outs() << formatv("compiled in {0:f2} s\n", secondsSince(start));
   return 0;
 }

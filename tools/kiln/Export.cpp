@@ -1,10 +1,21 @@
-//===- Export.cpp - `kiln export`: a checkpoint's weights in HF layout -----===//
+//===- Export.cpp - `kiln export`: weights in Hugging Face GPT-2 layout ----===//
+//
+// From a checkpoint (or run directory), or from a config: the initial
+// weights `kiln train` would start from with that config's train.seed —
+// what a reference implementation loads to follow kiln step by step
+// (bench/torch_gpt2.py).
+//
+//===----------------------------------------------------------------------===//
 
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
 
 #include "runtime/Checkpoint.h"
+#include "runtime/cpu/CpuBackend.h"
 #include "tools/support/HuggingFace.h"
+#include "tools/support/Training.h"
+
+#include "mlir/IR/MLIRContext.h"
 
 #include "llvm/Support/raw_ostream.h"
 
@@ -12,21 +23,51 @@ using namespace llvm;
 
 namespace kiln::cli {
 
-static cl::opt<std::string> checkpointPath(cl::Positional, cl::desc("<checkpoint or run dir>"),
+static cl::opt<std::string> checkpointPath(cl::Positional,
+                                           cl::desc("<checkpoint, run dir, or config.toml for "
+                                                    "its initial weights>"),
                                            cl::Required, cl::sub(exportCommand()),
                                            cl::cat(kilnCategory()));
 static cl::opt<std::string> outPath("hf", cl::desc("Write Hugging Face GPT-2 safetensors here"),
                                     cl::value_desc("file"), cl::Required,
                                     cl::sub(exportCommand()), cl::cat(kilnCategory()));
 
+/// The initial weights of `config` for its train.seed, as `kiln train`
+/// initializes them on any backend.
+static Expected<NamedTensors> initialWeights(const RunConfig &config) {
+  mlir::MLIRContext ctx;
+  auto module = tooling::buildTrainingModule(ctx, config);
+  if (!module)
+    return module.takeError();
+  cpu::CpuBackend backend;
+  if (Error err = backend.load(**module, static_cast<uint64_t>(config.train.seed)))
+    return std::move(err);
+  return backend.params();
+}
+
 int runExport() {
-  auto checkpoint = loadCheckpoint(checkpointPath);
-  if (!checkpoint)
-    return fail("export", toString(checkpoint.takeError()));
-  auto config = RunConfig::parse(checkpoint->state.config, checkpointPath + "/state.json");
-  if (!config)
-    return fail("export", toString(config.takeError()));
-  auto hf = tooling::toHuggingFaceGPT2(checkpoint->params, config->model);
+  NamedTensors params;
+  Expected<RunConfig> config = RunConfig();
+  if (StringRef(checkpointPath).ends_with(".toml")) {
+    config = loadConfig(checkpointPath, setOverrides());
+    if (!config)
+      return fail("export", toString(config.takeError()));
+    auto initial = initialWeights(*config);
+    if (!initial)
+      return fail("export", toString(initial.takeError()));
+    params = std::move(*initial);
+  } else {
+    if (!setOverrides().empty())
+      return fail("export", "--set applies to a config, not a checkpoint");
+    auto checkpoint = loadCheckpoint(checkpointPath);
+    if (!checkpoint)
+      return fail("export", toString(checkpoint.takeError()));
+    config = RunConfig::parse(checkpoint->state.config, checkpointPath + "/state.json");
+    if (!config)
+      return fail("export", toString(config.takeError()));
+    params = std::move(checkpoint->params);
+  }
+  auto hf = tooling::toHuggingFaceGPT2(params, config->model);
   if (!hf)
     return fail("export", toString(hf.takeError()));
   if (Error err = writeSafetensors(outPath, *hf, {{"format", "pt"}}))

@@ -50,6 +50,11 @@ cl::SubCommand &exportCommand() {
   return sub;
 }
 
+cl::SubCommand &benchCommand() {
+  static cl::SubCommand sub("bench", "Time a config's training step on the GPU (bench/ runs it)");
+  return sub;
+}
+
 cl::SubCommand &versionCommand() {
   static cl::SubCommand sub("version", "Print the versions of kiln, LLVM/MLIR and CUDA");
   return sub;
@@ -60,7 +65,8 @@ ArrayRef<Command> commands() {
       {trainCommand(), runTrain},         {compileCommand(), runCompile},
       {sampleCommand(), runSample},       {estimateCommand(), runEstimate},
       {tokenizeCommand(), runTokenize},   {gradcheckCommand(), runGradcheck},
-      {exportCommand(), runExport},       {versionCommand(), runVersion},
+      {exportCommand(), runExport},       {benchCommand(), runBench},
+      {versionCommand(), runVersion},
   };
   return all;
 }
@@ -96,7 +102,8 @@ int main(int argc, char **argv) {
           "  kiln estimate CONFIG                       params, FLOPs, memory\n"
           "  kiln tokenize --out DIR FILES...           write token shards\n"
           "  kiln gradcheck CONFIG                      check gradients in f64\n"
-          "  kiln export CKPT_DIR --hf FILE             weights in Hugging Face layout\n"
+          "  kiln export CKPT_DIR|CONFIG --hf FILE      weights in Hugging Face layout\n"
+          "  kiln bench CONFIG [--gemms FILE]           time a training step on the GPU\n"
           "  kiln version                               print versions\n\n"
           "Run `kiln <command> --help` for a command's options.\n",
           &errs()))

@@ -5,7 +5,7 @@
 
 #include "models/GPT2.h"
 #include "runtime/Checkpoint.h"
-#include "runtime/cpu/CpuBackend.h"
+#include "runtime/Backend.h"
 #include "tools/support/Compile.h"
 #include "tools/support/Training.h"
 
@@ -55,7 +55,13 @@ int runSample() {
                                mlir::Float32Type::get(&ctx), models::GPT2Output::Logits, "logits",
                                errors)))
     return fail("sample", "building the model failed: " + join(errors, "; "));
-  cpu::CpuBackend backend;
+  // The run's device, with --set train.device=cpu|cuda to override.
+  if (Error err = config->applyOverrides(setOverrides()))
+    return fail("sample", toString(std::move(err)));
+  auto backendOr = tooling::makeBackend(config->train.device, nullptr);
+  if (!backendOr)
+    return fail("sample", toString(backendOr.takeError()));
+  Backend &backend = **backendOr;
   if (Error err = backend.load(*module, 0))
     return fail("sample", toString(std::move(err)));
   if (Error err = backend.setState(checkpoint->params))

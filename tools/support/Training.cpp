@@ -2,9 +2,12 @@
 
 #include "tools/support/Training.h"
 
+#include "codegen/PlanBuilder.h"
 #include "models/GPT2.h"
 #include "runtime/AtomicFile.h"
 #include "runtime/cpu/CpuBackend.h"
+#include "runtime/cuda/CudaApi.h"
+#include "runtime/cuda/CudaBackend.h"
 #include "runtime/data/DataLoader.h"
 #include "runtime/train/Schedule.h"
 #include "tools/support/Compile.h"
@@ -22,6 +25,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <future>
 
 namespace kiln::tooling {
 
@@ -38,6 +42,51 @@ std::string join(llvm::StringRef a, llvm::StringRef b) {
   llvm::sys::path::append(p, b);
   return std::string(p);
 }
+
+/// Reads the next training batch on another thread while the current step
+/// runs. position() is where the batch next() returns next starts, so a
+/// checkpoint resumes exactly there.
+class Prefetcher {
+public:
+  explicit Prefetcher(DataLoader &loader) : loader_(loader) {}
+  ~Prefetcher() { wait(); }
+
+  void next(cpu::HostTensor &tokens, cpu::HostTensor &targets) {
+    if (!pending_.valid())
+      start();
+    pending_.get();
+    tokens = std::move(tokens_);
+    targets = std::move(targets_);
+    start();
+  }
+  LoaderPosition position() {
+    if (pending_.valid())
+      return before_;
+    return loader_.position();
+  }
+  llvm::Error seek(const LoaderPosition &position) {
+    wait();
+    return loader_.seek(position);
+  }
+
+private:
+  void start() {
+    before_ = loader_.position();
+    pending_ = std::async(std::launch::async, [this] { loader_.next(tokens_, targets_); });
+  }
+  /// Drops a batch read ahead: the loader goes back to where it started.
+  void wait() {
+    if (!pending_.valid())
+      return;
+    pending_.get();
+    llvm::consumeError(loader_.seek(before_));
+  }
+
+  DataLoader &loader_;
+  std::future<void> pending_;
+  LoaderPosition before_;
+  cpu::HostTensor tokens_, targets_;
+};
 
 std::string formatDuration(double seconds) {
   int64_t s = static_cast<int64_t>(std::max(0.0, seconds) + 0.5);
@@ -184,6 +233,35 @@ llvm::Expected<std::string> generate(Backend &backend, const Tokenizer &tokenize
   return tokenizer.decode(generated);
 }
 
+llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ostream *progress) {
+  auto gpu = cuda::device();
+  if (!gpu)
+    return gpu.takeError();
+  codegen::CodegenOptions options;
+  options.arch = gpu->arch();
+  options.smCount = gpu->smCount;
+  cuda::ExecutorOptions executor;
+  executor.progress = progress;
+  return std::make_unique<cuda::CudaBackend>(
+      [options](mlir::ModuleOp module) { return codegen::compileToPlan(module, options); },
+      executor);
+}
+
+llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
+                                                     llvm::raw_ostream *progress) {
+  if (device == "cpu")
+    return std::make_unique<cpu::CpuBackend>();
+  auto backend = makeCudaBackend(progress);
+  if (!backend) {
+    if (device == "auto") {
+      llvm::consumeError(backend.takeError());
+      return std::make_unique<cpu::CpuBackend>();
+    }
+    return error("train.device = \"cuda\": " + llvm::toString(backend.takeError()));
+  }
+  return std::unique_ptr<Backend>(std::move(*backend));
+}
+
 llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
                           llvm::raw_ostream &out) {
   const int64_t B = config.train.batch_size, T = config.seqLen(),
@@ -194,7 +272,11 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
                  "\" is not available yet: mixed precision arrives with the precision-assignment "
                  "pass; use \"f32\"");
 
-  // 1. The tokenizer and the data.
+  // 1. Where it runs (a missing GPU is reported before anything else), the
+  // tokenizer and the data.
+  auto backendOr = makeBackend(config.train.device, &out);
+  if (!backendOr)
+    return backendOr.takeError();
   auto tokenizer = makeTokenizer(config.data.tokenizer, config.data.bpe_dir);
   if (!tokenizer)
     return tokenizer.takeError();
@@ -224,9 +306,10 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
   auto module = buildTrainingModule(ctx, config);
   if (!module)
     return module.takeError();
-  cpu::CpuBackend backend;
+  Backend &backend = **backendOr;
   if (llvm::Error err = backend.load(**module, static_cast<uint64_t>(config.train.seed)))
     return std::move(err);
+  Prefetcher trainBatches(**trainData);
   double compileSeconds = std::chrono::duration<double>(Clock::now() - compileStart).count();
 
   // 3. Resume, or start fresh.
@@ -243,7 +326,7 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
       return error("cannot resume from '" + options.resume + "': " + llvm::toString(std::move(err)));
     if (llvm::Error err = backend.setState(checkpoint->optimizer))
       return error("cannot resume from '" + options.resume + "': " + llvm::toString(std::move(err)));
-    if (llvm::Error err = (*trainData)->seek(checkpoint->state.data))
+    if (llvm::Error err = trainBatches.seek(checkpoint->state.data))
       return std::move(err);
     state.step = checkpoint->state.step;
     state.tokensSeen = checkpoint->state.tokensSeen;
@@ -299,6 +382,8 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
                        B, T, K > 1 ? llvm::formatv(" x {0} micro-batches", K).str() : "",
                        tokensPerStep, steps, config.optim.lr, config.optim.schedule,
                        config.optim.warmup_steps, compileSeconds);
+  if (std::string about = backend.describe(); !about.empty())
+    out << "  " << llvm::join(llvm::split(llvm::StringRef(about).rtrim(), '\n'), "\n  ") << "\n";
   if (!options.resume.empty())
     out << llvm::formatv("  resumed from {0} at step {1}\n", options.resume, state.step);
   out.flush();
@@ -349,7 +434,7 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
     c.params = std::move(*p);
     c.optimizer = std::move(*o);
     c.state = state;
-    c.state.data = (*trainData)->position();
+    c.state.data = trainBatches.position();
     c.state.rng = rng.state();
     return saveCheckpoint(checkpointDir, c, static_cast<int>(config.checkpoint.keep));
   };
@@ -364,7 +449,7 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
     if (accumulate) {
       for (int64_t k = 0; k < K; ++k) {
         cpu::HostTensor tokens, targets;
-        (*trainData)->next(tokens, targets);
+        trainBatches.next(tokens, targets);
         auto result = backend.run("accumulate_step", {{"tokens", tokens}, {"targets", targets}});
         if (!result)
           return result.takeError();
@@ -376,7 +461,7 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
       gradNorm = result->at("grad_norm").get(0);
     } else {
       cpu::HostTensor tokens, targets;
-      (*trainData)->next(tokens, targets);
+      trainBatches.next(tokens, targets);
       auto result = backend.run("train_step", {{"tokens", tokens}, {"targets", targets},
                                                {"lr", lrT}, {"step", stepT}});
       if (!result)

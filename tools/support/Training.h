@@ -14,6 +14,7 @@
 #include "frontend/Config.h"
 #include "runtime/Backend.h"
 #include "runtime/Checkpoint.h"
+#include "runtime/cuda/CudaBackend.h"
 #include "runtime/data/Tokenizer.h"
 #include "runtime/train/Sampler.h"
 
@@ -46,6 +47,16 @@ std::string defaultBpeDir();
 llvm::Expected<std::string> generate(Backend &backend, const Tokenizer &tokenizer,
                                      int64_t seqLen, int64_t vocab, llvm::StringRef prompt,
                                      int64_t count, const SamplingOptions &options, Rng &rng);
+
+/// The backend `device` names ("cpu", "cuda", or "auto": the GPU when there
+/// is one), empty; "cuda" without a GPU fails with the reason. `progress`
+/// gets a line about slow loading work (NVRTC).
+llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
+                                                     llvm::raw_ostream *progress);
+
+/// The CUDA backend for the first device, generating code for its
+/// architecture; "no CUDA device" when there is none.
+llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ostream *progress);
 
 struct TrainOptions {
   /// A checkpoint (or run directory) to continue from.

@@ -537,7 +537,7 @@ func.func @attention_lse(%q: tensor<1x2x8x16xbf16>) {
 
 // -----
 
-// expected-error @+1 {{unknown kiln argument attribute 'kiln.weight' on argument #0 (expected kiln.param, kiln.input, kiln.state, kiln.init or kiln.role)}}
+// expected-error @+1 {{unknown kiln argument attribute 'kiln.weight' on argument #0 (expected kiln.param, kiln.input, kiln.state, kiln.init, kiln.role or kiln.offset)}}
 func.func @unknown_arg_attr(%a: tensor<2xf32> {kiln.weight = "w"}) {
   return
 }

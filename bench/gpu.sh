@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# bench/gpu.sh — what a GPU host runs for kiln's CUDA checks and benchmarks,
+# with statically linked binaries built elsewhere (bench/pack.sh) and no
+# build on the host. Needs only the CUDA driver and python3 with PyTorch.
+#
+#   bash bench/gpu.sh STAGE...     stages: check reference bench gemms torch
+#                                  compile-torch (or all)
+#
+#   check      the GPU test binary: every op against the CPU interpreter, a
+#              small GPT trained 20 steps on both backends
+#   reference  GPT-2 124M f32, 20 steps, kiln vs bench/torch_gpt2.py from
+#              kiln's initial weights and the same batches
+#   bench      kiln bench at B=16 (cold cache, then warm) and B=32
+#   gemms      every GEMM of the step, kiln's cuBLASLt vs torch.matmul
+#   torch      torch eager f32 and bf16 at B=16 and B=32
+#   compile-torch  the same with torch.compile
+#
+# Results land in $RES (default /tmp/kiln-bench) as JSON and logs, packed
+# into $OUT/results.tgz when $OUT is set (the device tool brings it back);
+# the last thing printed is the table bench/summarize.py makes of them.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PACK=${OUT:-}
+OUT=${RES:-/tmp/kiln-bench}
+mkdir -p "$OUT"
+BIN=/tmp/kiln-bin
+mkdir -p $BIN
+for f in .gpu/*.gz; do gunzip -c "$f" > "$BIN/$(basename "$f" .gz)"; chmod +x "$BIN/$(basename "$f" .gz)"; done
+KILN=$BIN/kiln
+SHARD=.gpu/fortunes-gpt2/train_000000.bin
+export PYTHONUNBUFFERED=1
+stages=("$@")
+[ "${stages[0]:-all}" = all ] && stages=(check reference bench gemms torch compile-torch)
+
+$KILN version | tee "$OUT/version.txt"
+python3 -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)' | tee -a "$OUT/version.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee -a "$OUT/version.txt"
+
+# One run's settings: the 124M config on the fortunes shard, constant lr,
+# no evaluation or sampling in the way.
+train_sets=(--set data.train=$SHARD --set data.val=$SHARD --set data.mode=sequential
+            --set data.tokenizer=byte --set optim.schedule=constant --set optim.warmup_steps=0
+            --set eval.every=0 --set eval.batches=1 --set eval.sample_tokens=0
+            --set checkpoint.every=0 --set checkpoint.keep=1)
+
+for stage in "${stages[@]}"; do
+  echo "=== $stage"
+  case $stage in
+  check)
+    XDG_CACHE_HOME=/tmp/kiln-cache $BIN/kiln-gpu-tests 2>&1 | tee "$OUT/gpu-tests.log" \
+      | grep -E '^\[  (PASSED|FAILED|SKIPPED) |^  [a-z_0-9]+ +r[0-9]|step|worst|Failure|error|Expected|Which is|Value of' ;;
+  reference)
+    $KILN export configs/gpt2-124m.toml --hf /tmp/init.safetensors
+    rm -rf /tmp/ref-run
+    XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml --set train.steps=20 \
+      "${train_sets[@]}" --set run.dir=/tmp/ref-run 2>&1 | tee "$OUT/kiln-train.log" | grep -v "^step" | head -20
+    python3 bench/torch_gpt2.py reference --weights /tmp/init.safetensors --data $SHARD \
+      --steps 20 --lr 6e-4 --out "$OUT/torch-reference.json" | tail -3
+    python3 - "$OUT" <<'EOF'
+import json, sys
+out = sys.argv[1]
+kiln = [json.loads(l) for l in open("/tmp/ref-run/metrics.jsonl") if '"loss"' in l]
+torch_ = json.load(open(f"{out}/torch-reference.json"))
+rows, worst = [], 0.0
+for i, (k, t) in enumerate(zip(kiln, torch_["loss"])):
+    rel = abs(k["loss"] - t) / abs(t)
+    worst = max(worst, rel)
+    rows.append({"step": i + 1, "kiln": k["loss"], "torch": t, "rel": rel,
+                 "kiln_grad_norm": k["grad_norm"], "torch_grad_norm": torch_["grad_norm"][i]})
+    print(f"  step {i+1:2d}: kiln {k['loss']:.6f} torch {t:.6f} rel {rel:.2e}  grad norm kiln {k['grad_norm']:.4f} torch {torch_['grad_norm'][i]:.4f}")
+print(f"  worst relative loss difference over {len(rows)} steps: {worst:.2e} (limit 1e-3): {'PASS' if worst <= 1e-3 and len(rows) == 20 else 'FAIL'}")
+json.dump({"steps": rows, "worst_rel": worst}, open(f"{out}/reference.json", "w"), indent=1)
+EOF
+    ;;
+  bench)
+    rm -rf /tmp/kiln-cold
+    XDG_CACHE_HOME=/tmp/kiln-cold $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
+      --json "$OUT/kiln-b16-cold.json" --gemms "$OUT/kiln-gemms.json" | grep -v "^  gemm"
+    XDG_CACHE_HOME=/tmp/kiln-cold $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
+      --json "$OUT/kiln-b16.json"
+    XDG_CACHE_HOME=/tmp/kiln-cold $KILN bench configs/gpt2-124m.toml --set train.batch_size=32 \
+      --json "$OUT/kiln-b32.json" ;;
+  gemms)
+    [ -f "$OUT/kiln-gemms.json" ] || XDG_CACHE_HOME=/tmp/kiln-cold $KILN bench configs/gpt2-124m.toml \
+      --steps 2 --json /dev/null --gemms "$OUT/kiln-gemms.json" > /dev/null
+    python3 bench/torch_gpt2.py gemms --gemms "$OUT/kiln-gemms.json" --out "$OUT/gemms.json" ;;
+  torch)
+    for p in f32 bf16; do for b in 16 32; do
+      python3 bench/torch_gpt2.py bench --precision $p --batch $b --out "$OUT/torch-eager-$p-b$b.json"
+    done; done ;;
+  compile-torch)
+    for p in f32 bf16; do for b in 16 32; do
+      python3 bench/torch_gpt2.py bench --compile --precision $p --batch $b --out "$OUT/torch-compile-$p-b$b.json"
+    done; done ;;
+  *) echo "unknown stage $stage"; exit 2 ;;
+  esac
+done
+python3 bench/summarize.py "$OUT" | tee "$OUT/summary.txt"
+[ -n "$PACK" ] && tar czf "$PACK/results.tgz" -C "$OUT" .

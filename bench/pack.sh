@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# bench/pack.sh — prepares what a GPU host needs, in .gpu/ (ignored by git,
+# carried to the host): the statically linked kiln and kiln-gpu-tests,
+# stripped and gzipped (the carry limit is 64 MiB), and a GPT-2-tokenized
+# shard of the fortunes corpus for the 124M runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+mkdir -p .gpu
+for b in kiln kiln-gpu-tests; do
+  ldd "$BUILD/bin/$b" | grep -qE 'LLVM|MLIR|openblas|fmt|gtest' && { echo "$b is not static"; exit 1; }
+  strip -o ".gpu/$b" "$BUILD/bin/$b"
+  gzip -f -9 ".gpu/$b"
+done
+if [ ! -f .gpu/fortunes-gpt2/train_000000.bin ]; then
+  files=()
+  for f in /usr/share/games/fortunes/*; do
+    case "$f" in *.dat|*.u8) continue ;; esac
+    [ -f "$f" ] && files+=("$f")
+  done
+  "$BUILD/bin/kiln" tokenize --tokenizer gpt2 --split-on % --val-fraction 0.02 \
+    --out .gpu/fortunes-gpt2 "${files[@]}"
+fi
+du -sh .gpu

@@ -1,0 +1,476 @@
+//===- CompositeEmitter.cpp - kernels of the neural-network composites -----===//
+//
+// Each composite instantiates a template of codegen/kernels/*.cuh with its
+// shapes as template arguments: layer/RMS norm (a warp per row; the backward
+// sums dweight/dbias through per-warp partials), softmax, cross-entropy (a
+// block per row of logits), embedding (gather; scatter-add backward), rope,
+// attention. The optimizer's ops are multi-tensor: one launch covers every
+// parameter.
+//
+//===----------------------------------------------------------------------===//
+
+#include "codegen/Emitter.h"
+
+#include "ir/KilnOps.h"
+
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/FormatVariadic.h"
+
+using namespace mlir;
+
+namespace kiln::codegen {
+
+namespace {
+
+llvm::Error error(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+std::string include(const char *file) { return std::string("#include \"kiln/") + file + "\"\n"; }
+
+std::string elt(Value v) { return cType(tensorOf(v).getElementType()); }
+size_t elementBytes(Value v) { return cpu::dtypeSize(*cpu::dtypeOf(tensorOf(v).getElementType())); }
+
+/// Pointer parameters and their arguments, built together.
+struct Params {
+  std::string text;
+  std::vector<PlanArg> args;
+  llvm::Error add(Emitter &e, Value v, const std::string &name, bool isConst) {
+    auto offset = e.offsetOf(v);
+    if (!offset)
+      return offset.takeError();
+    text += (text.empty() ? "" : ", ") + std::string(isConst ? "const " : "") + elt(v) + " *" + name;
+    args.push_back(Emitter::ptr(*offset));
+    return llvm::Error::success();
+  }
+  /// `unsigned *error`: the word kernels set on out-of-range ids.
+  void addErrorFlag(Emitter &e) {
+    text += (text.empty() ? "" : ", ") + std::string("unsigned *error");
+    args.push_back(Emitter::ptr(e.errorFlag()));
+  }
+};
+
+/// The rows and row length of a tensor's last dimension.
+std::pair<int64_t, int64_t> rowsOf(Value v) {
+  auto t = tensorOf(v);
+  int64_t n = t.getRank() ? t.getShape().back() : 1;
+  return {n ? t.getNumElements() / n : 0, n};
+}
+
+std::string kernel(Operation *op, const char *file, const std::string &params, const std::string &body,
+                   int threads = 256) {
+  return include(file) + Emitter::header(op) + "extern \"C\" __global__ void __launch_bounds__(" +
+         std::to_string(threads) + ") @NAME@(" + params + ") {\n" + body + "}\n";
+}
+
+#define ADD(value, name, isConst)                                                                  \
+  if (llvm::Error err = p.add(e, value, name, isConst))                                            \
+    return std::move(err);
+
+llvm::Expected<bool> layerNorm(Emitter &e, LayerNormOp op) {
+  Params p;
+  ADD(op.getX(), "x", true) ADD(op.getWeight(), "w", true) ADD(op.getBias(), "b", true)
+  ADD(op.getY(), "y", false) ADD(op.getMean(), "mean", false) ADD(op.getRstd(), "rstd", false)
+  auto [rows, c] = rowsOf(op.getX());
+  std::string body = llvm::formatv("  kiln::layerNormForward<{0}, {1}, {2}, {3}>(x, w, b, y, mean, rstd, {4:e9}f);\n",
+                                   elt(op.getX()), elt(op.getMean()), rows, c,
+                                   op.getEpsilon().convertToFloat())
+                         .str();
+  e.launch(op, "layer_norm", kernel(op, "norm.cuh", p.text, body), {e.gridFor(rows * 32, 256), 1, 1},
+           {256, 1, 1}, p.args);
+  return true;
+}
+
+/// The backward of a norm: dx and per-warp partials, then their column sums.
+llvm::Expected<bool> normBackward(Emitter &e, Operation *op, bool layer) {
+  Value x = op->getOperand(0);
+  auto [rows, c] = rowsOf(x);
+  int64_t grid = std::min<int64_t>((rows + 7) / 8, 128), warps = grid * 8;
+  int parts = layer ? 2 : 1;
+  std::string F = computeType(tensorOf(x).getElementType());
+  auto partial = e.scratch(warps * parts * c * (F == "double" ? 8 : 4));
+  if (!partial)
+    return partial.takeError();
+  Params p;
+  ADD(x, "x", true) ADD(op->getOperand(1), "w", true)
+  std::string call;
+  if (layer) {
+    auto ln = cast<LayerNormGradOp>(op);
+    ADD(ln.getMean(), "mean", true) ADD(ln.getRstd(), "rstd", true) ADD(ln.getDy(), "dy", true)
+    ADD(ln.getDx(), "dx", false)
+    call = llvm::formatv("  kiln::layerNormBackward<{0}, {1}, {2}, {3}>(x, w, mean, rstd, dy, dx, partial);\n",
+                         elt(x), elt(ln.getMean()), rows, c)
+               .str();
+  } else {
+    auto rms = cast<RmsNormGradOp>(op);
+    ADD(rms.getRstd(), "rstd", true) ADD(rms.getDy(), "dy", true) ADD(rms.getDx(), "dx", false)
+    call = llvm::formatv("  kiln::rmsNormBackward<{0}, {1}, {2}, {3}>(x, w, rstd, dy, dx, partial);\n",
+                         elt(x), elt(rms.getRstd()), rows, c)
+               .str();
+  }
+  p.text += ", " + F + " *partial";
+  p.args.push_back(Emitter::ptr(*partial));
+  e.launch(op, layer ? "layer_norm_backward" : "rms_norm_backward", kernel(op, "norm.cuh", p.text, call),
+           {grid, 1, 1}, {256, 1, 1}, p.args);
+  Params q;
+  q.text = "const " + F + " *partial";
+  q.args.push_back(Emitter::ptr(*partial));
+  {
+    Params &p = q;
+    ADD(op->getResult(1), "dw", false)
+    if (layer) {
+      ADD(op->getResult(2), "db", false)
+    }
+  }
+  std::string sum = llvm::formatv("  kiln::sumPartials<{0}, {1}, {2}, {3}>(partial, dw, {4});\n", elt(x),
+                                  c, warps, parts, layer ? "db" : "dw")
+                        .str();
+  e.launch(op, "norm_partials", kernel(op, "norm.cuh", q.text, sum), {(c + 255) / 256, 1, 1},
+           {256, 1, 1}, q.args);
+  return true;
+}
+
+llvm::Expected<bool> rmsNorm(Emitter &e, RmsNormOp op) {
+  Params p;
+  ADD(op.getX(), "x", true) ADD(op.getWeight(), "w", true) ADD(op.getY(), "y", false)
+  ADD(op.getRstd(), "rstd", false)
+  auto [rows, c] = rowsOf(op.getX());
+  std::string body = llvm::formatv("  kiln::rmsNormForward<{0}, {1}, {2}, {3}>(x, w, y, rstd, {4:e9}f);\n",
+                                   elt(op.getX()), elt(op.getRstd()), rows, c,
+                                   op.getEpsilon().convertToFloat())
+                         .str();
+  e.launch(op, "rms_norm", kernel(op, "norm.cuh", p.text, body), {e.gridFor(rows * 32, 256), 1, 1},
+           {256, 1, 1}, p.args);
+  return true;
+}
+
+llvm::Expected<bool> softmax(Emitter &e, Operation *op, bool log) {
+  Params p;
+  ADD(op->getOperand(0), "x", true) ADD(op->getResult(0), "y", false)
+  auto [rows, n] = rowsOf(op->getOperand(0));
+  std::string body = llvm::formatv("  kiln::softmaxForward<{0}, {1}, {2}, {3}>(x, y);\n",
+                                   elt(op->getOperand(0)), rows, n, log ? "true" : "false")
+                         .str();
+  e.launch(op, log ? "log_softmax" : "softmax", kernel(op, "softmax.cuh", p.text, body),
+           {e.gridFor(rows * 32, 256), 1, 1}, {256, 1, 1}, p.args);
+  return true;
+}
+
+llvm::Expected<bool> softmaxGrad(Emitter &e, SoftmaxGradOp op) {
+  Params p;
+  ADD(op.getY(), "y", true) ADD(op.getDy(), "dy", true) ADD(op.getDx(), "dx", false)
+  auto [rows, n] = rowsOf(op.getY());
+  std::string body = llvm::formatv("  kiln::softmaxBackward<{0}, {1}, {2}>(y, dy, dx);\n", elt(op.getY()), rows, n).str();
+  e.launch(op, "softmax_backward", kernel(op, "softmax.cuh", p.text, body),
+           {e.gridFor(rows * 32, 256), 1, 1}, {256, 1, 1}, p.args);
+  return true;
+}
+
+llvm::Expected<bool> crossEntropy(Emitter &e, CrossEntropyOp op) {
+  Params p;
+  ADD(op.getLogits(), "logits", true) ADD(op.getTargets(), "targets", true)
+  ADD(op.getLoss(), "loss", false) ADD(op.getLse(), "lse", false)
+  p.addErrorFlag(e);
+  auto [rows, v] = rowsOf(op.getLogits());
+  std::string body = llvm::formatv("  kiln::crossEntropyForward<{0}, {1}, {2}, {3}, {4}, {5}>(logits, targets, loss, lse, error);\n",
+                                   elt(op.getLogits()), elt(op.getLoss()), elt(op.getTargets()), rows, v,
+                                   op.getNumValidClasses())
+                         .str();
+  e.launch(op, "cross_entropy", kernel(op, "cross_entropy.cuh", p.text, body),
+           {std::min<int64_t>(rows, e.options().smCount * 16), 1, 1}, {256, 1, 1}, p.args);
+  return true;
+}
+
+llvm::Expected<bool> crossEntropyGrad(Emitter &e, CrossEntropyGradOp op) {
+  Params p;
+  ADD(op.getLogits(), "logits", true) ADD(op.getTargets(), "targets", true) ADD(op.getLse(), "lse", true)
+  ADD(op.getDloss(), "dloss", true) ADD(op.getDlogits(), "dlogits", false)
+  p.addErrorFlag(e);
+  auto [rows, v] = rowsOf(op.getLogits());
+  int64_t valid = op.getValidClasses() ? static_cast<int64_t>(*op.getValidClasses()) : v;
+  std::string body = llvm::formatv("  kiln::crossEntropyBackward<{0}, {1}, {2}, {3}, {4}, {5}>(logits, targets, lse, dloss, dlogits, error);\n",
+                                   elt(op.getLogits()), elt(op.getLse()), elt(op.getTargets()), rows, v, valid)
+                         .str();
+  e.launch(op, "cross_entropy_backward", kernel(op, "cross_entropy.cuh", p.text, body),
+           {std::min<int64_t>(rows, e.options().smCount * 16), 1, 1}, {256, 1, 1}, p.args);
+  return true;
+}
+
+llvm::Expected<bool> embedding(Emitter &e, EmbeddingOp op) {
+  Params p;
+  ADD(op.getTable(), "table", true) ADD(op.getIds(), "ids", true) ADD(op.getResult(), "out", false)
+  p.addErrorFlag(e);
+  auto table = tensorOf(op.getTable());
+  int64_t ids = tensorOf(op.getIds()).getNumElements(), c = table.getDimSize(1);
+  std::string body = llvm::formatv("  kiln::embeddingForward<{0}, {1}, {2}, {3}, {4}>(table, ids, out, error);\n",
+                                   elt(op.getTable()), elt(op.getIds()), ids, c, table.getDimSize(0))
+                         .str();
+  e.launch(op, "embedding", kernel(op, "embedding.cuh", p.text, body), {e.gridFor(ids * c, 256), 1, 1},
+           {256, 1, 1}, p.args);
+  return true;
+}
+
+llvm::Expected<bool> embeddingGrad(Emitter &e, EmbeddingGradOp op) {
+  auto table = e.offsetOf(op.getResult());
+  if (!table)
+    return table.takeError();
+  e.memset(op, *table, numBytes(op.getResult().getType()));
+  Params p;
+  ADD(op.getIds(), "ids", true) ADD(op.getDy(), "dy", true) ADD(op.getResult(), "dtable", false)
+  p.addErrorFlag(e);
+  auto tableType = tensorOf(op.getResult());
+  int64_t ids = tensorOf(op.getIds()).getNumElements(), c = tableType.getDimSize(1);
+  std::string body = llvm::formatv("  kiln::embeddingBackward<{0}, {1}, {2}, {3}, {4}>(ids, dy, dtable, error);\n",
+                                   elt(op.getDy()), elt(op.getIds()), ids, c, tableType.getDimSize(0))
+                         .str();
+  e.launch(op, "embedding_backward", kernel(op, "embedding.cuh", p.text, body),
+           {e.gridFor(ids * c, 256), 1, 1}, {256, 1, 1}, p.args);
+  return true;
+}
+
+llvm::Expected<bool> rope(Emitter &e, RopeOp op) {
+  Params p;
+  ADD(op.getOperand(), "x", true) ADD(op.getResult(), "y", false)
+  auto t = tensorOf(op.getOperand());
+  int64_t d = t.getShape().back(), tlen = t.getDimSize(t.getRank() - 2), rows = t.getNumElements() / d;
+  std::string body = llvm::formatv("  kiln::rope<{0}, {1}, {2}, {3}, {4}>(x, y, {5:e17});\n", elt(op.getOperand()),
+                                   rows, tlen, d, op.getInverse() ? "true" : "false",
+                                   op.getTheta().convertToDouble())
+                         .str();
+  e.launch(op, "rope", kernel(op, "rope.cuh", p.text, body), {e.gridFor(rows * d / 2, 256), 1, 1},
+           {256, 1, 1}, p.args);
+  return true;
+}
+
+/// Template arguments <T, S, B, H, HKV, TQ, TK, D, DV, CAUSAL> of attention.
+std::string attentionShape(Value q, Value k, Value v, Value lse, bool causal) {
+  auto qt = tensorOf(q), kt = tensorOf(k), vt = tensorOf(v);
+  return llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}", elt(q), elt(lse), qt.getDimSize(0),
+                       qt.getDimSize(1), kt.getDimSize(1), qt.getDimSize(2), kt.getDimSize(2),
+                       qt.getDimSize(3), vt.getDimSize(3), causal ? "true" : "false")
+      .str();
+}
+
+int64_t computeBytes(Value v) { return computeType(tensorOf(v).getElementType()) == "double" ? 8 : 4; }
+
+/// The naive attention kernels keep a row of scores (two in the backward)
+/// in shared memory; Hopper gives a block at most 227 KiB.
+llvm::Error checkAttentionShared(Operation *op, int64_t bytes) {
+  constexpr int64_t kMaxShared = 227 * 1024 - 1024; // less the kernels' static reductions
+  if (bytes > kMaxShared)
+    return error(llvm::formatv("codegen: {0} needs {1} bytes of shared memory per block for its "
+                               "key length; at most {2} fit (the fused flash-attention kernel "
+                               "lifts this limit)",
+                               Emitter::describe(op), bytes, kMaxShared));
+  return llvm::Error::success();
+}
+
+llvm::Expected<bool> attention(Emitter &e, AttentionOp op) {
+  Params p;
+  ADD(op.getQ(), "q", true) ADD(op.getK(), "k", true) ADD(op.getV(), "v", true)
+  ADD(op.getOut(), "out", false) ADD(op.getLse(), "lse", false)
+  auto qt = tensorOf(op.getQ());
+  int64_t rows = qt.getDimSize(0) * qt.getDimSize(1) * qt.getDimSize(2), tk = tensorOf(op.getK()).getDimSize(2);
+  if (llvm::Error err = checkAttentionShared(op, tk * computeBytes(op.getQ())))
+    return std::move(err);
+  std::string body = "  kiln::attentionForward<" + attentionShape(op.getQ(), op.getK(), op.getV(), op.getLse(), op.getCausal()) +
+                     llvm::formatv(">(q, k, v, out, lse, {0:e9}f);\n", op.getScale().convertToFloat()).str();
+  e.launch(op, "attention", kernel(op, "attention.cuh", p.text, body, 128),
+           {std::min<int64_t>(rows, e.options().smCount * 16), 1, 1}, {128, 1, 1}, p.args,
+           tk * computeBytes(op.getQ()));
+  return true;
+}
+
+llvm::Expected<bool> attentionGrad(Emitter &e, AttentionGradOp op) {
+  for (Value zeroed : {op.getDk(), op.getDv()}) {
+    auto offset = e.offsetOf(zeroed);
+    if (!offset)
+      return offset.takeError();
+    e.memset(op, *offset, numBytes(zeroed.getType()));
+  }
+  Params p;
+  ADD(op.getQ(), "q", true) ADD(op.getK(), "k", true) ADD(op.getV(), "v", true) ADD(op.getOut(), "out", true)
+  ADD(op.getLse(), "lse", true) ADD(op.getDout(), "dout", true) ADD(op.getDq(), "dq", false)
+  ADD(op.getDk(), "dk", false) ADD(op.getDv(), "dv", false)
+  auto qt = tensorOf(op.getQ());
+  int64_t rows = qt.getDimSize(0) * qt.getDimSize(1) * qt.getDimSize(2), tk = tensorOf(op.getK()).getDimSize(2);
+  if (llvm::Error err = checkAttentionShared(op, 2 * tk * computeBytes(op.getQ())))
+    return std::move(err);
+  std::string body = "  kiln::attentionBackward<" + attentionShape(op.getQ(), op.getK(), op.getV(), op.getLse(), op.getCausal()) +
+                     llvm::formatv(">(q, k, v, out, lse, dout, dq, dk, dv, {0:e9}f);\n", op.getScale().convertToFloat()).str();
+  e.launch(op, "attention_backward", kernel(op, "attention.cuh", p.text, body, 128),
+           {std::min<int64_t>(rows, e.options().smCount * 16), 1, 1}, {128, 1, 1}, p.args,
+           2 * tk * computeBytes(op.getQ()));
+  return true;
+}
+
+#undef ADD
+
+/// Chunks of `size`-element tensors for multi-tensor kernels: the source of
+/// a prefix table and the block count.
+constexpr int64_t kChunk = 32768;
+
+std::string chunkTable(llvm::ArrayRef<int64_t> sizes, int64_t &blocks) {
+  std::string table = "__device__ const kiln::i64 kChunkStart[] = {";
+  blocks = 0;
+  for (auto [i, n] : llvm::enumerate(sizes)) {
+    table += (i ? ", " : "") + std::to_string(blocks);
+    blocks += std::max<int64_t>(1, (n + kChunk - 1) / kChunk);
+  }
+  table += ", " + std::to_string(blocks) + "};\n";
+  return table;
+}
+
+/// Device code finding the tensor `t` and element range of block blockIdx.x.
+std::string findChunk(size_t tensors) {
+  return llvm::formatv("  int lo = 0, hi = {0};\n"
+                       "  while (hi - lo > 1) {{ int mid = (lo + hi) / 2; if (kChunkStart[mid] <= blockIdx.x) lo = mid; else hi = mid; }\n"
+                       "  const int t = lo;\n"
+                       "  const kiln::i64 begin = (blockIdx.x - kChunkStart[t]) * {1};\n",
+                       tensors, kChunk)
+      .str();
+}
+
+} // namespace
+
+llvm::Expected<bool> emitComposite(Emitter &e, Operation *op) {
+  return llvm::TypeSwitch<Operation *, llvm::Expected<bool>>(op)
+      .Case([&](LayerNormOp o) { return layerNorm(e, o); })
+      .Case([&](LayerNormGradOp o) { return normBackward(e, o, true); })
+      .Case([&](RmsNormOp o) { return rmsNorm(e, o); })
+      .Case([&](RmsNormGradOp o) { return normBackward(e, o, false); })
+      .Case([&](SoftmaxOp o) { return softmax(e, o, false); })
+      .Case([&](LogSoftmaxOp o) { return softmax(e, o, true); })
+      .Case([&](SoftmaxGradOp o) { return softmaxGrad(e, o); })
+      .Case([&](CrossEntropyOp o) { return crossEntropy(e, o); })
+      .Case([&](CrossEntropyGradOp o) { return crossEntropyGrad(e, o); })
+      .Case([&](EmbeddingOp o) { return embedding(e, o); })
+      .Case([&](EmbeddingGradOp o) { return embeddingGrad(e, o); })
+      .Case([&](RopeOp o) { return rope(e, o); })
+      .Case([&](AttentionOp o) { return attention(e, o); })
+      .Case([&](AttentionGradOp o) { return attentionGrad(e, o); })
+      .Default([](Operation *) -> llvm::Expected<bool> { return false; });
+}
+
+llvm::Error emitGlobalNorm(Emitter &e, Operation *op) {
+  auto norm = cast<GlobalNormOp>(op);
+  std::vector<int64_t> sizes;
+  std::string offsets = "__device__ const kiln::i64 kOffset[] = {";
+  std::string type;
+  for (auto [i, v] : llvm::enumerate(norm.getInputs())) {
+    auto offset = e.offsetOf(v);
+    if (!offset)
+      return offset.takeError();
+    if (!type.empty() && elt(v) != type)
+      return error("codegen: kiln.global_norm over tensors of several element types is not supported yet");
+    type = elt(v);
+    sizes.push_back(tensorOf(v).getNumElements());
+    offsets += (i ? ", " : "") + std::to_string(*offset);
+  }
+  offsets += "};\n";
+  std::string sizeTable = "__device__ const kiln::i64 kSize[] = {";
+  for (auto [i, n] : llvm::enumerate(sizes))
+    sizeTable += (i ? ", " : "") + std::to_string(n);
+  sizeTable += "};\n";
+  int64_t blocks;
+  std::string chunks = chunkTable(sizes, blocks);
+  // The CPU sums squares in double; so do the kernels for f64 tensors.
+  std::string acc = type == "double" ? "double" : "float";
+  auto partial = e.scratch(blocks * (acc == "double" ? 8 : 4));
+  if (!partial)
+    return partial.takeError();
+  std::string src1 = include("optim.cuh") + Emitter::header(op) + offsets + sizeTable + chunks +
+                     "extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const char *arena, " + acc + " *partial) {\n" +
+                     findChunk(sizes.size()) +
+                     llvm::formatv("  const kiln::i64 end = begin + {0} < kSize[t] ? begin + {0} : kSize[t];\n"
+                                   "  kiln::sumSquaresChunk<{1}, {2}>(arena, kOffset[t], begin, end, partial);\n}\n",
+                                   kChunk, type, acc)
+                         .str();
+  e.launch(op, "global_norm_partial", src1, {blocks, 1, 1}, {256, 1, 1},
+           {Emitter::ptr(0), Emitter::ptr(*partial)});
+  auto out = e.offsetOf(norm.getNorm());
+  if (!out)
+    return out.takeError();
+  std::string src2 = include("optim.cuh") + Emitter::header(op) +
+                     llvm::formatv("extern \"C\" __global__ void __launch_bounds__(1024) @NAME@(const {2} *partial, {0} *out) {{\n"
+                                   "  kiln::sqrtOfSum<{0}, {2}, {1}>(partial, out);\n}\n",
+                                   elt(norm.getNorm()), blocks, acc)
+                         .str();
+  e.launch(op, "global_norm", src2, {1, 1, 1}, {1024, 1, 1}, {Emitter::ptr(*partial), Emitter::ptr(*out)});
+  return llvm::Error::success();
+}
+
+llvm::Error emitAdamW(Emitter &e, llvm::ArrayRef<Operation *> ops) {
+  // The launch runs where the last update is: no op before it may read an
+  // update's results.
+  Operation *last = ops.back();
+  for (Operation *op : ops)
+    for (Operation *user : op->getUsers())
+      if (!isa<func::ReturnOp>(user) && user->isBeforeInBlock(last))
+        return error("codegen: " + Emitter::describe(user) + " reads the result of " +
+                     Emitter::describe(op) + " before the last AdamW update");
+  Operation *first = ops.front();
+  auto adam0 = cast<AdamWUpdateOp>(first);
+  std::string table = "__device__ const kiln::AdamTensor kTensors[] = {\n";
+  std::vector<int64_t> sizes;
+  std::string types;
+  for (auto [i, op] : llvm::enumerate(ops)) {
+    auto a = cast<AdamWUpdateOp>(op);
+    if (a.getLr() != adam0.getLr() || a.getStep() != adam0.getStep() || a.getGradScale() != adam0.getGradScale())
+      return error("codegen: AdamW updates with different lr/step/scale inputs are not supported");
+    std::string t = elt(a.getParam()) + ", " + elt(a.getGrad()) + ", " + elt(a.getM());
+    if (!types.empty() && t != types)
+      return error("codegen: AdamW over parameters of several element types is not supported yet");
+    types = t;
+    auto param = e.offsetOf(a.getParam()), grad = e.offsetOf(a.getGrad()), m = e.offsetOf(a.getM()),
+         v = e.offsetOf(a.getV()), newParam = e.offsetOf(a.getNewParam()), newM = e.offsetOf(a.getNewM()),
+         newV = e.offsetOf(a.getNewV());
+    for (auto *o : {&param, &grad, &m, &v, &newParam, &newM, &newV})
+      if (!*o)
+        return o->takeError();
+    // Results kiln-plan-buffers could not put over their operands: copy the
+    // operands there first, then update the copies in place.
+    int64_t n = tensorOf(a.getParam()).getNumElements();
+    int64_t bytes = n * static_cast<int64_t>(elementBytes(a.getParam()));
+    int64_t stateBytes = n * static_cast<int64_t>(elementBytes(a.getM()));
+    if (*newParam != *param)
+      e.copy(op, *newParam, *param, bytes);
+    if (*newM != *m)
+      e.copy(op, *newM, *m, stateBytes);
+    if (*newV != *v)
+      e.copy(op, *newV, *v, stateBytes);
+    *param = *newParam;
+    *m = *newM;
+    *v = *newV;
+    sizes.push_back(n);
+    table += llvm::formatv("  {{{0}, {1}, {2}, {3}, {4}, {5:e9}f, {6:e9}f, {7:e9}f, {8:e9}f},\n", *param, *grad, *m, *v, n,
+                           a.getBeta1().convertToFloat(), a.getBeta2().convertToFloat(),
+                           a.getEpsilon().convertToFloat(), a.getWeightDecay().convertToFloat())
+                 .str();
+  }
+  table += "};\n";
+  int64_t blocks;
+  std::string chunks = chunkTable(sizes, blocks);
+  for (Value scalar : {adam0.getLr(), adam0.getStep(), adam0.getGradScale()})
+    if (!tensorOf(scalar).getElementType().isF32())
+      return error("codegen: " + Emitter::describe(first) + " takes lr, step and grad_scale as "
+                   "f32 scalars; got " + llvm::Twine(elt(scalar)));
+  auto lr = e.offsetOf(adam0.getLr()), step = e.offsetOf(adam0.getStep()), scale = e.offsetOf(adam0.getGradScale());
+  for (auto *o : {&lr, &step, &scale})
+    if (!*o)
+      return o->takeError();
+  std::string source = include("optim.cuh") + "// " + std::to_string(ops.size()) +
+                       " kiln.adamw_update ops, one launch (multi-tensor AdamW)\n" + table + chunks +
+                       "extern \"C\" __global__ void __launch_bounds__(256) @NAME@(char *arena, const float *lr, const float *step, const float *scale) {\n" +
+                       findChunk(sizes.size()) +
+                       llvm::formatv("  const kiln::AdamTensor &p = kTensors[t];\n"
+                                     "  const kiln::i64 end = begin + {0} < p.size ? begin + {0} : p.size;\n"
+                                     "  kiln::adamwChunk<{1}>(arena, p, begin, end, *lr, *step, *scale);\n}\n",
+                                     kChunk, types)
+                           .str();
+  e.launch(last, "adamw", source, {blocks, 1, 1}, {256, 1, 1},
+           {Emitter::ptr(0), Emitter::ptr(*lr), Emitter::ptr(*step), Emitter::ptr(*scale)});
+  return llvm::Error::success();
+}
+
+} // namespace kiln::codegen

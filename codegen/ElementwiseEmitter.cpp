@@ -1,0 +1,356 @@
+//===- ElementwiseEmitter.cpp - elementwise and data-movement kernels ------===//
+//
+// Elementwise ops become one grid-stride kernel over the output's elements,
+// with 128-bit (float4) loads and stores when every operand is an f32
+// tensor of the output's size. Splat constants arrive as literals.
+// Data movement (transpose, broadcast_in_dim, slice, pad, concat, iota,
+// materialized constants) is one gather kernel: each output element
+// computes its source index from its multi-index, with every shape and
+// stride a compile-time constant.
+//
+//===----------------------------------------------------------------------===//
+
+#include "codegen/Emitter.h"
+
+#include "ir/KilnOps.h"
+
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/FormatVariadic.h"
+
+using namespace mlir;
+
+namespace kiln::codegen {
+
+namespace {
+
+
+constexpr int64_t kThreads = 256;
+
+/// The scalar expression of an elementwise op over operand expressions.
+std::optional<std::string> expression(Operation *op, llvm::ArrayRef<std::string> a,
+                                      const std::string &ct) {
+  auto bin = [&](const char *o) { return "(" + a[0] + " " + o + " " + a[1] + ")"; };
+  return llvm::TypeSwitch<Operation *, std::optional<std::string>>(op)
+      .Case([&](AddOp) { return bin("+"); })
+      .Case([&](SubOp) { return bin("-"); })
+      .Case([&](MulOp) { return bin("*"); })
+      .Case([&](DivOp) { return bin("/"); })
+      .Case([&](MaxOp) {
+        // nan propagates, as in the reference.
+        return "((" + a[0] + " > " + a[1] + " || " + a[0] + " != " + a[0] + ") ? " + a[0] +
+               " : " + a[1] + ")";
+      })
+      .Case([&](NegOp) { return "(-" + a[0] + ")"; })
+      .Case([&](ExpOp) { return "exp(" + a[0] + ")"; })
+      .Case([&](LogOp) { return "log(" + a[0] + ")"; })
+      .Case([&](SqrtOp) { return "sqrt(" + a[0] + ")"; })
+      .Case([&](RsqrtOp) { return "((" + ct + ")1 / sqrt(" + a[0] + "))"; })
+      .Case([&](TanhOp) { return "tanh(" + a[0] + ")"; })
+      .Case([&](SigmoidOp) { return "kiln::sigmoid(" + a[0] + ")"; })
+      .Case([&](SiluOp) { return "(" + a[0] + " * kiln::sigmoid(" + a[0] + "))"; })
+      .Case([&](ReluOp) { return "(" + a[0] + " > (" + ct + ")0 ? " + a[0] + " : (" + ct + ")0)"; })
+      .Case([&](GeluOp g) {
+        return std::string(g.getApproximate() == GeluApproximation::tanh ? "kiln::geluTanh("
+                                                                         : "kiln::geluErf(") +
+               a[0] + ")";
+      })
+      .Case([&](GeluGradOp g) {
+        return "(" + a[1] +
+               (g.getApproximate() == GeluApproximation::tanh ? " * kiln::geluTanhGrad("
+                                                              : " * kiln::geluErfGrad(") +
+               a[0] + "))";
+      })
+      .Case([&](CompareOp c) {
+        const char *o = "==";
+        switch (c.getDirection()) {
+        case CompareDirection::eq: o = "=="; break;
+        case CompareDirection::ne: o = "!="; break;
+        case CompareDirection::lt: o = "<"; break;
+        case CompareDirection::le: o = "<="; break;
+        case CompareDirection::gt: o = ">"; break;
+        case CompareDirection::ge: o = ">="; break;
+        }
+        return "(unsigned char)" + bin(o);
+      })
+      .Case([&](SelectOp) { return "(" + a[0] + " ? " + a[1] + " : " + a[2] + ")"; })
+      .Case([&](CastOp c) -> std::string {
+        Type to = tensorOf(c.getResult()).getElementType();
+        if (to.isInteger(1))
+          return "(unsigned char)(" + a[0] + " != 0)";
+        if (isa<IntegerType>(to)) // toward zero; nan -> 0 as in the reference
+          return "(" + a[0] + " != " + a[0] + " ? 0ll : (long long)(" + a[0] + "))";
+        return "(" + ct + ")(" + a[0] + ")";
+      })
+      .Default([](Operation *) { return std::nullopt; });
+}
+
+/// The compute type an op's operands are read in (a cast reads its source's).
+std::string operandComputeType(Operation *op) {
+  return computeType(tensorOf(op->getOperand(op->getNumOperands() - 1)).getElementType());
+}
+
+} // namespace
+
+llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
+  if (!op->hasTrait<OpTrait::Elementwise>())
+    return false;
+  Value result = op->getResult(0);
+  auto outType = tensorOf(result);
+  int64_t n = outType.getNumElements();
+  std::string outC = cType(outType.getElementType());
+  std::string ct = isa<CastOp, CompareOp>(op) ? operandComputeType(op)
+                                              : computeType(outType.getElementType());
+  if (auto select = dyn_cast<SelectOp>(op))
+    ct = computeType(tensorOf(select.getOnTrue()).getElementType());
+
+  // Operands: pointers, or literals for inlined splat constants.
+  std::vector<PlanArg> args;
+  std::string params;
+  std::vector<std::string> scalars;
+  bool allF32 = outType.getElementType().isF32();
+  for (auto [i, operand] : llvm::enumerate(op->getOperands())) {
+    Type elt = tensorOf(operand).getElementType();
+    std::string opCt = computeType(elt);
+    if (e.isInlined(operand)) {
+      scalars.push_back(e.literal(operand));
+      continue;
+    }
+    auto offset = e.offsetOf(operand);
+    if (!offset)
+      return offset.takeError();
+    args.push_back(Emitter::ptr(*offset));
+    params += llvm::formatv("const {0} *__restrict__ in{1}, ", cType(elt), i).str();
+    scalars.push_back(isa<FloatType>(elt) ? "(" + opCt + ")kiln::load(in" + str(i) + ", i)"
+                                          : "(" + opCt + ")in" + str(i) + "[i]");
+    allF32 &= elt.isF32();
+  }
+  auto offset = e.offsetOf(result);
+  if (!offset)
+    return offset.takeError();
+  args.push_back(Emitter::ptr(*offset));
+  params += "" + outC + " *__restrict__ out";
+  auto expr = expression(op, scalars, ct);
+  if (!expr)
+    return false;
+  std::string store = isa<FloatType>(outType.getElementType())
+                          ? "kiln::store(out, i, " + *expr + ");"
+                          : "out[i] = (" + outC + ")" + *expr + ";";
+
+  std::string body;
+  int64_t work = n;
+  if (allF32 && n % 4 == 0 && !args.empty()) {
+    // 128-bit accesses: each thread handles 4 consecutive elements.
+    work = n / 4;
+    std::string lanes;
+    for (const char *lane : {"x", "y", "z", "w"}) {
+      std::vector<std::string> laneScalars;
+      size_t p = 0;
+      for (auto [i, operand] : llvm::enumerate(op->getOperands())) {
+        if (e.isInlined(operand)) {
+          laneScalars.push_back(scalars[i]);
+          continue;
+        }
+        laneScalars.push_back("v" + str(i) + "." + lane);
+        ++p;
+      }
+      lanes += "    r." + std::string(lane) + " = " + *expression(op, laneScalars, ct) + ";\n";
+    }
+    std::string loads;
+    for (auto [i, operand] : llvm::enumerate(op->getOperands()))
+      if (!e.isInlined(operand))
+        loads += llvm::formatv("    const float4 v{0} = reinterpret_cast<const float4 *>(in{0})[v];\n", i).str();
+    body = llvm::formatv("  constexpr kiln::i64 N4 = {0};\n"
+                         "  for (kiln::i64 v = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; v < N4;\n"
+                         "       v += (kiln::i64)gridDim.x * blockDim.x) {{\n"
+                         "{1}    float4 r;\n{2}    reinterpret_cast<float4 *>(out)[v] = r;\n  }\n",
+                         work, loads, lanes)
+               .str();
+  } else {
+    body = llvm::formatv("  constexpr kiln::i64 N = {0};\n"
+                         "  for (kiln::i64 i = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; i < N;\n"
+                         "       i += (kiln::i64)gridDim.x * blockDim.x)\n"
+                         "    {1}\n",
+                         n, store)
+               .str();
+  }
+  std::string source = "#include \"kiln/common.cuh\"\n" + Emitter::header(op) +
+                       "extern \"C\" __global__ void __launch_bounds__(" + str(kThreads) +
+                       ") @NAME@(" + params + ") {\n" + body + "}\n";
+  e.launch(op, op->getName().stripDialect(), source, {e.gridFor(work, kThreads), 1, 1},
+           {kThreads, 1, 1}, args);
+  return true;
+}
+
+namespace {
+
+/// Row-major strides.
+SmallVector<int64_t> stridesOf(ArrayRef<int64_t> shape) {
+  SmallVector<int64_t> s(shape.size(), 1);
+  for (int64_t d = static_cast<int64_t>(shape.size()) - 2; d >= 0; --d)
+    s[d] = s[d + 1] * shape[d + 1];
+  return s;
+}
+
+/// Code that splits the linear output index `i` into idx0, idx1, ….
+std::string splitIndex(ArrayRef<int64_t> shape) {
+  std::string code = "    kiln::i64 rem = i;\n";
+  for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d)
+    code += llvm::formatv("    const kiln::i64 idx{0} = rem % {1}; rem /= {1};\n", d, shape[d]).str();
+  return code;
+}
+
+/// One gather kernel: `compute` writes the element (it may use idxN).
+llvm::Expected<bool> gather(Emitter &e, Operation *op, ArrayRef<Value> sources,
+                            const std::string &compute) {
+  Value result = op->getResult(0);
+  auto outType = tensorOf(result);
+  std::vector<PlanArg> args;
+  std::string params;
+  for (auto [i, v] : llvm::enumerate(sources)) {
+    auto offset = e.offsetOf(v);
+    if (!offset)
+      return offset.takeError();
+    args.push_back(Emitter::ptr(*offset));
+    params += llvm::formatv("const {0} *__restrict__ in{1}, ", cType(tensorOf(v).getElementType()), i).str();
+  }
+  auto offset = e.offsetOf(result);
+  if (!offset)
+    return offset.takeError();
+  args.push_back(Emitter::ptr(*offset));
+  params += cType(outType.getElementType()) + " *__restrict__ out";
+  int64_t n = outType.getNumElements();
+  std::string source =
+      "#include \"kiln/common.cuh\"\n" + Emitter::header(op) +
+      "extern \"C\" __global__ void __launch_bounds__(256) @NAME@(" + params + ") {\n" +
+      llvm::formatv("  constexpr kiln::i64 N = {0};\n"
+                    "  for (kiln::i64 i = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; i < N;\n"
+                    "       i += (kiln::i64)gridDim.x * blockDim.x) {{\n",
+                    n)
+          .str() +
+      (outType.getRank() > 0 ? splitIndex(outType.getShape()) : std::string()) + compute + "  }\n}\n";
+  e.launch(op, op->getName().stripDialect(), source, {e.gridFor(n, 256), 1, 1}, {256, 1, 1}, args);
+  return true;
+}
+
+std::string sumOf(const std::vector<std::string> &terms) {
+  if (terms.empty())
+    return "0";
+  std::string s;
+  for (const std::string &t : terms)
+    s += (s.empty() ? "" : " + ") + t;
+  return s;
+}
+
+/// A constant that is not inlined: its values baked into the kernel.
+llvm::Expected<bool> emitConstant(Emitter &e, ConstantOp c) {
+  auto type = tensorOf(c.getResult());
+  std::string ct = cType(type.getElementType());
+  auto value = c.getValue();
+  if (auto splat = dyn_cast<SplatElementsAttr>(value)) {
+    std::string lit;
+    if (isa<FloatType>(type.getElementType())) {
+      // The same literal an inlined constant gets (infinities, NaN).
+      return gather(e, c, {}, "    kiln::store(out, i, " + e.literal(c.getResult()) + ");\n");
+    }
+    APInt bits = splat.getSplatValue<APInt>();
+    lit = std::to_string(type.getElementType().isInteger(1) ? static_cast<int64_t>(bits.getZExtValue())
+                                                            : bits.getSExtValue());
+    return gather(e, c, {}, "    out[i] = (" + ct + ")" + lit + ";\n");
+  }
+  std::string table = "  static __device__ const double kValues[] = {";
+  int64_t k = 0;
+  if (isa<FloatType>(type.getElementType())) {
+    for (APFloat v : value.getValues<APFloat>())
+      table += (k++ ? ", " : "") + llvm::formatv("{0:e17}", v.convertToDouble()).str();
+  } else {
+    for (APInt v : value.getValues<APInt>())
+      table += (k++ ? ", " : "") + std::to_string(type.getElementType().isInteger(1) ? v.getZExtValue() : v.getSExtValue());
+  }
+  table += "};\n";
+  std::string store = isa<FloatType>(type.getElementType())
+                          ? "    kiln::store(out, i, (" + computeType(type.getElementType()) + ")kValues[i]);\n"
+                          : "    out[i] = (" + ct + ")kValues[i];\n";
+  return gather(e, c, {}, table + store);
+}
+
+} // namespace
+
+llvm::Expected<bool> emitDataMovement(Emitter &e, Operation *op) {
+  auto idx = [](int64_t d) { return "idx" + std::to_string(d); };
+  return llvm::TypeSwitch<Operation *, llvm::Expected<bool>>(op)
+      .Case([&](ConstantOp c) { return emitConstant(e, c); })
+      .Case([&](TransposeOp t) -> llvm::Expected<bool> {
+        auto in = tensorOf(t.getOperand());
+        SmallVector<int64_t> inStrides = stridesOf(in.getShape());
+        std::vector<std::string> terms;
+        for (auto [d, p] : llvm::enumerate(t.getPermutation()))
+          terms.push_back(idx(d) + " * " + str(inStrides[p]));
+        return gather(e, op, {t.getOperand()}, "    out[i] = in0[" + sumOf(terms) + "];\n");
+      })
+      .Case([&](BroadcastInDimOp b) -> llvm::Expected<bool> {
+        auto in = tensorOf(b.getOperand());
+        SmallVector<int64_t> inStrides = stridesOf(in.getShape());
+        std::vector<std::string> terms;
+        for (auto [k, d] : llvm::enumerate(b.getDims()))
+          if (in.getDimSize(k) != 1)
+            terms.push_back(idx(d) + " * " + str(inStrides[k]));
+        return gather(e, op, {b.getOperand()}, "    out[i] = in0[" + sumOf(terms) + "];\n");
+      })
+      .Case([&](SliceOp s) -> llvm::Expected<bool> {
+        auto in = tensorOf(s.getOperand());
+        SmallVector<int64_t> inStrides = stridesOf(in.getShape());
+        std::vector<std::string> terms;
+        for (int64_t d = 0; d < in.getRank(); ++d)
+          terms.push_back("(" + str(s.getStartIndices()[d]) + " + " + idx(d) + " * " +
+                          str(s.getStrides()[d]) + ") * " + str(inStrides[d]));
+        return gather(e, op, {s.getOperand()}, "    out[i] = in0[" + sumOf(terms) + "];\n");
+      })
+      .Case([&](PadOp p) -> llvm::Expected<bool> {
+        auto in = tensorOf(p.getOperand());
+        SmallVector<int64_t> inStrides = stridesOf(in.getShape());
+        std::string code = "    kiln::i64 src = 0; bool inside = true;\n";
+        for (int64_t d = 0; d < in.getRank(); ++d) {
+          int64_t step = p.getInterior()[d] + 1;
+          code += llvm::formatv("    {{ const kiln::i64 q = {0} - {1};\n"
+                                "      if (q < 0 || q % {2} != 0 || q / {2} >= {3}) inside = false;\n"
+                                "      else src += (q / {2}) * {4}; }\n",
+                                idx(d), p.getLow()[d], step, in.getDimSize(d), inStrides[d])
+                      .str();
+        }
+        std::string zero = "(" + cType(in.getElementType()) + ")0";
+        if (in.getElementType().isBF16())
+          zero = "__float2bfloat16(0.0f)";
+        else if (in.getElementType().isF16())
+          zero = "__float2half(0.0f)";
+        return gather(e, op, {p.getOperand()}, code + "    out[i] = inside ? in0[src] : " + zero + ";\n");
+      })
+      .Case([&](ConcatOp c) -> llvm::Expected<bool> {
+        int64_t dim = c.getDim(), start = 0;
+        std::string code;
+        SmallVector<Value> inputs(c.getInputs());
+        for (auto [k, v] : llvm::enumerate(inputs)) {
+          auto in = tensorOf(v);
+          SmallVector<int64_t> inStrides = stridesOf(in.getShape());
+          std::vector<std::string> terms;
+          for (int64_t d = 0; d < in.getRank(); ++d)
+            terms.push_back((d == dim ? "(" + idx(d) + " - " + str(start) + ")" : idx(d)) + " * " +
+                            str(inStrides[d]));
+          int64_t end = start + in.getDimSize(dim);
+          code += llvm::formatv("    {0}if ({1} < {2}) out[i] = in{3}[{4}];\n", k ? "else " : "",
+                                idx(dim), end, k, sumOf(terms))
+                      .str();
+          start = end;
+        }
+        return gather(e, op, inputs, code);
+      })
+      .Case([&](IotaOp io) -> llvm::Expected<bool> {
+        auto t = tensorOf(io.getResult());
+        std::string store = isa<FloatType>(t.getElementType())
+                                ? "    kiln::store(out, i, (" + computeType(t.getElementType()) + ")" + idx(io.getDim()) + ");\n"
+                                : "    out[i] = (" + cType(t.getElementType()) + ")" + idx(io.getDim()) + ";\n";
+        return gather(e, op, {}, store);
+      })
+      .Default([](Operation *) -> llvm::Expected<bool> { return false; });
+}
+
+} // namespace kiln::codegen

@@ -1,0 +1,94 @@
+//===- Emitter.h - what the op emitters of codegen share -------------------===//
+
+#ifndef KILN_CODEGEN_EMITTER_H
+#define KILN_CODEGEN_EMITTER_H
+
+#include "codegen/PlanBuilder.h"
+
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/Operation.h"
+#include "llvm/ADT/StringMap.h"
+
+#include <array>
+#include <string>
+#include <vector>
+
+namespace kiln::codegen {
+
+/// The C type of a tensor's elements in kernels ("float", "__nv_bfloat16").
+std::string cType(mlir::Type elementType);
+/// The type kernels compute in for an element type: float (double for f64;
+/// long long for integers, unsigned char for i1).
+std::string computeType(mlir::Type elementType);
+mlir::RankedTensorType tensorOf(mlir::Value v);
+
+/// Emits the steps of one function into the Plan; shared by every emitter.
+class Emitter {
+public:
+  Emitter(Plan &plan, PlanFunction &function, const CodegenOptions &options,
+          llvm::StringMap<int> &kernelIndex)
+      : plan_(plan), function_(function), options_(options), kernelIndex_(kernelIndex) {}
+
+  const CodegenOptions &options() const { return options_; }
+
+  /// The arena offset of a value's buffer; an error names the op when the
+  /// value has none (an inlined constant used where a buffer is needed).
+  llvm::Expected<int64_t> offsetOf(mlir::Value v);
+  /// Whether `v` is a splat constant that kernels take as a literal.
+  bool isInlined(mlir::Value v);
+  /// The literal of an inlined constant, in `type`'s compute type.
+  std::string literal(mlir::Value v);
+
+  /// Adds a launch of `source` (a kernel whose entry is spelled @NAME@),
+  /// emitted once per distinct source; `baseName` names it ("layer_norm").
+  void launch(mlir::Operation *op, llvm::StringRef baseName, const std::string &source,
+              std::array<int64_t, 3> grid, std::array<int64_t, 3> block,
+              const std::vector<PlanArg> &args, int64_t sharedBytes = 0);
+  void gemm(mlir::Operation *op, const GemmDesc &desc);
+  void memset(mlir::Operation *op, int64_t dst, int64_t bytes);
+  void copy(mlir::Operation *op, int64_t dst, int64_t src, int64_t bytes);
+
+  /// The arena offset of the error word kernels set on out-of-range inputs
+  /// (PlanError bits); the executor checks it after every run.
+  int64_t errorFlag();
+
+  /// Space for partial sums in the workspace (after cuBLASLt's part); valid
+  /// until the next step. Errors when the workspace is too small.
+  llvm::Expected<int64_t> scratch(int64_t bytes);
+
+  /// "kiln.add at loc(\"h.0.attn\")"
+  static std::string describe(mlir::Operation *op);
+  /// The comment block opening a kernel: the op and its types.
+  static std::string header(mlir::Operation *op);
+  /// Blocks for a grid-stride loop over `work` items with `threads` per block.
+  int64_t gridFor(int64_t work, int64_t threads, int64_t perSm = 16) const;
+
+  static PlanArg ptr(int64_t offset) { return {PlanArg::Kind::Pointer, offset}; }
+
+private:
+  Plan &plan_;
+  PlanFunction &function_;
+  const CodegenOptions &options_;
+  llvm::StringMap<int> &kernelIndex_;
+};
+
+/// The error word takes the workspace's last aligned slot.
+constexpr int64_t kErrorWordBytes = 256;
+
+/// Cuts `x / y` down to an int64 string ("123").
+inline std::string str(int64_t v) { return std::to_string(v); }
+
+// The op emitters (each file handles a family of ops; they return whether
+// they handled `op`).
+llvm::Expected<bool> emitElementwise(Emitter &e, mlir::Operation *op);
+llvm::Expected<bool> emitDataMovement(Emitter &e, mlir::Operation *op);
+llvm::Expected<bool> emitReduction(Emitter &e, mlir::Operation *op);
+llvm::Expected<bool> emitComposite(Emitter &e, mlir::Operation *op);
+llvm::Expected<bool> emitMatmul(Emitter &e, mlir::Operation *op);
+llvm::Error emitGlobalNorm(Emitter &e, mlir::Operation *op);
+/// Every kiln.adamw_update of a function in one multi-tensor launch.
+llvm::Error emitAdamW(Emitter &e, llvm::ArrayRef<mlir::Operation *> ops);
+
+} // namespace kiln::codegen
+
+#endif // KILN_CODEGEN_EMITTER_H

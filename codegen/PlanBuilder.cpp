@@ -1,0 +1,346 @@
+//===- PlanBuilder.cpp - from planned kiln IR to an executable Plan --------===//
+//
+//   1. Bind every function's arguments and results to their arena buffers
+//      (kiln.offset / kiln.offsets from kiln-plan-buffers).
+//   2. Walk the ops in order; each family's emitter adds its steps: kernels
+//      for elementwise and data-movement ops, reductions and composites, a
+//      GEMM for matmul, one multi-tensor launch for all AdamW updates.
+//      Reshapes and inlined constants add nothing.
+//   3. Results that could not be updated in place are copied back into
+//      their arguments at the end.
+//
+//===----------------------------------------------------------------------===//
+
+#include "codegen/Emitter.h"
+
+#include "ir/KilnOps.h"
+#include "passes/PlanBuffersUtils.h"
+
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+
+namespace kiln::codegen {
+
+namespace {
+
+llvm::Error error(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+} // namespace
+
+std::string cType(Type t) {
+  if (t.isF64()) return "double";
+  if (t.isF32()) return "float";
+  if (t.isBF16()) return "__nv_bfloat16";
+  if (t.isF16()) return "__half";
+  if (t.isInteger(64)) return "long long";
+  if (t.isInteger(32)) return "int";
+  if (t.isInteger(1)) return "unsigned char";
+  return "?";
+}
+
+std::string computeType(Type t) {
+  if (t.isF64()) return "double";
+  if (isa<FloatType>(t)) return "float";
+  if (t.isInteger(1)) return "unsigned char";
+  return "long long";
+}
+
+RankedTensorType tensorOf(Value v) { return cast<RankedTensorType>(v.getType()); }
+
+std::string Emitter::describe(Operation *op) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << op->getName() << " at " << op->getLoc();
+  return s;
+}
+
+std::string Emitter::header(Operation *op) {
+  std::string types;
+  llvm::raw_string_ostream os(types);
+  os << "(";
+  llvm::interleaveComma(op->getOperandTypes(), os);
+  os << ") -> (";
+  llvm::interleaveComma(op->getResultTypes(), os);
+  os << ")";
+  return "// " + describe(op) + "\n// " + types + "\n";
+}
+
+int64_t Emitter::gridFor(int64_t work, int64_t threads, int64_t perSm) const {
+  int64_t blocks = (work + threads - 1) / threads;
+  return std::max<int64_t>(1, std::min<int64_t>(blocks, options_.smCount * perSm));
+}
+
+bool Emitter::isInlined(Value v) {
+  Operation *def = v.getDefiningOp();
+  return def && isInlinedConstant(def);
+}
+
+std::string Emitter::literal(Value v) {
+  auto c = cast<ConstantOp>(v.getDefiningOp());
+  auto splat = cast<SplatElementsAttr>(c.getValue());
+  Type elt = splat.getElementType();
+  std::string ct = computeType(elt);
+  if (isa<FloatType>(elt)) {
+    double d = splat.getSplatValue<APFloat>().convertToDouble();
+    if (std::isinf(d))
+      return d < 0 ? "kiln::negInf<" + ct + ">()" : "(-kiln::negInf<" + ct + ">())";
+    if (std::isnan(d))
+      return "(" + ct + ")(0.0/0.0)";
+    return llvm::formatv("(({0}){1:e17})", ct, d).str();
+  }
+  APInt bits = splat.getSplatValue<APInt>();
+  int64_t n = elt.isInteger(1) ? static_cast<int64_t>(bits.getZExtValue()) : bits.getSExtValue();
+  return "((" + ct + ")" + std::to_string(n) + ")";
+}
+
+llvm::Expected<int64_t> Emitter::offsetOf(Value v) {
+  if (auto arg = dyn_cast<BlockArgument>(v)) {
+    auto func = cast<func::FuncOp>(arg.getOwner()->getParentOp());
+    if (auto o = func.getArgAttrOfType<IntegerAttr>(arg.getArgNumber(), KilnDialect::kOffsetAttrName))
+      return o.getInt();
+    return error("argument #" + llvm::Twine(arg.getArgNumber()) + " of @" + func.getSymName() +
+                 " has no buffer (run kiln-plan-buffers first)");
+  }
+  Operation *def = v.getDefiningOp();
+  auto offsets = def->getAttrOfType<DenseI64ArrayAttr>(KilnDialect::kOffsetsAttrName);
+  unsigned index = cast<OpResult>(v).getResultNumber();
+  if (!offsets || static_cast<int64_t>(index) >= offsets.size() || offsets[index] < 0)
+    return error("codegen: the value of " + describe(def) +
+                 " has no buffer (run kiln-plan-buffers first)");
+  return offsets[index];
+}
+
+void Emitter::launch(Operation *op, llvm::StringRef baseName, const std::string &source,
+                     std::array<int64_t, 3> grid, std::array<int64_t, 3> block,
+                     const std::vector<PlanArg> &args, int64_t sharedBytes) {
+  // Identical kernels of different ops (every layer's) are emitted once:
+  // the key is the source without the header naming the op.
+  std::string key = source;
+  std::string opHeader = header(op);
+  if (size_t at = key.find(opHeader); at != std::string::npos)
+    key.erase(at, opHeader.size());
+  auto it = kernelIndex_.find(key);
+  int index;
+  if (it != kernelIndex_.end()) {
+    index = it->second;
+  } else {
+    index = static_cast<int>(plan_.kernels.size());
+    std::string name = baseName.str() + "_" + std::to_string(index);
+    std::string text = source;
+    for (size_t at; (at = text.find("@NAME@")) != std::string::npos;)
+      text.replace(at, 6, name);
+    plan_.kernels.push_back({name, text});
+    kernelIndex_[key] = index;
+  }
+  PlanStep step;
+  step.kind = PlanStep::Kind::Launch;
+  step.op = describe(op);
+  step.kernel = index;
+  step.grid = grid;
+  step.block = block;
+  step.args = args;
+  step.sharedBytes = sharedBytes;
+  function_.steps.push_back(std::move(step));
+}
+
+void Emitter::gemm(Operation *op, const GemmDesc &desc) {
+  PlanStep step;
+  step.kind = PlanStep::Kind::Gemm;
+  step.op = describe(op);
+  step.gemm = desc;
+  function_.steps.push_back(std::move(step));
+}
+
+void Emitter::memset(Operation *op, int64_t dst, int64_t bytes) {
+  PlanStep step;
+  step.kind = PlanStep::Kind::Memset;
+  step.op = op ? describe(op) : "zero";
+  step.dst = dst;
+  step.bytes = bytes;
+  function_.steps.push_back(std::move(step));
+}
+
+void Emitter::copy(Operation *op, int64_t dst, int64_t src, int64_t bytes) {
+  PlanStep step;
+  step.kind = PlanStep::Kind::Copy;
+  step.op = op ? describe(op) : "copy";
+  step.dst = dst;
+  step.src = src;
+  step.bytes = bytes;
+  function_.steps.push_back(std::move(step));
+}
+
+int64_t Emitter::errorFlag() {
+  plan_.memory.errorFlag =
+      plan_.memory.workspaceOffset + plan_.memory.workspace - kErrorWordBytes;
+  return plan_.memory.errorFlag;
+}
+
+llvm::Expected<int64_t> Emitter::scratch(int64_t bytes) {
+  int64_t room = plan_.memory.workspace - plan_.memory.gemmWorkspace - kErrorWordBytes;
+  if (bytes > room)
+    return error(llvm::formatv("codegen needs {0} bytes of partial sums; the workspace has {1} "
+                               "(raise kiln-plan-buffers' workspace)",
+                               bytes, room));
+  return plan_.memory.workspaceOffset + plan_.memory.gemmWorkspace;
+}
+
+namespace {
+
+PlanBinding bindingOf(func::FuncOp func, unsigned i, llvm::Expected<int64_t> &offset) {
+  auto t = cast<RankedTensorType>(func.getArgumentTypes()[i]);
+  PlanBinding b{PlanBinding::Kind::Input, "", 0, *cpu::dtypeOf(t.getElementType()),
+                std::vector<int64_t>(t.getShape()), ""};
+  if (auto n = func.getArgAttrOfType<StringAttr>(i, KilnDialect::kParamAttrName)) {
+    b.kind = PlanBinding::Kind::Param;
+    b.name = n.getValue().str();
+  } else if (auto n = func.getArgAttrOfType<StringAttr>(i, KilnDialect::kStateAttrName)) {
+    b.kind = PlanBinding::Kind::State;
+    b.name = n.getValue().str();
+  } else if (auto n = func.getArgAttrOfType<StringAttr>(i, KilnDialect::kInputAttrName)) {
+    b.name = n.getValue().str();
+  }
+  if (offset)
+    b.offset = *offset;
+  return b;
+}
+
+llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &options,
+                         llvm::StringMap<int> &kernelIndex) {
+  PlanFunction fn;
+  fn.name = func.getSymName().str();
+  Emitter e(plan, fn, options, kernelIndex);
+  for (unsigned i = 0; i < func.getNumArguments(); ++i) {
+    auto offset = e.offsetOf(func.getArgument(i));
+    if (!offset)
+      return offset.takeError();
+    fn.args.push_back(bindingOf(func, i, offset));
+  }
+
+  SmallVector<Operation *> adamw;
+  func.walk([&](AdamWUpdateOp op) { adamw.push_back(op); });
+  for (Operation &op : func.getBody().front()) {
+    if (isa<func::ReturnOp>(op) || isa<ReshapeOp>(op))
+      continue;
+    if (isInlinedConstant(&op))
+      continue;
+    if (isa<AdamWUpdateOp>(op)) {
+      // One multi-tensor launch where the last update is (kiln-plan-buffers
+      // keeps every update's operands alive until then).
+      if (&op != adamw.back())
+        continue;
+      if (llvm::Error err = emitAdamW(e, adamw))
+        return err;
+      continue;
+    }
+    if (isa<GlobalNormOp>(op)) {
+      if (llvm::Error err = emitGlobalNorm(e, &op))
+        return err;
+      continue;
+    }
+    bool handled = false;
+    for (auto emit : {emitMatmul, emitElementwise, emitDataMovement, emitReduction, emitComposite}) {
+      auto done = emit(e, &op);
+      if (!done)
+        return done.takeError();
+      if (*done) {
+        handled = true;
+        break;
+      }
+    }
+    if (!handled)
+      return error("codegen: no CUDA code for " + Emitter::describe(&op));
+  }
+
+  // Results: in place, or copied back into the argument they replace.
+  auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
+  for (unsigned r = 0; r < ret.getNumOperands(); ++r) {
+    Value v = ret.getOperand(r);
+    auto offset = e.offsetOf(v);
+    if (!offset)
+      return offset.takeError();
+    auto t = tensorOf(v);
+    PlanBinding b{PlanBinding::Kind::Output, "result" + std::to_string(r), *offset,
+                  *cpu::dtypeOf(t.getElementType()), std::vector<int64_t>(t.getShape()), ""};
+    if (auto out = func.getResultAttrOfType<StringAttr>(r, KilnDialect::kOutputAttrName))
+      b.name = out.getValue().str();
+    else if (auto grad = func.getResultAttrOfType<StringAttr>(r, KilnDialect::kGradAttrName))
+      b.name = "grad." + grad.getValue().str();
+    if (auto alias = func.getResultAttrOfType<IntegerAttr>(r, KilnDialect::kAliasesAttrName)) {
+      const PlanBinding &arg = fn.args[alias.getInt()];
+      b.aliases = arg.name;
+      b.name = arg.name;
+      if (arg.offset != *offset)
+        e.copy(nullptr, arg.offset, *offset, b.bytes());
+      b.offset = arg.offset;
+    }
+    fn.results.push_back(std::move(b));
+  }
+  plan.functions.push_back(std::move(fn));
+  return llvm::Error::success();
+}
+
+} // namespace
+
+llvm::Expected<Plan> buildPlan(ModuleOp module, const CodegenOptions &options) {
+  Plan plan;
+  plan.headers = kernelHeaders();
+  plan.arch = options.arch;
+  plan.smCount = options.smCount;
+  bool first = true;
+  for (auto func : module.getOps<func::FuncOp>()) {
+    auto memory = func->getAttrOfType<DictionaryAttr>(KilnDialect::kMemoryAttrName);
+    if (!memory)
+      return error("codegen: @" + func.getSymName() + " has no buffer plan (run kiln-plan-buffers)");
+    auto get = [&](llvm::StringRef key) {
+      auto v = memory.getAs<IntegerAttr>(key);
+      return v ? v.getInt() : 0;
+    };
+    if (first) {
+      plan.memory.params = get("params");
+      plan.memory.states = get("states");
+      plan.memory.inputs = get("inputs");
+      plan.memory.workspace = get("workspace");
+      plan.memory.workspaceOffset = get("workspace_offset");
+      first = false;
+    }
+    plan.memory.scratch = std::max(plan.memory.scratch, get("scratch"));
+    if (get("peak_live") > plan.memory.peakLive) {
+      plan.memory.peakLive = get("peak_live");
+      plan.memory.gradsAtPeak = get("grads_at_peak");
+    }
+    plan.memory.total = std::max(plan.memory.total, get("total"));
+  }
+  llvm::StringMap<int> kernelIndex;
+  for (auto func : module.getOps<func::FuncOp>())
+    if (llvm::Error err = emitFunction(plan, func, options, kernelIndex))
+      return std::move(err);
+  return plan;
+}
+
+llvm::Expected<Plan> compileToPlan(ModuleOp module, const CodegenOptions &options) {
+  std::string diagnostics;
+  ScopedDiagnosticHandler handler(module.getContext(), [&](Diagnostic &diag) {
+    llvm::raw_string_ostream os(diagnostics);
+    os << diag.getLocation() << ": " << diag.str() << "\n";
+    return success();
+  });
+  PassManager pm(module.getContext());
+  PlanBuffersPassOptions planOptions;
+  planOptions.workspaceBytes = options.workspaceBytes;
+  pm.addPass(createPlanBuffersPass(planOptions));
+  if (failed(pm.run(module)))
+    return error("buffer planning failed:\n" + diagnostics);
+  return buildPlan(module, options);
+}
+
+} // namespace kiln::codegen

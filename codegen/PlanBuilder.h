@@ -1,0 +1,49 @@
+//===- PlanBuilder.h - from planned kiln IR to an executable Plan ----------===//
+//
+// Codegen walks each function of a module on which kiln-plan-buffers ran and
+// emits, per op, the steps that compute it: a CUDA C++ kernel launch (an
+// unfused op is a region of one: one kernel, named after the op, with a
+// header naming its IR), a cuBLASLt GEMM for kiln.matmul, memsets and copies.
+// Shapes are static, so every kernel is specialized to its shapes;
+// identical kernels are emitted once.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_CODEGEN_PLANBUILDER_H
+#define KILN_CODEGEN_PLANBUILDER_H
+
+#include "runtime/Plan.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/Error.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kiln::codegen {
+
+struct CodegenOptions {
+  std::string arch = "sm_90";
+  /// Grids are sized from the device's multiprocessor count.
+  int smCount = 132;
+  /// The workspace kiln-plan-buffers reserves: cuBLASLt's 32 MiB and the
+  /// kernels' partial sums.
+  int64_t workspaceBytes = 64ll << 20;
+};
+
+/// Builds the Plan of `module` (kiln-plan-buffers must have run). Fails,
+/// naming the op, for ops codegen does not handle.
+llvm::Expected<Plan> buildPlan(mlir::ModuleOp module, const CodegenOptions &options);
+
+/// Runs kiln-plan-buffers on `module` (which it annotates) and builds the
+/// Plan; pass failures come back as one error holding the diagnostics.
+llvm::Expected<Plan> compileToPlan(mlir::ModuleOp module, const CodegenOptions &options);
+
+/// kiln's kernel templates, "kiln/<name>.cuh" -> contents, which the
+/// generated kernels include (NVRTC gets them as in-memory headers).
+const std::vector<std::pair<std::string, std::string>> &kernelHeaders();
+
+} // namespace kiln::codegen
+
+#endif // KILN_CODEGEN_PLANBUILDER_H

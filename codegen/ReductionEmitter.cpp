@@ -1,0 +1,186 @@
+//===- ReductionEmitter.cpp - reductions and matmul (cuBLASLt) -------------===//
+//
+// Reductions over trailing dimensions are row reductions (a warp per row);
+// over leading dimensions, column reductions in two passes through partial
+// sums in the workspace (no atomics); any other set of dimensions, one
+// thread per output looping over the reduced elements.
+//
+// kiln.matmul is row-major C[M,N] = op(A)·op(B). cuBLASLt is column-major,
+// so kiln computes Cᵀ = op(B)ᵀ·op(A)ᵀ: a row-major [R, C] matrix is a
+// column-major [C, R] one, so B takes the first operand's place and A the
+// second's, with no data movement. A weight shared by a batch is one GEMM
+// over the stacked rows.
+//
+//===----------------------------------------------------------------------===//
+
+#include "codegen/Emitter.h"
+
+#include "ir/KilnOps.h"
+
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/FormatVariadic.h"
+
+using namespace mlir;
+
+namespace kiln::codegen {
+
+namespace {
+
+llvm::Error error(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+std::string include(const char *file) { return std::string("#include \"kiln/") + file + "\"\n"; }
+
+} // namespace
+
+llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
+  int kind;
+  ArrayRef<int64_t> dims;
+  if (auto r = dyn_cast<ReduceSumOp>(op)) {
+    kind = 0;
+    dims = r.getDims();
+  } else if (auto r = dyn_cast<ReduceMaxOp>(op)) {
+    kind = 1;
+    dims = r.getDims();
+  } else if (auto r = dyn_cast<ReduceMeanOp>(op)) {
+    kind = 2;
+    dims = r.getDims();
+  } else {
+    return false;
+  }
+  Value in = op->getOperand(0), out = op->getResult(0);
+  auto inType = tensorOf(in);
+  auto inOffset = e.offsetOf(in), outOffset = e.offsetOf(out);
+  if (!inOffset)
+    return inOffset.takeError();
+  if (!outOffset)
+    return outOffset.takeError();
+  int64_t rank = inType.getRank(), k = dims.size();
+  bool suffix = true, prefix = true;
+  for (int64_t i = 0; i < k; ++i) {
+    suffix &= dims[i] == rank - k + i;
+    prefix &= dims[i] == i;
+  }
+  std::string T = cType(inType.getElementType());
+  int64_t total = inType.getNumElements(), outN = tensorOf(out).getNumElements();
+  if (!isa<FloatType>(inType.getElementType()))
+    return error("codegen: integer reductions are not supported on the GPU (" + Emitter::describe(op) + ")");
+
+  if (suffix || k == 0) {
+    int64_t row = outN ? total / outN : 0;
+    std::string source = include("reduce.cuh") + Emitter::header(op) +
+                         llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {0} *in, {0} *out) {{\n"
+                                       "  kiln::reduceRows<{1}, {0}, {0}, {2}, {3}>(in, out);\n}\n",
+                                       T, kind, outN, row)
+                             .str();
+    e.launch(op, "reduce_rows", source, {e.gridFor(outN * 32, 256), 1, 1}, {256, 1, 1},
+             {Emitter::ptr(*inOffset), Emitter::ptr(*outOffset)});
+    return true;
+  }
+  if (prefix) {
+    int64_t cols = outN, rows = total / cols;
+    int64_t chunks = std::min<int64_t>(std::max<int64_t>(1, rows / 64), e.options().smCount * 4);
+    int64_t chunk = (rows + chunks - 1) / chunks;
+    chunks = (rows + chunk - 1) / chunk;
+    std::string C = computeType(inType.getElementType());
+    auto partial = e.scratch(chunks * cols * (C == "double" ? 8 : 4));
+    if (!partial)
+      return partial.takeError();
+    std::string src1 = include("reduce.cuh") + Emitter::header(op) +
+                       llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {0} *in, {1} *partial) {{\n"
+                                     "  kiln::reduceColumnsPartial<{2}, {0}, {3}, {4}, {5}>(in, partial);\n}\n",
+                                     T, C, kind, rows, cols, chunk)
+                           .str();
+    e.launch(op, "reduce_columns_partial", src1, {(cols + 255) / 256, chunks, 1}, {256, 1, 1},
+             {Emitter::ptr(*inOffset), Emitter::ptr(*partial)});
+    std::string src2 = include("reduce.cuh") + Emitter::header(op) +
+                       llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {1} *partial, {0} *out) {{\n"
+                                     "  kiln::reduceColumnsFinal<{2}, {0}, {3}, {4}, {5}>(partial, out);\n}\n",
+                                     T, C, kind, rows, cols, chunks)
+                           .str();
+    e.launch(op, "reduce_columns_final", src2, {(cols + 255) / 256, 1, 1}, {256, 1, 1},
+             {Emitter::ptr(*partial), Emitter::ptr(*outOffset)});
+    return true;
+  }
+  // General: one thread per output, looping over the reduced index space.
+  SmallVector<int64_t> strides(rank, 1), kept, reduced;
+  for (int64_t d = rank - 2; d >= 0; --d)
+    strides[d] = strides[d + 1] * inType.getDimSize(d + 1);
+  for (int64_t d = 0; d < rank; ++d)
+    (llvm::is_contained(dims, d) ? reduced : kept).push_back(d);
+  std::string base = "    kiln::i64 rem = o, base = 0;\n";
+  for (auto it = kept.rbegin(); it != kept.rend(); ++it)
+    base += llvm::formatv("    base += (rem % {0}) * {1}; rem /= {0};\n", inType.getDimSize(*it), strides[*it]).str();
+  int64_t count = 1;
+  for (int64_t d : reduced)
+    count *= inType.getDimSize(d);
+  std::string inner = "      kiln::i64 r = j, off = base;\n";
+  for (auto it = reduced.rbegin(); it != reduced.rend(); ++it)
+    inner += llvm::formatv("      off += (r % {0}) * {1}; r /= {0};\n", inType.getDimSize(*it), strides[*it]).str();
+  std::string C = computeType(inType.getElementType());
+  std::string source =
+      include("reduce.cuh") + Emitter::header(op) +
+      llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {0} *in, {0} *out) {{\n"
+                    "  for (kiln::i64 o = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; o < {1};\n"
+                    "       o += (kiln::i64)gridDim.x * blockDim.x) {{\n{2}"
+                    "    {3} acc = kiln::identity<{4}, {3}>();\n"
+                    "    for (kiln::i64 j = 0; j < {5}; ++j) {{\n{6}"
+                    "      acc = kiln::combine<{4}>(acc, ({3})kiln::load(in, off));\n    }\n"
+                    "    kiln::store(out, o, {7});\n  }\n}\n",
+                    T, outN, base, C, kind, count, inner, kind == 2 ? "acc / (" + C + ")" + str(count) : std::string("acc"))
+          .str();
+  e.launch(op, "reduce", source, {e.gridFor(outN, 256), 1, 1}, {256, 1, 1},
+           {Emitter::ptr(*inOffset), Emitter::ptr(*outOffset)});
+  return true;
+}
+
+llvm::Expected<bool> emitMatmul(Emitter &e, Operation *op) {
+  auto mm = dyn_cast<MatmulOp>(op);
+  if (!mm)
+    return false;
+  auto a = tensorOf(mm.getLhs()), b = tensorOf(mm.getRhs()), c = tensorOf(mm.getResult());
+  auto aOff = e.offsetOf(mm.getLhs()), bOff = e.offsetOf(mm.getRhs()), cOff = e.offsetOf(mm.getResult());
+  if (!aOff)
+    return aOff.takeError();
+  if (!bOff)
+    return bOff.takeError();
+  if (!cOff)
+    return cOff.takeError();
+  bool ta = mm.getTransposeA(), tb = mm.getTransposeB();
+  int64_t ra = a.getRank(), rb = b.getRank();
+  int64_t M = c.getDimSize(c.getRank() - 2), N = c.getShape().back();
+  int64_t K = ta ? a.getDimSize(ra - 2) : a.getDimSize(ra - 1);
+  int64_t batch = c.getNumElements() / (M * N);
+  bool aBatched = ra > 2, bBatched = rb > 2;
+
+  GemmDesc g;
+  g.inType = *cpu::dtypeOf(a.getElementType());
+  g.outType = *cpu::dtypeOf(c.getElementType());
+  // Column-major Cᵀ[N, M] = op(B)ᵀ[N, K] · op(A)ᵀ[K, M].
+  g.transA = tb;        // B stored [K,N] row-major is Bᵀ column-major: no transpose
+  g.lda = tb ? K : N;   // ... [N,K] row-major (transpose_b) needs one
+  g.transB = ta;
+  g.ldb = ta ? M : K;
+  g.m = N;
+  g.n = M;
+  g.k = K;
+  g.ldc = N;
+  g.a = *bOff;
+  g.b = *aOff;
+  g.c = *cOff;
+  if (batch > 1 && aBatched && !bBatched && !ta) {
+    // A shared weight: one GEMM over all batch·M rows.
+    g.n = batch * M;
+    g.batch = 1;
+  } else {
+    g.batch = batch;
+    g.strideA = bBatched ? K * N : 0;
+    g.strideB = aBatched ? M * K : 0;
+    g.strideC = M * N;
+  }
+  e.gemm(op, g);
+  return true;
+}
+
+} // namespace kiln::codegen

@@ -1,0 +1,103 @@
+// kiln/common.cuh — types and helpers shared by kiln's generated kernels.
+// Generated kernels compute in float (double for f64) and convert at loads
+// and stores, so one template serves f32, bf16 and f16 tensors.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
+
+namespace kiln {
+
+typedef long long i64;
+
+// Bits of the error word (runtime/Plan.h, PlanError): set by kernels whose
+// inputs are out of range, reported by the executor after the run.
+constexpr unsigned kErrorBadId = 1;
+constexpr unsigned kErrorBadTarget = 2;
+
+// NVRTC has no <cmath>: infinities from their bit patterns.
+template <typename T> __device__ __forceinline__ T negInf();
+template <> __device__ __forceinline__ float negInf<float>() { return __int_as_float(0xff800000); }
+template <> __device__ __forceinline__ double negInf<double>() {
+  return __longlong_as_double(0xfff0000000000000ULL);
+}
+
+// Storage -> compute and back.
+__device__ __forceinline__ float load(const float *p, i64 i) { return p[i]; }
+__device__ __forceinline__ double load(const double *p, i64 i) { return p[i]; }
+__device__ __forceinline__ float load(const __nv_bfloat16 *p, i64 i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ float load(const __half *p, i64 i) { return __half2float(p[i]); }
+__device__ __forceinline__ void store(float *p, i64 i, float v) { p[i] = v; }
+__device__ __forceinline__ void store(double *p, i64 i, double v) { p[i] = v; }
+__device__ __forceinline__ void store(__nv_bfloat16 *p, i64 i, float v) { p[i] = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void store(__half *p, i64 i, float v) { p[i] = __float2half_rn(v); }
+
+template <typename T> struct Compute { typedef float type; };
+template <> struct Compute<double> { typedef double type; };
+
+// Sum and max across a warp (all lanes get the result).
+template <typename T> __device__ __forceinline__ T warpSum(T v) {
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+template <typename T> __device__ __forceinline__ T warpMax(T v) {
+  for (int o = 16; o > 0; o >>= 1)
+    v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum across a block of up to 1024 threads; every thread gets the result.
+// `shared` holds 32 values.
+template <typename T> __device__ T blockSum(T v, T *shared) {
+  int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = CEIL_DIV(blockDim.x, 32);
+  v = warpSum(v);
+  __syncthreads(); // shared may still be read by a previous call
+  if (lane == 0)
+    shared[warp] = v;
+  __syncthreads();
+  v = lane < warps ? shared[lane] : T(0);
+  return warpSum(v);
+}
+template <typename T> __device__ T blockMax(T v, T *shared) {
+  int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = CEIL_DIV(blockDim.x, 32);
+  v = warpMax(v);
+  __syncthreads();
+  if (lane == 0)
+    shared[warp] = v;
+  __syncthreads();
+  v = lane < warps ? shared[lane] : negInf<T>();
+  return warpMax(v);
+}
+
+// Activations, written once for the forward kernels and their gradients.
+__device__ __forceinline__ float geluTanh(float x) {
+  const float k = 0.7978845608028654f; // sqrt(2/pi)
+  return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+__device__ __forceinline__ double geluTanh(double x) {
+  const double k = 0.7978845608028654;
+  return 0.5 * x * (1.0 + tanh(k * (x + 0.044715 * x * x * x)));
+}
+__device__ __forceinline__ float geluTanhGrad(float x) {
+  const float k = 0.7978845608028654f;
+  float u = k * (x + 0.044715f * x * x * x), t = tanhf(u);
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * 0.044715f * x * x);
+}
+__device__ __forceinline__ double geluTanhGrad(double x) {
+  const double k = 0.7978845608028654;
+  double u = k * (x + 0.044715 * x * x * x), t = tanh(u);
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x);
+}
+__device__ __forceinline__ float geluErf(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
+__device__ __forceinline__ double geluErf(double x) { return 0.5 * x * (1.0 + erf(x * 0.7071067811865476)); }
+__device__ __forceinline__ float geluErfGrad(float x) {
+  return 0.5f * (1.0f + erff(x * 0.7071067811865476f)) + x * 0.3989422804014327f * expf(-0.5f * x * x);
+}
+__device__ __forceinline__ double geluErfGrad(double x) {
+  return 0.5 * (1.0 + erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x);
+}
+template <typename T> __device__ __forceinline__ T sigmoid(T x) { return T(1) / (T(1) + exp(-x)); }
+
+} // namespace kiln

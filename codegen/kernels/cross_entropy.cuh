@@ -1,0 +1,60 @@
+// kiln/cross_entropy.cuh — softmax cross-entropy, one block per row of V
+// logits. The forward keeps the log-sum-exp; the backward recomputes the
+// probabilities from it (never stored): dlogits = dloss·(softmax − onehot).
+// Classes at or past VALID (vocabulary padding) take no part and get zero
+// gradient; a negative target is an ignored position (loss 0, no gradient);
+// a target at or past VALID sets kErrorBadTarget in *error and counts as
+// ignored.
+#pragma once
+#include "kiln/common.cuh"
+
+namespace kiln {
+
+template <typename T, typename S, typename I, i64 ROWS, i64 V, i64 VALID>
+__device__ void crossEntropyForward(const T *logits, const I *targets, S *loss, S *lse,
+                                    unsigned *error) {
+  typedef typename Compute<T>::type F;
+  __shared__ F shared[32];
+  for (i64 r = blockIdx.x; r < ROWS; r += gridDim.x) {
+    const T *l = logits + r * V;
+    F m = negInf<F>();
+    for (i64 c = threadIdx.x; c < VALID; c += blockDim.x)
+      m = fmax(m, (F)load(l, c));
+    m = blockMax(m, shared);
+    F s = 0;
+    for (i64 c = threadIdx.x; c < VALID; c += blockDim.x)
+      s += exp((F)load(l, c) - m);
+    s = blockSum(s, shared);
+    if (threadIdx.x == 0) {
+      F rowLse = m + log(s);
+      i64 t = (i64)targets[r];
+      if (t >= VALID) {
+        atomicOr(error, kErrorBadTarget);
+        t = -1;
+      }
+      store(lse, r, rowLse);
+      store(loss, r, t < 0 ? F(0) : rowLse - (F)load(l, t));
+    }
+  }
+}
+
+template <typename T, typename S, typename I, i64 ROWS, i64 V, i64 VALID>
+__device__ void crossEntropyBackward(const T *logits, const I *targets, const S *lse,
+                                     const S *dloss, T *dlogits, unsigned *error) {
+  typedef typename Compute<T>::type F;
+  for (i64 r = blockIdx.x; r < ROWS; r += gridDim.x) {
+    i64 t = (i64)targets[r];
+    if (t >= VALID) {
+      if (threadIdx.x == 0)
+        atomicOr(error, kErrorBadTarget);
+      t = -1;
+    }
+    F g = t < 0 ? F(0) : (F)dloss[r], rowLse = (F)lse[r];
+    for (i64 c = threadIdx.x; c < V; c += blockDim.x) {
+      F d = c < VALID && t >= 0 ? g * (exp((F)load(logits, r * V + c) - rowLse) - F(c == t)) : F(0);
+      store(dlogits, r * V + c, d);
+    }
+  }
+}
+
+} // namespace kiln

@@ -1,0 +1,164 @@
+// kiln/norm.cuh — layer norm and RMS norm over the last dimension (C), one
+// warp per row. The backward writes dx per row and each warp's partial sums
+// of dweight/dbias to `partial`; a second kernel sums the partials per column
+// (no atomics: the result does not depend on scheduling).
+#pragma once
+#include "kiln/common.cuh"
+
+namespace kiln {
+
+template <typename T, typename S, i64 ROWS, i64 C>
+__device__ void layerNormForward(const T *x, const T *w, const T *b, T *y, S *mean, S *rstd, float eps) {
+  typedef typename Compute<T>::type F;
+  i64 warps = (i64)gridDim.x * (blockDim.x / 32);
+  int lane = threadIdx.x % 32;
+  for (i64 r = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32; r < ROWS; r += warps) {
+    const T *xr = x + r * C;
+    F s = 0;
+    for (i64 j = lane; j < C; j += 32)
+      s += (F)load(xr, j);
+    F m = warpSum(s) / F(C);
+    F v = 0;
+    for (i64 j = lane; j < C; j += 32) {
+      F d = (F)load(xr, j) - m;
+      v += d * d;
+    }
+    F rs = F(1) / sqrt(warpSum(v) / F(C) + F(eps));
+    for (i64 j = lane; j < C; j += 32)
+      store(y + r * C, j, ((F)load(xr, j) - m) * rs * (F)load(w, j) + (F)load(b, j));
+    if (lane == 0) {
+      store(mean, r, m);
+      store(rstd, r, rs);
+    }
+  }
+}
+
+// dx, plus per-warp partials: partial[warp][0..C) = Σ dy·x̂ (dweight) and
+// partial[warp][C..2C) = Σ dy (dbias), for the rows that warp handled.
+template <typename T, typename S, i64 ROWS, i64 C>
+__device__ void layerNormBackward(const T *x, const T *w, const S *mean, const S *rstd, const T *dy,
+                                  T *dx, typename Compute<T>::type *partial) {
+  typedef typename Compute<T>::type F;
+  constexpr int PER_LANE = CEIL_DIV(C, 32);
+  int lane = threadIdx.x % 32;
+  i64 warpId = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32;
+  i64 warps = (i64)gridDim.x * (blockDim.x / 32);
+  F dw[PER_LANE], db[PER_LANE];
+#pragma unroll
+  for (int k = 0; k < PER_LANE; ++k)
+    dw[k] = db[k] = 0;
+  for (i64 r = warpId; r < ROWS; r += warps) {
+    F m = (F)mean[r], rs = (F)rstd[r];
+    F sumG = 0, sumGX = 0;
+#pragma unroll
+    for (int k = 0; k < PER_LANE; ++k) {
+      i64 j = lane + 32 * k;
+      if (j < C) {
+        F xhat = ((F)load(x, r * C + j) - m) * rs, d = (F)load(dy, r * C + j);
+        F g = d * (F)load(w, j);
+        sumG += g;
+        sumGX += g * xhat;
+        dw[k] += d * xhat;
+        db[k] += d;
+      }
+    }
+    F meanG = warpSum(sumG) / F(C), meanGX = warpSum(sumGX) / F(C);
+#pragma unroll
+    for (int k = 0; k < PER_LANE; ++k) {
+      i64 j = lane + 32 * k;
+      if (j < C) {
+        F xhat = ((F)load(x, r * C + j) - m) * rs;
+        F g = (F)load(dy, r * C + j) * (F)load(w, j);
+        store(dx, r * C + j, rs * (g - meanG - xhat * meanGX));
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < PER_LANE; ++k) {
+    i64 j = lane + 32 * k;
+    if (j < C) {
+      partial[warpId * 2 * C + j] = dw[k];
+      partial[warpId * 2 * C + C + j] = db[k];
+    }
+  }
+}
+
+template <typename T, i64 C, i64 WARPS, int PARTS>
+__device__ void sumPartials(const typename Compute<T>::type *partial, T *out0, T *out1) {
+  typedef typename Compute<T>::type F;
+  i64 j = blockIdx.x * (i64)blockDim.x + threadIdx.x;
+  if (j >= C)
+    return;
+  F a = 0, b = 0;
+  for (i64 p = 0; p < WARPS; ++p) {
+    a += partial[p * PARTS * C + j];
+    if (PARTS > 1)
+      b += partial[p * PARTS * C + C + j];
+  }
+  store(out0, j, a);
+  if (PARTS > 1)
+    store(out1, j, b);
+}
+
+template <typename T, typename S, i64 ROWS, i64 C>
+__device__ void rmsNormForward(const T *x, const T *w, T *y, S *rstd, float eps) {
+  typedef typename Compute<T>::type F;
+  i64 warps = (i64)gridDim.x * (blockDim.x / 32);
+  int lane = threadIdx.x % 32;
+  for (i64 r = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32; r < ROWS; r += warps) {
+    F s = 0;
+    for (i64 j = lane; j < C; j += 32) {
+      F v = (F)load(x, r * C + j);
+      s += v * v;
+    }
+    F rs = F(1) / sqrt(warpSum(s) / F(C) + F(eps));
+    for (i64 j = lane; j < C; j += 32)
+      store(y, r * C + j, (F)load(x, r * C + j) * rs * (F)load(w, j));
+    if (lane == 0)
+      store(rstd, r, rs);
+  }
+}
+
+// dx, plus per-warp partials of dweight = Σ dy·x̂ in partial[warp][0..C).
+template <typename T, typename S, i64 ROWS, i64 C>
+__device__ void rmsNormBackward(const T *x, const T *w, const S *rstd, const T *dy, T *dx,
+                                typename Compute<T>::type *partial) {
+  typedef typename Compute<T>::type F;
+  constexpr int PER_LANE = CEIL_DIV(C, 32);
+  int lane = threadIdx.x % 32;
+  i64 warpId = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32;
+  i64 warps = (i64)gridDim.x * (blockDim.x / 32);
+  F dw[PER_LANE];
+#pragma unroll
+  for (int k = 0; k < PER_LANE; ++k)
+    dw[k] = 0;
+  for (i64 r = warpId; r < ROWS; r += warps) {
+    F rs = (F)rstd[r], sumGX = 0;
+#pragma unroll
+    for (int k = 0; k < PER_LANE; ++k) {
+      i64 j = lane + 32 * k;
+      if (j < C) {
+        F xhat = (F)load(x, r * C + j) * rs, d = (F)load(dy, r * C + j);
+        sumGX += d * (F)load(w, j) * xhat;
+        dw[k] += d * xhat;
+      }
+    }
+    F meanGX = warpSum(sumGX) / F(C);
+#pragma unroll
+    for (int k = 0; k < PER_LANE; ++k) {
+      i64 j = lane + 32 * k;
+      if (j < C) {
+        F xhat = (F)load(x, r * C + j) * rs;
+        store(dx, r * C + j, rs * ((F)load(dy, r * C + j) * (F)load(w, j) - xhat * meanGX));
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < PER_LANE; ++k) {
+    i64 j = lane + 32 * k;
+    if (j < C)
+      partial[warpId * C + j] = dw[k];
+  }
+}
+
+} // namespace kiln

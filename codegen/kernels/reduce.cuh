@@ -1,0 +1,62 @@
+// kiln/reduce.cuh — reductions over the trailing dimensions (rows), the
+// leading ones (columns, two passes through a partial-sum buffer) and any
+// other set (one thread per output).
+#pragma once
+#include "kiln/common.cuh"
+
+namespace kiln {
+
+enum ReduceKind { SUM = 0, MAX = 1, MEAN = 2 };
+
+template <int KIND, typename C> __device__ __forceinline__ C combine(C a, C b) {
+  return KIND == MAX ? (a > b || a != a ? a : b) : a + b;
+}
+template <int KIND, typename C> __device__ __forceinline__ C identity() {
+  return KIND == MAX ? negInf<C>() : C(0);
+}
+
+// One warp per row of ROW elements: out[r] = reduce(in[r, :]).
+template <int KIND, typename T, typename U, i64 ROWS, i64 ROW>
+__device__ void reduceRows(const T *in, U *out) {
+  typedef typename Compute<T>::type C;
+  i64 warps = (i64)gridDim.x * (blockDim.x / 32);
+  for (i64 r = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32; r < ROWS; r += warps) {
+    C acc = identity<KIND, C>();
+    for (i64 j = threadIdx.x % 32; j < ROW; j += 32)
+      acc = combine<KIND>(acc, (C)load(in, r * ROW + j));
+    for (int o = 16; o > 0; o >>= 1)
+      acc = combine<KIND>(acc, __shfl_xor_sync(0xffffffffu, acc, o));
+    if (threadIdx.x % 32 == 0)
+      store(out, r, KIND == MEAN ? acc / C(ROW) : acc);
+  }
+}
+
+// Columns, pass 1: block (x, y) sums rows [y*CHUNK, (y+1)*CHUNK) of the
+// columns its threads own into partial[y, col].
+template <int KIND, typename T, i64 ROWS, i64 COLS, i64 CHUNK>
+__device__ void reduceColumnsPartial(const T *in, typename Compute<T>::type *partial) {
+  typedef typename Compute<T>::type C;
+  i64 col = blockIdx.x * (i64)blockDim.x + threadIdx.x;
+  if (col >= COLS)
+    return;
+  i64 begin = blockIdx.y * CHUNK, end = begin + CHUNK < ROWS ? begin + CHUNK : ROWS;
+  C acc = identity<KIND, C>();
+  for (i64 r = begin; r < end; ++r)
+    acc = combine<KIND>(acc, (C)load(in, r * COLS + col));
+  partial[blockIdx.y * COLS + col] = acc;
+}
+
+// Columns, pass 2: out[col] = reduce over the CHUNKS partials.
+template <int KIND, typename U, i64 ROWS, i64 COLS, i64 CHUNKS>
+__device__ void reduceColumnsFinal(const typename Compute<U>::type *partial, U *out) {
+  typedef typename Compute<U>::type C;
+  i64 col = blockIdx.x * (i64)blockDim.x + threadIdx.x;
+  if (col >= COLS)
+    return;
+  C acc = identity<KIND, C>();
+  for (i64 c = 0; c < CHUNKS; ++c)
+    acc = combine<KIND>(acc, partial[c * COLS + col]);
+  store(out, col, KIND == MEAN ? acc / C(ROWS) : acc);
+}
+
+} // namespace kiln

@@ -1,0 +1,132 @@
+//===- Plan.h - the executable of a compiled module, as data ---------------===//
+//
+// A Plan is everything a device executor needs, and nothing it must derive:
+// the arena size, the named buffers bound to the model (parameters, states,
+// inputs, outputs) at fixed offsets, the CUDA C++ kernels, and per function
+// the steps in order — kernel launches (grid, block, arguments), cuBLASLt
+// GEMMs, memsets and copies — each naming the IR op it implements. Codegen
+// builds it; `kiln compile --emit=plan` saves it as plan.json plus one .cu
+// file per kernel; the CUDA executor loads and runs it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_PLAN_H
+#define KILN_RUNTIME_PLAN_H
+
+#include "runtime/cpu/HostTensor.h"
+
+#include "llvm/Support/Error.h"
+#include "llvm/Support/JSON.h"
+
+#include <array>
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+/// A tensor at a fixed arena offset that the outside world binds by name.
+struct PlanBinding {
+  enum class Kind { Param, State, Input, Output };
+  Kind kind;
+  std::string name;
+  int64_t offset;
+  cpu::DType dtype;
+  std::vector<int64_t> shape;
+  /// For outputs that replace an argument in place: the argument's name.
+  std::string aliases;
+
+  int64_t bytes() const { return cpu::product(shape) * static_cast<int64_t>(cpu::dtypeSize(dtype)); }
+};
+
+/// Bits kernels set in PlanMemory::errorFlag (kernels/common.cuh).
+enum PlanError : uint32_t {
+  kErrorBadId = 1,     ///< an embedding id outside the table
+  kErrorBadTarget = 2, ///< a cross-entropy target at or past the valid classes
+};
+
+/// A kernel argument: a pointer into the arena, or an integer.
+struct PlanArg {
+  enum class Kind { Pointer, Int } kind;
+  int64_t value; ///< arena offset, or the integer
+};
+
+/// C[b] = op(A[b]) · op(B[b]) (+ bias) in cuBLASLt's column-major terms;
+/// codegen turns kiln's row-major matmul into this form.
+struct GemmDesc {
+  bool transA = false, transB = false;
+  int64_t m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldc = 0;
+  int64_t batch = 1, strideA = 0, strideB = 0, strideC = 0;
+  int64_t a = 0, b = 0, c = 0; ///< arena offsets
+  int64_t bias = -1;           ///< arena offset of a bias of m entries, or -1
+  cpu::DType inType = cpu::DType::F32, outType = cpu::DType::F32;
+};
+
+struct PlanStep {
+  enum class Kind { Launch, Gemm, Memset, Copy };
+  Kind kind = Kind::Launch;
+  std::string op; ///< "kiln.add at loc(\"h.0.attn\")"
+  // Launch
+  int kernel = -1;
+  std::array<int64_t, 3> grid{1, 1, 1}, block{1, 1, 1};
+  int64_t sharedBytes = 0;
+  std::vector<PlanArg> args;
+  // Gemm
+  GemmDesc gemm;
+  // Memset / Copy
+  int64_t dst = 0, src = 0, bytes = 0;
+};
+
+struct PlanKernel {
+  std::string name;   ///< entry point (extern "C")
+  std::string source; ///< CUDA C++
+};
+
+struct PlanFunction {
+  std::string name;
+  std::vector<PlanStep> steps;
+  std::vector<PlanBinding> args, results;
+};
+
+/// Bytes by category (exact: the arena layout).
+struct PlanMemory {
+  int64_t params = 0, states = 0, inputs = 0, workspace = 0, workspaceOffset = 0;
+  int64_t gradsAtPeak = 0; ///< gradients live at the training step's peak
+  int64_t scratch = 0;     ///< the largest function's temporaries
+  int64_t total = 0;       ///< the arena
+  /// The part of the workspace (at workspaceOffset) cuBLASLt may use; the
+  /// kernels' partial sums use the rest.
+  int64_t gemmWorkspace = 32ll << 20;
+  int64_t peakLive = 0; ///< temporaries live at once, at the peak
+  /// A 32-bit word (the workspace's last 256 bytes) that kernels set when
+  /// an input is out of range (kErrorBadId, ...); -1 when none is used.
+  int64_t errorFlag = -1;
+
+  /// A few lines: the arena by category (params, optimizer states, inputs,
+  /// workspace, temporaries with the gradients and activations at the peak).
+  std::string describe() const;
+};
+
+struct Plan {
+  std::string arch = "sm_90";
+  int smCount = 132;
+  PlanMemory memory;
+  std::vector<PlanKernel> kernels;
+  /// Headers the kernels include ("kiln/common.cuh" -> contents); saved
+  /// beside them so a saved plan compiles on its own.
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::vector<PlanFunction> functions;
+
+  const PlanFunction *function(llvm::StringRef name) const;
+
+  llvm::json::Value toJSON() const;
+  static llvm::Expected<Plan> fromJSON(const llvm::json::Value &value);
+  /// Writes DIR/plan.json, DIR/kernels/<name>.cu and the headers under
+  /// DIR/kernels/.
+  llvm::Error save(llvm::StringRef dir) const;
+  /// Reads what save() wrote.
+  static llvm::Expected<Plan> load(llvm::StringRef dir);
+};
+
+} // namespace kiln
+
+#endif // KILN_RUNTIME_PLAN_H

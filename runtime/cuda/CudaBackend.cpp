@@ -1,0 +1,126 @@
+//===- CudaBackend.cpp - the Backend that runs on one GPU ------------------===//
+
+#include "runtime/cuda/CudaBackend.h"
+
+#include "runtime/ParamInit.h"
+#include "runtime/cuda/CudaApi.h"
+
+#include "llvm/Support/FormatVariadic.h"
+
+namespace kiln::cuda {
+
+namespace {
+
+llvm::Error error(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+} // namespace
+
+llvm::Error CudaBackend::load(mlir::ModuleOp module, uint64_t seed) {
+  // What to initialize: every parameter and state once, as the CPU backend.
+  std::vector<ParamInfo> toInit;
+  for (auto func : module.getOps<mlir::func::FuncOp>()) {
+    auto binding = FunctionBinding::of(func);
+    if (!binding)
+      return binding.takeError();
+    for (const auto &[i, arg] : llvm::enumerate(binding->args)) {
+      if (arg.kind == FunctionBinding::Arg::Input)
+        continue;
+      if (llvm::any_of(toInit, [&](const ParamInfo &p) { return p.name == arg.name; }))
+        continue;
+      toInit.push_back({static_cast<unsigned>(i), arg.name, arg.dtype, arg.shape, arg.init});
+    }
+  }
+  auto plan = compile_(module);
+  if (!plan)
+    return plan.takeError();
+  auto executor = CudaExecutor::create(std::move(*plan), options_);
+  if (!executor)
+    return executor.takeError();
+  executor_ = std::move(*executor);
+
+  for (const PlanFunction &f : executor_->plan().functions)
+    for (const PlanBinding &b : f.args)
+      if (b.kind != PlanBinding::Kind::Input &&
+          llvm::none_of(state_, [&](const PlanBinding &s) { return s.name == b.name; }))
+        state_.push_back(b);
+  auto values = initParams(toInit, seed);
+  if (!values)
+    return values.takeError();
+  NamedTensors initial;
+  for (auto [info, value] : llvm::zip(toInit, *values))
+    initial.push_back({info.name, std::move(value)});
+  return setState(initial);
+}
+
+bool CudaBackend::hasFunction(llvm::StringRef fn) const {
+  return executor_ && executor_->plan().function(fn) != nullptr;
+}
+
+llvm::Expected<TensorMap> CudaBackend::run(llvm::StringRef fn, const TensorMap &inputs) {
+  if (!executor_)
+    return error("the CUDA backend has no module loaded");
+  auto outputs = executor_->run(fn, inputs);
+  if (!outputs)
+    return outputs.takeError();
+  return TensorMap(std::make_move_iterator(outputs->begin()), std::make_move_iterator(outputs->end()));
+}
+
+llvm::Expected<NamedTensors> CudaBackend::collect(PlanBinding::Kind kind) {
+  NamedTensors out;
+  std::vector<char> bytes;
+  for (const PlanBinding &b : state_) {
+    if (b.kind != kind)
+      continue;
+    bytes.resize(static_cast<size_t>(b.bytes()));
+    if (llvm::Error err = executor_->read(b.offset, bytes.data(), b.bytes()))
+      return std::move(err);
+    out.push_back({b.name, unpackFromDevice(bytes.data(), b.dtype, b.shape)});
+  }
+  return out;
+}
+
+llvm::Error CudaBackend::setState(const NamedTensors &tensors) {
+  auto find = [&](const std::string &name) -> const PlanBinding * {
+    for (const PlanBinding &b : state_)
+      if (b.name == name)
+        return &b;
+    return nullptr;
+  };
+  for (const auto &[name, t] : tensors) {
+    const PlanBinding *b = find(name);
+    if (!b)
+      return error("the checkpoint has '" + name + "', which this model does not");
+    if (b->dtype != t.dtype() || b->shape != t.shape())
+      return error(llvm::formatv("'{0}' is {1} in the checkpoint but {2} in this model", name,
+                                 t.typeString(), cpu::HostTensor(b->dtype, b->shape).typeString()));
+  }
+  std::vector<char> bytes;
+  for (const auto &[name, t] : tensors) {
+    const PlanBinding *b = find(name);
+    bytes.resize(static_cast<size_t>(b->bytes()));
+    packForDevice(t, bytes.data());
+    if (llvm::Error err = executor_->write(b->offset, bytes.data(), b->bytes()))
+      return err;
+  }
+  return llvm::Error::success();
+}
+
+std::string CudaBackend::describe() const {
+  if (!executor_)
+    return "cuda (nothing loaded)";
+  const auto &s = executor_->stats();
+  auto dev = device();
+  std::string name = dev ? dev->name : "?";
+  if (!dev)
+    llvm::consumeError(dev.takeError());
+  return llvm::formatv("{0}; {1} kernels ({2} compiled by NVRTC, {3} cached, {4:f1} s), {5} GEMM "
+                       "shapes autotuned in {6:f1} s; loaded in {7:f1} s\n",
+                       name, executor_->plan().kernels.size(), s.nvrtc.compiled, s.nvrtc.cached,
+                       s.nvrtc.seconds, s.gemmShapes, s.autotuneSeconds, s.loadSeconds)
+             .str() +
+         executor_->plan().memory.describe();
+}
+
+} // namespace kiln::cuda

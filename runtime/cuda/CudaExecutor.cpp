@@ -1,0 +1,646 @@
+//===- CudaExecutor.cpp - runs a Plan on one GPU ---------------------------===//
+
+#include "runtime/cuda/CudaExecutor.h"
+
+#include "runtime/cuda/CudaApi.h"
+
+#include "llvm/ADT/ScopeExit.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+namespace kiln::cuda {
+
+namespace {
+
+llvm::Error error(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+bool envFlag(const char *name, bool fallback) {
+  const char *v = std::getenv(name);
+  if (!v || !*v)
+    return fallback;
+  return llvm::StringRef(v) != "0";
+}
+
+cudaDataType_t cudaType(cpu::DType d) {
+  switch (d) {
+  case cpu::DType::F64: return CUDA_R_64F;
+  case cpu::DType::BF16: return CUDA_R_16BF;
+  case cpu::DType::F16: return CUDA_R_16F;
+  default: return CUDA_R_32F;
+  }
+}
+
+/// Everything about a GEMM that decides the algorithm (not the pointers).
+std::string gemmKey(const GemmDesc &g) {
+  return llvm::formatv("{0}{1} {2}x{3}x{4} ld {5},{6},{7} b{8} s{9},{10},{11} {12}{13} bias{14}",
+                       g.transA, g.transB, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.batch, g.strideA,
+                       g.strideB, g.strideC, static_cast<int>(g.inType),
+                       static_cast<int>(g.outType), g.bias >= 0)
+      .str();
+}
+
+} // namespace
+
+void packForDevice(const cpu::HostTensor &t, void *dst) {
+  int64_t n = t.numel();
+  switch (t.dtype()) {
+  case cpu::DType::F64:
+  case cpu::DType::F32:
+  case cpu::DType::I64:
+    std::memcpy(dst, t.raw(), n * cpu::dtypeSize(t.dtype()));
+    return;
+  case cpu::DType::BF16: {
+    auto *out = static_cast<uint16_t *>(dst);
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = cpu::floatToBF16Bits(t.data<float>()[i]);
+    return;
+  }
+  case cpu::DType::F16: {
+    auto *out = static_cast<uint16_t *>(dst);
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = cpu::floatToF16Bits(t.data<float>()[i]);
+    return;
+  }
+  case cpu::DType::I32: {
+    auto *out = static_cast<int32_t *>(dst);
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = static_cast<int32_t>(t.data<int64_t>()[i]);
+    return;
+  }
+  case cpu::DType::I1: {
+    auto *out = static_cast<uint8_t *>(dst);
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = t.data<int64_t>()[i] != 0;
+    return;
+  }
+  }
+}
+
+cpu::HostTensor unpackFromDevice(const void *src, cpu::DType dtype,
+                                 const std::vector<int64_t> &shape) {
+  auto t = cpu::HostTensor::uninitialized(dtype, shape);
+  int64_t n = t.numel();
+  switch (dtype) {
+  case cpu::DType::F64:
+  case cpu::DType::F32:
+  case cpu::DType::I64:
+    std::memcpy(t.raw(), src, n * cpu::dtypeSize(dtype));
+    break;
+  case cpu::DType::BF16:
+    for (int64_t i = 0; i < n; ++i)
+      t.data<float>()[i] = cpu::bf16BitsToFloat(static_cast<const uint16_t *>(src)[i]);
+    break;
+  case cpu::DType::F16:
+    for (int64_t i = 0; i < n; ++i)
+      t.data<float>()[i] = cpu::f16BitsToFloat(static_cast<const uint16_t *>(src)[i]);
+    break;
+  case cpu::DType::I32:
+    for (int64_t i = 0; i < n; ++i)
+      t.data<int64_t>()[i] = static_cast<const int32_t *>(src)[i];
+    break;
+  case cpu::DType::I1:
+    for (int64_t i = 0; i < n; ++i)
+      t.data<int64_t>()[i] = static_cast<const uint8_t *>(src)[i] != 0;
+    break;
+  }
+  return t;
+}
+
+/// One GEMM step, ready for cublasLtMatmul.
+struct Gemm {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool f64 = false;
+};
+
+struct Function {
+  const PlanFunction *plan = nullptr;
+  std::vector<Gemm> gemms; ///< one per step (unused for non-GEMM steps)
+  void *pinnedIn = nullptr, *pinnedOut = nullptr; ///< pinnedOut ends with the error word
+  int64_t inBytes = 0, outBytes = 0;
+  int runs = 0;
+  CUgraph graph = nullptr;
+  CUgraphExec exec = nullptr;
+};
+
+struct CudaExecutor::Impl {
+  const Driver *cu = nullptr;
+  const CublasLt *lt = nullptr;
+  CUdeviceptr base = 0;
+  CUstream stream = nullptr;
+  cublasLtHandle_t handle = nullptr;
+  std::vector<CUmodule> modules;
+  std::vector<CUfunction> kernels;
+  std::map<std::string, Function> functions;
+  bool useGraphs = true, syncEachStep = false;
+
+  ~Impl() {
+    if (!cu)
+      return;
+    for (auto &[name, f] : functions) {
+      if (f.exec)
+        cu->cuGraphExecDestroy(f.exec);
+      if (f.graph)
+        cu->cuGraphDestroy(f.graph);
+      if (f.pinnedIn)
+        cu->cuMemFreeHost(f.pinnedIn);
+      if (f.pinnedOut)
+        cu->cuMemFreeHost(f.pinnedOut);
+      for (Gemm &g : f.gemms) {
+        if (g.desc)
+          lt->cublasLtMatmulDescDestroy(g.desc);
+        for (auto layout : {g.a, g.b, g.c})
+          if (layout)
+            lt->cublasLtMatrixLayoutDestroy(layout);
+      }
+    }
+    if (handle)
+      lt->cublasLtDestroy(handle);
+    for (CUmodule m : modules)
+      cu->cuModuleUnload(m);
+    if (base)
+      cu->cuMemFree(base);
+    if (stream)
+      cu->cuStreamDestroy(stream);
+  }
+
+  CUdeviceptr at(int64_t offset) const { return base + static_cast<CUdeviceptr>(offset); }
+
+  llvm::Error makeGemm(const GemmDesc &d, Gemm &g) {
+    g.f64 = d.inType == cpu::DType::F64;
+    cublasComputeType_t compute = g.f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F;
+    cudaDataType_t scale = g.f64 ? CUDA_R_64F : CUDA_R_32F;
+    KILN_CUBLAS(lt->cublasLtMatmulDescCreate(&g.desc, compute, scale));
+    cublasOperation_t opA = d.transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t opB = d.transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+    KILN_CUBLAS(lt->cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof(opA)));
+    KILN_CUBLAS(lt->cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof(opB)));
+    if (d.bias >= 0) {
+      cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+      KILN_CUBLAS(lt->cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+      CUdeviceptr bias = at(d.bias);
+      void *biasPtr = reinterpret_cast<void *>(bias);
+      KILN_CUBLAS(lt->cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &biasPtr, sizeof(biasPtr)));
+      cudaDataType_t biasType = cudaType(d.outType);
+      KILN_CUBLAS(lt->cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &biasType, sizeof(biasType)));
+    }
+    auto layout = [&](cublasLtMatrixLayout_t &l, cpu::DType type, int64_t rows, int64_t cols,
+                      int64_t ld, int64_t stride) -> llvm::Error {
+      KILN_CUBLAS(lt->cublasLtMatrixLayoutCreate(&l, cudaType(type), rows, cols, ld));
+      if (d.batch > 1) {
+        int32_t count = static_cast<int32_t>(d.batch);
+        KILN_CUBLAS(lt->cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+        KILN_CUBLAS(lt->cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+      }
+      return llvm::Error::success();
+    };
+    if (llvm::Error err = layout(g.a, d.inType, d.transA ? d.k : d.m, d.transA ? d.m : d.k, d.lda, d.strideA))
+      return err;
+    if (llvm::Error err = layout(g.b, d.inType, d.transB ? d.n : d.k, d.transB ? d.k : d.n, d.ldb, d.strideB))
+      return err;
+    return layout(g.c, d.outType, d.m, d.n, d.ldc, d.strideC);
+  }
+
+  llvm::Error launchGemm(const GemmDesc &d, const Gemm &g, int64_t workspace, int64_t workspaceBytes,
+                         const cublasLtMatmulAlgo_t &algo) {
+    float alpha = 1.0f, beta = 0.0f;
+    double alpha64 = 1.0, beta64 = 0.0;
+    const void *pa = g.f64 ? static_cast<const void *>(&alpha64) : &alpha;
+    const void *pb = g.f64 ? static_cast<const void *>(&beta64) : &beta;
+    KILN_CUBLAS(lt->cublasLtMatmul(handle, g.desc, pa, reinterpret_cast<void *>(at(d.a)), g.a,
+                                   reinterpret_cast<void *>(at(d.b)), g.b, pb,
+                                   reinterpret_cast<void *>(at(d.c)), g.c,
+                                   reinterpret_cast<void *>(at(d.c)), g.c, &algo,
+                                   reinterpret_cast<void *>(at(workspace)),
+                                   static_cast<size_t>(workspaceBytes), stream));
+    return llvm::Error::success();
+  }
+};
+
+CudaExecutor::CudaExecutor(Plan plan) : impl_(std::make_unique<Impl>()), plan_(std::move(plan)) {}
+CudaExecutor::~CudaExecutor() = default;
+
+llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
+                                                                   const ExecutorOptions &options) {
+  auto start = std::chrono::steady_clock::now();
+  auto dev = device();
+  if (!dev)
+    return dev.takeError();
+  if (llvm::Error err = makeCurrent())
+    return std::move(err);
+  auto cu = driver();
+  if (!cu)
+    return cu.takeError();
+  auto lt = cublasLt({options.toolkitRoot});
+  if (!lt)
+    return lt.takeError();
+  if (plan.arch != dev->arch())
+    return error("the plan was generated for " + plan.arch + " but the device is " + dev->arch() +
+                 " (" + dev->name + "); compile it with --arch " + dev->arch());
+  std::unique_ptr<CudaExecutor> ex(new CudaExecutor(std::move(plan)));
+  Impl &im = *ex->impl_;
+  im.cu = &*cu;
+  im.lt = &*lt;
+  im.useGraphs = options.useGraphs && envFlag("KILN_CUDA_GRAPHS", true);
+  im.syncEachStep = envFlag("KILN_CUDA_SYNC", false);
+  const Plan &p = ex->plan_;
+
+  // Memory first: a plan that does not fit fails before minutes of compiling.
+  size_t freeBytes = 0, totalBytes = 0;
+  KILN_CU(im.cu->cuMemGetInfo(&freeBytes, &totalBytes));
+  if (static_cast<size_t>(p.memory.total) > freeBytes)
+    return error(llvm::formatv("the plan needs {0:f2} GiB of device memory but {1} has {2:f2} GiB "
+                               "free (lower train.batch_size, or use gradient accumulation)",
+                               p.memory.total / 1073741824.0, dev->name, freeBytes / 1073741824.0));
+  KILN_CU(im.cu->cuStreamCreate(&im.stream, CU_STREAM_NON_BLOCKING));
+  KILN_CU(im.cu->cuMemAlloc(&im.base, static_cast<size_t>(p.memory.total)));
+  KILN_CU(im.cu->cuMemsetD8Async(im.base, 0, static_cast<size_t>(p.memory.total), im.stream));
+
+  // Kernels.
+  std::vector<KernelSource> sources;
+  for (const PlanKernel &k : p.kernels)
+    sources.push_back({k.name, k.source});
+  CompileOptions compile;
+  compile.arch = p.arch;
+  compile.toolkitRoot = options.toolkitRoot;
+  compile.cacheDir = options.cacheDir;
+  compile.headers = p.headers;
+  if (options.progress) {
+    *options.progress << llvm::formatv("  compiling {0} kernels for {1} with NVRTC...\n",
+                                       sources.size(), p.arch);
+    options.progress->flush();
+  }
+  auto cubins = compileKernels(sources, compile, &ex->stats_.nvrtc);
+  if (!cubins)
+    return cubins.takeError();
+  std::vector<int64_t> maxShared(p.kernels.size(), 0);
+  for (const PlanFunction &f : p.functions)
+    for (const PlanStep &s : f.steps)
+      if (s.kind == PlanStep::Kind::Launch)
+        maxShared[s.kernel] = std::max(maxShared[s.kernel], s.sharedBytes);
+  for (size_t i = 0; i < cubins->size(); ++i) {
+    CUmodule module;
+    CUfunction fn;
+    KILN_CU(im.cu->cuModuleLoadData(&module, (*cubins)[i].data()));
+    im.modules.push_back(module);
+    KILN_CU(im.cu->cuModuleGetFunction(&fn, module, p.kernels[i].name.c_str()));
+    // Any dynamic shared memory may need the opt-in: the kernel's static
+    // part counts towards the 48 KiB default too.
+    if (maxShared[i] > 0)
+      KILN_CU(im.cu->cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                        static_cast<int>(maxShared[i])));
+    im.kernels.push_back(fn);
+  }
+
+  // GEMMs: descriptors per step, one algorithm per distinct shape.
+  KILN_CUBLAS(im.lt->cublasLtCreate(&im.handle));
+  auto tuneStart = std::chrono::steady_clock::now();
+  std::map<std::string, cublasLtMatmulAlgo_t> algos;
+  CUevent t0, t1;
+  KILN_CU(im.cu->cuEventCreate(&t0, CU_EVENT_DEFAULT));
+  KILN_CU(im.cu->cuEventCreate(&t1, CU_EVENT_DEFAULT));
+  llvm::scope_exit destroyEvents([&] {
+    im.cu->cuEventDestroy(t0);
+    im.cu->cuEventDestroy(t1);
+  });
+  for (const PlanFunction &pf : p.functions) {
+    Function &f = im.functions[pf.name];
+    f.plan = &pf;
+    f.gemms.resize(pf.steps.size());
+    for (size_t i = 0; i < pf.steps.size(); ++i) {
+      const PlanStep &s = pf.steps[i];
+      if (s.kind != PlanStep::Kind::Gemm)
+        continue;
+      Gemm &g = f.gemms[i];
+      if (llvm::Error err = im.makeGemm(s.gemm, g))
+        return error("preparing the GEMM of " + s.op + ": " + llvm::toString(std::move(err)));
+      std::string key = gemmKey(s.gemm);
+      if (auto it = algos.find(key); it != algos.end()) {
+        g.algo = it->second;
+        continue;
+      }
+      cublasLtMatmulPreference_t pref;
+      KILN_CUBLAS(im.lt->cublasLtMatmulPreferenceCreate(&pref));
+      uint64_t ws = static_cast<uint64_t>(p.memory.gemmWorkspace);
+      KILN_CUBLAS(im.lt->cublasLtMatmulPreferenceSetAttribute(
+          pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+      std::vector<cublasLtMatmulHeuristicResult_t> results(std::max(1, options.gemmCandidates));
+      int returned = 0;
+      cublasStatus_t status = im.lt->cublasLtMatmulAlgoGetHeuristic(
+          im.handle, g.desc, g.a, g.b, g.c, g.c, pref, static_cast<int>(results.size()),
+          results.data(), &returned);
+      im.lt->cublasLtMatmulPreferenceDestroy(pref);
+      if (status != CUBLAS_STATUS_SUCCESS || returned == 0)
+        return error("cuBLASLt has no algorithm for the GEMM of " + s.op + " (" + key + ")");
+      int best = 0;
+      if (returned > 1) {
+        float bestMs = 1e30f;
+        for (int r = 0; r < returned; ++r) {
+          if (results[r].state != CUBLAS_STATUS_SUCCESS)
+            continue;
+          // One warm-up, then three timed runs.
+          if (llvm::Error err = im.launchGemm(s.gemm, g, p.memory.workspaceOffset,
+                                              p.memory.gemmWorkspace, results[r].algo)) {
+            llvm::consumeError(std::move(err)); // a candidate that fails is skipped
+            continue;
+          }
+          KILN_CU(im.cu->cuEventRecord(t0, im.stream));
+          for (int rep = 0; rep < 3; ++rep)
+            if (llvm::Error err = im.launchGemm(s.gemm, g, p.memory.workspaceOffset,
+                                                p.memory.gemmWorkspace, results[r].algo))
+              return err;
+          KILN_CU(im.cu->cuEventRecord(t1, im.stream));
+          KILN_CU(im.cu->cuEventSynchronize(t1));
+          float ms = 0;
+          KILN_CU(im.cu->cuEventElapsedTime(&ms, t0, t1));
+          if (ms < bestMs) {
+            bestMs = ms;
+            best = r;
+          }
+        }
+      }
+      g.algo = results[best].algo;
+      algos[key] = g.algo;
+    }
+    // Pinned staging for the inputs and outputs.
+    for (const PlanBinding &b : pf.args)
+      if (b.kind == PlanBinding::Kind::Input)
+        f.inBytes += b.bytes();
+    for (const PlanBinding &b : pf.results)
+      if (b.aliases.empty())
+        f.outBytes += b.bytes();
+    if (f.inBytes)
+      KILN_CU(im.cu->cuMemAllocHost(&f.pinnedIn, static_cast<size_t>(f.inBytes)));
+    KILN_CU(im.cu->cuMemAllocHost(&f.pinnedOut, static_cast<size_t>(f.outBytes + 4)));
+  }
+  KILN_CU(im.cu->cuStreamSynchronize(im.stream));
+  ex->stats_.gemmShapes = static_cast<int>(algos.size());
+  auto now = std::chrono::steady_clock::now();
+  ex->stats_.autotuneSeconds = std::chrono::duration<double>(now - tuneStart).count();
+  ex->stats_.loadSeconds = std::chrono::duration<double>(now - start).count();
+  return std::move(ex);
+}
+
+llvm::Error CudaExecutor::write(int64_t offset, const void *src, int64_t bytes) {
+  Impl &im = *impl_;
+  if (offset < 0 || offset + bytes > plan_.memory.total)
+    return error(llvm::formatv("write of {0} bytes at {1} is outside the arena", bytes, offset));
+  KILN_CU(im.cu->cuStreamSynchronize(im.stream));
+  KILN_CU(im.cu->cuMemcpyHtoD(im.at(offset), src, static_cast<size_t>(bytes)));
+  return llvm::Error::success();
+}
+
+llvm::Error CudaExecutor::read(int64_t offset, void *dst, int64_t bytes) {
+  Impl &im = *impl_;
+  if (offset < 0 || offset + bytes > plan_.memory.total)
+    return error(llvm::formatv("read of {0} bytes at {1} is outside the arena", bytes, offset));
+  KILN_CU(im.cu->cuStreamSynchronize(im.stream));
+  KILN_CU(im.cu->cuMemcpyDtoH(dst, im.at(offset), static_cast<size_t>(bytes)));
+  return llvm::Error::success();
+}
+
+namespace {
+
+/// Enqueues every step of `f` on the stream (eagerly or into a capture).
+llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool sync) {
+  const PlanFunction &pf = *f.plan;
+  std::vector<CUdeviceptr> pointers;
+  std::vector<long long> ints;
+  std::vector<void *> params;
+  for (size_t i = 0; i < pf.steps.size(); ++i) {
+    const PlanStep &s = pf.steps[i];
+    auto fail = [&](llvm::Error err) {
+      return error("step " + llvm::Twine(i) + " (" + s.op + "): " + llvm::toString(std::move(err)));
+    };
+    switch (s.kind) {
+    case PlanStep::Kind::Launch: {
+      pointers.assign(s.args.size(), 0);
+      ints.assign(s.args.size(), 0);
+      params.assign(s.args.size(), nullptr);
+      for (size_t a = 0; a < s.args.size(); ++a) {
+        if (s.args[a].kind == PlanArg::Kind::Pointer) {
+          pointers[a] = im.at(s.args[a].value);
+          params[a] = &pointers[a];
+        } else {
+          ints[a] = s.args[a].value;
+          params[a] = &ints[a];
+        }
+      }
+      CUresult r = im.cu->cuLaunchKernel(
+          im.kernels[s.kernel], static_cast<unsigned>(s.grid[0]), static_cast<unsigned>(s.grid[1]),
+          static_cast<unsigned>(s.grid[2]), static_cast<unsigned>(s.block[0]),
+          static_cast<unsigned>(s.block[1]), static_cast<unsigned>(s.block[2]),
+          static_cast<unsigned>(s.sharedBytes), im.stream, params.data(), nullptr);
+      if (r != CUDA_SUCCESS)
+        return fail(cuError(r, "cuLaunchKernel", __FILE__, __LINE__));
+      break;
+    }
+    case PlanStep::Kind::Gemm:
+      if (llvm::Error err = im.launchGemm(s.gemm, f.gemms[i], p.memory.workspaceOffset,
+                                          p.memory.gemmWorkspace, f.gemms[i].algo))
+        return fail(std::move(err));
+      break;
+    case PlanStep::Kind::Memset: {
+      CUresult r = im.cu->cuMemsetD8Async(im.at(s.dst), 0, static_cast<size_t>(s.bytes), im.stream);
+      if (r != CUDA_SUCCESS)
+        return fail(cuError(r, "cuMemsetD8Async", __FILE__, __LINE__));
+      break;
+    }
+    case PlanStep::Kind::Copy: {
+      CUresult r = im.cu->cuMemcpyDtoDAsync(im.at(s.dst), im.at(s.src), static_cast<size_t>(s.bytes), im.stream);
+      if (r != CUDA_SUCCESS)
+        return fail(cuError(r, "cuMemcpyDtoDAsync", __FILE__, __LINE__));
+      break;
+    }
+    }
+    if (sync)
+      if (CUresult r = im.cu->cuStreamSynchronize(im.stream); r != CUDA_SUCCESS)
+        return fail(cuError(r, "cuStreamSynchronize", __FILE__, __LINE__));
+  }
+  return llvm::Error::success();
+}
+
+/// Runs `f` once: eagerly the first time, then from its CUDA graph.
+llvm::Error execute(CudaExecutor::Impl &im, const Plan &p, Function &f) {
+  bool eager = !im.useGraphs || im.syncEachStep || f.runs == 0;
+  ++f.runs;
+  if (eager)
+    return enqueue(im, p, f, im.syncEachStep);
+  if (!f.exec) {
+    KILN_CU(im.cu->cuStreamBeginCapture(im.stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
+    llvm::Error err = enqueue(im, p, f, false);
+    CUgraph graph = nullptr;
+    CUresult end = im.cu->cuStreamEndCapture(im.stream, &graph);
+    if (err) {
+      if (graph)
+        im.cu->cuGraphDestroy(graph);
+      return err;
+    }
+    if (end != CUDA_SUCCESS)
+      return cuError(end, "cuStreamEndCapture", __FILE__, __LINE__);
+    f.graph = graph;
+    KILN_CU(im.cu->cuGraphInstantiateWithFlags(&f.exec, f.graph, 0));
+  }
+  KILN_CU(im.cu->cuGraphLaunch(f.exec, im.stream));
+  return llvm::Error::success();
+}
+
+} // namespace
+
+llvm::Expected<std::map<std::string, cpu::HostTensor>>
+CudaExecutor::run(llvm::StringRef function, const std::map<std::string, cpu::HostTensor> &inputs) {
+  Impl &im = *impl_;
+  auto it = im.functions.find(function.str());
+  if (it == im.functions.end())
+    return error("the plan has no function @" + function);
+  Function &f = it->second;
+  const PlanFunction &pf = *f.plan;
+  if (llvm::Error err = makeCurrent())
+    return std::move(err);
+
+  // Inputs: pack into pinned memory, then one async copy each.
+  int64_t at = 0;
+  for (const PlanBinding &b : pf.args) {
+    if (b.kind != PlanBinding::Kind::Input)
+      continue;
+    auto in = inputs.find(b.name);
+    if (in == inputs.end())
+      return error("@" + function + " needs the input '" + b.name + "'");
+    const cpu::HostTensor &t = in->second;
+    if (t.dtype() != b.dtype || t.shape() != b.shape)
+      return error(llvm::formatv("@{0}: input '{1}' is {2} but the plan expects {3}[{4}]", function,
+                                 b.name, t.typeString(), cpu::dtypeName(b.dtype),
+                                 llvm::join(llvm::map_range(b.shape, [](int64_t d) { return std::to_string(d); }), ", ")));
+    char *staged = static_cast<char *>(f.pinnedIn) + at;
+    packForDevice(t, staged);
+    KILN_CU(im.cu->cuMemcpyHtoDAsync(im.at(b.offset), staged, static_cast<size_t>(b.bytes()), im.stream));
+    at += b.bytes();
+  }
+  if (llvm::Error err = execute(im, plan_, f))
+    return error("running @" + function + " on the GPU: " + llvm::toString(std::move(err)));
+  at = 0;
+  for (const PlanBinding &b : pf.results) {
+    if (!b.aliases.empty())
+      continue;
+    KILN_CU(im.cu->cuMemcpyDtoHAsync(static_cast<char *>(f.pinnedOut) + at, im.at(b.offset),
+                                     static_cast<size_t>(b.bytes()), im.stream));
+    at += b.bytes();
+  }
+  uint32_t *flag = reinterpret_cast<uint32_t *>(static_cast<char *>(f.pinnedOut) + f.outBytes);
+  *flag = 0;
+  if (plan_.memory.errorFlag >= 0)
+    KILN_CU(im.cu->cuMemcpyDtoHAsync(flag, im.at(plan_.memory.errorFlag), 4, im.stream));
+  if (CUresult r = im.cu->cuStreamSynchronize(im.stream); r != CUDA_SUCCESS)
+    return error("running @" + function + " on the GPU: " +
+                 llvm::toString(cuError(r, "cuStreamSynchronize", __FILE__, __LINE__)) +
+                 " (KILN_CUDA_SYNC=1 names the step that failed)");
+  if (*flag != 0) {
+    KILN_CU(im.cu->cuMemsetD32(im.at(plan_.memory.errorFlag), 0, 1));
+    std::string what;
+    if (*flag & kErrorBadId)
+      what += "a token id is outside the embedding table";
+    if (*flag & kErrorBadTarget)
+      what += std::string(what.empty() ? "" : "; ") + "a target is at or past the vocabulary size";
+    return error("@" + function + " on the GPU: " + what +
+                 " (the inputs are out of range; the step's results are not valid)");
+  }
+  std::map<std::string, cpu::HostTensor> outputs;
+  at = 0;
+  for (const PlanBinding &b : pf.results) {
+    if (!b.aliases.empty())
+      continue;
+    outputs[b.name] = unpackFromDevice(static_cast<char *>(f.pinnedOut) + at, b.dtype, b.shape);
+    at += b.bytes();
+  }
+  return outputs;
+}
+
+llvm::Expected<double> CudaExecutor::time(llvm::StringRef function, int iterations) {
+  Impl &im = *impl_;
+  auto it = im.functions.find(function.str());
+  if (it == im.functions.end())
+    return error("the plan has no function @" + function);
+  if (llvm::Error err = makeCurrent())
+    return std::move(err);
+  Function &f = it->second;
+  // Two untimed runs: eager, then the graph capture.
+  while (f.runs < 2)
+    if (llvm::Error err = execute(im, plan_, f))
+      return std::move(err);
+  CUevent t0, t1;
+  KILN_CU(im.cu->cuEventCreate(&t0, CU_EVENT_DEFAULT));
+  KILN_CU(im.cu->cuEventCreate(&t1, CU_EVENT_DEFAULT));
+  llvm::scope_exit destroy([&] {
+    im.cu->cuEventDestroy(t0);
+    im.cu->cuEventDestroy(t1);
+  });
+  KILN_CU(im.cu->cuEventRecord(t0, im.stream));
+  for (int i = 0; i < iterations; ++i)
+    if (llvm::Error err = execute(im, plan_, f))
+      return std::move(err);
+  KILN_CU(im.cu->cuEventRecord(t1, im.stream));
+  KILN_CU(im.cu->cuEventSynchronize(t1));
+  float ms = 0;
+  KILN_CU(im.cu->cuEventElapsedTime(&ms, t0, t1));
+  return static_cast<double>(ms) / std::max(1, iterations);
+}
+
+llvm::Expected<std::vector<CudaExecutor::GemmTiming>>
+CudaExecutor::timeGemms(llvm::StringRef function, int iterations) {
+  Impl &im = *impl_;
+  auto it = im.functions.find(function.str());
+  if (it == im.functions.end())
+    return error("the plan has no function @" + function);
+  if (llvm::Error err = makeCurrent())
+    return std::move(err);
+  Function &f = it->second;
+  std::vector<GemmTiming> timings;
+  std::map<std::string, size_t> index;
+  std::vector<size_t> stepOf;
+  for (size_t i = 0; i < f.plan->steps.size(); ++i) {
+    const PlanStep &s = f.plan->steps[i];
+    if (s.kind != PlanStep::Kind::Gemm)
+      continue;
+    auto [at, inserted] = index.try_emplace(gemmKey(s.gemm), timings.size());
+    if (inserted) {
+      timings.push_back({s.gemm, s.op, 0, 0});
+      stepOf.push_back(i);
+    }
+    ++timings[at->second].count;
+  }
+  CUevent t0, t1;
+  KILN_CU(im.cu->cuEventCreate(&t0, CU_EVENT_DEFAULT));
+  KILN_CU(im.cu->cuEventCreate(&t1, CU_EVENT_DEFAULT));
+  llvm::scope_exit destroy([&] {
+    im.cu->cuEventDestroy(t0);
+    im.cu->cuEventDestroy(t1);
+  });
+  for (size_t g = 0; g < timings.size(); ++g) {
+    const Gemm &gemm = f.gemms[stepOf[g]];
+    const GemmDesc &d = timings[g].desc;
+    for (int w = 0; w < 3; ++w)
+      if (llvm::Error err = im.launchGemm(d, gemm, plan_.memory.workspaceOffset,
+                                          plan_.memory.gemmWorkspace, gemm.algo))
+        return std::move(err);
+    KILN_CU(im.cu->cuEventRecord(t0, im.stream));
+    for (int r = 0; r < iterations; ++r)
+      if (llvm::Error err = im.launchGemm(d, gemm, plan_.memory.workspaceOffset,
+                                          plan_.memory.gemmWorkspace, gemm.algo))
+        return std::move(err);
+    KILN_CU(im.cu->cuEventRecord(t1, im.stream));
+    KILN_CU(im.cu->cuEventSynchronize(t1));
+    float ms = 0;
+    KILN_CU(im.cu->cuEventElapsedTime(&ms, t0, t1));
+    timings[g].ms = static_cast<double>(ms) / std::max(1, iterations);
+  }
+  return timings;
+}
+
+} // namespace kiln::cuda

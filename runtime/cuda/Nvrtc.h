@@ -1,0 +1,61 @@
+//===- Nvrtc.h - CUDA C++ to cubin at run time, cached on disk -------------===//
+//
+// Each kernel is its own NVRTC program, compiled for the device's sm_XX with
+// the toolkit's include folder (for cuda_bf16.h) and kiln's kernel templates
+// as in-memory headers. Independent kernels compile in parallel threads.
+// Cubins are cached in `cacheDir` under a SHA-256 of the source, the headers,
+// the options, the architecture and the NVRTC version, so a second run loads
+// them from disk.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_CUDA_NVRTC_H
+#define KILN_RUNTIME_CUDA_NVRTC_H
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/Support/Error.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kiln::cuda {
+
+struct KernelSource {
+  std::string name;   ///< entry point, extern "C"
+  std::string source; ///< CUDA C++
+};
+
+struct CompileOptions {
+  std::string arch = "sm_90";
+  /// The CUDA toolkit root; <root>/include is on the include path.
+  std::string toolkitRoot = "/usr/local/cuda";
+  /// Where cubins are cached (empty: no cache). A failing kernel's source is
+  /// written to <cacheDir>/failed/<name>.cu (or the system temp dir).
+  std::string cacheDir;
+  /// In-memory headers (name, contents) the sources include.
+  std::vector<std::pair<std::string, std::string>> headers;
+  int threads = 0; ///< 0: one per hardware thread
+};
+
+struct CompileStats {
+  int compiled = 0, cached = 0;
+  double seconds = 0;
+};
+
+/// Compiles every source (in parallel) and returns one cubin per source, in
+/// order. A compile error returns the NVRTC log and the path of the source.
+llvm::Expected<std::vector<std::string>> compileKernels(llvm::ArrayRef<KernelSource> sources,
+                                                        const CompileOptions &options,
+                                                        CompileStats *stats = nullptr);
+
+/// Where cubins are cached: $XDG_CACHE_HOME/kiln, else ~/.cache/kiln (else
+/// the system temp dir when there is no home).
+std::string defaultCacheDir();
+
+/// "13.0"
+llvm::Expected<std::string> nvrtcVersion(const std::string &toolkitRoot);
+
+} // namespace kiln::cuda
+
+#endif // KILN_RUNTIME_CUDA_NVRTC_H

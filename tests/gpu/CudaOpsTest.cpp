@@ -1,0 +1,409 @@
+//===- CudaOpsTest.cpp - every op on the GPU against the CPU interpreter ---===//
+//
+// One function per case, all in one module (so NVRTC compiles every kernel
+// in parallel and the executor runs a many-function plan). Inputs are fresh
+// random tensors; each case states its tolerance (|gpu - cpu| <= atol +
+// rtol·|cpu| for every element) and the test prints the largest absolute
+// and relative errors it saw.
+//
+// Shapes are chosen to hit the emitters' paths: multiples of 4 (float4
+// loads) and odd sizes (scalar tails), rows longer and shorter than a block,
+// reductions over the last, middle and leading dimensions.
+//
+//===----------------------------------------------------------------------===//
+
+#include "tests/gpu/GpuTestSupport.h"
+#include "tests/unit/TestSupport.h"
+
+#include "codegen/PlanBuilder.h"
+#include "runtime/Random.h"
+#include "runtime/cpu/Interpreter.h"
+#include "runtime/cuda/CudaApi.h"
+#include "runtime/cuda/CudaExecutor.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <cmath>
+#include <map>
+#include <optional>
+#include <ostream>
+
+namespace kiln::test {
+namespace {
+
+enum class Gen { Normal, Positive, Ids, Mask };
+
+struct Arg {
+  std::string name, type;
+  Gen gen = Gen::Normal;
+  int64_t range = 0; ///< Ids: values in [0, range)
+};
+
+struct OpCase {
+  std::string name;
+  std::vector<Arg> args;
+  std::vector<std::string> results; ///< types of %r0, %r1, ...
+  std::string body;                 ///< defines %r0, %r1, ...
+  double atol = 1e-6, rtol = 1e-5;
+};
+
+/// Test names in ctest and gtest output: the case's name.
+void PrintTo(const OpCase &c, std::ostream *os) { *os << c.name; }
+
+Arg f(const std::string &name, const std::string &type) { return {name, type}; }
+Arg pos(const std::string &name, const std::string &type) { return {name, type, Gen::Positive}; }
+Arg ids(const std::string &name, const std::string &type, int64_t range) {
+  return {name, type, Gen::Ids, range};
+}
+Arg mask(const std::string &name, const std::string &type) { return {name, type, Gen::Mask}; }
+
+std::vector<OpCase> cases() {
+  std::vector<OpCase> c;
+  // Elementwise: aligned (float4) and odd (scalar) shapes.
+  for (const char *op : {"add", "sub", "mul", "max"}) {
+    c.push_back({std::string(op) + "_aligned", {f("a", "tensor<64x256xf32>"), f("b", "tensor<64x256xf32>")},
+                 {"tensor<64x256xf32>"},
+                 llvm::formatv("%r0 = kiln.{0} %a, %b : tensor<64x256xf32>", op).str()});
+    c.push_back({std::string(op) + "_odd", {f("a", "tensor<37x129xf32>"), f("b", "tensor<37x129xf32>")},
+                 {"tensor<37x129xf32>"},
+                 llvm::formatv("%r0 = kiln.{0} %a, %b : tensor<37x129xf32>", op).str()});
+  }
+  c.push_back({"div", {f("a", "tensor<33x65xf32>"), pos("b", "tensor<33x65xf32>")}, {"tensor<33x65xf32>"},
+               "%r0 = kiln.div %a, %b : tensor<33x65xf32>"});
+  c.push_back({"add_i32", {ids("a", "tensor<7x9xi32>", 1000), ids("b", "tensor<7x9xi32>", 1000)},
+               {"tensor<7x9xi32>"}, "%r0 = kiln.add %a, %b : tensor<7x9xi32>", 0, 0});
+  for (const char *op : {"neg", "exp", "tanh", "sigmoid", "silu", "relu"})
+    c.push_back({op, {f("a", "tensor<45x77xf32>")}, {"tensor<45x77xf32>"},
+                 llvm::formatv("%r0 = kiln.{0} %a : tensor<45x77xf32>", op).str()});
+  for (const char *op : {"log", "sqrt", "rsqrt"})
+    c.push_back({op, {pos("a", "tensor<45x77xf32>")}, {"tensor<45x77xf32>"},
+                 llvm::formatv("%r0 = kiln.{0} %a : tensor<45x77xf32>", op).str()});
+  c.push_back({"gelu_tanh", {f("a", "tensor<16x128xf32>")}, {"tensor<16x128xf32>"},
+               "%r0 = kiln.gelu tanh %a : tensor<16x128xf32>"});
+  c.push_back({"gelu_erf", {f("a", "tensor<16x127xf32>")}, {"tensor<16x127xf32>"},
+               "%r0 = kiln.gelu none %a : tensor<16x127xf32>"});
+  c.push_back({"gelu_grad", {f("a", "tensor<16x128xf32>"), f("d", "tensor<16x128xf32>")}, {"tensor<16x128xf32>"},
+               "%r0 = kiln.gelu_grad tanh %a, %d : tensor<16x128xf32>"});
+  c.push_back({"splat_literal", {f("a", "tensor<8x100xf32>")}, {"tensor<8x100xf32>"},
+               "%c = kiln.constant dense<0.125> : tensor<8x100xf32>\n"
+               "  %r0 = kiln.mul %a, %c : tensor<8x100xf32>"});
+  c.push_back({"cast_f16", {f("a", "tensor<9x31xf32>")}, {"tensor<9x31xf16>"},
+               "%r0 = kiln.cast %a : tensor<9x31xf32> to tensor<9x31xf16>", 1e-3, 1e-3});
+  c.push_back({"cast_i32", {ids("a", "tensor<9x31xi32>", 500)}, {"tensor<9x31xf32>"},
+               "%r0 = kiln.cast %a : tensor<9x31xi32> to tensor<9x31xf32>"});
+  c.push_back({"compare_select", {f("a", "tensor<24x40xf32>"), f("b", "tensor<24x40xf32>")},
+               {"tensor<24x40xf32>"},
+               "%m = kiln.compare gt, %a, %b : tensor<24x40xf32>\n"
+               "  %r0 = kiln.select %m, %a, %b : tensor<24x40xi1>, tensor<24x40xf32>"});
+  c.push_back({"i1_constant", {f("a", "tensor<4x5xf32>")}, {"tensor<4x5xf32>"},
+               "%t = kiln.constant dense<true> : tensor<4x5xi1>\n"
+               "  %c = kiln.cast %t : tensor<4x5xi1> to tensor<4x5xf32>\n"
+               "  %r0 = kiln.add %a, %c : tensor<4x5xf32>"});
+  c.push_back({"select_mask", {mask("m", "tensor<5x13xi1>"), f("a", "tensor<5x13xf32>"), f("b", "tensor<5x13xf32>")},
+               {"tensor<5x13xf32>"}, "%r0 = kiln.select %m, %a, %b : tensor<5x13xi1>, tensor<5x13xf32>"});
+  // Shape.
+  c.push_back({"transpose", {f("x", "tensor<6x10x14xf32>")}, {"tensor<14x6x10xf32>"},
+               "%r0 = kiln.transpose %x, [2, 0, 1] : tensor<6x10x14xf32> -> tensor<14x6x10xf32>", 0, 0});
+  c.push_back({"transpose_heads", {f("x", "tensor<2x16x4x8xf32>")}, {"tensor<2x4x16x8xf32>"},
+               "%r0 = kiln.transpose %x, [0, 2, 1, 3] : tensor<2x16x4x8xf32> -> tensor<2x4x16x8xf32>", 0, 0});
+  c.push_back({"slice_strided", {f("x", "tensor<5x9x12xf32>")}, {"tensor<3x4x3xf32>"},
+               "%r0 = kiln.slice %x [1:4, 1:9:2, 3:12:3] : tensor<5x9x12xf32> -> tensor<3x4x3xf32>", 0, 0});
+  c.push_back({"concat", {f("x", "tensor<3x5x7xf32>"), f("y", "tensor<3x2x7xf32>")}, {"tensor<3x7x7xf32>"},
+               "%r0 = kiln.concat %x, %y dim = 1 : tensor<3x5x7xf32>, tensor<3x2x7xf32> -> tensor<3x7x7xf32>", 0, 0});
+  c.push_back({"broadcast_last", {f("v", "tensor<24xf32>")}, {"tensor<4x6x24xf32>"},
+               "%r0 = kiln.broadcast_in_dim %v, dims = [2] : tensor<24xf32> -> tensor<4x6x24xf32>", 0, 0});
+  c.push_back({"broadcast_middle", {f("v", "tensor<3x5xf32>")}, {"tensor<3x4x5xf32>"},
+               "%r0 = kiln.broadcast_in_dim %v, dims = [0, 2] : tensor<3x5xf32> -> tensor<3x4x5xf32>", 0, 0});
+  c.push_back({"pad", {f("x", "tensor<2x8x16xf32>")}, {"tensor<3x9x33xf32>"},
+               "%r0 = kiln.pad %x low = [0, 1, 2] high = [1, 0, 0] interior = [0, 0, 1] : tensor<2x8x16xf32> -> tensor<3x9x33xf32>", 0, 0});
+  c.push_back({"iota_compare", {f("a", "tensor<16x16xf32>")}, {"tensor<16x16xf32>"},
+               "%i = kiln.iota dim = 0 : tensor<16x16xi32>\n"
+               "  %j = kiln.iota dim = 1 : tensor<16x16xi32>\n"
+               "  %m = kiln.compare ge, %i, %j : tensor<16x16xi32>\n"
+               "  %z = kiln.constant dense<0xFF800000> : tensor<16x16xf32>\n"
+               "  %r0 = kiln.select %m, %a, %z : tensor<16x16xi1>, tensor<16x16xf32>", 0, 0});
+  c.push_back({"constant_dense", {f("a", "tensor<2x3xf32>")}, {"tensor<2x3xf32>"},
+               "%k = kiln.constant dense<[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]> : tensor<2x3xf32>\n"
+               "  %r0 = kiln.add %a, %k : tensor<2x3xf32>"});
+  c.push_back({"reshape_exp", {f("x", "tensor<6x20xf32>")}, {"tensor<3x40xf32>"},
+               "%s = kiln.reshape %x : tensor<6x20xf32> -> tensor<3x40xf32>\n"
+               "  %r0 = kiln.exp %s : tensor<3x40xf32>"});
+  // Reductions.
+  c.push_back({"reduce_sum_last", {f("x", "tensor<7x9x1000xf32>")}, {"tensor<7x9xf32>"},
+               "%r0 = kiln.reduce_sum %x, dims = [2] : tensor<7x9x1000xf32> -> tensor<7x9xf32>", 1e-4, 1e-5});
+  c.push_back({"reduce_sum_middle", {f("x", "tensor<7x33x10xf32>")}, {"tensor<7x10xf32>"},
+               "%r0 = kiln.reduce_sum %x, dims = [1] : tensor<7x33x10xf32> -> tensor<7x10xf32>", 1e-5, 1e-5});
+  c.push_back({"reduce_sum_columns", {f("x", "tensor<64x300x77xf32>")}, {"tensor<77xf32>"},
+               "%r0 = kiln.reduce_sum %x, dims = [0, 1] : tensor<64x300x77xf32> -> tensor<77xf32>", 1e-3, 1e-5});
+  c.push_back({"reduce_max_last", {f("x", "tensor<13x257xf32>")}, {"tensor<13xf32>"},
+               "%r0 = kiln.reduce_max %x, dims = [1] : tensor<13x257xf32> -> tensor<13xf32>", 0, 0});
+  c.push_back({"reduce_mean_all", {f("x", "tensor<4x8x16xf32>")}, {"tensor<f32>"},
+               "%r0 = kiln.reduce_mean %x, dims = [0, 1, 2] : tensor<4x8x16xf32> -> tensor<f32>", 1e-6, 1e-5});
+  // Matmul (cuBLASLt).
+  c.push_back({"matmul_shared_weight", {f("x", "tensor<4x8x64xf32>"), f("w", "tensor<64x96xf32>")},
+               {"tensor<4x8x96xf32>"},
+               "%r0 = kiln.matmul %x, %w : tensor<4x8x64xf32>, tensor<64x96xf32> -> tensor<4x8x96xf32>", 1e-4, 1e-5});
+  c.push_back({"matmul_odd", {f("x", "tensor<37x29xf32>"), f("w", "tensor<29x61xf32>")}, {"tensor<37x61xf32>"},
+               "%r0 = kiln.matmul %x, %w : tensor<37x29xf32>, tensor<29x61xf32> -> tensor<37x61xf32>", 1e-4, 1e-5});
+  c.push_back({"matmul_transpose_b", {f("q", "tensor<2x3x8x16xf32>"), f("k", "tensor<2x3x8x16xf32>")},
+               {"tensor<2x3x8x8xf32>"},
+               "%r0 = kiln.matmul %q, %k transpose_b : tensor<2x3x8x16xf32>, tensor<2x3x8x16xf32> -> tensor<2x3x8x8xf32>", 1e-4, 1e-5});
+  c.push_back({"matmul_transpose_a", {f("x", "tensor<48x24xf32>"), f("d", "tensor<48x40xf32>")}, {"tensor<24x40xf32>"},
+               "%r0 = kiln.matmul %x, %d transpose_a : tensor<48x24xf32>, tensor<48x40xf32> -> tensor<24x40xf32>", 1e-4, 1e-5});
+  c.push_back({"matmul_batched", {f("p", "tensor<2x3x8x8xf32>"), f("v", "tensor<2x3x8x16xf32>")},
+               {"tensor<2x3x8x16xf32>"},
+               "%r0 = kiln.matmul %p, %v : tensor<2x3x8x8xf32>, tensor<2x3x8x16xf32> -> tensor<2x3x8x16xf32>", 1e-4, 1e-5});
+  // Composites and their backward ops.
+  c.push_back({"embedding", {f("table", "tensor<100x48xf32>"), ids("ids", "tensor<3x17xi32>", 100)},
+               {"tensor<3x17x48xf32>"},
+               "%r0 = kiln.embedding %table, %ids : tensor<100x48xf32>, tensor<3x17xi32> -> tensor<3x17x48xf32>", 0, 0});
+  c.push_back({"embedding_grad", {ids("ids", "tensor<4x64xi32>", 50), f("d", "tensor<4x64x24xf32>")},
+               {"tensor<50x24xf32>"},
+               "%r0 = kiln.embedding_grad %ids, %d : tensor<4x64xi32>, tensor<4x64x24xf32> -> tensor<50x24xf32>", 1e-5, 1e-5});
+  c.push_back({"softmax_long_rows", {f("x", "tensor<6x1000xf32>")}, {"tensor<6x1000xf32>"},
+               "%r0 = kiln.softmax %x : tensor<6x1000xf32>", 1e-7, 1e-5});
+  c.push_back({"softmax_short_rows", {f("x", "tensor<2x4x16x16xf32>")}, {"tensor<2x4x16x16xf32>"},
+               "%r0 = kiln.softmax %x : tensor<2x4x16x16xf32>", 1e-7, 1e-5});
+  c.push_back({"log_softmax", {f("x", "tensor<5x333xf32>")}, {"tensor<5x333xf32>"},
+               "%r0 = kiln.log_softmax %x : tensor<5x333xf32>", 1e-5, 1e-5});
+  c.push_back({"softmax_grad", {f("x", "tensor<8x200xf32>"), f("d", "tensor<8x200xf32>")}, {"tensor<8x200xf32>"},
+               "%y = kiln.softmax %x : tensor<8x200xf32>\n"
+               "  %r0 = kiln.softmax_grad %y, %d : tensor<8x200xf32>", 1e-6, 1e-4});
+  c.push_back({"layer_norm", {f("x", "tensor<3x5x768xf32>"), f("g", "tensor<768xf32>"), f("b", "tensor<768xf32>")},
+               {"tensor<3x5x768xf32>", "tensor<3x5xf32>", "tensor<3x5xf32>"},
+               "%r0, %r1, %r2 = kiln.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f32} : tensor<3x5x768xf32>, tensor<768xf32>, tensor<768xf32> -> tensor<3x5x768xf32>, tensor<3x5xf32>, tensor<3x5xf32>",
+               1e-5, 1e-4});
+  c.push_back({"layer_norm_grad", {f("x", "tensor<64x130xf32>"), f("g", "tensor<130xf32>"), f("b", "tensor<130xf32>"), f("d", "tensor<64x130xf32>")},
+               {"tensor<64x130xf32>", "tensor<130xf32>", "tensor<130xf32>"},
+               "%y, %mean, %rstd = kiln.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f32} : tensor<64x130xf32>, tensor<130xf32>, tensor<130xf32> -> tensor<64x130xf32>, tensor<64xf32>, tensor<64xf32>\n"
+               "  %r0, %r1, %r2 = kiln.layer_norm_grad %x, %g, %mean, %rstd, %d : tensor<64x130xf32>, tensor<130xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64x130xf32> -> tensor<64x130xf32>, tensor<130xf32>, tensor<130xf32>",
+               1e-4, 1e-4});
+  c.push_back({"rms_norm", {f("x", "tensor<6x256xf32>"), f("g", "tensor<256xf32>")},
+               {"tensor<6x256xf32>", "tensor<6xf32>"},
+               "%r0, %r1 = kiln.rms_norm %x, %g {epsilon = 1.0e-06 : f32} : tensor<6x256xf32>, tensor<256xf32> -> tensor<6x256xf32>, tensor<6xf32>",
+               1e-5, 1e-4});
+  c.push_back({"rms_norm_grad", {f("x", "tensor<40x96xf32>"), f("g", "tensor<96xf32>"), f("d", "tensor<40x96xf32>")},
+               {"tensor<40x96xf32>", "tensor<96xf32>"},
+               "%y, %rstd = kiln.rms_norm %x, %g {epsilon = 1.0e-06 : f32} : tensor<40x96xf32>, tensor<96xf32> -> tensor<40x96xf32>, tensor<40xf32>\n"
+               "  %r0, %r1 = kiln.rms_norm_grad %x, %g, %rstd, %d : tensor<40x96xf32>, tensor<96xf32>, tensor<40xf32>, tensor<40x96xf32> -> tensor<40x96xf32>, tensor<96xf32>",
+               1e-4, 1e-4});
+  c.push_back({"rope", {f("x", "tensor<2x3x8x16xf32>")}, {"tensor<2x3x8x16xf32>"},
+               "%r0 = kiln.rope %x : tensor<2x3x8x16xf32>", 1e-5, 1e-5});
+  c.push_back({"rope_inverse", {f("x", "tensor<2x8x16xf32>")}, {"tensor<2x8x16xf32>"},
+               "%r0 = kiln.rope %x {theta = 5.0e+05 : f32, inverse} : tensor<2x8x16xf32>", 1e-5, 1e-5});
+  c.push_back({"cross_entropy", {f("logits", "tensor<4x6x1000xf32>"), ids("t", "tensor<4x6xi32>", 990)},
+               {"tensor<4x6xf32>", "tensor<4x6xf32>"},
+               "%r0, %r1 = kiln.cross_entropy %logits, %t {valid_classes = 990 : i64} : tensor<4x6x1000xf32>, tensor<4x6xi32> -> tensor<4x6xf32>, tensor<4x6xf32>",
+               1e-5, 1e-5});
+  c.push_back({"cross_entropy_grad", {f("logits", "tensor<3x2x515xf32>"), ids("t", "tensor<3x2xi32>", 500), f("dl", "tensor<3x2xf32>")},
+               {"tensor<3x2x515xf32>"},
+               "%l, %lse = kiln.cross_entropy %logits, %t {valid_classes = 500 : i64} : tensor<3x2x515xf32>, tensor<3x2xi32> -> tensor<3x2xf32>, tensor<3x2xf32>\n"
+               "  %r0 = kiln.cross_entropy_grad %logits, %t, %lse, %dl {valid_classes = 500 : i64} : tensor<3x2x515xf32>, tensor<3x2xi32>, tensor<3x2xf32>, tensor<3x2xf32> -> tensor<3x2x515xf32>",
+               1e-6, 1e-4});
+  c.push_back({"attention_causal", {f("q", "tensor<2x4x24x16xf32>"), f("k", "tensor<2x4x24x16xf32>"), f("v", "tensor<2x4x24x16xf32>")},
+               {"tensor<2x4x24x16xf32>", "tensor<2x4x24xf32>"},
+               "%r0, %r1 = kiln.attention %q, %k, %v {causal, scale = 0.25 : f32} : tensor<2x4x24x16xf32>, tensor<2x4x24x16xf32>, tensor<2x4x24x16xf32> -> tensor<2x4x24x16xf32>, tensor<2x4x24xf32>",
+               1e-5, 1e-4});
+  c.push_back({"attention_gqa", {f("q", "tensor<1x4x8x16xf32>"), f("k", "tensor<1x2x12x16xf32>"), f("v", "tensor<1x2x12x32xf32>")},
+               {"tensor<1x4x8x32xf32>", "tensor<1x4x8xf32>"},
+               "%r0, %r1 = kiln.attention %q, %k, %v {scale = 0.25 : f32} : tensor<1x4x8x16xf32>, tensor<1x2x12x16xf32>, tensor<1x2x12x32xf32> -> tensor<1x4x8x32xf32>, tensor<1x4x8xf32>",
+               1e-5, 1e-4});
+  c.push_back({"attention_grad", {f("q", "tensor<2x2x20x8xf32>"), f("k", "tensor<2x2x20x8xf32>"), f("v", "tensor<2x2x20x8xf32>"), f("d", "tensor<2x2x20x8xf32>")},
+               {"tensor<2x2x20x8xf32>", "tensor<2x2x20x8xf32>", "tensor<2x2x20x8xf32>"},
+               "%o, %lse = kiln.attention %q, %k, %v {causal, scale = 0.35 : f32} : tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32> -> tensor<2x2x20x8xf32>, tensor<2x2x20xf32>\n"
+               "  %r0, %r1, %r2 = kiln.attention_grad %q, %k, %v, %o, %lse, %d {causal, scale = 0.35 : f32} : tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20xf32>, tensor<2x2x20x8xf32> -> tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>",
+               1e-4, 1e-4});
+  // Training ops.
+  c.push_back({"global_norm", {f("a", "tensor<1000xf32>"), f("b", "tensor<37x3xf32>"), f("c", "tensor<5000xf32>")},
+               {"tensor<f32>"},
+               "%r0 = kiln.global_norm %a, %b, %c : tensor<1000xf32>, tensor<37x3xf32>, tensor<5000xf32> -> tensor<f32>", 1e-5, 1e-5});
+  c.push_back({"adamw_update",
+               {f("w", "tensor<300xf32>"), f("g", "tensor<300xf32>"), f("m", "tensor<300xf32>"), pos("v", "tensor<300xf32>"),
+                pos("lr", "tensor<f32>"), pos("step", "tensor<f32>"), pos("scale", "tensor<f32>")},
+               {"tensor<300xf32>", "tensor<300xf32>", "tensor<300xf32>"},
+               "%r0, %r1, %r2 = kiln.adamw_update %w, %g, %m, %v, %lr, %step, %scale {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<300xf32>, tensor<300xf32>, tensor<300xf32>)",
+               1e-6, 1e-5});
+  c.push_back({"global_norm_f64", {f("a", "tensor<1000xf64>"), f("b", "tensor<70000xf64>")}, {"tensor<f64>"},
+               "%r0 = kiln.global_norm %a, %b : tensor<1000xf64>, tensor<70000xf64> -> tensor<f64>", 1e-13, 1e-13});
+  c.push_back({"adamw_update_f64",
+               {f("w", "tensor<50xf64>"), f("g", "tensor<50xf64>"), f("m", "tensor<50xf64>"), pos("v", "tensor<50xf64>"),
+                pos("lr", "tensor<f32>"), pos("step", "tensor<f32>"), pos("scale", "tensor<f32>")},
+               {"tensor<50xf64>", "tensor<50xf64>", "tensor<50xf64>"},
+               "%r0, %r1, %r2 = kiln.adamw_update %w, %g, %m, %v, %lr, %step, %scale {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<50xf64>, tensor<50xf64>, tensor<50xf64>, tensor<50xf64>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<50xf64>, tensor<50xf64>, tensor<50xf64>)",
+               1e-12, 1e-12});
+  return c;
+}
+
+std::string functionText(const OpCase &c) {
+  std::string s = "func.func @" + c.name + "(";
+  for (const auto &[i, a] : llvm::enumerate(c.args))
+    s += (i ? ", " : "") + ("%" + a.name + ": " + a.type + " {kiln.input = \"" + a.name + "\"}");
+  s += ") -> (";
+  for (const auto &[i, t] : llvm::enumerate(c.results))
+    s += (i ? ", " : "") + t + " {kiln.output = \"r" + std::to_string(i) + "\"}";
+  s += ") {\n  " + c.body + "\n  return ";
+  for (size_t i = 0; i < c.results.size(); ++i)
+    s += (i ? ", %r" : "%r") + std::to_string(i);
+  s += " : ";
+  s += llvm::join(c.results, ", ");
+  return s + "\n}\n";
+}
+
+cpu::HostTensor randomInput(const Arg &a, const cpu::HostTensor &shapeOf, Rng &rng) {
+  cpu::HostTensor t(shapeOf.dtype(), shapeOf.shape());
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    switch (a.gen) {
+    case Gen::Normal: t.set(i, rng.normal()); break;
+    case Gen::Positive: t.set(i, 0.25 + 2.0 * rng.uniform()); break;
+    case Gen::Ids: t.set(i, static_cast<double>(rng.below(static_cast<uint64_t>(a.range)))); break;
+    case Gen::Mask: t.set(i, rng.below(2)); break;
+    }
+  }
+  return t;
+}
+
+/// Everything the cases share: the module, the CPU results and the plan on
+/// the GPU, built once for the suite.
+struct Suite {
+  std::unique_ptr<mlir::MLIRContext> ctx;
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  std::map<std::string, std::map<std::string, cpu::HostTensor>> inputs, expected;
+  /// For the device's architecture, or sm_90 without a GPU.
+  std::optional<Plan> plan;
+  std::unique_ptr<cuda::CudaExecutor> executor;
+  std::string error;
+};
+
+Suite &suite() {
+  static Suite s = [] {
+    Suite s;
+    s.ctx = makeContext();
+    std::string text;
+    for (const OpCase &c : cases())
+      text += functionText(c);
+    s.module = parse(*s.ctx, text);
+    if (!s.module) {
+      s.error = "the cases do not parse";
+      return s;
+    }
+    Rng rng(20261129);
+    for (const OpCase &c : cases()) {
+      auto func = s.module->lookupSymbol<mlir::func::FuncOp>(c.name);
+      auto interp = cpu::Interpreter::create(func);
+      if (!interp) {
+        s.error = c.name + ": " + llvm::toString(interp.takeError());
+        return s;
+      }
+      std::vector<cpu::HostTensor> args;
+      for (const auto &[i, a] : llvm::enumerate(c.args)) {
+        auto type = cpu::hostTypeOf(func.getArgumentTypes()[i]);
+        cpu::HostTensor like(type->first, type->second);
+        args.push_back(randomInput(a, like, rng));
+        s.inputs[c.name][a.name] = args.back();
+      }
+      auto out = (*interp)->run(args);
+      if (!out) {
+        s.error = c.name + " on the CPU: " + llvm::toString(out.takeError());
+        return s;
+      }
+      for (size_t r = 0; r < out->size(); ++r)
+        s.expected[c.name]["r" + std::to_string(r)] = (*out)[r];
+    }
+    codegen::CodegenOptions options;
+    if (auto dev = cuda::device()) {
+      options.arch = dev->arch();
+      options.smCount = dev->smCount;
+    } else {
+      llvm::consumeError(dev.takeError());
+    }
+    auto plan = codegen::compileToPlan(*s.module, options);
+    if (!plan) {
+      s.error = llvm::toString(plan.takeError());
+      return s;
+    }
+    s.plan = *plan;
+    if (!noGpuReason().empty())
+      return s;
+    auto ex = cuda::CudaExecutor::create(std::move(*plan), cuda::ExecutorOptions());
+    if (!ex) {
+      s.error = llvm::toString(ex.takeError());
+      return s;
+    }
+    s.executor = std::move(*ex);
+    return s;
+  }();
+  return s;
+}
+
+// Without a GPU: the cases parse, run on the CPU, and every kernel of their
+// plan compiles with NVRTC for sm_90.
+TEST(CudaOpsCases, RunOnTheCpuAndCompileWithNvrtc) {
+  Suite &s = suite();
+  ASSERT_TRUE(s.error.empty()) << s.error;
+  ASSERT_TRUE(s.plan.has_value());
+  EXPECT_EQ(s.plan->functions.size(), cases().size());
+  std::vector<cuda::KernelSource> sources;
+  for (const PlanKernel &k : s.plan->kernels)
+    sources.push_back({k.name, k.source});
+  cuda::CompileOptions options;
+  options.arch = s.plan->arch;
+  options.headers = s.plan->headers;
+  options.cacheDir = cuda::defaultCacheDir();
+  auto cubins = cuda::compileKernels(sources, options);
+  ASSERT_TRUE(static_cast<bool>(cubins)) << llvm::toString(cubins.takeError());
+  for (const std::string &cubin : *cubins)
+    EXPECT_GT(cubin.size(), 0u);
+}
+
+class CudaOps : public ::testing::TestWithParam<OpCase> {};
+
+TEST_P(CudaOps, MatchesInterpreter) {
+  KILN_REQUIRE_GPU();
+  const OpCase &c = GetParam();
+  Suite &s = suite();
+  ASSERT_TRUE(s.error.empty()) << s.error;
+  auto got = s.executor->run(c.name, s.inputs[c.name]);
+  ASSERT_TRUE(static_cast<bool>(got)) << llvm::toString(got.takeError());
+  for (const auto &[name, want] : s.expected[c.name]) {
+    ASSERT_TRUE(got->count(name)) << "no output " << name;
+    const cpu::HostTensor &g = got->at(name);
+    ASSERT_EQ(g.shape(), want.shape()) << name;
+    Difference d = compare(g, want, c.atol, c.rtol);
+    std::printf("  %-24s %-3s max abs err %.3e  max rel err %.3e  (atol %.0e, rtol %.0e)\n",
+                c.name.c_str(), name.c_str(), d.maxAbs, d.maxRel, c.atol, c.rtol);
+    EXPECT_EQ(d.worst, -1) << c.name << " " << name << ": element " << d.worst << " is "
+                           << d.worstGot << " on the GPU, " << d.worstWant << " on the CPU";
+  }
+}
+
+// Out-of-range ids are reported, not read past the table.
+TEST(CudaOpsErrors, OutOfRangeIdsAreReported) {
+  KILN_REQUIRE_GPU();
+  Suite &s = suite();
+  ASSERT_TRUE(s.error.empty()) << s.error;
+  auto inputs = s.inputs["embedding"];
+  inputs["ids"] = inputs["ids"].clone();
+  inputs["ids"].set(5, 100); // the table has 100 rows
+  auto got = s.executor->run("embedding", inputs);
+  ASSERT_FALSE(static_cast<bool>(got));
+  EXPECT_NE(llvm::toString(got.takeError()).find("a token id is outside the embedding table"),
+            std::string::npos);
+  // The flag is cleared: the next run with good ids succeeds.
+  auto again = s.executor->run("embedding", s.inputs["embedding"]);
+  EXPECT_TRUE(static_cast<bool>(again)) << llvm::toString(again.takeError());
+  auto targets = s.inputs["cross_entropy"];
+  targets["t"] = targets["t"].clone();
+  targets["t"].set(0, 995); // valid_classes = 990
+  auto bad = s.executor->run("cross_entropy", targets);
+  ASSERT_FALSE(static_cast<bool>(bad));
+  EXPECT_NE(llvm::toString(bad.takeError()).find("a target is at or past the vocabulary size"),
+            std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, CudaOps, ::testing::ValuesIn(cases()),
+                         [](const ::testing::TestParamInfo<OpCase> &info) { return info.param.name; });
+
+} // namespace
+} // namespace kiln::test

@@ -1,0 +1,223 @@
+//===- Bench.cpp - `kiln bench`: time a training step on the GPU -----------===//
+//
+// What bench/ compares with PyTorch, measured the way `kiln train` runs:
+//
+//   compile   IR build and passes, codegen, NVRTC (cold: nothing cached;
+//             warm: every cubin from the cache), GEMM autotuning, load;
+//   step      wall time of @train_step through the Backend (inputs copied
+//             in, the CUDA graph replayed, loss and grad norm copied out,
+//             synchronized) — the median of --steps runs after --warmup;
+//   gpu       the same step's graph replays alone, timed with CUDA events;
+//   memory    the arena (exact, from the buffer plan) and the device memory
+//             in use after loading (arena + CUDA context + cuBLASLt);
+//   MFU       model FLOPs per step (6·N·tokens + 12·L·d·T·tokens, N the
+//             parameters without vocabulary padding, as nanoGPT and the
+//             PaLM paper count them) over step time and the device's peak
+//             (--peak-tflops, default 67: the H200's dense fp32).
+//
+// --gemms FILE writes every distinct GEMM of the step with its time through
+// kiln's cuBLASLt path, for bench/gemms.py to run the same shapes through
+// torch.matmul.
+//
+//===----------------------------------------------------------------------===//
+
+#include "tools/kiln/Commands.h"
+#include "tools/kiln/Common.h"
+
+#include "models/GPT2.h"
+#include "runtime/Random.h"
+#include "runtime/cuda/CudaApi.h"
+#include "tools/support/Compile.h"
+#include "tools/support/Training.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <chrono>
+
+using namespace llvm;
+
+namespace kiln::cli {
+
+static cl::opt<std::string> configPath(cl::Positional, cl::desc("<config.toml>"), cl::Required,
+                                       cl::sub(benchCommand()), cl::cat(kilnCategory()));
+static cl::opt<int> steps("steps", cl::desc("Timed steps (default 20)"), cl::init(20),
+                          cl::sub(benchCommand()), cl::cat(kilnCategory()));
+static cl::opt<int> warmup("warmup", cl::desc("Untimed steps first (default 3)"), cl::init(3),
+                           cl::sub(benchCommand()), cl::cat(kilnCategory()));
+static cl::opt<double> peakTflops("peak-tflops",
+                                  cl::desc("Device peak for MFU in TFLOP/s (default 67, the "
+                                           "H200's dense fp32)"),
+                                  cl::init(67.0), cl::sub(benchCommand()), cl::cat(kilnCategory()));
+static cl::opt<std::string> gemmsPath("gemms",
+                                      cl::desc("Write each distinct GEMM of the step, timed, "
+                                               "as JSON"),
+                                      cl::value_desc("file"), cl::sub(benchCommand()),
+                                      cl::cat(kilnCategory()));
+static cl::opt<std::string> jsonPath("json", cl::desc("Write the results as JSON"),
+                                     cl::value_desc("file"), cl::sub(benchCommand()),
+                                     cl::cat(kilnCategory()));
+
+static double seconds(std::chrono::steady_clock::time_point from) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - from).count();
+}
+
+static Error writeJSON(StringRef path, json::Value value) {
+  std::error_code ec;
+  raw_fd_ostream os(path, ec);
+  if (ec)
+    return createStringError(inconvertibleErrorCode(), "cannot write '" + path + "': " + ec.message());
+  os << formatv("{0:2}", value) << "\n";
+  return Error::success();
+}
+
+int runBench() {
+  auto config = loadConfig(configPath, setOverrides());
+  if (!config)
+    return fail("bench", toString(config.takeError()));
+  auto backendOr = tooling::makeCudaBackend(&outs());
+  if (!backendOr)
+    return fail("bench", toString(backendOr.takeError()));
+  cuda::CudaBackend &backend = **backendOr;
+  auto dev = cuda::device();
+  const int64_t B = config->train.batch_size, T = config->seqLen();
+  if (config->train.accumulate_steps != 1)
+    return fail("bench", "bench times @train_step: set train.accumulate_steps = 1");
+
+  // Compile and load.
+  auto start = std::chrono::steady_clock::now();
+  mlir::MLIRContext ctx;
+  auto module = tooling::buildForwardModule(ctx, *config, mlir::Float32Type::get(&ctx));
+  if (!module)
+    return fail("bench", toString(module.takeError()));
+  auto written = tooling::runTrainingPipeline(**module, *config, {});
+  if (!written)
+    return fail("bench", toString(written.takeError()));
+  double irSeconds = seconds(start);
+  if (Error err = backend.load(**module, static_cast<uint64_t>(config->train.seed)))
+    return fail("bench", toString(std::move(err)));
+  double compileSeconds = seconds(start);
+  const auto &stats = backend.executor().stats();
+  const Plan &plan = backend.executor().plan();
+  size_t freeBytes = 0, totalBytes = 0;
+  if (auto api = cuda::driver())
+    api->cuMemGetInfo(&freeBytes, &totalBytes);
+  else
+    consumeError(api.takeError());
+
+  // Steps on random tokens (the time does not depend on the values).
+  Rng rng(1);
+  auto tokens = [&] {
+    cpu::HostTensor t(cpu::DType::I32, {B, T});
+    for (int64_t i = 0; i < t.numel(); ++i)
+      t.set(i, static_cast<double>(rng.below(static_cast<uint64_t>(config->model.vocab_size))));
+    return t;
+  };
+  cpu::HostTensor lr(cpu::DType::F32, {}), step(cpu::DType::F32, {});
+  lr.set(0, 1e-4);
+  std::vector<double> ms;
+  double firstLoss = 0, lastLoss = 0;
+  for (int i = 0; i < warmup + steps; ++i) {
+    step.set(0, i + 1);
+    TensorMap inputs{{"tokens", tokens()}, {"targets", tokens()}, {"lr", lr}, {"step", step}};
+    auto t0 = std::chrono::steady_clock::now();
+    auto out = backend.run("train_step", inputs);
+    double elapsed = seconds(t0) * 1e3;
+    if (!out)
+      return fail("bench", toString(out.takeError()));
+    lastLoss = out->at("loss").get(0);
+    if (i == 0)
+      firstLoss = lastLoss;
+    if (i >= warmup)
+      ms.push_back(elapsed);
+  }
+  std::sort(ms.begin(), ms.end());
+  double median = ms.empty() ? 0 : ms[ms.size() / 2];
+  auto gpuMs = backend.executor().time("train_step", steps);
+  if (!gpuMs)
+    return fail("bench", toString(gpuMs.takeError()));
+
+  const ModelConfig &m = config->model;
+  double params = static_cast<double>(models::gpt2ParamCount(m, false));
+  double tokensPerStep = static_cast<double>(B * T);
+  double flopsPerStep = (6.0 * params + 12.0 * m.n_layer * m.n_embd * T) * tokensPerStep;
+  double mfu = flopsPerStep / (median * 1e-3) / (peakTflops * 1e12);
+  double deviceUsed = static_cast<double>(totalBytes - freeBytes);
+
+  outs() << formatv("kiln bench: {0}, {1} layers, width {2}; batch {3} x {4}; f32\n", m.kind,
+                    m.n_layer, m.n_embd, B, T);
+  outs() << formatv("  device: {0}\n", cuda::describeDevice());
+  outs() << formatv("  compile: {0:f2} s (IR {1:f2} s; {2} kernels: {3} compiled by NVRTC, {4} "
+                    "cached, {5:f2} s; {6} GEMM shapes autotuned in {7:f2} s)\n",
+                    compileSeconds, irSeconds, plan.kernels.size(), stats.nvrtc.compiled,
+                    stats.nvrtc.cached, stats.nvrtc.seconds, stats.gemmShapes,
+                    stats.autotuneSeconds);
+  outs() << formatv("  step: {0:f2} ms median of {1} (wall, through the backend); {2:f2} ms GPU "
+                    "(graph replay); {3:f0} tok/s; MFU {4:f1}% of {5} TFLOP/s\n",
+                    median, ms.size(), *gpuMs, tokensPerStep / (median * 1e-3), 100 * mfu,
+                    peakTflops.getValue());
+  outs() << formatv("  memory: arena {0:f2} GiB; device in use after load {1:f2} GiB\n",
+                    plan.memory.total / 1073741824.0, deviceUsed / 1073741824.0);
+  outs() << formatv("  loss: {0:f4} at the first step, {1:f4} at the last\n", firstLoss, lastLoss);
+
+  json::Object result{{"config", configPath.getValue()},
+                      {"batch", B},
+                      {"seq_len", T},
+                      {"compile_s", compileSeconds},
+                      {"ir_s", irSeconds},
+                      {"kernels", static_cast<int64_t>(plan.kernels.size())},
+                      {"nvrtc_compiled", stats.nvrtc.compiled},
+                      {"nvrtc_cached", stats.nvrtc.cached},
+                      {"nvrtc_s", stats.nvrtc.seconds},
+                      {"autotune_s", stats.autotuneSeconds},
+                      {"step_ms", median},
+                      {"gpu_ms", *gpuMs},
+                      {"tok_per_s", tokensPerStep / (median * 1e-3)},
+                      {"mfu", mfu},
+                      {"flops_per_step", flopsPerStep},
+                      {"arena_bytes", plan.memory.total},
+                      {"device_used_bytes", deviceUsed},
+                      {"first_loss", firstLoss},
+                      {"last_loss", lastLoss},
+                      {"device", dev ? dev->name : std::string("?")}};
+  if (!dev)
+    consumeError(dev.takeError());
+  if (!jsonPath.empty())
+    if (Error err = writeJSON(jsonPath, std::move(result)))
+      return fail("bench", toString(std::move(err)));
+
+  if (!gemmsPath.empty()) {
+    auto timings = backend.executor().timeGemms("train_step", 20);
+    if (!timings)
+      return fail("bench", toString(timings.takeError()));
+    json::Array rows;
+    for (const auto &t : *timings) {
+      const GemmDesc &g = t.desc;
+      double flops = 2.0 * g.m * g.n * g.k * g.batch;
+      rows.push_back(json::Object{{"op", t.op},
+                                  {"count", t.count},
+                                  {"m", g.m},
+                                  {"n", g.n},
+                                  {"k", g.k},
+                                  {"batch", g.batch},
+                                  {"trans_a", g.transA},
+                                  {"trans_b", g.transB},
+                                  {"shared_a", g.batch > 1 && g.strideA == 0},
+                                  {"shared_b", g.batch > 1 && g.strideB == 0},
+                                  {"ms", t.ms},
+                                  {"tflops", flops / (t.ms * 1e-3) / 1e12}});
+      outs() << formatv("  gemm m={0} n={1} k={2} batch={3} {4}{5} x{6}: {7:f3} ms, {8:f1} TFLOP/s\n",
+                        g.m, g.n, g.k, g.batch, g.transA ? "T" : "N", g.transB ? "T" : "N",
+                        t.count, t.ms, flops / (t.ms * 1e-3) / 1e12);
+    }
+    if (Error err = writeJSON(gemmsPath, std::move(rows)))
+      return fail("bench", toString(std::move(err)));
+  }
+  return 0;
+}
+
+} // namespace kiln::cli
