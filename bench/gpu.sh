@@ -13,7 +13,8 @@
 #   bench      kiln bench at B=16 (cold cache, then warm) and B=32
 #   gemms      every GEMM of the step, kiln's cuBLASLt vs torch.matmul
 #   torch      torch eager f32 and bf16 at B=16 and B=32
-#   compile-torch  the same with torch.compile
+#   compile-torch  the same with torch.compile (COMPILE_BATCHES="16" to
+#              save a few minutes of compilation)
 #
 # Results land in $RES (default /tmp/kiln-bench) as JSON and logs, packed
 # into $OUT/results.tgz when $OUT is set (the device tool brings it back);
@@ -89,7 +90,7 @@ EOF
       python3 bench/torch_gpt2.py bench --precision $p --batch $b --out "$OUT/torch-eager-$p-b$b.json"
     done; done ;;
   compile-torch)
-    for p in f32 bf16; do for b in 16 32; do
+    for p in f32 bf16; do for b in ${COMPILE_BATCHES:-16 32}; do
       python3 bench/torch_gpt2.py bench --compile --precision $p --batch $b --out "$OUT/torch-compile-$p-b$b.json"
     done; done ;;
   *) echo "unknown stage $stage"; exit 2 ;;

@@ -169,6 +169,14 @@ llvm::Expected<bool> emitMatmul(Emitter &e, Operation *op) {
   g.a = *bOff;
   g.b = *aOff;
   g.c = *cOff;
+  if (Value bias = mm.getBias()) {
+    // cuBLASLt's bias epilogue adds a vector of m (= kiln's N) entries to
+    // every column of the column-major result, i.e. to every row of ours.
+    auto biasOff = e.offsetOf(bias);
+    if (!biasOff)
+      return biasOff.takeError();
+    g.bias = *biasOff;
+  }
   if (batch > 1 && aBatched && !bBatched && !ta) {
     // A shared weight: one GEMM over all batch·M rows.
     g.n = batch * M;

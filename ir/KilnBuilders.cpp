@@ -143,7 +143,7 @@ Value matmul(OpBuilder &b, Location loc, Value x, Value y, bool transposeA, bool
   shape.push_back(m);
   shape.push_back(n);
   Type elt = resultElementType ? resultElementType : a.getElementType();
-  auto op = MatmulOp::create(b, loc, RankedTensorType::get(shape, elt), x, y);
+  auto op = MatmulOp::create(b, loc, RankedTensorType::get(shape, elt), x, y, /*bias=*/Value());
   if (transposeA)
     op.setTransposeA(true);
   if (transposeB)

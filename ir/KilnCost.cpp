@@ -56,11 +56,12 @@ int64_t EmbeddingOp::getBytesAccessed() {
   return numBytes(getIds().getType()) + 2 * numBytes(getType());
 }
 
-// 2·batch·M·N·K: one multiply and one add per term of every dot product.
+// 2·batch·M·N·K: one multiply and one add per term of every dot product,
+// plus one add per element for a bias.
 int64_t MatmulOp::getFlops() {
   auto a = cast<RankedTensorType>(getLhs().getType());
   int64_t k = getTransposeA() ? a.getShape()[a.getRank() - 2] : a.getShape().back();
-  return 2 * numElements(getType()) * k;
+  return 2 * numElements(getType()) * k + (getBias() ? numElements(getType()) : 0);
 }
 
 // max, subtract-and-exp, sum and the target pick: about 4 FLOPs per logit.

@@ -417,6 +417,12 @@ LogicalResult MatmulOp::verify() {
   if (c.getShape() != ArrayRef(expected))
     return emitOpError() << "result type " << c << " does not match " << a << " x " << b
                          << " (expected shape " << shapeString(expected) << ")";
+  if (Value biasValue = getBias()) {
+    auto bias = tensorType(biasValue);
+    if (bias.getRank() != 1 || bias.getDimSize(0) != n || bias.getElementType() != outElt)
+      return emitOpError() << "bias type " << bias << " must be a vector of the result's " << n
+                           << " columns of " << outElt << " (result type " << c << ")";
+  }
   return success();
 }
 

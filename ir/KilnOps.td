@@ -509,18 +509,24 @@ def Kiln_MatmulOp : Kiln_Op<"matmul", [Kiln_Differentiable]> {
     `[batch…, M, N]`. Batch dimensions agree, or one operand is a plain
     matrix shared by every batch element (a linear layer's weight).
     Operands share an element type; a bf16/f16 product may produce f32
-    (accumulation is always at least f32).
+    (accumulation is always at least f32). An optional `bias` `[N]` (of the
+    result's element type) is added to every row — cuBLASLt's bias
+    epilogue; `kiln-fuse-matmul-bias` forms it from a matmul followed by the
+    add of a broadcast vector.
 
     ```mlir
     %y = kiln.matmul %x, %w : tensor<4x8x64xf32>, tensor<64x256xf32> -> tensor<4x8x256xf32>
     %s = kiln.matmul %q, %k transpose_b : tensor<4x2x8x32xbf16>, tensor<4x2x8x32xbf16> -> tensor<4x2x8x8xf32>
+    %z = kiln.matmul %x, %w bias %b : tensor<4x8x64xf32>, tensor<64x256xf32>, tensor<256xf32> -> tensor<4x8x256xf32>
     ```
   }];
   let arguments = (ins Kiln_NumericTensor:$lhs, Kiln_NumericTensor:$rhs,
+                       Optional<Kiln_FloatTensor>:$bias,
                        UnitAttr:$transpose_a, UnitAttr:$transpose_b);
   let results = (outs Kiln_NumericTensor:$result);
-  let assemblyFormat = "$lhs `,` $rhs (`transpose_a` $transpose_a^)? (`transpose_b` $transpose_b^)? "
-                       "attr-dict `:` type($lhs) `,` type($rhs) `->` type($result)";
+  let assemblyFormat = "$lhs `,` $rhs (`bias` $bias^)? (`transpose_a` $transpose_a^)? "
+                       "(`transpose_b` $transpose_b^)? attr-dict `:` type($lhs) `,` type($rhs) "
+                       "(`,` type($bias)^)? `->` type($result)";
   let hasVerifier = 1;
 }
 

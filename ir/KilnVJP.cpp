@@ -383,6 +383,8 @@ LogicalResult MatmulOp::buildVJP(OpBuilder &b, ValueRange cot, SmallVectorImpl<V
   }
   out.push_back(sumToShape(b, loc, dA, aType.getShape()));
   out.push_back(sumToShape(b, loc, dB, bType.getShape()));
+  if (Value bias = getBias())
+    out.push_back(sumToShape(b, loc, cot[0], typeOf(bias).getShape()));
   return success();
 }
 

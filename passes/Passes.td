@@ -76,6 +76,21 @@ def AttachOptimizerPass : Pass<"kiln-attach-optimizer", "mlir::ModuleOp"> {
 // Code generation preparation
 //===----------------------------------------------------------------------===//
 
+def FuseMatmulBiasPass : Pass<"kiln-fuse-matmul-bias"> {
+  let summary = "Folds `add(matmul, broadcast(bias))` into the matmul's bias operand";
+  let description = [{
+    A linear layer's bias becomes cuBLASLt's bias epilogue: the broadcast is
+    never materialized and the product is written once. Applies when the
+    matmul has no other user and the bias is a vector broadcast along the
+    last dimension; the add's operands may be either way round.
+
+    ```mlir
+    %z = kiln.matmul %x, %w bias %b : tensor<4x8x64xf32>, tensor<64x256xf32>, tensor<256xf32> -> tensor<4x8x256xf32>
+    ```
+  }];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 def PlanBuffersPass : Pass<"kiln-plan-buffers", "mlir::ModuleOp"> {
   let summary = "Assigns every tensor an offset in one arena per device";
   let description = [{

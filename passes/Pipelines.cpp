@@ -35,13 +35,15 @@ void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOption
   // and share them.
   pm.addPass(mlir::createCanonicalizerPass());
   pm.addPass(mlir::createCSEPass());
+  // Linear layers' biases into their GEMMs (cuBLASLt's bias epilogue).
+  pm.addPass(createFuseMatmulBiasPass());
 }
 
 void registerKilnPipelines() {
   mlir::PassPipelineRegistration<TrainingPipelineOptions>(
       "kiln-training-pipeline",
       "Build the training step from @forward: canonicalize, autodiff, attach-optimizer, "
-      "canonicalize, cse",
+      "canonicalize, cse, fuse-matmul-bias",
       buildTrainingPipeline);
 }
 

@@ -2,6 +2,8 @@
 
 #include "runtime/ParamInit.h"
 
+#include "runtime/cpu/Parallel.h"
+
 #include "ir/KilnDialect.h"
 #include "runtime/Random.h"
 #include "runtime/cpu/Interpreter.h"
@@ -28,24 +30,34 @@ llvm::Expected<std::vector<ParamInfo>> paramsOf(func::FuncOp func) {
 
 llvm::Expected<std::vector<cpu::HostTensor>> initParams(llvm::ArrayRef<ParamInfo> params,
                                                         uint64_t seed) {
-  std::vector<cpu::HostTensor> values;
+  std::vector<ParamInit> inits;
   for (const ParamInfo &p : params) {
     auto init = ParamInit::parse(p.init);
     if (!init)
       return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                      "parameter '" + p.name + "' has a malformed kiln.init \"" +
                                          p.init + "\"");
-    cpu::HostTensor t(p.dtype, p.shape);
-    Rng rng(seed, p.name);
-    for (int64_t i = 0; i < t.numel(); ++i) {
-      switch (init->kind) {
-      case ParamInit::Kind::Zeros: break;
-      case ParamInit::Kind::Ones: t.set(i, 1.0); break;
-      case ParamInit::Kind::Normal: t.set(i, init->stddev * rng.normal()); break;
-      }
-    }
-    values.push_back(std::move(t));
+    inits.push_back(*init);
   }
+  // Each parameter draws from its own stream (seed, name), so they fill in
+  // parallel and the values do not depend on the order.
+  std::vector<cpu::HostTensor> values(params.size());
+  cpu::parallelFor(static_cast<int64_t>(params.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const ParamInfo &p = params[k];
+      const ParamInit &init = inits[k];
+      cpu::HostTensor t(p.dtype, p.shape);
+      Rng rng(seed, p.name);
+      for (int64_t i = 0; i < t.numel(); ++i) {
+        switch (init.kind) {
+        case ParamInit::Kind::Zeros: break;
+        case ParamInit::Kind::Ones: t.set(i, 1.0); break;
+        case ParamInit::Kind::Normal: t.set(i, init.stddev * rng.normal()); break;
+        }
+      }
+      values[k] = std::move(t);
+    }
+  });
   return values;
 }
 

@@ -44,7 +44,27 @@ llvm::Error opError(Operation *op, const llvm::Twine &message) {
 
 HostTensor fromElements(ElementsAttr attr) {
   auto type = cast<RankedTensorType>(attr.getType());
-  HostTensor t(*dtypeOf(type.getElementType()), std::vector<int64_t>(type.getShape()));
+  DType dtype = *dtypeOf(type.getElementType());
+  if (auto splat = dyn_cast<SplatElementsAttr>(attr)) {
+    // One value, filled (a GPT-2 attention mask constant has 2e8 elements).
+    auto t = HostTensor::uninitialized(dtype, std::vector<int64_t>(type.getShape()));
+    if (t.numel() == 0)
+      return t;
+    double v = isa<FloatType>(type.getElementType())
+                   ? splat.getSplatValue<APFloat>().convertToDouble()
+                   : (type.getElementType().isInteger(1)
+                          ? static_cast<double>(splat.getSplatValue<APInt>().getBoolValue())
+                          : static_cast<double>(splat.getSplatValue<APInt>().getSExtValue()));
+    t.set(0, v);
+    if (storageSize(dtype) == 4)
+      std::fill(t.data<float>() + 1, t.data<float>() + t.numel(), t.data<float>()[0]);
+    else if (dtype == DType::F64)
+      std::fill(t.data<double>() + 1, t.data<double>() + t.numel(), t.data<double>()[0]);
+    else
+      std::fill(t.data<int64_t>() + 1, t.data<int64_t>() + t.numel(), t.data<int64_t>()[0]);
+    return t;
+  }
+  HostTensor t(dtype, std::vector<int64_t>(type.getShape()));
   if (isa<FloatType>(type.getElementType())) {
     int64_t i = 0;
     for (APFloat v : attr.getValues<APFloat>())
@@ -181,8 +201,16 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](MatmulOp m) {
-        out.push_back(matmul(*in[0], *in[1], m.getTransposeA(), m.getTransposeB(),
-                             resultDType(), shapeOfValue(m.getResult())));
+        HostTensor c = matmul(*in[0], *in[1], m.getTransposeA(), m.getTransposeB(), resultDType(),
+                              shapeOfValue(m.getResult()));
+        if (m.getBias()) {
+          // Added in the result's precision, as cuBLASLt's epilogue does.
+          const HostTensor &bias = *in[2];
+          int64_t n = bias.numel();
+          for (int64_t i = 0; i < c.numel(); ++i)
+            c.set(i, c.get(i) + bias.get(i % n));
+        }
+        out.push_back(std::move(c));
         return llvm::Error::success();
       })
       .Case([&](EmbeddingOp) -> llvm::Error {

@@ -7,6 +7,8 @@
 
 #include "llvm/Support/FormatVariadic.h"
 
+#include <chrono>
+
 namespace kiln::cuda {
 
 namespace {
@@ -32,13 +34,20 @@ llvm::Error CudaBackend::load(mlir::ModuleOp module, uint64_t seed) {
       toInit.push_back({static_cast<unsigned>(i), arg.name, arg.dtype, arg.shape, arg.init});
     }
   }
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  auto start = Clock::now();
   auto plan = compile_(module);
   if (!plan)
     return plan.takeError();
+  times_.plan = since(start);
+  start = Clock::now();
   auto executor = CudaExecutor::create(std::move(*plan), options_);
   if (!executor)
     return executor.takeError();
   executor_ = std::move(*executor);
+  times_.executor = since(start);
+  start = Clock::now();
 
   for (const PlanFunction &f : executor_->plan().functions)
     for (const PlanBinding &b : f.args)
@@ -51,7 +60,9 @@ llvm::Error CudaBackend::load(mlir::ModuleOp module, uint64_t seed) {
   NamedTensors initial;
   for (auto [info, value] : llvm::zip(toInit, *values))
     initial.push_back({info.name, std::move(value)});
-  return setState(initial);
+  llvm::Error err = setState(initial);
+  times_.init = since(start);
+  return err;
 }
 
 bool CudaBackend::hasFunction(llvm::StringRef fn) const {
@@ -115,10 +126,12 @@ std::string CudaBackend::describe() const {
   std::string name = dev ? dev->name : "?";
   if (!dev)
     llvm::consumeError(dev.takeError());
-  return llvm::formatv("{0}; {1} kernels ({2} compiled by NVRTC, {3} cached, {4:f1} s), {5} GEMM "
-                       "shapes autotuned in {6:f1} s; loaded in {7:f1} s\n",
-                       name, executor_->plan().kernels.size(), s.nvrtc.compiled, s.nvrtc.cached,
-                       s.nvrtc.seconds, s.gemmShapes, s.autotuneSeconds, s.loadSeconds)
+  return llvm::formatv("{0}: codegen {1:f2} s; {2} kernels ({3} compiled by NVRTC, {4} cached) "
+                       "{5:f2} s; {6} GEMM shapes ({7} from the autotuning cache) {8:f2} s; "
+                       "initial state {9:f2} s\n",
+                       name, times_.plan, executor_->plan().kernels.size(), s.nvrtc.compiled,
+                       s.nvrtc.cached, s.nvrtc.seconds, s.gemmShapes, s.gemmShapesCached,
+                       s.autotuneSeconds, times_.init)
              .str() +
          executor_->plan().memory.describe();
 }

@@ -39,6 +39,14 @@ public:
 
   CudaExecutor &executor() { return *executor_; }
 
+  /// Where load() spent its time: codegen (buffer plan and kernel sources),
+  /// the executor (CudaExecutor::stats), and the initial state (drawn on
+  /// the host, copied in).
+  struct LoadTimes {
+    double plan = 0, executor = 0, init = 0;
+  };
+  const LoadTimes &loadTimes() const { return times_; }
+
 private:
   llvm::Expected<NamedTensors> collect(PlanBinding::Kind kind);
 
@@ -47,6 +55,7 @@ private:
   std::unique_ptr<CudaExecutor> executor_;
   /// Parameters and states by name, in order of first appearance.
   std::vector<PlanBinding> state_;
+  LoadTimes times_;
 };
 
 } // namespace kiln::cuda

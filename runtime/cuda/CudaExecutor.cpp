@@ -4,9 +4,14 @@
 
 #include "runtime/cuda/CudaApi.h"
 
+#include "runtime/AtomicFile.h"
+
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
 
 #include <chrono>
 #include <cstdlib>
@@ -44,6 +49,61 @@ std::string gemmKey(const GemmDesc &g) {
                        static_cast<int>(g.outType), g.bias >= 0)
       .str();
 }
+
+/// The GEMM algorithms chosen earlier, by device, cuBLASLt version and
+/// shape: <cacheDir>/gemm-algorithms.json, { key: hex of the opaque
+/// cublasLtMatmulAlgo_t }. cuBLASLt documents that an algorithm struct stays
+/// valid for the same library version and device; a cached one is still
+/// checked (cublasLtMatmulAlgoCheck) before use.
+class AlgoCache {
+public:
+  AlgoCache(std::string dir, std::string prefix) : prefix_(std::move(prefix)) {
+    if (dir.empty())
+      return;
+    llvm::SmallString<256> p(dir);
+    llvm::sys::path::append(p, "gemm-algorithms.json");
+    path_ = std::string(p);
+    if (auto file = llvm::MemoryBuffer::getFile(path_))
+      if (auto json = llvm::json::parse((*file)->getBuffer())) {
+        if (auto *o = json->getAsObject())
+          for (auto &[k, v] : *o)
+            if (auto hex = v.getAsString())
+              entries_[k.str()] = hex->str();
+      } else {
+        llvm::consumeError(json.takeError()); // a damaged cache is only slower
+      }
+  }
+
+  bool lookup(const std::string &key, cublasLtMatmulAlgo_t &algo) const {
+    auto it = entries_.find(prefix_ + key);
+    if (it == entries_.end())
+      return false;
+    std::string bytes;
+    if (!llvm::tryGetFromHex(it->second, bytes) || bytes.size() != sizeof(algo))
+      return false;
+    std::memcpy(&algo, bytes.data(), sizeof(algo));
+    return true;
+  }
+  void insert(const std::string &key, const cublasLtMatmulAlgo_t &algo) {
+    entries_[prefix_ + key] =
+        llvm::toHex(llvm::StringRef(reinterpret_cast<const char *>(&algo), sizeof(algo)), true);
+    dirty_ = true;
+  }
+  void save() {
+    if (!dirty_ || path_.empty())
+      return;
+    llvm::json::Object o;
+    for (auto &[k, v] : entries_)
+      o[k] = v;
+    if (llvm::Error err = writeFileAtomically(path_, llvm::formatv("{0:1}", llvm::json::Value(std::move(o))).str()))
+      llvm::consumeError(std::move(err)); // only slower next time
+  }
+
+private:
+  std::string path_, prefix_;
+  std::map<std::string, std::string> entries_;
+  bool dirty_ = false;
+};
 
 } // namespace
 
@@ -262,6 +322,8 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
   KILN_CU(im.cu->cuStreamCreate(&im.stream, CU_STREAM_NON_BLOCKING));
   KILN_CU(im.cu->cuMemAlloc(&im.base, static_cast<size_t>(p.memory.total)));
   KILN_CU(im.cu->cuMemsetD8Async(im.base, 0, static_cast<size_t>(p.memory.total), im.stream));
+  KILN_CU(im.cu->cuStreamSynchronize(im.stream));
+  ex->stats_.allocSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   // Kernels.
   std::vector<KernelSource> sources;
@@ -285,6 +347,7 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
     for (const PlanStep &s : f.steps)
       if (s.kind == PlanStep::Kind::Launch)
         maxShared[s.kernel] = std::max(maxShared[s.kernel], s.sharedBytes);
+  auto moduleStart = std::chrono::steady_clock::now();
   for (size_t i = 0; i < cubins->size(); ++i) {
     CUmodule module;
     CUfunction fn;
@@ -299,8 +362,13 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
     im.kernels.push_back(fn);
   }
 
+  ex->stats_.moduleSeconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - moduleStart).count();
+
   // GEMMs: descriptors per step, one algorithm per distinct shape.
   KILN_CUBLAS(im.lt->cublasLtCreate(&im.handle));
+  AlgoCache cache(options.cacheDir,
+                  dev->name + "|" + p.arch + "|cublasLt " + std::to_string(im.lt->cublasLtGetVersion()) + "|");
   auto tuneStart = std::chrono::steady_clock::now();
   std::map<std::string, cublasLtMatmulAlgo_t> algos;
   CUevent t0, t1;
@@ -325,6 +393,17 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
       if (auto it = algos.find(key); it != algos.end()) {
         g.algo = it->second;
         continue;
+      }
+      if (cublasLtMatmulAlgo_t cached; cache.lookup(key, cached)) {
+        cublasLtMatmulHeuristicResult_t check{};
+        if (im.lt->cublasLtMatmulAlgoCheck(im.handle, g.desc, g.a, g.b, g.c, g.c, &cached, &check) ==
+                CUBLAS_STATUS_SUCCESS &&
+            check.workspaceSize <= static_cast<size_t>(p.memory.gemmWorkspace)) {
+          g.algo = cached;
+          algos[key] = cached;
+          ++ex->stats_.gemmShapesCached;
+          continue;
+        }
       }
       cublasLtMatmulPreference_t pref;
       KILN_CUBLAS(im.lt->cublasLtMatmulPreferenceCreate(&pref));
@@ -368,6 +447,7 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
       }
       g.algo = results[best].algo;
       algos[key] = g.algo;
+      cache.insert(key, g.algo);
     }
     // Pinned staging for the inputs and outputs.
     for (const PlanBinding &b : pf.args)
@@ -381,6 +461,7 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
     KILN_CU(im.cu->cuMemAllocHost(&f.pinnedOut, static_cast<size_t>(f.outBytes + 4)));
   }
   KILN_CU(im.cu->cuStreamSynchronize(im.stream));
+  cache.save();
   ex->stats_.gemmShapes = static_cast<int>(algos.size());
   auto now = std::chrono::steady_clock::now();
   ex->stats_.autotuneSeconds = std::chrono::duration<double>(now - tuneStart).count();

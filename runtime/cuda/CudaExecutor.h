@@ -37,7 +37,8 @@ struct ExecutorOptions {
   std::string toolkitRoot = "/usr/local/cuda";
   bool useGraphs = true;
   /// Time up to this many cuBLASLt candidates per GEMM shape (1: take the
-  /// heuristic's first).
+  /// heuristic's first). The choices are cached in cacheDir (per device
+  /// and cuBLASLt version), so a later load of the same shapes times none.
   int gemmCandidates = 8;
   /// Progress lines (compiling, autotuning); null for none.
   llvm::raw_ostream *progress = nullptr;
@@ -53,8 +54,11 @@ class CudaExecutor {
 public:
   struct LoadStats {
     CompileStats nvrtc;
-    double loadSeconds = 0, autotuneSeconds = 0;
-    int gemmShapes = 0;
+    /// allocSeconds: the arena (allocated and zeroed); moduleSeconds:
+    /// loading the cubins; autotuneSeconds: choosing GEMM algorithms
+    /// (timing candidates, or reading earlier choices from the cache).
+    double loadSeconds = 0, allocSeconds = 0, moduleSeconds = 0, autotuneSeconds = 0;
+    int gemmShapes = 0, gemmShapesCached = 0;
   };
 
   static llvm::Expected<std::unique_ptr<CudaExecutor>> create(Plan plan,

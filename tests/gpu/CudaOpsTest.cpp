@@ -145,6 +145,12 @@ std::vector<OpCase> cases() {
   c.push_back({"matmul_shared_weight", {f("x", "tensor<4x8x64xf32>"), f("w", "tensor<64x96xf32>")},
                {"tensor<4x8x96xf32>"},
                "%r0 = kiln.matmul %x, %w : tensor<4x8x64xf32>, tensor<64x96xf32> -> tensor<4x8x96xf32>", 1e-4, 1e-5});
+  c.push_back({"matmul_bias", {f("x", "tensor<4x8x64xf32>"), f("w", "tensor<64x96xf32>"), f("b", "tensor<96xf32>")},
+               {"tensor<4x8x96xf32>"},
+               "%r0 = kiln.matmul %x, %w bias %b : tensor<4x8x64xf32>, tensor<64x96xf32>, tensor<96xf32> -> tensor<4x8x96xf32>", 1e-4, 1e-5});
+  c.push_back({"matmul_bias_batched", {f("p", "tensor<2x3x8x8xf32>"), f("v", "tensor<2x3x8x16xf32>"), f("b", "tensor<16xf32>")},
+               {"tensor<2x3x8x16xf32>"},
+               "%r0 = kiln.matmul %p, %v bias %b : tensor<2x3x8x8xf32>, tensor<2x3x8x16xf32>, tensor<16xf32> -> tensor<2x3x8x16xf32>", 1e-4, 1e-5});
   c.push_back({"matmul_odd", {f("x", "tensor<37x29xf32>"), f("w", "tensor<29x61xf32>")}, {"tensor<37x61xf32>"},
                "%r0 = kiln.matmul %x, %w : tensor<37x29xf32>, tensor<29x61xf32> -> tensor<37x61xf32>", 1e-4, 1e-5});
   c.push_back({"matmul_transpose_b", {f("q", "tensor<2x3x8x16xf32>"), f("k", "tensor<2x3x8x16xf32>")},

@@ -73,13 +73,18 @@ void expectPassPreserves(ModuleOp module, const std::string &pipeline, double to
   }();
   (void)registered;
   Results before = runAll(module, fill);
-  PassManager pm(module.getContext());
+  // The pipeline is "builtin.module(...)": parsed on its own it is anchored
+  // on the module. (parsePassPipeline(text, pm) would instead nest it inside
+  // pm, where it finds no module to run on and silently does nothing.)
   std::string errors;
   llvm::raw_string_ostream os(errors);
-  if (failed(parsePassPipeline(pipeline, pm, os))) {
-    ADD_FAILURE() << "bad pipeline '" << pipeline << "': " << errors;
+  FailureOr<OpPassManager> parsed = parsePassPipeline(pipeline, os);
+  if (failed(parsed) || parsed->getOpAnchorName() != ModuleOp::getOperationName()) {
+    ADD_FAILURE() << "bad pipeline '" << pipeline << "' (expected builtin.module(...)): " << errors;
     return;
   }
+  PassManager pm(module.getContext(), ModuleOp::getOperationName());
+  static_cast<OpPassManager &>(pm) = *parsed;
   if (failed(pm.run(module))) {
     ADD_FAILURE() << "pipeline '" << pipeline << "' failed";
     return;

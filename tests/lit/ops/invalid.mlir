@@ -281,6 +281,14 @@ func.func @matmul_rank(%a: tensor<3xf32>, %b: tensor<3x4xf32>) {
 
 // -----
 
+func.func @matmul_bias(%a: tensor<2x3xf32>, %b: tensor<3x4xf32>, %c: tensor<3xf32>) {
+  // expected-error @+1 {{'kiln.matmul' op bias type 'tensor<3xf32>' must be a vector of the result's 4 columns of 'f32' (result type 'tensor<2x4xf32>')}}
+  %0 = kiln.matmul %a, %b bias %c : tensor<2x3xf32>, tensor<3x4xf32>, tensor<3xf32> -> tensor<2x4xf32>
+  return
+}
+
+// -----
+
 func.func @matmul_element_types(%a: tensor<2x3xf32>, %b: tensor<3x4xbf16>) {
   // expected-error @+1 {{'kiln.matmul' op operand element types differ: 'tensor<2x3xf32>' vs 'tensor<3x4xbf16>'}}
   %0 = kiln.matmul %a, %b : tensor<2x3xf32>, tensor<3x4xbf16> -> tensor<2x4xf32>

@@ -1,8 +1,10 @@
-//===- CanonicalizeTest.cpp - canonicalize + cse preserve results ----------===//
+//===- CanonicalizeTest.cpp - canonicalize, cse, fuse-matmul-bias preserve -===//
 
 #include "tests/unit/PassPreservation.h"
 #include "tests/unit/TestSupport.h"
 #include "tools/support/Compile.h"
+
+#include "ir/KilnOps.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "gtest/gtest.h"
@@ -43,7 +45,28 @@ TEST(PassPreservation, CanonicalizeAndCseOnTinyGPT) {
   ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
   auto tokens = test::randomInputs(1, config->model.vocab_size);
   test::expectPassPreserves(**module, "builtin.module(kiln-autodiff)", 0.0, tokens);
+  ASSERT_TRUE((*module)->lookupSymbol("train_step")) << "the pipeline did not run";
   test::expectPassPreserves(**module, "builtin.module(canonicalize,cse)", 0.0, tokens);
+}
+
+// Biases folded into their matmuls: the same f32 additions in the same
+// order, so equal to the last bit as well.
+TEST(PassPreservation, FuseMatmulBiasOnTinyGPT) {
+  mlir::MLIRContext ctx;
+  auto config = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
+  ASSERT_TRUE(static_cast<bool>(config)) << llvm::toString(config.takeError());
+  auto module = tooling::buildForwardModule(ctx, *config, mlir::Float32Type::get(&ctx));
+  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
+  auto tokens = test::randomInputs(2, config->model.vocab_size);
+  test::expectPassPreserves(**module, "builtin.module(kiln-autodiff,canonicalize,cse)", 0.0, tokens);
+  ASSERT_TRUE((*module)->lookupSymbol("train_step")) << "the pipeline did not run";
+  int before = 0, after = 0;
+  (*module)->walk([&](MatmulOp op) { before += op.getBias() ? 1 : 0; });
+  test::expectPassPreserves(**module, "builtin.module(kiln-fuse-matmul-bias)", 0.0, tokens);
+  (*module)->walk([&](MatmulOp op) { after += op.getBias() ? 1 : 0; });
+  EXPECT_EQ(before, 0);
+  // Four linear layers per block, in @forward and @train_step.
+  EXPECT_EQ(after, 2 * 4 * config->model.n_layer);
 }
 
 } // namespace

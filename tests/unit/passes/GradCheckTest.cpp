@@ -156,6 +156,8 @@ const OpCase kCases[] = {
    "%y = kiln.matmul %p0, %p1 : tensor<2x3x4xf64>, tensor<4x5xf64> -> tensor<2x3x5xf64>", "tensor<2x3x5xf64>"},
   {"matmul_shared_rhs_transposed", R"(%p0: tensor<2x4x3xf64> {kiln.param = "p0"}, %p1: tensor<5x4xf64> {kiln.param = "p1"})",
    "%y = kiln.matmul %p0, %p1 transpose_a transpose_b : tensor<2x4x3xf64>, tensor<5x4xf64> -> tensor<2x3x5xf64>", "tensor<2x3x5xf64>"},
+  {"matmul_bias", R"(%p0: tensor<2x3x4xf64> {kiln.param = "p0"}, %p1: tensor<4x5xf64> {kiln.param = "p1"}, %p2: tensor<5xf64> {kiln.param = "p2"})",
+   "%y = kiln.matmul %p0, %p1 bias %p2 : tensor<2x3x4xf64>, tensor<4x5xf64>, tensor<5xf64> -> tensor<2x3x5xf64>", "tensor<2x3x5xf64>"},
   {"matmul_shared_lhs", R"(%p0: tensor<3x4xf64> {kiln.param = "p0"}, %p1: tensor<2x4x5xf64> {kiln.param = "p1"})",
    "%y = kiln.matmul %p0, %p1 : tensor<3x4xf64>, tensor<2x4x5xf64> -> tensor<2x3x5xf64>", "tensor<2x3x5xf64>"},
   {"embedding", R"(%p0: tensor<7x4xf64> {kiln.param = "p0"}, %ids: tensor<2x5xi32> {kiln.input = "ids"})",
