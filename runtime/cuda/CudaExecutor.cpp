@@ -66,9 +66,9 @@ public:
     if (auto file = llvm::MemoryBuffer::getFile(path_))
       if (auto json = llvm::json::parse((*file)->getBuffer())) {
         if (auto *o = json->getAsObject())
-          for (auto &[k, v] : *o)
-            if (auto hex = v.getAsString())
-              entries_[k.str()] = hex->str();
+          for (const auto &entry : *o) // getFirst/getSecond: docs/architecture.md §8
+            if (auto hex = entry.getSecond().getAsString())
+              entries_[entry.getFirst().str()] = hex->str();
       } else {
         llvm::consumeError(json.takeError()); // a damaged cache is only slower
       }
