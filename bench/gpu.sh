@@ -10,9 +10,13 @@
 #              small GPT trained 20 steps on both backends
 #   reference  GPT-2 124M f32, 20 steps, kiln vs bench/torch_gpt2.py from
 #              kiln's initial weights and the same batches
-#   bench      kiln bench at B=16 (cold cache, then warm) and B=32
+#   bench      kiln bench at B=16 (cold cache, then warm) and B=32, for each
+#              precision in $PRECISIONS (default f32)
+#   precision  GPT-2 124M 200 steps in f32, bf16-mixed and f16-mixed from the
+#              same weights and batches
 #   gemms      every GEMM of the step, kiln's cuBLASLt vs torch.matmul
-#   torch      torch eager f32 and bf16 at B=16 and B=32
+#   torch      torch eager f32 and bf16 at B=16 and B=32 ($TORCH_PRECISIONS
+#              and $TORCH_BATCHES narrow it)
 #   compile-torch  the same with torch.compile (COMPILE_BATCHES="16" to
 #              save a few minutes of compilation)
 #
@@ -31,7 +35,7 @@ KILN=$BIN/kiln
 SHARD=.gpu/fortunes-gpt2/train_000000.bin
 export PYTHONUNBUFFERED=1
 stages=("$@")
-[ "${stages[0]:-all}" = all ] && stages=(check reference bench gemms torch compile-torch)
+[ "${stages[0]:-all}" = all ] && stages=(check reference precision bench gemms torch compile-torch)
 
 $KILN version | tee "$OUT/version.txt"
 python3 -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)' | tee -a "$OUT/version.txt"
@@ -74,23 +78,40 @@ json.dump({"steps": rows, "worst_rel": worst}, open(f"{out}/reference.json", "w"
 EOF
     ;;
   bench)
-    rm -rf /tmp/kiln-cold
-    XDG_CACHE_HOME=/tmp/kiln-cold $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
-      --json "$OUT/kiln-b16-cold.json" --gemms "$OUT/kiln-gemms.json" | grep -v "^  gemm"
-    XDG_CACHE_HOME=/tmp/kiln-cold $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
-      --json "$OUT/kiln-b16.json"
-    XDG_CACHE_HOME=/tmp/kiln-cold $KILN bench configs/gpt2-124m.toml --set train.batch_size=32 \
-      --json "$OUT/kiln-b32.json" ;;
+    # kiln bench per precision ($PRECISIONS, default f32): B=16 from a cold
+    # cache (then warm), and B=32.
+    for p in ${PRECISIONS:-f32}; do
+      rm -rf /tmp/kiln-cold-$p
+      XDG_CACHE_HOME=/tmp/kiln-cold-$p $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
+        --set train.precision=$p --json "$OUT/kiln-$p-b16-cold.json" \
+        $([ $p = f32 ] && echo --gemms "$OUT/kiln-gemms.json") | grep -v "^  gemm"
+      XDG_CACHE_HOME=/tmp/kiln-cold-$p $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
+        --set train.precision=$p --json "$OUT/kiln-$p-b16.json"
+      XDG_CACHE_HOME=/tmp/kiln-cold-$p $KILN bench configs/gpt2-124m.toml --set train.batch_size=32 \
+        --set train.precision=$p --json "$OUT/kiln-$p-b32.json"
+    done ;;
+  precision)
+    # GPT-2 124M for 200 steps in f32, bf16-mixed and f16-mixed from the same
+    # initial weights and batches (warmup 20, cosine to 10%).
+    for p in f32 bf16-mixed f16-mixed; do
+      rm -rf /tmp/prec-$p
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml --set train.steps=200 \
+        "${train_sets[@]}" --set optim.schedule=cosine --set optim.warmup_steps=20 \
+        --set train.precision=$p --set run.dir=/tmp/prec-$p > "$OUT/train-$p.log" 2>&1
+      grep -E "^step 200|done:|skipped|error" "$OUT/train-$p.log"
+      cp /tmp/prec-$p/metrics.jsonl "$OUT/metrics-$p.jsonl"
+    done
+    python3 bench/summarize.py --precision "$OUT" ;;
   gemms)
-    [ -f "$OUT/kiln-gemms.json" ] || XDG_CACHE_HOME=/tmp/kiln-cold $KILN bench configs/gpt2-124m.toml \
+    [ -f "$OUT/kiln-gemms.json" ] || XDG_CACHE_HOME=/tmp/kiln-cold-f32 $KILN bench configs/gpt2-124m.toml \
       --steps 2 --json /dev/null --gemms "$OUT/kiln-gemms.json" > /dev/null
     python3 bench/torch_gpt2.py gemms --gemms "$OUT/kiln-gemms.json" --out "$OUT/gemms.json" ;;
   torch)
-    for p in f32 bf16; do for b in 16 32; do
+    for p in ${TORCH_PRECISIONS:-f32 bf16}; do for b in ${TORCH_BATCHES:-16 32}; do
       python3 bench/torch_gpt2.py bench --precision $p --batch $b --out "$OUT/torch-eager-$p-b$b.json"
     done; done ;;
   compile-torch)
-    for p in f32 bf16; do for b in ${COMPILE_BATCHES:-16 32}; do
+    for p in ${TORCH_PRECISIONS:-f32 bf16}; do for b in ${COMPILE_BATCHES:-16 32}; do
       python3 bench/torch_gpt2.py bench --compile --precision $p --batch $b --out "$OUT/torch-compile-$p-b$b.json"
     done; done ;;
   *) echo "unknown stage $stage"; exit 2 ;;

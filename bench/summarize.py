@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""The table bench/gpu.sh ends with: every JSON result in a folder, side by side.
+"""The tables bench/gpu.sh ends with: every JSON result in a folder, side by side.
 
-Ratios are kiln over PyTorch measured in the same run (tok/s: higher is
-better for kiln above 1; memory: lower is better below 1).
+Ratios are kiln over PyTorch measured in the same run (tok/s: above 1 means
+kiln is faster; memory: below 1 means kiln uses less).
+
+    summarize.py DIR               the whole summary
+    summarize.py --precision DIR   compare the 200-step runs (metrics-*.jsonl)
+                                   and write DIR/precision.json
 """
-import glob
 import json
 import os
 import sys
@@ -17,35 +20,78 @@ def load(path):
         return None
 
 
+def kiln_result(out, precision, batch):
+    # bench/gpu.sh names results kiln-<precision>-b<B>.json; the first runs
+    # (f32 only) wrote kiln-b<B>.json.
+    r = load(f"{out}/kiln-{precision}-b{batch}.json")
+    if r is None and precision == "f32":
+        r = load(f"{out}/kiln-b{batch}.json")
+    return r
+
+
+def precision_runs(out):
+    runs = {}
+    for p in ("f32", "bf16-mixed", "f16-mixed"):
+        try:
+            recs = [json.loads(line) for line in open(f"{out}/metrics-{p}.jsonl")]
+        except OSError:
+            continue
+        steps = [r for r in recs if "loss" in r]
+        if not steps:
+            continue
+        last = steps[-10:]
+        runs[p] = {"steps": len(steps),
+                   "final_loss": sum(r["loss"] for r in last) / len(last),
+                   "skipped": sum(1 for r in steps if r.get("skipped")),
+                   "tok_per_s": sorted(r["tok_per_s"] for r in steps)[len(steps) // 2],
+                   "losses": [r["loss"] for r in steps]}
+    if "f32" in runs:
+        base = runs["f32"]["final_loss"]
+        for r in runs.values():
+            r["rel_to_f32"] = (r["final_loss"] - base) / base
+    return runs
+
+
+def print_precision(runs):
+    for p, r in runs.items():
+        rel = r.get("rel_to_f32")
+        print(f"  {p:11s} {r['steps']} steps: mean loss of the last 10 {r['final_loss']:.4f}"
+              + (f" ({100 * rel:+.2f}% vs f32)" if rel is not None else "")
+              + f", skipped {r['skipped']}, median {r['tok_per_s']:.0f} tok/s")
+
+
 def main(out):
     rows = []
     for b in (16, 32):
-        kiln = load(f"{out}/kiln-b{b}.json")
-        eager = load(f"{out}/torch-eager-f32-b{b}.json")
-        if kiln:
-            rows.append(("kiln f32", b, kiln["step_ms"], kiln["tok_per_s"], kiln["mfu"],
-                         kiln["arena_bytes"], kiln["compile_s"], None))
+        eager = {p: load(f"{out}/torch-eager-{p}-b{b}.json") for p in ("f32", "bf16")}
+        for kp, tp in (("f32", "f32"), ("bf16-mixed", "bf16"), ("f16-mixed", None)):
+            k = kiln_result(out, kp, b)
+            if k:
+                rows.append((f"kiln {kp}", b, k["step_ms"], k["tok_per_s"], k["mfu"], k["arena_bytes"],
+                             k["compile_s"]))
+                if tp and eager[tp]:
+                    rows.append((f"kiln / torch eager {tp}", b, None, k["tok_per_s"] / eager[tp]["tok_per_s"],
+                                 None, k["arena_bytes"] / eager[tp]["peak_mem_bytes"], None))
         for impl in ("eager", "compile"):
             for prec in ("f32", "bf16"):
                 t = load(f"{out}/torch-{impl}-{prec}-b{b}.json")
                 if t:
                     rows.append((f"torch {impl} {prec}", b, t["step_ms"], t["tok_per_s"], t["mfu"],
-                                 t["peak_mem_bytes"], t["first_step_s"], None))
-        if kiln and eager:
-            rows.append(("kiln / torch eager f32", b, None, kiln["tok_per_s"] / eager["tok_per_s"], None,
-                         kiln["arena_bytes"] / eager["peak_mem_bytes"], None, None))
+                                 t["peak_mem_bytes"], t["first_step_s"]))
     if rows:
         print(f"{'GPT-2 124M, T=1024':<26}{'B':>3}{'ms/step':>10}{'tok/s':>11}{'MFU':>7}{'mem GiB':>9}{'first/compile s':>17}")
-        for name, b, ms, tps, mfu, mem, comp, _ in rows:
+        for name, b, ms, tps, mfu, mem, comp in rows:
             if ms is None:
                 print(f"{name:<26}{b:>3}{'':>10}{tps:>10.2f}x{'':>7}{mem:>8.2f}x")
                 continue
             print(f"{name:<26}{b:>3}{ms:>10.1f}{tps:>11.0f}{100 * mfu:>6.1f}%{mem / 2**30:>9.2f}{comp:>17.1f}")
-    cold, warm = load(f"{out}/kiln-b16-cold.json"), load(f"{out}/kiln-b16.json")
-    if cold and warm:
-        print(f"kiln compile of the 124M step: cold {cold['compile_s']:.1f} s ({cold['nvrtc_compiled']} kernels "
-              f"through NVRTC in {cold['nvrtc_s']:.1f} s), warm {warm['compile_s']:.1f} s "
-              f"({warm['nvrtc_cached']} cached)")
+    for p in ("f32", "bf16-mixed", "f16-mixed"):
+        cold = load(f"{out}/kiln-{p}-b16-cold.json") or (load(f"{out}/kiln-b16-cold.json") if p == "f32" else None)
+        warm = kiln_result(out, p, 16)
+        if cold and warm:
+            print(f"kiln {p} compile of the 124M step: cold {cold['compile_s']:.1f} s ({cold['nvrtc_compiled']} "
+                  f"kernels through NVRTC in {cold['nvrtc_s']:.1f} s), warm {warm['compile_s']:.1f} s "
+                  f"({warm['nvrtc_cached']} cached)")
     gemms = load(f"{out}/gemms.json")
     if gemms:
         worst = min(g["ratio"] for g in gemms)
@@ -55,12 +101,21 @@ def main(out):
     ref = load(f"{out}/reference.json")
     if ref:
         print(f"124M vs PyTorch, {len(ref['steps'])} steps: worst relative loss difference {ref['worst_rel']:.2e}")
+    runs = load(f"{out}/precision.json")
+    if runs:
+        print("124M, 200 steps from the same weights and batches:")
+        print_precision(runs)
     log = f"{out}/gpu-tests.log"
     if os.path.exists(log):
         lines = open(log).read().splitlines()
-        summary = [l for l in lines if l.startswith("[  PASSED") or l.startswith("[  FAILED  ]") and "test" in l]
+        summary = [l for l in lines if l.startswith("[  PASSED") or (l.startswith("[  FAILED  ]") and "test" in l)]
         print("GPU tests: " + "; ".join(summary[-3:]))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/kiln-bench")
+    if len(sys.argv) > 2 and sys.argv[1] == "--precision":
+        runs = precision_runs(sys.argv[2])
+        print_precision(runs)
+        json.dump(runs, open(f"{sys.argv[2]}/precision.json", "w"), indent=1)
+    else:
+        main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/kiln-bench")

@@ -416,8 +416,9 @@ llvm::Error emitAdamW(Emitter &e, llvm::ArrayRef<Operation *> ops) {
   std::string types;
   for (auto [i, op] : llvm::enumerate(ops)) {
     auto a = cast<AdamWUpdateOp>(op);
-    if (a.getLr() != adam0.getLr() || a.getStep() != adam0.getStep() || a.getGradScale() != adam0.getGradScale())
-      return error("codegen: AdamW updates with different lr/step/scale inputs are not supported");
+    if (a.getLr() != adam0.getLr() || a.getStep() != adam0.getStep() ||
+        a.getGradScale() != adam0.getGradScale() || a.getSkip() != adam0.getSkip())
+      return error("codegen: AdamW updates with different lr/step/scale/skip inputs are not supported");
     std::string t = elt(a.getParam()) + ", " + elt(a.getGrad()) + ", " + elt(a.getM());
     if (!types.empty() && t != types)
       return error("codegen: AdamW over parameters of several element types is not supported yet");
@@ -459,17 +460,28 @@ llvm::Error emitAdamW(Emitter &e, llvm::ArrayRef<Operation *> ops) {
   for (auto *o : {&lr, &step, &scale})
     if (!*o)
       return o->takeError();
+  std::vector<PlanArg> args{Emitter::ptr(0), Emitter::ptr(*lr), Emitter::ptr(*step), Emitter::ptr(*scale)};
+  std::string skipParam, skipTest;
+  if (Value skip = adam0.getSkip()) {
+    // A loss-scaled step that overflowed: nothing is written.
+    auto offset = e.offsetOf(skip);
+    if (!offset)
+      return offset.takeError();
+    args.push_back(Emitter::ptr(*offset));
+    skipParam = ", const unsigned char *skip";
+    skipTest = "  if (*skip)\n    return;\n";
+  }
   std::string source = include("optim.cuh") + "// " + std::to_string(ops.size()) +
                        " kiln.adamw_update ops, one launch (multi-tensor AdamW)\n" + table + chunks +
-                       "extern \"C\" __global__ void __launch_bounds__(256) @NAME@(char *arena, const float *lr, const float *step, const float *scale) {\n" +
+                       "extern \"C\" __global__ void __launch_bounds__(256) @NAME@(char *arena, const float *lr, const float *step, const float *scale" +
+                       skipParam + ") {\n" + skipTest +
                        findChunk(sizes.size()) +
                        llvm::formatv("  const kiln::AdamTensor &p = kTensors[t];\n"
                                      "  const kiln::i64 end = begin + {0} < p.size ? begin + {0} : p.size;\n"
                                      "  kiln::adamwChunk<{1}>(arena, p, begin, end, *lr, *step, *scale);\n}\n",
                                      kChunk, types)
                            .str();
-  e.launch(last, "adamw", source, {blocks, 1, 1}, {256, 1, 1},
-           {Emitter::ptr(0), Emitter::ptr(*lr), Emitter::ptr(*step), Emitter::ptr(*scale)});
+  e.launch(last, "adamw", source, {blocks, 1, 1}, {256, 1, 1}, args);
   return llvm::Error::success();
 }
 

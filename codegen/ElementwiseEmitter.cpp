@@ -107,7 +107,11 @@ llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
   std::vector<PlanArg> args;
   std::string params;
   std::vector<std::string> scalars;
-  bool allF32 = outType.getElementType().isF32();
+  // 128-bit accesses when every tensor is a float one: each thread handles
+  // V consecutive elements, V = 16 bytes over the narrowest element (4 for
+  // f32, 8 when a bf16/f16 tensor is involved).
+  bool allFloat = isa<FloatType>(outType.getElementType());
+  int64_t narrowest = allFloat ? cpu::dtypeSize(*cpu::dtypeOf(outType.getElementType())) : 0;
   for (auto [i, operand] : llvm::enumerate(op->getOperands())) {
     Type elt = tensorOf(operand).getElementType();
     std::string opCt = computeType(elt);
@@ -122,7 +126,9 @@ llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
     params += llvm::formatv("const {0} *__restrict__ in{1}, ", cType(elt), i).str();
     scalars.push_back(isa<FloatType>(elt) ? "(" + opCt + ")kiln::load(in" + str(i) + ", i)"
                                           : "(" + opCt + ")in" + str(i) + "[i]");
-    allF32 &= elt.isF32();
+    allFloat &= isa<FloatType>(elt);
+    if (allFloat)
+      narrowest = std::min<int64_t>(narrowest, cpu::dtypeSize(*cpu::dtypeOf(elt)));
   }
   auto offset = e.offsetOf(result);
   if (!offset)
@@ -138,32 +144,31 @@ llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
 
   std::string body;
   int64_t work = n;
-  if (allF32 && n % 4 == 0 && !args.empty()) {
-    // 128-bit accesses: each thread handles 4 consecutive elements.
-    work = n / 4;
-    std::string lanes;
-    for (const char *lane : {"x", "y", "z", "w"}) {
-      std::vector<std::string> laneScalars;
-      size_t p = 0;
-      for (auto [i, operand] : llvm::enumerate(op->getOperands())) {
-        if (e.isInlined(operand)) {
-          laneScalars.push_back(scalars[i]);
-          continue;
-        }
-        laneScalars.push_back("v" + str(i) + "." + lane);
-        ++p;
+  int64_t lanes = allFloat && narrowest > 0 ? 16 / narrowest : 0;
+  if (lanes > 1 && n % lanes == 0 && args.size() > 1) {
+    work = n / lanes;
+    std::string loads, laneExpr;
+    std::vector<std::string> laneScalars;
+    for (auto [i, operand] : llvm::enumerate(op->getOperands())) {
+      if (e.isInlined(operand)) {
+        laneScalars.push_back(scalars[i]);
+        continue;
       }
-      lanes += "    r." + std::string(lane) + " = " + *expression(op, laneScalars, ct) + ";\n";
+      Type elt = tensorOf(operand).getElementType();
+      loads += llvm::formatv("    alignas(16) {0} a{1}[{2}];\n    kiln::loadVec<{2}>(in{1}, v, a{1});\n",
+                             cType(elt), i, lanes)
+                   .str();
+      laneScalars.push_back("(" + computeType(elt) + ")kiln::load(a" + str(i) + ", k)");
     }
-    std::string loads;
-    for (auto [i, operand] : llvm::enumerate(op->getOperands()))
-      if (!e.isInlined(operand))
-        loads += llvm::formatv("    const float4 v{0} = reinterpret_cast<const float4 *>(in{0})[v];\n", i).str();
-    body = llvm::formatv("  constexpr kiln::i64 N4 = {0};\n"
-                         "  for (kiln::i64 v = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; v < N4;\n"
+    body = llvm::formatv("  constexpr kiln::i64 NV = {0};\n"
+                         "  for (kiln::i64 v = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; v < NV;\n"
                          "       v += (kiln::i64)gridDim.x * blockDim.x) {{\n"
-                         "{1}    float4 r;\n{2}    reinterpret_cast<float4 *>(out)[v] = r;\n  }\n",
-                         work, loads, lanes)
+                         "{1}    alignas(16) {2} r[{3}];\n"
+                         "#pragma unroll\n"
+                         "    for (int k = 0; k < {3}; ++k)\n"
+                         "      kiln::store(r, k, {4});\n"
+                         "    kiln::storeVec<{3}>(out, v, r);\n  }\n",
+                         work, loads, outC, lanes, *expression(op, laneScalars, ct))
                .str();
   } else {
     body = llvm::formatv("  constexpr kiln::i64 N = {0};\n"

@@ -54,8 +54,16 @@ struct TrainConfig {
   /// Micro-batches per optimizer step (gradient accumulation).
   int64_t accumulate_steps = 1;
   int64_t seed = 1337;
-  /// "f32" (bf16-mixed and f16-mixed arrive with precision assignment).
+  /// "f32", "bf16-mixed" or "f16-mixed" (kiln-assign-precision): matmuls
+  /// and attention in the low type, f32 master weights, statistics and
+  /// optimizer; f16-mixed adds dynamic loss scaling.
   std::string precision = "f32";
+  /// Dynamic loss scaling (f16-mixed): the initial scale, the clean steps
+  /// before it doubles (grows), and its growth and backoff factors.
+  double loss_scale = 65536.0;
+  int64_t loss_scale_growth_interval = 2000;
+  double loss_scale_growth = 2.0;
+  double loss_scale_backoff = 0.5;
   /// Steps between progress lines when the output is not a terminal.
   int64_t log_every = 10;
   /// Where to run: "cuda", "cpu" (the interpreter), or "auto" (the GPU when

@@ -34,11 +34,12 @@ std::string ParamInit::str() const {
   case Kind::Ones:
     return "ones";
   case Kind::Normal:
+  case Kind::Full:
     break;
   }
   std::string s;
   llvm::raw_string_ostream os(s);
-  os << "normal(" << llvm::format("%g", stddev) << ")";
+  os << (kind == Kind::Normal ? "normal(" : "full(") << llvm::format("%.17g", stddev) << ")";
   return s;
 }
 
@@ -52,6 +53,10 @@ std::optional<ParamInit> ParamInit::parse(StringRef text) {
     double stddev;
     if (!text.trim().getAsDouble(stddev) && stddev >= 0.0)
       return normal(stddev);
+  } else if (text.consume_front("full(") && text.consume_back(")")) {
+    double value;
+    if (!text.trim().getAsDouble(value))
+      return full(value);
   }
   return std::nullopt;
 }
@@ -68,7 +73,7 @@ LogicalResult KilnDialect::verifyRegionArgAttribute(Operation *op,
     auto text = dyn_cast<StringAttr>(attr.getValue());
     if (!text || !ParamInit::parse(text.getValue()))
       return op->emitError() << "'kiln.init' on argument #" << argIndex
-                             << " must be \"zeros\", \"ones\" or \"normal(STD)\", got "
+                             << " must be \"zeros\", \"ones\", \"normal(STD)\" or \"full(V)\", got "
                              << attr.getValue();
     return success();
   }

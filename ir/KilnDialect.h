@@ -15,11 +15,12 @@ namespace kiln {
 
 /// How the runtime initializes a parameter (argument attribute kiln.init).
 struct ParamInit {
-  enum class Kind { Zeros, Ones, Normal };
+  enum class Kind { Zeros, Ones, Normal, Full };
   Kind kind = Kind::Zeros;
-  double stddev = 0.0; ///< for Normal: mean 0, this standard deviation
+  /// Normal: mean 0 and this standard deviation; Full: every element's value.
+  double stddev = 0.0;
 
-  /// "zeros", "ones" or "normal(0.02)".
+  /// "zeros", "ones", "normal(0.02)" or "full(65536)".
   std::string str() const;
   /// Parses the form str() prints; nullopt when malformed.
   static std::optional<ParamInit> parse(llvm::StringRef text);
@@ -27,6 +28,7 @@ struct ParamInit {
   static ParamInit zeros() { return {Kind::Zeros, 0.0}; }
   static ParamInit ones() { return {Kind::Ones, 0.0}; }
   static ParamInit normal(double stddev) { return {Kind::Normal, stddev}; }
+  static ParamInit full(double value) { return {Kind::Full, value}; }
 };
 
 } // namespace kiln

@@ -711,6 +711,11 @@ LogicalResult AdamWUpdateOp::verify() {
                              {"grad_scale", getGradScale()}})
     if (value.getType() != scalar)
       return emitOpError() << name << " type " << value.getType() << " must be " << scalar;
+  if (Value skip = getSkip()) {
+    auto flag = RankedTensorType::get({}, IntegerType::get(getContext(), 1));
+    if (skip.getType() != flag)
+      return emitOpError() << "skip type " << skip.getType() << " must be " << flag;
+  }
   if (getNewParam().getType() != p)
     return emitOpError() << "new_param type " << getNewParam().getType()
                          << " must be param type " << p;

@@ -877,7 +877,9 @@ def Kiln_AdamWUpdateOp : Kiln_Op<"adamw_update"> {
     `lr`, `step` and `grad_scale` are rank-0 f32 tensors (per-step inputs);
     the moments have the parameter's shape. The results replace the
     parameter and the moments (the training step marks them `kiln.aliases`,
-    so they are updated in place).
+    so they are updated in place). With `skip %s` (a rank-0 i1) that is
+    true, the results are the parameter and moments unchanged: a step whose
+    loss-scaled gradients overflowed.
 
     ```mlir
     %p2, %m2, %v2 = kiln.adamw_update %p, %g, %m, %v, %lr, %t, %s
@@ -888,12 +890,12 @@ def Kiln_AdamWUpdateOp : Kiln_Op<"adamw_update"> {
   }];
   let arguments = (ins Kiln_FloatTensor:$param, Kiln_FloatTensor:$grad, Kiln_FloatTensor:$m,
                        Kiln_FloatTensor:$v, Kiln_FloatTensor:$lr, Kiln_FloatTensor:$step,
-                       Kiln_FloatTensor:$grad_scale, F32Attr:$beta1, F32Attr:$beta2,
-                       F32Attr:$epsilon, F32Attr:$weight_decay);
+                       Kiln_FloatTensor:$grad_scale, Optional<Kiln_AnyTensor>:$skip,
+                       F32Attr:$beta1, F32Attr:$beta2, F32Attr:$epsilon, F32Attr:$weight_decay);
   let results = (outs Kiln_FloatTensor:$new_param, Kiln_FloatTensor:$new_m,
                       Kiln_FloatTensor:$new_v);
-  let assemblyFormat = "$param `,` $grad `,` $m `,` $v `,` $lr `,` $step `,` $grad_scale attr-dict "
-                       "`:` functional-type(operands, results)";
+  let assemblyFormat = "$param `,` $grad `,` $m `,` $v `,` $lr `,` $step `,` $grad_scale "
+                       "(`skip` $skip^)? attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
 }
 

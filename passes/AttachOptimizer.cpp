@@ -14,7 +14,15 @@
 //      decay-roles), and return (loss, grad_norm, new parameters, new
 //      moments), each new value marked kiln.aliases of the argument it
 //      replaces, so backends update in place.
-//   3. With accumulate-steps = K > 1: @train_step becomes @accumulate_step,
+//   3. Dynamic loss scaling, when autodiff seeded the backward with the
+//      state "loss_scale" S: the gradients are S times too large. The norm
+//      is taken of them and divided by S; AdamW's grad_scale gets a factor
+//      1/S; a non-finite norm (inf or nan: norm − norm ≠ 0) sets AdamW's
+//      skip, so nothing changes, and the scale becomes S·backoff; after
+//      growth-interval clean steps in a row (the state
+//      "loss_scale.good_steps") it becomes S·growth. The new scale and
+//      count are results aliasing their states; `skipped` is an output.
+//   4. With accumulate-steps = K > 1: @train_step becomes @accumulate_step,
 //      which adds its gradients into accumulators (kiln.state
 //      "<param>.grad_acc") and returns (loss, accumulators), and a new
 //      @apply_step(params, moments, accumulators, lr, step) applies AdamW to
@@ -131,6 +139,45 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
     return index;
   }
 
+  /// Dynamic loss scaling of one update (the scale S is a state argument).
+  struct LossScaling {
+    BlockArgument scale, goodSteps;
+    Value skip;             ///< i1: the scaled gradients overflowed
+    Value newScale, newGood, skipped;
+  };
+
+  /// The "loss_scale" state argument, if the step has one.
+  static BlockArgument lossScaleArg(func::FuncOp func) {
+    for (BlockArgument a : func.getArguments())
+      if (auto name = func.getArgAttrOfType<StringAttr>(a.getArgNumber(), KilnDialect::kStateAttrName);
+          name && name.getValue() == "loss_scale")
+        return a;
+    return {};
+  }
+
+  /// Adds the good-steps state to `func` and builds the overflow check and
+  /// the next scale from `scaledNorm` (the norm of the still-scaled
+  /// gradients). Returns the unscaled norm through `norm`.
+  LossScaling scaleUpdate(OpBuilder &b, Location loc, func::FuncOp func, BlockArgument scaleArg,
+                          Value scaledNorm, Value &norm) {
+    LossScaling s;
+    s.scale = scaleArg;
+    s.goodSteps = addArg(func, afterParams(func), scalarF32(b.getContext()),
+                         KilnDialect::kStateAttrName, "loss_scale.good_steps");
+    norm = build::div(b, loc, scaledNorm, s.scale);
+    Value zero = build::splatLike(b, loc, s.scale, 0.0), one = build::splatLike(b, loc, s.scale, 1.0);
+    s.skip = build::compare(b, loc, CompareDirection::ne, build::sub(b, loc, scaledNorm, scaledNorm), zero);
+    Value good = build::add(b, loc, s.goodSteps, one);
+    Value grow = build::compare(b, loc, CompareDirection::ge, good,
+                                build::splatLike(b, loc, s.scale, static_cast<double>(lossScaleGrowthInterval)));
+    Value grownScale = build::select(b, loc, grow, build::scale(b, loc, s.scale, lossScaleGrowth), s.scale);
+    Value grownGood = build::select(b, loc, grow, zero, good);
+    s.newScale = build::select(b, loc, s.skip, build::scale(b, loc, s.scale, lossScaleBackoff), grownScale);
+    s.newGood = build::select(b, loc, s.skip, zero, grownGood);
+    s.skipped = build::select(b, loc, s.skip, one, zero);
+    return s;
+  }
+
   /// global_norm of `grads` times `factor`, as tensor<f32>.
   Value gradNorm(OpBuilder &b, Location loc, ValueRange grads, double factor) {
     bool allF64 = llvm::all_of(grads, [](Value g) { return build::typeOf(g).getElementType().isF64(); });
@@ -156,13 +203,13 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
   SmallVector<std::array<Value, 3>> update(OpBuilder &b, Location loc, func::FuncOp func,
                                            ArrayRef<ParamGrad> params, ArrayRef<Value> grads,
                                            ArrayRef<BlockArgument> ms, ArrayRef<BlockArgument> vs,
-                                           Value lr, Value stepIndex, Value scale) {
+                                           Value lr, Value stepIndex, Value scale, Value skip) {
     SmallVector<std::array<Value, 3>> updated;
     for (auto [i, p] : llvm::enumerate(params)) {
       Value param = func.getArgument(p.argIndex);
       auto op = AdamWUpdateOp::create(
           b, loc, TypeRange{param.getType(), ms[i].getType(), vs[i].getType()}, param, grads[i],
-          ms[i], vs[i], lr, stepIndex, scale, b.getF32FloatAttr(beta1), b.getF32FloatAttr(beta2),
+          ms[i], vs[i], lr, stepIndex, scale, skip, b.getF32FloatAttr(beta1), b.getF32FloatAttr(beta2),
           b.getF32FloatAttr(epsilon), b.getF32FloatAttr(p.decay ? weightDecay : 0.0));
       updated.push_back({op.getNewParam(), op.getNewM(), op.getNewV()});
     }
@@ -223,10 +270,22 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
     for (const ParamGrad &p : ps)
       grads.push_back(p.grad);
     Value norm = gradNorm(b, loc, grads, 1.0);
+    std::optional<LossScaling> scaling;
+    if (BlockArgument scaleArg = lossScaleArg(step))
+      scaling = scaleUpdate(b, loc, step, scaleArg, Value(norm), norm);
     Value scale = gradScale(b, loc, norm);
-    auto updated = update(b, loc, step, ps, grads, ms, vs, lr, stepIndex, scale);
+    if (scaling)
+      scale = build::div(b, loc, scale, scaling->scale);
+    auto updated = update(b, loc, step, ps, grads, ms, vs, lr, stepIndex, scale,
+                          scaling ? scaling->skip : Value());
 
     SmallVector<Value> results{loss, norm};
+    SmallVector<std::pair<StringRef, StringRef>> names{{KilnDialect::kOutputAttrName, "loss"},
+                                                       {KilnDialect::kOutputAttrName, "grad_norm"}};
+    if (scaling) {
+      results.push_back(scaling->skipped);
+      names.push_back({KilnDialect::kOutputAttrName, "skipped"});
+    }
     SmallVector<std::pair<unsigned, BlockArgument>> aliases;
     for (auto [i, u] : llvm::enumerate(updated)) {
       aliases.push_back({static_cast<unsigned>(results.size()), step.getArgument(ps[i].argIndex)});
@@ -240,9 +299,17 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
       aliases.push_back({static_cast<unsigned>(results.size()), vs[i]});
       results.push_back(u[2]);
     }
-    setResults(step, results, {{KilnDialect::kOutputAttrName, "loss"},
-                               {KilnDialect::kOutputAttrName, "grad_norm"}},
-               aliases);
+    if (scaling)
+      appendScaleResults(*scaling, results, aliases);
+    setResults(step, results, names, aliases);
+  }
+
+  static void appendScaleResults(const LossScaling &s, SmallVectorImpl<Value> &results,
+                                 SmallVectorImpl<std::pair<unsigned, BlockArgument>> &aliases) {
+    aliases.push_back({static_cast<unsigned>(results.size()), s.scale});
+    results.push_back(s.newScale);
+    aliases.push_back({static_cast<unsigned>(results.size()), s.goodSteps});
+    results.push_back(s.newGood);
   }
 
   void splitForAccumulation(func::FuncOp step, ArrayRef<ParamGrad> params) {
@@ -295,15 +362,36 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
     BlockArgument lr = addArg(apply, n, scalarF32(ctx), KilnDialect::kInputAttrName, "lr");
     BlockArgument stepIndex = addArg(apply, n + 1, scalarF32(ctx), KilnDialect::kInputAttrName, "step");
 
+    // With loss scaling the accumulators hold scaled gradients: the scale
+    // (shared with @accumulate_step by name) comes in too.
+    BlockArgument scaleArg;
+    if (BlockArgument stepScale = lossScaleArg(step)) {
+      scaleArg = addArg(apply, afterParams(apply), scalarF32(ctx), KilnDialect::kStateAttrName,
+                        "loss_scale");
+      apply.setArgAttr(scaleArg.getArgNumber(), KilnDialect::kInitAttrName,
+                       step.getArgAttr(stepScale.getArgNumber(), KilnDialect::kInitAttrName));
+    }
+
     OpBuilder b = OpBuilder::atBlockEnd(body);
     Location loc = apply.getLoc();
     SmallVector<Value> grads(accArgs.begin(), accArgs.end());
     // The accumulators hold K gradients summed: their mean is 1/K of that.
     Value norm = gradNorm(b, loc, grads, 1.0 / static_cast<double>(accumulateSteps));
+    std::optional<LossScaling> scaling;
+    if (scaleArg)
+      scaling = scaleUpdate(b, loc, apply, scaleArg, Value(norm), norm);
     Value scale = gradScale(b, loc, norm);
-    auto updated = update(b, loc, apply, ps, grads, ms, vs, lr, stepIndex, scale);
+    if (scaling)
+      scale = build::div(b, loc, scale, scaling->scale);
+    auto updated = update(b, loc, apply, ps, grads, ms, vs, lr, stepIndex, scale,
+                          scaling ? scaling->skip : Value());
     func::ReturnOp::create(b, loc, ValueRange{});
     SmallVector<Value> results{norm};
+    SmallVector<std::pair<StringRef, StringRef>> names{{KilnDialect::kOutputAttrName, "grad_norm"}};
+    if (scaling) {
+      results.push_back(scaling->skipped);
+      names.push_back({KilnDialect::kOutputAttrName, "skipped"});
+    }
     SmallVector<std::pair<unsigned, BlockArgument>> aliases;
     for (int part = 0; part < 3; ++part)
       for (auto [i, u] : llvm::enumerate(updated)) {
@@ -317,7 +405,9 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
       aliases.push_back({static_cast<unsigned>(results.size()), acc});
       results.push_back(build::splatLike(b, loc, acc, 0.0));
     }
-    setResults(apply, results, {{KilnDialect::kOutputAttrName, "grad_norm"}}, aliases);
+    if (scaling)
+      appendScaleResults(*scaling, results, aliases);
+    setResults(apply, results, names, aliases);
   }
 };
 

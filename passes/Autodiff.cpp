@@ -7,7 +7,10 @@
 //   3. Activity: a value is active when it is a float that depends on some
 //      kiln.param argument. Only active values get cotangents, so masks,
 //      position ids and other constants cost nothing in the backward.
-//   4. Seed the loss's cotangent with 1.
+//   4. Seed the loss's cotangent with 1 — or, with loss-scale = S0 > 0, with
+//      a new argument kiln.state "loss_scale" (f32, initially S0), so the
+//      whole backward runs scaled and f16 gradients do not underflow
+//      (kiln-attach-optimizer unscales, checks and adapts the scale).
 //   5. Walk the forward ops in reverse. For each op with a cotangent on some
 //      result and an active operand, call DifferentiableOpInterface::buildVJP
 //      at the end of the function and add the operand cotangents it returns
@@ -116,8 +119,27 @@ struct AutodiffPass final : impl::AutodiffPassBase<AutodiffPass> {
       Value &slot = cotangent[v];
       slot = slot ? build::add(b, c.getLoc(), slot, c) : c;
     };
-    if (active.contains(loss))
-      cotangent[loss] = build::splatLike(b, loss.getLoc(), loss, 1.0);
+    if (active.contains(loss)) {
+      if (lossScale > 0) {
+        auto f32 = RankedTensorType::get({}, b.getF32Type());
+        Builder ab(step.getContext());
+        // Right after the parameters, where states go.
+        unsigned index = 0;
+        for (unsigned a = 0; a < step.getNumArguments(); ++a)
+          if (step.getArgAttr(a, KilnDialect::kParamAttrName))
+            index = a + 1;
+        (void)step.insertArgument(
+            index, f32,
+            ab.getDictionaryAttr({ab.getNamedAttr(KilnDialect::kStateAttrName, ab.getStringAttr("loss_scale")),
+                                  ab.getNamedAttr(KilnDialect::kInitAttrName,
+                                                  ab.getStringAttr(ParamInit::full(lossScale).str()))}),
+            step.getLoc());
+        cotangent[loss] = build::convert(b, loss.getLoc(), step.getArgument(index),
+                                         build::typeOf(loss).getElementType());
+      } else {
+        cotangent[loss] = build::splatLike(b, loss.getLoc(), loss, 1.0);
+      }
+    }
 
     for (Operation *op : llvm::reverse(forwardOps)) {
       SmallVector<Value> resultCotangents;

@@ -35,6 +35,20 @@ struct TrainingPipelineOptions : public mlir::PassPipelineOptions<TrainingPipeli
   Option<int64_t> accumulateSteps{*this, "accumulate-steps",
                                   llvm::cl::desc("Micro-batches per optimizer step"),
                                   llvm::cl::init(1)};
+  Option<std::string> precision{*this, "precision",
+                                llvm::cl::desc("f32, bf16-mixed or f16-mixed (kiln-assign-precision)"),
+                                llvm::cl::init("f32")};
+  Option<double> lossScale{*this, "loss-scale",
+                           llvm::cl::desc("Initial dynamic loss scale (0: none; f16-mixed "
+                                          "defaults to 65536)"),
+                           llvm::cl::init(-1)};
+  Option<int64_t> lossScaleGrowthInterval{*this, "loss-scale-growth-interval",
+                                          llvm::cl::desc("Clean steps before the scale grows"),
+                                          llvm::cl::init(2000)};
+  Option<double> lossScaleGrowth{*this, "loss-scale-growth", llvm::cl::desc("Growth factor"),
+                                 llvm::cl::init(2.0)};
+  Option<double> lossScaleBackoff{*this, "loss-scale-backoff",
+                                  llvm::cl::desc("Factor after an overflow"), llvm::cl::init(0.5)};
 };
 
 /// kiln-training-pipeline: @forward -> optimized @train_step.

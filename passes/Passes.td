@@ -35,6 +35,35 @@ def AutodiffPass : Pass<"kiln-autodiff", "mlir::ModuleOp"> {
            "The function to differentiate">,
     Option<"output", "output", "std::string", /*default=*/"\"train_step\"",
            "Name of the training-step function to create">,
+    Option<"lossScale", "loss-scale", "double", /*default=*/"0",
+           "Dynamic loss scaling: seed the backward with a kiln.state \"loss_scale\" "
+           "(f32, initially this value) instead of 1; 0 disables">,
+  ];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
+def AssignPrecisionPass : Pass<"kiln-assign-precision", "mlir::ModuleOp"> {
+  let summary = "Low-precision compute where it is safe, f32 where it is not, every cast explicit";
+  let description = [{
+    Before autodiff, under a policy: `f32` changes nothing; `bf16-mixed` and
+    `f16-mixed` run matmuls (operands, bias, result) and attention in the low
+    type with f32 accumulation, keep layer/RMS norms, reductions and the
+    optimizer in f32 (operands cast up), let elementwise, data-movement and
+    softmax ops store in their operands' type (computing in f32; mixed
+    types promote to f32), and leave cross-entropy's logits as they come
+    (its loss and log-sum-exp are f32). Parameters stay f32 master weights; each value is
+    cast at most once per type, right after its definition. The backward
+    built by kiln-autodiff inherits the types, so activations saved for it
+    are in the low type and every parameter gradient comes back in f32.
+
+    ```mlir
+    %wl = kiln.cast %w : tensor<768x2304xf32> to tensor<768x2304xbf16>
+    %y = kiln.matmul %xl, %wl bias %bl : tensor<16x1024x768xbf16>, tensor<768x2304xbf16>, tensor<2304xbf16> -> tensor<16x1024x2304xbf16>
+    ```
+  }];
+  let options = [
+    Option<"policy", "policy", "std::string", /*default=*/"\"f32\"",
+           "f32, bf16-mixed or f16-mixed">,
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }
@@ -47,7 +76,14 @@ def AttachOptimizerPass : Pass<"kiln-attach-optimizer", "mlir::ModuleOp"> {
     and `step`, computes the global gradient norm and clipping scale, updates
     every parameter with `kiln.adamw_update`, and returns
     `(loss, grad_norm, new params…, new moments…)`, each new value marked
-    `kiln.aliases` of the argument it replaces (an in-place update). With
+    `kiln.aliases` of the argument it replaces (an in-place update). When
+    the step has a `kiln.state = "loss_scale"` argument (kiln-autodiff's
+    `loss-scale`), the gradients are loss-scaled: they are unscaled through
+    AdamW's grad_scale, a non-finite gradient norm skips the update
+    (`skip`) and multiplies the scale by the backoff factor, and
+    `loss-scale-growth-interval` clean steps in a row (counted in the state
+    `loss_scale.good_steps`) multiply it by the growth factor; the step also
+    returns `skipped` (1 or 0). With
     `accumulate-steps = K > 1` the step is split into `@accumulate_step`
     (gradients summed into `<param>.grad_acc` states) and `@apply_step`
     (AdamW on the accumulated gradients ÷ K, accumulators reset).
@@ -68,6 +104,12 @@ def AttachOptimizerPass : Pass<"kiln-attach-optimizer", "mlir::ModuleOp"> {
            "Clip the global gradient norm to this (0 disables clipping)">,
     Option<"accumulateSteps", "accumulate-steps", "int64_t", /*default=*/"1",
            "Micro-batches whose gradients are summed before one update">,
+    Option<"lossScaleGrowthInterval", "loss-scale-growth-interval", "int64_t",
+           /*default=*/"2000", "Dynamic loss scaling: clean steps before the scale grows">,
+    Option<"lossScaleGrowth", "loss-scale-growth", "double", /*default=*/"2.0",
+           "Dynamic loss scaling: factor after growth-interval clean steps">,
+    Option<"lossScaleBackoff", "loss-scale-backoff", "double", /*default=*/"0.5",
+           "Dynamic loss scaling: factor after a step whose gradients overflowed">,
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }

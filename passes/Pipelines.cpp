@@ -17,8 +17,21 @@ namespace kiln {
 void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOptions &options) {
   // Clean up what the frontend emitted (broadcasts of splats, x*1, ...).
   pm.addPass(mlir::createCanonicalizerPass());
-  // @forward -> @train_step: loss and one gradient per parameter.
-  pm.addPass(createAutodiffPass());
+  // Linear layers' biases into their matmuls, before precision assignment
+  // so a bias is cast with its product.
+  pm.addPass(createFuseMatmulBiasPass());
+  // Low-precision compute where it is safe (a no-op for f32); autodiff
+  // inherits the types.
+  AssignPrecisionPassOptions precision;
+  precision.policy = options.precision;
+  pm.addPass(createAssignPrecisionPass(precision));
+  // @forward -> @train_step: loss and one gradient per parameter; the seed
+  // is the loss scale with dynamic loss scaling (f16).
+  AutodiffPassOptions autodiff;
+  autodiff.lossScale = options.lossScale >= 0
+                           ? static_cast<double>(options.lossScale)
+                           : (options.precision == "f16-mixed" ? 65536.0 : 0.0);
+  pm.addPass(createAutodiffPass(autodiff));
   // Clipping, AdamW and gradient accumulation, with in-place updates.
   if (options.optimizer) {
     AttachOptimizerPassOptions opt;
@@ -29,21 +42,24 @@ void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOption
     opt.decayRoles.assign(options.decayRoles.begin(), options.decayRoles.end());
     opt.maxGradNorm = options.maxGradNorm;
     opt.accumulateSteps = options.accumulateSteps;
+    opt.lossScaleGrowthInterval = options.lossScaleGrowthInterval;
+    opt.lossScaleGrowth = options.lossScaleGrowth;
+    opt.lossScaleBackoff = options.lossScaleBackoff;
     pm.addPass(createAttachOptimizerPass(opt));
   }
   // The VJP rules build small redundancies (x*c twice, zero splats): fold
   // and share them.
   pm.addPass(mlir::createCanonicalizerPass());
   pm.addPass(mlir::createCSEPass());
-  // Linear layers' biases into their GEMMs (cuBLASLt's bias epilogue).
+  // Biases the VJP rules produced in matmul + add form, if any.
   pm.addPass(createFuseMatmulBiasPass());
 }
 
 void registerKilnPipelines() {
   mlir::PassPipelineRegistration<TrainingPipelineOptions>(
       "kiln-training-pipeline",
-      "Build the training step from @forward: canonicalize, autodiff, attach-optimizer, "
-      "canonicalize, cse, fuse-matmul-bias",
+      "Build the training step from @forward: canonicalize, fuse-matmul-bias, "
+      "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias",
       buildTrainingPipeline);
 }
 

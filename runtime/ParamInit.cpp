@@ -53,6 +53,7 @@ llvm::Expected<std::vector<cpu::HostTensor>> initParams(llvm::ArrayRef<ParamInfo
         case ParamInit::Kind::Zeros: break;
         case ParamInit::Kind::Ones: t.set(i, 1.0); break;
         case ParamInit::Kind::Normal: t.set(i, init.stddev * rng.normal()); break;
+        case ParamInit::Kind::Full: t.set(i, init.stddev); break;
         }
       }
       values[k] = std::move(t);

@@ -33,6 +33,26 @@ __device__ __forceinline__ void store(double *p, i64 i, double v) { p[i] = v; }
 __device__ __forceinline__ void store(__nv_bfloat16 *p, i64 i, float v) { p[i] = __float2bfloat16_rn(v); }
 __device__ __forceinline__ void store(__half *p, i64 i, float v) { p[i] = __float2half_rn(v); }
 
+// 128-bit vector access: element v·V … v·V+V−1 of p, through uint4 loads
+// and stores (V·sizeof(T) is a multiple of 16; the arena keeps every
+// buffer 256-byte aligned).
+template <int V, typename T> __device__ __forceinline__ void loadVec(const T *p, i64 v, T (&a)[V]) {
+  static_assert((V * sizeof(T)) % 16 == 0, "a vector is whole 16-byte words");
+  const uint4 *src = reinterpret_cast<const uint4 *>(p + v * V);
+  uint4 *dst = reinterpret_cast<uint4 *>(a);
+#pragma unroll
+  for (int j = 0; j < (int)(V * sizeof(T) / 16); ++j)
+    dst[j] = src[j];
+}
+template <int V, typename T> __device__ __forceinline__ void storeVec(T *p, i64 v, const T (&a)[V]) {
+  static_assert((V * sizeof(T)) % 16 == 0, "a vector is whole 16-byte words");
+  uint4 *dst = reinterpret_cast<uint4 *>(p + v * V);
+  const uint4 *src = reinterpret_cast<const uint4 *>(a);
+#pragma unroll
+  for (int j = 0; j < (int)(V * sizeof(T) / 16); ++j)
+    dst[j] = src[j];
+}
+
 template <typename T> struct Compute { typedef float type; };
 template <> struct Compute<double> { typedef double type; };
 

@@ -297,6 +297,11 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](AdamWUpdateOp a) {
+        if (a.getSkip() && in[7]->get(0) != 0) {
+          // An overflowed loss-scaled step: everything stays as it was.
+          out.append({in[0]->clone(), in[2]->clone(), in[3]->clone()});
+          return llvm::Error::success();
+        }
         auto [p, m, v] = adamw(*in[0], *in[1], *in[2], *in[3], in[4]->get(0), in[5]->get(0),
                                in[6]->get(0), a.getBeta1().convertToDouble(),
                                a.getBeta2().convertToDouble(), a.getEpsilon().convertToDouble(),

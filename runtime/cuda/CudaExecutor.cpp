@@ -63,15 +63,18 @@ public:
     llvm::SmallString<256> p(dir);
     llvm::sys::path::append(p, "gemm-algorithms.json");
     path_ = std::string(p);
-    if (auto file = llvm::MemoryBuffer::getFile(path_))
-      if (auto json = llvm::json::parse((*file)->getBuffer())) {
-        if (auto *o = json->getAsObject())
-          for (const auto &entry : *o) // getFirst/getSecond: docs/architecture.md §8
-            if (auto hex = entry.getSecond().getAsString())
-              entries_[entry.getFirst().str()] = hex->str();
-      } else {
-        llvm::consumeError(json.takeError()); // a damaged cache is only slower
-      }
+    auto file = llvm::MemoryBuffer::getFile(path_);
+    if (!file)
+      return;
+    auto json = llvm::json::parse((*file)->getBuffer());
+    if (!json) {
+      llvm::consumeError(json.takeError()); // a damaged cache is only slower
+      return;
+    }
+    if (auto *o = json->getAsObject())
+      for (const auto &entry : *o) // getFirst/getSecond: docs/architecture.md §8
+        if (auto hex = entry.getSecond().getAsString())
+          entries_[entry.getFirst().str()] = hex->str();
   }
 
   bool lookup(const std::string &key, cublasLtMatmulAlgo_t &algo) const {

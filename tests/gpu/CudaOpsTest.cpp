@@ -231,6 +231,34 @@ std::vector<OpCase> cases() {
                {"tensor<300xf32>", "tensor<300xf32>", "tensor<300xf32>"},
                "%r0, %r1, %r2 = kiln.adamw_update %w, %g, %m, %v, %lr, %step, %scale {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<300xf32>, tensor<300xf32>, tensor<300xf32>)",
                1e-6, 1e-5});
+  // bf16 and f16: kernels load and store 16-bit values (8 per 128-bit
+  // access) and compute in f32, like the interpreter, which rounds each
+  // result once. A GEMM may sum in another order and round one ulp apart
+  // (2^-8 relative in bf16).
+  c.push_back({"add_bf16", {f("a", "tensor<64x256xbf16>"), f("b", "tensor<64x256xbf16>")}, {"tensor<64x256xbf16>"},
+               "%r0 = kiln.add %a, %b : tensor<64x256xbf16>"});
+  c.push_back({"gelu_f16_odd", {f("a", "tensor<33x17xf16>")}, {"tensor<33x17xf16>"},
+               "%r0 = kiln.gelu tanh %a : tensor<33x17xf16>", 1e-3, 2e-3});
+  c.push_back({"cast_f32_bf16", {f("a", "tensor<16x64xf32>")}, {"tensor<16x64xbf16>"},
+               "%r0 = kiln.cast %a : tensor<16x64xf32> to tensor<16x64xbf16>"});
+  c.push_back({"cast_bf16_f32", {f("a", "tensor<16x64xbf16>")}, {"tensor<16x64xf32>"},
+               "%r0 = kiln.cast %a : tensor<16x64xbf16> to tensor<16x64xf32>"});
+  c.push_back({"matmul_bias_bf16", {f("x", "tensor<4x32x64xbf16>"), f("w", "tensor<64x96xbf16>"), f("b", "tensor<96xbf16>")},
+               {"tensor<4x32x96xbf16>"},
+               "%r0 = kiln.matmul %x, %w bias %b : tensor<4x32x64xbf16>, tensor<64x96xbf16>, tensor<96xbf16> -> tensor<4x32x96xbf16>", 2e-2, 8e-3});
+  c.push_back({"matmul_bf16_f32", {f("x", "tensor<32x64xbf16>"), f("w", "tensor<64x48xbf16>")}, {"tensor<32x48xf32>"},
+               "%r0 = kiln.matmul %x, %w : tensor<32x64xbf16>, tensor<64x48xbf16> -> tensor<32x48xf32>", 1e-4, 1e-5});
+  c.push_back({"matmul_f16_transposed", {f("q", "tensor<2x3x16x32xf16>"), f("k", "tensor<2x3x16x32xf16>")},
+               {"tensor<2x3x16x16xf16>"},
+               "%r0 = kiln.matmul %q, %k transpose_b : tensor<2x3x16x32xf16>, tensor<2x3x16x32xf16> -> tensor<2x3x16x16xf16>", 2e-2, 2e-3});
+  c.push_back({"softmax_bf16", {f("x", "tensor<8x1024xbf16>")}, {"tensor<8x1024xbf16>"},
+               "%r0 = kiln.softmax %x : tensor<8x1024xbf16>", 1e-5, 8e-3});
+  c.push_back({"reduce_sum_columns_bf16", {f("x", "tensor<512x96xbf16>")}, {"tensor<96xbf16>"},
+               "%r0 = kiln.reduce_sum %x, dims = [0] : tensor<512x96xbf16> -> tensor<96xbf16>", 1e-1, 8e-3});
+  c.push_back({"cross_entropy_bf16", {f("logits", "tensor<4x6x1000xbf16>"), ids("t", "tensor<4x6xi32>", 990)},
+               {"tensor<4x6xf32>", "tensor<4x6xf32>"},
+               "%r0, %r1 = kiln.cross_entropy %logits, %t {valid_classes = 990 : i64} : tensor<4x6x1000xbf16>, tensor<4x6xi32> -> tensor<4x6xf32>, tensor<4x6xf32>",
+               1e-5, 1e-5});
   c.push_back({"global_norm_f64", {f("a", "tensor<1000xf64>"), f("b", "tensor<70000xf64>")}, {"tensor<f64>"},
                "%r0 = kiln.global_norm %a, %b : tensor<1000xf64>, tensor<70000xf64> -> tensor<f64>", 1e-13, 1e-13});
   c.push_back({"adamw_update_f64",

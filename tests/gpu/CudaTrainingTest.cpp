@@ -55,10 +55,13 @@ cpu::HostTensor randomTokens(Rng &rng, int64_t b, int64_t t, int64_t vocab) {
   return x;
 }
 
-TEST(CudaTraining, SmallGptMatchesCpuFor20Steps) {
-  KILN_REQUIRE_GPU();
+/// Trains the small GPT 20 steps on both backends from the same seed and
+/// batches, under `precision`; losses and gradient norms agree within
+/// `tolerance` (relative), parameters within `paramTolerance`.
+void compareCpuAndGpu(const std::string &precision, double tolerance, double paramTolerance) {
   auto config = RunConfig::parse(kSmallGPT, "small-gpt");
   ASSERT_TRUE(static_cast<bool>(config)) << llvm::toString(config.takeError());
+  config->train.precision = precision;
   ASSERT_FALSE(static_cast<bool>(config->validate("small-gpt")));
 
   mlir::MLIRContext cpuCtx, gpuCtx;
@@ -94,17 +97,18 @@ TEST(CudaTraining, SmallGptMatchesCpuFor20Steps) {
     worstNorm = std::max(worstNorm, relNorm);
     std::printf("  step %2d  loss cpu %.7f gpu %.7f (rel %.1e)  grad norm cpu %.6f gpu %.6f (rel %.1e)\n",
                 step, cl, gl, relLoss, cn, gn, relNorm);
-    EXPECT_LE(relLoss, 1e-4) << "step " << step;
-    EXPECT_LE(relNorm, 1e-4) << "step " << step;
+    EXPECT_LE(relLoss, tolerance) << "step " << step;
+    EXPECT_LE(relNorm, tolerance) << "step " << step;
   }
-  std::printf("  worst relative difference: loss %.2e, grad norm %.2e\n", worstLoss, worstNorm);
+  std::printf("  %s: worst relative difference: loss %.2e, grad norm %.2e (limit %.0e)\n",
+              precision.c_str(), worstLoss, worstNorm, tolerance);
 
   // The validation function and the parameters after training.
   cpu::HostTensor tokens = randomTokens(rng, B, T, V), targets = randomTokens(rng, B, T, V);
   auto want = cpuBackend.run("forward", {{"tokens", tokens}, {"targets", targets}});
   auto got = gpuBackend.run("forward", {{"tokens", tokens}, {"targets", targets}});
   ASSERT_TRUE(want && got);
-  EXPECT_NEAR(got->at("loss").get(0), want->at("loss").get(0), 1e-4 * want->at("loss").get(0));
+  EXPECT_NEAR(got->at("loss").get(0), want->at("loss").get(0), tolerance * want->at("loss").get(0));
   auto cpuParams = cpuBackend.params();
   auto gpuParams = gpuBackend.params();
   ASSERT_TRUE(cpuParams && gpuParams);
@@ -112,10 +116,24 @@ TEST(CudaTraining, SmallGptMatchesCpuFor20Steps) {
   std::map<std::string, cpu::HostTensor> onGpu(gpuParams->begin(), gpuParams->end());
   for (const auto &[name, w] : *cpuParams) {
     ASSERT_TRUE(onGpu.count(name)) << name;
-    Difference d = compare(onGpu[name], w, 1e-5, 1e-3);
+    Difference d = compare(onGpu[name], w, paramTolerance, paramTolerance);
     EXPECT_EQ(d.worst, -1) << name << ": element " << d.worst << " is " << d.worstGot
                            << " on the GPU, " << d.worstWant << " on the CPU";
   }
+}
+
+TEST(CudaTraining, SmallGptMatchesCpuFor20Steps) {
+  KILN_REQUIRE_GPU();
+  compareCpuAndGpu("f32", 1e-4, 1e-3);
+}
+
+// bf16 rounds to 8 significant bits: a GEMM that accumulates in another
+// order can round an element one bf16 ulp (0.4 %) differently, and the
+// runs drift apart slowly. 20 steps stay within 2e-2 of the CPU's
+// emulation.
+TEST(CudaTraining, SmallGptBf16MatchesCpuEmulation) {
+  KILN_REQUIRE_GPU();
+  compareCpuAndGpu("bf16-mixed", 2e-2, 5e-2);
 }
 
 TEST(CudaTraining, StateRoundTripsThroughTheDevice) {

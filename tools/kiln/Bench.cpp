@@ -15,7 +15,8 @@
 //   MFU       model FLOPs per step (6·N·tokens + 12·L·d·T·tokens, N the
 //             parameters without vocabulary padding, as nanoGPT and the
 //             PaLM paper count them) over step time and the device's peak
-//             (--peak-tflops, default 67: the H200's dense fp32).
+//             (--peak-tflops; by default the H200's dense rate for the
+//             config's precision: 67 for f32, 989 for bf16/f16-mixed).
 //
 // --gemms FILE writes every distinct GEMM of the step with its time through
 // kiln's cuBLASLt path, for bench/gemms.py to run the same shapes through
@@ -52,9 +53,9 @@ static cl::opt<int> steps("steps", cl::desc("Timed steps (default 20)"), cl::ini
 static cl::opt<int> warmup("warmup", cl::desc("Untimed steps first (default 3)"), cl::init(3),
                            cl::sub(benchCommand()), cl::cat(kilnCategory()));
 static cl::opt<double> peakTflops("peak-tflops",
-                                  cl::desc("Device peak for MFU in TFLOP/s (default 67, the "
-                                           "H200's dense fp32)"),
-                                  cl::init(67.0), cl::sub(benchCommand()), cl::cat(kilnCategory()));
+                                  cl::desc("Device peak for MFU in TFLOP/s (default: the H200's "
+                                           "dense rate, 67 for f32, 989 for bf16/f16-mixed)"),
+                                  cl::init(0.0), cl::sub(benchCommand()), cl::cat(kilnCategory()));
 static cl::opt<std::string> gemmsPath("gemms",
                                       cl::desc("Write each distinct GEMM of the step, timed, "
                                                "as JSON"),
@@ -148,11 +149,13 @@ int runBench() {
   double params = static_cast<double>(models::gpt2ParamCount(m, false));
   double tokensPerStep = static_cast<double>(B * T);
   double flopsPerStep = (6.0 * params + 12.0 * m.n_layer * m.n_embd * T) * tokensPerStep;
-  double mfu = flopsPerStep / (median * 1e-3) / (peakTflops * 1e12);
+  double peak = peakTflops > 0 ? peakTflops.getValue()
+                                : (config->train.precision == "f32" ? 67.0 : 989.0);
+  double mfu = flopsPerStep / (median * 1e-3) / (peak * 1e12);
   double deviceUsed = static_cast<double>(totalBytes - freeBytes);
 
-  outs() << formatv("kiln bench: {0}, {1} layers, width {2}; batch {3} x {4}; f32\n", m.kind,
-                    m.n_layer, m.n_embd, B, T);
+  outs() << formatv("kiln bench: {0}, {1} layers, width {2}; batch {3} x {4}; {5}\n", m.kind,
+                    m.n_layer, m.n_embd, B, T, config->train.precision);
   outs() << formatv("  device: {0}\n", cuda::describeDevice());
   outs() << formatv("  compile: {0:f2} s (IR {1:f2} s; codegen {2:f2} s; arena {3:f2} s; {4} "
                     "kernels: {5} compiled by NVRTC, {6} cached, {7:f2} s; modules {8:f2} s; {9} "
@@ -163,13 +166,13 @@ int runBench() {
                     stats.autotuneSeconds, times.init);
   outs() << formatv("  step: {0:f2} ms median of {1} (wall, through the backend); {2:f2} ms GPU "
                     "(graph replay); {3:f0} tok/s; MFU {4:f1}% of {5} TFLOP/s\n",
-                    median, ms.size(), *gpuMs, tokensPerStep / (median * 1e-3), 100 * mfu,
-                    peakTflops.getValue());
+                    median, ms.size(), *gpuMs, tokensPerStep / (median * 1e-3), 100 * mfu, peak);
   outs() << formatv("  memory: arena {0:f2} GiB; device in use after load {1:f2} GiB\n",
                     plan.memory.total / 1073741824.0, deviceUsed / 1073741824.0);
   outs() << formatv("  loss: {0:f4} at the first step, {1:f4} at the last\n", firstLoss, lastLoss);
 
   json::Object result{{"config", configPath.getValue()},
+                      {"precision", config->train.precision},
                       {"batch", B},
                       {"seq_len", T},
                       {"compile_s", compileSeconds},

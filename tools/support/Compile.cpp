@@ -116,6 +116,11 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
   options.decayRoles = roles;
   options.maxGradNorm = config.optim.grad_clip;
   options.accumulateSteps = config.train.accumulate_steps;
+  options.precision = config.train.precision;
+  options.lossScale = config.train.precision == "f16-mixed" ? config.train.loss_scale : 0.0;
+  options.lossScaleGrowthInterval = config.train.loss_scale_growth_interval;
+  options.lossScaleGrowth = config.train.loss_scale_growth;
+  options.lossScaleBackoff = config.train.loss_scale_backoff;
   buildTrainingPipeline(pm, options);
   if (!dumps.dir.empty())
     pm.addInstrumentation(std::make_unique<DumpInstrumentation>(dumps, written, dumpError));

@@ -267,10 +267,6 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
   const int64_t B = config.train.batch_size, T = config.seqLen(),
                 K = config.train.accumulate_steps, steps = config.train.steps;
   const int64_t tokensPerStep = B * T * K;
-  if (config.train.precision != "f32")
-    return error("train.precision = \"" + config.train.precision +
-                 "\" is not available yet: mixed precision arrives with the precision-assignment "
-                 "pass; use \"f32\"");
 
   // 1. Where it runs (a missing GPU is reported before anything else), the
   // tokenizer and the data.
@@ -441,11 +437,12 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
 
   // 4. The loop: batch, step, log; evaluate and checkpoint on schedule.
   bool accumulate = backend.hasFunction("accumulate_step");
+  int64_t skippedSteps = 0;
   while (state.step < steps) {
     auto stepStart = Clock::now();
     double lr = learningRate(schedule, state.step);
     cpu::HostTensor lrT = scalar(lr), stepT = scalar(static_cast<double>(state.step + 1));
-    double loss = 0, gradNorm = 0;
+    double loss = 0, gradNorm = 0, skipped = 0;
     if (accumulate) {
       for (int64_t k = 0; k < K; ++k) {
         cpu::HostTensor tokens, targets;
@@ -459,6 +456,8 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
       if (!result)
         return result.takeError();
       gradNorm = result->at("grad_norm").get(0);
+      if (result->count("skipped"))
+        skipped = result->at("skipped").get(0);
     } else {
       cpu::HostTensor tokens, targets;
       trainBatches.next(tokens, targets);
@@ -468,7 +467,12 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
         return result.takeError();
       loss = result->at("loss").get(0);
       gradNorm = result->at("grad_norm").get(0);
+      if (result->count("skipped"))
+        skipped = result->at("skipped").get(0);
     }
+    // f16-mixed: a step whose scaled gradients overflowed changed nothing
+    // but the loss scale.
+    skippedSteps += skipped != 0;
     ++state.step;
     state.tokensSeen += tokensPerStep;
     if (!std::isfinite(loss))
@@ -485,6 +489,7 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
                {"loss", loss},
                {"lr", lr},
                {"grad_norm", gradNorm},
+               {"skipped", skipped != 0},
                {"tokens", state.tokensSeen},
                {"tok_per_s", tokPerSec},
                {"elapsed_s", elapsed}});
@@ -532,6 +537,10 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
   double total = std::chrono::duration<double>(Clock::now() - runStart).count();
   out << llvm::formatv("done: {0} steps in {1}; final val loss {2:f4}\n", steps,
                        formatDuration(total), lastVal);
+  if (config.train.precision == "f16-mixed")
+    out << llvm::formatv("  loss scaling skipped {0} of {1} steps (their gradients overflowed in "
+                         "f16)\n",
+                         skippedSteps, state.step - firstStep);
   out << "  metrics: " << log.path() << "\n  plot:    " << plotPath << "\n  checkpoint: "
       << join(checkpointDir, llvm::formatv("step_{0:08}", state.step).str()) << "\n";
   return 0;

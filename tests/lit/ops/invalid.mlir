@@ -573,7 +573,7 @@ func.func @param_and_input(%a: tensor<2xf32> {kiln.param = "w", kiln.input = "x"
 
 // -----
 
-// expected-error @+1 {{'kiln.init' on argument #0 must be "zeros", "ones" or "normal(STD)", got "gaussian"}}
+// expected-error @+1 {{'kiln.init' on argument #0 must be "zeros", "ones", "normal(STD)" or "full(V)", got "gaussian"}}
 func.func @bad_init(%a: tensor<2xf32> {kiln.param = "w", kiln.init = "gaussian"}) {
   return
 }
