@@ -116,6 +116,8 @@ EOF
     done; done ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac
+  # Pack after every stage: a call cut short still brings back what ran.
+  [ -n "$PACK" ] && tar czf "$PACK/results.tgz" -C "$OUT" .
 done
 python3 bench/summarize.py "$OUT" | tee "$OUT/summary.txt"
 [ -n "$PACK" ] && tar czf "$PACK/results.tgz" -C "$OUT" .
