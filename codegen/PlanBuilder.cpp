@@ -328,18 +328,12 @@ llvm::Expected<Plan> buildPlan(ModuleOp module, const CodegenOptions &options) {
 }
 
 llvm::Expected<Plan> compileToPlan(ModuleOp module, const CodegenOptions &options) {
-  std::string diagnostics;
-  ScopedDiagnosticHandler handler(module.getContext(), [&](Diagnostic &diag) {
-    llvm::raw_string_ostream os(diagnostics);
-    os << diag.getLocation() << ": " << diag.str() << "\n";
-    return success();
-  });
   PassManager pm(module.getContext());
   PlanBuffersPassOptions planOptions;
   planOptions.workspaceBytes = options.workspaceBytes;
   pm.addPass(createPlanBuffersPass(planOptions));
-  if (failed(pm.run(module)))
-    return error("buffer planning failed:\n" + diagnostics);
+  if (llvm::Error err = runPasses(pm, module, "buffer planning"))
+    return std::move(err);
   return buildPlan(module, options);
 }
 

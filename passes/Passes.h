@@ -8,6 +8,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassManager.h"
+#include "llvm/Support/Error.h"
 
 namespace kiln {
 
@@ -50,6 +51,10 @@ struct TrainingPipelineOptions : public mlir::PassPipelineOptions<TrainingPipeli
   Option<double> lossScaleBackoff{*this, "loss-scale-backoff",
                                   llvm::cl::desc("Factor after an overflow"), llvm::cl::init(0.5)};
 };
+
+/// Runs `pm` on `module`; a failure comes back as one error: `what` failed,
+/// followed by the diagnostics the passes emitted, one per line.
+llvm::Error runPasses(mlir::PassManager &pm, mlir::ModuleOp module, llvm::StringRef what);
 
 /// kiln-training-pipeline: @forward -> optimized @train_step.
 void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOptions &options);

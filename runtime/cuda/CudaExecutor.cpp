@@ -236,6 +236,39 @@ struct CudaExecutor::Impl {
 
   CUdeviceptr at(int64_t offset) const { return base + static_cast<CUdeviceptr>(offset); }
 
+  /// The function named `name`, with the device current on this thread.
+  llvm::Expected<Function &> function(llvm::StringRef name) {
+    auto it = functions.find(name.str());
+    if (it == functions.end())
+      return error("the plan has no function @" + name);
+    if (llvm::Error err = makeCurrent())
+      return std::move(err);
+    return it->second;
+  }
+
+  /// Milliseconds the work `enqueue` puts on the stream takes, between two
+  /// events (waits for it).
+  llvm::Expected<float> timeOnStream(llvm::function_ref<llvm::Error()> enqueue) {
+    CUevent t0, t1;
+    KILN_CU(cu->cuEventCreate(&t0, CU_EVENT_DEFAULT));
+    if (CUresult r = cu->cuEventCreate(&t1, CU_EVENT_DEFAULT); r != CUDA_SUCCESS) {
+      cu->cuEventDestroy(t0);
+      return cuError(r, "cuEventCreate", __FILE__, __LINE__);
+    }
+    llvm::scope_exit destroy([&] {
+      cu->cuEventDestroy(t0);
+      cu->cuEventDestroy(t1);
+    });
+    KILN_CU(cu->cuEventRecord(t0, stream));
+    if (llvm::Error err = enqueue())
+      return std::move(err);
+    KILN_CU(cu->cuEventRecord(t1, stream));
+    KILN_CU(cu->cuEventSynchronize(t1));
+    float ms = 0;
+    KILN_CU(cu->cuEventElapsedTime(&ms, t0, t1));
+    return ms;
+  }
+
   llvm::Error makeGemm(const GemmDesc &d, Gemm &g) {
     g.f64 = d.inType == cpu::DType::F64;
     cublasComputeType_t compute = g.f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F;
@@ -374,13 +407,6 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
                   dev->name + "|" + p.arch + "|cublasLt " + std::to_string(im.lt->cublasLtGetVersion()) + "|");
   auto tuneStart = std::chrono::steady_clock::now();
   std::map<std::string, cublasLtMatmulAlgo_t> algos;
-  CUevent t0, t1;
-  KILN_CU(im.cu->cuEventCreate(&t0, CU_EVENT_DEFAULT));
-  KILN_CU(im.cu->cuEventCreate(&t1, CU_EVENT_DEFAULT));
-  llvm::scope_exit destroyEvents([&] {
-    im.cu->cuEventDestroy(t0);
-    im.cu->cuEventDestroy(t1);
-  });
   for (const PlanFunction &pf : p.functions) {
     Function &f = im.functions[pf.name];
     f.plan = &pf;
@@ -433,17 +459,17 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
             llvm::consumeError(std::move(err)); // a candidate that fails is skipped
             continue;
           }
-          KILN_CU(im.cu->cuEventRecord(t0, im.stream));
-          for (int rep = 0; rep < 3; ++rep)
-            if (llvm::Error err = im.launchGemm(s.gemm, g, p.memory.workspaceOffset,
-                                                p.memory.gemmWorkspace, results[r].algo))
-              return err;
-          KILN_CU(im.cu->cuEventRecord(t1, im.stream));
-          KILN_CU(im.cu->cuEventSynchronize(t1));
-          float ms = 0;
-          KILN_CU(im.cu->cuEventElapsedTime(&ms, t0, t1));
-          if (ms < bestMs) {
-            bestMs = ms;
+          auto ms = im.timeOnStream([&]() -> llvm::Error {
+            for (int rep = 0; rep < 3; ++rep)
+              if (llvm::Error err = im.launchGemm(s.gemm, g, p.memory.workspaceOffset,
+                                                  p.memory.gemmWorkspace, results[r].algo))
+                return err;
+            return llvm::Error::success();
+          });
+          if (!ms)
+            return ms.takeError();
+          if (*ms < bestMs) {
+            bestMs = *ms;
             best = r;
           }
         }
@@ -581,13 +607,11 @@ llvm::Error execute(CudaExecutor::Impl &im, const Plan &p, Function &f) {
 llvm::Expected<std::map<std::string, cpu::HostTensor>>
 CudaExecutor::run(llvm::StringRef function, const std::map<std::string, cpu::HostTensor> &inputs) {
   Impl &im = *impl_;
-  auto it = im.functions.find(function.str());
-  if (it == im.functions.end())
-    return error("the plan has no function @" + function);
-  Function &f = it->second;
+  auto found = im.function(function);
+  if (!found)
+    return found.takeError();
+  Function &f = *found;
   const PlanFunction &pf = *f.plan;
-  if (llvm::Error err = makeCurrent())
-    return std::move(err);
 
   // Inputs: pack into pinned memory, then one async copy each.
   int64_t at = 0;
@@ -648,43 +672,32 @@ CudaExecutor::run(llvm::StringRef function, const std::map<std::string, cpu::Hos
 
 llvm::Expected<double> CudaExecutor::time(llvm::StringRef function, int iterations) {
   Impl &im = *impl_;
-  auto it = im.functions.find(function.str());
-  if (it == im.functions.end())
-    return error("the plan has no function @" + function);
-  if (llvm::Error err = makeCurrent())
-    return std::move(err);
-  Function &f = it->second;
+  auto found = im.function(function);
+  if (!found)
+    return found.takeError();
+  Function &f = *found;
   // Two untimed runs: eager, then the graph capture.
   while (f.runs < 2)
     if (llvm::Error err = execute(im, plan_, f))
       return std::move(err);
-  CUevent t0, t1;
-  KILN_CU(im.cu->cuEventCreate(&t0, CU_EVENT_DEFAULT));
-  KILN_CU(im.cu->cuEventCreate(&t1, CU_EVENT_DEFAULT));
-  llvm::scope_exit destroy([&] {
-    im.cu->cuEventDestroy(t0);
-    im.cu->cuEventDestroy(t1);
+  auto ms = im.timeOnStream([&]() -> llvm::Error {
+    for (int i = 0; i < iterations; ++i)
+      if (llvm::Error err = execute(im, plan_, f))
+        return err;
+    return llvm::Error::success();
   });
-  KILN_CU(im.cu->cuEventRecord(t0, im.stream));
-  for (int i = 0; i < iterations; ++i)
-    if (llvm::Error err = execute(im, plan_, f))
-      return std::move(err);
-  KILN_CU(im.cu->cuEventRecord(t1, im.stream));
-  KILN_CU(im.cu->cuEventSynchronize(t1));
-  float ms = 0;
-  KILN_CU(im.cu->cuEventElapsedTime(&ms, t0, t1));
-  return static_cast<double>(ms) / std::max(1, iterations);
+  if (!ms)
+    return ms.takeError();
+  return static_cast<double>(*ms) / std::max(1, iterations);
 }
 
 llvm::Expected<std::vector<CudaExecutor::GemmTiming>>
 CudaExecutor::timeGemms(llvm::StringRef function, int iterations) {
   Impl &im = *impl_;
-  auto it = im.functions.find(function.str());
-  if (it == im.functions.end())
-    return error("the plan has no function @" + function);
-  if (llvm::Error err = makeCurrent())
-    return std::move(err);
-  Function &f = it->second;
+  auto found = im.function(function);
+  if (!found)
+    return found.takeError();
+  Function &f = *found;
   std::vector<GemmTiming> timings;
   std::map<std::string, size_t> index;
   std::vector<size_t> stepOf;
@@ -699,30 +712,22 @@ CudaExecutor::timeGemms(llvm::StringRef function, int iterations) {
     }
     ++timings[at->second].count;
   }
-  CUevent t0, t1;
-  KILN_CU(im.cu->cuEventCreate(&t0, CU_EVENT_DEFAULT));
-  KILN_CU(im.cu->cuEventCreate(&t1, CU_EVENT_DEFAULT));
-  llvm::scope_exit destroy([&] {
-    im.cu->cuEventDestroy(t0);
-    im.cu->cuEventDestroy(t1);
-  });
   for (size_t g = 0; g < timings.size(); ++g) {
     const Gemm &gemm = f.gemms[stepOf[g]];
     const GemmDesc &d = timings[g].desc;
-    for (int w = 0; w < 3; ++w)
-      if (llvm::Error err = im.launchGemm(d, gemm, plan_.memory.workspaceOffset,
-                                          plan_.memory.gemmWorkspace, gemm.algo))
-        return std::move(err);
-    KILN_CU(im.cu->cuEventRecord(t0, im.stream));
-    for (int r = 0; r < iterations; ++r)
-      if (llvm::Error err = im.launchGemm(d, gemm, plan_.memory.workspaceOffset,
-                                          plan_.memory.gemmWorkspace, gemm.algo))
-        return std::move(err);
-    KILN_CU(im.cu->cuEventRecord(t1, im.stream));
-    KILN_CU(im.cu->cuEventSynchronize(t1));
-    float ms = 0;
-    KILN_CU(im.cu->cuEventElapsedTime(&ms, t0, t1));
-    timings[g].ms = static_cast<double>(ms) / std::max(1, iterations);
+    auto runs = [&](int count) -> llvm::Error {
+      for (int r = 0; r < count; ++r)
+        if (llvm::Error err = im.launchGemm(d, gemm, plan_.memory.workspaceOffset,
+                                            plan_.memory.gemmWorkspace, gemm.algo))
+          return err;
+      return llvm::Error::success();
+    };
+    if (llvm::Error err = runs(3)) // warm-up
+      return std::move(err);
+    auto ms = im.timeOnStream([&] { return runs(iterations); });
+    if (!ms)
+      return ms.takeError();
+    timings[g].ms = static_cast<double>(*ms) / std::max(1, iterations);
   }
   return timings;
 }

@@ -23,6 +23,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
@@ -434,6 +435,28 @@ TEST(CudaOpsErrors, OutOfRangeIdsAreReported) {
   ASSERT_FALSE(static_cast<bool>(bad));
   EXPECT_NE(llvm::toString(bad.takeError()).find("a target is at or past the vocabulary size"),
             std::string::npos);
+}
+
+// A Plan saved by `kiln compile --emit=plan` and loaded back runs: the
+// runtime needs nothing but the files.
+TEST(CudaPlanFiles, ASavedPlanRuns) {
+  KILN_REQUIRE_GPU();
+  Suite &s = suite();
+  ASSERT_TRUE(s.error.empty()) << s.error;
+  llvm::SmallString<128> dir;
+  ASSERT_FALSE(llvm::sys::fs::createUniqueDirectory("kiln-saved-plan", dir));
+  ASSERT_FALSE(static_cast<bool>(s.plan->save(dir)));
+  auto loaded = Plan::load(dir);
+  ASSERT_TRUE(static_cast<bool>(loaded)) << llvm::toString(loaded.takeError());
+  auto ex = cuda::CudaExecutor::create(std::move(*loaded), cuda::ExecutorOptions());
+  ASSERT_TRUE(static_cast<bool>(ex)) << llvm::toString(ex.takeError());
+  for (const char *name : {"layer_norm", "matmul_bias", "softmax_long_rows", "adamw_update"}) {
+    auto got = (*ex)->run(name, s.inputs[name]);
+    ASSERT_TRUE(static_cast<bool>(got)) << llvm::toString(got.takeError());
+    for (const auto &[out, want] : s.expected[name])
+      EXPECT_EQ(compare(got->at(out), want, 1e-4, 1e-4).worst, -1) << name << " " << out;
+  }
+  llvm::sys::fs::remove_directories(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, CudaOps, ::testing::ValuesIn(cases()),

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "tests/gpu/GpuTestSupport.h"
+#include "tests/unit/TestSupport.h"
 
 #include "runtime/Random.h"
 #include "runtime/cpu/CpuBackend.h"
@@ -42,19 +43,6 @@ lr = 1e-3
 grad_clip = 1.0
 )toml";
 
-cpu::HostTensor scalar(double v) {
-  cpu::HostTensor t(cpu::DType::F32, {});
-  t.set(0, v);
-  return t;
-}
-
-cpu::HostTensor randomTokens(Rng &rng, int64_t b, int64_t t, int64_t vocab) {
-  cpu::HostTensor x(cpu::DType::I32, {b, t});
-  for (int64_t i = 0; i < x.numel(); ++i)
-    x.set(i, static_cast<double>(rng.below(static_cast<uint64_t>(vocab))));
-  return x;
-}
-
 /// Trains the small GPT 20 steps on both backends from the same seed and
 /// batches, under `precision`; losses and gradient norms agree within
 /// `tolerance` (relative), parameters within `paramTolerance`.
@@ -84,8 +72,8 @@ void compareCpuAndGpu(const std::string &precision, double tolerance, double par
   double worstLoss = 0, worstNorm = 0;
   for (int step = 1; step <= 20; ++step) {
     cpu::HostTensor tokens = randomTokens(rng, B, T, V), targets = randomTokens(rng, B, T, V);
-    TensorMap inputs{{"tokens", tokens}, {"targets", targets}, {"lr", scalar(1e-3)},
-                     {"step", scalar(step)}};
+    TensorMap inputs{{"tokens", tokens}, {"targets", targets}, {"lr", scalarTensor(1e-3)},
+                     {"step", scalarTensor(step)}};
     auto want = cpuBackend.run("train_step", inputs);
     ASSERT_TRUE(static_cast<bool>(want)) << llvm::toString(want.takeError());
     auto got = gpuBackend.run("train_step", inputs);

@@ -12,6 +12,19 @@ using namespace mlir;
 
 namespace kiln::test {
 
+cpu::HostTensor scalarTensor(double v) {
+  cpu::HostTensor t(cpu::DType::F32, {});
+  t.set(0, v);
+  return t;
+}
+
+cpu::HostTensor randomTokens(Rng &rng, int64_t b, int64_t t, int64_t vocab) {
+  cpu::HostTensor x(cpu::DType::I32, {b, t});
+  for (int64_t i = 0; i < x.numel(); ++i)
+    x.set(i, static_cast<double>(rng.below(static_cast<uint64_t>(vocab))));
+  return x;
+}
+
 std::unique_ptr<MLIRContext> makeContext() {
   auto ctx = std::make_unique<MLIRContext>();
   ctx->loadDialect<KilnDialect, func::FuncDialect>();

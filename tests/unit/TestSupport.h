@@ -3,6 +3,9 @@
 #ifndef KILN_TESTS_UNIT_TESTSUPPORT_H
 #define KILN_TESTS_UNIT_TESTSUPPORT_H
 
+#include "runtime/Random.h"
+#include "runtime/cpu/HostTensor.h"
+
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OwningOpRef.h"
@@ -21,6 +24,12 @@ mlir::OwningOpRef<mlir::ModuleOp> parse(mlir::MLIRContext &ctx, const std::strin
 /// Parses `source` and returns the diagnostics it produced (empty when it
 /// parsed and verified).
 std::string parseErrors(mlir::MLIRContext &ctx, const std::string &source);
+
+/// A rank-0 f32 tensor holding `v` (a step input such as lr).
+cpu::HostTensor scalarTensor(double v);
+
+/// A [b, t] i32 batch of token ids uniform in [0, vocab).
+cpu::HostTensor randomTokens(Rng &rng, int64_t b, int64_t t, int64_t vocab);
 
 } // namespace kiln::test
 

@@ -98,12 +98,6 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
       return std::move(err);
     written.push_back(dumps.dir + "/00-frontend.mlir");
   }
-  std::string diagnostics;
-  ScopedDiagnosticHandler handler(module.getContext(), [&](Diagnostic &diag) {
-    llvm::raw_string_ostream os(diagnostics);
-    os << diag.getLocation() << ": " << diag.str() << "\n";
-    return success();
-  });
   PassManager pm(module.getContext());
   TrainingPipelineOptions options;
   options.beta1 = config.optim.beta1;
@@ -124,12 +118,14 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
   buildTrainingPipeline(pm, options);
   if (!dumps.dir.empty())
     pm.addInstrumentation(std::make_unique<DumpInstrumentation>(dumps, written, dumpError));
-  LogicalResult result = pm.run(module);
-  if (dumpError)
+  llvm::Error result = runPasses(pm, module, "the training pipeline");
+  if (dumpError) {
+    consumeError(std::move(result));
     return std::move(dumpError);
+  }
   consumeError(std::move(dumpError));
-  if (failed(result))
-    return error("the training pipeline failed:\n" + diagnostics);
+  if (result)
+    return std::move(result);
   return written;
 }
 

@@ -24,21 +24,10 @@
 #include <map>
 
 using namespace kiln;
+using kiln::test::randomTokens;
+using kiln::test::scalarTensor;
 
 namespace {
-
-cpu::HostTensor scalar(double v) {
-  cpu::HostTensor t(cpu::DType::F32, {});
-  t.set(0, v);
-  return t;
-}
-
-cpu::HostTensor randomTokens(Rng &rng, int64_t b, int64_t t, int64_t vocab) {
-  cpu::HostTensor x(cpu::DType::I32, {b, t});
-  for (int64_t i = 0; i < x.numel(); ++i)
-    x.set(i, static_cast<double>(rng.below(static_cast<uint64_t>(vocab))));
-  return x;
-}
 
 RunConfig tinyConfig(const std::string &precision) {
   auto config = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
@@ -86,8 +75,8 @@ TEST(LossScaling, OverflowSkipsTheStepAndHalvesTheScale) {
   auto step = [&](int index) {
     return backend.run("train_step", {{"tokens", randomTokens(rng, B, T, V)},
                                       {"targets", randomTokens(rng, B, T, V)},
-                                      {"lr", scalar(1e-3)},
-                                      {"step", scalar(index)}});
+                                      {"lr", scalarTensor(1e-3)},
+                                      {"step", scalarTensor(index)}});
   };
   auto first = step(1);
   ASSERT_TRUE(static_cast<bool>(first)) << llvm::toString(first.takeError());
@@ -152,7 +141,7 @@ std::vector<double> trainTiny(const std::string &precision, int steps) {
   std::vector<double> losses;
   for (int i = 1; i <= steps; ++i) {
     auto r = backend.run("train_step", {{"tokens", tokens}, {"targets", targets},
-                                        {"lr", scalar(1e-2)}, {"step", scalar(i)}});
+                                        {"lr", scalarTensor(1e-2)}, {"step", scalarTensor(i)}});
     EXPECT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
     if (!r)
       return losses;

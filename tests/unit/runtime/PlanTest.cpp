@@ -1,0 +1,207 @@
+//===- PlanTest.cpp - buffer planning, the Plan as data, NVRTC errors -----===//
+
+#include "tests/unit/TestSupport.h"
+
+#include "codegen/PlanBuilder.h"
+#include "ir/KilnOps.h"
+#include "passes/PlanBuffersUtils.h"
+#include "runtime/Plan.h"
+#include "runtime/cuda/Nvrtc.h"
+#include "tools/support/Compile.h"
+#include "tools/support/Training.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "gtest/gtest.h"
+
+using namespace kiln;
+
+namespace {
+
+std::string tempDir(const char *prefix) {
+  llvm::SmallString<128> dir;
+  EXPECT_FALSE(llvm::sys::fs::createUniqueDirectory(prefix, dir));
+  return std::string(dir);
+}
+
+mlir::OwningOpRef<mlir::ModuleOp> trainingModule(mlir::MLIRContext &ctx, const char *config,
+                                                 const std::string &precision = "f32") {
+  auto c = RunConfig::loadFile(std::string(KILN_SOURCE_DIR "/configs/") + config);
+  EXPECT_TRUE(static_cast<bool>(c)) << llvm::toString(c.takeError());
+  c->train.precision = precision;
+  auto module = tooling::buildTrainingModule(ctx, *c);
+  EXPECT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
+  return std::move(*module);
+}
+
+/// No two values alive at the same time share a byte of the arena: for
+/// every function, each value with its own buffer (not a reshape's view, not
+/// an update in place, not an inlined constant) is live from its op to its
+/// last reader (the return: the end; AdamW's operands: the last update,
+/// where the one multi-tensor launch runs), and any two whose lives meet
+/// have disjoint [offset, offset + bytes).
+void expectNoOverlap(mlir::ModuleOp module) {
+  for (auto func : module.getOps<mlir::func::FuncOp>()) {
+    mlir::Block &body = func.getBody().front();
+    llvm::DenseMap<mlir::Operation *, int> index;
+    int n = 0, lastAdam = -1;
+    for (mlir::Operation &op : body) {
+      index[&op] = n++;
+      if (mlir::isa<AdamWUpdateOp>(op))
+        lastAdam = index[&op];
+    }
+    llvm::DenseSet<int64_t> argOffsets;
+    for (unsigned i = 0; i < func.getNumArguments(); ++i)
+      argOffsets.insert(func.getArgAttrOfType<mlir::IntegerAttr>(i, "kiln.offset").getInt());
+    struct Life {
+      int64_t offset, bytes;
+      int start, end;
+      std::string what;
+    };
+    std::vector<Life> lives;
+    // Reshape views extend the life of the buffer they view.
+    llvm::DenseMap<mlir::Value, mlir::Value> root;
+    for (mlir::Operation &op : body)
+      if (auto r = mlir::dyn_cast<ReshapeOp>(op))
+        root[r.getResult()] = root.count(r.getOperand()) ? root[r.getOperand()] : r.getOperand();
+    llvm::DenseMap<mlir::Value, int> end;
+    for (mlir::Operation &op : body)
+      for (mlir::Value v : op.getOperands()) {
+        mlir::Value r = root.count(v) ? root[v] : v;
+        int at = mlir::isa<mlir::func::ReturnOp>(op) ? n : index[&op];
+        if (mlir::isa<AdamWUpdateOp>(op))
+          at = lastAdam;
+        end[r] = std::max(end.lookup(r), at);
+      }
+    for (mlir::Operation &op : body) {
+      auto offsets = op.getAttrOfType<mlir::DenseI64ArrayAttr>("kiln.offsets");
+      if (!offsets || mlir::isa<ReshapeOp>(op) || isInlinedConstant(&op))
+        continue;
+      for (auto [i, r] : llvm::enumerate(op.getResults())) {
+        int64_t offset = offsets[i];
+        if (offset < 0 || argOffsets.contains(offset))
+          continue; // no buffer, or written over its argument in place
+        auto t = mlir::cast<mlir::RankedTensorType>(r.getType());
+        int64_t bytes = t.getNumElements() * static_cast<int64_t>(
+                                                 cpu::dtypeSize(*cpu::dtypeOf(t.getElementType())));
+        std::string what;
+        llvm::raw_string_ostream os(what);
+        os << op.getName() << " #" << index[&op] << " result " << i;
+        lives.push_back({offset, bytes, index[&op], std::max(index[&op], end.lookup(r)), what});
+      }
+    }
+    int checked = 0;
+    for (size_t a = 0; a < lives.size(); ++a)
+      for (size_t b = a + 1; b < lives.size(); ++b) {
+        const Life &x = lives[a], &y = lives[b];
+        if (x.start > y.end || y.start > x.end)
+          continue;
+        ++checked;
+        bool disjoint = x.offset + x.bytes <= y.offset || y.offset + y.bytes <= x.offset;
+        ASSERT_TRUE(disjoint) << "@" << func.getSymName().str() << ": " << x.what << " ["
+                              << x.offset << ", +" << x.bytes << ") and " << y.what << " ["
+                              << y.offset << ", +" << y.bytes << ") are alive together";
+      }
+    EXPECT_GT(checked, 0) << "@" << func.getSymName().str();
+  }
+}
+
+TEST(PlanBuffers, LiveBuffersNeverOverlap) {
+  for (const char *config : {"tiny.toml", "default.toml", "gpt2-124m.toml"})
+    for (const char *precision : {"f32", "bf16-mixed", "f16-mixed"}) {
+      SCOPED_TRACE(std::string(config) + " " + precision);
+      mlir::MLIRContext ctx;
+      auto module = trainingModule(ctx, config, precision);
+      ASSERT_TRUE(module);
+      auto plan = codegen::compileToPlan(*module, {});
+      ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+      expectNoOverlap(*module);
+      // The arena holds every category; the temporaries' high-water mark
+      // is at least what was live at once.
+      EXPECT_GE(plan->memory.scratch, plan->memory.peakLive);
+      EXPECT_EQ(plan->memory.total, plan->memory.workspaceOffset + plan->memory.workspace +
+                                        plan->memory.scratch);
+    }
+}
+
+TEST(Plan, SavesAndLoadsItself) {
+  mlir::MLIRContext ctx;
+  auto module = trainingModule(ctx, "tiny.toml");
+  ASSERT_TRUE(module);
+  auto plan = codegen::compileToPlan(*module, {});
+  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+  std::string dir = tempDir("kiln-plan");
+  ASSERT_FALSE(static_cast<bool>(plan->save(dir)));
+  auto loaded = Plan::load(dir);
+  ASSERT_TRUE(static_cast<bool>(loaded)) << llvm::toString(loaded.takeError());
+  EXPECT_EQ(llvm::formatv("{0}", loaded->toJSON()).str(), llvm::formatv("{0}", plan->toJSON()).str());
+  ASSERT_EQ(loaded->kernels.size(), plan->kernels.size());
+  for (size_t i = 0; i < plan->kernels.size(); ++i)
+    EXPECT_EQ(loaded->kernels[i].source, plan->kernels[i].source) << plan->kernels[i].name;
+  EXPECT_EQ(loaded->headers, plan->headers);
+  // Three functions, each step naming its IR op.
+  ASSERT_NE(loaded->function("train_step"), nullptr);
+  for (const PlanStep &s : loaded->function("train_step")->steps)
+    EXPECT_FALSE(s.op.empty());
+  llvm::sys::fs::remove_directories(dir);
+}
+
+TEST(Plan, LoadErrorsNameTheProblem) {
+  std::string dir = tempDir("kiln-plan-bad");
+  auto missing = Plan::load(dir);
+  ASSERT_FALSE(static_cast<bool>(missing));
+  EXPECT_NE(llvm::toString(missing.takeError()).find("cannot read plan"), std::string::npos);
+  auto write = [&](const std::string &text) {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(dir + "/plan.json", ec);
+    os << text;
+  };
+  write("{not json");
+  auto malformed = Plan::load(dir);
+  ASSERT_FALSE(static_cast<bool>(malformed));
+  EXPECT_NE(llvm::toString(malformed.takeError()).find("is not valid JSON"), std::string::npos);
+  write(R"({"format": "something-else"})");
+  auto other = Plan::load(dir);
+  ASSERT_FALSE(static_cast<bool>(other));
+  EXPECT_NE(llvm::toString(other.takeError()).find("not a kiln plan"), std::string::npos);
+  write(R"({"format": "kiln-plan-1", "arch": "sm_90", "sm_count": 132, "memory": {}, "functions": []})");
+  auto incomplete = Plan::load(dir);
+  ASSERT_FALSE(static_cast<bool>(incomplete));
+  EXPECT_NE(llvm::toString(incomplete.takeError()).find("missing or malformed field"), std::string::npos);
+  llvm::sys::fs::remove_directories(dir);
+}
+
+// NVRTC runs without a GPU: a kernel that does not compile comes back with
+// NVRTC's log and the path of its source, written where the message says.
+TEST(Nvrtc, CompileErrorsShowTheLogAndTheSource) {
+  std::string cache = tempDir("kiln-nvrtc");
+  cuda::CompileOptions options;
+  options.arch = "sm_90";
+  options.cacheDir = cache;
+  auto cubins = cuda::compileKernels(
+      {{"broken", "extern \"C\" __global__ void broken(float *x) { x[0] = undefined_name; }\n"}},
+      options);
+  ASSERT_FALSE(static_cast<bool>(cubins));
+  std::string message = llvm::toString(cubins.takeError());
+  EXPECT_NE(message.find("NVRTC could not compile kernel broken for sm_90"), std::string::npos) << message;
+  EXPECT_NE(message.find("undefined_name"), std::string::npos) << message; // NVRTC's log
+  std::string source = cache + "/failed/broken.cu";
+  EXPECT_NE(message.find(source), std::string::npos) << message;
+  auto written = llvm::MemoryBuffer::getFile(source);
+  ASSERT_TRUE(static_cast<bool>(written));
+  EXPECT_NE((*written)->getBuffer().find("undefined_name"), llvm::StringRef::npos);
+
+  // A good kernel compiles, and a second compile comes from the cache.
+  cuda::CompileStats first, second;
+  std::vector<cuda::KernelSource> good{{"fine", "extern \"C\" __global__ void fine(float *x) { x[0] = 1; }\n"}};
+  ASSERT_TRUE(static_cast<bool>(cuda::compileKernels(good, options, &first)));
+  ASSERT_TRUE(static_cast<bool>(cuda::compileKernels(good, options, &second)));
+  EXPECT_EQ(first.compiled, 1);
+  EXPECT_EQ(second.cached, 1);
+  llvm::sys::fs::remove_directories(cache);
+}
+
+} // namespace
