@@ -12,6 +12,8 @@
 #              kiln's initial weights and the same batches
 #   bench      kiln bench at B=16 (cold cache, then warm) and B=32, for each
 #              precision in $PRECISIONS (default f32)
+#   profile    kiln bench at B=16 with --profile for each of $PRECISIONS:
+#              every kernel timed alone, summed by IR op and by kernel
 #   precision  GPT-2 124M 200 steps in f32, bf16-mixed and f16-mixed from the
 #              same weights and batches
 #   gemms      every GEMM of the step, kiln's cuBLASLt vs torch.matmul
@@ -89,6 +91,12 @@ EOF
         --set train.precision=$p --json "$OUT/kiln-$p-b16.json"
       XDG_CACHE_HOME=/tmp/kiln-cold-$p $KILN bench configs/gpt2-124m.toml --set train.batch_size=32 \
         --set train.precision=$p --json "$OUT/kiln-$p-b32.json"
+    done ;;
+  profile)
+    for p in ${PRECISIONS:-f32}; do
+      XDG_CACHE_HOME=/tmp/kiln-cold-$p $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
+        --set train.precision=$p --steps 5 --json /dev/null --profile "$OUT/profile-$p.json" \
+        | sed -n '/profile:/,$p'
     done ;;
   precision)
     # GPT-2 124M for 200 steps in f32, bf16-mixed and f16-mixed from the same

@@ -144,13 +144,29 @@ llvm::Expected<bool> rmsNorm(Emitter &e, RmsNormOp op) {
   return true;
 }
 
+/// Elements per 16-byte vector when a row of `n` takes softmax's register
+/// path (whole vectors for every lane, at most 64 values a lane); else 0.
+int softmaxVectorWidth(Value v, int64_t n) {
+  auto t = tensorOf(v);
+  int64_t bytes = t.getElementTypeBitWidth() / 8;
+  if (bytes == 0 || 16 % bytes != 0)
+    return 0;
+  int64_t width = 16 / bytes;
+  return n % (32 * width) == 0 && n / 32 <= 64 ? static_cast<int>(width) : 0;
+}
+
 llvm::Expected<bool> softmax(Emitter &e, Operation *op, bool log) {
   Params p;
   ADD(op->getOperand(0), "x", true) ADD(op->getResult(0), "y", false)
   auto [rows, n] = rowsOf(op->getOperand(0));
-  std::string body = llvm::formatv("  kiln::softmaxForward<{0}, {1}, {2}, {3}>(x, y);\n",
-                                   elt(op->getOperand(0)), rows, n, log ? "true" : "false")
-                         .str();
+  int width = softmaxVectorWidth(op->getOperand(0), n);
+  std::string body =
+      width ? llvm::formatv("  kiln::softmaxForwardVec<{0}, {1}, {2}, {3}, {4}>(x, y);\n",
+                            elt(op->getOperand(0)), rows, n, log ? "true" : "false", width)
+                  .str()
+            : llvm::formatv("  kiln::softmaxForward<{0}, {1}, {2}, {3}>(x, y);\n",
+                            elt(op->getOperand(0)), rows, n, log ? "true" : "false")
+                  .str();
   e.launch(op, log ? "log_softmax" : "softmax", kernel(op, "softmax.cuh", p.text, body),
            {e.gridFor(rows * 32, 256), 1, 1}, {256, 1, 1}, p.args);
   return true;
@@ -160,7 +176,13 @@ llvm::Expected<bool> softmaxGrad(Emitter &e, SoftmaxGradOp op) {
   Params p;
   ADD(op.getY(), "y", true) ADD(op.getDy(), "dy", true) ADD(op.getDx(), "dx", false)
   auto [rows, n] = rowsOf(op.getY());
-  std::string body = llvm::formatv("  kiln::softmaxBackward<{0}, {1}, {2}>(y, dy, dx);\n", elt(op.getY()), rows, n).str();
+  int width = softmaxVectorWidth(op.getY(), n);
+  std::string body =
+      width ? llvm::formatv("  kiln::softmaxBackwardVec<{0}, {1}, {2}, {3}>(y, dy, dx);\n", elt(op.getY()),
+                            rows, n, width)
+                  .str()
+            : llvm::formatv("  kiln::softmaxBackward<{0}, {1}, {2}>(y, dy, dx);\n", elt(op.getY()), rows, n)
+                  .str();
   e.launch(op, "softmax_backward", kernel(op, "softmax.cuh", p.text, body),
            {e.gridFor(rows * 32, 256), 1, 1}, {256, 1, 1}, p.args);
   return true;

@@ -1,8 +1,8 @@
 //===- ElementwiseEmitter.cpp - elementwise and data-movement kernels ------===//
 //
 // Elementwise ops become one grid-stride kernel over the output's elements,
-// with 128-bit (float4) loads and stores when every operand is an f32
-// tensor of the output's size. Splat constants arrive as literals.
+// with 128-bit loads and stores of the float operands and the result when
+// the result is a float tensor. Splat constants arrive as literals.
 // Data movement (transpose, broadcast_in_dim, slice, pad, concat, iota,
 // materialized constants) is one gather kernel: each output element
 // computes its source index from its multi-index, with every shape and
@@ -107,11 +107,12 @@ llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
   std::vector<PlanArg> args;
   std::string params;
   std::vector<std::string> scalars;
-  // 128-bit accesses when every tensor is a float one: each thread handles
-  // V consecutive elements, V = 16 bytes over the narrowest element (4 for
-  // f32, 8 when a bf16/f16 tensor is involved).
-  bool allFloat = isa<FloatType>(outType.getElementType());
-  int64_t narrowest = allFloat ? cpu::dtypeSize(*cpu::dtypeOf(outType.getElementType())) : 0;
+  // 128-bit accesses when the result is a float tensor: each thread handles
+  // V consecutive elements, V = 16 bytes over the narrowest float element (4
+  // for f32, 8 when a bf16/f16 tensor is involved); integer operands (a
+  // select's i1 mask) are read element by element within the vector.
+  bool floatOut = isa<FloatType>(outType.getElementType());
+  int64_t narrowest = floatOut ? cpu::dtypeSize(*cpu::dtypeOf(outType.getElementType())) : 0;
   for (auto [i, operand] : llvm::enumerate(op->getOperands())) {
     Type elt = tensorOf(operand).getElementType();
     std::string opCt = computeType(elt);
@@ -126,8 +127,7 @@ llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
     params += llvm::formatv("const {0} *__restrict__ in{1}, ", cType(elt), i).str();
     scalars.push_back(isa<FloatType>(elt) ? "(" + opCt + ")kiln::load(in" + str(i) + ", i)"
                                           : "(" + opCt + ")in" + str(i) + "[i]");
-    allFloat &= isa<FloatType>(elt);
-    if (allFloat)
+    if (floatOut && isa<FloatType>(elt))
       narrowest = std::min<int64_t>(narrowest, cpu::dtypeSize(*cpu::dtypeOf(elt)));
   }
   auto offset = e.offsetOf(result);
@@ -144,7 +144,7 @@ llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
 
   std::string body;
   int64_t work = n;
-  int64_t lanes = allFloat && narrowest > 0 ? 16 / narrowest : 0;
+  int64_t lanes = floatOut && narrowest > 0 ? 16 / narrowest : 0;
   if (lanes > 1 && n % lanes == 0 && args.size() > 1) {
     work = n / lanes;
     std::string loads, laneExpr;
@@ -155,6 +155,10 @@ llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
         continue;
       }
       Type elt = tensorOf(operand).getElementType();
+      if (!isa<FloatType>(elt)) {
+        laneScalars.push_back("(" + computeType(elt) + ")in" + str(i) + "[v * " + str(lanes) + " + k]");
+        continue;
+      }
       loads += llvm::formatv("    alignas(16) {0} a{1}[{2}];\n    kiln::loadVec<{2}>(in{1}, v, a{1});\n",
                              cType(elt), i, lanes)
                    .str();

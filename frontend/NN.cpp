@@ -69,7 +69,10 @@ Tensor CausalSelfAttention::operator()(Tensor x) const {
     return transpose(reshape(part, {b, t, heads, d}), {0, 2, 1, 3}); // [B, H, T, D]
   };
   Tensor q = split(0), k = split(1), v = split(2);
-  Tensor scores = matmul(q, k, false, true) * (1.0 / std::sqrt(static_cast<double>(d)));
+  // The 1/√D scale goes on q ([B,H,T,D]) rather than on the scores
+  // ([B,H,T,T], T/D times larger): the same product, one pass over the
+  // scores fewer forward and backward. For power-of-two D it is exact.
+  Tensor scores = matmul(q * (1.0 / std::sqrt(static_cast<double>(d))), k, false, true);
   scores = where(causalMask(g, t), scores, -std::numeric_limits<double>::infinity());
   Tensor y = matmul(softmax(scores), v);                        // [B, H, T, D]
   y = reshape(transpose(y, {0, 2, 1, 3}), {b, t, c});

@@ -2,8 +2,9 @@
 //
 // Only rewrites that are obviously right: identities (x+0, x-0, x*1, x/1,
 // cast/reshape/broadcast to the same type, identity transpose or slice),
-// composition of transposes and of reshapes, and broadcasts of splat
-// constants. x+0 -> x ignores the sign of a zero x, as every training
+// composition of transposes and of reshapes, broadcasts and float casts of
+// splat constants, and sums of zero-padded pieces that tile a tensor
+// (concatenation). x+0 -> x ignores the sign of a zero x, as every training
 // framework does.
 //
 //===----------------------------------------------------------------------===//
@@ -56,9 +57,19 @@ OpFoldResult DivOp::fold(FoldAdaptor adaptor) {
   return {};
 }
 
-OpFoldResult CastOp::fold(FoldAdaptor) {
+OpFoldResult CastOp::fold(FoldAdaptor adaptor) {
   if (getOperand().getType() == getType())
     return getOperand();
+  // A float splat cast to another float type: the splat of the rounded
+  // value (round to nearest even, as the kernels and the interpreter do).
+  auto splat = dyn_cast_if_present<SplatElementsAttr>(adaptor.getOperand());
+  auto to = dyn_cast<FloatType>(getType().getElementType());
+  if (splat && to && isa<FloatType>(splat.getElementType())) {
+    APFloat value = splat.getSplatValue<APFloat>();
+    bool lost = false;
+    value.convert(to.getFloatSemantics(), APFloat::rmNearestTiesToEven, &lost);
+    return SplatElementsAttr::get(getType(), value);
+  }
   return {};
 }
 
@@ -138,7 +149,74 @@ struct ComposeTransposes final : OpRewritePattern<TransposeOp> {
     return success();
   }
 };
+/// The piece of a zero padding along one dimension: `pad` pads `piece` with
+/// zeros along `dim` only, so that it spans [begin, end) of the result.
+struct PaddedPiece {
+  Value piece;
+  int64_t dim, begin, end;
+};
+
+std::optional<PaddedPiece> paddedPiece(Value v) {
+  auto pad = v.getDefiningOp<PadOp>();
+  if (!pad || !pad->hasOneUse())
+    return std::nullopt;
+  std::optional<PaddedPiece> found;
+  for (auto [d, low, high, interior] :
+       llvm::enumerate(pad.getLow(), pad.getHigh(), pad.getInterior())) {
+    if (interior != 0)
+      return std::nullopt;
+    if (low == 0 && high == 0)
+      continue;
+    if (found)
+      return std::nullopt; // padded along two dimensions
+    int64_t size = pad.getOperand().getType().getDimSize(d);
+    found = PaddedPiece{pad.getOperand(), static_cast<int64_t>(d), low, low + size};
+  }
+  return found;
+}
+
+/// add(pad(a), pad(b)) -> pad(concat(a, b)) when a and b are zero-padded
+/// along the same dimension and b begins where a ends (or a where b ends):
+/// every element of the sum is one piece's element or zero, which is what
+/// the concatenation, padded, holds. Repeated, the VJP of splitting a
+/// tensor into slices becomes one concat instead of pads and adds.
+struct AddPaddedPieces final : OpRewritePattern<AddOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(AddOp op, PatternRewriter &rewriter) const override {
+    auto a = paddedPiece(op.getLhs()), b = paddedPiece(op.getRhs());
+    if (!a || !b || a->dim != b->dim)
+      return failure();
+    if (b->end == a->begin)
+      std::swap(a, b);
+    if (a->end != b->begin)
+      return failure();
+    int64_t dim = a->dim;
+    SmallVector<Value> inputs;
+    for (Value piece : {a->piece, b->piece}) {
+      // Splice a concat along the same dimension that only this one reads.
+      auto inner = piece.getDefiningOp<ConcatOp>();
+      if (inner && static_cast<int64_t>(inner.getDim()) == dim && inner->hasOneUse())
+        llvm::append_range(inputs, inner.getInputs());
+      else
+        inputs.push_back(piece);
+    }
+    auto type = op.getType();
+    SmallVector<int64_t> shape(type.getShape());
+    shape[dim] = b->end - a->begin;
+    auto concatType = RankedTensorType::get(shape, type.getElementType());
+    Value joined = ConcatOp::create(rewriter, op.getLoc(), concatType, inputs, dim);
+    SmallVector<int64_t> low(type.getRank(), 0), high(type.getRank(), 0), interior(type.getRank(), 0);
+    low[dim] = a->begin;
+    high[dim] = type.getDimSize(dim) - b->end;
+    rewriter.replaceOpWithNewOp<PadOp>(op, type, joined, low, high, interior);
+    return success();
+  }
+};
 } // namespace
+
+void AddOp::getCanonicalizationPatterns(RewritePatternSet &results, MLIRContext *context) {
+  results.add<AddPaddedPieces>(context);
+}
 
 void ReshapeOp::getCanonicalizationPatterns(RewritePatternSet &results,
                                             MLIRContext *context) {

@@ -85,8 +85,13 @@ def Kiln_AddOp : Kiln_BinaryOp<"add", 1, Kiln_NumericTensor, [Commutative]> {
     ```mlir
     %c = kiln.add %a, %b : tensor<4x8xf32>
     ```
+
+    Canonicalization turns a sum of zero-padded tensors whose pieces sit
+    side by side along one dimension (the VJP of slicing a tensor apart)
+    into one `kiln.concat`.
   }];
   let hasFolder = 1;
+  let hasCanonicalizer = 1;
 }
 
 def Kiln_SubOp : Kiln_BinaryOp<"sub", 1> {

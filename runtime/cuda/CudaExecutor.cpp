@@ -518,8 +518,10 @@ llvm::Error CudaExecutor::read(int64_t offset, void *dst, int64_t bytes) {
 
 namespace {
 
-/// Enqueues every step of `f` on the stream (eagerly or into a capture).
-llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool sync) {
+/// Enqueues every step of `f` on the stream (eagerly or into a capture);
+/// `afterStep(i)`, when given, runs after step i is enqueued.
+llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool sync,
+                    llvm::function_ref<llvm::Error(size_t)> afterStep = nullptr) {
   const PlanFunction &pf = *f.plan;
   std::vector<CUdeviceptr> pointers;
   std::vector<long long> ints;
@@ -573,6 +575,9 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
     if (sync)
       if (CUresult r = im.cu->cuStreamSynchronize(im.stream); r != CUDA_SUCCESS)
         return fail(cuError(r, "cuStreamSynchronize", __FILE__, __LINE__));
+    if (afterStep)
+      if (llvm::Error err = afterStep(i))
+        return fail(std::move(err));
   }
   return llvm::Error::success();
 }
@@ -728,6 +733,68 @@ CudaExecutor::timeGemms(llvm::StringRef function, int iterations) {
     if (!ms)
       return ms.takeError();
     timings[g].ms = static_cast<double>(*ms) / std::max(1, iterations);
+  }
+  return timings;
+}
+
+llvm::Expected<std::vector<CudaExecutor::StepTiming>>
+CudaExecutor::profile(llvm::StringRef function, int iterations) {
+  Impl &im = *impl_;
+  auto found = im.function(function);
+  if (!found)
+    return found.takeError();
+  Function &f = *found;
+  const PlanFunction &pf = *f.plan;
+  if (f.runs == 0) // the eager first run warms cuBLASLt up
+    if (llvm::Error err = execute(im, plan_, f))
+      return std::move(err);
+  // One event before the steps and one after each: the gap between two
+  // events is the GPU time of the step between them (launched eagerly, so
+  // a step shorter than the host's launch cost reads as that cost).
+  std::vector<CUevent> events(pf.steps.size() + 1, nullptr);
+  llvm::scope_exit destroy([&] {
+    for (CUevent e : events)
+      if (e)
+        im.cu->cuEventDestroy(e);
+  });
+  for (CUevent &e : events)
+    KILN_CU(im.cu->cuEventCreate(&e, CU_EVENT_DEFAULT));
+  std::vector<double> ms(pf.steps.size(), 0.0);
+  for (int it = 0; it < std::max(1, iterations); ++it) {
+    KILN_CU(im.cu->cuEventRecord(events[0], im.stream));
+    if (llvm::Error err = enqueue(im, plan_, f, false, [&](size_t i) -> llvm::Error {
+          KILN_CU(im.cu->cuEventRecord(events[i + 1], im.stream));
+          return llvm::Error::success();
+        }))
+      return std::move(err);
+    KILN_CU(im.cu->cuEventSynchronize(events.back()));
+    for (size_t i = 0; i < pf.steps.size(); ++i) {
+      float gap = 0;
+      KILN_CU(im.cu->cuEventElapsedTime(&gap, events[i], events[i + 1]));
+      ms[i] += gap;
+    }
+  }
+  std::vector<StepTiming> timings;
+  for (size_t i = 0; i < pf.steps.size(); ++i) {
+    const PlanStep &s = pf.steps[i];
+    std::string kernel;
+    switch (s.kind) {
+    case PlanStep::Kind::Launch:
+      kernel = plan_.kernels[s.kernel].name;
+      break;
+    case PlanStep::Kind::Gemm:
+      kernel = llvm::formatv("gemm {0}{1} {2}x{3}x{4} batch {5}", s.gemm.transA ? "T" : "N",
+                             s.gemm.transB ? "T" : "N", s.gemm.m, s.gemm.n, s.gemm.k, s.gemm.batch)
+                   .str();
+      break;
+    case PlanStep::Kind::Memset:
+      kernel = "memset";
+      break;
+    case PlanStep::Kind::Copy:
+      kernel = "copy";
+      break;
+    }
+    timings.push_back({i, s.op, kernel, ms[i] / std::max(1, iterations)});
   }
   return timings;
 }

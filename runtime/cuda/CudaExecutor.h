@@ -94,6 +94,18 @@ public:
   };
   llvm::Expected<std::vector<GemmTiming>> timeGemms(llvm::StringRef function, int iterations);
 
+  /// Every step of `function` run eagerly with an event after each,
+  /// `iterations` times: the mean milliseconds of each step, in plan order.
+  /// A profile, not the step time: eager launches cost what the graph
+  /// replay saves (compare with time()).
+  struct StepTiming {
+    size_t index = 0;
+    std::string op;     ///< the IR op, as in the plan
+    std::string kernel; ///< the kernel's name; "gemm <shape>", "memset" or "copy"
+    double ms = 0;
+  };
+  llvm::Expected<std::vector<StepTiming>> profile(llvm::StringRef function, int iterations);
+
   struct Impl; // the CUDA handles (CudaExecutor.cpp)
 
 private:

@@ -104,6 +104,11 @@ std::vector<OpCase> cases() {
                "  %r0 = kiln.add %a, %c : tensor<4x5xf32>"});
   c.push_back({"select_mask", {mask("m", "tensor<5x13xi1>"), f("a", "tensor<5x13xf32>"), f("b", "tensor<5x13xf32>")},
                {"tensor<5x13xf32>"}, "%r0 = kiln.select %m, %a, %b : tensor<5x13xi1>, tensor<5x13xf32>"});
+  // The vector path with an integer operand read element by element.
+  c.push_back({"select_mask_bf16", {mask("m", "tensor<4x64xi1>"), f("a", "tensor<4x64xbf16>"), f("b", "tensor<4x64xbf16>")},
+               {"tensor<4x64xbf16>"}, "%r0 = kiln.select %m, %a, %b : tensor<4x64xi1>, tensor<4x64xbf16>", 0, 0});
+  c.push_back({"cast_i32_aligned", {ids("a", "tensor<8x32xi32>", 500)}, {"tensor<8x32xf32>"},
+               "%r0 = kiln.cast %a : tensor<8x32xi32> to tensor<8x32xf32>"});
   // Shape.
   c.push_back({"transpose", {f("x", "tensor<6x10x14xf32>")}, {"tensor<14x6x10xf32>"},
                "%r0 = kiln.transpose %x, [2, 0, 1] : tensor<6x10x14xf32> -> tensor<14x6x10xf32>", 0, 0});
@@ -254,6 +259,22 @@ std::vector<OpCase> cases() {
                "%r0 = kiln.matmul %q, %k transpose_b : tensor<2x3x16x32xf16>, tensor<2x3x16x32xf16> -> tensor<2x3x16x16xf16>", 2e-2, 2e-3});
   c.push_back({"softmax_bf16", {f("x", "tensor<8x1024xbf16>")}, {"tensor<8x1024xbf16>"},
                "%r0 = kiln.softmax %x : tensor<8x1024xbf16>", 1e-5, 8e-3});
+  // Softmax's register path (rows of whole 16-byte vectors per lane) in
+  // each type, forward, log and backward.
+  c.push_back({"softmax_vec_f32", {f("x", "tensor<12x512xf32>")}, {"tensor<12x512xf32>"},
+               "%r0 = kiln.softmax %x : tensor<12x512xf32>", 1e-7, 1e-5});
+  c.push_back({"log_softmax_vec_f32", {f("x", "tensor<3x5x128xf32>")}, {"tensor<3x5x128xf32>"},
+               "%r0 = kiln.log_softmax %x : tensor<3x5x128xf32>", 1e-5, 1e-5});
+  c.push_back({"softmax_grad_vec_f32", {f("x", "tensor<8x256xf32>"), f("d", "tensor<8x256xf32>")}, {"tensor<8x256xf32>"},
+               "%y = kiln.softmax %x : tensor<8x256xf32>\n"
+               "  %r0 = kiln.softmax_grad %y, %d : tensor<8x256xf32>", 1e-6, 1e-4});
+  c.push_back({"softmax_grad_vec_bf16", {f("x", "tensor<6x2048xbf16>"), f("d", "tensor<6x2048xbf16>")}, {"tensor<6x2048xbf16>"},
+               "%y = kiln.softmax %x : tensor<6x2048xbf16>\n"
+               "  %r0 = kiln.softmax_grad %y, %d : tensor<6x2048xbf16>", 1e-4, 1e-2});
+  c.push_back({"softmax_vec_f16", {f("x", "tensor<4x256xf16>")}, {"tensor<4x256xf16>"},
+               "%r0 = kiln.softmax %x : tensor<4x256xf16>", 1e-5, 2e-3});
+  c.push_back({"softmax_vec_f64", {f("x", "tensor<4x128xf64>")}, {"tensor<4x128xf64>"},
+               "%r0 = kiln.softmax %x : tensor<4x128xf64>", 1e-14, 1e-14});
   c.push_back({"reduce_sum_columns_bf16", {f("x", "tensor<512x96xbf16>")}, {"tensor<96xbf16>"},
                "%r0 = kiln.reduce_sum %x, dims = [0] : tensor<512x96xbf16> -> tensor<96xbf16>", 1e-1, 8e-3});
   c.push_back({"cross_entropy_bf16", {f("logits", "tensor<4x6x1000xbf16>"), ids("t", "tensor<4x6xi32>", 990)},
@@ -457,6 +478,42 @@ TEST(CudaPlanFiles, ASavedPlanRuns) {
       EXPECT_EQ(compare(got->at(out), want, 1e-4, 1e-4).worst, -1) << name << " " << out;
   }
   llvm::sys::fs::remove_directories(dir);
+}
+
+// The profile times each step of a function alone: one entry per plan step,
+// in order, naming its op and kernel, and together about the function's time
+// (eager launches add host gaps, so the sum is at least the graph's time
+// less event noise).
+TEST(CudaProfile, EveryStepIsTimedAndNamed) {
+  KILN_REQUIRE_GPU();
+  Suite &s = suite();
+  ASSERT_TRUE(s.error.empty()) << s.error;
+  const char *name = "softmax_long_rows";
+  auto ran = s.executor->run(name, s.inputs[name]);
+  ASSERT_TRUE(static_cast<bool>(ran)) << llvm::toString(ran.takeError());
+  auto profile = s.executor->profile(name, 3);
+  ASSERT_TRUE(static_cast<bool>(profile)) << llvm::toString(profile.takeError());
+  const PlanFunction *pf = nullptr;
+  for (const PlanFunction &f : s.executor->plan().functions)
+    if (f.name == name)
+      pf = &f;
+  ASSERT_NE(pf, nullptr);
+  ASSERT_EQ(profile->size(), pf->steps.size());
+  double total = 0;
+  for (size_t i = 0; i < profile->size(); ++i) {
+    const auto &t = (*profile)[i];
+    EXPECT_EQ(t.index, i);
+    EXPECT_EQ(t.op, pf->steps[i].op);
+    EXPECT_FALSE(t.kernel.empty());
+    EXPECT_GT(t.ms, 0.0) << t.op;
+    total += t.ms;
+  }
+  auto graph = s.executor->time(name, 10);
+  ASSERT_TRUE(static_cast<bool>(graph)) << llvm::toString(graph.takeError());
+  EXPECT_GT(total, 0.5 * *graph) << "the steps' times should add up to about the function's";
+  auto missing = s.executor->profile("no_such_function", 1);
+  ASSERT_FALSE(static_cast<bool>(missing));
+  EXPECT_NE(llvm::toString(missing.takeError()).find("no_such_function"), std::string::npos);
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, CudaOps, ::testing::ValuesIn(cases()),

@@ -18,6 +18,10 @@
 //             (--peak-tflops; by default the H200's dense rate for the
 //             config's precision: 67 for f32, 989 for bf16/f16-mixed).
 //
+// --profile FILE runs the step eagerly with an event after every kernel and
+// writes each step's time, then prints where the time goes: by IR op and by
+// kernel (identical kernels of different layers are one kernel).
+//
 // --gemms FILE writes every distinct GEMM of the step with its time through
 // kiln's cuBLASLt path, for bench/gemms.py to run the same shapes through
 // torch.matmul.
@@ -41,6 +45,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 
 using namespace llvm;
 
@@ -61,6 +66,11 @@ static cl::opt<std::string> gemmsPath("gemms",
                                                "as JSON"),
                                       cl::value_desc("file"), cl::sub(benchCommand()),
                                       cl::cat(kilnCategory()));
+static cl::opt<std::string> profilePath("profile",
+                                        cl::desc("Time every step of the training step alone and "
+                                                 "write the profile as JSON; print the largest"),
+                                        cl::value_desc("file"), cl::sub(benchCommand()),
+                                        cl::cat(kilnCategory()));
 static cl::opt<std::string> jsonPath("json", cl::desc("Write the results as JSON"),
                                      cl::value_desc("file"), cl::sub(benchCommand()),
                                      cl::cat(kilnCategory()));
@@ -76,6 +86,69 @@ static Error writeJSON(StringRef path, json::Value value) {
     return createStringError(inconvertibleErrorCode(), "cannot write '" + path + "': " + ec.message());
   os << formatv("{0:2}", value) << "\n";
   return Error::success();
+}
+
+/// --profile: each step timed alone, summed by IR op and by kernel.
+static Error writeProfile(cuda::CudaExecutor &executor, double graphMs) {
+  auto timings = executor.profile("train_step", 5);
+  if (!timings)
+    return timings.takeError();
+  struct Group {
+    std::string name, firstOp;
+    int count = 0;
+    double ms = 0;
+  };
+  auto groupBy = [&](auto keyOf) {
+    std::map<std::string, Group> groups;
+    for (const auto &t : *timings) {
+      Group &g = groups[keyOf(t)];
+      if (g.count++ == 0) {
+        g.name = keyOf(t);
+        g.firstOp = t.op;
+      }
+      g.ms += t.ms;
+    }
+    std::vector<Group> sorted;
+    for (auto &entry : groups)
+      sorted.push_back(entry.second);
+    std::sort(sorted.begin(), sorted.end(), [](const Group &a, const Group &b) { return a.ms > b.ms; });
+    return sorted;
+  };
+  double total = 0;
+  for (const auto &t : *timings)
+    total += t.ms;
+  auto opName = [](const cuda::CudaExecutor::StepTiming &t) { return t.op.substr(0, t.op.find(' ')); };
+  auto byOp = groupBy(opName);
+  auto byKernel = groupBy([](const cuda::CudaExecutor::StepTiming &t) { return t.kernel; });
+
+  outs() << formatv("  profile: {0} steps, {1:f2} ms eager with an event after each ({2:f2} ms as "
+                    "one graph)\n",
+                    timings->size(), total, graphMs);
+  outs() << "    by IR op                          steps        ms      %\n";
+  for (const Group &g : byOp)
+    outs() << formatv("    {0,-32} {1,6} {2,9:f2} {3,6:f1}\n", g.name, g.count, g.ms, 100 * g.ms / total);
+  outs() << "    the 25 largest kernels            steps        ms      %   first op\n";
+  for (size_t i = 0; i < byKernel.size() && i < 25; ++i) {
+    const Group &g = byKernel[i];
+    outs() << formatv("    {0,-32} {1,6} {2,9:f2} {3,6:f1}   {4}\n", g.name, g.count, g.ms,
+                      100 * g.ms / total, g.firstOp);
+  }
+
+  auto rows = [](const std::vector<Group> &groups) {
+    json::Array out;
+    for (const Group &g : groups)
+      out.push_back(json::Object{{"name", g.name}, {"steps", g.count}, {"ms", g.ms}, {"first_op", g.firstOp}});
+    return out;
+  };
+  json::Array steps;
+  for (const auto &t : *timings)
+    steps.push_back(json::Object{{"index", static_cast<int64_t>(t.index)}, {"op", t.op},
+                                 {"kernel", t.kernel}, {"ms", t.ms}});
+  return writeJSON(profilePath, json::Object{{"eager_ms", total},
+                                             {"graph_ms", graphMs},
+                                             {"by_op", rows(byOp)},
+                                             {"by_kernel", rows(byKernel)},
+                                             {"steps", std::move(steps)}});
 }
 
 int runBench() {
@@ -201,6 +274,10 @@ int runBench() {
     consumeError(dev.takeError());
   if (!jsonPath.empty())
     if (Error err = writeJSON(jsonPath, std::move(result)))
+      return fail("bench", toString(std::move(err)));
+
+  if (!profilePath.empty())
+    if (Error err = writeProfile(backend.executor(), *gpuMs))
       return fail("bench", toString(std::move(err)));
 
   if (!gemmsPath.empty()) {

@@ -132,3 +132,57 @@ func.func @unchanged(%x: tensor<4x8xf32>, %w: tensor<8x8xf32>) -> tensor<64xf32>
   %4 = kiln.concat %3, %3 dim = 0 : tensor<32xf32>, tensor<32xf32> -> tensor<64xf32>
   return %4 : tensor<64xf32>
 }
+
+// -----
+
+// A float splat cast to another float type is the rounded splat: the huge
+// -inf and scale constants of attention stay literals after precision
+// assignment. 0.1 rounds to bf16's 0.10009765625.
+// CHECK-LABEL: func.func @cast_splat
+// CHECK-DAG: kiln.constant dense<0xFF80> : tensor<2x8xbf16>
+// CHECK-DAG: kiln.constant dense<1.000980e-01> : tensor<2x8xbf16>
+// CHECK-NOT: kiln.cast
+func.func @cast_splat() -> (tensor<2x8xbf16>, tensor<2x8xbf16>) {
+  %0 = kiln.constant dense<0xFF800000> : tensor<2x8xf32>
+  %1 = kiln.cast %0 : tensor<2x8xf32> to tensor<2x8xbf16>
+  %2 = kiln.constant dense<0.1> : tensor<2x8xf32>
+  %3 = kiln.cast %2 : tensor<2x8xf32> to tensor<2x8xbf16>
+  return %1, %3 : tensor<2x8xbf16>, tensor<2x8xbf16>
+}
+
+// -----
+
+// The VJP of slicing a tensor into three pieces: zero pads summed, which
+// is one concatenation (the pads and adds each pass over the whole tensor).
+// CHECK-LABEL: func.func @padded_pieces
+// CHECK-SAME: (%[[A:.+]]: tensor<2x3xf32>, %[[B:.+]]: tensor<2x4xf32>, %[[C:.+]]: tensor<2x5xf32>)
+// CHECK-NEXT: %[[J:.+]] = kiln.concat %[[A]], %[[B]], %[[C]] dim = 1 : tensor<2x3xf32>, tensor<2x4xf32>, tensor<2x5xf32> -> tensor<2x12xf32>
+// CHECK-NEXT: return %[[J]]
+func.func @padded_pieces(%a: tensor<2x3xf32>, %b: tensor<2x4xf32>, %c: tensor<2x5xf32>) -> tensor<2x12xf32> {
+  %pc = kiln.pad %c low = [0, 7] high = [0, 0] interior = [0, 0] : tensor<2x5xf32> -> tensor<2x12xf32>
+  %pb = kiln.pad %b low = [0, 3] high = [0, 5] interior = [0, 0] : tensor<2x4xf32> -> tensor<2x12xf32>
+  %pa = kiln.pad %a low = [0, 0] high = [0, 9] interior = [0, 0] : tensor<2x3xf32> -> tensor<2x12xf32>
+  %0 = kiln.add %pc, %pb : tensor<2x12xf32>
+  %1 = kiln.add %0, %pa : tensor<2x12xf32>
+  return %1 : tensor<2x12xf32>
+}
+
+// -----
+
+// Pieces that overlap, leave a gap, or are padded along two dimensions are
+// not a concatenation: canonicalize leaves them.
+// CHECK-LABEL: func.func @padded_not_pieces
+// CHECK-COUNT-3: kiln.add
+// CHECK-NOT: kiln.concat
+func.func @padded_not_pieces(%a: tensor<2x3xf32>, %b: tensor<2x4xf32>) -> (tensor<2x8xf32>, tensor<2x8xf32>, tensor<3x7xf32>) {
+  %p0 = kiln.pad %a low = [0, 0] high = [0, 5] interior = [0, 0] : tensor<2x3xf32> -> tensor<2x8xf32>
+  %p1 = kiln.pad %b low = [0, 2] high = [0, 2] interior = [0, 0] : tensor<2x4xf32> -> tensor<2x8xf32>
+  %overlap = kiln.add %p0, %p1 : tensor<2x8xf32>
+  %p2 = kiln.pad %a low = [0, 0] high = [0, 5] interior = [0, 0] : tensor<2x3xf32> -> tensor<2x8xf32>
+  %p3 = kiln.pad %b low = [0, 4] high = [0, 0] interior = [0, 0] : tensor<2x4xf32> -> tensor<2x8xf32>
+  %gap = kiln.add %p2, %p3 : tensor<2x8xf32>
+  %p4 = kiln.pad %a low = [0, 0] high = [1, 4] interior = [0, 0] : tensor<2x3xf32> -> tensor<3x7xf32>
+  %p5 = kiln.pad %b low = [1, 3] high = [0, 0] interior = [0, 0] : tensor<2x4xf32> -> tensor<3x7xf32>
+  %two = kiln.add %p4, %p5 : tensor<3x7xf32>
+  return %overlap, %gap, %two : tensor<2x8xf32>, tensor<2x8xf32>, tensor<3x7xf32>
+}
