@@ -85,7 +85,9 @@ llvm::Expected<bool> layerNorm(Emitter &e, LayerNormOp op) {
 llvm::Expected<bool> normBackward(Emitter &e, Operation *op, bool layer) {
   Value x = op->getOperand(0);
   auto [rows, c] = rowsOf(x);
-  int64_t grid = std::min<int64_t>((rows + 7) / 8, 128), warps = grid * 8;
+  // Two blocks of 8 warps per SM keep enough loads in flight to stream x
+  // and dy at memory speed; the partials cost 2·C floats per warp.
+  int64_t grid = std::min<int64_t>((rows + 7) / 8, 2 * e.options().smCount), warps = grid * 8;
   int parts = layer ? 2 : 1;
   std::string F = computeType(tensorOf(x).getElementType());
   auto partial = e.scratch(warps * parts * c * (F == "double" ? 8 : 4));
@@ -125,8 +127,8 @@ llvm::Expected<bool> normBackward(Emitter &e, Operation *op, bool layer) {
   std::string sum = llvm::formatv("  kiln::sumPartials<{0}, {1}, {2}, {3}>(partial, dw, {4});\n", elt(x),
                                   c, warps, parts, layer ? "db" : "dw")
                         .str();
-  e.launch(op, "norm_partials", kernel(op, "norm.cuh", q.text, sum), {(c + 255) / 256, 1, 1},
-           {256, 1, 1}, q.args);
+  e.launch(op, "norm_partials", kernel(op, "norm.cuh", q.text, sum, 1024), {(c + 31) / 32, 1, 1},
+           {32, 32, 1}, q.args);
   return true;
 }
 
@@ -144,15 +146,20 @@ llvm::Expected<bool> rmsNorm(Emitter &e, RmsNormOp op) {
   return true;
 }
 
-/// Elements per 16-byte vector when a row of `n` takes softmax's register
-/// path (whole vectors for every lane, at most 64 values a lane); else 0.
-int softmaxVectorWidth(Value v, int64_t n) {
-  auto t = tensorOf(v);
-  int64_t bytes = t.getElementTypeBitWidth() / 8;
-  if (bytes == 0 || 16 % bytes != 0)
+/// Elements of `v` per 16-byte vector when rows of `n` are whole vectors;
+/// else 0.
+int vectorWidth(Value v, int64_t n) {
+  int64_t bytes = tensorOf(v).getElementTypeBitWidth() / 8;
+  if (bytes == 0 || 16 % bytes != 0 || n % (16 / bytes) != 0)
     return 0;
-  int64_t width = 16 / bytes;
-  return n % (32 * width) == 0 && n / 32 <= 64 ? static_cast<int>(width) : 0;
+  return static_cast<int>(16 / bytes);
+}
+
+/// The same when a row of `n` takes softmax's register path (whole vectors
+/// for every lane, at most 64 values a lane).
+int softmaxVectorWidth(Value v, int64_t n) {
+  int width = vectorWidth(v, n);
+  return width && n % (32 * width) == 0 && n / 32 <= 64 ? width : 0;
 }
 
 llvm::Expected<bool> softmax(Emitter &e, Operation *op, bool log) {
@@ -194,9 +201,11 @@ llvm::Expected<bool> crossEntropy(Emitter &e, CrossEntropyOp op) {
   ADD(op.getLoss(), "loss", false) ADD(op.getLse(), "lse", false)
   p.addErrorFlag(e);
   auto [rows, v] = rowsOf(op.getLogits());
-  std::string body = llvm::formatv("  kiln::crossEntropyForward<{0}, {1}, {2}, {3}, {4}, {5}>(logits, targets, loss, lse, error);\n",
+  int width = vectorWidth(op.getLogits(), v);
+  std::string body = llvm::formatv("  kiln::crossEntropyForward{6}<{0}, {1}, {2}, {3}, {4}, {5}{7}>(logits, targets, loss, lse, error);\n",
                                    elt(op.getLogits()), elt(op.getLoss()), elt(op.getTargets()), rows, v,
-                                   op.getNumValidClasses())
+                                   op.getNumValidClasses(), width ? "Vec" : "",
+                                   width ? ", " + std::to_string(width) : std::string())
                          .str();
   e.launch(op, "cross_entropy", kernel(op, "cross_entropy.cuh", p.text, body),
            {std::min<int64_t>(rows, e.options().smCount * 16), 1, 1}, {256, 1, 1}, p.args);
@@ -210,8 +219,10 @@ llvm::Expected<bool> crossEntropyGrad(Emitter &e, CrossEntropyGradOp op) {
   p.addErrorFlag(e);
   auto [rows, v] = rowsOf(op.getLogits());
   int64_t valid = op.getValidClasses() ? static_cast<int64_t>(*op.getValidClasses()) : v;
-  std::string body = llvm::formatv("  kiln::crossEntropyBackward<{0}, {1}, {2}, {3}, {4}, {5}>(logits, targets, lse, dloss, dlogits, error);\n",
-                                   elt(op.getLogits()), elt(op.getLse()), elt(op.getTargets()), rows, v, valid)
+  int width = vectorWidth(op.getLogits(), v);
+  std::string body = llvm::formatv("  kiln::crossEntropyBackward{6}<{0}, {1}, {2}, {3}, {4}, {5}{7}>(logits, targets, lse, dloss, dlogits, error);\n",
+                                   elt(op.getLogits()), elt(op.getLse()), elt(op.getTargets()), rows, v, valid,
+                                   width ? "Vec" : "", width ? ", " + std::to_string(width) : std::string())
                          .str();
   e.launch(op, "cross_entropy_backward", kernel(op, "cross_entropy.cuh", p.text, body),
            {std::min<int64_t>(rows, e.options().smCount * 16), 1, 1}, {256, 1, 1}, p.args);

@@ -208,9 +208,12 @@ std::string splitIndex(ArrayRef<int64_t> shape) {
   return code;
 }
 
-/// One gather kernel: `compute` writes the element (it may use idxN).
+/// One gather kernel: `compute` writes the element (it may use idxN). With
+/// `vec` > 1 each thread moves `vec` consecutive elements (one 16-byte
+/// word): i steps by vec, and the caller has checked that every source index
+/// it computes is then a multiple of vec (kiln::copyElems<vec>).
 llvm::Expected<bool> gather(Emitter &e, Operation *op, ArrayRef<Value> sources,
-                            const std::string &compute) {
+                            const std::string &compute, int64_t vec = 1) {
   Value result = op->getResult(0);
   auto outType = tensorOf(result);
   std::vector<PlanArg> args;
@@ -231,14 +234,29 @@ llvm::Expected<bool> gather(Emitter &e, Operation *op, ArrayRef<Value> sources,
   std::string source =
       "#include \"kiln/common.cuh\"\n" + Emitter::header(op) +
       "extern \"C\" __global__ void __launch_bounds__(256) @NAME@(" + params + ") {\n" +
-      llvm::formatv("  constexpr kiln::i64 N = {0};\n"
-                    "  for (kiln::i64 i = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; i < N;\n"
-                    "       i += (kiln::i64)gridDim.x * blockDim.x) {{\n",
-                    n)
+      llvm::formatv("  constexpr kiln::i64 NV = {0};\n"
+                    "  for (kiln::i64 v = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; v < NV;\n"
+                    "       v += (kiln::i64)gridDim.x * blockDim.x) {{\n"
+                    "    const kiln::i64 i = v * {1};\n",
+                    n / vec, vec)
           .str() +
       (outType.getRank() > 0 ? splitIndex(outType.getShape()) : std::string()) + compute + "  }\n}\n";
-  e.launch(op, op->getName().stripDialect(), source, {e.gridFor(n, 256), 1, 1}, {256, 1, 1}, args);
+  e.launch(op, op->getName().stripDialect(), source, {e.gridFor(n / vec, 256), 1, 1}, {256, 1, 1}, args);
   return true;
+}
+
+/// Elements of `t` per 16-byte word, when its last dimension is whole
+/// words (and so every row starts on one); else 1.
+int64_t wordElements(RankedTensorType t) {
+  int64_t bytes = t.getElementTypeBitWidth() <= 8 ? 1 : t.getElementTypeBitWidth() / 8;
+  if (t.getRank() == 0 || 16 % bytes != 0 || t.getShape().back() % (16 / bytes) != 0)
+    return 1;
+  return 16 / bytes;
+}
+
+/// The statement that moves element(s) i of out from in<k>[index].
+std::string copy(int64_t vec, int64_t k, const std::string &index) {
+  return "    kiln::copyElems<" + str(vec) + ">(out, i, in" + str(k) + ", " + index + ");\n";
 }
 
 std::string sumOf(const std::vector<std::string> &terms) {
@@ -294,7 +312,9 @@ llvm::Expected<bool> emitDataMovement(Emitter &e, Operation *op) {
         std::vector<std::string> terms;
         for (auto [d, p] : llvm::enumerate(t.getPermutation()))
           terms.push_back(idx(d) + " * " + str(inStrides[p]));
-        return gather(e, op, {t.getOperand()}, "    out[i] = in0[" + sumOf(terms) + "];\n");
+        // Whole words when the last dimension stays last (heads ↔ sequence).
+        int64_t vec = t.getPermutation().back() == in.getRank() - 1 ? wordElements(in) : 1;
+        return gather(e, op, {t.getOperand()}, copy(vec, 0, sumOf(terms)), vec);
       })
       .Case([&](BroadcastInDimOp b) -> llvm::Expected<bool> {
         auto in = tensorOf(b.getOperand());
@@ -303,7 +323,11 @@ llvm::Expected<bool> emitDataMovement(Emitter &e, Operation *op) {
         for (auto [k, d] : llvm::enumerate(b.getDims()))
           if (in.getDimSize(k) != 1)
             terms.push_back(idx(d) + " * " + str(inStrides[k]));
-        return gather(e, op, {b.getOperand()}, "    out[i] = in0[" + sumOf(terms) + "];\n");
+        auto out = tensorOf(b.getResult());
+        bool lastKept = in.getRank() > 0 && b.getDims().back() == out.getRank() - 1 &&
+                        in.getShape().back() == out.getShape().back();
+        int64_t vec = lastKept ? wordElements(in) : 1;
+        return gather(e, op, {b.getOperand()}, copy(vec, 0, sumOf(terms)), vec);
       })
       .Case([&](SliceOp s) -> llvm::Expected<bool> {
         auto in = tensorOf(s.getOperand());
@@ -312,7 +336,14 @@ llvm::Expected<bool> emitDataMovement(Emitter &e, Operation *op) {
         for (int64_t d = 0; d < in.getRank(); ++d)
           terms.push_back("(" + str(s.getStartIndices()[d]) + " + " + idx(d) + " * " +
                           str(s.getStrides()[d]) + ") * " + str(inStrides[d]));
-        return gather(e, op, {s.getOperand()}, "    out[i] = in0[" + sumOf(terms) + "];\n");
+        // Whole words when the last dimension is cut at word boundaries.
+        int64_t vec = 1;
+        if (in.getRank() > 0 && s.getStrides().back() == 1) {
+          int64_t w = std::min(wordElements(in), wordElements(tensorOf(s.getResult())));
+          if (s.getStartIndices().back() % w == 0)
+            vec = w;
+        }
+        return gather(e, op, {s.getOperand()}, copy(vec, 0, sumOf(terms)), vec);
       })
       .Case([&](PadOp p) -> llvm::Expected<bool> {
         auto in = tensorOf(p.getOperand());
@@ -337,6 +368,11 @@ llvm::Expected<bool> emitDataMovement(Emitter &e, Operation *op) {
         int64_t dim = c.getDim(), start = 0;
         std::string code;
         SmallVector<Value> inputs(c.getInputs());
+        // Whole words when every input's rows are (then no word straddles
+        // two inputs, whichever the dimension).
+        int64_t vec = wordElements(tensorOf(c.getResult()));
+        for (Value v : inputs)
+          vec = std::min(vec, wordElements(tensorOf(v)));
         for (auto [k, v] : llvm::enumerate(inputs)) {
           auto in = tensorOf(v);
           SmallVector<int64_t> inStrides = stridesOf(in.getShape());
@@ -345,12 +381,11 @@ llvm::Expected<bool> emitDataMovement(Emitter &e, Operation *op) {
             terms.push_back((d == dim ? "(" + idx(d) + " - " + str(start) + ")" : idx(d)) + " * " +
                             str(inStrides[d]));
           int64_t end = start + in.getDimSize(dim);
-          code += llvm::formatv("    {0}if ({1} < {2}) out[i] = in{3}[{4}];\n", k ? "else " : "",
-                                idx(dim), end, k, sumOf(terms))
-                      .str();
+          code += llvm::formatv("    {0}if ({1} < {2})\n  ", k ? "else " : "", idx(dim), end).str();
+          code += copy(vec, k, sumOf(terms));
           start = end;
         }
-        return gather(e, op, inputs, code);
+        return gather(e, op, inputs, code, vec);
       })
       .Case([&](IotaOp io) -> llvm::Expected<bool> {
         auto t = tensorOf(io.getResult());

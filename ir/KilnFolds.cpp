@@ -3,15 +3,19 @@
 // Only rewrites that are obviously right: identities (x+0, x-0, x*1, x/1,
 // cast/reshape/broadcast to the same type, identity transpose or slice),
 // composition of transposes and of reshapes, broadcasts and float casts of
-// splat constants, and sums of zero-padded pieces that tile a tensor
-// (concatenation). x+0 -> x ignores the sign of a zero x, as every training
+// splat constants, sums of zero-padded pieces that tile a tensor
+// (concatenation), and the mask on a masked softmax's gradient (already
+// zero where the mask is false). x+0 -> x ignores the sign of a zero x, as every training
 // framework does.
 //
 //===----------------------------------------------------------------------===//
 
 #include "ir/KilnOps.h"
 
+#include "mlir/IR/Matchers.h"
 #include "mlir/IR/PatternMatch.h"
+
+#include <limits>
 
 using namespace mlir;
 using namespace kiln;
@@ -212,7 +216,42 @@ struct AddPaddedPieces final : OpRewritePattern<AddOp> {
     return success();
   }
 };
+/// True when `v` is a splat constant of `value` (after any folding).
+bool isSplatConstant(Value v, double value) {
+  Attribute attr;
+  return matchPattern(v, m_Constant(&attr)) && isSplatOf(attr, value);
+}
+
+/// select(m, softmax_grad(y, dy), 0) -> softmax_grad(y, dy) when
+/// y = softmax(select(m, x, -inf)): where m is false, y is exactly 0 (exp of
+/// -inf), so softmax_grad's y·(dy − Σ dy·y) is 0 there already. (A row that
+/// m masks entirely has a NaN softmax, and a NaN loss, either way.) This is
+/// the backward of causal attention written with primitives: one pass over
+/// the scores fewer.
+struct DropMaskOnSoftmaxGrad final : OpRewritePattern<SelectOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(SelectOp op, PatternRewriter &rewriter) const override {
+    if (!isSplatConstant(op.getOnFalse(), 0.0))
+      return failure();
+    auto grad = op.getOnTrue().getDefiningOp<SoftmaxGradOp>();
+    if (!grad)
+      return failure();
+    auto softmax = grad.getY().getDefiningOp<SoftmaxOp>();
+    if (!softmax)
+      return failure();
+    auto masked = softmax.getOperand().getDefiningOp<SelectOp>();
+    if (!masked || masked.getCond() != op.getCond() ||
+        !isSplatConstant(masked.getOnFalse(), -std::numeric_limits<double>::infinity()))
+      return failure();
+    rewriter.replaceOp(op, grad.getResult());
+    return success();
+  }
+};
 } // namespace
+
+void SelectOp::getCanonicalizationPatterns(RewritePatternSet &results, MLIRContext *context) {
+  results.add<DropMaskOnSoftmaxGrad>(context);
+}
 
 void AddOp::getCanonicalizationPatterns(RewritePatternSet &results, MLIRContext *context) {
   results.add<AddPaddedPieces>(context);

@@ -296,6 +296,10 @@ def Kiln_SelectOp : Kiln_Op<"select", [Kiln_Differentiable, Kiln_Elementwise]>, 
     ```mlir
     %y = kiln.select %mask, %scores, %neg_inf : tensor<8x8xi1>, tensor<8x8xf32>
     ```
+
+    Canonicalization drops the VJP of a masked softmax's select,
+    `select(m, softmax_grad(y, dy), 0)` where `y = softmax(select(m, x, -inf))`:
+    y is exactly 0 wherever m is false, and so is softmax_grad there.
   }];
   let arguments = (ins Kiln_BoolTensor:$cond, Kiln_AnyTensor:$on_true,
                        Kiln_AnyTensor:$on_false);
@@ -303,6 +307,7 @@ def Kiln_SelectOp : Kiln_Op<"select", [Kiln_Differentiable, Kiln_Elementwise]>, 
   let assemblyFormat = "$cond `,` $on_true `,` $on_false attr-dict `:` type($cond) `,` "
                        "custom<SameTypes>(type($on_true), type($on_false), type($result))";
   let hasVerifier = 1;
+  let hasCanonicalizer = 1;
   let extraClassDefinition = costDefinition;
 }
 

@@ -53,6 +53,18 @@ template <int V, typename T> __device__ __forceinline__ void storeVec(T *p, i64 
     dst[j] = src[j];
 }
 
+// W elements from in[j] on to out[i] on: one 16-byte move when W·sizeof(T)
+// is 16 (then i and j are multiples of W), else W = 1 and one element.
+template <int W, typename T>
+__device__ __forceinline__ void copyElems(T *out, i64 i, const T *in, i64 j) {
+  if constexpr (W == 1) {
+    out[i] = in[j];
+  } else {
+    static_assert(W * sizeof(T) == 16, "a vector is one 16-byte word");
+    *reinterpret_cast<uint4 *>(out + i) = *reinterpret_cast<const uint4 *>(in + j);
+  }
+}
+
 template <typename T> struct Compute { typedef float type; };
 template <> struct Compute<double> { typedef double type; };
 

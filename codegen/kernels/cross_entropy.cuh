@@ -5,6 +5,11 @@
 // gradient; a negative target is an ignored position (loss 0, no gradient);
 // a target at or past VALID sets kErrorBadTarget in *error and counts as
 // ignored.
+//
+// The *Vec forms read rows of whole 16-byte vectors (V a multiple of W, the
+// elements per vector): the forward in one pass with an online maximum (a
+// running sum rescaled when the maximum grows), the backward a vector at a
+// time.
 #pragma once
 #include "kiln/common.cuh"
 
@@ -53,6 +58,75 @@ __device__ void crossEntropyBackward(const T *logits, const I *targets, const S 
     for (i64 c = threadIdx.x; c < V; c += blockDim.x) {
       F d = c < VALID && t >= 0 ? g * (exp((F)load(logits, r * V + c) - rowLse) - F(c == t)) : F(0);
       store(dlogits, r * V + c, d);
+    }
+  }
+}
+
+template <typename T, typename S, typename I, i64 ROWS, i64 V, i64 VALID, int W>
+__device__ void crossEntropyForwardVec(const T *logits, const I *targets, S *loss, S *lse,
+                                       unsigned *error) {
+  typedef typename Compute<T>::type F;
+  static_assert(V % W == 0, "rows are whole vectors");
+  constexpr i64 NV = CEIL_DIV(VALID, W); // vectors holding a valid class
+  __shared__ F shared[32];
+  for (i64 r = blockIdx.x; r < ROWS; r += gridDim.x) {
+    const T *l = logits + r * V;
+    F m = negInf<F>(), s = 0;
+    for (i64 v = threadIdx.x; v < NV; v += blockDim.x) {
+      T a[W];
+      loadVec<W>(l, v, a);
+      F x[W], top = negInf<F>();
+#pragma unroll
+      for (int k = 0; k < W; ++k) {
+        x[k] = v * W + k < VALID ? (F)load(a, k) : negInf<F>();
+        top = fmax(top, x[k]);
+      }
+      if (top > m) {
+        s *= exp(m - top);
+        m = top;
+      }
+#pragma unroll
+      for (int k = 0; k < W; ++k)
+        s += exp(x[k] - m);
+    }
+    F rowMax = blockMax(m, shared);
+    s = m == negInf<F>() ? F(0) : s * exp(m - rowMax);
+    s = blockSum(s, shared);
+    if (threadIdx.x == 0) {
+      F rowLse = rowMax + log(s);
+      i64 t = (i64)targets[r];
+      if (t >= VALID) {
+        atomicOr(error, kErrorBadTarget);
+        t = -1;
+      }
+      store(lse, r, rowLse);
+      store(loss, r, t < 0 ? F(0) : rowLse - (F)load(l, t));
+    }
+  }
+}
+
+template <typename T, typename S, typename I, i64 ROWS, i64 V, i64 VALID, int W>
+__device__ void crossEntropyBackwardVec(const T *logits, const I *targets, const S *lse,
+                                        const S *dloss, T *dlogits, unsigned *error) {
+  typedef typename Compute<T>::type F;
+  static_assert(V % W == 0, "rows are whole vectors");
+  for (i64 r = blockIdx.x; r < ROWS; r += gridDim.x) {
+    i64 t = (i64)targets[r];
+    if (t >= VALID) {
+      if (threadIdx.x == 0)
+        atomicOr(error, kErrorBadTarget);
+      t = -1;
+    }
+    F g = t < 0 ? F(0) : (F)dloss[r], rowLse = (F)lse[r];
+    for (i64 v = threadIdx.x; v < V / W; v += blockDim.x) {
+      T a[W];
+      loadVec<W>(logits + r * V, v, a);
+#pragma unroll
+      for (int k = 0; k < W; ++k) {
+        i64 c = v * W + k;
+        store(a, k, c < VALID && t >= 0 ? g * (exp((F)load(a, k) - rowLse) - F(c == t)) : F(0));
+      }
+      storeVec<W>(dlogits + r * V, v, a);
     }
   }
 }

@@ -1,7 +1,8 @@
 // kiln/norm.cuh — layer norm and RMS norm over the last dimension (C), one
 // warp per row. The backward writes dx per row and each warp's partial sums
 // of dweight/dbias to `partial`; a second kernel sums the partials per column
-// (no atomics: the result does not depend on scheduling).
+// (no atomics: the result does not depend on scheduling). The backward holds
+// a row's x̂ and dy·w in registers between its two passes.
 #pragma once
 #include "kiln/common.cuh"
 
@@ -49,16 +50,18 @@ __device__ void layerNormBackward(const T *x, const T *w, const S *mean, const S
     dw[k] = db[k] = 0;
   for (i64 r = warpId; r < ROWS; r += warps) {
     F m = (F)mean[r], rs = (F)rstd[r];
-    F sumG = 0, sumGX = 0;
+    F sumG = 0, sumGX = 0, xhat[PER_LANE], g[PER_LANE];
 #pragma unroll
     for (int k = 0; k < PER_LANE; ++k) {
       i64 j = lane + 32 * k;
+      xhat[k] = g[k] = 0;
       if (j < C) {
-        F xhat = ((F)load(x, r * C + j) - m) * rs, d = (F)load(dy, r * C + j);
-        F g = d * (F)load(w, j);
-        sumG += g;
-        sumGX += g * xhat;
-        dw[k] += d * xhat;
+        F d = (F)load(dy, r * C + j);
+        xhat[k] = ((F)load(x, r * C + j) - m) * rs;
+        g[k] = d * (F)load(w, j);
+        sumG += g[k];
+        sumGX += g[k] * xhat[k];
+        dw[k] += d * xhat[k];
         db[k] += d;
       }
     }
@@ -66,11 +69,8 @@ __device__ void layerNormBackward(const T *x, const T *w, const S *mean, const S
 #pragma unroll
     for (int k = 0; k < PER_LANE; ++k) {
       i64 j = lane + 32 * k;
-      if (j < C) {
-        F xhat = ((F)load(x, r * C + j) - m) * rs;
-        F g = (F)load(dy, r * C + j) * (F)load(w, j);
-        store(dx, r * C + j, rs * (g - meanG - xhat * meanGX));
-      }
+      if (j < C)
+        store(dx, r * C + j, rs * (g[k] - meanG - xhat[k] * meanGX));
     }
   }
 #pragma unroll
@@ -83,21 +83,31 @@ __device__ void layerNormBackward(const T *x, const T *w, const S *mean, const S
   }
 }
 
+// Column sums of the partials: a block of 32×32 threads per 32 columns,
+// each thread summing every 32nd partial row, then the block's 32 rows of
+// sums added in shared memory (fixed order: deterministic).
 template <typename T, i64 C, i64 WARPS, int PARTS>
 __device__ void sumPartials(const typename Compute<T>::type *partial, T *out0, T *out1) {
   typedef typename Compute<T>::type F;
-  i64 j = blockIdx.x * (i64)blockDim.x + threadIdx.x;
-  if (j >= C)
-    return;
+  __shared__ F sums[PARTS][32][33];
+  i64 j = blockIdx.x * 32 + threadIdx.x;
   F a = 0, b = 0;
-  for (i64 p = 0; p < WARPS; ++p) {
-    a += partial[p * PARTS * C + j];
-    if (PARTS > 1)
-      b += partial[p * PARTS * C + C + j];
-  }
-  store(out0, j, a);
+  if (j < C)
+    for (i64 p = threadIdx.y; p < WARPS; p += 32) {
+      a += partial[p * PARTS * C + j];
+      if (PARTS > 1)
+        b += partial[p * PARTS * C + C + j];
+    }
+  sums[0][threadIdx.y][threadIdx.x] = a;
   if (PARTS > 1)
-    store(out1, j, b);
+    sums[PARTS - 1][threadIdx.y][threadIdx.x] = b;
+  __syncthreads();
+  if (threadIdx.y < PARTS && j < C) {
+    F total = 0;
+    for (int y = 0; y < 32; ++y)
+      total += sums[threadIdx.y][y][threadIdx.x];
+    store(threadIdx.y == 0 ? out0 : out1, j, total);
+  }
 }
 
 template <typename T, typename S, i64 ROWS, i64 C>
@@ -133,24 +143,25 @@ __device__ void rmsNormBackward(const T *x, const T *w, const S *rstd, const T *
   for (int k = 0; k < PER_LANE; ++k)
     dw[k] = 0;
   for (i64 r = warpId; r < ROWS; r += warps) {
-    F rs = (F)rstd[r], sumGX = 0;
+    F rs = (F)rstd[r], sumGX = 0, xhat[PER_LANE], g[PER_LANE];
 #pragma unroll
     for (int k = 0; k < PER_LANE; ++k) {
       i64 j = lane + 32 * k;
+      xhat[k] = g[k] = 0;
       if (j < C) {
-        F xhat = (F)load(x, r * C + j) * rs, d = (F)load(dy, r * C + j);
-        sumGX += d * (F)load(w, j) * xhat;
-        dw[k] += d * xhat;
+        F d = (F)load(dy, r * C + j);
+        xhat[k] = (F)load(x, r * C + j) * rs;
+        g[k] = d * (F)load(w, j);
+        sumGX += g[k] * xhat[k];
+        dw[k] += d * xhat[k];
       }
     }
     F meanGX = warpSum(sumGX) / F(C);
 #pragma unroll
     for (int k = 0; k < PER_LANE; ++k) {
       i64 j = lane + 32 * k;
-      if (j < C) {
-        F xhat = (F)load(x, r * C + j) * rs;
-        store(dx, r * C + j, rs * ((F)load(dy, r * C + j) * (F)load(w, j) - xhat * meanGX));
-      }
+      if (j < C)
+        store(dx, r * C + j, rs * (g[k] - xhat[k] * meanGX));
     }
   }
 #pragma unroll

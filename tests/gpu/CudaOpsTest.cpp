@@ -122,6 +122,15 @@ std::vector<OpCase> cases() {
                "%r0 = kiln.broadcast_in_dim %v, dims = [2] : tensor<24xf32> -> tensor<4x6x24xf32>", 0, 0});
   c.push_back({"broadcast_middle", {f("v", "tensor<3x5xf32>")}, {"tensor<3x4x5xf32>"},
                "%r0 = kiln.broadcast_in_dim %v, dims = [0, 2] : tensor<3x5xf32> -> tensor<3x4x5xf32>", 0, 0});
+  // Gathers that move whole 16-byte words.
+  c.push_back({"transpose_heads_bf16", {f("x", "tensor<2x16x4x8xbf16>")}, {"tensor<2x4x16x8xbf16>"},
+               "%r0 = kiln.transpose %x, [0, 2, 1, 3] : tensor<2x16x4x8xbf16> -> tensor<2x4x16x8xbf16>", 0, 0});
+  c.push_back({"slice_words", {f("x", "tensor<4x3x12xf32>")}, {"tensor<2x3x8xf32>"},
+               "%r0 = kiln.slice %x [1:3, 0:3, 4:12] : tensor<4x3x12xf32> -> tensor<2x3x8xf32>", 0, 0});
+  c.push_back({"concat_words_bf16", {f("x", "tensor<2x3x8xbf16>"), f("y", "tensor<2x3x16xbf16>")}, {"tensor<2x3x24xbf16>"},
+               "%r0 = kiln.concat %x, %y dim = 2 : tensor<2x3x8xbf16>, tensor<2x3x16xbf16> -> tensor<2x3x24xbf16>", 0, 0});
+  c.push_back({"broadcast_words_i1", {mask("m", "tensor<4x32xi1>")}, {"tensor<3x4x32xi1>"},
+               "%r0 = kiln.broadcast_in_dim %m, dims = [1, 2] : tensor<4x32xi1> -> tensor<3x4x32xi1>", 0, 0});
   c.push_back({"pad", {f("x", "tensor<2x8x16xf32>")}, {"tensor<3x9x33xf32>"},
                "%r0 = kiln.pad %x low = [0, 1, 2] high = [1, 0, 0] interior = [0, 0, 1] : tensor<2x8x16xf32> -> tensor<3x9x33xf32>", 0, 0});
   c.push_back({"iota_compare", {f("a", "tensor<16x16xf32>")}, {"tensor<16x16xf32>"},
@@ -214,6 +223,18 @@ std::vector<OpCase> cases() {
                "%l, %lse = kiln.cross_entropy %logits, %t {valid_classes = 500 : i64} : tensor<3x2x515xf32>, tensor<3x2xi32> -> tensor<3x2xf32>, tensor<3x2xf32>\n"
                "  %r0 = kiln.cross_entropy_grad %logits, %t, %lse, %dl {valid_classes = 500 : i64} : tensor<3x2x515xf32>, tensor<3x2xi32>, tensor<3x2xf32>, tensor<3x2xf32> -> tensor<3x2x515xf32>",
                1e-6, 1e-4});
+  // Rows of whole 16-byte vectors take the vector kernels (a valid-class
+  // boundary inside a vector).
+  c.push_back({"cross_entropy_grad_vec", {f("logits", "tensor<3x2x516xf32>"), ids("t", "tensor<3x2xi32>", 501), f("dl", "tensor<3x2xf32>")},
+               {"tensor<3x2xf32>", "tensor<3x2x516xf32>"},
+               "%r0, %lse = kiln.cross_entropy %logits, %t {valid_classes = 501 : i64} : tensor<3x2x516xf32>, tensor<3x2xi32> -> tensor<3x2xf32>, tensor<3x2xf32>\n"
+               "  %r1 = kiln.cross_entropy_grad %logits, %t, %lse, %dl {valid_classes = 501 : i64} : tensor<3x2x516xf32>, tensor<3x2xi32>, tensor<3x2xf32>, tensor<3x2xf32> -> tensor<3x2x516xf32>",
+               1e-6, 1e-4});
+  c.push_back({"cross_entropy_grad_vec_bf16", {f("logits", "tensor<2x4x1024xbf16>"), ids("t", "tensor<2x4xi32>", 1000), f("dl", "tensor<2x4xf32>")},
+               {"tensor<2x4xf32>", "tensor<2x4x1024xbf16>"},
+               "%r0, %lse = kiln.cross_entropy %logits, %t {valid_classes = 1000 : i64} : tensor<2x4x1024xbf16>, tensor<2x4xi32> -> tensor<2x4xf32>, tensor<2x4xf32>\n"
+               "  %r1 = kiln.cross_entropy_grad %logits, %t, %lse, %dl {valid_classes = 1000 : i64} : tensor<2x4x1024xbf16>, tensor<2x4xi32>, tensor<2x4xf32>, tensor<2x4xf32> -> tensor<2x4x1024xbf16>",
+               1e-5, 1e-2});
   c.push_back({"attention_causal", {f("q", "tensor<2x4x24x16xf32>"), f("k", "tensor<2x4x24x16xf32>"), f("v", "tensor<2x4x24x16xf32>")},
                {"tensor<2x4x24x16xf32>", "tensor<2x4x24xf32>"},
                "%r0, %r1 = kiln.attention %q, %k, %v {causal, scale = 0.25 : f32} : tensor<2x4x24x16xf32>, tensor<2x4x24x16xf32>, tensor<2x4x24x16xf32> -> tensor<2x4x24x16xf32>, tensor<2x4x24xf32>",

@@ -186,3 +186,26 @@ func.func @padded_not_pieces(%a: tensor<2x3xf32>, %b: tensor<2x4xf32>) -> (tenso
   %two = kiln.add %p4, %p5 : tensor<3x7xf32>
   return %overlap, %gap, %two : tensor<2x8xf32>, tensor<2x8xf32>, tensor<3x7xf32>
 }
+
+// -----
+
+// The VJP of a masked softmax needs no mask: softmax_grad is already zero
+// where the forward select put -inf. With another mask, or another fill,
+// the select stays.
+// CHECK-LABEL: func.func @masked_softmax_grad
+// CHECK-SAME: (%[[X:.+]]: tensor<4x4xf32>, %[[DY:.+]]: tensor<4x4xf32>, %[[M:.+]]: tensor<4x4xi1>, %[[M2:.+]]: tensor<4x4xi1>)
+// CHECK: %[[S:.+]] = kiln.select %[[M]]
+// CHECK-NEXT: %[[Y:.+]] = kiln.softmax %[[S]]
+// CHECK-NEXT: %[[G:.+]] = kiln.softmax_grad %[[Y]], %[[DY]]
+// CHECK-NEXT: %[[OTHER:.+]] = kiln.select %[[M2]], %[[G]]
+// CHECK-NEXT: return %[[G]], %[[OTHER]]
+func.func @masked_softmax_grad(%x: tensor<4x4xf32>, %dy: tensor<4x4xf32>, %m: tensor<4x4xi1>, %m2: tensor<4x4xi1>) -> (tensor<4x4xf32>, tensor<4x4xf32>) {
+  %ninf = kiln.constant dense<0xFF800000> : tensor<4x4xf32>
+  %zero = kiln.constant dense<0.0> : tensor<4x4xf32>
+  %s = kiln.select %m, %x, %ninf : tensor<4x4xi1>, tensor<4x4xf32>
+  %y = kiln.softmax %s : tensor<4x4xf32>
+  %g = kiln.softmax_grad %y, %dy : tensor<4x4xf32>
+  %0 = kiln.select %m, %g, %zero : tensor<4x4xi1>, tensor<4x4xf32>
+  %1 = kiln.select %m2, %g, %zero : tensor<4x4xi1>, tensor<4x4xf32>
+  return %0, %1 : tensor<4x4xf32>, tensor<4x4xf32>
+}

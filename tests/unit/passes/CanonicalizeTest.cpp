@@ -47,6 +47,20 @@ TEST(PassPreservation, CanonicalizeAndCseOnTinyGPT) {
   test::expectPassPreserves(**module, "builtin.module(kiln-autodiff)", 0.0, tokens);
   ASSERT_TRUE((*module)->lookupSymbol("train_step")) << "the pipeline did not run";
   test::expectPassPreserves(**module, "builtin.module(canonicalize,cse)", 0.0, tokens);
+  // The patterns that shape the backward did apply: the qkv slices' VJP is
+  // one concat per layer (no sum of pads left; the one pad is the position
+  // table's, sliced to T), and only the forward's masking selects remain
+  // (one per layer in @forward and in @train_step).
+  int summedPads = 0, concats = 0, selects = 0;
+  (*module)->walk([&](mlir::Operation *op) {
+    if (llvm::isa<AddOp>(op))
+      summedPads += op->getOperand(0).getDefiningOp<PadOp>() && op->getOperand(1).getDefiningOp<PadOp>();
+    concats += llvm::isa<ConcatOp>(op);
+    selects += llvm::isa<SelectOp>(op);
+  });
+  EXPECT_EQ(summedPads, 0);
+  EXPECT_EQ(concats, config->model.n_layer);
+  EXPECT_EQ(selects, 2 * config->model.n_layer);
 }
 
 // Biases folded into their matmuls: the same f32 additions in the same
