@@ -15,6 +15,20 @@
 
 namespace kiln {
 
+// The end of row r, once its log-sum-exp is known: lse and the loss at the
+// target (0 for an ignored one; a target past VALID is flagged and ignored).
+template <i64 VALID, typename T, typename S, typename I, typename F>
+__device__ void crossEntropyRowEnd(const T *row, const I *targets, S *loss, S *lse,
+                                   unsigned *error, i64 r, F rowLse) {
+  i64 t = (i64)targets[r];
+  if (t >= VALID) {
+    atomicOr(error, kErrorBadTarget);
+    t = -1;
+  }
+  store(lse, r, rowLse);
+  store(loss, r, t < 0 ? F(0) : rowLse - (F)load(row, t));
+}
+
 template <typename T, typename S, typename I, i64 ROWS, i64 V, i64 VALID>
 __device__ void crossEntropyForward(const T *logits, const I *targets, S *loss, S *lse,
                                     unsigned *error) {
@@ -30,16 +44,8 @@ __device__ void crossEntropyForward(const T *logits, const I *targets, S *loss, 
     for (i64 c = threadIdx.x; c < VALID; c += blockDim.x)
       s += exp((F)load(l, c) - m);
     s = blockSum(s, shared);
-    if (threadIdx.x == 0) {
-      F rowLse = m + log(s);
-      i64 t = (i64)targets[r];
-      if (t >= VALID) {
-        atomicOr(error, kErrorBadTarget);
-        t = -1;
-      }
-      store(lse, r, rowLse);
-      store(loss, r, t < 0 ? F(0) : rowLse - (F)load(l, t));
-    }
+    if (threadIdx.x == 0)
+      crossEntropyRowEnd<VALID>(l, targets, loss, lse, error, r, m + log(s));
   }
 }
 
@@ -92,16 +98,8 @@ __device__ void crossEntropyForwardVec(const T *logits, const I *targets, S *los
     F rowMax = blockMax(m, shared);
     s = m == negInf<F>() ? F(0) : s * exp(m - rowMax);
     s = blockSum(s, shared);
-    if (threadIdx.x == 0) {
-      F rowLse = rowMax + log(s);
-      i64 t = (i64)targets[r];
-      if (t >= VALID) {
-        atomicOr(error, kErrorBadTarget);
-        t = -1;
-      }
-      store(lse, r, rowLse);
-      store(loss, r, t < 0 ? F(0) : rowLse - (F)load(l, t));
-    }
+    if (threadIdx.x == 0)
+      crossEntropyRowEnd<VALID>(l, targets, loss, lse, error, r, rowMax + log(s));
   }
 }
 
