@@ -2,7 +2,8 @@
 //
 // Reductions over trailing dimensions are row reductions (a warp per row);
 // over leading dimensions, column reductions in two passes through partial
-// sums in the workspace (no atomics); any other set of dimensions, one
+// sums in the workspace (no atomics); both read 16-byte words when a row is
+// whole words; any other set of dimensions, one
 // thread per output looping over the reduced elements.
 //
 // kiln.matmul is row-major C[M,N] = op(A)·op(B). cuBLASLt is column-major,
@@ -67,13 +68,25 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
   if (!isa<FloatType>(inType.getElementType()))
     return error("codegen: integer reductions are not supported on the GPU (" + Emitter::describe(op) + ")");
 
+  // Elements per 16-byte word when rows of `n` are whole words, else 0.
+  int64_t eltBytes = inType.getElementTypeBitWidth() / 8;
+  auto wordsOf = [&](int64_t n) -> int64_t {
+    return eltBytes > 0 && 16 % eltBytes == 0 && n % (16 / eltBytes) == 0 ? 16 / eltBytes : 0;
+  };
   if (suffix || k == 0) {
     int64_t row = outN ? total / outN : 0;
+    int64_t w = wordsOf(row);
+    std::string call = w ? llvm::formatv("  kiln::reduceRowsVec<{1}, {0}, {0}, {2}, {3}, {4}>(in, out);\n", T,
+                                         kind, outN, row, w)
+                               .str()
+                         : llvm::formatv("  kiln::reduceRows<{1}, {0}, {0}, {2}, {3}>(in, out);\n", T, kind,
+                                         outN, row)
+                               .str();
     std::string source = include("reduce.cuh") + Emitter::header(op) +
-                         llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {0} *in, {0} *out) {{\n"
-                                       "  kiln::reduceRows<{1}, {0}, {0}, {2}, {3}>(in, out);\n}\n",
-                                       T, kind, outN, row)
-                             .str();
+                         llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {0} *in, {0} *out) {{\n",
+                                       T)
+                             .str() +
+                         call + "}\n";
     e.launch(op, "reduce_rows", source, {e.gridFor(outN * 32, 256), 1, 1}, {256, 1, 1},
              {Emitter::ptr(*inOffset), Emitter::ptr(*outOffset)});
     return true;
@@ -87,12 +100,20 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
     auto partial = e.scratch(chunks * cols * (C == "double" ? 8 : 4));
     if (!partial)
       return partial.takeError();
+    int64_t w = wordsOf(cols);
+    std::string call = w ? llvm::formatv("  kiln::reduceColumnsPartialVec<{1}, {0}, {2}, {3}, {4}, {5}>(in, partial);\n",
+                                         T, kind, rows, cols, chunk, w)
+                               .str()
+                         : llvm::formatv("  kiln::reduceColumnsPartial<{1}, {0}, {2}, {3}, {4}>(in, partial);\n", T,
+                                         kind, rows, cols, chunk)
+                               .str();
     std::string src1 = include("reduce.cuh") + Emitter::header(op) +
-                       llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {0} *in, {1} *partial) {{\n"
-                                     "  kiln::reduceColumnsPartial<{2}, {0}, {3}, {4}, {5}>(in, partial);\n}\n",
-                                     T, C, kind, rows, cols, chunk)
-                           .str();
-    e.launch(op, "reduce_columns_partial", src1, {(cols + 255) / 256, chunks, 1}, {256, 1, 1},
+                       llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {0} *in, {1} *partial) {{\n",
+                                     T, C)
+                           .str() +
+                       call + "}\n";
+    int64_t threads = w ? cols / w : cols;
+    e.launch(op, "reduce_columns_partial", src1, {(threads + 255) / 256, chunks, 1}, {256, 1, 1},
              {Emitter::ptr(*inOffset), Emitter::ptr(*partial)});
     std::string src2 = include("reduce.cuh") + Emitter::header(op) +
                        llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {1} *partial, {0} *out) {{\n"

@@ -1,6 +1,8 @@
 // kiln/reduce.cuh — reductions over the trailing dimensions (rows), the
 // leading ones (columns, two passes through a partial-sum buffer) and any
-// other set (one thread per output).
+// other set (one thread per output). Rows and columns read 16-byte words
+// when a row is whole words (W elements each): a lane takes a word of the
+// row, a column thread W neighbouring columns.
 #pragma once
 #include "kiln/common.cuh"
 
@@ -31,6 +33,28 @@ __device__ void reduceRows(const T *in, U *out) {
   }
 }
 
+// reduceRows over words: lane l combines words l, l+32, ... of the row.
+template <int KIND, typename T, typename U, i64 ROWS, i64 ROW, int W>
+__device__ void reduceRowsVec(const T *in, U *out) {
+  typedef typename Compute<T>::type C;
+  static_assert(ROW % W == 0, "a row is whole words");
+  i64 warps = (i64)gridDim.x * (blockDim.x / 32);
+  for (i64 r = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32; r < ROWS; r += warps) {
+    C acc = identity<KIND, C>();
+    for (i64 v = threadIdx.x % 32; v < ROW / W; v += 32) {
+      T a[W];
+      loadVec<W>(in + r * ROW, v, a);
+#pragma unroll
+      for (int k = 0; k < W; ++k)
+        acc = combine<KIND>(acc, (C)load(a, k));
+    }
+    for (int o = 16; o > 0; o >>= 1)
+      acc = combine<KIND>(acc, __shfl_xor_sync(0xffffffffu, acc, o));
+    if (threadIdx.x % 32 == 0)
+      store(out, r, KIND == MEAN ? acc / C(ROW) : acc);
+  }
+}
+
 // Columns, pass 1: block (x, y) sums rows [y*CHUNK, (y+1)*CHUNK) of the
 // columns its threads own into partial[y, col].
 template <int KIND, typename T, i64 ROWS, i64 COLS, i64 CHUNK>
@@ -44,6 +68,31 @@ __device__ void reduceColumnsPartial(const T *in, typename Compute<T>::type *par
   for (i64 r = begin; r < end; ++r)
     acc = combine<KIND>(acc, (C)load(in, r * COLS + col));
   partial[blockIdx.y * COLS + col] = acc;
+}
+
+// reduceColumnsPartial over words: thread t owns columns t·W … t·W+W−1.
+template <int KIND, typename T, i64 ROWS, i64 COLS, i64 CHUNK, int W>
+__device__ void reduceColumnsPartialVec(const T *in, typename Compute<T>::type *partial) {
+  typedef typename Compute<T>::type C;
+  static_assert(COLS % W == 0, "a row is whole words");
+  i64 word = blockIdx.x * (i64)blockDim.x + threadIdx.x;
+  if (word >= COLS / W)
+    return;
+  i64 begin = blockIdx.y * CHUNK, end = begin + CHUNK < ROWS ? begin + CHUNK : ROWS;
+  C acc[W];
+#pragma unroll
+  for (int k = 0; k < W; ++k)
+    acc[k] = identity<KIND, C>();
+  for (i64 r = begin; r < end; ++r) {
+    T a[W];
+    loadVec<W>(in + r * COLS, word, a);
+#pragma unroll
+    for (int k = 0; k < W; ++k)
+      acc[k] = combine<KIND>(acc[k], (C)load(a, k));
+  }
+#pragma unroll
+  for (int k = 0; k < W; ++k)
+    partial[blockIdx.y * COLS + word * W + k] = acc[k];
 }
 
 // Columns, pass 2: out[col] = reduce over the CHUNKS partials.
