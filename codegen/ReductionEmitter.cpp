@@ -93,14 +93,18 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
   }
   if (prefix) {
     int64_t cols = outN, rows = total / cols;
-    int64_t chunks = std::min<int64_t>(std::max<int64_t>(1, rows / 64), e.options().smCount * 4);
+    // A thread per column (per word of columns), the rows split into chunks
+    // of at least 32 so that about 2048 threads per SM stream the input.
+    int64_t w = wordsOf(cols);
+    int64_t threads = w ? cols / w : cols;
+    int64_t chunks = std::min<int64_t>(std::max<int64_t>(1, rows / 32),
+                                       std::max<int64_t>(1, e.options().smCount * 2048 / threads));
     int64_t chunk = (rows + chunks - 1) / chunks;
     chunks = (rows + chunk - 1) / chunk;
     std::string C = computeType(inType.getElementType());
     auto partial = e.scratch(chunks * cols * (C == "double" ? 8 : 4));
     if (!partial)
       return partial.takeError();
-    int64_t w = wordsOf(cols);
     std::string call = w ? llvm::formatv("  kiln::reduceColumnsPartialVec<{1}, {0}, {2}, {3}, {4}, {5}>(in, partial);\n",
                                          T, kind, rows, cols, chunk, w)
                                .str()
@@ -112,15 +116,15 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
                                      T, C)
                            .str() +
                        call + "}\n";
-    int64_t threads = w ? cols / w : cols;
-    e.launch(op, "reduce_columns_partial", src1, {(threads + 255) / 256, chunks, 1}, {256, 1, 1},
+    int64_t block = std::min<int64_t>(256, (threads + 31) / 32 * 32);
+    e.launch(op, "reduce_columns_partial", src1, {(threads + block - 1) / block, chunks, 1}, {block, 1, 1},
              {Emitter::ptr(*inOffset), Emitter::ptr(*partial)});
     std::string src2 = include("reduce.cuh") + Emitter::header(op) +
-                       llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {1} *partial, {0} *out) {{\n"
+                       llvm::formatv("extern \"C\" __global__ void __launch_bounds__(1024) @NAME@(const {1} *partial, {0} *out) {{\n"
                                      "  kiln::reduceColumnsFinal<{2}, {0}, {3}, {4}, {5}>(partial, out);\n}\n",
                                      T, C, kind, rows, cols, chunks)
                            .str();
-    e.launch(op, "reduce_columns_final", src2, {(cols + 255) / 256, 1, 1}, {256, 1, 1},
+    e.launch(op, "reduce_columns_final", src2, {(cols + 31) / 32, 1, 1}, {32, 32, 1},
              {Emitter::ptr(*partial), Emitter::ptr(*outOffset)});
     return true;
   }
