@@ -119,12 +119,13 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
     int64_t block = std::min<int64_t>(256, (threads + 31) / 32 * 32);
     e.launch(op, "reduce_columns_partial", src1, {(threads + block - 1) / block, chunks, 1}, {block, 1, 1},
              {Emitter::ptr(*inOffset), Emitter::ptr(*partial)});
+    int64_t ys = std::min<int64_t>(32, chunks);
     std::string src2 = include("reduce.cuh") + Emitter::header(op) +
                        llvm::formatv("extern \"C\" __global__ void __launch_bounds__(1024) @NAME@(const {1} *partial, {0} *out) {{\n"
-                                     "  kiln::reduceColumnsFinal<{2}, {0}, {3}, {4}, {5}>(partial, out);\n}\n",
-                                     T, C, kind, rows, cols, chunks)
+                                     "  kiln::reduceColumnsFinal<{2}, {0}, {3}, {4}, {5}, {6}>(partial, out);\n}\n",
+                                     T, C, kind, rows, cols, chunks, ys)
                            .str();
-    e.launch(op, "reduce_columns_final", src2, {(cols + 31) / 32, 1, 1}, {32, 32, 1},
+    e.launch(op, "reduce_columns_final", src2, {(cols + 31) / 32, 1, 1}, {32, ys, 1},
              {Emitter::ptr(*partial), Emitter::ptr(*outOffset)});
     return true;
   }

@@ -96,23 +96,23 @@ __device__ void reduceColumnsPartialVec(const T *in, typename Compute<T>::type *
 }
 
 // Columns, pass 2: out[col] = reduce over the CHUNKS partials. A block of
-// 32×32 threads per 32 columns: thread (x, y) combines partial rows y,
-// y+32, ..., then the 32 results per column in shared memory, in a fixed
-// order (deterministic).
-template <int KIND, typename U, i64 ROWS, i64 COLS, i64 CHUNKS>
+// 32×YS threads per 32 columns (YS = min(32, CHUNKS)): thread (x, y)
+// combines partial rows y, y+YS, ..., then the YS results per column in
+// shared memory, in a fixed order (deterministic).
+template <int KIND, typename U, i64 ROWS, i64 COLS, i64 CHUNKS, int YS>
 __device__ void reduceColumnsFinal(const typename Compute<U>::type *partial, U *out) {
   typedef typename Compute<U>::type C;
-  __shared__ C part[32][33];
+  __shared__ C part[YS][33];
   i64 col = blockIdx.x * 32 + threadIdx.x;
   C acc = identity<KIND, C>();
   if (col < COLS)
-    for (i64 c = threadIdx.y; c < CHUNKS; c += 32)
+    for (i64 c = threadIdx.y; c < CHUNKS; c += YS)
       acc = combine<KIND>(acc, partial[c * COLS + col]);
   part[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && col < COLS) {
     C total = identity<KIND, C>();
-    for (int y = 0; y < 32; ++y)
+    for (int y = 0; y < YS; ++y)
       total = combine<KIND>(total, part[y][threadIdx.x]);
     store(out, col, KIND == MEAN ? total / C(ROWS) : total);
   }

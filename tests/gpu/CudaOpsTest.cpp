@@ -301,6 +301,8 @@ std::vector<OpCase> cases() {
                "%r0 = kiln.reduce_max %x, dims = [1] : tensor<6x512xbf16> -> tensor<6xbf16>", 0, 0});
   c.push_back({"reduce_sum_columns_words", {f("x", "tensor<100x3x64xf32>")}, {"tensor<64xf32>"},
                "%r0 = kiln.reduce_sum %x, dims = [0, 1] : tensor<100x3x64xf32> -> tensor<64xf32>", 1e-5, 1e-5});
+  c.push_back({"reduce_sum_columns_short", {f("x", "tensor<16x8x40xf32>")}, {"tensor<8x40xf32>"},
+               "%r0 = kiln.reduce_sum %x, dims = [0] : tensor<16x8x40xf32> -> tensor<8x40xf32>", 1e-5, 1e-5});
   c.push_back({"reduce_sum_columns_bf16", {f("x", "tensor<512x96xbf16>")}, {"tensor<96xbf16>"},
                "%r0 = kiln.reduce_sum %x, dims = [0] : tensor<512x96xbf16> -> tensor<96xbf16>", 1e-1, 8e-3});
   c.push_back({"cross_entropy_bf16", {f("logits", "tensor<4x6x1000xbf16>"), ids("t", "tensor<4x6xi32>", 990)},
