@@ -22,11 +22,7 @@ namespace kiln::codegen {
 
 namespace {
 
-llvm::Error error(const llvm::Twine &message) {
-  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
-}
 
-std::string include(const char *file) { return std::string("#include \"kiln/") + file + "\"\n"; }
 
 std::string elt(Value v) { return cType(tensorOf(v).getElementType()); }
 size_t elementBytes(Value v) { return cpu::dtypeSize(*cpu::dtypeOf(tensorOf(v).getElementType())); }
@@ -146,16 +142,12 @@ llvm::Expected<bool> rmsNorm(Emitter &e, RmsNormOp op) {
   return true;
 }
 
-/// Elements of `v` per 16-byte vector when rows of `n` are whole vectors;
-/// else 0.
+/// Elements of `v` per 16-byte word when rows of `n` are whole words; else 0.
 int vectorWidth(Value v, int64_t n) {
-  int64_t bytes = tensorOf(v).getElementTypeBitWidth() / 8;
-  if (bytes == 0 || 16 % bytes != 0 || n % (16 / bytes) != 0)
-    return 0;
-  return static_cast<int>(16 / bytes);
+  return static_cast<int>(wordElements(tensorOf(v).getElementType(), n));
 }
 
-/// The same when a row of `n` takes softmax's register path (whole vectors
+/// The same when a row of `n` takes softmax's register path (whole words
 /// for every lane, at most 64 values a lane).
 int softmaxVectorWidth(Value v, int64_t n) {
   int width = vectorWidth(v, n);

@@ -245,13 +245,12 @@ llvm::Expected<bool> gather(Emitter &e, Operation *op, ArrayRef<Value> sources,
   return true;
 }
 
-/// Elements of `t` per 16-byte word, when its last dimension is whole
-/// words (and so every row starts on one); else 1.
-int64_t wordElements(RankedTensorType t) {
-  int64_t bytes = t.getElementTypeBitWidth() <= 8 ? 1 : t.getElementTypeBitWidth() / 8;
-  if (t.getRank() == 0 || 16 % bytes != 0 || t.getShape().back() % (16 / bytes) != 0)
+/// Elements of `t` a gather thread moves: a 16-byte word when the last
+/// dimension is whole words (and so every row starts on one); else 1.
+int64_t gatherWidth(RankedTensorType t) {
+  if (t.getRank() == 0)
     return 1;
-  return 16 / bytes;
+  return std::max<int64_t>(1, wordElements(t.getElementType(), t.getShape().back()));
 }
 
 /// The statement that moves element(s) i of out from in<k>[index].
@@ -313,7 +312,7 @@ llvm::Expected<bool> emitDataMovement(Emitter &e, Operation *op) {
         for (auto [d, p] : llvm::enumerate(t.getPermutation()))
           terms.push_back(idx(d) + " * " + str(inStrides[p]));
         // Whole words when the last dimension stays last (heads ↔ sequence).
-        int64_t vec = t.getPermutation().back() == in.getRank() - 1 ? wordElements(in) : 1;
+        int64_t vec = t.getPermutation().back() == in.getRank() - 1 ? gatherWidth(in) : 1;
         return gather(e, op, {t.getOperand()}, copy(vec, 0, sumOf(terms)), vec);
       })
       .Case([&](BroadcastInDimOp b) -> llvm::Expected<bool> {
@@ -326,7 +325,7 @@ llvm::Expected<bool> emitDataMovement(Emitter &e, Operation *op) {
         auto out = tensorOf(b.getResult());
         bool lastKept = in.getRank() > 0 && b.getDims().back() == out.getRank() - 1 &&
                         in.getShape().back() == out.getShape().back();
-        int64_t vec = lastKept ? wordElements(in) : 1;
+        int64_t vec = lastKept ? gatherWidth(in) : 1;
         return gather(e, op, {b.getOperand()}, copy(vec, 0, sumOf(terms)), vec);
       })
       .Case([&](SliceOp s) -> llvm::Expected<bool> {
@@ -339,7 +338,7 @@ llvm::Expected<bool> emitDataMovement(Emitter &e, Operation *op) {
         // Whole words when the last dimension is cut at word boundaries.
         int64_t vec = 1;
         if (in.getRank() > 0 && s.getStrides().back() == 1) {
-          int64_t w = std::min(wordElements(in), wordElements(tensorOf(s.getResult())));
+          int64_t w = std::min(gatherWidth(in), gatherWidth(tensorOf(s.getResult())));
           if (s.getStartIndices().back() % w == 0)
             vec = w;
         }
@@ -370,9 +369,9 @@ llvm::Expected<bool> emitDataMovement(Emitter &e, Operation *op) {
         SmallVector<Value> inputs(c.getInputs());
         // Whole words when every input's rows are (then no word straddles
         // two inputs, whichever the dimension).
-        int64_t vec = wordElements(tensorOf(c.getResult()));
+        int64_t vec = gatherWidth(tensorOf(c.getResult()));
         for (Value v : inputs)
-          vec = std::min(vec, wordElements(tensorOf(v)));
+          vec = std::min(vec, gatherWidth(tensorOf(v)));
         for (auto [k, v] : llvm::enumerate(inputs)) {
           auto in = tensorOf(v);
           SmallVector<int64_t> inStrides = stridesOf(in.getShape());

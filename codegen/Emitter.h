@@ -8,6 +8,7 @@
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Operation.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Support/Error.h"
 
 #include <array>
 #include <string>
@@ -77,6 +78,18 @@ constexpr int64_t kErrorWordBytes = 256;
 
 /// Cuts `x / y` down to an int64 string ("123").
 inline std::string str(int64_t v) { return std::to_string(v); }
+
+/// `#include "kiln/<file>"` and a newline, for a kernel's source.
+inline std::string include(const char *file) { return std::string("#include \"kiln/") + file + "\"\n"; }
+
+inline llvm::Error error(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+/// Elements of `elementType` per 16-byte word (16 for i1, stored as bytes)
+/// when `n` of them are whole words, so that rows of n elements start on a
+/// word; 0 otherwise. Kernels with 128-bit loads and stores ask this.
+int64_t wordElements(mlir::Type elementType, int64_t n);
 
 // The op emitters (each file handles a family of ops; they return whether
 // they handled `op`).

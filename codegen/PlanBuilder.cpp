@@ -28,13 +28,13 @@ using namespace mlir;
 
 namespace kiln::codegen {
 
-namespace {
-
-llvm::Error error(const llvm::Twine &message) {
-  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+int64_t wordElements(Type elementType, int64_t n) {
+  int64_t bits = elementType.getIntOrFloatBitWidth();
+  int64_t bytes = bits <= 8 ? 1 : bits / 8;
+  if (16 % bytes != 0 || n % (16 / bytes) != 0)
+    return 0;
+  return 16 / bytes;
 }
-
-} // namespace
 
 std::string cType(Type t) {
   if (t.isF64()) return "double";

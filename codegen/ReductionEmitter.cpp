@@ -25,16 +25,6 @@ using namespace mlir;
 
 namespace kiln::codegen {
 
-namespace {
-
-llvm::Error error(const llvm::Twine &message) {
-  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
-}
-
-std::string include(const char *file) { return std::string("#include \"kiln/") + file + "\"\n"; }
-
-} // namespace
-
 llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
   int kind;
   ArrayRef<int64_t> dims;
@@ -68,11 +58,7 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
   if (!isa<FloatType>(inType.getElementType()))
     return error("codegen: integer reductions are not supported on the GPU (" + Emitter::describe(op) + ")");
 
-  // Elements per 16-byte word when rows of `n` are whole words, else 0.
-  int64_t eltBytes = inType.getElementTypeBitWidth() / 8;
-  auto wordsOf = [&](int64_t n) -> int64_t {
-    return eltBytes > 0 && 16 % eltBytes == 0 && n % (16 / eltBytes) == 0 ? 16 / eltBytes : 0;
-  };
+  auto wordsOf = [&](int64_t n) { return wordElements(inType.getElementType(), n); };
   if (suffix || k == 0) {
     int64_t row = outN ? total / outN : 0;
     int64_t w = wordsOf(row);

@@ -15,16 +15,25 @@
 
 namespace kiln {
 
+// Row r's target, -1 when ignored; one past VALID is flagged in *error (by
+// the thread that `reports`) and ignored.
+template <i64 VALID, typename I>
+__device__ __forceinline__ i64 targetOf(const I *targets, i64 r, unsigned *error, bool reports) {
+  i64 t = (i64)targets[r];
+  if (t >= VALID) {
+    if (reports)
+      atomicOr(error, kErrorBadTarget);
+    t = -1;
+  }
+  return t;
+}
+
 // The end of row r, once its log-sum-exp is known: lse and the loss at the
-// target (0 for an ignored one; a target past VALID is flagged and ignored).
+// target (0 for an ignored one).
 template <i64 VALID, typename T, typename S, typename I, typename F>
 __device__ void crossEntropyRowEnd(const T *row, const I *targets, S *loss, S *lse,
                                    unsigned *error, i64 r, F rowLse) {
-  i64 t = (i64)targets[r];
-  if (t >= VALID) {
-    atomicOr(error, kErrorBadTarget);
-    t = -1;
-  }
+  i64 t = targetOf<VALID>(targets, r, error, true);
   store(lse, r, rowLse);
   store(loss, r, t < 0 ? F(0) : rowLse - (F)load(row, t));
 }
@@ -54,12 +63,7 @@ __device__ void crossEntropyBackward(const T *logits, const I *targets, const S 
                                      const S *dloss, T *dlogits, unsigned *error) {
   typedef typename Compute<T>::type F;
   for (i64 r = blockIdx.x; r < ROWS; r += gridDim.x) {
-    i64 t = (i64)targets[r];
-    if (t >= VALID) {
-      if (threadIdx.x == 0)
-        atomicOr(error, kErrorBadTarget);
-      t = -1;
-    }
+    i64 t = targetOf<VALID>(targets, r, error, threadIdx.x == 0);
     F g = t < 0 ? F(0) : (F)dloss[r], rowLse = (F)lse[r];
     for (i64 c = threadIdx.x; c < V; c += blockDim.x) {
       F d = c < VALID && t >= 0 ? g * (exp((F)load(logits, r * V + c) - rowLse) - F(c == t)) : F(0);
@@ -109,12 +113,7 @@ __device__ void crossEntropyBackwardVec(const T *logits, const I *targets, const
   typedef typename Compute<T>::type F;
   static_assert(V % W == 0, "rows are whole vectors");
   for (i64 r = blockIdx.x; r < ROWS; r += gridDim.x) {
-    i64 t = (i64)targets[r];
-    if (t >= VALID) {
-      if (threadIdx.x == 0)
-        atomicOr(error, kErrorBadTarget);
-      t = -1;
-    }
+    i64 t = targetOf<VALID>(targets, r, error, threadIdx.x == 0);
     F g = t < 0 ? F(0) : (F)dloss[r], rowLse = (F)lse[r];
     for (i64 v = threadIdx.x; v < V / W; v += blockDim.x) {
       T a[W];
