@@ -137,7 +137,8 @@ llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
   params += "" + outC + " *__restrict__ out";
   auto expr = expression(op, scalars, ct);
   if (!expr)
-    return false;
+    return error("codegen: the elementwise op " + Emitter::describe(op) +
+                 " has no scalar expression");
   std::string store = isa<FloatType>(outType.getElementType())
                           ? "kiln::store(out, i, " + *expr + ");"
                           : "out[i] = (" + outC + ")" + *expr + ";";

@@ -2,6 +2,8 @@
 
 #include "frontend/Config.h"
 
+#include "support/Files.h"
+
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/MemoryBuffer.h"
 
@@ -44,6 +46,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"model.layer_norm_eps", &c.model.layer_norm_eps, 0, 1},
       {"model.init_std", &c.model.init_std, 0, 10},
       {"model.init_from", &c.model.init_from},
+      {"model.init_partial", &c.model.init_partial},
       {"train.steps", &c.train.steps, 1, 1e12},
       {"train.batch_size", &c.train.batch_size, 1, 1 << 20},
       {"train.seq_len", &c.train.seq_len, 0, 1 << 20},
@@ -223,10 +226,9 @@ llvm::Expected<RunConfig> RunConfig::parse(llvm::StringRef text, llvm::StringRef
 }
 
 llvm::Expected<RunConfig> RunConfig::loadFile(llvm::StringRef path) {
-  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  auto buffer = readRegularFile(path, "config", /*isText=*/true);
   if (!buffer)
-    return llvm::createStringError(buffer.getError(), "cannot read config '" + path.str() +
-                                                          "': " + buffer.getError().message());
+    return buffer.takeError();
   return parse((*buffer)->getBuffer(), path);
 }
 

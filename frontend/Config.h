@@ -36,6 +36,10 @@ struct ModelConfig {
   /// Initial weights from a safetensors file (kiln or Hugging Face GPT-2
   /// names) instead of random initialization; empty: random.
   std::string init_from;
+  /// With init_from: parameters the file lacks keep their random
+  /// initialization (fine-tuning a larger model) instead of failing; the
+  /// run lists them.
+  bool init_partial = false;
 
   /// vocab_size rounded up to vocab_multiple.
   int64_t paddedVocab() const {

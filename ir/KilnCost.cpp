@@ -10,13 +10,33 @@
 
 #include "ir/KilnOps.h"
 
+#include "llvm/Support/MathExtras.h"
+
+#include <limits>
+
 using namespace mlir;
 using namespace kiln;
 
+int64_t kiln::saturatingMul(int64_t a, int64_t b) {
+  int64_t r;
+  return llvm::MulOverflow(a, b, r) ? std::numeric_limits<int64_t>::max() : r;
+}
+
+int64_t kiln::saturatingAdd(int64_t a, int64_t b) {
+  int64_t r;
+  return llvm::AddOverflow(a, b, r) ? std::numeric_limits<int64_t>::max() : r;
+}
+
 int64_t kiln::numElements(Type type) {
-  if (auto shaped = dyn_cast<ShapedType>(type))
-    return shaped.hasStaticShape() ? shaped.getNumElements() : 0;
-  return 1;
+  auto shaped = dyn_cast<ShapedType>(type);
+  if (!shaped)
+    return 1;
+  if (!shaped.hasStaticShape())
+    return 0;
+  int64_t n = 1;
+  for (int64_t d : shaped.getShape())
+    n = saturatingMul(n, d);
+  return n;
 }
 
 int64_t kiln::numBytes(Type type) {
@@ -24,15 +44,15 @@ int64_t kiln::numBytes(Type type) {
   if (auto shaped = dyn_cast<ShapedType>(type))
     elt = shaped.getElementType();
   int64_t bits = elt.isIntOrFloat() ? elt.getIntOrFloatBitWidth() : 0;
-  return numElements(type) * std::max<int64_t>(1, (bits + 7) / 8);
+  return saturatingMul(numElements(type), std::max<int64_t>(1, (bits + 7) / 8));
 }
 
 int64_t kiln::detail::defaultBytesAccessed(Operation *op) {
   int64_t bytes = 0;
   for (Value v : op->getOperands())
-    bytes += numBytes(v.getType());
+    bytes = saturatingAdd(bytes, numBytes(v.getType()));
   for (Value v : op->getResults())
-    bytes += numBytes(v.getType());
+    bytes = saturatingAdd(bytes, numBytes(v.getType()));
   return bytes;
 }
 
@@ -51,9 +71,12 @@ int64_t PadOp::getFlops() { return 0; }
 // One add per cotangent element scattered into the table.
 int64_t EmbeddingGradOp::getFlops() { return numElements(getDy().getType()); }
 
+// (Costs below multiply verified sizes, each at most kMaxTensorBytes, and
+// saturate where a product of several could pass INT64_MAX.)
+
 // Reads the ids and only the rows they select; writes the result.
 int64_t EmbeddingOp::getBytesAccessed() {
-  return numBytes(getIds().getType()) + 2 * numBytes(getType());
+  return saturatingAdd(numBytes(getIds().getType()), saturatingMul(2, numBytes(getType())));
 }
 
 // 2·batch·M·N·K: one multiply and one add per term of every dot product,
@@ -61,11 +84,12 @@ int64_t EmbeddingOp::getBytesAccessed() {
 int64_t MatmulOp::getFlops() {
   auto a = cast<RankedTensorType>(getLhs().getType());
   int64_t k = getTransposeA() ? a.getShape()[a.getRank() - 2] : a.getShape().back();
-  return 2 * numElements(getType()) * k + (getBias() ? numElements(getType()) : 0);
+  return saturatingAdd(saturatingMul(saturatingMul(2, numElements(getType())), k),
+                       getBias() ? numElements(getType()) : 0);
 }
 
 // max, subtract-and-exp, sum and the target pick: about 4 FLOPs per logit.
-int64_t CrossEntropyOp::getFlops() { return 4 * numElements(getLogits().getType()); }
+int64_t CrossEntropyOp::getFlops() { return saturatingMul(4, numElements(getLogits().getType())); }
 
 // q·kᵀ is 2·Tq·Tk·D and P·v is 2·Tq·Tk·Dv per head; a causal mask skips half
 // of the (Tq, Tk) square. The softmax itself is not counted (as in the
@@ -77,7 +101,9 @@ static int64_t attentionFlops(Value qv, Value vv, bool causal, int64_t dFactor,
   auto v = cast<RankedTensorType>(vv.getType());
   int64_t b = q.getDimSize(0), h = q.getDimSize(1), tq = q.getDimSize(2),
           d = q.getDimSize(3), tk = v.getDimSize(2), dv = v.getDimSize(3);
-  int64_t flops = 2 * b * h * tq * tk * (dFactor * d + dvFactor * dv);
+  int64_t flops = 2;
+  for (int64_t f : {b, h, tq, tk, saturatingAdd(dFactor * d, dvFactor * dv)})
+    flops = saturatingMul(flops, f);
   return causal ? flops / 2 : flops;
 }
 
@@ -93,10 +119,10 @@ int64_t AttentionGradOp::getFlops() {
 int64_t GlobalNormOp::getFlops() {
   int64_t n = 0;
   for (Value v : getInputs())
-    n += numElements(v.getType());
-  return 2 * n;
+    n = saturatingAdd(n, numElements(v.getType()));
+  return saturatingMul(2, n);
 }
 
 // Scale, two moment updates, bias corrections, sqrt, divide, decay: about
 // 12 FLOPs per parameter.
-int64_t AdamWUpdateOp::getFlops() { return 12 * numElements(getParam().getType()); }
+int64_t AdamWUpdateOp::getFlops() { return saturatingMul(12, numElements(getParam().getType())); }

@@ -21,10 +21,21 @@ struct ShardingRule {
   llvm::SmallVector<bool> reductionFactors;
 };
 
+/// The largest tensor kiln accepts (every op verifies it): 2^48 bytes, 256
+/// TiB. Sums of thousands of them stay far below INT64_MAX, so sizes and
+/// offsets past the verifier need no further overflow checks.
+constexpr int64_t kMaxTensorBytes = int64_t(1) << 48;
+
+/// a·b and a + b of non-negative counts, clamped to INT64_MAX (FLOPs and
+/// bytes are never negative, however large the shapes).
+int64_t saturatingMul(int64_t a, int64_t b);
+int64_t saturatingAdd(int64_t a, int64_t b);
+
 /// Number of elements of a statically shaped tensor type (1 for scalars and
-/// rank-0 tensors).
+/// rank-0 tensors; 0 for a dynamic shape), saturating.
 int64_t numElements(mlir::Type type);
-/// Bytes of a statically shaped tensor type (i1 counts one byte an element).
+/// Bytes of a statically shaped tensor type (i1 counts one byte an
+/// element), saturating.
 int64_t numBytes(mlir::Type type);
 
 namespace detail {

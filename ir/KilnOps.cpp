@@ -13,6 +13,8 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallSet.h"
 
+#include <limits>
+
 using namespace mlir;
 using namespace kiln;
 
@@ -51,6 +53,32 @@ LogicalResult kiln::OpTrait::detail::verifySameTypes(Operation *op) {
     if (result.getType() != first)
       return op->emitOpError() << "result #" << i << " type " << result.getType()
                                << " does not match operand type " << first;
+  return success();
+}
+
+LogicalResult kiln::OpTrait::detail::verifyBoundedTensors(Operation *op) {
+  auto check = [&](Type type, StringRef what, unsigned i) -> LogicalResult {
+    auto shaped = dyn_cast<ShapedType>(type);
+    if (!shaped)
+      return success();
+    if (!shaped.hasStaticShape())
+      return op->emitOpError() << what << " #" << i << " type " << type
+                               << " must have a static shape";
+    int64_t bytes = numBytes(type);
+    if (bytes > kMaxTensorBytes)
+      return op->emitOpError() << what << " #" << i << " type " << type << " holds "
+                               << (bytes == std::numeric_limits<int64_t>::max()
+                                       ? std::string("more than 2^63")
+                                       : std::to_string(bytes))
+                               << " bytes, more than kiln's limit of 2^48 bytes per tensor";
+    return success();
+  };
+  for (auto [i, v] : llvm::enumerate(op->getOperands()))
+    if (failed(check(v.getType(), "operand", i)))
+      return failure();
+  for (auto [i, v] : llvm::enumerate(op->getResults()))
+    if (failed(check(v.getType(), "result", i)))
+      return failure();
   return success();
 }
 

@@ -18,7 +18,18 @@
 namespace kiln::OpTrait {
 namespace detail {
 mlir::LogicalResult verifySameTypes(mlir::Operation *op);
+mlir::LogicalResult verifyBoundedTensors(mlir::Operation *op);
 } // namespace detail
+
+/// Every tensor operand and result has a static shape and at most
+/// kMaxTensorBytes bytes.
+template <typename ConcreteType>
+class BoundedTensors : public mlir::OpTrait::TraitBase<ConcreteType, BoundedTensors> {
+public:
+  static mlir::LogicalResult verifyTrait(mlir::Operation *op) {
+    return detail::verifyBoundedTensors(op);
+  }
+};
 
 /// Marks an elementwise op: each result element depends only on the operand
 /// elements at the same index (fusion and codegen rely on it).

@@ -31,9 +31,17 @@ def Kiln_SameTypes : NativeOpTrait<"SameTypes"> {
   let cppNamespace = "::kiln::OpTrait";
 }
 
+/// Every tensor an op reads or writes has a static shape and at most
+/// kMaxTensorBytes (2^48) bytes, so sizes, offsets and costs cannot overflow
+/// (kiln::OpTrait::BoundedTensors).
+def Kiln_BoundedTensors : NativeOpTrait<"BoundedTensors"> {
+  let cppNamespace = "::kiln::OpTrait";
+}
+
 class Kiln_Op<string mnemonic, list<Trait> traits = []>
     : Op<Kiln_Dialect, mnemonic,
-         !listconcat(traits, [Pure, DeclareOpInterfaceMethods<Kiln_CostOpInterface>])>;
+         !listconcat(traits, [Pure, Kiln_BoundedTensors,
+                              DeclareOpInterfaceMethods<Kiln_CostOpInterface>])>;
 
 /// Ops with a reverse-mode rule (implemented in KilnVJP.cpp).
 defvar Kiln_Differentiable = DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>;
@@ -43,15 +51,17 @@ defvar Kiln_Differentiable = DeclareOpInterfaceMethods<Kiln_DifferentiableOpInte
 class Kiln_PerElementCost<int flopsPerElement> {
   code costDefinition = [{
     int64_t $cppClass::getFlops() {
-      return }] # flopsPerElement # [{ * ::kiln::numElements(getOperation()->getResult(0).getType());
+      return ::kiln::saturatingMul(}] # flopsPerElement # [{, ::kiln::numElements(getOperation()->getResult(0).getType()));
     }
   }];
 }
 
+/// A one-operand op whose result has the operand's type. `elementwise` = 0
+/// for ops that read a whole row per element (softmax).
 class Kiln_UnaryOp<string mnemonic, int flops, Type type = Kiln_FloatTensor,
-                   list<Trait> traits = []>
-    : Kiln_Op<mnemonic, !listconcat(traits, [Kiln_Elementwise, Kiln_SameTypes,
-                                              Kiln_Differentiable])>,
+                   list<Trait> traits = [], bit elementwise = 1>
+    : Kiln_Op<mnemonic, !listconcat(traits, !if(elementwise, [Kiln_Elementwise], []),
+                                    [Kiln_SameTypes, Kiln_Differentiable])>,
       Kiln_PerElementCost<flops> {
   let arguments = (ins type:$operand);
   let results = (outs type:$result);
@@ -563,7 +573,7 @@ def Kiln_EmbeddingOp : Kiln_Op<"embedding", [Kiln_Differentiable]> {
   }];
 }
 
-def Kiln_SoftmaxOp : Kiln_UnaryOp<"softmax", 5> {
+def Kiln_SoftmaxOp : Kiln_UnaryOp<"softmax", 5, Kiln_FloatTensor, [], /*elementwise=*/0> {
   let summary = "softmax over the last dimension";
   let description = [{
     `exp(x - max(x)) / sum(exp(x - max(x)))` along the last dimension,
@@ -575,7 +585,7 @@ def Kiln_SoftmaxOp : Kiln_UnaryOp<"softmax", 5> {
   }];
 }
 
-def Kiln_LogSoftmaxOp : Kiln_UnaryOp<"log_softmax", 5> {
+def Kiln_LogSoftmaxOp : Kiln_UnaryOp<"log_softmax", 5, Kiln_FloatTensor, [], /*elementwise=*/0> {
   let summary = "log-softmax over the last dimension";
   let description = [{
     `x - max(x) - log(sum(exp(x - max(x))))` along the last dimension.

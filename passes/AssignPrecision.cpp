@@ -33,12 +33,14 @@
 
 #include "ir/KilnBuilders.h"
 #include "ir/KilnOps.h"
+#include "passes/PassUtils.h"
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Verifier.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 namespace kiln {
@@ -100,8 +102,15 @@ struct AssignPrecisionPass final : impl::AssignPrecisionPassBase<AssignPrecision
                          << "' (expected f32, bf16-mixed or f16-mixed)";
       return signalPassFailure();
     }
-    for (auto func : module.getOps<func::FuncOp>())
+    // The casts made so far are per run: a pass instance may run again on
+    // another module, whose values could reuse freed addresses.
+    casts_.clear();
+    auto clear = llvm::make_scope_exit([&] { casts_.clear(); });
+    for (auto func : module.getOps<func::FuncOp>()) {
+      if (failed(checkOneBlockBody(func, "kiln-assign-precision")))
+        return signalPassFailure();
       assign(func, low);
+    }
   }
 
   /// The cast of `v` to element type `to`, made once (right after `v` is

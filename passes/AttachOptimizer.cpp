@@ -33,11 +33,14 @@
 
 #include "ir/KilnBuilders.h"
 #include "ir/KilnOps.h"
+#include "passes/PassUtils.h"
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/SymbolTable.h"
+
+#include <cmath>
 
 namespace kiln {
 #define GEN_PASS_DEF_ATTACHOPTIMIZERPASS
@@ -66,6 +69,34 @@ RankedTensorType scalarF32(MLIRContext *ctx) {
 struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizerPass> {
   using Base::Base;
 
+  /// Options in their ranges (written so that NaN is out of every range).
+  LogicalResult checkOptions(ModuleOp module) {
+    auto bad = [&](StringRef name, double value, StringRef range) {
+      return module.emitError() << "kiln-attach-optimizer: " << name << " = " << value
+                                << " is out of range (must be " << range << ")";
+    };
+    if (!(beta1 >= 0 && beta1 < 1))
+      return bad("beta1", beta1, "in [0, 1)");
+    if (!(beta2 >= 0 && beta2 < 1))
+      return bad("beta2", beta2, "in [0, 1)");
+    if (!(epsilon > 0 && std::isfinite(epsilon)))
+      return bad("epsilon", epsilon, "positive");
+    if (!(weightDecay >= 0 && std::isfinite(weightDecay)))
+      return bad("weight-decay", weightDecay, "at least 0");
+    if (!(maxGradNorm >= 0 && std::isfinite(maxGradNorm)))
+      return bad("max-grad-norm", maxGradNorm, "at least 0; 0 disables clipping");
+    if (accumulateSteps < 1)
+      return bad("accumulate-steps", static_cast<double>(accumulateSteps), "at least 1");
+    if (lossScaleGrowthInterval < 1)
+      return bad("loss-scale-growth-interval", static_cast<double>(lossScaleGrowthInterval),
+                 "at least 1");
+    if (!(lossScaleGrowth >= 1 && std::isfinite(lossScaleGrowth)))
+      return bad("loss-scale-growth", lossScaleGrowth, "at least 1");
+    if (!(lossScaleBackoff > 0 && lossScaleBackoff <= 1))
+      return bad("loss-scale-backoff", lossScaleBackoff, "in (0, 1]");
+    return success();
+  }
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
     auto step = module.lookupSymbol<func::FuncOp>("train_step");
@@ -73,10 +104,10 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
       module.emitError() << "kiln-attach-optimizer: no @train_step (run kiln-autodiff first)";
       return signalPassFailure();
     }
-    if (accumulateSteps < 1) {
-      step.emitError() << "kiln-attach-optimizer: accumulate-steps must be at least 1";
+    if (failed(checkOneBlockBody(step, "kiln-attach-optimizer")))
       return signalPassFailure();
-    }
+    if (failed(checkOptions(module)))
+      return signalPassFailure();
     FailureOr<SmallVector<ParamGrad>> params = collect(step);
     if (failed(params))
       return signalPassFailure();
@@ -245,7 +276,7 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
     for (Value v : results)
       types.push_back(v.getType());
     func.setFunctionType(FunctionType::get(func.getContext(), func.getArgumentTypes(), types));
-    func.setAllResultAttrs(ArrayRef<DictionaryAttr>{});
+    func.removeResAttrsAttr();
     for (auto [i, name] : llvm::enumerate(names))
       func.setResultAttr(i, name.first, b.getStringAttr(name.second));
     for (auto [index, arg] : aliases)

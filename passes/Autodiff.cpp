@@ -24,6 +24,7 @@
 
 #include "ir/KilnBuilders.h"
 #include "ir/KilnOps.h"
+#include "passes/PassUtils.h"
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -32,6 +33,8 @@
 #include "mlir/Transforms/RegionUtils.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/DenseSet.h"
+
+#include <cmath>
 
 namespace kiln {
 #define GEN_PASS_DEF_AUTODIFFPASS
@@ -75,6 +78,13 @@ struct AutodiffPass final : impl::AutodiffPassBase<AutodiffPass> {
     if (!forward) {
       module.emitError() << "kiln-autodiff: no function @" << function
                          << " to differentiate (set function=NAME)";
+      return signalPassFailure();
+    }
+    if (failed(checkOneBlockBody(forward, "kiln-autodiff")))
+      return signalPassFailure();
+    if (!(lossScale >= 0 && std::isfinite(lossScale))) {
+      module.emitError() << "kiln-autodiff: loss-scale = " << lossScale
+                         << " must be a finite number, at least 0 (0: no loss scaling)";
       return signalPassFailure();
     }
     if (Operation *existing = module.lookupSymbol(output)) {
@@ -191,7 +201,7 @@ struct AutodiffPass final : impl::AutodiffPassBase<AutodiffPass> {
     func::ReturnOp::create(b, ret.getLoc(), results);
     ret.erase();
     step.setFunctionType(FunctionType::get(step.getContext(), step.getArgumentTypes(), resultTypes));
-    step.setAllResultAttrs(ArrayRef<DictionaryAttr>{});
+    step.removeResAttrsAttr();
     Builder attrs(step.getContext());
     step.setResultAttr(0, KilnDialect::kOutputAttrName, attrs.getStringAttr("loss"));
     for (auto [index, name] : grads)

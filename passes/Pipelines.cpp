@@ -15,7 +15,13 @@
 
 namespace kiln {
 
-void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOptions &options) {
+namespace {
+
+/// The pipeline around its three configurable passes (`attachOptimizer` may
+/// be null).
+void addTrainingPasses(mlir::OpPassManager &pm, std::unique_ptr<mlir::Pass> assignPrecision,
+                       std::unique_ptr<mlir::Pass> autodiff,
+                       std::unique_ptr<mlir::Pass> attachOptimizer) {
   // Clean up what the frontend emitted (broadcasts of splats, x*1, ...).
   pm.addPass(mlir::createCanonicalizerPass());
   // Linear layers' biases into their matmuls, before precision assignment
@@ -23,37 +29,59 @@ void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOption
   pm.addPass(createFuseMatmulBiasPass());
   // Low-precision compute where it is safe (a no-op for f32); autodiff
   // inherits the types.
-  AssignPrecisionPassOptions precision;
-  precision.policy = options.precision;
-  pm.addPass(createAssignPrecisionPass(precision));
+  pm.addPass(std::move(assignPrecision));
   // @forward -> @train_step: loss and one gradient per parameter; the seed
   // is the loss scale with dynamic loss scaling (f16).
-  AutodiffPassOptions autodiff;
-  autodiff.lossScale = options.lossScale >= 0
-                           ? static_cast<double>(options.lossScale)
-                           : (options.precision == "f16-mixed" ? 65536.0 : 0.0);
-  pm.addPass(createAutodiffPass(autodiff));
+  pm.addPass(std::move(autodiff));
   // Clipping, AdamW and gradient accumulation, with in-place updates.
-  if (options.optimizer) {
-    AttachOptimizerPassOptions opt;
-    opt.beta1 = options.beta1;
-    opt.beta2 = options.beta2;
-    opt.epsilon = options.epsilon;
-    opt.weightDecay = options.weightDecay;
-    opt.decayRoles.assign(options.decayRoles.begin(), options.decayRoles.end());
-    opt.maxGradNorm = options.maxGradNorm;
-    opt.accumulateSteps = options.accumulateSteps;
-    opt.lossScaleGrowthInterval = options.lossScaleGrowthInterval;
-    opt.lossScaleGrowth = options.lossScaleGrowth;
-    opt.lossScaleBackoff = options.lossScaleBackoff;
-    pm.addPass(createAttachOptimizerPass(opt));
-  }
+  if (attachOptimizer)
+    pm.addPass(std::move(attachOptimizer));
   // The VJP rules build small redundancies (x*c twice, zero splats): fold
   // and share them.
   pm.addPass(mlir::createCanonicalizerPass());
   pm.addPass(mlir::createCSEPass());
   // Biases the VJP rules produced in matmul + add form, if any.
   pm.addPass(createFuseMatmulBiasPass());
+}
+
+/// kiln-training-pipeline's textual options: each configurable pass takes
+/// its own options, parsed by the pass itself, so Passes.td stays their
+/// only declaration:
+/// `kiln-training-pipeline{assign-precision={policy=bf16-mixed} attach-optimizer={accumulate-steps=4}}`.
+struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineText> {
+  Option<std::string> assignPrecision{*this, "assign-precision",
+                                      llvm::cl::desc("Options of kiln-assign-precision")};
+  Option<std::string> autodiff{*this, "autodiff", llvm::cl::desc("Options of kiln-autodiff")};
+  Option<std::string> attachOptimizer{*this, "attach-optimizer",
+                                      llvm::cl::desc("Options of kiln-attach-optimizer")};
+  Option<bool> optimizer{*this, "optimizer",
+                         llvm::cl::desc("Attach the optimizer (false: the step returns gradients)"),
+                         llvm::cl::init(true)};
+};
+
+mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
+                                  llvm::function_ref<mlir::LogicalResult(const llvm::Twine &)> fail) {
+  TrainingPipelineText options;
+  if (mlir::failed(options.parseFromString(text)))
+    return fail("kiln-training-pipeline: cannot parse its options '" + text + "'");
+  std::unique_ptr<mlir::Pass> precision = createAssignPrecisionPass(),
+                              autodiff = createAutodiffPass(),
+                              optimizer = options.optimizer ? createAttachOptimizerPass() : nullptr;
+  for (auto [pass, text] : {std::pair{precision.get(), &options.assignPrecision},
+                            std::pair{autodiff.get(), &options.autodiff},
+                            std::pair{optimizer.get(), &options.attachOptimizer}})
+    if (pass && mlir::failed(pass->initializeOptions(text->getValue(), fail)))
+      return mlir::failure();
+  addTrainingPasses(pm, std::move(precision), std::move(autodiff), std::move(optimizer));
+  return mlir::success();
+}
+
+} // namespace
+
+void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOptions &options) {
+  addTrainingPasses(pm, createAssignPrecisionPass(options.precision),
+                    createAutodiffPass(options.autodiff),
+                    options.optimizer ? createAttachOptimizerPass(*options.optimizer) : nullptr);
 }
 
 llvm::Error runPasses(mlir::PassManager &pm, mlir::ModuleOp module, llvm::StringRef what) {
@@ -70,11 +98,15 @@ llvm::Error runPasses(mlir::PassManager &pm, mlir::ModuleOp module, llvm::String
 }
 
 void registerKilnPipelines() {
-  mlir::PassPipelineRegistration<TrainingPipelineOptions>(
+  mlir::registerPassPipeline(
       "kiln-training-pipeline",
       "Build the training step from @forward: canonicalize, fuse-matmul-bias, "
-      "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias",
-      buildTrainingPipeline);
+      "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias "
+      "(options: assign-precision={...} autodiff={...} attach-optimizer={...}, each the pass's "
+      "own; optimizer=false)",
+      buildFromText, [](llvm::function_ref<void(const mlir::detail::PassOptions &)> print) {
+        print(TrainingPipelineText());
+      });
 }
 
 } // namespace kiln

@@ -28,6 +28,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ir/KilnOps.h"
+#include "passes/PassUtils.h"
 #include "passes/Passes.h"
 #include "passes/PlanBuffersUtils.h"
 
@@ -35,6 +36,7 @@
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <map>
 
@@ -121,12 +123,31 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    // Kernels read 16-byte words: offsets must be multiples of 16, and a
+    // power of two keeps every multiple of the alignment one too.
+    if (alignment < 16 || alignment > (int64_t(1) << 30) || !llvm::isPowerOf2_64(alignment)) {
+      module.emitError() << "kiln-plan-buffers: alignment = " << alignment
+                         << " must be a power of two from 16 to 2^30";
+      return signalPassFailure();
+    }
+    if (workspaceBytes < 0 || workspaceBytes > (int64_t(1) << 40)) {
+      module.emitError() << "kiln-plan-buffers: workspace = " << workspaceBytes
+                         << " must be in [0, 2^40] bytes";
+      return signalPassFailure();
+    }
     Builder b(module.getContext());
     // 1. The persistent region.
     llvm::StringMap<std::pair<int64_t, Type>> persistent;
     int64_t top = 0, params = 0, states = 0, inputs = 0;
     for (auto func : module.getOps<func::FuncOp>()) {
+      if (failed(checkOneBlockBody(func, "kiln-plan-buffers")))
+        return signalPassFailure();
       for (unsigned i = 0; i < func.getNumArguments(); ++i) {
+        if (numBytes(func.getArgumentTypes()[i]) > kMaxTensorBytes) {
+          func.emitError() << "kiln-plan-buffers: argument #" << i << " of @" << func.getSymName()
+                           << " is larger than kiln's limit of 2^48 bytes per tensor";
+          return signalPassFailure();
+        }
         std::string key;
         int64_t *category = nullptr;
         if (auto n = func.getArgAttrOfType<StringAttr>(i, KilnDialect::kParamAttrName)) {

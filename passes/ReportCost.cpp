@@ -30,8 +30,8 @@ struct ReportCostPass final : impl::ReportCostPassBase<ReportCostPass> {
       int64_t flops = 0, bytes = 0;
       func.walk([&](CostOpInterface op) {
         int64_t opFlops = op.getFlops(), opBytes = op.getBytesAccessed();
-        flops += opFlops;
-        bytes += opBytes;
+        flops = saturatingAdd(flops, opFlops);
+        bytes = saturatingAdd(bytes, opBytes);
         if (annotateOps) {
           op->setAttr("kiln.flops", b.getI64IntegerAttr(opFlops));
           op->setAttr("kiln.bytes", b.getI64IntegerAttr(opBytes));

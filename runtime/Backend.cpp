@@ -5,9 +5,20 @@
 #include "ir/KilnDialect.h"
 #include "runtime/cpu/Interpreter.h"
 
+#include "llvm/Support/FormatVariadic.h"
+
+#include <set>
+
 using namespace mlir;
 
 namespace kiln {
+
+char OutOfMemoryError::ID = 0;
+
+void OutOfMemoryError::log(llvm::raw_ostream &os) const {
+  os << llvm::formatv("this run needs {0:f2} GiB of {1} but {2:f2} GiB is free", needed / 1073741824.0,
+                      where, available / 1073741824.0);
+}
 
 llvm::Expected<FunctionBinding> FunctionBinding::of(func::FuncOp func) {
   FunctionBinding b;
@@ -36,8 +47,15 @@ llvm::Expected<FunctionBinding> FunctionBinding::of(func::FuncOp func) {
   }
   for (unsigned i = 0, e = func.getNumResults(); i < e; ++i) {
     Result r;
-    if (auto alias = func.getResultAttrOfType<IntegerAttr>(i, KilnDialect::kAliasesAttrName))
-      r.aliases = static_cast<int>(alias.getInt());
+    if (auto alias = func.getResultAttrOfType<IntegerAttr>(i, KilnDialect::kAliasesAttrName)) {
+      int64_t a = alias.getInt();
+      if (a < 0 || a >= static_cast<int64_t>(b.args.size()) || b.args[a].kind == Arg::Input)
+        return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                       "@" + b.name + " result #" + std::to_string(i) +
+                                           ": kiln.aliases = " + std::to_string(a) +
+                                           " names no parameter or state argument");
+      r.aliases = static_cast<int>(a);
+    }
     if (auto out = func.getResultAttrOfType<StringAttr>(i, KilnDialect::kOutputAttrName))
       r.output = out.getValue().str();
     else if (auto grad = func.getResultAttrOfType<StringAttr>(i, KilnDialect::kGradAttrName))
@@ -47,6 +65,78 @@ llvm::Expected<FunctionBinding> FunctionBinding::of(func::FuncOp func) {
     b.results.push_back(std::move(r));
   }
   return b;
+}
+
+llvm::Expected<std::vector<StateSpec>> stateSpecsOf(ModuleOp module) {
+  std::vector<StateSpec> specs;
+  for (auto func : module.getOps<func::FuncOp>()) {
+    auto binding = FunctionBinding::of(func);
+    if (!binding)
+      return binding.takeError();
+    for (const FunctionBinding::Arg &arg : binding->args) {
+      if (arg.kind == FunctionBinding::Arg::Input)
+        continue;
+      auto known = llvm::find_if(specs, [&](const StateSpec &s) { return s.name == arg.name; });
+      if (known == specs.end()) {
+        specs.push_back({arg.name, arg.kind == FunctionBinding::Arg::Param, arg.dtype, arg.shape,
+                         arg.init});
+        continue;
+      }
+      if (known->dtype != arg.dtype || known->shape != arg.shape)
+        return llvm::createStringError(
+            llvm::inconvertibleErrorCode(),
+            "@" + binding->name + " declares '" + arg.name + "' as " +
+                cpu::typeString(arg.dtype, arg.shape) + ", another function as " +
+                cpu::typeString(known->dtype, known->shape));
+    }
+  }
+  return specs;
+}
+
+llvm::Expected<std::vector<std::string>> checkStateComplete(llvm::ArrayRef<StateSpec> specs,
+                                                           const NamedTensors &tensors,
+                                                           bool params, bool partial,
+                                                           llvm::StringRef source) {
+  auto error = [&](const llvm::Twine &message) {
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), source + ": " + message);
+  };
+  llvm::StringRef group = params ? "parameter" : "optimizer state";
+  std::set<std::string> given;
+  for (const auto &[name, t] : tensors) {
+    auto spec = llvm::find_if(specs, [&](const StateSpec &s) { return s.name == name; });
+    if (spec == specs.end() || spec->isParam != params)
+      return error("has " + group + " '" + name + "', which this model does not");
+    if (spec->dtype != t.dtype() || spec->shape != t.shape())
+      return error("'" + name + "' is " + t.typeString() + " there but " +
+                   cpu::typeString(spec->dtype, spec->shape) + " in this model");
+    given.insert(name);
+  }
+  std::vector<std::string> missing;
+  for (const StateSpec &spec : specs)
+    if (spec.isParam == params && !given.count(spec.name))
+      missing.push_back(spec.name);
+  if (!missing.empty() && !partial) {
+    std::string list;
+    for (size_t i = 0; i < missing.size() && i < 8; ++i)
+      list += (i ? ", " : "") + missing[i];
+    if (missing.size() > 8)
+      list += ", ...";
+    return error(llvm::Twine("lacks ") + std::to_string(missing.size()) + " of the model's " +
+                 std::to_string(missing.size() + given.size()) + " " + group + "s (" + list +
+                 "): it was written for another model or is incomplete");
+  }
+  return missing;
+}
+
+llvm::Expected<std::vector<std::string>> Backend::loadState(const NamedTensors &tensors,
+                                                            bool params, bool partial,
+                                                            llvm::StringRef source) {
+  auto fresh = checkStateComplete(specs_, tensors, params, partial, source);
+  if (!fresh)
+    return fresh.takeError();
+  if (llvm::Error err = setState(tensors))
+    return std::move(err);
+  return fresh;
 }
 
 } // namespace kiln

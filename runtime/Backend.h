@@ -50,6 +50,44 @@ struct FunctionBinding {
   static llvm::Expected<FunctionBinding> of(mlir::func::FuncOp func);
 };
 
+/// One tensor of a backend's state: a parameter or an optimizer state.
+struct StateSpec {
+  std::string name;
+  bool isParam; ///< kiln.param (else kiln.state: moments, loss scale, ...)
+  cpu::DType dtype;
+  std::vector<int64_t> shape;
+  std::string init; ///< kiln.init ("zeros" if absent)
+};
+
+/// Every parameter and state of `module`'s functions, once each, in order
+/// of first appearance; functions sharing one must agree on its type.
+llvm::Expected<std::vector<StateSpec>> stateSpecsOf(mlir::ModuleOp module);
+
+/// Checks `tensors` against the specs of one group (parameters, or optimizer
+/// states): each must exist in the model with the same dtype and shape, and
+/// every tensor of the group must be present — unless `partial`, where the
+/// missing ones keep their initial values and their names are returned.
+/// `source` names where the tensors came from in messages.
+llvm::Expected<std::vector<std::string>> checkStateComplete(llvm::ArrayRef<StateSpec> specs,
+                                                           const NamedTensors &tensors,
+                                                           bool params, bool partial,
+                                                           llvm::StringRef source);
+
+/// A load that would not fit: what it needs and what is free where it runs
+/// (host RAM, device memory). Callers can catch it (llvm::handleErrors) to
+/// suggest a batch that fits.
+class OutOfMemoryError : public llvm::ErrorInfo<OutOfMemoryError> {
+public:
+  static char ID;
+  OutOfMemoryError(std::string where, int64_t needed, int64_t available)
+      : where(std::move(where)), needed(needed), available(available) {}
+  void log(llvm::raw_ostream &os) const override;
+  std::error_code convertToErrorCode() const override { return llvm::inconvertibleErrorCode(); }
+
+  std::string where; ///< "host memory", "device memory of NVIDIA H200"
+  int64_t needed, available;
+};
+
 class Backend {
 public:
   virtual ~Backend() = default;
@@ -57,7 +95,13 @@ public:
 
   /// Prepares every function of `module` and allocates the state its
   /// parameters and states describe, initialized per kiln.init from `seed`.
+  /// Fails with an OutOfMemoryError, before allocating, when the module's
+  /// memory does not fit.
   virtual llvm::Error load(mlir::ModuleOp module, uint64_t seed) = 0;
+
+  /// The bytes loading and running `module` takes here (state and the
+  /// largest function's temporaries), computed without allocating.
+  virtual llvm::Expected<int64_t> memoryNeeded(mlir::ModuleOp module) = 0;
 
   /// Runs function `fn` with the given inputs and returns its named outputs;
   /// aliased results update the state in place.
@@ -70,12 +114,25 @@ public:
   virtual llvm::Expected<NamedTensors> params() = 0;
   virtual llvm::Expected<NamedTensors> optimizerStates() = 0;
   /// Overwrites state tensors by name; each must exist with the same dtype
-  /// and shape (an error names the first that does not).
+  /// and shape (an error names the first that does not). Tensors not given
+  /// keep their values: use loadState to require a complete set.
   virtual llvm::Error setState(const NamedTensors &tensors) = 0;
+
+  /// The parameters and states of the loaded module.
+  llvm::ArrayRef<StateSpec> stateSpecs() const { return specs_; }
+
+  /// Replaces the parameters (`params`) or the optimizer states with
+  /// `tensors`, which must be complete (checkStateComplete) unless
+  /// `partial`; returns the names that kept their initial values.
+  llvm::Expected<std::vector<std::string>> loadState(const NamedTensors &tensors, bool params,
+                                                     bool partial, llvm::StringRef source);
 
   /// Lines about where it runs, what loading cost and the memory it uses
   /// (printed before the first step); empty when there is nothing to say.
   virtual std::string describe() const { return {}; }
+
+protected:
+  std::vector<StateSpec> specs_; ///< set by load()
 };
 
 } // namespace kiln

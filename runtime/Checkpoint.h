@@ -4,10 +4,13 @@
 //   model.safetensors      parameters (kiln names, global layout)
 //   optimizer.safetensors  optimizer states (<param>.adam_m, .adam_v, ...)
 //   state.json             step, data position, RNG state, loss scale,
-//                          tokenizer, the resolved config (TOML text)
+//                          tokenizer, the resolved config (TOML text), the
+//                          size and checksum of each tensor file, and a
+//                          checksum of its own
 // saveCheckpoint writes it under a temporary name and renames it into place,
 // then points `latest` at it (also by rename), so a crash at any moment
-// leaves the previous checkpoint loadable.
+// leaves the previous checkpoint loadable. loadCheckpoint verifies every
+// checksum and every field's range before it returns anything.
 //
 //===----------------------------------------------------------------------===//
 
@@ -38,10 +41,12 @@ struct TrainingState {
 struct Checkpoint {
   NamedTensors params, optimizer;
   TrainingState state;
+  std::string path; ///< the checkpoint directory it was loaded from
 };
 
-/// Saves `checkpoint` as `<dir>/step_<step>` and points `<dir>/latest` at it;
-/// keeps the newest `keep` checkpoints (0: all). `beforeRename`, when given
+/// Saves `checkpoint` as `<dir>/step_<step>` (replacing one of the same
+/// step) and points `<dir>/latest` at it; keeps the newest `keep`
+/// checkpoints by step (0: all), the new one always among them. `beforeRename`, when given
 /// and returning false, stops the save just before the rename, as a crash
 /// would (tests). Returns the checkpoint's path.
 llvm::Expected<std::string> saveCheckpoint(llvm::StringRef dir, const Checkpoint &checkpoint,

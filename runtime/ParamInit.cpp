@@ -62,4 +62,12 @@ llvm::Expected<std::vector<cpu::HostTensor>> initParams(llvm::ArrayRef<ParamInfo
   return values;
 }
 
+llvm::Expected<std::vector<cpu::HostTensor>> initParams(llvm::ArrayRef<StateSpec> specs,
+                                                        uint64_t seed) {
+  std::vector<ParamInfo> params;
+  for (const StateSpec &s : specs)
+    params.push_back({0, s.name, s.dtype, s.shape, s.init});
+  return initParams(params, seed);
+}
+
 } // namespace kiln

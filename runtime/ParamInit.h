@@ -3,6 +3,7 @@
 #ifndef KILN_RUNTIME_PARAMINIT_H
 #define KILN_RUNTIME_PARAMINIT_H
 
+#include "runtime/Backend.h"
 #include "runtime/cpu/HostTensor.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -28,6 +29,9 @@ llvm::Expected<std::vector<ParamInfo>> paramsOf(mlir::func::FuncOp func);
 /// Initial values per the parameters' kiln.init, drawn from a stream per
 /// parameter name (see Rng), so the values depend only on the seed and name.
 llvm::Expected<std::vector<cpu::HostTensor>> initParams(llvm::ArrayRef<ParamInfo> params,
+                                                        uint64_t seed);
+/// The same for a backend's state (Backend.h).
+llvm::Expected<std::vector<cpu::HostTensor>> initParams(llvm::ArrayRef<StateSpec> specs,
                                                         uint64_t seed);
 
 } // namespace kiln

@@ -2,7 +2,7 @@
 
 #include "runtime/Plan.h"
 
-#include "runtime/AtomicFile.h"
+#include "support/Files.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -330,9 +330,9 @@ llvm::Error Plan::save(llvm::StringRef dir) const {
 llvm::Expected<Plan> Plan::load(llvm::StringRef dir) {
   llvm::SmallString<256> path(dir);
   llvm::sys::path::append(path, "plan.json");
-  auto file = llvm::MemoryBuffer::getFile(path);
+  auto file = readRegularFile(path, "plan");
   if (!file)
-    return error("cannot read plan '" + path + "': " + file.getError().message());
+    return file.takeError();
   auto json = json::parse((*file)->getBuffer());
   if (!json)
     return error("'" + path + "' is not valid JSON: " + llvm::toString(json.takeError()));
@@ -342,17 +342,17 @@ llvm::Expected<Plan> Plan::load(llvm::StringRef dir) {
   for (PlanKernel &k : plan->kernels) {
     llvm::SmallString<256> cu(dir);
     llvm::sys::path::append(cu, "kernels", k.name + ".cu");
-    auto source = llvm::MemoryBuffer::getFile(cu);
+    auto source = readRegularFile(cu, "kernel source");
     if (!source)
-      return error("cannot read kernel source '" + cu + "': " + source.getError().message());
+      return source.takeError();
     k.source = (*source)->getBuffer().str();
   }
   for (auto &[name, contents] : plan->headers) {
     llvm::SmallString<256> h(dir);
     llvm::sys::path::append(h, "kernels", name);
-    auto source = llvm::MemoryBuffer::getFile(h);
+    auto source = readRegularFile(h, "kernel header");
     if (!source)
-      return error("cannot read kernel header '" + h + "': " + source.getError().message());
+      return source.takeError();
     contents = (*source)->getBuffer().str();
   }
   return plan;

@@ -2,13 +2,15 @@
 
 #include "runtime/Safetensors.h"
 
-#include "runtime/AtomicFile.h"
+#include "support/Files.h"
+
 
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 
 #include <algorithm>
+#include <tuple>
 
 namespace kiln {
 
@@ -94,32 +96,78 @@ llvm::Error writeSafetensors(llvm::StringRef path, const NamedTensors &tensors,
                                       {"data_offsets", llvm::json::Array{offset, offset + bytes}}};
     offset += bytes;
   }
-  if (!metadata.empty()) {
-    llvm::json::Object meta;
-    for (const auto &[k, v] : metadata)
-      meta[k] = v;
-    header["__metadata__"] = std::move(meta);
-  }
+  std::string data;
+  data.reserve(offset);
+  for (const auto &entry : tensors)
+    appendBytes(data, entry.second);
+  llvm::json::Object meta;
+  for (const auto &[k, v] : metadata)
+    meta[k] = v;
+  meta[kChecksumKey.str()] = contentChecksum(data);
+  header["__metadata__"] = std::move(meta);
   std::string json = llvm::formatv("{0}", llvm::json::Value(std::move(header))).str();
   json.append((8 - json.size() % 8) % 8, ' '); // align the data to 8 bytes
-  std::string out;
-  out.reserve(8 + json.size() + offset);
+  std::string length;
   uint64_t n = json.size();
   for (int k = 0; k < 8; ++k)
-    out += static_cast<char>((n >> (8 * k)) & 0xFF);
-  out += json;
-  for (const auto &entry : tensors)
-    appendBytes(out, entry.second);
-  return writeFileAtomically(path, out);
+    length += static_cast<char>((n >> (8 * k)) & 0xFF);
+  return writeFileAtomically(path, {length, json, data});
 }
+
+namespace {
+
+/// One tensor's header entry, checked against the file.
+struct Entry {
+  std::string name;
+  cpu::DType dtype;
+  std::vector<int64_t> shape;
+  int64_t begin, end;
+};
+
+llvm::Expected<Entry> parseEntry(llvm::StringRef path, llvm::StringRef key,
+                                 const llvm::json::Value &value, int64_t bodyBytes) {
+  const llvm::json::Object *entry = value.getAsObject();
+  auto code = entry ? entry->getString("dtype") : std::nullopt;
+  const llvm::json::Array *shape = entry ? entry->getArray("shape") : nullptr;
+  const llvm::json::Array *offsets = entry ? entry->getArray("data_offsets") : nullptr;
+  if (!code || !shape || !offsets || offsets->size() != 2)
+    return error(path, "tensor '" + key + "' lacks dtype, shape or data_offsets");
+  auto dtype = dtypeFromCode(*code);
+  if (!dtype)
+    return error(path, "tensor '" + key + "' has unsupported dtype " + *code);
+  Entry e{key.str(), *dtype, {}, 0, 0};
+  for (const llvm::json::Value &d : *shape) {
+    auto v = d.getAsInteger();
+    if (!v || *v < 0)
+      return error(path, "tensor '" + key + "' has a malformed shape");
+    e.shape.push_back(*v);
+  }
+  auto bytes = cpu::checkedBytes(e.shape, static_cast<int64_t>(cpu::dtypeSize(*dtype)));
+  auto begin = (*offsets)[0].getAsInteger(), end = (*offsets)[1].getAsInteger();
+  if (!bytes || !begin || !end || *begin < 0 || *end < *begin || *end > bodyBytes ||
+      *end - *begin != *bytes)
+    return error(path, llvm::formatv("tensor '{0}' ({1}): data_offsets do not hold its {2} bytes "
+                                     "inside the file's {3} bytes of data",
+                                     key, cpu::typeString(*dtype, e.shape),
+                                     bytes ? std::to_string(*bytes) : std::string("(overflowing)"),
+                                     bodyBytes));
+  e.begin = *begin;
+  e.end = *end;
+  return e;
+}
+
+} // namespace
 
 llvm::Expected<NamedTensors> readSafetensors(llvm::StringRef path,
                                              std::map<std::string, std::string> *metadata) {
-  auto buffer = llvm::MemoryBuffer::getFile(path, false, false);
+  auto buffer = readRegularFile(path, "safetensors file");
   if (!buffer)
-    return llvm::createStringError(buffer.getError(), "cannot read '" + path + "': " +
-                                                          buffer.getError().message());
-  llvm::StringRef data = (*buffer)->getBuffer();
+    return buffer.takeError();
+  return parseSafetensors((*buffer)->getBuffer(), path, metadata);
+}
+
+llvm::Expected<NamedTensors> parseSafetensors(llvm::StringRef data, llvm::StringRef path,
+                                              std::map<std::string, std::string> *metadata) {
   if (data.size() < 8)
     return error(path, "shorter than its 8-byte header length");
   uint64_t n = 0;
@@ -134,50 +182,61 @@ llvm::Expected<NamedTensors> readSafetensors(llvm::StringRef path,
   if (!header)
     return error(path, "header is not a JSON object");
   llvm::StringRef body = data.substr(8 + n);
-  NamedTensors tensors;
+
+  // 1. Every entry checked against the file before anything is allocated.
+  std::vector<Entry> entries;
+  std::map<std::string, std::string> meta;
   // (DenseMap entries are read through getFirst/getSecond: LLVM 22's
   // structured bindings of them do not refer to the map's own key storage.)
   for (const auto &item : *header) {
     llvm::StringRef key = item.getFirst();
     const llvm::json::Value &value = item.getSecond();
     if (key == "__metadata__") {
-      if (metadata)
-        if (const llvm::json::Object *meta = value.getAsObject())
-          for (const auto &m : *meta)
-            if (auto s = m.getSecond().getAsString())
-              (*metadata)[m.getFirst().str()] = s->str();
+      if (const llvm::json::Object *m = value.getAsObject())
+        for (const auto &kv : *m)
+          if (auto s = kv.getSecond().getAsString())
+            meta[kv.getFirst().str()] = s->str();
       continue;
     }
-    const llvm::json::Object *entry = value.getAsObject();
-    auto code = entry ? entry->getString("dtype") : std::nullopt;
-    const llvm::json::Array *shape = entry ? entry->getArray("shape") : nullptr;
-    const llvm::json::Array *offsets = entry ? entry->getArray("data_offsets") : nullptr;
-    if (!code || !shape || !offsets || offsets->size() != 2)
-      return error(path, "tensor '" + key.str() + "' lacks dtype, shape or data_offsets");
-    auto dtype = dtypeFromCode(*code);
-    if (!dtype)
-      return error(path, "tensor '" + key.str() + "' has unsupported dtype " + code->str());
-    std::vector<int64_t> dims;
-    for (const llvm::json::Value &d : *shape) {
-      auto v = d.getAsInteger();
-      if (!v || *v < 0)
-        return error(path, "tensor '" + key.str() + "' has a malformed shape");
-      dims.push_back(*v);
-    }
-    auto begin = (*offsets)[0].getAsInteger(), end = (*offsets)[1].getAsInteger();
-    cpu::HostTensor t(*dtype, dims);
-    int64_t expected = t.numel() * static_cast<int64_t>(cpu::dtypeSize(*dtype));
-    if (!begin || !end || *begin < 0 || *end - *begin != expected ||
-        *end > static_cast<int64_t>(body.size()))
-      return error(path, llvm::formatv("tensor '{0}': data_offsets do not hold its {1} bytes "
-                                       "inside the file",
-                                       key.str(), expected));
-    readBytes(t, body.data() + *begin);
-    tensors.push_back({key.str(), std::move(t)});
+    auto entry = parseEntry(path, key, value, static_cast<int64_t>(body.size()));
+    if (!entry)
+      return entry.takeError();
+    entries.push_back(std::move(*entry));
   }
-  // The JSON object does not keep key order: return the tensors by name.
+  // 2. The tensors tile the data without gaps or overlaps (the format's
+  // rule), so no byte of the file goes unchecked.
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry &a, const Entry &b) { return std::tie(a.begin, a.end) < std::tie(b.begin, b.end); });
+  int64_t covered = 0;
+  for (const Entry &e : entries) {
+    if (e.begin != covered)
+      return error(path, llvm::formatv("tensor '{0}' starts at byte {1} of the data, but the "
+                                       "tensors before it end at {2} (overlap or gap)",
+                                       e.name, e.begin, covered));
+    covered = e.end;
+  }
+  if (covered != static_cast<int64_t>(body.size()))
+    return error(path, llvm::formatv("the tensors hold {0} bytes but the file has {1} bytes of "
+                                     "data (truncated or padded)",
+                                     covered, body.size()));
+  // 3. kiln's own files carry a checksum of the data.
+  if (auto it = meta.find(kChecksumKey.str()); it != meta.end() && it->second != contentChecksum(body))
+    return error(path, "checksum mismatch: the tensor data was changed or corrupted after it was "
+                       "written (" + kChecksumKey.str() + " " + it->second + ", data hashes to " +
+                           contentChecksum(body) + ")");
+  // 4. The tensors, by name (a JSON object does not keep key order).
+  NamedTensors tensors;
+  for (const Entry &e : entries) {
+    auto t = cpu::HostTensor::create(e.dtype, e.shape, /*zero=*/false);
+    if (!t)
+      return error(path, "tensor '" + e.name + "': " + llvm::toString(t.takeError()));
+    readBytes(*t, body.data() + e.begin);
+    tensors.push_back({e.name, std::move(*t)});
+  }
   std::sort(tensors.begin(), tensors.end(),
             [](const auto &a, const auto &b) { return a.first < b.first; });
+  if (metadata)
+    *metadata = std::move(meta);
   return tensors;
 }
 

@@ -23,14 +23,26 @@ namespace kiln {
 
 using NamedTensors = std::vector<std::pair<std::string, cpu::HostTensor>>;
 
-/// Writes `tensors` (in this order) with `metadata`, atomically.
+/// The metadata key of the checksum kiln writes of a file's tensor data
+/// (contentChecksum); verified on read when present.
+inline constexpr llvm::StringLiteral kChecksumKey = "kiln.xxh3";
+
+/// Writes `tensors` (in this order) with `metadata` and the data's
+/// checksum, atomically.
 llvm::Error writeSafetensors(llvm::StringRef path, const NamedTensors &tensors,
                              const std::map<std::string, std::string> &metadata = {});
 
-/// Reads every tensor of a safetensors file; malformed files are an error
-/// naming the file and the problem.
+/// Reads every tensor of a safetensors file. Malformed files are an error
+/// naming the file and the problem, found before anything is allocated:
+/// entries whose offsets do not hold their shape, tensors that do not tile
+/// the data exactly, a checksum that does not match.
 llvm::Expected<NamedTensors> readSafetensors(llvm::StringRef path,
                                              std::map<std::string, std::string> *metadata = nullptr);
+
+/// The same for a file's bytes already in memory (`path` names it in
+/// messages).
+llvm::Expected<NamedTensors> parseSafetensors(llvm::StringRef bytes, llvm::StringRef path,
+                                              std::map<std::string, std::string> *metadata = nullptr);
 
 } // namespace kiln
 

@@ -4,6 +4,11 @@
 
 #include "runtime/ParamInit.h"
 
+#include "llvm/Support/MathExtras.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <limits>
+
 namespace kiln::cpu {
 
 namespace {
@@ -12,10 +17,67 @@ llvm::Error error(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
 }
 
+/// Bytes a new allocation can take without swapping: MemAvailable, capped
+/// by the cgroup's limit when one is set; nullopt when neither is known.
+std::optional<int64_t> availableHostMemory() {
+  std::optional<int64_t> available;
+  if (auto meminfo = llvm::MemoryBuffer::getFileAsStream("/proc/meminfo")) {
+    llvm::SmallVector<llvm::StringRef> lines;
+    (*meminfo)->getBuffer().split(lines, '\n');
+    for (llvm::StringRef line : lines) {
+      if (!line.consume_front("MemAvailable:"))
+        continue;
+      line = line.trim();
+      int64_t kib;
+      if (line.consume_back("kB") && !line.trim().getAsInteger(10, kib))
+        available = kib * 1024;
+    }
+  }
+  auto readInt = [](const char *path) -> std::optional<int64_t> {
+    auto file = llvm::MemoryBuffer::getFileAsStream(path);
+    int64_t v;
+    if (!file || (*file)->getBuffer().trim().getAsInteger(10, v))
+      return std::nullopt; // absent, or "max"
+    return v;
+  };
+  if (auto limit = readInt("/sys/fs/cgroup/memory.max")) {
+    int64_t free = *limit - readInt("/sys/fs/cgroup/memory.current").value_or(0);
+    available = available ? std::min(*available, free) : free;
+  }
+  return available;
+}
+
+int64_t saturatingAdd(int64_t a, int64_t b) {
+  int64_t sum;
+  return llvm::AddOverflow(a, b, sum) ? std::numeric_limits<int64_t>::max() : sum;
+}
+
 } // namespace
 
+llvm::Expected<int64_t> CpuBackend::memoryNeeded(mlir::ModuleOp module) {
+  auto specs = stateSpecsOf(module);
+  if (!specs)
+    return specs.takeError();
+  int64_t state = 0, temporaries = 0;
+  for (const StateSpec &spec : *specs) {
+    auto bytes = checkedBytes(spec.shape, static_cast<int64_t>(storageSize(spec.dtype)));
+    state = saturatingAdd(state, bytes ? *bytes : std::numeric_limits<int64_t>::max());
+  }
+  // Functions run one at a time; each holds its temporaries only while it runs.
+  for (auto func : module.getOps<mlir::func::FuncOp>())
+    temporaries = std::max(temporaries, Interpreter::peakTemporaryBytes(func));
+  return saturatingAdd(state, temporaries);
+}
+
 llvm::Error CpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
-  std::vector<ParamInfo> toInit;
+  auto specs = stateSpecsOf(module);
+  if (!specs)
+    return specs.takeError();
+  auto needed = memoryNeeded(module);
+  if (!needed)
+    return needed.takeError();
+  if (auto available = availableHostMemory(); available && *needed > *available)
+    return llvm::make_error<OutOfMemoryError>("host memory", *needed, *available);
   for (auto func : module.getOps<mlir::func::FuncOp>()) {
     auto binding = FunctionBinding::of(func);
     if (!binding)
@@ -23,28 +85,17 @@ llvm::Error CpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
     auto interp = Interpreter::create(func);
     if (!interp)
       return interp.takeError();
-    for (const auto &[i, arg] : llvm::enumerate(binding->args)) {
-      if (arg.kind == FunctionBinding::Arg::Input)
-        continue;
-      auto [it, inserted] = kinds_.try_emplace(arg.name, arg.kind);
-      if (inserted) {
-        toInit.push_back({static_cast<unsigned>(i), arg.name, arg.dtype, arg.shape, arg.init});
-        continue;
-      }
-      // Functions sharing a parameter must agree on its type.
-      auto known = llvm::find_if(toInit, [&](const ParamInfo &p) { return p.name == arg.name; });
-      if (known->dtype != arg.dtype || known->shape != arg.shape)
-        return error("@" + binding->name + " declares '" + arg.name +
-                     "' with another type than an earlier function");
-    }
     std::string name = binding->name;
     functions_[name] = Function{std::move(*binding), std::move(*interp)};
   }
-  auto values = initParams(toInit, seed);
+  specs_ = std::move(*specs);
+  auto values = initParams(specs_, seed);
   if (!values)
     return values.takeError();
-  for (auto [info, value] : llvm::zip(toInit, *values))
-    state_[info.name] = std::move(value);
+  for (auto [spec, value] : llvm::zip(specs_, *values)) {
+    kinds_[spec.name] = spec.isParam ? FunctionBinding::Arg::Param : FunctionBinding::Arg::State;
+    state_[spec.name] = std::move(value);
+  }
   return llvm::Error::success();
 }
 

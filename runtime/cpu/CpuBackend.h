@@ -14,6 +14,7 @@ class CpuBackend final : public Backend {
 public:
   llvm::StringRef name() const override { return "cpu"; }
   llvm::Error load(mlir::ModuleOp module, uint64_t seed) override;
+  llvm::Expected<int64_t> memoryNeeded(mlir::ModuleOp module) override;
   llvm::Expected<TensorMap> run(llvm::StringRef fn, const TensorMap &inputs) override;
   bool hasFunction(llvm::StringRef fn) const override { return functions_.count(fn.str()); }
   llvm::Expected<NamedTensors> params() override { return collect(FunctionBinding::Arg::Param); }

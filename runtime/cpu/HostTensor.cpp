@@ -3,6 +3,9 @@
 #include "runtime/cpu/HostTensor.h"
 
 #include "mlir/IR/BuiltinTypes.h"
+#include "llvm/Support/ErrorHandling.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MathExtras.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cmath>
@@ -124,6 +127,14 @@ int64_t product(llvm::ArrayRef<int64_t> shape) {
   return n;
 }
 
+std::optional<int64_t> checkedBytes(llvm::ArrayRef<int64_t> shape, int64_t elementBytes) {
+  int64_t n = elementBytes;
+  for (int64_t d : shape)
+    if (d < 0 || llvm::MulOverflow(n, d, n))
+      return std::nullopt;
+  return n;
+}
+
 std::vector<int64_t> stridesOf(llvm::ArrayRef<int64_t> shape) {
   std::vector<int64_t> strides(shape.size(), 1);
   for (int64_t i = static_cast<int64_t>(shape.size()) - 2; i >= 0; --i)
@@ -138,14 +149,51 @@ HostTensor HostTensor::uninitialized(DType dtype, std::vector<int64_t> shape) {
   return HostTensor(dtype, std::move(shape), /*zero=*/false);
 }
 
-HostTensor::HostTensor(DType dtype, std::vector<int64_t> shape, bool zero)
-    : dtype_(dtype), shape_(std::move(shape)), numel_(product(shape_)) {
-  size_t bytes = std::max<size_t>(1, static_cast<size_t>(numel_) * storageSize(dtype_));
-  // 64-byte alignment for vector loads.
-  void *p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+namespace {
+
+/// 64-byte aligned storage (vector loads), or null when memory is short.
+std::shared_ptr<void> allocateStorage(size_t bytes, bool zero) {
+  void *p = std::aligned_alloc(64, (std::max<size_t>(1, bytes) + 63) / 64 * 64);
+  if (!p)
+    return nullptr;
   if (zero)
     std::memset(p, 0, bytes);
-  storage_ = std::shared_ptr<void>(p, std::free);
+  return std::shared_ptr<void>(p, std::free);
+}
+
+} // namespace
+
+HostTensor::HostTensor(DType dtype, std::vector<int64_t> shape, bool zero)
+    : dtype_(dtype), shape_(std::move(shape)), numel_(product(shape_)) {
+  // Shapes here come from verified IR or from create(), which checks them;
+  // running out of memory is fatal, with a message (tools install a handler
+  // that prints it as an error, never a crash).
+  size_t bytes = static_cast<size_t>(numel_) * storageSize(dtype_);
+  storage_ = allocateStorage(bytes, zero);
+  if (!storage_)
+    llvm::report_bad_alloc_error(
+        llvm::formatv("out of host memory allocating a {0} tensor of {1} bytes", typeString(), bytes)
+            .str()
+            .c_str());
+}
+
+llvm::Expected<HostTensor> HostTensor::create(DType dtype, std::vector<int64_t> shape, bool zero) {
+  auto fail = [&](const llvm::Twine &why) {
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), "cannot allocate a " +
+                                                                       cpu::typeString(dtype, shape) +
+                                                                       " tensor: " + why);
+  };
+  auto bytes = checkedBytes(shape, static_cast<int64_t>(storageSize(dtype)));
+  if (!bytes)
+    return fail("its size is negative or does not fit in 64 bits");
+  HostTensor t;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  t.numel_ = product(t.shape_);
+  t.storage_ = allocateStorage(static_cast<size_t>(*bytes), zero);
+  if (!t.storage_)
+    return fail(llvm::formatv("out of host memory ({0} bytes)", *bytes));
+  return t;
 }
 
 double HostTensor::get(int64_t i) const {
@@ -191,11 +239,13 @@ void HostTensor::roundToDType() {
       p[i] = roundToF16(p[i]);
 }
 
-std::string HostTensor::typeString() const {
-  std::string s = dtypeName(dtype_).str() + "[";
-  for (size_t i = 0; i < shape_.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape_[i]);
+std::string typeString(DType dtype, llvm::ArrayRef<int64_t> shape) {
+  std::string s = dtypeName(dtype).str() + "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
 }
+
+std::string HostTensor::typeString() const { return cpu::typeString(dtype_, shape_); }
 
 } // namespace kiln::cpu

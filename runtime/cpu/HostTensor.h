@@ -14,6 +14,7 @@
 #include "mlir/IR/Types.h"
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
 
 #include <cstdint>
 #include <cstring>
@@ -52,6 +53,10 @@ public:
   /// A tensor whose contents are unspecified, for kernels that write every
   /// element (saves the zero fill).
   static HostTensor uninitialized(DType dtype, std::vector<int64_t> shape);
+  /// For shapes that come from outside (a file, a user): an error instead
+  /// of a fatal one when the size overflows or memory is short.
+  static llvm::Expected<HostTensor> create(DType dtype, std::vector<int64_t> shape,
+                                           bool zero = true);
 
   DType dtype() const { return dtype_; }
   const std::vector<int64_t> &shape() const { return shape_; }
@@ -89,9 +94,15 @@ private:
   std::shared_ptr<void> storage_;
 };
 
+/// "f32[4, 8]"
+std::string typeString(DType dtype, llvm::ArrayRef<int64_t> shape);
+
 /// Row-major strides of a shape.
 std::vector<int64_t> stridesOf(llvm::ArrayRef<int64_t> shape);
 int64_t product(llvm::ArrayRef<int64_t> shape);
+/// elementBytes × the product of `shape`, or nullopt when a dimension is
+/// negative or the product overflows int64.
+std::optional<int64_t> checkedBytes(llvm::ArrayRef<int64_t> shape, int64_t elementBytes);
 
 } // namespace kiln::cpu
 

@@ -14,9 +14,13 @@
 
 #include "mlir/IR/BuiltinAttributes.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/SmallPtrSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MathExtras.h"
 #include "llvm/Support/raw_ostream.h"
+
+#include <limits>
 
 using namespace mlir;
 
@@ -85,29 +89,6 @@ std::vector<int64_t> shapeOfValue(Value v) {
   return std::vector<int64_t>(cast<RankedTensorType>(v.getType()).getShape());
 }
 
-kernels::Unary unaryKind(Operation *op) {
-  return llvm::TypeSwitch<Operation *, kernels::Unary>(op)
-      .Case<NegOp>([](auto) { return kernels::Unary::Neg; })
-      .Case<ExpOp>([](auto) { return kernels::Unary::Exp; })
-      .Case<LogOp>([](auto) { return kernels::Unary::Log; })
-      .Case<SqrtOp>([](auto) { return kernels::Unary::Sqrt; })
-      .Case<RsqrtOp>([](auto) { return kernels::Unary::Rsqrt; })
-      .Case<TanhOp>([](auto) { return kernels::Unary::Tanh; })
-      .Case<SigmoidOp>([](auto) { return kernels::Unary::Sigmoid; })
-      .Case<SiluOp>([](auto) { return kernels::Unary::Silu; })
-      .Case<ReluOp>([](auto) { return kernels::Unary::Relu; })
-      .Default([](auto) { return kernels::Unary::Neg; });
-}
-
-kernels::Binary binaryKind(Operation *op) {
-  return llvm::TypeSwitch<Operation *, kernels::Binary>(op)
-      .Case<AddOp>([](auto) { return kernels::Binary::Add; })
-      .Case<SubOp>([](auto) { return kernels::Binary::Sub; })
-      .Case<MulOp>([](auto) { return kernels::Binary::Mul; })
-      .Case<DivOp>([](auto) { return kernels::Binary::Div; })
-      .Default([](auto) { return kernels::Binary::Max; });
-}
-
 bool isSupported(Operation *op) {
   return isa<AddOp, SubOp, MulOp, DivOp, MaxOp, NegOp, ExpOp, LogOp, SqrtOp, RsqrtOp, TanhOp,
              SigmoidOp, GeluOp, SiluOp, ReluOp, CastOp, CompareOp, SelectOp, ReshapeOp,
@@ -124,20 +105,39 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
   using namespace kernels;
   auto wrap = [&](llvm::Error err) { return opError(op, llvm::toString(std::move(err))); };
   auto resultDType = [&](unsigned i = 0) { return dtypeOfValue(op->getResult(i)); };
-  const HostTensor &x = *in[0 < in.size() ? 0 : 0];
+  // Ops without operands (iota, constant) never read `x`.
+  auto x = [&]() -> const HostTensor & { return *in[0]; };
+  auto applyBinary = [&](Binary kind) {
+    return [&, kind](Operation *) {
+      out.push_back(binary(kind, *in[0], *in[1]));
+      return llvm::Error::success();
+    };
+  };
+  auto applyUnary = [&](Unary kind) {
+    return [&, kind](Operation *) {
+      out.push_back(unary(kind, x()));
+      return llvm::Error::success();
+    };
+  };
   return llvm::TypeSwitch<Operation *, llvm::Error>(op)
-      .Case<AddOp, SubOp, MulOp, DivOp, MaxOp>([&](auto) {
-        out.push_back(binary(binaryKind(op), *in[0], *in[1]));
-        return llvm::Error::success();
-      })
-      .Case<NegOp, ExpOp, LogOp, SqrtOp, RsqrtOp, TanhOp, SigmoidOp, SiluOp, ReluOp>([&](auto) {
-        out.push_back(unary(unaryKind(op), x));
-        return llvm::Error::success();
-      })
+      .Case<AddOp>(applyBinary(Binary::Add))
+      .Case<SubOp>(applyBinary(Binary::Sub))
+      .Case<MulOp>(applyBinary(Binary::Mul))
+      .Case<DivOp>(applyBinary(Binary::Div))
+      .Case<MaxOp>(applyBinary(Binary::Max))
+      .Case<NegOp>(applyUnary(Unary::Neg))
+      .Case<ExpOp>(applyUnary(Unary::Exp))
+      .Case<LogOp>(applyUnary(Unary::Log))
+      .Case<SqrtOp>(applyUnary(Unary::Sqrt))
+      .Case<RsqrtOp>(applyUnary(Unary::Rsqrt))
+      .Case<TanhOp>(applyUnary(Unary::Tanh))
+      .Case<SigmoidOp>(applyUnary(Unary::Sigmoid))
+      .Case<SiluOp>(applyUnary(Unary::Silu))
+      .Case<ReluOp>(applyUnary(Unary::Relu))
       .Case([&](GeluOp g) {
         out.push_back(unary(g.getApproximate() == GeluApproximation::tanh ? Unary::GeluTanh
                                                                           : Unary::GeluErf,
-                            x));
+                            x()));
         return llvm::Error::success();
       })
       .Case([&](GeluGradOp g) {
@@ -145,7 +145,7 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](CastOp) {
-        out.push_back(kernels::cast(x, resultDType()));
+        out.push_back(kernels::cast(x(), resultDType()));
         return llvm::Error::success();
       })
       .Case([&](CompareOp c) {
@@ -158,19 +158,19 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](ReshapeOp r) {
-        out.push_back(x.reshaped(shapeOfValue(r.getResult())));
+        out.push_back(x().reshaped(shapeOfValue(r.getResult())));
         return llvm::Error::success();
       })
       .Case([&](TransposeOp t) {
-        out.push_back(transpose(x, t.getPermutation()));
+        out.push_back(transpose(x(), t.getPermutation()));
         return llvm::Error::success();
       })
       .Case([&](SliceOp s) {
-        out.push_back(slice(x, s.getStartIndices(), s.getLimitIndices(), s.getStrides()));
+        out.push_back(slice(x(), s.getStartIndices(), s.getLimitIndices(), s.getStrides()));
         return llvm::Error::success();
       })
       .Case([&](PadOp p) {
-        out.push_back(pad(x, p.getLow(), p.getHigh(), p.getInterior()));
+        out.push_back(pad(x(), p.getLow(), p.getHigh(), p.getInterior()));
         return llvm::Error::success();
       })
       .Case([&](ConcatOp c) {
@@ -181,7 +181,7 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](BroadcastInDimOp b) {
-        out.push_back(broadcastInDim(x, shapeOfValue(b.getResult()), b.getDims()));
+        out.push_back(broadcastInDim(x(), shapeOfValue(b.getResult()), b.getDims()));
         return llvm::Error::success();
       })
       .Case([&](IotaOp i) {
@@ -189,15 +189,15 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](ReduceSumOp r) {
-        out.push_back(reduce(Reduce::Sum, x, r.getDims()));
+        out.push_back(reduce(Reduce::Sum, x(), r.getDims()));
         return llvm::Error::success();
       })
       .Case([&](ReduceMaxOp r) {
-        out.push_back(reduce(Reduce::Max, x, r.getDims()));
+        out.push_back(reduce(Reduce::Max, x(), r.getDims()));
         return llvm::Error::success();
       })
       .Case([&](ReduceMeanOp r) {
-        out.push_back(reduce(Reduce::Mean, x, r.getDims()));
+        out.push_back(reduce(Reduce::Mean, x(), r.getDims()));
         return llvm::Error::success();
       })
       .Case([&](MatmulOp m) {
@@ -228,11 +228,11 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](SoftmaxOp) {
-        out.push_back(softmax(x, /*log=*/false));
+        out.push_back(softmax(x(), /*log=*/false));
         return llvm::Error::success();
       })
       .Case([&](LogSoftmaxOp) {
-        out.push_back(softmax(x, /*log=*/true));
+        out.push_back(softmax(x(), /*log=*/true));
         return llvm::Error::success();
       })
       .Case([&](SoftmaxGradOp) {
@@ -261,7 +261,7 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](RopeOp r) {
-        out.push_back(rope(x, r.getTheta().convertToDouble(), r.getInverse()));
+        out.push_back(rope(x(), r.getTheta().convertToDouble(), r.getInverse()));
         return llvm::Error::success();
       })
       .Case([&](CrossEntropyOp c) -> llvm::Error {
@@ -327,6 +327,52 @@ llvm::Expected<std::pair<DType, std::vector<int64_t>>> hostTypeOf(Type type) {
                                    "CPU interpreter: element type " + s + " is not supported");
   }
   return std::make_pair(*dtype, std::vector<int64_t>(tensor.getShape()));
+}
+
+namespace {
+
+int64_t saturatingAdd(int64_t a, int64_t b) {
+  int64_t sum;
+  return llvm::AddOverflow(a, b, sum) ? std::numeric_limits<int64_t>::max() : sum;
+}
+
+/// Host bytes of a value (storage type), saturating.
+int64_t hostBytes(Value v) {
+  auto type = hostTypeOf(v.getType());
+  if (!type) {
+    llvm::consumeError(type.takeError());
+    return 0;
+  }
+  auto bytes = checkedBytes(type->second, static_cast<int64_t>(storageSize(type->first)));
+  return bytes ? *bytes : std::numeric_limits<int64_t>::max();
+}
+
+} // namespace
+
+int64_t Interpreter::peakTemporaryBytes(func::FuncOp func) {
+  if (func.getBody().getBlocks().size() != 1)
+    return 0;
+  Block &body = func.getBody().front();
+  llvm::DenseMap<Value, Operation *> lastUser;
+  for (Operation &op : body)
+    for (Value v : op.getOperands())
+      lastUser[v] = &op;
+  // A reshape shares its operand's storage; constants live for the whole run.
+  auto owned = [](Operation *def) { return def && !isa<ReshapeOp, ConstantOp>(def); };
+  int64_t live = 0, peak = 0;
+  for (Operation &op : body) {
+    if (!isa<ReshapeOp>(op))
+      for (Value r : op.getResults())
+        live = saturatingAdd(live, hostBytes(r));
+    peak = std::max(peak, live);
+    llvm::SmallPtrSet<void *, 4> freed; // an operand may appear twice
+    for (Value v : op.getOperands())
+      if (lastUser.lookup(v) == &op && owned(v.getDefiningOp()) &&
+          freed.insert(v.getAsOpaquePointer()).second &&
+          live != std::numeric_limits<int64_t>::max())
+        live -= hostBytes(v);
+  }
+  return peak;
 }
 
 Interpreter::Interpreter(func::FuncOp func) : func_(func) {}
@@ -401,8 +447,7 @@ llvm::Expected<std::vector<HostTensor>> Interpreter::run(llvm::ArrayRef<HostTens
   for (auto [i, arg] : llvm::enumerate(func_.getArguments())) {
     auto [dtype, shape] = *hostTypeOf(arg.getType());
     if (args[i].dtype() != dtype || args[i].shape() != shape) {
-      HostTensor expected(dtype, {});
-      std::string want = expected.reshaped(shape).typeString();
+      std::string want = typeString(dtype, shape);
       auto name = func_.getArgAttrOfType<StringAttr>(i, KilnDialect::kParamAttrName);
       if (!name)
         name = func_.getArgAttrOfType<StringAttr>(i, KilnDialect::kInputAttrName);

@@ -33,6 +33,11 @@ public:
 
   mlir::func::FuncOp function() const { return func_; }
 
+  /// The most bytes of temporaries (op results and constants) a run of
+  /// `func` holds at once — the same liveness run() follows; saturates at
+  /// INT64_MAX for types too large to count.
+  static int64_t peakTemporaryBytes(mlir::func::FuncOp func);
+
 private:
   struct Step;
   explicit Interpreter(mlir::func::FuncOp func);

@@ -20,20 +20,10 @@ llvm::Error error(const llvm::Twine &message) {
 } // namespace
 
 llvm::Error CudaBackend::load(mlir::ModuleOp module, uint64_t seed) {
-  // What to initialize: every parameter and state once, as the CPU backend.
-  std::vector<ParamInfo> toInit;
-  for (auto func : module.getOps<mlir::func::FuncOp>()) {
-    auto binding = FunctionBinding::of(func);
-    if (!binding)
-      return binding.takeError();
-    for (const auto &[i, arg] : llvm::enumerate(binding->args)) {
-      if (arg.kind == FunctionBinding::Arg::Input)
-        continue;
-      if (llvm::any_of(toInit, [&](const ParamInfo &p) { return p.name == arg.name; }))
-        continue;
-      toInit.push_back({static_cast<unsigned>(i), arg.name, arg.dtype, arg.shape, arg.init});
-    }
-  }
+  auto specs = stateSpecsOf(module);
+  if (!specs)
+    return specs.takeError();
+  specs_ = std::move(*specs);
   using Clock = std::chrono::steady_clock;
   auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   auto start = Clock::now();
@@ -54,15 +44,22 @@ llvm::Error CudaBackend::load(mlir::ModuleOp module, uint64_t seed) {
       if (b.kind != PlanBinding::Kind::Input &&
           llvm::none_of(state_, [&](const PlanBinding &s) { return s.name == b.name; }))
         state_.push_back(b);
-  auto values = initParams(toInit, seed);
+  auto values = initParams(specs_, seed);
   if (!values)
     return values.takeError();
   NamedTensors initial;
-  for (auto [info, value] : llvm::zip(toInit, *values))
-    initial.push_back({info.name, std::move(value)});
+  for (auto [spec, value] : llvm::zip(specs_, *values))
+    initial.push_back({spec.name, std::move(value)});
   llvm::Error err = setState(initial);
   times_.init = since(start);
   return err;
+}
+
+llvm::Expected<int64_t> CudaBackend::memoryNeeded(mlir::ModuleOp module) {
+  auto plan = compile_(module);
+  if (!plan)
+    return plan.takeError();
+  return plan->memory.total;
 }
 
 bool CudaBackend::hasFunction(llvm::StringRef fn) const {
@@ -105,7 +102,7 @@ llvm::Error CudaBackend::setState(const NamedTensors &tensors) {
       return error("the checkpoint has '" + name + "', which this model does not");
     if (b->dtype != t.dtype() || b->shape != t.shape())
       return error(llvm::formatv("'{0}' is {1} in the checkpoint but {2} in this model", name,
-                                 t.typeString(), cpu::HostTensor(b->dtype, b->shape).typeString()));
+                                 t.typeString(), cpu::typeString(b->dtype, b->shape)));
   }
   std::vector<char> bytes;
   for (const auto &[name, t] : tensors) {

@@ -28,6 +28,8 @@ public:
 
   llvm::StringRef name() const override { return "cuda"; }
   llvm::Error load(mlir::ModuleOp module, uint64_t seed) override;
+  /// The plan's arena (compiling `module` to a plan, which annotates it).
+  llvm::Expected<int64_t> memoryNeeded(mlir::ModuleOp module) override;
   llvm::Expected<TensorMap> run(llvm::StringRef fn, const TensorMap &inputs) override;
   bool hasFunction(llvm::StringRef fn) const override;
   llvm::Expected<NamedTensors> params() override { return collect(PlanBinding::Kind::Param); }

@@ -2,9 +2,11 @@
 
 #include "runtime/cuda/CudaExecutor.h"
 
+#include "runtime/Backend.h"
+
 #include "runtime/cuda/CudaApi.h"
 
-#include "runtime/AtomicFile.h"
+#include "support/Files.h"
 
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"
@@ -352,9 +354,8 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
   size_t freeBytes = 0, totalBytes = 0;
   KILN_CU(im.cu->cuMemGetInfo(&freeBytes, &totalBytes));
   if (static_cast<size_t>(p.memory.total) > freeBytes)
-    return error(llvm::formatv("the plan needs {0:f2} GiB of device memory but {1} has {2:f2} GiB "
-                               "free (lower train.batch_size, or use gradient accumulation)",
-                               p.memory.total / 1073741824.0, dev->name, freeBytes / 1073741824.0));
+    return llvm::make_error<OutOfMemoryError>("device memory of " + dev->name, p.memory.total,
+                                              static_cast<int64_t>(freeBytes));
   KILN_CU(im.cu->cuStreamCreate(&im.stream, CU_STREAM_NON_BLOCKING));
   KILN_CU(im.cu->cuMemAlloc(&im.base, static_cast<size_t>(p.memory.total)));
   KILN_CU(im.cu->cuMemsetD8Async(im.base, 0, static_cast<size_t>(p.memory.total), im.stream));

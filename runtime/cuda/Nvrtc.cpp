@@ -2,7 +2,7 @@
 
 #include "runtime/cuda/Nvrtc.h"
 
-#include "runtime/AtomicFile.h"
+#include "support/Files.h"
 #include "runtime/cuda/CudaApi.h"
 
 #include "llvm/ADT/StringExtras.h"

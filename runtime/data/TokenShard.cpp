@@ -2,7 +2,7 @@
 
 #include "runtime/data/TokenShard.h"
 
-#include "runtime/AtomicFile.h"
+#include "support/Files.h"
 
 #include "llvm/Support/FormatVariadic.h"
 
@@ -37,9 +37,9 @@ int32_t TokenShard::operator[](int64_t i) const {
 }
 
 llvm::Expected<TokenShard> TokenShard::open(llvm::StringRef path, int64_t vocabSize) {
-  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false, /*RequiresNullTerminator=*/false);
+  auto buffer = readRegularFile(path, "token shard");
   if (!buffer)
-    return error("cannot read token shard '" + path + "': " + buffer.getError().message());
+    return buffer.takeError();
   TokenShard shard;
   shard.path_ = path.str();
   shard.buffer_ = std::move(*buffer);
@@ -64,12 +64,13 @@ llvm::Expected<TokenShard> TokenShard::open(llvm::StringRef path, int64_t vocabS
                                path, count, kShardHeaderInts * 4 + count * tokenBytes, bytes));
   shard.count_ = count;
   shard.version_ = version;
-  if (vocabSize > 0)
-    for (int64_t i = 0; i < shard.count_; ++i)
-      if (shard[i] >= vocabSize)
-        return error(llvm::formatv("token shard '{0}': token {1} at position {2} is not below "
-                                   "the vocabulary size {3}",
-                                   path, shard[i], i, vocabSize));
+  // Version 2 stores uint32: ids of 2^31 and above read back negative, and
+  // are as wrong as ids past the vocabulary.
+  for (int64_t i = 0; i < shard.count_; ++i)
+    if (shard[i] < 0 || (vocabSize > 0 && shard[i] >= vocabSize))
+      return error(llvm::formatv("token shard '{0}': token {1} at position {2} is not in [0, {3})",
+                                 path, static_cast<uint32_t>(shard[i]), i,
+                                 vocabSize > 0 ? vocabSize : (int64_t(1) << 31)));
   return shard;
 }
 

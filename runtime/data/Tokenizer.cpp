@@ -2,6 +2,8 @@
 
 #include "runtime/data/Tokenizer.h"
 
+#include "support/Files.h"
+
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/JSON.h"
@@ -204,14 +206,13 @@ llvm::Expected<std::unique_ptr<Tokenizer>> GPT2Tokenizer::load(llvm::StringRef d
   llvm::SmallString<256> encoderPath(dir), vocabPath(dir);
   llvm::sys::path::append(encoderPath, "encoder.json");
   llvm::sys::path::append(vocabPath, "vocab.bpe");
-  auto encoderFile = llvm::MemoryBuffer::getFile(encoderPath);
+  auto encoderFile = readRegularFile(encoderPath, "GPT-2 BPE file");
   if (!encoderFile)
-    return error("cannot read GPT-2 BPE file '" + encoderPath + "': " +
-                 encoderFile.getError().message() +
+    return error(llvm::toString(encoderFile.takeError()) +
                  " (scripts/setup.sh installs it; or pass --bpe-dir)");
-  auto vocabFile = llvm::MemoryBuffer::getFile(vocabPath);
+  auto vocabFile = readRegularFile(vocabPath, "GPT-2 BPE file");
   if (!vocabFile)
-    return error("cannot read GPT-2 BPE file '" + vocabPath + "': " + vocabFile.getError().message());
+    return vocabFile.takeError();
   auto json = llvm::json::parse((*encoderFile)->getBuffer());
   if (!json)
     return error("'" + encoderPath + "' is not valid JSON: " + llvm::toString(json.takeError()));

@@ -12,6 +12,7 @@
 
 #include "runtime/Checkpoint.h"
 #include "runtime/cpu/CpuBackend.h"
+#include "tools/support/Compile.h"
 #include "tools/support/HuggingFace.h"
 #include "tools/support/Training.h"
 
@@ -62,10 +63,22 @@ int runExport() {
     auto checkpoint = loadCheckpoint(checkpointPath);
     if (!checkpoint)
       return fail("export", toString(checkpoint.takeError()));
-    config = RunConfig::parse(checkpoint->state.config, checkpointPath + "/state.json");
+    config = RunConfig::parse(checkpoint->state.config, checkpoint->path + "/state.json");
     if (!config)
       return fail("export", toString(config.takeError()));
     params = std::move(checkpoint->params);
+    // Every parameter of the run's model, with its type.
+    mlir::MLIRContext ctx;
+    auto module = tooling::buildForwardModule(ctx, *config, mlir::Float32Type::get(&ctx));
+    if (!module)
+      return fail("export", toString(module.takeError()));
+    auto specs = stateSpecsOf(**module);
+    if (!specs)
+      return fail("export", toString(specs.takeError()));
+    auto fresh = checkStateComplete(*specs, params, /*params=*/true, /*partial=*/false,
+                                    "the checkpoint '" + checkpoint->path + "'");
+    if (!fresh)
+      return fail("export", toString(fresh.takeError()));
   }
   auto hf = tooling::toHuggingFaceGPT2(params, config->model);
   if (!hf)

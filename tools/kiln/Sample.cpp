@@ -13,6 +13,8 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cmath>
+
 using namespace llvm;
 
 namespace kiln::cli {
@@ -34,18 +36,25 @@ static cl::opt<uint64_t> seed("seed", cl::desc("Random seed"), cl::init(0),
                               cl::sub(sampleCommand()), cl::cat(kilnCategory()));
 
 int runSample() {
-  if (tokens < 0 || temperature < 0 || topK < 0)
-    return fail("sample", "--tokens, --temperature and --top-k must not be negative");
+  // Written so that NaN fails too.
+  if (tokens < 0 || !(temperature >= 0) || !std::isfinite(temperature) || topK < 0)
+    return fail("sample", "--tokens, --temperature and --top-k must be finite and not negative");
   auto checkpoint = loadCheckpoint(checkpointPath);
   if (!checkpoint)
     return fail("sample", toString(checkpoint.takeError()));
-  auto config = RunConfig::parse(checkpoint->state.config, checkpointPath + "/state.json");
+  auto config = RunConfig::parse(checkpoint->state.config, checkpoint->path + "/state.json");
   if (!config)
     return fail("sample", toString(config.takeError()));
+  // The run's config with --set overrides (train.device=cpu|cuda, ...);
+  // keys that change the model make the checkpoint not fit, which the load
+  // below reports.
+  if (Error err = config->applyOverrides(setOverrides()))
+    return fail("sample", toString(std::move(err)));
+  if (Error err = config->validate(checkpoint->path + "/state.json with --set overrides"))
+    return fail("sample", toString(std::move(err)));
   auto tokenizer = tooling::makeTokenizer(checkpoint->state.tokenizer, checkpoint->state.bpeDir);
   if (!tokenizer)
     return fail("sample", toString(tokenizer.takeError()));
-
   // Only @logits is needed: batch 1, the run's sequence length.
   mlir::MLIRContext ctx;
   tooling::loadDialects(ctx);
@@ -55,18 +64,16 @@ int runSample() {
                                mlir::Float32Type::get(&ctx), models::GPT2Output::Logits, "logits",
                                errors)))
     return fail("sample", "building the model failed: " + join(errors, "; "));
-  // The run's device, with --set train.device=cpu|cuda to override.
-  if (Error err = config->applyOverrides(setOverrides()))
-    return fail("sample", toString(std::move(err)));
   auto backendOr = tooling::makeBackend(config->train.device, nullptr);
   if (!backendOr)
     return fail("sample", toString(backendOr.takeError()));
   Backend &backend = **backendOr;
   if (Error err = backend.load(*module, 0))
     return fail("sample", toString(std::move(err)));
-  if (Error err = backend.setState(checkpoint->params))
-    return fail("sample", toString(std::move(err)));
-
+  auto fresh = backend.loadState(checkpoint->params, /*params=*/true, /*partial=*/false,
+                                 "the checkpoint '" + checkpoint->path + "'");
+  if (!fresh)
+    return fail("sample", toString(fresh.takeError()));
   Rng rng(seed, "sample");
   SamplingOptions options{greedy, temperature, topK};
   auto text = tooling::generate(backend, **tokenizer, config->seqLen(), (*tokenizer)->vocabSize(),

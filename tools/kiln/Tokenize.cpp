@@ -3,6 +3,8 @@
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
 
+#include "support/Files.h"
+
 #include "runtime/data/TokenShard.h"
 #include "tools/support/Training.h"
 
@@ -88,9 +90,9 @@ int runTokenize() {
     return Error::success();
   };
   for (const std::string &input : inputs) {
-    auto file = MemoryBuffer::getFile(input, /*IsText=*/true);
+    auto file = readRegularFile(input, "input", /*isText=*/true);
     if (!file)
-      return fail("tokenize", "cannot read '" + input + "': " + file.getError().message());
+      return fail("tokenize", toString(file.takeError()));
     for (StringRef doc : documents((*file)->getBuffer())) {
       // Every ⌈1/f⌉-th document goes to validation: spread over the corpus.
       bool isVal = valFraction > 0 &&

@@ -12,6 +12,10 @@
 
 #include <atomic>
 #include <csignal>
+#include <optional>
+
+#include <signal.h>
+#include <unistd.h>
 
 using namespace llvm;
 
@@ -24,21 +28,38 @@ static cl::opt<std::string> resume("resume",
                                    cl::value_desc("dir"), cl::sub(trainCommand()),
                                    cl::cat(kilnCategory()));
 
+static cl::opt<bool> newRunDir("new-run-dir",
+                               cl::desc("When run.dir is not empty, write to the first free "
+                                        "<run.dir>-N instead of refusing"),
+                               cl::sub(trainCommand()), cl::cat(kilnCategory()));
+
 static std::atomic<int> interrupted{0};
 
-static void onSignal(int signal) { interrupted.store(signal); }
+/// The first SIGINT/SIGTERM/SIGHUP asks the loop to stop after the current
+/// step with a checkpoint; a second one ends the process at once (the
+/// checkpoint files are written atomically, so nothing saved is lost).
+static void onSignal(int signal) {
+  int expected = 0;
+  if (interrupted.compare_exchange_strong(expected, signal))
+    return;
+  static const char message[] = "\nkiln train: second signal: exiting now, without a checkpoint\n";
+  (void)!::write(2, message, sizeof(message) - 1);
+  ::_exit(128 + signal);
+}
 
 int runTrain() {
   // The config: a file, the checkpoint's (on resume), or the embedded default.
   Expected<RunConfig> config = RunConfig();
+  std::optional<Checkpoint> checkpoint;
   if (!resume.empty()) {
     if (!configPath.empty())
       return fail("train", "give either a config file or --resume, not both (the run's config "
                            "is in its checkpoint; change keys with --set)");
-    auto checkpoint = loadCheckpoint(resume);
-    if (!checkpoint)
-      return fail("train", toString(checkpoint.takeError()));
-    config = RunConfig::parse(checkpoint->state.config, resume + "/state.json");
+    auto loaded = loadCheckpoint(resume);
+    if (!loaded)
+      return fail("train", toString(loaded.takeError()));
+    checkpoint = std::move(*loaded);
+    config = RunConfig::parse(checkpoint->state.config, checkpoint->path + "/state.json");
   } else if (configPath.empty()) {
     config = RunConfig::parse(kDefaultConfig, "<default config (configs/default.toml)>");
   } else {
@@ -51,10 +72,17 @@ int runTrain() {
   if (Error err = config->validate(configPath.empty() ? "the config" : configPath.getValue()))
     return fail("train", toString(std::move(err)));
 
-  std::signal(SIGINT, onSignal);
-  std::signal(SIGTERM, onSignal);
+  struct sigaction action = {};
+  action.sa_handler = onSignal;
+  sigemptyset(&action.sa_mask);
+  for (int signal : {SIGINT, SIGTERM, SIGHUP})
+    sigaction(signal, &action, nullptr);
+  // A file-size limit (ulimit -f) then fails the write with EFBIG, which is
+  // reported like a full disk, instead of killing the process.
+  std::signal(SIGXFSZ, SIG_IGN);
   tooling::TrainOptions options;
-  options.resume = resume;
+  options.resume = checkpoint ? &*checkpoint : nullptr;
+  options.newRunDir = newRunDir;
   options.interrupted = &interrupted;
   options.interactive = sys::Process::StandardOutIsDisplayed();
   auto code = tooling::train(*config, options, outs());

@@ -99,22 +99,24 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     written.push_back(dumps.dir + "/00-frontend.mlir");
   }
   PassManager pm(module.getContext());
+  // The run's options (RunConfig) become the passes' options here, once.
   TrainingPipelineOptions options;
-  options.beta1 = config.optim.beta1;
-  options.beta2 = config.optim.beta2;
-  options.epsilon = config.optim.eps;
-  options.weightDecay = config.optim.weight_decay;
-  std::vector<std::string> roles{"weight"};
+  options.precision.policy = config.train.precision;
+  options.autodiff.lossScale =
+      config.train.precision == "f16-mixed" ? config.train.loss_scale : 0.0;
+  AttachOptimizerPassOptions &opt = *options.optimizer;
+  opt.beta1 = config.optim.beta1;
+  opt.beta2 = config.optim.beta2;
+  opt.epsilon = config.optim.eps;
+  opt.weightDecay = config.optim.weight_decay;
+  opt.decayRoles = {"weight"};
   if (config.optim.decay_embeddings)
-    roles.push_back("embedding");
-  options.decayRoles = roles;
-  options.maxGradNorm = config.optim.grad_clip;
-  options.accumulateSteps = config.train.accumulate_steps;
-  options.precision = config.train.precision;
-  options.lossScale = config.train.precision == "f16-mixed" ? config.train.loss_scale : 0.0;
-  options.lossScaleGrowthInterval = config.train.loss_scale_growth_interval;
-  options.lossScaleGrowth = config.train.loss_scale_growth;
-  options.lossScaleBackoff = config.train.loss_scale_backoff;
+    opt.decayRoles.push_back("embedding");
+  opt.maxGradNorm = config.optim.grad_clip;
+  opt.accumulateSteps = config.train.accumulate_steps;
+  opt.lossScaleGrowthInterval = config.train.loss_scale_growth_interval;
+  opt.lossScaleGrowth = config.train.loss_scale_growth;
+  opt.lossScaleBackoff = config.train.loss_scale_backoff;
   buildTrainingPipeline(pm, options);
   if (!dumps.dir.empty())
     pm.addInstrumentation(std::make_unique<DumpInstrumentation>(dumps, written, dumpError));

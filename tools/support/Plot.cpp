@@ -2,7 +2,7 @@
 
 #include "tools/support/Plot.h"
 
-#include "runtime/AtomicFile.h"
+#include "support/Files.h"
 
 #include "llvm/Support/FormatVariadic.h"
 

@@ -4,11 +4,12 @@
 
 #include "codegen/PlanBuilder.h"
 #include "models/GPT2.h"
-#include "runtime/AtomicFile.h"
+#include "support/Files.h"
 #include "runtime/cpu/CpuBackend.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/CudaBackend.h"
 #include "runtime/data/DataLoader.h"
+#include "runtime/train/MetricsLog.h"
 #include "runtime/train/Schedule.h"
 #include "tools/support/Compile.h"
 #include "tools/support/HuggingFace.h"
@@ -109,49 +110,6 @@ std::string oneLine(llvm::StringRef text) {
   return s;
 }
 
-/// The metrics log: one JSON object per line.
-class MetricsLog {
-public:
-  /// Opens `path`; on resume, keeps the records up to `keepUpToStep`.
-  llvm::Error open(const std::string &path, int64_t keepUpToStep) {
-    path_ = path;
-    std::string kept;
-    if (keepUpToStep > 0)
-      if (auto old = llvm::MemoryBuffer::getFile(path)) {
-        llvm::SmallVector<llvm::StringRef> lines;
-        (*old)->getBuffer().split(lines, '\n', -1, false);
-        for (llvm::StringRef line : lines) {
-          auto json = llvm::json::parse(line);
-          if (!json) {
-            llvm::consumeError(json.takeError());
-            continue;
-          }
-          auto step = json->getAsObject() ? json->getAsObject()->getInteger("step") : std::nullopt;
-          if (step && *step <= keepUpToStep)
-            kept += line.str() + "\n";
-        }
-      }
-    if (llvm::Error err = writeFileAtomically(path, kept))
-      return err;
-    std::error_code ec;
-    os_ = std::make_unique<llvm::raw_fd_ostream>(path, ec, llvm::sys::fs::OF_Append);
-    if (ec)
-      return error("cannot append to '" + path + "': " + ec.message());
-    return llvm::Error::success();
-  }
-
-  void write(llvm::json::Object record) {
-    *os_ << llvm::formatv("{0}", llvm::json::Value(std::move(record))) << "\n";
-    os_->flush();
-  }
-
-  const std::string &path() const { return path_; }
-
-private:
-  std::string path_;
-  std::unique_ptr<llvm::raw_fd_ostream> os_;
-};
-
 /// Reads metrics.jsonl back into the curves of the loss plot.
 std::vector<LossPoint> readCurve(const std::string &path, llvm::StringRef key) {
   std::vector<LossPoint> points;
@@ -206,12 +164,13 @@ llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>> buildTrainingModule(mlir::MLIR
 
 llvm::Expected<std::string> generate(Backend &backend, const Tokenizer &tokenizer,
                                      int64_t seqLen, int64_t vocab, llvm::StringRef prompt,
-                                     int64_t count, const SamplingOptions &options, Rng &rng) {
+                                     int64_t count, const SamplingOptions &options, Rng &rng,
+                                     const std::atomic<int> *interrupted) {
   std::vector<int32_t> context{tokenizer.eot()};
   for (int32_t t : tokenizer.encode(prompt))
     context.push_back(t);
   std::vector<int32_t> generated;
-  for (int64_t i = 0; i < count; ++i) {
+  for (int64_t i = 0; i < count && !(interrupted && interrupted->load()); ++i) {
     // The last seqLen tokens; later positions do not affect earlier ones
     // (causal attention), so the tail of the window is filler.
     int64_t start = std::max<int64_t>(0, static_cast<int64_t>(context.size()) - seqLen);
@@ -262,287 +221,504 @@ llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
   return std::unique_ptr<Backend>(std::move(*backend));
 }
 
-llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
-                          llvm::raw_ostream &out) {
-  const int64_t B = config.train.batch_size, T = config.seqLen(),
-                K = config.train.accumulate_steps, steps = config.train.steps;
-  const int64_t tokensPerStep = B * T * K;
+llvm::Expected<std::string> chooseRunDir(const RunConfig &config, const TrainOptions &options) {
+  auto isEmpty = [](const std::string &dir) {
+    std::error_code ec;
+    llvm::sys::fs::directory_iterator it(dir, ec);
+    return ec || it == llvm::sys::fs::directory_iterator();
+  };
+  const std::string &dir = config.run_dir;
+  if (!llvm::sys::fs::exists(dir) || isEmpty(dir))
+    return dir;
+  if (options.resume) {
+    // The checkpoint's own run: <run>/checkpoints/step_N.
+    llvm::StringRef checkpoints = llvm::sys::path::parent_path(options.resume->path);
+    if (llvm::sys::fs::equivalent(llvm::sys::path::parent_path(checkpoints), dir))
+      return dir;
+    return error("run.dir '" + dir + "' holds another run; a resumed run continues in its own "
+                 "directory or in an empty one (--set run.dir=DIR)");
+  }
+  if (options.newRunDir)
+    for (int n = 2; n < 100000; ++n) {
+      std::string candidate = dir + "-" + std::to_string(n);
+      if (!llvm::sys::fs::exists(candidate) || isEmpty(candidate))
+        return candidate;
+    }
+  return error("run.dir '" + dir + "' is not empty: it holds an earlier run. Continue it with "
+               "`kiln train --resume " + dir + "`, choose another directory with --set run.dir=DIR, "
+               "or pass --new-run-dir to write to the first free '" + dir + "-N'");
+}
 
-  // 1. Where it runs (a missing GPU is reported before anything else), the
-  // tokenizer and the data.
-  auto backendOr = makeBackend(config.train.device, &out);
-  if (!backendOr)
-    return backendOr.takeError();
-  auto tokenizer = makeTokenizer(config.data.tokenizer, config.data.bpe_dir);
+namespace {
+
+/// What one optimizer step returned.
+struct StepResult {
+  double loss = 0, gradNorm = 0;
+  bool skipped = false;
+};
+
+/// One run of the training loop (llm.c's train_gpt2 as methods): open()
+/// assembles the pieces, loop() takes the steps, finish() writes the plot.
+class TrainingRun {
+public:
+  TrainingRun(RunConfig config, const TrainOptions &options, llvm::raw_ostream &out)
+      : config_(std::move(config)), options_(options), out_(out), B_(config_.train.batch_size),
+        T_(config_.seqLen()), K_(config_.train.accumulate_steps), steps_(config_.train.steps),
+        rng_(static_cast<uint64_t>(config_.train.seed), "train.sampling") {}
+
+  llvm::Error open();
+  /// The exit code: 0 when every step ran, 128 + signal when interrupted.
+  llvm::Expected<int> loop();
+  llvm::Error finish();
+
+private:
+  llvm::Error openData();
+  llvm::Error compile();
+  llvm::Error restore();
+  llvm::Error openRunDir();
+  void printHeader(double compileSeconds);
+  llvm::Expected<StepResult> step(double lr);
+  llvm::Error logStep(const StepResult &r, double lr, double stepSeconds);
+  llvm::Error evaluate();
+  llvm::Expected<std::string> save();
+  /// Stops the run after `err` (a failed log write): one last checkpoint
+  /// attempt, then an error that says what was and was not saved.
+  llvm::Error stopWithCheckpoint(llvm::Error err);
+  bool interrupted() const { return options_.interrupted && options_.interrupted->load() != 0; }
+  std::string batchAdvice(const OutOfMemoryError &oom);
+
+  RunConfig config_;
+  const TrainOptions &options_;
+  llvm::raw_ostream &out_;
+  const int64_t B_, T_, K_, steps_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::vector<std::string> trainFiles_;
+  std::unique_ptr<DataLoader> trainData_, valData_;
+  std::unique_ptr<Prefetcher> trainBatches_;
+  mlir::MLIRContext ctx_;
+  mlir::OwningOpRef<mlir::ModuleOp> module_;
+  TrainingState state_;
+  Rng rng_;
+  MetricsLog log_;
+  std::string checkpointDir_;
+  double lastVal_ = NAN;
+  Clock::time_point runStart_;
+  int64_t firstStep_ = 0, skippedSteps_ = 0;
+};
+
+llvm::Error TrainingRun::openData() {
+  auto tokenizer = makeTokenizer(config_.data.tokenizer, config_.data.bpe_dir);
   if (!tokenizer)
     return tokenizer.takeError();
-  if ((*tokenizer)->vocabSize() > config.model.vocab_size)
+  tokenizer_ = std::move(*tokenizer);
+  if (tokenizer_->vocabSize() > config_.model.vocab_size)
     return error(llvm::formatv("the {0} tokenizer has {1} tokens but model.vocab_size is {2}",
-                               (*tokenizer)->name(), (*tokenizer)->vocabSize(),
-                               config.model.vocab_size));
-  auto trainFiles = expandGlob(config.data.train);
+                               tokenizer_->name(), tokenizer_->vocabSize(),
+                               config_.model.vocab_size));
+  auto trainFiles = expandGlob(config_.data.train);
   if (!trainFiles)
     return error("data.train: " + llvm::toString(trainFiles.takeError()));
-  auto valFiles = expandGlob(config.data.val);
+  trainFiles_ = *trainFiles;
+  auto valFiles = expandGlob(config_.data.val);
   if (!valFiles)
     return error("data.val: " + llvm::toString(valFiles.takeError()));
-  LoaderOptions trainOptions{*trainFiles, B, T, 0, 1, config.data.mode == "random",
-                             static_cast<uint64_t>(config.train.seed), config.model.vocab_size};
+  LoaderOptions trainOptions{*trainFiles, B_, T_, 0, 1, config_.data.mode == "random",
+                             static_cast<uint64_t>(config_.train.seed), config_.model.vocab_size};
   auto trainData = DataLoader::open(trainOptions);
   if (!trainData)
     return trainData.takeError();
-  LoaderOptions valOptions{*valFiles, B, T, 0, 1, false, 0, config.model.vocab_size};
+  trainData_ = std::move(*trainData);
+  LoaderOptions valOptions{*valFiles, B_, T_, 0, 1, false, 0, config_.model.vocab_size};
   auto valData = DataLoader::open(valOptions);
   if (!valData)
     return valData.takeError();
+  valData_ = std::move(*valData);
+  trainBatches_ = std::make_unique<Prefetcher>(*trainData_);
+  return llvm::Error::success();
+}
 
-  // 2. Compile the step and bind it to a backend.
-  auto compileStart = Clock::now();
-  mlir::MLIRContext ctx;
-  auto module = buildTrainingModule(ctx, config);
+std::string TrainingRun::batchAdvice(const OutOfMemoryError &oom) {
+  auto neededAt = [&](int64_t batch) -> std::optional<int64_t> {
+    RunConfig c = config_;
+    c.train.batch_size = batch;
+    mlir::MLIRContext ctx;
+    auto module = buildTrainingModule(ctx, c);
+    if (!module) {
+      llvm::consumeError(module.takeError());
+      return std::nullopt;
+    }
+    auto bytes = backend_->memoryNeeded(**module);
+    if (!bytes) {
+      llvm::consumeError(bytes.takeError());
+      return std::nullopt;
+    }
+    return *bytes;
+  };
+  auto one = neededAt(1);
+  if (!one)
+    return "";
+  if (*one > oom.available)
+    return llvm::formatv("; even train.batch_size = 1 needs {0:f2} GiB: the model itself does not "
+                         "fit (choose a smaller model)",
+                         *one / 1073741824.0);
+  // Bisect between 1 (fits) and B (does not) to within 5%; the need grows
+  // about linearly with the batch, which gives the first probe.
+  int64_t lo = 1, hi = B_;
+  std::optional<int64_t> guess;
+  if (auto two = neededAt(2); two && *two > *one)
+    guess = 1 + (oom.available - *one) / (*two - *one);
+  while (hi - lo > std::max<int64_t>(1, lo / 20)) {
+    int64_t probe = guess.value_or(lo + (hi - lo) / 2);
+    guess.reset();
+    if (probe <= lo || probe >= hi)
+      probe = lo + (hi - lo) / 2;
+    auto need = neededAt(probe);
+    if (!need)
+      return "";
+    (*need <= oom.available ? lo : hi) = probe;
+  }
+  return llvm::formatv("; the largest batch that fits is about train.batch_size = {0} (use "
+                       "train.accumulate_steps to keep the tokens per step)",
+                       lo);
+}
+
+llvm::Error TrainingRun::compile() {
+  auto module = buildTrainingModule(ctx_, config_);
   if (!module)
     return module.takeError();
-  Backend &backend = **backendOr;
-  if (llvm::Error err = backend.load(**module, static_cast<uint64_t>(config.train.seed)))
-    return std::move(err);
-  Prefetcher trainBatches(**trainData);
-  double compileSeconds = std::chrono::duration<double>(Clock::now() - compileStart).count();
+  module_ = std::move(*module);
+  llvm::Error err = backend_->load(*module_, static_cast<uint64_t>(config_.train.seed));
+  return llvm::handleErrors(std::move(err), [&](const OutOfMemoryError &oom) {
+    return error(llvm::formatv("not enough memory for {0}: {1}{2}", config_.train.device == "cpu" ||
+                                                                         backend_->name() == "cpu"
+                                                                     ? "the CPU interpreter"
+                                                                     : "the GPU",
+                               llvm::toString(llvm::make_error<OutOfMemoryError>(oom)),
+                               batchAdvice(oom)));
+  });
+}
 
-  // 3. Resume, or start fresh.
-  TrainingState state;
-  state.tokenizer = (*tokenizer)->name().str();
-  state.bpeDir = config.data.bpe_dir;
-  state.config = config.toToml();
-  Rng rng(static_cast<uint64_t>(config.train.seed), "train.sampling");
-  if (!options.resume.empty()) {
-    auto checkpoint = loadCheckpoint(options.resume);
-    if (!checkpoint)
-      return checkpoint.takeError();
-    if (llvm::Error err = backend.setState(checkpoint->params))
-      return error("cannot resume from '" + options.resume + "': " + llvm::toString(std::move(err)));
-    if (llvm::Error err = backend.setState(checkpoint->optimizer))
-      return error("cannot resume from '" + options.resume + "': " + llvm::toString(std::move(err)));
-    if (llvm::Error err = trainBatches.seek(checkpoint->state.data))
-      return std::move(err);
-    state.step = checkpoint->state.step;
-    state.tokensSeen = checkpoint->state.tokensSeen;
-    rng.setState(checkpoint->state.rng);
-  }
-  else if (!config.model.init_from.empty()) {
-    auto weights = readSafetensors(config.model.init_from);
+llvm::Error TrainingRun::restore() {
+  state_.tokenizer = tokenizer_->name().str();
+  state_.bpeDir = config_.data.bpe_dir;
+  if (const Checkpoint *c = options_.resume) {
+    std::string source = "the checkpoint '" + c->path + "'";
+    for (bool params : {true, false}) {
+      auto fresh = backend_->loadState(params ? c->params : c->optimizer, params,
+                                       /*partial=*/false, source);
+      if (!fresh)
+        return error("cannot resume: " + llvm::toString(fresh.takeError()));
+    }
+    if (llvm::Error err = trainBatches_->seek(c->state.data))
+      return error("cannot resume from '" + c->path + "': " + llvm::toString(std::move(err)));
+    state_.step = c->state.step;
+    state_.tokensSeen = c->state.tokensSeen;
+    rng_.setState(c->state.rng);
+  } else if (!config_.model.init_from.empty()) {
+    auto weights = readSafetensors(config_.model.init_from);
     if (!weights)
       return weights.takeError();
     bool huggingFace = llvm::any_of(*weights, [](const auto &e) {
       return llvm::StringRef(e.first).ends_with(".weight");
     });
     if (huggingFace) {
-      auto converted = fromHuggingFaceGPT2(*weights, config.model);
+      auto converted = fromHuggingFaceGPT2(*weights, config_.model);
       if (!converted)
         return converted.takeError();
       weights = std::move(*converted);
     }
-    if (llvm::Error err = backend.setState(*weights))
-      return error("model.init_from '" + config.model.init_from + "': " +
-                   llvm::toString(std::move(err)));
-    out << "  initial weights from " << config.model.init_from << "\n";
+    auto fresh = backend_->loadState(*weights, /*params=*/true, config_.model.init_partial,
+                                     "model.init_from '" + config_.model.init_from + "'");
+    if (!fresh)
+      return error(llvm::toString(fresh.takeError()) +
+                   (config_.model.init_partial
+                        ? ""
+                        : " (set model.init_partial = true to start the missing ones from random "
+                          "weights)"));
+    out_ << "  initial weights from " << config_.model.init_from << "\n";
+    if (!fresh->empty())
+      out_ << llvm::formatv("  partial load (model.init_partial): {0} of {1} parameters keep their "
+                            "random initialization: {2}\n",
+                            fresh->size(), weights->size() + fresh->size(), llvm::join(*fresh, ", "));
   }
-  if (state.step >= steps)
+  if (state_.step >= steps_)
     return error(llvm::formatv("the checkpoint is at step {0}, which is not before train.steps = "
                                "{1} (raise it with --set train.steps=N)",
-                               state.step, steps));
+                               state_.step, steps_));
+  return llvm::Error::success();
+}
 
-  std::string runDir = config.run_dir, checkpointDir = join(runDir, "checkpoints");
-  if (std::error_code ec = llvm::sys::fs::create_directories(runDir))
-    return error("cannot create run directory '" + runDir + "': " + ec.message());
-  if (llvm::Error err = writeFileAtomically(join(runDir, "config.toml"), config.toToml()))
-    return std::move(err);
-  MetricsLog log;
-  if (llvm::Error err = log.open(join(runDir, "metrics.jsonl"), state.step))
-    return std::move(err);
+llvm::Error TrainingRun::openRunDir() {
+  auto dir = chooseRunDir(config_, options_);
+  if (!dir)
+    return dir.takeError();
+  if (*dir != config_.run_dir) {
+    out_ << "  run.dir '" << config_.run_dir << "' is not empty: this run writes to '" << *dir
+         << "'\n";
+    config_.run_dir = *dir;
+  }
+  state_.config = config_.toToml();
+  checkpointDir_ = join(config_.run_dir, "checkpoints");
+  if (std::error_code ec = llvm::sys::fs::create_directories(config_.run_dir))
+    return error("cannot create run directory '" + config_.run_dir + "': " + ec.message());
+  if (llvm::Error err = writeFileAtomically(join(config_.run_dir, "config.toml"), state_.config))
+    return err;
+  std::optional<int64_t> keep;
+  if (options_.resume)
+    keep = state_.step;
+  return log_.open(join(config_.run_dir, "metrics.jsonl"), keep);
+}
 
-  auto params = backend.params();
-  if (!params)
-    return params.takeError();
+void TrainingRun::printHeader(double compileSeconds) {
   int64_t paramCount = 0;
-  for (const auto &[name, t] : *params)
-    paramCount += t.numel();
-  out << llvm::formatv("kiln train: {0} ({1} layers, width {2}), {3} parameters; {4} backend\n",
-                       config.model.kind, config.model.n_layer, config.model.n_embd, paramCount,
-                       backend.name());
-  out << llvm::formatv("  data: {0} train tokens ({1} shard{2}), {3} val tokens; {4} tokenizer\n",
-                       (*trainData)->totalTokens(), trainFiles->size(),
-                       trainFiles->size() == 1 ? "" : "s", (*valData)->totalTokens(),
-                       (*tokenizer)->name());
-  out << llvm::formatv("  step: {0} x {1} tokens{2} = {3} tokens; {4} steps; lr {5:e1} ({6}, "
-                       "warmup {7}); compiled in {8:f2} s\n",
-                       B, T, K > 1 ? llvm::formatv(" x {0} micro-batches", K).str() : "",
-                       tokensPerStep, steps, config.optim.lr, config.optim.schedule,
-                       config.optim.warmup_steps, compileSeconds);
-  if (std::string about = backend.describe(); !about.empty())
-    out << "  " << llvm::join(llvm::split(llvm::StringRef(about).rtrim(), '\n'), "\n  ") << "\n";
-  if (!options.resume.empty())
-    out << llvm::formatv("  resumed from {0} at step {1}\n", options.resume, state.step);
-  out.flush();
+  for (const StateSpec &s : backend_->stateSpecs())
+    if (s.isParam)
+      paramCount += cpu::product(s.shape);
+  out_ << llvm::formatv("kiln train: {0} ({1} layers, width {2}), {3} parameters; {4} backend\n",
+                        config_.model.kind, config_.model.n_layer, config_.model.n_embd,
+                        paramCount, backend_->name());
+  out_ << llvm::formatv("  data: {0} train tokens ({1} shard{2}), {3} val tokens; {4} tokenizer\n",
+                        trainData_->totalTokens(), trainFiles_.size(),
+                        trainFiles_.size() == 1 ? "" : "s", valData_->totalTokens(),
+                        tokenizer_->name());
+  out_ << llvm::formatv("  step: {0} x {1} tokens{2} = {3} tokens; {4} steps; lr {5:e1} ({6}, "
+                        "warmup {7}); compiled in {8:f2} s\n",
+                        B_, T_, K_ > 1 ? llvm::formatv(" x {0} micro-batches", K_).str() : "",
+                        B_ * T_ * K_, steps_, config_.optim.lr, config_.optim.schedule,
+                        config_.optim.warmup_steps, compileSeconds);
+  if (std::string about = backend_->describe(); !about.empty())
+    out_ << "  " << llvm::join(llvm::split(llvm::StringRef(about).rtrim(), '\n'), "\n  ") << "\n";
+  if (options_.resume)
+    out_ << llvm::formatv("  resumed from {0} at step {1}\n", options_.resume->path, state_.step);
+  out_.flush();
+}
 
-  ScheduleOptions schedule{config.optim.schedule, config.optim.lr, config.optim.min_lr_ratio,
-                           config.optim.warmup_steps, steps, config.optim.decay_fraction};
-  SamplingOptions sampling{false, config.eval.temperature, config.eval.top_k};
-  double lastVal = NAN;
-  auto runStart = Clock::now();
-  int64_t firstStep = state.step;
+llvm::Error TrainingRun::open() {
+  // 1. Where it runs (a missing GPU is reported before anything else), the
+  // tokenizer and the data.
+  auto backend = makeBackend(config_.train.device, &out_);
+  if (!backend)
+    return backend.takeError();
+  backend_ = std::move(*backend);
+  if (llvm::Error err = openData())
+    return err;
+  // 2. Compile the step and bind it to the backend (memory checked first).
+  auto compileStart = Clock::now();
+  if (llvm::Error err = compile())
+    return err;
+  double compileSeconds = std::chrono::duration<double>(Clock::now() - compileStart).count();
+  // 3. Resume, or start fresh (from random or given weights), then claim the
+  // run directory: nothing is written before every check above passed.
+  if (llvm::Error err = restore())
+    return err;
+  if (llvm::Error err = openRunDir())
+    return err;
+  printHeader(compileSeconds);
+  return llvm::Error::success();
+}
 
-  auto evaluate = [&]() -> llvm::Error {
-    (*valData)->reset();
-    double sum = 0;
-    for (int64_t i = 0; i < config.eval.batches; ++i) {
+llvm::Expected<StepResult> TrainingRun::step(double lr) {
+  cpu::HostTensor lrT = scalar(lr), stepT = scalar(static_cast<double>(state_.step + 1));
+  StepResult r;
+  llvm::Expected<TensorMap> result = TensorMap();
+  if (backend_->hasFunction("accumulate_step")) {
+    for (int64_t k = 0; k < K_; ++k) {
       cpu::HostTensor tokens, targets;
-      (*valData)->next(tokens, targets);
-      auto result = backend.run("forward", {{"tokens", tokens}, {"targets", targets}});
-      if (!result)
-        return result.takeError();
-      sum += result->at("loss").get(0);
+      trainBatches_->next(tokens, targets);
+      auto micro = backend_->run("accumulate_step", {{"tokens", tokens}, {"targets", targets}});
+      if (!micro)
+        return micro.takeError();
+      r.loss += micro->at("loss").get(0) / static_cast<double>(K_);
     }
-    lastVal = sum / static_cast<double>(config.eval.batches);
-    log.write(llvm::json::Object{{"step", state.step}, {"val_loss", lastVal}});
-    if (options.interactive)
-      out << "\n";
-    out << llvm::formatv("step {0}/{1} | val loss {2:f4}\n", state.step, steps, lastVal);
-    if (config.eval.sample_tokens > 0) {
-      auto text = generate(backend, **tokenizer, T, (*tokenizer)->vocabSize(), config.eval.prompt,
-                           config.eval.sample_tokens, sampling, rng);
-      if (!text)
-        return text.takeError();
-      out << "  sample: " << oneLine(config.eval.prompt + *text) << "\n";
-      log.write(llvm::json::Object{{"step", state.step}, {"sample", config.eval.prompt + *text}});
-    }
-    out.flush();
+    result = backend_->run("apply_step", {{"lr", lrT}, {"step", stepT}});
+  } else {
+    cpu::HostTensor tokens, targets;
+    trainBatches_->next(tokens, targets);
+    result = backend_->run("train_step", {{"tokens", tokens}, {"targets", targets},
+                                          {"lr", lrT}, {"step", stepT}});
+    if (result)
+      r.loss = result->at("loss").get(0);
+  }
+  if (!result)
+    return result.takeError();
+  r.gradNorm = result->at("grad_norm").get(0);
+  // f16-mixed: a step whose scaled gradients overflowed changed nothing but
+  // the loss scale.
+  if (result->count("skipped"))
+    r.skipped = result->at("skipped").get(0) != 0;
+  return r;
+}
+
+llvm::Error TrainingRun::logStep(const StepResult &r, double lr, double stepSeconds) {
+  double elapsed = std::chrono::duration<double>(Clock::now() - runStart_).count();
+  double tokPerSec = static_cast<double>(B_ * T_ * K_) / std::max(stepSeconds, 1e-9);
+  double eta = elapsed / static_cast<double>(state_.step - firstStep_) *
+               static_cast<double>(steps_ - state_.step);
+  std::string line = llvm::formatv(
+      "step {0}/{1} | loss {2:f4} | val {3} | lr {4:e2} | {5} tok/s | {6} elapsed | ETA {7}",
+      state_.step, steps_, r.loss,
+      std::isnan(lastVal_) ? std::string("-") : llvm::formatv("{0:f4}", lastVal_).str(), lr,
+      static_cast<int64_t>(tokPerSec), formatDuration(elapsed), formatDuration(eta));
+  if (options_.interactive)
+    out_ << "\r" << line << "\x1b[K";
+  else if (state_.step % config_.train.log_every == 0 || state_.step == 1)
+    out_ << line << "\n";
+  out_.flush();
+  return log_.write(llvm::json::Object{{"step", state_.step},
+                                       {"loss", r.loss},
+                                       {"lr", lr},
+                                       {"grad_norm", r.gradNorm},
+                                       {"skipped", r.skipped},
+                                       {"tokens", state_.tokensSeen},
+                                       {"tok_per_s", tokPerSec},
+                                       {"elapsed_s", elapsed}});
+}
+
+llvm::Error TrainingRun::evaluate() {
+  valData_->reset();
+  double sum = 0;
+  int64_t batches = 0;
+  // A signal stops a long evaluation between batches; the partial mean is
+  // not logged.
+  for (; batches < config_.eval.batches && !interrupted(); ++batches) {
+    cpu::HostTensor tokens, targets;
+    valData_->next(tokens, targets);
+    auto result = backend_->run("forward", {{"tokens", tokens}, {"targets", targets}});
+    if (!result)
+      return result.takeError();
+    sum += result->at("loss").get(0);
+  }
+  if (batches < config_.eval.batches)
     return llvm::Error::success();
-  };
+  lastVal_ = sum / static_cast<double>(config_.eval.batches);
+  if (options_.interactive)
+    out_ << "\n";
+  out_ << llvm::formatv("step {0}/{1} | val loss {2:f4}\n", state_.step, steps_, lastVal_);
+  out_.flush();
+  if (llvm::Error err = log_.write(llvm::json::Object{{"step", state_.step}, {"val_loss", lastVal_}}))
+    return err;
+  if (config_.eval.sample_tokens == 0)
+    return llvm::Error::success();
+  SamplingOptions sampling{false, config_.eval.temperature, config_.eval.top_k};
+  auto text = generate(*backend_, *tokenizer_, T_, tokenizer_->vocabSize(), config_.eval.prompt,
+                       config_.eval.sample_tokens, sampling, rng_, options_.interrupted);
+  if (!text)
+    return text.takeError();
+  out_ << "  sample: " << oneLine(config_.eval.prompt + *text) << "\n";
+  out_.flush();
+  return log_.write(
+      llvm::json::Object{{"step", state_.step}, {"sample", config_.eval.prompt + *text}});
+}
 
-  auto save = [&]() -> llvm::Expected<std::string> {
-    Checkpoint c;
-    auto p = backend.params();
-    if (!p)
-      return p.takeError();
-    auto o = backend.optimizerStates();
-    if (!o)
-      return o.takeError();
-    c.params = std::move(*p);
-    c.optimizer = std::move(*o);
-    c.state = state;
-    c.state.data = trainBatches.position();
-    c.state.rng = rng.state();
-    return saveCheckpoint(checkpointDir, c, static_cast<int>(config.checkpoint.keep));
-  };
+llvm::Expected<std::string> TrainingRun::save() {
+  Checkpoint c;
+  auto p = backend_->params();
+  if (!p)
+    return p.takeError();
+  auto o = backend_->optimizerStates();
+  if (!o)
+    return o.takeError();
+  c.params = std::move(*p);
+  c.optimizer = std::move(*o);
+  c.state = state_;
+  c.state.data = trainBatches_->position();
+  c.state.rng = rng_.state();
+  return saveCheckpoint(checkpointDir_, c, static_cast<int>(config_.checkpoint.keep));
+}
 
-  // 4. The loop: batch, step, log; evaluate and checkpoint on schedule.
-  bool accumulate = backend.hasFunction("accumulate_step");
-  int64_t skippedSteps = 0;
-  while (state.step < steps) {
+llvm::Error TrainingRun::stopWithCheckpoint(llvm::Error err) {
+  std::string why = llvm::toString(std::move(err));
+  auto saved = save();
+  if (!saved)
+    return error(llvm::formatv("{0}\n  the run stopped after step {1}; the last checkpoint could "
+                               "not be saved either: {2}",
+                               why, state_.step, llvm::toString(saved.takeError())));
+  return error(llvm::formatv("{0}\n  the run stopped after step {1}; checkpoint: {2} (resume with "
+                             "kiln train --resume {3} once the disk has room)",
+                             why, state_.step, *saved, config_.run_dir));
+}
+
+llvm::Expected<int> TrainingRun::loop() {
+  ScheduleOptions schedule{config_.optim.schedule, config_.optim.lr, config_.optim.min_lr_ratio,
+                           config_.optim.warmup_steps, steps_, config_.optim.decay_fraction};
+  runStart_ = Clock::now();
+  firstStep_ = state_.step;
+  while (state_.step < steps_) {
     auto stepStart = Clock::now();
-    double lr = learningRate(schedule, state.step);
-    cpu::HostTensor lrT = scalar(lr), stepT = scalar(static_cast<double>(state.step + 1));
-    double loss = 0, gradNorm = 0, skipped = 0;
-    if (accumulate) {
-      for (int64_t k = 0; k < K; ++k) {
-        cpu::HostTensor tokens, targets;
-        trainBatches.next(tokens, targets);
-        auto result = backend.run("accumulate_step", {{"tokens", tokens}, {"targets", targets}});
-        if (!result)
-          return result.takeError();
-        loss += result->at("loss").get(0) / static_cast<double>(K);
-      }
-      auto result = backend.run("apply_step", {{"lr", lrT}, {"step", stepT}});
-      if (!result)
-        return result.takeError();
-      gradNorm = result->at("grad_norm").get(0);
-      if (result->count("skipped"))
-        skipped = result->at("skipped").get(0);
-    } else {
-      cpu::HostTensor tokens, targets;
-      trainBatches.next(tokens, targets);
-      auto result = backend.run("train_step", {{"tokens", tokens}, {"targets", targets},
-                                               {"lr", lrT}, {"step", stepT}});
-      if (!result)
-        return result.takeError();
-      loss = result->at("loss").get(0);
-      gradNorm = result->at("grad_norm").get(0);
-      if (result->count("skipped"))
-        skipped = result->at("skipped").get(0);
-    }
-    // f16-mixed: a step whose scaled gradients overflowed changed nothing
-    // but the loss scale.
-    skippedSteps += skipped != 0;
-    ++state.step;
-    state.tokensSeen += tokensPerStep;
-    if (!std::isfinite(loss))
+    double lr = learningRate(schedule, state_.step);
+    auto r = step(lr);
+    if (!r)
+      return r.takeError();
+    skippedSteps_ += r->skipped;
+    ++state_.step;
+    state_.tokensSeen += B_ * T_ * K_;
+    if (!std::isfinite(r->loss))
       return error(llvm::formatv("the loss is {0} at step {1}: training diverged (try a lower "
                                  "optim.lr or optim.grad_clip); the last checkpoint is kept",
-                                 loss, state.step));
-
+                                 r->loss, state_.step));
     double stepSeconds = std::chrono::duration<double>(Clock::now() - stepStart).count();
-    double elapsed = std::chrono::duration<double>(Clock::now() - runStart).count();
-    double tokPerSec = tokensPerStep / std::max(stepSeconds, 1e-9);
-    double eta = elapsed / static_cast<double>(state.step - firstStep) *
-                 static_cast<double>(steps - state.step);
-    log.write(llvm::json::Object{{"step", state.step},
-               {"loss", loss},
-               {"lr", lr},
-               {"grad_norm", gradNorm},
-               {"skipped", skipped != 0},
-               {"tokens", state.tokensSeen},
-               {"tok_per_s", tokPerSec},
-               {"elapsed_s", elapsed}});
-    std::string line = llvm::formatv(
-        "step {0}/{1} | loss {2:f4} | val {3} | lr {4:e2} | {5} tok/s | {6} elapsed | ETA {7}",
-        state.step, steps, loss, std::isnan(lastVal) ? std::string("-") : llvm::formatv("{0:f4}", lastVal).str(),
-        lr, static_cast<int64_t>(tokPerSec), formatDuration(elapsed), formatDuration(eta));
-    if (options.interactive)
-      out << "\r" << line << "\x1b[K";
-    else if (state.step % config.train.log_every == 0 || state.step == 1)
-      out << line << "\n";
-    out.flush();
+    if (llvm::Error err = logStep(*r, lr, stepSeconds))
+      return stopWithCheckpoint(std::move(err));
 
-    bool last = state.step == steps;
-    if ((config.eval.every > 0 && state.step % config.eval.every == 0) || last)
+    bool last = state_.step == steps_;
+    if (((config_.eval.every > 0 && state_.step % config_.eval.every == 0) || last) &&
+        !interrupted())
       if (llvm::Error err = evaluate())
-        return std::move(err);
-    bool interrupted = options.interrupted && options.interrupted->load() != 0;
-    if ((config.checkpoint.every > 0 && state.step % config.checkpoint.every == 0) || last ||
-        interrupted) {
+        return stopWithCheckpoint(std::move(err));
+    bool stop = interrupted();
+    if ((config_.checkpoint.every > 0 && state_.step % config_.checkpoint.every == 0) || last ||
+        stop) {
       auto saved = save();
       if (!saved)
         return saved.takeError();
-      if (interrupted || last) {
-        if (options.interactive)
-          out << "\n";
-        out << "checkpoint: " << *saved << "\n";
+      if (stop || last) {
+        if (options_.interactive)
+          out_ << "\n";
+        out_ << "checkpoint: " << *saved << "\n";
       }
     }
-    if (interrupted) {
-      int signal = options.interrupted->load();
-      out << llvm::formatv("interrupted by signal {0} after step {1}; resume with: kiln train "
-                           "--resume {2}\n",
-                           signal, state.step, runDir);
+    if (stop) {
+      int signal = options_.interrupted->load();
+      out_ << llvm::formatv("interrupted by signal {0} after step {1}; resume with: kiln train "
+                            "--resume {2}\n",
+                            signal, state_.step, config_.run_dir);
       return 128 + signal;
     }
   }
+  return 0;
+}
 
-  // 5. The loss curve and where everything is.
-  std::string plotPath = join(runDir, "loss.svg");
-  if (llvm::Error err = writeLossPlot(plotPath, readCurve(log.path(), "loss"),
-                                      readCurve(log.path(), "val_loss"),
-                                      config.model.kind + " on " + config.data.train))
+llvm::Error TrainingRun::finish() {
+  std::string plotPath = join(config_.run_dir, "loss.svg");
+  if (llvm::Error err = writeLossPlot(plotPath, readCurve(log_.path(), "loss"),
+                                      readCurve(log_.path(), "val_loss"),
+                                      config_.model.kind + " on " + config_.data.train))
+    return err;
+  double total = std::chrono::duration<double>(Clock::now() - runStart_).count();
+  out_ << llvm::formatv("done: {0} steps in {1}; final val loss {2:f4}\n", steps_,
+                        formatDuration(total), lastVal_);
+  if (config_.train.precision == "f16-mixed")
+    out_ << llvm::formatv("  loss scaling skipped {0} of {1} steps (their gradients overflowed in "
+                          "f16)\n",
+                          skippedSteps_, state_.step - firstStep_);
+  out_ << "  metrics: " << log_.path() << "\n  plot:    " << plotPath << "\n  checkpoint: "
+       << join(checkpointDir_, llvm::formatv("step_{0:08}", state_.step).str()) << "\n";
+  return llvm::Error::success();
+}
+
+} // namespace
+
+llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
+                          llvm::raw_ostream &out) {
+  TrainingRun run(config, options, out);
+  if (llvm::Error err = run.open())
     return std::move(err);
-  double total = std::chrono::duration<double>(Clock::now() - runStart).count();
-  out << llvm::formatv("done: {0} steps in {1}; final val loss {2:f4}\n", steps,
-                       formatDuration(total), lastVal);
-  if (config.train.precision == "f16-mixed")
-    out << llvm::formatv("  loss scaling skipped {0} of {1} steps (their gradients overflowed in "
-                         "f16)\n",
-                         skippedSteps, state.step - firstStep);
-  out << "  metrics: " << log.path() << "\n  plot:    " << plotPath << "\n  checkpoint: "
-      << join(checkpointDir, llvm::formatv("step_{0:08}", state.step).str()) << "\n";
+  auto code = run.loop();
+  if (!code || *code != 0)
+    return code;
+  if (llvm::Error err = run.finish())
+    return std::move(err);
   return 0;
 }
 

@@ -43,10 +43,12 @@ llvm::Expected<std::unique_ptr<Tokenizer>> makeTokenizer(llvm::StringRef kind,
 std::string defaultBpeDir();
 
 /// Generates `count` tokens after `prompt` with @logits (a window of the last
-/// seq_len tokens), starting from end-of-text.
+/// seq_len tokens), starting from end-of-text; stops early when
+/// `interrupted` becomes non-zero.
 llvm::Expected<std::string> generate(Backend &backend, const Tokenizer &tokenizer,
                                      int64_t seqLen, int64_t vocab, llvm::StringRef prompt,
-                                     int64_t count, const SamplingOptions &options, Rng &rng);
+                                     int64_t count, const SamplingOptions &options, Rng &rng,
+                                     const std::atomic<int> *interrupted = nullptr);
 
 /// The backend `device` names ("cpu", "cuda", or "auto": the GPU when there
 /// is one), empty; "cuda" without a GPU fails with the reason. `progress`
@@ -59,13 +61,24 @@ llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
 llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ostream *progress);
 
 struct TrainOptions {
-  /// A checkpoint (or run directory) to continue from.
-  std::string resume;
-  /// Set (by a signal handler) to stop after the current step with a checkpoint.
+  /// A checkpoint to continue from (loaded and verified by the caller), or
+  /// null for a fresh run.
+  const Checkpoint *resume = nullptr;
+  /// A fresh run whose run.dir is not empty writes to the first free
+  /// `<run.dir>-2`, `-3`, … instead of refusing.
+  bool newRunDir = false;
+  /// Set (by a signal handler) to stop after the current step with a
+  /// checkpoint; evaluation and sampling stop early too.
   const std::atomic<int> *interrupted = nullptr;
   /// Print progress in place (a terminal) rather than as lines.
   bool interactive = false;
 };
+
+/// The run directory a run writes to: `config.run_dir` when it is empty or
+/// absent — or, when resuming, when it holds the checkpoint resumed from;
+/// with `newRunDir` the first free `<run_dir>-N`; otherwise an error, so two
+/// runs never mix their logs and checkpoints.
+llvm::Expected<std::string> chooseRunDir(const RunConfig &config, const TrainOptions &options);
 
 /// Runs training; returns the process exit code (0 done, 130/143 when
 /// interrupted by SIGINT/SIGTERM after saving a checkpoint).

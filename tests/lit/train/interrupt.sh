@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# interrupt.sh DIR COMMAND...: runs COMMAND, waits until it has logged a
-# training step (DIR/run/metrics.jsonl), sends SIGINT, prints its output and
-# exit code.
-dir=$1
-shift
+# interrupt.sh DIR SIGNAL COUNT COMMAND...: runs COMMAND, waits until it has
+# logged a training step (DIR/run/metrics.jsonl), sends SIGNAL COUNT times
+# (a tenth of a second apart), prints its output and exit code. A command
+# still running 60 s later is killed (the test then fails on its output).
+dir=$1 signal=$2 count=$3
+shift 3
 "$@" > "$dir/interrupt.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
   if [ -s "$dir/run/metrics.jsonl" ]; then break; fi
   sleep 0.05
 done
-kill -INT "$pid"
+for _ in $(seq 1 "$count"); do
+  kill -"$signal" "$pid" 2>/dev/null
+  sleep 0.1
+done
+( sleep 60; kill -KILL "$pid" 2>/dev/null ) &
+watchdog=$!
 wait "$pid"
 code=$?
+kill "$watchdog" 2>/dev/null
 cat "$dir/interrupt.log"
 echo "exit code $code"

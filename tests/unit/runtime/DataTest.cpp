@@ -75,9 +75,26 @@ TEST(TokenShard, MalformedShardsNameTheFile) {
 
   ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/vocab.bin", {1, 2, 300})));
   e = errorOf(TokenShard::open(dir + "/vocab.bin", 257).takeError());
-  EXPECT_NE(e.find("vocab.bin': token 300 at position 2 is not below the vocabulary size 257"),
-            std::string::npos)
+  EXPECT_NE(e.find("vocab.bin': token 300 at position 2 is not in [0, 257)"), std::string::npos)
       << e;
+
+  // Version 2 stores uint32: an id of 2^31 or more reads back negative and
+  // must be refused whatever the vocabulary (it passed the old check).
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/big.bin", {40000, 5, 70000})));
+  {
+    std::fstream f(dir + "/big.bin", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1024 + 4);
+    f.write("\x00\x00\x00\x80", 4); // token 1 = 2^31
+  }
+  for (int64_t vocab : {0, 100000}) {
+    e = errorOf(TokenShard::open(dir + "/big.bin", vocab).takeError());
+    EXPECT_NE(e.find("big.bin': token 2147483648 at position 1 is not in [0, "), std::string::npos)
+        << e;
+  }
+
+  // A device or FIFO is refused, not read until memory runs out.
+  e = errorOf(TokenShard::open("/dev/zero", 0).takeError());
+  EXPECT_NE(e.find("token shard '/dev/zero' is not a regular file"), std::string::npos) << e;
 }
 
 TEST(DataLoader, SequentialBatchesShiftTargetsAndWrapShardsAndEpochs) {

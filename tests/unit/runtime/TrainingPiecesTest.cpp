@@ -1,16 +1,22 @@
 //===- TrainingPiecesTest.cpp - checkpoints, safetensors, schedules, sampling //
 
+#include "runtime/Backend.h"
 #include "runtime/Checkpoint.h"
+#include "support/Files.h"
 #include "runtime/Safetensors.h"
+#include "runtime/train/MetricsLog.h"
 #include "runtime/train/Sampler.h"
 #include "runtime/train/Schedule.h"
 #include "tools/support/HuggingFace.h"
 
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
 #include "gtest/gtest.h"
 
 #include <cmath>
 #include <fstream>
+#include <functional>
 
 using namespace kiln;
 
@@ -70,6 +76,113 @@ TEST(Safetensors, MalformedFilesAreClearErrors) {
   EXPECT_NE(e.find("runs past the end of the file"), std::string::npos) << e;
 }
 
+/// Writes `bytes` to `path`.
+void writeBytes(const std::string &path, const std::string &bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string readBytes(const std::string &path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+/// A safetensors file from a header (JSON text) and data bytes.
+std::string safetensorsFile(const std::string &json, const std::string &data) {
+  std::string out;
+  for (int k = 0; k < 8; ++k)
+    out += static_cast<char>((json.size() >> (8 * k)) & 0xFF);
+  return out + json + data;
+}
+
+std::string readError(const std::string &path) {
+  auto r = readSafetensors(path);
+  if (r)
+    return "(no error)";
+  return llvm::toString(r.takeError());
+}
+
+TEST(Safetensors, SizesAreCheckedBeforeAllocating) {
+  std::string dir = tempDir();
+  // 2^40 elements claimed, 16 bytes present: an error, not a 4 TiB
+  // allocation (this used to crash `train --resume`, `sample` and `export`).
+  writeBytes(dir + "/huge.safetensors",
+             safetensorsFile(R"({"w":{"dtype":"F32","shape":[1048576,1048576],"data_offsets":[0,16]}})",
+                             std::string(16, '\0')));
+  std::string e = readError(dir + "/huge.safetensors");
+  EXPECT_NE(e.find("data_offsets do not hold its 4398046511104 bytes"), std::string::npos) << e;
+  // A shape whose byte count overflows int64.
+  writeBytes(dir + "/overflow.safetensors",
+             safetensorsFile(R"({"w":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", ""));
+  e = readError(dir + "/overflow.safetensors");
+  EXPECT_NE(e.find("(overflowing)"), std::string::npos) << e;
+}
+
+TEST(Safetensors, TensorsMustTileTheData) {
+  std::string dir = tempDir();
+  std::string data(16, '\0');
+  writeBytes(dir + "/overlap.safetensors",
+             safetensorsFile(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                             R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                             data));
+  std::string e = readError(dir + "/overlap.safetensors");
+  EXPECT_NE(e.find("overlap or gap"), std::string::npos) << e;
+  writeBytes(dir + "/padded.safetensors",
+             safetensorsFile(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", data));
+  e = readError(dir + "/padded.safetensors");
+  EXPECT_NE(e.find("the tensors hold 8 bytes but the file has 16 bytes of data"), std::string::npos)
+      << e;
+}
+
+TEST(Safetensors, AFlippedDataByteFailsTheChecksum) {
+  std::string dir = tempDir();
+  std::string path = dir + "/t.safetensors";
+  ASSERT_FALSE(static_cast<bool>(writeSafetensors(path, {{"w", filled(cpu::DType::F32, {8}, 1)}})));
+  std::map<std::string, std::string> meta;
+  ASSERT_TRUE(static_cast<bool>(readSafetensors(path, &meta)));
+  EXPECT_EQ(meta[kChecksumKey.str()].size(), 16u); // 64 bits in hex
+  std::string bytes = readBytes(path);
+  bytes[bytes.size() - 3] ^= 0x01; // a low mantissa bit: still a valid float
+  writeBytes(path, bytes);
+  std::string e = readError(path);
+  EXPECT_NE(e.find("checksum mismatch"), std::string::npos) << e;
+}
+
+TEST(Safetensors, OnlyRegularFilesAreRead) {
+  std::string e = readError("/dev/zero");
+  EXPECT_NE(e.find("'/dev/zero' is not a regular file"), std::string::npos) << e;
+  e = readError(tempDir());
+  EXPECT_NE(e.find("is a directory"), std::string::npos) << e;
+}
+
+TEST(HostTensor, CreateRefusesSizesThatOverflow) {
+  auto t = cpu::HostTensor::create(cpu::DType::F32, {int64_t(1) << 40, int64_t(1) << 30});
+  ASSERT_FALSE(static_cast<bool>(t));
+  EXPECT_NE(llvm::toString(t.takeError()).find("does not fit in 64 bits"), std::string::npos);
+  auto ok = cpu::HostTensor::create(cpu::DType::BF16, {3, 5});
+  ASSERT_TRUE(static_cast<bool>(ok));
+  EXPECT_EQ(ok->numel(), 15);
+  EXPECT_EQ(ok->get(14), 0.0);
+}
+
+TEST(MetricsLog, AWriteErrorIsReportedAndTheStreamStaysUsable) {
+  // /dev/full fails every write with ENOSPC, as a full disk does.
+  MetricsLog log;
+  ASSERT_FALSE(static_cast<bool>(log.open("/dev/full", std::nullopt)));
+  llvm::Error err = log.write(llvm::json::Object{{"step", 1}});
+  ASSERT_TRUE(static_cast<bool>(err));
+  std::string e = llvm::toString(std::move(err));
+  EXPECT_NE(e.find("cannot write the metrics log '/dev/full'"), std::string::npos) << e;
+  // A second failure is reported the same way (no fatal error from the
+  // stream's destructor either).
+  EXPECT_TRUE(static_cast<bool>(log.write(llvm::json::Object{{"step", 2}}))) ;
+  std::string dir = tempDir();
+  MetricsLog good;
+  ASSERT_FALSE(static_cast<bool>(good.open(dir + "/m.jsonl", std::nullopt)));
+  EXPECT_FALSE(static_cast<bool>(good.write(llvm::json::Object{{"step", 1}})));
+  EXPECT_EQ(readBytes(dir + "/m.jsonl"), "{\"step\":1}\n");
+}
+
 Checkpoint makeCheckpoint(int64_t step, double value) {
   Checkpoint c;
   c.params = {{"w", filled(cpu::DType::F32, {4}, value)}};
@@ -125,6 +238,100 @@ TEST(Checkpoint, MissingCheckpointIsAClearError) {
   ASSERT_FALSE(static_cast<bool>(r));
   std::string e = llvm::toString(r.takeError());
   EXPECT_NE(e.find("no checkpoint in"), std::string::npos) << e;
+}
+
+/// Rewrites state.json of checkpoint `dir` through `edit`, with a valid
+/// checksum (the way kiln computes it), to test the checks behind it.
+void editState(const std::string &dir, const std::function<void(llvm::json::Object &)> &edit) {
+  auto json = llvm::json::parse(readBytes(dir + "/state.json"));
+  ASSERT_TRUE(static_cast<bool>(json));
+  llvm::json::Object &o = *json->getAsObject();
+  o.erase("checksum");
+  edit(o);
+  o["checksum"] = contentChecksum(llvm::formatv("{0}", llvm::json::Value(llvm::json::Object(o))).str());
+  writeBytes(dir + "/state.json", llvm::formatv("{0:2}", llvm::json::Value(std::move(o))).str());
+}
+
+std::string loadError(const std::string &dir) {
+  auto r = loadCheckpoint(dir);
+  return r ? "(no error)" : llvm::toString(r.takeError());
+}
+
+TEST(Checkpoint, EveryFileIsChecksummed) {
+  std::string dir = tempDir();
+  auto saved = saveCheckpoint(dir, makeCheckpoint(10, 1.0));
+  ASSERT_TRUE(static_cast<bool>(saved));
+  // A flipped byte anywhere in a tensor file, header included.
+  for (const char *file : {"model.safetensors", "optimizer.safetensors"})
+    for (size_t at : {size_t(20), size_t(0)}) {
+      std::string path = *saved + "/" + file, good = readBytes(path), bad = good;
+      bad[bad.size() - 1 - at] ^= 0x10;
+      writeBytes(path, bad);
+      std::string e = loadError(*saved);
+      EXPECT_NE(e.find("checksum mismatch"), std::string::npos) << file << ": " << e;
+      writeBytes(path, good);
+    }
+  // A truncated one.
+  std::string model = readBytes(*saved + "/model.safetensors");
+  writeBytes(*saved + "/model.safetensors", model.substr(0, model.size() - 4));
+  EXPECT_NE(loadError(*saved).find("truncated or replaced"), std::string::npos);
+  writeBytes(*saved + "/model.safetensors", model);
+  // A changed value in state.json.
+  std::string state = readBytes(*saved + "/state.json");
+  size_t at = state.find("\"step\": 10");
+  ASSERT_NE(at, std::string::npos);
+  std::string changed = state;
+  changed.replace(at, 10, "\"step\": 11");
+  writeBytes(*saved + "/state.json", changed);
+  EXPECT_NE(loadError(*saved).find("state.json': checksum mismatch"), std::string::npos);
+  writeBytes(*saved + "/state.json", state);
+  EXPECT_EQ(loadError(*saved), "(no error)");
+}
+
+TEST(Checkpoint, StateValuesAreValidated) {
+  std::string dir = tempDir();
+  auto saved = saveCheckpoint(dir, makeCheckpoint(10, 1.0));
+  ASSERT_TRUE(static_cast<bool>(saved));
+  std::string state = readBytes(*saved + "/state.json");
+  editState(*saved, [](llvm::json::Object &o) { o["step"] = -1; });
+  EXPECT_NE(loadError(*saved).find("must not be negative"), std::string::npos) << loadError(*saved);
+  writeBytes(*saved + "/state.json", state);
+  editState(*saved, [](llvm::json::Object &o) { o["loss_scale"] = 0.0; });
+  EXPECT_NE(loadError(*saved).find("loss_scale must be a positive finite number"), std::string::npos);
+  writeBytes(*saved + "/state.json", state);
+  editState(*saved, [](llvm::json::Object &o) {
+    o["tokenizer"] = llvm::json::Object{{"kind", "sentencepiece"}, {"bpe_dir", ""}};
+  });
+  EXPECT_NE(loadError(*saved).find("unknown tokenizer kind 'sentencepiece'"), std::string::npos);
+  writeBytes(*saved + "/state.json", state);
+  editState(*saved, [](llvm::json::Object &o) { o.erase("format"); });
+  EXPECT_NE(loadError(*saved).find("has state format 1"), std::string::npos);
+}
+
+TEST(Checkpoint, ASecondSaveOfAStepReplacesTheFirst) {
+  // A run resumed from an older checkpoint, or a new run in the same
+  // directory, saves a step that exists: the new checkpoint wins.
+  std::string dir = tempDir();
+  ASSERT_TRUE(static_cast<bool>(saveCheckpoint(dir, makeCheckpoint(10, 1.0))));
+  auto again = saveCheckpoint(dir, makeCheckpoint(10, 5.0));
+  ASSERT_TRUE(static_cast<bool>(again)) << llvm::toString(again.takeError());
+  auto loaded = loadCheckpoint(dir);
+  ASSERT_TRUE(static_cast<bool>(loaded));
+  EXPECT_TRUE(sameTensor(loaded->params[0].second, filled(cpu::DType::F32, {4}, 5.0)));
+}
+
+TEST(Checkpoint, PruningKeepsTheNewestByStep) {
+  // Step 100000000 has nine digits: its name sorts before step_99999999,
+  // but it is the newer one.
+  std::string dir = tempDir();
+  ASSERT_TRUE(static_cast<bool>(saveCheckpoint(dir, makeCheckpoint(99999999, 1.0), 1)));
+  auto newest = saveCheckpoint(dir, makeCheckpoint(100000000, 2.0), 1);
+  ASSERT_TRUE(static_cast<bool>(newest));
+  EXPECT_TRUE(llvm::sys::fs::exists(*newest));
+  EXPECT_FALSE(llvm::sys::fs::exists(dir + "/step_99999999"));
+  auto loaded = loadCheckpoint(dir);
+  ASSERT_TRUE(static_cast<bool>(loaded)) << llvm::toString(loaded.takeError());
+  EXPECT_EQ(loaded->state.step, 100000000);
 }
 
 TEST(Schedule, WarmupThenShape) {
@@ -185,10 +392,47 @@ TEST(HuggingFace, Gpt2NamesAndVocabularyPadding) {
   EXPECT_EQ((*back)[0].second.shape(), (std::vector<int64_t>{8, 4})); // padded again
   EXPECT_EQ((*back)[0].second.get(4 * 4), params[0].second.get(4 * 4)); // row 4 kept
   EXPECT_EQ((*back)[0].second.get(5 * 4), 0.0);                         // row 5: zero padding
-  c.n_layer = 2;
-  auto missing = tooling::fromHuggingFaceGPT2(*hf, c);
-  ASSERT_FALSE(static_cast<bool>(missing));
-  EXPECT_NE(llvm::toString(missing.takeError()).find("lack layer 1"), std::string::npos);
+}
+
+// A checkpoint or weights file must hold every tensor the model needs, with
+// its type; a partial load is explicit and says what stays fresh.
+TEST(LoadState, EveryTensorPresentUnlessPartial) {
+  std::vector<StateSpec> specs{{"w", true, cpu::DType::F32, {2, 3}, "zeros"},
+                               {"b", true, cpu::DType::F32, {3}, "zeros"},
+                               {"w.adam_m", false, cpu::DType::F32, {2, 3}, "zeros"}};
+  NamedTensors onlyW{{"w", filled(cpu::DType::F32, {2, 3}, 1)}};
+  auto strict = checkStateComplete(specs, onlyW, /*params=*/true, /*partial=*/false, "ckpt");
+  ASSERT_FALSE(static_cast<bool>(strict));
+  std::string message = llvm::toString(strict.takeError());
+  EXPECT_NE(message.find("ckpt: lacks 1 of the model's 2 parameters (b)"), std::string::npos)
+      << message;
+
+  auto partial = checkStateComplete(specs, onlyW, true, /*partial=*/true, "ckpt");
+  ASSERT_TRUE(static_cast<bool>(partial)) << llvm::toString(partial.takeError());
+  EXPECT_EQ(*partial, std::vector<std::string>{"b"});
+
+  // An empty file is never a complete checkpoint.
+  auto empty = checkStateComplete(specs, {}, false, false, "ckpt");
+  ASSERT_FALSE(static_cast<bool>(empty));
+  EXPECT_NE(llvm::toString(empty.takeError()).find("lacks 1 of the model's 1 optimizer states"),
+            std::string::npos);
+
+  // Wrong shapes, unknown names and tensors of the other group are refused
+  // even in a partial load.
+  NamedTensors wrongShape{{"w", filled(cpu::DType::F32, {3, 2}, 1)}};
+  auto shape = checkStateComplete(specs, wrongShape, true, true, "ckpt");
+  ASSERT_FALSE(static_cast<bool>(shape));
+  EXPECT_NE(llvm::toString(shape.takeError()).find("'w' is f32[3, 2] there but f32[2, 3]"),
+            std::string::npos);
+  NamedTensors extra{{"h.1.w", filled(cpu::DType::F32, {3}, 1)}};
+  auto unknown = checkStateComplete(specs, extra, true, true, "ckpt");
+  ASSERT_FALSE(static_cast<bool>(unknown));
+  EXPECT_NE(llvm::toString(unknown.takeError()).find("has parameter 'h.1.w', which this model does not"),
+            std::string::npos);
+  NamedTensors moment{{"w.adam_m", filled(cpu::DType::F32, {2, 3}, 1)}};
+  auto group = checkStateComplete(specs, moment, true, true, "ckpt");
+  ASSERT_FALSE(static_cast<bool>(group));
+  llvm::consumeError(group.takeError());
 }
 
 } // namespace

@@ -1,0 +1,18 @@
+//===- PassUtils.cpp - checks the kiln passes share -------------------------===//
+
+#include "passes/PassUtils.h"
+
+namespace kiln {
+
+mlir::LogicalResult checkOneBlockBody(mlir::func::FuncOp func, llvm::StringRef pass) {
+  if (func.isExternal())
+    return func.emitError() << pass << ": @" << func.getSymName()
+                            << " has no body (a declaration); kiln passes need a defined function";
+  if (!func.getBody().hasOneBlock())
+    return func.emitError() << pass << ": @" << func.getSymName() << " has "
+                            << func.getBody().getBlocks().size()
+                            << " blocks; kiln passes need a body of one block";
+  return mlir::success();
+}
+
+} // namespace kiln

@@ -1,0 +1,18 @@
+//===- PassUtils.h - checks the kiln passes share ---------------------------===//
+
+#ifndef KILN_PASSES_PASSUTILS_H
+#define KILN_PASSES_PASSUTILS_H
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/ADT/StringRef.h"
+
+namespace kiln {
+
+/// kiln's passes work on functions with a body of one block (the form the
+/// frontend builds and every pass keeps). A declaration or a function with
+/// several blocks gets an error naming `pass` and the function.
+mlir::LogicalResult checkOneBlockBody(mlir::func::FuncOp func, llvm::StringRef pass);
+
+} // namespace kiln
+
+#endif // KILN_PASSES_PASSUTILS_H
