@@ -327,7 +327,26 @@ llvm::Expected<Plan> buildPlan(ModuleOp module, const CodegenOptions &options) {
   return plan;
 }
 
+llvm::Error checkArch(llvm::StringRef arch) {
+  static const int kKnown[] = {80, 86, 87, 88, 89, 90, 100, 101, 103, 110, 120, 121};
+  llvm::StringRef digits = arch;
+  unsigned cc = 0;
+  bool wellFormed = digits.consume_front("sm_") && !digits.empty();
+  if (wellFormed && (digits.back() == 'a' || digits.back() == 'f'))
+    digits = digits.drop_back();
+  wellFormed = wellFormed && !digits.getAsInteger(10, cc);
+  if (wellFormed && llvm::is_contained(kKnown, static_cast<int>(cc)))
+    return llvm::Error::success();
+  std::string known;
+  for (int k : kKnown)
+    known += (known.empty() ? "sm_" : ", sm_") + std::to_string(k);
+  return error("unknown GPU architecture '" + arch + "': kiln generates code for " + known +
+               " (an 'a' suffix, e.g. sm_90a, for the arch-specific instructions)");
+}
+
 llvm::Expected<Plan> compileToPlan(ModuleOp module, const CodegenOptions &options) {
+  if (llvm::Error err = checkArch(options.arch))
+    return std::move(err);
   PassManager pm(module.getContext());
   PlanBuffersPassOptions planOptions;
   planOptions.workspaceBytes = options.workspaceBytes;

@@ -32,6 +32,11 @@ struct CodegenOptions {
   int64_t workspaceBytes = 64ll << 20;
 };
 
+/// Checks that kiln can generate code for `arch` ("sm_XY" with an optional
+/// "a"/"f" suffix, compute capability 8.0 or newer: the kernels use bf16
+/// arithmetic and cp.async).
+llvm::Error checkArch(llvm::StringRef arch);
+
 /// Builds the Plan of `module` (kiln-plan-buffers must have run). Fails,
 /// naming the op, for ops codegen does not handle.
 llvm::Expected<Plan> buildPlan(mlir::ModuleOp module, const CodegenOptions &options);

@@ -72,8 +72,9 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
   /// Options in their ranges (written so that NaN is out of every range).
   LogicalResult checkOptions(ModuleOp module) {
     auto bad = [&](StringRef name, double value, StringRef range) {
-      return module.emitError() << "kiln-attach-optimizer: " << name << " = " << value
-                                << " is out of range (must be " << range << ")";
+      return mlir::emitError(module.getLoc())
+             << "kiln-attach-optimizer: " << name << " = " << formatOption(value)
+             << " is out of range (must be " << range << ")";
     };
     if (!(beta1 >= 0 && beta1 < 1))
       return bad("beta1", beta1, "in [0, 1)");

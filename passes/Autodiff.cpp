@@ -74,6 +74,12 @@ struct AutodiffPass final : impl::AutodiffPassBase<AutodiffPass> {
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    if (!(lossScale >= 0 && std::isfinite(lossScale))) {
+      mlir::emitError(module.getLoc())
+          << "kiln-autodiff: loss-scale = " << formatOption(lossScale)
+          << " must be a finite number, at least 0 (0: no loss scaling)";
+      return signalPassFailure();
+    }
     auto forward = module.lookupSymbol<func::FuncOp>(function);
     if (!forward) {
       module.emitError() << "kiln-autodiff: no function @" << function
@@ -82,11 +88,6 @@ struct AutodiffPass final : impl::AutodiffPassBase<AutodiffPass> {
     }
     if (failed(checkOneBlockBody(forward, "kiln-autodiff")))
       return signalPassFailure();
-    if (!(lossScale >= 0 && std::isfinite(lossScale))) {
-      module.emitError() << "kiln-autodiff: loss-scale = " << lossScale
-                         << " must be a finite number, at least 0 (0: no loss scaling)";
-      return signalPassFailure();
-    }
     if (Operation *existing = module.lookupSymbol(output)) {
       existing->emitError() << "kiln-autodiff: @" << output << " already exists";
       return signalPassFailure();

@@ -18,12 +18,16 @@
 #include "ir/KilnOps.h"
 #include "passes/Passes.h"
 
-#include "mlir/IR/Builders.h"
+#include "mlir/IR/PatternMatch.h"
+#include "llvm/ADT/Statistic.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace kiln {
 #define GEN_PASS_DEF_FUSEMATMULBIASPASS
 #include "passes/Passes.h.inc"
 } // namespace kiln
+
+#define DEBUG_TYPE "kiln-fuse-matmul-bias"
 
 using namespace mlir;
 
@@ -44,32 +48,48 @@ Value biasVector(Value v, RankedTensorType resultType) {
   return broadcast.getOperand();
 }
 
+/// add(matmul(x, w), broadcast(b)) -> matmul(x, w) bias b, either operand
+/// order. The greedy driver erases the broadcast once nothing uses it.
+struct FuseBiasAdd final : OpRewritePattern<AddOp> {
+  FuseBiasAdd(MLIRContext *ctx, llvm::Statistic &numFused)
+      : OpRewritePattern(ctx), numFused(numFused) {}
+
+  LogicalResult matchAndRewrite(AddOp add, PatternRewriter &rewriter) const override {
+    auto type = cast<RankedTensorType>(add.getType());
+    if (!isa<FloatType>(type.getElementType()))
+      return rewriter.notifyMatchFailure(add, "not a float add");
+    for (unsigned side : {0u, 1u}) {
+      auto matmul = add->getOperand(side).getDefiningOp<MatmulOp>();
+      if (!matmul || matmul.getBias() || !matmul->hasOneUse() || matmul.getType() != type)
+        continue;
+      Value bias = biasVector(add->getOperand(1 - side), type);
+      if (!bias)
+        continue;
+      // The matmul's location: it names the linear layer.
+      auto fused = MatmulOp::create(rewriter, matmul.getLoc(), type, matmul.getLhs(),
+                                    matmul.getRhs(), bias, matmul.getTransposeAAttr(),
+                                    matmul.getTransposeBAttr());
+      rewriter.replaceOp(add, fused.getResult());
+      ++numFused;
+      return success();
+    }
+    return rewriter.notifyMatchFailure(add, "no unbiased single-use matmul plus a broadcast "
+                                            "vector along the last dimension");
+  }
+
+  llvm::Statistic &numFused;
+};
+
 struct FuseMatmulBiasPass final : impl::FuseMatmulBiasPassBase<FuseMatmulBiasPass> {
   void runOnOperation() override {
-    SmallVector<AddOp> adds;
-    getOperation()->walk([&](AddOp add) { adds.push_back(add); });
-    for (AddOp add : adds) {
-      auto type = cast<RankedTensorType>(add.getType());
-      for (unsigned side : {0u, 1u}) {
-        auto matmul = add->getOperand(side).getDefiningOp<MatmulOp>();
-        if (!matmul || matmul.getBias() || !matmul->hasOneUse() || matmul.getType() != type ||
-            !isa<FloatType>(type.getElementType()))
-          continue;
-        Value bias = biasVector(add->getOperand(1 - side), type);
-        if (!bias)
-          continue;
-        Operation *broadcast = add->getOperand(1 - side).getDefiningOp();
-        OpBuilder b(add);
-        auto fused = MatmulOp::create(b, matmul.getLoc(), type, matmul.getLhs(), matmul.getRhs(),
-                                      bias, matmul.getTransposeAAttr(), matmul.getTransposeBAttr());
-        add.replaceAllUsesWith(fused.getResult());
-        add.erase();
-        matmul.erase();
-        if (broadcast->use_empty())
-          broadcast->erase();
-        break;
-      }
-    }
+    RewritePatternSet patterns(&getContext());
+    patterns.add<FuseBiasAdd>(&getContext(), numFused);
+    // Only this rewrite: no folding or constant CSE behind the pass's back
+    // (canonicalize does those).
+    GreedyRewriteConfig config;
+    config.enableFolding(false).enableConstantCSE(false);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns), config)))
+      return signalPassFailure();
   }
 };
 

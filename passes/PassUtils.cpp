@@ -2,6 +2,8 @@
 
 #include "passes/PassUtils.h"
 
+#include <cstdio>
+
 namespace kiln {
 
 mlir::LogicalResult checkOneBlockBody(mlir::func::FuncOp func, llvm::StringRef pass) {
@@ -13,6 +15,12 @@ mlir::LogicalResult checkOneBlockBody(mlir::func::FuncOp func, llvm::StringRef p
                             << func.getBody().getBlocks().size()
                             << " blocks; kiln passes need a body of one block";
   return mlir::success();
+}
+
+std::string formatOption(double value) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g", value);
+  return text;
 }
 
 } // namespace kiln

@@ -6,12 +6,18 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/StringRef.h"
 
+#include <string>
+
 namespace kiln {
 
 /// kiln's passes work on functions with a body of one block (the form the
 /// frontend builds and every pass keeps). A declaration or a function with
 /// several blocks gets an error naming `pass` and the function.
 mlir::LogicalResult checkOneBlockBody(mlir::func::FuncOp func, llvm::StringRef pass);
+
+/// A pass option's value as a person writes it (%g: 0.9, 1e-08, nan) for
+/// diagnostics.
+std::string formatOption(double value);
 
 } // namespace kiln
 

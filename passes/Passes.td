@@ -130,6 +130,9 @@ def FuseMatmulBiasPass : Pass<"kiln-fuse-matmul-bias"> {
     %z = kiln.matmul %x, %w bias %b : tensor<4x8x64xf32>, tensor<64x256xf32>, tensor<256xf32> -> tensor<4x8x256xf32>
     ```
   }];
+  let statistics = [
+    Statistic<"numFused", "fused", "Bias adds folded into their matmuls">,
+  ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 

@@ -125,14 +125,15 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
     ModuleOp module = getOperation();
     // Kernels read 16-byte words: offsets must be multiples of 16, and a
     // power of two keeps every multiple of the alignment one too.
-    if (alignment < 16 || alignment > (int64_t(1) << 30) || !llvm::isPowerOf2_64(alignment)) {
-      module.emitError() << "kiln-plan-buffers: alignment = " << alignment
-                         << " must be a power of two from 16 to 2^30";
+    int64_t align = alignment, workspace = workspaceBytes;
+    if (align < 16 || align > (int64_t(1) << 30) || !llvm::isPowerOf2_64(align)) {
+      mlir::emitError(module.getLoc())
+          << "kiln-plan-buffers: alignment = " << align << " must be a power of two from 16 to 2^30";
       return signalPassFailure();
     }
-    if (workspaceBytes < 0 || workspaceBytes > (int64_t(1) << 40)) {
-      module.emitError() << "kiln-plan-buffers: workspace = " << workspaceBytes
-                         << " must be in [0, 2^40] bytes";
+    if (workspace < 0 || workspace > (int64_t(1) << 40)) {
+      mlir::emitError(module.getLoc())
+          << "kiln-plan-buffers: workspace = " << workspace << " must be in [0, 2^40] bytes";
       return signalPassFailure();
     }
     Builder b(module.getContext());

@@ -14,6 +14,7 @@
 
 #include "ir/KilnDialect.h"
 #include "passes/Passes.h"
+#include "support/Files.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/DialectRegistry.h"
@@ -70,6 +71,12 @@ int main(int argc, char **argv) {
     return asMainReturnCode(
         MlirOptMain(argc, argv, inputFilename, outputFilename, registry));
 
+  // A device or FIFO would be read until memory runs out.
+  if (inputFilename != "-")
+    if (llvm::Error err = kiln::checkRegularFile(inputFilename, "input")) {
+      llvm::WithColor::error(llvm::errs(), "kiln-opt") << llvm::toString(std::move(err)) << "\n";
+      return 1;
+    }
   std::string error;
   std::unique_ptr<llvm::MemoryBuffer> input = openInputFile(inputFilename, &error);
   if (!input) {

@@ -121,6 +121,7 @@ llvm::Expected<const Device &> device() {
       KILN_CU(api->cuDeviceGetAttribute(&dev.major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev.device));
       KILN_CU(api->cuDeviceGetAttribute(&dev.minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev.device));
       KILN_CU(api->cuDeviceGetAttribute(&dev.smCount, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev.device));
+      KILN_CU(api->cuDeviceGetAttribute(&dev.clockKHz, CU_DEVICE_ATTRIBUTE_CLOCK_RATE, dev.device));
       KILN_CU(api->cuDeviceTotalMem(&dev.totalMemory, dev.device));
       KILN_CU(api->cuDevicePrimaryCtxRetain(&dev.context, dev.device));
       KILN_CU(api->cuCtxSetCurrent(dev.context));

@@ -105,6 +105,7 @@ struct Device {
   CUcontext context = nullptr;
   std::string name;
   int major = 0, minor = 0, smCount = 0;
+  int clockKHz = 0; ///< the SM clock's maximum
   size_t totalMemory = 0;
   /// "sm_90"
   std::string arch() const { return "sm_" + std::to_string(major) + std::to_string(minor); }

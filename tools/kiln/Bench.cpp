@@ -15,8 +15,8 @@
 //   MFU       model FLOPs per step (6·N·tokens + 12·L·d·T·tokens, N the
 //             parameters without vocabulary padding, as nanoGPT and the
 //             PaLM paper count them) over step time and the device's peak
-//             (--peak-tflops; by default the H200's dense rate for the
-//             config's precision: 67 for f32, 989 for bf16/f16-mixed).
+//             (--peak-tflops, else the device's own dense rate for the
+//             precision: runtime/cuda/DevicePeak.cpp).
 //
 // --profile FILE runs the step eagerly with an event after every kernel and
 // writes each step's time, then prints where the time goes: by IR op and by
@@ -34,6 +34,7 @@
 #include "models/GPT2.h"
 #include "runtime/Random.h"
 #include "runtime/cuda/CudaApi.h"
+#include "runtime/cuda/DevicePeak.h"
 #include "tools/support/Compile.h"
 #include "tools/support/Training.h"
 
@@ -58,8 +59,9 @@ static cl::opt<int> steps("steps", cl::desc("Timed steps (default 20)"), cl::ini
 static cl::opt<int> warmup("warmup", cl::desc("Untimed steps first (default 3)"), cl::init(3),
                            cl::sub(benchCommand()), cl::cat(kilnCategory()));
 static cl::opt<double> peakTflops("peak-tflops",
-                                  cl::desc("Device peak for MFU in TFLOP/s (default: the H200's "
-                                           "dense rate, 67 for f32, 989 for bf16/f16-mixed)"),
+                                  cl::desc("Device peak for MFU in TFLOP/s (default: the device's "
+                                           "own dense rate for the precision, from its datasheet "
+                                           "or SMs x clock)"),
                                   cl::init(0.0), cl::sub(benchCommand()), cl::cat(kilnCategory()));
 static cl::opt<std::string> gemmsPath("gemms",
                                       cl::desc("Write each distinct GEMM of the step, timed, "
@@ -222,9 +224,14 @@ int runBench() {
   double params = static_cast<double>(models::gpt2ParamCount(m, false));
   double tokensPerStep = static_cast<double>(B * T);
   double flopsPerStep = (6.0 * params + 12.0 * m.n_layer * m.n_embd * T) * tokensPerStep;
-  double peak = peakTflops > 0 ? peakTflops.getValue()
-                                : (config->train.precision == "f32" ? 67.0 : 989.0);
-  double mfu = flopsPerStep / (median * 1e-3) / (peak * 1e12);
+  std::optional<cuda::PeakRate> rate;
+  if (peakTflops > 0)
+    rate = cuda::PeakRate{peakTflops, "--peak-tflops"};
+  else
+    rate = cuda::devicePeak(dev->name, dev->major, dev->minor, dev->smCount,
+                            dev->clockKHz, config->train.precision != "f32");
+  double peak = rate ? rate->tflops : 0;
+  double mfu = rate ? flopsPerStep / (median * 1e-3) / (peak * 1e12) : 0;
   double deviceUsed = static_cast<double>(totalBytes - freeBytes);
 
   outs() << formatv("kiln bench: {0}, {1} layers, width {2}; batch {3} x {4}; {5}\n", m.kind,
@@ -238,8 +245,13 @@ int runBench() {
                     stats.moduleSeconds, stats.gemmShapes, stats.gemmShapesCached,
                     stats.autotuneSeconds, times.init);
   outs() << formatv("  step: {0:f2} ms median of {1} (wall, through the backend); {2:f2} ms GPU "
-                    "(graph replay); {3:f0} tok/s; MFU {4:f1}% of {5} TFLOP/s\n",
-                    median, ms.size(), *gpuMs, tokensPerStep / (median * 1e-3), 100 * mfu, peak);
+                    "(graph replay); {3:f0} tok/s; {4}\n",
+                    median, ms.size(), *gpuMs, tokensPerStep / (median * 1e-3),
+                    rate ? formatv("MFU {0:f1}% of {1:f0} TFLOP/s ({2})", 100 * mfu, peak,
+                                   rate->source)
+                               .str()
+                         : std::string("MFU unknown: no peak rate for this device (pass "
+                                       "--peak-tflops)"));
   outs() << formatv("  memory: arena {0:f2} GiB; device in use after load {1:f2} GiB\n",
                     plan.memory.total / 1073741824.0, deviceUsed / 1073741824.0);
   outs() << formatv("  loss: {0:f4} at the first step, {1:f4} at the last\n", firstLoss, lastLoss);

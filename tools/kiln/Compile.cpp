@@ -62,8 +62,9 @@ int runCompile() {
     return fail("compile", "--dump-ir-after needs --dump-dir DIR");
   if (emit != Emit::IR && dumpDir.empty())
     return fail("compile", "--emit=cuda and --emit=plan need --dump-dir DIR");
-  if (!arch.empty() && !StringRef(arch).starts_with("sm_"))
-    return fail("compile", "--arch must look like sm_90, got '" + arch + "'");
+  if (!arch.empty())
+    if (Error err = codegen::checkArch(arch))
+      return fail("compile", "--arch: " + toString(std::move(err)));
   auto config = loadConfig(configPath, setOverrides());
   if (!config)
     return fail("compile", toString(config.takeError()));

@@ -28,6 +28,8 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cmath>
+
 using namespace llvm;
 
 namespace kiln::cli {
@@ -50,6 +52,8 @@ int runEstimate() {
     return fail("estimate", toString(config.takeError()));
   if (dp < 1)
     return fail("estimate", "--dp must be at least 1");
+  if (!(gpuMemory > 0) || !std::isfinite(gpuMemory))
+    return fail("estimate", "--gpu-memory must be a positive number of GiB");
   const ModelConfig &m = config->model;
   const double N = static_cast<double>(models::gpt2ParamCount(m, false));
   const double L = m.n_layer, d = m.n_embd, a = m.n_head, V = m.paddedVocab();

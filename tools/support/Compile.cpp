@@ -118,6 +118,15 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
   opt.lossScaleGrowth = config.train.loss_scale_growth;
   opt.lossScaleBackoff = config.train.loss_scale_backoff;
   buildTrainingPipeline(pm, options);
+  // Every name given to --dump-ir-after must be a pass of the pipeline.
+  std::vector<std::string> known{"all"};
+  for (mlir::Pass &pass : pm.getPasses())
+    if (!llvm::is_contained(known, pass.getArgument().str()))
+      known.push_back(pass.getArgument().str());
+  for (const std::string &name : dumps.after)
+    if (!llvm::is_contained(known, name))
+      return error("--dump-ir-after: '" + name + "' is not a pass of the training pipeline (" +
+                   llvm::join(known, ", ") + ")");
   if (!dumps.dir.empty())
     pm.addInstrumentation(std::make_unique<DumpInstrumentation>(dumps, written, dumpError));
   llvm::Error result = runPasses(pm, module, "the training pipeline");

@@ -898,3 +898,21 @@ func.func @alias_range(%a: tensor<2xf32>) -> (tensor<2xf32> {kiln.aliases = 3 : 
 func.func @alias_type(%a: tensor<2xf32>, %b: tensor<3xf32>) -> (tensor<3xf32> {kiln.aliases = 0 : i64}) {
   return %b : tensor<3xf32>
 }
+
+// -----
+
+// Tensors past 2^48 bytes are refused, so sizes, offsets and costs cannot
+// overflow (this one's byte count does not fit in int64).
+func.func @huge(%a: tensor<4294967296x4294967296xf32>) {
+  // expected-error @+1 {{'kiln.neg' op operand #0 type 'tensor<4294967296x4294967296xf32>' holds more than 2^63 bytes, more than kiln's limit of 2^48 bytes per tensor}}
+  %b = kiln.neg %a : tensor<4294967296x4294967296xf32>
+  return
+}
+
+// -----
+
+func.func @just_over(%a: tensor<70368744177665xf32>) {
+  // expected-error @+1 {{'kiln.neg' op operand #0 type 'tensor<70368744177665xf32>' holds 281474976710660 bytes, more than kiln's limit of 2^48 bytes per tensor}}
+  %b = kiln.neg %a : tensor<70368744177665xf32>
+  return
+}

@@ -44,3 +44,9 @@ func.func @forward(%w: tensor<4xf32> {kiln.param = "w"}) -> tensor<f32> {
 func.func @train_step() {
   return
 }
+
+// -----
+
+// A body-less @forward used to crash the pass.
+// expected-error @+1 {{kiln-autodiff: @forward has no body (a declaration); kiln passes need a defined function}}
+func.func private @forward(%w: tensor<4xf32> {kiln.param = "w"}) -> tensor<f32>

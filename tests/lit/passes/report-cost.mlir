@@ -26,3 +26,13 @@ func.func @linear(%x: tensor<4x8x32xf32>, %w: tensor<32x16xf32>, %b: tensor<16xf
 func.func @empty(%x: tensor<4xf32>) -> tensor<4xf32> {
   return %x : tensor<4xf32>
 }
+
+
+// Costs saturate instead of wrapping negative: 2·(2^23)^3 = 2^70 FLOPs (each
+// tensor, 2^47 bytes, is within the verifier's limit).
+// CHECK-LABEL: func.func @saturating_matmul
+// CHECK-SAME: kiln.flops = 9223372036854775807 : i64
+func.func @saturating_matmul(%a: tensor<8388608x8388608xbf16>, %b: tensor<8388608x8388608xbf16>) {
+  %c = kiln.matmul %a, %b : tensor<8388608x8388608xbf16>, tensor<8388608x8388608xbf16> -> tensor<8388608x8388608xbf16>
+  return
+}

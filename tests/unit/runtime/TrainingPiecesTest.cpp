@@ -4,6 +4,7 @@
 #include "runtime/Checkpoint.h"
 #include "support/Files.h"
 #include "runtime/Safetensors.h"
+#include "runtime/cuda/DevicePeak.h"
 #include "runtime/train/MetricsLog.h"
 #include "runtime/train/Sampler.h"
 #include "runtime/train/Schedule.h"
@@ -433,6 +434,29 @@ TEST(LoadState, EveryTensorPresentUnlessPartial) {
   auto group = checkStateComplete(specs, moment, true, true, "ckpt");
   ASSERT_FALSE(static_cast<bool>(group));
   llvm::consumeError(group.takeError());
+}
+
+} // namespace
+
+namespace {
+
+// MFU divides by the device's own peak: datasheet rates for known devices,
+// SMs × clock × FLOPs per clock for others, none for unknown architectures.
+TEST(DevicePeak, KnownDevicesEstimatesAndUnknowns) {
+  auto h200 = cuda::devicePeak("NVIDIA H200", 9, 0, 132, 1980000, /*lowPrecision=*/true);
+  ASSERT_TRUE(h200.has_value());
+  EXPECT_EQ(h200->tflops, 989);
+  EXPECT_EQ(h200->source, "datasheet");
+  EXPECT_EQ(cuda::devicePeak("NVIDIA H200", 9, 0, 132, 1980000, false)->tflops, 67);
+  EXPECT_EQ(cuda::devicePeak("NVIDIA H100 PCIe", 9, 0, 114, 1755000, true)->tflops, 756);
+  EXPECT_EQ(cuda::devicePeak("NVIDIA A100-SXM4-80GB", 8, 0, 108, 1410000, true)->tflops, 312);
+  // An RTX 3090 is not in the table: 82 SMs × 1.695 GHz × 512 = 71.2.
+  auto ga102 = cuda::devicePeak("NVIDIA GeForce RTX 3090", 8, 6, 82, 1695000, true);
+  ASSERT_TRUE(ga102.has_value());
+  EXPECT_NEAR(ga102->tflops, 71.16, 0.01);
+  EXPECT_NE(ga102->source.find("estimated: 82 SMs x 1.70 GHz"), std::string::npos) << ga102->source;
+  // An architecture kiln has no per-clock rate for.
+  EXPECT_FALSE(cuda::devicePeak("Future GPU", 13, 0, 200, 2000000, true).has_value());
 }
 
 } // namespace
