@@ -55,8 +55,10 @@ namespace {
 
 enum class Class { Low, F32, Follow, Keep };
 
-Class classify(Operation *op) {
-  return llvm::TypeSwitch<Operation *, Class>(op)
+/// Every op kiln knows has a class; another op (a plugin's) is an error, not
+/// a guess.
+std::optional<Class> classify(Operation *op) {
+  return llvm::TypeSwitch<Operation *, std::optional<Class>>(op)
       .Case<MatmulOp, AttentionOp>([](auto) { return Class::Low; })
       .Case<LayerNormOp, RmsNormOp, ReduceSumOp, ReduceMaxOp, ReduceMeanOp, GlobalNormOp,
             AdamWUpdateOp>([](auto) { return Class::F32; })
@@ -64,7 +66,14 @@ Class classify(Operation *op) {
       // f32; loss and lse are f32): keeping them low saves a copy of the
       // largest activation.
       .Case<CastOp, ConstantOp, IotaOp, CrossEntropyOp, func::ReturnOp>([](auto) { return Class::Keep; })
-      .Default([](Operation *) { return Class::Follow; });
+      // Elementwise math, data movement and row-wise ops store in their
+      // operands' type.
+      .Case<AddOp, SubOp, MulOp, DivOp, MaxOp, NegOp, ExpOp, LogOp, SqrtOp, RsqrtOp, TanhOp,
+            SigmoidOp, GeluOp, SiluOp, ReluOp, CompareOp, SelectOp, ReshapeOp, TransposeOp, SliceOp,
+            PadOp, ConcatOp, BroadcastInDimOp, EmbeddingOp, SoftmaxOp, LogSoftmaxOp, RopeOp,
+            GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
+            EmbeddingGradOp, AttentionGradOp>([](auto) { return Class::Follow; })
+      .Default([](Operation *) { return std::nullopt; });
 }
 
 bool isFloatTensor(Value v) {
@@ -109,7 +118,8 @@ struct AssignPrecisionPass final : impl::AssignPrecisionPassBase<AssignPrecision
     for (auto func : module.getOps<func::FuncOp>()) {
       if (failed(checkOneBlockBody(func, "kiln-assign-precision")))
         return signalPassFailure();
-      assign(func, low);
+      if (failed(assign(func, low)))
+        return signalPassFailure();
     }
   }
 
@@ -131,13 +141,18 @@ struct AssignPrecisionPass final : impl::AssignPrecisionPassBase<AssignPrecision
     return c;
   }
 
-  void assign(func::FuncOp func, Type low) {
+  LogicalResult assign(func::FuncOp func, Type low) {
     Type f32 = Float32Type::get(func.getContext());
     SmallVector<Operation *> ops;
     for (Operation &op : func.getBody().front())
       ops.push_back(&op);
     for (Operation *op : ops) {
-      Class kind = classify(op);
+      std::optional<Class> cls = classify(op);
+      if (!cls) {
+        op->emitOpError() << "has no precision rule (kiln-assign-precision knows kiln's ops)";
+        return failure();
+      }
+      Class kind = *cls;
       if (kind == Class::Keep)
         continue;
       // The type each float operand is computed in.
@@ -188,8 +203,7 @@ struct AssignPrecisionPass final : impl::AssignPrecisionPassBase<AssignPrecision
     for (auto [i, declared] : llvm::enumerate(func.getResultTypes()))
       if (ret.getOperand(i).getType() != declared)
         ret.setOperand(i, castTo(ret.getOperand(i), cast<RankedTensorType>(declared).getElementType()));
-    if (failed(mlir::verify(func)))
-      signalPassFailure();
+    return mlir::verify(func);
   }
 
   llvm::DenseMap<std::pair<Value, Type>, Value> casts_;
