@@ -5,6 +5,7 @@
 #include "support/Files.h"
 
 #include "llvm/Support/FileSystem.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
@@ -304,7 +305,49 @@ llvm::Expected<Plan> Plan::fromJSON(const json::Value &value) {
   }
   if (!r.missing.empty())
     return error("plan: missing or malformed field '" + r.missing + "'");
+  if (llvm::Error err = p.validate())
+    return std::move(err);
   return p;
+}
+
+llvm::Error Plan::validate() const {
+  const int64_t total = memory.total;
+  if (total < 0 || total > (int64_t(1) << 50))
+    return error(llvm::formatv("plan: arena of {0} bytes", total));
+  // [offset, offset + bytes) inside the arena, without overflow.
+  auto inside = [&](int64_t offset, int64_t bytes) {
+    return offset >= 0 && bytes >= 0 && offset <= total && bytes <= total - offset;
+  };
+  for (const PlanKernel &k : kernels)
+    if (k.name.empty() || !llvm::all_of(k.name, [](char c) { return llvm::isAlnum(c) || c == '_'; }))
+      return error("plan: kernel name '" + k.name + "' is not an identifier");
+  for (const PlanFunction &f : functions) {
+    for (const auto *list : {&f.args, &f.results})
+      for (const PlanBinding &b : *list) {
+        auto bytes = cpu::checkedBytes(b.shape, static_cast<int64_t>(cpu::dtypeSize(b.dtype)));
+        if (!bytes || !inside(b.offset, *bytes))
+          return error(llvm::formatv("plan: @{0} binds '{1}' outside the {2}-byte arena", f.name,
+                                     b.name, total));
+      }
+    for (const PlanStep &s : f.steps) {
+      bool ok = true;
+      if (s.kind == PlanStep::Kind::Memset)
+        ok = inside(s.dst, s.bytes);
+      else if (s.kind == PlanStep::Kind::Copy)
+        ok = inside(s.dst, s.bytes) && inside(s.src, s.bytes);
+      else if (s.kind == PlanStep::Kind::Launch)
+        ok = llvm::all_of(s.args, [&](const PlanArg &a) {
+          return a.kind != PlanArg::Kind::Pointer || inside(a.value, 0);
+        });
+      else if (s.kind == PlanStep::Kind::Gemm)
+        ok = inside(s.gemm.a, 0) && inside(s.gemm.b, 0) && inside(s.gemm.c, 0) &&
+             (s.gemm.bias < 0 || inside(s.gemm.bias, 0));
+      if (!ok)
+        return error(llvm::formatv("plan: @{0} step '{1}' reaches outside the {2}-byte arena",
+                                   f.name, s.op, total));
+    }
+  }
+  return llvm::Error::success();
 }
 
 llvm::Error Plan::save(llvm::StringRef dir) const {

@@ -107,6 +107,11 @@ struct PlanMemory {
 };
 
 struct Plan {
+  /// Checks what a saved plan could get wrong: every binding, memset, copy
+  /// and pointer argument inside the arena, kernel names that are
+  /// identifiers (they name files). fromJSON runs it.
+  llvm::Error validate() const;
+
   std::string arch = "sm_90";
   int smCount = 132;
   PlanMemory memory;

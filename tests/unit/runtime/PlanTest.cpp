@@ -147,6 +147,28 @@ TEST(Plan, SavesAndLoadsItself) {
   for (const PlanStep &s : loaded->function("train_step")->steps)
     EXPECT_FALSE(s.op.empty());
   llvm::sys::fs::remove_directories(dir);
+
+  // A saved plan that reaches outside its arena, or names a kernel file
+  // outside its folder, is refused before anything runs.
+  Plan bad = *plan;
+  bad.functions[0].args[0].offset = bad.memory.total;
+  auto out = bad.validate();
+  ASSERT_TRUE(static_cast<bool>(out));
+  EXPECT_NE(llvm::toString(std::move(out)).find("outside the"), std::string::npos);
+  bad = *plan;
+  for (PlanStep &s : bad.functions[0].steps)
+    if (s.kind == PlanStep::Kind::Launch && !s.args.empty()) {
+      s.args[0] = {PlanArg::Kind::Pointer, -64};
+      break;
+    }
+  auto pointer = bad.validate();
+  ASSERT_TRUE(static_cast<bool>(pointer));
+  EXPECT_NE(llvm::toString(std::move(pointer)).find("reaches outside the"), std::string::npos);
+  bad = *plan;
+  bad.kernels[0].name = "../../evil";
+  auto name = bad.validate();
+  ASSERT_TRUE(static_cast<bool>(name));
+  EXPECT_NE(llvm::toString(std::move(name)).find("is not an identifier"), std::string::npos);
 }
 
 TEST(Plan, LoadErrorsNameTheProblem) {
