@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 namespace kiln {
 
@@ -40,9 +41,15 @@ llvm::Expected<TokenShard> TokenShard::open(llvm::StringRef path, int64_t vocabS
   auto buffer = readRegularFile(path, "token shard");
   if (!buffer)
     return buffer.takeError();
+  return parse(std::move(*buffer), vocabSize);
+}
+
+llvm::Expected<TokenShard> TokenShard::parse(std::unique_ptr<llvm::MemoryBuffer> buffer,
+                                             int64_t vocabSize) {
+  std::string path = buffer->getBufferIdentifier().str();
   TokenShard shard;
-  shard.path_ = path.str();
-  shard.buffer_ = std::move(*buffer);
+  shard.path_ = path;
+  shard.buffer_ = std::move(buffer);
   size_t bytes = shard.buffer_->getBufferSize();
   const char *data = shard.buffer_->getBufferStart();
   if (bytes < kShardHeaderInts * 4)
@@ -75,6 +82,11 @@ llvm::Expected<TokenShard> TokenShard::open(llvm::StringRef path, int64_t vocabS
 }
 
 llvm::Error writeShard(llvm::StringRef path, llvm::ArrayRef<int32_t> tokens) {
+  // The header's count is an int32.
+  if (tokens.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max()))
+    return error(llvm::formatv("token shard '{0}': {1} tokens do not fit one shard (at most "
+                               "2^31 - 1)",
+                               path, tokens.size()));
   bool small = std::all_of(tokens.begin(), tokens.end(),
                            [](int32_t t) { return t >= 0 && t < 65536; });
   std::string bytes(kShardHeaderInts * 4, '\0');

@@ -29,6 +29,10 @@ public:
   /// Opens and validates `path`: magic, version, a size that matches the
   /// token count, and (when vocabSize > 0) every token below vocabSize.
   static llvm::Expected<TokenShard> open(llvm::StringRef path, int64_t vocabSize);
+  /// The same checks on a shard's bytes already in memory (`buffer`'s
+  /// identifier names it in messages).
+  static llvm::Expected<TokenShard> parse(std::unique_ptr<llvm::MemoryBuffer> buffer,
+                                          int64_t vocabSize);
 
   const std::string &path() const { return path_; }
   int64_t size() const { return count_; }

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # interrupt.sh DIR SIGNAL COUNT COMMAND...: runs COMMAND, waits until it has
-# logged a training step (DIR/run/metrics.jsonl), sends SIGNAL COUNT times
+# logged a training step (a new line in DIR/run/metrics.jsonl), sends SIGNAL COUNT times
 # (a tenth of a second apart), prints its output and exit code. A command
 # still running 60 s later is killed (the test then fails on its output).
 dir=$1 signal=$2 count=$3
 shift 3
+lines() { wc -l < "$dir/run/metrics.jsonl" 2>/dev/null || echo 0; }
+before=$(lines)
 "$@" > "$dir/interrupt.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
-  if [ -s "$dir/run/metrics.jsonl" ]; then break; fi
+  if [ "$(lines)" -gt "$before" ]; then break; fi
   sleep 0.05
 done
 for _ in $(seq 1 "$count"); do
