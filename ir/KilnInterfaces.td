@@ -10,9 +10,11 @@ def Kiln_CostOpInterface : OpInterface<"CostOpInterface"> {
   let description = [{
     The cost of one execution of an op: floating-point operations and the
     fewest bytes it must move through device memory (every operand read once,
-    every result written once). Used by the MFU report, the fusion cost model
-    and the recompute solver. The counting conventions are in
-    docs/architecture.md ("Cost model").
+    every result written once). Implemented by every kiln op; used today by
+    kiln-report-cost (passes/ReportCost.cpp). A fusion cost model and a
+    recompute solver that would use it are planned. (`kiln bench`'s MFU
+    counts FLOPs with the 6N + 12·L·d·T formula, not with this interface.)
+    The counting conventions are in docs/architecture.md ("Cost model").
   }];
   let methods = [
     InterfaceMethod<"Floating-point operations of one execution.",
@@ -33,7 +35,8 @@ def Kiln_DifferentiableOpInterface : OpInterface<"DifferentiableOpInterface"> {
     Value when nothing downstream needs that result's gradient). It appends
     one cotangent per operand to `operandCotangents`, a null Value where the
     operand has no gradient (integer operands) or the gradient is zero.
-    Autodiff (kiln-autodiff) is generic over this interface.
+    Used by kiln-autodiff (passes/Autodiff.cpp), which is generic over this
+    interface; the rules are in ir/KilnVJP.cpp.
   }];
   let methods = [
     InterfaceMethod<"Builds the vector-Jacobian product of this op.",
@@ -48,8 +51,10 @@ def Kiln_ShardingRuleOpInterface : OpInterface<"ShardingRuleOpInterface"> {
   let cppNamespace = "::kiln";
   let description = [{
     An einsum-like factor mapping of the op's tensor dimensions, as in Shardy:
-    matmul is `mk,kn->mn` with factor k reduced. Sharding propagation is
-    generic over these factors. See `kiln::ShardingRule`.
+    matmul is `mk,kn->mn` with factor k reduced. See `kiln::ShardingRule`.
+    Declared only: no op implements it and nothing calls it yet. Sharding
+    propagation (kiln-propagate-sharding), which would be generic over these
+    factors, is planned.
   }];
   let methods = [
     InterfaceMethod<"Returns the factor mapping of this op.",

@@ -18,7 +18,14 @@ if [ ! -f data/fortunes/train_000000.bin ]; then
     --out data/fortunes "${files[@]}"
 fi
 
-build/bin/kiln train "$@"
+# A run directory of its own: runs/default, then runs/default-2, ... (kiln
+# refuses to mix a new run into an earlier one's directory).
+run=runs/default
+for n in $(seq 2 1000); do
+  [ -n "$(ls -A "$run" 2>/dev/null)" ] || break
+  run=runs/default-$n
+done
+build/bin/kiln train --set run.dir="$run" "$@"
 echo
-echo "A sample from the trained model (kiln sample runs/default --prompt ...):"
-build/bin/kiln sample runs/default --prompt "The " --tokens 200 --temperature 0.8 --seed 1
+echo "A sample from the trained model (kiln sample $run --prompt ...):"
+build/bin/kiln sample "$run" --prompt "The " --tokens 200 --temperature 0.8 --seed 1

@@ -2,8 +2,9 @@
 //
 // Runs each function of a module on the CPU interpreter before and after a
 // pass pipeline, with the same random inputs, and expects the results to
-// agree within a tolerance stated by the caller (per pass). Every pass gets
-// one of these tests (docs/architecture.md, "Testing").
+// agree within a tolerance stated by the caller (per pass); or two pipelines
+// against each other. docs/architecture.md, "Testing", lists which passes
+// have such a test.
 //
 //===----------------------------------------------------------------------===//
 
@@ -32,6 +33,15 @@ InputFiller randomInputs(uint64_t seed, int64_t intBound = 2);
 /// worst element on failure. The module is modified (the pipeline runs on it).
 void expectPassPreserves(mlir::ModuleOp module, const std::string &pipeline, double tolerance,
                          const InputFiller &fill = randomInputs(0));
+
+/// Runs `reference` on `module` and `candidate` on a copy of it, then
+/// interprets every function of both on the same inputs and expects them
+/// to agree within `tolerance` (as above). For rewrites whose effect shows
+/// only after later passes: fusing before autodiff, compared on the
+/// gradients.
+void expectPipelinesAgree(mlir::ModuleOp module, const std::string &reference,
+                          const std::string &candidate, double tolerance,
+                          const InputFiller &fill = randomInputs(0));
 
 } // namespace kiln::test
 

@@ -23,8 +23,8 @@
 // kernel (identical kernels of different layers are one kernel).
 //
 // --gemms FILE writes every distinct GEMM of the step with its time through
-// kiln's cuBLASLt path, for bench/gemms.py to run the same shapes through
-// torch.matmul.
+// kiln's cuBLASLt path, for `bench/torch_gpt2.py gemms` to run the same
+// shapes through torch.matmul.
 //
 //===----------------------------------------------------------------------===//
 

@@ -1,4 +1,4 @@
-//===- Train.cpp - `kiln train`: train a model (CPU interpreter today) -----===//
+//===- Train.cpp - `kiln train`: train a model on the GPU or the CPU --------===//
 
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
