@@ -21,6 +21,12 @@
 #              and $TORCH_BATCHES narrow it)
 #   compile-torch  the same with torch.compile (COMPILE_BATCHES="16" to
 #              save a few minutes of compilation)
+#   attention  kiln.attention alone at the issue's shapes: kiln's outputs
+#              checked against PyTorch (f32 math reference), kiln's tile
+#              variants ($ATTN_VARIANTS=all, or only kiln's default) and
+#              SDPA's flash, memory-efficient and cuDNN backends, timed
+#   fused      GPT-2 124M bf16, 200 steps with and without kiln-fuse-attention
+#              from the same weights and batches
 #
 # Results land in $RES (default /tmp/kiln-bench) as JSON and logs, packed
 # into $OUT/results.tgz when $OUT is set (the device tool brings it back);
@@ -122,6 +128,50 @@ EOF
     for p in ${TORCH_PRECISIONS:-f32 bf16}; do for b in ${COMPILE_BATCHES:-16 32}; do
       python3 bench/torch_gpt2.py bench --compile --precision $p --batch $b --out "$OUT/torch-compile-$p-b$b.json"
     done; done ;;
+  attention)
+    # (B,H,T,D) causal or not, as issue #11 names them; variants W,MT,BN,BW.
+    for spec in "16,12,1024,64 --causal" "8,16,4096,128 --causal" "8,16,4096,128" "4,16,8192,64 --causal"; do
+      set -- $spec
+      shape=$1 causal=${2:-}
+      d=${shape##*,}
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench --attention "$shape" $causal --dump /tmp/attn.safetensors \
+        --json "$OUT/attention-kiln.jsonl" 2>&1 | grep -v "^  attention"
+      python3 bench/attention.py check --dump /tmp/attn.safetensors $causal --out "$OUT/attention-check.jsonl"
+      rm -f /tmp/attn.safetensors
+      if [ "${ATTN_VARIANTS:-default}" = all ]; then
+        if [ "$d" = 64 ]; then variants="4,1,64,4 8,1,64,4 4,2,32,4 4,2,64,8"; else variants="4,1,64,4 4,1,64,8 8,1,32,8 4,2,32,4"; fi
+        for v in $variants; do
+          XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench --attention "$shape" $causal --attention-tiles "$v" \
+            --json "$OUT/attention-kiln.jsonl" 2>&1 | grep -v "^  attention"
+        done
+      fi
+      python3 bench/attention.py torch --shape "$shape" $causal --out "$OUT/attention-torch.jsonl" > /dev/null
+    done
+    python3 bench/attention.py table --kiln "$OUT/attention-kiln.jsonl" --torch "$OUT/attention-torch.jsonl" \
+      | tee "$OUT/attention-table.txt" ;;
+  fused)
+    for f in true false; do
+      rm -rf /tmp/fused-$f
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml --set train.steps=200 \
+        "${train_sets[@]}" --set optim.schedule=cosine --set optim.warmup_steps=20 \
+        --set train.precision=bf16-mixed --set compile.fuse_attention=$f --set run.dir=/tmp/fused-$f \
+        > "$OUT/train-fused-$f.log" 2>&1
+      grep -E "^step 200|done:|error" "$OUT/train-fused-$f.log"
+      cp /tmp/fused-$f/metrics.jsonl "$OUT/metrics-fused-$f.jsonl"
+    done
+    python3 - "$OUT" <<'EOF2'
+import json, sys
+out = sys.argv[1]
+runs = {f: [json.loads(l) for l in open(f"{out}/metrics-fused-{f}.jsonl") if '"loss"' in l] for f in ("true", "false")}
+worst = max(abs(a["loss"] - b["loss"]) / abs(b["loss"]) for a, b in zip(runs["true"], runs["false"]))
+last = [runs[f][-1]["loss"] for f in ("true", "false")]
+mean = lambda r: sum(x["loss"] for x in r[-20:]) / 20
+delta = (mean(runs["true"]) - mean(runs["false"])) / mean(runs["false"])
+print(f"  fused vs unfused bf16, 200 steps: final loss {last[0]:.4f} vs {last[1]:.4f}; mean of the last 20 "
+      f"steps differs by {100 * delta:+.2f}% (limit 0.5%); largest per-step difference {100 * worst:.2f}%")
+json.dump({"final": last, "last20_rel": delta, "worst_step_rel": worst}, open(f"{out}/fused.json", "w"))
+EOF2
+    ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac
   # Pack after every stage: a call cut short still brings back what ran.

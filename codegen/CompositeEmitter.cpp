@@ -290,7 +290,170 @@ llvm::Error checkAttentionShared(Operation *op, int64_t bytes) {
   return llvm::Error::success();
 }
 
+/// The tiles of the flash kernels (codegen/kernels/flash_attention.cuh).
+struct FlashTiles {
+  int warps, mTiles, keyBlock; ///< forward: BM = 16·warps·mTiles query rows
+  int backwardWarps;           ///< backward: 16 keys a warp, query blocks of 64
+  int queryBlock() const { return 16 * warps * mTiles; }
+};
+
+/// CodegenOptions::attentionTiles ("W,MT,BN,BW"), if set. The kernels
+/// static_assert what they need beyond these ranges.
+llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &options) {
+  llvm::StringRef text = options.attentionTiles;
+  if (text.empty())
+    return std::nullopt;
+  llvm::SmallVector<llvm::StringRef> parts;
+  text.split(parts, ',');
+  int v[4] = {0, 0, 0, 0};
+  bool ok = parts.size() == 4;
+  for (size_t i = 0; ok && i < 4; ++i)
+    ok = !parts[i].getAsInteger(10, v[i]) && v[i] > 0 && v[i] <= 16;
+  if (!ok || v[2] % 16 != 0)
+    return error("codegen: attention tiles '" + text +
+                 "' are not W,MT,BN,BW (warps, row tiles, a key block of 16s, backward warps)");
+  return FlashTiles{v[0], v[1], v[2], v[3]};
+}
+
+/// The flash kernels' tiles for attention on `q`, `v`, or nullopt with
+/// `why` the reference kernels run instead: the flash kernels take bf16/f16
+/// operands with D = Dv ∈ {64, 128}.
+llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, Value v,
+                                                     std::string &why) {
+  auto qt = tensorOf(q), vt = tensorOf(v);
+  Type element = qt.getElementType();
+  int64_t d = qt.getDimSize(3);
+  if (!element.isBF16() && !element.isF16()) {
+    why = "the flash kernels take bf16 or f16 (tensor cores), this attention is " + cType(element);
+    return std::nullopt;
+  }
+  if (d != vt.getDimSize(3) || (d != 64 && d != 128)) {
+    why = llvm::formatv("the flash kernels take head dims D = Dv of 64 or 128, this attention "
+                        "has D = {0}, Dv = {1}",
+                        d, vt.getDimSize(3));
+    return std::nullopt;
+  }
+  auto custom = customTiles(e.options());
+  if (!custom)
+    return custom.takeError();
+  if (*custom)
+    return *custom;
+  // Measured on an H200 (bench/RESULTS.md, "Flash attention"): the best of
+  // the variants bench/attention.sh times.
+  return d == 64 ? FlashTiles{4, 2, 64, 4} : FlashTiles{8, 1, 64, 8};
+}
+
+std::string tilesText(const FlashTiles &t) {
+  return llvm::formatv("forward {0} warps x {1} row tiles (BM = {2}), key blocks of {3}; "
+                       "backward {4} warps (key blocks of {5}, query blocks of 64)",
+                       t.warps, t.mTiles, t.queryBlock(), t.keyBlock, t.backwardWarps,
+                       16 * t.backwardWarps)
+      .str();
+}
+
+/// "bf16, B=16 H=12/12 T=1024/1024 D=64, causal": what an attention is.
+std::string attentionText(Value q, Value k, bool causal) {
+  auto qt = tensorOf(q), kt = tensorOf(k);
+  return llvm::formatv("{0}, B={1} H={2}/{3} T={4}/{5} D={6}{7}", cType(qt.getElementType()),
+                       qt.getDimSize(0), qt.getDimSize(1), kt.getDimSize(1), qt.getDimSize(2),
+                       kt.getDimSize(2), qt.getDimSize(3), causal ? ", causal" : "")
+      .str();
+}
+
+/// Template arguments <T, B, H, HKV, TQ, TK, D, CAUSAL> of the flash kernels.
+std::string flashShape(Value q, Value k, bool causal) {
+  auto qt = tensorOf(q), kt = tensorOf(k);
+  return llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}", elt(q), qt.getDimSize(0),
+                       qt.getDimSize(1), kt.getDimSize(1), qt.getDimSize(2), kt.getDimSize(2),
+                       qt.getDimSize(3), causal ? "true" : "false")
+      .str();
+}
+
+llvm::Expected<bool> flashForward(Emitter &e, AttentionOp op, const FlashTiles &tiles) {
+  Params p;
+  ADD(op.getQ(), "q", true) ADD(op.getK(), "k", true) ADD(op.getV(), "v", true)
+  ADD(op.getOut(), "out", false) ADD(op.getLse(), "lse", false)
+  auto qt = tensorOf(op.getQ());
+  int64_t d = qt.getDimSize(3), bm = tiles.queryBlock(), threads = 32 * tiles.warps;
+  std::string body = llvm::formatv("  kiln::flash::forward<{0}, {1}, {2}, {3}>(q, k, v, out, lse, "
+                                   "{4:e9}f);\n",
+                                   flashShape(op.getQ(), op.getK(), op.getCausal()), tiles.warps,
+                                   tiles.mTiles, tiles.keyBlock, op.getScale().convertToFloat())
+                         .str();
+  e.launch(op, "flash_attention", kernel(op, "flash_attention.cuh", p.text, body, threads),
+           {(qt.getDimSize(2) + bm - 1) / bm, qt.getDimSize(0) * qt.getDimSize(1), 1},
+           {threads, 1, 1}, p.args, (bm + 2 * tiles.keyBlock) * d * 2);
+  return true;
+}
+
+llvm::Expected<bool> flashBackward(Emitter &e, AttentionGradOp op, const FlashTiles &tiles) {
+  auto scratch = op->getAttrOfType<IntegerAttr>(KilnDialect::kScratchOffsetAttrName);
+  if (!scratch)
+    return error("codegen: " + Emitter::describe(op) + " has no scratch (run kiln-plan-buffers)");
+  auto qt = tensorOf(op.getQ()), kt = tensorOf(op.getK());
+  int64_t rows = qt.getNumElements() / qt.getDimSize(3), d = qt.getDimSize(3);
+  int64_t accumulator = scratch.getInt(), delta = accumulator + rows * d * 4;
+  float scale = op.getScale().convertToFloat();
+  // 1. rowsum(dout ⊙ out), and the f32 dq accumulator zeroed.
+  {
+    Params p;
+    ADD(op.getOut(), "out", true) ADD(op.getDout(), "dout", true)
+    p.text += ", float *delta, float *accumulator";
+    p.args.push_back(Emitter::ptr(delta));
+    p.args.push_back(Emitter::ptr(accumulator));
+    std::string body = llvm::formatv("  kiln::flash::backwardPrepare<{0}, {1}, {2}>(out, dout, "
+                                     "delta, accumulator);\n",
+                                     elt(op.getQ()), rows, d)
+                           .str();
+    e.launch(op, "flash_attention_prepare", kernel(op, "flash_attention.cuh", p.text, body),
+             {e.gridFor(rows * 32, 256), 1, 1}, {256, 1, 1}, p.args);
+  }
+  // 2. dk, dv and the dq sums, a block per key block and kv head.
+  {
+    Params p;
+    ADD(op.getQ(), "q", true) ADD(op.getK(), "k", true) ADD(op.getV(), "v", true)
+    ADD(op.getLse(), "lse", true) ADD(op.getDout(), "dout", true)
+    p.text += ", const float *delta, float *accumulator";
+    p.args.push_back(Emitter::ptr(delta));
+    p.args.push_back(Emitter::ptr(accumulator));
+    ADD(op.getDk(), "dk", false) ADD(op.getDv(), "dv", false)
+    int64_t bn = 16 * tiles.backwardWarps, bm = 64, threads = 32 * tiles.backwardWarps;
+    std::string body = llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}>(q, k, v, lse, dout, "
+                                     "delta, accumulator, dk, dv, {3:e9}f);\n",
+                                     flashShape(op.getQ(), op.getK(), op.getCausal()),
+                                     tiles.backwardWarps, bm, scale)
+                           .str();
+    e.launch(op, "flash_attention_backward", kernel(op, "flash_attention.cuh", p.text, body, threads),
+             {(kt.getDimSize(2) + bn - 1) / bn, kt.getDimSize(0) * kt.getDimSize(1), 1},
+             {threads, 1, 1}, p.args, (2 * bn + 4 * bm) * d * 2 + bn * bm * 2 + 4 * bm * 4);
+  }
+  // 3. dq = scale · accumulator.
+  {
+    Params p;
+    p.text = "const float *accumulator";
+    p.args.push_back(Emitter::ptr(accumulator));
+    ADD(op.getDq(), "dq", false)
+    std::string body = llvm::formatv("  kiln::flash::backwardFinish<{0}, {1}>(accumulator, dq, "
+                                     "{2:e9}f);\n",
+                                     elt(op.getQ()), rows * d, scale)
+                           .str();
+    e.launch(op, "flash_attention_dq", kernel(op, "flash_attention.cuh", p.text, body),
+             {e.gridFor(rows * d / 2, 256), 1, 1}, {256, 1, 1}, p.args);
+  }
+  return true;
+}
+
 llvm::Expected<bool> attention(Emitter &e, AttentionOp op) {
+  std::string why, what = attentionText(op.getQ(), op.getK(), op.getCausal());
+  auto tiles = flashTiles(e, op.getQ(), op.getV(), why);
+  if (!tiles)
+    return tiles.takeError();
+  if (*tiles) {
+    e.note("attention (" + what + "): flash kernels, " + tilesText(**tiles));
+    return flashForward(e, op, **tiles);
+  }
+  e.note("attention (" + what + "): reference kernels (a block per query row, CUDA cores): " +
+         why);
   Params p;
   ADD(op.getQ(), "q", true) ADD(op.getK(), "k", true) ADD(op.getV(), "v", true)
   ADD(op.getOut(), "out", false) ADD(op.getLse(), "lse", false)
@@ -307,6 +470,12 @@ llvm::Expected<bool> attention(Emitter &e, AttentionOp op) {
 }
 
 llvm::Expected<bool> attentionGrad(Emitter &e, AttentionGradOp op) {
+  std::string why; // noted with the forward
+  auto tiles = flashTiles(e, op.getQ(), op.getV(), why);
+  if (!tiles)
+    return tiles.takeError();
+  if (*tiles)
+    return flashBackward(e, op, **tiles);
   for (Value zeroed : {op.getDk(), op.getDv()}) {
     auto offset = e.offsetOf(zeroed);
     if (!offset)

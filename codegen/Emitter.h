@@ -31,6 +31,11 @@ public:
       : plan_(plan), function_(function), options_(options), kernelIndex_(kernelIndex) {}
 
   const CodegenOptions &options() const { return options_; }
+  /// Records a decision in the Plan's notes (once per distinct text).
+  void note(const std::string &text) {
+    if (!llvm::is_contained(plan_.notes, text))
+      plan_.notes.push_back(text);
+  }
 
   /// The arena offset of a value's buffer; an error names the op when the
   /// value has none (an inlined constant used where a buffer is needed).

@@ -30,6 +30,10 @@ struct CodegenOptions {
   /// The workspace kiln-plan-buffers reserves: cuBLASLt's 32 MiB and the
   /// kernels' partial sums.
   int64_t workspaceBytes = 64ll << 20;
+  /// The flash-attention tiles, "" for kiln's choice per head dim, or
+  /// "W,MT,BN,BW": forward warps, 16-row tiles per warp and key block,
+  /// backward warps (bench/ times variants with it).
+  std::string attentionTiles;
 };
 
 /// Checks that kiln can generate code for `arch` ("sm_XY" with an optional

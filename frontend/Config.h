@@ -119,6 +119,12 @@ struct EvalConfig {
   int64_t top_k = 40;
 };
 
+struct CompileConfig {
+  /// kiln-fuse-attention: attention written with primitives runs as
+  /// kiln.attention (flash kernels; the scores are never stored).
+  bool fuse_attention = true;
+};
+
 struct CheckpointConfig {
   /// Steps between checkpoints (0: only at the end).
   int64_t every = 1000;
@@ -133,6 +139,7 @@ struct RunConfig {
   DataConfig data;
   EvalConfig eval;
   CheckpointConfig checkpoint;
+  CompileConfig compile;
   /// Where the run writes its log, plot and checkpoints.
   std::string run_dir = "runs/latest";
 

@@ -58,6 +58,9 @@ def Kiln_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral kOffsetAttrName = "kiln.offset";
     static constexpr ::llvm::StringLiteral kOffsetsAttrName = "kiln.offsets";
     static constexpr ::llvm::StringLiteral kMemoryAttrName = "kiln.memory";
+    /// Written by kiln-plan-buffers on ScratchOpInterface ops: the arena
+    /// byte offset of the op's scratch.
+    static constexpr ::llvm::StringLiteral kScratchOffsetAttrName = "kiln.scratch_offset";
   }];
 }
 

@@ -115,6 +115,12 @@ int64_t AttentionGradOp::getFlops() {
   return attentionFlops(getQ(), getV(), getCausal(), 3, 2);
 }
 
+// The f32 dq accumulator [B, H, Tq, D] and rowsum(dout ⊙ out) [B, H, Tq].
+int64_t AttentionGradOp::getScratchBytes() {
+  auto q = cast<RankedTensorType>(getQ().getType());
+  return saturatingMul(4, saturatingMul(numElements(q) / q.getDimSize(3), q.getDimSize(3) + 1));
+}
+
 // One multiply-add per element.
 int64_t GlobalNormOp::getFlops() {
   int64_t n = 0;

@@ -26,6 +26,22 @@ def Kiln_CostOpInterface : OpInterface<"CostOpInterface"> {
   ];
 }
 
+def Kiln_ScratchOpInterface : OpInterface<"ScratchOpInterface"> {
+  let cppNamespace = "::kiln";
+  let description = [{
+    An op whose kernels need device memory beyond their results while they
+    run: kiln.attention_grad's tiled kernels accumulate dq in f32 (several
+    key blocks add into each row) and keep rowsum(dout ⊙ out) per row.
+    kiln-plan-buffers places the scratch like a temporary that lives only
+    during the op and records its arena offset as `kiln.scratch_offset`;
+    codegen reads it there.
+  }];
+  let methods = [
+    InterfaceMethod<"Bytes of scratch the op's kernels use while it runs.",
+      "int64_t", "getScratchBytes">,
+  ];
+}
+
 def Kiln_DifferentiableOpInterface : OpInterface<"DifferentiableOpInterface"> {
   let cppNamespace = "::kiln";
   let description = [{

@@ -833,7 +833,8 @@ def Kiln_EmbeddingGradOp : Kiln_Op<"embedding_grad"> {
   let hasVerifier = 1;
 }
 
-def Kiln_AttentionGradOp : Kiln_Op<"attention_grad"> {
+def Kiln_AttentionGradOp : Kiln_Op<"attention_grad",
+                                   [DeclareOpInterfaceMethods<Kiln_ScratchOpInterface>]> {
   let summary = "attention backward, recomputing the probabilities from lse";
   let description = [{
     With `P = exp(q·kᵀ·scale − lse)` (masked when `causal`) recomputed block

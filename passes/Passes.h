@@ -23,6 +23,8 @@ void registerKilnPipelines();
 /// What kiln-training-pipeline runs, as the passes' own option structs
 /// (generated from Passes.td, their single source).
 struct TrainingPipelineOptions {
+  /// kiln-fuse-attention (softmax(q·kᵀ)·v into kiln.attention).
+  bool fuseAttention = true;
   AssignPrecisionPassOptions precision;
   AutodiffPassOptions autodiff;
   /// Clipping, AdamW and accumulation; none: the step returns gradients.

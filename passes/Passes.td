@@ -118,6 +118,30 @@ def AttachOptimizerPass : Pass<"kiln-attach-optimizer", "mlir::ModuleOp"> {
 // Code generation preparation
 //===----------------------------------------------------------------------===//
 
+def FuseAttentionPass : Pass<"kiln-fuse-attention"> {
+  let summary = "Rewrites softmax(q·kᵀ·scale + causal mask)·v into kiln.attention";
+  let description = [{
+    Attention written with primitives — as the frontend and users write it,
+    with the scale on the scores or on q, a causal mask from iota/compare/
+    select or an additive constant, casts from kiln-assign-precision, and
+    k/v broadcast over head groups (grouped-query attention) — becomes one
+    `kiln.attention`, whose kernels never store the scores and whose VJP
+    recomputes them from the saved log-sum-exp. Runs before autodiff. Leaves
+    alone what it cannot express exactly: other masks, a softmax over
+    another axis, scores or probabilities used elsewhere.
+
+    ```mlir
+    %o, %lse = kiln.attention %q, %k, %v {causal, scale = 0.125 : f32}
+        : tensor<4x12x64x64xf32>, tensor<4x12x64x64xf32>, tensor<4x12x64x64xf32>
+        -> tensor<4x12x64x64xf32>, tensor<4x12x64xf32>
+    ```
+  }];
+  let statistics = [
+    Statistic<"numFused", "fused", "Attention blocks rewritten into kiln.attention">,
+  ];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 def FuseMatmulBiasPass : Pass<"kiln-fuse-matmul-bias"> {
   let summary = "Folds `add(matmul, broadcast(bias))` into the matmul's bias operand";
   let description = [{

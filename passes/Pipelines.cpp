@@ -19,7 +19,8 @@ namespace {
 
 /// The pipeline around its three configurable passes (`attachOptimizer` may
 /// be null).
-void addTrainingPasses(mlir::OpPassManager &pm, std::unique_ptr<mlir::Pass> assignPrecision,
+void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention,
+                       std::unique_ptr<mlir::Pass> assignPrecision,
                        std::unique_ptr<mlir::Pass> autodiff,
                        std::unique_ptr<mlir::Pass> attachOptimizer) {
   // Clean up what the frontend emitted (broadcasts of splats, x*1, ...).
@@ -27,6 +28,10 @@ void addTrainingPasses(mlir::OpPassManager &pm, std::unique_ptr<mlir::Pass> assi
   // Linear layers' biases into their matmuls, before precision assignment
   // so a bias is cast with its product.
   pm.addPass(createFuseMatmulBiasPass());
+  // Attention written with primitives into kiln.attention (flash kernels,
+  // a recomputing backward), before precision assignment and autodiff.
+  if (fuseAttention)
+    pm.addPass(createFuseAttentionPass());
   // Low-precision compute where it is safe (a no-op for f32); autodiff
   // inherits the types.
   pm.addPass(std::move(assignPrecision));
@@ -54,6 +59,8 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
   Option<std::string> autodiff{*this, "autodiff", llvm::cl::desc("Options of kiln-autodiff")};
   Option<std::string> attachOptimizer{*this, "attach-optimizer",
                                       llvm::cl::desc("Options of kiln-attach-optimizer")};
+  Option<bool> fuseAttention{*this, "fuse-attention",
+                             llvm::cl::desc("Run kiln-fuse-attention"), llvm::cl::init(true)};
   Option<bool> optimizer{*this, "optimizer",
                          llvm::cl::desc("Attach the optimizer (false: the step returns gradients)"),
                          llvm::cl::init(true)};
@@ -72,14 +79,15 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
                             std::pair{optimizer.get(), &options.attachOptimizer}})
     if (pass && mlir::failed(pass->initializeOptions(text->getValue(), fail)))
       return mlir::failure();
-  addTrainingPasses(pm, std::move(precision), std::move(autodiff), std::move(optimizer));
+  addTrainingPasses(pm, options.fuseAttention, std::move(precision), std::move(autodiff),
+                    std::move(optimizer));
   return mlir::success();
 }
 
 } // namespace
 
 void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOptions &options) {
-  addTrainingPasses(pm, createAssignPrecisionPass(options.precision),
+  addTrainingPasses(pm, options.fuseAttention, createAssignPrecisionPass(options.precision),
                     createAutodiffPass(options.autodiff),
                     options.optimizer ? createAttachOptimizerPass(*options.optimizer) : nullptr);
 }
@@ -100,10 +108,10 @@ llvm::Error runPasses(mlir::PassManager &pm, mlir::ModuleOp module, llvm::String
 void registerKilnPipelines() {
   mlir::registerPassPipeline(
       "kiln-training-pipeline",
-      "Build the training step from @forward: canonicalize, fuse-matmul-bias, "
+      "Build the training step from @forward: canonicalize, fuse-matmul-bias, fuse-attention, "
       "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias "
       "(options: assign-precision={...} autodiff={...} attach-optimizer={...}, each the pass's "
-      "own; optimizer=false)",
+      "own; fuse-attention=false; optimizer=false)",
       buildFromText, [](llvm::function_ref<void(const mlir::detail::PassOptions &)> print) {
         print(TrainingPipelineText());
       });

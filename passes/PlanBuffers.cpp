@@ -332,10 +332,21 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
           liveGrads += numBytes(result.getType());
       }
       op.setAttr(KilnDialect::kOffsetsAttrName, b.getDenseI64ArrayAttr(offsets));
+      // Scratch lives while the op runs: placed beside its results, released
+      // with the op's dead values.
+      int64_t scratchBytes = 0, scratchOffset = -1;
+      if (auto scratch = dyn_cast<ScratchOpInterface>(op))
+        scratchBytes = scratch.getScratchBytes();
+      if (scratchBytes > 0) {
+        scratchOffset = arena.allocate(scratchBytes);
+        op.setAttr(KilnDialect::kScratchOffsetAttrName, b.getI64IntegerAttr(scratchOffset));
+      }
       if (arena.live() > peak) {
         peak = arena.live();
         gradsAtPeak = liveGrads;
       }
+      if (scratchOffset >= 0)
+        arena.release(scratchOffset, scratchBytes);
       for (Value v : dying[index[&op]]) {
         auto it = offset.find(v);
         if (it == offset.end() || inPlace.count(v) || isa<BlockArgument>(v))

@@ -213,6 +213,7 @@ json::Value Plan::toJSON() const {
                               {"peak_live", memory.peakLive}, {"error_flag", memory.errorFlag}}},
       {"kernels", std::move(ks)},
       {"headers", std::move(hs)},
+      {"notes", json::Array(notes)},
       {"functions", std::move(fs)}};
 }
 
@@ -236,6 +237,10 @@ llvm::Expected<Plan> Plan::fromJSON(const json::Value &value) {
     for (const json::Value &h : *hs)
       if (auto name = h.getAsString())
         p.headers.push_back({name->str(), ""});
+  if (const json::Array *ns = o->getArray("notes"))
+    for (const json::Value &n : *ns)
+      if (auto text = n.getAsString())
+        p.notes.push_back(text->str());
   const json::Array *fs = o->getArray("functions");
   if (!fs)
     return error("plan: no functions");

@@ -120,6 +120,9 @@ struct Plan {
   /// beside them so a saved plan compiles on its own.
   std::vector<std::pair<std::string, std::string>> headers;
   std::vector<PlanFunction> functions;
+  /// Codegen's decisions worth reading (which attention kernel, its tiles,
+  /// and why), once each; `kiln compile` prints them.
+  std::vector<std::string> notes;
 
   const PlanFunction *function(llvm::StringRef name) const;
 

@@ -64,15 +64,17 @@ Results runAll(ModuleOp module, const InputFiller &fill) {
 
 } // namespace
 
-void expectPassPreserves(ModuleOp module, const std::string &pipeline, double tolerance,
-                         const InputFiller &fill) {
+namespace {
+
+/// Runs `pipeline` ("builtin.module(...)") on `module`; false after
+/// reporting a failure.
+bool runPipeline(ModuleOp module, const std::string &pipeline) {
   static const bool registered = [] {
     registerTransformsPasses();
     registerKilnPasses();
     return true;
   }();
   (void)registered;
-  Results before = runAll(module, fill);
   // The pipeline is "builtin.module(...)": parsed on its own it is anchored
   // on the module. (parsePassPipeline(text, pm) would instead nest it inside
   // pm, where it finds no module to run on and silently does nothing.)
@@ -81,36 +83,62 @@ void expectPassPreserves(ModuleOp module, const std::string &pipeline, double to
   FailureOr<OpPassManager> parsed = parsePassPipeline(pipeline, os);
   if (failed(parsed) || parsed->getOpAnchorName() != ModuleOp::getOperationName()) {
     ADD_FAILURE() << "bad pipeline '" << pipeline << "' (expected builtin.module(...)): " << errors;
-    return;
+    return false;
   }
   PassManager pm(module.getContext(), ModuleOp::getOperationName());
   static_cast<OpPassManager &>(pm) = *parsed;
   if (failed(pm.run(module))) {
     ADD_FAILURE() << "pipeline '" << pipeline << "' failed";
-    return;
+    return false;
   }
-  Results after = runAll(module, fill);
-  ASSERT_FALSE(before.empty()) << "no function ran";
-  for (auto &[name, want] : before) {
-    auto it = after.find(name);
-    ASSERT_NE(it, after.end()) << "@" << name << " disappeared after " << pipeline;
-    const std::vector<cpu::HostTensor> &got = it->second;
-    ASSERT_EQ(got.size(), want.size()) << "@" << name;
-    for (size_t r = 0; r < want.size(); ++r) {
-      ASSERT_EQ(got[r].numel(), want[r].numel()) << "@" << name << " result #" << r;
+  return true;
+}
+
+/// Every function of `want` against the same function of `got`.
+void expectAgree(const Results &want, const Results &got, double tolerance,
+                 const std::string &what) {
+  ASSERT_FALSE(want.empty()) << "no function ran";
+  for (auto &[name, expected] : want) {
+    auto it = got.find(name);
+    ASSERT_NE(it, got.end()) << "@" << name << " is missing " << what;
+    const std::vector<cpu::HostTensor> &actual = it->second;
+    ASSERT_EQ(actual.size(), expected.size()) << "@" << name;
+    for (size_t r = 0; r < expected.size(); ++r) {
+      ASSERT_EQ(actual[r].numel(), expected[r].numel()) << "@" << name << " result #" << r;
       double worst = 0;
       int64_t at = -1;
-      for (int64_t i = 0; i < want[r].numel(); ++i) {
-        double err = std::abs(got[r].get(i) - want[r].get(i)) / std::max(1.0, std::abs(want[r].get(i)));
+      for (int64_t i = 0; i < expected[r].numel(); ++i) {
+        double err = std::abs(actual[r].get(i) - expected[r].get(i)) /
+                     std::max(1.0, std::abs(expected[r].get(i)));
         if (!(err <= worst)) {
           worst = std::isnan(err) ? INFINITY : err;
           at = i;
         }
       }
-      EXPECT_LE(worst, tolerance) << "@" << name << " result #" << r << " changed by " << pipeline
+      EXPECT_LE(worst, tolerance) << "@" << name << " result #" << r << " changed " << what
                                   << ": worst error " << worst << " at element " << at;
     }
   }
+}
+
+} // namespace
+
+void expectPassPreserves(ModuleOp module, const std::string &pipeline, double tolerance,
+                         const InputFiller &fill) {
+  Results before = runAll(module, fill);
+  if (!runPipeline(module, pipeline))
+    return;
+  expectAgree(before, runAll(module, fill), tolerance, "after " + pipeline);
+}
+
+void expectPipelinesAgree(ModuleOp module, const std::string &reference,
+                          const std::string &candidate, double tolerance,
+                          const InputFiller &fill) {
+  OwningOpRef<ModuleOp> other(cast<ModuleOp>(module->clone()));
+  if (!runPipeline(module, reference) || !runPipeline(*other, candidate))
+    return;
+  expectAgree(runAll(module, fill), runAll(*other, fill), tolerance,
+              "between " + reference + " and " + candidate);
 }
 
 } // namespace kiln::test

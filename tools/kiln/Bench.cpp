@@ -28,6 +28,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "tools/kiln/BenchAttention.h"
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
 
@@ -52,7 +53,7 @@ using namespace llvm;
 
 namespace kiln::cli {
 
-static cl::opt<std::string> configPath(cl::Positional, cl::desc("<config.toml>"), cl::Required,
+static cl::opt<std::string> configPath(cl::Positional, cl::desc("<config.toml>"), cl::Optional,
                                        cl::sub(benchCommand()), cl::cat(kilnCategory()));
 static cl::opt<int> steps("steps", cl::desc("Timed steps (default 20)"), cl::init(20),
                           cl::sub(benchCommand()), cl::cat(kilnCategory()));
@@ -154,6 +155,10 @@ static Error writeProfile(cuda::CudaExecutor &executor, double graphMs) {
 }
 
 int runBench() {
+  if (attentionRequested())
+    return runAttentionBench(jsonPath);
+  if (configPath.empty())
+    return fail("bench", "give a config file (or --attention B,H,T,D to time one attention op)");
   auto config = loadConfig(configPath, setOverrides());
   if (!config)
     return fail("bench", toString(config.takeError()));

@@ -117,6 +117,8 @@ int runCompile() {
     }
   outs() << formatv("codegen ({0}): {1} kernels, {2} steps of which {3} GEMMs\n", plan->arch,
                     plan->kernels.size(), steps, gemms);
+  for (const std::string &note : plan->notes)
+    outs() << "  " << note << "\n";
   outs() << plan->memory.describe();
   if (emit == Emit::Plan || emit == Emit::Cuda) {
     std::string dir = dumpDir;

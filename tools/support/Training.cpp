@@ -192,13 +192,15 @@ llvm::Expected<std::string> generate(Backend &backend, const Tokenizer &tokenize
   return tokenizer.decode(generated);
 }
 
-llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ostream *progress) {
+llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ostream *progress,
+                                                                   std::string attentionTiles) {
   auto gpu = cuda::device();
   if (!gpu)
     return gpu.takeError();
   codegen::CodegenOptions options;
   options.arch = gpu->arch();
   options.smCount = gpu->smCount;
+  options.attentionTiles = std::move(attentionTiles);
   cuda::ExecutorOptions executor;
   executor.progress = progress;
   return std::make_unique<cuda::CudaBackend>(

@@ -58,7 +58,9 @@ llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
 
 /// The CUDA backend for the first device, generating code for its
 /// architecture; "no CUDA device" when there is none.
-llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ostream *progress);
+/// `attentionTiles` overrides the flash-attention tiles (CodegenOptions).
+llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ostream *progress,
+                                                                   std::string attentionTiles = {});
 
 struct TrainOptions {
   /// A checkpoint to continue from (loaded and verified by the caller), or

@@ -1,0 +1,545 @@
+// kiln/flash_attention.cuh — tiled attention on the tensor cores
+// (FlashAttention-2's algorithm, Dao 2023), bf16/f16 with f32 accumulation,
+// head dims 64 and 128, any sequence length (tails masked), grouped-query
+// heads. The [T, T] scores never leave the chip:
+//
+//   forward   one block per (query block of BM rows, batch·head); the block
+//             streams key/value blocks of BN rows through shared memory
+//             (cp.async, the next block loading while the current one
+//             computes), S = Q·Kᵀ and O += P·V on mma.sync m16n8k16, an
+//             online softmax in registers, and writes O and the row
+//             log-sum-exp. Causal: key blocks past the diagonal are skipped.
+//   backward  three launches: rowsum(dO ∘ O) per row (and dq's f32
+//             accumulator zeroed); one block per (key block, batch·kv head)
+//             keeping dK and dV in registers while it streams the query
+//             blocks of every query head of its group — recomputing
+//             P = exp(S − lse) per tile, dV += Pᵀ·dO, dK += dSᵀ·Q — and
+//             adding dS·K into the f32 dq accumulator (the one sum several
+//             blocks share); then dq = scale · accumulator in the low type.
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16 and ldmatrix): a thread of a warp
+// is lane = 4·g + t. A (16×16) holds rows g, g+8 and columns 2t, 2t+1,
+// 2t+8, 2t+9; B (16×8) columns g, rows 2t, 2t+1, 2t+8, 2t+9; C (16×8) rows
+// g, g+8 and columns 2t, 2t+1. A product's C tiles over 16 columns are the
+// A operand of the next product, which is how P never leaves registers.
+// Shared tiles are rows of D 16-bit elements in 16-byte chunks, chunk c of
+// row r stored at chunk c ^ (r % 8): the eight rows an ldmatrix reads land
+// in distinct banks.
+#pragma once
+#include "kiln/common.cuh"
+
+namespace kiln {
+namespace flash {
+
+typedef unsigned u32;
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+__device__ __forceinline__ u32 smemAddress(const void *p) {
+  return static_cast<u32>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, asynchronously; zeros when !valid.
+__device__ __forceinline__ void copy16(u32 dst, const void *src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+// 4 bytes global -> shared, asynchronously; zeros when !valid.
+__device__ __forceinline__ void copy4(u32 dst, const void *src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void waitGroups() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix(u32 (&r)[4], u32 address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+__device__ __forceinline__ void ldmatrixTrans(u32 (&r)[4], u32 address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+template <typename T> struct IsBf16 { static constexpr bool value = false; };
+template <> struct IsBf16<__nv_bfloat16> { static constexpr bool value = true; };
+
+// d += a·b on the tensor cores, f32 accumulation.
+template <typename T>
+__device__ __forceinline__ void mma(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+  if constexpr (IsBf16<T>::value) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// Two floats as two 16-bit values in one register, the first in the low half.
+template <typename T> __device__ __forceinline__ u32 pack(float lo, float hi) {
+  if constexpr (IsBf16<T>::value) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<u32 *>(&v);
+  } else {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<u32 *>(&v);
+  }
+}
+
+// Byte offset of element (row, col) of a swizzled tile with D-element rows.
+template <int D> __device__ __forceinline__ u32 swizzled(int row, int col) {
+  return row * (D * 2) + ((((col >> 3) ^ (row & 7))) << 4) + ((col & 7) << 1);
+}
+
+// Rows [row0, row0 + R) of a [rows, D] matrix into a swizzled shared tile
+// (rows past `limit` read as zeros), by all THREADS threads.
+template <int R, int D, int THREADS, typename T>
+__device__ __forceinline__ void loadTile(u32 tile, const T *base, i64 row0, i64 limit) {
+  constexpr int C = D / 8; // 16-byte chunks per row
+#pragma unroll
+  for (int i = threadIdx.x; i < R * C; i += THREADS) {
+    int r = i / C, c = i % C;
+    bool valid = row0 + r < limit;
+    const T *src = base + (valid ? row0 + r : 0) * D + c * 8;
+    copy16(tile + swizzled<D>(r, c * 8), src, valid);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Forward
+// ---------------------------------------------------------------------------
+
+// WARPS warps of MT·16 query rows each (BM = WARPS·MT·16), key blocks of BN.
+// Dynamic shared memory: (BM + 2·BN)·D·2 bytes. Grid (⌈TQ/BM⌉, B·H).
+template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WARPS,
+          int MT, int BN>
+__device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, float scale) {
+  constexpr int BM = WARPS * MT * 16, THREADS = WARPS * 32;
+  constexpr int KS = D / 16, NS = BN / 8, NO = D / 8, PK = BN / 16;
+  static_assert(D % 64 == 0 && BN % 16 == 0, "head dims of 64 or 128, key blocks of 16s");
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 sQ = smemAddress(smem), sK = sQ + BM * D * 2, sV = sK + BN * D * 2;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+
+  const i64 bh = blockIdx.y, b = bh / H, h = bh % H, kvh = b * HKV + h / (H / HKV);
+  // Causal blocks near the end of the sequence have the most keys: first.
+  const i64 mBlock = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+  const i64 q0 = mBlock * BM;
+  const T *qb = q + bh * TQ * D, *kb = k + kvh * TK * D, *vb = v + kvh * TK * D;
+  const i64 kEnd = CAUSAL ? (q0 + BM < TK ? q0 + BM : TK) : TK;
+  const int blocks = (int)CEIL_DIV(kEnd, (i64)BN);
+  const float scaleLog2 = scale * kLog2e;
+
+  loadTile<BM, D, THREADS>(sQ, qb, q0, TQ);
+  loadTile<BN, D, THREADS>(sK, kb, 0, TK);
+  commit();
+
+  u32 qf[MT][KS][4];
+  float o[MT][NO][4], m[MT][2], l[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int n = 0; n < NO; ++n)
+      o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.f;
+    m[mt][0] = m[mt][1] = negInf<float>();
+    l[mt][0] = l[mt][1] = 0.f;
+  }
+
+  for (int j = 0; j < blocks; ++j) {
+    loadTile<BN, D, THREADS>(sV, vb, (i64)j * BN, TK);
+    commit();
+    waitGroups<1>(); // Q and K_j
+    __syncthreads();
+    if (j == 0) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks)
+          ldmatrix(qf[mt][ks], sQ + swizzled<D>((warp * MT + mt) * 16 + (lane & 15),
+                                                ks * 16 + (lane >> 4) * 8));
+    }
+    // S = Q·Kᵀ: K_j's rows are B's columns.
+    float s[MT][NS][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int n = 0; n < NS; ++n)
+        s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+      for (int np = 0; np < NS / 2; ++np) {
+        u32 kf[4];
+        ldmatrix(kf, sK + swizzled<D>(np * 16 + (lane & 7) + (lane >> 4) * 8,
+                                      ks * 16 + ((lane >> 3) & 1) * 8));
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma<T>(s[mt][2 * np], qf[mt][ks], kf[0], kf[1]);
+          mma<T>(s[mt][2 * np + 1], qf[mt][ks], kf[2], kf[3]);
+        }
+      }
+    __syncthreads(); // every warp is done with K_j
+    if (j + 1 < blocks)
+      loadTile<BN, D, THREADS>(sK, kb, (i64)(j + 1) * BN, TK);
+    commit();
+
+    // Mask (causal diagonal, key tail), then the online softmax in base 2.
+    const i64 k0 = (i64)j * BN;
+    const bool masked = (CAUSAL && k0 + BN - 1 > q0) || (TK % BN != 0 && k0 + BN > TK);
+    u32 pf[MT][PK][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const i64 row0 = q0 + (warp * MT + mt) * 16 + g;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const i64 row = row0 + half * 8;
+        float mx = negInf<float>();
+#pragma unroll
+        for (int n = 0; n < NS; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float x = s[mt][n][2 * half + e] * scaleLog2;
+            if (masked) {
+              const i64 key = k0 + n * 8 + 2 * t + e;
+              if (key >= TK || (CAUSAL && key > row))
+                x = negInf<float>();
+            }
+            s[mt][n][2 * half + e] = x;
+            mx = fmaxf(mx, x);
+          }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mNew = fmaxf(m[mt][half], mx);
+        const float base = mNew == negInf<float>() ? 0.f : mNew;
+        const float alpha = exp2f(m[mt][half] - base);
+        m[mt][half] = mNew;
+        float sum = 0.f;
+#pragma unroll
+        for (int n = 0; n < NS; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float p = exp2f(s[mt][n][2 * half + e] - base);
+            s[mt][n][2 * half + e] = p;
+            sum += p;
+          }
+        l[mt][half] = l[mt][half] * alpha + sum; // this thread's part of the row
+#pragma unroll
+        for (int n = 0; n < NO; ++n) {
+          o[mt][n][2 * half] *= alpha;
+          o[mt][n][2 * half + 1] *= alpha;
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < PK; ++kk) {
+        pf[mt][kk][0] = pack<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pf[mt][kk][1] = pack<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pf[mt][kk][2] = pack<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pf[mt][kk][3] = pack<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
+    }
+
+    waitGroups<1>(); // V_j (K_{j+1} may still be in flight)
+    __syncthreads();
+    // O += P·V: V_j's rows are B's rows (ldmatrix transposes).
+#pragma unroll
+    for (int kk = 0; kk < PK; ++kk)
+#pragma unroll
+      for (int np = 0; np < NO / 2; ++np) {
+        u32 vf[4];
+        ldmatrixTrans(vf, sV + swizzled<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                           np * 16 + (lane >> 4) * 8));
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma<T>(o[mt][2 * np], pf[mt][kk], vf[0], vf[1]);
+          mma<T>(o[mt][2 * np + 1], pf[mt][kk], vf[2], vf[3]);
+        }
+      }
+    __syncthreads(); // every warp is done with V_j
+  }
+  waitGroups<0>();
+
+  // O / l in the low type; lse = ln(l) + max, back in natural log.
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const i64 row0 = q0 + (warp * MT + mt) * 16 + g;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float sum = l[mt][half];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const i64 row = row0 + half * 8;
+      if (row >= TQ)
+        continue;
+      const float inv = 1.f / sum;
+      T *dst = out + (bh * TQ + row) * D + 2 * t;
+#pragma unroll
+      for (int n = 0; n < NO; ++n)
+        *reinterpret_cast<u32 *>(dst + n * 8) =
+            pack<T>(o[mt][n][2 * half] * inv, o[mt][n][2 * half + 1] * inv);
+      if (t == 0)
+        lse[bh * TQ + row] = (m[mt][half] + log2f(sum)) * kLn2;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward
+// ---------------------------------------------------------------------------
+
+// delta[row] = Σ_d dO[row, d]·O[row, d], and the row of the f32 dq
+// accumulator zeroed: one warp per row.
+template <typename T, i64 ROWS, int D>
+__device__ void backwardPrepare(const T *o, const T *dout, float *delta, float *dqAccum) {
+  const i64 warps = (i64)gridDim.x * (blockDim.x / 32);
+  const int lane = threadIdx.x % 32;
+  for (i64 r = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32; r < ROWS; r += warps) {
+    float sum = 0.f;
+#pragma unroll
+    for (int c = lane; c < D; c += 32)
+      sum += load(o, r * D + c) * load(dout, r * D + c);
+    sum = warpSum(sum);
+    if (lane == 0)
+      delta[r] = sum;
+#pragma unroll
+    for (int c = lane; c < D; c += 32)
+      dqAccum[r * D + c] = 0.f;
+  }
+}
+
+// dq = scale · accumulator, in the low type.
+template <typename T, i64 N>
+__device__ void backwardFinish(const float *dqAccum, T *dq, float scale) {
+  for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < N / 2;
+       i += (i64)gridDim.x * blockDim.x) {
+    float2 a = reinterpret_cast<const float2 *>(dqAccum)[i];
+    reinterpret_cast<u32 *>(dq)[i] = pack<T>(a.x * scale, a.y * scale);
+  }
+}
+
+__device__ __forceinline__ void addTo(float *p, float a, float b) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(a), "f"(b) : "memory");
+#else
+  atomicAdd(p, a);
+  atomicAdd(p + 1, b);
+#endif
+}
+
+// One block per (key block of BN = 16·WARPS keys, batch·kv head); each warp
+// owns 16 keys. Streams query blocks of BM rows for every query head of
+// the group. Dynamic shared memory: K, V [BN, D]; Q, dO [2 stages][BM, D];
+// lse, delta [2][BM] f32; dSᵀ [BN, BM]. Grid (⌈TK/BN⌉, B·HKV).
+template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WARPS,
+          int BM>
+__device__ void backward(const T *q, const T *k, const T *v, const float *lse, const T *dout,
+                         const float *delta, float *dqAccum, T *dk, T *dv, float scale) {
+  constexpr int BN = WARPS * 16, THREADS = WARPS * 32;
+  constexpr int KS = D / 16, NQ = BM / 8, NO = D / 8, QK = BM / 16, KK = BN / 16;
+  constexpr i64 G = H / HKV;
+  static_assert(D % 64 == 0 && BM == 64, "head dims of 64 or 128, query blocks of 64");
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 sK = smemAddress(smem), sV = sK + BN * D * 2, sQ = sV + BN * D * 2,
+            sO = sQ + 2 * BM * D * 2, sDS = sO + 2 * BM * D * 2;
+  float *sStats = reinterpret_cast<float *>(smem + (2 * BN + 4 * BM) * D * 2 + BN * BM * 2);
+  // sStats: lse [2][BM] then delta [2][BM]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+
+  const i64 bkv = blockIdx.y, b = bkv / HKV, kvh = bkv % HKV;
+  const i64 k0 = (i64)blockIdx.x * BN;
+  const T *kb = k + bkv * TK * D, *vb = v + bkv * TK * D;
+  const float scaleLog2 = scale * kLog2e;
+  // Causal: query blocks before the first one holding a query >= k0 see
+  // none of these keys.
+  const int iStart = CAUSAL ? (int)(k0 / BM) : 0;
+  constexpr int QBLOCKS = (int)CEIL_DIV(TQ, (i64)BM);
+  const int steps = (int)G * (QBLOCKS - iStart);
+
+  auto issue = [&](int step) {
+    const int stage = step & 1;
+    const i64 h = kvh * G + step / (QBLOCKS - iStart);
+    const i64 i0 = (i64)(iStart + step % (QBLOCKS - iStart)) * BM;
+    const i64 bh = b * H + h;
+    loadTile<BM, D, THREADS>(sQ + stage * BM * D * 2, q + bh * TQ * D, i0, TQ);
+    loadTile<BM, D, THREADS>(sO + stage * BM * D * 2, dout + bh * TQ * D, i0, TQ);
+    // lse and delta of the block's rows, a float each (a row's stats are
+    // 4-byte aligned only).
+    for (int i = threadIdx.x; i < 2 * BM; i += THREADS) {
+      const bool isDelta = i >= BM;
+      const int r = isDelta ? i - BM : i;
+      const bool valid = i0 + r < TQ;
+      const float *src = (isDelta ? delta : lse) + bh * TQ + (valid ? i0 + r : 0);
+      copy4(smemAddress(sStats + (isDelta ? 2 * BM : 0) + stage * BM + r), src, valid);
+    }
+  };
+
+  loadTile<BN, D, THREADS>(sK, kb, k0, TK);
+  loadTile<BN, D, THREADS>(sV, vb, k0, TK);
+  if (steps > 0)
+    issue(0);
+  commit();
+
+  float dK[NO][4], dV[NO][4];
+#pragma unroll
+  for (int n = 0; n < NO; ++n)
+    dK[n][0] = dK[n][1] = dK[n][2] = dK[n][3] = dV[n][0] = dV[n][1] = dV[n][2] = dV[n][3] = 0.f;
+  const i64 key0 = k0 + warp * 16 + g; // this thread's keys: key0, key0 + 8
+
+  for (int step = 0; step < steps; ++step) {
+    const int stage = step & 1;
+    const i64 h = kvh * G + step / (QBLOCKS - iStart);
+    const i64 i0 = (i64)(iStart + step % (QBLOCKS - iStart)) * BM;
+    const i64 bh = b * H + h;
+    if (step + 1 < steps)
+      issue(step + 1);
+    commit();
+    waitGroups<1>();
+    __syncthreads();
+    const u32 q_ = sQ + stage * BM * D * 2, o_ = sO + stage * BM * D * 2;
+    const float *lse_ = sStats + stage * BM, *delta_ = sStats + 2 * BM + stage * BM;
+
+    // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ: 16 keys of this warp × BM queries.
+    float st[NQ][4], dpt[NQ][4];
+#pragma unroll
+    for (int n = 0; n < NQ; ++n)
+      st[n][0] = st[n][1] = st[n][2] = st[n][3] = dpt[n][0] = dpt[n][1] = dpt[n][2] = dpt[n][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      u32 kf[4], vf[4];
+      ldmatrix(kf, sK + swizzled<D>(warp * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8));
+      ldmatrix(vf, sV + swizzled<D>(warp * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8));
+#pragma unroll
+      for (int np = 0; np < NQ / 2; ++np) {
+        u32 qf[4], of[4];
+        const int row = np * 16 + (lane & 7) + (lane >> 4) * 8, col = ks * 16 + ((lane >> 3) & 1) * 8;
+        ldmatrix(qf, q_ + swizzled<D>(row, col));
+        ldmatrix(of, o_ + swizzled<D>(row, col));
+        mma<T>(st[2 * np], kf, qf[0], qf[1]);
+        mma<T>(st[2 * np + 1], kf, qf[2], qf[3]);
+        mma<T>(dpt[2 * np], vf, of[0], of[1]);
+        mma<T>(dpt[2 * np + 1], vf, of[2], of[3]);
+      }
+    }
+
+    // Pᵀ = exp(S·scale − lse) and dSᵀ = Pᵀ ∘ (dPᵀ − delta), masked where
+    // a query precedes a key (causal) or either is past the end.
+    const bool masked = (CAUSAL && i0 < k0 + BN - 1) || (TQ % BM != 0 && i0 + BM > TQ) ||
+                        (TK % BN != 0 && k0 + BN > TK);
+    u32 pf[QK][4], dsf[QK][4];
+#pragma unroll
+    for (int n = 0; n < NQ; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = n * 8 + 2 * t + (e & 1);
+        const i64 query = i0 + col, key = key0 + (e >> 1) * 8;
+        float p = exp2f(st[n][e] * scaleLog2 - lse_[col] * kLog2e);
+        if (masked && (query >= TQ || key >= TK || (CAUSAL && query < key)))
+          p = 0.f;
+        st[n][e] = p;
+        dpt[n][e] = p * (dpt[n][e] - delta_[col]);
+      }
+#pragma unroll
+    for (int kk = 0; kk < QK; ++kk) {
+      pf[kk][0] = pack<T>(st[2 * kk][0], st[2 * kk][1]);
+      pf[kk][1] = pack<T>(st[2 * kk][2], st[2 * kk][3]);
+      pf[kk][2] = pack<T>(st[2 * kk + 1][0], st[2 * kk + 1][1]);
+      pf[kk][3] = pack<T>(st[2 * kk + 1][2], st[2 * kk + 1][3]);
+      dsf[kk][0] = pack<T>(dpt[2 * kk][0], dpt[2 * kk][1]);
+      dsf[kk][1] = pack<T>(dpt[2 * kk][2], dpt[2 * kk][3]);
+      dsf[kk][2] = pack<T>(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]);
+      dsf[kk][3] = pack<T>(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3]);
+    }
+    // dSᵀ to shared memory for dq (rows: keys, BM queries each).
+#pragma unroll
+    for (int kk = 0; kk < QK; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = warp * 16 + g + (e & 1) * 8, col = kk * 16 + (e >> 1) * 8 + 2 * t;
+        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sDS + swizzled<BM>(row, col)),
+                     "r"(dsf[kk][e]));
+      }
+
+    // dV += Pᵀ·dO and dK += dSᵀ·Q: the query blocks' rows are B's rows.
+#pragma unroll
+    for (int kk = 0; kk < QK; ++kk)
+#pragma unroll
+      for (int np = 0; np < NO / 2; ++np) {
+        u32 of[4], qf[4];
+        const int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, col = np * 16 + (lane >> 4) * 8;
+        ldmatrixTrans(of, o_ + swizzled<D>(row, col));
+        ldmatrixTrans(qf, q_ + swizzled<D>(row, col));
+        mma<T>(dV[2 * np], pf[kk], of[0], of[1]);
+        mma<T>(dV[2 * np + 1], pf[kk], of[2], of[3]);
+        mma<T>(dK[2 * np], dsf[kk], qf[0], qf[1]);
+        mma<T>(dK[2 * np + 1], dsf[kk], qf[2], qf[3]);
+      }
+    __syncthreads(); // dSᵀ complete
+
+    // dQ += dS·K: warp w takes query rows (w % QK)·16 and the d-tiles
+    // (w / QK)·NO_W … of its share; dS from dSᵀ by a transposing load.
+    constexpr int SPLIT = WARPS / QK, NOW = NO / SPLIT; // d-tiles per warp
+    static_assert(WARPS % QK == 0 && NO % SPLIT == 0 && NOW % 2 == 0, "dq tiling");
+    {
+      const int mq = warp % QK, d0 = (warp / QK) * NOW;
+      float dq[NOW][4];
+#pragma unroll
+      for (int n = 0; n < NOW; ++n)
+        dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < KK; ++kk) {
+        u32 af[4];
+        // Matrix i = lane / 8: keys kk·16 + (i >> 1)·8 + lane % 8, queries
+        // mq·16 + (i & 1)·8: a0..a3 of dS (rows queries, columns keys).
+        ldmatrixTrans(af, sDS + swizzled<BM>(kk * 16 + (lane & 7) + (lane >> 4) * 8,
+                                             mq * 16 + ((lane >> 3) & 1) * 8));
+#pragma unroll
+        for (int np = 0; np < NOW / 2; ++np) {
+          u32 kf[4];
+          ldmatrixTrans(kf, sK + swizzled<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                             (d0 + 2 * np) * 8 + (lane >> 4) * 8));
+          mma<T>(dq[2 * np], af, kf[0], kf[1]);
+          mma<T>(dq[2 * np + 1], af, kf[2], kf[3]);
+        }
+      }
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const i64 query = i0 + mq * 16 + g + half * 8;
+        if (query >= TQ)
+          continue;
+        float *dst = dqAccum + (bh * TQ + query) * D + d0 * 8 + 2 * t;
+#pragma unroll
+        for (int n = 0; n < NOW; ++n)
+          addTo(dst + n * 8, dq[n][2 * half], dq[n][2 * half + 1]);
+      }
+    }
+    __syncthreads(); // before the next step overwrites dSᵀ and this stage
+  }
+  waitGroups<0>();
+
+  // dK (times the scale) and dV in the low type.
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const i64 key = key0 + half * 8;
+    if (key >= TK)
+      continue;
+    T *dkRow = dk + (bkv * TK + key) * D + 2 * t, *dvRow = dv + (bkv * TK + key) * D + 2 * t;
+#pragma unroll
+    for (int n = 0; n < NO; ++n) {
+      *reinterpret_cast<u32 *>(dkRow + n * 8) =
+          pack<T>(dK[n][2 * half] * scale, dK[n][2 * half + 1] * scale);
+      *reinterpret_cast<u32 *>(dvRow + n * 8) = pack<T>(dV[n][2 * half], dV[n][2 * half + 1]);
+    }
+  }
+}
+
+} // namespace flash
+} // namespace kiln

@@ -1,0 +1,394 @@
+//===- FuseAttention.cpp - softmax(q·kᵀ·s + mask)·v into kiln.attention ---===//
+//
+// Attention written with primitives becomes one kiln.attention, whose
+// kernels never store the [B, H, Tq, Tk] scores and whose VJP
+// (kiln.attention_grad) recomputes them from q, k and the saved
+// log-sum-exp. The match, from the last op back:
+//
+//   1. The anchor: `kiln.matmul %p, %v` of rank 4, no transposes, where %p
+//      is `kiln.softmax %s` (over the last dimension, which is the only one
+//      kiln.softmax has), possibly through a kiln.cast.
+//   2. The mask on %s, optional: `select(keep, x, -inf)` (or
+//      `select(drop, -inf, x)`), or `add(x, M)` with M zero where kept and
+//      at most -1e4 where dropped (exp underflows to exactly 0 there in
+//      f32). keep/drop/M are constants, or iota/compare/select computations,
+//      broadcast over the leading dimensions; they must be exactly the
+//      causal pattern (key j visible from query i iff j <= i), decided for
+//      every offset i - j, or every element of a constant. Any other mask is
+//      left alone.
+//   3. A scale, optional: `mul(x, c)`/`div(x, c)` with c a splat constant,
+//      on the scores or on q (where the frontend puts it).
+//   4. The product: `kiln.matmul %q, %k transpose_b`, or with %k a
+//      `kiln.transpose [0, 1, 3, 2]`. Casts (from kiln-assign-precision)
+//      may sit between any two of these steps.
+//   5. Grouped heads: %k and %v may be `reshape(broadcast_in_dim(kv))` from
+//      [B, Hkv, Tk, D] to [B, Hkv, G, Tk, D] to [B, Hkv·G, Tk, D]; the op
+//      takes kv itself.
+//
+// Every intermediate value must have exactly one user (the scores or the
+// probabilities used elsewhere would have to be stored anyway); otherwise,
+// or when any step does not match, the IR is left as it is.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ir/KilnBuilders.h"
+#include "ir/KilnOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "llvm/Support/Debug.h"
+
+#include <cmath>
+#include <optional>
+
+namespace kiln {
+#define GEN_PASS_DEF_FUSEATTENTIONPASS
+#include "passes/Passes.h.inc"
+} // namespace kiln
+
+#define DEBUG_TYPE "kiln-fuse-attention"
+#define DBGS() (llvm::dbgs() << "[" DEBUG_TYPE "] ")
+
+using namespace mlir;
+
+namespace kiln {
+namespace {
+
+/// Masked scores at or below this are "dropped": exp(-1e4 + anything a
+/// softmax row can hold) is 0 in f32.
+constexpr double kDropped = -1e4;
+
+/// `v` without the kiln.cast ops in front of it (each with one use when
+/// `singleUse`).
+Value throughCasts(Value v, bool singleUse = true) {
+  while (auto cast = v.getDefiningOp<CastOp>()) {
+    if (singleUse && !cast->hasOneUse())
+      break;
+    v = cast.getOperand();
+  }
+  return v;
+}
+
+bool oneUse(Value v) { return v.hasOneUse(); }
+
+/// The value of a float splat constant (through casts), if `v` is one.
+std::optional<double> splatValue(Value v) {
+  auto constant = throughCasts(v, /*singleUse=*/false).getDefiningOp<ConstantOp>();
+  if (!constant)
+    return std::nullopt;
+  auto splat = dyn_cast<SplatElementsAttr>(constant.getValue());
+  if (!splat || !isa<FloatType>(splat.getElementType()))
+    return std::nullopt;
+  return splat.getSplatValue<APFloat>().convertToDouble();
+}
+
+/// `v` of rank >= 2 without a broadcast of its last two dimensions over
+/// leading ones: the [T, T] source of a mask.
+Value throughMaskBroadcast(Value v) {
+  v = throughCasts(v, /*singleUse=*/false);
+  if (auto b = v.getDefiningOp<BroadcastInDimOp>()) {
+    int64_t rank = build::typeOf(b.getResult()).getRank();
+    ArrayRef<int64_t> dims = b.getDims();
+    if (dims.size() == 2 && dims[0] == rank - 2 && dims[1] == rank - 1)
+      return b.getOperand();
+  }
+  return v;
+}
+
+//===----------------------------------------------------------------------===//
+// Mask analysis: is a [.., T, T] mask exactly the causal pattern?
+//===----------------------------------------------------------------------===//
+
+/// An integer value over a [T, T] grid as a·i + b·j + c (i the row, j the
+/// column), if it is one: iota, splat integer constants, broadcasts, adds
+/// and subtracts of those.
+struct Affine {
+  int64_t a = 0, b = 0, c = 0;
+};
+
+std::optional<Affine> affineOf(Value v) {
+  v = throughMaskBroadcast(v);
+  Operation *def = v.getDefiningOp();
+  if (!def)
+    return std::nullopt;
+  if (auto iota = dyn_cast<IotaOp>(def)) {
+    int64_t rank = build::typeOf(iota.getResult()).getRank();
+    if (static_cast<int64_t>(iota.getDim()) == rank - 2)
+      return Affine{1, 0, 0};
+    if (static_cast<int64_t>(iota.getDim()) == rank - 1)
+      return Affine{0, 1, 0};
+    return std::nullopt;
+  }
+  if (auto constant = dyn_cast<ConstantOp>(def)) {
+    auto splat = dyn_cast<SplatElementsAttr>(constant.getValue());
+    if (!splat || !isa<IntegerType>(splat.getElementType()))
+      return std::nullopt;
+    return Affine{0, 0, splat.getSplatValue<APInt>().getSExtValue()};
+  }
+  if (isa<AddOp, SubOp>(def)) {
+    auto x = affineOf(def->getOperand(0)), y = affineOf(def->getOperand(1));
+    if (!x || !y)
+      return std::nullopt;
+    int64_t s = isa<SubOp>(def) ? -1 : 1;
+    return Affine{x->a + s * y->a, x->b + s * y->b, x->c + s * y->c};
+  }
+  return std::nullopt;
+}
+
+bool compares(CompareDirection dir, int64_t x) {
+  switch (dir) {
+  case CompareDirection::eq: return x == 0;
+  case CompareDirection::ne: return x != 0;
+  case CompareDirection::lt: return x < 0;
+  case CompareDirection::le: return x <= 0;
+  case CompareDirection::gt: return x > 0;
+  case CompareDirection::ge: return x >= 0;
+  }
+  return false;
+}
+
+/// Whether boolean `m` over a [T, T] grid equals `want(i, j)` for every
+/// element, where `want` depends only on i - j (`causal`: j <= i) or its
+/// negation (`!causal`: j > i).
+bool isCausalPattern(Value m, int64_t t, bool keep);
+
+/// For a compare of affine forms: its value at every offset d = i - j.
+bool comparesCausally(CompareOp cmp, int64_t t, bool keep) {
+  auto x = affineOf(cmp.getLhs()), y = affineOf(cmp.getRhs());
+  if (!x || !y)
+    return false;
+  // (x - y) = a·i + b·j + c; causal patterns depend on i - j only.
+  int64_t a = x->a - y->a, b = x->b - y->b, c = x->c - y->c;
+  if (a != -b || a == 0)
+    return false;
+  for (int64_t d = -(t - 1); d <= t - 1; ++d)
+    if (compares(cmp.getDirection(), a * d + c) != (keep ? d >= 0 : d < 0))
+      return false;
+  return true;
+}
+
+bool isCausalPattern(Value m, int64_t t, bool keep) {
+  m = throughMaskBroadcast(m);
+  if (auto cmp = m.getDefiningOp<CompareOp>())
+    return comparesCausally(cmp, t, keep);
+  if (auto constant = m.getDefiningOp<ConstantOp>()) {
+    auto dense = dyn_cast<DenseElementsAttr>(constant.getValue());
+    auto type = build::typeOf(constant.getResult());
+    if (!dense || type.getRank() != 2 || !type.getElementType().isInteger(1))
+      return false;
+    int64_t i = 0;
+    for (bool v : dense.getValues<bool>()) {
+      int64_t row = i / t, col = i % t;
+      if (v != (keep ? col <= row : col > row))
+        return false;
+      ++i;
+    }
+    return true;
+  }
+  return false;
+}
+
+/// Whether float `m` over [T, T] is 0 where causal attention keeps a key
+/// and at most kDropped where it drops one.
+bool isCausalAdditive(Value m, int64_t t) {
+  m = throughMaskBroadcast(m);
+  if (auto select = m.getDefiningOp<SelectOp>()) {
+    auto x = splatValue(select.getOnTrue()), y = splatValue(select.getOnFalse());
+    if (x && y && *x == 0 && *y <= kDropped)
+      return isCausalPattern(select.getCond(), t, /*keep=*/true);
+    if (x && y && *y == 0 && *x <= kDropped)
+      return isCausalPattern(select.getCond(), t, /*keep=*/false);
+    return false;
+  }
+  auto constant = m.getDefiningOp<ConstantOp>();
+  auto dense = constant ? dyn_cast<DenseElementsAttr>(constant.getValue()) : nullptr;
+  if (!dense || build::typeOf(constant.getResult()).getRank() != 2 ||
+      !isa<FloatType>(dense.getElementType()))
+    return false;
+  int64_t i = 0;
+  for (APFloat v : dense.getValues<APFloat>()) {
+    int64_t row = i / t, col = i % t;
+    double x = v.convertToDouble();
+    if (col <= row ? x != 0 : !(x <= kDropped))
+      return false;
+    ++i;
+  }
+  return true;
+}
+
+//===----------------------------------------------------------------------===//
+// The pattern
+//===----------------------------------------------------------------------===//
+
+/// What the match found, outside in.
+struct Match {
+  Value q, k, v;
+  double scale = 1.0;
+  bool causal = false;
+  SmallVector<Operation *> chain; ///< the ops the fused op replaces (for the debug log)
+};
+
+/// `v` through a single-use `mul(x, c)` or `div(x, c)` by a splat: x, with
+/// the factor folded into `scale`.
+Value peelScale(Value v, double &scale) {
+  Operation *def = v.getDefiningOp();
+  if (!def || !oneUse(v))
+    return v;
+  if (auto mul = dyn_cast<MulOp>(def)) {
+    if (auto c = splatValue(mul.getRhs()); c && std::isfinite(*c)) {
+      scale *= *c;
+      return mul.getLhs();
+    }
+    if (auto c = splatValue(mul.getLhs()); c && std::isfinite(*c)) {
+      scale *= *c;
+      return mul.getRhs();
+    }
+  }
+  if (auto div = dyn_cast<DivOp>(def))
+    if (auto c = splatValue(div.getRhs()); c && std::isfinite(*c) && *c != 0) {
+      scale /= *c;
+      return div.getLhs();
+    }
+  return v;
+}
+
+/// kv of a grouped-query broadcast `reshape(broadcast_in_dim(kv))`
+/// [B, Hkv, T, D] -> [B, Hkv, G, T, D] -> [B, H, T, D]; else `x` itself.
+Value throughHeadBroadcast(Value x) {
+  auto reshape = x.getDefiningOp<ReshapeOp>();
+  if (!reshape || !oneUse(x))
+    return x;
+  auto broadcast = reshape.getOperand().getDefiningOp<BroadcastInDimOp>();
+  if (!broadcast || !broadcast->hasOneUse())
+    return x;
+  auto src = build::typeOf(broadcast.getOperand()), mid = build::typeOf(broadcast.getResult());
+  ArrayRef<int64_t> dims = broadcast.getDims();
+  if (src.getRank() != 4 || mid.getRank() != 5 || dims != ArrayRef<int64_t>({0, 1, 3, 4}) ||
+      mid.getDimSize(1) * mid.getDimSize(2) != build::typeOf(x).getDimSize(1))
+    return x;
+  return broadcast.getOperand();
+}
+
+struct FuseAttentionPattern final : OpRewritePattern<MatmulOp> {
+  FuseAttentionPattern(MLIRContext *ctx, llvm::Statistic &numFused)
+      : OpRewritePattern(ctx), numFused(numFused) {}
+
+  LogicalResult matchAndRewrite(MatmulOp pv, PatternRewriter &rewriter) const override {
+    auto match = matchAttention(pv);
+    if (failed(match))
+      return rewriter.notifyMatchFailure(pv, "not softmax(q·kᵀ·scale + causal mask)·v");
+    Match &m = *match;
+    LLVM_DEBUG(DBGS() << "fusing " << m.chain.size() << " ops at " << pv.getLoc()
+                      << (m.causal ? " (causal" : " (no mask") << ", scale " << m.scale << ")\n");
+    // q, k and v in q's element type (after precision assignment all three
+    // are the low type already; a grouped k/v is cast before its broadcast).
+    Type element = build::typeOf(m.q).getElementType();
+    Value q = m.q, k = build::convert(rewriter, pv.getLoc(), m.k, element),
+          v = build::convert(rewriter, pv.getLoc(), m.v, element);
+    auto qt = build::typeOf(q), vt = build::typeOf(v);
+    auto outType = RankedTensorType::get(
+        {qt.getDimSize(0), qt.getDimSize(1), qt.getDimSize(2), vt.getDimSize(3)}, element);
+    Type stats = element.isF64() ? Type(rewriter.getF64Type()) : Type(rewriter.getF32Type());
+    auto lseType = RankedTensorType::get(
+        {qt.getDimSize(0), qt.getDimSize(1), qt.getDimSize(2)}, stats);
+    auto attention = AttentionOp::create(rewriter, pv.getLoc(), outType, lseType, q, k, v,
+                                         rewriter.getF32FloatAttr(static_cast<float>(m.scale)),
+                                         m.causal ? rewriter.getUnitAttr() : UnitAttr());
+    Value out = build::convert(rewriter, pv.getLoc(), attention.getOut(),
+                               build::typeOf(pv.getResult()).getElementType());
+    rewriter.replaceOp(pv, out);
+    ++numFused;
+    return success();
+  }
+
+  /// Steps 1-5 of the file comment; failure when any does not match.
+  FailureOr<Match> matchAttention(MatmulOp pv) const {
+    Match m;
+    auto type = build::typeOf(pv.getResult());
+    if (type.getRank() != 4 || pv.getTransposeA() || pv.getTransposeB() || pv.getBias() ||
+        !isa<FloatType>(type.getElementType()))
+      return failure();
+    // 1. The probabilities.
+    Value p = throughCasts(pv.getLhs());
+    auto softmax = p.getDefiningOp<SoftmaxOp>();
+    if (!softmax || !oneUse(p))
+      return failure();
+    m.chain.push_back(softmax);
+    Value s = throughCasts(softmax.getOperand());
+    int64_t tq = build::typeOf(s).getDimSize(2), tk = build::typeOf(s).getDimSize(3);
+    // 2. The mask.
+    if (auto select = s.getDefiningOp<SelectOp>(); select && oneUse(s)) {
+      auto t = splatValue(select.getOnTrue()), f = splatValue(select.getOnFalse());
+      if (f && *f <= kDropped && tq == tk &&
+          isCausalPattern(select.getCond(), tk, /*keep=*/true)) {
+        s = select.getOnTrue();
+      } else if (t && *t <= kDropped && tq == tk &&
+                 isCausalPattern(select.getCond(), tk, /*keep=*/false)) {
+        s = select.getOnFalse();
+      } else {
+        return failure(); // a mask, but not a causal one
+      }
+      m.causal = true;
+      m.chain.push_back(select);
+    } else if (auto add = s.getDefiningOp<AddOp>(); add && oneUse(s)) {
+      for (unsigned side : {0u, 1u})
+        if (tq == tk && isCausalAdditive(add->getOperand(side), tk)) {
+          s = add->getOperand(1 - side);
+          m.causal = true;
+          break;
+        }
+      if (!m.causal)
+        return failure(); // an additive mask kiln.attention cannot express
+      m.chain.push_back(add);
+    }
+    s = throughCasts(s);
+    // 3. A scale on the scores.
+    s = throughCasts(peelScale(s, m.scale));
+    // 4. The product q·kᵀ.
+    auto qk = s.getDefiningOp<MatmulOp>();
+    if (!qk || !oneUse(s) || qk.getTransposeA() || qk.getBias() ||
+        build::typeOf(qk.getResult()).getRank() != 4)
+      return failure();
+    m.chain.push_back(qk);
+    Value k = qk.getRhs();
+    if (!qk.getTransposeB()) {
+      auto t = k.getDefiningOp<TransposeOp>();
+      if (!t || !oneUse(k) || t.getPermutation() != ArrayRef<int64_t>({0, 1, 3, 2}))
+        return failure();
+      k = t.getOperand();
+    }
+    // A scale on q (only directly: through a cast it would be rounded
+    // differently).
+    m.q = peelScale(qk.getLhs(), m.scale);
+    // 5. Grouped heads (through the cast precision assignment put after the
+    // broadcast); plain k and v stay as they are.
+    m.k = k;
+    if (Value kv = throughHeadBroadcast(throughCasts(k)); kv != throughCasts(k))
+      m.k = kv;
+    m.v = pv.getRhs();
+    if (Value kv = throughHeadBroadcast(throughCasts(m.v)); kv != throughCasts(m.v))
+      m.v = kv;
+    auto kt = build::typeOf(m.k), vt = build::typeOf(m.v);
+    if (kt.getDimSize(1) != vt.getDimSize(1) || kt.getDimSize(2) != vt.getDimSize(2))
+      return failure();
+    return m;
+  }
+
+  llvm::Statistic &numFused;
+};
+
+struct FuseAttentionPass final : impl::FuseAttentionPassBase<FuseAttentionPass> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    patterns.add<FuseAttentionPattern>(&getContext(), numFused);
+    GreedyRewriteConfig config;
+    config.enableFolding(false).enableConstantCSE(false);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns), config)))
+      return signalPassFailure();
+  }
+};
+
+} // namespace
+} // namespace kiln

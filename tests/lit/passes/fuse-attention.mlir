@@ -1,0 +1,239 @@
+// kiln-fuse-attention: the forms of attention it fuses, and near-misses it
+// must leave alone.
+// RUN: kiln-opt %s -split-input-file -kiln-fuse-attention | FileCheck %s
+// RUN: kiln-opt %s -split-input-file -kiln-fuse-attention | kiln-opt -split-input-file | FileCheck %s --check-prefix=ROUND
+// ROUND: kiln.attention
+
+// The frontend's form: scale on q, a causal iota/compare/select mask
+// broadcast over batch and heads, the probabilities times v.
+// CHECK-LABEL: func.func @frontend
+// CHECK-SAME: (%[[Q:.+]]: tensor<2x3x4x8xf32>, %[[K:.+]]: tensor<2x3x4x8xf32>, %[[V:.+]]: tensor<2x3x4x8xf32>)
+// CHECK: %[[O:.+]], %{{.+}} = kiln.attention %[[Q]], %[[K]], %[[V]] {causal, scale = 0.353553385 : f32} : tensor<2x3x4x8xf32>, tensor<2x3x4x8xf32>, tensor<2x3x4x8xf32> -> tensor<2x3x4x8xf32>, tensor<2x3x4xf32>
+// CHECK-NOT: kiln.softmax
+// CHECK-NOT: kiln.select
+// CHECK-NOT: kiln.iota
+// CHECK: return %[[O]]
+func.func @frontend(%q: tensor<2x3x4x8xf32>, %k: tensor<2x3x4x8xf32>, %v: tensor<2x3x4x8xf32>) -> tensor<2x3x4x8xf32> {
+  %c = kiln.constant dense<0.353553385> : tensor<2x3x4x8xf32>
+  %qs = kiln.mul %q, %c : tensor<2x3x4x8xf32>
+  %s = kiln.matmul %qs, %k transpose_b : tensor<2x3x4x8xf32>, tensor<2x3x4x8xf32> -> tensor<2x3x4x4xf32>
+  %i = kiln.iota dim = 0 : tensor<4x4xi32>
+  %j = kiln.iota dim = 1 : tensor<4x4xi32>
+  %keep = kiln.compare ge, %i, %j : tensor<4x4xi32>
+  %ninf = kiln.constant dense<0xFF800000> : tensor<2x3x4x4xf32>
+  %kb = kiln.broadcast_in_dim %keep, dims = [2, 3] : tensor<4x4xi1> -> tensor<2x3x4x4xi1>
+  %m = kiln.select %kb, %s, %ninf : tensor<2x3x4x4xi1>, tensor<2x3x4x4xf32>
+  %p = kiln.softmax %m : tensor<2x3x4x4xf32>
+  %o = kiln.matmul %p, %v : tensor<2x3x4x4xf32>, tensor<2x3x4x8xf32> -> tensor<2x3x4x8xf32>
+  return %o : tensor<2x3x4x8xf32>
+}
+
+// -----
+
+// No mask, the scale dividing the scores, k transposed by an op, cross
+// attention (Tq = 2, Tk = 5).
+// CHECK-LABEL: func.func @unmasked_div_transposed
+// CHECK: kiln.attention %{{.+}}, %{{.+}}, %{{.+}} {scale = 2.500000e-01 : f32} : tensor<1x2x2x8xf32>, tensor<1x2x5x8xf32>, tensor<1x2x5x6xf32> -> tensor<1x2x2x6xf32>, tensor<1x2x2xf32>
+// CHECK-NOT: kiln.transpose
+func.func @unmasked_div_transposed(%q: tensor<1x2x2x8xf32>, %k: tensor<1x2x5x8xf32>, %v: tensor<1x2x5x6xf32>) -> tensor<1x2x2x6xf32> {
+  %kt = kiln.transpose %k, [0, 1, 3, 2] : tensor<1x2x5x8xf32> -> tensor<1x2x8x5xf32>
+  %s = kiln.matmul %q, %kt : tensor<1x2x2x8xf32>, tensor<1x2x8x5xf32> -> tensor<1x2x2x5xf32>
+  %c = kiln.constant dense<4.0> : tensor<1x2x2x5xf32>
+  %d = kiln.div %s, %c : tensor<1x2x2x5xf32>
+  %p = kiln.softmax %d : tensor<1x2x2x5xf32>
+  %o = kiln.matmul %p, %v : tensor<1x2x2x5xf32>, tensor<1x2x5x6xf32> -> tensor<1x2x2x6xf32>
+  return %o : tensor<1x2x2x6xf32>
+}
+
+// -----
+
+// An additive mask constant: 0 where kept, -inf where dropped.
+// CHECK-LABEL: func.func @additive_constant
+// CHECK: kiln.attention {{.*}} {causal, scale = 1.000000e+00 : f32}
+func.func @additive_constant(%q: tensor<1x1x3x4xf32>, %k: tensor<1x1x3x4xf32>, %v: tensor<1x1x3x4xf32>) -> tensor<1x1x3x4xf32> {
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x1x3x4xf32>, tensor<1x1x3x4xf32> -> tensor<1x1x3x3xf32>
+  %mask = kiln.constant dense<[[0.0, 0xFF800000, 0xFF800000], [0.0, 0.0, 0xFF800000], [0.0, 0.0, 0.0]]> : tensor<3x3xf32>
+  %mb = kiln.broadcast_in_dim %mask, dims = [2, 3] : tensor<3x3xf32> -> tensor<1x1x3x3xf32>
+  %a = kiln.add %mb, %s : tensor<1x1x3x3xf32>
+  %p = kiln.softmax %a : tensor<1x1x3x3xf32>
+  %o = kiln.matmul %p, %v : tensor<1x1x3x3xf32>, tensor<1x1x3x4xf32> -> tensor<1x1x3x4xf32>
+  return %o : tensor<1x1x3x4xf32>
+}
+
+// -----
+
+// An additive mask computed as select(keep, 0, -1e9), and a scale that
+// multiplies from the left.
+// CHECK-LABEL: func.func @additive_select
+// CHECK: kiln.attention {{.*}} {causal, scale = 1.250000e-01 : f32}
+func.func @additive_select(%q: tensor<1x1x4x4xf32>, %k: tensor<1x1x4x4xf32>, %v: tensor<1x1x4x4xf32>) -> tensor<1x1x4x4xf32> {
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  %c = kiln.constant dense<0.125> : tensor<1x1x4x4xf32>
+  %ss = kiln.mul %c, %s : tensor<1x1x4x4xf32>
+  %i = kiln.iota dim = 0 : tensor<4x4xi32>
+  %j = kiln.iota dim = 1 : tensor<4x4xi32>
+  %keep = kiln.compare le, %j, %i : tensor<4x4xi32>
+  %zero = kiln.constant dense<0.0> : tensor<4x4xf32>
+  %big = kiln.constant dense<-1.0e9> : tensor<4x4xf32>
+  %mask = kiln.select %keep, %zero, %big : tensor<4x4xi1>, tensor<4x4xf32>
+  %mb = kiln.broadcast_in_dim %mask, dims = [2, 3] : tensor<4x4xf32> -> tensor<1x1x4x4xf32>
+  %a = kiln.add %ss, %mb : tensor<1x1x4x4xf32>
+  %p = kiln.softmax %a : tensor<1x1x4x4xf32>
+  %o = kiln.matmul %p, %v : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  return %o : tensor<1x1x4x4xf32>
+}
+
+// -----
+
+// The mask written the other way round: select(drop, -inf, scores), with
+// drop = j > i.
+// CHECK-LABEL: func.func @select_dropped
+// CHECK: kiln.attention {{.*}} {causal, scale = 1.000000e+00 : f32}
+func.func @select_dropped(%q: tensor<1x1x4x4xf32>, %k: tensor<1x1x4x4xf32>, %v: tensor<1x1x4x4xf32>) -> tensor<1x1x4x4xf32> {
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  %i = kiln.iota dim = 2 : tensor<1x1x4x4xi32>
+  %j = kiln.iota dim = 3 : tensor<1x1x4x4xi32>
+  %drop = kiln.compare gt, %j, %i : tensor<1x1x4x4xi32>
+  %ninf = kiln.constant dense<0xFF800000> : tensor<1x1x4x4xf32>
+  %m = kiln.select %drop, %ninf, %s : tensor<1x1x4x4xi1>, tensor<1x1x4x4xf32>
+  %p = kiln.softmax %m : tensor<1x1x4x4xf32>
+  %o = kiln.matmul %p, %v : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  return %o : tensor<1x1x4x4xf32>
+}
+
+// -----
+
+// After kiln-assign-precision: q, k, v cast to bf16, scores and
+// probabilities in bf16 (the scale stays on q, before its cast).
+// CHECK-LABEL: func.func @bf16_casts
+// CHECK: %[[QS:.+]] = kiln.mul
+// CHECK: %[[QL:.+]] = kiln.cast %[[QS]] : tensor<1x2x4x8xf32> to tensor<1x2x4x8xbf16>
+// CHECK: kiln.attention %[[QL]], %{{.+}}, %{{.+}} {causal, scale = 1.000000e+00 : f32} : tensor<1x2x4x8xbf16>, tensor<1x2x4x8xbf16>, tensor<1x2x4x8xbf16> -> tensor<1x2x4x8xbf16>, tensor<1x2x4xf32>
+func.func @bf16_casts(%q: tensor<1x2x4x8xf32>, %k: tensor<1x2x4x8xf32>, %v: tensor<1x2x4x8xf32>) -> tensor<1x2x4x8xbf16> {
+  %c = kiln.constant dense<0.353553385> : tensor<1x2x4x8xf32>
+  %qs = kiln.mul %q, %c : tensor<1x2x4x8xf32>
+  %ql = kiln.cast %qs : tensor<1x2x4x8xf32> to tensor<1x2x4x8xbf16>
+  %kl = kiln.cast %k : tensor<1x2x4x8xf32> to tensor<1x2x4x8xbf16>
+  %vl = kiln.cast %v : tensor<1x2x4x8xf32> to tensor<1x2x4x8xbf16>
+  %s = kiln.matmul %ql, %kl transpose_b : tensor<1x2x4x8xbf16>, tensor<1x2x4x8xbf16> -> tensor<1x2x4x4xbf16>
+  %i = kiln.iota dim = 0 : tensor<4x4xi32>
+  %j = kiln.iota dim = 1 : tensor<4x4xi32>
+  %keep = kiln.compare ge, %i, %j : tensor<4x4xi32>
+  %kb = kiln.broadcast_in_dim %keep, dims = [2, 3] : tensor<4x4xi1> -> tensor<1x2x4x4xi1>
+  %ninf = kiln.constant dense<0xFF80> : tensor<1x2x4x4xbf16>
+  %m = kiln.select %kb, %s, %ninf : tensor<1x2x4x4xi1>, tensor<1x2x4x4xbf16>
+  %p = kiln.softmax %m : tensor<1x2x4x4xbf16>
+  %o = kiln.matmul %p, %vl : tensor<1x2x4x4xbf16>, tensor<1x2x4x8xbf16> -> tensor<1x2x4x8xbf16>
+  return %o : tensor<1x2x4x8xbf16>
+}
+
+// -----
+
+// Grouped-query attention: 4 query heads share 2 key/value heads; the op
+// takes the 2-head k and v.
+// CHECK-LABEL: func.func @grouped_heads
+// CHECK-SAME: (%[[Q:.+]]: tensor<1x4x3x8xf32>, %[[K:.+]]: tensor<1x2x3x8xf32>, %[[V:.+]]: tensor<1x2x3x8xf32>)
+// CHECK: kiln.attention %[[Q]], %[[K]], %[[V]] {causal, scale = 1.000000e+00 : f32} : tensor<1x4x3x8xf32>, tensor<1x2x3x8xf32>, tensor<1x2x3x8xf32> -> tensor<1x4x3x8xf32>, tensor<1x4x3xf32>
+// CHECK-NOT: kiln.broadcast_in_dim
+func.func @grouped_heads(%q: tensor<1x4x3x8xf32>, %k: tensor<1x2x3x8xf32>, %v: tensor<1x2x3x8xf32>) -> tensor<1x4x3x8xf32> {
+  %kb = kiln.broadcast_in_dim %k, dims = [0, 1, 3, 4] : tensor<1x2x3x8xf32> -> tensor<1x2x2x3x8xf32>
+  %kr = kiln.reshape %kb : tensor<1x2x2x3x8xf32> -> tensor<1x4x3x8xf32>
+  %vb = kiln.broadcast_in_dim %v, dims = [0, 1, 3, 4] : tensor<1x2x3x8xf32> -> tensor<1x2x2x3x8xf32>
+  %vr = kiln.reshape %vb : tensor<1x2x2x3x8xf32> -> tensor<1x4x3x8xf32>
+  %s = kiln.matmul %q, %kr transpose_b : tensor<1x4x3x8xf32>, tensor<1x4x3x8xf32> -> tensor<1x4x3x3xf32>
+  %i = kiln.iota dim = 0 : tensor<3x3xi32>
+  %j = kiln.iota dim = 1 : tensor<3x3xi32>
+  %keep = kiln.compare ge, %i, %j : tensor<3x3xi32>
+  %kb2 = kiln.broadcast_in_dim %keep, dims = [2, 3] : tensor<3x3xi1> -> tensor<1x4x3x3xi1>
+  %ninf = kiln.constant dense<0xFF800000> : tensor<1x4x3x3xf32>
+  %m = kiln.select %kb2, %s, %ninf : tensor<1x4x3x3xi1>, tensor<1x4x3x3xf32>
+  %p = kiln.softmax %m : tensor<1x4x3x3xf32>
+  %o = kiln.matmul %p, %vr : tensor<1x4x3x3xf32>, tensor<1x4x3x8xf32> -> tensor<1x4x3x8xf32>
+  return %o : tensor<1x4x3x8xf32>
+}
+
+// -----
+
+// Near-miss: a mask that is not causal-shaped (a window of two keys:
+// i - j <= 1 is also required) stays as it is.
+// CHECK-LABEL: func.func @not_causal_mask
+// CHECK-NOT: kiln.attention
+// CHECK: kiln.softmax
+func.func @not_causal_mask(%q: tensor<1x1x4x4xf32>, %k: tensor<1x1x4x4xf32>, %v: tensor<1x1x4x4xf32>) -> tensor<1x1x4x4xf32> {
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  %i = kiln.iota dim = 0 : tensor<4x4xi32>
+  %j = kiln.iota dim = 1 : tensor<4x4xi32>
+  %keep = kiln.compare gt, %i, %j : tensor<4x4xi32>
+  %kb = kiln.broadcast_in_dim %keep, dims = [2, 3] : tensor<4x4xi1> -> tensor<1x1x4x4xi1>
+  %ninf = kiln.constant dense<0xFF800000> : tensor<1x1x4x4xf32>
+  %m = kiln.select %kb, %s, %ninf : tensor<1x1x4x4xi1>, tensor<1x1x4x4xf32>
+  %p = kiln.softmax %m : tensor<1x1x4x4xf32>
+  %o = kiln.matmul %p, %v : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  return %o : tensor<1x1x4x4xf32>
+}
+
+// -----
+
+// Near-miss: an additive mask of -1 is a bias, not a mask.
+// CHECK-LABEL: func.func @small_additive
+// CHECK-NOT: kiln.attention
+func.func @small_additive(%q: tensor<1x1x2x4xf32>, %k: tensor<1x1x2x4xf32>, %v: tensor<1x1x2x4xf32>) -> tensor<1x1x2x4xf32> {
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x1x2x4xf32>, tensor<1x1x2x4xf32> -> tensor<1x1x2x2xf32>
+  %mask = kiln.constant dense<[[0.0, -1.0], [0.0, 0.0]]> : tensor<2x2xf32>
+  %mb = kiln.broadcast_in_dim %mask, dims = [2, 3] : tensor<2x2xf32> -> tensor<1x1x2x2xf32>
+  %a = kiln.add %s, %mb : tensor<1x1x2x2xf32>
+  %p = kiln.softmax %a : tensor<1x1x2x2xf32>
+  %o = kiln.matmul %p, %v : tensor<1x1x2x2xf32>, tensor<1x1x2x4xf32> -> tensor<1x1x2x4xf32>
+  return %o : tensor<1x1x2x4xf32>
+}
+
+// -----
+
+// Near-miss: the softmax runs over the query axis (transposed around it).
+// CHECK-LABEL: func.func @softmax_wrong_axis
+// CHECK-NOT: kiln.attention
+func.func @softmax_wrong_axis(%q: tensor<1x1x4x4xf32>, %k: tensor<1x1x4x4xf32>, %v: tensor<1x1x4x4xf32>) -> tensor<1x1x4x4xf32> {
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  %t = kiln.transpose %s, [0, 1, 3, 2] : tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  %e = kiln.softmax %t : tensor<1x1x4x4xf32>
+  %p = kiln.transpose %e, [0, 1, 3, 2] : tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  %o = kiln.matmul %p, %v : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  return %o : tensor<1x1x4x4xf32>
+}
+
+// -----
+
+// Near-miss: the scores are used elsewhere too (returned), so they must be
+// stored anyway.
+// CHECK-LABEL: func.func @scores_used_elsewhere
+// CHECK-NOT: kiln.attention
+func.func @scores_used_elsewhere(%q: tensor<1x1x4x4xf32>, %k: tensor<1x1x4x4xf32>, %v: tensor<1x1x4x4xf32>) -> (tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32>) {
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  %p = kiln.softmax %s : tensor<1x1x4x4xf32>
+  %o = kiln.matmul %p, %v : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  return %o, %s : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32>
+}
+
+// -----
+
+// Near-miss: the probabilities are used elsewhere.
+// CHECK-LABEL: func.func @probabilities_used_elsewhere
+// CHECK-NOT: kiln.attention
+func.func @probabilities_used_elsewhere(%q: tensor<1x1x4x4xf32>, %k: tensor<1x1x4x4xf32>, %v: tensor<1x1x4x4xf32>) -> (tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32>) {
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  %p = kiln.softmax %s : tensor<1x1x4x4xf32>
+  %o = kiln.matmul %p, %v : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  return %o, %p : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32>
+}
+
+// -----
+
+// Near-miss: log_softmax is not attention's softmax.
+// CHECK-LABEL: func.func @log_softmax
+// CHECK-NOT: kiln.attention
+func.func @log_softmax(%q: tensor<1x1x4x4xf32>, %k: tensor<1x1x4x4xf32>, %v: tensor<1x1x4x4xf32>) -> tensor<1x1x4x4xf32> {
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  %p = kiln.log_softmax %s : tensor<1x1x4x4xf32>
+  %o = kiln.matmul %p, %v : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
+  return %o : tensor<1x1x4x4xf32>
+}
