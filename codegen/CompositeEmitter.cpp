@@ -294,37 +294,41 @@ llvm::Error checkAttentionShared(Operation *op, int64_t bytes) {
 struct FlashTiles {
   int warps, mTiles, keyBlock; ///< forward: BM = 16·warps·mTiles query rows
   int backwardWarps;           ///< backward: 16 keys a warp, query blocks of 64
+  bool qInRegisters;           ///< forward: Q's fragments held, not re-read
   int queryBlock() const { return 16 * warps * mTiles; }
 };
 
-/// CodegenOptions::attentionTiles ("W,MT,BN,BW"), if set. The kernels
+/// CodegenOptions::attentionTiles ("W,MT,BN,BW[,Q]"), if set. The kernels
 /// static_assert what they need beyond these ranges.
-llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &options) {
+llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &options, int64_t d) {
   llvm::StringRef text = options.attentionTiles;
   if (text.empty())
     return std::nullopt;
   llvm::SmallVector<llvm::StringRef> parts;
   text.split(parts, ',');
-  int v[4] = {0, 0, 0, 0};
-  bool ok = parts.size() == 4;
-  for (size_t i = 0; ok && i < 4; ++i)
-    ok = !parts[i].getAsInteger(10, v[i]) && v[i] > 0 && v[i] <= 16;
-  if (!ok || v[2] % 16 != 0)
+  int v[5] = {0, 0, 0, 0, -1};
+  bool ok = parts.size() == 4 || parts.size() == 5;
+  for (size_t i = 0; ok && i < parts.size(); ++i)
+    ok = !parts[i].getAsInteger(10, v[i]) && v[i] >= (i == 4 ? 0 : 1) && v[i] <= 256;
+  if (!ok || v[2] % 16 != 0 || v[4] > 1)
     return error("codegen: attention tiles '" + text +
-                 "' are not W,MT,BN,BW (warps, row tiles, a key block of 16s, backward warps)");
-  return FlashTiles{v[0], v[1], v[2], v[3]};
+                 "' are not W,MT,BN,BW[,Q] (warps, row tiles, a key block of 16s, backward "
+                 "warps, Q held in registers 0/1)");
+  // By default Q stays in registers unless that passes 32 of them a thread.
+  bool q = v[4] >= 0 ? v[4] == 1 : v[1] * (d / 16) * 4 <= 32;
+  return FlashTiles{v[0], v[1], v[2], v[3], q};
 }
 
 /// The flash kernels' tiles for attention on `q`, `v`, or nullopt with
 /// `why` the reference kernels run instead: the flash kernels take bf16/f16
 /// operands with D = Dv ∈ {64, 128}.
-llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, Value v,
+llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, Value v, double scale,
                                                      std::string &why) {
   auto qt = tensorOf(q), vt = tensorOf(v);
   Type element = qt.getElementType();
   int64_t d = qt.getDimSize(3);
   if (!element.isBF16() && !element.isF16()) {
-    why = "the flash kernels take bf16 or f16 (tensor cores), this attention is " + cType(element);
+    why = "the flash kernels take bf16 or f16 (tensor cores)";
     return std::nullopt;
   }
   if (d != vt.getDimSize(3) || (d != 64 && d != 128)) {
@@ -333,20 +337,28 @@ llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, Value 
                         d, vt.getDimSize(3));
     return std::nullopt;
   }
-  auto custom = customTiles(e.options());
+  if (!(scale > 0)) {
+    why = "the flash kernels take a positive scale";
+    return std::nullopt;
+  }
+  auto custom = customTiles(e.options(), d);
   if (!custom)
     return custom.takeError();
   if (*custom)
     return *custom;
-  // Measured on an H200 (bench/RESULTS.md, "Flash attention"): the best of
-  // the variants bench/attention.sh times.
-  return d == 64 ? FlashTiles{4, 2, 64, 4} : FlashTiles{8, 1, 64, 8};
+  // The fastest of the variants bench/gpu.sh's attention stage timed on an
+  // H200 (bench/results/2026-11-30-flash-v2): D = 64 forward 4 warps × 2
+  // row tiles with key blocks of 128 (+7 to 10 % over blocks of 64),
+  // backward 4 warps; D = 128 forward 4 × 2 with Q re-read from shared
+  // memory (+21 to 25 % over 8 warps × 1 with Q in registers), backward 8.
+  return d == 64 ? FlashTiles{4, 2, 128, 4, true} : FlashTiles{4, 2, 64, 8, false};
 }
 
 std::string tilesText(const FlashTiles &t) {
-  return llvm::formatv("forward {0} warps x {1} row tiles (BM = {2}), key blocks of {3}; "
-                       "backward {4} warps (key blocks of {5}, query blocks of 64)",
-                       t.warps, t.mTiles, t.queryBlock(), t.keyBlock, t.backwardWarps,
+  return llvm::formatv("forward {0} warps x {1} row tiles (BM = {2}), key blocks of {3}, Q {4}; "
+                       "backward {5} warps (key blocks of {6}, query blocks of 64)",
+                       t.warps, t.mTiles, t.queryBlock(), t.keyBlock,
+                       t.qInRegisters ? "in registers" : "re-read", t.backwardWarps,
                        16 * t.backwardWarps)
       .str();
 }
@@ -354,7 +366,9 @@ std::string tilesText(const FlashTiles &t) {
 /// "bf16, B=16 H=12/12 T=1024/1024 D=64, causal": what an attention is.
 std::string attentionText(Value q, Value k, bool causal) {
   auto qt = tensorOf(q), kt = tensorOf(k);
-  return llvm::formatv("{0}, B={1} H={2}/{3} T={4}/{5} D={6}{7}", cType(qt.getElementType()),
+  std::string element;
+  llvm::raw_string_ostream(element) << qt.getElementType();
+  return llvm::formatv("{0}, B={1} H={2}/{3} T={4}/{5} D={6}{7}", element,
                        qt.getDimSize(0), qt.getDimSize(1), kt.getDimSize(1), qt.getDimSize(2),
                        kt.getDimSize(2), qt.getDimSize(3), causal ? ", causal" : "")
       .str();
@@ -375,14 +389,16 @@ llvm::Expected<bool> flashForward(Emitter &e, AttentionOp op, const FlashTiles &
   ADD(op.getOut(), "out", false) ADD(op.getLse(), "lse", false)
   auto qt = tensorOf(op.getQ());
   int64_t d = qt.getDimSize(3), bm = tiles.queryBlock(), threads = 32 * tiles.warps;
-  std::string body = llvm::formatv("  kiln::flash::forward<{0}, {1}, {2}, {3}>(q, k, v, out, lse, "
-                                   "{4:e9}f);\n",
+  std::string body = llvm::formatv("  kiln::flash::forward<{0}, {1}, {2}, {3}, {4}>(q, k, v, out, "
+                                   "lse, {5:e9}f);\n",
                                    flashShape(op.getQ(), op.getK(), op.getCausal()), tiles.warps,
-                                   tiles.mTiles, tiles.keyBlock, op.getScale().convertToFloat())
+                                   tiles.mTiles, tiles.keyBlock,
+                                   tiles.qInRegisters ? "true" : "false",
+                                   op.getScale().convertToFloat())
                          .str();
   e.launch(op, "flash_attention", kernel(op, "flash_attention.cuh", p.text, body, threads),
            {(qt.getDimSize(2) + bm - 1) / bm, qt.getDimSize(0) * qt.getDimSize(1), 1},
-           {threads, 1, 1}, p.args, (bm + 2 * tiles.keyBlock) * d * 2);
+           {threads, 1, 1}, p.args, (bm + 4 * tiles.keyBlock) * d * 2);
   return true;
 }
 
@@ -445,7 +461,7 @@ llvm::Expected<bool> flashBackward(Emitter &e, AttentionGradOp op, const FlashTi
 
 llvm::Expected<bool> attention(Emitter &e, AttentionOp op) {
   std::string why, what = attentionText(op.getQ(), op.getK(), op.getCausal());
-  auto tiles = flashTiles(e, op.getQ(), op.getV(), why);
+  auto tiles = flashTiles(e, op.getQ(), op.getV(), op.getScale().convertToDouble(), why);
   if (!tiles)
     return tiles.takeError();
   if (*tiles) {
@@ -471,7 +487,7 @@ llvm::Expected<bool> attention(Emitter &e, AttentionOp op) {
 
 llvm::Expected<bool> attentionGrad(Emitter &e, AttentionGradOp op) {
   std::string why; // noted with the forward
-  auto tiles = flashTiles(e, op.getQ(), op.getV(), why);
+  auto tiles = flashTiles(e, op.getQ(), op.getV(), op.getScale().convertToDouble(), why);
   if (!tiles)
     return tiles.takeError();
   if (*tiles)

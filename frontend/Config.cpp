@@ -83,7 +83,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"eval.top_k", &c.eval.top_k, 0, 1e9},
       {"checkpoint.every", &c.checkpoint.every, 0, 1e12},
       {"checkpoint.keep", &c.checkpoint.keep, 0, 1e6},
-      {"compile.fuse_attention", &c.compile.fuse_attention},
+      {"compile.fuse_attention", &c.compile.fuse_attention, 0, 0, {"auto", "always", "never"}},
       {"run.dir", &c.run_dir},
   };
 }

@@ -121,8 +121,16 @@ struct EvalConfig {
 
 struct CompileConfig {
   /// kiln-fuse-attention: attention written with primitives runs as
-  /// kiln.attention (flash kernels; the scores are never stored).
-  bool fuse_attention = true;
+  /// kiln.attention (the scores are never stored). "auto" fuses under the
+  /// bf16/f16-mixed policies, where the tensor-core flash kernels run; f32
+  /// keeps the unfused cuBLAS path, faster than kiln's f32 (reference)
+  /// attention kernels. "always" and "never" decide regardless.
+  std::string fuse_attention = "auto";
+
+  /// Whether kiln-fuse-attention runs for `precision`.
+  bool fusesAttention(llvm::StringRef precision) const {
+    return fuse_attention == "always" || (fuse_attention == "auto" && precision != "f32");
+  }
 };
 
 struct CheckpointConfig {

@@ -55,6 +55,14 @@ template <int N> __device__ __forceinline__ void waitGroups() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// 2^x on the special-function unit (what exp2f becomes with fast math):
+// 2 ulp, flushes subnormals; 2^-inf = 0.
+__device__ __forceinline__ float fastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ void ldmatrix(u32 (&r)[4], u32 address) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -119,16 +127,20 @@ __device__ __forceinline__ void loadTile(u32 tile, const T *base, i64 row0, i64 
 // Forward
 // ---------------------------------------------------------------------------
 
-// WARPS warps of MT·16 query rows each (BM = WARPS·MT·16), key blocks of BN.
-// Dynamic shared memory: (BM + 2·BN)·D·2 bytes. Grid (⌈TQ/BM⌉, B·H).
+// WARPS warps of MT·16 query rows each (BM = WARPS·MT·16), key blocks of BN
+// in two stages: block j+1 loads while block j computes, one barrier a
+// block. Q's fragments stay in registers when QREGS (else they are re-read
+// from shared memory, which leaves room for MT = 2 at D = 128). Dynamic
+// shared memory: (BM + 4·BN)·D·2 bytes. Grid (⌈TQ/BM⌉, B·H). scale > 0.
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WARPS,
-          int MT, int BN>
+          int MT, int BN, bool QREGS>
 __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, float scale) {
   constexpr int BM = WARPS * MT * 16, THREADS = WARPS * 32;
   constexpr int KS = D / 16, NS = BN / 8, NO = D / 8, PK = BN / 16;
+  constexpr u32 TILE = BN * D * 2; // bytes of one K or V stage
   static_assert(D % 64 == 0 && BN % 16 == 0, "head dims of 64 or 128, key blocks of 16s");
   extern __shared__ __align__(128) unsigned char smem[];
-  const u32 sQ = smemAddress(smem), sK = sQ + BM * D * 2, sV = sK + BN * D * 2;
+  const u32 sQ = smemAddress(smem), sK = sQ + BM * D * 2, sV = sK + 2 * TILE;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
 
   const i64 bh = blockIdx.y, b = bh / H, h = bh % H, kvh = b * HKV + h / (H / HKV);
@@ -142,31 +154,39 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
 
   loadTile<BM, D, THREADS>(sQ, qb, q0, TQ);
   loadTile<BN, D, THREADS>(sK, kb, 0, TK);
+  loadTile<BN, D, THREADS>(sV, vb, 0, TK);
   commit();
 
-  u32 qf[MT][KS][4];
+  u32 qf[QREGS ? MT : 1][QREGS ? KS : 1][4];
   float o[MT][NO][4], m[MT][2], l[MT][2];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
     for (int n = 0; n < NO; ++n)
       o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.f;
-    m[mt][0] = m[mt][1] = negInf<float>();
+    m[mt][0] = m[mt][1] = negInf<float>(); // the row max of the scaled scores
     l[mt][0] = l[mt][1] = 0.f;
   }
+  auto qAddress = [&](int mt, int ks) {
+    return sQ + swizzled<D>((warp * MT + mt) * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8);
+  };
 
   for (int j = 0; j < blocks; ++j) {
-    loadTile<BN, D, THREADS>(sV, vb, (i64)j * BN, TK);
+    const u32 kj = sK + (j & 1) * TILE, vj = sV + (j & 1) * TILE;
+    waitGroups<0>(); // block j (and Q)
+    __syncthreads(); // visible to all; every warp is done with block j - 1
+    if (j + 1 < blocks) {
+      loadTile<BN, D, THREADS>(sK + ((j + 1) & 1) * TILE, kb, (i64)(j + 1) * BN, TK);
+      loadTile<BN, D, THREADS>(sV + ((j + 1) & 1) * TILE, vb, (i64)(j + 1) * BN, TK);
+    }
     commit();
-    waitGroups<1>(); // Q and K_j
-    __syncthreads();
-    if (j == 0) {
+    if constexpr (QREGS) {
+      if (j == 0)
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
+        for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int ks = 0; ks < KS; ++ks)
-          ldmatrix(qf[mt][ks], sQ + swizzled<D>((warp * MT + mt) * 16 + (lane & 15),
-                                                ks * 16 + (lane >> 4) * 8));
+          for (int ks = 0; ks < KS; ++ks)
+            ldmatrix(qf[mt][ks], qAddress(mt, ks));
     }
     // S = Q·Kᵀ: K_j's rows are B's columns.
     float s[MT][NS][4];
@@ -176,24 +196,28 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
       for (int n = 0; n < NS; ++n)
         s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks)
+    for (int ks = 0; ks < KS; ++ks) {
+      u32 qs[MT][4];
+      if constexpr (!QREGS)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+          ldmatrix(qs[mt], qAddress(mt, ks));
 #pragma unroll
       for (int np = 0; np < NS / 2; ++np) {
         u32 kf[4];
-        ldmatrix(kf, sK + swizzled<D>(np * 16 + (lane & 7) + (lane >> 4) * 8,
+        ldmatrix(kf, kj + swizzled<D>(np * 16 + (lane & 7) + (lane >> 4) * 8,
                                       ks * 16 + ((lane >> 3) & 1) * 8));
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          mma<T>(s[mt][2 * np], qf[mt][ks], kf[0], kf[1]);
-          mma<T>(s[mt][2 * np + 1], qf[mt][ks], kf[2], kf[3]);
+          const u32(&a)[4] = QREGS ? qf[QREGS ? mt : 0][QREGS ? ks : 0] : qs[mt];
+          mma<T>(s[mt][2 * np], a, kf[0], kf[1]);
+          mma<T>(s[mt][2 * np + 1], a, kf[2], kf[3]);
         }
       }
-    __syncthreads(); // every warp is done with K_j
-    if (j + 1 < blocks)
-      loadTile<BN, D, THREADS>(sK, kb, (i64)(j + 1) * BN, TK);
-    commit();
+    }
 
-    // Mask (causal diagonal, key tail), then the online softmax in base 2.
+    // Mask (causal diagonal, key tail), then the online softmax in base 2:
+    // p = 2^(s·scale·log2 e − m).
     const i64 k0 = (i64)j * BN;
     const bool masked = (CAUSAL && k0 + BN - 1 > q0) || (TK % BN != 0 && k0 + BN > TK);
     u32 pf[MT][PK][4];
@@ -202,35 +226,33 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
       const i64 row0 = q0 + (warp * MT + mt) * 16 + g;
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const i64 row = row0 + half * 8;
         float mx = negInf<float>();
 #pragma unroll
         for (int n = 0; n < NS; ++n)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            float x = s[mt][n][2 * half + e] * scaleLog2;
+            float &x = s[mt][n][2 * half + e];
             if (masked) {
               const i64 key = k0 + n * 8 + 2 * t + e;
-              if (key >= TK || (CAUSAL && key > row))
+              if (key >= TK || (CAUSAL && key > row0 + half * 8))
                 x = negInf<float>();
             }
-            s[mt][n][2 * half + e] = x;
             mx = fmaxf(mx, x);
           }
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float mNew = fmaxf(m[mt][half], mx);
+        const float mNew = fmaxf(m[mt][half], mx * scaleLog2);
         const float base = mNew == negInf<float>() ? 0.f : mNew;
-        const float alpha = exp2f(m[mt][half] - base);
+        const float alpha = fastExp2(m[mt][half] - base);
         m[mt][half] = mNew;
         float sum = 0.f;
 #pragma unroll
         for (int n = 0; n < NS; ++n)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            float p = exp2f(s[mt][n][2 * half + e] - base);
-            s[mt][n][2 * half + e] = p;
-            sum += p;
+            float &x = s[mt][n][2 * half + e];
+            x = fastExp2(fmaf(x, scaleLog2, -base));
+            sum += x;
           }
         l[mt][half] = l[mt][half] * alpha + sum; // this thread's part of the row
 #pragma unroll
@@ -248,15 +270,13 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
       }
     }
 
-    waitGroups<1>(); // V_j (K_{j+1} may still be in flight)
-    __syncthreads();
     // O += P·V: V_j's rows are B's rows (ldmatrix transposes).
 #pragma unroll
     for (int kk = 0; kk < PK; ++kk)
 #pragma unroll
       for (int np = 0; np < NO / 2; ++np) {
         u32 vf[4];
-        ldmatrixTrans(vf, sV + swizzled<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+        ldmatrixTrans(vf, vj + swizzled<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
                                            np * 16 + (lane >> 4) * 8));
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
@@ -264,9 +284,7 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
           mma<T>(o[mt][2 * np + 1], pf[mt][kk], vf[2], vf[3]);
         }
       }
-    __syncthreads(); // every warp is done with V_j
   }
-  waitGroups<0>();
 
   // O / l in the low type; lse = ln(l) + max, back in natural log.
 #pragma unroll
@@ -403,7 +421,7 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
       issue(step + 1);
     commit();
     waitGroups<1>();
-    __syncthreads();
+    __syncthreads(); // this step's tiles visible; every warp is done with step - 1
     const u32 q_ = sQ + stage * BM * D * 2, o_ = sO + stage * BM * D * 2;
     const float *lse_ = sStats + stage * BM, *delta_ = sStats + 2 * BM + stage * BM;
 
@@ -441,7 +459,7 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
       for (int e = 0; e < 4; ++e) {
         const int col = n * 8 + 2 * t + (e & 1);
         const i64 query = i0 + col, key = key0 + (e >> 1) * 8;
-        float p = exp2f(st[n][e] * scaleLog2 - lse_[col] * kLog2e);
+        float p = fastExp2(fmaf(st[n][e], scaleLog2, -lse_[col] * kLog2e));
         if (masked && (query >= TQ || key >= TK || (CAUSAL && query < key)))
           p = 0.f;
         st[n][e] = p;
@@ -521,7 +539,10 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
           addTo(dst + n * 8, dq[n][2 * half], dq[n][2 * half + 1]);
       }
     }
-    __syncthreads(); // before the next step overwrites dSᵀ and this stage
+    // No barrier here: the dq phase reads only dSᵀ and K, and the next
+    // step's first barrier comes before anything rewrites dSᵀ; this step's
+    // stage is next rewritten by step + 2's loads, issued after every warp
+    // passed this step's second barrier, its last read of the stage.
   }
   waitGroups<0>();
 

@@ -101,7 +101,7 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
   PassManager pm(module.getContext());
   // The run's options (RunConfig) become the passes' options here, once.
   TrainingPipelineOptions options;
-  options.fuseAttention = config.compile.fuse_attention;
+  options.fuseAttention = config.compile.fusesAttention(config.train.precision);
   options.precision.policy = config.train.precision;
   options.autodiff.lossScale =
       config.train.precision == "f16-mixed" ? config.train.loss_scale : 0.0;
