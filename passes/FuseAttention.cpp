@@ -33,11 +33,11 @@
 
 #include "ir/KilnBuilders.h"
 #include "ir/KilnOps.h"
+#include "passes/PassUtils.h"
 #include "passes/Passes.h"
 
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/PatternMatch.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/Support/Debug.h"
 
 #include <cmath>
@@ -383,9 +383,7 @@ struct FuseAttentionPass final : impl::FuseAttentionPassBase<FuseAttentionPass> 
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<FuseAttentionPattern>(&getContext(), numFused);
-    GreedyRewriteConfig config;
-    config.enableFolding(false).enableConstantCSE(false);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns), config)))
+    if (failed(applyOnly(getOperation(), std::move(patterns))))
       return signalPassFailure();
   }
 };

@@ -16,11 +16,11 @@
 //===----------------------------------------------------------------------===//
 
 #include "ir/KilnOps.h"
+#include "passes/PassUtils.h"
 #include "passes/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
 #include "llvm/ADT/Statistic.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace kiln {
 #define GEN_PASS_DEF_FUSEMATMULBIASPASS
@@ -84,11 +84,7 @@ struct FuseMatmulBiasPass final : impl::FuseMatmulBiasPassBase<FuseMatmulBiasPas
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<FuseBiasAdd>(&getContext(), numFused);
-    // Only this rewrite: no folding or constant CSE behind the pass's back
-    // (canonicalize does those).
-    GreedyRewriteConfig config;
-    config.enableFolding(false).enableConstantCSE(false);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns), config)))
+    if (failed(applyOnly(getOperation(), std::move(patterns))))
       return signalPassFailure();
   }
 };

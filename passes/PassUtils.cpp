@@ -2,6 +2,8 @@
 
 #include "passes/PassUtils.h"
 
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
 #include <cstdio>
 
 namespace kiln {
@@ -15,6 +17,12 @@ mlir::LogicalResult checkOneBlockBody(mlir::func::FuncOp func, llvm::StringRef p
                             << func.getBody().getBlocks().size()
                             << " blocks; kiln passes need a body of one block";
   return mlir::success();
+}
+
+mlir::LogicalResult applyOnly(mlir::Operation *op, mlir::RewritePatternSet &&patterns) {
+  mlir::GreedyRewriteConfig config;
+  config.enableFolding(false).enableConstantCSE(false);
+  return mlir::applyPatternsGreedily(op, std::move(patterns), config);
 }
 
 std::string formatOption(double value) {

@@ -4,6 +4,7 @@
 #define KILN_PASSES_PASSUTILS_H
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/PatternMatch.h"
 #include "llvm/ADT/StringRef.h"
 
 #include <string>
@@ -18,6 +19,10 @@ mlir::LogicalResult checkOneBlockBody(mlir::func::FuncOp func, llvm::StringRef p
 /// A pass option's value as a person writes it (%g: 0.9, 1e-08, nan) for
 /// diagnostics.
 std::string formatOption(double value);
+
+/// Applies `patterns` to `op` with the greedy driver, and only them: no
+/// folding or constant CSE behind a pass's back (canonicalize does those).
+mlir::LogicalResult applyOnly(mlir::Operation *op, mlir::RewritePatternSet &&patterns);
 
 } // namespace kiln
 

@@ -11,24 +11,31 @@
 
 namespace kiln {
 
+std::vector<std::pair<llvm::StringRef, llvm::json::Object>>
+MetricsLog::readRecords(llvm::StringRef text) {
+  std::vector<std::pair<llvm::StringRef, llvm::json::Object>> records;
+  llvm::SmallVector<llvm::StringRef> lines;
+  text.split(lines, '\n', -1, false);
+  for (llvm::StringRef line : lines) {
+    auto json = llvm::json::parse(line);
+    if (!json) {
+      llvm::consumeError(json.takeError());
+      continue;
+    }
+    if (llvm::json::Object *o = json->getAsObject())
+      records.push_back({line, std::move(*o)});
+  }
+  return records;
+}
+
 llvm::Error MetricsLog::open(const std::string &path, std::optional<int64_t> keepUpToStep) {
   path_ = path;
   if (keepUpToStep) {
     std::string kept;
-    if (auto old = llvm::MemoryBuffer::getFile(path)) {
-      llvm::SmallVector<llvm::StringRef> lines;
-      (*old)->getBuffer().split(lines, '\n', -1, false);
-      for (llvm::StringRef line : lines) {
-        auto json = llvm::json::parse(line);
-        if (!json) {
-          llvm::consumeError(json.takeError());
-          continue;
-        }
-        auto step = json->getAsObject() ? json->getAsObject()->getInteger("step") : std::nullopt;
-        if (step && *step <= *keepUpToStep)
+    if (auto old = llvm::MemoryBuffer::getFile(path))
+      for (const auto &[line, record] : readRecords((*old)->getBuffer()))
+        if (auto step = record.getInteger("step"); step && *step <= *keepUpToStep)
           kept += line.str() + "\n";
-      }
-    }
     if (llvm::Error err = writeFileAtomically(path, kept))
       return err;
   }

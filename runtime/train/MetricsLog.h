@@ -10,6 +10,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace kiln {
 
@@ -25,6 +27,11 @@ public:
   llvm::Error write(llvm::json::Object record);
 
   const std::string &path() const { return path_; }
+
+  /// The records of a metrics log's text with their lines, in order; lines
+  /// that are not JSON objects (a record cut by a crash) are skipped.
+  static std::vector<std::pair<llvm::StringRef, llvm::json::Object>>
+  readRecords(llvm::StringRef text);
 
 private:
   std::string path_;

@@ -13,9 +13,14 @@
 //                       the weights
 //   activations         s·b·h·(34 + 5·a·s/h) bytes per layer with 16-bit
 //                       activations (Korthikanti et al. 2022, eq. 1), ×2 in
-//                       f32; with full recompute 2·s·b·h per layer (the layer
-//                       inputs) plus one layer's activations; plus the f32
-//                       logits and their gradient, 8·s·b·V
+//                       f32; the 5·a·s/h term (the attention scores and
+//                       probabilities) drops when attention is fused
+//                       (kiln-fuse-attention: they are never stored); with
+//                       full recompute 2·s·b·h per layer (the layer inputs)
+//                       plus one layer's activations; plus the f32 logits and
+//                       their gradient, 8·s·b·V
+//   buffer plan         the exact arena of one GPU at dp 1: the training
+//                       step compiled and planned (kiln-plan-buffers)
 //   Chinchilla tokens   ≈ 20·N (Hoffmann et al. 2022)
 //
 //===----------------------------------------------------------------------===//
@@ -23,7 +28,11 @@
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
 
+#include "codegen/PlanBuilder.h"
 #include "models/GPT2.h"
+#include "tools/support/Compile.h"
+
+#include "mlir/IR/MLIRContext.h"
 
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
@@ -83,7 +92,8 @@ int runEstimate() {
   // Model states per GPU by ZeRO stage.
   double weights = (mixed ? 2 : 4) * N, grads = (mixed ? 2 : 4) * N, optim = (mixed ? 12 : 8) * N;
   double actBytes = mixed ? 1.0 : 2.0; // the 16-bit formula, ×2 in f32
-  double perLayer = T * b * d * (34 + 5 * a * T / d) * actBytes;
+  const bool flash = config->compile.fusesAttention(config->train.precision);
+  double perLayer = T * b * d * (34 + (flash ? 0 : 5 * a * T / d)) * actBytes;
   double logits = 8 * T * b * V;
   double actFull = L * perLayer + logits;
   double actRecompute = L * 2 * T * b * d * actBytes + perLayer + logits;
@@ -100,8 +110,27 @@ int runEstimate() {
                       gib(g), gib(o), gib(actFull), gib(actRecompute), gib(total),
                       total > gpuMemory * 1024.0 * 1024 * 1024 ? "  (does not fit)" : "");
   }
-  outs() << "\nactivations: Korthikanti et al. 2022 eq. 1 per layer, plus f32 logits and their "
-            "gradient; kiln's exact buffer plan comes from kiln-plan-buffers.\n";
+  outs() << "\nactivations: Korthikanti et al. 2022 eq. 1 per layer"
+         << (flash ? " without the attention scores (fused attention stores none)" : "")
+         << ", plus f32 logits and their gradient.\n";
+
+  // The exact plan for one GPU (what `kiln train` allocates at dp 1).
+  mlir::MLIRContext ctx;
+  auto module = tooling::buildForwardModule(ctx, *config, mlir::Float32Type::get(&ctx));
+  if (!module)
+    return fail("estimate", toString(module.takeError()));
+  auto written = tooling::runTrainingPipeline(**module, *config, {});
+  if (!written)
+    return fail("estimate", toString(written.takeError()));
+  auto plan = codegen::compileToPlan(**module, codegen::CodegenOptions());
+  if (!plan)
+    return fail("estimate", toString(plan.takeError()));
+  const PlanMemory &mem = plan->memory;
+  outs() << formatv("buffer plan (one GPU, dp 1, kiln-plan-buffers): {0} in one arena: parameters "
+                    "{1}, optimizer states {2}, workspace {3}, temporaries {4} (activations and "
+                    "gradients at the peak)\n",
+                    gib(mem.total), gib(mem.params), gib(mem.states), gib(mem.workspace),
+                    gib(mem.scratch));
   return 0;
 }
 

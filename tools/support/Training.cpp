@@ -116,17 +116,9 @@ std::vector<LossPoint> readCurve(const std::string &path, llvm::StringRef key) {
   auto file = llvm::MemoryBuffer::getFile(path);
   if (!file)
     return points;
-  llvm::SmallVector<llvm::StringRef> lines;
-  (*file)->getBuffer().split(lines, '\n', -1, false);
-  for (llvm::StringRef line : lines) {
-    auto json = llvm::json::parse(line);
-    if (!json) {
-      llvm::consumeError(json.takeError());
-      continue;
-    }
-    const llvm::json::Object *o = json->getAsObject();
-    auto step = o ? o->getInteger("step") : std::nullopt;
-    auto value = o ? o->getNumber(key) : std::nullopt;
+  for (const auto &[line, record] : MetricsLog::readRecords((*file)->getBuffer())) {
+    auto step = record.getInteger("step");
+    auto value = record.getNumber(key);
     if (step && value)
       points.push_back({static_cast<double>(*step), *value});
   }
