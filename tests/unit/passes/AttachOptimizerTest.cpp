@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "frontend/Config.h"
 #include "passes/Passes.h"
 #include "runtime/Random.h"
 #include "runtime/cpu/CpuBackend.h"
@@ -174,6 +175,29 @@ TEST(AttachOptimizer, AccumulatedGradientsMatchTheLargerBatch) {
     ++compared;
   }
   EXPECT_EQ(compared, 28); // every parameter of the tiny GPT-2 (2 × 12 + 4)
+}
+
+} // namespace
+
+namespace {
+
+// The passes' options (Passes.td) are the single declaration of the
+// optimizer's settings; the run config binds its TOML keys to them
+// (tools/support/Compile.cpp) and must start from the same defaults, so a
+// config that sets nothing trains exactly as the pass would by default.
+TEST(AttachOptimizer, ConfigDefaultsAreThePassDefaults) {
+  RunConfig config;
+  AttachOptimizerPassOptions pass;
+  EXPECT_EQ(config.optim.beta1, pass.beta1);
+  EXPECT_EQ(config.optim.beta2, pass.beta2);
+  EXPECT_EQ(config.optim.eps, pass.epsilon);
+  EXPECT_EQ(config.optim.weight_decay, pass.weightDecay);
+  EXPECT_EQ(config.optim.grad_clip, pass.maxGradNorm);
+  EXPECT_EQ(config.train.accumulate_steps, pass.accumulateSteps);
+  EXPECT_EQ(config.train.loss_scale_growth_interval, pass.lossScaleGrowthInterval);
+  EXPECT_EQ(config.train.loss_scale_growth, pass.lossScaleGrowth);
+  EXPECT_EQ(config.train.loss_scale_backoff, pass.lossScaleBackoff);
+  EXPECT_EQ(config.train.precision, AssignPrecisionPassOptions().policy);
 }
 
 } // namespace
