@@ -4,7 +4,8 @@
 # build on the host. Needs only the CUDA driver and python3 with PyTorch.
 #
 #   bash bench/gpu.sh STAGE...     stages: check reference bench gemms torch
-#                                  compile-torch (or all)
+#                                  compile-torch (or all); attention
+#                                  step-attention fused (not in all)
 #
 #   check      the GPU test binary: every op against the CPU interpreter, a
 #              small GPT trained 20 steps on both backends
@@ -25,6 +26,8 @@
 #              checked against PyTorch (f32 math reference), kiln's tile
 #              variants ($ATTN_VARIANTS=all, or only kiln's default) and
 #              SDPA's flash, memory-efficient and cuDNN backends, timed
+#   step-attention  the GPT-2 124M bf16 step with and without
+#              kiln-fuse-attention, and a profile of the fused one
 #   fused      GPT-2 124M bf16, 200 steps with and without kiln-fuse-attention
 #              from the same weights and batches
 #
