@@ -211,6 +211,21 @@ std::string formatValue(const Field &field) {
 } // namespace
 
 llvm::Expected<RunConfig> RunConfig::parse(llvm::StringRef text, llvm::StringRef source) {
+  // TOML allows no control characters but tab (and newlines); toml++ 3.3
+  // asserts on some instead of reporting them (found by tests/fuzz), so
+  // they are refused here first.
+  int64_t line = 1, column = 1;
+  for (unsigned char c : text) {
+    if (c == '\n') {
+      ++line;
+      column = 1;
+      continue;
+    }
+    if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f)
+      return error(fmt::format("{}:{}:{}", std::string(source), line, column),
+                   fmt::format("control character U+{:04X} is not allowed in TOML", c));
+    ++column;
+  }
   toml::parse_result parsed = toml::parse(std::string_view(text.data(), text.size()),
                                           std::string_view(source.data(), source.size()));
   if (!parsed) {

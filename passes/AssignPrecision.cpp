@@ -40,7 +40,6 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Verifier.h"
 #include "llvm/ADT/DenseMap.h"
-#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 namespace kiln {
@@ -114,7 +113,6 @@ struct AssignPrecisionPass final : impl::AssignPrecisionPassBase<AssignPrecision
     // The casts made so far are per run: a pass instance may run again on
     // another module, whose values could reuse freed addresses.
     casts_.clear();
-    auto clear = llvm::make_scope_exit([&] { casts_.clear(); });
     for (auto func : module.getOps<func::FuncOp>()) {
       if (failed(checkOneBlockBody(func, "kiln-assign-precision")))
         return signalPassFailure();

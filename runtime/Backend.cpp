@@ -102,7 +102,9 @@ llvm::Expected<std::vector<std::string>> checkStateComplete(llvm::ArrayRef<State
   };
   llvm::StringRef group = params ? "parameter" : "optimizer state";
   std::set<std::string> given;
-  for (const auto &[name, t] : tensors) {
+  for (const auto &entry : tensors) {
+    const std::string &name = entry.first;
+    const cpu::HostTensor &t = entry.second;
     auto spec = llvm::find_if(specs, [&](const StateSpec &s) { return s.name == name; });
     if (spec == specs.end() || spec->isParam != params)
       return error("has " + group + " '" + name + "', which this model does not");

@@ -81,3 +81,17 @@ TEST(Config, ResolvedTomlRoundTrips) {
 }
 
 } // namespace
+
+namespace {
+
+// A control character in a config is an error naming its place (toml++
+// asserted on some: tests/fuzz/corpus/config/crash-*).
+TEST(Config, ControlCharactersAreErrors) {
+  auto config = kiln::RunConfig::parse("[train]\nsteps = 3\n[\x01model]\n", "x.toml");
+  ASSERT_FALSE(static_cast<bool>(config));
+  EXPECT_EQ(llvm::toString(config.takeError()),
+            "x.toml:3:2: control character U+0001 is not allowed in TOML");
+  EXPECT_TRUE(static_cast<bool>(kiln::RunConfig::parse("[train]\r\n\tsteps = 3\r\n", "y.toml")));
+}
+
+} // namespace
