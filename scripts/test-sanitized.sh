@@ -3,7 +3,8 @@
 # NDEBUG and with sanitizers"): clang 22 with assertions on, AddressSanitizer
 # and UndefinedBehaviorSanitizer (every report fatal), libFuzzer targets.
 # Builds into build-san/, runs the unit and lit suites there, then each fuzz
-# target for FUZZ_SECONDS (default 60) from its seed corpus.
+# target for FUZZ_SECONDS (default 60) from its seed corpus, or for
+# FUZZ_RUNS inputs from a fixed seed (what .ci/run does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh   # the Release build and the common packages

@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 using namespace mlir;
@@ -81,7 +82,9 @@ void run(ModuleOp module, const std::function<void(OpPassManager &)> &add) {
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  llvm::StringRef text(reinterpret_cast<const char *>(data), size);
+  // MLIR's lexer reads up to a terminating NUL, as every buffer kiln parses
+  // (a file read through llvm::MemoryBuffer) has one; libFuzzer's does not.
+  std::string text(reinterpret_cast<const char *>(data), size);
   ParserConfig config(&context());
   OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(text, config);
   if (!module)
