@@ -5,7 +5,7 @@
 #
 #   bash bench/gpu.sh STAGE...     stages: check reference bench gemms torch
 #                                  compile-torch (or all); attention
-#                                  step-attention fused (not in all)
+#                                  step-attention fused loop-fusion (not in all)
 #
 #   check      the GPU test binary: every op against the CPU interpreter, a
 #              small GPT trained 20 steps on both backends
@@ -30,6 +30,8 @@
 #              kiln-fuse-attention, and a profile of the fused one
 #   fused      GPT-2 124M bf16, 200 steps with and without kiln-fuse-attention
 #              from the same weights and batches
+#   loop-fusion  kiln-fuse (compile.fuse) on and off: the bf16 and f32 step
+#              at B=16, and 20 steps of each fused against unfused
 #
 # Results land in $RES (default /tmp/kiln-bench) as JSON and logs, packed
 # into $OUT/results.tgz when $OUT is set (the device tool brings it back);
@@ -163,6 +165,35 @@ EOF
     XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
       --set train.precision=bf16-mixed --steps 5 --json /dev/null --profile "$OUT/profile-bf16-fused.json" \
       | sed -n '/profile:/,$p' | head -45 ;;
+  loop-fusion)
+    # kiln-fuse on and off: the GPT-2 124M step, its launches and memory,
+    # in bf16-mixed and f32 at B=16; then 20 f32 steps and 20 bf16 steps
+    # from the same weights and batches, fused against unfused (a fusion
+    # rounds as the unfused ops do, so the losses should be equal).
+    for p in bf16-mixed f32; do for f in true false; do
+      echo "  $p compile.fuse=$f"
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
+        --set train.precision=$p --set compile.fuse=$f --json "$OUT/kiln-$p-b16-loopfuse-$f.json" \
+        | grep -E "plan:|step:|memory:"
+    done; done
+    for p in f32 bf16-mixed; do for f in true false; do
+      rm -rf /tmp/lf-$p-$f
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml --set train.steps=20 \
+        "${train_sets[@]}" --set train.precision=$p --set compile.fuse=$f --set run.dir=/tmp/lf-$p-$f \
+        > "$OUT/train-loopfuse-$p-$f.log" 2>&1 || grep -E "error" "$OUT/train-loopfuse-$p-$f.log"
+      cp /tmp/lf-$p-$f/metrics.jsonl "$OUT/metrics-loopfuse-$p-$f.jsonl"
+    done; done
+    python3 - "$OUT" <<'EOF2'
+import json, sys
+out = sys.argv[1]
+for p in ("f32", "bf16-mixed"):
+    runs = {f: [json.loads(l)["loss"] for l in open(f"{out}/metrics-loopfuse-{p}-{f}.jsonl") if '"loss"' in l]
+            for f in ("true", "false")}
+    worst = max(abs(a - b) / abs(b) for a, b in zip(runs["true"], runs["false"]))
+    print(f"  loop fusion {p}, {len(runs['true'])} steps: final loss {runs['true'][-1]:.6f} fused vs "
+          f"{runs['false'][-1]:.6f} unfused; largest relative difference {worst:.3g}")
+EOF2
+    ;;
   fused)
     for f in always never; do
       rm -rf /tmp/fused-$f

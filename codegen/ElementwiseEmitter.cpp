@@ -89,106 +89,223 @@ std::string operandComputeType(Operation *op) {
   return computeType(tensorOf(op->getOperand(op->getNumOperands() - 1)).getElementType());
 }
 
+/// The type an elementwise op computes in.
+std::string opComputeType(Operation *op) {
+  if (auto select = dyn_cast<SelectOp>(op))
+    return computeType(tensorOf(select.getOnTrue()).getElementType());
+  if (isa<CastOp, CompareOp>(op))
+    return operandComputeType(op);
+  return computeType(tensorOf(op->getResult(0)).getElementType());
+}
+
+/// `x` rounded to `t`, as storing it in a `t` tensor and loading it back
+/// would (a fused intermediate means what the unfused tensor meant).
+std::string roundTo(Type t, const std::string &x) {
+  if (t.isBF16())
+    return "kiln::roundBf16(" + x + ")";
+  if (t.isF16())
+    return "kiln::roundF16(" + x + ")";
+  return x;
+}
+
+/// One grid-stride loop kernel: each thread reads element i of every input,
+/// evaluates `body` (elementwise ops in program order, splat constants as
+/// literals) and writes element i of every output. A lone elementwise op is
+/// the one-op case; a kiln.fusion's body the general one. `inputs` and
+/// `outputs` are values of the body's scope; `inputBuffers` and
+/// `outputBuffers` the function-level values whose buffers hold them.
+/// With float outputs and whole 16-byte words, each thread handles V
+/// consecutive elements (V = 16 bytes over the narrowest float element)
+/// through 128-bit loads and stores; integer inputs (an i1 mask) are read
+/// element by element within the vector.
+llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef baseName,
+                              ArrayRef<Value> inputs, ArrayRef<Value> inputBuffers,
+                              ArrayRef<Operation *> body, ArrayRef<Value> outputs,
+                              ArrayRef<Value> outputBuffers) {
+  auto shapeType = tensorOf(outputs.front());
+  int64_t n = shapeType.getNumElements();
+  std::vector<PlanArg> args;
+  std::string params;
+  bool floatOut = llvm::all_of(
+      outputs, [](Value v) { return isa<FloatType>(tensorOf(v).getElementType()); });
+  int64_t narrowest = 16;
+  for (auto [i, buffer] : llvm::enumerate(inputBuffers)) {
+    auto offset = e.offsetOf(buffer);
+    if (!offset)
+      return offset.takeError();
+    Type elt = tensorOf(buffer).getElementType();
+    args.push_back(Emitter::ptr(*offset));
+    params += llvm::formatv("const {0} *__restrict__ in{1}, ", cType(elt), i).str();
+    if (isa<FloatType>(elt))
+      narrowest = std::min<int64_t>(narrowest, cpu::dtypeSize(*cpu::dtypeOf(elt)));
+  }
+  for (auto [i, buffer] : llvm::enumerate(outputBuffers)) {
+    auto offset = e.offsetOf(buffer);
+    if (!offset)
+      return offset.takeError();
+    Type elt = tensorOf(buffer).getElementType();
+    args.push_back(Emitter::ptr(*offset));
+    params += llvm::formatv("{0}{1} *__restrict__ out{2}", i ? ", " : "", cType(elt), i).str();
+    if (isa<FloatType>(elt))
+      narrowest = std::min<int64_t>(narrowest, cpu::dtypeSize(*cpu::dtypeOf(elt)));
+  }
+  int64_t lanes = floatOut ? 16 / narrowest : 0;
+  bool vectorized = lanes > 1 && n % lanes == 0 && !inputBuffers.empty();
+
+  // Values read inside the body (an output-only value needs no rounding:
+  // its store rounds it).
+  llvm::DenseSet<Value> readInside;
+  for (Operation *op : body)
+    for (Value v : op->getOperands())
+      readInside.insert(v);
+
+  // The statements computing every body value from the inputs; `in(j)` is
+  // the expression reading input j's element; `outNames` gets the outputs'.
+  std::vector<std::string> outNames;
+  auto compute = [&](llvm::function_ref<std::string(size_t)> in,
+                     const std::string &indent) -> llvm::Expected<std::string> {
+    llvm::DenseMap<Value, std::string> name;
+    std::string code;
+    for (auto [j, v] : llvm::enumerate(inputs)) {
+      std::string ct = computeType(tensorOf(v).getElementType());
+      name[v] = "x" + str(j);
+      code += indent + "const " + ct + " x" + str(j) + " = " + in(j) + ";\n";
+    }
+    int k = 0;
+    for (Operation *op : body) {
+      if (auto c = dyn_cast<ConstantOp>(op)) {
+        name[c.getResult()] = e.literal(c.getResult());
+        continue;
+      }
+      std::vector<std::string> operands;
+      for (Value v : op->getOperands()) {
+        if (!name.count(v)) {
+          if (!e.isInlined(v))
+            return error("codegen: " + Emitter::describe(op) + " reads a value the kernel lacks");
+          name[v] = e.literal(v);
+        }
+        operands.push_back(name[v]);
+      }
+      auto expr = expression(op, operands, opComputeType(op));
+      if (!expr)
+        return error("codegen: the elementwise op " + Emitter::describe(op) +
+                     " has no scalar expression");
+      Value r = op->getResult(0);
+      Type elt = tensorOf(r).getElementType();
+      std::string v = "v" + str(k++);
+      code += indent + "const " + computeType(elt) + " " + v + " = " +
+              (readInside.contains(r) ? roundTo(elt, *expr) : *expr) + ";\n";
+      name[r] = v;
+    }
+    outNames.clear();
+    for (Value v : outputs)
+      outNames.push_back(name[v]);
+    return code;
+  };
+
+  std::string kernelBody;
+  int64_t work = n;
+  if (vectorized) {
+    work = n / lanes;
+    std::string loads;
+    for (auto [j, buffer] : llvm::enumerate(inputBuffers)) {
+      Type elt = tensorOf(buffer).getElementType();
+      if (isa<FloatType>(elt))
+        loads += llvm::formatv("    alignas(16) {0} a{1}[{2}];\n    kiln::loadVec<{2}>(in{1}, v, a{1});\n",
+                               cType(elt), j, lanes)
+                     .str();
+    }
+    auto code = compute(
+        [&](size_t j) {
+          Type elt = tensorOf(inputBuffers[j]).getElementType();
+          std::string ct = computeType(elt);
+          return isa<FloatType>(elt) ? "(" + ct + ")kiln::load(a" + str(j) + ", k)"
+                                     : "(" + ct + ")in" + str(j) + "[v * " + str(lanes) + " + k]";
+        },
+        "      ");
+    if (!code)
+      return code.takeError();
+    std::string results;
+    std::string flush;
+    for (auto [j, v] : llvm::enumerate(outputs)) {
+      results += llvm::formatv("    alignas(16) {0} r{1}[{2}];\n", cType(tensorOf(v).getElementType()), j, lanes).str();
+      flush += llvm::formatv("    kiln::storeVec<{0}>(out{1}, v, r{1});\n", lanes, j).str();
+    }
+    std::string loop = *code;
+    for (size_t j = 0; j < outputs.size(); ++j)
+      loop += "      kiln::store(r" + str(j) + ", k, " + outNames[j] + ");\n";
+    kernelBody = llvm::formatv("  constexpr kiln::i64 NV = {0};\n"
+                               "  for (kiln::i64 v = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; v < NV;\n"
+                               "       v += (kiln::i64)gridDim.x * blockDim.x) {{\n"
+                               "{1}{2}"
+                               "#pragma unroll\n"
+                               "    for (int k = 0; k < {3}; ++k) {{\n{4}    }\n{5}  }\n",
+                               work, loads, results, lanes, loop, flush)
+                     .str();
+  } else {
+    auto code = compute(
+        [&](size_t j) {
+          Type elt = tensorOf(inputBuffers[j]).getElementType();
+          std::string ct = computeType(elt);
+          return isa<FloatType>(elt) ? "(" + ct + ")kiln::load(in" + str(j) + ", i)"
+                                     : "(" + ct + ")in" + str(j) + "[i]";
+        },
+        "    ");
+    if (!code)
+      return code.takeError();
+    std::string loop = *code;
+    for (size_t j = 0; j < outputs.size(); ++j) {
+      Type elt = tensorOf(outputs[j]).getElementType();
+      loop += isa<FloatType>(elt)
+                  ? "    kiln::store(out" + str(j) + ", i, " + outNames[j] + ");\n"
+                  : "    out" + str(j) + "[i] = (" + cType(elt) + ")" + outNames[j] + ";\n";
+    }
+    kernelBody = llvm::formatv("  constexpr kiln::i64 N = {0};\n"
+                               "  for (kiln::i64 i = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; i < N;\n"
+                               "       i += (kiln::i64)gridDim.x * blockDim.x) {{\n{1}  }\n",
+                               n, loop)
+                     .str();
+  }
+  std::string ops;
+  if (body.size() > 1) {
+    ops = "// body:";
+    for (Operation *op : body)
+      ops += " " + op->getName().stripDialect().str();
+    ops += "\n";
+  }
+  std::string source = "#include \"kiln/common.cuh\"\n" + Emitter::header(anchor) + ops +
+                       "extern \"C\" __global__ void __launch_bounds__(" + str(kThreads) +
+                       ") @NAME@(" + params + ") {\n" + kernelBody + "}\n";
+  e.launch(anchor, baseName, source, {e.gridFor(work, kThreads), 1, 1}, {kThreads, 1, 1}, args);
+  return true;
+}
+
 } // namespace
 
 llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
+  if (auto fusion = dyn_cast<FusionOp>(op)) {
+    SmallVector<Operation *> body;
+    for (Operation &inner : fusion.getBodyOps())
+      body.push_back(&inner);
+    // The kernel's name says what it fuses: fused_cast_add_gelu...
+    std::string name = "fused";
+    int shown = 0;
+    for (Operation *inner : body)
+      if (!isa<ConstantOp>(inner) && shown++ < 4)
+        name += "_" + inner->getName().stripDialect().str();
+    SmallVector<Value> args(fusion.getBody().getArguments());
+    SmallVector<Value> inputs(fusion.getInputs()), results(fusion.getResults());
+    SmallVector<Value> yielded(fusion.getYield().getValues());
+    return emitLoop(e, op, name, args, inputs, body, yielded, results);
+  }
   if (!op->hasTrait<OpTrait::Elementwise>())
     return false;
-  Value result = op->getResult(0);
-  auto outType = tensorOf(result);
-  int64_t n = outType.getNumElements();
-  std::string outC = cType(outType.getElementType());
-  std::string ct = isa<CastOp, CompareOp>(op) ? operandComputeType(op)
-                                              : computeType(outType.getElementType());
-  if (auto select = dyn_cast<SelectOp>(op))
-    ct = computeType(tensorOf(select.getOnTrue()).getElementType());
-
-  // Operands: pointers, or literals for inlined splat constants.
-  std::vector<PlanArg> args;
-  std::string params;
-  std::vector<std::string> scalars;
-  // 128-bit accesses when the result is a float tensor: each thread handles
-  // V consecutive elements, V = 16 bytes over the narrowest float element (4
-  // for f32, 8 when a bf16/f16 tensor is involved); integer operands (a
-  // select's i1 mask) are read element by element within the vector.
-  bool floatOut = isa<FloatType>(outType.getElementType());
-  int64_t narrowest = floatOut ? cpu::dtypeSize(*cpu::dtypeOf(outType.getElementType())) : 0;
-  for (auto [i, operand] : llvm::enumerate(op->getOperands())) {
-    Type elt = tensorOf(operand).getElementType();
-    std::string opCt = computeType(elt);
-    if (e.isInlined(operand)) {
-      scalars.push_back(e.literal(operand));
-      continue;
-    }
-    auto offset = e.offsetOf(operand);
-    if (!offset)
-      return offset.takeError();
-    args.push_back(Emitter::ptr(*offset));
-    params += llvm::formatv("const {0} *__restrict__ in{1}, ", cType(elt), i).str();
-    scalars.push_back(isa<FloatType>(elt) ? "(" + opCt + ")kiln::load(in" + str(i) + ", i)"
-                                          : "(" + opCt + ")in" + str(i) + "[i]");
-    if (floatOut && isa<FloatType>(elt))
-      narrowest = std::min<int64_t>(narrowest, cpu::dtypeSize(*cpu::dtypeOf(elt)));
-  }
-  auto offset = e.offsetOf(result);
-  if (!offset)
-    return offset.takeError();
-  args.push_back(Emitter::ptr(*offset));
-  params += "" + outC + " *__restrict__ out";
-  auto expr = expression(op, scalars, ct);
-  if (!expr)
-    return error("codegen: the elementwise op " + Emitter::describe(op) +
-                 " has no scalar expression");
-  std::string store = isa<FloatType>(outType.getElementType())
-                          ? "kiln::store(out, i, " + *expr + ");"
-                          : "out[i] = (" + outC + ")" + *expr + ";";
-
-  std::string body;
-  int64_t work = n;
-  int64_t lanes = floatOut && narrowest > 0 ? 16 / narrowest : 0;
-  if (lanes > 1 && n % lanes == 0 && args.size() > 1) {
-    work = n / lanes;
-    std::string loads, laneExpr;
-    std::vector<std::string> laneScalars;
-    for (auto [i, operand] : llvm::enumerate(op->getOperands())) {
-      if (e.isInlined(operand)) {
-        laneScalars.push_back(scalars[i]);
-        continue;
-      }
-      Type elt = tensorOf(operand).getElementType();
-      if (!isa<FloatType>(elt)) {
-        laneScalars.push_back("(" + computeType(elt) + ")in" + str(i) + "[v * " + str(lanes) + " + k]");
-        continue;
-      }
-      loads += llvm::formatv("    alignas(16) {0} a{1}[{2}];\n    kiln::loadVec<{2}>(in{1}, v, a{1});\n",
-                             cType(elt), i, lanes)
-                   .str();
-      laneScalars.push_back("(" + computeType(elt) + ")kiln::load(a" + str(i) + ", k)");
-    }
-    body = llvm::formatv("  constexpr kiln::i64 NV = {0};\n"
-                         "  for (kiln::i64 v = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; v < NV;\n"
-                         "       v += (kiln::i64)gridDim.x * blockDim.x) {{\n"
-                         "{1}    alignas(16) {2} r[{3}];\n"
-                         "#pragma unroll\n"
-                         "    for (int k = 0; k < {3}; ++k)\n"
-                         "      kiln::store(r, k, {4});\n"
-                         "    kiln::storeVec<{3}>(out, v, r);\n  }\n",
-                         work, loads, outC, lanes, *expression(op, laneScalars, ct))
-               .str();
-  } else {
-    body = llvm::formatv("  constexpr kiln::i64 N = {0};\n"
-                         "  for (kiln::i64 i = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; i < N;\n"
-                         "       i += (kiln::i64)gridDim.x * blockDim.x)\n"
-                         "    {1}\n",
-                         n, store)
-               .str();
-  }
-  std::string source = "#include \"kiln/common.cuh\"\n" + Emitter::header(op) +
-                       "extern \"C\" __global__ void __launch_bounds__(" + str(kThreads) +
-                       ") @NAME@(" + params + ") {\n" + body + "}\n";
-  e.launch(op, op->getName().stripDialect(), source, {e.gridFor(work, kThreads), 1, 1},
-           {kThreads, 1, 1}, args);
-  return true;
+  SmallVector<Value> inputs;
+  for (Value v : op->getOperands())
+    if (!e.isInlined(v) && !llvm::is_contained(inputs, v))
+      inputs.push_back(v);
+  return emitLoop(e, op, op->getName().stripDialect(), inputs, inputs, {op}, {op->getResult(0)},
+                  {op->getResult(0)});
 }
 
 namespace {

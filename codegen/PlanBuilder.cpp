@@ -261,6 +261,19 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
       return error("codegen: no CUDA code for " + Emitter::describe(&op));
   }
 
+  // What kiln-fuse did, for `kiln compile` and the Plan.
+  int64_t fusions = 0, fusedOps = 0;
+  for (auto fusion : func.getBody().getOps<FusionOp>()) {
+    ++fusions;
+    for (Operation &inner : fusion.getBodyOps())
+      fusedOps += !isa<ConstantOp>(inner);
+  }
+  if (fusions)
+    e.note(llvm::formatv("kiln-fuse: @{0} runs {1} elementwise ops as {2} fused kernels ({3} "
+                         "launches fewer)",
+                         fn.name, fusedOps, fusions, fusedOps - fusions)
+               .str());
+
   // Results: in place, or copied back into the argument they replace.
   auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
   for (unsigned r = 0; r < ret.getNumOperands(); ++r) {

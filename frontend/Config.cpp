@@ -115,6 +115,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"checkpoint.every", &c.checkpoint.every, 0, 1e12},
       {"checkpoint.keep", &c.checkpoint.keep, 0, 1e6},
       {"compile.fuse_attention", &c.compile.fuse_attention, 0, 0, {"auto", "always", "never"}},
+      {"compile.fuse", &c.compile.fuse},
       {"run.dir", &c.run_dir},
   };
 }

@@ -126,6 +126,9 @@ struct CompileConfig {
   /// keeps the unfused cuBLAS path, faster than kiln's f32 (reference)
   /// attention kernels. "always" and "never" decide regardless.
   std::string fuse_attention = "auto";
+  /// kiln-fuse: chains of elementwise ops and casts run as one kernel each
+  /// (kiln.fusion). Off only to compare against or to debug.
+  bool fuse = true;
 
   /// Whether kiln-fuse-attention runs for `precision`.
   bool fusesAttention(llvm::StringRef precision) const {

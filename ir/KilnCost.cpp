@@ -58,6 +58,15 @@ int64_t kiln::detail::defaultBytesAccessed(Operation *op) {
 
 // Data movement ops do no arithmetic.
 int64_t ReshapeOp::getFlops() { return 0; }
+// The body's work; bytes are the default: the inputs read once, the results
+// written once (what fusing saves is everything in between).
+int64_t FusionOp::getFlops() {
+  int64_t flops = 0;
+  for (Operation &op : getBodyOps())
+    if (auto cost = dyn_cast<CostOpInterface>(op))
+      flops = saturatingAdd(flops, cost.getFlops());
+  return flops;
+}
 int64_t ReshapeOp::getBytesAccessed() { return 0; }
 int64_t TransposeOp::getFlops() { return 0; }
 int64_t SliceOp::getFlops() { return 0; }

@@ -760,3 +760,48 @@ LogicalResult AdamWUpdateOp::verify() {
 
 #define GET_OP_CLASSES
 #include "ir/KilnOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// kiln.fusion
+//===----------------------------------------------------------------------===//
+
+YieldOp FusionOp::getYield() { return cast<YieldOp>(getBody().front().getTerminator()); }
+
+LogicalResult FusionOp::verify() {
+  Block &body = getBody().front();
+  if (body.getNumArguments() != getInputs().size())
+    return emitOpError() << "has " << getInputs().size() << " inputs but its body takes "
+                         << body.getNumArguments() << " arguments";
+  for (auto [i, input, arg] : llvm::enumerate(getInputs(), body.getArguments()))
+    if (input.getType() != arg.getType())
+      return emitOpError() << "input #" << i << " has type " << input.getType()
+                           << " but body argument #" << i << " has type " << arg.getType();
+  auto yield = dyn_cast<YieldOp>(body.getTerminator());
+  if (!yield)
+    return emitOpError() << "body must end in kiln.yield";
+  if (yield.getValues().getTypes() != getResultTypes())
+    return emitOpError() << "yields " << yield.getValues().getTypes().size()
+                         << " values whose types differ from its results'";
+  if (getNumResults() == 0)
+    return emitOpError() << "must have at least one result";
+  // A loop fusion: every value in the body has the results' shape.
+  ArrayRef<int64_t> shape = tensorType(getResult(0)).getShape();
+  for (Operation &op : body.without_terminator()) {
+    bool splat = false;
+    if (auto c = dyn_cast<ConstantOp>(op))
+      splat = isa<SplatElementsAttr>(c.getValue());
+    if (!op.hasTrait<OpTrait::Elementwise>() && !splat)
+      return op.emitOpError() << "cannot be in a kiln.fusion body: only elementwise ops and "
+                                 "splat constants can (a loop fusion)";
+  }
+  for (Value v : body.getArguments())
+    if (tensorType(v).getShape() != shape)
+      return emitOpError() << "body argument of type " << v.getType()
+                           << " does not have the results' shape";
+  for (Operation &op : body.without_terminator())
+    for (Value v : op.getResults())
+      if (tensorType(v).getShape() != shape)
+        return op.emitOpError() << "result of type " << v.getType()
+                                << " does not have the fusion's shape";
+  return success();
+}

@@ -920,4 +920,58 @@ def Kiln_AdamWUpdateOp : Kiln_Op<"adamw_update"> {
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Fusion (built by kiln-fuse)
+//===----------------------------------------------------------------------===//
+
+def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
+  let summary = "ops that run as one kernel";
+  let description = [{
+    A region of kiln ops that codegen emits as one kernel, so the values
+    between them never go through device memory. kiln-fuse
+    (passes/Fuse.cpp) builds it after the training step is complete; the
+    body is ordinary kiln IR over the block arguments (one per input, same
+    type) and ends in `kiln.yield` of the results. The interpreter runs the
+    body op by op, so a fusion means exactly what its body means.
+
+    Today a body is a loop fusion: elementwise ops (casts included) and
+    splat constants, every value of the results' shape; the kernel reads
+    each input once and rounds every intermediate to its element type, as
+    the unfused ops' tensors would be. Reductions at the end, broadcast
+    inputs read through an index map and GEMM epilogues are planned.
+
+    ```mlir
+    %y = kiln.fusion (%x, %b) : (tensor<4x8xbf16>, tensor<4x8xf32>) -> tensor<4x8xf32> {
+    ^bb0(%a: tensor<4x8xbf16>, %c: tensor<4x8xf32>):
+      %0 = kiln.cast %a : tensor<4x8xbf16> to tensor<4x8xf32>
+      %1 = kiln.add %0, %c : tensor<4x8xf32>
+      kiln.yield %1 : tensor<4x8xf32>
+    }
+    ```
+  }];
+  let arguments = (ins Variadic<Kiln_AnyTensor>:$inputs);
+  let results = (outs Variadic<Kiln_AnyTensor>:$results);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "`(` $inputs `)` attr-dict `:` functional-type($inputs, $results) $body";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The body's ops before its kiln.yield.
+    auto getBodyOps() { return getBody().front().without_terminator(); }
+    YieldOp getYield();
+  }];
+}
+
+def Kiln_YieldOp : Kiln_Op<"yield", [Terminator, HasParent<"FusionOp">]> {
+  let summary = "the results of a kiln.fusion";
+  let arguments = (ins Variadic<Kiln_AnyTensor>:$values);
+  let assemblyFormat = "$values attr-dict `:` type($values)";
+  let extraClassDeclaration = [{
+    int64_t getBytesAccessed();
+  }];
+  let extraClassDefinition = [{
+    int64_t $cppClass::getFlops() { return 0; }
+    int64_t $cppClass::getBytesAccessed() { return 0; }
+  }];
+}
+
 #endif // KILN_OPS_TD

@@ -25,6 +25,8 @@ void registerKilnPipelines();
 struct TrainingPipelineOptions {
   /// kiln-fuse-attention (softmax(q·kᵀ)·v into kiln.attention).
   bool fuseAttention = true;
+  /// kiln-fuse (elementwise chains into kiln.fusion), last.
+  bool fuse = true;
   AssignPrecisionPassOptions precision;
   AutodiffPassOptions autodiff;
   /// Clipping, AdamW and accumulation; none: the step returns gradients.

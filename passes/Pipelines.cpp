@@ -19,7 +19,7 @@ namespace {
 
 /// The pipeline around its three configurable passes (`attachOptimizer` may
 /// be null).
-void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention,
+void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention, bool fuse,
                        std::unique_ptr<mlir::Pass> assignPrecision,
                        std::unique_ptr<mlir::Pass> autodiff,
                        std::unique_ptr<mlir::Pass> attachOptimizer) {
@@ -47,6 +47,10 @@ void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention,
   pm.addPass(mlir::createCSEPass());
   // Biases the VJP rules produced in matmul + add form, if any.
   pm.addPass(createFuseMatmulBiasPass());
+  // Chains of elementwise ops and casts into kiln.fusion regions: one
+  // kernel each. Last, so it sees the whole step, backward and optimizer.
+  if (fuse)
+    pm.addPass(createFusePass());
 }
 
 /// kiln-training-pipeline's textual options: each configurable pass takes
@@ -61,6 +65,7 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                                       llvm::cl::desc("Options of kiln-attach-optimizer")};
   Option<bool> fuseAttention{*this, "fuse-attention",
                              llvm::cl::desc("Run kiln-fuse-attention"), llvm::cl::init(true)};
+  Option<bool> fuse{*this, "fuse", llvm::cl::desc("Run kiln-fuse"), llvm::cl::init(true)};
   Option<bool> optimizer{*this, "optimizer",
                          llvm::cl::desc("Attach the optimizer (false: the step returns gradients)"),
                          llvm::cl::init(true)};
@@ -79,7 +84,7 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
                             std::pair{optimizer.get(), &options.attachOptimizer}})
     if (pass && mlir::failed(pass->initializeOptions(text->getValue(), fail)))
       return mlir::failure();
-  addTrainingPasses(pm, options.fuseAttention, std::move(precision), std::move(autodiff),
+  addTrainingPasses(pm, options.fuseAttention, options.fuse, std::move(precision), std::move(autodiff),
                     std::move(optimizer));
   return mlir::success();
 }
@@ -87,7 +92,8 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
 } // namespace
 
 void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOptions &options) {
-  addTrainingPasses(pm, options.fuseAttention, createAssignPrecisionPass(options.precision),
+  addTrainingPasses(pm, options.fuseAttention, options.fuse,
+                    createAssignPrecisionPass(options.precision),
                     createAutodiffPass(options.autodiff),
                     options.optimizer ? createAttachOptimizerPass(*options.optimizer) : nullptr);
 }
@@ -109,9 +115,9 @@ void registerKilnPipelines() {
   mlir::registerPassPipeline(
       "kiln-training-pipeline",
       "Build the training step from @forward: canonicalize, fuse-matmul-bias, fuse-attention, "
-      "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias "
+      "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias, fuse "
       "(options: assign-precision={...} autodiff={...} attach-optimizer={...}, each the pass's "
-      "own; fuse-attention=false; optimizer=false)",
+      "own; fuse-attention=false; fuse=false; optimizer=false)",
       buildFromText, [](llvm::function_ref<void(const mlir::detail::PassOptions &)> print) {
         print(TrainingPipelineText());
       });

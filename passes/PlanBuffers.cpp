@@ -271,7 +271,8 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
         continue;
       bool readsArg = llvm::any_of(producer->getOperands(),
                                    [&](Value operand) { return rootOf(operand) == arg; });
-      bool elementwise = producer->hasTrait<OpTrait::Elementwise>() || isa<AdamWUpdateOp>(producer);
+      bool elementwise = producer->hasTrait<OpTrait::Elementwise>() ||
+                         isa<AdamWUpdateOp, FusionOp>(producer);
       if (readsArg && !elementwise)
         continue;
       if (!lastRead.count(arg) || lastRead[arg] <= runsAt(producer))

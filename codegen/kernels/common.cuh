@@ -33,6 +33,11 @@ __device__ __forceinline__ void store(double *p, i64 i, double v) { p[i] = v; }
 __device__ __forceinline__ void store(__nv_bfloat16 *p, i64 i, float v) { p[i] = __float2bfloat16_rn(v); }
 __device__ __forceinline__ void store(__half *p, i64 i, float v) { p[i] = __float2half_rn(v); }
 
+// A value rounded as a store to a bf16/f16 tensor and a load back would: a
+// fused kernel's intermediates mean what the unfused ops' tensors meant.
+__device__ __forceinline__ float roundBf16(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+__device__ __forceinline__ float roundF16(float v) { return __half2float(__float2half_rn(v)); }
+
 // 128-bit vector access: element v·V … v·V+V−1 of p, through uint4 loads
 // and stores (V·sizeof(T) is a multiple of 16; the arena keeps every
 // buffer 256-byte aligned).

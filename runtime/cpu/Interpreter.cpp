@@ -20,6 +20,7 @@
 #include "llvm/Support/MathExtras.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <deque>
 #include <limits>
 
 using namespace mlir;
@@ -96,7 +97,43 @@ bool isSupported(Operation *op) {
              ReduceSumOp, ReduceMaxOp, ReduceMeanOp, MatmulOp, EmbeddingOp, SoftmaxOp,
              LogSoftmaxOp, LayerNormOp, RmsNormOp, RopeOp, CrossEntropyOp, AttentionOp,
              GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
-             EmbeddingGradOp, AttentionGradOp, GlobalNormOp, AdamWUpdateOp>(op);
+             EmbeddingGradOp, AttentionGradOp, GlobalNormOp, AdamWUpdateOp, FusionOp>(op);
+}
+
+llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
+                    llvm::SmallVectorImpl<HostTensor> &out);
+
+/// A kiln.fusion means its body: the body's ops run one by one on the
+/// inputs, each result stored in its element type as the unfused ops'
+/// would be, and the yielded values are the results.
+llvm::Error executeFusion(FusionOp fusion, llvm::ArrayRef<const HostTensor *> in,
+                          llvm::SmallVectorImpl<HostTensor> &out) {
+  llvm::DenseMap<Value, const HostTensor *> values;
+  for (auto [arg, t] : llvm::zip_equal(fusion.getBody().getArguments(), in))
+    values[arg] = t;
+  std::deque<HostTensor> owned; // stable addresses
+  for (Operation &op : fusion.getBodyOps()) {
+    if (auto c = dyn_cast<ConstantOp>(op)) {
+      owned.push_back(fromElements(c.getValue()));
+      values[c.getResult()] = &owned.back();
+      continue;
+    }
+    if (!isSupported(&op) || isa<FusionOp>(op))
+      return opError(&op, "this op is not supported by the CPU interpreter");
+    llvm::SmallVector<const HostTensor *, 4> operands;
+    for (Value v : op.getOperands())
+      operands.push_back(values.lookup(v));
+    llvm::SmallVector<HostTensor, 1> results;
+    if (llvm::Error err = execute(&op, operands, results))
+      return err;
+    for (auto [v, t] : llvm::zip_equal(op.getResults(), results)) {
+      owned.push_back(std::move(t));
+      values[v] = &owned.back();
+    }
+  }
+  for (Value v : fusion.getYield().getValues())
+    out.push_back(values.lookup(v)->clone());
+  return llvm::Error::success();
 }
 
 /// Executes one op on its operand tensors, appending its results.
@@ -309,6 +346,7 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         out.append({p, m, v});
         return llvm::Error::success();
       })
+      .Case([&](FusionOp f) { return executeFusion(f, in, out); })
       .Default([&](Operation *) { return opError(op, "not supported"); });
 }
 

@@ -298,6 +298,37 @@ std::vector<OpCase> cases() {
                "%r0 = kiln.add %a, %b : tensor<64x256xbf16>"});
   c.push_back({"gelu_f16_odd", {f("a", "tensor<33x17xf16>")}, {"tensor<33x17xf16>"},
                "%r0 = kiln.gelu tanh %a : tensor<33x17xf16>", 1e-3, 2e-3});
+  // kiln.fusion kernels (kiln-fuse's output): one loop over the body, the
+  // intermediates rounded to their types as the interpreter's tensors are.
+  c.push_back({"fusion_bf16_chain", {f("a", "tensor<64x256xbf16>"), f("b", "tensor<64x256xf32>")},
+               {"tensor<64x256xbf16>"},
+               "%r0 = kiln.fusion (%a, %b) : (tensor<64x256xbf16>, tensor<64x256xf32>) -> tensor<64x256xbf16> {\n"
+               "  ^bb0(%x: tensor<64x256xbf16>, %y: tensor<64x256xf32>):\n"
+               "    %0 = kiln.cast %x : tensor<64x256xbf16> to tensor<64x256xf32>\n"
+               "    %c = kiln.constant dense<2.0> : tensor<64x256xf32>\n"
+               "    %1 = kiln.mul %0, %c : tensor<64x256xf32>\n"
+               "    %2 = kiln.add %1, %y : tensor<64x256xf32>\n"
+               "    %3 = kiln.cast %2 : tensor<64x256xf32> to tensor<64x256xbf16>\n"
+               "    %4 = kiln.gelu tanh %3 : tensor<64x256xbf16>\n"
+               "    kiln.yield %4 : tensor<64x256xbf16>\n"
+               "  }", 1e-2, 8e-3});
+  c.push_back({"fusion_mask_odd", {f("a", "tensor<5x13xf32>"), f("b", "tensor<5x13xf32>")}, {"tensor<5x13xf32>"},
+               "%r0 = kiln.fusion (%a, %b) : (tensor<5x13xf32>, tensor<5x13xf32>) -> tensor<5x13xf32> {\n"
+               "  ^bb0(%x: tensor<5x13xf32>, %y: tensor<5x13xf32>):\n"
+               "    %m = kiln.compare gt, %x, %y : tensor<5x13xf32>\n"
+               "    %0 = kiln.select %m, %x, %y : tensor<5x13xi1>, tensor<5x13xf32>\n"
+               "    %1 = kiln.exp %0 : tensor<5x13xf32>\n"
+               "    %2 = kiln.mul %1, %x : tensor<5x13xf32>\n"
+               "    kiln.yield %2 : tensor<5x13xf32>\n"
+               "  }", 1e-5, 1e-5});
+  c.push_back({"fusion_f16_two_outputs", {f("a", "tensor<32x24xf16>")}, {"tensor<32x24xf16>", "tensor<32x24xf32>"},
+               "%r0, %r1 = kiln.fusion (%a) : (tensor<32x24xf16>) -> (tensor<32x24xf16>, tensor<32x24xf32>) {\n"
+               "  ^bb0(%x: tensor<32x24xf16>):\n"
+               "    %0 = kiln.tanh %x : tensor<32x24xf16>\n"
+               "    %1 = kiln.mul %0, %x : tensor<32x24xf16>\n"
+               "    %2 = kiln.cast %1 : tensor<32x24xf16> to tensor<32x24xf32>\n"
+               "    kiln.yield %1, %2 : tensor<32x24xf16>, tensor<32x24xf32>\n"
+               "  }", 2e-3, 2e-3});
   c.push_back({"cast_f32_bf16", {f("a", "tensor<16x64xf32>")}, {"tensor<16x64xbf16>"},
                "%r0 = kiln.cast %a : tensor<16x64xf32> to tensor<16x64xbf16>"});
   c.push_back({"cast_bf16_f32", {f("a", "tensor<16x64xbf16>")}, {"tensor<16x64xf32>"},

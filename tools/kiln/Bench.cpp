@@ -249,6 +249,15 @@ int runBench() {
                     stats.nvrtc.compiled, stats.nvrtc.cached, stats.nvrtc.seconds,
                     stats.moduleSeconds, stats.gemmShapes, stats.gemmShapesCached,
                     stats.autotuneSeconds, times.init);
+  for (const PlanFunction &f : plan.functions)
+    if (f.name == "train_step") {
+      size_t launches = 0, gemms = 0;
+      for (const PlanStep &st : f.steps) {
+        launches += st.kind == PlanStep::Kind::Launch;
+        gemms += st.kind == PlanStep::Kind::Gemm;
+      }
+      outs() << formatv("  plan: {0} kernel launches and {1} GEMMs per step\n", launches, gemms);
+    }
   outs() << formatv("  step: {0:f2} ms median of {1} (wall, through the backend); {2:f2} ms GPU "
                     "(graph replay); {3:f0} tok/s; {4}\n",
                     median, ms.size(), *gpuMs, tokensPerStep / (median * 1e-3),

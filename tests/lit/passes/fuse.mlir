@@ -1,0 +1,100 @@
+// kiln-fuse: chains of elementwise ops over one shape become kiln.fusion
+// regions; what must stay apart stays apart.
+// RUN: kiln-opt %s -split-input-file -kiln-fuse | FileCheck %s
+
+// A chain with a cast and a splat constant: one fusion, the constant cloned
+// into the body (and gone outside), the inputs in first-use order.
+// CHECK-LABEL: func.func @chain
+// CHECK-SAME: (%[[X:.+]]: tensor<4x8xbf16>, %[[R:.+]]: tensor<4x8xf32>)
+// CHECK-NOT: kiln.constant
+// CHECK: %[[F:.+]] = kiln.fusion(%[[X]], %[[R]]) : (tensor<4x8xbf16>, tensor<4x8xf32>) -> tensor<4x8xf32> {
+// CHECK-NEXT: ^bb0(%[[A:.+]]: tensor<4x8xbf16>, %[[B:.+]]: tensor<4x8xf32>):
+// CHECK-NEXT: %[[C0:.+]] = kiln.cast %[[A]]
+// CHECK-NEXT: %[[K:.+]] = kiln.constant dense<2.000000e+00>
+// CHECK-NEXT: %[[M:.+]] = kiln.mul %[[C0]], %[[K]]
+// CHECK-NEXT: %[[S:.+]] = kiln.add %[[M]], %[[B]]
+// CHECK-NEXT: kiln.yield %[[S]] : tensor<4x8xf32>
+// CHECK-NEXT: }
+// CHECK-NEXT: return %[[F]]
+func.func @chain(%x: tensor<4x8xbf16>, %r: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %c = kiln.constant dense<2.0> : tensor<4x8xf32>
+  %0 = kiln.cast %x : tensor<4x8xbf16> to tensor<4x8xf32>
+  %1 = kiln.mul %0, %c : tensor<4x8xf32>
+  %2 = kiln.add %1, %r : tensor<4x8xf32>
+  return %2 : tensor<4x8xf32>
+}
+
+// -----
+
+// A value used twice inside the group fuses; a mask from compare feeds a
+// select in the same kernel.
+// CHECK-LABEL: func.func @diamond
+// CHECK: kiln.fusion
+// CHECK: kiln.compare
+// CHECK: kiln.select
+// CHECK: kiln.exp
+// CHECK: kiln.mul
+// CHECK: kiln.yield
+// CHECK-NOT: kiln.fusion
+func.func @diamond(%x: tensor<16xf32>, %y: tensor<16xf32>) -> tensor<16xf32> {
+  %m = kiln.compare gt, %x, %y : tensor<16xf32>
+  %s = kiln.select %m, %x, %y : tensor<16xi1>, tensor<16xf32>
+  %e = kiln.exp %s : tensor<16xf32>
+  %p = kiln.mul %e, %s : tensor<16xf32>
+  return %p : tensor<16xf32>
+}
+
+// -----
+
+// Near-misses. A value needed both inside a chain and after it stays
+// outside (no multi-output fusion yet): %a is returned, so only %b, %c fuse.
+// CHECK-LABEL: func.func @used_after
+// CHECK: %[[A:.+]] = kiln.exp %{{.+}} : tensor<8xf32>
+// CHECK-NEXT: %[[F:.+]] = kiln.fusion(%[[A]])
+// CHECK: kiln.neg
+// CHECK: kiln.tanh
+// CHECK: return %[[A]], %[[F]]
+func.func @used_after(%x: tensor<8xf32>) -> (tensor<8xf32>, tensor<8xf32>) {
+  %a = kiln.exp %x : tensor<8xf32>
+  %b = kiln.neg %a : tensor<8xf32>
+  %c = kiln.tanh %b : tensor<8xf32>
+  return %a, %c : tensor<8xf32>, tensor<8xf32>
+}
+
+// -----
+
+// A reduction, a matmul or a broadcast between elementwise ops ends a
+// group; lone elementwise ops stay as they are.
+// CHECK-LABEL: func.func @breaks
+// CHECK-NOT: kiln.fusion
+// CHECK: kiln.exp
+// CHECK: kiln.reduce_sum
+// CHECK: kiln.broadcast_in_dim
+// CHECK: kiln.add
+// CHECK: kiln.matmul
+// CHECK: kiln.tanh
+func.func @breaks(%x: tensor<4x8xf32>, %w: tensor<8x8xf32>) -> tensor<4x8xf32> {
+  %e = kiln.exp %x : tensor<4x8xf32>
+  %s = kiln.reduce_sum %e, dims = [1] : tensor<4x8xf32> -> tensor<4xf32>
+  %b = kiln.broadcast_in_dim %s, dims = [0] : tensor<4xf32> -> tensor<4x8xf32>
+  %a = kiln.add %b, %x : tensor<4x8xf32>
+  %m = kiln.matmul %a, %w : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %t = kiln.tanh %m : tensor<4x8xf32>
+  return %t : tensor<4x8xf32>
+}
+
+// -----
+
+// Two users in different groups: the producer joins neither.
+// CHECK-LABEL: func.func @two_groups
+// CHECK: %[[E:.+]] = kiln.exp
+// CHECK: kiln.fusion(%[[E]]
+// CHECK: kiln.fusion(%[[E]]
+func.func @two_groups(%x: tensor<8xf32>) -> (tensor<8xf32>, tensor<8xf32>) {
+  %e = kiln.exp %x : tensor<8xf32>
+  %a = kiln.neg %e : tensor<8xf32>
+  %b = kiln.tanh %a : tensor<8xf32>
+  %c = kiln.sqrt %e : tensor<8xf32>
+  %d = kiln.log %c : tensor<8xf32>
+  return %b, %d : tensor<8xf32>, tensor<8xf32>
+}
