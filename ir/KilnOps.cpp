@@ -776,7 +776,7 @@ LogicalResult FusionOp::verify() {
     if (input.getType() != arg.getType())
       return emitOpError() << "input #" << i << " has type " << input.getType()
                            << " but body argument #" << i << " has type " << arg.getType();
-  auto yield = dyn_cast<YieldOp>(body.getTerminator());
+  auto yield = body.empty() ? YieldOp() : dyn_cast<YieldOp>(body.back());
   if (!yield)
     return emitOpError() << "body must end in kiln.yield";
   if (yield.getValues().getTypes() != getResultTypes())

@@ -48,3 +48,14 @@ func.func @shape(%x: tensor<4x8xf32>, %y: tensor<8xf32>) -> tensor<4x8xf32> {
   }
   return %0 : tensor<4x8xf32>
 }
+
+// -----
+
+func.func @no_yield(%x: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{body must end in kiln.yield}}
+  %0 = kiln.fusion(%x) : (tensor<4xf32>) -> tensor<4xf32> {
+  ^bb0(%a: tensor<4xf32>):
+    %1 = kiln.exp %a : tensor<4xf32>
+  }
+  return %0 : tensor<4xf32>
+}
