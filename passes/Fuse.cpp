@@ -119,7 +119,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       }
     Operation *last = ops.back();
     OpBuilder b(last);
-    auto fusion = b.create<FusionOp>(last->getLoc(), last->getResultTypes(), inputs.getArrayRef());
+    auto fusion = FusionOp::create(b, last->getLoc(), last->getResultTypes(), inputs.getArrayRef());
     Block *body = new Block();
     fusion.getBody().push_back(body);
     IRMapping map;
@@ -132,7 +132,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
           map.map(v, inner.clone(*v.getDefiningOp())->getResult(0));
       inner.clone(*op, map);
     }
-    inner.create<YieldOp>(last->getLoc(), ValueRange{map.lookup(last->getResult(0))});
+    YieldOp::create(inner, last->getLoc(), ValueRange{map.lookup(last->getResult(0))});
     last->getResult(0).replaceAllUsesWith(fusion.getResult(0));
 
     // What stays on chip: each intermediate's write and read.
