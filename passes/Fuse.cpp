@@ -7,19 +7,20 @@
 // every intermediate through device memory.
 //
 // Grouping, in reverse program order: an elementwise op joins the group of
-// its users when all of its users are in one group of its shape; otherwise
-// it starts a group. So a member's value is used only inside its group but
-// for the group's last op, whose results leave it. Such groups are convex
-// (no path leaves a group and comes back): when an op joins, every member
-// already there comes after it and its only users are members. Nothing is
+// one of its users when the group has its shape and every other user of
+// the op comes after the group's last op; otherwise it starts a group. The
+// fusion is placed at the group's last op and yields each member's value
+// that is used outside (a value needed both in the chain and after it is
+// a second result). Such groups are convex (no path leaves a group and
+// comes back): the outside users all follow every member. Nothing is
 // recomputed: every op runs exactly once, in a kernel that moves fewer
 // bytes, so no cost model is needed to accept a group; the pass reports
 // the bytes it keeps out of device memory.
 //
 // Splat constants are cloned into the bodies (literals in the kernel).
-// Planned (docs/architecture.md, "Fusion"): multi-output groups (a value
-// also needed after the group), a reduction at the end, broadcasts read
-// through an index map, GEMM epilogues, and the recompute policies.
+// Planned (docs/architecture.md, "kiln-fuse"): a reduction at the end,
+// broadcasts read through an index map, casts into composite and GEMM
+// epilogues, and the recompute policies.
 //
 //===----------------------------------------------------------------------===//
 
@@ -71,25 +72,41 @@ struct FusePass final : impl::FusePassBase<FusePass> {
   }
 
   void fuseBlock(Block &block) {
-    // Groups as lists of ops, built last op first.
+    llvm::DenseMap<Operation *, int64_t> index;
+    for (Operation &op : block)
+      index[&op] = static_cast<int64_t>(index.size());
+    // Groups as lists of ops, built last op first: front() is the last op.
     llvm::DenseMap<Operation *, unsigned> groupOf;
     std::vector<SmallVector<Operation *>> groups;
+    auto shapeOf = [](Operation *op) {
+      return cast<RankedTensorType>(op->getResult(0).getType()).getShape();
+    };
     for (Operation &op : llvm::reverse(block)) {
       if (!isFusible(&op))
         continue;
+      // Join the group of one of the users when every other user comes
+      // after that group's last op: the fusion is placed there, so those
+      // users still follow it (and, being later, cannot lead back into
+      // it). A value with such users becomes another result.
       std::optional<unsigned> joined;
-      bool oneGroup = !op.getResult(0).use_empty();
       for (Operation *user : op.getResult(0).getUsers()) {
         auto it = groupOf.find(user);
-        if (it == groupOf.end() || (joined && *joined != it->second)) {
-          oneGroup = false;
+        if (it == groupOf.end() || (joined && *joined == it->second))
+          continue;
+        unsigned g = it->second;
+        if (shapeOf(groups[g].front()) != shapeOf(&op))
+          continue;
+        int64_t last = index[groups[g].front()];
+        bool othersAfter = llvm::all_of(op.getResult(0).getUsers(), [&](Operation *other) {
+          auto o = groupOf.find(other);
+          return (o != groupOf.end() && o->second == g) || index[other] > last;
+        });
+        if (othersAfter) {
+          joined = g;
           break;
         }
-        joined = it->second;
       }
-      if (oneGroup && joined &&
-          cast<RankedTensorType>(groups[*joined].front()->getResult(0).getType()).getShape() ==
-              cast<RankedTensorType>(op.getResult(0).getType()).getShape()) {
+      if (joined) {
         groups[*joined].push_back(&op);
         groupOf[&op] = *joined;
         continue;
@@ -105,21 +122,32 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     }
   }
 
-  /// Replaces `ops` (program order; only the last one's result is used
-  /// outside) with one kiln.fusion at the last op.
+  /// Replaces `ops` (program order; their users outside come after the
+  /// last one) with one kiln.fusion at the last op, whose results are the
+  /// members' values used outside, in program order.
   void buildFusion(ArrayRef<Operation *> ops) {
     llvm::SmallPtrSet<Operation *, 8> members(ops.begin(), ops.end());
     llvm::SetVector<Value> inputs;
-    for (Operation *op : ops)
+    SmallVector<Value> outputs;
+    for (Operation *op : ops) {
       for (Value v : op->getOperands()) {
         Operation *def = v.getDefiningOp();
         if ((def && members.contains(def)) || isSplatConstant(v))
           continue;
         inputs.insert(v);
       }
+      if (llvm::any_of(op->getResult(0).getUsers(),
+                       [&](Operation *user) { return !members.contains(user); }))
+        outputs.push_back(op->getResult(0));
+    }
+    if (outputs.empty())
+      return; // dead code: nothing to fuse for
     Operation *last = ops.back();
     OpBuilder b(last);
-    auto fusion = FusionOp::create(b, last->getLoc(), last->getResultTypes(), inputs.getArrayRef());
+    SmallVector<Type> types;
+    for (Value v : outputs)
+      types.push_back(v.getType());
+    auto fusion = FusionOp::create(b, last->getLoc(), types, inputs.getArrayRef());
     Block *body = new Block();
     fusion.getBody().push_back(body);
     IRMapping map;
@@ -132,12 +160,18 @@ struct FusePass final : impl::FusePassBase<FusePass> {
           map.map(v, inner.clone(*v.getDefiningOp())->getResult(0));
       inner.clone(*op, map);
     }
-    YieldOp::create(inner, last->getLoc(), ValueRange{map.lookup(last->getResult(0))});
-    last->getResult(0).replaceAllUsesWith(fusion.getResult(0));
+    SmallVector<Value> yielded;
+    for (Value v : outputs)
+      yielded.push_back(map.lookup(v));
+    YieldOp::create(inner, last->getLoc(), yielded);
+    for (auto [v, result] : llvm::zip_equal(outputs, fusion.getResults()))
+      v.replaceUsesWithIf(result, [&](OpOperand &use) { return !members.contains(use.getOwner()); });
 
-    // What stays on chip: each intermediate's write and read.
-    for (Operation *op : ops.drop_back())
-      bytesKept += 2 * bytesOf(op->getResult(0));
+    // What stays on chip: each intermediate's write and read (a result
+    // used outside is still written, but read from registers inside).
+    for (Operation *op : ops)
+      if (!llvm::is_contained(outputs, op->getResult(0)))
+        bytesKept += 2 * bytesOf(op->getResult(0));
     numFusions++;
     numOpsFused += ops.size();
 

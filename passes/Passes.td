@@ -164,11 +164,13 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
   let summary = "Groups chains of elementwise ops into kiln.fusion regions (one kernel each)";
   let description = [{
     Loop fusion over the finished training step: an elementwise op (casts
-    included) whose users are all in one group of its shape joins that
-    group; each group of two or more ops becomes a `kiln.fusion` whose body
-    is those ops, with splat constants cloned in. Codegen emits one kernel
-    per fusion: the inputs are read once, the last op's result written
-    once, the intermediates never leave registers. Nothing is recomputed.
+    included) joins the group of one of its users when the group has its
+    shape and the op's other users all come after the group; each group of
+    two or more ops becomes a `kiln.fusion` whose body is those ops, with
+    splat constants cloned in, yielding every value used outside. Codegen
+    emits one kernel per fusion: the inputs are read once, the results
+    written once, the intermediates never leave registers. Nothing is
+    recomputed.
     Statistics (`--mlir-pass-statistics`) count the fusions, the ops in
     them and the bytes of device-memory traffic they avoid.
 

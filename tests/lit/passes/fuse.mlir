@@ -46,19 +46,39 @@ func.func @diamond(%x: tensor<16xf32>, %y: tensor<16xf32>) -> tensor<16xf32> {
 
 // -----
 
-// Near-misses. A value needed both inside a chain and after it stays
-// outside (no multi-output fusion yet): %a is returned, so only %b, %c fuse.
+// A value also needed after its chain becomes a second result (its users
+// outside come after the fusion).
 // CHECK-LABEL: func.func @used_after
-// CHECK: %[[A:.+]] = kiln.exp %{{.+}} : tensor<8xf32>
-// CHECK-NEXT: %[[F:.+]] = kiln.fusion(%[[A]])
-// CHECK: kiln.neg
-// CHECK: kiln.tanh
-// CHECK: return %[[A]], %[[F]]
+// CHECK: %[[F:.+]]:2 = kiln.fusion(%{{.+}}) : (tensor<8xf32>) -> (tensor<8xf32>, tensor<8xf32>)
+// CHECK: %[[A:.+]] = kiln.exp
+// CHECK: kiln.neg %[[A]]
+// CHECK: %[[C:.+]] = kiln.tanh
+// CHECK: kiln.yield %[[A]], %[[C]]
+// CHECK: return %[[F]]#0, %[[F]]#1
 func.func @used_after(%x: tensor<8xf32>) -> (tensor<8xf32>, tensor<8xf32>) {
   %a = kiln.exp %x : tensor<8xf32>
   %b = kiln.neg %a : tensor<8xf32>
   %c = kiln.tanh %b : tensor<8xf32>
   return %a, %c : tensor<8xf32>, tensor<8xf32>
+}
+
+// -----
+
+// Near-miss: a user outside the chain that runs before the chain ends (the
+// reduction) keeps the value out: the fusion could not be placed both after
+// %a's other users' inputs and before that user.
+// CHECK-LABEL: func.func @used_before_the_end
+// CHECK: %[[A:.+]] = kiln.exp
+// CHECK-NEXT: kiln.reduce_sum %[[A]]
+// CHECK-NEXT: %[[F:.+]] = kiln.fusion(%[[A]], %{{.+}}) : (tensor<8xf32>, tensor<8xf32>) -> tensor<8xf32>
+// CHECK-NOT: kiln.exp
+// CHECK: kiln.yield
+func.func @used_before_the_end(%x: tensor<8xf32>, %y: tensor<8xf32>) -> (tensor<f32>, tensor<8xf32>) {
+  %a = kiln.exp %x : tensor<8xf32>
+  %s = kiln.reduce_sum %a, dims = [0] : tensor<8xf32> -> tensor<f32>
+  %b = kiln.neg %a : tensor<8xf32>
+  %c = kiln.mul %b, %y : tensor<8xf32>
+  return %s, %c : tensor<f32>, tensor<8xf32>
 }
 
 // -----
@@ -85,11 +105,15 @@ func.func @breaks(%x: tensor<4x8xf32>, %w: tensor<8x8xf32>) -> tensor<4x8xf32> {
 
 // -----
 
-// Two users in different groups: the producer joins neither.
+// Two users in different groups: the producer joins the first group as a
+// second result, which the later group reads.
 // CHECK-LABEL: func.func @two_groups
-// CHECK: %[[E:.+]] = kiln.exp
-// CHECK: kiln.fusion(%[[E]]
-// CHECK: kiln.fusion(%[[E]]
+// CHECK: %[[F:.+]]:2 = kiln.fusion(%{{.+}})
+// CHECK: kiln.exp
+// CHECK: kiln.yield
+// CHECK: %[[G:.+]] = kiln.fusion(%[[F]]#0)
+// CHECK: kiln.sqrt
+// CHECK: return %[[F]]#1, %[[G]]
 func.func @two_groups(%x: tensor<8xf32>) -> (tensor<8xf32>, tensor<8xf32>) {
   %e = kiln.exp %x : tensor<8xf32>
   %a = kiln.neg %e : tensor<8xf32>
