@@ -99,12 +99,15 @@ std::string opComputeType(Operation *op) {
 }
 
 /// `x` rounded to `t`, as storing it in a `t` tensor and loading it back
-/// would (a fused intermediate means what the unfused tensor meant).
+/// would (a fused intermediate means what the unfused tensor meant): bf16
+/// and f16 round, i32 wraps (its compute type is 64-bit).
 std::string roundTo(Type t, const std::string &x) {
   if (t.isBF16())
     return "kiln::roundBf16(" + x + ")";
   if (t.isF16())
     return "kiln::roundF16(" + x + ")";
+  if (t.isInteger(32))
+    return "(long long)(int)(" + x + ")";
   return x;
 }
 

@@ -767,7 +767,7 @@ LogicalResult AdamWUpdateOp::verify() {
 
 YieldOp FusionOp::getYield() { return cast<YieldOp>(getBody().front().getTerminator()); }
 
-LogicalResult FusionOp::verify() {
+LogicalResult FusionOp::verifyRegions() {
   Block &body = getBody().front();
   if (body.getNumArguments() != getInputs().size())
     return emitOpError() << "has " << getInputs().size() << " inputs but its body takes "

@@ -953,7 +953,8 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
   let results = (outs Variadic<Kiln_AnyTensor>:$results);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "`(` $inputs `)` attr-dict `:` functional-type($inputs, $results) $body";
-  let hasVerifier = 1;
+  // After the body's ops are verified (their types are then known tensors).
+  let hasRegionVerifier = 1;
   let extraClassDeclaration = [{
     /// The body's ops before its kiln.yield.
     auto getBodyOps() { return getBody().front().without_terminator(); }

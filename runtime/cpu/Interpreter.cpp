@@ -105,34 +105,55 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
 
 /// A kiln.fusion means its body: the body's ops run one by one on the
 /// inputs, each result stored in its element type as the unfused ops'
-/// would be, and the yielded values are the results.
+/// would be, and the yielded values are the results. Each intermediate is
+/// freed after its last reader, as the function's own values are.
 llvm::Error executeFusion(FusionOp fusion, llvm::ArrayRef<const HostTensor *> in,
                           llvm::SmallVectorImpl<HostTensor> &out) {
-  llvm::DenseMap<Value, const HostTensor *> values;
-  for (auto [arg, t] : llvm::zip_equal(fusion.getBody().getArguments(), in))
-    values[arg] = t;
-  std::deque<HostTensor> owned; // stable addresses
+  Block &body = fusion.getBody().front();
+  llvm::DenseMap<Value, const HostTensor *> args;
+  for (auto [arg, t] : llvm::zip_equal(body.getArguments(), in))
+    args[arg] = t;
+  llvm::DenseMap<Value, Operation *> lastUse; // a yielded value's is the yield
+  for (Operation &op : body)
+    for (Value v : op.getOperands())
+      lastUse[v] = &op;
+  llvm::DenseMap<Value, HostTensor> owned;
+  auto lookup = [&](Value v) -> const HostTensor * {
+    if (auto it = args.find(v); it != args.end())
+      return it->second;
+    auto it = owned.find(v);
+    return it == owned.end() ? nullptr : &it->second;
+  };
   for (Operation &op : fusion.getBodyOps()) {
     if (auto c = dyn_cast<ConstantOp>(op)) {
-      owned.push_back(fromElements(c.getValue()));
-      values[c.getResult()] = &owned.back();
+      owned.try_emplace(c.getResult(), fromElements(c.getValue()));
       continue;
     }
     if (!isSupported(&op) || isa<FusionOp>(op))
       return opError(&op, "this op is not supported by the CPU interpreter");
     llvm::SmallVector<const HostTensor *, 4> operands;
     for (Value v : op.getOperands())
-      operands.push_back(values.lookup(v));
+      operands.push_back(lookup(v));
     llvm::SmallVector<HostTensor, 1> results;
     if (llvm::Error err = execute(&op, operands, results))
       return err;
-    for (auto [v, t] : llvm::zip_equal(op.getResults(), results)) {
-      owned.push_back(std::move(t));
-      values[v] = &owned.back();
+    for (auto [v, t] : llvm::zip_equal(op.getResults(), results))
+      owned.try_emplace(v, std::move(t));
+    for (Value v : op.getOperands())
+      if (lastUse.lookup(v) == &op)
+        owned.erase(v);
+  }
+  auto yielded = fusion.getYield().getValues();
+  for (auto [i, v] : llvm::enumerate(yielded)) {
+    auto it = owned.find(v);
+    bool again = llvm::is_contained(yielded.drop_front(i + 1), v);
+    if (it != owned.end() && !again) {
+      out.push_back(std::move(it->second));
+      owned.erase(it);
+    } else {
+      out.push_back(lookup(v)->clone());
     }
   }
-  for (Value v : fusion.getYield().getValues())
-    out.push_back(values.lookup(v)->clone());
   return llvm::Error::success();
 }
 
@@ -385,6 +406,29 @@ int64_t hostBytes(Value v) {
   return bytes ? *bytes : std::numeric_limits<int64_t>::max();
 }
 
+/// The most bytes a fusion's body holds at once while the interpreter runs
+/// it: each value from its op to its last reader (the yield, for results).
+int64_t fusionBodyPeak(FusionOp fusion) {
+  Block &body = fusion.getBody().front();
+  llvm::DenseMap<Value, Operation *> lastUse;
+  for (Operation &op : body)
+    for (Value v : op.getOperands())
+      lastUse[v] = &op;
+  int64_t live = 0, peak = 0;
+  for (Operation &op : body) {
+    for (Value r : op.getResults())
+      live = saturatingAdd(live, hostBytes(r));
+    peak = std::max(peak, live);
+    llvm::SmallPtrSet<void *, 4> freed;
+    for (Value v : op.getOperands())
+      if (lastUse.lookup(v) == &op && v.getDefiningOp() &&
+          freed.insert(v.getAsOpaquePointer()).second &&
+          live != std::numeric_limits<int64_t>::max())
+        live -= hostBytes(v);
+  }
+  return peak;
+}
+
 } // namespace
 
 int64_t Interpreter::peakTemporaryBytes(func::FuncOp func) {
@@ -399,6 +443,10 @@ int64_t Interpreter::peakTemporaryBytes(func::FuncOp func) {
   auto owned = [](Operation *def) { return def && !isa<ReshapeOp, ConstantOp>(def); };
   int64_t live = 0, peak = 0;
   for (Operation &op : body) {
+    // A fusion's body holds its own intermediates while it runs (its
+    // yielded values become the results counted next).
+    if (auto fusion = dyn_cast<FusionOp>(op))
+      peak = std::max(peak, saturatingAdd(live, fusionBodyPeak(fusion)));
     if (!isa<ReshapeOp>(op))
       for (Value r : op.getResults())
         live = saturatingAdd(live, hostBytes(r));

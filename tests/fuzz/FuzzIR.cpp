@@ -47,6 +47,7 @@ std::vector<std::function<void(OpPassManager &)>> singlePasses() {
       [](OpPassManager &pm) { pm.addPass(createCanonicalizerPass()); },
       [](OpPassManager &pm) { pm.addPass(createCSEPass()); },
       [](OpPassManager &pm) { pm.addPass(kiln::createFuseMatmulBiasPass()); },
+      [](OpPassManager &pm) { pm.addPass(kiln::createFusePass()); },
       [](OpPassManager &pm) {
         kiln::AssignPrecisionPassOptions o;
         o.policy = "bf16-mixed";

@@ -329,6 +329,16 @@ std::vector<OpCase> cases() {
                "    %2 = kiln.cast %1 : tensor<32x24xf16> to tensor<32x24xf32>\n"
                "    kiln.yield %1, %2 : tensor<32x24xf16>, tensor<32x24xf32>\n"
                "  }", 2e-3, 2e-3});
+  c.push_back({"fusion_i32_wraps", {ids("a", "tensor<7x9xi32>", 1000)}, {"tensor<7x9xf32>"},
+               // a^4 overflows i32 for a > 215: the fused intermediate must
+               // wrap as the unfused i32 tensor (and the interpreter) do.
+               "%r0 = kiln.fusion (%a) : (tensor<7x9xi32>) -> tensor<7x9xf32> {\n"
+               "  ^bb0(%x: tensor<7x9xi32>):\n"
+               "    %0 = kiln.mul %x, %x : tensor<7x9xi32>\n"
+               "    %1 = kiln.mul %0, %0 : tensor<7x9xi32>\n"
+               "    %2 = kiln.cast %1 : tensor<7x9xi32> to tensor<7x9xf32>\n"
+               "    kiln.yield %2 : tensor<7x9xf32>\n"
+               "  }", 0, 0});
   c.push_back({"cast_f32_bf16", {f("a", "tensor<16x64xf32>")}, {"tensor<16x64xbf16>"},
                "%r0 = kiln.cast %a : tensor<16x64xf32> to tensor<16x64xbf16>"});
   c.push_back({"cast_bf16_f32", {f("a", "tensor<16x64xbf16>")}, {"tensor<16x64xf32>"},

@@ -51,11 +51,39 @@ func.func @shape(%x: tensor<4x8xf32>, %y: tensor<8xf32>) -> tensor<4x8xf32> {
 
 // -----
 
+// A body without kiln.yield: MLIR's own block check reports it.
 func.func @no_yield(%x: tensor<4xf32>) -> tensor<4xf32> {
-  // expected-error @+1 {{body must end in kiln.yield}}
   %0 = kiln.fusion(%x) : (tensor<4xf32>) -> tensor<4xf32> {
   ^bb0(%a: tensor<4xf32>):
+    // expected-error @+1 {{block with no terminator}}
     %1 = kiln.exp %a : tensor<4xf32>
+  }
+  return %0 : tensor<4xf32>
+}
+
+// -----
+
+// The body's ops are verified before the fusion's own checks read their
+// types (a generic-form op with a scalar result used to reach a cast).
+func.func @body_op_invalid(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %0 = kiln.fusion(%x) : (tensor<4xf32>) -> tensor<4xf32> {
+  ^bb0(%a: tensor<4xf32>):
+    // expected-error @+1 {{'kiln.exp' op result #0 must be statically shaped tensor}}
+    %1 = "kiln.exp"(%a) : (tensor<4xf32>) -> f32
+    kiln.yield %a : tensor<4xf32>
+  }
+  return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @constant_without_value(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %0 = kiln.fusion(%x) : (tensor<4xf32>) -> tensor<4xf32> {
+  ^bb0(%a: tensor<4xf32>):
+    // expected-error @+1 {{'kiln.constant' op requires attribute 'value'}}
+    %c = "kiln.constant"() : () -> tensor<4xf32>
+    %1 = kiln.add %a, %c : tensor<4xf32>
+    kiln.yield %1 : tensor<4xf32>
   }
   return %0 : tensor<4xf32>
 }

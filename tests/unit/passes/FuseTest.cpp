@@ -10,9 +10,12 @@
 
 #include "frontend/Config.h"
 #include "ir/KilnOps.h"
+#include "runtime/cpu/Interpreter.h"
 #include "tests/unit/PassPreservation.h"
+#include "tests/unit/TestSupport.h"
 #include "tools/support/Compile.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "gtest/gtest.h"
 
@@ -69,6 +72,27 @@ TEST(Fuse, Gpt2ShapesStepIsBitIdentical) {
   checkConfig("gpt2-124m.toml", {"model.n_layer=1", "model.vocab_size=1000", "train.batch_size=1",
                "train.seq_len=8"},
               "bf16-mixed", 2);
+}
+
+// The interpreter holds a fusion's intermediates while it runs the body,
+// and the memory check before a CPU run counts them: fusing a chain does
+// not hide its peak (exp and neg live together, as unfused).
+TEST(Fuse, InterpreterPeakCountsTheBody) {
+  auto ctx = test::makeContext();
+  auto module = test::parse(*ctx, R"(
+    func.func @f(%x: tensor<64x64xf32>) -> tensor<64x64xf32> {
+      %a = kiln.exp %x : tensor<64x64xf32>
+      %b = kiln.neg %a : tensor<64x64xf32>
+      %c = kiln.tanh %b : tensor<64x64xf32>
+      return %c : tensor<64x64xf32>
+    })");
+  ASSERT_TRUE(module);
+  auto func = [&] { return *module->getOps<mlir::func::FuncOp>().begin(); };
+  int64_t unfused = cpu::Interpreter::peakTemporaryBytes(func());
+  test::expectPassPreserves(*module, "builtin.module(kiln-fuse)", 0.0);
+  ASSERT_EQ(countFusions(*module).fusions, 1);
+  EXPECT_EQ(cpu::Interpreter::peakTemporaryBytes(func()), unfused);
+  EXPECT_EQ(unfused, 2 * 64 * 64 * 4);
 }
 
 } // namespace
