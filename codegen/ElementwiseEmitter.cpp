@@ -132,26 +132,26 @@ llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef bas
   bool floatOut = llvm::all_of(
       outputs, [](Value v) { return isa<FloatType>(tensorOf(v).getElementType()); });
   int64_t narrowest = 16;
-  for (auto [i, buffer] : llvm::enumerate(inputBuffers)) {
-    auto offset = e.offsetOf(buffer);
-    if (!offset)
-      return offset.takeError();
-    Type elt = tensorOf(buffer).getElementType();
-    args.push_back(Emitter::ptr(*offset));
-    params += llvm::formatv("const {0} *__restrict__ in{1}, ", cType(elt), i).str();
-    if (isa<FloatType>(elt))
-      narrowest = std::min<int64_t>(narrowest, cpu::dtypeSize(*cpu::dtypeOf(elt)));
-  }
-  for (auto [i, buffer] : llvm::enumerate(outputBuffers)) {
-    auto offset = e.offsetOf(buffer);
-    if (!offset)
-      return offset.takeError();
-    Type elt = tensorOf(buffer).getElementType();
-    args.push_back(Emitter::ptr(*offset));
-    params += llvm::formatv("{0}{1} *__restrict__ out{2}", i ? ", " : "", cType(elt), i).str();
-    if (isa<FloatType>(elt))
-      narrowest = std::min<int64_t>(narrowest, cpu::dtypeSize(*cpu::dtypeOf(elt)));
-  }
+  // Parameters: the inputs, then the outputs.
+  auto bind = [&](ArrayRef<Value> buffers, const char *qualifier, const char *prefix) -> llvm::Error {
+    for (auto [i, buffer] : llvm::enumerate(buffers)) {
+      auto offset = e.offsetOf(buffer);
+      if (!offset)
+        return offset.takeError();
+      Type elt = tensorOf(buffer).getElementType();
+      args.push_back(Emitter::ptr(*offset));
+      params += llvm::formatv("{0}{1}{2} *__restrict__ {3}{4}", params.empty() ? "" : ", ",
+                              qualifier, cType(elt), prefix, i)
+                    .str();
+      if (isa<FloatType>(elt))
+        narrowest = std::min<int64_t>(narrowest, cpu::dtypeSize(*cpu::dtypeOf(elt)));
+    }
+    return llvm::Error::success();
+  };
+  if (llvm::Error err = bind(inputBuffers, "const ", "in"))
+    return std::move(err);
+  if (llvm::Error err = bind(outputBuffers, "", "out"))
+    return std::move(err);
   int64_t lanes = floatOut ? 16 / narrowest : 0;
   bool vectorized = lanes > 1 && n % lanes == 0 && !inputBuffers.empty();
 
@@ -206,6 +206,15 @@ llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef bas
     return code;
   };
 
+  // Input j's element: a float through kiln::load(`floatArgs`) (from the
+  // vector registers or memory), an integer straight from in<j>[`index`].
+  auto readInput = [&](size_t j, const std::string &floatArgs, const std::string &index) {
+    Type elt = tensorOf(inputBuffers[j]).getElementType();
+    std::string ct = computeType(elt);
+    return isa<FloatType>(elt) ? "(" + ct + ")kiln::load(" + floatArgs + ")"
+                               : "(" + ct + ")in" + str(j) + "[" + index + "]";
+  };
+
   std::string kernelBody;
   int64_t work = n;
   if (vectorized) {
@@ -219,12 +228,7 @@ llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef bas
                      .str();
     }
     auto code = compute(
-        [&](size_t j) {
-          Type elt = tensorOf(inputBuffers[j]).getElementType();
-          std::string ct = computeType(elt);
-          return isa<FloatType>(elt) ? "(" + ct + ")kiln::load(a" + str(j) + ", k)"
-                                     : "(" + ct + ")in" + str(j) + "[v * " + str(lanes) + " + k]";
-        },
+        [&](size_t j) { return readInput(j, "a" + str(j) + ", k", "v * " + str(lanes) + " + k"); },
         "      ");
     if (!code)
       return code.takeError();
@@ -246,14 +250,7 @@ llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef bas
                                work, loads, results, lanes, loop, flush)
                      .str();
   } else {
-    auto code = compute(
-        [&](size_t j) {
-          Type elt = tensorOf(inputBuffers[j]).getElementType();
-          std::string ct = computeType(elt);
-          return isa<FloatType>(elt) ? "(" + ct + ")kiln::load(in" + str(j) + ", i)"
-                                     : "(" + ct + ")in" + str(j) + "[i]";
-        },
-        "    ");
+    auto code = compute([&](size_t j) { return readInput(j, "in" + str(j) + ", i", "i"); }, "    ");
     if (!code)
       return code.takeError();
     std::string loop = *code;

@@ -262,7 +262,16 @@ llvm::Error checkTomlCharacters(llvm::StringRef text, llvm::StringRef source) {
   In in = In::Code;
   int64_t line = 1, column = 1;
   auto at = [&] { return fmt::format("{}:{}:{}", std::string(source), line, column); };
-  for (size_t i = 0; i < text.size(); ++i, ++column) {
+  size_t i = 0;
+  // At a closing triple quote: up to two more quotes are the string's.
+  auto closeMultiLine = [&](char quote) {
+    size_t n = 3;
+    while (n < 5 && i + n < text.size() && text[i + n] == quote)
+      ++n;
+    i += n - 1, column += static_cast<int64_t>(n) - 1;
+    in = In::Code;
+  };
+  for (; i < text.size(); ++i, ++column) {
     unsigned char c = static_cast<unsigned char>(text[i]);
     if (c == '\n') {
       if (in == In::Comment || in == In::Basic || in == In::Literal)
@@ -298,12 +307,7 @@ llvm::Error checkTomlCharacters(llvm::StringRef text, llvm::StringRef source) {
       } else if (in == In::Basic && c == '"') {
         in = In::Code;
       } else if (in == In::MultiBasic && text.substr(i).starts_with("\"\"\"")) {
-        // Up to two more quotes may end the string's content.
-        size_t n = 3;
-        while (n < 5 && i + n < text.size() && text[i + n] == '"')
-          ++n;
-        i += n - 1, column += static_cast<int64_t>(n) - 1;
-        in = In::Code;
+        closeMultiLine('"');
       }
       break;
     case In::Literal:
@@ -311,13 +315,8 @@ llvm::Error checkTomlCharacters(llvm::StringRef text, llvm::StringRef source) {
         in = In::Code;
       break;
     case In::MultiLiteral:
-      if (text.substr(i).starts_with("'''")) {
-        size_t n = 3;
-        while (n < 5 && i + n < text.size() && text[i + n] == '\'')
-          ++n;
-        i += n - 1, column += static_cast<int64_t>(n) - 1;
-        in = In::Code;
-      }
+      if (text.substr(i).starts_with("'''"))
+        closeMultiLine('\'');
       break;
     }
   }

@@ -56,12 +56,6 @@ bool isFusible(Operation *op) {
   return t && t.hasStaticShape() && t.getNumElements() > 0;
 }
 
-int64_t bytesOf(Value v) {
-  auto t = cast<RankedTensorType>(v.getType());
-  int64_t bits = t.getElementType().getIntOrFloatBitWidth();
-  return t.getNumElements() * (bits <= 8 ? 1 : bits / 8);
-}
-
 struct FusePass final : impl::FusePassBase<FusePass> {
   using Base::Base;
 
@@ -171,7 +165,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     // used outside is still written, but read from registers inside).
     for (Operation *op : ops)
       if (!llvm::is_contained(outputs, op->getResult(0)))
-        bytesKept += 2 * bytesOf(op->getResult(0));
+        bytesKept += 2 * numBytes(op->getResult(0).getType());
     numFusions++;
     numOpsFused += ops.size();
 

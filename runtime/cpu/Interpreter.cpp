@@ -406,47 +406,24 @@ int64_t hostBytes(Value v) {
   return bytes ? *bytes : std::numeric_limits<int64_t>::max();
 }
 
-/// The most bytes a fusion's body holds at once while the interpreter runs
-/// it: each value from its op to its last reader (the yield, for results).
-int64_t fusionBodyPeak(FusionOp fusion) {
-  Block &body = fusion.getBody().front();
-  llvm::DenseMap<Value, Operation *> lastUse;
-  for (Operation &op : body)
-    for (Value v : op.getOperands())
-      lastUse[v] = &op;
-  int64_t live = 0, peak = 0;
-  for (Operation &op : body) {
-    for (Value r : op.getResults())
-      live = saturatingAdd(live, hostBytes(r));
-    peak = std::max(peak, live);
-    llvm::SmallPtrSet<void *, 4> freed;
-    for (Value v : op.getOperands())
-      if (lastUse.lookup(v) == &op && v.getDefiningOp() &&
-          freed.insert(v.getAsOpaquePointer()).second &&
-          live != std::numeric_limits<int64_t>::max())
-        live -= hostBytes(v);
-  }
-  return peak;
-}
-
-} // namespace
-
-int64_t Interpreter::peakTemporaryBytes(func::FuncOp func) {
-  if (func.getBody().getBlocks().size() != 1)
-    return 0;
-  Block &body = func.getBody().front();
+/// The most bytes the interpreter holds at once for `block`'s values, each
+/// from its op to its last reader. A reshape shares its operand's storage;
+/// a kiln.fusion holds its body's values while it runs (its yielded values
+/// become the results counted next). A function's constants live for the
+/// whole run (prepare() materializes them); a fusion body's are made each
+/// time it runs and freed like its other values.
+int64_t blockPeak(Block &block, bool constantsLive) {
   llvm::DenseMap<Value, Operation *> lastUser;
-  for (Operation &op : body)
+  for (Operation &op : block)
     for (Value v : op.getOperands())
       lastUser[v] = &op;
-  // A reshape shares its operand's storage; constants live for the whole run.
-  auto owned = [](Operation *def) { return def && !isa<ReshapeOp, ConstantOp>(def); };
+  auto owned = [&](Operation *def) {
+    return def && !isa<ReshapeOp>(def) && !(constantsLive && isa<ConstantOp>(def));
+  };
   int64_t live = 0, peak = 0;
-  for (Operation &op : body) {
-    // A fusion's body holds its own intermediates while it runs (its
-    // yielded values become the results counted next).
+  for (Operation &op : block) {
     if (auto fusion = dyn_cast<FusionOp>(op))
-      peak = std::max(peak, saturatingAdd(live, fusionBodyPeak(fusion)));
+      peak = std::max(peak, saturatingAdd(live, blockPeak(fusion.getBody().front(), false)));
     if (!isa<ReshapeOp>(op))
       for (Value r : op.getResults())
         live = saturatingAdd(live, hostBytes(r));
@@ -459,6 +436,14 @@ int64_t Interpreter::peakTemporaryBytes(func::FuncOp func) {
         live -= hostBytes(v);
   }
   return peak;
+}
+
+} // namespace
+
+int64_t Interpreter::peakTemporaryBytes(func::FuncOp func) {
+  if (func.getBody().getBlocks().size() != 1)
+    return 0;
+  return blockPeak(func.getBody().front(), /*constantsLive=*/true);
 }
 
 Interpreter::Interpreter(func::FuncOp func) : func_(func) {}
