@@ -76,13 +76,25 @@ template <typename T, typename F> void fill(HostTensor &out, F f) {
   });
 }
 
+/// `u` read as a two's-complement integer of `t`'s width (i1 keeps its 0/1).
+int64_t wrapInteger(DType t, uint64_t u) {
+  if (t == DType::I32)
+    return static_cast<int32_t>(static_cast<uint32_t>(u));
+  if (t == DType::I1)
+    return static_cast<int64_t>(u & 1);
+  return static_cast<int64_t>(u);
+}
+
 } // namespace
 
 HostTensor unary(Unary kind, const HostTensor &x) {
   HostTensor out = HostTensor::uninitialized(x.dtype(), x.shape());
-  if (!isFloat(x.dtype())) { // neg on integers
+  if (!isFloat(x.dtype())) { // neg on integers, two's complement at the tensor's width
     const int64_t *a = x.data<int64_t>();
-    fill<int64_t>(out, [&](int64_t i) { return kind == Unary::Neg ? -a[i] : a[i]; });
+    DType t = x.dtype();
+    fill<int64_t>(out, [&](int64_t i) {
+      return kind == Unary::Neg ? wrapInteger(t, 0 - static_cast<uint64_t>(a[i])) : a[i];
+    });
     return out;
   }
   withFloatType(x.dtype(), [&](auto tag) {
@@ -97,13 +109,20 @@ HostTensor unary(Unary kind, const HostTensor &x) {
 HostTensor binary(Binary kind, const HostTensor &a, const HostTensor &b) {
   HostTensor out = HostTensor::uninitialized(a.dtype(), a.shape());
   if (!isFloat(a.dtype())) {
+    // Two's complement at the tensor's width, as the GPU's int stores do
+    // (arithmetic in uint64: signed overflow would be undefined).
     const int64_t *x = a.data<int64_t>(), *y = b.data<int64_t>();
+    DType t = a.dtype();
     fill<int64_t>(out, [&](int64_t i) {
+      uint64_t u = static_cast<uint64_t>(x[i]), v = static_cast<uint64_t>(y[i]);
       switch (kind) {
-      case Binary::Add: return x[i] + y[i];
-      case Binary::Sub: return x[i] - y[i];
-      case Binary::Mul: return x[i] * y[i];
-      case Binary::Div: return y[i] ? x[i] / y[i] : 0;
+      case Binary::Add: return wrapInteger(t, u + v);
+      case Binary::Sub: return wrapInteger(t, u - v);
+      case Binary::Mul: return wrapInteger(t, u * v);
+      case Binary::Div: // float-only in the IR; defined here all the same
+        if (y[i] == 0)
+          return int64_t{0};
+        return y[i] == -1 ? wrapInteger(t, 0 - u) : x[i] / y[i];
       case Binary::Max: return std::max(x[i], y[i]);
       }
       return x[i];

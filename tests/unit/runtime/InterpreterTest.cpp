@@ -152,6 +152,26 @@ TEST(Interpreter, ElementwiseMaskAndCast) {
   EXPECT_EQ(values(out[3]), values(out[1]));
 }
 
+TEST(Interpreter, IntegerArithmeticWrapsAtItsWidth) {
+  // i32 results wrap as the GPU's 32-bit stores do: 50000^2 = 2500000000
+  // is -1794967296 in i32, and -(-2^31) is -2^31.
+  HostTensor a = tensor(DType::I32, {3}, {50000, -2147483648.0, 7});
+  HostTensor b = tensor(DType::I32, {3}, {50000, -1, -2});
+  auto out = run(R"(func.func @f(%a: tensor<3xi32>, %b: tensor<3xi32>) -> (tensor<3xi32>, tensor<3xi32>, tensor<3xi32>, tensor<3xi32>) {
+    %m = kiln.mul %a, %b : tensor<3xi32>
+    %d = kiln.sub %b, %a : tensor<3xi32>
+    %n = kiln.neg %a : tensor<3xi32>
+    %s = kiln.add %m, %m : tensor<3xi32>
+    return %m, %d, %n, %s : tensor<3xi32>, tensor<3xi32>, tensor<3xi32>, tensor<3xi32>
+  })",
+                 {a, b});
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(values(out[0]), (std::vector<double>{-1794967296.0, -2147483648.0, -14}));
+  EXPECT_EQ(values(out[1]), (std::vector<double>{0, 2147483647.0, -9}));
+  EXPECT_EQ(values(out[2]), (std::vector<double>{-50000, -2147483648.0, -7}));
+  EXPECT_EQ(values(out[3]), (std::vector<double>{705032704.0, 0, -28}));
+}
+
 TEST(Interpreter, MatmulTransposesAndSharedWeight) {
   HostTensor a = tensor(DType::F32, {2, 3}, {1, 2, 3, 4, 5, 6});
   HostTensor b = tensor(DType::F32, {3, 2}, {1, 0, 0, 1, 1, 1});
