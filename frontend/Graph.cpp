@@ -1,6 +1,7 @@
 //===- Graph.cpp - the C++ builder API that emits kiln IR ------------------===//
 
 #include "frontend/Graph.h"
+#include "ir/KilnAttrs.h"
 
 #include "ir/KilnBuilders.h"
 
@@ -56,6 +57,7 @@ BlockArgument Graph::addArgument(Type type, StringRef attr, StringRef name) {
   argAttrs_.push_back({attr.str(), name.str()});
   argInits_.push_back("");
   argRoles_.push_back("");
+  argShardings_.emplace_back();
   return body_->addArgument(type, NameLoc::get(builder_.getStringAttr(name)));
 }
 
@@ -75,6 +77,21 @@ Tensor Graph::input(StringRef name, ArrayRef<int64_t> shape, Type elementType) {
   return Tensor(this, arg);
 }
 
+void Graph::shard(const Tensor &arg, ArrayRef<StringRef> axes) {
+  auto block = mlir::dyn_cast<BlockArgument>(arg.value());
+  auto rank = mlir::cast<RankedTensorType>(arg.value().getType()).getRank();
+  if (!block || block.getOwner() != body_) {
+    error("shard: only a function argument can be annotated");
+    return;
+  }
+  if (static_cast<int64_t>(axes.size()) != rank) {
+    error("shard: " + std::to_string(axes.size()) + " axes for an argument of rank " +
+          std::to_string(rank));
+    return;
+  }
+  argShardings_[block.getArgNumber()] = std::vector<std::string>(axes.begin(), axes.end());
+}
+
 FailureOr<func::FuncOp> Graph::finish(ArrayRef<Tensor> results) {
   SmallVector<Value> values;
   SmallVector<Type> types;
@@ -90,6 +107,12 @@ FailureOr<func::FuncOp> Graph::finish(ArrayRef<Tensor> results) {
       func_.setArgAttr(i, KilnDialect::kInitAttrName, builder_.getStringAttr(argInits_[i]));
     if (!argRoles_[i].empty())
       func_.setArgAttr(i, KilnDialect::kRoleAttrName, builder_.getStringAttr(argRoles_[i]));
+    if (!argShardings_[i].empty()) {
+      SmallVector<StringAttr> dims;
+      for (const std::string &axis : argShardings_[i])
+        dims.push_back(builder_.getStringAttr(axis));
+      func_.setArgAttr(i, KilnDialect::kShardingAttrName, ShardingAttr::get(context(), dims, {}));
+    }
   }
   if (!errors_.empty())
     return failure();

@@ -68,6 +68,12 @@ public:
   /// A step input argument (tokens, targets, ...).
   Tensor input(llvm::StringRef name, llvm::ArrayRef<int64_t> shape, mlir::Type elementType);
 
+  /// Marks argument `arg` as split over mesh axes, one entry per dimension
+  /// ("" keeps it whole): `g.shard(tokens, {"dp", ""})` splits the batch
+  /// over the data-parallel axis. The mesh is configuration; on a mesh
+  /// without the axis, or where it has size 1, nothing is split.
+  void shard(const Tensor &arg, llvm::ArrayRef<llvm::StringRef> axes);
+
   /// Sets the results and returns the function; fails (with the recorded
   /// errors) if any operation had incompatible operands, or if the function
   /// does not verify.
@@ -118,6 +124,7 @@ private:
   std::vector<std::string> errors_;
   std::vector<std::pair<std::string, std::string>> argAttrs_; // (attr, name) per argument
   std::vector<std::string> argInits_, argRoles_;
+  std::vector<std::vector<std::string>> argShardings_; // axis per dimension, or empty
 };
 
 //===----------------------------------------------------------------------===//

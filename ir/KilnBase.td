@@ -29,6 +29,7 @@ def Kiln_Dialect : Dialect {
     ```
   }];
   let hasConstantMaterializer = 1;
+  let useDefaultAttributePrinterParser = 1;
   let hasRegionArgAttrVerify = 1;
   let hasRegionResultAttrVerify = 1;
   let dependentDialects = ["::mlir::func::FuncDialect"];
@@ -61,6 +62,18 @@ def Kiln_Dialect : Dialect {
     /// Written by kiln-plan-buffers on ScratchOpInterface ops: the arena
     /// byte offset of the op's scratch.
     static constexpr ::llvm::StringLiteral kScratchOffsetAttrName = "kiln.scratch_offset";
+    /// Module attribute: the device mesh (#kiln.mesh) the step is sharded
+    /// over; absent for one device.
+    static constexpr ::llvm::StringLiteral kMeshAttrName = "kiln.mesh";
+    /// Argument and result attribute: the value's #kiln.sharding (global
+    /// layout; absent means replicated). kiln-propagate-sharding also writes
+    /// `kiln.shardings` on ops, one per result.
+    static constexpr ::llvm::StringLiteral kShardingAttrName = "kiln.sharding";
+    static constexpr ::llvm::StringLiteral kShardingsAttrName = "kiln.shardings";
+
+  private:
+    void registerAttributes();
+  public:
   }];
 }
 

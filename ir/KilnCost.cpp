@@ -76,6 +76,10 @@ int64_t IotaOp::getFlops() { return 0; }
 int64_t ConstantOp::getFlops() { return 0; }
 int64_t EmbeddingOp::getFlops() { return 0; }
 int64_t PadOp::getFlops() { return 0; }
+// Collectives: an all-reduce adds (n-1)/n of its elements per rank; counted
+// as traffic, not arithmetic, as the MFU report does.
+int64_t AllReduceOp::getFlops() { return 0; }
+int64_t AllGatherOp::getFlops() { return 0; }
 
 // One add per cotangent element scattered into the table.
 int64_t EmbeddingGradOp::getFlops() { return numElements(getDy().getType()); }

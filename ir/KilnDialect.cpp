@@ -1,6 +1,7 @@
 //===- KilnDialect.cpp - dialect registration and argument attributes -----===//
 
 #include "ir/KilnDialect.h"
+#include "ir/KilnAttrs.h"
 #include "ir/KilnOps.h"
 
 #include "mlir/IR/Builders.h"
@@ -17,6 +18,7 @@ void KilnDialect::initialize() {
 #define GET_OP_LIST
 #include "ir/KilnOps.cpp.inc"
       >();
+  registerAttributes();
 }
 
 Operation *KilnDialect::materializeConstant(OpBuilder &builder, Attribute value,
@@ -61,6 +63,22 @@ std::optional<ParamInit> ParamInit::parse(StringRef text) {
   return std::nullopt;
 }
 
+/// `kiln.sharding` on argument or result #index of `op`: a #kiln.sharding
+/// with one entry per dimension of the value's type.
+static LogicalResult verifyShardingAttr(Operation *op, StringRef what, unsigned index,
+                                        Attribute value, Type type) {
+  auto sharding = dyn_cast<ShardingAttr>(value);
+  if (!sharding)
+    return op->emitError() << "'kiln.sharding' on " << what << " #" << index
+                           << " must be a #kiln.sharding, got " << value;
+  auto tensor = dyn_cast<RankedTensorType>(type);
+  if (tensor && static_cast<int64_t>(sharding.getDims().size()) != tensor.getRank())
+    return op->emitError() << "'kiln.sharding' on " << what << " #" << index << " has "
+                           << sharding.getDims().size() << " entries for " << type << " of rank "
+                           << tensor.getRank();
+  return success();
+}
+
 // `kiln.param`, `kiln.input` and `kiln.state` name an argument; the names are
 // strings and unique within the function (checkpoints and sharding
 // annotations use them). `kiln.init` and `kiln.role` describe a parameter.
@@ -85,6 +103,11 @@ LogicalResult KilnDialect::verifyRegionArgAttribute(Operation *op,
                              << attr.getValue();
     return success();
   }
+  if (attrName == kShardingAttrName) {
+    auto func = dyn_cast<FunctionOpInterface>(op);
+    Type type = func && argIndex < func.getNumArguments() ? func.getArgumentTypes()[argIndex] : Type();
+    return verifyShardingAttr(op, "argument", argIndex, attr.getValue(), type);
+  }
   if (attrName == kOffsetAttrName) {
     auto offset = dyn_cast<IntegerAttr>(attr.getValue());
     if (!offset || offset.getInt() < 0)
@@ -97,7 +120,7 @@ LogicalResult KilnDialect::verifyRegionArgAttribute(Operation *op,
     return op->emitError() << "unknown kiln argument attribute '" << attrName
                            << "' on argument #" << argIndex
                            << " (expected kiln.param, kiln.input, kiln.state, kiln.init, "
-                              "kiln.role or kiln.offset)";
+                              "kiln.role, kiln.sharding or kiln.offset)";
   auto name = dyn_cast<StringAttr>(attr.getValue());
   if (!name || name.getValue().empty())
     return op->emitError() << "'" << attrName << "' on argument #" << argIndex
@@ -152,10 +175,15 @@ LogicalResult KilnDialect::verifyRegionResultAttribute(Operation *op,
                              << "; the types must match";
     return success();
   }
+  if (attrName == kShardingAttrName)
+    return verifyShardingAttr(op, "result", resultIndex, attr.getValue(),
+                              func && resultIndex < func.getNumResults()
+                                  ? func.getResultTypes()[resultIndex]
+                                  : Type());
   if (attrName != kOutputAttrName && attrName != kGradAttrName)
     return op->emitError() << "unknown kiln result attribute '" << attrName
                            << "' on result #" << resultIndex
-                           << " (expected kiln.output, kiln.grad or kiln.aliases)";
+                           << " (expected kiln.output, kiln.grad, kiln.aliases or kiln.sharding)";
   auto name = dyn_cast<StringAttr>(attr.getValue());
   if (!name || name.getValue().empty())
     return op->emitError() << "'" << attrName << "' on result #" << resultIndex

@@ -6,19 +6,30 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpDefinition.h"
 #include "llvm/ADT/SmallVector.h"
+#include "mlir/Support/LLVM.h"
 
 namespace kiln {
 
 /// An einsum-like description of an op's dimensions (Shardy's factors).
-/// Every tensor dimension maps to one factor (or -1 when the dimension cannot
-/// be sharded); a factor that appears in operands but in no result is a
-/// reduction factor. Matmul `[M,K]x[K,N]->[M,N]` has factors {m, k, n} with
-/// operand dims {{m,k},{k,n}}, result dims {{m,n}} and k reduced.
+/// Every tensor dimension maps to one factor, or -1 when the dimension
+/// must be whole on every rank (a softmax's row, a norm's features). Dims
+/// that map to one factor are split the same way. A factor of the operands
+/// that a result lacks is reduced for that result, always by a sum: when it
+/// is split, each rank holds a partial sum of that result. Matmul
+/// `[M,K]x[K,N]->[M,N]` has factors {m, k, n} with operand dims
+/// {{m,k},{k,n}}, result dims {{m,n}} and k reduced; layer_norm_grad's
+/// row factors are kept by dx and reduced for dweight and dbias.
+/// `factorSizes[f]` is the extent a mesh axis must divide to split f.
 struct ShardingRule {
   llvm::SmallVector<int64_t> factorSizes;
   llvm::SmallVector<llvm::SmallVector<int64_t>> operandFactors;
   llvm::SmallVector<llvm::SmallVector<int64_t>> resultFactors;
-  llvm::SmallVector<bool> reductionFactors;
+  /// The op divides its sum by the reduced extent (kiln.reduce_mean): split
+  /// over n ranks, each rank's mean counts 1/n of the global one.
+  bool meanReduction = false;
+
+  /// The factors of operands that result `result` lacks.
+  llvm::SmallVector<int64_t> reducedFactors(unsigned result) const;
 };
 
 /// The largest tensor kiln accepts (every op verifies it): 2^48 bytes, 256

@@ -67,14 +67,15 @@ def Kiln_ShardingRuleOpInterface : OpInterface<"ShardingRuleOpInterface"> {
   let cppNamespace = "::kiln";
   let description = [{
     An einsum-like factor mapping of the op's tensor dimensions, as in Shardy:
-    matmul is `mk,kn->mn` with factor k reduced. See `kiln::ShardingRule`.
-    Declared only: no op implements it and nothing calls it yet. Sharding
-    propagation (kiln-propagate-sharding), which would be generic over these
-    factors, is planned.
+    matmul is `mk,kn->mn` with factor k reduced (a sum). See
+    `kiln::ShardingRule`. Every kiln op declares one (ir/KilnSharding.cpp);
+    kiln-propagate-sharding and kiln-partition are generic over them.
+    Failure means the op cannot be partitioned (kiln.fusion: fusion runs
+    after partitioning).
   }];
   let methods = [
     InterfaceMethod<"Returns the factor mapping of this op.",
-      "::kiln::ShardingRule", "getShardingRule">,
+      "::mlir::FailureOr<::kiln::ShardingRule>", "getShardingRule">,
   ];
 }
 

@@ -711,6 +711,23 @@ LogicalResult AttentionGradOp::verify() {
 // Training ops
 //===----------------------------------------------------------------------===//
 
+LogicalResult AllGatherOp::verify() {
+  auto in = tensorType(getOperand()), out = tensorType(getResult());
+  int64_t dim = static_cast<int64_t>(getDim());
+  if (in.getElementType() != out.getElementType() || in.getRank() != out.getRank() || dim < 0 ||
+      dim >= in.getRank())
+    return emitOpError() << "gathers " << in << " along dimension " << dim << " into " << out
+                         << "; they must differ only in that dimension";
+  for (int64_t d = 0; d < in.getRank(); ++d) {
+    bool ok = d == dim ? in.getDimSize(d) > 0 && out.getDimSize(d) % in.getDimSize(d) == 0
+                       : in.getDimSize(d) == out.getDimSize(d);
+    if (!ok)
+      return emitOpError() << "gathers " << in << " along dimension " << dim << " into " << out
+                           << "; they must differ only in that dimension, by a whole factor";
+  }
+  return success();
+}
+
 LogicalResult GlobalNormOp::verify() {
   if (getInputs().empty())
     return emitOpError() << "needs at least one input";

@@ -11,6 +11,7 @@
 #define KILN_OPS_TD
 
 include "ir/KilnBase.td"
+include "ir/KilnAttrs.td"
 include "ir/KilnInterfaces.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
@@ -41,7 +42,8 @@ def Kiln_BoundedTensors : NativeOpTrait<"BoundedTensors"> {
 class Kiln_Op<string mnemonic, list<Trait> traits = []>
     : Op<Kiln_Dialect, mnemonic,
          !listconcat(traits, [Pure, Kiln_BoundedTensors,
-                              DeclareOpInterfaceMethods<Kiln_CostOpInterface>])>;
+                              DeclareOpInterfaceMethods<Kiln_CostOpInterface>,
+                              DeclareOpInterfaceMethods<Kiln_ShardingRuleOpInterface>])>;
 
 /// Ops with a reverse-mode rule (implemented in KilnVJP.cpp).
 defvar Kiln_Differentiable = DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>;
@@ -917,6 +919,45 @@ def Kiln_AdamWUpdateOp : Kiln_Op<"adamw_update"> {
                       Kiln_FloatTensor:$new_v);
   let assemblyFormat = "$param `,` $grad `,` $m `,` $v `,` $lr `,` $step `,` $grad_scale "
                        "(`skip` $skip^)? attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Collectives (inserted by kiln-partition)
+//===----------------------------------------------------------------------===//
+
+def Kiln_AllReduceOp : Kiln_Op<"all_reduce", [Kiln_SameTypes]> {
+  let summary = "sum over the ranks of one mesh axis";
+  let description = [{
+    Every rank of each group along mesh axis `axis` receives the sum of the
+    group's operands (the same bytes on every rank: each rank adds the
+    summands in rank order). kiln-partition inserts it where a partial sum
+    meets an op that needs the whole value; `cause` says which op made the
+    partial sum and which op needed it (`kiln compile --explain-sharding`).
+
+    ```mlir
+    %g = kiln.all_reduce %dw over "dp" {cause = "..."} : tensor<768x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$operand, StrAttr:$axis, StrAttr:$cause);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$operand `over` $axis attr-dict `:` custom<SameTypes>(type($operand), type($result))";
+}
+
+def Kiln_AllGatherOp : Kiln_Op<"all_gather"> {
+  let summary = "concatenation over the ranks of one mesh axis";
+  let description = [{
+    Every rank of each group along mesh axis `axis` receives the group's
+    operands concatenated along dimension `dim` in rank order: the whole
+    of a value split over that axis.
+
+    ```mlir
+    %w = kiln.all_gather %shard over "dp" dim 0 {cause = "..."} : tensor<384x768xf32> -> tensor<768x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$operand, StrAttr:$axis, I64Attr:$dim, StrAttr:$cause);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$operand `over` $axis `dim` $dim attr-dict `:` type($operand) `->` type($result)";
   let hasVerifier = 1;
 }
 

@@ -41,10 +41,14 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
   }
   nn::LayerNorm lnf(g, "ln_f", C, config.layer_norm_eps);
 
+  // Data parallelism: the batch is split over the mesh's dp axis.
   Tensor tokens = g.input("tokens", {B, T}, g.i32());
+  g.shard(tokens, {"dp", ""});
   Tensor targets;
-  if (output == GPT2Output::Loss)
+  if (output == GPT2Output::Loss) {
     targets = g.input("targets", {B, T}, g.i32());
+    g.shard(targets, {"dp", ""});
+  }
 
   Tensor x;
   {

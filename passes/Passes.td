@@ -193,6 +193,67 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+//===----------------------------------------------------------------------===//
+// Sharding
+//===----------------------------------------------------------------------===//
+
+def PartitionPass : Pass<"kiln-partition", "mlir::ModuleOp"> {
+  let summary = "Rewrites a sharded step into the per-rank program, with its collectives";
+  let description = [{
+    Reads what kiln-propagate-sharding wrote and rewrites `function` into
+    the program every rank runs (SPMD): each value gets its per-rank shape,
+    and where an op needs an operand laid out differently from how it was
+    made, the collective that converts it is inserted — a partial sum an op
+    needs whole becomes `kiln.all_reduce`, a split value an op needs whole
+    `kiln.all_gather`. One conversion per value and layout, shared by its
+    users. Each collective's `cause` names the op that made the layout and
+    the op that needed another (`kiln compile --explain-sharding`). A mean
+    over a split dimension is scaled so the partial sums add up to the
+    global mean. Arguments and results keep their `kiln.sharding`: their
+    global layout, for the runtime and checkpoints.
+
+    ```mlir
+    %dw = kiln.matmul %x, %dy transpose_a : tensor<8x16xf32>, tensor<8x64xf32> -> tensor<16x64xf32>
+    %g = kiln.all_reduce %dw over "dp" {cause = "..."} : tensor<16x64xf32>
+    ```
+  }];
+  let options = [
+    Option<"function", "function", "std::string", /*default=*/"\"train_step\"",
+           "The function to partition">,
+  ];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
+def PropagateShardingPass : Pass<"kiln-propagate-sharding", "mlir::ModuleOp"> {
+  let summary = "Spreads the argument shardings to every value through the ops' factor rules";
+  let description = [{
+    Starts from the `kiln.sharding` of `function`'s arguments (the model's
+    annotations: a batch split over `dp`, a column-parallel weight over
+    `tp`) on the module's `kiln.mesh` (set from `mesh` when absent, e.g.
+    `mesh=dp=2,tp=1`), and visits the ops forward and backward until
+    nothing changes. At each op the factor rule (ShardingRuleOpInterface)
+    says which dimensions must be split alike; a factor takes the first
+    axis found on it (results first, then operands in order; arguments are
+    never changed: the caller's layout is a contract), and every dimension
+    of that factor not yet split takes it where the axis divides it. A
+    split reduction factor makes the results partial sums. Writes
+    `kiln.shardings` (one per result) on every op with a split or partial
+    result, and `kiln.sharding` on results. An op without a rule touching a
+    split value is an error naming it. Axes of size 1 split nothing.
+
+    ```mlir
+    %y = kiln.matmul %x, %w {kiln.shardings = [#kiln.sharding<[dp, _, _]>]} : ...
+    ```
+  }];
+  let options = [
+    Option<"function", "function", "std::string", /*default=*/"\"train_step\"",
+           "The function to propagate through">,
+    Option<"mesh", "mesh", "std::string", /*default=*/"\"\"",
+           "The mesh when the module has no kiln.mesh: axis=size,... (dp=2,tp=2)">,
+  ];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 def PlanBuffersPass : Pass<"kiln-plan-buffers", "mlir::ModuleOp"> {
   let summary = "Assigns every tensor an offset in one arena per device";
   let description = [{

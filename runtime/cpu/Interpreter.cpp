@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/cpu/Interpreter.h"
+#include "runtime/cpu/Collectives.h"
 
 #include "ir/KilnOps.h"
 #include "runtime/cpu/Kernels.h"
@@ -97,7 +98,8 @@ bool isSupported(Operation *op) {
              ReduceSumOp, ReduceMaxOp, ReduceMeanOp, MatmulOp, EmbeddingOp, SoftmaxOp,
              LogSoftmaxOp, LayerNormOp, RmsNormOp, RopeOp, CrossEntropyOp, AttentionOp,
              GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
-             EmbeddingGradOp, AttentionGradOp, GlobalNormOp, AdamWUpdateOp, FusionOp>(op);
+             EmbeddingGradOp, AttentionGradOp, GlobalNormOp, AdamWUpdateOp, FusionOp,
+             AllReduceOp, AllGatherOp>(op);
 }
 
 llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
@@ -508,6 +510,22 @@ llvm::Error Interpreter::prepare() {
   return llvm::Error::success();
 }
 
+llvm::Error Interpreter::runCollective(Operation *op, const HostTensor &x,
+                                       llvm::SmallVectorImpl<HostTensor> &out) {
+  if (!collectives_)
+    return opError(op, "a partitioned step needs its ranks: run it on a mesh "
+                       "(kiln::cpu::ThreadMesh), not alone");
+  llvm::Expected<HostTensor> r =
+      isa<AllReduceOp>(op)
+          ? collectives_->allReduce(x, cast<AllReduceOp>(op).getAxis())
+          : collectives_->allGather(x, cast<AllGatherOp>(op).getAxis(),
+                                    static_cast<int64_t>(cast<AllGatherOp>(op).getDim()));
+  if (!r)
+    return opError(op, llvm::toString(r.takeError()));
+  out.push_back(std::move(*r));
+  return llvm::Error::success();
+}
+
 llvm::Expected<std::vector<HostTensor>> Interpreter::run(llvm::ArrayRef<HostTensor> args) {
   if (args.size() != func_.getNumArguments())
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
@@ -536,6 +554,9 @@ llvm::Expected<std::vector<HostTensor>> Interpreter::run(llvm::ArrayRef<HostTens
     results.clear();
     if (isa<ConstantOp>(step.op)) {
       results.push_back(step.constant);
+    } else if (isa<AllReduceOp, AllGatherOp>(step.op)) {
+      if (llvm::Error err = runCollective(step.op, slots[step.operands[0]], results))
+        return std::move(err);
     } else {
       operands.clear();
       for (unsigned s : step.operands)

@@ -20,6 +20,8 @@
 
 namespace kiln::cpu {
 
+class Collectives;
+
 class Interpreter {
 public:
   /// Prepares `func` for repeated runs. Fails, naming the op, when the
@@ -33,6 +35,10 @@ public:
 
   mlir::func::FuncOp function() const { return func_; }
 
+  /// The communicator a partitioned function's kiln.all_reduce and
+  /// kiln.all_gather use (not owned); without one they are an error.
+  void setCollectives(Collectives *collectives) { collectives_ = collectives; }
+
   /// The most bytes of temporaries (op results and constants) a run of
   /// `func` holds at once — the same liveness run() follows; saturates at
   /// INT64_MAX for types too large to count.
@@ -42,11 +48,14 @@ private:
   struct Step;
   explicit Interpreter(mlir::func::FuncOp func);
   llvm::Error prepare();
+  llvm::Error runCollective(mlir::Operation *op, const HostTensor &x,
+                            llvm::SmallVectorImpl<HostTensor> &out);
 
   mlir::func::FuncOp func_;
   std::vector<Step> steps_;
   unsigned numSlots_ = 0;
   std::vector<unsigned> resultSlots_;
+  Collectives *collectives_ = nullptr;
 };
 
 /// The host tensor type of an MLIR tensor type (dtype and shape); fails for

@@ -545,7 +545,7 @@ func.func @attention_lse(%q: tensor<1x2x8x16xbf16>) {
 
 // -----
 
-// expected-error @+1 {{unknown kiln argument attribute 'kiln.weight' on argument #0 (expected kiln.param, kiln.input, kiln.state, kiln.init, kiln.role or kiln.offset)}}
+// expected-error @+1 {{unknown kiln argument attribute 'kiln.weight' on argument #0 (expected kiln.param, kiln.input, kiln.state, kiln.init, kiln.role, kiln.sharding or kiln.offset)}}
 func.func @unknown_arg_attr(%a: tensor<2xf32> {kiln.weight = "w"}) {
   return
 }
@@ -580,7 +580,7 @@ func.func @bad_init(%a: tensor<2xf32> {kiln.param = "w", kiln.init = "gaussian"}
 
 // -----
 
-// expected-error @+1 {{unknown kiln result attribute 'kiln.name' on result #0 (expected kiln.output, kiln.grad or kiln.aliases)}}
+// expected-error @+1 {{unknown kiln result attribute 'kiln.name' on result #0 (expected kiln.output, kiln.grad, kiln.aliases or kiln.sharding)}}
 func.func @unknown_result_attr(%a: tensor<2xf32>) -> (tensor<2xf32> {kiln.name = "x"}) {
   return %a : tensor<2xf32>
 }

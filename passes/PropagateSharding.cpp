@@ -1,0 +1,247 @@
+//===- PropagateSharding.cpp - spread argument shardings to every value ----===//
+//
+// Fixed-point propagation over the ops' factor rules, forward and backward
+// (docs/sharding.md). Only ever splits a dimension that was whole, so it
+// terminates: each sweep either splits something or stops.
+//
+//===----------------------------------------------------------------------===//
+
+#include "passes/Passes.h"
+#include "passes/ShardingUtils.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+
+namespace kiln {
+#define GEN_PASS_DEF_PROPAGATESHARDINGPASS
+#include "passes/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+using namespace kiln;
+
+namespace {
+
+/// A value's layout while propagating: per dimension the index of the
+/// mesh axis splitting it (-1: whole), and the partial-sum axes as bits.
+struct Layout {
+  SmallVector<int> dims;
+  unsigned partial = 0;
+  /// Function arguments: the caller's layout, never changed.
+  bool fixed = false;
+
+  bool usesAxis(int axis) const {
+    return (partial >> axis & 1) || llvm::is_contained(dims, axis);
+  }
+  bool isReplicated() const { return partial == 0 && llvm::all_of(dims, [](int a) { return a < 0; }); }
+};
+
+struct PropagateShardingPass
+    : public kiln::impl::PropagateShardingPassBase<PropagateShardingPass> {
+  using Base::Base;
+
+  MeshAttr mesh_;
+  llvm::DenseMap<Value, Layout> layouts_;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    mesh_ = getMesh(module);
+    if (!mesh_) {
+      if (mesh.empty()) {
+        module.emitError() << "kiln-propagate-sharding: the module has no kiln.mesh and no "
+                              "mesh option was given (e.g. mesh=dp=2)";
+        return signalPassFailure();
+      }
+      std::string error;
+      FailureOr<MeshAttr> parsed = parseMesh(&getContext(), mesh, error);
+      if (failed(parsed)) {
+        module.emitError() << "kiln-propagate-sharding: " << error;
+        return signalPassFailure();
+      }
+      mesh_ = *parsed;
+      module->setAttr(KilnDialect::kMeshAttrName, mesh_);
+    }
+    auto func = module.lookupSymbol<func::FuncOp>(function);
+    if (!func) {
+      module.emitError() << "kiln-propagate-sharding: no function @" << function;
+      return signalPassFailure();
+    }
+    if (failed(initArguments(func)))
+      return signalPassFailure();
+    SmallVector<Operation *> ops;
+    for (Operation &op : func.getBody().front().without_terminator())
+      ops.push_back(&op);
+    for (Operation *op : ops)
+      for (Value v : op->getResults())
+        layouts_[v] = Layout{SmallVector<int>(rankOf(v), -1), 0, false};
+    // Each sweep splits at least one more dimension or ends the loop; the
+    // dimensions are finite, so this ends.
+    for (bool changed = true; changed;) {
+      changed = false;
+      for (Operation *op : ops) {
+        FailureOr<bool> c = visit(op);
+        if (failed(c))
+          return signalPassFailure();
+        changed |= *c;
+      }
+      for (Operation *op : llvm::reverse(ops)) {
+        FailureOr<bool> c = visit(op);
+        if (failed(c))
+          return signalPassFailure();
+        changed |= *c;
+      }
+    }
+    record(func, ops);
+  }
+
+  static int64_t rankOf(Value v) { return cast<RankedTensorType>(v.getType()).getRank(); }
+
+  /// The mesh axis index of `name`; -1 for an axis of size 1 (splits
+  /// nothing) ; fails for an axis the mesh does not have.
+  FailureOr<int> axisIndex(StringRef name) {
+    for (auto [i, n] : llvm::enumerate(mesh_.getNames()))
+      if (n.getValue() == name)
+        return mesh_.getSizes()[i] > 1 ? static_cast<int>(i) : -1;
+    return failure();
+  }
+
+  LogicalResult initArguments(func::FuncOp func) {
+    for (BlockArgument arg : func.getArguments()) {
+      Layout layout{SmallVector<int>(rankOf(arg), -1), 0, true};
+      ShardingAttr s = getSharding(arg);
+      for (auto [d, axis] : llvm::enumerate(s.getDims())) {
+        if (axis.getValue().empty())
+          continue;
+        FailureOr<int> a = axisIndex(axis.getValue());
+        if (failed(a))
+          return func.emitError() << "kiln-propagate-sharding: argument #" << arg.getArgNumber()
+                                  << " is split over axis '" << axis.getValue()
+                                  << "', which the mesh " << mesh_ << " does not have";
+        if (*a < 0)
+          continue;
+        int64_t size = cast<RankedTensorType>(arg.getType()).getDimSize(d);
+        if (size % mesh_.getSizes()[*a] != 0)
+          return func.emitError() << "kiln-propagate-sharding: argument #" << arg.getArgNumber()
+                                  << " (" << arg.getType() << ") splits dimension " << d
+                                  << " of size " << size << " over '" << axis.getValue()
+                                  << "' of size " << mesh_.getSizes()[*a]
+                                  << ", which does not divide it";
+        layout.dims[d] = *a;
+      }
+      if (!s.getPartial().empty())
+        return func.emitError() << "kiln-propagate-sharding: argument #" << arg.getArgNumber()
+                                << " is marked partial; arguments are whole or split";
+      layouts_[arg] = layout;
+    }
+    return success();
+  }
+
+  /// One op: find each factor's axis, then split every dimension of it that
+  /// is still whole. Returns whether anything changed.
+  FailureOr<bool> visit(Operation *op) {
+    auto ruleOp = dyn_cast<ShardingRuleOpInterface>(op);
+    FailureOr<ShardingRule> rule = ruleOp ? ruleOp.getShardingRule() : FailureOr<ShardingRule>();
+    if (failed(rule)) {
+      auto split = [&](Value v) { return !layouts_[v].isReplicated(); };
+      if (llvm::any_of(op->getOperands(), split) || llvm::any_of(op->getResults(), split))
+        return op->emitError() << "kiln-propagate-sharding: " << op->getName()
+                               << " has no sharding rule, and it reads or makes a split value "
+                                  "(only kiln ops other than kiln.fusion and collectives have "
+                                  "rules)";
+      return false;
+    }
+    size_t numFactors = rule->factorSizes.size();
+    SmallVector<int> factorAxis(numFactors, -1);
+    unsigned used = 0;
+    auto gather = [&](Value v, ArrayRef<int64_t> factors) {
+      const Layout &l = layouts_[v];
+      for (auto [d, f] : llvm::enumerate(factors)) {
+        if (f < 0 || d >= l.dims.size())
+          continue;
+        int a = l.dims[d];
+        if (a < 0 || factorAxis[f] >= 0 || (used >> a & 1) ||
+            rule->factorSizes[f] % mesh_.getSizes()[a] != 0)
+          continue;
+        factorAxis[f] = a;
+        used |= 1u << a;
+      }
+    };
+    for (auto [v, f] : llvm::zip_equal(op->getResults(), rule->resultFactors))
+      gather(v, f);
+    for (auto [v, f] : llvm::zip_equal(op->getOperands(), rule->operandFactors))
+      gather(v, f);
+
+    bool changed = false;
+    auto apply = [&](Value v, ArrayRef<int64_t> factors) {
+      Layout &l = layouts_[v];
+      if (l.fixed)
+        return;
+      auto shape = cast<RankedTensorType>(v.getType()).getShape();
+      for (auto [d, f] : llvm::enumerate(factors)) {
+        if (f < 0 || factorAxis[f] < 0 || l.dims[d] >= 0)
+          continue;
+        int a = factorAxis[f];
+        if (l.usesAxis(a) || shape[d] % mesh_.getSizes()[a] != 0)
+          continue;
+        l.dims[d] = a;
+        changed = true;
+      }
+    };
+    for (auto [v, f] : llvm::zip_equal(op->getResults(), rule->resultFactors))
+      apply(v, f);
+    for (auto [v, f] : llvm::zip_equal(op->getOperands(), rule->operandFactors))
+      apply(v, f);
+    // A split factor a result lacks leaves that result a partial sum.
+    for (auto [r, v] : llvm::enumerate(op->getResults())) {
+      Layout &l = layouts_[v];
+      for (int64_t f : rule->reducedFactors(r)) {
+        int a = factorAxis[f];
+        if (a < 0 || (l.partial >> a & 1) || llvm::is_contained(l.dims, a))
+          continue;
+        l.partial |= 1u << a;
+        changed = true;
+      }
+    }
+    return changed;
+  }
+
+  ShardingAttr toAttr(const Layout &l) {
+    MLIRContext *ctx = &getContext();
+    SmallVector<StringAttr> dims, partial;
+    for (int a : l.dims)
+      dims.push_back(a < 0 ? StringAttr::get(ctx, "") : mesh_.getNames()[a]);
+    for (size_t a = 0; a < mesh_.getNames().size(); ++a)
+      if (l.partial >> a & 1)
+        partial.push_back(mesh_.getNames()[a]);
+    return ShardingAttr::get(ctx, dims, partial);
+  }
+
+  void record(func::FuncOp func, ArrayRef<Operation *> ops) {
+    for (Operation *op : ops) {
+      bool any = llvm::any_of(op->getResults(), [&](Value v) { return !layouts_[v].isReplicated(); });
+      if (!any) {
+        op->removeAttr(KilnDialect::kShardingsAttrName);
+        continue;
+      }
+      SmallVector<Attribute> all;
+      for (Value v : op->getResults())
+        all.push_back(toAttr(layouts_[v]));
+      op->setAttr(KilnDialect::kShardingsAttrName, ArrayAttr::get(&getContext(), all));
+    }
+    // A result keeps its value's split dimensions (unless the caller said
+    // otherwise); a partial sum is summed before it is returned.
+    auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
+    for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+      if (func.getResultAttr(i, KilnDialect::kShardingAttrName))
+        continue;
+      Layout l = layouts_[v];
+      l.partial = 0;
+      // A result that replaces an argument in place has the argument's layout.
+      if (auto alias = func.getResultAttrOfType<IntegerAttr>(i, KilnDialect::kAliasesAttrName))
+        l = layouts_[func.getArgument(alias.getInt())];
+      if (!l.isReplicated())
+        func.setResultAttr(i, KilnDialect::kShardingAttrName, toAttr(l));
+    }
+  }
+};
+
+} // namespace

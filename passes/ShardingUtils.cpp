@@ -1,0 +1,72 @@
+//===- ShardingUtils.cpp - what propagation and partitioning share ---------===//
+
+#include "passes/ShardingUtils.h"
+
+#include "llvm/ADT/StringExtras.h"
+
+using namespace mlir;
+
+namespace kiln {
+
+MeshAttr getMesh(ModuleOp module) {
+  return module->getAttrOfType<MeshAttr>(KilnDialect::kMeshAttrName);
+}
+
+FailureOr<MeshAttr> parseMesh(MLIRContext *context, StringRef text, std::string &error) {
+  SmallVector<StringAttr> names;
+  SmallVector<int64_t> sizes;
+  SmallVector<StringRef> parts;
+  text.split(parts, ',', -1, /*KeepEmpty=*/false);
+  for (StringRef part : parts) {
+    auto [name, size] = part.split('=');
+    name = name.trim();
+    int64_t n;
+    if (name.empty() || size.trim().getAsInteger(10, n) || n < 1) {
+      error = "mesh '" + text.str() + "': each axis is name=size with size >= 1, got '" +
+              part.trim().str() + "'";
+      return failure();
+    }
+    if (llvm::any_of(names, [&](StringAttr a) { return a.getValue() == name; })) {
+      error = "mesh '" + text.str() + "': axis '" + name.str() + "' appears twice";
+      return failure();
+    }
+    names.push_back(StringAttr::get(context, name));
+    sizes.push_back(n);
+  }
+  if (names.empty()) {
+    error = "mesh '" + text.str() + "' has no axes (expected e.g. dp=2,tp=1)";
+    return failure();
+  }
+  return MeshAttr::get(context, names, sizes);
+}
+
+ShardingAttr getSharding(Value v) {
+  auto rank = cast<RankedTensorType>(v.getType()).getRank();
+  if (auto arg = dyn_cast<BlockArgument>(v)) {
+    if (auto func = dyn_cast<func::FuncOp>(arg.getOwner()->getParentOp()))
+      if (auto s = func.getArgAttrOfType<ShardingAttr>(arg.getArgNumber(),
+                                                       KilnDialect::kShardingAttrName))
+        return s;
+    return ShardingAttr::getReplicated(v.getContext(), rank);
+  }
+  auto result = cast<OpResult>(v);
+  if (auto all = result.getOwner()->getAttrOfType<ArrayAttr>(KilnDialect::kShardingsAttrName))
+    if (result.getResultNumber() < all.size())
+      if (auto s = dyn_cast<ShardingAttr>(all[result.getResultNumber()]))
+        return s;
+  return ShardingAttr::getReplicated(v.getContext(), rank);
+}
+
+std::string describeOp(Operation *op) {
+  std::string s = op->getName().getStringRef().str();
+  Location loc = op->getLoc();
+  if (auto fused = dyn_cast<FusedLoc>(loc); fused && !fused.getLocations().empty())
+    loc = fused.getLocations().front();
+  if (auto name = dyn_cast<NameLoc>(loc))
+    s += " at \"" + name.getName().str() + "\"";
+  else if (auto file = dyn_cast<FileLineColLoc>(loc))
+    s += " at " + file.getFilename().str() + ":" + std::to_string(file.getLine());
+  return s;
+}
+
+} // namespace kiln

@@ -1,0 +1,32 @@
+//===- ShardingUtils.h - what propagation and partitioning share -----------===//
+
+#ifndef KILN_PASSES_SHARDINGUTILS_H
+#define KILN_PASSES_SHARDINGUTILS_H
+
+#include "ir/KilnAttrs.h"
+#include "ir/KilnOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+
+namespace kiln {
+
+/// The module's kiln.mesh, or null.
+MeshAttr getMesh(mlir::ModuleOp module);
+
+/// Parses `dp=2,tp=1` into a mesh; an error names what is wrong.
+llvm::FailureOr<MeshAttr> parseMesh(mlir::MLIRContext *context, llvm::StringRef text,
+                                    std::string &error);
+
+/// The sharding recorded for `v`: a function argument's `kiln.sharding`,
+/// an op result's entry in `kiln.shardings`; replicated when none.
+ShardingAttr getSharding(mlir::Value v);
+
+
+/// A readable place for an op in messages: its name and its location's
+/// name (`kiln.matmul at "h.0.mlp"`).
+std::string describeOp(mlir::Operation *op);
+
+} // namespace kiln
+
+#endif // KILN_PASSES_SHARDINGUTILS_H

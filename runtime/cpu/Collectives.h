@@ -1,0 +1,81 @@
+//===- Collectives.h - collectives for the CPU interpreter -----------------===//
+//
+// A partitioned step (kiln-partition) calls kiln.all_reduce and
+// kiln.all_gather; on the CPU each rank is a thread of one process and
+// ThreadMesh is their communicator, so any mesh runs on a laptop and the
+// sharding passes are tested without GPUs (docs/sharding.md).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_CPU_COLLECTIVES_H
+#define KILN_RUNTIME_CPU_COLLECTIVES_H
+
+#include "runtime/cpu/HostTensor.h"
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kiln::cpu {
+
+/// The collectives one rank calls. Every rank of the mesh calls the same
+/// collectives in the same order (each runs the same program).
+class Collectives {
+public:
+  virtual ~Collectives();
+  /// The sum of `x` over this rank's group along mesh axis `axis`, added in
+  /// rank order: the same bytes on every rank of the group.
+  virtual llvm::Expected<HostTensor> allReduce(const HostTensor &x, llvm::StringRef axis) = 0;
+  /// The group's `x` concatenated along `dim` in rank order.
+  virtual llvm::Expected<HostTensor> allGather(const HostTensor &x, llvm::StringRef axis,
+                                               int64_t dim) = 0;
+};
+
+/// The ranks of a mesh as threads of this process. Ranks are numbered
+/// row-major over the axes (the last axis varies fastest), as #kiln.mesh
+/// says.
+class ThreadMesh {
+public:
+  explicit ThreadMesh(std::vector<std::pair<std::string, int64_t>> axes);
+  ~ThreadMesh();
+
+  int64_t numRanks() const { return numRanks_; }
+  /// Rank `rank`'s coordinate along axis `axis` (0 for an axis the mesh
+  /// does not have).
+  int64_t coordinate(int64_t rank, llvm::StringRef axis) const;
+
+  /// Runs `body(rank, collectives)` on one thread per rank and waits for
+  /// all. When a rank fails, the ranks waiting in a collective are woken
+  /// with an error naming it (never a hang); the first failure is returned,
+  /// prefixed with its rank.
+  llvm::Error run(const std::function<llvm::Error(int64_t rank, Collectives &)> &body);
+
+private:
+  class Rank;
+  friend class Rank;
+  /// Waits until every rank has arrived, after depositing `x` (when not
+  /// null) for the group to read; a deposit stays readable until the next
+  /// exchange has been reached by all.
+  llvm::Error exchange(int64_t rank, const HostTensor *x, llvm::StringRef what);
+  bool wait(std::unique_lock<std::mutex> &lock);
+  std::vector<int64_t> group(int64_t rank, llvm::StringRef axis) const;
+
+  std::vector<std::pair<std::string, int64_t>> axes_;
+  int64_t numRanks_ = 1;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int64_t arrived_ = 0;
+  uint64_t generation_ = 0;
+  std::string aborted_;
+  std::vector<const HostTensor *> deposits_;
+};
+
+} // namespace kiln::cpu
+
+#endif // KILN_RUNTIME_CPU_COLLECTIVES_H
