@@ -116,6 +116,10 @@ std::vector<Field> schema(RunConfig &c) {
       {"checkpoint.keep", &c.checkpoint.keep, 0, 1e6},
       {"compile.fuse_attention", &c.compile.fuse_attention, 0, 0, {"auto", "always", "never"}},
       {"compile.fuse", &c.compile.fuse},
+      {"parallel.dp", &c.parallel.dp, 1, 1 << 16},
+      {"parallel.tp", &c.parallel.tp, 1, 1 << 16},
+      {"parallel.zero", &c.parallel.zero, 0, 3},
+      {"parallel.sequence_parallel", &c.parallel.sequence_parallel},
       {"run.dir", &c.run_dir},
   };
 }
@@ -394,6 +398,20 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
     return error(source, fmt::format("model.vocab_size = {} is too small for the byte tokenizer "
                                      "(257 tokens: 256 bytes and end-of-text)",
                                      model.vocab_size));
+  if (train.batch_size % parallel.dp != 0)
+    return error(source, fmt::format("train.batch_size = {} (the global batch) is not divisible by "
+                                     "parallel.dp = {}: each data-parallel rank takes an equal "
+                                     "share of the rows",
+                                     train.batch_size, parallel.dp));
+  if (parallel.tp != 1)
+    return error(source, fmt::format("parallel.tp = {}: tensor parallelism is planned; today "
+                                     "parallel.tp must be 1", parallel.tp));
+  if (parallel.sequence_parallel)
+    return error(source, "parallel.sequence_parallel = true: sequence parallelism is planned "
+                         "(it needs parallel.tp > 1)");
+  if (parallel.zero != 0)
+    return error(source, fmt::format("parallel.zero = {}: ZeRO stages are planned; today "
+                                     "parallel.zero must be 0", parallel.zero));
   if (optim.warmup_steps >= train.steps && optim.schedule != "constant")
     return error(source, fmt::format("optim.warmup_steps = {} leaves no step of train.steps = {} "
                                      "for the {} schedule",

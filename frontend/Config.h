@@ -136,6 +136,24 @@ struct CompileConfig {
   }
 };
 
+struct ParallelConfig {
+  /// Data-parallel ranks: the batch (train.batch_size, the global batch)
+  /// is split over them and the gradients summed.
+  int64_t dp = 1;
+  /// Tensor-parallel ranks (planned: only 1 today).
+  int64_t tp = 1;
+  /// ZeRO stage over dp (planned: only 0 today).
+  int64_t zero = 0;
+  /// Sequence parallelism with tp (planned).
+  bool sequence_parallel = false;
+
+  int64_t numRanks() const { return dp * tp; }
+  /// The mesh as kiln-propagate-sharding's option (`dp=2,tp=1`).
+  std::string meshText() const {
+    return "dp=" + std::to_string(dp) + ",tp=" + std::to_string(tp);
+  }
+};
+
 struct CheckpointConfig {
   /// Steps between checkpoints (0: only at the end).
   int64_t every = 1000;
@@ -151,6 +169,7 @@ struct RunConfig {
   EvalConfig eval;
   CheckpointConfig checkpoint;
   CompileConfig compile;
+  ParallelConfig parallel;
   /// Where the run writes its log, plot and checkpoints.
   std::string run_dir = "runs/latest";
 

@@ -70,6 +70,9 @@ def Kiln_Dialect : Dialect {
     /// `kiln.shardings` on ops, one per result.
     static constexpr ::llvm::StringLiteral kShardingAttrName = "kiln.sharding";
     static constexpr ::llvm::StringLiteral kShardingsAttrName = "kiln.shardings";
+    /// Function attribute (unit) written by kiln-partition: the function is
+    /// the per-rank program of the module's kiln.mesh.
+    static constexpr ::llvm::StringLiteral kPartitionedAttrName = "kiln.partitioned";
 
   private:
     void registerAttributes();

@@ -33,6 +33,8 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
   llvm::DenseMap<Value, ShardingAttr> layout_;
   /// Converted values: (value, wanted layout) -> the value in that layout.
   llvm::DenseMap<std::pair<Value, Attribute>, Value> converted_;
+  /// Means rescaled for their split (the scaling op -> the mean).
+  llvm::DenseMap<Operation *, Operation *> scaledMeans_;
   /// Each op's rule, taken from the global shapes before any changes.
   llvm::DenseMap<Operation *, FailureOr<ShardingRule>> rules_;
 
@@ -81,6 +83,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     func.setFunctionType(FunctionType::get(&getContext(), body.getArgumentTypes(), resultTypes));
     for (Operation *op : ops)
       op->removeAttr(KilnDialect::kShardingsAttrName);
+    func->setAttr(KilnDialect::kPartitionedAttrName, UnitAttr::get(&getContext()));
   }
 
   int64_t axisSize(StringRef axis) const { return mesh_.getAxisSize(axis); }
@@ -109,7 +112,17 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     if (auto it = converted_.find(key); it != converted_.end())
       return it->second;
     Operation *producer = v.getDefiningOp();
+    if (Operation *mean = scaledMeans_.lookup(producer))
+      producer = mean;
     std::string source = producer ? describeOp(producer) : "the function argument";
+    // A gradient is named by its parameter (the optimizer's operand).
+    for (Operation *use : v.getUsers())
+      if (auto adam = dyn_cast<AdamWUpdateOp>(use); adam && adam.getGrad() == v)
+        if (auto param = dyn_cast<BlockArgument>(adam.getParam()))
+          if (auto func = dyn_cast<func::FuncOp>(param.getOwner()->getParentOp()))
+            if (auto name = func.getArgAttrOfType<StringAttr>(param.getArgNumber(),
+                                                              KilnDialect::kParamAttrName))
+              source = "the gradient of " + name.getValue().str() + " (" + source + ")";
     std::string cause;
     OpBuilder b(user);
     Value cur = v;
@@ -241,6 +254,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
         DenseElementsAttr::get(type, b.getFloatAttr(elt, 1.0 / static_cast<double>(ranks)).getValue()));
     Value scaled = MulOp::create(b, op->getLoc(), type, mean, scale);
     mean.replaceAllUsesExcept(scaled, scaled.getDefiningOp());
+    scaledMeans_[scaled.getDefiningOp()] = op;
     layout_[scaled] = layout_[mean];
     return success();
   }

@@ -31,6 +31,9 @@ struct TrainingPipelineOptions {
   AutodiffPassOptions autodiff;
   /// Clipping, AdamW and accumulation; none: the step returns gradients.
   std::optional<AttachOptimizerPassOptions> optimizer = AttachOptimizerPassOptions();
+  /// kiln-propagate-sharding and kiln-partition on this mesh (before
+  /// kiln-fuse); none: one device.
+  std::optional<PropagateShardingPassOptions> sharding;
 };
 
 /// Runs `pm` on `module`; a failure comes back as one error: `what` failed,

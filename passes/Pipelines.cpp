@@ -22,7 +22,8 @@ namespace {
 void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention, bool fuse,
                        std::unique_ptr<mlir::Pass> assignPrecision,
                        std::unique_ptr<mlir::Pass> autodiff,
-                       std::unique_ptr<mlir::Pass> attachOptimizer) {
+                       std::unique_ptr<mlir::Pass> attachOptimizer,
+                       const std::optional<PropagateShardingPassOptions> &sharding) {
   // Clean up what the frontend emitted (broadcasts of splats, x*1, ...).
   pm.addPass(mlir::createCanonicalizerPass());
   // Linear layers' biases into their matmuls, before precision assignment
@@ -47,6 +48,15 @@ void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention, bool fuse,
   pm.addPass(mlir::createCSEPass());
   // Biases the VJP rules produced in matmul + add form, if any.
   pm.addPass(createFuseMatmulBiasPass());
+  // On a mesh: the model's annotations spread to every value, then the
+  // per-rank program with its collectives. After the step is complete (the
+  // optimizer's layout matters too), before fusion (regions carry no rule).
+  if (sharding) {
+    PartitionPassOptions partition;
+    partition.function = sharding->function;
+    pm.addPass(createPropagateShardingPass(*sharding));
+    pm.addPass(createPartitionPass(partition));
+  }
   // Chains of elementwise ops and casts into kiln.fusion regions: one
   // kernel each. Last, so it sees the whole step, backward and optimizer.
   if (fuse)
@@ -66,6 +76,10 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
   Option<bool> fuseAttention{*this, "fuse-attention",
                              llvm::cl::desc("Run kiln-fuse-attention"), llvm::cl::init(true)};
   Option<bool> fuse{*this, "fuse", llvm::cl::desc("Run kiln-fuse"), llvm::cl::init(true)};
+  Option<std::string> mesh{*this, "mesh",
+                           llvm::cl::desc("Partition over this mesh (dp=2,tp=1) with "
+                                          "kiln-propagate-sharding and kiln-partition; empty: "
+                                          "one device")};
   Option<bool> optimizer{*this, "optimizer",
                          llvm::cl::desc("Attach the optimizer (false: the step returns gradients)"),
                          llvm::cl::init(true)};
@@ -84,8 +98,13 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
                             std::pair{optimizer.get(), &options.attachOptimizer}})
     if (pass && mlir::failed(pass->initializeOptions(text->getValue(), fail)))
       return mlir::failure();
+  std::optional<PropagateShardingPassOptions> sharding;
+  if (!options.mesh.empty()) {
+    sharding.emplace();
+    sharding->mesh = options.mesh;
+  }
   addTrainingPasses(pm, options.fuseAttention, options.fuse, std::move(precision), std::move(autodiff),
-                    std::move(optimizer));
+                    std::move(optimizer), sharding);
   return mlir::success();
 }
 
@@ -95,7 +114,8 @@ void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOption
   addTrainingPasses(pm, options.fuseAttention, options.fuse,
                     createAssignPrecisionPass(options.precision),
                     createAutodiffPass(options.autodiff),
-                    options.optimizer ? createAttachOptimizerPass(*options.optimizer) : nullptr);
+                    options.optimizer ? createAttachOptimizerPass(*options.optimizer) : nullptr,
+                    options.sharding);
 }
 
 llvm::Error runPasses(mlir::PassManager &pm, mlir::ModuleOp module, llvm::StringRef what) {
@@ -115,9 +135,10 @@ void registerKilnPipelines() {
   mlir::registerPassPipeline(
       "kiln-training-pipeline",
       "Build the training step from @forward: canonicalize, fuse-matmul-bias, fuse-attention, "
-      "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias, fuse "
-      "(options: assign-precision={...} autodiff={...} attach-optimizer={...}, each the pass's "
-      "own; fuse-attention=false; fuse=false; optimizer=false)",
+      "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias, "
+      "[propagate-sharding, partition,] fuse (options: assign-precision={...} autodiff={...} "
+      "attach-optimizer={...}, each the pass's own; fuse-attention=false; fuse=false; "
+      "optimizer=false; mesh=dp=2)",
       buildFromText, [](llvm::function_ref<void(const mlir::detail::PassOptions &)> print) {
         print(TrainingPipelineText());
       });

@@ -22,6 +22,12 @@ public:
     return collect(FunctionBinding::Arg::State);
   }
   llvm::Error setState(const NamedTensors &tensors) override;
+  /// The collectives every function's kiln.all_reduce/all_gather use
+  /// (MeshCpuBackend sets its rank's for each run); null: none.
+  void setCollectives(Collectives *collectives) {
+    for (auto &[name, f] : functions_)
+      f.interpreter->setCollectives(collectives);
+  }
 
 private:
   struct Function {

@@ -8,6 +8,7 @@
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/Nvrtc.h"
 #include "tools/support/Compile.h"
+#include "tools/support/ShardingReport.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -48,6 +49,11 @@ static cl::opt<bool> nvrtc("nvrtc",
                            cl::sub(compileCommand()), cl::cat(kilnCategory()));
 static cl::opt<bool> noCache("no-cache", cl::desc("With --nvrtc: ignore the cubin cache"),
                              cl::sub(compileCommand()), cl::cat(kilnCategory()));
+
+static cl::opt<bool> explainSharding(
+    "explain-sharding",
+    cl::desc("With parallel.dp > 1: list every collective of the step with its bytes and cause"),
+    cl::sub(compileCommand()), cl::cat(kilnCategory()));
 
 /// Number of ops in a function's body (its size in the summary).
 static int64_t countOps(mlir::func::FuncOp func) {
@@ -93,6 +99,20 @@ int runCompile() {
     outs() << formatv("  @{0}: {1} ops\n", func.getSymName(), countOps(func));
   for (const std::string &path : *written)
     outs() << "  wrote " << path << "\n";
+
+  if (config->parallel.numRanks() > 1) {
+    outs() << tooling::describeSharding(**module, explainSharding);
+    if (!explainSharding)
+      outs() << "  (--explain-sharding lists each collective and its cause)\n";
+    // The partitioned step runs on the CPU communicator; its CUDA path
+    // (collectives through NCCL) is planned.
+    outs() << "codegen: skipped — collectives on the GPU (NCCL) are planned; `kiln train` runs "
+              "this mesh on the CPU, one thread per rank\n";
+    outs() << formatv("compiled in {0:f2} s\n", secondsSince(start));
+    return 0;
+  }
+  if (explainSharding)
+    outs() << "--explain-sharding: one device (parallel.dp = 1): nothing is sharded\n";
 
   // Codegen: the buffer plan and the CUDA kernels (no GPU needed).
   codegen::CodegenOptions options;

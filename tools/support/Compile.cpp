@@ -119,6 +119,14 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
   opt.lossScaleGrowthInterval = config.train.loss_scale_growth_interval;
   opt.lossScaleGrowth = config.train.loss_scale_growth;
   opt.lossScaleBackoff = config.train.loss_scale_backoff;
+  if (config.parallel.numRanks() > 1) {
+    options.sharding.emplace();
+    options.sharding->mesh = config.parallel.meshText();
+    // With accumulation the gradients come from @accumulate_step; @apply_step
+    // works on the summed accumulators, the same on every rank.
+    if (config.train.accumulate_steps > 1)
+      options.sharding->function = "accumulate_step";
+  }
   buildTrainingPipeline(pm, options);
   // Every name given to --dump-ir-after must be a pass of the pipeline.
   std::vector<std::string> known{"all"};

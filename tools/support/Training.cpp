@@ -6,6 +6,7 @@
 #include "models/GPT2.h"
 #include "support/Files.h"
 #include "runtime/cpu/CpuBackend.h"
+#include "runtime/cpu/MeshCpuBackend.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/CudaBackend.h"
 #include "runtime/data/DataLoader.h"
@@ -201,7 +202,15 @@ llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ost
 }
 
 llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
-                                                     llvm::raw_ostream *progress) {
+                                                     llvm::raw_ostream *progress, int64_t ranks) {
+  if (ranks > 1) {
+    // A partitioned step runs on CPU threads; NCCL on the GPU is planned.
+    if (device == "cuda")
+      return error("train.device = \"cuda\" with " + llvm::Twine(ranks) +
+                   " ranks (parallel.dp): the multi-GPU runtime (NCCL) is planned; a mesh runs "
+                   "on the CPU today (train.device = \"cpu\" or \"auto\")");
+    return std::make_unique<cpu::MeshCpuBackend>();
+  }
   if (device == "cpu")
     return std::make_unique<cpu::CpuBackend>();
   auto backend = makeCudaBackend(progress);
@@ -491,7 +500,7 @@ void TrainingRun::printHeader(double compileSeconds) {
 llvm::Error TrainingRun::open() {
   // 1. Where it runs (a missing GPU is reported before anything else), the
   // tokenizer and the data.
-  auto backend = makeBackend(config_.train.device, &out_);
+  auto backend = makeBackend(config_.train.device, &out_, config_.parallel.numRanks());
   if (!backend)
     return backend.takeError();
   backend_ = std::move(*backend);

@@ -52,9 +52,12 @@ llvm::Expected<std::string> generate(Backend &backend, const Tokenizer &tokenize
 
 /// The backend `device` names ("cpu", "cuda", or "auto": the GPU when there
 /// is one), empty; "cuda" without a GPU fails with the reason. `progress`
-/// gets a line about slow loading work (NVRTC).
+/// gets a line about slow loading work (NVRTC). With `ranks` > 1 (a mesh):
+/// the CPU mesh backend, one thread per rank ("cuda" is refused: NCCL is
+/// planned).
 llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
-                                                     llvm::raw_ostream *progress);
+                                                     llvm::raw_ostream *progress,
+                                                     int64_t ranks = 1);
 
 /// The CUDA backend for the first device, generating code for its
 /// architecture; "no CUDA device" when there is none.

@@ -1,0 +1,163 @@
+//===- MeshCpuBackend.cpp - a partitioned step on CPU threads --------------===//
+
+#include "runtime/cpu/MeshCpuBackend.h"
+#include "runtime/cpu/Kernels.h"
+
+#include "ir/KilnAttrs.h"
+#include "ir/KilnDialect.h"
+
+#include "llvm/Support/FormatVariadic.h"
+
+namespace kiln::cpu {
+
+namespace {
+llvm::Error error(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+std::vector<std::string> axesOf(ShardingAttr s) {
+  std::vector<std::string> axes;
+  if (s)
+    for (mlir::StringAttr a : s.getDims())
+      axes.push_back(a.getValue().str());
+  return axes;
+}
+
+bool isSplit(const std::vector<std::string> &axes) {
+  return llvm::any_of(axes, [](const std::string &a) { return !a.empty(); });
+}
+} // namespace
+
+llvm::Error MeshCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
+  auto mesh = module->getAttrOfType<MeshAttr>(KilnDialect::kMeshAttrName);
+  if (!mesh)
+    return error("the CPU mesh backend needs a module partitioned over a mesh (kiln.mesh)");
+  axes_.clear();
+  for (auto [name, size] : llvm::zip_equal(mesh.getNames(), mesh.getSizes()))
+    axes_.push_back({name.getValue().str(), size});
+  mesh_ = std::make_unique<ThreadMesh>(axes_);
+  for (auto func : module.getOps<mlir::func::FuncOp>()) {
+    Layouts l;
+    l.partitioned = func->hasAttr(KilnDialect::kPartitionedAttrName);
+    for (unsigned i = 0; i < func.getNumResults(); ++i)
+      l.updatesState |= func.getResultAttr(i, KilnDialect::kAliasesAttrName) != nullptr;
+    for (unsigned i = 0; i < func.getNumArguments(); ++i)
+      if (auto name = func.getArgAttrOfType<mlir::StringAttr>(i, KilnDialect::kInputAttrName))
+        l.inputs[name.getValue().str()] =
+            axesOf(func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName));
+    for (unsigned i = 0; i < func.getNumResults(); ++i)
+      if (auto name = func.getResultAttrOfType<mlir::StringAttr>(i, KilnDialect::kOutputAttrName))
+        l.outputs[name.getValue().str()] =
+            axesOf(func.getResultAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName));
+    // Split state (ZeRO) needs gathering here and initialization from the
+    // global tensor; both are planned with the ZeRO stages.
+    for (unsigned i = 0; i < func.getNumArguments(); ++i)
+      if (!func.getArgAttr(i, KilnDialect::kInputAttrName) &&
+          isSplit(axesOf(func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName))))
+        return error("@" + func.getSymName() + ": a split parameter or optimizer state (ZeRO) "
+                     "is planned; today the mesh splits the batch only");
+    layouts_[func.getSymName().str()] = std::move(l);
+  }
+  // Every rank starts from the same seed: replicated state is identical.
+  ranks_.clear();
+  for (int64_t r = 0; r < mesh_->numRanks(); ++r) {
+    ranks_.push_back(std::make_unique<CpuBackend>());
+    if (llvm::Error err = ranks_.back()->load(module, seed))
+      return err;
+  }
+  specs_ = std::vector<StateSpec>(ranks_[0]->stateSpecs());
+  return llvm::Error::success();
+}
+
+llvm::Expected<int64_t> MeshCpuBackend::memoryNeeded(mlir::ModuleOp module) {
+  auto mesh = module->getAttrOfType<MeshAttr>(KilnDialect::kMeshAttrName);
+  CpuBackend one;
+  auto bytes = one.memoryNeeded(module);
+  if (!bytes)
+    return bytes.takeError();
+  return *bytes * (mesh ? mesh.getNumRanks() : 1);
+}
+
+HostTensor MeshCpuBackend::partOf(const HostTensor &t, const std::vector<std::string> &axes,
+                                  int64_t rank) const {
+  std::vector<int64_t> start(t.shape().size(), 0), limit = t.shape(),
+                       strides(t.shape().size(), 1);
+  for (size_t d = 0; d < axes.size() && d < limit.size(); ++d) {
+    if (axes[d].empty())
+      continue;
+    int64_t n = 1;
+    for (auto &[name, size] : axes_)
+      if (name == axes[d])
+        n = size;
+    int64_t part = t.shape()[d] / n;
+    start[d] = mesh_->coordinate(rank, axes[d]) * part;
+    limit[d] = start[d] + part;
+  }
+  return kernels::slice(t, start, limit, strides);
+}
+
+llvm::Expected<TensorMap> MeshCpuBackend::run(llvm::StringRef fn, const TensorMap &inputs) {
+  auto it = layouts_.find(fn.str());
+  if (it == layouts_.end())
+    return error("the compiled module has no function @" + fn);
+  const Layouts &l = it->second;
+  if (!l.partitioned) {
+    // Not partitioned (evaluation, sampling): every rank holds the same
+    // replicated state, so rank 0 alone computes it — unless the function
+    // updates state, which every rank must then do.
+    TensorMap out;
+    for (auto &rank : ranks_) {
+      auto r = rank->run(fn, inputs);
+      if (!r)
+        return r.takeError();
+      if (rank == ranks_[0])
+        out = std::move(*r);
+      if (!l.updatesState)
+        break;
+    }
+    return out;
+  }
+  std::vector<TensorMap> outputs(ranks_.size());
+  llvm::Error err = mesh_->run([&](int64_t rank, Collectives &collectives) -> llvm::Error {
+    TensorMap mine;
+    for (const auto &[name, t] : inputs) {
+      auto layout = l.inputs.find(name);
+      mine[name] = layout != l.inputs.end() && isSplit(layout->second)
+                       ? partOf(t, layout->second, rank)
+                       : t;
+    }
+    ranks_[rank]->setCollectives(&collectives);
+    auto r = ranks_[rank]->run(fn, mine);
+    ranks_[rank]->setCollectives(nullptr);
+    if (!r)
+      return r.takeError();
+    outputs[rank] = std::move(*r);
+    return llvm::Error::success();
+  });
+  if (err)
+    return std::move(err);
+  for (const auto &[name, axes] : l.outputs)
+    if (isSplit(axes))
+      return error("@" + fn + ": output '" + name + "' is split over the mesh; gathering split "
+                   "outputs is planned");
+  return std::move(outputs[0]);
+}
+
+llvm::Error MeshCpuBackend::setState(const NamedTensors &tensors) {
+  for (auto &rank : ranks_)
+    if (llvm::Error err = rank->setState(tensors))
+      return err;
+  return llvm::Error::success();
+}
+
+std::string MeshCpuBackend::describe() const {
+  std::string mesh;
+  for (auto &[name, size] : axes_)
+    mesh += (mesh.empty() ? "" : ", ") + name + " = " + std::to_string(size);
+  return llvm::formatv("cpu: {0} ranks as threads of this process (mesh {1}), collectives "
+                       "through shared memory",
+                       ranks_.size(), mesh)
+      .str();
+}
+
+} // namespace kiln::cpu

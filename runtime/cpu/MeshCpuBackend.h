@@ -1,0 +1,55 @@
+//===- MeshCpuBackend.h - a partitioned step on CPU threads ----------------===//
+//
+// The Backend for a module partitioned over a mesh (kiln-partition): one
+// CpuBackend per rank, each rank a thread, their collectives through
+// ThreadMesh. The training loop sees one backend with global tensors: it
+// splits each input by the argument's kiln.sharding (the batch rows of a
+// data-parallel rank), and returns outputs and state whole (replicated
+// values from rank 0, split ones gathered), so logs, checkpoints and
+// sampling do not change with the mesh.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_CPU_MESHCPUBACKEND_H
+#define KILN_RUNTIME_CPU_MESHCPUBACKEND_H
+
+#include "runtime/cpu/Collectives.h"
+#include "runtime/cpu/CpuBackend.h"
+
+#include <memory>
+
+namespace kiln::cpu {
+
+class MeshCpuBackend final : public Backend {
+public:
+  llvm::StringRef name() const override { return "cpu"; }
+  llvm::Error load(mlir::ModuleOp module, uint64_t seed) override;
+  llvm::Expected<int64_t> memoryNeeded(mlir::ModuleOp module) override;
+  llvm::Expected<TensorMap> run(llvm::StringRef fn, const TensorMap &inputs) override;
+  bool hasFunction(llvm::StringRef fn) const override { return ranks_[0]->hasFunction(fn); }
+  llvm::Expected<NamedTensors> params() override { return ranks_[0]->params(); }
+  llvm::Expected<NamedTensors> optimizerStates() override { return ranks_[0]->optimizerStates(); }
+  llvm::Error setState(const NamedTensors &tensors) override;
+  std::string describe() const override;
+
+private:
+  /// Per function: the axes splitting each input and each output (by
+  /// name; empty: whole), and whether it was partitioned.
+  struct Layouts {
+    std::map<std::string, std::vector<std::string>> inputs, outputs;
+    bool partitioned = false;
+    /// Some result replaces a parameter or state in place.
+    bool updatesState = false;
+  };
+  /// Rank `rank`'s part of the global tensor `t` split as `axes`.
+  HostTensor partOf(const HostTensor &t, const std::vector<std::string> &axes, int64_t rank) const;
+
+  std::vector<std::pair<std::string, int64_t>> axes_;
+  std::unique_ptr<ThreadMesh> mesh_;
+  std::vector<std::unique_ptr<CpuBackend>> ranks_;
+  std::map<std::string, Layouts> layouts_;
+};
+
+} // namespace kiln::cpu
+
+#endif // KILN_RUNTIME_CPU_MESHCPUBACKEND_H
