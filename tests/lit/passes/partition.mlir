@@ -1,0 +1,68 @@
+// kiln-partition: per-rank shapes, and one collective per value and layout
+// wherever an op needs another layout than the one its operand was made in.
+// RUN: kiln-opt %s -split-input-file -kiln-propagate-sharding -kiln-partition | FileCheck %s
+// RUN: kiln-opt %s -split-input-file -kiln-propagate-sharding -kiln-partition | kiln-opt -split-input-file | FileCheck %s
+
+// Megatron's MLP on dp = 2, tp = 2: local shapes; the row-parallel partial
+// sum all-reduced over tp before the add; the max gathers the split batch;
+// the mean is scaled by 1/2 so the dp partial sums add up to the global
+// mean; the results are summed over dp. Each collective names its cause.
+// CHECK-LABEL: func.func @train_step
+// CHECK-SAME: (%[[X:.+]]: tensor<4x16xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[dp, _]>}, %[[W1:.+]]: tensor<16x16xf32> {{.*}}, %[[W2:.+]]: tensor<16x16xf32> {{.*}}, %[[B:.+]]: tensor<16xf32> {kiln.param = "b"})
+// CHECK-SAME: -> (tensor<f32> {kiln.output = "loss"}, tensor<16x16xf32> {kiln.output = "dw", kiln.sharding = #kiln.sharding<[_, tp]>}) attributes {kiln.partitioned}
+// CHECK: %[[H:.+]] = kiln.matmul %[[X]], %[[W1]] : tensor<4x16xf32>, tensor<16x16xf32> -> tensor<4x16xf32>
+// CHECK: %[[Y:.+]] = kiln.matmul %{{.+}}, %[[W2]] : tensor<4x16xf32>, tensor<16x16xf32> -> tensor<4x16xf32>
+// CHECK: %[[YS:.+]] = kiln.all_reduce %[[Y]] over "tp" {cause = "kiln.matmul at {{.*}}:{{[0-9]+}} leaves a partial sum over tp; kiln.add at {{.*}} needs it summed"} : tensor<4x16xf32>
+// CHECK: %[[Z:.+]] = kiln.add %[[YS]], %{{.+}} : tensor<4x16xf32>
+// CHECK: %[[ZW:.+]] = kiln.all_gather %[[Z]] over "dp" dim 0 {cause = "kiln.add at {{.*}} splits dimension 0 over dp; kiln.reduce_max at {{.*}} needs it whole"} : tensor<4x16xf32> -> tensor<8x16xf32>
+// CHECK: kiln.reduce_max %[[ZW]], dims = [0] : tensor<8x16xf32> -> tensor<16xf32>
+// CHECK: %[[M:.+]] = kiln.reduce_mean %[[Z]], dims = [0, 1] : tensor<4x16xf32> -> tensor<f32>
+// CHECK: %[[HALF:.+]] = kiln.constant dense<5.000000e-01> : tensor<f32>
+// CHECK: %[[MS:.+]] = kiln.mul %[[M]], %[[HALF]] : tensor<f32>
+// CHECK: %[[DW:.+]] = kiln.matmul %[[X]], %[[H]] transpose_a : tensor<4x16xf32>, tensor<4x16xf32> -> tensor<16x16xf32>
+// CHECK: %[[L:.+]] = kiln.all_reduce %[[MS]] over "dp" {cause = "kiln.reduce_mean at {{.*}} leaves a partial sum over dp; the function result needs it summed"} : tensor<f32>
+// CHECK: %[[G:.+]] = kiln.all_reduce %[[DW]] over "dp"
+// CHECK: return %[[L]], %[[G]]
+module attributes {kiln.mesh = #kiln.mesh<dp = 2, tp = 2>} {
+func.func @train_step(%x: tensor<8x16xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[dp, _]>},
+                      %w1: tensor<16x32xf32> {kiln.param = "w1", kiln.sharding = #kiln.sharding<[_, tp]>},
+                      %w2: tensor<32x16xf32> {kiln.param = "w2", kiln.sharding = #kiln.sharding<[tp, _]>},
+                      %b: tensor<16xf32> {kiln.param = "b"})
+    -> (tensor<f32> {kiln.output = "loss"}, tensor<16x32xf32> {kiln.output = "dw"}) {
+  %h = kiln.matmul %x, %w1 : tensor<8x16xf32>, tensor<16x32xf32> -> tensor<8x32xf32>
+  %g = kiln.gelu tanh %h : tensor<8x32xf32>
+  %y = kiln.matmul %g, %w2 : tensor<8x32xf32>, tensor<32x16xf32> -> tensor<8x16xf32>
+  %bb = kiln.broadcast_in_dim %b, dims = [1] : tensor<16xf32> -> tensor<8x16xf32>
+  %z = kiln.add %y, %bb : tensor<8x16xf32>
+  %m = kiln.reduce_max %z, dims = [0] : tensor<8x16xf32> -> tensor<16xf32>
+  %l = kiln.reduce_mean %z, dims = [0, 1] : tensor<8x16xf32> -> tensor<f32>
+  %dw = kiln.matmul %x, %h transpose_a : tensor<8x16xf32>, tensor<8x32xf32> -> tensor<16x32xf32>
+  return %l, %dw : tensor<f32>, tensor<16x32xf32>
+}
+}
+
+// -----
+
+// One all-reduce for a partial sum read by two ops; a splat constant and a
+// whole-row slice take their per-rank shapes.
+// CHECK-LABEL: func.func @train_step
+// CHECK: %[[C:.+]] = kiln.constant dense<2.000000e+00> : tensor<2x3xf32>
+// CHECK: %[[S:.+]] = kiln.slice %arg0 [0:2, 1:3] : tensor<2x4xf32> -> tensor<2x2xf32>
+// CHECK: %[[R:.+]] = kiln.reduce_sum
+// CHECK: %[[A:.+]] = kiln.all_reduce %[[R]] over "dp"
+// CHECK-NOT: kiln.all_reduce
+// CHECK: kiln.exp %[[A]]
+// CHECK: kiln.neg %[[A]]
+module attributes {kiln.mesh = #kiln.mesh<dp = 2>} {
+func.func @train_step(%x: tensor<4x4xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[dp, _]>})
+    -> (tensor<3xf32>, tensor<3xf32>, tensor<4x2xf32>) {
+  %c = kiln.constant dense<2.0> : tensor<4x3xf32>
+  %s = kiln.slice %x [0:4, 1:3] : tensor<4x4xf32> -> tensor<4x2xf32>
+  %t = kiln.slice %x [0:4, 0:3] : tensor<4x4xf32> -> tensor<4x3xf32>
+  %p = kiln.mul %t, %c : tensor<4x3xf32>
+  %r = kiln.reduce_sum %p, dims = [0] : tensor<4x3xf32> -> tensor<3xf32>
+  %e = kiln.exp %r : tensor<3xf32>
+  %n = kiln.neg %r : tensor<3xf32>
+  return %e, %n, %s : tensor<3xf32>, tensor<3xf32>, tensor<4x2xf32>
+}
+}

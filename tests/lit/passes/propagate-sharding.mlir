@@ -1,0 +1,65 @@
+// kiln-propagate-sharding: the arguments' layouts spread through each op's
+// factor rule; split reduction factors leave partial sums.
+// RUN: kiln-opt %s -split-input-file -kiln-propagate-sharding | FileCheck %s
+// RUN: kiln-opt %s -split-input-file -kiln-propagate-sharding | kiln-opt -split-input-file | FileCheck %s
+
+// Megatron's MLP: a batch split over dp, a column-parallel then a
+// row-parallel weight over tp. The second matmul sums over its split k:
+// partial over tp. A max over the split batch is not a sum: it stays
+// unsplit (partitioning gathers its operand). The weight gradient sums over
+// the batch: partial over dp, and split over tp like the weight.
+// CHECK-LABEL: func.func @train_step
+// CHECK-SAME: -> (tensor<f32> {kiln.output = "loss"}, tensor<16x32xf32> {kiln.output = "dw", kiln.sharding = #kiln.sharding<[_, tp]>})
+// CHECK: kiln.matmul %arg0, %arg1 {kiln.shardings = [#kiln.sharding<[dp, tp]>]}
+// CHECK: kiln.gelu tanh %{{.*}} {kiln.shardings = [#kiln.sharding<[dp, tp]>]}
+// CHECK: kiln.matmul {{.*}} {kiln.shardings = [#kiln.sharding<[dp, _], partial = [tp]>]}
+// CHECK: kiln.broadcast_in_dim %arg3, dims = [1] {kiln.shardings = [#kiln.sharding<[dp, _]>]}
+// CHECK: kiln.add {{.*}} {kiln.shardings = [#kiln.sharding<[dp, _]>]}
+// CHECK: kiln.reduce_max %{{[0-9]+}}, dims = [0] :
+// CHECK: kiln.reduce_mean {{.*}} {kiln.shardings = [#kiln.sharding<[], partial = [dp]>]}
+// CHECK: kiln.matmul %arg0, %{{.*}} transpose_a {kiln.shardings = [#kiln.sharding<[_, tp], partial = [dp]>]}
+module attributes {kiln.mesh = #kiln.mesh<dp = 2, tp = 2>} {
+func.func @train_step(%x: tensor<8x16xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[dp, _]>},
+                      %w1: tensor<16x32xf32> {kiln.param = "w1", kiln.sharding = #kiln.sharding<[_, tp]>},
+                      %w2: tensor<32x16xf32> {kiln.param = "w2", kiln.sharding = #kiln.sharding<[tp, _]>},
+                      %b: tensor<16xf32> {kiln.param = "b"})
+    -> (tensor<f32> {kiln.output = "loss"}, tensor<16x32xf32> {kiln.output = "dw"}) {
+  %h = kiln.matmul %x, %w1 : tensor<8x16xf32>, tensor<16x32xf32> -> tensor<8x32xf32>
+  %g = kiln.gelu tanh %h : tensor<8x32xf32>
+  %y = kiln.matmul %g, %w2 : tensor<8x32xf32>, tensor<32x16xf32> -> tensor<8x16xf32>
+  %bb = kiln.broadcast_in_dim %b, dims = [1] : tensor<16xf32> -> tensor<8x16xf32>
+  %z = kiln.add %y, %bb : tensor<8x16xf32>
+  %m = kiln.reduce_max %z, dims = [0] : tensor<8x16xf32> -> tensor<16xf32>
+  %l = kiln.reduce_mean %z, dims = [0, 1] : tensor<8x16xf32> -> tensor<f32>
+  %dw = kiln.matmul %x, %h transpose_a : tensor<8x16xf32>, tensor<8x32xf32> -> tensor<16x32xf32>
+  return %l, %dw : tensor<f32>, tensor<16x32xf32>
+}
+}
+
+// -----
+
+// Reshapes carry a split major dimension
+// ([4, 8, 16] -> [32, 16] -> [4, 8, 2, 8]), a slice of whole rows keeps it
+// and a slice inside a split dimension would not; layer_norm_grad's rows
+// are kept by dx and summed for dweight and dbias (partial, dx is not).
+// An axis of size 1 splits nothing.
+// CHECK-LABEL: module attributes {kiln.mesh = #kiln.mesh<dp = 4, tp = 1>}
+// CHECK: kiln.reshape {{.*}} {kiln.shardings = [#kiln.sharding<[dp, _]>]} : tensor<4x8x16xf32> -> tensor<32x16xf32>
+// CHECK: kiln.reshape {{.*}} {kiln.shardings = [#kiln.sharding<[dp, _, _, _]>]} : tensor<32x16xf32> -> tensor<4x8x2x8xf32>
+// CHECK: kiln.slice {{.*}} {kiln.shardings = [#kiln.sharding<[dp, _, _, _]>]}
+// CHECK: kiln.layer_norm_grad {{.*}} {kiln.shardings = [#kiln.sharding<[dp, _, _]>, #kiln.sharding<[_], partial = [dp]>, #kiln.sharding<[_], partial = [dp]>]}
+// CHECK: kiln.add %arg4, %arg4 :
+module attributes {kiln.mesh = #kiln.mesh<dp = 4, tp = 1>} {
+func.func @train_step(%x: tensor<4x8x16xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[dp, _, _]>},
+                      %w: tensor<16xf32> {kiln.param = "w"}, %mean: tensor<4x8xf32> {kiln.input = "mean"},
+                      %rstd: tensor<4x8xf32> {kiln.input = "rstd"},
+                      %t: tensor<16xf32> {kiln.input = "t", kiln.sharding = #kiln.sharding<[tp]>})
+    -> (tensor<4x8x2x4xf32>, tensor<4x8x16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>) {
+  %r = kiln.reshape %x : tensor<4x8x16xf32> -> tensor<32x16xf32>
+  %s = kiln.reshape %r : tensor<32x16xf32> -> tensor<4x8x2x8xf32>
+  %h = kiln.slice %s [0:4, 0:8, 0:2, 0:4] : tensor<4x8x2x8xf32> -> tensor<4x8x2x4xf32>
+  %dx, %dw, %db = kiln.layer_norm_grad %x, %w, %mean, %rstd, %x : tensor<4x8x16xf32>, tensor<16xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8x16xf32> -> tensor<4x8x16xf32>, tensor<16xf32>, tensor<16xf32>
+  %tt = kiln.add %t, %t : tensor<16xf32>
+  return %h, %dx, %dw, %db, %tt : tensor<4x8x2x4xf32>, tensor<4x8x16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>
+}
+}
