@@ -409,9 +409,6 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
   if (parallel.sequence_parallel)
     return error(source, "parallel.sequence_parallel = true: sequence parallelism is planned "
                          "(it needs parallel.tp > 1)");
-  if (parallel.zero != 0)
-    return error(source, fmt::format("parallel.zero = {}: ZeRO stages are planned; today "
-                                     "parallel.zero must be 0", parallel.zero));
   if (optim.warmup_steps >= train.steps && optim.schedule != "constant")
     return error(source, fmt::format("optim.warmup_steps = {} leaves no step of train.steps = {} "
                                      "for the {} schedule",

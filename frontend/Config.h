@@ -142,7 +142,8 @@ struct ParallelConfig {
   int64_t dp = 1;
   /// Tensor-parallel ranks (planned: only 1 today).
   int64_t tp = 1;
-  /// ZeRO stage over dp (planned: only 0 today).
+  /// ZeRO stage over dp: 1 and 2 split the optimizer states over the dp
+  /// ranks, 3 the parameters too (0: every rank holds everything).
   int64_t zero = 0;
   /// Sequence parallelism with tp (planned).
   bool sequence_parallel = false;

@@ -89,6 +89,8 @@ void Graph::shard(const Tensor &arg, ArrayRef<StringRef> axes) {
           std::to_string(rank));
     return;
   }
+  if (llvm::all_of(axes, [](StringRef a) { return a.empty(); }))
+    return; // whole: no annotation
   argShardings_[block.getArgNumber()] = std::vector<std::string>(axes.begin(), axes.end());
 }
 

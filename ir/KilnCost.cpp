@@ -80,6 +80,8 @@ int64_t PadOp::getFlops() { return 0; }
 // as traffic, not arithmetic, as the MFU report does.
 int64_t AllReduceOp::getFlops() { return 0; }
 int64_t AllGatherOp::getFlops() { return 0; }
+int64_t ReduceScatterOp::getFlops() { return 0; }
+int64_t TakeShardOp::getFlops() { return 0; }
 
 // One add per cotangent element scattered into the table.
 int64_t EmbeddingGradOp::getFlops() { return numElements(getDy().getType()); }

@@ -711,21 +711,36 @@ LogicalResult AttentionGradOp::verify() {
 // Training ops
 //===----------------------------------------------------------------------===//
 
-LogicalResult AllGatherOp::verify() {
-  auto in = tensorType(getOperand()), out = tensorType(getResult());
-  int64_t dim = static_cast<int64_t>(getDim());
-  if (in.getElementType() != out.getElementType() || in.getRank() != out.getRank() || dim < 0 ||
-      dim >= in.getRank())
-    return emitOpError() << "gathers " << in << " along dimension " << dim << " into " << out
-                         << "; they must differ only in that dimension";
-  for (int64_t d = 0; d < in.getRank(); ++d) {
-    bool ok = d == dim ? in.getDimSize(d) > 0 && out.getDimSize(d) % in.getDimSize(d) == 0
-                       : in.getDimSize(d) == out.getDimSize(d);
-    if (!ok)
-      return emitOpError() << "gathers " << in << " along dimension " << dim << " into " << out
-                           << "; they must differ only in that dimension, by a whole factor";
-  }
+/// `whole` and `part` differ only in dimension `dim`, by a whole factor
+/// (the split of a collective).
+static LogicalResult verifySplit(Operation *op, Type wholeType, Type partType, int64_t dim,
+                                 StringRef what) {
+  auto whole = cast<RankedTensorType>(wholeType), part = cast<RankedTensorType>(partType);
+  bool ok = whole.getElementType() == part.getElementType() && whole.getRank() == part.getRank() &&
+            dim >= 0 && dim < whole.getRank();
+  for (int64_t d = 0; ok && d < whole.getRank(); ++d)
+    ok = d == dim ? part.getDimSize(d) > 0 && whole.getDimSize(d) % part.getDimSize(d) == 0
+                  : whole.getDimSize(d) == part.getDimSize(d);
+  if (!ok)
+    return op->emitOpError() << what << " " << wholeType << " and " << partType
+                             << " along dimension " << dim
+                             << "; they must differ only in that dimension, by a whole factor";
   return success();
+}
+
+LogicalResult AllGatherOp::verify() {
+  return verifySplit(*this, getResult().getType(), getOperand().getType(),
+                     static_cast<int64_t>(getDim()), "gathers into");
+}
+
+LogicalResult ReduceScatterOp::verify() {
+  return verifySplit(*this, getOperand().getType(), getResult().getType(),
+                     static_cast<int64_t>(getDim()), "scatters");
+}
+
+LogicalResult TakeShardOp::verify() {
+  return verifySplit(*this, getOperand().getType(), getResult().getType(),
+                     static_cast<int64_t>(getDim()), "takes a part of");
 }
 
 LogicalResult GlobalNormOp::verify() {

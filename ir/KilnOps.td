@@ -961,6 +961,43 @@ def Kiln_AllGatherOp : Kiln_Op<"all_gather"> {
   let hasVerifier = 1;
 }
 
+def Kiln_ReduceScatterOp : Kiln_Op<"reduce_scatter"> {
+  let summary = "sum over the ranks of one mesh axis, each rank keeping its part";
+  let description = [{
+    The sum of the group's operands along mesh axis `axis`, split along
+    dimension `dim`: rank k of the group receives the k-th part. What a
+    partial sum becomes when the op that reads it wants it split over the
+    same axis (a ZeRO-sharded optimizer reading a data-parallel gradient):
+    the all-reduce's traffic halved, nothing stored whole.
+
+    ```mlir
+    %g = kiln.reduce_scatter %dw over "dp" dim 0 {cause = "..."} : tensor<768x768xf32> -> tensor<384x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$operand, StrAttr:$axis, I64Attr:$dim, StrAttr:$cause);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$operand `over` $axis `dim` $dim attr-dict `:` type($operand) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Kiln_TakeShardOp : Kiln_Op<"take_shard"> {
+  let summary = "this rank's part of a whole value (no communication)";
+  let description = [{
+    The part of `operand` along dimension `dim` that this rank holds when
+    the value is split over mesh axis `axis`: rank k of the group takes the
+    k-th part. What a whole value becomes when an op wants it split (a
+    replicated gradient read by a ZeRO-sharded optimizer).
+
+    ```mlir
+    %p = kiln.take_shard %w over "dp" dim 0 {cause = "..."} : tensor<768x768xf32> -> tensor<384x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$operand, StrAttr:$axis, I64Attr:$dim, StrAttr:$cause);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$operand `over` $axis `dim` $dim attr-dict `:` type($operand) `->` type($result)";
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Fusion (built by kiln-fuse)
 //===----------------------------------------------------------------------===//

@@ -426,3 +426,5 @@ FailureOr<ShardingRule> YieldOp::getShardingRule() { return failure(); }
 // is not partitioned again.
 FailureOr<ShardingRule> AllReduceOp::getShardingRule() { return failure(); }
 FailureOr<ShardingRule> AllGatherOp::getShardingRule() { return failure(); }
+FailureOr<ShardingRule> ReduceScatterOp::getShardingRule() { return failure(); }
+FailureOr<ShardingRule> TakeShardOp::getShardingRule() { return failure(); }

@@ -41,13 +41,15 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
   }
   nn::LayerNorm lnf(g, "ln_f", C, config.layer_norm_eps);
 
-  // Data parallelism: the batch is split over the mesh's dp axis.
+  // Data parallelism: the batch is split over the mesh's dp axis (a batch
+  // of one, as sampling runs, stays whole).
+  llvm::StringRef batchAxis = B > 1 ? "dp" : "";
   Tensor tokens = g.input("tokens", {B, T}, g.i32());
-  g.shard(tokens, {"dp", ""});
+  g.shard(tokens, {batchAxis, ""});
   Tensor targets;
   if (output == GPT2Output::Loss) {
     targets = g.input("targets", {B, T}, g.i32());
-    g.shard(targets, {"dp", ""});
+    g.shard(targets, {batchAxis, ""});
   }
 
   Tensor x;

@@ -13,6 +13,8 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 
+#include <map>
+
 
 namespace kiln {
 #define GEN_PASS_DEF_PARTITIONPASS
@@ -41,16 +43,47 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
     mesh_ = getMesh(module);
-    auto func = module.lookupSymbol<func::FuncOp>(function);
-    if (!func) {
-      module.emitError() << "kiln-partition: no function @" << function;
-      return signalPassFailure();
-    }
     if (!mesh_) {
       module.emitError() << "kiln-partition: the module has no kiln.mesh (run "
                             "kiln-propagate-sharding first)";
       return signalPassFailure();
     }
+    SmallVector<func::FuncOp> funcs;
+    if (function.empty()) {
+      for (auto func : module.getOps<func::FuncOp>())
+        if (isSplit(func))
+          funcs.push_back(func);
+    } else if (auto func = module.lookupSymbol<func::FuncOp>(function)) {
+      funcs.push_back(func);
+    } else {
+      module.emitError() << "kiln-partition: no function @" << function;
+      return signalPassFailure();
+    }
+    for (func::FuncOp func : funcs)
+      if (failed(partition(func)))
+        return signalPassFailure();
+  }
+
+  /// Whether anything of `func` is split or partial on the mesh (a function
+  /// that is not runs whole on every rank, unchanged).
+  bool isSplit(func::FuncOp func) {
+    auto splitOnMesh = [&](ShardingAttr s) {
+      return s.isPartial() || llvm::any_of(s.getDims(), [&](StringAttr a) {
+               return !a.getValue().empty() && axisSize(a.getValue()) > 1;
+             });
+    };
+    if (llvm::any_of(func.getArguments(), [&](Value v) { return splitOnMesh(getSharding(v)); }))
+      return true;
+    bool any = false;
+    func.walk([&](Operation *op) { any |= op->hasAttr(KilnDialect::kShardingsAttrName); });
+    return any;
+  }
+
+  LogicalResult partition(func::FuncOp func) {
+    layout_.clear();
+    converted_.clear();
+    rules_.clear();
+    scaledMeans_.clear();
     Block &body = func.getBody().front();
     for (BlockArgument arg : func.getArguments())
       layout_[arg] = getSharding(arg);
@@ -66,7 +99,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
       arg.setType(localType(arg, layout_[arg]));
     for (Operation *op : ops)
       if (failed(partitionOp(op)))
-        return signalPassFailure();
+        return failure();
     auto ret = cast<func::ReturnOp>(body.getTerminator());
     SmallVector<Type> resultTypes;
     for (auto [i, operand] : llvm::enumerate(ret->getOpOperands())) {
@@ -76,14 +109,25 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
         want = ShardingAttr::getReplicated(&getContext(), layout_[v].getDims().size());
       FailureOr<Value> c = convert(v, want, ret, "the function result");
       if (failed(c))
-        return signalPassFailure();
+        return failure();
       operand.set(*c);
       resultTypes.push_back(c->getType());
     }
     func.setFunctionType(FunctionType::get(&getContext(), body.getArgumentTypes(), resultTypes));
-    for (Operation *op : ops)
-      op->removeAttr(KilnDialect::kShardingsAttrName);
     func->setAttr(KilnDialect::kPartitionedAttrName, UnitAttr::get(&getContext()));
+    return success();
+  }
+
+  /// "parameter h.0.mlp.fc.w" for a function argument.
+  static std::string describeArgument(Value v) {
+    auto arg = cast<BlockArgument>(v);
+    auto func = cast<func::FuncOp>(arg.getOwner()->getParentOp());
+    for (auto [attr, what] : {std::pair{KilnDialect::kParamAttrName, "parameter"},
+                              std::pair{KilnDialect::kStateAttrName, "optimizer state"},
+                              std::pair{KilnDialect::kInputAttrName, "input"}})
+      if (auto name = func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), attr))
+        return std::string(what) + " " + name.getValue().str();
+    return "argument #" + std::to_string(arg.getArgNumber());
   }
 
   int64_t axisSize(StringRef axis) const { return mesh_.getAxisSize(axis); }
@@ -114,7 +158,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     Operation *producer = v.getDefiningOp();
     if (Operation *mean = scaledMeans_.lookup(producer))
       producer = mean;
-    std::string source = producer ? describeOp(producer) : "the function argument";
+    std::string source = producer ? describeOp(producer) : describeArgument(v);
     // A gradient is named by its parameter (the optimizer's operand).
     for (Operation *use : v.getUsers())
       if (auto adam = dyn_cast<AdamWUpdateOp>(use); adam && adam.getGrad() == v)
@@ -123,42 +167,135 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
             if (auto name = func.getArgAttrOfType<StringAttr>(param.getArgNumber(),
                                                               KilnDialect::kParamAttrName))
               source = "the gradient of " + name.getValue().str() + " (" + source + ")";
-    std::string cause;
     OpBuilder b(user);
+    Location loc = user->getLoc();
     Value cur = v;
-    ShardingAttr curLayout = have;
-    // Partial sums first: each rank then holds the whole sum of its part.
-    for (StringAttr axis : have.getPartial()) {
-      cause = source + " leaves a partial sum over " + axis.getValue().str() + "; " +
-              userText.str() + " needs it summed";
-      cur = AllReduceOp::create(b, user->getLoc(), cur.getType(), cur, axis.getValue(), cause);
-    }
-    curLayout = curLayout.withoutPartial();
-    // Then dimensions split one way and wanted another (or whole).
-    for (auto [d, axis] : llvm::enumerate(curLayout.getDims())) {
-      StringRef wantAxis = want.getAxis(d);
-      if (axis.getValue() == wantAxis)
-        continue;
-      if (!wantAxis.empty()) {
-        user->emitError() << "kiln-partition: " << userText << " needs dimension " << d
-                          << " of a value from " << source << " split over '" << wantAxis
-                          << "' but it is " << (axis.getValue().empty() ? "whole" : "split over '" + axis.getValue().str() + "'")
-                          << "; taking each rank's part of a value (a local slice) is planned";
-        return failure();
+    SmallVector<StringRef> dims;
+    for (StringAttr a : have.getDims())
+      dims.push_back(a.getValue());
+    ArrayRef<StringAttr> partial = have.getPartial();
+    // A conversion of v to its sum, made for an earlier user, serves as the
+    // start (a ZeRO-1 gradient: summed once for the norm, then each rank's
+    // part taken without more communication).
+    if (!partial.empty())
+      if (auto it = converted_.find({v, Attribute(have.withoutPartial())}); it != converted_.end()) {
+        cur = it->second;
+        partial = {};
       }
+    auto withDim = [&](int64_t d, int64_t size) {
       auto t = cast<RankedTensorType>(cur.getType());
       SmallVector<int64_t> shape(t.getShape());
-      shape[d] *= axisSize(axis.getValue());
-      cause = source + " splits dimension " + std::to_string(d) + " over " +
-              axis.getValue().str() + "; " + userText.str() + " needs it whole";
-      cur = AllGatherOp::create(b, user->getLoc(), RankedTensorType::get(shape, t.getElementType()),
-                                cur, axis.getValue(), static_cast<int64_t>(d), cause);
+      shape[d] = size;
+      return RankedTensorType::get(shape, t.getElementType());
+    };
+    // Partial sums first. Where the wanted layout splits a whole dimension
+    // over the same axis, the sum is reduce-scattered into it.
+    for (StringAttr axis : partial) {
+      int64_t d = 0, rank = static_cast<int64_t>(dims.size());
+      while (d < rank && !(want.getAxis(d) == axis.getValue() && dims[d].empty() &&
+                           !llvm::is_contained(dims, axis.getValue())))
+        ++d;
+      if (d < rank) {
+        std::string cause = source + " leaves a partial sum over " + axis.getValue().str() + "; " +
+                            userText.str() + " needs its part of dimension " +
+                            std::to_string(d) + " summed";
+        int64_t size = cast<RankedTensorType>(cur.getType()).getDimSize(d) / axisSize(axis.getValue());
+        cur = ReduceScatterOp::create(b, loc, withDim(d, size), cur, axis.getValue(), d, cause);
+        dims[d] = axis.getValue();
+        continue;
+      }
+      std::string cause = source + " leaves a partial sum over " + axis.getValue().str() + "; " +
+                          userText.str() + " needs it summed";
+      cur = AllReduceOp::create(b, loc, cur.getType(), cur, axis.getValue(), cause);
+    }
+    // Then each dimension split one way and wanted another: gathered whole,
+    // then (no communication) this rank's part taken.
+    for (auto [d, axis] : llvm::enumerate(dims)) {
+      StringRef wantAxis = want.getAxis(d);
+      if (axis == wantAxis)
+        continue;
+      int64_t size = cast<RankedTensorType>(cur.getType()).getDimSize(d);
+      if (!axis.empty()) {
+        std::string cause = source + " splits dimension " + std::to_string(d) + " over " +
+                            axis.str() + "; " + userText.str() + " needs it whole";
+        size *= axisSize(axis);
+        cur = AllGatherOp::create(b, loc, withDim(d, size), cur, axis, static_cast<int64_t>(d),
+                                  cause);
+      }
+      if (!wantAxis.empty()) {
+        std::string cause = userText.str() + " needs dimension " + std::to_string(d) +
+                            " split over " + wantAxis.str() + "; " + source + " made it whole";
+        size /= axisSize(wantAxis);
+        cur = TakeShardOp::create(b, loc, withDim(d, size), cur, wantAxis, static_cast<int64_t>(d),
+                                  cause);
+      }
     }
     converted_[key] = cur;
     return cur;
   }
 
+  /// The norm of all gradients, whatever their layouts: each operand is
+  /// taken in the layout the optimizer wants it in (split under ZeRO, so a
+  /// split gradient is never gathered for the norm), the sum of squares of
+  /// each group of operands split over the same axes is all-reduced over
+  /// them, and the norm is the root of the total.
+  LogicalResult partitionNorm(GlobalNormOp norm) {
+    std::string userText = describeOp(norm);
+    std::map<std::string, SmallVector<Value>> groups; // split axes -> operands
+    std::map<std::string, SmallVector<StringRef>> groupAxes;
+    for (OpOperand &operand : norm->getOpOperands()) {
+      Value v = operand.get();
+      ShardingAttr target = layout_[v].withoutPartial();
+      if (layout_[v].isPartial()) {
+        target = ShardingAttr::getReplicated(&getContext(), target.getDims().size());
+        for (Operation *use : v.getUsers())
+          if (auto adam = dyn_cast<AdamWUpdateOp>(use); adam && adam.getGrad() == v)
+            target = layout_[adam->getResult(0)].withoutPartial();
+      }
+      FailureOr<Value> c = convert(v, target, norm, userText);
+      if (failed(c))
+        return failure();
+      std::string key;
+      SmallVector<StringRef> axes;
+      for (StringAttr a : target.getDims())
+        if (!a.getValue().empty() && !llvm::is_contained(axes, a.getValue()))
+          axes.push_back(a.getValue());
+      llvm::sort(axes);
+      for (StringRef a : axes)
+        key += a.str() + ",";
+      groups[key].push_back(*c);
+      groupAxes[key] = axes;
+    }
+    if (groups.size() == 1 && groups.begin()->first.empty()) {
+      norm->setOperands(groups.begin()->second);
+      return success();
+    }
+    OpBuilder b(norm);
+    Location loc = norm.getLoc();
+    Type type = norm.getNorm().getType();
+    Value total;
+    for (auto &[key, operands] : groups) {
+      Value n = GlobalNormOp::create(b, loc, type, operands);
+      Value squares = MulOp::create(b, loc, type, n, n);
+      for (StringRef axis : groupAxes[key])
+        squares = AllReduceOp::create(
+            b, loc, type, squares, axis,
+            "the squares of gradients split over " + axis.str() + " (" +
+                std::to_string(operands.size()) + " tensors); " + userText + " needs their sum");
+      total = total ? AddOp::create(b, loc, type, total, squares).getResult() : squares;
+    }
+    Value result = SqrtOp::create(b, loc, type, total);
+    layout_[result] = ShardingAttr::getReplicated(&getContext(), 0);
+    norm.getNorm().replaceAllUsesWith(result);
+    norm->erase();
+    return success();
+  }
+
   LogicalResult partitionOp(Operation *op) {
+    // The layouts were read into layout_; the per-rank IR has no use for them.
+    op->removeAttr(KilnDialect::kShardingsAttrName);
+    if (auto norm = dyn_cast<GlobalNormOp>(op))
+      return partitionNorm(norm);
     const FailureOr<ShardingRule> &rule = rules_.find(op)->second;
     bool anySplit = llvm::any_of(op->getResults(), [&](Value v) { return !layout_[v].isReplicated(); }) ||
                     llvm::any_of(op->getOperands(), [&](Value v) { return !layout_[v].isReplicated(); });

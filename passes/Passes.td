@@ -218,8 +218,8 @@ def PartitionPass : Pass<"kiln-partition", "mlir::ModuleOp"> {
     ```
   }];
   let options = [
-    Option<"function", "function", "std::string", /*default=*/"\"train_step\"",
-           "The function to partition">,
+    Option<"function", "function", "std::string", /*default=*/"\"\"",
+           "The function to partition (empty: every function with a split value)">,
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }
@@ -240,16 +240,24 @@ def PropagateShardingPass : Pass<"kiln-propagate-sharding", "mlir::ModuleOp"> {
     `kiln.shardings` (one per result) on every op with a split or partial
     result, and `kiln.sharding` on results. An op without a rule touching a
     split value is an error naming it. Axes of size 1 split nothing.
+    With `zero` = 1 or 2, every optimizer state (`kiln.state` of rank >= 1)
+    without an annotation is first split over `dp` along its first
+    dimension dp divides; 3 does the same for the parameters. (In a
+    compiled step stages 1 and 2 coincide: a gradient is reduce-scattered
+    into the split optimizer as soon as it is complete, never kept whole.)
 
     ```mlir
     %y = kiln.matmul %x, %w {kiln.shardings = [#kiln.sharding<[dp, _, _]>]} : ...
     ```
   }];
   let options = [
-    Option<"function", "function", "std::string", /*default=*/"\"train_step\"",
-           "The function to propagate through">,
+    Option<"function", "function", "std::string", /*default=*/"\"\"",
+           "The function to propagate through (empty: every function)">,
     Option<"mesh", "mesh", "std::string", /*default=*/"\"\"",
            "The mesh when the module has no kiln.mesh: axis=size,... (dp=2,tp=2)">,
+    Option<"zero", "zero", "int64_t", /*default=*/"0",
+           "ZeRO stage over dp: 1 and 2 split the optimizer states (kiln.state), 3 the "
+           "parameters too, each along its first dimension dp divides">,
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }

@@ -41,6 +41,29 @@ struct PropagateShardingPass
 
   MeshAttr mesh_;
   llvm::DenseMap<Value, Layout> layouts_;
+  /// Each op's rule, computed once.
+  llvm::DenseMap<Operation *, FailureOr<ShardingRule>> rules_;
+
+  const FailureOr<ShardingRule> &ruleOf(Operation *op) {
+    auto it = rules_.find(op);
+    if (it == rules_.end()) {
+      auto ruleOp = dyn_cast<ShardingRuleOpInterface>(op);
+      it = rules_.try_emplace(op, ruleOp ? ruleOp.getShardingRule() : FailureOr<ShardingRule>())
+               .first;
+    }
+    return it->second;
+  }
+
+  /// Whether `v`'s producer can make dimension `d` split: an argument
+  /// cannot change, an op result only where its rule has a factor.
+  bool canSplit(Value v, size_t d) {
+    auto result = dyn_cast<OpResult>(v);
+    if (!result)
+      return false;
+    const FailureOr<ShardingRule> &rule = ruleOf(result.getOwner());
+    return succeeded(rule) && result.getResultNumber() < rule->resultFactors.size() &&
+           rule->resultFactors[result.getResultNumber()][d] >= 0;
+  }
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
@@ -60,13 +83,28 @@ struct PropagateShardingPass
       mesh_ = *parsed;
       module->setAttr(KilnDialect::kMeshAttrName, mesh_);
     }
-    auto func = module.lookupSymbol<func::FuncOp>(function);
-    if (!func) {
+    SmallVector<func::FuncOp> funcs;
+    if (function.empty()) {
+      for (auto func : module.getOps<func::FuncOp>())
+        funcs.push_back(func);
+    } else if (auto func = module.lookupSymbol<func::FuncOp>(function)) {
+      funcs.push_back(func);
+    } else {
       module.emitError() << "kiln-propagate-sharding: no function @" << function;
       return signalPassFailure();
     }
+    for (func::FuncOp func : funcs)
+      if (failed(propagate(func)))
+        return signalPassFailure();
+  }
+
+  LogicalResult propagate(func::FuncOp func) {
+    layouts_.clear();
+    rules_.clear();
+    if (zero > 0)
+      annotateZero(func);
     if (failed(initArguments(func)))
-      return signalPassFailure();
+      return failure();
     SmallVector<Operation *> ops;
     for (Operation &op : func.getBody().front().without_terminator())
       ops.push_back(&op);
@@ -80,17 +118,18 @@ struct PropagateShardingPass
       for (Operation *op : ops) {
         FailureOr<bool> c = visit(op);
         if (failed(c))
-          return signalPassFailure();
+          return failure();
         changed |= *c;
       }
       for (Operation *op : llvm::reverse(ops)) {
         FailureOr<bool> c = visit(op);
         if (failed(c))
-          return signalPassFailure();
+          return failure();
         changed |= *c;
       }
     }
     record(func, ops);
+    return success();
   }
 
   static int64_t rankOf(Value v) { return cast<RankedTensorType>(v.getType()).getRank(); }
@@ -102,6 +141,31 @@ struct PropagateShardingPass
       if (n.getValue() == name)
         return mesh_.getSizes()[i] > 1 ? static_cast<int>(i) : -1;
     return failure();
+  }
+
+  /// ZeRO: optimizer states (and with stage 3 parameters) split over dp
+  /// along their first dimension dp divides, unless annotated already.
+  void annotateZero(func::FuncOp func) {
+    int64_t dp = mesh_.getAxisSize("dp");
+    if (dp == 1)
+      return;
+    for (BlockArgument arg : func.getArguments()) {
+      unsigned i = arg.getArgNumber();
+      bool state = func.getArgAttr(i, KilnDialect::kStateAttrName) != nullptr;
+      bool param = func.getArgAttr(i, KilnDialect::kParamAttrName) != nullptr;
+      if (!(state || (param && zero >= 3)) || func.getArgAttr(i, KilnDialect::kShardingAttrName))
+        continue;
+      auto shape = cast<RankedTensorType>(arg.getType()).getShape();
+      for (auto [d, size] : llvm::enumerate(shape)) {
+        if (size % dp != 0)
+          continue;
+        SmallVector<StringAttr> dims(shape.size(), StringAttr::get(&getContext(), ""));
+        dims[d] = StringAttr::get(&getContext(), "dp");
+        func.setArgAttr(i, KilnDialect::kShardingAttrName,
+                        ShardingAttr::get(&getContext(), dims, {}));
+        break;
+      }
+    }
   }
 
   LogicalResult initArguments(func::FuncOp func) {
@@ -138,8 +202,7 @@ struct PropagateShardingPass
   /// One op: find each factor's axis, then split every dimension of it that
   /// is still whole. Returns whether anything changed.
   FailureOr<bool> visit(Operation *op) {
-    auto ruleOp = dyn_cast<ShardingRuleOpInterface>(op);
-    FailureOr<ShardingRule> rule = ruleOp ? ruleOp.getShardingRule() : FailureOr<ShardingRule>();
+    const FailureOr<ShardingRule> &rule = ruleOf(op);
     if (failed(rule)) {
       auto split = [&](Value v) { return !layouts_[v].isReplicated(); };
       if (llvm::any_of(op->getOperands(), split) || llvm::any_of(op->getResults(), split))
@@ -180,7 +243,7 @@ struct PropagateShardingPass
         if (f < 0 || factorAxis[f] < 0 || l.dims[d] >= 0)
           continue;
         int a = factorAxis[f];
-        if (l.usesAxis(a) || shape[d] % mesh_.getSizes()[a] != 0)
+        if (l.usesAxis(a) || shape[d] % mesh_.getSizes()[a] != 0 || !canSplit(v, d))
           continue;
         l.dims[d] = a;
         changed = true;
@@ -227,17 +290,16 @@ struct PropagateShardingPass
         all.push_back(toAttr(layouts_[v]));
       op->setAttr(KilnDialect::kShardingsAttrName, ArrayAttr::get(&getContext(), all));
     }
-    // A result keeps its value's split dimensions (unless the caller said
-    // otherwise); a partial sum is summed before it is returned.
-    auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
-    for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+    // A result that replaces an argument in place has the argument's layout;
+    // the others (loss, logits) are whole for the caller unless it said
+    // otherwise (partitioning sums or gathers them before the return).
+    for (unsigned i = 0; i < func.getNumResults(); ++i) {
       if (func.getResultAttr(i, KilnDialect::kShardingAttrName))
         continue;
-      Layout l = layouts_[v];
-      l.partial = 0;
-      // A result that replaces an argument in place has the argument's layout.
-      if (auto alias = func.getResultAttrOfType<IntegerAttr>(i, KilnDialect::kAliasesAttrName))
-        l = layouts_[func.getArgument(alias.getInt())];
+      auto alias = func.getResultAttrOfType<IntegerAttr>(i, KilnDialect::kAliasesAttrName);
+      if (!alias)
+        continue;
+      const Layout &l = layouts_[func.getArgument(alias.getInt())];
       if (!l.isReplicated())
         func.setResultAttr(i, KilnDialect::kShardingAttrName, toAttr(l));
     }

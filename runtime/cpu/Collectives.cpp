@@ -11,6 +11,15 @@ namespace kiln::cpu {
 
 Collectives::~Collectives() = default;
 
+HostTensor partOf(const HostTensor &x, int64_t dim, int64_t k, int64_t n) {
+  std::vector<int64_t> start(x.shape().size(), 0), limit = x.shape(),
+                       strides(x.shape().size(), 1);
+  int64_t part = x.shape()[dim] / n;
+  start[dim] = k * part;
+  limit[dim] = start[dim] + part;
+  return kernels::slice(x, start, limit, strides);
+}
+
 class ThreadMesh::Rank : public Collectives {
 public:
   Rank(ThreadMesh &mesh, int64_t rank) : mesh_(mesh), rank_(rank) {}
@@ -37,6 +46,19 @@ public:
       parts.push_back(*m);
     return finish(kernels::concat(parts, dim));
   }
+
+  llvm::Expected<HostTensor> reduceScatter(const HostTensor &x, llvm::StringRef axis,
+                                           int64_t dim) override {
+    auto sum = allReduce(x, axis);
+    if (!sum)
+      return sum.takeError();
+    return partOf(*sum, dim, coordinate(axis), groupSize(axis));
+  }
+
+  int64_t coordinate(llvm::StringRef axis) const override {
+    return mesh_.coordinate(rank_, axis);
+  }
+  int64_t groupSize(llvm::StringRef axis) const override { return mesh_.axisSize(axis); }
 
 private:
   /// Deposits `x` and returns the group's deposits in rank order; they stay
@@ -85,6 +107,13 @@ int64_t ThreadMesh::coordinate(int64_t rank, llvm::StringRef axis) const {
       return rank / stride % size;
   }
   return 0;
+}
+
+int64_t ThreadMesh::axisSize(llvm::StringRef axis) const {
+  for (auto &[name, size] : axes_)
+    if (name == axis)
+      return size;
+  return 1;
 }
 
 std::vector<int64_t> ThreadMesh::group(int64_t rank, llvm::StringRef axis) const {

@@ -35,7 +35,16 @@ public:
   /// The group's `x` concatenated along `dim` in rank order.
   virtual llvm::Expected<HostTensor> allGather(const HostTensor &x, llvm::StringRef axis,
                                                int64_t dim) = 0;
+  /// This rank's part (along `dim`) of the group's sum.
+  virtual llvm::Expected<HostTensor> reduceScatter(const HostTensor &x, llvm::StringRef axis,
+                                                   int64_t dim) = 0;
+  /// This rank's index in its group along `axis`, and the group's size.
+  virtual int64_t coordinate(llvm::StringRef axis) const = 0;
+  virtual int64_t groupSize(llvm::StringRef axis) const = 0;
 };
+
+/// Part `k` of `n` equal parts of `x` along `dim`.
+HostTensor partOf(const HostTensor &x, int64_t dim, int64_t k, int64_t n);
 
 /// The ranks of a mesh as threads of this process. Ranks are numbered
 /// row-major over the axes (the last axis varies fastest), as #kiln.mesh
@@ -47,8 +56,9 @@ public:
 
   int64_t numRanks() const { return numRanks_; }
   /// Rank `rank`'s coordinate along axis `axis` (0 for an axis the mesh
-  /// does not have).
+  /// does not have), and the axis's size (1 then).
   int64_t coordinate(int64_t rank, llvm::StringRef axis) const;
+  int64_t axisSize(llvm::StringRef axis) const;
 
   /// Runs `body(rank, collectives)` on one thread per rank and waits for
   /// all. When a rank fails, the ranks waiting in a collective are woken

@@ -99,7 +99,7 @@ bool isSupported(Operation *op) {
              LogSoftmaxOp, LayerNormOp, RmsNormOp, RopeOp, CrossEntropyOp, AttentionOp,
              GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
              EmbeddingGradOp, AttentionGradOp, GlobalNormOp, AdamWUpdateOp, FusionOp,
-             AllReduceOp, AllGatherOp>(op);
+             AllReduceOp, AllGatherOp, ReduceScatterOp, TakeShardOp>(op);
 }
 
 llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
@@ -515,11 +515,21 @@ llvm::Error Interpreter::runCollective(Operation *op, const HostTensor &x,
   if (!collectives_)
     return opError(op, "a partitioned step needs its ranks: run it on a mesh "
                        "(kiln::cpu::ThreadMesh), not alone");
-  llvm::Expected<HostTensor> r =
-      isa<AllReduceOp>(op)
-          ? collectives_->allReduce(x, cast<AllReduceOp>(op).getAxis())
-          : collectives_->allGather(x, cast<AllGatherOp>(op).getAxis(),
-                                    static_cast<int64_t>(cast<AllGatherOp>(op).getDim()));
+  llvm::Expected<HostTensor> r = llvm::TypeSwitch<Operation *, llvm::Expected<HostTensor>>(op)
+      .Case([&](AllReduceOp c) { return collectives_->allReduce(x, c.getAxis()); })
+      .Case([&](AllGatherOp c) {
+        return collectives_->allGather(x, c.getAxis(), static_cast<int64_t>(c.getDim()));
+      })
+      .Case([&](ReduceScatterOp c) {
+        return collectives_->reduceScatter(x, c.getAxis(), static_cast<int64_t>(c.getDim()));
+      })
+      .Case([&](TakeShardOp c) -> llvm::Expected<HostTensor> {
+        return partOf(x, static_cast<int64_t>(c.getDim()), collectives_->coordinate(c.getAxis()),
+                      collectives_->groupSize(c.getAxis()));
+      })
+      .Default([](Operation *) -> llvm::Expected<HostTensor> {
+        return llvm::createStringError(llvm::inconvertibleErrorCode(), "not a collective");
+      });
   if (!r)
     return opError(op, llvm::toString(r.takeError()));
   out.push_back(std::move(*r));
@@ -554,7 +564,7 @@ llvm::Expected<std::vector<HostTensor>> Interpreter::run(llvm::ArrayRef<HostTens
     results.clear();
     if (isa<ConstantOp>(step.op)) {
       results.push_back(step.constant);
-    } else if (isa<AllReduceOp, AllGatherOp>(step.op)) {
+    } else if (isa<AllReduceOp, AllGatherOp, ReduceScatterOp, TakeShardOp>(step.op)) {
       if (llvm::Error err = runCollective(step.op, slots[step.operands[0]], results))
         return std::move(err);
     } else {

@@ -2,6 +2,7 @@
 
 #include "runtime/cpu/MeshCpuBackend.h"
 #include "runtime/cpu/Kernels.h"
+#include "runtime/ParamInit.h"
 
 #include "ir/KilnAttrs.h"
 #include "ir/KilnDialect.h"
@@ -49,23 +50,40 @@ llvm::Error MeshCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
       if (auto name = func.getResultAttrOfType<mlir::StringAttr>(i, KilnDialect::kOutputAttrName))
         l.outputs[name.getValue().str()] =
             axesOf(func.getResultAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName));
-    // Split state (ZeRO) needs gathering here and initialization from the
-    // global tensor; both are planned with the ZeRO stages.
-    for (unsigned i = 0; i < func.getNumArguments(); ++i)
-      if (!func.getArgAttr(i, KilnDialect::kInputAttrName) &&
-          isSplit(axesOf(func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName))))
-        return error("@" + func.getSymName() + ": a split parameter or optimizer state (ZeRO) "
-                     "is planned; today the mesh splits the batch only");
+    // Split parameters and states (ZeRO): their global layout.
+    for (unsigned i = 0; i < func.getNumArguments(); ++i) {
+      auto name = func.getArgAttrOfType<mlir::StringAttr>(i, KilnDialect::kParamAttrName);
+      if (!name)
+        name = func.getArgAttrOfType<mlir::StringAttr>(i, KilnDialect::kStateAttrName);
+      auto axes = axesOf(func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName));
+      if (name && isSplit(axes))
+        stateAxes_[name.getValue().str()] = axes;
+    }
     layouts_[func.getSymName().str()] = std::move(l);
   }
-  // Every rank starts from the same seed: replicated state is identical.
   ranks_.clear();
   for (int64_t r = 0; r < mesh_->numRanks(); ++r) {
     ranks_.push_back(std::make_unique<CpuBackend>());
     if (llvm::Error err = ranks_.back()->load(module, seed))
       return err;
   }
+  // The state is initialized whole, as on one device, and each rank keeps
+  // its part: a run's numbers do not depend on the mesh.
   specs_ = std::vector<StateSpec>(ranks_[0]->stateSpecs());
+  for (StateSpec &spec : specs_)
+    if (auto it = stateAxes_.find(spec.name); it != stateAxes_.end())
+      for (size_t d = 0; d < spec.shape.size(); ++d)
+        if (!it->second[d].empty())
+          spec.shape[d] *= mesh_->axisSize(it->second[d]);
+  if (stateAxes_.empty())
+    return llvm::Error::success();
+  auto values = initParams(specs_, seed);
+  if (!values)
+    return values.takeError();
+  NamedTensors whole;
+  for (auto [spec, value] : llvm::zip_equal(specs_, *values))
+    whole.push_back({spec.name, std::move(value)});
+  return setState(whole);
   return llvm::Error::success();
 }
 
@@ -76,6 +94,46 @@ llvm::Expected<int64_t> MeshCpuBackend::memoryNeeded(mlir::ModuleOp module) {
   if (!bytes)
     return bytes.takeError();
   return *bytes * (mesh ? mesh.getNumRanks() : 1);
+}
+
+llvm::Expected<NamedTensors> MeshCpuBackend::gather(NamedTensors local0) {
+  if (stateAxes_.empty())
+    return local0;
+  // Rank r's state, for the ranks that hold a part of a split tensor.
+  std::vector<std::optional<NamedTensors>> locals(ranks_.size());
+  bool params = !local0.empty() && llvm::any_of(specs_, [&](const StateSpec &spec) {
+    return spec.name == local0.front().first && spec.isParam;
+  });
+  for (auto &[name, t] : local0) {
+    auto it = stateAxes_.find(name);
+    if (it == stateAxes_.end())
+      continue;
+    for (size_t d = 0; d < it->second.size(); ++d) {
+      const std::string &axis = it->second[d];
+      if (axis.empty())
+        continue;
+      std::vector<HostTensor> parts;
+      for (int64_t r = 0; r < mesh_->numRanks(); ++r) {
+        bool inLine = true; // coordinate 0 on every other axis
+        for (auto &[other, size] : axes_)
+          if (other != axis && mesh_->coordinate(r, other) != 0)
+            inLine = false;
+        if (!inLine)
+          continue;
+        if (!locals[r]) {
+          auto state = params ? ranks_[r]->params() : ranks_[r]->optimizerStates();
+          if (!state)
+            return state.takeError();
+          locals[r] = std::move(*state);
+        }
+        for (auto &[n, part] : *locals[r])
+          if (n == name)
+            parts.push_back(part);
+      }
+      t = kernels::concat(parts, static_cast<int64_t>(d));
+    }
+  }
+  return local0;
 }
 
 HostTensor MeshCpuBackend::partOf(const HostTensor &t, const std::vector<std::string> &axes,
@@ -144,9 +202,25 @@ llvm::Expected<TensorMap> MeshCpuBackend::run(llvm::StringRef fn, const TensorMa
 }
 
 llvm::Error MeshCpuBackend::setState(const NamedTensors &tensors) {
-  for (auto &rank : ranks_)
-    if (llvm::Error err = rank->setState(tensors))
+  for (int64_t r = 0; r < static_cast<int64_t>(ranks_.size()); ++r) {
+    NamedTensors mine;
+    for (const auto &[name, t] : tensors) {
+      auto it = stateAxes_.find(name);
+      if (it == stateAxes_.end()) {
+        mine.push_back({name, t});
+        continue;
+      }
+      for (const StateSpec &spec : specs_)
+        if (spec.name == name && spec.shape != t.shape())
+          return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                         "'" + name + "' is " + t.typeString() +
+                                             " in the checkpoint but has another shape in this "
+                                             "model");
+      mine.push_back({name, partOf(t, it->second, r)});
+    }
+    if (llvm::Error err = ranks_[r]->setState(mine))
       return err;
+  }
   return llvm::Error::success();
 }
 

@@ -17,6 +17,7 @@
 #include "runtime/cpu/CpuBackend.h"
 
 #include <memory>
+#include <optional>
 
 namespace kiln::cpu {
 
@@ -27,8 +28,15 @@ public:
   llvm::Expected<int64_t> memoryNeeded(mlir::ModuleOp module) override;
   llvm::Expected<TensorMap> run(llvm::StringRef fn, const TensorMap &inputs) override;
   bool hasFunction(llvm::StringRef fn) const override { return ranks_[0]->hasFunction(fn); }
-  llvm::Expected<NamedTensors> params() override { return ranks_[0]->params(); }
-  llvm::Expected<NamedTensors> optimizerStates() override { return ranks_[0]->optimizerStates(); }
+  /// Whole tensors: split ones (ZeRO) gathered from the ranks holding them.
+  llvm::Expected<NamedTensors> params() override {
+    auto p = ranks_[0]->params();
+    return p ? gather(std::move(*p)) : p.takeError();
+  }
+  llvm::Expected<NamedTensors> optimizerStates() override {
+    auto s = ranks_[0]->optimizerStates();
+    return s ? gather(std::move(*s)) : s.takeError();
+  }
   llvm::Error setState(const NamedTensors &tensors) override;
   std::string describe() const override;
 
@@ -41,6 +49,8 @@ private:
     /// Some result replaces a parameter or state in place.
     bool updatesState = false;
   };
+  /// `local0` (rank 0's tensors) with each split one replaced by the whole.
+  llvm::Expected<NamedTensors> gather(NamedTensors local0);
   /// Rank `rank`'s part of the global tensor `t` split as `axes`.
   HostTensor partOf(const HostTensor &t, const std::vector<std::string> &axes, int64_t rank) const;
 
@@ -48,6 +58,8 @@ private:
   std::unique_ptr<ThreadMesh> mesh_;
   std::vector<std::unique_ptr<CpuBackend>> ranks_;
   std::map<std::string, Layouts> layouts_;
+  /// Parameters and states split over the mesh: the axis of each dimension.
+  std::map<std::string, std::vector<std::string>> stateAxes_;
 };
 
 } // namespace kiln::cpu

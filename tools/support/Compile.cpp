@@ -122,10 +122,7 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
   if (config.parallel.numRanks() > 1) {
     options.sharding.emplace();
     options.sharding->mesh = config.parallel.meshText();
-    // With accumulation the gradients come from @accumulate_step; @apply_step
-    // works on the summed accumulators, the same on every rank.
-    if (config.train.accumulate_steps > 1)
-      options.sharding->function = "accumulate_step";
+    options.sharding->zero = config.parallel.zero;
   }
   buildTrainingPipeline(pm, options);
   // Every name given to --dump-ir-after must be a pass of the pipeline.

@@ -48,6 +48,16 @@ std::string describeSharding(ModuleOp module, bool everyCollective) {
         axis = g.getAxis().str();
         cause = g.getCause().str();
         bytes = numBytes(g.getResult().getType());
+      } else if (auto rs = dyn_cast<ReduceScatterOp>(op)) {
+        kind = "reduce_scatter";
+        axis = rs.getAxis().str();
+        cause = rs.getCause().str();
+        bytes = numBytes(rs.getOperand().getType());
+      } else if (auto t = dyn_cast<TakeShardOp>(op)) {
+        kind = "take_shard"; // no communication: counted for the reader
+        axis = t.getAxis().str();
+        cause = t.getCause().str();
+        bytes = 0;
       } else {
         return;
       }
@@ -55,7 +65,7 @@ std::string describeSharding(ModuleOp module, bool everyCollective) {
       ++t.first;
       t.second += bytes;
       if (everyCollective)
-        lines += llvm::formatv("    {0,-10} over {1,-3} {2,10}  {3}\n", kind, axis,
+        lines += llvm::formatv("    {0,-14} over {1,-3} {2,10}  {3}\n", kind, axis,
                                bytesText(bytes), cause)
                      .str();
     });

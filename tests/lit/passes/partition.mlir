@@ -6,10 +6,11 @@
 // Megatron's MLP on dp = 2, tp = 2: local shapes; the row-parallel partial
 // sum all-reduced over tp before the add; the max gathers the split batch;
 // the mean is scaled by 1/2 so the dp partial sums add up to the global
-// mean; the results are summed over dp. Each collective names its cause.
+// mean; the results are summed over dp, and the weight gradient gathered
+// whole for the caller. Each collective names its cause.
 // CHECK-LABEL: func.func @train_step
 // CHECK-SAME: (%[[X:.+]]: tensor<4x16xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[dp, _]>}, %[[W1:.+]]: tensor<16x16xf32> {{.*}}, %[[W2:.+]]: tensor<16x16xf32> {{.*}}, %[[B:.+]]: tensor<16xf32> {kiln.param = "b"})
-// CHECK-SAME: -> (tensor<f32> {kiln.output = "loss"}, tensor<16x16xf32> {kiln.output = "dw", kiln.sharding = #kiln.sharding<[_, tp]>}) attributes {kiln.partitioned}
+// CHECK-SAME: -> (tensor<f32> {kiln.output = "loss"}, tensor<16x32xf32> {kiln.output = "dw"}) attributes {kiln.partitioned}
 // CHECK: %[[H:.+]] = kiln.matmul %[[X]], %[[W1]] : tensor<4x16xf32>, tensor<16x16xf32> -> tensor<4x16xf32>
 // CHECK: %[[Y:.+]] = kiln.matmul %{{.+}}, %[[W2]] : tensor<4x16xf32>, tensor<16x16xf32> -> tensor<4x16xf32>
 // CHECK: %[[YS:.+]] = kiln.all_reduce %[[Y]] over "tp" {cause = "kiln.matmul at {{.*}}:{{[0-9]+}} leaves a partial sum over tp; kiln.add at {{.*}} needs it summed"} : tensor<4x16xf32>
@@ -22,7 +23,8 @@
 // CHECK: %[[DW:.+]] = kiln.matmul %[[X]], %[[H]] transpose_a : tensor<4x16xf32>, tensor<4x16xf32> -> tensor<16x16xf32>
 // CHECK: %[[L:.+]] = kiln.all_reduce %[[MS]] over "dp" {cause = "kiln.reduce_mean at {{.*}} leaves a partial sum over dp; the function result needs it summed"} : tensor<f32>
 // CHECK: %[[G:.+]] = kiln.all_reduce %[[DW]] over "dp"
-// CHECK: return %[[L]], %[[G]]
+// CHECK: %[[GW:.+]] = kiln.all_gather %[[G]] over "tp" dim 1 {cause = "kiln.matmul at {{.*}} splits dimension 1 over tp; the function result needs it whole"} : tensor<16x16xf32> -> tensor<16x32xf32>
+// CHECK: return %[[L]], %[[GW]]
 module attributes {kiln.mesh = #kiln.mesh<dp = 2, tp = 2>} {
 func.func @train_step(%x: tensor<8x16xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[dp, _]>},
                       %w1: tensor<16x32xf32> {kiln.param = "w1", kiln.sharding = #kiln.sharding<[_, tp]>},
@@ -64,5 +66,30 @@ func.func @train_step(%x: tensor<4x4xf32> {kiln.input = "x", kiln.sharding = #ki
   %e = kiln.exp %r : tensor<3xf32>
   %n = kiln.neg %r : tensor<3xf32>
   return %e, %n, %s : tensor<3xf32>, tensor<3xf32>, tensor<4x2xf32>
+}
+}
+
+// -----
+
+// A whole value an op needs split is cut to this rank's part, with no
+// communication; a partial sum wanted split over its axis is
+// reduce-scattered; a state split over dp (ZeRO) updates in its layout.
+// CHECK-LABEL: func.func @train_step
+// CHECK-SAME: %[[W:arg[0-9]+]]: tensor<4xf32> {kiln.param = "w"}
+// CHECK-SAME: %[[M:arg[0-9]+]]: tensor<2xf32> {kiln.sharding = #kiln.sharding<[dp]>, kiln.state = "m"}
+// CHECK: %[[WP:.+]] = kiln.take_shard %[[W]] over "dp" dim 0 {cause = "kiln.add at {{.*}} needs dimension 0 split over dp; parameter w made it whole"} : tensor<4xf32> -> tensor<2xf32>
+// CHECK: kiln.add %{{.+}}, %[[WP]] : tensor<2xf32>
+// CHECK: %[[G:.+]] = kiln.reduce_scatter %{{.+}} over "dp" dim 0 {{.*}} : tensor<4xf32> -> tensor<2xf32>
+// CHECK: kiln.add %[[M]], %[[G]] : tensor<2xf32>
+module attributes {kiln.mesh = #kiln.mesh<dp = 2>} {
+func.func @train_step(%x: tensor<4xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[dp]>},
+                      %w: tensor<4xf32> {kiln.param = "w"},
+                      %m: tensor<4xf32> {kiln.state = "m", kiln.sharding = #kiln.sharding<[dp]>},
+                      %g: tensor<8x4xf32> {kiln.input = "g", kiln.sharding = #kiln.sharding<[dp, _]>})
+    -> (tensor<4xf32>, tensor<4xf32> {kiln.aliases = 2}) {
+  %y = kiln.add %x, %w : tensor<4xf32>
+  %s = kiln.reduce_sum %g, dims = [0] : tensor<8x4xf32> -> tensor<4xf32>
+  %m2 = kiln.add %m, %s : tensor<4xf32>
+  return %y, %m2 : tensor<4xf32>, tensor<4xf32>
 }
 }

@@ -46,19 +46,6 @@ func.func @train_step(%x: tensor<4xf32> {kiln.input = "x", kiln.sharding = #kiln
 
 // -----
 
-// A whole value an op needs split (here: added to a split one): taking each
-// rank's part is planned.
-module attributes {kiln.mesh = #kiln.mesh<dp = 2>} {
-func.func @train_step(%x: tensor<4xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[dp]>},
-                      %w: tensor<4xf32> {kiln.param = "w"}) -> tensor<4xf32> {
-  // expected-error @+1 {{kiln-partition: kiln.add at}}
-  %y = kiln.add %x, %w : tensor<4xf32>
-  return %y : tensor<4xf32>
-}
-}
-
-// -----
-
 // expected-error @+1 {{'kiln.sharding' on argument #0 has 2 entries for 'tensor<4xf32>' of rank 1}}
 func.func @bad_rank(%x: tensor<4xf32> {kiln.sharding = #kiln.sharding<[dp, _]>}) {
   return

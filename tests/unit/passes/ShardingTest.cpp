@@ -12,6 +12,7 @@
 #include "ir/KilnOps.h"
 #include "passes/Passes.h"
 #include "runtime/Random.h"
+#include "ir/KilnAttrs.h"
 #include "runtime/cpu/Collectives.h"
 #include "runtime/cpu/Interpreter.h"
 #include "tests/unit/TestSupport.h"
@@ -69,15 +70,14 @@ std::vector<cpu::HostTensor> stepArguments(func::FuncOp step) {
   return args;
 }
 
-/// Rows [rank·B/n, (rank+1)·B/n) of a [B, T] batch.
-cpu::HostTensor rowsOf(const cpu::HostTensor &t, int64_t rank, int64_t n) {
-  int64_t rows = t.shape()[0] / n, cols = t.numel() / t.shape()[0];
-  std::vector<int64_t> shape = t.shape();
-  shape[0] = rows;
-  cpu::HostTensor part(t.dtype(), shape);
-  for (int64_t i = 0; i < rows * cols; ++i)
-    part.set(i, t.get(rank * rows * cols + i));
-  return part;
+/// Rank `rank`'s part of `t` when split as `s` over dp = n (whole: `t`).
+cpu::HostTensor partFor(const cpu::HostTensor &t, ShardingAttr s, int64_t rank, int64_t n) {
+  if (!s)
+    return t;
+  for (auto [d, axis] : llvm::enumerate(s.getDims()))
+    if (axis.getValue() == "dp")
+      return cpu::partOf(t, static_cast<int64_t>(d), rank, n);
+  return t;
 }
 
 double worstRelative(const cpu::HostTensor &a, const cpu::HostTensor &b) {
@@ -89,7 +89,7 @@ double worstRelative(const cpu::HostTensor &a, const cpu::HostTensor &b) {
   return worst;
 }
 
-void expectDataParallelMatches(int64_t dp) {
+void expectDataParallelMatches(int64_t dp, int64_t zero = 0) {
   auto ctx = test::makeContext();
   auto config = RunConfig::parse(kTiny, "tiny");
   ASSERT_TRUE(static_cast<bool>(config)) << llvm::toString(config.takeError());
@@ -102,15 +102,26 @@ void expectDataParallelMatches(int64_t dp) {
   PassManager pm(ctx.get());
   PropagateShardingPassOptions propagate;
   propagate.mesh = "dp=" + std::to_string(dp);
+  propagate.zero = zero;
   pm.addPass(createPropagateShardingPass(propagate));
   pm.addPass(createPartitionPass());
   ASSERT_TRUE(succeeded(pm.run(*sharded)));
 
   auto single = (*module)->lookupSymbol<func::FuncOp>("train_step");
   auto step = sharded->lookupSymbol<func::FuncOp>("train_step");
-  int64_t collectives = 0;
-  step.walk([&](Operation *op) { collectives += isa<AllReduceOp>(op); });
-  EXPECT_GT(collectives, 0) << "a data-parallel step sums its gradients";
+  int64_t allReduces = 0, reduceScatters = 0, allGathers = 0;
+  step.walk([&](Operation *op) {
+    allReduces += isa<AllReduceOp>(op);
+    reduceScatters += isa<ReduceScatterOp>(op);
+    allGathers += isa<AllGatherOp>(op);
+  });
+  if (zero == 0) {
+    EXPECT_GT(allReduces, 0) << "a data-parallel step sums its gradients";
+  } else {
+    // Split optimizer states take their gradients reduce-scattered.
+    EXPECT_GT(reduceScatters, 0);
+    EXPECT_GT(allGathers, 0) << "the split updates (or parameters) are gathered";
+  }
 
   std::vector<cpu::HostTensor> args = stepArguments(single);
   auto reference = cpu::Interpreter::create(single);
@@ -126,11 +137,9 @@ void expectDataParallelMatches(int64_t dp) {
       return interp.takeError();
     (*interp)->setCollectives(&collectives);
     std::vector<cpu::HostTensor> mine;
-    for (auto [i, arg] : llvm::enumerate(args)) {
-      auto input = step.getArgAttrOfType<StringAttr>(i, KilnDialect::kInputAttrName);
-      bool batch = input && (input.getValue() == "tokens" || input.getValue() == "targets");
-      mine.push_back(batch ? rowsOf(arg, rank, dp) : arg);
-    }
+    for (auto [i, arg] : llvm::enumerate(args))
+      mine.push_back(partFor(arg, step.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName),
+                             rank, dp));
     auto out = (*interp)->run(mine);
     if (!out)
       return out.takeError();
@@ -141,14 +150,21 @@ void expectDataParallelMatches(int64_t dp) {
 
   for (int64_t rank = 0; rank < dp; ++rank) {
     ASSERT_EQ(outputs[rank].size(), expected->size());
-    for (size_t i = 0; i < expected->size(); ++i)
-      EXPECT_LE(worstRelative((*expected)[i], outputs[rank][i]), 1e-10)
-          << "rank " << rank << ", result #" << i;
+    for (size_t i = 0; i < expected->size(); ++i) {
+      cpu::HostTensor want = partFor(
+          (*expected)[i], step.getResultAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName),
+          rank, dp);
+      ASSERT_EQ(want.shape(), outputs[rank][i].shape()) << "result #" << i;
+      EXPECT_LE(worstRelative(want, outputs[rank][i]), 1e-10) << "rank " << rank << ", result #" << i;
+    }
   }
 }
 
 TEST(Sharding, DataParallelTwoRanksEqualsOneDevice) { expectDataParallelMatches(2); }
 TEST(Sharding, DataParallelFourRanksEqualsOneDevice) { expectDataParallelMatches(4); }
+TEST(Sharding, ZeroOneSplitsStatesAndEqualsOneDevice) { expectDataParallelMatches(2, 1); }
+TEST(Sharding, ZeroThreeSplitsParamsAndEqualsOneDevice) { expectDataParallelMatches(2, 3); }
+TEST(Sharding, ZeroThreeOnFourRanksEqualsOneDevice) { expectDataParallelMatches(4, 3); }
 
 TEST(Sharding, RankFailureEndsEveryRankWithItsName) {
   // Rank 1 fails before its first collective; rank 0 waits in one and must
