@@ -403,9 +403,10 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
                                      "parallel.dp = {}: each data-parallel rank takes an equal "
                                      "share of the rows",
                                      train.batch_size, parallel.dp));
-  if (parallel.tp != 1)
-    return error(source, fmt::format("parallel.tp = {}: tensor parallelism is planned; today "
-                                     "parallel.tp must be 1", parallel.tp));
+  if ((4 * model.n_embd) % parallel.tp != 0)
+    return error(source, fmt::format("parallel.tp = {} does not divide the MLP's hidden size "
+                                     "4 x model.n_embd = {}",
+                                     parallel.tp, 4 * model.n_embd));
   if (parallel.sequence_parallel)
     return error(source, "parallel.sequence_parallel = true: sequence parallelism is planned "
                          "(it needs parallel.tp > 1)");

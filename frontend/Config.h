@@ -140,7 +140,8 @@ struct ParallelConfig {
   /// Data-parallel ranks: the batch (train.batch_size, the global batch)
   /// is split over them and the gradients summed.
   int64_t dp = 1;
-  /// Tensor-parallel ranks (planned: only 1 today).
+  /// Tensor-parallel ranks: the MLPs' hidden layers are split over them
+  /// (Megatron column/row parallel); attention's heads: planned.
   int64_t tp = 1;
   /// ZeRO stage over dp: 1 and 2 split the optimizer states over the dp
   /// ranks, 3 the parameters too (0: every rank holds everything).

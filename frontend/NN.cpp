@@ -20,6 +20,14 @@ Tensor Linear::operator()(Tensor x) const {
   return bias ? y + bias : y;
 }
 
+void Linear::columnParallel(Graph &g, llvm::StringRef axis) const {
+  g.shard(weight, {"", axis});
+  if (bias)
+    g.shard(bias, {axis});
+}
+
+void Linear::rowParallel(Graph &g, llvm::StringRef axis) const { g.shard(weight, {axis, ""}); }
+
 LayerNorm::LayerNorm(Graph &g, llvm::StringRef name, int64_t dim, double eps) : eps(eps) {
   auto s = g.scope(name);
   weight = g.param("w", {dim}, ParamInit::ones(), "norm");
@@ -45,7 +53,12 @@ Tensor Embedding::operator()(Tensor ids) const { return embedding(weight, ids); 
 MLP::MLP(Graph &g, llvm::StringRef name, int64_t dim, int64_t hidden, ParamInit fcInit,
          ParamInit projInit)
     : fc(g, name.str() + ".fc", dim, hidden, true, fcInit),
-      proj(g, name.str() + ".proj", hidden, dim, true, projInit) {}
+      proj(g, name.str() + ".proj", hidden, dim, true, projInit) {
+  // Tensor parallelism over tp: the hidden layer split, one all-reduce of
+  // the projection's partial sums forward (and one backward).
+  fc.columnParallel(g, "tp");
+  proj.rowParallel(g, "tp");
+}
 
 Tensor MLP::operator()(Tensor x) const { return proj(gelu(fc(x), GeluApproximation::tanh)); }
 

@@ -20,6 +20,12 @@ struct Linear {
   Linear(Graph &g, llvm::StringRef name, int64_t in, int64_t out, bool bias = true,
          ParamInit init = ParamInit::normal(0.02));
   Tensor operator()(Tensor x) const;
+  /// Megatron's tensor parallelism over mesh axis `axis`: a column-parallel
+  /// layer splits its outputs (weight [in, out] over out, and the bias), a
+  /// row-parallel one its inputs (weight over in; the bias stays whole and
+  /// is added after the partial products are summed).
+  void columnParallel(Graph &g, llvm::StringRef axis) const;
+  void rowParallel(Graph &g, llvm::StringRef axis) const;
   Tensor weight, bias;
 };
 

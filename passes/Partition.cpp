@@ -86,12 +86,12 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     scaledMeans_.clear();
     Block &body = func.getBody().front();
     for (BlockArgument arg : func.getArguments())
-      layout_[arg] = getSharding(arg);
+      layout_[arg] = normalize(getSharding(arg));
     SmallVector<Operation *> ops;
     for (Operation &op : body.without_terminator()) {
       ops.push_back(&op);
       for (Value v : op.getResults())
-        layout_[v] = getSharding(v);
+        layout_[v] = normalize(getSharding(v));
       auto ruleOp = dyn_cast<ShardingRuleOpInterface>(op);
       rules_.try_emplace(&op, ruleOp ? ruleOp.getShardingRule() : FailureOr<ShardingRule>());
     }
@@ -116,6 +116,20 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     func.setFunctionType(FunctionType::get(&getContext(), body.getArgumentTypes(), resultTypes));
     func->setAttr(KilnDialect::kPartitionedAttrName, UnitAttr::get(&getContext()));
     return success();
+  }
+
+  /// `s` without the axes of size 1 (they split nothing).
+  ShardingAttr normalize(ShardingAttr s) {
+    auto real = [&](StringAttr a) {
+      return a.getValue().empty() || axisSize(a.getValue()) > 1 ? a : StringAttr::get(&getContext(), "");
+    };
+    SmallVector<StringAttr> dims, partial;
+    for (StringAttr a : s.getDims())
+      dims.push_back(real(a));
+    for (StringAttr a : s.getPartial())
+      if (axisSize(a.getValue()) > 1)
+        partial.push_back(a);
+    return ShardingAttr::get(&getContext(), dims, partial);
   }
 
   /// "parameter h.0.mlp.fc.w" for a function argument.
@@ -348,7 +362,42 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
                                   "kiln-propagate-sharding)";
       v.setType(localType(v, s));
     }
+    if (auto matmul = dyn_cast<MatmulOp>(op); matmul && matmul.getBias() &&
+                                                 layout_[matmul.getResult()].isPartial())
+      splitBias(matmul);
     return rewriteAttributes(op, *rule, factorAxis);
+  }
+
+  /// A matmul whose products are partial sums (a row-parallel layer) must
+  /// add its bias once, not on every rank: the bias comes out of the
+  /// cuBLASLt epilogue and is added after the partial products are summed.
+  void splitBias(MatmulOp matmul) {
+    Value result = matmul.getResult();
+    ShardingAttr layout = layout_[result];
+    Value bias = matmul.getBias();
+    matmul.getBiasMutable().clear();
+    OpBuilder b(matmul->getContext());
+    b.setInsertionPointAfter(matmul);
+    Location loc = matmul.getLoc();
+    auto type = cast<RankedTensorType>(result.getType());
+    Value sum = result;
+    Operation *first = nullptr; // the collective that reads the partial product
+    for (StringAttr axis : layout.getPartial()) {
+      sum = AllReduceOp::create(b, loc, type, sum, axis.getValue(),
+                                describeOp(matmul) + " sums over " + axis.getValue().str() +
+                                    " before its bias is added (once, not per rank)");
+      if (!first)
+        first = sum.getDefiningOp();
+    }
+    Value broadcast = BroadcastInDimOp::create(
+        b, loc, type, bias, ArrayRef<int64_t>{static_cast<int64_t>(type.getRank()) - 1});
+    Value out = AddOp::create(b, loc, type, sum, broadcast);
+    result.replaceUsesWithIf(out, [&](OpOperand &use) {
+      return use.getOwner() != first && use.getOwner() != out.getDefiningOp();
+    });
+    layout_[out] = layout.withoutPartial();
+    layout_[broadcast] = layout.withoutPartial();
+    layout_[sum] = layout.withoutPartial();
   }
 
   /// What changes besides the types: a slice's limits on split dimensions,

@@ -80,6 +80,8 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                            llvm::cl::desc("Partition over this mesh (dp=2,tp=1) with "
                                           "kiln-propagate-sharding and kiln-partition; empty: "
                                           "one device")};
+  Option<int64_t> zero{*this, "zero", llvm::cl::desc("With mesh: the ZeRO stage (0-3)"),
+                       llvm::cl::init(0)};
   Option<bool> optimizer{*this, "optimizer",
                          llvm::cl::desc("Attach the optimizer (false: the step returns gradients)"),
                          llvm::cl::init(true)};
@@ -102,6 +104,7 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
   if (!options.mesh.empty()) {
     sharding.emplace();
     sharding->mesh = options.mesh;
+    sharding->zero = options.zero;
   }
   addTrainingPasses(pm, options.fuseAttention, options.fuse, std::move(precision), std::move(autodiff),
                     std::move(optimizer), sharding);
@@ -138,7 +141,7 @@ void registerKilnPipelines() {
       "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias, "
       "[propagate-sharding, partition,] fuse (options: assign-precision={...} autodiff={...} "
       "attach-optimizer={...}, each the pass's own; fuse-attention=false; fuse=false; "
-      "optimizer=false; mesh=dp=2)",
+      "optimizer=false; mesh=dp=2 zero=N)",
       buildFromText, [](llvm::function_ref<void(const mlir::detail::PassOptions &)> print) {
         print(TrainingPipelineText());
       });

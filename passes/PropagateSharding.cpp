@@ -101,6 +101,7 @@ struct PropagateShardingPass
   LogicalResult propagate(func::FuncOp func) {
     layouts_.clear();
     rules_.clear();
+    annotateMoments(func);
     if (zero > 0)
       annotateZero(func);
     if (failed(initArguments(func)))
@@ -141,6 +142,25 @@ struct PropagateShardingPass
       if (n.getValue() == name)
         return mesh_.getSizes()[i] > 1 ? static_cast<int>(i) : -1;
     return failure();
+  }
+
+  /// An optimizer's moments take the layout of their parameter (a
+  /// column-parallel weight's moments are split like it), unless annotated.
+  void annotateMoments(func::FuncOp func) {
+    func.walk([&](AdamWUpdateOp adam) {
+      auto param = dyn_cast<BlockArgument>(adam.getParam());
+      if (!param || param.getOwner()->getParentOp() != func)
+        return;
+      auto layout = func.getArgAttrOfType<ShardingAttr>(param.getArgNumber(),
+                                                        KilnDialect::kShardingAttrName);
+      if (!layout)
+        return;
+      for (Value moment : {adam.getM(), adam.getV()})
+        if (auto arg = dyn_cast<BlockArgument>(moment);
+            arg && arg.getOwner()->getParentOp() == func && arg.getType() == param.getType() &&
+            !func.getArgAttr(arg.getArgNumber(), KilnDialect::kShardingAttrName))
+          func.setArgAttr(arg.getArgNumber(), KilnDialect::kShardingAttrName, layout);
+    });
   }
 
   /// ZeRO: optimizer states (and with stage 3 parameters) split over dp

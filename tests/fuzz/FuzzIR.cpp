@@ -64,6 +64,15 @@ std::vector<std::function<void(OpPassManager &)>> singlePasses() {
         o.accumulateSteps = 2;
         pm.addPass(kiln::createAttachOptimizerPass(o));
       },
+      [](OpPassManager &pm) {
+        // Any function's annotations on a dp x tp mesh (or the module's own
+        // kiln.mesh), partitioned with ZeRO-3.
+        kiln::PropagateShardingPassOptions o;
+        o.mesh = "dp=2,tp=2";
+        o.zero = 3;
+        pm.addPass(kiln::createPropagateShardingPass(o));
+        pm.addPass(kiln::createPartitionPass());
+      },
       [](OpPassManager &pm) { pm.addPass(kiln::createPlanBuffersPass()); },
       [](OpPassManager &pm) {
         kiln::ReportCostPassOptions o;

@@ -1,9 +1,10 @@
 //===- ShardingTest.cpp - a partitioned step equals the one-device step ----===//
 //
 // The tiny GPT-2 training step (AdamW, clipping) in f64 is compiled once for
-// one device and once partitioned over a data-parallel mesh; the partitioned
-// step runs on the CPU communicator (one thread per rank), each rank on its
-// rows of the batch. Loss, gradient norm, new parameters and moments must
+// one device and once partitioned over a dp x tp mesh (ZeRO 0, 1 or 3; the
+// MLPs tensor-parallel); the partitioned step runs on the CPU communicator
+// (one thread per rank), each rank on its rows of the batch and its parts
+// of the split parameters and states. Loss, gradient norm, new parameters and moments must
 // equal the one-device step's within 1e-10 relative (only the order of the
 // sums differs).
 //
@@ -70,14 +71,16 @@ std::vector<cpu::HostTensor> stepArguments(func::FuncOp step) {
   return args;
 }
 
-/// Rank `rank`'s part of `t` when split as `s` over dp = n (whole: `t`).
-cpu::HostTensor partFor(const cpu::HostTensor &t, ShardingAttr s, int64_t rank, int64_t n) {
-  if (!s)
-    return t;
-  for (auto [d, axis] : llvm::enumerate(s.getDims()))
-    if (axis.getValue() == "dp")
-      return cpu::partOf(t, static_cast<int64_t>(d), rank, n);
-  return t;
+/// Rank `rank`'s part of `t` when split as `s` on `mesh` (whole: `t`).
+cpu::HostTensor partFor(const cpu::HostTensor &t, ShardingAttr s, int64_t rank,
+                        const cpu::ThreadMesh &mesh) {
+  cpu::HostTensor part = t;
+  if (s)
+    for (auto [d, axis] : llvm::enumerate(s.getDims()))
+      if (!axis.getValue().empty())
+        part = cpu::partOf(part, static_cast<int64_t>(d), mesh.coordinate(rank, axis.getValue()),
+                           mesh.axisSize(axis.getValue()));
+  return part;
 }
 
 double worstRelative(const cpu::HostTensor &a, const cpu::HostTensor &b) {
@@ -89,7 +92,7 @@ double worstRelative(const cpu::HostTensor &a, const cpu::HostTensor &b) {
   return worst;
 }
 
-void expectDataParallelMatches(int64_t dp, int64_t zero = 0) {
+void expectPartitionedMatches(int64_t dp, int64_t tp, int64_t zero = 0) {
   auto ctx = test::makeContext();
   auto config = RunConfig::parse(kTiny, "tiny");
   ASSERT_TRUE(static_cast<bool>(config)) << llvm::toString(config.takeError());
@@ -101,7 +104,7 @@ void expectDataParallelMatches(int64_t dp, int64_t zero = 0) {
   OwningOpRef<ModuleOp> sharded = (*module)->clone();
   PassManager pm(ctx.get());
   PropagateShardingPassOptions propagate;
-  propagate.mesh = "dp=" + std::to_string(dp);
+  propagate.mesh = "dp=" + std::to_string(dp) + ",tp=" + std::to_string(tp);
   propagate.zero = zero;
   pm.addPass(createPropagateShardingPass(propagate));
   pm.addPass(createPartitionPass());
@@ -116,7 +119,7 @@ void expectDataParallelMatches(int64_t dp, int64_t zero = 0) {
     allGathers += isa<AllGatherOp>(op);
   });
   if (zero == 0) {
-    EXPECT_GT(allReduces, 0) << "a data-parallel step sums its gradients";
+    EXPECT_GT(allReduces, 0) << "a partitioned step sums partial products or gradients";
   } else {
     // Split optimizer states take their gradients reduce-scattered.
     EXPECT_GT(reduceScatters, 0);
@@ -129,8 +132,8 @@ void expectDataParallelMatches(int64_t dp, int64_t zero = 0) {
   auto expected = (*reference)->run(args);
   ASSERT_TRUE(static_cast<bool>(expected)) << llvm::toString(expected.takeError());
 
-  cpu::ThreadMesh mesh({{"dp", dp}});
-  std::vector<std::vector<cpu::HostTensor>> outputs(dp);
+  cpu::ThreadMesh mesh({{"dp", dp}, {"tp", tp}});
+  std::vector<std::vector<cpu::HostTensor>> outputs(mesh.numRanks());
   llvm::Error err = mesh.run([&](int64_t rank, cpu::Collectives &collectives) -> llvm::Error {
     auto interp = cpu::Interpreter::create(step);
     if (!interp)
@@ -139,7 +142,7 @@ void expectDataParallelMatches(int64_t dp, int64_t zero = 0) {
     std::vector<cpu::HostTensor> mine;
     for (auto [i, arg] : llvm::enumerate(args))
       mine.push_back(partFor(arg, step.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName),
-                             rank, dp));
+                             rank, mesh));
     auto out = (*interp)->run(mine);
     if (!out)
       return out.takeError();
@@ -148,23 +151,29 @@ void expectDataParallelMatches(int64_t dp, int64_t zero = 0) {
   });
   ASSERT_FALSE(static_cast<bool>(err)) << llvm::toString(std::move(err));
 
-  for (int64_t rank = 0; rank < dp; ++rank) {
+  for (int64_t rank = 0; rank < mesh.numRanks(); ++rank) {
     ASSERT_EQ(outputs[rank].size(), expected->size());
     for (size_t i = 0; i < expected->size(); ++i) {
       cpu::HostTensor want = partFor(
           (*expected)[i], step.getResultAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName),
-          rank, dp);
+          rank, mesh);
       ASSERT_EQ(want.shape(), outputs[rank][i].shape()) << "result #" << i;
       EXPECT_LE(worstRelative(want, outputs[rank][i]), 1e-10) << "rank " << rank << ", result #" << i;
     }
   }
 }
 
-TEST(Sharding, DataParallelTwoRanksEqualsOneDevice) { expectDataParallelMatches(2); }
-TEST(Sharding, DataParallelFourRanksEqualsOneDevice) { expectDataParallelMatches(4); }
-TEST(Sharding, ZeroOneSplitsStatesAndEqualsOneDevice) { expectDataParallelMatches(2, 1); }
-TEST(Sharding, ZeroThreeSplitsParamsAndEqualsOneDevice) { expectDataParallelMatches(2, 3); }
-TEST(Sharding, ZeroThreeOnFourRanksEqualsOneDevice) { expectDataParallelMatches(4, 3); }
+TEST(Sharding, DataParallelTwoRanksEqualsOneDevice) { expectPartitionedMatches(2, 1); }
+TEST(Sharding, DataParallelFourRanksEqualsOneDevice) { expectPartitionedMatches(4, 1); }
+TEST(Sharding, ZeroOneSplitsStatesAndEqualsOneDevice) { expectPartitionedMatches(2, 1, 1); }
+TEST(Sharding, ZeroThreeSplitsParamsAndEqualsOneDevice) { expectPartitionedMatches(2, 1, 3); }
+TEST(Sharding, ZeroThreeOnFourRanksEqualsOneDevice) { expectPartitionedMatches(4, 1, 3); }
+TEST(Sharding, TensorParallelTwoRanksEqualsOneDevice) { expectPartitionedMatches(1, 2); }
+TEST(Sharding, TensorParallelFourRanksEqualsOneDevice) { expectPartitionedMatches(1, 4); }
+TEST(Sharding, DataTimesTensorParallelEqualsOneDevice) { expectPartitionedMatches(2, 2); }
+TEST(Sharding, DataTimesTensorParallelWithZeroThreeEqualsOneDevice) {
+  expectPartitionedMatches(2, 2, 3);
+}
 
 TEST(Sharding, RankFailureEndsEveryRankWithItsName) {
   // Rank 1 fails before its first collective; rank 0 waits in one and must
