@@ -257,6 +257,10 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
         break;
       }
     }
+    if (!handled && isa<AllReduceOp, AllGatherOp, ReduceScatterOp, TakeShardOp>(op))
+      return error("codegen: " + Emitter::describe(&op) +
+                   ": a step partitioned over a mesh has no CUDA code yet (the NCCL runtime is "
+                   "planned); it runs on the CPU, one thread per rank");
     if (!handled)
       return error("codegen: no CUDA code for " + Emitter::describe(&op));
   }

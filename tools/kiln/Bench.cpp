@@ -162,6 +162,11 @@ int runBench() {
   auto config = loadConfig(configPath, setOverrides());
   if (!config)
     return fail("bench", toString(config.takeError()));
+  if (config->parallel.numRanks() > 1)
+    return fail("bench", formatv("parallel.dp x parallel.tp = {0} ranks: kiln bench times one GPU, "
+                                 "and the multi-GPU runtime (NCCL) is planned",
+                                 config->parallel.numRanks())
+                             .str());
   auto backendOr = tooling::makeCudaBackend(&outs());
   if (!backendOr)
     return fail("bench", toString(backendOr.takeError()));
