@@ -67,6 +67,8 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
   /// Whether anything of `func` is split or partial on the mesh (a function
   /// that is not runs whole on every rank, unchanged).
   bool isSplit(func::FuncOp func) {
+    if (func.isExternal())
+      return false;
     auto splitOnMesh = [&](ShardingAttr s) {
       return s.isPartial() || llvm::any_of(s.getDims(), [&](StringAttr a) {
                return !a.getValue().empty() && axisSize(a.getValue()) > 1;
@@ -80,6 +82,11 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
   }
 
   LogicalResult partition(func::FuncOp func) {
+    if (func.isExternal())
+      return success();
+    if (!func.getBody().hasOneBlock())
+      return func.emitError() << "kiln-partition: @" << func.getSymName()
+                              << " must have exactly one block";
     layout_.clear();
     converted_.clear();
     rules_.clear();

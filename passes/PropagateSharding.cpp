@@ -99,6 +99,11 @@ struct PropagateShardingPass
   }
 
   LogicalResult propagate(func::FuncOp func) {
+    if (func.isExternal())
+      return success(); // a declaration: nothing to propagate through
+    if (!func.getBody().hasOneBlock())
+      return func.emitError() << "kiln-propagate-sharding: @" << func.getSymName()
+                              << " must have exactly one block";
     layouts_.clear();
     rules_.clear();
     annotateMoments(func);
