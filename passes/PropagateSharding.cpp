@@ -178,13 +178,20 @@ struct PropagateShardingPass
       unsigned i = arg.getArgNumber();
       bool state = func.getArgAttr(i, KilnDialect::kStateAttrName) != nullptr;
       bool param = func.getArgAttr(i, KilnDialect::kParamAttrName) != nullptr;
-      if (!(state || (param && zero >= 3)) || func.getArgAttr(i, KilnDialect::kShardingAttrName))
+      if (!(state || (param && zero >= 3)))
         continue;
       auto shape = cast<RankedTensorType>(arg.getType()).getShape();
+      // On top of an existing layout (a tensor-parallel weight's): the
+      // first dimension it leaves whole.
+      SmallVector<StringAttr> dims(shape.size(), StringAttr::get(&getContext(), ""));
+      if (auto existing = func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName))
+        dims.assign(existing.getDims().begin(), existing.getDims().end());
+      if (llvm::any_of(dims, [](StringAttr a) { return a.getValue() == "dp"; }))
+        continue;
       for (auto [d, size] : llvm::enumerate(shape)) {
-        if (size % dp != 0)
+        int64_t split = dims[d].getValue().empty() ? 1 : mesh_.getAxisSize(dims[d].getValue());
+        if (split != 1 || size % dp != 0)
           continue;
-        SmallVector<StringAttr> dims(shape.size(), StringAttr::get(&getContext(), ""));
         dims[d] = StringAttr::get(&getContext(), "dp");
         func.setArgAttr(i, KilnDialect::kShardingAttrName,
                         ShardingAttr::get(&getContext(), dims, {}));

@@ -29,6 +29,7 @@
 #include "tools/kiln/Common.h"
 
 #include "codegen/PlanBuilder.h"
+#include "passes/Passes.h"
 #include "models/GPT2.h"
 #include "tools/support/Compile.h"
 
@@ -47,6 +48,8 @@ static cl::opt<std::string> configPath(cl::Positional, cl::desc("<config.toml>")
                                        cl::sub(estimateCommand()), cl::cat(kilnCategory()));
 static cl::opt<int64_t> dp("dp", cl::desc("Data-parallel degree (for the ZeRO columns)"),
                            cl::init(8), cl::sub(estimateCommand()), cl::cat(kilnCategory()));
+static cl::opt<int64_t> tp("tp", cl::desc("Tensor-parallel degree (for the partitioned plan)"),
+                           cl::init(1), cl::sub(estimateCommand()), cl::cat(kilnCategory()));
 static cl::opt<double> gpuMemory("gpu-memory", cl::desc("GPU memory in GiB to compare against"),
                                  cl::init(141.0), cl::sub(estimateCommand()),
                                  cl::cat(kilnCategory()));
@@ -55,12 +58,45 @@ static std::string gib(double bytes) { return formatv("{0:f2} GiB", bytes / (102
 
 static std::string sci(double v) { return formatv("{0:e3}", v); }
 
+/// The buffer plan of one rank: `config` partitioned over its [parallel]
+/// mesh and planned by kiln-plan-buffers (the training step's numbers).
+static Expected<PlanMemory> rankPlan(const RunConfig &config) {
+  mlir::MLIRContext ctx;
+  auto module = tooling::buildForwardModule(ctx, config, mlir::Float32Type::get(&ctx));
+  if (!module)
+    return module.takeError();
+  auto written = tooling::runTrainingPipeline(**module, config, {});
+  if (!written)
+    return written.takeError();
+  mlir::PassManager pm(&ctx);
+  pm.addPass(createPlanBuffersPass());
+  if (Error err = runPasses(pm, **module, "kiln-plan-buffers"))
+    return std::move(err);
+  auto step = (*module)->lookupSymbol<mlir::func::FuncOp>(
+      config.train.accumulate_steps > 1 ? "accumulate_step" : "train_step");
+  auto memory = step ? step->getAttrOfType<mlir::DictionaryAttr>(KilnDialect::kMemoryAttrName)
+                     : mlir::DictionaryAttr();
+  if (!memory)
+    return createStringError(inconvertibleErrorCode(), "the training step has no buffer plan");
+  auto get = [&](StringRef key) {
+    auto v = memory.getAs<mlir::IntegerAttr>(key);
+    return v ? v.getInt() : 0;
+  };
+  PlanMemory m;
+  m.params = get("params");
+  m.states = get("states");
+  m.workspace = get("workspace");
+  m.scratch = get("scratch");
+  m.total = get("total");
+  return m;
+}
+
 int runEstimate() {
   auto config = loadConfig(configPath, setOverrides());
   if (!config)
     return fail("estimate", toString(config.takeError()));
-  if (dp < 1)
-    return fail("estimate", "--dp must be at least 1");
+  if (dp < 1 || tp < 1)
+    return fail("estimate", "--dp and --tp must be at least 1");
   if (!(gpuMemory > 0) || !std::isfinite(gpuMemory))
     return fail("estimate", "--gpu-memory must be a positive number of GiB");
   const ModelConfig &m = config->model;
@@ -131,6 +167,32 @@ int runEstimate() {
                     "gradients at the peak)\n",
                     gib(mem.total), gib(mem.params), gib(mem.states), gib(mem.workspace),
                     gib(mem.scratch));
+
+  // The same plan for one rank of the mesh: the step partitioned (each rank
+  // still runs micro-batch b), then planned.
+  if (dp * tp > 1) {
+    outs() << formatv("buffer plan per rank on dp {0} x tp {1} (the step partitioned, then "
+                      "kiln-plan-buffers; such a mesh runs today on CPU threads, several GPUs are "
+                      "planned):\n",
+                      dp.getValue(), tp.getValue());
+    for (int zero : {0, 1, 3}) {
+      RunConfig c = *config;
+      c.parallel.dp = dp;
+      c.parallel.tp = tp;
+      c.parallel.zero = zero;
+      c.train.batch_size = config->train.batch_size * dp;
+      if (Error err = c.validate("--dp/--tp"))
+        return fail("estimate", toString(std::move(err)));
+      auto rank = rankPlan(c);
+      if (!rank)
+        return fail("estimate", toString(rank.takeError()));
+      outs() << formatv("  ZeRO {0,-7} {1}: parameters {2}, optimizer states {3}, workspace {4}, "
+                        "temporaries {5}\n",
+                        zero == 1 ? "1 and 2" : std::to_string(zero), gib(rank->total),
+                        gib(rank->params), gib(rank->states), gib(rank->workspace),
+                        gib(rank->scratch));
+    }
+  }
   return 0;
 }
 
