@@ -99,39 +99,51 @@ llvm::Expected<int64_t> MeshCpuBackend::memoryNeeded(mlir::ModuleOp module) {
 llvm::Expected<NamedTensors> MeshCpuBackend::gather(NamedTensors local0) {
   if (stateAxes_.empty())
     return local0;
-  // Rank r's state, for the ranks that hold a part of a split tensor.
-  std::vector<std::optional<NamedTensors>> locals(ranks_.size());
   bool params = !local0.empty() && llvm::any_of(specs_, [&](const StateSpec &spec) {
     return spec.name == local0.front().first && spec.isParam;
   });
-  for (auto &[name, t] : local0) {
-    auto it = stateAxes_.find(name);
+  // Every rank's tensors, fetched once.
+  std::vector<NamedTensors> locals(ranks_.size());
+  for (size_t r = 0; r < ranks_.size(); ++r) {
+    auto state = r == 0 ? llvm::Expected<NamedTensors>(local0)
+                        : (params ? ranks_[r]->params() : ranks_[r]->optimizerStates());
+    if (!state)
+      return state.takeError();
+    locals[r] = std::move(*state);
+  }
+  for (auto [i, named] : llvm::enumerate(local0)) {
+    auto it = stateAxes_.find(named.first);
     if (it == stateAxes_.end())
       continue;
-    for (size_t d = 0; d < it->second.size(); ++d) {
-      const std::string &axis = it->second[d];
-      if (axis.empty())
-        continue;
-      std::vector<HostTensor> parts;
-      for (int64_t r = 0; r < mesh_->numRanks(); ++r) {
-        bool inLine = true; // coordinate 0 on every other axis
-        for (auto &[other, size] : axes_)
-          if (other != axis && mesh_->coordinate(r, other) != 0)
-            inLine = false;
-        if (!inLine)
-          continue;
-        if (!locals[r]) {
-          auto state = params ? ranks_[r]->params() : ranks_[r]->optimizerStates();
-          if (!state)
-            return state.takeError();
-          locals[r] = std::move(*state);
+    const std::vector<std::string> &axes = it->second;
+    const HostTensor &part = named.second;
+    std::vector<int64_t> shape = part.shape();
+    for (size_t d = 0; d < shape.size(); ++d)
+      if (!axes[d].empty())
+        shape[d] *= mesh_->axisSize(axes[d]);
+    HostTensor whole(part.dtype(), shape);
+    // Each rank's part goes where its coordinates say (ranks holding the
+    // same part write the same values).
+    for (size_t r = 0; r < ranks_.size(); ++r) {
+      const HostTensor &mine = locals[r][i].second;
+      std::vector<int64_t> offset(shape.size(), 0);
+      for (size_t d = 0; d < shape.size(); ++d)
+        if (!axes[d].empty())
+          offset[d] = mesh_->coordinate(static_cast<int64_t>(r), axes[d]) * mine.shape()[d];
+      std::vector<int64_t> index(shape.size(), 0);
+      for (int64_t e = 0, n = mine.numel(); e < n; ++e) {
+        int64_t flat = 0;
+        for (size_t d = 0; d < shape.size(); ++d)
+          flat = flat * shape[d] + offset[d] + index[d];
+        whole.set(flat, mine.get(e));
+        for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) {
+          if (++index[d] < mine.shape()[d])
+            break;
+          index[d] = 0;
         }
-        for (auto &[n, part] : *locals[r])
-          if (n == name)
-            parts.push_back(part);
       }
-      t = kernels::concat(parts, static_cast<int64_t>(d));
     }
+    named.second = std::move(whole);
   }
   return local0;
 }
