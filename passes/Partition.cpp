@@ -112,8 +112,8 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     for (auto [i, operand] : llvm::enumerate(ret->getOpOperands())) {
       Value v = operand.get();
       auto want = func.getResultAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName);
-      if (!want)
-        want = ShardingAttr::getReplicated(&getContext(), layout_[v].getDims().size());
+      want = want ? normalize(want)
+                  : ShardingAttr::getReplicated(&getContext(), layout_[v].getDims().size());
       FailureOr<Value> c = convert(v, want, ret, "the function result");
       if (failed(c))
         return failure();
