@@ -152,10 +152,12 @@ int runEstimate() {
 
   // The exact plan for one GPU (what `kiln train` allocates at dp 1).
   mlir::MLIRContext ctx;
-  auto module = tooling::buildForwardModule(ctx, *config, mlir::Float32Type::get(&ctx));
+  RunConfig single = *config;
+  single.parallel = ParallelConfig();
+  auto module = tooling::buildForwardModule(ctx, single, mlir::Float32Type::get(&ctx));
   if (!module)
     return fail("estimate", toString(module.takeError()));
-  auto written = tooling::runTrainingPipeline(**module, *config, {});
+  auto written = tooling::runTrainingPipeline(**module, single, {});
   if (!written)
     return fail("estimate", toString(written.takeError()));
   auto plan = codegen::compileToPlan(**module, codegen::CodegenOptions());

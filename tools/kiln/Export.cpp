@@ -37,7 +37,10 @@ static cl::opt<std::string> outPath("hf", cl::desc("Write Hugging Face GPT-2 saf
 /// initializes them on any backend.
 static Expected<NamedTensors> initialWeights(const RunConfig &config) {
   mlir::MLIRContext ctx;
-  auto module = tooling::buildTrainingModule(ctx, config);
+  // Whole tensors, whatever the run's mesh (the values do not depend on it).
+  RunConfig single = config;
+  single.parallel = ParallelConfig();
+  auto module = tooling::buildTrainingModule(ctx, single);
   if (!module)
     return module.takeError();
   cpu::CpuBackend backend;
