@@ -257,7 +257,7 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
         break;
       }
     }
-    if (!handled && isa<AllReduceOp, AllGatherOp, ReduceScatterOp, TakeShardOp>(op))
+    if (!handled && isCollective(&op))
       return error("codegen: " + Emitter::describe(&op) +
                    ": a step partitioned over a mesh has no CUDA code yet (the NCCL runtime is "
                    "planned); it runs on the CPU, one thread per rank");
@@ -308,11 +308,8 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
 
 } // namespace
 
-llvm::Expected<Plan> buildPlan(ModuleOp module, const CodegenOptions &options) {
-  Plan plan;
-  plan.headers = kernelHeaders();
-  plan.arch = options.arch;
-  plan.smCount = options.smCount;
+llvm::Expected<PlanMemory> planMemory(ModuleOp module) {
+  PlanMemory total;
   bool first = true;
   for (auto func : module.getOps<func::FuncOp>()) {
     auto memory = func->getAttrOfType<DictionaryAttr>(KilnDialect::kMemoryAttrName);
@@ -323,20 +320,32 @@ llvm::Expected<Plan> buildPlan(ModuleOp module, const CodegenOptions &options) {
       return v ? v.getInt() : 0;
     };
     if (first) {
-      plan.memory.params = get("params");
-      plan.memory.states = get("states");
-      plan.memory.inputs = get("inputs");
-      plan.memory.workspace = get("workspace");
-      plan.memory.workspaceOffset = get("workspace_offset");
+      total.params = get("params");
+      total.states = get("states");
+      total.inputs = get("inputs");
+      total.workspace = get("workspace");
+      total.workspaceOffset = get("workspace_offset");
       first = false;
     }
-    plan.memory.scratch = std::max(plan.memory.scratch, get("scratch"));
-    if (get("peak_live") > plan.memory.peakLive) {
-      plan.memory.peakLive = get("peak_live");
-      plan.memory.gradsAtPeak = get("grads_at_peak");
+    total.scratch = std::max(total.scratch, get("scratch"));
+    if (get("peak_live") > total.peakLive) {
+      total.peakLive = get("peak_live");
+      total.gradsAtPeak = get("grads_at_peak");
     }
-    plan.memory.total = std::max(plan.memory.total, get("total"));
+    total.total = std::max(total.total, get("total"));
   }
+  return total;
+}
+
+llvm::Expected<Plan> buildPlan(ModuleOp module, const CodegenOptions &options) {
+  Plan plan;
+  plan.headers = kernelHeaders();
+  plan.arch = options.arch;
+  plan.smCount = options.smCount;
+  auto memory = planMemory(module);
+  if (!memory)
+    return memory.takeError();
+  plan.memory = *memory;
   llvm::StringMap<int> kernelIndex;
   for (auto func : module.getOps<func::FuncOp>())
     if (llvm::Error err = emitFunction(plan, func, options, kernelIndex))

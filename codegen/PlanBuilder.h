@@ -45,6 +45,11 @@ llvm::Error checkArch(llvm::StringRef arch);
 /// naming the op, for ops codegen does not handle.
 llvm::Expected<Plan> buildPlan(mlir::ModuleOp module, const CodegenOptions &options);
 
+/// The arena of `module`'s functions after kiln-plan-buffers: the shared
+/// persistent region, the largest function's temporaries and total. Fails
+/// for a function without a buffer plan.
+llvm::Expected<PlanMemory> planMemory(mlir::ModuleOp module);
+
 /// Runs kiln-plan-buffers on `module` (which it annotates) and builds the
 /// Plan; pass failures come back as one error holding the diagnostics.
 llvm::Expected<Plan> compileToPlan(mlir::ModuleOp module, const CodegenOptions &options);

@@ -50,4 +50,12 @@ public:
 #define GET_OP_CLASSES
 #include "ir/KilnOps.h.inc"
 
+namespace kiln {
+/// What kiln-partition inserts between ranks: kiln.all_reduce, all_gather,
+/// reduce_scatter and take_shard (each with an `axis` and a `cause`).
+inline bool isCollective(mlir::Operation *op) {
+  return mlir::isa<AllReduceOp, AllGatherOp, ReduceScatterOp, TakeShardOp>(op);
+}
+} // namespace kiln
+
 #endif // KILN_IR_KILNOPS_H

@@ -67,6 +67,30 @@ ShardingRule allWhole(Operation *op) {
   return rule;
 }
 
+/// One operand, one result of its rank: dimension d passes through (one
+/// shared factor) where `passes(d)`, else stays whole (a sliced or padded
+/// dimension).
+ShardingRule passThroughWhere(Operation *op, llvm::function_ref<bool(size_t)> passes) {
+  RuleBuilder b;
+  SmallVector<int64_t> f;
+  for (auto [d, size] : llvm::enumerate(shapeOf(op->getOperand(0))))
+    f.push_back(passes(d) ? b.factor(size) : -1);
+  b.rule.operandFactors.push_back(f);
+  b.rule.resultFactors.push_back(f);
+  return b.rule;
+}
+
+/// A row-wise composite's factors: `x` with its last dimension (the row:
+/// features, vocabulary) whole, and the row factors alone (statistics,
+/// targets, per-row losses).
+struct RowFactors {
+  SmallVector<int64_t> x, rows;
+};
+RowFactors rowFactors(RuleBuilder &b, Value x) {
+  SmallVector<int64_t> f = wholeTrailing(b.freshFactors(x), 1);
+  return {f, SmallVector<int64_t>(f.begin(), f.end() - 1)};
+}
+
 /// A reduction over `dims`: the kept dimensions are shared with the result,
 /// the reduced ones are factors of the operand only (summed away), or whole
 /// when the reduction is not a sum.
@@ -159,32 +183,16 @@ FailureOr<ShardingRule> TransposeOp::getShardingRule() {
 
 // Dimensions sliced or padded stay whole; the others pass through.
 FailureOr<ShardingRule> SliceOp::getShardingRule() {
-  RuleBuilder b;
-  SmallVector<int64_t> in, out;
   ArrayRef<int64_t> shape = shapeOf(getOperand());
-  for (auto [d, size] : llvm::enumerate(shape)) {
-    bool whole = getStartIndices()[d] == 0 && getLimitIndices()[d] == size && getStrides()[d] == 1;
-    int64_t f = whole ? b.factor(size) : -1;
-    in.push_back(f);
-    out.push_back(f);
-  }
-  b.rule.operandFactors.push_back(in);
-  b.rule.resultFactors.push_back(out);
-  return b.rule;
+  return passThroughWhere(getOperation(), [&](size_t d) {
+    return getStartIndices()[d] == 0 && getLimitIndices()[d] == shape[d] && getStrides()[d] == 1;
+  });
 }
 
 FailureOr<ShardingRule> PadOp::getShardingRule() {
-  RuleBuilder b;
-  SmallVector<int64_t> in, out;
-  for (auto [d, size] : llvm::enumerate(shapeOf(getOperand()))) {
-    bool untouched = getLow()[d] == 0 && getHigh()[d] == 0 && getInterior()[d] == 0;
-    int64_t f = untouched ? b.factor(size) : -1;
-    in.push_back(f);
-    out.push_back(f);
-  }
-  b.rule.operandFactors.push_back(in);
-  b.rule.resultFactors.push_back(out);
-  return b.rule;
+  return passThroughWhere(getOperation(), [&](size_t d) {
+    return getLow()[d] == 0 && getHigh()[d] == 0 && getInterior()[d] == 0;
+  });
 }
 
 FailureOr<ShardingRule> ConcatOp::getShardingRule() {
@@ -329,8 +337,7 @@ FailureOr<ShardingRule> EmbeddingGradOp::getShardingRule() {
 // x [i…, C] normalized over C (whole); weight and bias [C]; statistics [i…].
 FailureOr<ShardingRule> LayerNormOp::getShardingRule() {
   RuleBuilder b;
-  SmallVector<int64_t> x = wholeTrailing(b.freshFactors(getX()), 1);
-  SmallVector<int64_t> rows(x.begin(), x.end() - 1);
+  auto [x, rows] = rowFactors(b, getX());
   b.rule.operandFactors = {x, {-1}, {-1}};
   b.rule.resultFactors = {x, rows, rows};
   return b.rule;
@@ -338,8 +345,7 @@ FailureOr<ShardingRule> LayerNormOp::getShardingRule() {
 
 FailureOr<ShardingRule> RmsNormOp::getShardingRule() {
   RuleBuilder b;
-  SmallVector<int64_t> x = wholeTrailing(b.freshFactors(getX()), 1);
-  SmallVector<int64_t> rows(x.begin(), x.end() - 1);
+  auto [x, rows] = rowFactors(b, getX());
   b.rule.operandFactors = {x, {-1}};
   b.rule.resultFactors = {x, rows};
   return b.rule;
@@ -348,8 +354,7 @@ FailureOr<ShardingRule> RmsNormOp::getShardingRule() {
 // dweight and dbias sum over the rows: the row factors are reductions.
 FailureOr<ShardingRule> LayerNormGradOp::getShardingRule() {
   RuleBuilder b;
-  SmallVector<int64_t> x = wholeTrailing(b.freshFactors(getX()), 1);
-  SmallVector<int64_t> rows(x.begin(), x.end() - 1);
+  auto [x, rows] = rowFactors(b, getX());
   b.rule.operandFactors = {x, {-1}, rows, rows, x};
   b.rule.resultFactors = {x, {-1}, {-1}};
   return b.rule;
@@ -357,8 +362,7 @@ FailureOr<ShardingRule> LayerNormGradOp::getShardingRule() {
 
 FailureOr<ShardingRule> RmsNormGradOp::getShardingRule() {
   RuleBuilder b;
-  SmallVector<int64_t> x = wholeTrailing(b.freshFactors(getX()), 1);
-  SmallVector<int64_t> rows(x.begin(), x.end() - 1);
+  auto [x, rows] = rowFactors(b, getX());
   b.rule.operandFactors = {x, {-1}, rows, x};
   b.rule.resultFactors = {x, {-1}};
   return b.rule;
@@ -368,8 +372,7 @@ FailureOr<ShardingRule> RmsNormGradOp::getShardingRule() {
 // targets, loss and lse [i…].
 FailureOr<ShardingRule> CrossEntropyOp::getShardingRule() {
   RuleBuilder b;
-  SmallVector<int64_t> logits = wholeTrailing(b.freshFactors(getLogits()), 1);
-  SmallVector<int64_t> rows(logits.begin(), logits.end() - 1);
+  auto [logits, rows] = rowFactors(b, getLogits());
   b.rule.operandFactors = {logits, rows};
   b.rule.resultFactors = {rows, rows};
   return b.rule;
@@ -377,8 +380,7 @@ FailureOr<ShardingRule> CrossEntropyOp::getShardingRule() {
 
 FailureOr<ShardingRule> CrossEntropyGradOp::getShardingRule() {
   RuleBuilder b;
-  SmallVector<int64_t> logits = wholeTrailing(b.freshFactors(getLogits()), 1);
-  SmallVector<int64_t> rows(logits.begin(), logits.end() - 1);
+  auto [logits, rows] = rowFactors(b, getLogits());
   b.rule.operandFactors = {logits, rows, rows, rows};
   b.rule.resultFactors = {logits};
   return b.rule;

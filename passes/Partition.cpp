@@ -48,33 +48,19 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
                             "kiln-propagate-sharding first)";
       return signalPassFailure();
     }
-    SmallVector<func::FuncOp> funcs;
-    if (function.empty()) {
-      for (auto func : module.getOps<func::FuncOp>())
-        if (isSplit(func))
-          funcs.push_back(func);
-    } else if (auto func = module.lookupSymbol<func::FuncOp>(function)) {
-      funcs.push_back(func);
-    } else {
-      module.emitError() << "kiln-partition: no function @" << function;
+    auto funcs = functionsToShard(module, function, "kiln-partition");
+    if (failed(funcs))
       return signalPassFailure();
-    }
-    for (func::FuncOp func : funcs)
-      if (failed(partition(func)))
+    for (func::FuncOp func : *funcs)
+      if ((!function.empty() || isSplit(func)) && failed(partition(func)))
         return signalPassFailure();
   }
 
   /// Whether anything of `func` is split or partial on the mesh (a function
   /// that is not runs whole on every rank, unchanged).
   bool isSplit(func::FuncOp func) {
-    if (func.isExternal())
-      return false;
-    auto splitOnMesh = [&](ShardingAttr s) {
-      return s.isPartial() || llvm::any_of(s.getDims(), [&](StringAttr a) {
-               return !a.getValue().empty() && axisSize(a.getValue()) > 1;
-             });
-    };
-    if (llvm::any_of(func.getArguments(), [&](Value v) { return splitOnMesh(getSharding(v)); }))
+    if (llvm::any_of(func.getArguments(),
+                     [&](Value v) { return !normalize(getSharding(v)).isReplicated(); }))
       return true;
     bool any = false;
     func.walk([&](Operation *op) { any |= op->hasAttr(KilnDialect::kShardingsAttrName); });
@@ -82,11 +68,6 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
   }
 
   LogicalResult partition(func::FuncOp func) {
-    if (func.isExternal())
-      return success();
-    if (!func.getBody().hasOneBlock())
-      return func.emitError() << "kiln-partition: @" << func.getSymName()
-                              << " must have exactly one block";
     layout_.clear();
     converted_.clear();
     rules_.clear();

@@ -83,27 +83,15 @@ struct PropagateShardingPass
       mesh_ = *parsed;
       module->setAttr(KilnDialect::kMeshAttrName, mesh_);
     }
-    SmallVector<func::FuncOp> funcs;
-    if (function.empty()) {
-      for (auto func : module.getOps<func::FuncOp>())
-        funcs.push_back(func);
-    } else if (auto func = module.lookupSymbol<func::FuncOp>(function)) {
-      funcs.push_back(func);
-    } else {
-      module.emitError() << "kiln-propagate-sharding: no function @" << function;
+    auto funcs = functionsToShard(module, function, "kiln-propagate-sharding");
+    if (failed(funcs))
       return signalPassFailure();
-    }
-    for (func::FuncOp func : funcs)
+    for (func::FuncOp func : *funcs)
       if (failed(propagate(func)))
         return signalPassFailure();
   }
 
   LogicalResult propagate(func::FuncOp func) {
-    if (func.isExternal())
-      return success(); // a declaration: nothing to propagate through
-    if (!func.getBody().hasOneBlock())
-      return func.emitError() << "kiln-propagate-sharding: @" << func.getSymName()
-                              << " must have exactly one block";
     layouts_.clear();
     rules_.clear();
     annotateMoments(func);

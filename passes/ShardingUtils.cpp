@@ -57,6 +57,27 @@ ShardingAttr getSharding(Value v) {
   return ShardingAttr::getReplicated(v.getContext(), rank);
 }
 
+FailureOr<SmallVector<func::FuncOp>> functionsToShard(ModuleOp module, StringRef name,
+                                                      StringRef pass) {
+  SmallVector<func::FuncOp> funcs;
+  if (name.empty()) {
+    for (auto func : module.getOps<func::FuncOp>())
+      funcs.push_back(func);
+  } else if (auto func = module.lookupSymbol<func::FuncOp>(name)) {
+    funcs.push_back(func);
+  } else {
+    module.emitError() << pass << ": no function @" << name;
+    return failure();
+  }
+  llvm::erase_if(funcs, [](func::FuncOp f) { return f.isExternal(); });
+  for (func::FuncOp func : funcs)
+    if (!func.getBody().hasOneBlock()) {
+      func.emitError() << pass << ": @" << func.getSymName() << " must have exactly one block";
+      return failure();
+    }
+  return funcs;
+}
+
 std::string describeOp(Operation *op) {
   std::string s = op->getName().getStringRef().str();
   Location loc = op->getLoc();

@@ -23,6 +23,13 @@ llvm::FailureOr<MeshAttr> parseMesh(mlir::MLIRContext *context, llvm::StringRef 
 ShardingAttr getSharding(mlir::Value v);
 
 
+/// The functions a sharding pass works on: @`name`, or with `name` empty
+/// every one of `module` defined here (declarations have nothing to
+/// rewrite). Fails, with an error naming `pass`, when @`name` does not
+/// exist or a function has more than one block.
+mlir::FailureOr<llvm::SmallVector<mlir::func::FuncOp>>
+functionsToShard(mlir::ModuleOp module, llvm::StringRef name, llvm::StringRef pass);
+
 /// A readable place for an op in messages: its name and its location's
 /// name (`kiln.matmul at "h.0.mlp"`).
 std::string describeOp(mlir::Operation *op);

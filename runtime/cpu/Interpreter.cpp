@@ -98,8 +98,8 @@ bool isSupported(Operation *op) {
              ReduceSumOp, ReduceMaxOp, ReduceMeanOp, MatmulOp, EmbeddingOp, SoftmaxOp,
              LogSoftmaxOp, LayerNormOp, RmsNormOp, RopeOp, CrossEntropyOp, AttentionOp,
              GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
-             EmbeddingGradOp, AttentionGradOp, GlobalNormOp, AdamWUpdateOp, FusionOp,
-             AllReduceOp, AllGatherOp, ReduceScatterOp, TakeShardOp>(op);
+             EmbeddingGradOp, AttentionGradOp, GlobalNormOp, AdamWUpdateOp, FusionOp>(op) ||
+         isCollective(op);
 }
 
 llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
@@ -564,7 +564,7 @@ llvm::Expected<std::vector<HostTensor>> Interpreter::run(llvm::ArrayRef<HostTens
     results.clear();
     if (isa<ConstantOp>(step.op)) {
       results.push_back(step.constant);
-    } else if (isa<AllReduceOp, AllGatherOp, ReduceScatterOp, TakeShardOp>(step.op)) {
+    } else if (isCollective(step.op)) {
       if (llvm::Error err = runCollective(step.op, slots[step.operands[0]], results))
         return std::move(err);
     } else {

@@ -155,11 +155,7 @@ HostTensor MeshCpuBackend::partOf(const HostTensor &t, const std::vector<std::st
   for (size_t d = 0; d < axes.size() && d < limit.size(); ++d) {
     if (axes[d].empty())
       continue;
-    int64_t n = 1;
-    for (auto &[name, size] : axes_)
-      if (name == axes[d])
-        n = size;
-    int64_t part = t.shape()[d] / n;
+    int64_t part = t.shape()[d] / mesh_->axisSize(axes[d]);
     start[d] = mesh_->coordinate(rank, axes[d]) * part;
     limit[d] = start[d] + part;
   }

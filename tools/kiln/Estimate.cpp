@@ -59,7 +59,7 @@ static std::string gib(double bytes) { return formatv("{0:f2} GiB", bytes / (102
 static std::string sci(double v) { return formatv("{0:e3}", v); }
 
 /// The buffer plan of one rank: `config` partitioned over its [parallel]
-/// mesh and planned by kiln-plan-buffers (the training step's numbers).
+/// mesh and planned by kiln-plan-buffers.
 static Expected<PlanMemory> rankPlan(const RunConfig &config) {
   mlir::MLIRContext ctx;
   auto module = tooling::buildForwardModule(ctx, config, mlir::Float32Type::get(&ctx));
@@ -72,23 +72,7 @@ static Expected<PlanMemory> rankPlan(const RunConfig &config) {
   pm.addPass(createPlanBuffersPass());
   if (Error err = runPasses(pm, **module, "kiln-plan-buffers"))
     return std::move(err);
-  auto step = (*module)->lookupSymbol<mlir::func::FuncOp>(
-      config.train.accumulate_steps > 1 ? "accumulate_step" : "train_step");
-  auto memory = step ? step->getAttrOfType<mlir::DictionaryAttr>(KilnDialect::kMemoryAttrName)
-                     : mlir::DictionaryAttr();
-  if (!memory)
-    return createStringError(inconvertibleErrorCode(), "the training step has no buffer plan");
-  auto get = [&](StringRef key) {
-    auto v = memory.getAs<mlir::IntegerAttr>(key);
-    return v ? v.getInt() : 0;
-  };
-  PlanMemory m;
-  m.params = get("params");
-  m.states = get("states");
-  m.workspace = get("workspace");
-  m.scratch = get("scratch");
-  m.total = get("total");
-  return m;
+  return codegen::planMemory(**module);
 }
 
 int runEstimate() {

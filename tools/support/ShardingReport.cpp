@@ -36,31 +36,16 @@ std::string describeSharding(ModuleOp module, bool everyCollective) {
     std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> totals;
     std::string lines;
     func.walk([&](Operation *op) {
-      std::string kind, axis, cause;
-      int64_t bytes = 0;
-      if (auto r = dyn_cast<AllReduceOp>(op)) {
-        kind = "all_reduce";
-        axis = r.getAxis().str();
-        cause = r.getCause().str();
-        bytes = numBytes(r.getOperand().getType());
-      } else if (auto g = dyn_cast<AllGatherOp>(op)) {
-        kind = "all_gather";
-        axis = g.getAxis().str();
-        cause = g.getCause().str();
-        bytes = numBytes(g.getResult().getType());
-      } else if (auto rs = dyn_cast<ReduceScatterOp>(op)) {
-        kind = "reduce_scatter";
-        axis = rs.getAxis().str();
-        cause = rs.getCause().str();
-        bytes = numBytes(rs.getOperand().getType());
-      } else if (auto t = dyn_cast<TakeShardOp>(op)) {
-        kind = "take_shard"; // no communication: counted for the reader
-        axis = t.getAxis().str();
-        cause = t.getCause().str();
-        bytes = 0;
-      } else {
+      if (!isCollective(op))
         return;
-      }
+      std::string kind = op->getName().stripDialect().str();
+      std::string axis = op->getAttrOfType<StringAttr>("axis").getValue().str();
+      StringRef cause = op->getAttrOfType<StringAttr>("cause").getValue();
+      // What a rank contributes: an all-gather's output, a reduction's
+      // input; taking a shard moves nothing (listed for the reader).
+      int64_t bytes = isa<TakeShardOp>(op) ? 0
+                      : isa<AllGatherOp>(op) ? numBytes(op->getResult(0).getType())
+                                             : numBytes(op->getOperand(0).getType());
       auto &t = totals[{kind, axis}];
       ++t.first;
       t.second += bytes;
