@@ -101,8 +101,8 @@ std::vector<Field> schema(RunConfig &c) {
       {"optim.weight_decay", &c.optim.weight_decay, 0, 10},
       {"optim.decay_embeddings", &c.optim.decay_embeddings},
       {"optim.grad_clip", &c.optim.grad_clip, 0, 1e9},
-      {"data.tokenizer", &c.data.tokenizer, 0, 0, {"byte", "gpt2"}},
-      {"data.bpe_dir", &c.data.bpe_dir},
+      {"data.tokenizer", &c.data.tokenizer, 0, 0, {"byte", "gpt2", "cl100k_base", "o200k_base", "sentencepiece"}},
+      {"data.tokenizer_path", &c.data.tokenizer_path},
       {"data.train", &c.data.train},
       {"data.val", &c.data.val},
       {"data.mode", &c.data.mode, 0, 0, {"sequential", "random"}},
@@ -398,6 +398,9 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
     return error(source, fmt::format("model.vocab_size = {} is too small for the byte tokenizer "
                                      "(257 tokens: 256 bytes and end-of-text)",
                                      model.vocab_size));
+  if (data.tokenizer == "sentencepiece" && data.tokenizer_path.empty())
+    return error(source, "data.tokenizer = \"sentencepiece\" needs data.tokenizer_path, the "
+                         "model's .model file");
   if (train.batch_size % parallel.dp != 0)
     return error(source, fmt::format("train.batch_size = {} (the global batch) is not divisible by "
                                      "parallel.dp = {}: each data-parallel rank takes an equal "

@@ -96,10 +96,13 @@ struct OptimConfig {
 };
 
 struct DataConfig {
-  /// "byte" or "gpt2".
+  /// byte, gpt2, cl100k_base, o200k_base or sentencepiece: the one the
+  /// shards were made with (`kiln sample` decodes with it).
   std::string tokenizer = "gpt2";
-  /// Directory of encoder.json and vocab.bpe (gpt2); empty: the default.
-  std::string bpe_dir;
+  /// The tokenizer's files: gpt2's directory of encoder.json and vocab.bpe,
+  /// tiktoken's directory of rank files (empty: the npm packages
+  /// scripts/setup.sh installs), sentencepiece's .model file (required).
+  std::string tokenizer_path;
   /// Globs of the training and validation token shards.
   std::string train = "data/train_*.bin";
   std::string val = "data/val_*.bin";

@@ -4,6 +4,7 @@
 
 #include "support/Files.h"
 
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
@@ -78,7 +79,7 @@ llvm::Expected<std::string> stateToJSON(const TrainingState &s, llvm::StringRef 
                        {"rng", rngToJSON(s.rng)},
                        {"loss_scale", s.lossScale},
                        {"good_steps", s.goodSteps},
-                       {"tokenizer", llvm::json::Object{{"kind", s.tokenizer}, {"bpe_dir", s.bpeDir}}},
+                       {"tokenizer", llvm::json::Object{{"kind", s.tokenizer}, {"path", s.tokenizerPath}}},
                        {"config", s.config},
                        {"files", std::move(files)}};
   o["checksum"] = contentChecksum(canonical(o));
@@ -142,8 +143,11 @@ llvm::Expected<std::pair<TrainingState, llvm::json::Object>> stateFromJSON(llvm:
   s.config = config->str();
   s.data = *position;
   s.tokenizer = tok->getString("kind").value_or("").str();
-  s.bpeDir = tok->getString("bpe_dir").value_or("").str();
-  if (s.tokenizer != "byte" && s.tokenizer != "gpt2")
+  // "bpe_dir": checkpoints written before the tiktoken and SentencePiece tokenizers.
+  s.tokenizerPath =
+      tok->getString("path").value_or(tok->getString("bpe_dir").value_or("")).str();
+  if (!llvm::is_contained({"byte", "gpt2", "cl100k_base", "o200k_base", "sentencepiece"},
+                          s.tokenizer))
     return invalid("unknown tokenizer kind '" + s.tokenizer + "'");
   return std::make_pair(std::move(s), std::move(*o));
 }

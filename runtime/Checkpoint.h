@@ -34,7 +34,7 @@ struct TrainingState {
   double lossScale = 1.0;
   int64_t goodSteps = 0;      ///< steps since the loss scale last changed
   std::string tokenizer;      ///< "byte" or "gpt2"
-  std::string bpeDir;         ///< for gpt2
+  std::string tokenizerPath;  ///< its files (Tokenizer::create)
   std::string config;         ///< the resolved config, TOML
 };
 

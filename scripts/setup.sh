@@ -11,6 +11,8 @@ packages=(
   zlib1g-dev libzstd-dev                                     # static zlib/zstd for KILN_STATIC_LLVM
   libfmt-dev libgtest-dev libtomlplusplus-dev libopenblas-dev
   fortunes                                                   # the default run's corpus
+  libsentencepiece-dev sentencepiece                         # SentencePiece tokenizer, its reference tools
+  zstd gzip                                                  # the compressed-corpus tests
 )
 
 missing=()

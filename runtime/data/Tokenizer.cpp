@@ -2,6 +2,7 @@
 
 #include "runtime/data/Tokenizer.h"
 
+#include "runtime/data/SentencePiece.h"
 #include "support/Files.h"
 
 #include "llvm/ADT/DenseMap.h"
@@ -12,6 +13,8 @@
 #include "llvm/Support/FileSystem.h"
 
 #include <algorithm>
+#include <cassert>
+#include <optional>
 #include <mutex>
 #include <unordered_map>
 
@@ -37,11 +40,17 @@ template <size_t N> bool inRanges(const uint32_t (&ranges)[N][2], uint32_t cp) {
 
 bool isLetter(uint32_t cp) { return cp < 0x80 ? ((cp | 32) - 'a' < 26) : inRanges(kLetterRanges, cp); }
 bool isNumber(uint32_t cp) { return cp < 0x80 ? (cp - '0' < 10) : inRanges(kNumberRanges, cp); }
-/// Unicode White_Space.
+/// o200k's [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}] and [\p{Ll}\p{Lm}\p{Lo}\p{M}].
+bool isUpperClass(uint32_t cp) { return cp < 0x80 ? cp - 'A' < 26 : inRanges(kUpperClassRanges, cp); }
+bool isLowerClass(uint32_t cp) { return cp < 0x80 ? cp - 'a' < 26 : inRanges(kLowerClassRanges, cp); }
+/// JavaScript's \s (ECMA-262 WhiteSpace and LineTerminator), which the
+/// reference js-tiktoken matches with. It differs from Unicode White_Space
+/// (Python tiktoken's \s) in two code points: U+FEFF is space here, U+0085
+/// is not.
 bool isSpace(uint32_t cp) {
-  return (cp >= 0x9 && cp <= 0xD) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+  return (cp >= 0x9 && cp <= 0xD) || cp == 0x20 || cp == 0xA0 || cp == 0x1680 ||
          (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
-         cp == 0x205F || cp == 0x3000;
+         cp == 0x205F || cp == 0x3000 || cp == 0xFEFF;
 }
 
 constexpr uint32_t kInvalid = 0xFFFFFFFF; // a byte that is not valid UTF-8
@@ -125,7 +134,7 @@ public:
 
   std::vector<int32_t> encode(llvm::StringRef text) const override {
     std::vector<int32_t> out;
-    for (llvm::StringRef piece : gpt2PreTokenize(text))
+    for (llvm::StringRef piece : preTokenize(PreTokenizer::GPT2, text))
       encodePiece(piece, out);
     return out;
   }
@@ -209,7 +218,7 @@ llvm::Expected<std::unique_ptr<Tokenizer>> GPT2Tokenizer::load(llvm::StringRef d
   auto encoderFile = readRegularFile(encoderPath, "GPT-2 BPE file");
   if (!encoderFile)
     return error(llvm::toString(encoderFile.takeError()) +
-                 " (scripts/setup.sh installs it; or pass --bpe-dir)");
+                 " (scripts/setup.sh installs it; or pass --tokenizer-path)");
   auto vocabFile = readRegularFile(vocabPath, "GPT-2 BPE file");
   if (!vocabFile)
     return vocabFile.takeError();
@@ -276,86 +285,385 @@ llvm::Expected<std::unique_ptr<Tokenizer>> GPT2Tokenizer::load(llvm::StringRef d
   return std::unique_ptr<Tokenizer>(std::move(tok));
 }
 
+
+/// A tiktoken encoding: byte-level BPE where a token's rank is both its id
+/// and its merge priority (lower merges first).
+class TiktokenTokenizer final : public Tokenizer {
+public:
+  static llvm::Expected<std::unique_ptr<Tokenizer>> load(llvm::StringRef kind,
+                                                         llvm::StringRef dir);
+
+  llvm::StringRef name() const override { return name_; }
+  int64_t vocabSize() const override { return static_cast<int64_t>(tokenBytes_.size()); }
+  int32_t eot() const override { return eot_; }
+
+  std::vector<int32_t> encode(llvm::StringRef text) const override {
+    std::vector<int32_t> out;
+    for (llvm::StringRef piece : preTokenize(pattern_, text)) {
+      auto whole = ranks_.find(piece);
+      if (whole != ranks_.end())
+        out.push_back(whole->second);
+      else
+        encodePiece(piece, out);
+    }
+    return out;
+  }
+
+  std::string decode(llvm::ArrayRef<int32_t> tokens) const override {
+    std::string s;
+    for (int32_t t : tokens)
+      if (t >= 0 && t < static_cast<int32_t>(tokenBytes_.size()) && t != eot_)
+        s += tokenBytes_[t];
+    return s;
+  }
+
+private:
+  int32_t rank(llvm::StringRef bytes) const {
+    auto it = ranks_.find(bytes);
+    return it == ranks_.end() ? INT32_MAX : it->second;
+  }
+
+  /// tiktoken's byte-pair merge: start from single bytes and merge the
+  /// adjacent pair of lowest rank (the leftmost on a tie) until no pair is a
+  /// token. `start[k]` is where part k begins; `pairRank[k]` the rank of parts
+  /// k and k+1 together, updated only next to a merge.
+  void encodePiece(llvm::StringRef piece, std::vector<int32_t> &out) const {
+    size_t n = piece.size();
+    std::vector<size_t> start(n + 1);
+    for (size_t k = 0; k <= n; ++k)
+      start[k] = k;
+    auto pairRankAt = [&](size_t k) {
+      return k + 2 < start.size() ? rank(piece.slice(start[k], start[k + 2])) : INT32_MAX;
+    };
+    std::vector<int32_t> pairRank(n);
+    for (size_t k = 0; k < n; ++k)
+      pairRank[k] = pairRankAt(k);
+    while (start.size() > 2) {
+      size_t best = 0;
+      for (size_t k = 1; k + 1 < start.size(); ++k)
+        if (pairRank[k] < pairRank[best])
+          best = k;
+      if (pairRank[best] == INT32_MAX)
+        break;
+      start.erase(start.begin() + best + 1);
+      pairRank.erase(pairRank.begin() + best + 1);
+      pairRank[best] = pairRankAt(best);
+      if (best > 0)
+        pairRank[best - 1] = pairRankAt(best - 1);
+    }
+    for (size_t k = 0; k + 1 < start.size(); ++k)
+      out.push_back(rank(piece.slice(start[k], start[k + 1])));
+  }
+
+  std::string name_;
+  PreTokenizer pattern_ = PreTokenizer::CL100K;
+  llvm::StringMap<int32_t> ranks_;      ///< bytes -> rank (= id)
+  std::vector<std::string> tokenBytes_; ///< id -> bytes; special tokens decode to their text
+  int32_t eot_ = -1;
+};
+
+/// Decodes standard base64 (RFC 4648, with padding).
+std::optional<std::string> decodeBase64(llvm::StringRef in) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  if (in.size() % 4 != 0)
+    return std::nullopt;
+  std::string out;
+  for (size_t i = 0; i < in.size(); i += 4) {
+    uint32_t bits = 0;
+    int pad = 0;
+    for (size_t k = 0; k < 4; ++k) {
+      char c = in[i + k];
+      if (c == '=' && i + 4 == in.size() && k >= 2) {
+        ++pad;
+        bits <<= 6;
+        continue;
+      }
+      int v = value(c);
+      if (v < 0 || pad)
+        return std::nullopt;
+      bits = (bits << 6) | static_cast<uint32_t>(v);
+    }
+    out += static_cast<char>(bits >> 16);
+    if (pad < 2)
+      out += static_cast<char>((bits >> 8) & 0xFF);
+    if (pad < 1)
+      out += static_cast<char>(bits & 0xFF);
+  }
+  return out;
+}
+
+/// Reads js-tiktoken's rank module `<dir>/<kind>.js`: `export default` a JSON
+/// object of `pat_str`, `special_tokens` (text -> id) and `bpe_ranks`, lines
+/// of "<tag> <first rank> <base64 token> <base64 token> …" whose tokens take
+/// consecutive ranks.
+llvm::Expected<std::unique_ptr<Tokenizer>> TiktokenTokenizer::load(llvm::StringRef kind,
+                                                                   llvm::StringRef dir) {
+  llvm::SmallString<256> path(dir);
+  llvm::sys::path::append(path, kind + ".js");
+  auto file = readRegularFile(path, "tiktoken rank file");
+  if (!file)
+    return error(llvm::toString(file.takeError()) +
+                 " (scripts/setup.sh installs js-tiktoken; or pass --tokenizer-path)");
+  llvm::StringRef body = (*file)->getBuffer().trim();
+  auto bad = [&](const llvm::Twine &why) {
+    return error("'" + path + "' is not a js-tiktoken rank file: " + why);
+  };
+  if (!body.consume_front("export default"))
+    return bad("it does not start with 'export default'");
+  body.consume_back(";");
+  auto json = llvm::json::parse(body.trim());
+  if (!json)
+    return bad(llvm::toString(json.takeError()));
+  const llvm::json::Object *root = json->getAsObject();
+  auto pattern = root ? root->getString("pat_str") : std::nullopt;
+  auto ranks = root ? root->getString("bpe_ranks") : std::nullopt;
+  const llvm::json::Object *specials = root ? root->getObject("special_tokens") : nullptr;
+  if (!pattern || !ranks || !specials)
+    return bad("it lacks pat_str, special_tokens or bpe_ranks");
+
+  auto tok = std::make_unique<TiktokenTokenizer>();
+  tok->name_ = kind.str();
+  tok->pattern_ = kind == "o200k_base" ? PreTokenizer::O200K : PreTokenizer::CL100K;
+  // The hand-written matcher implements exactly one pattern per encoding: a
+  // rank file with another pattern would tokenize differently, silently.
+  static const char *const kPatterns[] = {
+      R"(('s|'S|'t|'T|'re|'rE|'Re|'RE|'ve|'vE|'Ve|'VE|'m|'M|'ll|'lL|'Ll|'LL|'d|'D)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
+      R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+('s|'S|'t|'T|'re|'rE|'Re|'RE|'ve|'vE|'Ve|'VE|'m|'M|'ll|'lL|'Ll|'LL|'d|'D)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*('s|'S|'t|'T|'re|'rE|'Re|'RE|'ve|'vE|'Ve|'VE|'m|'M|'ll|'lL|'Ll|'LL|'d|'D)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)"};
+  if (*pattern != kPatterns[tok->pattern_ == PreTokenizer::O200K])
+    return bad("its pre-tokenization pattern is not " + kind + "'s");
+
+  llvm::SmallVector<llvm::StringRef> lines;
+  ranks->split(lines, '\n', -1, /*KeepEmpty=*/false);
+  for (llvm::StringRef line : lines) {
+    llvm::SmallVector<llvm::StringRef> fields;
+    line.split(fields, ' ', -1, /*KeepEmpty=*/false);
+    int64_t first = 0;
+    if (fields.size() < 2 || fields[1].getAsInteger(10, first) || first < 0 || first > (1 << 24))
+      return bad("a bpe_ranks line does not start with a tag and a rank");
+    for (size_t k = 2; k < fields.size(); ++k) {
+      auto bytes = decodeBase64(fields[k]);
+      if (!bytes)
+        return bad("token '" + fields[k] + "' is not base64");
+      int32_t id = static_cast<int32_t>(first + static_cast<int64_t>(k) - 2);
+      if (!tok->ranks_.try_emplace(*bytes, id).second)
+        return bad("token '" + fields[k] + "' appears twice");
+      if (static_cast<size_t>(id) >= tok->tokenBytes_.size())
+        tok->tokenBytes_.resize(id + 1);
+      tok->tokenBytes_[id] = *bytes;
+    }
+  }
+  for (uint32_t b = 0; b < 256; ++b)
+    if (!tok->ranks_.count(llvm::StringRef(std::string(1, static_cast<char>(b)))))
+      return bad("it lacks the token of byte " + llvm::Twine(b));
+  for (const auto &entry : *specials) {
+    auto id = entry.getSecond().getAsInteger();
+    if (!id || *id < 0 || *id > (1 << 24))
+      return bad("special token '" + llvm::StringRef(entry.getFirst()) + "' has no valid id");
+    if (static_cast<size_t>(*id) >= tok->tokenBytes_.size())
+      tok->tokenBytes_.resize(*id + 1);
+    tok->tokenBytes_[*id] = entry.getFirst().str();
+    if (entry.getFirst() == "<|endoftext|>")
+      tok->eot_ = static_cast<int32_t>(*id);
+  }
+  if (tok->eot_ < 0)
+    return bad("it has no <|endoftext|> special token");
+  return std::unique_ptr<Tokenizer>(std::move(tok));
+}
 } // namespace
 
-std::vector<llvm::StringRef> gpt2PreTokenize(llvm::StringRef text) {
-  // Code points with their byte offsets (one extra entry marks the end).
-  std::vector<uint32_t> cps;
-  std::vector<size_t> at;
-  for (size_t i = 0; i < text.size();) {
-    auto [cp, len] = decodeUtf8(text, i);
-    cps.push_back(cp);
-    at.push_back(i);
-    i += len;
-  }
-  at.push_back(text.size());
-  size_t n = cps.size();
-  auto letter = [&](size_t k) { return k < n && cps[k] != kInvalid && isLetter(cps[k]); };
-  auto number = [&](size_t k) { return k < n && cps[k] != kInvalid && isNumber(cps[k]); };
-  auto space = [&](size_t k) { return k < n && cps[k] != kInvalid && isSpace(cps[k]); };
-  auto other = [&](size_t k) { return k < n && !letter(k) && !number(k) && !space(k); };
+namespace {
 
-  std::vector<llvm::StringRef> pieces;
-  size_t i = 0;
-  auto emit = [&](size_t end) {
-    pieces.push_back(text.slice(at[i], at[end]));
-    i = end;
-  };
-  while (i < n) {
-    // 's 't 're 've 'm 'll 'd
-    if (cps[i] == '\'' && i + 1 < n) {
-      uint32_t c1 = cps[i + 1], c2 = i + 2 < n ? cps[i + 2] : 0;
-      if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') {
-        emit(i + 2);
-        continue;
-      }
-      if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) {
-        emit(i + 3);
-        continue;
-      }
+/// A text as code points with their byte offsets, and the character classes
+/// the patterns test. An invalid UTF-8 byte is a code point of its own that
+/// is no letter, number or space.
+class CodePoints {
+public:
+  explicit CodePoints(llvm::StringRef text) : text_(text) {
+    for (size_t i = 0; i < text.size();) {
+      auto [cp, len] = decodeUtf8(text, i);
+      cps_.push_back(cp);
+      at_.push_back(i);
+      i += len;
     }
-    size_t j = cps[i] == ' ' ? i + 1 : i; // the optional leading space
-    if (letter(j)) {
-      size_t k = j;
-      while (letter(k))
-        ++k;
-      emit(k);
-      continue;
-    }
-    if (number(j)) {
-      size_t k = j;
-      while (number(k))
-        ++k;
-      emit(k);
-      continue;
-    }
-    if (other(j)) {
-      size_t k = j;
-      while (other(k))
-        ++k;
-      emit(k);
-      continue;
-    }
-    // Whitespace: \s+(?!\S) keeps the last space for the next piece when a
-    // non-space follows; a single space before a non-space falls to \s+.
-    size_t k = i;
-    while (space(k))
+    at_.push_back(text.size());
+  }
+  size_t size() const { return cps_.size(); }
+  uint32_t operator[](size_t k) const { return k < cps_.size() ? cps_[k] : kInvalid; }
+  llvm::StringRef slice(size_t begin, size_t end) const {
+    return text_.slice(at_[begin], at_[end]);
+  }
+
+  bool valid(size_t k) const { return k < cps_.size() && cps_[k] != kInvalid; }
+  bool letter(size_t k) const { return valid(k) && isLetter(cps_[k]); }
+  bool number(size_t k) const { return valid(k) && isNumber(cps_[k]); }
+  bool space(size_t k) const { return valid(k) && isSpace(cps_[k]); }
+  bool upper(size_t k) const { return valid(k) && isUpperClass(cps_[k]); }
+  bool lower(size_t k) const { return valid(k) && isLowerClass(cps_[k]); }
+  bool newline(size_t k) const { return k < cps_.size() && (cps_[k] == '\r' || cps_[k] == '\n'); }
+  /// [^\s\p{L}\p{N}]
+  bool other(size_t k) const { return k < cps_.size() && !letter(k) && !number(k) && !space(k); }
+  /// [^\r\n\p{L}\p{N}]
+  bool prefix(size_t k) const {
+    return k < cps_.size() && !newline(k) && !letter(k) && !number(k);
+  }
+  /// The end of the run of code points from `k` that satisfy `pred`.
+  template <typename Pred> size_t run(size_t k, Pred pred) const {
+    while (k < cps_.size() && pred(k))
       ++k;
-    if (k < n && k - i >= 2)
-      emit(k - 1);
-    else
-      emit(k);
+    return k;
+  }
+  /// The end of a contraction 's 't 're 've 'm 'll 'd at `k` (any case when
+  /// `anyCase`), or `k` when there is none.
+  size_t contraction(size_t k, bool anyCase) const {
+    if ((*this)[k] != '\'')
+      return k;
+    auto c = [&](size_t j) {
+      uint32_t cp = (*this)[j];
+      return anyCase && cp < 0x80 ? (cp | 32) : cp;
+    };
+    uint32_t c1 = c(k + 1), c2 = c(k + 2);
+    if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd')
+      return k + 2;
+    if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l'))
+      return k + 3;
+    return k;
+  }
+
+  /// The whitespace alternatives every pattern ends with,
+  ///   \s*[\r\n]+ (when `newlineRun`) | \s+(?!\S) | \s+
+  /// at `i`, which is a space; returns the end of the match.
+  size_t whitespace(size_t i, bool newlineRun) const {
+    size_t r = run(i, [&](size_t k) { return space(k); });
+    if (newlineRun) {
+      // \s* is greedy and gives back until [\r\n]+ matches: the match ends
+      // after the run's last CR or LF.
+      for (size_t k = r; k > i; --k)
+        if (newline(k - 1))
+          return k;
+    }
+    // \s+(?!\S) gives back the last space when a non-space follows; a single
+    // space before a non-space falls to \s+.
+    if (r < size() && r - i >= 2)
+      return r - 1;
+    return r;
+  }
+
+private:
+  llvm::StringRef text_;
+  std::vector<uint32_t> cps_;
+  std::vector<size_t> at_;
+};
+
+/// 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+size_t gpt2Piece(const CodePoints &t, size_t i) {
+  if (size_t e = t.contraction(i, /*anyCase=*/false); e != i)
+    return e;
+  size_t j = t[i] == ' ' ? i + 1 : i; // the optional leading space
+  if (t.letter(j))
+    return t.run(j, [&](size_t k) { return t.letter(k); });
+  if (t.number(j))
+    return t.run(j, [&](size_t k) { return t.number(k); });
+  if (t.other(j))
+    return t.run(j, [&](size_t k) { return t.other(k); });
+  return t.whitespace(i, /*newlineRun=*/false);
+}
+
+/// The tail both o200k and cl100k share, from \p{N}{1,3}:
+///   \p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n<extra>]*|\s*[\r\n]+|\s+(?!\S)|\s+
+size_t numberPunctuationOrSpace(const CodePoints &t, size_t i, bool slashToo) {
+  if (t.number(i))
+    return std::min(t.run(i, [&](size_t k) { return t.number(k); }), i + 3);
+  size_t j = t[i] == ' ' && t.other(i + 1) ? i + 1 : i;
+  if (t.other(j)) {
+    size_t e = t.run(j, [&](size_t k) { return t.other(k); });
+    return t.run(e, [&](size_t k) { return t.newline(k) || (slashToo && t[k] == '/'); });
+  }
+  return t.whitespace(i, /*newlineRun=*/true);
+}
+
+/// ('s|'t|'re|'ve|'m|'ll|'d, any case)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
+///   | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+size_t cl100kPiece(const CodePoints &t, size_t i) {
+  if (size_t e = t.contraction(i, /*anyCase=*/true); e != i)
+    return e;
+  // A letter cannot be the optional prefix, so at most one way matches.
+  size_t j = t.prefix(i) && t.letter(i + 1) ? i + 1 : i;
+  if (t.letter(j))
+    return t.run(j, [&](size_t k) { return t.letter(k); });
+  return numberPunctuationOrSpace(t, i, /*slashToo=*/false);
+}
+
+/// With U = [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}], W = [\p{Ll}\p{Lm}\p{Lo}\p{M}] and
+/// C = ('s|'t|'re|'ve|'m|'ll|'d, any case):
+///   [^\r\n\p{L}\p{N}]?U*W+C?|[^\r\n\p{L}\p{N}]?U+W*C?|\p{N}{1,3}
+///   | ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+
+/// Marks are in U and W and can also be the prefix, so each way of the
+/// optional prefix is tried in the order a backtracking engine tries it.
+size_t o200kPiece(const CodePoints &t, size_t i) {
+  auto upper = [&](size_t k) { return t.upper(k); };
+  auto lower = [&](size_t k) { return t.lower(k); };
+  // U*W+ from j: U* is greedy and gives back one code point at a time until
+  // W+ can start.
+  auto upperThenLower = [&](size_t j) -> size_t {
+    size_t u = t.run(j, upper);
+    for (size_t k = u + 1; k-- > j;)
+      if (t.lower(k))
+        return t.run(k, lower);
+    return j;
+  };
+  // U+W* from j.
+  auto upperOnce = [&](size_t j) -> size_t {
+    size_t u = t.run(j, upper);
+    return u == j ? j : t.run(u, lower);
+  };
+  for (auto alternative : {+0, +1}) {
+    for (size_t j : {i + 1, i}) {
+      if (j == i + 1 && !t.prefix(i))
+        continue;
+      size_t e = alternative == 0 ? upperThenLower(j) : upperOnce(j);
+      if (e != j)
+        return t.contraction(e, /*anyCase=*/true);
+    }
+  }
+  return numberPunctuationOrSpace(t, i, /*slashToo=*/true);
+}
+
+} // namespace
+
+std::vector<llvm::StringRef> preTokenize(PreTokenizer pattern, llvm::StringRef text) {
+  CodePoints t(text);
+  std::vector<llvm::StringRef> pieces;
+  for (size_t i = 0; i < t.size();) {
+    size_t end = pattern == PreTokenizer::GPT2     ? gpt2Piece(t, i)
+                 : pattern == PreTokenizer::CL100K ? cl100kPiece(t, i)
+                                                   : o200kPiece(t, i);
+    assert(end > i && "every pattern matches at least one code point");
+    pieces.push_back(t.slice(i, end));
+    i = end;
   }
   return pieces;
 }
 
+llvm::StringRef Tokenizer::kinds() { return "byte, gpt2, cl100k_base, o200k_base, sentencepiece"; }
+
 llvm::Expected<std::unique_ptr<Tokenizer>> Tokenizer::create(llvm::StringRef kind,
-                                                             llvm::StringRef bpeDir) {
+                                                             llvm::StringRef path) {
   if (kind == "byte")
     return std::unique_ptr<Tokenizer>(std::make_unique<ByteTokenizer>());
   if (kind == "gpt2")
-    return GPT2Tokenizer::load(bpeDir);
-  return error("unknown tokenizer '" + kind + "' (expected byte or gpt2)");
+    return GPT2Tokenizer::load(path);
+  if (kind == "cl100k_base" || kind == "o200k_base")
+    return TiktokenTokenizer::load(kind, path);
+  if (kind == "sentencepiece")
+    return loadSentencePiece(path);
+  return error("unknown tokenizer '" + kind + "' (expected one of " + kinds() + ")");
 }
 
 } // namespace kiln

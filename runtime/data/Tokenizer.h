@@ -1,11 +1,16 @@
-//===- Tokenizer.h - byte-level and GPT-2 BPE tokenizers --------------------===//
+//===- Tokenizer.h - byte-level, BPE and SentencePiece tokenizers -----------===//
 //
 // `byte`: every byte is a token (0–255) and end-of-text is 256 (vocab 257).
 // `gpt2`: GPT-2's byte-level BPE (Radford et al. 2019) from the original
-// `encoder.json` and `vocab.bpe`, whose output is identical to tiktoken's
-// `gpt2` encoding of the same text (checked against js-tiktoken in
-// tests/lit/data/tokenizer-parity.test). Text that is not valid UTF-8 is kept
-// byte for byte: each invalid byte is a piece of its own.
+// `encoder.json` and `vocab.bpe`.
+// `cl100k_base`, `o200k_base`: OpenAI's tiktoken encodings, byte-level BPE
+// over their rank files (the ones the npm package js-tiktoken ships).
+// All three give ids identical to js-tiktoken's encoding of the same text
+// (tests/lit/data/tokenizer-parity.test). Text that is not valid UTF-8 is
+// kept byte for byte: each invalid byte is a piece of its own.
+// `sentencepiece`: a SentencePiece `.model` (Kudo and Richardson 2018), run
+// by Debian's libsentencepiece, which kiln loads at run time
+// (SentencePiece.h).
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,7 +31,7 @@ namespace kiln {
 class Tokenizer {
 public:
   virtual ~Tokenizer() = default;
-  /// "byte" or "gpt2".
+  /// The kind create() was given.
   virtual llvm::StringRef name() const = 0;
   virtual int64_t vocabSize() const = 0;
   /// The end-of-text token that separates documents.
@@ -37,17 +42,30 @@ public:
   /// The bytes the tokens stand for (end-of-text decodes to nothing).
   virtual std::string decode(llvm::ArrayRef<int32_t> tokens) const = 0;
 
-  /// `kind` is "byte" or "gpt2"; `bpeDir` holds encoder.json and vocab.bpe
-  /// (for gpt2).
+  /// `kind` is one of kinds(); `path` names its files: for gpt2 the
+  /// directory of encoder.json and vocab.bpe, for cl100k_base and o200k_base
+  /// the directory of js-tiktoken's rank files (<kind>.js), for
+  /// sentencepiece the .model file.
   static llvm::Expected<std::unique_ptr<Tokenizer>> create(llvm::StringRef kind,
-                                                           llvm::StringRef bpeDir);
+                                                           llvm::StringRef path);
+  /// "byte, gpt2, cl100k_base, o200k_base, sentencepiece".
+  static llvm::StringRef kinds();
 };
 
-/// GPT-2's pre-tokenization: splits text into the pieces the regex
-///   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-/// matches, with \p{L}/\p{N} the Unicode letter/number categories and \s
-/// Unicode White_Space (as tiktoken's regex engine defines them).
-std::vector<llvm::StringRef> gpt2PreTokenize(llvm::StringRef text);
+/// The pre-tokenization patterns: a text is split into the pieces the
+/// encoding's regular expression matches, leftmost first, and BPE runs on
+/// each piece alone.
+///   GPT2:   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+///   CL100K: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
+///           | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+///   O200K:  [^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|…)?
+///           |[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|…)?
+///           |\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+
+/// with the Unicode categories of UnicodeTables.inc and \s as JavaScript
+/// defines it (js-tiktoken is the reference). Each is matched by hand-written
+/// code that follows a backtracking engine's order of tries.
+enum class PreTokenizer { GPT2, CL100K, O200K };
+std::vector<llvm::StringRef> preTokenize(PreTokenizer pattern, llvm::StringRef text);
 
 } // namespace kiln
 

@@ -1,5 +1,6 @@
 # lit configuration of kiln's FileCheck tests (tests/lit/).
 import os
+import shutil
 
 import lit.formats
 
@@ -23,3 +24,8 @@ config.substitutions.append(("%kiln_obj", config.kiln_obj_root))
 
 if config.kiln_static_llvm:
     config.available_features.add("static-llvm")
+# The SentencePiece tokenizer: kiln's module (built when libsentencepiece-dev
+# is installed) and the reference command-line tools (Debian's sentencepiece).
+if os.path.exists(os.path.join(config.kiln_lib_dir, "libkiln-sentencepiece.so")) and \
+        shutil.which("spm_train") and shutil.which("spm_encode"):
+    config.available_features.add("sentencepiece")

@@ -52,7 +52,7 @@ int runSample() {
     return fail("sample", toString(std::move(err)));
   if (Error err = config->validate(checkpoint->path + "/state.json with --set overrides"))
     return fail("sample", toString(std::move(err)));
-  auto tokenizer = tooling::makeTokenizer(checkpoint->state.tokenizer, checkpoint->state.bpeDir);
+  auto tokenizer = tooling::makeTokenizer(checkpoint->state.tokenizer, checkpoint->state.tokenizerPath);
   if (!tokenizer)
     return fail("sample", toString(tokenizer.takeError()));
   // Only @logits is needed: batch 1, the run's sequence length.

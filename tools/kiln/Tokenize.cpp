@@ -1,30 +1,55 @@
-//===- Tokenize.cpp - `kiln tokenize`: text files to token shards ----------===//
+//===- Tokenize.cpp - `kiln tokenize`: text and JSONL to token shards ------===//
+//
+// Documents stream from the inputs (runtime/data/Corpus.h) in batches; the
+// batches are tokenized on a thread pool and written in input order, so the
+// shards are the same whatever the thread count. Shards go to a staging
+// directory inside --out and are moved into place only when the whole corpus
+// is done: a failed run leaves the shards of an earlier one untouched.
+//
+//===----------------------------------------------------------------------===//
 
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
 
-#include "support/Files.h"
-
+#include "runtime/data/Corpus.h"
 #include "runtime/data/TokenShard.h"
 #include "tools/support/Training.h"
 
+#include "llvm/ADT/ScopeExit.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
-#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/ThreadPool.h"
+#include "llvm/Support/Threading.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cmath>
-#include <map>
+#include <deque>
+#include <future>
+#include <optional>
+#include <thread>
 
 using namespace llvm;
 
 namespace kiln::cli {
 
-static cl::list<std::string> inputs(cl::Positional, cl::desc("<text files>"), cl::OneOrMore,
-                                    cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
-static cl::opt<std::string> tokenizerKind("tokenizer", cl::desc("byte or gpt2"), cl::init("gpt2"),
-                                          cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
-static cl::opt<std::string> bpeDir("bpe-dir", cl::desc("Directory of encoder.json and vocab.bpe"),
-                                   cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::list<std::string> inputs(cl::Positional,
+                                    cl::desc("<text or JSONL files, directories, globs>"),
+                                    cl::OneOrMore, cl::sub(tokenizeCommand()),
+                                    cl::cat(kilnCategory()));
+static cl::opt<std::string> tokenizerKind(
+    "tokenizer", cl::desc("byte, gpt2, cl100k_base, o200k_base or sentencepiece"),
+    cl::init("gpt2"), cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::opt<std::string> tokenizerPath(
+    "tokenizer-path",
+    cl::desc("The tokenizer's files: gpt2's directory of encoder.json and vocab.bpe, the "
+             "directory of tiktoken rank files (default: the npm packages), or a "
+             "SentencePiece .model file"),
+    cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::alias bpeDirAlias("bpe-dir", cl::desc("Alias for --tokenizer-path"),
+                             cl::aliasopt(tokenizerPath), cl::NotHidden);
 static cl::opt<std::string> outDir("out", cl::desc("Output directory of the shards"),
                                    cl::value_desc("dir"), cl::Required,
                                    cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
@@ -33,107 +58,262 @@ static cl::opt<double> valFraction("val-fraction",
                                    cl::init(0.05), cl::sub(tokenizeCommand()),
                                    cl::cat(kilnCategory()));
 static cl::opt<std::string> splitOn(
-    "split-on", cl::desc("A line that separates documents within a file (e.g. % for fortunes); "
+    "split-on", cl::desc("Text files: a line that separates documents (e.g. % for fortunes); "
                          "default: each file is one document"),
+    cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::opt<CorpusOptions::Format> format(
+    "format", cl::desc("Input format"), cl::init(CorpusOptions::Format::Auto),
+    cl::values(clEnumValN(CorpusOptions::Format::Auto, "auto",
+                          "JSONL for names ending .jsonl/.ndjson/.json (before .gz/.zst), "
+                          "else text"),
+               clEnumValN(CorpusOptions::Format::Text, "text", "plain text"),
+               clEnumValN(CorpusOptions::Format::Jsonl, "jsonl", "one JSON object per line")),
+    cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::opt<std::string> jsonlField(
+    "jsonl-field", cl::desc("The JSONL field of the document's text (giving it implies "
+                            "--format=jsonl)"),
+    cl::init("text"), cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::opt<bool> skipBadLines(
+    "skip-bad-lines",
+    cl::desc("Skip JSONL lines that are not an object with the text field, and count them "
+             "(default: stop at the first, naming file and line)"),
     cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
 static cl::opt<int64_t> shardSize("shard-size", cl::desc("Tokens per shard"),
                                   cl::init(100'000'000), cl::sub(tokenizeCommand()),
                                   cl::cat(kilnCategory()));
+static cl::opt<unsigned> threads("threads",
+                                 cl::desc("Threads that tokenize (0: one per core)"),
+                                 cl::init(0), cl::sub(tokenizeCommand()),
+                                 cl::cat(kilnCategory()));
+static cl::opt<unsigned> batchKb(
+    "batch-kb", cl::desc("Text per tokenizing task, in KiB (tests make it small to get many)"),
+    cl::init(4096), cl::Hidden, cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::opt<bool> quiet("quiet", cl::desc("No progress line"), cl::sub(tokenizeCommand()),
+                           cl::cat(kilnCategory()));
 
-/// Documents of one file: the whole file, or the pieces between separator
-/// lines.
-static std::vector<StringRef> documents(StringRef text) {
-  if (splitOn.empty())
-    return {text};
-  std::vector<StringRef> docs;
-  auto emit = [&](size_t begin, size_t end) {
-    if (!text.slice(begin, end).trim().empty())
-      docs.push_back(text.slice(begin, end));
-  };
-  size_t docStart = 0;
-  for (size_t line = 0; line < text.size();) {
-    size_t eol = text.find('\n', line);
-    size_t next = eol == StringRef::npos ? text.size() : eol + 1;
-    if (text.slice(line, eol == StringRef::npos ? text.size() : eol).rtrim('\r') == splitOn) {
-      emit(docStart, line);
-      docStart = next;
+namespace {
+
+struct Batch {
+  std::vector<std::string> docs;
+  std::vector<char> isVal;
+  size_t bytes = 0;
+};
+using Tokens = std::vector<std::vector<int32_t>>;
+
+/// The progress line: MB read of the inputs, MB/s, ETA; redrawn in place on a
+/// terminal, a line every 10 s otherwise.
+class Progress {
+public:
+  explicit Progress(uint64_t total) : total_(total), tty_(sys::Process::StandardErrIsDisplayed()) {}
+  void update(uint64_t done, int64_t docs, int64_t tokens, bool last = false) {
+    double t = secondsSince(start_);
+    if (quiet || (!last && t - shown_ < (tty_ ? 0.25 : 10.0)))
+      return;
+    if (last && !tty_ && shown_ == 0)
+      return; // a short run needs no progress line
+    shown_ = t;
+    double mb = static_cast<double>(done) / 1e6, rate = t > 0 ? mb / t : 0;
+    std::string eta = "";
+    if (rate > 0 && done < total_) {
+      int64_t s = static_cast<int64_t>((static_cast<double>(total_ - done) / 1e6) / rate);
+      eta = formatv(", ETA {0}:{1:02}", s / 60, s % 60).str();
     }
-    line = next;
+    errs() << formatv("{0}tokenize: {1:f1}/{2:f1} MB ({3:f0}%), {4:f1} MB/s{5}, {6} documents, "
+                      "{7} tokens{8}",
+                      tty_ ? "\r" : "", mb, static_cast<double>(total_) / 1e6,
+                      total_ ? 100.0 * static_cast<double>(done) / static_cast<double>(total_)
+                             : 100.0,
+                      rate, eta, withCommas(docs), withCommas(tokens),
+                      tty_ && !last ? "   " : "\n");
   }
-  emit(docStart, text.size());
-  return docs;
-}
+
+private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  uint64_t total_;
+  bool tty_;
+  double shown_ = 0;
+};
+
+} // namespace
 
 int runTokenize() {
   if (!(valFraction >= 0.0 && valFraction < 1.0))
     return fail("tokenize", "--val-fraction must be in [0, 1)");
   if (shardSize < 1024)
     return fail("tokenize", "--shard-size must be at least 1024 tokens");
-  auto tokenizer = tooling::makeTokenizer(tokenizerKind, bpeDir);
+  if (batchKb < 1)
+    return fail("tokenize", "--batch-kb must be at least 1");
+  auto tokenizer = tooling::makeTokenizer(tokenizerKind, tokenizerPath);
   if (!tokenizer)
     return fail("tokenize", toString(tokenizer.takeError()));
+  const Tokenizer &tok = **tokenizer;
+  auto files = expandInputs(inputs);
+  if (!files)
+    return fail("tokenize", toString(files.takeError()));
+  CorpusOptions options;
+  options.format = format;
+  if (jsonlField.getNumOccurrences() && format == CorpusOptions::Format::Auto)
+    options.format = CorpusOptions::Format::Jsonl;
+  options.jsonlField = jsonlField;
+  options.splitOn = splitOn;
+  options.skipBadLines = skipBadLines;
+  auto stream = DocumentStream::open(*files, options);
+  if (!stream)
+    return fail("tokenize", toString(stream.takeError()));
 
-  std::vector<int32_t> train, val;
-  std::map<int32_t, int64_t> counts;
-  int64_t docCount = 0, valDocs = 0, shardIndex[2] = {0, 0};
-  std::vector<std::string> written;
-  auto flush = [&](std::vector<int32_t> &tokens, int split, bool force) -> Error {
+  // Shards are staged and moved into --out at the end.
+  if (std::error_code ec = sys::fs::create_directories(outDir))
+    return fail("tokenize", "cannot create '" + outDir + "': " + ec.message());
+  SmallString<256> staging;
+  if (std::error_code ec = sys::fs::createUniqueDirectory(outDir + "/.tokenize", staging))
+    return fail("tokenize", "cannot write in '" + outDir + "': " + ec.message());
+  scope_exit cleanup([&] { sys::fs::remove_directories(staging); });
+
+  unsigned threadCount = threads ? threads.getValue()
+                                 : std::max(1u, std::thread::hardware_concurrency());
+  std::optional<DefaultThreadPool> pool;
+  if (threadCount > 1)
+    pool.emplace(hardware_concurrency(threadCount));
+
+  std::vector<int32_t> shardTokens[2];
+  std::vector<int64_t> counts(tok.vocabSize(), 0);
+  int64_t docCount = 0, valDocs = 0, shardIndex[2] = {0, 0}, tokenCount[2] = {0, 0};
+  std::vector<std::string> written; // names relative to --out
+  auto flush = [&](int split, bool force) -> Error {
+    std::vector<int32_t> &tokens = shardTokens[split];
     while (static_cast<int64_t>(tokens.size()) >= shardSize || (force && !tokens.empty())) {
       size_t n = std::min<size_t>(tokens.size(), shardSize);
-      std::string path = formatv("{0}/{1}_{2:06}.bin", outDir, split ? "val" : "train",
-                                 shardIndex[split]++);
-      if (Error err = writeShard(path, ArrayRef<int32_t>(tokens).take_front(n)))
+      std::string name = formatv("{0}_{1:06}.bin", split ? "val" : "train", shardIndex[split]++);
+      if (Error err = writeShard((staging + "/" + name).str(), ArrayRef(tokens).take_front(n)))
         return err;
-      written.push_back(path);
+      written.push_back(name);
       tokens.erase(tokens.begin(), tokens.begin() + n);
     }
     return Error::success();
   };
-  for (const std::string &input : inputs) {
-    auto file = readRegularFile(input, "input", /*isText=*/true);
-    if (!file)
-      return fail("tokenize", toString(file.takeError()));
-    for (StringRef doc : documents((*file)->getBuffer())) {
+  auto tokenize = [&tok](const Batch &batch) {
+    Tokens out(batch.docs.size());
+    for (size_t i = 0; i < batch.docs.size(); ++i)
+      out[i] = tok.encode(batch.docs[i]);
+    return out;
+  };
+  // Batches in flight, oldest first: their documents and their tokens.
+  std::deque<std::pair<std::shared_ptr<Batch>, std::shared_future<Tokens>>> inFlight;
+  auto consume = [&]() -> Error {
+    auto [batch, tokens] = std::move(inFlight.front());
+    inFlight.pop_front();
+    const Tokens &result = tokens.get();
+    for (size_t i = 0; i < result.size(); ++i) {
+      int split = batch->isVal[i];
+      std::vector<int32_t> &dst = shardTokens[split];
+      dst.push_back(tok.eot()); // documents start with end-of-text, as in llm.c
+      dst.insert(dst.end(), result[i].begin(), result[i].end());
+      for (int32_t t : result[i])
+        ++counts[t];
+      tokenCount[split] += 1 + static_cast<int64_t>(result[i].size());
+      if (Error err = flush(split, false))
+        return err;
+    }
+    return Error::success();
+  };
+  auto submit = [&](std::shared_ptr<Batch> batch) {
+    if (pool) {
+      inFlight.emplace_back(batch, pool->async([batch, &tokenize] { return tokenize(*batch); }));
+    } else {
+      std::promise<Tokens> done;
+      done.set_value(tokenize(*batch));
+      inFlight.emplace_back(batch, done.get_future().share());
+    }
+  };
+
+  Progress progress((*stream)->totalBytes());
+  auto batch = std::make_shared<Batch>();
+  std::string doc, failure;
+  auto check = [&](Error err) {
+    if (err && failure.empty())
+      failure = toString(std::move(err));
+    else
+      consumeError(std::move(err));
+    return failure.empty();
+  };
+  while (failure.empty()) {
+    auto more = (*stream)->next(doc);
+    if (!more) {
+      check(more.takeError());
+      break;
+    }
+    if (*more) {
       // Every ⌈1/f⌉-th document goes to validation: spread over the corpus.
       bool isVal = valFraction > 0 &&
                    std::floor((docCount + 1) * valFraction) > std::floor(docCount * valFraction);
-      std::vector<int32_t> &dst = isVal ? val : train;
-      dst.push_back((*tokenizer)->eot()); // documents start with end-of-text, as in llm.c
-      for (int32_t t : (*tokenizer)->encode(doc)) {
-        dst.push_back(t);
-        ++counts[t];
-      }
       ++docCount;
       valDocs += isVal;
-      if (Error err = flush(dst, isVal, false))
-        return fail("tokenize", toString(std::move(err)));
+      batch->bytes += doc.size();
+      batch->docs.push_back(std::move(doc));
+      batch->isVal.push_back(isVal);
+      doc.clear();
+    }
+    if (!batch->docs.empty() && (!*more || batch->bytes >= size_t{batchKb} * 1024)) {
+      submit(std::move(batch));
+      batch = std::make_shared<Batch>();
+    }
+    // Bounded memory: at most two batches per thread wait for the writer.
+    while (failure.empty() && !inFlight.empty() && (!*more || inFlight.size() >= 2 * threadCount))
+      check(consume());
+    if (!*more)
+      break;
+    progress.update((*stream)->bytesConsumed(), docCount, tokenCount[0] + tokenCount[1]);
+  }
+  if (pool)
+    pool->wait(); // no task may outlive the data it reads
+  if (failure.empty() && check(flush(0, true)))
+    check(flush(1, true));
+  if (!failure.empty())
+    return fail("tokenize", failure + " (nothing written to '" + outDir + "')");
+  progress.update((*stream)->bytesConsumed(), docCount, tokenCount[0] + tokenCount[1], true);
+  if (tokenCount[0] == 0)
+    return fail("tokenize", "no text in the input files (nothing written to '" + outDir + "')");
+
+  // Move the new shards into place; shards of an earlier run that this one
+  // did not replace would be read as part of the corpus, so they go.
+  int64_t stale = 0;
+  std::error_code ec;
+  for (sys::fs::directory_iterator it(outDir, ec), end; it != end && !ec; it.increment(ec)) {
+    StringRef name = sys::path::filename(it->path());
+    if ((name.starts_with("train_") || name.starts_with("val_")) && name.ends_with(".bin") &&
+        !is_contained(written, name)) {
+      sys::fs::remove(it->path());
+      ++stale;
     }
   }
-  int64_t trainTokens = shardIndex[0] * shardSize + static_cast<int64_t>(train.size());
-  int64_t valTokens = shardIndex[1] * shardSize + static_cast<int64_t>(val.size());
-  if (Error err = flush(train, 0, true))
-    return fail("tokenize", toString(std::move(err)));
-  if (Error err = flush(val, 1, true))
-    return fail("tokenize", toString(std::move(err)));
-  if (trainTokens == 0)
-    return fail("tokenize", "no text in the input files");
+  for (const std::string &name : written)
+    if (std::error_code mv = sys::fs::rename(staging + "/" + name, outDir + "/" + name))
+      return fail("tokenize", "cannot move '" + name + "' into '" + outDir + "': " + mv.message());
 
   // The unigram entropy: what a model that ignores context would score.
   double total = 0, entropy = 0;
-  for (auto &[t, c] : counts)
+  for (int64_t c : counts)
     total += static_cast<double>(c);
-  for (auto &[t, c] : counts) {
-    double p = static_cast<double>(c) / total;
-    entropy -= p * std::log(p);
-  }
-  outs() << formatv("kiln tokenize: {0} documents from {1} file(s), {2} tokenizer (vocab {3})\n",
-                    docCount, inputs.size(), (*tokenizer)->name(), (*tokenizer)->vocabSize());
-  outs() << formatv("  train: {0} tokens; val: {1} tokens ({2} documents)\n", trainTokens,
-                    valTokens, valDocs);
+  for (int64_t c : counts)
+    if (c) {
+      double p = static_cast<double>(c) / total;
+      entropy -= p * std::log(p);
+    }
+  outs() << formatv("kiln tokenize: {0} documents from {1} file(s), {2} tokenizer (vocab {3}), "
+                    "{4} thread(s)\n",
+                    docCount, files->size(), tok.name(), tok.vocabSize(), threadCount);
+  outs() << formatv("  text: {0:f1} MB; train: {1} tokens; val: {2} tokens ({3} documents)\n",
+                    static_cast<double>((*stream)->textBytes()) / 1e6, tokenCount[0],
+                    tokenCount[1], valDocs);
+  if ((*stream)->skippedLines())
+    outs() << formatv("  skipped {0} bad line(s); the first: {1}\n", (*stream)->skippedLines(),
+                      (*stream)->firstSkipped());
   outs() << formatv("  unigram entropy: {0:f3} nats ({1:f3} bits) per token\n", entropy,
                     entropy / std::log(2.0));
-  for (const std::string &path : written)
-    outs() << "  wrote " << path << "\n";
+  if (stale)
+    outs() << formatv("  removed {0} shard(s) of an earlier run from {1}\n", stale, outDir);
+  for (const std::string &name : written)
+    outs() << "  wrote " << outDir << "/" << name << "\n";
   return 0;
 }
 

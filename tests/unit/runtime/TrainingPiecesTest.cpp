@@ -301,9 +301,9 @@ TEST(Checkpoint, StateValuesAreValidated) {
   EXPECT_NE(loadError(*saved).find("loss_scale must be a positive finite number"), std::string::npos);
   writeBytes(*saved + "/state.json", state);
   editState(*saved, [](llvm::json::Object &o) {
-    o["tokenizer"] = llvm::json::Object{{"kind", "sentencepiece"}, {"bpe_dir", ""}};
+    o["tokenizer"] = llvm::json::Object{{"kind", "wordpiece"}, {"path", ""}};
   });
-  EXPECT_NE(loadError(*saved).find("unknown tokenizer kind 'sentencepiece'"), std::string::npos);
+  EXPECT_NE(loadError(*saved).find("unknown tokenizer kind 'wordpiece'"), std::string::npos);
   writeBytes(*saved + "/state.json", state);
   editState(*saved, [](llvm::json::Object &o) { o.erase("format"); });
   EXPECT_NE(loadError(*saved).find("has state format 1"), std::string::npos);
