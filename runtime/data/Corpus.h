@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,9 +32,10 @@ struct CorpusOptions {
   Format format = Format::Auto;
   /// The field of a JSONL object that holds the document's text.
   std::string jsonlField = "text";
-  /// Text files: a line equal to this separates documents (e.g. "%" for the
-  /// fortunes); empty: each file is one document.
-  std::string splitOn;
+  /// Text files: a line equal to one of these separates documents (e.g. "%"
+  /// for the fortunes; "" stands for blank lines, empty or only spaces);
+  /// none: each file is one document.
+  std::vector<std::string> splitOn;
   /// A JSONL line that is not an object with a string field: skipped and
   /// counted (true), or an error naming the file and line (false).
   bool skipBadLines = false;

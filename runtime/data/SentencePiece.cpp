@@ -115,6 +115,7 @@ public:
   llvm::StringRef name() const override { return "sentencepiece"; }
   int64_t vocabSize() const override { return module_.vocabSize(model_); }
   int32_t eot() const override { return eot_; }
+  bool cutsAtLineStarts() const override { return false; }
 
   std::vector<int32_t> encode(llvm::StringRef text) const override {
     std::vector<int32_t> out;

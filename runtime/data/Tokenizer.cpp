@@ -151,48 +151,44 @@ private:
   /// Merges the bytes of one piece by rank, lowest first (the BPE of
   /// Sennrich et al. 2016 as GPT-2 applies it).
   void encodePiece(llvm::StringRef piece, std::vector<int32_t> &out) const {
-    {
-      std::lock_guard<std::mutex> lock(cacheMutex_);
-      auto it = cache_.find(piece);
-      if (it != cache_.end()) {
-        out.insert(out.end(), it->second.begin(), it->second.end());
-        return;
-      }
+    // Most pieces are whole tokens.
+    auto whole = idOf_.find(piece);
+    if (whole != idOf_.end()) {
+      out.push_back(whole->second);
+      return;
     }
+    // One merge at a time, the lowest rank (leftmost on a tie) first, as
+    // tiktoken does; `pairRank[k]` is the rank of symbols k and k+1 and
+    // changes only next to a merge. A merge's result only takes part in
+    // merges of higher rank, so this equals merging every occurrence of
+    // the best pair at once (GPT-2's encoder.py).
     std::vector<int32_t> symbols;
     for (char c : piece)
       symbols.push_back(byteToken_[static_cast<uint8_t>(c)]);
+    auto rankAt = [&](size_t k) -> std::pair<int64_t, int32_t> {
+      if (k + 1 >= symbols.size())
+        return {INT64_MAX, -1};
+      auto it = merges_.find(pairKey(symbols[k], symbols[k + 1]));
+      return it == merges_.end() ? std::pair<int64_t, int32_t>{INT64_MAX, -1} : it->second;
+    };
+    std::vector<std::pair<int64_t, int32_t>> pairRank(symbols.size());
+    for (size_t k = 0; k < symbols.size(); ++k)
+      pairRank[k] = rankAt(k);
     while (symbols.size() > 1) {
-      int64_t bestRank = INT64_MAX;
       size_t best = 0;
-      int32_t merged = -1;
-      for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-        auto it = merges_.find(pairKey(symbols[i], symbols[i + 1]));
-        if (it != merges_.end() && it->second.first < bestRank) {
-          bestRank = it->second.first;
-          best = i;
-          merged = it->second.second;
-        }
-      }
-      if (merged < 0)
+      for (size_t k = 1; k + 1 < symbols.size(); ++k)
+        if (pairRank[k].first < pairRank[best].first)
+          best = k;
+      if (pairRank[best].first == INT64_MAX)
         break;
-      // Merge every occurrence of the best pair, left to right.
-      int32_t a = symbols[best], b = symbols[best + 1];
-      std::vector<int32_t> next;
-      for (size_t i = 0; i < symbols.size(); ++i) {
-        if (i + 1 < symbols.size() && symbols[i] == a && symbols[i + 1] == b) {
-          next.push_back(merged);
-          ++i;
-        } else {
-          next.push_back(symbols[i]);
-        }
-      }
-      symbols.swap(next);
+      symbols[best] = pairRank[best].second;
+      symbols.erase(symbols.begin() + best + 1);
+      pairRank.erase(pairRank.begin() + best + 1);
+      pairRank[best] = rankAt(best);
+      if (best > 0)
+        pairRank[best - 1] = rankAt(best - 1);
     }
     out.insert(out.end(), symbols.begin(), symbols.end());
-    std::lock_guard<std::mutex> lock(cacheMutex_);
-    if (cache_.size() < (1u << 20))
-      cache_[piece] = symbols;
   }
 
   static uint64_t pairKey(int32_t a, int32_t b) {
@@ -202,9 +198,8 @@ private:
   std::vector<std::string> tokenBytes_; ///< id -> the bytes it stands for
   int32_t byteToken_[256];               ///< byte -> its single-byte token
   std::unordered_map<uint64_t, std::pair<int64_t, int32_t>> merges_; ///< pair -> (rank, id)
+  llvm::StringMap<int32_t> idOf_;       ///< the bytes of a token -> its id
   int32_t eot_ = -1;
-  mutable std::mutex cacheMutex_;
-  mutable llvm::StringMap<std::vector<int32_t>> cache_;
 };
 
 llvm::Error error(const llvm::Twine &message) {
@@ -258,6 +253,7 @@ llvm::Expected<std::unique_ptr<Tokenizer>> GPT2Tokenizer::load(llvm::StringRef d
       i += len;
     }
     tok->tokenBytes_[*id] = bytes;
+    tok->idOf_[bytes] = static_cast<int32_t>(*id);
   }
   for (uint32_t b = 0; b < 256; ++b) {
     std::string s;

@@ -41,6 +41,13 @@ public:
   virtual std::vector<int32_t> encode(llvm::StringRef text) const = 0;
   /// The bytes the tokens stand for (end-of-text decodes to nothing).
   virtual std::string decode(llvm::ArrayRef<int32_t> tokens) const = 0;
+  /// Whether a text may be encoded in parts cut at a line break that follows
+  /// a visible ASCII character and precedes an ASCII letter, giving the same
+  /// tokens as the whole: true for the byte-level BPEs, whose patterns make
+  /// that newline a piece of its own or end a piece with it whether or not a
+  /// letter follows; false for SentencePiece, which treats its input as one
+  /// sentence.
+  virtual bool cutsAtLineStarts() const { return true; }
 
   /// `kind` is one of kinds(); `path` names its files: for gpt2 the
   /// directory of encoder.json and vocab.bpe, for cl100k_base and o200k_base

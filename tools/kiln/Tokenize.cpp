@@ -57,9 +57,10 @@ static cl::opt<double> valFraction("val-fraction",
                                    cl::desc("Fraction of documents for validation"),
                                    cl::init(0.05), cl::sub(tokenizeCommand()),
                                    cl::cat(kilnCategory()));
-static cl::opt<std::string> splitOn(
-    "split-on", cl::desc("Text files: a line that separates documents (e.g. % for fortunes); "
-                         "default: each file is one document"),
+static cl::list<std::string> splitOn(
+    "split-on", cl::desc("Text files: a line that separates documents (e.g. % for fortunes; "
+                         "'' for blank lines; may be repeated); default: each file is one "
+                         "document"),
     cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
 static cl::opt<CorpusOptions::Format> format(
     "format", cl::desc("Input format"), cl::init(CorpusOptions::Format::Auto),
@@ -93,11 +94,34 @@ static cl::opt<bool> quiet("quiet", cl::desc("No progress line"), cl::sub(tokeni
 
 namespace {
 
+/// Texts tokenized by one task: documents, or parts of a long document cut
+/// where the tokenizer allows (Tokenizer::cutsAtLineStarts).
 struct Batch {
   std::vector<std::string> docs;
-  std::vector<char> isVal;
+  std::vector<char> isVal, startsDoc;
   size_t bytes = 0;
 };
+
+/// Where to cut `doc` into parts of about `size` bytes: at line breaks
+/// between a visible ASCII character and an ASCII letter (see
+/// Tokenizer::cutsAtLineStarts).
+std::vector<size_t> cutPoints(llvm::StringRef doc, size_t size) {
+  std::vector<size_t> cuts;
+  auto allowed = [&](size_t nl) {
+    return nl > 0 && nl + 1 < doc.size() && llvm::isAlpha(doc[nl + 1]) &&
+           doc[nl - 1] > ' ' && doc[nl - 1] < 0x7F;
+  };
+  for (size_t at = size; at < doc.size();) {
+    size_t nl = doc.find('\n', at - 1);
+    while (nl != llvm::StringRef::npos && nl + 1 < doc.size() && !allowed(nl))
+      nl = doc.find('\n', nl + 1);
+    if (nl == llvm::StringRef::npos || nl + 1 >= doc.size())
+      break;
+    cuts.push_back(nl + 1);
+    at = nl + 1 + size;
+  }
+  return cuts;
+}
 using Tokens = std::vector<std::vector<int32_t>>;
 
 /// The progress line: MB read of the inputs, MB/s, ETA; redrawn in place on a
@@ -155,7 +179,7 @@ int runTokenize() {
   if (jsonlField.getNumOccurrences() && format == CorpusOptions::Format::Auto)
     options.format = CorpusOptions::Format::Jsonl;
   options.jsonlField = jsonlField;
-  options.splitOn = splitOn;
+  options.splitOn.assign(splitOn.begin(), splitOn.end());
   options.skipBadLines = skipBadLines;
   auto stream = DocumentStream::open(*files, options);
   if (!stream)
@@ -206,11 +230,14 @@ int runTokenize() {
     for (size_t i = 0; i < result.size(); ++i) {
       int split = batch->isVal[i];
       std::vector<int32_t> &dst = shardTokens[split];
-      dst.push_back(tok.eot()); // documents start with end-of-text, as in llm.c
+      if (batch->startsDoc[i]) {
+        dst.push_back(tok.eot()); // documents start with end-of-text, as in llm.c
+        ++tokenCount[split];
+      }
       dst.insert(dst.end(), result[i].begin(), result[i].end());
       for (int32_t t : result[i])
         ++counts[t];
-      tokenCount[split] += 1 + static_cast<int64_t>(result[i].size());
+      tokenCount[split] += static_cast<int64_t>(result[i].size());
       if (Error err = flush(split, false))
         return err;
     }
@@ -226,6 +253,7 @@ int runTokenize() {
     }
   };
 
+  const size_t taskBytes = size_t{batchKb} * 1024;
   Progress progress((*stream)->totalBytes());
   auto batch = std::make_shared<Batch>();
   std::string doc, failure;
@@ -248,12 +276,25 @@ int runTokenize() {
                    std::floor((docCount + 1) * valFraction) > std::floor(docCount * valFraction);
       ++docCount;
       valDocs += isVal;
-      batch->bytes += doc.size();
-      batch->docs.push_back(std::move(doc));
-      batch->isVal.push_back(isVal);
+      // A long document is cut into parts so that it, too, is tokenized in
+      // parallel and in bounded memory.
+      std::vector<size_t> cuts;
+      if (tok.cutsAtLineStarts())
+        cuts = cutPoints(doc, taskBytes);
+      cuts.push_back(doc.size());
+      for (size_t k = 0, begin = 0; k < cuts.size(); begin = cuts[k++]) {
+        batch->bytes += cuts[k] - begin;
+        batch->docs.push_back(cuts.size() == 1 ? std::move(doc) : doc.substr(begin, cuts[k] - begin));
+        batch->isVal.push_back(isVal);
+        batch->startsDoc.push_back(k == 0);
+        if (batch->bytes >= taskBytes) {
+          submit(std::move(batch));
+          batch = std::make_shared<Batch>();
+        }
+      }
       doc.clear();
     }
-    if (!batch->docs.empty() && (!*more || batch->bytes >= size_t{batchKb} * 1024)) {
+    if (!batch->docs.empty() && !*more) {
       submit(std::move(batch));
       batch = std::make_shared<Batch>();
     }

@@ -9,6 +9,7 @@
 #include "runtime/cpu/MeshCpuBackend.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/CudaBackend.h"
+#include "runtime/cuda/DevicePeak.h"
 #include "runtime/data/DataLoader.h"
 #include "runtime/train/MetricsLog.h"
 #include "runtime/train/Schedule.h"
@@ -316,6 +317,10 @@ private:
   double lastVal_ = NAN;
   Clock::time_point runStart_;
   int64_t firstStep_ = 0, skippedSteps_ = 0;
+  /// Step times after this process's first step (which includes warm-up):
+  /// the throughput finish() reports.
+  double timedSeconds_ = 0;
+  int64_t timedSteps_ = 0;
 };
 
 llvm::Error TrainingRun::openData() {
@@ -669,6 +674,10 @@ llvm::Expected<int> TrainingRun::loop() {
                                  "optim.lr or optim.grad_clip); the last checkpoint is kept",
                                  r->loss, state_.step));
     double stepSeconds = std::chrono::duration<double>(Clock::now() - stepStart).count();
+    if (state_.step > firstStep_ + 1) {
+      timedSeconds_ += stepSeconds;
+      ++timedSteps_;
+    }
     if (llvm::Error err = logStep(*r, lr, stepSeconds))
       return stopWithCheckpoint(std::move(err));
 
@@ -709,6 +718,29 @@ llvm::Error TrainingRun::finish() {
   double total = std::chrono::duration<double>(Clock::now() - runStart_).count();
   out_ << llvm::formatv("done: {0} steps in {1}; final val loss {2:f4}\n", steps_,
                         formatDuration(total), lastVal_);
+  if (timedSteps_ > 0) {
+    double tokPerSec = static_cast<double>(B_ * T_ * K_ * timedSteps_) / timedSeconds_;
+    out_ << llvm::formatv("  throughput: {0} tok/s (mean of steps {1}-{2}, evaluations excluded)",
+                          static_cast<int64_t>(tokPerSec), firstStep_ + 2, state_.step);
+    // Model FLOPs utilization, counted as `kiln bench` counts it.
+    if (backend_->name() == "cuda" && config_.model.kind == "gpt2") {
+      auto dev = cuda::device();
+      std::optional<cuda::PeakRate> rate;
+      if (dev)
+        rate = cuda::devicePeak(dev->name, dev->major, dev->minor, dev->smCount, dev->clockKHz,
+                                config_.train.precision != "f32");
+      else
+        llvm::consumeError(dev.takeError());
+      const ModelConfig &m = config_.model;
+      double flopsPerToken = 6.0 * static_cast<double>(models::gpt2ParamCount(m, false)) +
+                             12.0 * static_cast<double>(m.n_layer * m.n_embd * T_);
+      if (rate)
+        out_ << llvm::formatv("; MFU {0:f1}% of {1:f0} TFLOP/s ({2})",
+                              100 * tokPerSec * flopsPerToken / (rate->tflops * 1e12),
+                              rate->tflops, rate->source);
+    }
+    out_ << "\n";
+  }
   if (config_.train.precision == "f16-mixed")
     out_ << llvm::formatv("  loss scaling skipped {0} of {1} steps (their gradients overflowed in "
                           "f16)\n",
