@@ -88,7 +88,7 @@ static cl::opt<unsigned> threads("threads",
                                  cl::cat(kilnCategory()));
 static cl::opt<unsigned> batchKb(
     "batch-kb", cl::desc("Text per tokenizing task, in KiB (tests make it small to get many)"),
-    cl::init(4096), cl::Hidden, cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+    cl::init(1024), cl::Hidden, cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
 static cl::opt<bool> quiet("quiet", cl::desc("No progress line"), cl::sub(tokenizeCommand()),
                            cl::cat(kilnCategory()));
 
