@@ -4,7 +4,7 @@
 # corpus; inputs it finds go to a scratch corpus. A crash fails the script
 # and leaves the input as build-san/fuzz/crash-*: add it to
 # tests/fuzz/corpus/<target>/ with the fix, so ctest replays it from then on.
-# FUZZ_TARGETS="ir config" picks targets (default: all four). FUZZ_RUNS=N
+# FUZZ_TARGETS="ir config" picks targets (default: all five). FUZZ_RUNS=N
 # stops each after N inputs, from a fixed seed (FUZZ_SEED, default 1), so
 # that CI tries the same inputs on every clone: a gate, not a lottery; the
 # time limit still bounds a slow machine.
@@ -14,7 +14,7 @@ seconds=${1:-60}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-abort_on_error=1:halt_on_error=1:print_stacktrace=1}
 mkdir -p build-san/fuzz
-for target in ${FUZZ_TARGETS:-ir safetensors shard config}; do
+for target in ${FUZZ_TARGETS:-ir safetensors shard config tokenizer}; do
   scratch=build-san/fuzz/corpus-$target
   mkdir -p "$scratch"
   seeds=(tests/fuzz/corpus/$target)
