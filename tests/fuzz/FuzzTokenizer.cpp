@@ -46,16 +46,18 @@ const std::vector<std::unique_ptr<kiln::Tokenizer>> &tokenizers() {
   return all;
 }
 
-/// The scratch file the corpus reader reads, removed at exit.
+/// The scratch file the corpus reader reads, removed at exit (the string
+/// lives on past static destruction, which may run before the handler).
 const std::string &corpusFile() {
-  static std::string path = [] {
+  static const std::string *path = [] {
     llvm::SmallString<128> p;
     if (llvm::sys::fs::createTemporaryFile("fuzz-corpus", "bin", p))
       std::abort();
+    auto *kept = new std::string(p);
     std::atexit([] { llvm::sys::fs::remove(corpusFile()); });
-    return std::string(p);
+    return kept;
   }();
-  return path;
+  return *path;
 }
 
 void readCorpus(llvm::StringRef path, kiln::CorpusOptions options) {
