@@ -4,11 +4,13 @@
 
 #include "support/Files.h"
 
+#include "llvm/Support/Endian.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <glob.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <limits>
 
@@ -102,6 +104,60 @@ llvm::Error writeShard(llvm::StringRef path, llvm::ArrayRef<int32_t> tokens) {
     for (int k = 0; k < (small ? 2 : 4); ++k)
       bytes += static_cast<char>((static_cast<uint32_t>(t) >> (8 * k)) & 0xFF);
   return writeFileAtomically(path, bytes);
+}
+
+llvm::Expected<std::unique_ptr<ShardWriter>> ShardWriter::create(llvm::StringRef path,
+                                                                 int64_t vocabSize) {
+  std::unique_ptr<ShardWriter> w(new ShardWriter);
+  w->path_ = path.str();
+  w->width_ = vocabSize <= 65536 ? 2 : 4;
+  w->file_ = std::fopen(w->path_.c_str(), "wb");
+  if (!w->file_)
+    return error("cannot write token shard '" + path + "': " + std::strerror(errno));
+  // The header, its count written by finish().
+  int32_t header[kShardHeaderInts] = {};
+  header[0] = kShardMagic;
+  header[1] = w->width_ == 2 ? 1 : 2;
+  static_assert(llvm::endianness::native == llvm::endianness::little,
+                "shards are little-endian; kiln runs on little-endian hosts");
+  if (std::fwrite(header, sizeof header, 1, w->file_) != 1)
+    return error("cannot write token shard '" + path + "': " + std::strerror(errno));
+  return std::move(w);
+}
+
+ShardWriter::~ShardWriter() {
+  if (file_)
+    std::fclose(file_);
+}
+
+llvm::Error ShardWriter::flushBuffer() {
+  if (!buffer_.empty() && std::fwrite(buffer_.data(), buffer_.size(), 1, file_) != 1)
+    return error("cannot write token shard '" + path_ + "': " + std::strerror(errno));
+  buffer_.clear();
+  return llvm::Error::success();
+}
+
+llvm::Error ShardWriter::append(llvm::ArrayRef<int32_t> tokens) {
+  if (count_ + static_cast<int64_t>(tokens.size()) > std::numeric_limits<int32_t>::max())
+    return error(llvm::formatv("token shard '{0}': more than 2^31 - 1 tokens", path_));
+  for (int32_t t : tokens)
+    for (int k = 0; k < width_; ++k)
+      buffer_ += static_cast<char>((static_cast<uint32_t>(t) >> (8 * k)) & 0xFF);
+  count_ += static_cast<int64_t>(tokens.size());
+  return buffer_.size() >= (1u << 20) ? flushBuffer() : llvm::Error::success();
+}
+
+llvm::Error ShardWriter::finish() {
+  if (llvm::Error err = flushBuffer())
+    return err;
+  int32_t count = static_cast<int32_t>(count_);
+  bool ok = std::fseek(file_, 8, SEEK_SET) == 0 && std::fwrite(&count, 4, 1, file_) == 1 &&
+            std::fflush(file_) == 0;
+  ok &= std::fclose(file_) == 0;
+  file_ = nullptr;
+  if (!ok)
+    return error("cannot write token shard '" + path_ + "': " + std::strerror(errno));
+  return llvm::Error::success();
 }
 
 llvm::Expected<std::vector<std::string>> expandGlob(llvm::StringRef pattern) {

@@ -14,6 +14,7 @@
 #include "llvm/Support/MemoryBuffer.h"
 
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,6 +49,31 @@ private:
 /// Writes tokens as a shard (version 1 when every token fits in uint16,
 /// else 2), atomically: a temporary file renamed over `path`.
 llvm::Error writeShard(llvm::StringRef path, llvm::ArrayRef<int32_t> tokens);
+
+/// Writes a shard as its tokens come, holding only a small buffer: the
+/// header's count is filled in by finish(). Not atomic — for files in a
+/// staging directory that is moved into place as a whole (kiln tokenize).
+class ShardWriter {
+public:
+  /// Version 1 (uint16 ids) when `vocabSize` fits, else 2.
+  static llvm::Expected<std::unique_ptr<ShardWriter>> create(llvm::StringRef path,
+                                                             int64_t vocabSize);
+  ~ShardWriter();
+  llvm::Error append(llvm::ArrayRef<int32_t> tokens);
+  /// Writes the count, flushes and closes the file.
+  llvm::Error finish();
+  int64_t size() const { return count_; }
+
+private:
+  ShardWriter() = default;
+  llvm::Error flushBuffer();
+
+  std::string path_;
+  std::FILE *file_ = nullptr;
+  int width_ = 2;
+  int64_t count_ = 0;
+  std::string buffer_;
+};
 
 /// Expands a glob (`data/train_*.bin`) into sorted paths; a pattern without
 /// wildcards is returned as is. No match is an error naming the pattern.

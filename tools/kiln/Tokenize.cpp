@@ -199,19 +199,36 @@ int runTokenize() {
   if (threadCount > 1)
     pool.emplace(hardware_concurrency(threadCount));
 
-  std::vector<int32_t> shardTokens[2];
+  // Each split's open shard; tokens stream into it, so memory does not
+  // grow with the shard size.
+  std::unique_ptr<ShardWriter> shard[2];
   std::vector<int64_t> counts(tok.vocabSize(), 0);
   int64_t docCount = 0, valDocs = 0, shardIndex[2] = {0, 0}, tokenCount[2] = {0, 0};
   std::vector<std::string> written; // names relative to --out
-  auto flush = [&](int split, bool force) -> Error {
-    std::vector<int32_t> &tokens = shardTokens[split];
-    while (static_cast<int64_t>(tokens.size()) >= shardSize || (force && !tokens.empty())) {
-      size_t n = std::min<size_t>(tokens.size(), shardSize);
-      std::string name = formatv("{0}_{1:06}.bin", split ? "val" : "train", shardIndex[split]++);
-      if (Error err = writeShard((staging + "/" + name).str(), ArrayRef(tokens).take_front(n)))
+  auto closeShard = [&](int split) -> Error {
+    if (!shard[split])
+      return Error::success();
+    Error err = shard[split]->finish();
+    shard[split].reset();
+    return err;
+  };
+  auto append = [&](int split, ArrayRef<int32_t> tokens) -> Error {
+    while (!tokens.empty()) {
+      if (!shard[split]) {
+        std::string name = formatv("{0}_{1:06}.bin", split ? "val" : "train", shardIndex[split]++);
+        auto w = ShardWriter::create((staging + "/" + name).str(), tok.vocabSize());
+        if (!w)
+          return w.takeError();
+        shard[split] = std::move(*w);
+        written.push_back(name);
+      }
+      size_t n = std::min<size_t>(tokens.size(), shardSize - shard[split]->size());
+      if (Error err = shard[split]->append(tokens.take_front(n)))
         return err;
-      written.push_back(name);
-      tokens.erase(tokens.begin(), tokens.begin() + n);
+      tokens = tokens.drop_front(n);
+      if (shard[split]->size() == shardSize)
+        if (Error err = closeShard(split))
+          return err;
     }
     return Error::success();
   };
@@ -229,17 +246,17 @@ int runTokenize() {
     const Tokens &result = tokens.get();
     for (size_t i = 0; i < result.size(); ++i) {
       int split = batch->isVal[i];
-      std::vector<int32_t> &dst = shardTokens[split];
       if (batch->startsDoc[i]) {
-        dst.push_back(tok.eot()); // documents start with end-of-text, as in llm.c
+        int32_t eot = tok.eot(); // documents start with end-of-text, as in llm.c
+        if (Error err = append(split, eot))
+          return err;
         ++tokenCount[split];
       }
-      dst.insert(dst.end(), result[i].begin(), result[i].end());
+      if (Error err = append(split, result[i]))
+        return err;
       for (int32_t t : result[i])
         ++counts[t];
       tokenCount[split] += static_cast<int64_t>(result[i].size());
-      if (Error err = flush(split, false))
-        return err;
     }
     return Error::success();
   };
@@ -307,8 +324,8 @@ int runTokenize() {
   }
   if (pool)
     pool->wait(); // no task may outlive the data it reads
-  if (failure.empty() && check(flush(0, true)))
-    check(flush(1, true));
+  if (failure.empty() && check(closeShard(0)))
+    check(closeShard(1));
   if (!failure.empty())
     return fail("tokenize", failure + " (nothing written to '" + outDir + "')");
   progress.update((*stream)->bytesConsumed(), docCount, tokenCount[0] + tokenCount[1], true);

@@ -50,6 +50,42 @@ TEST(TokenShard, RoundTripsBothVersions) {
   EXPECT_EQ(size, 1024u + 2 * 4);
 }
 
+// The streaming writer kiln tokenize uses writes the same bytes as
+// writeShard, in as many appends as it likes, and picks the version by the
+// vocabulary.
+TEST(TokenShard, StreamingWriterMatchesWriteShard) {
+  std::string dir = tempDir();
+  std::vector<int32_t> tokens;
+  for (int32_t i = 0; i < 300000; ++i)
+    tokens.push_back(static_cast<int32_t>((int64_t{i} * 7919) % 50257));
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/whole.bin", tokens)));
+  auto w = ShardWriter::create(dir + "/streamed.bin", 50257);
+  ASSERT_TRUE(static_cast<bool>(w));
+  llvm::ArrayRef<int32_t> rest(tokens);
+  for (size_t n = 1; !rest.empty(); n *= 3) {
+    size_t k = std::min(n, rest.size());
+    ASSERT_FALSE(static_cast<bool>((*w)->append(rest.take_front(k))));
+    rest = rest.drop_front(k);
+  }
+  ASSERT_FALSE(static_cast<bool>((*w)->finish()));
+  auto whole = llvm::MemoryBuffer::getFile(dir + "/whole.bin");
+  auto streamed = llvm::MemoryBuffer::getFile(dir + "/streamed.bin");
+  ASSERT_TRUE(whole && streamed);
+  EXPECT_EQ((*whole)->getBuffer(), (*streamed)->getBuffer());
+
+  auto wide = ShardWriter::create(dir + "/wide.bin", 100277);
+  ASSERT_TRUE(static_cast<bool>(wide));
+  ASSERT_FALSE(static_cast<bool>((*wide)->append({1, 100276})));
+  ASSERT_FALSE(static_cast<bool>((*wide)->finish()));
+  auto shard = TokenShard::open(dir + "/wide.bin", 100277);
+  ASSERT_TRUE(static_cast<bool>(shard)) << llvm::toString(shard.takeError());
+  ASSERT_EQ(shard->size(), 2);
+  EXPECT_EQ((*shard)[1], 100276);
+  auto missing = ShardWriter::create(dir + "/no/such/dir/x.bin", 257);
+  ASSERT_FALSE(static_cast<bool>(missing));
+  EXPECT_NE(llvm::toString(missing.takeError()).find("no/such/dir/x.bin"), std::string::npos);
+}
+
 TEST(TokenShard, MalformedShardsNameTheFile) {
   std::string dir = tempDir();
   {
