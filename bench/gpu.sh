@@ -28,6 +28,9 @@
 #              SDPA's flash, memory-efficient and cuDNN backends, timed
 #   step-attention  the GPT-2 124M bf16 step with and without
 #              kiln-fuse-attention, and a profile of the fused one
+#   llama-reference  the Llama-style 125M shape: 20 f32 steps against
+#              bench/torch_llama.py from the same weights and batches, then
+#              kiln bench in bf16
 #   tokenize   kiln tokenize MB/s on this host's cores (GCIDE, 1 and all threads)
 #   quickstart the README's GPU main job: tokenize fortunes + GCIDE, GPT-2
 #              124M bf16 for 2,000 steps (configs/gpu-quickstart.toml)
@@ -225,6 +228,34 @@ print(f"  fused vs unfused bf16, 200 steps: final loss {last[0]:.4f} vs {last[1]
 json.dump({"final": last, "last20_rel": delta, "worst_step_rel": worst}, open(f"{out}/fused.json", "w"))
 EOF2
     ;;
+  llama-reference)
+    # The Llama-style 125M shape (with GPT-2's vocabulary, to train on the
+    # GPT-2 shard): 20 f32 steps, kiln against bench/torch_llama.py from
+    # kiln's exported initial weights and the same batches; then the bf16
+    # step timed.
+    L=(configs/llama-125m.toml --set model.vocab_size=50257)
+    $KILN export "${L[@]}" --hf /tmp/llama-init.safetensors
+    rm -rf /tmp/llama-run
+    XDG_CACHE_HOME=/tmp/kiln-cache $KILN train "${L[@]}" --set train.precision=f32 --set train.steps=20 \
+      "${train_sets[@]}" --set run.dir=/tmp/llama-run 2>&1 | tee "$OUT/llama-train.log" | grep -v "^step" | head -12
+    python3 bench/torch_llama.py reference --weights /tmp/llama-init.safetensors --data $SHARD \
+      --steps 20 --lr 6e-4 --out "$OUT/torch-llama.json" | tail -2
+    python3 - "$OUT" <<'EOF'
+import json, sys
+out = sys.argv[1]
+kiln = [json.loads(l) for l in open("/tmp/llama-run/metrics.jsonl") if '"loss"' in l]
+torch_ = json.load(open(f"{out}/torch-llama.json"))
+worst, rows = 0.0, []
+for i, (k, t) in enumerate(zip(kiln, torch_["loss"])):
+    rel = abs(k["loss"] - t) / abs(t)
+    worst = max(worst, rel)
+    rows.append({"step": i + 1, "kiln": k["loss"], "torch": t, "rel": rel})
+    print(f"  step {i+1:2d}: kiln {k['loss']:.6f} torch {t:.6f} rel {rel:.2e}  grad norm kiln {k['grad_norm']:.4f} torch {torch_['grad_norm'][i]:.4f}")
+print(f"  llama: worst relative loss difference over {len(rows)} f32 steps: {worst:.2e} (limit 1e-3): {'PASS' if worst <= 1e-3 and len(rows) == 20 else 'FAIL'}")
+json.dump({"steps": rows, "worst_rel": worst}, open(f"{out}/llama-reference.json", "w"), indent=1)
+EOF
+    XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench "${L[@]}" --set train.precision=bf16-mixed 2>&1 \
+      | tee "$OUT/llama-bench.log" | tail -4 ;;
   tokenize)
     # kiln tokenize on this host's cores: GCIDE (40 MB, read from the .dz)
     # with one thread and with all, for each byte-level BPE.

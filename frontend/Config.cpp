@@ -67,7 +67,11 @@ struct Field {
 /// toToml() prints them.
 std::vector<Field> schema(RunConfig &c) {
   return {
-      {"model.kind", &c.model.kind, 0, 0, {"gpt2"}},
+      {"model.kind", &c.model.kind, 0, 0, {"gpt2", "llama"}},
+      {"model.n_kv_head", &c.model.n_kv_head, 0, 1024},
+      {"model.intermediate_size", &c.model.intermediate_size, 0, 1 << 20},
+      {"model.rope_theta", &c.model.rope_theta, 1, 1e9},
+      {"model.rms_norm_eps", &c.model.rms_norm_eps, 0, 1},
       {"model.n_layer", &c.model.n_layer, 1, 1024},
       {"model.n_head", &c.model.n_head, 1, 1024},
       {"model.n_embd", &c.model.n_embd, 1, 1 << 16},
@@ -388,6 +392,22 @@ llvm::Error RunConfig::applyOverrides(llvm::ArrayRef<std::string> assignments) {
 }
 
 llvm::Error RunConfig::validate(llvm::StringRef source) const {
+  if (model.kind == "llama") {
+    if (model.n_head % model.kvHeads() != 0)
+      return error(source, fmt::format("model.n_head = {} is not a multiple of model.n_kv_head = "
+                                       "{} (each key/value head serves a group of query heads)",
+                                       model.n_head, model.kvHeads()));
+    if (model.intermediate_size < 1)
+      return error(source, "model.kind = \"llama\" needs model.intermediate_size, the SwiGLU "
+                           "MLP's hidden width");
+    if (model.n_embd % model.n_head == 0 && model.headDim() % 2 != 0)
+      return error(source, fmt::format("the head dimension n_embd / n_head = {} must be even for "
+                                       "rotary embeddings",
+                                       model.headDim()));
+  } else if (model.n_kv_head > 0 || model.intermediate_size > 0) {
+    return error(source, "model.n_kv_head and model.intermediate_size are Llama keys (model.kind "
+                         "= \"llama\")");
+  }
   if (model.n_embd % model.n_head != 0)
     return error(source, fmt::format("model.n_embd = {} is not divisible by model.n_head = {}",
                                      model.n_embd, model.n_head));

@@ -33,6 +33,13 @@ struct ModelConfig {
   int64_t block_size = 1024;
   double layer_norm_eps = 1e-5;
   double init_std = 0.02;
+  /// Llama: key/value heads of grouped-query attention (0: n_head, plain
+  /// multi-head attention); the MLP's hidden width (SwiGLU); the rotary
+  /// base; RMSNorm's epsilon.
+  int64_t n_kv_head = 0;
+  int64_t intermediate_size = 0;
+  double rope_theta = 10000.0;
+  double rms_norm_eps = 1e-5;
   /// Initial weights from a safetensors file (kiln or Hugging Face GPT-2
   /// names) instead of random initialization; empty: random.
   std::string init_from;
@@ -46,6 +53,7 @@ struct ModelConfig {
     return (vocab_size + vocab_multiple - 1) / vocab_multiple * vocab_multiple;
   }
   int64_t headDim() const { return n_embd / n_head; }
+  int64_t kvHeads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
 };
 
 struct TrainConfig {

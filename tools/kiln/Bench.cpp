@@ -32,7 +32,7 @@
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
 
-#include "models/GPT2.h"
+#include "models/Model.h"
 #include "runtime/Random.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/DevicePeak.h"
@@ -231,7 +231,7 @@ int runBench() {
     return fail("bench", toString(gpuMs.takeError()));
 
   const ModelConfig &m = config->model;
-  double params = static_cast<double>(models::gpt2ParamCount(m, false));
+  double params = static_cast<double>(models::paramCount(m, false));
   double tokensPerStep = static_cast<double>(B * T);
   double flopsPerStep = (6.0 * params + 12.0 * m.n_layer * m.n_embd * T) * tokensPerStep;
   std::optional<cuda::PeakRate> rate;

@@ -4,7 +4,7 @@
 #include "tools/kiln/Common.h"
 
 #include "codegen/PlanBuilder.h"
-#include "models/GPT2.h"
+#include "models/Model.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/Nvrtc.h"
 #include "tools/support/Compile.h"
@@ -89,7 +89,7 @@ int runCompile() {
     return fail("compile", toString(written.takeError()));
 
   const ModelConfig &m = config->model;
-  int64_t params = models::gpt2ParamCount(m, false), padded = models::gpt2ParamCount(m, true);
+  int64_t params = models::paramCount(m, false), padded = models::paramCount(m, true);
   outs() << formatv("{0}: {1} layers, {2} heads, width {3}; {4} parameters", m.kind, m.n_layer,
                     m.n_head, m.n_embd, withCommas(params));
   if (padded != params)

@@ -30,7 +30,7 @@
 
 #include "codegen/PlanBuilder.h"
 #include "passes/Passes.h"
-#include "models/GPT2.h"
+#include "models/Model.h"
 #include "tools/support/Compile.h"
 
 #include "mlir/IR/MLIRContext.h"
@@ -84,7 +84,7 @@ int runEstimate() {
   if (!(gpuMemory > 0) || !std::isfinite(gpuMemory))
     return fail("estimate", "--gpu-memory must be a positive number of GiB");
   const ModelConfig &m = config->model;
-  const double N = static_cast<double>(models::gpt2ParamCount(m, false));
+  const double N = static_cast<double>(models::paramCount(m, false));
   const double L = m.n_layer, d = m.n_embd, a = m.n_head, V = m.paddedVocab();
   const double T = config->seqLen(), b = config->train.batch_size;
   const double flopsPerToken = 6 * N + 12 * L * d * T;
@@ -97,7 +97,7 @@ int runEstimate() {
                     config->seqLen());
   outs() << formatv("parameters            {0} (N; {1} with the padded vocabulary)\n",
                     withCommas(static_cast<int64_t>(N)),
-                    withCommas(models::gpt2ParamCount(m, true)));
+                    withCommas(models::paramCount(m, true)));
   outs() << formatv("FLOPs per token       {0} = 6N + 12·L·d·T (training; PaLM App. B)\n",
                     sci(flopsPerToken));
   outs() << formatv("FLOPs per step        {0} ({1} tokens: batch {2} x {3} x {4} micro-batches "

@@ -83,12 +83,12 @@ int runExport() {
     if (!fresh)
       return fail("export", toString(fresh.takeError()));
   }
-  auto hf = tooling::toHuggingFaceGPT2(params, config->model);
+  auto hf = tooling::toHuggingFace(params, config->model);
   if (!hf)
     return fail("export", toString(hf.takeError()));
   if (Error err = writeSafetensors(outPath, *hf, {{"format", "pt"}}))
     return fail("export", toString(std::move(err)));
-  outs() << "wrote " << outPath << " (" << hf->size() << " tensors, Hugging Face GPT-2 names)\n";
+  outs() << "wrote " << outPath << " (" << hf->size() << " tensors, Hugging Face " << (config->model.kind == "llama" ? "Llama" : "GPT-2") << " names)\n";
   return 0;
 }
 

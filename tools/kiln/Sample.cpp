@@ -3,7 +3,7 @@
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
 
-#include "models/GPT2.h"
+#include "models/Model.h"
 #include "runtime/Checkpoint.h"
 #include "runtime/Backend.h"
 #include "tools/support/Compile.h"
@@ -60,7 +60,7 @@ int runSample() {
   tooling::loadDialects(ctx);
   mlir::OwningOpRef<mlir::ModuleOp> module = mlir::ModuleOp::create(mlir::UnknownLoc::get(&ctx));
   std::vector<std::string> errors;
-  if (failed(models::buildGPT2(*module, config->model, 1, config->seqLen(),
+  if (failed(models::buildModel(*module, config->model, 1, config->seqLen(),
                                mlir::Float32Type::get(&ctx), models::GPT2Output::Logits, "logits",
                                errors)))
     return fail("sample", "building the model failed: " + join(errors, "; "));

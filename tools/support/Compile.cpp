@@ -3,7 +3,7 @@
 #include "tools/support/Compile.h"
 
 #include "ir/KilnDialect.h"
-#include "models/GPT2.h"
+#include "models/Model.h"
 #include "passes/Passes.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -79,7 +79,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> buildForwardModule(MLIRContext &ctx,
   loadDialects(ctx);
   OwningOpRef<ModuleOp> module = ModuleOp::create(UnknownLoc::get(&ctx));
   std::vector<std::string> errors;
-  auto forward = models::buildGPT2(*module, config.model, config.train.batch_size,
+  auto forward = models::buildModel(*module, config.model, config.train.batch_size,
                                    config.seqLen(), floatType, models::GPT2Output::Loss,
                                    "forward", errors);
   if (failed(forward))

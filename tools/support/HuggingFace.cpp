@@ -1,8 +1,9 @@
-//===- HuggingFace.cpp - GPT-2 weights in Hugging Face names and layout ----===//
+//===- HuggingFace.cpp - weights in Hugging Face names and layout ----------===//
 
 #include "tools/support/HuggingFace.h"
 
 #include "models/GPT2.h"
+#include "models/Llama.h"
 
 #include "llvm/Support/FormatVariadic.h"
 
@@ -25,7 +26,71 @@ cpu::HostTensor withRows(const cpu::HostTensor &t, int64_t rows) {
   return out;
 }
 
+/// A matrix transposed (any element type).
+cpu::HostTensor transposed(const cpu::HostTensor &t) {
+  int64_t rows = t.dim(0), cols = t.dim(1);
+  cpu::HostTensor out(t.dtype(), {cols, rows});
+  size_t e = cpu::storageSize(t.dtype());
+  const char *src = static_cast<const char *>(t.raw());
+  char *dst = static_cast<char *>(out.raw());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      std::memcpy(dst + (c * rows + r) * e, src + (r * cols + c) * e, e);
+  return out;
+}
+
+llvm::Expected<NamedTensors> toHuggingFaceLlama(const NamedTensors &params,
+                                                const ModelConfig &config) {
+  NamedTensors out;
+  for (const auto &[name, t] : params) {
+    bool transpose = false;
+    std::string hf = models::llamaHuggingFaceName(name, &transpose);
+    if (hf.empty())
+      return error("parameter '" + name + "' has no Hugging Face Llama name");
+    cpu::HostTensor value = transpose ? transposed(t) : t;
+    if (name == "embed" || name == "lm_head.w")
+      value = withRows(value, config.vocab_size);
+    out.push_back({hf, std::move(value)});
+  }
+  return out;
+}
+
+llvm::Expected<NamedTensors> fromHuggingFaceLlama(const NamedTensors &tensors,
+                                                  const ModelConfig &config) {
+  NamedTensors out;
+  for (const auto &[hf, t] : tensors) {
+    bool transpose = false;
+    std::string name = models::llamaKilnName(hf, &transpose);
+    if (name.empty())
+      continue; // rotary inv_freq buffers
+    bool norm = llvm::StringRef(name).ends_with("norm.w");
+    if (t.rank() != (norm ? 1 : 2))
+      return error("'" + hf + "' has rank " + llvm::Twine(t.rank()) + ", not a Llama " +
+                   (norm ? "norm weight" : "matrix"));
+    cpu::HostTensor value = t;
+    if (name == "embed" || name == "lm_head.w") {
+      if (t.dim(0) != config.vocab_size)
+        return error(llvm::formatv("{0} has {1} rows but model.vocab_size is {2}", hf, t.dim(0),
+                                   config.vocab_size));
+      value = withRows(value, config.paddedVocab());
+    }
+    out.push_back({name, transpose ? transposed(value) : value});
+  }
+  return out;
+}
+
 } // namespace
+
+llvm::Expected<NamedTensors> toHuggingFace(const NamedTensors &params, const ModelConfig &config) {
+  return config.kind == "llama" ? toHuggingFaceLlama(params, config)
+                                : toHuggingFaceGPT2(params, config);
+}
+
+llvm::Expected<NamedTensors> fromHuggingFace(const NamedTensors &tensors,
+                                             const ModelConfig &config) {
+  return config.kind == "llama" ? fromHuggingFaceLlama(tensors, config)
+                                : fromHuggingFaceGPT2(tensors, config);
+}
 
 llvm::Expected<NamedTensors> toHuggingFaceGPT2(const NamedTensors &params,
                                                const ModelConfig &config) {

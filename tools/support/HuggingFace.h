@@ -1,4 +1,4 @@
-//===- HuggingFace.h - GPT-2 weights in Hugging Face names and layout ------===//
+//===- HuggingFace.h - weights in Hugging Face names and layout ------------===//
 
 #ifndef KILN_TOOLS_SUPPORT_HUGGINGFACE_H
 #define KILN_TOOLS_SUPPORT_HUGGINGFACE_H
@@ -20,6 +20,14 @@ llvm::Expected<NamedTensors> toHuggingFaceGPT2(const NamedTensors &params,
 /// parameter or a shape that does not fit the config is an error.
 llvm::Expected<NamedTensors> fromHuggingFaceGPT2(const NamedTensors &tensors,
                                                  const ModelConfig &config);
+
+/// The same for the model `config.kind` names: GPT-2 above; Llama with
+/// Hugging Face LlamaForCausalLM names (model.layers.N.self_attn.q_proj.weight,
+/// …), linear weights transposed to nn.Linear's [out, in], and the padded
+/// rows of embed_tokens and lm_head dropped (added back on import).
+llvm::Expected<NamedTensors> toHuggingFace(const NamedTensors &params, const ModelConfig &config);
+llvm::Expected<NamedTensors> fromHuggingFace(const NamedTensors &tensors,
+                                             const ModelConfig &config);
 
 } // namespace kiln::tooling
 

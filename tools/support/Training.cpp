@@ -3,7 +3,7 @@
 #include "tools/support/Training.h"
 
 #include "codegen/PlanBuilder.h"
-#include "models/GPT2.h"
+#include "models/Model.h"
 #include "support/Files.h"
 #include "runtime/cpu/CpuBackend.h"
 #include "runtime/cpu/MeshCpuBackend.h"
@@ -154,7 +154,7 @@ llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>> buildTrainingModule(mlir::MLIR
   if (!module)
     return module.takeError();
   std::vector<std::string> errors;
-  if (failed(models::buildGPT2(**module, config.model, 1, config.seqLen(),
+  if (failed(models::buildModel(**module, config.model, 1, config.seqLen(),
                                mlir::Float32Type::get(&ctx), models::GPT2Output::Logits,
                                "logits", errors)))
     return error("building @logits failed:\n  " + llvm::join(errors, "\n  "));
@@ -439,7 +439,7 @@ llvm::Error TrainingRun::restore() {
       return llvm::StringRef(e.first).ends_with(".weight");
     });
     if (huggingFace) {
-      auto converted = fromHuggingFaceGPT2(*weights, config_.model);
+      auto converted = fromHuggingFace(*weights, config_.model);
       if (!converted)
         return converted.takeError();
       weights = std::move(*converted);
@@ -723,7 +723,7 @@ llvm::Error TrainingRun::finish() {
     out_ << llvm::formatv("  throughput: {0} tok/s (mean of steps {1}-{2}, evaluations excluded)",
                           static_cast<int64_t>(tokPerSec), firstStep_ + 2, state_.step);
     // Model FLOPs utilization, counted as `kiln bench` counts it.
-    if (backend_->name() == "cuda" && config_.model.kind == "gpt2") {
+    if (backend_->name() == "cuda") {
       auto dev = cuda::device();
       std::optional<cuda::PeakRate> rate;
       if (dev)
@@ -732,7 +732,7 @@ llvm::Error TrainingRun::finish() {
       else
         llvm::consumeError(dev.takeError());
       const ModelConfig &m = config_.model;
-      double flopsPerToken = 6.0 * static_cast<double>(models::gpt2ParamCount(m, false)) +
+      double flopsPerToken = 6.0 * static_cast<double>(models::paramCount(m, false)) +
                              12.0 * static_cast<double>(m.n_layer * m.n_embd * T_);
       if (rate)
         out_ << llvm::formatv("; MFU {0:f1}% of {1:f0} TFLOP/s ({2})",

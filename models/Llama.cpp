@@ -1,0 +1,209 @@
+//===- Llama.cpp - a Llama-style decoder -----------------------------------===//
+
+#include "models/Llama.h"
+
+#include "frontend/NN.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+using namespace kiln::frontend;
+
+namespace kiln::models {
+
+namespace {
+
+/// Grouped-query causal self-attention with rotary embeddings; no biases.
+struct LlamaAttention {
+  LlamaAttention(Graph &g, const ModelConfig &c, ParamInit init)
+      : q(g, "attn.q", c.n_embd, c.n_head * c.headDim(), false, init),
+        k(g, "attn.k", c.n_embd, c.kvHeads() * c.headDim(), false, init),
+        v(g, "attn.v", c.n_embd, c.kvHeads() * c.headDim(), false, init),
+        o(g, "attn.o", c.n_head * c.headDim(), c.n_embd, false, init), heads(c.n_head),
+        kvHeads(c.kvHeads()), theta(c.rope_theta) {}
+
+  Tensor operator()(Tensor x) const {
+    Graph &g = x.graph();
+    int64_t b = x.dim(0), t = x.dim(1), d = x.dim(2) / heads, group = heads / kvHeads;
+    auto split = [&](Tensor y, int64_t h) { // [B, T, h·D] -> [B, h, T, D]
+      return transpose(reshape(y, {b, t, h, d}), {0, 2, 1, 3});
+    };
+    Tensor qh = rope(split(q(x), heads), theta);
+    Tensor kh = rope(split(k(x), kvHeads), theta);
+    Tensor vh = split(v(x), kvHeads);
+    // Query head h reads key/value head h / group (Hugging Face's repeat_kv).
+    auto repeat = [&](Tensor y) {
+      if (group == 1)
+        return y;
+      Tensor wide = broadcastTo(reshape(y, {b, kvHeads, 1, t, d}), {b, kvHeads, group, t, d});
+      return reshape(wide, {b, heads, t, d});
+    };
+    kh = repeat(kh);
+    vh = repeat(vh);
+    Tensor scores = matmul(qh * (1.0 / std::sqrt(static_cast<double>(d))), kh, false, true);
+    scores = where(nn::causalMask(g, t), scores, -std::numeric_limits<double>::infinity());
+    Tensor y = matmul(softmax(scores), vh); // [B, H, T, D]
+    return o(reshape(transpose(y, {0, 2, 1, 3}), {b, t, heads * d}));
+  }
+
+  nn::Linear q, k, v, o;
+  int64_t heads, kvHeads;
+  double theta;
+};
+
+struct SwiGLU {
+  SwiGLU(Graph &g, const ModelConfig &c, ParamInit init)
+      : gate(g, "mlp.gate", c.n_embd, c.intermediate_size, false, init),
+        up(g, "mlp.up", c.n_embd, c.intermediate_size, false, init),
+        down(g, "mlp.down", c.intermediate_size, c.n_embd, false, init) {}
+  Tensor operator()(Tensor x) const { return down(silu(gate(x)) * up(x)); }
+  nn::Linear gate, up, down;
+};
+
+} // namespace
+
+FailureOr<func::FuncOp> buildLlama(ModuleOp module, const ModelConfig &config, int64_t batch,
+                                   int64_t seqLen, Type floatType, GPT2Output output,
+                                   StringRef name, std::vector<std::string> &errors) {
+  Graph g(module, name);
+  g.setFloatType(floatType);
+  const int64_t B = batch, T = seqLen, C = config.n_embd, L = config.n_layer,
+                Vp = config.paddedVocab();
+  // Hugging Face's LlamaPreTrainedModel: N(0, initializer_range) for every
+  // linear and embedding, unit norms.
+  ParamInit init = ParamInit::normal(config.init_std);
+  nn::Embedding embed(g, "embed", Vp, C, init);
+  struct Block {
+    nn::RMSNorm attnNorm;
+    LlamaAttention attn;
+    nn::RMSNorm mlpNorm;
+    SwiGLU mlp;
+  };
+  std::vector<Block> blocks;
+  for (int64_t l = 0; l < L; ++l) {
+    auto s = g.scope("layers." + std::to_string(l));
+    blocks.push_back(Block{nn::RMSNorm(g, "attn_norm", C, config.rms_norm_eps),
+                           LlamaAttention(g, config, init),
+                           nn::RMSNorm(g, "mlp_norm", C, config.rms_norm_eps),
+                           SwiGLU(g, config, init)});
+  }
+  nn::RMSNorm norm(g, "norm", C, config.rms_norm_eps);
+  nn::Linear head(g, "lm_head", C, Vp, false, init);
+
+  llvm::StringRef batchAxis = B > 1 ? "dp" : "";
+  Tensor tokens = g.input("tokens", {B, T}, g.i32());
+  g.shard(tokens, {batchAxis, ""});
+  Tensor targets;
+  if (output == GPT2Output::Loss) {
+    targets = g.input("targets", {B, T}, g.i32());
+    g.shard(targets, {batchAxis, ""});
+  }
+
+  Tensor x;
+  {
+    auto s = g.scope("embed");
+    x = embed(tokens); // [B, T, C]
+  }
+  for (int64_t l = 0; l < L; ++l) {
+    auto s = g.scope("layers." + std::to_string(l));
+    Block &blk = blocks[l];
+    {
+      auto a = g.scope("attn");
+      x = x + blk.attn(blk.attnNorm(x));
+    }
+    auto m = g.scope("mlp");
+    x = x + blk.mlp(blk.mlpNorm(x));
+  }
+  Tensor logits;
+  {
+    auto s = g.scope("head");
+    logits = head(norm(x)); // [B, T, Vp]
+  }
+  Tensor result = logits;
+  if (output == GPT2Output::Loss) {
+    auto s = g.scope("loss");
+    result = mean(crossEntropy(logits, targets, config.vocab_size));
+  }
+  auto func = g.finish({result});
+  if (succeeded(func))
+    (*func).setResultAttr(0, KilnDialect::kOutputAttrName,
+                          StringAttr::get(module.getContext(),
+                                          output == GPT2Output::Loss ? "loss" : "logits"));
+  for (const std::string &e : g.errors())
+    errors.push_back(e);
+  return func;
+}
+
+int64_t llamaParamCount(const ModelConfig &c, bool includePadding) {
+  int64_t C = c.n_embd, V = includePadding ? c.paddedVocab() : c.vocab_size,
+          D = c.headDim(), I = c.intermediate_size;
+  int64_t perLayer = C                                  // attn_norm
+                     + C * c.n_head * D                 // q
+                     + 2 * C * c.kvHeads() * D          // k, v
+                     + c.n_head * D * C                 // o
+                     + C                                // mlp_norm
+                     + 3 * C * I;                       // gate, up, down
+  return 2 * V * C + c.n_layer * perLayer + C;
+}
+
+namespace {
+struct Name {
+  const char *kiln, *hf;
+  bool transposed;
+};
+const Name kBlockNames[] = {
+    {"attn_norm.w", "input_layernorm.weight", false},
+    {"attn.q.w", "self_attn.q_proj.weight", true},
+    {"attn.k.w", "self_attn.k_proj.weight", true},
+    {"attn.v.w", "self_attn.v_proj.weight", true},
+    {"attn.o.w", "self_attn.o_proj.weight", true},
+    {"mlp_norm.w", "post_attention_layernorm.weight", false},
+    {"mlp.gate.w", "mlp.gate_proj.weight", true},
+    {"mlp.up.w", "mlp.up_proj.weight", true},
+    {"mlp.down.w", "mlp.down_proj.weight", true},
+};
+const Name kTopNames[] = {{"embed", "model.embed_tokens.weight", false},
+                          {"norm.w", "model.norm.weight", false},
+                          {"lm_head.w", "lm_head.weight", true}};
+} // namespace
+
+std::string llamaHuggingFaceName(StringRef kilnName, bool *transposed) {
+  for (const Name &n : kTopNames)
+    if (kilnName == n.kiln) {
+      if (transposed)
+        *transposed = n.transposed;
+      return n.hf;
+    }
+  if (!kilnName.consume_front("layers."))
+    return "";
+  auto [layer, rest] = kilnName.split('.');
+  for (const Name &n : kBlockNames)
+    if (rest == n.kiln) {
+      if (transposed)
+        *transposed = n.transposed;
+      return "model.layers." + layer.str() + "." + n.hf;
+    }
+  return "";
+}
+
+std::string llamaKilnName(StringRef hfName, bool *transposed) {
+  for (const Name &n : kTopNames)
+    if (hfName == n.hf) {
+      if (transposed)
+        *transposed = n.transposed;
+      return n.kiln;
+    }
+  if (!hfName.consume_front("model.layers."))
+    return "";
+  auto [layer, rest] = hfName.split('.');
+  for (const Name &n : kBlockNames)
+    if (rest == n.hf) {
+      if (transposed)
+        *transposed = n.transposed;
+      return "layers." + layer.str() + "." + n.kiln;
+    }
+  return "";
+}
+
+} // namespace kiln::models
