@@ -31,6 +31,7 @@
 #   llama-reference  the Llama-style 125M shape: 20 f32 steps against
 #              bench/torch_llama.py from the same weights and batches, then
 #              kiln bench in bf16
+#   llama-bench  the ~1B Llama in bf16: kiln bench, torch eager, torch.compile
 #   tokenize   kiln tokenize MB/s on this host's cores (GCIDE, 1 and all threads)
 #   quickstart the README's GPU main job: tokenize fortunes + GCIDE, GPT-2
 #              124M bf16 for 2,000 steps (configs/gpu-quickstart.toml)
@@ -256,6 +257,15 @@ json.dump({"steps": rows, "worst_rel": worst}, open(f"{out}/llama-reference.json
 EOF
     XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench "${L[@]}" --set train.precision=bf16-mixed 2>&1 \
       | tee "$OUT/llama-bench.log" | tail -4 ;;
+  llama-bench)
+    # The ~1B Llama (configs/llama-1b.toml, TinyLlama's shape) in bf16:
+    # kiln bench, then torch eager and torch.compile on the same shape.
+    XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/llama-1b.toml --json "$OUT/kiln-llama-1b.json" 2>&1 \
+      | tee "$OUT/llama-1b-bench.log" | tail -4
+    A=(--n-layer 22 --n-head 32 --n-kv-head 4 --n-embd 2048 --intermediate-size 5632 --vocab 32000
+       --batch 8 --seq 2048 --steps 10)
+    python3 bench/torch_llama.py bench "${A[@]}" --out "$OUT/torch-llama-1b-eager.json"
+    python3 bench/torch_llama.py bench "${A[@]}" --compile --out "$OUT/torch-llama-1b-compile.json" ;;
   tokenize)
     # kiln tokenize on this host's cores: GCIDE (40 MB, read from the .dz)
     # with one thread and with all, for each byte-level BPE.

@@ -13,10 +13,16 @@ what `kiln export CONFIG --hf FILE` writes for a llama config.
              settings (decay on matrix weights, not embeddings or norms;
              clipping by max / max(norm, max)); write the per-step losses
              and gradient norms as JSON.
+  bench      time training steps on random tokens as an expert would run
+             them: bf16 autocast, fused AdamW, SDPA's default backend,
+             foreach clipping; eager or --compile (torch.compile); report
+             ms/step (median), tok/s, MFU (kiln's formula: 6·N + 12·L·d·T
+             FLOPs per token, 989 TFLOP/s bf16 peak) and peak memory.
 """
 import argparse
 import json
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -146,19 +152,77 @@ def reference(a):
     json.dump({"loss": losses, "grad_norm": norms}, open(a.out, "w"))
 
 
+def bench(a):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(1337)
+    model = Llama(a)
+    with torch.no_grad():
+        for name, p, _ in model.hf_params():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.02)
+    model.to("cuda")
+    params = model.hf_params()
+    opt = torch.optim.AdamW([{"params": [p for _, p, d in params if d], "weight_decay": 0.1},
+                             {"params": [p for _, p, d in params if not d], "weight_decay": 0.0}],
+                            lr=1e-4, betas=(0.9, 0.95), eps=1e-8, fused=True)
+    step_fn = torch.compile(model) if a.compile else model
+    g = torch.Generator(device="cuda").manual_seed(1)
+
+    def one_step():
+        x = torch.randint(0, a.vocab, (a.batch, a.seq), device="cuda", generator=g)
+        y = torch.randint(0, a.vocab, (a.batch, a.seq), device="cuda", generator=g)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = step_fn(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+        opt.step()
+        return loss.item()  # synchronizes, as kiln's step returns its loss
+
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.time()
+    one_step()
+    first_s = time.time() - t0
+    for _ in range(2):
+        one_step()
+    times = []
+    for _ in range(a.steps):
+        t = time.perf_counter()
+        one_step()
+        times.append((time.perf_counter() - t) * 1e3)
+    ms = sorted(times)[len(times) // 2]
+    n = sum(p.numel() for _, p, _ in params)
+    tokens = a.batch * a.seq
+    flops = (6 * n + 12 * a.n_layer * a.n_embd * a.seq) * tokens
+    result = {"impl": "torch.compile" if a.compile else "torch eager", "precision": "bf16",
+              "batch": a.batch, "seq_len": a.seq, "step_ms": ms, "tok_per_s": tokens / (ms * 1e-3),
+              "mfu": flops / (ms * 1e-3) / 989e12, "peak_mem_bytes": torch.cuda.max_memory_allocated(),
+              "first_step_s": first_s, "params": n}
+    print(json.dumps(result))
+    json.dump(result, open(a.out, "w"))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["reference"])
+    p.add_argument("mode", choices=["reference", "bench"])
     for name, kind, default in [("n-layer", int, 12), ("n-head", int, 12), ("n-kv-head", int, 4),
                                 ("n-embd", int, 768), ("intermediate-size", int, 2048),
                                 ("vocab", int, 50257), ("rope-theta", float, 10000.0),
                                 ("rms-norm-eps", float, 1e-5), ("batch", int, 16), ("seq", int, 1024),
                                 ("steps", int, 20), ("lr", float, 6e-4)]:
         p.add_argument("--" + name, type=kind, default=default)
-    p.add_argument("--weights", required=True, help="kiln's initial weights (kiln export CONFIG --hf FILE)")
-    p.add_argument("--data", required=True, help="the llm.c token shard kiln trains on")
+    p.add_argument("--weights", help="reference: kiln's initial weights (kiln export CONFIG --hf FILE)")
+    p.add_argument("--data", help="reference: the llm.c token shard kiln trains on")
+    p.add_argument("--compile", action="store_true", help="bench: torch.compile the model")
     p.add_argument("--out", required=True)
-    reference(p.parse_args())
+    a = p.parse_args()
+    if a.mode == "reference":
+        if not a.weights or not a.data:
+            p.error("reference needs --weights and --data")
+        reference(a)
+    else:
+        bench(a)
 
 
 if __name__ == "__main__":
