@@ -188,8 +188,13 @@ int runTokenize() {
   // Shards are staged and moved into --out at the end.
   if (std::error_code ec = sys::fs::create_directories(outDir))
     return fail("tokenize", "cannot create '" + outDir + "': " + ec.message());
-  SmallString<256> staging;
-  if (std::error_code ec = sys::fs::createUniqueDirectory(outDir + "/.tokenize", staging))
+  // An absolute prefix: createUniqueDirectory puts a relative one in the
+  // system's temporary directory, from where the final renames could cross
+  // file systems.
+  SmallString<256> prefix(outDir + "/.tokenize"), staging;
+  if (std::error_code ec = sys::fs::make_absolute(prefix))
+    return fail("tokenize", "cannot resolve '" + outDir + "': " + ec.message());
+  if (std::error_code ec = sys::fs::createUniqueDirectory(prefix, staging))
     return fail("tokenize", "cannot write in '" + outDir + "': " + ec.message());
   scope_exit cleanup([&] { sys::fs::remove_directories(staging); });
 
