@@ -12,7 +12,7 @@ packages=(
   libfmt-dev libgtest-dev libtomlplusplus-dev libopenblas-dev
   fortunes                                                   # the default run's corpus
   libsentencepiece-dev sentencepiece                         # SentencePiece tokenizer, its reference tools
-  zstd gzip                                                  # the compressed-corpus tests
+  zstd gzip xz-utils                                         # the compressed-corpus tests
 )
 
 missing=()

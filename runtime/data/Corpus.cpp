@@ -14,6 +14,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -106,6 +107,15 @@ public:
         break;
       }
       if (memberEnded_) {
+        // After a member: another member, or zero padding (tape blocks),
+        // which gzip ignores too; anything else is an error.
+        if (static_cast<unsigned char>(in_[inAt_]) == 0) {
+          llvm::StringRef rest = available();
+          if (rest.find_first_not_of('\0') != llvm::StringRef::npos)
+            return error("'" + path_ + "' has data after its gzip stream that is not gzip");
+          inAt_ = in_.size();
+          continue;
+        }
         inflateReset(&zs_); // another member follows
         memberEnded_ = false;
       }
@@ -168,12 +178,29 @@ DocumentStream::Source::open(const std::string &path) {
   if (!file)
     return error("cannot open '" + path + "': " + std::strerror(errno));
   std::unique_ptr<Source> source;
-  unsigned char magic[4] = {0, 0, 0, 0};
-  size_t n = std::fread(magic, 1, 4, file);
+  unsigned char magic[6] = {0, 0, 0, 0, 0, 0};
+  size_t n = std::fread(magic, 1, 6, file);
   std::rewind(file);
-  if (n >= 2 && magic[0] == 0x1F && magic[1] == 0x8B)
+  auto starts = [&](std::initializer_list<unsigned char> bytes) {
+    return n >= bytes.size() && std::equal(bytes.begin(), bytes.end(), magic);
+  };
+  // A zstd frame, or a skippable frame (pzstd writes one first).
+  bool zstd = starts({0x28, 0xB5, 0x2F, 0xFD}) ||
+              (n >= 4 && (magic[0] & 0xF0) == 0x50 && magic[1] == 0x2A && magic[2] == 0x4D &&
+               magic[3] == 0x18);
+  const char *unsupported = starts({0xFD, '7', 'z', 'X', 'Z', 0x00}) ? "xz"
+                            : starts({'B', 'Z', 'h'})                  ? "bzip2"
+                            : starts({0x04, 0x22, 0x4D, 0x18})         ? "lz4"
+                            : starts({'P', 'K', 0x03, 0x04})           ? "zip"
+                                                                      : nullptr;
+  if (unsupported) {
+    std::fclose(file);
+    return error("'" + path + "' is " + unsupported +
+                 "-compressed; kiln reads plain, gzip and zstd files (decompress it first)");
+  }
+  if (starts({0x1F, 0x8B}))
     source = std::make_unique<GzipSource>();
-  else if (n == 4 && magic[0] == 0x28 && magic[1] == 0xB5 && magic[2] == 0x2F && magic[3] == 0xFD)
+  else if (zstd)
     source = std::make_unique<ZstdSource>();
   else
     source = std::make_unique<PlainSource>();
@@ -325,6 +352,8 @@ llvm::Expected<bool> DocumentStream::next(std::string &doc) {
         if (!*more)
           break;
         llvm::StringRef text = llvm::StringRef(line).trim();
+        if (line_ == 1)
+          text.consume_front("\xEF\xBB\xBF"); // a UTF-8 byte-order mark
         if (text.empty())
           continue;
         std::string why;

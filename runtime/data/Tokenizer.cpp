@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cassert>
 #include <optional>
+#include <queue>
 #include <mutex>
 #include <unordered_map>
 
@@ -99,6 +100,65 @@ public:
   }
 };
 
+/// Byte-pair merging as tiktoken does it: parts start as the piece's single
+/// bytes (`ids`, one per byte); the adjacent pair of lowest rank — the
+/// leftmost on a tie — merges, until no pair has a rank. `pairRank(left,
+/// end, leftId, rightId)` gives the rank and the merged id of two adjacent
+/// parts (parts are known by their first byte; `end` is where the right one
+/// ends), or rank INT64_MAX. Candidates wait in a heap ordered by (rank, position)
+/// and are dropped when a merge has changed either part, so a piece of n
+/// bytes costs O(n log n) — a scan per merge would be O(n²), hours for a
+/// megabyte of spaces. Returns the ids of the final parts in order.
+template <typename PairRank>
+std::vector<int32_t> bytePairMerge(std::vector<int32_t> ids, PairRank pairRank) {
+  const uint32_t n = static_cast<uint32_t>(ids.size());
+  std::vector<uint32_t> next(n), prev(n), version(n, 0);
+  for (uint32_t k = 0; k < n; ++k) {
+    next[k] = k + 1;
+    prev[k] = k - 1; // wraps for k = 0: never read
+  }
+  struct Candidate {
+    int64_t rank;
+    uint32_t left, right, leftVersion, rightVersion;
+    int32_t merged;
+    bool operator>(const Candidate &o) const {
+      return rank != o.rank ? rank > o.rank : left > o.left;
+    }
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+  auto consider = [&](uint32_t left) {
+    uint32_t right = next[left];
+    if (right >= n)
+      return;
+    auto [rank, merged] = pairRank(left, std::min(next[right], n), ids[left], ids[right]);
+    if (rank != INT64_MAX)
+      heap.push({rank, left, right, version[left], version[right], merged});
+  };
+  for (uint32_t k = 0; k + 1 < n; ++k)
+    consider(k);
+  std::vector<char> alive(n, 1);
+  while (!heap.empty()) {
+    Candidate c = heap.top();
+    heap.pop();
+    if (!alive[c.left] || !alive[c.right] || next[c.left] != c.right ||
+        version[c.left] != c.leftVersion || version[c.right] != c.rightVersion)
+      continue; // a merge changed one of the parts since
+    ids[c.left] = c.merged;
+    alive[c.right] = 0;
+    next[c.left] = next[c.right];
+    if (next[c.left] < n)
+      prev[next[c.left]] = c.left;
+    ++version[c.left];
+    if (c.left > 0)
+      consider(prev[c.left]);
+    consider(c.left);
+  }
+  std::vector<int32_t> out;
+  for (uint32_t k = 0; k < n; k = next[k])
+    out.push_back(ids[k]);
+  return out;
+}
+
 /// GPT-2's map from bytes to printable characters: bytes that are printable
 /// Latin-1 map to themselves, the others to 256, 257, … in byte order.
 std::vector<uint32_t> byteToUnicode() {
@@ -158,36 +218,17 @@ private:
       return;
     }
     // One merge at a time, the lowest rank (leftmost on a tie) first, as
-    // tiktoken does; `pairRank[k]` is the rank of symbols k and k+1 and
-    // changes only next to a merge. A merge's result only takes part in
-    // merges of higher rank, so this equals merging every occurrence of
-    // the best pair at once (GPT-2's encoder.py).
-    std::vector<int32_t> symbols;
+    // tiktoken does. A merge's result only takes part in merges of higher
+    // rank, so this equals merging every occurrence of the best pair at
+    // once (GPT-2's encoder.py).
+    std::vector<int32_t> bytes;
     for (char c : piece)
-      symbols.push_back(byteToken_[static_cast<uint8_t>(c)]);
-    auto rankAt = [&](size_t k) -> std::pair<int64_t, int32_t> {
-      if (k + 1 >= symbols.size())
-        return {INT64_MAX, -1};
-      auto it = merges_.find(pairKey(symbols[k], symbols[k + 1]));
-      return it == merges_.end() ? std::pair<int64_t, int32_t>{INT64_MAX, -1} : it->second;
-    };
-    std::vector<std::pair<int64_t, int32_t>> pairRank(symbols.size());
-    for (size_t k = 0; k < symbols.size(); ++k)
-      pairRank[k] = rankAt(k);
-    while (symbols.size() > 1) {
-      size_t best = 0;
-      for (size_t k = 1; k + 1 < symbols.size(); ++k)
-        if (pairRank[k].first < pairRank[best].first)
-          best = k;
-      if (pairRank[best].first == INT64_MAX)
-        break;
-      symbols[best] = pairRank[best].second;
-      symbols.erase(symbols.begin() + best + 1);
-      pairRank.erase(pairRank.begin() + best + 1);
-      pairRank[best] = rankAt(best);
-      if (best > 0)
-        pairRank[best - 1] = rankAt(best - 1);
-    }
+      bytes.push_back(byteToken_[static_cast<uint8_t>(c)]);
+    std::vector<int32_t> symbols = bytePairMerge(
+        std::move(bytes), [&](uint32_t, uint32_t, int32_t a, int32_t b) {
+          auto it = merges_.find(pairKey(a, b));
+          return it == merges_.end() ? std::pair<int64_t, int32_t>{INT64_MAX, -1} : it->second;
+        });
     out.insert(out.end(), symbols.begin(), symbols.end());
   }
 
@@ -319,36 +360,18 @@ private:
     return it == ranks_.end() ? INT32_MAX : it->second;
   }
 
-  /// tiktoken's byte-pair merge: start from single bytes and merge the
-  /// adjacent pair of lowest rank (the leftmost on a tie) until no pair is a
-  /// token. `start[k]` is where part k begins; `pairRank[k]` the rank of parts
-  /// k and k+1 together, updated only next to a merge.
+  /// tiktoken's byte-pair merge (bytePairMerge): a part's rank is the rank
+  /// of its bytes, which is also its id.
   void encodePiece(llvm::StringRef piece, std::vector<int32_t> &out) const {
-    size_t n = piece.size();
-    std::vector<size_t> start(n + 1);
-    for (size_t k = 0; k <= n; ++k)
-      start[k] = k;
-    auto pairRankAt = [&](size_t k) {
-      return k + 2 < start.size() ? rank(piece.slice(start[k], start[k + 2])) : INT32_MAX;
-    };
-    std::vector<int32_t> pairRank(n);
-    for (size_t k = 0; k < n; ++k)
-      pairRank[k] = pairRankAt(k);
-    while (start.size() > 2) {
-      size_t best = 0;
-      for (size_t k = 1; k + 1 < start.size(); ++k)
-        if (pairRank[k] < pairRank[best])
-          best = k;
-      if (pairRank[best] == INT32_MAX)
-        break;
-      start.erase(start.begin() + best + 1);
-      pairRank.erase(pairRank.begin() + best + 1);
-      pairRank[best] = pairRankAt(best);
-      if (best > 0)
-        pairRank[best - 1] = pairRankAt(best - 1);
-    }
-    for (size_t k = 0; k + 1 < start.size(); ++k)
-      out.push_back(rank(piece.slice(start[k], start[k + 1])));
+    std::vector<int32_t> bytes;
+    for (size_t k = 0; k < piece.size(); ++k)
+      bytes.push_back(rank(piece.substr(k, 1)));
+    std::vector<int32_t> parts = bytePairMerge(
+        std::move(bytes), [&](uint32_t left, uint32_t end, int32_t, int32_t) {
+          int32_t r = rank(piece.slice(left, end));
+          return std::pair<int64_t, int32_t>{r == INT32_MAX ? INT64_MAX : r, r};
+        });
+    out.insert(out.end(), parts.begin(), parts.end());
   }
 
   std::string name_;

@@ -7,7 +7,9 @@
 // over their rank files (the ones the npm package js-tiktoken ships).
 // All three give ids identical to js-tiktoken's encoding of the same text
 // (tests/lit/data/tokenizer-parity.test). Text that is not valid UTF-8 is
-// kept byte for byte: each invalid byte is a piece of its own.
+// kept byte for byte: each invalid byte is a code point of the class
+// [^\s\p{L}\p{N}] (so it joins punctuation runs and can prefix a word), and
+// the tokens decode back to the same bytes.
 // `sentencepiece`: a SentencePiece `.model` (Kudo and Richardson 2018), run
 // by Debian's libsentencepiece, which kiln loads at run time
 // (SentencePiece.h).

@@ -28,6 +28,7 @@
 #include <cmath>
 #include <deque>
 #include <future>
+#include <limits>
 #include <optional>
 #include <thread>
 
@@ -163,8 +164,9 @@ private:
 int runTokenize() {
   if (!(valFraction >= 0.0 && valFraction < 1.0))
     return fail("tokenize", "--val-fraction must be in [0, 1)");
-  if (shardSize < 1024)
-    return fail("tokenize", "--shard-size must be at least 1024 tokens");
+  if (shardSize < 1024 || shardSize > std::numeric_limits<int32_t>::max())
+    return fail("tokenize", "--shard-size must be in [1024, 2^31 - 1] tokens (a shard's count "
+                            "is an int32)");
   if (batchKb < 1)
     return fail("tokenize", "--batch-kb must be at least 1");
   auto tokenizer = tooling::makeTokenizer(tokenizerKind, tokenizerPath);
@@ -265,6 +267,16 @@ int runTokenize() {
     }
     return Error::success();
   };
+  // Bounded memory: at most two tasks per thread wait for the writer, also
+  // while one long document is being cut into many.
+  std::string failure;
+  auto check = [&](Error err) {
+    if (err && failure.empty())
+      failure = toString(std::move(err));
+    else
+      consumeError(std::move(err));
+    return failure.empty();
+  };
   auto submit = [&](std::shared_ptr<Batch> batch) {
     if (pool) {
       inFlight.emplace_back(batch, pool->async([batch, &tokenize] { return tokenize(*batch); }));
@@ -273,19 +285,14 @@ int runTokenize() {
       done.set_value(tokenize(*batch));
       inFlight.emplace_back(batch, done.get_future().share());
     }
+    while (failure.empty() && inFlight.size() >= 2 * threadCount)
+      check(consume());
   };
 
   const size_t taskBytes = size_t{batchKb} * 1024;
   Progress progress((*stream)->totalBytes());
   auto batch = std::make_shared<Batch>();
-  std::string doc, failure;
-  auto check = [&](Error err) {
-    if (err && failure.empty())
-      failure = toString(std::move(err));
-    else
-      consumeError(std::move(err));
-    return failure.empty();
-  };
+  std::string doc;
   while (failure.empty()) {
     auto more = (*stream)->next(doc);
     if (!more) {
@@ -293,7 +300,7 @@ int runTokenize() {
       break;
     }
     if (*more) {
-      // Every ⌈1/f⌉-th document goes to validation: spread over the corpus.
+      // A fraction f of the documents, spread evenly over the corpus.
       bool isVal = valFraction > 0 &&
                    std::floor((docCount + 1) * valFraction) > std::floor(docCount * valFraction);
       ++docCount;
@@ -320,8 +327,8 @@ int runTokenize() {
       submit(std::move(batch));
       batch = std::make_shared<Batch>();
     }
-    // Bounded memory: at most two batches per thread wait for the writer.
-    while (failure.empty() && !inFlight.empty() && (!*more || inFlight.size() >= 2 * threadCount))
+    // At the end, everything still in flight.
+    while (failure.empty() && !inFlight.empty() && !*more)
       check(consume());
     if (!*more)
       break;
@@ -337,21 +344,23 @@ int runTokenize() {
   if (tokenCount[0] == 0)
     return fail("tokenize", "no text in the input files (nothing written to '" + outDir + "')");
 
-  // Move the new shards into place; shards of an earlier run that this one
-  // did not replace would be read as part of the corpus, so they go.
-  int64_t stale = 0;
-  std::error_code ec;
-  for (sys::fs::directory_iterator it(outDir, ec), end; it != end && !ec; it.increment(ec)) {
-    StringRef name = sys::path::filename(it->path());
-    if ((name.starts_with("train_") || name.starts_with("val_")) && name.ends_with(".bin") &&
-        !is_contained(written, name)) {
-      sys::fs::remove(it->path());
-      ++stale;
-    }
-  }
+  // Move the new shards into place (renames within one directory); then
+  // shards of an earlier run that this one did not replace go, since they
+  // would be read as part of the corpus.
   for (const std::string &name : written)
     if (std::error_code mv = sys::fs::rename(staging + "/" + name, outDir + "/" + name))
       return fail("tokenize", "cannot move '" + name + "' into '" + outDir + "': " + mv.message());
+  int64_t stale = 0;
+  std::error_code ec;
+  std::vector<std::string> old;
+  for (sys::fs::directory_iterator it(outDir, ec), end; it != end && !ec; it.increment(ec)) {
+    StringRef name = sys::path::filename(it->path());
+    if ((name.starts_with("train_") || name.starts_with("val_")) && name.ends_with(".bin") &&
+        !is_contained(written, name))
+      old.push_back(it->path());
+  }
+  for (const std::string &path : old)
+    stale += !sys::fs::remove(path);
 
   // The unigram entropy: what a model that ignores context would score.
   double total = 0, entropy = 0;

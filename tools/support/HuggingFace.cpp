@@ -58,11 +58,18 @@ llvm::Expected<NamedTensors> toHuggingFaceLlama(const NamedTensors &params,
 llvm::Expected<NamedTensors> fromHuggingFaceLlama(const NamedTensors &tensors,
                                                   const ModelConfig &config) {
   NamedTensors out;
+  bool hasHead = llvm::any_of(tensors, [](const auto &e) { return e.first == "lm_head.weight"; });
   for (const auto &[hf, t] : tensors) {
     bool transpose = false;
     std::string name = models::llamaKilnName(hf, &transpose);
-    if (name.empty())
-      continue; // rotary inv_freq buffers
+    if (name.empty()) {
+      if (llvm::StringRef(hf).ends_with("rotary_emb.inv_freq"))
+        continue; // a buffer kiln recomputes
+      // Anything else (attention biases of Qwen-style models, …) would be
+      // dropped and the model would compute something else.
+      return error("'" + hf + "' is not a tensor of kiln's Llama (model.kind = \"llama\": no "
+                   "biases, no other parameters)");
+    }
     bool norm = llvm::StringRef(name).ends_with("norm.w");
     if (t.rank() != (norm ? 1 : 2))
       return error("'" + hf + "' has rank " + llvm::Twine(t.rank()) + ", not a Llama " +
@@ -75,6 +82,9 @@ llvm::Expected<NamedTensors> fromHuggingFaceLlama(const NamedTensors &tensors,
       value = withRows(value, config.paddedVocab());
     }
     out.push_back({name, transpose ? transposed(value) : value});
+    // Tied embeddings (tie_word_embeddings): the head is the embedding.
+    if (name == "embed" && !hasHead)
+      out.push_back({"lm_head.w", transposed(value)});
   }
   return out;
 }

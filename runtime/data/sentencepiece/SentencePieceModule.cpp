@@ -5,6 +5,8 @@
 #include <sentencepiece_processor.h>
 
 #include <cstring>
+#include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,15 +30,22 @@ extern "C" {
 
 uint32_t kiln_spm_abi_version(void) { return KILN_SPM_ABI_VERSION; }
 
+// No C++ exception may cross the C interface (kiln has its own, static
+// libstdc++): each entry point catches and reports instead.
+
 KilnSpm *kiln_spm_open(const char *path, char *error, size_t errorSize) {
-  auto *model = new KilnSpm;
-  auto status = model->processor.Load(path);
-  if (!status.ok()) {
-    report(status.ToString(), error, errorSize);
-    delete model;
+  try {
+    auto model = std::make_unique<KilnSpm>();
+    auto status = model->processor.Load(path);
+    if (!status.ok()) {
+      report(status.ToString(), error, errorSize);
+      return nullptr;
+    }
+    return model.release();
+  } catch (const std::exception &e) {
+    report(e.what(), error, errorSize);
     return nullptr;
   }
-  return model;
 }
 
 void kiln_spm_close(KilnSpm *model) { delete model; }
@@ -46,7 +55,7 @@ int32_t kiln_spm_eos(const KilnSpm *model) { return model->processor.eos_id(); }
 int32_t kiln_spm_bos(const KilnSpm *model) { return model->processor.bos_id(); }
 
 int kiln_spm_encode(const KilnSpm *model, const char *text, size_t size, KilnSpmIdSink sink,
-                    void *context, char *error, size_t errorSize) {
+                    void *context, char *error, size_t errorSize) try {
   std::vector<int> ids;
   auto status = model->processor.Encode(std::string_view(text, size), &ids);
   if (!status.ok()) {
@@ -56,10 +65,13 @@ int kiln_spm_encode(const KilnSpm *model, const char *text, size_t size, KilnSpm
   std::vector<int32_t> out(ids.begin(), ids.end());
   sink(context, out.data(), out.size());
   return 0;
+} catch (const std::exception &e) {
+  report(e.what(), error, errorSize);
+  return -1;
 }
 
 int kiln_spm_decode(const KilnSpm *model, const int32_t *ids, size_t count, KilnSpmTextSink sink,
-                    void *context, char *error, size_t errorSize) {
+                    void *context, char *error, size_t errorSize) try {
   std::vector<int> in(ids, ids + count);
   std::string text;
   auto status = model->processor.Decode(in, &text);
@@ -69,6 +81,9 @@ int kiln_spm_decode(const KilnSpm *model, const int32_t *ids, size_t count, Kiln
   }
   sink(context, text.data(), text.size());
   return 0;
+} catch (const std::exception &e) {
+  report(e.what(), error, errorSize);
+  return -1;
 }
 
 } // extern "C"

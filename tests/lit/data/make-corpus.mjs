@@ -6,7 +6,8 @@
 // numbers of several scripts and lengths, accents and combining marks after
 // upper and lower case letters, camelCase and ALLCAPS words, title-case and
 // modifier letters, paths, CJK, emoji, Cyrillic, Greek, Arabic, Hebrew,
-// Devanagari; then code-point soup drawn from one character of each class.
+// Devanagari; then code-point soup drawn from one character of each class,
+// and a few pieces thousands of bytes long.
 // Only characters assigned by Unicode 14 are used, so the reference is the
 // same under any Node.js (Debian 12's is Unicode 15, newer ones 16 or 17).
 // Deterministic (a fixed linear congruential generator).
@@ -64,4 +65,7 @@ while (soup.length < 30000) {
   for (let k = 0; k < len; k++) soup += alphabet[rand(alphabet.length)];
   soup += rand(4) === 0 ? "\n" : " ";
 }
-process.stdout.write(text + "\n" + generated + "  \n\n   " + soup);
+// Long pieces, where byte-pair merging does thousands of merges in one piece.
+const long = "x" + " ".repeat(3000) + "y\n" + "=".repeat(2000) + "\n" + "ACGT".repeat(800) +
+  " " + "ab".repeat(1500) + "\n" + "9".repeat(1000) + "\n";
+process.stdout.write(text + "\n" + generated + "  \n\n   " + soup + long);

@@ -395,6 +395,59 @@ TEST(HuggingFace, Gpt2NamesAndVocabularyPadding) {
   EXPECT_EQ((*back)[0].second.get(5 * 4), 0.0);                         // row 5: zero padding
 }
 
+// Llama: nn.Linear weights are [out, in] in Hugging Face files, the padded
+// vocabulary rows are dropped and added back, a tied head comes from the
+// embedding, and a tensor kiln's Llama lacks (a bias) is refused, never
+// dropped.
+TEST(HuggingFace, LlamaTransposesAndRefusesUnknownTensors) {
+  ModelConfig c;
+  c.kind = "llama";
+  c.n_layer = 1;
+  c.n_embd = 4;
+  c.n_head = 2;
+  c.vocab_size = 5;
+  c.vocab_multiple = 8;
+  c.intermediate_size = 6;
+  NamedTensors params{{"embed", filled(cpu::DType::F32, {8, 4}, 0)},
+                      {"layers.0.attn.q.w", filled(cpu::DType::F32, {4, 4}, 1)},
+                      {"layers.0.mlp.gate.w", filled(cpu::DType::F32, {4, 6}, 2)},
+                      {"norm.w", filled(cpu::DType::F32, {4}, 3)},
+                      {"lm_head.w", filled(cpu::DType::F32, {4, 8}, 4)}};
+  auto hf = tooling::toHuggingFace(params, c);
+  ASSERT_TRUE(static_cast<bool>(hf)) << llvm::toString(hf.takeError());
+  EXPECT_EQ((*hf)[0].first, "model.embed_tokens.weight");
+  EXPECT_EQ((*hf)[0].second.shape(), (std::vector<int64_t>{5, 4}));
+  EXPECT_EQ((*hf)[2].first, "model.layers.0.mlp.gate_proj.weight");
+  EXPECT_EQ((*hf)[2].second.shape(), (std::vector<int64_t>{6, 4})); // [out, in]
+  EXPECT_EQ((*hf)[2].second.get(1 * 4 + 2), params[2].second.get(2 * 6 + 1)); // transposed
+  EXPECT_EQ((*hf)[4].first, "lm_head.weight");
+  EXPECT_EQ((*hf)[4].second.shape(), (std::vector<int64_t>{5, 4}));
+  auto back = tooling::fromHuggingFace(*hf, c);
+  ASSERT_TRUE(static_cast<bool>(back)) << llvm::toString(back.takeError());
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ((*back)[i].first, params[i].first);
+    EXPECT_EQ((*back)[i].second.shape(), params[i].second.shape()) << params[i].first;
+  }
+  EXPECT_EQ((*back)[4].second.get(2 * 8 + 3), params[4].second.get(2 * 8 + 3)); // a real class
+  EXPECT_EQ((*back)[4].second.get(2 * 8 + 6), 0.0);                           // padding
+
+  // Tied: no lm_head.weight, so the head is the embedding transposed.
+  NamedTensors tied(hf->begin(), hf->begin() + 4);
+  tied.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", filled(cpu::DType::F32, {1}, 0)});
+  auto fromTied = tooling::fromHuggingFace(tied, c);
+  ASSERT_TRUE(static_cast<bool>(fromTied)) << llvm::toString(fromTied.takeError());
+  ASSERT_EQ(fromTied->size(), 5u);
+  EXPECT_EQ((*fromTied)[1].first, "lm_head.w");
+  EXPECT_EQ((*fromTied)[1].second.get(3 * 8 + 2), params[0].second.get(2 * 4 + 3));
+
+  NamedTensors biased = *hf;
+  biased.push_back({"model.layers.0.self_attn.q_proj.bias", filled(cpu::DType::F32, {4}, 0)});
+  auto refused = tooling::fromHuggingFace(biased, c);
+  ASSERT_FALSE(static_cast<bool>(refused));
+  EXPECT_NE(llvm::toString(refused.takeError()).find("q_proj.bias' is not a tensor of kiln's Llama"),
+            std::string::npos);
+}
+
 // A checkpoint or weights file must hold every tensor the model needs, with
 // its type; a partial load is explicit and says what stays fresh.
 TEST(LoadState, EveryTensorPresentUnlessPartial) {
