@@ -69,6 +69,7 @@ std::vector<Field> schema(RunConfig &c) {
   return {
       {"model.kind", &c.model.kind, 0, 0, {"gpt2", "llama"}},
       {"model.n_kv_head", &c.model.n_kv_head, 0, 1024},
+      {"model.loss_normalization", &c.model.loss_normalization, 0, 0, {"positions", "targets"}},
       {"model.intermediate_size", &c.model.intermediate_size, 0, 1 << 20},
       {"model.rope_theta", &c.model.rope_theta, 1, 1e9},
       {"model.rms_norm_eps", &c.model.rms_norm_eps, 0, 1},

@@ -36,6 +36,11 @@ struct ModelConfig {
   /// Llama: key/value heads of grouped-query attention (0: n_head, plain
   /// multi-head attention); the MLP's hidden width (SwiGLU); the rotary
   /// base; RMSNorm's epsilon.
+  /// How the loss averages the per-position cross-entropy: over all
+  /// positions ("positions", pre-training), or over the positions that have
+  /// a target ("targets": a negative target — a prompt token of SFT data,
+  /// masked by the data loader — counts for nothing).
+  std::string loss_normalization = "positions";
   int64_t n_kv_head = 0;
   int64_t intermediate_size = 0;
   double rope_theta = 10000.0;

@@ -76,7 +76,7 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
   Tensor result = logits;
   if (output == GPT2Output::Loss) {
     auto s = g.scope("loss");
-    result = mean(crossEntropy(logits, targets, config.vocab_size));
+    result = averageLoss(crossEntropy(logits, targets, config.vocab_size), targets, config);
   }
   auto func = g.finish({result});
   if (succeeded(func))
@@ -86,6 +86,17 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
   for (const std::string &e : g.errors())
     errors.push_back(e);
   return func;
+}
+
+Tensor averageLoss(Tensor ce, Tensor targets, const ModelConfig &config) {
+  if (config.loss_normalization != "targets")
+    return mean(ce);
+  Graph &g = ce.graph();
+  Type f = ce.type().getElementType();
+  Tensor zero = full(g, targets.type().getShape(), 0, targets.type().getElementType());
+  Tensor counted = cast(compare(CompareDirection::ge, targets, zero), f); // 1 where a target
+  Tensor count = maximum(sum(counted, {0, 1}), full(g, {}, 1, f));
+  return sum(ce, {0, 1}) / count;
 }
 
 int64_t gpt2ParamCount(const ModelConfig &c, bool includePadding) {

@@ -16,6 +16,7 @@
 #define KILN_MODELS_GPT2_H
 
 #include "frontend/Config.h"
+#include "frontend/Graph.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -37,6 +38,13 @@ mlir::FailureOr<mlir::func::FuncOp>
 buildGPT2(mlir::ModuleOp module, const ModelConfig &config, int64_t batch, int64_t seqLen,
           mlir::Type floatType, GPT2Output output, llvm::StringRef name,
           std::vector<std::string> &errors);
+
+/// The scalar loss of per-position cross-entropies `ce` [B, T]: their mean
+/// over all positions, or (model.loss_normalization = "targets") their sum
+/// over the positions whose target is not negative divided by how many
+/// there are (at least 1).
+frontend::Tensor averageLoss(frontend::Tensor ce, frontend::Tensor targets,
+                             const ModelConfig &config);
 
 /// Parameters of the model: with the real vocabulary (the published figure,
 /// 124,439,808 for GPT-2 124M) or with the padded table kiln allocates.

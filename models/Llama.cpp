@@ -123,7 +123,7 @@ FailureOr<func::FuncOp> buildLlama(ModuleOp module, const ModelConfig &config, i
   Tensor result = logits;
   if (output == GPT2Output::Loss) {
     auto s = g.scope("loss");
-    result = mean(crossEntropy(logits, targets, config.vocab_size));
+    result = averageLoss(crossEntropy(logits, targets, config.vocab_size), targets, config);
   }
   auto func = g.finish({result});
   if (succeeded(func))

@@ -294,6 +294,7 @@ llvm::Expected<bool> DocumentStream::openNextFile() {
     return source.takeError();
   source_ = std::move(*source);
   jsonl_ = options_.format == CorpusOptions::Format::Jsonl ||
+           options_.format == CorpusOptions::Format::Sft ||
            (options_.format == CorpusOptions::Format::Auto && jsonlByName(path));
   line_ = 0;
   pending_.clear();
@@ -328,6 +329,35 @@ llvm::Expected<bool> DocumentStream::readLine(std::string &line) {
     pending_.resize(*n);
     textBytes_ += *n;
     sourceDone_ = *n == 0;
+  }
+}
+
+llvm::Expected<bool> DocumentStream::nextLine(std::string &out, std::string &where) {
+  std::string line;
+  while (true) {
+    if (!source_) {
+      auto opened = openNextFile();
+      if (!opened)
+        return opened.takeError();
+      if (!*opened)
+        return false;
+    }
+    auto more = readLine(line);
+    if (!more)
+      return more.takeError();
+    if (!*more) {
+      doneBytes_ += source_->consumed();
+      source_.reset();
+      continue;
+    }
+    llvm::StringRef text = llvm::StringRef(line).trim();
+    if (line_ == 1)
+      text.consume_front("\xEF\xBB\xBF");
+    if (text.empty())
+      continue;
+    out = text.str();
+    where = files_[nextFile_ - 1] + ":" + std::to_string(line_);
+    return true;
   }
 }
 

@@ -28,7 +28,8 @@ namespace kiln {
 struct CorpusOptions {
   /// auto: JSONL when the name, less a compression suffix (.gz, .zst, .dz),
   /// ends in .jsonl, .ndjson or .json; text otherwise.
-  enum class Format { Auto, Text, Jsonl };
+  /// Sft: JSONL of fine-tuning examples, read with nextLine().
+  enum class Format { Auto, Text, Jsonl, Sft };
   Format format = Format::Auto;
   /// The field of a JSONL object that holds the document's text.
   std::string jsonlField = "text";
@@ -58,6 +59,11 @@ public:
   /// file; an error (unreadable or corrupt file, a bad JSONL line when not
   /// skipping) names the file and line.
   llvm::Expected<bool> next(std::string &doc);
+
+  /// The next non-empty line of the files, trimmed, with "file:line" in
+  /// `where`: for readers of JSONL records other than documents (SFT
+  /// examples). Do not mix with next().
+  llvm::Expected<bool> nextLine(std::string &line, std::string &where);
 
   /// Bytes of the files consumed so far (compressed bytes for compressed
   /// files) and in total: the progress of the stream.

@@ -2,6 +2,7 @@
 
 #include "runtime/data/DataLoader.h"
 
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 
 namespace kiln {
@@ -53,6 +54,19 @@ llvm::Expected<std::unique_ptr<DataLoader>> DataLoader::open(const LoaderOptions
     if (!shard)
       return shard.takeError();
     loader->total_ += shard->size();
+    std::optional<TokenShard> mask;
+    llvm::StringRef stem(path);
+    if (stem.consume_back(".bin") && llvm::sys::fs::exists(stem + ".mask")) {
+      auto m = TokenShard::open((stem + ".mask").str(), 2);
+      if (!m)
+        return m.takeError();
+      if (m->size() != shard->size())
+        return error(llvm::formatv("loss mask '{0}.mask' has {1} flags for the {2} tokens of "
+                                   "'{3}'",
+                                   stem, m->size(), shard->size(), path));
+      mask = std::move(*m);
+    }
+    loader->masks_.push_back(std::move(mask));
     loader->shards_.push_back(std::move(*shard));
   }
   int64_t window = options.random ? options.seqLen + 1
@@ -109,7 +123,7 @@ void DataLoader::next(cpu::HostTensor &tokens, cpu::HostTensor &targets) {
       }
       for (int64_t t = 0; t < T; ++t) {
         tok[b * T + t] = token(shard, pick + t);
-        tgt[b * T + t] = token(shard, pick + t + 1);
+        tgt[b * T + t] = target(shard, pick + t + 1);
       }
     }
     return;
@@ -127,7 +141,7 @@ void DataLoader::next(cpu::HostTensor &tokens, cpu::HostTensor &targets) {
   int64_t base = pos_.offset + options_.rank * B * T;
   for (int64_t i = 0; i < B * T; ++i) {
     tok[i] = token(pos_.shard, base + i);
-    tgt[i] = token(pos_.shard, base + i + 1);
+    tgt[i] = target(pos_.shard, base + i + 1);
   }
   pos_.offset += group;
 }

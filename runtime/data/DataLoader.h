@@ -23,6 +23,7 @@
 #include "llvm/Support/JSON.h"
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 namespace kiln {
@@ -65,9 +66,17 @@ private:
   explicit DataLoader(LoaderOptions options) : options_(std::move(options)) {}
   /// Token i of the corpus counted from the start of `shard`.
   int32_t token(int64_t shard, int64_t i) const { return shards_[shard][i]; }
+  /// Token i as a target: -1 (no loss) where the shard's loss mask is 0.
+  int32_t target(int64_t shard, int64_t i) const {
+    const std::optional<TokenShard> &mask = masks_[shard];
+    return mask && (*mask)[i] == 0 ? -1 : shards_[shard][i];
+  }
 
   LoaderOptions options_;
   std::vector<TokenShard> shards_;
+  /// Loss masks (SFT data): `train_000000.mask` beside `train_000000.bin`,
+  /// a shard of 0/1 flags, one per token; 1 where the token is a target.
+  std::vector<std::optional<TokenShard>> masks_;
   int64_t total_ = 0;
   LoaderPosition pos_;
   Rng rng_;

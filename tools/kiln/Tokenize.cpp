@@ -69,7 +69,10 @@ static cl::opt<CorpusOptions::Format> format(
                           "JSONL for names ending .jsonl/.ndjson/.json (before .gz/.zst), "
                           "else text"),
                clEnumValN(CorpusOptions::Format::Text, "text", "plain text"),
-               clEnumValN(CorpusOptions::Format::Jsonl, "jsonl", "one JSON object per line")),
+               clEnumValN(CorpusOptions::Format::Jsonl, "jsonl", "one JSON object per line"),
+               clEnumValN(CorpusOptions::Format::Sft, "sft",
+                          "JSONL fine-tuning examples: {\"prompt\", \"response\"} or "
+                          "{\"messages\": [{\"role\", \"content\"}, ...]}; writes loss masks")),
     cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
 static cl::opt<std::string> jsonlField(
     "jsonl-field", cl::desc("The JSONL field of the document's text (giving it implies "
@@ -87,6 +90,26 @@ static cl::opt<unsigned> threads("threads",
                                  cl::desc("Threads that tokenize (0: one per core)"),
                                  cl::init(0), cl::sub(tokenizeCommand()),
                                  cl::cat(kilnCategory()));
+static cl::opt<std::string> promptTemplate(
+    "prompt-template", cl::desc("SFT: how a prompt is written ({prompt}; \\n is a newline)"),
+    cl::init("{prompt}\\n"), cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::opt<std::string> responseTemplate(
+    "response-template", cl::desc("SFT: how a response is written ({response})"),
+    cl::init("{response}"), cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::opt<std::string> messageTemplate(
+    "message-template", cl::desc("SFT: how a chat message is written ({role}, {content})"),
+    cl::init("<|{role}|>\\n{content}\\n"), cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::list<std::string> trainRoles(
+    "train-role", cl::desc("SFT: a chat role whose messages are trained on (default: assistant)"),
+    cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::opt<int64_t> maxExampleTokens(
+    "max-example-tokens",
+    cl::desc("SFT: an example longer than this (end-of-text included) is skipped or truncated "
+             "(0: no limit; use train.seq_len + 1)"),
+    cl::init(0), cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::opt<bool> truncateLong(
+    "truncate-long", cl::desc("SFT: truncate too long examples (default: skip and count them)"),
+    cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
 static cl::opt<unsigned> batchKb(
     "batch-kb", cl::desc("Text per tokenizing task, in KiB (tests make it small to get many)"),
     cl::init(1024), cl::Hidden, cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
@@ -208,7 +231,8 @@ int runTokenize() {
 
   // Each split's open shard; tokens stream into it, so memory does not
   // grow with the shard size.
-  std::unique_ptr<ShardWriter> shard[2];
+  std::unique_ptr<ShardWriter> shard[2], maskShard[2];
+  const bool sft = format == CorpusOptions::Format::Sft;
   std::vector<int64_t> counts(tok.vocabSize(), 0);
   int64_t docCount = 0, valDocs = 0, shardIndex[2] = {0, 0}, tokenCount[2] = {0, 0};
   std::vector<std::string> written; // names relative to --out
@@ -217,21 +241,39 @@ int runTokenize() {
       return Error::success();
     Error err = shard[split]->finish();
     shard[split].reset();
+    if (maskShard[split]) {
+      if (!err)
+        err = maskShard[split]->finish();
+      maskShard[split].reset();
+    }
     return err;
   };
-  auto append = [&](int split, ArrayRef<int32_t> tokens) -> Error {
+  // `mask` (SFT): one 0/1 flag per token, written to the shard's .mask.
+  auto append = [&](int split, ArrayRef<int32_t> tokens, ArrayRef<int32_t> mask = {}) -> Error {
     while (!tokens.empty()) {
       if (!shard[split]) {
-        std::string name = formatv("{0}_{1:06}.bin", split ? "val" : "train", shardIndex[split]++);
-        auto w = ShardWriter::create((staging + "/" + name).str(), tok.vocabSize());
+        std::string stem = formatv("{0}_{1:06}", split ? "val" : "train", shardIndex[split]++);
+        auto w = ShardWriter::create((staging + "/" + stem + ".bin").str(), tok.vocabSize());
         if (!w)
           return w.takeError();
         shard[split] = std::move(*w);
-        written.push_back(name);
+        written.push_back(stem + ".bin");
+        if (sft) {
+          auto m = ShardWriter::create((staging + "/" + stem + ".mask").str(), 2);
+          if (!m)
+            return m.takeError();
+          maskShard[split] = std::move(*m);
+          written.push_back(stem + ".mask");
+        }
       }
       size_t n = std::min<size_t>(tokens.size(), shardSize - shard[split]->size());
       if (Error err = shard[split]->append(tokens.take_front(n)))
         return err;
+      if (maskShard[split]) {
+        if (Error err = maskShard[split]->append(mask.take_front(n)))
+          return err;
+        mask = mask.drop_front(n);
+      }
       tokens = tokens.drop_front(n);
       if (shard[split]->size() == shardSize)
         if (Error err = closeShard(split))
@@ -290,10 +332,104 @@ int runTokenize() {
   };
 
   const size_t taskBytes = size_t{batchKb} * 1024;
+  int64_t skippedSft = 0;
+  std::string firstSkippedSft;
   Progress progress((*stream)->totalBytes());
   auto batch = std::make_shared<Batch>();
   std::string doc;
-  while (failure.empty()) {
+  int64_t tooLong = 0;
+  std::string firstTooLong;
+  bool previousTrained = false;
+  std::vector<std::string> roles(trainRoles.begin(), trainRoles.end());
+  if (roles.empty())
+    roles.push_back("assistant");
+  auto fill = [](std::string text, std::initializer_list<std::pair<StringRef, StringRef>> vars) {
+    for (size_t at; (at = text.find("\\n")) != std::string::npos;)
+      text.replace(at, 2, "\n");
+    for (auto [key, value] : vars)
+      for (size_t at = 0; (at = text.find(key.str(), at)) != std::string::npos; at += value.size())
+        text.replace(at, key.size(), value.str());
+    return text;
+  };
+  while (sft && failure.empty()) {
+    std::string line, where;
+    auto more = (*stream)->nextLine(line, where);
+    if (!more) {
+      check(more.takeError());
+      break;
+    }
+    if (!*more)
+      break;
+    // The example's pieces of text, each with whether it is trained on.
+    std::vector<std::pair<std::string, bool>> segments;
+    std::string why;
+    auto value = json::parse(line);
+    const json::Object *o = value ? value->getAsObject() : nullptr;
+    if (!value) {
+      why = "not valid JSON: " + toString(value.takeError());
+    } else if (!o) {
+      why = "not a JSON object";
+    } else if (const json::Array *messages = o->getArray("messages")) {
+      for (const json::Value &m : *messages) {
+        const json::Object *mo = m.getAsObject();
+        auto role = mo ? mo->getString("role") : std::nullopt;
+        auto content = mo ? mo->getString("content") : std::nullopt;
+        if (!role || !content) {
+          why = "a message is not an object with string \"role\" and \"content\"";
+          break;
+        }
+        segments.push_back({fill(messageTemplate, {{"{role}", *role}, {"{content}", *content}}),
+                            is_contained(roles, *role)});
+      }
+      if (why.empty() && segments.empty())
+        why = "\"messages\" is empty";
+    } else if (auto prompt = o->getString("prompt")) {
+      auto response = o->getString("response");
+      if (!response)
+        why = "no string field \"response\"";
+      else
+        segments = {{fill(promptTemplate, {{"{prompt}", *prompt}}), false},
+                    {fill(responseTemplate, {{"{response}", *response}}), true}};
+    } else {
+      why = "neither \"prompt\" and \"response\" nor \"messages\"";
+    }
+    if (!why.empty()) {
+      if (!skipBadLines) {
+        failure = where + ": " + why + " (--skip-bad-lines skips such lines and counts them)";
+        break;
+      }
+      if (skippedSft++ == 0)
+        firstSkippedSft = where + ": " + why;
+      continue;
+    }
+    // End-of-text first; it is a target (learning to stop) when the
+    // example before ended with trained text.
+    std::vector<int32_t> tokens{tok.eot()}, mask{previousTrained ? 1 : 0};
+    for (const auto &[text, trained] : segments)
+      for (int32_t t : tok.encode(text)) {
+        tokens.push_back(t);
+        mask.push_back(trained ? 1 : 0);
+      }
+    if (maxExampleTokens > 0 && static_cast<int64_t>(tokens.size()) > maxExampleTokens) {
+      if (tooLong++ == 0)
+        firstTooLong = formatv("{0}: {1} tokens", where, tokens.size()).str();
+      if (!truncateLong)
+        continue;
+      tokens.resize(maxExampleTokens);
+      mask.resize(maxExampleTokens);
+    }
+    previousTrained = segments.back().second;
+    bool isVal = valFraction > 0 &&
+                 std::floor((docCount + 1) * valFraction) > std::floor(docCount * valFraction);
+    ++docCount;
+    valDocs += isVal;
+    if (!check(append(isVal, tokens, mask)))
+      break;
+    for (size_t k = 1; k < tokens.size(); ++k)
+      ++counts[tokens[k]];
+    tokenCount[isVal] += static_cast<int64_t>(tokens.size());
+  }
+  while (!sft && failure.empty()) {
     auto more = (*stream)->next(doc);
     if (!more) {
       check(more.takeError());
@@ -355,8 +491,8 @@ int runTokenize() {
   std::vector<std::string> old;
   for (sys::fs::directory_iterator it(outDir, ec), end; it != end && !ec; it.increment(ec)) {
     StringRef name = sys::path::filename(it->path());
-    if ((name.starts_with("train_") || name.starts_with("val_")) && name.ends_with(".bin") &&
-        !is_contained(written, name))
+    if ((name.starts_with("train_") || name.starts_with("val_")) &&
+        (name.ends_with(".bin") || name.ends_with(".mask")) && !is_contained(written, name))
       old.push_back(it->path());
   }
   for (const std::string &path : old)
@@ -377,6 +513,12 @@ int runTokenize() {
   outs() << formatv("  text: {0:f1} MB; train: {1} tokens; val: {2} tokens ({3} documents)\n",
                     static_cast<double>((*stream)->textBytes()) / 1e6, tokenCount[0],
                     tokenCount[1], valDocs);
+  if (skippedSft)
+    outs() << formatv("  skipped {0} bad line(s); the first: {1}\n", skippedSft, firstSkippedSft);
+  if (tooLong)
+    outs() << formatv("  {0} {1} example(s) longer than {2} tokens; the first: {3}\n",
+                      truncateLong ? "truncated" : "skipped", tooLong, maxExampleTokens,
+                      firstTooLong);
   if ((*stream)->skippedLines())
     outs() << formatv("  skipped {0} bad line(s); the first: {1}\n", (*stream)->skippedLines(),
                       (*stream)->firstSkipped());

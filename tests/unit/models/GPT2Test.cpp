@@ -98,4 +98,65 @@ TEST(GPT2, InitialLossIsNearLogVocab) {
   EXPECT_NEAR(loss, logV, 0.1) << "ln(" << config->model.vocab_size << ") = " << logV;
 }
 
+// SFT's loss: with model.loss_normalization = "targets", positions whose
+// target is negative (prompt tokens) count for nothing and the mean is over
+// the others — checked against the same sum computed by hand from the
+// model's logits, in f64.
+TEST(GPT2, MaskedLossIsTheMeanOverTargetsByHand) {
+  auto config = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
+  ASSERT_TRUE(static_cast<bool>(config));
+  config->model.loss_normalization = "targets";
+  const int64_t B = config->train.batch_size, T = config->seqLen(), V = config->model.vocab_size;
+  mlir::MLIRContext ctx;
+  mlir::Type f64 = mlir::Float64Type::get(&ctx);
+  auto module = tooling::buildForwardModule(ctx, *config, f64);
+  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
+  std::vector<std::string> errors;
+  ASSERT_TRUE(succeeded(models::buildGPT2(**module, config->model, B, T, f64,
+                                          models::GPT2Output::Logits, "logits", errors)));
+  auto forward = (*module)->lookupSymbol<mlir::func::FuncOp>("forward");
+  auto logitsFn = (*module)->lookupSymbol<mlir::func::FuncOp>("logits");
+  auto values = initParams(*paramsOf(forward), 7);
+  ASSERT_TRUE(static_cast<bool>(values));
+  cpu::HostTensor tokens(cpu::DType::I32, {B, T}), targets(cpu::DType::I32, {B, T});
+  for (int64_t i = 0; i < B * T; ++i) {
+    tokens.set(i, static_cast<double>((i * 5 + 1) % V));
+    // Every third position is a prompt token: no target.
+    targets.set(i, i % 3 == 0 ? -1.0 : static_cast<double>((i * 11 + 2) % V));
+  }
+  auto run = [&](mlir::func::FuncOp f, std::vector<cpu::HostTensor> inputs) {
+    std::vector<cpu::HostTensor> args(*values);
+    args.insert(args.end(), inputs.begin(), inputs.end());
+    auto interp = cpu::Interpreter::create(f);
+    EXPECT_TRUE(static_cast<bool>(interp));
+    auto out = (*interp)->run(args);
+    EXPECT_TRUE(static_cast<bool>(out)) << llvm::toString(out.takeError());
+    return (*out)[0];
+  };
+  double loss = run(forward, {tokens, targets}).get(0);
+  cpu::HostTensor logits = run(logitsFn, {tokens});
+  const int64_t Vp = logits.dim(2);
+  double sum = 0;
+  int64_t count = 0;
+  for (int64_t i = 0; i < B * T; ++i) {
+    int64_t target = static_cast<int64_t>(targets.get(i));
+    if (target < 0)
+      continue;
+    double mx = -INFINITY, z = 0;
+    for (int64_t c = 0; c < V; ++c)
+      mx = std::max(mx, logits.get(i * Vp + c));
+    for (int64_t c = 0; c < V; ++c)
+      z += std::exp(logits.get(i * Vp + c) - mx);
+    sum += mx + std::log(z) - logits.get(i * Vp + target);
+    ++count;
+  }
+  ASSERT_EQ(count, B * T - (B * T + 2) / 3);
+  EXPECT_NEAR(loss, sum / static_cast<double>(count), 1e-12 * std::abs(loss));
+
+  // No target at all: a loss of 0, not 0/0.
+  for (int64_t i = 0; i < B * T; ++i)
+    targets.set(i, -1.0);
+  EXPECT_EQ(run(forward, {tokens, targets}).get(0), 0.0);
+}
+
 } // namespace
