@@ -12,7 +12,9 @@
 //                       degree, stage 2 also the gradients, stage 3 also
 //                       the weights
 //   activations         s·b·h·(34 + 5·a·s/h) bytes per layer with 16-bit
-//                       activations (Korthikanti et al. 2022, eq. 1), ×2 in
+//                       activations (Korthikanti et al. 2022, eq. 1; for
+//                       Llama 16·s·b·h + 6·s·b·I + 4·a·s²·b, derived the
+//                       same way: no dropout, SwiGLU, see below), ×2 in
 //                       f32; the 5·a·s/h term (the attention scores and
 //                       probabilities) drops when attention is fused
 //                       (kiln-fuse-attention: they are never stored); with
@@ -113,7 +115,18 @@ int runEstimate() {
   double weights = (mixed ? 2 : 4) * N, grads = (mixed ? 2 : 4) * N, optim = (mixed ? 12 : 8) * N;
   double actBytes = mixed ? 1.0 : 2.0; // the 16-bit formula, ×2 in f32
   const bool flash = config->compile.fusesAttention(config->train.precision);
-  double perLayer = T * b * d * (34 + (flash ? 0 : 5 * a * T / d)) * actBytes;
+  // Llama (no dropout, no biases): per layer the two norm inputs and
+  // outputs, q, the key/value heads broadcast to every query head (kiln
+  // stores them so), the attention output — 16·s·b·h — and SwiGLU's gate,
+  // up and their product, 6·s·b·I; the scores and probabilities 4·a·s²·b
+  // when attention is not fused (no dropout mask). Derived the way
+  // Korthikanti et al. derive eq. 1.
+  const bool llama = m.kind == "llama";
+  double perLayer =
+      llama ? (T * b * (16 * d + 6 * static_cast<double>(m.intermediate_size)) +
+               (flash ? 0 : 4 * a * T * T * b)) *
+                  actBytes
+            : T * b * d * (34 + (flash ? 0 : 5 * a * T / d)) * actBytes;
   double logits = 8 * T * b * V;
   double actFull = L * perLayer + logits;
   double actRecompute = L * 2 * T * b * d * actBytes + perLayer + logits;
@@ -130,7 +143,9 @@ int runEstimate() {
                       gib(g), gib(o), gib(actFull), gib(actRecompute), gib(total),
                       total > gpuMemory * 1024.0 * 1024 * 1024 ? "  (does not fit)" : "");
   }
-  outs() << "\nactivations: Korthikanti et al. 2022 eq. 1 per layer"
+  outs() << (llama ? "\nactivations: 16·s·b·h + 6·s·b·I per layer (eq. 1 of Korthikanti et al. "
+                    "2022 redone for Llama's blocks)"
+                  : "\nactivations: Korthikanti et al. 2022 eq. 1 per layer")
          << (flash ? " without the attention scores (fused attention stores none)" : "")
          << ", plus f32 logits and their gradient.\n";
 
