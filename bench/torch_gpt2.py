@@ -201,6 +201,23 @@ def reference(args):
     json.dump({"loss": losses, "grad_norm": norms}, open(args.out, "w"))
 
 
+def time_steps(one_step, warmup, steps):
+    """Peak memory reset, then `warmup` untimed steps (the first one's wall
+    time returned: compilation), then the median of `steps` timed ones, ms."""
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.time()
+    one_step()
+    first_s = time.time() - t0
+    for _ in range(warmup - 1):
+        one_step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        one_step()
+        times.append((time.perf_counter() - t) * 1e3)
+    return first_s, sorted(times)[len(times) // 2]
+
+
 def bench(args):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -211,7 +228,6 @@ def bench(args):
     model.to(dev)
     opt = make_optimizer(model, 1e-4, fused=True)
     step_fn = model
-    t0 = time.time()
     if args.compile:
         step_fn = torch.compile(model)
     dtype = {"f32": None, "bf16": torch.bfloat16}[args.precision]
@@ -228,18 +244,7 @@ def bench(args):
         opt.step()
         return loss.item()  # synchronizes, as kiln's step returns its loss
 
-    torch.cuda.reset_peak_memory_stats()
-    one_step()
-    compile_s = time.time() - t0
-    for _ in range(args.warmup - 1):
-        one_step()
-    times = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        one_step()
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    ms = times[len(times) // 2]
+    compile_s, ms = time_steps(one_step, args.warmup, args.steps)  # torch.compile() is lazy
     n = sum(p.numel() for _, p, _ in model.hf_names()) - (rows - args.vocab) * args.n_embd
     tokens = args.batch * args.seq
     flops = (6 * n + 12 * args.n_layer * args.n_embd * args.seq) * tokens

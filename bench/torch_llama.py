@@ -22,14 +22,13 @@ what `kiln export CONFIG --hf FILE` writes for a llama config.
 import argparse
 import json
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from torch_gpt2 import batches, read_safetensors, read_shard  # noqa: E402
+from torch_gpt2 import batches, read_safetensors, read_shard, time_steps  # noqa: E402
 
 
 class RMSNorm(nn.Module):
@@ -180,18 +179,7 @@ def bench(a):
         opt.step()
         return loss.item()  # synchronizes, as kiln's step returns its loss
 
-    torch.cuda.reset_peak_memory_stats()
-    t0 = time.time()
-    one_step()
-    first_s = time.time() - t0
-    for _ in range(2):
-        one_step()
-    times = []
-    for _ in range(a.steps):
-        t = time.perf_counter()
-        one_step()
-        times.append((time.perf_counter() - t) * 1e3)
-    ms = sorted(times)[len(times) // 2]
+    first_s, ms = time_steps(one_step, 3, a.steps)
     n = sum(p.numel() for _, p, _ in params)
     tokens = a.batch * a.seq
     flops = (6 * n + 12 * a.n_layer * a.n_embd * a.seq) * tokens

@@ -41,22 +41,12 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
   }
   nn::LayerNorm lnf(g, "ln_f", C, config.layer_norm_eps);
 
-  // Data parallelism: the batch is split over the mesh's dp axis (a batch
-  // of one, as sampling runs, stays whole).
-  llvm::StringRef batchAxis = B > 1 ? "dp" : "";
-  Tensor tokens = g.input("tokens", {B, T}, g.i32());
-  g.shard(tokens, {batchAxis, ""});
-  Tensor targets;
-  if (output == GPT2Output::Loss) {
-    targets = g.input("targets", {B, T}, g.i32());
-    g.shard(targets, {batchAxis, ""});
-  }
-
+  StepInputs in = stepInputs(g, B, T, output);
   Tensor x;
   {
     auto s = g.scope("embed");
     Tensor positions = slice(wpe.weight, 0, 0, T); // [T, C]
-    x = wte(tokens) + positions;                    // [B, T, C]
+    x = wte(in.tokens) + positions;                 // [B, T, C]
   }
   for (int64_t l = 0; l < L; ++l) {
     auto s = g.scope("h." + std::to_string(l));
@@ -73,10 +63,39 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
     auto s = g.scope("head");
     logits = matmul(lnf(x), wte.weight, false, true); // tied: [B, T, Vp]
   }
+  return finishStep(g, module, logits, in, config, output, errors);
+}
+
+StepInputs stepInputs(Graph &g, int64_t batch, int64_t seqLen, GPT2Output output) {
+  // Data parallelism: the batch is split over the mesh's dp axis (a batch
+  // of one, as sampling runs, stays whole).
+  llvm::StringRef batchAxis = batch > 1 ? "dp" : "";
+  StepInputs in;
+  in.tokens = g.input("tokens", {batch, seqLen}, g.i32());
+  g.shard(in.tokens, {batchAxis, ""});
+  if (output == GPT2Output::Loss) {
+    in.targets = g.input("targets", {batch, seqLen}, g.i32());
+    g.shard(in.targets, {batchAxis, ""});
+  }
+  return in;
+}
+
+FailureOr<func::FuncOp> finishStep(Graph &g, ModuleOp module, Tensor logits, const StepInputs &in,
+                                   const ModelConfig &config, GPT2Output output,
+                                   std::vector<std::string> &errors) {
   Tensor result = logits;
   if (output == GPT2Output::Loss) {
     auto s = g.scope("loss");
-    result = averageLoss(crossEntropy(logits, targets, config.vocab_size), targets, config);
+    Tensor ce = crossEntropy(logits, in.targets, config.vocab_size);
+    if (config.loss_normalization != "targets") {
+      result = mean(ce);
+    } else {
+      Type f = ce.type().getElementType();
+      Tensor zero = full(g, in.targets.shape(), 0, in.targets.elementType());
+      Tensor counted = cast(compare(CompareDirection::ge, in.targets, zero), f); // 1: a target
+      Tensor count = maximum(sum(counted, {0, 1}), full(g, {}, 1, f));
+      result = sum(ce, {0, 1}) / count;
+    }
   }
   auto func = g.finish({result});
   if (succeeded(func))
@@ -86,17 +105,6 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
   for (const std::string &e : g.errors())
     errors.push_back(e);
   return func;
-}
-
-Tensor averageLoss(Tensor ce, Tensor targets, const ModelConfig &config) {
-  if (config.loss_normalization != "targets")
-    return mean(ce);
-  Graph &g = ce.graph();
-  Type f = ce.type().getElementType();
-  Tensor zero = full(g, targets.type().getShape(), 0, targets.type().getElementType());
-  Tensor counted = cast(compare(CompareDirection::ge, targets, zero), f); // 1 where a target
-  Tensor count = maximum(sum(counted, {0, 1}), full(g, {}, 1, f));
-  return sum(ce, {0, 1}) / count;
 }
 
 int64_t gpt2ParamCount(const ModelConfig &c, bool includePadding) {

@@ -39,12 +39,22 @@ buildGPT2(mlir::ModuleOp module, const ModelConfig &config, int64_t batch, int64
           mlir::Type floatType, GPT2Output output, llvm::StringRef name,
           std::vector<std::string> &errors);
 
-/// The scalar loss of per-position cross-entropies `ce` [B, T]: their mean
-/// over all positions, or (model.loss_normalization = "targets") their sum
-/// over the positions whose target is not negative divided by how many
-/// there are (at least 1).
-frontend::Tensor averageLoss(frontend::Tensor ce, frontend::Tensor targets,
-                             const ModelConfig &config);
+/// What every model family's step shares: the token (and target) inputs,
+/// split over the mesh's dp axis when the batch is larger than one …
+struct StepInputs {
+  frontend::Tensor tokens, targets; ///< targets only for GPT2Output::Loss
+};
+StepInputs stepInputs(frontend::Graph &g, int64_t batch, int64_t seqLen, GPT2Output output);
+
+/// … and its end: for Loss the scalar loss of `logits` — the mean
+/// cross-entropy over all positions, or (model.loss_normalization =
+/// "targets") the sum over the positions whose target is not negative
+/// divided by how many there are (at least 1) — else the logits, returned
+/// and named as kiln.output.
+mlir::FailureOr<mlir::func::FuncOp> finishStep(frontend::Graph &g, mlir::ModuleOp module,
+                                               frontend::Tensor logits, const StepInputs &in,
+                                               const ModelConfig &config, GPT2Output output,
+                                               std::vector<std::string> &errors);
 
 /// Parameters of the model: with the real vocabulary (the published figure,
 /// 124,439,808 for GPT-2 124M) or with the padded table kiln allocates.

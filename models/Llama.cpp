@@ -91,19 +91,11 @@ FailureOr<func::FuncOp> buildLlama(ModuleOp module, const ModelConfig &config, i
   nn::RMSNorm norm(g, "norm", C, config.rms_norm_eps);
   nn::Linear head(g, "lm_head", C, Vp, false, init);
 
-  llvm::StringRef batchAxis = B > 1 ? "dp" : "";
-  Tensor tokens = g.input("tokens", {B, T}, g.i32());
-  g.shard(tokens, {batchAxis, ""});
-  Tensor targets;
-  if (output == GPT2Output::Loss) {
-    targets = g.input("targets", {B, T}, g.i32());
-    g.shard(targets, {batchAxis, ""});
-  }
-
+  StepInputs in = stepInputs(g, B, T, output);
   Tensor x;
   {
     auto s = g.scope("embed");
-    x = embed(tokens); // [B, T, C]
+    x = embed(in.tokens); // [B, T, C]
   }
   for (int64_t l = 0; l < L; ++l) {
     auto s = g.scope("layers." + std::to_string(l));
@@ -120,19 +112,7 @@ FailureOr<func::FuncOp> buildLlama(ModuleOp module, const ModelConfig &config, i
     auto s = g.scope("head");
     logits = head(norm(x)); // [B, T, Vp]
   }
-  Tensor result = logits;
-  if (output == GPT2Output::Loss) {
-    auto s = g.scope("loss");
-    result = averageLoss(crossEntropy(logits, targets, config.vocab_size), targets, config);
-  }
-  auto func = g.finish({result});
-  if (succeeded(func))
-    (*func).setResultAttr(0, KilnDialect::kOutputAttrName,
-                          StringAttr::get(module.getContext(),
-                                          output == GPT2Output::Loss ? "loss" : "logits"));
-  for (const std::string &e : g.errors())
-    errors.push_back(e);
-  return func;
+  return finishStep(g, module, logits, in, config, output, errors);
 }
 
 int64_t llamaParamCount(const ModelConfig &c, bool includePadding) {
@@ -168,42 +148,37 @@ const Name kTopNames[] = {{"embed", "model.embed_tokens.weight", false},
                           {"lm_head.w", "lm_head.weight", true}};
 } // namespace
 
-std::string llamaHuggingFaceName(StringRef kilnName, bool *transposed) {
+namespace {
+/// A name in one naming (kiln's or Hugging Face's) in the other.
+std::string translate(StringRef name, bool toHuggingFace, bool *transposed) {
+  auto from = [&](const Name &n) { return StringRef(toHuggingFace ? n.kiln : n.hf); };
+  auto to = [&](const Name &n) { return StringRef(toHuggingFace ? n.hf : n.kiln); };
+  auto found = [&](const Name &n, std::string result) {
+    if (transposed)
+      *transposed = n.transposed;
+    return result;
+  };
   for (const Name &n : kTopNames)
-    if (kilnName == n.kiln) {
-      if (transposed)
-        *transposed = n.transposed;
-      return n.hf;
-    }
-  if (!kilnName.consume_front("layers."))
+    if (name == from(n))
+      return found(n, to(n).str());
+  StringRef layersFrom = toHuggingFace ? "layers." : "model.layers.";
+  StringRef layersTo = toHuggingFace ? "model.layers." : "layers.";
+  if (!name.consume_front(layersFrom))
     return "";
-  auto [layer, rest] = kilnName.split('.');
+  auto [layer, rest] = name.split('.');
   for (const Name &n : kBlockNames)
-    if (rest == n.kiln) {
-      if (transposed)
-        *transposed = n.transposed;
-      return "model.layers." + layer.str() + "." + n.hf;
-    }
+    if (rest == from(n))
+      return found(n, (layersTo + layer + "." + to(n)).str());
   return "";
+}
+} // namespace
+
+std::string llamaHuggingFaceName(StringRef kilnName, bool *transposed) {
+  return translate(kilnName, /*toHuggingFace=*/true, transposed);
 }
 
 std::string llamaKilnName(StringRef hfName, bool *transposed) {
-  for (const Name &n : kTopNames)
-    if (hfName == n.hf) {
-      if (transposed)
-        *transposed = n.transposed;
-      return n.kiln;
-    }
-  if (!hfName.consume_front("model.layers."))
-    return "";
-  auto [layer, rest] = hfName.split('.');
-  for (const Name &n : kBlockNames)
-    if (rest == n.hf) {
-      if (transposed)
-        *transposed = n.transposed;
-      return "layers." + layer.str() + "." + n.kiln;
-    }
-  return "";
+  return translate(hfName, /*toHuggingFace=*/false, transposed);
 }
 
 } // namespace kiln::models

@@ -18,4 +18,10 @@ int64_t paramCount(const ModelConfig &config, bool includePadding) {
                                 : gpt2ParamCount(config, includePadding);
 }
 
+double trainingFlopsPerToken(const ModelConfig &config, int64_t seqLen) {
+  return 6.0 * static_cast<double>(paramCount(config, false)) +
+         12.0 * static_cast<double>(config.n_layer) * static_cast<double>(config.n_embd) *
+             static_cast<double>(seqLen);
+}
+
 } // namespace kiln::models

@@ -18,6 +18,11 @@ buildModel(mlir::ModuleOp module, const ModelConfig &config, int64_t batch, int6
 /// The model's parameters, with the real vocabulary or the padded table.
 int64_t paramCount(const ModelConfig &config, bool includePadding);
 
+/// Training FLOPs per token at sequence length `seqLen`: 6·N + 12·L·d·T
+/// (PaLM, Chowdhery et al. 2022, App. B; N without vocabulary padding) —
+/// what kiln's MFU and estimates count.
+double trainingFlopsPerToken(const ModelConfig &config, int64_t seqLen);
+
 } // namespace kiln::models
 
 #endif // KILN_MODELS_MODEL_H

@@ -332,16 +332,16 @@ llvm::Expected<bool> DocumentStream::readLine(std::string &line) {
   }
 }
 
+llvm::Expected<bool> DocumentStream::ensureSource() {
+  return source_ ? llvm::Expected<bool>(true) : openNextFile();
+}
+
 llvm::Expected<bool> DocumentStream::nextLine(std::string &out, std::string &where) {
   std::string line;
   while (true) {
-    if (!source_) {
-      auto opened = openNextFile();
-      if (!opened)
-        return opened.takeError();
-      if (!*opened)
-        return false;
-    }
+    auto open = ensureSource();
+    if (!open || !*open)
+      return open;
     auto more = readLine(line);
     if (!more)
       return more.takeError();
@@ -363,13 +363,9 @@ llvm::Expected<bool> DocumentStream::nextLine(std::string &out, std::string &whe
 
 llvm::Expected<bool> DocumentStream::next(std::string &doc) {
   while (true) {
-    if (!source_) {
-      auto opened = openNextFile();
-      if (!opened)
-        return opened.takeError();
-      if (!*opened)
-        return false;
-    }
+    auto open = ensureSource();
+    if (!open || !*open)
+      return open;
     const std::string &path = files_[nextFile_ - 1];
     doc.clear();
     bool found = false;

@@ -80,6 +80,9 @@ public:
 private:
   DocumentStream() = default;
   llvm::Expected<bool> openNextFile();
+  /// The current file's source, opening the next file when there is none;
+  /// false after the last file.
+  llvm::Expected<bool> ensureSource();
   llvm::Expected<bool> readLine(std::string &line);
 
   std::vector<std::string> files_;

@@ -184,27 +184,44 @@ void appendUtf8(std::string &s, uint32_t cp) {
   }
 }
 
-class GPT2Tokenizer final : public Tokenizer {
+/// What the byte-level BPEs (gpt2, tiktoken's encodings) share: a table of
+/// every token's bytes (decoding concatenates them), each byte's own
+/// token, and end-of-text.
+class ByteLevelBPE : public Tokenizer {
 public:
-  static llvm::Expected<std::unique_ptr<Tokenizer>> load(llvm::StringRef dir);
-
-  llvm::StringRef name() const override { return "gpt2"; }
   int64_t vocabSize() const override { return static_cast<int64_t>(tokenBytes_.size()); }
   int32_t eot() const override { return eot_; }
-
-  std::vector<int32_t> encode(llvm::StringRef text) const override {
-    std::vector<int32_t> out;
-    for (llvm::StringRef piece : preTokenize(PreTokenizer::GPT2, text))
-      encodePiece(piece, out);
-    return out;
-  }
-
   std::string decode(llvm::ArrayRef<int32_t> tokens) const override {
     std::string s;
     for (int32_t t : tokens)
       if (t >= 0 && t < static_cast<int32_t>(tokenBytes_.size()) && t != eot_)
         s += tokenBytes_[t];
     return s;
+  }
+
+protected:
+  void setTokenBytes(int32_t id, std::string bytes) {
+    if (static_cast<size_t>(id) >= tokenBytes_.size())
+      tokenBytes_.resize(id + 1);
+    tokenBytes_[id] = std::move(bytes);
+  }
+
+  std::vector<std::string> tokenBytes_; ///< id -> its bytes (special tokens: their text)
+  int32_t byteToken_[256];               ///< byte -> its single-byte token
+  int32_t eot_ = -1;
+};
+
+class GPT2Tokenizer final : public ByteLevelBPE {
+public:
+  static llvm::Expected<std::unique_ptr<Tokenizer>> load(llvm::StringRef dir);
+
+  llvm::StringRef name() const override { return "gpt2"; }
+
+  std::vector<int32_t> encode(llvm::StringRef text) const override {
+    std::vector<int32_t> out;
+    for (llvm::StringRef piece : preTokenize(PreTokenizer::GPT2, text))
+      encodePiece(piece, out);
+    return out;
   }
 
 private:
@@ -236,11 +253,8 @@ private:
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
   }
 
-  std::vector<std::string> tokenBytes_; ///< id -> the bytes it stands for
-  int32_t byteToken_[256];               ///< byte -> its single-byte token
   std::unordered_map<uint64_t, std::pair<int64_t, int32_t>> merges_; ///< pair -> (rank, id)
-  llvm::StringMap<int32_t> idOf_;       ///< the bytes of a token -> its id
-  int32_t eot_ = -1;
+  llvm::StringMap<int32_t> idOf_; ///< the bytes of a token -> its id
 };
 
 llvm::Error error(const llvm::Twine &message) {
@@ -276,11 +290,10 @@ llvm::Expected<std::unique_ptr<Tokenizer>> GPT2Tokenizer::load(llvm::StringRef d
     auto id = entry.getSecond().getAsInteger();
     if (!id || *id < 0 || *id > (1 << 24))
       return error("'" + encoderPath + "': token '" + key + "' has no valid id");
-    if (static_cast<size_t>(*id) >= tok->tokenBytes_.size())
-      tok->tokenBytes_.resize(*id + 1);
     ids[key] = static_cast<int32_t>(*id);
     if (key == "<|endoftext|>") {
       tok->eot_ = static_cast<int32_t>(*id);
+      tok->setTokenBytes(tok->eot_, key.str()); // decoding skips it
       continue;
     }
     std::string bytes;
@@ -293,7 +306,7 @@ llvm::Expected<std::unique_ptr<Tokenizer>> GPT2Tokenizer::load(llvm::StringRef d
       bytes += static_cast<char>(it->second);
       i += len;
     }
-    tok->tokenBytes_[*id] = bytes;
+    tok->setTokenBytes(static_cast<int32_t>(*id), bytes);
     tok->idOf_[bytes] = static_cast<int32_t>(*id);
   }
   for (uint32_t b = 0; b < 256; ++b) {
@@ -325,14 +338,12 @@ llvm::Expected<std::unique_ptr<Tokenizer>> GPT2Tokenizer::load(llvm::StringRef d
 
 /// A tiktoken encoding: byte-level BPE where a token's rank is both its id
 /// and its merge priority (lower merges first).
-class TiktokenTokenizer final : public Tokenizer {
+class TiktokenTokenizer final : public ByteLevelBPE {
 public:
   static llvm::Expected<std::unique_ptr<Tokenizer>> load(llvm::StringRef kind,
                                                          llvm::StringRef dir);
 
   llvm::StringRef name() const override { return name_; }
-  int64_t vocabSize() const override { return static_cast<int64_t>(tokenBytes_.size()); }
-  int32_t eot() const override { return eot_; }
 
   std::vector<int32_t> encode(llvm::StringRef text) const override {
     std::vector<int32_t> out;
@@ -346,14 +357,6 @@ public:
     return out;
   }
 
-  std::string decode(llvm::ArrayRef<int32_t> tokens) const override {
-    std::string s;
-    for (int32_t t : tokens)
-      if (t >= 0 && t < static_cast<int32_t>(tokenBytes_.size()) && t != eot_)
-        s += tokenBytes_[t];
-    return s;
-  }
-
 private:
   int32_t rank(llvm::StringRef bytes) const {
     auto it = ranks_.find(bytes);
@@ -364,8 +367,8 @@ private:
   /// of its bytes, which is also its id.
   void encodePiece(llvm::StringRef piece, std::vector<int32_t> &out) const {
     std::vector<int32_t> bytes;
-    for (size_t k = 0; k < piece.size(); ++k)
-      bytes.push_back(rank(piece.substr(k, 1)));
+    for (char c : piece)
+      bytes.push_back(byteToken_[static_cast<uint8_t>(c)]);
     std::vector<int32_t> parts = bytePairMerge(
         std::move(bytes), [&](uint32_t left, uint32_t end, int32_t, int32_t) {
           int32_t r = rank(piece.slice(left, end));
@@ -376,9 +379,7 @@ private:
 
   std::string name_;
   PreTokenizer pattern_ = PreTokenizer::CL100K;
-  llvm::StringMap<int32_t> ranks_;      ///< bytes -> rank (= id)
-  std::vector<std::string> tokenBytes_; ///< id -> bytes; special tokens decode to their text
-  int32_t eot_ = -1;
+  llvm::StringMap<int32_t> ranks_; ///< bytes -> rank (= id)
 };
 
 /// Decodes standard base64 (RFC 4648, with padding).
@@ -473,21 +474,20 @@ llvm::Expected<std::unique_ptr<Tokenizer>> TiktokenTokenizer::load(llvm::StringR
       int32_t id = static_cast<int32_t>(first + static_cast<int64_t>(k) - 2);
       if (!tok->ranks_.try_emplace(*bytes, id).second)
         return bad("token '" + fields[k] + "' appears twice");
-      if (static_cast<size_t>(id) >= tok->tokenBytes_.size())
-        tok->tokenBytes_.resize(id + 1);
-      tok->tokenBytes_[id] = *bytes;
+      tok->setTokenBytes(id, std::move(*bytes));
     }
   }
-  for (uint32_t b = 0; b < 256; ++b)
-    if (!tok->ranks_.count(llvm::StringRef(std::string(1, static_cast<char>(b)))))
+  for (uint32_t b = 0; b < 256; ++b) {
+    int32_t r = tok->rank(std::string(1, static_cast<char>(b)));
+    if (r == INT32_MAX)
       return bad("it lacks the token of byte " + llvm::Twine(b));
+    tok->byteToken_[b] = r;
+  }
   for (const auto &entry : *specials) {
     auto id = entry.getSecond().getAsInteger();
     if (!id || *id < 0 || *id > (1 << 24))
       return bad("special token '" + llvm::StringRef(entry.getFirst()) + "' has no valid id");
-    if (static_cast<size_t>(*id) >= tok->tokenBytes_.size())
-      tok->tokenBytes_.resize(*id + 1);
-    tok->tokenBytes_[*id] = entry.getFirst().str();
+    tok->setTokenBytes(static_cast<int32_t>(*id), entry.getFirst().str());
     if (entry.getFirst() == "<|endoftext|>")
       tok->eot_ = static_cast<int32_t>(*id);
   }

@@ -231,9 +231,8 @@ int runBench() {
     return fail("bench", toString(gpuMs.takeError()));
 
   const ModelConfig &m = config->model;
-  double params = static_cast<double>(models::paramCount(m, false));
   double tokensPerStep = static_cast<double>(B * T);
-  double flopsPerStep = (6.0 * params + 12.0 * m.n_layer * m.n_embd * T) * tokensPerStep;
+  double flopsPerStep = models::trainingFlopsPerToken(m, T) * tokensPerStep;
   std::optional<cuda::PeakRate> rate;
   if (peakTflops > 0)
     rate = cuda::PeakRate{peakTflops, "--peak-tflops"};

@@ -89,7 +89,7 @@ int runEstimate() {
   const double N = static_cast<double>(models::paramCount(m, false));
   const double L = m.n_layer, d = m.n_embd, a = m.n_head, V = m.paddedVocab();
   const double T = config->seqLen(), b = config->train.batch_size;
-  const double flopsPerToken = 6 * N + 12 * L * d * T;
+  const double flopsPerToken = models::trainingFlopsPerToken(m, config->seqLen());
   const double tokensPerStep = b * T * config->train.accumulate_steps * dp;
   const bool mixed = config->train.precision != "f32";
 

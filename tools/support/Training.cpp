@@ -731,9 +731,7 @@ llvm::Error TrainingRun::finish() {
                                 config_.train.precision != "f32");
       else
         llvm::consumeError(dev.takeError());
-      const ModelConfig &m = config_.model;
-      double flopsPerToken = 6.0 * static_cast<double>(models::paramCount(m, false)) +
-                             12.0 * static_cast<double>(m.n_layer * m.n_embd * T_);
+      double flopsPerToken = models::trainingFlopsPerToken(config_.model, T_);
       if (rate)
         out_ << llvm::formatv("; MFU {0:f1}% of {1:f0} TFLOP/s ({2})",
                               100 * tokPerSec * flopsPerToken / (rate->tflops * 1e12),
