@@ -70,6 +70,8 @@ std::vector<Field> schema(RunConfig &c) {
       {"model.kind", &c.model.kind, 0, 0, {"gpt2", "llama"}},
       {"model.n_kv_head", &c.model.n_kv_head, 0, 1024},
       {"model.loss_normalization", &c.model.loss_normalization, 0, 0, {"positions", "targets"}},
+      {"model.objective", &c.model.objective, 0, 0, {"lm", "dpo"}},
+      {"model.dpo_beta", &c.model.dpo_beta, 1e-6, 1e6},
       {"model.intermediate_size", &c.model.intermediate_size, 0, 1 << 20},
       {"model.rope_theta", &c.model.rope_theta, 1, 1e9},
       {"model.rms_norm_eps", &c.model.rms_norm_eps, 0, 1},
@@ -427,6 +429,11 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
                                      "parallel.dp = {}: each data-parallel rank takes an equal "
                                      "share of the rows",
                                      train.batch_size, parallel.dp));
+  if (model.objective == "dpo" && train.batch_size % (2 * parallel.dp) != 0)
+    return error(source, fmt::format("model.objective = \"dpo\": train.batch_size = {} must be a "
+                                     "multiple of 2 x parallel.dp = {}: each pair is two rows "
+                                     "(chosen, rejected) and stays on one rank",
+                                     train.batch_size, 2 * parallel.dp));
   if ((4 * model.n_embd) % parallel.tp != 0)
     return error(source, fmt::format("parallel.tp = {} does not divide the MLP's hidden size "
                                      "4 x model.n_embd = {}",

@@ -41,6 +41,16 @@ struct ModelConfig {
   /// a target ("targets": a negative target — a prompt token of SFT data,
   /// masked by the data loader — counts for nothing).
   std::string loss_normalization = "positions";
+  /// What the step minimizes: "lm", the next-token cross-entropy (pre-
+  /// training; SFT with loss_normalization = "targets"), or "dpo", Direct
+  /// Preference Optimization (Rafailov et al. 2023, eq. 7) over pairs of
+  /// rows — row 2i the chosen response, row 2i+1 the rejected one:
+  /// −log σ(β·((log πc − log refc) − (log πr − log refr))), the sequence
+  /// log-probabilities summed over the response tokens and the reference's
+  /// an input (`ref_logps`) computed once from the starting weights.
+  std::string objective = "lm";
+  /// DPO's β: how far the policy may move from the reference.
+  double dpo_beta = 0.1;
   int64_t n_kv_head = 0;
   int64_t intermediate_size = 0;
   double rope_theta = 10000.0;

@@ -41,7 +41,7 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
   }
   nn::LayerNorm lnf(g, "ln_f", C, config.layer_norm_eps);
 
-  StepInputs in = stepInputs(g, B, T, output);
+  StepInputs in = stepInputs(g, B, T, output, config);
   Tensor x;
   {
     auto s = g.scope("embed");
@@ -66,42 +66,88 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
   return finishStep(g, module, logits, in, config, output, errors);
 }
 
-StepInputs stepInputs(Graph &g, int64_t batch, int64_t seqLen, GPT2Output output) {
+StepInputs stepInputs(Graph &g, int64_t batch, int64_t seqLen, GPT2Output output,
+                      const ModelConfig &config) {
   // Data parallelism: the batch is split over the mesh's dp axis (a batch
   // of one, as sampling runs, stays whole).
   llvm::StringRef batchAxis = batch > 1 ? "dp" : "";
   StepInputs in;
   in.tokens = g.input("tokens", {batch, seqLen}, g.i32());
   g.shard(in.tokens, {batchAxis, ""});
-  if (output == GPT2Output::Loss) {
+  if (output != GPT2Output::Logits) {
     in.targets = g.input("targets", {batch, seqLen}, g.i32());
     g.shard(in.targets, {batchAxis, ""});
+  }
+  if (output == GPT2Output::Loss && config.objective == "dpo") {
+    in.refLogps = g.input("ref_logps", {batch}, g.floatType());
+    g.shard(in.refLogps, {batchAxis});
   }
   return in;
 }
 
+namespace {
+
+/// softplus(x) = log(1 + eˣ), as max(x, 0) + log(1 + e^−|x|): no overflow
+/// for large x, no log(0) for very negative x.
+Tensor softplus(Tensor x) {
+  Graph &g = x.graph();
+  Tensor zero = full(g, x.shape(), 0, x.elementType());
+  Tensor magnitude = maximum(x, -x);
+  return maximum(x, zero) + log(exp(-magnitude) + 1.0);
+}
+
+/// DPO's loss and metrics from the rows' log-probabilities [B] (row 2i
+/// chosen, 2i+1 rejected) and the reference's.
+std::vector<std::pair<Tensor, std::string>> dpoLoss(Tensor logps, Tensor refLogps, double beta) {
+  Graph &g = logps.graph();
+  int64_t pairs = logps.dim(0) / 2;
+  // β·(log π − log ref): the implicit reward of each row.
+  Tensor rewards = reshape((logps - refLogps) * beta, {pairs, 2});
+  Tensor chosen = reshape(slice(rewards, 1, 0, 1), {pairs});
+  Tensor rejected = reshape(slice(rewards, 1, 1, 2), {pairs});
+  Tensor margin = chosen - rejected;
+  // −log σ(m) = softplus(−m).
+  Tensor loss = mean(softplus(-margin));
+  Tensor zero = full(g, {pairs}, 0, margin.elementType());
+  Tensor correct = cast(compare(CompareDirection::gt, margin, zero), margin.elementType());
+  return {{loss, "loss"},
+          {mean(margin), "reward_margin"},
+          {mean(correct), "reward_accuracy"},
+          {mean(chosen), "chosen_reward"},
+          {mean(rejected), "rejected_reward"}};
+}
+
+} // namespace
+
 FailureOr<func::FuncOp> finishStep(Graph &g, ModuleOp module, Tensor logits, const StepInputs &in,
                                    const ModelConfig &config, GPT2Output output,
                                    std::vector<std::string> &errors) {
-  Tensor result = logits;
-  if (output == GPT2Output::Loss) {
+  std::vector<std::pair<Tensor, std::string>> results{{logits, "logits"}};
+  if (output != GPT2Output::Logits) {
     auto s = g.scope("loss");
-    Tensor ce = crossEntropy(logits, in.targets, config.vocab_size);
-    if (config.loss_normalization != "targets") {
-      result = mean(ce);
+    Tensor ce = crossEntropy(logits, in.targets, config.vocab_size); // 0 where no target
+    if (output == GPT2Output::LogProbs) {
+      results = {{-sum(ce, {1}), "logps"}};
+    } else if (config.objective == "dpo") {
+      results = dpoLoss(-sum(ce, {1}), in.refLogps, config.dpo_beta);
+    } else if (config.loss_normalization != "targets") {
+      results = {{mean(ce), "loss"}};
     } else {
       Type f = ce.type().getElementType();
       Tensor zero = full(g, in.targets.shape(), 0, in.targets.elementType());
       Tensor counted = cast(compare(CompareDirection::ge, in.targets, zero), f); // 1: a target
       Tensor count = maximum(sum(counted, {0, 1}), full(g, {}, 1, f));
-      result = sum(ce, {0, 1}) / count;
+      results = {{sum(ce, {0, 1}) / count, "loss"}};
     }
   }
-  auto func = g.finish({result});
+  std::vector<Tensor> values;
+  for (const auto &r : results)
+    values.push_back(r.first);
+  auto func = g.finish(values);
   if (succeeded(func))
-    (*func).setResultAttr(0, KilnDialect::kOutputAttrName,
-                          StringAttr::get(module.getContext(),
-                                          output == GPT2Output::Loss ? "loss" : "logits"));
+    for (auto [i, r] : llvm::enumerate(results))
+      (*func).setResultAttr(i, KilnDialect::kOutputAttrName,
+                            StringAttr::get(module.getContext(), r.second));
   for (const std::string &e : g.errors())
     errors.push_back(e);
   return func;

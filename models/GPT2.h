@@ -27,8 +27,15 @@
 namespace kiln::models {
 
 enum class GPT2Output {
-  Loss,   ///< @name(params…, tokens, targets) -> mean cross-entropy (scalar)
-  Logits, ///< @name(params…, tokens) -> logits [B, T, padded vocab]
+  /// @name(params…, tokens, targets) -> the objective's loss (scalar): the
+  /// mean cross-entropy; for model.objective = "dpo"
+  /// @name(params…, tokens, targets, ref_logps) -> (loss, metrics…).
+  Loss,
+  Logits,   ///< @name(params…, tokens) -> logits [B, T, padded vocab]
+  /// @name(params…, tokens, targets) -> log p(row) [B]: each row's sum of
+  /// log-probabilities of its targets (negative targets skipped) — DPO's
+  /// sequence log-probability, and its reference's.
+  LogProbs,
 };
 
 /// Builds a GPT-2 function into `module`. `floatType` is the parameters' and
@@ -42,15 +49,20 @@ buildGPT2(mlir::ModuleOp module, const ModelConfig &config, int64_t batch, int64
 /// What every model family's step shares: the token (and target) inputs,
 /// split over the mesh's dp axis when the batch is larger than one …
 struct StepInputs {
-  frontend::Tensor tokens, targets; ///< targets only for GPT2Output::Loss
+  frontend::Tensor tokens, targets; ///< targets: not for GPT2Output::Logits
+  frontend::Tensor refLogps;        ///< DPO's loss: the reference's log p(row), [B]
 };
-StepInputs stepInputs(frontend::Graph &g, int64_t batch, int64_t seqLen, GPT2Output output);
+StepInputs stepInputs(frontend::Graph &g, int64_t batch, int64_t seqLen, GPT2Output output,
+                      const ModelConfig &config);
 
 /// … and its end: for Loss the scalar loss of `logits` — the mean
 /// cross-entropy over all positions, or (model.loss_normalization =
 /// "targets") the sum over the positions whose target is not negative
-/// divided by how many there are (at least 1) — else the logits, returned
-/// and named as kiln.output.
+/// divided by how many there are (at least 1), or DPO's loss (see
+/// ModelConfig::objective) followed by its metrics reward_margin,
+/// reward_accuracy, chosen_reward and rejected_reward (means over the
+/// pairs) — else the logits or the rows' log-probabilities; every result
+/// named with kiln.output.
 mlir::FailureOr<mlir::func::FuncOp> finishStep(frontend::Graph &g, mlir::ModuleOp module,
                                                frontend::Tensor logits, const StepInputs &in,
                                                const ModelConfig &config, GPT2Output output,

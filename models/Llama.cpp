@@ -91,7 +91,7 @@ FailureOr<func::FuncOp> buildLlama(ModuleOp module, const ModelConfig &config, i
   nn::RMSNorm norm(g, "norm", C, config.rms_norm_eps);
   nn::Linear head(g, "lm_head", C, Vp, false, init);
 
-  StepInputs in = stepInputs(g, B, T, output);
+  StepInputs in = stepInputs(g, B, T, output, config);
   Tensor x;
   {
     auto s = g.scope("embed");

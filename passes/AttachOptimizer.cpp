@@ -1,6 +1,7 @@
 //===- AttachOptimizer.cpp - AdamW, clipping and accumulation as IR --------===//
 //
-// Turns the training step that autodiff built — (loss, gradients) — into one
+// Turns the training step that autodiff built — (loss, metrics…, gradients)
+// — into one
 // that also updates the parameters, so a whole optimizer step is one function
 // the backends run:
 //
@@ -11,8 +12,8 @@
 //      per-step inputs lr and step at the end; compute the global gradient
 //      norm, the clipping scale max_norm / max(norm, max_norm), one
 //      kiln.adamw_update per parameter (weight decay only for the roles in
-//      decay-roles), and return (loss, grad_norm, new parameters, new
-//      moments), each new value marked kiln.aliases of the argument it
+//      decay-roles), and return (loss, metrics…, grad_norm, new parameters,
+//      new moments), each new value marked kiln.aliases of the argument it
 //      replaces, so backends update in place.
 //   3. Dynamic loss scaling, when autodiff seeded the backward with the
 //      state "loss_scale" S: the gradients are S times too large. The norm
@@ -24,7 +25,7 @@
 //      count are results aliasing their states; `skipped` is an output.
 //   4. With accumulate-steps = K > 1: @train_step becomes @accumulate_step,
 //      which adds its gradients into accumulators (kiln.state
-//      "<param>.grad_acc") and returns (loss, accumulators), and a new
+//      "<param>.grad_acc") and returns (loss, metrics…, accumulators), and a new
 //      @apply_step(params, moments, accumulators, lr, step) applies AdamW to
 //      the accumulated gradients scaled by 1/K (and the clipping scale) and
 //      returns the accumulators zeroed for the next step.
@@ -55,6 +56,13 @@ namespace kiln {
 namespace {
 
 /// A parameter and its gradient in the step being rewritten.
+/// A metric result of the step (kiln.output, after the loss): carried
+/// through to the rewritten step's results unchanged.
+struct Metric {
+  Value value;
+  StringAttr name;
+};
+
 struct ParamGrad {
   unsigned argIndex;
   StringAttr name;
@@ -68,6 +76,8 @@ RankedTensorType scalarF32(MLIRContext *ctx) {
 
 struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizerPass> {
   using Base::Base;
+
+  SmallVector<Metric> metrics;
 
   /// Options in their ranges (written so that NaN is out of every range).
   LogicalResult checkOptions(ModuleOp module) {
@@ -127,11 +137,18 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
       return failure();
     }
     SmallVector<ParamGrad> params;
+    metrics.clear();
     for (unsigned r = 1; r < ret.getNumOperands(); ++r) {
       auto name = step.getResultAttrOfType<StringAttr>(r, KilnDialect::kGradAttrName);
       if (!name) {
+        auto metric = step.getResultAttrOfType<StringAttr>(r, KilnDialect::kOutputAttrName);
+        if (metric && params.empty()) {
+          metrics.push_back({ret.getOperand(r), metric});
+          continue;
+        }
         step.emitError() << "kiln-attach-optimizer: result #" << r
-                         << " of @train_step is not a gradient (kiln.grad)";
+                         << " of @train_step is neither a metric (kiln.output, before the "
+                            "gradients) nor a gradient (kiln.grad)";
         return failure();
       }
       for (unsigned a = 0; a < step.getNumArguments(); ++a) {
@@ -264,6 +281,15 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
     }
   }
 
+  /// The step's metrics, after the loss.
+  void appendMetrics(SmallVectorImpl<Value> &results,
+                     SmallVectorImpl<std::pair<StringRef, StringRef>> &names) const {
+    for (const Metric &m : metrics) {
+      results.push_back(m.value);
+      names.push_back({KilnDialect::kOutputAttrName, m.name.getValue()});
+    }
+  }
+
   /// Replaces the terminator of `func` with `return results` and names them.
   static void setResults(func::FuncOp func, ArrayRef<Value> results,
                          ArrayRef<std::pair<StringRef, StringRef>> names,
@@ -311,9 +337,11 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
     auto updated = update(b, loc, step, ps, grads, ms, vs, lr, stepIndex, scale,
                           scaling ? scaling->skip : Value());
 
-    SmallVector<Value> results{loss, norm};
-    SmallVector<std::pair<StringRef, StringRef>> names{{KilnDialect::kOutputAttrName, "loss"},
-                                                       {KilnDialect::kOutputAttrName, "grad_norm"}};
+    SmallVector<Value> results{loss};
+    SmallVector<std::pair<StringRef, StringRef>> names{{KilnDialect::kOutputAttrName, "loss"}};
+    appendMetrics(results, names);
+    results.push_back(norm);
+    names.push_back({KilnDialect::kOutputAttrName, "grad_norm"});
     if (scaling) {
       results.push_back(scaling->skipped);
       names.push_back({KilnDialect::kOutputAttrName, "skipped"});
@@ -357,12 +385,14 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
       Value loss = ret->getOperand(0);
       OpBuilder b(ret);
       SmallVector<Value> results{loss};
+      SmallVector<std::pair<StringRef, StringRef>> names{{KilnDialect::kOutputAttrName, "loss"}};
+      appendMetrics(results, names);
       SmallVector<std::pair<unsigned, BlockArgument>> aliases;
       for (auto [i, p] : llvm::enumerate(params)) {
         aliases.push_back({static_cast<unsigned>(results.size()), accs[i]});
         results.push_back(build::add(b, p.grad.getLoc(), accs[i], p.grad));
       }
-      setResults(step, results, {{KilnDialect::kOutputAttrName, "loss"}}, aliases);
+      setResults(step, results, names, aliases);
     }
 
     // @apply_step: (params, moments, accumulators, lr, step)

@@ -2,7 +2,10 @@
 //
 // Builds the training step from the forward function:
 //
-//   1. Check @forward: one result, a rank-0 float tensor (the loss).
+//   1. Check @forward: its first result is a rank-0 float tensor (the loss);
+//      any further results are metrics — rank-0 tensors named with
+//      kiln.output (DPO's reward margin, accuracy) — returned as they are,
+//      never differentiated.
 //   2. Clone it as @train_step, keeping argument names and attributes.
 //   3. Activity: a value is active when it is a float that depends on some
 //      kiln.param argument. Only active values get cotangents, so masks,
@@ -15,7 +18,8 @@
 //      result and an active operand, call DifferentiableOpInterface::buildVJP
 //      at the end of the function and add the operand cotangents it returns
 //      into the running sums (a value used twice gets the sum of both).
-//   6. Return (loss, d loss/d param for every kiln.param in argument order),
+//   6. Return (loss, metrics…, d loss/d param for every kiln.param in
+//      argument order),
 //      a zero tensor for a parameter the loss does not depend on; results are
 //      named with kiln.output / kiln.grad.
 //   7. Erase the dead ops the rules left behind.
@@ -104,13 +108,24 @@ struct AutodiffPass final : impl::AutodiffPassBase<AutodiffPass> {
 
   LogicalResult checkLoss(func::FuncOp forward) {
     ArrayRef<Type> results = forward.getFunctionType().getResults();
-    auto loss = results.size() == 1 ? dyn_cast<RankedTensorType>(results[0]) : nullptr;
+    auto loss = results.empty() ? nullptr : dyn_cast<RankedTensorType>(results[0]);
     if (!loss || loss.getRank() != 0 || !isa<FloatType>(loss.getElementType())) {
       InFlightDiagnostic diag = forward.emitError()
                                 << "kiln-autodiff: @" << forward.getSymName()
-                                << " must return one scalar float loss (tensor<f32>); it returns (";
+                                << " must return a scalar float loss (tensor<f32>) first; it "
+                                   "returns (";
       llvm::interleaveComma(results, diag);
       return diag << ")";
+    }
+    for (unsigned r = 1; r < results.size(); ++r) {
+      auto metric = dyn_cast<RankedTensorType>(results[r]);
+      if (!metric || metric.getRank() != 0 ||
+          !forward.getResultAttrOfType<StringAttr>(r, KilnDialect::kOutputAttrName))
+        return forward.emitError()
+               << "kiln-autodiff: result #" << r << " of @" << forward.getSymName()
+               << " is not a metric: results after the loss must be scalars named with "
+                  "kiln.output (it is "
+               << results[r] << ")";
     }
     return success();
   }
@@ -183,9 +198,15 @@ struct AutodiffPass final : impl::AutodiffPassBase<AutodiffPass> {
       }
     }
 
-    // The new signature: (loss, one gradient per parameter).
+    // The new signature: (loss, metrics…, one gradient per parameter).
     SmallVector<Value> results{loss};
     SmallVector<Type> resultTypes{loss.getType()};
+    SmallVector<StringAttr> metricNames;
+    for (unsigned r = 1; r < ret.getNumOperands(); ++r) {
+      results.push_back(ret.getOperand(r));
+      resultTypes.push_back(ret.getOperand(r).getType());
+      metricNames.push_back(step.getResultAttrOfType<StringAttr>(r, KilnDialect::kOutputAttrName));
+    }
     SmallVector<std::pair<unsigned, StringAttr>> grads;
     for (BlockArgument arg : step.getArguments()) {
       auto name = step.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
@@ -205,6 +226,8 @@ struct AutodiffPass final : impl::AutodiffPassBase<AutodiffPass> {
     step.removeResAttrsAttr();
     Builder attrs(step.getContext());
     step.setResultAttr(0, KilnDialect::kOutputAttrName, attrs.getStringAttr("loss"));
+    for (auto [i, name] : llvm::enumerate(metricNames))
+      step.setResultAttr(1 + i, KilnDialect::kOutputAttrName, name);
     for (auto [index, name] : grads)
       step.setResultAttr(index, KilnDialect::kGradAttrName, name);
 

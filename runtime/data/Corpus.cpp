@@ -295,6 +295,7 @@ llvm::Expected<bool> DocumentStream::openNextFile() {
   source_ = std::move(*source);
   jsonl_ = options_.format == CorpusOptions::Format::Jsonl ||
            options_.format == CorpusOptions::Format::Sft ||
+           options_.format == CorpusOptions::Format::Dpo ||
            (options_.format == CorpusOptions::Format::Auto && jsonlByName(path));
   line_ = 0;
   pending_.clear();

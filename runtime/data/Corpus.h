@@ -28,8 +28,9 @@ namespace kiln {
 struct CorpusOptions {
   /// auto: JSONL when the name, less a compression suffix (.gz, .zst, .dz),
   /// ends in .jsonl, .ndjson or .json; text otherwise.
-  /// Sft: JSONL of fine-tuning examples, read with nextLine().
-  enum class Format { Auto, Text, Jsonl, Sft };
+  /// Sft, Dpo: JSONL of fine-tuning examples or preference pairs, read
+  /// with nextLine().
+  enum class Format { Auto, Text, Jsonl, Sft, Dpo };
   Format format = Format::Auto;
   /// The field of a JSONL object that holds the document's text.
   std::string jsonlField = "text";

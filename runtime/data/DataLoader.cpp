@@ -5,6 +5,8 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 
+#include <algorithm>
+
 namespace kiln {
 
 namespace {
@@ -69,6 +71,43 @@ llvm::Expected<std::unique_ptr<DataLoader>> DataLoader::open(const LoaderOptions
     loader->masks_.push_back(std::move(mask));
     loader->shards_.push_back(std::move(*shard));
   }
+  // Shards of rows: one row length across them, matching the sequence.
+  const TokenShard &first = loader->shards_.front();
+  for (const TokenShard &s : loader->shards_)
+    if (s.rowTokens() != first.rowTokens())
+      return error(llvm::formatv("'{0}' and '{1}' do not mix: {2}", first.path(), s.path(),
+                                 first.rowTokens() && s.rowTokens()
+                                     ? llvm::formatv("rows of {0} and of {1} tokens",
+                                                     first.rowTokens(), s.rowTokens())
+                                           .str()
+                                     : std::string("one holds rows (kiln tokenize --format dpo), "
+                                                   "the other a stream of documents")));
+  if (first.rowTokens() > 0) {
+    loader->rowTokens_ = first.rowTokens();
+    if (loader->rowTokens_ != options.seqLen + 1)
+      return error(llvm::formatv("'{0}' holds rows of {1} tokens, sequences of {2}; the run's "
+                                 "sequence length is {3} (tokenize with --seq-len {3}, or set "
+                                 "train.seq_len = {2})",
+                                 first.path(), loader->rowTokens_, loader->rowTokens_ - 1,
+                                 options.seqLen));
+    if (options.batch % options.groupRows != 0)
+      return error(llvm::formatv("a batch of {0} rows does not hold whole groups of {1}",
+                                 options.batch, options.groupRows));
+    for (const TokenShard &s : loader->shards_) {
+      int64_t rows = s.size() / loader->rowTokens_;
+      if (rows % options.groupRows != 0)
+        return error(llvm::formatv("'{0}' holds {1} rows, not whole groups of {2}", s.path(),
+                                   rows, options.groupRows));
+      loader->firstRow_.push_back(loader->rowCount_);
+      loader->rowCount_ += rows;
+    }
+    if (loader->rowCount_ < options.batch * options.worldSize)
+      return error(llvm::formatv("the shards ({0}, ...) hold {1} rows; a step needs {2}",
+                                 options.files.front(), loader->rowCount_,
+                                 options.batch * options.worldSize));
+    loader->reset();
+    return std::move(loader);
+  }
   int64_t window = options.random ? options.seqLen + 1
                                   : options.batch * options.seqLen * options.worldSize + 1;
   bool fits = false;
@@ -95,8 +134,12 @@ LoaderPosition DataLoader::position() const {
 }
 
 llvm::Error DataLoader::seek(const LoaderPosition &position) {
-  if (position.shard < 0 || position.shard >= static_cast<int64_t>(shards_.size()) ||
-      position.offset < 0 || position.offset > shards_[position.shard].size())
+  bool exists = rowTokens_ > 0
+                    ? position.shard == 0 && position.offset >= 0 &&
+                          position.offset < rowCount_ / options_.groupRows
+                    : position.shard >= 0 && position.shard < static_cast<int64_t>(shards_.size()) &&
+                          position.offset >= 0 && position.offset <= shards_[position.shard].size();
+  if (!exists)
     return error(llvm::formatv("data position (shard {0}, offset {1}) does not exist in these "
                                "{2} shards",
                                position.shard, position.offset, shards_.size()));
@@ -105,8 +148,53 @@ llvm::Error DataLoader::seek(const LoaderPosition &position) {
   return llvm::Error::success();
 }
 
-void DataLoader::next(cpu::HostTensor &tokens, cpu::HostTensor &targets) {
+void DataLoader::readRows(llvm::ArrayRef<int64_t> rows, cpu::HostTensor &tokens,
+                          cpu::HostTensor &targets) const {
+  const int64_t B = static_cast<int64_t>(rows.size()), T = options_.seqLen;
+  tokens = cpu::HostTensor(cpu::DType::I32, {B, T});
+  targets = cpu::HostTensor(cpu::DType::I32, {B, T});
+  int64_t *tok = tokens.data<int64_t>(), *tgt = targets.data<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    // The shard holding the row: the last one starting at or before it.
+    int64_t shard = std::upper_bound(firstRow_.begin(), firstRow_.end(), rows[b]) -
+                    firstRow_.begin() - 1;
+    int64_t base = (rows[b] - firstRow_[shard]) * rowTokens_;
+    for (int64_t t = 0; t < T; ++t) {
+      tok[b * T + t] = token(shard, base + t);
+      tgt[b * T + t] = target(shard, base + t + 1);
+    }
+  }
+}
+
+void DataLoader::next(cpu::HostTensor &tokens, cpu::HostTensor &targets,
+                      std::vector<int64_t> *rowsOut) {
   const int64_t B = options_.batch, T = options_.seqLen;
+  if (rowTokens_ > 0) {
+    // Groups of rows: this rank's share of the step's groups, in order
+    // (wrapping into the next epoch), or random groups.
+    const int64_t G = options_.groupRows, groups = rowCount_ / G, perRank = B / G;
+    std::vector<int64_t> rows;
+    for (int64_t j = 0; j < perRank; ++j) {
+      int64_t group;
+      if (options_.random) {
+        group = static_cast<int64_t>(rng_.below(static_cast<uint64_t>(groups)));
+      } else {
+        int64_t k = pos_.offset + options_.rank * perRank + j;
+        group = k % groups;
+      }
+      for (int64_t r = 0; r < G; ++r)
+        rows.push_back(group * G + r);
+    }
+    if (!options_.random) {
+      pos_.offset += perRank * options_.worldSize;
+      pos_.epoch += pos_.offset / groups;
+      pos_.offset %= groups;
+    }
+    readRows(rows, tokens, targets);
+    if (rowsOut)
+      *rowsOut = std::move(rows);
+    return;
+  }
   tokens = cpu::HostTensor(cpu::DType::I32, {B, T});
   targets = cpu::HostTensor(cpu::DType::I32, {B, T});
   int64_t *tok = tokens.data<int64_t>(), *tgt = targets.data<int64_t>();

@@ -7,6 +7,12 @@
 //     overlap; past the last shard a new epoch starts at the first.
 //   random — each sequence starts at a uniformly random token position of
 //     the whole corpus (a per-rank random stream from the seed).
+// Shards of rows (DPO pairs: TokenShard::rowTokens() > 0) are read row by
+// row instead: a row of T+1 tokens gives one sequence (its first T tokens)
+// and its targets (the last T), and rows come in groups (a chosen and a
+// rejected response) that a batch never splits — sequential groups in
+// order through all shards (rank r of W takes the r-th share of each step),
+// or random groups.
 // The position is a small struct that checkpoints save, so a resumed run
 // sees exactly the batches an uninterrupted one would.
 //
@@ -35,6 +41,9 @@ struct LoaderOptions {
   bool random = false;
   uint64_t seed = 0;
   int64_t vocabSize = 0; ///< tokens at or above this are an error (0: unchecked)
+  /// Shards of rows: rows per group (2 for DPO pairs); batch must be a
+  /// multiple of it.
+  int64_t groupRows = 1;
 };
 
 /// Where a loader is; enough to continue exactly.
@@ -51,8 +60,17 @@ public:
   /// malformed, or when the data is too short for one sequence.
   static llvm::Expected<std::unique_ptr<DataLoader>> open(const LoaderOptions &options);
 
-  /// The next batch: tokens and targets, each i32 [B, T].
-  void next(cpu::HostTensor &tokens, cpu::HostTensor &targets);
+  /// The next batch: tokens and targets, each i32 [B, T]. For shards of
+  /// rows, `rows` (when given) receives the batch's global row indices.
+  void next(cpu::HostTensor &tokens, cpu::HostTensor &targets,
+            std::vector<int64_t> *rows = nullptr);
+
+  /// Shards of rows: whether these are, and how many rows there are.
+  bool hasRows() const { return rowTokens_ > 0; }
+  int64_t rowCount() const { return rowCount_; }
+  /// The sequences and targets of global rows `rows`, each i32 [rows, T].
+  void readRows(llvm::ArrayRef<int64_t> rows, cpu::HostTensor &tokens,
+                cpu::HostTensor &targets) const;
 
   LoaderPosition position() const;
   llvm::Error seek(const LoaderPosition &position);
@@ -78,6 +96,10 @@ private:
   /// a shard of 0/1 flags, one per token; 1 where the token is a target.
   std::vector<std::optional<TokenShard>> masks_;
   int64_t total_ = 0;
+  /// Shards of rows: the row length, the total, and the first global row of
+  /// each shard.
+  int64_t rowTokens_ = 0, rowCount_ = 0;
+  std::vector<int64_t> firstRow_;
   LoaderPosition pos_;
   Rng rng_;
 };

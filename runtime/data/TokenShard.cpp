@@ -58,7 +58,8 @@ llvm::Expected<TokenShard> TokenShard::parse(std::unique_ptr<llvm::MemoryBuffer>
     return error(llvm::formatv("token shard '{0}' is truncated: {1} bytes, shorter than the "
                                "1024-byte header",
                                path, bytes));
-  int32_t magic = readInt32(data), version = readInt32(data + 4), count = readInt32(data + 8);
+  int32_t magic = readInt32(data), version = readInt32(data + 4), count = readInt32(data + 8),
+          rowTokens = readInt32(data + 12);
   if (magic != kShardMagic)
     return error(llvm::formatv("'{0}' is not a token shard: magic {1}, expected {2}", path,
                                magic, kShardMagic));
@@ -71,7 +72,11 @@ llvm::Expected<TokenShard> TokenShard::parse(std::unique_ptr<llvm::MemoryBuffer>
     return error(llvm::formatv("token shard '{0}' is truncated or padded: header says {1} "
                                "tokens ({2} bytes), the file has {3} bytes",
                                path, count, kShardHeaderInts * 4 + count * tokenBytes, bytes));
+  if (rowTokens < 0 || (rowTokens > 0 && count % rowTokens != 0))
+    return error(llvm::formatv("token shard '{0}': its {1} tokens are not whole rows of {2}", path,
+                               count, rowTokens));
   shard.count_ = count;
+  shard.rowTokens_ = rowTokens;
   shard.version_ = version;
   // Version 2 stores uint32: ids of 2^31 and above read back negative, and
   // are as wrong as ids past the vocabulary.
@@ -83,7 +88,7 @@ llvm::Expected<TokenShard> TokenShard::parse(std::unique_ptr<llvm::MemoryBuffer>
   return shard;
 }
 
-llvm::Error writeShard(llvm::StringRef path, llvm::ArrayRef<int32_t> tokens) {
+llvm::Error writeShard(llvm::StringRef path, llvm::ArrayRef<int32_t> tokens, int64_t rowTokens) {
   // The header's count is an int32.
   if (tokens.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max()))
     return error(llvm::formatv("token shard '{0}': {1} tokens do not fit one shard (at most "
@@ -99,6 +104,7 @@ llvm::Error writeShard(llvm::StringRef path, llvm::ArrayRef<int32_t> tokens) {
   put32(0, kShardMagic);
   put32(4, small ? 1 : 2);
   put32(8, static_cast<uint32_t>(tokens.size()));
+  put32(12, static_cast<uint32_t>(rowTokens));
   bytes.reserve(bytes.size() + tokens.size() * (small ? 2 : 4));
   for (int32_t t : tokens)
     for (int k = 0; k < (small ? 2 : 4); ++k)
@@ -107,9 +113,11 @@ llvm::Error writeShard(llvm::StringRef path, llvm::ArrayRef<int32_t> tokens) {
 }
 
 llvm::Expected<std::unique_ptr<ShardWriter>> ShardWriter::create(llvm::StringRef path,
-                                                                 int64_t vocabSize) {
+                                                                 int64_t vocabSize,
+                                                                 int64_t rowTokens) {
   std::unique_ptr<ShardWriter> w(new ShardWriter);
   w->path_ = path.str();
+  w->rowTokens_ = rowTokens;
   w->width_ = vocabSize <= 65536 ? 2 : 4;
   w->file_ = std::fopen(w->path_.c_str(), "wb");
   if (!w->file_)
@@ -118,6 +126,7 @@ llvm::Expected<std::unique_ptr<ShardWriter>> ShardWriter::create(llvm::StringRef
   int32_t header[kShardHeaderInts] = {};
   header[0] = kShardMagic;
   header[1] = w->width_ == 2 ? 1 : 2;
+  header[3] = static_cast<int32_t>(rowTokens);
   static_assert(llvm::endianness::native == llvm::endianness::little,
                 "shards are little-endian; kiln runs on little-endian hosts");
   if (std::fwrite(header, sizeof header, 1, w->file_) != 1)
@@ -148,6 +157,9 @@ llvm::Error ShardWriter::append(llvm::ArrayRef<int32_t> tokens) {
 }
 
 llvm::Error ShardWriter::finish() {
+  if (rowTokens_ > 0 && count_ % rowTokens_ != 0)
+    return error(llvm::formatv("token shard '{0}': {1} tokens are not whole rows of {2}", path_,
+                               count_, rowTokens_));
   if (llvm::Error err = flushBuffer())
     return err;
   int32_t count = static_cast<int32_t>(count_);

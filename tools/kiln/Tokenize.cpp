@@ -72,7 +72,10 @@ static cl::opt<CorpusOptions::Format> format(
                clEnumValN(CorpusOptions::Format::Jsonl, "jsonl", "one JSON object per line"),
                clEnumValN(CorpusOptions::Format::Sft, "sft",
                           "JSONL fine-tuning examples: {\"prompt\", \"response\"} or "
-                          "{\"messages\": [{\"role\", \"content\"}, ...]}; writes loss masks")),
+                          "{\"messages\": [{\"role\", \"content\"}, ...]}; writes loss masks"),
+               clEnumValN(CorpusOptions::Format::Dpo, "dpo",
+                          "JSONL preference pairs {\"prompt\", \"chosen\", \"rejected\"}: "
+                          "rows of --seq-len + 1 tokens, chosen then rejected, with loss masks")),
     cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
 static cl::opt<std::string> jsonlField(
     "jsonl-field", cl::desc("The JSONL field of the document's text (giving it implies "
@@ -107,8 +110,15 @@ static cl::opt<int64_t> maxExampleTokens(
     cl::desc("SFT: an example longer than this (end-of-text included) is skipped or truncated "
              "(0: no limit; use train.seq_len + 1)"),
     cl::init(0), cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::opt<int64_t> seqLen(
+    "seq-len",
+    cl::desc("DPO: the training sequence length (train.seq_len); each response is a row of "
+             "this + 1 tokens, padded"),
+    cl::init(0), cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
 static cl::opt<bool> truncateLong(
-    "truncate-long", cl::desc("SFT: truncate too long examples (default: skip and count them)"),
+    "truncate-long",
+    cl::desc("SFT, DPO: truncate too long examples (default: skip and count them); DPO "
+             "truncates the responses, never the prompt"),
     cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
 static cl::opt<unsigned> batchKb(
     "batch-kb", cl::desc("Text per tokenizing task, in KiB (tests make it small to get many)"),
@@ -192,6 +202,12 @@ int runTokenize() {
                             "is an int32)");
   if (batchKb < 1)
     return fail("tokenize", "--batch-kb must be at least 1");
+  if (format == CorpusOptions::Format::Dpo && (seqLen < 1 || seqLen >= (1 << 20)))
+    return fail("tokenize", "--format dpo needs --seq-len N, the run's train.seq_len (each "
+                            "response becomes a row of N + 1 tokens)");
+  if (format != CorpusOptions::Format::Dpo && seqLen.getNumOccurrences())
+    return fail("tokenize", "--seq-len is for --format dpo (its rows' length); SFT limits "
+                            "examples with --max-example-tokens");
   auto tokenizer = tooling::makeTokenizer(tokenizerKind, tokenizerPath);
   if (!tokenizer)
     return fail("tokenize", toString(tokenizer.takeError()));
@@ -232,7 +248,12 @@ int runTokenize() {
   // Each split's open shard; tokens stream into it, so memory does not
   // grow with the shard size.
   std::unique_ptr<ShardWriter> shard[2], maskShard[2];
-  const bool sft = format == CorpusOptions::Format::Sft;
+  const bool dpo = format == CorpusOptions::Format::Dpo;
+  const bool sft = format == CorpusOptions::Format::Sft || dpo;
+  // DPO: fixed rows of seqLen + 1 tokens, in pairs that a shard never splits.
+  const int64_t rowTokens = dpo ? seqLen + 1 : 0;
+  const int64_t shardTokens = dpo ? std::max<int64_t>(1, shardSize / (2 * rowTokens)) * 2 * rowTokens
+                                  : shardSize.getValue();
   std::vector<int64_t> counts(tok.vocabSize(), 0);
   int64_t docCount = 0, valDocs = 0, shardIndex[2] = {0, 0}, tokenCount[2] = {0, 0};
   std::vector<std::string> written; // names relative to --out
@@ -253,7 +274,8 @@ int runTokenize() {
     while (!tokens.empty()) {
       if (!shard[split]) {
         std::string stem = formatv("{0}_{1:06}", split ? "val" : "train", shardIndex[split]++);
-        auto w = ShardWriter::create((staging + "/" + stem + ".bin").str(), tok.vocabSize());
+        auto w = ShardWriter::create((staging + "/" + stem + ".bin").str(), tok.vocabSize(),
+                                     rowTokens);
         if (!w)
           return w.takeError();
         shard[split] = std::move(*w);
@@ -266,7 +288,7 @@ int runTokenize() {
           written.push_back(stem + ".mask");
         }
       }
-      size_t n = std::min<size_t>(tokens.size(), shardSize - shard[split]->size());
+      size_t n = std::min<size_t>(tokens.size(), shardTokens - shard[split]->size());
       if (Error err = shard[split]->append(tokens.take_front(n)))
         return err;
       if (maskShard[split]) {
@@ -275,7 +297,7 @@ int runTokenize() {
         mask = mask.drop_front(n);
       }
       tokens = tokens.drop_front(n);
-      if (shard[split]->size() == shardSize)
+      if (shard[split]->size() == shardTokens)
         if (Error err = closeShard(split))
           return err;
     }
@@ -337,8 +359,8 @@ int runTokenize() {
   Progress progress((*stream)->totalBytes());
   auto batch = std::make_shared<Batch>();
   std::string doc;
-  int64_t tooLong = 0;
-  std::string firstTooLong;
+  int64_t tooLong = 0, promptTooLong = 0;
+  std::string firstTooLong, firstPromptTooLong;
   bool previousTrained = false;
   std::vector<std::string> roles(trainRoles.begin(), trainRoles.end());
   if (roles.empty())
@@ -369,6 +391,16 @@ int runTokenize() {
       why = "not valid JSON: " + toString(value.takeError());
     } else if (!o) {
       why = "not a JSON object";
+    } else if (dpo) {
+      auto prompt = o->getString("prompt"), chosen = o->getString("chosen"),
+           rejected = o->getString("rejected");
+      if (!prompt || !chosen || !rejected)
+        why = formatv("no string field \"{0}\"", !prompt ? "prompt" : !chosen ? "chosen" : "rejected")
+                  .str();
+      else
+        segments = {{fill(promptTemplate, {{"{prompt}", *prompt}}), false},
+                    {fill(responseTemplate, {{"{response}", *chosen}}), true},
+                    {fill(responseTemplate, {{"{response}", *rejected}}), true}};
     } else if (const json::Array *messages = o->getArray("messages")) {
       for (const json::Value &m : *messages) {
         const json::Object *mo = m.getAsObject();
@@ -400,6 +432,56 @@ int runTokenize() {
       }
       if (skippedSft++ == 0)
         firstSkippedSft = where + ": " + why;
+      continue;
+    }
+    if (dpo) {
+      // Two rows: end-of-text, the prompt (no targets), the response and an
+      // end-of-text (targets: the model learns where the response stops),
+      // then end-of-text padding without targets.
+      std::vector<int32_t> promptTokens{tok.eot()};
+      for (int32_t t : tok.encode(segments[0].first))
+        promptTokens.push_back(t);
+      std::vector<int32_t> rows, masks;
+      bool skip = false, tooLongPair = false;
+      for (int k = 1; k <= 2; ++k) {
+        std::vector<int32_t> row = promptTokens, mask(promptTokens.size(), 0);
+        for (int32_t t : tok.encode(segments[k].first)) {
+          row.push_back(t);
+          mask.push_back(1);
+        }
+        row.push_back(tok.eot());
+        mask.push_back(1);
+        if (static_cast<int64_t>(row.size()) > rowTokens) {
+          // Truncation keeps at least one response token to compare.
+          if (truncateLong && static_cast<int64_t>(promptTokens.size()) >= rowTokens) {
+            if (promptTooLong++ == 0)
+              firstPromptTooLong = formatv("{0}: {1} tokens", where, promptTokens.size()).str();
+            skip = true;
+            break;
+          }
+          if (!tooLongPair && tooLong++ == 0)
+            firstTooLong = formatv("{0}: {1} tokens", where, row.size()).str();
+          tooLongPair = true;
+          skip |= !truncateLong;
+          row.resize(rowTokens);
+          mask.resize(rowTokens);
+        }
+        row.resize(rowTokens, tok.eot());
+        mask.resize(rowTokens, 0);
+        rows.insert(rows.end(), row.begin(), row.end());
+        masks.insert(masks.end(), mask.begin(), mask.end());
+      }
+      if (skip)
+        continue;
+      bool isVal = valFraction > 0 &&
+                   std::floor((docCount + 1) * valFraction) > std::floor(docCount * valFraction);
+      ++docCount;
+      valDocs += isVal;
+      if (!check(append(isVal, rows, masks)))
+        break;
+      for (size_t k = 0; k < rows.size(); ++k)
+        counts[rows[k]] += masks[k];
+      tokenCount[isVal] += static_cast<int64_t>(rows.size());
       continue;
     }
     // End-of-text first; it is a target (learning to stop) when the
@@ -477,6 +559,12 @@ int runTokenize() {
   if (!failure.empty())
     return fail("tokenize", failure + " (nothing written to '" + outDir + "')");
   progress.update((*stream)->bytesConsumed(), docCount, tokenCount[0] + tokenCount[1], true);
+  if (tokenCount[0] == 0 && dpo)
+    return fail("tokenize", formatv("no training pair: {0} pair(s) kept, {1} skipped as too long for "
+                                    "--seq-len {2} (nothing written to '{3}')",
+                                    docCount, truncateLong ? promptTooLong : tooLong,
+                                    seqLen.getValue(), outDir.getValue())
+                                .str());
   if (tokenCount[0] == 0)
     return fail("tokenize", "no text in the input files (nothing written to '" + outDir + "')");
 
@@ -510,15 +598,24 @@ int runTokenize() {
   outs() << formatv("kiln tokenize: {0} documents from {1} file(s), {2} tokenizer (vocab {3}), "
                     "{4} thread(s)\n",
                     docCount, files->size(), tok.name(), tok.vocabSize(), threadCount);
-  outs() << formatv("  text: {0:f1} MB; train: {1} tokens; val: {2} tokens ({3} documents)\n",
-                    static_cast<double>((*stream)->textBytes()) / 1e6, tokenCount[0],
-                    tokenCount[1], valDocs);
+  if (dpo)
+    outs() << formatv("  pairs: {0} train, {1} val; rows of {2} tokens (sequences of {3})\n",
+                      docCount - valDocs, valDocs, rowTokens, rowTokens - 1);
+  else
+    outs() << formatv("  text: {0:f1} MB; train: {1} tokens; val: {2} tokens ({3} documents)\n",
+                      static_cast<double>((*stream)->textBytes()) / 1e6, tokenCount[0],
+                      tokenCount[1], valDocs);
   if (skippedSft)
     outs() << formatv("  skipped {0} bad line(s); the first: {1}\n", skippedSft, firstSkippedSft);
   if (tooLong)
-    outs() << formatv("  {0} {1} example(s) longer than {2} tokens; the first: {3}\n",
-                      truncateLong ? "truncated" : "skipped", tooLong, maxExampleTokens,
-                      firstTooLong);
+    outs() << formatv("  {0} {1} {2} longer than {3} tokens; the first: {4}\n",
+                      truncateLong ? "truncated" : "skipped", tooLong,
+                      dpo ? "pair(s) with a row" : "example(s)",
+                      dpo ? rowTokens : maxExampleTokens.getValue(), firstTooLong);
+  if (promptTooLong)
+    outs() << formatv("  skipped {0} pair(s) whose prompt fills the {1}-token row; the first: "
+                      "{2}\n",
+                      promptTooLong, rowTokens, firstPromptTooLong);
   if ((*stream)->skippedLines())
     outs() << formatv("  skipped {0} bad line(s); the first: {1}\n", (*stream)->skippedLines(),
                       (*stream)->firstSkipped());

@@ -62,7 +62,8 @@ gradCheck(ModuleOp module, llvm::ArrayRef<cpu::HostTensor> args, const GradCheck
   std::vector<cpu::HostTensor> perturbed(args.begin(), args.end());
   std::vector<TensorGradCheck> report;
   Rng rng(options.seed, "gradcheck");
-  unsigned result = 1; // gradients follow the loss, in parameter order
+  // Gradients follow the loss and its metrics, in parameter order.
+  unsigned result = forward.getNumResults();
   for (unsigned i = 0, e = forward.getNumArguments(); i < e; ++i) {
     auto name = forward.getArgAttrOfType<StringAttr>(i, KilnDialect::kParamAttrName);
     if (!name)

@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cmath>
 #include <future>
+#include <map>
 
 namespace kiln::tooling {
 
@@ -54,12 +55,14 @@ public:
   explicit Prefetcher(DataLoader &loader) : loader_(loader) {}
   ~Prefetcher() { wait(); }
 
-  void next(cpu::HostTensor &tokens, cpu::HostTensor &targets) {
+  /// `rows`: for shards of rows, the batch's global row indices.
+  void next(cpu::HostTensor &tokens, cpu::HostTensor &targets, std::vector<int64_t> &rows) {
     if (!pending_.valid())
       start();
     pending_.get();
     tokens = std::move(tokens_);
     targets = std::move(targets_);
+    rows = std::move(rows_);
     start();
   }
   LoaderPosition position() {
@@ -75,7 +78,8 @@ public:
 private:
   void start() {
     before_ = loader_.position();
-    pending_ = std::async(std::launch::async, [this] { loader_.next(tokens_, targets_); });
+    pending_ =
+        std::async(std::launch::async, [this] { loader_.next(tokens_, targets_, &rows_); });
   }
   /// Drops a batch read ahead: the loader goes back to where it started.
   void wait() {
@@ -89,6 +93,7 @@ private:
   std::future<void> pending_;
   LoaderPosition before_;
   cpu::HostTensor tokens_, targets_;
+  std::vector<int64_t> rows_;
 };
 
 std::string formatDuration(double seconds) {
@@ -158,6 +163,13 @@ llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>> buildTrainingModule(mlir::MLIR
                                mlir::Float32Type::get(&ctx), models::GPT2Output::Logits,
                                "logits", errors)))
     return error("building @logits failed:\n  " + llvm::join(errors, "\n  "));
+  // DPO: the rows' log-probabilities, for the reference model's (computed
+  // once from the starting weights).
+  if (config.model.objective == "dpo" &&
+      failed(models::buildModel(**module, config.model, config.train.batch_size,
+                                config.seqLen(), mlir::Float32Type::get(&ctx),
+                                models::GPT2Output::LogProbs, "logps", errors)))
+    return error("building @logps failed:\n  " + llvm::join(errors, "\n  "));
   auto written = runTrainingPipeline(**module, config, {});
   if (!written)
     return written.takeError();
@@ -267,7 +279,15 @@ namespace {
 struct StepResult {
   double loss = 0, gradNorm = 0;
   bool skipped = false;
+  /// The objective's metrics (DPO's reward margin, accuracy, ...), by name.
+  std::map<std::string, double> metrics;
 };
+
+/// The outputs of a step that are metrics: everything but the loss and the
+/// optimizer's own.
+bool isMetric(llvm::StringRef name) {
+  return name != "loss" && name != "grad_norm" && name != "skipped";
+}
 
 /// One run of the training loop (llm.c's train_gpt2 as methods): open()
 /// assembles the pieces, loop() takes the steps, finish() writes the plot.
@@ -292,6 +312,13 @@ private:
   llvm::Expected<StepResult> step(double lr);
   llvm::Error logStep(const StepResult &r, double lr, double stepSeconds);
   llvm::Error evaluate();
+  /// DPO: the reference model's log-probabilities of every row, from the
+  /// starting weights — computed, or read back on resume.
+  llvm::Error referenceLogProbs();
+  llvm::Expected<std::vector<float>> computeLogProbs(const DataLoader &data, llvm::StringRef what);
+  /// The `ref_logps` input of a batch of rows.
+  cpu::HostTensor refInput(const std::vector<float> &ref, const std::vector<int64_t> &rows) const;
+  bool dpo() const { return config_.model.objective == "dpo"; }
   llvm::Expected<std::string> save();
   /// Stops the run after `err` (a failed log write): one last checkpoint
   /// attempt, then an error that says what was and was not saved.
@@ -315,6 +342,8 @@ private:
   MetricsLog log_;
   std::string checkpointDir_;
   double lastVal_ = NAN;
+  std::vector<float> refTrain_, refVal_;
+  bool refComputed_ = false;
   Clock::time_point runStart_;
   int64_t firstStep_ = 0, skippedSteps_ = 0;
   /// Step times after this process's first step (which includes warm-up):
@@ -339,17 +368,30 @@ llvm::Error TrainingRun::openData() {
   auto valFiles = expandGlob(config_.data.val);
   if (!valFiles)
     return error("data.val: " + llvm::toString(valFiles.takeError()));
+  const int64_t groupRows = dpo() ? 2 : 1; // a DPO pair: chosen, rejected
   LoaderOptions trainOptions{*trainFiles, B_, T_, 0, 1, config_.data.mode == "random",
-                             static_cast<uint64_t>(config_.train.seed), config_.model.vocab_size};
+                             static_cast<uint64_t>(config_.train.seed), config_.model.vocab_size,
+                             groupRows};
   auto trainData = DataLoader::open(trainOptions);
   if (!trainData)
     return trainData.takeError();
   trainData_ = std::move(*trainData);
-  LoaderOptions valOptions{*valFiles, B_, T_, 0, 1, false, 0, config_.model.vocab_size};
+  LoaderOptions valOptions{*valFiles, B_, T_, 0, 1, false, 0, config_.model.vocab_size, groupRows};
   auto valData = DataLoader::open(valOptions);
   if (!valData)
     return valData.takeError();
   valData_ = std::move(*valData);
+  for (const DataLoader *data : {trainData_.get(), valData_.get()}) {
+    llvm::StringRef key = data == trainData_.get() ? "data.train" : "data.val";
+    if (dpo() && !data->hasRows())
+      return error(key + " = '" + (data == trainData_.get() ? config_.data.train : config_.data.val) +
+                   "' holds a stream of documents; model.objective = \"dpo\" trains on "
+                   "preference pairs (kiln tokenize --format dpo --seq-len " +
+                   llvm::Twine(T_) + ")");
+    if (!dpo() && data->hasRows())
+      return error(key + " holds DPO pairs (kiln tokenize --format dpo); train on them with "
+                         "model.objective = \"dpo\"");
+  }
   trainBatches_ = std::make_unique<Prefetcher>(*trainData_);
   return llvm::Error::success();
 }
@@ -494,10 +536,17 @@ void TrainingRun::printHeader(double compileSeconds) {
   out_ << llvm::formatv("kiln train: {0} ({1} layers, width {2}), {3} parameters; {4} backend\n",
                         config_.model.kind, config_.model.n_layer, config_.model.n_embd,
                         paramCount, backend_->name());
-  out_ << llvm::formatv("  data: {0} train tokens ({1} shard{2}), {3} val tokens; {4} tokenizer\n",
-                        trainData_->totalTokens(), trainFiles_.size(),
-                        trainFiles_.size() == 1 ? "" : "s", valData_->totalTokens(),
-                        tokenizer_->name());
+  if (dpo())
+    out_ << llvm::formatv("  data: {0} train pairs ({1} shard{2}), {3} val pairs; {4} tokenizer; "
+                          "DPO, beta {5}, {6} pairs per step\n",
+                          trainData_->rowCount() / 2, trainFiles_.size(),
+                          trainFiles_.size() == 1 ? "" : "s", valData_->rowCount() / 2,
+                          tokenizer_->name(), config_.model.dpo_beta, B_ * K_ / 2);
+  else
+    out_ << llvm::formatv("  data: {0} train tokens ({1} shard{2}), {3} val tokens; {4} tokenizer\n",
+                          trainData_->totalTokens(), trainFiles_.size(),
+                          trainFiles_.size() == 1 ? "" : "s", valData_->totalTokens(),
+                          tokenizer_->name());
   out_ << llvm::formatv("  step: {0} x {1} tokens{2} = {3} tokens; {4} steps; lr {5:e1} ({6}, "
                         "warmup {7}); compiled in {8:f2} s\n",
                         B_, T_, K_ > 1 ? llvm::formatv(" x {0} micro-batches", K_).str() : "",
@@ -528,8 +577,21 @@ llvm::Error TrainingRun::open() {
   // run directory: nothing is written before every check above passed.
   if (llvm::Error err = restore())
     return err;
+  if (llvm::Error err = referenceLogProbs())
+    return err;
   if (llvm::Error err = openRunDir())
     return err;
+  if (refComputed_) {
+    auto vector = [](const std::vector<float> &v) {
+      cpu::HostTensor t(cpu::DType::F32, {static_cast<int64_t>(v.size())});
+      for (size_t i = 0; i < v.size(); ++i)
+        t.set(static_cast<int64_t>(i), v[i]);
+      return t;
+    };
+    if (llvm::Error err = writeSafetensors(join(config_.run_dir, "reference_logps.safetensors"),
+                                           {{"train", vector(refTrain_)}, {"val", vector(refVal_)}}))
+      return err;
+  }
   printHeader(compileSeconds);
   return llvm::Error::success();
 }
@@ -537,24 +599,41 @@ llvm::Error TrainingRun::open() {
 llvm::Expected<StepResult> TrainingRun::step(double lr) {
   cpu::HostTensor lrT = scalar(lr), stepT = scalar(static_cast<double>(state_.step + 1));
   StepResult r;
+  // The next micro-batch's inputs: tokens, targets and (DPO) the
+  // reference's log-probabilities of its rows.
+  auto batch = [&] {
+    cpu::HostTensor tokens, targets;
+    std::vector<int64_t> rows;
+    trainBatches_->next(tokens, targets, rows);
+    TensorMap inputs{{"tokens", tokens}, {"targets", targets}};
+    if (dpo())
+      inputs["ref_logps"] = refInput(refTrain_, rows);
+    return inputs;
+  };
+  auto addMetrics = [&](const TensorMap &out, double weight) {
+    for (const auto &[name, value] : out)
+      if (isMetric(name))
+        r.metrics[name] += value.get(0) * weight;
+  };
   llvm::Expected<TensorMap> result = TensorMap();
   if (backend_->hasFunction("accumulate_step")) {
     for (int64_t k = 0; k < K_; ++k) {
-      cpu::HostTensor tokens, targets;
-      trainBatches_->next(tokens, targets);
-      auto micro = backend_->run("accumulate_step", {{"tokens", tokens}, {"targets", targets}});
+      auto micro = backend_->run("accumulate_step", batch());
       if (!micro)
         return micro.takeError();
       r.loss += micro->at("loss").get(0) / static_cast<double>(K_);
+      addMetrics(*micro, 1.0 / static_cast<double>(K_));
     }
     result = backend_->run("apply_step", {{"lr", lrT}, {"step", stepT}});
   } else {
-    cpu::HostTensor tokens, targets;
-    trainBatches_->next(tokens, targets);
-    result = backend_->run("train_step", {{"tokens", tokens}, {"targets", targets},
-                                          {"lr", lrT}, {"step", stepT}});
-    if (result)
+    TensorMap inputs = batch();
+    inputs["lr"] = lrT;
+    inputs["step"] = stepT;
+    result = backend_->run("train_step", inputs);
+    if (result) {
       r.loss = result->at("loss").get(0);
+      addMetrics(*result, 1.0);
+    }
   }
   if (!result)
     return result.takeError();
@@ -566,53 +645,159 @@ llvm::Expected<StepResult> TrainingRun::step(double lr) {
   return r;
 }
 
+cpu::HostTensor TrainingRun::refInput(const std::vector<float> &ref,
+                                      const std::vector<int64_t> &rows) const {
+  cpu::HostTensor t(cpu::DType::F32, {static_cast<int64_t>(rows.size())});
+  for (size_t i = 0; i < rows.size(); ++i)
+    t.set(static_cast<int64_t>(i), ref[static_cast<size_t>(rows[i])]);
+  return t;
+}
+
+llvm::Expected<std::vector<float>> TrainingRun::computeLogProbs(const DataLoader &data,
+                                                               llvm::StringRef what) {
+  const int64_t rows = data.rowCount();
+  std::vector<float> logps(static_cast<size_t>(rows));
+  auto start = Clock::now();
+  double shown = 0;
+  for (int64_t first = 0; first < rows && !interrupted(); first += B_) {
+    // A last, partial batch is filled with row 0 and those results dropped.
+    std::vector<int64_t> batchRows;
+    for (int64_t b = 0; b < B_; ++b)
+      batchRows.push_back(first + b < rows ? first + b : 0);
+    cpu::HostTensor tokens, targets;
+    data.readRows(batchRows, tokens, targets);
+    auto out = backend_->run("logps", {{"tokens", tokens}, {"targets", targets}});
+    if (!out)
+      return out.takeError();
+    const cpu::HostTensor &l = out->at("logps");
+    for (int64_t b = 0; b < B_ && first + b < rows; ++b)
+      logps[static_cast<size_t>(first + b)] = static_cast<float>(l.get(b));
+    double t = std::chrono::duration<double>(Clock::now() - start).count();
+    if (t - shown >= 10) {
+      shown = t;
+      out_ << llvm::formatv("  reference log-probabilities ({0}): {1}/{2} rows\n", what,
+                            std::min(first + B_, rows), rows);
+      out_.flush();
+    }
+  }
+  if (interrupted())
+    return error("interrupted while computing the reference log-probabilities; nothing was "
+                 "written");
+  return logps;
+}
+
+llvm::Error TrainingRun::referenceLogProbs() {
+  if (!dpo())
+    return llvm::Error::success();
+  std::string path = join(config_.run_dir, "reference_logps.safetensors");
+  if (options_.resume) {
+    // The starting weights are gone; the run saved what they gave.
+    auto saved = readSafetensors(path);
+    if (!saved)
+      return error("cannot resume a DPO run without its reference log-probabilities: " +
+                   llvm::toString(saved.takeError()));
+    for (auto &[name, tensor] : *saved) {
+      std::vector<float> &ref = name == "train" ? refTrain_ : refVal_;
+      for (int64_t i = 0; i < tensor.numel(); ++i)
+        ref.push_back(static_cast<float>(tensor.get(i)));
+    }
+    if (static_cast<int64_t>(refTrain_.size()) != trainData_->rowCount() ||
+        static_cast<int64_t>(refVal_.size()) != valData_->rowCount())
+      return error(llvm::formatv("'{0}' holds reference log-probabilities of {1} train and {2} "
+                                 "val rows; the data has {3} and {4} (the shards changed since "
+                                 "the run started)",
+                                 path, refTrain_.size(), refVal_.size(), trainData_->rowCount(),
+                                 valData_->rowCount()));
+    return llvm::Error::success();
+  }
+  auto start = Clock::now();
+  auto train = computeLogProbs(*trainData_, "train");
+  if (!train)
+    return train.takeError();
+  auto val = computeLogProbs(*valData_, "val");
+  if (!val)
+    return val.takeError();
+  refTrain_ = std::move(*train);
+  refVal_ = std::move(*val);
+  refComputed_ = true;
+  out_ << llvm::formatv("  reference log-probabilities of {0} train and {1} val rows from the "
+                        "starting weights in {2:f1} s\n",
+                        refTrain_.size(), refVal_.size(),
+                        std::chrono::duration<double>(Clock::now() - start).count());
+  return llvm::Error::success();
+}
+
 llvm::Error TrainingRun::logStep(const StepResult &r, double lr, double stepSeconds) {
   double elapsed = std::chrono::duration<double>(Clock::now() - runStart_).count();
   double tokPerSec = static_cast<double>(B_ * T_ * K_) / std::max(stepSeconds, 1e-9);
   double eta = elapsed / static_cast<double>(state_.step - firstStep_) *
                static_cast<double>(steps_ - state_.step);
+  std::string metrics;
+  if (r.metrics.count("reward_accuracy"))
+    metrics = llvm::formatv(" | acc {0:f2} | margin {1:f3}", r.metrics.at("reward_accuracy"),
+                            r.metrics.at("reward_margin"));
   std::string line = llvm::formatv(
-      "step {0}/{1} | loss {2:f4} | val {3} | lr {4:e2} | {5} tok/s | {6} elapsed | ETA {7}",
+      "step {0}/{1} | loss {2:f4}{8} | val {3} | lr {4:e2} | {5} tok/s | {6} elapsed | ETA {7}",
       state_.step, steps_, r.loss,
       std::isnan(lastVal_) ? std::string("-") : llvm::formatv("{0:f4}", lastVal_).str(), lr,
-      static_cast<int64_t>(tokPerSec), formatDuration(elapsed), formatDuration(eta));
+      static_cast<int64_t>(tokPerSec), formatDuration(elapsed), formatDuration(eta), metrics);
   if (options_.interactive)
     out_ << "\r" << line << "\x1b[K";
   else if (state_.step % config_.train.log_every == 0 || state_.step == 1)
     out_ << line << "\n";
   out_.flush();
-  return log_.write(llvm::json::Object{{"step", state_.step},
-                                       {"loss", r.loss},
-                                       {"lr", lr},
-                                       {"grad_norm", r.gradNorm},
-                                       {"skipped", r.skipped},
-                                       {"tokens", state_.tokensSeen},
-                                       {"tok_per_s", tokPerSec},
-                                       {"elapsed_s", elapsed}});
+  llvm::json::Object record{{"step", state_.step},
+                            {"loss", r.loss},
+                            {"lr", lr},
+                            {"grad_norm", r.gradNorm},
+                            {"skipped", r.skipped},
+                            {"tokens", state_.tokensSeen},
+                            {"tok_per_s", tokPerSec},
+                            {"elapsed_s", elapsed}};
+  for (const auto &[name, value] : r.metrics)
+    record[name] = value;
+  return log_.write(std::move(record));
 }
 
 llvm::Error TrainingRun::evaluate() {
   valData_->reset();
   double sum = 0;
+  std::map<std::string, double> metrics;
   int64_t batches = 0;
   // A signal stops a long evaluation between batches; the partial mean is
   // not logged.
   for (; batches < config_.eval.batches && !interrupted(); ++batches) {
     cpu::HostTensor tokens, targets;
-    valData_->next(tokens, targets);
-    auto result = backend_->run("forward", {{"tokens", tokens}, {"targets", targets}});
+    std::vector<int64_t> rows;
+    valData_->next(tokens, targets, &rows);
+    TensorMap inputs{{"tokens", tokens}, {"targets", targets}};
+    if (dpo())
+      inputs["ref_logps"] = refInput(refVal_, rows);
+    auto result = backend_->run("forward", inputs);
     if (!result)
       return result.takeError();
     sum += result->at("loss").get(0);
+    for (const auto &[name, value] : *result)
+      if (isMetric(name))
+        metrics[name] += value.get(0);
   }
   if (batches < config_.eval.batches)
     return llvm::Error::success();
-  lastVal_ = sum / static_cast<double>(config_.eval.batches);
+  const double n = static_cast<double>(config_.eval.batches);
+  lastVal_ = sum / n;
   if (options_.interactive)
     out_ << "\n";
-  out_ << llvm::formatv("step {0}/{1} | val loss {2:f4}\n", state_.step, steps_, lastVal_);
+  std::string shown;
+  if (metrics.count("reward_accuracy"))
+    shown = llvm::formatv(" | val acc {0:f3} | val margin {1:f3}", metrics["reward_accuracy"] / n,
+                          metrics["reward_margin"] / n);
+  out_ << llvm::formatv("step {0}/{1} | val loss {2:f4}{3}\n", state_.step, steps_, lastVal_,
+                        shown);
   out_.flush();
-  if (llvm::Error err = log_.write(llvm::json::Object{{"step", state_.step}, {"val_loss", lastVal_}}))
+  llvm::json::Object record{{"step", state_.step}, {"val_loss", lastVal_}};
+  for (const auto &[name, value] : metrics)
+    record["val_" + name] = value / n;
+  if (llvm::Error err = log_.write(std::move(record)))
     return err;
   if (config_.eval.sample_tokens == 0)
     return llvm::Error::success();

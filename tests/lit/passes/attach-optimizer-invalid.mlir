@@ -18,7 +18,7 @@ func.func @train_step(%w: tensor<4xf32> {kiln.param = "w"}) -> (tensor<4xf32> {k
 
 // -----
 
-// expected-error @+1 {{kiln-attach-optimizer: result #1 of @train_step is not a gradient (kiln.grad)}}
+// expected-error @+1 {{kiln-attach-optimizer: result #1 of @train_step is neither a metric (kiln.output, before the gradients) nor a gradient (kiln.grad)}}
 func.func @train_step(%w: tensor<4xf32> {kiln.param = "w"}) -> (tensor<f32> {kiln.output = "loss"}, tensor<4xf32>) {
   %l = kiln.reduce_sum %w, dims = [0] : tensor<4xf32> -> tensor<f32>
   return %l, %w : tensor<f32>, tensor<4xf32>

@@ -1,9 +1,26 @@
 // Errors kiln-autodiff reports.
 // RUN: kiln-opt %s -split-input-file -kiln-autodiff -verify-diagnostics
 
-// expected-error @+1 {{kiln-autodiff: @forward must return one scalar float loss (tensor<f32>); it returns ('tensor<4xf32>')}}
+// expected-error @+1 {{kiln-autodiff: @forward must return a scalar float loss (tensor<f32>) first; it returns ('tensor<4xf32>')}}
 func.func @forward(%w: tensor<4xf32> {kiln.param = "w"}) -> tensor<4xf32> {
   return %w : tensor<4xf32>
+}
+
+// -----
+
+// A result after the loss must be a named scalar (a metric).
+// expected-error @+1 {{kiln-autodiff: result #1 of @forward is not a metric: results after the loss must be scalars named with kiln.output (it is 'tensor<4xf32>')}}
+func.func @forward(%w: tensor<4xf32> {kiln.param = "w"}) -> (tensor<f32>, tensor<4xf32> {kiln.output = "w"}) {
+  %l = kiln.reduce_sum %w, dims = [0] : tensor<4xf32> -> tensor<f32>
+  return %l, %w : tensor<f32>, tensor<4xf32>
+}
+
+// -----
+
+// expected-error @+1 {{kiln-autodiff: result #1 of @forward is not a metric: results after the loss must be scalars named with kiln.output (it is 'tensor<f32>')}}
+func.func @forward(%w: tensor<4xf32> {kiln.param = "w"}) -> (tensor<f32>, tensor<f32>) {
+  %l = kiln.reduce_sum %w, dims = [0] : tensor<4xf32> -> tensor<f32>
+  return %l, %l : tensor<f32>, tensor<f32>
 }
 
 // -----

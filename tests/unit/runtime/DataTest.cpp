@@ -156,6 +156,76 @@ TEST(DataLoader, SequentialBatchesShiftTargetsAndWrapShardsAndEpochs) {
   EXPECT_EQ((*loader)->position().epoch, 1);
 }
 
+// Shards of rows (DPO pairs): each row of T+1 tokens is one sequence and its
+// targets; pairs stay together, run across shards in order and wrap into the
+// next epoch; ranks take disjoint pairs; the mask hides prompt targets.
+TEST(DataLoader, RowsComeInWholeGroupsAcrossShards) {
+  std::string dir = tempDir();
+  const int64_t R = 5; // rows of 5 tokens: sequences of 4
+  // Shard 0: 2 pairs (4 rows, tokens 0..19); shard 1: 1 pair (100..109).
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s0.bin", iotaTokens(20, 0), R)));
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s1.bin", iotaTokens(10, 100), R)));
+  std::vector<int32_t> mask(10, 1);
+  mask[1] = 0; // row 4's first target (its token 1) is a prompt token
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s1.mask", mask)));
+  LoaderOptions o{{dir + "/s0.bin", dir + "/s1.bin"}, /*batch=*/4, /*seqLen=*/4};
+  o.groupRows = 2;
+  auto loader = DataLoader::open(o);
+  ASSERT_TRUE(static_cast<bool>(loader)) << llvm::toString(loader.takeError());
+  EXPECT_TRUE((*loader)->hasRows());
+  EXPECT_EQ((*loader)->rowCount(), 6);
+  cpu::HostTensor tok, tgt;
+  std::vector<int64_t> rows;
+  (*loader)->next(tok, tgt, &rows); // pairs 0, 1: rows 0..3
+  EXPECT_EQ(rows, (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(tok.get(4), 5);  // row 1 starts at token 5
+  EXPECT_EQ(tgt.get(4), 6);  // its target: the next token of the row
+  EXPECT_EQ(tgt.get(3), 4);  // row 0's last target is its fifth token
+  (*loader)->next(tok, tgt, &rows); // pair 2 (shard 1), then pair 0 of epoch 1
+  EXPECT_EQ(rows, (std::vector<int64_t>{4, 5, 0, 1}));
+  EXPECT_EQ(tok.get(0), 100);
+  EXPECT_EQ(tgt.get(0), -1); // masked
+  EXPECT_EQ(tgt.get(1), 102);
+  EXPECT_EQ(tok.get(8), 0);
+  EXPECT_EQ((*loader)->position().epoch, 1);
+
+  // Two ranks: disjoint pairs of each step.
+  LoaderOptions r1 = o;
+  r1.batch = 2;
+  r1.worldSize = 2;
+  r1.rank = 1;
+  auto l1 = DataLoader::open(r1);
+  ASSERT_TRUE(static_cast<bool>(l1)) << llvm::toString(l1.takeError());
+  (*l1)->next(tok, tgt, &rows);
+  EXPECT_EQ(rows, (std::vector<int64_t>{2, 3}));
+
+  // Rows for another sequence length, a batch splitting a pair, and a mix
+  // of rows and a stream are refused.
+  LoaderOptions longer = o;
+  longer.seqLen = 8;
+  auto refused = DataLoader::open(longer);
+  ASSERT_FALSE(static_cast<bool>(refused));
+  EXPECT_NE(errorOf(refused.takeError()).find("holds rows of 5 tokens, sequences of 4; the run's "
+                                              "sequence length is 8"),
+            std::string::npos);
+  LoaderOptions odd = o;
+  odd.batch = 3;
+  auto split = DataLoader::open(odd);
+  ASSERT_FALSE(static_cast<bool>(split));
+  EXPECT_NE(errorOf(split.takeError()).find("does not hold whole groups of 2"), std::string::npos);
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/stream.bin", iotaTokens(40))));
+  LoaderOptions mixed = o;
+  mixed.files.push_back(dir + "/stream.bin");
+  auto mix = DataLoader::open(mixed);
+  ASSERT_FALSE(static_cast<bool>(mix));
+  EXPECT_NE(errorOf(mix.takeError()).find("do not mix"), std::string::npos);
+  // A shard whose count is not whole rows is malformed.
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/ragged.bin", iotaTokens(7), R)));
+  auto ragged = TokenShard::open(dir + "/ragged.bin", 0);
+  ASSERT_FALSE(static_cast<bool>(ragged));
+  EXPECT_NE(errorOf(ragged.takeError()).find("not whole rows of 5"), std::string::npos);
+}
+
 TEST(DataLoader, RanksTakeDisjointWindows) {
   std::string dir = tempDir();
   ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s.bin", iotaTokens(100))));
