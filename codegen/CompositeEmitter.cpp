@@ -364,14 +364,15 @@ std::string tilesText(const FlashTiles &t) {
 }
 
 /// "bf16, B=16 H=12/12 T=1024/1024 D=64, causal": what an attention is.
-std::string attentionText(Value q, Value k, bool causal) {
+std::string attentionText(Value q, Value k, bool causal, bool segments) {
   auto qt = tensorOf(q), kt = tensorOf(k);
   std::string element;
   llvm::raw_string_ostream(element) << qt.getElementType();
   return llvm::formatv("{0}, B={1} H={2}/{3} T={4}/{5} D={6}{7}", element,
                        qt.getDimSize(0), qt.getDimSize(1), kt.getDimSize(1), qt.getDimSize(2),
                        kt.getDimSize(2), qt.getDimSize(3), causal ? ", causal" : "")
-      .str();
+             .str() +
+         (segments ? ", within segments" : "");
 }
 
 /// Template arguments <T, B, H, HKV, TQ, TK, D, CAUSAL> of the flash kernels.
@@ -383,18 +384,32 @@ std::string flashShape(Value q, Value k, bool causal) {
       .str();
 }
 
+/// The kernels' last argument: the segment ids (added to `p`), or a null
+/// pointer. The kernels read them as int.
+llvm::Expected<std::string> segmentsArg(Emitter &e, Operation *op, Value segments, Params &p) {
+  if (!segments)
+    return std::string("nullptr");
+  if (!tensorOf(segments).getElementType().isInteger(32))
+    return error("codegen: " + Emitter::describe(op) + ": the GPU kernels take i32 segment ids");
+  ADD(segments, "segments", true)
+  return std::string("segments");
+}
+
 llvm::Expected<bool> flashForward(Emitter &e, AttentionOp op, const FlashTiles &tiles) {
   Params p;
   ADD(op.getQ(), "q", true) ADD(op.getK(), "k", true) ADD(op.getV(), "v", true)
   ADD(op.getOut(), "out", false) ADD(op.getLse(), "lse", false)
+  auto seg = segmentsArg(e, op, op.getSegments(), p);
+  if (!seg)
+    return seg.takeError();
   auto qt = tensorOf(op.getQ());
   int64_t d = qt.getDimSize(3), bm = tiles.queryBlock(), threads = 32 * tiles.warps;
   std::string body = llvm::formatv("  kiln::flash::forward<{0}, {1}, {2}, {3}, {4}>(q, k, v, out, "
-                                   "lse, {5:e9}f);\n",
+                                   "lse, {5:e9}f, {6});\n",
                                    flashShape(op.getQ(), op.getK(), op.getCausal()), tiles.warps,
                                    tiles.mTiles, tiles.keyBlock,
                                    tiles.qInRegisters ? "true" : "false",
-                                   op.getScale().convertToFloat())
+                                   op.getScale().convertToFloat(), *seg)
                          .str();
   e.launch(op, "flash_attention", kernel(op, "flash_attention.cuh", p.text, body, threads),
            {(qt.getDimSize(2) + bm - 1) / bm, qt.getDimSize(0) * qt.getDimSize(1), 1},
@@ -433,11 +448,14 @@ llvm::Expected<bool> flashBackward(Emitter &e, AttentionGradOp op, const FlashTi
     p.args.push_back(Emitter::ptr(delta));
     p.args.push_back(Emitter::ptr(accumulator));
     ADD(op.getDk(), "dk", false) ADD(op.getDv(), "dv", false)
+    auto seg = segmentsArg(e, op, op.getSegments(), p);
+    if (!seg)
+      return seg.takeError();
     int64_t bn = 16 * tiles.backwardWarps, bm = 64, threads = 32 * tiles.backwardWarps;
     std::string body = llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}>(q, k, v, lse, dout, "
-                                     "delta, accumulator, dk, dv, {3:e9}f);\n",
+                                     "delta, accumulator, dk, dv, {3:e9}f, {4});\n",
                                      flashShape(op.getQ(), op.getK(), op.getCausal()),
-                                     tiles.backwardWarps, bm, scale)
+                                     tiles.backwardWarps, bm, scale, *seg)
                            .str();
     e.launch(op, "flash_attention_backward", kernel(op, "flash_attention.cuh", p.text, body, threads),
              {(kt.getDimSize(2) + bn - 1) / bn, kt.getDimSize(0) * kt.getDimSize(1), 1},
@@ -460,7 +478,8 @@ llvm::Expected<bool> flashBackward(Emitter &e, AttentionGradOp op, const FlashTi
 }
 
 llvm::Expected<bool> attention(Emitter &e, AttentionOp op) {
-  std::string why, what = attentionText(op.getQ(), op.getK(), op.getCausal());
+  std::string why,
+      what = attentionText(op.getQ(), op.getK(), op.getCausal(), bool(op.getSegments()));
   auto tiles = flashTiles(e, op.getQ(), op.getV(), op.getScale().convertToDouble(), why);
   if (!tiles)
     return tiles.takeError();
@@ -473,12 +492,15 @@ llvm::Expected<bool> attention(Emitter &e, AttentionOp op) {
   Params p;
   ADD(op.getQ(), "q", true) ADD(op.getK(), "k", true) ADD(op.getV(), "v", true)
   ADD(op.getOut(), "out", false) ADD(op.getLse(), "lse", false)
+  auto seg = segmentsArg(e, op, op.getSegments(), p);
+  if (!seg)
+    return seg.takeError();
   auto qt = tensorOf(op.getQ());
   int64_t rows = qt.getDimSize(0) * qt.getDimSize(1) * qt.getDimSize(2), tk = tensorOf(op.getK()).getDimSize(2);
   if (llvm::Error err = checkAttentionShared(op, tk * computeBytes(op.getQ())))
     return std::move(err);
   std::string body = "  kiln::attentionForward<" + attentionShape(op.getQ(), op.getK(), op.getV(), op.getLse(), op.getCausal()) +
-                     llvm::formatv(">(q, k, v, out, lse, {0:e9}f);\n", op.getScale().convertToFloat()).str();
+                     llvm::formatv(">(q, k, v, out, lse, {0:e9}f, {1});\n", op.getScale().convertToFloat(), *seg).str();
   e.launch(op, "attention", kernel(op, "attention.cuh", p.text, body, 128),
            {std::min<int64_t>(rows, e.options().smCount * 16), 1, 1}, {128, 1, 1}, p.args,
            tk * computeBytes(op.getQ()));
@@ -502,12 +524,15 @@ llvm::Expected<bool> attentionGrad(Emitter &e, AttentionGradOp op) {
   ADD(op.getQ(), "q", true) ADD(op.getK(), "k", true) ADD(op.getV(), "v", true) ADD(op.getOut(), "out", true)
   ADD(op.getLse(), "lse", true) ADD(op.getDout(), "dout", true) ADD(op.getDq(), "dq", false)
   ADD(op.getDk(), "dk", false) ADD(op.getDv(), "dv", false)
+  auto seg = segmentsArg(e, op, op.getSegments(), p);
+  if (!seg)
+    return seg.takeError();
   auto qt = tensorOf(op.getQ());
   int64_t rows = qt.getDimSize(0) * qt.getDimSize(1) * qt.getDimSize(2), tk = tensorOf(op.getK()).getDimSize(2);
   if (llvm::Error err = checkAttentionShared(op, 2 * tk * computeBytes(op.getQ())))
     return std::move(err);
   std::string body = "  kiln::attentionBackward<" + attentionShape(op.getQ(), op.getK(), op.getV(), op.getLse(), op.getCausal()) +
-                     llvm::formatv(">(q, k, v, out, lse, dout, dq, dk, dv, {0:e9}f);\n", op.getScale().convertToFloat()).str();
+                     llvm::formatv(">(q, k, v, out, lse, dout, dq, dk, dv, {0:e9}f, {1});\n", op.getScale().convertToFloat(), *seg).str();
   e.launch(op, "attention_backward", kernel(op, "attention.cuh", p.text, body, 128),
            {std::min<int64_t>(rows, e.options().smCount * 16), 1, 1}, {128, 1, 1}, p.args,
            2 * tk * computeBytes(op.getQ()));

@@ -72,6 +72,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"model.loss_normalization", &c.model.loss_normalization, 0, 0, {"positions", "targets"}},
       {"model.objective", &c.model.objective, 0, 0, {"lm", "dpo"}},
       {"model.dpo_beta", &c.model.dpo_beta, 1e-6, 1e6},
+      {"model.document_masking", &c.model.document_masking},
       {"model.intermediate_size", &c.model.intermediate_size, 0, 1 << 20},
       {"model.rope_theta", &c.model.rope_theta, 1, 1e9},
       {"model.rms_norm_eps", &c.model.rms_norm_eps, 0, 1},
@@ -113,6 +114,10 @@ std::vector<Field> schema(RunConfig &c) {
       {"data.train", &c.data.train},
       {"data.val", &c.data.val},
       {"data.mode", &c.data.mode, 0, 0, {"sequential", "random"}},
+      {"data.prompt_template", &c.data.prompt_template},
+      {"data.response_template", &c.data.response_template},
+      {"data.message_template", &c.data.message_template},
+      {"data.train_roles", &c.data.train_roles},
       {"eval.every", &c.eval.every, 0, 1e12},
       {"eval.batches", &c.eval.batches, 1, 1e9},
       {"eval.sample_tokens", &c.eval.sample_tokens, 0, 1e9},
@@ -429,6 +434,9 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
                                      "parallel.dp = {}: each data-parallel rank takes an equal "
                                      "share of the rows",
                                      train.batch_size, parallel.dp));
+  if (model.objective == "dpo" && model.document_masking)
+    return error(source, "model.document_masking is for packed documents; a DPO row holds one "
+                         "example (set model.document_masking = false)");
   if (model.objective == "dpo" && train.batch_size % (2 * parallel.dp) != 0)
     return error(source, fmt::format("model.objective = \"dpo\": train.batch_size = {} must be a "
                                      "multiple of 2 x parallel.dp = {}: each pair is two rows "

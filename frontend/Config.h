@@ -51,12 +51,17 @@ struct ModelConfig {
   std::string objective = "lm";
   /// DPO's β: how far the policy may move from the reference.
   double dpo_beta = 0.1;
+  /// Packed documents: attention only within each document of a row (the
+  /// documents start with end-of-text) and positions restarting at each;
+  /// the step takes `segments` and (GPT-2) `positions` [B, T] inputs.
+  bool document_masking = false;
   int64_t n_kv_head = 0;
   int64_t intermediate_size = 0;
   double rope_theta = 10000.0;
   double rms_norm_eps = 1e-5;
-  /// Initial weights from a safetensors file (kiln or Hugging Face GPT-2
-  /// names) instead of random initialization; empty: random.
+  /// Initial weights from a safetensors file (kiln or Hugging Face names),
+  /// or from a checkpoint directory or a run directory (its latest
+  /// checkpoint), instead of random initialization; empty: random.
   std::string init_from;
   /// With init_from: parameters the file lacks keep their random
   /// initialization (fine-tuning a larger model) instead of failing; the
@@ -131,6 +136,14 @@ struct DataConfig {
   std::string val = "data/val_*.bin";
   /// "sequential" (llm.c order) or "random" (random windows).
   std::string mode = "sequential";
+  /// How `kiln tokenize --config` writes fine-tuning examples (SFT, DPO):
+  /// a prompt ({prompt}), a response ({response}), a chat message ({role},
+  /// {content}); \n is a newline. The chat roles whose messages are trained
+  /// on, comma-separated.
+  std::string prompt_template = "{prompt}\\n";
+  std::string response_template = "{response}";
+  std::string message_template = "<|{role}|>\\n{content}\\n";
+  std::string train_roles = "assistant";
 };
 
 struct EvalConfig {

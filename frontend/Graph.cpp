@@ -310,6 +310,20 @@ Tensor concat(ArrayRef<Tensor> xs, int64_t dim) {
   return g.wrap(b::concat(g.builder(), g.loc(), values, dim));
 }
 
+Tensor broadcastInDim(Tensor x, ArrayRef<int64_t> shape, ArrayRef<int64_t> dims) {
+  Graph &g = x.graph();
+  bool ok = static_cast<int64_t>(dims.size()) == x.rank();
+  for (int64_t i = 0; ok && i < x.rank(); ++i)
+    ok = dims[i] >= 0 && dims[i] < static_cast<int64_t>(shape.size()) &&
+         (x.dim(i) == 1 || x.dim(i) == shape[dims[i]]);
+  if (!ok) {
+    g.error("cannot broadcast " + typeString(x.type()) + " to " +
+            typeString(x.type().clone(shape)) + " along the given dimensions");
+    return x;
+  }
+  return g.wrap(b::broadcastInDim(g.builder(), g.loc(), x.value(), shape, dims));
+}
+
 Tensor iota(Graph &g, ArrayRef<int64_t> shape, int64_t dim, Type elementType) {
   return g.wrap(IotaOp::create(g.builder(), g.loc(), RankedTensorType::get(shape, elementType), dim));
 }

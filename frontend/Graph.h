@@ -165,6 +165,9 @@ Tensor slice(Tensor x, int64_t dim, int64_t start, int64_t limit);
 Tensor concat(llvm::ArrayRef<Tensor> xs, int64_t dim);
 /// NumPy broadcast to `shape`.
 Tensor broadcastTo(Tensor x, llvm::ArrayRef<int64_t> shape);
+/// kiln.broadcast_in_dim: dimension i of x becomes dimension dims[i] of
+/// the result (of size 1 or equal).
+Tensor broadcastInDim(Tensor x, llvm::ArrayRef<int64_t> shape, llvm::ArrayRef<int64_t> dims);
 Tensor iota(Graph &g, llvm::ArrayRef<int64_t> shape, int64_t dim, mlir::Type elementType);
 Tensor full(Graph &g, llvm::ArrayRef<int64_t> shape, double value, mlir::Type elementType);
 

@@ -68,13 +68,28 @@ Tensor causalMask(Graph &g, int64_t t) {
   return compare(CompareDirection::ge, row, col);
 }
 
+Tensor sameSegmentMask(Tensor segments) {
+  int64_t b = segments.dim(0), t = segments.dim(1);
+  Tensor query = broadcastInDim(segments, {b, t, t}, {0, 1}); // seg[b, i]
+  Tensor key = broadcastInDim(segments, {b, t, t}, {0, 2});   // seg[b, j]
+  return reshape(compare(CompareDirection::eq, query, key), {b, 1, t, t});
+}
+
+Tensor maskScores(Tensor scores, Tensor segments) {
+  Graph &g = scores.graph();
+  const double dropped = -std::numeric_limits<double>::infinity();
+  scores = where(causalMask(g, scores.dim(2)), scores, dropped);
+  if (segments)
+    scores = where(sameSegmentMask(segments), scores, dropped);
+  return scores;
+}
+
 CausalSelfAttention::CausalSelfAttention(Graph &g, llvm::StringRef name, int64_t dim,
                                          int64_t heads, ParamInit qkvInit, ParamInit projInit)
     : qkv(g, name.str() + ".qkv", dim, 3 * dim, true, qkvInit),
       proj(g, name.str() + ".proj", dim, dim, true, projInit), heads(heads) {}
 
-Tensor CausalSelfAttention::operator()(Tensor x) const {
-  Graph &g = x.graph();
+Tensor CausalSelfAttention::operator()(Tensor x, Tensor segments) const {
   int64_t b = x.dim(0), t = x.dim(1), c = x.dim(2), d = c / heads;
   Tensor packed = qkv(x); // [B, T, 3C]
   auto split = [&](int64_t i) {
@@ -86,7 +101,7 @@ Tensor CausalSelfAttention::operator()(Tensor x) const {
   // ([B,H,T,T], T/D times larger): the same product, one pass over the
   // scores fewer forward and backward. For power-of-two D it is exact.
   Tensor scores = matmul(q * (1.0 / std::sqrt(static_cast<double>(d))), k, false, true);
-  scores = where(causalMask(g, t), scores, -std::numeric_limits<double>::infinity());
+  scores = maskScores(scores, segments);
   Tensor y = matmul(softmax(scores), v);                        // [B, H, T, D]
   y = reshape(transpose(y, {0, 2, 1, 3}), {b, t, c});
   return proj(y);

@@ -59,17 +59,27 @@ struct MLP {
 };
 
 /// Multi-head causal self-attention over x [B, T, C] with a fused qkv
-/// projection [C, 3C] and an output projection [C, C].
+/// projection [C, 3C] and an output projection [C, C]; with `segments`
+/// ([B, T] document ids of packed rows) within each document only.
 struct CausalSelfAttention {
   CausalSelfAttention(Graph &g, llvm::StringRef name, int64_t dim, int64_t heads,
                       ParamInit qkvInit, ParamInit projInit);
-  Tensor operator()(Tensor x) const;
+  Tensor operator()(Tensor x, Tensor segments = {}) const;
   Linear qkv, proj;
   int64_t heads;
 };
 
 /// The causal mask of a T×T score matrix: true where key j ≤ query i.
 Tensor causalMask(Graph &g, int64_t t);
+
+/// The document mask of packed rows: [B, 1, T, T], true where key j and
+/// query i of row b are in one segment, seg[b, i] == seg[b, j] (broadcast
+/// over the heads when applied to [B, H, T, T] scores).
+Tensor sameSegmentMask(Tensor segments);
+
+/// Scores [B, H, T, T] masked to causal attention, within segments when
+/// `segments` is given: -inf where a query may not see a key.
+Tensor maskScores(Tensor scores, Tensor segments);
 
 } // namespace kiln::frontend::nn
 

@@ -563,7 +563,7 @@ LogicalResult CrossEntropyOp::verify() {
 
 /// Checks q, k, v, out and lse of an attention (forward or backward).
 static LogicalResult verifyAttention(Operation *op, Value qv, Value kv, Value vv,
-                                     Value outv, Value lsev, bool causal) {
+                                     Value outv, Value lsev, Value segments, bool causal) {
   auto q = tensorType(qv), k = tensorType(kv), v = tensorType(vv);
   auto out = tensorType(outv), lse = tensorType(lsev);
   if (q.getRank() != 4 || k.getRank() != 4 || v.getRank() != 4)
@@ -587,6 +587,13 @@ static LogicalResult verifyAttention(Operation *op, Value qv, Value kv, Value vv
   if (causal && tq != tk)
     return op->emitOpError() << "causal attention needs equal query and key lengths; got "
                              << q << " and " << k;
+  if (segments) {
+    auto seg = tensorType(segments);
+    if (tq != tk || seg.getShape() != ArrayRef<int64_t>({b, tq}))
+      return op->emitOpError() << "segments type " << seg << " must be [B, T] = [" << b << ", "
+                               << tq << "], with equal query and key lengths (q " << q
+                               << ", k " << k << ")";
+  }
   auto expectedOut = RankedTensorType::get({b, h, tq, v.getDimSize(3)}, q.getElementType());
   if (out != expectedOut)
     return op->emitOpError() << "output type " << out << " must be " << expectedOut;
@@ -598,7 +605,8 @@ static LogicalResult verifyAttention(Operation *op, Value qv, Value kv, Value vv
 }
 
 LogicalResult AttentionOp::verify() {
-  return verifyAttention(*this, getQ(), getK(), getV(), getOut(), getLse(), getCausal());
+  return verifyAttention(*this, getQ(), getK(), getV(), getOut(), getLse(), getSegments(),
+                         getCausal());
 }
 
 /// Checks that a gradient result has the type of the value it is the
@@ -698,7 +706,8 @@ LogicalResult EmbeddingGradOp::verify() {
 }
 
 LogicalResult AttentionGradOp::verify() {
-  if (failed(verifyAttention(*this, getQ(), getK(), getV(), getOut(), getLse(), getCausal())) ||
+  if (failed(verifyAttention(*this, getQ(), getK(), getV(), getOut(), getLse(), getSegments(),
+                             getCausal())) ||
       failed(verifyGradType(*this, "dout", getDout(), getOut())) ||
       failed(verifyGradType(*this, "dq", getDq(), getQ())) ||
       failed(verifyGradType(*this, "dk", getDk(), getK())) ||

@@ -696,7 +696,12 @@ def Kiln_AttentionOp : Kiln_Op<"attention", [Kiln_Differentiable]> {
     For `q [B, H, Tq, D]`, `k [B, Hkv, Tk, D]`, `v [B, Hkv, Tk, Dv]`
     (`H` a multiple of `Hkv`: grouped-query attention):
     `out = softmax(q·kᵀ·scale + mask)·v` per head, where `mask` hides keys
-    after the query's position when `causal` (then `Tq = Tk`). `lse [B, H, Tq]`
+    after the query's position when `causal` (then `Tq = Tk`). With
+    `segments` — integer ids `[B, T]` (`Tq = Tk = T`), e.g. the document
+    each position of a packed row belongs to — a query also sees only the
+    keys of its own segment: with `causal`, block-diagonal causal attention.
+    Ids are compared, not assumed sorted; every query sees at least itself.
+    `lse [B, H, Tq]`
     (f32; f64 for f64 inputs) is the log-sum-exp of each row of scores, saved
     so the backward can recompute the probabilities block by block without
     storing the T×T matrix.
@@ -705,13 +710,17 @@ def Kiln_AttentionOp : Kiln_Op<"attention", [Kiln_Differentiable]> {
     %o, %lse = kiln.attention %q, %k, %v {causal, scale = 0.125 : f32}
         : tensor<4x12x64x64xbf16>, tensor<4x12x64x64xbf16>, tensor<4x12x64x64xbf16>
         -> tensor<4x12x64x64xbf16>, tensor<4x12x64xf32>
+    %o2, %lse2 = kiln.attention %q, %k, %v segments %docs {causal, scale = 0.125 : f32}
+        : tensor<4x12x64x64xbf16>, tensor<4x12x64x64xbf16>, tensor<4x12x64x64xbf16>,
+          tensor<4x64xi32> -> tensor<4x12x64x64xbf16>, tensor<4x12x64xf32>
     ```
   }];
   let arguments = (ins Kiln_FloatTensor:$q, Kiln_FloatTensor:$k, Kiln_FloatTensor:$v,
-                       F32Attr:$scale, UnitAttr:$causal);
+                       Optional<Kiln_IndexTensor>:$segments, F32Attr:$scale, UnitAttr:$causal);
   let results = (outs Kiln_FloatTensor:$out, Kiln_FloatTensor:$lse);
-  let assemblyFormat = "$q `,` $k `,` $v attr-dict `:` type($q) `,` type($k) `,` type($v) "
-                       "`->` type($out) `,` type($lse)";
+  let assemblyFormat = "$q `,` $k `,` $v (`segments` $segments^)? attr-dict `:` type($q) `,` "
+                       "type($k) `,` type($v) (`,` type($segments)^)? `->` type($out) `,` "
+                       "type($lse)";
   let hasVerifier = 1;
 }
 
@@ -839,7 +848,8 @@ def Kiln_AttentionGradOp : Kiln_Op<"attention_grad",
                                    [DeclareOpInterfaceMethods<Kiln_ScratchOpInterface>]> {
   let summary = "attention backward, recomputing the probabilities from lse";
   let description = [{
-    With `P = exp(q·kᵀ·scale − lse)` (masked when `causal`) recomputed block
+    With `P = exp(q·kᵀ·scale − lse)` (masked when `causal`, and to each
+    query's segment with `segments`, as in kiln.attention) recomputed block
     by block: `dv = Pᵀ·dout`, `dP = dout·vᵀ`,
     `dS = P ⊙ (dP − rowsum(dout ⊙ out))`, `dq = dS·k·scale`,
     `dk = dSᵀ·q·scale` (summed over the query heads sharing a key/value
@@ -854,11 +864,12 @@ def Kiln_AttentionGradOp : Kiln_Op<"attention_grad",
   }];
   let arguments = (ins Kiln_FloatTensor:$q, Kiln_FloatTensor:$k, Kiln_FloatTensor:$v,
                        Kiln_FloatTensor:$out, Kiln_FloatTensor:$lse, Kiln_FloatTensor:$dout,
-                       F32Attr:$scale, UnitAttr:$causal);
+                       Optional<Kiln_IndexTensor>:$segments, F32Attr:$scale, UnitAttr:$causal);
   let results = (outs Kiln_FloatTensor:$dq, Kiln_FloatTensor:$dk, Kiln_FloatTensor:$dv);
-  let assemblyFormat = "$q `,` $k `,` $v `,` $out `,` $lse `,` $dout attr-dict `:` type($q) `,` "
-                       "type($k) `,` type($v) `,` type($out) `,` type($lse) `,` type($dout) `->` "
-                       "type($dq) `,` type($dk) `,` type($dv)";
+  let assemblyFormat = "$q `,` $k `,` $v `,` $out `,` $lse `,` $dout (`segments` $segments^)? "
+                       "attr-dict `:` type($q) `,` type($k) `,` type($v) `,` type($out) `,` "
+                       "type($lse) `,` type($dout) (`,` type($segments)^)? `->` type($dq) `,` "
+                       "type($dk) `,` type($dv)";
   let hasVerifier = 1;
 }
 

@@ -391,13 +391,13 @@ namespace {
 /// only without grouping), positions and features whole (sequence-parallel
 /// attention is planned).
 struct AttentionFactors {
-  SmallVector<int64_t> q, kv, lse;
+  SmallVector<int64_t> q, kv, lse, segments;
 };
 AttentionFactors attentionFactors(RuleBuilder &b, Value q, Value k) {
   ArrayRef<int64_t> qs = shapeOf(q), ks = shapeOf(k);
   int64_t batch = b.factor(qs[0]);
   int64_t heads = qs[1] == ks[1] ? b.factor(qs[1]) : -1;
-  return {{batch, heads, -1, -1}, {batch, heads, -1, -1}, {batch, heads, -1}};
+  return {{batch, heads, -1, -1}, {batch, heads, -1, -1}, {batch, heads, -1}, {batch, -1}};
 }
 } // namespace
 
@@ -405,6 +405,8 @@ FailureOr<ShardingRule> AttentionOp::getShardingRule() {
   RuleBuilder b;
   AttentionFactors f = attentionFactors(b, getQ(), getK());
   b.rule.operandFactors = {f.q, f.kv, f.kv};
+  if (getSegments())
+    b.rule.operandFactors.push_back(f.segments);
   b.rule.resultFactors = {f.q, f.lse};
   return b.rule;
 }
@@ -413,6 +415,8 @@ FailureOr<ShardingRule> AttentionGradOp::getShardingRule() {
   RuleBuilder b;
   AttentionFactors f = attentionFactors(b, getQ(), getK());
   b.rule.operandFactors = {f.q, f.kv, f.kv, f.q, f.lse, f.q};
+  if (getSegments())
+    b.rule.operandFactors.push_back(f.segments);
   b.rule.resultFactors = {f.q, f.kv, f.kv};
   return b.rule;
 }

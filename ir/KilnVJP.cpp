@@ -475,7 +475,10 @@ LogicalResult AttentionOp::buildVJP(OpBuilder &b, ValueRange cot, SmallVectorImp
   Value dout = convert(b, getLoc(), cot[0], typeOf(getOut()).getElementType());
   auto grad = AttentionGradOp::create(b, getLoc(), getQ().getType(), getK().getType(),
                                       getV().getType(), getQ(), getK(), getV(), getOut(),
-                                      getLse(), dout, getScaleAttr(), getCausalAttr());
+                                      getLse(), dout, getSegments(), getScaleAttr(),
+                                      getCausalAttr());
   out.append({grad.getDq(), grad.getDk(), grad.getDv()});
+  if (getSegments())
+    out.push_back(Value()); // integer ids: no cotangent
   return success();
 }

@@ -45,15 +45,17 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
   Tensor x;
   {
     auto s = g.scope("embed");
-    Tensor positions = slice(wpe.weight, 0, 0, T); // [T, C]
-    x = wte(in.tokens) + positions;                 // [B, T, C]
+    // Packed documents: each position's own index within its document.
+    Tensor positions = in.positions ? wpe(in.positions)            // [B, T, C]
+                                    : slice(wpe.weight, 0, 0, T); // [T, C]
+    x = wte(in.tokens) + positions;                               // [B, T, C]
   }
   for (int64_t l = 0; l < L; ++l) {
     auto s = g.scope("h." + std::to_string(l));
     Block &blk = blocks[l];
     {
       auto a = g.scope("attn");
-      x = x + blk.attn(blk.ln1(x));
+      x = x + blk.attn(blk.ln1(x), in.segments);
     }
     auto m = g.scope("mlp");
     x = x + blk.mlp(blk.ln2(x));
@@ -77,6 +79,17 @@ StepInputs stepInputs(Graph &g, int64_t batch, int64_t seqLen, GPT2Output output
   if (output != GPT2Output::Logits) {
     in.targets = g.input("targets", {batch, seqLen}, g.i32());
     g.shard(in.targets, {batchAxis, ""});
+  }
+  if (config.document_masking && output != GPT2Output::Logits) {
+    in.segments = g.input("segments", {batch, seqLen}, g.i32());
+    g.shard(in.segments, {batchAxis, ""});
+    // Rotary embeddings are relative: within a document they see the same
+    // offsets wherever it starts, so only learned absolute positions
+    // (GPT-2's wpe) read the restarted ones.
+    if (config.kind == "gpt2") {
+      in.positions = g.input("positions", {batch, seqLen}, g.i32());
+      g.shard(in.positions, {batchAxis, ""});
+    }
   }
   if (output == GPT2Output::Loss && config.objective == "dpo") {
     in.refLogps = g.input("ref_logps", {batch}, g.floatType());
@@ -110,11 +123,17 @@ std::vector<std::pair<Tensor, std::string>> dpoLoss(Tensor logps, Tensor refLogp
   Tensor loss = mean(softplus(-margin));
   Tensor zero = full(g, {pairs}, 0, margin.elementType());
   Tensor correct = cast(compare(CompareDirection::gt, margin, zero), margin.elementType());
+  // The policy's own preference, without the reference: log π(c) > log π(r).
+  Tensor own = reshape(logps, {pairs, 2});
+  Tensor prefers = cast(compare(CompareDirection::gt, reshape(slice(own, 1, 0, 1), {pairs}),
+                                reshape(slice(own, 1, 1, 2), {pairs})),
+                        margin.elementType());
   return {{loss, "loss"},
           {mean(margin), "reward_margin"},
           {mean(correct), "reward_accuracy"},
           {mean(chosen), "chosen_reward"},
-          {mean(rejected), "rejected_reward"}};
+          {mean(rejected), "rejected_reward"},
+          {mean(prefers), "logp_accuracy"}};
 }
 
 } // namespace

@@ -51,6 +51,9 @@ buildGPT2(mlir::ModuleOp module, const ModelConfig &config, int64_t batch, int64
 struct StepInputs {
   frontend::Tensor tokens, targets; ///< targets: not for GPT2Output::Logits
   frontend::Tensor refLogps;        ///< DPO's loss: the reference's log p(row), [B]
+  /// model.document_masking (not for Logits): each position's document in
+  /// its row and its index in that document, i32 [B, T].
+  frontend::Tensor segments, positions;
 };
 StepInputs stepInputs(frontend::Graph &g, int64_t batch, int64_t seqLen, GPT2Output output,
                       const ModelConfig &config);
@@ -60,8 +63,8 @@ StepInputs stepInputs(frontend::Graph &g, int64_t batch, int64_t seqLen, GPT2Out
 /// "targets") the sum over the positions whose target is not negative
 /// divided by how many there are (at least 1), or DPO's loss (see
 /// ModelConfig::objective) followed by its metrics reward_margin,
-/// reward_accuracy, chosen_reward and rejected_reward (means over the
-/// pairs) — else the logits or the rows' log-probabilities; every result
+/// reward_accuracy, chosen_reward, rejected_reward and logp_accuracy (means
+/// over the pairs) — else the logits or the rows' log-probabilities; every result
 /// named with kiln.output.
 mlir::FailureOr<mlir::func::FuncOp> finishStep(frontend::Graph &g, mlir::ModuleOp module,
                                                frontend::Tensor logits, const StepInputs &in,

@@ -23,8 +23,7 @@ struct LlamaAttention {
         o(g, "attn.o", c.n_head * c.headDim(), c.n_embd, false, init), heads(c.n_head),
         kvHeads(c.kvHeads()), theta(c.rope_theta) {}
 
-  Tensor operator()(Tensor x) const {
-    Graph &g = x.graph();
+  Tensor operator()(Tensor x, Tensor segments) const {
     int64_t b = x.dim(0), t = x.dim(1), d = x.dim(2) / heads, group = heads / kvHeads;
     auto split = [&](Tensor y, int64_t h) { // [B, T, h·D] -> [B, h, T, D]
       return transpose(reshape(y, {b, t, h, d}), {0, 2, 1, 3});
@@ -42,7 +41,7 @@ struct LlamaAttention {
     kh = repeat(kh);
     vh = repeat(vh);
     Tensor scores = matmul(qh * (1.0 / std::sqrt(static_cast<double>(d))), kh, false, true);
-    scores = where(nn::causalMask(g, t), scores, -std::numeric_limits<double>::infinity());
+    scores = nn::maskScores(scores, segments);
     Tensor y = matmul(softmax(scores), vh); // [B, H, T, D]
     return o(reshape(transpose(y, {0, 2, 1, 3}), {b, t, heads * d}));
   }
@@ -102,7 +101,7 @@ FailureOr<func::FuncOp> buildLlama(ModuleOp module, const ModelConfig &config, i
     Block &blk = blocks[l];
     {
       auto a = g.scope("attn");
-      x = x + blk.attn(blk.attnNorm(x));
+      x = x + blk.attn(blk.attnNorm(x), in.segments);
     }
     auto m = g.scope("mlp");
     x = x + blk.mlp(blk.mlpNorm(x));

@@ -14,8 +14,15 @@
 //      f32). keep/drop/M are constants, or iota/compare/select computations,
 //      broadcast over the leading dimensions; they must be exactly the
 //      causal pattern (key j visible from query i iff j <= i), decided for
-//      every offset i - j, or every element of a constant. Any other mask is
-//      left alone.
+//      every offset i - j, or every element of a constant. A second
+//      `select(same, x, -inf)`, before or after the causal one (or alone),
+//      may keep only the keys of the query's segment — packed documents —
+//      when `same` is `seg[b, i] == seg[b, j]`: a compare eq of two
+//      broadcast_in_dim of one [B, T] integer tensor, one along the query
+//      axis and one along the key axis (reshaped to [B, 1, T, T] and
+//      broadcast over the heads); the op then takes `segments`. Any other
+//      mask is left alone — in particular a document mask is never dropped
+//      into a plain causal kernel.
 //   3. A scale, optional: `mul(x, c)`/`div(x, c)` with c a splat constant,
 //      on the scores or on q (where the frontend puts it).
 //   4. The product: `kiln.matmul %q, %k transpose_b`, or with %k a
@@ -218,6 +225,58 @@ bool isCausalAdditive(Value m, int64_t t) {
   return true;
 }
 
+/// `seg` ([B, T] integers) when boolean `m` over [B, .., T, T] is
+/// seg[b, i] == seg[b, j] (i the query, j the key); else null.
+Value sameSegmentSource(Value m, int64_t t) {
+  m = throughCasts(m, /*singleUse=*/false);
+  // Broadcast over the heads: [B, 1, T, T] -> [B, H, T, T], dims in order.
+  if (auto b = m.getDefiningOp<BroadcastInDimOp>()) {
+    int64_t rank = build::typeOf(b.getResult()).getRank();
+    ArrayRef<int64_t> dims = b.getDims();
+    bool inOrder = static_cast<int64_t>(dims.size()) == rank;
+    for (int64_t i = 0; inOrder && i < rank; ++i)
+      inOrder = dims[i] == i;
+    if (!inOrder)
+      return {};
+    m = b.getOperand();
+  }
+  // [B, T, T] reshaped to [B, 1, T, T].
+  if (auto r = m.getDefiningOp<ReshapeOp>()) {
+    auto from = build::typeOf(r.getOperand()), to = build::typeOf(r.getResult());
+    if (from.getRank() != 3 || to.getRank() != 4 || to.getDimSize(1) != 1 ||
+        from.getDimSize(0) != to.getDimSize(0))
+      return {};
+    m = r.getOperand();
+  }
+  auto cmp = m.getDefiningOp<CompareOp>();
+  if (!cmp || cmp.getDirection() != CompareDirection::eq)
+    return {};
+  auto grid = build::typeOf(cmp.getResult());
+  int64_t rank = grid.getRank();
+  if (rank < 3 || grid.getDimSize(rank - 1) != t || grid.getDimSize(rank - 2) != t)
+    return {};
+  // Each side: seg broadcast with its T along the query (rank - 2) or the
+  // key (rank - 1) axis, its batch along 0.
+  Value source;
+  bool query = false, key = false;
+  for (Value side : {cmp.getLhs(), cmp.getRhs()}) {
+    auto b = side.getDefiningOp<BroadcastInDimOp>();
+    if (!b)
+      return {};
+    auto src = build::typeOf(b.getOperand());
+    ArrayRef<int64_t> dims = b.getDims();
+    if (src.getRank() != 2 || src.getDimSize(1) != t || !isa<IntegerType>(src.getElementType()) ||
+        dims.size() != 2 || dims[0] != 0 || src.getDimSize(0) != grid.getDimSize(0))
+      return {};
+    if (source && b.getOperand() != source)
+      return {};
+    source = b.getOperand();
+    query |= dims[1] == rank - 2;
+    key |= dims[1] == rank - 1;
+  }
+  return query && key ? source : Value();
+}
+
 //===----------------------------------------------------------------------===//
 // The pattern
 //===----------------------------------------------------------------------===//
@@ -225,6 +284,7 @@ bool isCausalAdditive(Value m, int64_t t) {
 /// What the match found, outside in.
 struct Match {
   Value q, k, v;
+  Value segments; ///< [B, T] ids: attention within each segment
   double scale = 1.0;
   bool causal = false;
   SmallVector<Operation *> chain; ///< the ops the fused op replaces (for the debug log)
@@ -281,7 +341,8 @@ struct FuseAttentionPattern final : OpRewritePattern<MatmulOp> {
       return rewriter.notifyMatchFailure(pv, "not softmax(q·kᵀ·scale + causal mask)·v");
     Match &m = *match;
     LLVM_DEBUG(DBGS() << "fusing " << m.chain.size() << " ops at " << pv.getLoc()
-                      << (m.causal ? " (causal" : " (no mask") << ", scale " << m.scale << ")\n");
+                      << (m.causal ? " (causal" : " (no mask")
+                      << (m.segments ? ", segments" : "") << ", scale " << m.scale << ")\n");
     // q, k and v in q's element type (after precision assignment all three
     // are the low type already; a grouped k/v is cast before its broadcast).
     Type element = build::typeOf(m.q).getElementType();
@@ -294,6 +355,7 @@ struct FuseAttentionPattern final : OpRewritePattern<MatmulOp> {
     auto lseType = RankedTensorType::get(
         {qt.getDimSize(0), qt.getDimSize(1), qt.getDimSize(2)}, stats);
     auto attention = AttentionOp::create(rewriter, pv.getLoc(), outType, lseType, q, k, v,
+                                         m.segments,
                                          rewriter.getF32FloatAttr(static_cast<float>(m.scale)),
                                          m.causal ? rewriter.getUnitAttr() : UnitAttr());
     Value out = build::convert(rewriter, pv.getLoc(), attention.getOut(),
@@ -318,21 +380,34 @@ struct FuseAttentionPattern final : OpRewritePattern<MatmulOp> {
     m.chain.push_back(softmax);
     Value s = throughCasts(softmax.getOperand());
     int64_t tq = build::typeOf(s).getDimSize(2), tk = build::typeOf(s).getDimSize(3);
-    // 2. The mask.
-    if (auto select = s.getDefiningOp<SelectOp>(); select && oneUse(s)) {
+    // 2. The mask: a causal select and a segment select, in either order.
+    bool selected = false;
+    for (int i = 0; i < 2; ++i) {
+      auto select = s.getDefiningOp<SelectOp>();
+      if (!select || !oneUse(s))
+        break;
       auto t = splatValue(select.getOnTrue()), f = splatValue(select.getOnFalse());
-      if (f && *f <= kDropped && tq == tk &&
+      Value segments;
+      if (!m.causal && f && *f <= kDropped && tq == tk &&
           isCausalPattern(select.getCond(), tk, /*keep=*/true)) {
         s = select.getOnTrue();
-      } else if (t && *t <= kDropped && tq == tk &&
+        m.causal = true;
+      } else if (!m.causal && t && *t <= kDropped && tq == tk &&
                  isCausalPattern(select.getCond(), tk, /*keep=*/false)) {
         s = select.getOnFalse();
+        m.causal = true;
+      } else if (!m.segments && f && *f <= kDropped && tq == tk &&
+                 (segments = sameSegmentSource(select.getCond(), tk))) {
+        s = select.getOnTrue();
+        m.segments = segments;
       } else {
-        return failure(); // a mask, but not a causal one
+        return failure(); // a mask, but not one kiln.attention expresses
       }
-      m.causal = true;
+      selected = true;
       m.chain.push_back(select);
-    } else if (auto add = s.getDefiningOp<AddOp>(); add && oneUse(s)) {
+      s = throughCasts(s);
+    }
+    if (auto add = s.getDefiningOp<AddOp>(); !selected && add && oneUse(s)) {
       for (unsigned side : {0u, 1u})
         if (tq == tk && isCausalAdditive(add->getOperand(side), tk)) {
           s = add->getOperand(1 - side);

@@ -8,11 +8,13 @@ split after its first sentence; documents that cannot be split are left out).
                           for `kiln tokenize --format sft`.
   derive.py dpo FILE...   {"prompt", "chosen", "rejected"}: the true
                           continuation preferred over a corrupted one, for
-                          `kiln tokenize --format dpo`. --rejected words
-                          (default) shuffles the continuation's words, so
-                          both responses hold the same words and only their
-                          order tells them apart; --rejected other takes the
-                          continuation of another document.
+                          `kiln tokenize --format dpo`. --rejected truncated
+                          (default) cuts the continuation after half its
+                          words — a model trained on text likes the shorter
+                          one better, DPO must teach it not to stop early;
+                          --rejected words shuffles the continuation's words
+                          (same words, only their order differs); --rejected
+                          other takes the continuation of another document.
 
 JSONL goes to stdout, a count to stderr. The output is the same for the
 same input and --seed."""
@@ -63,11 +65,19 @@ def shuffled_words(text, rng):
     return None
 
 
+def truncated(text):
+    """The first half of `text`'s words (None when it has fewer than 4)."""
+    words = text.split()
+    if len(words) < 4:
+        return None
+    return " ".join(words[: len(words) // 2])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("kind", choices=["sft", "dpo"])
     parser.add_argument("files", nargs="+")
-    parser.add_argument("--rejected", choices=["words", "other"], default="words")
+    parser.add_argument("--rejected", choices=["truncated", "words", "other"], default="truncated")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -77,7 +87,9 @@ def main():
         if args.kind == "sft":
             record = {"prompt": prompt, "response": rest}
         else:
-            if args.rejected == "words":
+            if args.rejected == "truncated":
+                rejected = truncated(rest)
+            elif args.rejected == "words":
                 rejected = shuffled_words(rest, rng)
             else:
                 j = rng.randrange(len(examples) - 1) if len(examples) > 1 else None

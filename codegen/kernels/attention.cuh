@@ -3,6 +3,8 @@
 // global memory. The backward recomputes the row's probabilities from the
 // saved log-sum-exp and adds into dk, dv (zeroed first) with atomics.
 // Grouped-query heads: query head h reads key/value head h / (H / HKV).
+// Segments (`seg`, [B, T] ids, or null): a key of another segment than the
+// query's gets probability 0.
 // (A straightforward reference kernel; the tiled flash kernels replace it.)
 #pragma once
 #include "kiln/common.cuh"
@@ -10,7 +12,8 @@
 namespace kiln {
 
 template <typename T, typename S, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, i64 D, i64 DV, bool CAUSAL>
-__device__ void attentionForward(const T *q, const T *k, const T *v, T *out, S *lse, float scale) {
+__device__ void attentionForward(const T *q, const T *k, const T *v, T *out, S *lse, float scale,
+                                 const int *seg = nullptr) {
   typedef typename Compute<T>::type F;
   extern __shared__ unsigned char smem[];
   F *p = reinterpret_cast<F *>(smem);
@@ -25,7 +28,7 @@ __device__ void attentionForward(const T *q, const T *k, const T *v, T *out, S *
       F dot = 0;
       for (i64 c = 0; c < D; ++c)
         dot += (F)load(qi, c) * (F)load(k0, j * D + c);
-      p[j] = dot * F(scale);
+      p[j] = seg && seg[b * TK + j] != seg[b * TK + i] ? negInf<F>() : dot * F(scale);
       m = fmax(m, p[j]);
     }
     m = blockMax(m, red);
@@ -49,7 +52,8 @@ __device__ void attentionForward(const T *q, const T *k, const T *v, T *out, S *
 
 template <typename T, typename S, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, i64 D, i64 DV, bool CAUSAL>
 __device__ void attentionBackward(const T *q, const T *k, const T *v, const T *out, const S *lse,
-                                  const T *dout, T *dq, T *dk, T *dv, float scale) {
+                                  const T *dout, T *dq, T *dk, T *dv, float scale,
+                                  const int *seg = nullptr) {
   typedef typename Compute<T>::type F;
   extern __shared__ unsigned char smem[];
   F *p = reinterpret_cast<F *>(smem), *ds = p + TK;
@@ -71,7 +75,7 @@ __device__ void attentionBackward(const T *q, const T *k, const T *v, const T *o
         dot += (F)load(qi, c) * (F)load(k0, j * D + c);
       for (i64 c = 0; c < DV; ++c)
         dp += (F)load(doi, c) * (F)load(v0, j * DV + c);
-      p[j] = exp(dot * F(scale) - rowLse);
+      p[j] = seg && seg[b * TK + j] != seg[b * TK + i] ? F(0) : exp(dot * F(scale) - rowLse);
       ds[j] = p[j] * (dp - delta) * F(scale);
     }
     __syncthreads();

@@ -9,6 +9,10 @@
 //             computes), S = Q·Kᵀ and O += P·V on mma.sync m16n8k16, an
 //             online softmax in registers, and writes O and the row
 //             log-sum-exp. Causal: key blocks past the diagonal are skipped.
+//             Segments (packed documents): with `seg` ([B, T] ids, else
+//             null) a key of another segment is masked like one past the
+//             diagonal — every block is masked then; blocks wholly outside
+//             a query block's segments are not skipped yet.
 //   backward  three launches: rowsum(dO ∘ O) per row (and dq's f32
 //             accumulator zeroed); one block per (key block, batch·kv head)
 //             keeping dK and dV in registers while it streams the query
@@ -134,7 +138,8 @@ __device__ __forceinline__ void loadTile(u32 tile, const T *base, i64 row0, i64 
 // shared memory: (BM + 4·BN)·D·2 bytes. Grid (⌈TQ/BM⌉, B·H). scale > 0.
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WARPS,
           int MT, int BN, bool QREGS>
-__device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, float scale) {
+__device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, float scale,
+                        const int *seg = nullptr) {
   constexpr int BM = WARPS * MT * 16, THREADS = WARPS * 32;
   constexpr int KS = D / 16, NS = BN / 8, NO = D / 8, PK = BN / 16;
   constexpr u32 TILE = BN * D * 2; // bytes of one K or V stage
@@ -219,13 +224,17 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
     // Mask (causal diagonal, key tail), then the online softmax in base 2:
     // p = 2^(s·scale·log2 e − m).
     const i64 k0 = (i64)j * BN;
-    const bool masked = (CAUSAL && k0 + BN - 1 > q0) || (TK % BN != 0 && k0 + BN > TK);
+    const bool masked =
+        seg || (CAUSAL && k0 + BN - 1 > q0) || (TK % BN != 0 && k0 + BN > TK);
+    const int *segb = seg ? seg + b * TK : nullptr;
     u32 pf[MT][PK][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       const i64 row0 = q0 + (warp * MT + mt) * 16 + g;
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
+        const i64 row = row0 + half * 8;
+        const int rowSeg = segb && row < TQ ? segb[row] : 0;
         float mx = negInf<float>();
 #pragma unroll
         for (int n = 0; n < NS; ++n)
@@ -234,7 +243,7 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
             float &x = s[mt][n][2 * half + e];
             if (masked) {
               const i64 key = k0 + n * 8 + 2 * t + e;
-              if (key >= TK || (CAUSAL && key > row0 + half * 8))
+              if (key >= TK || (CAUSAL && key > row) || (segb && segb[key] != rowSeg))
                 x = negInf<float>();
             }
             mx = fmaxf(mx, x);
@@ -360,7 +369,8 @@ __device__ __forceinline__ void addTo(float *p, float a, float b) {
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WARPS,
           int BM>
 __device__ void backward(const T *q, const T *k, const T *v, const float *lse, const T *dout,
-                         const float *delta, float *dqAccum, T *dk, T *dv, float scale) {
+                         const float *delta, float *dqAccum, T *dk, T *dv, float scale,
+                         const int *seg = nullptr) {
   constexpr int BN = WARPS * 16, THREADS = WARPS * 32;
   constexpr int KS = D / 16, NQ = BM / 8, NO = D / 8, QK = BM / 16, KK = BN / 16;
   constexpr i64 G = H / HKV;
@@ -450,8 +460,9 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
 
     // Pᵀ = exp(S·scale − lse) and dSᵀ = Pᵀ ∘ (dPᵀ − delta), masked where
     // a query precedes a key (causal) or either is past the end.
-    const bool masked = (CAUSAL && i0 < k0 + BN - 1) || (TQ % BM != 0 && i0 + BM > TQ) ||
+    const bool masked = seg || (CAUSAL && i0 < k0 + BN - 1) || (TQ % BM != 0 && i0 + BM > TQ) ||
                         (TK % BN != 0 && k0 + BN > TK);
+    const int *segb = seg ? seg + b * TK : nullptr;
     u32 pf[QK][4], dsf[QK][4];
 #pragma unroll
     for (int n = 0; n < NQ; ++n)
@@ -460,7 +471,8 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
         const int col = n * 8 + 2 * t + (e & 1);
         const i64 query = i0 + col, key = key0 + (e >> 1) * 8;
         float p = fastExp2(fmaf(st[n][e], scaleLog2, -lse_[col] * kLog2e));
-        if (masked && (query >= TQ || key >= TK || (CAUSAL && query < key)))
+        if (masked && (query >= TQ || key >= TK || (CAUSAL && query < key) ||
+                       (segb && segb[query] != segb[key])))
           p = 0.f;
         st[n][e] = p;
         dpt[n][e] = p * (dpt[n][e] - delta_[col]);

@@ -341,13 +341,14 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](AttentionOp a) {
-        auto [o, lse] = attention(*in[0], *in[1], *in[2], a.getScale().convertToDouble(),
-                                  a.getCausal(), resultDType(1));
+        auto [o, lse] = attention(*in[0], *in[1], *in[2], a.getSegments() ? in[3] : nullptr,
+                                  a.getScale().convertToDouble(), a.getCausal(), resultDType(1));
         out.append({o, lse});
         return llvm::Error::success();
       })
       .Case([&](AttentionGradOp a) {
         auto [dq, dk, dv] = attentionGrad(*in[0], *in[1], *in[2], *in[3], *in[4], *in[5],
+                                          a.getSegments() ? in[6] : nullptr,
                                           a.getScale().convertToDouble(), a.getCausal());
         out.append({dq, dk, dv});
         return llvm::Error::success();

@@ -47,13 +47,14 @@ HostTensor reduce(Reduce kind, const HostTensor &x, llvm::ArrayRef<int64_t> dims
 // Linear algebra
 HostTensor matmul(const HostTensor &a, const HostTensor &b, bool transposeA, bool transposeB,
                   DType resultType, llvm::ArrayRef<int64_t> resultShape);
+/// `segments` ([B, T] ids, or null): a query sees only keys of its segment.
 std::tuple<HostTensor, HostTensor> attention(const HostTensor &q, const HostTensor &k,
-                                             const HostTensor &v, double scale, bool causal,
-                                             DType statsType);
+                                             const HostTensor &v, const HostTensor *segments,
+                                             double scale, bool causal, DType statsType);
 std::tuple<HostTensor, HostTensor, HostTensor>
 attentionGrad(const HostTensor &q, const HostTensor &k, const HostTensor &v,
               const HostTensor &out, const HostTensor &lse, const HostTensor &dout,
-              double scale, bool causal);
+              const HostTensor *segments, double scale, bool causal);
 
 // Neural-network composites
 llvm::Expected<HostTensor> embedding(const HostTensor &table, const HostTensor &ids);

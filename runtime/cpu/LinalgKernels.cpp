@@ -96,15 +96,19 @@ struct AttnShape {
       : b(q.dim(0)), h(q.dim(1)), hkv(k.dim(1)), tq(q.dim(2)), tk(k.dim(2)), d(q.dim(3)),
         dv(v.dim(3)) {}
   int64_t group() const { return h / hkv; }
-  /// Keys a query row may see.
+  /// Keys a query row may see: the first visible(i) ones, those of its own
+  /// segment among them when there are segments.
   int64_t visible(int64_t i, bool causal) const { return causal ? std::min(i + 1, tk) : tk; }
+  static bool sameSegment(const HostTensor *segments, int64_t b, int64_t t, int64_t i, int64_t j) {
+    return !segments || segments->get(b * t + i) == segments->get(b * t + j);
+  }
 };
 
 } // namespace
 
 std::tuple<HostTensor, HostTensor> attention(const HostTensor &q, const HostTensor &k,
-                                             const HostTensor &v, double scale, bool causal,
-                                             DType statsType) {
+                                             const HostTensor &v, const HostTensor *segments,
+                                             double scale, bool causal, DType statsType) {
   AttnShape s(q, k, v);
   HostTensor out(q.dtype(), {s.b, s.h, s.tq, s.dv});
   HostTensor lse(statsType, {s.b, s.h, s.tq});
@@ -124,7 +128,9 @@ std::tuple<HostTensor, HostTensor> attention(const HostTensor &q, const HostTens
             double dot = 0;
             for (int64_t c = 0; c < s.d; ++c)
               dot += static_cast<double>(q0[i * s.d + c]) * k0[j * s.d + c];
-            p[j] = dot * scale;
+            p[j] = AttnShape::sameSegment(segments, bi, s.tk, i, j)
+                       ? dot * scale
+                       : -std::numeric_limits<double>::infinity();
             mx = std::max(mx, p[j]);
           }
           double sum = 0;
@@ -149,7 +155,7 @@ std::tuple<HostTensor, HostTensor> attention(const HostTensor &q, const HostTens
 std::tuple<HostTensor, HostTensor, HostTensor>
 attentionGrad(const HostTensor &q, const HostTensor &k, const HostTensor &v,
               const HostTensor &out, const HostTensor &lse, const HostTensor &dout,
-              double scale, bool causal) {
+              const HostTensor *segments, double scale, bool causal) {
   AttnShape s(q, k, v);
   HostTensor dq(q.dtype(), q.shape()), dk(k.dtype(), k.shape()), dv(v.dtype(), v.shape());
   withFloatType(q.dtype(), [&](auto tag) {
@@ -180,7 +186,9 @@ attentionGrad(const HostTensor &q, const HostTensor &k, const HostTensor &v,
               double dot = 0;
               for (int64_t c = 0; c < s.d; ++c)
                 dot += static_cast<double>(q0[i * s.d + c]) * k0[j * s.d + c];
-              p[j] = std::exp(dot * scale - rowLse);
+              p[j] = AttnShape::sameSegment(segments, bi, s.tk, i, j)
+                         ? std::exp(dot * scale - rowLse)
+                         : 0.0;
             }
             double delta = 0; // rowsum(dout ⊙ out)
             for (int64_t c = 0; c < s.dv; ++c)

@@ -148,6 +148,24 @@ llvm::Error DataLoader::seek(const LoaderPosition &position) {
   return llvm::Error::success();
 }
 
+void documentIds(const cpu::HostTensor &tokens, int32_t eot, cpu::HostTensor &segments,
+                 cpu::HostTensor &positions) {
+  const int64_t B = tokens.dim(0), T = tokens.dim(1);
+  segments = cpu::HostTensor(cpu::DType::I32, {B, T});
+  positions = cpu::HostTensor(cpu::DType::I32, {B, T});
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t segment = 0, start = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      if (static_cast<int32_t>(tokens.get(b * T + t)) == eot && t > 0) {
+        ++segment;
+        start = t;
+      }
+      segments.set(b * T + t, static_cast<double>(segment));
+      positions.set(b * T + t, static_cast<double>(t - start));
+    }
+  }
+}
+
 void DataLoader::readRows(llvm::ArrayRef<int64_t> rows, cpu::HostTensor &tokens,
                           cpu::HostTensor &targets) const {
   const int64_t B = static_cast<int64_t>(rows.size()), T = options_.seqLen;

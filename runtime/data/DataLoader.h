@@ -54,6 +54,14 @@ struct LoaderPosition {
   static llvm::Expected<LoaderPosition> fromJSON(const llvm::json::Value &value);
 };
 
+/// Packed documents (model.document_masking): for token rows [B, T] whose
+/// documents start with `eot`, each position's document — counted from 0 in
+/// its row, a new one at each `eot` — and its index within that document
+/// (0 at the `eot`), both i32 [B, T]. A row's first document, begun before
+/// the row, counts its positions from the row's start.
+void documentIds(const cpu::HostTensor &tokens, int32_t eot, cpu::HostTensor &segments,
+                 cpu::HostTensor &positions);
+
 class DataLoader {
 public:
   /// Opens and validates every shard; fails naming the file when one is

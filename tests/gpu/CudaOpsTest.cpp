@@ -248,6 +248,12 @@ std::vector<OpCase> cases() {
                "%o, %lse = kiln.attention %q, %k, %v {causal, scale = 0.35 : f32} : tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32> -> tensor<2x2x20x8xf32>, tensor<2x2x20xf32>\n"
                "  %r0, %r1, %r2 = kiln.attention_grad %q, %k, %v, %o, %lse, %d {causal, scale = 0.35 : f32} : tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20xf32>, tensor<2x2x20x8xf32> -> tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>",
                1e-4, 1e-4});
+  // The reference kernels with packed documents (segment ids in [0, 3)).
+  c.push_back({"attention_grad_segments", {f("q", "tensor<2x2x20x8xf32>"), f("k", "tensor<2x2x20x8xf32>"), f("v", "tensor<2x2x20x8xf32>"), f("d", "tensor<2x2x20x8xf32>"), ids("s", "tensor<2x20xi32>", 3)},
+               {"tensor<2x2x20x8xf32>", "tensor<2x2x20x8xf32>", "tensor<2x2x20x8xf32>"},
+               "%o, %lse = kiln.attention %q, %k, %v segments %s {causal, scale = 0.35 : f32} : tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x20xi32> -> tensor<2x2x20x8xf32>, tensor<2x2x20xf32>\n"
+               "  %r0, %r1, %r2 = kiln.attention_grad %q, %k, %v, %o, %lse, %d segments %s {causal, scale = 0.35 : f32} : tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20xf32>, tensor<2x2x20x8xf32>, tensor<2x20xi32> -> tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>",
+               1e-4, 1e-4});
   // The flash kernels (bf16/f16, D = 64 or 128): sequence tails against the
   // 128-row and 64-key blocks, grouped heads, cross attention, causal or
   // not. P is rounded to the low type before P·V (the interpreter keeps it
@@ -255,30 +261,40 @@ std::vector<OpCase> cases() {
   struct Flash {
     const char *name, *type;
     int64_t b, h, hkv, tq, tk, d;
-    bool causal;
+    bool causal, segments = false; ///< segments: ids in [0, 3), unsorted
   };
   for (const Flash &a : {Flash{"d64_causal_bf16", "bf16", 2, 3, 3, 200, 200, 64, true},
                          Flash{"d128_f16", "f16", 1, 2, 2, 130, 130, 128, false},
                          Flash{"d64_gqa_causal_bf16", "bf16", 1, 4, 2, 96, 96, 64, true},
                          Flash{"d64_cross_f16", "f16", 1, 2, 2, 70, 150, 64, false},
-                         Flash{"d128_gqa_causal_bf16", "bf16", 1, 4, 1, 257, 257, 128, true}}) {
+                         Flash{"d128_gqa_causal_bf16", "bf16", 1, 4, 1, 257, 257, 128, true},
+                         Flash{"d64_causal_segments_bf16", "bf16", 2, 3, 3, 200, 200, 64, true, true},
+                         Flash{"d128_segments_f16", "f16", 1, 2, 1, 130, 130, 128, false, true}}) {
     auto type = [&](int64_t h, int64_t t, int64_t d) {
       return llvm::formatv("tensor<{0}x{1}x{2}x{3}x{4}>", a.b, h, t, d, a.type).str();
     };
     std::string q = type(a.h, a.tq, a.d), kv = type(a.hkv, a.tk, a.d),
                 lse = llvm::formatv("tensor<{0}x{1}x{2}xf32>", a.b, a.h, a.tq).str();
     std::string attrs = llvm::formatv("{{{0}scale = 0.125 : f32}", a.causal ? "causal, " : "").str();
-    std::string forward = llvm::formatv("%r0, %r1 = kiln.attention %q, %k, %v {0} : {1}, {2}, {2} -> {1}, {3}",
-                                        attrs, q, kv, lse)
+    std::string segType = llvm::formatv("tensor<{0}x{1}xi32>", a.b, a.tq).str();
+    std::string seg = a.segments ? " segments %s" : "", segT = a.segments ? ", " + segType : "";
+    std::string forward = llvm::formatv("%r0, %r1 = kiln.attention %q, %k, %v{4} {0} : {1}, {2}, {2}{5} -> {1}, {3}",
+                                        attrs, q, kv, lse, seg, segT)
                               .str();
-    c.push_back({std::string("flash_") + a.name, {f("q", q), f("k", kv), f("v", kv)}, {q, lse},
-                 forward, 2e-2, 2e-2});
+    auto inputs = [&](bool withDout) {
+      std::vector<Arg> in{f("q", q), f("k", kv), f("v", kv)};
+      if (withDout)
+        in.push_back(f("d", q));
+      if (a.segments)
+        in.push_back(ids("s", segType, 3));
+      return in;
+    };
+    c.push_back({std::string("flash_") + a.name, inputs(false), {q, lse}, forward, 2e-2, 2e-2});
     std::string grad = llvm::formatv(
-        "%o, %lse = kiln.attention %q, %k, %v {0} : {1}, {2}, {2} -> {1}, {3}\n"
-        "  %r0, %r1, %r2 = kiln.attention_grad %q, %k, %v, %o, %lse, %d {0} : {1}, {2}, {2}, {1}, {3}, {1} -> {1}, {2}, {2}",
-        attrs, q, kv, lse).str();
-    c.push_back({std::string("flash_grad_") + a.name, {f("q", q), f("k", kv), f("v", kv), f("d", q)},
-                 {q, kv, kv}, grad, 5e-2, 3e-2});
+        "%o, %lse = kiln.attention %q, %k, %v{4} {0} : {1}, {2}, {2}{5} -> {1}, {3}\n"
+        "  %r0, %r1, %r2 = kiln.attention_grad %q, %k, %v, %o, %lse, %d{4} {0} : {1}, {2}, {2}, {1}, {3}, {1}{5} -> {1}, {2}, {2}",
+        attrs, q, kv, lse, seg, segT).str();
+    c.push_back({std::string("flash_grad_") + a.name, inputs(true), {q, kv, kv}, grad, 5e-2, 3e-2});
   }
   // Training ops.
   c.push_back({"global_norm", {f("a", "tensor<1000xf32>"), f("b", "tensor<37x3xf32>"), f("c", "tensor<5000xf32>")},

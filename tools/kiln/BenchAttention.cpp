@@ -110,17 +110,17 @@ mlir::OwningOpRef<mlir::ModuleOp> buildModule(mlir::MLIRContext &ctx, const Shap
   {
     auto f = makeFunc("fwd", {q, kv, kv}, {"q", "k", "v"}, {q, lse}, {"out", "lse"});
     auto a = AttentionOp::create(b, loc, q, lse, f.getArgument(0), f.getArgument(1), f.getArgument(2),
-                                 scale, causalAttr);
+                                 mlir::Value(), scale, causalAttr);
     mlir::func::ReturnOp::create(b, loc, mlir::ValueRange{a.getOut(), a.getLse()});
   }
   {
     auto f = makeFunc("fwdbwd", {q, kv, kv, q}, {"q", "k", "v", "dout"}, {q, kv, kv},
                       {"dq", "dk", "dv"});
     auto a = AttentionOp::create(b, loc, q, lse, f.getArgument(0), f.getArgument(1), f.getArgument(2),
-                                 scale, causalAttr);
+                                 mlir::Value(), scale, causalAttr);
     auto g = AttentionGradOp::create(b, loc, q, kv, kv, f.getArgument(0), f.getArgument(1),
                                      f.getArgument(2), a.getOut(), a.getLse(), f.getArgument(3),
-                                     scale, causalAttr);
+                                     mlir::Value(), scale, causalAttr);
     mlir::func::ReturnOp::create(b, loc, mlir::ValueRange{g.getDq(), g.getDk(), g.getDv()});
   }
   return module;

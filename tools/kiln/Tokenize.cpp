@@ -120,6 +120,13 @@ static cl::opt<bool> truncateLong(
     cl::desc("SFT, DPO: truncate too long examples (default: skip and count them); DPO "
              "truncates the responses, never the prompt"),
     cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
+static cl::opt<std::string> configFile(
+    "config",
+    cl::desc("A run config (TOML): its data.tokenizer, data.tokenizer_path, "
+             "data.prompt_template, data.response_template, data.message_template, "
+             "data.train_roles and train.seq_len (DPO's --seq-len; SFT's --max-example-tokens "
+             "is seq_len + 1) stand for the options not given"),
+    cl::value_desc("run.toml"), cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
 static cl::opt<unsigned> batchKb(
     "batch-kb", cl::desc("Text per tokenizing task, in KiB (tests make it small to get many)"),
     cl::init(1024), cl::Hidden, cl::sub(tokenizeCommand()), cl::cat(kilnCategory()));
@@ -202,6 +209,35 @@ int runTokenize() {
                             "is an int32)");
   if (batchKb < 1)
     return fail("tokenize", "--batch-kb must be at least 1");
+  // Options from a run's config, where the command line does not give them:
+  // the shards then fit the run.
+  std::vector<std::string> roles(trainRoles.begin(), trainRoles.end());
+  if (!configFile.empty()) {
+    auto config = RunConfig::loadFile(configFile);
+    if (!config)
+      return fail("tokenize", toString(config.takeError()));
+    const DataConfig &d = config->data;
+    if (!tokenizerKind.getNumOccurrences())
+      tokenizerKind = d.tokenizer;
+    if (!tokenizerPath.getNumOccurrences())
+      tokenizerPath = d.tokenizer_path;
+    if (!promptTemplate.getNumOccurrences())
+      promptTemplate = d.prompt_template;
+    if (!responseTemplate.getNumOccurrences())
+      responseTemplate = d.response_template;
+    if (!messageTemplate.getNumOccurrences())
+      messageTemplate = d.message_template;
+    if (roles.empty())
+      for (StringRef role : split(d.train_roles, ','))
+        if (!role.trim().empty())
+          roles.push_back(role.trim().str());
+    if (format == CorpusOptions::Format::Dpo && !seqLen.getNumOccurrences())
+      seqLen = config->seqLen();
+    if (format == CorpusOptions::Format::Sft && !maxExampleTokens.getNumOccurrences())
+      maxExampleTokens = config->seqLen() + 1;
+  }
+  if (roles.empty())
+    roles.push_back("assistant");
   if (format == CorpusOptions::Format::Dpo && (seqLen < 1 || seqLen >= (1 << 20)))
     return fail("tokenize", "--format dpo needs --seq-len N, the run's train.seq_len (each "
                             "response becomes a row of N + 1 tokens)");
@@ -362,9 +398,6 @@ int runTokenize() {
   int64_t tooLong = 0, promptTooLong = 0;
   std::string firstTooLong, firstPromptTooLong;
   bool previousTrained = false;
-  std::vector<std::string> roles(trainRoles.begin(), trainRoles.end());
-  if (roles.empty())
-    roles.push_back("assistant");
   auto fill = [](std::string text, std::initializer_list<std::pair<StringRef, StringRef>> vars) {
     for (size_t at; (at = text.find("\\n")) != std::string::npos;)
       text.replace(at, 2, "\n");

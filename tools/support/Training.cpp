@@ -319,6 +319,13 @@ private:
   /// The `ref_logps` input of a batch of rows.
   cpu::HostTensor refInput(const std::vector<float> &ref, const std::vector<int64_t> &rows) const;
   bool dpo() const { return config_.model.objective == "dpo"; }
+  /// model.document_masking: the batch's segments and positions, from its
+  /// tokens (functions that do not take positions ignore them).
+  void addDocuments(TensorMap &inputs) const {
+    if (!config_.model.document_masking)
+      return;
+    documentIds(inputs.at("tokens"), tokenizer_->eot(), inputs["segments"], inputs["positions"]);
+  }
   llvm::Expected<std::string> save();
   /// Stops the run after `err` (a failed log write): one last checkpoint
   /// attempt, then an error that says what was and was not saved.
@@ -474,7 +481,16 @@ llvm::Error TrainingRun::restore() {
     state_.tokensSeen = c->state.tokensSeen;
     rng_.setState(c->state.rng);
   } else if (!config_.model.init_from.empty()) {
-    auto weights = readSafetensors(config_.model.init_from);
+    // A safetensors file, or a checkpoint or run directory: its (latest)
+    // checkpoint's model.safetensors.
+    std::string from = config_.model.init_from;
+    if (llvm::sys::fs::is_directory(from)) {
+      auto dir = resolveCheckpoint(from);
+      if (!dir)
+        return error("model.init_from: " + llvm::toString(dir.takeError()));
+      from = join(*dir, "model.safetensors");
+    }
+    auto weights = readSafetensors(from);
     if (!weights)
       return weights.takeError();
     bool huggingFace = llvm::any_of(*weights, [](const auto &e) {
@@ -487,14 +503,14 @@ llvm::Error TrainingRun::restore() {
       weights = std::move(*converted);
     }
     auto fresh = backend_->loadState(*weights, /*params=*/true, config_.model.init_partial,
-                                     "model.init_from '" + config_.model.init_from + "'");
+                                     "model.init_from '" + from + "'");
     if (!fresh)
       return error(llvm::toString(fresh.takeError()) +
                    (config_.model.init_partial
                         ? ""
                         : " (set model.init_partial = true to start the missing ones from random "
                           "weights)"));
-    out_ << "  initial weights from " << config_.model.init_from << "\n";
+    out_ << "  initial weights from " << from << "\n";
     if (!fresh->empty())
       out_ << llvm::formatv("  partial load (model.init_partial): {0} of {1} parameters keep their "
                             "random initialization: {2}\n",
@@ -608,6 +624,7 @@ llvm::Expected<StepResult> TrainingRun::step(double lr) {
     TensorMap inputs{{"tokens", tokens}, {"targets", targets}};
     if (dpo())
       inputs["ref_logps"] = refInput(refTrain_, rows);
+    addDocuments(inputs);
     return inputs;
   };
   auto addMetrics = [&](const TensorMap &out, double weight) {
@@ -720,10 +737,21 @@ llvm::Error TrainingRun::referenceLogProbs() {
   refTrain_ = std::move(*train);
   refVal_ = std::move(*val);
   refComputed_ = true;
+  // How often the reference already ranks the chosen response higher: the
+  // baseline DPO's reward accuracy (0 at step 1, every margin being 0) is
+  // measured against.
+  auto prefers = [](const std::vector<float> &ref) {
+    int64_t n = 0;
+    for (size_t i = 0; i + 1 < ref.size(); i += 2)
+      n += ref[i] > ref[i + 1];
+    return 100.0 * static_cast<double>(n) / static_cast<double>(std::max<size_t>(1, ref.size() / 2));
+  };
   out_ << llvm::formatv("  reference log-probabilities of {0} train and {1} val rows from the "
-                        "starting weights in {2:f1} s\n",
+                        "starting weights in {2:f1} s; the reference prefers the chosen "
+                        "response in {3:f1}% of train and {4:f1}% of val pairs\n",
                         refTrain_.size(), refVal_.size(),
-                        std::chrono::duration<double>(Clock::now() - start).count());
+                        std::chrono::duration<double>(Clock::now() - start).count(),
+                        prefers(refTrain_), prefers(refVal_));
   return llvm::Error::success();
 }
 
@@ -734,7 +762,8 @@ llvm::Error TrainingRun::logStep(const StepResult &r, double lr, double stepSeco
                static_cast<double>(steps_ - state_.step);
   std::string metrics;
   if (r.metrics.count("reward_accuracy"))
-    metrics = llvm::formatv(" | acc {0:f2} | margin {1:f3}", r.metrics.at("reward_accuracy"),
+    metrics = llvm::formatv(" | acc {0:f2} | pref {1:f2} | margin {2:f3}",
+                            r.metrics.at("reward_accuracy"), r.metrics.at("logp_accuracy"),
                             r.metrics.at("reward_margin"));
   std::string line = llvm::formatv(
       "step {0}/{1} | loss {2:f4}{8} | val {3} | lr {4:e2} | {5} tok/s | {6} elapsed | ETA {7}",
@@ -773,6 +802,7 @@ llvm::Error TrainingRun::evaluate() {
     TensorMap inputs{{"tokens", tokens}, {"targets", targets}};
     if (dpo())
       inputs["ref_logps"] = refInput(refVal_, rows);
+    addDocuments(inputs);
     auto result = backend_->run("forward", inputs);
     if (!result)
       return result.takeError();
@@ -789,7 +819,8 @@ llvm::Error TrainingRun::evaluate() {
     out_ << "\n";
   std::string shown;
   if (metrics.count("reward_accuracy"))
-    shown = llvm::formatv(" | val acc {0:f3} | val margin {1:f3}", metrics["reward_accuracy"] / n,
+    shown = llvm::formatv(" | val acc {0:f3} | val pref {1:f3} | val margin {2:f3}",
+                          metrics["reward_accuracy"] / n, metrics["logp_accuracy"] / n,
                           metrics["reward_margin"] / n);
   out_ << llvm::formatv("step {0}/{1} | val loss {2:f4}{3}\n", state_.step, steps_, lastVal_,
                         shown);

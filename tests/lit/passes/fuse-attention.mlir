@@ -237,3 +237,102 @@ func.func @log_softmax(%q: tensor<1x1x4x4xf32>, %k: tensor<1x1x4x4xf32>, %v: ten
   %o = kiln.matmul %p, %v : tensor<1x1x4x4xf32>, tensor<1x1x4x4xf32> -> tensor<1x1x4x4xf32>
   return %o : tensor<1x1x4x4xf32>
 }
+
+// -----
+
+// Packed documents, as the frontend writes them (nn::maskScores): the
+// causal select, then seg[b, i] == seg[b, j] reshaped to [B, 1, T, T] and
+// broadcast over the heads. The op takes the segment ids.
+// CHECK-LABEL: func.func @documents
+// CHECK-SAME: %[[SEG:[^:]+]]: tensor<2x4xi32>
+// CHECK: kiln.attention %{{.+}}, %{{.+}}, %{{.+}} segments %[[SEG]] {causal, scale = 1.000000e+00 : f32} : tensor<2x3x4x8xf32>, tensor<2x3x4x8xf32>, tensor<2x3x4x8xf32>, tensor<2x4xi32> -> tensor<2x3x4x8xf32>, tensor<2x3x4xf32>
+// CHECK-NOT: kiln.select
+// CHECK-NOT: kiln.softmax
+func.func @documents(%q: tensor<2x3x4x8xf32>, %k: tensor<2x3x4x8xf32>, %v: tensor<2x3x4x8xf32>, %seg: tensor<2x4xi32>) -> tensor<2x3x4x8xf32> {
+  %s = kiln.matmul %q, %k transpose_b : tensor<2x3x4x8xf32>, tensor<2x3x4x8xf32> -> tensor<2x3x4x4xf32>
+  %i = kiln.iota dim = 0 : tensor<4x4xi32>
+  %j = kiln.iota dim = 1 : tensor<4x4xi32>
+  %keep = kiln.compare ge, %i, %j : tensor<4x4xi32>
+  %ninf = kiln.constant dense<0xFF800000> : tensor<2x3x4x4xf32>
+  %kb = kiln.broadcast_in_dim %keep, dims = [2, 3] : tensor<4x4xi1> -> tensor<2x3x4x4xi1>
+  %c = kiln.select %kb, %s, %ninf : tensor<2x3x4x4xi1>, tensor<2x3x4x4xf32>
+  %sq = kiln.broadcast_in_dim %seg, dims = [0, 1] : tensor<2x4xi32> -> tensor<2x4x4xi32>
+  %sk = kiln.broadcast_in_dim %seg, dims = [0, 2] : tensor<2x4xi32> -> tensor<2x4x4xi32>
+  %same = kiln.compare eq, %sq, %sk : tensor<2x4x4xi32>
+  %same4 = kiln.reshape %same : tensor<2x4x4xi1> -> tensor<2x1x4x4xi1>
+  %sb = kiln.broadcast_in_dim %same4, dims = [0, 1, 2, 3] : tensor<2x1x4x4xi1> -> tensor<2x3x4x4xi1>
+  %m = kiln.select %sb, %c, %ninf : tensor<2x3x4x4xi1>, tensor<2x3x4x4xf32>
+  %p = kiln.softmax %m : tensor<2x3x4x4xf32>
+  %o = kiln.matmul %p, %v : tensor<2x3x4x4xf32>, tensor<2x3x4x8xf32> -> tensor<2x3x4x8xf32>
+  return %o : tensor<2x3x4x8xf32>
+}
+
+// -----
+
+// The document mask alone (no causal select): attention within each
+// segment, both ways.
+// CHECK-LABEL: func.func @documents_bidirectional
+// CHECK: kiln.attention %{{.+}}, %{{.+}}, %{{.+}} segments %{{.+}} {scale = 1.000000e+00 : f32}
+func.func @documents_bidirectional(%q: tensor<1x1x4x8xf32>, %k: tensor<1x1x4x8xf32>, %v: tensor<1x1x4x8xf32>, %seg: tensor<1x4xi32>) -> tensor<1x1x4x8xf32> {
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x1x4x8xf32>, tensor<1x1x4x8xf32> -> tensor<1x1x4x4xf32>
+  %ninf = kiln.constant dense<0xFF800000> : tensor<1x1x4x4xf32>
+  %sq = kiln.broadcast_in_dim %seg, dims = [0, 2] : tensor<1x4xi32> -> tensor<1x1x4x4xi32>
+  %sk = kiln.broadcast_in_dim %seg, dims = [0, 3] : tensor<1x4xi32> -> tensor<1x1x4x4xi32>
+  %same = kiln.compare eq, %sk, %sq : tensor<1x1x4x4xi32>
+  %m = kiln.select %same, %s, %ninf : tensor<1x1x4x4xi1>, tensor<1x1x4x4xf32>
+  %p = kiln.softmax %m : tensor<1x1x4x4xf32>
+  %o = kiln.matmul %p, %v : tensor<1x1x4x4xf32>, tensor<1x1x4x8xf32> -> tensor<1x1x4x8xf32>
+  return %o : tensor<1x1x4x8xf32>
+}
+
+// -----
+
+// Near-misses of the document mask, left alone: both sides along the query
+// axis (always true), two different id tensors, and `ne`.
+// CHECK-LABEL: func.func @documents_same_axis
+// CHECK-NOT: kiln.attention
+// CHECK: kiln.softmax
+func.func @documents_same_axis(%q: tensor<1x1x4x8xf32>, %k: tensor<1x1x4x8xf32>, %v: tensor<1x1x4x8xf32>, %seg: tensor<1x4xi32>) -> tensor<1x1x4x8xf32> {
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x1x4x8xf32>, tensor<1x1x4x8xf32> -> tensor<1x1x4x4xf32>
+  %ninf = kiln.constant dense<0xFF800000> : tensor<1x1x4x4xf32>
+  %sq = kiln.broadcast_in_dim %seg, dims = [0, 2] : tensor<1x4xi32> -> tensor<1x1x4x4xi32>
+  %same = kiln.compare eq, %sq, %sq : tensor<1x1x4x4xi32>
+  %m = kiln.select %same, %s, %ninf : tensor<1x1x4x4xi1>, tensor<1x1x4x4xf32>
+  %p = kiln.softmax %m : tensor<1x1x4x4xf32>
+  %o = kiln.matmul %p, %v : tensor<1x1x4x4xf32>, tensor<1x1x4x8xf32> -> tensor<1x1x4x8xf32>
+  return %o : tensor<1x1x4x8xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @documents_two_id_tensors
+// CHECK-NOT: kiln.attention
+// CHECK: kiln.softmax
+func.func @documents_two_id_tensors(%q: tensor<1x1x4x8xf32>, %k: tensor<1x1x4x8xf32>, %v: tensor<1x1x4x8xf32>, %seg: tensor<1x4xi32>, %other: tensor<1x4xi32>) -> tensor<1x1x4x8xf32> {
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x1x4x8xf32>, tensor<1x1x4x8xf32> -> tensor<1x1x4x4xf32>
+  %ninf = kiln.constant dense<0xFF800000> : tensor<1x1x4x4xf32>
+  %sq = kiln.broadcast_in_dim %seg, dims = [0, 2] : tensor<1x4xi32> -> tensor<1x1x4x4xi32>
+  %sk = kiln.broadcast_in_dim %other, dims = [0, 3] : tensor<1x4xi32> -> tensor<1x1x4x4xi32>
+  %same = kiln.compare eq, %sq, %sk : tensor<1x1x4x4xi32>
+  %m = kiln.select %same, %s, %ninf : tensor<1x1x4x4xi1>, tensor<1x1x4x4xf32>
+  %p = kiln.softmax %m : tensor<1x1x4x4xf32>
+  %o = kiln.matmul %p, %v : tensor<1x1x4x4xf32>, tensor<1x1x4x8xf32> -> tensor<1x1x4x8xf32>
+  return %o : tensor<1x1x4x8xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @documents_ne
+// CHECK-NOT: kiln.attention
+// CHECK: kiln.softmax
+func.func @documents_ne(%q: tensor<1x1x4x8xf32>, %k: tensor<1x1x4x8xf32>, %v: tensor<1x1x4x8xf32>, %seg: tensor<1x4xi32>) -> tensor<1x1x4x8xf32> {
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x1x4x8xf32>, tensor<1x1x4x8xf32> -> tensor<1x1x4x4xf32>
+  %ninf = kiln.constant dense<0xFF800000> : tensor<1x1x4x4xf32>
+  %sq = kiln.broadcast_in_dim %seg, dims = [0, 2] : tensor<1x4xi32> -> tensor<1x1x4x4xi32>
+  %sk = kiln.broadcast_in_dim %seg, dims = [0, 3] : tensor<1x4xi32> -> tensor<1x1x4x4xi32>
+  %same = kiln.compare ne, %sq, %sk : tensor<1x1x4x4xi32>
+  %m = kiln.select %same, %s, %ninf : tensor<1x1x4x4xi1>, tensor<1x1x4x4xf32>
+  %p = kiln.softmax %m : tensor<1x1x4x4xf32>
+  %o = kiln.matmul %p, %v : tensor<1x1x4x4xf32>, tensor<1x1x4x8xf32> -> tensor<1x1x4x8xf32>
+  return %o : tensor<1x1x4x8xf32>
+}

@@ -118,10 +118,11 @@ TEST(DPO, LossAndMetricsAreTheFormulaByHand) {
   for (int64_t b = 0; b < f.B; ++b)
     f.ref.set(b, byHand[b] + shifts[b]);
   auto out = f.run("forward", {f.tokens, f.targets, f.ref});
-  ASSERT_EQ(out.size(), 5u);
+  ASSERT_EQ(out.size(), 6u);
   const double beta = f.config.model.dpo_beta;
-  double loss = 0, margin = 0, accuracy = 0, chosen = 0, rejected = 0;
+  double loss = 0, margin = 0, accuracy = 0, chosen = 0, rejected = 0, prefers = 0;
   for (int64_t p = 0; p < f.B / 2; ++p) {
+    prefers += byHand[2 * p] > byHand[2 * p + 1];
     double rc = beta * (byHand[2 * p] - f.ref.get(2 * p));
     double rr = beta * (byHand[2 * p + 1] - f.ref.get(2 * p + 1));
     double m = rc - rr;
@@ -132,11 +133,11 @@ TEST(DPO, LossAndMetricsAreTheFormulaByHand) {
     rejected += rr;
   }
   const double pairs = static_cast<double>(f.B / 2);
-  const char *names[] = {"loss", "reward_margin", "reward_accuracy", "chosen_reward",
-                         "rejected_reward"};
-  const double expected[] = {loss / pairs, margin / pairs, accuracy / pairs, chosen / pairs,
-                             rejected / pairs};
-  for (int k = 0; k < 5; ++k) {
+  const char *names[] = {"loss",          "reward_margin",   "reward_accuracy",
+                         "chosen_reward", "rejected_reward", "logp_accuracy"};
+  const double expected[] = {loss / pairs,   margin / pairs,   accuracy / pairs,
+                             chosen / pairs, rejected / pairs, prefers / pairs};
+  for (int k = 0; k < 6; ++k) {
     EXPECT_EQ(f.forward().getResultAttrOfType<mlir::StringAttr>(k, "kiln.output").getValue(),
               names[k]);
     EXPECT_NEAR(out[k].get(0), expected[k], 1e-12 * std::max(1.0, std::abs(expected[k])))

@@ -72,6 +72,27 @@ TEST(FuseAttention, TinyGptInF64AgreesToRounding) {
   test::expectPipelinesAgree(*module, kUnfused, kFused, 1e-12, inputs);
 }
 
+// Packed documents (model.document_masking): the document mask fuses into
+// kiln.attention with segments, and the step agrees with the unfused one.
+// Integer inputs in [0, 4): tokens, targets, segment ids (unsorted: the op
+// compares ids) and positions all in range.
+TEST(FuseAttention, DocumentMaskedModelsInF64AgreeToRounding) {
+  for (const char *file : {"tiny.toml", "llama-tiny.toml"}) {
+    mlir::MLIRContext ctx;
+    RunConfig config;
+    auto module = forwardOf(ctx, file, {"model.document_masking=true"}, /*f64=*/true, &config);
+    ASSERT_TRUE(module);
+    auto base = modelInputs(5, 4);
+    auto inputs = [base](unsigned index, cpu::HostTensor &arg) { base(index, arg); };
+    mlir::OwningOpRef<mlir::ModuleOp> copy(module->clone());
+    test::expectPassPreserves(*copy, kFused, 1e-12, inputs);
+    int withSegments = 0;
+    copy->walk([&](AttentionOp a) { withSegments += a.getSegments() != nullptr; });
+    EXPECT_EQ(withSegments, 2 * config.model.n_layer) << file;
+    test::expectPipelinesAgree(*module, kUnfused, kFused, 1e-12, inputs);
+  }
+}
+
 TEST(FuseAttention, Gpt2InF32AgreesWithinRounding) {
   mlir::MLIRContext ctx;
   // GPT-2 124M's shapes but a short sequence, so the interpreter runs it in

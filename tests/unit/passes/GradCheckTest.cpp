@@ -185,6 +185,14 @@ const OpCase kCases[] = {
   {"attention_cross_gqa", R"(%q: tensor<2x4x3x4xf64> {kiln.param = "q"}, %k: tensor<2x2x6x4xf64> {kiln.param = "k"}, %v: tensor<2x2x6x5xf64> {kiln.param = "v"})",
    "%y, %lse = kiln.attention %q, %k, %v {scale = 0.5 : f32} : tensor<2x4x3x4xf64>, tensor<2x2x6x4xf64>, tensor<2x2x6x5xf64> -> tensor<2x4x3x5xf64>, tensor<2x4x3xf64>",
    "tensor<2x4x3x5xf64>"},
+  // Packed documents: ids in [0, 3), unsorted — a query sees the keys of its
+  // own segment (causal or not).
+  {"attention_segments_causal", R"(%q: tensor<2x2x6x4xf64> {kiln.param = "q"}, %k: tensor<2x1x6x4xf64> {kiln.param = "k"}, %v: tensor<2x1x6x4xf64> {kiln.param = "v"}, %s: tensor<2x6xi32> {kiln.input = "s"})",
+   "%y, %lse = kiln.attention %q, %k, %v segments %s {causal, scale = 0.5 : f32} : tensor<2x2x6x4xf64>, tensor<2x1x6x4xf64>, tensor<2x1x6x4xf64>, tensor<2x6xi32> -> tensor<2x2x6x4xf64>, tensor<2x2x6xf64>",
+   "tensor<2x2x6x4xf64>", false, 0, 3},
+  {"attention_segments", R"(%q: tensor<1x2x5x4xf64> {kiln.param = "q"}, %k: tensor<1x2x5x4xf64> {kiln.param = "k"}, %v: tensor<1x2x5x4xf64> {kiln.param = "v"}, %s: tensor<1x5xi32> {kiln.input = "s"})",
+   "%y, %lse = kiln.attention %q, %k, %v segments %s {scale = 0.5 : f32} : tensor<1x2x5x4xf64>, tensor<1x2x5x4xf64>, tensor<1x2x5x4xf64>, tensor<1x5xi32> -> tensor<1x2x5x4xf64>, tensor<1x2x5xf64>",
+   "tensor<1x2x5x4xf64>", false, 0, 2},
 };
 // clang-format on
 
