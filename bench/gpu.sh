@@ -32,6 +32,13 @@
 #              bench/torch_llama.py from the same weights and batches, then
 #              kiln bench in bf16
 #   llama-bench  the ~1B Llama in bf16: kiln bench, torch eager, torch.compile
+#   finetune   DPO on the GPU against the CPU interpreter (the worked
+#              example's model, f32, 20 steps from the same weights and
+#              pairs)
+#   docmask    the Llama 125M bf16 step (B=16, T=1024) causal and with
+#              packed documents of 256 (model.document_masking), kiln bench
+#              beside torch.compile with SDPA causal and FlexAttention's
+#              document mask
 #   tokenize   kiln tokenize MB/s on this host's cores (GCIDE, 1 and all threads)
 #   quickstart the README's GPU main job: tokenize fortunes + GCIDE, GPT-2
 #              124M bf16 for 2,000 steps (configs/gpu-quickstart.toml)
@@ -266,6 +273,56 @@ EOF
        --batch 8 --seq 2048 --steps 10)
     python3 bench/torch_llama.py bench "${A[@]}" --out "$OUT/torch-llama-1b-eager.json"
     python3 bench/torch_llama.py bench "${A[@]}" --compile --out "$OUT/torch-llama-1b-compile.json" ;;
+  finetune)
+    # DPO pairs derived from the carried fortunes, the worked example's
+    # Llama in f32 on both backends from the same initial weights.
+    python3 scripts/derive.py dpo .gpu/corpus/fortunes/* > /tmp/pairs.jsonl
+    rm -rf /tmp/dpo-data /tmp/dpo-cuda /tmp/dpo-cpu
+    $KILN tokenize --quiet --tokenizer byte --format dpo --seq-len 128 --val-fraction 0.05 \
+      --out /tmp/dpo-data /tmp/pairs.jsonl | tail -3
+    for dev in cuda cpu; do
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/llama-fortunes.toml --set train.device=$dev \
+        --set 'data.train=/tmp/dpo-data/train_*.bin' --set 'data.val=/tmp/dpo-data/val_*.bin' \
+        --set model.objective=dpo --set data.mode=sequential --set train.steps=20 --set optim.lr=1e-3 \
+        --set optim.warmup_steps=2 \
+        --set eval.every=0 --set eval.batches=4 --set train.log_every=10 --set run.dir=/tmp/dpo-$dev \
+        > "$OUT/dpo-$dev.log" 2>&1
+      grep -E "reference log|^step 20|error" "$OUT/dpo-$dev.log"
+      cp /tmp/dpo-$dev/metrics.jsonl "$OUT/metrics-dpo-$dev.jsonl"
+    done
+    python3 - "$OUT" <<'EOF2'
+import json, sys
+out = sys.argv[1]
+runs = {d: [json.loads(l) for l in open(f"{out}/metrics-dpo-{d}.jsonl") if '"loss"' in l] for d in ("cuda", "cpu")}
+keys = ["loss", "reward_margin", "chosen_reward", "rejected_reward"]
+worst = {k: max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-3) for a, b in zip(runs["cuda"], runs["cpu"])) for k in keys}
+ok = len(runs["cuda"]) == 20 and all(w <= 1e-3 for w in worst.values())
+print("  dpo cuda vs cpu, 20 f32 steps: worst relative difference " +
+      ", ".join(f"{k} {w:.2e}" for k, w in worst.items()) + f" (limit 1e-3): {'PASS' if ok else 'FAIL'}")
+json.dump({"worst_rel": worst, "pass": ok}, open(f"{out}/dpo-cuda-cpu.json", "w"))
+EOF2
+    ;;
+  docmask)
+    L=(configs/llama-125m.toml --set model.vocab_size=50257 --set train.precision=bf16-mixed)
+    for m in false true; do
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench "${L[@]}" --set model.document_masking=$m \
+        --json "$OUT/bench-docmask-$m.json" > "$OUT/bench-docmask-$m.log" 2>&1
+    done
+    A=(--n-layer 12 --n-head 12 --n-kv-head 4 --n-embd 768 --intermediate-size 2048 --vocab 50257
+       --batch 16 --seq 1024 --steps 20 --compile)
+    python3 bench/torch_llama.py bench "${A[@]}" --out "$OUT/torch-docmask-0.json" > "$OUT/torch-docmask-0.log" 2>&1
+    python3 bench/torch_llama.py bench "${A[@]}" --doc-len 256 --out "$OUT/torch-docmask-256.json" > "$OUT/torch-docmask-256.log" 2>&1
+    python3 - "$OUT" <<'EOF2'
+import json, sys
+out = sys.argv[1]
+load = lambda f: json.load(open(f"{out}/{f}"))
+k = {m: load(f"bench-docmask-{m}.json") for m in ("false", "true")}
+t = {m: load(f"torch-docmask-{m}.json") for m in ("0", "256")}
+for name, km, tm in (("causal", "false", "0"), ("documents of 256", "true", "256")):
+    print(f"  llama 125M bf16 B=16 T=1024, {name}: kiln {k[km]['step_ms']:.2f} ms, torch.compile "
+          f"{t[tm]['step_ms']:.2f} ms ({t[tm]['attention']}): kiln/torch time {k[km]['step_ms'] / t[tm]['step_ms']:.3f}")
+EOF2
+    ;;
   tokenize)
     # kiln tokenize on this host's cores: GCIDE (40 MB, read from the .dz)
     # with one thread and with all, for each byte-level BPE.

@@ -62,7 +62,7 @@ class Layer(nn.Module):
         self.up_proj = nn.Linear(d, i, bias=False)
         self.down_proj = nn.Linear(i, d, bias=False)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, block_mask=None):
         B, T, _ = x.shape
         y = self.input_layernorm(x)
         q = self.q_proj(y).view(B, T, self.h, self.hd).transpose(1, 2)
@@ -73,7 +73,10 @@ class Layer(nn.Module):
         rep = self.h // self.kv  # Hugging Face's repeat_kv: head h reads kv head h // rep
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if block_mask is None:
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # packed documents: FlexAttention with a document-causal block mask
+            a = flex(q, k, v, block_mask=block_mask)
         x = x + self.o_proj(a.transpose(1, 2).reshape(B, T, -1))
         y = self.post_attention_layernorm(x)
         return x + self.down_proj(F.silu(self.gate_proj(y)) * self.up_proj(y))
@@ -90,7 +93,7 @@ class Llama(nn.Module):
         inv_freq = 1.0 / (a.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, idx, targets):
+    def forward(self, idx, targets, block_mask=None):
         T = idx.shape[1]
         t = torch.arange(T, device=idx.device).float()
         freqs = torch.outer(t, self.inv_freq)
@@ -98,7 +101,7 @@ class Llama(nn.Module):
         cos, sin = emb.cos(), emb.sin()
         x = self.embed_tokens(idx)
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            x = layer(x, cos, sin, block_mask)
         logits = self.lm_head(self.norm(x))
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
@@ -151,6 +154,23 @@ def reference(a):
     json.dump({"loss": losses, "grad_norm": norms}, open(a.out, "w"))
 
 
+flex = None
+
+
+def document_mask(seq, doc_len):
+    """FlexAttention's block mask for rows of documents of doc_len tokens,
+    causal within each (rotary positions need no restart: they are relative)."""
+    global flex
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    flex = torch.compile(flex_attention)  # FlexAttention's kernels come from compiling it
+    doc = torch.arange(seq, device="cuda") // doc_len
+
+    def mask_mod(b, h, q, kv):
+        return (q >= kv) & (doc[q] == doc[kv])
+
+    return create_block_mask(mask_mod, B=None, H=None, Q_LEN=seq, KV_LEN=seq, device="cuda")
+
+
 def bench(a):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -167,12 +187,13 @@ def bench(a):
                             lr=1e-4, betas=(0.9, 0.95), eps=1e-8, fused=True)
     step_fn = torch.compile(model) if a.compile else model
     g = torch.Generator(device="cuda").manual_seed(1)
+    block_mask = document_mask(a.seq, a.doc_len) if a.doc_len else None
 
     def one_step():
         x = torch.randint(0, a.vocab, (a.batch, a.seq), device="cuda", generator=g)
         y = torch.randint(0, a.vocab, (a.batch, a.seq), device="cuda", generator=g)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = step_fn(x, y)
+            loss = step_fn(x, y, block_mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
@@ -184,6 +205,7 @@ def bench(a):
     tokens = a.batch * a.seq
     flops = (6 * n + 12 * a.n_layer * a.n_embd * a.seq) * tokens
     result = {"impl": "torch.compile" if a.compile else "torch eager", "precision": "bf16",
+              "attention": f"flex, documents of {a.doc_len}" if a.doc_len else "sdpa causal",
               "batch": a.batch, "seq_len": a.seq, "step_ms": ms, "tok_per_s": tokens / (ms * 1e-3),
               "mfu": flops / (ms * 1e-3) / 989e12, "peak_mem_bytes": torch.cuda.max_memory_allocated(),
               "first_step_s": first_s, "params": n}
@@ -203,6 +225,9 @@ def main():
     p.add_argument("--weights", help="reference: kiln's initial weights (kiln export CONFIG --hf FILE)")
     p.add_argument("--data", help="reference: the llm.c token shard kiln trains on")
     p.add_argument("--compile", action="store_true", help="bench: torch.compile the model")
+    p.add_argument("--doc-len", type=int, default=0,
+                   help="bench: packed documents of this many tokens, attention masked to each "
+                        "(FlexAttention); 0: plain causal SDPA")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     if a.mode == "reference":

@@ -11,8 +11,11 @@
 //             log-sum-exp. Causal: key blocks past the diagonal are skipped.
 //             Segments (packed documents): with `seg` ([B, T] ids, else
 //             null) a key of another segment is masked like one past the
-//             diagonal — every block is masked then; blocks wholly outside
-//             a query block's segments are not skipped yet.
+//             diagonal — every block is masked then. When the ids never
+//             decrease along the sequence (as documentIds writes them),
+//             key blocks before the first query's document are skipped
+//             (and, in the backward, query blocks after the last key's
+//             document); ids out of order skip nothing.
 //   backward  three launches: rowsum(dO ∘ O) per row (and dq's f32
 //             accumulator zeroed); one block per (key block, batch·kv head)
 //             keeping dK and dV in registers while it streams the query
@@ -128,6 +131,58 @@ __device__ __forceinline__ void loadTile(u32 tile, const T *base, i64 row0, i64 
 }
 
 // ---------------------------------------------------------------------------
+// Packed documents: the blocks that can matter
+// ---------------------------------------------------------------------------
+
+// The first key block a query block [q0, rowsEnd) can see: the block of the
+// first position of q0's segment when the ids in [0, rowsEnd) never
+// decrease (every earlier key then has a smaller id than every row), else 0.
+// All THREADS threads call it.
+template <int THREADS, int BN>
+__device__ int firstKeyBlock(const int *segb, i64 q0, i64 rowsEnd) {
+  __shared__ int first, unsorted;
+  if (threadIdx.x == 0) {
+    first = (int)q0;
+    unsorted = 0;
+  }
+  __syncthreads();
+  const int target = segb[q0];
+  for (i64 i = threadIdx.x; i < rowsEnd; i += THREADS) {
+    const int id = segb[i];
+    if (i > 0 && id < segb[i - 1])
+      unsorted = 1;
+    if (i <= q0 && id == target)
+      atomicMin(&first, (int)i);
+  }
+  __syncthreads();
+  return unsorted ? 0 : first / BN;
+}
+
+// One past the last query block that can see keys [k0, kLast]: the block
+// after the last position of kLast's segment when the ids in [k0, TQ) never
+// decrease (every later query then has a larger id than every key), else
+// QBLOCKS.
+template <int THREADS, int BM, i64 TQ>
+__device__ int queryBlockEnd(const int *segb, i64 k0, i64 kLast, int qblocks) {
+  __shared__ int last, unsorted;
+  if (threadIdx.x == 0) {
+    last = (int)kLast;
+    unsorted = 0;
+  }
+  __syncthreads();
+  const int target = segb[kLast];
+  for (i64 i = k0 + threadIdx.x; i < TQ; i += THREADS) {
+    const int id = segb[i];
+    if (i > k0 && id < segb[i - 1])
+      unsorted = 1;
+    if (id == target)
+      atomicMax(&last, (int)i);
+  }
+  __syncthreads();
+  return unsorted ? qblocks : last / BM + 1;
+}
+
+// ---------------------------------------------------------------------------
 // Forward
 // ---------------------------------------------------------------------------
 
@@ -156,10 +211,12 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
   const i64 kEnd = CAUSAL ? (q0 + BM < TK ? q0 + BM : TK) : TK;
   const int blocks = (int)CEIL_DIV(kEnd, (i64)BN);
   const float scaleLog2 = scale * kLog2e;
+  const int jStart = seg ? firstKeyBlock<THREADS, BN>(seg + b * TK, q0, q0 + BM < TQ ? q0 + BM : TQ)
+                         : 0;
 
   loadTile<BM, D, THREADS>(sQ, qb, q0, TQ);
-  loadTile<BN, D, THREADS>(sK, kb, 0, TK);
-  loadTile<BN, D, THREADS>(sV, vb, 0, TK);
+  loadTile<BN, D, THREADS>(sK, kb, (i64)jStart * BN, TK);
+  loadTile<BN, D, THREADS>(sV, vb, (i64)jStart * BN, TK);
   commit();
 
   u32 qf[QREGS ? MT : 1][QREGS ? KS : 1][4];
@@ -176,17 +233,18 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
     return sQ + swizzled<D>((warp * MT + mt) * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8);
   };
 
-  for (int j = 0; j < blocks; ++j) {
-    const u32 kj = sK + (j & 1) * TILE, vj = sV + (j & 1) * TILE;
+  for (int j = jStart; j < blocks; ++j) {
+    const int stage = (j - jStart) & 1;
+    const u32 kj = sK + stage * TILE, vj = sV + stage * TILE;
     waitGroups<0>(); // block j (and Q)
     __syncthreads(); // visible to all; every warp is done with block j - 1
     if (j + 1 < blocks) {
-      loadTile<BN, D, THREADS>(sK + ((j + 1) & 1) * TILE, kb, (i64)(j + 1) * BN, TK);
-      loadTile<BN, D, THREADS>(sV + ((j + 1) & 1) * TILE, vb, (i64)(j + 1) * BN, TK);
+      loadTile<BN, D, THREADS>(sK + (stage ^ 1) * TILE, kb, (i64)(j + 1) * BN, TK);
+      loadTile<BN, D, THREADS>(sV + (stage ^ 1) * TILE, vb, (i64)(j + 1) * BN, TK);
     }
     commit();
     if constexpr (QREGS) {
-      if (j == 0)
+      if (j == jStart)
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -390,12 +448,18 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
   // none of these keys.
   const int iStart = CAUSAL ? (int)(k0 / BM) : 0;
   constexpr int QBLOCKS = (int)CEIL_DIV(TQ, (i64)BM);
-  const int steps = (int)G * (QBLOCKS - iStart);
+  // Packed documents in order: query blocks after the last key's document
+  // see none of these keys.
+  const int iEnd = seg ? queryBlockEnd<THREADS, BM, TQ>(seg + b * TK, k0,
+                                                         (k0 + BN < TK ? k0 + BN : TK) - 1, QBLOCKS)
+                       : QBLOCKS;
+  const int nq = iEnd - iStart; // query blocks per head
+  const int steps = (int)G * nq;
 
   auto issue = [&](int step) {
     const int stage = step & 1;
-    const i64 h = kvh * G + step / (QBLOCKS - iStart);
-    const i64 i0 = (i64)(iStart + step % (QBLOCKS - iStart)) * BM;
+    const i64 h = kvh * G + step / nq;
+    const i64 i0 = (i64)(iStart + step % nq) * BM;
     const i64 bh = b * H + h;
     loadTile<BM, D, THREADS>(sQ + stage * BM * D * 2, q + bh * TQ * D, i0, TQ);
     loadTile<BM, D, THREADS>(sO + stage * BM * D * 2, dout + bh * TQ * D, i0, TQ);
@@ -424,8 +488,8 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
 
   for (int step = 0; step < steps; ++step) {
     const int stage = step & 1;
-    const i64 h = kvh * G + step / (QBLOCKS - iStart);
-    const i64 i0 = (i64)(iStart + step % (QBLOCKS - iStart)) * BM;
+    const i64 h = kvh * G + step / nq;
+    const i64 i0 = (i64)(iStart + step % nq) * BM;
     const i64 bh = b * H + h;
     if (step + 1 < steps)
       issue(step + 1);

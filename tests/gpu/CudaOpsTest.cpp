@@ -34,7 +34,7 @@
 namespace kiln::test {
 namespace {
 
-enum class Gen { Normal, Positive, Ids, Mask };
+enum class Gen { Normal, Positive, Ids, Mask, Documents, Count };
 
 struct Arg {
   std::string name, type;
@@ -59,6 +59,17 @@ Arg ids(const std::string &name, const std::string &type, int64_t range) {
   return {name, type, Gen::Ids, range};
 }
 Arg mask(const std::string &name, const std::string &type) { return {name, type, Gen::Mask}; }
+/// An optimizer step count: an integer in [1, range]. (A fractional step
+/// below 1 makes AdamW's bias correction 1 − β^step a difference of nearly
+/// equal numbers, whose f32 rounding no tolerance of a real step covers.)
+Arg count(const std::string &name, const std::string &type, int64_t range) {
+  return {name, type, Gen::Count, range};
+}
+/// Packed documents: segment ids along the last dimension that never
+/// decrease, a new document with probability 1/range at each position.
+Arg documents(const std::string &name, const std::string &type, int64_t range) {
+  return {name, type, Gen::Documents, range};
+}
 
 std::vector<OpCase> cases() {
   std::vector<OpCase> c;
@@ -261,15 +272,18 @@ std::vector<OpCase> cases() {
   struct Flash {
     const char *name, *type;
     int64_t b, h, hkv, tq, tk, d;
-    bool causal, segments = false; ///< segments: ids in [0, 3), unsorted
+    bool causal;
+    int segments = 0; ///< 1: ids in [0, 3), unsorted; 2: documents of ~40 in order
   };
   for (const Flash &a : {Flash{"d64_causal_bf16", "bf16", 2, 3, 3, 200, 200, 64, true},
                          Flash{"d128_f16", "f16", 1, 2, 2, 130, 130, 128, false},
                          Flash{"d64_gqa_causal_bf16", "bf16", 1, 4, 2, 96, 96, 64, true},
                          Flash{"d64_cross_f16", "f16", 1, 2, 2, 70, 150, 64, false},
                          Flash{"d128_gqa_causal_bf16", "bf16", 1, 4, 1, 257, 257, 128, true},
-                         Flash{"d64_causal_segments_bf16", "bf16", 2, 3, 3, 200, 200, 64, true, true},
-                         Flash{"d128_segments_f16", "f16", 1, 2, 1, 130, 130, 128, false, true}}) {
+                         Flash{"d64_causal_segments_bf16", "bf16", 2, 3, 3, 200, 200, 64, true, 1},
+                         Flash{"d128_segments_f16", "f16", 1, 2, 1, 130, 130, 128, false, 1},
+                         Flash{"d64_causal_documents_bf16", "bf16", 2, 2, 1, 300, 300, 64, true, 2},
+                         Flash{"d128_documents_f16", "f16", 1, 2, 2, 257, 257, 128, false, 2}}) {
     auto type = [&](int64_t h, int64_t t, int64_t d) {
       return llvm::formatv("tensor<{0}x{1}x{2}x{3}x{4}>", a.b, h, t, d, a.type).str();
     };
@@ -285,8 +299,10 @@ std::vector<OpCase> cases() {
       std::vector<Arg> in{f("q", q), f("k", kv), f("v", kv)};
       if (withDout)
         in.push_back(f("d", q));
-      if (a.segments)
+      if (a.segments == 1)
         in.push_back(ids("s", segType, 3));
+      else if (a.segments == 2)
+        in.push_back(documents("s", segType, 40));
       return in;
     };
     c.push_back({std::string("flash_") + a.name, inputs(false), {q, lse}, forward, 2e-2, 2e-2});
@@ -302,7 +318,7 @@ std::vector<OpCase> cases() {
                "%r0 = kiln.global_norm %a, %b, %c : tensor<1000xf32>, tensor<37x3xf32>, tensor<5000xf32> -> tensor<f32>", 1e-5, 1e-5});
   c.push_back({"adamw_update",
                {f("w", "tensor<300xf32>"), f("g", "tensor<300xf32>"), f("m", "tensor<300xf32>"), pos("v", "tensor<300xf32>"),
-                pos("lr", "tensor<f32>"), pos("step", "tensor<f32>"), pos("scale", "tensor<f32>")},
+                pos("lr", "tensor<f32>"), count("step", "tensor<f32>", 1000), pos("scale", "tensor<f32>")},
                {"tensor<300xf32>", "tensor<300xf32>", "tensor<300xf32>"},
                "%r0, %r1, %r2 = kiln.adamw_update %w, %g, %m, %v, %lr, %step, %scale {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<300xf32>, tensor<300xf32>, tensor<300xf32>)",
                1e-6, 1e-5});
@@ -402,7 +418,7 @@ std::vector<OpCase> cases() {
                "%r0 = kiln.global_norm %a, %b : tensor<1000xf64>, tensor<70000xf64> -> tensor<f64>", 1e-13, 1e-13});
   c.push_back({"adamw_update_f64",
                {f("w", "tensor<50xf64>"), f("g", "tensor<50xf64>"), f("m", "tensor<50xf64>"), pos("v", "tensor<50xf64>"),
-                pos("lr", "tensor<f32>"), pos("step", "tensor<f32>"), pos("scale", "tensor<f32>")},
+                pos("lr", "tensor<f32>"), count("step", "tensor<f32>", 1000), pos("scale", "tensor<f32>")},
                {"tensor<50xf64>", "tensor<50xf64>", "tensor<50xf64>"},
                "%r0, %r1, %r2 = kiln.adamw_update %w, %g, %m, %v, %lr, %step, %scale {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<50xf64>, tensor<50xf64>, tensor<50xf64>, tensor<50xf64>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<50xf64>, tensor<50xf64>, tensor<50xf64>)",
                1e-12, 1e-12});
@@ -432,6 +448,12 @@ cpu::HostTensor randomInput(const Arg &a, const cpu::HostTensor &shapeOf, Rng &r
     case Gen::Positive: t.set(i, 0.25 + 2.0 * rng.uniform()); break;
     case Gen::Ids: t.set(i, static_cast<double>(rng.below(static_cast<uint64_t>(a.range)))); break;
     case Gen::Mask: t.set(i, rng.below(2)); break;
+    case Gen::Count: t.set(i, static_cast<double>(1 + rng.below(static_cast<uint64_t>(a.range)))); break;
+    case Gen::Documents: {
+      const int64_t n = t.dim(-1);
+      t.set(i, i % n == 0 ? 0.0 : t.get(i - 1) + (rng.below(static_cast<uint64_t>(a.range)) == 0));
+      break;
+    }
     }
   }
   return t;

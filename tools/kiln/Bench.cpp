@@ -213,6 +213,18 @@ int runBench() {
   for (int i = 0; i < warmup + steps; ++i) {
     step.set(0, i + 1);
     TensorMap inputs{{"tokens", tokens()}, {"targets", tokens()}, {"lr", lr}, {"step", step}};
+    if (config->model.document_masking) {
+      // Packed documents of 256 tokens (or the whole row).
+      cpu::HostTensor seg(cpu::DType::I32, {B, T}), pos(cpu::DType::I32, {B, T});
+      for (int64_t i = 0; i < B * T; ++i) {
+        seg.set(i, static_cast<double>((i % T) / 256));
+        pos.set(i, static_cast<double>((i % T) % 256));
+      }
+      inputs["segments"] = seg;
+      inputs["positions"] = pos;
+    }
+    if (config->model.objective == "dpo")
+      inputs["ref_logps"] = cpu::HostTensor(cpu::DType::F32, {B});
     auto t0 = std::chrono::steady_clock::now();
     auto out = backend.run("train_step", inputs);
     double elapsed = seconds(t0) * 1e3;
