@@ -33,3 +33,13 @@ func.func @attention(%q: tensor<2x4x8x16xbf16>, %k: tensor<2x2x8x16xbf16>, %v: t
   %o2, %lse2 = kiln.attention %qf, %kf, %kf {scale = 1.0 : f32} : tensor<1x2x4x8xf64>, tensor<1x2x6x8xf64>, tensor<1x2x6x8xf64> -> tensor<1x2x4x8xf64>, tensor<1x2x4xf64>
   return
 }
+
+// Packed documents: segment ids [B, T].
+// CHECK-LABEL: func.func @attention_segments
+// CHECK: kiln.attention %{{.+}}, %{{.+}}, %{{.+}} segments %{{.+}} {causal, scale = 2.500000e-01 : f32} : tensor<2x4x8x16xbf16>, tensor<2x2x8x16xbf16>, tensor<2x2x8x16xbf16>, tensor<2x8xi32> -> tensor<2x4x8x16xbf16>, tensor<2x4x8xf32>
+// CHECK: kiln.attention_grad {{.*}} segments %{{.+}} {causal, scale = 2.500000e-01 : f32} : {{.*}}, tensor<2x8xi32> -> tensor<2x4x8x16xbf16>, tensor<2x2x8x16xbf16>, tensor<2x2x8x16xbf16>
+func.func @attention_segments(%q: tensor<2x4x8x16xbf16>, %k: tensor<2x2x8x16xbf16>, %s: tensor<2x8xi32>) {
+  %o, %lse = kiln.attention %q, %k, %k segments %s {causal, scale = 0.25 : f32} : tensor<2x4x8x16xbf16>, tensor<2x2x8x16xbf16>, tensor<2x2x8x16xbf16>, tensor<2x8xi32> -> tensor<2x4x8x16xbf16>, tensor<2x4x8xf32>
+  %dq, %dk, %dv = kiln.attention_grad %q, %k, %k, %o, %lse, %o segments %s {causal, scale = 0.25 : f32} : tensor<2x4x8x16xbf16>, tensor<2x2x8x16xbf16>, tensor<2x2x8x16xbf16>, tensor<2x4x8x16xbf16>, tensor<2x4x8xf32>, tensor<2x4x8x16xbf16>, tensor<2x8xi32> -> tensor<2x4x8x16xbf16>, tensor<2x2x8x16xbf16>, tensor<2x2x8x16xbf16>
+  return
+}

@@ -489,6 +489,22 @@ func.func @attention_rank(%q: tensor<2x8x16xf32>) {
 
 // -----
 
+func.func @attention_segments_shape(%q: tensor<1x2x8x16xf32>, %s: tensor<1x6xi32>) {
+  // expected-error @+1 {{'kiln.attention' op segments type 'tensor<1x6xi32>' must be [B, T] = [1, 8], with equal query and key lengths (q 'tensor<1x2x8x16xf32>', k 'tensor<1x2x8x16xf32>')}}
+  %o, %l = kiln.attention %q, %q, %q segments %s {causal, scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x6xi32> -> tensor<1x2x8x16xf32>, tensor<1x2x8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_segments_float(%q: tensor<1x2x8x16xf32>, %s: tensor<1x8xf32>) {
+  // expected-error @+1 {{'kiln.attention' op operand #3 must be}}
+  %o, %l = kiln.attention %q, %q, %q segments %s {scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x8xf32> -> tensor<1x2x8x16xf32>, tensor<1x2x8xf32>
+  return
+}
+
+// -----
+
 func.func @attention_types(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xbf16>) {
   // expected-error @+1 {{'kiln.attention' op element types of q 'tensor<1x2x8x16xf32>', k 'tensor<1x2x8x16xbf16>' and v 'tensor<1x2x8x16xbf16>' differ}}
   %o, %l = kiln.attention %q, %k, %k {scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xbf16>, tensor<1x2x8x16xbf16> -> tensor<1x2x8x16xf32>, tensor<1x2x8xf32>
