@@ -29,8 +29,9 @@
 //      `kiln.transpose [0, 1, 3, 2]`. Casts (from kiln-assign-precision)
 //      may sit between any two of these steps.
 //   5. Grouped heads: %k and %v may be `reshape(broadcast_in_dim(kv))` from
-//      [B, Hkv, Tk, D] to [B, Hkv, G, Tk, D] to [B, Hkv·G, Tk, D]; the op
-//      takes kv itself.
+//      [B, Hkv, Tk, D] to [B, Hkv, G, Tk, D] to [B, Hkv·G, Tk, D] (the
+//      broadcast adding the G axis, or expanding a unit axis a reshape put
+//      there); the op takes kv itself, so the broadcast is never stored.
 //
 // Every intermediate value must have exactly one user (the scores or the
 // probabilities used elsewhere would have to be stored anyway); otherwise,
@@ -314,8 +315,11 @@ Value peelScale(Value v, double &scale) {
   return v;
 }
 
-/// kv of a grouped-query broadcast `reshape(broadcast_in_dim(kv))`
-/// [B, Hkv, T, D] -> [B, Hkv, G, T, D] -> [B, H, T, D]; else `x` itself.
+/// kv of a grouped-query broadcast [B, Hkv, T, D] -> [B, Hkv, G, T, D] ->
+/// [B, H, T, D], written `reshape(broadcast_in_dim(kv) dims [0, 1, 3, 4])`
+/// or, as NumPy-style broadcasting writes it (the frontend's Llama),
+/// `reshape(broadcast_in_dim(reshape(kv) to [B, Hkv, 1, T, D]) dims
+/// [0, 1, 2, 3, 4])`; else `x` itself.
 Value throughHeadBroadcast(Value x) {
   auto reshape = x.getDefiningOp<ReshapeOp>();
   if (!reshape || !oneUse(x))
@@ -323,12 +327,23 @@ Value throughHeadBroadcast(Value x) {
   auto broadcast = reshape.getOperand().getDefiningOp<BroadcastInDimOp>();
   if (!broadcast || !broadcast->hasOneUse())
     return x;
-  auto src = build::typeOf(broadcast.getOperand()), mid = build::typeOf(broadcast.getResult());
+  Value src = broadcast.getOperand();
+  auto srcType = build::typeOf(src), mid = build::typeOf(broadcast.getResult());
   ArrayRef<int64_t> dims = broadcast.getDims();
-  if (src.getRank() != 4 || mid.getRank() != 5 || dims != ArrayRef<int64_t>({0, 1, 3, 4}) ||
-      mid.getDimSize(1) * mid.getDimSize(2) != build::typeOf(x).getDimSize(1))
+  if (mid.getRank() != 5 || mid.getDimSize(1) * mid.getDimSize(2) != build::typeOf(x).getDimSize(1))
     return x;
-  return broadcast.getOperand();
+  if (srcType.getRank() == 4 && dims == ArrayRef<int64_t>({0, 1, 3, 4}))
+    return src;
+  if (srcType.getRank() == 5 && dims == ArrayRef<int64_t>({0, 1, 2, 3, 4}) &&
+      srcType.getDimSize(2) == 1) {
+    auto unit = src.getDefiningOp<ReshapeOp>();
+    auto kv = unit ? build::typeOf(unit.getOperand()) : RankedTensorType();
+    if (unit && unit->hasOneUse() && kv.getRank() == 4 && kv.getDimSize(0) == mid.getDimSize(0) &&
+        kv.getDimSize(1) == mid.getDimSize(1) && kv.getDimSize(2) == mid.getDimSize(3) &&
+        kv.getDimSize(3) == mid.getDimSize(4))
+      return unit.getOperand();
+  }
+  return x;
 }
 
 struct FuseAttentionPattern final : OpRewritePattern<MatmulOp> {

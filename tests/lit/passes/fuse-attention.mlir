@@ -154,6 +154,30 @@ func.func @grouped_heads(%q: tensor<1x4x3x8xf32>, %k: tensor<1x2x3x8xf32>, %v: t
 
 // -----
 
+// Grouped heads as the frontend's Llama writes them (NumPy-style
+// broadcasting): a unit axis reshaped in, expanded to the group, reshaped
+// to the query heads. The op takes the 2-head k and v; nothing of the
+// broadcast is left to store.
+// CHECK-LABEL: func.func @grouped_heads_unit_axis
+// CHECK-SAME: (%[[Q:.+]]: tensor<1x4x3x8xf32>, %[[K:.+]]: tensor<1x2x3x8xf32>, %[[V:.+]]: tensor<1x2x3x8xf32>)
+// CHECK: kiln.attention %[[Q]], %[[K]], %[[V]] {scale = 1.000000e+00 : f32} : tensor<1x4x3x8xf32>, tensor<1x2x3x8xf32>, tensor<1x2x3x8xf32> -> tensor<1x4x3x8xf32>, tensor<1x4x3xf32>
+// CHECK-NOT: kiln.broadcast_in_dim
+// CHECK-NOT: kiln.reshape
+func.func @grouped_heads_unit_axis(%q: tensor<1x4x3x8xf32>, %k: tensor<1x2x3x8xf32>, %v: tensor<1x2x3x8xf32>) -> tensor<1x4x3x8xf32> {
+  %k1 = kiln.reshape %k : tensor<1x2x3x8xf32> -> tensor<1x2x1x3x8xf32>
+  %kb = kiln.broadcast_in_dim %k1, dims = [0, 1, 2, 3, 4] : tensor<1x2x1x3x8xf32> -> tensor<1x2x2x3x8xf32>
+  %kr = kiln.reshape %kb : tensor<1x2x2x3x8xf32> -> tensor<1x4x3x8xf32>
+  %v1 = kiln.reshape %v : tensor<1x2x3x8xf32> -> tensor<1x2x1x3x8xf32>
+  %vb = kiln.broadcast_in_dim %v1, dims = [0, 1, 2, 3, 4] : tensor<1x2x1x3x8xf32> -> tensor<1x2x2x3x8xf32>
+  %vr = kiln.reshape %vb : tensor<1x2x2x3x8xf32> -> tensor<1x4x3x8xf32>
+  %s = kiln.matmul %q, %kr transpose_b : tensor<1x4x3x8xf32>, tensor<1x4x3x8xf32> -> tensor<1x4x3x3xf32>
+  %p = kiln.softmax %s : tensor<1x4x3x3xf32>
+  %o = kiln.matmul %p, %vr : tensor<1x4x3x3xf32>, tensor<1x4x3x8xf32> -> tensor<1x4x3x8xf32>
+  return %o : tensor<1x4x3x8xf32>
+}
+
+// -----
+
 // Near-miss: a mask that is not causal-shaped (a window of two keys:
 // i - j <= 1 is also required) stays as it is.
 // CHECK-LABEL: func.func @not_causal_mask
