@@ -114,20 +114,23 @@ Tensor softplus(Tensor x) {
 std::vector<std::pair<Tensor, std::string>> dpoLoss(Tensor logps, Tensor refLogps, double beta) {
   Graph &g = logps.graph();
   int64_t pairs = logps.dim(0) / 2;
+  // A value per row [B] as (chosen rows, rejected rows), each [B/2].
+  auto split = [pairs](Tensor rows) {
+    Tensor byPair = reshape(rows, {pairs, 2});
+    return std::pair{reshape(slice(byPair, 1, 0, 1), {pairs}),
+                     reshape(slice(byPair, 1, 1, 2), {pairs})};
+  };
   // β·(log π − log ref): the implicit reward of each row.
-  Tensor rewards = reshape((logps - refLogps) * beta, {pairs, 2});
-  Tensor chosen = reshape(slice(rewards, 1, 0, 1), {pairs});
-  Tensor rejected = reshape(slice(rewards, 1, 1, 2), {pairs});
+  auto [chosen, rejected] = split((logps - refLogps) * beta);
   Tensor margin = chosen - rejected;
   // −log σ(m) = softplus(−m).
   Tensor loss = mean(softplus(-margin));
   Tensor zero = full(g, {pairs}, 0, margin.elementType());
   Tensor correct = cast(compare(CompareDirection::gt, margin, zero), margin.elementType());
   // The policy's own preference, without the reference: log π(c) > log π(r).
-  Tensor own = reshape(logps, {pairs, 2});
-  Tensor prefers = cast(compare(CompareDirection::gt, reshape(slice(own, 1, 0, 1), {pairs}),
-                                reshape(slice(own, 1, 1, 2), {pairs})),
-                        margin.elementType());
+  auto [ownChosen, ownRejected] = split(logps);
+  Tensor prefers =
+      cast(compare(CompareDirection::gt, ownChosen, ownRejected), margin.elementType());
   return {{loss, "loss"},
           {mean(margin), "reward_margin"},
           {mean(correct), "reward_accuracy"},

@@ -389,6 +389,15 @@ int runTokenize() {
       check(consume());
   };
 
+  // The split of the next document (or example, or pair): a fraction f of
+  // them for validation, spread evenly over the corpus.
+  auto nextIsVal = [&] {
+    bool isVal = valFraction > 0 &&
+                 std::floor((docCount + 1) * valFraction) > std::floor(docCount * valFraction);
+    ++docCount;
+    valDocs += isVal;
+    return isVal;
+  };
   const size_t taskBytes = size_t{batchKb} * 1024;
   int64_t skippedSft = 0;
   std::string firstSkippedSft;
@@ -506,10 +515,7 @@ int runTokenize() {
       }
       if (skip)
         continue;
-      bool isVal = valFraction > 0 &&
-                   std::floor((docCount + 1) * valFraction) > std::floor(docCount * valFraction);
-      ++docCount;
-      valDocs += isVal;
+      bool isVal = nextIsVal();
       if (!check(append(isVal, rows, masks)))
         break;
       for (size_t k = 0; k < rows.size(); ++k)
@@ -534,10 +540,7 @@ int runTokenize() {
       mask.resize(maxExampleTokens);
     }
     previousTrained = segments.back().second;
-    bool isVal = valFraction > 0 &&
-                 std::floor((docCount + 1) * valFraction) > std::floor(docCount * valFraction);
-    ++docCount;
-    valDocs += isVal;
+    bool isVal = nextIsVal();
     if (!check(append(isVal, tokens, mask)))
       break;
     for (size_t k = 1; k < tokens.size(); ++k)
@@ -551,11 +554,7 @@ int runTokenize() {
       break;
     }
     if (*more) {
-      // A fraction f of the documents, spread evenly over the corpus.
-      bool isVal = valFraction > 0 &&
-                   std::floor((docCount + 1) * valFraction) > std::floor(docCount * valFraction);
-      ++docCount;
-      valDocs += isVal;
+      bool isVal = nextIsVal();
       // A long document is cut into parts so that it, too, is tokenized in
       // parallel and in bounded memory.
       std::vector<size_t> cuts;

@@ -316,16 +316,13 @@ private:
   /// starting weights — computed, or read back on resume.
   llvm::Error referenceLogProbs();
   llvm::Expected<std::vector<float>> computeLogProbs(const DataLoader &data, llvm::StringRef what);
-  /// The `ref_logps` input of a batch of rows.
-  cpu::HostTensor refInput(const std::vector<float> &ref, const std::vector<int64_t> &rows) const;
+  /// A batch's inputs to @forward, @train_step or @accumulate_step: tokens
+  /// and targets; for DPO the reference's log-probabilities of its rows
+  /// (from `ref`); with model.document_masking its segments and positions,
+  /// from the tokens (functions that do not take positions ignore them).
+  TensorMap modelInputs(const cpu::HostTensor &tokens, const cpu::HostTensor &targets,
+                        const std::vector<int64_t> &rows, const std::vector<float> &ref) const;
   bool dpo() const { return config_.model.objective == "dpo"; }
-  /// model.document_masking: the batch's segments and positions, from its
-  /// tokens (functions that do not take positions ignore them).
-  void addDocuments(TensorMap &inputs) const {
-    if (!config_.model.document_masking)
-      return;
-    documentIds(inputs.at("tokens"), tokenizer_->eot(), inputs["segments"], inputs["positions"]);
-  }
   llvm::Expected<std::string> save();
   /// Stops the run after `err` (a failed log write): one last checkpoint
   /// attempt, then an error that says what was and was not saved.
@@ -350,7 +347,6 @@ private:
   std::string checkpointDir_;
   double lastVal_ = NAN;
   std::vector<float> refTrain_, refVal_;
-  bool refComputed_ = false;
   Clock::time_point runStart_;
   int64_t firstStep_ = 0, skippedSteps_ = 0;
   /// Step times after this process's first step (which includes warm-up):
@@ -597,7 +593,7 @@ llvm::Error TrainingRun::open() {
     return err;
   if (llvm::Error err = openRunDir())
     return err;
-  if (refComputed_) {
+  if (dpo() && !options_.resume) { // computed by referenceLogProbs(): keep them
     auto vector = [](const std::vector<float> &v) {
       cpu::HostTensor t(cpu::DType::F32, {static_cast<int64_t>(v.size())});
       for (size_t i = 0; i < v.size(); ++i)
@@ -621,11 +617,7 @@ llvm::Expected<StepResult> TrainingRun::step(double lr) {
     cpu::HostTensor tokens, targets;
     std::vector<int64_t> rows;
     trainBatches_->next(tokens, targets, rows);
-    TensorMap inputs{{"tokens", tokens}, {"targets", targets}};
-    if (dpo())
-      inputs["ref_logps"] = refInput(refTrain_, rows);
-    addDocuments(inputs);
-    return inputs;
+    return modelInputs(tokens, targets, rows, refTrain_);
   };
   auto addMetrics = [&](const TensorMap &out, double weight) {
     for (const auto &[name, value] : out)
@@ -662,12 +654,19 @@ llvm::Expected<StepResult> TrainingRun::step(double lr) {
   return r;
 }
 
-cpu::HostTensor TrainingRun::refInput(const std::vector<float> &ref,
-                                      const std::vector<int64_t> &rows) const {
-  cpu::HostTensor t(cpu::DType::F32, {static_cast<int64_t>(rows.size())});
-  for (size_t i = 0; i < rows.size(); ++i)
-    t.set(static_cast<int64_t>(i), ref[static_cast<size_t>(rows[i])]);
-  return t;
+TensorMap TrainingRun::modelInputs(const cpu::HostTensor &tokens, const cpu::HostTensor &targets,
+                                   const std::vector<int64_t> &rows,
+                                   const std::vector<float> &ref) const {
+  TensorMap inputs{{"tokens", tokens}, {"targets", targets}};
+  if (dpo()) {
+    cpu::HostTensor t(cpu::DType::F32, {static_cast<int64_t>(rows.size())});
+    for (size_t i = 0; i < rows.size(); ++i)
+      t.set(static_cast<int64_t>(i), ref[static_cast<size_t>(rows[i])]);
+    inputs["ref_logps"] = std::move(t);
+  }
+  if (config_.model.document_masking)
+    documentIds(tokens, tokenizer_->eot(), inputs["segments"], inputs["positions"]);
+  return inputs;
 }
 
 llvm::Expected<std::vector<float>> TrainingRun::computeLogProbs(const DataLoader &data,
@@ -736,7 +735,6 @@ llvm::Error TrainingRun::referenceLogProbs() {
     return val.takeError();
   refTrain_ = std::move(*train);
   refVal_ = std::move(*val);
-  refComputed_ = true;
   // How often the reference already ranks the chosen response higher: the
   // baseline DPO's reward accuracy (0 at step 1, every margin being 0) is
   // measured against.
@@ -799,11 +797,7 @@ llvm::Error TrainingRun::evaluate() {
     cpu::HostTensor tokens, targets;
     std::vector<int64_t> rows;
     valData_->next(tokens, targets, &rows);
-    TensorMap inputs{{"tokens", tokens}, {"targets", targets}};
-    if (dpo())
-      inputs["ref_logps"] = refInput(refVal_, rows);
-    addDocuments(inputs);
-    auto result = backend_->run("forward", inputs);
+    auto result = backend_->run("forward", modelInputs(tokens, targets, rows, refVal_));
     if (!result)
       return result.takeError();
     sum += result->at("loss").get(0);
