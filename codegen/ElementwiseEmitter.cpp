@@ -284,6 +284,8 @@ llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef bas
 
 llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
   if (auto fusion = dyn_cast<FusionOp>(op)) {
+    if (fusion.isGemmEpilogue())
+      return false; // emitMatmul's
     SmallVector<Operation *> body;
     for (Operation &inner : fusion.getBodyOps())
       body.push_back(&inner);

@@ -4,6 +4,7 @@
 #define KILN_CODEGEN_EMITTER_H
 
 #include "codegen/PlanBuilder.h"
+#include "ir/KilnOps.h"
 
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Operation.h"
@@ -103,6 +104,8 @@ llvm::Expected<bool> emitDataMovement(Emitter &e, mlir::Operation *op);
 llvm::Expected<bool> emitReduction(Emitter &e, mlir::Operation *op);
 llvm::Expected<bool> emitComposite(Emitter &e, mlir::Operation *op);
 llvm::Expected<bool> emitMatmul(Emitter &e, mlir::Operation *op);
+/// The cuBLASLt epilogue that runs a kiln.fusion's GEMM epilogue body.
+GemmEpilogue epilogueOf(const GemmEpilogueBody &body);
 llvm::Error emitGlobalNorm(Emitter &e, mlir::Operation *op);
 /// Every kiln.adamw_update of a function in one multi-tensor launch.
 llvm::Error emitAdamW(Emitter &e, llvm::ArrayRef<mlir::Operation *> ops);

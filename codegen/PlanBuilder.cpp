@@ -24,6 +24,8 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <map>
+
 using namespace mlir;
 
 namespace kiln::codegen {
@@ -267,7 +269,23 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
 
   // What kiln-fuse did, for `kiln compile` and the Plan.
   int64_t fusions = 0, fusedOps = 0;
-  for (auto fusion : func.getBody().getOps<FusionOp>()) {
+  std::map<std::string, int64_t> epilogues; // by cuBLASLt epilogue, sorted
+  int64_t epilogueOps = 0, wideGemms = 0;
+  for (Operation &op : func.getBody().front()) {
+    if (auto mm = dyn_cast<MatmulOp>(op)) {
+      wideGemms += tensorOf(mm.getLhs()).getElementType() != mm.getType().getElementType();
+      continue;
+    }
+    auto fusion = dyn_cast<FusionOp>(op);
+    if (!fusion)
+      continue;
+    if (fusion.isGemmEpilogue()) {
+      if (auto body = matchGemmEpilogue(fusion); succeeded(body))
+        ++epilogues[gemmEpilogueName(epilogueOf(*body)).str()];
+      for (Operation &inner : fusion.getBodyOps())
+        epilogueOps += !isa<MatmulOp, ReshapeOp>(inner);
+      continue;
+    }
     ++fusions;
     for (Operation &inner : fusion.getBodyOps())
       fusedOps += !isa<ConstantOp>(inner);
@@ -276,6 +294,19 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
     e.note(llvm::formatv("kiln-fuse: @{0} runs {1} elementwise ops as {2} fused kernels ({3} "
                          "launches fewer)",
                          fn.name, fusedOps, fusions, fusedOps - fusions)
+               .str());
+  if (!epilogues.empty()) {
+    std::string kinds;
+    for (auto &[name, count] : epilogues)
+      kinds += (kinds.empty() ? "" : ", ") + std::to_string(count) + " " + name;
+    e.note(llvm::formatv("kiln-fuse: @{0} folds {1} ops into GEMM epilogues ({2})", fn.name,
+                         epilogueOps, kinds)
+               .str());
+  }
+  if (wideGemms)
+    e.note(llvm::formatv("kiln-fuse: @{0} has {1} bf16/f16 GEMMs writing f32 directly (no cast "
+                         "kernel)",
+                         fn.name, wideGemms)
                .str());
 
   // Results: in place, or copied back into the argument they replace.

@@ -147,18 +147,22 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
   return true;
 }
 
-llvm::Expected<bool> emitMatmul(Emitter &e, Operation *op) {
-  auto mm = dyn_cast<MatmulOp>(op);
-  if (!mm)
-    return false;
+GemmEpilogue epilogueOf(const GemmEpilogueBody &body) {
+  switch (body.activation) {
+  case GemmEpilogueBody::Activation::Gelu:
+    return body.preActivation ? GemmEpilogue::GeluAux : GemmEpilogue::Gelu;
+  case GemmEpilogueBody::Activation::GeluGrad:
+    return body.biasGrad ? GemmEpilogue::GeluGradBgrad : GemmEpilogue::GeluGrad;
+  case GemmEpilogueBody::Activation::None:
+    break;
+  }
+  return GemmEpilogue::BgradA;
+}
+
+/// The GEMM of `mm` with its lhs, rhs and result at arena offsets `aOff`,
+/// `bOff`, `cOff` (and its bias, if any, at `biasOff`).
+static GemmDesc gemmOf(MatmulOp mm, int64_t aOff, int64_t bOff, int64_t cOff, int64_t biasOff) {
   auto a = tensorOf(mm.getLhs()), b = tensorOf(mm.getRhs()), c = tensorOf(mm.getResult());
-  auto aOff = e.offsetOf(mm.getLhs()), bOff = e.offsetOf(mm.getRhs()), cOff = e.offsetOf(mm.getResult());
-  if (!aOff)
-    return aOff.takeError();
-  if (!bOff)
-    return bOff.takeError();
-  if (!cOff)
-    return cOff.takeError();
   bool ta = mm.getTransposeA(), tb = mm.getTransposeB();
   int64_t ra = a.getRank(), rb = b.getRank();
   int64_t M = c.getDimSize(c.getRank() - 2), N = c.getShape().back();
@@ -178,17 +182,12 @@ llvm::Expected<bool> emitMatmul(Emitter &e, Operation *op) {
   g.n = M;
   g.k = K;
   g.ldc = N;
-  g.a = *bOff;
-  g.b = *aOff;
-  g.c = *cOff;
-  if (Value bias = mm.getBias()) {
-    // cuBLASLt's bias epilogue adds a vector of m (= kiln's N) entries to
-    // every column of the column-major result, i.e. to every row of ours.
-    auto biasOff = e.offsetOf(bias);
-    if (!biasOff)
-      return biasOff.takeError();
-    g.bias = *biasOff;
-  }
+  g.a = bOff;
+  g.b = aOff;
+  g.c = cOff;
+  // cuBLASLt's bias epilogue adds a vector of m (= kiln's N) entries to
+  // every column of the column-major result, i.e. to every row of ours.
+  g.bias = biasOff;
   if (batch > 1 && aBatched && !bBatched && !ta) {
     // A shared weight: one GEMM over all batch·M rows.
     g.n = batch * M;
@@ -199,7 +198,86 @@ llvm::Expected<bool> emitMatmul(Emitter &e, Operation *op) {
     g.strideB = aBatched ? M * K : 0;
     g.strideC = M * N;
   }
-  e.gemm(op, g);
+  return g;
+}
+
+/// A kiln.fusion that is a GEMM epilogue (matchGemmEpilogue): one cuBLASLt
+/// call. In column-major terms kiln's columns are cuBLASLt's rows, so the
+/// bias-gradient sums over kiln's rows are sums of C's rows (DGELU_BGRAD),
+/// and a weight gradient's sum of its rhs over k is BGRADA (the rhs is
+/// cuBLASLt's A).
+static llvm::Expected<bool> emitGemmEpilogue(Emitter &e, FusionOp fusion, GemmEpilogueBody body) {
+  Block &block = fusion.getBody().front();
+  SmallVector<Value> yielded(fusion.getYield().getValues());
+  // The value outside the fusion that holds body value `v`'s bytes.
+  auto outside = [&](Value v) -> Value {
+    if (auto r = v.getDefiningOp<ReshapeOp>())
+      v = r.getOperand();
+    if (auto arg = dyn_cast<BlockArgument>(v); arg && arg.getOwner() == &block)
+      return fusion.getInputs()[arg.getArgNumber()];
+    auto it = llvm::find(yielded, v);
+    assert(it != yielded.end() && "an epilogue value is neither an input nor yielded");
+    return fusion.getResult(it - yielded.begin());
+  };
+  auto offset = [&](Value v) { return e.offsetOf(outside(v)); };
+  MatmulOp mm = body.matmul;
+  auto a = offset(mm.getLhs()), b = offset(mm.getRhs()), c = offset(body.out);
+  if (!a)
+    return a.takeError();
+  if (!b)
+    return b.takeError();
+  if (!c)
+    return c.takeError();
+  int64_t bias = -1;
+  if (Value v = mm.getBias() ? mm.getBias() : body.biasGrad ? body.biasGrad.getResult() : Value()) {
+    auto off = offset(v);
+    if (!off)
+      return off.takeError();
+    bias = *off;
+  }
+  GemmDesc g = gemmOf(mm, *a, *b, *c, bias);
+  g.epilogue = epilogueOf(body);
+  // gelu's input: written by the forward, read by the backward.
+  if (Value v = body.preActivation ? body.preActivation : body.aux) {
+    auto aux = offset(v);
+    if (!aux)
+      return aux.takeError();
+    g.aux = *aux;
+  }
+  if (g.batch != 1 || g.m % 8 != 0)
+    return error(llvm::formatv("codegen: {0}: cuBLASLt's epilogues need one GEMM whose columns "
+                               "are a multiple of 8 (here {1} GEMMs of {2} columns)",
+                               Emitter::describe(fusion), g.batch, g.m)
+                     .str());
+  e.gemm(fusion, g);
+  return true;
+}
+
+llvm::Expected<bool> emitMatmul(Emitter &e, Operation *op) {
+  if (auto fusion = dyn_cast<FusionOp>(op)) {
+    auto body = matchGemmEpilogue(fusion);
+    if (failed(body))
+      return false; // a loop fusion
+    return emitGemmEpilogue(e, fusion, *body);
+  }
+  auto mm = dyn_cast<MatmulOp>(op);
+  if (!mm)
+    return false;
+  auto aOff = e.offsetOf(mm.getLhs()), bOff = e.offsetOf(mm.getRhs()), cOff = e.offsetOf(mm.getResult());
+  if (!aOff)
+    return aOff.takeError();
+  if (!bOff)
+    return bOff.takeError();
+  if (!cOff)
+    return cOff.takeError();
+  int64_t bias = -1;
+  if (Value v = mm.getBias()) {
+    auto biasOff = e.offsetOf(v);
+    if (!biasOff)
+      return biasOff.takeError();
+    bias = *biasOff;
+  }
+  e.gemm(op, gemmOf(mm, *aOff, *bOff, *cOff, bias));
   return true;
 }
 

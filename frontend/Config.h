@@ -168,6 +168,10 @@ struct CompileConfig {
   /// kiln-fuse: chains of elementwise ops and casts run as one kernel each
   /// (kiln.fusion). Off only to compare against or to debug.
   bool fuse = true;
+  /// kiln-fuse's GEMM epilogues: gelu, gelu_grad with its bias gradient, a
+  /// weight gradient's bias gradient and widening casts run inside the
+  /// cuBLASLt call. Only with `fuse`; off to compare against.
+  bool gemm_epilogues = true;
 
   /// Whether kiln-fuse-attention runs for `precision`.
   bool fusesAttention(llvm::StringRef precision) const {

@@ -808,6 +808,117 @@ LogicalResult AdamWUpdateOp::verify() {
 
 YieldOp FusionOp::getYield() { return cast<YieldOp>(getBody().front().getTerminator()); }
 
+bool FusionOp::isGemmEpilogue() {
+  return llvm::any_of(getBodyOps(), [](Operation &op) { return isa<MatmulOp>(op); });
+}
+
+FailureOr<GemmEpilogueBody> kiln::matchGemmEpilogue(FusionOp fusion, std::string *why) {
+  auto fail = [&](const Twine &reason) -> FailureOr<GemmEpilogueBody> {
+    if (why)
+      *why = reason.str();
+    return failure();
+  };
+  Block &body = fusion.getBody().front();
+  auto isArg = [&](Value v) {
+    auto arg = dyn_cast<BlockArgument>(v);
+    return arg && arg.getOwner() == &body;
+  };
+  GemmEpilogueBody g;
+  SmallVector<Operation *> rest;
+  for (Operation &op : fusion.getBodyOps()) {
+    if (auto mm = dyn_cast<MatmulOp>(op)) {
+      if (g.matmul)
+        return fail("it holds two matmuls");
+      g.matmul = mm;
+    } else {
+      rest.push_back(&op);
+    }
+  }
+  if (!g.matmul)
+    return fail("it holds no matmul");
+  MatmulOp mm = g.matmul;
+  auto a = tensorType(mm.getLhs()), c = tensorType(mm.getResult());
+  Value rhs = mm.getRhs();
+  auto reshape = rhs.getDefiningOp<ReshapeOp>();
+  Value rhsSource = reshape ? reshape.getOperand() : rhs;
+  if (!isArg(mm.getLhs()) || !isArg(rhsSource) || (mm.getBias() && !isArg(mm.getBias())))
+    return fail("the matmul's operands must be the fusion's inputs (the rhs possibly reshaped)");
+  if (a.getElementType() != c.getElementType())
+    return fail("the matmul changes the element type");
+  int64_t rb = tensorType(rhs).getRank();
+  bool single = c.getRank() == 2 || (rb == 2 && !mm.getTransposeA());
+  if (!single)
+    return fail("the matmul is a batch of products, not one GEMM");
+
+  SmallVector<Value> yielded(fusion.getYield().getValues());
+  auto yields = [&](Value v) { return llvm::is_contained(yielded, v); };
+  auto only = [&](Value v, Operation *user) {
+    return llvm::all_of(v.getUsers(), [&](Operation *u) { return u == user || isa<YieldOp>(u); });
+  };
+  auto sumsRows = [&](ReduceSumOp r) {
+    auto t = tensorType(r.getOperand());
+    auto rows = llvm::to_vector(llvm::seq<int64_t>(0, t.getRank() - 1));
+    return r.getDims() == ArrayRef(rows) &&
+           tensorType(r.getResult()).getElementType() == t.getElementType();
+  };
+  Operation *activation = nullptr;
+  for (Operation *op : rest) {
+    if (reshape && op == reshape.getOperation())
+      continue;
+    if (auto r = dyn_cast<ReduceSumOp>(op)) {
+      if (g.biasGrad)
+        return fail("it holds two reductions");
+      g.biasGrad = r;
+    } else if (isa<GeluOp, GeluGradOp>(op) && !activation) {
+      activation = op;
+    } else {
+      return fail(Twine("'") + op->getName().getStringRef() +
+                  "' is not part of a GEMM epilogue (gelu, gelu_grad, a bias-gradient sum)");
+    }
+  }
+  if (reshape && !only(reshape.getResult(), mm))
+    return fail("the reshaped rhs is used by more than the matmul");
+
+  if (auto gelu = dyn_cast_or_null<GeluOp>(activation)) {
+    if (gelu.getApproximate() != GeluApproximation::tanh)
+      return fail("cuBLASLt's GELU epilogue is the tanh approximation");
+    if (gelu.getOperand() != mm.getResult() || !only(mm.getResult(), gelu) || g.biasGrad || reshape)
+      return fail("a GELU epilogue is gelu(matmul [+ bias]), its input optionally yielded");
+    g.activation = GemmEpilogueBody::Activation::Gelu;
+    g.out = gelu.getResult();
+    if (yields(mm.getResult()))
+      g.preActivation = mm.getResult();
+  } else if (auto grad = dyn_cast_or_null<GeluGradOp>(activation)) {
+    if (grad.getApproximate() != GeluApproximation::tanh)
+      return fail("cuBLASLt's GELU epilogue is the tanh approximation");
+    if (grad.getDy() != mm.getResult() || !isArg(grad.getX()) || !only(mm.getResult(), grad) ||
+        yields(mm.getResult()) || mm.getBias() || reshape)
+      return fail("a GELU-gradient epilogue is gelu_grad(input, matmul)");
+    g.activation = GemmEpilogueBody::Activation::GeluGrad;
+    g.aux = grad.getX();
+    g.out = grad.getResult();
+    if (g.biasGrad && (g.biasGrad.getOperand() != g.out || !sumsRows(g.biasGrad)))
+      return fail("the bias gradient must sum the GELU gradient over all rows");
+  } else {
+    g.out = mm.getResult();
+    if (!g.biasGrad)
+      return fail("a GEMM fusion needs an epilogue (gelu, gelu_grad or a bias-gradient sum)");
+    if (g.biasGrad.getOperand() != rhsSource || !sumsRows(g.biasGrad) || !mm.getTransposeA() ||
+        mm.getTransposeB() || rb != 2 || mm.getBias() ||
+        tensorType(rhsSource).getShape().back() != tensorType(rhs).getShape().back())
+      return fail("a bias-gradient epilogue sums the rhs [K, N] (or the [.., N] it reshapes) over "
+                  "its rows, in a matmul transpose_a");
+    g.biasGradOfRhs = true;
+  }
+  if (!yields(g.out) || (g.biasGrad && !yields(g.biasGrad.getResult())))
+    return fail("the epilogue's results must be yielded");
+  for (auto [i, v] : llvm::enumerate(yielded))
+    if ((v != g.out && v != g.preActivation && (!g.biasGrad || v != g.biasGrad.getResult())) ||
+        llvm::is_contained(ArrayRef(yielded).take_front(i), v))
+      return fail("it yields a value other than the epilogue's results, or one twice");
+  return g;
+}
+
 LogicalResult FusionOp::verifyRegions() {
   Block &body = getBody().front();
   if (body.getNumArguments() != getInputs().size())
@@ -825,6 +936,13 @@ LogicalResult FusionOp::verifyRegions() {
                          << " values whose types differ from its results'";
   if (getNumResults() == 0)
     return emitOpError() << "must have at least one result";
+  // A GEMM with an epilogue.
+  if (isGemmEpilogue()) {
+    std::string why;
+    if (failed(matchGemmEpilogue(*this, &why)))
+      return emitOpError() << "holds a matmul but is not a GEMM epilogue: " << why;
+    return success();
+  }
   // A loop fusion: every value in the body has the results' shape.
   ArrayRef<int64_t> shape = tensorType(getResult(0)).getShape();
   for (Operation &op : body.without_terminator()) {

@@ -56,6 +56,33 @@ namespace kiln {
 inline bool isCollective(mlir::Operation *op) {
   return mlir::isa<AllReduceOp, AllGatherOp, ReduceScatterOp, TakeShardOp>(op);
 }
+
+/// A kiln.fusion that is one GEMM with a cuBLASLt epilogue (kiln-fuse forms
+/// them; see kiln.fusion). The values are in the fusion's body.
+struct GemmEpilogueBody {
+  enum class Activation {
+    None,    ///< the product (+ bias)
+    Gelu,    ///< gelu(product + bias), tanh approximation
+    GeluGrad ///< gelu'(aux) · product
+  };
+  Activation activation = Activation::None;
+  MatmulOp matmul;
+  mlir::Value aux;           ///< GeluGrad: gelu's input (a body argument)
+  mlir::Value out;           ///< the main result: the activation's, else the product
+  mlir::Value preActivation; ///< Gelu: the product + bias, when yielded
+  ReduceSumOp biasGrad;      ///< a yielded sum over all rows, or null
+  bool biasGradOfRhs = false; ///< sums the rhs over its rows (else the output)
+};
+
+/// The GEMM epilogue `fusion`'s body spells, or failure with the reason in
+/// `why`. One of (yields in any order):
+///   matmul [bias] -> gelu tanh            yields gelu [, matmul]
+///   matmul -> gelu_grad tanh %aux, _      yields gelu_grad [, reduce_sum of it]
+///   matmul transpose_a (rhs [K, N] or a reshape of [.., N] to it), and
+///   reduce_sum of the rhs over all but its last dimension   yields both
+/// The GEMM is a single one (a rank-2 product, or a shared rank-2 rhs and
+/// no transpose_a) with one element type throughout.
+mlir::FailureOr<GemmEpilogueBody> matchGemmEpilogue(FusionOp fusion, std::string *why = nullptr);
 } // namespace kiln
 
 #endif // KILN_IR_KILNOPS_H

@@ -1023,11 +1023,27 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
     type) and ends in `kiln.yield` of the results. The interpreter runs the
     body op by op, so a fusion means exactly what its body means.
 
-    Today a body is a loop fusion: elementwise ops (casts included) and
-    splat constants, every value of the results' shape; the kernel reads
-    each input once and rounds every intermediate to its element type, as
-    the unfused ops' tensors would be. Reductions at the end, broadcast
-    inputs read through an index map and GEMM epilogues are planned.
+    A body is one of two kinds:
+
+    - A loop fusion: elementwise ops (casts included) and splat constants,
+      every value of the results' shape; the kernel reads each input once
+      and rounds every intermediate to its element type, as the unfused
+      ops' tensors would be.
+    - A GEMM epilogue: one `kiln.matmul` (a single GEMM, one element type)
+      and what cuBLASLt's epilogue computes from its product: `gelu tanh`
+      of it (optionally also yielding the product, gelu's input, for the
+      backward); `gelu_grad tanh %aux, product` (optionally with its
+      `reduce_sum` over all rows, the bias gradient); or, in a
+      `transpose_a` product (a weight gradient), the `reduce_sum` of the
+      rhs over its rows (the layer's bias gradient). The rhs may be a
+      `reshape` of an input. Codegen emits one cuBLASLt call with the
+      GELU_AUX_BIAS, DGELU_BGRAD or BGRADA epilogue. On the interpreter the
+      body means what its ops mean; cuBLASLt evaluates the epilogue on the
+      f32 accumulator, so the GPU skips the product's rounding to the
+      element type (as the plain bias epilogue already does).
+
+    Reductions at the end of a loop fusion and broadcast inputs read
+    through an index map are planned.
 
     ```mlir
     %y = kiln.fusion (%x, %b) : (tensor<4x8xbf16>, tensor<4x8xf32>) -> tensor<4x8xf32> {
@@ -1035,6 +1051,12 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
       %0 = kiln.cast %a : tensor<4x8xbf16> to tensor<4x8xf32>
       %1 = kiln.add %0, %c : tensor<4x8xf32>
       kiln.yield %1 : tensor<4x8xf32>
+    }
+    %g, %z = kiln.fusion (%h, %w, %b) : (tensor<4x8x16xbf16>, tensor<16x64xbf16>, tensor<64xbf16>) -> (tensor<4x8x64xbf16>, tensor<4x8x64xbf16>) {
+    ^bb0(%x: tensor<4x8x16xbf16>, %v: tensor<16x64xbf16>, %c: tensor<64xbf16>):
+      %0 = kiln.matmul %x, %v bias %c : tensor<4x8x16xbf16>, tensor<16x64xbf16>, tensor<64xbf16> -> tensor<4x8x64xbf16>
+      %1 = kiln.gelu tanh %0 : tensor<4x8x64xbf16>
+      kiln.yield %1, %0 : tensor<4x8x64xbf16>, tensor<4x8x64xbf16>
     }
     ```
   }];
@@ -1048,6 +1070,9 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
     /// The body's ops before its kiln.yield.
     auto getBodyOps() { return getBody().front().without_terminator(); }
     YieldOp getYield();
+    /// A GEMM epilogue (its body holds a matmul; matchGemmEpilogue says
+    /// what it computes), not a loop fusion.
+    bool isGemmEpilogue();
   }];
 }
 

@@ -18,8 +18,23 @@
 // the bytes it keeps out of device memory.
 //
 // Splat constants are cloned into the bodies (literals in the kernel).
-// Planned (docs/architecture.md, "kiln-fuse"): a reduction at the end,
-// broadcasts read through an index map, casts into composite and GEMM
+//
+// GEMM epilogues come first (option `epilogues`): what cuBLASLt computes
+// in a GEMM's epilogue becomes a kiln.fusion around the matmul, which
+// codegen runs as one cuBLASLt call (matchGemmEpilogue says which bodies):
+//   gelu tanh (matmul)                 forward MLP, the product kept for the
+//                                      backward when it is used there
+//   gelu_grad tanh (x, matmul) [+ its row sum]   backward MLP, with the
+//                                      first linear layer's bias gradient
+//   matmul transpose_a + row sum of its rhs      a weight gradient and the
+//                                      same layer's bias gradient
+// and a bf16/f16 product whose only user is a cast to f32 that no
+// elementwise op reads (the cast would be a kernel of its own) produces
+// f32 directly. Each is placed at its last op; the values used outside are
+// its results, so this needs their other users after that op.
+//
+// Planned (docs/architecture.md, "kiln-fuse"): a reduction at the end of a
+// loop fusion, broadcasts read through an index map, casts into composite
 // epilogues, and the recompute policies.
 //
 //===----------------------------------------------------------------------===//
@@ -56,13 +71,182 @@ bool isFusible(Operation *op) {
   return t && t.hasStaticShape() && t.getNumElements() > 0;
 }
 
+/// A matmul cuBLASLt can run with an epilogue: one GEMM (rank 2, or a
+/// shared rank-2 rhs without transpose_a), one float element type it
+/// supports, and columns a multiple of 8 (the aux matrix's leading
+/// dimension and the vectors' alignment).
+bool epilogueFits(MatmulOp mm) {
+  auto a = cast<RankedTensorType>(mm.getLhs().getType());
+  auto c = cast<RankedTensorType>(mm.getType());
+  Type t = c.getElementType();
+  bool single = c.getRank() == 2 ||
+                (cast<RankedTensorType>(mm.getRhs().getType()).getRank() == 2 && !mm.getTransposeA());
+  return single && a.getElementType() == t && (t.isF32() || t.isBF16() || t.isF16()) &&
+         c.getShape().back() % 8 == 0 && c.hasStaticShape();
+}
+
+/// Sums `v` over all its dimensions but the last, in its own type.
+bool sumsRows(ReduceSumOp r) {
+  auto t = cast<RankedTensorType>(r.getOperand().getType());
+  auto rows = llvm::to_vector(llvm::seq<int64_t>(0, t.getRank() - 1));
+  return r.getDims() == ArrayRef(rows) &&
+         cast<RankedTensorType>(r.getType()).getElementType() == t.getElementType();
+}
+
 struct FusePass final : impl::FusePassBase<FusePass> {
   using Base::Base;
 
   void runOnOperation() override {
-    for (auto func : getOperation().getOps<func::FuncOp>())
-      if (func.getBody().hasOneBlock())
-        fuseBlock(func.getBody().front());
+    for (auto func : getOperation().getOps<func::FuncOp>()) {
+      if (!func.getBody().hasOneBlock())
+        continue;
+      if (epilogues)
+        formEpilogues(func.getBody().front());
+      fuseBlock(func.getBody().front());
+    }
+  }
+
+  /// Whether every user of the members of `ops` outside them comes after
+  /// `last` (where the fusion would go).
+  static bool usersFollow(ArrayRef<Operation *> ops, Operation *last) {
+    llvm::SmallPtrSet<Operation *, 4> members(ops.begin(), ops.end());
+    for (Operation *op : ops)
+      for (Operation *user : op->getUsers())
+        if (!members.contains(user) && user != last && !last->isBeforeInBlock(user))
+          return false;
+    return true;
+  }
+
+  /// Sorts `ops` into program order and fuses them if their outside users
+  /// follow the last; returns whether it did.
+  bool tryEpilogue(SmallVector<Operation *> ops) {
+    llvm::sort(ops, [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
+    if (!usersFollow(ops, ops.back()))
+      return false;
+    FusionOp fusion = buildFusion(ops, /*loop=*/false);
+    assert(fusion && succeeded(matchGemmEpilogue(fusion)) && "kiln-fuse built a bad epilogue");
+    (void)fusion;
+    return true;
+  }
+
+  void formEpilogues(Block &block) {
+    SmallVector<GeluOp> gelus;
+    SmallVector<GeluGradOp> geluGrads;
+    SmallVector<ReduceSumOp> sums;
+    SmallVector<CastOp> casts;
+    for (Operation &op : block) {
+      if (auto g = dyn_cast<GeluOp>(op))
+        gelus.push_back(g);
+      else if (auto g = dyn_cast<GeluGradOp>(op))
+        geluGrads.push_back(g);
+      else if (auto r = dyn_cast<ReduceSumOp>(op))
+        sums.push_back(r);
+      else if (auto c = dyn_cast<CastOp>(op))
+        casts.push_back(c);
+    }
+    auto tanh = [](auto op) { return op.getApproximate() == GeluApproximation::tanh; };
+    llvm::DenseSet<Operation *> taken;
+
+    // gelu(matmul [+ bias]); the product stays a result when the backward
+    // (or anything else) uses it.
+    for (GeluOp gelu : gelus) {
+      auto mm = gelu.getOperand().getDefiningOp<MatmulOp>();
+      if (!tanh(gelu) || !mm || !epilogueFits(mm) || mm->getBlock() != &block)
+        continue;
+      if (tryEpilogue({mm, gelu})) {
+        ++numEpilogues;
+        ++numGelu;
+      }
+    }
+    // gelu_grad(x, matmul), with the bias gradient when a row sum of it
+    // can join.
+    for (GeluGradOp grad : geluGrads) {
+      auto mm = grad.getDy().getDefiningOp<MatmulOp>();
+      if (!tanh(grad) || !mm || !epilogueFits(mm) || mm.getBias() || !mm->hasOneUse() ||
+          mm->getBlock() != &block)
+        continue;
+      ReduceSumOp sum;
+      for (Operation *user : grad->getUsers())
+        if (auto r = dyn_cast<ReduceSumOp>(user); r && sumsRows(r) && !sum)
+          sum = r;
+      bool fused = sum && tryEpilogue({mm, grad, sum});
+      if (fused)
+        taken.insert(sum);
+      if (fused || tryEpilogue({mm, grad})) {
+        ++numEpilogues;
+        ++numGeluGrad;
+        numBiasGrads += fused;
+      }
+    }
+    // A weight gradient's matmul transpose_a and the row sum of its rhs
+    // (the same layer's bias gradient).
+    for (ReduceSumOp sum : sums) {
+      if (taken.contains(sum) || !sumsRows(sum) || sum->getBlock() != &block)
+        continue;
+      Value dy = sum.getOperand();
+      int64_t n = cast<RankedTensorType>(dy.getType()).getShape().back();
+      auto weightGrad = [&](Value rhs) -> MatmulOp {
+        for (Operation *user : rhs.getUsers()) {
+          auto mm = dyn_cast<MatmulOp>(user);
+          if (mm && mm.getRhs() == rhs && mm.getTransposeA() && !mm.getTransposeB() &&
+              !mm.getBias() && mm->getBlock() == &block && epilogueFits(mm) &&
+              cast<RankedTensorType>(mm.getType()).getElementType() ==
+                  cast<RankedTensorType>(sum.getType()).getElementType())
+            return mm;
+        }
+        return {};
+      };
+      MatmulOp mm;
+      ReshapeOp reshape;
+      if (cast<RankedTensorType>(dy.getType()).getRank() == 2)
+        mm = weightGrad(dy);
+      for (Operation *user : dy.getUsers()) {
+        auto r = dyn_cast<ReshapeOp>(user);
+        if (mm || !r || cast<RankedTensorType>(r.getType()).getRank() != 2 ||
+            cast<RankedTensorType>(r.getType()).getShape().back() != n)
+          continue;
+        if ((mm = weightGrad(r.getResult())))
+          reshape = r;
+      }
+      if (!mm)
+        continue;
+      SmallVector<Operation *> ops{mm, sum};
+      if (reshape) {
+        // The body reshapes its own copy when the reshape has other users.
+        if (!reshape->hasOneUse()) {
+          OpBuilder b(mm);
+          auto copy = ReshapeOp::create(b, reshape.getLoc(), reshape.getType(), dy);
+          mm.getRhsMutable().assign(copy.getResult());
+          reshape = copy;
+        }
+        ops.push_back(reshape);
+      }
+      if (tryEpilogue(ops)) {
+        ++numEpilogues;
+        ++numBiasGrads;
+      }
+    }
+    // A widening cast of a product that would be a kernel of its own.
+    for (CastOp c : casts) {
+      if (!foldCasts)
+        break;
+      auto mm = c.getOperand().getDefiningOp<MatmulOp>();
+      if (!mm || !mm->hasOneUse() || mm.getBias() || mm->getBlock() != &block)
+        continue;
+      auto in = cast<RankedTensorType>(mm.getType()), out = cast<RankedTensorType>(c.getType());
+      Type low = cast<RankedTensorType>(mm.getLhs().getType()).getElementType();
+      if (in.getElementType() != low || !(low.isBF16() || low.isF16()) ||
+          !out.getElementType().isF32() ||
+          llvm::any_of(c->getUsers(), [](Operation *user) { return isFusible(user); }))
+        continue;
+      OpBuilder b(mm);
+      auto wide = MatmulOp::create(b, mm.getLoc(), out, mm.getLhs(), mm.getRhs(), Value(),
+                                   mm.getTransposeAAttr(), mm.getTransposeBAttr());
+      c.getResult().replaceAllUsesWith(wide.getResult());
+      c->erase();
+      mm->erase();
+      ++numCastsFolded;
+    }
   }
 
   void fuseBlock(Block &block) {
@@ -112,14 +296,15 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       if (group.size() < 2)
         continue;
       std::reverse(group.begin(), group.end()); // program order
-      buildFusion(group);
+      buildFusion(group, /*loop=*/true);
     }
   }
 
   /// Replaces `ops` (program order; their users outside come after the
   /// last one) with one kiln.fusion at the last op, whose results are the
-  /// members' values used outside, in program order.
-  void buildFusion(ArrayRef<Operation *> ops) {
+  /// members' values used outside, in program order. `loop`: a loop
+  /// fusion (for the statistics).
+  FusionOp buildFusion(ArrayRef<Operation *> ops, bool loop) {
     llvm::SmallPtrSet<Operation *, 8> members(ops.begin(), ops.end());
     llvm::SetVector<Value> inputs;
     SmallVector<Value> outputs;
@@ -135,7 +320,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         outputs.push_back(op->getResult(0));
     }
     if (outputs.empty())
-      return; // dead code: nothing to fuse for
+      return {}; // dead code: nothing to fuse for
     Operation *last = ops.back();
     OpBuilder b(last);
     SmallVector<Type> types;
@@ -163,11 +348,13 @@ struct FusePass final : impl::FusePassBase<FusePass> {
 
     // What stays on chip: each intermediate's write and read (a result
     // used outside is still written, but read from registers inside).
-    for (Operation *op : ops)
-      if (!llvm::is_contained(outputs, op->getResult(0)))
-        bytesKept += 2 * numBytes(op->getResult(0).getType());
-    numFusions++;
-    numOpsFused += ops.size();
+    if (loop) {
+      for (Operation *op : ops)
+        if (!llvm::is_contained(outputs, op->getResult(0)))
+          bytesKept += 2 * numBytes(op->getResult(0).getType());
+      numFusions++;
+      numOpsFused += ops.size();
+    }
 
     llvm::SmallSetVector<Operation *, 4> constants;
     for (Operation *op : llvm::reverse(ops)) {
@@ -179,6 +366,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     for (Operation *c : constants)
       if (c->use_empty())
         c->erase();
+    return fusion;
   }
 };
 

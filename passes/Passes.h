@@ -25,8 +25,9 @@ void registerKilnPipelines();
 struct TrainingPipelineOptions {
   /// kiln-fuse-attention (softmax(q·kᵀ)·v into kiln.attention).
   bool fuseAttention = true;
-  /// kiln-fuse (elementwise chains into kiln.fusion), last.
-  bool fuse = true;
+  /// kiln-fuse (GEMM epilogues, elementwise chains into kiln.fusion), last;
+  /// none: not run.
+  std::optional<FusePassOptions> fuse = FusePassOptions();
   AssignPrecisionPassOptions precision;
   AutodiffPassOptions autodiff;
   /// Clipping, AdamW and accumulation; none: the step returns gradients.

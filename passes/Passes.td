@@ -171,6 +171,16 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     emits one kernel per fusion: the inputs are read once, the results
     written once, the intermediates never leave registers. Nothing is
     recomputed.
+
+    Before that (option `epilogues`, on by default) it folds into GEMMs what
+    cuBLASLt's epilogues compute, each as a `kiln.fusion` holding the
+    matmul: `gelu tanh` of a product (yielding the product too when the
+    backward needs it), `gelu_grad tanh` of a product with the `reduce_sum`
+    over its rows (the bias gradient), and the bias-gradient `reduce_sum` of
+    a weight gradient's rhs. With `fold-casts` (on by default), a bf16/f16
+    product whose only user is a cast to f32 feeding no elementwise op (so
+    the cast would be a kernel of its own) produces f32 instead. The GEMM must be a single one with its columns a
+    multiple of 8 (cuBLASLt's alignment for the epilogue's vectors).
     Its statistics count the fusions, the ops in them and the bytes of
     device-memory traffic they avoid, where LLVM is built with statistics
     (Debian's is not: `--mlir-pass-statistics` then reports nothing, and
@@ -185,10 +195,25 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     }
     ```
   }];
+  let options = [
+    Option<"epilogues", "epilogues", "bool", /*default=*/"true",
+           "First fold into GEMMs what cuBLASLt's epilogues compute: gelu (keeping "
+           "its input for the backward), gelu_grad with its bias-gradient sum, a "
+           "weight gradient's bias-gradient sum">,
+    Option<"foldCasts", "fold-casts", "bool", /*default=*/"true",
+           "A bf16/f16 product whose only user is a widening cast to f32 read by no "
+           "elementwise op produces f32 itself (more accurate: the product is not "
+           "rounded to the low type first, so this one changes results)">,
+  ];
   let statistics = [
     Statistic<"numFusions", "fusions", "kiln.fusion regions built">,
     Statistic<"numOpsFused", "ops-fused", "Ops moved into them">,
     Statistic<"bytesKept", "bytes-kept", "Bytes of intermediate writes and reads kept on chip">,
+    Statistic<"numEpilogues", "epilogues", "GEMM epilogue fusions built">,
+    Statistic<"numGelu", "gelu-epilogues", "gelu folded into a GEMM">,
+    Statistic<"numGeluGrad", "gelu-grad-epilogues", "gelu_grad folded into a GEMM">,
+    Statistic<"numBiasGrads", "bias-grad-epilogues", "Bias-gradient sums folded into a GEMM">,
+    Statistic<"numCastsFolded", "casts-folded", "Widening casts folded into a GEMM's output">,
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }

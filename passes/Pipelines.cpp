@@ -19,7 +19,8 @@ namespace {
 
 /// The pipeline around its three configurable passes (`attachOptimizer` may
 /// be null).
-void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention, bool fuse,
+void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention,
+                       const std::optional<FusePassOptions> &fuse,
                        std::unique_ptr<mlir::Pass> assignPrecision,
                        std::unique_ptr<mlir::Pass> autodiff,
                        std::unique_ptr<mlir::Pass> attachOptimizer,
@@ -57,10 +58,11 @@ void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention, bool fuse,
     pm.addPass(createPropagateShardingPass(*sharding));
     pm.addPass(createPartitionPass(partition));
   }
-  // Chains of elementwise ops and casts into kiln.fusion regions: one
-  // kernel each. Last, so it sees the whole step, backward and optimizer.
+  // GEMM epilogues, then chains of elementwise ops and casts into
+  // kiln.fusion regions: one kernel (or cuBLASLt call) each. Last, so it
+  // sees the whole step, backward and optimizer.
   if (fuse)
-    pm.addPass(createFusePass());
+    pm.addPass(createFusePass(*fuse));
 }
 
 /// kiln-training-pipeline's textual options: each configurable pass takes
@@ -76,6 +78,10 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
   Option<bool> fuseAttention{*this, "fuse-attention",
                              llvm::cl::desc("Run kiln-fuse-attention"), llvm::cl::init(true)};
   Option<bool> fuse{*this, "fuse", llvm::cl::desc("Run kiln-fuse"), llvm::cl::init(true)};
+  Option<bool> epilogues{*this, "gemm-epilogues",
+                         llvm::cl::desc("kiln-fuse's epilogues option: fold gelu, gelu_grad, "
+                                        "bias-gradient sums and casts into GEMMs"),
+                         llvm::cl::init(true)};
   Option<std::string> mesh{*this, "mesh",
                            llvm::cl::desc("Partition over this mesh (dp=2,tp=1) with "
                                           "kiln-propagate-sharding and kiln-partition; empty: "
@@ -106,7 +112,12 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
     sharding->mesh = options.mesh;
     sharding->zero = options.zero;
   }
-  addTrainingPasses(pm, options.fuseAttention, options.fuse, std::move(precision), std::move(autodiff),
+  std::optional<FusePassOptions> fuse;
+  if (options.fuse) {
+    fuse.emplace();
+    fuse->epilogues = fuse->foldCasts = options.epilogues;
+  }
+  addTrainingPasses(pm, options.fuseAttention, fuse, std::move(precision), std::move(autodiff),
                     std::move(optimizer), sharding);
   return mlir::success();
 }
@@ -141,6 +152,7 @@ void registerKilnPipelines() {
       "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias, "
       "[propagate-sharding, partition,] fuse (options: assign-precision={...} autodiff={...} "
       "attach-optimizer={...}, each the pass's own; fuse-attention=false; fuse=false; "
+      "gemm-epilogues=false; "
       "optimizer=false; mesh=dp=2 zero=N)",
       buildFromText, [](llvm::function_ref<void(const mlir::detail::PassOptions &)> print) {
         print(TrainingPipelineText());

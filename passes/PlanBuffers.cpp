@@ -272,7 +272,8 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
       bool readsArg = llvm::any_of(producer->getOperands(),
                                    [&](Value operand) { return rootOf(operand) == arg; });
       bool elementwise = producer->hasTrait<OpTrait::Elementwise>() ||
-                         isa<AdamWUpdateOp, FusionOp>(producer);
+                         isa<AdamWUpdateOp>(producer) ||
+                         (isa<FusionOp>(producer) && !cast<FusionOp>(producer).isGemmEpilogue());
       if (readsArg && !elementwise)
         continue;
       if (!lastRead.count(arg) || lastRead[arg] <= runsAt(producer))

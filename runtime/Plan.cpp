@@ -15,6 +15,30 @@ namespace kiln {
 
 namespace json = llvm::json;
 
+static constexpr std::pair<GemmEpilogue, llvm::StringLiteral> kEpilogueNames[] = {
+    {GemmEpilogue::None, "none"},
+    {GemmEpilogue::Gelu, "gelu"},
+    {GemmEpilogue::GeluAux, "gelu_aux"},
+    {GemmEpilogue::GeluGrad, "dgelu"},
+    {GemmEpilogue::GeluGradBgrad, "dgelu_bgrad"},
+    {GemmEpilogue::BgradA, "bgrada"},
+};
+
+llvm::StringRef gemmEpilogueName(GemmEpilogue e) {
+  for (auto [value, name] : kEpilogueNames)
+    if (value == e)
+      return name;
+  return "none";
+}
+
+std::optional<GemmEpilogue> gemmEpilogueNamed(llvm::StringRef name) {
+  for (auto [value, n] : kEpilogueNames)
+    if (n == name)
+      return value;
+  return std::nullopt;
+}
+
+
 namespace {
 
 llvm::Error error(const llvm::Twine &message) {
@@ -74,7 +98,8 @@ json::Value stepJSON(const PlanStep &s) {
                              {"k", g.k}, {"lda", g.lda}, {"ldb", g.ldb}, {"ldc", g.ldc},
                              {"batch", g.batch}, {"stride_a", g.strideA}, {"stride_b", g.strideB},
                              {"stride_c", g.strideC}, {"a", g.a}, {"b", g.b}, {"c", g.c},
-                             {"bias", g.bias}, {"in", cpu::dtypeName(g.inType)},
+                             {"bias", g.bias}, {"epilogue", gemmEpilogueName(g.epilogue)},
+                             {"aux", g.aux}, {"in", cpu::dtypeName(g.inType)},
                              {"out", cpu::dtypeName(g.outType)}};
     break;
   }
@@ -202,7 +227,7 @@ json::Value Plan::toJSON() const {
                               {"results", std::move(results)}, {"steps", std::move(steps)}});
   }
   return json::Object{
-      {"format", "kiln-plan-1"},
+      {"format", "kiln-plan-2"},
       {"arch", arch},
       {"sm_count", smCount},
       {"memory", json::Object{{"params", memory.params}, {"states", memory.states},
@@ -219,8 +244,9 @@ json::Value Plan::toJSON() const {
 
 llvm::Expected<Plan> Plan::fromJSON(const json::Value &value) {
   const json::Object *o = value.getAsObject();
-  if (!o || o->getString("format") != std::optional<llvm::StringRef>("kiln-plan-1"))
-    return error("plan: not a kiln plan (expected \"format\": \"kiln-plan-1\")");
+  if (!o || o->getString("format") != std::optional<llvm::StringRef>("kiln-plan-2"))
+    return error("plan: not a kiln plan of this version (expected \"format\": \"kiln-plan-2\"; "
+                 "compile the config again)");
   Reader r;
   Plan p;
   p.arch = r.s(o, "arch");
@@ -290,6 +316,12 @@ llvm::Expected<Plan> Plan::fromJSON(const json::Value &value) {
           d.batch = r.i(g, "batch"), d.strideA = r.i(g, "stride_a"), d.strideB = r.i(g, "stride_b");
           d.strideC = r.i(g, "stride_c"), d.a = r.i(g, "a"), d.b = r.i(g, "b"), d.c = r.i(g, "c");
           d.bias = r.i(g, "bias");
+          std::string epilogue = r.s(g, "epilogue");
+          if (auto e = gemmEpilogueNamed(epilogue))
+            d.epilogue = *e;
+          else if (r.missing.empty())
+            return error("plan: step '" + s.op + "' has an unknown GEMM epilogue '" + epilogue + "'");
+          d.aux = r.i(g, "aux");
           d.inType = r.dtype(g, "in");
           d.outType = r.dtype(g, "out");
         } else if (kind == "memset") {
@@ -346,7 +378,8 @@ llvm::Error Plan::validate() const {
         });
       else if (s.kind == PlanStep::Kind::Gemm)
         ok = inside(s.gemm.a, 0) && inside(s.gemm.b, 0) && inside(s.gemm.c, 0) &&
-             (s.gemm.bias < 0 || inside(s.gemm.bias, 0));
+             (s.gemm.bias < 0 || inside(s.gemm.bias, 0)) &&
+             (s.gemm.aux < 0 || inside(s.gemm.aux, 0));
       if (!ok)
         return error(llvm::formatv("plan: @{0} step '{1}' reaches outside the {2}-byte arena",
                                    f.name, s.op, total));

@@ -19,6 +19,7 @@
 #include "llvm/Support/JSON.h"
 
 #include <array>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,14 +51,33 @@ struct PlanArg {
   int64_t value; ///< arena offset, or the integer
 };
 
-/// C[b] = op(A[b]) · op(B[b]) (+ bias) in cuBLASLt's column-major terms;
-/// codegen turns kiln's row-major matmul into this form.
+/// What cuBLASLt computes after the product, in its column-major terms
+/// (a vector has m entries, one per row of C).
+enum class GemmEpilogue {
+  None,          ///< C = AB (+ bias)
+  Gelu,          ///< C = gelu(AB (+ bias)), tanh approximation
+  GeluAux,       ///< ... and aux = AB (+ bias), gelu's input
+  GeluGrad,      ///< C = gelu'(aux) · AB
+  GeluGradBgrad, ///< ... and bias = the sums of C's rows
+  BgradA,        ///< C = AB and bias = the sums of A's rows (over k)
+};
+llvm::StringRef gemmEpilogueName(GemmEpilogue e);
+std::optional<GemmEpilogue> gemmEpilogueNamed(llvm::StringRef name);
+
+/// C[b] = op(A[b]) · op(B[b]) (+ bias, + epilogue) in cuBLASLt's
+/// column-major terms; codegen turns kiln's row-major matmul into this form.
 struct GemmDesc {
   bool transA = false, transB = false;
   int64_t m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldc = 0;
   int64_t batch = 1, strideA = 0, strideB = 0, strideC = 0;
   int64_t a = 0, b = 0, c = 0; ///< arena offsets
-  int64_t bias = -1;           ///< arena offset of a bias of m entries, or -1
+  /// Arena offset of a vector of m entries, or -1: the bias added (None,
+  /// Gelu, GeluAux), or the bias gradient written (GeluGradBgrad, BgradA).
+  int64_t bias = -1;
+  GemmEpilogue epilogue = GemmEpilogue::None;
+  /// Arena offset of gelu's input [n, m] (leading dimension m), or -1:
+  /// written by GeluAux, read by GeluGrad and GeluGradBgrad.
+  int64_t aux = -1;
   cpu::DType inType = cpu::DType::F32, outType = cpu::DType::F32;
 };
 

@@ -49,7 +49,8 @@ std::string gemmKey(const GemmDesc &g) {
                        g.transA, g.transB, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.batch, g.strideA,
                        g.strideB, g.strideC, static_cast<int>(g.inType),
                        static_cast<int>(g.outType), g.bias >= 0)
-      .str();
+             .str() +
+         " " + gemmEpilogueName(g.epilogue).str();
 }
 
 /// The GEMM algorithms chosen earlier, by device, cuBLASLt version and
@@ -280,14 +281,33 @@ struct CudaExecutor::Impl {
     cublasOperation_t opB = d.transB ? CUBLAS_OP_T : CUBLAS_OP_N;
     KILN_CUBLAS(lt->cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof(opA)));
     KILN_CUBLAS(lt->cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof(opB)));
-    if (d.bias >= 0) {
-      cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    // The epilogue; its vectors (bias added or bias gradient written) and
+    // the aux matrix (gelu's input) are of the output's type.
+    bool bias = d.bias >= 0;
+    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+    switch (d.epilogue) {
+    case GemmEpilogue::None: epilogue = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT; break;
+    case GemmEpilogue::Gelu: epilogue = bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU; break;
+    case GemmEpilogue::GeluAux:
+      epilogue = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+      break;
+    case GemmEpilogue::GeluGrad: epilogue = CUBLASLT_EPILOGUE_DGELU; break;
+    case GemmEpilogue::GeluGradBgrad: epilogue = CUBLASLT_EPILOGUE_DGELU_BGRAD; break;
+    case GemmEpilogue::BgradA: epilogue = CUBLASLT_EPILOGUE_BGRADA; break;
+    }
+    if (epilogue != CUBLASLT_EPILOGUE_DEFAULT)
       KILN_CUBLAS(lt->cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
-      CUdeviceptr bias = at(d.bias);
-      void *biasPtr = reinterpret_cast<void *>(bias);
+    if (bias) {
+      void *biasPtr = reinterpret_cast<void *>(at(d.bias));
       KILN_CUBLAS(lt->cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &biasPtr, sizeof(biasPtr)));
       cudaDataType_t biasType = cudaType(d.outType);
       KILN_CUBLAS(lt->cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &biasType, sizeof(biasType)));
+    }
+    if (d.aux >= 0) {
+      void *auxPtr = reinterpret_cast<void *>(at(d.aux));
+      KILN_CUBLAS(lt->cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &auxPtr, sizeof(auxPtr)));
+      int64_t ld = d.m;
+      KILN_CUBLAS(lt->cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof(ld)));
     }
     auto layout = [&](cublasLtMatrixLayout_t &l, cpu::DType type, int64_t rows, int64_t cols,
                       int64_t ld, int64_t stride) -> llvm::Error {

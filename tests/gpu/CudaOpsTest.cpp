@@ -380,6 +380,61 @@ std::vector<OpCase> cases() {
                "%r0 = kiln.matmul %x, %w bias %b : tensor<4x32x64xbf16>, tensor<64x96xbf16>, tensor<96xbf16> -> tensor<4x32x96xbf16>", 2e-2, 8e-3});
   c.push_back({"matmul_bf16_f32", {f("x", "tensor<32x64xbf16>"), f("w", "tensor<64x48xbf16>")}, {"tensor<32x48xf32>"},
                "%r0 = kiln.matmul %x, %w : tensor<32x64xbf16>, tensor<64x48xbf16> -> tensor<32x48xf32>", 1e-4, 1e-5});
+  // GEMM epilogues (kiln-fuse's GEMM fusions): one cuBLASLt call with
+  // GELU_AUX_BIAS, GELU, DGELU, DGELU_BGRAD or BGRADA. cuBLASLt evaluates
+  // the epilogue on the f32 accumulator where the interpreter rounds the
+  // product (and the biased product) to the element type first, so bf16
+  // results may differ by about two bf16 ulps (2^-7 relative), and a bias
+  // gradient, a sum of 64 such rows, by a few ulps of the sum.
+  c.push_back({"gemm_gelu_aux_bias_bf16", {f("x", "tensor<4x16x64xbf16>"), f("w", "tensor<64x96xbf16>"), f("b", "tensor<96xbf16>")},
+               {"tensor<4x16x96xbf16>", "tensor<4x16x96xbf16>"},
+               "%r0, %r1 = kiln.fusion (%x, %w, %b) : (tensor<4x16x64xbf16>, tensor<64x96xbf16>, tensor<96xbf16>) -> (tensor<4x16x96xbf16>, tensor<4x16x96xbf16>) {\n"
+               "  ^bb0(%a: tensor<4x16x64xbf16>, %v: tensor<64x96xbf16>, %c: tensor<96xbf16>):\n"
+               "    %0 = kiln.matmul %a, %v bias %c : tensor<4x16x64xbf16>, tensor<64x96xbf16>, tensor<96xbf16> -> tensor<4x16x96xbf16>\n"
+               "    %1 = kiln.gelu tanh %0 : tensor<4x16x96xbf16>\n"
+               "    kiln.yield %1, %0 : tensor<4x16x96xbf16>, tensor<4x16x96xbf16>\n"
+               "  }", 3e-2, 2e-2});
+  c.push_back({"gemm_gelu_f32", {f("x", "tensor<32x48xf32>"), f("w", "tensor<48x64xf32>")}, {"tensor<32x64xf32>"},
+               "%r0 = kiln.fusion (%x, %w) : (tensor<32x48xf32>, tensor<48x64xf32>) -> tensor<32x64xf32> {\n"
+               "  ^bb0(%a: tensor<32x48xf32>, %v: tensor<48x64xf32>):\n"
+               "    %0 = kiln.matmul %a, %v : tensor<32x48xf32>, tensor<48x64xf32> -> tensor<32x64xf32>\n"
+               "    %1 = kiln.gelu tanh %0 : tensor<32x64xf32>\n"
+               "    kiln.yield %1 : tensor<32x64xf32>\n"
+               "  }", 1e-3, 1e-3});
+  c.push_back({"gemm_dgelu_bgrad_bf16", {f("dy", "tensor<4x16x32xbf16>"), f("w", "tensor<96x32xbf16>"), f("z", "tensor<4x16x96xbf16>")},
+               {"tensor<4x16x96xbf16>", "tensor<96xbf16>"},
+               "%r0, %r1 = kiln.fusion (%dy, %w, %z) : (tensor<4x16x32xbf16>, tensor<96x32xbf16>, tensor<4x16x96xbf16>) -> (tensor<4x16x96xbf16>, tensor<96xbf16>) {\n"
+               "  ^bb0(%a: tensor<4x16x32xbf16>, %v: tensor<96x32xbf16>, %x: tensor<4x16x96xbf16>):\n"
+               "    %0 = kiln.matmul %a, %v transpose_b : tensor<4x16x32xbf16>, tensor<96x32xbf16> -> tensor<4x16x96xbf16>\n"
+               "    %1 = kiln.gelu_grad tanh %x, %0 : tensor<4x16x96xbf16>\n"
+               "    %2 = kiln.reduce_sum %1, dims = [0, 1] : tensor<4x16x96xbf16> -> tensor<96xbf16>\n"
+               "    kiln.yield %1, %2 : tensor<4x16x96xbf16>, tensor<96xbf16>\n"
+               "  }", 1e-1, 2e-2});
+  c.push_back({"gemm_dgelu_f32", {f("dy", "tensor<32x40xf32>"), f("w", "tensor<40x64xf32>"), f("z", "tensor<32x64xf32>")},
+               {"tensor<32x64xf32>"},
+               "%r0 = kiln.fusion (%dy, %w, %z) : (tensor<32x40xf32>, tensor<40x64xf32>, tensor<32x64xf32>) -> tensor<32x64xf32> {\n"
+               "  ^bb0(%a: tensor<32x40xf32>, %v: tensor<40x64xf32>, %x: tensor<32x64xf32>):\n"
+               "    %0 = kiln.matmul %a, %v : tensor<32x40xf32>, tensor<40x64xf32> -> tensor<32x64xf32>\n"
+               "    %1 = kiln.gelu_grad tanh %x, %0 : tensor<32x64xf32>\n"
+               "    kiln.yield %1 : tensor<32x64xf32>\n"
+               "  }", 1e-3, 1e-3});
+  c.push_back({"gemm_bgrada_bf16", {f("x", "tensor<64x48xbf16>"), f("dy", "tensor<4x16x32xbf16>")},
+               {"tensor<48x32xbf16>", "tensor<32xbf16>"},
+               "%r0, %r1 = kiln.fusion (%dy, %x) : (tensor<4x16x32xbf16>, tensor<64x48xbf16>) -> (tensor<48x32xbf16>, tensor<32xbf16>) {\n"
+               "  ^bb0(%d: tensor<4x16x32xbf16>, %a: tensor<64x48xbf16>):\n"
+               "    %0 = kiln.reshape %d : tensor<4x16x32xbf16> -> tensor<64x32xbf16>\n"
+               "    %1 = kiln.matmul %a, %0 transpose_a : tensor<64x48xbf16>, tensor<64x32xbf16> -> tensor<48x32xbf16>\n"
+               "    %2 = kiln.reduce_sum %d, dims = [0, 1] : tensor<4x16x32xbf16> -> tensor<32xbf16>\n"
+               "    kiln.yield %1, %2 : tensor<48x32xbf16>, tensor<32xbf16>\n"
+               "  }", 3e-2, 1e-2});
+  c.push_back({"gemm_bgrada_f32", {f("x", "tensor<40x24xf32>"), f("dy", "tensor<40x16xf32>")},
+               {"tensor<24x16xf32>", "tensor<16xf32>"},
+               "%r0, %r1 = kiln.fusion (%x, %dy) : (tensor<40x24xf32>, tensor<40x16xf32>) -> (tensor<24x16xf32>, tensor<16xf32>) {\n"
+               "  ^bb0(%a: tensor<40x24xf32>, %d: tensor<40x16xf32>):\n"
+               "    %0 = kiln.matmul %a, %d transpose_a : tensor<40x24xf32>, tensor<40x16xf32> -> tensor<24x16xf32>\n"
+               "    %1 = kiln.reduce_sum %d, dims = [0] : tensor<40x16xf32> -> tensor<16xf32>\n"
+               "    kiln.yield %0, %1 : tensor<24x16xf32>, tensor<16xf32>\n"
+               "  }", 1e-4, 1e-5});
   c.push_back({"matmul_f16_transposed", {f("q", "tensor<2x3x16x32xf16>"), f("k", "tensor<2x3x16x32xf16>")},
                {"tensor<2x3x16x16xf16>"},
                "%r0 = kiln.matmul %q, %k transpose_b : tensor<2x3x16x32xf16>, tensor<2x3x16x32xf16> -> tensor<2x3x16x16xf16>", 2e-2, 2e-3});

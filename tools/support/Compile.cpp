@@ -102,7 +102,10 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
   // The run's options (RunConfig) become the passes' options here, once.
   TrainingPipelineOptions options;
   options.fuseAttention = config.compile.fusesAttention(config.train.precision);
-  options.fuse = config.compile.fuse;
+  if (config.compile.fuse)
+    options.fuse->epilogues = options.fuse->foldCasts = config.compile.gemm_epilogues;
+  else
+    options.fuse.reset();
   options.precision.policy = config.train.precision;
   options.autodiff.lossScale =
       config.train.precision == "f16-mixed" ? config.train.loss_scale : 0.0;

@@ -1,5 +1,5 @@
 // kiln.fusion's verifier: the body matches the op, and holds only a loop
-// fusion's ops.
+// fusion's ops or a GEMM with one of cuBLASLt's epilogues.
 // RUN: kiln-opt %s -split-input-file -verify-diagnostics
 
 func.func @not_elementwise(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
@@ -86,4 +86,96 @@ func.func @constant_without_value(%x: tensor<4xf32>) -> tensor<4xf32> {
     kiln.yield %1 : tensor<4xf32>
   }
   return %0 : tensor<4xf32>
+}
+
+// -----
+
+// A GEMM epilogue body: what is not cuBLASLt's epilogue is refused.
+func.func @gemm_erf(%x: tensor<16x32xf32>, %w: tensor<32x64xf32>) -> tensor<16x64xf32> {
+  // expected-error @+1 {{holds a matmul but is not a GEMM epilogue: cuBLASLt's GELU epilogue is the tanh approximation}}
+  %0 = kiln.fusion(%x, %w) : (tensor<16x32xf32>, tensor<32x64xf32>) -> tensor<16x64xf32> {
+  ^bb0(%a: tensor<16x32xf32>, %b: tensor<32x64xf32>):
+    %1 = kiln.matmul %a, %b : tensor<16x32xf32>, tensor<32x64xf32> -> tensor<16x64xf32>
+    %2 = kiln.gelu none %1 : tensor<16x64xf32>
+    kiln.yield %2 : tensor<16x64xf32>
+  }
+  return %0 : tensor<16x64xf32>
+}
+
+// -----
+
+func.func @gemm_alone(%x: tensor<16x32xf32>, %w: tensor<32x64xf32>) -> tensor<16x64xf32> {
+  // expected-error @+1 {{a GEMM fusion needs an epilogue}}
+  %0 = kiln.fusion(%x, %w) : (tensor<16x32xf32>, tensor<32x64xf32>) -> tensor<16x64xf32> {
+  ^bb0(%a: tensor<16x32xf32>, %b: tensor<32x64xf32>):
+    %1 = kiln.matmul %a, %b : tensor<16x32xf32>, tensor<32x64xf32> -> tensor<16x64xf32>
+    kiln.yield %1 : tensor<16x64xf32>
+  }
+  return %0 : tensor<16x64xf32>
+}
+
+// -----
+
+func.func @gemm_other_op(%x: tensor<16x32xf32>, %w: tensor<32x64xf32>) -> tensor<16x64xf32> {
+  // expected-error @+1 {{'kiln.neg' is not part of a GEMM epilogue}}
+  %0 = kiln.fusion(%x, %w) : (tensor<16x32xf32>, tensor<32x64xf32>) -> tensor<16x64xf32> {
+  ^bb0(%a: tensor<16x32xf32>, %b: tensor<32x64xf32>):
+    %1 = kiln.matmul %a, %b : tensor<16x32xf32>, tensor<32x64xf32> -> tensor<16x64xf32>
+    %2 = kiln.neg %1 : tensor<16x64xf32>
+    kiln.yield %2 : tensor<16x64xf32>
+  }
+  return %0 : tensor<16x64xf32>
+}
+
+// -----
+
+func.func @gemm_batched(%q: tensor<4x16x32xf32>, %k: tensor<4x32x16xf32>) -> tensor<4x16x16xf32> {
+  // expected-error @+1 {{the matmul is a batch of products, not one GEMM}}
+  %0 = kiln.fusion(%q, %k) : (tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<4x16x16xf32> {
+  ^bb0(%a: tensor<4x16x32xf32>, %b: tensor<4x32x16xf32>):
+    %1 = kiln.matmul %a, %b : tensor<4x16x32xf32>, tensor<4x32x16xf32> -> tensor<4x16x16xf32>
+    %2 = kiln.gelu tanh %1 : tensor<4x16x16xf32>
+    kiln.yield %2 : tensor<4x16x16xf32>
+  }
+  return %0 : tensor<4x16x16xf32>
+}
+
+// -----
+
+func.func @gemm_dgelu_product_yielded(%dy: tensor<16x64xf32>, %w: tensor<64x64xf32>, %z: tensor<16x64xf32>) -> (tensor<16x64xf32>, tensor<16x64xf32>) {
+  // expected-error @+1 {{a GELU-gradient epilogue is gelu_grad(input, matmul)}}
+  %0:2 = kiln.fusion(%dy, %w, %z) : (tensor<16x64xf32>, tensor<64x64xf32>, tensor<16x64xf32>) -> (tensor<16x64xf32>, tensor<16x64xf32>) {
+  ^bb0(%a: tensor<16x64xf32>, %b: tensor<64x64xf32>, %c: tensor<16x64xf32>):
+    %1 = kiln.matmul %a, %b : tensor<16x64xf32>, tensor<64x64xf32> -> tensor<16x64xf32>
+    %2 = kiln.gelu_grad tanh %c, %1 : tensor<16x64xf32>
+    kiln.yield %2, %1 : tensor<16x64xf32>, tensor<16x64xf32>
+  }
+  return %0#0, %0#1 : tensor<16x64xf32>, tensor<16x64xf32>
+}
+
+// -----
+
+func.func @gemm_bias_grad_wrong_dims(%dy: tensor<16x64xf32>, %w: tensor<64x64xf32>, %z: tensor<16x64xf32>) -> (tensor<16x64xf32>, tensor<16xf32>) {
+  // expected-error @+1 {{the bias gradient must sum the GELU gradient over all rows}}
+  %0:2 = kiln.fusion(%dy, %w, %z) : (tensor<16x64xf32>, tensor<64x64xf32>, tensor<16x64xf32>) -> (tensor<16x64xf32>, tensor<16xf32>) {
+  ^bb0(%a: tensor<16x64xf32>, %b: tensor<64x64xf32>, %c: tensor<16x64xf32>):
+    %1 = kiln.matmul %a, %b : tensor<16x64xf32>, tensor<64x64xf32> -> tensor<16x64xf32>
+    %2 = kiln.gelu_grad tanh %c, %1 : tensor<16x64xf32>
+    %3 = kiln.reduce_sum %2, dims = [1] : tensor<16x64xf32> -> tensor<16xf32>
+    kiln.yield %2, %3 : tensor<16x64xf32>, tensor<16xf32>
+  }
+  return %0#0, %0#1 : tensor<16x64xf32>, tensor<16xf32>
+}
+
+// -----
+
+func.func @gemm_bgrad_not_transposed(%x: tensor<64x16xf32>, %dy: tensor<16x64xf32>) -> (tensor<64x64xf32>, tensor<64xf32>) {
+  // expected-error @+1 {{a bias-gradient epilogue sums the rhs}}
+  %0:2 = kiln.fusion(%x, %dy) : (tensor<64x16xf32>, tensor<16x64xf32>) -> (tensor<64x64xf32>, tensor<64xf32>) {
+  ^bb0(%a: tensor<64x16xf32>, %b: tensor<16x64xf32>):
+    %1 = kiln.matmul %a, %b : tensor<64x16xf32>, tensor<16x64xf32> -> tensor<64x64xf32>
+    %2 = kiln.reduce_sum %b, dims = [0] : tensor<16x64xf32> -> tensor<64xf32>
+    kiln.yield %1, %2 : tensor<64x64xf32>, tensor<64xf32>
+  }
+  return %0#0, %0#1 : tensor<64x64xf32>, tensor<64xf32>
 }

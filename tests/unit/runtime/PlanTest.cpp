@@ -189,7 +189,7 @@ TEST(Plan, LoadErrorsNameTheProblem) {
   auto other = Plan::load(dir);
   ASSERT_FALSE(static_cast<bool>(other));
   EXPECT_NE(llvm::toString(other.takeError()).find("not a kiln plan"), std::string::npos);
-  write(R"({"format": "kiln-plan-1", "arch": "sm_90", "sm_count": 132, "memory": {}, "functions": []})");
+  write(R"({"format": "kiln-plan-2", "arch": "sm_90", "sm_count": 132, "memory": {}, "functions": []})");
   auto incomplete = Plan::load(dir);
   ASSERT_FALSE(static_cast<bool>(incomplete));
   EXPECT_NE(llvm::toString(incomplete.takeError()).find("missing or malformed field"), std::string::npos);

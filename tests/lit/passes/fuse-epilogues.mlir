@@ -1,0 +1,141 @@
+// kiln-fuse's GEMM epilogues: what cuBLASLt computes after the product
+// (gelu, gelu_grad and its bias gradient, a weight gradient's bias
+// gradient) joins the matmul in a kiln.fusion; a widening cast of a product
+// that would be a kernel of its own becomes the product's type. Near misses
+// stay apart.
+// RUN: kiln-opt %s -split-input-file -kiln-fuse | FileCheck %s
+// RUN: kiln-opt %s -split-input-file -kiln-fuse='epilogues=false fold-casts=false' \
+// RUN:   | FileCheck %s --check-prefix=OFF
+
+// The forward MLP: gelu of a biased product, whose input the backward
+// needs: one fusion yielding both (GELU_AUX_BIAS).
+// CHECK-LABEL: func.func @gelu_aux
+// CHECK: %[[F:.+]]:2 = kiln.fusion(%{{.+}}, %{{.+}}, %{{.+}}) : (tensor<2x8x16xbf16>, tensor<16x64xbf16>, tensor<64xbf16>) -> (tensor<2x8x64xbf16>, tensor<2x8x64xbf16>)
+// CHECK: %[[Z:.+]] = kiln.matmul %{{.+}}, %{{.+}} bias %{{.+}}
+// CHECK-NEXT: %[[G:.+]] = kiln.gelu tanh %[[Z]]
+// CHECK-NEXT: kiln.yield %[[Z]], %[[G]]
+// CHECK: kiln.gelu_grad tanh %[[F]]#0, %{{.+}}
+// CHECK: return %[[F]]#1
+// OFF-LABEL: func.func @gelu_aux
+// OFF-NOT: kiln.fusion
+func.func @gelu_aux(%x: tensor<2x8x16xbf16>, %w: tensor<16x64xbf16>, %b: tensor<64xbf16>, %dy: tensor<2x8x64xbf16>) -> (tensor<2x8x64xbf16>, tensor<2x8x64xbf16>) {
+  %z = kiln.matmul %x, %w bias %b : tensor<2x8x16xbf16>, tensor<16x64xbf16>, tensor<64xbf16> -> tensor<2x8x64xbf16>
+  %g = kiln.gelu tanh %z : tensor<2x8x64xbf16>
+  %d = kiln.gelu_grad tanh %z, %dy : tensor<2x8x64xbf16>
+  return %g, %d : tensor<2x8x64xbf16>, tensor<2x8x64xbf16>
+}
+
+// -----
+
+// gelu alone (an evaluation forward): no aux result. The erf GELU is not
+// cuBLASLt's and stays apart.
+// CHECK-LABEL: func.func @gelu_only
+// CHECK: kiln.fusion(%{{.+}}, %{{.+}}) : (tensor<16x32xf32>, tensor<32x64xf32>) -> tensor<16x64xf32>
+// CHECK: kiln.matmul
+// CHECK-NEXT: kiln.gelu tanh
+// CHECK-NEXT: kiln.yield
+// CHECK: kiln.matmul
+// CHECK-NEXT: kiln.gelu none
+func.func @gelu_only(%x: tensor<16x32xf32>, %w: tensor<32x64xf32>) -> (tensor<16x64xf32>, tensor<16x64xf32>) {
+  %z = kiln.matmul %x, %w : tensor<16x32xf32>, tensor<32x64xf32> -> tensor<16x64xf32>
+  %g = kiln.gelu tanh %z : tensor<16x64xf32>
+  %z2 = kiln.matmul %x, %w : tensor<16x32xf32>, tensor<32x64xf32> -> tensor<16x64xf32>
+  %e = kiln.gelu none %z2 : tensor<16x64xf32>
+  return %g, %e : tensor<16x64xf32>, tensor<16x64xf32>
+}
+
+// -----
+
+// The backward MLP: gelu_grad of a product with the bias gradient of its
+// rows right after (DGELU_BGRAD).
+// CHECK-LABEL: func.func @dgelu_bgrad
+// CHECK: %[[F:.+]]:2 = kiln.fusion(%{{.+}}, %{{.+}}, %{{.+}}) : (tensor<2x8x16xbf16>, tensor<64x16xbf16>, tensor<2x8x64xbf16>) -> (tensor<2x8x64xbf16>, tensor<64xbf16>)
+// CHECK: %[[D:.+]] = kiln.matmul %{{.+}}, %{{.+}} transpose_b
+// CHECK-NEXT: %[[G:.+]] = kiln.gelu_grad tanh %{{.+}}, %[[D]]
+// CHECK-NEXT: %[[S:.+]] = kiln.reduce_sum %[[G]], dims = [0, 1]
+// CHECK-NEXT: kiln.yield %[[G]], %[[S]]
+// CHECK: return %[[F]]#0, %[[F]]#1
+func.func @dgelu_bgrad(%dy: tensor<2x8x16xbf16>, %w: tensor<64x16xbf16>, %z: tensor<2x8x64xbf16>) -> (tensor<2x8x64xbf16>, tensor<64xbf16>) {
+  %d = kiln.matmul %dy, %w transpose_b : tensor<2x8x16xbf16>, tensor<64x16xbf16> -> tensor<2x8x64xbf16>
+  %g = kiln.gelu_grad tanh %z, %d : tensor<2x8x64xbf16>
+  %s = kiln.reduce_sum %g, dims = [0, 1] : tensor<2x8x64xbf16> -> tensor<64xbf16>
+  return %g, %s : tensor<2x8x64xbf16>, tensor<64xbf16>
+}
+
+// -----
+
+// A weight gradient xᵀ·dy and the same dy's sum over rows (the bias
+// gradient, BGRADA); dy's reshape to [rows, N] goes into the body (a copy
+// of it when something else reads the reshape too).
+// CHECK-LABEL: func.func @weight_and_bias_grad
+// CHECK: %[[F:.+]]:2 = kiln.fusion(%{{.+}}, %{{.+}}) : (tensor<2x8x64xbf16>, tensor<16x32xbf16>) -> (tensor<32x64xbf16>, tensor<64xbf16>)
+// CHECK: %[[R:.+]] = kiln.reshape
+// CHECK-NEXT: %[[W:.+]] = kiln.matmul %{{.+}}, %[[R]] transpose_a
+// CHECK-NEXT: %[[S:.+]] = kiln.reduce_sum %{{.+}}, dims = [0, 1]
+// CHECK-NEXT: kiln.yield %[[W]], %[[S]]
+func.func @weight_and_bias_grad(%x: tensor<16x32xbf16>, %dy: tensor<2x8x64xbf16>) -> (tensor<32x64xbf16>, tensor<64xbf16>) {
+  %r = kiln.reshape %dy : tensor<2x8x64xbf16> -> tensor<16x64xbf16>
+  %w = kiln.matmul %x, %r transpose_a : tensor<16x32xbf16>, tensor<16x64xbf16> -> tensor<32x64xbf16>
+  %s = kiln.reduce_sum %dy, dims = [0, 1] : tensor<2x8x64xbf16> -> tensor<64xbf16>
+  return %w, %s : tensor<32x64xbf16>, tensor<64xbf16>
+}
+
+// -----
+
+// A bf16 product widened by a cast that feeds a non-elementwise op: the
+// product is written in f32. Where an elementwise op reads the cast, loop
+// fusion takes the cast instead (it reads the narrower type).
+// CHECK-LABEL: func.func @wide
+// CHECK: %[[P:.+]] = kiln.matmul %{{.+}}, %{{.+}} : tensor<16x32xbf16>, tensor<32x64xbf16> -> tensor<16x64xf32>
+// CHECK-NEXT: kiln.softmax %[[P]]
+// CHECK: kiln.matmul %{{.+}}, %{{.+}} : tensor<16x32xbf16>, tensor<32x64xbf16> -> tensor<16x64xbf16>
+// CHECK: kiln.fusion
+// CHECK: kiln.cast
+// CHECK: kiln.exp
+// OFF-LABEL: func.func @wide
+// OFF: kiln.matmul {{.*}} -> tensor<16x64xbf16>
+// OFF-NEXT: kiln.cast
+func.func @wide(%x: tensor<16x32xbf16>, %w: tensor<32x64xbf16>) -> (tensor<16x64xf32>, tensor<16x64xf32>) {
+  %p = kiln.matmul %x, %w : tensor<16x32xbf16>, tensor<32x64xbf16> -> tensor<16x64xbf16>
+  %c = kiln.cast %p : tensor<16x64xbf16> to tensor<16x64xf32>
+  %s = kiln.softmax %c : tensor<16x64xf32>
+  %q = kiln.matmul %x, %w : tensor<16x32xbf16>, tensor<32x64xbf16> -> tensor<16x64xbf16>
+  %d = kiln.cast %q : tensor<16x64xbf16> to tensor<16x64xf32>
+  %e = kiln.exp %d : tensor<16x64xf32>
+  return %s, %e : tensor<16x64xf32>, tensor<16x64xf32>
+}
+
+// -----
+
+// Near misses: a product whose columns are no multiple of 8 (cuBLASLt's
+// aux and vector alignment); a batch of products (attention's p·v shape);
+// a product read by something else besides its gelu_grad; a weight
+// gradient without transpose_a. A sum over the wrong dimension leaves its
+// gelu_grad's epilogue without the bias gradient.
+// CHECK-LABEL: func.func @near_misses
+// CHECK-NOT: kiln.fusion
+// CHECK: kiln.neg
+// CHECK: %[[F:.+]] = kiln.fusion
+// CHECK: kiln.matmul
+// CHECK-NEXT: kiln.gelu_grad
+// CHECK-NEXT: kiln.yield
+// CHECK: kiln.reduce_sum %[[F]], dims = [1]
+// CHECK-NOT: kiln.fusion
+// CHECK: return
+func.func @near_misses(%x: tensor<16x32xf32>, %w12: tensor<32x12xf32>, %q: tensor<4x16x32xf32>, %k: tensor<4x32x16xf32>,
+                       %dy: tensor<16x64xf32>, %w: tensor<64x64xf32>, %z: tensor<16x64xf32>, %y: tensor<16x64xf32>, %u: tensor<64x16xf32>)
+    -> (tensor<16x12xf32>, tensor<4x16x16xf32>, tensor<16x64xf32>, tensor<16x64xf32>, tensor<16xf32>, tensor<64x64xf32>, tensor<64xf32>) {
+  %a = kiln.matmul %x, %w12 : tensor<16x32xf32>, tensor<32x12xf32> -> tensor<16x12xf32>
+  %ga = kiln.gelu tanh %a : tensor<16x12xf32>
+  %b = kiln.matmul %q, %k : tensor<4x16x32xf32>, tensor<4x32x16xf32> -> tensor<4x16x16xf32>
+  %gb = kiln.gelu tanh %b : tensor<4x16x16xf32>
+  %d = kiln.matmul %dy, %w : tensor<16x64xf32>, tensor<64x64xf32> -> tensor<16x64xf32>
+  %n = kiln.neg %d : tensor<16x64xf32>
+  %gd = kiln.gelu_grad tanh %z, %d : tensor<16x64xf32>
+  %e = kiln.matmul %y, %w : tensor<16x64xf32>, tensor<64x64xf32> -> tensor<16x64xf32>
+  %ge = kiln.gelu_grad tanh %z, %e : tensor<16x64xf32>
+  %se = kiln.reduce_sum %ge, dims = [1] : tensor<16x64xf32> -> tensor<16xf32>
+  %wg = kiln.matmul %u, %dy : tensor<64x16xf32>, tensor<16x64xf32> -> tensor<64x64xf32>
+  %sy = kiln.reduce_sum %dy, dims = [0] : tensor<16x64xf32> -> tensor<64xf32>
+  return %ga, %gb, %n, %gd, %se, %wg, %sy : tensor<16x12xf32>, tensor<4x16x16xf32>, tensor<16x64xf32>, tensor<16x64xf32>, tensor<16xf32>, tensor<64x64xf32>, tensor<64xf32>
+}
