@@ -129,6 +129,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"compile.fuse_attention", &c.compile.fuse_attention, 0, 0, {"auto", "always", "never"}},
       {"compile.fuse", &c.compile.fuse},
       {"compile.gemm_epilogues", &c.compile.gemm_epilogues},
+      {"compile.fold_casts", &c.compile.fold_casts},
       {"parallel.dp", &c.parallel.dp, 1, 1 << 16},
       {"parallel.tp", &c.parallel.tp, 1, 1 << 16},
       {"parallel.zero", &c.parallel.zero, 0, 3},

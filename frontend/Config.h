@@ -172,6 +172,9 @@ struct CompileConfig {
   /// weight gradient's bias gradient and widening casts run inside the
   /// cuBLASLt call. Only with `fuse`; off to compare against.
   bool gemm_epilogues = true;
+  /// kiln-fuse's cast folding: a bf16/f16 product whose widening cast would
+  /// be a kernel of its own is written in f32 by the GEMM. Only with `fuse`.
+  bool fold_casts = true;
 
   /// Whether kiln-fuse-attention runs for `precision`.
   bool fusesAttention(llvm::StringRef precision) const {

@@ -102,10 +102,12 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
   // The run's options (RunConfig) become the passes' options here, once.
   TrainingPipelineOptions options;
   options.fuseAttention = config.compile.fusesAttention(config.train.precision);
-  if (config.compile.fuse)
-    options.fuse->epilogues = options.fuse->foldCasts = config.compile.gemm_epilogues;
-  else
+  if (config.compile.fuse) {
+    options.fuse->epilogues = config.compile.gemm_epilogues;
+    options.fuse->foldCasts = config.compile.fold_casts;
+  } else {
     options.fuse.reset();
+  }
   options.precision.policy = config.train.precision;
   options.autodiff.lossScale =
       config.train.precision == "f16-mixed" ? config.train.loss_scale : 0.0;
