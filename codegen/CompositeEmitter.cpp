@@ -68,9 +68,9 @@ llvm::Expected<bool> layerNorm(Emitter &e, LayerNormOp op) {
   ADD(op.getX(), "x", true) ADD(op.getWeight(), "w", true) ADD(op.getBias(), "b", true)
   ADD(op.getY(), "y", false) ADD(op.getMean(), "mean", false) ADD(op.getRstd(), "rstd", false)
   auto [rows, c] = rowsOf(op.getX());
-  std::string body = llvm::formatv("  kiln::layerNormForward<{0}, {1}, {2}, {3}>(x, w, b, y, mean, rstd, {4:e9}f);\n",
+  std::string body = llvm::formatv("  kiln::layerNormForward<{0}, {1}, {2}, {3}, {5}>(x, w, b, y, mean, rstd, {4:e9}f);\n",
                                    elt(op.getX()), elt(op.getMean()), rows, c,
-                                   op.getEpsilon().convertToFloat())
+                                   op.getEpsilon().convertToFloat(), elt(op.getY()))
                          .str();
   e.launch(op, "layer_norm", kernel(op, "norm.cuh", p.text, body), {e.gridFor(rows * 32, 256), 1, 1},
            {256, 1, 1}, p.args);
@@ -133,9 +133,9 @@ llvm::Expected<bool> rmsNorm(Emitter &e, RmsNormOp op) {
   ADD(op.getX(), "x", true) ADD(op.getWeight(), "w", true) ADD(op.getY(), "y", false)
   ADD(op.getRstd(), "rstd", false)
   auto [rows, c] = rowsOf(op.getX());
-  std::string body = llvm::formatv("  kiln::rmsNormForward<{0}, {1}, {2}, {3}>(x, w, y, rstd, {4:e9}f);\n",
+  std::string body = llvm::formatv("  kiln::rmsNormForward<{0}, {1}, {2}, {3}, {5}>(x, w, y, rstd, {4:e9}f);\n",
                                    elt(op.getX()), elt(op.getRstd()), rows, c,
-                                   op.getEpsilon().convertToFloat())
+                                   op.getEpsilon().convertToFloat(), elt(op.getY()))
                          .str();
   e.launch(op, "rms_norm", kernel(op, "norm.cuh", p.text, body), {e.gridFor(rows * 32, 256), 1, 1},
            {256, 1, 1}, p.args);

@@ -604,7 +604,9 @@ def Kiln_LayerNormOp : Kiln_Op<"layer_norm", [Kiln_Differentiable]>, Kiln_PerEle
     `y = (x - mean) · rstd · weight + bias` with `mean` and
     `rstd = 1/sqrt(var + epsilon)` taken over the last dimension (biased
     variance). `mean` and `rstd` are results too, in f32 (f64 for f64
-    inputs), so the backward can use them without recomputing.
+    inputs), so the backward can use them without recomputing. `y` has
+    x's type, or for an f32 x a bf16/f16 one: the f32 result rounded, as a
+    cast after the norm would (kiln-fuse folds such casts in).
 
     ```mlir
     %y, %mean, %rstd = kiln.layer_norm %x, %w, %b {epsilon = 1.0e-05 : f32}
@@ -627,6 +629,8 @@ def Kiln_RmsNormOp : Kiln_Op<"rms_norm", [Kiln_Differentiable]>, Kiln_PerElement
   let description = [{
     `y = x · rstd · weight` with `rstd = 1/sqrt(mean(x²) + epsilon)` over the
     last dimension; `rstd` is a result too (f32, or f64 for f64 inputs).
+    `y` has x's type, or for an f32 x a bf16/f16 one (the f32 result
+    rounded, as a cast after the norm would).
 
     ```mlir
     %y, %rstd = kiln.rms_norm %x, %w {epsilon = 1.0e-06 : f32}

@@ -426,9 +426,13 @@ LogicalResult LayerNormOp::buildVJP(OpBuilder &b, ValueRange cot, SmallVectorImp
     return failure();
   if (!cot[0])
     return noGradients(*this, out);
+  // A narrowed y is a cast of the f32 one: its cotangent widens back.
+  Value dy = cot[0];
+  if (dy.getType() != getX().getType())
+    dy = CastOp::create(b, getLoc(), getX().getType(), dy);
   auto grad = LayerNormGradOp::create(b, getLoc(), getX().getType(), getWeight().getType(),
                                       getBias().getType(), getX(), getWeight(), getMean(),
-                                      getRstd(), cot[0]);
+                                      getRstd(), dy);
   out.append({grad.getDx(), grad.getDweight(), grad.getDbias()});
   return success();
 }
@@ -438,8 +442,11 @@ LogicalResult RmsNormOp::buildVJP(OpBuilder &b, ValueRange cot, SmallVectorImpl<
     return failure();
   if (!cot[0])
     return noGradients(*this, out);
+  Value dy = cot[0];
+  if (dy.getType() != getX().getType())
+    dy = CastOp::create(b, getLoc(), getX().getType(), dy);
   auto grad = RmsNormGradOp::create(b, getLoc(), getX().getType(), getWeight().getType(),
-                                    getX(), getWeight(), getRstd(), cot[0]);
+                                    getX(), getWeight(), getRstd(), dy);
   out.append({grad.getDx(), grad.getDweight()});
   return success();
 }

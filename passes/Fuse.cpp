@@ -226,6 +226,26 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         ++numBiasGrads;
       }
     }
+    // A norm's f32 output read only by a cast to bf16/f16: the norm writes
+    // the narrow type itself (the same rounding of the same f32 value, so
+    // this changes no result).
+    llvm::SmallPtrSet<Operation *, 16> folded;
+    for (CastOp c : casts) {
+      Operation *norm = c.getOperand().getDefiningOp();
+      if (!isa_and_nonnull<LayerNormOp, RmsNormOp>(norm) || c.getOperand() != norm->getResult(0) ||
+          !c.getOperand().hasOneUse() || norm->getBlock() != &block)
+        continue;
+      auto from = cast<RankedTensorType>(c.getOperand().getType());
+      auto to = cast<RankedTensorType>(c.getType());
+      if (!from.getElementType().isF32() || !(to.getElementType().isBF16() || to.getElementType().isF16()))
+        continue;
+      norm->getResult(0).setType(to);
+      c.getResult().replaceAllUsesWith(norm->getResult(0));
+      folded.insert(c);
+      c->erase();
+      ++numNormCasts;
+    }
+    llvm::erase_if(casts, [&](CastOp c) { return folded.contains(c.getOperation()); });
     // A widening cast of a product that would be a kernel of its own.
     for (CastOp c : casts) {
       if (!foldCasts)

@@ -177,10 +177,14 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     matmul: `gelu tanh` of a product (yielding the product too when the
     backward needs it), `gelu_grad tanh` of a product with the `reduce_sum`
     over its rows (the bias gradient), and the bias-gradient `reduce_sum` of
-    a weight gradient's rhs. With `fold-casts` (on by default), a bf16/f16
-    product whose only user is a cast to f32 feeding no elementwise op (so
-    the cast would be a kernel of its own) produces f32 instead. The GEMM must be a single one with its columns a
-    multiple of 8 (cuBLASLt's alignment for the epilogue's vectors).
+    a weight gradient's rhs; and a cast of a layer or RMS norm's f32
+    output to bf16/f16, its only user, into the norm (which then writes the
+    narrow type: the same rounding, so no result changes). A GEMM epilogue
+    needs a single GEMM with its columns a multiple of 8 (cuBLASLt's
+    alignment for the epilogue's vectors). With `fold-casts` (on by
+    default), a bf16/f16 product whose only user is a cast to f32 feeding no
+    elementwise op (so the cast would be a kernel of its own) produces f32
+    instead.
     Its statistics count the fusions, the ops in them and the bytes of
     device-memory traffic they avoid, where LLVM is built with statistics
     (Debian's is not: `--mlir-pass-statistics` then reports nothing, and
@@ -199,7 +203,8 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     Option<"epilogues", "epilogues", "bool", /*default=*/"true",
            "First fold into GEMMs what cuBLASLt's epilogues compute: gelu (keeping "
            "its input for the backward), gelu_grad with its bias-gradient sum, a "
-           "weight gradient's bias-gradient sum">,
+           "weight gradient's bias-gradient sum; and a narrowing cast of a layer or "
+           "RMS norm's f32 output into the norm">,
     Option<"foldCasts", "fold-casts", "bool", /*default=*/"true",
            "A bf16/f16 product whose only user is a widening cast to f32 read by no "
            "elementwise op produces f32 itself (more accurate: the product is not "
@@ -214,6 +219,7 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     Statistic<"numGeluGrad", "gelu-grad-epilogues", "gelu_grad folded into a GEMM">,
     Statistic<"numBiasGrads", "bias-grad-epilogues", "Bias-gradient sums folded into a GEMM">,
     Statistic<"numCastsFolded", "casts-folded", "Widening casts folded into a GEMM's output">,
+    Statistic<"numNormCasts", "norm-casts", "Narrowing casts folded into a norm's output">,
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }

@@ -8,8 +8,9 @@
 
 namespace kiln {
 
-template <typename T, typename S, i64 ROWS, i64 C>
-__device__ void layerNormForward(const T *x, const T *w, const T *b, T *y, S *mean, S *rstd, float eps) {
+// y may be narrower than x (bf16/f16 for f32 x): the F result, rounded once.
+template <typename T, typename S, i64 ROWS, i64 C, typename Y = T>
+__device__ void layerNormForward(const T *x, const T *w, const T *b, Y *y, S *mean, S *rstd, float eps) {
   typedef typename Compute<T>::type F;
   i64 warps = (i64)gridDim.x * (blockDim.x / 32);
   int lane = threadIdx.x % 32;
@@ -110,8 +111,8 @@ __device__ void sumPartials(const typename Compute<T>::type *partial, T *out0, T
   }
 }
 
-template <typename T, typename S, i64 ROWS, i64 C>
-__device__ void rmsNormForward(const T *x, const T *w, T *y, S *rstd, float eps) {
+template <typename T, typename S, i64 ROWS, i64 C, typename Y = T>
+__device__ void rmsNormForward(const T *x, const T *w, Y *y, S *rstd, float eps) {
   typedef typename Compute<T>::type F;
   i64 warps = (i64)gridDim.x * (blockDim.x / 32);
   int lane = threadIdx.x % 32;

@@ -302,6 +302,9 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
       .Case([&](LayerNormOp l) {
         auto [y, mean, rstd] = layerNorm(*in[0], *in[1], *in[2],
                                          l.getEpsilon().convertToDouble(), resultDType(1));
+        // A narrowed y: the x-typed result, rounded (a folded cast).
+        if (y.dtype() != resultDType(0))
+          y = kernels::cast(y, resultDType(0));
         out.append({y, mean, rstd});
         return llvm::Error::success();
       })
@@ -312,6 +315,8 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
       })
       .Case([&](RmsNormOp r) {
         auto [y, rstd] = rmsNorm(*in[0], *in[1], r.getEpsilon().convertToDouble(), resultDType(1));
+        if (y.dtype() != resultDType(0))
+          y = kernels::cast(y, resultDType(0));
         out.append({y, rstd});
         return llvm::Error::success();
       })

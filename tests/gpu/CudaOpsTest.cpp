@@ -207,6 +207,17 @@ std::vector<OpCase> cases() {
                {"tensor<3x5x768xf32>", "tensor<3x5xf32>", "tensor<3x5xf32>"},
                "%r0, %r1, %r2 = kiln.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f32} : tensor<3x5x768xf32>, tensor<768xf32>, tensor<768xf32> -> tensor<3x5x768xf32>, tensor<3x5xf32>, tensor<3x5xf32>",
                1e-5, 1e-4});
+  // A norm writing bf16/f16 from f32 (kiln-fuse's folded cast): the f32
+  // result rounded once; the f32 results above differ by ~1e-5, which can
+  // move a rounding by one ulp (2^-8 relative in bf16, 2^-11 in f16).
+  c.push_back({"layer_norm_f32_to_bf16", {f("x", "tensor<3x5x768xf32>"), f("g", "tensor<768xf32>"), f("b", "tensor<768xf32>")},
+               {"tensor<3x5x768xbf16>", "tensor<3x5xf32>", "tensor<3x5xf32>"},
+               "%r0, %r1, %r2 = kiln.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f32} : tensor<3x5x768xf32>, tensor<768xf32>, tensor<768xf32> -> tensor<3x5x768xbf16>, tensor<3x5xf32>, tensor<3x5xf32>",
+               1e-5, 8e-3});
+  c.push_back({"rms_norm_f32_to_f16", {f("x", "tensor<6x256xf32>"), f("g", "tensor<256xf32>")},
+               {"tensor<6x256xf16>", "tensor<6xf32>"},
+               "%r0, %r1 = kiln.rms_norm %x, %g {epsilon = 1.0e-06 : f32} : tensor<6x256xf32>, tensor<256xf32> -> tensor<6x256xf16>, tensor<6xf32>",
+               1e-5, 1e-3});
   c.push_back({"layer_norm_grad", {f("x", "tensor<64x130xf32>"), f("g", "tensor<130xf32>"), f("b", "tensor<130xf32>"), f("d", "tensor<64x130xf32>")},
                {"tensor<64x130xf32>", "tensor<130xf32>", "tensor<130xf32>"},
                "%y, %mean, %rstd = kiln.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f32} : tensor<64x130xf32>, tensor<130xf32>, tensor<130xf32> -> tensor<64x130xf32>, tensor<64xf32>, tensor<64xf32>\n"

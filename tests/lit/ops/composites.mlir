@@ -15,6 +15,11 @@ func.func @composites(%wte: tensor<64x16xf32>, %ids: tensor<2x8xi32>, %x: tensor
   %y, %mean, %rstd = kiln.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f32} : tensor<2x8x16xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<2x8x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>
   // CHECK: kiln.rms_norm %{{.+}}, %{{.+}} {epsilon = 9.99999997E-7 : f32} : tensor<2x8x16xf32>, tensor<16xf32> -> tensor<2x8x16xf32>, tensor<2x8xf32>
   %r, %rr = kiln.rms_norm %x, %g {epsilon = 1.0e-06 : f32} : tensor<2x8x16xf32>, tensor<16xf32> -> tensor<2x8x16xf32>, tensor<2x8xf32>
+  // An f32 norm may write its output in bf16/f16 (a folded cast).
+  // CHECK: kiln.layer_norm {{.+}} -> tensor<2x8x16xbf16>, tensor<2x8xf32>, tensor<2x8xf32>
+  %yb, %meanb, %rstdb = kiln.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f32} : tensor<2x8x16xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<2x8x16xbf16>, tensor<2x8xf32>, tensor<2x8xf32>
+  // CHECK: kiln.rms_norm {{.+}} -> tensor<2x8x16xf16>, tensor<2x8xf32>
+  %rh, %rrh = kiln.rms_norm %x, %g {epsilon = 1.0e-06 : f32} : tensor<2x8x16xf32>, tensor<16xf32> -> tensor<2x8x16xf16>, tensor<2x8xf32>
   // CHECK: kiln.rope %{{.+}} : tensor<2x8x16xf32>
   %3 = kiln.rope %x : tensor<2x8x16xf32>
   // CHECK: kiln.rope %{{.+}} {inverse, theta = 5.000000e+05 : f32} : tensor<2x8x16xf32>

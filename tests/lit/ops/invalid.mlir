@@ -362,8 +362,17 @@ func.func @layer_norm_rank(%x: tensor<f32>, %w: tensor<1xf32>) {
 // -----
 
 func.func @layer_norm_output(%x: tensor<2x8xf32>, %w: tensor<8xf32>) {
-  // expected-error @+1 {{'kiln.layer_norm' op output type 'tensor<2x8xf16>' does not match input type 'tensor<2x8xf32>'}}
-  %y, %m, %r = kiln.layer_norm %x, %w, %w {epsilon = 1.0e-05 : f32} : tensor<2x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<2x8xf16>, tensor<2xf32>, tensor<2xf32>
+  // expected-error @+1 {{'kiln.layer_norm' op output type 'tensor<2x4xf16>' does not match input type 'tensor<2x8xf32>'}}
+  %y, %m, %r = kiln.layer_norm %x, %w, %w {epsilon = 1.0e-05 : f32} : tensor<2x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<2x4xf16>, tensor<2xf32>, tensor<2xf32>
+  return
+}
+
+// -----
+
+// A narrower output is an f32 input's, rounded; never a wider one.
+func.func @rms_norm_widened(%x: tensor<2x8xbf16>, %w: tensor<8xbf16>) {
+  // expected-error @+1 {{'kiln.rms_norm' op output type 'tensor<2x8xf32>' does not match input type 'tensor<2x8xbf16>' (nor is it its shape in bf16/f16 for an f32 input)}}
+  %y, %r = kiln.rms_norm %x, %w {epsilon = 1.0e-05 : f32} : tensor<2x8xbf16>, tensor<8xbf16> -> tensor<2x8xf32>, tensor<2xf32>
   return
 }
 

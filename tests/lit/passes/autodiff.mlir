@@ -86,6 +86,25 @@ func.func @forward(%table: tensor<12x8xf32> {kiln.param = "wte"}, %g: tensor<8xf
 
 // -----
 
+// A norm writing bf16 from f32 (a folded cast) is the norm and the cast: its
+// bf16 cotangent is widened back before layer_norm_grad / rms_norm_grad.
+// CHECK-LABEL: func.func @train_step
+// CHECK: kiln.broadcast_in_dim
+// CHECK-NEXT: %[[D:.+]] = kiln.cast %{{.+}} : tensor<2x8xbf16> to tensor<2x8xf32>
+// CHECK-NEXT: kiln.rms_norm_grad %{{.+}}, %{{.+}}, %{{.+}}, %[[D]]
+// CHECK: %[[E:.+]] = kiln.cast %{{.+}} : tensor<2x8xbf16> to tensor<2x8xf32>
+// CHECK-NEXT: kiln.layer_norm_grad %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %[[E]]
+func.func @forward(%x: tensor<2x8xf32> {kiln.param = "x"}, %g: tensor<8xf32> {kiln.param = "g"}) -> tensor<f32> {
+  %y, %m, %r = kiln.layer_norm %x, %g, %g {epsilon = 1.0e-05 : f32} : tensor<2x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<2x8xbf16>, tensor<2xf32>, tensor<2xf32>
+  %w = kiln.cast %y : tensor<2x8xbf16> to tensor<2x8xf32>
+  %z, %zr = kiln.rms_norm %w, %g {epsilon = 1.0e-05 : f32} : tensor<2x8xf32>, tensor<8xf32> -> tensor<2x8xbf16>, tensor<2xf32>
+  %l = kiln.reduce_sum %z, dims = [0, 1] : tensor<2x8xbf16> -> tensor<bf16>
+  %f = kiln.cast %l : tensor<bf16> to tensor<f32>
+  return %f : tensor<f32>
+}
+
+// -----
+
 // Attention and softmax: the backward recomputes from the saved lse / output.
 // CHECK-LABEL: func.func @train_step
 // CHECK: kiln.softmax_grad

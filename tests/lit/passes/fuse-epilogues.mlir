@@ -139,3 +139,25 @@ func.func @near_misses(%x: tensor<16x32xf32>, %w12: tensor<32x12xf32>, %q: tenso
   %sy = kiln.reduce_sum %dy, dims = [0] : tensor<16x64xf32> -> tensor<64xf32>
   return %ga, %gb, %n, %gd, %se, %wg, %sy : tensor<16x12xf32>, tensor<4x16x16xf32>, tensor<16x64xf32>, tensor<16x64xf32>, tensor<16xf32>, tensor<64x64xf32>, tensor<64xf32>
 }
+
+// -----
+
+// A norm's f32 output read only by a narrowing cast: the norm writes bf16
+// (RMS norm too). One also read elsewhere keeps its f32 output and cast.
+// CHECK-LABEL: func.func @norm_casts
+// CHECK: %[[Y:.+]], %{{.+}}, %{{.+}} = kiln.layer_norm {{.+}} -> tensor<4x16xbf16>, tensor<4xf32>, tensor<4xf32>
+// CHECK-NEXT: %[[R:.+]], %{{.+}} = kiln.rms_norm {{.+}} -> tensor<4x16xf16>, tensor<4xf32>
+// CHECK-NEXT: %[[K:.+]], %{{.+}}, %{{.+}} = kiln.layer_norm {{.+}} -> tensor<4x16xf32>, tensor<4xf32>, tensor<4xf32>
+// CHECK-NEXT: kiln.cast %[[K]]
+// CHECK: return %[[Y]], %[[R]]
+// OFF-LABEL: func.func @norm_casts
+// OFF-COUNT-3: kiln.cast
+func.func @norm_casts(%x: tensor<4x16xf32>, %w: tensor<16xf32>) -> (tensor<4x16xbf16>, tensor<4x16xf16>, tensor<4x16xbf16>, tensor<4x16xf32>) {
+  %y, %m, %r = kiln.layer_norm %x, %w, %w {epsilon = 1.0e-05 : f32} : tensor<4x16xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<4x16xf32>, tensor<4xf32>, tensor<4xf32>
+  %yb = kiln.cast %y : tensor<4x16xf32> to tensor<4x16xbf16>
+  %z, %zr = kiln.rms_norm %x, %w {epsilon = 1.0e-05 : f32} : tensor<4x16xf32>, tensor<16xf32> -> tensor<4x16xf32>, tensor<4xf32>
+  %zh = kiln.cast %z : tensor<4x16xf32> to tensor<4x16xf16>
+  %k, %km, %kr = kiln.layer_norm %x, %w, %w {epsilon = 1.0e-05 : f32} : tensor<4x16xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<4x16xf32>, tensor<4xf32>, tensor<4xf32>
+  %kb = kiln.cast %k : tensor<4x16xf32> to tensor<4x16xbf16>
+  return %yb, %zh, %kb, %k : tensor<4x16xbf16>, tensor<4x16xf16>, tensor<4x16xbf16>, tensor<4x16xf32>
+}

@@ -31,7 +31,8 @@ namespace {
 struct Counts {
   int fusions = 0, fusedOps = 0; ///< loop fusions
   int gelu = 0, geluGrad = 0, biasGrads = 0, epilogues = 0;
-  int wideGemms = 0; ///< bf16/f16 products written as f32
+  int wideGemms = 0;     ///< bf16/f16 products written as f32
+  int narrowedNorms = 0; ///< f32 norms writing bf16/f16
 };
 
 Counts countFusions(mlir::ModuleOp module, llvm::StringRef function = "") {
@@ -42,6 +43,7 @@ Counts countFusions(mlir::ModuleOp module, llvm::StringRef function = "") {
     func.walk([&](MatmulOp mm) {
       c.wideGemms += mm.getLhs().getType().getElementType() != mm.getType().getElementType();
     });
+    func.walk([&](LayerNormOp ln) { c.narrowedNorms += ln.getY().getType() != ln.getX().getType(); });
     func.walk([&](FusionOp f) {
       if (auto body = matchGemmEpilogue(f); mlir::succeeded(body)) {
         ++c.epilogues;
@@ -101,6 +103,9 @@ void checkConfig(const char *file, llvm::ArrayRef<std::string> sets, const std::
   EXPECT_EQ(step.gelu, layers);
   EXPECT_EQ(step.geluGrad, layers);
   EXPECT_EQ(step.biasGrads, 4 * layers); // qkv, attention projection, fc, mlp projection
+  // Both layer norms of each block and the final one write the low type
+  // (under f32 there is no cast to fold).
+  EXPECT_EQ(step.narrowedNorms, policy == "f32" ? 0 : 2 * layers + 1);
   EXPECT_EQ(step.wideGemms, 0);
 }
 
