@@ -102,6 +102,8 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         continue;
       if (epilogues)
         formEpilogues(func.getBody().front());
+      if (foldCasts)
+        foldWideningCasts(func.getBody().front());
       fuseBlock(func.getBody().front());
     }
   }
@@ -117,12 +119,24 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     return true;
   }
 
-  /// Sorts `ops` into program order and fuses them if their outside users
-  /// follow the last; returns whether it did.
-  bool tryEpilogue(SmallVector<Operation *> ops) {
-    llvm::sort(ops, [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
-    if (!usersFollow(ops, ops.back()))
+  /// Whether `ops` may become one fusion: every outside user of their
+  /// values follows the last of them, and each of `results` (the values an
+  /// epilogue must yield) is used outside (a dead one would not be yielded).
+  static bool canFuse(ArrayRef<Operation *> ops, ArrayRef<Value> results) {
+    Operation *last = *llvm::max_element(
+        ops, [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
+    llvm::SmallPtrSet<Operation *, 4> members(ops.begin(), ops.end());
+    return usersFollow(ops, last) && llvm::all_of(results, [&](Value v) {
+             return llvm::any_of(v.getUsers(), [&](Operation *u) { return !members.contains(u); });
+           });
+  }
+
+  /// Fuses `ops` (in any order) into a GEMM epilogue yielding `results`
+  /// (and whatever else is used outside) if canFuse; returns whether it did.
+  bool tryEpilogue(SmallVector<Operation *> ops, ArrayRef<Value> results) {
+    if (!canFuse(ops, results))
       return false;
+    llvm::sort(ops, [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
     FusionOp fusion = buildFusion(ops, /*loop=*/false);
     assert(fusion && succeeded(matchGemmEpilogue(fusion)) && "kiln-fuse built a bad epilogue");
     (void)fusion;
@@ -153,7 +167,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       auto mm = gelu.getOperand().getDefiningOp<MatmulOp>();
       if (!tanh(gelu) || !mm || !epilogueFits(mm) || mm->getBlock() != &block)
         continue;
-      if (tryEpilogue({mm, gelu})) {
+      if (tryEpilogue({mm, gelu}, {gelu.getResult()})) {
         ++numEpilogues;
         ++numGelu;
       }
@@ -169,10 +183,10 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       for (Operation *user : grad->getUsers())
         if (auto r = dyn_cast<ReduceSumOp>(user); r && sumsRows(r) && !sum)
           sum = r;
-      bool fused = sum && tryEpilogue({mm, grad, sum});
+      bool fused = sum && tryEpilogue({mm, grad, sum}, {grad.getResult(), sum.getResult()});
       if (fused)
         taken.insert(sum);
-      if (fused || tryEpilogue({mm, grad})) {
+      if (fused || tryEpilogue({mm, grad}, {grad.getResult()})) {
         ++numEpilogues;
         ++numGeluGrad;
         numBiasGrads += fused;
@@ -211,6 +225,11 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       if (!mm)
         continue;
       SmallVector<Operation *> ops{mm, sum};
+      SmallVector<Value> results{mm.getResult(), sum.getResult()};
+      // (A private copy of the reshape, made below, has only mm as user.)
+      if (!canFuse(reshape && reshape->hasOneUse() ? SmallVector<Operation *>{mm, sum, reshape} : ops,
+                   results))
+        continue;
       if (reshape) {
         // The body reshapes its own copy when the reshape has other users.
         if (!reshape->hasOneUse()) {
@@ -221,7 +240,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         }
         ops.push_back(reshape);
       }
-      if (tryEpilogue(ops)) {
+      if (tryEpilogue(ops, results)) {
         ++numEpilogues;
         ++numBiasGrads;
       }
@@ -229,7 +248,6 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     // A norm's f32 output read only by a cast to bf16/f16: the norm writes
     // the narrow type itself (the same rounding of the same f32 value, so
     // this changes no result).
-    llvm::SmallPtrSet<Operation *, 16> folded;
     for (CastOp c : casts) {
       Operation *norm = c.getOperand().getDefiningOp();
       if (!isa_and_nonnull<LayerNormOp, RmsNormOp>(norm) || c.getOperand() != norm->getResult(0) ||
@@ -241,15 +259,16 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         continue;
       norm->getResult(0).setType(to);
       c.getResult().replaceAllUsesWith(norm->getResult(0));
-      folded.insert(c);
       c->erase();
       ++numNormCasts;
     }
-    llvm::erase_if(casts, [&](CastOp c) { return folded.contains(c.getOperation()); });
-    // A widening cast of a product that would be a kernel of its own.
+  }
+
+  /// A widening cast of a product that would be a kernel of its own: the
+  /// GEMM writes f32.
+  void foldWideningCasts(Block &block) {
+    SmallVector<CastOp> casts(block.getOps<CastOp>());
     for (CastOp c : casts) {
-      if (!foldCasts)
-        break;
       auto mm = c.getOperand().getDefiningOp<MatmulOp>();
       if (!mm || !mm->hasOneUse() || mm.getBias() || mm->getBlock() != &block)
         continue;

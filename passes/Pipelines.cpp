@@ -82,6 +82,10 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                          llvm::cl::desc("kiln-fuse's epilogues option: fold gelu, gelu_grad, "
                                         "bias-gradient sums and casts into GEMMs"),
                          llvm::cl::init(true)};
+  Option<bool> foldCasts{*this, "fold-casts",
+                         llvm::cl::desc("kiln-fuse's fold-casts option: bf16/f16 products write f32 "
+                                        "instead of a separate widening cast"),
+                         llvm::cl::init(true)};
   Option<std::string> mesh{*this, "mesh",
                            llvm::cl::desc("Partition over this mesh (dp=2,tp=1) with "
                                           "kiln-propagate-sharding and kiln-partition; empty: "
@@ -115,7 +119,8 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
   std::optional<FusePassOptions> fuse;
   if (options.fuse) {
     fuse.emplace();
-    fuse->epilogues = fuse->foldCasts = options.epilogues;
+    fuse->epilogues = options.epilogues;
+    fuse->foldCasts = options.foldCasts;
   }
   addTrainingPasses(pm, options.fuseAttention, fuse, std::move(precision), std::move(autodiff),
                     std::move(optimizer), sharding);
@@ -152,7 +157,7 @@ void registerKilnPipelines() {
       "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias, "
       "[propagate-sharding, partition,] fuse (options: assign-precision={...} autodiff={...} "
       "attach-optimizer={...}, each the pass's own; fuse-attention=false; fuse=false; "
-      "gemm-epilogues=false; "
+      "gemm-epilogues=false; fold-casts=false; "
       "optimizer=false; mesh=dp=2 zero=N)",
       buildFromText, [](llvm::function_ref<void(const mlir::detail::PassOptions &)> print) {
         print(TrainingPipelineText());

@@ -124,6 +124,24 @@ std::optional<cpu::DType> dtypeNamed(llvm::StringRef name) {
   return std::nullopt;
 }
 
+/// What each epilogue needs (the buffers cuBLASLt will read or write).
+llvm::Error validateEpilogue(const GemmDesc &g) {
+  bool needsAux = g.epilogue == GemmEpilogue::GeluAux || g.epilogue == GemmEpilogue::GeluGrad ||
+                  g.epilogue == GemmEpilogue::GeluGradBgrad;
+  bool writesBias = g.epilogue == GemmEpilogue::GeluGradBgrad || g.epilogue == GemmEpilogue::BgradA;
+  llvm::StringRef name = gemmEpilogueName(g.epilogue);
+  if (needsAux != (g.aux >= 0))
+    return error(llvm::formatv("the {0} epilogue {1} an aux matrix", name,
+                               needsAux ? "needs" : "takes no"));
+  if (writesBias && g.bias < 0)
+    return error(llvm::formatv("the {0} epilogue needs a bias-gradient vector", name));
+  if (g.epilogue != GemmEpilogue::None && (g.batch != 1 || g.m % 8 != 0))
+    return error(llvm::formatv("the {0} epilogue needs one GEMM with m a multiple of 8 (batch {1}, "
+                               "m {2})",
+                               name, g.batch, g.m));
+  return llvm::Error::success();
+}
+
 /// Reads integer fields, remembering the first missing one.
 struct Reader {
   std::string missing;
@@ -383,6 +401,10 @@ llvm::Error Plan::validate() const {
       if (!ok)
         return error(llvm::formatv("plan: @{0} step '{1}' reaches outside the {2}-byte arena",
                                    f.name, s.op, total));
+      if (s.kind == PlanStep::Kind::Gemm)
+        if (llvm::Error err = validateEpilogue(s.gemm))
+          return error(llvm::formatv("plan: @{0} step '{1}': {2}", f.name, s.op,
+                                     llvm::toString(std::move(err))));
     }
   }
   return llvm::Error::success();

@@ -340,6 +340,7 @@ int runBench() {
                                   {"trans_b", g.transB},
                                   {"shared_a", g.batch > 1 && g.strideA == 0},
                                   {"shared_b", g.batch > 1 && g.strideB == 0},
+                                  {"epilogue", gemmEpilogueName(g.epilogue)},
                                   {"ms", t.ms},
                                   {"tflops", flops / (t.ms * 1e-3) / 1e12}});
       outs() << formatv("  gemm m={0} n={1} k={2} batch={3} {4}{5} x{6}: {7:f3} ms, {8:f1} TFLOP/s\n",

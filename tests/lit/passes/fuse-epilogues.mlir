@@ -161,3 +161,23 @@ func.func @norm_casts(%x: tensor<4x16xf32>, %w: tensor<16xf32>) -> (tensor<4x16x
   %kb = kiln.cast %k : tensor<4x16xf32> to tensor<4x16xbf16>
   return %yb, %zh, %kb, %k : tensor<4x16xbf16>, tensor<4x16xf16>, tensor<4x16xbf16>, tensor<4x16xf32>
 }
+
+// -----
+
+// Dead values: a gelu_grad read only by its row sum fuses without the sum
+// (an epilogue yields its output); a gelu nothing reads is left alone.
+// CHECK-LABEL: func.func @dead_values
+// CHECK: %[[F:.+]] = kiln.fusion
+// CHECK: kiln.gelu_grad
+// CHECK-NEXT: kiln.yield
+// CHECK: kiln.reduce_sum %[[F]], dims = [0]
+// CHECK: kiln.gelu tanh
+// CHECK-NOT: kiln.fusion
+func.func @dead_values(%dy: tensor<16x64xf32>, %w: tensor<64x64xf32>, %z: tensor<16x64xf32>) -> (tensor<64xf32>, tensor<16x64xf32>) {
+  %d = kiln.matmul %dy, %w : tensor<16x64xf32>, tensor<64x64xf32> -> tensor<16x64xf32>
+  %g = kiln.gelu_grad tanh %z, %d : tensor<16x64xf32>
+  %s = kiln.reduce_sum %g, dims = [0] : tensor<16x64xf32> -> tensor<64xf32>
+  %p = kiln.matmul %z, %w : tensor<16x64xf32>, tensor<64x64xf32> -> tensor<16x64xf32>
+  %dead = kiln.gelu tanh %p : tensor<16x64xf32>
+  return %s, %p : tensor<64xf32>, tensor<16x64xf32>
+}

@@ -5,7 +5,7 @@
 // RUN:   | FileCheck %s --check-prefix=ACC
 // RUN: kiln-opt %s --pass-pipeline='builtin.module(kiln-training-pipeline{optimizer=false assign-precision={policy=bf16-mixed}})' \
 // RUN:   | FileCheck %s --check-prefix=GRADS
-// RUN: kiln-opt %s --pass-pipeline='builtin.module(kiln-training-pipeline{optimizer=false gemm-epilogues=false assign-precision={policy=bf16-mixed}})' \
+// RUN: kiln-opt %s --pass-pipeline='builtin.module(kiln-training-pipeline{optimizer=false gemm-epilogues=false fold-casts=false assign-precision={policy=bf16-mixed}})' \
 // RUN:   | FileCheck %s --check-prefix=NOEPI
 // RUN: not kiln-opt %s --pass-pipeline='builtin.module(kiln-training-pipeline{attach-optimizer={beta3=1}})' 2>&1 \
 // RUN:   | FileCheck %s --check-prefix=BAD
@@ -25,7 +25,7 @@ func.func @forward(%w: tensor<4x4xf32> {kiln.param = "w", kiln.role = "weight"},
 // ACC: kiln.adamw_update
 
 // The bf16 product's widening cast (the reduction reads f32) folds into
-// the GEMM, which writes f32; without gemm-epilogues it stays.
+// the GEMM, which writes f32; with fold-casts=false it stays.
 // GRADS-LABEL: func.func @train_step
 // GRADS: kiln.matmul {{.*}} : tensor<2x4xbf16>, tensor<4x4xbf16> -> tensor<2x4xf32>
 // GRADS-NOT: kiln.adamw_update

@@ -164,6 +164,21 @@ TEST(Plan, SavesAndLoadsItself) {
   auto pointer = bad.validate();
   ASSERT_TRUE(static_cast<bool>(pointer));
   EXPECT_NE(llvm::toString(std::move(pointer)).find("reaches outside the"), std::string::npos);
+  // An epilogue without the buffer cuBLASLt would write (the tiny step's
+  // MLP has gelu's input as aux).
+  bad = *plan;
+  bool found = false;
+  for (PlanFunction &f : bad.functions)
+    for (PlanStep &s : f.steps)
+      if (!found && s.kind == PlanStep::Kind::Gemm && s.gemm.epilogue == GemmEpilogue::GeluAux) {
+        s.gemm.aux = -1;
+        found = true;
+      }
+  ASSERT_TRUE(found) << "the tiny step has no GELU_AUX GEMM";
+  auto epilogue = bad.validate();
+  ASSERT_TRUE(static_cast<bool>(epilogue));
+  EXPECT_NE(llvm::toString(std::move(epilogue)).find("the gelu_aux epilogue needs an aux matrix"),
+            std::string::npos);
   bad = *plan;
   bad.kernels[0].name = "../../evil";
   auto name = bad.validate();
