@@ -229,7 +229,7 @@ static llvm::Expected<bool> emitGemmEpilogue(Emitter &e, FusionOp fusion, GemmEp
   if (!c)
     return c.takeError();
   int64_t bias = -1;
-  if (Value v = mm.getBias() ? mm.getBias() : body.biasGrad ? body.biasGrad.getResult() : Value()) {
+  if (Value v = mm.getBias() ? mm.getBias() : body.biasGradOut) {
     auto off = offset(v);
     if (!off)
       return off.takeError();
@@ -237,6 +237,9 @@ static llvm::Expected<bool> emitGemmEpilogue(Emitter &e, FusionOp fusion, GemmEp
   }
   GemmDesc g = gemmOf(mm, *a, *b, *c, bias);
   g.epilogue = epilogueOf(body);
+  // Widened outputs (a weight gradient and its bias gradient cast to f32):
+  // cuBLASLt writes f32 directly, the vector too.
+  g.outType = *cpu::dtypeOf(tensorOf(body.out).getElementType());
   // gelu's input: written by the forward, read by the backward.
   if (Value v = body.preActivation ? body.preActivation : body.aux) {
     auto aux = offset(v);

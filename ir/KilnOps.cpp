@@ -867,9 +867,14 @@ FailureOr<GemmEpilogueBody> kiln::matchGemmEpilogue(FusionOp fusion, std::string
            tensorType(r.getResult()).getElementType() == t.getElementType();
   };
   Operation *activation = nullptr;
+  SmallVector<CastOp> casts;
   for (Operation *op : rest) {
     if (reshape && op == reshape.getOperation())
       continue;
+    if (auto c = dyn_cast<CastOp>(op)) {
+      casts.push_back(c);
+      continue;
+    }
     if (auto r = dyn_cast<ReduceSumOp>(op)) {
       if (g.biasGrad)
         return fail("it holds two reductions");
@@ -915,10 +920,30 @@ FailureOr<GemmEpilogueBody> kiln::matchGemmEpilogue(FusionOp fusion, std::string
                   "its rows, in a matmul transpose_a");
     g.biasGradOfRhs = true;
   }
-  if (!yields(g.out) || (g.biasGrad && !yields(g.biasGrad.getResult())))
+  if (g.biasGrad)
+    g.biasGradOut = g.biasGrad.getResult();
+  // Output casts: a weight gradient and its bias gradient both widened to
+  // f32 (cuBLASLt writes the product and the vector in the output's type).
+  if (!casts.empty()) {
+    auto widens = [&](CastOp c, Value from) {
+      Type in = tensorType(c.getOperand()).getElementType();
+      return c.getOperand() == from && (in.isBF16() || in.isF16()) &&
+             tensorType(c.getResult()).getElementType().isF32() && only(from, c) && !yields(from);
+    };
+    if (!g.biasGradOfRhs || casts.size() != 2)
+      return fail("casts in a GEMM epilogue widen both a weight gradient and its bias gradient");
+    if (!widens(casts[0], g.out))
+      std::swap(casts[0], casts[1]);
+    if (!widens(casts[0], g.out) || !widens(casts[1], g.biasGradOut))
+      return fail("the casts must widen the product and the bias gradient (bf16/f16 to f32), "
+                  "their only use");
+    g.out = casts[0].getResult();
+    g.biasGradOut = casts[1].getResult();
+  }
+  if (!yields(g.out) || (g.biasGrad && !yields(g.biasGradOut)))
     return fail("the epilogue's results must be yielded");
   for (auto [i, v] : llvm::enumerate(yielded))
-    if ((v != g.out && v != g.preActivation && (!g.biasGrad || v != g.biasGrad.getResult())) ||
+    if ((v != g.out && v != g.preActivation && (!g.biasGrad || v != g.biasGradOut)) ||
         llvm::is_contained(ArrayRef(yielded).take_front(i), v))
       return fail("it yields a value other than the epilogue's results, or one twice");
   return g;

@@ -70,7 +70,8 @@ struct GemmEpilogueBody {
   mlir::Value aux;           ///< GeluGrad: gelu's input (a body argument)
   mlir::Value out;           ///< the main result: the activation's, else the product
   mlir::Value preActivation; ///< Gelu: the product + bias, when yielded
-  ReduceSumOp biasGrad;      ///< a yielded sum over all rows, or null
+  ReduceSumOp biasGrad;      ///< a sum over all rows, or null
+  mlir::Value biasGradOut;   ///< the yielded bias gradient: the sum, or its widening cast
   bool biasGradOfRhs = false; ///< sums the rhs over its rows (else the output)
 };
 
@@ -79,7 +80,8 @@ struct GemmEpilogueBody {
 ///   matmul [bias] -> gelu tanh            yields gelu [, matmul]
 ///   matmul -> gelu_grad tanh %aux, _      yields gelu_grad [, reduce_sum of it]
 ///   matmul transpose_a (rhs [K, N] or a reshape of [.., N] to it), and
-///   reduce_sum of the rhs over all but its last dimension   yields both
+///   reduce_sum of the rhs over all but its last dimension   yields both,
+///   or both through casts from bf16/f16 to f32 (the GEMM writes f32)
 /// The GEMM is a single one (a rank-2 product, or a shared rank-2 rhs and
 /// no transpose_a) with one element type throughout.
 mlir::FailureOr<GemmEpilogueBody> matchGemmEpilogue(FusionOp fusion, std::string *why = nullptr);

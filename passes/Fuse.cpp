@@ -147,7 +147,6 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     SmallVector<GeluOp> gelus;
     SmallVector<GeluGradOp> geluGrads;
     SmallVector<ReduceSumOp> sums;
-    SmallVector<CastOp> casts;
     for (Operation &op : block) {
       if (auto g = dyn_cast<GeluOp>(op))
         gelus.push_back(g);
@@ -155,8 +154,6 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         geluGrads.push_back(g);
       else if (auto r = dyn_cast<ReduceSumOp>(op))
         sums.push_back(r);
-      else if (auto c = dyn_cast<CastOp>(op))
-        casts.push_back(c);
     }
     auto tanh = [](auto op) { return op.getApproximate() == GeluApproximation::tanh; };
     llvm::DenseSet<Operation *> taken;
@@ -226,6 +223,22 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         continue;
       SmallVector<Operation *> ops{mm, sum};
       SmallVector<Value> results{mm.getResult(), sum.getResult()};
+      // Both gradients widened to f32 (for the optimizer): cuBLASLt writes
+      // them in f32 directly.
+      auto widening = [](Value v) -> CastOp {
+        if (!v.hasOneUse())
+          return {};
+        auto c = dyn_cast<CastOp>(*v.getUsers().begin());
+        Type in = cast<RankedTensorType>(v.getType()).getElementType();
+        return c && (in.isBF16() || in.isF16()) &&
+                       cast<RankedTensorType>(c.getType()).getElementType().isF32()
+                   ? c
+                   : CastOp();
+      };
+      if (CastOp wideW = widening(mm.getResult()), wideB = widening(sum.getResult()); wideW && wideB) {
+        ops.append({wideW, wideB});
+        results = {wideW.getResult(), wideB.getResult()};
+      }
       // (A private copy of the reshape, made below, has only mm as user.)
       if (!canFuse(reshape && reshape->hasOneUse() ? SmallVector<Operation *>{mm, sum, reshape} : ops,
                    results))
@@ -247,7 +260,9 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     }
     // A norm's f32 output read only by a cast to bf16/f16: the norm writes
     // the narrow type itself (the same rounding of the same f32 value, so
-    // this changes no result).
+    // this changes no result). (Collected now: the epilogues above took
+    // some casts into their bodies.)
+    SmallVector<CastOp> casts(block.getOps<CastOp>());
     for (CastOp c : casts) {
       Operation *norm = c.getOperand().getDefiningOp();
       if (!isa_and_nonnull<LayerNormOp, RmsNormOp>(norm) || c.getOperand() != norm->getResult(0) ||

@@ -179,3 +179,17 @@ func.func @gemm_bgrad_not_transposed(%x: tensor<64x16xf32>, %dy: tensor<16x64xf3
   }
   return %0#0, %0#1 : tensor<64x64xf32>, tensor<64xf32>
 }
+
+// -----
+
+func.func @gemm_one_cast(%x: tensor<40x24xbf16>, %dy: tensor<40x16xbf16>) -> (tensor<24x16xf32>, tensor<16xbf16>) {
+  // expected-error @+1 {{casts in a GEMM epilogue widen both a weight gradient and its bias gradient}}
+  %0:2 = kiln.fusion(%x, %dy) : (tensor<40x24xbf16>, tensor<40x16xbf16>) -> (tensor<24x16xf32>, tensor<16xbf16>) {
+  ^bb0(%a: tensor<40x24xbf16>, %d: tensor<40x16xbf16>):
+    %1 = kiln.matmul %a, %d transpose_a : tensor<40x24xbf16>, tensor<40x16xbf16> -> tensor<24x16xbf16>
+    %2 = kiln.reduce_sum %d, dims = [0] : tensor<40x16xbf16> -> tensor<16xbf16>
+    %3 = kiln.cast %1 : tensor<24x16xbf16> to tensor<24x16xf32>
+    kiln.yield %3, %2 : tensor<24x16xf32>, tensor<16xbf16>
+  }
+  return %0#0, %0#1 : tensor<24x16xf32>, tensor<16xbf16>
+}

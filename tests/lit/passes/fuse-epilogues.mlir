@@ -181,3 +181,23 @@ func.func @dead_values(%dy: tensor<16x64xf32>, %w: tensor<64x64xf32>, %z: tensor
   %dead = kiln.gelu tanh %p : tensor<16x64xf32>
   return %s, %p : tensor<64xf32>, tensor<16x64xf32>
 }
+
+// -----
+
+// A weight gradient and its bias gradient both widened to f32 for the
+// optimizer: the casts join the epilogue (cuBLASLt writes f32).
+// CHECK-LABEL: func.func @wide_gradients
+// CHECK: %[[F:.+]]:2 = kiln.fusion({{.+}}) : (tensor<16x32xbf16>, tensor<16x64xbf16>) -> (tensor<32x64xf32>, tensor<64xf32>)
+// CHECK: kiln.matmul
+// CHECK: kiln.reduce_sum
+// CHECK: kiln.cast
+// CHECK: kiln.cast
+// CHECK-NEXT: kiln.yield
+// CHECK: return %[[F]]#0, %[[F]]#1
+func.func @wide_gradients(%x: tensor<16x32xbf16>, %dy: tensor<16x64xbf16>) -> (tensor<32x64xf32>, tensor<64xf32>) {
+  %w = kiln.matmul %x, %dy transpose_a : tensor<16x32xbf16>, tensor<16x64xbf16> -> tensor<32x64xbf16>
+  %s = kiln.reduce_sum %dy, dims = [0] : tensor<16x64xbf16> -> tensor<64xbf16>
+  %wf = kiln.cast %w : tensor<32x64xbf16> to tensor<32x64xf32>
+  %sf = kiln.cast %s : tensor<64xbf16> to tensor<64xf32>
+  return %wf, %sf : tensor<32x64xf32>, tensor<64xf32>
+}
