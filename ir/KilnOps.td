@@ -1039,7 +1039,8 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
       backward); `gelu_grad tanh %aux, product` (optionally with its
       `reduce_sum` over all rows, the bias gradient); or, in a
       `transpose_a` product (a weight gradient), the `reduce_sum` of the
-      rhs over its rows (the layer's bias gradient). The rhs may be a
+      rhs over its rows (the layer's bias gradient), both optionally
+      widened to f32 by casts (the GEMM then writes f32). The rhs may be a
       `reshape` of an input. Codegen emits one cuBLASLt call with the
       GELU_AUX_BIAS, DGELU_BGRAD or BGRADA epilogue. On the interpreter the
       body means what its ops mean; cuBLASLt evaluates the epilogue on the
