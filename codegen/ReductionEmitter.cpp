@@ -159,9 +159,24 @@ GemmEpilogue epilogueOf(const GemmEpilogueBody &body) {
   return GemmEpilogue::BgradA;
 }
 
-/// The GEMM of `mm` with its lhs, rhs and result at arena offsets `aOff`,
-/// `bOff`, `cOff` (and its bias, if any, at `biasOff`).
-static GemmDesc gemmOf(MatmulOp mm, int64_t aOff, int64_t bOff, int64_t cOff, int64_t biasOff) {
+/// The GEMM of `mm` writing `out`, with `bias` (added or written) if any;
+/// `offset` gives the arena offset holding a value's bytes.
+static llvm::Expected<GemmDesc> gemmOf(MatmulOp mm, Value out, Value bias,
+                                       llvm::function_ref<llvm::Expected<int64_t>(Value)> offset) {
+  auto aOff = offset(mm.getLhs()), bOff = offset(mm.getRhs()), cOff = offset(out);
+  if (!aOff)
+    return aOff.takeError();
+  if (!bOff)
+    return bOff.takeError();
+  if (!cOff)
+    return cOff.takeError();
+  int64_t biasOff = -1;
+  if (bias) {
+    auto off = offset(bias);
+    if (!off)
+      return off.takeError();
+    biasOff = *off;
+  }
   auto a = tensorOf(mm.getLhs()), b = tensorOf(mm.getRhs()), c = tensorOf(mm.getResult());
   bool ta = mm.getTransposeA(), tb = mm.getTransposeB();
   int64_t ra = a.getRank(), rb = b.getRank();
@@ -172,7 +187,8 @@ static GemmDesc gemmOf(MatmulOp mm, int64_t aOff, int64_t bOff, int64_t cOff, in
 
   GemmDesc g;
   g.inType = *cpu::dtypeOf(a.getElementType());
-  g.outType = *cpu::dtypeOf(c.getElementType());
+  // A widened epilogue output (f32 from bf16): cuBLASLt writes it directly.
+  g.outType = *cpu::dtypeOf(tensorOf(out).getElementType());
   // Column-major Cᵀ[N, M] = op(B)ᵀ[N, K] · op(A)ᵀ[K, M].
   g.transA = tb;        // B stored [K,N] row-major is Bᵀ column-major: no transpose
   g.lda = tb ? K : N;   // ... [N,K] row-major (transpose_b) needs one
@@ -182,9 +198,9 @@ static GemmDesc gemmOf(MatmulOp mm, int64_t aOff, int64_t bOff, int64_t cOff, in
   g.n = M;
   g.k = K;
   g.ldc = N;
-  g.a = bOff;
-  g.b = aOff;
-  g.c = cOff;
+  g.a = *bOff;
+  g.b = *aOff;
+  g.c = *cOff;
   // cuBLASLt's bias epilogue adds a vector of m (= kiln's N) entries to
   // every column of the column-major result, i.e. to every row of ours.
   g.bias = biasOff;
@@ -221,38 +237,20 @@ static llvm::Expected<bool> emitGemmEpilogue(Emitter &e, FusionOp fusion, GemmEp
   };
   auto offset = [&](Value v) { return e.offsetOf(outside(v)); };
   MatmulOp mm = body.matmul;
-  auto a = offset(mm.getLhs()), b = offset(mm.getRhs()), c = offset(body.out);
-  if (!a)
-    return a.takeError();
-  if (!b)
-    return b.takeError();
-  if (!c)
-    return c.takeError();
-  int64_t bias = -1;
-  if (Value v = mm.getBias() ? mm.getBias() : body.biasGradOut) {
-    auto off = offset(v);
-    if (!off)
-      return off.takeError();
-    bias = *off;
-  }
-  GemmDesc g = gemmOf(mm, *a, *b, *c, bias);
-  g.epilogue = epilogueOf(body);
-  // Widened outputs (a weight gradient and its bias gradient cast to f32):
-  // cuBLASLt writes f32 directly, the vector too.
-  g.outType = *cpu::dtypeOf(tensorOf(body.out).getElementType());
+  auto g = gemmOf(mm, body.out, mm.getBias() ? mm.getBias() : body.biasGradOut, offset);
+  if (!g)
+    return g.takeError();
+  g->epilogue = epilogueOf(body);
   // gelu's input: written by the forward, read by the backward.
   if (Value v = body.preActivation ? body.preActivation : body.aux) {
     auto aux = offset(v);
     if (!aux)
       return aux.takeError();
-    g.aux = *aux;
+    g->aux = *aux;
   }
-  if (g.batch != 1 || g.m % 8 != 0)
-    return error(llvm::formatv("codegen: {0}: cuBLASLt's epilogues need one GEMM whose columns "
-                               "are a multiple of 8 (here {1} GEMMs of {2} columns)",
-                               Emitter::describe(fusion), g.batch, g.m)
-                     .str());
-  e.gemm(fusion, g);
+  if (llvm::Error err = validateEpilogue(*g))
+    return error("codegen: " + Emitter::describe(fusion) + ": " + llvm::toString(std::move(err)));
+  e.gemm(fusion, *g);
   return true;
 }
 
@@ -266,21 +264,10 @@ llvm::Expected<bool> emitMatmul(Emitter &e, Operation *op) {
   auto mm = dyn_cast<MatmulOp>(op);
   if (!mm)
     return false;
-  auto aOff = e.offsetOf(mm.getLhs()), bOff = e.offsetOf(mm.getRhs()), cOff = e.offsetOf(mm.getResult());
-  if (!aOff)
-    return aOff.takeError();
-  if (!bOff)
-    return bOff.takeError();
-  if (!cOff)
-    return cOff.takeError();
-  int64_t bias = -1;
-  if (Value v = mm.getBias()) {
-    auto biasOff = e.offsetOf(v);
-    if (!biasOff)
-      return biasOff.takeError();
-    bias = *biasOff;
-  }
-  e.gemm(op, gemmOf(mm, *aOff, *bOff, *cOff, bias));
+  auto g = gemmOf(mm, mm.getResult(), mm.getBias(), [&](Value v) { return e.offsetOf(v); });
+  if (!g)
+    return g.takeError();
+  e.gemm(op, *g);
   return true;
 }
 

@@ -813,6 +813,18 @@ LogicalResult AdamWUpdateOp::verify() {
 
 YieldOp FusionOp::getYield() { return cast<YieldOp>(getBody().front().getTerminator()); }
 
+bool kiln::sumsOverRows(ReduceSumOp r) {
+  auto t = tensorType(r.getOperand());
+  auto rows = llvm::to_vector(llvm::seq<int64_t>(0, t.getRank() - 1));
+  return r.getDims() == ArrayRef(rows) &&
+         tensorType(r.getResult()).getElementType() == t.getElementType();
+}
+
+bool kiln::widensToF32(CastOp c) {
+  Type in = tensorType(c.getOperand()).getElementType();
+  return (in.isBF16() || in.isF16()) && tensorType(c.getResult()).getElementType().isF32();
+}
+
 bool FusionOp::isGemmEpilogue() {
   return llvm::any_of(getBodyOps(), [](Operation &op) { return isa<MatmulOp>(op); });
 }
@@ -860,12 +872,6 @@ FailureOr<GemmEpilogueBody> kiln::matchGemmEpilogue(FusionOp fusion, std::string
   auto only = [&](Value v, Operation *user) {
     return llvm::all_of(v.getUsers(), [&](Operation *u) { return u == user || isa<YieldOp>(u); });
   };
-  auto sumsRows = [&](ReduceSumOp r) {
-    auto t = tensorType(r.getOperand());
-    auto rows = llvm::to_vector(llvm::seq<int64_t>(0, t.getRank() - 1));
-    return r.getDims() == ArrayRef(rows) &&
-           tensorType(r.getResult()).getElementType() == t.getElementType();
-  };
   Operation *activation = nullptr;
   SmallVector<CastOp> casts;
   for (Operation *op : rest) {
@@ -907,13 +913,13 @@ FailureOr<GemmEpilogueBody> kiln::matchGemmEpilogue(FusionOp fusion, std::string
     g.activation = GemmEpilogueBody::Activation::GeluGrad;
     g.aux = grad.getX();
     g.out = grad.getResult();
-    if (g.biasGrad && (g.biasGrad.getOperand() != g.out || !sumsRows(g.biasGrad)))
+    if (g.biasGrad && (g.biasGrad.getOperand() != g.out || !sumsOverRows(g.biasGrad)))
       return fail("the bias gradient must sum the GELU gradient over all rows");
   } else {
     g.out = mm.getResult();
     if (!g.biasGrad)
       return fail("a GEMM fusion needs an epilogue (gelu, gelu_grad or a bias-gradient sum)");
-    if (g.biasGrad.getOperand() != rhsSource || !sumsRows(g.biasGrad) || !mm.getTransposeA() ||
+    if (g.biasGrad.getOperand() != rhsSource || !sumsOverRows(g.biasGrad) || !mm.getTransposeA() ||
         mm.getTransposeB() || rb != 2 || mm.getBias() ||
         tensorType(rhsSource).getShape().back() != tensorType(rhs).getShape().back())
       return fail("a bias-gradient epilogue sums the rhs [K, N] (or the [.., N] it reshapes) over "
@@ -926,9 +932,7 @@ FailureOr<GemmEpilogueBody> kiln::matchGemmEpilogue(FusionOp fusion, std::string
   // f32 (cuBLASLt writes the product and the vector in the output's type).
   if (!casts.empty()) {
     auto widens = [&](CastOp c, Value from) {
-      Type in = tensorType(c.getOperand()).getElementType();
-      return c.getOperand() == from && (in.isBF16() || in.isF16()) &&
-             tensorType(c.getResult()).getElementType().isF32() && only(from, c) && !yields(from);
+      return c.getOperand() == from && widensToF32(c) && only(from, c) && !yields(from);
     };
     if (!g.biasGradOfRhs || casts.size() != 2)
       return fail("casts in a GEMM epilogue widen both a weight gradient and its bias gradient");

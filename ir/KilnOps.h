@@ -57,6 +57,12 @@ inline bool isCollective(mlir::Operation *op) {
   return mlir::isa<AllReduceOp, AllGatherOp, ReduceScatterOp, TakeShardOp>(op);
 }
 
+/// `r` sums over every dimension of its operand but the last (a bias
+/// gradient), in the operand's element type.
+bool sumsOverRows(ReduceSumOp r);
+/// `c` widens bf16/f16 to f32.
+bool widensToF32(CastOp c);
+
 /// A kiln.fusion that is one GEMM with a cuBLASLt epilogue (kiln-fuse forms
 /// them; see kiln.fusion). The values are in the fusion's body.
 struct GemmEpilogueBody {

@@ -27,15 +27,17 @@
 //   gelu_grad tanh (x, matmul) [+ its row sum]   backward MLP, with the
 //                                      first linear layer's bias gradient
 //   matmul transpose_a + row sum of its rhs      a weight gradient and the
-//                                      same layer's bias gradient
-// and a bf16/f16 product whose only user is a cast to f32 that no
-// elementwise op reads (the cast would be a kernel of its own) produces
-// f32 directly. Each is placed at its last op; the values used outside are
-// its results, so this needs their other users after that op.
+//                                      same layer's bias gradient (both
+//                                      optionally widened to f32)
+// and a norm's output cast folds into the norm. Each fusion is placed at
+// its last op; the values used outside are its results, so this needs
+// their other users after that op. Then (option `fold-casts`) a bf16/f16
+// product whose only user is a cast to f32 that no elementwise op reads
+// (the cast would be a kernel of its own) produces f32 directly.
 //
 // Planned (docs/architecture.md, "kiln-fuse"): a reduction at the end of a
-// loop fusion, broadcasts read through an index map, casts into composite
-// epilogues, and the recompute policies.
+// loop fusion, broadcasts read through an index map, AdamW writing the
+// low-precision weight copy, and the recompute policies.
 //
 //===----------------------------------------------------------------------===//
 
@@ -85,14 +87,6 @@ bool epilogueFits(MatmulOp mm) {
          c.getShape().back() % 8 == 0 && c.hasStaticShape();
 }
 
-/// Sums `v` over all its dimensions but the last, in its own type.
-bool sumsRows(ReduceSumOp r) {
-  auto t = cast<RankedTensorType>(r.getOperand().getType());
-  auto rows = llvm::to_vector(llvm::seq<int64_t>(0, t.getRank() - 1));
-  return r.getDims() == ArrayRef(rows) &&
-         cast<RankedTensorType>(r.getType()).getElementType() == t.getElementType();
-}
-
 struct FusePass final : impl::FusePassBase<FusePass> {
   using Base::Base;
 
@@ -108,27 +102,20 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     }
   }
 
-  /// Whether every user of the members of `ops` outside them comes after
-  /// `last` (where the fusion would go).
-  static bool usersFollow(ArrayRef<Operation *> ops, Operation *last) {
-    llvm::SmallPtrSet<Operation *, 4> members(ops.begin(), ops.end());
-    for (Operation *op : ops)
-      for (Operation *user : op->getUsers())
-        if (!members.contains(user) && user != last && !last->isBeforeInBlock(user))
-          return false;
-    return true;
-  }
-
-  /// Whether `ops` may become one fusion: every outside user of their
-  /// values follows the last of them, and each of `results` (the values an
-  /// epilogue must yield) is used outside (a dead one would not be yielded).
+  /// Whether `ops` may become one fusion at the last of them: every
+  /// outside user of their values comes after it, and each of `results`
+  /// (the values an epilogue must yield) is used outside (a dead one would
+  /// not be yielded).
   static bool canFuse(ArrayRef<Operation *> ops, ArrayRef<Value> results) {
     Operation *last = *llvm::max_element(
         ops, [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
     llvm::SmallPtrSet<Operation *, 4> members(ops.begin(), ops.end());
-    return usersFollow(ops, last) && llvm::all_of(results, [&](Value v) {
-             return llvm::any_of(v.getUsers(), [&](Operation *u) { return !members.contains(u); });
-           });
+    auto outside = [&](Operation *user) { return !members.contains(user); };
+    for (Operation *op : ops)
+      for (Operation *user : op->getUsers())
+        if (outside(user) && !last->isBeforeInBlock(user))
+          return false;
+    return llvm::all_of(results, [&](Value v) { return llvm::any_of(v.getUsers(), outside); });
   }
 
   /// Fuses `ops` (in any order) into a GEMM epilogue yielding `results`
@@ -178,7 +165,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         continue;
       ReduceSumOp sum;
       for (Operation *user : grad->getUsers())
-        if (auto r = dyn_cast<ReduceSumOp>(user); r && sumsRows(r) && !sum)
+        if (auto r = dyn_cast<ReduceSumOp>(user); r && sumsOverRows(r) && !sum)
           sum = r;
       bool fused = sum && tryEpilogue({mm, grad, sum}, {grad.getResult(), sum.getResult()});
       if (fused)
@@ -192,7 +179,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     // A weight gradient's matmul transpose_a and the row sum of its rhs
     // (the same layer's bias gradient).
     for (ReduceSumOp sum : sums) {
-      if (taken.contains(sum) || !sumsRows(sum) || sum->getBlock() != &block)
+      if (taken.contains(sum) || !sumsOverRows(sum) || sum->getBlock() != &block)
         continue;
       Value dy = sum.getOperand();
       int64_t n = cast<RankedTensorType>(dy.getType()).getShape().back();
@@ -226,14 +213,8 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       // Both gradients widened to f32 (for the optimizer): cuBLASLt writes
       // them in f32 directly.
       auto widening = [](Value v) -> CastOp {
-        if (!v.hasOneUse())
-          return {};
-        auto c = dyn_cast<CastOp>(*v.getUsers().begin());
-        Type in = cast<RankedTensorType>(v.getType()).getElementType();
-        return c && (in.isBF16() || in.isF16()) &&
-                       cast<RankedTensorType>(c.getType()).getElementType().isF32()
-                   ? c
-                   : CastOp();
+        auto c = v.hasOneUse() ? dyn_cast<CastOp>(*v.getUsers().begin()) : CastOp();
+        return c && widensToF32(c) ? c : CastOp();
       };
       if (CastOp wideW = widening(mm.getResult()), wideB = widening(sum.getResult()); wideW && wideB) {
         ops.append({wideW, wideB});
@@ -287,10 +268,9 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       auto mm = c.getOperand().getDefiningOp<MatmulOp>();
       if (!mm || !mm->hasOneUse() || mm.getBias() || mm->getBlock() != &block)
         continue;
-      auto in = cast<RankedTensorType>(mm.getType()), out = cast<RankedTensorType>(c.getType());
-      Type low = cast<RankedTensorType>(mm.getLhs().getType()).getElementType();
-      if (in.getElementType() != low || !(low.isBF16() || low.isF16()) ||
-          !out.getElementType().isF32() ||
+      auto out = cast<RankedTensorType>(c.getType());
+      if (mm.getType().getElementType() != mm.getLhs().getType().getElementType() ||
+          !widensToF32(c) ||
           llvm::any_of(c->getUsers(), [](Operation *user) { return isFusible(user); }))
         continue;
       OpBuilder b(mm);

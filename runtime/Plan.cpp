@@ -124,7 +124,8 @@ std::optional<cpu::DType> dtypeNamed(llvm::StringRef name) {
   return std::nullopt;
 }
 
-/// What each epilogue needs (the buffers cuBLASLt will read or write).
+} // namespace
+
 llvm::Error validateEpilogue(const GemmDesc &g) {
   bool needsAux = g.epilogue == GemmEpilogue::GeluAux || g.epilogue == GemmEpilogue::GeluGrad ||
                   g.epilogue == GemmEpilogue::GeluGradBgrad;
@@ -141,6 +142,8 @@ llvm::Error validateEpilogue(const GemmDesc &g) {
                                name, g.batch, g.m));
   return llvm::Error::success();
 }
+
+namespace {
 
 /// Reads integer fields, remembering the first missing one.
 struct Reader {

@@ -81,6 +81,11 @@ struct GemmDesc {
   cpu::DType inType = cpu::DType::F32, outType = cpu::DType::F32;
 };
 
+/// What `g`'s epilogue needs: the aux matrix and bias-gradient vector
+/// cuBLASLt will touch, one GEMM with m a multiple of 8. Codegen checks it
+/// before emitting, Plan::validate when a plan is loaded.
+llvm::Error validateEpilogue(const GemmDesc &g);
+
 struct PlanStep {
   enum class Kind { Launch, Gemm, Memset, Copy };
   Kind kind = Kind::Launch;
