@@ -49,6 +49,7 @@
 #              at B in $FUSE_BATCHES (16), 20 f32 and 200 bf16 steps fused
 #              against unfused
 #   epilogues  the same for kiln-fuse's GEMM epilogues (compile.gemm_epilogues)
+#   ab         the 124M bench with .gpu/kiln-before.gz and this build, alternated
 #
 # Results land in $RES (default /tmp/kiln-bench) as JSON and logs, packed
 # into $OUT/results.tgz when $OUT is set (the device tool brings it back);
@@ -223,6 +224,20 @@ for p in os.environ.get("TRAIN_PRECISIONS", "f32 bf16-mixed").split():
           f"largest per-step difference {worst:.3g}")
 EOF2
     ;;
+  ab)
+    # The same GPT-2 124M bench with the previous binary (.gpu/kiln-before.gz,
+    # packed by hand from the last measured build) and this one, in the
+    # order before, after, after, before (drift cancels in the means), at B
+    # in $AB_BATCHES (16) and precisions $AB_PRECISIONS (bf16-mixed).
+    [ -x $BIN/kiln-before ] || { echo "ab: no .gpu/kiln-before.gz"; continue; }
+    for b in ${AB_BATCHES:-16}; do for p in ${AB_PRECISIONS:-bf16-mixed}; do
+      for run in before-1 after-1 after-2 before-2; do
+        bin=$KILN; [ ${run%-*} = before ] && bin=$BIN/kiln-before
+        echo "  $p B=$b $run"
+        XDG_CACHE_HOME=/tmp/kiln-cache-${run%-*} $bin bench configs/gpt2-124m.toml --set train.batch_size=$b \
+          --set train.precision=$p --json "$OUT/ab-$p-b$b-$run.json" | grep -E "plan:|step:|memory:"
+      done
+    done; done ;;
   fused)
     for f in always never; do
       rm -rf /tmp/fused-$f

@@ -98,6 +98,16 @@ def main(out):
         print(f"GEMMs: {len(gemms)} shapes, kiln/torch.matmul TFLOP/s from {worst:.2f}x to "
               f"{max(g['ratio'] for g in gemms):.2f}x; below 0.95x: "
               f"{sum(1 for g in gemms if g['ratio'] < 0.95)}")
+    # bench/gpu.sh ab: the previous binary and this one, alternated.
+    for b in (16, 32):
+        for p in ("f32", "bf16-mixed", "f16-mixed"):
+            runs = {r: load(f"{out}/ab-{p}-b{b}-{r}.json") for r in ("before-1", "after-1", "after-2", "before-2")}
+            if not all(runs.values()):
+                continue
+            mean = lambda side: sum(runs[f"{side}-{i}"]["step_ms"] for i in (1, 2)) / 2
+            ms = " ".join(f"{r} {v['step_ms']:.2f}" for r, v in runs.items())
+            print(f"ab {p} B={b}: {ms} ms; after/before step time {mean('after') / mean('before'):.3f}, "
+                  f"arena {runs['after-1']['arena_bytes'] / 2**30:.2f} vs {runs['before-1']['arena_bytes'] / 2**30:.2f} GiB")
     ref = load(f"{out}/reference.json")
     if ref:
         print(f"124M vs PyTorch, {len(ref['steps'])} steps: worst relative loss difference {ref['worst_rel']:.2e}")

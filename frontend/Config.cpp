@@ -444,13 +444,31 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
                                      "multiple of 2 x parallel.dp = {}: each pair is two rows "
                                      "(chosen, rejected) and stays on one rank",
                                      train.batch_size, 2 * parallel.dp));
-  if ((4 * model.n_embd) % parallel.tp != 0)
-    return error(source, fmt::format("parallel.tp = {} does not divide the MLP's hidden size "
-                                     "4 x model.n_embd = {}",
-                                     parallel.tp, 4 * model.n_embd));
-  if (parallel.sequence_parallel)
-    return error(source, "parallel.sequence_parallel = true: sequence parallelism is planned "
-                         "(it needs parallel.tp > 1)");
+  // Tensor parallelism splits attention by heads (Llama: by key/value
+  // heads, so each rank's query heads read its own) and the MLP's hidden
+  // layer.
+  const bool llama = model.kind == "llama";
+  const int64_t hidden = llama ? model.intermediate_size : 4 * model.n_embd;
+  if (hidden % parallel.tp != 0)
+    return error(source, fmt::format("parallel.tp = {} does not divide the MLP's hidden size {} = "
+                                     "{}",
+                                     parallel.tp,
+                                     llama ? "model.intermediate_size" : "4 x model.n_embd",
+                                     hidden));
+  if (model.kvHeads() % parallel.tp != 0)
+    return error(source, fmt::format("parallel.tp = {} does not divide {} = {}: tensor "
+                                     "parallelism splits attention by heads",
+                                     parallel.tp,
+                                     llama && model.n_kv_head > 0 ? "model.n_kv_head"
+                                                                  : "model.n_head",
+                                     model.kvHeads()));
+  if (parallel.sequence_parallel && parallel.tp < 2)
+    return error(source, "parallel.sequence_parallel = true splits the sequence over the "
+                         "tensor-parallel ranks: it needs parallel.tp > 1");
+  if (parallel.sequence_parallel && seqLen() % parallel.tp != 0)
+    return error(source, fmt::format("parallel.sequence_parallel = true: parallel.tp = {} does "
+                                     "not divide the sequence length {}",
+                                     parallel.tp, seqLen()));
   if (optim.warmup_steps >= train.steps && optim.schedule != "constant")
     return error(source, fmt::format("optim.warmup_steps = {} leaves no step of train.steps = {} "
                                      "for the {} schedule",

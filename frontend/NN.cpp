@@ -87,14 +87,21 @@ Tensor maskScores(Tensor scores, Tensor segments) {
 CausalSelfAttention::CausalSelfAttention(Graph &g, llvm::StringRef name, int64_t dim,
                                          int64_t heads, ParamInit qkvInit, ParamInit projInit)
     : qkv(g, name.str() + ".qkv", dim, 3 * dim, true, qkvInit),
-      proj(g, name.str() + ".proj", dim, dim, true, projInit), heads(heads) {}
+      proj(g, name.str() + ".proj", dim, dim, true, projInit), heads(heads) {
+  // Tensor parallelism over tp: heads split. The packed projection's
+  // columns are head-major (head h's q, k, v side by side), so a split of
+  // its 3C columns over tp is a split over heads.
+  qkv.columnParallel(g, "tp");
+  proj.rowParallel(g, "tp");
+}
 
 Tensor CausalSelfAttention::operator()(Tensor x, Tensor segments) const {
   int64_t b = x.dim(0), t = x.dim(1), c = x.dim(2), d = c / heads;
-  Tensor packed = qkv(x); // [B, T, 3C]
+  // [B, T, 3C] with columns (head, q|k|v, D): see qkvHeadMajor.
+  Tensor packed = reshape(qkv(x), {b, t, heads, 3, d});
   auto split = [&](int64_t i) {
-    Tensor part = slice(packed, 2, i * c, (i + 1) * c);       // [B, T, C]
-    return transpose(reshape(part, {b, t, heads, d}), {0, 2, 1, 3}); // [B, H, T, D]
+    Tensor part = reshape(slice(packed, 3, i, i + 1), {b, t, heads, d});
+    return transpose(part, {0, 2, 1, 3}); // [B, H, T, D]
   };
   Tensor q = split(0), k = split(1), v = split(2);
   // The 1/√D scale goes on q ([B,H,T,D]) rather than on the scores

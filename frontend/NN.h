@@ -60,7 +60,11 @@ struct MLP {
 
 /// Multi-head causal self-attention over x [B, T, C] with a fused qkv
 /// projection [C, 3C] and an output projection [C, C]; with `segments`
-/// ([B, T] document ids of packed rows) within each document only.
+/// ([B, T] document ids of packed rows) within each document only. The
+/// fused projection's 3C outputs are head-major, (head, q|k|v, D), so that
+/// tensor parallelism splits it over heads (Hugging Face stores GPT-2's
+/// c_attn as (q|k|v, head, D); models::gpt2QkvFromHuggingFace converts).
+/// Heads are split over tp: qkv column-parallel, proj row-parallel.
 struct CausalSelfAttention {
   CausalSelfAttention(Graph &g, llvm::StringRef name, int64_t dim, int64_t heads,
                       ParamInit qkvInit, ParamInit projInit);

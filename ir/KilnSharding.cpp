@@ -396,7 +396,11 @@ struct AttentionFactors {
 AttentionFactors attentionFactors(RuleBuilder &b, Value q, Value k) {
   ArrayRef<int64_t> qs = shapeOf(q), ks = shapeOf(k);
   int64_t batch = b.factor(qs[0]);
-  int64_t heads = qs[1] == ks[1] ? b.factor(qs[1]) : -1;
+  // Grouped heads (q's H a multiple of k's Hk, query head h reading
+  // key/value head h / (H / Hk)): one factor the size of Hk, so a split
+  // over n ranks (n dividing Hk) gives rank r query heads [r·H/n, (r+1)·H/n)
+  // and exactly the key/value heads they read.
+  int64_t heads = qs[1] % ks[1] == 0 ? b.factor(ks[1]) : -1;
   return {{batch, heads, -1, -1}, {batch, heads, -1, -1}, {batch, heads, -1}, {batch, -1}};
 }
 } // namespace

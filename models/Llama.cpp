@@ -21,7 +21,14 @@ struct LlamaAttention {
         k(g, "attn.k", c.n_embd, c.kvHeads() * c.headDim(), false, init),
         v(g, "attn.v", c.n_embd, c.kvHeads() * c.headDim(), false, init),
         o(g, "attn.o", c.n_head * c.headDim(), c.n_embd, false, init), heads(c.n_head),
-        kvHeads(c.kvHeads()), theta(c.rope_theta) {}
+        kvHeads(c.kvHeads()), theta(c.rope_theta) {
+    // Tensor parallelism over tp: query and key/value heads split (tp
+    // divides the key/value heads, so a rank's query heads read its own
+    // key/value heads), one all-reduce after o.
+    for (const nn::Linear *l : {&q, &k, &v})
+      l->columnParallel(g, "tp");
+    o.rowParallel(g, "tp");
+  }
 
   Tensor operator()(Tensor x, Tensor segments) const {
     int64_t b = x.dim(0), t = x.dim(1), d = x.dim(2) / heads, group = heads / kvHeads;
@@ -55,7 +62,12 @@ struct SwiGLU {
   SwiGLU(Graph &g, const ModelConfig &c, ParamInit init)
       : gate(g, "mlp.gate", c.n_embd, c.intermediate_size, false, init),
         up(g, "mlp.up", c.n_embd, c.intermediate_size, false, init),
-        down(g, "mlp.down", c.intermediate_size, c.n_embd, false, init) {}
+        down(g, "mlp.down", c.intermediate_size, c.n_embd, false, init) {
+    // Megatron's split of the MLP over tp: gate and up by columns, down by rows.
+    gate.columnParallel(g, "tp");
+    up.columnParallel(g, "tp");
+    down.rowParallel(g, "tp");
+  }
   Tensor operator()(Tensor x) const { return down(silu(gate(x)) * up(x)); }
   nn::Linear gate, up, down;
 };

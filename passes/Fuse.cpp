@@ -198,11 +198,25 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       ReshapeOp reshape;
       if (cast<RankedTensorType>(dy.getType()).getRank() == 2)
         mm = weightGrad(dy);
-      for (Operation *user : dy.getUsers()) {
-        auto r = dyn_cast<ReshapeOp>(user);
-        if (mm || !r || cast<RankedTensorType>(r.getType()).getRank() != 2 ||
-            cast<RankedTensorType>(r.getType()).getShape().back() != n)
-          continue;
+      // The weight gradient reads dy reshaped to [rows, N] — or, when dy is
+      // itself a reshape of some s (a head-major qkv gradient
+      // [B, T, H, 3, D] viewed as [B, T, 3C] for the sum and as [B·T, 3C]
+      // for the product), s reshaped to [rows, N]: the same matrix.
+      auto viewsOf = [&](Value v) {
+        SmallVector<ReshapeOp> views;
+        for (Operation *user : v.getUsers())
+          if (auto r = dyn_cast<ReshapeOp>(user);
+              r && r.getResult() != dy && cast<RankedTensorType>(r.getType()).getRank() == 2 &&
+              cast<RankedTensorType>(r.getType()).getShape().back() == n)
+            views.push_back(r);
+        return views;
+      };
+      SmallVector<ReshapeOp> views = viewsOf(dy);
+      if (auto source = dy.getDefiningOp<ReshapeOp>())
+        views.append(viewsOf(source.getOperand()));
+      for (ReshapeOp r : views) {
+        if (mm)
+          break;
         if ((mm = weightGrad(r.getResult())))
           reshape = r;
       }
@@ -221,12 +235,13 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         results = {wideW.getResult(), wideB.getResult()};
       }
       // (A private copy of the reshape, made below, has only mm as user.)
-      if (!canFuse(reshape && reshape->hasOneUse() ? SmallVector<Operation *>{mm, sum, reshape} : ops,
-                   results))
+      bool own = reshape && reshape->hasOneUse() && reshape.getOperand() == dy;
+      if (!canFuse(own ? SmallVector<Operation *>{mm, sum, reshape} : ops, results))
         continue;
       if (reshape) {
-        // The body reshapes its own copy when the reshape has other users.
-        if (!reshape->hasOneUse()) {
+        // The body reshapes its own copy of dy when the reshape has other
+        // users or reshapes dy's source.
+        if (!own) {
           OpBuilder b(mm);
           auto copy = ReshapeOp::create(b, reshape.getLoc(), reshape.getType(), dy);
           mm.getRhsMutable().assign(copy.getResult());

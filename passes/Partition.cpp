@@ -368,24 +368,53 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     b.setInsertionPointAfter(matmul);
     Location loc = matmul.getLoc();
     auto type = cast<RankedTensorType>(result.getType());
+    int64_t rank = type.getRank();
+    // Sequence parallelism: when the product's one user (the residual add)
+    // wants a dimension split over a partial axis, the sum is
+    // reduce-scattered into it (half an all-reduce's traffic) and the bias
+    // added to this rank's part.
+    SmallVector<StringAttr> dims(layout.getDims());
+    Operation *user = result.hasOneUse() ? *result.getUsers().begin() : nullptr;
+    ShardingAttr userLayout;
+    if (user && user->hasTrait<kiln::OpTrait::Elementwise>() && user->getNumResults() == 1)
+      userLayout = layout_[user->getResult(0)];
     Value sum = result;
     Operation *first = nullptr; // the collective that reads the partial product
     for (StringAttr axis : layout.getPartial()) {
-      sum = AllReduceOp::create(b, loc, type, sum, axis.getValue(),
-                                describeOp(matmul) + " sums over " + axis.getValue().str() +
-                                    " before its bias is added (once, not per rank)");
+      int64_t d = 0;
+      while (userLayout && d < rank - 1 &&
+             !(userLayout.getDims().size() == static_cast<size_t>(rank) &&
+               userLayout.getAxis(d) == axis.getValue() && dims[d].getValue().empty()))
+        ++d;
+      if (userLayout && d < rank - 1) {
+        auto t = cast<RankedTensorType>(sum.getType());
+        SmallVector<int64_t> shape(t.getShape());
+        shape[d] /= axisSize(axis.getValue());
+        sum = ReduceScatterOp::create(
+            b, loc, RankedTensorType::get(shape, t.getElementType()), sum, axis.getValue(), d,
+            describeOp(matmul) + " leaves a partial sum over " + axis.getValue().str() + "; " +
+                describeOp(user) + " needs its part of dimension " + std::to_string(d) +
+                " summed (the bias added after, once)");
+        dims[d] = axis;
+      } else {
+        sum = AllReduceOp::create(b, loc, sum.getType(), sum, axis.getValue(),
+                                  describeOp(matmul) + " sums over " + axis.getValue().str() +
+                                      " before its bias is added (once, not per rank)");
+      }
       if (!first)
         first = sum.getDefiningOp();
     }
-    Value broadcast = BroadcastInDimOp::create(
-        b, loc, type, bias, ArrayRef<int64_t>{static_cast<int64_t>(type.getRank()) - 1});
-    Value out = AddOp::create(b, loc, type, sum, broadcast);
+    auto local = cast<RankedTensorType>(sum.getType());
+    Value broadcast =
+        BroadcastInDimOp::create(b, loc, local, bias, ArrayRef<int64_t>{rank - 1});
+    Value out = AddOp::create(b, loc, local, sum, broadcast);
     result.replaceUsesWithIf(out, [&](OpOperand &use) {
       return use.getOwner() != first && use.getOwner() != out.getDefiningOp();
     });
-    layout_[out] = layout.withoutPartial();
-    layout_[broadcast] = layout.withoutPartial();
-    layout_[sum] = layout.withoutPartial();
+    ShardingAttr summed = ShardingAttr::get(&getContext(), dims, {});
+    layout_[out] = summed;
+    layout_[broadcast] = summed;
+    layout_[sum] = summed;
   }
 
   /// What changes besides the types: a slice's limits on split dimensions,

@@ -264,8 +264,9 @@ def PropagateShardingPass : Pass<"kiln-propagate-sharding", "mlir::ModuleOp"> {
     `mesh=dp=2,tp=1`), and visits the ops forward and backward until
     nothing changes. At each op the factor rule (ShardingRuleOpInterface)
     says which dimensions must be split alike; a factor takes the first
-    axis found on it (results first, then operands in order; arguments are
-    never changed: the caller's layout is a contract), and every dimension
+    axis found on it (results first, then the axes the model annotated on
+    argument operands, then operands in order; arguments are never
+    changed: the caller's layout is a contract), and every dimension
     of that factor not yet split takes it where the axis divides it. A
     split reduction factor makes the results partial sums. Writes
     `kiln.shardings` (one per result) on every op with a split or partial
@@ -289,6 +290,11 @@ def PropagateShardingPass : Pass<"kiln-propagate-sharding", "mlir::ModuleOp"> {
     Option<"zero", "zero", "int64_t", /*default=*/"0",
            "ZeRO stage over dp: 1 and 2 split the optimizer states (kiln.state), 3 the "
            "parameters too, each along its first dimension dp divides">,
+    Option<"sequenceParallel", "sequence-parallel", "bool", /*default=*/"false",
+           "Sequence parallelism: the sequence dimension (1) of every [batch, sequence] "
+           "input (kiln.input of rank 2) split over tp, so that what tensor parallelism "
+           "leaves whole on every tp rank (norms, residual adds, the loss) is split by "
+           "positions">,
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }

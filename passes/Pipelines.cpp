@@ -92,6 +92,10 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                                           "one device")};
   Option<int64_t> zero{*this, "zero", llvm::cl::desc("With mesh: the ZeRO stage (0-3)"),
                        llvm::cl::init(0)};
+  Option<bool> sequenceParallel{*this, "sequence-parallel",
+                                llvm::cl::desc("With mesh: split the sequence over tp where "
+                                               "tensor parallelism leaves activations whole"),
+                                llvm::cl::init(false)};
   Option<bool> optimizer{*this, "optimizer",
                          llvm::cl::desc("Attach the optimizer (false: the step returns gradients)"),
                          llvm::cl::init(true)};
@@ -115,6 +119,7 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
     sharding.emplace();
     sharding->mesh = options.mesh;
     sharding->zero = options.zero;
+    sharding->sequenceParallel = options.sequenceParallel;
   }
   std::optional<FusePassOptions> fuse;
   if (options.fuse) {
@@ -158,7 +163,7 @@ void registerKilnPipelines() {
       "[propagate-sharding, partition,] fuse (options: assign-precision={...} autodiff={...} "
       "attach-optimizer={...}, each the pass's own; fuse-attention=false; fuse=false; "
       "gemm-epilogues=false; fold-casts=false; "
-      "optimizer=false; mesh=dp=2 zero=N)",
+      "optimizer=false; mesh=dp=2 zero=N sequence-parallel=true)",
       buildFromText, [](llvm::function_ref<void(const mlir::detail::PassOptions &)> print) {
         print(TrainingPipelineText());
       });

@@ -28,6 +28,10 @@ struct Layout {
   unsigned partial = 0;
   /// Function arguments: the caller's layout, never changed.
   bool fixed = false;
+  /// Arguments: the dimensions whose split the model wrote (a
+  /// column-parallel weight's), as opposed to one this pass added (ZeRO's,
+  /// sequence parallelism's). At an op, these axes win over others.
+  unsigned pinnedDims = 0;
 
   bool usesAxis(int axis) const {
     return (partial >> axis & 1) || llvm::is_contained(dims, axis);
@@ -54,15 +58,19 @@ struct PropagateShardingPass
     return it->second;
   }
 
-  /// Whether `v`'s producer can make dimension `d` split: an argument
-  /// cannot change, an op result only where its rule has a factor.
-  bool canSplit(Value v, size_t d) {
+  /// Whether `v`'s producer can make dimension `d` split over axis `a`: an
+  /// argument cannot change, an op result only where its rule has a factor
+  /// there that the axis divides (a reshape's [B, T, H·D] dimension is the
+  /// factor H: split over 4 ranks only when 4 divides H).
+  bool canSplit(Value v, size_t d, int a) {
     auto result = dyn_cast<OpResult>(v);
     if (!result)
       return false;
     const FailureOr<ShardingRule> &rule = ruleOf(result.getOwner());
-    return succeeded(rule) && result.getResultNumber() < rule->resultFactors.size() &&
-           rule->resultFactors[result.getResultNumber()][d] >= 0;
+    if (failed(rule) || result.getResultNumber() >= rule->resultFactors.size())
+      return false;
+    int64_t f = rule->resultFactors[result.getResultNumber()][d];
+    return f >= 0 && rule->factorSizes[f] % mesh_.getSizes()[a] == 0;
   }
 
   void runOnOperation() override {
@@ -95,9 +103,16 @@ struct PropagateShardingPass
     layouts_.clear();
     rules_.clear();
     annotateMoments(func);
+    // What the model wrote (with the moments that copy it), before this
+    // pass adds its own marks.
+    SmallVector<ShardingAttr> written;
+    for (BlockArgument arg : func.getArguments())
+      written.push_back(getSharding(arg));
     if (zero > 0)
       annotateZero(func);
-    if (failed(initArguments(func)))
+    if (sequenceParallel)
+      annotateSequence(func);
+    if (failed(initArguments(func, written)))
       return failure();
     SmallVector<Operation *> ops;
     for (Operation &op : func.getBody().front().without_terminator())
@@ -188,13 +203,39 @@ struct PropagateShardingPass
     }
   }
 
-  LogicalResult initArguments(func::FuncOp func) {
+  /// Sequence parallelism: every [batch, sequence] input's sequence
+  /// dimension split over tp (where tp divides it), beside its batch split.
+  void annotateSequence(func::FuncOp func) {
+    int64_t tp = mesh_.getAxisSize("tp");
+    if (tp == 1)
+      return;
+    for (BlockArgument arg : func.getArguments()) {
+      unsigned i = arg.getArgNumber();
+      auto shape = cast<RankedTensorType>(arg.getType()).getShape();
+      if (!func.getArgAttr(i, KilnDialect::kInputAttrName) || shape.size() != 2 ||
+          shape[1] % tp != 0)
+        continue;
+      SmallVector<StringAttr> dims(2, StringAttr::get(&getContext(), ""));
+      if (auto existing = func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName))
+        dims.assign(existing.getDims().begin(), existing.getDims().end());
+      if (!dims[1].getValue().empty() ||
+          llvm::any_of(dims, [](StringAttr a) { return a.getValue() == "tp"; }))
+        continue;
+      dims[1] = StringAttr::get(&getContext(), "tp");
+      func.setArgAttr(i, KilnDialect::kShardingAttrName, ShardingAttr::get(&getContext(), dims, {}));
+    }
+  }
+
+  LogicalResult initArguments(func::FuncOp func, ArrayRef<ShardingAttr> written) {
     for (BlockArgument arg : func.getArguments()) {
       Layout layout{SmallVector<int>(rankOf(arg), -1), 0, true};
       ShardingAttr s = getSharding(arg);
+      ShardingAttr mine = written[arg.getArgNumber()];
       for (auto [d, axis] : llvm::enumerate(s.getDims())) {
         if (axis.getValue().empty())
           continue;
+        if (d < mine.getDims().size() && mine.getDims()[d] == axis)
+          layout.pinnedDims |= 1u << d;
         FailureOr<int> a = axisIndex(axis.getValue());
         if (failed(a))
           return func.emitError() << "kiln-propagate-sharding: argument #" << arg.getArgNumber()
@@ -235,10 +276,10 @@ struct PropagateShardingPass
     size_t numFactors = rule->factorSizes.size();
     SmallVector<int> factorAxis(numFactors, -1);
     unsigned used = 0;
-    auto gather = [&](Value v, ArrayRef<int64_t> factors) {
+    auto gather = [&](Value v, ArrayRef<int64_t> factors, unsigned dimsToRead) {
       const Layout &l = layouts_[v];
       for (auto [d, f] : llvm::enumerate(factors)) {
-        if (f < 0 || d >= l.dims.size())
+        if (f < 0 || d >= l.dims.size() || !(dimsToRead >> d & 1))
           continue;
         int a = l.dims[d];
         if (a < 0 || factorAxis[f] >= 0 || (used >> a & 1) ||
@@ -249,9 +290,15 @@ struct PropagateShardingPass
       }
     };
     for (auto [v, f] : llvm::zip_equal(op->getResults(), rule->resultFactors))
-      gather(v, f);
+      gather(v, f, ~0u);
+    // The model's own annotations next: with sequence parallelism a norm's
+    // output split by positions meets a column-parallel weight at the
+    // matmul, and the weight's split wins (the activation is gathered, the
+    // weight never is).
     for (auto [v, f] : llvm::zip_equal(op->getOperands(), rule->operandFactors))
-      gather(v, f);
+      gather(v, f, layouts_[v].pinnedDims);
+    for (auto [v, f] : llvm::zip_equal(op->getOperands(), rule->operandFactors))
+      gather(v, f, ~0u);
 
     bool changed = false;
     auto apply = [&](Value v, ArrayRef<int64_t> factors) {
@@ -263,7 +310,7 @@ struct PropagateShardingPass
         if (f < 0 || factorAxis[f] < 0 || l.dims[d] >= 0)
           continue;
         int a = factorAxis[f];
-        if (l.usesAxis(a) || shape[d] % mesh_.getSizes()[a] != 0 || !canSplit(v, d))
+        if (l.usesAxis(a) || shape[d] % mesh_.getSizes()[a] != 0 || !canSplit(v, d, a))
           continue;
         l.dims[d] = a;
         changed = true;

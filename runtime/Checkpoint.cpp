@@ -54,7 +54,10 @@ bool rngFromJSON(const llvm::json::Array *a, std::array<uint64_t, 4> &rng) {
 /// The checkpoint's files other than state.json, which records their sizes
 /// and checksums.
 constexpr const char *kTensorFiles[] = {"model.safetensors", "optimizer.safetensors"};
-constexpr int64_t kStateFormat = 2;
+/// 3: GPT-2's packed attention projection head-major (2: q|k|v-major, as
+/// Hugging Face's; read, and converted by the caller, which knows the
+/// model: Checkpoint::format).
+constexpr int64_t kStateFormat = 3, kOldestStateFormat = 2;
 
 /// state.json's text: the object with a "checksum" of its own canonical
 /// serialization (llvm::json prints keys sorted and numbers exactly, so a
@@ -99,11 +102,11 @@ llvm::Expected<std::pair<TrainingState, llvm::json::Object>> stateFromJSON(llvm:
   if (!o)
     return error("'" + file + "' is not a kiln training state (not a JSON object)");
   auto format = o->getInteger("format");
-  if (!format || *format != kStateFormat)
-    return error(llvm::formatv("'{0}' has state format {1}; this kiln reads format {2} "
+  if (!format || *format < kOldestStateFormat || *format > kStateFormat)
+    return error(llvm::formatv("'{0}' has state format {1}; this kiln reads formats {2} to {3} "
                                "(checkpoints with checksums, kiln 0.1 of 2026-11-30 or later)",
                                file, format ? std::to_string(*format) : std::string("1 (none given)"),
-                               kStateFormat));
+                               kOldestStateFormat, kStateFormat));
   auto checksum = o->getString("checksum");
   if (!checksum)
     return error("'" + file + "' has no checksum");
@@ -136,6 +139,7 @@ llvm::Expected<std::pair<TrainingState, llvm::json::Object>> stateFromJSON(llvm:
   auto position = LoaderPosition::fromJSON(*data);
   if (!position)
     return invalid(llvm::toString(position.takeError()));
+  s.format = *format;
   s.step = *step;
   s.tokensSeen = *tokens;
   s.lossScale = *scale;

@@ -27,6 +27,10 @@
 namespace kiln {
 
 struct TrainingState {
+  /// The state format it was read in (written: always the newest). Format
+  /// 2 stored GPT-2's attn.qkv in Hugging Face's q|k|v-major order;
+  /// tooling::upgradeCheckpoint converts it.
+  int64_t format = 3;
   int64_t step = 0;          ///< optimizer steps taken
   int64_t tokensSeen = 0;
   LoaderPosition data;        ///< the training loader's position

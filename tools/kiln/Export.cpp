@@ -69,6 +69,8 @@ int runExport() {
     config = RunConfig::parse(checkpoint->state.config, checkpoint->path + "/state.json");
     if (!config)
       return fail("export", toString(config.takeError()));
+    if (Error err = tooling::upgradeCheckpoint(*checkpoint, config->model))
+      return fail("export", toString(std::move(err)));
     params = std::move(checkpoint->params);
     // Every parameter of the run's model, with its type.
     mlir::MLIRContext ctx;

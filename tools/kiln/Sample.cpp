@@ -7,6 +7,7 @@
 #include "runtime/Checkpoint.h"
 #include "runtime/Backend.h"
 #include "tools/support/Compile.h"
+#include "tools/support/HuggingFace.h"
 #include "tools/support/Training.h"
 
 #include "mlir/IR/MLIRContext.h"
@@ -45,6 +46,8 @@ int runSample() {
   auto config = RunConfig::parse(checkpoint->state.config, checkpoint->path + "/state.json");
   if (!config)
     return fail("sample", toString(config.takeError()));
+  if (Error err = tooling::upgradeCheckpoint(*checkpoint, config->model))
+    return fail("sample", toString(std::move(err)));
   // The run's config with --set overrides (train.device=cpu|cuda, ...);
   // keys that change the model make the checkpoint not fit, which the load
   // below reports.

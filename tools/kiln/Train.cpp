@@ -5,6 +5,7 @@
 #include "tools/kiln/DefaultConfig.h"
 
 #include "runtime/Checkpoint.h"
+#include "tools/support/HuggingFace.h"
 #include "tools/support/Training.h"
 
 #include "llvm/Support/Process.h"
@@ -67,6 +68,9 @@ int runTrain() {
   }
   if (!config)
     return fail("train", toString(config.takeError()));
+  if (checkpoint)
+    if (Error err = tooling::upgradeCheckpoint(*checkpoint, config->model))
+      return fail("train", toString(std::move(err)));
   if (Error err = config->applyOverrides(setOverrides()))
     return fail("train", toString(std::move(err)));
   if (Error err = config->validate(configPath.empty() ? "the config" : configPath.getValue()))

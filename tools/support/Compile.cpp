@@ -128,6 +128,7 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     options.sharding.emplace();
     options.sharding->mesh = config.parallel.meshText();
     options.sharding->zero = config.parallel.zero;
+    options.sharding->sequenceParallel = config.parallel.sequence_parallel;
   }
   buildTrainingPipeline(pm, options);
   // Every name given to --dump-ir-after must be a pass of the pipeline.

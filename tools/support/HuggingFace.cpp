@@ -39,6 +39,31 @@ cpu::HostTensor transposed(const cpu::HostTensor &t) {
   return out;
 }
 
+/// The last dimension of `t`, [3, H, D] <-> [H, 3, D].
+llvm::Expected<cpu::HostTensor> permuteQkv(const cpu::HostTensor &t, const ModelConfig &config,
+                                           bool toHeadMajor) {
+  int64_t c = config.n_embd, heads = config.n_head, d = c / heads;
+  if (t.rank() < 1 || t.dim(-1) != 3 * c)
+    return error(llvm::formatv("GPT-2's packed attention projection must end in 3 x n_embd = {0} "
+                               "columns, not {1}",
+                               3 * c, t.rank() ? t.dim(-1) : 0));
+  cpu::HostTensor out(t.dtype(), t.shape());
+  size_t e = cpu::storageSize(t.dtype()), run = static_cast<size_t>(d) * e;
+  int64_t rows = t.numel() / (3 * c);
+  const char *src = static_cast<const char *>(t.raw());
+  char *dst = static_cast<char *>(out.raw());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < 3; ++j)
+      for (int64_t h = 0; h < heads; ++h) {
+        int64_t hf = r * 3 * c + j * c + h * d, kiln = r * 3 * c + h * 3 * d + j * d;
+        if (toHeadMajor)
+          std::memcpy(dst + kiln * e, src + hf * e, run);
+        else
+          std::memcpy(dst + hf * e, src + kiln * e, run);
+      }
+  return out;
+}
+
 llvm::Expected<NamedTensors> toHuggingFaceLlama(const NamedTensors &params,
                                                 const ModelConfig &config) {
   NamedTensors out;
@@ -91,6 +116,41 @@ llvm::Expected<NamedTensors> fromHuggingFaceLlama(const NamedTensors &tensors,
 
 } // namespace
 
+llvm::Expected<cpu::HostTensor> gpt2QkvToHeadMajor(const cpu::HostTensor &t,
+                                                    const ModelConfig &config) {
+  return permuteQkv(t, config, /*toHeadMajor=*/true);
+}
+
+llvm::Expected<cpu::HostTensor> gpt2QkvFromHeadMajor(const cpu::HostTensor &t,
+                                                      const ModelConfig &config) {
+  return permuteQkv(t, config, /*toHeadMajor=*/false);
+}
+
+bool isGPT2Qkv(llvm::StringRef name) {
+  if (!name.consume_front("h."))
+    return false;
+  name = name.split('.').second;
+  return name == "attn.qkv.w" || name == "attn.qkv.b" || name.starts_with("attn.qkv.w.") ||
+         name.starts_with("attn.qkv.b.");
+}
+
+llvm::Error upgradeCheckpoint(Checkpoint &checkpoint, const ModelConfig &config) {
+  if (checkpoint.state.format >= 3 || config.kind == "llama")
+    return llvm::Error::success();
+  for (NamedTensors *tensors : {&checkpoint.params, &checkpoint.optimizer})
+    for (auto &[name, t] : *tensors) {
+      if (!isGPT2Qkv(name) || t.rank() == 0)
+        continue;
+      auto headMajor = gpt2QkvToHeadMajor(t, config);
+      if (!headMajor)
+        return error("checkpoint '" + checkpoint.path + "', '" + name +
+                     "': " + llvm::toString(headMajor.takeError()));
+      t = std::move(*headMajor);
+    }
+  checkpoint.state.format = 3;
+  return llvm::Error::success();
+}
+
 llvm::Expected<NamedTensors> toHuggingFace(const NamedTensors &params, const ModelConfig &config) {
   return config.kind == "llama" ? toHuggingFaceLlama(params, config)
                                 : toHuggingFaceGPT2(params, config);
@@ -109,6 +169,13 @@ llvm::Expected<NamedTensors> toHuggingFaceGPT2(const NamedTensors &params,
     std::string hf = models::gpt2HuggingFaceName(name);
     if (hf.empty())
       return error("parameter '" + name + "' has no Hugging Face GPT-2 name");
+    if (isGPT2Qkv(name)) {
+      auto hfOrder = gpt2QkvFromHeadMajor(t, config);
+      if (!hfOrder)
+        return error("'" + name + "': " + llvm::toString(hfOrder.takeError()));
+      out.push_back({hf, std::move(*hfOrder)});
+      continue;
+    }
     out.push_back({hf, name == "wte" ? withRows(t, config.vocab_size) : t});
   }
   return out;
@@ -121,6 +188,13 @@ llvm::Expected<NamedTensors> fromHuggingFaceGPT2(const NamedTensors &tensors,
     std::string name = models::gpt2KilnName(hf);
     if (name.empty())
       continue; // attention masks, lm_head (tied)
+    if (isGPT2Qkv(name)) {
+      auto headMajor = gpt2QkvToHeadMajor(t, config);
+      if (!headMajor)
+        return error("'" + hf + "': " + llvm::toString(headMajor.takeError()));
+      out.push_back({name, std::move(*headMajor)});
+      continue;
+    }
     out.push_back({name, name == "wte" ? withRows(t, config.paddedVocab()) : t});
     if (name == "wte" && t.dim(0) != config.vocab_size)
       return error(llvm::formatv("wte has {0} rows but model.vocab_size is {1}", t.dim(0),

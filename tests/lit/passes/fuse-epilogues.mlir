@@ -82,6 +82,25 @@ func.func @weight_and_bias_grad(%x: tensor<16x32xbf16>, %dy: tensor<2x8x64xbf16>
 
 // -----
 
+// The same when dy is a view of another value (a head-major qkv gradient
+// [B, T, H, 3, D]) that the sum reads as [B, T, 3C] and the product as
+// [B·T, 3C]: the body reshapes dy itself.
+// CHECK-LABEL: func.func @weight_and_bias_grad_of_a_view
+// CHECK: %[[DY:.+]] = kiln.reshape %{{.+}} : tensor<2x8x2x3x8xbf16> -> tensor<2x8x48xbf16>
+// CHECK: kiln.fusion(%[[DY]], %{{.+}}) : (tensor<2x8x48xbf16>, tensor<16x16xbf16>) -> (tensor<16x48xbf16>, tensor<48xbf16>)
+// CHECK: %[[R:.+]] = kiln.reshape %{{.+}} : tensor<2x8x48xbf16> -> tensor<16x48xbf16>
+// CHECK-NEXT: kiln.matmul %{{.+}}, %[[R]] transpose_a
+// CHECK-NEXT: kiln.reduce_sum %{{.+}}, dims = [0, 1]
+func.func @weight_and_bias_grad_of_a_view(%x: tensor<16x16xbf16>, %g: tensor<2x8x2x3x8xbf16>) -> (tensor<16x48xbf16>, tensor<48xbf16>) {
+  %dy = kiln.reshape %g : tensor<2x8x2x3x8xbf16> -> tensor<2x8x48xbf16>
+  %r = kiln.reshape %g : tensor<2x8x2x3x8xbf16> -> tensor<16x48xbf16>
+  %w = kiln.matmul %x, %r transpose_a : tensor<16x16xbf16>, tensor<16x48xbf16> -> tensor<16x48xbf16>
+  %s = kiln.reduce_sum %dy, dims = [0, 1] : tensor<2x8x48xbf16> -> tensor<48xbf16>
+  return %w, %s : tensor<16x48xbf16>, tensor<48xbf16>
+}
+
+// -----
+
 // A bf16 product widened by a cast that feeds a non-elementwise op: the
 // product is written in f32. Where an elementwise op reads the cast, loop
 // fusion takes the cast instead (it reads the narrower type).

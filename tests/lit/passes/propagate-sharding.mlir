@@ -2,6 +2,7 @@
 // factor rule; split reduction factors leave partial sums.
 // RUN: kiln-opt %s -split-input-file -kiln-propagate-sharding | FileCheck %s
 // RUN: kiln-opt %s -split-input-file -kiln-propagate-sharding | kiln-opt -split-input-file | FileCheck %s
+// RUN: kiln-opt %s -split-input-file -kiln-propagate-sharding=sequence-parallel=true | FileCheck %s --check-prefix=SP
 
 // Megatron's MLP: a batch split over dp, a column-parallel then a
 // row-parallel weight over tp. The second matmul sums over its split k:
@@ -62,5 +63,56 @@ func.func @train_step(%x: tensor<4x8x16xf32> {kiln.input = "x", kiln.sharding = 
   %dx, %dw, %db = kiln.layer_norm_grad %x, %w, %mean, %rstd, %x : tensor<4x8x16xf32>, tensor<16xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8x16xf32> -> tensor<4x8x16xf32>, tensor<16xf32>, tensor<16xf32>
   %tt = kiln.add %t, %t : tensor<16xf32>
   return %h, %dx, %dw, %db, %tt : tensor<4x8x2x4xf32>, tensor<4x8x16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>
+}
+}
+
+// -----
+
+// Tensor-parallel attention: the packed projection [16, 48] is head-major
+// (head, q|k|v, D), so its columns split over tp are a split over the 4
+// heads: the reshape to [B, T, H, 3, D] takes tp on H, the slice of q
+// keeps it. A reshape whose major factor tp does not divide ([B, T, 2, 8]
+// -> [B, T, 16] over tp = 4: 2 heads) is not split from its consumer,
+// although 4 divides 16: the consumer's operand is converted instead.
+// CHECK-LABEL: module attributes {kiln.mesh = #kiln.mesh<dp = 1, tp = 4>}
+// CHECK: kiln.matmul %arg0, %arg1 {kiln.shardings = [#kiln.sharding<[_, _, tp]>]}
+// CHECK: kiln.reshape {{.*}} {kiln.shardings = [#kiln.sharding<[_, _, tp, _, _]>]} : tensor<2x8x48xf32> -> tensor<2x8x4x3x4xf32>
+// CHECK: kiln.slice {{.*}} {kiln.shardings = [#kiln.sharding<[_, _, tp, _, _]>]}
+// CHECK: kiln.reshape %arg3 : tensor<2x8x2x8xf32> -> tensor<2x8x16xf32>
+// CHECK-NEXT: kiln.matmul {{.*}} {kiln.shardings = [#kiln.sharding<[_, _, _], partial = [tp]>]}
+module attributes {kiln.mesh = #kiln.mesh<dp = 1, tp = 4>} {
+func.func @train_step(%x: tensor<2x8x16xf32> {kiln.input = "x"},
+                      %w: tensor<16x48xf32> {kiln.param = "w", kiln.sharding = #kiln.sharding<[_, tp]>},
+                      %p: tensor<16x16xf32> {kiln.param = "p", kiln.sharding = #kiln.sharding<[tp, _]>},
+                      %y: tensor<2x8x2x8xf32> {kiln.input = "y"})
+    -> (tensor<2x8x4x1x4xf32>, tensor<2x8x16xf32>) {
+  %qkv = kiln.matmul %x, %w : tensor<2x8x16xf32>, tensor<16x48xf32> -> tensor<2x8x48xf32>
+  %heads = kiln.reshape %qkv : tensor<2x8x48xf32> -> tensor<2x8x4x3x4xf32>
+  %q = kiln.slice %heads [0:2, 0:8, 0:4, 0:1, 0:4] : tensor<2x8x4x3x4xf32> -> tensor<2x8x4x1x4xf32>
+  %merged = kiln.reshape %y : tensor<2x8x2x8xf32> -> tensor<2x8x16xf32>
+  %out = kiln.matmul %merged, %p : tensor<2x8x16xf32>, tensor<16x16xf32> -> tensor<2x8x16xf32>
+  return %q, %out : tensor<2x8x4x1x4xf32>, tensor<2x8x16xf32>
+}
+}
+
+// -----
+
+// Sequence parallelism (sequence-parallel=true): the [batch, sequence]
+// input is split over tp along the sequence; at the matmul that meets the
+// column-parallel weight, the weight's annotated split wins (the activation
+// is gathered, the weight never is) and the product is split by columns,
+// not by positions.
+// SP-LABEL: func.func @train_step
+// SP-SAME: kiln.sharding = #kiln.sharding<[dp, tp]>
+// SP: kiln.embedding {{.*}} {kiln.shardings = [#kiln.sharding<[dp, tp, _]>]}
+// SP: kiln.matmul {{.*}} {kiln.shardings = [#kiln.sharding<[dp, _, tp]>]}
+module attributes {kiln.mesh = #kiln.mesh<dp = 2, tp = 2>} {
+func.func @train_step(%ids: tensor<4x8xi32> {kiln.input = "tokens", kiln.sharding = #kiln.sharding<[dp, _]>},
+                      %e: tensor<32x16xf32> {kiln.param = "e"},
+                      %w: tensor<16x48xf32> {kiln.param = "w", kiln.sharding = #kiln.sharding<[_, tp]>})
+    -> tensor<4x8x48xf32> {
+  %x = kiln.embedding %e, %ids : tensor<32x16xf32>, tensor<4x8xi32> -> tensor<4x8x16xf32>
+  %y = kiln.matmul %x, %w : tensor<4x8x16xf32>, tensor<16x48xf32> -> tensor<4x8x48xf32>
+  return %y : tensor<4x8x48xf32>
 }
 }

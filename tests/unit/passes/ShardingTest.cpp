@@ -34,8 +34,28 @@ constexpr const char *kTiny = R"(
 [model]
 kind = "gpt2"
 n_layer = 2
-n_head = 2
+n_head = 4
 n_embd = 16
+vocab_size = 61
+vocab_multiple = 8
+block_size = 16
+[train]
+batch_size = 4
+seq_len = 8
+[compile]
+fuse = false
+)";
+
+/// A tiny Llama: grouped-query attention (4 query heads reading 2
+/// key/value heads), SwiGLU, untied head.
+constexpr const char *kTinyLlama = R"(
+[model]
+kind = "llama"
+n_layer = 2
+n_head = 4
+n_kv_head = 2
+n_embd = 16
+intermediate_size = 24
 vocab_size = 61
 vocab_multiple = 8
 block_size = 16
@@ -92,10 +112,24 @@ double worstRelative(const cpu::HostTensor &a, const cpu::HostTensor &b) {
   return worst;
 }
 
-void expectPartitionedMatches(int64_t dp, int64_t tp, int64_t zero = 0) {
+/// A mesh and how the step uses it.
+struct MeshCase {
+  int64_t dp = 1, tp = 1, zero = 0;
+  /// Attention as kiln.attention rather than primitives.
+  bool fusedAttention = false;
+  bool sequenceParallel = false;
+  const char *toml = kTiny;
+};
+
+/// The tiny model's AdamW step partitioned over dp × tp, run on a
+/// ThreadMesh, equals the one-device step on every output.
+void expectPartitionedMatches(const MeshCase &m) {
+  const int64_t dp = m.dp, tp = m.tp, zero = m.zero;
+  const bool fusedAttention = m.fusedAttention;
   auto ctx = test::makeContext();
-  auto config = RunConfig::parse(kTiny, "tiny");
+  auto config = RunConfig::parse(m.toml, "tiny");
   ASSERT_TRUE(static_cast<bool>(config)) << llvm::toString(config.takeError());
+  config->compile.fuse_attention = fusedAttention ? "always" : "never";
   auto module = tooling::buildForwardModule(*ctx, *config, Float64Type::get(ctx.get()));
   ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
   auto dumps = tooling::runTrainingPipeline(**module, *config, {});
@@ -106,6 +140,7 @@ void expectPartitionedMatches(int64_t dp, int64_t tp, int64_t zero = 0) {
   PropagateShardingPassOptions propagate;
   propagate.mesh = "dp=" + std::to_string(dp) + ",tp=" + std::to_string(tp);
   propagate.zero = zero;
+  propagate.sequenceParallel = m.sequenceParallel;
   pm.addPass(createPropagateShardingPass(propagate));
   pm.addPass(createPartitionPass());
   ASSERT_TRUE(succeeded(pm.run(*sharded)));
@@ -118,6 +153,42 @@ void expectPartitionedMatches(int64_t dp, int64_t tp, int64_t zero = 0) {
     reduceScatters += isa<ReduceScatterOp>(op);
     allGathers += isa<AllGatherOp>(op);
   });
+  // Tensor parallelism splits attention by heads: each rank's scores (or
+  // kiln.attention's q, k, v and their gradients) hold n_head / tp heads.
+  int64_t attentions = 0, heads = config->model.n_head / tp;
+  step.walk([&](Operation *op) {
+    Value q;
+    if (auto a = dyn_cast<AttentionOp>(op))
+      q = a.getQ();
+    else if (auto g = dyn_cast<AttentionGradOp>(op))
+      q = g.getQ();
+    else if (isa<SoftmaxOp>(op) && cast<RankedTensorType>(op->getOperand(0).getType()).getRank() == 4)
+      q = op->getOperand(0); // the scores [B, H, T, T]
+    if (!q)
+      return;
+    ++attentions;
+    EXPECT_EQ(cast<RankedTensorType>(q.getType()).getDimSize(1), heads) << op->getName().getStringRef().str();
+  });
+  EXPECT_EQ(attentions, config->model.n_layer * (fusedAttention ? 2 : 1));
+  if (m.sequenceParallel) {
+    // Megatron's sequence parallelism: the norms see T / tp positions a
+    // rank; the activations are gathered over tp before each column-parallel
+    // projection and reduce-scattered after each row-parallel one.
+    int64_t norms = 0, gathers = 0, scatters = 0, t = config->seqLen() / tp;
+    step.walk([&](Operation *op) {
+      if (isa<LayerNormOp, RmsNormOp>(op)) {
+        ++norms;
+        EXPECT_EQ(cast<RankedTensorType>(op->getOperand(0).getType()).getDimSize(1), t);
+      }
+      if (auto g = dyn_cast<AllGatherOp>(op); g && g.getAxis() == "tp")
+        ++gathers;
+      if (auto r = dyn_cast<ReduceScatterOp>(op); r && r.getAxis() == "tp")
+        ++scatters;
+    });
+    EXPECT_EQ(norms, 2 * config->model.n_layer + 1);
+    EXPECT_GE(gathers, 2 * config->model.n_layer);
+    EXPECT_GE(scatters, 2 * config->model.n_layer);
+  }
   if (zero == 0) {
     EXPECT_GT(allReduces, 0) << "a partitioned step sums partial products or gradients";
   } else {
@@ -163,16 +234,43 @@ void expectPartitionedMatches(int64_t dp, int64_t tp, int64_t zero = 0) {
   }
 }
 
-TEST(Sharding, DataParallelTwoRanksEqualsOneDevice) { expectPartitionedMatches(2, 1); }
-TEST(Sharding, DataParallelFourRanksEqualsOneDevice) { expectPartitionedMatches(4, 1); }
-TEST(Sharding, ZeroOneSplitsStatesAndEqualsOneDevice) { expectPartitionedMatches(2, 1, 1); }
-TEST(Sharding, ZeroThreeSplitsParamsAndEqualsOneDevice) { expectPartitionedMatches(2, 1, 3); }
-TEST(Sharding, ZeroThreeOnFourRanksEqualsOneDevice) { expectPartitionedMatches(4, 1, 3); }
-TEST(Sharding, TensorParallelTwoRanksEqualsOneDevice) { expectPartitionedMatches(1, 2); }
-TEST(Sharding, TensorParallelFourRanksEqualsOneDevice) { expectPartitionedMatches(1, 4); }
-TEST(Sharding, DataTimesTensorParallelEqualsOneDevice) { expectPartitionedMatches(2, 2); }
+TEST(Sharding, DataParallelTwoRanksEqualsOneDevice) { expectPartitionedMatches({.dp = 2}); }
+TEST(Sharding, DataParallelFourRanksEqualsOneDevice) { expectPartitionedMatches({.dp = 4}); }
+TEST(Sharding, ZeroOneSplitsStatesAndEqualsOneDevice) {
+  expectPartitionedMatches({.dp = 2, .zero = 1});
+}
+TEST(Sharding, ZeroThreeSplitsParamsAndEqualsOneDevice) {
+  expectPartitionedMatches({.dp = 2, .zero = 3});
+}
+TEST(Sharding, ZeroThreeOnFourRanksEqualsOneDevice) {
+  expectPartitionedMatches({.dp = 4, .zero = 3});
+}
+TEST(Sharding, TensorParallelTwoRanksEqualsOneDevice) { expectPartitionedMatches({.tp = 2}); }
+TEST(Sharding, TensorParallelFourRanksEqualsOneDevice) { expectPartitionedMatches({.tp = 4}); }
+TEST(Sharding, TensorParallelFusedAttentionEqualsOneDevice) {
+  expectPartitionedMatches({.tp = 2, .fusedAttention = true});
+  expectPartitionedMatches({.tp = 4, .fusedAttention = true});
+}
+TEST(Sharding, DataTimesTensorParallelEqualsOneDevice) { expectPartitionedMatches({.dp = 2, .tp = 2}); }
+// Grouped-query attention split by key/value heads (each rank's two query
+// heads read its one key/value head), SwiGLU split like Megatron's MLP.
+TEST(Sharding, LlamaTensorParallelEqualsOneDevice) {
+  expectPartitionedMatches({.tp = 2, .toml = kTinyLlama});
+  expectPartitionedMatches({.tp = 2, .fusedAttention = true, .toml = kTinyLlama});
+  expectPartitionedMatches({.dp = 2, .tp = 2, .zero = 1, .fusedAttention = true, .toml = kTinyLlama});
+}
+TEST(Sharding, DataTimesTensorParallelZeroThreeFusedAttentionEqualsOneDevice) {
+  expectPartitionedMatches({.dp = 2, .tp = 2, .zero = 3, .fusedAttention = true});
+}
 TEST(Sharding, DataTimesTensorParallelWithZeroThreeEqualsOneDevice) {
-  expectPartitionedMatches(2, 2, 3);
+  expectPartitionedMatches({.dp = 2, .tp = 2, .zero = 3});
+}
+TEST(Sharding, SequenceParallelEqualsOneDevice) {
+  expectPartitionedMatches({.tp = 2, .sequenceParallel = true});
+  expectPartitionedMatches({.tp = 4, .fusedAttention = true, .sequenceParallel = true});
+  expectPartitionedMatches({.dp = 2, .tp = 2, .zero = 3, .sequenceParallel = true});
+  expectPartitionedMatches({.tp = 2, .fusedAttention = true, .sequenceParallel = true,
+                            .toml = kTinyLlama});
 }
 
 TEST(Sharding, RankFailureEndsEveryRankWithItsName) {

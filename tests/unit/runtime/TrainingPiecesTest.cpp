@@ -395,6 +395,66 @@ TEST(HuggingFace, Gpt2NamesAndVocabularyPadding) {
   EXPECT_EQ((*back)[0].second.get(5 * 4), 0.0);                         // row 5: zero padding
 }
 
+// GPT-2's packed attention projection is head-major in kiln, (head,
+// q|k|v, D), and (q|k|v, head, D) in Hugging Face's c_attn: column
+// h·3D + j·D + d of kiln's is column j·C + h·D + d of Hugging Face's, for
+// the weight's every row and for the bias; an old (format 2) checkpoint,
+// stored in Hugging Face's order, is converted on load, its moments too.
+TEST(HuggingFace, Gpt2QkvIsHeadMajor) {
+  ModelConfig c;
+  c.n_layer = 1;
+  c.n_embd = 4; // 2 heads of D = 2
+  c.n_head = 2;
+  c.vocab_size = 5;
+  c.vocab_multiple = 8;
+  c.block_size = 3;
+  const int64_t C = 4, D = 2;
+  // Hugging Face's tensors: element (row r, column k) = 100·r + k.
+  cpu::HostTensor w(cpu::DType::F32, {C, 3 * C}), b(cpu::DType::F32, {3 * C});
+  for (int64_t i = 0; i < w.numel(); ++i)
+    w.set(i, 100 * (i / (3 * C)) + i % (3 * C));
+  for (int64_t i = 0; i < b.numel(); ++i)
+    b.set(i, i);
+  NamedTensors hf{{"transformer.h.0.attn.c_attn.weight", w}, {"transformer.h.0.attn.c_attn.bias", b}};
+  auto kiln = tooling::fromHuggingFaceGPT2(hf, c);
+  ASSERT_TRUE(static_cast<bool>(kiln)) << llvm::toString(kiln.takeError());
+  ASSERT_EQ((*kiln)[0].first, "h.0.attn.qkv.w");
+  ASSERT_EQ((*kiln)[1].first, "h.0.attn.qkv.b");
+  for (int64_t h = 0; h < 2; ++h)
+    for (int64_t j = 0; j < 3; ++j)
+      for (int64_t d = 0; d < D; ++d) {
+        int64_t mine = h * 3 * D + j * D + d, theirs = j * C + h * D + d;
+        EXPECT_EQ((*kiln)[1].second.get(mine), theirs);
+        for (int64_t r = 0; r < C; ++r)
+          EXPECT_EQ((*kiln)[0].second.get(r * 3 * C + mine), 100 * r + theirs);
+      }
+  auto back = tooling::toHuggingFaceGPT2(*kiln, c);
+  ASSERT_TRUE(static_cast<bool>(back)) << llvm::toString(back.takeError());
+  for (size_t t = 0; t < 2; ++t)
+    for (int64_t i = 0; i < hf[t].second.numel(); ++i)
+      ASSERT_EQ((*back)[t].second.get(i), hf[t].second.get(i)) << (*back)[t].first << " " << i;
+
+  // A format-2 checkpoint holds Hugging Face's order: upgraded to kiln's.
+  Checkpoint old;
+  old.state.format = 2;
+  old.params = {{"h.0.attn.qkv.w", w}, {"h.0.attn.qkv.b", b}, {"wpe", filled(cpu::DType::F32, {3, 4}, 2)}};
+  old.optimizer = {{"h.0.attn.qkv.w.adam_m", w}, {"wpe.adam_m", filled(cpu::DType::F32, {3, 4}, 2)}};
+  ASSERT_FALSE(static_cast<bool>(tooling::upgradeCheckpoint(old, c)));
+  EXPECT_EQ(old.state.format, 3);
+  for (int64_t i = 0; i < w.numel(); ++i) {
+    EXPECT_EQ(old.params[0].second.get(i), (*kiln)[0].second.get(i));
+    EXPECT_EQ(old.optimizer[0].second.get(i), (*kiln)[0].second.get(i));
+  }
+  EXPECT_EQ(old.params[1].second.get(1 * 3 * D), (*kiln)[1].second.get(1 * 3 * D));
+  EXPECT_EQ(old.params[2].second.get(0), 2.0); // other tensors untouched
+  // A c_attn that is not 3 x n_embd wide is refused, not silently permuted.
+  NamedTensors wrong{{"transformer.h.0.attn.c_attn.weight", filled(cpu::DType::F32, {4, 10}, 1)}};
+  auto refused = tooling::fromHuggingFaceGPT2(wrong, c);
+  ASSERT_FALSE(static_cast<bool>(refused));
+  EXPECT_NE(llvm::toString(refused.takeError()).find("must end in 3 x n_embd = 12 columns"),
+            std::string::npos);
+}
+
 // Llama: nn.Linear weights are [out, in] in Hugging Face files, the padded
 // vocabulary rows are dropped and added back, a tied head comes from the
 // embedding, and a tensor kiln's Llama lacks (a bias) is refused, never
