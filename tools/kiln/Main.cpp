@@ -93,20 +93,30 @@ int main(int argc, char **argv) {
   cl::HideUnrelatedOptions(kilnCategory());
   for (const Command &command : commands())
     cl::HideUnrelatedOptions(kilnCategory(), command.sub);
-  if (!cl::ParseCommandLineOptions(
-          argc, argv,
-          "kiln — compile and train transformers\n\n"
-          "  kiln train [CONFIG] [--set key=value]...   train a model\n"
-          "  kiln compile CONFIG [--dump-ir-after=all]  compile and dump IR\n"
-          "  kiln sample CKPT_DIR [--prompt TEXT]       sample from a checkpoint\n"
-          "  kiln estimate CONFIG                       params, FLOPs, memory\n"
-          "  kiln tokenize --out DIR FILES...           write token shards\n"
-          "  kiln gradcheck CONFIG                      check gradients in f64\n"
-          "  kiln export CKPT_DIR|CONFIG --hf FILE      weights in Hugging Face layout\n"
-          "  kiln bench CONFIG [--gemms FILE]           time a training step on the GPU\n"
-          "  kiln version                               print versions\n\n"
-          "Run `kiln <command> --help` for a command's options.\n",
-          &errs()))
+  // One usage line per command: the overview lists them all; `kiln
+  // <command> --help` shows only its own.
+  static const std::pair<const char *, const char *> usage[] = {
+      {"train", "kiln train [CONFIG] [--set key=value]...   train a model"},
+      {"compile", "kiln compile CONFIG [--dump-ir-after=all]  compile and dump IR"},
+      {"sample", "kiln sample CKPT_DIR [--prompt TEXT]       sample from a checkpoint"},
+      {"estimate", "kiln estimate CONFIG                       params, FLOPs, memory"},
+      {"tokenize", "kiln tokenize --out DIR FILES...           write token shards"},
+      {"gradcheck", "kiln gradcheck CONFIG                      check gradients in f64"},
+      {"export", "kiln export CKPT_DIR|CONFIG --hf FILE      weights in Hugging Face layout"},
+      {"bench", "kiln bench CONFIG [--gemms FILE]           time a training step on the GPU"},
+      {"version", "kiln version                               print versions"},
+  };
+  std::string overview;
+  for (auto [name, line] : usage)
+    if (argc > 1 && StringRef(argv[1]) == name)
+      overview = std::string(line) + "\n";
+  if (overview.empty()) {
+    overview = "kiln — compile and train transformers\n\n";
+    for (auto [name, line] : usage)
+      overview += "  " + std::string(line) + "\n";
+    overview += "\nRun `kiln <command> --help` for a command's options.\n";
+  }
+  if (!cl::ParseCommandLineOptions(argc, argv, overview, &errs()))
     return 1;
   for (const Command &command : commands())
     if (command.sub)

