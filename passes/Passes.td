@@ -318,6 +318,11 @@ def PlanBuffersPass : Pass<"kiln-plan-buffers", "mlir::ModuleOp"> {
     Option<"alignment", "alignment", "int64_t", /*default=*/"256", "Buffer alignment in bytes">,
     Option<"workspaceBytes", "workspace", "int64_t", /*default=*/"67108864",
            "Bytes reserved for cuBLASLt and kernel partial sums">,
+    Option<"recordLive", "record-live", "bool", /*default=*/"false",
+           "Also write kiln.live on every op (temporary bytes live while it runs) and "
+           "kiln.peak on each function: the op at the peak and every value live there "
+           "([defining op index, result number, bytes, index of the last op that keeps it "
+           "alive]; index -1: an argument), for kiln inspect">,
   ];
 }
 

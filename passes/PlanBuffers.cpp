@@ -35,6 +35,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/SetVector.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/MathExtras.h"
 
@@ -291,6 +292,10 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
       if (func.getResultAttr(r, KilnDialect::kGradAttrName))
         grads.insert(rootOf(ret.getOperand(r)));
     int64_t peak = 0, gradsAtPeak = 0, liveGrads = 0;
+    // record-live: the values holding arena bytes now, and a copy at the peak.
+    llvm::SetVector<Value> holding;
+    SmallVector<Value> atPeak;
+    int peakIndex = -1;
     // Values to release after each op.
     std::vector<SmallVector<Value>> dying(end + 1);
     for (auto &[v, at] : lastUse)
@@ -325,11 +330,15 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
           offset[result] = o;
           offsets.push_back(o);
           dying[index[&op]].push_back(result);
+          if (recordLive)
+            holding.insert(result);
           continue;
         }
         int64_t o = arena.allocate(numBytes(result.getType()));
         offset[result] = o;
         offsets.push_back(o);
+        if (recordLive)
+          holding.insert(result);
         if (grads.contains(result))
           liveGrads += numBytes(result.getType());
       }
@@ -343,9 +352,15 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
         scratchOffset = arena.allocate(scratchBytes);
         op.setAttr(KilnDialect::kScratchOffsetAttrName, b.getI64IntegerAttr(scratchOffset));
       }
+      if (recordLive)
+        op.setAttr("kiln.live", b.getI64IntegerAttr(arena.live()));
       if (arena.live() > peak) {
         peak = arena.live();
         gradsAtPeak = liveGrads;
+        if (recordLive) {
+          atPeak.assign(holding.begin(), holding.end());
+          peakIndex = index[&op];
+        }
       }
       if (scratchOffset >= 0)
         arena.release(scratchOffset, scratchBytes);
@@ -354,9 +369,23 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
         if (it == offset.end() || inPlace.count(v) || isa<BlockArgument>(v))
           continue;
         arena.release(it->second, numBytes(v.getType()));
+        holding.remove(v);
         if (grads.contains(v))
           liveGrads -= numBytes(v.getType());
       }
+    }
+    if (recordLive) {
+      SmallVector<Attribute> residents;
+      for (Value v : atPeak) {
+        auto result = cast<OpResult>(v);
+        auto it = lastUse.find(v);
+        residents.push_back(b.getDenseI64ArrayAttr(
+            {index[result.getOwner()], result.getResultNumber(), numBytes(v.getType()),
+             it == lastUse.end() ? index[result.getOwner()] : it->second}));
+      }
+      func->setAttr("kiln.peak",
+                    b.getDictionaryAttr({b.getNamedAttr("op", b.getI64IntegerAttr(peakIndex)),
+                                         b.getNamedAttr("residents", b.getArrayAttr(residents))}));
     }
     func->setAttr(KilnDialect::kMemoryAttrName,
                   b.getDictionaryAttr({b.getNamedAttr("scratch", b.getI64IntegerAttr(arena.highWater())),

@@ -32,6 +32,7 @@ llvm::cl::SubCommand &tokenizeCommand();
 llvm::cl::SubCommand &gradcheckCommand();
 llvm::cl::SubCommand &exportCommand();
 llvm::cl::SubCommand &benchCommand();
+llvm::cl::SubCommand &inspectCommand();
 llvm::cl::SubCommand &versionCommand();
 
 int runTrain();
@@ -42,6 +43,7 @@ int runTokenize();
 int runGradcheck();
 int runExport();
 int runBench();
+int runInspect();
 int runVersion();
 
 /// The option category of every kiln option (others are hidden from --help).

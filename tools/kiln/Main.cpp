@@ -55,6 +55,11 @@ cl::SubCommand &benchCommand() {
   return sub;
 }
 
+cl::SubCommand &inspectCommand() {
+  static cl::SubCommand sub("inspect", "Where a config's FLOPs, bytes and memory go, op by op");
+  return sub;
+}
+
 cl::SubCommand &versionCommand() {
   static cl::SubCommand sub("version", "Print the versions of kiln, LLVM/MLIR and CUDA");
   return sub;
@@ -66,7 +71,7 @@ ArrayRef<Command> commands() {
       {sampleCommand(), runSample},       {estimateCommand(), runEstimate},
       {tokenizeCommand(), runTokenize},   {gradcheckCommand(), runGradcheck},
       {exportCommand(), runExport},       {benchCommand(), runBench},
-      {versionCommand(), runVersion},
+      {inspectCommand(), runInspect},     {versionCommand(), runVersion},
   };
   return all;
 }
@@ -104,6 +109,7 @@ int main(int argc, char **argv) {
       {"gradcheck", "kiln gradcheck CONFIG                      check gradients in f64"},
       {"export", "kiln export CKPT_DIR|CONFIG --hf FILE      weights in Hugging Face layout"},
       {"bench", "kiln bench CONFIG [--gemms FILE]           time a training step on the GPU"},
+      {"inspect", "kiln inspect CONFIG [--memory-svg F]        FLOPs, bytes, memory per op"},
       {"version", "kiln version                               print versions"},
   };
   std::string overview;
