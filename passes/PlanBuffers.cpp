@@ -52,6 +52,12 @@ using namespace mlir;
 
 namespace kiln {
 
+std::optional<unsigned> inPlaceOperand(Operation *op) {
+  if (isa<CrossEntropyGradOp>(op))
+    return 0; // logits -> dlogits
+  return std::nullopt;
+}
+
 bool isInlinedConstant(Operation *op) {
   auto constant = dyn_cast<ConstantOp>(op);
   if (!constant || !isa<SplatElementsAttr>(constant.getValue()))
@@ -324,6 +330,26 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
         if (!lastUse.count(result) && !result.use_empty()) {
           offsets.push_back(-1);
           continue;
+        }
+        // The result takes over an operand's buffer that dies here.
+        if (std::optional<unsigned> i = inPlaceOperand(&op); i && result == op.getResult(0)) {
+          Value dead = rootOf(op.getOperand(*i));
+          auto it = offset.find(dead);
+          if (!isa<BlockArgument>(dead) && !inPlace.count(dead) && it != offset.end() &&
+              lastUse.lookup(dead) == index[&op] &&
+              numBytes(dead.getType()) == numBytes(result.getType()) && !grads.contains(dead)) {
+            offset[result] = it->second;
+            offsets.push_back(it->second);
+            // The buffer now belongs to the result: released when it dies.
+            llvm::erase(dying[index[&op]], dead);
+            if (recordLive) {
+              holding.remove(dead);
+              holding.insert(result);
+            }
+            if (grads.contains(result))
+              liveGrads += numBytes(result.getType());
+            continue;
+          }
         }
         if (result.use_empty()) { // a result nobody reads (layer_norm's mean in @forward)
           int64_t o = arena.allocate(numBytes(result.getType()));

@@ -5,12 +5,22 @@
 
 #include "mlir/IR/Operation.h"
 
+#include <optional>
+
 namespace kiln {
 
 /// A splat kiln.constant whose users are all elementwise ops: it gets no
 /// buffer, and codegen writes its value into those ops' kernels as a literal
 /// (the attention scale, the -inf of the causal mask, ...).
 bool isInlinedConstant(mlir::Operation *op);
+
+/// The operand whose buffer result 0 may take when that operand dies at
+/// the op: the op's kernel (GPU and CPU) reads each element of it before
+/// writing the same element of the result, at the same offset, and its
+/// pointers are not __restrict__. Today cross_entropy_grad's logits (the
+/// gradient is exp(logit - lse) - onehot, element by element): the two
+/// largest temporaries of a language model's step, one buffer.
+std::optional<unsigned> inPlaceOperand(mlir::Operation *op);
 
 } // namespace kiln
 

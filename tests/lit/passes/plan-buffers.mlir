@@ -88,3 +88,48 @@ func.func @second(%w: tensor<64xf32> {kiln.param = "w"}, %x: tensor<8xf32> {kiln
   %y = kiln.mul %w, %w : tensor<64xf32>
   return %y : tensor<64xf32>
 }
+
+// -----
+
+// cross_entropy_grad writes the gradient over the logits when they die
+// there (its kernel reads each logit before writing that element): the two
+// largest buffers of a language model's step are one. Not when something
+// reads the logits later, and never over an argument.
+// CHECK-LABEL: func.func @logits_die
+// CHECK: %[[L:.+]] = kiln.exp {{.*}}kiln.offsets = array<i64: [[O:[0-9]+]]>
+// CHECK: kiln.cross_entropy %[[L]]
+// CHECK: kiln.cross_entropy_grad %[[L]], {{.*}}kiln.offsets = array<i64: [[O]]>
+func.func @logits_die(%x: tensor<4x64xf32> {kiln.input = "x"}, %t: tensor<4xi32> {kiln.input = "t"})
+    -> (tensor<4x64xf32> {kiln.output = "d"}) {
+  %l = kiln.exp %x : tensor<4x64xf32>
+  %loss, %lse = kiln.cross_entropy %l, %t : tensor<4x64xf32>, tensor<4xi32> -> tensor<4xf32>, tensor<4xf32>
+  %d = kiln.cross_entropy_grad %l, %t, %lse, %loss : tensor<4x64xf32>, tensor<4xi32>, tensor<4xf32>, tensor<4xf32> -> tensor<4x64xf32>
+  return %d : tensor<4x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @logits_live_on
+// CHECK: kiln.exp {{.*}}kiln.offsets = array<i64: 2304>
+// CHECK: kiln.cross_entropy_grad {{.*}}kiln.offsets = array<i64: 3840>
+// CHECK: kiln.add
+func.func @logits_live_on(%x: tensor<4x64xf32> {kiln.input = "x"}, %t: tensor<4xi32> {kiln.input = "t"})
+    -> (tensor<4x64xf32> {kiln.output = "d"}) {
+  %l = kiln.exp %x : tensor<4x64xf32>
+  %loss, %lse = kiln.cross_entropy %l, %t : tensor<4x64xf32>, tensor<4xi32> -> tensor<4xf32>, tensor<4xf32>
+  %d = kiln.cross_entropy_grad %l, %t, %lse, %loss : tensor<4x64xf32>, tensor<4xi32>, tensor<4xf32>, tensor<4xf32> -> tensor<4x64xf32>
+  %s = kiln.add %d, %l : tensor<4x64xf32>
+  return %s : tensor<4x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @logits_are_an_argument
+// CHECK-SAME: kiln.input = "x", kiln.offset = 0
+// CHECK: kiln.cross_entropy_grad {{.*}}kiln.offsets = array<i64: 2816>
+func.func @logits_are_an_argument(%x: tensor<4x64xf32> {kiln.input = "x"}, %t: tensor<4xi32> {kiln.input = "t"})
+    -> (tensor<4x64xf32> {kiln.output = "d"}) {
+  %loss, %lse = kiln.cross_entropy %x, %t : tensor<4x64xf32>, tensor<4xi32> -> tensor<4xf32>, tensor<4xf32>
+  %d = kiln.cross_entropy_grad %x, %t, %lse, %loss : tensor<4x64xf32>, tensor<4xi32>, tensor<4xf32>, tensor<4xf32> -> tensor<4x64xf32>
+  return %d : tensor<4x64xf32>
+}
