@@ -33,6 +33,7 @@ llvm::cl::SubCommand &gradcheckCommand();
 llvm::cl::SubCommand &exportCommand();
 llvm::cl::SubCommand &benchCommand();
 llvm::cl::SubCommand &inspectCommand();
+llvm::cl::SubCommand &bisectCommand();
 llvm::cl::SubCommand &versionCommand();
 
 int runTrain();
@@ -44,6 +45,7 @@ int runGradcheck();
 int runExport();
 int runBench();
 int runInspect();
+int runBisect();
 int runVersion();
 
 /// The option category of every kiln option (others are hidden from --help).

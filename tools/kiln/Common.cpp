@@ -14,6 +14,7 @@ static cl::list<std::string> sets("set", cl::desc("Override a config key: --set 
                                   cl::sub(estimateCommand()), cl::sub(gradcheckCommand()),
                                   cl::sub(sampleCommand()), cl::sub(benchCommand()),
                                   cl::sub(exportCommand()), cl::sub(inspectCommand()),
+                                  cl::sub(bisectCommand()),
                                   cl::cat(kilnCategory()));
 
 ArrayRef<std::string> setOverrides() { return sets; }

@@ -60,6 +60,11 @@ cl::SubCommand &inspectCommand() {
   return sub;
 }
 
+cl::SubCommand &bisectCommand() {
+  static cl::SubCommand sub("bisect", "Find the first pass that changes a config's numbers");
+  return sub;
+}
+
 cl::SubCommand &versionCommand() {
   static cl::SubCommand sub("version", "Print the versions of kiln, LLVM/MLIR and CUDA");
   return sub;
@@ -71,7 +76,8 @@ ArrayRef<Command> commands() {
       {sampleCommand(), runSample},       {estimateCommand(), runEstimate},
       {tokenizeCommand(), runTokenize},   {gradcheckCommand(), runGradcheck},
       {exportCommand(), runExport},       {benchCommand(), runBench},
-      {inspectCommand(), runInspect},     {versionCommand(), runVersion},
+      {inspectCommand(), runInspect},     {bisectCommand(), runBisect},
+      {versionCommand(), runVersion},
   };
   return all;
 }
@@ -110,6 +116,7 @@ int main(int argc, char **argv) {
       {"export", "kiln export CKPT_DIR|CONFIG --hf FILE      weights in Hugging Face layout"},
       {"bench", "kiln bench CONFIG [--gemms FILE]           time a training step on the GPU"},
       {"inspect", "kiln inspect CONFIG [--memory-svg F]        FLOPs, bytes, memory per op"},
+      {"bisect", "kiln bisect CONFIG | --dumps DIR           the first pass that changes results"},
       {"version", "kiln version                               print versions"},
   };
   std::string overview;

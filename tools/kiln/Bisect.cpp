@@ -1,0 +1,313 @@
+//===- Bisect.cpp - `kiln bisect`: the first pass that changed the numbers --===//
+//
+// Compiles a config with a dump after every pass of the training pipeline
+// (or reads a directory of such dumps, --dumps), then runs each function of
+// each dump on the CPU interpreter with the same seeded inputs and compares
+// it with the same function of the dump before: the first pass after which
+// a function's results differ by more than the tolerance is reported, with
+// the result, how far off it is, and the op (and model scope) that makes it
+// in the new IR. A pass that creates a function (autodiff's @train_step)
+// starts a new baseline for it: gradients are checked against finite
+// differences by `kiln gradcheck`, not here.
+//
+// Comparing kernels on the GPU against the interpreter (--device cuda) is
+// planned.
+//
+//===----------------------------------------------------------------------===//
+
+#include "tools/kiln/Commands.h"
+#include "tools/kiln/Common.h"
+
+#include "ir/KilnOps.h"
+#include "runtime/Random.h"
+#include "runtime/cpu/Interpreter.h"
+#include "tools/support/Compile.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+
+#include "llvm/ADT/ScopeExit.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace llvm;
+
+namespace kiln::cli {
+
+static cl::opt<std::string> configPath(cl::Positional, cl::desc("<config.toml>"),
+                                       cl::sub(bisectCommand()), cl::cat(kilnCategory()));
+static cl::opt<std::string> dumpsDir("dumps",
+                                     cl::desc("Bisect these dumps (kiln compile --dump-dir) instead "
+                                              "of compiling a config"),
+                                     cl::value_desc("dir"), cl::sub(bisectCommand()),
+                                     cl::cat(kilnCategory()));
+static cl::opt<std::string> keepDir("keep",
+                                    cl::desc("Write the dumps here and keep them (default: a "
+                                             "temporary directory, removed after)"),
+                                    cl::value_desc("dir"), cl::sub(bisectCommand()),
+                                    cl::cat(kilnCategory()));
+static cl::opt<double> tolerance("tolerance",
+                                 cl::desc("Largest relative difference a pass may make: "
+                                          "max |new - old| / max |old| per result (default 1e-5)"),
+                                 cl::init(1e-5), cl::sub(bisectCommand()), cl::cat(kilnCategory()));
+static cl::opt<uint64_t> seed("seed", cl::desc("Seed of the inputs"), cl::init(0),
+                              cl::sub(bisectCommand()), cl::cat(kilnCategory()));
+
+namespace {
+
+std::string scopeOf(mlir::Operation *op) {
+  mlir::Location loc = op->getLoc();
+  if (auto fused = dyn_cast<mlir::FusedLoc>(loc); fused && !fused.getLocations().empty())
+    loc = fused.getLocations().front();
+  if (auto name = dyn_cast<mlir::NameLoc>(loc))
+    return name.getName().str();
+  return "";
+}
+
+/// Seeded arguments for `func` by what each is: token ids below the
+/// vocabulary (read from the embedding or the arguments' bound, `vocab`),
+/// lr 1e-3, step 1, loss scale 1, parameters N(0, 0.1) (larger than an
+/// initialization, so that a wrong op moves the loss), optimizer states
+/// |N(0, 1e-3)| (second moments must not be negative), other inputs N(0, 1).
+std::vector<cpu::HostTensor> argumentsFor(mlir::func::FuncOp func, int64_t vocab, uint64_t seed) {
+  std::vector<cpu::HostTensor> args;
+  for (mlir::BlockArgument arg : func.getArguments()) {
+    unsigned i = arg.getArgNumber();
+    auto type = cpu::hostTypeOf(arg.getType());
+    if (!type) {
+      consumeError(type.takeError());
+      args.emplace_back();
+      continue;
+    }
+    cpu::HostTensor t(type->first, type->second);
+    auto name = [&](StringRef attr) {
+      auto s = func.getArgAttrOfType<mlir::StringAttr>(i, attr);
+      return s ? s.getValue().str() : std::string();
+    };
+    std::string input = name(KilnDialect::kInputAttrName), param = name(KilnDialect::kParamAttrName);
+    bool state = func.getArgAttr(i, KilnDialect::kStateAttrName) != nullptr;
+    Rng rng(seed, input + "|" + param + "|" + std::to_string(state ? i : 0));
+    bool integer = t.dtype() == cpu::DType::I32 || t.dtype() == cpu::DType::I64;
+    for (int64_t e = 0; e < t.numel(); ++e) {
+      double v;
+      if (integer)
+        v = input == "segments" ? 0.0 : input == "positions" ? static_cast<double>(e % std::max<int64_t>(1, t.dim(-1))) : static_cast<double>(rng.next() % static_cast<uint64_t>(std::max<int64_t>(1, vocab)));
+      else if (input == "lr")
+        v = 1e-3;
+      else if (input == "step" || input == "loss_scale")
+        v = 1;
+      else if (!param.empty())
+        v = 0.1 * rng.normal();
+      else if (state)
+        v = 1e-3 * std::fabs(rng.normal());
+      else
+        v = rng.normal();
+      t.set(e, v);
+    }
+    args.push_back(std::move(t));
+  }
+  return args;
+}
+
+/// The largest token id every embedding and cross-entropy of `module`
+/// accepts, plus one (256 when it has neither).
+int64_t vocabOf(mlir::ModuleOp module) {
+  int64_t vocab = INT64_MAX;
+  module.walk([&](EmbeddingOp op) {
+    vocab = std::min(vocab, cast<mlir::RankedTensorType>(op.getTable().getType()).getDimSize(0));
+  });
+  module.walk([&](CrossEntropyOp op) {
+    if (auto valid = op.getValidClasses())
+      vocab = std::min<int64_t>(vocab, static_cast<int64_t>(*valid));
+  });
+  return vocab == INT64_MAX ? 256 : vocab;
+}
+
+/// An op as text without its operands' names: name, attributes, result
+/// types and scope.
+std::string signatureOf(mlir::Operation *op) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << op->getName() << " " << op->getAttrDictionary() << " " << op->getResultTypes() << " @"
+     << scopeOf(op);
+  return s;
+}
+
+/// The first op of `after` (program order) with no like op left in
+/// `before` — the first place the pass changed, a candidate for where the
+/// numbers went wrong.
+mlir::Operation *firstChangedOp(mlir::func::FuncOp before, mlir::func::FuncOp after) {
+  llvm::StringMap<int> unused;
+  before.walk([&](mlir::Operation *op) { ++unused[signatureOf(op)]; });
+  mlir::Operation *first = nullptr;
+  after.getBody().walk<mlir::WalkOrder::PreOrder>([&](mlir::Operation *op) {
+    if (isa<mlir::func::ReturnOp>(op))
+      return mlir::WalkResult::advance();
+    int &n = unused[signatureOf(op)];
+    if (n > 0) {
+      --n;
+      return mlir::WalkResult::advance();
+    }
+    first = op;
+    return mlir::WalkResult::interrupt();
+  });
+  return first;
+}
+
+struct Stage {
+  std::string name, path; ///< "07-cse", its file
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+};
+
+} // namespace
+
+int runBisect() {
+  if (configPath.empty() == dumpsDir.empty())
+    return fail("bisect", "give a config to compile, or --dumps DIR (kiln compile --dump-dir), "
+                          "not both");
+  if (!(tolerance >= 0) || !std::isfinite(tolerance))
+    return fail("bisect", "--tolerance must be a finite number, not negative");
+  int64_t vocab = 256;
+  std::string dir = dumpsDir;
+  SmallString<128> temporary;
+  if (!configPath.empty()) {
+    auto config = loadConfig(configPath, setOverrides());
+    if (!config)
+      return fail("bisect", toString(config.takeError()));
+    vocab = config->model.vocab_size;
+    if (config->parallel.numRanks() > 1)
+      return fail("bisect", "bisect runs the one-device program; drop the [parallel] mesh");
+    if (keepDir.empty()) {
+      if (std::error_code ec = sys::fs::createUniqueDirectory("kiln-bisect", temporary))
+        return fail("bisect", "cannot create a temporary directory: " + ec.message());
+      dir = std::string(temporary);
+    } else {
+      dir = keepDir;
+    }
+    mlir::MLIRContext ctx;
+    auto module = tooling::buildForwardModule(ctx, *config, mlir::Float32Type::get(&ctx));
+    if (!module)
+      return fail("bisect", toString(module.takeError()));
+    auto written = tooling::runTrainingPipeline(**module, *config, {dir, {"all"}});
+    if (!written)
+      return fail("bisect", toString(written.takeError()));
+  }
+  llvm::scope_exit cleanup([&] {
+    if (!temporary.empty())
+      sys::fs::remove_directories(temporary);
+  });
+
+  // The dumps in pass order (their names start with the pass's number).
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec))
+    if (StringRef(it->path()).ends_with(".mlir"))
+      files.push_back(it->path());
+  if (ec)
+    return fail("bisect", "cannot read '" + dir + "': " + ec.message());
+  std::sort(files.begin(), files.end());
+  if (files.size() < 2)
+    return fail("bisect", "'" + dir + "' holds " + std::to_string(files.size()) +
+                              " dumps; bisecting needs the IR before and after at least one pass");
+
+  mlir::MLIRContext ctx;
+  tooling::loadDialects(ctx);
+  ctx.allowUnregisteredDialects(false);
+  outs() << formatv("kiln bisect: {0} dumps in {1}; each function on the CPU interpreter, "
+                    "tolerance {2:e1} relative\n",
+                    files.size(), dir, tolerance.getValue());
+  std::optional<Stage> previous;
+  for (const std::string &file : files) {
+    Stage stage{sys::path::stem(file).str(), file, mlir::parseSourceFile<mlir::ModuleOp>(file, &ctx)};
+    if (!stage.module)
+      return fail("bisect", "'" + file + "' is not valid kiln IR (the parser's message is above)");
+    if (!previous) {
+      if (dumpsDir.getNumOccurrences())
+        vocab = vocabOf(*stage.module);
+      previous = std::move(stage);
+      continue;
+    }
+    int compared = 0;
+    for (auto func : stage.module->getOps<mlir::func::FuncOp>()) {
+      auto before = previous->module->lookupSymbol<mlir::func::FuncOp>(func.getSymName());
+      if (func.isExternal() || !before || before.isExternal() ||
+          before.getFunctionType() != func.getFunctionType())
+        continue;
+      std::vector<cpu::HostTensor> args = argumentsFor(func, vocab, seed);
+      auto run = [&](mlir::func::FuncOp f) -> Expected<std::vector<cpu::HostTensor>> {
+        auto interp = cpu::Interpreter::create(f);
+        if (!interp)
+          return interp.takeError();
+        return (*interp)->run(args);
+      };
+      auto want = run(before);
+      if (!want)
+        return fail("bisect", formatv("@{0} of {1} does not run: {2}", func.getSymName(),
+                                      previous->name, toString(want.takeError())));
+      auto got = run(func);
+      if (!got) {
+        outs() << formatv("first failure: {0}: @{1} no longer runs: {2}\n", stage.name,
+                          func.getSymName(), toString(got.takeError()));
+        return 1;
+      }
+      ++compared;
+      auto results = func.getBody().front().getTerminator()->getOperands();
+      for (size_t r = 0; r < want->size() && r < got->size(); ++r) {
+        const cpu::HostTensor &a = (*want)[r], &b = (*got)[r];
+        if (!a.defined() || a.numel() != b.numel())
+          continue;
+        double scale = 0, worst = 0;
+        int64_t at = -1;
+        bool nonFinite = false;
+        for (int64_t e = 0; e < a.numel(); ++e)
+          scale = std::max(scale, std::fabs(a.get(e)));
+        for (int64_t e = 0; e < a.numel(); ++e) {
+          double d = std::fabs(a.get(e) - b.get(e));
+          if (!std::isfinite(b.get(e)) && std::isfinite(a.get(e)))
+            nonFinite = true;
+          if (!(d <= worst)) { // NaN counts as the worst
+            worst = d;
+            at = e;
+          }
+        }
+        double rel = worst / std::max(scale, 1e-30);
+        if (!nonFinite && rel <= tolerance)
+          continue;
+        auto name = func.getResultAttrOfType<mlir::StringAttr>(r, KilnDialect::kOutputAttrName);
+        mlir::Operation *producer = r < results.size() ? results[r].getDefiningOp() : nullptr;
+        outs() << formatv("first pass that changed the numbers: {0}\n", stage.name);
+        outs() << formatv("  @{0} result #{1}{2}: element {3} is {4:e4} after it, {5:e4} before "
+                          "({6:e2} relative to the result's largest, tolerance {7:e1})\n",
+                          func.getSymName(), r, name ? " (" + name.getValue().str() + ")" : "", at,
+                          b.get(at), a.get(at), rel, tolerance.getValue());
+        if (producer)
+          outs() << formatv("  made by {0}{1} in {2}\n", producer->getName().getStringRef(),
+                            scopeOf(producer).empty() ? "" : " at \"" + scopeOf(producer) + "\"",
+                            stage.path);
+        if (mlir::Operation *changed = firstChangedOp(before, func)) {
+          std::string text;
+          llvm::raw_string_ostream os(text);
+          changed->print(os, mlir::OpPrintingFlags().skipRegions().elideLargeElementsAttrs(8));
+          outs() << formatv("  the first op of @{0} the pass changed{1}:\n    {2}\n",
+                            func.getSymName(),
+                            scopeOf(changed).empty() ? "" : " (at \"" + scopeOf(changed) + "\")",
+                            StringRef(text).trim());
+        }
+        outs() << formatv("  the IR before: {0}\n", previous->path);
+        return 1;
+      }
+    }
+    outs() << formatv("  {0}: {1} function(s) agree\n", stage.name, compared);
+    previous = std::move(stage);
+  }
+  outs() << "no pass changed the numbers beyond the tolerance\n";
+  return 0;
+}
+
+} // namespace kiln::cli
