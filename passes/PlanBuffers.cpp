@@ -332,7 +332,8 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
           continue;
         }
         // The result takes over an operand's buffer that dies here.
-        if (std::optional<unsigned> i = inPlaceOperand(&op); i && result == op.getResult(0)) {
+        if (std::optional<unsigned> i = inPlaceOperand(&op);
+            i && result == op.getResult(0) && !result.use_empty()) {
           Value dead = rootOf(op.getOperand(*i));
           auto it = offset.find(dead);
           if (!isa<BlockArgument>(dead) && !inPlace.count(dead) && it != offset.end() &&

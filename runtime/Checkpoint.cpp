@@ -223,7 +223,8 @@ llvm::Expected<std::string> saveCheckpoint(llvm::StringRef dir, const Checkpoint
     return error("cannot create a temporary checkpoint directory in '" + dir + "': " + e.message());
   std::string tmpDir(tmp);
   // createUniqueDirectory appends "-XXXXXX" to the prefix: ".tmp-XXXXXX".
-  if (llvm::Error err = writeSafetensors(join(tmpDir, "model.safetensors"), checkpoint.params))
+  if (llvm::Error err = writeSafetensors(join(tmpDir, "model.safetensors"), checkpoint.params,
+                                         {{kLayoutMetadataKey, kLayoutHeadMajor}}))
     return std::move(err);
   if (llvm::Error err = writeSafetensors(join(tmpDir, "optimizer.safetensors"), checkpoint.optimizer))
     return std::move(err);

@@ -42,6 +42,12 @@ struct TrainingState {
   std::string config;         ///< the resolved config, TOML
 };
 
+/// The metadata key and value kiln writes into a checkpoint's
+/// model.safetensors since GPT-2's attn.qkv is head-major (state format 3),
+/// so a lone copy of that file says which layout it holds.
+inline constexpr const char *kLayoutMetadataKey = "kiln.qkv_layout";
+inline constexpr const char *kLayoutHeadMajor = "head-major";
+
 struct Checkpoint {
   NamedTensors params, optimizer;
   TrainingState state;

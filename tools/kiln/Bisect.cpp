@@ -175,7 +175,11 @@ int runBisect() {
     return fail("bisect", "--tolerance must be a finite number, not negative");
   int64_t vocab = 256;
   std::string dir = dumpsDir;
-  SmallString<128> temporary;
+  SmallString<128> temporary; // removed on every return
+  llvm::scope_exit cleanup([&] {
+    if (!temporary.empty())
+      sys::fs::remove_directories(temporary);
+  });
   if (!configPath.empty()) {
     auto config = loadConfig(configPath, setOverrides());
     if (!config)
@@ -198,10 +202,6 @@ int runBisect() {
     if (!written)
       return fail("bisect", toString(written.takeError()));
   }
-  llvm::scope_exit cleanup([&] {
-    if (!temporary.empty())
-      sys::fs::remove_directories(temporary);
-  });
 
   // The dumps in pass order (their names start with the pass's number).
   std::vector<std::string> files;
@@ -266,17 +266,26 @@ int runBisect() {
         int64_t at = -1;
         bool nonFinite = false;
         for (int64_t e = 0; e < a.numel(); ++e)
-          scale = std::max(scale, std::fabs(a.get(e)));
+          if (std::isfinite(a.get(e)))
+            scale = std::max(scale, std::fabs(a.get(e)));
         for (int64_t e = 0; e < a.numel(); ++e) {
-          double d = std::fabs(a.get(e) - b.get(e));
-          if (!std::isfinite(b.get(e)) && std::isfinite(a.get(e)))
+          double x = a.get(e), y = b.get(e);
+          // Equal non-finite values (NaN in both, the same infinity) agree;
+          // any other non-finite mismatch is the answer.
+          if (!std::isfinite(x) || !std::isfinite(y)) {
+            if ((std::isnan(x) && std::isnan(y)) || x == y)
+              continue;
             nonFinite = true;
-          if (!(d <= worst)) { // NaN counts as the worst
+            at = e;
+            break;
+          }
+          double d = std::fabs(x - y);
+          if (d > worst) {
             worst = d;
             at = e;
           }
         }
-        double rel = worst / std::max(scale, 1e-30);
+        double rel = nonFinite ? INFINITY : worst / std::max(scale, 1e-30);
         if (!nonFinite && rel <= tolerance)
           continue;
         auto name = func.getResultAttrOfType<mlir::StringAttr>(r, KilnDialect::kOutputAttrName);

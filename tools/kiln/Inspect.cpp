@@ -397,7 +397,7 @@ int runInspect() {
     std::vector<Resident> residents;
     for (mlir::Attribute a : peakAttr.getAs<mlir::ArrayAttr>("residents")) {
       auto v = cast<mlir::DenseI64ArrayAttr>(a).asArrayRef();
-      if (v.size() == 4)
+      if (v.size() == 4 && v[0] >= 0 && v[0] < static_cast<int64_t>(order.size()) && v[3] >= 0)
         residents.push_back({v[0], v[1], v[2], v[3]});
     }
     std::sort(residents.begin(), residents.end(),

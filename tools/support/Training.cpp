@@ -499,18 +499,44 @@ llvm::Error TrainingRun::restore() {
     // A safetensors file, or a checkpoint or run directory: its (latest)
     // checkpoint's model.safetensors.
     std::string from = config_.model.init_from;
+    // A checkpoint's weights come through the checkpoint (verified, and
+    // converted from an older layout: GPT-2's attn.qkv before format 3).
+    std::string checkpointDir;
     if (llvm::sys::fs::is_directory(from)) {
       auto dir = resolveCheckpoint(from);
       if (!dir)
         return error("model.init_from: " + llvm::toString(dir.takeError()));
+      checkpointDir = *dir;
       from = join(*dir, "model.safetensors");
+    } else if (llvm::sys::fs::exists(join(llvm::sys::path::parent_path(from), "state.json"))) {
+      checkpointDir = llvm::sys::path::parent_path(from).str();
     }
-    auto weights = readSafetensors(from);
+    std::map<std::string, std::string> metadata;
+    llvm::Expected<NamedTensors> weights = NamedTensors();
+    if (!checkpointDir.empty()) {
+      auto loaded = loadCheckpoint(checkpointDir);
+      if (!loaded)
+        return error("model.init_from: " + llvm::toString(loaded.takeError()));
+      if (llvm::Error err = upgradeCheckpoint(*loaded, config_.model))
+        return error("model.init_from: " + llvm::toString(std::move(err)));
+      weights = std::move(loaded->params);
+    } else {
+      weights = readSafetensors(from, &metadata);
+    }
     if (!weights)
       return weights.takeError();
     bool huggingFace = llvm::any_of(*weights, [](const auto &e) {
       return llvm::StringRef(e.first).ends_with(".weight");
     });
+    // A lone kiln-named file holding GPT-2's packed attention: only one
+    // written with the head-major layout mark can be read as is.
+    if (!huggingFace && checkpointDir.empty() && config_.model.kind != "llama" &&
+        llvm::any_of(*weights, [](const auto &e) { return isGPT2Qkv(e.first); }) &&
+        metadata[kLayoutMetadataKey] != kLayoutHeadMajor)
+      return error("model.init_from '" + from + "': kiln-named GPT-2 weights without the " +
+                   kLayoutMetadataKey + " mark were written before attn.qkv became head-major "
+                   "(checkpoint format 3) and would load with the wrong heads; give their "
+                   "checkpoint directory instead (it records the format and is converted)");
     if (huggingFace) {
       auto converted = fromHuggingFace(*weights, config_.model);
       if (!converted)
