@@ -13,13 +13,15 @@
 //     with the op that made it and the last op that keeps it alive;
 //   - one transformer block's ops as a Graphviz graph (--dot), with each
 //     fusion region drawn as a cluster of its body.
-// Measured times (--profile on a GPU) are planned.
+// With --profile FILE (kiln bench --profile's JSON from a GPU run of the same
+// config), the measured GPU time of each op beside its bound.
 //
 //===----------------------------------------------------------------------===//
 
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
 
+#include "codegen/Emitter.h"
 #include "ir/KilnOps.h"
 #include "passes/Passes.h"
 #include "support/Files.h"
@@ -31,6 +33,8 @@
 
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
@@ -68,6 +72,11 @@ static cl::opt<std::string> dotPath("dot",
                                     cl::cat(kilnCategory()));
 static cl::opt<int> block("block", cl::desc("The block --dot draws (default 0)"), cl::init(0),
                           cl::sub(inspectCommand()), cl::cat(kilnCategory()));
+static cl::opt<std::string> profilePath(
+    "profile",
+    cl::desc("Measured times to set beside the bounds: the JSON `kiln bench --profile` wrote "
+             "for the same config on a GPU"),
+    cl::value_desc("profile.json"), cl::sub(inspectCommand()), cl::cat(kilnCategory()));
 
 namespace {
 
@@ -130,7 +139,35 @@ struct Row {
   std::string kind, scope;
   double flops, bytes, seconds;
   bool computeBound;
+  double measured = -1; ///< seconds, from --profile; -1: none
 };
+
+/// kiln bench --profile's JSON: the GPU seconds of each plan step, summed
+/// by the IR op the step came from, as the plan names it (op name and
+/// location: Emitter::describe). Ops that share a name and location share
+/// the sum.
+Expected<StringMap<double>> readProfile(StringRef path) {
+  auto buffer = readRegularFile(path, "profile");
+  if (!buffer)
+    return buffer.takeError();
+  auto json = json::parse((*buffer)->getBuffer());
+  if (!json)
+    return createStringError(inconvertibleErrorCode(), "'" + path + "' is not JSON: " +
+                                                           toString(json.takeError()));
+  const json::Array *steps = json->getAsObject() ? json->getAsObject()->getArray("steps") : nullptr;
+  if (!steps)
+    return createStringError(inconvertibleErrorCode(),
+                             "'" + path + "' is not a kiln bench --profile file (no \"steps\")");
+  StringMap<double> byOp;
+  for (const json::Value &v : *steps) {
+    const json::Object *o = v.getAsObject();
+    auto op = o ? o->getString("op") : std::nullopt;
+    auto ms = o ? o->getNumber("ms") : std::nullopt;
+    if (op && ms)
+      byOp[*op] += *ms * 1e-3;
+  }
+  return byOp;
+}
 
 Error writeDot(StringRef path, mlir::func::FuncOp func, int blockIndex) {
   std::string prefix = "h." + std::to_string(blockIndex) + ".";
@@ -308,6 +345,29 @@ int runInspect() {
     double tc = flops / peak, tm = bytes / bw;
     rows.push_back({&op, kindOf(&op), scopeOf(&op), flops, bytes, std::max(tc, tm), tc >= tm});
   }
+  // Measured times: each plan step's seconds go to the ops of its
+  // description, split by their bounds where several share one.
+  double measuredTotal = -1, unmatched = 0;
+  if (!profilePath.empty()) {
+    auto profile = readProfile(profilePath);
+    if (!profile)
+      return fail("inspect", toString(profile.takeError()));
+    StringMap<double> boundOf;
+    for (const Row &r : rows)
+      boundOf[codegen::Emitter::describe(r.op)] += r.seconds;
+    measuredTotal = 0;
+    for (auto &entry : *profile) {
+      measuredTotal += entry.getValue();
+      if (!boundOf.count(entry.getKey()))
+        unmatched += entry.getValue();
+    }
+    for (Row &r : rows) {
+      auto it = profile->find(codegen::Emitter::describe(r.op));
+      double share = boundOf[codegen::Emitter::describe(r.op)];
+      if (it != profile->end())
+        r.measured = share > 0 ? it->getValue() * r.seconds / share : 0;
+    }
+  }
   double flopsTotal = 0, bytesTotal = 0, secondsTotal = 0, computeSeconds = 0;
   for (const Row &r : rows) {
     flopsTotal += r.flops;
@@ -325,11 +385,22 @@ int runInspect() {
                     rows.size(), human(flopsTotal), human(bytesTotal),
                     bytesTotal > 0 ? flopsTotal / bytesTotal : 0.0, secondsTotal * 1e3,
                     secondsTotal > 0 ? 100 * computeSeconds / secondsTotal : 0.0);
+  if (measuredTotal >= 0)
+    outs() << formatv("measured ({0}): {1:f2} ms of GPU time in the plan's steps, eager with an "
+                      "event after each; the bounds are {2:f0}% of it{3}\n\n",
+                      profilePath, measuredTotal * 1e3,
+                      measuredTotal > 0 ? 100 * secondsTotal / measuredTotal : 0.0,
+                      unmatched > 0
+                          ? formatv(" ({0:f2} ms in steps of no op here: was the profile taken "
+                                    "of this config?)",
+                                    unmatched * 1e3)
+                                .str()
+                          : std::string());
 
   // By kind.
   struct Kind {
     int count = 0;
-    double flops = 0, bytes = 0, seconds = 0;
+    double flops = 0, bytes = 0, seconds = 0, measured = 0;
   };
   std::map<std::string, Kind> kinds;
   for (const Row &r : rows) {
@@ -338,30 +409,47 @@ int runInspect() {
     k.flops += r.flops;
     k.bytes += r.bytes;
     k.seconds += r.seconds;
+    k.measured += std::max(0.0, r.measured);
   }
+  const bool measured = measuredTotal >= 0;
+  auto measuredCells = [&](double bound, double time) {
+    if (!measured)
+      return std::string();
+    return formatv(" {0,11:f1} {1,7}", time * 1e6,
+                   time > 0 ? formatv("{0:f0}%", 100 * bound / time).str() : std::string("-"))
+        .str();
+  };
   std::vector<std::pair<std::string, Kind>> byKind(kinds.begin(), kinds.end());
   std::sort(byKind.begin(), byKind.end(),
             [](const auto &a, const auto &b) { return a.second.seconds > b.second.seconds; });
-  outs() << formatv("{0,-34} {1,6} {2,11} {3,11} {4,9} {5,10} {6,7}\n", "by kind", "count", "FLOP",
-                    "bytes", "FLOP/B", "bound µs", "share");
+  if (measured)
+    std::sort(byKind.begin(), byKind.end(),
+              [](const auto &a, const auto &b) { return a.second.measured > b.second.measured; });
+  outs() << formatv("{0,-34} {1,6} {2,11} {3,11} {4,9} {5,10} {6,7}{7}\n", "by kind", "count", "FLOP",
+                    "bytes", "FLOP/B", "bound µs", "share",
+                    measured ? formatv(" {0,11} {1,7}", "measured µs", "of it").str() : "");
   for (auto &[kind, k] : byKind)
-    outs() << formatv("{0,-34} {1,6} {2,11} {3,11} {4,9:f1} {5,10:f1} {6,6:f1}%\n", kind, k.count,
+    outs() << formatv("{0,-34} {1,6} {2,11} {3,11} {4,9:f1} {5,10:f1} {6,6:f1}%{7}\n", kind, k.count,
                       human(k.flops), human(k.bytes), k.bytes > 0 ? k.flops / k.bytes : 0.0,
-                      k.seconds * 1e6, secondsTotal > 0 ? 100 * k.seconds / secondsTotal : 0.0);
+                      k.seconds * 1e6, secondsTotal > 0 ? 100 * k.seconds / secondsTotal : 0.0,
+                      measuredCells(k.seconds, k.measured));
 
   // The largest ops.
   std::vector<const Row *> sorted;
   for (const Row &r : rows)
     sorted.push_back(&r);
-  std::stable_sort(sorted.begin(), sorted.end(),
-                   [](const Row *a, const Row *b) { return a->seconds > b->seconds; });
-  outs() << formatv("\n{0,-34} {1,-18} {2,11} {3,11} {4,9} {5,10} {6}\n", "largest ops", "scope",
-                    "FLOP", "bytes", "FLOP/B", "bound µs", "bound by");
+  std::stable_sort(sorted.begin(), sorted.end(), [&](const Row *a, const Row *b) {
+    return measured ? a->measured > b->measured : a->seconds > b->seconds;
+  });
+  outs() << formatv("\n{0,-34} {1,-18} {2,11} {3,11} {4,9} {5,10} {6,-8}{7}\n", "largest ops",
+                    "scope", "FLOP", "bytes", "FLOP/B", "bound µs", "bound by",
+                    measured ? formatv(" {0,11} {1,7}", "measured µs", "of it").str() : "");
   for (int i = 0; i < top && i < static_cast<int>(sorted.size()); ++i) {
     const Row &r = *sorted[i];
-    outs() << formatv("{0,-34} {1,-18} {2,11} {3,11} {4,9:f1} {5,10:f1} {6}\n", r.kind, r.scope,
-                      human(r.flops), human(r.bytes), r.bytes > 0 ? r.flops / r.bytes : 0.0,
-                      r.seconds * 1e6, r.computeBound ? "compute" : "memory");
+    outs() << formatv("{0,-34} {1,-18} {2,11} {3,11} {4,9:f1} {5,10:f1} {6,-8}{7}\n", r.kind,
+                      r.scope, human(r.flops), human(r.bytes), r.bytes > 0 ? r.flops / r.bytes : 0.0,
+                      r.seconds * 1e6, r.computeBound ? "compute" : "memory",
+                      measuredCells(r.seconds, std::max(0.0, r.measured)));
   }
 
   // 2. The buffer plan over the function.
