@@ -78,11 +78,17 @@ static Expected<PlanMemory> rankPlan(const RunConfig &config) {
 }
 
 int runEstimate() {
-  auto config = loadConfig(configPath, setOverrides());
-  if (!config)
-    return fail("estimate", toString(config.takeError()));
   if (dp < 1 || tp < 1)
     return fail("estimate", "--dp and --tp must be at least 1");
+  // --tp is parallel.tp: the config is validated with it (sequence
+  // parallelism needs tp > 1); without --tp, the config's own tp.
+  std::vector<std::string> overrides(setOverrides().begin(), setOverrides().end());
+  if (tp.getNumOccurrences())
+    overrides.push_back("parallel.tp=" + std::to_string(tp.getValue()));
+  auto config = loadConfig(configPath, overrides);
+  if (!config)
+    return fail("estimate", toString(config.takeError()));
+  const int64_t tpRanks = config->parallel.tp;
   if (!(gpuMemory > 0) || !std::isfinite(gpuMemory))
     return fail("estimate", "--gpu-memory must be a positive number of GiB");
   const ModelConfig &m = config->model;
@@ -171,15 +177,16 @@ int runEstimate() {
 
   // The same plan for one rank of the mesh: the step partitioned (each rank
   // still runs micro-batch b), then planned.
-  if (dp * tp > 1) {
-    outs() << formatv("buffer plan per rank on dp {0} x tp {1} (the step partitioned, then "
+  if (dp * tpRanks > 1) {
+    outs() << formatv("buffer plan per rank on dp {0} x tp {1}{2} (the step partitioned, then "
                       "kiln-plan-buffers; such a mesh runs today on CPU threads, several GPUs are "
                       "planned):\n",
-                      dp.getValue(), tp.getValue());
+                      dp.getValue(), tpRanks,
+                      config->parallel.sequence_parallel ? " with sequence parallelism" : "");
     for (int zero : {0, 1, 3}) {
       RunConfig c = *config;
       c.parallel.dp = dp;
-      c.parallel.tp = tp;
+      c.parallel.tp = tpRanks;
       c.parallel.zero = zero;
       c.train.batch_size = config->train.batch_size * dp;
       if (Error err = c.validate("--dp/--tp"))
