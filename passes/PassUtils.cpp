@@ -25,6 +25,15 @@ mlir::LogicalResult applyOnly(mlir::Operation *op, mlir::RewritePatternSet &&pat
   return mlir::applyPatternsGreedily(op, std::move(patterns), config);
 }
 
+std::string scopeOf(mlir::Operation *op) {
+  mlir::Location loc = op->getLoc();
+  if (auto fused = mlir::dyn_cast<mlir::FusedLoc>(loc); fused && !fused.getLocations().empty())
+    loc = fused.getLocations().front();
+  if (auto name = mlir::dyn_cast<mlir::NameLoc>(loc))
+    return name.getName().str();
+  return "";
+}
+
 std::string formatOption(double value) {
   char text[32];
   std::snprintf(text, sizeof(text), "%g", value);

@@ -16,6 +16,10 @@ namespace kiln {
 /// several blocks gets an error naming `pass` and the function.
 mlir::LogicalResult checkOneBlockBody(mlir::func::FuncOp func, llvm::StringRef pass);
 
+/// The model scope an op was built in ("h.3.mlp"): its NameLoc's name, or
+/// that of the first location of a FusedLoc; "" when it has none.
+std::string scopeOf(mlir::Operation *op);
+
 /// A pass option's value as a person writes it (%g: 0.9, 1e-08, nan) for
 /// diagnostics.
 std::string formatOption(double value);

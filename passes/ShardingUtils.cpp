@@ -2,6 +2,8 @@
 
 #include "passes/ShardingUtils.h"
 
+#include "passes/PassUtils.h"
+
 #include "llvm/ADT/StringExtras.h"
 
 using namespace mlir;
@@ -80,12 +82,12 @@ FailureOr<SmallVector<func::FuncOp>> functionsToShard(ModuleOp module, StringRef
 
 std::string describeOp(Operation *op) {
   std::string s = op->getName().getStringRef().str();
+  if (std::string scope = scopeOf(op); !scope.empty())
+    return s + " at \"" + scope + "\"";
   Location loc = op->getLoc();
   if (auto fused = dyn_cast<FusedLoc>(loc); fused && !fused.getLocations().empty())
     loc = fused.getLocations().front();
-  if (auto name = dyn_cast<NameLoc>(loc))
-    s += " at \"" + name.getName().str() + "\"";
-  else if (auto file = dyn_cast<FileLineColLoc>(loc))
+  if (auto file = dyn_cast<FileLineColLoc>(loc))
     s += " at " + file.getFilename().str() + ":" + std::to_string(file.getLine());
   return s;
 }

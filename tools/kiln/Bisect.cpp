@@ -19,6 +19,7 @@
 #include "tools/kiln/Common.h"
 
 #include "ir/KilnOps.h"
+#include "passes/PassUtils.h"
 #include "runtime/Random.h"
 #include "runtime/cpu/Interpreter.h"
 #include "tools/support/Compile.h"
@@ -60,15 +61,6 @@ static cl::opt<uint64_t> seed("seed", cl::desc("Seed of the inputs"), cl::init(0
                               cl::sub(bisectCommand()), cl::cat(kilnCategory()));
 
 namespace {
-
-std::string scopeOf(mlir::Operation *op) {
-  mlir::Location loc = op->getLoc();
-  if (auto fused = dyn_cast<mlir::FusedLoc>(loc); fused && !fused.getLocations().empty())
-    loc = fused.getLocations().front();
-  if (auto name = dyn_cast<mlir::NameLoc>(loc))
-    return name.getName().str();
-  return "";
-}
 
 /// Seeded arguments for `func` by what each is: token ids below the
 /// vocabulary (read from the embedding or the arguments' bound, `vocab`),

@@ -23,6 +23,7 @@
 
 #include "codegen/Emitter.h"
 #include "ir/KilnOps.h"
+#include "passes/PassUtils.h"
 #include "passes/Passes.h"
 #include "support/Files.h"
 #include "tools/support/Compile.h"
@@ -99,16 +100,6 @@ std::string human(double v) {
     ++u;
   }
   return u ? formatv("{0:f2} {1}", v, units[u]).str() : formatv("{0:f0}", v).str();
-}
-
-/// The model scope of an op ("h.3.mlp"), from its NameLoc; "" when none.
-std::string scopeOf(mlir::Operation *op) {
-  mlir::Location loc = op->getLoc();
-  if (auto fused = dyn_cast<mlir::FusedLoc>(loc); fused && !fused.getLocations().empty())
-    loc = fused.getLocations().front();
-  if (auto name = dyn_cast<mlir::NameLoc>(loc))
-    return name.getName().str();
-  return "";
 }
 
 /// What an op or region is called in the tables: the op's name without the
@@ -420,11 +411,9 @@ int runInspect() {
         .str();
   };
   std::vector<std::pair<std::string, Kind>> byKind(kinds.begin(), kinds.end());
-  std::sort(byKind.begin(), byKind.end(),
-            [](const auto &a, const auto &b) { return a.second.seconds > b.second.seconds; });
-  if (measured)
-    std::sort(byKind.begin(), byKind.end(),
-              [](const auto &a, const auto &b) { return a.second.measured > b.second.measured; });
+  std::sort(byKind.begin(), byKind.end(), [&](const auto &a, const auto &b) {
+    return measured ? a.second.measured > b.second.measured : a.second.seconds > b.second.seconds;
+  });
   outs() << formatv("{0,-34} {1,6} {2,11} {3,11} {4,9} {5,10} {6,7}{7}\n", "by kind", "count", "FLOP",
                     "bytes", "FLOP/B", "bound µs", "share",
                     measured ? formatv(" {0,11} {1,7}", "measured µs", "of it").str() : "");

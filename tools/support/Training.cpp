@@ -151,9 +151,11 @@ std::string defaultTokenizerPath(llvm::StringRef kind) {
     if (auto value = llvm::sys::Process::GetEnv(env))
       return *value;
     llvm::SmallString<256> dir(installedDataDir());
-    llvm::sys::path::append(dir, installed);
-    if (!installedDataDir().empty() && llvm::sys::fs::is_directory(dir))
-      return std::string(dir);
+    if (!dir.empty()) {
+      llvm::sys::path::append(dir, installed);
+      if (llvm::sys::fs::is_directory(dir))
+        return std::string(dir);
+    }
     return source.str();
   };
   if (kind == "gpt2") {
