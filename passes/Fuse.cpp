@@ -29,9 +29,10 @@
 //   matmul transpose_a + row sum of its rhs      a weight gradient and the
 //                                      same layer's bias gradient (both
 //                                      optionally widened to f32)
-// and a norm's output cast folds into the norm. Each fusion is placed at
-// its last op; the values used outside are its results, so this needs
-// their other users after that op. Then (option `fold-casts`) a bf16/f16
+// and a norm's output cast folds into the norm. A loop fusion is placed at
+// its last op, an epilogue at its GEMM when its inputs are ready there;
+// the values used outside are its results, so this needs their other users
+// after the last op. Then (option `fold-casts`) a bf16/f16
 // product whose only user is a cast to f32 that no elementwise op reads
 // (the cast would be a kernel of its own) produces f32 directly.
 //
@@ -349,8 +350,28 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     }
   }
 
+  /// Where a fusion of `ops` (program order) reading `inputs` goes. A loop
+  /// fusion: at its last op (its results are as large as its inputs, so
+  /// earlier would only lengthen their lives). A GEMM epilogue: where its
+  /// GEMM was, when every input is ready there — a weight gradient's
+  /// widening cast sits at the end of the backward (autodiff differentiates
+  /// the forward's parameter casts last), and placing the GEMM there would
+  /// keep its activation and output gradient alive through the backward.
+  static Operation *placement(ArrayRef<Operation *> ops, ArrayRef<Value> inputs, bool loop) {
+    if (loop)
+      return ops.back();
+    auto gemm = llvm::find_if(ops, [](Operation *op) { return isa<MatmulOp>(op); });
+    if (gemm == ops.end())
+      return ops.back();
+    bool ready = llvm::all_of(inputs, [&](Value v) {
+      Operation *def = v.getDefiningOp();
+      return !def || def->isBeforeInBlock(*gemm);
+    });
+    return ready ? *gemm : ops.back();
+  }
+
   /// Replaces `ops` (program order; their users outside come after the
-  /// last one) with one kiln.fusion at the last op, whose results are the
+  /// last one) with one kiln.fusion (see placement), whose results are the
   /// members' values used outside, in program order. `loop`: a loop
   /// fusion (for the statistics).
   FusionOp buildFusion(ArrayRef<Operation *> ops, bool loop) {
@@ -371,7 +392,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     if (outputs.empty())
       return {}; // dead code: nothing to fuse for
     Operation *last = ops.back();
-    OpBuilder b(last);
+    OpBuilder b(placement(ops, inputs.getArrayRef(), loop));
     SmallVector<Type> types;
     for (Value v : outputs)
       types.push_back(v.getType());

@@ -82,6 +82,27 @@ func.func @weight_and_bias_grad(%x: tensor<16x32xbf16>, %dy: tensor<2x8x64xbf16>
 
 // -----
 
+// Widened to f32 later (autodiff differentiates a parameter's cast last,
+// so a weight gradient's widening sits at the end of the backward): the
+// fusion goes where the GEMM was, not at the casts, so that x and dy need
+// not live until then.
+// CHECK-LABEL: func.func @weight_grad_placed_at_its_gemm
+// CHECK: kiln.fusion(%{{.+}}, %{{.+}}) : (tensor<2x8x64xbf16>, tensor<16x32xbf16>) -> (tensor<32x64xf32>, tensor<64xf32>)
+// CHECK: kiln.yield
+// CHECK-NEXT: }
+// CHECK-NEXT: kiln.exp
+func.func @weight_grad_placed_at_its_gemm(%x: tensor<16x32xbf16>, %dy: tensor<2x8x64xbf16>, %z: tensor<8xf32>) -> (tensor<32x64xf32>, tensor<64xf32>, tensor<8xf32>) {
+  %r = kiln.reshape %dy : tensor<2x8x64xbf16> -> tensor<16x64xbf16>
+  %w = kiln.matmul %x, %r transpose_a : tensor<16x32xbf16>, tensor<16x64xbf16> -> tensor<32x64xbf16>
+  %s = kiln.reduce_sum %dy, dims = [0, 1] : tensor<2x8x64xbf16> -> tensor<64xbf16>
+  %e = kiln.exp %z : tensor<8xf32>
+  %wf = kiln.cast %w : tensor<32x64xbf16> to tensor<32x64xf32>
+  %sf = kiln.cast %s : tensor<64xbf16> to tensor<64xf32>
+  return %wf, %sf, %e : tensor<32x64xf32>, tensor<64xf32>, tensor<8xf32>
+}
+
+// -----
+
 // The same when dy is a view of another value (a head-major qkv gradient
 // [B, T, H, 3, D]) that the sum reads as [B, T, 3C] and the product as
 // [B·T, 3C]: the body reshapes dy itself.
