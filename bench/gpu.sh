@@ -50,6 +50,9 @@
 #              against unfused
 #   epilogues  the same for kiln-fuse's GEMM epilogues (compile.gemm_epilogues)
 #   ab         the 124M bench with .gpu/kiln-before.gz and this build, alternated
+#   recompute  train.recompute none/selective/full: the 124M bf16 step at B=16
+#              and at each policy's largest batch, the ~1B Llama's step, and
+#              20 f32 / 200 bf16 steps of each against none
 #
 # Results land in $RES (default /tmp/kiln-bench) as JSON and logs, packed
 # into $OUT/results.tgz when $OUT is set (the device tool brings it back);
@@ -378,6 +381,49 @@ EOF2
     cp /tmp/qs/metrics.jsonl "$OUT/quickstart-metrics.jsonl" 2>/dev/null
     $KILN sample /tmp/qs --prompt "The meaning of" --tokens 60 --temperature 0.8 --seed 1 | tee -a "$OUT/quickstart.txt"
     python3 -c "print(f'  quickstart: tokenize + train + evaluations {($e - $s) / 60:.1f} min')" | tee -a "$OUT/quickstart.txt" ;;
+  recompute)
+    # kiln-recompute: each train.recompute policy's GPT-2 124M bf16 step at
+    # B=16 and at the largest batch it plans within 136 GiB ($RC_LARGEST,
+    # policy=B pairs found with kiln compile), the ~1B Llama's at B=8; then
+    # 20 f32 and 200 bf16 steps of each policy against none from the same
+    # weights and batches.
+    for pb in none=16 selective=16 full=16 ${RC_LARGEST-none=306 selective=421 full=912}; do
+      p=${pb%=*}; b=${pb#*=}; steps=20; [ $b -gt 64 ] && steps=5
+      echo "  gpt2 $p B=$b"
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/gpt2-124m.toml --set train.precision=bf16-mixed \
+        --set train.recompute=$p --set train.batch_size=$b --steps $steps \
+        --json "$OUT/recompute-gpt2-$p-b$b.json" 2>&1 | grep -E "step:|memory:|error"
+    done
+    for p in ${RC_LLAMA-none selective full}; do
+      echo "  llama-1b $p B=8"
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/llama-1b.toml --set train.recompute=$p --steps 10 \
+        --json "$OUT/recompute-llama-$p-b8.json" 2>&1 | grep -E "step:|memory:|error"
+    done
+    for run in f32:none:20 f32:full:20 bf16-mixed:none:200 bf16-mixed:selective:200 bf16-mixed:full:200; do
+      IFS=: read -r prec p n <<< "$run"
+      rm -rf /tmp/rc-$prec-$p
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml --set train.steps=$n \
+        "${train_sets[@]}" --set train.precision=$prec --set train.recompute=$p \
+        --set run.dir=/tmp/rc-$prec-$p > "$OUT/train-rc-$prec-$p.log" 2>&1
+      grep -E "^step $n |done:|error" "$OUT/train-rc-$prec-$p.log"
+      cp /tmp/rc-$prec-$p/metrics.jsonl "$OUT/metrics-rc-$prec-$p.jsonl"
+    done
+    python3 - "$OUT" <<'EOF2'
+import json, sys
+out = sys.argv[1]
+def losses(prec, p):
+    return [json.loads(l)["loss"] for l in open(f"{out}/metrics-rc-{prec}-{p}.jsonl") if '"loss"' in l]
+res = {}
+for prec, p in (("f32", "full"), ("bf16-mixed", "selective"), ("bf16-mixed", "full")):
+    a, b = losses(prec, p), losses(prec, "none")
+    worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
+    mean = lambda r: sum(r[-20:]) / 20
+    res[f"{prec}-{p}"] = {"steps": len(a), "worst_rel": worst, "last20_rel": (mean(a) - mean(b)) / mean(b)}
+    print(f"  {p} vs none, {prec}, {len(a)} steps: largest per-step difference {worst:.2e}, mean of the "
+          f"last 20 {100 * res[f'{prec}-{p}']['last20_rel']:+.3f}%")
+json.dump(res, open(f"{out}/recompute.json", "w"), indent=1)
+EOF2
+    ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac
   # Pack after every stage: a call cut short still brings back what ran.

@@ -108,6 +108,15 @@ def main(out):
             ms = " ".join(f"{r} {v['step_ms']:.2f}" for r, v in runs.items())
             print(f"ab {p} B={b}: {ms} ms; after/before step time {mean('after') / mean('before'):.3f}, "
                   f"arena {runs['after-1']['arena_bytes'] / 2**30:.2f} vs {runs['before-1']['arena_bytes'] / 2**30:.2f} GiB")
+    # bench/gpu.sh recompute: each policy's step and arena.
+    rc = sorted(f for f in os.listdir(out) if f.startswith("recompute-") and f.endswith(".json"))
+    if rc:
+        print(f"{'kiln-recompute':<34}{'ms/step':>10}{'tok/s':>11}{'arena GiB':>11}")
+        for f in rc:
+            r = load(f"{out}/{f}")
+            if r and "step_ms" in r:
+                print(f"{f[len('recompute-'):-5]:<34}{r['step_ms']:>10.1f}{r['tok_per_s']:>11.0f}"
+                      f"{r['arena_bytes'] / 2**30:>11.2f}")
     ref = load(f"{out}/reference.json")
     if ref:
         print(f"124M vs PyTorch, {len(ref['steps'])} steps: worst relative loss difference {ref['worst_rel']:.2e}")

@@ -309,6 +309,10 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
                          fn.name, wideGemms)
                .str());
 
+  // What kiln-recompute chose.
+  if (std::string recompute = describeRecompute(func); !recompute.empty())
+    e.note(recompute);
+
   // Results: in place, or copied back into the argument they replace.
   auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
   for (unsigned r = 0; r < ret.getNumOperands(); ++r) {

@@ -3,6 +3,7 @@
 #include "frontend/Config.h"
 
 #include "support/Files.h"
+#include "support/Units.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -98,6 +99,8 @@ std::vector<Field> schema(RunConfig &c) {
       {"train.loss_scale_backoff", &c.train.loss_scale_backoff, 1e-6, 1},
       {"train.log_every", &c.train.log_every, 1, 1e9},
       {"train.device", &c.train.device, 0, 0, {"auto", "cpu", "cuda"}},
+      {"train.recompute", &c.train.recompute, 0, 0, {"none", "selective", "full"}},
+      {"train.memory_budget", &c.train.memory_budget},
       {"optim.lr", &c.optim.lr, 0, 10},
       {"optim.min_lr_ratio", &c.optim.min_lr_ratio, 0, 1},
       {"optim.warmup_steps", &c.optim.warmup_steps, 0, 1e12},
@@ -469,6 +472,9 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
     return error(source, fmt::format("parallel.sequence_parallel = true: parallel.tp = {} does "
                                      "not divide the sequence length {}",
                                      parallel.tp, seqLen()));
+  if (!train.memory_budget.empty())
+    if (auto bytes = parseByteSize(train.memory_budget); !bytes)
+      return error(source, "train.memory_budget: " + llvm::toString(bytes.takeError()));
   if (optim.warmup_steps >= train.steps && optim.schedule != "constant")
     return error(source, fmt::format("optim.warmup_steps = {} leaves no step of train.steps = {} "
                                      "for the {} schedule",

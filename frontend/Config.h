@@ -101,6 +101,15 @@ struct TrainConfig {
   /// Where to run: "cuda", "cpu" (the interpreter), or "auto" (the GPU when
   /// there is one).
   std::string device = "auto";
+  /// kiln-recompute: what the backward recomputes instead of keeping —
+  /// "none", "selective" (elementwise ops and norms, never matmuls) or
+  /// "full" (every transformer block from its input).
+  std::string recompute = "none";
+  /// With a size ("20GiB", "512MiB", "8GB"): kiln-recompute recomputes the
+  /// least, from `recompute` up, that plans the step's arena within it, and
+  /// compilation fails naming the smallest arena it can plan when nothing
+  /// does. Empty: no budget.
+  std::string memory_budget;
 };
 
 struct OptimConfig {

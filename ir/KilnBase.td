@@ -59,6 +59,9 @@ def Kiln_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral kOffsetAttrName = "kiln.offset";
     static constexpr ::llvm::StringLiteral kOffsetsAttrName = "kiln.offsets";
     static constexpr ::llvm::StringLiteral kMemoryAttrName = "kiln.memory";
+    /// Written by kiln-recompute on each function it ran on: what it chose
+    /// to recompute and what that costs (a dictionary).
+    static constexpr ::llvm::StringLiteral kRecomputeAttrName = "kiln.recompute";
     /// Written by kiln-plan-buffers on ScratchOpInterface ops: the arena
     /// byte offset of the op's scratch.
     static constexpr ::llvm::StringLiteral kScratchOffsetAttrName = "kiln.scratch_offset";

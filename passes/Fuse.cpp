@@ -37,8 +37,9 @@
 // (the cast would be a kernel of its own) produces f32 directly.
 //
 // Planned (docs/architecture.md, "kiln-fuse"): a reduction at the end of a
-// loop fusion, broadcasts read through an index map, AdamW writing the
-// low-precision weight copy, and the recompute policies.
+// loop fusion, broadcasts read through an index map, and AdamW writing the
+// low-precision weight copy. (Recomputation is kiln-recompute's, before
+// this pass: its clones are ordinary ops here.)
 //
 //===----------------------------------------------------------------------===//
 

@@ -35,7 +35,15 @@ struct TrainingPipelineOptions {
   /// kiln-propagate-sharding and kiln-partition on this mesh (before
   /// kiln-fuse); none: one device.
   std::optional<PropagateShardingPassOptions> sharding;
+  /// kiln-recompute, after partitioning and before kiln-fuse; none: not
+  /// run (everything the backward reads is kept). Its fuse options are set
+  /// from `fuse` by the pipeline.
+  std::optional<RecomputePassOptions> recompute;
 };
+
+/// What kiln-recompute chose for `func`, in one line for `kiln compile`
+/// and the Plan's notes ("" when it did not run on it).
+std::string describeRecompute(mlir::func::FuncOp func);
 
 /// Runs `pm` on `module`; a failure comes back as one error: `what` failed,
 /// followed by the diagnostics the passes emitted, one per line.

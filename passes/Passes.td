@@ -224,6 +224,77 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
+  let summary = "Keeps or recomputes each forward value the backward reads";
+  let description = [{
+    Runs on every function with a result named `kiln.output = "loss"` and
+    ops after its forward. Its forward is the ops the loss and the metrics
+    beside it (the other `kiln.output` results but the optimizer's
+    `grad_norm` and `skipped`) depend on; its backward every op after the
+    last of them. A forward value some backward op reads is *saved*: it
+    stays live from its forward op to its last backward reader, which is
+    what fills the arena at the end of the forward. For each saved value
+    the pass keeps it, or clones the ops that make it into the backward,
+    right before the first backward op that reads it, and points the
+    backward's readers at the copy (clones are shared: an op is cloned once
+    per function). The forward value then dies at its last forward reader.
+    Nothing else changes: in f64 the step's results are bit for bit those
+    without it.
+
+    `policy` chooses what is recomputed:
+    - `none`: nothing.
+    - `selective`: cheap ops — elementwise ops and casts, broadcasts,
+      reshapes, transposes, slices, iota, layer and RMS norms, rotary
+      embeddings — whose operands are themselves kept or recomputed, so a
+      recomputation never keeps alive a value the backward would not have
+      kept anyway. Matmuls, attention, reductions and collectives never.
+    - `full`: every op of the first `full-blocks` transformer blocks (all
+      when -1) except those whose results other blocks read: only each
+      block's inputs are kept. A block is the model scope up to its first
+      numeric component (`h.3` of `h.3.attn`); the other blocks and the
+      ops outside blocks are treated as `selective`.
+
+    With `memory-budget` (bytes, or with a unit: `20GiB`, `512MiB`, `8GB`)
+    the pass picks the first candidate whose planned arena fits, in order
+    of recomputation: `none`, `selective`, then `full` on 1, 2, ... blocks
+    (starting from `policy`). It plans each candidate on a copy of the
+    module with the passes that follow it (`kiln-fuse` as configured by
+    `fuse`, `epilogues` and `fold-casts`, then `kiln-plan-buffers`), so the
+    figure is the arena codegen will allocate. When none fits it fails with
+    the smallest arena it could plan.
+
+    The choice is written on each function as `kiln.recompute`: the policy,
+    the number of blocks recomputed in full and in all, the ops cloned, the
+    FLOPs they add to a step, and with a budget the budget and the planned
+    arena of each candidate tried (`kiln compile` prints it). Run nothing
+    that would merge the clones back (`cse`) after it.
+
+    ```mlir
+    %y = kiln.gelu tanh %h : tensor<8x3072xbf16>                // forward
+    ...
+    %y_1 = kiln.gelu tanh %h : tensor<8x3072xbf16>              // recomputed
+    %dw = kiln.matmul %y_1, %dz transpose_a : ...
+    ```
+  }];
+  let options = [
+    Option<"policy", "policy", "std::string", /*default=*/"\"none\"",
+           "none, selective or full">,
+    Option<"fullBlocks", "full-blocks", "int64_t", /*default=*/"-1",
+           "With policy=full: how many blocks, from the first, are recomputed in full "
+           "(-1: all); the others selective">,
+    Option<"memoryBudget", "memory-budget", "std::string", /*default=*/"\"\"",
+           "Recompute the least that makes the planned arena fit in this many bytes "
+           "(20GiB, 512MiB, 8GB; empty: no budget)">,
+    Option<"fuse", "fuse", "bool", /*default=*/"true",
+           "With a budget: kiln-fuse runs after this pass (to plan candidates as codegen will)">,
+    Option<"epilogues", "epilogues", "bool", /*default=*/"true",
+           "With a budget and fuse: kiln-fuse's epilogues option">,
+    Option<"foldCasts", "fold-casts", "bool", /*default=*/"true",
+           "With a budget and fuse: kiln-fuse's fold-casts option">,
+  ];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 //===----------------------------------------------------------------------===//
 // Sharding
 //===----------------------------------------------------------------------===//

@@ -24,7 +24,8 @@ void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention,
                        std::unique_ptr<mlir::Pass> assignPrecision,
                        std::unique_ptr<mlir::Pass> autodiff,
                        std::unique_ptr<mlir::Pass> attachOptimizer,
-                       const std::optional<PropagateShardingPassOptions> &sharding) {
+                       const std::optional<PropagateShardingPassOptions> &sharding,
+                       std::unique_ptr<mlir::Pass> recompute) {
   // Clean up what the frontend emitted (broadcasts of splats, x*1, ...).
   pm.addPass(mlir::createCanonicalizerPass());
   // Linear layers' biases into their matmuls, before precision assignment
@@ -58,6 +59,12 @@ void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention,
     pm.addPass(createPropagateShardingPass(*sharding));
     pm.addPass(createPartitionPass(partition));
   }
+  // Keep or recompute what the backward reads (per rank, so a re-gathered
+  // activation is a recomputed all_gather). Before fusion, so recomputed
+  // elementwise ops fuse into the backward's kernels; it plans candidates
+  // with the fusion that follows.
+  if (recompute)
+    pm.addPass(std::move(recompute));
   // GEMM epilogues, then chains of elementwise ops and casts into
   // kiln.fusion regions: one kernel (or cuBLASLt call) each. Last, so it
   // sees the whole step, backward and optimizer.
@@ -86,6 +93,9 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                          llvm::cl::desc("kiln-fuse's fold-casts option: bf16/f16 products write f32 "
                                         "instead of a separate widening cast"),
                          llvm::cl::init(true)};
+  Option<std::string> recompute{*this, "recompute",
+                                llvm::cl::desc("Options of kiln-recompute (runs only when given: "
+                                               "recompute={policy=selective})")};
   Option<std::string> mesh{*this, "mesh",
                            llvm::cl::desc("Partition over this mesh (dp=2,tp=1) with "
                                           "kiln-propagate-sharding and kiln-partition; empty: "
@@ -100,6 +110,27 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                          llvm::cl::desc("Attach the optimizer (false: the step returns gradients)"),
                          llvm::cl::init(true)};
 };
+
+/// kiln-recompute's options that say how kiln-fuse runs after it.
+std::string fuseOptionsText(const std::optional<FusePassOptions> &fuse) {
+  if (!fuse)
+    return "fuse=false";
+  return std::string("fuse=true epilogues=") + (fuse->epilogues ? "true" : "false") +
+         " fold-casts=" + (fuse->foldCasts ? "true" : "false");
+}
+
+/// kiln-recompute from its options, told how kiln-fuse runs after it.
+std::unique_ptr<mlir::Pass> recomputePass(std::optional<RecomputePassOptions> options,
+                                          const std::optional<FusePassOptions> &fuse) {
+  if (!options)
+    return nullptr;
+  options->fuse = fuse.has_value();
+  if (fuse) {
+    options->epilogues = fuse->epilogues;
+    options->foldCasts = fuse->foldCasts;
+  }
+  return createRecomputePass(*options);
+}
 
 mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
                                   llvm::function_ref<mlir::LogicalResult(const llvm::Twine &)> fail) {
@@ -127,8 +158,17 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
     fuse->epilogues = options.epilogues;
     fuse->foldCasts = options.foldCasts;
   }
+  std::unique_ptr<mlir::Pass> recompute;
+  if (options.recompute.hasValue()) {
+    // It plans candidates with the fusion that follows it; the user's own
+    // options come last and win.
+    recompute = createRecomputePass();
+    std::string text = fuseOptionsText(fuse) + " " + options.recompute.getValue();
+    if (mlir::failed(recompute->initializeOptions(text, fail)))
+      return mlir::failure();
+  }
   addTrainingPasses(pm, options.fuseAttention, fuse, std::move(precision), std::move(autodiff),
-                    std::move(optimizer), sharding);
+                    std::move(optimizer), sharding, std::move(recompute));
   return mlir::success();
 }
 
@@ -139,7 +179,7 @@ void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOption
                     createAssignPrecisionPass(options.precision),
                     createAutodiffPass(options.autodiff),
                     options.optimizer ? createAttachOptimizerPass(*options.optimizer) : nullptr,
-                    options.sharding);
+                    options.sharding, recomputePass(options.recompute, options.fuse));
 }
 
 llvm::Error runPasses(mlir::PassManager &pm, mlir::ModuleOp module, llvm::StringRef what) {
@@ -160,8 +200,8 @@ void registerKilnPipelines() {
       "kiln-training-pipeline",
       "Build the training step from @forward: canonicalize, fuse-matmul-bias, fuse-attention, "
       "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias, "
-      "[propagate-sharding, partition,] fuse (options: assign-precision={...} autodiff={...} "
-      "attach-optimizer={...}, each the pass's own; fuse-attention=false; fuse=false; "
+      "[propagate-sharding, partition,] [recompute,] fuse (options: assign-precision={...} autodiff={...} "
+      "attach-optimizer={...} recompute={...}, each the pass's own; fuse-attention=false; fuse=false; "
       "gemm-epilogues=false; fold-casts=false; "
       "optimizer=false; mesh=dp=2 zero=N sequence-parallel=true)",
       buildFromText, [](llvm::function_ref<void(const mlir::detail::PassOptions &)> print) {

@@ -22,7 +22,9 @@
 //                       plus one layer's activations; plus the f32 logits and
 //                       their gradient, 8·s·b·V
 //   buffer plan         the exact arena of one GPU at dp 1: the training
-//                       step compiled and planned (kiln-plan-buffers)
+//                       step compiled and planned (kiln-plan-buffers), and
+//                       the same under each train.recompute policy
+//                       (kiln-recompute: the recomputed ops' FLOPs)
 //   Chinchilla tokens   ≈ 20·N (Hoffmann et al. 2022)
 //
 //===----------------------------------------------------------------------===//
@@ -31,10 +33,12 @@
 #include "tools/kiln/Common.h"
 
 #include "codegen/PlanBuilder.h"
+#include "ir/KilnOps.h"
 #include "passes/Passes.h"
 #include "models/Model.h"
 #include "tools/support/Compile.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
 
 #include "llvm/Support/FormatVariadic.h"
@@ -174,6 +178,41 @@ int runEstimate() {
                     "gradients at the peak)\n",
                     gib(mem.total), gib(mem.params), gib(mem.states), gib(mem.workspace),
                     gib(mem.scratch));
+
+  if (std::string line = describeRecompute(
+          (*module)->lookupSymbol<mlir::func::FuncOp>("train_step"));
+      !line.empty())
+    outs() << "  " << line << "\n";
+
+  // What each recompute policy would plan (kiln-recompute, the same
+  // pipeline otherwise).
+  outs() << "recompute policies (train.recompute; the same plan, one GPU):\n";
+  for (const char *policy : {"none", "selective", "full"}) {
+    RunConfig c = single;
+    c.train.recompute = policy;
+    c.train.memory_budget.clear();
+    mlir::MLIRContext policyCtx;
+    auto m = tooling::buildForwardModule(policyCtx, c, mlir::Float32Type::get(&policyCtx));
+    if (!m)
+      return fail("estimate", toString(m.takeError()));
+    if (auto w = tooling::runTrainingPipeline(**m, c, {}); !w)
+      return fail("estimate", toString(w.takeError()));
+    auto step = (*m)->lookupSymbol<mlir::func::FuncOp>("train_step");
+    auto rc = step ? step->getAttrOfType<mlir::DictionaryAttr>(KilnDialect::kRecomputeAttrName)
+                   : nullptr;
+    auto integer = [&](llvm::StringRef key) -> double {
+      auto a = rc ? rc.getAs<mlir::IntegerAttr>(key) : nullptr;
+      return a ? static_cast<double>(a.getInt()) : 0.0;
+    };
+    auto p = codegen::compileToPlan(**m, codegen::CodegenOptions());
+    if (!p)
+      return fail("estimate", toString(p.takeError()));
+    double flops = integer("flops"), stepFlops = integer("step_flops");
+    outs() << formatv("  {0,-10} {1,12}  temporaries {2,12}  recomputes {3,5:f0} ops, +{4:f1} GFLOP "
+                      "a step (+{5:f1} %)\n",
+                      policy, gib(p->memory.total), gib(p->memory.scratch), integer("ops"),
+                      flops / 1e9, stepFlops > 0 ? 100 * flops / stepFlops : 0.0);
+  }
 
   // The same plan for one rank of the mesh: the step partitioned (each rank
   // still runs micro-batch b), then planned.

@@ -130,6 +130,11 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     options.sharding->zero = config.parallel.zero;
     options.sharding->sequenceParallel = config.parallel.sequence_parallel;
   }
+  if (config.train.recompute != "none" || !config.train.memory_budget.empty()) {
+    options.recompute.emplace();
+    options.recompute->policy = config.train.recompute;
+    options.recompute->memoryBudget = config.train.memory_budget;
+  }
   buildTrainingPipeline(pm, options);
   // Every name given to --dump-ir-after must be a pass of the pipeline.
   std::vector<std::string> known{"all"};

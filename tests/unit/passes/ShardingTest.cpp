@@ -119,6 +119,8 @@ struct MeshCase {
   bool fusedAttention = false;
   bool sequenceParallel = false;
   const char *toml = kTiny;
+  /// kiln-recompute's policy on the partitioned step ("": not run).
+  const char *recompute = "";
 };
 
 /// The tiny model's AdamW step partitioned over dp × tp, run on a
@@ -144,6 +146,15 @@ void expectPartitionedMatches(const MeshCase &m) {
   pm.addPass(createPropagateShardingPass(propagate));
   pm.addPass(createPartitionPass());
   ASSERT_TRUE(succeeded(pm.run(*sharded)));
+  int64_t gathersBefore = 0;
+  sharded->lookupSymbol<func::FuncOp>("train_step").walk([&](AllGatherOp) { ++gathersBefore; });
+  if (*m.recompute) {
+    PassManager recompute(ctx.get());
+    RecomputePassOptions options;
+    options.policy = m.recompute;
+    recompute.addPass(createRecomputePass(options));
+    ASSERT_TRUE(succeeded(recompute.run(*sharded)));
+  }
 
   auto single = (*module)->lookupSymbol<func::FuncOp>("train_step");
   auto step = sharded->lookupSymbol<func::FuncOp>("train_step");
@@ -169,7 +180,12 @@ void expectPartitionedMatches(const MeshCase &m) {
     ++attentions;
     EXPECT_EQ(cast<RankedTensorType>(q.getType()).getDimSize(1), heads) << op->getName().getStringRef().str();
   });
-  EXPECT_EQ(attentions, config->model.n_layer * (fusedAttention ? 2 : 1));
+  // (Recomputation adds copies of forward ops: at least as many then.)
+  const bool copies = *m.recompute;
+  if (copies)
+    EXPECT_GE(attentions, config->model.n_layer * (fusedAttention ? 2 : 1));
+  else
+    EXPECT_EQ(attentions, config->model.n_layer * (fusedAttention ? 2 : 1));
   if (m.sequenceParallel) {
     // Megatron's sequence parallelism: the norms see T / tp positions a
     // rank; the activations are gathered over tp before each column-parallel
@@ -185,9 +201,17 @@ void expectPartitionedMatches(const MeshCase &m) {
       if (auto r = dyn_cast<ReduceScatterOp>(op); r && r.getAxis() == "tp")
         ++scatters;
     });
-    EXPECT_EQ(norms, 2 * config->model.n_layer + 1);
+    if (copies)
+      EXPECT_GE(norms, 2 * config->model.n_layer + 1);
+    else
+      EXPECT_EQ(norms, 2 * config->model.n_layer + 1);
     EXPECT_GE(gathers, 2 * config->model.n_layer);
     EXPECT_GE(scatters, 2 * config->model.n_layer);
+  }
+  if (llvm::StringRef(m.recompute) == "full" && m.sequenceParallel) {
+    // Each block's gathered activations are gathered again in its backward
+    // (Megatron-SP's re-gather), not kept.
+    EXPECT_GE(allGathers, gathersBefore + 2 * config->model.n_layer);
   }
   if (zero == 0) {
     EXPECT_GT(allReduces, 0) << "a partitioned step sums partial products or gradients";
@@ -271,6 +295,15 @@ TEST(Sharding, SequenceParallelEqualsOneDevice) {
   expectPartitionedMatches({.dp = 2, .tp = 2, .zero = 3, .sequenceParallel = true});
   expectPartitionedMatches({.tp = 2, .fusedAttention = true, .sequenceParallel = true,
                             .toml = kTinyLlama});
+}
+
+// kiln-recompute on the per-rank program: the recomputed collectives run
+// on every rank in the same order, and the step still equals one device's.
+TEST(Sharding, RecomputedPartitionedStepEqualsOneDevice) {
+  expectPartitionedMatches({.tp = 2, .sequenceParallel = true, .recompute = "full"});
+  expectPartitionedMatches({.dp = 2, .tp = 2, .zero = 3, .fusedAttention = true,
+                            .recompute = "selective"});
+  expectPartitionedMatches({.dp = 2, .zero = 3, .recompute = "full"});
 }
 
 TEST(Sharding, RankFailureEndsEveryRankWithItsName) {
