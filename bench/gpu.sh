@@ -386,8 +386,9 @@ EOF2
     # B=16 and at the largest batch it plans within 136 GiB ($RC_LARGEST,
     # policy=B pairs found with kiln compile), the ~1B Llama's at B=8; then
     # 20 f32 and 200 bf16 steps of each policy against none from the same
-    # weights and batches.
-    for pb in none=16 selective=16 full=16 ${RC_LARGEST-none=306 selective=421 full=912}; do
+    # weights and batches. $RC_B16, $RC_LLAMA (policies) and $RC_RUNS
+    # (precision:policy:steps) narrow it.
+    for pb in ${RC_B16-none=16 selective=16 full=16} ${RC_LARGEST-none=306 selective=421 full=912}; do
       p=${pb%=*}; b=${pb#*=}; steps=20; [ $b -gt 64 ] && steps=5
       echo "  gpt2 $p B=$b"
       XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/gpt2-124m.toml --set train.precision=bf16-mixed \
@@ -399,7 +400,7 @@ EOF2
       XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/llama-1b.toml --set train.recompute=$p --steps 10 \
         --json "$OUT/recompute-llama-$p-b8.json" 2>&1 | grep -E "step:|memory:|error"
     done
-    for run in f32:none:20 f32:full:20 bf16-mixed:none:200 bf16-mixed:selective:200 bf16-mixed:full:200; do
+    for run in ${RC_RUNS-f32:none:20 f32:full:20 bf16-mixed:none:200 bf16-mixed:selective:200 bf16-mixed:full:200}; do
       IFS=: read -r prec p n <<< "$run"
       rm -rf /tmp/rc-$prec-$p
       XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml --set train.steps=$n \
@@ -414,7 +415,10 @@ out = sys.argv[1]
 def losses(prec, p):
     return [json.loads(l)["loss"] for l in open(f"{out}/metrics-rc-{prec}-{p}.jsonl") if '"loss"' in l]
 res = {}
+import os
 for prec, p in (("f32", "full"), ("bf16-mixed", "selective"), ("bf16-mixed", "full")):
+    if not os.path.exists(f"{out}/metrics-rc-{prec}-{p}.jsonl"):
+        continue
     a, b = losses(prec, p), losses(prec, "none")
     worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
     mean = lambda r: sum(r[-20:]) / 20

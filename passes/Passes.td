@@ -230,16 +230,18 @@ def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
     Runs on every function with a result named `kiln.output = "loss"` and
     ops after its forward. Its forward is the ops the loss and the metrics
     beside it (the other `kiln.output` results but the optimizer's
-    `grad_norm` and `skipped`) depend on; its backward every op after the
-    last of them. A forward value some backward op reads is *saved*: it
+    `grad_norm` and `skipped`) depend on; its backward starts at the first
+    other op (constants aside). A forward value some backward op reads is *saved*: it
     stays live from its forward op to its last backward reader, which is
     what fills the arena at the end of the forward. For each saved value
     the pass keeps it, or clones the ops that make it into the backward,
     right before the first backward op that reads it, and points the
     backward's readers at the copy (clones are shared: an op is cloned once
     per function). The forward value then dies at its last forward reader.
-    Nothing else changes: in f64 the step's results are bit for bit those
-    without it.
+    Nothing else changes: on the interpreter the step's results are bit for
+    bit those without it. (On the GPU a forward gelu computed in a GEMM's
+    epilogue from the f32 accumulator is recomputed from the bf16 product,
+    a difference of bf16 rounding.)
 
     `policy` chooses what is recomputed:
     - `none`: nothing.
@@ -247,7 +249,9 @@ def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
       reshapes, transposes, slices, iota, layer and RMS norms, rotary
       embeddings — whose operands are themselves kept or recomputed, so a
       recomputation never keeps alive a value the backward would not have
-      kept anyway. Matmuls, attention, reductions and collectives never.
+      kept anyway. Matmuls, attention, reductions and collectives never, nor
+      what is made from parameters alone (a weight's bf16 copy: its size
+      does not grow with the batch).
     - `full`: every op of the first `full-blocks` transformer blocks (all
       when -1) except those whose results other blocks read: only each
       block's inputs are kept. A block is the model scope up to its first

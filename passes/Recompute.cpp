@@ -9,12 +9,13 @@
 //
 //   1. Per function with a result named kiln.output = "loss": the forward
 //      is the ops the loss and the metrics beside it depend on, the
-//      backward every op after the last of them (a function without one,
-//      like an evaluation's forward, is left alone). A forward value a
-//      backward op reads is saved.
+//      backward starts at the first other op (a function without one, like
+//      an evaluation's forward, is left alone). A forward value a backward
+//      op reads is saved.
 //   2. The policy marks forward ops to recompute (see Passes.td): selective
 //      marks cheap ops whose operands are kept anyway (arguments,
-//      constants, saved values) or themselves recomputed, in program order;
+//      constants, saved values) or themselves recomputed, in program order,
+//      but not those made from parameters alone;
 //      full marks every op of a block but those whose results other blocks
 //      read (the block's outputs are the next block's inputs, kept).
 //   3. Each saved value of a marked op, in the order of its first backward
@@ -41,6 +42,8 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FormatVariadic.h"
+
+#include <algorithm>
 
 namespace kiln {
 #define GEN_PASS_DEF_RECOMPUTEPASS
@@ -148,19 +151,20 @@ Outcome recompute(func::FuncOp func, Choice choice) {
       if (Operation *def = operand.getDefiningOp())
         worklist.push_back(def);
   }
-  // Where the forward ends: its last op that feeds another forward op. Not
-  // simply its last op: a partitioned step sums the loss over the ranks
-  // right before the return, after the whole backward.
-  int64_t forwardEnd = -1;
-  for (Operation &op : body)
-    if (forward.contains(&op) && llvm::any_of(op.getUsers(), [&](Operation *user) {
-          return forward.contains(body.findAncestorOpInBlock(*user));
-        }))
-      forwardEnd = position.lookup(&op);
-  // The backward: ops after that, outside the forward.
+  // Where the backward starts: the first op outside the forward (constants
+  // aside: canonicalization hoists them). Not after the forward's last op:
+  // a partitioned step sums the loss over the ranks right before the
+  // return, after the whole backward (a chain of all_reduces on a dp x tp
+  // mesh); those forward ops form the results' tail.
+  int64_t backwardStart = -1;
+  for (Operation &op : body.without_terminator())
+    if (!forward.contains(&op) && !op.hasTrait<mlir::OpTrait::ConstantLike>()) {
+      backwardStart = position.lookup(&op);
+      break;
+    }
   auto isBackward = [&](Operation *op) {
-    return op && !forward.contains(op) && !isa<func::ReturnOp>(op) &&
-           position.lookup(op) > forwardEnd;
+    return op && backwardStart >= 0 && !forward.contains(op) && !isa<func::ReturnOp>(op) &&
+           position.lookup(op) >= backwardStart;
   };
   // The backward readers of each forward value (the return does not count:
   // it reads the value where it is).
@@ -190,6 +194,25 @@ Outcome recompute(func::FuncOp func, Choice choice) {
   for (int64_t i = 0; i < out.fullBlocks; ++i)
     full.insert(blocks[i]);
 
+  // A value made from parameters alone (a weight's low-precision copy) is
+  // not an activation: its size does not grow with the batch, and
+  // recomputing it is a pass over every weight. Selective keeps it.
+  auto fromParameters = [&](Operation *op) {
+    bool any = false;
+    for (Value v : op->getOperands()) {
+      if (Operation *def = v.getDefiningOp()) {
+        if (!def->hasTrait<mlir::OpTrait::ConstantLike>())
+          return false;
+        continue;
+      }
+      auto arg = cast<BlockArgument>(v);
+      if (!func.getArgAttr(arg.getArgNumber(), KilnDialect::kParamAttrName) &&
+          !func.getArgAttr(arg.getArgNumber(), KilnDialect::kStateAttrName))
+        return false;
+      any = true;
+    }
+    return any;
+  };
   llvm::DenseSet<Operation *> marked;
   auto available = [&](Value v) {
     Operation *def = v.getDefiningOp();
@@ -210,7 +233,8 @@ Outcome recompute(func::FuncOp func, Choice choice) {
         marked.insert(&op);
       continue;
     }
-    if (choice.selective && isCheap(&op) && llvm::all_of(op.getOperands(), available))
+    if (choice.selective && isCheap(&op) && !fromParameters(&op) &&
+        llvm::all_of(op.getOperands(), available))
       marked.insert(&op);
   }
 
@@ -384,11 +408,18 @@ struct RecomputePass final : impl::RecomputePassBase<RecomputePass> {
     }
     auto attempt = [&](Choice c) -> FailureOr<bool> {
       FailureOr<int64_t> arena = plan(module, c);
-      if (failed(arena))
+      if (failed(arena)) {
+        mlir::emitError(module.getLoc())
+            << "kiln-recompute: planning the candidate '" << describe(c)
+            << "' failed (the errors above are about a copy of the module, with it applied)";
         return failure();
+      }
       tried.push_back({c, *arena});
       return *arena <= budget;
     };
+    // Full on k blocks needs blocks; without any, full is selective.
+    if (blocks == 0 && start.fullBlocks != 0)
+      start.fullBlocks = 0;
     llvm::SmallVector<Choice> ladder;
     if (!start.selective)
       ladder.push_back(Choice{});
@@ -402,9 +433,10 @@ struct RecomputePass final : impl::RecomputePassBase<RecomputePass> {
         return c;
     }
     // Full recomputation of k blocks: the smallest k in [lo, blocks] that fits.
-    int64_t lo = std::max<int64_t>(1, start.fullBlocks < 0 ? blocks : start.fullBlocks);
     int64_t hi = blocks;
-    if (blocks == 0 || lo > hi)
+    int64_t lo = std::clamp<int64_t>(start.fullBlocks < 0 ? blocks : start.fullBlocks, 1,
+                                     std::max<int64_t>(blocks, 1));
+    if (blocks == 0)
       return fail(module, budget, tried);
     FailureOr<bool> fitsAll = attempt(Choice{true, hi});
     if (failed(fitsAll))

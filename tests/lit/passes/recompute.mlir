@@ -6,6 +6,7 @@
 // RUN: kiln-opt %s -kiln-autodiff "-kiln-recompute=policy=full full-blocks=1" | FileCheck %s --check-prefix=ONE
 // RUN: kiln-opt %s -kiln-autodiff -kiln-recompute=memory-budget=1GiB | FileCheck %s --check-prefix=ROOM
 // RUN: not kiln-opt %s -kiln-autodiff -kiln-recompute=memory-budget=1KiB 2>&1 | FileCheck %s --check-prefix=SMALL
+// RUN: kiln-opt %s -kiln-autodiff "-kiln-recompute=policy=full full-blocks=5 memory-budget=1GiB" | FileCheck %s --check-prefix=MORE
 // RUN: not kiln-opt %s -kiln-autodiff -kiln-recompute=policy=some 2>&1 | FileCheck %s --check-prefix=POLICY
 // RUN: not kiln-opt %s -kiln-autodiff '-kiln-recompute=memory-budget="20 gigs"' 2>&1 | FileCheck %s --check-prefix=UNIT
 
@@ -47,6 +48,9 @@
 // A budget with room for everything recomputes nothing.
 // ROOM: budget = 1073741824 : i64, flops = 0 : i64, full_blocks = 0 : i64, ops = 0 : i64, policy = "none"
 // ROOM-SAME: tried = [{arena = {{[0-9]+}} : i64, full_blocks = 0 : i64, selective = false}]
+
+// More blocks than the model has: all of them, as without a budget.
+// MORE: budget = 1073741824 : i64, flops = {{[0-9]+}} : i64, full_blocks = 2 : i64
 
 // One smaller than every plan: the error names the smallest and each tried.
 // SMALL: error: kiln-recompute: no recomputation fits the memory budget of 1.00 KiB (1KiB); the smallest arena it can plan is {{.+}} MiB ({{[0-9]+}} bytes, {{.+}}) — set the budget to at least that, or lower train.batch_size. Planned: none {{.+}} MiB; selective {{.+}} MiB; full on 2 block(s) {{.+}} MiB

@@ -154,6 +154,10 @@ void expectPartitionedMatches(const MeshCase &m) {
     options.policy = m.recompute;
     recompute.addPass(createRecomputePass(options));
     ASSERT_TRUE(succeeded(recompute.run(*sharded)));
+    auto rc = sharded->lookupSymbol<func::FuncOp>("train_step")
+                  ->getAttrOfType<DictionaryAttr>(KilnDialect::kRecomputeAttrName);
+    ASSERT_TRUE(rc);
+    EXPECT_GT(rc.getAs<IntegerAttr>("ops").getInt(), 0) << "nothing recomputed";
   }
 
   auto single = (*module)->lookupSymbol<func::FuncOp>("train_step");
@@ -304,6 +308,9 @@ TEST(Sharding, RecomputedPartitionedStepEqualsOneDevice) {
   expectPartitionedMatches({.dp = 2, .tp = 2, .zero = 3, .fusedAttention = true,
                             .recompute = "selective"});
   expectPartitionedMatches({.dp = 2, .zero = 3, .recompute = "full"});
+  // dp x tp with sequence parallelism: the loss is summed over both axes
+  // after the backward, which must not hide the backward.
+  expectPartitionedMatches({.dp = 2, .tp = 2, .sequenceParallel = true, .recompute = "full"});
 }
 
 TEST(Sharding, RankFailureEndsEveryRankWithItsName) {
