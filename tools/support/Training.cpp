@@ -4,6 +4,7 @@
 
 #include "codegen/PlanBuilder.h"
 #include "models/Model.h"
+#include "passes/Passes.h"
 #include "support/Files.h"
 #include "runtime/cpu/CpuBackend.h"
 #include "runtime/cpu/MeshCpuBackend.h"
@@ -18,6 +19,7 @@
 #include "tools/support/HuggingFace.h"
 #include "tools/support/Plot.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
@@ -613,6 +615,10 @@ void TrainingRun::printHeader(double compileSeconds) {
                         config_.optim.warmup_steps, compileSeconds);
   if (std::string about = backend_->describe(); !about.empty())
     out_ << "  " << llvm::join(llvm::split(llvm::StringRef(about).rtrim(), '\n'), "\n  ") << "\n";
+  // What train.recompute / train.memory_budget chose.
+  for (auto func : module_->getOps<mlir::func::FuncOp>())
+    if (std::string line = describeRecompute(func); !line.empty())
+      out_ << "  " << line << "\n";
   if (options_.resume)
     out_ << llvm::formatv("  resumed from {0} at step {1}\n", options_.resume->path, state_.step);
   out_.flush();
