@@ -186,7 +186,10 @@ llvm::Error runPasses(mlir::PassManager &pm, mlir::ModuleOp module, llvm::String
   std::string diagnostics;
   mlir::ScopedDiagnosticHandler handler(module.getContext(), [&](mlir::Diagnostic &diag) {
     llvm::raw_string_ostream os(diagnostics);
-    os << diag.getLocation() << ": " << diag.str() << "\n";
+    // A module-level error (an option, a budget) has no place to point at.
+    if (!mlir::isa<mlir::UnknownLoc>(diag.getLocation()))
+      os << diag.getLocation() << ": ";
+    os << diag.str() << "\n";
     return mlir::success();
   });
   if (mlir::succeeded(pm.run(module)))
