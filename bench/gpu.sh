@@ -400,14 +400,21 @@ EOF2
       XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/llama-1b.toml --set train.recompute=$p --steps 10 \
         --json "$OUT/recompute-llama-$p-b8.json" 2>&1 | grep -E "step:|memory:|error"
     done
+    # With $RC_SEEDS ("1 2 3"), each run once per train.seed (weights and
+    # batches), files suffixed -sN.
+    seeds=(${RC_SEEDS-}); [ ${#seeds[@]} -eq 0 ] && seeds=("")
+    for seed in "${seeds[@]}"; do
+    sfx=${seed:+-s$seed}
     for run in ${RC_RUNS-f32:none:20 f32:full:20 bf16-mixed:none:200 bf16-mixed:selective:200 bf16-mixed:full:200}; do
       IFS=: read -r prec p n <<< "$run"
       rm -rf /tmp/rc-$prec-$p
       XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml --set train.steps=$n \
         "${train_sets[@]}" --set train.precision=$prec --set train.recompute=$p \
-        --set run.dir=/tmp/rc-$prec-$p > "$OUT/train-rc-$prec-$p.log" 2>&1
-      grep -E "^step $n |done:|error" "$OUT/train-rc-$prec-$p.log"
-      cp /tmp/rc-$prec-$p/metrics.jsonl "$OUT/metrics-rc-$prec-$p.jsonl"
+        ${seed:+--set train.seed=$seed} \
+        --set run.dir=/tmp/rc-$prec-$p > "$OUT/train-rc-$prec-$p$sfx.log" 2>&1
+      grep -E "^step $n |done:|error" "$OUT/train-rc-$prec-$p$sfx.log"
+      cp /tmp/rc-$prec-$p/metrics.jsonl "$OUT/metrics-rc-$prec-$p$sfx.jsonl"
+    done
     done
     python3 - "$OUT" <<'EOF2'
 import json, sys
@@ -415,16 +422,19 @@ out = sys.argv[1]
 def losses(prec, p):
     return [json.loads(l)["loss"] for l in open(f"{out}/metrics-rc-{prec}-{p}.jsonl") if '"loss"' in l]
 res = {}
-import os
-for prec, p in (("f32", "full"), ("bf16-mixed", "selective"), ("bf16-mixed", "full")):
-    if not os.path.exists(f"{out}/metrics-rc-{prec}-{p}.jsonl"):
-        continue
-    a, b = losses(prec, p), losses(prec, "none")
-    worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
-    mean = lambda r: sum(r[-20:]) / 20
-    res[f"{prec}-{p}"] = {"steps": len(a), "worst_rel": worst, "last20_rel": (mean(a) - mean(b)) / mean(b)}
-    print(f"  {p} vs none, {prec}, {len(a)} steps: largest per-step difference {worst:.2e}, mean of the "
-          f"last 20 {100 * res[f'{prec}-{p}']['last20_rel']:+.3f}%")
+import glob, os, re
+sfxs = sorted({re.sub(r".*-none", "", f[:-6]) for f in glob.glob(f"{out}/metrics-rc-*-none*.jsonl")})
+mean = lambda r: sum(r[-20:]) / 20
+for sfx in sfxs:
+    for prec, p in (("f32", "full"), ("bf16-mixed", "selective"), ("bf16-mixed", "full")):
+        if not os.path.exists(f"{out}/metrics-rc-{prec}-{p}{sfx}.jsonl"):
+            continue
+        a, b = losses(prec, p + sfx), losses(prec, "none" + sfx)
+        worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
+        res[f"{prec}-{p}{sfx}"] = {"steps": len(a), "worst_rel": worst, "last20": [mean(a), mean(b)],
+                                   "last20_rel": (mean(a) - mean(b)) / mean(b)}
+        print(f"  {p} vs none{sfx}, {prec}, {len(a)} steps: largest per-step difference {worst:.2e}, mean "
+              f"of the last 20 {100 * res[f'{prec}-{p}{sfx}']['last20_rel']:+.3f}%")
 json.dump(res, open(f"{out}/recompute.json", "w"), indent=1)
 EOF2
     ;;
