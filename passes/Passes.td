@@ -296,6 +296,10 @@ def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
     Option<"foldCasts", "fold-casts", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's fold-casts option">,
   ];
+  let statistics = [
+    Statistic<"numCloned", "ops-cloned", "Forward ops cloned into the backward">,
+    Statistic<"numCandidates", "candidates-planned", "Candidates planned for the memory budget">,
+  ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 

@@ -41,6 +41,7 @@
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringSet.h"
+#include "llvm/Support/Debug.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <algorithm>
@@ -351,6 +352,10 @@ struct RecomputePass final : impl::RecomputePassBase<RecomputePass> {
 
     for (func::FuncOp func : funcs) {
       Outcome out = recompute(func, choice);
+      numCloned += out.ops;
+      LLVM_DEBUG(llvm::dbgs() << "kiln-recompute: @" << func.getSymName() << ": "
+                              << describe(choice) << ", " << out.ops << " ops cloned, "
+                              << out.flops << " FLOPs of " << out.stepFlops << "\n");
       if (!out.hasBackward)
         continue; // a forward alone (evaluation): nothing is read later
       Builder b(func.getContext());
@@ -415,6 +420,9 @@ struct RecomputePass final : impl::RecomputePassBase<RecomputePass> {
         return failure();
       }
       tried.push_back({c, *arena});
+      ++numCandidates;
+      LLVM_DEBUG(llvm::dbgs() << "kiln-recompute: candidate " << describe(c) << " plans "
+                              << *arena << " bytes (budget " << budget << ")\n");
       return *arena <= budget;
     };
     // Full on k blocks needs blocks; without any, full is selective.
