@@ -377,12 +377,16 @@ struct FusePass final : impl::FusePassBase<FusePass> {
   /// fusion (for the statistics).
   FusionOp buildFusion(ArrayRef<Operation *> ops, bool loop) {
     llvm::SmallPtrSet<Operation *, 8> members(ops.begin(), ops.end());
+    // A loop fusion's splat constants become literals in its body; a GEMM
+    // epilogue's operands are the GEMM's and cuBLASLt's, tensors in memory
+    // (a loss's constant gradient can be a GEMM's operand).
+    auto inlined = [&](Value v) { return loop && isSplatConstant(v); };
     llvm::SetVector<Value> inputs;
     SmallVector<Value> outputs;
     for (Operation *op : ops) {
       for (Value v : op->getOperands()) {
         Operation *def = v.getDefiningOp();
-        if ((def && members.contains(def)) || isSplatConstant(v))
+        if ((def && members.contains(def)) || inlined(v))
           continue;
         inputs.insert(v);
       }
@@ -406,7 +410,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     OpBuilder inner = OpBuilder::atBlockEnd(body);
     for (Operation *op : ops) {
       for (Value v : op->getOperands())
-        if (isSplatConstant(v) && !map.contains(v))
+        if (inlined(v) && !map.contains(v))
           map.map(v, inner.clone(*v.getDefiningOp())->getResult(0));
       inner.clone(*op, map);
     }

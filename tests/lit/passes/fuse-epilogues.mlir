@@ -103,6 +103,24 @@ func.func @weight_grad_placed_at_its_gemm(%x: tensor<16x32xbf16>, %dy: tensor<2x
 
 // -----
 
+// A GEMM operand that is a splat constant (a mean's gradient reaching a
+// product directly) is an input of the epilogue, not a literal in its body:
+// cuBLASLt reads it from memory.
+// CHECK-LABEL: func.func @constant_operand
+// CHECK: %[[C:.+]] = kiln.constant dense<3.125000e-02> : tensor<4x8xf32>
+// CHECK: kiln.fusion(%[[C]], %{{.+}}, %{{.+}}) : (tensor<4x8xf32>, tensor<16x8xf32>, tensor<4x16xf32>) -> tensor<4x16xf32>
+// CHECK-NEXT: ^bb0(%[[A:.+]]: tensor<4x8xf32>, %[[W:.+]]: tensor<16x8xf32>, %[[H:.+]]: tensor<4x16xf32>):
+// CHECK-NEXT: %[[M:.+]] = kiln.matmul %[[A]], %[[W]] transpose_b
+// CHECK-NEXT: kiln.gelu_grad tanh %[[H]], %[[M]]
+func.func @constant_operand(%w: tensor<16x8xf32>, %h: tensor<4x16xf32>) -> tensor<4x16xf32> {
+  %c = kiln.constant dense<3.125e-02> : tensor<4x8xf32>
+  %m = kiln.matmul %c, %w transpose_b : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+  %g = kiln.gelu_grad tanh %h, %m : tensor<4x16xf32>
+  return %g : tensor<4x16xf32>
+}
+
+// -----
+
 // The same when dy is a view of another value (a head-major qkv gradient
 // [B, T, H, 3, D]) that the sum reads as [B, T, 3C] and the product as
 // [B·T, 3C]: the body reshapes dy itself.
