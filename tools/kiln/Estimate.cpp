@@ -64,9 +64,16 @@ static std::string gib(double bytes) { return formatv("{0:f2} GiB", bytes / (102
 
 static std::string sci(double v) { return formatv("{0:e3}", v); }
 
-/// The buffer plan of one rank: `config` partitioned over its [parallel]
-/// mesh and planned by kiln-plan-buffers.
-static Expected<PlanMemory> rankPlan(const RunConfig &config) {
+/// The buffer plan of one rank, and what kiln-recompute added to @train_step
+/// (0 when it did not run).
+struct RankPlan {
+  PlanMemory memory;
+  double recomputedOps = 0, recomputedFlops = 0, stepFlops = 0;
+};
+
+/// `config` partitioned over its [parallel] mesh (if any) and planned by
+/// kiln-plan-buffers.
+static Expected<RankPlan> rankPlan(const RunConfig &config) {
   mlir::MLIRContext ctx;
   auto module = tooling::buildForwardModule(ctx, config, mlir::Float32Type::get(&ctx));
   if (!module)
@@ -78,7 +85,22 @@ static Expected<PlanMemory> rankPlan(const RunConfig &config) {
   pm.addPass(createPlanBuffersPass());
   if (Error err = runPasses(pm, **module, "kiln-plan-buffers"))
     return std::move(err);
-  return codegen::planMemory(**module);
+  auto memory = codegen::planMemory(**module);
+  if (!memory)
+    return memory.takeError();
+  RankPlan plan{*memory};
+  auto step = (*module)->lookupSymbol<mlir::func::FuncOp>("train_step");
+  if (auto rc = step ? step->getAttrOfType<mlir::DictionaryAttr>(KilnDialect::kRecomputeAttrName)
+                     : nullptr) {
+    auto number = [&](llvm::StringRef key) -> double {
+      auto a = rc.getAs<mlir::IntegerAttr>(key);
+      return a ? static_cast<double>(a.getInt()) : 0.0;
+    };
+    plan.recomputedOps = number("ops");
+    plan.recomputedFlops = number("flops");
+    plan.stepFlops = number("step_flops");
+  }
+  return plan;
 }
 
 int runEstimate() {
@@ -191,27 +213,14 @@ int runEstimate() {
     RunConfig c = single;
     c.train.recompute = policy;
     c.train.memory_budget.clear();
-    mlir::MLIRContext policyCtx;
-    auto m = tooling::buildForwardModule(policyCtx, c, mlir::Float32Type::get(&policyCtx));
-    if (!m)
-      return fail("estimate", toString(m.takeError()));
-    if (auto w = tooling::runTrainingPipeline(**m, c, {}); !w)
-      return fail("estimate", toString(w.takeError()));
-    auto step = (*m)->lookupSymbol<mlir::func::FuncOp>("train_step");
-    auto rc = step ? step->getAttrOfType<mlir::DictionaryAttr>(KilnDialect::kRecomputeAttrName)
-                   : nullptr;
-    auto integer = [&](llvm::StringRef key) -> double {
-      auto a = rc ? rc.getAs<mlir::IntegerAttr>(key) : nullptr;
-      return a ? static_cast<double>(a.getInt()) : 0.0;
-    };
-    auto p = codegen::compileToPlan(**m, codegen::CodegenOptions());
+    auto p = rankPlan(c);
     if (!p)
       return fail("estimate", toString(p.takeError()));
-    double flops = integer("flops"), stepFlops = integer("step_flops");
     outs() << formatv("  {0,-10} {1,12}  temporaries {2,12}  recomputes {3,5:f0} ops, +{4:f1} GFLOP "
                       "a step (+{5:f1} %)\n",
-                      policy, gib(p->memory.total), gib(p->memory.scratch), integer("ops"),
-                      flops / 1e9, stepFlops > 0 ? 100 * flops / stepFlops : 0.0);
+                      policy, gib(p->memory.total), gib(p->memory.scratch), p->recomputedOps,
+                      p->recomputedFlops / 1e9,
+                      p->stepFlops > 0 ? 100 * p->recomputedFlops / p->stepFlops : 0.0);
   }
 
   // The same plan for one rank of the mesh: the step partitioned (each rank
@@ -235,9 +244,9 @@ int runEstimate() {
         return fail("estimate", toString(rank.takeError()));
       outs() << formatv("  ZeRO {0,-7} {1}: parameters {2}, optimizer states {3}, workspace {4}, "
                         "temporaries {5}\n",
-                        zero == 1 ? "1 and 2" : std::to_string(zero), gib(rank->total),
-                        gib(rank->params), gib(rank->states), gib(rank->workspace),
-                        gib(rank->scratch));
+                        zero == 1 ? "1 and 2" : std::to_string(zero), gib(rank->memory.total),
+                        gib(rank->memory.params), gib(rank->memory.states),
+                        gib(rank->memory.workspace), gib(rank->memory.scratch));
     }
   }
   return 0;
