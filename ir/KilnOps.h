@@ -47,6 +47,10 @@ public:
 };
 } // namespace kiln::OpTrait
 
+namespace kiln {
+struct CustomKernel; // ir/CustomKernel.h
+} // namespace kiln
+
 #define GET_OP_CLASSES
 #include "ir/KilnOps.h.inc"
 

@@ -1014,6 +1014,39 @@ def Kiln_TakeShardOp : Kiln_Op<"take_shard"> {
 }
 
 //===----------------------------------------------------------------------===//
+// Custom kernels (plugins)
+//===----------------------------------------------------------------------===//
+
+def Kiln_CustomKernelOp : Kiln_Op<"custom_kernel", [Kiln_Differentiable]> {
+  let summary = "a fused kernel a plugin registered";
+  let description = [{
+    An op whose meaning is a registered `kiln::CustomKernel`
+    (ir/CustomKernel.h) named `kernel`: its CUDA kernel and launch rule,
+    its f64 reference for the interpreter, its VJP, precision and sharding
+    rules and its cost, all in the one registration a plugin makes
+    (`kiln train --plugin lib.so`, `kiln-opt --load-pass-plugin=lib.so`).
+    `params` carries what the kernel needs beyond its operands' types (an
+    epsilon). A name nobody registered is an error that says to load the
+    plugin. docs/plugins.md has a complete example.
+
+    ```mlir
+    %h, %y, %rstd = kiln.custom_kernel "example.add_rms_norm" (%x, %r, %w) {params = {epsilon = 1.0e-05 : f64}} : (tensor<8x64xf32>, tensor<8x64xf32>, tensor<64xf32>) -> (tensor<8x64xf32>, tensor<8x64xf32>, tensor<8xf32>)
+    ```
+  }];
+  let arguments = (ins StrAttr:$kernel, Variadic<Kiln_AnyTensor>:$inputs,
+                       OptionalAttr<DictionaryAttr>:$params);
+  let results = (outs Variadic<Kiln_AnyTensor>:$results);
+  let assemblyFormat = "$kernel `(` $inputs `)` attr-dict `:` functional-type($inputs, $results)";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The registration of `kernel`; null when no plugin registered it.
+    const ::kiln::CustomKernel *getDefinition();
+    /// A param as a double (floats and integers), or `fallback`.
+    double getParam(::llvm::StringRef name, double fallback);
+  }];
+}
+
+//===----------------------------------------------------------------------===//
 // Fusion (built by kiln-fuse)
 //===----------------------------------------------------------------------===//
 

@@ -14,6 +14,8 @@
 //                loss and lse are f32
 //   f32          layer_norm, rms_norm, reductions, global_norm,
 //                adamw_update: float operands cast to f32
+//   plugin's     kiln.custom_kernel: what its registration's precision
+//                rule asks for (ir/CustomKernel.h), else as is
 //   follow       elementwise, shape and data-movement ops, embedding, rope,
 //                softmax and log_softmax: stored in their operands' type;
 //                operands of two float types are promoted to f32, except
@@ -31,6 +33,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ir/CustomKernel.h"
 #include "ir/KilnBuilders.h"
 #include "ir/KilnOps.h"
 #include "passes/PassUtils.h"
@@ -139,12 +142,34 @@ struct AssignPrecisionPass final : impl::AssignPrecisionPassBase<AssignPrecision
     return c;
   }
 
+  /// A plugin's kernel: the types its precision rule asks for (none: as is).
+  void assignCustom(CustomKernelOp op, Type low) {
+    const CustomKernel *def = op.getDefinition();
+    if (!def || !def->precision)
+      return;
+    PrecisionChoice choice = def->precision(op, low);
+    for (OpOperand &operand : op->getOpOperands()) {
+      unsigned i = operand.getOperandNumber();
+      if (i < choice.operands.size() && choice.operands[i] && isFloatTensor(operand.get()))
+        operand.set(castTo(operand.get(), choice.operands[i]));
+    }
+    for (OpResult r : op->getResults()) {
+      unsigned i = r.getResultNumber();
+      if (i < choice.results.size() && choice.results[i] && isFloatTensor(r))
+        r.setType(withElement(r.getType(), choice.results[i]));
+    }
+  }
+
   LogicalResult assign(func::FuncOp func, Type low) {
     Type f32 = Float32Type::get(func.getContext());
     SmallVector<Operation *> ops;
     for (Operation &op : func.getBody().front())
       ops.push_back(&op);
     for (Operation *op : ops) {
+      if (auto custom = dyn_cast<CustomKernelOp>(op)) {
+        assignCustom(custom, low);
+        continue;
+      }
       std::optional<Class> cls = classify(op);
       if (!cls) {
         op->emitOpError() << "has no precision rule (kiln-assign-precision knows kiln's ops)";

@@ -10,7 +10,11 @@
 #include "mlir/Pass/PassManager.h"
 #include "llvm/Support/Error.h"
 
+#include <functional>
+#include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
 namespace kiln {
 
@@ -48,6 +52,21 @@ std::string describeRecompute(mlir::func::FuncOp func);
 /// Runs `pm` on `module`; a failure comes back as one error: `what` failed,
 /// followed by the diagnostics the passes emitted, one per line.
 llvm::Error runPasses(mlir::PassManager &pm, mlir::ModuleOp module, llvm::StringRef what);
+
+/// Registers a plugin's rewrite pass for the training pipeline: it runs
+/// after kiln-fuse-attention and before kiln-assign-precision (so autodiff
+/// uses the VJP of the kiln.custom_kernel ops it makes, and their precision
+/// rule applies), in registration order; `kiln gradcheck` runs it before
+/// autodiff. `factory` makes one instance per pipeline.
+void registerPluginPass(std::function<std::unique_ptr<mlir::Pass>()> factory);
+/// Adds every registered plugin pass to `pm`.
+void addPluginPasses(mlir::OpPassManager &pm);
+/// The registered plugin passes' arguments ("example-fuse-add-rms-norm").
+std::vector<std::string> pluginPassNames();
+/// The kiln version and plugin API of the running tool (KilnVersion.h as
+/// it was built), which a plugin compares with its own.
+const char *toolKilnVersion();
+unsigned toolPluginApiVersion();
 
 /// kiln-training-pipeline: @forward -> optimized @train_step.
 void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOptions &options);

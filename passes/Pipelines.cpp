@@ -8,10 +8,15 @@
 
 #include "passes/Passes.h"
 
+#include "ir/KilnVersion.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
+
+#include <mutex>
 
 namespace kiln {
 
@@ -35,6 +40,9 @@ void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention,
   // a recomputing backward), before precision assignment and autodiff.
   if (fuseAttention)
     pm.addPass(createFuseAttentionPass());
+  // Plugins' rewrites into their kiln.custom_kernel ops, before precision
+  // (their precision rule) and autodiff (their VJP).
+  addPluginPasses(pm);
   // Low-precision compute where it is safe (a no-op for f32); autodiff
   // inherits the types.
   pm.addPass(std::move(assignPrecision));
@@ -196,6 +204,50 @@ llvm::Error runPasses(mlir::PassManager &pm, mlir::ModuleOp module, llvm::String
     return llvm::Error::success();
   return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                  what + " failed:\n" + llvm::StringRef(diagnostics).rtrim());
+}
+
+namespace {
+struct PluginPasses {
+  std::mutex mutex;
+  std::vector<std::function<std::unique_ptr<mlir::Pass>()>> factories;
+};
+PluginPasses &pluginPasses() {
+  static PluginPasses p;
+  return p;
+}
+} // namespace
+
+void registerPluginPass(std::function<std::unique_ptr<mlir::Pass>()> factory) {
+  PluginPasses &p = pluginPasses();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  p.factories.push_back(std::move(factory));
+}
+
+void addPluginPasses(mlir::OpPassManager &pm) {
+  PluginPasses &p = pluginPasses();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  for (auto &make : p.factories) {
+    std::unique_ptr<mlir::Pass> pass = make();
+    // A pass on functions runs nested in the module; one on another op
+    // would fail the pass manager, so it is left to kiln-opt.
+    std::optional<llvm::StringRef> anchor = pass->getOpName();
+    if (anchor && *anchor == mlir::func::FuncOp::getOperationName())
+      pm.nest<mlir::func::FuncOp>().addPass(std::move(pass));
+    else if (!anchor || *anchor == mlir::ModuleOp::getOperationName())
+      pm.addPass(std::move(pass));
+  }
+}
+
+const char *toolKilnVersion() { return KILN_VERSION_STRING; }
+unsigned toolPluginApiVersion() { return KILN_PLUGIN_API_VERSION; }
+
+std::vector<std::string> pluginPassNames() {
+  PluginPasses &p = pluginPasses();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  std::vector<std::string> names;
+  for (auto &make : p.factories)
+    names.push_back(make()->getArgument().str());
+  return names;
 }
 
 void registerKilnPipelines() {

@@ -10,6 +10,7 @@
 #include "runtime/cpu/Interpreter.h"
 #include "runtime/cpu/Collectives.h"
 
+#include "ir/CustomKernel.h"
 #include "ir/KilnOps.h"
 #include "runtime/cpu/Kernels.h"
 
@@ -98,7 +99,8 @@ bool isSupported(Operation *op) {
              ReduceSumOp, ReduceMaxOp, ReduceMeanOp, MatmulOp, EmbeddingOp, SoftmaxOp,
              LogSoftmaxOp, LayerNormOp, RmsNormOp, RopeOp, CrossEntropyOp, AttentionOp,
              GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
-             EmbeddingGradOp, AttentionGradOp, GlobalNormOp, AdamWUpdateOp, FusionOp>(op) ||
+             EmbeddingGradOp, AttentionGradOp, GlobalNormOp, AdamWUpdateOp, FusionOp,
+             CustomKernelOp>(op) ||
          isCollective(op);
 }
 
@@ -155,6 +157,41 @@ llvm::Error executeFusion(FusionOp fusion, llvm::ArrayRef<const HostTensor *> in
     } else {
       out.push_back(lookup(v)->clone());
     }
+  }
+  return llvm::Error::success();
+}
+
+/// A plugin's kernel: its f64 reference on f64 copies of the operands, the
+/// outputs rounded to the results' element types.
+llvm::Error executeCustom(CustomKernelOp op, llvm::ArrayRef<const HostTensor *> in,
+                          llvm::SmallVectorImpl<HostTensor> &out) {
+  const CustomKernel *def = op.getDefinition();
+  std::string origin = def && !def->origin.empty() ? " (from " + def->origin + ")" : "";
+  if (!def || !def->cpu)
+    return opError(op, "custom kernel '" + op.getKernel().str() + "'" + origin +
+                           " has no CPU reference, so the interpreter cannot run it");
+  std::vector<std::vector<double>> inputs(in.size()), outputs(op.getNumResults());
+  std::vector<std::vector<int64_t>> outShapes(op.getNumResults());
+  std::vector<CpuTensorRef> inRefs, outRefs;
+  for (auto [i, t] : llvm::enumerate(in)) {
+    inputs[i].resize(t->numel());
+    for (int64_t j = 0; j < t->numel(); ++j)
+      inputs[i][j] = t->get(j);
+    inRefs.push_back({t->shape(), inputs[i].data()});
+  }
+  for (unsigned r = 0; r < op.getNumResults(); ++r) {
+    outShapes[r] = shapeOfValue(op.getResult(r));
+    outputs[r].assign(product(outShapes[r]), 0.0);
+    outRefs.push_back({outShapes[r], outputs[r].data()});
+  }
+  if (llvm::Error err = def->cpu(op, inRefs, outRefs))
+    return opError(op, "custom kernel '" + op.getKernel().str() + "'" + origin + ": " +
+                           llvm::toString(std::move(err)));
+  for (unsigned r = 0; r < op.getNumResults(); ++r) {
+    HostTensor t = HostTensor::uninitialized(dtypeOfValue(op.getResult(r)), outShapes[r]);
+    for (int64_t j = 0; j < t.numel(); ++j)
+      t.set(j, outputs[r][j]);
+    out.push_back(std::move(t));
   }
   return llvm::Error::success();
 }
@@ -376,6 +413,7 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](FusionOp f) { return executeFusion(f, in, out); })
+      .Case([&](CustomKernelOp c) { return executeCustom(c, in, out); })
       .Default([&](Operation *) { return opError(op, "not supported"); });
 }
 

@@ -79,8 +79,16 @@ llvm::Expected<std::string> compileOne(const Nvrtc &api, const KernelSource &k,
       llvm::consumeError(std::move(err));
       where = "(could not be written)";
     }
-    return error(llvm::formatv("NVRTC could not compile kernel {0} for {1}: {2}\nsource: {3}\n{4}",
-                               k.name, o.arch, api.nvrtcGetErrorString(result), where,
+    // What the kernel implements: the comment lines that open its source
+    // (codegen names the IR op there, and a plugin's kernel its plugin).
+    std::string what;
+    for (llvm::StringRef rest = k.source; rest.starts_with("//");) {
+      auto [line, next] = rest.split('\n');
+      what += "\n  " + line.drop_front(2).trim().str();
+      rest = next;
+    }
+    return error(llvm::formatv("NVRTC could not compile kernel {0} for {1}: {2}{3}\nsource: {4}\n{5}",
+                               k.name, o.arch, api.nvrtcGetErrorString(result), what, where,
                                llvm::StringRef(log).rtrim('\0')));
   }
   size_t size = 0;

@@ -17,7 +17,15 @@ static cl::list<std::string> sets("set", cl::desc("Override a config key: --set 
                                   cl::sub(bisectCommand()),
                                   cl::cat(kilnCategory()));
 
+static cl::list<std::string> plugins(
+    "plugin", cl::desc("Load a kiln plugin (its custom kernels and rewrite passes); repeatable"),
+    cl::value_desc("LIB.so"), cl::ZeroOrMore, cl::sub(trainCommand()), cl::sub(compileCommand()),
+    cl::sub(estimateCommand()), cl::sub(gradcheckCommand()), cl::sub(sampleCommand()),
+    cl::sub(benchCommand()), cl::sub(inspectCommand()), cl::sub(bisectCommand()),
+    cl::cat(kilnCategory()));
+
 ArrayRef<std::string> setOverrides() { return sets; }
+ArrayRef<std::string> pluginPaths() { return plugins; }
 
 Expected<RunConfig> loadConfig(StringRef path, ArrayRef<std::string> overrides) {
   if (path.empty())

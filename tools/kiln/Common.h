@@ -20,6 +20,9 @@ llvm::Expected<RunConfig> loadConfig(llvm::StringRef path, llvm::ArrayRef<std::s
 
 /// The --set key=value overrides of the running subcommand.
 llvm::ArrayRef<std::string> setOverrides();
+/// The plugins given with --plugin, in order (Main.cpp loads them before
+/// the command runs).
+llvm::ArrayRef<std::string> pluginPaths();
 
 /// Formats a count with thousands separators: 124,439,808.
 std::string withCommas(int64_t n);

@@ -3,6 +3,8 @@
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
 
+#include "ir/KilnOps.h"
+#include "passes/Passes.h"
 #include "runtime/ParamInit.h"
 #include "runtime/Random.h"
 #include "runtime/cpu/Interpreter.h"
@@ -11,8 +13,12 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
+
+#include <map>
 
 using namespace llvm;
 
@@ -65,6 +71,20 @@ int runGradcheck() {
   outs() << formatv("gradcheck: {0} in f64, batch {1} x {2} tokens, {3} entries per tensor, "
                     "central differences h = 1e-5\n",
                     configPath, config->train.batch_size, config->seqLen(), samples.getValue());
+  // Plugins' rewrites first, so their kernels' VJPs are the ones checked.
+  if (std::vector<std::string> passes = pluginPassNames(); !passes.empty()) {
+    mlir::PassManager pm(&ctx);
+    addPluginPasses(pm);
+    if (Error err = runPasses(pm, **module, "the plugins' passes"))
+      return fail("gradcheck", toString(std::move(err)));
+    std::map<std::string, int> custom;
+    (*module)->walk([&](CustomKernelOp op) { ++custom[op.getKernel().str()]; });
+    std::string kernels;
+    for (auto &[name, count] : custom)
+      kernels += formatv("{0}{1} x {2}", kernels.empty() ? "" : ", ", name, count).str();
+    outs() << "plugin passes before autodiff: " << llvm::join(passes, ", ") << " (custom kernels: "
+           << (kernels.empty() ? "none" : kernels) << ")\n";
+  }
   tooling::GradCheckOptions options;
   options.samplesPerTensor = samples;
   options.seed = seed;

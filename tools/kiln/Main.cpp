@@ -1,6 +1,8 @@
 //===- Main.cpp - entry point of the kiln CLI ------------------------------===//
 
 #include "tools/kiln/Commands.h"
+#include "tools/kiln/Common.h"
+#include "tools/support/Plugins.h"
 
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/WithColor.h"
@@ -131,9 +133,16 @@ int main(int argc, char **argv) {
   }
   if (!cl::ParseCommandLineOptions(argc, argv, overview, &errs()))
     return 1;
-  for (const Command &command : commands())
-    if (command.sub)
-      return command.run();
+  for (const Command &command : commands()) {
+    if (!command.sub)
+      continue;
+    for (const std::string &path : pluginPaths()) {
+      auto name = kiln::tooling::loadPlugin(path);
+      if (!name)
+        return fail(command.sub.getName(), toString(name.takeError()));
+    }
+    return command.run();
+  }
   errs() << "kiln: no command given; run `kiln --help` for the list\n";
   return 1;
 }

@@ -3,6 +3,8 @@
 #include "tools/support/Training.h"
 
 #include "codegen/PlanBuilder.h"
+#include "ir/CustomKernel.h"
+#include "ir/KilnOps.h"
 #include "models/Model.h"
 #include "passes/Passes.h"
 #include "support/Files.h"
@@ -619,6 +621,19 @@ void TrainingRun::printHeader(double compileSeconds) {
   for (auto func : module_->getOps<mlir::func::FuncOp>())
     if (std::string line = describeRecompute(func); !line.empty())
       out_ << "  " << line << "\n";
+  // Plugins' kernels in the step (one line each).
+  if (auto step = module_->lookupSymbol<mlir::func::FuncOp>("train_step")) {
+    std::map<std::string, std::pair<int, std::string>> custom;
+    step.walk([&](CustomKernelOp op) {
+      auto &[count, origin] = custom[op.getKernel().str()];
+      ++count;
+      if (const CustomKernel *def = op.getDefinition())
+        origin = def->origin;
+    });
+    for (auto &[name, use] : custom)
+      out_ << llvm::formatv("  custom kernel {0}: {1} in the step (from {2})\n", name, use.first,
+                            use.second.empty() ? "kiln" : use.second);
+  }
   if (options_.resume)
     out_ << llvm::formatv("  resumed from {0} at step {1}\n", options_.resume->path, state_.step);
   out_.flush();
