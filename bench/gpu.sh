@@ -54,6 +54,11 @@
 #   recompute  train.recompute none/selective/full: the 124M bf16 step at B=16
 #              and at each policy's largest batch, the ~1B Llama's step, and
 #              20 f32 / 200 bf16 steps of each against none
+#   bisect     kiln bisect --device cuda: every kernel against the
+#              interpreter (tiny GPT f32/bf16, tiny Llama with the example
+#              plugin), and a planted wrong kernel it must name
+#   numerics   train.check_numerics: a planted NaN named on the GPU, 20 f32
+#              steps with the check equal to those without, and its cost
 #   plugin     the example plugin (add + RMSNorm as one custom kernel): 20
 #              f32 / 200 bf16 Llama 125M steps with and without it, and the
 #              ~1B Llama's bf16 step timed and profiled with and without
@@ -493,6 +498,67 @@ EOF2
         > "$OUT/plugin-profile-$v.log" 2>&1
       echo "  profile $v:"
       grep -E "profile:|^    kiln\.(rms_norm|fusion|add|custom_kernel|rms_norm_grad) |error" "$OUT/plugin-profile-$v.log"
+    done ;;
+  bisect)
+    # kiln bisect --device cuda: every kernel of a small step against the
+    # interpreter on the kernel's own inputs (GPT tiny f32 and bf16, Llama
+    # tiny with the example plugin), then a planted wrong kernel
+    # (.gpu/plugins/kiln-test-wrong-kernel.so) that it must name.
+    for run in "configs/tiny.toml f32" "configs/tiny.toml bf16-mixed" "configs/llama-tiny.toml bf16-mixed plugin" \
+               "configs/tiny.toml f32 wrong"; do
+      set -- $run
+      extra=()
+      [ "${3:-}" = plugin ] && extra=(--plugin .gpu/plugins/kiln-add-rms-norm.so)
+      [ "${3:-}" = wrong ] && extra=(--plugin .gpu/plugins/kiln-test-wrong-kernel.so)
+      name=$(basename $1 .toml)-$2${3:+-$3}
+      echo "  $name:"
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN bisect $1 --device cuda --set train.precision=$2 "${extra[@]}" \
+        > "$OUT/bisect-$name.log" 2>&1
+      echo "    exit $?"
+      grep -A9 "compared" "$OUT/bisect-$name.log" | sed 's/^/    /'
+      grep -E "error" "$OUT/bisect-$name.log" | sed 's/^/    /'
+    done ;;
+  numerics)
+    # train.check_numerics on the GPU: GPT-2 124M from weights with one
+    # planted NaN (h.5.mlp.fc.w) must stop at step 1 naming the op and its
+    # kernel; from sound weights, 20 f32 steps with the check equal those
+    # without; then the bf16 step's cost with the check, alternated.
+    G=(configs/gpt2-124m.toml "${train_sets[@]}")
+    rm -rf /tmp/cn-pre /tmp/cn-*
+    XDG_CACHE_HOME=/tmp/kiln-cache $KILN train "${G[@]}" --set train.steps=2 --set run.dir=/tmp/cn-pre \
+      > "$OUT/numerics-pre.log" 2>&1
+    python3 tests/lit/train/Inputs/plant-nan.py /tmp/cn-pre/checkpoints/step_00000002/model.safetensors \
+      /tmp/cn-bad.safetensors h.5.mlp.fc.w 1234
+    for prec in f32 bf16-mixed; do
+      for c in false true; do
+        echo "  planted NaN, $prec, check_numerics=$c:"
+        XDG_CACHE_HOME=/tmp/kiln-cache $KILN train "${G[@]}" --set train.steps=3 --set train.precision=$prec \
+          --set model.init_from=/tmp/cn-bad.safetensors --set train.check_numerics=$c \
+          --set run.dir=/tmp/cn-bad-$prec-$c > "$OUT/numerics-bad-$prec-$c.log" 2>&1
+        echo "    exit $?: $(grep -E "error" "$OUT/numerics-bad-$prec-$c.log" | tail -1)"
+      done
+    done
+    # A run that diverges later (lr far too high), so the check fires in a
+    # CUDA-graph replay, not the first eager run.
+    XDG_CACHE_HOME=/tmp/kiln-cache $KILN train "${G[@]}" --set train.steps=30 --set train.precision=bf16-mixed \
+      --set optim.lr=10 --set optim.grad_clip=0 --set train.log_every=1 --set train.check_numerics=true \
+      --set run.dir=/tmp/cn-diverge > "$OUT/numerics-diverge.log" 2>&1
+    echo "  lr 10, bf16, check_numerics: exit $?: $(grep -E "^step" "$OUT/numerics-diverge.log" | tail -1 | cut -c1-40)"
+    echo "    $(grep -E "error" "$OUT/numerics-diverge.log" | tail -1)"
+    for c in false true; do
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN train "${G[@]}" --set train.steps=20 --set train.precision=f32 \
+        --set model.init_from=/tmp/cn-pre --set train.check_numerics=$c --set run.dir=/tmp/cn-ok-$c \
+        > "$OUT/numerics-ok-$c.log" 2>&1
+      grep -E "^step 20 |done:|error" "$OUT/numerics-ok-$c.log"
+      cp /tmp/cn-ok-$c/metrics.jsonl "$OUT/metrics-numerics-ok-$c.jsonl"
+    done
+    python3 tests/lit/tools/Inputs/compare-losses.py "$OUT/metrics-numerics-ok-false.jsonl" \
+      "$OUT/metrics-numerics-ok-true.jsonl" 0 | sed 's/^/  f32 20 steps, check vs none: /'
+    for run in none-1 check-1 check-2 none-2; do
+      c=false; [ ${run%-*} = check ] && c=true
+      echo "  gpt2 bf16 B=16 $run"
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/gpt2-124m.toml --set train.precision=bf16-mixed \
+        --set train.check_numerics=$c --json "$OUT/numerics-bench-$run.json" 2>&1 | grep -E "plan:|step:|error"
     done ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac

@@ -22,6 +22,8 @@ cmake -S examples/plugins/add-rms-norm -B /tmp/kiln-pack-plugin -G Ninja \
 cmake --build /tmp/kiln-pack-plugin > /dev/null
 mkdir -p .gpu/plugins
 strip -o .gpu/plugins/kiln-add-rms-norm.so /tmp/kiln-pack-plugin/kiln-add-rms-norm.so
+# The planted wrong kernel `kiln bisect --device cuda` must find (tests/plugin).
+strip -o .gpu/plugins/kiln-test-wrong-kernel.so "$BUILD/lib/kiln-test-wrong-kernel.so"
 if [ ! -f .gpu/fortunes-gpt2/train_000000.bin ]; then
   files=()
   for f in /usr/share/games/fortunes/*; do

@@ -6,8 +6,10 @@
 #include "codegen/PlanBuilder.h"
 #include "ir/KilnOps.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Operation.h"
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Error.h"
 
@@ -58,6 +60,20 @@ public:
   /// The arena offset of the error word kernels set on out-of-range inputs
   /// (PlanError bits); the executor checks it after every run.
   int64_t errorFlag();
+  /// train.check_numerics's two words (beside the error word).
+  int64_t numericsFlag();
+  /// Records each top-level op's position in `func`, for PlanStep::opIndex.
+  void indexOps(mlir::func::FuncOp func) {
+    int64_t i = 0;
+    for (mlir::Operation &op : func.getBody().front())
+      opIndex_[&op] = i++;
+  }
+  int64_t opIndex(mlir::Operation *op) const {
+    auto it = opIndex_.find(op);
+    return it == opIndex_.end() ? -1 : it->second;
+  }
+  /// Steps emitted into the function so far.
+  size_t stepCount() const { return function_.steps.size(); }
 
   /// Space for partial sums in the workspace (after cuBLASLt's part); valid
   /// until the next step. Errors when the workspace is too small.
@@ -77,6 +93,7 @@ private:
   PlanFunction &function_;
   const CodegenOptions &options_;
   llvm::StringMap<int> &kernelIndex_;
+  llvm::DenseMap<mlir::Operation *, int64_t> opIndex_;
 };
 
 /// The error word takes the workspace's last aligned slot.

@@ -148,6 +148,7 @@ void Emitter::launch(Operation *op, llvm::StringRef baseName, const std::string 
   PlanStep step;
   step.kind = PlanStep::Kind::Launch;
   step.op = describe(op);
+  step.opIndex = opIndex(op);
   step.kernel = index;
   step.grid = grid;
   step.block = block;
@@ -160,6 +161,7 @@ void Emitter::gemm(Operation *op, const GemmDesc &desc) {
   PlanStep step;
   step.kind = PlanStep::Kind::Gemm;
   step.op = describe(op);
+  step.opIndex = opIndex(op);
   step.gemm = desc;
   function_.steps.push_back(std::move(step));
 }
@@ -168,6 +170,7 @@ void Emitter::memset(Operation *op, int64_t dst, int64_t bytes) {
   PlanStep step;
   step.kind = PlanStep::Kind::Memset;
   step.op = op ? describe(op) : "zero";
+  step.opIndex = op ? opIndex(op) : -1;
   step.dst = dst;
   step.bytes = bytes;
   function_.steps.push_back(std::move(step));
@@ -177,6 +180,7 @@ void Emitter::copy(Operation *op, int64_t dst, int64_t src, int64_t bytes) {
   PlanStep step;
   step.kind = PlanStep::Kind::Copy;
   step.op = op ? describe(op) : "copy";
+  step.opIndex = op ? opIndex(op) : -1;
   step.dst = dst;
   step.src = src;
   step.bytes = bytes;
@@ -187,6 +191,11 @@ int64_t Emitter::errorFlag() {
   plan_.memory.errorFlag =
       plan_.memory.workspaceOffset + plan_.memory.workspace - kErrorWordBytes;
   return plan_.memory.errorFlag;
+}
+
+int64_t Emitter::numericsFlag() {
+  plan_.memory.numericsFlag = errorFlag() + 8;
+  return plan_.memory.numericsFlag;
 }
 
 llvm::Expected<int64_t> Emitter::scratch(int64_t bytes) {
@@ -216,6 +225,29 @@ PlanBinding bindingOf(func::FuncOp func, unsigned i, llvm::Expected<int64_t> &of
   if (offset)
     b.offset = *offset;
   return b;
+}
+
+/// train.check_numerics: after `op`'s steps (the last one is `producer`),
+/// one scan of each float result it wrote (kernels/check.cuh).
+llvm::Error emitChecks(Emitter &e, Operation *op, size_t producer) {
+  for (OpResult r : op->getResults()) {
+    auto t = tensorOf(r);
+    if (!isa<FloatType>(t.getElementType()) || t.getNumElements() == 0 || e.isInlined(r))
+      continue;
+    auto offset = e.offsetOf(r);
+    if (!offset)
+      return offset.takeError();
+    std::string source =
+        include("check.cuh") + Emitter::header(op) + "// train.check_numerics: result " +
+        str(r.getResultNumber()) + "\nextern \"C\" __global__ void __launch_bounds__(256) @NAME@(const " +
+        cType(t.getElementType()) + " *x, unsigned step, unsigned result, unsigned *flag) {\n" +
+        "  kiln::checkFinite<" + cType(t.getElementType()) + ", " + str(t.getNumElements()) +
+        ">(x, step, result, flag);\n}\n";
+    e.launch(op, "check_finite", source, {e.gridFor(t.getNumElements(), 256, 4), 1, 1}, {256, 1, 1},
+             {Emitter::ptr(*offset), {PlanArg::Kind::Int, static_cast<int64_t>(producer)},
+              {PlanArg::Kind::Int, r.getResultNumber()}, Emitter::ptr(e.numericsFlag())});
+  }
+  return llvm::Error::success();
 }
 
 /// A plugin's kernel: its registration's source and launch rule, with one
@@ -262,6 +294,7 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
   PlanFunction fn;
   fn.name = func.getSymName().str();
   Emitter e(plan, fn, options, kernelIndex);
+  e.indexOps(func);
   for (unsigned i = 0; i < func.getNumArguments(); ++i) {
     auto offset = e.offsetOf(func.getArgument(i));
     if (!offset)
@@ -271,7 +304,16 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
 
   SmallVector<Operation *> adamw;
   func.walk([&](AdamWUpdateOp op) { adamw.push_back(op); });
+  bool check = func->getParentOfType<ModuleOp>()->hasAttr(KilnDialect::kCheckNumericsAttrName);
+  // After an op's steps: its results scanned (the optimizer's update
+  // excepted: a non-finite gradient is caught where it is made).
+  auto checked = [&](Operation *op, size_t before) -> llvm::Error {
+    if (!check || e.stepCount() == before || isa<AdamWUpdateOp, ConstantOp>(op))
+      return llvm::Error::success();
+    return emitChecks(e, op, e.stepCount() - 1);
+  };
   for (Operation &op : func.getBody().front()) {
+    size_t before = e.stepCount();
     if (isa<func::ReturnOp>(op) || isa<ReshapeOp>(op))
       continue;
     if (isInlinedConstant(&op))
@@ -288,10 +330,14 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
     if (isa<GlobalNormOp>(op)) {
       if (llvm::Error err = emitGlobalNorm(e, &op))
         return err;
+      if (llvm::Error err = checked(&op, before))
+        return err;
       continue;
     }
     if (auto custom = dyn_cast<CustomKernelOp>(op)) {
       if (llvm::Error err = emitCustomKernel(e, custom))
+        return err;
+      if (llvm::Error err = checked(&op, before))
         return err;
       continue;
     }
@@ -311,6 +357,8 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
                    "planned); it runs on the CPU, one thread per rank");
     if (!handled)
       return error("codegen: no CUDA code for " + Emitter::describe(&op));
+    if (llvm::Error err = checked(&op, before))
+      return err;
   }
 
   // What kiln-fuse did, for `kiln compile` and the Plan.
@@ -353,6 +401,12 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
     e.note(llvm::formatv("kiln-fuse: @{0} has {1} bf16/f16 GEMMs writing f32 directly (no cast "
                          "kernel)",
                          fn.name, wideGemms)
+               .str());
+
+  if (check)
+    e.note(llvm::formatv("train.check_numerics: @{0} scans every op's float results after the op "
+                         "(NaN and +inf stop the step)",
+                         fn.name)
                .str());
 
   // What kiln-recompute chose.

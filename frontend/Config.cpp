@@ -101,6 +101,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"train.device", &c.train.device, 0, 0, {"auto", "cpu", "cuda"}},
       {"train.recompute", &c.train.recompute, 0, 0, {"none", "selective", "full"}},
       {"train.memory_budget", &c.train.memory_budget},
+      {"train.check_numerics", &c.train.check_numerics},
       {"optim.lr", &c.optim.lr, 0, 10},
       {"optim.min_lr_ratio", &c.optim.min_lr_ratio, 0, 1},
       {"optim.warmup_steps", &c.optim.warmup_steps, 0, 1e12},
@@ -472,6 +473,10 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
     return error(source, fmt::format("parallel.sequence_parallel = true: parallel.tp = {} does "
                                      "not divide the sequence length {}",
                                      parallel.tp, seqLen()));
+  if (train.check_numerics && train.precision == "f16-mixed")
+    return error(source, "train.check_numerics = true with train.precision = \"f16-mixed\": "
+                         "dynamic loss scaling expects the gradients to overflow now and then, "
+                         "which the check would stop at (use bf16-mixed or f32)");
   if (!train.memory_budget.empty())
     if (auto bytes = parseByteSize(train.memory_budget); !bytes)
       return error(source, "train.memory_budget: " + llvm::toString(bytes.takeError()));

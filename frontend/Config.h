@@ -110,6 +110,12 @@ struct TrainConfig {
   /// compilation fails naming the smallest arena it can plan when nothing
   /// does. Empty: no budget.
   std::string memory_budget;
+  /// Stop at the first op of a step that writes NaN or +inf (-inf is what
+  /// attention masks write), naming the op, its model layer and, on the
+  /// GPU, its kernel. Every op's results are scanned after it runs: a
+  /// debugging mode, slower. Not with f16-mixed, whose loss scaling
+  /// expects gradient overflows.
+  bool check_numerics = false;
 };
 
 struct OptimConfig {

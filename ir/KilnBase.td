@@ -53,6 +53,9 @@ def Kiln_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral kOutputAttrName = "kiln.output";
     /// Result attribute: this result is the gradient of the named parameter.
     static constexpr ::llvm::StringLiteral kGradAttrName = "kiln.grad";
+    /// Module attribute (unit): `train.check_numerics`. The interpreter and
+    /// the generated code stop at the first op that writes NaN or +inf.
+    static constexpr ::llvm::StringLiteral kCheckNumericsAttrName = "kiln.check_numerics";
     /// Written by kiln-plan-buffers: the arena byte offset of an argument
     /// (`kiln.offset`), of each result of an op (`kiln.offsets`, -1 for
     /// none) and a function's memory summary (`kiln.memory`).

@@ -79,7 +79,7 @@ json::Value bindingJSON(const PlanBinding &b) {
 }
 
 json::Value stepJSON(const PlanStep &s) {
-  json::Object o{{"kind", stepName(s.kind)}, {"op", s.op}};
+  json::Object o{{"kind", stepName(s.kind)}, {"op", s.op}, {"op_index", s.opIndex}};
   switch (s.kind) {
   case PlanStep::Kind::Launch: {
     json::Array args;
@@ -256,7 +256,8 @@ json::Value Plan::toJSON() const {
                               {"workspace_offset", memory.workspaceOffset},
                               {"grads_at_peak", memory.gradsAtPeak}, {"scratch", memory.scratch},
                               {"total", memory.total}, {"gemm_workspace", memory.gemmWorkspace},
-                              {"peak_live", memory.peakLive}, {"error_flag", memory.errorFlag}}},
+                              {"peak_live", memory.peakLive}, {"error_flag", memory.errorFlag},
+                              {"numerics_flag", memory.numericsFlag}}},
       {"kernels", std::move(ks)},
       {"headers", std::move(hs)},
       {"notes", json::Array(notes)},
@@ -277,6 +278,8 @@ llvm::Expected<Plan> Plan::fromJSON(const json::Value &value) {
               r.i(m, "workspace_offset"), r.i(m, "grads_at_peak"), r.i(m, "scratch"),
               r.i(m, "total"), r.i(m, "gemm_workspace"), r.i(m, "peak_live"),
               r.i(m, "error_flag")};
+  if (m)
+    p.memory.numericsFlag = m->getInteger("numerics_flag").value_or(-1);
   if (const json::Array *ks = o->getArray("kernels"))
     for (const json::Value &k : *ks)
       p.kernels.push_back({r.s(k.getAsObject(), "name"), ""});
@@ -309,6 +312,7 @@ llvm::Expected<Plan> Plan::fromJSON(const json::Value &value) {
         PlanStep s;
         std::string kind = r.s(so, "kind");
         s.op = r.s(so, "op");
+        s.opIndex = so ? so->getInteger("op_index").value_or(-1) : -1;
         if (kind == "launch") {
           s.kind = PlanStep::Kind::Launch;
           s.kernel = static_cast<int>(r.i(so, "kernel"));
@@ -376,6 +380,9 @@ llvm::Error Plan::validate() const {
   auto inside = [&](int64_t offset, int64_t bytes) {
     return offset >= 0 && bytes >= 0 && offset <= total && bytes <= total - offset;
   };
+  for (int64_t word : {memory.errorFlag, memory.numericsFlag})
+    if (word != -1 && !inside(word, 8))
+      return error(llvm::formatv("plan: a flag word at {0} outside the {1}-byte arena", word, total));
   for (const PlanKernel &k : kernels)
     if (k.name.empty() || !llvm::all_of(k.name, [](char c) { return llvm::isAlnum(c) || c == '_'; }))
       return error("plan: kernel name '" + k.name + "' is not an identifier");

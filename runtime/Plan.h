@@ -90,6 +90,9 @@ struct PlanStep {
   enum class Kind { Launch, Gemm, Memset, Copy };
   Kind kind = Kind::Launch;
   std::string op; ///< "kiln.add at loc(\"h.0.attn\")"
+  /// That op's position among its function's top-level ops (-1: none):
+  /// `kiln bisect --device cuda` finds the op again in the compiled IR.
+  int64_t opIndex = -1;
   // Launch
   int kernel = -1;
   std::array<int64_t, 3> grid{1, 1, 1}, block{1, 1, 1};
@@ -125,6 +128,10 @@ struct PlanMemory {
   /// A 32-bit word (the workspace's last 256 bytes) that kernels set when
   /// an input is out of range (kErrorBadId, ...); -1 when none is used.
   int64_t errorFlag = -1;
+  /// train.check_numerics: two 32-bit words beside the error word, the step
+  /// (+ 1) whose op first wrote a NaN or +inf and which of its results
+  /// (kernels/check.cuh); -1 when the plan does not check.
+  int64_t numericsFlag = -1;
 
   /// A few lines: the arena by category (params, optimizer states, inputs,
   /// workspace, temporaries with the gradients and activations at the peak).

@@ -22,6 +22,7 @@
 #include "llvm/Support/MathExtras.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cmath>
 #include <deque>
 #include <limits>
 
@@ -192,6 +193,39 @@ llvm::Error executeCustom(CustomKernelOp op, llvm::ArrayRef<const HostTensor *> 
     for (int64_t j = 0; j < t.numel(); ++j)
       t.set(j, outputs[r][j]);
     out.push_back(std::move(t));
+  }
+  return llvm::Error::success();
+}
+
+/// train.check_numerics: the first NaN or +inf in `op`'s float results, as
+/// an error naming the op, its model scope and where in the result.
+llvm::Error checkFinite(Operation *op, llvm::ArrayRef<HostTensor> results) {
+  for (auto [r, t] : llvm::enumerate(results)) {
+    if (!isFloat(t.dtype()))
+      continue;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      double v = t.get(i);
+      if (!std::isnan(v) && v != std::numeric_limits<double>::infinity())
+        continue;
+      std::string where;
+      int64_t rest = i;
+      for (int64_t d = t.rank() - 1; d >= 0; --d) {
+        where = std::to_string(rest % t.dim(d)) + (where.empty() ? "" : ", ") + where;
+        rest /= t.dim(d);
+      }
+      std::string type;
+      llvm::raw_string_ostream os(type);
+      os << op->getResult(r).getType();
+      if (auto fusion = dyn_cast<FusionOp>(op)) {
+        os << "; the fusion of";
+        for (Operation &inner : fusion.getBodyOps())
+          os << " " << inner.getName();
+      }
+      return opError(op, llvm::formatv("train.check_numerics: the first non-finite value of the "
+                                       "step, {0} at [{1}] of result {2} ({3})",
+                                       std::isnan(v) ? "NaN" : "+inf", where, r, type)
+                             .str());
+    }
   }
   return llvm::Error::success();
 }
@@ -499,6 +533,8 @@ llvm::Expected<std::unique_ptr<Interpreter>> Interpreter::create(func::FuncOp fu
   std::unique_ptr<Interpreter> interp(new Interpreter(func));
   if (llvm::Error err = interp->prepare())
     return std::move(err);
+  if (auto module = func->getParentOfType<ModuleOp>())
+    interp->checkNumerics_ = module->hasAttr(KilnDialect::kCheckNumericsAttrName);
   return std::move(interp);
 }
 
@@ -618,6 +654,11 @@ llvm::Expected<std::vector<HostTensor>> Interpreter::run(llvm::ArrayRef<HostTens
       if (llvm::Error err = execute(step.op, operands, results))
         return std::move(err);
     }
+    // As the generated code: the optimizer's update is not checked (a
+    // non-finite gradient is caught where it is made), nor constants.
+    if (checkNumerics_ && !isa<ConstantOp, AdamWUpdateOp>(step.op))
+      if (llvm::Error err = checkFinite(step.op, results))
+        return std::move(err);
     for (auto [s, t] : llvm::zip(step.results, results))
       slots[s] = std::move(t);
     for (unsigned s : step.freeAfter)
@@ -627,6 +668,17 @@ llvm::Expected<std::vector<HostTensor>> Interpreter::run(llvm::ArrayRef<HostTens
   for (unsigned s : resultSlots_)
     out.push_back(slots[s]);
   return out;
+}
+
+llvm::Error evaluateOp(Operation *op, llvm::ArrayRef<const HostTensor *> operands,
+                       llvm::SmallVectorImpl<HostTensor> &results) {
+  if (auto c = dyn_cast<ConstantOp>(op)) {
+    results.push_back(fromElements(c.getValue()));
+    return llvm::Error::success();
+  }
+  if (isCollective(op) || !isSupported(op))
+    return opError(op, "this op is not supported by the CPU interpreter here");
+  return execute(op, operands, results);
 }
 
 } // namespace kiln::cpu

@@ -22,6 +22,13 @@ namespace kiln::cpu {
 
 class Collectives;
 
+/// One op on the given operand tensors, as run() would compute it, its
+/// results appended to `results` (a kiln.constant takes no operands).
+/// Collectives are not supported here. `kiln bisect --device cuda` checks
+/// each generated kernel against it on the kernel's own inputs.
+llvm::Error evaluateOp(mlir::Operation *op, llvm::ArrayRef<const HostTensor *> operands,
+                       llvm::SmallVectorImpl<HostTensor> &results);
+
 class Interpreter {
 public:
   /// Prepares `func` for repeated runs. Fails, naming the op, when the
@@ -38,6 +45,12 @@ public:
   /// The communicator a partitioned function's kiln.all_reduce and
   /// kiln.all_gather use (not owned); without one they are an error.
   void setCollectives(Collectives *collectives) { collectives_ = collectives; }
+
+  /// With `check`, run() stops at the first op that writes a NaN or +inf
+  /// into a float result (-inf is what attention masks write) and names it:
+  /// `train.check_numerics`. create() sets it from the module's
+  /// kiln.check_numerics attribute.
+  void setCheckNumerics(bool check) { checkNumerics_ = check; }
 
   /// The most bytes of temporaries (op results and constants) a run of
   /// `func` holds at once — the same liveness run() follows; saturates at
@@ -56,6 +69,7 @@ private:
   unsigned numSlots_ = 0;
   std::vector<unsigned> resultSlots_;
   Collectives *collectives_ = nullptr;
+  bool checkNumerics_ = false;
 };
 
 /// The host tensor type of an MLIR tensor type (dtype and shape); fails for

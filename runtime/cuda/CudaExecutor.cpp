@@ -189,7 +189,8 @@ struct Gemm {
 struct Function {
   const PlanFunction *plan = nullptr;
   std::vector<Gemm> gemms; ///< one per step (unused for non-GEMM steps)
-  void *pinnedIn = nullptr, *pinnedOut = nullptr; ///< pinnedOut ends with the error word
+  /// pinnedOut ends with the error word and the two numerics words.
+  void *pinnedIn = nullptr, *pinnedOut = nullptr;
   int64_t inBytes = 0, outBytes = 0;
   int runs = 0;
   CUgraph graph = nullptr;
@@ -508,7 +509,7 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
         f.outBytes += b.bytes();
     if (f.inBytes)
       KILN_CU(im.cu->cuMemAllocHost(&f.pinnedIn, static_cast<size_t>(f.inBytes)));
-    KILN_CU(im.cu->cuMemAllocHost(&f.pinnedOut, static_cast<size_t>(f.outBytes + 4)));
+    KILN_CU(im.cu->cuMemAllocHost(&f.pinnedOut, static_cast<size_t>(f.outBytes + 12)));
   }
   KILN_CU(im.cu->cuStreamSynchronize(im.stream));
   cache.save();
@@ -542,7 +543,8 @@ namespace {
 /// Enqueues every step of `f` on the stream (eagerly or into a capture);
 /// `afterStep(i)`, when given, runs after step i is enqueued.
 llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool sync,
-                    llvm::function_ref<llvm::Error(size_t)> afterStep = nullptr) {
+                    llvm::function_ref<llvm::Error(size_t)> afterStep = nullptr,
+                    llvm::function_ref<llvm::Error(size_t)> beforeStep = nullptr) {
   const PlanFunction &pf = *f.plan;
   std::vector<CUdeviceptr> pointers;
   std::vector<long long> ints;
@@ -552,6 +554,9 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
     auto fail = [&](llvm::Error err) {
       return error("step " + llvm::Twine(i) + " (" + s.op + "): " + llvm::toString(std::move(err)));
     };
+    if (beforeStep)
+      if (llvm::Error err = beforeStep(i))
+        return fail(std::move(err));
     switch (s.kind) {
     case PlanStep::Kind::Launch: {
       pointers.assign(s.args.size(), 0);
@@ -603,6 +608,43 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
   return llvm::Error::success();
 }
 
+/// Copies `inputs` (by binding name, checked against the plan) into the
+/// arena through pinned memory, asynchronously on the stream.
+llvm::Error stageInputs(CudaExecutor::Impl &im, Function &f, llvm::StringRef function,
+                        const std::map<std::string, cpu::HostTensor> &inputs) {
+  const PlanFunction &pf = *f.plan;
+  // Inputs: pack into pinned memory, then one async copy each.
+  int64_t at = 0;
+  for (const PlanBinding &b : pf.args) {
+    if (b.kind != PlanBinding::Kind::Input)
+      continue;
+    auto in = inputs.find(b.name);
+    if (in == inputs.end())
+      return error("@" + function + " needs the input '" + b.name + "'");
+    const cpu::HostTensor &t = in->second;
+    if (t.dtype() != b.dtype || t.shape() != b.shape)
+      return error(llvm::formatv("@{0}: input '{1}' is {2} but the plan expects {3}[{4}]", function,
+                                 b.name, t.typeString(), cpu::dtypeName(b.dtype),
+                                 llvm::join(llvm::map_range(b.shape, [](int64_t d) { return std::to_string(d); }), ", ")));
+    char *staged = static_cast<char *>(f.pinnedIn) + at;
+    packForDevice(t, staged);
+    KILN_CU(im.cu->cuMemcpyHtoDAsync(im.at(b.offset), staged, static_cast<size_t>(b.bytes()), im.stream));
+    at += b.bytes();
+  }
+  return llvm::Error::success();
+}
+
+/// Zeroes the error word and the numerics words, in stream order, before a
+/// run reads them: what an earlier run (or time(), profile()) left there
+/// is not this run's.
+llvm::Error clearFlags(CudaExecutor::Impl &im, const Plan &p) {
+  if (p.memory.errorFlag >= 0)
+    KILN_CU(im.cu->cuMemsetD32Async(im.at(p.memory.errorFlag), 0, 1, im.stream));
+  if (p.memory.numericsFlag >= 0)
+    KILN_CU(im.cu->cuMemsetD32Async(im.at(p.memory.numericsFlag), 0, 2, im.stream));
+  return llvm::Error::success();
+}
+
 /// Runs `f` once: eagerly the first time, then from its CUDA graph.
 llvm::Error execute(CudaExecutor::Impl &im, const Plan &p, Function &f) {
   bool eager = !im.useGraphs || im.syncEachStep || f.runs == 0;
@@ -638,28 +680,13 @@ CudaExecutor::run(llvm::StringRef function, const std::map<std::string, cpu::Hos
     return found.takeError();
   Function &f = *found;
   const PlanFunction &pf = *f.plan;
-
-  // Inputs: pack into pinned memory, then one async copy each.
-  int64_t at = 0;
-  for (const PlanBinding &b : pf.args) {
-    if (b.kind != PlanBinding::Kind::Input)
-      continue;
-    auto in = inputs.find(b.name);
-    if (in == inputs.end())
-      return error("@" + function + " needs the input '" + b.name + "'");
-    const cpu::HostTensor &t = in->second;
-    if (t.dtype() != b.dtype || t.shape() != b.shape)
-      return error(llvm::formatv("@{0}: input '{1}' is {2} but the plan expects {3}[{4}]", function,
-                                 b.name, t.typeString(), cpu::dtypeName(b.dtype),
-                                 llvm::join(llvm::map_range(b.shape, [](int64_t d) { return std::to_string(d); }), ", ")));
-    char *staged = static_cast<char *>(f.pinnedIn) + at;
-    packForDevice(t, staged);
-    KILN_CU(im.cu->cuMemcpyHtoDAsync(im.at(b.offset), staged, static_cast<size_t>(b.bytes()), im.stream));
-    at += b.bytes();
-  }
+  if (llvm::Error err = stageInputs(im, f, function, inputs))
+    return std::move(err);
+  if (llvm::Error err = clearFlags(im, plan_))
+    return std::move(err);
   if (llvm::Error err = execute(im, plan_, f))
     return error("running @" + function + " on the GPU: " + llvm::toString(std::move(err)));
-  at = 0;
+  int64_t at = 0;
   for (const PlanBinding &b : pf.results) {
     if (!b.aliases.empty())
       continue;
@@ -668,22 +695,40 @@ CudaExecutor::run(llvm::StringRef function, const std::map<std::string, cpu::Hos
     at += b.bytes();
   }
   uint32_t *flag = reinterpret_cast<uint32_t *>(static_cast<char *>(f.pinnedOut) + f.outBytes);
-  *flag = 0;
+  flag[0] = flag[1] = flag[2] = 0;
   if (plan_.memory.errorFlag >= 0)
     KILN_CU(im.cu->cuMemcpyDtoHAsync(flag, im.at(plan_.memory.errorFlag), 4, im.stream));
+  if (plan_.memory.numericsFlag >= 0)
+    KILN_CU(im.cu->cuMemcpyDtoHAsync(flag + 1, im.at(plan_.memory.numericsFlag), 8, im.stream));
   if (CUresult r = im.cu->cuStreamSynchronize(im.stream); r != CUDA_SUCCESS)
     return error("running @" + function + " on the GPU: " +
                  llvm::toString(cuError(r, "cuStreamSynchronize", __FILE__, __LINE__)) +
                  " (KILN_CUDA_SYNC=1 names the step that failed)");
-  if (*flag != 0) {
-    KILN_CU(im.cu->cuMemsetD32(im.at(plan_.memory.errorFlag), 0, 1));
+  // The input error first: out-of-range targets can make the NaN the
+  // numerics check would name.
+  if (flag[0] != 0) {
     std::string what;
-    if (*flag & kErrorBadId)
+    if (flag[0] & kErrorBadId)
       what += "a token id is outside the embedding table";
-    if (*flag & kErrorBadTarget)
+    if (flag[0] & kErrorBadTarget)
       what += std::string(what.empty() ? "" : "; ") + "a target is at or past the vocabulary size";
     return error("@" + function + " on the GPU: " + what +
                  " (the inputs are out of range; the step's results are not valid)");
+  }
+  if (flag[1] != 0) {
+    // train.check_numerics: the first op whose result was not finite.
+    size_t index = flag[1] - 1;
+    if (index >= pf.steps.size())
+      return error(llvm::formatv("@{0} on the GPU: train.check_numerics flagged step {1} of {2}",
+                                 function, index, pf.steps.size()));
+    const PlanStep &s = pf.steps[index];
+    std::string kernel = s.kind == PlanStep::Kind::Launch ? "kernel " + plan_.kernels[s.kernel].name
+                         : s.kind == PlanStep::Kind::Gemm ? std::string("a cuBLASLt GEMM")
+                                                          : std::string("a memset or copy");
+    return error(llvm::formatv("@{0} on the GPU: train.check_numerics: the first non-finite value "
+                               "(NaN or +inf) of the step is in result {1} of {2}, whose last "
+                               "step is {3} (step {4} of {5})",
+                               function, flag[2], s.op, kernel, index, pf.steps.size()));
   }
   std::map<std::string, cpu::HostTensor> outputs;
   at = 0;
@@ -694,6 +739,27 @@ CudaExecutor::run(llvm::StringRef function, const std::map<std::string, cpu::Hos
     at += b.bytes();
   }
   return outputs;
+}
+
+llvm::Error CudaExecutor::inspect(llvm::StringRef function,
+                                  const std::map<std::string, cpu::HostTensor> &inputs,
+                                  llvm::function_ref<llvm::Error(size_t, bool)> hook) {
+  Impl &im = *impl_;
+  auto found = im.function(function);
+  if (!found)
+    return found.takeError();
+  Function &f = *found;
+  if (llvm::Error err = stageInputs(im, f, function, inputs))
+    return err;
+  if (llvm::Error err = clearFlags(im, plan_))
+    return err;
+  KILN_CU(im.cu->cuStreamSynchronize(im.stream));
+  llvm::Error err = enqueue(
+      im, plan_, f, /*sync=*/true, [&](size_t i) { return hook(i, false); },
+      [&](size_t i) { return hook(i, true); });
+  if (err)
+    return error("inspecting @" + function + " on the GPU: " + llvm::toString(std::move(err)));
+  return llvm::Error::success();
 }
 
 llvm::Expected<double> CudaExecutor::time(llvm::StringRef function, int iterations) {

@@ -24,6 +24,7 @@
 #include "runtime/Plan.h"
 #include "runtime/cuda/Nvrtc.h"
 
+#include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <map>
@@ -79,6 +80,14 @@ public:
   /// dtype and shape.
   llvm::Expected<std::map<std::string, cpu::HostTensor>>
   run(llvm::StringRef function, const std::map<std::string, cpu::HostTensor> &inputs);
+
+  /// Runs `function` once eagerly on `inputs`, synchronizing after every
+  /// step, and calls `hook(i, true)` before step i is enqueued and
+  /// `hook(i, false)` after it finished: the arena then holds exactly what
+  /// the steps so far wrote (read() it). A hook's error stops the run. For
+  /// `kiln bisect --device cuda`.
+  llvm::Error inspect(llvm::StringRef function, const std::map<std::string, cpu::HostTensor> &inputs,
+                      llvm::function_ref<llvm::Error(size_t, bool)> hook);
 
   /// Replays `function` (with whatever inputs the arena holds) `iterations`
   /// times and returns the mean milliseconds per run, timed with events.

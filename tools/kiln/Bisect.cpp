@@ -10,8 +10,11 @@
 // starts a new baseline for it: gradients are checked against finite
 // differences by `kiln gradcheck`, not here.
 //
-// Comparing kernels on the GPU against the interpreter (--device cuda) is
-// planned.
+// With --device cuda it checks the generated code instead: @train_step runs
+// once on the GPU, step by step, and after each op's kernels (or cuBLASLt
+// GEMMs) the op's results are compared with the interpreter's evaluation
+// of that op on the very inputs the kernels read (copied from the GPU just
+// before). The first op beyond the tolerance is named with its kernel.
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,7 +25,10 @@
 #include "passes/PassUtils.h"
 #include "runtime/Random.h"
 #include "runtime/cpu/Interpreter.h"
+#include "runtime/cuda/CudaBackend.h"
+#include "runtime/cuda/CudaExecutor.h"
 #include "tools/support/Compile.h"
+#include "tools/support/Training.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -36,6 +42,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <map>
+#include <optional>
 
 using namespace llvm;
 
@@ -59,6 +68,11 @@ static cl::opt<double> tolerance("tolerance",
                                  cl::init(1e-5), cl::sub(bisectCommand()), cl::cat(kilnCategory()));
 static cl::opt<uint64_t> seed("seed", cl::desc("Seed of the inputs"), cl::init(0),
                               cl::sub(bisectCommand()), cl::cat(kilnCategory()));
+static cl::opt<std::string> device(
+    "device",
+    cl::desc("cpu: each pass's IR on the interpreter (default); cuda: each generated kernel "
+             "of @train_step on the GPU against the interpreter, on the kernel's own inputs"),
+    cl::init("cpu"), cl::sub(bisectCommand()), cl::cat(kilnCategory()));
 
 namespace {
 
@@ -157,12 +171,259 @@ struct Stage {
   mlir::OwningOpRef<mlir::ModuleOp> module;
 };
 
+
+/// "kiln.add at loc(\"h.0.attn\")", as the plan names ops.
+std::string describeOp(mlir::Operation *op) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << op->getName() << " at " << op->getLoc();
+  return s;
+}
+
+/// The arena offset of `v` after kiln-plan-buffers, or -1 (an inlined
+/// constant).
+int64_t offsetOf(mlir::Value v) {
+  if (auto arg = dyn_cast<mlir::BlockArgument>(v)) {
+    auto func = cast<mlir::func::FuncOp>(arg.getOwner()->getParentOp());
+    auto o = func.getArgAttrOfType<mlir::IntegerAttr>(arg.getArgNumber(), KilnDialect::kOffsetAttrName);
+    return o ? o.getInt() : -1;
+  }
+  auto offsets = v.getDefiningOp()->getAttrOfType<mlir::DenseI64ArrayAttr>(KilnDialect::kOffsetsAttrName);
+  unsigned index = cast<mlir::OpResult>(v).getResultNumber();
+  return offsets && static_cast<int64_t>(index) < offsets.size() ? offsets[index] : -1;
+}
+
+/// The tolerance for an op's results (--tolerance when given): what the
+/// kernels' own rounding and summation order may move in the op's least
+/// precise float type, operands included (a bf16 GEMM writing f32 rounds
+/// its inputs' way, and its epilogue skips a rounding the IR has).
+double kernelTolerance(mlir::Operation *op) {
+  if (tolerance.getNumOccurrences())
+    return tolerance;
+  cpu::DType t = cpu::DType::F64;
+  auto rank = [](cpu::DType d) {
+    return d == cpu::DType::F64 ? 0 : d == cpu::DType::F32 ? 1 : 2;
+  };
+  bool anyFloat = false;
+  for (mlir::Type type : llvm::concat<const mlir::Type>(op->getOperandTypes(), op->getResultTypes())) {
+    auto d = cpu::dtypeOf(cast<mlir::RankedTensorType>(type).getElementType());
+    if (!d || !cpu::isFloat(*d))
+      continue;
+    anyFloat = true;
+    if (rank(*d) > rank(t))
+      t = *d;
+  }
+  if (!anyFloat)
+    return 0;
+  switch (t) {
+  case cpu::DType::F64:
+    return 1e-9;
+  case cpu::DType::F32:
+    return 1e-4;
+  case cpu::DType::BF16:
+  case cpu::DType::F16:
+    return 3e-2;
+  default:
+    return 0;
+  }
+}
+
+/// max |gpu - cpu| / max |cpu| (0 when both are all zero; +inf when one
+/// is not finite where the other is).
+double relativeError(const cpu::HostTensor &gpu, const cpu::HostTensor &cpu) {
+  double worst = 0, scale = 0;
+  for (int64_t i = 0; i < cpu.numel(); ++i)
+    if (std::isfinite(cpu.get(i)))
+      scale = std::max(scale, std::fabs(cpu.get(i)));
+  for (int64_t i = 0; i < cpu.numel(); ++i) {
+    double a = gpu.get(i), b = cpu.get(i);
+    if (std::isnan(a) != std::isnan(b) || (std::isinf(a) || std::isinf(b)) && a != b)
+      return std::numeric_limits<double>::infinity();
+    if (std::isfinite(a) && std::isfinite(b))
+      worst = std::max(worst, std::fabs(a - b));
+  }
+  return scale > 0 ? worst / scale : worst;
+}
+
+/// --device cuda: every op of @train_step that runs kernels, against the
+/// interpreter on the same inputs.
+int bisectKernels(const RunConfig &config) {
+  auto backendOr = tooling::makeCudaBackend(&outs());
+  if (!backendOr)
+    return fail("bisect", "--device cuda: " + toString(backendOr.takeError()));
+  cuda::CudaBackend &backend = **backendOr;
+  mlir::MLIRContext ctx;
+  auto module = tooling::buildForwardModule(ctx, config, mlir::Float32Type::get(&ctx));
+  if (!module)
+    return fail("bisect", toString(module.takeError()));
+  auto written = tooling::runTrainingPipeline(**module, config, {});
+  if (!written)
+    return fail("bisect", toString(written.takeError()));
+  if (Error err = backend.load(**module, static_cast<uint64_t>(config.train.seed)))
+    return fail("bisect", toString(std::move(err)));
+  cuda::CudaExecutor &executor = backend.executor();
+  const Plan &plan = executor.plan();
+  auto func = (**module).lookupSymbol<mlir::func::FuncOp>("train_step");
+  const PlanFunction *pf = plan.function("train_step");
+  if (!func || !pf)
+    return fail("bisect", "the compiled module has no @train_step");
+  std::vector<mlir::Operation *> ops;
+  for (mlir::Operation &op : func.getBody().front())
+    ops.push_back(&op);
+
+  // The arguments bisect always uses (seeded), written into the arena; the
+  // step's inputs go through inspect().
+  std::vector<cpu::HostTensor> args = argumentsFor(func, config.model.vocab_size, seed);
+  std::map<std::string, cpu::HostTensor> inputs;
+  for (auto [i, b] : llvm::enumerate(pf->args)) {
+    if (b.kind == PlanBinding::Kind::Input) {
+      inputs[b.name] = args[i];
+      continue;
+    }
+    std::vector<char> packed(static_cast<size_t>(b.bytes()));
+    cuda::packForDevice(args[i], packed.data());
+    if (Error err = executor.write(b.offset, packed.data(), b.bytes()))
+      return fail("bisect", toString(std::move(err)));
+  }
+
+  // Each op's first and last step; AdamW's one multi-tensor launch covers
+  // every update.
+  std::map<int64_t, std::pair<size_t, size_t>> span;
+  for (auto [i, s] : llvm::enumerate(pf->steps))
+    if (s.opIndex >= 0) {
+      auto [it, fresh] = span.try_emplace(s.opIndex, i, i);
+      it->second.second = i;
+    }
+  std::vector<mlir::Operation *> adamw;
+  for (mlir::Operation *op : ops)
+    if (isa<AdamWUpdateOp>(op))
+      adamw.push_back(op);
+  auto comparedAt = [&](int64_t index) {
+    std::vector<mlir::Operation *> group{ops[index]};
+    if (isa<AdamWUpdateOp>(ops[index]))
+      group = adamw;
+    return group;
+  };
+  auto kernelOf = [&](size_t i) {
+    const PlanStep &s = pf->steps[i];
+    return s.kind == PlanStep::Kind::Launch ? "kernel " + plan.kernels[s.kernel].name
+           : s.kind == PlanStep::Kind::Gemm ? std::string("a cuBLASLt GEMM")
+                                            : std::string("a memset or copy");
+  };
+
+  struct Row {
+    std::string op, kernel;
+    unsigned result;
+    double error, tolerance;
+  };
+  std::vector<Row> rows;
+  std::optional<Row> first;
+  int compared = 0, skipped = 0;
+  std::map<mlir::Operation *, std::vector<cpu::HostTensor>> operands;
+  auto read = [&](mlir::Value v, int64_t offset) -> Expected<cpu::HostTensor> {
+    auto t = cpu::hostTypeOf(v.getType());
+    if (!t)
+      return t.takeError();
+    cpu::HostTensor host(t->first, t->second);
+    std::vector<char> raw(static_cast<size_t>(cpu::product(t->second) *
+                                              static_cast<int64_t>(cpu::dtypeSize(t->first))));
+    if (Error err = executor.read(offset, raw.data(), static_cast<int64_t>(raw.size())))
+      return std::move(err);
+    return cuda::unpackFromDevice(raw.data(), t->first, t->second);
+  };
+  auto hook = [&](size_t i, bool before) -> Error {
+    int64_t index = pf->steps[i].opIndex;
+    if (index < 0 || index >= static_cast<int64_t>(ops.size()))
+      return Error::success();
+    auto [firstStep, lastStep] = span[index];
+    if (before && i == firstStep) {
+      for (mlir::Operation *op : comparedAt(index)) {
+        std::vector<cpu::HostTensor> &in = operands[op];
+        in.clear();
+        for (mlir::Value v : op->getOperands()) {
+          if (int64_t offset = offsetOf(v); offset >= 0) {
+            auto t = read(v, offset);
+            if (!t)
+              return t.takeError();
+            in.push_back(std::move(*t));
+            continue;
+          }
+          llvm::SmallVector<cpu::HostTensor, 1> c;
+          if (Error err = cpu::evaluateOp(v.getDefiningOp(), {}, c))
+            return err;
+          in.push_back(std::move(c[0]));
+        }
+      }
+    }
+    if (!before && i == lastStep) {
+      for (mlir::Operation *op : comparedAt(index)) {
+        std::vector<const cpu::HostTensor *> in;
+        for (const cpu::HostTensor &t : operands[op])
+          in.push_back(&t);
+        llvm::SmallVector<cpu::HostTensor, 4> want;
+        if (Error err = cpu::evaluateOp(op, in, want)) {
+          consumeError(std::move(err));
+          ++skipped;
+          continue;
+        }
+        ++compared;
+        for (auto [r, result] : llvm::enumerate(op->getResults())) {
+          int64_t offset = offsetOf(result);
+          if (offset < 0)
+            continue;
+          auto got = read(result, offset);
+          if (!got)
+            return got.takeError();
+          double tol = cpu::isFloat(got->dtype()) ? kernelTolerance(op) : 0;
+          Row row{describeOp(op), kernelOf(i), static_cast<unsigned>(r),
+                  relativeError(*got, want[r]), tol};
+          if (!first && !(row.error <= tol))
+            first = row;
+          rows.push_back(std::move(row));
+        }
+        operands.erase(op);
+      }
+    }
+    return Error::success();
+  };
+  outs() << formatv("kiln bisect --device cuda: @train_step, {0} steps for {1} ops; each op's "
+                    "results against the interpreter on the kernels' own inputs\n",
+                    pf->steps.size(), ops.size());
+  if (Error err = executor.inspect("train_step", inputs, hook))
+    return fail("bisect", toString(std::move(err)));
+
+  std::vector<const Row *> worst;
+  for (const Row &r : rows)
+    worst.push_back(&r);
+  std::sort(worst.begin(), worst.end(), [](const Row *a, const Row *b) {
+    return a->error / std::max(a->tolerance, 1e-300) > b->error / std::max(b->tolerance, 1e-300);
+  });
+  outs() << formatv("  compared {0} ops ({1} results){2}; the largest errors against their "
+                    "tolerance:\n",
+                    compared, rows.size(),
+                    skipped ? formatv(", {0} not evaluable on the interpreter", skipped).str() : "");
+  for (size_t k = 0; k < worst.size() && k < 8; ++k)
+    outs() << formatv("    {0,9:e2} (tolerance {1:e0})  result {2} of {3}, {4}\n", worst[k]->error,
+                      worst[k]->tolerance, worst[k]->result, worst[k]->op, worst[k]->kernel);
+  if (first) {
+    outs() << formatv("FIRST MISMATCH: result {0} of {1}, written by {2}: relative error {3:e2} > "
+                      "{4:e0}\n",
+                      first->result, first->op, first->kernel, first->error, first->tolerance);
+    return 1;
+  }
+  outs() << "PASS: every kernel agrees with the interpreter\n";
+  return 0;
+}
 } // namespace
 
 int runBisect() {
   if (configPath.empty() == dumpsDir.empty())
     return fail("bisect", "give a config to compile, or --dumps DIR (kiln compile --dump-dir), "
                           "not both");
+  if (device != "cpu" && device != "cuda")
+    return fail("bisect", "--device must be cpu or cuda, not '" + device + "'");
+  if (device == "cuda" && !dumpsDir.empty())
+    return fail("bisect", "--device cuda compiles a config; it does not read --dumps");
   if (!(tolerance >= 0) || !std::isfinite(tolerance))
     return fail("bisect", "--tolerance must be a finite number, not negative");
   int64_t vocab = 256;
@@ -179,6 +440,8 @@ int runBisect() {
     vocab = config->model.vocab_size;
     if (config->parallel.numRanks() > 1)
       return fail("bisect", "bisect runs the one-device program; drop the [parallel] mesh");
+    if (device == "cuda")
+      return bisectKernels(*config);
     if (keepDir.empty()) {
       if (std::error_code ec = sys::fs::createUniqueDirectory("kiln-bisect", temporary))
         return fail("bisect", "cannot create a temporary directory: " + ec.message());

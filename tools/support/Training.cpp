@@ -621,6 +621,9 @@ void TrainingRun::printHeader(double compileSeconds) {
   for (auto func : module_->getOps<mlir::func::FuncOp>())
     if (std::string line = describeRecompute(func); !line.empty())
       out_ << "  " << line << "\n";
+  if (config_.train.check_numerics)
+    out_ << "  train.check_numerics: every op's results are scanned; the first NaN or +inf stops "
+            "the run\n";
   // Plugins' kernels in the step (one line each).
   if (auto step = module_->lookupSymbol<mlir::func::FuncOp>("train_step")) {
     std::map<std::string, std::pair<int, std::string>> custom;
@@ -949,7 +952,9 @@ llvm::Expected<int> TrainingRun::loop() {
     state_.tokensSeen += B_ * T_ * K_;
     if (!std::isfinite(r->loss))
       return error(llvm::formatv("the loss is {0} at step {1}: training diverged (try a lower "
-                                 "optim.lr or optim.grad_clip); the last checkpoint is kept",
+                                 "optim.lr or optim.grad_clip; train.check_numerics = true names "
+                                 "the first op that made a NaN or inf); the last checkpoint is "
+                                 "kept",
                                  r->loss, state_.step));
     double stepSeconds = std::chrono::duration<double>(Clock::now() - stepStart).count();
     if (state_.step > firstStep_ + 1) {

@@ -390,3 +390,42 @@ TEST(Interpreter, ErrorsNameTheOpOrArgument) {
 }
 
 } // namespace
+
+namespace {
+
+// train.check_numerics on the interpreter: -inf passes (attention masks
+// write it), NaN stops the run at the op that made it, naming where.
+TEST(Interpreter, CheckNumericsStopsAtTheFirstNaNAndLetsMinusInfPass) {
+  auto ctx = test::makeContext();
+  auto module = test::parse(*ctx, R"mlir(
+module attributes {kiln.check_numerics} {
+  func.func @f(%x: tensor<3xf32>) -> tensor<3xf32> {
+    %l = kiln.log %x : tensor<3xf32>
+    %e = kiln.exp %l : tensor<3xf32>
+    return %e : tensor<3xf32>
+  }
+}
+)mlir");
+  ASSERT_TRUE(module);
+  auto interp = cpu::Interpreter::create(module->lookupSymbol<func::FuncOp>("f"));
+  ASSERT_TRUE(static_cast<bool>(interp)) << llvm::toString(interp.takeError());
+  // log(0) = -inf, and exp(-inf) = 0: no stop.
+  auto fine = (*interp)->run({tensor(DType::F32, {3}, {1.0, 0.0, 2.0})});
+  ASSERT_TRUE(static_cast<bool>(fine)) << llvm::toString(fine.takeError());
+  EXPECT_EQ((*fine)[0].get(1), 0.0);
+  // log(-1) = NaN: named at the log, element 2.
+  auto bad = (*interp)->run({tensor(DType::F32, {3}, {1.0, 0.0, -1.0})});
+  ASSERT_FALSE(static_cast<bool>(bad));
+  std::string message = llvm::toString(bad.takeError());
+  EXPECT_NE(message.find("'kiln.log'"), std::string::npos) << message;
+  EXPECT_NE(message.find("NaN at [2] of result 0 (tensor<3xf32>)"), std::string::npos) << message;
+  // Without the attribute the NaN flows through.
+  (*module)->removeAttr("kiln.check_numerics");
+  auto unchecked = cpu::Interpreter::create(module->lookupSymbol<func::FuncOp>("f"));
+  ASSERT_TRUE(static_cast<bool>(unchecked));
+  auto flows = (*unchecked)->run({tensor(DType::F32, {3}, {1.0, 0.0, -1.0})});
+  ASSERT_TRUE(static_cast<bool>(flows));
+  EXPECT_TRUE(std::isnan((*flows)[0].get(2)));
+}
+
+} // namespace

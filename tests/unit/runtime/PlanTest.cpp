@@ -223,6 +223,55 @@ TEST(Plan, LoadErrorsNameTheProblem) {
   llvm::sys::fs::remove_directories(dir);
 }
 
+// train.check_numerics: after every op's last step, one scan per float
+// result, pointing back at that step; the flag words sit in the workspace,
+// survive a save and load, and a plan whose words leave the arena is
+// refused. Without the attribute, no scan at all.
+TEST(Plan, CheckNumericsScansEveryOpsResultsAfterIt) {
+  mlir::MLIRContext ctx;
+  auto module = trainingModule(ctx, "tiny.toml");
+  ASSERT_TRUE(module);
+  auto plain = codegen::compileToPlan(*module, {});
+  ASSERT_TRUE(static_cast<bool>(plain)) << llvm::toString(plain.takeError());
+  EXPECT_EQ(plain->memory.numericsFlag, -1);
+  (*module)->setAttr(KilnDialect::kCheckNumericsAttrName, mlir::UnitAttr::get(&ctx));
+  auto plan = codegen::compileToPlan(*module, {});
+  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+  ASSERT_GE(plan->memory.numericsFlag, 0);
+  EXPECT_EQ(plan->memory.numericsFlag, plan->memory.errorFlag + 8);
+  const PlanFunction *step = plan->function("train_step");
+  ASSERT_TRUE(step);
+  int checks = 0;
+  for (size_t i = 0; i < step->steps.size(); ++i) {
+    const PlanStep &s = step->steps[i];
+    if (s.kind != PlanStep::Kind::Launch ||
+        plan->kernels[s.kernel].name.rfind("check_finite_", 0) != 0)
+      continue;
+    ++checks;
+    ASSERT_EQ(s.args.size(), 4u);
+    size_t producer = static_cast<size_t>(s.args[1].value);
+    ASSERT_LT(producer, i);
+    // The producer is the same op's last step, and only scans follow it.
+    EXPECT_EQ(step->steps[producer].op, s.op);
+    for (size_t j = producer + 1; j < i; ++j)
+      EXPECT_EQ(plan->kernels[step->steps[j].kernel].name.rfind("check_finite_", 0), 0u);
+    EXPECT_EQ(s.args[3].value, plan->memory.numericsFlag);
+  }
+  EXPECT_GT(checks, static_cast<int>(plain->function("train_step")->steps.size()) / 2);
+
+  std::string dir = tempDir("kiln-plan-check");
+  ASSERT_FALSE(static_cast<bool>(plan->save(dir)));
+  auto loaded = Plan::load(dir);
+  ASSERT_TRUE(static_cast<bool>(loaded)) << llvm::toString(loaded.takeError());
+  EXPECT_EQ(loaded->memory.numericsFlag, plan->memory.numericsFlag);
+  llvm::sys::fs::remove_directories(dir);
+  Plan bad = *plan;
+  bad.memory.numericsFlag = bad.memory.total - 4;
+  auto outside = bad.validate();
+  ASSERT_TRUE(static_cast<bool>(outside));
+  EXPECT_NE(llvm::toString(std::move(outside)).find("a flag word at"), std::string::npos);
+}
+
 // NVRTC runs without a GPU: a kernel that does not compile comes back with
 // NVRTC's log and the path of its source, written where the message says.
 TEST(Nvrtc, CompileErrorsShowTheLogAndTheSource) {
