@@ -233,21 +233,44 @@ double kernelTolerance(mlir::Operation *op) {
   }
 }
 
-/// max |gpu - cpu| / max |cpu| (0 when both are all zero; +inf when one
-/// is not finite where the other is).
-double relativeError(const cpu::HostTensor &gpu, const cpu::HostTensor &cpu) {
+/// How far `got` is from `want`: the largest |got - want|, where, and
+/// want's largest finite magnitude. Equal non-finite values (NaN in both,
+/// the same infinity) agree; any other non-finite mismatch is `nonFinite`.
+/// Both bisects compare through it.
+struct Difference {
   double worst = 0, scale = 0;
-  for (int64_t i = 0; i < cpu.numel(); ++i)
-    if (std::isfinite(cpu.get(i)))
-      scale = std::max(scale, std::fabs(cpu.get(i)));
-  for (int64_t i = 0; i < cpu.numel(); ++i) {
-    double a = gpu.get(i), b = cpu.get(i);
-    if (std::isnan(a) != std::isnan(b) || (std::isinf(a) || std::isinf(b)) && a != b)
-      return std::numeric_limits<double>::infinity();
-    if (std::isfinite(a) && std::isfinite(b))
-      worst = std::max(worst, std::fabs(a - b));
+  int64_t at = -1;
+  bool nonFinite = false;
+};
+Difference difference(const cpu::HostTensor &want, const cpu::HostTensor &got) {
+  Difference d;
+  for (int64_t e = 0; e < want.numel(); ++e)
+    if (std::isfinite(want.get(e)))
+      d.scale = std::max(d.scale, std::fabs(want.get(e)));
+  for (int64_t e = 0; e < want.numel(); ++e) {
+    double x = want.get(e), y = got.get(e);
+    if (!std::isfinite(x) || !std::isfinite(y)) {
+      if ((std::isnan(x) && std::isnan(y)) || x == y)
+        continue;
+      d.nonFinite = true;
+      d.at = e;
+      return d;
+    }
+    if (double diff = std::fabs(x - y); diff > d.worst) {
+      d.worst = diff;
+      d.at = e;
+    }
   }
-  return scale > 0 ? worst / scale : worst;
+  return d;
+}
+
+/// max |gpu - cpu| / max |cpu| (the absolute difference when cpu is all
+/// zero; +inf for a non-finite mismatch).
+double relativeError(const cpu::HostTensor &gpu, const cpu::HostTensor &cpu) {
+  Difference d = difference(cpu, gpu);
+  if (d.nonFinite)
+    return std::numeric_limits<double>::infinity();
+  return d.scale > 0 ? d.worst / d.scale : d.worst;
 }
 
 /// --device cuda: every op of @train_step that runs kernels, against the
@@ -541,29 +564,7 @@ int runBisect() {
         const cpu::HostTensor &a = (*want)[r], &b = (*got)[r];
         if (!a.defined() || a.numel() != b.numel())
           continue;
-        double scale = 0, worst = 0;
-        int64_t at = -1;
-        bool nonFinite = false;
-        for (int64_t e = 0; e < a.numel(); ++e)
-          if (std::isfinite(a.get(e)))
-            scale = std::max(scale, std::fabs(a.get(e)));
-        for (int64_t e = 0; e < a.numel(); ++e) {
-          double x = a.get(e), y = b.get(e);
-          // Equal non-finite values (NaN in both, the same infinity) agree;
-          // any other non-finite mismatch is the answer.
-          if (!std::isfinite(x) || !std::isfinite(y)) {
-            if ((std::isnan(x) && std::isnan(y)) || x == y)
-              continue;
-            nonFinite = true;
-            at = e;
-            break;
-          }
-          double d = std::fabs(x - y);
-          if (d > worst) {
-            worst = d;
-            at = e;
-          }
-        }
+        auto [worst, scale, at, nonFinite] = difference(a, b);
         double rel = nonFinite ? INFINITY : worst / std::max(scale, 1e-30);
         if (!nonFinite && rel <= tolerance)
           continue;
