@@ -59,6 +59,8 @@
 #              plugin), and a planted wrong kernel it must name
 #   numerics   train.check_numerics: a planted NaN named on the GPU, 20 f32
 #              steps with the check equal to those without, and its cost
+#   layout     kiln.attention in layouts bhtd and bthd alone, and 20 bf16
+#              GPT-2 steps with .gpu/kiln-before.gz against this build
 #   plugin     the example plugin (add + RMSNorm as one custom kernel): 20
 #              f32 / 200 bf16 Llama 125M steps with and without it, and the
 #              ~1B Llama's bf16 step timed and profiled with and without
@@ -560,6 +562,31 @@ EOF2
       XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/gpt2-124m.toml --set train.precision=bf16-mixed \
         --set train.check_numerics=$c --json "$OUT/numerics-bench-$run.json" 2>&1 | grep -E "plan:|step:|error"
     done ;;
+  layout)
+    # kiln.attention's layout = "bthd" (kiln-fuse-attention takes GPT-2's
+    # heads as [B, T, H, D], no transposes): the op alone in both layouts,
+    # then 20 bf16 GPT-2 124M steps with .gpu/kiln-before.gz (head-major,
+    # transposes stored) against this build, and this build twice (the
+    # GPU's own run-to-run noise: dq is summed with atomics).
+    for spec in "16,12,1024,64 --causal" "8,16,4096,128 --causal"; do
+      for l in bhtd bthd; do
+        XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench --attention ${spec% *} ${spec#* } --attention-layout $l \
+          --json "$OUT/layout-attention.jsonl" 2>&1 | grep -v "^  attention"
+      done
+    done
+    G=(configs/gpt2-124m.toml "${train_sets[@]}" --set train.steps=20 --set train.precision=bf16-mixed)
+    rm -rf /tmp/lay-*
+    $KILN export configs/gpt2-124m.toml --hf /tmp/lay-init.safetensors > /dev/null
+    for run in before after-1 after-2; do
+      bin=$KILN; [ $run = before ] && bin=$BIN/kiln-before
+      XDG_CACHE_HOME=/tmp/kiln-cache-${run%-*} $bin train "${G[@]}" --set model.init_from=/tmp/lay-init.safetensors \
+        --set run.dir=/tmp/lay-$run > "$OUT/layout-train-$run.log" 2>&1 || grep error "$OUT/layout-train-$run.log"
+      cp /tmp/lay-$run/metrics.jsonl "$OUT/metrics-layout-$run.jsonl"
+    done
+    python3 tests/lit/tools/Inputs/compare-losses.py "$OUT/metrics-layout-before.jsonl" \
+      "$OUT/metrics-layout-after-1.jsonl" 1 | sed 's/^/  bf16 20 steps, before vs after: /'
+    python3 tests/lit/tools/Inputs/compare-losses.py "$OUT/metrics-layout-after-1.jsonl" \
+      "$OUT/metrics-layout-after-2.jsonl" 1 | sed 's/^/  bf16 20 steps, after vs after: /' ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac
   # Pack after every stage: a call cut short still brings back what ran.

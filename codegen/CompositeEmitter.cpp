@@ -267,12 +267,12 @@ llvm::Expected<bool> rope(Emitter &e, RopeOp op) {
   return true;
 }
 
-/// Template arguments <T, S, B, H, HKV, TQ, TK, D, DV, CAUSAL> of attention.
-std::string attentionShape(Value q, Value k, Value v, Value lse, bool causal) {
-  auto qt = tensorOf(q), kt = tensorOf(k), vt = tensorOf(v);
-  return llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}", elt(q), elt(lse), qt.getDimSize(0),
-                       qt.getDimSize(1), kt.getDimSize(1), qt.getDimSize(2), kt.getDimSize(2),
-                       qt.getDimSize(3), vt.getDimSize(3), causal ? "true" : "false")
+/// Template arguments <T, S, B, H, HKV, TQ, TK, D, DV, CAUSAL, BTHD> of
+/// the reference attention kernels.
+std::string attentionShape(const AttentionDims &a, Value q, Value lse, bool causal) {
+  return llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}", elt(q), elt(lse),
+                       a.b, a.h, a.hkv, a.tq, a.tk, a.d, a.dv, causal ? "true" : "false",
+                       a.sequenceMajor ? "true" : "false")
       .str();
 }
 
@@ -322,19 +322,18 @@ llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &opti
 /// The flash kernels' tiles for attention on `q`, `v`, or nullopt with
 /// `why` the reference kernels run instead: the flash kernels take bf16/f16
 /// operands with D = Dv ∈ {64, 128}.
-llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, Value v, double scale,
-                                                     std::string &why) {
-  auto qt = tensorOf(q), vt = tensorOf(v);
-  Type element = qt.getElementType();
-  int64_t d = qt.getDimSize(3);
+llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, const AttentionDims &a,
+                                                     double scale, std::string &why) {
+  Type element = tensorOf(q).getElementType();
+  int64_t d = a.d;
   if (!element.isBF16() && !element.isF16()) {
     why = "the flash kernels take bf16 or f16 (tensor cores)";
     return std::nullopt;
   }
-  if (d != vt.getDimSize(3) || (d != 64 && d != 128)) {
+  if (d != a.dv || (d != 64 && d != 128)) {
     why = llvm::formatv("the flash kernels take head dims D = Dv of 64 or 128, this attention "
                         "has D = {0}, Dv = {1}",
-                        d, vt.getDimSize(3));
+                        d, a.dv);
     return std::nullopt;
   }
   if (!(scale > 0)) {
@@ -363,26 +362,26 @@ std::string tilesText(const FlashTiles &t) {
       .str();
 }
 
-/// "bf16, B=16 H=12/12 T=1024/1024 D=64, causal": what an attention is.
-std::string attentionText(Value q, Value k, bool causal, bool segments) {
-  auto qt = tensorOf(q), kt = tensorOf(k);
+/// "bf16, B=16 H=12/12 T=1024/1024 D=64, causal, [B, T, H, D]": what an
+/// attention is.
+std::string attentionText(Value q, const AttentionDims &a, bool causal, bool segments) {
   std::string element;
-  llvm::raw_string_ostream(element) << qt.getElementType();
-  return llvm::formatv("{0}, B={1} H={2}/{3} T={4}/{5} D={6}{7}", element,
-                       qt.getDimSize(0), qt.getDimSize(1), kt.getDimSize(1), qt.getDimSize(2),
-                       kt.getDimSize(2), qt.getDimSize(3), causal ? ", causal" : "")
+  llvm::raw_string_ostream(element) << tensorOf(q).getElementType();
+  return llvm::formatv("{0}, B={1} H={2}/{3} T={4}/{5} D={6}{7}", element, a.b, a.h, a.hkv,
+                       a.tq, a.tk, a.d, causal ? ", causal" : "")
              .str() +
-         (segments ? ", within segments" : "");
+         (segments ? ", within segments" : "") +
+         (a.sequenceMajor ? ", sequence-major [B, T, H, D]" : "");
 }
 
 /// Template arguments <T, B, H, HKV, TQ, TK, D, CAUSAL> of the flash kernels.
-std::string flashShape(Value q, Value k, bool causal) {
-  auto qt = tensorOf(q), kt = tensorOf(k);
-  return llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}", elt(q), qt.getDimSize(0),
-                       qt.getDimSize(1), kt.getDimSize(1), qt.getDimSize(2), kt.getDimSize(2),
-                       qt.getDimSize(3), causal ? "true" : "false")
+std::string flashShape(Value q, const AttentionDims &a, bool causal) {
+  return llvm::formatv("{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}", elt(q), a.b, a.h, a.hkv, a.tq,
+                       a.tk, a.d, causal ? "true" : "false")
       .str();
 }
+
+const char *boolText(bool b) { return b ? "true" : "false"; }
 
 /// The kernels' last argument: the segment ids (added to `p`), or a null
 /// pointer. The kernels read them as int.
@@ -402,17 +401,16 @@ llvm::Expected<bool> flashForward(Emitter &e, AttentionOp op, const FlashTiles &
   auto seg = segmentsArg(e, op, op.getSegments(), p);
   if (!seg)
     return seg.takeError();
-  auto qt = tensorOf(op.getQ());
-  int64_t d = qt.getDimSize(3), bm = tiles.queryBlock(), threads = 32 * tiles.warps;
-  std::string body = llvm::formatv("  kiln::flash::forward<{0}, {1}, {2}, {3}, {4}>(q, k, v, out, "
-                                   "lse, {5:e9}f, {6});\n",
-                                   flashShape(op.getQ(), op.getK(), op.getCausal()), tiles.warps,
-                                   tiles.mTiles, tiles.keyBlock,
-                                   tiles.qInRegisters ? "true" : "false",
-                                   op.getScale().convertToFloat(), *seg)
+  AttentionDims a = attentionDims(op);
+  int64_t d = a.d, bm = tiles.queryBlock(), threads = 32 * tiles.warps;
+  std::string body = llvm::formatv("  kiln::flash::forward<{0}, {1}, {2}, {3}, {4}, {5}>(q, k, v, "
+                                   "out, lse, {6:e9}f, {7});\n",
+                                   flashShape(op.getQ(), a, op.getCausal()), tiles.warps,
+                                   tiles.mTiles, tiles.keyBlock, boolText(tiles.qInRegisters),
+                                   boolText(a.sequenceMajor), op.getScale().convertToFloat(), *seg)
                          .str();
   e.launch(op, "flash_attention", kernel(op, "flash_attention.cuh", p.text, body, threads),
-           {(qt.getDimSize(2) + bm - 1) / bm, qt.getDimSize(0) * qt.getDimSize(1), 1},
+           {(a.tq + bm - 1) / bm, a.b * a.h, 1},
            {threads, 1, 1}, p.args, (bm + 4 * tiles.keyBlock) * d * 2);
   return true;
 }
@@ -421,8 +419,9 @@ llvm::Expected<bool> flashBackward(Emitter &e, AttentionGradOp op, const FlashTi
   auto scratch = op->getAttrOfType<IntegerAttr>(KilnDialect::kScratchOffsetAttrName);
   if (!scratch)
     return error("codegen: " + Emitter::describe(op) + " has no scratch (run kiln-plan-buffers)");
-  auto qt = tensorOf(op.getQ()), kt = tensorOf(op.getK());
-  int64_t rows = qt.getNumElements() / qt.getDimSize(3), d = qt.getDimSize(3);
+  auto qt = tensorOf(op.getQ());
+  AttentionDims a = attentionDims(op);
+  int64_t rows = qt.getNumElements() / a.d, d = a.d;
   int64_t accumulator = scratch.getInt(), delta = accumulator + rows * d * 4;
   float scale = op.getScale().convertToFloat();
   // 1. rowsum(dout ⊙ out), and the f32 dq accumulator zeroed.
@@ -432,9 +431,9 @@ llvm::Expected<bool> flashBackward(Emitter &e, AttentionGradOp op, const FlashTi
     p.text += ", float *delta, float *accumulator";
     p.args.push_back(Emitter::ptr(delta));
     p.args.push_back(Emitter::ptr(accumulator));
-    std::string body = llvm::formatv("  kiln::flash::backwardPrepare<{0}, {1}, {2}>(out, dout, "
-                                     "delta, accumulator);\n",
-                                     elt(op.getQ()), rows, d)
+    std::string body = llvm::formatv("  kiln::flash::backwardPrepare<{0}, {1}, {2}, {3}, {4}, {5}>("
+                                     "out, dout, delta, accumulator);\n",
+                                     elt(op.getQ()), rows, d, a.h, a.tq, boolText(a.sequenceMajor))
                            .str();
     e.launch(op, "flash_attention_prepare", kernel(op, "flash_attention.cuh", p.text, body),
              {e.gridFor(rows * 32, 256), 1, 1}, {256, 1, 1}, p.args);
@@ -452,13 +451,13 @@ llvm::Expected<bool> flashBackward(Emitter &e, AttentionGradOp op, const FlashTi
     if (!seg)
       return seg.takeError();
     int64_t bn = 16 * tiles.backwardWarps, bm = 64, threads = 32 * tiles.backwardWarps;
-    std::string body = llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}>(q, k, v, lse, dout, "
-                                     "delta, accumulator, dk, dv, {3:e9}f, {4});\n",
-                                     flashShape(op.getQ(), op.getK(), op.getCausal()),
-                                     tiles.backwardWarps, bm, scale, *seg)
+    std::string body = llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}, {3}>(q, k, v, lse, "
+                                     "dout, delta, accumulator, dk, dv, {4:e9}f, {5});\n",
+                                     flashShape(op.getQ(), a, op.getCausal()),
+                                     tiles.backwardWarps, bm, boolText(a.sequenceMajor), scale, *seg)
                            .str();
     e.launch(op, "flash_attention_backward", kernel(op, "flash_attention.cuh", p.text, body, threads),
-             {(kt.getDimSize(2) + bn - 1) / bn, kt.getDimSize(0) * kt.getDimSize(1), 1},
+             {(a.tk + bn - 1) / bn, a.b * a.hkv, 1},
              {threads, 1, 1}, p.args, (2 * bn + 4 * bm) * d * 2 + bn * bm * 2 + 4 * bm * 4);
   }
   // 3. dq = scale · accumulator.
@@ -467,9 +466,10 @@ llvm::Expected<bool> flashBackward(Emitter &e, AttentionGradOp op, const FlashTi
     p.text = "const float *accumulator";
     p.args.push_back(Emitter::ptr(accumulator));
     ADD(op.getDq(), "dq", false)
-    std::string body = llvm::formatv("  kiln::flash::backwardFinish<{0}, {1}>(accumulator, dq, "
-                                     "{2:e9}f);\n",
-                                     elt(op.getQ()), rows * d, scale)
+    std::string body = llvm::formatv("  kiln::flash::backwardFinish<{0}, {1}, {2}, {3}, {4}, {5}>("
+                                     "accumulator, dq, {6:e9}f);\n",
+                                     elt(op.getQ()), rows * d, d, a.h, a.tq,
+                                     boolText(a.sequenceMajor), scale)
                            .str();
     e.launch(op, "flash_attention_dq", kernel(op, "flash_attention.cuh", p.text, body),
              {e.gridFor(rows * d / 2, 256), 1, 1}, {256, 1, 1}, p.args);
@@ -478,9 +478,9 @@ llvm::Expected<bool> flashBackward(Emitter &e, AttentionGradOp op, const FlashTi
 }
 
 llvm::Expected<bool> attention(Emitter &e, AttentionOp op) {
-  std::string why,
-      what = attentionText(op.getQ(), op.getK(), op.getCausal(), bool(op.getSegments()));
-  auto tiles = flashTiles(e, op.getQ(), op.getV(), op.getScale().convertToDouble(), why);
+  AttentionDims a = attentionDims(op);
+  std::string why, what = attentionText(op.getQ(), a, op.getCausal(), bool(op.getSegments()));
+  auto tiles = flashTiles(e, op.getQ(), a, op.getScale().convertToDouble(), why);
   if (!tiles)
     return tiles.takeError();
   if (*tiles) {
@@ -495,11 +495,10 @@ llvm::Expected<bool> attention(Emitter &e, AttentionOp op) {
   auto seg = segmentsArg(e, op, op.getSegments(), p);
   if (!seg)
     return seg.takeError();
-  auto qt = tensorOf(op.getQ());
-  int64_t rows = qt.getDimSize(0) * qt.getDimSize(1) * qt.getDimSize(2), tk = tensorOf(op.getK()).getDimSize(2);
+  int64_t rows = a.b * a.h * a.tq, tk = a.tk;
   if (llvm::Error err = checkAttentionShared(op, tk * computeBytes(op.getQ())))
     return std::move(err);
-  std::string body = "  kiln::attentionForward<" + attentionShape(op.getQ(), op.getK(), op.getV(), op.getLse(), op.getCausal()) +
+  std::string body = "  kiln::attentionForward<" + attentionShape(a, op.getQ(), op.getLse(), op.getCausal()) +
                      llvm::formatv(">(q, k, v, out, lse, {0:e9}f, {1});\n", op.getScale().convertToFloat(), *seg).str();
   e.launch(op, "attention", kernel(op, "attention.cuh", p.text, body, 128),
            {std::min<int64_t>(rows, e.options().smCount * 16), 1, 1}, {128, 1, 1}, p.args,
@@ -509,7 +508,8 @@ llvm::Expected<bool> attention(Emitter &e, AttentionOp op) {
 
 llvm::Expected<bool> attentionGrad(Emitter &e, AttentionGradOp op) {
   std::string why; // noted with the forward
-  auto tiles = flashTiles(e, op.getQ(), op.getV(), op.getScale().convertToDouble(), why);
+  AttentionDims a = attentionDims(op);
+  auto tiles = flashTiles(e, op.getQ(), a, op.getScale().convertToDouble(), why);
   if (!tiles)
     return tiles.takeError();
   if (*tiles)
@@ -527,11 +527,10 @@ llvm::Expected<bool> attentionGrad(Emitter &e, AttentionGradOp op) {
   auto seg = segmentsArg(e, op, op.getSegments(), p);
   if (!seg)
     return seg.takeError();
-  auto qt = tensorOf(op.getQ());
-  int64_t rows = qt.getDimSize(0) * qt.getDimSize(1) * qt.getDimSize(2), tk = tensorOf(op.getK()).getDimSize(2);
+  int64_t rows = a.b * a.h * a.tq, tk = a.tk;
   if (llvm::Error err = checkAttentionShared(op, 2 * tk * computeBytes(op.getQ())))
     return std::move(err);
-  std::string body = "  kiln::attentionBackward<" + attentionShape(op.getQ(), op.getK(), op.getV(), op.getLse(), op.getCausal()) +
+  std::string body = "  kiln::attentionBackward<" + attentionShape(a, op.getQ(), op.getLse(), op.getCausal()) +
                      llvm::formatv(">(q, k, v, out, lse, dout, dq, dk, dv, {0:e9}f, {1});\n", op.getScale().convertToFloat(), *seg).str();
   e.launch(op, "attention_backward", kernel(op, "attention.cuh", p.text, body, 128),
            {std::min<int64_t>(rows, e.options().smCount * 16), 1, 1}, {128, 1, 1}, p.args,

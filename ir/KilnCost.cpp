@@ -110,24 +110,20 @@ int64_t CrossEntropyOp::getFlops() { return saturatingMul(4, numElements(getLogi
 // of the (Tq, Tk) square. The softmax itself is not counted (as in the
 // usual MFU formulas).
 /// `2·B·H·Tq·Tk·(dFactor·D + dvFactor·Dv)`, halved when causal.
-static int64_t attentionFlops(Value qv, Value vv, bool causal, int64_t dFactor,
+static int64_t attentionFlops(const AttentionDims &a, bool causal, int64_t dFactor,
                               int64_t dvFactor) {
-  auto q = cast<RankedTensorType>(qv.getType());
-  auto v = cast<RankedTensorType>(vv.getType());
-  int64_t b = q.getDimSize(0), h = q.getDimSize(1), tq = q.getDimSize(2),
-          d = q.getDimSize(3), tk = v.getDimSize(2), dv = v.getDimSize(3);
   int64_t flops = 2;
-  for (int64_t f : {b, h, tq, tk, saturatingAdd(dFactor * d, dvFactor * dv)})
+  for (int64_t f : {a.b, a.h, a.tq, a.tk, saturatingAdd(dFactor * a.d, dvFactor * a.dv)})
     flops = saturatingMul(flops, f);
   return causal ? flops / 2 : flops;
 }
 
-int64_t AttentionOp::getFlops() { return attentionFlops(getQ(), getV(), getCausal(), 1, 1); }
+int64_t AttentionOp::getFlops() { return attentionFlops(attentionDims(*this), getCausal(), 1, 1); }
 
 // The backward recomputes q·kᵀ, then forms dv = Pᵀ·dout, dP = dout·vᵀ,
 // dq = dS·k and dk = dSᵀ·q: three products over D and two over Dv.
 int64_t AttentionGradOp::getFlops() {
-  return attentionFlops(getQ(), getV(), getCausal(), 3, 2);
+  return attentionFlops(attentionDims(*this), getCausal(), 3, 2);
 }
 
 // The f32 dq accumulator [B, H, Tq, D] and rowsum(dout ⊙ out) [B, H, Tq].

@@ -566,23 +566,38 @@ LogicalResult CrossEntropyOp::verify() {
   return success();
 }
 
+AttentionDims kiln::attentionDims(Value q, Value k, Value v, bool sequenceMajor) {
+  auto qs = cast<RankedTensorType>(q.getType()).getShape(),
+       ks = cast<RankedTensorType>(k.getType()).getShape(),
+       vs = cast<RankedTensorType>(v.getType()).getShape();
+  int hd = sequenceMajor ? 2 : 1, sd = sequenceMajor ? 1 : 2;
+  return {qs[0], qs[hd], ks[hd], qs[sd], ks[sd], qs[3], vs[3], sequenceMajor};
+}
+
 /// Checks q, k, v, out and lse of an attention (forward or backward).
 static LogicalResult verifyAttention(Operation *op, Value qv, Value kv, Value vv,
-                                     Value outv, Value lsev, Value segments, bool causal) {
+                                     Value outv, Value lsev, Value segments, bool causal,
+                                     std::optional<StringRef> layout) {
   auto q = tensorType(qv), k = tensorType(kv), v = tensorType(vv);
   auto out = tensorType(outv), lse = tensorType(lsev);
+  if (layout && *layout != "bthd" && *layout != "bhtd")
+    return op->emitOpError() << "layout must be \"bhtd\" (the default) or \"bthd\"; got \""
+                             << *layout << "\"";
+  bool seqMajor = layout && *layout == "bthd";
+  const char *form = seqMajor ? "[B, T, H, D] (layout bthd)" : "[B, H, T, D]";
   if (q.getRank() != 4 || k.getRank() != 4 || v.getRank() != 4)
-    return op->emitOpError() << "q, k and v must be [B, H, T, D]; got " << q << ", " << k
+    return op->emitOpError() << "q, k and v must be " << form << "; got " << q << ", " << k
                              << ", " << v;
   if (k.getElementType() != q.getElementType() || v.getElementType() != q.getElementType())
     return op->emitOpError() << "element types of q " << q << ", k " << k << " and v " << v
                              << " differ";
-  int64_t b = q.getDimSize(0), h = q.getDimSize(1), tq = q.getDimSize(2),
-          d = q.getDimSize(3), hkv = k.getDimSize(1), tk = k.getDimSize(2);
+  AttentionDims dims = attentionDims(qv, kv, vv, seqMajor);
+  int64_t b = dims.b, h = dims.h, tq = dims.tq, d = dims.d, hkv = dims.hkv, tk = dims.tk;
   if (k.getDimSize(0) != b || k.getDimSize(3) != d)
     return op->emitOpError() << "k type " << k << " must match q type " << q
                              << " in batch and head dimension";
-  if (v.getDimSize(0) != b || v.getDimSize(1) != hkv || v.getDimSize(2) != tk)
+  if (v.getDimSize(0) != b || v.getDimSize(dims.headDim()) != hkv ||
+      v.getDimSize(dims.seqDim()) != tk)
     return op->emitOpError() << "v type " << v << " must match k type " << k
                              << " in batch, heads and sequence length";
   if (hkv == 0 || h % hkv != 0)
@@ -599,7 +614,7 @@ static LogicalResult verifyAttention(Operation *op, Value qv, Value kv, Value vv
                                << tq << "], with equal query and key lengths (q " << q
                                << ", k " << k << ")";
   }
-  auto expectedOut = RankedTensorType::get({b, h, tq, v.getDimSize(3)}, q.getElementType());
+  auto expectedOut = RankedTensorType::get(dims.shape(h, tq, dims.dv), q.getElementType());
   if (out != expectedOut)
     return op->emitOpError() << "output type " << out << " must be " << expectedOut;
   auto expectedLse =
@@ -611,7 +626,7 @@ static LogicalResult verifyAttention(Operation *op, Value qv, Value kv, Value vv
 
 LogicalResult AttentionOp::verify() {
   return verifyAttention(*this, getQ(), getK(), getV(), getOut(), getLse(), getSegments(),
-                         getCausal());
+                         getCausal(), getLayout());
 }
 
 /// Checks that a gradient result has the type of the value it is the
@@ -712,7 +727,7 @@ LogicalResult EmbeddingGradOp::verify() {
 
 LogicalResult AttentionGradOp::verify() {
   if (failed(verifyAttention(*this, getQ(), getK(), getV(), getOut(), getLse(), getSegments(),
-                             getCausal())) ||
+                             getCausal(), getLayout())) ||
       failed(verifyGradType(*this, "dout", getDout(), getOut())) ||
       failed(verifyGradType(*this, "dq", getDq(), getQ())) ||
       failed(verifyGradType(*this, "dk", getDk(), getK())) ||

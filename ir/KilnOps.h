@@ -61,6 +61,30 @@ inline bool isCollective(mlir::Operation *op) {
   return mlir::isa<AllReduceOp, AllGatherOp, ReduceScatterOp, TakeShardOp>(op);
 }
 
+/// The sizes of an attention's q [B, H, Tq, D], k [B, Hkv, Tk, D] and
+/// v [B, Hkv, Tk, Dv] in either layout (kiln.attention's `layout`): with
+/// `sequenceMajor` the tensors are [B, T, H, D] and heads are dimension 2.
+struct AttentionDims {
+  int64_t b, h, hkv, tq, tk, d, dv;
+  bool sequenceMajor;
+  /// The dimension of q, k, v and out holding the heads / the positions.
+  int64_t headDim() const { return sequenceMajor ? 2 : 1; }
+  int64_t seqDim() const { return sequenceMajor ? 1 : 2; }
+  /// The shape of a [B, heads, T, D] tensor in this layout.
+  llvm::SmallVector<int64_t> shape(int64_t heads, int64_t t, int64_t dim) const {
+    if (sequenceMajor)
+      return {b, t, heads, dim};
+    return {b, heads, t, dim};
+  }
+};
+AttentionDims attentionDims(mlir::Value q, mlir::Value k, mlir::Value v, bool sequenceMajor);
+inline AttentionDims attentionDims(AttentionOp op) {
+  return attentionDims(op.getQ(), op.getK(), op.getV(), op.isSequenceMajor());
+}
+inline AttentionDims attentionDims(AttentionGradOp op) {
+  return attentionDims(op.getQ(), op.getK(), op.getV(), op.isSequenceMajor());
+}
+
 /// `r` sums over every dimension of its operand but the last (a bias
 /// gradient), in the operand's element type.
 bool sumsOverRows(ReduceSumOp r);

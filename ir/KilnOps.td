@@ -705,6 +705,11 @@ def Kiln_AttentionOp : Kiln_Op<"attention", [Kiln_Differentiable]> {
     each position of a packed row belongs to — a query also sees only the
     keys of its own segment: with `causal`, block-diagonal causal attention.
     Ids are compared, not assumed sorted; every query sees at least itself.
+    With `layout = "bthd"` q, k, v and out are sequence-major instead —
+    `[B, Tq, H, D]`, `[B, Tk, Hkv, D]`, `[B, Tk, Hkv, Dv]`, `[B, Tq, H, Dv]`,
+    as a projection's output reshaped to heads already is, so no transpose
+    is stored (FlashAttention's own layout); `lse` stays `[B, H, Tq]`.
+    `"bhtd"`, the default, is the head-major layout above.
     `lse [B, H, Tq]`
     (f32; f64 for f64 inputs) is the log-sum-exp of each row of scores, saved
     so the backward can recompute the probabilities block by block without
@@ -717,10 +722,18 @@ def Kiln_AttentionOp : Kiln_Op<"attention", [Kiln_Differentiable]> {
     %o2, %lse2 = kiln.attention %q, %k, %v segments %docs {causal, scale = 0.125 : f32}
         : tensor<4x12x64x64xbf16>, tensor<4x12x64x64xbf16>, tensor<4x12x64x64xbf16>,
           tensor<4x64xi32> -> tensor<4x12x64x64xbf16>, tensor<4x12x64xf32>
+    %o3, %lse3 = kiln.attention %q3, %k3, %v3 {causal, layout = "bthd", scale = 0.125 : f32}
+        : tensor<4x64x12x64xbf16>, tensor<4x64x12x64xbf16>, tensor<4x64x12x64xbf16>
+        -> tensor<4x64x12x64xbf16>, tensor<4x12x64xf32>
     ```
   }];
   let arguments = (ins Kiln_FloatTensor:$q, Kiln_FloatTensor:$k, Kiln_FloatTensor:$v,
-                       Optional<Kiln_IndexTensor>:$segments, F32Attr:$scale, UnitAttr:$causal);
+                       Optional<Kiln_IndexTensor>:$segments, F32Attr:$scale, UnitAttr:$causal,
+                       OptionalAttr<StrAttr>:$layout);
+  let extraClassDeclaration = [{
+    /// q, k, v and out are [B, T, H, D] (layout = "bthd").
+    bool isSequenceMajor() { return getLayout() && *getLayout() == "bthd"; }
+  }];
   let results = (outs Kiln_FloatTensor:$out, Kiln_FloatTensor:$lse);
   let assemblyFormat = "$q `,` $k `,` $v (`segments` $segments^)? attr-dict `:` type($q) `,` "
                        "type($k) `,` type($v) (`,` type($segments)^)? `->` type($out) `,` "
@@ -857,7 +870,8 @@ def Kiln_AttentionGradOp : Kiln_Op<"attention_grad",
     by block: `dv = Pᵀ·dout`, `dP = dout·vᵀ`,
     `dS = P ⊙ (dP − rowsum(dout ⊙ out))`, `dq = dS·k·scale`,
     `dk = dSᵀ·q·scale` (summed over the query heads sharing a key/value
-    head). The T×T matrix is never stored.
+    head). The T×T matrix is never stored. `layout` is the forward's: with
+    `"bthd"` q, k, v, out, dout and the gradients are sequence-major.
 
     ```mlir
     %dq, %dk, %dv = kiln.attention_grad %q, %k, %v, %o, %lse, %do {causal, scale = 0.125 : f32}
@@ -868,8 +882,13 @@ def Kiln_AttentionGradOp : Kiln_Op<"attention_grad",
   }];
   let arguments = (ins Kiln_FloatTensor:$q, Kiln_FloatTensor:$k, Kiln_FloatTensor:$v,
                        Kiln_FloatTensor:$out, Kiln_FloatTensor:$lse, Kiln_FloatTensor:$dout,
-                       Optional<Kiln_IndexTensor>:$segments, F32Attr:$scale, UnitAttr:$causal);
+                       Optional<Kiln_IndexTensor>:$segments, F32Attr:$scale, UnitAttr:$causal,
+                       OptionalAttr<StrAttr>:$layout);
   let results = (outs Kiln_FloatTensor:$dq, Kiln_FloatTensor:$dk, Kiln_FloatTensor:$dv);
+  let extraClassDeclaration = [{
+    /// See kiln.attention's layout.
+    bool isSequenceMajor() { return getLayout() && *getLayout() == "bthd"; }
+  }];
   let assemblyFormat = "$q `,` $k `,` $v `,` $out `,` $lse `,` $dout (`segments` $segments^)? "
                        "attr-dict `:` type($q) `,` type($k) `,` type($v) `,` type($out) `,` "
                        "type($lse) `,` type($dout) (`,` type($segments)^)? `->` type($dq) `,` "

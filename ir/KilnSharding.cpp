@@ -387,27 +387,29 @@ FailureOr<ShardingRule> CrossEntropyGradOp::getShardingRule() {
 }
 
 namespace {
-/// q [B, H, Tq, D], k and v [B, Hkv, Tk, D]: batch and heads split (heads
-/// only without grouping), positions and features whole (sequence-parallel
+/// q [B, H, Tq, D], k and v [B, Hkv, Tk, D] (or [B, T, H, D] with layout
+/// bthd; lse is [B, H, Tq] in both): batch and heads split (heads only
+/// without grouping), positions and features whole (sequence-parallel
 /// attention is planned).
 struct AttentionFactors {
   SmallVector<int64_t> q, kv, lse, segments;
 };
-AttentionFactors attentionFactors(RuleBuilder &b, Value q, Value k) {
-  ArrayRef<int64_t> qs = shapeOf(q), ks = shapeOf(k);
-  int64_t batch = b.factor(qs[0]);
+AttentionFactors attentionFactors(RuleBuilder &b, const AttentionDims &dims) {
+  int64_t batch = b.factor(dims.b);
   // Grouped heads (q's H a multiple of k's Hk, query head h reading
   // key/value head h / (H / Hk)): one factor the size of Hk, so a split
   // over n ranks (n dividing Hk) gives rank r query heads [r·H/n, (r+1)·H/n)
   // and exactly the key/value heads they read.
-  int64_t heads = qs[1] % ks[1] == 0 ? b.factor(ks[1]) : -1;
-  return {{batch, heads, -1, -1}, {batch, heads, -1, -1}, {batch, heads, -1}, {batch, -1}};
+  int64_t heads = dims.h % dims.hkv == 0 ? b.factor(dims.hkv) : -1;
+  SmallVector<int64_t> tensor = dims.sequenceMajor ? SmallVector<int64_t>{batch, -1, heads, -1}
+                                                   : SmallVector<int64_t>{batch, heads, -1, -1};
+  return {tensor, tensor, {batch, heads, -1}, {batch, -1}};
 }
 } // namespace
 
 FailureOr<ShardingRule> AttentionOp::getShardingRule() {
   RuleBuilder b;
-  AttentionFactors f = attentionFactors(b, getQ(), getK());
+  AttentionFactors f = attentionFactors(b, attentionDims(*this));
   b.rule.operandFactors = {f.q, f.kv, f.kv};
   if (getSegments())
     b.rule.operandFactors.push_back(f.segments);
@@ -417,7 +419,7 @@ FailureOr<ShardingRule> AttentionOp::getShardingRule() {
 
 FailureOr<ShardingRule> AttentionGradOp::getShardingRule() {
   RuleBuilder b;
-  AttentionFactors f = attentionFactors(b, getQ(), getK());
+  AttentionFactors f = attentionFactors(b, attentionDims(*this));
   b.rule.operandFactors = {f.q, f.kv, f.kv, f.q, f.lse, f.q};
   if (getSegments())
     b.rule.operandFactors.push_back(f.segments);

@@ -483,7 +483,7 @@ LogicalResult AttentionOp::buildVJP(OpBuilder &b, ValueRange cot, SmallVectorImp
   auto grad = AttentionGradOp::create(b, getLoc(), getQ().getType(), getK().getType(),
                                       getV().getType(), getQ(), getK(), getV(), getOut(),
                                       getLse(), dout, getSegments(), getScaleAttr(),
-                                      getCausalAttr());
+                                      getCausalAttr(), getLayoutAttr());
   out.append({grad.getDq(), grad.getDk(), grad.getDv()});
   if (getSegments())
     out.push_back(Value()); // integer ids: no cotangent

@@ -32,6 +32,13 @@
 //      [B, Hkv, Tk, D] to [B, Hkv, G, Tk, D] to [B, Hkv·G, Tk, D] (the
 //      broadcast adding the G axis, or expanding a unit axis a reshape put
 //      there); the op takes kv itself, so the broadcast is never stored.
+//   6. Sequence-major operands: when q, k and v (kv for grouped heads) are
+//      each `kiln.transpose [0, 2, 1, 3]` of a [B, T, H, D] value — heads
+//      split off a projection's output — the op takes those values with
+//      layout = "bthd", and a user `kiln.transpose [0, 2, 1, 3]` of the
+//      result (back to [B, T, H, D] for the output projection) reads the
+//      op's output directly: none of the transposes is stored, here or,
+//      through the VJP, in the backward.
 //
 // Every intermediate value must have exactly one user (the scores or the
 // probabilities used elsewhere would have to be stored anyway); otherwise,
@@ -346,6 +353,18 @@ Value throughHeadBroadcast(Value x) {
   return x;
 }
 
+/// [B, H, T, D] <-> [B, T, H, D].
+constexpr int64_t kSwapHeadsAndPositions[] = {0, 2, 1, 3};
+
+/// y when `x` is `kiln.transpose y [0, 2, 1, 3]` and the attention is its
+/// only user (step 6); else null.
+Value fromSequenceMajor(Value x) {
+  auto t = x.getDefiningOp<TransposeOp>();
+  if (!t || !oneUse(x) || t.getPermutation() != ArrayRef<int64_t>(kSwapHeadsAndPositions))
+    return Value();
+  return t.getOperand();
+}
+
 struct FuseAttentionPattern final : OpRewritePattern<MatmulOp> {
   FuseAttentionPattern(MLIRContext *ctx, llvm::Statistic &numFused)
       : OpRewritePattern(ctx), numFused(numFused) {}
@@ -360,21 +379,42 @@ struct FuseAttentionPattern final : OpRewritePattern<MatmulOp> {
                       << (m.segments ? ", segments" : "") << ", scale " << m.scale << ")\n");
     // q, k and v in q's element type (after precision assignment all three
     // are the low type already; a grouped k/v is cast before its broadcast).
+    // 6. Sequence-major operands.
+    Value sq = fromSequenceMajor(m.q), sk = fromSequenceMajor(m.k), sv = fromSequenceMajor(m.v);
+    bool seqMajor = sq && sk && sv;
+    if (seqMajor) {
+      m.q = sq;
+      m.k = sk;
+      m.v = sv;
+    }
     Type element = build::typeOf(m.q).getElementType();
     Value q = m.q, k = build::convert(rewriter, pv.getLoc(), m.k, element),
           v = build::convert(rewriter, pv.getLoc(), m.v, element);
-    auto qt = build::typeOf(q), vt = build::typeOf(v);
-    auto outType = RankedTensorType::get(
-        {qt.getDimSize(0), qt.getDimSize(1), qt.getDimSize(2), vt.getDimSize(3)}, element);
+    AttentionDims dims = attentionDims(q, k, v, seqMajor);
+    auto outType = RankedTensorType::get(dims.shape(dims.h, dims.tq, dims.dv), element);
     Type stats = element.isF64() ? Type(rewriter.getF64Type()) : Type(rewriter.getF32Type());
-    auto lseType = RankedTensorType::get(
-        {qt.getDimSize(0), qt.getDimSize(1), qt.getDimSize(2)}, stats);
-    auto attention = AttentionOp::create(rewriter, pv.getLoc(), outType, lseType, q, k, v,
-                                         m.segments,
-                                         rewriter.getF32FloatAttr(static_cast<float>(m.scale)),
-                                         m.causal ? rewriter.getUnitAttr() : UnitAttr());
+    auto lseType = RankedTensorType::get({dims.b, dims.h, dims.tq}, stats);
+    auto attention = AttentionOp::create(
+        rewriter, pv.getLoc(), outType, lseType, q, k, v, m.segments,
+        rewriter.getF32FloatAttr(static_cast<float>(m.scale)),
+        m.causal ? rewriter.getUnitAttr() : UnitAttr(),
+        seqMajor ? rewriter.getStringAttr("bthd") : StringAttr());
     Value out = build::convert(rewriter, pv.getLoc(), attention.getOut(),
                                build::typeOf(pv.getResult()).getElementType());
+    if (seqMajor) {
+      // Users transposing back to [B, T, H, D] take the output as it is;
+      // any other user gets the head-major value.
+      for (Operation *user : llvm::to_vector(pv->getUsers()))
+        if (auto t = dyn_cast<TransposeOp>(user);
+            t && t.getPermutation() == ArrayRef<int64_t>(kSwapHeadsAndPositions))
+          rewriter.replaceOp(t, out);
+      if (pv->use_empty()) {
+        rewriter.eraseOp(pv);
+        ++numFused;
+        return success();
+      }
+      out = build::transpose(rewriter, pv.getLoc(), out, kSwapHeadsAndPositions);
+    }
     rewriter.replaceOp(pv, out);
     ++numFused;
     return success();

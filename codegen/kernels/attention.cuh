@@ -5,13 +5,23 @@
 // Grouped-query heads: query head h reads key/value head h / (H / HKV).
 // Segments (`seg`, [B, T] ids, or null): a key of another segment than the
 // query's gets probability 0.
+// With BTHD, q, k, v, out and the gradients are [B, T, H, D] (sequence-
+// major) instead of [B, H, T, D]; lse is [B, H, TQ] either way.
 // (A straightforward reference kernel; the tiled flash kernels replace it.)
 #pragma once
 #include "kiln/common.cuh"
 
 namespace kiln {
 
-template <typename T, typename S, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, i64 D, i64 DV, bool CAUSAL>
+// Element offset of row t of head h of batch b, D elements a row, in a
+// [B, HEADS, T, D] tensor or, with BTHD, a [B, T, HEADS, D] one.
+template <i64 HEADS, i64 T, i64 D, bool BTHD>
+__device__ __forceinline__ i64 headRow(i64 b, i64 h, i64 t) {
+  return BTHD ? ((b * T + t) * HEADS + h) * D : ((b * HEADS + h) * T + t) * D;
+}
+
+template <typename T, typename S, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, i64 D, i64 DV, bool CAUSAL,
+          bool BTHD = false>
 __device__ void attentionForward(const T *q, const T *k, const T *v, T *out, S *lse, float scale,
                                  const int *seg = nullptr) {
   typedef typename Compute<T>::type F;
@@ -20,14 +30,18 @@ __device__ void attentionForward(const T *q, const T *k, const T *v, T *out, S *
   __shared__ F red[32];
   for (i64 row = blockIdx.x; row < B * H * TQ; row += gridDim.x) {
     i64 bh = row / TQ, i = row % TQ, b = bh / H, h = bh % H;
-    i64 kvh = b * HKV + h / (H / HKV);
-    const T *qi = q + row * D, *k0 = k + kvh * TK * D, *v0 = v + kvh * TK * DV;
+    i64 kh = h / (H / HKV);
+    // Key j's row is j·KS (j·VS) elements after key 0's.
+    constexpr i64 KS = BTHD ? HKV * D : D, VS = BTHD ? HKV * DV : DV;
+    const T *qi = q + headRow<H, TQ, D, BTHD>(b, h, i), *k0 = k + headRow<HKV, TK, D, BTHD>(b, kh, 0),
+            *v0 = v + headRow<HKV, TK, DV, BTHD>(b, kh, 0);
+    T *oi = out + headRow<H, TQ, DV, BTHD>(b, h, i);
     i64 n = CAUSAL ? i + 1 : TK;
     F m = negInf<F>();
     for (i64 j = threadIdx.x; j < n; j += blockDim.x) {
       F dot = 0;
       for (i64 c = 0; c < D; ++c)
-        dot += (F)load(qi, c) * (F)load(k0, j * D + c);
+        dot += (F)load(qi, c) * (F)load(k0, j * KS + c);
       p[j] = seg && seg[b * TK + j] != seg[b * TK + i] ? negInf<F>() : dot * F(scale);
       m = fmax(m, p[j]);
     }
@@ -41,8 +55,8 @@ __device__ void attentionForward(const T *q, const T *k, const T *v, T *out, S *
     for (i64 c = threadIdx.x; c < DV; c += blockDim.x) {
       F acc = 0;
       for (i64 j = 0; j < n; ++j)
-        acc += p[j] * (F)load(v0, j * DV + c);
-      store(out, row * DV + c, acc / s);
+        acc += p[j] * (F)load(v0, j * VS + c);
+      store(oi, c, acc / s);
     }
     if (threadIdx.x == 0)
       store(lse, row, m + log(s));
@@ -50,7 +64,8 @@ __device__ void attentionForward(const T *q, const T *k, const T *v, T *out, S *
   }
 }
 
-template <typename T, typename S, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, i64 D, i64 DV, bool CAUSAL>
+template <typename T, typename S, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, i64 D, i64 DV, bool CAUSAL,
+          bool BTHD = false>
 __device__ void attentionBackward(const T *q, const T *k, const T *v, const T *out, const S *lse,
                                   const T *dout, T *dq, T *dk, T *dv, float scale,
                                   const int *seg = nullptr) {
@@ -60,9 +75,12 @@ __device__ void attentionBackward(const T *q, const T *k, const T *v, const T *o
   __shared__ F red[32];
   for (i64 row = blockIdx.x; row < B * H * TQ; row += gridDim.x) {
     i64 bh = row / TQ, i = row % TQ, b = bh / H, h = bh % H;
-    i64 kvh = b * HKV + h / (H / HKV);
-    const T *qi = q + row * D, *k0 = k + kvh * TK * D, *v0 = v + kvh * TK * DV;
-    const T *doi = dout + row * DV, *oi = out + row * DV;
+    i64 kh = h / (H / HKV);
+    constexpr i64 KS = BTHD ? HKV * D : D, VS = BTHD ? HKV * DV : DV;
+    const i64 kOff = headRow<HKV, TK, D, BTHD>(b, kh, 0), vOff = headRow<HKV, TK, DV, BTHD>(b, kh, 0);
+    const T *qi = q + headRow<H, TQ, D, BTHD>(b, h, i), *k0 = k + kOff, *v0 = v + vOff;
+    const T *doi = dout + headRow<H, TQ, DV, BTHD>(b, h, i), *oi = out + headRow<H, TQ, DV, BTHD>(b, h, i);
+    T *dqi = dq + headRow<H, TQ, D, BTHD>(b, h, i);
     i64 n = CAUSAL ? i + 1 : TK;
     F rowLse = (F)lse[row];
     F delta = 0; // rowsum(dout ⊙ out)
@@ -72,9 +90,9 @@ __device__ void attentionBackward(const T *q, const T *k, const T *v, const T *o
     for (i64 j = threadIdx.x; j < n; j += blockDim.x) {
       F dot = 0, dp = 0;
       for (i64 c = 0; c < D; ++c)
-        dot += (F)load(qi, c) * (F)load(k0, j * D + c);
+        dot += (F)load(qi, c) * (F)load(k0, j * KS + c);
       for (i64 c = 0; c < DV; ++c)
-        dp += (F)load(doi, c) * (F)load(v0, j * DV + c);
+        dp += (F)load(doi, c) * (F)load(v0, j * VS + c);
       p[j] = seg && seg[b * TK + j] != seg[b * TK + i] ? F(0) : exp(dot * F(scale) - rowLse);
       ds[j] = p[j] * (dp - delta) * F(scale);
     }
@@ -82,16 +100,16 @@ __device__ void attentionBackward(const T *q, const T *k, const T *v, const T *o
     for (i64 c = threadIdx.x; c < D; c += blockDim.x) {
       F acc = 0;
       for (i64 j = 0; j < n; ++j)
-        acc += ds[j] * (F)load(k0, j * D + c);
-      store(dq, row * D + c, acc);
+        acc += ds[j] * (F)load(k0, j * KS + c);
+      store(dqi, c, acc);
     }
     for (i64 e = threadIdx.x; e < n * D; e += blockDim.x) {
       i64 j = e / D, c = e % D;
-      atomicAdd(dk + kvh * TK * D + j * D + c, (T)(ds[j] * (F)load(qi, c)));
+      atomicAdd(dk + kOff + j * KS + c, (T)(ds[j] * (F)load(qi, c)));
     }
     for (i64 e = threadIdx.x; e < n * DV; e += blockDim.x) {
       i64 j = e / DV, c = e % DV;
-      atomicAdd(dv + kvh * TK * DV + j * DV + c, (T)(p[j] * (F)load(doi, c)));
+      atomicAdd(dv + vOff + j * VS + c, (T)(p[j] * (F)load(doi, c)));
     }
     __syncthreads();
   }

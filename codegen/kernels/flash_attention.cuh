@@ -24,6 +24,11 @@
 //             adding dS·K into the f32 dq accumulator (the one sum several
 //             blocks share); then dq = scale · accumulator in the low type.
 //
+// Layouts: q, k, v, out and their gradients are [B, H, T, D] (head-major),
+// or with BTHD [B, T, H, D] (sequence-major, kiln.attention's layout
+// "bthd": a row of a head is then H·D elements after the previous one).
+// lse, delta and the dq accumulator are [B, H, T] / [B, H, T, D] always.
+//
 // Fragment layouts (PTX ISA, mma.m16n8k16 and ldmatrix): a thread of a warp
 // is lane = 4·g + t. A (16×16) holds rows g, g+8 and columns 2t, 2t+1,
 // 2t+8, 2t+9; B (16×8) columns g, rows 2t, 2t+1, 2t+8, 2t+9; C (16×8) rows
@@ -116,16 +121,24 @@ template <int D> __device__ __forceinline__ u32 swizzled(int row, int col) {
   return row * (D * 2) + ((((col >> 3) ^ (row & 7))) << 4) + ((col & 7) << 1);
 }
 
-// Rows [row0, row0 + R) of a [rows, D] matrix into a swizzled shared tile
-// (rows past `limit` read as zeros), by all THREADS threads.
-template <int R, int D, int THREADS, typename T>
+// Element offset of row t of head h of batch b in a [B, HEADS, T, D] tensor
+// or, with BTHD, a [B, T, HEADS, D] one.
+template <i64 HEADS, i64 T, int D, bool BTHD>
+__device__ __forceinline__ i64 rowOffset(i64 b, i64 h, i64 t) {
+  return BTHD ? ((b * T + t) * HEADS + h) * D : ((b * HEADS + h) * T + t) * D;
+}
+
+// Rows [row0, row0 + R) of a matrix of D-element rows STRIDE elements apart
+// (from `base`) into a swizzled shared tile (rows past `limit` read as
+// zeros), by all THREADS threads.
+template <int R, int D, int THREADS, i64 STRIDE, typename T>
 __device__ __forceinline__ void loadTile(u32 tile, const T *base, i64 row0, i64 limit) {
   constexpr int C = D / 8; // 16-byte chunks per row
 #pragma unroll
   for (int i = threadIdx.x; i < R * C; i += THREADS) {
     int r = i / C, c = i % C;
     bool valid = row0 + r < limit;
-    const T *src = base + (valid ? row0 + r : 0) * D + c * 8;
+    const T *src = base + (valid ? row0 + r : 0) * STRIDE + c * 8;
     copy16(tile + swizzled<D>(r, c * 8), src, valid);
   }
 }
@@ -192,7 +205,7 @@ __device__ int queryBlockEnd(const int *segb, i64 k0, i64 kLast, int qblocks) {
 // from shared memory, which leaves room for MT = 2 at D = 128). Dynamic
 // shared memory: (BM + 4·BN)·D·2 bytes. Grid (⌈TQ/BM⌉, B·H). scale > 0.
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WARPS,
-          int MT, int BN, bool QREGS>
+          int MT, int BN, bool QREGS, bool BTHD = false>
 __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, float scale,
                         const int *seg = nullptr) {
   constexpr int BM = WARPS * MT * 16, THREADS = WARPS * 32;
@@ -203,20 +216,22 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
   const u32 sQ = smemAddress(smem), sK = sQ + BM * D * 2, sV = sK + 2 * TILE;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
 
-  const i64 bh = blockIdx.y, b = bh / H, h = bh % H, kvh = b * HKV + h / (H / HKV);
+  const i64 bh = blockIdx.y, b = bh / H, h = bh % H, kh = h / (H / HKV);
+  constexpr i64 QS = BTHD ? H * D : D, KVS = BTHD ? HKV * D : D; // row strides
   // Causal blocks near the end of the sequence have the most keys: first.
   const i64 mBlock = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
   const i64 q0 = mBlock * BM;
-  const T *qb = q + bh * TQ * D, *kb = k + kvh * TK * D, *vb = v + kvh * TK * D;
+  const T *qb = q + rowOffset<H, TQ, D, BTHD>(b, h, 0), *kb = k + rowOffset<HKV, TK, D, BTHD>(b, kh, 0),
+          *vb = v + rowOffset<HKV, TK, D, BTHD>(b, kh, 0);
   const i64 kEnd = CAUSAL ? (q0 + BM < TK ? q0 + BM : TK) : TK;
   const int blocks = (int)CEIL_DIV(kEnd, (i64)BN);
   const float scaleLog2 = scale * kLog2e;
   const int jStart = seg ? firstKeyBlock<THREADS, BN>(seg + b * TK, q0, q0 + BM < TQ ? q0 + BM : TQ)
                          : 0;
 
-  loadTile<BM, D, THREADS>(sQ, qb, q0, TQ);
-  loadTile<BN, D, THREADS>(sK, kb, (i64)jStart * BN, TK);
-  loadTile<BN, D, THREADS>(sV, vb, (i64)jStart * BN, TK);
+  loadTile<BM, D, THREADS, QS>(sQ, qb, q0, TQ);
+  loadTile<BN, D, THREADS, KVS>(sK, kb, (i64)jStart * BN, TK);
+  loadTile<BN, D, THREADS, KVS>(sV, vb, (i64)jStart * BN, TK);
   commit();
 
   u32 qf[QREGS ? MT : 1][QREGS ? KS : 1][4];
@@ -239,8 +254,8 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
     waitGroups<0>(); // block j (and Q)
     __syncthreads(); // visible to all; every warp is done with block j - 1
     if (j + 1 < blocks) {
-      loadTile<BN, D, THREADS>(sK + (stage ^ 1) * TILE, kb, (i64)(j + 1) * BN, TK);
-      loadTile<BN, D, THREADS>(sV + (stage ^ 1) * TILE, vb, (i64)(j + 1) * BN, TK);
+      loadTile<BN, D, THREADS, KVS>(sK + (stage ^ 1) * TILE, kb, (i64)(j + 1) * BN, TK);
+      loadTile<BN, D, THREADS, KVS>(sV + (stage ^ 1) * TILE, vb, (i64)(j + 1) * BN, TK);
     }
     commit();
     if constexpr (QREGS) {
@@ -366,7 +381,7 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
       if (row >= TQ)
         continue;
       const float inv = 1.f / sum;
-      T *dst = out + (bh * TQ + row) * D + 2 * t;
+      T *dst = out + rowOffset<H, TQ, D, BTHD>(b, h, row) + 2 * t;
 #pragma unroll
       for (int n = 0; n < NO; ++n)
         *reinterpret_cast<u32 *>(dst + n * 8) =
@@ -382,16 +397,17 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
 // ---------------------------------------------------------------------------
 
 // delta[row] = Σ_d dO[row, d]·O[row, d], and the row of the f32 dq
-// accumulator zeroed: one warp per row.
-template <typename T, i64 ROWS, int D>
+// accumulator zeroed: one warp per row (rows in [B, H, TQ] order).
+template <typename T, i64 ROWS, int D, i64 H = 1, i64 TQ = ROWS, bool BTHD = false>
 __device__ void backwardPrepare(const T *o, const T *dout, float *delta, float *dqAccum) {
   const i64 warps = (i64)gridDim.x * (blockDim.x / 32);
   const int lane = threadIdx.x % 32;
   for (i64 r = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32; r < ROWS; r += warps) {
+    const i64 bh = r / TQ, at = rowOffset<H, TQ, D, BTHD>(bh / H, bh % H, r % TQ);
     float sum = 0.f;
 #pragma unroll
     for (int c = lane; c < D; c += 32)
-      sum += load(o, r * D + c) * load(dout, r * D + c);
+      sum += load(o, at + c) * load(dout, at + c);
     sum = warpSum(sum);
     if (lane == 0)
       delta[r] = sum;
@@ -401,13 +417,16 @@ __device__ void backwardPrepare(const T *o, const T *dout, float *delta, float *
   }
 }
 
-// dq = scale · accumulator, in the low type.
-template <typename T, i64 N>
+// dq = scale · accumulator, in the low type (the accumulator's rows in
+// [B, H, TQ] order).
+template <typename T, i64 N, int D = 2, i64 H = 1, i64 TQ = N / D, bool BTHD = false>
 __device__ void backwardFinish(const float *dqAccum, T *dq, float scale) {
   for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < N / 2;
        i += (i64)gridDim.x * blockDim.x) {
     float2 a = reinterpret_cast<const float2 *>(dqAccum)[i];
-    reinterpret_cast<u32 *>(dq)[i] = pack<T>(a.x * scale, a.y * scale);
+    const i64 r = 2 * i / D, bh = r / TQ;
+    const i64 at = BTHD ? rowOffset<H, TQ, D, true>(bh / H, bh % H, r % TQ) + 2 * i % D : 2 * i;
+    *reinterpret_cast<u32 *>(dq + at) = pack<T>(a.x * scale, a.y * scale);
   }
 }
 
@@ -425,7 +444,7 @@ __device__ __forceinline__ void addTo(float *p, float a, float b) {
 // the group. Dynamic shared memory: K, V [BN, D]; Q, dO [2 stages][BM, D];
 // lse, delta [2][BM] f32; dSᵀ [BN, BM]. Grid (⌈TK/BN⌉, B·HKV).
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WARPS,
-          int BM>
+          int BM, bool BTHD = false>
 __device__ void backward(const T *q, const T *k, const T *v, const float *lse, const T *dout,
                          const float *delta, float *dqAccum, T *dk, T *dv, float scale,
                          const int *seg = nullptr) {
@@ -442,7 +461,8 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
 
   const i64 bkv = blockIdx.y, b = bkv / HKV, kvh = bkv % HKV;
   const i64 k0 = (i64)blockIdx.x * BN;
-  const T *kb = k + bkv * TK * D, *vb = v + bkv * TK * D;
+  constexpr i64 QS = BTHD ? H * D : D, KVS = BTHD ? HKV * D : D; // row strides
+  const T *kb = k + rowOffset<HKV, TK, D, BTHD>(b, kvh, 0), *vb = v + rowOffset<HKV, TK, D, BTHD>(b, kvh, 0);
   const float scaleLog2 = scale * kLog2e;
   // Causal: query blocks before the first one holding a query >= k0 see
   // none of these keys.
@@ -461,8 +481,9 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
     const i64 h = kvh * G + step / nq;
     const i64 i0 = (i64)(iStart + step % nq) * BM;
     const i64 bh = b * H + h;
-    loadTile<BM, D, THREADS>(sQ + stage * BM * D * 2, q + bh * TQ * D, i0, TQ);
-    loadTile<BM, D, THREADS>(sO + stage * BM * D * 2, dout + bh * TQ * D, i0, TQ);
+    loadTile<BM, D, THREADS, QS>(sQ + stage * BM * D * 2, q + rowOffset<H, TQ, D, BTHD>(b, h, 0), i0, TQ);
+    loadTile<BM, D, THREADS, QS>(sO + stage * BM * D * 2, dout + rowOffset<H, TQ, D, BTHD>(b, h, 0), i0,
+                                 TQ);
     // lse and delta of the block's rows, a float each (a row's stats are
     // 4-byte aligned only).
     for (int i = threadIdx.x; i < 2 * BM; i += THREADS) {
@@ -474,8 +495,8 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
     }
   };
 
-  loadTile<BN, D, THREADS>(sK, kb, k0, TK);
-  loadTile<BN, D, THREADS>(sV, vb, k0, TK);
+  loadTile<BN, D, THREADS, KVS>(sK, kb, k0, TK);
+  loadTile<BN, D, THREADS, KVS>(sV, vb, k0, TK);
   if (steps > 0)
     issue(0);
   commit();
@@ -628,7 +649,8 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
     const i64 key = key0 + half * 8;
     if (key >= TK)
       continue;
-    T *dkRow = dk + (bkv * TK + key) * D + 2 * t, *dvRow = dv + (bkv * TK + key) * D + 2 * t;
+    const i64 at = rowOffset<HKV, TK, D, BTHD>(b, kvh, key) + 2 * t;
+    T *dkRow = dk + at, *dvRow = dv + at;
 #pragma unroll
     for (int n = 0; n < NO; ++n) {
       *reinterpret_cast<u32 *>(dkRow + n * 8) =

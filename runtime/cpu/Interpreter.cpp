@@ -416,17 +416,30 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         out.push_back(std::move(*r));
         return llvm::Error::success();
       })
+      // layout = "bthd" is defined as the head-major op between transposes
+      // of dimensions 1 and 2.
       .Case([&](AttentionOp a) {
-        auto [o, lse] = attention(*in[0], *in[1], *in[2], a.getSegments() ? in[3] : nullptr,
+        const int64_t swap[] = {0, 2, 1, 3};
+        bool seq = a.isSequenceMajor();
+        auto headMajor = [&](const HostTensor *t) { return seq ? transpose(*t, swap) : *t; };
+        auto [o, lse] = attention(headMajor(in[0]), headMajor(in[1]), headMajor(in[2]),
+                                  a.getSegments() ? in[3] : nullptr,
                                   a.getScale().convertToDouble(), a.getCausal(), resultDType(1));
-        out.append({o, lse});
+        out.append({seq ? transpose(o, swap) : o, lse});
         return llvm::Error::success();
       })
       .Case([&](AttentionGradOp a) {
-        auto [dq, dk, dv] = attentionGrad(*in[0], *in[1], *in[2], *in[3], *in[4], *in[5],
+        const int64_t swap[] = {0, 2, 1, 3};
+        bool seq = a.isSequenceMajor();
+        auto headMajor = [&](const HostTensor *t) { return seq ? transpose(*t, swap) : *t; };
+        auto [dq, dk, dv] = attentionGrad(headMajor(in[0]), headMajor(in[1]), headMajor(in[2]),
+                                          headMajor(in[3]), *in[4], headMajor(in[5]),
                                           a.getSegments() ? in[6] : nullptr,
                                           a.getScale().convertToDouble(), a.getCausal());
-        out.append({dq, dk, dv});
+        if (seq)
+          out.append({transpose(dq, swap), transpose(dk, swap), transpose(dv, swap)});
+        else
+          out.append({dq, dk, dv});
         return llvm::Error::success();
       })
       .Case([&](GlobalNormOp) {

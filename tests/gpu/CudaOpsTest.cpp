@@ -270,6 +270,17 @@ std::vector<OpCase> cases() {
                "%o, %lse = kiln.attention %q, %k, %v {causal, scale = 0.35 : f32} : tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32> -> tensor<2x2x20x8xf32>, tensor<2x2x20xf32>\n"
                "  %r0, %r1, %r2 = kiln.attention_grad %q, %k, %v, %o, %lse, %d {causal, scale = 0.35 : f32} : tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20xf32>, tensor<2x2x20x8xf32> -> tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>, tensor<2x2x20x8xf32>",
                1e-4, 1e-4});
+  // The reference kernels in layout bthd ([B, T, H, D]): grouped heads,
+  // Dv != D, cross attention; then causal with its backward.
+  c.push_back({"attention_gqa_bthd", {f("q", "tensor<2x8x4x16xf32>"), f("k", "tensor<2x12x2x16xf32>"), f("v", "tensor<2x12x2x32xf32>")},
+               {"tensor<2x8x4x32xf32>", "tensor<2x4x8xf32>"},
+               "%r0, %r1 = kiln.attention %q, %k, %v {layout = \"bthd\", scale = 0.25 : f32} : tensor<2x8x4x16xf32>, tensor<2x12x2x16xf32>, tensor<2x12x2x32xf32> -> tensor<2x8x4x32xf32>, tensor<2x4x8xf32>",
+               1e-5, 1e-4});
+  c.push_back({"attention_grad_gqa_bthd", {f("q", "tensor<2x20x4x8xf32>"), f("k", "tensor<2x20x2x8xf32>"), f("v", "tensor<2x20x2x8xf32>"), f("d", "tensor<2x20x4x8xf32>")},
+               {"tensor<2x20x4x8xf32>", "tensor<2x20x2x8xf32>", "tensor<2x20x2x8xf32>"},
+               "%o, %lse = kiln.attention %q, %k, %v {causal, layout = \"bthd\", scale = 0.35 : f32} : tensor<2x20x4x8xf32>, tensor<2x20x2x8xf32>, tensor<2x20x2x8xf32> -> tensor<2x20x4x8xf32>, tensor<2x4x20xf32>\n"
+               "  %r0, %r1, %r2 = kiln.attention_grad %q, %k, %v, %o, %lse, %d {causal, layout = \"bthd\", scale = 0.35 : f32} : tensor<2x20x4x8xf32>, tensor<2x20x2x8xf32>, tensor<2x20x2x8xf32>, tensor<2x20x4x8xf32>, tensor<2x4x20xf32>, tensor<2x20x4x8xf32> -> tensor<2x20x4x8xf32>, tensor<2x20x2x8xf32>, tensor<2x20x2x8xf32>",
+               1e-4, 1e-4});
   // The reference kernels with packed documents (segment ids in [0, 3)).
   c.push_back({"attention_grad_segments", {f("q", "tensor<2x2x20x8xf32>"), f("k", "tensor<2x2x20x8xf32>"), f("v", "tensor<2x2x20x8xf32>"), f("d", "tensor<2x2x20x8xf32>"), ids("s", "tensor<2x20xi32>", 3)},
                {"tensor<2x2x20x8xf32>", "tensor<2x2x20x8xf32>", "tensor<2x2x20x8xf32>"},
@@ -285,6 +296,7 @@ std::vector<OpCase> cases() {
     int64_t b, h, hkv, tq, tk, d;
     bool causal;
     int segments = 0; ///< 1: ids in [0, 3), unsorted; 2: documents of ~40 in order
+    bool bthd = false; ///< layout "bthd": [B, T, H, D] (rows H·D apart)
   };
   for (const Flash &a : {Flash{"d64_causal_bf16", "bf16", 2, 3, 3, 200, 200, 64, true},
                          Flash{"d128_f16", "f16", 1, 2, 2, 130, 130, 128, false},
@@ -294,13 +306,21 @@ std::vector<OpCase> cases() {
                          Flash{"d64_causal_segments_bf16", "bf16", 2, 3, 3, 200, 200, 64, true, 1},
                          Flash{"d128_segments_f16", "f16", 1, 2, 1, 130, 130, 128, false, 1},
                          Flash{"d64_causal_documents_bf16", "bf16", 2, 2, 1, 300, 300, 64, true, 2},
-                         Flash{"d128_documents_f16", "f16", 1, 2, 2, 257, 257, 128, false, 2}}) {
+                         Flash{"d128_documents_f16", "f16", 1, 2, 2, 257, 257, 128, false, 2},
+                         Flash{"d64_causal_bthd_bf16", "bf16", 2, 3, 3, 200, 200, 64, true, 0, true},
+                         Flash{"d128_gqa_bthd_f16", "f16", 1, 4, 2, 130, 130, 128, false, 0, true},
+                         Flash{"d64_cross_gqa_bthd_bf16", "bf16", 2, 4, 1, 70, 150, 64, false, 0, true},
+                         Flash{"d64_causal_documents_bthd_bf16", "bf16", 2, 2, 1, 300, 300, 64, true, 2, true}}) {
     auto type = [&](int64_t h, int64_t t, int64_t d) {
+      if (a.bthd)
+        return llvm::formatv("tensor<{0}x{1}x{2}x{3}x{4}>", a.b, t, h, d, a.type).str();
       return llvm::formatv("tensor<{0}x{1}x{2}x{3}x{4}>", a.b, h, t, d, a.type).str();
     };
     std::string q = type(a.h, a.tq, a.d), kv = type(a.hkv, a.tk, a.d),
                 lse = llvm::formatv("tensor<{0}x{1}x{2}xf32>", a.b, a.h, a.tq).str();
-    std::string attrs = llvm::formatv("{{{0}scale = 0.125 : f32}", a.causal ? "causal, " : "").str();
+    std::string attrs = llvm::formatv("{{{0}{1}scale = 0.125 : f32}", a.causal ? "causal, " : "",
+                                      a.bthd ? "layout = \"bthd\", " : "")
+                            .str();
     std::string segType = llvm::formatv("tensor<{0}x{1}xi32>", a.b, a.tq).str();
     std::string seg = a.segments ? " segments %s" : "", segT = a.segments ? ", " + segType : "";
     std::string forward = llvm::formatv("%r0, %r1 = kiln.attention %q, %k, %v{4} {0} : {1}, {2}, {2}{5} -> {1}, {3}",
@@ -420,7 +440,12 @@ std::vector<OpCase> cases() {
                "    %1 = kiln.gelu_grad tanh %x, %0 : tensor<4x16x96xbf16>\n"
                "    %2 = kiln.reduce_sum %1, dims = [0, 1] : tensor<4x16x96xbf16> -> tensor<96xbf16>\n"
                "    kiln.yield %1, %2 : tensor<4x16x96xbf16>, tensor<96xbf16>\n"
-               "  }", 1e-1, 2e-2});
+               "  }", 5e-1, 2e-2});
+  // (r1 sums 64 terms of magnitude ~3 (dy·wᵀ over 32 N(0, 1) products):
+  // the interpreter rounds each to bf16 first (2^-9 relative), the
+  // epilogue does not, so a sum that cancels to near 0 can differ by
+  // ~Σ|x|·2^-9·√64/8 ≈ 0.1–0.4 — the absolute tolerance, not the relative
+  // one, must cover it. With atol 0.1 a cancelling element failed.)
   c.push_back({"gemm_dgelu_f32", {f("dy", "tensor<32x40xf32>"), f("w", "tensor<40x64xf32>"), f("z", "tensor<32x64xf32>")},
                {"tensor<32x64xf32>"},
                "%r0 = kiln.fusion (%dy, %w, %z) : (tensor<32x40xf32>, tensor<40x64xf32>, tensor<32x64xf32>) -> tensor<32x64xf32> {\n"
@@ -602,8 +627,10 @@ Suite &suite() {
       s.error = "the cases do not parse";
       return s;
     }
-    Rng rng(20261129);
     for (const OpCase &c : cases()) {
+      // Each case draws from its own stream, so adding a case does not
+      // change the inputs (and the rounding luck) of the others.
+      Rng rng(20261129, c.name);
       auto func = s.module->lookupSymbol<mlir::func::FuncOp>(c.name);
       auto interp = cpu::Interpreter::create(func);
       if (!interp) {

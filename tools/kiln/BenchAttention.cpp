@@ -46,6 +46,12 @@ static cl::opt<std::string> dtype("dtype", cl::desc("With --attention: bf16 (def
 static cl::opt<std::string> tiles("attention-tiles",
                                   cl::desc("Flash tiles W,MT,BN,BW (default: kiln's choice)"),
                                   cl::sub(benchCommand()), cl::cat(kilnCategory()));
+static cl::opt<std::string> layout("attention-layout",
+                                   cl::desc("With --attention: bhtd (default, [B, H, T, D]) or "
+                                            "bthd (sequence-major, as kiln-fuse-attention "
+                                            "takes GPT-2's heads)"),
+                                   cl::init("bhtd"), cl::sub(benchCommand()),
+                                   cl::cat(kilnCategory()));
 static cl::opt<std::string> dumpPath("dump",
                                      cl::desc("With --attention: write inputs and outputs here "
                                               "(safetensors)"),
@@ -79,6 +85,9 @@ Expected<Shape> parseShape() {
   if (s.h % s.hkv != 0 || (causal && s.tk != s.t))
     return createStringError(inconvertibleErrorCode(),
                              "--attention: H must be a multiple of HKV, and causal needs TK = T");
+  if (layout != "bhtd" && layout != "bthd")
+    return createStringError(inconvertibleErrorCode(),
+                             "--attention-layout '" + layout + "': expected bhtd or bthd");
   return s;
 }
 
@@ -89,7 +98,10 @@ mlir::OwningOpRef<mlir::ModuleOp> buildModule(mlir::MLIRContext &ctx, const Shap
   auto loc = b.getUnknownLoc();
   mlir::OwningOpRef<mlir::ModuleOp> module = mlir::ModuleOp::create(loc);
   auto tensor = [&](ArrayRef<int64_t> shape, mlir::Type t) { return mlir::RankedTensorType::get(shape, t); };
-  auto q = tensor({s.b, s.h, s.t, s.d}, element), kv = tensor({s.b, s.hkv, s.tk, s.d}, element);
+  bool seq = layout == "bthd";
+  auto q = seq ? tensor({s.b, s.t, s.h, s.d}, element) : tensor({s.b, s.h, s.t, s.d}, element);
+  auto kv = seq ? tensor({s.b, s.tk, s.hkv, s.d}, element) : tensor({s.b, s.hkv, s.tk, s.d}, element);
+  auto layoutAttr = seq ? b.getStringAttr("bthd") : mlir::StringAttr();
   auto lse = tensor({s.b, s.h, s.t}, element.isF64() ? b.getF64Type() : b.getF32Type());
   auto scale = b.getF32FloatAttr(static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.d))));
   auto causalAttr = causal ? b.getUnitAttr() : mlir::UnitAttr();
@@ -110,17 +122,17 @@ mlir::OwningOpRef<mlir::ModuleOp> buildModule(mlir::MLIRContext &ctx, const Shap
   {
     auto f = makeFunc("fwd", {q, kv, kv}, {"q", "k", "v"}, {q, lse}, {"out", "lse"});
     auto a = AttentionOp::create(b, loc, q, lse, f.getArgument(0), f.getArgument(1), f.getArgument(2),
-                                 mlir::Value(), scale, causalAttr);
+                                 mlir::Value(), scale, causalAttr, layoutAttr);
     mlir::func::ReturnOp::create(b, loc, mlir::ValueRange{a.getOut(), a.getLse()});
   }
   {
     auto f = makeFunc("fwdbwd", {q, kv, kv, q}, {"q", "k", "v", "dout"}, {q, kv, kv},
                       {"dq", "dk", "dv"});
     auto a = AttentionOp::create(b, loc, q, lse, f.getArgument(0), f.getArgument(1), f.getArgument(2),
-                                 mlir::Value(), scale, causalAttr);
+                                 mlir::Value(), scale, causalAttr, layoutAttr);
     auto g = AttentionGradOp::create(b, loc, q, kv, kv, f.getArgument(0), f.getArgument(1),
                                      f.getArgument(2), a.getOut(), a.getLse(), f.getArgument(3),
-                                     mlir::Value(), scale, causalAttr);
+                                     mlir::Value(), scale, causalAttr, layoutAttr);
     mlir::func::ReturnOp::create(b, loc, mlir::ValueRange{g.getDq(), g.getDk(), g.getDv()});
   }
   return module;
@@ -160,10 +172,15 @@ int runAttentionBench(StringRef jsonPath) {
   // run of each function.
   Rng rng(7, "attention");
   cpu::DType dt = *cpu::dtypeOf(element);
-  TensorMap inputs{{"q", randomTensor(dt, {s.b, s.h, s.t, s.d}, rng)},
-                   {"k", randomTensor(dt, {s.b, s.hkv, s.tk, s.d}, rng)},
-                   {"v", randomTensor(dt, {s.b, s.hkv, s.tk, s.d}, rng)},
-                   {"dout", randomTensor(dt, {s.b, s.h, s.t, s.d}, rng)}};
+  bool seq = layout == "bthd";
+  std::vector<int64_t> qShape = seq ? std::vector<int64_t>{s.b, s.t, s.h, s.d}
+                                    : std::vector<int64_t>{s.b, s.h, s.t, s.d};
+  std::vector<int64_t> kvShape = seq ? std::vector<int64_t>{s.b, s.tk, s.hkv, s.d}
+                                     : std::vector<int64_t>{s.b, s.hkv, s.tk, s.d};
+  TensorMap inputs{{"q", randomTensor(dt, qShape, rng)},
+                   {"k", randomTensor(dt, kvShape, rng)},
+                   {"v", randomTensor(dt, kvShape, rng)},
+                   {"dout", randomTensor(dt, qShape, rng)}};
   auto fwd = backend.run("fwd", {{"q", inputs["q"]}, {"k", inputs["k"]}, {"v", inputs["v"]}});
   if (!fwd)
     return fail("bench", toString(fwd.takeError()));
@@ -188,15 +205,16 @@ int runAttentionBench(StringRef jsonPath) {
   double flops = 4.0 * s.b * s.h * s.t * s.tk * s.d * (causal ? 0.5 : 1.0);
   double fwdTflops = flops / (*fwdMs * 1e-3) / 1e12, bothTflops = 3.5 * flops / (*bothMs * 1e-3) / 1e12;
   std::string tileText = tiles.empty() ? std::string("default") : tiles.getValue();
-  outs() << formatv("attention B={0} H={1}/{2} T={3}/{4} D={5} {6}{7} tiles {8}: forward {9:f3} ms "
-                    "({10:f1} TFLOP/s), forward+backward {11:f3} ms ({12:f1} TFLOP/s)\n",
+  outs() << formatv("attention B={0} H={1}/{2} T={3}/{4} D={5} {6}{7} {13} tiles {8}: forward "
+                    "{9:f3} ms ({10:f1} TFLOP/s), forward+backward {11:f3} ms ({12:f1} TFLOP/s)\n",
                     s.b, s.h, s.hkv, s.t, s.tk, s.d, dtype.getValue(), causal ? " causal" : "",
-                    tileText, *fwdMs, fwdTflops, *bothMs, bothTflops);
+                    tileText, *fwdMs, fwdTflops, *bothMs, bothTflops, layout.getValue());
   if (!jsonPath.empty()) {
     json::Object result{{"b", s.b},         {"h", s.h},           {"hkv", s.hkv},
                         {"t", s.t},         {"tk", s.tk},         {"d", s.d},
                         {"causal", causal.getValue()}, {"dtype", dtype.getValue()},
                         {"tiles", tileText},  {"fwd_ms", *fwdMs},   {"fwdbwd_ms", *bothMs},
+                        {"layout", layout.getValue()},
                         {"fwd_tflops", fwdTflops}, {"fwdbwd_tflops", bothTflops}};
     std::error_code ec;
     raw_fd_ostream os(jsonPath, ec, sys::fs::OF_Append);

@@ -941,3 +941,29 @@ func.func @just_over(%a: tensor<70368744177665xf32>) {
   %b = kiln.neg %a : tensor<70368744177665xf32>
   return
 }
+
+// -----
+
+func.func @attention_bad_layout(%q: tensor<1x2x4x8xf32>) {
+  // expected-error @+1 {{layout must be "bhtd" (the default) or "bthd"; got "thbd"}}
+  %o, %l = kiln.attention %q, %q, %q {layout = "thbd", scale = 1.0 : f32} : tensor<1x2x4x8xf32>, tensor<1x2x4x8xf32>, tensor<1x2x4x8xf32> -> tensor<1x2x4x8xf32>, tensor<1x2x4xf32>
+  return
+}
+
+// -----
+
+// bthd: q [B, T, H, D] = [1, 4, 2, 8], so lse is [B, H, T] = [1, 2, 4].
+func.func @attention_bthd_lse(%q: tensor<1x4x2x8xf32>) {
+  // expected-error @+1 {{lse type 'tensor<1x4x2xf32>' must be 'tensor<1x2x4xf32>'}}
+  %o, %l = kiln.attention %q, %q, %q {layout = "bthd", scale = 1.0 : f32} : tensor<1x4x2x8xf32>, tensor<1x4x2x8xf32>, tensor<1x4x2x8xf32> -> tensor<1x4x2x8xf32>, tensor<1x4x2xf32>
+  return
+}
+
+// -----
+
+// bthd: k's heads are dimension 2 (3 does not divide q's 2 heads).
+func.func @attention_bthd_heads(%q: tensor<1x4x2x8xf32>, %k: tensor<1x4x3x8xf32>) {
+  // expected-error @+1 {{query heads (2 in 'tensor<1x4x2x8xf32>') must be a multiple of key/value heads (3 in 'tensor<1x4x3x8xf32>')}}
+  %o, %l = kiln.attention %q, %k, %k {layout = "bthd", scale = 1.0 : f32} : tensor<1x4x2x8xf32>, tensor<1x4x3x8xf32>, tensor<1x4x3x8xf32> -> tensor<1x4x2x8xf32>, tensor<1x2x4xf32>
+  return
+}

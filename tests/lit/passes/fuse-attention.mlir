@@ -360,3 +360,93 @@ func.func @documents_ne(%q: tensor<1x1x4x8xf32>, %k: tensor<1x1x4x8xf32>, %v: te
   %o = kiln.matmul %p, %v : tensor<1x1x4x4xf32>, tensor<1x1x4x8xf32> -> tensor<1x1x4x8xf32>
   return %o : tensor<1x1x4x8xf32>
 }
+
+// -----
+
+// Heads split off projections ([B, T, H, D] transposed to [B, H, T, D], as
+// GPT-2's frontend writes them): the op takes the [B, T, H, D] values with
+// layout "bthd", and the transpose back for the output projection is gone.
+// CHECK-LABEL: func.func @sequence_major
+// CHECK-SAME: (%[[Q:.+]]: tensor<2x4x3x8xf32>, %[[K:.+]]: tensor<2x4x3x8xf32>, %[[V:.+]]: tensor<2x4x3x8xf32>)
+// CHECK: %[[O:.+]], %{{.+}} = kiln.attention %[[Q]], %[[K]], %[[V]] {causal, layout = "bthd", scale = 0.353553385 : f32} : tensor<2x4x3x8xf32>, tensor<2x4x3x8xf32>, tensor<2x4x3x8xf32> -> tensor<2x4x3x8xf32>, tensor<2x3x4xf32>
+// CHECK-NOT: kiln.transpose
+// CHECK: %[[R:.+]] = kiln.reshape %[[O]] : tensor<2x4x3x8xf32> -> tensor<2x4x24xf32>
+// CHECK: return %[[R]]
+func.func @sequence_major(%q: tensor<2x4x3x8xf32>, %k: tensor<2x4x3x8xf32>, %v: tensor<2x4x3x8xf32>) -> tensor<2x4x24xf32> {
+  %qh = kiln.transpose %q, [0, 2, 1, 3] : tensor<2x4x3x8xf32> -> tensor<2x3x4x8xf32>
+  %kh = kiln.transpose %k, [0, 2, 1, 3] : tensor<2x4x3x8xf32> -> tensor<2x3x4x8xf32>
+  %vh = kiln.transpose %v, [0, 2, 1, 3] : tensor<2x4x3x8xf32> -> tensor<2x3x4x8xf32>
+  %c = kiln.constant dense<0.353553385> : tensor<2x3x4x8xf32>
+  %qs = kiln.mul %qh, %c : tensor<2x3x4x8xf32>
+  %s = kiln.matmul %qs, %kh transpose_b : tensor<2x3x4x8xf32>, tensor<2x3x4x8xf32> -> tensor<2x3x4x4xf32>
+  %i = kiln.iota dim = 0 : tensor<4x4xi32>
+  %j = kiln.iota dim = 1 : tensor<4x4xi32>
+  %keep = kiln.compare ge, %i, %j : tensor<4x4xi32>
+  %ninf = kiln.constant dense<0xFF800000> : tensor<2x3x4x4xf32>
+  %kb = kiln.broadcast_in_dim %keep, dims = [2, 3] : tensor<4x4xi1> -> tensor<2x3x4x4xi1>
+  %m = kiln.select %kb, %s, %ninf : tensor<2x3x4x4xi1>, tensor<2x3x4x4xf32>
+  %p = kiln.softmax %m : tensor<2x3x4x4xf32>
+  %o = kiln.matmul %p, %vh : tensor<2x3x4x4xf32>, tensor<2x3x4x8xf32> -> tensor<2x3x4x8xf32>
+  %ot = kiln.transpose %o, [0, 2, 1, 3] : tensor<2x3x4x8xf32> -> tensor<2x4x3x8xf32>
+  %r = kiln.reshape %ot : tensor<2x4x3x8xf32> -> tensor<2x4x24xf32>
+  return %r : tensor<2x4x24xf32>
+}
+
+// -----
+
+// Sequence-major with grouped heads (k and v of 1 head broadcast to 2), and
+// a user of the output that wants it head-major: it gets a transpose of the
+// op's [B, T, H, D] output.
+// CHECK-LABEL: func.func @sequence_major_grouped
+// CHECK-SAME: (%[[Q:.+]]: tensor<1x3x2x8xf32>, %[[K:.+]]: tensor<1x3x1x8xf32>, %[[V:.+]]: tensor<1x3x1x8xf32>)
+// CHECK: %[[O:.+]], %{{.+}} = kiln.attention %[[Q]], %[[K]], %[[V]] {layout = "bthd", scale = 1.000000e+00 : f32} : tensor<1x3x2x8xf32>, tensor<1x3x1x8xf32>, tensor<1x3x1x8xf32> -> tensor<1x3x2x8xf32>, tensor<1x2x3xf32>
+// CHECK: %[[H:.+]] = kiln.transpose %[[O]], [0, 2, 1, 3] : tensor<1x3x2x8xf32> -> tensor<1x2x3x8xf32>
+// CHECK: return %[[H]]
+func.func @sequence_major_grouped(%q: tensor<1x3x2x8xf32>, %k: tensor<1x3x1x8xf32>, %v: tensor<1x3x1x8xf32>) -> tensor<1x2x3x8xf32> {
+  %qh = kiln.transpose %q, [0, 2, 1, 3] : tensor<1x3x2x8xf32> -> tensor<1x2x3x8xf32>
+  %kh = kiln.transpose %k, [0, 2, 1, 3] : tensor<1x3x1x8xf32> -> tensor<1x1x3x8xf32>
+  %vh = kiln.transpose %v, [0, 2, 1, 3] : tensor<1x3x1x8xf32> -> tensor<1x1x3x8xf32>
+  %kb = kiln.broadcast_in_dim %kh, dims = [0, 1, 3, 4] : tensor<1x1x3x8xf32> -> tensor<1x1x2x3x8xf32>
+  %kg = kiln.reshape %kb : tensor<1x1x2x3x8xf32> -> tensor<1x2x3x8xf32>
+  %vb = kiln.broadcast_in_dim %vh, dims = [0, 1, 3, 4] : tensor<1x1x3x8xf32> -> tensor<1x1x2x3x8xf32>
+  %vg = kiln.reshape %vb : tensor<1x1x2x3x8xf32> -> tensor<1x2x3x8xf32>
+  %s = kiln.matmul %qh, %kg transpose_b : tensor<1x2x3x8xf32>, tensor<1x2x3x8xf32> -> tensor<1x2x3x3xf32>
+  %p = kiln.softmax %s : tensor<1x2x3x3xf32>
+  %o = kiln.matmul %p, %vg : tensor<1x2x3x3xf32>, tensor<1x2x3x8xf32> -> tensor<1x2x3x8xf32>
+  return %o : tensor<1x2x3x8xf32>
+}
+
+// -----
+
+// Near-miss: the transposed q is used elsewhere too (it is stored anyway),
+// so the op stays head-major and every transpose stays.
+// CHECK-LABEL: func.func @sequence_major_q_used_elsewhere
+// CHECK: kiln.attention {{.*}} {scale = 1.000000e+00 : f32} : tensor<1x2x3x8xf32>
+// CHECK-NOT: layout
+// CHECK: kiln.transpose %{{.+}}, [0, 2, 1, 3] : tensor<1x2x3x8xf32> -> tensor<1x3x2x8xf32>
+func.func @sequence_major_q_used_elsewhere(%q: tensor<1x3x2x8xf32>, %k: tensor<1x3x2x8xf32>, %v: tensor<1x3x2x8xf32>) -> (tensor<1x3x2x8xf32>, tensor<1x2x3x8xf32>) {
+  %qh = kiln.transpose %q, [0, 2, 1, 3] : tensor<1x3x2x8xf32> -> tensor<1x2x3x8xf32>
+  %kh = kiln.transpose %k, [0, 2, 1, 3] : tensor<1x3x2x8xf32> -> tensor<1x2x3x8xf32>
+  %vh = kiln.transpose %v, [0, 2, 1, 3] : tensor<1x3x2x8xf32> -> tensor<1x2x3x8xf32>
+  %s = kiln.matmul %qh, %kh transpose_b : tensor<1x2x3x8xf32>, tensor<1x2x3x8xf32> -> tensor<1x2x3x3xf32>
+  %p = kiln.softmax %s : tensor<1x2x3x3xf32>
+  %o = kiln.matmul %p, %vh : tensor<1x2x3x3xf32>, tensor<1x2x3x8xf32> -> tensor<1x2x3x8xf32>
+  %ot = kiln.transpose %o, [0, 2, 1, 3] : tensor<1x2x3x8xf32> -> tensor<1x3x2x8xf32>
+  return %ot, %qh : tensor<1x3x2x8xf32>, tensor<1x2x3x8xf32>
+}
+
+// -----
+
+// Near-miss: v is head-major already (only q and k are transposed), so
+// the op stays head-major.
+// CHECK-LABEL: func.func @sequence_major_v_head_major
+// CHECK: kiln.attention {{.*}} {scale = 1.000000e+00 : f32} : tensor<1x2x3x8xf32>
+// CHECK-NOT: layout
+func.func @sequence_major_v_head_major(%q: tensor<1x3x2x8xf32>, %k: tensor<1x3x2x8xf32>, %v: tensor<1x2x3x8xf32>) -> tensor<1x2x3x8xf32> {
+  %qh = kiln.transpose %q, [0, 2, 1, 3] : tensor<1x3x2x8xf32> -> tensor<1x2x3x8xf32>
+  %kh = kiln.transpose %k, [0, 2, 1, 3] : tensor<1x3x2x8xf32> -> tensor<1x2x3x8xf32>
+  %s = kiln.matmul %qh, %kh transpose_b : tensor<1x2x3x8xf32>, tensor<1x2x3x8xf32> -> tensor<1x2x3x3xf32>
+  %p = kiln.softmax %s : tensor<1x2x3x3xf32>
+  %o = kiln.matmul %p, %v : tensor<1x2x3x3xf32>, tensor<1x2x3x8xf32> -> tensor<1x2x3x8xf32>
+  return %o : tensor<1x2x3x8xf32>
+}

@@ -185,6 +185,11 @@ const OpCase kCases[] = {
   {"attention_cross_gqa", R"(%q: tensor<2x4x3x4xf64> {kiln.param = "q"}, %k: tensor<2x2x6x4xf64> {kiln.param = "k"}, %v: tensor<2x2x6x5xf64> {kiln.param = "v"})",
    "%y, %lse = kiln.attention %q, %k, %v {scale = 0.5 : f32} : tensor<2x4x3x4xf64>, tensor<2x2x6x4xf64>, tensor<2x2x6x5xf64> -> tensor<2x4x3x5xf64>, tensor<2x4x3xf64>",
    "tensor<2x4x3x5xf64>"},
+  // Sequence-major (layout bthd): q [B, T, H, D] = [2, 5, 4, 4], k and v
+  // of 2 heads (grouped), causal.
+  {"attention_bthd_causal_gqa", R"(%q: tensor<2x5x4x4xf64> {kiln.param = "q"}, %k: tensor<2x5x2x4xf64> {kiln.param = "k"}, %v: tensor<2x5x2x3xf64> {kiln.param = "v"})",
+   "%y, %lse = kiln.attention %q, %k, %v {causal, layout = \"bthd\", scale = 0.5 : f32} : tensor<2x5x4x4xf64>, tensor<2x5x2x4xf64>, tensor<2x5x2x3xf64> -> tensor<2x5x4x3xf64>, tensor<2x4x5xf64>",
+   "tensor<2x5x4x3xf64>"},
   // Packed documents: ids in [0, 3), unsorted — a query sees the keys of its
   // own segment (causal or not).
   {"attention_segments_causal", R"(%q: tensor<2x2x6x4xf64> {kiln.param = "q"}, %k: tensor<2x1x6x4xf64> {kiln.param = "k"}, %v: tensor<2x1x6x4xf64> {kiln.param = "v"}, %s: tensor<2x6xi32> {kiln.input = "s"})",

@@ -172,17 +172,17 @@ void expectPartitionedMatches(const MeshCase &m) {
   // kiln.attention's q, k, v and their gradients) hold n_head / tp heads.
   int64_t attentions = 0, heads = config->model.n_head / tp;
   step.walk([&](Operation *op) {
-    Value q;
+    std::optional<int64_t> h;
     if (auto a = dyn_cast<AttentionOp>(op))
-      q = a.getQ();
+      h = attentionDims(a).h; // [B, H, T, D], or [B, T, H, D] (GPT-2's, layout bthd)
     else if (auto g = dyn_cast<AttentionGradOp>(op))
-      q = g.getQ();
+      h = attentionDims(g).h;
     else if (isa<SoftmaxOp>(op) && cast<RankedTensorType>(op->getOperand(0).getType()).getRank() == 4)
-      q = op->getOperand(0); // the scores [B, H, T, T]
-    if (!q)
+      h = cast<RankedTensorType>(op->getOperand(0).getType()).getDimSize(1); // scores [B, H, T, T]
+    if (!h)
       return;
     ++attentions;
-    EXPECT_EQ(cast<RankedTensorType>(q.getType()).getDimSize(1), heads) << op->getName().getStringRef().str();
+    EXPECT_EQ(*h, heads) << op->getName().getStringRef().str();
   });
   // (Recomputation adds copies of forward ops: at least as many then.)
   const bool copies = *m.recompute;
