@@ -59,8 +59,9 @@
 #              plugin), and a planted wrong kernel it must name
 #   numerics   train.check_numerics: a planted NaN named on the GPU, 20 f32
 #              steps with the check equal to those without, and its cost
-#   layout     kiln.attention in layouts bhtd and bthd alone, and 20 bf16
-#              GPT-2 steps with .gpu/kiln-before.gz against this build
+#   layout     kiln.attention in layouts bhtd and bthd and kiln.attention_qkv
+#              alone, and 20 bf16 GPT-2 steps with .gpu/kiln-before.gz
+#              against this build
 #   plugin     the example plugin (add + RMSNorm as one custom kernel): 20
 #              f32 / 200 bf16 Llama 125M steps with and without it, and the
 #              ~1B Llama's bf16 step timed and profiled with and without
@@ -564,12 +565,13 @@ EOF2
     done ;;
   layout)
     # kiln.attention's layout = "bthd" (kiln-fuse-attention takes GPT-2's
-    # heads as [B, T, H, D], no transposes): the op alone in both layouts,
+    # heads as [B, T, H, D], no transposes) and kiln.attention_qkv (q, k, v
+    # read in place from the packed projection): the op alone in each form,
     # then 20 bf16 GPT-2 124M steps with .gpu/kiln-before.gz (head-major,
     # transposes stored) against this build, and this build twice (the
     # GPU's own run-to-run noise: dq is summed with atomics).
     for spec in "16,12,1024,64 --causal" "8,16,4096,128 --causal"; do
-      for l in bhtd bthd; do
+      for l in bhtd bthd qkv; do
         XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench --attention ${spec% *} ${spec#* } --attention-layout $l \
           --json "$OUT/layout-attention.jsonl" 2>&1 | grep -v "^  attention"
       done

@@ -362,7 +362,7 @@ std::string tilesText(const FlashTiles &t) {
       .str();
 }
 
-/// "bf16, B=16 H=12/12 T=1024/1024 D=64, causal, [B, T, H, D]": what an
+/// "bf16, B=16 H=12/12 T=1024/1024 D=64, causal, q|k|v packed …": what an
 /// attention is.
 std::string attentionText(Value q, const AttentionDims &a, bool causal, bool segments) {
   std::string element;
@@ -371,7 +371,9 @@ std::string attentionText(Value q, const AttentionDims &a, bool causal, bool seg
                        a.tq, a.tk, a.d, causal ? ", causal" : "")
              .str() +
          (segments ? ", within segments" : "") +
-         (a.sequenceMajor ? ", sequence-major [B, T, H, D]" : "");
+         (a.packed          ? ", q|k|v packed [B, T, H, 3, D]"
+          : a.sequenceMajor ? ", sequence-major [B, T, H, D]"
+                            : "");
 }
 
 /// Template arguments <T, B, H, HKV, TQ, TK, D, CAUSAL> of the flash kernels.
@@ -394,46 +396,99 @@ llvm::Expected<std::string> segmentsArg(Emitter &e, Operation *op, Value segment
   return std::string("segments");
 }
 
-llvm::Expected<bool> flashForward(Emitter &e, AttentionOp op, const FlashTiles &tiles) {
+/// kiln.attention(_grad) and kiln.attention_qkv(_grad) alike: the values
+/// the kernels read and write (q, k and v, or the packed qkv; dq, dk and
+/// dv, or dqkv) and the shape.
+struct AttentionView {
+  Operation *op;
+  AttentionDims a;
+  Value q, k, v, qkv, out, lse, dout, segments, dq, dk, dv, dqkv;
+  float scale;
+  bool causal;
+
+  static AttentionView of(AttentionOp o) {
+    return {o, attentionDims(o), o.getQ(), o.getK(), o.getV(), {}, o.getOut(), o.getLse(), {},
+            o.getSegments(), {}, {}, {}, {}, o.getScale().convertToFloat(), o.getCausal()};
+  }
+  static AttentionView of(AttentionGradOp o) {
+    return {o, attentionDims(o), o.getQ(), o.getK(), o.getV(), {}, o.getOut(), o.getLse(),
+            o.getDout(), o.getSegments(), o.getDq(), o.getDk(), o.getDv(), {},
+            o.getScale().convertToFloat(), o.getCausal()};
+  }
+  static AttentionView of(AttentionQkvOp o) {
+    return {o, attentionDims(o.getQkv()), {}, {}, {}, o.getQkv(), o.getOut(), o.getLse(), {},
+            o.getSegments(), {}, {}, {}, {}, o.getScale().convertToFloat(), o.getCausal()};
+  }
+  static AttentionView of(AttentionQkvGradOp o) {
+    return {o, attentionDims(o.getQkv()), {}, {}, {}, o.getQkv(), o.getOut(), o.getLse(),
+            o.getDout(), o.getSegments(), {}, {}, {}, o.getDqkv(), o.getScale().convertToFloat(),
+            o.getCausal()};
+  }
+  bool packed() const { return static_cast<bool>(qkv); }
+  /// Any of q, k, v (for its element type).
+  Value input() const { return packed() ? qkv : q; }
+  /// The kernels' layout template arguments: BTHD, PACK.
+  std::string layoutArgs() const {
+    return std::string(a.sequenceMajor ? "true" : "false") + ", " + (packed() ? "3" : "1");
+  }
+};
+
+/// q, k and v as kernel parameters: three pointers, or one packed qkv and
+/// the three part pointers defined in the body (`prologue`).
+llvm::Error addInputs(Emitter &e, const AttentionView &w, Params &p, std::string &prologue) {
+  if (!w.packed()) {
+    ADD(w.q, "q", true) ADD(w.k, "k", true) ADD(w.v, "v", true)
+    return llvm::Error::success();
+  }
+  ADD(w.qkv, "qkv", true)
+  prologue += llvm::formatv("  const {0} *q = qkv, *k = qkv + {1}, *v = qkv + 2 * {1};\n",
+                            elt(w.qkv), w.a.d)
+                  .str();
+  return llvm::Error::success();
+}
+
+llvm::Expected<bool> flashForward(Emitter &e, const AttentionView &w, const FlashTiles &tiles) {
   Params p;
-  ADD(op.getQ(), "q", true) ADD(op.getK(), "k", true) ADD(op.getV(), "v", true)
-  ADD(op.getOut(), "out", false) ADD(op.getLse(), "lse", false)
-  auto seg = segmentsArg(e, op, op.getSegments(), p);
+  std::string prologue;
+  if (llvm::Error err = addInputs(e, w, p, prologue))
+    return std::move(err);
+  ADD(w.out, "out", false) ADD(w.lse, "lse", false)
+  auto seg = segmentsArg(e, w.op, w.segments, p);
   if (!seg)
     return seg.takeError();
-  AttentionDims a = attentionDims(op);
+  const AttentionDims &a = w.a;
   int64_t d = a.d, bm = tiles.queryBlock(), threads = 32 * tiles.warps;
-  std::string body = llvm::formatv("  kiln::flash::forward<{0}, {1}, {2}, {3}, {4}, {5}>(q, k, v, "
+  std::string body = prologue +
+                     llvm::formatv("  kiln::flash::forward<{0}, {1}, {2}, {3}, {4}, {5}>(q, k, v, "
                                    "out, lse, {6:e9}f, {7});\n",
-                                   flashShape(op.getQ(), a, op.getCausal()), tiles.warps,
-                                   tiles.mTiles, tiles.keyBlock, boolText(tiles.qInRegisters),
-                                   boolText(a.sequenceMajor), op.getScale().convertToFloat(), *seg)
+                                   flashShape(w.input(), a, w.causal), tiles.warps, tiles.mTiles,
+                                   tiles.keyBlock, boolText(tiles.qInRegisters), w.layoutArgs(),
+                                   w.scale, *seg)
                          .str();
-  e.launch(op, "flash_attention", kernel(op, "flash_attention.cuh", p.text, body, threads),
-           {(a.tq + bm - 1) / bm, a.b * a.h, 1},
-           {threads, 1, 1}, p.args, (bm + 4 * tiles.keyBlock) * d * 2);
+  e.launch(w.op, "flash_attention", kernel(w.op, "flash_attention.cuh", p.text, body, threads),
+           {(a.tq + bm - 1) / bm, a.b * a.h, 1}, {threads, 1, 1}, p.args,
+           (bm + 4 * tiles.keyBlock) * d * 2);
   return true;
 }
 
-llvm::Expected<bool> flashBackward(Emitter &e, AttentionGradOp op, const FlashTiles &tiles) {
+llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const FlashTiles &tiles) {
+  Operation *op = w.op;
   auto scratch = op->getAttrOfType<IntegerAttr>(KilnDialect::kScratchOffsetAttrName);
   if (!scratch)
     return error("codegen: " + Emitter::describe(op) + " has no scratch (run kiln-plan-buffers)");
-  auto qt = tensorOf(op.getQ());
-  AttentionDims a = attentionDims(op);
-  int64_t rows = qt.getNumElements() / a.d, d = a.d;
+  const AttentionDims &a = w.a;
+  int64_t rows = a.b * a.h * a.tq, d = a.d;
   int64_t accumulator = scratch.getInt(), delta = accumulator + rows * d * 4;
-  float scale = op.getScale().convertToFloat();
   // 1. rowsum(dout ⊙ out), and the f32 dq accumulator zeroed.
   {
     Params p;
-    ADD(op.getOut(), "out", true) ADD(op.getDout(), "dout", true)
+    ADD(w.out, "out", true) ADD(w.dout, "dout", true)
     p.text += ", float *delta, float *accumulator";
     p.args.push_back(Emitter::ptr(delta));
     p.args.push_back(Emitter::ptr(accumulator));
     std::string body = llvm::formatv("  kiln::flash::backwardPrepare<{0}, {1}, {2}, {3}, {4}, {5}>("
                                      "out, dout, delta, accumulator);\n",
-                                     elt(op.getQ()), rows, d, a.h, a.tq, boolText(a.sequenceMajor))
+                                     elt(w.input()), rows, d, a.h, a.tq, boolText(a.sequenceMajor))
                            .str();
     e.launch(op, "flash_attention_prepare", kernel(op, "flash_attention.cuh", p.text, body),
              {e.gridFor(rows * 32, 256), 1, 1}, {256, 1, 1}, p.args);
@@ -441,35 +496,43 @@ llvm::Expected<bool> flashBackward(Emitter &e, AttentionGradOp op, const FlashTi
   // 2. dk, dv and the dq sums, a block per key block and kv head.
   {
     Params p;
-    ADD(op.getQ(), "q", true) ADD(op.getK(), "k", true) ADD(op.getV(), "v", true)
-    ADD(op.getLse(), "lse", true) ADD(op.getDout(), "dout", true)
+    std::string prologue;
+    if (llvm::Error err = addInputs(e, w, p, prologue))
+      return std::move(err);
+    ADD(w.lse, "lse", true) ADD(w.dout, "dout", true)
     p.text += ", const float *delta, float *accumulator";
     p.args.push_back(Emitter::ptr(delta));
     p.args.push_back(Emitter::ptr(accumulator));
-    ADD(op.getDk(), "dk", false) ADD(op.getDv(), "dv", false)
-    auto seg = segmentsArg(e, op, op.getSegments(), p);
+    if (w.packed()) {
+      ADD(w.dqkv, "dqkv", false)
+      prologue += llvm::formatv("  {0} *dk = dqkv + {1}, *dv = dqkv + 2 * {1};\n", elt(w.dqkv), d)
+                      .str();
+    } else {
+      ADD(w.dk, "dk", false) ADD(w.dv, "dv", false)
+    }
+    auto seg = segmentsArg(e, op, w.segments, p);
     if (!seg)
       return seg.takeError();
     int64_t bn = 16 * tiles.backwardWarps, bm = 64, threads = 32 * tiles.backwardWarps;
-    std::string body = llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}, {3}>(q, k, v, lse, "
+    std::string body = prologue +
+                       llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}, {3}>(q, k, v, lse, "
                                      "dout, delta, accumulator, dk, dv, {4:e9}f, {5});\n",
-                                     flashShape(op.getQ(), a, op.getCausal()),
-                                     tiles.backwardWarps, bm, boolText(a.sequenceMajor), scale, *seg)
+                                     flashShape(w.input(), a, w.causal), tiles.backwardWarps, bm,
+                                     w.layoutArgs(), w.scale, *seg)
                            .str();
     e.launch(op, "flash_attention_backward", kernel(op, "flash_attention.cuh", p.text, body, threads),
-             {(a.tk + bn - 1) / bn, a.b * a.hkv, 1},
-             {threads, 1, 1}, p.args, (2 * bn + 4 * bm) * d * 2 + bn * bm * 2 + 4 * bm * 4);
+             {(a.tk + bn - 1) / bn, a.b * a.hkv, 1}, {threads, 1, 1}, p.args,
+             (2 * bn + 4 * bm) * d * 2 + bn * bm * 2 + 4 * bm * 4);
   }
   // 3. dq = scale · accumulator.
   {
     Params p;
     p.text = "const float *accumulator";
     p.args.push_back(Emitter::ptr(accumulator));
-    ADD(op.getDq(), "dq", false)
+    ADD(w.packed() ? w.dqkv : w.dq, "dq", false)
     std::string body = llvm::formatv("  kiln::flash::backwardFinish<{0}, {1}, {2}, {3}, {4}, {5}>("
                                      "accumulator, dq, {6:e9}f);\n",
-                                     elt(op.getQ()), rows * d, d, a.h, a.tq,
-                                     boolText(a.sequenceMajor), scale)
+                                     elt(w.input()), rows * d, d, a.h, a.tq, w.layoutArgs(), w.scale)
                            .str();
     e.launch(op, "flash_attention_dq", kernel(op, "flash_attention.cuh", p.text, body),
              {e.gridFor(rows * d / 2, 256), 1, 1}, {256, 1, 1}, p.args);
@@ -477,64 +540,82 @@ llvm::Expected<bool> flashBackward(Emitter &e, AttentionGradOp op, const FlashTi
   return true;
 }
 
-llvm::Expected<bool> attention(Emitter &e, AttentionOp op) {
-  AttentionDims a = attentionDims(op);
-  std::string why, what = attentionText(op.getQ(), a, op.getCausal(), bool(op.getSegments()));
-  auto tiles = flashTiles(e, op.getQ(), a, op.getScale().convertToDouble(), why);
+llvm::Expected<bool> attention(Emitter &e, const AttentionView &w) {
+  const AttentionDims &a = w.a;
+  std::string why, what = attentionText(w.input(), a, w.causal, bool(w.segments));
+  auto tiles = flashTiles(e, w.input(), a, w.scale, why);
   if (!tiles)
     return tiles.takeError();
   if (*tiles) {
     e.note("attention (" + what + "): flash kernels, " + tilesText(**tiles));
-    return flashForward(e, op, **tiles);
+    return flashForward(e, w, **tiles);
   }
   e.note("attention (" + what + "): reference kernels (a block per query row, CUDA cores): " +
          why);
   Params p;
-  ADD(op.getQ(), "q", true) ADD(op.getK(), "k", true) ADD(op.getV(), "v", true)
-  ADD(op.getOut(), "out", false) ADD(op.getLse(), "lse", false)
-  auto seg = segmentsArg(e, op, op.getSegments(), p);
+  std::string prologue;
+  if (llvm::Error err = addInputs(e, w, p, prologue))
+    return std::move(err);
+  ADD(w.out, "out", false) ADD(w.lse, "lse", false)
+  auto seg = segmentsArg(e, w.op, w.segments, p);
   if (!seg)
     return seg.takeError();
   int64_t rows = a.b * a.h * a.tq, tk = a.tk;
-  if (llvm::Error err = checkAttentionShared(op, tk * computeBytes(op.getQ())))
+  if (llvm::Error err = checkAttentionShared(w.op, tk * computeBytes(w.input())))
     return std::move(err);
-  std::string body = "  kiln::attentionForward<" + attentionShape(a, op.getQ(), op.getLse(), op.getCausal()) +
-                     llvm::formatv(">(q, k, v, out, lse, {0:e9}f, {1});\n", op.getScale().convertToFloat(), *seg).str();
-  e.launch(op, "attention", kernel(op, "attention.cuh", p.text, body, 128),
+  std::string body = prologue + "  kiln::attentionForward<" +
+                     attentionShape(a, w.input(), w.lse, w.causal) + ", " +
+                     (w.packed() ? "3" : "1") +
+                     llvm::formatv(">(q, k, v, out, lse, {0:e9}f, {1});\n", w.scale, *seg).str();
+  e.launch(w.op, "attention", kernel(w.op, "attention.cuh", p.text, body, 128),
            {std::min<int64_t>(rows, e.options().smCount * 16), 1, 1}, {128, 1, 1}, p.args,
-           tk * computeBytes(op.getQ()));
+           tk * computeBytes(w.input()));
   return true;
 }
 
-llvm::Expected<bool> attentionGrad(Emitter &e, AttentionGradOp op) {
+llvm::Expected<bool> attentionGrad(Emitter &e, const AttentionView &w) {
   std::string why; // noted with the forward
-  AttentionDims a = attentionDims(op);
-  auto tiles = flashTiles(e, op.getQ(), a, op.getScale().convertToDouble(), why);
+  const AttentionDims &a = w.a;
+  auto tiles = flashTiles(e, w.input(), a, w.scale, why);
   if (!tiles)
     return tiles.takeError();
   if (*tiles)
-    return flashBackward(e, op, **tiles);
-  for (Value zeroed : {op.getDk(), op.getDv()}) {
+    return flashBackward(e, w, **tiles);
+  // dk and dv are sums (atomics): zeroed first (with dq, when packed).
+  for (Value zeroed : w.packed() ? SmallVector<Value>{w.dqkv} : SmallVector<Value>{w.dk, w.dv}) {
     auto offset = e.offsetOf(zeroed);
     if (!offset)
       return offset.takeError();
-    e.memset(op, *offset, numBytes(zeroed.getType()));
+    e.memset(w.op, *offset, numBytes(zeroed.getType()));
   }
   Params p;
-  ADD(op.getQ(), "q", true) ADD(op.getK(), "k", true) ADD(op.getV(), "v", true) ADD(op.getOut(), "out", true)
-  ADD(op.getLse(), "lse", true) ADD(op.getDout(), "dout", true) ADD(op.getDq(), "dq", false)
-  ADD(op.getDk(), "dk", false) ADD(op.getDv(), "dv", false)
-  auto seg = segmentsArg(e, op, op.getSegments(), p);
+  std::string prologue;
+  if (llvm::Error err = addInputs(e, w, p, prologue))
+    return std::move(err);
+  ADD(w.out, "out", true) ADD(w.lse, "lse", true) ADD(w.dout, "dout", true)
+  if (w.packed()) {
+    ADD(w.dqkv, "dqkv", false)
+    prologue += llvm::formatv("  {0} *dq = dqkv, *dk = dqkv + {1}, *dv = dqkv + 2 * {1};\n",
+                              elt(w.dqkv), a.d)
+                    .str();
+  } else {
+    ADD(w.dq, "dq", false) ADD(w.dk, "dk", false) ADD(w.dv, "dv", false)
+  }
+  auto seg = segmentsArg(e, w.op, w.segments, p);
   if (!seg)
     return seg.takeError();
   int64_t rows = a.b * a.h * a.tq, tk = a.tk;
-  if (llvm::Error err = checkAttentionShared(op, 2 * tk * computeBytes(op.getQ())))
+  if (llvm::Error err = checkAttentionShared(w.op, 2 * tk * computeBytes(w.input())))
     return std::move(err);
-  std::string body = "  kiln::attentionBackward<" + attentionShape(a, op.getQ(), op.getLse(), op.getCausal()) +
-                     llvm::formatv(">(q, k, v, out, lse, dout, dq, dk, dv, {0:e9}f, {1});\n", op.getScale().convertToFloat(), *seg).str();
-  e.launch(op, "attention_backward", kernel(op, "attention.cuh", p.text, body, 128),
+  std::string body = prologue + "  kiln::attentionBackward<" +
+                     attentionShape(a, w.input(), w.lse, w.causal) + ", " +
+                     (w.packed() ? "3" : "1") +
+                     llvm::formatv(">(q, k, v, out, lse, dout, dq, dk, dv, {0:e9}f, {1});\n",
+                                   w.scale, *seg)
+                         .str();
+  e.launch(w.op, "attention_backward", kernel(w.op, "attention.cuh", p.text, body, 128),
            {std::min<int64_t>(rows, e.options().smCount * 16), 1, 1}, {128, 1, 1}, p.args,
-           2 * tk * computeBytes(op.getQ()));
+           2 * tk * computeBytes(w.input()));
   return true;
 }
 
@@ -581,8 +662,10 @@ llvm::Expected<bool> emitComposite(Emitter &e, Operation *op) {
       .Case([&](EmbeddingOp o) { return embedding(e, o); })
       .Case([&](EmbeddingGradOp o) { return embeddingGrad(e, o); })
       .Case([&](RopeOp o) { return rope(e, o); })
-      .Case([&](AttentionOp o) { return attention(e, o); })
-      .Case([&](AttentionGradOp o) { return attentionGrad(e, o); })
+      .Case([&](AttentionOp o) { return attention(e, AttentionView::of(o)); })
+      .Case([&](AttentionGradOp o) { return attentionGrad(e, AttentionView::of(o)); })
+      .Case([&](AttentionQkvOp o) { return attention(e, AttentionView::of(o)); })
+      .Case([&](AttentionQkvGradOp o) { return attentionGrad(e, AttentionView::of(o)); })
       .Default([](Operation *) -> llvm::Expected<bool> { return false; });
 }
 

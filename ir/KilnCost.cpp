@@ -126,6 +126,16 @@ int64_t AttentionGradOp::getFlops() {
   return attentionFlops(attentionDims(*this), getCausal(), 3, 2);
 }
 
+int64_t AttentionQkvOp::getFlops() { return attentionFlops(attentionDims(getQkv()), getCausal(), 1, 1); }
+int64_t AttentionQkvGradOp::getFlops() {
+  return attentionFlops(attentionDims(getQkv()), getCausal(), 3, 2);
+}
+// As kiln.attention_grad's: the dq accumulator and the row sums.
+int64_t AttentionQkvGradOp::getScratchBytes() {
+  AttentionDims a = attentionDims(getQkv());
+  return saturatingMul(4, saturatingMul(a.b * a.h * a.tq, a.d + 1));
+}
+
 // The f32 dq accumulator [B, H, Tq, D] and rowsum(dout ⊙ out) [B, H, Tq].
 int64_t AttentionGradOp::getScratchBytes() {
   auto q = cast<RankedTensorType>(getQ().getType());

@@ -574,6 +574,40 @@ AttentionDims kiln::attentionDims(Value q, Value k, Value v, bool sequenceMajor)
   return {qs[0], qs[hd], ks[hd], qs[sd], ks[sd], qs[3], vs[3], sequenceMajor};
 }
 
+AttentionDims kiln::attentionDims(Value qkv) {
+  auto s = cast<RankedTensorType>(qkv.getType()).getShape();
+  return {s[0], s[2], s[2], s[1], s[1], s[4], s[4], /*sequenceMajor=*/true, /*packed=*/true};
+}
+
+/// Checks qkv, out, lse (and segments) of kiln.attention_qkv(_grad).
+static LogicalResult verifyPackedAttention(Operation *op, Value qkvv, Value outv, Value lsev,
+                                           Value segments) {
+  auto qkv = tensorType(qkvv), out = tensorType(outv), lse = tensorType(lsev);
+  if (qkv.getRank() != 5 || qkv.getDimSize(3) != 3)
+    return op->emitOpError() << "qkv must be [B, T, H, 3, D] (q, k and v of each head "
+                                "one after another); got "
+                             << qkv;
+  AttentionDims a = attentionDims(qkvv);
+  auto expectedOut = RankedTensorType::get({a.b, a.tq, a.h, a.d}, qkv.getElementType());
+  if (out != expectedOut)
+    return op->emitOpError() << "output type " << out << " must be " << expectedOut;
+  auto expectedLse =
+      RankedTensorType::get({a.b, a.h, a.tq}, statsElementType(qkv.getElementType()));
+  if (lse != expectedLse)
+    return op->emitOpError() << "lse type " << lse << " must be " << expectedLse;
+  if (segments) {
+    auto seg = tensorType(segments);
+    if (seg.getShape() != ArrayRef<int64_t>({a.b, a.tq}))
+      return op->emitOpError() << "segments type " << seg << " must be [B, T] = [" << a.b
+                               << ", " << a.tq << "] for qkv " << qkv;
+  }
+  return success();
+}
+
+LogicalResult AttentionQkvOp::verify() {
+  return verifyPackedAttention(*this, getQkv(), getOut(), getLse(), getSegments());
+}
+
 /// Checks q, k, v, out and lse of an attention (forward or backward).
 static LogicalResult verifyAttention(Operation *op, Value qv, Value kv, Value vv,
                                      Value outv, Value lsev, Value segments, bool causal,
@@ -732,6 +766,14 @@ LogicalResult AttentionGradOp::verify() {
       failed(verifyGradType(*this, "dq", getDq(), getQ())) ||
       failed(verifyGradType(*this, "dk", getDk(), getK())) ||
       failed(verifyGradType(*this, "dv", getDv(), getV())))
+    return failure();
+  return success();
+}
+
+LogicalResult AttentionQkvGradOp::verify() {
+  if (failed(verifyPackedAttention(*this, getQkv(), getOut(), getLse(), getSegments())) ||
+      failed(verifyGradType(*this, "dout", getDout(), getOut())) ||
+      failed(verifyGradType(*this, "dqkv", getDqkv(), getQkv())))
     return failure();
   return success();
 }

@@ -67,6 +67,9 @@ inline bool isCollective(mlir::Operation *op) {
 struct AttentionDims {
   int64_t b, h, hkv, tq, tk, d, dv;
   bool sequenceMajor;
+  /// q, k and v are the parts of one [B, T, H, 3, D] tensor
+  /// (kiln.attention_qkv): a head's rows are 3·H·D elements apart.
+  bool packed = false;
   /// The dimension of q, k, v and out holding the heads / the positions.
   int64_t headDim() const { return sequenceMajor ? 2 : 1; }
   int64_t seqDim() const { return sequenceMajor ? 1 : 2; }
@@ -84,6 +87,8 @@ inline AttentionDims attentionDims(AttentionOp op) {
 inline AttentionDims attentionDims(AttentionGradOp op) {
   return attentionDims(op.getQ(), op.getK(), op.getV(), op.isSequenceMajor());
 }
+/// A packed qkv [B, T, H, 3, D]: sequence-major, Hkv = H, Tk = Tq, Dv = D.
+AttentionDims attentionDims(mlir::Value qkv);
 
 /// `r` sums over every dimension of its operand but the last (a bias
 /// gradient), in the operand's element type.

@@ -741,6 +741,32 @@ def Kiln_AttentionOp : Kiln_Op<"attention", [Kiln_Differentiable]> {
   let hasVerifier = 1;
 }
 
+def Kiln_AttentionQkvOp : Kiln_Op<"attention_qkv", [Kiln_Differentiable]> {
+  let summary = "attention reading q, k and v from one packed projection";
+  let description = [{
+    `qkv [B, T, H, 3, D]` holds, for each position and head, that head's
+    query, key and value rows one after another — what a fused q/k/v
+    projection writes when its columns are ordered (head, q|k|v, D), as
+    GPT-2's `attn.qkv` is. The op is `kiln.attention {layout = "bthd"}` on
+    `qkv[:, :, :, 0]`, `qkv[:, :, :, 1]` and `qkv[:, :, :, 2]`: `out` is
+    `[B, T, H, D]`, `lse` `[B, H, T]`. The kernels read the three rows in
+    place, so the slices are never stored; the VJP
+    (`kiln.attention_qkv_grad`) writes the gradient of `qkv` as one tensor.
+    kiln-fuse-attention builds it from slices of one packed value.
+
+    ```mlir
+    %o, %lse = kiln.attention_qkv %qkv {causal, scale = 0.125 : f32}
+        : tensor<4x64x12x3x64xbf16> -> tensor<4x64x12x64xbf16>, tensor<4x12x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$qkv, Optional<Kiln_IndexTensor>:$segments,
+                       F32Attr:$scale, UnitAttr:$causal);
+  let results = (outs Kiln_FloatTensor:$out, Kiln_FloatTensor:$lse);
+  let assemblyFormat = "$qkv (`segments` $segments^)? attr-dict `:` type($qkv) "
+                       "(`,` type($segments)^)? `->` type($out) `,` type($lse)";
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Backward ops of the composites (built by their VJPs; not differentiable)
 //===----------------------------------------------------------------------===//
@@ -893,6 +919,29 @@ def Kiln_AttentionGradOp : Kiln_Op<"attention_grad",
                        "attr-dict `:` type($q) `,` type($k) `,` type($v) `,` type($out) `,` "
                        "type($lse) `,` type($dout) (`,` type($segments)^)? `->` type($dq) `,` "
                        "type($dk) `,` type($dv)";
+  let hasVerifier = 1;
+}
+
+def Kiln_AttentionQkvGradOp : Kiln_Op<"attention_qkv_grad",
+                                      [DeclareOpInterfaceMethods<Kiln_ScratchOpInterface>]> {
+  let summary = "attention_qkv backward: the gradient of the packed qkv";
+  let description = [{
+    kiln.attention_grad (layout "bthd") on the three parts of `qkv`, the
+    gradients written into one `dqkv` of `qkv`'s type.
+
+    ```mlir
+    %dqkv = kiln.attention_qkv_grad %qkv, %o, %lse, %do {causal, scale = 0.125 : f32}
+        : tensor<4x64x12x3x64xbf16>, tensor<4x64x12x64xbf16>, tensor<4x12x64xf32>,
+          tensor<4x64x12x64xbf16> -> tensor<4x64x12x3x64xbf16>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$qkv, Kiln_FloatTensor:$out, Kiln_FloatTensor:$lse,
+                       Kiln_FloatTensor:$dout, Optional<Kiln_IndexTensor>:$segments,
+                       F32Attr:$scale, UnitAttr:$causal);
+  let results = (outs Kiln_FloatTensor:$dqkv);
+  let assemblyFormat = "$qkv `,` $out `,` $lse `,` $dout (`segments` $segments^)? attr-dict `:` "
+                       "type($qkv) `,` type($out) `,` type($lse) `,` type($dout) "
+                       "(`,` type($segments)^)? `->` type($dqkv)";
   let hasVerifier = 1;
 }
 

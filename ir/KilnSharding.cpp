@@ -427,6 +427,30 @@ FailureOr<ShardingRule> AttentionGradOp::getShardingRule() {
   return b.rule;
 }
 
+// Packed q, k, v [B, T, H, 3, D]: batch and heads split, like
+// kiln.attention's bthd operands (the q|k|v axis and D whole).
+FailureOr<ShardingRule> AttentionQkvOp::getShardingRule() {
+  RuleBuilder b;
+  AttentionFactors f = attentionFactors(b, attentionDims(getQkv()));
+  SmallVector<int64_t> qkv{f.q[0], -1, f.q[2], -1, -1};
+  b.rule.operandFactors = {qkv};
+  if (getSegments())
+    b.rule.operandFactors.push_back(f.segments);
+  b.rule.resultFactors = {f.q, f.lse};
+  return b.rule;
+}
+
+FailureOr<ShardingRule> AttentionQkvGradOp::getShardingRule() {
+  RuleBuilder b;
+  AttentionFactors f = attentionFactors(b, attentionDims(getQkv()));
+  SmallVector<int64_t> qkv{f.q[0], -1, f.q[2], -1, -1};
+  b.rule.operandFactors = {qkv, f.q, f.lse, f.q};
+  if (getSegments())
+    b.rule.operandFactors.push_back(f.segments);
+  b.rule.resultFactors = {qkv};
+  return b.rule;
+}
+
 // The norm of everything: every input whole (a ZeRO-sharded norm as a
 // partial sum of squares is planned).
 FailureOr<ShardingRule> GlobalNormOp::getShardingRule() { return allWhole(getOperation()); }

@@ -474,6 +474,22 @@ LogicalResult CrossEntropyOp::buildVJP(OpBuilder &b, ValueRange cot,
   return success();
 }
 
+LogicalResult AttentionQkvOp::buildVJP(OpBuilder &b, ValueRange cot,
+                                       SmallVectorImpl<Value> &out) {
+  if (failed(rejectStatsCotangents(*this, cot)))
+    return failure();
+  if (!cot[0])
+    return noGradients(*this, out);
+  Value dout = convert(b, getLoc(), cot[0], typeOf(getOut()).getElementType());
+  auto grad = AttentionQkvGradOp::create(b, getLoc(), getQkv().getType(), getQkv(), getOut(),
+                                         getLse(), dout, getSegments(), getScaleAttr(),
+                                         getCausalAttr());
+  out.push_back(grad.getDqkv());
+  if (getSegments())
+    out.push_back(Value()); // integer ids: no cotangent
+  return success();
+}
+
 LogicalResult AttentionOp::buildVJP(OpBuilder &b, ValueRange cot, SmallVectorImpl<Value> &out) {
   if (failed(rejectStatsCotangents(*this, cot)))
     return failure();

@@ -61,7 +61,7 @@ enum class Class { Low, F32, Follow, Keep };
 /// a guess.
 std::optional<Class> classify(Operation *op) {
   return llvm::TypeSwitch<Operation *, std::optional<Class>>(op)
-      .Case<MatmulOp, AttentionOp>([](auto) { return Class::Low; })
+      .Case<MatmulOp, AttentionOp, AttentionQkvOp>([](auto) { return Class::Low; })
       .Case<LayerNormOp, RmsNormOp, ReduceSumOp, ReduceMaxOp, ReduceMeanOp, GlobalNormOp,
             AdamWUpdateOp>([](auto) { return Class::F32; })
       // Cross-entropy takes logits of any float type (its kernel computes in
@@ -74,7 +74,7 @@ std::optional<Class> classify(Operation *op) {
             SigmoidOp, GeluOp, SiluOp, ReluOp, CompareOp, SelectOp, ReshapeOp, TransposeOp, SliceOp,
             PadOp, ConcatOp, BroadcastInDimOp, EmbeddingOp, SoftmaxOp, LogSoftmaxOp, RopeOp,
             GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
-            EmbeddingGradOp, AttentionGradOp>([](auto) { return Class::Follow; })
+            EmbeddingGradOp, AttentionGradOp, AttentionQkvGradOp>([](auto) { return Class::Follow; })
       .Default([](Operation *) { return std::nullopt; });
 }
 
@@ -214,7 +214,7 @@ struct AssignPrecisionPass final : impl::AssignPrecisionPassBase<AssignPrecision
         if (!isFloatTensor(r))
           continue;
         Type want = target;
-        if (isa<AttentionOp>(op) && r.getResultNumber() == 1)
+        if (isa<AttentionOp, AttentionQkvOp>(op) && r.getResultNumber() == 1)
           want = f32; // attention's log-sum-exp
         if (isa<LayerNormOp, RmsNormOp>(op) && r.getResultNumber() > 0)
           want = f32; // statistics

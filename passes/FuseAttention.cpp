@@ -39,6 +39,13 @@
 //      result (back to [B, T, H, D] for the output projection) reads the
 //      op's output directly: none of the transposes is stored, here or,
 //      through the VJP, in the backward.
+//   7. Packed projections: when, in addition, the [B, T, H, D] values are
+//      `reshape(slice(x))` of parts 0, 1 and 2 of the fourth dimension of
+//      one [B, T, H, 3, D] value x (a q/k/v projection whose columns are
+//      ordered (head, q|k|v, D), as GPT-2's attn.qkv), without grouped
+//      heads or a cast between, the fused op is `kiln.attention_qkv x`: the
+//      kernels read the three parts in place, and the backward writes the
+//      gradient of x as one tensor (no slices, no concatenation).
 //
 // Every intermediate value must have exactly one user (the scores or the
 // probabilities used elsewhere would have to be stored anyway); otherwise,
@@ -365,6 +372,39 @@ Value fromSequenceMajor(Value x) {
   return t.getOperand();
 }
 
+/// Part `part` of dimension 3 of a [B, T, H, 3, D] value, as [B, T, H, D]:
+/// `reshape(slice(x))` taking exactly that part whole otherwise, each only
+/// read here; else null.
+Value packedPart(Value v, int64_t part) {
+  auto reshape = v.getDefiningOp<ReshapeOp>();
+  if (!reshape || !oneUse(v))
+    return Value();
+  auto slice = reshape.getOperand().getDefiningOp<SliceOp>();
+  if (!slice || !slice->hasOneUse())
+    return Value();
+  Value x = slice.getOperand();
+  auto shape = build::typeOf(x).getShape();
+  if (shape.size() != 5 || shape[3] != 3 || build::typeOf(v).getShape() !=
+                                                ArrayRef<int64_t>({shape[0], shape[1], shape[2], shape[4]}))
+    return Value();
+  SmallVector<int64_t> start{0, 0, 0, part, 0}, limit(shape);
+  limit[3] = part + 1;
+  if (slice.getStartIndices() != ArrayRef<int64_t>(start) ||
+      slice.getLimitIndices() != ArrayRef<int64_t>(limit) ||
+      llvm::any_of(slice.getStrides(), [](int64_t s) { return s != 1; }))
+    return Value();
+  return x;
+}
+
+/// The [B, T, H, 3, D] value q, k and v are parts 0, 1 and 2 of (step 7);
+/// else null.
+Value packedSource(Value q, Value k, Value v) {
+  Value x = packedPart(q, 0);
+  if (!x || packedPart(k, 1) != x || packedPart(v, 2) != x)
+    return Value();
+  return x;
+}
+
 struct FuseAttentionPattern final : OpRewritePattern<MatmulOp> {
   FuseAttentionPattern(MLIRContext *ctx, llvm::Statistic &numFused)
       : OpRewritePattern(ctx), numFused(numFused) {}
@@ -388,18 +428,29 @@ struct FuseAttentionPattern final : OpRewritePattern<MatmulOp> {
       m.v = sv;
     }
     Type element = build::typeOf(m.q).getElementType();
-    Value q = m.q, k = build::convert(rewriter, pv.getLoc(), m.k, element),
-          v = build::convert(rewriter, pv.getLoc(), m.v, element);
-    AttentionDims dims = attentionDims(q, k, v, seqMajor);
-    auto outType = RankedTensorType::get(dims.shape(dims.h, dims.tq, dims.dv), element);
     Type stats = element.isF64() ? Type(rewriter.getF64Type()) : Type(rewriter.getF32Type());
-    auto lseType = RankedTensorType::get({dims.b, dims.h, dims.tq}, stats);
-    auto attention = AttentionOp::create(
-        rewriter, pv.getLoc(), outType, lseType, q, k, v, m.segments,
-        rewriter.getF32FloatAttr(static_cast<float>(m.scale)),
-        m.causal ? rewriter.getUnitAttr() : UnitAttr(),
-        seqMajor ? rewriter.getStringAttr("bthd") : StringAttr());
-    Value out = build::convert(rewriter, pv.getLoc(), attention.getOut(),
+    auto scale = rewriter.getF32FloatAttr(static_cast<float>(m.scale));
+    UnitAttr causal = m.causal ? rewriter.getUnitAttr() : UnitAttr();
+    Value fusedOut;
+    // 7. Packed projections.
+    if (Value qkv = seqMajor ? packedSource(m.q, m.k, m.v) : Value()) {
+      AttentionDims dims = attentionDims(qkv);
+      auto attention = AttentionQkvOp::create(
+          rewriter, pv.getLoc(), RankedTensorType::get({dims.b, dims.tq, dims.h, dims.d}, element),
+          RankedTensorType::get({dims.b, dims.h, dims.tq}, stats), qkv, m.segments, scale, causal);
+      fusedOut = attention.getOut();
+    } else {
+      Value q = m.q, k = build::convert(rewriter, pv.getLoc(), m.k, element),
+            v = build::convert(rewriter, pv.getLoc(), m.v, element);
+      AttentionDims dims = attentionDims(q, k, v, seqMajor);
+      auto outType = RankedTensorType::get(dims.shape(dims.h, dims.tq, dims.dv), element);
+      auto lseType = RankedTensorType::get({dims.b, dims.h, dims.tq}, stats);
+      auto attention = AttentionOp::create(rewriter, pv.getLoc(), outType, lseType, q, k, v,
+                                           m.segments, scale, causal,
+                                           seqMajor ? rewriter.getStringAttr("bthd") : StringAttr());
+      fusedOut = attention.getOut();
+    }
+    Value out = build::convert(rewriter, pv.getLoc(), fusedOut,
                                build::typeOf(pv.getResult()).getElementType());
     if (seqMajor) {
       // Users transposing back to [B, T, H, D] take the output as it is;

@@ -6,7 +6,9 @@
 // Segments (`seg`, [B, T] ids, or null): a key of another segment than the
 // query's gets probability 0.
 // With BTHD, q, k, v, out and the gradients are [B, T, H, D] (sequence-
-// major) instead of [B, H, T, D]; lse is [B, H, TQ] either way.
+// major) instead of [B, H, T, D]; lse is [B, H, TQ] either way. With
+// PACK = 3 too, q, k and v (and dq, dk, dv) are parts of one
+// [B, T, H, 3, D] tensor (kiln.attention_qkv): rows 3·H·D apart.
 // (A straightforward reference kernel; the tiled flash kernels replace it.)
 #pragma once
 #include "kiln/common.cuh"
@@ -14,14 +16,14 @@
 namespace kiln {
 
 // Element offset of row t of head h of batch b, D elements a row, in a
-// [B, HEADS, T, D] tensor or, with BTHD, a [B, T, HEADS, D] one.
-template <i64 HEADS, i64 T, i64 D, bool BTHD>
+// [B, HEADS, T, D] tensor or, with BTHD, a [B, T, HEADS, PACK·D] one.
+template <i64 HEADS, i64 T, i64 D, bool BTHD, int PACK = 1>
 __device__ __forceinline__ i64 headRow(i64 b, i64 h, i64 t) {
-  return BTHD ? ((b * T + t) * HEADS + h) * D : ((b * HEADS + h) * T + t) * D;
+  return BTHD ? ((b * T + t) * HEADS + h) * (PACK * D) : ((b * HEADS + h) * T + t) * D;
 }
 
 template <typename T, typename S, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, i64 D, i64 DV, bool CAUSAL,
-          bool BTHD = false>
+          bool BTHD = false, int PACK = 1>
 __device__ void attentionForward(const T *q, const T *k, const T *v, T *out, S *lse, float scale,
                                  const int *seg = nullptr) {
   typedef typename Compute<T>::type F;
@@ -32,9 +34,10 @@ __device__ void attentionForward(const T *q, const T *k, const T *v, T *out, S *
     i64 bh = row / TQ, i = row % TQ, b = bh / H, h = bh % H;
     i64 kh = h / (H / HKV);
     // Key j's row is j·KS (j·VS) elements after key 0's.
-    constexpr i64 KS = BTHD ? HKV * D : D, VS = BTHD ? HKV * DV : DV;
-    const T *qi = q + headRow<H, TQ, D, BTHD>(b, h, i), *k0 = k + headRow<HKV, TK, D, BTHD>(b, kh, 0),
-            *v0 = v + headRow<HKV, TK, DV, BTHD>(b, kh, 0);
+    constexpr i64 KS = BTHD ? HKV * D * PACK : D, VS = BTHD ? HKV * DV * PACK : DV;
+    const T *qi = q + headRow<H, TQ, D, BTHD, PACK>(b, h, i),
+            *k0 = k + headRow<HKV, TK, D, BTHD, PACK>(b, kh, 0),
+            *v0 = v + headRow<HKV, TK, DV, BTHD, PACK>(b, kh, 0);
     T *oi = out + headRow<H, TQ, DV, BTHD>(b, h, i);
     i64 n = CAUSAL ? i + 1 : TK;
     F m = negInf<F>();
@@ -65,7 +68,7 @@ __device__ void attentionForward(const T *q, const T *k, const T *v, T *out, S *
 }
 
 template <typename T, typename S, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, i64 D, i64 DV, bool CAUSAL,
-          bool BTHD = false>
+          bool BTHD = false, int PACK = 1>
 __device__ void attentionBackward(const T *q, const T *k, const T *v, const T *out, const S *lse,
                                   const T *dout, T *dq, T *dk, T *dv, float scale,
                                   const int *seg = nullptr) {
@@ -76,11 +79,12 @@ __device__ void attentionBackward(const T *q, const T *k, const T *v, const T *o
   for (i64 row = blockIdx.x; row < B * H * TQ; row += gridDim.x) {
     i64 bh = row / TQ, i = row % TQ, b = bh / H, h = bh % H;
     i64 kh = h / (H / HKV);
-    constexpr i64 KS = BTHD ? HKV * D : D, VS = BTHD ? HKV * DV : DV;
-    const i64 kOff = headRow<HKV, TK, D, BTHD>(b, kh, 0), vOff = headRow<HKV, TK, DV, BTHD>(b, kh, 0);
-    const T *qi = q + headRow<H, TQ, D, BTHD>(b, h, i), *k0 = k + kOff, *v0 = v + vOff;
+    constexpr i64 KS = BTHD ? HKV * D * PACK : D, VS = BTHD ? HKV * DV * PACK : DV;
+    const i64 kOff = headRow<HKV, TK, D, BTHD, PACK>(b, kh, 0),
+              vOff = headRow<HKV, TK, DV, BTHD, PACK>(b, kh, 0);
+    const T *qi = q + headRow<H, TQ, D, BTHD, PACK>(b, h, i), *k0 = k + kOff, *v0 = v + vOff;
     const T *doi = dout + headRow<H, TQ, DV, BTHD>(b, h, i), *oi = out + headRow<H, TQ, DV, BTHD>(b, h, i);
-    T *dqi = dq + headRow<H, TQ, D, BTHD>(b, h, i);
+    T *dqi = dq + headRow<H, TQ, D, BTHD, PACK>(b, h, i);
     i64 n = CAUSAL ? i + 1 : TK;
     F rowLse = (F)lse[row];
     F delta = 0; // rowsum(dout ⊙ out)

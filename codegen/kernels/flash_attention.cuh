@@ -26,7 +26,10 @@
 //
 // Layouts: q, k, v, out and their gradients are [B, H, T, D] (head-major),
 // or with BTHD [B, T, H, D] (sequence-major, kiln.attention's layout
-// "bthd": a row of a head is then H·D elements after the previous one).
+// "bthd": a row of a head is then H·D elements after the previous one),
+// and with PACK = 3 as well the parts of one [B, T, H, 3, D] tensor
+// (kiln.attention_qkv: q, k and v point at parts 0, 1 and 2, rows 3·H·D
+// apart; dq, dk and dv likewise into one dqkv).
 // lse, delta and the dq accumulator are [B, H, T] / [B, H, T, D] always.
 //
 // Fragment layouts (PTX ISA, mma.m16n8k16 and ldmatrix): a thread of a warp
@@ -122,10 +125,10 @@ template <int D> __device__ __forceinline__ u32 swizzled(int row, int col) {
 }
 
 // Element offset of row t of head h of batch b in a [B, HEADS, T, D] tensor
-// or, with BTHD, a [B, T, HEADS, D] one.
-template <i64 HEADS, i64 T, int D, bool BTHD>
+// or, with BTHD, a [B, T, HEADS, PACK·D] one.
+template <i64 HEADS, i64 T, int D, bool BTHD, int PACK = 1>
 __device__ __forceinline__ i64 rowOffset(i64 b, i64 h, i64 t) {
-  return BTHD ? ((b * T + t) * HEADS + h) * D : ((b * HEADS + h) * T + t) * D;
+  return BTHD ? ((b * T + t) * HEADS + h) * (PACK * D) : ((b * HEADS + h) * T + t) * D;
 }
 
 // Rows [row0, row0 + R) of a matrix of D-element rows STRIDE elements apart
@@ -205,7 +208,7 @@ __device__ int queryBlockEnd(const int *segb, i64 k0, i64 kLast, int qblocks) {
 // from shared memory, which leaves room for MT = 2 at D = 128). Dynamic
 // shared memory: (BM + 4·BN)·D·2 bytes. Grid (⌈TQ/BM⌉, B·H). scale > 0.
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WARPS,
-          int MT, int BN, bool QREGS, bool BTHD = false>
+          int MT, int BN, bool QREGS, bool BTHD = false, int PACK = 1>
 __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, float scale,
                         const int *seg = nullptr) {
   constexpr int BM = WARPS * MT * 16, THREADS = WARPS * 32;
@@ -217,12 +220,13 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
 
   const i64 bh = blockIdx.y, b = bh / H, h = bh % H, kh = h / (H / HKV);
-  constexpr i64 QS = BTHD ? H * D : D, KVS = BTHD ? HKV * D : D; // row strides
+  constexpr i64 QS = BTHD ? H * D * PACK : D, KVS = BTHD ? HKV * D * PACK : D; // row strides
   // Causal blocks near the end of the sequence have the most keys: first.
   const i64 mBlock = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
   const i64 q0 = mBlock * BM;
-  const T *qb = q + rowOffset<H, TQ, D, BTHD>(b, h, 0), *kb = k + rowOffset<HKV, TK, D, BTHD>(b, kh, 0),
-          *vb = v + rowOffset<HKV, TK, D, BTHD>(b, kh, 0);
+  const T *qb = q + rowOffset<H, TQ, D, BTHD, PACK>(b, h, 0),
+          *kb = k + rowOffset<HKV, TK, D, BTHD, PACK>(b, kh, 0),
+          *vb = v + rowOffset<HKV, TK, D, BTHD, PACK>(b, kh, 0);
   const i64 kEnd = CAUSAL ? (q0 + BM < TK ? q0 + BM : TK) : TK;
   const int blocks = (int)CEIL_DIV(kEnd, (i64)BN);
   const float scaleLog2 = scale * kLog2e;
@@ -419,13 +423,13 @@ __device__ void backwardPrepare(const T *o, const T *dout, float *delta, float *
 
 // dq = scale · accumulator, in the low type (the accumulator's rows in
 // [B, H, TQ] order).
-template <typename T, i64 N, int D = 2, i64 H = 1, i64 TQ = N / D, bool BTHD = false>
+template <typename T, i64 N, int D = 2, i64 H = 1, i64 TQ = N / D, bool BTHD = false, int PACK = 1>
 __device__ void backwardFinish(const float *dqAccum, T *dq, float scale) {
   for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < N / 2;
        i += (i64)gridDim.x * blockDim.x) {
     float2 a = reinterpret_cast<const float2 *>(dqAccum)[i];
     const i64 r = 2 * i / D, bh = r / TQ;
-    const i64 at = BTHD ? rowOffset<H, TQ, D, true>(bh / H, bh % H, r % TQ) + 2 * i % D : 2 * i;
+    const i64 at = BTHD ? rowOffset<H, TQ, D, true, PACK>(bh / H, bh % H, r % TQ) + 2 * i % D : 2 * i;
     *reinterpret_cast<u32 *>(dq + at) = pack<T>(a.x * scale, a.y * scale);
   }
 }
@@ -444,7 +448,7 @@ __device__ __forceinline__ void addTo(float *p, float a, float b) {
 // the group. Dynamic shared memory: K, V [BN, D]; Q, dO [2 stages][BM, D];
 // lse, delta [2][BM] f32; dSᵀ [BN, BM]. Grid (⌈TK/BN⌉, B·HKV).
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WARPS,
-          int BM, bool BTHD = false>
+          int BM, bool BTHD = false, int PACK = 1>
 __device__ void backward(const T *q, const T *k, const T *v, const float *lse, const T *dout,
                          const float *delta, float *dqAccum, T *dk, T *dv, float scale,
                          const int *seg = nullptr) {
@@ -461,8 +465,10 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
 
   const i64 bkv = blockIdx.y, b = bkv / HKV, kvh = bkv % HKV;
   const i64 k0 = (i64)blockIdx.x * BN;
-  constexpr i64 QS = BTHD ? H * D : D, KVS = BTHD ? HKV * D : D; // row strides
-  const T *kb = k + rowOffset<HKV, TK, D, BTHD>(b, kvh, 0), *vb = v + rowOffset<HKV, TK, D, BTHD>(b, kvh, 0);
+  // Row strides: q, k and v (packed or not); dout (never packed).
+  constexpr i64 QS = BTHD ? H * D * PACK : D, KVS = BTHD ? HKV * D * PACK : D, OS = BTHD ? H * D : D;
+  const T *kb = k + rowOffset<HKV, TK, D, BTHD, PACK>(b, kvh, 0),
+          *vb = v + rowOffset<HKV, TK, D, BTHD, PACK>(b, kvh, 0);
   const float scaleLog2 = scale * kLog2e;
   // Causal: query blocks before the first one holding a query >= k0 see
   // none of these keys.
@@ -481,8 +487,9 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
     const i64 h = kvh * G + step / nq;
     const i64 i0 = (i64)(iStart + step % nq) * BM;
     const i64 bh = b * H + h;
-    loadTile<BM, D, THREADS, QS>(sQ + stage * BM * D * 2, q + rowOffset<H, TQ, D, BTHD>(b, h, 0), i0, TQ);
-    loadTile<BM, D, THREADS, QS>(sO + stage * BM * D * 2, dout + rowOffset<H, TQ, D, BTHD>(b, h, 0), i0,
+    loadTile<BM, D, THREADS, QS>(sQ + stage * BM * D * 2, q + rowOffset<H, TQ, D, BTHD, PACK>(b, h, 0),
+                                 i0, TQ);
+    loadTile<BM, D, THREADS, OS>(sO + stage * BM * D * 2, dout + rowOffset<H, TQ, D, BTHD>(b, h, 0), i0,
                                  TQ);
     // lse and delta of the block's rows, a float each (a row's stats are
     // 4-byte aligned only).
@@ -649,7 +656,7 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
     const i64 key = key0 + half * 8;
     if (key >= TK)
       continue;
-    const i64 at = rowOffset<HKV, TK, D, BTHD>(b, kvh, key) + 2 * t;
+    const i64 at = rowOffset<HKV, TK, D, BTHD, PACK>(b, kvh, key) + 2 * t;
     T *dkRow = dk + at, *dvRow = dv + at;
 #pragma unroll
     for (int n = 0; n < NO; ++n) {

@@ -19,6 +19,8 @@
 #include "llvm/ADT/SmallPtrSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/FormatVariadic.h"
+
+#include <array>
 #include "llvm/Support/MathExtras.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -93,13 +95,39 @@ std::vector<int64_t> shapeOfValue(Value v) {
   return std::vector<int64_t>(cast<RankedTensorType>(v.getType()).getShape());
 }
 
+/// q, k and v of a packed qkv [B, T, H, 3, D], each [B, H, T, D].
+std::array<HostTensor, 3> unpackQkv(const HostTensor &qkv) {
+  using namespace kernels;
+  const auto &s = qkv.shape();
+  const int64_t swap[] = {0, 2, 1, 3};
+  std::array<HostTensor, 3> parts;
+  for (int64_t c = 0; c < 3; ++c)
+    parts[c] = transpose(slice(qkv, {0, 0, 0, c, 0}, {s[0], s[1], s[2], c + 1, s[4]}, {1, 1, 1, 1, 1})
+                             .reshaped({s[0], s[1], s[2], s[4]}),
+                         swap);
+  return parts;
+}
+
+/// The inverse of unpackQkv.
+HostTensor packQkv(const std::array<HostTensor, 3> &parts) {
+  using namespace kernels;
+  const int64_t swap[] = {0, 2, 1, 3};
+  std::vector<HostTensor> rows;
+  for (const HostTensor &p : parts) {
+    HostTensor t = transpose(p, swap); // [B, T, H, D]
+    auto s = t.shape();
+    rows.push_back(t.reshaped({s[0], s[1], s[2], 1, s[3]}));
+  }
+  return concat(rows, 3);
+}
+
 bool isSupported(Operation *op) {
   return isa<AddOp, SubOp, MulOp, DivOp, MaxOp, NegOp, ExpOp, LogOp, SqrtOp, RsqrtOp, TanhOp,
              SigmoidOp, GeluOp, SiluOp, ReluOp, CastOp, CompareOp, SelectOp, ReshapeOp,
              TransposeOp, SliceOp, PadOp, ConcatOp, BroadcastInDimOp, IotaOp, ConstantOp,
              ReduceSumOp, ReduceMaxOp, ReduceMeanOp, MatmulOp, EmbeddingOp, SoftmaxOp,
              LogSoftmaxOp, LayerNormOp, RmsNormOp, RopeOp, CrossEntropyOp, AttentionOp,
-             GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
+             AttentionQkvOp, AttentionQkvGradOp, GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
              EmbeddingGradOp, AttentionGradOp, GlobalNormOp, AdamWUpdateOp, FusionOp,
              CustomKernelOp>(op) ||
          isCollective(op);
@@ -426,6 +454,26 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
                                   a.getSegments() ? in[3] : nullptr,
                                   a.getScale().convertToDouble(), a.getCausal(), resultDType(1));
         out.append({seq ? transpose(o, swap) : o, lse});
+        return llvm::Error::success();
+      })
+      // attention_qkv is defined by its slices: kiln.attention (head-major,
+      // between transposes) on qkv[:, :, :, 0], [..., 1] and [..., 2].
+      .Case([&](AttentionQkvOp a) {
+        const int64_t swap[] = {0, 2, 1, 3};
+        auto parts = unpackQkv(*in[0]);
+        auto [o, lse] = attention(parts[0], parts[1], parts[2], a.getSegments() ? in[1] : nullptr,
+                                  a.getScale().convertToDouble(), a.getCausal(), resultDType(1));
+        out.append({transpose(o, swap), lse});
+        return llvm::Error::success();
+      })
+      .Case([&](AttentionQkvGradOp a) {
+        const int64_t swap[] = {0, 2, 1, 3};
+        auto parts = unpackQkv(*in[0]);
+        auto [dq, dk, dv] = attentionGrad(parts[0], parts[1], parts[2], transpose(*in[1], swap),
+                                          *in[2], transpose(*in[3], swap),
+                                          a.getSegments() ? in[4] : nullptr,
+                                          a.getScale().convertToDouble(), a.getCausal());
+        out.push_back(packQkv({dq, dk, dv}));
         return llvm::Error::success();
       })
       .Case([&](AttentionGradOp a) {

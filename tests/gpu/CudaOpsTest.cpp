@@ -343,6 +343,42 @@ std::vector<OpCase> cases() {
         attrs, q, kv, lse, seg, segT).str();
     c.push_back({std::string("flash_grad_") + a.name, inputs(true), {q, kv, kv}, grad, 5e-2, 3e-2});
   }
+  // kiln.attention_qkv: q, k and v read in place from one [B, T, H, 3, D]
+  // tensor, dqkv written as one. The flash kernels (bf16 D = 64 causal with
+  // a tail, f16 D = 128 with packed documents) and the reference kernels
+  // (f32).
+  struct Packed {
+    const char *name, *type;
+    int64_t b, t, h, d;
+    bool causal, documents;
+    double atol, rtol, gradAtol, gradRtol;
+  };
+  for (const Packed &a : {Packed{"qkv_d64_causal_bf16", "bf16", 2, 200, 3, 64, true, false, 2e-2, 2e-2, 5e-2, 3e-2},
+                          Packed{"qkv_d128_documents_f16", "f16", 1, 130, 2, 128, false, true, 2e-2, 2e-2, 5e-2, 3e-2},
+                          Packed{"qkv_d16_causal_f32", "f32", 2, 20, 2, 16, true, false, 1e-5, 1e-4, 1e-4, 1e-4}}) {
+    std::string qkv = llvm::formatv("tensor<{0}x{1}x{2}x3x{3}x{4}>", a.b, a.t, a.h, a.d, a.type),
+                o = llvm::formatv("tensor<{0}x{1}x{2}x{3}x{4}>", a.b, a.t, a.h, a.d, a.type),
+                lse = llvm::formatv("tensor<{0}x{1}x{2}xf32>", a.b, a.h, a.t),
+                segType = llvm::formatv("tensor<{0}x{1}xi32>", a.b, a.t);
+    std::string attrs = llvm::formatv("{{{0}scale = 0.125 : f32}", a.causal ? "causal, " : "").str();
+    std::string seg = a.documents ? " segments %s" : "", segT = a.documents ? ", " + segType : "";
+    auto inputs = [&](bool withDout) {
+      std::vector<Arg> in{f("qkv", qkv)};
+      if (withDout)
+        in.push_back(f("d", o));
+      if (a.documents)
+        in.push_back(documents("s", segType, 40));
+      return in;
+    };
+    std::string forward = llvm::formatv("%r0, %r1 = kiln.attention_qkv %qkv{0} {1} : {2}{3} -> {4}, {5}",
+                                        seg, attrs, qkv, segT, o, lse);
+    c.push_back({std::string("attention_") + a.name, inputs(false), {o, lse}, forward, a.atol, a.rtol});
+    std::string grad = llvm::formatv(
+        "%o, %lse = kiln.attention_qkv %qkv{0} {1} : {2}{3} -> {4}, {5}\n"
+        "  %r0 = kiln.attention_qkv_grad %qkv, %o, %lse, %d{0} {1} : {2}, {4}, {5}, {4}{3} -> {2}",
+        seg, attrs, qkv, segT, o, lse);
+    c.push_back({std::string("attention_grad_") + a.name, inputs(true), {qkv}, grad, a.gradAtol, a.gradRtol});
+  }
   // Training ops.
   c.push_back({"global_norm", {f("a", "tensor<1000xf32>"), f("b", "tensor<37x3xf32>"), f("c", "tensor<5000xf32>")},
                {"tensor<f32>"},

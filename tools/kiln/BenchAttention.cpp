@@ -47,9 +47,9 @@ static cl::opt<std::string> tiles("attention-tiles",
                                   cl::desc("Flash tiles W,MT,BN,BW (default: kiln's choice)"),
                                   cl::sub(benchCommand()), cl::cat(kilnCategory()));
 static cl::opt<std::string> layout("attention-layout",
-                                   cl::desc("With --attention: bhtd (default, [B, H, T, D]) or "
-                                            "bthd (sequence-major, as kiln-fuse-attention "
-                                            "takes GPT-2's heads)"),
+                                   cl::desc("With --attention: bhtd (default, [B, H, T, D]), "
+                                            "bthd (sequence-major) or qkv (kiln.attention_qkv: "
+                                            "q, k, v packed in one [B, T, H, 3, D], as GPT-2's)"),
                                    cl::init("bhtd"), cl::sub(benchCommand()),
                                    cl::cat(kilnCategory()));
 static cl::opt<std::string> dumpPath("dump",
@@ -85,9 +85,12 @@ Expected<Shape> parseShape() {
   if (s.h % s.hkv != 0 || (causal && s.tk != s.t))
     return createStringError(inconvertibleErrorCode(),
                              "--attention: H must be a multiple of HKV, and causal needs TK = T");
-  if (layout != "bhtd" && layout != "bthd")
+  if (layout != "bhtd" && layout != "bthd" && layout != "qkv")
     return createStringError(inconvertibleErrorCode(),
-                             "--attention-layout '" + layout + "': expected bhtd or bthd");
+                             "--attention-layout '" + layout + "': expected bhtd, bthd or qkv");
+  if (layout == "qkv" && (s.hkv != s.h || s.tk != s.t))
+    return createStringError(inconvertibleErrorCode(),
+                             "--attention-layout qkv packs q, k and v: HKV must be H and TK T");
   return s;
 }
 
@@ -98,7 +101,7 @@ mlir::OwningOpRef<mlir::ModuleOp> buildModule(mlir::MLIRContext &ctx, const Shap
   auto loc = b.getUnknownLoc();
   mlir::OwningOpRef<mlir::ModuleOp> module = mlir::ModuleOp::create(loc);
   auto tensor = [&](ArrayRef<int64_t> shape, mlir::Type t) { return mlir::RankedTensorType::get(shape, t); };
-  bool seq = layout == "bthd";
+  bool seq = layout != "bhtd";
   auto q = seq ? tensor({s.b, s.t, s.h, s.d}, element) : tensor({s.b, s.h, s.t, s.d}, element);
   auto kv = seq ? tensor({s.b, s.tk, s.hkv, s.d}, element) : tensor({s.b, s.hkv, s.tk, s.d}, element);
   auto layoutAttr = seq ? b.getStringAttr("bthd") : mlir::StringAttr();
@@ -119,6 +122,18 @@ mlir::OwningOpRef<mlir::ModuleOp> buildModule(mlir::MLIRContext &ctx, const Shap
     b.setInsertionPointToStart(func.addEntryBlock());
     return func;
   };
+  if (layout == "qkv") {
+    auto qkv = tensor({s.b, s.t, s.h, 3, s.d}, element);
+    auto f = makeFunc("fwd", {qkv}, {"qkv"}, {q, lse}, {"out", "lse"});
+    auto a = AttentionQkvOp::create(b, loc, q, lse, f.getArgument(0), mlir::Value(), scale, causalAttr);
+    mlir::func::ReturnOp::create(b, loc, mlir::ValueRange{a.getOut(), a.getLse()});
+    auto g = makeFunc("fwdbwd", {qkv, q}, {"qkv", "dout"}, {qkv}, {"dqkv"});
+    auto a2 = AttentionQkvOp::create(b, loc, q, lse, g.getArgument(0), mlir::Value(), scale, causalAttr);
+    auto d = AttentionQkvGradOp::create(b, loc, qkv, g.getArgument(0), a2.getOut(), a2.getLse(),
+                                        g.getArgument(1), mlir::Value(), scale, causalAttr);
+    mlir::func::ReturnOp::create(b, loc, mlir::ValueRange{d.getDqkv()});
+    return module;
+  }
   {
     auto f = makeFunc("fwd", {q, kv, kv}, {"q", "k", "v"}, {q, lse}, {"out", "lse"});
     auto a = AttentionOp::create(b, loc, q, lse, f.getArgument(0), f.getArgument(1), f.getArgument(2),
@@ -172,16 +187,23 @@ int runAttentionBench(StringRef jsonPath) {
   // run of each function.
   Rng rng(7, "attention");
   cpu::DType dt = *cpu::dtypeOf(element);
-  bool seq = layout == "bthd";
+  bool seq = layout != "bhtd";
   std::vector<int64_t> qShape = seq ? std::vector<int64_t>{s.b, s.t, s.h, s.d}
                                     : std::vector<int64_t>{s.b, s.h, s.t, s.d};
   std::vector<int64_t> kvShape = seq ? std::vector<int64_t>{s.b, s.tk, s.hkv, s.d}
                                      : std::vector<int64_t>{s.b, s.hkv, s.tk, s.d};
-  TensorMap inputs{{"q", randomTensor(dt, qShape, rng)},
-                   {"k", randomTensor(dt, kvShape, rng)},
-                   {"v", randomTensor(dt, kvShape, rng)},
-                   {"dout", randomTensor(dt, qShape, rng)}};
-  auto fwd = backend.run("fwd", {{"q", inputs["q"]}, {"k", inputs["k"]}, {"v", inputs["v"]}});
+  TensorMap inputs;
+  if (layout == "qkv")
+    inputs = {{"qkv", randomTensor(dt, {s.b, s.t, s.h, 3, s.d}, rng)},
+              {"dout", randomTensor(dt, qShape, rng)}};
+  else
+    inputs = {{"q", randomTensor(dt, qShape, rng)},
+              {"k", randomTensor(dt, kvShape, rng)},
+              {"v", randomTensor(dt, kvShape, rng)},
+              {"dout", randomTensor(dt, qShape, rng)}};
+  TensorMap fwdInputs = inputs;
+  fwdInputs.erase("dout");
+  auto fwd = backend.run("fwd", fwdInputs);
   if (!fwd)
     return fail("bench", toString(fwd.takeError()));
   auto fwdbwd = backend.run("fwdbwd", inputs);

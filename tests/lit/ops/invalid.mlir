@@ -967,3 +967,27 @@ func.func @attention_bthd_heads(%q: tensor<1x4x2x8xf32>, %k: tensor<1x4x3x8xf32>
   %o, %l = kiln.attention %q, %k, %k {layout = "bthd", scale = 1.0 : f32} : tensor<1x4x2x8xf32>, tensor<1x4x3x8xf32>, tensor<1x4x3x8xf32> -> tensor<1x4x2x8xf32>, tensor<1x2x4xf32>
   return
 }
+
+// -----
+
+func.func @attention_qkv_not_packed(%qkv: tensor<1x4x2x2x8xf32>) {
+  // expected-error @+1 {{qkv must be [B, T, H, 3, D] (q, k and v of each head one after another); got 'tensor<1x4x2x2x8xf32>'}}
+  %o, %l = kiln.attention_qkv %qkv {scale = 1.0 : f32} : tensor<1x4x2x2x8xf32> -> tensor<1x4x2x8xf32>, tensor<1x2x4xf32>
+  return
+}
+
+// -----
+
+func.func @attention_qkv_out(%qkv: tensor<1x4x2x3x8xf32>) {
+  // expected-error @+1 {{output type 'tensor<1x2x4x8xf32>' must be 'tensor<1x4x2x8xf32>'}}
+  %o, %l = kiln.attention_qkv %qkv {scale = 1.0 : f32} : tensor<1x4x2x3x8xf32> -> tensor<1x2x4x8xf32>, tensor<1x2x4xf32>
+  return
+}
+
+// -----
+
+func.func @attention_qkv_grad_type(%qkv: tensor<1x4x2x3x8xf32>, %o: tensor<1x4x2x8xf32>, %l: tensor<1x2x4xf32>) {
+  // expected-error @+1 {{dqkv type 'tensor<1x4x2x3x8xbf16>' must be 'tensor<1x4x2x3x8xf32>'}}
+  %d = kiln.attention_qkv_grad %qkv, %o, %l, %o {scale = 1.0 : f32} : tensor<1x4x2x3x8xf32>, tensor<1x4x2x8xf32>, tensor<1x2x4xf32>, tensor<1x4x2x8xf32> -> tensor<1x4x2x3x8xbf16>
+  return
+}

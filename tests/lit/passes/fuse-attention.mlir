@@ -450,3 +450,66 @@ func.func @sequence_major_v_head_major(%q: tensor<1x3x2x8xf32>, %k: tensor<1x3x2
   %o = kiln.matmul %p, %v : tensor<1x2x3x3xf32>, tensor<1x2x3x8xf32> -> tensor<1x2x3x8xf32>
   return %o : tensor<1x2x3x8xf32>
 }
+
+// -----
+
+// GPT-2's packed projection: q, k and v are parts 0, 1, 2 of one
+// [B, T, H, 3, D] value, sliced, reshaped and transposed to heads. The op
+// reads the packed value in place: no slice, reshape or transpose is left.
+// CHECK-LABEL: func.func @packed_qkv
+// CHECK-SAME: (%[[X:.+]]: tensor<2x4x24xf32>)
+// CHECK: %[[P:.+]] = kiln.reshape %[[X]] : tensor<2x4x24xf32> -> tensor<2x4x2x3x4xf32>
+// CHECK: %[[O:.+]], %{{.+}} = kiln.attention_qkv %[[P]] {causal, scale = 5.000000e-01 : f32} : tensor<2x4x2x3x4xf32> -> tensor<2x4x2x4xf32>, tensor<2x2x4xf32>
+// CHECK-NOT: kiln.slice
+// CHECK-NOT: kiln.transpose
+// CHECK: kiln.reshape %[[O]] : tensor<2x4x2x4xf32> -> tensor<2x4x8xf32>
+func.func @packed_qkv(%x: tensor<2x4x24xf32>) -> tensor<2x4x8xf32> {
+  %p = kiln.reshape %x : tensor<2x4x24xf32> -> tensor<2x4x2x3x4xf32>
+  %q5 = kiln.slice %p [0:2, 0:4, 0:2, 0:1, 0:4] : tensor<2x4x2x3x4xf32> -> tensor<2x4x2x1x4xf32>
+  %q4 = kiln.reshape %q5 : tensor<2x4x2x1x4xf32> -> tensor<2x4x2x4xf32>
+  %q = kiln.transpose %q4, [0, 2, 1, 3] : tensor<2x4x2x4xf32> -> tensor<2x2x4x4xf32>
+  %k5 = kiln.slice %p [0:2, 0:4, 0:2, 1:2, 0:4] : tensor<2x4x2x3x4xf32> -> tensor<2x4x2x1x4xf32>
+  %k4 = kiln.reshape %k5 : tensor<2x4x2x1x4xf32> -> tensor<2x4x2x4xf32>
+  %k = kiln.transpose %k4, [0, 2, 1, 3] : tensor<2x4x2x4xf32> -> tensor<2x2x4x4xf32>
+  %v5 = kiln.slice %p [0:2, 0:4, 0:2, 2:3, 0:4] : tensor<2x4x2x3x4xf32> -> tensor<2x4x2x1x4xf32>
+  %v4 = kiln.reshape %v5 : tensor<2x4x2x1x4xf32> -> tensor<2x4x2x4xf32>
+  %v = kiln.transpose %v4, [0, 2, 1, 3] : tensor<2x4x2x4xf32> -> tensor<2x2x4x4xf32>
+  %s = kiln.matmul %q, %k transpose_b : tensor<2x2x4x4xf32>, tensor<2x2x4x4xf32> -> tensor<2x2x4x4xf32>
+  %c = kiln.constant dense<0.5> : tensor<2x2x4x4xf32>
+  %ss = kiln.mul %s, %c : tensor<2x2x4x4xf32>
+  %i = kiln.iota dim = 0 : tensor<4x4xi32>
+  %j = kiln.iota dim = 1 : tensor<4x4xi32>
+  %keep = kiln.compare ge, %i, %j : tensor<4x4xi32>
+  %ninf = kiln.constant dense<0xFF800000> : tensor<2x2x4x4xf32>
+  %kb = kiln.broadcast_in_dim %keep, dims = [2, 3] : tensor<4x4xi1> -> tensor<2x2x4x4xi1>
+  %m = kiln.select %kb, %ss, %ninf : tensor<2x2x4x4xi1>, tensor<2x2x4x4xf32>
+  %pr = kiln.softmax %m : tensor<2x2x4x4xf32>
+  %o = kiln.matmul %pr, %v : tensor<2x2x4x4xf32>, tensor<2x2x4x4xf32> -> tensor<2x2x4x4xf32>
+  %ot = kiln.transpose %o, [0, 2, 1, 3] : tensor<2x2x4x4xf32> -> tensor<2x4x2x4xf32>
+  %r = kiln.reshape %ot : tensor<2x4x2x4xf32> -> tensor<2x4x8xf32>
+  return %r : tensor<2x4x8xf32>
+}
+
+// -----
+
+// Near-miss of the packed form: q and k come from parts 1 and 0 (swapped),
+// so the parts are not q|k|v in order: sequence-major, slices kept.
+// CHECK-LABEL: func.func @packed_parts_swapped
+// CHECK-NOT: kiln.attention_qkv
+// CHECK: kiln.slice
+// CHECK: kiln.attention {{.*}} {layout = "bthd", scale = 1.000000e+00 : f32}
+func.func @packed_parts_swapped(%p: tensor<1x4x2x3x4xf32>) -> tensor<1x2x4x4xf32> {
+  %q5 = kiln.slice %p [0:1, 0:4, 0:2, 1:2, 0:4] : tensor<1x4x2x3x4xf32> -> tensor<1x4x2x1x4xf32>
+  %q4 = kiln.reshape %q5 : tensor<1x4x2x1x4xf32> -> tensor<1x4x2x4xf32>
+  %q = kiln.transpose %q4, [0, 2, 1, 3] : tensor<1x4x2x4xf32> -> tensor<1x2x4x4xf32>
+  %k5 = kiln.slice %p [0:1, 0:4, 0:2, 0:1, 0:4] : tensor<1x4x2x3x4xf32> -> tensor<1x4x2x1x4xf32>
+  %k4 = kiln.reshape %k5 : tensor<1x4x2x1x4xf32> -> tensor<1x4x2x4xf32>
+  %k = kiln.transpose %k4, [0, 2, 1, 3] : tensor<1x4x2x4xf32> -> tensor<1x2x4x4xf32>
+  %v5 = kiln.slice %p [0:1, 0:4, 0:2, 2:3, 0:4] : tensor<1x4x2x3x4xf32> -> tensor<1x4x2x1x4xf32>
+  %v4 = kiln.reshape %v5 : tensor<1x4x2x1x4xf32> -> tensor<1x4x2x4xf32>
+  %v = kiln.transpose %v4, [0, 2, 1, 3] : tensor<1x4x2x4xf32> -> tensor<1x2x4x4xf32>
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x2x4x4xf32>, tensor<1x2x4x4xf32> -> tensor<1x2x4x4xf32>
+  %pr = kiln.softmax %s : tensor<1x2x4x4xf32>
+  %o = kiln.matmul %pr, %v : tensor<1x2x4x4xf32>, tensor<1x2x4x4xf32> -> tensor<1x2x4x4xf32>
+  return %o : tensor<1x2x4x4xf32>
+}

@@ -41,9 +41,13 @@ mlir::OwningOpRef<mlir::ModuleOp> forwardOf(mlir::MLIRContext &ctx, const char *
   return module ? std::move(*module) : nullptr;
 }
 
-int countAttention(mlir::ModuleOp module) {
+/// Fused attentions: kiln.attention, or kiln.attention_qkv (q, k and v
+/// packed, GPT-2's form) when `packedOnly`.
+int countAttention(mlir::ModuleOp module, bool packedOnly = false) {
   int n = 0;
-  module.walk([&](AttentionOp) { ++n; });
+  if (!packedOnly)
+    module.walk([&](AttentionOp) { ++n; });
+  module.walk([&](AttentionQkvOp) { ++n; });
   return n;
 }
 
@@ -70,6 +74,8 @@ TEST(FuseAttention, TinyGptInF64AgreesToRounding) {
   mlir::OwningOpRef<mlir::ModuleOp> copy(module->clone());
   test::expectPassPreserves(*copy, kFused, 1e-12, inputs);
   EXPECT_EQ(countAttention(*copy), 2 * config.model.n_layer); // @forward and @train_step
+  // GPT-2's heads are parts of its packed qkv projection: read in place.
+  EXPECT_EQ(countAttention(*copy, /*packedOnly=*/true), 2 * config.model.n_layer);
   test::expectPipelinesAgree(*module, kUnfused, kFused, 1e-12, inputs);
 }
 
@@ -89,6 +95,7 @@ TEST(FuseAttention, DocumentMaskedModelsInF64AgreeToRounding) {
     test::expectPassPreserves(*copy, kFused, 1e-12, inputs);
     int withSegments = 0, headBroadcasts = 0;
     copy->walk([&](AttentionOp a) { withSegments += a.getSegments() != nullptr; });
+    copy->walk([&](AttentionQkvOp a) { withSegments += a.getSegments() != nullptr; });
     // Llama's grouped heads: the op takes k and v before their broadcast
     // over the group ([B, Hkv, G, T, D]), which is then never stored.
     copy->walk([&](BroadcastInDimOp b) {

@@ -190,6 +190,10 @@ const OpCase kCases[] = {
   {"attention_bthd_causal_gqa", R"(%q: tensor<2x5x4x4xf64> {kiln.param = "q"}, %k: tensor<2x5x2x4xf64> {kiln.param = "k"}, %v: tensor<2x5x2x3xf64> {kiln.param = "v"})",
    "%y, %lse = kiln.attention %q, %k, %v {causal, layout = \"bthd\", scale = 0.5 : f32} : tensor<2x5x4x4xf64>, tensor<2x5x2x4xf64>, tensor<2x5x2x3xf64> -> tensor<2x5x4x3xf64>, tensor<2x4x5xf64>",
    "tensor<2x5x4x3xf64>"},
+  // q, k and v packed in one [B, T, H, 3, D] = [2, 5, 3, 3, 4], causal.
+  {"attention_qkv_causal", R"(%qkv: tensor<2x5x3x3x4xf64> {kiln.param = "qkv"})",
+   "%y, %lse = kiln.attention_qkv %qkv {causal, scale = 0.5 : f32} : tensor<2x5x3x3x4xf64> -> tensor<2x5x3x4xf64>, tensor<2x3x5xf64>",
+   "tensor<2x5x3x4xf64>"},
   // Packed documents: ids in [0, 3), unsorted — a query sees the keys of its
   // own segment (causal or not).
   {"attention_segments_causal", R"(%q: tensor<2x2x6x4xf64> {kiln.param = "q"}, %k: tensor<2x1x6x4xf64> {kiln.param = "k"}, %v: tensor<2x1x6x4xf64> {kiln.param = "v"}, %s: tensor<2x6xi32> {kiln.input = "s"})",
@@ -198,6 +202,9 @@ const OpCase kCases[] = {
   {"attention_segments", R"(%q: tensor<1x2x5x4xf64> {kiln.param = "q"}, %k: tensor<1x2x5x4xf64> {kiln.param = "k"}, %v: tensor<1x2x5x4xf64> {kiln.param = "v"}, %s: tensor<1x5xi32> {kiln.input = "s"})",
    "%y, %lse = kiln.attention %q, %k, %v segments %s {scale = 0.5 : f32} : tensor<1x2x5x4xf64>, tensor<1x2x5x4xf64>, tensor<1x2x5x4xf64>, tensor<1x5xi32> -> tensor<1x2x5x4xf64>, tensor<1x2x5xf64>",
    "tensor<1x2x5x4xf64>", false, 0, 2},
+  {"attention_qkv_segments", R"(%qkv: tensor<1x6x2x3x4xf64> {kiln.param = "qkv"}, %s: tensor<1x6xi32> {kiln.input = "s"})",
+   "%y, %lse = kiln.attention_qkv %qkv segments %s {scale = 0.5 : f32} : tensor<1x6x2x3x4xf64>, tensor<1x6xi32> -> tensor<1x6x2x4xf64>, tensor<1x2x6xf64>",
+   "tensor<1x6x2x4xf64>", false, 0, 3},
 };
 // clang-format on
 

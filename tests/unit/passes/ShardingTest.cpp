@@ -177,6 +177,10 @@ void expectPartitionedMatches(const MeshCase &m) {
       h = attentionDims(a).h; // [B, H, T, D], or [B, T, H, D] (GPT-2's, layout bthd)
     else if (auto g = dyn_cast<AttentionGradOp>(op))
       h = attentionDims(g).h;
+    else if (auto p = dyn_cast<AttentionQkvOp>(op))
+      h = attentionDims(p.getQkv()).h; // GPT-2's packed q|k|v
+    else if (auto pg = dyn_cast<AttentionQkvGradOp>(op))
+      h = attentionDims(pg.getQkv()).h;
     else if (isa<SoftmaxOp>(op) && cast<RankedTensorType>(op->getOperand(0).getType()).getRank() == 4)
       h = cast<RankedTensorType>(op->getOperand(0).getType()).getDimSize(1); // scores [B, H, T, T]
     if (!h)
