@@ -113,7 +113,7 @@ int64_t CrossEntropyOp::getFlops() { return saturatingMul(4, numElements(getLogi
 static int64_t attentionFlops(const AttentionDims &a, bool causal, int64_t dFactor,
                               int64_t dvFactor) {
   int64_t flops = 2;
-  for (int64_t f : {a.b, a.h, a.tq, a.tk, saturatingAdd(dFactor * a.d, dvFactor * a.dv)})
+  for (int64_t f : {a.b, a.h, a.tq, a.tk, saturatingAdd(saturatingMul(dFactor, a.d), saturatingMul(dvFactor, a.dv))})
     flops = saturatingMul(flops, f);
   return causal ? flops / 2 : flops;
 }
@@ -133,7 +133,7 @@ int64_t AttentionQkvGradOp::getFlops() {
 // As kiln.attention_grad's: the dq accumulator and the row sums.
 int64_t AttentionQkvGradOp::getScratchBytes() {
   AttentionDims a = attentionDims(getQkv());
-  return saturatingMul(4, saturatingMul(a.b * a.h * a.tq, a.d + 1));
+  return saturatingMul(4, saturatingMul(saturatingMul(saturatingMul(a.b, a.h), a.tq), a.d + 1));
 }
 
 // The f32 dq accumulator [B, H, Tq, D] and rowsum(dout ⊙ out) [B, H, Tq].

@@ -417,16 +417,17 @@ struct FuseAttentionPattern final : OpRewritePattern<MatmulOp> {
     LLVM_DEBUG(DBGS() << "fusing " << m.chain.size() << " ops at " << pv.getLoc()
                       << (m.causal ? " (causal" : " (no mask")
                       << (m.segments ? ", segments" : "") << ", scale " << m.scale << ")\n");
-    // q, k and v in q's element type (after precision assignment all three
-    // are the low type already; a grouped k/v is cast before its broadcast).
-    // 6. Sequence-major operands.
+    // 6. Sequence-major operands (a scale on q before its transpose folds
+    // into the op's scale as well).
     Value sq = fromSequenceMajor(m.q), sk = fromSequenceMajor(m.k), sv = fromSequenceMajor(m.v);
     bool seqMajor = sq && sk && sv;
     if (seqMajor) {
-      m.q = sq;
+      m.q = peelScale(sq, m.scale);
       m.k = sk;
       m.v = sv;
     }
+    // q, k and v in q's element type (after precision assignment all three
+    // are the low type already; a grouped k/v is cast before its broadcast).
     Type element = build::typeOf(m.q).getElementType();
     Type stats = element.isF64() ? Type(rewriter.getF64Type()) : Type(rewriter.getF32Type());
     auto scale = rewriter.getF32FloatAttr(static_cast<float>(m.scale));

@@ -513,3 +513,48 @@ func.func @packed_parts_swapped(%p: tensor<1x4x2x3x4xf32>) -> tensor<1x2x4x4xf32
   %o = kiln.matmul %pr, %v : tensor<1x2x4x4xf32>, tensor<1x2x4x4xf32> -> tensor<1x2x4x4xf32>
   return %o : tensor<1x2x4x4xf32>
 }
+
+// -----
+
+// Sequence-major, and the output read both ways: the user transposing it
+// back takes the op's output directly, the other one a transpose of it.
+// CHECK-LABEL: func.func @sequence_major_two_users
+// CHECK: %[[O:.+]], %{{.+}} = kiln.attention {{.*}} {layout = "bthd", scale = 1.000000e+00 : f32}
+// CHECK: %[[H:.+]] = kiln.transpose %[[O]], [0, 2, 1, 3] : tensor<1x3x2x8xf32> -> tensor<1x2x3x8xf32>
+// CHECK: return %[[O]], %[[H]]
+func.func @sequence_major_two_users(%q: tensor<1x3x2x8xf32>, %k: tensor<1x3x2x8xf32>, %v: tensor<1x3x2x8xf32>) -> (tensor<1x3x2x8xf32>, tensor<1x2x3x8xf32>) {
+  %qh = kiln.transpose %q, [0, 2, 1, 3] : tensor<1x3x2x8xf32> -> tensor<1x2x3x8xf32>
+  %kh = kiln.transpose %k, [0, 2, 1, 3] : tensor<1x3x2x8xf32> -> tensor<1x2x3x8xf32>
+  %vh = kiln.transpose %v, [0, 2, 1, 3] : tensor<1x3x2x8xf32> -> tensor<1x2x3x8xf32>
+  %s = kiln.matmul %qh, %kh transpose_b : tensor<1x2x3x8xf32>, tensor<1x2x3x8xf32> -> tensor<1x2x3x3xf32>
+  %p = kiln.softmax %s : tensor<1x2x3x3xf32>
+  %o = kiln.matmul %p, %vh : tensor<1x2x3x3xf32>, tensor<1x2x3x8xf32> -> tensor<1x2x3x8xf32>
+  %ot = kiln.transpose %o, [0, 2, 1, 3] : tensor<1x2x3x8xf32> -> tensor<1x3x2x8xf32>
+  return %ot, %o : tensor<1x3x2x8xf32>, tensor<1x2x3x8xf32>
+}
+
+// -----
+
+// A scale on q before its transpose (on the [B, T, H, D] part): it folds
+// into the op's scale, and the packed form still applies.
+// CHECK-LABEL: func.func @packed_scale_before_transpose
+// CHECK: kiln.attention_qkv %{{.+}} {scale = 2.500000e-01 : f32} : tensor<1x4x2x3x4xf32>
+// CHECK-NOT: kiln.mul
+// CHECK-NOT: kiln.slice
+func.func @packed_scale_before_transpose(%p: tensor<1x4x2x3x4xf32>) -> tensor<1x2x4x4xf32> {
+  %q5 = kiln.slice %p [0:1, 0:4, 0:2, 0:1, 0:4] : tensor<1x4x2x3x4xf32> -> tensor<1x4x2x1x4xf32>
+  %q4 = kiln.reshape %q5 : tensor<1x4x2x1x4xf32> -> tensor<1x4x2x4xf32>
+  %c = kiln.constant dense<0.25> : tensor<1x4x2x4xf32>
+  %qs = kiln.mul %q4, %c : tensor<1x4x2x4xf32>
+  %q = kiln.transpose %qs, [0, 2, 1, 3] : tensor<1x4x2x4xf32> -> tensor<1x2x4x4xf32>
+  %k5 = kiln.slice %p [0:1, 0:4, 0:2, 1:2, 0:4] : tensor<1x4x2x3x4xf32> -> tensor<1x4x2x1x4xf32>
+  %k4 = kiln.reshape %k5 : tensor<1x4x2x1x4xf32> -> tensor<1x4x2x4xf32>
+  %k = kiln.transpose %k4, [0, 2, 1, 3] : tensor<1x4x2x4xf32> -> tensor<1x2x4x4xf32>
+  %v5 = kiln.slice %p [0:1, 0:4, 0:2, 2:3, 0:4] : tensor<1x4x2x3x4xf32> -> tensor<1x4x2x1x4xf32>
+  %v4 = kiln.reshape %v5 : tensor<1x4x2x1x4xf32> -> tensor<1x4x2x4xf32>
+  %v = kiln.transpose %v4, [0, 2, 1, 3] : tensor<1x4x2x4xf32> -> tensor<1x2x4x4xf32>
+  %s = kiln.matmul %q, %k transpose_b : tensor<1x2x4x4xf32>, tensor<1x2x4x4xf32> -> tensor<1x2x4x4xf32>
+  %pr = kiln.softmax %s : tensor<1x2x4x4xf32>
+  %o = kiln.matmul %pr, %v : tensor<1x2x4x4xf32>, tensor<1x2x4x4xf32> -> tensor<1x2x4x4xf32>
+  return %o : tensor<1x2x4x4xf32>
+}
