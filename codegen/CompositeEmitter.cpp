@@ -319,7 +319,8 @@ llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &opti
   return FlashTiles{v[0], v[1], v[2], v[3], q};
 }
 
-/// The flash kernels' tiles for attention on `q`, `v`, or nullopt with
+/// The flash kernels' tiles for an attention of shape `a` whose q (or
+/// packed qkv) is `q`, or nullopt with
 /// `why` the reference kernels run instead: the flash kernels take bf16/f16
 /// operands with D = Dv ∈ {64, 128}.
 llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, const AttentionDims &a,
@@ -714,6 +715,37 @@ llvm::Error emitGlobalNorm(Emitter &e, Operation *op) {
                                    elt(norm.getNorm()), blocks, acc)
                          .str();
   e.launch(op, "global_norm", src2, {1, 1, 1}, {1024, 1, 1}, {Emitter::ptr(*partial), Emitter::ptr(*out)});
+  return llvm::Error::success();
+}
+
+llvm::Error emitCastGroup(Emitter &e, llvm::ArrayRef<Operation *> ops) {
+  std::string table = "__device__ const kiln::CastTensor kTensors[] = {\n";
+  std::vector<int64_t> sizes;
+  auto first = cast<CastOp>(ops.front());
+  for (Operation *op : ops) {
+    auto c = cast<CastOp>(op);
+    auto src = e.offsetOf(c.getOperand()), dst = e.offsetOf(c.getResult());
+    for (auto *o : {&src, &dst})
+      if (!*o)
+        return o->takeError();
+    int64_t n = tensorOf(c.getOperand()).getNumElements();
+    sizes.push_back(n);
+    table += llvm::formatv("  {{{0}, {1}, {2}},\n", *src, *dst, n).str();
+  }
+  table += "};\n";
+  int64_t blocks;
+  std::string chunks = chunkTable(sizes, blocks);
+  std::string source = include("optim.cuh") + "// " + std::to_string(ops.size()) +
+                       " kiln.cast ops of the step's arguments, one launch (multi-tensor cast)\n" +
+                       table + chunks +
+                       "extern \"C\" __global__ void __launch_bounds__(256) @NAME@(char *arena) {\n" +
+                       findChunk(sizes.size()) +
+                       llvm::formatv("  const kiln::CastTensor &c = kTensors[t];\n"
+                                     "  const kiln::i64 end = begin + {0} < c.size ? begin + {0} : c.size;\n"
+                                     "  kiln::castChunk<{1}, {2}>(arena, c, begin, end);\n}\n",
+                                     kChunk, elt(first.getOperand()), elt(first.getResult()))
+                           .str();
+  e.launch(ops.back(), "cast_group", source, {blocks, 1, 1}, {256, 1, 1}, {Emitter::ptr(0)});
   return llvm::Error::success();
 }
 

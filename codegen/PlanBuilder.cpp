@@ -304,6 +304,12 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
 
   SmallVector<Operation *> adamw;
   func.walk([&](AdamWUpdateOp op) { adamw.push_back(op); });
+  // Casts of the arguments: one launch per group, where its last cast is.
+  llvm::DenseMap<Operation *, size_t> castGroupOf;
+  std::vector<std::vector<Operation *>> castGroups = argumentCastGroups(func);
+  for (auto [g, group] : llvm::enumerate(castGroups))
+    for (Operation *op : group)
+      castGroupOf[op] = g;
   bool check = func->getParentOfType<ModuleOp>()->hasAttr(KilnDialect::kCheckNumericsAttrName);
   // After an op's steps: its results scanned (the optimizer's update
   // excepted: a non-finite gradient is caught where it is made).
@@ -325,6 +331,20 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
         continue;
       if (llvm::Error err = emitAdamW(e, adamw))
         return err;
+      continue;
+    }
+    if (auto g = castGroupOf.find(&op); g != castGroupOf.end()) {
+      const std::vector<Operation *> &group = castGroups[g->second];
+      if (&op != group.back())
+        continue;
+      if (llvm::Error err = emitCastGroup(e, group))
+        return err;
+      // Each cast's results scanned, all written by the group's one step.
+      size_t launch = e.stepCount() - 1;
+      for (Operation *member : group)
+        if (check)
+          if (llvm::Error err = emitChecks(e, member, launch))
+            return err;
       continue;
     }
     if (isa<GlobalNormOp>(op)) {
@@ -486,6 +506,49 @@ llvm::Expected<Plan> buildPlan(ModuleOp module, const CodegenOptions &options) {
     if (llvm::Error err = emitFunction(plan, func, options, kernelIndex))
       return std::move(err);
   return plan;
+}
+
+std::vector<std::vector<Operation *>> argumentCastGroups(Operation *funcOp) {
+  auto func = cast<func::FuncOp>(funcOp);
+  // A cast joins a group when it reads an argument of `func`, converts
+  // between f32, bf16 and f16 (what the multi-tensor kernel rounds like
+  // kiln.cast) and is not a result of the function (which may be placed
+  // over its argument).
+  auto groupable = [&](Operation &op) -> std::optional<std::pair<Type, Type>> {
+    auto c = dyn_cast<CastOp>(op);
+    if (!c)
+      return std::nullopt;
+    auto arg = dyn_cast<BlockArgument>(c.getOperand());
+    if (!arg || arg.getOwner()->getParentOp() != func)
+      return std::nullopt;
+    Type from = cast<RankedTensorType>(c.getOperand().getType()).getElementType();
+    Type to = cast<RankedTensorType>(c.getType()).getElementType();
+    auto narrowFloat = [](Type t) { return t.isF32() || t.isBF16() || t.isF16(); };
+    if (!narrowFloat(from) || !narrowFloat(to) ||
+        llvm::any_of(c->getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); }))
+      return std::nullopt;
+    return std::make_pair(from, to);
+  };
+  std::vector<std::vector<Operation *>> groups;
+  std::vector<Operation *> run;
+  std::optional<std::pair<Type, Type>> runTypes;
+  auto close = [&] {
+    if (run.size() >= 2)
+      groups.push_back(run);
+    run.clear();
+    runTypes.reset();
+  };
+  for (Operation &op : func.getBody().front()) {
+    auto types = groupable(op);
+    if (!types || (runTypes && *types != *runTypes))
+      close();
+    if (types) {
+      run.push_back(&op);
+      runTypes = types;
+    }
+  }
+  close();
+  return groups;
 }
 
 llvm::Error checkArch(llvm::StringRef arch) {

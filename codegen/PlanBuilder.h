@@ -54,6 +54,13 @@ llvm::Expected<PlanMemory> planMemory(mlir::ModuleOp module);
 /// Plan; pass failures come back as one error holding the diagnostics.
 llvm::Expected<Plan> compileToPlan(mlir::ModuleOp module, const CodegenOptions &options);
 
+/// The runs of consecutive kiln.cast ops of `func` that read one of its
+/// arguments (a parameter's cast to the low type, which kiln-assign-precision
+/// puts at the top of the step) with one (from, to) element-type pair, two or
+/// more long: codegen runs each as one multi-tensor launch where its last
+/// cast is. `kiln bisect --device cuda` compares them as a group.
+std::vector<std::vector<mlir::Operation *>> argumentCastGroups(mlir::Operation *func);
+
 /// kiln's kernel templates, "kiln/<name>.cuh" -> contents, which the
 /// generated kernels include (NVRTC gets them as in-memory headers).
 const std::vector<std::pair<std::string, std::string>> &kernelHeaders();

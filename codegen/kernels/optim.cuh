@@ -1,5 +1,6 @@
-// kiln/optim.cuh — AdamW over every parameter in one launch, and the global
-// gradient norm, both "multi-tensor": a table of chunks (tensor, first
+// kiln/optim.cuh — AdamW over every parameter in one launch, the casts of
+// the step's parameters to the low type in one launch, and the global
+// gradient norm, all "multi-tensor": a table of chunks (tensor, first
 // element) assigns each block one piece of one tensor. Offsets are into the
 // arena, whose base the kernels receive.
 #pragma once
@@ -41,6 +42,43 @@ __device__ void adamwChunk(char *arena, const AdamTensor &t, i64 begin, i64 end,
     store(m, i, mi);
     store(v, i, vi);
   }
+}
+
+/// A cast of one tensor in a multi-tensor cast launch (arena offsets).
+struct CastTensor {
+  i64 src, dst, size;
+};
+
+/// dst[i] = src[i] converted (rounded to nearest even, as kiln.cast) over
+/// the chunk's elements: 8 a thread at a time with 16-byte accesses when
+/// both tensors are 16-byte aligned (chunks start at multiples of 8
+/// elements), the rest one by one. S and D are 2 or 4 bytes wide.
+template <typename S, typename D>
+__device__ void castChunk(char *arena, const CastTensor &t, i64 begin, i64 end) {
+  const S *src = reinterpret_cast<const S *>(arena + t.src);
+  D *dst = reinterpret_cast<D *>(arena + t.dst);
+  constexpr int V = 8;
+  static_assert(V * sizeof(S) % 16 == 0 && V * sizeof(D) % 16 == 0, "16-byte vectors");
+  i64 vecEnd = begin;
+  if (t.src % 16 == 0 && t.dst % 16 == 0 && begin % V == 0) {
+    vecEnd = begin + (end - begin) / V * V;
+    for (i64 i = begin + (i64)threadIdx.x * V; i < vecEnd; i += (i64)blockDim.x * V) {
+      uint4 in[V * sizeof(S) / 16], out[V * sizeof(D) / 16];
+#pragma unroll
+      for (int k = 0; k < (int)(V * sizeof(S) / 16); ++k)
+        in[k] = reinterpret_cast<const uint4 *>(src + i)[k];
+      const S *x = reinterpret_cast<const S *>(in);
+      D *y = reinterpret_cast<D *>(out);
+#pragma unroll
+      for (int k = 0; k < V; ++k)
+        store(y, k, load(x, k));
+#pragma unroll
+      for (int k = 0; k < (int)(V * sizeof(D) / 16); ++k)
+        reinterpret_cast<uint4 *>(dst + i)[k] = out[k];
+    }
+  }
+  for (i64 i = vecEnd + threadIdx.x; i < end; i += blockDim.x)
+    store(dst, i, load(src, i));
 }
 
 /// Σ x² over the chunk into partial[blockIdx.x], accumulated in A (double

@@ -346,7 +346,7 @@ std::vector<OpCase> cases() {
   // kiln.attention_qkv: q, k and v read in place from one [B, T, H, 3, D]
   // tensor, dqkv written as one. The flash kernels (bf16 D = 64 causal with
   // a tail, f16 D = 128 with packed documents) and the reference kernels
-  // (f32).
+  // (f32, with and without packed documents).
   struct Packed {
     const char *name, *type;
     int64_t b, t, h, d;
@@ -355,7 +355,8 @@ std::vector<OpCase> cases() {
   };
   for (const Packed &a : {Packed{"qkv_d64_causal_bf16", "bf16", 2, 200, 3, 64, true, false, 2e-2, 2e-2, 5e-2, 3e-2},
                           Packed{"qkv_d128_documents_f16", "f16", 1, 130, 2, 128, false, true, 2e-2, 2e-2, 5e-2, 3e-2},
-                          Packed{"qkv_d16_causal_f32", "f32", 2, 20, 2, 16, true, false, 1e-5, 1e-4, 1e-4, 1e-4}}) {
+                          Packed{"qkv_d16_causal_f32", "f32", 2, 20, 2, 16, true, false, 1e-5, 1e-4, 1e-4, 1e-4},
+                          Packed{"qkv_d16_causal_documents_f32", "f32", 2, 120, 2, 16, true, true, 1e-5, 1e-4, 1e-4, 1e-4}}) {
     std::string qkv = llvm::formatv("tensor<{0}x{1}x{2}x3x{3}x{4}>", a.b, a.t, a.h, a.d, a.type),
                 o = llvm::formatv("tensor<{0}x{1}x{2}x{3}x{4}>", a.b, a.t, a.h, a.d, a.type),
                 lse = llvm::formatv("tensor<{0}x{1}x{2}xf32>", a.b, a.h, a.t),
@@ -440,6 +441,13 @@ std::vector<OpCase> cases() {
                "  }", 0, 0});
   c.push_back({"cast_f32_bf16", {f("a", "tensor<16x64xf32>")}, {"tensor<16x64xbf16>"},
                "%r0 = kiln.cast %a : tensor<16x64xf32> to tensor<16x64xbf16>"});
+  // Casts of arguments run as one multi-tensor launch (tensors of several
+  // chunks and a tail of one element), rounding exactly as kiln.cast.
+  c.push_back({"cast_group_f32_bf16", {f("a", "tensor<300x257xf32>"), f("b", "tensor<1xf32>"), f("c", "tensor<64x64xf32>")},
+               {"tensor<300x257xbf16>", "tensor<1xbf16>", "tensor<64x64xbf16>"},
+               "%r0 = kiln.cast %a : tensor<300x257xf32> to tensor<300x257xbf16>\n"
+               "  %r1 = kiln.cast %b : tensor<1xf32> to tensor<1xbf16>\n"
+               "  %r2 = kiln.cast %c : tensor<64x64xf32> to tensor<64x64xbf16>", 0, 0});
   c.push_back({"cast_bf16_f32", {f("a", "tensor<16x64xbf16>")}, {"tensor<16x64xf32>"},
                "%r0 = kiln.cast %a : tensor<16x64xbf16> to tensor<16x64xf32>"});
   c.push_back({"matmul_bias_bf16", {f("x", "tensor<4x32x64xbf16>"), f("w", "tensor<64x96xbf16>"), f("b", "tensor<96xbf16>")},

@@ -21,6 +21,7 @@
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
 
+#include "codegen/PlanBuilder.h"
 #include "ir/KilnOps.h"
 #include "passes/PassUtils.h"
 #include "runtime/Random.h"
@@ -321,6 +322,8 @@ int bisectKernels(RunConfig config) {
   // every update, and the copies before it (results kiln-plan-buffers
   // could not put in place) belong to the group: all of them count as the
   // last update's.
+  // Likewise a multi-tensor launch of the arguments' casts
+  // (codegen::argumentCastGroups) covers its group.
   std::vector<mlir::Operation *> adamw;
   int64_t lastAdamW = -1;
   for (auto [i, op] : llvm::enumerate(ops))
@@ -328,10 +331,23 @@ int bisectKernels(RunConfig config) {
       adamw.push_back(op);
       lastAdamW = static_cast<int64_t>(i);
     }
+  std::map<mlir::Operation *, int64_t> indexOf;
+  for (auto [i, op] : llvm::enumerate(ops))
+    indexOf[op] = static_cast<int64_t>(i);
+  std::map<int64_t, std::vector<mlir::Operation *>> castGroupAt; // by its last cast's index
+  std::map<int64_t, int64_t> castGroupEnd;                       // a member's index -> that
+  for (const std::vector<mlir::Operation *> &group : codegen::argumentCastGroups(func)) {
+    int64_t last = indexOf[group.back()];
+    castGroupAt[last] = group;
+    for (mlir::Operation *op : group)
+      castGroupEnd[indexOf[op]] = last;
+  }
   auto groupOf = [&](int64_t index) {
-    return index >= 0 && index < static_cast<int64_t>(ops.size()) && isa<AdamWUpdateOp>(ops[index])
-               ? lastAdamW
-               : index;
+    if (index >= 0 && index < static_cast<int64_t>(ops.size()) && isa<AdamWUpdateOp>(ops[index]))
+      return lastAdamW;
+    if (auto it = castGroupEnd.find(index); it != castGroupEnd.end())
+      return it->second;
+    return index;
   };
   std::map<int64_t, std::pair<size_t, size_t>> span;
   for (auto [i, s] : llvm::enumerate(pf->steps))
@@ -343,6 +359,8 @@ int bisectKernels(RunConfig config) {
     std::vector<mlir::Operation *> group{ops[index]};
     if (isa<AdamWUpdateOp>(ops[index]))
       group = adamw;
+    else if (auto it = castGroupAt.find(index); it != castGroupAt.end())
+      group = it->second;
     return group;
   };
   auto kernelOf = [&](size_t i) {

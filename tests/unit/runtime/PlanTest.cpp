@@ -2,6 +2,7 @@
 
 #include "tests/unit/TestSupport.h"
 
+#include "codegen/Emitter.h"
 #include "codegen/PlanBuilder.h"
 #include "ir/KilnOps.h"
 #include "passes/PlanBuffersUtils.h"
@@ -16,6 +17,8 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "gtest/gtest.h"
+
+#include <set>
 
 using namespace kiln;
 
@@ -227,6 +230,70 @@ TEST(Plan, LoadErrorsNameTheProblem) {
 // result, pointing back at that step; the flag words sit in the workspace,
 // survive a save and load, and a plan whose words leave the arena is
 // refused. Without the attribute, no scan at all.
+// Under bf16-mixed the step casts every matmul weight and bias to bf16 at
+// its top: one multi-tensor launch does all of them, listing each cast.
+TEST(Plan, ParameterCastsAreOneLaunch) {
+  mlir::MLIRContext ctx;
+  auto module = trainingModule(ctx, "tiny.toml", "bf16-mixed");
+  ASSERT_TRUE(module);
+  auto plan = codegen::compileToPlan(*module, {});
+  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+  auto func = module->lookupSymbol<mlir::func::FuncOp>("train_step");
+  ASSERT_TRUE(func);
+  // Casts at the step's top level (not in a fusion's body) of its arguments.
+  int argumentCasts = 0, otherCasts = 0;
+  for (mlir::Operation &op : func.getBody().front())
+    if (auto c = mlir::dyn_cast<CastOp>(op)) {
+      bool ofArgument = mlir::isa<mlir::BlockArgument>(c.getOperand());
+      argumentCasts += ofArgument;
+      otherCasts += !ofArgument;
+    }
+  auto groups = codegen::argumentCastGroups(func);
+  ASSERT_EQ(groups.size(), 1u);
+  EXPECT_EQ(static_cast<int>(groups[0].size()), argumentCasts);
+  EXPECT_GE(argumentCasts, 8); // 2 layers x (qkv, proj, fc, proj) weights and biases
+  const PlanFunction *step = plan->function("train_step");
+  ASSERT_TRUE(step);
+  int launches = 0, castSteps = 0;
+  for (const PlanStep &s : step->steps) {
+    if (s.kind != PlanStep::Kind::Launch)
+      continue;
+    const std::string &kernel = plan->kernels[s.kernel].source;
+    if (kernel.find("multi-tensor cast") != std::string::npos) {
+      ++launches;
+      EXPECT_NE(kernel.find("// " + std::to_string(argumentCasts) + " kiln.cast ops"),
+                std::string::npos);
+    }
+    castSteps += s.op.rfind("kiln.cast", 0) == 0;
+  }
+  EXPECT_EQ(launches, 1);
+  // The group's one step, and the casts that read no argument.
+  EXPECT_LE(castSteps, 1 + otherCasts);
+
+  // train.check_numerics: each cast of the group gets its scan, named after
+  // that cast, right after the group's launch.
+  (*module)->setAttr(KilnDialect::kCheckNumericsAttrName, mlir::UnitAttr::get(&ctx));
+  auto checked = codegen::compileToPlan(*module, {});
+  ASSERT_TRUE(static_cast<bool>(checked)) << llvm::toString(checked.takeError());
+  const PlanFunction *checkedStep = checked->function("train_step");
+  ASSERT_TRUE(checkedStep);
+  std::set<std::string> scanned;
+  for (size_t i = 0; i < checkedStep->steps.size(); ++i) {
+    const PlanStep &s = checkedStep->steps[i];
+    if (s.kind != PlanStep::Kind::Launch ||
+        checked->kernels[s.kernel].name.rfind("check_finite_", 0) != 0)
+      continue;
+    const PlanStep &producer = checkedStep->steps[static_cast<size_t>(s.args[1].value)];
+    if (producer.kind == PlanStep::Kind::Launch &&
+        checked->kernels[producer.kernel].source.find("multi-tensor cast") != std::string::npos)
+      scanned.insert(s.op);
+  }
+  std::set<std::string> members;
+  for (mlir::Operation *op : groups[0])
+    members.insert(codegen::Emitter::describe(op));
+  EXPECT_EQ(scanned, members);
+}
+
 TEST(Plan, CheckNumericsScansEveryOpsResultsAfterIt) {
   mlir::MLIRContext ctx;
   auto module = trainingModule(ctx, "tiny.toml");
