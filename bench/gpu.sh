@@ -243,14 +243,17 @@ EOF2
     # The same GPT-2 124M bench with the previous binary (.gpu/kiln-before.gz,
     # packed by hand from the last measured build) and this one, in the
     # order before, after, after, before (drift cancels in the means), at B
-    # in $AB_BATCHES (16) and precisions $AB_PRECISIONS (bf16-mixed).
+    # in $AB_BATCHES (16) and precisions $AB_PRECISIONS (bf16-mixed); another
+    # model with $AB_CONFIG (configs/gpt2-124m.toml).
     [ -x $BIN/kiln-before ] || { echo "ab: no .gpu/kiln-before.gz"; continue; }
+    ab_config=${AB_CONFIG:-configs/gpt2-124m.toml}
+    ab_name=$(basename $ab_config .toml)
     for b in ${AB_BATCHES:-16}; do for p in ${AB_PRECISIONS:-bf16-mixed}; do
       for run in before-1 after-1 after-2 before-2; do
         bin=$KILN; [ ${run%-*} = before ] && bin=$BIN/kiln-before
-        echo "  $p B=$b $run"
-        XDG_CACHE_HOME=/tmp/kiln-cache-${run%-*} $bin bench configs/gpt2-124m.toml --set train.batch_size=$b \
-          --set train.precision=$p --json "$OUT/ab-$p-b$b-$run.json" | grep -E "plan:|step:|memory:"
+        echo "  $ab_name $p B=$b $run"
+        XDG_CACHE_HOME=/tmp/kiln-cache-${run%-*} $bin bench $ab_config --set train.batch_size=$b \
+          --set train.precision=$p --json "$OUT/ab-${AB_CONFIG:+$ab_name-}$p-b$b-$run.json" | grep -E "plan:|step:|memory:"
       done
     done; done ;;
   fused)

@@ -99,15 +99,22 @@ def main(out):
               f"{max(g['ratio'] for g in gemms):.2f}x; below 0.95x: "
               f"{sum(1 for g in gemms if g['ratio'] < 0.95)}")
     # bench/gpu.sh ab: the previous binary and this one, alternated.
-    for b in (16, 32):
-        for p in ("f32", "bf16-mixed", "f16-mixed"):
-            runs = {r: load(f"{out}/ab-{p}-b{b}-{r}.json") for r in ("before-1", "after-1", "after-2", "before-2")}
-            if not all(runs.values()):
-                continue
-            mean = lambda side: sum(runs[f"{side}-{i}"]["step_ms"] for i in (1, 2)) / 2
-            ms = " ".join(f"{r} {v['step_ms']:.2f}" for r, v in runs.items())
-            print(f"ab {p} B={b}: {ms} ms; after/before step time {mean('after') / mean('before'):.3f}, "
-                  f"arena {runs['after-1']['arena_bytes'] / 2**30:.2f} vs {runs['before-1']['arena_bytes'] / 2**30:.2f} GiB")
+    # (ab-MODEL-... when AB_CONFIG named another model.)
+    models = sorted({f[3:].split("-bf16")[0].split("-f32")[0].split("-f16")[0] + "-"
+                     for f in os.listdir(out) if f.startswith("ab-") and not f.startswith(("ab-bf16", "ab-f32", "ab-f16"))})
+    for model in [""] + models:
+        for b in (8, 16, 32):
+            for p in ("f32", "bf16-mixed", "f16-mixed"):
+                runs = {r: load(f"{out}/ab-{model}{p}-b{b}-{r}.json")
+                        for r in ("before-1", "after-1", "after-2", "before-2")}
+                if not all(runs.values()):
+                    continue
+                mean = lambda side: sum(runs[f"{side}-{i}"]["step_ms"] for i in (1, 2)) / 2
+                ms = " ".join(f"{r} {v['step_ms']:.2f}" for r, v in runs.items())
+                print(f"ab {model}{p} B={b}: {ms} ms; after/before step time "
+                      f"{mean('after') / mean('before'):.3f}, arena "
+                      f"{runs['after-1']['arena_bytes'] / 2**30:.2f} vs "
+                      f"{runs['before-1']['arena_bytes'] / 2**30:.2f} GiB")
     # bench/gpu.sh recompute: each policy's step and arena.
     rc = sorted(f for f in os.listdir(out) if f.startswith("recompute-") and f.endswith(".json"))
     if rc:

@@ -257,10 +257,13 @@ llvm::Expected<bool> rope(Emitter &e, RopeOp op) {
   Params p;
   ADD(op.getOperand(), "x", true) ADD(op.getResult(), "y", false)
   auto t = tensorOf(op.getOperand());
-  int64_t d = t.getShape().back(), tlen = t.getDimSize(t.getRank() - 2), rows = t.getNumElements() / d;
-  std::string body = llvm::formatv("  kiln::rope<{0}, {1}, {2}, {3}, {4}>(x, y, {5:e17});\n", elt(op.getOperand()),
+  int64_t pd = op.positionDim(), inner = 1;
+  for (int64_t i = pd + 1; i < t.getRank() - 1; ++i)
+    inner *= t.getDimSize(i);
+  int64_t d = t.getShape().back(), tlen = t.getDimSize(pd), rows = t.getNumElements() / d;
+  std::string body = llvm::formatv("  kiln::rope<{0}, {1}, {2}, {3}, {4}, {6}>(x, y, {5:e17});\n", elt(op.getOperand()),
                                    rows, tlen, d, op.getInverse() ? "true" : "false",
-                                   op.getTheta().convertToDouble())
+                                   op.getTheta().convertToDouble(), inner)
                          .str();
   e.launch(op, "rope", kernel(op, "rope.cuh", p.text, body), {e.gridFor(rows * d / 2, 256), 1, 1},
            {256, 1, 1}, p.args);

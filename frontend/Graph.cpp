@@ -398,7 +398,7 @@ Tensor rmsNorm(Tensor x, Tensor weight, double eps) {
 Tensor rope(Tensor x, double theta) {
   Graph &g = x.graph();
   return g.wrap(RopeOp::create(g.builder(), g.loc(), x.type(), x.value(),
-                               g.builder().getF32FloatAttr(theta), UnitAttr()));
+                               g.builder().getF32FloatAttr(theta), UnitAttr(), IntegerAttr()));
 }
 
 Tensor embedding(Tensor table, Tensor ids) {

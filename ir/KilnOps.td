@@ -649,17 +649,28 @@ def Kiln_RopeOp : Kiln_Op<"rope", [Kiln_SameTypes, Kiln_Differentiable]>, Kiln_P
   let summary = "rotary position embedding (rotate-half convention)";
   let description = [{
     For `x` of shape `[…, T, D]` (D even), position `t` (the index along
-    dimension rank-2) and `i < D/2` with angle `t · theta^(-2i/D)`:
+    dimension rank-2, or along `position_dim` when given: `[B, T, H, D]`
+    with `position_dim = 1`, heads not yet split off the sequence) and
+    `i < D/2` with angle `t · theta^(-2i/D)`:
     `y[i] = x[i]·cos − x[i+D/2]·sin`, `y[i+D/2] = x[i+D/2]·cos + x[i]·sin`.
     With `inverse` the rotation is by the negative angle: the op is
     orthogonal, so this is also its VJP.
 
     ```mlir
     %qr = kiln.rope %q {theta = 1.0e+04 : f32} : tensor<4x2x8x32xf32>
+    %qs = kiln.rope %q2 {position_dim = 1 : i64, theta = 1.0e+04 : f32} : tensor<4x8x2x32xf32>
     ```
   }];
   let arguments = (ins Kiln_FloatTensor:$operand, DefaultValuedAttr<F32Attr, "10000.0f">:$theta,
-                       UnitAttr:$inverse);
+                       UnitAttr:$inverse, OptionalAttr<I64Attr>:$position_dim);
+  let extraClassDeclaration = [{
+    /// The dimension the positions count along (rank − 2 by default).
+    int64_t positionDim() {
+      if (auto d = getPositionDim())
+        return static_cast<int64_t>(*d);
+      return mlir::cast<mlir::RankedTensorType>(getOperand().getType()).getRank() - 2;
+    }
+  }];
   let results = (outs Kiln_FloatTensor:$result);
   let assemblyFormat = "$operand attr-dict `:` custom<SameTypes>(type($operand), type($result))";
   let hasVerifier = 1;

@@ -156,7 +156,17 @@ FailureOr<ShardingRule> SoftmaxOp::getShardingRule() { return sameDims(getOperat
 FailureOr<ShardingRule> LogSoftmaxOp::getShardingRule() { return sameDims(getOperation(), 1); }
 FailureOr<ShardingRule> SoftmaxGradOp::getShardingRule() { return sameDims(getOperation(), 1); }
 // Rotary embedding: the position (T) and the rotated pairs (D) stay whole.
-FailureOr<ShardingRule> RopeOp::getShardingRule() { return sameDims(getOperation(), 2); }
+// The positions and the rotated pairs (D) stay whole; any other dimension
+// (batch, heads) may split.
+FailureOr<ShardingRule> RopeOp::getShardingRule() {
+  RuleBuilder b;
+  SmallVector<int64_t> f = b.freshFactors(getResult());
+  f[positionDim()] = -1;
+  f.back() = -1;
+  b.rule.operandFactors = {f};
+  b.rule.resultFactors = {f};
+  return b.rule;
+}
 
 FailureOr<ShardingRule> ReduceSumOp::getShardingRule() {
   return reduction(getOperation(), getDims(), /*isSum=*/true);

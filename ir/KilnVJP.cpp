@@ -456,7 +456,7 @@ LogicalResult RopeOp::buildVJP(OpBuilder &b, ValueRange cot, SmallVectorImpl<Val
   if (!cot[0])
     return noGradients(*this, out);
   auto inverse = RopeOp::create(b, getLoc(), getType(), cot[0], getThetaAttr(),
-                                getInverse() ? UnitAttr() : b.getUnitAttr());
+                                getInverse() ? UnitAttr() : b.getUnitAttr(), getPositionDimAttr());
   out.push_back(inverse);
   return success();
 }

@@ -38,7 +38,10 @@
 //      layout = "bthd", and a user `kiln.transpose [0, 2, 1, 3]` of the
 //      result (back to [B, T, H, D] for the output projection) reads the
 //      op's output directly: none of the transposes is stored, here or,
-//      through the VJP, in the backward.
+//      through the VJP, in the backward. A `kiln.rope` (positions along
+//      dimension 2) on such a transpose, q and k in Llama, counts too: the
+//      rope moves before the transpose, with its positions along dimension
+//      1.
 //   7. Packed projections: when, in addition, the [B, T, H, D] values are
 //      `reshape(slice(x))` of parts 0, 1 and 2 of the fourth dimension of
 //      one [B, T, H, 3, D] value x (a q/k/v projection whose columns are
@@ -372,6 +375,32 @@ Value fromSequenceMajor(Value x) {
   return t.getOperand();
 }
 
+/// The [B, T, H, D] form of an operand (step 6): the value under its
+/// transpose, and the rope to re-apply to it when the transpose was under
+/// a rope over the positions (Llama's q and k).
+struct SequenceMajor {
+  Value value;
+  RopeOp rope;
+  /// The operand in [B, T, H, D]: `value`, or the rope of it along
+  /// dimension 1 (built here, at the rewriter's insertion point).
+  Value build(PatternRewriter &rewriter) {
+    if (!rope)
+      return value;
+    return RopeOp::create(rewriter, rope.getLoc(), value.getType(), value, rope.getThetaAttr(),
+                          rope.getInverseAttr(), rewriter.getI64IntegerAttr(1));
+  }
+};
+std::optional<SequenceMajor> sequenceMajor(Value x) {
+  if (Value y = fromSequenceMajor(x))
+    return SequenceMajor{y, RopeOp()};
+  auto rope = x.getDefiningOp<RopeOp>();
+  if (!rope || !oneUse(x) || rope.positionDim() != 2)
+    return std::nullopt;
+  if (Value y = fromSequenceMajor(rope.getOperand()))
+    return SequenceMajor{y, rope};
+  return std::nullopt;
+}
+
 /// Part `part` of dimension 3 of a [B, T, H, 3, D] value, as [B, T, H, D]:
 /// `reshape(slice(x))` taking exactly that part whole otherwise, each only
 /// read here; else null.
@@ -419,12 +448,15 @@ struct FuseAttentionPattern final : OpRewritePattern<MatmulOp> {
                       << (m.segments ? ", segments" : "") << ", scale " << m.scale << ")\n");
     // 6. Sequence-major operands (a scale on q before its transpose folds
     // into the op's scale as well).
-    Value sq = fromSequenceMajor(m.q), sk = fromSequenceMajor(m.k), sv = fromSequenceMajor(m.v);
+    std::optional<SequenceMajor> sq = sequenceMajor(m.q), sk = sequenceMajor(m.k),
+                                 sv = sequenceMajor(m.v);
     bool seqMajor = sq && sk && sv;
     if (seqMajor) {
-      m.q = peelScale(sq, m.scale);
-      m.k = sk;
-      m.v = sv;
+      if (!sq->rope) // a scale under the transpose (under a rope it stays)
+        sq->value = peelScale(sq->value, m.scale);
+      m.q = sq->build(rewriter);
+      m.k = sk->build(rewriter);
+      m.v = sv->build(rewriter);
     }
     // q, k and v in q's element type (after precision assignment all three
     // are the low type already; a grouped k/v is cast before its broadcast).

@@ -424,7 +424,7 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](RopeOp r) {
-        out.push_back(rope(x(), r.getTheta().convertToDouble(), r.getInverse()));
+        out.push_back(rope(x(), r.getTheta().convertToDouble(), r.getInverse(), r.positionDim()));
         return llvm::Error::success();
       })
       .Case([&](CrossEntropyOp c) -> llvm::Error {

@@ -73,7 +73,8 @@ std::tuple<HostTensor, HostTensor> rmsNorm(const HostTensor &x, const HostTensor
                                            double eps, DType statsType);
 std::tuple<HostTensor, HostTensor> rmsNormGrad(const HostTensor &x, const HostTensor &w,
                                                const HostTensor &rstd, const HostTensor &dy);
-HostTensor rope(const HostTensor &x, double theta, bool inverse);
+/// Positions along `positionDim` (rank − 2 when negative).
+HostTensor rope(const HostTensor &x, double theta, bool inverse, int64_t positionDim = -1);
 llvm::Expected<std::tuple<HostTensor, HostTensor>>
 crossEntropy(const HostTensor &logits, const HostTensor &targets, int64_t validClasses,
              DType statsType);

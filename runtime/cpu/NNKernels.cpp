@@ -258,9 +258,16 @@ std::tuple<HostTensor, HostTensor> rmsNormGrad(const HostTensor &x, const HostTe
   return {dx, dw};
 }
 
-HostTensor rope(const HostTensor &x, double theta, bool inverse) {
+HostTensor rope(const HostTensor &x, double theta, bool inverse, int64_t positionDim) {
   HostTensor out(x.dtype(), x.shape());
-  int64_t d = x.dim(-1), t = x.dim(-2), half = d / 2;
+  int64_t rank = static_cast<int64_t>(x.shape().size());
+  if (positionDim < 0)
+    positionDim = rank - 2;
+  int64_t d = x.dim(-1), t = x.shape()[positionDim], half = d / 2;
+  // Rows of D between a position and the next (the heads of [B, T, H, D]).
+  int64_t inner = 1;
+  for (int64_t i = positionDim + 1; i < rank - 1; ++i)
+    inner *= x.shape()[i];
   int64_t rows = x.numel() / d; // each row is one position of one head
   std::vector<double> freq(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i)
@@ -272,7 +279,7 @@ HostTensor rope(const HostTensor &x, double theta, bool inverse) {
     T *o = out.data<T>();
     parallelFor(rows, rowGrain(d), [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        double pos = static_cast<double>(r % t);
+        double pos = static_cast<double>((r / inner) % t);
         for (int64_t i = 0; i < half; ++i) {
           double angle = pos * freq[i], c = std::cos(angle), s = sign * std::sin(angle);
           double a = in[r * d + i], b = in[r * d + i + half];

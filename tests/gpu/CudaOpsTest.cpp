@@ -234,6 +234,8 @@ std::vector<OpCase> cases() {
                1e-4, 1e-4});
   c.push_back({"rope", {f("x", "tensor<2x3x8x16xf32>")}, {"tensor<2x3x8x16xf32>"},
                "%r0 = kiln.rope %x : tensor<2x3x8x16xf32>", 1e-5, 1e-5});
+  c.push_back({"rope_position_dim_bf16", {f("x", "tensor<2x9x3x64xbf16>")}, {"tensor<2x9x3x64xbf16>"},
+               "%r0 = kiln.rope %x {position_dim = 1 : i64} : tensor<2x9x3x64xbf16>", 1e-2, 8e-3});
   c.push_back({"rope_inverse", {f("x", "tensor<2x8x16xf32>")}, {"tensor<2x8x16xf32>"},
                "%r0 = kiln.rope %x {theta = 5.0e+05 : f32, inverse} : tensor<2x8x16xf32>", 1e-5, 1e-5});
   c.push_back({"cross_entropy", {f("logits", "tensor<4x6x1000xf32>"), ids("t", "tensor<4x6xi32>", 990)},

@@ -991,3 +991,11 @@ func.func @attention_qkv_grad_type(%qkv: tensor<1x4x2x3x8xf32>, %o: tensor<1x4x2
   %d = kiln.attention_qkv_grad %qkv, %o, %l, %o {scale = 1.0 : f32} : tensor<1x4x2x3x8xf32>, tensor<1x4x2x8xf32>, tensor<1x2x4xf32>, tensor<1x4x2x8xf32> -> tensor<1x4x2x3x8xbf16>
   return
 }
+
+// -----
+
+func.func @rope_position_dim(%x: tensor<2x5x3x8xf32>) {
+  // expected-error @+1 {{position_dim 3 must be in [0, 2] for operand type 'tensor<2x5x3x8xf32>' (the last dimension is D)}}
+  %y = kiln.rope %x {position_dim = 3 : i64} : tensor<2x5x3x8xf32>
+  return
+}

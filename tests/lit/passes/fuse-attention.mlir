@@ -558,3 +558,43 @@ func.func @packed_scale_before_transpose(%p: tensor<1x4x2x3x4xf32>) -> tensor<1x
   %o = kiln.matmul %pr, %v : tensor<1x2x4x4xf32>, tensor<1x2x4x4xf32> -> tensor<1x2x4x4xf32>
   return %o : tensor<1x2x4x4xf32>
 }
+
+// -----
+
+// Llama's form: rope on q and k after the heads' transpose (positions along
+// dimension 2), grouped k/v broadcast over the group. The ropes move before
+// the transposes (positions along dimension 1) and the op is sequence-major.
+// CHECK-LABEL: func.func @sequence_major_rope
+// CHECK-SAME: (%[[Q:.+]]: tensor<1x4x4x8xf32>, %[[K:.+]]: tensor<1x4x2x8xf32>, %[[V:.+]]: tensor<1x4x2x8xf32>)
+// CHECK-DAG: %[[RQ:.+]] = kiln.rope %[[Q]] {position_dim = 1 : i64} : tensor<1x4x4x8xf32>
+// CHECK-DAG: %[[RK:.+]] = kiln.rope %[[K]] {position_dim = 1 : i64} : tensor<1x4x2x8xf32>
+// CHECK: %[[O:.+]], %{{.+}} = kiln.attention %[[RQ]], %[[RK]], %[[V]] {causal, layout = "bthd", scale = 0.353553385 : f32}
+// CHECK-NOT: kiln.transpose
+// CHECK-NOT: kiln.broadcast_in_dim
+// CHECK: return %[[O]]
+func.func @sequence_major_rope(%q: tensor<1x4x4x8xf32>, %k: tensor<1x4x2x8xf32>, %v: tensor<1x4x2x8xf32>) -> tensor<1x4x4x8xf32> {
+  %qh = kiln.transpose %q, [0, 2, 1, 3] : tensor<1x4x4x8xf32> -> tensor<1x4x4x8xf32>
+  %qr = kiln.rope %qh : tensor<1x4x4x8xf32>
+  %kh = kiln.transpose %k, [0, 2, 1, 3] : tensor<1x4x2x8xf32> -> tensor<1x2x4x8xf32>
+  %kr = kiln.rope %kh : tensor<1x2x4x8xf32>
+  %vh = kiln.transpose %v, [0, 2, 1, 3] : tensor<1x4x2x8xf32> -> tensor<1x2x4x8xf32>
+  %k1 = kiln.reshape %kr : tensor<1x2x4x8xf32> -> tensor<1x2x1x4x8xf32>
+  %kb = kiln.broadcast_in_dim %k1, dims = [0, 1, 2, 3, 4] : tensor<1x2x1x4x8xf32> -> tensor<1x2x2x4x8xf32>
+  %kg = kiln.reshape %kb : tensor<1x2x2x4x8xf32> -> tensor<1x4x4x8xf32>
+  %v1 = kiln.reshape %vh : tensor<1x2x4x8xf32> -> tensor<1x2x1x4x8xf32>
+  %vb = kiln.broadcast_in_dim %v1, dims = [0, 1, 2, 3, 4] : tensor<1x2x1x4x8xf32> -> tensor<1x2x2x4x8xf32>
+  %vg = kiln.reshape %vb : tensor<1x2x2x4x8xf32> -> tensor<1x4x4x8xf32>
+  %c = kiln.constant dense<0.353553385> : tensor<1x4x4x8xf32>
+  %qs = kiln.mul %qr, %c : tensor<1x4x4x8xf32>
+  %s = kiln.matmul %qs, %kg transpose_b : tensor<1x4x4x8xf32>, tensor<1x4x4x8xf32> -> tensor<1x4x4x4xf32>
+  %i = kiln.iota dim = 0 : tensor<4x4xi32>
+  %j = kiln.iota dim = 1 : tensor<4x4xi32>
+  %keep = kiln.compare ge, %i, %j : tensor<4x4xi32>
+  %ninf = kiln.constant dense<0xFF800000> : tensor<1x4x4x4xf32>
+  %kbm = kiln.broadcast_in_dim %keep, dims = [2, 3] : tensor<4x4xi1> -> tensor<1x4x4x4xi1>
+  %m = kiln.select %kbm, %s, %ninf : tensor<1x4x4x4xi1>, tensor<1x4x4x4xf32>
+  %p = kiln.softmax %m : tensor<1x4x4x4xf32>
+  %o = kiln.matmul %p, %vg : tensor<1x4x4x4xf32>, tensor<1x4x4x8xf32> -> tensor<1x4x4x8xf32>
+  %ot = kiln.transpose %o, [0, 2, 1, 3] : tensor<1x4x4x8xf32> -> tensor<1x4x4x8xf32>
+  return %ot : tensor<1x4x4x8xf32>
+}

@@ -173,6 +173,8 @@ const OpCase kCases[] = {
    "tensor<2x3x8xf64>"},
   {"rope", R"(%p0: tensor<2x5x8xf64> {kiln.param = "p0"})",
    "%y = kiln.rope %p0 {theta = 100.0 : f32} : tensor<2x5x8xf64>", "tensor<2x5x8xf64>"},
+  {"rope_position_dim", R"(%p0: tensor<2x5x3x8xf64> {kiln.param = "p0"})",
+   "%y = kiln.rope %p0 {position_dim = 1 : i64, theta = 100.0 : f32} : tensor<2x5x3x8xf64>", "tensor<2x5x3x8xf64>"},
   {"rope_inverse", R"(%p0: tensor<2x5x8xf64> {kiln.param = "p0"})",
    "%y = kiln.rope %p0 {theta = 100.0 : f32, inverse} : tensor<2x5x8xf64>", "tensor<2x5x8xf64>"},
   // Targets in [-1, 6): -1 marks ignored positions; classes 6 and 7 are padding.

@@ -291,6 +291,25 @@ TEST(Interpreter, RopeRotatesHalvesByPositionAngles) {
   expectClose(out[1], values(x), 1e-12, "rope then inverse rope"); // orthogonal
 }
 
+// position_dim = 1 on [B, T, H, D] is the default rope on [B, H, T, D]
+// between transposes (what kiln-fuse-attention relies on for Llama).
+TEST(Interpreter, RopeAlongAnEarlierDimensionEqualsTheTransposedRope) {
+  Rng rng(6);
+  HostTensor x = randomTensor(DType::F64, {2, 5, 3, 6}, rng); // [B, T, H, D]
+  auto out = run(R"(func.func @f(%x: tensor<2x5x3x6xf64>) -> (tensor<2x5x3x6xf64>, tensor<2x5x3x6xf64>) {
+    %y = kiln.rope %x {position_dim = 1 : i64, theta = 50.0 : f32} : tensor<2x5x3x6xf64>
+    %h = kiln.transpose %x, [0, 2, 1, 3] : tensor<2x5x3x6xf64> -> tensor<2x3x5x6xf64>
+    %r = kiln.rope %h {theta = 50.0 : f32} : tensor<2x3x5x6xf64>
+    %z = kiln.transpose %r, [0, 2, 1, 3] : tensor<2x3x5x6xf64> -> tensor<2x5x3x6xf64>
+    return %y, %z : tensor<2x5x3x6xf64>, tensor<2x5x3x6xf64>
+  })",
+                 {x});
+  ASSERT_EQ(out.size(), 2u);
+  expectClose(out[0], values(out[1]), 0, "rope along dimension 1");
+  // And it rotates: the result differs from x away from position 0.
+  EXPECT_GT(std::abs(out[0].get(2 * 3 * 6 + 1) - x.get(2 * 3 * 6 + 1)), 1e-6);
+}
+
 TEST(Interpreter, CrossEntropyIgnoresPaddingClassesAndNegativeTargets) {
   Rng rng(9);
   HostTensor logits = randomTensor(DType::F32, {3, 6}, rng);
