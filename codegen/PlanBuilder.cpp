@@ -304,13 +304,17 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
 
   SmallVector<Operation *> adamw;
   func.walk([&](AdamWUpdateOp op) { adamw.push_back(op); });
+  bool check = func->getParentOfType<ModuleOp>()->hasAttr(KilnDialect::kCheckNumericsAttrName);
   // Casts of the arguments: one launch per group, where its last cast is.
+  // Not under train.check_numerics, whose scans name an op by the step that
+  // wrote it: a group's one step would name its last cast for all of them.
   llvm::DenseMap<Operation *, size_t> castGroupOf;
-  std::vector<std::vector<Operation *>> castGroups = argumentCastGroups(func);
+  std::vector<std::vector<Operation *>> castGroups;
+  if (!check)
+    castGroups = argumentCastGroups(func);
   for (auto [g, group] : llvm::enumerate(castGroups))
     for (Operation *op : group)
       castGroupOf[op] = g;
-  bool check = func->getParentOfType<ModuleOp>()->hasAttr(KilnDialect::kCheckNumericsAttrName);
   // After an op's steps: its results scanned (the optimizer's update
   // excepted: a non-finite gradient is caught where it is made).
   auto checked = [&](Operation *op, size_t before) -> llvm::Error {
@@ -339,12 +343,6 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
         continue;
       if (llvm::Error err = emitCastGroup(e, group))
         return err;
-      // Each cast's results scanned, all written by the group's one step.
-      size_t launch = e.stepCount() - 1;
-      for (Operation *member : group)
-        if (check)
-          if (llvm::Error err = emitChecks(e, member, launch))
-            return err;
       continue;
     }
     if (isa<GlobalNormOp>(op)) {
@@ -524,7 +522,9 @@ std::vector<std::vector<Operation *>> argumentCastGroups(Operation *funcOp) {
     Type from = cast<RankedTensorType>(c.getOperand().getType()).getElementType();
     Type to = cast<RankedTensorType>(c.getType()).getElementType();
     auto narrowFloat = [](Type t) { return t.isF32() || t.isBF16() || t.isF16(); };
-    if (!narrowFloat(from) || !narrowFloat(to) ||
+    // (A cast nobody reads is planned a buffer only for its own op, which
+    // the next cast could reuse while the launch writes both.)
+    if (!narrowFloat(from) || !narrowFloat(to) || c->use_empty() ||
         llvm::any_of(c->getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); }))
       return std::nullopt;
     return std::make_pair(from, to);

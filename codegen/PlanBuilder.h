@@ -57,8 +57,10 @@ llvm::Expected<Plan> compileToPlan(mlir::ModuleOp module, const CodegenOptions &
 /// The runs of consecutive kiln.cast ops of `func` that read one of its
 /// arguments (a parameter's cast to the low type, which kiln-assign-precision
 /// puts at the top of the step) with one (from, to) element-type pair, two or
-/// more long: codegen runs each as one multi-tensor launch where its last
-/// cast is. `kiln bisect --device cuda` compares them as a group.
+/// more long, each read by something other than the return: codegen runs
+/// each as one multi-tensor launch where its last cast is (unless
+/// train.check_numerics is on). `kiln bisect --device cuda` compares them
+/// as a group.
 std::vector<std::vector<mlir::Operation *>> argumentCastGroups(mlir::Operation *func);
 
 /// kiln's kernel templates, "kiln/<name>.cuh" -> contents, which the

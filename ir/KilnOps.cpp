@@ -538,9 +538,11 @@ LogicalResult RopeOp::verify() {
                          << " must be [..., T, D] with an even head dimension D";
   if (getTheta().convertToFloat() <= 0.0f)
     return emitOpError() << "theta must be positive";
-  if (auto d = getPositionDim(); d && (*d < 0 || static_cast<int64_t>(*d) > x.getRank() - 2))
-    return emitOpError() << "position_dim " << *d << " must be in [0, " << x.getRank() - 2
-                         << "] for operand type " << x << " (the last dimension is D)";
+  if (auto d = getPositionDim();
+      d && (static_cast<int64_t>(*d) < 0 || static_cast<int64_t>(*d) > x.getRank() - 2))
+    return emitOpError() << "position_dim " << static_cast<int64_t>(*d) << " must be in [0, "
+                         << x.getRank() - 2 << "] for operand type " << x
+                         << " (the last dimension is D)";
   return success();
 }
 

@@ -155,9 +155,8 @@ KILN_SAME_DIMS_RULE(AdamWUpdateOp)
 FailureOr<ShardingRule> SoftmaxOp::getShardingRule() { return sameDims(getOperation(), 1); }
 FailureOr<ShardingRule> LogSoftmaxOp::getShardingRule() { return sameDims(getOperation(), 1); }
 FailureOr<ShardingRule> SoftmaxGradOp::getShardingRule() { return sameDims(getOperation(), 1); }
-// Rotary embedding: the position (T) and the rotated pairs (D) stay whole.
-// The positions and the rotated pairs (D) stay whole; any other dimension
-// (batch, heads) may split.
+// Rotary embedding: the positions (T) and the rotated pairs (D) stay
+// whole; any other dimension (batch, heads) may split.
 FailureOr<ShardingRule> RopeOp::getShardingRule() {
   RuleBuilder b;
   SmallVector<int64_t> f = b.freshFactors(getResult());

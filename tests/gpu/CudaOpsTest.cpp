@@ -444,12 +444,17 @@ std::vector<OpCase> cases() {
   c.push_back({"cast_f32_bf16", {f("a", "tensor<16x64xf32>")}, {"tensor<16x64xbf16>"},
                "%r0 = kiln.cast %a : tensor<16x64xf32> to tensor<16x64xbf16>"});
   // Casts of arguments run as one multi-tensor launch (tensors of several
-  // chunks and a tail of one element), rounding exactly as kiln.cast.
+  // chunks, a tail past the last 8 elements, a single element), rounding
+  // exactly as kiln.cast; each is read by a negation (a cast the function
+  // returns is not grouped).
   c.push_back({"cast_group_f32_bf16", {f("a", "tensor<300x257xf32>"), f("b", "tensor<1xf32>"), f("c", "tensor<64x64xf32>")},
                {"tensor<300x257xbf16>", "tensor<1xbf16>", "tensor<64x64xbf16>"},
-               "%r0 = kiln.cast %a : tensor<300x257xf32> to tensor<300x257xbf16>\n"
-               "  %r1 = kiln.cast %b : tensor<1xf32> to tensor<1xbf16>\n"
-               "  %r2 = kiln.cast %c : tensor<64x64xf32> to tensor<64x64xbf16>", 0, 0});
+               "%c0 = kiln.cast %a : tensor<300x257xf32> to tensor<300x257xbf16>\n"
+               "  %c1 = kiln.cast %b : tensor<1xf32> to tensor<1xbf16>\n"
+               "  %c2 = kiln.cast %c : tensor<64x64xf32> to tensor<64x64xbf16>\n"
+               "  %r0 = kiln.neg %c0 : tensor<300x257xbf16>\n"
+               "  %r1 = kiln.neg %c1 : tensor<1xbf16>\n"
+               "  %r2 = kiln.neg %c2 : tensor<64x64xbf16>", 0, 0});
   c.push_back({"cast_bf16_f32", {f("a", "tensor<16x64xbf16>")}, {"tensor<16x64xf32>"},
                "%r0 = kiln.cast %a : tensor<16x64xbf16> to tensor<16x64xf32>"});
   c.push_back({"matmul_bias_bf16", {f("x", "tensor<4x32x64xbf16>"), f("w", "tensor<64x96xbf16>"), f("b", "tensor<96xbf16>")},
@@ -742,6 +747,17 @@ TEST(CudaOpsCases, RunOnTheCpuAndCompileWithNvrtc) {
   ASSERT_TRUE(static_cast<bool>(cubins)) << llvm::toString(cubins.takeError());
   for (const std::string &cubin : *cubins)
     EXPECT_GT(cubin.size(), 0u);
+  // The cast-group case runs its three casts as one multi-tensor launch.
+  const PlanFunction *group = s.plan->function("cast_group_f32_bf16");
+  ASSERT_TRUE(group);
+  int multiTensor = 0, castSteps = 0;
+  for (const PlanStep &step : group->steps) {
+    castSteps += step.op.rfind("kiln.cast", 0) == 0;
+    multiTensor += step.kind == PlanStep::Kind::Launch &&
+                   s.plan->kernels[step.kernel].source.find("3 kiln.cast ops") != std::string::npos;
+  }
+  EXPECT_EQ(multiTensor, 1);
+  EXPECT_EQ(castSteps, 1);
 }
 
 class CudaOps : public ::testing::TestWithParam<OpCase> {};

@@ -999,3 +999,11 @@ func.func @rope_position_dim(%x: tensor<2x5x3x8xf32>) {
   %y = kiln.rope %x {position_dim = 3 : i64} : tensor<2x5x3x8xf32>
   return
 }
+
+// -----
+
+func.func @rope_negative_position_dim(%x: tensor<2x5x3x8xf32>) {
+  // expected-error @+1 {{position_dim -1 must be in [0, 2] for operand type 'tensor<2x5x3x8xf32>' (the last dimension is D)}}
+  %y = kiln.rope %x {position_dim = -1 : i64} : tensor<2x5x3x8xf32>
+  return
+}

@@ -566,6 +566,7 @@ func.func @packed_scale_before_transpose(%p: tensor<1x4x2x3x4xf32>) -> tensor<1x
 // the transposes (positions along dimension 1) and the op is sequence-major.
 // CHECK-LABEL: func.func @sequence_major_rope
 // CHECK-SAME: (%[[Q:.+]]: tensor<1x4x4x8xf32>, %[[K:.+]]: tensor<1x4x2x8xf32>, %[[V:.+]]: tensor<1x4x2x8xf32>)
+// CHECK-NOT: kiln.transpose
 // CHECK-DAG: %[[RQ:.+]] = kiln.rope %[[Q]] {position_dim = 1 : i64} : tensor<1x4x4x8xf32>
 // CHECK-DAG: %[[RK:.+]] = kiln.rope %[[K]] {position_dim = 1 : i64} : tensor<1x4x2x8xf32>
 // CHECK: %[[O:.+]], %{{.+}} = kiln.attention %[[RQ]], %[[RK]], %[[V]] {causal, layout = "bthd", scale = 0.353553385 : f32}
@@ -597,4 +598,24 @@ func.func @sequence_major_rope(%q: tensor<1x4x4x8xf32>, %k: tensor<1x4x2x8xf32>,
   %o = kiln.matmul %p, %vg : tensor<1x4x4x4xf32>, tensor<1x4x4x8xf32> -> tensor<1x4x4x8xf32>
   %ot = kiln.transpose %o, [0, 2, 1, 3] : tensor<1x4x4x8xf32> -> tensor<1x4x4x8xf32>
   return %ot : tensor<1x4x4x8xf32>
+}
+
+// -----
+
+// Near-miss of the rope form: the rope's result is also returned (stored
+// anyway), so the op stays head-major and the rope keeps its positions
+// along dimension 2.
+// CHECK-LABEL: func.func @rope_used_elsewhere
+// CHECK: kiln.rope %{{.+}} : tensor<1x2x4x8xf32>
+// CHECK-NOT: position_dim
+// CHECK: kiln.attention {{.*}} {scale = 1.000000e+00 : f32} : tensor<1x2x4x8xf32>
+func.func @rope_used_elsewhere(%q: tensor<1x4x2x8xf32>, %k: tensor<1x4x2x8xf32>, %v: tensor<1x4x2x8xf32>) -> (tensor<1x2x4x8xf32>, tensor<1x2x4x8xf32>) {
+  %qh = kiln.transpose %q, [0, 2, 1, 3] : tensor<1x4x2x8xf32> -> tensor<1x2x4x8xf32>
+  %qr = kiln.rope %qh : tensor<1x2x4x8xf32>
+  %kh = kiln.transpose %k, [0, 2, 1, 3] : tensor<1x4x2x8xf32> -> tensor<1x2x4x8xf32>
+  %vh = kiln.transpose %v, [0, 2, 1, 3] : tensor<1x4x2x8xf32> -> tensor<1x2x4x8xf32>
+  %s = kiln.matmul %qr, %kh transpose_b : tensor<1x2x4x8xf32>, tensor<1x2x4x8xf32> -> tensor<1x2x4x4xf32>
+  %p = kiln.softmax %s : tensor<1x2x4x4xf32>
+  %o = kiln.matmul %p, %vh : tensor<1x2x4x4xf32>, tensor<1x2x4x8xf32> -> tensor<1x2x4x8xf32>
+  return %o, %qr : tensor<1x2x4x8xf32>, tensor<1x2x4x8xf32>
 }
