@@ -531,20 +531,20 @@ std::vector<std::vector<Operation *>> argumentCastGroups(Operation *funcOp) {
   };
   std::vector<std::vector<Operation *>> groups;
   std::vector<Operation *> run;
-  std::optional<std::pair<Type, Type>> runTypes;
+  std::pair<Type, Type> runTypes; // of run.front(), when run is not empty
   auto close = [&] {
     if (run.size() >= 2)
       groups.push_back(run);
     run.clear();
-    runTypes.reset();
   };
   for (Operation &op : func.getBody().front()) {
     auto types = groupable(op);
-    if (!types || (runTypes && *types != *runTypes))
+    if (!types || (!run.empty() && *types != runTypes))
       close();
     if (types) {
+      if (run.empty())
+        runTypes = *types;
       run.push_back(&op);
-      runTypes = types;
     }
   }
   close();
