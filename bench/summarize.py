@@ -10,6 +10,7 @@ kiln is faster; memory: below 1 means kiln uses less).
 """
 import json
 import os
+import re
 import sys
 
 
@@ -100,8 +101,8 @@ def main(out):
               f"{sum(1 for g in gemms if g['ratio'] < 0.95)}")
     # bench/gpu.sh ab: the previous binary and this one, alternated.
     # (ab-MODEL-... when AB_CONFIG named another model.)
-    models = sorted({f[3:].split("-bf16")[0].split("-f32")[0].split("-f16")[0] + "-"
-                     for f in os.listdir(out) if f.startswith("ab-") and not f.startswith(("ab-bf16", "ab-f32", "ab-f16"))})
+    models = sorted({m.group(1) + "-" for f in os.listdir(out)
+                     if (m := re.match(r"ab-(.+?)-(?:f32|bf16-mixed|f16-mixed)-b\d+-", f))})
     for model in [""] + models:
         for b in (8, 16, 32):
             for p in ("f32", "bf16-mixed", "f16-mixed"):

@@ -397,11 +397,11 @@ FailureOr<ShardingRule> CrossEntropyGradOp::getShardingRule() {
 
 namespace {
 /// q [B, H, Tq, D], k and v [B, Hkv, Tk, D] (or [B, T, H, D] with layout
-/// bthd; lse is [B, H, Tq] in both): batch and heads split (heads only
-/// without grouping), positions and features whole (sequence-parallel
+/// bthd, or packed in one qkv [B, T, H, 3, D]; lse is [B, H, Tq] in all):
+/// batch and heads split, positions and features whole (sequence-parallel
 /// attention is planned).
 struct AttentionFactors {
-  SmallVector<int64_t> q, kv, lse, segments;
+  SmallVector<int64_t> q, kv, lse, segments, qkv;
 };
 AttentionFactors attentionFactors(RuleBuilder &b, const AttentionDims &dims) {
   int64_t batch = b.factor(dims.b);
@@ -412,7 +412,7 @@ AttentionFactors attentionFactors(RuleBuilder &b, const AttentionDims &dims) {
   int64_t heads = dims.h % dims.hkv == 0 ? b.factor(dims.hkv) : -1;
   SmallVector<int64_t> tensor = dims.sequenceMajor ? SmallVector<int64_t>{batch, -1, heads, -1}
                                                    : SmallVector<int64_t>{batch, heads, -1, -1};
-  return {tensor, tensor, {batch, heads, -1}, {batch, -1}};
+  return {tensor, tensor, {batch, heads, -1}, {batch, -1}, {batch, -1, heads, -1, -1}};
 }
 } // namespace
 
@@ -441,8 +441,7 @@ FailureOr<ShardingRule> AttentionGradOp::getShardingRule() {
 FailureOr<ShardingRule> AttentionQkvOp::getShardingRule() {
   RuleBuilder b;
   AttentionFactors f = attentionFactors(b, attentionDims(getQkv()));
-  SmallVector<int64_t> qkv{f.q[0], -1, f.q[2], -1, -1};
-  b.rule.operandFactors = {qkv};
+  b.rule.operandFactors = {f.qkv};
   if (getSegments())
     b.rule.operandFactors.push_back(f.segments);
   b.rule.resultFactors = {f.q, f.lse};
@@ -452,11 +451,10 @@ FailureOr<ShardingRule> AttentionQkvOp::getShardingRule() {
 FailureOr<ShardingRule> AttentionQkvGradOp::getShardingRule() {
   RuleBuilder b;
   AttentionFactors f = attentionFactors(b, attentionDims(getQkv()));
-  SmallVector<int64_t> qkv{f.q[0], -1, f.q[2], -1, -1};
-  b.rule.operandFactors = {qkv, f.q, f.lse, f.q};
+  b.rule.operandFactors = {f.qkv, f.q, f.lse, f.q};
   if (getSegments())
     b.rule.operandFactors.push_back(f.segments);
-  b.rule.resultFactors = {qkv};
+  b.rule.resultFactors = {f.qkv};
   return b.rule;
 }
 

@@ -94,30 +94,33 @@ std::vector<int64_t> shapeOfValue(Value v) {
   return std::vector<int64_t>(cast<RankedTensorType>(v.getType()).getShape());
 }
 
+/// [B, H, T, D] <-> [B, T, H, D]: how the interpreter defines attention's
+/// sequence-major layouts by the head-major op.
+HostTensor swapHeadsAndPositions(const HostTensor &x) {
+  const int64_t perm[] = {0, 2, 1, 3};
+  return kernels::transpose(x, perm);
+}
+
 /// q, k and v of a packed qkv [B, T, H, 3, D], each [B, H, T, D].
 std::array<HostTensor, 3> unpackQkv(const HostTensor &qkv) {
-  using namespace kernels;
   const auto &s = qkv.shape();
-  const int64_t swap[] = {0, 2, 1, 3};
   std::array<HostTensor, 3> parts;
   for (int64_t c = 0; c < 3; ++c)
-    parts[c] = transpose(slice(qkv, {0, 0, 0, c, 0}, {s[0], s[1], s[2], c + 1, s[4]}, {1, 1, 1, 1, 1})
-                             .reshaped({s[0], s[1], s[2], s[4]}),
-                         swap);
+    parts[c] = swapHeadsAndPositions(
+        kernels::slice(qkv, {0, 0, 0, c, 0}, {s[0], s[1], s[2], c + 1, s[4]}, {1, 1, 1, 1, 1})
+            .reshaped({s[0], s[1], s[2], s[4]}));
   return parts;
 }
 
 /// The inverse of unpackQkv.
 HostTensor packQkv(const std::array<HostTensor, 3> &parts) {
-  using namespace kernels;
-  const int64_t swap[] = {0, 2, 1, 3};
   std::vector<HostTensor> rows;
   for (const HostTensor &p : parts) {
-    HostTensor t = transpose(p, swap); // [B, T, H, D]
+    HostTensor t = swapHeadsAndPositions(p); // [B, T, H, D]
     auto s = t.shape();
     rows.push_back(t.reshaped({s[0], s[1], s[2], 1, s[3]}));
   }
-  return concat(rows, 3);
+  return kernels::concat(rows, 3);
 }
 
 bool isSupported(Operation *op) {
@@ -446,45 +449,42 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
       // layout = "bthd" is defined as the head-major op between transposes
       // of dimensions 1 and 2.
       .Case([&](AttentionOp a) {
-        const int64_t swap[] = {0, 2, 1, 3};
         bool seq = a.isSequenceMajor();
-        auto headMajor = [&](const HostTensor *t) { return seq ? transpose(*t, swap) : *t; };
+        auto headMajor = [&](const HostTensor *t) { return seq ? swapHeadsAndPositions(*t) : *t; };
         auto [o, lse] = attention(headMajor(in[0]), headMajor(in[1]), headMajor(in[2]),
                                   a.getSegments() ? in[3] : nullptr,
                                   a.getScale().convertToDouble(), a.getCausal(), resultDType(1));
-        out.append({seq ? transpose(o, swap) : o, lse});
+        out.append({seq ? swapHeadsAndPositions(o) : o, lse});
         return llvm::Error::success();
       })
       // attention_qkv is defined by its slices: kiln.attention (head-major,
       // between transposes) on qkv[:, :, :, 0], [..., 1] and [..., 2].
       .Case([&](AttentionQkvOp a) {
-        const int64_t swap[] = {0, 2, 1, 3};
         auto parts = unpackQkv(*in[0]);
         auto [o, lse] = attention(parts[0], parts[1], parts[2], a.getSegments() ? in[1] : nullptr,
                                   a.getScale().convertToDouble(), a.getCausal(), resultDType(1));
-        out.append({transpose(o, swap), lse});
+        out.append({swapHeadsAndPositions(o), lse});
         return llvm::Error::success();
       })
       .Case([&](AttentionQkvGradOp a) {
-        const int64_t swap[] = {0, 2, 1, 3};
         auto parts = unpackQkv(*in[0]);
-        auto [dq, dk, dv] = attentionGrad(parts[0], parts[1], parts[2], transpose(*in[1], swap),
-                                          *in[2], transpose(*in[3], swap),
+        auto [dq, dk, dv] = attentionGrad(parts[0], parts[1], parts[2], swapHeadsAndPositions(*in[1]),
+                                          *in[2], swapHeadsAndPositions(*in[3]),
                                           a.getSegments() ? in[4] : nullptr,
                                           a.getScale().convertToDouble(), a.getCausal());
         out.push_back(packQkv({dq, dk, dv}));
         return llvm::Error::success();
       })
       .Case([&](AttentionGradOp a) {
-        const int64_t swap[] = {0, 2, 1, 3};
         bool seq = a.isSequenceMajor();
-        auto headMajor = [&](const HostTensor *t) { return seq ? transpose(*t, swap) : *t; };
+        auto headMajor = [&](const HostTensor *t) { return seq ? swapHeadsAndPositions(*t) : *t; };
         auto [dq, dk, dv] = attentionGrad(headMajor(in[0]), headMajor(in[1]), headMajor(in[2]),
                                           headMajor(in[3]), *in[4], headMajor(in[5]),
                                           a.getSegments() ? in[6] : nullptr,
                                           a.getScale().convertToDouble(), a.getCausal());
         if (seq)
-          out.append({transpose(dq, swap), transpose(dk, swap), transpose(dv, swap)});
+          out.append({swapHeadsAndPositions(dq), swapHeadsAndPositions(dk),
+                      swapHeadsAndPositions(dv)});
         else
           out.append({dq, dk, dv});
         return llvm::Error::success();
