@@ -42,3 +42,19 @@ func.func @optimizer(%w: tensor<16xf32> {kiln.param = "w", kiln.role = "norm"},
   %p, %m2, %v2 = kiln.adamw_update %w, %w, %m, %m, %lr, %lr, %lr {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<16xf32>, tensor<16xf32>, tensor<16xf32>)
   return %n, %p : tensor<f32>, tensor<16xf32>
 }
+
+// The sequence-major and packed attention forms and their backward ops.
+// CHECK-LABEL: func.func @attention_layouts
+func.func @attention_layouts(%q: tensor<2x8x4x16xbf16>, %kv: tensor<2x8x2x16xbf16>, %qkv: tensor<2x8x4x3x16xbf16>, %x: tensor<2x8x4x16xf32>) -> (tensor<2x8x4x16xbf16>, tensor<2x8x4x3x16xbf16>, tensor<2x8x4x16xf32>) {
+  // CHECK: kiln.attention %{{.+}}, %{{.+}}, %{{.+}} {causal, layout = "bthd", scale = 2.500000e-01 : f32} : tensor<2x8x4x16xbf16>, tensor<2x8x2x16xbf16>, tensor<2x8x2x16xbf16> -> tensor<2x8x4x16xbf16>, tensor<2x4x8xf32>
+  %o, %lse = kiln.attention %q, %kv, %kv {causal, layout = "bthd", scale = 0.25 : f32} : tensor<2x8x4x16xbf16>, tensor<2x8x2x16xbf16>, tensor<2x8x2x16xbf16> -> tensor<2x8x4x16xbf16>, tensor<2x4x8xf32>
+  // CHECK: kiln.attention_grad {{.*}} {causal, layout = "bthd", scale = 2.500000e-01 : f32}
+  %dq, %dk, %dv = kiln.attention_grad %q, %kv, %kv, %o, %lse, %o {causal, layout = "bthd", scale = 0.25 : f32} : tensor<2x8x4x16xbf16>, tensor<2x8x2x16xbf16>, tensor<2x8x2x16xbf16>, tensor<2x8x4x16xbf16>, tensor<2x4x8xf32>, tensor<2x8x4x16xbf16> -> tensor<2x8x4x16xbf16>, tensor<2x8x2x16xbf16>, tensor<2x8x2x16xbf16>
+  // CHECK: kiln.attention_qkv %{{.+}} {causal, scale = 2.500000e-01 : f32} : tensor<2x8x4x3x16xbf16> -> tensor<2x8x4x16xbf16>, tensor<2x4x8xf32>
+  %o2, %lse2 = kiln.attention_qkv %qkv {causal, scale = 0.25 : f32} : tensor<2x8x4x3x16xbf16> -> tensor<2x8x4x16xbf16>, tensor<2x4x8xf32>
+  // CHECK: kiln.attention_qkv_grad {{.*}} : tensor<2x8x4x3x16xbf16>, tensor<2x8x4x16xbf16>, tensor<2x4x8xf32>, tensor<2x8x4x16xbf16> -> tensor<2x8x4x3x16xbf16>
+  %dqkv = kiln.attention_qkv_grad %qkv, %o2, %lse2, %o2 {causal, scale = 0.25 : f32} : tensor<2x8x4x3x16xbf16>, tensor<2x8x4x16xbf16>, tensor<2x4x8xf32>, tensor<2x8x4x16xbf16> -> tensor<2x8x4x3x16xbf16>
+  // CHECK: kiln.rope %{{.+}} {position_dim = 1 : i64} : tensor<2x8x4x16xf32>
+  %r = kiln.rope %x {position_dim = 1 : i64} : tensor<2x8x4x16xf32>
+  return %dq, %dqkv, %r : tensor<2x8x4x16xbf16>, tensor<2x8x4x3x16xbf16>, tensor<2x8x4x16xf32>
+}
