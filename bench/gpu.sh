@@ -206,15 +206,25 @@ EOF
     # bf16 steps (the checks: 1e-5 and 0.5 %). $BENCH_PRECISIONS,
     # $TRAIN_PRECISIONS narrow the runs; $EXTRA_SETS adds --set options to
     # the training runs (an ablation: "--set compile.fold_casts=false");
-    # $FUSE_KEY switches another compile key instead (fold_casts).
+    # $FUSE_KEY switches another compile key instead (fold_casts,
+    # fuse_norms); $FUSE_CONFIG benches another model (its own batch size
+    # unless $FUSE_BATCHES is set), on and off alternated twice.
     key=fuse; [ $stage = epilogues ] && key=gemm_epilogues
     key=${FUSE_KEY:-$key} # e.g. fold_casts
-    for b in ${FUSE_BATCHES-16}; do for p in ${BENCH_PRECISIONS-bf16-mixed f32}; do for f in true false; do
-      echo "  $p B=$b compile.$key=$f"
-      XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/gpt2-124m.toml --set train.batch_size=$b \
-        --set train.precision=$p --set compile.$key=$f --json "$OUT/kiln-$p-b$b-$stage-$f.json" \
-        | grep -E "plan:|step:|memory:"
-    done; done; done
+    fuse_config=${FUSE_CONFIG:-configs/gpt2-124m.toml}
+    fuse_name=$(basename $fuse_config .toml)
+    fuse_batches=${FUSE_BATCHES-16}; [ -n "${FUSE_CONFIG:-}" ] && fuse_batches=${FUSE_BATCHES-0}
+    for b in $fuse_batches; do for p in ${BENCH_PRECISIONS-bf16-mixed f32}; do
+      n=0
+      for f in true false ${FUSE_CONFIG:+false true}; do
+        n=$((n + 1)); run=$f; [ $n -gt 2 ] && run=$f-2
+        bsets=(); [ $b != 0 ] && bsets=(--set train.batch_size=$b)
+        echo "  $fuse_name $p B=$b compile.$key=$f"
+        XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench $fuse_config "${bsets[@]}" \
+          --set train.precision=$p --set compile.$key=$f --json "$OUT/kiln-${FUSE_CONFIG:+$fuse_name-}$p-b$b-$stage-$run.json" \
+          | grep -E "plan:|step:|memory:"
+      done
+    done; done
     for p in ${TRAIN_PRECISIONS-f32 bf16-mixed}; do for f in true false; do
       steps=20; [ $p = bf16-mixed ] && steps=200
       rm -rf /tmp/lf-$p-$f

@@ -623,7 +623,6 @@ llvm::Expected<bool> attentionGrad(Emitter &e, const AttentionView &w) {
   return true;
 }
 
-#undef ADD
 
 /// Chunks of `size`-element tensors for multi-tensor kernels: the source of
 /// a prefix table and the block count.
@@ -650,10 +649,233 @@ std::string findChunk(size_t tensors) {
       .str();
 }
 
+/// A norm fusion (matchNormFusion) as one warp-per-row kernel:
+/// kiln::normForwardRows / normBackwardRows with a generated functor that
+/// runs the body's elementwise ops on one 16-byte vector of a row — before
+/// the norm, computing its x and storing the side outputs; after its
+/// gradient, reading dx and storing the outputs. Float tensors move as
+/// whole vectors; integer ones (a mask) element by element.
+llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
+  std::string why;
+  auto n = matchNormFusion(fusion, &why);
+  if (failed(n))
+    return error("codegen: " + Emitter::describe(fusion) + " is not a norm fusion: " + why);
+  Operation *norm = n->norm;
+  Block &body = fusion.getBody().front();
+  YieldOp yield = fusion.getYield();
+  // The function-level buffer of a body value: an argument's input, a
+  // yielded value's result (null when it is neither).
+  auto bufferOf = [&](Value v) -> Value {
+    if (auto arg = dyn_cast<BlockArgument>(v); arg && arg.getOwner() == &body)
+      return fusion.getInputs()[arg.getArgNumber()];
+    for (auto [y, r] : llvm::zip_equal(yield.getValues(), fusion.getResults()))
+      if (y == v)
+        return r;
+    return {};
+  };
+  Value rowValue = n->backward ? norm->getResult(0) : norm->getOperand(0);
+  auto [rows, c] = rowsOf(rowValue);
+
+  // The functor's inputs (body arguments the elementwise ops read, plus
+  // the norm's x when it is one; backward: dx last) and outputs (yielded
+  // elementwise values; backward: dx when yielded).
+  SmallVector<Value> inputs, outputs;
+  for (Operation *op : n->elementwise)
+    for (Value v : op->getOperands())
+      if (isa<BlockArgument>(v) && !llvm::is_contained(inputs, v))
+        inputs.push_back(v);
+  if (!n->backward && isa<BlockArgument>(rowValue) && !llvm::is_contained(inputs, rowValue))
+    inputs.push_back(rowValue);
+  size_t argInputs = inputs.size();
+  if (n->backward)
+    inputs.push_back(rowValue);
+  for (Operation *op : n->elementwise)
+    for (Value v : op->getResults())
+      if (bufferOf(v))
+        outputs.push_back(v);
+  if (n->backward && bufferOf(rowValue))
+    outputs.push_back(rowValue);
+
+  // V elements a vector: 16 bytes of the narrowest float type moved.
+  int64_t narrowest = 16;
+  auto consider = [&](Value v) {
+    Type t = tensorOf(v).getElementType();
+    if (isa<FloatType>(t))
+      narrowest = std::min<int64_t>(narrowest, cpu::dtypeSize(*cpu::dtypeOf(t)));
+  };
+  for (Value v : inputs)
+    consider(v);
+  for (Value v : outputs)
+    consider(v);
+  for (Value v : norm->getOperands())
+    consider(v);
+  consider(norm->getResult(0));
+  int64_t vec = 16 / narrowest;
+  if (c % vec != 0)
+    return error("codegen: " + Emitter::describe(fusion) + ": rows of " + str(c) +
+                 " elements are not whole 16-byte vectors (kiln-fuse forms norm fusions for "
+                 "rows of a multiple of 8)");
+  std::string F = computeType(tensorOf(rowValue).getElementType());
+
+  // The functor.
+  Params p;
+  std::string members, init, loads, results, flush, perElement;
+  auto isFloat = [](Value v) { return isa<FloatType>(tensorOf(v).getElementType()); };
+  for (auto [j, v] : llvm::enumerate(ArrayRef(inputs).take_front(argInputs))) {
+    std::string t = elt(v), name = "in" + str(j);
+    members += "  const " + t + " *__restrict__ " + name + ";\n";
+    init += (init.empty() ? "" : ", ") + name;
+    ADD(bufferOf(v), name, true)
+    if (isFloat(v))
+      loads += llvm::formatv("    alignas(16) {0} a{1}[{2}];\n    kiln::loadVec<{2}>(in{1}, v, a{1});\n",
+                             t, j, vec)
+                   .str();
+  }
+  for (auto [j, v] : llvm::enumerate(outputs)) {
+    std::string t = elt(v), name = "out" + str(j);
+    members += "  " + t + " *__restrict__ " + name + ";\n";
+    init += (init.empty() ? "" : ", ") + name;
+    ADD(bufferOf(v), name, false)
+    if (isFloat(v)) {
+      results += llvm::formatv("    alignas(16) {0} r{1}[{2}];\n", t, j, vec).str();
+      flush += llvm::formatv("    kiln::storeVec<{0}>(out{1}, v, r{1});\n", vec, j).str();
+    }
+  }
+  llvm::DenseSet<Value> readInside;
+  for (Operation *op : n->elementwise)
+    for (Value v : op->getOperands())
+      readInside.insert(v);
+  if (!n->backward)
+    readInside.insert(rowValue);
+  llvm::DenseMap<Value, std::string> name;
+  auto statements = elementwiseStatements(
+      e, inputs, n->elementwise,
+      [&](size_t j) -> std::string {
+        Value v = inputs[j];
+        std::string ct = computeType(tensorOf(v).getElementType());
+        if (j >= argInputs) // dx, as the unfused gradient's tensor holds it
+          return roundedTo(tensorOf(v).getElementType(), "dx[k]");
+        return isFloat(v) ? "(" + ct + ")kiln::load(a" + str(j) + ", k)"
+                          : "(" + ct + ")in" + str(j) + "[v * " + str(vec) + " + k]";
+      },
+      "      ", readInside, name);
+  if (!statements)
+    return statements.takeError();
+  perElement = *statements;
+  for (auto [j, v] : llvm::enumerate(outputs))
+    perElement += isFloat(v) ? "      kiln::store(r" + str(j) + ", k, " + name[v] + ");\n"
+                             : "      out" + str(j) + "[v * " + str(vec) + " + k] = (" + elt(v) + ")" +
+                                   name[v] + ";\n";
+  if (!n->backward)
+    perElement += "      x[k] = " + name[rowValue] + ";\n";
+  std::string signature = n->backward ? "const " + F + " (&dx)[" + str(vec) + "]"
+                                      : F + " (&x)[" + str(vec) + "]";
+  std::string functor = "struct Fused {\n" + members +
+                        "  __device__ __forceinline__ void operator()(kiln::i64 v, " + signature +
+                        ") const {\n" + loads + results + "#pragma unroll\n    for (int k = 0; k < " +
+                        str(vec) + "; ++k) {\n" + perElement + "    }\n" + flush + "  }\n};\n";
+  std::string ops = "// body:";
+  for (Operation &op : fusion.getBodyOps())
+    ops += " " + op.getName().stripDialect().str();
+  ops += "\n";
+  auto source = [&](const std::string &params, const std::string &call, int minBlocks) {
+    return include("norm.cuh") + Emitter::header(fusion) + ops + functor +
+           "extern \"C\" __global__ void __launch_bounds__(256, " + str(minBlocks) + ") @NAME@(" + params +
+           ") {\n" + call + "}\n";
+  };
+  std::string kind = n->center ? "layer_norm" : "rms_norm";
+
+  if (!n->backward) {
+    Value w = norm->getOperand(1), y = norm->getResult(0);
+    Value mean = n->center ? norm->getResult(1) : Value(), rstd = norm->getResult(n->center ? 2 : 1);
+    ADD(bufferOf(w), "w", true)
+    if (n->center) {
+      ADD(bufferOf(norm->getOperand(2)), "b", true)
+    }
+    ADD(bufferOf(y), "y", false)
+    std::string s = elt(rstd);
+    auto optional = [&](Value v, const char *param) -> llvm::Expected<std::string> {
+      if (!v || !bufferOf(v))
+        return "(" + s + " *)nullptr";
+      if (llvm::Error err = p.add(e, bufferOf(v), param, false))
+        return std::move(err);
+      return std::string(param);
+    };
+    auto meanArg = optional(mean, "mean");
+    if (!meanArg)
+      return meanArg.takeError();
+    auto rstdArg = optional(rstd, "rstd");
+    if (!rstdArg)
+      return rstdArg.takeError();
+    float eps = (n->center ? cast<LayerNormOp>(norm).getEpsilon() : cast<RmsNormOp>(norm).getEpsilon())
+                    .convertToFloat();
+    std::string call =
+        llvm::formatv("  kiln::normForwardRows<{0}, {1}, {2}, {3}, {4}>(Fused{{{5}}, w, {6}, y, {7}, {8}, {9:e9}f);\n",
+                      F, vec, rows, c, n->center ? "true" : "false", init,
+                      n->center ? "b" : "(const " + elt(w) + " *)nullptr", *meanArg, *rstdArg, eps)
+            .str();
+    e.launch(fusion, "fused_" + kind, source(p.text, call, 1), {e.gridFor(rows * 32, 256), 1, 1},
+             {256, 1, 1}, p.args);
+    return true;
+  }
+
+  // Backward: as normBackward, with the functor storing dx's readers. One
+  // wave of blocks, each SM holding all it runs: two blocks of 8 warps an
+  // SM for rows up to 1024 (the kernel is then held to 128 registers a
+  // thread; ptxas spills a word or two at C = 768), else one (the
+  // accumulators of longer rows do not fit 128 registers anyway).
+  int minBlocks = c <= 1024 ? 2 : 1;
+  int64_t grid = std::min<int64_t>((rows + 7) / 8, minBlocks * e.options().smCount), warps = grid * 8;
+  int parts = n->center ? 2 : 1;
+  auto partial = e.scratch(warps * parts * c * (F == "double" ? 8 : 4));
+  if (!partial)
+    return partial.takeError();
+  Value x = norm->getOperand(0), w = norm->getOperand(1);
+  Value mean = n->center ? norm->getOperand(2) : Value(), rstd = norm->getOperand(n->center ? 3 : 2),
+        dy = norm->getOperand(n->center ? 4 : 3);
+  ADD(bufferOf(x), "x", true) ADD(bufferOf(w), "w", true)
+  if (mean) {
+    ADD(bufferOf(mean), "mean", true)
+  }
+  ADD(bufferOf(rstd), "rstd", true) ADD(bufferOf(dy), "dy", true)
+  p.text += ", " + F + " *partial";
+  p.args.push_back(Emitter::ptr(*partial));
+  std::string call =
+      llvm::formatv("  kiln::normBackwardRows<{0}, {1}, {2}, {3}, {4}>(x, w, {5}, rstd, dy, Fused{{{6}}, partial);\n",
+                    F, vec, rows, c, n->center ? "true" : "false",
+                    mean ? "mean" : "(const " + elt(rstd) + " *)nullptr", init)
+          .str();
+  e.launch(fusion, "fused_" + kind + "_backward", source(p.text, call, minBlocks), {grid, 1, 1}, {256, 1, 1},
+           p.args);
+  Params q;
+  q.text = "const " + F + " *partial";
+  q.args.push_back(Emitter::ptr(*partial));
+  {
+    Params &p = q;
+    ADD(bufferOf(norm->getResult(1)), "dw", false)
+    if (n->center) {
+      ADD(bufferOf(norm->getResult(2)), "db", false)
+    }
+  }
+  std::string sum = llvm::formatv("  kiln::sumPartials<{0}, {1}, {2}, {3}>(partial, dw, {4});\n",
+                                  elt(norm->getResult(1)), c, warps, parts, n->center ? "db" : "dw")
+                        .str();
+  e.launch(fusion, "norm_partials", kernel(fusion, "norm.cuh", q.text, sum, 1024), {(c + 31) / 32, 1, 1},
+           {32, 32, 1}, q.args);
+  return true;
+}
+
+#undef ADD
+
 } // namespace
 
 llvm::Expected<bool> emitComposite(Emitter &e, Operation *op) {
   return llvm::TypeSwitch<Operation *, llvm::Expected<bool>>(op)
+      .Case([&](FusionOp f) -> llvm::Expected<bool> {
+        if (!f.isNormFusion())
+          return false;
+        return normFusion(e, f);
+      })
       .Case([&](LayerNormOp o) { return layerNorm(e, o); })
       .Case([&](LayerNormGradOp o) { return normBackward(e, o, true); })
       .Case([&](RmsNormOp o) { return rmsNorm(e, o); })

@@ -111,6 +111,53 @@ std::string roundTo(Type t, const std::string &x) {
   return x;
 }
 
+} // namespace
+
+llvm::Expected<std::string> elementwiseStatements(Emitter &e, ArrayRef<Value> inputs,
+                                                  ArrayRef<Operation *> body,
+                                                  llvm::function_ref<std::string(size_t)> in,
+                                                  const std::string &indent,
+                                                  const llvm::DenseSet<Value> &readInside,
+                                                  llvm::DenseMap<Value, std::string> &name) {
+  std::string code;
+  for (auto [j, v] : llvm::enumerate(inputs)) {
+    std::string ct = computeType(tensorOf(v).getElementType());
+    name[v] = "x" + str(j);
+    code += indent + "const " + ct + " x" + str(j) + " = " + in(j) + ";\n";
+  }
+  int k = 0;
+  for (Operation *op : body) {
+    if (auto c = dyn_cast<ConstantOp>(op)) {
+      name[c.getResult()] = e.literal(c.getResult());
+      continue;
+    }
+    std::vector<std::string> operands;
+    for (Value v : op->getOperands()) {
+      if (!name.count(v)) {
+        if (!e.isInlined(v))
+          return error("codegen: " + Emitter::describe(op) + " reads a value the kernel lacks");
+        name[v] = e.literal(v);
+      }
+      operands.push_back(name[v]);
+    }
+    auto expr = expression(op, operands, opComputeType(op));
+    if (!expr)
+      return error("codegen: the elementwise op " + Emitter::describe(op) +
+                   " has no scalar expression");
+    Value r = op->getResult(0);
+    Type elt = tensorOf(r).getElementType();
+    std::string v = "v" + str(k++);
+    code += indent + "const " + computeType(elt) + " " + v + " = " +
+            (readInside.contains(r) ? roundTo(elt, *expr) : *expr) + ";\n";
+    name[r] = v;
+  }
+  return code;
+}
+
+std::string roundedTo(Type elementType, const std::string &x) { return roundTo(elementType, x); }
+
+namespace {
+
 /// One grid-stride loop kernel: each thread reads element i of every input,
 /// evaluates `body` (elementwise ops in program order, splat constants as
 /// literals) and writes element i of every output. A lone elementwise op is
@@ -168,42 +215,13 @@ llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef bas
   auto compute = [&](llvm::function_ref<std::string(size_t)> in,
                      const std::string &indent) -> llvm::Expected<std::string> {
     llvm::DenseMap<Value, std::string> name;
-    std::string code;
-    for (auto [j, v] : llvm::enumerate(inputs)) {
-      std::string ct = computeType(tensorOf(v).getElementType());
-      name[v] = "x" + str(j);
-      code += indent + "const " + ct + " x" + str(j) + " = " + in(j) + ";\n";
-    }
-    int k = 0;
-    for (Operation *op : body) {
-      if (auto c = dyn_cast<ConstantOp>(op)) {
-        name[c.getResult()] = e.literal(c.getResult());
-        continue;
-      }
-      std::vector<std::string> operands;
-      for (Value v : op->getOperands()) {
-        if (!name.count(v)) {
-          if (!e.isInlined(v))
-            return error("codegen: " + Emitter::describe(op) + " reads a value the kernel lacks");
-          name[v] = e.literal(v);
-        }
-        operands.push_back(name[v]);
-      }
-      auto expr = expression(op, operands, opComputeType(op));
-      if (!expr)
-        return error("codegen: the elementwise op " + Emitter::describe(op) +
-                     " has no scalar expression");
-      Value r = op->getResult(0);
-      Type elt = tensorOf(r).getElementType();
-      std::string v = "v" + str(k++);
-      code += indent + "const " + computeType(elt) + " " + v + " = " +
-              (readInside.contains(r) ? roundTo(elt, *expr) : *expr) + ";\n";
-      name[r] = v;
-    }
+    auto code = elementwiseStatements(e, inputs, body, in, indent, readInside, name);
+    if (!code)
+      return code.takeError();
     outNames.clear();
     for (Value v : outputs)
       outNames.push_back(name[v]);
-    return code;
+    return *code;
   };
 
   // Input j's element: a float through kiln::load(`floatArgs`) (from the
@@ -284,8 +302,8 @@ llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef bas
 
 llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
   if (auto fusion = dyn_cast<FusionOp>(op)) {
-    if (fusion.isGemmEpilogue())
-      return false; // emitMatmul's
+    if (fusion.isGemmEpilogue() || fusion.isNormFusion())
+      return false; // emitMatmul's, emitComposite's
     SmallVector<Operation *> body;
     for (Operation &inner : fusion.getBodyOps())
       body.push_back(&inner);

@@ -10,6 +10,8 @@
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Operation.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Error.h"
 
@@ -113,6 +115,20 @@ inline llvm::Error error(const llvm::Twine &message) {
 /// when `n` of them are whole words, so that rows of n elements start on a
 /// word; 0 otherwise. Kernels with 128-bit loads and stores ask this.
 int64_t wordElements(mlir::Type elementType, int64_t n);
+
+/// Statements (each line opening with `indent`) that compute the values of
+/// `body` (elementwise ops and splat constants, in program order) from
+/// `inputs`, whose element j is the expression in(j); `name` receives each
+/// value's C name. A value in `readInside` is rounded to its element type
+/// (a fused intermediate means what the unfused tensor meant).
+llvm::Expected<std::string> elementwiseStatements(Emitter &e, llvm::ArrayRef<mlir::Value> inputs,
+                                                  llvm::ArrayRef<mlir::Operation *> body,
+                                                  llvm::function_ref<std::string(size_t)> in,
+                                                  const std::string &indent,
+                                                  const llvm::DenseSet<mlir::Value> &readInside,
+                                                  llvm::DenseMap<mlir::Value, std::string> &name);
+/// `x` rounded to `elementType` as a store and a load back would.
+std::string roundedTo(mlir::Type elementType, const std::string &x);
 
 // The op emitters (each file handles a family of ops; they return whether
 // they handled `op`).

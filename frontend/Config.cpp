@@ -134,6 +134,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"compile.fuse", &c.compile.fuse},
       {"compile.gemm_epilogues", &c.compile.gemm_epilogues},
       {"compile.fold_casts", &c.compile.fold_casts},
+      {"compile.fuse_norms", &c.compile.fuse_norms},
       {"parallel.dp", &c.parallel.dp, 1, 1 << 16},
       {"parallel.tp", &c.parallel.tp, 1, 1 << 16},
       {"parallel.zero", &c.parallel.zero, 0, 3},

@@ -1015,6 +1015,82 @@ FailureOr<GemmEpilogueBody> kiln::matchGemmEpilogue(FusionOp fusion, std::string
   return g;
 }
 
+bool FusionOp::isNormFusion() {
+  return llvm::any_of(getBodyOps(), [](Operation &op) {
+    return isa<LayerNormOp, RmsNormOp, LayerNormGradOp, RmsNormGradOp>(op);
+  });
+}
+
+FailureOr<NormFusionBody> kiln::matchNormFusion(FusionOp fusion, std::string *why) {
+  auto fail = [&](const Twine &reason) -> FailureOr<NormFusionBody> {
+    if (why)
+      *why = reason.str();
+    return failure();
+  };
+  NormFusionBody n;
+  for (Operation &op : fusion.getBodyOps()) {
+    if (isa<LayerNormOp, RmsNormOp, LayerNormGradOp, RmsNormGradOp>(op)) {
+      if (n.norm)
+        return fail("it holds two norms");
+      n.norm = &op;
+      continue;
+    }
+    auto c = dyn_cast<ConstantOp>(op);
+    if (!op.hasTrait<OpTrait::Elementwise>() && !(c && isa<SplatElementsAttr>(c.getValue())))
+      return fail("'" + op.getName().getStringRef() +
+                  "' is neither elementwise nor a splat constant");
+    n.elementwise.push_back(&op);
+  }
+  if (!n.norm)
+    return fail("it holds no norm");
+  n.backward = isa<LayerNormGradOp, RmsNormGradOp>(n.norm);
+  n.center = isa<LayerNormOp, LayerNormGradOp>(n.norm);
+  Operation *norm = n.norm;
+  auto rowType = tensorType(n.backward ? norm->getResult(0) : norm->getOperand(0));
+  if (rowType.getRank() < 2)
+    return fail("the norm's rows are not a tensor of rank 2 or more");
+  Block &body = fusion.getBody().front();
+  auto isArg = [&](Value v) {
+    auto arg = dyn_cast<BlockArgument>(v);
+    return arg && arg.getOwner() == &body;
+  };
+  for (Operation *op : n.elementwise) {
+    if (op->isBeforeInBlock(norm) == n.backward)
+      return fail(n.backward ? "an elementwise op comes before the norm's gradient"
+                             : "an elementwise op comes after the norm");
+    for (Value v : op->getResults())
+      if (tensorType(v).getShape() != rowType.getShape())
+        return fail("an elementwise value does not have the norm's row shape");
+  }
+  YieldOp yield = fusion.getYield();
+  auto yielded = [&](Value v) { return llvm::is_contained(yield.getValues(), v); };
+  if (n.backward) {
+    if (!llvm::all_of(norm->getOperands(), isArg))
+      return fail("the norm gradient's operands must be body arguments");
+    for (Value v : norm->getResults().drop_front())
+      if (!yielded(v))
+        return fail("the norm's weight (and bias) gradients must be yielded");
+    for (Operation *op : n.elementwise)
+      for (Value v : op->getOperands())
+        if (!isArg(v) && !v.getDefiningOp<ConstantOp>() && v != norm->getResult(0) &&
+            !llvm::is_contained(n.elementwise, v.getDefiningOp()))
+          return fail("an elementwise op reads a norm gradient result other than dx");
+  } else {
+    if (!llvm::all_of(norm->getOperands().drop_front(), isArg))
+      return fail("the norm's weight and bias must be body arguments");
+    Value x = norm->getOperand(0);
+    if (!isArg(x) && !llvm::is_contained(n.elementwise, x.getDefiningOp()))
+      return fail("the norm's input is neither a body argument nor an elementwise value");
+    for (Value v : norm->getResults())
+      for (Operation *user : v.getUsers())
+        if (!isa<YieldOp>(user))
+          return fail("an op of the body reads the norm's results");
+    if (!yielded(norm->getResult(0)))
+      return fail("the norm's output must be yielded");
+  }
+  return n;
+}
+
 LogicalResult FusionOp::verifyRegions() {
   Block &body = getBody().front();
   if (body.getNumArguments() != getInputs().size())
@@ -1037,6 +1113,12 @@ LogicalResult FusionOp::verifyRegions() {
     std::string why;
     if (failed(matchGemmEpilogue(*this, &why)))
       return emitOpError() << "holds a matmul but is not a GEMM epilogue: " << why;
+    return success();
+  }
+  if (isNormFusion()) {
+    std::string why;
+    if (failed(matchNormFusion(*this, &why)))
+      return emitOpError() << "holds a norm but is not a norm fusion: " << why;
     return success();
   }
   // A loop fusion: every value in the body has the results' shape.

@@ -124,6 +124,29 @@ struct GemmEpilogueBody {
 /// The GEMM is a single one (a rank-2 product, or a shared rank-2 rhs and
 /// no transpose_a) with one element type throughout.
 mlir::FailureOr<GemmEpilogueBody> matchGemmEpilogue(FusionOp fusion, std::string *why = nullptr);
+
+/// A kiln.fusion holding one row norm (kiln-fuse forms them; see
+/// kiln.fusion). The ops are in the fusion's body.
+struct NormFusionBody {
+  mlir::Operation *norm = nullptr; ///< layer_norm, rms_norm or their _grad
+  bool backward = false;           ///< a _grad: elementwise ops read its dx
+  bool center = false;             ///< a layer norm (mean and bias), not RMS
+  /// The elementwise ops (and splat constants) in program order: before the
+  /// norm, computing its x (forward); after it, reading dx (backward).
+  llvm::SmallVector<mlir::Operation *> elementwise;
+};
+
+/// The norm fusion `fusion`'s body spells, or failure with the reason in
+/// `why`:
+///   forward:  elementwise ops over [.., C] whose values (or a body
+///             argument) the norm reads as x; its weight (and bias) are
+///             body arguments; nothing in the body reads its results; y
+///             is yielded (mean/rstd when used)
+///   backward: the _grad's operands are body arguments; elementwise ops
+///             over [.., C] read its dx (and body arguments); dweight
+///             (and dbias) are yielded
+/// The norm is over the last dimension of a tensor of rank 2 or more.
+mlir::FailureOr<NormFusionBody> matchNormFusion(FusionOp fusion, std::string *why = nullptr);
 } // namespace kiln
 
 #endif // KILN_IR_KILNOPS_H

@@ -1159,7 +1159,17 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
       f32 accumulator, so the GPU skips the product's rounding to the
       element type (as the plain bias epilogue already does).
 
-    Reductions at the end of a loop fusion and broadcast inputs read
+    - A norm fusion: one `kiln.layer_norm` or `kiln.rms_norm` whose x is
+      computed by elementwise ops before it (a residual add; those ops'
+      values may be yielded too), or one `kiln.layer_norm_grad` or
+      `kiln.rms_norm_grad` whose dx elementwise ops after it read (the
+      residual gradient's add and cast). The norm is over the last
+      dimension; its other operands are body arguments. Codegen emits one
+      kernel with a warp per row that keeps the row in registers, so the
+      elementwise ops run once per element and their operands are read
+      once.
+
+    Other reductions at the end of a loop fusion and broadcast inputs read
     through an index map are planned.
 
     ```mlir
@@ -1190,6 +1200,9 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
     /// A GEMM epilogue (its body holds a matmul; matchGemmEpilogue says
     /// what it computes), not a loop fusion.
     bool isGemmEpilogue();
+    /// A norm fusion (its body holds a layer/RMS norm or its gradient;
+    /// matchNormFusion says what it computes).
+    bool isNormFusion();
   }];
 }
 

@@ -36,9 +36,16 @@
 // product whose only user is a cast to f32 that no elementwise op reads
 // (the cast would be a kernel of its own) produces f32 directly.
 //
-// Planned (docs/architecture.md, "kiln-fuse"): a reduction at the end of a
-// loop fusion, broadcasts read through an index map, and AdamW writing the
-// low-precision weight copy. (Recomputation is kiln-recompute's, before
+// Norm fusions (option `norms`): a layer or RMS norm ends a group the way
+// an elementwise user does, so the chain computing its input (the residual
+// add) fuses into it; a norm's gradient joins the group of the elementwise
+// ops reading its dx (the residual gradient's add and cast) as its first
+// op. Codegen runs each as one warp-per-row kernel holding the row in
+// registers (isFusibleNorm says which rows fit).
+//
+// Planned (docs/architecture.md, "kiln-fuse"): other reductions at the end
+// of a loop fusion, broadcasts read through an index map, and AdamW writing
+// the low-precision weight copy. (Recomputation is kiln-recompute's, before
 // this pass: its clones are ordinary ops here.)
 //
 //===----------------------------------------------------------------------===//
@@ -74,6 +81,22 @@ bool isFusible(Operation *op) {
   auto t = dyn_cast<RankedTensorType>(op->getResult(0).getType());
   return t && t.hasStaticShape() && t.getNumElements() > 0;
 }
+
+/// A norm a norm fusion can hold (option `norms`): over the last dimension
+/// of a static tensor of rank 2 or more, with rows of whole 16-byte words
+/// in every float type (a multiple of 8) that fit a warp's registers (at
+/// most 2048: the kernel keeps the row there between its passes).
+bool isFusibleNorm(Operation *op) {
+  if (!isa<LayerNormOp, RmsNormOp, LayerNormGradOp, RmsNormGradOp>(op))
+    return false;
+  auto t = dyn_cast<RankedTensorType>(op->getResult(0).getType());
+  if (!t || !t.hasStaticShape() || t.getRank() < 2 || t.getNumElements() == 0)
+    return false;
+  int64_t c = t.getShape().back();
+  return c % 8 == 0 && c <= 2048;
+}
+
+bool isBackwardNorm(Operation *op) { return isa<LayerNormGradOp, RmsNormGradOp>(op); }
 
 /// A matmul cuBLASLt can run with an epilogue: one GEMM (rank 2, or a
 /// shared rank-2 rhs without transpose_a), one float element type it
@@ -307,16 +330,35 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     // Groups as lists of ops, built last op first: front() is the last op.
     llvm::DenseMap<Operation *, unsigned> groupOf;
     std::vector<SmallVector<Operation *>> groups;
+    // The norm of each group that has one (a norm fusion).
+    llvm::DenseMap<unsigned, Operation *> normOf;
     auto shapeOf = [](Operation *op) {
       return cast<RankedTensorType>(op->getResult(0).getType()).getShape();
     };
     for (Operation &op : llvm::reverse(block)) {
-      if (!isFusible(&op))
+      // (A norm fusion yields the norm's output, or its gradient's weight
+      // and bias gradients: a norm with those dead stays unfused.)
+      bool norm = norms && isFusibleNorm(&op) &&
+                  (isBackwardNorm(&op) ? llvm::none_of(op.getResults().drop_front(),
+                                                       [](Value v) { return v.use_empty(); })
+                                       : !op.getResult(0).use_empty());
+      if (!isFusible(&op) && !norm)
         continue;
+      // A norm ends a norm fusion: the elementwise ops computing its input
+      // join it as the ops before it did (its results' users are not
+      // fused with it: they start their own groups).
+      if (norm && !isBackwardNorm(&op)) {
+        normOf[groups.size()] = &op;
+        groupOf[&op] = groups.size();
+        groups.push_back({&op});
+        continue;
+      }
       // Join the group of one of the users when every other user comes
       // after that group's last op: the fusion is placed there, so those
       // users still follow it (and, being later, cannot lead back into
-      // it). A value with such users becomes another result.
+      // it). A value with such users becomes another result. A norm's
+      // gradient joins the group of its dx's elementwise readers as its
+      // first op; nothing joins a group before such a norm.
       std::optional<unsigned> joined;
       for (Operation *user : op.getResult(0).getUsers()) {
         auto it = groupOf.find(user);
@@ -325,8 +367,10 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         unsigned g = it->second;
         if (shapeOf(groups[g].front()) != shapeOf(&op))
           continue;
+        if (Operation *n = normOf.lookup(g); n && (norm || isBackwardNorm(n)))
+          continue;
         int64_t last = index[groups[g].front()];
-        bool othersAfter = llvm::all_of(op.getResult(0).getUsers(), [&](Operation *other) {
+        bool othersAfter = llvm::all_of(op.getUsers(), [&](Operation *other) {
           auto o = groupOf.find(other);
           return (o != groupOf.end() && o->second == g) || index[other] > last;
         });
@@ -338,16 +382,25 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       if (joined) {
         groups[*joined].push_back(&op);
         groupOf[&op] = *joined;
+        if (norm)
+          normOf[*joined] = &op;
         continue;
       }
+      // A norm's gradient no elementwise op reads stays unfused.
+      if (norm)
+        continue;
       groupOf[&op] = groups.size();
       groups.push_back({&op});
     }
-    for (SmallVector<Operation *> &group : groups) {
+    for (auto [g, group] : llvm::enumerate(groups)) {
       if (group.size() < 2)
         continue;
       std::reverse(group.begin(), group.end()); // program order
-      buildFusion(group, /*loop=*/true);
+      FusionOp fusion = buildFusion(group, /*loop=*/true);
+      if (fusion && normOf.count(g)) {
+        assert(succeeded(matchNormFusion(fusion)) && "kiln-fuse built a bad norm fusion");
+        ++numNormFusions;
+      }
     }
   }
 
@@ -390,9 +443,10 @@ struct FusePass final : impl::FusePassBase<FusePass> {
           continue;
         inputs.insert(v);
       }
-      if (llvm::any_of(op->getResult(0).getUsers(),
-                       [&](Operation *user) { return !members.contains(user); }))
-        outputs.push_back(op->getResult(0));
+      for (Value result : op->getResults())
+        if (llvm::any_of(result.getUsers(),
+                         [&](Operation *user) { return !members.contains(user); }))
+          outputs.push_back(result);
     }
     if (outputs.empty())
       return {}; // dead code: nothing to fuse for
@@ -425,8 +479,9 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     // used outside is still written, but read from registers inside).
     if (loop) {
       for (Operation *op : ops)
-        if (!llvm::is_contained(outputs, op->getResult(0)))
-          bytesKept += 2 * numBytes(op->getResult(0).getType());
+        for (Value result : op->getResults())
+          if (!llvm::is_contained(outputs, result))
+            bytesKept += 2 * numBytes(result.getType());
       numFusions++;
       numOpsFused += ops.size();
     }

@@ -184,7 +184,12 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     alignment for the epilogue's vectors). With `fold-casts` (on by
     default), a bf16/f16 product whose only user is a cast to f32 feeding no
     elementwise op (so the cast would be a kernel of its own) produces f32
-    instead.
+    instead. With `norms` (on by default) a layer or RMS norm ends a group
+    as an elementwise user would, taking the chain that computes its input
+    (the residual add), and a norm's gradient joins the group of the
+    elementwise ops reading its dx (the residual gradient's add and cast):
+    a norm fusion, one warp-per-row kernel (rows a multiple of 8, at most
+    2048 long).
     Its statistics count the fusions, the ops in them and the bytes of
     device-memory traffic they avoid, where LLVM is built with statistics
     (Debian's is not: `--mlir-pass-statistics` then reports nothing, and
@@ -209,6 +214,11 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
            "A bf16/f16 product whose only user is a widening cast to f32 read by no "
            "elementwise op produces f32 itself (more accurate: the product is not "
            "rounded to the low type first, so this one changes results)">,
+    Option<"norms", "norms", "bool", /*default=*/"true",
+           "Norm fusions: a layer/RMS norm takes the elementwise chain computing its "
+           "input (the residual add), a norm's gradient the elementwise ops reading "
+           "its dx (the residual gradient's add and cast); rows of at most 2048 "
+           "elements, a multiple of 8, float tensors">,
   ];
   let statistics = [
     Statistic<"numFusions", "fusions", "kiln.fusion regions built">,
@@ -220,6 +230,7 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     Statistic<"numBiasGrads", "bias-grad-epilogues", "Bias-gradient sums folded into a GEMM">,
     Statistic<"numCastsFolded", "casts-folded", "Widening casts folded into a GEMM's output">,
     Statistic<"numNormCasts", "norm-casts", "Narrowing casts folded into a norm's output">,
+    Statistic<"numNormFusions", "norm-fusions", "Norms fused with elementwise ops">,
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }
@@ -295,6 +306,8 @@ def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
            "With a budget and fuse: kiln-fuse's epilogues option">,
     Option<"foldCasts", "fold-casts", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's fold-casts option">,
+    Option<"norms", "norms", "bool", /*default=*/"true",
+           "With a budget and fuse: kiln-fuse's norms option">,
   ];
   let statistics = [
     Statistic<"numCloned", "ops-cloned", "Forward ops cloned into the backward">,

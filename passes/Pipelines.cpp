@@ -101,6 +101,10 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                          llvm::cl::desc("kiln-fuse's fold-casts option: bf16/f16 products write f32 "
                                         "instead of a separate widening cast"),
                          llvm::cl::init(true)};
+  Option<bool> norms{*this, "fuse-norms",
+                     llvm::cl::desc("kiln-fuse's norms option: a norm takes the elementwise "
+                                    "ops around it (the residual add)"),
+                     llvm::cl::init(true)};
   Option<std::string> recompute{*this, "recompute",
                                 llvm::cl::desc("Options of kiln-recompute (runs only when given: "
                                                "recompute={policy=selective})")};
@@ -124,7 +128,8 @@ std::string fuseOptionsText(const std::optional<FusePassOptions> &fuse) {
   if (!fuse)
     return "fuse=false";
   return std::string("fuse=true epilogues=") + (fuse->epilogues ? "true" : "false") +
-         " fold-casts=" + (fuse->foldCasts ? "true" : "false");
+         " fold-casts=" + (fuse->foldCasts ? "true" : "false") +
+         " norms=" + (fuse->norms ? "true" : "false");
 }
 
 /// kiln-recompute from its options, told how kiln-fuse runs after it.
@@ -136,6 +141,7 @@ std::unique_ptr<mlir::Pass> recomputePass(std::optional<RecomputePassOptions> op
   if (fuse) {
     options->epilogues = fuse->epilogues;
     options->foldCasts = fuse->foldCasts;
+    options->norms = fuse->norms;
   }
   return createRecomputePass(*options);
 }
@@ -165,6 +171,7 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
     fuse.emplace();
     fuse->epilogues = options.epilogues;
     fuse->foldCasts = options.foldCasts;
+    fuse->norms = options.norms;
   }
   std::unique_ptr<mlir::Pass> recompute;
   if (options.recompute.hasValue()) {

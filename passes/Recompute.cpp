@@ -392,6 +392,7 @@ struct RecomputePass final : impl::RecomputePassBase<RecomputePass> {
       FusePassOptions options;
       options.epilogues = epilogues;
       options.foldCasts = foldCasts;
+      options.norms = norms;
       pm.addPass(createFusePass(options));
     }
     pm.addPass(createPlanBuffersPass());

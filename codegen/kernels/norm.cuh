@@ -173,4 +173,148 @@ __device__ void rmsNormBackward(const T *x, const T *w, const S *rstd, const T *
   }
 }
 
+// ---- Norm fusions (kiln.fusion bodies holding a norm; codegen's
+// emitNormFusion generates the functors) ----
+//
+// A warp per row, V consecutive elements per lane access (16-byte words):
+// vector vi of row r is elements r·C + vi·V … + V−1, global vector index
+// r·(C/V) + vi. The row stays in registers between the passes, so a
+// fused prologue runs once per element.
+
+// Forward (layer norm when CENTER, else RMS norm): `in(v, x)` computes the
+// V norm inputs of global vector v (running the fused elementwise ops and
+// storing their side outputs). y may be narrower than F (rounded once);
+// mean/rstd may be null (not wanted).
+template <typename F, int V, i64 ROWS, i64 C, bool CENTER, typename W, typename Y, typename S, class In>
+__device__ void normForwardRows(const In &in, const W *w, const W *b, Y *y, S *mean, S *rstd, float eps) {
+  static_assert(C % V == 0, "rows are whole vectors");
+  constexpr i64 NV = C / V;
+  constexpr int PER = CEIL_DIV(NV, 32);
+  i64 warps = (i64)gridDim.x * (blockDim.x / 32);
+  int lane = threadIdx.x % 32;
+  for (i64 r = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32; r < ROWS; r += warps) {
+    F x[PER][V];
+    F s = 0;
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+      i64 vi = lane + 32 * k;
+      if (vi < NV) {
+        in(r * NV + vi, x[k]);
+#pragma unroll
+        for (int t = 0; t < V; ++t)
+          s += x[k][t];
+      }
+    }
+    F m = CENTER ? warpSum(s) / F(C) : F(0);
+    F q = 0;
+#pragma unroll
+    for (int k = 0; k < PER; ++k)
+      if (lane + 32 * k < NV)
+#pragma unroll
+        for (int t = 0; t < V; ++t) {
+          F d = x[k][t] - m;
+          q += d * d;
+        }
+    F rs = F(1) / sqrt(warpSum(q) / F(C) + F(eps));
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+      i64 vi = lane + 32 * k;
+      if (vi < NV) {
+        alignas(16) W wv[V];
+        alignas(16) W bv[V];
+        alignas(16) Y out[V];
+        loadVec<V>(w, vi, wv);
+        if (CENTER)
+          loadVec<V>(b, vi, bv);
+#pragma unroll
+        for (int t = 0; t < V; ++t) {
+          F o = (x[k][t] - m) * rs * (F)load(wv, t);
+          if (CENTER)
+            o += (F)load(bv, t);
+          store(out, t, o);
+        }
+        storeVec<V>(y, r * NV + vi, out);
+      }
+    }
+    if (lane == 0) {
+      if (mean)
+        store(mean, r, m);
+      if (rstd)
+        store(rstd, r, rs);
+    }
+  }
+}
+
+// Backward: dx per row, handed to `out(v, dx)` (which stores dx and the
+// fused elementwise ops' outputs for global vector v), plus per-warp
+// partials laid out as layerNormBackward's (dweight, then dbias when
+// CENTER), for sumPartials.
+template <typename F, int V, i64 ROWS, i64 C, bool CENTER, typename T, typename W, typename S, typename D,
+          class Out>
+__device__ void normBackwardRows(const T *x, const W *w, const S *mean, const S *rstd, const D *dy,
+                                 const Out &out, F *partial) {
+  static_assert(C % V == 0, "rows are whole vectors");
+  constexpr i64 NV = C / V;
+  constexpr int PER = CEIL_DIV(NV, 32);
+  constexpr int PARTS = CENTER ? 2 : 1;
+  int lane = threadIdx.x % 32;
+  i64 warpId = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32;
+  i64 warps = (i64)gridDim.x * (blockDim.x / 32);
+  F dw[PER][V], db[PER][V];
+#pragma unroll
+  for (int k = 0; k < PER; ++k)
+#pragma unroll
+    for (int t = 0; t < V; ++t)
+      dw[k][t] = db[k][t] = 0;
+  for (i64 r = warpId; r < ROWS; r += warps) {
+    F m = CENTER ? (F)mean[r] : F(0), rs = (F)rstd[r];
+    F sumG = 0, sumGX = 0, xhat[PER][V], g[PER][V];
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+      i64 vi = lane + 32 * k;
+      if (vi < NV) {
+        alignas(16) T xv[V];
+        alignas(16) D dv[V];
+        alignas(16) W wv[V];
+        loadVec<V>(x, r * NV + vi, xv);
+        loadVec<V>(dy, r * NV + vi, dv);
+        loadVec<V>(w, vi, wv);
+#pragma unroll
+        for (int t = 0; t < V; ++t) {
+          F d = (F)load(dv, t);
+          xhat[k][t] = ((F)load(xv, t) - m) * rs;
+          g[k][t] = d * (F)load(wv, t);
+          sumG += g[k][t];
+          sumGX += g[k][t] * xhat[k][t];
+          dw[k][t] += d * xhat[k][t];
+          db[k][t] += d;
+        }
+      }
+    }
+    F meanG = CENTER ? warpSum(sumG) / F(C) : F(0), meanGX = warpSum(sumGX) / F(C);
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+      i64 vi = lane + 32 * k;
+      if (vi < NV) {
+        F dx[V];
+#pragma unroll
+        for (int t = 0; t < V; ++t)
+          dx[t] = rs * (g[k][t] - meanG - xhat[k][t] * meanGX);
+        out(r * NV + vi, dx);
+      }
+    }
+  }
+  // Whole vectors (V·sizeof(F) is a multiple of 16: V is 16 bytes of the
+  // narrowest type), so a warp's stores are contiguous.
+#pragma unroll
+  for (int k = 0; k < PER; ++k) {
+    i64 vi = lane + 32 * k;
+    if (vi < NV) {
+      storeVec<V>(partial + warpId * PARTS * C, vi, dw[k]);
+      if (CENTER)
+        storeVec<V>(partial + warpId * PARTS * C + C, vi, db[k]);
+    }
+  }
+}
+
 } // namespace kiln

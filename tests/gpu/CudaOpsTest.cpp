@@ -232,6 +232,56 @@ std::vector<OpCase> cases() {
                "%y, %rstd = kiln.rms_norm %x, %g {epsilon = 1.0e-06 : f32} : tensor<40x96xf32>, tensor<96xf32> -> tensor<40x96xf32>, tensor<40xf32>\n"
                "  %r0, %r1 = kiln.rms_norm_grad %x, %g, %rstd, %d : tensor<40x96xf32>, tensor<96xf32>, tensor<40xf32>, tensor<40x96xf32> -> tensor<40x96xf32>, tensor<96xf32>",
                1e-4, 1e-4});
+  // Norm fusions (kiln-fuse's): a warp per row holding the row in
+  // registers, the body's elementwise ops run on 16-byte vectors. Rows not
+  // a multiple of the 8 warps a block has; bf16 (8 a vector) and f32 (4).
+  c.push_back({"norm_fusion_residual_layer_norm_bf16",
+               {f("a", "tensor<4x33x768xbf16>"), f("r", "tensor<4x33x768xf32>"), f("g", "tensor<768xf32>"), f("b", "tensor<768xf32>")},
+               {"tensor<4x33x768xf32>", "tensor<4x33x768xbf16>", "tensor<4x33xf32>", "tensor<4x33xf32>"},
+               "%r0, %r1, %r2, %r3 = kiln.fusion (%a, %r, %g, %b) : (tensor<4x33x768xbf16>, tensor<4x33x768xf32>, tensor<768xf32>, tensor<768xf32>) -> (tensor<4x33x768xf32>, tensor<4x33x768xbf16>, tensor<4x33xf32>, tensor<4x33xf32>) {\n"
+               "  ^bb0(%x: tensor<4x33x768xbf16>, %s: tensor<4x33x768xf32>, %w: tensor<768xf32>, %c: tensor<768xf32>):\n"
+               "    %0 = kiln.cast %x : tensor<4x33x768xbf16> to tensor<4x33x768xf32>\n"
+               "    %1 = kiln.add %s, %0 : tensor<4x33x768xf32>\n"
+               "    %y, %m, %q = kiln.layer_norm %1, %w, %c {epsilon = 1.0e-05 : f32} : tensor<4x33x768xf32>, tensor<768xf32>, tensor<768xf32> -> tensor<4x33x768xbf16>, tensor<4x33xf32>, tensor<4x33xf32>\n"
+               "    kiln.yield %1, %y, %m, %q : tensor<4x33x768xf32>, tensor<4x33x768xbf16>, tensor<4x33xf32>, tensor<4x33xf32>\n"
+               "  }", 1e-5, 8e-3});
+  // An i1 operand (read element by element), a bf16 intermediate the norm
+  // reads rounded, no mean; RMS over f32 rows of 256.
+  c.push_back({"norm_fusion_mask_rms_norm",
+               {f("a", "tensor<37x256xf32>"), f("r", "tensor<37x256xf32>"), mask("m", "tensor<37x256xi1>"), f("g", "tensor<256xf32>")},
+               {"tensor<37x256xf32>", "tensor<37xf32>"},
+               "%r0, %r1 = kiln.fusion (%a, %r, %m, %g) : (tensor<37x256xf32>, tensor<37x256xf32>, tensor<37x256xi1>, tensor<256xf32>) -> (tensor<37x256xf32>, tensor<37xf32>) {\n"
+               "  ^bb0(%x: tensor<37x256xf32>, %s: tensor<37x256xf32>, %k: tensor<37x256xi1>, %w: tensor<256xf32>):\n"
+               "    %0 = kiln.select %k, %x, %s : tensor<37x256xi1>, tensor<37x256xf32>\n"
+               "    %1 = kiln.add %0, %s : tensor<37x256xf32>\n"
+               "    %2 = kiln.cast %1 : tensor<37x256xf32> to tensor<37x256xbf16>\n"
+               "    %3 = kiln.cast %2 : tensor<37x256xbf16> to tensor<37x256xf32>\n"
+               "    %y, %q = kiln.rms_norm %3, %w {epsilon = 1.0e-06 : f32} : tensor<37x256xf32>, tensor<256xf32> -> tensor<37x256xf32>, tensor<37xf32>\n"
+               "    kiln.yield %y, %q : tensor<37x256xf32>, tensor<37xf32>\n"
+               "  }", 1e-5, 1e-4});
+  c.push_back({"norm_fusion_layer_norm_grad_add_cast",
+               {f("x", "tensor<2x45x768xf32>"), f("g", "tensor<768xf32>"), f("b", "tensor<768xf32>"), f("d", "tensor<2x45x768xf32>"), f("r", "tensor<2x45x768xf32>")},
+               {"tensor<768xf32>", "tensor<768xf32>", "tensor<2x45x768xf32>", "tensor<2x45x768xbf16>"},
+               "%y, %mean, %rstd = kiln.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f32} : tensor<2x45x768xf32>, tensor<768xf32>, tensor<768xf32> -> tensor<2x45x768xf32>, tensor<2x45xf32>, tensor<2x45xf32>\n"
+               "  %r0, %r1, %r2, %r3 = kiln.fusion (%x, %g, %mean, %rstd, %d, %r) : (tensor<2x45x768xf32>, tensor<768xf32>, tensor<2x45xf32>, tensor<2x45xf32>, tensor<2x45x768xf32>, tensor<2x45x768xf32>) -> (tensor<768xf32>, tensor<768xf32>, tensor<2x45x768xf32>, tensor<2x45x768xbf16>) {\n"
+               "  ^bb0(%a0: tensor<2x45x768xf32>, %a1: tensor<768xf32>, %a2: tensor<2x45xf32>, %a3: tensor<2x45xf32>, %a4: tensor<2x45x768xf32>, %a5: tensor<2x45x768xf32>):\n"
+               "    %dx, %dw, %db = kiln.layer_norm_grad %a0, %a1, %a2, %a3, %a4 : tensor<2x45x768xf32>, tensor<768xf32>, tensor<2x45xf32>, tensor<2x45xf32>, tensor<2x45x768xf32> -> tensor<2x45x768xf32>, tensor<768xf32>, tensor<768xf32>\n"
+               "    %0 = kiln.add %a5, %dx : tensor<2x45x768xf32>\n"
+               "    %1 = kiln.cast %0 : tensor<2x45x768xf32> to tensor<2x45x768xbf16>\n"
+               "    kiln.yield %dw, %db, %0, %1 : tensor<768xf32>, tensor<768xf32>, tensor<2x45x768xf32>, tensor<2x45x768xbf16>\n"
+               "  }", 1e-4, 8e-3});
+  // dx yielded beside the body's f16 product of it.
+  c.push_back({"norm_fusion_rms_norm_grad_f16",
+               {f("x", "tensor<40x128xf32>"), f("g", "tensor<128xf32>"), f("d", "tensor<40x128xf32>"), f("h", "tensor<40x128xf16>")},
+               {"tensor<40x128xf32>", "tensor<128xf32>", "tensor<40x128xf16>"},
+               "%y, %rstd = kiln.rms_norm %x, %g {epsilon = 1.0e-06 : f32} : tensor<40x128xf32>, tensor<128xf32> -> tensor<40x128xf32>, tensor<40xf32>\n"
+               "  %r0, %r1, %r2 = kiln.fusion (%x, %g, %rstd, %d, %h) : (tensor<40x128xf32>, tensor<128xf32>, tensor<40xf32>, tensor<40x128xf32>, tensor<40x128xf16>) -> (tensor<40x128xf32>, tensor<128xf32>, tensor<40x128xf16>) {\n"
+               "  ^bb0(%a0: tensor<40x128xf32>, %a1: tensor<128xf32>, %a2: tensor<40xf32>, %a3: tensor<40x128xf32>, %a4: tensor<40x128xf16>):\n"
+               "    %dx, %dw = kiln.rms_norm_grad %a0, %a1, %a2, %a3 : tensor<40x128xf32>, tensor<128xf32>, tensor<40xf32>, tensor<40x128xf32> -> tensor<40x128xf32>, tensor<128xf32>\n"
+               "    %0 = kiln.cast %dx : tensor<40x128xf32> to tensor<40x128xf16>\n"
+               "    %1 = kiln.mul %0, %a4 : tensor<40x128xf16>\n"
+               "    kiln.yield %dx, %dw, %1 : tensor<40x128xf32>, tensor<128xf32>, tensor<40x128xf16>\n"
+               "  }", 1e-4, 2e-3});
   c.push_back({"rope", {f("x", "tensor<2x3x8x16xf32>")}, {"tensor<2x3x8x16xf32>"},
                "%r0 = kiln.rope %x : tensor<2x3x8x16xf32>", 1e-5, 1e-5});
   c.push_back({"rope_position_dim_bf16", {f("x", "tensor<2x9x3x64xbf16>")}, {"tensor<2x9x3x64xbf16>"},

@@ -108,6 +108,7 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
   if (config.compile.fuse) {
     options.fuse->epilogues = config.compile.gemm_epilogues;
     options.fuse->foldCasts = config.compile.fold_casts;
+    options.fuse->norms = config.compile.fuse_norms;
   } else {
     options.fuse.reset();
   }

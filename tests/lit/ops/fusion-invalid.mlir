@@ -193,3 +193,95 @@ func.func @gemm_one_cast(%x: tensor<40x24xbf16>, %dy: tensor<40x16xbf16>) -> (te
   }
   return %0#0, %0#1 : tensor<24x16xf32>, tensor<16xbf16>
 }
+
+// -----
+
+// Norm fusions (matchNormFusion).
+func.func @norm_two(%x: tensor<4x8xf32>, %w: tensor<8xf32>) -> (tensor<4x8xf32>, tensor<4xf32>) {
+  // expected-error @+1 {{holds a norm but is not a norm fusion: it holds two norms}}
+  %0:2 = kiln.fusion(%x, %w) : (tensor<4x8xf32>, tensor<8xf32>) -> (tensor<4x8xf32>, tensor<4xf32>) {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<8xf32>):
+    %1, %2 = kiln.rms_norm %a, %b {epsilon = 1.0e-06 : f32} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>, tensor<4xf32>
+    %3, %4 = kiln.rms_norm %1, %b {epsilon = 1.0e-06 : f32} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>, tensor<4xf32>
+    kiln.yield %3, %4 : tensor<4x8xf32>, tensor<4xf32>
+  }
+  return %0#0, %0#1 : tensor<4x8xf32>, tensor<4xf32>
+}
+
+// -----
+
+func.func @norm_output_read(%x: tensor<4x8xf32>, %w: tensor<8xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{holds a norm but is not a norm fusion: an elementwise op comes after the norm}}
+  %0 = kiln.fusion(%x, %w) : (tensor<4x8xf32>, tensor<8xf32>) -> tensor<4x8xf32> {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<8xf32>):
+    %1, %2 = kiln.rms_norm %a, %b {epsilon = 1.0e-06 : f32} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>, tensor<4xf32>
+    %3 = kiln.exp %1 : tensor<4x8xf32>
+    kiln.yield %3 : tensor<4x8xf32>
+  }
+  return %0 : tensor<4x8xf32>
+}
+
+// -----
+
+func.func @norm_weight_computed(%x: tensor<4x8xf32>, %w: tensor<8xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{holds a norm but is not a norm fusion: an elementwise value does not have the norm's row shape}}
+  %0 = kiln.fusion(%x, %w) : (tensor<4x8xf32>, tensor<8xf32>) -> tensor<4x8xf32> {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<8xf32>):
+    %1 = kiln.exp %b : tensor<8xf32>
+    %2, %3 = kiln.rms_norm %a, %1 {epsilon = 1.0e-06 : f32} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>, tensor<4xf32>
+    kiln.yield %2 : tensor<4x8xf32>
+  }
+  return %0 : tensor<4x8xf32>
+}
+
+// -----
+
+func.func @norm_not_yielded(%x: tensor<4x8xf32>, %w: tensor<8xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{holds a norm but is not a norm fusion: the norm's output must be yielded}}
+  %0 = kiln.fusion(%x, %w) : (tensor<4x8xf32>, tensor<8xf32>) -> tensor<4x8xf32> {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<8xf32>):
+    %1 = kiln.exp %a : tensor<4x8xf32>
+    %2, %3 = kiln.rms_norm %1, %b {epsilon = 1.0e-06 : f32} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>, tensor<4xf32>
+    kiln.yield %1 : tensor<4x8xf32>
+  }
+  return %0 : tensor<4x8xf32>
+}
+
+// -----
+
+func.func @norm_grad_operand_computed(%x: tensor<4x8xf32>, %w: tensor<8xf32>, %s: tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>) {
+  // expected-error @+1 {{holds a norm but is not a norm fusion: an elementwise op comes before the norm's gradient}}
+  %0:2 = kiln.fusion(%x, %w, %s) : (tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>) {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<8xf32>, %c: tensor<4xf32>):
+    %1 = kiln.exp %a : tensor<4x8xf32>
+    %2, %3 = kiln.rms_norm_grad %a, %b, %c, %1 : tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<8xf32>
+    kiln.yield %2, %3 : tensor<4x8xf32>, tensor<8xf32>
+  }
+  return %0#0, %0#1 : tensor<4x8xf32>, tensor<8xf32>
+}
+
+// -----
+
+func.func @norm_grad_dweight_dropped(%x: tensor<4x8xf32>, %w: tensor<8xf32>, %s: tensor<4xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{holds a norm but is not a norm fusion: the norm's weight (and bias) gradients must be yielded}}
+  %0 = kiln.fusion(%x, %w, %s) : (tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>) -> tensor<4x8xf32> {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<8xf32>, %c: tensor<4xf32>):
+    %2, %3 = kiln.rms_norm_grad %a, %b, %c, %a : tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<8xf32>
+    %4 = kiln.exp %2 : tensor<4x8xf32>
+    kiln.yield %4 : tensor<4x8xf32>
+  }
+  return %0 : tensor<4x8xf32>
+}
+
+// -----
+
+func.func @norm_grad_rank_one(%x: tensor<8xf32>, %w: tensor<8xf32>, %s: tensor<f32>) -> (tensor<8xf32>, tensor<8xf32>) {
+  // expected-error @+1 {{holds a norm but is not a norm fusion: the norm's rows are not a tensor of rank 2 or more}}
+  %0:2 = kiln.fusion(%x, %w, %s) : (tensor<8xf32>, tensor<8xf32>, tensor<f32>) -> (tensor<8xf32>, tensor<8xf32>) {
+  ^bb0(%a: tensor<8xf32>, %b: tensor<8xf32>, %c: tensor<f32>):
+    %2, %3 = kiln.rms_norm_grad %a, %b, %c, %a : tensor<8xf32>, tensor<8xf32>, tensor<f32>, tensor<8xf32> -> tensor<8xf32>, tensor<8xf32>
+    %4 = kiln.exp %2 : tensor<8xf32>
+    kiln.yield %4, %3 : tensor<8xf32>, tensor<8xf32>
+  }
+  return %0#0, %0#1 : tensor<8xf32>, tensor<8xf32>
+}

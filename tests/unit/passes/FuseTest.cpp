@@ -33,6 +33,7 @@ struct Counts {
   int gelu = 0, geluGrad = 0, biasGrads = 0, epilogues = 0;
   int wideGemms = 0;     ///< bf16/f16 products written as f32
   int narrowedNorms = 0; ///< f32 norms writing bf16/f16
+  int normFusions = 0, backwardNormFusions = 0; ///< of the loop fusions
 };
 
 Counts countFusions(mlir::ModuleOp module, llvm::StringRef function = "") {
@@ -44,6 +45,7 @@ Counts countFusions(mlir::ModuleOp module, llvm::StringRef function = "") {
       c.wideGemms += mm.getLhs().getType().getElementType() != mm.getType().getElementType();
     });
     func.walk([&](LayerNormOp ln) { c.narrowedNorms += ln.getY().getType() != ln.getX().getType(); });
+    // (func.walk visits fusion bodies too: a fused norm still counts.)
     func.walk([&](FusionOp f) {
       if (auto body = matchGemmEpilogue(f); mlir::succeeded(body)) {
         ++c.epilogues;
@@ -53,6 +55,10 @@ Counts countFusions(mlir::ModuleOp module, llvm::StringRef function = "") {
         return;
       }
       ++c.fusions;
+      if (auto body = matchNormFusion(f); mlir::succeeded(body)) {
+        ++c.normFusions;
+        c.backwardNormFusions += body->backward;
+      }
       for (mlir::Operation &op : f.getBodyOps())
         c.fusedOps += !llvm::isa<ConstantOp>(op);
     });
@@ -107,6 +113,13 @@ void checkConfig(const char *file, llvm::ArrayRef<std::string> sets, const std::
   // (under f32 there is no cast to fold).
   EXPECT_EQ(step.narrowedNorms, policy == "f32" ? 0 : 2 * layers + 1);
   EXPECT_EQ(step.wideGemms, 0);
+  // Every norm takes the add before it (the embeddings' sum, then the
+  // residual stream's), and every block's norm gradient the residual
+  // gradient's add (and cast) after it. The final norm's dx is that add's
+  // other operand: the add goes with the later gradient, so the final one
+  // fuses only with its own cast to bf16/f16 (under f32 it has none).
+  EXPECT_EQ(step.normFusions - step.backwardNormFusions, 2 * layers + 1);
+  EXPECT_EQ(step.backwardNormFusions, policy == "f32" ? 2 * layers : 2 * layers + 1);
 }
 
 TEST(Fuse, TinyGptStepIsBitIdentical) {
