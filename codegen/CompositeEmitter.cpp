@@ -221,6 +221,54 @@ llvm::Expected<bool> crossEntropyGrad(Emitter &e, CrossEntropyGradOp op) {
   return true;
 }
 
+/// A cross-entropy fusion (matchCrossEntropyFusion): one block of 1024
+/// threads a row, which reads the row for its log-sum-exp and then writes
+/// its gradient (kiln::crossEntropyFusedVec); the hardware runs as many
+/// rows at a time as fit, so the rows read twice stay in L2 (two blocks an
+/// SM of GPT-2's 100 KB rows: 26 MB).
+llvm::Expected<bool> crossEntropyFusion(Emitter &e, FusionOp fusion) {
+  std::string why;
+  auto body = matchCrossEntropyFusion(fusion, &why);
+  if (failed(body))
+    return error("codegen: " + Emitter::describe(fusion) + " is not a cross-entropy fusion: " + why);
+  Block &block = fusion.getBody().front();
+  auto bufferOf = [&](Value v) -> Value {
+    if (auto arg = dyn_cast<BlockArgument>(v); arg && arg.getOwner() == &block)
+      return fusion.getInputs()[arg.getArgNumber()];
+    for (auto [y, r] : llvm::zip_equal(fusion.getYield().getValues(), fusion.getResults()))
+      if (y == v)
+        return r;
+    return {};
+  };
+  CrossEntropyOp forward = body->forward;
+  Value logits = forward.getLogits();
+  auto [rows, v] = rowsOf(logits);
+  int width = vectorWidth(logits, v);
+  if (!width)
+    return error("codegen: " + Emitter::describe(fusion) + ": rows of " + str(v) +
+                 " classes are not whole 16-byte vectors (kiln-fuse fuses a cross-entropy whose "
+                 "classes are a multiple of 8)");
+  Params p;
+  ADD(bufferOf(logits), "logits", true) ADD(bufferOf(forward.getTargets()), "targets", true)
+  ADD(bufferOf(body->grad.getDloss()), "dloss", true) ADD(bufferOf(forward.getLoss()), "loss", false)
+  std::string lse = "(" + elt(forward.getLse()) + " *)nullptr";
+  if (Value out = bufferOf(forward.getLse())) {
+    ADD(out, "lse", false)
+    lse = "lse";
+  }
+  ADD(bufferOf(body->grad.getDlogits()), "dlogits", false)
+  p.addErrorFlag(e);
+  std::string call =
+      llvm::formatv("  kiln::crossEntropyFusedVec<{0}, {1}, {2}, {3}, {4}, {5}, {6}>(logits, targets, "
+                    "dloss, loss, {7}, dlogits, error);\n",
+                    elt(logits), elt(forward.getLoss()), elt(forward.getTargets()), rows, v,
+                    forward.getNumValidClasses(), width, lse)
+          .str();
+  e.launch(fusion, "fused_cross_entropy", kernel(fusion, "cross_entropy.cuh", p.text, call, 1024),
+           {std::min<int64_t>(rows, int64_t(1) << 30), 1, 1}, {1024, 1, 1}, p.args);
+  return true;
+}
+
 llvm::Expected<bool> embedding(Emitter &e, EmbeddingOp op) {
   Params p;
   ADD(op.getTable(), "table", true) ADD(op.getIds(), "ids", true) ADD(op.getResult(), "out", false)
@@ -872,9 +920,11 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
 llvm::Expected<bool> emitComposite(Emitter &e, Operation *op) {
   return llvm::TypeSwitch<Operation *, llvm::Expected<bool>>(op)
       .Case([&](FusionOp f) -> llvm::Expected<bool> {
-        if (!f.isNormFusion())
-          return false;
-        return normFusion(e, f);
+        if (f.isNormFusion())
+          return normFusion(e, f);
+        if (f.isCrossEntropyFusion())
+          return crossEntropyFusion(e, f);
+        return false;
       })
       .Case([&](LayerNormOp o) { return layerNorm(e, o); })
       .Case([&](LayerNormGradOp o) { return normBackward(e, o, true); })

@@ -302,8 +302,8 @@ llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef bas
 
 llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
   if (auto fusion = dyn_cast<FusionOp>(op)) {
-    if (fusion.isGemmEpilogue() || fusion.isNormFusion())
-      return false; // emitMatmul's, emitComposite's
+    if (!fusion.isLoopFusion())
+      return false; // emitMatmul's (GEMM epilogues), emitComposite's
     SmallVector<Operation *> body;
     for (Operation &inner : fusion.getBodyOps())
       body.push_back(&inner);

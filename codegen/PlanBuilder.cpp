@@ -380,7 +380,7 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
   }
 
   // What kiln-fuse did, for `kiln compile` and the Plan.
-  int64_t fusions = 0, fusedOps = 0, normFusions = 0, normFusedOps = 0;
+  int64_t fusions = 0, fusedOps = 0, normFusions = 0, normFusedOps = 0, crossEntropyFusions = 0;
   std::map<std::string, int64_t> epilogues; // by cuBLASLt epilogue, sorted
   int64_t epilogueOps = 0, wideGemms = 0;
   for (Operation &op : func.getBody().front()) {
@@ -398,6 +398,10 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
         epilogueOps += !isa<MatmulOp, ReshapeOp>(inner);
       continue;
     }
+    if (fusion.isCrossEntropyFusion()) {
+      ++crossEntropyFusions;
+      continue;
+    }
     bool norm = fusion.isNormFusion();
     ++(norm ? normFusions : fusions);
     for (Operation &inner : fusion.getBodyOps())
@@ -412,6 +416,10 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
     e.note(llvm::formatv("kiln-fuse: @{0} fuses {2} elementwise ops into {1} norm kernels ({2} "
                          "launches fewer)",
                          fn.name, normFusions, normFusedOps - normFusions)
+               .str());
+  if (crossEntropyFusions)
+    e.note(llvm::formatv("kiln-fuse: @{0} computes its cross-entropy and its gradient in one kernel",
+                         fn.name)
                .str());
   if (!epilogues.empty()) {
     std::string kinds;

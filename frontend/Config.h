@@ -194,6 +194,10 @@ struct CompileConfig {
   /// before it, a norm's gradient the add and cast after it (one kernel
   /// each). Only with `fuse`; off to compare against.
   bool fuse_norms = true;
+  /// kiln-fuse's cross-entropy fusion: the loss and its gradient in one
+  /// kernel that reads each row of logits once from memory. Only with
+  /// `fuse`; off to compare against.
+  bool fuse_cross_entropy = true;
 
   /// Whether kiln-fuse-attention runs for `precision`.
   bool fusesAttention(llvm::StringRef precision) const {

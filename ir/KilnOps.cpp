@@ -1091,6 +1091,42 @@ FailureOr<NormFusionBody> kiln::matchNormFusion(FusionOp fusion, std::string *wh
   return n;
 }
 
+bool FusionOp::isCrossEntropyFusion() {
+  return llvm::any_of(getBodyOps(), [](Operation &op) { return isa<CrossEntropyGradOp>(op); });
+}
+
+FailureOr<CrossEntropyFusionBody> kiln::matchCrossEntropyFusion(FusionOp fusion, std::string *why) {
+  auto fail = [&](const Twine &reason) -> FailureOr<CrossEntropyFusionBody> {
+    if (why)
+      *why = reason.str();
+    return failure();
+  };
+  auto ops = llvm::to_vector(llvm::make_pointer_range(fusion.getBodyOps()));
+  if (ops.size() != 2)
+    return fail("its body is not a cross_entropy and its gradient");
+  auto forward = dyn_cast<CrossEntropyOp>(ops[0]);
+  auto grad = dyn_cast<CrossEntropyGradOp>(ops[1]);
+  if (!forward || !grad)
+    return fail("its body is not a cross_entropy and its gradient");
+  Block &body = fusion.getBody().front();
+  auto isArg = [&](Value v) {
+    auto arg = dyn_cast<BlockArgument>(v);
+    return arg && arg.getOwner() == &body;
+  };
+  if (!isArg(forward.getLogits()) || !isArg(forward.getTargets()) || !isArg(grad.getDloss()))
+    return fail("the logits, targets and dloss must be body arguments");
+  if (grad.getLogits() != forward.getLogits() || grad.getTargets() != forward.getTargets() ||
+      grad.getLse() != forward.getLse())
+    return fail("the gradient must read the forward's logits, targets and lse");
+  if (grad.getValidClasses() != forward.getValidClasses())
+    return fail("the forward and the gradient count different valid classes");
+  YieldOp yield = fusion.getYield();
+  if (!llvm::is_contained(yield.getValues(), forward.getLoss()) ||
+      !llvm::is_contained(yield.getValues(), grad.getDlogits()))
+    return fail("the loss and dlogits must be yielded");
+  return CrossEntropyFusionBody{forward, grad};
+}
+
 LogicalResult FusionOp::verifyRegions() {
   Block &body = getBody().front();
   if (body.getNumArguments() != getInputs().size())
@@ -1119,6 +1155,13 @@ LogicalResult FusionOp::verifyRegions() {
     std::string why;
     if (failed(matchNormFusion(*this, &why)))
       return emitOpError() << "holds a norm but is not a norm fusion: " << why;
+    return success();
+  }
+  if (isCrossEntropyFusion()) {
+    std::string why;
+    if (failed(matchCrossEntropyFusion(*this, &why)))
+      return emitOpError() << "holds a cross-entropy gradient but is not a cross-entropy fusion: "
+                           << why;
     return success();
   }
   // A loop fusion: every value in the body has the results' shape.

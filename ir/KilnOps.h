@@ -147,6 +147,22 @@ struct NormFusionBody {
 ///             (and dbias) are yielded
 /// The norm is over the last dimension of a tensor of rank 2 or more.
 mlir::FailureOr<NormFusionBody> matchNormFusion(FusionOp fusion, std::string *why = nullptr);
+
+/// A kiln.fusion holding a cross-entropy and its gradient (kiln-fuse forms
+/// them; see kiln.fusion).
+struct CrossEntropyFusionBody {
+  CrossEntropyOp forward;
+  CrossEntropyGradOp grad;
+};
+
+/// The cross-entropy fusion `fusion`'s body spells, or failure with the
+/// reason in `why`: `kiln.cross_entropy %logits, %targets` and
+/// `kiln.cross_entropy_grad %logits, %targets, %lse, %dloss` of the same
+/// body arguments (and valid classes), the gradient reading the forward's
+/// lse and a dloss that is a body argument; the loss and dlogits yielded
+/// (lse when used outside).
+mlir::FailureOr<CrossEntropyFusionBody> matchCrossEntropyFusion(FusionOp fusion,
+                                                                std::string *why = nullptr);
 } // namespace kiln
 
 #endif // KILN_IR_KILNOPS_H

@@ -1169,6 +1169,14 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
       elementwise ops run once per element and their operands are read
       once.
 
+    - A cross-entropy fusion: `kiln.cross_entropy` and its
+      `kiln.cross_entropy_grad` over the same logits and targets, the
+      gradient reading the forward's lse and a dloss known before the
+      forward (the loss's seed). Codegen emits one kernel that reads each
+      row of logits for its log-sum-exp and writes its gradient right
+      after (the row is still in L2), over the logits in place when they
+      die there; the fusion sits where the forward was.
+
     Other reductions at the end of a loop fusion and broadcast inputs read
     through an index map are planned.
 
@@ -1203,6 +1211,11 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
     /// A norm fusion (its body holds a layer/RMS norm or its gradient;
     /// matchNormFusion says what it computes).
     bool isNormFusion();
+    /// A cross-entropy fusion (its body holds kiln.cross_entropy_grad;
+    /// matchCrossEntropyFusion says what it computes).
+    bool isCrossEntropyFusion();
+    /// A loop fusion: elementwise ops only (none of the kinds above).
+    bool isLoopFusion() { return !isGemmEpilogue() && !isNormFusion() && !isCrossEntropyFusion(); }
   }];
 }
 

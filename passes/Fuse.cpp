@@ -123,6 +123,8 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         formEpilogues(func.getBody().front());
       if (foldCasts)
         foldWideningCasts(func.getBody().front());
+      if (crossEntropy)
+        fuseCrossEntropies(func.getBody().front());
       fuseBlock(func.getBody().front());
     }
   }
@@ -323,6 +325,60 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     }
   }
 
+  /// Moves the ops computing `v` that come after `point` to just before
+  /// it, when they are pure, region-free and read (transitively) only
+  /// values defined before `point`: the loss's seed (under f16-mixed the
+  /// loss scale times 1/N, broadcast) is made where autodiff starts the
+  /// backward, after the forward, but depends on nothing computed there.
+  /// Returns whether `v` is then defined before `point`.
+  static bool hoistBefore(Value v, Operation *point) {
+    SmallVector<Operation *> moves;
+    llvm::SmallPtrSet<Operation *, 8> seen;
+    SmallVector<Value> work{v};
+    while (!work.empty()) {
+      Operation *def = work.pop_back_val().getDefiningOp();
+      if (!def || def->getBlock() != point->getBlock() || def->isBeforeInBlock(point))
+        continue;
+      if (def == point || !isPure(def) || def->getNumRegions() || moves.size() >= 8)
+        return false;
+      if (!seen.insert(def).second)
+        continue;
+      moves.push_back(def);
+      llvm::append_range(work, def->getOperands());
+    }
+    llvm::sort(moves, [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
+    for (Operation *op : moves)
+      op->moveBefore(point);
+    return true;
+  }
+
+  /// A cross_entropy and its gradient over the same logits and targets,
+  /// the gradient's dloss computable before the forward (the loss's seed;
+  /// hoistBefore), every class row whole 16-byte words: one fusion where
+  /// the forward was (its loss is read before the gradient; everything the
+  /// gradient's users read comes later).
+  void fuseCrossEntropies(Block &block) {
+    SmallVector<CrossEntropyGradOp> grads(block.getOps<CrossEntropyGradOp>());
+    for (CrossEntropyGradOp grad : grads) {
+      auto forward = grad.getLse().getDefiningOp<CrossEntropyOp>();
+      if (!forward || forward->getBlock() != &block || forward.getLogits() != grad.getLogits() ||
+          forward.getTargets() != grad.getTargets() ||
+          forward.getValidClassesAttr() != grad.getValidClassesAttr() ||
+          forward.getLoss().use_empty())
+        continue;
+      auto logits = cast<RankedTensorType>(grad.getLogits().getType());
+      if (!logits.hasStaticShape() || logits.getRank() < 1 || logits.getShape().back() % 8 != 0)
+        continue;
+      if (!hoistBefore(grad.getDloss(), forward))
+        continue;
+      FusionOp fusion = buildFusion({forward, grad}, /*loop=*/false, /*at=*/forward);
+      assert(fusion && succeeded(matchCrossEntropyFusion(fusion)) &&
+             "kiln-fuse built a bad cross-entropy fusion");
+      (void)fusion;
+      ++numCrossEntropyFusions;
+    }
+  }
+
   void fuseBlock(Block &block) {
     llvm::DenseMap<Operation *, int64_t> index;
     for (Operation &op : block)
@@ -425,10 +481,10 @@ struct FusePass final : impl::FusePassBase<FusePass> {
   }
 
   /// Replaces `ops` (program order; their users outside come after the
-  /// last one) with one kiln.fusion (see placement), whose results are the
-  /// members' values used outside, in program order. `loop`: a loop
-  /// fusion (for the statistics).
-  FusionOp buildFusion(ArrayRef<Operation *> ops, bool loop) {
+  /// last one, or after `at` when given) with one kiln.fusion (at `at`, or
+  /// see placement), whose results are the members' values used outside,
+  /// in program order. `loop`: a loop fusion (for the statistics).
+  FusionOp buildFusion(ArrayRef<Operation *> ops, bool loop, Operation *at = nullptr) {
     llvm::SmallPtrSet<Operation *, 8> members(ops.begin(), ops.end());
     // A loop fusion's splat constants become literals in its body; a GEMM
     // epilogue's operands are the GEMM's and cuBLASLt's, tensors in memory
@@ -451,7 +507,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     if (outputs.empty())
       return {}; // dead code: nothing to fuse for
     Operation *last = ops.back();
-    OpBuilder b(placement(ops, inputs.getArrayRef(), loop));
+    OpBuilder b(at ? at : placement(ops, inputs.getArrayRef(), loop));
     SmallVector<Type> types;
     for (Value v : outputs)
       types.push_back(v.getType());

@@ -219,6 +219,10 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
            "input (the residual add), a norm's gradient the elementwise ops reading "
            "its dx (the residual gradient's add and cast); rows of at most 2048 "
            "elements, a multiple of 8, float tensors">,
+    Option<"crossEntropy", "cross-entropy", "bool", /*default=*/"true",
+           "A cross_entropy and its gradient over the same logits run as one kernel "
+           "where the forward was, when the gradient's dloss is known there (rows a "
+           "multiple of 8 classes)">,
   ];
   let statistics = [
     Statistic<"numFusions", "fusions", "kiln.fusion regions built">,
@@ -231,6 +235,7 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     Statistic<"numCastsFolded", "casts-folded", "Widening casts folded into a GEMM's output">,
     Statistic<"numNormCasts", "norm-casts", "Narrowing casts folded into a norm's output">,
     Statistic<"numNormFusions", "norm-fusions", "Norms fused with elementwise ops">,
+    Statistic<"numCrossEntropyFusions", "cross-entropy-fusions", "Cross-entropies fused with their gradients">,
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }
@@ -308,6 +313,8 @@ def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
            "With a budget and fuse: kiln-fuse's fold-casts option">,
     Option<"norms", "norms", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's norms option">,
+    Option<"crossEntropy", "cross-entropy", "bool", /*default=*/"true",
+           "With a budget and fuse: kiln-fuse's cross-entropy option">,
   ];
   let statistics = [
     Statistic<"numCloned", "ops-cloned", "Forward ops cloned into the backward">,

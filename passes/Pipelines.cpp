@@ -105,6 +105,10 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                      llvm::cl::desc("kiln-fuse's norms option: a norm takes the elementwise "
                                     "ops around it (the residual add)"),
                      llvm::cl::init(true)};
+  Option<bool> crossEntropy{*this, "fuse-cross-entropy",
+                            llvm::cl::desc("kiln-fuse's cross-entropy option: a cross-entropy "
+                                           "and its gradient as one kernel"),
+                            llvm::cl::init(true)};
   Option<std::string> recompute{*this, "recompute",
                                 llvm::cl::desc("Options of kiln-recompute (runs only when given: "
                                                "recompute={policy=selective})")};
@@ -129,7 +133,8 @@ std::string fuseOptionsText(const std::optional<FusePassOptions> &fuse) {
     return "fuse=false";
   return std::string("fuse=true epilogues=") + (fuse->epilogues ? "true" : "false") +
          " fold-casts=" + (fuse->foldCasts ? "true" : "false") +
-         " norms=" + (fuse->norms ? "true" : "false");
+         " norms=" + (fuse->norms ? "true" : "false") +
+         " cross-entropy=" + (fuse->crossEntropy ? "true" : "false");
 }
 
 /// kiln-recompute from its options, told how kiln-fuse runs after it.
@@ -142,6 +147,7 @@ std::unique_ptr<mlir::Pass> recomputePass(std::optional<RecomputePassOptions> op
     options->epilogues = fuse->epilogues;
     options->foldCasts = fuse->foldCasts;
     options->norms = fuse->norms;
+    options->crossEntropy = fuse->crossEntropy;
   }
   return createRecomputePass(*options);
 }
@@ -172,6 +178,7 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
     fuse->epilogues = options.epilogues;
     fuse->foldCasts = options.foldCasts;
     fuse->norms = options.norms;
+    fuse->crossEntropy = options.crossEntropy;
   }
   std::unique_ptr<mlir::Pass> recompute;
   if (options.recompute.hasValue()) {

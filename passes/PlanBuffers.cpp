@@ -52,9 +52,18 @@ using namespace mlir;
 
 namespace kiln {
 
-std::optional<unsigned> inPlaceOperand(Operation *op) {
+std::optional<std::pair<unsigned, unsigned>> inPlaceOperand(Operation *op) {
   if (isa<CrossEntropyGradOp>(op))
-    return 0; // logits -> dlogits
+    return std::pair<unsigned, unsigned>{0, 0}; // logits -> dlogits
+  if (auto fusion = dyn_cast<FusionOp>(op); fusion && fusion.isCrossEntropyFusion()) {
+    auto body = matchCrossEntropyFusion(fusion);
+    if (failed(body))
+      return std::nullopt;
+    auto logits = cast<BlockArgument>(body->forward.getLogits());
+    for (auto [i, v] : llvm::enumerate(fusion.getYield().getValues()))
+      if (v == body->grad.getDlogits())
+        return std::pair<unsigned, unsigned>{logits.getArgNumber(), i};
+  }
   return std::nullopt;
 }
 
@@ -280,7 +289,7 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
                                    [&](Value operand) { return rootOf(operand) == arg; });
       bool elementwise = producer->hasTrait<OpTrait::Elementwise>() ||
                          isa<AdamWUpdateOp>(producer) ||
-                         (isa<FusionOp>(producer) && !cast<FusionOp>(producer).isGemmEpilogue());
+                         (isa<FusionOp>(producer) && cast<FusionOp>(producer).isLoopFusion());
       if (readsArg && !elementwise)
         continue;
       if (!lastRead.count(arg) || lastRead[arg] <= runsAt(producer))
@@ -332,9 +341,9 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
           continue;
         }
         // The result takes over an operand's buffer that dies here.
-        if (std::optional<unsigned> i = inPlaceOperand(&op);
-            i && result == op.getResult(0) && !result.use_empty()) {
-          Value dead = rootOf(op.getOperand(*i));
+        if (auto i = inPlaceOperand(&op);
+            i && result == op.getResult(i->second) && !result.use_empty()) {
+          Value dead = rootOf(op.getOperand(i->first));
           auto it = offset.find(dead);
           if (!isa<BlockArgument>(dead) && !inPlace.count(dead) && it != offset.end() &&
               lastUse.lookup(dead) == index[&op] &&

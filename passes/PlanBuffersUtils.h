@@ -14,13 +14,14 @@ namespace kiln {
 /// (the attention scale, the -inf of the causal mask, ...).
 bool isInlinedConstant(mlir::Operation *op);
 
-/// The operand whose buffer result 0 may take when that operand dies at
-/// the op: the op's kernel (GPU and CPU) reads each element of it before
-/// writing the same element of the result, at the same offset, and its
-/// pointers are not __restrict__. Today cross_entropy_grad's logits (the
-/// gradient is exp(logit - lse) - onehot, element by element): the two
+/// An operand whose buffer a result may take when that operand dies at the
+/// op, as (operand, result): the op's kernel (GPU and CPU) reads each
+/// element of it before writing the same element of the result, at the
+/// same offset, and its pointers are not __restrict__. Today
+/// cross_entropy_grad's logits (the gradient is exp(logit - lse) - onehot,
+/// element by element), also inside a cross-entropy fusion: the two
 /// largest temporaries of a language model's step, one buffer.
-std::optional<unsigned> inPlaceOperand(mlir::Operation *op);
+std::optional<std::pair<unsigned, unsigned>> inPlaceOperand(mlir::Operation *op);
 
 } // namespace kiln
 

@@ -393,6 +393,7 @@ struct RecomputePass final : impl::RecomputePassBase<RecomputePass> {
       options.epilogues = epilogues;
       options.foldCasts = foldCasts;
       options.norms = norms;
+      options.crossEntropy = crossEntropy;
       pm.addPass(createFusePass(options));
     }
     pm.addPass(createPlanBuffersPass());

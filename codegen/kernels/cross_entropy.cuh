@@ -128,4 +128,94 @@ __device__ void crossEntropyBackwardVec(const T *logits, const I *targets, const
   }
 }
 
+// A cross-entropy fusion (kiln-fuse): the forward and the gradient of each
+// row in one block, the gradient written right after the row's
+// log-sum-exp while the row is still in L2. dlogits may be logits itself
+// (written in place): the target's logit is taken in the first pass, and
+// each element is read before it is overwritten, by the same thread. lse
+// may be null (not wanted).
+//
+// The kernel is bound by its instructions, not by memory (two passes of
+// an exponential an element), so it works in base 2 (exp2 is one MUFU
+// instruction; the row's maximum and sum are of x·log2 e) and checks the
+// valid-class boundary and the target only where they can be: the vectors
+// before VALID / W hold valid classes only, and the target's element is
+// corrected once, by the thread that wrote it.
+template <typename T, typename S, typename I, i64 ROWS, i64 V, i64 VALID, int W>
+__device__ void crossEntropyFusedVec(const T *logits, const I *targets, const S *dloss, S *loss,
+                                     S *lse, T *dlogits, unsigned *error) {
+  typedef typename Compute<T>::type F;
+  static_assert(V % W == 0, "rows are whole vectors");
+  constexpr i64 FULL = VALID / W;        // vectors of valid classes only
+  constexpr i64 NV = CEIL_DIV(VALID, W); // vectors holding a valid class
+  const F log2e = F(1.4426950408889634), ln2 = F(0.6931471805599453);
+  __shared__ F shared[32];
+  __shared__ F targetLogit;
+  for (i64 r = blockIdx.x; r < ROWS; r += gridDim.x) {
+    const T *l = logits + r * V;
+    const i64 t = targetOf<VALID>(targets, r, error, threadIdx.x == 0);
+    // Pass 1: an online maximum and sum of 2^(x·log2 e − m).
+    F m = negInf<F>(), s = 0;
+    for (i64 v = threadIdx.x; v < NV; v += blockDim.x) {
+      T a[W];
+      loadVec<W>(l, v, a);
+      F x[W], top = negInf<F>();
+#pragma unroll
+      for (int k = 0; k < W; ++k) {
+        x[k] = (F)load(a, k) * log2e;
+        if (v >= FULL && v * W + k >= VALID)
+          x[k] = negInf<F>();
+        top = fmax(top, x[k]);
+      }
+      if (t / W == v && t >= 0)
+#pragma unroll
+        for (int k = 0; k < W; ++k) // (a constant index keeps `a` in registers)
+          if (k == t % W)
+            targetLogit = (F)load(a, k);
+      if (top > m) {
+        s *= exp2(m - top);
+        m = top;
+      }
+#pragma unroll
+      for (int k = 0; k < W; ++k)
+        s += exp2(x[k] - m);
+    }
+    F rowMax = blockMax(m, shared); // (its barriers publish targetLogit)
+    s = m == negInf<F>() ? F(0) : s * exp2(m - rowMax);
+    const F lse2 = rowMax + log2(blockSum(s, shared)), rowLse = lse2 * ln2;
+    if (threadIdx.x == 0) {
+      if (lse)
+        store(lse, r, rowLse);
+      store(loss, r, t < 0 ? F(0) : rowLse - targetLogit);
+    }
+    // Pass 2: dloss · (2^(x·log2 e − lse₂) − onehot), zero past VALID and
+    // for an ignored row.
+    const F g = t < 0 ? F(0) : (F)dloss[r];
+    for (i64 v = threadIdx.x; v < V / W; v += blockDim.x) {
+      T a[W];
+      loadVec<W>(l, v, a);
+      F d[W];
+#pragma unroll
+      for (int k = 0; k < W; ++k)
+        d[k] = g * exp2(fma((F)load(a, k), log2e, -lse2));
+      if (v >= FULL) {
+#pragma unroll
+        for (int k = 0; k < W; ++k)
+          if (v * W + k >= VALID)
+            d[k] = 0;
+      }
+      if (t / W == v && t >= 0)
+#pragma unroll
+        for (int k = 0; k < W; ++k)
+          if (k == t % W)
+            d[k] -= g;
+#pragma unroll
+      for (int k = 0; k < W; ++k)
+        store(a, k, d[k]);
+      storeVec<W>(dlogits + r * V, v, a);
+    }
+    __syncthreads(); // targetLogit is rewritten by the next row
+  }
+}
+
 } // namespace kiln

@@ -309,6 +309,25 @@ std::vector<OpCase> cases() {
                "%r0, %lse = kiln.cross_entropy %logits, %t {valid_classes = 1000 : i64} : tensor<2x4x1024xbf16>, tensor<2x4xi32> -> tensor<2x4xf32>, tensor<2x4xf32>\n"
                "  %r1 = kiln.cross_entropy_grad %logits, %t, %lse, %dl {valid_classes = 1000 : i64} : tensor<2x4x1024xbf16>, tensor<2x4xi32>, tensor<2x4xf32>, tensor<2x4xf32> -> tensor<2x4x1024xbf16>",
                1e-5, 1e-2});
+  // A cross-entropy fusion (kiln-fuse's): a block a row, the gradient
+  // written after the row's log-sum-exp; with lse yielded (bf16 rows of
+  // 4104, the valid classes ending inside a vector) and without (f32).
+  c.push_back({"cross_entropy_fusion_bf16", {f("logits", "tensor<3x5x4104xbf16>"), ids("t", "tensor<3x5xi32>", 4100), f("dl", "tensor<3x5xf32>")},
+               {"tensor<3x5xf32>", "tensor<3x5xf32>", "tensor<3x5x4104xbf16>"},
+               "%r0, %r1, %r2 = kiln.fusion (%logits, %t, %dl) : (tensor<3x5x4104xbf16>, tensor<3x5xi32>, tensor<3x5xf32>) -> (tensor<3x5xf32>, tensor<3x5xf32>, tensor<3x5x4104xbf16>) {\n"
+               "  ^bb0(%a: tensor<3x5x4104xbf16>, %b: tensor<3x5xi32>, %c: tensor<3x5xf32>):\n"
+               "    %l, %lse = kiln.cross_entropy %a, %b {valid_classes = 4100 : i64} : tensor<3x5x4104xbf16>, tensor<3x5xi32> -> tensor<3x5xf32>, tensor<3x5xf32>\n"
+               "    %g = kiln.cross_entropy_grad %a, %b, %lse, %c {valid_classes = 4100 : i64} : tensor<3x5x4104xbf16>, tensor<3x5xi32>, tensor<3x5xf32>, tensor<3x5xf32> -> tensor<3x5x4104xbf16>\n"
+               "    kiln.yield %l, %lse, %g : tensor<3x5xf32>, tensor<3x5xf32>, tensor<3x5x4104xbf16>\n"
+               "  }", 1e-5, 1e-2});
+  c.push_back({"cross_entropy_fusion_f32", {f("logits", "tensor<2x3x1000xf32>"), ids("t", "tensor<2x3xi32>", 1000), f("dl", "tensor<2x3xf32>")},
+               {"tensor<2x3xf32>", "tensor<2x3x1000xf32>"},
+               "%r0, %r1 = kiln.fusion (%logits, %t, %dl) : (tensor<2x3x1000xf32>, tensor<2x3xi32>, tensor<2x3xf32>) -> (tensor<2x3xf32>, tensor<2x3x1000xf32>) {\n"
+               "  ^bb0(%a: tensor<2x3x1000xf32>, %b: tensor<2x3xi32>, %c: tensor<2x3xf32>):\n"
+               "    %l, %lse = kiln.cross_entropy %a, %b : tensor<2x3x1000xf32>, tensor<2x3xi32> -> tensor<2x3xf32>, tensor<2x3xf32>\n"
+               "    %g = kiln.cross_entropy_grad %a, %b, %lse, %c : tensor<2x3x1000xf32>, tensor<2x3xi32>, tensor<2x3xf32>, tensor<2x3xf32> -> tensor<2x3x1000xf32>\n"
+               "    kiln.yield %l, %g : tensor<2x3xf32>, tensor<2x3x1000xf32>\n"
+               "  }", 1e-6, 1e-4});
   c.push_back({"attention_causal", {f("q", "tensor<2x4x24x16xf32>"), f("k", "tensor<2x4x24x16xf32>"), f("v", "tensor<2x4x24x16xf32>")},
                {"tensor<2x4x24x16xf32>", "tensor<2x4x24xf32>"},
                "%r0, %r1 = kiln.attention %q, %k, %v {causal, scale = 0.25 : f32} : tensor<2x4x24x16xf32>, tensor<2x4x24x16xf32>, tensor<2x4x24x16xf32> -> tensor<2x4x24x16xf32>, tensor<2x4x24xf32>",

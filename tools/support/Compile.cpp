@@ -109,6 +109,7 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     options.fuse->epilogues = config.compile.gemm_epilogues;
     options.fuse->foldCasts = config.compile.fold_casts;
     options.fuse->norms = config.compile.fuse_norms;
+    options.fuse->crossEntropy = config.compile.fuse_cross_entropy;
   } else {
     options.fuse.reset();
   }

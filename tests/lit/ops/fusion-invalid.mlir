@@ -285,3 +285,44 @@ func.func @norm_grad_rank_one(%x: tensor<8xf32>, %w: tensor<8xf32>, %s: tensor<f
   }
   return %0#0, %0#1 : tensor<8xf32>, tensor<8xf32>
 }
+
+// -----
+
+// Cross-entropy fusions (matchCrossEntropyFusion).
+func.func @ce_other_lse(%l: tensor<4x16xf32>, %t: tensor<4xi32>, %d: tensor<4xf32>, %s: tensor<4xf32>) -> (tensor<4xf32>, tensor<4x16xf32>) {
+  // expected-error @+1 {{holds a cross-entropy gradient but is not a cross-entropy fusion: the gradient must read the forward's logits, targets and lse}}
+  %0:2 = kiln.fusion(%l, %t, %d, %s) : (tensor<4x16xf32>, tensor<4xi32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4xf32>, tensor<4x16xf32>) {
+  ^bb0(%a: tensor<4x16xf32>, %b: tensor<4xi32>, %c: tensor<4xf32>, %e: tensor<4xf32>):
+    %loss, %lse = kiln.cross_entropy %a, %b : tensor<4x16xf32>, tensor<4xi32> -> tensor<4xf32>, tensor<4xf32>
+    %g = kiln.cross_entropy_grad %a, %b, %e, %c : tensor<4x16xf32>, tensor<4xi32>, tensor<4xf32>, tensor<4xf32> -> tensor<4x16xf32>
+    kiln.yield %loss, %g : tensor<4xf32>, tensor<4x16xf32>
+  }
+  return %0#0, %0#1 : tensor<4xf32>, tensor<4x16xf32>
+}
+
+// -----
+
+func.func @ce_loss_dropped(%l: tensor<4x16xf32>, %t: tensor<4xi32>, %d: tensor<4xf32>) -> tensor<4x16xf32> {
+  // expected-error @+1 {{holds a cross-entropy gradient but is not a cross-entropy fusion: the loss and dlogits must be yielded}}
+  %0 = kiln.fusion(%l, %t, %d) : (tensor<4x16xf32>, tensor<4xi32>, tensor<4xf32>) -> tensor<4x16xf32> {
+  ^bb0(%a: tensor<4x16xf32>, %b: tensor<4xi32>, %c: tensor<4xf32>):
+    %loss, %lse = kiln.cross_entropy %a, %b : tensor<4x16xf32>, tensor<4xi32> -> tensor<4xf32>, tensor<4xf32>
+    %g = kiln.cross_entropy_grad %a, %b, %lse, %c : tensor<4x16xf32>, tensor<4xi32>, tensor<4xf32>, tensor<4xf32> -> tensor<4x16xf32>
+    kiln.yield %g : tensor<4x16xf32>
+  }
+  return %0 : tensor<4x16xf32>
+}
+
+// -----
+
+func.func @ce_extra_op(%l: tensor<4x16xf32>, %t: tensor<4xi32>, %d: tensor<4xf32>) -> (tensor<4xf32>, tensor<4x16xf32>) {
+  // expected-error @+1 {{holds a cross-entropy gradient but is not a cross-entropy fusion: its body is not a cross_entropy and its gradient}}
+  %0:2 = kiln.fusion(%l, %t, %d) : (tensor<4x16xf32>, tensor<4xi32>, tensor<4xf32>) -> (tensor<4xf32>, tensor<4x16xf32>) {
+  ^bb0(%a: tensor<4x16xf32>, %b: tensor<4xi32>, %c: tensor<4xf32>):
+    %loss, %lse = kiln.cross_entropy %a, %b : tensor<4x16xf32>, tensor<4xi32> -> tensor<4xf32>, tensor<4xf32>
+    %e = kiln.exp %c : tensor<4xf32>
+    %g = kiln.cross_entropy_grad %a, %b, %lse, %e : tensor<4x16xf32>, tensor<4xi32>, tensor<4xf32>, tensor<4xf32> -> tensor<4x16xf32>
+    kiln.yield %loss, %g : tensor<4xf32>, tensor<4x16xf32>
+  }
+  return %0#0, %0#1 : tensor<4xf32>, tensor<4x16xf32>
+}

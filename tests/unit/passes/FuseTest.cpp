@@ -34,6 +34,7 @@ struct Counts {
   int wideGemms = 0;     ///< bf16/f16 products written as f32
   int narrowedNorms = 0; ///< f32 norms writing bf16/f16
   int normFusions = 0, backwardNormFusions = 0; ///< of the loop fusions
+  int crossEntropyFusions = 0;
 };
 
 Counts countFusions(mlir::ModuleOp module, llvm::StringRef function = "") {
@@ -55,6 +56,7 @@ Counts countFusions(mlir::ModuleOp module, llvm::StringRef function = "") {
         return;
       }
       ++c.fusions;
+      c.crossEntropyFusions += mlir::succeeded(matchCrossEntropyFusion(f));
       if (auto body = matchNormFusion(f); mlir::succeeded(body)) {
         ++c.normFusions;
         c.backwardNormFusions += body->backward;
@@ -120,6 +122,9 @@ void checkConfig(const char *file, llvm::ArrayRef<std::string> sets, const std::
   // fuses only with its own cast to bf16/f16 (under f32 it has none).
   EXPECT_EQ(step.normFusions - step.backwardNormFusions, 2 * layers + 1);
   EXPECT_EQ(step.backwardNormFusions, policy == "f32" ? 2 * layers : 2 * layers + 1);
+  // The loss and its gradient, one kernel (the padded vocabulary is whole
+  // 16-byte vectors).
+  EXPECT_EQ(step.crossEntropyFusions, 1);
 }
 
 TEST(Fuse, TinyGptStepIsBitIdentical) {

@@ -97,8 +97,8 @@ void expectNoOverlap(mlir::ModuleOp module) {
         // A result written over an operand that dies at its op (the
         // loss's gradient over the logits) shares that op with it.
         mlir::Value takesOver;
-        if (std::optional<unsigned> in = inPlaceOperand(&op); in && i == 0) {
-          mlir::Value operand = op.getOperand(*in);
+        if (auto in = inPlaceOperand(&op); in && i == in->second) {
+          mlir::Value operand = op.getOperand(in->first);
           takesOver = root.count(operand) ? root[operand] : operand;
         }
         lives.push_back({offset, bytes, index[&op], std::max(index[&op], end.lookup(r)), what, r,
