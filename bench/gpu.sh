@@ -51,6 +51,8 @@
 #              against unfused
 #   epilogues  the same for kiln-fuse's GEMM epilogues (compile.gemm_epilogues)
 #   ab         the 124M bench with .gpu/kiln-before.gz and this build, alternated
+#   repeat     the same 200-step bf16 run twice: the noise floor of the
+#              200-step comparisons
 #   recompute  train.recompute none/selective/full: the 124M bf16 step at B=16
 #              and at each policy's largest batch, the ~1B Llama's step, and
 #              20 f32 / 200 bf16 steps of each against none
@@ -247,6 +249,28 @@ for p in os.environ.get("TRAIN_PRECISIONS", "f32 bf16-mixed").split():
     print(f"  {stage} {p}, {len(runs['true'])} steps: final loss {runs['true'][-1]:.6f} on vs "
           f"{runs['false'][-1]:.6f} off; mean of the last 20 differs by {100 * delta:+.3f}%; "
           f"largest per-step difference {worst:.3g}")
+EOF2
+    ;;
+  repeat)
+    # The noise floor of the 200-step bf16 comparisons (loop-fusion,
+    # epilogues, fused): this build's GPT-2 124M run twice from the same
+    # weights and batches; the runs differ only by the order of dq's
+    # atomic sums in the flash backward.
+    for run in 1 2; do
+      rm -rf /tmp/rep-$run
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml --set train.steps=200 \
+        "${train_sets[@]}" --set train.precision=bf16-mixed --set run.dir=/tmp/rep-$run \
+        > "$OUT/train-repeat-$run.log" 2>&1 || grep -E "error" "$OUT/train-repeat-$run.log"
+      cp /tmp/rep-$run/metrics.jsonl "$OUT/metrics-repeat-$run.jsonl"
+    done
+    python3 - "$OUT" <<'EOF2'
+import json, sys
+out = sys.argv[1]
+runs = [[json.loads(l)["loss"] for l in open(f"{out}/metrics-repeat-{i}.jsonl") if '"loss"' in l] for i in (1, 2)]
+mean = lambda r: sum(r[-20:]) / len(r[-20:])
+worst = max(abs(a - b) / abs(b) for a, b in zip(*runs))
+print(f"  repeat bf16-mixed, {len(runs[0])} steps, the same run twice: mean of the last 20 differs by "
+      f"{100 * (mean(runs[0]) - mean(runs[1])) / mean(runs[1]):+.3f}%; largest per-step difference {worst:.3g}")
 EOF2
     ;;
   ab)

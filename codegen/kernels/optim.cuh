@@ -22,6 +22,20 @@ struct Chunk {
 /// One AdamW step of the chunk's elements (see kiln.adamw_update).
 /// Computes in double when the parameter or its moments are f64 (as the CPU
 /// interpreter always does), else in float.
+// One element's update (f = the update's compute type).
+template <typename F>
+__device__ __forceinline__ void adamwElement(F &p, F grad, F &m, F &v, F b1, F b2, F c1, F c2, F eps,
+                                             F lr, F decay) {
+  const F one = 1;
+  m = b1 * m + (one - b1) * grad;
+  v = b2 * v + (one - b2) * grad * grad;
+  F update = (m / c1) / (sqrt(v / c2) + eps);
+  p = p * (one - lr * decay) - lr * update;
+}
+
+// Elements [begin, end) of one tensor: 16-byte vectors of every operand
+// (V elements of the narrowest type) when its four offsets and `begin` allow,
+// the rest one element at a time; the same arithmetic either way.
 template <typename P, typename G, typename M>
 __device__ void adamwChunk(char *arena, const AdamTensor &t, i64 begin, i64 end, float lr,
                            float step, float gradScale) {
@@ -33,18 +47,43 @@ __device__ void adamwChunk(char *arena, const AdamTensor &t, i64 begin, i64 end,
   M *m = reinterpret_cast<M *>(arena + t.m), *v = reinterpret_cast<M *>(arena + t.v);
   const F b1 = t.beta1, b2 = t.beta2, one = 1;
   const F c1 = one - pow(b1, F(step)), c2 = one - pow(b2, F(step));
-  for (i64 i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    F grad = F(load(g, i)) * F(gradScale);
-    F mi = b1 * F(load(m, i)) + (one - b1) * grad;
-    F vi = b2 * F(load(v, i)) + (one - b2) * grad * grad;
-    F update = (mi / c1) / (sqrt(vi / c2) + F(t.eps));
-    store(p, i, F(load(p, i)) * (one - F(lr) * F(t.weightDecay)) - F(lr) * update);
-    store(m, i, mi);
-    store(v, i, vi);
+  const F eps = t.eps, lrF = lr, decay = t.weightDecay, scale = gradScale;
+  constexpr int NARROW = sizeof(P) < sizeof(G) ? (sizeof(P) < sizeof(M) ? sizeof(P) : sizeof(M))
+                                               : (sizeof(G) < sizeof(M) ? sizeof(G) : sizeof(M));
+  constexpr int V = 16 / NARROW;
+  i64 vecEnd = begin;
+  if ((t.param | t.grad | t.m | t.v) % 16 == 0 && begin % V == 0) {
+    vecEnd = begin + (end - begin) / V * V;
+    for (i64 i = begin + (i64)threadIdx.x * V; i < vecEnd; i += (i64)blockDim.x * V) {
+      alignas(16) P pv[V];
+      alignas(16) G gv[V];
+      alignas(16) M mv[V], vv[V];
+      loadVec<V>(p, i / V, pv);
+      loadVec<V>(g, i / V, gv);
+      loadVec<V>(m, i / V, mv);
+      loadVec<V>(v, i / V, vv);
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        F pk = F(load(pv, k)), mk = F(load(mv, k)), vk = F(load(vv, k));
+        adamwElement(pk, F(load(gv, k)) * scale, mk, vk, b1, b2, c1, c2, eps, lrF, decay);
+        store(pv, k, pk);
+        store(mv, k, mk);
+        store(vv, k, vk);
+      }
+      storeVec<V>(p, i / V, pv);
+      storeVec<V>(m, i / V, mv);
+      storeVec<V>(v, i / V, vv);
+    }
+  }
+  for (i64 i = vecEnd + threadIdx.x; i < end; i += blockDim.x) {
+    F pk = F(load(p, i)), mk = F(load(m, i)), vk = F(load(v, i));
+    adamwElement(pk, F(load(g, i)) * scale, mk, vk, b1, b2, c1, c2, eps, lrF, decay);
+    store(p, i, pk);
+    store(m, i, mk);
+    store(v, i, vk);
   }
 }
 
-/// A cast of one tensor in a multi-tensor cast launch (arena offsets).
 struct CastTensor {
   i64 src, dst, size;
 };
