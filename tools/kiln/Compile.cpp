@@ -84,6 +84,9 @@ int runCompile() {
   dumps.after.assign(dumpAfter.begin(), dumpAfter.end());
   if (!dumpDir.empty() && dumps.after.empty() && emit == Emit::IR)
     dumps.after = {"all"};
+  // Buffer planning is the pipeline's last stage here, so its result (the
+  // offsets codegen uses) is in the dumps.
+  dumps.planBuffers = true;
   auto written = tooling::runTrainingPipeline(**module, *config, dumps);
   if (!written)
     return fail("compile", toString(written.takeError()));

@@ -141,6 +141,8 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     options.recompute->memoryBudget = config.train.memory_budget;
   }
   buildTrainingPipeline(pm, options);
+  if (dumps.planBuffers)
+    pm.addPass(createPlanBuffersPass());
   // Every name given to --dump-ir-after must be a pass of the pipeline.
   std::vector<std::string> known{"all"};
   for (mlir::Pass &pass : pm.getPasses())

@@ -27,6 +27,11 @@ struct DumpOptions {
   std::string dir;
   /// Pass flags to dump after ("kiln-autodiff"), or "all".
   std::vector<std::string> after;
+  /// End the pipeline with kiln-plan-buffers as codegen runs it (default
+  /// options), a named stage whose dump shows every value's arena offset
+  /// and each function's memory summary. Codegen plans again (the same
+  /// plan: the pass is deterministic), so this changes nothing downstream.
+  bool planBuffers = false;
 };
 
 /// Runs kiln-training-pipeline, with the optimizer settings of `config`, on
