@@ -759,6 +759,10 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
     consider(v);
   consider(norm->getResult(0));
   int64_t vec = 16 / narrowest;
+  if (c > 2048)
+    return error("codegen: " + Emitter::describe(fusion) + ": rows of " + str(c) +
+                 " elements do not fit a warp's registers (a norm fusion's rows are at most 2048 "
+                 "long; kiln-fuse forms no longer ones)");
   if (c % vec != 0)
     return error("codegen: " + Emitter::describe(fusion) + ": rows of " + str(c) +
                  " elements are not whole 16-byte vectors (kiln-fuse forms norm fusions for "

@@ -428,7 +428,10 @@ llvm::Expected<bool> emitConstant(Emitter &e, ConstantOp c) {
       table += (k++ ? ", " : "") + llvm::formatv("{0:e17}", v.convertToDouble()).str();
   } else {
     for (APInt v : value.getValues<APInt>())
-      table += (k++ ? ", " : "") + std::to_string(type.getElementType().isInteger(1) ? v.getZExtValue() : v.getSExtValue());
+      // (Both arms int64_t: a mixed ternary would make −1 an unsigned 2^64 − 1.)
+      table += (k++ ? ", " : "") + std::to_string(type.getElementType().isInteger(1)
+                                                      ? static_cast<int64_t>(v.getZExtValue())
+                                                      : v.getSExtValue());
   }
   table += "};\n";
   std::string store = isa<FloatType>(type.getElementType())

@@ -488,14 +488,19 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     llvm::SmallPtrSet<Operation *, 8> members(ops.begin(), ops.end());
     // A loop fusion's splat constants become literals in its body; a GEMM
     // epilogue's operands are the GEMM's and cuBLASLt's, tensors in memory
-    // (a loss's constant gradient can be a GEMM's operand).
-    auto inlined = [&](Value v) { return loop && isSplatConstant(v); };
+    // (a loss's constant gradient can be a GEMM's operand), and so are a
+    // norm's (its kernel reads them as tensors: a constant weight, or a
+    // splat dy).
+    auto inlined = [&](Operation *user, Value v) {
+      return loop && isSplatConstant(v) &&
+             !isa<LayerNormOp, RmsNormOp, LayerNormGradOp, RmsNormGradOp>(user);
+    };
     llvm::SetVector<Value> inputs;
     SmallVector<Value> outputs;
     for (Operation *op : ops) {
       for (Value v : op->getOperands()) {
         Operation *def = v.getDefiningOp();
-        if ((def && members.contains(def)) || inlined(v))
+        if ((def && members.contains(def)) || inlined(op, v))
           continue;
         inputs.insert(v);
       }
@@ -520,7 +525,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     OpBuilder inner = OpBuilder::atBlockEnd(body);
     for (Operation *op : ops) {
       for (Value v : op->getOperands())
-        if (inlined(v) && !map.contains(v))
+        if (inlined(op, v) && !map.contains(v))
           map.map(v, inner.clone(*v.getDefiningOp())->getResult(0));
       inner.clone(*op, map);
     }

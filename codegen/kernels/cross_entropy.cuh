@@ -157,7 +157,7 @@ __device__ void crossEntropyFusedVec(const T *logits, const I *targets, const S 
     // Pass 1: an online maximum and sum of 2^(x·log2 e − m).
     F m = negInf<F>(), s = 0;
     for (i64 v = threadIdx.x; v < NV; v += blockDim.x) {
-      T a[W];
+      alignas(16) T a[W];
       loadVec<W>(l, v, a);
       F x[W], top = negInf<F>();
 #pragma unroll
@@ -189,15 +189,17 @@ __device__ void crossEntropyFusedVec(const T *logits, const I *targets, const S 
       store(loss, r, t < 0 ? F(0) : rowLse - targetLogit);
     }
     // Pass 2: dloss · (2^(x·log2 e − lse₂) − onehot), zero past VALID and
-    // for an ignored row.
-    const F g = t < 0 ? F(0) : (F)dloss[r];
+    // for an ignored row (a hard zero, as the unfused kernel writes: an
+    // ignored row's logits may be inf).
+    const bool ignored = t < 0;
+    const F g = ignored ? F(0) : (F)dloss[r];
     for (i64 v = threadIdx.x; v < V / W; v += blockDim.x) {
-      T a[W];
+      alignas(16) T a[W];
       loadVec<W>(l, v, a);
       F d[W];
 #pragma unroll
       for (int k = 0; k < W; ++k)
-        d[k] = g * exp2(fma((F)load(a, k), log2e, -lse2));
+        d[k] = ignored ? F(0) : g * exp2(fma((F)load(a, k), log2e, -lse2));
       if (v >= FULL) {
 #pragma unroll
         for (int k = 0; k < W; ++k)

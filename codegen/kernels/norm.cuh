@@ -260,7 +260,8 @@ __device__ void normBackwardRows(const T *x, const W *w, const S *mean, const S 
   int lane = threadIdx.x % 32;
   i64 warpId = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32;
   i64 warps = (i64)gridDim.x * (blockDim.x / 32);
-  F dw[PER][V], db[PER][V];
+  alignas(16) F dw[PER][V];
+  alignas(16) F db[PER][V];
 #pragma unroll
   for (int k = 0; k < PER; ++k)
 #pragma unroll

@@ -328,6 +328,16 @@ std::vector<OpCase> cases() {
                "    %g = kiln.cross_entropy_grad %a, %b, %lse, %c : tensor<2x3x1000xf32>, tensor<2x3xi32>, tensor<2x3xf32>, tensor<2x3xf32> -> tensor<2x3x1000xf32>\n"
                "    kiln.yield %l, %g : tensor<2x3xf32>, tensor<2x3x1000xf32>\n"
                "  }", 1e-6, 1e-4});
+  // Ignored rows (target −1): loss 0 and a zero gradient row.
+  c.push_back({"cross_entropy_fusion_ignored", {f("logits", "tensor<2x3x1000xf32>"), f("dl", "tensor<2x3xf32>")},
+               {"tensor<2x3xf32>", "tensor<2x3x1000xf32>"},
+               "%t = kiln.constant dense<[[5, -1, 999], [0, -1, 42]]> : tensor<2x3xi32>\n"
+               "  %r0, %r1 = kiln.fusion (%logits, %t, %dl) : (tensor<2x3x1000xf32>, tensor<2x3xi32>, tensor<2x3xf32>) -> (tensor<2x3xf32>, tensor<2x3x1000xf32>) {\n"
+               "  ^bb0(%a: tensor<2x3x1000xf32>, %b: tensor<2x3xi32>, %c: tensor<2x3xf32>):\n"
+               "    %l, %lse = kiln.cross_entropy %a, %b : tensor<2x3x1000xf32>, tensor<2x3xi32> -> tensor<2x3xf32>, tensor<2x3xf32>\n"
+               "    %g = kiln.cross_entropy_grad %a, %b, %lse, %c : tensor<2x3x1000xf32>, tensor<2x3xi32>, tensor<2x3xf32>, tensor<2x3xf32> -> tensor<2x3x1000xf32>\n"
+               "    kiln.yield %l, %g : tensor<2x3xf32>, tensor<2x3x1000xf32>\n"
+               "  }", 1e-6, 1e-4});
   c.push_back({"attention_causal", {f("q", "tensor<2x4x24x16xf32>"), f("k", "tensor<2x4x24x16xf32>"), f("v", "tensor<2x4x24x16xf32>")},
                {"tensor<2x4x24x16xf32>", "tensor<2x4x24xf32>"},
                "%r0, %r1 = kiln.attention %q, %k, %v {causal, scale = 0.25 : f32} : tensor<2x4x24x16xf32>, tensor<2x4x24x16xf32>, tensor<2x4x24x16xf32> -> tensor<2x4x24x16xf32>, tensor<2x4x24xf32>",

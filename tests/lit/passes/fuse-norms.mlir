@@ -130,3 +130,33 @@ func.func @dead_weight_gradient(%x: tensor<8x16xf32>, %w: tensor<16xf32>, %q: te
   %0 = kiln.exp %dx : tensor<8x16xf32>
   return %0 : tensor<8x16xf32>
 }
+
+// -----
+
+// A norm's splat-constant operands (a constant weight; a splat dy) stay
+// inputs: its kernel reads them as tensors. The elementwise ops' splats
+// are still literals in the body.
+// CHECK-LABEL: func.func @constant_operands
+// CHECK: %[[W:.+]] = kiln.constant dense<1.000000e+00> : tensor<16xf32>
+// CHECK: kiln.fusion(%{{.+}}, %{{.+}}, %[[W]])
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.constant dense<2.000000e+00>
+// CHECK-NEXT: kiln.mul
+// CHECK-NEXT: kiln.add
+// CHECK-NEXT: kiln.rms_norm
+// CHECK: %[[D:.+]] = kiln.constant dense<5.000000e-01> : tensor<4x16xf32>
+// CHECK: kiln.fusion(%{{.+}}, %[[W]], %{{.+}}, %[[D]])
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.rms_norm_grad
+// CHECK-NEXT: kiln.cast
+func.func @constant_operands(%x: tensor<4x16xf32>, %r: tensor<4x16xf32>) -> (tensor<4x16xf32>, tensor<4x16xbf16>, tensor<16xf32>) {
+  %w = kiln.constant dense<1.0> : tensor<16xf32>
+  %two = kiln.constant dense<2.0> : tensor<4x16xf32>
+  %0 = kiln.mul %x, %two : tensor<4x16xf32>
+  %1 = kiln.add %0, %r : tensor<4x16xf32>
+  %y, %q = kiln.rms_norm %1, %w {epsilon = 1.0e-06 : f32} : tensor<4x16xf32>, tensor<16xf32> -> tensor<4x16xf32>, tensor<4xf32>
+  %d = kiln.constant dense<0.5> : tensor<4x16xf32>
+  %dx, %dw = kiln.rms_norm_grad %1, %w, %q, %d : tensor<4x16xf32>, tensor<16xf32>, tensor<4xf32>, tensor<4x16xf32> -> tensor<4x16xf32>, tensor<16xf32>
+  %2 = kiln.cast %dx : tensor<4x16xf32> to tensor<4x16xbf16>
+  return %y, %2, %dw : tensor<4x16xf32>, tensor<4x16xbf16>, tensor<16xf32>
+}

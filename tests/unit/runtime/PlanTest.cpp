@@ -370,3 +370,26 @@ TEST(Nvrtc, CompileErrorsShowTheLogAndTheSource) {
 }
 
 } // namespace
+
+// A materialized integer constant keeps its negative values (an ignored
+// target is −1): the kernel's table holds −1, not 2^64 − 1.
+TEST(Plan, NegativeIntegerConstantsKeepTheirSign) {
+  auto ctx = test::makeContext();
+  auto module = test::parse(*ctx, R"(
+    func.func @f(%x: tensor<2x3xi32> {kiln.input = "x"}) -> tensor<2x3xi32> {
+      %t = kiln.constant dense<[[5, -1, 999], [0, -1, 42]]> : tensor<2x3xi32>
+      %0 = kiln.add %x, %t : tensor<2x3xi32>
+      return %0 : tensor<2x3xi32>
+    })");
+  ASSERT_TRUE(module);
+  auto plan = codegen::compileToPlan(*module, {});
+  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+  bool found = false;
+  for (const PlanKernel &k : plan->kernels) {
+    if (k.source.find("kValues") == std::string::npos)
+      continue;
+    found = true;
+    EXPECT_NE(k.source.find("{5, -1, 999, 0, -1, 42}"), std::string::npos) << k.source;
+  }
+  EXPECT_TRUE(found);
+}
