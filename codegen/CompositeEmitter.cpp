@@ -77,6 +77,27 @@ llvm::Expected<bool> layerNorm(Emitter &e, LayerNormOp op) {
   return true;
 }
 
+/// The second kernel of a norm's backward: the per-warp partial sums at
+/// `partial` (`warps` rows of C floats for dw, then C for db when `db` is
+/// given) summed per column into dw (and db), in `T`.
+llvm::Error sumNormPartials(Emitter &e, Operation *op, int64_t partial, const std::string &F,
+                            const std::string &T, int64_t c, int64_t warps, Value dw, Value db) {
+  Params p;
+  p.text = "const " + F + " *partial";
+  p.args.push_back(Emitter::ptr(partial));
+  if (llvm::Error err = p.add(e, dw, "dw", false))
+    return err;
+  if (db)
+    if (llvm::Error err = p.add(e, db, "db", false))
+      return err;
+  std::string sum = llvm::formatv("  kiln::sumPartials<{0}, {1}, {2}, {3}>(partial, dw, {4});\n", T, c,
+                                  warps, db ? 2 : 1, db ? "db" : "dw")
+                        .str();
+  e.launch(op, "norm_partials", kernel(op, "norm.cuh", p.text, sum, 1024), {(c + 31) / 32, 1, 1},
+           {32, 32, 1}, p.args);
+  return llvm::Error::success();
+}
+
 /// The backward of a norm: dx and per-warp partials, then their column sums.
 llvm::Expected<bool> normBackward(Emitter &e, Operation *op, bool layer) {
   Value x = op->getOperand(0);
@@ -110,21 +131,9 @@ llvm::Expected<bool> normBackward(Emitter &e, Operation *op, bool layer) {
   p.args.push_back(Emitter::ptr(*partial));
   e.launch(op, layer ? "layer_norm_backward" : "rms_norm_backward", kernel(op, "norm.cuh", p.text, call),
            {grid, 1, 1}, {256, 1, 1}, p.args);
-  Params q;
-  q.text = "const " + F + " *partial";
-  q.args.push_back(Emitter::ptr(*partial));
-  {
-    Params &p = q;
-    ADD(op->getResult(1), "dw", false)
-    if (layer) {
-      ADD(op->getResult(2), "db", false)
-    }
-  }
-  std::string sum = llvm::formatv("  kiln::sumPartials<{0}, {1}, {2}, {3}>(partial, dw, {4});\n", elt(x),
-                                  c, warps, parts, layer ? "db" : "dw")
-                        .str();
-  e.launch(op, "norm_partials", kernel(op, "norm.cuh", q.text, sum, 1024), {(c + 31) / 32, 1, 1},
-           {32, 32, 1}, q.args);
+  if (llvm::Error err = sumNormPartials(e, op, *partial, F, elt(x), c, warps, op->getResult(1),
+                                        layer ? op->getResult(2) : Value()))
+    return std::move(err);
   return true;
 }
 
@@ -221,6 +230,17 @@ llvm::Expected<bool> crossEntropyGrad(Emitter &e, CrossEntropyGradOp op) {
   return true;
 }
 
+/// The function-level buffer of a fusion body's value: a block argument's
+/// input, a yielded value's result; null for a value that is neither.
+Value bufferOfBodyValue(FusionOp fusion, Value v) {
+  if (auto arg = dyn_cast<BlockArgument>(v); arg && arg.getOwner() == &fusion.getBody().front())
+    return fusion.getInputs()[arg.getArgNumber()];
+  for (auto [y, r] : llvm::zip_equal(fusion.getYield().getValues(), fusion.getResults()))
+    if (y == v)
+      return r;
+  return {};
+}
+
 /// A cross-entropy fusion (matchCrossEntropyFusion): one block of 1024
 /// threads a row, which reads the row for its log-sum-exp and then writes
 /// its gradient (kiln::crossEntropyFusedVec); the hardware runs as many
@@ -231,15 +251,7 @@ llvm::Expected<bool> crossEntropyFusion(Emitter &e, FusionOp fusion) {
   auto body = matchCrossEntropyFusion(fusion, &why);
   if (failed(body))
     return error("codegen: " + Emitter::describe(fusion) + " is not a cross-entropy fusion: " + why);
-  Block &block = fusion.getBody().front();
-  auto bufferOf = [&](Value v) -> Value {
-    if (auto arg = dyn_cast<BlockArgument>(v); arg && arg.getOwner() == &block)
-      return fusion.getInputs()[arg.getArgNumber()];
-    for (auto [y, r] : llvm::zip_equal(fusion.getYield().getValues(), fusion.getResults()))
-      if (y == v)
-        return r;
-    return {};
-  };
+  auto bufferOf = [&](Value v) { return bufferOfBodyValue(fusion, v); };
   CrossEntropyOp forward = body->forward;
   Value logits = forward.getLogits();
   auto [rows, v] = rowsOf(logits);
@@ -709,18 +721,7 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
   if (failed(n))
     return error("codegen: " + Emitter::describe(fusion) + " is not a norm fusion: " + why);
   Operation *norm = n->norm;
-  Block &body = fusion.getBody().front();
-  YieldOp yield = fusion.getYield();
-  // The function-level buffer of a body value: an argument's input, a
-  // yielded value's result (null when it is neither).
-  auto bufferOf = [&](Value v) -> Value {
-    if (auto arg = dyn_cast<BlockArgument>(v); arg && arg.getOwner() == &body)
-      return fusion.getInputs()[arg.getArgNumber()];
-    for (auto [y, r] : llvm::zip_equal(yield.getValues(), fusion.getResults()))
-      if (y == v)
-        return r;
-    return {};
-  };
+  auto bufferOf = [&](Value v) { return bufferOfBodyValue(fusion, v); };
   Value rowValue = n->backward ? norm->getResult(0) : norm->getOperand(0);
   auto [rows, c] = rowsOf(rowValue);
 
@@ -899,21 +900,10 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
           .str();
   e.launch(fusion, "fused_" + kind + "_backward", source(p.text, call, minBlocks), {grid, 1, 1}, {256, 1, 1},
            p.args);
-  Params q;
-  q.text = "const " + F + " *partial";
-  q.args.push_back(Emitter::ptr(*partial));
-  {
-    Params &p = q;
-    ADD(bufferOf(norm->getResult(1)), "dw", false)
-    if (n->center) {
-      ADD(bufferOf(norm->getResult(2)), "db", false)
-    }
-  }
-  std::string sum = llvm::formatv("  kiln::sumPartials<{0}, {1}, {2}, {3}>(partial, dw, {4});\n",
-                                  elt(norm->getResult(1)), c, warps, parts, n->center ? "db" : "dw")
-                        .str();
-  e.launch(fusion, "norm_partials", kernel(fusion, "norm.cuh", q.text, sum, 1024), {(c + 31) / 32, 1, 1},
-           {32, 32, 1}, q.args);
+  if (llvm::Error err = sumNormPartials(e, fusion, *partial, F, elt(norm->getResult(1)), c, warps,
+                                        bufferOf(norm->getResult(1)),
+                                        n->center ? bufferOf(norm->getResult(2)) : Value()))
+    return std::move(err);
   return true;
 }
 

@@ -887,6 +887,16 @@ bool kiln::widensToF32(CastOp c) {
   return (in.isBF16() || in.isF16()) && tensorType(c.getResult()).getElementType().isF32();
 }
 
+bool kiln::isNorm(Operation *op) {
+  return isa<LayerNormOp, RmsNormOp, LayerNormGradOp, RmsNormGradOp>(op);
+}
+
+/// `v` is an argument of `fusion`'s body.
+static bool isBodyArgument(FusionOp fusion, Value v) {
+  auto arg = dyn_cast<BlockArgument>(v);
+  return arg && arg.getOwner() == &fusion.getBody().front();
+}
+
 bool FusionOp::isGemmEpilogue() {
   return llvm::any_of(getBodyOps(), [](Operation &op) { return isa<MatmulOp>(op); });
 }
@@ -897,11 +907,7 @@ FailureOr<GemmEpilogueBody> kiln::matchGemmEpilogue(FusionOp fusion, std::string
       *why = reason.str();
     return failure();
   };
-  Block &body = fusion.getBody().front();
-  auto isArg = [&](Value v) {
-    auto arg = dyn_cast<BlockArgument>(v);
-    return arg && arg.getOwner() == &body;
-  };
+  auto isArg = [&](Value v) { return isBodyArgument(fusion, v); };
   GemmEpilogueBody g;
   SmallVector<Operation *> rest;
   for (Operation &op : fusion.getBodyOps()) {
@@ -1016,9 +1022,7 @@ FailureOr<GemmEpilogueBody> kiln::matchGemmEpilogue(FusionOp fusion, std::string
 }
 
 bool FusionOp::isNormFusion() {
-  return llvm::any_of(getBodyOps(), [](Operation &op) {
-    return isa<LayerNormOp, RmsNormOp, LayerNormGradOp, RmsNormGradOp>(op);
-  });
+  return llvm::any_of(getBodyOps(), [](Operation &op) { return isNorm(&op); });
 }
 
 FailureOr<NormFusionBody> kiln::matchNormFusion(FusionOp fusion, std::string *why) {
@@ -1029,7 +1033,7 @@ FailureOr<NormFusionBody> kiln::matchNormFusion(FusionOp fusion, std::string *wh
   };
   NormFusionBody n;
   for (Operation &op : fusion.getBodyOps()) {
-    if (isa<LayerNormOp, RmsNormOp, LayerNormGradOp, RmsNormGradOp>(op)) {
+    if (isNorm(&op)) {
       if (n.norm)
         return fail("it holds two norms");
       n.norm = &op;
@@ -1049,11 +1053,7 @@ FailureOr<NormFusionBody> kiln::matchNormFusion(FusionOp fusion, std::string *wh
   auto rowType = tensorType(n.backward ? norm->getResult(0) : norm->getOperand(0));
   if (rowType.getRank() < 2)
     return fail("the norm's rows are not a tensor of rank 2 or more");
-  Block &body = fusion.getBody().front();
-  auto isArg = [&](Value v) {
-    auto arg = dyn_cast<BlockArgument>(v);
-    return arg && arg.getOwner() == &body;
-  };
+  auto isArg = [&](Value v) { return isBodyArgument(fusion, v); };
   for (Operation *op : n.elementwise) {
     if (op->isBeforeInBlock(norm) == n.backward)
       return fail(n.backward ? "an elementwise op comes before the norm's gradient"
@@ -1108,11 +1108,7 @@ FailureOr<CrossEntropyFusionBody> kiln::matchCrossEntropyFusion(FusionOp fusion,
   auto grad = dyn_cast<CrossEntropyGradOp>(ops[1]);
   if (!forward || !grad)
     return fail("its body is not a cross_entropy and its gradient");
-  Block &body = fusion.getBody().front();
-  auto isArg = [&](Value v) {
-    auto arg = dyn_cast<BlockArgument>(v);
-    return arg && arg.getOwner() == &body;
-  };
+  auto isArg = [&](Value v) { return isBodyArgument(fusion, v); };
   if (!isArg(forward.getLogits()) || !isArg(forward.getTargets()) || !isArg(grad.getDloss()))
     return fail("the logits, targets and dloss must be body arguments");
   if (grad.getLogits() != forward.getLogits() || grad.getTargets() != forward.getTargets() ||

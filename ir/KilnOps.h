@@ -95,6 +95,8 @@ AttentionDims attentionDims(mlir::Value qkv);
 bool sumsOverRows(ReduceSumOp r);
 /// `c` widens bf16/f16 to f32.
 bool widensToF32(CastOp c);
+/// `op` is a row norm or its gradient (layer_norm, rms_norm, their _grad).
+bool isNorm(mlir::Operation *op);
 
 /// A kiln.fusion that is one GEMM with a cuBLASLt epilogue (kiln-fuse forms
 /// them; see kiln.fusion). The values are in the fusion's body.

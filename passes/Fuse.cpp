@@ -87,7 +87,7 @@ bool isFusible(Operation *op) {
 /// in every float type (a multiple of 8) that fit a warp's registers (at
 /// most 2048: the kernel keeps the row there between its passes).
 bool isFusibleNorm(Operation *op) {
-  if (!isa<LayerNormOp, RmsNormOp, LayerNormGradOp, RmsNormGradOp>(op))
+  if (!isNorm(op))
     return false;
   auto t = dyn_cast<RankedTensorType>(op->getResult(0).getType());
   if (!t || !t.hasStaticShape() || t.getRank() < 2 || t.getNumElements() == 0)
@@ -493,7 +493,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     // splat dy).
     auto inlined = [&](Operation *user, Value v) {
       return loop && isSplatConstant(v) &&
-             !isa<LayerNormOp, RmsNormOp, LayerNormGradOp, RmsNormGradOp>(user);
+             !isNorm(user);
     };
     llvm::SetVector<Value> inputs;
     SmallVector<Value> outputs;
