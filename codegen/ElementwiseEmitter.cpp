@@ -26,39 +26,31 @@ namespace {
 
 constexpr int64_t kThreads = 256;
 
-/// The scalar expression of an elementwise op over operand expressions.
+/// The scalar expression of an elementwise op over operand expressions: a
+/// call of its function in ir/ScalarMath.h (the interpreter's too), or C++
+/// operators for compare, select and cast.
 std::optional<std::string> expression(Operation *op, llvm::ArrayRef<std::string> a,
                                       const std::string &ct) {
+  // A function of ir/ScalarMath.h over the first `n` operands, instantiated
+  // at the compute type (a literal operand may be of another type).
+  auto call = [&](const char *fn, size_t n) {
+    std::string args;
+    for (size_t i = 0; i < n; ++i)
+      args += (i ? ", " : "") + a[i];
+    return "kiln::scalar::" + std::string(fn) + "<" + ct + ">(" + args + ")";
+  };
   auto bin = [&](const char *o) { return "(" + a[0] + " " + o + " " + a[1] + ")"; };
   return llvm::TypeSwitch<Operation *, std::optional<std::string>>(op)
-      .Case([&](AddOp) { return bin("+"); })
-      .Case([&](SubOp) { return bin("-"); })
-      .Case([&](MulOp) { return bin("*"); })
-      .Case([&](DivOp) { return bin("/"); })
-      .Case([&](MaxOp) {
-        // nan propagates, as in the reference.
-        return "((" + a[0] + " > " + a[1] + " || " + a[0] + " != " + a[0] + ") ? " + a[0] +
-               " : " + a[1] + ")";
-      })
-      .Case([&](NegOp) { return "(-" + a[0] + ")"; })
-      .Case([&](ExpOp) { return "exp(" + a[0] + ")"; })
-      .Case([&](LogOp) { return "log(" + a[0] + ")"; })
-      .Case([&](SqrtOp) { return "sqrt(" + a[0] + ")"; })
-      .Case([&](RsqrtOp) { return "((" + ct + ")1 / sqrt(" + a[0] + "))"; })
-      .Case([&](TanhOp) { return "tanh(" + a[0] + ")"; })
-      .Case([&](SigmoidOp) { return "kiln::sigmoid(" + a[0] + ")"; })
-      .Case([&](SiluOp) { return "(" + a[0] + " * kiln::sigmoid(" + a[0] + "))"; })
-      .Case([&](ReluOp) { return "(" + a[0] + " > (" + ct + ")0 ? " + a[0] + " : (" + ct + ")0)"; })
+#define KILN_UNARY(Op, fn) .Case([&](Op) { return call(#fn, 1); })
+#define KILN_BINARY(Op, fn) .Case([&](Op) { return call(#fn, 2); })
+#include "ir/ElementwiseOps.def"
       .Case([&](GeluOp g) {
-        return std::string(g.getApproximate() == GeluApproximation::tanh ? "kiln::geluTanh("
-                                                                         : "kiln::geluErf(") +
-               a[0] + ")";
+        return call(g.getApproximate() == GeluApproximation::tanh ? "geluTanh" : "geluErf", 1);
       })
       .Case([&](GeluGradOp g) {
-        return "(" + a[1] +
-               (g.getApproximate() == GeluApproximation::tanh ? " * kiln::geluTanhGrad("
-                                                              : " * kiln::geluErfGrad(") +
-               a[0] + "))";
+        return "(" + a[1] + " * " +
+               call(g.getApproximate() == GeluApproximation::tanh ? "geluTanhGrad" : "geluErfGrad", 1) +
+               ")";
       })
       .Case([&](CompareOp c) {
         const char *o = "==";
@@ -131,6 +123,15 @@ llvm::Expected<std::string> elementwiseStatements(Emitter &e, ArrayRef<Value> in
       name[c.getResult()] = e.literal(c.getResult());
       continue;
     }
+    // A broadcast of a body argument: the argument's read (`in`) already
+    // went through the broadcast's index map.
+    if (auto b = dyn_cast<BroadcastInDimOp>(op)) {
+      auto it = name.find(b.getOperand());
+      if (it == name.end())
+        return error("codegen: " + Emitter::describe(op) + " broadcasts a value the kernel lacks");
+      name[b.getResult()] = it->second;
+      continue;
+    }
     std::vector<std::string> operands;
     for (Value v : op->getOperands()) {
       if (!name.count(v)) {
@@ -156,6 +157,59 @@ llvm::Expected<std::string> elementwiseStatements(Emitter &e, ArrayRef<Value> in
 
 std::string roundedTo(Type elementType, const std::string &x) { return roundTo(elementType, x); }
 
+/// The element of `b`'s operand that element `e` (an expression) of its
+/// result reads: the sum over the operand's dimensions of each one's
+/// coordinate times its stride, with every shape a literal. Dimensions of
+/// size 1 contribute nothing; neighbours contiguous in both tensors merge
+/// into one term (a [T, C] table in [B, T, C] reads e % (T·C)).
+std::string broadcastIndex(BroadcastInDimOp b, const std::string &e) {
+  ArrayRef<int64_t> in = tensorOf(b.getOperand()).getShape();
+  ArrayRef<int64_t> out = tensorOf(b.getResult()).getShape();
+  ArrayRef<int64_t> dims = b.getDims();
+  int64_t total = tensorOf(b.getResult()).getNumElements();
+  struct Term {
+    int64_t size, outStride, inStride;
+  };
+  SmallVector<Term> terms;
+  for (size_t k = 0; k < in.size(); ++k) {
+    if (in[k] == 1)
+      continue;
+    int64_t outStride = 1, inStride = 1;
+    for (size_t d = dims[k] + 1; d < out.size(); ++d)
+      outStride *= out[d];
+    for (size_t d = k + 1; d < in.size(); ++d)
+      inStride *= in[d];
+    Term t{in[k], outStride, inStride};
+    if (!terms.empty() && terms.back().outStride == t.size * t.outStride &&
+        terms.back().inStride == t.size * t.inStride) {
+      terms.back() = {terms.back().size * t.size, t.outStride, t.inStride};
+      continue;
+    }
+    terms.push_back(t);
+  }
+  if (terms.empty())
+    return "0";
+  std::string sum;
+  for (const Term &t : terms) {
+    std::string x = e;
+    if (t.outStride != 1)
+      x = "(" + x + ") / " + str(t.outStride);
+    if (t.outStride * t.size != total)
+      x = "(" + x + ") % " + str(t.size);
+    if (t.inStride != 1)
+      x = "(" + x + ") * " + str(t.inStride);
+    sum += (sum.empty() ? "" : " + ") + ("(" + x + ")");
+  }
+  return sum;
+}
+
+BroadcastInDimOp broadcastReader(Value arg) {
+  for (Operation *user : arg.getUsers())
+    if (auto b = dyn_cast<BroadcastInDimOp>(user))
+      return b;
+  return {};
+}
+
 namespace {
 
 /// One grid-stride loop kernel: each thread reads element i of every input,
@@ -167,11 +221,15 @@ namespace {
 /// With float outputs and whole 16-byte words, each thread handles V
 /// consecutive elements (V = 16 bytes over the narrowest float element)
 /// through 128-bit loads and stores; integer inputs (an i1 mask) are read
-/// element by element within the vector.
+/// element by element within the vector. `readThrough[j]`, when set, is the
+/// broadcast of the body through whose index map input j is read (element
+/// by element: neighbouring outputs often read one element).
 llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef baseName,
                               ArrayRef<Value> inputs, ArrayRef<Value> inputBuffers,
                               ArrayRef<Operation *> body, ArrayRef<Value> outputs,
-                              ArrayRef<Value> outputBuffers) {
+                              ArrayRef<Value> outputBuffers,
+                              ArrayRef<BroadcastInDimOp> readThrough = {}) {
+  auto mapped = [&](size_t j) { return j < readThrough.size() && readThrough[j]; };
   auto shapeType = tensorOf(outputs.front());
   int64_t n = shapeType.getNumElements();
   std::vector<PlanArg> args;
@@ -201,6 +259,14 @@ llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef bas
     return std::move(err);
   int64_t lanes = floatOut ? 16 / narrowest : 0;
   bool vectorized = lanes > 1 && n % lanes == 0 && !inputBuffers.empty();
+  // A broadcast input whose rows stay whole is read a vector at a time on
+  // the vector path (the lanes of a vector share a row).
+  auto rowVector = [&](size_t j) {
+    if (!mapped(j))
+      return false;
+    BroadcastInDimOp b = readThrough[j];
+    return keepsRows(b) && tensorOf(b.getResult()).getShape().back() % lanes == 0;
+  };
 
   // Values read inside the body (an output-only value needs no rounding:
   // its store rounds it).
@@ -229,6 +295,12 @@ llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef bas
   auto readInput = [&](size_t j, const std::string &floatArgs, const std::string &index) {
     Type elt = tensorOf(inputBuffers[j]).getElementType();
     std::string ct = computeType(elt);
+    if (mapped(j) && !(vectorized && rowVector(j))) {
+      BroadcastInDimOp b = readThrough[j];
+      std::string at = broadcastIndex(b, index);
+      return isa<FloatType>(elt) ? "(" + ct + ")kiln::load(in" + str(j) + ", " + at + ")"
+                                 : "(" + ct + ")in" + str(j) + "[" + at + "]";
+    }
     return isa<FloatType>(elt) ? "(" + ct + ")kiln::load(" + floatArgs + ")"
                                : "(" + ct + ")in" + str(j) + "[" + index + "]";
   };
@@ -240,9 +312,13 @@ llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef bas
     std::string loads;
     for (auto [j, buffer] : llvm::enumerate(inputBuffers)) {
       Type elt = tensorOf(buffer).getElementType();
-      if (isa<FloatType>(elt))
+      if (isa<FloatType>(elt) && !mapped(j))
         loads += llvm::formatv("    alignas(16) {0} a{1}[{2}];\n    kiln::loadVec<{2}>(in{1}, v, a{1});\n",
                                cType(elt), j, lanes)
+                     .str();
+      else if (isa<FloatType>(elt) && rowVector(j))
+        loads += llvm::formatv("    alignas(16) {0} a{1}[{2}];\n    kiln::loadVec<{2}>(in{1}, ({3}) / {2}, a{1});\n",
+                               cType(elt), j, lanes, broadcastIndex(BroadcastInDimOp(readThrough[j]), "v * " + str(lanes)))
                      .str();
     }
     auto code = compute(
@@ -316,7 +392,12 @@ llvm::Expected<bool> emitElementwise(Emitter &e, Operation *op) {
     SmallVector<Value> args(fusion.getBody().getArguments());
     SmallVector<Value> inputs(fusion.getInputs()), results(fusion.getResults());
     SmallVector<Value> yielded(fusion.getYield().getValues());
-    return emitLoop(e, op, name, args, inputs, body, yielded, results);
+    // Arguments read through a broadcast's index map (the verifier: every
+    // reader of such an argument is the same broadcast).
+    SmallVector<BroadcastInDimOp> readThrough;
+    for (Value arg : args)
+      readThrough.push_back(broadcastReader(arg));
+    return emitLoop(e, op, name, args, inputs, body, yielded, results, readThrough);
   }
   if (!op->hasTrait<OpTrait::Elementwise>())
     return false;

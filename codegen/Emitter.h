@@ -129,6 +129,12 @@ llvm::Expected<std::string> elementwiseStatements(Emitter &e, llvm::ArrayRef<mli
                                                   llvm::DenseMap<mlir::Value, std::string> &name);
 /// `x` rounded to `elementType` as a store and a load back would.
 std::string roundedTo(mlir::Type elementType, const std::string &x);
+/// The element of `b`'s operand that element `e` (a C++ expression) of its
+/// result reads, every shape a literal (kiln-fuse's broadcast reads).
+std::string broadcastIndex(BroadcastInDimOp b, const std::string &e);
+/// The broadcast reading the fusion body argument `arg`, if any (the
+/// verifier: then every reader is that broadcast).
+BroadcastInDimOp broadcastReader(mlir::Value arg);
 
 // The op emitters (each file handles a family of ops; they return whether
 // they handled `op`).

@@ -136,6 +136,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"compile.fold_casts", &c.compile.fold_casts},
       {"compile.fuse_norms", &c.compile.fuse_norms},
       {"compile.fuse_cross_entropy", &c.compile.fuse_cross_entropy},
+      {"compile.fuse_broadcasts", &c.compile.fuse_broadcasts},
       {"parallel.dp", &c.parallel.dp, 1, 1 << 16},
       {"parallel.tp", &c.parallel.tp, 1, 1 << 16},
       {"parallel.zero", &c.parallel.zero, 0, 3},

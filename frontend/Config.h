@@ -198,6 +198,10 @@ struct CompileConfig {
   /// kernel that reads each row of logits once from memory. Only with
   /// `fuse`; off to compare against.
   bool fuse_cross_entropy = true;
+  /// kiln-fuse's broadcast reads: a loop fusion reads a broadcast's operand
+  /// through its index map instead of the broadcast tensor. Only with
+  /// `fuse`; off to compare against.
+  bool fuse_broadcasts = true;
 
   /// Whether kiln-fuse-attention runs for `precision`.
   bool fusesAttention(llvm::StringRef precision) const {

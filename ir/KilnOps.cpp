@@ -887,6 +887,21 @@ bool kiln::widensToF32(CastOp c) {
   return (in.isBF16() || in.isF16()) && tensorType(c.getResult()).getElementType().isF32();
 }
 
+bool kiln::keepsRows(BroadcastInDimOp b) {
+  auto in = tensorType(b.getOperand());
+  auto out = tensorType(b.getResult());
+  return in.getRank() >= 1 && b.getDims().back() == out.getRank() - 1 &&
+         in.getShape().back() == out.getShape().back();
+}
+
+bool kiln::isPlainElementwise(Operation *op) {
+#define KILN_UNARY(Op, fn) isa<Op>(op) ||
+#define KILN_BINARY(Op, fn) isa<Op>(op) ||
+  return
+#include "ir/ElementwiseOps.def"
+      false;
+}
+
 bool kiln::isNorm(Operation *op) {
   return isa<LayerNormOp, RmsNormOp, LayerNormGradOp, RmsNormGradOp>(op);
 }
@@ -1040,6 +1055,13 @@ FailureOr<NormFusionBody> kiln::matchNormFusion(FusionOp fusion, std::string *wh
       continue;
     }
     auto c = dyn_cast<ConstantOp>(op);
+    if (auto b = dyn_cast<BroadcastInDimOp>(op)) {
+      // Read through its index map a row at a time.
+      if (!isBodyArgument(fusion, b.getOperand()) || !keepsRows(b))
+        return fail("a broadcast must keep the rows of a body argument whole");
+      n.elementwise.push_back(&op);
+      continue;
+    }
     if (!op.hasTrait<OpTrait::Elementwise>() && !(c && isa<SplatElementsAttr>(c.getValue())))
       return fail("'" + op.getName().getStringRef() +
                   "' is neither elementwise nor a splat constant");
@@ -1140,6 +1162,21 @@ LogicalResult FusionOp::verifyRegions() {
                          << " values whose types differ from its results'";
   if (getNumResults() == 0)
     return emitOpError() << "must have at least one result";
+  // An argument read through a broadcast has one index map: every reader
+  // is the same broadcast.
+  for (Value v : body.getArguments()) {
+    auto readers = llvm::to_vector(v.getUsers());
+    auto first = llvm::find_if(readers, [](Operation *op) { return isa<BroadcastInDimOp>(op); });
+    if (first == readers.end())
+      continue;
+    auto broadcast = cast<BroadcastInDimOp>(*first);
+    for (Operation *user : readers) {
+      auto other = dyn_cast<BroadcastInDimOp>(user);
+      if (!other || other.getType() != broadcast.getType() || other.getDims() != broadcast.getDims())
+        return emitOpError() << "body argument of type " << v.getType()
+                             << " must be read by one kind of broadcast only";
+    }
+  }
   // A GEMM with an epilogue.
   if (isGemmEpilogue()) {
     std::string why;
@@ -1160,20 +1197,29 @@ LogicalResult FusionOp::verifyRegions() {
                            << why;
     return success();
   }
-  // A loop fusion: every value in the body has the results' shape.
+  // A loop fusion: every value in the body has the results' shape, but for
+  // the arguments read through a broadcast (an index map: the broadcast is
+  // never materialized).
   ArrayRef<int64_t> shape = tensorType(getResult(0)).getShape();
   for (Operation &op : body.without_terminator()) {
     bool splat = false;
     if (auto c = dyn_cast<ConstantOp>(op))
       splat = isa<SplatElementsAttr>(c.getValue());
-    if (!op.hasTrait<OpTrait::Elementwise>() && !splat)
-      return op.emitOpError() << "cannot be in a kiln.fusion body: only elementwise ops and "
-                                 "splat constants can (a loop fusion)";
+    auto broadcast = dyn_cast<BroadcastInDimOp>(op);
+    if (broadcast && !isBodyArgument(*this, broadcast.getOperand()))
+      return op.emitOpError() << "in a kiln.fusion body must broadcast a body argument";
+    if (!op.hasTrait<OpTrait::Elementwise>() && !splat && !broadcast)
+      return op.emitOpError() << "cannot be in a kiln.fusion body: only elementwise ops, "
+                                 "broadcasts of its arguments and splat constants can (a "
+                                 "loop fusion)";
   }
-  for (Value v : body.getArguments())
+  for (Value v : body.getArguments()) {
+    if (llvm::any_of(v.getUsers(), [](Operation *op) { return isa<BroadcastInDimOp>(op); }))
+      continue;
     if (tensorType(v).getShape() != shape)
       return emitOpError() << "body argument of type " << v.getType()
                            << " does not have the results' shape";
+  }
   for (Operation &op : body.without_terminator())
     for (Value v : op.getResults())
       if (tensorType(v).getShape() != shape)

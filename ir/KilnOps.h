@@ -97,6 +97,13 @@ bool sumsOverRows(ReduceSumOp r);
 bool widensToF32(CastOp c);
 /// `op` is a row norm or its gradient (layer_norm, rms_norm, their _grad).
 bool isNorm(mlir::Operation *op);
+/// `b` keeps rows whole: its operand's last dimension is the result's last,
+/// at full size, so each row of the result is a contiguous row of the
+/// operand (a [T, C] table in [B, T, C]; a kernel may read it in vectors).
+bool keepsRows(BroadcastInDimOp b);
+/// `op` is one of the plain elementwise ops of ir/ElementwiseOps.def (no
+/// attributes; its math is one function of ir/ScalarMath.h).
+bool isPlainElementwise(mlir::Operation *op);
 
 /// A kiln.fusion that is one GEMM with a cuBLASLt epilogue (kiln-fuse forms
 /// them; see kiln.fusion). The values are in the fusion's body.
@@ -133,8 +140,9 @@ struct NormFusionBody {
   mlir::Operation *norm = nullptr; ///< layer_norm, rms_norm or their _grad
   bool backward = false;           ///< a _grad: elementwise ops read its dx
   bool center = false;             ///< a layer norm (mean and bias), not RMS
-  /// The elementwise ops (and splat constants) in program order: before the
-  /// norm, computing its x (forward); after it, reading dx (backward).
+  /// The elementwise ops (and splat constants, and broadcasts of body
+  /// arguments that keep rows whole) in program order: before the norm,
+  /// computing its x (forward); after it, reading dx (backward).
   llvm::SmallVector<mlir::Operation *> elementwise;
 };
 

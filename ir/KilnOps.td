@@ -1141,10 +1141,14 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
 
     A body is one of two kinds:
 
-    - A loop fusion: elementwise ops (casts included) and splat constants,
-      every value of the results' shape; the kernel reads each input once
-      and rounds every intermediate to its element type, as the unfused
-      ops' tensors would be.
+    - A loop fusion: elementwise ops (casts included), splat constants and
+      `kiln.broadcast_in_dim` of body arguments, every value of the
+      results' shape; the kernel reads each input once and rounds every
+      intermediate to its element type, as the unfused ops' tensors would
+      be. A broadcast argument (e.g. a [T, C] position table added to
+      [B, T, C]) keeps its own shape: the kernel reads it through the
+      broadcast's index map, so the broadcast tensor never exists. Every
+      reader of such an argument is the same broadcast.
     - A GEMM epilogue: one `kiln.matmul` (a single GEMM, one element type)
       and what cuBLASLt's epilogue computes from its product: `gelu tanh`
       of it (optionally also yielding the product, gelu's input, for the
@@ -1177,8 +1181,7 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
       after (the row is still in L2), over the logits in place when they
       die there; the fusion sits where the forward was.
 
-    Other reductions at the end of a loop fusion and broadcast inputs read
-    through an index map are planned.
+    Other reductions at the end of a loop fusion are planned.
 
     ```mlir
     %y = kiln.fusion (%x, %b) : (tensor<4x8xbf16>, tensor<4x8xf32>) -> tensor<4x8xf32> {
@@ -1214,7 +1217,8 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
     /// A cross-entropy fusion (its body holds kiln.cross_entropy_grad;
     /// matchCrossEntropyFusion says what it computes).
     bool isCrossEntropyFusion();
-    /// A loop fusion: elementwise ops only (none of the kinds above).
+    /// A loop fusion: elementwise ops and broadcasts of its arguments
+    /// (none of the kinds above).
     bool isLoopFusion() { return !isGemmEpilogue() && !isNormFusion() && !isCrossEntropyFusion(); }
   }];
 }

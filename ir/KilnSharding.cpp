@@ -127,21 +127,10 @@ SmallVector<int64_t> ShardingRule::reducedFactors(unsigned result) const {
 // Elementwise ops: one factor per dimension, shared by all.
 #define KILN_SAME_DIMS_RULE(Op)                                                                    \
   FailureOr<ShardingRule> Op::getShardingRule() { return sameDims(getOperation()); }
-KILN_SAME_DIMS_RULE(AddOp)
-KILN_SAME_DIMS_RULE(SubOp)
-KILN_SAME_DIMS_RULE(MulOp)
-KILN_SAME_DIMS_RULE(DivOp)
-KILN_SAME_DIMS_RULE(MaxOp)
-KILN_SAME_DIMS_RULE(NegOp)
-KILN_SAME_DIMS_RULE(ExpOp)
-KILN_SAME_DIMS_RULE(LogOp)
-KILN_SAME_DIMS_RULE(SqrtOp)
-KILN_SAME_DIMS_RULE(RsqrtOp)
-KILN_SAME_DIMS_RULE(TanhOp)
-KILN_SAME_DIMS_RULE(SigmoidOp)
+#define KILN_UNARY(Op, fn) KILN_SAME_DIMS_RULE(Op)
+#define KILN_BINARY(Op, fn) KILN_SAME_DIMS_RULE(Op)
+#include "ir/ElementwiseOps.def"
 KILN_SAME_DIMS_RULE(GeluOp)
-KILN_SAME_DIMS_RULE(SiluOp)
-KILN_SAME_DIMS_RULE(ReluOp)
 KILN_SAME_DIMS_RULE(CastOp)
 KILN_SAME_DIMS_RULE(CompareOp)
 KILN_SAME_DIMS_RULE(SelectOp)

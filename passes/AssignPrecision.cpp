@@ -70,8 +70,10 @@ std::optional<Class> classify(Operation *op) {
       .Case<CastOp, ConstantOp, IotaOp, CrossEntropyOp, func::ReturnOp>([](auto) { return Class::Keep; })
       // Elementwise math, data movement and row-wise ops store in their
       // operands' type.
-      .Case<AddOp, SubOp, MulOp, DivOp, MaxOp, NegOp, ExpOp, LogOp, SqrtOp, RsqrtOp, TanhOp,
-            SigmoidOp, GeluOp, SiluOp, ReluOp, CompareOp, SelectOp, ReshapeOp, TransposeOp, SliceOp,
+#define KILN_UNARY(Op, fn) .Case<Op>([](auto) { return Class::Follow; })
+#define KILN_BINARY(Op, fn) .Case<Op>([](auto) { return Class::Follow; })
+#include "ir/ElementwiseOps.def"
+      .Case<GeluOp, CompareOp, SelectOp, ReshapeOp, TransposeOp, SliceOp,
             PadOp, ConcatOp, BroadcastInDimOp, EmbeddingOp, SoftmaxOp, LogSoftmaxOp, RopeOp,
             GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
             EmbeddingGradOp, AttentionGradOp, AttentionQkvGradOp>([](auto) { return Class::Follow; })

@@ -43,9 +43,16 @@
 // op. Codegen runs each as one warp-per-row kernel holding the row in
 // registers (isFusibleNorm says which rows fit).
 //
+// Broadcasts (option `broadcasts`): a broadcast_in_dim read by a loop
+// fusion is cloned into its body over the broadcast's operand, which the
+// kernel reads through the broadcast's index map, so the broadcast tensor
+// is never written (a [T, C] position table added to [B, T, C]; the
+// [T, T] causal mask selected into [B, H, T, T] scores when attention is
+// not fused). One op reading a broadcast is enough for a fusion. The
+// original stays while anything else reads it.
+//
 // Planned (docs/architecture.md, "kiln-fuse"): other reductions at the end
-// of a loop fusion, broadcasts read through an index map, and AdamW writing
-// the low-precision weight copy. (Recomputation is kiln-recompute's, before
+// of a loop fusion, and AdamW writing the low-precision weight copy. (Recomputation is kiln-recompute's, before
 // this pass: its clones are ordinary ops here.)
 //
 //===----------------------------------------------------------------------===//
@@ -97,6 +104,20 @@ bool isFusibleNorm(Operation *op) {
 }
 
 bool isBackwardNorm(Operation *op) { return isa<LayerNormGradOp, RmsNormGradOp>(op); }
+
+/// A broadcast a loop fusion can read through its index map (option
+/// `broadcasts`): static shapes, the operand's not the result's (so the
+/// operand cannot also be read directly by an op of the fusion's shape), an
+/// operand that is not a splat constant (that one is a literal already).
+BroadcastInDimOp readableBroadcast(Value v) {
+  auto b = v.getDefiningOp<BroadcastInDimOp>();
+  if (!b || isSplatConstant(b.getOperand()))
+    return {};
+  auto in = cast<RankedTensorType>(b.getOperand().getType());
+  auto out = cast<RankedTensorType>(b.getType());
+  bool fits = in.hasStaticShape() && out.hasStaticShape() && in.getShape() != out.getShape();
+  return fits ? b : BroadcastInDimOp();
+}
 
 /// A matmul cuBLASLt can run with an epilogue: one GEMM (rank 2, or a
 /// shared rank-2 rhs without transpose_a), one float element type it
@@ -448,8 +469,15 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       groupOf[&op] = groups.size();
       groups.push_back({&op});
     }
+    auto readsBroadcast = [&](ArrayRef<Operation *> group) {
+      return broadcasts && llvm::any_of(group, [](Operation *op) {
+               return llvm::any_of(op->getOperands(), [](Value v) { return readableBroadcast(v); });
+             });
+    };
     for (auto [g, group] : llvm::enumerate(groups)) {
-      if (group.size() < 2)
+      // (One op reading a broadcast fuses with it: its kernel reads the
+      // broadcast's operand, and the broadcast is not written.)
+      if (group.size() < 2 && (normOf.count(g) || !readsBroadcast(group)))
         continue;
       std::reverse(group.begin(), group.end()); // program order
       FusionOp fusion = buildFusion(group, /*loop=*/true);
@@ -495,6 +523,40 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       return loop && isSplatConstant(v) &&
              !isNorm(user);
     };
+    // A loop fusion reads a broadcast's operand through its index map: the
+    // broadcast is cloned into the body (each fusion reading it gets its
+    // own clone; the original stays for other readers). A norm fusion's
+    // elementwise ops do too when the broadcast keeps rows whole (its
+    // kernel reads rows of vectors); the norm's own operands are tensors.
+    bool normFusion = llvm::any_of(ops, [](Operation *op) { return isNorm(op); });
+    auto readsThrough = [&](Operation *user, Value v) -> BroadcastInDimOp {
+      if (!loop || !broadcasts || isNorm(user))
+        return {};
+      BroadcastInDimOp b = readableBroadcast(v);
+      return b && (!normFusion || keepsRows(b)) ? b : BroadcastInDimOp();
+    };
+    // (A broadcast the norm reads as a tensor is a tensor for all.)
+    llvm::DenseSet<Value> asTensor;
+    for (Operation *op : ops)
+      for (Value v : op->getOperands())
+        if (readableBroadcast(v) && !readsThrough(op, v))
+          asTensor.insert(v);
+    auto throughIndexMap = [&](Operation *user, Value v) -> BroadcastInDimOp {
+      return asTensor.contains(v) ? BroadcastInDimOp() : readsThrough(user, v);
+    };
+    // The operands read through an index map, and the broadcast each one's
+    // body argument belongs to (an operand broadcast two ways is read
+    // through the first; the other broadcast is an input as it was).
+    llvm::DenseMap<Value, BroadcastInDimOp> mapOf;
+    auto viaBroadcast = [&](Operation *user, Value v) -> BroadcastInDimOp {
+      BroadcastInDimOp b = throughIndexMap(user, v);
+      if (!b)
+        return {};
+      auto [it, fresh] = mapOf.try_emplace(b.getOperand(), b);
+      BroadcastInDimOp first = it->second;
+      return (first.getType() == b.getType() && first.getDims() == b.getDims()) ? b
+                                                                                : BroadcastInDimOp();
+    };
     llvm::SetVector<Value> inputs;
     SmallVector<Value> outputs;
     for (Operation *op : ops) {
@@ -502,6 +564,10 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         Operation *def = v.getDefiningOp();
         if ((def && members.contains(def)) || inlined(op, v))
           continue;
+        if (BroadcastInDimOp b = viaBroadcast(op, v)) {
+          inputs.insert(b.getOperand());
+          continue;
+        }
         inputs.insert(v);
       }
       for (Value result : op->getResults())
@@ -523,10 +589,17 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     for (Value v : inputs)
       map.map(v, body->addArgument(v.getType(), v.getLoc()));
     OpBuilder inner = OpBuilder::atBlockEnd(body);
+    llvm::SmallSetVector<Operation *, 2> broadcastsRead;
     for (Operation *op : ops) {
-      for (Value v : op->getOperands())
+      for (Value v : op->getOperands()) {
         if (inlined(op, v) && !map.contains(v))
           map.map(v, inner.clone(*v.getDefiningOp())->getResult(0));
+        BroadcastInDimOp b = throughIndexMap(op, v);
+        if (b && !map.contains(v) && mapOf.lookup(b.getOperand()) == b) {
+          map.map(v, inner.clone(*b, map)->getResult(0));
+          broadcastsRead.insert(b);
+        }
+      }
       inner.clone(*op, map);
     }
     SmallVector<Value> yielded;
@@ -546,6 +619,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       numFusions++;
       numOpsFused += ops.size();
     }
+    numBroadcastsRead += broadcastsRead.size();
 
     llvm::SmallSetVector<Operation *, 4> constants;
     for (Operation *op : llvm::reverse(ops)) {
@@ -557,6 +631,12 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     for (Operation *c : constants)
       if (c->use_empty())
         c->erase();
+    for (Operation *b : broadcastsRead)
+      if (b->use_empty()) {
+        // Its write and the fusion's read of it stay on chip.
+        bytesKept += 2 * numBytes(b->getResult(0).getType());
+        b->erase();
+      }
     return fusion;
   }
 };

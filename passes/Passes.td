@@ -223,6 +223,10 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
            "A cross_entropy and its gradient over the same logits run as one kernel "
            "where the forward was, when the gradient's dloss is known there (rows a "
            "multiple of 8 classes)">,
+    Option<"broadcasts", "broadcasts", "bool", /*default=*/"true",
+           "A broadcast_in_dim read by loop fusions is cloned into each, which reads "
+           "the broadcast's operand through its index map: the broadcast tensor is "
+           "never written (it stays for its other readers)">,
   ];
   let statistics = [
     Statistic<"numFusions", "fusions", "kiln.fusion regions built">,
@@ -236,6 +240,7 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     Statistic<"numNormCasts", "norm-casts", "Narrowing casts folded into a norm's output">,
     Statistic<"numNormFusions", "norm-fusions", "Norms fused with elementwise ops">,
     Statistic<"numCrossEntropyFusions", "cross-entropy-fusions", "Cross-entropies fused with their gradients">,
+    Statistic<"numBroadcastsRead", "broadcasts-read", "Broadcasts read through an index map in a loop fusion">,
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }
@@ -315,6 +320,8 @@ def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
            "With a budget and fuse: kiln-fuse's norms option">,
     Option<"crossEntropy", "cross-entropy", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's cross-entropy option">,
+    Option<"broadcasts", "broadcasts", "bool", /*default=*/"true",
+           "With a budget and fuse: kiln-fuse's broadcasts option">,
   ];
   let statistics = [
     Statistic<"numCloned", "ops-cloned", "Forward ops cloned into the backward">,

@@ -109,6 +109,10 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                             llvm::cl::desc("kiln-fuse's cross-entropy option: a cross-entropy "
                                            "and its gradient as one kernel"),
                             llvm::cl::init(true)};
+  Option<bool> broadcasts{*this, "fuse-broadcasts",
+                          llvm::cl::desc("kiln-fuse's broadcasts option: loop fusions read a "
+                                         "broadcast's operand through its index map"),
+                          llvm::cl::init(true)};
   Option<std::string> recompute{*this, "recompute",
                                 llvm::cl::desc("Options of kiln-recompute (runs only when given: "
                                                "recompute={policy=selective})")};
@@ -134,7 +138,8 @@ std::string fuseOptionsText(const std::optional<FusePassOptions> &fuse) {
   return std::string("fuse=true epilogues=") + (fuse->epilogues ? "true" : "false") +
          " fold-casts=" + (fuse->foldCasts ? "true" : "false") +
          " norms=" + (fuse->norms ? "true" : "false") +
-         " cross-entropy=" + (fuse->crossEntropy ? "true" : "false");
+         " cross-entropy=" + (fuse->crossEntropy ? "true" : "false") +
+         " broadcasts=" + (fuse->broadcasts ? "true" : "false");
 }
 
 /// kiln-recompute from its options, told how kiln-fuse runs after it.
@@ -148,6 +153,7 @@ std::unique_ptr<mlir::Pass> recomputePass(std::optional<RecomputePassOptions> op
     options->foldCasts = fuse->foldCasts;
     options->norms = fuse->norms;
     options->crossEntropy = fuse->crossEntropy;
+    options->broadcasts = fuse->broadcasts;
   }
   return createRecomputePass(*options);
 }
@@ -179,6 +185,7 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
     fuse->foldCasts = options.foldCasts;
     fuse->norms = options.norms;
     fuse->crossEntropy = options.crossEntropy;
+    fuse->broadcasts = options.broadcasts;
   }
   std::unique_ptr<mlir::Pass> recompute;
   if (options.recompute.hasValue()) {

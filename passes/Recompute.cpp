@@ -394,6 +394,7 @@ struct RecomputePass final : impl::RecomputePassBase<RecomputePass> {
       options.foldCasts = foldCasts;
       options.norms = norms;
       options.crossEntropy = crossEntropy;
+      options.broadcasts = broadcasts;
       pm.addPass(createFusePass(options));
     }
     pm.addPass(createPlanBuffersPass());

@@ -5,6 +5,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+// Each elementwise op's math, shared with the CPU interpreter (ir/ScalarMath.h).
+#include "kiln/ScalarMath.h"
+
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 
 namespace kiln {
@@ -107,34 +110,5 @@ template <typename T> __device__ T blockMax(T v, T *shared) {
   v = lane < warps ? shared[lane] : negInf<T>();
   return warpMax(v);
 }
-
-// Activations, written once for the forward kernels and their gradients.
-__device__ __forceinline__ float geluTanh(float x) {
-  const float k = 0.7978845608028654f; // sqrt(2/pi)
-  return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-}
-__device__ __forceinline__ double geluTanh(double x) {
-  const double k = 0.7978845608028654;
-  return 0.5 * x * (1.0 + tanh(k * (x + 0.044715 * x * x * x)));
-}
-__device__ __forceinline__ float geluTanhGrad(float x) {
-  const float k = 0.7978845608028654f;
-  float u = k * (x + 0.044715f * x * x * x), t = tanhf(u);
-  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * 0.044715f * x * x);
-}
-__device__ __forceinline__ double geluTanhGrad(double x) {
-  const double k = 0.7978845608028654;
-  double u = k * (x + 0.044715 * x * x * x), t = tanh(u);
-  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x);
-}
-__device__ __forceinline__ float geluErf(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
-__device__ __forceinline__ double geluErf(double x) { return 0.5 * x * (1.0 + erf(x * 0.7071067811865476)); }
-__device__ __forceinline__ float geluErfGrad(float x) {
-  return 0.5f * (1.0f + erff(x * 0.7071067811865476f)) + x * 0.3989422804014327f * expf(-0.5f * x * x);
-}
-__device__ __forceinline__ double geluErfGrad(double x) {
-  return 0.5 * (1.0 + erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x);
-}
-template <typename T> __device__ __forceinline__ T sigmoid(T x) { return T(1) / (T(1) + exp(-x)); }
 
 } // namespace kiln

@@ -3,68 +3,24 @@
 #include "runtime/cpu/KernelSupport.h"
 #include "runtime/cpu/Kernels.h"
 
+#include "ir/ScalarMath.h"
+
 #include <cmath>
 
 namespace kiln::cpu::kernels {
 
 namespace {
 
-constexpr double kSqrt2OverPi = 0.7978845608028654; // √(2/π)
-constexpr double kGeluCubic = 0.044715;
-constexpr double kInvSqrt2 = 0.7071067811865476;
-constexpr double kInvSqrt2Pi = 0.3989422804014327; // 1/√(2π)
-
-/// tanh through one exp: 1 − 2/(e^{2x} + 1). For float it is several times
-/// faster than tanhf and within a few ulps in absolute terms (all GELU
-/// needs); double keeps std::tanh for the f64 gradient checks.
-inline float fastTanh(float x) {
-  if (x > 15.0f)
-    return 1.0f;
-  if (x < -15.0f)
-    return -1.0f;
-  return 1.0f - 2.0f / (std::exp(2.0f * x) + 1.0f);
-}
-inline double fastTanh(double x) { return std::tanh(x); }
-
 template <typename T> T applyUnary(Unary kind, T x) {
   switch (kind) {
-  case Unary::Neg: return -x;
-  case Unary::Exp: return std::exp(x);
-  case Unary::Log: return std::log(x);
-  case Unary::Sqrt: return std::sqrt(x);
-  case Unary::Rsqrt: return T(1) / std::sqrt(x);
-  case Unary::Tanh: return std::tanh(x);
-  case Unary::Sigmoid: return T(1) / (T(1) + std::exp(-x));
-  case Unary::Silu: return x / (T(1) + std::exp(-x));
-  case Unary::Relu: return x > T(0) ? x : T(0);
-  case Unary::GeluTanh:
-    return T(0.5) * x * (T(1) + fastTanh(T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x)));
-  case Unary::GeluErf: return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
+#define KILN_UNARY(Op, fn)                                                                         \
+  case Unary::fn:                                                                                  \
+    return scalar::fn(x);
+#include "ir/ElementwiseOps.def"
+  case Unary::geluTanh: return scalar::geluTanh(x);
+  case Unary::geluErf: return scalar::geluErf(x);
   }
   return x;
-}
-
-template <typename T> T applyBinary(Binary kind, T a, T b) {
-  switch (kind) {
-  case Binary::Add: return a + b;
-  case Binary::Sub: return a - b;
-  case Binary::Mul: return a * b;
-  case Binary::Div: return a / b;
-  case Binary::Max: return (a != a || b != b) ? a + b : (a > b ? a : b); // nan propagates
-  }
-  return a;
-}
-
-template <typename T> T geluDerivative(bool tanhApprox, T x) {
-  if (tanhApprox) {
-    T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x);
-    T t = fastTanh(u);
-    T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * x * x);
-    return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
-  }
-  T cdf = T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2)));
-  T pdf = T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
-  return cdf + x * pdf;
 }
 
 /// out[i] = f(i) over the tensor, in parallel chunks.
@@ -93,7 +49,7 @@ HostTensor unary(Unary kind, const HostTensor &x) {
     const int64_t *a = x.data<int64_t>();
     DType t = x.dtype();
     fill<int64_t>(out, [&](int64_t i) {
-      return kind == Unary::Neg ? wrapInteger(t, 0 - static_cast<uint64_t>(a[i])) : a[i];
+      return kind == Unary::neg ? wrapInteger(t, 0 - static_cast<uint64_t>(a[i])) : a[i];
     });
     return out;
   }
@@ -116,14 +72,14 @@ HostTensor binary(Binary kind, const HostTensor &a, const HostTensor &b) {
     fill<int64_t>(out, [&](int64_t i) {
       uint64_t u = static_cast<uint64_t>(x[i]), v = static_cast<uint64_t>(y[i]);
       switch (kind) {
-      case Binary::Add: return wrapInteger(t, u + v);
-      case Binary::Sub: return wrapInteger(t, u - v);
-      case Binary::Mul: return wrapInteger(t, u * v);
-      case Binary::Div: // float-only in the IR; defined here all the same
+      case Binary::add: return wrapInteger(t, u + v);
+      case Binary::sub: return wrapInteger(t, u - v);
+      case Binary::mul: return wrapInteger(t, u * v);
+      case Binary::div: // float-only in the IR; defined here all the same
         if (y[i] == 0)
           return int64_t{0};
         return y[i] == -1 ? wrapInteger(t, 0 - u) : x[i] / y[i];
-      case Binary::Max: return std::max(x[i], y[i]);
+      case Binary::max: return std::max(x[i], y[i]);
       }
       return x[i];
     });
@@ -134,11 +90,11 @@ HostTensor binary(Binary kind, const HostTensor &a, const HostTensor &b) {
     const T *x = a.data<T>(), *y = b.data<T>();
     // One loop per kind, so the compiler vectorizes each.
     switch (kind) {
-    case Binary::Add: fill<T>(out, [&](int64_t i) { return x[i] + y[i]; }); break;
-    case Binary::Sub: fill<T>(out, [&](int64_t i) { return x[i] - y[i]; }); break;
-    case Binary::Mul: fill<T>(out, [&](int64_t i) { return x[i] * y[i]; }); break;
-    case Binary::Div: fill<T>(out, [&](int64_t i) { return x[i] / y[i]; }); break;
-    case Binary::Max: fill<T>(out, [&](int64_t i) { return applyBinary<T>(kind, x[i], y[i]); }); break;
+#define KILN_BINARY(Op, fn)                                                                        \
+  case Binary::fn:                                                                                 \
+    fill<T>(out, [&](int64_t i) { return scalar::fn(x[i], y[i]); });                               \
+    break;
+#include "ir/ElementwiseOps.def"
     }
   });
   out.roundToDType();
@@ -150,7 +106,7 @@ HostTensor geluGrad(bool tanhApprox, const HostTensor &x, const HostTensor &dy) 
   withFloatType(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T *a = x.data<T>(), *g = dy.data<T>();
-    fill<T>(out, [&](int64_t i) { return g[i] * geluDerivative<T>(tanhApprox, a[i]); });
+    fill<T>(out, [&](int64_t i) { return g[i] * (tanhApprox ? scalar::geluTanhGrad(a[i]) : scalar::geluErfGrad(a[i])); });
   });
   out.roundToDType();
   return out;

@@ -124,8 +124,8 @@ HostTensor packQkv(const std::array<HostTensor, 3> &parts) {
 }
 
 bool isSupported(Operation *op) {
-  return isa<AddOp, SubOp, MulOp, DivOp, MaxOp, NegOp, ExpOp, LogOp, SqrtOp, RsqrtOp, TanhOp,
-             SigmoidOp, GeluOp, SiluOp, ReluOp, CastOp, CompareOp, SelectOp, ReshapeOp,
+  return isPlainElementwise(op) ||
+         isa<GeluOp, CastOp, CompareOp, SelectOp, ReshapeOp,
              TransposeOp, SliceOp, PadOp, ConcatOp, BroadcastInDimOp, IotaOp, ConstantOp,
              ReduceSumOp, ReduceMaxOp, ReduceMeanOp, MatmulOp, EmbeddingOp, SoftmaxOp,
              LogSoftmaxOp, LayerNormOp, RmsNormOp, RopeOp, CrossEntropyOp, AttentionOp,
@@ -281,23 +281,12 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
     };
   };
   return llvm::TypeSwitch<Operation *, llvm::Error>(op)
-      .Case<AddOp>(applyBinary(Binary::Add))
-      .Case<SubOp>(applyBinary(Binary::Sub))
-      .Case<MulOp>(applyBinary(Binary::Mul))
-      .Case<DivOp>(applyBinary(Binary::Div))
-      .Case<MaxOp>(applyBinary(Binary::Max))
-      .Case<NegOp>(applyUnary(Unary::Neg))
-      .Case<ExpOp>(applyUnary(Unary::Exp))
-      .Case<LogOp>(applyUnary(Unary::Log))
-      .Case<SqrtOp>(applyUnary(Unary::Sqrt))
-      .Case<RsqrtOp>(applyUnary(Unary::Rsqrt))
-      .Case<TanhOp>(applyUnary(Unary::Tanh))
-      .Case<SigmoidOp>(applyUnary(Unary::Sigmoid))
-      .Case<SiluOp>(applyUnary(Unary::Silu))
-      .Case<ReluOp>(applyUnary(Unary::Relu))
+#define KILN_BINARY(Op, fn) .Case<Op>(applyBinary(Binary::fn))
+#define KILN_UNARY(Op, fn) .Case<Op>(applyUnary(Unary::fn))
+#include "ir/ElementwiseOps.def"
       .Case([&](GeluOp g) {
-        out.push_back(unary(g.getApproximate() == GeluApproximation::tanh ? Unary::GeluTanh
-                                                                          : Unary::GeluErf,
+        out.push_back(unary(g.getApproximate() == GeluApproximation::tanh ? Unary::geluTanh
+                                                                          : Unary::geluErf,
                             x()));
         return llvm::Error::success();
       })

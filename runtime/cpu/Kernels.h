@@ -19,8 +19,18 @@
 
 namespace kiln::cpu::kernels {
 
-enum class Unary { Neg, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Silu, Relu, GeluTanh, GeluErf };
-enum class Binary { Add, Sub, Mul, Div, Max };
+/// The plain elementwise ops (ir/ElementwiseOps.def, each named after its
+/// function in ir/ScalarMath.h) and gelu's two forms.
+enum class Unary {
+#define KILN_UNARY(Op, fn) fn,
+#include "ir/ElementwiseOps.def"
+  geluTanh,
+  geluErf
+};
+enum class Binary {
+#define KILN_BINARY(Op, fn) fn,
+#include "ir/ElementwiseOps.def"
+};
 enum class Compare { Eq, Ne, Lt, Le, Gt, Ge };
 enum class Reduce { Sum, Max, Mean };
 

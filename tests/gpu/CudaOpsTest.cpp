@@ -16,6 +16,7 @@
 #include "tests/unit/TestSupport.h"
 
 #include "codegen/PlanBuilder.h"
+#include "ir/KilnOps.h"
 #include "runtime/Random.h"
 #include "runtime/cpu/Interpreter.h"
 #include "runtime/cuda/CudaApi.h"
@@ -73,25 +74,33 @@ Arg documents(const std::string &name, const std::string &type, int64_t range) {
 
 std::vector<OpCase> cases() {
   std::vector<OpCase> c;
-  // Elementwise: aligned (float4) and odd (scalar) shapes.
-  for (const char *op : {"add", "sub", "mul", "max"}) {
-    c.push_back({std::string(op) + "_aligned", {f("a", "tensor<64x256xf32>"), f("b", "tensor<64x256xf32>")},
+  // Elementwise: every op of ir/ElementwiseOps.def, aligned (float4) and
+  // odd (scalar) shapes. Inputs in every op's domain: b (a divisor) and the
+  // unary ops' operand positive (log, sqrt), and the unary ops once more on
+  // normal inputs where their domain is everything.
+  std::vector<std::string> binaryOps, unaryOps;
+#define KILN_BINARY(Op, fn) binaryOps.push_back(Op::getOperationName().str());
+#define KILN_UNARY(Op, fn) unaryOps.push_back(Op::getOperationName().str());
+#include "ir/ElementwiseOps.def"
+  for (const std::string &op : binaryOps) {
+    std::string name = llvm::StringRef(op).drop_front(5).str(); // "kiln."
+    c.push_back({name + "_aligned", {f("a", "tensor<64x256xf32>"), pos("b", "tensor<64x256xf32>")},
                  {"tensor<64x256xf32>"},
-                 llvm::formatv("%r0 = kiln.{0} %a, %b : tensor<64x256xf32>", op).str()});
-    c.push_back({std::string(op) + "_odd", {f("a", "tensor<37x129xf32>"), f("b", "tensor<37x129xf32>")},
+                 llvm::formatv("%r0 = {0} %a, %b : tensor<64x256xf32>", op).str()});
+    c.push_back({name + "_odd", {f("a", "tensor<37x129xf32>"), pos("b", "tensor<37x129xf32>")},
                  {"tensor<37x129xf32>"},
-                 llvm::formatv("%r0 = kiln.{0} %a, %b : tensor<37x129xf32>", op).str()});
+                 llvm::formatv("%r0 = {0} %a, %b : tensor<37x129xf32>", op).str()});
   }
-  c.push_back({"div", {f("a", "tensor<33x65xf32>"), pos("b", "tensor<33x65xf32>")}, {"tensor<33x65xf32>"},
-               "%r0 = kiln.div %a, %b : tensor<33x65xf32>"});
   c.push_back({"add_i32", {ids("a", "tensor<7x9xi32>", 1000), ids("b", "tensor<7x9xi32>", 1000)},
                {"tensor<7x9xi32>"}, "%r0 = kiln.add %a, %b : tensor<7x9xi32>", 0, 0});
-  for (const char *op : {"neg", "exp", "tanh", "sigmoid", "silu", "relu"})
-    c.push_back({op, {f("a", "tensor<45x77xf32>")}, {"tensor<45x77xf32>"},
-                 llvm::formatv("%r0 = kiln.{0} %a : tensor<45x77xf32>", op).str()});
-  for (const char *op : {"log", "sqrt", "rsqrt"})
-    c.push_back({op, {pos("a", "tensor<45x77xf32>")}, {"tensor<45x77xf32>"},
-                 llvm::formatv("%r0 = kiln.{0} %a : tensor<45x77xf32>", op).str()});
+  for (const std::string &op : unaryOps) {
+    std::string name = llvm::StringRef(op).drop_front(5).str();
+    c.push_back({name, {pos("a", "tensor<45x77xf32>")}, {"tensor<45x77xf32>"},
+                 llvm::formatv("%r0 = {0} %a : tensor<45x77xf32>", op).str()});
+    if (!llvm::is_contained({"log", "sqrt", "rsqrt"}, name))
+      c.push_back({name + "_signed", {f("a", "tensor<45x77xf32>")}, {"tensor<45x77xf32>"},
+                   llvm::formatv("%r0 = {0} %a : tensor<45x77xf32>", op).str()});
+  }
   c.push_back({"gelu_tanh", {f("a", "tensor<16x128xf32>")}, {"tensor<16x128xf32>"},
                "%r0 = kiln.gelu tanh %a : tensor<16x128xf32>"});
   c.push_back({"gelu_erf", {f("a", "tensor<16x127xf32>")}, {"tensor<16x127xf32>"},
@@ -245,6 +254,18 @@ std::vector<OpCase> cases() {
                "    %y, %m, %q = kiln.layer_norm %1, %w, %c {epsilon = 1.0e-05 : f32} : tensor<4x33x768xf32>, tensor<768xf32>, tensor<768xf32> -> tensor<4x33x768xbf16>, tensor<4x33xf32>, tensor<4x33xf32>\n"
                "    kiln.yield %1, %y, %m, %q : tensor<4x33x768xf32>, tensor<4x33x768xbf16>, tensor<4x33xf32>, tensor<4x33xf32>\n"
                "  }", 1e-5, 8e-3});
+  // A norm fusion reading a [T, C] table through its index map, a vector
+  // at a time.
+  c.push_back({"norm_fusion_broadcast_positions_bf16",
+               {f("e", "tensor<3x40x256xf32>"), f("p", "tensor<40x256xf32>"), f("g", "tensor<256xf32>"), f("b", "tensor<256xf32>")},
+               {"tensor<3x40x256xf32>", "tensor<3x40x256xbf16>"},
+               "%r0, %r1 = kiln.fusion (%e, %p, %g, %b) : (tensor<3x40x256xf32>, tensor<40x256xf32>, tensor<256xf32>, tensor<256xf32>) -> (tensor<3x40x256xf32>, tensor<3x40x256xbf16>) {\n"
+               "  ^bb0(%x: tensor<3x40x256xf32>, %q: tensor<40x256xf32>, %w: tensor<256xf32>, %c: tensor<256xf32>):\n"
+               "    %0 = kiln.broadcast_in_dim %q, dims = [1, 2] : tensor<40x256xf32> -> tensor<3x40x256xf32>\n"
+               "    %1 = kiln.add %x, %0 : tensor<3x40x256xf32>\n"
+               "    %y, %m, %s = kiln.layer_norm %1, %w, %c {epsilon = 1.0e-05 : f32} : tensor<3x40x256xf32>, tensor<256xf32>, tensor<256xf32> -> tensor<3x40x256xbf16>, tensor<3x40xf32>, tensor<3x40xf32>\n"
+               "    kiln.yield %1, %y : tensor<3x40x256xf32>, tensor<3x40x256xbf16>\n"
+               "  }", 1e-2, 8e-3});
   // An i1 operand (read element by element), a bf16 intermediate the norm
   // reads rounded, no mean; RMS over f32 rows of 256.
   c.push_back({"norm_fusion_mask_rms_norm",
@@ -510,6 +531,42 @@ std::vector<OpCase> cases() {
                "    %2 = kiln.cast %1 : tensor<32x24xf16> to tensor<32x24xf32>\n"
                "    kiln.yield %1, %2 : tensor<32x24xf16>, tensor<32x24xf32>\n"
                "  }", 2e-3, 2e-3});
+  // Broadcasts read through their index maps (kiln-fuse's `broadcasts`):
+  // a [T, C] table into [B, T, C] on the vector path, a scalar, a column
+  // with a size-1 dimension and a row on the scalar path, a [T, T] mask
+  // into [B, H, T, T].
+  c.push_back({"fusion_broadcast_positions_bf16", {f("a", "tensor<4x33x64xbf16>"), f("p", "tensor<33x64xf32>")},
+               {"tensor<4x33x64xbf16>"},
+               "%r0 = kiln.fusion (%a, %p) : (tensor<4x33x64xbf16>, tensor<33x64xf32>) -> tensor<4x33x64xbf16> {\n"
+               "  ^bb0(%x: tensor<4x33x64xbf16>, %q: tensor<33x64xf32>):\n"
+               "    %0 = kiln.cast %x : tensor<4x33x64xbf16> to tensor<4x33x64xf32>\n"
+               "    %b = kiln.broadcast_in_dim %q, dims = [1, 2] : tensor<33x64xf32> -> tensor<4x33x64xf32>\n"
+               "    %1 = kiln.add %0, %b : tensor<4x33x64xf32>\n"
+               "    %2 = kiln.cast %1 : tensor<4x33x64xf32> to tensor<4x33x64xbf16>\n"
+               "    kiln.yield %2 : tensor<4x33x64xbf16>\n"
+               "  }", 1e-2, 8e-3});
+  c.push_back({"fusion_broadcast_scalar_column_row_odd",
+               {f("a", "tensor<5x13xf32>"), f("s", "tensor<f32>"), f("col", "tensor<5x1xf32>"), f("row", "tensor<13xf32>")},
+               {"tensor<5x13xf32>"},
+               "%r0 = kiln.fusion (%a, %s, %col, %row) : (tensor<5x13xf32>, tensor<f32>, tensor<5x1xf32>, tensor<13xf32>) -> tensor<5x13xf32> {\n"
+               "  ^bb0(%x: tensor<5x13xf32>, %y: tensor<f32>, %z: tensor<5x1xf32>, %w: tensor<13xf32>):\n"
+               "    %b0 = kiln.broadcast_in_dim %y, dims = [] : tensor<f32> -> tensor<5x13xf32>\n"
+               "    %b1 = kiln.broadcast_in_dim %z, dims = [0, 1] : tensor<5x1xf32> -> tensor<5x13xf32>\n"
+               "    %b2 = kiln.broadcast_in_dim %w, dims = [1] : tensor<13xf32> -> tensor<5x13xf32>\n"
+               "    %0 = kiln.mul %x, %b0 : tensor<5x13xf32>\n"
+               "    %1 = kiln.add %0, %b1 : tensor<5x13xf32>\n"
+               "    %2 = kiln.sub %1, %b2 : tensor<5x13xf32>\n"
+               "    kiln.yield %2 : tensor<5x13xf32>\n"
+               "  }", 1e-6, 1e-5});
+  c.push_back({"fusion_broadcast_mask", {f("s", "tensor<2x3x16x16xf32>"), mask("m", "tensor<16x16xi1>")},
+               {"tensor<2x3x16x16xf32>"},
+               "%r0 = kiln.fusion (%s, %m) : (tensor<2x3x16x16xf32>, tensor<16x16xi1>) -> tensor<2x3x16x16xf32> {\n"
+               "  ^bb0(%x: tensor<2x3x16x16xf32>, %y: tensor<16x16xi1>):\n"
+               "    %b = kiln.broadcast_in_dim %y, dims = [2, 3] : tensor<16x16xi1> -> tensor<2x3x16x16xi1>\n"
+               "    %c = kiln.constant dense<-1.0e+09> : tensor<2x3x16x16xf32>\n"
+               "    %0 = kiln.select %b, %x, %c : tensor<2x3x16x16xi1>, tensor<2x3x16x16xf32>\n"
+               "    kiln.yield %0 : tensor<2x3x16x16xf32>\n"
+               "  }", 0, 0});
   c.push_back({"fusion_i32_wraps", {ids("a", "tensor<7x9xi32>", 1000)}, {"tensor<7x9xf32>"},
                // a^4 overflows i32 for a > 215: the fused intermediate must
                // wrap as the unfused i32 tensor (and the interpreter) do.

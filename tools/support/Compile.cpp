@@ -110,6 +110,7 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     options.fuse->foldCasts = config.compile.fold_casts;
     options.fuse->norms = config.compile.fuse_norms;
     options.fuse->crossEntropy = config.compile.fuse_cross_entropy;
+    options.fuse->broadcasts = config.compile.fuse_broadcasts;
   } else {
     options.fuse.reset();
   }

@@ -5,7 +5,7 @@
 func.func @not_elementwise(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
   %0 = kiln.fusion(%x) : (tensor<4x8xf32>) -> tensor<4x8xf32> {
   ^bb0(%a: tensor<4x8xf32>):
-    // expected-error @+1 {{cannot be in a kiln.fusion body: only elementwise ops and splat constants can}}
+    // expected-error @+1 {{cannot be in a kiln.fusion body: only elementwise ops, broadcasts of its arguments and splat constants can}}
     %1 = kiln.transpose %a, [1, 0] : tensor<4x8xf32> -> tensor<8x4xf32>
     %2 = kiln.transpose %1, [1, 0] : tensor<8x4xf32> -> tensor<4x8xf32>
     kiln.yield %2 : tensor<4x8xf32>
@@ -325,4 +325,61 @@ func.func @ce_extra_op(%l: tensor<4x16xf32>, %t: tensor<4xi32>, %d: tensor<4xf32
     kiln.yield %loss, %g : tensor<4xf32>, tensor<4x16xf32>
   }
   return %0#0, %0#1 : tensor<4xf32>, tensor<4x16xf32>
+}
+
+// -----
+
+func.func @broadcast_of_a_body_value(%x: tensor<4x8xf32>, %v: tensor<8xf32>) -> tensor<4x8xf32> {
+  %0 = kiln.fusion(%x, %v) : (tensor<4x8xf32>, tensor<8xf32>) -> tensor<4x8xf32> {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<8xf32>):
+    %1 = kiln.exp %b : tensor<8xf32>
+    // expected-error @+1 {{in a kiln.fusion body must broadcast a body argument}}
+    %2 = kiln.broadcast_in_dim %1, dims = [1] : tensor<8xf32> -> tensor<4x8xf32>
+    %3 = kiln.add %a, %2 : tensor<4x8xf32>
+    kiln.yield %3 : tensor<4x8xf32>
+  }
+  return %0 : tensor<4x8xf32>
+}
+
+// -----
+
+func.func @two_index_maps(%x: tensor<8x8xf32>, %v: tensor<8xf32>) -> tensor<8x8xf32> {
+  // expected-error @+1 {{body argument of type 'tensor<8xf32>' must be read by one kind of broadcast only}}
+  %0 = kiln.fusion(%x, %v) : (tensor<8x8xf32>, tensor<8xf32>) -> tensor<8x8xf32> {
+  ^bb0(%a: tensor<8x8xf32>, %b: tensor<8xf32>):
+    %1 = kiln.broadcast_in_dim %b, dims = [0] : tensor<8xf32> -> tensor<8x8xf32>
+    %2 = kiln.broadcast_in_dim %b, dims = [1] : tensor<8xf32> -> tensor<8x8xf32>
+    %3 = kiln.add %a, %1 : tensor<8x8xf32>
+    %4 = kiln.mul %3, %2 : tensor<8x8xf32>
+    kiln.yield %4 : tensor<8x8xf32>
+  }
+  return %0 : tensor<8x8xf32>
+}
+
+// -----
+
+func.func @broadcast_argument_read_directly(%x: tensor<4x8xf32>, %v: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{body argument of type 'tensor<4x8xf32>' must be read by one kind of broadcast only}}
+  %0 = kiln.fusion(%x, %v) : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32> {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>):
+    %1 = kiln.broadcast_in_dim %b, dims = [0, 1] : tensor<4x8xf32> -> tensor<4x8xf32>
+    %2 = kiln.add %a, %1 : tensor<4x8xf32>
+    %3 = kiln.mul %2, %b : tensor<4x8xf32>
+    kiln.yield %3 : tensor<4x8xf32>
+  }
+  return %0 : tensor<4x8xf32>
+}
+
+// -----
+
+func.func @norm_broadcast_splits_rows(%x: tensor<2x4x16xf32>, %r: tensor<2x4xf32>, %w: tensor<16xf32>, %b: tensor<16xf32>) -> tensor<2x4x16xf32> {
+  // expected-error @+1 {{holds a norm but is not a norm fusion: a broadcast must keep the rows of a body argument whole}}
+  %0 = kiln.fusion(%x, %r, %w, %b) : (tensor<2x4x16xf32>, tensor<2x4xf32>, tensor<16xf32>, tensor<16xf32>) -> tensor<2x4x16xf32> {
+  ^bb0(%a: tensor<2x4x16xf32>, %s: tensor<2x4xf32>, %g: tensor<16xf32>, %h: tensor<16xf32>):
+    %1 = kiln.broadcast_in_dim %s, dims = [0, 1] : tensor<2x4xf32> -> tensor<2x4x16xf32>
+    %2 = kiln.mul %a, %1 : tensor<2x4x16xf32>
+    %y, %m, %q = kiln.layer_norm %2, %g, %h {epsilon = 1.0e-05 : f32} : tensor<2x4x16xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<2x4x16xf32>, tensor<2x4xf32>, tensor<2x4xf32>
+    kiln.yield %y : tensor<2x4x16xf32>
+  }
+  return %0 : tensor<2x4x16xf32>
 }

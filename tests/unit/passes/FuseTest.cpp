@@ -35,6 +35,8 @@ struct Counts {
   int narrowedNorms = 0; ///< f32 norms writing bf16/f16
   int normFusions = 0, backwardNormFusions = 0; ///< of the loop fusions
   int crossEntropyFusions = 0;
+  int broadcastsRead = 0;      ///< broadcasts in fusion bodies (index maps)
+  int broadcastsLeft = 0;      ///< broadcasts materialized outside them
 };
 
 Counts countFusions(mlir::ModuleOp module, llvm::StringRef function = "") {
@@ -46,6 +48,9 @@ Counts countFusions(mlir::ModuleOp module, llvm::StringRef function = "") {
       c.wideGemms += mm.getLhs().getType().getElementType() != mm.getType().getElementType();
     });
     func.walk([&](LayerNormOp ln) { c.narrowedNorms += ln.getY().getType() != ln.getX().getType(); });
+    func.walk([&](BroadcastInDimOp b) {
+      (llvm::isa<FusionOp>(b->getParentOp()) ? c.broadcastsRead : c.broadcastsLeft) += 1;
+    });
     // (func.walk visits fusion bodies too: a fused norm still counts.)
     func.walk([&](FusionOp f) {
       if (auto body = matchGemmEpilogue(f); mlir::succeeded(body)) {
@@ -125,6 +130,13 @@ void checkConfig(const char *file, llvm::ArrayRef<std::string> sets, const std::
   // The loss and its gradient, one kernel (the padded vocabulary is whole
   // 16-byte vectors).
   EXPECT_EQ(step.crossEntropyFusions, 1);
+  // The position table is read through its broadcast by the first norm
+  // fusion, and, where attention is written out (f32), each layer's causal
+  // mask by the select of its scores: no broadcast is materialized.
+  // (Under f16-mixed the loss scale's seed, broadcast to the loss's
+  // shape, stays: the cross-entropy fusion reads dloss as a tensor.)
+  EXPECT_EQ(step.broadcastsLeft, policy == "f16-mixed" ? 1 : 0);
+  EXPECT_EQ(step.broadcastsRead, policy == "f32" ? 1 + layers : 1);
 }
 
 TEST(Fuse, TinyGptStepIsBitIdentical) {
