@@ -262,7 +262,7 @@ llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef bas
   // A broadcast input whose rows stay whole is read a vector at a time on
   // the vector path (the lanes of a vector share a row).
   auto rowVector = [&](size_t j) {
-    if (!mapped(j))
+    if (!mapped(j) || !isa<FloatType>(tensorOf(inputBuffers[j]).getElementType()))
       return false;
     BroadcastInDimOp b = readThrough[j];
     return keepsRows(b) && tensorOf(b.getResult()).getShape().back() % lanes == 0;
