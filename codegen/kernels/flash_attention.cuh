@@ -401,23 +401,56 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
 // ---------------------------------------------------------------------------
 
 // delta[row] = Σ_d dO[row, d]·O[row, d], and the row of the f32 dq
-// accumulator zeroed: one warp per row (rows in [B, H, TQ] order).
+// accumulator zeroed (rows in [B, H, TQ] order). Each thread moves one
+// 16-byte vector of a row (L = D / V threads a row, a power of two that
+// divides 32, reduced by shuffles); other head dims, a warp per row.
 template <typename T, i64 ROWS, int D, i64 H = 1, i64 TQ = ROWS, bool BTHD = false>
 __device__ void backwardPrepare(const T *o, const T *dout, float *delta, float *dqAccum) {
-  const i64 warps = (i64)gridDim.x * (blockDim.x / 32);
-  const int lane = threadIdx.x % 32;
-  for (i64 r = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32; r < ROWS; r += warps) {
-    const i64 bh = r / TQ, at = rowOffset<H, TQ, D, BTHD>(bh / H, bh % H, r % TQ);
-    float sum = 0.f;
+  constexpr int V = 16 / sizeof(T), L = D / V;
+  if constexpr (D % V == 0 && L <= 32 && 32 % L == 0) {
+    // Whole warps run every iteration (the bound is a multiple of 32), so
+    // the shuffles see all their lanes; lanes past the last row add zeros.
+    constexpr i64 N = ROWS * L, NW = (N + 31) / 32 * 32;
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < NW;
+         i += (i64)gridDim.x * blockDim.x) {
+      const i64 r = i / L;
+      const int c = (int)(i % L) * V;
+      float sum = 0.f;
+      if (i < N) {
+        const i64 bh = r / TQ, at = rowOffset<H, TQ, D, BTHD>(bh / H, bh % H, r % TQ) + c;
+        alignas(16) T x[V], y[V];
+        *reinterpret_cast<uint4 *>(x) = *reinterpret_cast<const uint4 *>(o + at);
+        *reinterpret_cast<uint4 *>(y) = *reinterpret_cast<const uint4 *>(dout + at);
 #pragma unroll
-    for (int c = lane; c < D; c += 32)
-      sum += load(o, at + c) * load(dout, at + c);
-    sum = warpSum(sum);
-    if (lane == 0)
-      delta[r] = sum;
+        for (int k = 0; k < V; ++k)
+          sum += load(x, k) * load(y, k);
+        float4 *z = reinterpret_cast<float4 *>(dqAccum + r * D + c);
 #pragma unroll
-    for (int c = lane; c < D; c += 32)
-      dqAccum[r * D + c] = 0.f;
+        for (int k = 0; k < V / 4; ++k)
+          z[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int m = L / 2; m > 0; m /= 2)
+        sum += __shfl_xor_sync(0xffffffffu, sum, m);
+      if (i < N && c == 0)
+        delta[r] = sum;
+    }
+  } else {
+    const i64 warps = (i64)gridDim.x * (blockDim.x / 32);
+    const int lane = threadIdx.x % 32;
+    for (i64 r = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32; r < ROWS; r += warps) {
+      const i64 bh = r / TQ, at = rowOffset<H, TQ, D, BTHD>(bh / H, bh % H, r % TQ);
+      float sum = 0.f;
+#pragma unroll
+      for (int c = lane; c < D; c += 32)
+        sum += load(o, at + c) * load(dout, at + c);
+      sum = warpSum(sum);
+      if (lane == 0)
+        delta[r] = sum;
+#pragma unroll
+      for (int c = lane; c < D; c += 32)
+        dqAccum[r * D + c] = 0.f;
+    }
   }
 }
 
