@@ -382,6 +382,7 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
   // What kiln-fuse did, for `kiln compile` and the Plan.
   int64_t fusions = 0, fusedOps = 0, normFusions = 0, normFusedOps = 0, crossEntropyFusions = 0;
   std::map<std::string, int64_t> epilogues; // by cuBLASLt epilogue, sorted
+  int64_t broadcastReads = 0;
   int64_t epilogueOps = 0, wideGemms = 0;
   for (Operation &op : func.getBody().front()) {
     if (auto mm = dyn_cast<MatmulOp>(op)) {
@@ -404,9 +405,16 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
     }
     bool norm = fusion.isNormFusion();
     ++(norm ? normFusions : fusions);
-    for (Operation &inner : fusion.getBodyOps())
-      (norm ? normFusedOps : fusedOps) += !isa<ConstantOp>(inner);
+    for (Operation &inner : fusion.getBodyOps()) {
+      broadcastReads += isa<BroadcastInDimOp>(inner);
+      (norm ? normFusedOps : fusedOps) += !isa<ConstantOp, BroadcastInDimOp>(inner);
+    }
   }
+  if (broadcastReads)
+    e.note(llvm::formatv("kiln-fuse: @{0} reads {1} broadcast operand(s) through index maps in its "
+                         "fusions",
+                         fn.name, broadcastReads)
+               .str());
   if (fusions)
     e.note(llvm::formatv("kiln-fuse: @{0} runs {1} elementwise ops as {2} fused kernels ({3} "
                          "launches fewer)",

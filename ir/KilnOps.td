@@ -1168,7 +1168,9 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
       values may be yielded too), or one `kiln.layer_norm_grad` or
       `kiln.rms_norm_grad` whose dx elementwise ops after it read (the
       residual gradient's add and cast). The norm is over the last
-      dimension; its other operands are body arguments. Codegen emits one
+      dimension; its other operands are body arguments. The elementwise
+      ops may read a body argument through a `kiln.broadcast_in_dim` that
+      keeps rows whole (its operand's last dimension is the result's). Codegen emits one
       kernel with a warp per row that keeps the row in registers, so the
       elementwise ops run once per element and their operands are read
       once.

@@ -535,12 +535,21 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       BroadcastInDimOp b = readableBroadcast(v);
       return b && (!normFusion || keepsRows(b)) ? b : BroadcastInDimOp();
     };
-    // (A broadcast the norm reads as a tensor is a tensor for all.)
-    llvm::DenseSet<Value> asTensor;
+    // A broadcast stays a tensor for all when a member reads it as one
+    // (the norm), reads its operand directly (the operand would be a body
+    // argument read two ways), or computes its operand.
+    llvm::DenseSet<Value> asTensor, readDirectly;
     for (Operation *op : ops)
       for (Value v : op->getOperands())
-        if (readableBroadcast(v) && !readsThrough(op, v))
+        readDirectly.insert(v);
+    for (Operation *op : ops)
+      for (Value v : op->getOperands()) {
+        BroadcastInDimOp b = readableBroadcast(v);
+        Operation *def = b ? b.getOperand().getDefiningOp() : nullptr;
+        if (b && (!readsThrough(op, v) || readDirectly.contains(b.getOperand()) ||
+                  (def && members.contains(def))))
           asTensor.insert(v);
+      }
     auto throughIndexMap = [&](Operation *user, Value v) -> BroadcastInDimOp {
       return asTensor.contains(v) ? BroadcastInDimOp() : readsThrough(user, v);
     };
@@ -589,16 +598,22 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     for (Value v : inputs)
       map.map(v, body->addArgument(v.getType(), v.getLoc()));
     OpBuilder inner = OpBuilder::atBlockEnd(body);
+    // (Equal broadcasts of one operand share the first one's clone.)
     llvm::SmallSetVector<Operation *, 2> broadcastsRead;
+    llvm::DenseMap<Value, Value> cloneOf; // operand -> its broadcast's clone
     for (Operation *op : ops) {
       for (Value v : op->getOperands()) {
         if (inlined(op, v) && !map.contains(v))
           map.map(v, inner.clone(*v.getDefiningOp())->getResult(0));
         BroadcastInDimOp b = throughIndexMap(op, v);
-        if (b && !map.contains(v) && mapOf.lookup(b.getOperand()) == b) {
-          map.map(v, inner.clone(*b, map)->getResult(0));
-          broadcastsRead.insert(b);
-        }
+        BroadcastInDimOp first = b ? mapOf.lookup(b.getOperand()) : BroadcastInDimOp();
+        if (!b || map.contains(v) || first.getType() != b.getType() || first.getDims() != b.getDims())
+          continue;
+        Value &clone = cloneOf[b.getOperand()];
+        if (!clone)
+          clone = inner.clone(*b, map)->getResult(0);
+        map.map(v, clone);
+        broadcastsRead.insert(b);
       }
       inner.clone(*op, map);
     }

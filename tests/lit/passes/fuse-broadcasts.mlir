@@ -113,3 +113,41 @@ func.func @norm(%x: tensor<2x4x16xf32>, %p: tensor<4x16xf32>, %r: tensor<2x4xf32
   %y, %m, %q = kiln.layer_norm %1, %w, %b {epsilon = 1.0e-05 : f32} : tensor<2x4x16xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<2x4x16xf32>, tensor<2x4xf32>, tensor<2x4xf32>
   return %y, %m, %q : tensor<2x4x16xf32>, tensor<2x4xf32>, tensor<2x4xf32>
 }
+
+// -----
+
+// Two equal broadcasts of one table (before CSE): one body argument and
+// one clone for both.
+// CHECK-LABEL: func.func @equal
+// CHECK-NOT: kiln.broadcast_in_dim
+// CHECK: kiln.fusion(%{{[^,]+}}, %{{[^)]+}}) : (tensor<2x4x8xf32>, tensor<4x8xf32>)
+// CHECK-NEXT: ^bb0(%{{[^:]+}}: tensor<2x4x8xf32>, %[[A:[^:]+]]: tensor<4x8xf32>):
+// CHECK-NEXT: %[[B:.+]] = kiln.broadcast_in_dim %[[A]]
+// CHECK-NEXT: %[[S:.+]] = kiln.add %{{.+}}, %[[B]]
+// CHECK-NEXT: kiln.mul %[[S]], %[[B]]
+func.func @equal(%x: tensor<2x4x8xf32>, %t: tensor<4x8xf32>) -> tensor<2x4x8xf32> {
+  %b1 = kiln.broadcast_in_dim %t, dims = [1, 2] : tensor<4x8xf32> -> tensor<2x4x8xf32>
+  %b2 = kiln.broadcast_in_dim %t, dims = [1, 2] : tensor<4x8xf32> -> tensor<2x4x8xf32>
+  %a = kiln.add %x, %b1 : tensor<2x4x8xf32>
+  %m = kiln.mul %a, %b2 : tensor<2x4x8xf32>
+  return %m : tensor<2x4x8xf32>
+}
+
+// -----
+
+// A norm's weight also broadcast into the add before it: the weight is
+// the norm's tensor, so the broadcast stays a tensor input too (one body
+// argument is never read two ways).
+// CHECK-LABEL: func.func @normWeight
+// CHECK: %[[B:.+]] = kiln.broadcast_in_dim %[[G:[^,]+]], dims = [2]
+// CHECK: kiln.fusion(%{{[^,]+}}, %[[B]], %[[G]], %{{[^)]+}})
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.add
+// CHECK-NEXT: kiln.layer_norm
+func.func @normWeight(%h: tensor<2x4x16xf32>, %g: tensor<16xf32>, %beta: tensor<16xf32>)
+    -> (tensor<2x4x16xf32>, tensor<2x4xf32>, tensor<2x4xf32>) {
+  %b = kiln.broadcast_in_dim %g, dims = [2] : tensor<16xf32> -> tensor<2x4x16xf32>
+  %s = kiln.add %h, %b : tensor<2x4x16xf32>
+  %y, %m, %q = kiln.layer_norm %s, %g, %beta {epsilon = 1.0e-05 : f32} : tensor<2x4x16xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<2x4x16xf32>, tensor<2x4xf32>, tensor<2x4xf32>
+  return %y, %m, %q : tensor<2x4x16xf32>, tensor<2x4xf32>, tensor<2x4xf32>
+}
