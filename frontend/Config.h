@@ -202,6 +202,9 @@ struct CompileConfig {
   /// through its index map instead of the broadcast tensor. Only with
   /// `fuse`; off to compare against.
   bool fuse_broadcasts = true;
+  /// kiln-fuse's sibling fusion: groups of elementwise ops reading the same
+  /// value run as one kernel. Only with `fuse`; off to compare against.
+  bool fuse_siblings = true;
 
   /// Whether kiln-fuse-attention runs for `precision`.
   bool fusesAttention(llvm::StringRef precision) const {

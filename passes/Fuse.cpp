@@ -43,6 +43,10 @@
 // op. Codegen runs each as one warp-per-row kernel holding the row in
 // registers (isFusibleNorm says which rows fit).
 //
+// Siblings (option `siblings`): a group joins a later group of its shape
+// reading one of the same values when the earlier group's other readers
+// all come after the later one (mergeSiblings), so the value is read once.
+//
 // Broadcasts (option `broadcasts`): a broadcast_in_dim read by a loop
 // fusion is cloned into its body over the broadcast's operand, which the
 // kernel reads through the broadcast's index map, so the broadcast tensor
@@ -62,7 +66,10 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/SetVector.h"
+
+#include <numeric>
 
 namespace kiln {
 #define GEN_PASS_DEF_FUSEPASS
@@ -469,6 +476,8 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       groupOf[&op] = groups.size();
       groups.push_back({&op});
     }
+    if (siblings)
+      mergeSiblings(groups, groupOf, normOf, index);
     auto readsBroadcast = [&](ArrayRef<Operation *> group) {
       return broadcasts && llvm::any_of(group, [](Operation *op) {
                return llvm::any_of(op->getOperands(), [](Value v) { return readableBroadcast(v); });
@@ -479,11 +488,85 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       // broadcast's operand, and the broadcast is not written.)
       if (group.size() < 2 && (normOf.count(g) || !readsBroadcast(group)))
         continue;
-      std::reverse(group.begin(), group.end()); // program order
+      llvm::sort(group, [&](Operation *a, Operation *b) { return index[a] < index[b]; });
       FusionOp fusion = buildFusion(group, /*loop=*/true);
       if (fusion && normOf.count(g)) {
         assert(succeeded(matchNormFusion(fusion)) && "kiln-fuse built a bad norm fusion");
         ++numNormFusions;
+      }
+    }
+  }
+
+  /// Sibling fusion (option `siblings`): a group joins a later group of its
+  /// shape that reads one of the same values (neither with a norm), when
+  /// every outside reader of its values comes after the later group's last
+  /// op (where the merged fusion is placed: no path leaves the merged group
+  /// and comes back). The shared values are then read once: SwiGLU's
+  /// backward computes du = dh·silu(g) and dg = dh·u·silu'(g) from the same
+  /// dh, one kernel instead of two. Groups are in `groups` (any order of
+  /// their ops); a merged one is emptied.
+  void mergeSiblings(std::vector<SmallVector<Operation *>> &groups,
+                     llvm::DenseMap<Operation *, unsigned> &groupOf,
+                     const llvm::DenseMap<unsigned, Operation *> &normOf,
+                     llvm::DenseMap<Operation *, int64_t> &index) {
+    auto lastOf = [&](unsigned g) {
+      int64_t last = -1;
+      for (Operation *op : groups[g])
+        last = std::max(last, index[op]);
+      return last;
+    };
+    auto shapeOf = [&](unsigned g) {
+      return cast<RankedTensorType>(groups[g].front()->getResult(0).getType()).getShape();
+    };
+    // The groups reading each value from outside (splat constants aside:
+    // they are literals), in the order the groups were made.
+    llvm::MapVector<Value, SmallVector<unsigned>> readers;
+    auto addReaders = [&](unsigned g) {
+      for (Operation *op : groups[g])
+        for (Value v : op->getOperands()) {
+          Operation *def = v.getDefiningOp();
+          auto it = def ? groupOf.find(def) : groupOf.end();
+          if ((it != groupOf.end() && it->second == g) || isSplatConstant(v))
+            continue;
+          auto &list = readers[v];
+          if (!llvm::is_contained(list, g))
+            list.push_back(g);
+        }
+    };
+    for (unsigned g = 0; g < groups.size(); ++g)
+      addReaders(g);
+    SmallVector<unsigned> order(groups.size());
+    std::iota(order.begin(), order.end(), 0u);
+    llvm::sort(order, [&](unsigned a, unsigned b) { return lastOf(a) < lastOf(b); });
+    for (unsigned g : order) {
+      if (groups[g].empty() || normOf.count(g))
+        continue;
+      for (size_t k = 0; k < readers.size(); ++k) {
+        auto &[v, list] = *(readers.begin() + k);
+        if (!llvm::is_contained(list, g))
+          continue;
+        for (unsigned h : SmallVector<unsigned>(list)) {
+          if (h == g || groups[h].empty() || normOf.count(h) || lastOf(h) >= lastOf(g) ||
+              shapeOf(h) != shapeOf(g))
+            continue;
+          int64_t last = lastOf(g);
+          bool after = llvm::all_of(groups[h], [&](Operation *op) {
+            return llvm::all_of(op->getUsers(), [&](Operation *user) {
+              auto it = groupOf.find(user);
+              bool inside = it != groupOf.end() && (it->second == h || it->second == g);
+              return inside || index[user] > last;
+            });
+          });
+          if (!after)
+            continue;
+          for (Operation *op : groups[h]) {
+            groupOf[op] = g;
+            groups[g].push_back(op);
+          }
+          groups[h].clear();
+          addReaders(g);
+          ++numSiblings;
+        }
       }
     }
   }

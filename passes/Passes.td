@@ -189,7 +189,11 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     (the residual add), and a norm's gradient joins the group of the
     elementwise ops reading its dx (the residual gradient's add and cast):
     a norm fusion, one warp-per-row kernel (rows a multiple of 8, at most
-    2048 long).
+    2048 long). With `siblings` (on by default) a group joins a later group
+    of its shape reading one of the same values, when the earlier group's
+    other readers all come after the later one. With `broadcasts` (on by
+    default) a loop fusion reads a broadcast's operand through the
+    broadcast's index map.
     Its statistics count the fusions, the ops in them and the bytes of
     device-memory traffic they avoid, where LLVM is built with statistics
     (Debian's is not: `--mlir-pass-statistics` then reports nothing, and
@@ -227,6 +231,10 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
            "A broadcast_in_dim read by loop fusions is cloned into each, which reads "
            "the broadcast's operand through its index map: the broadcast tensor is "
            "never written (it stays for its other readers)">,
+    Option<"siblings", "siblings", "bool", /*default=*/"true",
+           "Sibling fusion: a group of elementwise ops joins a later group of its "
+           "shape reading one of the same values, when the earlier group's other "
+           "readers all come after the later one (the shared value is read once)">,
   ];
   let statistics = [
     Statistic<"numFusions", "fusions", "kiln.fusion regions built">,
@@ -241,6 +249,7 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     Statistic<"numNormFusions", "norm-fusions", "Norms fused with elementwise ops">,
     Statistic<"numCrossEntropyFusions", "cross-entropy-fusions", "Cross-entropies fused with their gradients">,
     Statistic<"numBroadcastsRead", "broadcasts-read", "Broadcasts read through an index map in a loop fusion">,
+    Statistic<"numSiblings", "siblings", "Groups merged into a sibling reading the same value">,
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }
@@ -322,6 +331,8 @@ def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
            "With a budget and fuse: kiln-fuse's cross-entropy option">,
     Option<"broadcasts", "broadcasts", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's broadcasts option">,
+    Option<"siblings", "siblings", "bool", /*default=*/"true",
+           "With a budget and fuse: kiln-fuse's siblings option">,
   ];
   let statistics = [
     Statistic<"numCloned", "ops-cloned", "Forward ops cloned into the backward">,

@@ -113,6 +113,10 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                           llvm::cl::desc("kiln-fuse's broadcasts option: loop fusions read a "
                                          "broadcast's operand through its index map"),
                           llvm::cl::init(true)};
+  Option<bool> siblings{*this, "fuse-siblings",
+                        llvm::cl::desc("kiln-fuse's siblings option: groups reading the same "
+                                       "value fuse"),
+                        llvm::cl::init(true)};
   Option<std::string> recompute{*this, "recompute",
                                 llvm::cl::desc("Options of kiln-recompute (runs only when given: "
                                                "recompute={policy=selective})")};
@@ -139,7 +143,8 @@ std::string fuseOptionsText(const std::optional<FusePassOptions> &fuse) {
          " fold-casts=" + (fuse->foldCasts ? "true" : "false") +
          " norms=" + (fuse->norms ? "true" : "false") +
          " cross-entropy=" + (fuse->crossEntropy ? "true" : "false") +
-         " broadcasts=" + (fuse->broadcasts ? "true" : "false");
+         " broadcasts=" + (fuse->broadcasts ? "true" : "false") +
+         " siblings=" + (fuse->siblings ? "true" : "false");
 }
 
 /// kiln-recompute from its options, told how kiln-fuse runs after it.
@@ -154,6 +159,7 @@ std::unique_ptr<mlir::Pass> recomputePass(std::optional<RecomputePassOptions> op
     options->norms = fuse->norms;
     options->crossEntropy = fuse->crossEntropy;
     options->broadcasts = fuse->broadcasts;
+    options->siblings = fuse->siblings;
   }
   return createRecomputePass(*options);
 }
@@ -186,6 +192,7 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
     fuse->norms = options.norms;
     fuse->crossEntropy = options.crossEntropy;
     fuse->broadcasts = options.broadcasts;
+    fuse->siblings = options.siblings;
   }
   std::unique_ptr<mlir::Pass> recompute;
   if (options.recompute.hasValue()) {

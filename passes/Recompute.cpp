@@ -395,6 +395,7 @@ struct RecomputePass final : impl::RecomputePassBase<RecomputePass> {
       options.norms = norms;
       options.crossEntropy = crossEntropy;
       options.broadcasts = broadcasts;
+      options.siblings = siblings;
       pm.addPass(createFusePass(options));
     }
     pm.addPass(createPlanBuffersPass());

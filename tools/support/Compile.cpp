@@ -111,6 +111,7 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     options.fuse->norms = config.compile.fuse_norms;
     options.fuse->crossEntropy = config.compile.fuse_cross_entropy;
     options.fuse->broadcasts = config.compile.fuse_broadcasts;
+    options.fuse->siblings = config.compile.fuse_siblings;
   } else {
     options.fuse.reset();
   }

@@ -2,9 +2,10 @@
 // (gelu, gelu_grad and its bias gradient, a weight gradient's bias
 // gradient) joins the matmul in a kiln.fusion; a widening cast of a product
 // that would be a kernel of its own becomes the product's type. Near misses
-// stay apart.
+// stay apart. (The OFF run turns sibling fusion off too: with no
+// epilogues, gelu and gelu_grad of one product are siblings.)
 // RUN: kiln-opt %s -split-input-file -kiln-fuse | FileCheck %s
-// RUN: kiln-opt %s -split-input-file -kiln-fuse='epilogues=false fold-casts=false' \
+// RUN: kiln-opt %s -split-input-file -kiln-fuse='epilogues=false fold-casts=false siblings=false' \
 // RUN:   | FileCheck %s --check-prefix=OFF
 
 // The forward MLP: gelu of a biased product, whose input the backward
@@ -169,10 +170,16 @@ func.func @wide(%x: tensor<16x32xbf16>, %w: tensor<32x64xbf16>) -> (tensor<16x64
 // aux and vector alignment); a batch of products (attention's p·v shape);
 // a product read by something else besides its gelu_grad; a weight
 // gradient without transpose_a. A sum over the wrong dimension leaves its
-// gelu_grad's epilogue without the bias gradient.
+// gelu_grad's epilogue without the bias gradient. (The gelu_grad of the
+// product read twice and the neg reading it are siblings: one loop
+// fusion.)
 // CHECK-LABEL: func.func @near_misses
 // CHECK-NOT: kiln.fusion
-// CHECK: kiln.neg
+// CHECK: kiln.matmul
+// CHECK: kiln.fusion
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: kiln.neg
+// CHECK-NEXT: kiln.gelu_grad
 // CHECK: %[[F:.+]] = kiln.fusion
 // CHECK: kiln.matmul
 // CHECK-NEXT: kiln.gelu_grad

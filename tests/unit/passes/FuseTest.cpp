@@ -145,6 +145,28 @@ TEST(Fuse, TinyGptStepIsBitIdentical) {
   checkConfig("tiny.toml", {"train.loss_scale=1024"}, "f16-mixed", 2);
 }
 
+// Sibling fusion on the tiny Llama: SwiGLU's backward computes du and dg
+// from the same dh in two groups; merged, each layer's MLP backward is one
+// kernel yielding both. The step stays bit-identical on the CPU; the lone
+// mul of each layer (no fusion without siblings) joins the dg fusion.
+TEST(Fuse, LlamaSiblingsAreBitIdentical) {
+  for (const char *policy : {"f32", "bf16-mixed"}) {
+    SCOPED_TRACE(policy);
+    mlir::MLIRContext ctx;
+    int64_t layers = 0, vocab = 0;
+    auto module = unfusedStep(ctx, "llama-tiny.toml", {}, policy, layers, vocab);
+    ASSERT_TRUE(module);
+    mlir::OwningOpRef<mlir::ModuleOp> apart(module->clone());
+    auto inputs = test::randomInputs(5, vocab);
+    test::expectPassPreserves(*module, "builtin.module(kiln-fuse{fold-casts=false})", 0.0, inputs);
+    test::expectPassPreserves(*apart, "builtin.module(kiln-fuse{fold-casts=false siblings=false})", 0.0,
+                              inputs);
+    Counts with = countFusions(*module, "train_step"), without = countFusions(*apart, "train_step");
+    EXPECT_EQ(with.fusions, without.fusions);
+    EXPECT_EQ(with.fusedOps - without.fusedOps, layers); // a launch fewer per layer
+  }
+}
+
 // A bf16 product widened to f32 by a cast that would be a kernel of its own
 // (it feeds a layer-norm gradient, not an elementwise op) becomes a product
 // written in f32: the fused value is the product rounded once to f32 where
