@@ -68,7 +68,13 @@ struct SwiGLU {
     up.columnParallel(g, "tp");
     down.rowParallel(g, "tp");
   }
-  Tensor operator()(Tensor x) const { return down(silu(gate(x)) * up(x)); }
+  Tensor operator()(Tensor x) const {
+    // Sequenced: the two operands of `*` would be built in an unspecified
+    // order (GCC's -O3 and sanitizer builds differed, so did their IR).
+    Tensor u = up(x);
+    Tensor g = silu(gate(x));
+    return down(g * u);
+  }
   nn::Linear gate, up, down;
 };
 

@@ -149,6 +149,9 @@ TEST(Fuse, TinyGptStepIsBitIdentical) {
 // from the same dh in two groups; merged, each layer's MLP backward is one
 // kernel yielding both. The step stays bit-identical on the CPU; the lone
 // mul of each layer (no fusion without siblings) joins the dg fusion.
+// (This test caught models/Llama.cpp building SwiGLU's two operands in an
+// order the compiler chose: the sanitizer build's IR differed and its
+// reshape of du blocked the merge. The operands are sequenced now.)
 TEST(Fuse, LlamaSiblingsAreBitIdentical) {
   for (const char *policy : {"f32", "bf16-mixed"}) {
     SCOPED_TRACE(policy);
