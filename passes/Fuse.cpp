@@ -640,14 +640,17 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     // body argument belongs to (an operand broadcast two ways is read
     // through the first; the other broadcast is an input as it was).
     llvm::DenseMap<Value, BroadcastInDimOp> mapOf;
+    llvm::DenseSet<Value> readThrough; // the broadcasts' results so read
     auto viaBroadcast = [&](Operation *user, Value v) -> BroadcastInDimOp {
       BroadcastInDimOp b = throughIndexMap(user, v);
       if (!b)
         return {};
       auto [it, fresh] = mapOf.try_emplace(b.getOperand(), b);
       BroadcastInDimOp first = it->second;
-      return (first.getType() == b.getType() && first.getDims() == b.getDims()) ? b
-                                                                                : BroadcastInDimOp();
+      if (first.getType() != b.getType() || first.getDims() != b.getDims())
+        return {};
+      readThrough.insert(v);
+      return b;
     };
     llvm::SetVector<Value> inputs;
     SmallVector<Value> outputs;
@@ -688,10 +691,9 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       for (Value v : op->getOperands()) {
         if (inlined(op, v) && !map.contains(v))
           map.map(v, inner.clone(*v.getDefiningOp())->getResult(0));
-        BroadcastInDimOp b = throughIndexMap(op, v);
-        BroadcastInDimOp first = b ? mapOf.lookup(b.getOperand()) : BroadcastInDimOp();
-        if (!b || map.contains(v) || first.getType() != b.getType() || first.getDims() != b.getDims())
+        if (!readThrough.contains(v) || map.contains(v))
           continue;
+        auto b = v.getDefiningOp<BroadcastInDimOp>();
         Value &clone = cloneOf[b.getOperand()];
         if (!clone)
           clone = inner.clone(*b, map)->getResult(0);
