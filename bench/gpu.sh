@@ -64,6 +64,11 @@
 #   layout     kiln.attention in layouts bhtd and bthd and kiln.attention_qkv
 #              alone, and 20 bf16 GPT-2 steps with .gpu/kiln-before.gz
 #              against this build
+#   moe        configs/moe-fortunes.toml (8 experts, top-1), the same with
+#              top-2, and the dense model of equal active parameters on the
+#              byte-level fortunes, bf16, same seed: curves, tok/s, balance
+#              and dropped share (bench/moe_curves.py), kiln bench of each,
+#              and a profile of the top-1 step
 #   plugin     the example plugin (add + RMSNorm as one custom kernel): 20
 #              f32 / 200 bf16 Llama 125M steps with and without it, and the
 #              ~1B Llama's bf16 step timed and profiled with and without
@@ -354,6 +359,28 @@ EOF
        --batch 8 --seq 2048 --steps 10)
     python3 bench/torch_llama.py bench "${A[@]}" --out "$OUT/torch-llama-1b-eager.json"
     python3 bench/torch_llama.py bench "${A[@]}" --compile --out "$OUT/torch-llama-1b-compile.json" ;;
+  moe)
+    # The fortunes, byte-level (the default run's corpus); the same seed
+    # and batches for each variant: 8 experts top-1 (the config), top-2,
+    # and the dense model (moe.experts = 0).
+    $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 --out /tmp/fortunes-byte \
+      .gpu/corpus/fortunes/* | tail -2
+    runs=()
+    for variant in top1 top2 dense; do
+      extra=()
+      [ $variant = top2 ] && extra=(--set moe.top_k=2)
+      [ $variant = dense ] && extra=(--set moe.experts=0)
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/moe-fortunes.toml \
+        --set "data.train=/tmp/fortunes-byte/train_*.bin" --set "data.val=/tmp/fortunes-byte/val_*.bin" \
+        --set run.dir=$OUT/moe-$variant "${extra[@]}" > "$OUT/moe-$variant.log" 2>&1
+      grep -E "^step 600|done:|error" "$OUT/moe-$variant.log"
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/moe-fortunes.toml "${extra[@]}" \
+        --json "$OUT/kiln-moe-$variant.json" 2>&1 | grep -E "step:|memory:"
+      runs+=("$variant=$OUT/moe-$variant")
+    done
+    XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/moe-fortunes.toml --steps 5 --json /dev/null \
+      --profile "$OUT/profile-moe.json" | sed -n '/profile:/,$p' | head -30
+    python3 bench/moe_curves.py "$OUT/moe-vs-dense.svg" "${runs[@]}" | tee "$OUT/moe-table.txt" ;;
   finetune)
     # DPO pairs derived from the carried fortunes, the worked example's
     # Llama in f32 on both backends from the same initial weights.

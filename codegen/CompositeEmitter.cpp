@@ -53,10 +53,12 @@ std::pair<int64_t, int64_t> rowsOf(Value v) {
   return {n ? t.getNumElements() / n : 0, n};
 }
 
+/// `globals`: definitions placed before the kernel (constant tables).
 std::string kernel(Operation *op, const char *file, const std::string &params, const std::string &body,
-                   int threads = 256) {
-  return include(file) + Emitter::header(op) + "extern \"C\" __global__ void __launch_bounds__(" +
-         std::to_string(threads) + ") @NAME@(" + params + ") {\n" + body + "}\n";
+                   int threads = 256, const std::string &globals = "") {
+  return include(file) + Emitter::header(op) + globals +
+         "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(threads) + ") @NAME@(" +
+         params + ") {\n" + body + "}\n";
 }
 
 #define ADD(value, name, isConst)                                                                  \
@@ -310,6 +312,29 @@ llvm::Expected<bool> embeddingGrad(Emitter &e, EmbeddingGradOp op) {
                          .str();
   e.launch(op, "embedding_backward", kernel(op, "embedding.cuh", p.text, body),
            {e.gridFor(ids * c, 256), 1, 1}, {256, 1, 1}, p.args);
+  return true;
+}
+
+llvm::Expected<bool> moeRoute(Emitter &e, MoeRouteOp op) {
+  const int64_t n = op.numTokens(), experts = op.numExperts(), k = static_cast<int64_t>(op.getTopK()),
+                capacity = static_cast<int64_t>(op.getCapacity());
+  {
+    Params p;
+    ADD(op.getProbs(), "probs", true) ADD(op.getExpert(), "expert", false)
+    std::string body = llvm::formatv("  kiln::moeTopK<{0}, {1}, {2}, {3}, {4}>(probs, expert);\n",
+                                     elt(op.getProbs()), elt(op.getExpert()), n, experts, k)
+                           .str();
+    e.launch(op, "moe_topk", kernel(op, "moe.cuh", p.text, body), {e.gridFor(n, 256), 1, 1},
+             {256, 1, 1}, p.args);
+  }
+  Params p;
+  ADD(op.getExpert(), "expert", true) ADD(op.getSlot(), "slot", false) ADD(op.getToken(), "token", false)
+  std::string body =
+      llvm::formatv("  kiln::moeSlots<{0}, {1}, {2}, {3}, {4}, 1024>(expert, slot, token);\n",
+                    elt(op.getExpert()), n, experts, k, capacity)
+          .str();
+  e.launch(op, "moe_slots", kernel(op, "moe.cuh", p.text, body, 1024), {experts, 1, 1},
+           {1024, 1, 1}, p.args);
   return true;
 }
 
@@ -939,6 +964,7 @@ llvm::Expected<bool> emitComposite(Emitter &e, Operation *op) {
       .Case([&](EmbeddingOp o) { return embedding(e, o); })
       .Case([&](EmbeddingGradOp o) { return embeddingGrad(e, o); })
       .Case([&](RopeOp o) { return rope(e, o); })
+      .Case([&](MoeRouteOp o) { return moeRoute(e, o); })
       .Case([&](AttentionOp o) { return attention(e, AttentionView::of(o)); })
       .Case([&](AttentionGradOp o) { return attentionGrad(e, AttentionView::of(o)); })
       .Case([&](AttentionQkvOp o) { return attention(e, AttentionView::of(o)); })

@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
@@ -46,6 +48,13 @@ namespace kiln::detail {
 #include <variant>
 
 namespace kiln {
+
+int64_t MoeConfig::capacity(int64_t tokens) const {
+  double slots = std::ceil(capacity_factor * static_cast<double>(tokens * top_k) /
+                           static_cast<double>(experts));
+  return std::clamp<int64_t>(static_cast<int64_t>(slots), 1, tokens);
+}
+
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -87,6 +96,11 @@ std::vector<Field> schema(RunConfig &c) {
       {"model.init_std", &c.model.init_std, 0, 10},
       {"model.init_from", &c.model.init_from},
       {"model.init_partial", &c.model.init_partial},
+      {"moe.experts", &c.model.moe.experts, 0, 4096},
+      {"moe.top_k", &c.model.moe.top_k, 1, 4096},
+      {"moe.capacity_factor", &c.model.moe.capacity_factor, 1e-3, 1e6},
+      {"moe.aux_loss_weight", &c.model.moe.aux_loss_weight, 0, 1e6},
+      {"moe.gating", &c.model.moe.gating, 0, 0, {"softmax", "sigmoid"}},
       {"train.steps", &c.train.steps, 1, 1e12},
       {"train.batch_size", &c.train.batch_size, 1, 1 << 20},
       {"train.seq_len", &c.train.seq_len, 0, 1 << 20},
@@ -444,6 +458,20 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
                                      "parallel.dp = {}: each data-parallel rank takes an equal "
                                      "share of the rows",
                                      train.batch_size, parallel.dp));
+  if (model.moe.enabled()) {
+    if (model.kind != "gpt2")
+      return error(source, "moe.experts: mixture-of-experts blocks are built for model.kind = "
+                           "\"gpt2\" only (a Llama with experts is planned)");
+    if (model.moe.top_k > model.moe.experts)
+      return error(source, fmt::format("moe.top_k = {} exceeds moe.experts = {}", model.moe.top_k,
+                                       model.moe.experts));
+    if (model.objective == "dpo")
+      return error(source, "moe.experts with model.objective = \"dpo\" is not supported yet");
+    if (parallel.numRanks() > 1)
+      return error(source, "moe.experts: a mixture of experts runs on one device so far (expert "
+                           "parallelism over a mesh is planned); set parallel.dp = parallel.tp "
+                           "= 1");
+  }
   if (model.objective == "dpo" && model.document_masking)
     return error(source, "model.document_masking is for packed documents; a DPO row holds one "
                          "example (set model.document_masking = false)");

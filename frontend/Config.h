@@ -21,6 +21,28 @@
 
 namespace kiln {
 
+/// A mixture of experts in place of each block's MLP (GPT-2 family): a
+/// router picks each token's top_k of `experts` MLPs, each with room for
+/// capacity_factor · tokens · top_k / experts tokens per batch (GShard,
+/// Lepikhin et al. 2020; Switch Transformer, Fedus et al. 2021).
+struct MoeConfig {
+  /// Experts per block; 0: a dense MLP.
+  int64_t experts = 0;
+  /// Experts each token goes to.
+  int64_t top_k = 2;
+  /// Slots per expert, as a multiple of an even share of the choices.
+  double capacity_factor = 1.25;
+  /// Weight of the load-balancing loss added to the objective (Switch's α).
+  double aux_loss_weight = 0.01;
+  /// The router's scores: "softmax" over the experts, or "sigmoid" of each.
+  std::string gating = "softmax";
+
+  bool enabled() const { return experts > 0; }
+  /// Slots per expert for `tokens` tokens: ⌈factor · tokens · top_k /
+  /// experts⌉, at least 1 and at most every token.
+  int64_t capacity(int64_t tokens) const;
+};
+
 struct ModelConfig {
   std::string kind = "gpt2";
   int64_t n_layer = 12;
@@ -67,6 +89,8 @@ struct ModelConfig {
   /// initialization (fine-tuning a larger model) instead of failing; the
   /// run lists them.
   bool init_partial = false;
+  /// [moe]: experts in place of the MLPs (GPT-2 family).
+  MoeConfig moe;
 
   /// vocab_size rounded up to vocab_multiple.
   int64_t paddedVocab() const {

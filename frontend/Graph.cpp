@@ -421,4 +421,15 @@ Tensor crossEntropy(Tensor logits, Tensor targets, int64_t validClasses) {
   return g.wrap(op.getLoss());
 }
 
+MoeRoute moeRoute(Tensor probs, int64_t topK, int64_t capacity) {
+  Graph &g = probs.graph();
+  const int64_t n = probs.dim(0), experts = probs.dim(1);
+  auto choices = RankedTensorType::get({n, topK}, g.i32());
+  auto slots = RankedTensorType::get({experts * capacity}, g.i32());
+  auto op = MoeRouteOp::create(g.builder(), g.loc(), choices, choices, slots, probs.value(),
+                               g.builder().getI64IntegerAttr(topK),
+                               g.builder().getI64IntegerAttr(capacity));
+  return {g.wrap(op.getExpert()), g.wrap(op.getSlot()), g.wrap(op.getToken())};
+}
+
 } // namespace kiln::frontend

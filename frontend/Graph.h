@@ -190,6 +190,15 @@ Tensor embedding(Tensor table, Tensor ids);
 /// Per-position softmax cross-entropy over the first `validClasses` classes.
 Tensor crossEntropy(Tensor logits, Tensor targets, int64_t validClasses);
 
+/// A mixture-of-experts router's choice (kiln.moe_route) over scores [N, E]:
+/// each token's top-k experts [N, k], the slot each choice got [N, k]
+/// (E·capacity: dropped) and the token in each slot [E·capacity] (N:
+/// empty), all i32.
+struct MoeRoute {
+  Tensor expert, slot, token;
+};
+MoeRoute moeRoute(Tensor probs, int64_t topK, int64_t capacity);
+
 } // namespace kiln::frontend
 
 #endif // KILN_FRONTEND_GRAPH_H

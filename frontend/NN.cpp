@@ -62,6 +62,63 @@ MLP::MLP(Graph &g, llvm::StringRef name, int64_t dim, int64_t hidden, ParamInit 
 
 Tensor MLP::operator()(Tensor x) const { return proj(gelu(fc(x), GeluApproximation::tanh)); }
 
+MoE::MoE(Graph &g, llvm::StringRef name, int64_t dim, int64_t hidden, int64_t experts,
+         int64_t topK, int64_t capacity, llvm::StringRef gating, ParamInit init,
+         ParamInit projInit)
+    : experts(experts), topK(topK), capacity(capacity), gating(gating.str()) {
+  auto s = g.scope(name);
+  router = g.param("router.w", {dim, experts}, init);
+  fcWeight = g.param("experts.fc.w", {experts, dim, hidden}, init);
+  fcBias = g.param("experts.fc.b", {experts, hidden}, ParamInit::zeros(), "bias");
+  projWeight = g.param("experts.proj.w", {experts, hidden, dim}, projInit);
+  projBias = g.param("experts.proj.b", {experts, dim}, ParamInit::zeros(), "bias");
+}
+
+MoE::Output MoE::operator()(Tensor x) const {
+  Graph &g = x.graph();
+  const int64_t C = x.dim(-1), N = x.type().getNumElements() / C, E = experts, K = topK, H = fcBias.dim(1);
+  mlir::Type type = x.elementType();
+  // The router decides in f32 (f64 in gradient checks): a low-precision
+  // score would tie, and move the choice, more often.
+  mlir::Type scoreType = type.isF64() ? type : g.f32();
+  Tensor flat = reshape(x, {N, C});
+  Tensor logits = cast(matmul(flat, router), scoreType); // [N, E]
+  Tensor scores = gating == "sigmoid" ? sigmoid(logits) : softmax(logits);
+  MoeRoute route = moeRoute(scores, K, capacity);
+
+  // Each choice's score: scores[n, expert[n, j]], through a one-hot mask.
+  Tensor chosen = compare(CompareDirection::eq, broadcastInDim(route.expert, {N, K, E}, {0, 1}),
+                          iota(g, {N, K, E}, 2, g.i32())); // [N, K, E]
+  Tensor gates = sum(where(chosen, broadcastInDim(scores, {N, K, E}, {0, 2}), 0.0), {2});
+  if (K > 1)
+    gates = gates / broadcastInDim(sum(gates, {1}), {N, K}, {0});
+
+  // Dispatch: slot s of expert e holds token[e·capacity + s]; an empty
+  // slot reads the zero row appended after the last token.
+  Tensor tokens = concat({flat, full(g, {1, C}, 0, type)}, 0);               // [N + 1, C]
+  Tensor xe = reshape(embedding(tokens, route.token), {E, capacity, C});      // [E, cap, C]
+  Tensor h = gelu(matmul(xe, fcWeight) + broadcastInDim(fcBias, {E, capacity, H}, {0, 2}),
+                  GeluApproximation::tanh);
+  Tensor ye = matmul(h, projWeight) + broadcastInDim(projBias, {E, capacity, C}, {0, 2});
+  // Combine: choice j of token n reads its slot's row; a dropped choice
+  // (slot E·capacity) reads the zero row appended after the last slot.
+  Tensor rows = concat({reshape(ye, {E * capacity, C}), full(g, {1, C}, 0, type)}, 0);
+  Tensor picked = embedding(rows, route.slot);                                // [N, K, C]
+  Tensor y = sum(picked * broadcastInDim(cast(gates, type), {N, K, C}, {0, 1}), {1});
+
+  // Switch Transformer's auxiliary loss (Fedus et al. 2021, eq. 4–6) over
+  // the first choices; f_e carries no gradient (it counts), P_e does.
+  Tensor first = cast(reshape(slice(chosen, 1, 0, 1), {N, E}), scoreType);
+  Tensor share = mean(first, {0});                                            // f_e [E]
+  Tensor probs = gating == "sigmoid"
+                     ? scores / broadcastInDim(sum(scores, {1}), {N, E}, {0})
+                     : scores;
+  Tensor balance = sum(share * mean(probs, {0}), {0}) * static_cast<double>(E);
+  Tensor dropSlot = full(g, {N, K}, static_cast<double>(E * capacity), g.i32());
+  Tensor dropped = mean(cast(compare(CompareDirection::eq, route.slot, dropSlot), scoreType));
+  return {reshape(y, x.shape()), balance, dropped};
+}
+
 Tensor causalMask(Graph &g, int64_t t) {
   Tensor row = iota(g, {t, t}, 0, g.i32());
   Tensor col = iota(g, {t, t}, 1, g.i32());

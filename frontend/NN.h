@@ -58,6 +58,34 @@ struct MLP {
   Linear fc, proj;
 };
 
+/// A mixture of experts in place of an MLP (GShard, Lepikhin et al. 2020;
+/// Switch Transformer, Fedus et al. 2021): a router [C, E] scores each
+/// token's experts ("softmax" over them or "sigmoid" of each, in f32),
+/// kiln.moe_route picks its top_k and their capacity slots, the tokens
+/// are gathered into [E, capacity, C], every expert — a GELU MLP like
+/// nn::MLP, hidden width `hidden` — runs as one batched matmul, and each
+/// token's output is the gate-weighted sum of its experts' rows (a
+/// dropped choice adds nothing: the residual carries the token). The gates
+/// are the chosen scores, renormalized to sum to 1 when top_k > 1.
+/// Parameters: router.w [C, E], experts.fc.{w [E, C, H], b [E, H]},
+/// experts.proj.{w [E, H, C], b [E, C]}.
+struct MoE {
+  MoE(Graph &g, llvm::StringRef name, int64_t dim, int64_t hidden, int64_t experts,
+      int64_t topK, int64_t capacity, llvm::StringRef gating, ParamInit init,
+      ParamInit projInit);
+  struct Output {
+    Tensor y;
+    /// Switch's load-balancing loss E · Σ_e f_e · P_e (f_e: the share of
+    /// first choices that went to e, P_e: e's mean score; 1 when balanced)
+    /// and the share of choices dropped, both scalars in the scores' type.
+    Tensor balance, dropped;
+  };
+  Output operator()(Tensor x) const;
+  Tensor router, fcWeight, fcBias, projWeight, projBias;
+  int64_t experts, topK, capacity;
+  std::string gating;
+};
+
 /// Multi-head causal self-attention over x [B, T, C] with a fused qkv
 /// projection [C, 3C] and an output projection [C, C]; with `segments`
 /// ([B, T] document ids of packed rows) within each document only. The

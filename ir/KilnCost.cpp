@@ -89,6 +89,20 @@ int64_t EmbeddingGradOp::getFlops() { return numElements(getDy().getType()); }
 // (Costs below multiply verified sizes, each at most kMaxTensorBytes, and
 // saturate where a product of several could pass INT64_MAX.)
 
+// Choosing k of E scores per token (k passes over the row), then one
+// count per choice for the slots.
+int64_t MoeRouteOp::getFlops() {
+  return saturatingMul(numElements(getProbs().getType()), static_cast<int64_t>(getTopK()) + 1);
+}
+
+// Reads the scores (once per expert's scan: the choices are read back,
+// not recomputed) and writes the three integer results.
+int64_t MoeRouteOp::getBytesAccessed() {
+  return saturatingAdd(saturatingAdd(numBytes(getProbs().getType()),
+                                     saturatingMul(2 + numExperts(), numBytes(getExpert().getType()))),
+                       saturatingAdd(numBytes(getSlot().getType()), numBytes(getToken().getType())));
+}
+
 // Reads the ids and only the rows they select; writes the result.
 int64_t EmbeddingOp::getBytesAccessed() {
   return saturatingAdd(numBytes(getIds().getType()), saturatingMul(2, numBytes(getType())));

@@ -546,6 +546,40 @@ LogicalResult RopeOp::verify() {
   return success();
 }
 
+LogicalResult MoeRouteOp::verify() {
+  auto probs = tensorType(getProbs());
+  if (probs.getRank() != 2)
+    return emitOpError() << "probs type " << probs << " must be [N, E] (tokens, experts)";
+  int64_t n = probs.getDimSize(0), e = probs.getDimSize(1);
+  int64_t k = static_cast<int64_t>(getTopK()), c = static_cast<int64_t>(getCapacity());
+  if (k < 1 || k > e)
+    return emitOpError() << "top_k " << k << " must be in [1, " << e << "] (the experts)";
+  if (c < 1)
+    return emitOpError() << "capacity " << c << " must be at least 1";
+  // Slots and tokens count up to E·capacity and N, which must fit the ids.
+  auto fits = [](Value v, int64_t largest) {
+    unsigned bits = tensorType(v).getElementType().getIntOrFloatBitWidth();
+    return bits >= 64 || largest <= std::numeric_limits<int32_t>::max();
+  };
+  auto expect = [&](Value v, ArrayRef<int64_t> shape, StringRef name) -> LogicalResult {
+    if (tensorType(v).getShape() != shape)
+      return emitOpError() << name << " type " << tensorType(v) << " must have shape ["
+                           << llvm::make_range(shape.begin(), shape.end()) << "]";
+    return success();
+  };
+  if (failed(expect(getExpert(), {n, k}, "expert")) || failed(expect(getSlot(), {n, k}, "slot")) ||
+      failed(expect(getToken(), {e * c}, "token")))
+    return failure();
+  Type index = tensorType(getExpert()).getElementType();
+  if (tensorType(getSlot()).getElementType() != index ||
+      tensorType(getToken()).getElementType() != index)
+    return emitOpError() << "expert, slot and token must share one integer type";
+  if (!fits(getSlot(), e * c) || !fits(getToken(), n))
+    return emitOpError() << "slots (" << e * c << ") or tokens (" << n
+                         << ") do not fit the i32 results; use i64";
+  return success();
+}
+
 int64_t CrossEntropyOp::getNumValidClasses() {
   if (auto valid = getValidClasses())
     return *valid;

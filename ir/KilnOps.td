@@ -677,6 +677,44 @@ def Kiln_RopeOp : Kiln_Op<"rope", [Kiln_SameTypes, Kiln_Differentiable]>, Kiln_P
   let extraClassDefinition = costDefinition;
 }
 
+def Kiln_MoeRouteOp : Kiln_Op<"moe_route"> {
+  let summary = "a mixture-of-experts router's top-k choice and capacity slots";
+  let description = [{
+    For router scores `probs` `[N, E]` (N tokens, E experts) each token
+    chooses its `top_k` experts by score, highest first (equal scores: the
+    lower expert index first; a NaN score ranks below every number).
+    Expert `e` has `capacity` slots, `e·capacity … (e+1)·capacity − 1`,
+    filled in GShard's order (Lepikhin et al. 2020, Algorithm 2): every
+    token's first choice, in token order, before any token's second
+    choice, and so on. A choice that finds its expert full is dropped.
+
+    - `expert [N, top_k]`: the chosen experts.
+    - `slot [N, top_k]`: the slot each choice got, or `E·capacity` when it
+      was dropped (one past the last slot: a gather of a slot-indexed table
+      padded with one zero row reads zeros for it).
+    - `token [E·capacity]`: the token in each slot, or `N` for an empty
+      slot (likewise one past the last token).
+
+    The results are integers: no gradient flows through the choice (the
+    gates that weight the experts' outputs are read from `probs` by the
+    model, and carry it).
+
+    ```mlir
+    %expert, %slot, %token = kiln.moe_route %probs {top_k = 2 : i64, capacity = 10 : i64}
+        : tensor<32x4xf32> -> tensor<32x2xi32>, tensor<32x2xi32>, tensor<40xi32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$probs, I64Attr:$top_k, I64Attr:$capacity);
+  let results = (outs Kiln_IndexTensor:$expert, Kiln_IndexTensor:$slot, Kiln_IndexTensor:$token);
+  let assemblyFormat = "$probs attr-dict `:` type($probs) `->` type($expert) `,` type($slot) `,` type($token)";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    int64_t getBytesAccessed();
+    int64_t numTokens() { return mlir::cast<mlir::RankedTensorType>(getProbs().getType()).getDimSize(0); }
+    int64_t numExperts() { return mlir::cast<mlir::RankedTensorType>(getProbs().getType()).getDimSize(1); }
+  }];
+}
+
 def Kiln_CrossEntropyOp : Kiln_Op<"cross_entropy", [Kiln_Differentiable]> {
   let summary = "softmax cross-entropy per position, with its log-sum-exp";
   let description = [{

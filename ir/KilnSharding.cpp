@@ -322,6 +322,17 @@ FailureOr<ShardingRule> EmbeddingOp::getShardingRule() {
   return b.rule;
 }
 
+// The slots count over every token, so no dimension may be split: a
+// rank holding part of the tokens would fill the experts differently.
+// (Expert parallelism, where tokens move to their experts' ranks by
+// all_to_all, is planned.)
+FailureOr<ShardingRule> MoeRouteOp::getShardingRule() {
+  RuleBuilder b;
+  b.rule.operandFactors.push_back({-1, -1});
+  b.rule.resultFactors = {{-1, -1}, {-1, -1}, {-1}};
+  return b.rule;
+}
+
 // ids [i…], dy [i…, C] -> [V, C]: the ids' dimensions are summed away.
 FailureOr<ShardingRule> EmbeddingGradOp::getShardingRule() {
   RuleBuilder b;

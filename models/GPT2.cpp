@@ -5,6 +5,7 @@
 #include "frontend/NN.h"
 
 #include <cmath>
+#include <optional>
 
 using namespace mlir;
 using namespace kiln::frontend;
@@ -29,15 +30,22 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
     nn::LayerNorm ln1;
     nn::CausalSelfAttention attn;
     nn::LayerNorm ln2;
-    nn::MLP mlp;
+    std::optional<nn::MLP> mlp; ///< or, with moe.experts, the experts
+    std::optional<nn::MoE> moe;
   };
+  const MoeConfig &moe = config.moe;
   std::vector<Block> blocks;
   for (int64_t l = 0; l < L; ++l) {
     auto s = g.scope("h." + std::to_string(l));
-    blocks.push_back(Block{nn::LayerNorm(g, "ln_1", C, config.layer_norm_eps),
-                           nn::CausalSelfAttention(g, "attn", C, config.n_head, init, residual),
-                           nn::LayerNorm(g, "ln_2", C, config.layer_norm_eps),
-                           nn::MLP(g, "mlp", C, 4 * C, init, residual)});
+    Block blk{nn::LayerNorm(g, "ln_1", C, config.layer_norm_eps),
+              nn::CausalSelfAttention(g, "attn", C, config.n_head, init, residual),
+              nn::LayerNorm(g, "ln_2", C, config.layer_norm_eps), std::nullopt, std::nullopt};
+    if (moe.enabled())
+      blk.moe.emplace(g, "moe", C, 4 * C, moe.experts, moe.top_k, moe.capacity(B * T), moe.gating,
+                      init, residual);
+    else
+      blk.mlp.emplace(g, "mlp", C, 4 * C, init, residual);
+    blocks.push_back(std::move(blk));
   }
   nn::LayerNorm lnf(g, "ln_f", C, config.layer_norm_eps);
 
@@ -50,6 +58,10 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
                                     : slice(wpe.weight, 0, 0, T); // [T, C]
     x = wte(in.tokens) + positions;                               // [B, T, C]
   }
+  // Mixture of experts: the layers' load-balancing losses and dropped
+  // shares, averaged.
+  Auxiliary aux;
+  Tensor balance, dropped;
   for (int64_t l = 0; l < L; ++l) {
     auto s = g.scope("h." + std::to_string(l));
     Block &blk = blocks[l];
@@ -57,15 +69,29 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
       auto a = g.scope("attn");
       x = x + blk.attn(blk.ln1(x), in.segments);
     }
+    if (blk.moe) {
+      auto m = g.scope("moe");
+      nn::MoE::Output out = (*blk.moe)(blk.ln2(x));
+      x = x + out.y;
+      balance = balance ? balance + out.balance : out.balance;
+      dropped = dropped ? dropped + out.dropped : out.dropped;
+      continue;
+    }
     auto m = g.scope("mlp");
-    x = x + blk.mlp(blk.ln2(x));
+    x = x + (*blk.mlp)(blk.ln2(x));
+  }
+  if (balance) {
+    auto s = g.scope("moe");
+    balance = balance / static_cast<double>(L);
+    aux.loss = balance * moe.aux_loss_weight;
+    aux.metrics = {{balance, "moe_balance"}, {dropped / static_cast<double>(L), "moe_dropped"}};
   }
   Tensor logits;
   {
     auto s = g.scope("head");
     logits = matmul(lnf(x), wte.weight, false, true); // tied: [B, T, Vp]
   }
-  return finishStep(g, module, logits, in, config, output, errors);
+  return finishStep(g, module, logits, in, config, output, errors, aux);
 }
 
 StepInputs stepInputs(Graph &g, int64_t batch, int64_t seqLen, GPT2Output output,
@@ -143,7 +169,7 @@ std::vector<std::pair<Tensor, std::string>> dpoLoss(Tensor logps, Tensor refLogp
 
 FailureOr<func::FuncOp> finishStep(Graph &g, ModuleOp module, Tensor logits, const StepInputs &in,
                                    const ModelConfig &config, GPT2Output output,
-                                   std::vector<std::string> &errors) {
+                                   std::vector<std::string> &errors, const Auxiliary &aux) {
   std::vector<std::pair<Tensor, std::string>> results{{logits, "logits"}};
   if (output != GPT2Output::Logits) {
     auto s = g.scope("loss");
@@ -161,6 +187,15 @@ FailureOr<func::FuncOp> finishStep(Graph &g, ModuleOp module, Tensor logits, con
       Tensor count = maximum(sum(counted, {0, 1}), full(g, {}, 1, f));
       results = {{sum(ce, {0, 1}) / count, "loss"}};
     }
+    // An auxiliary loss joins the objective; the language-model loss alone
+    // is reported beside it.
+    if (output == GPT2Output::Loss && aux.loss) {
+      Tensor lm = results[0].first;
+      results[0].first = lm + cast(aux.loss, lm.elementType());
+      results.push_back({lm, "lm_loss"});
+      for (const auto &m : aux.metrics)
+        results.push_back({cast(m.first, lm.elementType()), m.second});
+    }
   }
   std::vector<Tensor> values;
   for (const auto &r : results)
@@ -175,14 +210,17 @@ FailureOr<func::FuncOp> finishStep(Graph &g, ModuleOp module, Tensor logits, con
   return func;
 }
 
-int64_t gpt2ParamCount(const ModelConfig &c, bool includePadding) {
+int64_t gpt2ParamCount(const ModelConfig &c, bool includePadding, bool activeOnly) {
   int64_t C = c.n_embd, V = includePadding ? c.paddedVocab() : c.vocab_size;
+  int64_t mlp = C * 4 * C + 4 * C     // mlp.fc
+                + 4 * C * C + C;      // mlp.proj
+  if (c.moe.enabled()) // the router and the experts (or the top_k a token uses)
+    mlp = C * c.moe.experts + (activeOnly ? c.moe.top_k : c.moe.experts) * mlp;
   int64_t perLayer = 2 * C                  // ln_1
                      + C * 3 * C + 3 * C    // attn.qkv
                      + C * C + C            // attn.proj
                      + 2 * C                // ln_2
-                     + C * 4 * C + 4 * C    // mlp.fc
-                     + 4 * C * C + C;       // mlp.proj
+                     + mlp;
   return V * C + c.block_size * C + c.n_layer * perLayer + 2 * C;
 }
 

@@ -58,6 +58,13 @@ struct StepInputs {
 StepInputs stepInputs(frontend::Graph &g, int64_t batch, int64_t seqLen, GPT2Output output,
                       const ModelConfig &config);
 
+/// Terms a model adds to its objective (a mixture of experts' load-balancing
+/// loss, a scalar) and the metrics that come with them.
+struct Auxiliary {
+  frontend::Tensor loss;
+  std::vector<std::pair<frontend::Tensor, std::string>> metrics;
+};
+
 /// … and its end: for Loss the scalar loss of `logits` — the mean
 /// cross-entropy over all positions, or (model.loss_normalization =
 /// "targets") the sum over the positions whose target is not negative
@@ -65,15 +72,20 @@ StepInputs stepInputs(frontend::Graph &g, int64_t batch, int64_t seqLen, GPT2Out
 /// ModelConfig::objective) followed by its metrics reward_margin,
 /// reward_accuracy, chosen_reward, rejected_reward and logp_accuracy (means
 /// over the pairs) — else the logits or the rows' log-probabilities; every result
-/// named with kiln.output.
+/// named with kiln.output. With `aux.loss` (Loss only) the loss is the
+/// objective plus aux.loss, followed by "lm_loss" (the objective alone) and
+/// aux's metrics.
 mlir::FailureOr<mlir::func::FuncOp> finishStep(frontend::Graph &g, mlir::ModuleOp module,
                                                frontend::Tensor logits, const StepInputs &in,
                                                const ModelConfig &config, GPT2Output output,
-                                               std::vector<std::string> &errors);
+                                               std::vector<std::string> &errors,
+                                               const Auxiliary &aux = {});
 
 /// Parameters of the model: with the real vocabulary (the published figure,
-/// 124,439,808 for GPT-2 124M) or with the padded table kiln allocates.
-int64_t gpt2ParamCount(const ModelConfig &config, bool includePadding);
+/// 124,439,808 for GPT-2 124M) or with the padded table kiln allocates;
+/// with `activeOnly`, a mixture of experts counts the top_k experts a token
+/// runs through, not all of them.
+int64_t gpt2ParamCount(const ModelConfig &config, bool includePadding, bool activeOnly = false);
 
 /// The Hugging Face name of a kiln GPT-2 parameter ("h.0.attn.qkv.w" ->
 /// "transformer.h.0.attn.c_attn.weight"); empty for unknown names. Both

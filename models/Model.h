@@ -19,7 +19,8 @@ buildModel(mlir::ModuleOp module, const ModelConfig &config, int64_t batch, int6
 int64_t paramCount(const ModelConfig &config, bool includePadding);
 
 /// Training FLOPs per token at sequence length `seqLen`: 6·N + 12·L·d·T
-/// (PaLM, Chowdhery et al. 2022, App. B; N without vocabulary padding) —
+/// (PaLM, Chowdhery et al. 2022, App. B; N without vocabulary padding, and
+/// with a mixture of experts only the top_k experts a token runs through) —
 /// what kiln's MFU and estimates count.
 double trainingFlopsPerToken(const ModelConfig &config, int64_t seqLen);
 

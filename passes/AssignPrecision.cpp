@@ -62,8 +62,10 @@ enum class Class { Low, F32, Follow, Keep };
 std::optional<Class> classify(Operation *op) {
   return llvm::TypeSwitch<Operation *, std::optional<Class>>(op)
       .Case<MatmulOp, AttentionOp, AttentionQkvOp>([](auto) { return Class::Low; })
+      // A router chooses on f32 scores: rounded to the low type, near-equal
+      // scores would tie.
       .Case<LayerNormOp, RmsNormOp, ReduceSumOp, ReduceMaxOp, ReduceMeanOp, GlobalNormOp,
-            AdamWUpdateOp>([](auto) { return Class::F32; })
+            AdamWUpdateOp, MoeRouteOp>([](auto) { return Class::F32; })
       // Cross-entropy takes logits of any float type (its kernel computes in
       // f32; loss and lse are f32): keeping them low saves a copy of the
       // largest activation.

@@ -128,7 +128,7 @@ bool isSupported(Operation *op) {
          isa<GeluOp, CastOp, CompareOp, SelectOp, ReshapeOp,
              TransposeOp, SliceOp, PadOp, ConcatOp, BroadcastInDimOp, IotaOp, ConstantOp,
              ReduceSumOp, ReduceMaxOp, ReduceMeanOp, MatmulOp, EmbeddingOp, SoftmaxOp,
-             LogSoftmaxOp, LayerNormOp, RmsNormOp, RopeOp, CrossEntropyOp, AttentionOp,
+             LogSoftmaxOp, LayerNormOp, RmsNormOp, RopeOp, MoeRouteOp, CrossEntropyOp, AttentionOp,
              AttentionQkvOp, AttentionQkvGradOp, GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
              EmbeddingGradOp, AttentionGradOp, GlobalNormOp, AdamWUpdateOp, FusionOp,
              CustomKernelOp>(op) ||
@@ -417,6 +417,12 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
       })
       .Case([&](RopeOp r) {
         out.push_back(rope(x(), r.getTheta().convertToDouble(), r.getInverse(), r.positionDim()));
+        return llvm::Error::success();
+      })
+      .Case([&](MoeRouteOp r) {
+        auto [expert, slot, token] = moeRoute(*in[0], static_cast<int64_t>(r.getTopK()),
+                                              static_cast<int64_t>(r.getCapacity()), resultDType(0));
+        out.append({expert, slot, token});
         return llvm::Error::success();
       })
       .Case([&](CrossEntropyOp c) -> llvm::Error {

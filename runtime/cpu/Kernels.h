@@ -85,6 +85,11 @@ std::tuple<HostTensor, HostTensor> rmsNormGrad(const HostTensor &x, const HostTe
                                                const HostTensor &rstd, const HostTensor &dy);
 /// Positions along `positionDim` (rank − 2 when negative).
 HostTensor rope(const HostTensor &x, double theta, bool inverse, int64_t positionDim = -1);
+/// kiln.moe_route: each token's top_k experts, the slot each choice got
+/// (E·capacity: dropped) and the token in each slot (N: empty), as
+/// `indexType` tensors.
+std::tuple<HostTensor, HostTensor, HostTensor> moeRoute(const HostTensor &probs, int64_t topK,
+                                                        int64_t capacity, DType indexType);
 llvm::Expected<std::tuple<HostTensor, HostTensor>>
 crossEntropy(const HostTensor &logits, const HostTensor &targets, int64_t validClasses,
              DType statsType);

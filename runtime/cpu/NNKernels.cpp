@@ -258,6 +258,50 @@ std::tuple<HostTensor, HostTensor> rmsNormGrad(const HostTensor &x, const HostTe
   return {dx, dw};
 }
 
+std::tuple<HostTensor, HostTensor, HostTensor> moeRoute(const HostTensor &probs, int64_t topK,
+                                                        int64_t capacity, DType indexType) {
+  const int64_t n = probs.dim(0), e = probs.dim(1);
+  HostTensor expert(indexType, {n, topK}), slot(indexType, {n, topK}),
+      token(indexType, {e * capacity});
+  // Choice j of a row: the highest score not yet chosen; a tie goes to the
+  // lower index, and a NaN loses to every number (`>` is false for it).
+  std::vector<char> taken(static_cast<size_t>(e));
+  for (int64_t i = 0; i < n; ++i) {
+    std::fill(taken.begin(), taken.end(), 0);
+    for (int64_t j = 0; j < topK; ++j) {
+      int64_t best = -1;
+      double bestScore = 0;
+      for (int64_t x = 0; x < e; ++x) {
+        if (taken[x])
+          continue;
+        double score = probs.get(i * e + x);
+        if (best < 0 || score > bestScore || (std::isnan(bestScore) && !std::isnan(score))) {
+          best = x;
+          bestScore = score;
+        }
+      }
+      taken[best] = 1;
+      expert.set(i * topK + j, static_cast<double>(best));
+    }
+  }
+  for (int64_t s = 0; s < e * capacity; ++s)
+    token.set(s, static_cast<double>(n));
+  // GShard's order: all first choices in token order, then all second ones.
+  std::vector<int64_t> filled(static_cast<size_t>(e), 0);
+  for (int64_t j = 0; j < topK; ++j)
+    for (int64_t i = 0; i < n; ++i) {
+      auto x = static_cast<int64_t>(expert.get(i * topK + j));
+      if (filled[x] >= capacity) {
+        slot.set(i * topK + j, static_cast<double>(e * capacity));
+        continue;
+      }
+      int64_t s = x * capacity + filled[x]++;
+      slot.set(i * topK + j, static_cast<double>(s));
+      token.set(s, static_cast<double>(i));
+    }
+  return {std::move(expert), std::move(slot), std::move(token)};
+}
+
 HostTensor rope(const HostTensor &x, double theta, bool inverse, int64_t positionDim) {
   HostTensor out(x.dtype(), x.shape());
   int64_t rank = static_cast<int64_t>(x.shape().size());

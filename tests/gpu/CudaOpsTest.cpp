@@ -307,6 +307,20 @@ std::vector<OpCase> cases() {
                "%r0 = kiln.rope %x : tensor<2x3x8x16xf32>", 1e-5, 1e-5});
   c.push_back({"rope_position_dim_bf16", {f("x", "tensor<2x9x3x64xbf16>")}, {"tensor<2x9x3x64xbf16>"},
                "%r0 = kiln.rope %x {position_dim = 1 : i64} : tensor<2x9x3x64xbf16>", 1e-2, 8e-3});
+  // A router's choices and slots are integers: equal, not close. 300 tokens
+  // over 8 experts with 60 slots each (choices are dropped); 1000 bf16
+  // scores over 4 experts (ties) with i64 results, three blocks of the
+  // slot scan.
+  c.push_back({"moe_route", {f("p", "tensor<300x8xf32>")},
+               {"tensor<300x2xi32>", "tensor<300x2xi32>", "tensor<480xi32>"},
+               "%r0, %r1, %r2 = kiln.moe_route %p {top_k = 2 : i64, capacity = 60 : i64} : "
+               "tensor<300x8xf32> -> tensor<300x2xi32>, tensor<300x2xi32>, tensor<480xi32>",
+               0, 0});
+  c.push_back({"moe_route_ties_bf16_i64", {f("p", "tensor<1000x4xbf16>")},
+               {"tensor<1000x3xi64>", "tensor<1000x3xi64>", "tensor<2800xi64>"},
+               "%r0, %r1, %r2 = kiln.moe_route %p {top_k = 3 : i64, capacity = 700 : i64} : "
+               "tensor<1000x4xbf16> -> tensor<1000x3xi64>, tensor<1000x3xi64>, tensor<2800xi64>",
+               0, 0});
   c.push_back({"rope_inverse", {f("x", "tensor<2x8x16xf32>")}, {"tensor<2x8x16xf32>"},
                "%r0 = kiln.rope %x {theta = 5.0e+05 : f32, inverse} : tensor<2x8x16xf32>", 1e-5, 1e-5});
   c.push_back({"cross_entropy", {f("logits", "tensor<4x6x1000xf32>"), ids("t", "tensor<4x6xi32>", 990)},

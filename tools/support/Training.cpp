@@ -834,6 +834,10 @@ llvm::Error TrainingRun::logStep(const StepResult &r, double lr, double stepSeco
     metrics = llvm::formatv(" | acc {0:f2} | pref {1:f2} | margin {2:f3}",
                             r.metrics.at("reward_accuracy"), r.metrics.at("logp_accuracy"),
                             r.metrics.at("reward_margin"));
+  if (r.metrics.count("moe_balance"))
+    metrics = llvm::formatv(" | lm {0:f4} | balance {1:f3} | dropped {2:f1}%",
+                            r.metrics.at("lm_loss"), r.metrics.at("moe_balance"),
+                            100.0 * r.metrics.at("moe_dropped"));
   std::string line = llvm::formatv(
       "step {0}/{1} | loss {2:f4}{8} | val {3} | lr {4:e2} | {5} tok/s | {6} elapsed | ETA {7}",
       state_.step, steps_, r.loss,
@@ -871,7 +875,9 @@ llvm::Error TrainingRun::evaluate() {
     auto result = backend_->run("forward", modelInputs(tokens, targets, rows, refVal_));
     if (!result)
       return result.takeError();
-    sum += result->at("loss").get(0);
+    // The validation loss is the language model's: an auxiliary term of
+    // the objective (a mixture of experts' balance loss) is a metric.
+    sum += result->count("lm_loss") ? result->at("lm_loss").get(0) : result->at("loss").get(0);
     for (const auto &[name, value] : *result)
       if (isMetric(name))
         metrics[name] += value.get(0);

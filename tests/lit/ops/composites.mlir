@@ -48,3 +48,12 @@ func.func @attention_segments(%q: tensor<2x4x8x16xbf16>, %k: tensor<2x2x8x16xbf1
   %dq, %dk, %dv = kiln.attention_grad %q, %k, %k, %o, %lse, %o segments %s {causal, scale = 0.25 : f32} : tensor<2x4x8x16xbf16>, tensor<2x2x8x16xbf16>, tensor<2x2x8x16xbf16>, tensor<2x4x8x16xbf16>, tensor<2x4x8xf32>, tensor<2x4x8x16xbf16>, tensor<2x8xi32> -> tensor<2x4x8x16xbf16>, tensor<2x2x8x16xbf16>, tensor<2x2x8x16xbf16>
   return
 }
+
+// CHECK-LABEL: func.func @moe_route
+func.func @moe_route(%p: tensor<16x4xf32>, %q: tensor<6x3xbf16>) {
+  // CHECK: kiln.moe_route %{{.+}} {capacity = 5 : i64, top_k = 2 : i64} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xi32>, tensor<20xi32>
+  %e, %s, %t = kiln.moe_route %p {top_k = 2 : i64, capacity = 5 : i64} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xi32>, tensor<20xi32>
+  // CHECK: kiln.moe_route %{{.+}} {capacity = 1 : i64, top_k = 3 : i64} : tensor<6x3xbf16> -> tensor<6x3xi64>, tensor<6x3xi64>, tensor<3xi64>
+  %e2, %s2, %t2 = kiln.moe_route %q {top_k = 3 : i64, capacity = 1 : i64} : tensor<6x3xbf16> -> tensor<6x3xi64>, tensor<6x3xi64>, tensor<3xi64>
+  return
+}

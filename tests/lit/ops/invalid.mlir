@@ -1007,3 +1007,43 @@ func.func @rope_negative_position_dim(%x: tensor<2x5x3x8xf32>) {
   %y = kiln.rope %x {position_dim = -1 : i64} : tensor<2x5x3x8xf32>
   return
 }
+
+// -----
+
+func.func @moe_route_rank(%p: tensor<2x8x4xf32>) {
+  // expected-error @+1 {{'kiln.moe_route' op probs type 'tensor<2x8x4xf32>' must be [N, E] (tokens, experts)}}
+  %e, %s, %t = kiln.moe_route %p {top_k = 1 : i64, capacity = 4 : i64} : tensor<2x8x4xf32> -> tensor<16x1xi32>, tensor<16x1xi32>, tensor<16xi32>
+  return
+}
+
+// -----
+
+func.func @moe_route_top_k(%p: tensor<16x4xf32>) {
+  // expected-error @+1 {{'kiln.moe_route' op top_k 5 must be in [1, 4] (the experts)}}
+  %e, %s, %t = kiln.moe_route %p {top_k = 5 : i64, capacity = 4 : i64} : tensor<16x4xf32> -> tensor<16x5xi32>, tensor<16x5xi32>, tensor<16xi32>
+  return
+}
+
+// -----
+
+func.func @moe_route_capacity(%p: tensor<16x4xf32>) {
+  // expected-error @+1 {{'kiln.moe_route' op capacity 0 must be at least 1}}
+  %e, %s, %t = kiln.moe_route %p {top_k = 1 : i64, capacity = 0 : i64} : tensor<16x4xf32> -> tensor<16x1xi32>, tensor<16x1xi32>, tensor<0xi32>
+  return
+}
+
+// -----
+
+func.func @moe_route_token_shape(%p: tensor<16x4xf32>) {
+  // expected-error @+1 {{'kiln.moe_route' op token type 'tensor<16xi32>' must have shape [20]}}
+  %e, %s, %t = kiln.moe_route %p {top_k = 2 : i64, capacity = 5 : i64} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xi32>, tensor<16xi32>
+  return
+}
+
+// -----
+
+func.func @moe_route_types(%p: tensor<16x4xf32>) {
+  // expected-error @+1 {{'kiln.moe_route' op expert, slot and token must share one integer type}}
+  %e, %s, %t = kiln.moe_route %p {top_k = 2 : i64, capacity = 5 : i64} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xi64>, tensor<20xi32>
+  return
+}
