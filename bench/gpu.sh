@@ -69,6 +69,8 @@
 #              byte-level fortunes, bf16, same seed: curves, tok/s, balance
 #              and dropped share (bench/moe_curves.py), kiln bench of each,
 #              and a profile of the top-1 step
+#   llama-profile  the ~1B Llama's bf16 step (kiln bench) and its profile
+#              by kernel
 #   plugin     the example plugin (add + RMSNorm as one custom kernel): 20
 #              f32 / 200 bf16 Llama 125M steps with and without it, and the
 #              ~1B Llama's bf16 step timed and profiled with and without
@@ -149,6 +151,12 @@ EOF
         --set train.precision=$p --steps 5 --json /dev/null --profile "$OUT/profile-$p.json" \
         | sed -n '/profile:/,$p'
     done ;;
+  llama-profile)
+    # The ~1B Llama's bf16 step timed and profiled by kernel (5 steps).
+    XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/llama-1b.toml --json "$OUT/kiln-llama-1b.json" \
+      2>&1 | tail -3
+    XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/llama-1b.toml --steps 5 --json /dev/null \
+      --profile "$OUT/profile-llama-1b.json" | sed -n '/profile:/,$p' | head -40 ;;
   precision)
     # GPT-2 124M for 200 steps in f32, bf16-mixed and f16-mixed from the same
     # initial weights and batches (warmup 20, cosine to 10%).

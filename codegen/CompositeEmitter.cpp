@@ -16,6 +16,9 @@
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/FormatVariadic.h"
 
+#include <cmath>
+#include <cstdio>
+
 using namespace mlir;
 
 namespace kiln::codegen {
@@ -25,6 +28,12 @@ namespace {
 
 
 std::string elt(Value v) { return cType(tensorOf(v).getElementType()); }
+/// A double as a C hexadecimal literal: exact, whatever the digits.
+std::string hexDouble(double v) {
+  char text[64];
+  std::snprintf(text, sizeof text, "%a", v);
+  return text;
+}
 size_t elementBytes(Value v) { return cpu::dtypeSize(*cpu::dtypeOf(tensorOf(v).getElementType())); }
 
 /// Pointer parameters and their arguments, built together.
@@ -346,12 +355,21 @@ llvm::Expected<bool> rope(Emitter &e, RopeOp op) {
   for (int64_t i = pd + 1; i < t.getRank() - 1; ++i)
     inner *= t.getDimSize(i);
   int64_t d = t.getShape().back(), tlen = t.getDimSize(pd), rows = t.getNumElements() / d;
-  std::string body = llvm::formatv("  kiln::rope<{0}, {1}, {2}, {3}, {4}, {6}>(x, y, {5:e17});\n", elt(op.getOperand()),
-                                   rows, tlen, d, op.getInverse() ? "true" : "false",
-                                   op.getTheta().convertToDouble(), inner)
+  // The frequencies as the CPU reference computes them (bit for bit: the
+  // same expression on the same doubles), printed exactly.
+  const double theta = op.getTheta().convertToDouble();
+  std::string freq = "__device__ const double kRopeFreq[] = {";
+  for (int64_t i = 0; i < d / 2; ++i)
+    freq += llvm::formatv("{0}{1}", i ? ", " : "",
+                          hexDouble(std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(d))))
+                .str();
+  freq += "};\n";
+  std::string body = llvm::formatv("  kiln::rope<{0}, {1}, {2}, {3}, {4}, {5}>(x, y, kRopeFreq);\n",
+                                   elt(op.getOperand()), rows, tlen, d,
+                                   op.getInverse() ? "true" : "false", inner)
                          .str();
-  e.launch(op, "rope", kernel(op, "rope.cuh", p.text, body), {e.gridFor(rows * d / 2, 256), 1, 1},
-           {256, 1, 1}, p.args);
+  e.launch(op, "rope", kernel(op, "rope.cuh", p.text, body, 256, freq),
+           {e.gridFor(rows * d / 2, 256), 1, 1}, {256, 1, 1}, p.args);
   return true;
 }
 
