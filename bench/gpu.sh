@@ -382,6 +382,7 @@ EOF
         --set "data.train=/tmp/fortunes-byte/train_*.bin" --set "data.val=/tmp/fortunes-byte/val_*.bin" \
         --set run.dir=$OUT/moe-$variant "${extra[@]}" > "$OUT/moe-$variant.log" 2>&1
       grep -E "^step 600|done:|error" "$OUT/moe-$variant.log"
+      rm -rf "$OUT/moe-$variant/checkpoints" # the curves come back, not the weights
       XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/moe-fortunes.toml "${extra[@]}" \
         --json "$OUT/kiln-moe-$variant.json" 2>&1 | grep -E "step:|memory:"
       runs+=("$variant=$OUT/moe-$variant")

@@ -48,10 +48,12 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
   if (!outOffset)
     return outOffset.takeError();
   int64_t rank = inType.getRank(), k = dims.size();
-  bool suffix = true, prefix = true;
+  // suffix: the last k dimensions (rows); block: k consecutive ones, with
+  // the dimensions before them batches of a column reduction.
+  bool suffix = true, block = k > 0;
   for (int64_t i = 0; i < k; ++i) {
     suffix &= dims[i] == rank - k + i;
-    prefix &= dims[i] == i;
+    block &= dims[i] == dims[0] + i;
   }
   std::string T = cType(inType.getElementType());
   int64_t total = inType.getNumElements(), outN = tensorOf(out).getNumElements();
@@ -77,20 +79,36 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
              {Emitter::ptr(*inOffset), Emitter::ptr(*outOffset)});
     return true;
   }
-  if (prefix) {
-    int64_t cols = outN, rows = total / cols;
+  // [outer, rows, cols]: `outer` independent column reductions (grid z, at
+  // most 65535; 1 when the reduced dimensions lead).
+  int64_t outer = 1;
+  for (int64_t d = 0; block && d < dims[0]; ++d)
+    outer *= inType.getDimSize(d);
+  if (block && outN > 0 && outer <= 65535) {
+    int64_t cols = outN / outer, rows = total / outN;
     // A thread per column (per word of columns), the rows split into chunks
     // of at least 32 so that about 2048 threads per SM stream the input.
     int64_t w = wordsOf(cols);
     int64_t threads = w ? cols / w : cols;
     int64_t chunks = std::min<int64_t>(std::max<int64_t>(1, rows / 32),
-                                       std::max<int64_t>(1, e.options().smCount * 2048 / threads));
+                                       std::max<int64_t>(1, e.options().smCount * 2048 / (threads * outer)));
     int64_t chunk = (rows + chunks - 1) / chunks;
     chunks = (rows + chunk - 1) / chunk;
     std::string C = computeType(inType.getElementType());
-    auto partial = e.scratch(chunks * cols * (C == "double" ? 8 : 4));
+    auto partial = e.scratch(outer * chunks * cols * (C == "double" ? 8 : 4));
     if (!partial)
       return partial.takeError();
+    // Batch z's input, partial sums and output.
+    std::string batch = outer == 1 ? std::string()
+                                   : llvm::formatv("  in += (kiln::i64)blockIdx.z * {0};\n"
+                                                   "  partial += (kiln::i64)blockIdx.z * {1};\n",
+                                                   rows * cols, chunks * cols)
+                                         .str();
+    std::string batchOut = outer == 1 ? std::string()
+                                      : llvm::formatv("  partial += (kiln::i64)blockIdx.z * {0};\n"
+                                                      "  out += (kiln::i64)blockIdx.z * {1};\n",
+                                                      chunks * cols, cols)
+                                            .str();
     std::string call = w ? llvm::formatv("  kiln::reduceColumnsPartialVec<{1}, {0}, {2}, {3}, {4}, {5}>(in, partial);\n",
                                          T, kind, rows, cols, chunk, w)
                                .str()
@@ -101,17 +119,18 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
                        llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {0} *in, {1} *partial) {{\n",
                                      T, C)
                            .str() +
-                       call + "}\n";
-    int64_t block = std::min<int64_t>(256, (threads + 31) / 32 * 32);
-    e.launch(op, "reduce_columns_partial", src1, {(threads + block - 1) / block, chunks, 1}, {block, 1, 1},
+                       batch + call + "}\n";
+    int64_t threadsPerBlock = std::min<int64_t>(256, (threads + 31) / 32 * 32);
+    e.launch(op, "reduce_columns_partial", src1,
+             {(threads + threadsPerBlock - 1) / threadsPerBlock, chunks, outer}, {threadsPerBlock, 1, 1},
              {Emitter::ptr(*inOffset), Emitter::ptr(*partial)});
     int64_t ys = std::min<int64_t>(32, chunks);
     std::string src2 = include("reduce.cuh") + Emitter::header(op) +
                        llvm::formatv("extern \"C\" __global__ void __launch_bounds__(1024) @NAME@(const {1} *partial, {0} *out) {{\n"
-                                     "  kiln::reduceColumnsFinal<{2}, {0}, {3}, {4}, {5}, {6}>(partial, out);\n}\n",
-                                     T, C, kind, rows, cols, chunks, ys)
+                                     "{7}  kiln::reduceColumnsFinal<{2}, {0}, {3}, {4}, {5}, {6}>(partial, out);\n}\n",
+                                     T, C, kind, rows, cols, chunks, ys, batchOut)
                            .str();
-    e.launch(op, "reduce_columns_final", src2, {(cols + 31) / 32, 1, 1}, {32, ys, 1},
+    e.launch(op, "reduce_columns_final", src2, {(cols + 31) / 32, 1, outer}, {32, ys, 1},
              {Emitter::ptr(*partial), Emitter::ptr(*outOffset)});
     return true;
   }

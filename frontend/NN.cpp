@@ -104,7 +104,8 @@ MoE::Output MoE::operator()(Tensor x) const {
   // (slot E·capacity) reads the zero row appended after the last slot.
   Tensor rows = concat({reshape(ye, {E * capacity, C}), full(g, {1, C}, 0, type)}, 0);
   Tensor picked = embedding(rows, route.slot);                                // [N, K, C]
-  Tensor y = sum(picked * broadcastInDim(cast(gates, type), {N, K, C}, {0, 1}), {1});
+  Tensor weighted = picked * broadcastInDim(cast(gates, type), {N, K, C}, {0, 1});
+  Tensor y = K == 1 ? reshape(weighted, {N, C}) : sum(weighted, {1});
 
   // Switch Transformer's auxiliary loss (Fedus et al. 2021, eq. 4–6) over
   // the first choices; f_e carries no gradient (it counts), P_e does.

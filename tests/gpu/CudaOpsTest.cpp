@@ -170,6 +170,14 @@ std::vector<OpCase> cases() {
                "%r0 = kiln.reduce_sum %x, dims = [2] : tensor<7x9x1000xf32> -> tensor<7x9xf32>", 1e-4, 1e-5});
   c.push_back({"reduce_sum_middle", {f("x", "tensor<7x33x10xf32>")}, {"tensor<7x10xf32>"},
                "%r0 = kiln.reduce_sum %x, dims = [1] : tensor<7x33x10xf32> -> tensor<7x10xf32>", 1e-5, 1e-5});
+  // Reduced dimensions between kept ones: a column reduction per batch
+  // (a mixture of experts' bias gradients, [E, slots, F] -> [E, F]).
+  c.push_back({"reduce_sum_middle_bf16", {f("x", "tensor<8x640x96xbf16>")}, {"tensor<8x96xbf16>"},
+               "%r0 = kiln.reduce_sum %x, dims = [1] : tensor<8x640x96xbf16> -> tensor<8x96xbf16>", 1e-1, 8e-3});
+  c.push_back({"reduce_max_middle_words", {f("x", "tensor<3x5x100x256xf32>")}, {"tensor<3x256xf32>"},
+               "%r0 = kiln.reduce_max %x, dims = [1, 2] : tensor<3x5x100x256xf32> -> tensor<3x256xf32>", 0, 0});
+  c.push_back({"reduce_mean_middle", {f("x", "tensor<6x77x2x5xf32>")}, {"tensor<6x5xf32>"},
+               "%r0 = kiln.reduce_mean %x, dims = [1, 2] : tensor<6x77x2x5xf32> -> tensor<6x5xf32>", 1e-6, 1e-5});
   c.push_back({"reduce_sum_columns", {f("x", "tensor<64x300x77xf32>")}, {"tensor<77xf32>"},
                "%r0 = kiln.reduce_sum %x, dims = [0, 1] : tensor<64x300x77xf32> -> tensor<77xf32>", 1e-3, 1e-5});
   c.push_back({"reduce_max_last", {f("x", "tensor<13x257xf32>")}, {"tensor<13xf32>"},
