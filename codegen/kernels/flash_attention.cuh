@@ -546,6 +546,21 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
   for (int n = 0; n < NO; ++n)
     dK[n][0] = dK[n][1] = dK[n][2] = dK[n][3] = dV[n][0] = dV[n][1] = dV[n][2] = dV[n][3] = 0.f;
   const i64 key0 = k0 + warp * 16 + g; // this thread's keys: key0, key0 + 8
+  // The warp's K and V fragments (the A operands of Sᵀ and dPᵀ) are the
+  // same for every query block: at D = 64 they stay in registers (32 more
+  // per thread, within the two blocks an SM holds), at D = 128 they would
+  // not fit and are re-read from shared memory each step.
+  constexpr bool HOLD_KV = D == 64;
+  u32 kHeld[HOLD_KV ? KS : 1][4], vHeld[HOLD_KV ? KS : 1][4];
+  if constexpr (HOLD_KV) {
+    waitGroups<0>();
+    __syncthreads(); // K and V in shared memory (and step 0's tiles)
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      ldmatrix(kHeld[ks], sK + swizzled<D>(warp * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8));
+      ldmatrix(vHeld[ks], sV + swizzled<D>(warp * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8));
+    }
+  }
 
   for (int step = 0; step < steps; ++step) {
     const int stage = step & 1;
@@ -568,8 +583,16 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {
       u32 kf[4], vf[4];
-      ldmatrix(kf, sK + swizzled<D>(warp * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8));
-      ldmatrix(vf, sV + swizzled<D>(warp * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8));
+      if constexpr (HOLD_KV) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          kf[r] = kHeld[ks][r];
+          vf[r] = vHeld[ks][r];
+        }
+      } else {
+        ldmatrix(kf, sK + swizzled<D>(warp * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8));
+        ldmatrix(vf, sV + swizzled<D>(warp * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8));
+      }
 #pragma unroll
       for (int np = 0; np < NQ / 2; ++np) {
         u32 qf[4], of[4];
