@@ -459,9 +459,6 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
                                      "share of the rows",
                                      train.batch_size, parallel.dp));
   if (model.moe.enabled()) {
-    if (model.kind != "gpt2")
-      return error(source, "moe.experts: mixture-of-experts blocks are built for model.kind = "
-                           "\"gpt2\" only (a Llama with experts is planned)");
     if (model.moe.top_k > model.moe.experts)
       return error(source, fmt::format("moe.top_k = {} exceeds moe.experts = {}", model.moe.top_k,
                                        model.moe.experts));

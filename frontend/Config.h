@@ -21,8 +21,8 @@
 
 namespace kiln {
 
-/// A mixture of experts in place of each block's MLP (GPT-2 family): a
-/// router picks each token's top_k of `experts` MLPs, each with room for
+/// A mixture of experts in place of each block's MLP (GPT-2: GELU MLPs;
+/// Llama: SwiGLU, as Mixtral): a router picks each token's top_k of `experts` MLPs, each with room for
 /// capacity_factor · tokens · top_k / experts tokens per batch (GShard,
 /// Lepikhin et al. 2020; Switch Transformer, Fedus et al. 2021).
 struct MoeConfig {

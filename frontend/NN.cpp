@@ -64,19 +64,39 @@ Tensor MLP::operator()(Tensor x) const { return proj(gelu(fc(x), GeluApproximati
 
 MoE::MoE(Graph &g, llvm::StringRef name, int64_t dim, int64_t hidden, int64_t experts,
          int64_t topK, int64_t capacity, llvm::StringRef gating, ParamInit init,
-         ParamInit projInit)
-    : experts(experts), topK(topK), capacity(capacity), gating(gating.str()) {
+         ParamInit projInit, Expert kind)
+    : experts(experts), topK(topK), capacity(capacity), hidden(hidden), gating(gating.str()),
+      kind(kind) {
   auto s = g.scope(name);
   router = g.param("router.w", {dim, experts}, init);
+  if (kind == Expert::SwiGLU) {
+    gateWeight = g.param("experts.gate.w", {experts, dim, hidden}, init);
+    upWeight = g.param("experts.up.w", {experts, dim, hidden}, init);
+    downWeight = g.param("experts.down.w", {experts, hidden, dim}, projInit);
+    return;
+  }
   fcWeight = g.param("experts.fc.w", {experts, dim, hidden}, init);
   fcBias = g.param("experts.fc.b", {experts, hidden}, ParamInit::zeros(), "bias");
   projWeight = g.param("experts.proj.w", {experts, hidden, dim}, projInit);
   projBias = g.param("experts.proj.b", {experts, dim}, ParamInit::zeros(), "bias");
 }
 
+Tensor MoE::runExperts(Tensor xe) const {
+  const int64_t E = experts, C = xe.dim(2), H = hidden;
+  if (kind == Expert::SwiGLU) {
+    // Sequenced: operands of `*` are built in an unspecified order.
+    Tensor u = matmul(xe, upWeight);
+    Tensor gated = silu(matmul(xe, gateWeight));
+    return matmul(gated * u, downWeight);
+  }
+  Tensor h = gelu(matmul(xe, fcWeight) + broadcastInDim(fcBias, {E, capacity, H}, {0, 2}),
+                  GeluApproximation::tanh);
+  return matmul(h, projWeight) + broadcastInDim(projBias, {E, capacity, C}, {0, 2});
+}
+
 MoE::Output MoE::operator()(Tensor x) const {
   Graph &g = x.graph();
-  const int64_t C = x.dim(-1), N = x.type().getNumElements() / C, E = experts, K = topK, H = fcBias.dim(1);
+  const int64_t C = x.dim(-1), N = x.type().getNumElements() / C, E = experts, K = topK;
   mlir::Type type = x.elementType();
   // The router decides in f32 (f64 in gradient checks): a low-precision
   // score would tie, and move the choice, more often.
@@ -97,9 +117,7 @@ MoE::Output MoE::operator()(Tensor x) const {
   // slot reads the zero row appended after the last token.
   Tensor tokens = concat({flat, full(g, {1, C}, 0, type)}, 0);               // [N + 1, C]
   Tensor xe = reshape(embedding(tokens, route.token), {E, capacity, C});      // [E, cap, C]
-  Tensor h = gelu(matmul(xe, fcWeight) + broadcastInDim(fcBias, {E, capacity, H}, {0, 2}),
-                  GeluApproximation::tanh);
-  Tensor ye = matmul(h, projWeight) + broadcastInDim(projBias, {E, capacity, C}, {0, 2});
+  Tensor ye = runExperts(xe); // [E, cap, C]
   // Combine: choice j of token n reads its slot's row; a dropped choice
   // (slot E·capacity) reads the zero row appended after the last slot.
   Tensor rows = concat({reshape(ye, {E * capacity, C}), full(g, {1, C}, 0, type)}, 0);

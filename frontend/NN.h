@@ -62,17 +62,20 @@ struct MLP {
 /// Switch Transformer, Fedus et al. 2021): a router [C, E] scores each
 /// token's experts ("softmax" over them or "sigmoid" of each, in f32),
 /// kiln.moe_route picks its top_k and their capacity slots, the tokens
-/// are gathered into [E, capacity, C], every expert — a GELU MLP like
-/// nn::MLP, hidden width `hidden` — runs as one batched matmul, and each
-/// token's output is the gate-weighted sum of its experts' rows (a
-/// dropped choice adds nothing: the residual carries the token). The gates
-/// are the chosen scores, renormalized to sum to 1 when top_k > 1.
-/// Parameters: router.w [C, E], experts.fc.{w [E, C, H], b [E, H]},
-/// experts.proj.{w [E, H, C], b [E, C]}.
+/// are gathered into [E, capacity, C], every expert — an MLP of hidden
+/// width `hidden` — runs as one batched matmul, and each token's output is
+/// the gate-weighted sum of its experts' rows (a dropped choice adds
+/// nothing: the residual carries the token). The gates are the chosen
+/// scores, renormalized to sum to 1 when top_k > 1.
+/// Parameters: router.w [C, E] and, for a GELU MLP like nn::MLP (GPT-2),
+/// experts.fc.{w [E, C, H], b [E, H]}, experts.proj.{w [E, H, C], b [E, C]};
+/// for SwiGLU (Llama; Mixtral's experts, Jiang et al. 2024)
+/// experts.gate.w, experts.up.w [E, C, H] and experts.down.w [E, H, C].
 struct MoE {
+  enum class Expert { GeluMlp, SwiGLU };
   MoE(Graph &g, llvm::StringRef name, int64_t dim, int64_t hidden, int64_t experts,
       int64_t topK, int64_t capacity, llvm::StringRef gating, ParamInit init,
-      ParamInit projInit);
+      ParamInit projInit, Expert kind = Expert::GeluMlp);
   struct Output {
     Tensor y;
     /// Switch's load-balancing loss E · Σ_e f_e · P_e (f_e: the share of
@@ -81,9 +84,13 @@ struct MoE {
     Tensor balance, dropped;
   };
   Output operator()(Tensor x) const;
-  Tensor router, fcWeight, fcBias, projWeight, projBias;
-  int64_t experts, topK, capacity;
+  /// The experts' MLPs over the gathered tokens [E, capacity, C].
+  Tensor runExperts(Tensor xe) const;
+  Tensor router, fcWeight, fcBias, projWeight, projBias; ///< GeluMlp
+  Tensor gateWeight, upWeight, downWeight;               ///< SwiGLU
+  int64_t experts, topK, capacity, hidden;
   std::string gating;
+  Expert kind;
 };
 
 /// Multi-head causal self-attention over x [B, T, C] with a fused qkv

@@ -80,18 +80,25 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
     auto m = g.scope("mlp");
     x = x + (*blk.mlp)(blk.ln2(x));
   }
-  if (balance) {
-    auto s = g.scope("moe");
-    balance = balance / static_cast<double>(L);
-    aux.loss = balance * moe.aux_loss_weight;
-    aux.metrics = {{balance, "moe_balance"}, {dropped / static_cast<double>(L), "moe_dropped"}};
-  }
+  aux = moeAuxiliary(g, balance, dropped, L, moe);
   Tensor logits;
   {
     auto s = g.scope("head");
     logits = matmul(lnf(x), wte.weight, false, true); // tied: [B, T, Vp]
   }
   return finishStep(g, module, logits, in, config, output, errors, aux);
+}
+
+Auxiliary moeAuxiliary(Graph &g, Tensor balance, Tensor dropped, int64_t layers,
+                       const MoeConfig &moe) {
+  Auxiliary aux;
+  if (!balance)
+    return aux;
+  auto s = g.scope("moe");
+  balance = balance / static_cast<double>(layers);
+  aux.loss = balance * moe.aux_loss_weight;
+  aux.metrics = {{balance, "moe_balance"}, {dropped / static_cast<double>(layers), "moe_dropped"}};
+  return aux;
 }
 
 StepInputs stepInputs(Graph &g, int64_t batch, int64_t seqLen, GPT2Output output,

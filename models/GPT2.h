@@ -65,6 +65,12 @@ struct Auxiliary {
   std::vector<std::pair<frontend::Tensor, std::string>> metrics;
 };
 
+/// A mixture of experts' terms: the balance losses and dropped shares
+/// summed over `layers` blocks (null when the model has no experts),
+/// averaged; the loss weighted by moe.aux_loss_weight.
+Auxiliary moeAuxiliary(frontend::Graph &g, frontend::Tensor balance, frontend::Tensor dropped,
+                       int64_t layers, const MoeConfig &moe);
+
 /// … and its end: for Loss the scalar loss of `logits` — the mean
 /// cross-entropy over all positions, or (model.loss_normalization =
 /// "targets") the sum over the positions whose target is not negative

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 
 using namespace mlir;
 using namespace kiln::frontend;
@@ -95,15 +96,21 @@ FailureOr<func::FuncOp> buildLlama(ModuleOp module, const ModelConfig &config, i
     nn::RMSNorm attnNorm;
     LlamaAttention attn;
     nn::RMSNorm mlpNorm;
-    SwiGLU mlp;
+    std::optional<SwiGLU> mlp; ///< or, with moe.experts, SwiGLU experts (Mixtral)
+    std::optional<nn::MoE> moe;
   };
+  const MoeConfig &moe = config.moe;
   std::vector<Block> blocks;
   for (int64_t l = 0; l < L; ++l) {
     auto s = g.scope("layers." + std::to_string(l));
-    blocks.push_back(Block{nn::RMSNorm(g, "attn_norm", C, config.rms_norm_eps),
-                           LlamaAttention(g, config, init),
-                           nn::RMSNorm(g, "mlp_norm", C, config.rms_norm_eps),
-                           SwiGLU(g, config, init)});
+    Block blk{nn::RMSNorm(g, "attn_norm", C, config.rms_norm_eps), LlamaAttention(g, config, init),
+              nn::RMSNorm(g, "mlp_norm", C, config.rms_norm_eps), std::nullopt, std::nullopt};
+    if (moe.enabled())
+      blk.moe.emplace(g, "moe", C, config.intermediate_size, moe.experts, moe.top_k,
+                      moe.capacity(B * T), moe.gating, init, init, nn::MoE::Expert::SwiGLU);
+    else
+      blk.mlp.emplace(g, config, init);
+    blocks.push_back(std::move(blk));
   }
   nn::RMSNorm norm(g, "norm", C, config.rms_norm_eps);
   nn::Linear head(g, "lm_head", C, Vp, false, init);
@@ -114,6 +121,7 @@ FailureOr<func::FuncOp> buildLlama(ModuleOp module, const ModelConfig &config, i
     auto s = g.scope("embed");
     x = embed(in.tokens); // [B, T, C]
   }
+  Tensor balance, dropped; // a mixture of experts' losses, summed over the layers
   for (int64_t l = 0; l < L; ++l) {
     auto s = g.scope("layers." + std::to_string(l));
     Block &blk = blocks[l];
@@ -121,26 +129,38 @@ FailureOr<func::FuncOp> buildLlama(ModuleOp module, const ModelConfig &config, i
       auto a = g.scope("attn");
       x = x + blk.attn(blk.attnNorm(x), in.segments);
     }
+    if (blk.moe) {
+      auto m = g.scope("moe");
+      nn::MoE::Output out = (*blk.moe)(blk.mlpNorm(x));
+      x = x + out.y;
+      balance = balance ? balance + out.balance : out.balance;
+      dropped = dropped ? dropped + out.dropped : out.dropped;
+      continue;
+    }
     auto m = g.scope("mlp");
-    x = x + blk.mlp(blk.mlpNorm(x));
+    x = x + (*blk.mlp)(blk.mlpNorm(x));
   }
+  Auxiliary aux = moeAuxiliary(g, balance, dropped, L, moe);
   Tensor logits;
   {
     auto s = g.scope("head");
     logits = head(norm(x)); // [B, T, Vp]
   }
-  return finishStep(g, module, logits, in, config, output, errors);
+  return finishStep(g, module, logits, in, config, output, errors, aux);
 }
 
-int64_t llamaParamCount(const ModelConfig &c, bool includePadding) {
+int64_t llamaParamCount(const ModelConfig &c, bool includePadding, bool activeOnly) {
   int64_t C = c.n_embd, V = includePadding ? c.paddedVocab() : c.vocab_size,
           D = c.headDim(), I = c.intermediate_size;
+  int64_t mlp = 3 * C * I; // gate, up, down
+  if (c.moe.enabled())     // the router and the experts (or the top_k a token uses)
+    mlp = C * c.moe.experts + (activeOnly ? c.moe.top_k : c.moe.experts) * mlp;
   int64_t perLayer = C                                  // attn_norm
                      + C * c.n_head * D                 // q
                      + 2 * C * c.kvHeads() * D          // k, v
                      + c.n_head * D * C                 // o
                      + C                                // mlp_norm
-                     + 3 * C * I;                       // gate, up, down
+                     + mlp;
   return 2 * V * C + c.n_layer * perLayer + C;
 }
 

@@ -30,7 +30,7 @@ buildLlama(mlir::ModuleOp module, const ModelConfig &config, int64_t batch, int6
            mlir::Type floatType, GPT2Output output, llvm::StringRef name,
            std::vector<std::string> &errors);
 
-int64_t llamaParamCount(const ModelConfig &config, bool includePadding);
+int64_t llamaParamCount(const ModelConfig &config, bool includePadding, bool activeOnly = false);
 
 /// Hugging Face names both ways (empty when unknown; rotary buffers have no
 /// kiln name); `transposed` says whether the tensor is a linear weight.

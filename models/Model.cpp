@@ -20,7 +20,7 @@ int64_t paramCount(const ModelConfig &config, bool includePadding) {
 
 double trainingFlopsPerToken(const ModelConfig &config, int64_t seqLen) {
   // A mixture of experts: only the experts a token goes to do its work.
-  int64_t active = config.kind == "llama" ? llamaParamCount(config, false)
+  int64_t active = config.kind == "llama" ? llamaParamCount(config, false, /*activeOnly=*/true)
                                           : gpt2ParamCount(config, false, /*activeOnly=*/true);
   return 6.0 * static_cast<double>(active) +
          12.0 * static_cast<double>(config.n_layer) * static_cast<double>(config.n_embd) *

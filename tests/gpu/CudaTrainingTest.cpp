@@ -47,10 +47,15 @@ grad_clip = 1.0
 /// batches, under `precision`; losses and gradient norms agree within
 /// `tolerance` (relative), parameters within `paramTolerance`.
 void compareCpuAndGpu(const std::string &precision, double tolerance, double paramTolerance,
-                      int64_t experts = 0) {
+                      int64_t experts = 0, bool llama = false) {
   auto config = RunConfig::parse(kSmallGPT, "small-gpt");
   ASSERT_TRUE(static_cast<bool>(config)) << llvm::toString(config.takeError());
   config->train.precision = precision;
+  if (llama) { // the same size as a Llama: RMSNorm, rope, GQA, SwiGLU
+    config->model.kind = "llama";
+    config->model.n_kv_head = 2;
+    config->model.intermediate_size = 160;
+  }
   // With experts: top-2 of them and room for an even share, so some
   // choices are dropped.
   config->model.moe.experts = experts;
@@ -127,6 +132,12 @@ TEST(CudaTraining, SmallGptMatchesCpuFor20Steps) {
 TEST(CudaTraining, SmallMoEMatchesCpuFor20Steps) {
   KILN_REQUIRE_GPU();
   compareCpuAndGpu("f32", 1e-4, 1e-3, /*experts=*/4);
+}
+
+// Llama's blocks with SwiGLU experts (Mixtral's shape).
+TEST(CudaTraining, SmallLlamaMoEMatchesCpuFor20Steps) {
+  KILN_REQUIRE_GPU();
+  compareCpuAndGpu("f32", 1e-4, 1e-3, /*experts=*/4, /*llama=*/true);
 }
 
 // bf16 rounds to 8 significant bits: a GEMM that accumulates in another

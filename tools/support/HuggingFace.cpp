@@ -152,6 +152,10 @@ llvm::Error upgradeCheckpoint(Checkpoint &checkpoint, const ModelConfig &config)
 }
 
 llvm::Expected<NamedTensors> toHuggingFace(const NamedTensors &params, const ModelConfig &config) {
+  if (config.moe.enabled())
+    return error("a mixture of experts (moe.experts = " + std::to_string(config.moe.experts) +
+                 ") has no Hugging Face layout in kiln yet (Mixtral's per-expert tensors are "
+                 "planned); its checkpoint's model.safetensors holds the weights in kiln's names");
   return config.kind == "llama" ? toHuggingFaceLlama(params, config)
                                 : toHuggingFaceGPT2(params, config);
 }

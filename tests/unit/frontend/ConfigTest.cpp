@@ -95,6 +95,36 @@ TEST(Config, CrossFieldValidation) {
   EXPECT_NE(e.find("model.n_embd = 100 is not divisible by model.n_head = 3"), std::string::npos) << e;
 }
 
+TEST(Config, MixtureOfExpertsKeysAndTheirLimits) {
+  auto c = RunConfig::parse("[moe]\nexperts = 8\ntop_k = 2\ncapacity_factor = 1.5\n"
+                            "gating = \"sigmoid\"\n",
+                            "m.toml");
+  ASSERT_TRUE(static_cast<bool>(c)) << llvm::toString(c.takeError());
+  EXPECT_FALSE(static_cast<bool>(c->validate("m.toml")));
+  EXPECT_EQ(c->model.moe.experts, 8);
+  EXPECT_EQ(c->model.moe.gating, "sigmoid");
+  // ⌈1.5 · 1000 · 2 / 8⌉ slots, clamped to [1, tokens].
+  EXPECT_EQ(c->model.moe.capacity(1000), 375);
+  EXPECT_EQ(c->model.moe.capacity(1), 1);
+  c->model.moe.capacity_factor = 100;
+  EXPECT_EQ(c->model.moe.capacity(1000), 1000);
+
+  auto refused = [](const std::string &toml) {
+    auto r = RunConfig::parse(toml, "m.toml");
+    if (!r)
+      return llvm::toString(r.takeError());
+    return llvm::toString(r->validate("m.toml"));
+  };
+  std::string e = refused("[moe]\nexperts = 4\ntop_k = 5\n");
+  EXPECT_NE(e.find("moe.top_k = 5 exceeds moe.experts = 4"), std::string::npos) << e;
+  e = refused("[model]\nobjective = \"dpo\"\n[moe]\nexperts = 4\n[train]\nbatch_size = 4\n");
+  EXPECT_NE(e.find("moe.experts with model.objective = \"dpo\" is not supported"), std::string::npos) << e;
+  e = refused("[moe]\nexperts = 4\n[parallel]\ndp = 2\n");
+  EXPECT_NE(e.find("expert parallelism over a mesh is planned"), std::string::npos) << e;
+  e = refused("[moe]\nexperts = 4\ngating = \"relu\"\n");
+  EXPECT_NE(e.find("moe.gating"), std::string::npos) << e;
+}
+
 TEST(Config, MissingFileIsAClearError) {
   std::string e = errorOf(RunConfig::loadFile("/nonexistent/x.toml"));
   EXPECT_NE(e.find("cannot read config '/nonexistent/x.toml'"), std::string::npos) << e;

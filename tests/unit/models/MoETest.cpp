@@ -4,10 +4,12 @@
 //     out by hand (ties, a NaN score, full experts);
 //   - nn::MoE's outputs (y, the balance loss, the dropped share) in f64 on
 //     the interpreter against a direct C++ computation of the same formulas
-//     (softmax and sigmoid gating, top-1 and top-2; tolerance 1e-12);
-//   - the GPT-2 family with moe.experts: kiln-autodiff's gradient of the
-//     loss (language model + balance loss) against f64 central differences
-//     (GradCheck.h's measure, 1e-6), router included;
+//     (softmax and sigmoid gating, top-1 and top-2, GELU and SwiGLU
+//     experts; tolerance 1e-12);
+//   - GPT-2 (GELU experts) and Llama (SwiGLU experts) with moe.experts:
+//     kiln-autodiff's gradient of the loss (language model + balance loss)
+//     against f64 central differences (GradCheck.h's measure, 1e-6),
+//     router included;
 //   - the step's outputs: loss = lm_loss + weight · moe_balance.
 //
 //===----------------------------------------------------------------------===//
@@ -81,12 +83,13 @@ struct LayerFixture {
   std::vector<cpu::HostTensor> params;
   int64_t B = 2, T = 5, C = 4, H = 6, E = 3;
 
-  mlir::func::FuncOp build(int64_t topK, int64_t capacity, llvm::StringRef gating) {
+  mlir::func::FuncOp build(int64_t topK, int64_t capacity, llvm::StringRef gating,
+                           frontend::nn::MoE::Expert kind) {
     module = mlir::ModuleOp::create(mlir::UnknownLoc::get(ctx.get()));
     frontend::Graph g(*module, "moe");
     g.setFloatType(mlir::Float64Type::get(ctx.get()));
     frontend::nn::MoE moe(g, "moe", C, H, E, topK, capacity, gating, ParamInit::normal(0.7),
-                          ParamInit::normal(0.5));
+                          ParamInit::normal(0.5), kind);
     frontend::Tensor x = g.input("x", {B, T, C}, g.floatType());
     frontend::nn::MoE::Output out = moe(x);
     auto func = g.finish({out.y, out.balance, out.dropped});
@@ -109,8 +112,12 @@ struct Reference {
 };
 
 Reference moeByHand(const std::vector<double> &x, const std::vector<cpu::HostTensor> &p, int64_t N,
-                    int64_t C, int64_t H, int64_t E, int64_t K, int64_t cap, bool sigmoidGating) {
-  const cpu::HostTensor &router = p[0], &fcW = p[1], &fcB = p[2], &projW = p[3], &projB = p[4];
+                    int64_t C, int64_t H, int64_t E, int64_t K, int64_t cap, bool sigmoidGating,
+                    bool swiglu) {
+  // GELU MLP: router, fc.w, fc.b, proj.w, proj.b; SwiGLU: router, gate.w,
+  // up.w, down.w (the constructor's order).
+  const cpu::HostTensor &router = p[0], &fcW = p[1], &fcB = p[2], &projW = p[3];
+  const cpu::HostTensor *projB = swiglu ? nullptr : &p[4];
   std::vector<double> scores(N * E);
   for (int64_t n = 0; n < N; ++n) {
     double mx = -INFINITY;
@@ -151,6 +158,15 @@ Reference moeByHand(const std::vector<double> &x, const std::vector<cpu::HostTen
   auto expertMlp = [&](int64_t e, const double *in, double *out) {
     std::vector<double> h(H);
     for (int64_t k = 0; k < H; ++k) {
+      if (swiglu) { // down(silu(x·gate) ∘ (x·up)): p[1] gate, p[2] up
+        double a = 0, u = 0;
+        for (int64_t c = 0; c < C; ++c) {
+          a += in[c] * fcW.get((e * C + c) * H + k);
+          u += in[c] * fcB.get((e * C + c) * H + k);
+        }
+        h[k] = a / (1 + std::exp(-a)) * u;
+        continue;
+      }
       double a = fcB.get(e * H + k);
       for (int64_t c = 0; c < C; ++c)
         a += in[c] * fcW.get((e * C + c) * H + k);
@@ -158,7 +174,7 @@ Reference moeByHand(const std::vector<double> &x, const std::vector<cpu::HostTen
       h[k] = 0.5 * a * (1 + std::tanh(std::sqrt(2 / M_PI) * (a + 0.044715 * a * a * a)));
     }
     for (int64_t c = 0; c < C; ++c) {
-      double o = projB.get(e * C + c);
+      double o = projB ? projB->get(e * C + c) : 0.0;
       for (int64_t k = 0; k < H; ++k)
         o += h[k] * projW.get((e * H + k) * C + c);
       out[c] = o;
@@ -197,17 +213,23 @@ Reference moeByHand(const std::vector<double> &x, const std::vector<cpu::HostTen
 }
 
 TEST(MoE, LayerIsTheFormulaByHand) {
+  using Expert = frontend::nn::MoE::Expert;
   struct Variant {
     int64_t topK, capacity;
     const char *gating;
+    Expert kind;
   };
   // 10 tokens over 3 experts: 4 slots each drop some second choices, 10
   // drop none.
-  for (Variant v : {Variant{2, 4, "softmax"}, Variant{1, 4, "softmax"}, Variant{2, 10, "sigmoid"},
-                    Variant{1, 3, "sigmoid"}}) {
-    SCOPED_TRACE(llvm::formatv("top_k {0}, capacity {1}, {2}", v.topK, v.capacity, v.gating).str());
+  for (Variant v : {Variant{2, 4, "softmax", Expert::GeluMlp}, Variant{1, 4, "softmax", Expert::GeluMlp},
+                    Variant{2, 10, "sigmoid", Expert::GeluMlp}, Variant{1, 3, "sigmoid", Expert::GeluMlp},
+                    Variant{2, 4, "softmax", Expert::SwiGLU}, Variant{1, 10, "sigmoid", Expert::SwiGLU}}) {
+    const bool swiglu = v.kind == Expert::SwiGLU;
+    SCOPED_TRACE(llvm::formatv("top_k {0}, capacity {1}, {2}, {3}", v.topK, v.capacity, v.gating,
+                               swiglu ? "SwiGLU" : "GELU MLP")
+                     .str());
     LayerFixture f;
-    mlir::func::FuncOp func = f.build(v.topK, v.capacity, v.gating);
+    mlir::func::FuncOp func = f.build(v.topK, v.capacity, v.gating, v.kind);
     ASSERT_TRUE(func);
     const int64_t N = f.B * f.T;
     cpu::HostTensor x(cpu::DType::F64, {f.B, f.T, f.C});
@@ -220,8 +242,9 @@ TEST(MoE, LayerIsTheFormulaByHand) {
     ASSERT_TRUE(static_cast<bool>(interp));
     auto out = (*interp)->run(args);
     ASSERT_TRUE(static_cast<bool>(out)) << llvm::toString(out.takeError());
+    ASSERT_EQ(f.params.size(), swiglu ? 4u : 5u);
     Reference r = moeByHand(valuesOf(x), f.params, N, f.C, f.H, f.E, v.topK, v.capacity,
-                            llvm::StringRef(v.gating) == "sigmoid");
+                            llvm::StringRef(v.gating) == "sigmoid", swiglu);
     for (int64_t i = 0; i < N * f.C; ++i)
       EXPECT_NEAR((*out)[0].get(i), r.y[i], 1e-12 * std::max(1.0, std::abs(r.y[i]))) << "y " << i;
     EXPECT_NEAR((*out)[1].get(0), r.balance, 1e-12) << "balance";
@@ -239,8 +262,8 @@ struct ModelFixture {
   mlir::OwningOpRef<mlir::ModuleOp> module;
   std::vector<cpu::HostTensor> args;
 
-  bool build(double capacityFactor) {
-    auto loaded = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
+  bool build(double capacityFactor, const char *configPath = KILN_SOURCE_DIR "/configs/tiny.toml") {
+    auto loaded = RunConfig::loadFile(configPath);
     if (!loaded) {
       ADD_FAILURE() << llvm::toString(loaded.takeError());
       return false;
@@ -293,9 +316,9 @@ TEST(MoE, StepLossIsLanguageModelPlusBalance) {
   EXPECT_LT(dropped, 1.0);
 }
 
-TEST(MoE, GradientMatchesCentralDifferences) {
+void checkGradient(const char *configPath, llvm::StringRef expertParam) {
   ModelFixture f;
-  ASSERT_TRUE(f.build(1.0));
+  ASSERT_TRUE(f.build(1.0, configPath));
   tooling::GradCheckOptions options;
   options.samplesPerTensor = 6;
   auto report = tooling::gradCheck(*f.module, f.args, options);
@@ -303,11 +326,20 @@ TEST(MoE, GradientMatchesCentralDifferences) {
   bool sawRouter = false, sawExperts = false;
   for (const tooling::TensorGradCheck &t : *report) {
     sawRouter |= llvm::StringRef(t.name).ends_with("moe.router.w");
-    sawExperts |= llvm::StringRef(t.name).ends_with("moe.experts.fc.w");
+    sawExperts |= llvm::StringRef(t.name).ends_with(expertParam);
     EXPECT_LE(t.worstError, 1e-6) << t.name << " at " << t.worstIndex << ": analytic "
                                   << t.analytic << ", numeric " << t.numeric;
   }
   EXPECT_TRUE(sawRouter && sawExperts);
+}
+
+TEST(MoE, GradientMatchesCentralDifferences) {
+  checkGradient(KILN_SOURCE_DIR "/configs/tiny.toml", "moe.experts.fc.w");
+}
+
+// Llama's blocks with SwiGLU experts (Mixtral's shape).
+TEST(MoE, LlamaGradientMatchesCentralDifferences) {
+  checkGradient(KILN_SOURCE_DIR "/configs/llama-tiny.toml", "moe.experts.gate.w");
 }
 
 } // namespace
