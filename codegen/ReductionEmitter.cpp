@@ -84,14 +84,19 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
   int64_t outer = 1;
   for (int64_t d = 0; block && d < dims[0]; ++d)
     outer *= inType.getDimSize(d);
-  if (block && outN > 0 && outer <= 65535) {
-    int64_t cols = outN / outer, rows = total / outN;
-    // A thread per column (per word of columns), the rows split into chunks
-    // of at least 32 so that about 2048 threads per SM stream the input.
-    int64_t w = wordsOf(cols);
-    int64_t threads = w ? cols / w : cols;
-    int64_t chunks = std::min<int64_t>(std::max<int64_t>(1, rows / 32),
-                                       std::max<int64_t>(1, e.options().smCount * 2048 / (threads * outer)));
+  const int64_t cols = block && outN > 0 ? outN / outer : 0, rows = outN > 0 ? total / outN : 0;
+  // A thread per column (per word of columns), the rows split into chunks
+  // of at least 32 so that about 2048 threads per SM stream the input.
+  const int64_t w = cols > 0 ? wordsOf(cols) : 0;
+  const int64_t threads = w ? cols / w : cols;
+  int64_t chunks = threads > 0 ? std::min<int64_t>(std::max<int64_t>(1, rows / 32),
+                                                   std::max<int64_t>(1, e.options().smCount * 2048 /
+                                                                            (threads * outer)))
+                               : 1;
+  // With batches, only when the rows split: unsplit, the general kernel has
+  // the parallelism already and needs no partial sums (which would take
+  // outN floats of scratch).
+  if (block && rows > 0 && threads > 0 && outer <= 65535 && (outer == 1 || chunks > 1)) {
     int64_t chunk = (rows + chunks - 1) / chunks;
     chunks = (rows + chunk - 1) / chunk;
     std::string C = computeType(inType.getElementType());

@@ -50,9 +50,11 @@ namespace kiln::detail {
 namespace kiln {
 
 int64_t MoeConfig::capacity(int64_t tokens) const {
-  double slots = std::ceil(capacity_factor * static_cast<double>(tokens * top_k) /
-                           static_cast<double>(experts));
-  return std::clamp<int64_t>(static_cast<int64_t>(slots), 1, tokens);
+  // Clamped as a double: a large factor must not overflow the conversion.
+  const double most = static_cast<double>(std::max<int64_t>(tokens, 1));
+  double slots = std::ceil(capacity_factor * static_cast<double>(tokens) *
+                           static_cast<double>(top_k) / static_cast<double>(experts));
+  return static_cast<int64_t>(std::clamp(slots, 1.0, most));
 }
 
 namespace {

@@ -110,8 +110,10 @@ MoE::Output MoE::operator()(Tensor x) const {
   Tensor chosen = compare(CompareDirection::eq, broadcastInDim(route.expert, {N, K, E}, {0, 1}),
                           iota(g, {N, K, E}, 2, g.i32())); // [N, K, E]
   Tensor gates = sum(where(chosen, broadcastInDim(scores, {N, K, E}, {0, 2}), 0.0), {2});
+  // Sigmoid scores may all underflow to 0: the floor keeps 0/0 out.
+  auto floored = [&](Tensor total) { return maximum(total, full(g, total.shape(), 1e-30, scoreType)); };
   if (K > 1)
-    gates = gates / broadcastInDim(sum(gates, {1}), {N, K}, {0});
+    gates = gates / broadcastInDim(floored(sum(gates, {1})), {N, K}, {0});
 
   // Dispatch: slot s of expert e holds token[e·capacity + s]; an empty
   // slot reads the zero row appended after the last token.
@@ -130,7 +132,7 @@ MoE::Output MoE::operator()(Tensor x) const {
   Tensor first = cast(reshape(slice(chosen, 1, 0, 1), {N, E}), scoreType);
   Tensor share = mean(first, {0});                                            // f_e [E]
   Tensor probs = gating == "sigmoid"
-                     ? scores / broadcastInDim(sum(scores, {1}), {N, E}, {0})
+                     ? scores / broadcastInDim(floored(sum(scores, {1})), {N, E}, {0})
                      : scores;
   Tensor balance = sum(share * mean(probs, {0}), {0}) * static_cast<double>(E);
   Tensor dropSlot = full(g, {N, K}, static_cast<double>(E * capacity), g.i32());

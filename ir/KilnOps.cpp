@@ -533,7 +533,7 @@ LogicalResult RmsNormOp::verify() {
 
 LogicalResult RopeOp::verify() {
   auto x = tensorType(getOperand());
-  if (x.getRank() < 2 || x.getShape().back() % 2 != 0)
+  if (x.getRank() < 2 || x.getShape().back() % 2 != 0 || x.getShape().back() == 0)
     return emitOpError() << "operand type " << x
                          << " must be [..., T, D] with an even head dimension D";
   if (getTheta().convertToFloat() <= 0.0f)

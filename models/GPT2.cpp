@@ -41,7 +41,7 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
               nn::CausalSelfAttention(g, "attn", C, config.n_head, init, residual),
               nn::LayerNorm(g, "ln_2", C, config.layer_norm_eps), std::nullopt, std::nullopt};
     if (moe.enabled())
-      blk.moe.emplace(g, "moe", C, 4 * C, moe.experts, moe.top_k, moe.capacity(B * T), moe.gating,
+      blk.moe.emplace(g, "moe", C, 4 * C, moe.experts, moe.top_k, moeCapacity(moe, B * T, output), moe.gating,
                       init, residual);
     else
       blk.mlp.emplace(g, "mlp", C, 4 * C, init, residual);
@@ -87,6 +87,10 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
     logits = matmul(lnf(x), wte.weight, false, true); // tied: [B, T, Vp]
   }
   return finishStep(g, module, logits, in, config, output, errors, aux);
+}
+
+int64_t moeCapacity(const MoeConfig &moe, int64_t tokens, GPT2Output output) {
+  return output == GPT2Output::Logits ? tokens : moe.capacity(tokens);
 }
 
 Auxiliary moeAuxiliary(Graph &g, Tensor balance, Tensor dropped, int64_t layers,

@@ -65,6 +65,13 @@ struct Auxiliary {
   std::vector<std::pair<frontend::Tensor, std::string>> metrics;
 };
 
+/// Slots per expert for `tokens` tokens: moe.capacity for the training and
+/// validation steps; every token for Logits (sampling), which so never
+/// drops a choice. Dropping is not causal: in GShard's order a later
+/// token's first choice takes a slot before an earlier token's second one,
+/// and sampling pads the window after the prompt.
+int64_t moeCapacity(const MoeConfig &moe, int64_t tokens, GPT2Output output);
+
 /// A mixture of experts' terms: the balance losses and dropped shares
 /// summed over `layers` blocks (null when the model has no experts),
 /// averaged; the loss weighted by moe.aux_loss_weight.

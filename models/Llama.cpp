@@ -107,7 +107,7 @@ FailureOr<func::FuncOp> buildLlama(ModuleOp module, const ModelConfig &config, i
               nn::RMSNorm(g, "mlp_norm", C, config.rms_norm_eps), std::nullopt, std::nullopt};
     if (moe.enabled())
       blk.moe.emplace(g, "moe", C, config.intermediate_size, moe.experts, moe.top_k,
-                      moe.capacity(B * T), moe.gating, init, init, nn::MoE::Expert::SwiGLU);
+                      moeCapacity(moe, B * T, output), moe.gating, init, init, nn::MoE::Expert::SwiGLU);
     else
       blk.mlp.emplace(g, config, init);
     blocks.push_back(std::move(blk));

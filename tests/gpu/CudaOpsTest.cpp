@@ -176,6 +176,10 @@ std::vector<OpCase> cases() {
                "%r0 = kiln.reduce_sum %x, dims = [1] : tensor<8x640x96xbf16> -> tensor<8x96xbf16>", 1e-1, 8e-3});
   c.push_back({"reduce_max_middle_words", {f("x", "tensor<3x5x100x256xf32>")}, {"tensor<3x256xf32>"},
                "%r0 = kiln.reduce_max %x, dims = [1, 2] : tensor<3x5x100x256xf32> -> tensor<3x256xf32>", 0, 0});
+  // Two rows per batch (a top-2 mixture's sum over its choices): the rows
+  // do not split, so the general kernel runs, without partial sums.
+  c.push_back({"reduce_sum_middle_short", {f("x", "tensor<512x2x768xf32>")}, {"tensor<512x768xf32>"},
+               "%r0 = kiln.reduce_sum %x, dims = [1] : tensor<512x2x768xf32> -> tensor<512x768xf32>", 1e-6, 1e-6});
   c.push_back({"reduce_mean_middle", {f("x", "tensor<6x77x2x5xf32>")}, {"tensor<6x5xf32>"},
                "%r0 = kiln.reduce_mean %x, dims = [1, 2] : tensor<6x77x2x5xf32> -> tensor<6x5xf32>", 1e-6, 1e-5});
   c.push_back({"reduce_sum_columns", {f("x", "tensor<64x300x77xf32>")}, {"tensor<77xf32>"},

@@ -1047,3 +1047,11 @@ func.func @moe_route_types(%p: tensor<16x4xf32>) {
   %e, %s, %t = kiln.moe_route %p {top_k = 2 : i64, capacity = 5 : i64} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xi64>, tensor<20xi32>
   return
 }
+
+// -----
+
+func.func @rope_empty(%x: tensor<4x0xf32>) {
+  // expected-error @+1 {{'kiln.rope' op operand type 'tensor<4x0xf32>' must be [..., T, D] with an even head dimension D}}
+  %0 = kiln.rope %x : tensor<4x0xf32>
+  return
+}

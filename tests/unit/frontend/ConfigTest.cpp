@@ -108,6 +108,9 @@ TEST(Config, MixtureOfExpertsKeysAndTheirLimits) {
   EXPECT_EQ(c->model.moe.capacity(1), 1);
   c->model.moe.capacity_factor = 100;
   EXPECT_EQ(c->model.moe.capacity(1000), 1000);
+  // A factor times tokens past int64 clamps, not overflows.
+  c->model.moe.capacity_factor = 1e6;
+  EXPECT_EQ(c->model.moe.capacity(int64_t(1) << 50), int64_t(1) << 50);
 
   auto refused = [](const std::string &toml) {
     auto r = RunConfig::parse(toml, "m.toml");

@@ -316,6 +316,30 @@ TEST(MoE, StepLossIsLanguageModelPlusBalance) {
   EXPECT_LT(dropped, 1.0);
 }
 
+// Sampling's @logits runs dropless (every expert holds every token), so a
+// prompt's logits never depend on the padding after it; the training step
+// keeps the configured capacity.
+TEST(MoE, SamplingIsDroplessTrainingIsNot) {
+  ModelFixture f;
+  ASSERT_TRUE(f.build(0.5));
+  const int64_t N = f.config.train.batch_size * f.config.seqLen();
+  std::vector<std::string> errors;
+  ASSERT_TRUE(succeeded(models::buildModel(*f.module, f.config.model, 1, f.config.seqLen(),
+                                           mlir::Float64Type::get(&f.ctx),
+                                           models::GPT2Output::Logits, "logits", errors)));
+  int routes = 0;
+  f.module->walk([&](MoeRouteOp op) {
+    ++routes;
+    auto fn = op->getParentOfType<mlir::func::FuncOp>();
+    if (fn.getSymName() == "logits")
+      EXPECT_EQ(static_cast<int64_t>(op.getCapacity()), f.config.seqLen());
+    else
+      EXPECT_EQ(static_cast<int64_t>(op.getCapacity()), f.config.model.moe.capacity(N));
+  });
+  EXPECT_EQ(routes, 2 * static_cast<int>(f.config.model.n_layer));
+  EXPECT_LT(f.config.model.moe.capacity(N), N);
+}
+
 void checkGradient(const char *configPath, llvm::StringRef expertParam) {
   ModelFixture f;
   ASSERT_TRUE(f.build(1.0, configPath));
