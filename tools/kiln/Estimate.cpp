@@ -132,6 +132,12 @@ int runEstimate() {
   outs() << formatv("parameters            {0} (N; {1} with the padded vocabulary)\n",
                     withCommas(static_cast<int64_t>(N)),
                     withCommas(models::paramCount(m, true)));
+  if (m.moe.enabled())
+    outs() << formatv("active parameters     {0} (the router and the top {1} of {2} experts a "
+                      "token runs through: the N of the FLOPs)\n",
+                      withCommas(m.kind == "llama" ? models::llamaParamCount(m, false, true)
+                                                   : models::gpt2ParamCount(m, false, true)),
+                      m.moe.top_k, m.moe.experts);
   outs() << formatv("FLOPs per token       {0} = 6N + 12·L·d·T (training; PaLM App. B)\n",
                     sci(flopsPerToken));
   outs() << formatv("FLOPs per step        {0} ({1} tokens: batch {2} x {3} x {4} micro-batches "
@@ -225,7 +231,11 @@ int runEstimate() {
 
   // The same plan for one rank of the mesh: the step partitioned (each rank
   // still runs micro-batch b), then planned.
-  if (dp * tpRanks > 1) {
+  if (dp * tpRanks > 1 && m.moe.enabled()) {
+    outs() << formatv("buffer plan per rank on dp {0} x tp {1}: not planned — a mixture of experts "
+                      "runs on one device so far (expert parallelism is planned)\n",
+                      dp.getValue(), tpRanks);
+  } else if (dp * tpRanks > 1) {
     outs() << formatv("buffer plan per rank on dp {0} x tp {1}{2} (the step partitioned, then "
                       "kiln-plan-buffers; such a mesh runs today on CPU threads, several GPUs are "
                       "planned):\n",
