@@ -22,6 +22,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
@@ -310,8 +311,12 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
   // wrote it: a group's one step would name its last cast for all of them.
   llvm::DenseMap<Operation *, size_t> castGroupOf;
   std::vector<std::vector<Operation *>> castGroups;
-  if (!check)
-    castGroups = argumentCastGroups(func);
+  if (!check) {
+    auto groups = castGroupsOf(func);
+    if (!groups)
+      return groups.takeError();
+    castGroups = std::move(*groups);
+  }
   for (auto [g, group] : llvm::enumerate(castGroups))
     for (Operation *op : group)
       castGroupOf[op] = g;
@@ -528,48 +533,46 @@ llvm::Expected<Plan> buildPlan(ModuleOp module, const CodegenOptions &options) {
   return plan;
 }
 
-std::vector<std::vector<Operation *>> argumentCastGroups(Operation *funcOp) {
+llvm::Expected<std::vector<std::vector<Operation *>>> castGroupsOf(Operation *funcOp) {
   auto func = cast<func::FuncOp>(funcOp);
-  // A cast joins a group when it reads an argument of `func`, converts
-  // between f32, bf16 and f16 (what the multi-tensor kernel rounds like
-  // kiln.cast) and is not a result of the function (which may be placed
-  // over its argument).
-  auto groupable = [&](Operation &op) -> std::optional<std::pair<Type, Type>> {
+  std::vector<std::vector<Operation *>> groups;
+  llvm::DenseSet<int64_t> seen;
+  int64_t current = -1; // the group of the op before, or -1
+  for (Operation &op : func.getBody().front()) {
+    auto mark = op.getAttrOfType<IntegerAttr>(KilnDialect::kCastGroupAttrName);
+    if (!mark) {
+      current = -1;
+      continue;
+    }
+    auto stale = [&](const llvm::Twine &why) {
+      return error("codegen: " + Emitter::describe(&op) + " has kiln.cast_group " +
+                   llvm::Twine(mark.getInt()) + " but " + why +
+                   " (run kiln-group-casts after the last pass that moves ops)");
+    };
     auto c = dyn_cast<CastOp>(op);
-    if (!c)
-      return std::nullopt;
-    auto arg = dyn_cast<BlockArgument>(c.getOperand());
+    auto arg = c ? dyn_cast<BlockArgument>(c.getOperand()) : BlockArgument();
     if (!arg || arg.getOwner()->getParentOp() != func)
-      return std::nullopt;
+      return stale("is not a kiln.cast of an argument of @" + func.getSymName());
+    auto narrowFloat = [](Type t) { return t.isF32() || t.isBF16() || t.isF16(); };
     Type from = cast<RankedTensorType>(c.getOperand().getType()).getElementType();
     Type to = cast<RankedTensorType>(c.getType()).getElementType();
-    auto narrowFloat = [](Type t) { return t.isF32() || t.isBF16() || t.isF16(); };
-    // (A cast nobody reads is planned a buffer only for its own op, which
-    // the next cast could reuse while the launch writes both.)
-    if (!narrowFloat(from) || !narrowFloat(to) || c->use_empty() ||
-        llvm::any_of(c->getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); }))
-      return std::nullopt;
-    return std::make_pair(from, to);
-  };
-  std::vector<std::vector<Operation *>> groups;
-  std::vector<Operation *> run;
-  std::pair<Type, Type> runTypes; // of run.front(), when run is not empty
-  auto close = [&] {
-    if (run.size() >= 2)
-      groups.push_back(run);
-    run.clear();
-  };
-  for (Operation &op : func.getBody().front()) {
-    auto types = groupable(op);
-    if (!types || (!run.empty() && *types != runTypes))
-      close();
-    if (types) {
-      if (run.empty())
-        runTypes = *types;
-      run.push_back(&op);
+    if (!narrowFloat(from) || !narrowFloat(to))
+      return stale("converts other than between f32, bf16 and f16");
+    if (llvm::any_of(c->getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); }))
+      return stale("is returned");
+    if (mark.getInt() == current) {
+      auto first = cast<CastOp>(groups.back().front());
+      if (cast<RankedTensorType>(first.getOperand().getType()).getElementType() != from ||
+          cast<RankedTensorType>(first.getType()).getElementType() != to)
+        return stale("converts other types than the group's first cast");
+      groups.back().push_back(&op);
+      continue;
     }
+    if (!seen.insert(mark.getInt()).second)
+      return stale("the group's casts do not follow each other");
+    current = mark.getInt();
+    groups.push_back({&op});
   }
-  close();
   return groups;
 }
 

@@ -54,14 +54,13 @@ llvm::Expected<PlanMemory> planMemory(mlir::ModuleOp module);
 /// Plan; pass failures come back as one error holding the diagnostics.
 llvm::Expected<Plan> compileToPlan(mlir::ModuleOp module, const CodegenOptions &options);
 
-/// The runs of consecutive kiln.cast ops of `func` that read one of its
-/// arguments (a parameter's cast to the low type, which kiln-assign-precision
-/// puts at the top of the step) with one (from, to) element-type pair, two or
-/// more long, each read by something other than the return: codegen runs
-/// each as one multi-tensor launch where its last cast is (unless
-/// train.check_numerics is on). `kiln bisect --device cuda` compares them
-/// as a group.
-std::vector<std::vector<mlir::Operation *>> argumentCastGroups(mlir::Operation *func);
+/// The groups kiln-group-casts marked in `func` (kiln.cast_group), in order:
+/// codegen runs each as one multi-tensor launch where its last cast is
+/// (unless train.check_numerics is on); `kiln bisect --device cuda` compares
+/// them as a group. Fails, naming the op, when a group is not a run of
+/// consecutive casts of `func`'s arguments with one (from, to) pair of f32,
+/// bf16 and f16, none of them returned: the marks are stale.
+llvm::Expected<std::vector<std::vector<mlir::Operation *>>> castGroupsOf(mlir::Operation *func);
 
 /// kiln's kernel templates, "kiln/<name>.cuh" -> contents, which the
 /// generated kernels include (NVRTC gets them as in-memory headers).

@@ -65,6 +65,9 @@ def Kiln_Dialect : Dialect {
     /// Written by kiln-recompute on each function it ran on: what it chose
     /// to recompute and what that costs (a dictionary).
     static constexpr ::llvm::StringLiteral kRecomputeAttrName = "kiln.recompute";
+    /// Written by kiln-group-casts on kiln.cast ops of function arguments:
+    /// the index of the multi-tensor launch that converts them.
+    static constexpr ::llvm::StringLiteral kCastGroupAttrName = "kiln.cast_group";
     /// Written by kiln-plan-buffers on ScratchOpInterface ops: the arena
     /// byte offset of the op's scratch.
     static constexpr ::llvm::StringLiteral kScratchOffsetAttrName = "kiln.scratch_offset";

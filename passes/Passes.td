@@ -416,6 +416,27 @@ def PropagateShardingPass : Pass<"kiln-propagate-sharding", "mlir::ModuleOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+def GroupCastsPass : Pass<"kiln-group-casts", "mlir::ModuleOp"> {
+  let summary = "Marks runs of argument casts that run as one multi-tensor launch";
+  let description = [{
+    A run of at least two `kiln.cast` ops that follow each other, each
+    converting a function argument between f32, bf16 and f16 with the same
+    pair of types, read by some op and not returned (the step's parameters
+    cast to the low type, one after another), becomes one group: each
+    member gets `kiln.cast_group = N`, the group's index in its function.
+    Codegen converts a group's tensors in one launch where its last cast
+    is, and refuses a group whose members are not such a run. Nothing is
+    grouped under `kiln.check_numerics`, whose scans name each op by its own
+    launch. The last pass of the training pipeline: a pass that moves ops
+    after it would break the runs.
+
+    ```mlir
+    %0 = kiln.cast %w1 {kiln.cast_group = 0 : i64} : tensor<768x2304xf32> to tensor<768x2304xbf16>
+    %1 = kiln.cast %w2 {kiln.cast_group = 0 : i64} : tensor<768x768xf32> to tensor<768x768xbf16>
+    ```
+  }];
+}
+
 def PlanBuffersPass : Pass<"kiln-plan-buffers", "mlir::ModuleOp"> {
   let summary = "Assigns every tensor an offset in one arena per device";
   let description = [{

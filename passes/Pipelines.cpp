@@ -78,6 +78,10 @@ void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention,
   // sees the whole step, backward and optimizer.
   if (fuse)
     pm.addPass(createFusePass(*fuse));
+  // Runs of argument casts (the parameters to the low type) marked to run
+  // as one multi-tensor launch each. Last: a pass that moved ops after it
+  // would break the runs (codegen refuses a group that is not one).
+  pm.addPass(createGroupCastsPass());
 }
 
 /// kiln-training-pipeline's textual options: each configurable pass takes

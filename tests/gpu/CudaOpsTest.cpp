@@ -17,12 +17,14 @@
 
 #include "codegen/PlanBuilder.h"
 #include "ir/KilnOps.h"
+#include "passes/Passes.h"
 #include "runtime/Random.h"
 #include "runtime/cpu/Interpreter.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/CudaExecutor.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Pass/PassManager.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -871,6 +873,14 @@ Suite &suite() {
       options.smCount = dev->smCount;
     } else {
       llvm::consumeError(dev.takeError());
+    }
+    // The training pipeline's last stage, as kiln train runs it: runs of
+    // argument casts marked for one launch (the cast_group case).
+    mlir::PassManager pm(s.ctx.get());
+    pm.addPass(createGroupCastsPass());
+    if (mlir::failed(pm.run(*s.module))) {
+      s.error = "kiln-group-casts failed on the cases";
+      return s;
     }
     auto plan = codegen::compileToPlan(*s.module, options);
     if (!plan) {

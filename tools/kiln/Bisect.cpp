@@ -322,8 +322,8 @@ int bisectKernels(RunConfig config) {
   // every update, and the copies before it (results kiln-plan-buffers
   // could not put in place) belong to the group: all of them count as the
   // last update's.
-  // Likewise a multi-tensor launch of the arguments' casts
-  // (codegen::argumentCastGroups) covers its group.
+  // Likewise a multi-tensor launch of the arguments' casts (a
+  // kiln.cast_group of kiln-group-casts) covers its group.
   std::vector<mlir::Operation *> adamw;
   int64_t lastAdamW = -1;
   for (auto [i, op] : llvm::enumerate(ops))
@@ -336,7 +336,10 @@ int bisectKernels(RunConfig config) {
     indexOf[op] = static_cast<int64_t>(i);
   std::map<int64_t, std::vector<mlir::Operation *>> castGroupAt; // by its last cast's index
   std::map<int64_t, int64_t> castGroupEnd;                       // a member's index -> that
-  for (const std::vector<mlir::Operation *> &group : codegen::argumentCastGroups(func)) {
+  auto castGroups = codegen::castGroupsOf(func);
+  if (!castGroups)
+    return fail("bisect", toString(castGroups.takeError()));
+  for (const std::vector<mlir::Operation *> &group : *castGroups) {
     int64_t last = indexOf[group.back()];
     castGroupAt[last] = group;
     for (mlir::Operation *op : group)

@@ -244,9 +244,11 @@ TEST(Plan, ParameterCastsAreOneLaunch) {
       argumentCasts += ofArgument;
       otherCasts += !ofArgument;
     }
-  auto groups = codegen::argumentCastGroups(func);
-  ASSERT_EQ(groups.size(), 1u);
-  EXPECT_EQ(static_cast<int>(groups[0].size()), argumentCasts);
+  // kiln-group-casts marked them, the last stage of the pipeline.
+  auto groups = codegen::castGroupsOf(func);
+  ASSERT_TRUE(static_cast<bool>(groups)) << llvm::toString(groups.takeError());
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ(static_cast<int>((*groups)[0].size()), argumentCasts);
   EXPECT_GE(argumentCasts, 8); // 2 layers x (qkv, proj, fc, proj) weights and biases
   const PlanFunction *step = plan->function("train_step");
   ASSERT_TRUE(step);
@@ -285,9 +287,48 @@ TEST(Plan, ParameterCastsAreOneLaunch) {
     if (producer.op == s.op && s.op.rfind("kiln.cast", 0) == 0)
       scanned.insert(s.op);
   }
-  for (mlir::Operation *op : groups[0])
+  for (mlir::Operation *op : (*groups)[0])
     EXPECT_TRUE(scanned.count(codegen::Emitter::describe(op)))
         << codegen::Emitter::describe(op) << " is not its own step, scanned after it";
+}
+
+// A kiln.cast_group whose casts no longer follow each other (a pass moved
+// ops after kiln-group-casts) is refused by codegen, naming the cast,
+// rather than launched where a later op already read a cast's result.
+TEST(Plan, StaleCastGroupsAreRefused) {
+  auto ctx = test::makeContext();
+  auto module = test::parse(*ctx, R"(
+    func.func @f(%a: tensor<4xf32> {kiln.param = "a"}, %b: tensor<4xf32> {kiln.param = "b"}) -> tensor<4xbf16> {
+      %0 = kiln.cast %a {kiln.cast_group = 0 : i64} : tensor<4xf32> to tensor<4xbf16>
+      %1 = kiln.neg %0 : tensor<4xbf16>
+      %2 = kiln.cast %b {kiln.cast_group = 0 : i64} : tensor<4xf32> to tensor<4xbf16>
+      %3 = kiln.add %1, %2 : tensor<4xbf16>
+      return %3 : tensor<4xbf16>
+    })");
+  ASSERT_TRUE(module);
+  auto plan = codegen::compileToPlan(*module, {});
+  ASSERT_FALSE(static_cast<bool>(plan));
+  std::string e = llvm::toString(plan.takeError());
+  EXPECT_NE(e.find("has kiln.cast_group 0 but the group's casts do not follow each other"),
+            std::string::npos)
+      << e;
+
+  // The same casts side by side are one launch.
+  auto ok = test::parse(*ctx, R"(
+    func.func @f(%a: tensor<4xf32> {kiln.param = "a"}, %b: tensor<4xf32> {kiln.param = "b"}) -> tensor<4xbf16> {
+      %0 = kiln.cast %a {kiln.cast_group = 0 : i64} : tensor<4xf32> to tensor<4xbf16>
+      %2 = kiln.cast %b {kiln.cast_group = 0 : i64} : tensor<4xf32> to tensor<4xbf16>
+      %1 = kiln.neg %0 : tensor<4xbf16>
+      %3 = kiln.add %1, %2 : tensor<4xbf16>
+      return %3 : tensor<4xbf16>
+    })");
+  ASSERT_TRUE(ok);
+  auto good = codegen::compileToPlan(*ok, {});
+  ASSERT_TRUE(static_cast<bool>(good)) << llvm::toString(good.takeError());
+  int castSteps = 0;
+  for (const PlanStep &step : good->function("f")->steps)
+    castSteps += step.op.rfind("kiln.cast", 0) == 0;
+  EXPECT_EQ(castSteps, 1);
 }
 
 // train.check_numerics: after every op's last step, one scan per float

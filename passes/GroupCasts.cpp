@@ -1,0 +1,93 @@
+//===- GroupCasts.cpp - argument casts marked for one multi-tensor launch --===//
+//
+// The step casts every parameter to the low type at its top, one kiln.cast
+// after another: hundreds of small launches. This pass finds the runs and
+// marks them (kiln.cast_group); codegen converts each run in one launch.
+// The decision lives in the IR, so the dumps show it.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ir/KilnOps.h"
+#include "passes/PassUtils.h"
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+
+#include <optional>
+#include <utility>
+#include <vector>
+
+namespace kiln {
+#define GEN_PASS_DEF_GROUPCASTSPASS
+#include "passes/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+
+namespace kiln {
+namespace {
+
+/// The (from, to) types of a cast a group may take: it reads an argument of
+/// `func`, converts between f32, bf16 and f16 (what the multi-tensor kernel
+/// rounds like kiln.cast), is read, and is not a result of the function
+/// (which may be placed over its argument). A cast nobody reads is planned
+/// a buffer only for its own op, which the next cast could reuse while the
+/// launch writes both.
+std::optional<std::pair<Type, Type>> groupable(Operation &op, func::FuncOp func) {
+  auto c = dyn_cast<CastOp>(op);
+  if (!c)
+    return std::nullopt;
+  auto arg = dyn_cast<BlockArgument>(c.getOperand());
+  if (!arg || arg.getOwner()->getParentOp() != func)
+    return std::nullopt;
+  Type from = cast<RankedTensorType>(c.getOperand().getType()).getElementType();
+  Type to = cast<RankedTensorType>(c.getType()).getElementType();
+  auto narrowFloat = [](Type t) { return t.isF32() || t.isBF16() || t.isF16(); };
+  if (!narrowFloat(from) || !narrowFloat(to) || c->use_empty() ||
+      llvm::any_of(c->getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); }))
+    return std::nullopt;
+  return std::make_pair(from, to);
+}
+
+struct GroupCastsPass final : impl::GroupCastsPassBase<GroupCastsPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    const bool check = module->hasAttr(KilnDialect::kCheckNumericsAttrName);
+    for (auto func : module.getOps<func::FuncOp>()) {
+      if (failed(checkOneBlockBody(func, "kiln-group-casts")))
+        return signalPassFailure();
+      // Marks from an earlier run go: the runs are found again.
+      for (Operation &op : func.getBody().front())
+        op.removeAttr(KilnDialect::kCastGroupAttrName);
+      if (check)
+        continue;
+      Builder b(module.getContext());
+      int64_t groups = 0;
+      std::vector<Operation *> run;
+      std::pair<Type, Type> runTypes; // of run.front(), when run is not empty
+      auto close = [&] {
+        if (run.size() >= 2) {
+          for (Operation *op : run)
+            op->setAttr(KilnDialect::kCastGroupAttrName, b.getI64IntegerAttr(groups));
+          ++groups;
+        }
+        run.clear();
+      };
+      for (Operation &op : func.getBody().front()) {
+        auto types = groupable(op, func);
+        if (!types || (!run.empty() && *types != runTypes))
+          close();
+        if (types) {
+          if (run.empty())
+            runTypes = *types;
+          run.push_back(&op);
+        }
+      }
+      close();
+    }
+  }
+};
+
+} // namespace
+} // namespace kiln
