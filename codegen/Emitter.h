@@ -148,7 +148,7 @@ GemmEpilogue epilogueOf(const GemmEpilogueBody &body);
 llvm::Error emitGlobalNorm(Emitter &e, mlir::Operation *op);
 /// Every kiln.adamw_update of a function in one multi-tensor launch.
 llvm::Error emitAdamW(Emitter &e, llvm::ArrayRef<mlir::Operation *> ops);
-/// Casts of function arguments (codegen::argumentCastGroups) as one
+/// Casts of function arguments (a kiln.cast_group, codegen::castGroupsOf) as one
 /// multi-tensor launch.
 llvm::Error emitCastGroup(Emitter &e, llvm::ArrayRef<mlir::Operation *> ops);
 
