@@ -158,6 +158,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"parallel.tp", &c.parallel.tp, 1, 1 << 16},
       {"parallel.zero", &c.parallel.zero, 0, 3},
       {"parallel.sequence_parallel", &c.parallel.sequence_parallel},
+      {"parallel.timeout", &c.parallel.timeout, 1, 1e6},
       {"run.dir", &c.run_dir},
   };
 }

@@ -248,6 +248,9 @@ struct ParallelConfig {
   int64_t zero = 0;
   /// Sequence parallelism with tp (planned).
   bool sequence_parallel = false;
+  /// Seconds a rank process waits for the others — to connect, or inside
+  /// one collective — before the run fails naming the ranks it waited for.
+  double timeout = 600;
 
   int64_t numRanks() const { return dp * tp; }
   /// The mesh as kiln-propagate-sharding's option (`dp=2,tp=1`).

@@ -20,39 +20,59 @@ HostTensor partOf(const HostTensor &x, int64_t dim, int64_t k, int64_t n) {
   return kernels::slice(x, start, limit, strides);
 }
 
+llvm::StringRef nameOf(CollectiveKind kind) {
+  switch (kind) {
+  case CollectiveKind::AllReduce:
+    return "all_reduce";
+  case CollectiveKind::AllGather:
+    return "all_gather";
+  case CollectiveKind::ReduceScatter:
+    return "reduce_scatter";
+  }
+  llvm_unreachable("a collective kind");
+}
+
+llvm::Expected<HostTensor> combine(CollectiveKind kind, llvm::ArrayRef<const HostTensor *> members,
+                                   llvm::ArrayRef<int64_t> ranks, llvm::StringRef axis,
+                                   int64_t dim, int64_t coordinate) {
+  for (size_t k = 1; k < members.size(); ++k)
+    if (members[k]->dtype() != members[0]->dtype() || members[k]->shape() != members[0]->shape())
+      return llvm::createStringError(
+          llvm::inconvertibleErrorCode(),
+          llvm::formatv("{0} over {1}: rank {2} has {3} but rank {4} has {5} (the ranks run "
+                        "different programs)",
+                        nameOf(kind), axis, ranks[0], members[0]->typeString(), ranks[k],
+                        members[k]->typeString()));
+  if (kind == CollectiveKind::AllGather) {
+    std::vector<HostTensor> parts;
+    for (const HostTensor *m : members)
+      parts.push_back(*m);
+    return kernels::concat(parts, dim);
+  }
+  HostTensor sum = members[0]->clone();
+  for (size_t k = 1; k < members.size(); ++k)
+    for (int64_t i = 0, n = sum.numel(); i < n; ++i)
+      sum.set(i, sum.get(i) + members[k]->get(i));
+  sum.roundToDType();
+  if (kind == CollectiveKind::AllReduce)
+    return sum;
+  return partOf(sum, dim, coordinate, static_cast<int64_t>(members.size()));
+}
+
 class ThreadMesh::Rank : public Collectives {
 public:
   Rank(ThreadMesh &mesh, int64_t rank) : mesh_(mesh), rank_(rank) {}
 
   llvm::Expected<HostTensor> allReduce(const HostTensor &x, llvm::StringRef axis) override {
-    std::vector<const HostTensor *> members;
-    if (llvm::Error err = collect(x, axis, "all_reduce", members))
-      return std::move(err);
-    HostTensor sum = members[0]->clone();
-    for (size_t k = 1; k < members.size(); ++k)
-      for (int64_t i = 0, n = sum.numel(); i < n; ++i)
-        sum.set(i, sum.get(i) + members[k]->get(i));
-    sum.roundToDType();
-    return finish(std::move(sum));
+    return collective(CollectiveKind::AllReduce, x, axis, 0);
   }
-
   llvm::Expected<HostTensor> allGather(const HostTensor &x, llvm::StringRef axis,
                                        int64_t dim) override {
-    std::vector<const HostTensor *> members;
-    if (llvm::Error err = collect(x, axis, "all_gather", members))
-      return std::move(err);
-    std::vector<HostTensor> parts;
-    for (const HostTensor *m : members)
-      parts.push_back(*m);
-    return finish(kernels::concat(parts, dim));
+    return collective(CollectiveKind::AllGather, x, axis, dim);
   }
-
   llvm::Expected<HostTensor> reduceScatter(const HostTensor &x, llvm::StringRef axis,
                                            int64_t dim) override {
-    auto sum = allReduce(x, axis);
-    if (!sum)
-      return sum.takeError();
-    return partOf(*sum, dim, coordinate(axis), groupSize(axis));
+    return collective(CollectiveKind::ReduceScatter, x, axis, dim);
   }
 
   int64_t coordinate(llvm::StringRef axis) const override {
@@ -61,29 +81,22 @@ public:
   int64_t groupSize(llvm::StringRef axis) const override { return mesh_.axisSize(axis); }
 
 private:
-  /// Deposits `x` and returns the group's deposits in rank order; they stay
-  /// valid until finish() (the second barrier).
-  llvm::Error collect(const HostTensor &x, llvm::StringRef axis, llvm::StringRef what,
-                      std::vector<const HostTensor *> &members) {
-    if (llvm::Error err = mesh_.exchange(rank_, &x, what))
-      return err;
-    for (int64_t r : mesh_.group(rank_, axis)) {
-      const HostTensor *m = mesh_.deposits_[r];
-      if (m->dtype() != x.dtype() || m->shape() != x.shape())
-        return llvm::createStringError(
-            llvm::inconvertibleErrorCode(),
-            llvm::formatv("{0} over {1}: rank {2} has {3} but rank {4} has {5} (the ranks run "
-                          "different programs)",
-                          what, axis, rank_, x.typeString(), r, m->typeString()));
-      members.push_back(m);
-    }
-    return llvm::Error::success();
-  }
-
-  llvm::Expected<HostTensor> finish(HostTensor result) {
-    // Nobody may leave (and free its deposit) before everyone has read.
-    if (llvm::Error err = mesh_.exchange(rank_, nullptr, "the end of a collective"))
+  /// Deposits `x`, combines the group's deposits, and waits until every
+  /// rank has read them (nobody may free its deposit before).
+  llvm::Expected<HostTensor> collective(CollectiveKind kind, const HostTensor &x,
+                                        llvm::StringRef axis, int64_t dim) {
+    if (llvm::Error err = mesh_.exchange(rank_, &x, nameOf(kind)))
       return std::move(err);
+    std::vector<const HostTensor *> members;
+    std::vector<int64_t> ranks = mesh_.group(rank_, axis);
+    for (int64_t r : ranks)
+      members.push_back(mesh_.deposits_[r]);
+    auto result = combine(kind, members, ranks, axis, dim, coordinate(axis));
+    if (llvm::Error err = mesh_.exchange(rank_, nullptr, "the end of a collective")) {
+      if (!result)
+        llvm::consumeError(result.takeError());
+      return std::move(err);
+    }
     return result;
   }
 
@@ -91,7 +104,7 @@ private:
   int64_t rank_;
 };
 
-ThreadMesh::ThreadMesh(std::vector<std::pair<std::string, int64_t>> axes) : axes_(std::move(axes)) {
+ThreadMesh::ThreadMesh(MeshAxes axes) : axes_(std::move(axes)) {
   for (auto &[name, size] : axes_)
     numRanks_ *= size;
   deposits_.assign(numRanks_, nullptr);
@@ -100,38 +113,13 @@ ThreadMesh::ThreadMesh(std::vector<std::pair<std::string, int64_t>> axes) : axes
 ThreadMesh::~ThreadMesh() = default;
 
 int64_t ThreadMesh::coordinate(int64_t rank, llvm::StringRef axis) const {
-  int64_t stride = numRanks_;
-  for (auto &[name, size] : axes_) {
-    stride /= size;
-    if (name == axis)
-      return rank / stride % size;
-  }
-  return 0;
+  return meshCoordinate(axes_, rank, axis);
 }
 
-int64_t ThreadMesh::axisSize(llvm::StringRef axis) const {
-  for (auto &[name, size] : axes_)
-    if (name == axis)
-      return size;
-  return 1;
-}
+int64_t ThreadMesh::axisSize(llvm::StringRef axis) const { return meshAxisSize(axes_, axis); }
 
 std::vector<int64_t> ThreadMesh::group(int64_t rank, llvm::StringRef axis) const {
-  int64_t stride = numRanks_, size = 1;
-  for (auto &[name, n] : axes_) {
-    stride /= n;
-    if (name == axis) {
-      size = n;
-      break;
-    }
-  }
-  if (size == 1)
-    return {rank};
-  int64_t first = rank - coordinate(rank, axis) * stride;
-  std::vector<int64_t> members;
-  for (int64_t k = 0; k < size; ++k)
-    members.push_back(first + k * stride);
-  return members;
+  return meshGroup(axes_, rank, axis);
 }
 
 bool ThreadMesh::wait(std::unique_lock<std::mutex> &lock) {

@@ -10,6 +10,7 @@
 #ifndef KILN_RUNTIME_CPU_COLLECTIVES_H
 #define KILN_RUNTIME_CPU_COLLECTIVES_H
 
+#include "runtime/MeshLayout.h"
 #include "runtime/cpu/HostTensor.h"
 
 #include "llvm/ADT/StringRef.h"
@@ -46,12 +47,27 @@ public:
 /// Part `k` of `n` equal parts of `x` along `dim`.
 HostTensor partOf(const HostTensor &x, int64_t dim, int64_t k, int64_t n);
 
+/// The collectives, as data (a communicator that moves tensors between
+/// processes sends the kind).
+enum class CollectiveKind : uint8_t { AllReduce, AllGather, ReduceScatter };
+llvm::StringRef nameOf(CollectiveKind kind); ///< "all_reduce", ...
+
+/// What `kind` gives the member at `coordinate` of a group whose
+/// contributions are `members`, in rank order: the sum (added in that order,
+/// so every member gets the same bytes), the concatenation along `dim`, or
+/// the member's part of the sum along `dim`. Fails, naming the collective
+/// and `axis`, when the members' types differ (the ranks run different
+/// programs).
+llvm::Expected<HostTensor> combine(CollectiveKind kind, llvm::ArrayRef<const HostTensor *> members,
+                                   llvm::ArrayRef<int64_t> ranks, llvm::StringRef axis,
+                                   int64_t dim, int64_t coordinate);
+
 /// The ranks of a mesh as threads of this process. Ranks are numbered
 /// row-major over the axes (the last axis varies fastest), as #kiln.mesh
 /// says.
 class ThreadMesh {
 public:
-  explicit ThreadMesh(std::vector<std::pair<std::string, int64_t>> axes);
+  explicit ThreadMesh(MeshAxes axes);
   ~ThreadMesh();
 
   int64_t numRanks() const { return numRanks_; }
@@ -76,7 +92,7 @@ private:
   bool wait(std::unique_lock<std::mutex> &lock);
   std::vector<int64_t> group(int64_t rank, llvm::StringRef axis) const;
 
-  std::vector<std::pair<std::string, int64_t>> axes_;
+  MeshAxes axes_;
   int64_t numRanks_ = 1;
   std::mutex mutex_;
   std::condition_variable cv_;

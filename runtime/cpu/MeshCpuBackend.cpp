@@ -11,56 +11,12 @@
 
 namespace kiln::cpu {
 
-namespace {
-llvm::Error error(const llvm::Twine &message) {
-  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
-}
-
-std::vector<std::string> axesOf(ShardingAttr s) {
-  std::vector<std::string> axes;
-  if (s)
-    for (mlir::StringAttr a : s.getDims())
-      axes.push_back(a.getValue().str());
-  return axes;
-}
-
-bool isSplit(const std::vector<std::string> &axes) {
-  return llvm::any_of(axes, [](const std::string &a) { return !a.empty(); });
-}
-} // namespace
-
 llvm::Error MeshCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
-  auto mesh = module->getAttrOfType<MeshAttr>(KilnDialect::kMeshAttrName);
-  if (!mesh)
-    return error("the CPU mesh backend needs a module partitioned over a mesh (kiln.mesh)");
-  axes_.clear();
-  for (auto [name, size] : llvm::zip_equal(mesh.getNames(), mesh.getSizes()))
-    axes_.push_back({name.getValue().str(), size});
-  mesh_ = std::make_unique<ThreadMesh>(axes_);
-  for (auto func : module.getOps<mlir::func::FuncOp>()) {
-    Layouts l;
-    l.partitioned = func->hasAttr(KilnDialect::kPartitionedAttrName);
-    for (unsigned i = 0; i < func.getNumResults(); ++i)
-      l.updatesState |= func.getResultAttr(i, KilnDialect::kAliasesAttrName) != nullptr;
-    for (unsigned i = 0; i < func.getNumArguments(); ++i)
-      if (auto name = func.getArgAttrOfType<mlir::StringAttr>(i, KilnDialect::kInputAttrName))
-        l.inputs[name.getValue().str()] =
-            axesOf(func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName));
-    for (unsigned i = 0; i < func.getNumResults(); ++i)
-      if (auto name = func.getResultAttrOfType<mlir::StringAttr>(i, KilnDialect::kOutputAttrName))
-        l.outputs[name.getValue().str()] =
-            axesOf(func.getResultAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName));
-    // Split parameters and states (ZeRO): their global layout.
-    for (unsigned i = 0; i < func.getNumArguments(); ++i) {
-      auto name = func.getArgAttrOfType<mlir::StringAttr>(i, KilnDialect::kParamAttrName);
-      if (!name)
-        name = func.getArgAttrOfType<mlir::StringAttr>(i, KilnDialect::kStateAttrName);
-      auto axes = axesOf(func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName));
-      if (name && isSplit(axes))
-        stateAxes_[name.getValue().str()] = axes;
-    }
-    layouts_[func.getSymName().str()] = std::move(l);
-  }
+  auto layout = MeshLayout::of(module);
+  if (!layout)
+    return layout.takeError();
+  layout_ = std::move(*layout);
+  mesh_ = std::make_unique<ThreadMesh>(layout_->axes());
   ranks_.clear();
   for (int64_t r = 0; r < mesh_->numRanks(); ++r) {
     ranks_.push_back(std::make_unique<CpuBackend>());
@@ -69,13 +25,8 @@ llvm::Error MeshCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
   }
   // The state is initialized whole, as on one device, and each rank keeps
   // its part: a run's numbers do not depend on the mesh.
-  specs_ = std::vector<StateSpec>(ranks_[0]->stateSpecs());
-  for (StateSpec &spec : specs_)
-    if (auto it = stateAxes_.find(spec.name); it != stateAxes_.end())
-      for (size_t d = 0; d < spec.shape.size(); ++d)
-        if (!it->second[d].empty())
-          spec.shape[d] *= mesh_->axisSize(it->second[d]);
-  if (stateAxes_.empty())
+  specs_ = layout_->globalSpecs(ranks_[0]->stateSpecs());
+  if (!layout_->hasSplitState())
     return llvm::Error::success();
   auto values = initParams(specs_, seed);
   if (!values)
@@ -84,7 +35,6 @@ llvm::Error MeshCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
   for (auto [spec, value] : llvm::zip_equal(specs_, *values))
     whole.push_back({spec.name, std::move(value)});
   return setState(whole);
-  return llvm::Error::success();
 }
 
 llvm::Expected<int64_t> MeshCpuBackend::memoryNeeded(mlir::ModuleOp module) {
@@ -97,7 +47,7 @@ llvm::Expected<int64_t> MeshCpuBackend::memoryNeeded(mlir::ModuleOp module) {
 }
 
 llvm::Expected<NamedTensors> MeshCpuBackend::gather(NamedTensors local0) {
-  if (stateAxes_.empty())
+  if (!layout_->hasSplitState())
     return local0;
   bool params = !local0.empty() && llvm::any_of(specs_, [&](const StateSpec &spec) {
     return spec.name == local0.front().first && spec.isParam;
@@ -112,62 +62,25 @@ llvm::Expected<NamedTensors> MeshCpuBackend::gather(NamedTensors local0) {
     locals[r] = std::move(*state);
   }
   for (auto [i, named] : llvm::enumerate(local0)) {
-    auto it = stateAxes_.find(named.first);
-    if (it == stateAxes_.end())
+    const DimAxes *axes = layout_->stateAxes(named.first);
+    if (!axes)
       continue;
-    const std::vector<std::string> &axes = it->second;
-    const HostTensor &part = named.second;
-    std::vector<int64_t> shape = part.shape();
-    for (size_t d = 0; d < shape.size(); ++d)
-      if (!axes[d].empty())
-        shape[d] *= mesh_->axisSize(axes[d]);
-    HostTensor whole(part.dtype(), shape);
+    HostTensor whole(named.second.dtype(), layout_->globalShape(named.second.shape(), *axes));
     // Each rank's part goes where its coordinates say (ranks holding the
     // same part write the same values).
-    for (size_t r = 0; r < ranks_.size(); ++r) {
-      const HostTensor &mine = locals[r][i].second;
-      std::vector<int64_t> offset(shape.size(), 0);
-      for (size_t d = 0; d < shape.size(); ++d)
-        if (!axes[d].empty())
-          offset[d] = mesh_->coordinate(static_cast<int64_t>(r), axes[d]) * mine.shape()[d];
-      std::vector<int64_t> index(shape.size(), 0);
-      for (int64_t e = 0, n = mine.numel(); e < n; ++e) {
-        int64_t flat = 0;
-        for (size_t d = 0; d < shape.size(); ++d)
-          flat = flat * shape[d] + offset[d] + index[d];
-        whole.set(flat, mine.get(e));
-        for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) {
-          if (++index[d] < mine.shape()[d])
-            break;
-          index[d] = 0;
-        }
-      }
-    }
+    for (size_t r = 0; r < ranks_.size(); ++r)
+      layout_->place(whole, locals[r][i].second, *axes, static_cast<int64_t>(r));
     named.second = std::move(whole);
   }
   return local0;
 }
 
-HostTensor MeshCpuBackend::partOf(const HostTensor &t, const std::vector<std::string> &axes,
-                                  int64_t rank) const {
-  std::vector<int64_t> start(t.shape().size(), 0), limit = t.shape(),
-                       strides(t.shape().size(), 1);
-  for (size_t d = 0; d < axes.size() && d < limit.size(); ++d) {
-    if (axes[d].empty())
-      continue;
-    int64_t part = t.shape()[d] / mesh_->axisSize(axes[d]);
-    start[d] = mesh_->coordinate(rank, axes[d]) * part;
-    limit[d] = start[d] + part;
-  }
-  return kernels::slice(t, start, limit, strides);
-}
-
 llvm::Expected<TensorMap> MeshCpuBackend::run(llvm::StringRef fn, const TensorMap &inputs) {
-  auto it = layouts_.find(fn.str());
-  if (it == layouts_.end())
-    return error("the compiled module has no function @" + fn);
-  const Layouts &l = it->second;
-  if (!l.partitioned) {
+  const MeshLayout::Function *l = layout_->function(fn);
+  if (!l)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "the compiled module has no function @" + fn);
+  if (!l->partitioned) {
     // Not partitioned (evaluation, sampling): every rank holds the same
     // replicated state, so rank 0 alone computes it — unless the function
     // updates state, which every rank must then do.
@@ -178,7 +91,7 @@ llvm::Expected<TensorMap> MeshCpuBackend::run(llvm::StringRef fn, const TensorMa
         return r.takeError();
       if (rank == ranks_[0])
         out = std::move(*r);
-      if (!l.updatesState)
+      if (!l->updatesState)
         break;
     }
     return out;
@@ -187,9 +100,9 @@ llvm::Expected<TensorMap> MeshCpuBackend::run(llvm::StringRef fn, const TensorMa
   llvm::Error err = mesh_->run([&](int64_t rank, Collectives &collectives) -> llvm::Error {
     TensorMap mine;
     for (const auto &[name, t] : inputs) {
-      auto layout = l.inputs.find(name);
-      mine[name] = layout != l.inputs.end() && isSplit(layout->second)
-                       ? partOf(t, layout->second, rank)
+      auto layout = l->inputs.find(name);
+      mine[name] = layout != l->inputs.end() && isSplit(layout->second)
+                       ? layout_->partOf(t, layout->second, rank)
                        : t;
     }
     ranks_[rank]->setCollectives(&collectives);
@@ -202,10 +115,12 @@ llvm::Expected<TensorMap> MeshCpuBackend::run(llvm::StringRef fn, const TensorMa
   });
   if (err)
     return std::move(err);
-  for (const auto &[name, axes] : l.outputs)
+  for (const auto &[name, axes] : l->outputs)
     if (isSplit(axes))
-      return error("@" + fn + ": output '" + name + "' is split over the mesh; gathering split "
-                   "outputs is planned");
+      return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                     "@" + fn + ": output '" + name +
+                                         "' is split over the mesh; gathering split outputs is "
+                                         "planned");
   return std::move(outputs[0]);
 }
 
@@ -213,8 +128,8 @@ llvm::Error MeshCpuBackend::setState(const NamedTensors &tensors) {
   for (int64_t r = 0; r < static_cast<int64_t>(ranks_.size()); ++r) {
     NamedTensors mine;
     for (const auto &[name, t] : tensors) {
-      auto it = stateAxes_.find(name);
-      if (it == stateAxes_.end()) {
+      const DimAxes *axes = layout_->stateAxes(name);
+      if (!axes) {
         mine.push_back({name, t});
         continue;
       }
@@ -224,7 +139,7 @@ llvm::Error MeshCpuBackend::setState(const NamedTensors &tensors) {
                                          "'" + name + "' is " + t.typeString() +
                                              " in the checkpoint but has another shape in this "
                                              "model");
-      mine.push_back({name, partOf(t, it->second, r)});
+      mine.push_back({name, layout_->partOf(t, *axes, r)});
     }
     if (llvm::Error err = ranks_[r]->setState(mine))
       return err;
@@ -233,12 +148,9 @@ llvm::Error MeshCpuBackend::setState(const NamedTensors &tensors) {
 }
 
 std::string MeshCpuBackend::describe() const {
-  std::string mesh;
-  for (auto &[name, size] : axes_)
-    mesh += (mesh.empty() ? "" : ", ") + name + " = " + std::to_string(size);
   return llvm::formatv("cpu: {0} ranks as threads of this process (mesh {1}), collectives "
                        "through shared memory",
-                       ranks_.size(), mesh)
+                       ranks_.size(), describeMesh(layout_->axes()))
       .str();
 }
 

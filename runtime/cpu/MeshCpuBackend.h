@@ -13,6 +13,7 @@
 #ifndef KILN_RUNTIME_CPU_MESHCPUBACKEND_H
 #define KILN_RUNTIME_CPU_MESHCPUBACKEND_H
 
+#include "runtime/MeshLayout.h"
 #include "runtime/cpu/Collectives.h"
 #include "runtime/cpu/CpuBackend.h"
 
@@ -41,25 +42,12 @@ public:
   std::string describe() const override;
 
 private:
-  /// Per function: the axes splitting each input and each output (by
-  /// name; empty: whole), and whether it was partitioned.
-  struct Layouts {
-    std::map<std::string, std::vector<std::string>> inputs, outputs;
-    bool partitioned = false;
-    /// Some result replaces a parameter or state in place.
-    bool updatesState = false;
-  };
   /// `local0` (rank 0's tensors) with each split one replaced by the whole.
   llvm::Expected<NamedTensors> gather(NamedTensors local0);
-  /// Rank `rank`'s part of the global tensor `t` split as `axes`.
-  HostTensor partOf(const HostTensor &t, const std::vector<std::string> &axes, int64_t rank) const;
 
-  std::vector<std::pair<std::string, int64_t>> axes_;
+  std::optional<MeshLayout> layout_;
   std::unique_ptr<ThreadMesh> mesh_;
   std::vector<std::unique_ptr<CpuBackend>> ranks_;
-  std::map<std::string, Layouts> layouts_;
-  /// Parameters and states split over the mesh: the axis of each dimension.
-  std::map<std::string, std::vector<std::string>> stateAxes_;
 };
 
 } // namespace kiln::cpu

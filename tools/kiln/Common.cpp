@@ -27,6 +27,13 @@ static cl::list<std::string> plugins(
 ArrayRef<std::string> setOverrides() { return sets; }
 ArrayRef<std::string> pluginPaths() { return plugins; }
 
+static std::vector<std::string> &arguments() {
+  static std::vector<std::string> args;
+  return args;
+}
+ArrayRef<std::string> commandLine() { return arguments(); }
+void setCommandLine(int argc, char **argv) { arguments().assign(argv, argv + argc); }
+
 Expected<RunConfig> loadConfig(StringRef path, ArrayRef<std::string> overrides) {
   if (path.empty())
     return createStringError(inconvertibleErrorCode(), "no config file given");

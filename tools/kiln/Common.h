@@ -24,6 +24,11 @@ llvm::ArrayRef<std::string> setOverrides();
 /// the command runs).
 llvm::ArrayRef<std::string> pluginPaths();
 
+/// The command line kiln was started with, program first (Main.cpp sets
+/// it; `kiln train --ranks N` starts its ranks with it).
+llvm::ArrayRef<std::string> commandLine();
+void setCommandLine(int argc, char **argv);
+
 /// Formats a count with thousands separators: 124,439,808.
 std::string withCommas(int64_t n);
 

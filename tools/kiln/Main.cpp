@@ -101,6 +101,7 @@ int notYetImplemented(StringRef command, StringRef milestone) {
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
   using namespace kiln::cli;
+  setCommandLine(argc, argv);
   // Hide the options that LLVM's and MLIR's libraries register globally, so
   // `kiln --help` shows kiln's own.
   cl::HideUnrelatedOptions(kilnCategory());

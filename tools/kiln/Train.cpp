@@ -6,6 +6,7 @@
 
 #include "runtime/Checkpoint.h"
 #include "tools/support/HuggingFace.h"
+#include "tools/support/Launch.h"
 #include "tools/support/Training.h"
 
 #include "llvm/Support/Process.h"
@@ -33,6 +34,12 @@ static cl::opt<bool> newRunDir("new-run-dir",
                                cl::desc("When run.dir is not empty, write to the first free "
                                         "<run.dir>-N instead of refusing"),
                                cl::sub(trainCommand()), cl::cat(kilnCategory()));
+
+static cl::opt<int> ranks("ranks",
+                          cl::desc("Run the mesh (parallel.dp x parallel.tp ranks) as N processes "
+                                   "on this host, one rank each, instead of threads of one"),
+                          cl::value_desc("N"), cl::init(0), cl::sub(trainCommand()),
+                          cl::cat(kilnCategory()));
 
 static std::atomic<int> interrupted{0};
 
@@ -76,6 +83,53 @@ int runTrain() {
   if (Error err = config->validate(configPath.empty() ? "the config" : configPath.getValue()))
     return fail("train", toString(std::move(err)));
 
+  // A mesh run as processes: this one starts them (--ranks N), or it is one
+  // of them (its launcher's variables say which).
+  auto where = tooling::rankEnvironment();
+  if (!where)
+    return fail("train", toString(where.takeError()));
+  const int64_t meshRanks = config->parallel.numRanks();
+  auto checkRanks = [&](int64_t n, const std::string &who) -> std::optional<std::string> {
+    if (n != meshRanks)
+      return who + " " + std::to_string(n) + " processes but the mesh has " +
+             std::to_string(meshRanks) + " rank" + (meshRanks == 1 ? "" : "s") +
+             " (parallel.dp x parallel.tp = " + std::to_string(config->parallel.dp) + " x " +
+             std::to_string(config->parallel.tp) + "); set them with --set parallel.dp=N";
+    if (config->train.device == "cuda")
+      return "train.device = \"cuda\" with " + std::to_string(n) +
+             " rank processes: the multi-GPU runtime (NCCL) is planned; rank processes run on "
+             "the CPU today (train.device = \"cpu\" or \"auto\")";
+    return std::nullopt;
+  };
+  if (ranks.getNumOccurrences() && where->size == 1) {
+    if (ranks < 1)
+      return fail("train", "--ranks " + std::to_string(ranks) + ": give at least 1");
+    if (auto problem = checkRanks(ranks, "--ranks asks for"))
+      return fail("train", *problem);
+    if (ranks > 1) {
+      auto code = tooling::launchLocalRanks(ranks, commandLine(), errs());
+      if (!code)
+        return fail("train", toString(code.takeError()));
+      return *code;
+    }
+  }
+  std::unique_ptr<dist::SocketGroup> group;
+  if (where->size > 1) {
+    std::string rank = "rank " + std::to_string(where->rank) + ": ";
+    if (auto problem = checkRanks(where->size, where->launcher + " started"))
+      return fail("train", rank + *problem);
+    dist::GroupOptions groupOptions;
+    groupOptions.rank = where->rank;
+    groupOptions.size = where->size;
+    groupOptions.host = where->host;
+    groupOptions.port = where->port;
+    groupOptions.timeoutSeconds = config->parallel.timeout;
+    auto connected = dist::SocketGroup::connect(groupOptions);
+    if (!connected)
+      return fail("train", rank + toString(connected.takeError()));
+    group = std::move(*connected);
+  }
+
   struct sigaction action = {};
   action.sa_handler = onSignal;
   sigemptyset(&action.sa_mask);
@@ -89,9 +143,16 @@ int runTrain() {
   options.newRunDir = newRunDir;
   options.interrupted = &interrupted;
   options.interactive = sys::Process::StandardOutIsDisplayed();
-  auto code = tooling::train(*config, options, outs());
+  options.group = group.get();
+  // Rank 0 speaks for the run; the other ranks only report their errors.
+  raw_ostream &out = !group || group->rank() == 0 ? outs() : nulls();
+  auto code = tooling::train(*config, options, out);
   if (!code) {
     std::string message = toString(code.takeError());
+    if (group) {
+      group->abort(message);
+      message = "rank " + std::to_string(group->rank()) + ": " + message;
+    }
     if (StringRef(message).contains("no file matches"))
       message += "\n  (tokenize a corpus first, e.g. `bash scripts/quickstart.sh` for the default "
                  "run, or `kiln tokenize --out DIR FILES...`)";

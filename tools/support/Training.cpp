@@ -10,6 +10,7 @@
 #include "support/Files.h"
 #include "runtime/cpu/CpuBackend.h"
 #include "runtime/cpu/MeshCpuBackend.h"
+#include "runtime/dist/RankBackend.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/CudaBackend.h"
 #include "runtime/cuda/DevicePeak.h"
@@ -248,13 +249,17 @@ llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ost
 }
 
 llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
-                                                     llvm::raw_ostream *progress, int64_t ranks) {
+                                                     llvm::raw_ostream *progress, int64_t ranks,
+                                                     dist::SocketGroup *group) {
   if (ranks > 1) {
-    // A partitioned step runs on CPU threads; NCCL on the GPU is planned.
+    // A partitioned step runs on the CPU, its ranks threads or processes;
+    // NCCL on the GPU is planned.
     if (device == "cuda")
       return error("train.device = \"cuda\" with " + llvm::Twine(ranks) +
                    " ranks (parallel.dp): the multi-GPU runtime (NCCL) is planned; a mesh runs "
                    "on the CPU today (train.device = \"cpu\" or \"auto\")");
+    if (group)
+      return std::make_unique<dist::RankBackend>(*group);
     return std::make_unique<cpu::MeshCpuBackend>();
   }
   if (device == "cpu")
@@ -336,6 +341,10 @@ private:
   void printHeader(double compileSeconds);
   llvm::Expected<StepResult> step(double lr);
   llvm::Error logStep(const StepResult &r, double lr, double stepSeconds);
+  /// Appends `entry` to metrics.jsonl (rank 0's; other ranks write nothing).
+  llvm::Error record(llvm::json::Object entry) {
+    return writer() ? log_.write(std::move(entry)) : llvm::Error::success();
+  }
   llvm::Error evaluate();
   /// DPO: the reference model's log-probabilities of every row, from the
   /// starting weights — computed, or read back on resume.
@@ -352,7 +361,19 @@ private:
   /// Stops the run after `err` (a failed log write): one last checkpoint
   /// attempt, then an error that says what was and was not saved.
   llvm::Error stopWithCheckpoint(llvm::Error err);
-  bool interrupted() const { return options_.interrupted && options_.interrupted->load() != 0; }
+  /// Whether a signal asked the run to stop. With several ranks, what they
+  /// agreed after the last step (agreeToStop): they stop at the same step
+  /// and leave an evaluation at the same batch.
+  bool interrupted() const {
+    if (options_.group)
+      return stopAgreed_;
+    return signalled();
+  }
+  bool signalled() const { return options_.interrupted && options_.interrupted->load() != 0; }
+  /// Whether a signal reached any rank (a collective, every step).
+  llvm::Expected<bool> agreeToStop();
+  /// This process writes the run directory (the only rank, or rank 0).
+  bool writer() const { return !options_.group || options_.group->rank() == 0; }
   std::string batchAdvice(const OutOfMemoryError &oom);
 
   RunConfig config_;
@@ -371,6 +392,7 @@ private:
   MetricsLog log_;
   std::string checkpointDir_;
   double lastVal_ = NAN;
+  bool stopAgreed_ = false;
   std::vector<float> refTrain_, refVal_;
   Clock::time_point runStart_;
   int64_t firstStep_ = 0, skippedSteps_ = 0;
@@ -571,6 +593,10 @@ llvm::Error TrainingRun::restore() {
 }
 
 llvm::Error TrainingRun::openRunDir() {
+  if (!writer()) { // rank 0 writes the run directory
+    state_.config = config_.toToml();
+    return llvm::Error::success();
+  }
   auto dir = chooseRunDir(config_, options_);
   if (!dir)
     return dir.takeError();
@@ -645,7 +671,8 @@ void TrainingRun::printHeader(double compileSeconds) {
 llvm::Error TrainingRun::open() {
   // 1. Where it runs (a missing GPU is reported before anything else), the
   // tokenizer and the data.
-  auto backend = makeBackend(config_.train.device, &out_, config_.parallel.numRanks());
+  auto backend =
+      makeBackend(config_.train.device, &out_, config_.parallel.numRanks(), options_.group);
   if (!backend)
     return backend.takeError();
   backend_ = std::move(*backend);
@@ -664,7 +691,7 @@ llvm::Error TrainingRun::open() {
     return err;
   if (llvm::Error err = openRunDir())
     return err;
-  if (dpo() && !options_.resume) { // computed by referenceLogProbs(): keep them
+  if (dpo() && !options_.resume && writer()) { // computed by referenceLogProbs(): keep them
     auto vector = [](const std::vector<float> &v) {
       cpu::HostTensor t(cpu::DType::F32, {static_cast<int64_t>(v.size())});
       for (size_t i = 0; i < v.size(); ++i)
@@ -824,6 +851,16 @@ llvm::Error TrainingRun::referenceLogProbs() {
   return llvm::Error::success();
 }
 
+llvm::Expected<bool> TrainingRun::agreeToStop() {
+  if (!options_.group)
+    return signalled();
+  auto any = options_.group->any(signalled());
+  if (!any)
+    return any.takeError();
+  stopAgreed_ = *any;
+  return stopAgreed_;
+}
+
 llvm::Error TrainingRun::logStep(const StepResult &r, double lr, double stepSeconds) {
   double elapsed = std::chrono::duration<double>(Clock::now() - runStart_).count();
   double tokPerSec = static_cast<double>(B_ * T_ * K_) / std::max(stepSeconds, 1e-9);
@@ -858,7 +895,7 @@ llvm::Error TrainingRun::logStep(const StepResult &r, double lr, double stepSeco
                             {"elapsed_s", elapsed}};
   for (const auto &[name, value] : r.metrics)
     record[name] = value;
-  return log_.write(std::move(record));
+  return this->record(std::move(record));
 }
 
 llvm::Error TrainingRun::evaluate() {
@@ -899,7 +936,7 @@ llvm::Error TrainingRun::evaluate() {
   llvm::json::Object record{{"step", state_.step}, {"val_loss", lastVal_}};
   for (const auto &[name, value] : metrics)
     record["val_" + name] = value / n;
-  if (llvm::Error err = log_.write(std::move(record)))
+  if (llvm::Error err = this->record(std::move(record)))
     return err;
   if (config_.eval.sample_tokens == 0)
     return llvm::Error::success();
@@ -910,7 +947,7 @@ llvm::Error TrainingRun::evaluate() {
     return text.takeError();
   out_ << "  sample: " << oneLine(config_.eval.prompt + *text) << "\n";
   out_.flush();
-  return log_.write(
+  return this->record(
       llvm::json::Object{{"step", state_.step}, {"sample", config_.eval.prompt + *text}});
 }
 
@@ -927,6 +964,8 @@ llvm::Expected<std::string> TrainingRun::save() {
   c.state = state_;
   c.state.data = trainBatches_->position();
   c.state.rng = rng_.state();
+  if (!writer())
+    return std::string();
   return saveCheckpoint(checkpointDir_, c, static_cast<int>(config_.checkpoint.keep));
 }
 
@@ -969,6 +1008,8 @@ llvm::Expected<int> TrainingRun::loop() {
     }
     if (llvm::Error err = logStep(*r, lr, stepSeconds))
       return stopWithCheckpoint(std::move(err));
+    if (auto agreed = agreeToStop(); !agreed)
+      return agreed.takeError();
 
     bool last = state_.step == steps_;
     if (((config_.eval.every > 0 && state_.step % config_.eval.every == 0) || last) &&
@@ -999,6 +1040,8 @@ llvm::Expected<int> TrainingRun::loop() {
 }
 
 llvm::Error TrainingRun::finish() {
+  if (!writer())
+    return llvm::Error::success();
   std::string plotPath = join(config_.run_dir, "loss.svg");
   if (llvm::Error err = writeLossPlot(plotPath, readCurve(log_.path(), "loss"),
                                       readCurve(log_.path(), "val_loss"),

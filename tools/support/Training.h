@@ -16,6 +16,7 @@
 #include "runtime/Checkpoint.h"
 #include "runtime/cuda/CudaBackend.h"
 #include "runtime/data/Tokenizer.h"
+#include "runtime/dist/SocketGroup.h"
 #include "runtime/train/Sampler.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -62,11 +63,13 @@ llvm::Expected<std::string> generate(Backend &backend, const Tokenizer &tokenize
 /// The backend `device` names ("cpu", "cuda", or "auto": the GPU when there
 /// is one), empty; "cuda" without a GPU fails with the reason. `progress`
 /// gets a line about slow loading work (NVRTC). With `ranks` > 1 (a mesh):
-/// the CPU mesh backend, one thread per rank ("cuda" is refused: NCCL is
-/// planned).
+/// the CPU mesh backend, one thread per rank — or, with `group` (this
+/// process is one rank of several), this rank's part ("cuda" is refused:
+/// NCCL is planned).
 llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
                                                      llvm::raw_ostream *progress,
-                                                     int64_t ranks = 1);
+                                                     int64_t ranks = 1,
+                                                     dist::SocketGroup *group = nullptr);
 
 /// The CUDA backend for the first device, generating code for its
 /// architecture; "no CUDA device" when there is none.
@@ -86,6 +89,11 @@ struct TrainOptions {
   const std::atomic<int> *interrupted = nullptr;
   /// Print progress in place (a terminal) rather than as lines.
   bool interactive = false;
+  /// When this process is one rank of several (kiln train --ranks, mpirun,
+  /// srun, torchrun): their group. Every rank runs the same loop; rank 0
+  /// alone writes the run directory, and the ranks agree after each step
+  /// whether a signal stops them.
+  dist::SocketGroup *group = nullptr;
 };
 
 /// The run directory a run writes to: `config.run_dir` when it is empty or

@@ -1,0 +1,115 @@
+//===- RankBackend.cpp - this process as one rank of a mesh ----------------===//
+
+#include "runtime/dist/RankBackend.h"
+#include "runtime/ParamInit.h"
+
+#include "llvm/Support/FormatVariadic.h"
+
+namespace kiln::dist {
+
+namespace {
+llvm::Error error(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+} // namespace
+
+llvm::Error RankBackend::load(mlir::ModuleOp module, uint64_t seed) {
+  auto layout = MeshLayout::of(module);
+  if (!layout)
+    return layout.takeError();
+  if (layout->numRanks() != group_.size())
+    return error(llvm::formatv("the mesh ({0}) has {1} ranks but {2} processes run it",
+                               describeMesh(layout->axes()), layout->numRanks(), group_.size()));
+  layout_ = std::move(*layout);
+  group_.setMesh(layout_->axes());
+  if (llvm::Error err = local_.load(module, seed))
+    return err;
+  local_.setCollectives(&group_);
+  // The state is initialized whole, as on one device, and each rank keeps
+  // its part: a run's numbers do not depend on the mesh or on whether its
+  // ranks are threads or processes.
+  specs_ = layout_->globalSpecs(local_.stateSpecs());
+  if (!layout_->hasSplitState())
+    return llvm::Error::success();
+  auto values = initParams(specs_, seed);
+  if (!values)
+    return values.takeError();
+  NamedTensors whole;
+  for (auto [spec, value] : llvm::zip_equal(specs_, *values))
+    whole.push_back({spec.name, std::move(value)});
+  return setState(whole);
+}
+
+llvm::Expected<TensorMap> RankBackend::run(llvm::StringRef fn, const TensorMap &inputs) {
+  const MeshLayout::Function *l = layout_->function(fn);
+  if (!l)
+    return error("the compiled module has no function @" + fn);
+  // Not partitioned (evaluation, sampling): every rank computes the same
+  // values from the same replicated state.
+  if (!l->partitioned)
+    return local_.run(fn, inputs);
+  TensorMap mine;
+  for (const auto &[name, t] : inputs) {
+    auto layout = l->inputs.find(name);
+    mine[name] = layout != l->inputs.end() && isSplit(layout->second)
+                     ? layout_->partOf(t, layout->second, group_.rank())
+                     : t;
+  }
+  for (const auto &[name, axes] : l->outputs)
+    if (isSplit(axes))
+      return error("@" + fn + ": output '" + name +
+                   "' is split over the mesh; gathering split outputs is planned");
+  return local_.run(fn, mine);
+}
+
+llvm::Expected<NamedTensors> RankBackend::gather(llvm::Expected<NamedTensors> local) {
+  if (!local || !layout_->hasSplitState())
+    return local;
+  for (auto &[name, t] : *local) {
+    const DimAxes *axes = layout_->stateAxes(name);
+    if (!axes)
+      continue;
+    // One all_gather per split dimension, in the same order on every rank.
+    for (size_t d = 0; d < axes->size(); ++d) {
+      if ((*axes)[d].empty())
+        continue;
+      auto whole = group_.allGather(t, (*axes)[d], static_cast<int64_t>(d));
+      if (!whole)
+        return error("gathering '" + name + "': " + llvm::toString(whole.takeError()));
+      t = std::move(*whole);
+    }
+  }
+  return local;
+}
+
+llvm::Expected<NamedTensors> RankBackend::params() { return gather(local_.params()); }
+
+llvm::Expected<NamedTensors> RankBackend::optimizerStates() {
+  return gather(local_.optimizerStates());
+}
+
+llvm::Error RankBackend::setState(const NamedTensors &tensors) {
+  NamedTensors mine;
+  for (const auto &[name, t] : tensors) {
+    const DimAxes *axes = layout_->stateAxes(name);
+    if (!axes) {
+      mine.push_back({name, t});
+      continue;
+    }
+    for (const StateSpec &spec : specs_)
+      if (spec.name == name && spec.shape != t.shape())
+        return error("'" + name + "' is " + t.typeString() +
+                     " in the checkpoint but has another shape in this model");
+    mine.push_back({name, layout_->partOf(t, *axes, group_.rank())});
+  }
+  return local_.setState(mine);
+}
+
+std::string RankBackend::describe() const {
+  return llvm::formatv("cpu: rank {0} of {1} processes (mesh {2}), collectives over TCP through "
+                       "rank 0",
+                       group_.rank(), group_.size(), describeMesh(layout_->axes()))
+      .str();
+}
+
+} // namespace kiln::dist

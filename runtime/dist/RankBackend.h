@@ -1,0 +1,55 @@
+//===- RankBackend.h - this process as one rank of a mesh ------------------===//
+//
+// The Backend of one rank process of a partitioned module (kiln-partition):
+// its own rank's functions run on a local backend (the CPU interpreter,
+// whose kiln.all_reduce/all_gather go through the group), and the training
+// loop above it sees global tensors, as with MeshCpuBackend: it gives every
+// rank the whole batch and each keeps its part (the rows of its data-parallel
+// coordinate); outputs are replicated; parameters and states come back whole
+// (split ones gathered through the group, so every rank must ask for them
+// together, at the same step).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_DIST_RANKBACKEND_H
+#define KILN_RUNTIME_DIST_RANKBACKEND_H
+
+#include "runtime/Backend.h"
+#include "runtime/MeshLayout.h"
+#include "runtime/cpu/CpuBackend.h"
+#include "runtime/dist/SocketGroup.h"
+
+#include <memory>
+#include <optional>
+
+namespace kiln::dist {
+
+class RankBackend final : public Backend {
+public:
+  /// Rank `group.rank()`'s part on the CPU interpreter; `group` outlives it.
+  explicit RankBackend(SocketGroup &group) : group_(group) {}
+
+  llvm::StringRef name() const override { return "cpu"; }
+  llvm::Error load(mlir::ModuleOp module, uint64_t seed) override;
+  llvm::Expected<int64_t> memoryNeeded(mlir::ModuleOp module) override {
+    return local_.memoryNeeded(module);
+  }
+  llvm::Expected<TensorMap> run(llvm::StringRef fn, const TensorMap &inputs) override;
+  bool hasFunction(llvm::StringRef fn) const override { return local_.hasFunction(fn); }
+  llvm::Expected<NamedTensors> params() override;
+  llvm::Expected<NamedTensors> optimizerStates() override;
+  llvm::Error setState(const NamedTensors &tensors) override;
+  std::string describe() const override;
+
+private:
+  /// `local` with each split tensor gathered whole from the ranks.
+  llvm::Expected<NamedTensors> gather(llvm::Expected<NamedTensors> local);
+
+  SocketGroup &group_;
+  cpu::CpuBackend local_;
+  std::optional<MeshLayout> layout_;
+};
+
+} // namespace kiln::dist
+
+#endif // KILN_RUNTIME_DIST_RANKBACKEND_H

@@ -1,0 +1,285 @@
+//===- SocketGroupTest.cpp - rank processes' communicator over TCP ---------===//
+//
+// The ranks are threads here, each with its own SocketGroup and its own TCP
+// connection, so the wire protocol, rank 0's combining and every failure
+// path run as between processes. The results must equal ThreadMesh's bit
+// for bit (both add in rank order) and a sum computed here in f64.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/cpu/Collectives.h"
+#include "runtime/dist/SocketGroup.h"
+
+#include "gtest/gtest.h"
+
+#include <functional>
+#include <thread>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+using namespace kiln;
+using cpu::DType;
+using cpu::HostTensor;
+
+namespace {
+
+int freePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof addr;
+  ::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &length);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+/// Runs `body(rank, group)` on `size` threads, each connected as one rank;
+/// returns each rank's error message ("" for success).
+std::vector<std::string> runRanks(int64_t size, double timeout, const MeshAxes &mesh,
+                                  const std::function<llvm::Error(int64_t, dist::SocketGroup &)> &body) {
+  int port = freePort();
+  std::vector<std::string> errors(size);
+  std::vector<std::thread> threads;
+  for (int64_t r = 0; r < size; ++r)
+    threads.emplace_back([&, r] {
+      dist::GroupOptions options{r, size, "127.0.0.1", port, timeout};
+      auto group = dist::SocketGroup::connect(options);
+      if (!group) {
+        errors[r] = llvm::toString(group.takeError());
+        return;
+      }
+      (*group)->setMesh(mesh);
+      if (llvm::Error err = body(r, **group))
+        errors[r] = llvm::toString(std::move(err));
+    });
+  for (std::thread &t : threads)
+    t.join();
+  return errors;
+}
+
+/// A deterministic tensor different on every rank, with values whose f32
+/// sums round (so the order of addition shows).
+HostTensor input(int64_t rank, DType dtype = DType::F32) {
+  HostTensor t(dtype, {4, 6});
+  for (int64_t i = 0; i < t.numel(); ++i)
+    t.set(i, 1.0 / (3.0 + static_cast<double>(i)) + 0.1 * static_cast<double>(rank) * 1.0001);
+  t.roundToDType();
+  return t;
+}
+
+bool sameBits(const HostTensor &a, const HostTensor &b) {
+  if (a.dtype() != b.dtype() || a.shape() != b.shape())
+    return false;
+  for (int64_t i = 0; i < a.numel(); ++i)
+    if (a.get(i) != b.get(i))
+      return false;
+  return true;
+}
+
+const MeshAxes kMesh = {{"dp", 2}, {"tp", 2}};
+
+} // namespace
+
+// all_reduce, all_gather and reduce_scatter over each axis of a 2 x 2 mesh:
+// equal to ThreadMesh's results bit for bit, and to an f64 sum within f32
+// rounding (4e-7 relative, two additions).
+TEST(SocketGroup, CollectivesEqualThreadMesh) {
+  using Kind = cpu::CollectiveKind;
+  struct Op {
+    Kind kind;
+    const char *axis;
+    int64_t dim;
+  };
+  const Op ops[] = {{Kind::AllReduce, "dp", 0},     {Kind::AllReduce, "tp", 0},
+                    {Kind::AllGather, "tp", 1},     {Kind::AllGather, "dp", 0},
+                    {Kind::ReduceScatter, "dp", 0}, {Kind::ReduceScatter, "tp", 1}};
+  auto call = [](cpu::Collectives &c, const Op &op, const HostTensor &x) {
+    switch (op.kind) {
+    case Kind::AllReduce:
+      return c.allReduce(x, op.axis);
+    case Kind::AllGather:
+      return c.allGather(x, op.axis, op.dim);
+    case Kind::ReduceScatter:
+      return c.reduceScatter(x, op.axis, op.dim);
+    }
+    return c.allReduce(x, op.axis);
+  };
+  const int64_t n = 4;
+  std::vector<std::vector<HostTensor>> threads(n), sockets(n);
+  cpu::ThreadMesh mesh(kMesh);
+  ASSERT_FALSE(mesh.run([&](int64_t r, cpu::Collectives &c) -> llvm::Error {
+    for (const Op &op : ops) {
+      auto result = call(c, op, input(r));
+      if (!result)
+        return result.takeError();
+      threads[r].push_back(std::move(*result));
+    }
+    return llvm::Error::success();
+  }));
+  auto errors = runRanks(n, 30, kMesh, [&](int64_t r, dist::SocketGroup &g) -> llvm::Error {
+    for (const Op &op : ops) {
+      auto result = call(g, op, input(r));
+      if (!result)
+        return result.takeError();
+      sockets[r].push_back(std::move(*result));
+    }
+    return llvm::Error::success();
+  });
+  for (int64_t r = 0; r < n; ++r) {
+    ASSERT_EQ(errors[r], "") << "rank " << r;
+    ASSERT_EQ(sockets[r].size(), std::size(ops));
+    for (size_t k = 0; k < std::size(ops); ++k)
+      EXPECT_TRUE(sameBits(threads[r][k], sockets[r][k]))
+          << "rank " << r << ", " << cpu::nameOf(ops[k].kind).str() << " over " << ops[k].axis;
+  }
+  // The dp all_reduce against f64: ranks r and r + 2 (dp is the outer axis).
+  for (int64_t r = 0; r < n; ++r) {
+    HostTensor a = input(meshGroup(kMesh, r, "dp")[0]), b = input(meshGroup(kMesh, r, "dp")[1]);
+    double worst = 0;
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      double exact = a.get(i) + b.get(i);
+      worst = std::max(worst, std::fabs(sockets[r][0].get(i) - exact) / std::fabs(exact));
+    }
+    EXPECT_LE(worst, 4e-7) << "rank " << r << ": max rel err " << worst;
+  }
+  // A reduce_scatter's part is the rank's coordinate's rows.
+  EXPECT_EQ(sockets[3][4].shape(), (std::vector<int64_t>{2, 6}));
+  EXPECT_EQ(sockets[3][5].shape(), (std::vector<int64_t>{4, 3}));
+  EXPECT_EQ(sockets[1][2].shape(), (std::vector<int64_t>{4, 12}));
+}
+
+TEST(SocketGroup, AnyIsTrueWhenOneRankSaysSo) {
+  std::vector<int> seen(3, -1);
+  auto errors = runRanks(3, 30, {{"dp", 3}}, [&](int64_t r, dist::SocketGroup &g) -> llvm::Error {
+    auto none = g.any(false);
+    if (!none)
+      return none.takeError();
+    auto one = g.any(r == 2);
+    if (!one)
+      return one.takeError();
+    seen[r] = (*none ? 1 : 0) + (*one ? 2 : 0);
+    return llvm::Error::success();
+  });
+  for (int64_t r = 0; r < 3; ++r) {
+    EXPECT_EQ(errors[r], "");
+    EXPECT_EQ(seen[r], 2) << "rank " << r;
+  }
+}
+
+// A rank that fails tells the others, who stop in their collective with its
+// reason instead of waiting.
+TEST(SocketGroup, AbortReachesEveryRank) {
+  auto errors = runRanks(4, 30, kMesh, [&](int64_t r, dist::SocketGroup &g) -> llvm::Error {
+    if (r == 2) {
+      g.abort("the disk is full");
+      return llvm::createStringError(llvm::inconvertibleErrorCode(), "gave up");
+    }
+    auto x = g.allReduce(input(r), "dp");
+    return x ? llvm::Error::success() : x.takeError();
+  });
+  for (int64_t r : {0, 1, 3})
+    EXPECT_EQ(errors[r], "rank 2 failed: the disk is full") << "rank " << r;
+}
+
+// A rank that ends without a word (killed) is named by the connection it
+// closed, on every rank.
+TEST(SocketGroup, ARankThatDiesIsNamed) {
+  int port = freePort();
+  std::vector<std::string> errors(3);
+  std::vector<std::thread> threads;
+  for (int64_t r = 0; r < 3; ++r)
+    threads.emplace_back([&, r] {
+      auto group = dist::SocketGroup::connect({r, 3, "127.0.0.1", port, 30});
+      if (!group) {
+        errors[r] = llvm::toString(group.takeError());
+        return;
+      }
+      (*group)->setMesh({{"dp", 3}});
+      if (r == 1) {
+        group->reset(); // closes its connection, as a killed process does
+        return;
+      }
+      auto x = (*group)->allReduce(input(r), "dp");
+      errors[r] = x ? "" : llvm::toString(x.takeError());
+    });
+  for (std::thread &t : threads)
+    t.join();
+  for (int64_t r : {0, 2})
+    EXPECT_EQ(errors[r], "rank 1 ended (its connection closed) during all_reduce over dp "
+                         "(dimension 0)")
+        << "rank " << r;
+}
+
+// A rank that never arrives: the collective fails after the timeout naming
+// it, on every rank that waited.
+TEST(SocketGroup, ACollectiveTimesOutNamingTheMissingRank) {
+  auto errors = runRanks(3, 2, {{"dp", 3}}, [&](int64_t r, dist::SocketGroup &g) -> llvm::Error {
+    if (r == 1) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+      return llvm::Error::success();
+    }
+    auto x = g.allReduce(input(r), "dp");
+    return x ? llvm::Error::success() : x.takeError();
+  });
+  for (int64_t r : {0, 2})
+    EXPECT_EQ(errors[r], "timed out after 2 s in all_reduce over dp (dimension 0) waiting for "
+                         "rank 1")
+        << "rank " << r;
+}
+
+TEST(SocketGroup, RanksRunningDifferentProgramsAreTold) {
+  auto errors = runRanks(2, 30, {{"dp", 2}}, [&](int64_t r, dist::SocketGroup &g) -> llvm::Error {
+    auto x = r == 0 ? g.allReduce(input(r), "dp") : g.allGather(input(r), "dp", 0);
+    return x ? llvm::Error::success() : x.takeError();
+  });
+  for (int64_t r : {0, 1})
+    EXPECT_NE(errors[r].find("rank 1 is in all_gather over dp (dimension 0) (collective #1) while "
+                             "rank 0 is in all_reduce over dp (dimension 0) (#1): the ranks run "
+                             "different programs"),
+              std::string::npos)
+        << errors[r];
+  // Same collective, different shapes.
+  errors = runRanks(2, 30, {{"dp", 2}}, [&](int64_t r, dist::SocketGroup &g) -> llvm::Error {
+    auto x = g.allReduce(r == 0 ? input(r) : input(r, DType::F64), "dp");
+    return x ? llvm::Error::success() : x.takeError();
+  });
+  for (int64_t r : {0, 1})
+    EXPECT_EQ(errors[r], "all_reduce over dp: rank 0 has f32[4, 6] but rank 1 has f64[4, 6] (the "
+                         "ranks run different programs)")
+        << errors[r];
+}
+
+TEST(SocketGroup, ConnectingFailsClearly) {
+  // Rank 1 never starts.
+  int port = freePort();
+  auto alone = dist::SocketGroup::connect({0, 2, "127.0.0.1", port, 1});
+  ASSERT_FALSE(static_cast<bool>(alone));
+  EXPECT_EQ(llvm::toString(alone.takeError()),
+            "rank 0 waited 1 s on port " + std::to_string(port) + " for rank 1 to connect");
+  // Nobody listens for rank 1.
+  auto lost = dist::SocketGroup::connect({1, 2, "127.0.0.1", freePort(), 1});
+  ASSERT_FALSE(static_cast<bool>(lost));
+  EXPECT_NE(llvm::toString(lost.takeError()).find("rank 1 could not reach rank 0 at 127.0.0.1:"),
+            std::string::npos);
+  // Two processes claim rank 1.
+  port = freePort();
+  std::vector<std::string> errors(3);
+  std::vector<std::thread> threads;
+  for (int64_t k = 0; k < 3; ++k)
+    threads.emplace_back([&, k] {
+      auto g = dist::SocketGroup::connect({k == 0 ? 0 : 1, 3, "127.0.0.1", port, 5});
+      errors[k] = g ? "" : llvm::toString(g.takeError());
+    });
+  for (std::thread &t : threads)
+    t.join();
+  EXPECT_EQ(errors[0], "two processes connected as rank 1");
+  EXPECT_TRUE(errors[1] == "two processes connected as rank 1" ||
+              errors[2] == "two processes connected as rank 1")
+      << errors[1] << " / " << errors[2];
+  // Not a rank of the group.
+  EXPECT_FALSE(static_cast<bool>(dist::SocketGroup::connect({2, 2, "127.0.0.1", port, 1})));
+}

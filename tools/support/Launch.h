@@ -1,0 +1,53 @@
+//===- Launch.h - where a rank process sits, and starting local ranks ------===//
+//
+// A run over a mesh is one process per rank. Each process learns its rank
+// from its environment, as the launchers people already use set it:
+// torchrun-style RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT
+// (which `kiln train --ranks N` sets for the processes it starts itself),
+// Open MPI's OMPI_COMM_WORLD_* (mpirun), or Slurm's SLURM_PROCID /
+// SLURM_NTASKS / SLURM_LOCALID (srun). Rank 0's address and port come from
+// MASTER_ADDR and MASTER_PORT under every launcher (127.0.0.1 and 29500 when
+// every rank is on this host).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_TOOLS_SUPPORT_LAUNCH_H
+#define KILN_TOOLS_SUPPORT_LAUNCH_H
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <string>
+
+namespace kiln::tooling {
+
+struct RankEnvironment {
+  int64_t rank = 0, size = 1, localRank = 0, localSize = 1;
+  /// Rank 0's host and port (the group's rendezvous).
+  std::string host = "127.0.0.1";
+  int port = 29500;
+  /// Which launcher's variables these are ("" when there is one rank).
+  std::string launcher;
+};
+
+/// This process's place among the ranks, from its environment; one rank
+/// when no launcher set any. Inconsistent variables (a rank not below the
+/// size, a port that is not a number) are an error naming them.
+llvm::Expected<RankEnvironment> rankEnvironment();
+
+/// Starts `ranks` processes of this program on this host with `args` (the
+/// command line, program first) and the variables above, and waits for them.
+/// Rank 0 writes to this process's output; the others' standard output is
+/// discarded, their errors are shown. SIGINT, SIGTERM and SIGHUP are passed
+/// on to every rank once (they stop together after a step, with a
+/// checkpoint). When a rank fails, the others are told through their group
+/// and given `graceSeconds` to end before they are killed. Returns the exit
+/// code: rank 0's when every rank ended the same way, else the first
+/// failure's, after a line per failed rank on `err`.
+llvm::Expected<int> launchLocalRanks(int64_t ranks, llvm::ArrayRef<std::string> args,
+                                     llvm::raw_ostream &err, double graceSeconds = 30);
+
+} // namespace kiln::tooling
+
+#endif // KILN_TOOLS_SUPPORT_LAUNCH_H
