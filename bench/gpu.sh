@@ -41,6 +41,8 @@
 #              packed documents of 256 (model.document_masking), kiln bench
 #              beside torch.compile with SDPA causal and FlexAttention's
 #              document mask
+#   ranks      a mesh as rank processes on this host's GPU(s) (kiln train
+#              --ranks N), dp 2 and dp 2 x tp 2 ZeRO 3 against one GPU
 #   tokenize   kiln tokenize MB/s on this host's cores (GCIDE, 1 and all threads)
 #   quickstart the README's GPU main job: tokenize fortunes + GCIDE, GPT-2
 #              124M bf16 for 2,000 steps (configs/gpu-quickstart.toml)
@@ -241,7 +243,7 @@ EOF
       done
     done; done
     for p in ${TRAIN_PRECISIONS-f32 bf16-mixed}; do for f in true false; do
-      steps=20; [ $p = bf16-mixed ] && steps=200
+      steps=20; [ $p = bf16-mixed ] && steps=150
       rm -rf /tmp/lf-$p-$f
       XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml --set train.steps=$steps \
         "${train_sets[@]}" --set train.precision=$p --set compile.$key=$f ${EXTRA_SETS:-} \
@@ -390,6 +392,35 @@ EOF
     XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/moe-fortunes.toml --steps 5 --json /dev/null \
       --profile "$OUT/profile-moe.json" | sed -n '/profile:/,$p' | head -30
     python3 bench/moe_curves.py "$OUT/moe-vs-dense.svg" "${runs[@]}" | tee "$OUT/moe-table.txt" ;;
+  ranks)
+    # A mesh as rank processes on this host's GPU(s) (kiln train --ranks N;
+    # with one GPU the ranks share it), collectives staged through host
+    # memory over TCP: the dense fortunes model (configs/moe-fortunes.toml
+    # without experts), dp = 2 and dp = 2 x tp = 2 with ZeRO 3 against one
+    # GPU: f32 for 20 steps (1e-5), bf16 for 150 (0.5 %).
+    [ -d /tmp/fortunes-byte ] || $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 \
+      --out /tmp/fortunes-byte .gpu/corpus/fortunes/* | tail -1
+    runs=()
+    for p in ${RANKS_PRECISIONS:-f32 bf16-mixed}; do
+      steps=20; [ $p = bf16-mixed ] && steps=150
+      for mesh in one dp2 dp2tp2z3; do
+        extra=()
+        [ $mesh = dp2 ] && extra=(--set parallel.dp=2 --ranks 2)
+        [ $mesh = dp2tp2z3 ] && extra=(--set parallel.dp=2 --set parallel.tp=2 --set parallel.zero=3 --ranks 4)
+        XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train configs/moe-fortunes.toml --set moe.experts=0 \
+          --set "data.train=/tmp/fortunes-byte/train_*.bin" --set "data.val=/tmp/fortunes-byte/val_*.bin" \
+          --set train.precision=$p --set train.steps=$steps --set train.log_every=1000 \
+          --set optim.warmup_steps=$((steps / 2)) \
+          --set eval.every=0 --set eval.sample_tokens=0 --set checkpoint.every=0 \
+          --set run.dir=$OUT/ranks-$p-$mesh "${extra[@]}" > "$OUT/ranks-$p-$mesh.log" 2>&1
+        echo "$p $mesh: exit $?"; grep -E "rank|error|throughput" "$OUT/ranks-$p-$mesh.log" | head -5
+        rm -rf "$OUT/ranks-$p-$mesh/checkpoints"
+        runs+=("$p-$mesh=$OUT/ranks-$p-$mesh")
+      done
+    done
+    for ((i = 0; i < ${#runs[@]}; i += 3)); do
+      python3 bench/ranks_compare.py "$OUT" "${runs[@]:i:3}" | tee "$OUT/ranks-$i.txt"
+    done ;;
   finetune)
     # DPO pairs derived from the carried fortunes, the worked example's
     # Llama in f32 on both backends from the same initial weights.

@@ -58,6 +58,7 @@ public:
   void gemm(mlir::Operation *op, const GemmDesc &desc);
   void memset(mlir::Operation *op, int64_t dst, int64_t bytes);
   void copy(mlir::Operation *op, int64_t dst, int64_t src, int64_t bytes);
+  void collective(mlir::Operation *op, int64_t dst, int64_t src, CollectiveDesc desc);
 
   /// The arena offset of the error word kernels set on out-of-range inputs
   /// (PlanError bits); the executor checks it after every run.
@@ -146,6 +147,10 @@ llvm::Expected<bool> emitMatmul(Emitter &e, mlir::Operation *op);
 /// The cuBLASLt epilogue that runs a kiln.fusion's GEMM epilogue body.
 GemmEpilogue epilogueOf(const GemmEpilogueBody &body);
 llvm::Error emitGlobalNorm(Emitter &e, mlir::Operation *op);
+/// A collective of a partitioned step (kiln.all_reduce, all_gather,
+/// reduce_scatter, take_shard): one Collective step, which the executor
+/// runs through its rank's group.
+llvm::Error emitCollective(Emitter &e, mlir::Operation *op);
 /// Every kiln.adamw_update of a function in one multi-tensor launch.
 llvm::Error emitAdamW(Emitter &e, llvm::ArrayRef<mlir::Operation *> ops);
 /// Casts of function arguments (a kiln.cast_group, codegen::castGroupsOf) as one

@@ -177,6 +177,37 @@ void Emitter::memset(Operation *op, int64_t dst, int64_t bytes) {
   function_.steps.push_back(std::move(step));
 }
 
+void Emitter::collective(Operation *op, int64_t dst, int64_t src, CollectiveDesc desc) {
+  PlanStep step;
+  step.kind = PlanStep::Kind::Collective;
+  step.op = describe(op);
+  step.opIndex = opIndex(op);
+  step.dst = dst;
+  step.src = src;
+  step.collective = std::move(desc);
+  function_.steps.push_back(std::move(step));
+}
+
+llvm::Error emitCollective(Emitter &e, Operation *op) {
+  CollectiveDesc d;
+  d.kind = op->getName().stripDialect().str();
+  d.axis = op->getAttrOfType<mlir::StringAttr>("axis").getValue().str();
+  if (auto dim = op->getAttrOfType<mlir::IntegerAttr>("dim"))
+    d.dim = dim.getInt();
+  auto in = tensorOf(op->getOperand(0)), out = tensorOf(op->getResult(0));
+  d.dtype = *cpu::dtypeOf(in.getElementType());
+  d.shape.assign(in.getShape().begin(), in.getShape().end());
+  d.resultShape.assign(out.getShape().begin(), out.getShape().end());
+  auto src = e.offsetOf(op->getOperand(0));
+  if (!src)
+    return src.takeError();
+  auto dst = e.offsetOf(op->getResult(0));
+  if (!dst)
+    return dst.takeError();
+  e.collective(op, *dst, *src, std::move(d));
+  return llvm::Error::success();
+}
+
 void Emitter::copy(Operation *op, int64_t dst, int64_t src, int64_t bytes) {
   PlanStep step;
   step.kind = PlanStep::Kind::Copy;
@@ -364,6 +395,11 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
         return err;
       continue;
     }
+    if (isCollective(&op)) {
+      if (llvm::Error err = emitCollective(e, &op))
+        return err;
+      continue;
+    }
     bool handled = false;
     for (auto emit : {emitMatmul, emitElementwise, emitDataMovement, emitReduction, emitComposite}) {
       auto done = emit(e, &op);
@@ -374,10 +410,6 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
         break;
       }
     }
-    if (!handled && isCollective(&op))
-      return error("codegen: " + Emitter::describe(&op) +
-                   ": a step partitioned over a mesh has no CUDA code yet (the NCCL runtime is "
-                   "planned); it runs on the CPU, one thread per rank");
     if (!handled)
       return error("codegen: no CUDA code for " + Emitter::describe(&op));
     if (llvm::Error err = checked(&op, before))

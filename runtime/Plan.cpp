@@ -61,6 +61,7 @@ const char *stepName(PlanStep::Kind k) {
   case PlanStep::Kind::Gemm: return "gemm";
   case PlanStep::Kind::Memset: return "memset";
   case PlanStep::Kind::Copy: return "copy";
+  case PlanStep::Kind::Collective: return "collective";
   }
   return "?";
 }
@@ -112,6 +113,23 @@ json::Value stepJSON(const PlanStep &s) {
     o["src"] = s.src;
     o["bytes"] = s.bytes;
     break;
+  case PlanStep::Kind::Collective: {
+    const CollectiveDesc &c = s.collective;
+    json::Array shape, result;
+    for (int64_t d : c.shape)
+      shape.push_back(d);
+    for (int64_t d : c.resultShape)
+      result.push_back(d);
+    o["dst"] = s.dst;
+    o["src"] = s.src;
+    o["collective"] = json::Object{{"kind", c.kind},
+                                   {"axis", c.axis},
+                                   {"dim", c.dim},
+                                   {"dtype", cpu::dtypeName(c.dtype)},
+                                   {"shape", std::move(shape)},
+                                   {"result_shape", std::move(result)}};
+    break;
+  }
   }
   return o;
 }
@@ -358,6 +376,20 @@ llvm::Expected<Plan> Plan::fromJSON(const json::Value &value) {
           s.dst = r.i(so, "dst");
           s.src = r.i(so, "src");
           s.bytes = r.i(so, "bytes");
+        } else if (kind == "collective") {
+          s.kind = PlanStep::Kind::Collective;
+          s.dst = r.i(so, "dst");
+          s.src = r.i(so, "src");
+          const json::Object *c = so ? so->getObject("collective") : nullptr;
+          CollectiveDesc &d = s.collective;
+          d.kind = r.s(c, "kind");
+          d.axis = r.s(c, "axis");
+          d.dim = r.i(c, "dim");
+          d.dtype = r.dtype(c, "dtype");
+          for (auto [key, shape] : {std::pair{"shape", &d.shape}, {"result_shape", &d.resultShape}})
+            if (const json::Array *a = c ? c->getArray(key) : nullptr)
+              for (const json::Value &v : *a)
+                shape->push_back(v.getAsInteger().value_or(-1));
         } else {
           return error("plan: unknown step kind '" + kind + "'");
         }
@@ -404,7 +436,18 @@ llvm::Error Plan::validate() const {
         ok = llvm::all_of(s.args, [&](const PlanArg &a) {
           return a.kind != PlanArg::Kind::Pointer || inside(a.value, 0);
         });
-      else if (s.kind == PlanStep::Kind::Gemm)
+      else if (s.kind == PlanStep::Kind::Collective) {
+        const CollectiveDesc &c = s.collective;
+        auto in = cpu::checkedBytes(c.shape, static_cast<int64_t>(cpu::dtypeSize(c.dtype)));
+        auto out = cpu::checkedBytes(c.resultShape, static_cast<int64_t>(cpu::dtypeSize(c.dtype)));
+        if (!llvm::is_contained({"all_reduce", "all_gather", "reduce_scatter", "take_shard"},
+                                c.kind) ||
+            c.axis.empty() || c.dim < 0 || c.dim >= static_cast<int64_t>(std::max(c.shape.size(), size_t(1))))
+          return error(llvm::formatv("plan: @{0} step '{1}' is not a collective kiln runs ({2} "
+                                     "over '{3}', dimension {4})",
+                                     f.name, s.op, c.kind, c.axis, c.dim));
+        ok = in && out && inside(s.src, *in) && inside(s.dst, *out);
+      } else if (s.kind == PlanStep::Kind::Gemm)
         ok = inside(s.gemm.a, 0) && inside(s.gemm.b, 0) && inside(s.gemm.c, 0) &&
              (s.gemm.bias < 0 || inside(s.gemm.bias, 0)) &&
              (s.gemm.aux < 0 || inside(s.gemm.aux, 0));

@@ -4,7 +4,8 @@
 // the arena size, the named buffers bound to the model (parameters, states,
 // inputs, outputs) at fixed offsets, the CUDA C++ kernels, and per function
 // the steps in order — kernel launches (grid, block, arguments), cuBLASLt
-// GEMMs, memsets and copies — each naming the IR op it implements. Codegen
+// GEMMs, memsets, copies and a partitioned step's collectives — each naming
+// the IR op it implements. Codegen
 // builds it; `kiln compile --emit=plan` saves it as plan.json plus one .cu
 // file per kernel; the CUDA executor loads and runs it.
 //
@@ -86,8 +87,24 @@ struct GemmDesc {
 /// before emitting, Plan::validate when a plan is loaded.
 llvm::Error validateEpilogue(const GemmDesc &g);
 
+/// A collective of a step partitioned over a mesh (kiln-partition):
+/// `kind` over mesh axis `axis` of the tensor at the step's src, the result
+/// at its dst. The executor runs it through its rank's group.
+struct CollectiveDesc {
+  std::string kind; ///< all_reduce, all_gather, reduce_scatter, take_shard
+  std::string axis;
+  int64_t dim = 0; ///< the dimension gathered, scattered or taken
+  cpu::DType dtype = cpu::DType::F32;
+  std::vector<int64_t> shape, resultShape;
+
+  int64_t bytes() const { return cpu::product(shape) * static_cast<int64_t>(cpu::dtypeSize(dtype)); }
+  int64_t resultBytes() const {
+    return cpu::product(resultShape) * static_cast<int64_t>(cpu::dtypeSize(dtype));
+  }
+};
+
 struct PlanStep {
-  enum class Kind { Launch, Gemm, Memset, Copy };
+  enum class Kind { Launch, Gemm, Memset, Copy, Collective };
   Kind kind = Kind::Launch;
   std::string op; ///< "kiln.add at loc(\"h.0.attn\")"
   /// That op's position among its function's top-level ops (-1: none):
@@ -100,8 +117,10 @@ struct PlanStep {
   std::vector<PlanArg> args;
   // Gemm
   GemmDesc gemm;
-  // Memset / Copy
+  // Memset / Copy (and Collective's dst and src)
   int64_t dst = 0, src = 0, bytes = 0;
+  // Collective
+  CollectiveDesc collective;
 };
 
 struct PlanKernel {

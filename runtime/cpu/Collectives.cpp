@@ -50,9 +50,25 @@ llvm::Expected<HostTensor> combine(CollectiveKind kind, llvm::ArrayRef<const Hos
     return kernels::concat(parts, dim);
   }
   HostTensor sum = members[0]->clone();
-  for (size_t k = 1; k < members.size(); ++k)
-    for (int64_t i = 0, n = sum.numel(); i < n; ++i)
-      sum.set(i, sum.get(i) + members[k]->get(i));
+  const int64_t n = sum.numel();
+  for (size_t k = 1; k < members.size(); ++k) {
+    // HostTensor::set's arithmetic (a double sum rounded to the storage),
+    // without its per-element switch for the common types.
+    if (sum.dtype() == DType::F64) {
+      double *out = sum.data<double>();
+      const double *in = members[k]->data<double>();
+      for (int64_t i = 0; i < n; ++i)
+        out[i] += in[i];
+    } else if (sum.dtype() == DType::F32) {
+      float *out = sum.data<float>();
+      const float *in = members[k]->data<float>();
+      for (int64_t i = 0; i < n; ++i)
+        out[i] = static_cast<float>(static_cast<double>(out[i]) + static_cast<double>(in[i]));
+    } else {
+      for (int64_t i = 0; i < n; ++i)
+        sum.set(i, sum.get(i) + members[k]->get(i));
+    }
+  }
   sum.roundToDType();
   if (kind == CollectiveKind::AllReduce)
     return sum;

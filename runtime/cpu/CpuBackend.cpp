@@ -85,6 +85,7 @@ llvm::Error CpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
     auto interp = Interpreter::create(func);
     if (!interp)
       return interp.takeError();
+    (*interp)->setCollectives(collectives_);
     std::string name = binding->name;
     functions_[name] = Function{std::move(*binding), std::move(*interp)};
   }

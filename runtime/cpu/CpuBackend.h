@@ -23,8 +23,10 @@ public:
   }
   llvm::Error setState(const NamedTensors &tensors) override;
   /// The collectives every function's kiln.all_reduce/all_gather use
-  /// (MeshCpuBackend sets its rank's for each run); null: none.
+  /// (MeshCpuBackend sets its rank's for each run, a rank process its
+  /// group once); null: none. Kept for functions loaded later.
   void setCollectives(Collectives *collectives) {
+    collectives_ = collectives;
     for (auto &[name, f] : functions_)
       f.interpreter->setCollectives(collectives);
   }
@@ -37,6 +39,7 @@ private:
   NamedTensors collect(FunctionBinding::Arg::Kind kind);
 
   std::map<std::string, Function> functions_;
+  Collectives *collectives_ = nullptr;
   TensorMap state_;
   std::map<std::string, FunctionBinding::Arg::Kind> kinds_;
 };

@@ -98,6 +98,10 @@ KILN_LIBRARY_LOADER(Nvrtc, nvrtc, KILN_NVRTC_FUNCTIONS, "libnvrtc.so.13", "libnv
 KILN_LIBRARY_LOADER(CublasLt, cublasLt, KILN_CUBLASLT_FUNCTIONS, "libcublasLt.so.13", "libcublasLt.so")
 KILN_LIBRARY_LOADER(Nccl, nccl, KILN_NCCL_FUNCTIONS, "libnccl.so.2", "libnccl.so")
 
+static int64_t wantedOrdinal = 0;
+
+void useDeviceOrdinal(int64_t n) { wantedOrdinal = n; }
+
 llvm::Expected<const Device &> device() {
   static std::once_flag once;
   static Device dev;
@@ -114,7 +118,9 @@ llvm::Expected<const Device &> device() {
       KILN_CU(api->cuDeviceGetCount(&count));
       if (count == 0)
         return error("no CUDA device: the driver sees none");
-      KILN_CU(api->cuDeviceGet(&dev.device, 0));
+      dev.count = count;
+      dev.ordinal = static_cast<int>(wantedOrdinal % count);
+      KILN_CU(api->cuDeviceGet(&dev.device, dev.ordinal));
       char name[256] = {0};
       KILN_CU(api->cuDeviceGetName(name, sizeof(name), dev.device));
       dev.name = name;

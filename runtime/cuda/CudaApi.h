@@ -97,11 +97,12 @@ llvm::Expected<const Nvrtc &> nvrtc(const ToolkitPaths &paths);
 llvm::Expected<const CublasLt &> cublasLt(const ToolkitPaths &paths);
 llvm::Expected<const Nccl &> nccl(const ToolkitPaths &paths);
 
-/// The first CUDA device, initialized, with its primary context current on
-/// the calling thread. "no CUDA device" when the driver is missing or sees
-/// no device.
+/// The CUDA device chosen by useDeviceOrdinal (the first by default),
+/// initialized, with its primary context current on the calling thread.
+/// "no CUDA device" when the driver is missing or sees no device.
 struct Device {
   CUdevice device = 0;
+  int ordinal = 0, count = 1; ///< which of how many devices the driver sees
   CUcontext context = nullptr;
   std::string name;
   int major = 0, minor = 0, smCount = 0;
@@ -111,6 +112,10 @@ struct Device {
   std::string arch() const { return "sm_" + std::to_string(major) + std::to_string(minor); }
 };
 llvm::Expected<const Device &> device();
+/// Chooses the device device() initializes: `n` modulo the number of
+/// devices (a rank process passes its local rank, so ranks beyond the
+/// devices share them). Only before the first device() call.
+void useDeviceOrdinal(int64_t n);
 
 /// Makes the device's context current on this thread (worker threads).
 llvm::Error makeCurrent();

@@ -121,6 +121,8 @@ std::string CudaBackend::describe() const {
   const auto &s = executor_->stats();
   auto dev = device();
   std::string name = dev ? dev->name : "?";
+  if (dev && dev->count > 1)
+    name = llvm::formatv("GPU {0} of {1}, {2}", dev->ordinal, dev->count, name).str();
   if (!dev)
     llvm::consumeError(dev.takeError());
   return llvm::formatv("{0}: codegen {1:f2} s; {2} kernels ({3} compiled by NVRTC, {4} cached) "

@@ -193,6 +193,8 @@ struct Function {
   void *pinnedIn = nullptr, *pinnedOut = nullptr;
   int64_t inBytes = 0, outBytes = 0;
   int runs = 0;
+  /// It has Collective steps: it runs eagerly (they wait on the host).
+  bool collectives = false;
   CUgraph graph = nullptr;
   CUgraphExec exec = nullptr;
 };
@@ -207,6 +209,7 @@ struct CudaExecutor::Impl {
   std::vector<CUfunction> kernels;
   std::map<std::string, Function> functions;
   bool useGraphs = true, syncEachStep = false;
+  cpu::Collectives *collectives = nullptr;
 
   ~Impl() {
     if (!cu)
@@ -368,6 +371,7 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
   im.cu = &*cu;
   im.lt = &*lt;
   im.useGraphs = options.useGraphs && envFlag("KILN_CUDA_GRAPHS", true);
+  im.collectives = options.collectives;
   im.syncEachStep = envFlag("KILN_CUDA_SYNC", false);
   const Plan &p = ex->plan_;
 
@@ -435,6 +439,7 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
     f.gemms.resize(pf.steps.size());
     for (size_t i = 0; i < pf.steps.size(); ++i) {
       const PlanStep &s = pf.steps[i];
+      f.collectives |= s.kind == PlanStep::Kind::Collective;
       if (s.kind != PlanStep::Kind::Gemm)
         continue;
       Gemm &g = f.gemms[i];
@@ -540,6 +545,44 @@ llvm::Error CudaExecutor::read(int64_t offset, void *dst, int64_t bytes) {
 
 namespace {
 
+/// A Collective step through the rank's group: the operand to the host,
+/// the group's collective (or, for take_shard, this rank's part), the
+/// result back.
+llvm::Error runCollective(CudaExecutor::Impl &im, const PlanStep &s) {
+  const CollectiveDesc &c = s.collective;
+  if (!im.collectives)
+    return error("a step partitioned over a mesh runs in rank processes (kiln train --ranks N), "
+                 "whose group carries its collectives");
+  // In stream order both ways: the executor's stream does not wait for the
+  // legacy default stream that cuMemcpyHtoD would use, and a pageable
+  // cuMemcpyHtoD may return before its data has landed.
+  std::vector<char> buffer(static_cast<size_t>(std::max(c.bytes(), c.resultBytes())));
+  KILN_CU(im.cu->cuMemcpyDtoHAsync(buffer.data(), im.at(s.src), static_cast<size_t>(c.bytes()),
+                                   im.stream));
+  KILN_CU(im.cu->cuStreamSynchronize(im.stream));
+  cpu::HostTensor x = unpackFromDevice(buffer.data(), c.dtype, c.shape);
+  cpu::Collectives &g = *im.collectives;
+  llvm::Expected<cpu::HostTensor> r = cpu::HostTensor();
+  if (c.kind == "all_reduce")
+    r = g.allReduce(x, c.axis);
+  else if (c.kind == "all_gather")
+    r = g.allGather(x, c.axis, c.dim);
+  else if (c.kind == "reduce_scatter")
+    r = g.reduceScatter(x, c.axis, c.dim);
+  else
+    r = cpu::partOf(x, c.dim, g.coordinate(c.axis), g.groupSize(c.axis));
+  if (!r)
+    return r.takeError();
+  if (r->shape() != c.resultShape)
+    return error(llvm::formatv("{0} over {1} gave {2}; the plan expects {3} elements", c.kind,
+                               c.axis, r->typeString(), cpu::product(c.resultShape)));
+  packForDevice(*r, buffer.data());
+  KILN_CU(im.cu->cuMemcpyHtoDAsync(im.at(s.dst), buffer.data(),
+                                   static_cast<size_t>(c.resultBytes()), im.stream));
+  KILN_CU(im.cu->cuStreamSynchronize(im.stream)); // the buffer is freed on return
+  return llvm::Error::success();
+}
+
 /// Enqueues every step of `f` on the stream (eagerly or into a capture);
 /// `afterStep(i)`, when given, runs after step i is enqueued.
 llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool sync,
@@ -597,6 +640,10 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
         return fail(cuError(r, "cuMemcpyDtoDAsync", __FILE__, __LINE__));
       break;
     }
+    case PlanStep::Kind::Collective:
+      if (llvm::Error err = runCollective(im, s))
+        return fail(std::move(err));
+      break;
     }
     if (sync)
       if (CUresult r = im.cu->cuStreamSynchronize(im.stream); r != CUDA_SUCCESS)
@@ -647,7 +694,7 @@ llvm::Error clearFlags(CudaExecutor::Impl &im, const Plan &p) {
 
 /// Runs `f` once: eagerly the first time, then from its CUDA graph.
 llvm::Error execute(CudaExecutor::Impl &im, const Plan &p, Function &f) {
-  bool eager = !im.useGraphs || im.syncEachStep || f.runs == 0;
+  bool eager = !im.useGraphs || im.syncEachStep || f.runs == 0 || f.collectives;
   ++f.runs;
   if (eager)
     return enqueue(im, p, f, im.syncEachStep);
@@ -879,6 +926,9 @@ CudaExecutor::profile(llvm::StringRef function, int iterations) {
       break;
     case PlanStep::Kind::Copy:
       kernel = "copy";
+      break;
+    case PlanStep::Kind::Collective:
+      kernel = s.collective.kind + " over " + s.collective.axis;
       break;
     }
     timings.push_back({i, s.op, kernel, ms[i] / std::max(1, iterations)});

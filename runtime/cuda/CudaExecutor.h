@@ -22,6 +22,7 @@
 #define KILN_RUNTIME_CUDA_CUDAEXECUTOR_H
 
 #include "runtime/Plan.h"
+#include "runtime/cpu/Collectives.h"
 #include "runtime/cuda/Nvrtc.h"
 
 #include "llvm/ADT/STLFunctionalExtras.h"
@@ -43,6 +44,11 @@ struct ExecutorOptions {
   int gemmCandidates = 8;
   /// Progress lines (compiling, autotuning); null for none.
   llvm::raw_ostream *progress = nullptr;
+  /// The collectives of a partitioned plan's Collective steps: this rank
+  /// process's group (null: a plan with collectives does not run). Each
+  /// goes through host memory, so a function with one runs eagerly, not as
+  /// a CUDA graph.
+  cpu::Collectives *collectives = nullptr;
 };
 
 /// Copies a host tensor into device layout (bf16/f16 as 16-bit, i32 as 32

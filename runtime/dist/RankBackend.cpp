@@ -22,13 +22,12 @@ llvm::Error RankBackend::load(mlir::ModuleOp module, uint64_t seed) {
                                describeMesh(layout->axes()), layout->numRanks(), group_.size()));
   layout_ = std::move(*layout);
   group_.setMesh(layout_->axes());
-  if (llvm::Error err = local_.load(module, seed))
+  if (llvm::Error err = local_->load(module, seed))
     return err;
-  local_.setCollectives(&group_);
   // The state is initialized whole, as on one device, and each rank keeps
   // its part: a run's numbers do not depend on the mesh or on whether its
   // ranks are threads or processes.
-  specs_ = layout_->globalSpecs(local_.stateSpecs());
+  specs_ = layout_->globalSpecs(local_->stateSpecs());
   if (!layout_->hasSplitState())
     return llvm::Error::success();
   auto values = initParams(specs_, seed);
@@ -47,7 +46,7 @@ llvm::Expected<TensorMap> RankBackend::run(llvm::StringRef fn, const TensorMap &
   // Not partitioned (evaluation, sampling): every rank computes the same
   // values from the same replicated state.
   if (!l->partitioned)
-    return local_.run(fn, inputs);
+    return local_->run(fn, inputs);
   TensorMap mine;
   for (const auto &[name, t] : inputs) {
     auto layout = l->inputs.find(name);
@@ -59,7 +58,7 @@ llvm::Expected<TensorMap> RankBackend::run(llvm::StringRef fn, const TensorMap &
     if (isSplit(axes))
       return error("@" + fn + ": output '" + name +
                    "' is split over the mesh; gathering split outputs is planned");
-  return local_.run(fn, mine);
+  return local_->run(fn, mine);
 }
 
 llvm::Expected<NamedTensors> RankBackend::gather(llvm::Expected<NamedTensors> local) {
@@ -82,10 +81,10 @@ llvm::Expected<NamedTensors> RankBackend::gather(llvm::Expected<NamedTensors> lo
   return local;
 }
 
-llvm::Expected<NamedTensors> RankBackend::params() { return gather(local_.params()); }
+llvm::Expected<NamedTensors> RankBackend::params() { return gather(local_->params()); }
 
 llvm::Expected<NamedTensors> RankBackend::optimizerStates() {
-  return gather(local_.optimizerStates());
+  return gather(local_->optimizerStates());
 }
 
 llvm::Error RankBackend::setState(const NamedTensors &tensors) {
@@ -102,13 +101,15 @@ llvm::Error RankBackend::setState(const NamedTensors &tensors) {
                      " in the checkpoint but has another shape in this model");
     mine.push_back({name, layout_->partOf(t, *axes, group_.rank())});
   }
-  return local_.setState(mine);
+  return local_->setState(mine);
 }
 
 std::string RankBackend::describe() const {
-  return llvm::formatv("cpu: rank {0} of {1} processes (mesh {2}), collectives over TCP through "
-                       "rank 0",
-                       group_.rank(), group_.size(), describeMesh(layout_->axes()))
+  std::string local = local_->describe();
+  return llvm::formatv("{0}: rank {1} of {2} processes (mesh {3}), collectives over TCP through "
+                       "rank 0{4}{5}",
+                       local_->name(), group_.rank(), group_.size(), describeMesh(layout_->axes()),
+                       local.empty() ? "" : "\n", local)
       .str();
 }
 

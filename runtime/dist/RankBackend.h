@@ -1,8 +1,8 @@
 //===- RankBackend.h - this process as one rank of a mesh ------------------===//
 //
 // The Backend of one rank process of a partitioned module (kiln-partition):
-// its own rank's functions run on a local backend (the CPU interpreter,
-// whose kiln.all_reduce/all_gather go through the group), and the training
+// its own rank's functions run on a local backend — the CPU interpreter, or
+// a GPU — whose collectives go through the group, and the training
 // loop above it sees global tensors, as with MeshCpuBackend: it gives every
 // rank the whole batch and each keeps its part (the rows of its data-parallel
 // coordinate); outputs are replicated; parameters and states come back whole
@@ -16,7 +16,6 @@
 
 #include "runtime/Backend.h"
 #include "runtime/MeshLayout.h"
-#include "runtime/cpu/CpuBackend.h"
 #include "runtime/dist/SocketGroup.h"
 
 #include <memory>
@@ -26,16 +25,20 @@ namespace kiln::dist {
 
 class RankBackend final : public Backend {
 public:
-  /// Rank `group.rank()`'s part on the CPU interpreter; `group` outlives it.
-  explicit RankBackend(SocketGroup &group) : group_(group) {}
+  /// Rank `group.rank()`'s part on `local`, whose collectives already go
+  /// through `group` (CpuBackend::setCollectives, the CUDA executor's
+  /// options); `group` outlives it.
+  RankBackend(SocketGroup &group, std::unique_ptr<Backend> local)
+      : group_(group), local_(std::move(local)) {}
 
-  llvm::StringRef name() const override { return "cpu"; }
+  llvm::StringRef name() const override { return local_->name(); }
   llvm::Error load(mlir::ModuleOp module, uint64_t seed) override;
   llvm::Expected<int64_t> memoryNeeded(mlir::ModuleOp module) override {
-    return local_.memoryNeeded(module);
+    return local_->memoryNeeded(module);
   }
   llvm::Expected<TensorMap> run(llvm::StringRef fn, const TensorMap &inputs) override;
-  bool hasFunction(llvm::StringRef fn) const override { return local_.hasFunction(fn); }
+  bool hasFunction(llvm::StringRef fn) const override { return local_->hasFunction(fn); }
+  Backend &local() { return *local_; }
   llvm::Expected<NamedTensors> params() override;
   llvm::Expected<NamedTensors> optimizerStates() override;
   llvm::Error setState(const NamedTensors &tensors) override;
@@ -46,7 +49,7 @@ private:
   llvm::Expected<NamedTensors> gather(llvm::Expected<NamedTensors> local);
 
   SocketGroup &group_;
-  cpu::CpuBackend local_;
+  std::unique_ptr<Backend> local_;
   std::optional<MeshLayout> layout_;
 };
 

@@ -107,14 +107,9 @@ int runCompile() {
     outs() << tooling::describeSharding(**module, explainSharding);
     if (!explainSharding)
       outs() << "  (--explain-sharding lists each collective and its cause)\n";
-    // The partitioned step runs on the CPU communicator; its CUDA path
-    // (collectives through NCCL) is planned.
-    outs() << "codegen: skipped — collectives on the GPU (NCCL) are planned; `kiln train` runs "
-              "this mesh on the CPU, one thread per rank\n";
-    outs() << formatv("compiled in {0:f2} s\n", secondsSince(start));
-    return 0;
-  }
-  if (explainSharding)
+    // Codegen below gives one rank's plan: every rank runs the same one,
+    // its collectives as Collective steps through the rank's group.
+  } else if (explainSharding)
     outs() << "--explain-sharding: one device (parallel.dp = 1): nothing is sharded\n";
 
   // Codegen: the buffer plan and the CUDA kernels (no GPU needed).
@@ -132,14 +127,20 @@ int runCompile() {
   auto plan = codegen::compileToPlan(**module, options);
   if (!plan)
     return fail("compile", toString(plan.takeError()));
-  size_t steps = 0, gemms = 0;
+  size_t steps = 0, gemms = 0, collectives = 0;
   for (const PlanFunction &f : plan->functions)
     for (const PlanStep &st : f.steps) {
       ++steps;
       gemms += st.kind == PlanStep::Kind::Gemm;
+      collectives += st.kind == PlanStep::Kind::Collective;
     }
-  outs() << formatv("codegen ({0}): {1} kernels, {2} steps of which {3} GEMMs\n", plan->arch,
+  outs() << formatv("codegen ({0}): {1} kernels, {2} steps of which {3} GEMMs", plan->arch,
                     plan->kernels.size(), steps, gemms);
+  if (collectives)
+    outs() << formatv(" and {0} collectives (one rank's plan; the collectives go through the "
+                      "rank's group, staged through host memory)",
+                      collectives);
+  outs() << "\n";
   for (const std::string &note : plan->notes)
     outs() << "  " << note << "\n";
   outs() << plan->memory.describe();

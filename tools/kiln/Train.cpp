@@ -5,6 +5,7 @@
 #include "tools/kiln/DefaultConfig.h"
 
 #include "runtime/Checkpoint.h"
+#include "runtime/cuda/CudaApi.h"
 #include "tools/support/HuggingFace.h"
 #include "tools/support/Launch.h"
 #include "tools/support/Training.h"
@@ -95,10 +96,6 @@ int runTrain() {
              std::to_string(meshRanks) + " rank" + (meshRanks == 1 ? "" : "s") +
              " (parallel.dp x parallel.tp = " + std::to_string(config->parallel.dp) + " x " +
              std::to_string(config->parallel.tp) + "); set them with --set parallel.dp=N";
-    if (config->train.device == "cuda")
-      return "train.device = \"cuda\" with " + std::to_string(n) +
-             " rank processes: the multi-GPU runtime (NCCL) is planned; rank processes run on "
-             "the CPU today (train.device = \"cpu\" or \"auto\")";
     return std::nullopt;
   };
   if (ranks.getNumOccurrences() && where->size == 1) {
@@ -124,6 +121,9 @@ int runTrain() {
     groupOptions.host = where->host;
     groupOptions.port = where->port;
     groupOptions.timeoutSeconds = config->parallel.timeout;
+    // Ranks on one host take its GPUs in turn (sharing them when there are
+    // more ranks than GPUs).
+    cuda::useDeviceOrdinal(where->localRank);
     auto connected = dist::SocketGroup::connect(groupOptions);
     if (!connected)
       return fail("train", rank + toString(connected.takeError()));

@@ -233,7 +233,8 @@ llvm::Expected<std::string> generate(Backend &backend, const Tokenizer &tokenize
 }
 
 llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ostream *progress,
-                                                                   std::string attentionTiles) {
+                                                                   std::string attentionTiles,
+                                                                   cpu::Collectives *collectives) {
   auto gpu = cuda::device();
   if (!gpu)
     return gpu.takeError();
@@ -243,6 +244,7 @@ llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ost
   options.attentionTiles = std::move(attentionTiles);
   cuda::ExecutorOptions executor;
   executor.progress = progress;
+  executor.collectives = collectives;
   return std::make_unique<cuda::CudaBackend>(
       [options](mlir::ModuleOp module) { return codegen::compileToPlan(module, options); },
       executor);
@@ -251,15 +253,34 @@ llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ost
 llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
                                                      llvm::raw_ostream *progress, int64_t ranks,
                                                      dist::SocketGroup *group) {
+  if (ranks > 1 && group) {
+    // This process is one rank: its part runs here, on the GPU or the CPU,
+    // its collectives through the group.
+    std::unique_ptr<Backend> local;
+    if (device != "cpu") {
+      auto gpu = makeCudaBackend(progress, {}, group);
+      if (gpu)
+        local = std::move(*gpu);
+      else if (device == "cuda")
+        return error("train.device = \"cuda\": " + llvm::toString(gpu.takeError()));
+      else
+        llvm::consumeError(gpu.takeError());
+    }
+    if (!local) {
+      auto cpuRank = std::make_unique<cpu::CpuBackend>();
+      cpuRank->setCollectives(group);
+      local = std::move(cpuRank);
+    }
+    return std::make_unique<dist::RankBackend>(*group, std::move(local));
+  }
   if (ranks > 1) {
-    // A partitioned step runs on the CPU, its ranks threads or processes;
-    // NCCL on the GPU is planned.
+    // Ranks as threads of this process run on the CPU; on GPUs each rank is
+    // a process.
     if (device == "cuda")
       return error("train.device = \"cuda\" with " + llvm::Twine(ranks) +
-                   " ranks (parallel.dp): the multi-GPU runtime (NCCL) is planned; a mesh runs "
-                   "on the CPU today (train.device = \"cpu\" or \"auto\")");
-    if (group)
-      return std::make_unique<dist::RankBackend>(*group);
+                   " ranks (parallel.dp x parallel.tp): on GPUs each rank is a process; start "
+                   "them with kiln train --ranks " + llvm::Twine(ranks) +
+                   " (or mpirun, srun, torchrun)");
     return std::make_unique<cpu::MeshCpuBackend>();
   }
   if (device == "cpu")

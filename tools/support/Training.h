@@ -63,9 +63,10 @@ llvm::Expected<std::string> generate(Backend &backend, const Tokenizer &tokenize
 /// The backend `device` names ("cpu", "cuda", or "auto": the GPU when there
 /// is one), empty; "cuda" without a GPU fails with the reason. `progress`
 /// gets a line about slow loading work (NVRTC). With `ranks` > 1 (a mesh):
-/// the CPU mesh backend, one thread per rank — or, with `group` (this
-/// process is one rank of several), this rank's part ("cuda" is refused:
-/// NCCL is planned).
+/// the CPU mesh backend, one thread per rank ("cuda" is refused: GPU ranks
+/// are processes) — or, with `group` (this process is one rank of several),
+/// this rank's part on the GPU or the CPU as `device` says, its collectives
+/// through the group.
 llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
                                                      llvm::raw_ostream *progress,
                                                      int64_t ranks = 1,
@@ -74,8 +75,11 @@ llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
 /// The CUDA backend for the first device, generating code for its
 /// architecture; "no CUDA device" when there is none.
 /// `attentionTiles` overrides the flash-attention tiles (CodegenOptions).
-llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ostream *progress,
-                                                                   std::string attentionTiles = {});
+/// `collectives`: a rank process's group, for a partitioned plan's
+/// Collective steps.
+llvm::Expected<std::unique_ptr<cuda::CudaBackend>>
+makeCudaBackend(llvm::raw_ostream *progress, std::string attentionTiles = {},
+                cpu::Collectives *collectives = nullptr);
 
 struct TrainOptions {
   /// A checkpoint to continue from (loaded and verified by the caller), or

@@ -434,3 +434,66 @@ TEST(Plan, NegativeIntegerConstantsKeepTheirSign) {
   }
   EXPECT_TRUE(found);
 }
+
+// A step partitioned over a mesh compiles to one rank's plan: each
+// collective of the IR is one Collective step with its kind, axis,
+// dimension and both shapes, in the IR's order; the plan saves and loads
+// them, and refuses a collective it cannot run or one outside the arena.
+TEST(Plan, CollectivesOfAPartitionedStepAreSteps) {
+  mlir::MLIRContext ctx;
+  auto c = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
+  ASSERT_TRUE(static_cast<bool>(c)) << llvm::toString(c.takeError());
+  c->parallel.dp = 2;
+  c->parallel.tp = 2;
+  c->parallel.zero = 3;
+  auto module = tooling::buildTrainingModule(ctx, *c);
+  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
+  auto plan = codegen::compileToPlan(**module, {});
+  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+  auto step = (*module)->lookupSymbol<mlir::func::FuncOp>("train_step");
+  ASSERT_TRUE(step);
+  std::vector<mlir::Operation *> ops;
+  step.walk([&](mlir::Operation *op) {
+    if (isCollective(op))
+      ops.push_back(op);
+  });
+  std::vector<const PlanStep *> steps;
+  for (const PlanStep &s : plan->function("train_step")->steps)
+    if (s.kind == PlanStep::Kind::Collective)
+      steps.push_back(&s);
+  ASSERT_EQ(steps.size(), ops.size());
+  std::set<std::string> kinds;
+  for (auto [op, s] : llvm::zip_equal(ops, steps)) {
+    const CollectiveDesc &d = s->collective;
+    kinds.insert(d.kind);
+    EXPECT_EQ(d.kind, op->getName().stripDialect().str());
+    EXPECT_EQ(d.axis, op->getAttrOfType<mlir::StringAttr>("axis").getValue().str());
+    auto in = mlir::cast<mlir::RankedTensorType>(op->getOperand(0).getType());
+    auto out = mlir::cast<mlir::RankedTensorType>(op->getResult(0).getType());
+    EXPECT_EQ(d.shape, std::vector<int64_t>(in.getShape().begin(), in.getShape().end()));
+    EXPECT_EQ(d.resultShape, std::vector<int64_t>(out.getShape().begin(), out.getShape().end()));
+  }
+  // ZeRO 3 over dp and tensor parallelism use all four.
+  EXPECT_EQ(kinds, (std::set<std::string>{"all_gather", "all_reduce", "reduce_scatter", "take_shard"}));
+
+  std::string dir = tempDir("kiln-plan-mesh");
+  ASSERT_FALSE(static_cast<bool>(plan->save(dir)));
+  auto loaded = Plan::load(dir);
+  ASSERT_TRUE(static_cast<bool>(loaded)) << llvm::toString(loaded.takeError());
+  EXPECT_EQ(llvm::formatv("{0}", loaded->toJSON()).str(), llvm::formatv("{0}", plan->toJSON()).str());
+  llvm::sys::fs::remove_directories(dir);
+
+  auto refuse = [&](llvm::function_ref<void(PlanStep &)> change, const char *expected) {
+    Plan bad = *plan;
+    for (PlanStep &s : bad.functions[0].steps)
+      if (s.kind == PlanStep::Kind::Collective) {
+        change(s);
+        break;
+      }
+    llvm::Error err = bad.validate();
+    ASSERT_TRUE(static_cast<bool>(err)) << expected;
+    EXPECT_NE(llvm::toString(std::move(err)).find(expected), std::string::npos);
+  };
+  refuse([](PlanStep &s) { s.collective.kind = "all_to_all"; }, "is not a collective kiln runs");
+  refuse([](PlanStep &s) { s.collective.resultShape = {1 << 30, 1 << 10}; }, "reaches outside the");
+}
