@@ -43,6 +43,8 @@
 #              document mask
 #   ranks      a mesh as rank processes on this host's GPU(s) (kiln train
 #              --ranks N), dp 2 and dp 2 x tp 2 ZeRO 3 against one GPU
+#   ranks-nccl the same meshes with NCCL collectives (several ranks on one
+#              GPU through NCCL_HOSTID and NCCL's socket transport)
 #   tokenize   kiln tokenize MB/s on this host's cores (GCIDE, 1 and all threads)
 #   quickstart the README's GPU main job: tokenize fortunes + GCIDE, GPT-2
 #              124M bf16 for 2,000 steps (configs/gpu-quickstart.toml)
@@ -420,6 +422,45 @@ EOF
     done
     for ((i = 0; i < ${#runs[@]}; i += 3)); do
       python3 bench/ranks_compare.py "$OUT" "${runs[@]:i:3}" | tee "$OUT/ranks-$i.txt"
+    done ;;
+  ranks-nccl)
+    # The same meshes with their collectives through NCCL (parallel.collectives
+    # = "nccl"), the ranks started by hand with torchrun-style variables.
+    # NCCL refuses two ranks on one GPU ("Duplicate GPU detected") unless
+    # they seem to be on different hosts: NCCL_HOSTID per rank makes it
+    # treat them as separate nodes, joined by its socket transport. On one
+    # GPU this checks the NCCL path's results, not its speed.
+    [ -d /tmp/fortunes-byte ] || $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 \
+      --out /tmp/fortunes-byte .gpu/corpus/fortunes/* | tail -1
+    for p in ${RANKS_PRECISIONS:-f32 bf16-mixed}; do
+      steps=20; [ $p = bf16-mixed ] && steps=150
+      common=(configs/moe-fortunes.toml --set moe.experts=0
+        --set "data.train=/tmp/fortunes-byte/train_*.bin" --set "data.val=/tmp/fortunes-byte/val_*.bin"
+        --set train.precision=$p --set train.steps=$steps --set train.log_every=1000
+        --set optim.warmup_steps=$((steps / 2)) --set eval.every=0 --set eval.sample_tokens=0
+        --set checkpoint.every=0)
+      [ -f "$OUT/ranks-$p-one/metrics.jsonl" ] || XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train \
+        "${common[@]}" --set run.dir=$OUT/ranks-$p-one > "$OUT/ranks-$p-one.log" 2>&1
+      runs=("$p-one=$OUT/ranks-$p-one")
+      for mesh in dp2 dp2tp2z3; do
+        n=2; extra=(--set parallel.dp=2)
+        [ $mesh = dp2tp2z3 ] && n=4 && extra=(--set parallel.dp=2 --set parallel.tp=2 --set parallel.zero=3)
+        port=$((20000 + RANDOM % 20000)); pids=()
+        for ((r = 0; r < n; r++)); do
+          RANK=$r WORLD_SIZE=$n LOCAL_RANK=$r LOCAL_WORLD_SIZE=$n MASTER_PORT=$port \
+            NCCL_HOSTID=kiln-rank-$r NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
+            NCCL_DEBUG=WARN XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train "${common[@]}" \
+            "${extra[@]}" --set parallel.collectives=nccl --set run.dir=$OUT/nccl-$p-$mesh \
+            > "$OUT/nccl-$p-$mesh.rank$r.log" 2>&1 &
+          pids+=($!)
+        done
+        codes=(); for pid in "${pids[@]}"; do wait $pid; codes+=($?); done
+        echo "$p $mesh (NCCL, $n ranks on one GPU): exit codes ${codes[*]}"
+        grep -hE "collectives|error|throughput|NCCL WARN" "$OUT"/nccl-$p-$mesh.rank*.log | sort | uniq | head -8
+        rm -rf "$OUT/nccl-$p-$mesh/checkpoints" "$OUT/ranks-$p-one/checkpoints"
+        runs+=("$p-$mesh-nccl=$OUT/nccl-$p-$mesh")
+      done
+      python3 bench/ranks_compare.py "$OUT" "${runs[@]}" | tee "$OUT/ranks-nccl-$p.txt"
     done ;;
   finetune)
     # DPO pairs derived from the carried fortunes, the worked example's

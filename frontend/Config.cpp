@@ -159,6 +159,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"parallel.zero", &c.parallel.zero, 0, 3},
       {"parallel.sequence_parallel", &c.parallel.sequence_parallel},
       {"parallel.timeout", &c.parallel.timeout, 1, 1e6},
+      {"parallel.collectives", &c.parallel.collectives, 0, 0, {"auto", "nccl", "host"}},
       {"run.dir", &c.run_dir},
   };
 }

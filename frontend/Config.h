@@ -251,6 +251,12 @@ struct ParallelConfig {
   /// Seconds a rank process waits for the others — to connect, or inside
   /// one collective — before the run fails naming the ranks it waited for.
   double timeout = 600;
+  /// How rank processes on GPUs run their collectives: "nccl" (on the
+  /// device buffers; each rank needs a GPU of its own), "host" (staged
+  /// through host memory and the ranks' TCP group: slow, but any number of
+  /// ranks can share a GPU), or "auto": NCCL when every rank on the host
+  /// has its own GPU and libnccl loads, else host.
+  std::string collectives = "auto";
 
   int64_t numRanks() const { return dp * tp; }
   /// The mesh as kiln-propagate-sharding's option (`dp=2,tp=1`).

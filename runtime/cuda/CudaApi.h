@@ -48,7 +48,8 @@ struct ToolkitPaths {
   X(cuModuleGetFunction) X(cuFuncSetAttribute) X(cuLaunchKernel) X(cuStreamCreate)                 \
   X(cuStreamDestroy) X(cuStreamSynchronize) X(cuStreamBeginCapture) X(cuStreamEndCapture)          \
   X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphDestroy) X(cuGraphExecDestroy) X(cuEventCreate)  \
-  X(cuEventDestroy) X(cuEventRecord) X(cuEventSynchronize) X(cuEventElapsedTime)
+  X(cuEventDestroy) X(cuEventRecord) X(cuEventSynchronize) X(cuEventElapsedTime) X(cuMemcpy2DAsync) \
+  X(cuStreamQuery)
 
 #define KILN_NVRTC_FUNCTIONS(X)                                                                    \
   X(nvrtcVersion) X(nvrtcGetErrorString) X(nvrtcCreateProgram) X(nvrtcDestroyProgram)              \
@@ -66,7 +67,7 @@ struct ToolkitPaths {
 #define KILN_NCCL_FUNCTIONS(X)                                                                     \
   X(ncclGetVersion) X(ncclGetErrorString) X(ncclGetUniqueId) X(ncclCommInitRank)                   \
   X(ncclCommDestroy) X(ncclAllReduce) X(ncclReduceScatter) X(ncclAllGather) X(ncclGroupStart)      \
-  X(ncclGroupEnd)
+  X(ncclGroupEnd) X(ncclCommAbort) X(ncclCommGetAsyncError)
 
 #define KILN_DECLARE_POINTER(name) decltype(&::name) name = nullptr;
 

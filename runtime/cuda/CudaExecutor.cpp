@@ -18,6 +18,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <set>
+#include <thread>
 
 namespace kiln::cuda {
 
@@ -210,6 +212,12 @@ struct CudaExecutor::Impl {
   std::map<std::string, Function> functions;
   bool useGraphs = true, syncEachStep = false;
   cpu::Collectives *collectives = nullptr;
+  /// NCCL (ExecutorOptions::nccl): a communicator per mesh axis, and a
+  /// device buffer for the collectives that regroup their data.
+  const Nccl *nccl = nullptr;
+  std::map<std::string, ncclComm_t> comms;
+  CUdeviceptr scratch = 0;
+  double ncclTimeoutSeconds = 600;
 
   ~Impl() {
     if (!cu)
@@ -231,6 +239,10 @@ struct CudaExecutor::Impl {
             lt->cublasLtMatrixLayoutDestroy(layout);
       }
     }
+    for (auto &[axis, comm] : comms)
+      nccl->ncclCommDestroy(comm);
+    if (scratch)
+      cu->cuMemFree(scratch);
     if (handle)
       lt->cublasLtDestroy(handle);
     for (CUmodule m : modules)
@@ -346,6 +358,10 @@ struct CudaExecutor::Impl {
   }
 };
 
+namespace {
+llvm::Error initNccl(CudaExecutor::Impl &im, const Plan &p, const ExecutorOptions &options);
+} // namespace
+
 CudaExecutor::CudaExecutor(Plan plan) : impl_(std::make_unique<Impl>()), plan_(std::move(plan)) {}
 CudaExecutor::~CudaExecutor() = default;
 
@@ -428,6 +444,9 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - moduleStart).count();
 
   // GEMMs: descriptors per step, one algorithm per distinct shape.
+  if (options.nccl)
+    if (llvm::Error err = initNccl(im, p, options))
+      return std::move(err);
   KILN_CUBLAS(im.lt->cublasLtCreate(&im.handle));
   AlgoCache cache(options.cacheDir,
                   dev->name + "|" + p.arch + "|cublasLt " + std::to_string(im.lt->cublasLtGetVersion()) + "|");
@@ -545,6 +564,194 @@ llvm::Error CudaExecutor::read(int64_t offset, void *dst, int64_t bytes) {
 
 namespace {
 
+ncclDataType_t ncclTypeOf(cpu::DType d) {
+  switch (d) {
+  case cpu::DType::F64: return ncclFloat64;
+  case cpu::DType::F32: return ncclFloat32;
+  case cpu::DType::BF16: return ncclBfloat16;
+  case cpu::DType::F16: return ncclFloat16;
+  case cpu::DType::I64: return ncclInt64;
+  case cpu::DType::I32: return ncclInt32;
+  case cpu::DType::I1: return ncclUint8;
+  }
+  return ncclFloat32;
+}
+
+/// A strided device-to-device copy in stream order: `height` rows of
+/// `width` bytes.
+llvm::Error copy2D(CudaExecutor::Impl &im, CUdeviceptr dst, size_t dstPitch, CUdeviceptr src,
+                   size_t srcPitch, size_t width, size_t height) {
+  CUDA_MEMCPY2D m = {};
+  m.srcMemoryType = CU_MEMORYTYPE_DEVICE;
+  m.srcDevice = src;
+  m.srcPitch = srcPitch;
+  m.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+  m.dstDevice = dst;
+  m.dstPitch = dstPitch;
+  m.WidthInBytes = width;
+  m.Height = height;
+  KILN_CU(im.cu->cuMemcpy2DAsync(&m, im.stream));
+  return llvm::Error::success();
+}
+
+/// How a collective's data splits: `outer` rows (the dimensions before
+/// `dim`) of `n` chunks of `chunk` bytes each along `dim` (the whole side:
+/// an all_gather's result, the others' operand).
+struct Split {
+  int64_t n, outer, chunk;
+};
+Split splitOf(const CollectiveDesc &c) {
+  bool gather = c.kind == "all_gather";
+  const std::vector<int64_t> &whole = gather ? c.resultShape : c.shape;
+  const std::vector<int64_t> &part = gather ? c.shape : c.resultShape;
+  Split s{1, 1, 0};
+  if (c.kind == "all_reduce" || whole.empty())
+    return s;
+  s.n = part[c.dim] > 0 ? whole[c.dim] / part[c.dim] : 1;
+  for (int64_t d = 0; d < c.dim; ++d)
+    s.outer *= whole[d];
+  int64_t bytes = cpu::product(whole) * static_cast<int64_t>(cpu::dtypeSize(c.dtype));
+  s.chunk = bytes / std::max<int64_t>(1, s.outer * s.n);
+  return s;
+}
+
+/// The scratch bytes a Collective step needs under NCCL: the regrouped
+/// whole when the split dimension is not the outermost.
+int64_t ncclScratchBytes(const CollectiveDesc &c) {
+  Split s = splitOf(c);
+  if (s.outer == 1 || (c.kind != "all_gather" && c.kind != "reduce_scatter"))
+    return 0;
+  return s.n * s.outer * s.chunk;
+}
+
+/// A Collective step with NCCL on the device buffers, in stream order
+/// (capturable into the function's CUDA graph). NCCL gathers and scatters
+/// along the outermost dimension; another dimension goes through the
+/// scratch buffer, regrouped by strided copies.
+llvm::Error runNccl(CudaExecutor::Impl &im, const PlanStep &s) {
+  const CollectiveDesc &c = s.collective;
+  Split sp = splitOf(c);
+  CUdeviceptr src = im.at(s.src), dst = im.at(s.dst);
+  if (c.kind == "take_shard") {
+    int64_t k = im.collectives->coordinate(c.axis);
+    return copy2D(im, dst, sp.chunk, src + k * sp.chunk, sp.n * sp.chunk, sp.chunk, sp.outer);
+  }
+  auto comm = im.comms.find(c.axis);
+  if (comm == im.comms.end())
+    return error("no NCCL communicator for mesh axis '" + c.axis + "'");
+  const Nccl &api = *im.nccl;
+  ncclDataType_t type = ncclTypeOf(c.dtype);
+  size_t count = static_cast<size_t>(cpu::product(c.shape));
+  if (c.kind == "all_reduce") {
+    KILN_NCCL(api.ncclAllReduce(reinterpret_cast<void *>(src), reinterpret_cast<void *>(dst), count,
+                                type, ncclSum, comm->second, im.stream));
+    return llvm::Error::success();
+  }
+  if (c.kind == "all_gather") {
+    CUdeviceptr into = sp.outer == 1 ? dst : im.scratch;
+    KILN_NCCL(api.ncclAllGather(reinterpret_cast<void *>(src), reinterpret_cast<void *>(into),
+                                count, type, comm->second, im.stream));
+    if (sp.outer == 1)
+      return llvm::Error::success();
+    // [n][outer][chunk] -> [outer][n][chunk]
+    for (int64_t k = 0; k < sp.n; ++k)
+      if (llvm::Error err = copy2D(im, dst + k * sp.chunk, sp.n * sp.chunk,
+                                   im.scratch + k * sp.outer * sp.chunk, sp.chunk, sp.chunk,
+                                   sp.outer))
+        return err;
+    return llvm::Error::success();
+  }
+  // reduce_scatter: [outer][n][chunk] -> [n][outer][chunk] first.
+  CUdeviceptr from = src;
+  if (sp.outer != 1) {
+    for (int64_t k = 0; k < sp.n; ++k)
+      if (llvm::Error err = copy2D(im, im.scratch + k * sp.outer * sp.chunk, sp.chunk,
+                                   src + k * sp.chunk, sp.n * sp.chunk, sp.chunk, sp.outer))
+        return err;
+    from = im.scratch;
+  }
+  KILN_NCCL(api.ncclReduceScatter(reinterpret_cast<void *>(from), reinterpret_cast<void *>(dst),
+                                  count / static_cast<size_t>(sp.n), type, ncclSum, comm->second,
+                                  im.stream));
+  return llvm::Error::success();
+}
+
+/// Sets up NCCL for `p`'s Collective steps: one communicator per mesh axis
+/// they use, in name order on every rank; each group's first rank makes the
+/// unique id and the group's all_gather hands it to the others.
+llvm::Error initNccl(CudaExecutor::Impl &im, const Plan &p, const ExecutorOptions &options) {
+  if (!options.collectives)
+    return error("NCCL collectives need the rank's group (kiln train --ranks N)");
+  auto api = nccl({options.toolkitRoot});
+  if (!api)
+    return error("NCCL: " + llvm::toString(api.takeError()));
+  im.nccl = &*api;
+  im.ncclTimeoutSeconds = options.ncclTimeoutSeconds;
+  std::set<std::string> axes;
+  int64_t scratch = 0;
+  for (const PlanFunction &f : p.functions)
+    for (const PlanStep &s : f.steps)
+      if (s.kind == PlanStep::Kind::Collective) {
+        if (s.collective.kind != "take_shard")
+          axes.insert(s.collective.axis);
+        scratch = std::max(scratch, ncclScratchBytes(s.collective));
+      }
+  static_assert(sizeof(ncclUniqueId) == 16 * sizeof(int64_t), "an id is 16 words");
+  cpu::Collectives &group = *options.collectives;
+  for (const std::string &axis : axes) {
+    ncclUniqueId id = {};
+    if (group.coordinate(axis) == 0)
+      KILN_NCCL(api->ncclGetUniqueId(&id));
+    cpu::HostTensor mine(cpu::DType::I64, {16});
+    std::memcpy(mine.raw(), &id, sizeof id);
+    auto all = group.allGather(mine, axis, 0);
+    if (!all)
+      return error("passing the NCCL id over " + axis + ": " + llvm::toString(all.takeError()));
+    std::memcpy(&id, all->raw(), sizeof id);
+    ncclComm_t comm = nullptr;
+    KILN_NCCL(api->ncclCommInitRank(&comm, static_cast<int>(group.groupSize(axis)), id,
+                                    static_cast<int>(group.coordinate(axis))));
+    im.comms[axis] = comm;
+  }
+  if (scratch > 0)
+    KILN_CU(im.cu->cuMemAlloc(&im.scratch, static_cast<size_t>(scratch)));
+  return llvm::Error::success();
+}
+
+/// Waits for the stream, watching NCCL: an asynchronous NCCL error, or the
+/// timeout passing, aborts the communicators (which unblocks the stream)
+/// and fails naming `function`.
+llvm::Error waitWithNccl(CudaExecutor::Impl &im, llvm::StringRef function) {
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                      std::chrono::duration<double>(im.ncclTimeoutSeconds));
+  for (int spin = 0;; ++spin) {
+    CUresult r = im.cu->cuStreamQuery(im.stream);
+    if (r == CUDA_SUCCESS)
+      return llvm::Error::success();
+    if (r != CUDA_ERROR_NOT_READY)
+      return cuError(r, "cuStreamQuery", __FILE__, __LINE__);
+    std::string why;
+    for (auto &[axis, comm] : im.comms) {
+      ncclResult_t async = ncclSuccess;
+      im.nccl->ncclCommGetAsyncError(comm, &async);
+      if (async != ncclSuccess && async != ncclInProgress)
+        why = llvm::formatv("NCCL reported '{0}' on the communicator over {1}",
+                            im.nccl->ncclGetErrorString(async), axis);
+    }
+    if (why.empty() && std::chrono::steady_clock::now() > deadline)
+      why = llvm::formatv("@{0} waited {1:f0} s for its collectives (another rank stopped?)",
+                          function, im.ncclTimeoutSeconds);
+    if (!why.empty()) {
+      for (auto &[axis, comm] : im.comms)
+        im.nccl->ncclCommAbort(comm);
+      im.comms.clear();
+      return error(why);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(spin < 1000 ? 20 : 1000));
+  }
+}
+
 /// A Collective step through the rank's group: the operand to the host,
 /// the group's collective (or, for take_shard, this rank's part), the
 /// result back.
@@ -641,7 +848,7 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
       break;
     }
     case PlanStep::Kind::Collective:
-      if (llvm::Error err = runCollective(im, s))
+      if (llvm::Error err = im.nccl ? runNccl(im, s) : runCollective(im, s))
         return fail(std::move(err));
       break;
     }
@@ -694,7 +901,7 @@ llvm::Error clearFlags(CudaExecutor::Impl &im, const Plan &p) {
 
 /// Runs `f` once: eagerly the first time, then from its CUDA graph.
 llvm::Error execute(CudaExecutor::Impl &im, const Plan &p, Function &f) {
-  bool eager = !im.useGraphs || im.syncEachStep || f.runs == 0 || f.collectives;
+  bool eager = !im.useGraphs || im.syncEachStep || f.runs == 0 || (f.collectives && !im.nccl);
   ++f.runs;
   if (eager)
     return enqueue(im, p, f, im.syncEachStep);
@@ -747,6 +954,9 @@ CudaExecutor::run(llvm::StringRef function, const std::map<std::string, cpu::Hos
     KILN_CU(im.cu->cuMemcpyDtoHAsync(flag, im.at(plan_.memory.errorFlag), 4, im.stream));
   if (plan_.memory.numericsFlag >= 0)
     KILN_CU(im.cu->cuMemcpyDtoHAsync(flag + 1, im.at(plan_.memory.numericsFlag), 8, im.stream));
+  if (im.nccl && !im.comms.empty())
+    if (llvm::Error err = waitWithNccl(im, function))
+      return error("running @" + function + " on the GPU: " + llvm::toString(std::move(err)));
   if (CUresult r = im.cu->cuStreamSynchronize(im.stream); r != CUDA_SUCCESS)
     return error("running @" + function + " on the GPU: " +
                  llvm::toString(cuError(r, "cuStreamSynchronize", __FILE__, __LINE__)) +

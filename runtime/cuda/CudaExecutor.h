@@ -47,8 +47,17 @@ struct ExecutorOptions {
   /// The collectives of a partitioned plan's Collective steps: this rank
   /// process's group (null: a plan with collectives does not run). Each
   /// goes through host memory, so a function with one runs eagerly, not as
-  /// a CUDA graph.
+  /// a CUDA graph — unless `nccl`.
   cpu::Collectives *collectives = nullptr;
+  /// Run the Collective steps with NCCL on the device buffers instead, in
+  /// stream order (CUDA graphs stay on). One communicator per mesh axis a
+  /// collective uses, its unique id passed through `collectives`. Each rank
+  /// needs a GPU of its own (NCCL refuses two ranks on one device).
+  bool nccl = false;
+  /// With `nccl`: how long a function may wait for its collectives before
+  /// the communicators are aborted and the run fails (a rank that stopped
+  /// leaves the others waiting inside NCCL otherwise).
+  double ncclTimeoutSeconds = 600;
 };
 
 /// Copies a host tensor into device layout (bf16/f16 as 16-bit, i32 as 32

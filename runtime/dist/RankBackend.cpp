@@ -106,9 +106,8 @@ llvm::Error RankBackend::setState(const NamedTensors &tensors) {
 
 std::string RankBackend::describe() const {
   std::string local = local_->describe();
-  return llvm::formatv("{0}: rank {1} of {2} processes (mesh {3}), collectives over TCP through "
-                       "rank 0{4}{5}",
-                       local_->name(), group_.rank(), group_.size(), describeMesh(layout_->axes()),
+  return llvm::formatv("{0}: rank {1} of {2} processes (mesh {3}), {4}{5}{6}", local_->name(),
+                       group_.rank(), group_.size(), describeMesh(layout_->axes()), collectives_,
                        local.empty() ? "" : "\n", local)
       .str();
 }

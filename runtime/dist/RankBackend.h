@@ -28,8 +28,10 @@ public:
   /// Rank `group.rank()`'s part on `local`, whose collectives already go
   /// through `group` (CpuBackend::setCollectives, the CUDA executor's
   /// options); `group` outlives it.
-  RankBackend(SocketGroup &group, std::unique_ptr<Backend> local)
-      : group_(group), local_(std::move(local)) {}
+  /// `collectives` says how they travel, for describe().
+  RankBackend(SocketGroup &group, std::unique_ptr<Backend> local,
+              std::string collectives = "collectives over TCP through rank 0")
+      : group_(group), local_(std::move(local)), collectives_(std::move(collectives)) {}
 
   llvm::StringRef name() const override { return local_->name(); }
   llvm::Error load(mlir::ModuleOp module, uint64_t seed) override;
@@ -50,6 +52,7 @@ private:
 
   SocketGroup &group_;
   std::unique_ptr<Backend> local_;
+  std::string collectives_;
   std::optional<MeshLayout> layout_;
 };
 

@@ -144,6 +144,7 @@ int runTrain() {
   options.interrupted = &interrupted;
   options.interactive = sys::Process::StandardOutIsDisplayed();
   options.group = group.get();
+  options.localRanks = where->localSize;
   // Rank 0 speaks for the run; the other ranks only report their errors.
   raw_ostream &out = !group || group->rank() == 0 ? outs() : nulls();
   auto code = tooling::train(*config, options, out);

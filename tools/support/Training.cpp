@@ -234,7 +234,8 @@ llvm::Expected<std::string> generate(Backend &backend, const Tokenizer &tokenize
 
 llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ostream *progress,
                                                                    std::string attentionTiles,
-                                                                   cpu::Collectives *collectives) {
+                                                                   cpu::Collectives *collectives,
+                                                                   bool nccl, double ncclTimeout) {
   auto gpu = cuda::device();
   if (!gpu)
     return gpu.takeError();
@@ -245,6 +246,8 @@ llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ost
   cuda::ExecutorOptions executor;
   executor.progress = progress;
   executor.collectives = collectives;
+  executor.nccl = nccl;
+  executor.ncclTimeoutSeconds = ncclTimeout;
   return std::make_unique<cuda::CudaBackend>(
       [options](mlir::ModuleOp module) { return codegen::compileToPlan(module, options); },
       executor);
@@ -252,15 +255,30 @@ llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ost
 
 llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
                                                      llvm::raw_ostream *progress, int64_t ranks,
-                                                     dist::SocketGroup *group) {
+                                                     dist::SocketGroup *group,
+                                                     const ParallelConfig &parallel,
+                                                     int64_t localRanks) {
   if (ranks > 1 && group) {
     // This process is one rank: its part runs here, on the GPU or the CPU,
     // its collectives through the group.
     std::unique_ptr<Backend> local;
+    std::string how = "collectives over TCP through rank 0";
     if (device != "cpu") {
-      auto gpu = makeCudaBackend(progress, {}, group);
-      if (gpu)
+      // NCCL when asked, or ("auto") when every rank here has a GPU of its
+      // own and libnccl loads; else staged through the host.
+      bool nccl = parallel.collectives == "nccl";
+      if (parallel.collectives == "auto")
+        if (auto dev = cuda::device(); dev && dev->count >= localRanks) {
+          auto api = cuda::nccl(cuda::ToolkitPaths());
+          nccl = static_cast<bool>(api);
+          if (!api)
+            llvm::consumeError(api.takeError());
+        }
+      auto gpu = makeCudaBackend(progress, {}, group, nccl, parallel.timeout);
+      if (gpu) {
         local = std::move(*gpu);
+        how = nccl ? "collectives through NCCL" : "collectives staged through host memory and TCP";
+      }
       else if (device == "cuda")
         return error("train.device = \"cuda\": " + llvm::toString(gpu.takeError()));
       else
@@ -271,7 +289,7 @@ llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
       cpuRank->setCollectives(group);
       local = std::move(cpuRank);
     }
-    return std::make_unique<dist::RankBackend>(*group, std::move(local));
+    return std::make_unique<dist::RankBackend>(*group, std::move(local), how);
   }
   if (ranks > 1) {
     // Ranks as threads of this process run on the CPU; on GPUs each rank is
@@ -693,7 +711,8 @@ llvm::Error TrainingRun::open() {
   // 1. Where it runs (a missing GPU is reported before anything else), the
   // tokenizer and the data.
   auto backend =
-      makeBackend(config_.train.device, &out_, config_.parallel.numRanks(), options_.group);
+      makeBackend(config_.train.device, &out_, config_.parallel.numRanks(), options_.group,
+                  config_.parallel, options_.localRanks);
   if (!backend)
     return backend.takeError();
   backend_ = std::move(*backend);

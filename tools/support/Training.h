@@ -67,19 +67,25 @@ llvm::Expected<std::string> generate(Backend &backend, const Tokenizer &tokenize
 /// are processes) — or, with `group` (this process is one rank of several),
 /// this rank's part on the GPU or the CPU as `device` says, its collectives
 /// through the group.
+/// On GPUs, `parallel` says how the ranks' collectives travel
+/// (ParallelConfig::collectives, with `localRanks` the ranks on this host).
 llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
                                                      llvm::raw_ostream *progress,
                                                      int64_t ranks = 1,
-                                                     dist::SocketGroup *group = nullptr);
+                                                     dist::SocketGroup *group = nullptr,
+                                                     const ParallelConfig &parallel = {},
+                                                     int64_t localRanks = 1);
 
 /// The CUDA backend for the first device, generating code for its
 /// architecture; "no CUDA device" when there is none.
 /// `attentionTiles` overrides the flash-attention tiles (CodegenOptions).
 /// `collectives`: a rank process's group, for a partitioned plan's
-/// Collective steps.
+/// Collective steps (through NCCL with `nccl`, timing out after
+/// `ncclTimeout` seconds).
 llvm::Expected<std::unique_ptr<cuda::CudaBackend>>
 makeCudaBackend(llvm::raw_ostream *progress, std::string attentionTiles = {},
-                cpu::Collectives *collectives = nullptr);
+                cpu::Collectives *collectives = nullptr, bool nccl = false,
+                double ncclTimeout = 600);
 
 struct TrainOptions {
   /// A checkpoint to continue from (loaded and verified by the caller), or
@@ -98,6 +104,8 @@ struct TrainOptions {
   /// alone writes the run directory, and the ranks agree after each step
   /// whether a signal stops them.
   dist::SocketGroup *group = nullptr;
+  /// The ranks on this host (of `group`).
+  int64_t localRanks = 1;
 };
 
 /// The run directory a run writes to: `config.run_dir` when it is empty or
