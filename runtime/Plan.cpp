@@ -442,7 +442,9 @@ llvm::Error Plan::validate() const {
         auto out = cpu::checkedBytes(c.resultShape, static_cast<int64_t>(cpu::dtypeSize(c.dtype)));
         if (!llvm::is_contained({"all_reduce", "all_gather", "reduce_scatter", "take_shard"},
                                 c.kind) ||
-            c.axis.empty() || c.dim < 0 || c.dim >= static_cast<int64_t>(std::max(c.shape.size(), size_t(1))))
+            c.axis.empty() || c.dim < 0 ||
+            (c.kind != "all_reduce" && c.dim >= static_cast<int64_t>(c.shape.size())) ||
+            (c.kind != "all_reduce" && c.shape.size() != c.resultShape.size()))
           return error(llvm::formatv("plan: @{0} step '{1}' is not a collective kiln runs ({2} "
                                      "over '{3}', dimension {4})",
                                      f.name, s.op, c.kind, c.axis, c.dim));

@@ -632,6 +632,12 @@ llvm::Error runNccl(CudaExecutor::Impl &im, const PlanStep &s) {
   const CollectiveDesc &c = s.collective;
   Split sp = splitOf(c);
   CUdeviceptr src = im.at(s.src), dst = im.at(s.dst);
+  // The plan's shapes must split as the mesh does, or the copies below
+  // would reach past the buffers the plan validated.
+  if (c.kind != "all_reduce" && im.collectives->groupSize(c.axis) != sp.n)
+    return error(llvm::formatv("{0} over {1}: the plan splits {2} ways but the mesh axis has {3} "
+                               "ranks",
+                               c.kind, c.axis, sp.n, im.collectives->groupSize(c.axis)));
   if (c.kind == "take_shard") {
     int64_t k = im.collectives->coordinate(c.axis);
     return copy2D(im, dst, sp.chunk, src + k * sp.chunk, sp.n * sp.chunk, sp.chunk, sp.outer);

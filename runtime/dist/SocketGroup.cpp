@@ -167,10 +167,13 @@ Status recvMessage(int fd, Message &m, Clock::time_point deadline, std::string &
   m.tensor.reset();
   if (h.dtype >= 0) {
     auto dtype = static_cast<cpu::DType>(h.dtype);
-    int64_t numel = 1;
-    for (int64_t d : shape)
-      numel *= d;
-    if (numel < 0 || static_cast<uint64_t>(numel) * cpu::storageSize(dtype) != h.dataBytes) {
+    // The shape comes from the wire: no negative dimension, no overflow,
+    // and the bytes that follow must be exactly its size.
+    std::optional<int64_t> bytes;
+    if (llvm::all_of(shape, [](int64_t d) { return d >= 0; }))
+      bytes = cpu::checkedBytes(shape, static_cast<int64_t>(cpu::storageSize(dtype)));
+    if (!bytes || static_cast<uint64_t>(*bytes) != h.dataBytes ||
+        (m.kind != Kind::Contribute && m.kind != Kind::Result)) {
       why = "a tensor message whose size does not match its shape";
       return Status::Failed;
     }
@@ -320,7 +323,10 @@ llvm::Error SocketGroup::listenAndAccept() {
     sockets_[hello.rank] = fd;
     ++connected;
   }
-  // Everyone is here: say so.
+  // Everyone is here: stop listening (a late or stray process finds the
+  // port closed), and say so.
+  ::close(listener_);
+  listener_ = -1;
   for (int64_t r = 1; r < options_.size; ++r) {
     Message welcome{Kind::Hello, 0, 0, {}, std::nullopt};
     if (sendMessage(sockets_[r], welcome, deadline, why) != Status::Ok) {
@@ -442,6 +448,18 @@ llvm::Expected<bool> SocketGroup::any(bool flag) {
   if (!sum)
     return sum.takeError();
   return sum->get(0) != 0;
+}
+
+llvm::Expected<int64_t> SocketGroup::max(int64_t value) {
+  HostTensor t(cpu::DType::I64, {1});
+  t.set(0, static_cast<double>(value));
+  auto all = exchange(CollectiveKind::AllGather, t, kEveryRank, 0);
+  if (!all)
+    return all.takeError();
+  int64_t most = value;
+  for (int64_t i = 0; i < all->numel(); ++i)
+    most = std::max(most, static_cast<int64_t>(all->get(i)));
+  return most;
 }
 
 llvm::Expected<HostTensor> SocketGroup::exchange(CollectiveKind kind, const HostTensor &x,

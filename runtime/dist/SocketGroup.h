@@ -66,6 +66,8 @@ public:
 
   /// Whether `flag` is set on any rank (a collective: every rank calls it).
   llvm::Expected<bool> any(bool flag);
+  /// The largest of every rank's `value` (a collective).
+  llvm::Expected<int64_t> max(int64_t value);
 
   /// Tells the other ranks this one failed, with `reason`: their current or
   /// next collective fails with "rank R failed: REASON". The group is

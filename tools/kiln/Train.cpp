@@ -98,6 +98,11 @@ int runTrain() {
              std::to_string(config->parallel.tp) + "); set them with --set parallel.dp=N";
     return std::nullopt;
   };
+  if (ranks.getNumOccurrences() && where->size > 1 && !where->byKiln)
+    return fail("train", "--ranks " + std::to_string(ranks) + ", but " + where->launcher +
+                             " started this process as rank " + std::to_string(where->rank) +
+                             " of " + std::to_string(where->size) +
+                             ": drop --ranks (that launcher starts the ranks)");
   if (ranks.getNumOccurrences() && where->size == 1) {
     if (ranks < 1)
       return fail("train", "--ranks " + std::to_string(ranks) + ": give at least 1");

@@ -17,6 +17,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -90,11 +91,13 @@ llvm::Expected<RankEnvironment> rankEnvironment() {
   struct Source {
     const char *launcher, *rank, *size, *localRank, *localSize;
   };
+  // Slurm: the step's variables, which srun sets for what it starts (an
+  // sbatch script itself has SLURM_NTASKS but is no rank).
   static const Source sources[] = {
       {"torchrun-style variables", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"},
       {"Open MPI", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
        "OMPI_COMM_WORLD_LOCAL_SIZE"},
-      {"Slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"},
+      {"Slurm", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID", nullptr},
   };
   const Source *found = nullptr;
   for (const Source &s : sources)
@@ -114,22 +117,32 @@ llvm::Expected<RankEnvironment> rankEnvironment() {
   if (llvm::Error err = readInt(found->rank, e.rank))
     return std::move(err);
   e.localRank = e.rank;
-  e.localSize = e.size;
   if (llvm::Error err = readInt(found->localRank, e.localRank))
     return std::move(err);
-  // SLURM_NTASKS_PER_NODE can read "4(x2)": only a plain count is used.
-  if (auto v = env(found->localSize); v && !llvm::StringRef(*v).getAsInteger(10, e.localSize)) {
+  // One host, or how many ranks on this one. Unknown: assume several hosts
+  // (rank 0's address must then be given).
+  bool oneHost = false;
+  if (found->localSize) {
+    int64_t local = 0;
+    if (llvm::Error err = readInt(found->localSize, local))
+      return std::move(err);
+    oneHost = local == e.size;
+    e.localSize = local > 0 ? local : 1;
   } else {
-    e.localSize = e.size;
+    int64_t nodes = 0;
+    if (llvm::Error err = readInt("SLURM_STEP_NUM_NODES", nodes))
+      return std::move(err);
+    oneHost = nodes == 1;
+    e.localSize = oneHost ? e.size : 1;
   }
   if (e.rank >= e.size)
     return error(llvm::formatv("{0} = {1} is not below {2} = {3}", found->rank, e.rank,
                                found->size, e.size));
   e.launcher = found->launcher;
-  bool oneHost = e.localSize == e.size;
+  e.byKiln = env("KILN_RANKS_LAUNCHER").has_value();
   if (auto addr = env("MASTER_ADDR"))
     e.host = *addr;
-  else if (!oneHost)
+  if (!oneHost && (!env("MASTER_ADDR") || !env("MASTER_PORT")))
     return error(llvm::formatv("{0} ranks over several hosts ({1}): set MASTER_ADDR to rank 0's "
                                "host and MASTER_PORT to a free port on it",
                                e.size, e.launcher));
@@ -157,31 +170,51 @@ llvm::Expected<int> launchLocalRanks(int64_t ranks, llvm::ArrayRef<std::string> 
   argv.push_back(nullptr);
   std::vector<pid_t> pids;
   pid_t groupId = 0;
+  const pid_t launcher = ::getpid();
   for (int64_t r = 0; r < ranks; ++r) {
+    // The environment, prepared before fork(): the child only calls
+    // async-signal-safe functions.
     std::vector<std::string> vars = {
         "RANK=" + std::to_string(r),          "WORLD_SIZE=" + std::to_string(ranks),
         "LOCAL_RANK=" + std::to_string(r),    "LOCAL_WORLD_SIZE=" + std::to_string(ranks),
-        "MASTER_ADDR=127.0.0.1",              "MASTER_PORT=" + std::to_string(*port)};
+        "MASTER_ADDR=127.0.0.1",              "MASTER_PORT=" + std::to_string(*port),
+        "KILN_RANKS_LAUNCHER=1"};
+    std::vector<char *> envp;
+    for (char **e = environ; *e; ++e) {
+      llvm::StringRef name = llvm::StringRef(*e).split('=').first;
+      if (!llvm::any_of(vars, [&](const std::string &v) { return llvm::StringRef(v).split('=').first == name; }))
+        envp.push_back(*e);
+    }
+    for (std::string &v : vars)
+      envp.push_back(v.data());
+    envp.push_back(nullptr);
     err.flush();
     llvm::outs().flush();
     pid_t pid = ::fork();
-    if (pid < 0)
-      return error(std::string("cannot start rank ") + std::to_string(r) + ": " +
-                   std::strerror(errno));
+    if (pid < 0) {
+      std::string why = std::strerror(errno);
+      if (groupId > 0)
+        ::kill(-groupId, SIGKILL);
+      for (pid_t started : pids)
+        ::waitpid(started, nullptr, 0);
+      return error("cannot start rank " + std::to_string(r) + ": " + why);
+    }
     if (pid == 0) {
       // The ranks form their own process group, so a terminal's Ctrl-C
-      // reaches them once, through this launcher, not twice.
+      // reaches them once, through this launcher, not twice; and they end
+      // when the launcher does, however it ends.
       ::setpgid(0, groupId);
-      for (std::string &v : vars)
-        ::putenv(v.data());
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != launcher)
+        ::_exit(1);
       if (r != 0) {
         int null = ::open("/dev/null", O_WRONLY);
         if (null >= 0)
           ::dup2(null, 1);
       }
-      ::execv(exe.c_str(), argv.data());
-      std::fprintf(stderr, "kiln: cannot start rank %d: %s\n", static_cast<int>(r),
-                   std::strerror(errno));
+      ::execve(exe.c_str(), argv.data(), envp.data());
+      static const char message[] = "kiln train: cannot start a rank: execve failed\n";
+      (void)!::write(2, message, sizeof message - 1);
       ::_exit(127);
     }
     if (groupId == 0)
@@ -234,6 +267,10 @@ llvm::Expected<int> launchLocalRanks(int64_t ranks, llvm::ArrayRef<std::string> 
 
   if (!firstFailure)
     return status[0] && WIFEXITED(*status[0]) ? WEXITSTATUS(*status[0]) : 1;
+  // The exit code: a rank killed by a signal (the likely cause: the others
+  // end because it left), else the lowest rank that failed — in rank order,
+  // whatever order they ended in.
+  std::optional<int> code;
   for (size_t r = 0; r < pids.size(); ++r) {
     if (!status[r])
       continue;
@@ -241,13 +278,16 @@ llvm::Expected<int> launchLocalRanks(int64_t ranks, llvm::ArrayRef<std::string> 
     if (WIFEXITED(s) && WEXITSTATUS(s) == 0)
       continue;
     err << llvm::formatv("kiln train: rank {0} (pid {1}) {2}\n", r, pids[r], describeStatus(s));
+    if (WIFSIGNALED(s) && !killed && (!code || *code < 128))
+      code = 128 + WTERMSIG(s);
+    else if (!code)
+      code = WIFEXITED(s) ? std::max(1, WEXITSTATUS(s)) : 128 + WTERMSIG(s);
   }
   if (killed)
     err << llvm::formatv("kiln train: the ranks still running {0:f0} s after rank {1} failed "
                          "were killed\n",
                          graceSeconds, *firstFailure);
-  int s = *status[*firstFailure];
-  return WIFEXITED(s) ? std::max(1, WEXITSTATUS(s)) : 128 + WTERMSIG(s);
+  return code.value_or(1);
 }
 
 } // namespace kiln::tooling

@@ -29,6 +29,9 @@ struct RankEnvironment {
   int port = 29500;
   /// Which launcher's variables these are ("" when there is one rank).
   std::string launcher;
+  /// Started by `kiln train --ranks N` (KILN_RANKS_LAUNCHER), whose command
+  /// line the ranks share.
+  bool byKiln = false;
 };
 
 /// This process's place among the ranks, from its environment; one rank

@@ -398,18 +398,28 @@ private:
   bool dpo() const { return config_.model.objective == "dpo"; }
   llvm::Expected<std::string> save();
   /// Stops the run after `err` (a failed log write): one last checkpoint
-  /// attempt, then an error that says what was and was not saved.
+  /// attempt (not with several ranks: it would need them all), then an
+  /// error that says what was and was not saved.
   llvm::Error stopWithCheckpoint(llvm::Error err);
   /// Whether a signal asked the run to stop. With several ranks, what they
   /// agreed after the last step (agreeToStop): they stop at the same step
   /// and leave an evaluation at the same batch.
-  bool interrupted() const {
+  bool interrupted() const { return stopSignal() != 0; }
+  /// The signal that stops the run (0: none): this process's, or with
+  /// several ranks the one they agreed on.
+  int stopSignal() const {
     if (options_.group)
-      return stopAgreed_;
-    return signalled();
+      return stopAgreed_.load();
+    return options_.interrupted ? options_.interrupted->load() : 0;
   }
-  bool signalled() const { return options_.interrupted && options_.interrupted->load() != 0; }
-  /// Whether a signal reached any rank (a collective, every step).
+  /// What evaluation and sampling poll to stop early: the agreed signal
+  /// with several ranks (so they leave at the same token), else this
+  /// process's.
+  const std::atomic<int> *stopFlag() const {
+    return options_.group ? &stopAgreed_ : options_.interrupted;
+  }
+  /// Whether a signal reached any rank (a collective, every step; the
+  /// largest signal number wins).
   llvm::Expected<bool> agreeToStop();
   /// This process writes the run directory (the only rank, or rank 0).
   bool writer() const { return !options_.group || options_.group->rank() == 0; }
@@ -431,7 +441,7 @@ private:
   MetricsLog log_;
   std::string checkpointDir_;
   double lastVal_ = NAN;
-  bool stopAgreed_ = false;
+  std::atomic<int> stopAgreed_{0};
   std::vector<float> refTrain_, refVal_;
   Clock::time_point runStart_;
   int64_t firstStep_ = 0, skippedSteps_ = 0;
@@ -893,12 +903,12 @@ llvm::Error TrainingRun::referenceLogProbs() {
 
 llvm::Expected<bool> TrainingRun::agreeToStop() {
   if (!options_.group)
-    return signalled();
-  auto any = options_.group->any(signalled());
-  if (!any)
-    return any.takeError();
-  stopAgreed_ = *any;
-  return stopAgreed_;
+    return interrupted();
+  auto most = options_.group->max(options_.interrupted ? options_.interrupted->load() : 0);
+  if (!most)
+    return most.takeError();
+  stopAgreed_ = static_cast<int>(*most);
+  return stopAgreed_ != 0;
 }
 
 llvm::Error TrainingRun::logStep(const StepResult &r, double lr, double stepSeconds) {
@@ -982,7 +992,7 @@ llvm::Error TrainingRun::evaluate() {
     return llvm::Error::success();
   SamplingOptions sampling{false, config_.eval.temperature, config_.eval.top_k};
   auto text = generate(*backend_, *tokenizer_, T_, tokenizer_->vocabSize(), config_.eval.prompt,
-                       config_.eval.sample_tokens, sampling, rng_, options_.interrupted);
+                       config_.eval.sample_tokens, sampling, rng_, stopFlag());
   if (!text)
     return text.takeError();
   out_ << "  sample: " << oneLine(config_.eval.prompt + *text) << "\n";
@@ -1011,6 +1021,12 @@ llvm::Expected<std::string> TrainingRun::save() {
 
 llvm::Error TrainingRun::stopWithCheckpoint(llvm::Error err) {
   std::string why = llvm::toString(std::move(err));
+  // Saving gathers split state from every rank, and the others are not
+  // here (only this one failed): the last checkpoint stays the latest.
+  if (options_.group)
+    return error(llvm::formatv("{0}\n  the run stopped after step {1}; its last checkpoint is the "
+                               "latest in {2} (resume with kiln train --resume {3})",
+                               why, state_.step, checkpointDir_, config_.run_dir));
   auto saved = save();
   if (!saved)
     return error(llvm::formatv("{0}\n  the run stopped after step {1}; the last checkpoint could "
@@ -1069,7 +1085,7 @@ llvm::Expected<int> TrainingRun::loop() {
       }
     }
     if (stop) {
-      int signal = options_.interrupted->load();
+      int signal = stopSignal();
       out_ << llvm::formatv("interrupted by signal {0} after step {1}; resume with: kiln train "
                             "--resume {2}\n",
                             signal, state_.step, config_.run_dir);

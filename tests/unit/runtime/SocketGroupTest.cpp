@@ -12,6 +12,7 @@
 
 #include "gtest/gtest.h"
 
+#include <atomic>
 #include <functional>
 #include <thread>
 
@@ -217,12 +218,17 @@ TEST(SocketGroup, ARankThatDiesIsNamed) {
 // A rank that never arrives: the collective fails after the timeout naming
 // it, on every rank that waited.
 TEST(SocketGroup, ACollectiveTimesOutNamingTheMissingRank) {
+  // Rank 1 stays connected, outside any collective, until the others have
+  // failed (however slowly this machine runs them).
+  std::atomic<int> failed{0};
   auto errors = runRanks(3, 2, {{"dp", 3}}, [&](int64_t r, dist::SocketGroup &g) -> llvm::Error {
     if (r == 1) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+      for (int i = 0; i < 6000 && failed.load() < 2; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
       return llvm::Error::success();
     }
     auto x = g.allReduce(input(r), "dp");
+    ++failed;
     return x ? llvm::Error::success() : x.takeError();
   });
   for (int64_t r : {0, 2})

@@ -1,5 +1,5 @@
 """kill-rank.py DIR RANK SIGNAL COMMAND...: runs COMMAND (kiln train --ranks
-N), waits until DIR/run/metrics.jsonl has a line, sends SIGNAL to the rank
+N), waits until DIR/run holds a checkpoint, sends SIGNAL to the rank
 process RANK (the launcher's child whose RANK variable is RANK), and prints
 the command's output and exit code. Killed after 60 s if still running."""
 import os
@@ -11,9 +11,9 @@ import time
 d, rank, sig = sys.argv[1], sys.argv[2], getattr(signal, "SIG" + sys.argv[3])
 log = open(os.path.join(d, "kill-rank.log"), "w+")
 launcher = subprocess.Popen(sys.argv[4:], stdout=log, stderr=subprocess.STDOUT)
-metrics = os.path.join(d, "run", "metrics.jsonl")
+latest = os.path.join(d, "run", "checkpoints", "latest")
 deadline = time.time() + 60
-while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+while time.time() < deadline and not os.path.exists(latest):
     time.sleep(0.05)
 
 
