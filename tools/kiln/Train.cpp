@@ -42,6 +42,12 @@ static cl::opt<int> ranks("ranks",
                           cl::value_desc("N"), cl::init(0), cl::sub(trainCommand()),
                           cl::cat(kilnCategory()));
 
+static cl::opt<int> gpus("gpus",
+                         cl::desc("Run the mesh on N GPUs of this host, one rank process each "
+                                  "(--ranks N on the GPU, collectives through NCCL)"),
+                         cl::value_desc("N"), cl::init(0), cl::sub(trainCommand()),
+                         cl::cat(kilnCategory()));
+
 static std::atomic<int> interrupted{0};
 
 /// The first SIGINT/SIGTERM/SIGHUP asks the loop to stop after the current
@@ -98,18 +104,44 @@ int runTrain() {
              std::to_string(config->parallel.tp) + "); set them with --set parallel.dp=N";
     return std::nullopt;
   };
-  if (ranks.getNumOccurrences() && where->size > 1 && !where->byKiln)
-    return fail("train", "--ranks " + std::to_string(ranks) + ", but " + where->launcher +
+  // --gpus N is --ranks N on the GPU; the ranks see the same flag.
+  if (gpus.getNumOccurrences() && ranks.getNumOccurrences())
+    return fail("train", "give --gpus or --ranks, not both");
+  const bool onGpus = gpus.getNumOccurrences() > 0;
+  const std::string flag = onGpus ? "--gpus" : "--ranks";
+  const int64_t asked = onGpus ? gpus : ranks;
+  if (onGpus)
+    config->train.device = "cuda";
+  if ((onGpus || ranks.getNumOccurrences()) && where->size > 1 && !where->byKiln)
+    return fail("train", flag + " " + std::to_string(asked) + ", but " + where->launcher +
                              " started this process as rank " + std::to_string(where->rank) +
-                             " of " + std::to_string(where->size) +
-                             ": drop --ranks (that launcher starts the ranks)");
-  if (ranks.getNumOccurrences() && where->size == 1) {
-    if (ranks < 1)
-      return fail("train", "--ranks " + std::to_string(ranks) + ": give at least 1");
-    if (auto problem = checkRanks(ranks, "--ranks asks for"))
+                             " of " + std::to_string(where->size) + ": drop " + flag +
+                             " (that launcher starts the ranks)");
+  if ((onGpus || ranks.getNumOccurrences()) && where->size == 1) {
+    if (asked < 1)
+      return fail("train", flag + " " + std::to_string(asked) + ": give at least 1");
+    if (auto problem = checkRanks(asked, flag + " asks for"))
       return fail("train", *problem);
-    if (ranks > 1) {
-      auto code = tooling::launchLocalRanks(ranks, commandLine(), errs());
+    // The GPUs and NCCL are checked here, before any rank starts.
+    if (onGpus) {
+      auto dev = cuda::device();
+      if (!dev)
+        return fail("train", "--gpus " + std::to_string(asked) + ": " + toString(dev.takeError()));
+      if (dev->count < asked)
+        return fail("train", formatv("--gpus {0} asks for {0} GPUs but this host has {1} (more "
+                                     "ranks than GPUs: --ranks {0} --set train.device=cuda "
+                                     "--set parallel.collectives=host shares them)",
+                                     asked, dev->count)
+                                 .str());
+      if (config->parallel.collectives != "host" && asked > 1)
+        if (auto api = cuda::nccl(cuda::ToolkitPaths()); !api)
+          return fail("train", "--gpus " + std::to_string(asked) + ": NCCL cannot be loaded (" +
+                                   toString(api.takeError()) +
+                                   "); --set parallel.collectives=host stages the collectives "
+                                   "through host memory instead");
+    }
+    if (asked > 1) {
+      auto code = tooling::launchLocalRanks(asked, commandLine(), errs());
       if (!code)
         return fail("train", toString(code.takeError()));
       return *code;
