@@ -1,6 +1,7 @@
 //===- MeshLayout.cpp - how a partitioned module's tensors split over ranks ===//
 
 #include "runtime/MeshLayout.h"
+#include "runtime/ParamInit.h"
 #include "runtime/cpu/Kernels.h"
 
 #include "ir/KilnAttrs.h"
@@ -145,6 +146,38 @@ cpu::HostTensor MeshLayout::partOf(const cpu::HostTensor &t, const DimAxes &axes
     limit[d] = start[d] + part;
   }
   return cpu::kernels::slice(t, start, limit, strides);
+}
+
+llvm::Expected<NamedTensors> MeshLayout::initialState(llvm::ArrayRef<StateSpec> specs,
+                                                       uint64_t seed) {
+  auto values = initParams(specs, seed);
+  if (!values)
+    return values.takeError();
+  NamedTensors whole;
+  for (auto [spec, value] : llvm::zip_equal(specs, *values))
+    whole.push_back({spec.name, std::move(value)});
+  return whole;
+}
+
+llvm::Expected<NamedTensors> MeshLayout::partsFor(const NamedTensors &tensors,
+                                                  llvm::ArrayRef<StateSpec> specs,
+                                                  int64_t rank) const {
+  NamedTensors mine;
+  for (const auto &[name, t] : tensors) {
+    const DimAxes *axes = stateAxes(name);
+    if (!axes) {
+      mine.push_back({name, t});
+      continue;
+    }
+    for (const StateSpec &spec : specs)
+      if (spec.name == name && spec.shape != t.shape())
+        return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                       "'" + name + "' is " + t.typeString() +
+                                           " in the checkpoint but has another shape in this "
+                                           "model");
+    mine.push_back({name, partOf(t, *axes, rank)});
+  }
+  return mine;
 }
 
 void MeshLayout::place(cpu::HostTensor &whole, const cpu::HostTensor &part, const DimAxes &axes,

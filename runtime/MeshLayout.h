@@ -76,6 +76,14 @@ public:
   std::vector<int64_t> globalShape(std::vector<int64_t> shape, const DimAxes &axes) const;
   /// Rank `rank`'s part of the global tensor `t` split as `axes`.
   cpu::HostTensor partOf(const cpu::HostTensor &t, const DimAxes &axes, int64_t rank) const;
+  /// The state of `specs` (global shapes) initialized whole from `seed`,
+  /// as on one device: a run's numbers do not depend on the mesh.
+  static llvm::Expected<NamedTensors> initialState(llvm::ArrayRef<StateSpec> specs, uint64_t seed);
+  /// Rank `rank`'s part of the state tensors `tensors` (whole ones pass
+  /// through); a split tensor whose shape is not its global one in `specs`
+  /// is an error naming it.
+  llvm::Expected<NamedTensors> partsFor(const NamedTensors &tensors,
+                                        llvm::ArrayRef<StateSpec> specs, int64_t rank) const;
   /// Writes rank `rank`'s part `part` into the global tensor `whole`.
   void place(cpu::HostTensor &whole, const cpu::HostTensor &part, const DimAxes &axes,
              int64_t rank) const;

@@ -2,7 +2,6 @@
 
 #include "runtime/cpu/MeshCpuBackend.h"
 #include "runtime/cpu/Kernels.h"
-#include "runtime/ParamInit.h"
 
 #include "ir/KilnAttrs.h"
 #include "ir/KilnDialect.h"
@@ -28,13 +27,8 @@ llvm::Error MeshCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
   specs_ = layout_->globalSpecs(ranks_[0]->stateSpecs());
   if (!layout_->hasSplitState())
     return llvm::Error::success();
-  auto values = initParams(specs_, seed);
-  if (!values)
-    return values.takeError();
-  NamedTensors whole;
-  for (auto [spec, value] : llvm::zip_equal(specs_, *values))
-    whole.push_back({spec.name, std::move(value)});
-  return setState(whole);
+  auto whole = MeshLayout::initialState(specs_, seed);
+  return whole ? setState(*whole) : whole.takeError();
 }
 
 llvm::Expected<int64_t> MeshCpuBackend::memoryNeeded(mlir::ModuleOp module) {
@@ -126,22 +120,10 @@ llvm::Expected<TensorMap> MeshCpuBackend::run(llvm::StringRef fn, const TensorMa
 
 llvm::Error MeshCpuBackend::setState(const NamedTensors &tensors) {
   for (int64_t r = 0; r < static_cast<int64_t>(ranks_.size()); ++r) {
-    NamedTensors mine;
-    for (const auto &[name, t] : tensors) {
-      const DimAxes *axes = layout_->stateAxes(name);
-      if (!axes) {
-        mine.push_back({name, t});
-        continue;
-      }
-      for (const StateSpec &spec : specs_)
-        if (spec.name == name && spec.shape != t.shape())
-          return llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                         "'" + name + "' is " + t.typeString() +
-                                             " in the checkpoint but has another shape in this "
-                                             "model");
-      mine.push_back({name, layout_->partOf(t, *axes, r)});
-    }
-    if (llvm::Error err = ranks_[r]->setState(mine))
+    auto mine = layout_->partsFor(tensors, specs_, r);
+    if (!mine)
+      return mine.takeError();
+    if (llvm::Error err = ranks_[r]->setState(*mine))
       return err;
   }
   return llvm::Error::success();

@@ -1,7 +1,6 @@
 //===- RankBackend.cpp - this process as one rank of a mesh ----------------===//
 
 #include "runtime/dist/RankBackend.h"
-#include "runtime/ParamInit.h"
 
 #include "llvm/Support/FormatVariadic.h"
 
@@ -30,13 +29,8 @@ llvm::Error RankBackend::load(mlir::ModuleOp module, uint64_t seed) {
   specs_ = layout_->globalSpecs(local_->stateSpecs());
   if (!layout_->hasSplitState())
     return llvm::Error::success();
-  auto values = initParams(specs_, seed);
-  if (!values)
-    return values.takeError();
-  NamedTensors whole;
-  for (auto [spec, value] : llvm::zip_equal(specs_, *values))
-    whole.push_back({spec.name, std::move(value)});
-  return setState(whole);
+  auto whole = MeshLayout::initialState(specs_, seed);
+  return whole ? setState(*whole) : whole.takeError();
 }
 
 llvm::Expected<TensorMap> RankBackend::run(llvm::StringRef fn, const TensorMap &inputs) {
@@ -88,20 +82,8 @@ llvm::Expected<NamedTensors> RankBackend::optimizerStates() {
 }
 
 llvm::Error RankBackend::setState(const NamedTensors &tensors) {
-  NamedTensors mine;
-  for (const auto &[name, t] : tensors) {
-    const DimAxes *axes = layout_->stateAxes(name);
-    if (!axes) {
-      mine.push_back({name, t});
-      continue;
-    }
-    for (const StateSpec &spec : specs_)
-      if (spec.name == name && spec.shape != t.shape())
-        return error("'" + name + "' is " + t.typeString() +
-                     " in the checkpoint but has another shape in this model");
-    mine.push_back({name, layout_->partOf(t, *axes, group_.rank())});
-  }
-  return local_->setState(mine);
+  auto mine = layout_->partsFor(tensors, specs_, group_.rank());
+  return mine ? local_->setState(*mine) : mine.takeError();
 }
 
 std::string RankBackend::describe() const {
