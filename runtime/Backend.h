@@ -22,6 +22,7 @@
 
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kiln {
@@ -106,6 +107,16 @@ public:
   /// Runs function `fn` with the given inputs and returns its named outputs;
   /// aliased results update the state in place.
   virtual llvm::Expected<TensorMap> run(llvm::StringRef fn, const TensorMap &inputs) = 0;
+
+  /// The rows [first, first + count) of a global batch of `batch` rows that
+  /// function `fn`'s batch inputs (tokens, targets, ...) take on this
+  /// process: all of them, except on one rank of a mesh that splits the
+  /// batch — its data-parallel share, which is then all its inputs need
+  /// (run() takes them whole or as just these rows).
+  virtual std::pair<int64_t, int64_t> batchRows(llvm::StringRef fn, int64_t batch) const {
+    (void)fn;
+    return {0, batch};
+  }
 
   /// Whether the loaded module has function `fn`.
   virtual bool hasFunction(llvm::StringRef fn) const = 0;

@@ -86,9 +86,12 @@ llvm::Expected<MeshLayout> MeshLayout::of(mlir::ModuleOp module) {
     for (unsigned i = 0; i < func.getNumResults(); ++i)
       f.updatesState |= func.getResultAttr(i, KilnDialect::kAliasesAttrName) != nullptr;
     for (unsigned i = 0; i < func.getNumArguments(); ++i)
-      if (auto name = func.getArgAttrOfType<mlir::StringAttr>(i, KilnDialect::kInputAttrName))
+      if (auto name = func.getArgAttrOfType<mlir::StringAttr>(i, KilnDialect::kInputAttrName)) {
         f.inputs[name.getValue().str()] =
             axesOf(func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName));
+        if (auto type = mlir::dyn_cast<mlir::RankedTensorType>(func.getArgument(i).getType()))
+          f.inputShapes[name.getValue().str()] = type.getShape().vec();
+      }
     for (unsigned i = 0; i < func.getNumResults(); ++i)
       if (auto name = func.getResultAttrOfType<mlir::StringAttr>(i, KilnDialect::kOutputAttrName))
         f.outputs[name.getValue().str()] =

@@ -46,6 +46,8 @@ public:
   /// Per function: the axes splitting each input and each output, by name.
   struct Function {
     std::map<std::string, DimAxes> inputs, outputs;
+    /// The inputs' shapes on one rank (their parts' shapes).
+    std::map<std::string, std::vector<int64_t>> inputShapes;
     /// Partitioned (kiln.partitioned): its ranks run collectives together.
     bool partitioned = false;
     /// Some result replaces a parameter or state in place.

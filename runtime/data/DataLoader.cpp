@@ -45,11 +45,28 @@ llvm::Expected<LoaderPosition> LoaderPosition::fromJSON(const llvm::json::Value 
   return p;
 }
 
+namespace {
+llvm::Error checkRows(int64_t first, int64_t count, int64_t batch) {
+  if (first < 0 || count < 0 || first + count > batch || (count == 0 && first != 0))
+    return error(llvm::formatv("rows [{0}, {0} + {1}) are not rows of a batch of {2}", first,
+                               count, batch));
+  return llvm::Error::success();
+}
+} // namespace
+
+llvm::Error DataLoader::keepRows(int64_t first, int64_t count) {
+  if (llvm::Error err = checkRows(first, count, options_.batch))
+    return err;
+  options_.rowBegin = first;
+  options_.rowCount = count;
+  return llvm::Error::success();
+}
+
 llvm::Expected<std::unique_ptr<DataLoader>> DataLoader::open(const LoaderOptions &options) {
   if (options.files.empty())
     return error("no token shards given");
-  if (options.rank < 0 || options.rank >= options.worldSize)
-    return error(llvm::formatv("rank {0} is outside a world of {1}", options.rank, options.worldSize));
+  if (llvm::Error err = checkRows(options.rowBegin, options.rowCount, options.batch))
+    return std::move(err);
   std::unique_ptr<DataLoader> loader(new DataLoader(options));
   for (const std::string &path : options.files) {
     auto shard = TokenShard::open(path, options.vocabSize);
@@ -101,15 +118,13 @@ llvm::Expected<std::unique_ptr<DataLoader>> DataLoader::open(const LoaderOptions
       loader->firstRow_.push_back(loader->rowCount_);
       loader->rowCount_ += rows;
     }
-    if (loader->rowCount_ < options.batch * options.worldSize)
+    if (loader->rowCount_ < options.batch)
       return error(llvm::formatv("the shards ({0}, ...) hold {1} rows; a step needs {2}",
-                                 options.files.front(), loader->rowCount_,
-                                 options.batch * options.worldSize));
+                                 options.files.front(), loader->rowCount_, options.batch));
     loader->reset();
     return std::move(loader);
   }
-  int64_t window = options.random ? options.seqLen + 1
-                                  : options.batch * options.seqLen * options.worldSize + 1;
+  int64_t window = options.random ? options.seqLen + 1 : options.batch * options.seqLen + 1;
   bool fits = false;
   for (const TokenShard &s : loader->shards_)
     fits |= s.size() >= window;
@@ -123,7 +138,9 @@ llvm::Expected<std::unique_ptr<DataLoader>> DataLoader::open(const LoaderOptions
 
 void DataLoader::reset() {
   pos_ = LoaderPosition();
-  rng_ = Rng(options_.seed, "data.rank" + std::to_string(options_.rank));
+  // The stream's name is kept from when loaders had ranks, so runs keep
+  // their batches.
+  rng_ = Rng(options_.seed, "data.rank0");
   pos_.rng = rng_.state();
 }
 
@@ -187,56 +204,59 @@ void DataLoader::readRows(llvm::ArrayRef<int64_t> rows, cpu::HostTensor &tokens,
 void DataLoader::next(cpu::HostTensor &tokens, cpu::HostTensor &targets,
                       std::vector<int64_t> *rowsOut) {
   const int64_t B = options_.batch, T = options_.seqLen;
+  const int64_t first = options_.rowBegin, kept = keptRows();
   if (rowTokens_ > 0) {
-    // Groups of rows: this rank's share of the step's groups, in order
-    // (wrapping into the next epoch), or random groups.
-    const int64_t G = options_.groupRows, groups = rowCount_ / G, perRank = B / G;
+    // Groups of rows: the step's groups in order (wrapping into the next
+    // epoch), or random groups; then the rows kept.
+    const int64_t G = options_.groupRows, groups = rowCount_ / G, perStep = B / G;
     std::vector<int64_t> rows;
-    for (int64_t j = 0; j < perRank; ++j) {
-      int64_t group;
-      if (options_.random) {
-        group = static_cast<int64_t>(rng_.below(static_cast<uint64_t>(groups)));
-      } else {
-        int64_t k = pos_.offset + options_.rank * perRank + j;
-        group = k % groups;
-      }
+    for (int64_t j = 0; j < perStep; ++j) {
+      int64_t group = options_.random
+                          ? static_cast<int64_t>(rng_.below(static_cast<uint64_t>(groups)))
+                          : (pos_.offset + j) % groups;
       for (int64_t r = 0; r < G; ++r)
         rows.push_back(group * G + r);
     }
     if (!options_.random) {
-      pos_.offset += perRank * options_.worldSize;
+      pos_.offset += perStep;
       pos_.epoch += pos_.offset / groups;
       pos_.offset %= groups;
     }
+    rows = std::vector<int64_t>(rows.begin() + first, rows.begin() + first + kept);
     readRows(rows, tokens, targets);
     if (rowsOut)
       *rowsOut = std::move(rows);
     return;
   }
-  tokens = cpu::HostTensor(cpu::DType::I32, {B, T});
-  targets = cpu::HostTensor(cpu::DType::I32, {B, T});
+  tokens = cpu::HostTensor(cpu::DType::I32, {kept, T});
+  targets = cpu::HostTensor(cpu::DType::I32, {kept, T});
   int64_t *tok = tokens.data<int64_t>(), *tgt = targets.data<int64_t>();
   if (options_.random) {
-    // Uniform over every start position that leaves room for T+1 tokens.
+    // Uniform over every start position that leaves room for T+1 tokens;
+    // every row is drawn, so the stream advances as for the whole batch.
     int64_t starts = 0;
     for (const TokenShard &s : shards_)
       starts += std::max<int64_t>(0, s.size() - T);
     for (int64_t b = 0; b < B; ++b) {
       int64_t pick = static_cast<int64_t>(rng_.below(starts)), shard = 0;
+      if (b < first || b >= first + kept)
+        continue;
       while (pick >= std::max<int64_t>(0, shards_[shard].size() - T)) {
         pick -= std::max<int64_t>(0, shards_[shard].size() - T);
         ++shard;
       }
       for (int64_t t = 0; t < T; ++t) {
-        tok[b * T + t] = token(shard, pick + t);
-        tgt[b * T + t] = target(shard, pick + t + 1);
+        tok[(b - first) * T + t] = token(shard, pick + t);
+        tgt[(b - first) * T + t] = target(shard, pick + t + 1);
       }
     }
     return;
   }
-  // Sequential: this rank's window of the current group, then advance.
-  const int64_t group = B * T * options_.worldSize;
-  auto fits = [&](int64_t shard, int64_t offset) { return offset + group + 1 <= shards_[shard].size(); };
+  // Sequential: the kept rows of the current window, then advance.
+  const int64_t window = B * T;
+  auto fits = [&](int64_t shard, int64_t offset) {
+    return offset + window + 1 <= shards_[shard].size();
+  };
   while (!fits(pos_.shard, pos_.offset)) {
     pos_.offset = 0;
     if (++pos_.shard == static_cast<int64_t>(shards_.size())) {
@@ -244,12 +264,12 @@ void DataLoader::next(cpu::HostTensor &tokens, cpu::HostTensor &targets,
       ++pos_.epoch;
     }
   }
-  int64_t base = pos_.offset + options_.rank * B * T;
-  for (int64_t i = 0; i < B * T; ++i) {
+  int64_t base = pos_.offset + first * T;
+  for (int64_t i = 0; i < kept * T; ++i) {
     tok[i] = token(pos_.shard, base + i);
     tgt[i] = target(pos_.shard, base + i + 1);
   }
-  pos_.offset += group;
+  pos_.offset += window;
 }
 
 } // namespace kiln

@@ -3,16 +3,19 @@
 // Two modes:
 //   sequential — llm.c's: windows of B·T+1 tokens taken one after another
 //     through the shards in order (targets are the tokens shifted by one);
-//     rank r of W takes the r-th window of each group of W, so ranks never
-//     overlap; past the last shard a new epoch starts at the first.
+//     past the last shard a new epoch starts at the first.
 //   random — each sequence starts at a uniformly random token position of
-//     the whole corpus (a per-rank random stream from the seed).
+//     the whole corpus (a random stream from the seed).
 // Shards of rows (DPO pairs: TokenShard::rowTokens() > 0) are read row by
 // row instead: a row of T+1 tokens gives one sequence (its first T tokens)
 // and its targets (the last T), and rows come in groups (a chosen and a
 // rejected response) that a batch never splits — sequential groups in
-// order through all shards (rank r of W takes the r-th share of each step),
-// or random groups.
+// order through all shards, or random groups.
+// A rank of a data-parallel mesh reads only its rows of each global batch
+// (LoaderOptions::rowBegin/rowCount): the loader walks the global batches —
+// the same windows, the same random draws, the same position — and copies
+// out the rows it keeps, so the ranks together read each batch once, and a
+// run's batches (and its checkpoints' positions) do not depend on the mesh.
 // The position is a small struct that checkpoints save, so a resumed run
 // sees exactly the batches an uninterrupted one would.
 //
@@ -36,8 +39,10 @@ namespace kiln {
 
 struct LoaderOptions {
   std::vector<std::string> files; ///< shard paths (expandGlob)
-  int64_t batch = 1, seqLen = 1;
-  int64_t rank = 0, worldSize = 1;
+  int64_t batch = 1, seqLen = 1; ///< the global batch
+  /// The rows of each batch this loader returns: [rowBegin, rowBegin +
+  /// rowCount) (a rank's data-parallel share); rowCount 0 means all of them.
+  int64_t rowBegin = 0, rowCount = 0;
   bool random = false;
   uint64_t seed = 0;
   int64_t vocabSize = 0; ///< tokens at or above this are an error (0: unchecked)
@@ -68,8 +73,9 @@ public:
   /// malformed, or when the data is too short for one sequence.
   static llvm::Expected<std::unique_ptr<DataLoader>> open(const LoaderOptions &options);
 
-  /// The next batch: tokens and targets, each i32 [B, T]. For shards of
-  /// rows, `rows` (when given) receives the batch's global row indices.
+  /// The next batch: tokens and targets, each i32 [rows, T] (the rows kept
+  /// of the global batch; all B by default). For shards of rows, `rows`
+  /// (when given) receives their global row indices.
   void next(cpu::HostTensor &tokens, cpu::HostTensor &targets,
             std::vector<int64_t> *rows = nullptr);
 
@@ -87,6 +93,12 @@ public:
 
   int64_t totalTokens() const { return total_; }
   const LoaderOptions &options() const { return options_; }
+  /// From the next batch on, returns rows [first, first + count) of each
+  /// (LoaderOptions::rowBegin/rowCount); an error when they are not rows of
+  /// the batch.
+  llvm::Error keepRows(int64_t first, int64_t count);
+  /// The rows of each batch next() returns.
+  int64_t keptRows() const { return options_.rowCount > 0 ? options_.rowCount : options_.batch; }
 
 private:
   explicit DataLoader(LoaderOptions options) : options_(std::move(options)) {}

@@ -44,7 +44,11 @@ llvm::Expected<TensorMap> RankBackend::run(llvm::StringRef fn, const TensorMap &
   TensorMap mine;
   for (const auto &[name, t] : inputs) {
     auto layout = l->inputs.find(name);
-    mine[name] = layout != l->inputs.end() && isSplit(layout->second)
+    auto shape = l->inputShapes.find(name);
+    // A split input given whole keeps this rank's part; given with the
+    // part's shape, it is that part already (batchRows).
+    bool given = shape != l->inputShapes.end() && t.shape() == shape->second;
+    mine[name] = layout != l->inputs.end() && isSplit(layout->second) && !given
                      ? layout_->partOf(t, layout->second, group_.rank())
                      : t;
   }
@@ -53,6 +57,18 @@ llvm::Expected<TensorMap> RankBackend::run(llvm::StringRef fn, const TensorMap &
       return error("@" + fn + ": output '" + name +
                    "' is split over the mesh; gathering split outputs is planned");
   return local_->run(fn, mine);
+}
+
+std::pair<int64_t, int64_t> RankBackend::batchRows(llvm::StringRef fn, int64_t batch) const {
+  const MeshLayout::Function *l = layout_ ? layout_->function(fn) : nullptr;
+  if (!l || !l->partitioned)
+    return {0, batch};
+  auto tokens = l->inputs.find("tokens");
+  if (tokens == l->inputs.end() || tokens->second.empty() || tokens->second[0].empty())
+    return {0, batch};
+  const std::string &axis = tokens->second[0];
+  const int64_t part = batch / layout_->axisSize(axis);
+  return {layout_->coordinate(group_.rank(), axis) * part, part};
 }
 
 llvm::Expected<NamedTensors> RankBackend::gather(llvm::Expected<NamedTensors> local) {

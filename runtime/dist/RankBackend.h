@@ -3,9 +3,10 @@
 // The Backend of one rank process of a partitioned module (kiln-partition):
 // its own rank's functions run on a local backend — the CPU interpreter, or
 // a GPU — whose collectives go through the group, and the training
-// loop above it sees global tensors, as with MeshCpuBackend: it gives every
-// rank the whole batch and each keeps its part (the rows of its data-parallel
-// coordinate); outputs are replicated; parameters and states come back whole
+// loop above it sees global tensors, as with MeshCpuBackend: it gives a
+// rank the whole batch, of which it keeps its part (the rows of its
+// data-parallel coordinate), or just that part (batchRows: the loop reads
+// only those rows); outputs are replicated; parameters and states come back whole
 // (split ones gathered through the group, so every rank must ask for them
 // together, at the same step).
 //
@@ -40,6 +41,7 @@ public:
   }
   llvm::Expected<TensorMap> run(llvm::StringRef fn, const TensorMap &inputs) override;
   bool hasFunction(llvm::StringRef fn) const override { return local_->hasFunction(fn); }
+  std::pair<int64_t, int64_t> batchRows(llvm::StringRef fn, int64_t batch) const override;
   Backend &local() { return *local_; }
   llvm::Expected<NamedTensors> params() override;
   llvm::Expected<NamedTensors> optimizerStates() override;

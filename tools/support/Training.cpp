@@ -468,14 +468,14 @@ llvm::Error TrainingRun::openData() {
   if (!valFiles)
     return error("data.val: " + llvm::toString(valFiles.takeError()));
   const int64_t groupRows = dpo() ? 2 : 1; // a DPO pair: chosen, rejected
-  LoaderOptions trainOptions{*trainFiles, B_, T_, 0, 1, config_.data.mode == "random",
+  LoaderOptions trainOptions{*trainFiles, B_, T_, 0, 0, config_.data.mode == "random",
                              static_cast<uint64_t>(config_.train.seed), config_.model.vocab_size,
                              groupRows};
   auto trainData = DataLoader::open(trainOptions);
   if (!trainData)
     return trainData.takeError();
   trainData_ = std::move(*trainData);
-  LoaderOptions valOptions{*valFiles, B_, T_, 0, 1, false, 0, config_.model.vocab_size, groupRows};
+  LoaderOptions valOptions{*valFiles, B_, T_, 0, 0, false, 0, config_.model.vocab_size, groupRows};
   auto valData = DataLoader::open(valOptions);
   if (!valData)
     return valData.takeError();
@@ -690,6 +690,10 @@ void TrainingRun::printHeader(double compileSeconds) {
                         B_, T_, K_ > 1 ? llvm::formatv(" x {0} micro-batches", K_).str() : "",
                         B_ * T_ * K_, steps_, config_.optim.lr, config_.optim.schedule,
                         config_.optim.warmup_steps, compileSeconds);
+  if (trainData_->keptRows() != B_)
+    out_ << llvm::formatv("  each rank reads its {0} rows of each batch of {1} (its data-parallel "
+                          "share)\n",
+                          trainData_->keptRows(), B_);
   if (std::string about = backend_->describe(); !about.empty())
     out_ << "  " << llvm::join(llvm::split(llvm::StringRef(about).rtrim(), '\n'), "\n  ") << "\n";
   // What train.recompute / train.memory_budget chose.
@@ -733,6 +737,12 @@ llvm::Error TrainingRun::open() {
   if (llvm::Error err = compile())
     return err;
   double compileSeconds = std::chrono::duration<double>(Clock::now() - compileStart).count();
+  // A rank of a mesh that splits the batch reads only its rows of each.
+  auto [firstRow, rows] = backend_->batchRows(
+      backend_->hasFunction("accumulate_step") ? "accumulate_step" : "train_step", B_);
+  if (rows != B_)
+    if (llvm::Error err = trainData_->keepRows(firstRow, rows))
+      return err;
   // 3. Resume, or start fresh (from random or given weights), then claim the
   // run directory: nothing is written before every check above passed.
   if (llvm::Error err = restore())

@@ -189,15 +189,19 @@ TEST(DataLoader, RowsComeInWholeGroupsAcrossShards) {
   EXPECT_EQ(tok.get(8), 0);
   EXPECT_EQ((*loader)->position().epoch, 1);
 
-  // Two ranks: disjoint pairs of each step.
+  // A rank keeping rows 2 and 3 of each batch: the second pair.
   LoaderOptions r1 = o;
-  r1.batch = 2;
-  r1.worldSize = 2;
-  r1.rank = 1;
+  r1.rowBegin = 2;
+  r1.rowCount = 2;
   auto l1 = DataLoader::open(r1);
   ASSERT_TRUE(static_cast<bool>(l1)) << llvm::toString(l1.takeError());
   (*l1)->next(tok, tgt, &rows);
   EXPECT_EQ(rows, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(tok.dim(0), 2);
+  EXPECT_EQ(tok.get(0), 10); // row 2 starts at token 10
+  (*l1)->next(tok, tgt, &rows);
+  EXPECT_EQ(rows, (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ((*l1)->position().epoch, 1);
 
   // Rows for another sequence length, a batch splitting a pair, and a mix
   // of rows and a stream are refused.
@@ -226,28 +230,55 @@ TEST(DataLoader, RowsComeInWholeGroupsAcrossShards) {
   EXPECT_NE(errorOf(ragged.takeError()).find("not whole rows of 5"), std::string::npos);
 }
 
-TEST(DataLoader, RanksTakeDisjointWindows) {
+TEST(DataLoader, KeptRowsAreTheGlobalBatchsRows) {
+  // Ranks keeping their share of each batch read exactly the rows of the
+  // global batch, in sequential and random mode, and end at its position.
   std::string dir = tempDir();
-  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s.bin", iotaTokens(100))));
-  LoaderOptions r0{{dir + "/s.bin"}, 1, 5, /*rank=*/0, /*world=*/2};
-  LoaderOptions r1 = r0;
-  r1.rank = 1;
-  auto l0 = DataLoader::open(r0), l1 = DataLoader::open(r1);
-  ASSERT_TRUE(static_cast<bool>(l0) && static_cast<bool>(l1));
-  cpu::HostTensor a, at, b, bt;
-  for (int step = 0; step < 3; ++step) {
-    (*l0)->next(a, at);
-    (*l1)->next(b, bt);
-    EXPECT_EQ(a.get(0), step * 10);     // rank 0: the first window of each group
-    EXPECT_EQ(b.get(0), step * 10 + 5); // rank 1: the second
+  ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s.bin", iotaTokens(700))));
+  for (bool random : {false, true}) {
+    LoaderOptions whole{{dir + "/s.bin"}, /*batch=*/4, /*seqLen=*/8, 0, 0, random, /*seed=*/5};
+    auto global = DataLoader::open(whole);
+    ASSERT_TRUE(static_cast<bool>(global));
+    std::vector<std::unique_ptr<DataLoader>> parts;
+    for (int64_t first : {0, 1, 3}) { // rows 0, 1..2, 3
+      LoaderOptions o = whole;
+      o.rowBegin = first;
+      o.rowCount = first == 1 ? 2 : 1;
+      auto part = DataLoader::open(o);
+      ASSERT_TRUE(static_cast<bool>(part)) << llvm::toString(part.takeError());
+      parts.push_back(std::move(*part));
+    }
+    for (int step = 0; step < 25; ++step) { // past the end of the shard: epoch 1
+      cpu::HostTensor t, g;
+      (*global)->next(t, g);
+      for (auto &part : parts) {
+        cpu::HostTensor pt, pg;
+        part->next(pt, pg);
+        const int64_t first = part->options().rowBegin;
+        ASSERT_EQ(pt.dim(0), part->keptRows());
+        for (int64_t i = 0; i < pt.numel(); ++i) {
+          ASSERT_EQ(pt.get(i), t.get(first * 8 + i)) << (random ? "random" : "sequential");
+          ASSERT_EQ(pg.get(i), g.get(first * 8 + i));
+        }
+        EXPECT_EQ(part->position().toJSON(), (*global)->position().toJSON());
+      }
+    }
+    EXPECT_EQ((*global)->position().epoch, random ? 0 : 1);
   }
+  // Rows outside the batch are refused.
+  LoaderOptions bad{{dir + "/s.bin"}, 4, 8};
+  bad.rowBegin = 3;
+  bad.rowCount = 2;
+  auto refused = DataLoader::open(bad);
+  ASSERT_FALSE(static_cast<bool>(refused));
+  EXPECT_NE(errorOf(refused.takeError()).find("are not rows of a batch of 4"), std::string::npos);
 }
 
 TEST(DataLoader, ResumePositionReproducesTheSameBatches) {
   std::string dir = tempDir();
   ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s.bin", iotaTokens(5000))));
   for (bool random : {false, true}) {
-    LoaderOptions o{{dir + "/s.bin"}, 3, 16, 0, 1, random, /*seed=*/9};
+    LoaderOptions o{{dir + "/s.bin"}, 3, 16, 0, 0, random, /*seed=*/9};
     auto first = DataLoader::open(o);
     ASSERT_TRUE(static_cast<bool>(first));
     cpu::HostTensor t, g;
@@ -272,7 +303,7 @@ TEST(DataLoader, ResumePositionReproducesTheSameBatches) {
 TEST(DataLoader, RandomModeIsSeededAndStaysInRange) {
   std::string dir = tempDir();
   ASSERT_FALSE(static_cast<bool>(writeShard(dir + "/s.bin", iotaTokens(1000))));
-  LoaderOptions o{{dir + "/s.bin"}, 4, 8, 0, 1, true, 1};
+  LoaderOptions o{{dir + "/s.bin"}, 4, 8, 0, 0, true, 1};
   auto a = DataLoader::open(o);
   o.seed = 2;
   auto b = DataLoader::open(o);
