@@ -12,8 +12,8 @@
 
 #include "runtime/Random.h"
 #include "runtime/cpu/CpuBackend.h"
-#include "tools/support/Compile.h"
-#include "tools/support/Training.h"
+#include "train/Compile.h"
+#include "train/Loop.h"
 
 #include "mlir/IR/MLIRContext.h"
 

@@ -36,8 +36,8 @@
 #include "runtime/Random.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/DevicePeak.h"
-#include "tools/support/Compile.h"
-#include "tools/support/Training.h"
+#include "train/Compile.h"
+#include "train/Loop.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/Support/FileSystem.h"

@@ -19,8 +19,8 @@
 #include "runtime/Random.h"
 #include "runtime/Safetensors.h"
 #include "runtime/cuda/CudaBackend.h"
-#include "tools/support/Compile.h"
-#include "tools/support/Training.h"
+#include "train/Compile.h"
+#include "train/Loop.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"

@@ -28,8 +28,8 @@
 #include "runtime/cpu/Interpreter.h"
 #include "runtime/cuda/CudaBackend.h"
 #include "runtime/cuda/CudaExecutor.h"
-#include "tools/support/Compile.h"
-#include "tools/support/Training.h"
+#include "train/Compile.h"
+#include "train/Loop.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"

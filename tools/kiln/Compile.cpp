@@ -7,7 +7,7 @@
 #include "models/Model.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/Nvrtc.h"
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 #include "tools/support/ShardingReport.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"

@@ -36,7 +36,7 @@
 #include "ir/KilnOps.h"
 #include "passes/Passes.h"
 #include "models/Model.h"
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"

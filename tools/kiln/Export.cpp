@@ -12,9 +12,9 @@
 
 #include "runtime/Checkpoint.h"
 #include "runtime/cpu/CpuBackend.h"
-#include "tools/support/Compile.h"
-#include "tools/support/HuggingFace.h"
-#include "tools/support/Training.h"
+#include "train/Compile.h"
+#include "train/HuggingFace.h"
+#include "train/Loop.h"
 
 #include "mlir/IR/MLIRContext.h"
 

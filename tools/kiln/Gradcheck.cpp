@@ -8,7 +8,7 @@
 #include "runtime/ParamInit.h"
 #include "runtime/Random.h"
 #include "runtime/cpu/Interpreter.h"
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 #include "tools/support/GradCheck.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"

@@ -26,7 +26,7 @@
 #include "passes/PassUtils.h"
 #include "passes/Passes.h"
 #include "support/Files.h"
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"

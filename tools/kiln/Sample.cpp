@@ -6,9 +6,9 @@
 #include "models/Model.h"
 #include "runtime/Checkpoint.h"
 #include "runtime/Backend.h"
-#include "tools/support/Compile.h"
-#include "tools/support/HuggingFace.h"
-#include "tools/support/Training.h"
+#include "train/Compile.h"
+#include "train/HuggingFace.h"
+#include "train/Loop.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/ADT/StringExtras.h"

@@ -13,7 +13,7 @@
 
 #include "runtime/data/Corpus.h"
 #include "runtime/data/TokenShard.h"
-#include "tools/support/Training.h"
+#include "train/Loop.h"
 
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"

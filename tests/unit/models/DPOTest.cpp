@@ -14,7 +14,7 @@
 #include "models/Model.h"
 #include "runtime/ParamInit.h"
 #include "runtime/cpu/Interpreter.h"
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 #include "tools/support/GradCheck.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"

@@ -13,7 +13,7 @@
 #include "runtime/ParamInit.h"
 #include "runtime/cpu/Interpreter.h"
 #include "runtime/data/DataLoader.h"
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"

@@ -5,7 +5,7 @@
 #include "runtime/cpu/Interpreter.h"
 
 #include <cmath>
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"

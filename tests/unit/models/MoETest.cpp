@@ -20,7 +20,7 @@
 #include "runtime/cpu/Interpreter.h"
 #include "runtime/cpu/Kernels.h"
 #include "tests/unit/TestSupport.h"
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 #include "tools/support/GradCheck.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"

@@ -12,7 +12,7 @@
 #include "runtime/cpu/CpuBackend.h"
 #include "runtime/cpu/Interpreter.h"
 #include "tests/unit/TestSupport.h"
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Pass/PassManager.h"
@@ -183,7 +183,7 @@ namespace {
 
 // The passes' options (Passes.td) are the single declaration of the
 // optimizer's settings; the run config binds its TOML keys to them
-// (tools/support/Compile.cpp) and must start from the same defaults, so a
+// (train/Compile.cpp) and must start from the same defaults, so a
 // config that sets nothing trains exactly as the pass would by default.
 TEST(AttachOptimizer, ConfigDefaultsAreThePassDefaults) {
   RunConfig config;

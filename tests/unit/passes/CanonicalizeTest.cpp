@@ -2,7 +2,7 @@
 
 #include "tests/unit/PassPreservation.h"
 #include "tests/unit/TestSupport.h"
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 
 #include "ir/KilnOps.h"
 

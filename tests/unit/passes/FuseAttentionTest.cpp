@@ -11,7 +11,7 @@
 #include "ir/KilnBuilders.h"
 #include "ir/KilnOps.h"
 #include "tests/unit/PassPreservation.h"
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "gtest/gtest.h"

@@ -18,7 +18,7 @@
 #include "runtime/cpu/Interpreter.h"
 #include "tests/unit/PassPreservation.h"
 #include "tests/unit/TestSupport.h"
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"

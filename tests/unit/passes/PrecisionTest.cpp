@@ -15,7 +15,7 @@
 #include "ir/KilnOps.h"
 #include "runtime/Random.h"
 #include "runtime/cpu/CpuBackend.h"
-#include "tools/support/Training.h"
+#include "train/Loop.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "gtest/gtest.h"

@@ -15,7 +15,7 @@
 #include "support/Units.h"
 #include "tests/unit/PassPreservation.h"
 #include "tests/unit/TestSupport.h"
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"

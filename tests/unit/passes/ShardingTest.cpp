@@ -17,7 +17,7 @@
 #include "runtime/cpu/Collectives.h"
 #include "runtime/cpu/Interpreter.h"
 #include "tests/unit/TestSupport.h"
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Pass/PassManager.h"

@@ -8,8 +8,8 @@
 #include "passes/PlanBuffersUtils.h"
 #include "runtime/Plan.h"
 #include "runtime/cuda/Nvrtc.h"
-#include "tools/support/Compile.h"
-#include "tools/support/Training.h"
+#include "train/Compile.h"
+#include "train/Loop.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"

@@ -8,7 +8,7 @@
 #include "runtime/train/MetricsLog.h"
 #include "runtime/train/Sampler.h"
 #include "runtime/train/Schedule.h"
-#include "tools/support/HuggingFace.h"
+#include "train/HuggingFace.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"

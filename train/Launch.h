@@ -11,8 +11,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef KILN_TOOLS_SUPPORT_LAUNCH_H
-#define KILN_TOOLS_SUPPORT_LAUNCH_H
+#ifndef KILN_TRAIN_LAUNCH_H
+#define KILN_TRAIN_LAUNCH_H
 
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/Support/Error.h"
@@ -53,4 +53,4 @@ llvm::Expected<int> launchLocalRanks(int64_t ranks, llvm::ArrayRef<std::string> 
 
 } // namespace kiln::tooling
 
-#endif // KILN_TOOLS_SUPPORT_LAUNCH_H
+#endif // KILN_TRAIN_LAUNCH_H

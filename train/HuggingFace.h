@@ -1,7 +1,7 @@
 //===- HuggingFace.h - weights in Hugging Face names and layout ------------===//
 
-#ifndef KILN_TOOLS_SUPPORT_HUGGINGFACE_H
-#define KILN_TOOLS_SUPPORT_HUGGINGFACE_H
+#ifndef KILN_TRAIN_HUGGINGFACE_H
+#define KILN_TRAIN_HUGGINGFACE_H
 
 #include "frontend/Config.h"
 #include "runtime/Checkpoint.h"
@@ -51,4 +51,4 @@ llvm::Expected<NamedTensors> fromHuggingFace(const NamedTensors &tensors,
 
 } // namespace kiln::tooling
 
-#endif // KILN_TOOLS_SUPPORT_HUGGINGFACE_H
+#endif // KILN_TRAIN_HUGGINGFACE_H

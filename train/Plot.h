@@ -1,7 +1,7 @@
 //===- Plot.h - the loss curve of a run as an SVG file ---------------------===//
 
-#ifndef KILN_TOOLS_SUPPORT_PLOT_H
-#define KILN_TOOLS_SUPPORT_PLOT_H
+#ifndef KILN_TRAIN_PLOT_H
+#define KILN_TRAIN_PLOT_H
 
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/Support/Error.h"
@@ -21,4 +21,4 @@ llvm::Error writeLossPlot(llvm::StringRef path, llvm::ArrayRef<LossPoint> train,
 
 } // namespace kiln::tooling
 
-#endif // KILN_TOOLS_SUPPORT_PLOT_H
+#endif // KILN_TRAIN_PLOT_H

@@ -1,6 +1,6 @@
 //===- Launch.cpp - where a rank process sits, and starting local ranks ----===//
 
-#include "tools/support/Launch.h"
+#include "train/Launch.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"

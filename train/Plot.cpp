@@ -1,6 +1,6 @@
 //===- Plot.cpp - the loss curve of a run as an SVG file -------------------===//
 
-#include "tools/support/Plot.h"
+#include "train/Plot.h"
 
 #include "support/Files.h"
 

@@ -1,15 +1,16 @@
-//===- Training.h - the training loop behind `kiln train` ------------------===//
+//===- Loop.h - the training loop behind `kiln train` ----------------------===//
 //
 // Reads top to bottom like llm.c's train_gpt2: build and compile the module,
 // open the data, then per step: fetch a batch, run the step (forward,
 // backward, clip, AdamW — one function of the IR), log; evaluate and sample
 // every eval.every steps; checkpoint every checkpoint.every steps and at the
-// end. Runs on any Backend (the CPU interpreter today).
+// end. Runs on any Backend: the CPU interpreter, a mesh of them as threads,
+// the GPU, or one rank of a mesh (Run.h starts or joins the ranks).
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef KILN_TOOLS_SUPPORT_TRAINING_H
-#define KILN_TOOLS_SUPPORT_TRAINING_H
+#ifndef KILN_TRAIN_LOOP_H
+#define KILN_TRAIN_LOOP_H
 
 #include "frontend/Config.h"
 #include "runtime/Backend.h"
@@ -121,4 +122,4 @@ llvm::Expected<int> train(const RunConfig &config, const TrainOptions &options,
 
 } // namespace kiln::tooling
 
-#endif // KILN_TOOLS_SUPPORT_TRAINING_H
+#endif // KILN_TRAIN_LOOP_H

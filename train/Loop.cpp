@@ -1,6 +1,6 @@
-//===- Training.cpp - the training loop behind `kiln train` ----------------===//
+//===- Loop.cpp - the training loop behind `kiln train` --------------------===//
 
-#include "tools/support/Training.h"
+#include "train/Loop.h"
 
 #include "codegen/PlanBuilder.h"
 #include "ir/CustomKernel.h"
@@ -18,9 +18,9 @@
 #include "runtime/data/EmbeddedGPT2.h"
 #include "runtime/train/MetricsLog.h"
 #include "runtime/train/Schedule.h"
-#include "tools/support/Compile.h"
-#include "tools/support/HuggingFace.h"
-#include "tools/support/Plot.h"
+#include "train/Compile.h"
+#include "train/HuggingFace.h"
+#include "train/Plot.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"

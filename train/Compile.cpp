@@ -1,6 +1,6 @@
 //===- Compile.cpp - from a config to IR: the driver behind `kiln compile` -===//
 
-#include "tools/support/Compile.h"
+#include "train/Compile.h"
 
 #include "ir/KilnDialect.h"
 #include "models/Model.h"

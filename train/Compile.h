@@ -1,7 +1,7 @@
 //===- Compile.h - from a config to IR: the driver behind `kiln compile` ---===//
 
-#ifndef KILN_TOOLS_SUPPORT_COMPILE_H
-#define KILN_TOOLS_SUPPORT_COMPILE_H
+#ifndef KILN_TRAIN_COMPILE_H
+#define KILN_TRAIN_COMPILE_H
 
 #include "frontend/Config.h"
 
@@ -49,4 +49,4 @@ llvm::Error writeIR(mlir::Operation *op, llvm::StringRef path);
 
 } // namespace kiln::tooling
 
-#endif // KILN_TOOLS_SUPPORT_COMPILE_H
+#endif // KILN_TRAIN_COMPILE_H

@@ -1,6 +1,6 @@
 //===- HuggingFace.cpp - weights in Hugging Face names and layout ----------===//
 
-#include "tools/support/HuggingFace.h"
+#include "train/HuggingFace.h"
 
 #include "models/GPT2.h"
 #include "models/Llama.h"
