@@ -77,6 +77,7 @@ public:
   }
   /// Steps emitted into the function so far.
   size_t stepCount() const { return function_.steps.size(); }
+  PlanStep &step(size_t i) { return function_.steps[i]; }
 
   /// Space for partial sums in the workspace (after cuBLASLt's part); valid
   /// until the next step. Errors when the workspace is too small.

@@ -188,6 +188,30 @@ void Emitter::collective(Operation *op, int64_t dst, int64_t src, CollectiveDesc
   function_.steps.push_back(std::move(step));
 }
 
+/// Appends the arena bytes [begin, end) of `op`'s operands and results
+/// that have a buffer (a reshape's value is its operand's).
+void arenaRanges(Emitter &e, Operation *op, std::vector<std::pair<int64_t, int64_t>> &out) {
+  auto add = [&](Value v) {
+    while (auto reshape = v.getDefiningOp<ReshapeOp>())
+      v = reshape.getOperand();
+    auto type = dyn_cast<RankedTensorType>(v.getType());
+    auto dtype = type ? cpu::dtypeOf(type.getElementType()) : std::nullopt;
+    if (!dtype)
+      return;
+    auto offset = e.offsetOf(v);
+    if (!offset) { // an inlined constant: no buffer
+      llvm::consumeError(offset.takeError());
+      return;
+    }
+    out.push_back({*offset, *offset + type.getNumElements() *
+                                          static_cast<int64_t>(cpu::dtypeSize(*dtype))});
+  };
+  for (Value v : op->getOperands())
+    add(v);
+  for (Value v : op->getResults())
+    add(v);
+}
+
 llvm::Error emitCollective(Emitter &e, Operation *op) {
   CollectiveDesc d;
   d.kind = op->getName().stripDialect().str();
@@ -358,47 +382,47 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
       return llvm::Error::success();
     return emitChecks(e, op, e.stepCount() - 1);
   };
-  for (Operation &op : func.getBody().front()) {
-    size_t before = e.stepCount();
+  // One op's steps (none for ops that run inside another's launch).
+  auto emitOp = [&](Operation &op, size_t before) -> llvm::Error {
     if (isa<func::ReturnOp>(op) || isa<ReshapeOp>(op))
-      continue;
+      return llvm::Error::success();
     if (isInlinedConstant(&op))
-      continue;
+      return llvm::Error::success();
     if (isa<AdamWUpdateOp>(op)) {
       // One multi-tensor launch where the last update is (kiln-plan-buffers
       // keeps every update's operands alive until then).
       if (&op != adamw.back())
-        continue;
+        return llvm::Error::success();
       if (llvm::Error err = emitAdamW(e, adamw))
         return err;
-      continue;
+      return llvm::Error::success();
     }
     if (auto g = castGroupOf.find(&op); g != castGroupOf.end()) {
       const std::vector<Operation *> &group = castGroups[g->second];
       if (&op != group.back())
-        continue;
+        return llvm::Error::success();
       if (llvm::Error err = emitCastGroup(e, group))
         return err;
-      continue;
+      return llvm::Error::success();
     }
     if (isa<GlobalNormOp>(op)) {
       if (llvm::Error err = emitGlobalNorm(e, &op))
         return err;
       if (llvm::Error err = checked(&op, before))
         return err;
-      continue;
+      return llvm::Error::success();
     }
     if (auto custom = dyn_cast<CustomKernelOp>(op)) {
       if (llvm::Error err = emitCustomKernel(e, custom))
         return err;
       if (llvm::Error err = checked(&op, before))
         return err;
-      continue;
+      return llvm::Error::success();
     }
     if (isCollective(&op)) {
       if (llvm::Error err = emitCollective(e, &op))
         return err;
-      continue;
+      return llvm::Error::success();
     }
     bool handled = false;
     for (auto emit : {emitMatmul, emitElementwise, emitDataMovement, emitReduction, emitComposite}) {
@@ -414,6 +438,48 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
       return error("codegen: no CUDA code for " + Emitter::describe(&op));
     if (llvm::Error err = checked(&op, before))
       return err;
+    return llvm::Error::success();
+  };
+  // Collectives on a stream of their own (the CUDA executor with NCCL):
+  // the first step of each later op that touches bytes an unfinished
+  // collective reads or writes waits for it (PlanStep::joins).
+  struct InFlight {
+    size_t step;
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+  };
+  std::vector<InFlight> inFlight;
+  for (Operation &op : func.getBody().front()) {
+    size_t before = e.stepCount();
+    // The ops whose launch this op's steps are: AdamW's one multi-tensor
+    // launch at its last update, a cast group's at its last cast.
+    SmallVector<Operation *> runs{&op};
+    if (isa<AdamWUpdateOp>(op) && &op == adamw.back())
+      runs.assign(adamw.begin(), adamw.end());
+    if (auto g = castGroupOf.find(&op); g != castGroupOf.end() && &op == castGroups[g->second].back())
+      runs.assign(castGroups[g->second].begin(), castGroups[g->second].end());
+    if (llvm::Error err = emitOp(op, before))
+      return err;
+    if (e.stepCount() == before)
+      continue;
+    std::vector<std::pair<int64_t, int64_t>> touched;
+    for (Operation *r : runs)
+      arenaRanges(e, r, touched);
+    auto overlaps = [&](const InFlight &c) {
+      for (auto [b0, e0] : c.ranges)
+        for (auto [b1, e1] : touched)
+          if (b0 < e1 && b1 < e0)
+            return true;
+      return false;
+    };
+    std::vector<int64_t> &joins = e.step(before).joins;
+    llvm::erase_if(inFlight, [&](const InFlight &c) {
+      if (!overlaps(c))
+        return false;
+      joins.push_back(static_cast<int64_t>(c.step));
+      return true;
+    });
+    if (isCollective(&op))
+      inFlight.push_back({before, std::move(touched)});
   }
 
   // What kiln-fuse did, for `kiln compile` and the Plan.

@@ -103,6 +103,16 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     }
     func.setFunctionType(FunctionType::get(&getContext(), body.getArgumentTypes(), resultTypes));
     func->setAttr(KilnDialect::kPartitionedAttrName, UnitAttr::get(&getContext()));
+    // A reduction (all_reduce, reduce_scatter) runs as soon as its operand
+    // exists, not where its first user needs it: a gradient's sum over dp
+    // starts during the backward (on the GPU, NCCL's stream overlaps it
+    // with the ops after), and under ZeRO-2/3 the whole gradient can be
+    // freed there instead of at the optimizer. Gathers stay where they are (a
+    // ZeRO-3 parameter gathered at the start would live all step).
+    for (Operation &op : llvm::make_early_inc_range(body.without_terminator()))
+      if (isa<AllReduceOp, ReduceScatterOp>(op))
+        if (Operation *def = op.getOperand(0).getDefiningOp())
+          op.moveAfter(def);
     return success();
   }
 

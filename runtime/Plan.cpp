@@ -131,6 +131,12 @@ json::Value stepJSON(const PlanStep &s) {
     break;
   }
   }
+  if (!s.joins.empty()) {
+    json::Array joins;
+    for (int64_t j : s.joins)
+      joins.push_back(j);
+    o["joins"] = std::move(joins);
+  }
   return o;
 }
 
@@ -393,6 +399,9 @@ llvm::Expected<Plan> Plan::fromJSON(const json::Value &value) {
         } else {
           return error("plan: unknown step kind '" + kind + "'");
         }
+        if (const json::Array *joins = so->getArray("joins"))
+          for (const json::Value &j : *joins)
+            s.joins.push_back(j.getAsInteger().value_or(-1));
         f.steps.push_back(std::move(s));
       }
     p.functions.push_back(std::move(f));
@@ -426,7 +435,13 @@ llvm::Error Plan::validate() const {
           return error(llvm::formatv("plan: @{0} binds '{1}' outside the {2}-byte arena", f.name,
                                      b.name, total));
       }
-    for (const PlanStep &s : f.steps) {
+    for (auto [i, s] : llvm::enumerate(f.steps)) {
+      for (int64_t j : s.joins)
+        if (j < 0 || j >= static_cast<int64_t>(i) ||
+            f.steps[static_cast<size_t>(j)].kind != PlanStep::Kind::Collective)
+          return error(llvm::formatv("plan: @{0} step {1} ('{2}') waits for step {3}, which is not "
+                                     "an earlier collective",
+                                     f.name, i, s.op, j));
       bool ok = true;
       if (s.kind == PlanStep::Kind::Memset)
         ok = inside(s.dst, s.bytes);

@@ -121,6 +121,12 @@ struct PlanStep {
   int64_t dst = 0, src = 0, bytes = 0;
   // Collective
   CollectiveDesc collective;
+  /// Earlier Collective steps this step waits for first, when collectives
+  /// run on a stream of their own (the CUDA executor with NCCL): each step
+  /// that touches bytes an unfinished collective reads or writes names it
+  /// here (codegen computes them from the buffer plan). Every collective
+  /// is finished when the function ends.
+  std::vector<int64_t> joins;
 };
 
 struct PlanKernel {

@@ -197,6 +197,9 @@ struct Function {
   int runs = 0;
   /// It has Collective steps: it runs eagerly (they wait on the host).
   bool collectives = false;
+  /// With NCCL on its own stream: an event per Collective step, recorded
+  /// when it is done (the later steps' joins wait for it).
+  std::map<size_t, CUevent> done;
   CUgraph graph = nullptr;
   CUgraphExec exec = nullptr;
 };
@@ -218,6 +221,12 @@ struct CudaExecutor::Impl {
   std::map<std::string, ncclComm_t> comms;
   CUdeviceptr scratch = 0;
   double ncclTimeoutSeconds = 600;
+  /// The collectives' stream (NCCL, unless KILN_COLLECTIVE_STREAM=0): each
+  /// starts after the compute stream's work so far (`fork`), and the
+  /// compute stream waits for it only where a step's joins say, and at
+  /// the function's end (`joined`).
+  CUstream comm = nullptr;
+  CUevent fork = nullptr, joined = nullptr;
 
   ~Impl() {
     if (!cu)
@@ -231,6 +240,8 @@ struct CudaExecutor::Impl {
         cu->cuMemFreeHost(f.pinnedIn);
       if (f.pinnedOut)
         cu->cuMemFreeHost(f.pinnedOut);
+      for (auto &[step, event] : f.done)
+        cu->cuEventDestroy(event);
       for (Gemm &g : f.gemms) {
         if (g.desc)
           lt->cublasLtMatmulDescDestroy(g.desc);
@@ -243,6 +254,11 @@ struct CudaExecutor::Impl {
       nccl->ncclCommDestroy(comm);
     if (scratch)
       cu->cuMemFree(scratch);
+    for (CUevent event : {fork, joined})
+      if (event)
+        cu->cuEventDestroy(event);
+    if (comm)
+      cu->cuStreamDestroy(comm);
     if (handle)
       lt->cublasLtDestroy(handle);
     for (CUmodule m : modules)
@@ -459,6 +475,8 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
     for (size_t i = 0; i < pf.steps.size(); ++i) {
       const PlanStep &s = pf.steps[i];
       f.collectives |= s.kind == PlanStep::Kind::Collective;
+      if (s.kind == PlanStep::Kind::Collective && im.comm)
+        KILN_CU(im.cu->cuEventCreate(&f.done[i], CU_EVENT_DISABLE_TIMING));
       if (s.kind != PlanStep::Kind::Gemm)
         continue;
       Gemm &g = f.gemms[i];
@@ -579,8 +597,8 @@ ncclDataType_t ncclTypeOf(cpu::DType d) {
 
 /// A strided device-to-device copy in stream order: `height` rows of
 /// `width` bytes.
-llvm::Error copy2D(CudaExecutor::Impl &im, CUdeviceptr dst, size_t dstPitch, CUdeviceptr src,
-                   size_t srcPitch, size_t width, size_t height) {
+llvm::Error copy2D(CudaExecutor::Impl &im, CUstream stream, CUdeviceptr dst, size_t dstPitch,
+                   CUdeviceptr src, size_t srcPitch, size_t width, size_t height) {
   CUDA_MEMCPY2D m = {};
   m.srcMemoryType = CU_MEMORYTYPE_DEVICE;
   m.srcDevice = src;
@@ -590,7 +608,7 @@ llvm::Error copy2D(CudaExecutor::Impl &im, CUdeviceptr dst, size_t dstPitch, CUd
   m.dstPitch = dstPitch;
   m.WidthInBytes = width;
   m.Height = height;
-  KILN_CU(im.cu->cuMemcpy2DAsync(&m, im.stream));
+  KILN_CU(im.cu->cuMemcpy2DAsync(&m, stream));
   return llvm::Error::success();
 }
 
@@ -627,8 +645,8 @@ int64_t ncclScratchBytes(const CollectiveDesc &c) {
 /// A Collective step with NCCL on the device buffers, in stream order
 /// (capturable into the function's CUDA graph). NCCL gathers and scatters
 /// along the outermost dimension; another dimension goes through the
-/// scratch buffer, regrouped by strided copies.
-llvm::Error runNccl(CudaExecutor::Impl &im, const PlanStep &s) {
+/// scratch buffer, regrouped by strided copies. Enqueued on `stream`.
+llvm::Error runNccl(CudaExecutor::Impl &im, const PlanStep &s, CUstream stream) {
   const CollectiveDesc &c = s.collective;
   Split sp = splitOf(c);
   CUdeviceptr src = im.at(s.src), dst = im.at(s.dst);
@@ -640,7 +658,7 @@ llvm::Error runNccl(CudaExecutor::Impl &im, const PlanStep &s) {
                                c.kind, c.axis, sp.n, im.collectives->groupSize(c.axis)));
   if (c.kind == "take_shard") {
     int64_t k = im.collectives->coordinate(c.axis);
-    return copy2D(im, dst, sp.chunk, src + k * sp.chunk, sp.n * sp.chunk, sp.chunk, sp.outer);
+    return copy2D(im, stream, dst, sp.chunk, src + k * sp.chunk, sp.n * sp.chunk, sp.chunk, sp.outer);
   }
   auto comm = im.comms.find(c.axis);
   if (comm == im.comms.end())
@@ -650,18 +668,18 @@ llvm::Error runNccl(CudaExecutor::Impl &im, const PlanStep &s) {
   size_t count = static_cast<size_t>(cpu::product(c.shape));
   if (c.kind == "all_reduce") {
     KILN_NCCL(api.ncclAllReduce(reinterpret_cast<void *>(src), reinterpret_cast<void *>(dst), count,
-                                type, ncclSum, comm->second, im.stream));
+                                type, ncclSum, comm->second, stream));
     return llvm::Error::success();
   }
   if (c.kind == "all_gather") {
     CUdeviceptr into = sp.outer == 1 ? dst : im.scratch;
     KILN_NCCL(api.ncclAllGather(reinterpret_cast<void *>(src), reinterpret_cast<void *>(into),
-                                count, type, comm->second, im.stream));
+                                count, type, comm->second, stream));
     if (sp.outer == 1)
       return llvm::Error::success();
     // [n][outer][chunk] -> [outer][n][chunk]
     for (int64_t k = 0; k < sp.n; ++k)
-      if (llvm::Error err = copy2D(im, dst + k * sp.chunk, sp.n * sp.chunk,
+      if (llvm::Error err = copy2D(im, stream, dst + k * sp.chunk, sp.n * sp.chunk,
                                    im.scratch + k * sp.outer * sp.chunk, sp.chunk, sp.chunk,
                                    sp.outer))
         return err;
@@ -671,14 +689,14 @@ llvm::Error runNccl(CudaExecutor::Impl &im, const PlanStep &s) {
   CUdeviceptr from = src;
   if (sp.outer != 1) {
     for (int64_t k = 0; k < sp.n; ++k)
-      if (llvm::Error err = copy2D(im, im.scratch + k * sp.outer * sp.chunk, sp.chunk,
+      if (llvm::Error err = copy2D(im, stream, im.scratch + k * sp.outer * sp.chunk, sp.chunk,
                                    src + k * sp.chunk, sp.n * sp.chunk, sp.chunk, sp.outer))
         return err;
     from = im.scratch;
   }
   KILN_NCCL(api.ncclReduceScatter(reinterpret_cast<void *>(from), reinterpret_cast<void *>(dst),
                                   count / static_cast<size_t>(sp.n), type, ncclSum, comm->second,
-                                  im.stream));
+                                  stream));
   return llvm::Error::success();
 }
 
@@ -721,6 +739,11 @@ llvm::Error initNccl(CudaExecutor::Impl &im, const Plan &p, const ExecutorOption
   }
   if (scratch > 0)
     KILN_CU(im.cu->cuMemAlloc(&im.scratch, static_cast<size_t>(scratch)));
+  if (envFlag("KILN_COLLECTIVE_STREAM", true)) {
+    KILN_CU(im.cu->cuStreamCreate(&im.comm, CU_STREAM_NON_BLOCKING));
+    KILN_CU(im.cu->cuEventCreate(&im.fork, CU_EVENT_DISABLE_TIMING));
+    KILN_CU(im.cu->cuEventCreate(&im.joined, CU_EVENT_DISABLE_TIMING));
+  }
   return llvm::Error::success();
 }
 
@@ -805,6 +828,7 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
   std::vector<CUdeviceptr> pointers;
   std::vector<long long> ints;
   std::vector<void *> params;
+  bool forked = false; // a collective ran on the collectives' stream
   for (size_t i = 0; i < pf.steps.size(); ++i) {
     const PlanStep &s = pf.steps[i];
     auto fail = [&](llvm::Error err) {
@@ -813,6 +837,12 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
     if (beforeStep)
       if (llvm::Error err = beforeStep(i))
         return fail(std::move(err));
+    // The collectives this step's bytes wait for.
+    if (im.nccl && im.comm)
+      for (int64_t j : s.joins)
+        if (CUresult r = im.cu->cuStreamWaitEvent(im.stream, f.done.at(static_cast<size_t>(j)), 0);
+            r != CUDA_SUCCESS)
+          return fail(cuError(r, "cuStreamWaitEvent", __FILE__, __LINE__));
     switch (s.kind) {
     case PlanStep::Kind::Launch: {
       pointers.assign(s.args.size(), 0);
@@ -854,16 +884,38 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
       break;
     }
     case PlanStep::Kind::Collective:
-      if (llvm::Error err = im.nccl ? runNccl(im, s) : runCollective(im, s))
+      if (im.nccl && im.comm) {
+        // On the collectives' stream, after everything enqueued so far.
+        CUresult r = im.cu->cuEventRecord(im.fork, im.stream);
+        if (r == CUDA_SUCCESS)
+          r = im.cu->cuStreamWaitEvent(im.comm, im.fork, 0);
+        if (r != CUDA_SUCCESS)
+          return fail(cuError(r, "forking the collectives' stream", __FILE__, __LINE__));
+        if (llvm::Error err = runNccl(im, s, im.comm))
+          return fail(std::move(err));
+        if (CUresult r = im.cu->cuEventRecord(f.done.at(i), im.comm); r != CUDA_SUCCESS)
+          return fail(cuError(r, "cuEventRecord", __FILE__, __LINE__));
+        forked = true;
+        break;
+      }
+      if (llvm::Error err = im.nccl ? runNccl(im, s, im.stream) : runCollective(im, s))
         return fail(std::move(err));
       break;
     }
     if (sync)
-      if (CUresult r = im.cu->cuStreamSynchronize(im.stream); r != CUDA_SUCCESS)
-        return fail(cuError(r, "cuStreamSynchronize", __FILE__, __LINE__));
+      for (CUstream stream : {im.stream, forked ? im.comm : nullptr})
+        if (stream)
+          if (CUresult r = im.cu->cuStreamSynchronize(stream); r != CUDA_SUCCESS)
+            return fail(cuError(r, "cuStreamSynchronize", __FILE__, __LINE__));
     if (afterStep)
       if (llvm::Error err = afterStep(i))
         return fail(std::move(err));
+  }
+  // Every collective is done when the function is (and a captured graph
+  // ends on the stream it began on).
+  if (forked) {
+    KILN_CU(im.cu->cuEventRecord(im.joined, im.comm));
+    KILN_CU(im.cu->cuStreamWaitEvent(im.stream, im.joined, 0));
   }
   return llvm::Error::success();
 }

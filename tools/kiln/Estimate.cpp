@@ -237,8 +237,8 @@ int runEstimate() {
                       dp.getValue(), tpRanks);
   } else if (dp * tpRanks > 1) {
     outs() << formatv("buffer plan per rank on dp {0} x tp {1}{2} (the step partitioned, then "
-                      "kiln-plan-buffers; such a mesh runs today on CPU threads, several GPUs are "
-                      "planned):\n",
+                      "kiln-plan-buffers; kiln train runs it on CPU threads, or one process per rank "
+                      "with --ranks N or --gpus N):\n",
                       dp.getValue(), tpRanks,
                       config->parallel.sequence_parallel ? " with sequence parallelism" : "");
     for (int zero : {0, 1, 3}) {

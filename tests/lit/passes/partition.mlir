@@ -20,9 +20,11 @@
 // CHECK: %[[M:.+]] = kiln.reduce_mean %[[Z]], dims = [0, 1] : tensor<4x16xf32> -> tensor<f32>
 // CHECK: %[[HALF:.+]] = kiln.constant dense<5.000000e-01> : tensor<f32>
 // CHECK: %[[MS:.+]] = kiln.mul %[[M]], %[[HALF]] : tensor<f32>
-// CHECK: %[[DW:.+]] = kiln.matmul %[[X]], %[[H]] transpose_a : tensor<4x16xf32>, tensor<4x16xf32> -> tensor<16x16xf32>
-// CHECK: %[[L:.+]] = kiln.all_reduce %[[MS]] over "dp" {cause = "kiln.reduce_mean at {{.*}} leaves a partial sum over dp; the function result needs it summed"} : tensor<f32>
-// CHECK: %[[G:.+]] = kiln.all_reduce %[[DW]] over "dp"
+// Reductions run as soon as their operand exists (kiln-partition schedules
+// them there), not where the result is first needed.
+// CHECK-NEXT: %[[L:.+]] = kiln.all_reduce %[[MS]] over "dp" {cause = "kiln.reduce_mean at {{.*}} leaves a partial sum over dp; the function result needs it summed"} : tensor<f32>
+// CHECK-NEXT: %[[DW:.+]] = kiln.matmul %[[X]], %[[H]] transpose_a : tensor<4x16xf32>, tensor<4x16xf32> -> tensor<16x16xf32>
+// CHECK-NEXT: %[[G:.+]] = kiln.all_reduce %[[DW]] over "dp"
 // CHECK: %[[GW:.+]] = kiln.all_gather %[[G]] over "tp" dim 1 {cause = "kiln.matmul at {{.*}} splits dimension 1 over tp; the function result needs it whole"} : tensor<16x16xf32> -> tensor<16x32xf32>
 // CHECK: return %[[L]], %[[GW]]
 module attributes {kiln.mesh = #kiln.mesh<dp = 2, tp = 2>} {

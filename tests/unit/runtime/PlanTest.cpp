@@ -497,3 +497,74 @@ TEST(Plan, CollectivesOfAPartitionedStepAreSteps) {
   refuse([](PlanStep &s) { s.collective.kind = "all_to_all"; }, "is not a collective kiln runs");
   refuse([](PlanStep &s) { s.collective.resultShape = {1 << 30, 1 << 10}; }, "reaches outside the");
 }
+
+// Collectives run on a stream of their own on the GPU; the plan says where
+// the compute stream must wait for each (PlanStep::joins). No step may read
+// a collective's result before waiting for it, a wait names an earlier
+// collective, and the gradients' reductions — scheduled by kiln-partition
+// as soon as each gradient exists — leave work to overlap before the wait.
+TEST(Plan, StepsWaitForTheCollectivesWhoseBytesTheyTouch) {
+  mlir::MLIRContext ctx;
+  auto c = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
+  ASSERT_TRUE(static_cast<bool>(c)) << llvm::toString(c.takeError());
+  c->parallel.dp = 2;
+  c->parallel.zero = 2;
+  auto module = tooling::buildTrainingModule(ctx, *c);
+  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
+  auto plan = codegen::compileToPlan(**module, {});
+  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+  const std::vector<PlanStep> &steps = plan->function("train_step")->steps;
+  // Where each collective is waited for (steps.size(): at the end).
+  std::map<size_t, size_t> joinedAt;
+  for (size_t i = 0; i < steps.size(); ++i)
+    for (int64_t j : steps[i].joins) {
+      ASSERT_LT(static_cast<size_t>(j), i);
+      ASSERT_EQ(steps[static_cast<size_t>(j)].kind, PlanStep::Kind::Collective);
+      EXPECT_FALSE(joinedAt.count(static_cast<size_t>(j))) << "waited for twice";
+      joinedAt[static_cast<size_t>(j)] = i;
+    }
+  auto reads = [](const PlanStep &s, int64_t offset) {
+    switch (s.kind) {
+    case PlanStep::Kind::Launch:
+      return llvm::any_of(s.args, [&](const PlanArg &a) {
+        return a.kind == PlanArg::Kind::Pointer && a.value == offset;
+      });
+    case PlanStep::Kind::Gemm:
+      return s.gemm.a == offset || s.gemm.b == offset || s.gemm.c == offset ||
+             s.gemm.bias == offset || s.gemm.aux == offset;
+    case PlanStep::Kind::Copy:
+    case PlanStep::Kind::Collective:
+      return s.src == offset || s.dst == offset;
+    case PlanStep::Kind::Memset:
+      return s.dst == offset;
+    }
+    return false;
+  };
+  int64_t collectives = 0, overlapped = 0;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (steps[i].kind != PlanStep::Kind::Collective)
+      continue;
+    ++collectives;
+    size_t wait = joinedAt.count(i) ? joinedAt[i] : steps.size();
+    for (size_t k = i + 1; k < steps.size(); ++k)
+      if (reads(steps[k], steps[i].dst) || reads(steps[k], steps[i].src)) {
+        EXPECT_LE(wait, k) << "step " << k << " (" << steps[k].op << ") touches the bytes of "
+                           << steps[i].op << " before waiting for it";
+        break;
+      }
+    overlapped += wait > i + 1;
+  }
+  ASSERT_GT(collectives, 0);
+  EXPECT_GT(overlapped, collectives / 2) << overlapped << " of " << collectives;
+
+  Plan bad = *plan;
+  for (PlanStep &s : bad.functions[0].steps)
+    if (s.kind != PlanStep::Kind::Collective) {
+      s.joins = {0};
+      break;
+    }
+  llvm::Error err = bad.validate();
+  ASSERT_TRUE(static_cast<bool>(err));
+  EXPECT_NE(llvm::toString(std::move(err)).find("which is not an earlier collective"),
+            std::string::npos);
+}
