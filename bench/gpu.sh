@@ -442,26 +442,59 @@ EOF
       [ -f "$OUT/ranks-$p-one/metrics.jsonl" ] || XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train \
         "${common[@]}" --set run.dir=$OUT/ranks-$p-one > "$OUT/ranks-$p-one.log" 2>&1
       runs=("$p-one=$OUT/ranks-$p-one")
-      for mesh in dp2 dp2tp2z3; do
+      # COLLECTIVE_STREAMS="1 0": each mesh with the collectives on their own
+      # stream (the default) and on the compute stream (KILN_COLLECTIVE_STREAM=0).
+      for cs in ${COLLECTIVE_STREAMS:-1}; do
+      for mesh in ${RANKS_MESHES:-dp2 dp2tp2z3}; do
+        tag=$mesh; [ $cs = 0 ] && tag=$mesh-onstream
         n=2; extra=(--set parallel.dp=2)
         [ $mesh = dp2tp2z3 ] && n=4 && extra=(--set parallel.dp=2 --set parallel.tp=2 --set parallel.zero=3)
         port=$((20000 + RANDOM % 20000)); pids=()
         for ((r = 0; r < n; r++)); do
-          RANK=$r WORLD_SIZE=$n LOCAL_RANK=$r LOCAL_WORLD_SIZE=$n MASTER_PORT=$port \
+          KILN_COLLECTIVE_STREAM=$cs RANK=$r WORLD_SIZE=$n LOCAL_RANK=$r LOCAL_WORLD_SIZE=$n MASTER_PORT=$port \
             NCCL_HOSTID=kiln-rank-$r NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
             NCCL_DEBUG=WARN XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train "${common[@]}" \
-            "${extra[@]}" --set parallel.collectives=nccl --set run.dir=$OUT/nccl-$p-$mesh \
-            > "$OUT/nccl-$p-$mesh.rank$r.log" 2>&1 &
+            "${extra[@]}" --set parallel.collectives=nccl --set run.dir=$OUT/nccl-$p-$tag \
+            > "$OUT/nccl-$p-$tag.rank$r.log" 2>&1 &
           pids+=($!)
         done
         codes=(); for pid in "${pids[@]}"; do wait $pid; codes+=($?); done
-        echo "$p $mesh (NCCL, $n ranks on one GPU): exit codes ${codes[*]}"
-        grep -hE "collectives|error|throughput|NCCL WARN" "$OUT"/nccl-$p-$mesh.rank*.log | sort | uniq | head -8
-        rm -rf "$OUT/nccl-$p-$mesh/checkpoints" "$OUT/ranks-$p-one/checkpoints"
-        runs+=("$p-$mesh-nccl=$OUT/nccl-$p-$mesh")
+        echo "$p $tag (NCCL, $n ranks on one GPU): exit codes ${codes[*]}"
+        grep -hE "collectives|error|throughput|NCCL WARN" "$OUT"/nccl-$p-$tag.rank*.log | sort | uniq | head -8
+        rm -rf "$OUT/nccl-$p-$tag/checkpoints" "$OUT/ranks-$p-one/checkpoints"
+        runs+=("$p-$tag-nccl=$OUT/nccl-$p-$tag")
+      done
       done
       python3 bench/ranks_compare.py "$OUT" "${runs[@]}" | tee "$OUT/ranks-nccl-$p.txt"
     done ;;
+  ranks-kill)
+    # A rank killed mid-run under NCCL (dp = 2, two ranks on one GPU as in
+    # ranks-nccl): the other must end with a message naming it, within
+    # parallel.timeout, never hang. Then --gpus asking for more GPUs than
+    # the host has is refused before any rank starts.
+    [ -d /tmp/fortunes-byte ] || $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 \
+      --out /tmp/fortunes-byte .gpu/corpus/fortunes/* | tail -1
+    port=$((20000 + RANDOM % 20000)); pids=()
+    for r in 0 1; do
+      RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_PORT=$port \
+        NCCL_HOSTID=kiln-rank-$r NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
+        XDG_CACHE_HOME=/tmp/kiln-cache timeout -k 5 ${KILL_LIMIT:-120} $KILN train configs/moe-fortunes.toml \
+        --set moe.experts=0 --set "data.train=/tmp/fortunes-byte/train_*.bin" \
+        --set "data.val=/tmp/fortunes-byte/val_*.bin" --set train.steps=100000 --set eval.every=0 \
+        --set checkpoint.every=0 --set parallel.dp=2 --set parallel.collectives=nccl \
+        --set parallel.timeout=30 --set run.dir=/tmp/kill-run > "$OUT/kill.rank$r.log" 2>&1 &
+      pids+=($!)
+    done
+    # Killed once it is training (its first step logged by rank 0).
+    for i in $(seq 1 60); do grep -q "^step" "$OUT/kill.rank0.log" && break; sleep 1; done
+    # The rank itself, not the timeout(1) wrapper that started it.
+    killed_at=$(date +%s.%N); pkill -KILL -P ${pids[1]}
+    wait ${pids[0]}; code=$?; ended=$(date +%s.%N); wait ${pids[1]}
+    echo "rank 1 killed with SIGKILL; rank 0 exited $code after $(python3 -c "print(f'{$ended-$killed_at:.1f}')") s:"
+    tail -4 "$OUT/kill.rank0.log"
+    rm -rf /tmp/kill-run
+    $KILN train --gpus 2 --set parallel.dp=2 > "$OUT/gpus-refused.log" 2>&1
+    echo "--gpus 2 on this host: exit $?: $(tail -1 "$OUT/gpus-refused.log")" ;;
   finetune)
     # DPO pairs derived from the carried fortunes, the worked example's
     # Llama in f32 on both backends from the same initial weights.
