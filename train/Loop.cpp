@@ -1007,8 +1007,10 @@ llvm::Error TrainingRun::evaluate() {
     return text.takeError();
   out_ << "  sample: " << oneLine(config_.eval.prompt + *text) << "\n";
   out_.flush();
-  return this->record(
-      llvm::json::Object{{"step", state_.step}, {"sample", config_.eval.prompt + *text}});
+  // A byte-level model can sample bytes that are not UTF-8; JSON holds
+  // them as U+FFFD.
+  return this->record(llvm::json::Object{
+      {"step", state_.step}, {"sample", llvm::json::fixUTF8(config_.eval.prompt + *text)}});
 }
 
 llvm::Expected<std::string> TrainingRun::save() {
