@@ -470,29 +470,54 @@ EOF
   ranks-kill)
     # A rank killed mid-run under NCCL (dp = 2, two ranks on one GPU as in
     # ranks-nccl): the other must end with a message naming it, within
-    # parallel.timeout, never hang. Then --gpus asking for more GPUs than
-    # the host has is refused before any rank starts.
+    # parallel.timeout, never hang. Rank 1 killed, then rank 0. A survivor
+    # still alive after 40 s has its threads' kernel waits (and, where gdb
+    # exists, their stacks) printed before timeout(1) ends it. Then --gpus
+    # asking for more GPUs than the host has is refused before any rank
+    # starts.
     [ -d /tmp/fortunes-byte ] || $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 \
       --out /tmp/fortunes-byte .gpu/corpus/fortunes/* | tail -1
-    port=$((20000 + RANDOM % 20000)); pids=()
-    for r in 0 1; do
-      RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_PORT=$port \
-        NCCL_HOSTID=kiln-rank-$r NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
-        XDG_CACHE_HOME=/tmp/kiln-cache timeout -k 5 ${KILL_LIMIT:-120} $KILN train configs/moe-fortunes.toml \
-        --set moe.experts=0 --set "data.train=/tmp/fortunes-byte/train_*.bin" \
-        --set "data.val=/tmp/fortunes-byte/val_*.bin" --set train.steps=100000 --set eval.every=0 \
-        --set checkpoint.every=0 --set parallel.dp=2 --set parallel.collectives=nccl \
-        --set parallel.timeout=30 --set run.dir=/tmp/kill-run > "$OUT/kill.rank$r.log" 2>&1 &
-      pids+=($!)
+    for victim in 1 0; do
+      survivor=$((1 - victim))
+      port=$((20000 + RANDOM % 20000)); pids=()
+      for r in 0 1; do
+        RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_PORT=$port \
+          NCCL_HOSTID=kiln-rank-$r NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
+          XDG_CACHE_HOME=/tmp/kiln-cache timeout -k 5 ${KILL_LIMIT:-120} $KILN train configs/moe-fortunes.toml \
+          --set moe.experts=0 --set "data.train=/tmp/fortunes-byte/train_*.bin" \
+          --set "data.val=/tmp/fortunes-byte/val_*.bin" --set train.steps=100000 --set eval.every=0 \
+          --set checkpoint.every=0 --set parallel.dp=2 --set parallel.collectives=nccl \
+          --set parallel.timeout=30 --set run.dir=/tmp/kill-run > "$OUT/kill$victim.rank$r.log" 2>&1 &
+        pids+=($!)
+      done
+      # Killed once it is training (its first step logged by rank 0).
+      for i in $(seq 1 60); do grep -q "^step" "$OUT/kill$victim.rank0.log" && break; sleep 1; done
+      sleep 2
+      # The rank itself, not the timeout(1) wrapper that started it.
+      victim_pid=$(pgrep -P ${pids[$victim]}); survivor_pid=$(pgrep -P ${pids[$survivor]})
+      # Seconds since the kill until process $1 is gone or a zombie (its
+      # files closed); gives up after $2 seconds.
+      ended_after() {
+        local t0=$killed_at
+        for i in $(seq 1 $(($2 * 5))); do
+          if [ ! -e /proc/$1/stat ] || grep -q ") Z " /proc/$1/stat 2>/dev/null; then
+            python3 -c "import time; print(f'{time.time()-$t0:.1f}')"; return; fi
+          sleep 0.2
+        done
+        echo "more than $2"
+      }
+      killed_at=$(date +%s.%N); kill -KILL $victim_pid
+      survivor_gone=$(ended_after $survivor_pid 40)
+      if [[ $survivor_gone == more* ]]; then
+        echo "rank $survivor still running 40 s after rank $victim was killed; its threads:"
+        for t in /proc/$survivor_pid/task/*; do echo "  $(cat $t/comm) $(cat $t/wchan 2>/dev/null) $(cut -d' ' -f1 $t/syscall 2>/dev/null)"; done
+        command -v gdb > /dev/null && gdb -p $survivor_pid -batch -ex "thread apply all bt 12" 2>&1 | grep -E "^#|^Thread" | head -80
+      fi
+      wait ${pids[$survivor]}; code=$?; wait ${pids[$victim]}
+      echo "rank $victim killed with SIGKILL; rank $survivor ended $survivor_gone s later, exit $code:"
+      tail -3 "$OUT/kill$victim.rank$survivor.log"
+      rm -rf /tmp/kill-run
     done
-    # Killed once it is training (its first step logged by rank 0).
-    for i in $(seq 1 60); do grep -q "^step" "$OUT/kill.rank0.log" && break; sleep 1; done
-    # The rank itself, not the timeout(1) wrapper that started it.
-    killed_at=$(date +%s.%N); pkill -KILL -P ${pids[1]}
-    wait ${pids[0]}; code=$?; ended=$(date +%s.%N); wait ${pids[1]}
-    echo "rank 1 killed with SIGKILL; rank 0 exited $code after $(python3 -c "print(f'{$ended-$killed_at:.1f}')") s:"
-    tail -4 "$OUT/kill.rank0.log"
-    rm -rf /tmp/kill-run
     $KILN train --gpus 2 --set parallel.dp=2 > "$OUT/gpus-refused.log" 2>&1
     echo "--gpus 2 on this host: exit $?: $(tail -1 "$OUT/gpus-refused.log")" ;;
   finetune)

@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,6 +43,18 @@ public:
   /// This rank's index in its group along `axis`, and the group's size.
   virtual int64_t coordinate(llvm::StringRef axis) const = 0;
   virtual int64_t groupSize(llvm::StringRef axis) const = 0;
+  /// Without waiting: why another rank is known to have failed or ended (a
+  /// closed connection, an abort it sent), or nothing. A runtime that waits
+  /// for collectives outside the group (NCCL on the GPU) asks this while it
+  /// waits, so a dead peer ends the wait at once and is named. `during`
+  /// says what this rank was doing. The group is unusable once it answers.
+  virtual std::optional<std::string> peerFailure(llvm::StringRef during) {
+    (void)during;
+    return std::nullopt;
+  }
+  /// Tells the other ranks this one failed, with `reason` (where the group
+  /// can: processes; threads learn it from the failing rank's return).
+  virtual void abort(llvm::StringRef reason) { (void)reason; }
 };
 
 /// Part `k` of `n` equal parts of `x` along `dim`.

@@ -49,7 +49,7 @@ struct ToolkitPaths {
   X(cuStreamDestroy) X(cuStreamSynchronize) X(cuStreamBeginCapture) X(cuStreamEndCapture)          \
   X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphDestroy) X(cuGraphExecDestroy) X(cuEventCreate)  \
   X(cuEventDestroy) X(cuEventRecord) X(cuStreamWaitEvent) X(cuEventSynchronize) X(cuEventElapsedTime) X(cuMemcpy2DAsync) \
-  X(cuStreamQuery)
+  X(cuStreamQuery) X(cuStreamWriteValue32) X(cuMemHostAlloc) X(cuMemHostGetDevicePointer)
 
 #define KILN_NVRTC_FUNCTIONS(X)                                                                    \
   X(nvrtcVersion) X(nvrtcGetErrorString) X(nvrtcCreateProgram) X(nvrtcDestroyProgram)              \

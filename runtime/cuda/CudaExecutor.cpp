@@ -7,6 +7,7 @@
 #include "runtime/cuda/CudaApi.h"
 
 #include "support/Files.h"
+#include "support/Units.h"
 
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"
@@ -16,10 +17,16 @@
 #include "llvm/Support/Path.h"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <set>
 #include <thread>
+
+#include <unistd.h>
+
+#include <unistd.h>
 
 namespace kiln::cuda {
 
@@ -180,6 +187,62 @@ cpu::HostTensor unpackFromDevice(const void *src, cpu::DType dtype,
   return t;
 }
 
+/// After a collective failed, the process must end soon even where NCCL's
+/// shutdown blocks: a kernel still waiting for a dead peer keeps the
+/// driver's frees from returning, and ncclCommAbort may wait for every rank
+/// of the node to abort too (NVIDIA/nccl#863), which a killed rank never
+/// does (measured on the H200: it had not returned after 20 s). `arm` starts a thread that, unless `disarm` comes first within
+/// `seconds`, writes the failure and the cleanup step that did not return
+/// to stderr and ends the process (exit status 1). Checkpoints are written
+/// atomically, so a run ended this way loses only its unsaved steps.
+class ShutdownDeadline {
+public:
+  ~ShutdownDeadline() { disarm(); }
+  void arm(std::string reason, double seconds) {
+    if (state_)
+      return;
+    state_ = std::make_shared<State>();
+    state_->phase = "the failed step's cleanup";
+    std::thread([state = state_, reason = std::move(reason), seconds] {
+      std::unique_lock<std::mutex> lock(state->mutex);
+      if (state->cv.wait_for(lock, std::chrono::duration<double>(seconds),
+                             [&] { return state->done; }))
+        return;
+      std::string text = llvm::formatv("kiln: {0}\nkiln: the GPU's shutdown did not finish "
+                                       "within {1:f0} s (stuck in {2}); exiting\n",
+                                       reason, seconds, state->phase);
+      (void)!::write(2, text.data(), text.size());
+      ::_exit(1);
+    }).detach();
+  }
+  /// What the cleanup does next (named if it does not return).
+  void at(std::string phase) {
+    if (!state_)
+      return;
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->phase = std::move(phase);
+  }
+  void disarm() {
+    if (!state_)
+      return;
+    {
+      std::lock_guard<std::mutex> lock(state_->mutex);
+      state_->done = true;
+    }
+    state_->cv.notify_all();
+    state_.reset();
+  }
+
+private:
+  struct State {
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool done = false;
+    std::string phase;
+  };
+  std::shared_ptr<State> state_;
+};
+
 /// One GEMM step, ready for cublasLtMatmul.
 struct Gemm {
   cublasLtMatmulDesc_t desc = nullptr;
@@ -227,10 +290,18 @@ struct CudaExecutor::Impl {
   /// the function's end (`joined`).
   CUstream comm = nullptr;
   CUevent fork = nullptr, joined = nullptr;
+  /// NCCL: a host word the GPU sets to i + 1 once Collective step i is
+  /// done (in stream order, so inside CUDA graphs too): a wait that fails
+  /// names the collective it was stuck in.
+  volatile uint32_t *progress = nullptr;
+  CUdeviceptr progressOnDevice = 0;
+  /// Armed when a collective fails; the destructor's end disarms it.
+  ShutdownDeadline deadline;
 
   ~Impl() {
     if (!cu)
       return;
+    deadline.at("releasing the GPU's resources (graphs, events, memory)");
     for (auto &[name, f] : functions) {
       if (f.exec)
         cu->cuGraphExecDestroy(f.exec);
@@ -254,6 +325,8 @@ struct CudaExecutor::Impl {
       nccl->ncclCommDestroy(comm);
     if (scratch)
       cu->cuMemFree(scratch);
+    if (progress)
+      cu->cuMemFreeHost(const_cast<uint32_t *>(progress));
     for (CUevent event : {fork, joined})
       if (event)
         cu->cuEventDestroy(event);
@@ -267,6 +340,7 @@ struct CudaExecutor::Impl {
       cu->cuMemFree(base);
     if (stream)
       cu->cuStreamDestroy(stream);
+    deadline.disarm();
   }
 
   CUdeviceptr at(int64_t offset) const { return base + static_cast<CUdeviceptr>(offset); }
@@ -739,6 +813,11 @@ llvm::Error initNccl(CudaExecutor::Impl &im, const Plan &p, const ExecutorOption
   }
   if (scratch > 0)
     KILN_CU(im.cu->cuMemAlloc(&im.scratch, static_cast<size_t>(scratch)));
+  void *word = nullptr;
+  KILN_CU(im.cu->cuMemHostAlloc(&word, sizeof(uint32_t), CU_MEMHOSTALLOC_DEVICEMAP));
+  im.progress = static_cast<volatile uint32_t *>(word);
+  *im.progress = 0;
+  KILN_CU(im.cu->cuMemHostGetDevicePointer(&im.progressOnDevice, word, 0));
   if (envFlag("KILN_COLLECTIVE_STREAM", true)) {
     KILN_CU(im.cu->cuStreamCreate(&im.comm, CU_STREAM_NON_BLOCKING));
     KILN_CU(im.cu->cuEventCreate(&im.fork, CU_EVENT_DISABLE_TIMING));
@@ -747,13 +826,36 @@ llvm::Error initNccl(CudaExecutor::Impl &im, const Plan &p, const ExecutorOption
   return llvm::Error::success();
 }
 
+/// How long the cleanup after a failed collective may take before the
+/// process ends anyway (ShutdownDeadline).
+constexpr double kShutdownSeconds = 10;
+
 /// Waits for the stream, watching NCCL: an asynchronous NCCL error, or the
 /// timeout passing, aborts the communicators (which unblocks the stream)
 /// and fails naming `function`.
-llvm::Error waitWithNccl(CudaExecutor::Impl &im, llvm::StringRef function) {
+/// The Collective step of `f` the GPU has not finished, by the progress
+/// word ("" when every one is done).
+std::string unfinishedCollective(const CudaExecutor::Impl &im, const PlanFunction &f,
+                                 llvm::StringRef function) {
+  size_t done = im.progress ? *im.progress : 0;
+  for (size_t i = done; i < f.steps.size(); ++i) {
+    const PlanStep &s = f.steps[i];
+    if (s.kind != PlanStep::Kind::Collective || s.collective.kind == "take_shard")
+      continue;
+    return llvm::formatv("{0} over {1} of {2} (step {3} of @{4}: {5})", s.collective.kind,
+                         s.collective.axis, formatBytes(s.collective.bytes()), i, function, s.op);
+  }
+  return "";
+}
+
+llvm::Error waitWithNccl(CudaExecutor::Impl &im, const PlanFunction &f, llvm::StringRef function) {
   auto deadline = std::chrono::steady_clock::now() +
                   std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                       std::chrono::duration<double>(im.ncclTimeoutSeconds));
+  auto during = [&] {
+    std::string what = unfinishedCollective(im, f, function);
+    return what.empty() ? "@" + function.str() + "'s NCCL collectives" : what;
+  };
   for (int spin = 0;; ++spin) {
     CUresult r = im.cu->cuStreamQuery(im.stream);
     if (r == CUDA_SUCCESS)
@@ -761,20 +863,42 @@ llvm::Error waitWithNccl(CudaExecutor::Impl &im, llvm::StringRef function) {
     if (r != CUDA_ERROR_NOT_READY)
       return cuError(r, "cuStreamQuery", __FILE__, __LINE__);
     std::string why;
+    // A peer that ended or failed, as the rank's group sees it: at once,
+    // naming it, instead of after the timeout.
+    if (spin % 16 == 0 && im.collectives)
+      if (auto gone = im.collectives->peerFailure(during()))
+        why = *gone;
     for (auto &[axis, comm] : im.comms) {
       ncclResult_t async = ncclSuccess;
       im.nccl->ncclCommGetAsyncError(comm, &async);
-      if (async != ncclSuccess && async != ncclInProgress)
-        why = llvm::formatv("NCCL reported '{0}' on the communicator over {1}",
-                            im.nccl->ncclGetErrorString(async), axis);
+      if (!why.empty() || async == ncclSuccess || async == ncclInProgress)
+        continue;
+      std::string reported = llvm::formatv("NCCL reported '{0}' on the communicator over {1}",
+                                           im.nccl->ncclGetErrorString(async), axis);
+      why = reported + " during " + during();
+      // A peer that died shows in the group too, a moment apart: name it.
+      for (int i = 0; i < 200 && im.collectives; ++i) {
+        if (auto gone = im.collectives->peerFailure(during())) {
+          why = *gone + " (" + reported + ")";
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
     }
     if (why.empty() && std::chrono::steady_clock::now() > deadline)
-      why = llvm::formatv("@{0} waited {1:f0} s for its collectives (another rank stopped?)",
-                          function, im.ncclTimeoutSeconds);
+      why = llvm::formatv("waited {0:f0} s in {1} (another rank stopped?)",
+                          im.ncclTimeoutSeconds, during());
     if (!why.empty()) {
-      for (auto &[axis, comm] : im.comms)
+      // The other ranks hear why (their own waits then end at once).
+      if (im.collectives)
+        im.collectives->abort(why);
+      im.deadline.arm(why, kShutdownSeconds);
+      for (auto &[axis, comm] : im.comms) {
+        im.deadline.at("ncclCommAbort over " + axis);
         im.nccl->ncclCommAbort(comm);
+      }
       im.comms.clear();
+      im.deadline.at("the failed step's way out");
       return error(why);
     }
     std::this_thread::sleep_for(std::chrono::microseconds(spin < 1000 ? 20 : 1000));
@@ -816,6 +940,15 @@ llvm::Error runCollective(CudaExecutor::Impl &im, const PlanStep &s) {
   KILN_CU(im.cu->cuMemcpyHtoDAsync(im.at(s.dst), buffer.data(),
                                    static_cast<size_t>(c.resultBytes()), im.stream));
   KILN_CU(im.cu->cuStreamSynchronize(im.stream)); // the buffer is freed on return
+  return llvm::Error::success();
+}
+
+/// Sets the progress word to `step` + 1 once `stream` gets there.
+llvm::Error markDone(CudaExecutor::Impl &im, CUstream stream, size_t step) {
+  if (CUresult r = im.cu->cuStreamWriteValue32(stream, im.progressOnDevice,
+                                               static_cast<uint32_t>(step + 1), 0);
+      r != CUDA_SUCCESS)
+    return cuError(r, "cuStreamWriteValue32", __FILE__, __LINE__);
   return llvm::Error::success();
 }
 
@@ -893,6 +1026,8 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
           return fail(cuError(r, "forking the collectives' stream", __FILE__, __LINE__));
         if (llvm::Error err = runNccl(im, s, im.comm))
           return fail(std::move(err));
+        if (llvm::Error err = markDone(im, im.comm, i))
+          return fail(std::move(err));
         if (CUresult r = im.cu->cuEventRecord(f.done.at(i), im.comm); r != CUDA_SUCCESS)
           return fail(cuError(r, "cuEventRecord", __FILE__, __LINE__));
         forked = true;
@@ -900,6 +1035,9 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
       }
       if (llvm::Error err = im.nccl ? runNccl(im, s, im.stream) : runCollective(im, s))
         return fail(std::move(err));
+      if (im.nccl)
+        if (llvm::Error err = markDone(im, im.stream, i))
+          return fail(std::move(err));
       break;
     }
     if (sync)
@@ -996,6 +1134,8 @@ CudaExecutor::run(llvm::StringRef function, const std::map<std::string, cpu::Hos
     return std::move(err);
   if (llvm::Error err = clearFlags(im, plan_))
     return std::move(err);
+  if (im.progress)
+    *im.progress = 0; // the previous run's writes are done: it was waited for
   if (llvm::Error err = execute(im, plan_, f))
     return error("running @" + function + " on the GPU: " + llvm::toString(std::move(err)));
   int64_t at = 0;
@@ -1013,7 +1153,7 @@ CudaExecutor::run(llvm::StringRef function, const std::map<std::string, cpu::Hos
   if (plan_.memory.numericsFlag >= 0)
     KILN_CU(im.cu->cuMemcpyDtoHAsync(flag + 1, im.at(plan_.memory.numericsFlag), 8, im.stream));
   if (im.nccl && !im.comms.empty())
-    if (llvm::Error err = waitWithNccl(im, function))
+    if (llvm::Error err = waitWithNccl(im, pf, function))
       return error("running @" + function + " on the GPU: " + llvm::toString(std::move(err)));
   if (CUresult r = im.cu->cuStreamSynchronize(im.stream); r != CUDA_SUCCESS)
     return error("running @" + function + " on the GPU: " +

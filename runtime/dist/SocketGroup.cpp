@@ -427,6 +427,44 @@ void SocketGroup::abort(llvm::StringRef reason) {
   llvm::consumeError(failed(text));
 }
 
+std::optional<std::string> SocketGroup::peerFailure(llvm::StringRef during) {
+  if (!failure_.empty())
+    return failure_;
+  for (size_t i = 0; i < sockets_.size(); ++i) {
+    int fd = sockets_[i];
+    pollfd p{fd, POLLIN, 0};
+    if (fd < 0 || ::poll(&p, 1, 0) <= 0)
+      continue;
+    // Only a look at the header: a collective's contribution that arrives
+    // early stays on the wire for the collective to read.
+    Header h;
+    ssize_t n = ::recv(fd, &h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+      continue;
+    int64_t peer = options_.rank == 0 ? static_cast<int64_t>(i) : 0;
+    std::string reason;
+    if (n <= 0) {
+      reason = llvm::formatv("rank {0} ended (its connection closed) during {1}", peer, during);
+    } else if (static_cast<size_t>(n) == sizeof h && h.magic == kMagic &&
+               h.kind == static_cast<uint32_t>(Kind::Abort)) {
+      Message m;
+      std::string why;
+      reason = recvMessage(fd, m, Clock::now() + std::chrono::seconds(1), why) == Status::Ok
+                   ? m.text
+                   : llvm::formatv("rank {0} ended in the middle of a message during {1}", peer,
+                                   during)
+                         .str();
+    } else {
+      continue;
+    }
+    if (options_.rank == 0)
+      abortPeers(reason, peer);
+    llvm::consumeError(failed(reason));
+    return failure_;
+  }
+  return std::nullopt;
+}
+
 llvm::Expected<HostTensor> SocketGroup::allReduce(const HostTensor &x, llvm::StringRef axis) {
   return exchange(CollectiveKind::AllReduce, x, axis, 0);
 }

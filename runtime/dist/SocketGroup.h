@@ -25,6 +25,7 @@
 #include "runtime/cpu/Collectives.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -69,10 +70,15 @@ public:
   /// The largest of every rank's `value` (a collective).
   llvm::Expected<int64_t> max(int64_t value);
 
+  /// A closed connection or an abort waiting on a socket, without
+  /// blocking and without taking a collective's message off the wire. Rank
+  /// 0 passes what it finds on to the other ranks.
+  std::optional<std::string> peerFailure(llvm::StringRef during) override;
+
   /// Tells the other ranks this one failed, with `reason`: their current or
   /// next collective fails with "rank R failed: REASON". The group is
   /// unusable afterwards; a second call does nothing.
-  void abort(llvm::StringRef reason);
+  void abort(llvm::StringRef reason) override;
 
 private:
   SocketGroup(GroupOptions options) : options_(std::move(options)) {}

@@ -215,6 +215,62 @@ TEST(SocketGroup, ARankThatDiesIsNamed) {
         << "rank " << r;
 }
 
+/// Calls peerFailure until it answers (at most 20 s); "" if it never does.
+std::string waitForPeerFailure(dist::SocketGroup &g) {
+  for (int i = 0; i < 2000; ++i) {
+    if (auto why = g.peerFailure("the test's wait"))
+      return *why;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return "";
+}
+
+// What a rank waiting on NCCL asks its group: a rank that died or aborted is
+// named at once, on every rank, without a collective in flight; a healthy
+// peer's early contribution stays on the wire for its collective.
+TEST(SocketGroup, PeerFailureNamesADeadOrAbortingRankWithoutACollective) {
+  std::vector<std::string> seen(3);
+  auto errors = runRanks(3, 30, {{"dp", 3}}, [&](int64_t r, dist::SocketGroup &g) -> llvm::Error {
+    if (r == 0)
+      for (int i = 0; i < 20; ++i) { // rank 1's contribution arrives meanwhile
+        if (auto why = g.peerFailure("the test's wait"))
+          return llvm::createStringError(llvm::inconvertibleErrorCode(), *why);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    auto x = g.allReduce(input(r), "dp");
+    return x ? llvm::Error::success() : x.takeError();
+  });
+  for (int64_t r = 0; r < 3; ++r)
+    EXPECT_EQ(errors[r], "") << "rank " << r;
+
+  for (bool killed : {true, false}) {
+    int port = freePort();
+    std::vector<std::thread> threads;
+    for (int64_t r = 0; r < 3; ++r)
+      threads.emplace_back([&, r] {
+        auto group = dist::SocketGroup::connect({r, 3, "127.0.0.1", port, 30});
+        if (!group) {
+          seen[r] = llvm::toString(group.takeError());
+          return;
+        }
+        if (r == 1) {
+          if (killed)
+            group->reset(); // closes its connection, as a killed process does
+          else
+            (*group)->abort("the disk is full");
+          return;
+        }
+        seen[r] = waitForPeerFailure(**group);
+      });
+    for (std::thread &t : threads)
+      t.join();
+    std::string expected = killed ? "rank 1 ended (its connection closed) during the test's wait"
+                                  : "rank 1 failed: the disk is full";
+    for (int64_t r : {0, 2})
+      EXPECT_EQ(seen[r], expected) << "rank " << r;
+  }
+}
+
 // A rank that never arrives: the collective fails after the timeout naming
 // it, on every rank that waited.
 TEST(SocketGroup, ACollectiveTimesOutNamingTheMissingRank) {
