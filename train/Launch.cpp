@@ -140,6 +140,16 @@ llvm::Expected<RankEnvironment> rankEnvironment() {
                                found->size, e.size));
   e.launcher = found->launcher;
   e.byKiln = env("KILN_RANKS_LAUNCHER").has_value();
+  if (auto job = env("KILN_JOB"))
+    e.job = *job;
+  else if (auto run = env("TORCHELASTIC_RUN_ID"))
+    e.job = *run;
+  else if (auto slurm = env("SLURM_JOB_ID"))
+    e.job = *slurm + "." + env("SLURM_STEP_ID").value_or("0");
+  else if (auto pmix = env("PMIX_NAMESPACE"))
+    e.job = *pmix;
+  else if (auto ompi = env("OMPI_MCA_orte_ess_jobid"))
+    e.job = *ompi;
   if (auto addr = env("MASTER_ADDR"))
     e.host = *addr;
   if (!oneHost && (!env("MASTER_ADDR") || !env("MASTER_PORT")))
@@ -171,6 +181,12 @@ llvm::Expected<int> launchLocalRanks(int64_t ranks, llvm::ArrayRef<std::string> 
   std::vector<pid_t> pids;
   pid_t groupId = 0;
   const pid_t launcher = ::getpid();
+  // This launch's id: the launcher's process and the time it started.
+  std::string job = llvm::formatv(
+      "kiln-{0}-{1}", launcher,
+      std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::system_clock::now().time_since_epoch())
+          .count());
   for (int64_t r = 0; r < ranks; ++r) {
     // The environment, prepared before fork(): the child only calls
     // async-signal-safe functions.
@@ -178,7 +194,7 @@ llvm::Expected<int> launchLocalRanks(int64_t ranks, llvm::ArrayRef<std::string> 
         "RANK=" + std::to_string(r),          "WORLD_SIZE=" + std::to_string(ranks),
         "LOCAL_RANK=" + std::to_string(r),    "LOCAL_WORLD_SIZE=" + std::to_string(ranks),
         "MASTER_ADDR=127.0.0.1",              "MASTER_PORT=" + std::to_string(*port),
-        "KILN_RANKS_LAUNCHER=1"};
+        "KILN_RANKS_LAUNCHER=1",              "KILN_JOB=" + job};
     std::vector<char *> envp;
     for (char **e = environ; *e; ++e) {
       llvm::StringRef name = llvm::StringRef(*e).split('=').first;

@@ -90,6 +90,7 @@ llvm::Expected<int> runTraining(RunConfig config, const RunRequest &request,
     groupOptions.host = where.host;
     groupOptions.port = where.port;
     groupOptions.timeoutSeconds = config.parallel.timeout;
+    groupOptions.job = where.job;
     // Ranks on one host take its GPUs in turn (sharing them when there are
     // more ranks than GPUs).
     cuda::useDeviceOrdinal(where.localRank);

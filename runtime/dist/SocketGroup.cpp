@@ -305,6 +305,17 @@ llvm::Error SocketGroup::listenAndAccept() {
       ::close(fd); // not a kiln rank (a port scanner): ignore it
       continue;
     }
+    if (!options_.job.empty() && !hello.text.empty() && hello.text != options_.job) {
+      // Another run's rank, on the port this run chose too: not ours.
+      Message away{Kind::Abort, 0, 0,
+                   llvm::formatv("port {0} is taken by another run (job {1}; this rank is of "
+                                 "job {2}): give each run its own MASTER_PORT",
+                                 options_.port, options_.job, hello.text),
+                   std::nullopt};
+      sendMessage(fd, away, helloDeadline, why);
+      ::close(fd);
+      continue;
+    }
     std::string problem;
     if (hello.rank < 1 || hello.rank >= options_.size ||
         hello.sequence != static_cast<uint64_t>(options_.size))
@@ -375,7 +386,7 @@ llvm::Error SocketGroup::connectToRoot() {
   }
   setNoDelay(fd);
   sockets_ = {fd};
-  Message hello{Kind::Hello, static_cast<uint64_t>(options_.size), options_.rank, {},
+  Message hello{Kind::Hello, static_cast<uint64_t>(options_.size), options_.rank, options_.job,
                 std::nullopt};
   if (sendMessage(fd, hello, deadline, why) != Status::Ok)
     return failed(llvm::formatv("rank 0 at {0}:{1} closed the connection", options_.host,

@@ -38,6 +38,11 @@ struct GroupOptions {
   int port = 0;
   /// How long connecting, or one collective, may wait for the other ranks.
   double timeoutSeconds = 600;
+  /// The job the ranks belong to (the launcher's id for it; "" when none is
+  /// known). Rank 0 turns away a process of another job that connects to
+  /// its port (two runs that chose one port) and goes on waiting for its
+  /// own; that process fails saying so.
+  std::string job;
 };
 
 class SocketGroup final : public cpu::Collectives {

@@ -271,6 +271,41 @@ TEST(SocketGroup, PeerFailureNamesADeadOrAbortingRankWithoutACollective) {
   }
 }
 
+// Two runs that chose one port: rank 0 turns the other job's rank away with
+// the reason, and its own group still forms and works.
+TEST(SocketGroup, ARankOfAnotherJobIsTurnedAway) {
+  int port = freePort();
+  std::string stray, mine[2];
+  std::thread root([&] {
+    auto group = dist::SocketGroup::connect({0, 2, "127.0.0.1", port, 30, "job-a"});
+    if (!group) {
+      mine[0] = llvm::toString(group.takeError());
+      return;
+    }
+    auto x = (*group)->allReduce(input(0), "ranks");
+    mine[0] = x ? "" : llvm::toString(x.takeError());
+  });
+  // The stray first: it must fail while rank 0 keeps waiting.
+  auto other = dist::SocketGroup::connect({1, 2, "127.0.0.1", port, 30, "job-b"});
+  stray = other ? "" : llvm::toString(other.takeError());
+  std::thread own([&] {
+    auto group = dist::SocketGroup::connect({1, 2, "127.0.0.1", port, 30, "job-a"});
+    if (!group) {
+      mine[1] = llvm::toString(group.takeError());
+      return;
+    }
+    auto x = (*group)->allReduce(input(1), "ranks");
+    mine[1] = x ? "" : llvm::toString(x.takeError());
+  });
+  root.join();
+  own.join();
+  EXPECT_EQ(stray, "port " + std::to_string(port) +
+                       " is taken by another run (job job-a; this rank is of job job-b): give "
+                       "each run its own MASTER_PORT");
+  EXPECT_EQ(mine[0], "");
+  EXPECT_EQ(mine[1], "");
+}
+
 // A rank that never arrives: the collective fails after the timeout naming
 // it, on every rank that waited.
 TEST(SocketGroup, ACollectiveTimesOutNamingTheMissingRank) {
