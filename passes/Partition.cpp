@@ -203,6 +203,8 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     // Partial sums first. Where the wanted layout splits a whole dimension
     // over the same axis, the sum is reduce-scattered into it.
     for (StringAttr axis : partial) {
+      if (llvm::is_contained(want.getPartial(), axis))
+        continue; // summed later (a sum of partial sums stays partial)
       int64_t d = 0, rank = static_cast<int64_t>(dims.size());
       while (d < rank && !(want.getAxis(d) == axis.getValue() && dims[d].empty() &&
                            !llvm::is_contained(dims, axis.getValue())))
@@ -346,8 +348,13 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
 
     std::string userText = describeOp(op);
     for (auto [i, operand] : llvm::enumerate(op->getOpOperands())) {
-      FailureOr<Value> c = convert(operand.get(), wanted(rule->operandFactors[i], factorAxis), op,
-                                   userText);
+      ShardingAttr want = wanted(rule->operandFactors[i], factorAxis);
+      // An add or sub whose result propagation left partial takes its
+      // operands partial over the same axes.
+      if (isa<AddOp, SubOp>(op) && layout_[op->getResult(0)].isPartial())
+        want = ShardingAttr::get(&getContext(), want.getDims(),
+                                 layout_[op->getResult(0)].getPartial());
+      FailureOr<Value> c = convert(operand.get(), want, op, userText);
       if (failed(c))
         return failure();
       operand.set(*c);

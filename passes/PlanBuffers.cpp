@@ -55,6 +55,11 @@ namespace kiln {
 std::optional<std::pair<unsigned, unsigned>> inPlaceOperand(Operation *op) {
   if (isa<CrossEntropyGradOp>(op))
     return std::pair<unsigned, unsigned>{0, 0}; // logits -> dlogits
+  // A sum over ranks in place (NCCL allows it): the bytes stay the
+  // gradient's until its reader, so the compute stream does not wait for
+  // the collective before then, and no second buffer is needed.
+  if (isa<AllReduceOp>(op))
+    return std::pair<unsigned, unsigned>{0, 0};
   if (auto fusion = dyn_cast<FusionOp>(op); fusion && fusion.isCrossEntropyFusion()) {
     auto body = matchCrossEntropyFusion(fusion);
     if (failed(body))

@@ -331,6 +331,23 @@ struct PropagateShardingPass
         changed = true;
       }
     }
+    // A sum or difference of partial sums over an axis is a partial sum
+    // over it: summed once after it rather than once per operand (a tied
+    // embedding's two gradient halves cost one all_reduce, not two).
+    if (isa<AddOp, SubOp>(op)) {
+      Layout &l = layouts_[op->getResult(0)];
+      unsigned common = ~0u;
+      for (Value v : op->getOperands()) {
+        const Layout &o = layouts_[v];
+        common &= o.dims == l.dims ? o.partial : 0u;
+      }
+      for (int a = 0; a < static_cast<int>(mesh_.getSizes().size()); ++a)
+        if ((common >> a & 1) && !(l.partial >> a & 1) && !llvm::is_contained(l.dims, a) &&
+            !l.fixed) {
+          l.partial |= 1u << a;
+          changed = true;
+        }
+    }
     return changed;
   }
 

@@ -503,6 +503,47 @@ TEST(Plan, CollectivesOfAPartitionedStepAreSteps) {
 // a collective's result before waiting for it, a wait names an earlier
 // collective, and the gradients' reductions — scheduled by kiln-partition
 // as soon as each gradient exists — leave work to overlap before the wait.
+// Data parallel without ZeRO: each gradient's all_reduce runs in place, so
+// its bytes stay the gradient's until the optimizer reads them and the
+// compute stream does not wait for it before then (the reduction overlaps
+// the rest of the backward), at no extra memory.
+TEST(Plan, GradientAllReducesRunInPlaceAndOverlapTheBackward) {
+  mlir::MLIRContext ctx;
+  auto c = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
+  ASSERT_TRUE(static_cast<bool>(c)) << llvm::toString(c.takeError());
+  c->parallel.dp = 2;
+  auto module = tooling::buildTrainingModule(ctx, *c);
+  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
+  auto plan = codegen::compileToPlan(**module, {});
+  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+  const std::vector<PlanStep> &steps = plan->function("train_step")->steps;
+  // The optimizer's first step: the gradients' norm (for clipping).
+  size_t firstUpdate = steps.size();
+  for (size_t i = 0; i < steps.size() && firstUpdate == steps.size(); ++i)
+    if (llvm::StringRef(steps[i].op).starts_with("kiln.global_norm"))
+      firstUpdate = i;
+  ASSERT_LT(firstUpdate, steps.size());
+  std::map<size_t, size_t> joinedAt;
+  for (size_t i = 0; i < steps.size(); ++i)
+    for (int64_t j : steps[i].joins)
+      joinedAt[static_cast<size_t>(j)] = i;
+  int64_t reductions = 0, inPlace = 0, untilTheOptimizer = 0;
+  for (size_t i = 0; i < firstUpdate; ++i) {
+    const PlanStep &s = steps[i];
+    if (s.kind != PlanStep::Kind::Collective || s.collective.kind != "all_reduce")
+      continue;
+    ++reductions;
+    inPlace += s.src == s.dst;
+    untilTheOptimizer += (joinedAt.count(i) ? joinedAt[i] : steps.size()) >= firstUpdate;
+  }
+  ASSERT_GT(reductions, 10);
+  EXPECT_EQ(inPlace, reductions);
+  // All but the position embedding's, whose sum the backward pads back to
+  // its parameter's shape (and which is made last, with nothing left to
+  // overlap). Before the in-place sums none reached the optimizer.
+  EXPECT_GE(untilTheOptimizer, reductions - 1) << untilTheOptimizer << " of " << reductions;
+}
+
 TEST(Plan, StepsWaitForTheCollectivesWhoseBytesTheyTouch) {
   mlir::MLIRContext ctx;
   auto c = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
