@@ -7,11 +7,13 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "passes/PassUtils.h"
 #include "passes/Passes.h"
 #include "passes/ShardingUtils.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/StringExtras.h"
 
 #include <map>
 
@@ -113,7 +115,76 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
       if (isa<AllReduceOp, ReduceScatterOp>(op))
         if (Operation *def = op.getOperand(0).getDefiningOp())
           op.moveAfter(def);
+    prefetchGathers(body);
     return success();
+  }
+
+  /// The model block an op belongs to: its scope up to the first numbered
+  /// component ("h.3.mlp" -> "h.3", "layers.0.attn" -> "layers.0"), else
+  /// the whole scope ("embed").
+  static std::string blockOf(Operation *op) {
+    std::string scope = scopeOf(op), key;
+    SmallVector<StringRef> parts;
+    StringRef(scope).split(parts, '.');
+    for (StringRef part : parts) {
+      key += (key.empty() ? "" : ".") + part.str();
+      if (!part.empty() && llvm::all_of(part, [](char c) { return llvm::isDigit(c); }))
+        return key;
+    }
+    return scope;
+  }
+
+  /// A parameter, or its copy in the low precision (a cast of it).
+  static bool isParameter(Value v) {
+    while (auto cast = v.getDefiningOp<CastOp>())
+      v = cast.getOperand();
+    auto arg = dyn_cast<BlockArgument>(v);
+    if (!arg)
+      return false;
+    auto func = dyn_cast<func::FuncOp>(arg.getOwner()->getParentOp());
+    return func && func.getArgAttr(arg.getArgNumber(), KilnDialect::kParamAttrName);
+  }
+
+  /// A gather (a ZeRO-3 parameter's) is issued a block ahead of its first
+  /// use: where the run of ops of the block before its user's begins, in
+  /// program order (in the backward, the later block's gradient), but
+  /// never before its operand exists. On the GPU it then runs on the
+  /// collectives' stream while that block computes; the gathered copy
+  /// lives one block longer. Gathers of activations (sequence parallelism)
+  /// stay where they are: holding those longer costs far more memory.
+  void prefetchGathers(Block &body) {
+    // The first op of the block run before each op's own run.
+    llvm::DenseMap<Operation *, Operation *> runBefore;
+    Operation *runStart = nullptr, *previousRun = nullptr;
+    std::string current;
+    for (Operation &op : body.without_terminator()) {
+      if (!isa<AllReduceOp, ReduceScatterOp, AllGatherOp, TakeShardOp>(op)) {
+        std::string block = blockOf(&op);
+        if (!runStart || block != current) {
+          previousRun = runStart;
+          runStart = &op;
+          current = block;
+        }
+      }
+      runBefore[&op] = previousRun;
+    }
+    for (Operation &op : llvm::make_early_inc_range(body.without_terminator())) {
+      auto gather = dyn_cast<AllGatherOp>(op);
+      if (!gather || gather->use_empty() || !isParameter(gather.getOperand()))
+        continue;
+      Operation *user = nullptr;
+      for (Operation *u : gather->getUsers())
+        if (u->getBlock() == &body && (!user || u->isBeforeInBlock(user)))
+          user = u;
+      Operation *target = user ? runBefore.lookup(user) : nullptr;
+      if (!target || !target->isBeforeInBlock(gather))
+        continue;
+      if (Operation *def = gather.getOperand().getDefiningOp())
+        if (!def->isBeforeInBlock(target))
+          target = def->getNextNode();
+      if (target != gather.getOperation() && target->isBeforeInBlock(gather))
+        gather->moveBefore(target);
+    }
   }
 
   /// `s` without the axes of size 1 (they split nothing).

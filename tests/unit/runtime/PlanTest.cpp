@@ -544,6 +544,49 @@ TEST(Plan, GradientAllReducesRunInPlaceAndOverlapTheBackward) {
   EXPECT_GE(untilTheOptimizer, reductions - 1) << untilTheOptimizer << " of " << reductions;
 }
 
+/// The block of a step's op ("kiln.matmul at loc(\"h.1.attn\")" -> "h.1"),
+/// "" when its location names none.
+std::string blockOfStep(const PlanStep &s) {
+  size_t at = s.op.find("loc(\"h.");
+  if (at == std::string::npos)
+    return "";
+  llvm::StringRef rest = llvm::StringRef(s.op).substr(at + 5);
+  return rest.take_while([](char c) { return c != '.'; }).str() + "." +
+         rest.drop_front(2).take_while([](char c) { return c != '.' && c != '"'; }).str();
+}
+
+// ZeRO-3: block h.1's parameters are gathered a block ahead, before block
+// h.0 starts computing, so the gathers overlap h.0's work instead of
+// stalling h.1 (they used to sit right before their first user).
+TEST(Plan, ZeroThreeGathersAreIssuedABlockAhead) {
+  mlir::MLIRContext ctx;
+  auto c = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
+  ASSERT_TRUE(static_cast<bool>(c)) << llvm::toString(c.takeError());
+  c->parallel.dp = 2;
+  c->parallel.zero = 3;
+  auto module = tooling::buildTrainingModule(ctx, *c);
+  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
+  auto plan = codegen::compileToPlan(**module, {});
+  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+  const std::vector<PlanStep> &steps = plan->function("train_step")->steps;
+  auto firstComputeOf = [&](const std::string &block) {
+    for (size_t i = 0; i < steps.size(); ++i)
+      if (steps[i].kind != PlanStep::Kind::Collective && blockOfStep(steps[i]) == block)
+        return i;
+    return steps.size();
+  };
+  size_t h0 = firstComputeOf("h.0"), h1 = firstComputeOf("h.1");
+  ASSERT_LT(h0, h1);
+  int64_t gathers = 0;
+  for (size_t i = 0; i < h1; ++i)
+    if (steps[i].kind == PlanStep::Kind::Collective && steps[i].collective.kind == "all_gather" &&
+        blockOfStep(steps[i]) == "h.1") {
+      ++gathers;
+      EXPECT_LT(i, h0) << steps[i].op << " is gathered after block h.0 started";
+    }
+  EXPECT_EQ(gathers, 12); // h.1's parameters: two norms (w, b) and four linears (w, b)
+}
+
 TEST(Plan, StepsWaitForTheCollectivesWhoseBytesTheyTouch) {
   mlir::MLIRContext ctx;
   auto c = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
