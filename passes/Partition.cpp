@@ -182,8 +182,14 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
       if (Operation *def = gather.getOperand().getDefiningOp())
         if (!def->isBeforeInBlock(target))
           target = def->getNextNode();
-      if (target != gather.getOperation() && target->isBeforeInBlock(gather))
+      if (target != gather.getOperation() && target->isBeforeInBlock(gather)) {
         gather->moveBefore(target);
+        // Said in --explain-sharding's line for it.
+        std::string where = blockOf(target);
+        gather.setCause((gather.getCause() + "; gathered a block ahead" +
+                         (where.empty() ? "" : ", where \"" + where + "\" begins"))
+                            .str());
+      }
     }
   }
 
