@@ -353,8 +353,9 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
           if (!isa<BlockArgument>(dead) && !inPlace.count(dead) && it != offset.end() &&
               lastUse.lookup(dead) == index[&op] &&
               numBytes(dead.getType()) == numBytes(result.getType()) && !grads.contains(dead)) {
-            offset[result] = it->second;
-            offsets.push_back(it->second);
+            int64_t taken = it->second; // offset[result] may rehash the map
+            offset[result] = taken;
+            offsets.push_back(taken);
             // The buffer now belongs to the result: released when it dies.
             llvm::erase(dying[index[&op]], dead);
             if (recordLive) {
