@@ -266,7 +266,13 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     // A conversion of v to its sum, made for an earlier user, serves as the
     // start (a ZeRO-1 gradient: summed once for the norm, then each rank's
     // part taken without more communication).
-    if (!partial.empty())
+    // A partial operand asked for (a sum of partial sums) must be partial
+    // over those axes, and must not start from an earlier sum of it.
+    for (StringAttr axis : want.getPartial())
+      if (!llvm::is_contained(partial, axis))
+        return user->emitError() << "kiln-partition: " << userText << " wants a partial sum over "
+                                 << axis.getValue() << " that its operand is not (internal error)";
+    if (!partial.empty() && want.getPartial().empty())
       if (auto it = converted_.find({v, Attribute(have.withoutPartial())}); it != converted_.end()) {
         cur = it->second;
         partial = {};

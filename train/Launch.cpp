@@ -140,16 +140,17 @@ llvm::Expected<RankEnvironment> rankEnvironment() {
                                found->size, e.size));
   e.launcher = found->launcher;
   e.byKiln = env("KILN_RANKS_LAUNCHER").has_value();
-  if (auto job = env("KILN_JOB"))
-    e.job = *job;
-  else if (auto run = env("TORCHELASTIC_RUN_ID"))
-    e.job = *run;
-  else if (auto slurm = env("SLURM_JOB_ID"))
-    e.job = *slurm + "." + env("SLURM_STEP_ID").value_or("0");
-  else if (auto pmix = env("PMIX_NAMESPACE"))
-    e.job = *pmix;
-  else if (auto ompi = env("OMPI_MCA_orte_ess_jobid"))
-    e.job = *ompi;
+  // The job's id from the launcher that started the ranks (mpirun inside
+  // an sbatch script also sees Slurm's variables, not the same on every
+  // node).
+  llvm::StringRef launcher = found->launcher;
+  if (launcher == "Open MPI")
+    e.job = env("PMIX_NAMESPACE").value_or(env("OMPI_MCA_orte_ess_jobid").value_or(""));
+  else if (launcher == "Slurm")
+    e.job = env("SLURM_JOB_ID") ? *env("SLURM_JOB_ID") + "." + env("SLURM_STEP_ID").value_or("0")
+                                : "";
+  else
+    e.job = env("KILN_JOB").value_or(env("TORCHELASTIC_RUN_ID").value_or(""));
   if (auto addr = env("MASTER_ADDR"))
     e.host = *addr;
   if (!oneHost && (!env("MASTER_ADDR") || !env("MASTER_PORT")))

@@ -29,10 +29,11 @@ struct RankEnvironment {
   int port = 29500;
   /// Which launcher's variables these are ("" when there is one rank).
   std::string launcher;
-  /// The launcher's id for this job, so that two runs that chose one port
-  /// tell their ranks apart: KILN_JOB (set by `kiln train --ranks N`),
-  /// TORCHELASTIC_RUN_ID (torchrun), SLURM_JOB_ID.SLURM_STEP_ID (srun),
-  /// PMIX_NAMESPACE or OMPI_MCA_orte_ess_jobid (mpirun); "" when none is set.
+  /// The id of this job from the launcher that started the ranks, so that
+  /// two runs that chose one port tell their ranks apart: KILN_JOB (set by
+  /// `kiln train --ranks N`) or TORCHELASTIC_RUN_ID (torchrun-style),
+  /// SLURM_JOB_ID.SLURM_STEP_ID (srun), PMIX_NAMESPACE or
+  /// OMPI_MCA_orte_ess_jobid (mpirun); "" when it sets none.
   std::string job;
   /// Started by `kiln train --ranks N` (KILN_RANKS_LAUNCHER), whose command
   /// line the ranks share.

@@ -26,7 +26,6 @@
 
 #include <unistd.h>
 
-#include <unistd.h>
 
 namespace kiln::cuda {
 
@@ -865,7 +864,10 @@ llvm::Error waitWithNccl(CudaExecutor::Impl &im, const PlanFunction &f, llvm::St
     std::string why;
     // A peer that ended or failed, as the rank's group sees it: at once,
     // naming it, instead of after the timeout.
-    if (spin % 16 == 0 && im.collectives)
+    // Only while a collective is unfinished: a peer that finished its part
+    // may end normally (closing its connection) while this rank's last
+    // kernels still run.
+    if (spin % 16 == 0 && im.collectives && !unfinishedCollective(im, f, function).empty())
       if (auto gone = im.collectives->peerFailure(during()))
         why = *gone;
     for (auto &[axis, comm] : im.comms) {

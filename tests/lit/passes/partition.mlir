@@ -95,3 +95,32 @@ func.func @train_step(%x: tensor<4xf32> {kiln.input = "x", kiln.sharding = #kiln
   return %y, %m2 : tensor<4xf32>, tensor<4xf32>
 }
 }
+
+// -----
+
+// A sum of partial sums stays partial: the add takes both matmuls' partial
+// products and one all_reduce sums the result. The first product is also
+// needed summed by an exp: that sum is its own, and the add still reads
+// the unsummed product (not the sum, which the second all_reduce would
+// count twice).
+// CHECK-LABEL: func.func @sum_of_partials
+// CHECK: %[[P:.+]] = kiln.matmul %arg0, %arg1
+// CHECK-NEXT: %[[PS:.+]] = kiln.all_reduce %[[P]] over "dp"
+// CHECK: %[[Q:.+]] = kiln.matmul %arg2, %arg3
+// CHECK: kiln.exp %[[PS]]
+// CHECK: %[[S:.+]] = kiln.add %[[P]], %[[Q]]
+// CHECK-NEXT: kiln.all_reduce %[[S]] over "dp" {cause = "kiln.add at {{.*}} leaves a partial sum over dp; the function result needs it summed"}
+// CHECK-NOT: kiln.all_reduce %[[Q]]
+module attributes {kiln.mesh = #kiln.mesh<dp = 2>} {
+func.func @sum_of_partials(%a: tensor<4x8xf32> {kiln.sharding = #kiln.sharding<[_, dp]>},
+                           %b: tensor<8x4xf32> {kiln.sharding = #kiln.sharding<[dp, _]>},
+                           %c: tensor<4x8xf32> {kiln.sharding = #kiln.sharding<[_, dp]>},
+                           %d: tensor<8x4xf32> {kiln.sharding = #kiln.sharding<[dp, _]>})
+    -> (tensor<4x4xf32>, tensor<4x4xf32>) {
+  %p = kiln.matmul %a, %b : tensor<4x8xf32>, tensor<8x4xf32> -> tensor<4x4xf32>
+  %q = kiln.matmul %c, %d : tensor<4x8xf32>, tensor<8x4xf32> -> tensor<4x4xf32>
+  %e = kiln.exp %p : tensor<4x4xf32>
+  %s = kiln.add %p, %q : tensor<4x4xf32>
+  return %e, %s : tensor<4x4xf32>, tensor<4x4xf32>
+}
+}
