@@ -13,7 +13,6 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
-#include "llvm/ADT/StringExtras.h"
 
 #include <map>
 
@@ -119,19 +118,11 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     return success();
   }
 
-  /// The model block an op belongs to: its scope up to the first numbered
-  /// component ("h.3.mlp" -> "h.3", "layers.0.attn" -> "layers.0"), else
-  /// the whole scope ("embed").
-  static std::string blockOf(Operation *op) {
-    std::string scope = scopeOf(op), key;
-    SmallVector<StringRef> parts;
-    StringRef(scope).split(parts, '.');
-    for (StringRef part : parts) {
-      key += (key.empty() ? "" : ".") + part.str();
-      if (!part.empty() && llvm::all_of(part, [](char c) { return llvm::isDigit(c); }))
-        return key;
-    }
-    return scope;
+  /// Where a run of ops begins and ends: an op's transformer block ("h.3"),
+  /// or its whole scope outside blocks ("embed").
+  static std::string runOf(Operation *op) {
+    std::string block = blockOf(op);
+    return block.empty() ? scopeOf(op) : block;
   }
 
   /// A parameter, or its copy in the low precision (a cast of it).
@@ -159,7 +150,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     std::string current;
     for (Operation &op : body.without_terminator()) {
       if (!isa<AllReduceOp, ReduceScatterOp, AllGatherOp, TakeShardOp>(op)) {
-        std::string block = blockOf(&op);
+        std::string block = runOf(&op);
         if (!runStart || block != current) {
           previousRun = runStart;
           runStart = &op;
@@ -185,7 +176,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
       if (target != gather.getOperation() && target->isBeforeInBlock(gather)) {
         gather->moveBefore(target);
         // Said in --explain-sharding's line for it.
-        std::string where = blockOf(target);
+        std::string where = runOf(target);
         gather.setCause((gather.getCause() + "; gathered a block ahead" +
                          (where.empty() ? "" : ", where \"" + where + "\" begins"))
                             .str());
@@ -263,15 +254,16 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     for (StringAttr a : have.getDims())
       dims.push_back(a.getValue());
     ArrayRef<StringAttr> partial = have.getPartial();
-    // A conversion of v to its sum, made for an earlier user, serves as the
-    // start (a ZeRO-1 gradient: summed once for the norm, then each rank's
-    // part taken without more communication).
     // A partial operand asked for (a sum of partial sums) must be partial
-    // over those axes, and must not start from an earlier sum of it.
+    // over those axes.
     for (StringAttr axis : want.getPartial())
       if (!llvm::is_contained(partial, axis))
         return user->emitError() << "kiln-partition: " << userText << " wants a partial sum over "
                                  << axis.getValue() << " that its operand is not (internal error)";
+    // A conversion of v to its sum, made for an earlier user, serves as the
+    // start (a ZeRO-1 gradient: summed once for the norm, then each rank's
+    // part taken without more communication); never where a partial sum is
+    // wanted.
     if (!partial.empty() && want.getPartial().empty())
       if (auto it = converted_.find({v, Attribute(have.withoutPartial())}); it != converted_.end()) {
         cur = it->second;

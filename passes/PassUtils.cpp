@@ -3,6 +3,9 @@
 #include "passes/PassUtils.h"
 
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringExtras.h"
 
 #include <cstdio>
 
@@ -31,6 +34,20 @@ std::string scopeOf(mlir::Operation *op) {
     loc = fused.getLocations().front();
   if (auto name = mlir::dyn_cast<mlir::NameLoc>(loc))
     return name.getName().str();
+  return "";
+}
+
+std::string blockOf(mlir::Operation *op) {
+  std::string scope = scopeOf(op);
+  llvm::SmallVector<llvm::StringRef> parts;
+  llvm::StringRef(scope).split(parts, '.');
+  size_t length = 0;
+  for (llvm::StringRef part : parts) {
+    length += part.size();
+    if (!part.empty() && llvm::all_of(part, llvm::isDigit))
+      return scope.substr(0, length);
+    ++length; // the dot
+  }
   return "";
 }
 

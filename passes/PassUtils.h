@@ -20,6 +20,11 @@ mlir::LogicalResult checkOneBlockBody(mlir::func::FuncOp func, llvm::StringRef p
 /// that of the first location of a FusedLoc; "" when it has none.
 std::string scopeOf(mlir::Operation *op);
 
+/// The transformer block an op belongs to: its model scope up to the first
+/// numeric component ("h.3" of "h.3.attn.qkv", "layers.0" of
+/// "layers.0.mlp"), or "" outside blocks.
+std::string blockOf(mlir::Operation *op);
+
 /// A pass option's value as a person writes it (%g: 0.9, 1e-08, nan) for
 /// diagnostics.
 std::string formatOption(double value);

@@ -75,22 +75,6 @@ struct Outcome {
   bool hasBackward = false;
 };
 
-/// The transformer block an op belongs to: its model scope up to the first
-/// numeric component ("h.3" of "h.3.attn.qkv"), or "" outside blocks.
-std::string blockOf(Operation *op) {
-  std::string scope = scopeOf(op);
-  llvm::SmallVector<llvm::StringRef> parts;
-  llvm::StringRef(scope).split(parts, '.');
-  size_t length = 0;
-  for (llvm::StringRef part : parts) {
-    length += part.size();
-    if (!part.empty() && llvm::all_of(part, llvm::isDigit))
-      return scope.substr(0, length);
-    ++length; // the dot
-  }
-  return "";
-}
-
 /// Ops selective recomputes: a few FLOPs per element, no reduction across
 /// the tensor, no communication.
 bool isCheap(Operation *op) {

@@ -26,7 +26,6 @@
 
 #include <unistd.h>
 
-
 namespace kiln::cuda {
 
 namespace {
@@ -190,9 +189,10 @@ cpu::HostTensor unpackFromDevice(const void *src, cpu::DType dtype,
 /// shutdown blocks: a kernel still waiting for a dead peer keeps the
 /// driver's frees from returning, and ncclCommAbort may wait for every rank
 /// of the node to abort too (NVIDIA/nccl#863), which a killed rank never
-/// does (measured on the H200: it had not returned after 20 s). `arm` starts a thread that, unless `disarm` comes first within
-/// `seconds`, writes the failure and the cleanup step that did not return
-/// to stderr and ends the process (exit status 1). Checkpoints are written
+/// does (measured on the H200: it had not returned after 20 s). `arm`
+/// starts a thread that, unless `disarm` comes first within `seconds`,
+/// writes the failure and the cleanup step that did not return to stderr
+/// and ends the process (exit status 1). Checkpoints are written
 /// atomically, so a run ended this way loses only its unsaved steps.
 class ShutdownDeadline {
 public:
@@ -863,13 +863,13 @@ llvm::Error waitWithNccl(CudaExecutor::Impl &im, const PlanFunction &f, llvm::St
       return cuError(r, "cuStreamQuery", __FILE__, __LINE__);
     std::string why;
     // A peer that ended or failed, as the rank's group sees it: at once,
-    // naming it, instead of after the timeout.
-    // Only while a collective is unfinished: a peer that finished its part
-    // may end normally (closing its connection) while this rank's last
-    // kernels still run.
-    if (spin % 16 == 0 && im.collectives && !unfinishedCollective(im, f, function).empty())
-      if (auto gone = im.collectives->peerFailure(during()))
-        why = *gone;
+    // naming it, instead of after the timeout. Only while a collective is
+    // unfinished: a peer that finished its part may end normally (closing
+    // its connection) while this rank's last kernels still run.
+    if (spin % 16 == 0 && im.collectives)
+      if (std::string what = unfinishedCollective(im, f, function); !what.empty())
+        if (auto gone = im.collectives->peerFailure(what))
+          why = *gone;
     for (auto &[axis, comm] : im.comms) {
       ncclResult_t async = ncclSuccess;
       im.nccl->ncclCommGetAsyncError(comm, &async);

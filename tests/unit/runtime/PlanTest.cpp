@@ -498,25 +498,37 @@ TEST(Plan, CollectivesOfAPartitionedStepAreSteps) {
   refuse([](PlanStep &s) { s.collective.resultShape = {1 << 30, 1 << 10}; }, "reaches outside the");
 }
 
-// Collectives run on a stream of their own on the GPU; the plan says where
-// the compute stream must wait for each (PlanStep::joins). No step may read
-// a collective's result before waiting for it, a wait names an earlier
-// collective, and the gradients' reductions — scheduled by kiln-partition
-// as soon as each gradient exists — leave work to overlap before the wait.
+/// The tiny config's plan partitioned over dp = `dp` with ZeRO stage `zero`.
+Plan tinyMeshPlan(mlir::MLIRContext &ctx, int64_t dp, int64_t zero) {
+  auto c = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
+  if (!c) {
+    ADD_FAILURE() << llvm::toString(c.takeError());
+    return Plan();
+  }
+  c->parallel.dp = dp;
+  c->parallel.zero = zero;
+  auto module = tooling::buildTrainingModule(ctx, *c);
+  if (!module) {
+    ADD_FAILURE() << llvm::toString(module.takeError());
+    return Plan();
+  }
+  auto plan = codegen::compileToPlan(**module, {});
+  if (!plan) {
+    ADD_FAILURE() << llvm::toString(plan.takeError());
+    return Plan();
+  }
+  return std::move(*plan);
+}
+
 // Data parallel without ZeRO: each gradient's all_reduce runs in place, so
 // its bytes stay the gradient's until the optimizer reads them and the
 // compute stream does not wait for it before then (the reduction overlaps
 // the rest of the backward), at no extra memory.
 TEST(Plan, GradientAllReducesRunInPlaceAndOverlapTheBackward) {
   mlir::MLIRContext ctx;
-  auto c = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
-  ASSERT_TRUE(static_cast<bool>(c)) << llvm::toString(c.takeError());
-  c->parallel.dp = 2;
-  auto module = tooling::buildTrainingModule(ctx, *c);
-  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
-  auto plan = codegen::compileToPlan(**module, {});
-  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
-  const std::vector<PlanStep> &steps = plan->function("train_step")->steps;
+  Plan plan = tinyMeshPlan(ctx, 2, 0);
+  ASSERT_NE(plan.function("train_step"), nullptr);
+  const std::vector<PlanStep> &steps = plan.function("train_step")->steps;
   // The optimizer's first step: the gradients' norm (for clipping).
   size_t firstUpdate = steps.size();
   for (size_t i = 0; i < steps.size() && firstUpdate == steps.size(); ++i)
@@ -560,15 +572,9 @@ std::string blockOfStep(const PlanStep &s) {
 // stalling h.1 (they used to sit right before their first user).
 TEST(Plan, ZeroThreeGathersAreIssuedABlockAhead) {
   mlir::MLIRContext ctx;
-  auto c = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
-  ASSERT_TRUE(static_cast<bool>(c)) << llvm::toString(c.takeError());
-  c->parallel.dp = 2;
-  c->parallel.zero = 3;
-  auto module = tooling::buildTrainingModule(ctx, *c);
-  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
-  auto plan = codegen::compileToPlan(**module, {});
-  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
-  const std::vector<PlanStep> &steps = plan->function("train_step")->steps;
+  Plan plan = tinyMeshPlan(ctx, 2, 3);
+  ASSERT_NE(plan.function("train_step"), nullptr);
+  const std::vector<PlanStep> &steps = plan.function("train_step")->steps;
   auto firstComputeOf = [&](const std::string &block) {
     for (size_t i = 0; i < steps.size(); ++i)
       if (steps[i].kind != PlanStep::Kind::Collective && blockOfStep(steps[i]) == block)
@@ -587,17 +593,16 @@ TEST(Plan, ZeroThreeGathersAreIssuedABlockAhead) {
   EXPECT_EQ(gathers, 12); // h.1's parameters: two norms (w, b) and four linears (w, b)
 }
 
+// Collectives run on a stream of their own on the GPU; the plan says where
+// the compute stream must wait for each (PlanStep::joins). No step may read
+// a collective's result before waiting for it, a wait names an earlier
+// collective, and the gradients' reductions — scheduled by kiln-partition
+// as soon as each gradient exists — leave work to overlap before the wait.
 TEST(Plan, StepsWaitForTheCollectivesWhoseBytesTheyTouch) {
   mlir::MLIRContext ctx;
-  auto c = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
-  ASSERT_TRUE(static_cast<bool>(c)) << llvm::toString(c.takeError());
-  c->parallel.dp = 2;
-  c->parallel.zero = 2;
-  auto module = tooling::buildTrainingModule(ctx, *c);
-  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
-  auto plan = codegen::compileToPlan(**module, {});
-  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
-  const std::vector<PlanStep> &steps = plan->function("train_step")->steps;
+  Plan plan = tinyMeshPlan(ctx, 2, 2);
+  ASSERT_NE(plan.function("train_step"), nullptr);
+  const std::vector<PlanStep> &steps = plan.function("train_step")->steps;
   // Where each collective is waited for (steps.size(): at the end).
   std::map<size_t, size_t> joinedAt;
   for (size_t i = 0; i < steps.size(); ++i)
@@ -641,7 +646,7 @@ TEST(Plan, StepsWaitForTheCollectivesWhoseBytesTheyTouch) {
   ASSERT_GT(collectives, 0);
   EXPECT_GT(overlapped, collectives / 2) << overlapped << " of " << collectives;
 
-  Plan bad = *plan;
+  Plan bad = plan;
   for (PlanStep &s : bad.functions[0].steps)
     if (s.kind != PlanStep::Kind::Collective) {
       s.joins = {0};

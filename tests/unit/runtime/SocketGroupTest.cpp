@@ -276,27 +276,21 @@ TEST(SocketGroup, PeerFailureNamesADeadOrAbortingRankWithoutACollective) {
 TEST(SocketGroup, ARankOfAnotherJobIsTurnedAway) {
   int port = freePort();
   std::string stray, mine[2];
-  std::thread root([&] {
-    auto group = dist::SocketGroup::connect({0, 2, "127.0.0.1", port, 30, "job-a"});
+  // Rank r of job-a joins and sums; its error, or "".
+  auto joinAndSum = [&](int64_t r) {
+    auto group = dist::SocketGroup::connect({r, 2, "127.0.0.1", port, 30, "job-a"});
     if (!group) {
-      mine[0] = llvm::toString(group.takeError());
+      mine[r] = llvm::toString(group.takeError());
       return;
     }
-    auto x = (*group)->allReduce(input(0), "ranks");
-    mine[0] = x ? "" : llvm::toString(x.takeError());
-  });
+    auto x = (*group)->allReduce(input(r), "ranks");
+    mine[r] = x ? "" : llvm::toString(x.takeError());
+  };
+  std::thread root(joinAndSum, 0);
   // The stray first: it must fail while rank 0 keeps waiting.
   auto other = dist::SocketGroup::connect({1, 2, "127.0.0.1", port, 30, "job-b"});
   stray = other ? "" : llvm::toString(other.takeError());
-  std::thread own([&] {
-    auto group = dist::SocketGroup::connect({1, 2, "127.0.0.1", port, 30, "job-a"});
-    if (!group) {
-      mine[1] = llvm::toString(group.takeError());
-      return;
-    }
-    auto x = (*group)->allReduce(input(1), "ranks");
-    mine[1] = x ? "" : llvm::toString(x.takeError());
-  });
+  std::thread own(joinAndSum, 1);
   root.join();
   own.join();
   EXPECT_EQ(stray, "port " + std::to_string(port) +
