@@ -45,6 +45,8 @@
 #              --ranks N), dp 2 and dp 2 x tp 2 ZeRO 3 against one GPU
 #   ranks-nccl the same meshes with NCCL collectives (several ranks on one
 #              GPU through NCCL_HOSTID and NCCL's socket transport)
+#   ranks-moe  expert parallelism (parallel.ep = 2, NCCL all_to_all and host
+#              staged) and a routed-in-groups dp = 2 MoE against one GPU
 #   tokenize   kiln tokenize MB/s on this host's cores (GCIDE, 1 and all threads)
 #   quickstart the README's GPU main job: tokenize fortunes + GCIDE, GPT-2
 #              124M bf16 for 2,000 steps (configs/gpu-quickstart.toml)
@@ -466,6 +468,43 @@ EOF
       done
       done
       python3 bench/ranks_compare.py "$OUT" "${runs[@]}" | tee "$OUT/ranks-nccl-$p.txt"
+    done ;;
+  ranks-moe)
+    # Expert parallelism through NCCL: configs/moe-fortunes.toml (8 experts,
+    # top-1) routed in 2 groups, on one GPU and as dp = 2 rank processes
+    # sharing the GPU (as ranks-nccl), with the experts split (parallel.ep
+    # = 2: the tokens exchanged by NCCL all_to_all, ncclSend/ncclRecv) and
+    # whole (ep = 1: each rank routes its groups), and ep = 2 staged
+    # through host memory. f32 20 steps (1e-5), bf16 150 steps (0.5 %).
+    [ -d /tmp/fortunes-byte ] || $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 \
+      --out /tmp/fortunes-byte .gpu/corpus/fortunes/* | tail -1
+    for p in ${RANKS_PRECISIONS:-f32 bf16-mixed}; do
+      steps=20; [ $p = bf16-mixed ] && steps=150
+      common=(configs/moe-fortunes.toml --set moe.groups=2
+        --set "data.train=/tmp/fortunes-byte/train_*.bin" --set "data.val=/tmp/fortunes-byte/val_*.bin"
+        --set train.precision=$p --set train.steps=$steps --set train.log_every=1000
+        --set optim.warmup_steps=$((steps / 2)) --set eval.every=0 --set eval.sample_tokens=0
+        --set checkpoint.every=0)
+      XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train "${common[@]}" \
+        --set run.dir=$OUT/moe-$p-one > "$OUT/moe-$p-one.log" 2>&1
+      runs=("$p-one=$OUT/moe-$p-one")
+      for variant in ep2-nccl ep1-nccl ep2-host; do
+        ep=${variant%%-*}; ep=${ep#ep}; coll=${variant#*-}
+        port=$((20000 + RANDOM % 20000)); pids=()
+        for r in 0 1; do
+          RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_PORT=$port \
+            NCCL_HOSTID=kiln-rank-$r NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
+            NCCL_DEBUG=WARN XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train "${common[@]}" \
+            --set parallel.dp=2 --set parallel.ep=$ep --set parallel.collectives=$coll \
+            --set run.dir=$OUT/moe-$p-$variant > "$OUT/moe-$p-$variant.rank$r.log" 2>&1 &
+          pids+=($!)
+        done
+        codes=(); for pid in "${pids[@]}"; do wait $pid; codes+=($?); done
+        echo "$p $variant (2 ranks on one GPU): exit codes ${codes[*]}"
+        grep -hE "collectives|error|NCCL WARN" "$OUT"/moe-$p-$variant.rank*.log | sort | uniq | head -6
+        runs+=("$p-$variant=$OUT/moe-$p-$variant")
+      done
+      python3 bench/ranks_compare.py "$OUT" "${runs[@]}" | tee "$OUT/ranks-moe-$p.txt"
     done ;;
   ranks-kill)
     # A rank killed mid-run under NCCL (dp = 2, two ranks on one GPU as in

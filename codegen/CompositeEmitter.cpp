@@ -292,15 +292,25 @@ llvm::Expected<bool> crossEntropyFusion(Emitter &e, FusionOp fusion) {
   return true;
 }
 
+/// Ids per table of a (batched) embedding: all of them for one table.
+int64_t idsPerTable(int64_t ids, RankedTensorType table) {
+  int64_t tables = 1;
+  for (int64_t d : table.getShape().drop_back(2))
+    tables *= d;
+  return tables > 0 ? std::max<int64_t>(1, ids / tables) : 1;
+}
+
 llvm::Expected<bool> embedding(Emitter &e, EmbeddingOp op) {
   Params p;
   ADD(op.getTable(), "table", true) ADD(op.getIds(), "ids", true) ADD(op.getResult(), "out", false)
   p.addErrorFlag(e);
   auto table = tensorOf(op.getTable());
-  int64_t ids = tensorOf(op.getIds()).getNumElements(), c = table.getDimSize(1);
-  std::string body = llvm::formatv("  kiln::embeddingForward<{0}, {1}, {2}, {3}, {4}>(table, ids, out, error);\n",
-                                   elt(op.getTable()), elt(op.getIds()), ids, c, table.getDimSize(0))
-                         .str();
+  int64_t ids = tensorOf(op.getIds()).getNumElements(), c = table.getShape().back();
+  std::string body =
+      llvm::formatv("  kiln::embeddingForward<{0}, {1}, {2}, {3}, {4}, {5}>(table, ids, out, error);\n",
+                    elt(op.getTable()), elt(op.getIds()), ids, c, table.getShape().drop_back().back(),
+                    idsPerTable(ids, table))
+          .str();
   e.launch(op, "embedding", kernel(op, "embedding.cuh", p.text, body), {e.gridFor(ids * c, 256), 1, 1},
            {256, 1, 1}, p.args);
   return true;
@@ -315,25 +325,30 @@ llvm::Expected<bool> embeddingGrad(Emitter &e, EmbeddingGradOp op) {
   ADD(op.getIds(), "ids", true) ADD(op.getDy(), "dy", true) ADD(op.getResult(), "dtable", false)
   p.addErrorFlag(e);
   auto tableType = tensorOf(op.getResult());
-  int64_t ids = tensorOf(op.getIds()).getNumElements(), c = tableType.getDimSize(1);
-  std::string body = llvm::formatv("  kiln::embeddingBackward<{0}, {1}, {2}, {3}, {4}>(ids, dy, dtable, error);\n",
-                                   elt(op.getDy()), elt(op.getIds()), ids, c, tableType.getDimSize(0))
-                         .str();
+  int64_t ids = tensorOf(op.getIds()).getNumElements(), c = tableType.getShape().back();
+  std::string body =
+      llvm::formatv("  kiln::embeddingBackward<{0}, {1}, {2}, {3}, {4}, {5}>(ids, dy, dtable, error);\n",
+                    elt(op.getDy()), elt(op.getIds()), ids, c, tableType.getShape().drop_back().back(),
+                    idsPerTable(ids, tableType))
+          .str();
   e.launch(op, "embedding_backward", kernel(op, "embedding.cuh", p.text, body),
            {e.gridFor(ids * c, 256), 1, 1}, {256, 1, 1}, p.args);
   return true;
 }
 
+/// kiln.moe_route in two launches: each token's choices (every group's
+/// rows at once), then a block per expert and group for the slots.
 llvm::Expected<bool> moeRoute(Emitter &e, MoeRouteOp op) {
-  const int64_t n = op.numTokens(), experts = op.numExperts(), k = static_cast<int64_t>(op.getTopK()),
+  const int64_t n = op.numTokens(), experts = op.numExperts(), groups = op.numGroups(),
+                k = static_cast<int64_t>(op.getTopK()),
                 capacity = static_cast<int64_t>(op.getCapacity());
   {
     Params p;
     ADD(op.getProbs(), "probs", true) ADD(op.getExpert(), "expert", false)
     std::string body = llvm::formatv("  kiln::moeTopK<{0}, {1}, {2}, {3}, {4}>(probs, expert);\n",
-                                     elt(op.getProbs()), elt(op.getExpert()), n, experts, k)
+                                     elt(op.getProbs()), elt(op.getExpert()), groups * n, experts, k)
                            .str();
-    e.launch(op, "moe_topk", kernel(op, "moe.cuh", p.text, body), {e.gridFor(n, 256), 1, 1},
+    e.launch(op, "moe_topk", kernel(op, "moe.cuh", p.text, body), {e.gridFor(groups * n, 256), 1, 1},
              {256, 1, 1}, p.args);
   }
   Params p;
@@ -342,7 +357,7 @@ llvm::Expected<bool> moeRoute(Emitter &e, MoeRouteOp op) {
       llvm::formatv("  kiln::moeSlots<{0}, {1}, {2}, {3}, {4}, 1024>(expert, slot, token);\n",
                     elt(op.getExpert()), n, experts, k, capacity)
           .str();
-  e.launch(op, "moe_slots", kernel(op, "moe.cuh", p.text, body, 1024), {experts, 1, 1},
+  e.launch(op, "moe_slots", kernel(op, "moe.cuh", p.text, body, 1024), {experts, groups, 1},
            {1024, 1, 1}, p.args);
   return true;
 }

@@ -218,6 +218,10 @@ llvm::Error emitCollective(Emitter &e, Operation *op) {
   d.axis = op->getAttrOfType<mlir::StringAttr>("axis").getValue().str();
   if (auto dim = op->getAttrOfType<mlir::IntegerAttr>("dim"))
     d.dim = dim.getInt();
+  if (auto exchange = dyn_cast<AllToAllOp>(op)) {
+    d.dim = static_cast<int64_t>(exchange.getSplitDim());
+    d.concatDim = static_cast<int64_t>(exchange.getConcatDim());
+  }
   auto in = tensorOf(op->getOperand(0)), out = tensorOf(op->getResult(0));
   d.dtype = *cpu::dtypeOf(in.getElementType());
   d.shape.assign(in.getShape().begin(), in.getShape().end());

@@ -103,6 +103,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"moe.capacity_factor", &c.model.moe.capacity_factor, 1e-3, 1e6},
       {"moe.aux_loss_weight", &c.model.moe.aux_loss_weight, 0, 1e6},
       {"moe.gating", &c.model.moe.gating, 0, 0, {"softmax", "sigmoid"}},
+      {"moe.groups", &c.model.moe.groups, 1, 1 << 20},
       {"train.steps", &c.train.steps, 1, 1e12},
       {"train.batch_size", &c.train.batch_size, 1, 1 << 20},
       {"train.seq_len", &c.train.seq_len, 0, 1 << 20},
@@ -158,6 +159,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"parallel.tp", &c.parallel.tp, 1, 1 << 16},
       {"parallel.zero", &c.parallel.zero, 0, 3},
       {"parallel.sequence_parallel", &c.parallel.sequence_parallel},
+      {"parallel.ep", &c.parallel.ep, 1, 1 << 16},
       {"parallel.timeout", &c.parallel.timeout, 1, 1e6},
       {"parallel.collectives", &c.parallel.collectives, 0, 0, {"auto", "nccl", "host"}},
       {"run.dir", &c.run_dir},
@@ -427,6 +429,12 @@ llvm::Error RunConfig::applyOverrides(llvm::ArrayRef<std::string> assignments) {
   return llvm::Error::success();
 }
 
+ModelConfig RunConfig::meshModel() const {
+  ModelConfig m = model;
+  m.moe.expert_axis = parallel.ep > 1 ? "dp" : "";
+  return m;
+}
+
 llvm::Error RunConfig::validate(llvm::StringRef source) const {
   if (model.kind == "llama") {
     if (model.n_head % model.kvHeads() != 0)
@@ -468,10 +476,31 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
                                        model.moe.experts));
     if (model.objective == "dpo")
       return error(source, "moe.experts with model.objective = \"dpo\" is not supported yet");
-    if (parallel.numRanks() > 1)
-      return error(source, "moe.experts: a mixture of experts runs on one device so far (expert "
-                           "parallelism over a mesh is planned); set parallel.dp = parallel.tp "
-                           "= 1");
+    const int64_t tokens = train.batch_size * seqLen(), groups = model.moe.groups;
+    if (tokens % groups != 0)
+      return error(source, fmt::format("moe.groups = {} does not divide the {} tokens of a step "
+                                       "(train.batch_size x the sequence length)",
+                                       groups, tokens));
+    if (parallel.tp > 1)
+      return error(source, "moe.experts with parallel.tp > 1: tensor parallelism of the experts "
+                           "is planned; use parallel.dp (and parallel.ep) for a mixture of "
+                           "experts");
+    if (groups % parallel.dp != 0)
+      return error(source, fmt::format("moe.groups = {} must be a multiple of parallel.dp = {}: "
+                                       "each data-parallel rank routes its own groups of tokens "
+                                       "(set moe.groups = {})",
+                                       groups, parallel.dp, parallel.dp));
+    if (parallel.ep > 1 && parallel.ep != parallel.dp)
+      return error(source, fmt::format("parallel.ep = {} must be 1 or parallel.dp = {}: the "
+                                       "experts are split over the data-parallel ranks (expert "
+                                       "groups within dp are planned)",
+                                       parallel.ep, parallel.dp));
+    if (model.moe.experts % parallel.ep != 0)
+      return error(source, fmt::format("parallel.ep = {} does not divide moe.experts = {}: each "
+                                       "rank holds an equal share of the experts",
+                                       parallel.ep, model.moe.experts));
+  } else if (parallel.ep > 1) {
+    return error(source, "parallel.ep > 1 splits a mixture of experts' experts: set moe.experts");
   }
   if (model.objective == "dpo" && model.document_masking)
     return error(source, "model.document_masking is for packed documents; a DPO row holds one "

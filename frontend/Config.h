@@ -36,6 +36,12 @@ struct MoeConfig {
   double aux_loss_weight = 0.01;
   /// The router's scores: "softmax" over the experts, or "sigmoid" of each.
   std::string gating = "softmax";
+  /// Groups of consecutive tokens routed on their own, each with its own
+  /// capacity (GShard's groups): a data-parallel rank routes its groups.
+  int64_t groups = 1;
+  /// The mesh axis the experts are split over ("" for none): not a key,
+  /// RunConfig::meshModel sets it from parallel.ep.
+  std::string expert_axis;
 
   bool enabled() const { return experts > 0; }
   /// Slots per expert for `tokens` tokens: ⌈factor · tokens · top_k /
@@ -248,6 +254,10 @@ struct ParallelConfig {
   int64_t zero = 0;
   /// Sequence parallelism with tp (planned).
   bool sequence_parallel = false;
+  /// Expert parallelism: a mixture of experts' experts split over the
+  /// data-parallel ranks, the tokens sent to them by all_to_all (1: every
+  /// rank holds every expert; otherwise it must equal dp).
+  int64_t ep = 1;
   /// Seconds a rank process waits for the others — to connect, or inside
   /// one collective — before the run fails naming the ranks it waited for.
   double timeout = 600;
@@ -296,6 +306,9 @@ struct RunConfig {
   llvm::Error applyOverrides(llvm::ArrayRef<std::string> assignments);
   /// Cross-field checks (n_embd divisible by n_head, ...).
   llvm::Error validate(llvm::StringRef source) const;
+  /// The model as the mesh builds it: with parallel.ep > 1 the experts
+  /// are split over dp (moe.expert_axis).
+  ModelConfig meshModel() const;
   /// The resolved config as TOML, every key listed.
   std::string toToml() const;
 };

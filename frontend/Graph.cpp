@@ -404,7 +404,7 @@ Tensor rope(Tensor x, double theta) {
 Tensor embedding(Tensor table, Tensor ids) {
   Graph &g = table.graph();
   SmallVector<int64_t> shape(ids.shape());
-  shape.push_back(table.dim(1));
+  shape.push_back(table.dim(-1));
   return g.wrap(EmbeddingOp::create(g.builder(), g.loc(), table.type().clone(shape),
                                     table.value(), ids.value()));
 }
@@ -423,9 +423,13 @@ Tensor crossEntropy(Tensor logits, Tensor targets, int64_t validClasses) {
 
 MoeRoute moeRoute(Tensor probs, int64_t topK, int64_t capacity) {
   Graph &g = probs.graph();
-  const int64_t n = probs.dim(0), experts = probs.dim(1);
-  auto choices = RankedTensorType::get({n, topK}, g.i32());
-  auto slots = RankedTensorType::get({experts * capacity}, g.i32());
+  const int64_t n = probs.dim(-2), experts = probs.dim(-1);
+  // Leading dimensions are groups, each routed on its own.
+  SmallVector<int64_t> choiceShape(probs.shape().drop_back(2)), slotShape = choiceShape;
+  choiceShape.append({n, topK});
+  slotShape.push_back(experts * capacity);
+  auto choices = RankedTensorType::get(choiceShape, g.i32());
+  auto slots = RankedTensorType::get(slotShape, g.i32());
   auto op = MoeRouteOp::create(g.builder(), g.loc(), choices, choices, slots, probs.value(),
                                g.builder().getI64IntegerAttr(topK),
                                g.builder().getI64IntegerAttr(capacity));

@@ -64,78 +64,103 @@ Tensor MLP::operator()(Tensor x) const { return proj(gelu(fc(x), GeluApproximati
 
 MoE::MoE(Graph &g, llvm::StringRef name, int64_t dim, int64_t hidden, int64_t experts,
          int64_t topK, int64_t capacity, llvm::StringRef gating, ParamInit init,
-         ParamInit projInit, Expert kind)
-    : experts(experts), topK(topK), capacity(capacity), hidden(hidden), gating(gating.str()),
-      kind(kind) {
+         ParamInit projInit, Expert kind, int64_t groups, llvm::StringRef expertAxis)
+    : experts(experts), topK(topK), capacity(capacity), hidden(hidden), groups(groups),
+      gating(gating.str()), kind(kind) {
   auto s = g.scope(name);
   router = g.param("router.w", {dim, experts}, init);
+  // Expert parallelism: each rank holds its share of the experts.
+  auto split = [&](const Tensor &t) {
+    std::vector<llvm::StringRef> axes(static_cast<size_t>(t.type().getRank()), "");
+    axes[0] = expertAxis;
+    g.shard(t, axes);
+  };
   if (kind == Expert::SwiGLU) {
     gateWeight = g.param("experts.gate.w", {experts, dim, hidden}, init);
     upWeight = g.param("experts.up.w", {experts, dim, hidden}, init);
     downWeight = g.param("experts.down.w", {experts, hidden, dim}, projInit);
+    for (const Tensor &t : {gateWeight, upWeight, downWeight})
+      split(t);
     return;
   }
   fcWeight = g.param("experts.fc.w", {experts, dim, hidden}, init);
   fcBias = g.param("experts.fc.b", {experts, hidden}, ParamInit::zeros(), "bias");
   projWeight = g.param("experts.proj.w", {experts, hidden, dim}, projInit);
   projBias = g.param("experts.proj.b", {experts, dim}, ParamInit::zeros(), "bias");
+  for (const Tensor &t : {fcWeight, fcBias, projWeight, projBias})
+    split(t);
 }
 
 Tensor MoE::runExperts(Tensor xe) const {
-  const int64_t E = experts, C = xe.dim(2), H = hidden;
+  const int64_t E = experts, S = xe.dim(1), C = xe.dim(2), H = hidden;
   if (kind == Expert::SwiGLU) {
     // Sequenced: operands of `*` are built in an unspecified order.
     Tensor u = matmul(xe, upWeight);
     Tensor gated = silu(matmul(xe, gateWeight));
     return matmul(gated * u, downWeight);
   }
-  Tensor h = gelu(matmul(xe, fcWeight) + broadcastInDim(fcBias, {E, capacity, H}, {0, 2}),
+  Tensor h = gelu(matmul(xe, fcWeight) + broadcastInDim(fcBias, {E, S, H}, {0, 2}),
                   GeluApproximation::tanh);
-  return matmul(h, projWeight) + broadcastInDim(projBias, {E, capacity, C}, {0, 2});
+  return matmul(h, projWeight) + broadcastInDim(projBias, {E, S, C}, {0, 2});
 }
 
 MoE::Output MoE::operator()(Tensor x) const {
   Graph &g = x.graph();
-  const int64_t C = x.dim(-1), N = x.type().getNumElements() / C, E = experts, K = topK;
+  const int64_t C = x.dim(-1), N = x.type().getNumElements() / C, E = experts, K = topK,
+                G = groups, n = N / G, cap = capacity;
   mlir::Type type = x.elementType();
   // The router decides in f32 (f64 in gradient checks): a low-precision
   // score would tie, and move the choice, more often.
   mlir::Type scoreType = type.isF64() ? type : g.f32();
-  Tensor flat = reshape(x, {N, C});
-  Tensor logits = cast(matmul(flat, router), scoreType); // [N, E]
+  // Groups of consecutive tokens, each routed on its own: a split of the
+  // batch splits the groups, and each rank routes its own.
+  Tensor flat = reshape(x, {G, n, C});
+  Tensor logits = cast(matmul(flat, router), scoreType); // [G, n, E]
   Tensor scores = gating == "sigmoid" ? sigmoid(logits) : softmax(logits);
-  MoeRoute route = moeRoute(scores, K, capacity);
+  MoeRoute route = moeRoute(scores, K, cap);
 
-  // Each choice's score: scores[n, expert[n, j]], through a one-hot mask.
-  Tensor chosen = compare(CompareDirection::eq, broadcastInDim(route.expert, {N, K, E}, {0, 1}),
-                          iota(g, {N, K, E}, 2, g.i32())); // [N, K, E]
-  Tensor gates = sum(where(chosen, broadcastInDim(scores, {N, K, E}, {0, 2}), 0.0), {2});
+  // Each choice's score: scores[g, i, expert[g, i, j]], through a one-hot mask.
+  Tensor chosen =
+      compare(CompareDirection::eq, broadcastInDim(route.expert, {G, n, K, E}, {0, 1, 2}),
+              iota(g, {G, n, K, E}, 3, g.i32())); // [G, n, K, E]
+  Tensor gates =
+      sum(where(chosen, broadcastInDim(scores, {G, n, K, E}, {0, 1, 3}), 0.0), {3});
   // Sigmoid scores may all underflow to 0: the floor keeps 0/0 out.
   auto floored = [&](Tensor total) { return maximum(total, full(g, total.shape(), 1e-30, scoreType)); };
   if (K > 1)
-    gates = gates / broadcastInDim(floored(sum(gates, {1})), {N, K}, {0});
+    gates = gates / broadcastInDim(floored(sum(gates, {2})), {G, n, K}, {0, 1});
 
-  // Dispatch: slot s of expert e holds token[e·capacity + s]; an empty
-  // slot reads the zero row appended after the last token.
-  Tensor tokens = concat({flat, full(g, {1, C}, 0, type)}, 0);               // [N + 1, C]
-  Tensor xe = reshape(embedding(tokens, route.token), {E, capacity, C});      // [E, cap, C]
-  Tensor ye = runExperts(xe); // [E, cap, C]
-  // Combine: choice j of token n reads its slot's row; a dropped choice
-  // (slot E·capacity) reads the zero row appended after the last slot.
-  Tensor rows = concat({reshape(ye, {E * capacity, C}), full(g, {1, C}, 0, type)}, 0);
-  Tensor picked = embedding(rows, route.slot);                                // [N, K, C]
-  Tensor weighted = picked * broadcastInDim(cast(gates, type), {N, K, C}, {0, 1});
-  Tensor y = K == 1 ? reshape(weighted, {N, C}) : sum(weighted, {1});
+  // Dispatch: slot s of expert e holds token[g, e·cap + s] of its group; an
+  // empty slot reads the zero row appended after the group's last token.
+  Tensor tokens = concat({flat, full(g, {G, 1, C}, 0, type)}, 1); // [G, n + 1, C]
+  Tensor dispatched = embedding(tokens, route.token);              // [G, E·cap, C]
+  // The experts see every group's slots: [E, G·cap, C]. Under expert
+  // parallelism this is where the tokens travel to their experts' ranks
+  // (and back below): the partitioner's all_to_all.
+  Tensor xe = G == 1 ? reshape(dispatched, {E, cap, C})
+                     : reshape(transpose(reshape(dispatched, {G, E, cap, C}), {1, 0, 2, 3}),
+                               {E, G * cap, C});
+  Tensor ye = runExperts(xe);
+  Tensor back = G == 1 ? reshape(ye, {G, E * cap, C})
+                       : reshape(transpose(reshape(ye, {E, G, cap, C}), {1, 0, 2, 3}),
+                                 {G, E * cap, C});
+  // Combine: choice j of token i reads its slot's row; a dropped choice
+  // (slot E·cap) reads the zero row appended after the group's last slot.
+  Tensor rows = concat({back, full(g, {G, 1, C}, 0, type)}, 1);                // [G, E·cap + 1, C]
+  Tensor picked = embedding(rows, route.slot);                                  // [G, n, K, C]
+  Tensor weighted = picked * broadcastInDim(cast(gates, type), {G, n, K, C}, {0, 1, 2});
+  Tensor y = K == 1 ? reshape(weighted, {G, n, C}) : sum(weighted, {2});
 
   // Switch Transformer's auxiliary loss (Fedus et al. 2021, eq. 4–6) over
-  // the first choices; f_e carries no gradient (it counts), P_e does.
-  Tensor first = cast(reshape(slice(chosen, 1, 0, 1), {N, E}), scoreType);
-  Tensor share = mean(first, {0});                                            // f_e [E]
+  // the first choices of every token; f_e carries no gradient (it counts),
+  // P_e does.
+  Tensor first = cast(reshape(slice(chosen, 2, 0, 1), {G, n, E}), scoreType);
+  Tensor share = mean(first, {0, 1});                                         // f_e [E]
   Tensor probs = gating == "sigmoid"
-                     ? scores / broadcastInDim(floored(sum(scores, {1})), {N, E}, {0})
+                     ? scores / broadcastInDim(floored(sum(scores, {2})), {G, n, E}, {0, 1})
                      : scores;
-  Tensor balance = sum(share * mean(probs, {0}), {0}) * static_cast<double>(E);
-  Tensor dropSlot = full(g, {N, K}, static_cast<double>(E * capacity), g.i32());
+  Tensor balance = sum(share * mean(probs, {0, 1}), {0}) * static_cast<double>(E);
+  Tensor dropSlot = full(g, {G, n, K}, static_cast<double>(E * cap), g.i32());
   Tensor dropped = mean(cast(compare(CompareDirection::eq, route.slot, dropSlot), scoreType));
   return {reshape(y, x.shape()), balance, dropped};
 }

@@ -73,9 +73,14 @@ struct MLP {
 /// experts.gate.w, experts.up.w [E, C, H] and experts.down.w [E, H, C].
 struct MoE {
   enum class Expert { GeluMlp, SwiGLU };
+  /// The tokens are routed in `groups` equal groups, each with `capacity`
+  /// slots per expert (GShard's groups). With `expertAxis` (a mesh axis,
+  /// "" for none) the experts' weights are split over it along the experts:
+  /// expert parallelism, the tokens exchanged by all_to_all.
   MoE(Graph &g, llvm::StringRef name, int64_t dim, int64_t hidden, int64_t experts,
       int64_t topK, int64_t capacity, llvm::StringRef gating, ParamInit init,
-      ParamInit projInit, Expert kind = Expert::GeluMlp);
+      ParamInit projInit, Expert kind = Expert::GeluMlp, int64_t groups = 1,
+      llvm::StringRef expertAxis = "");
   struct Output {
     Tensor y;
     /// Switch's load-balancing loss E · Σ_e f_e · P_e (f_e: the share of
@@ -84,11 +89,11 @@ struct MoE {
     Tensor balance, dropped;
   };
   Output operator()(Tensor x) const;
-  /// The experts' MLPs over the gathered tokens [E, capacity, C].
+  /// The experts' MLPs over the gathered tokens [E, slots, C].
   Tensor runExperts(Tensor xe) const;
   Tensor router, fcWeight, fcBias, projWeight, projBias; ///< GeluMlp
   Tensor gateWeight, upWeight, downWeight;               ///< SwiGLU
-  int64_t experts, topK, capacity, hidden;
+  int64_t experts, topK, capacity, hidden, groups;
   std::string gating;
   Expert kind;
 };

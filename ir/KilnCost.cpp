@@ -81,6 +81,7 @@ int64_t PadOp::getFlops() { return 0; }
 int64_t AllReduceOp::getFlops() { return 0; }
 int64_t AllGatherOp::getFlops() { return 0; }
 int64_t ReduceScatterOp::getFlops() { return 0; }
+int64_t AllToAllOp::getFlops() { return 0; }
 int64_t TakeShardOp::getFlops() { return 0; }
 
 // One add per cotangent element scattered into the table.

@@ -461,10 +461,14 @@ LogicalResult MatmulOp::verify() {
 LogicalResult EmbeddingOp::verify() {
   auto table = tensorType(getTable()), ids = tensorType(getIds()),
        out = tensorType(getResult());
-  if (table.getRank() != 2)
-    return emitOpError() << "table type " << table << " must be a matrix [V, C]";
+  if (table.getRank() < 2)
+    return emitOpError() << "table type " << table << " must be [g…, V, C] (a matrix, or a batch of them)";
+  int64_t batch = table.getRank() - 2;
+  if (ids.getRank() < batch || ids.getShape().take_front(batch) != table.getShape().take_front(batch))
+    return emitOpError() << "ids type " << ids << " must start with the table's " << batch
+                         << " batch dimensions (table type " << table << ")";
   SmallVector<int64_t> expected(ids.getShape());
-  expected.push_back(table.getDimSize(1));
+  expected.push_back(table.getShape().back());
   if (out.getElementType() != table.getElementType() ||
       out.getShape() != ArrayRef(expected))
     return emitOpError() << "result type " << out << " does not match table type "
@@ -548,9 +552,16 @@ LogicalResult RopeOp::verify() {
 
 LogicalResult MoeRouteOp::verify() {
   auto probs = tensorType(getProbs());
-  if (probs.getRank() != 2)
-    return emitOpError() << "probs type " << probs << " must be [N, E] (tokens, experts)";
-  int64_t n = probs.getDimSize(0), e = probs.getDimSize(1);
+  if (probs.getRank() < 2)
+    return emitOpError() << "probs type " << probs
+                         << " must be [g…, N, E] (groups, tokens, experts)";
+  int64_t n = numTokens(), e = numExperts();
+  SmallVector<int64_t> groups(probs.getShape().drop_back(2));
+  auto withGroups = [&](std::initializer_list<int64_t> tail) {
+    SmallVector<int64_t> shape = groups;
+    shape.append(tail);
+    return shape;
+  };
   int64_t k = static_cast<int64_t>(getTopK()), c = static_cast<int64_t>(getCapacity());
   if (k < 1 || k > e)
     return emitOpError() << "top_k " << k << " must be in [1, " << e << "] (the experts)";
@@ -567,8 +578,9 @@ LogicalResult MoeRouteOp::verify() {
                            << llvm::make_range(shape.begin(), shape.end()) << "]";
     return success();
   };
-  if (failed(expect(getExpert(), {n, k}, "expert")) || failed(expect(getSlot(), {n, k}, "slot")) ||
-      failed(expect(getToken(), {e * c}, "token")))
+  if (failed(expect(getExpert(), withGroups({n, k}), "expert")) ||
+      failed(expect(getSlot(), withGroups({n, k}), "slot")) ||
+      failed(expect(getToken(), withGroups({e * c}), "token")))
     return failure();
   Type index = tensorType(getExpert()).getElementType();
   if (tensorType(getSlot()).getElementType() != index ||
@@ -787,10 +799,14 @@ LogicalResult CrossEntropyGradOp::verify() {
 
 LogicalResult EmbeddingGradOp::verify() {
   auto ids = tensorType(getIds()), dy = tensorType(getDy()), out = tensorType(getDtable());
-  if (out.getRank() != 2)
-    return emitOpError() << "result type " << out << " must be a matrix [V, C]";
+  if (out.getRank() < 2)
+    return emitOpError() << "result type " << out << " must be [g…, V, C] (a matrix, or a batch of them)";
+  int64_t batch = out.getRank() - 2;
+  if (ids.getRank() < batch || ids.getShape().take_front(batch) != out.getShape().take_front(batch))
+    return emitOpError() << "ids type " << ids << " must start with the table's " << batch
+                         << " batch dimensions (result type " << out << ")";
   SmallVector<int64_t> expected(ids.getShape());
-  expected.push_back(out.getDimSize(1));
+  expected.push_back(out.getShape().back());
   if (dy.getElementType() != out.getElementType() || dy.getShape() != ArrayRef(expected))
     return emitOpError() << "cotangent type " << dy << " does not match ids type " << ids
                          << " and table type " << out << " (expected shape "
@@ -851,6 +867,24 @@ LogicalResult ReduceScatterOp::verify() {
 LogicalResult TakeShardOp::verify() {
   return verifySplit(*this, getOperand().getType(), getResult().getType(),
                      static_cast<int64_t>(getDim()), "takes a part of");
+}
+
+LogicalResult AllToAllOp::verify() {
+  auto in = tensorType(getOperand()), out = tensorType(getResult());
+  int64_t rank = in.getRank(), split = static_cast<int64_t>(getSplitDim()),
+          concat = static_cast<int64_t>(getConcatDim());
+  bool ok = in.getElementType() == out.getElementType() && out.getRank() == rank &&
+            split >= 0 && split < rank && concat >= 0 && concat < rank && split != concat &&
+            out.getDimSize(split) > 0 && in.getDimSize(split) % out.getDimSize(split) == 0;
+  int64_t n = ok ? in.getDimSize(split) / out.getDimSize(split) : 1;
+  for (int64_t d = 0; ok && d < rank; ++d)
+    ok = d == split || out.getDimSize(d) == (d == concat ? n : 1) * in.getDimSize(d);
+  if (!ok)
+    return emitOpError() << "exchanges " << in << " into " << out << " splitting dimension "
+                         << split << " and concatenating dimension " << concat
+                         << "; the result must have the first divided and the second "
+                            "multiplied by one whole factor, the rest equal";
+  return success();
 }
 
 LogicalResult GlobalNormOp::verify() {

@@ -56,9 +56,9 @@ struct CustomKernel; // ir/CustomKernel.h
 
 namespace kiln {
 /// What kiln-partition inserts between ranks: kiln.all_reduce, all_gather,
-/// reduce_scatter and take_shard (each with an `axis` and a `cause`).
+/// reduce_scatter, all_to_all and take_shard (each with an `axis` and a `cause`).
 inline bool isCollective(mlir::Operation *op) {
-  return mlir::isa<AllReduceOp, AllGatherOp, ReduceScatterOp, TakeShardOp>(op);
+  return mlir::isa<AllReduceOp, AllGatherOp, ReduceScatterOp, AllToAllOp, TakeShardOp>(op);
 }
 
 /// The sizes of an attention's q [B, H, Tq, D], k [B, Hkv, Tk, D] and

@@ -560,10 +560,14 @@ def Kiln_EmbeddingOp : Kiln_Op<"embedding", [Kiln_Differentiable]> {
   let summary = "gathers rows of a table by integer ids";
   let description = [{
     `result[i…, :] = table[ids[i…], :]`. Ids outside `[0, V)` are an error
-    at run time.
+    at run time. A table of rank 2 + b is b batch dimensions of tables
+    `[g…, V, C]`, each gathered by the ids that share its leading indices:
+    `result[g…, i…, :] = table[g…, ids[g…, i…], :]` (a mixture of experts
+    gathers each group's tokens from that group's rows).
 
     ```mlir
     %x = kiln.embedding %wte, %tokens : tensor<50304x768xf32>, tensor<4x64xi32> -> tensor<4x64x768xf32>
+    %xe = kiln.embedding %rows, %slots : tensor<2x33x8xf32>, tensor<2x40xi32> -> tensor<2x40x8xf32>
     ```
   }];
   let arguments = (ins Kiln_FloatTensor:$table, Kiln_IndexTensor:$ids);
@@ -699,6 +703,11 @@ def Kiln_MoeRouteOp : Kiln_Op<"moe_route"> {
     gates that weight the experts' outputs are read from `probs` by the
     model, and carry it).
 
+    Scores `[g…, N, E]` with leading group dimensions route each group on
+    its own, with its own `capacity` slots per expert (GShard's groups:
+    ranks holding different groups fill their slots alike); the results
+    then start with `g…`, and slots and tokens count within the group.
+
     ```mlir
     %expert, %slot, %token = kiln.moe_route %probs {top_k = 2 : i64, capacity = 10 : i64}
         : tensor<32x4xf32> -> tensor<32x2xi32>, tensor<32x2xi32>, tensor<40xi32>
@@ -710,8 +719,18 @@ def Kiln_MoeRouteOp : Kiln_Op<"moe_route"> {
   let hasVerifier = 1;
   let extraClassDeclaration = [{
     int64_t getBytesAccessed();
-    int64_t numTokens() { return mlir::cast<mlir::RankedTensorType>(getProbs().getType()).getDimSize(0); }
-    int64_t numExperts() { return mlir::cast<mlir::RankedTensorType>(getProbs().getType()).getDimSize(1); }
+    /// Tokens and experts of one group; the number of groups.
+    int64_t numTokens() { return probsShape().drop_back().back(); }
+    int64_t numExperts() { return probsShape().back(); }
+    int64_t numGroups() {
+      int64_t g = 1;
+      for (int64_t d : probsShape().drop_back(2))
+        g *= d;
+      return g;
+    }
+    ::llvm::ArrayRef<int64_t> probsShape() {
+      return mlir::cast<mlir::RankedTensorType>(getProbs().getType()).getShape();
+    }
   }];
 }
 
@@ -925,6 +944,8 @@ def Kiln_EmbeddingGradOp : Kiln_Op<"embedding_grad"> {
   let summary = "embedding backward: scatter-add of the cotangent rows into the table";
   let description = [{
     `dtable[v, :] = Σ_{i : ids[i] = v} dy[i, :]`; rows no id selects are 0.
+    With batch dimensions (a result `[g…, V, C]`, as kiln.embedding's
+    table), each batch's ids add into that batch's table.
 
     ```mlir
     %dwte = kiln.embedding_grad %tokens, %dy : tensor<4x64xi32>, tensor<4x64x768xf32> -> tensor<50304x768xf32>
@@ -1127,6 +1148,29 @@ def Kiln_TakeShardOp : Kiln_Op<"take_shard"> {
   let arguments = (ins Kiln_AnyTensor:$operand, StrAttr:$axis, I64Attr:$dim, StrAttr:$cause);
   let results = (outs Kiln_AnyTensor:$result);
   let assemblyFormat = "$operand `over` $axis `dim` $dim attr-dict `:` type($operand) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Kiln_AllToAllOp : Kiln_Op<"all_to_all"> {
+  let summary = "exchange of parts over the ranks of one mesh axis";
+  let description = [{
+    Each rank of a group along mesh axis `axis` cuts its operand into n
+    equal parts along dimension `split_dim` (n: the group's size) and sends
+    part k to the group's rank k; it receives one part from every rank and
+    concatenates them along `concat_dim` in rank order. A value split over
+    the axis along `concat_dim` becomes split over it along `split_dim`,
+    each rank sending and receiving (n-1)/n of its part: how tokens move
+    to their experts' ranks and back under expert parallelism (GShard's
+    resharding, Lepikhin et al. 2020).
+
+    ```mlir
+    %y = kiln.all_to_all %x over "ep" split 0 concat 1 {cause = "..."} : tensor<4x6x8xf32> -> tensor<2x12x8xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$operand, StrAttr:$axis, I64Attr:$split_dim,
+                       I64Attr:$concat_dim, StrAttr:$cause);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$operand `over` $axis `split` $split_dim `concat` $concat_dim attr-dict `:` type($operand) `->` type($result)";
   let hasVerifier = 1;
 }
 

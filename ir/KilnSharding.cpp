@@ -310,36 +310,51 @@ FailureOr<ShardingRule> MatmulOp::getShardingRule() {
   return b.rule;
 }
 
-// table [V, C], ids [i…] -> [i…, C]; a row-split table (vocabulary
-// parallel) is planned, so V stays whole.
+// table [g…, V, C], ids [g…, i…] -> [g…, i…, C]; the batch dimensions g…
+// are shared by all three. A row-split table (vocabulary parallel) is
+// planned, so V stays whole.
 FailureOr<ShardingRule> EmbeddingOp::getShardingRule() {
   RuleBuilder b;
   SmallVector<int64_t> outF = b.freshFactors(getResult());
   SmallVector<int64_t> ids(outF.begin(), outF.end() - 1);
-  b.rule.operandFactors.push_back({-1, outF.back()});
+  size_t batch = shapeOf(getTable()).size() - 2;
+  SmallVector<int64_t> table(outF.begin(), outF.begin() + batch);
+  table.append({-1, outF.back()});
+  b.rule.operandFactors.push_back(table);
   b.rule.operandFactors.push_back(ids);
   b.rule.resultFactors.push_back(outF);
   return b.rule;
 }
 
-// The slots count over every token, so no dimension may be split: a
-// rank holding part of the tokens would fill the experts differently.
-// (Expert parallelism, where tokens move to their experts' ranks by
-// all_to_all, is planned.)
+// The slots count over a group's tokens, so only the group dimensions may
+// be split (shared by the scores and the three results): a rank holding
+// part of a group's tokens would fill its experts differently.
 FailureOr<ShardingRule> MoeRouteOp::getShardingRule() {
   RuleBuilder b;
-  b.rule.operandFactors.push_back({-1, -1});
-  b.rule.resultFactors = {{-1, -1}, {-1, -1}, {-1}};
+  SmallVector<int64_t> groups;
+  for (int64_t size : probsShape().drop_back(2))
+    groups.push_back(b.factor(size));
+  auto with = [&](std::initializer_list<int64_t> tail) {
+    SmallVector<int64_t> f = groups;
+    f.append(tail);
+    return f;
+  };
+  b.rule.operandFactors.push_back(with({-1, -1}));
+  b.rule.resultFactors = {with({-1, -1}), with({-1, -1}), with({-1})};
   return b.rule;
 }
 
-// ids [i…], dy [i…, C] -> [V, C]: the ids' dimensions are summed away.
+// ids [g…, i…], dy [g…, i…, C] -> [g…, V, C]: the ids' dimensions past the
+// batch g… are summed away.
 FailureOr<ShardingRule> EmbeddingGradOp::getShardingRule() {
   RuleBuilder b;
   SmallVector<int64_t> dy = b.freshFactors(getDy());
+  size_t batch = shapeOf(getDtable()).size() - 2;
   b.rule.operandFactors.push_back(SmallVector<int64_t>(dy.begin(), dy.end() - 1));
   b.rule.operandFactors.push_back(dy);
-  b.rule.resultFactors.push_back({-1, dy.back()});
+  SmallVector<int64_t> table(dy.begin(), dy.begin() + batch);
+  table.append({-1, dy.back()});
+  b.rule.resultFactors.push_back(table);
   return b.rule;
 }
 
@@ -470,4 +485,5 @@ FailureOr<ShardingRule> YieldOp::getShardingRule() { return failure(); }
 FailureOr<ShardingRule> AllReduceOp::getShardingRule() { return failure(); }
 FailureOr<ShardingRule> AllGatherOp::getShardingRule() { return failure(); }
 FailureOr<ShardingRule> ReduceScatterOp::getShardingRule() { return failure(); }
+FailureOr<ShardingRule> AllToAllOp::getShardingRule() { return failure(); }
 FailureOr<ShardingRule> TakeShardOp::getShardingRule() { return failure(); }

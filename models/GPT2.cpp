@@ -41,8 +41,8 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
               nn::CausalSelfAttention(g, "attn", C, config.n_head, init, residual),
               nn::LayerNorm(g, "ln_2", C, config.layer_norm_eps), std::nullopt, std::nullopt};
     if (moe.enabled())
-      blk.moe.emplace(g, "moe", C, 4 * C, moe.experts, moe.top_k, moeCapacity(moe, B * T, output), moe.gating,
-                      init, residual);
+      blk.moe.emplace(makeMoE(g, moe, C, 4 * C, B * T, output, init, residual,
+                              nn::MoE::Expert::GeluMlp));
     else
       blk.mlp.emplace(g, "mlp", C, 4 * C, init, residual);
     blocks.push_back(std::move(blk));
@@ -90,7 +90,17 @@ FailureOr<func::FuncOp> buildGPT2(ModuleOp module, const ModelConfig &config, in
 }
 
 int64_t moeCapacity(const MoeConfig &moe, int64_t tokens, GPT2Output output) {
-  return output == GPT2Output::Logits ? tokens : moe.capacity(tokens);
+  return output == GPT2Output::Logits ? tokens : moe.capacity(tokens / moeGroups(moe, output));
+}
+
+int64_t moeGroups(const MoeConfig &moe, GPT2Output output) {
+  return output == GPT2Output::Logits ? 1 : moe.groups;
+}
+
+nn::MoE makeMoE(Graph &g, const MoeConfig &moe, int64_t dim, int64_t hidden, int64_t tokens,
+                GPT2Output output, ParamInit init, ParamInit projInit, nn::MoE::Expert kind) {
+  return nn::MoE(g, "moe", dim, hidden, moe.experts, moe.top_k, moeCapacity(moe, tokens, output),
+                 moe.gating, init, projInit, kind, moeGroups(moe, output), moe.expert_axis);
 }
 
 Auxiliary moeAuxiliary(Graph &g, Tensor balance, Tensor dropped, int64_t layers,

@@ -17,6 +17,7 @@
 
 #include "frontend/Config.h"
 #include "frontend/Graph.h"
+#include "frontend/NN.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -71,6 +72,13 @@ struct Auxiliary {
 /// token's first choice takes a slot before an earlier token's second one,
 /// and sampling pads the window after the prompt.
 int64_t moeCapacity(const MoeConfig &moe, int64_t tokens, GPT2Output output);
+/// The groups a step's tokens are routed in: moe.groups, or one when
+/// sampling (`output` Logits: a single sequence).
+int64_t moeGroups(const MoeConfig &moe, GPT2Output output);
+/// The MoE layer of a block for `tokens` tokens a step.
+frontend::nn::MoE makeMoE(frontend::Graph &g, const MoeConfig &moe, int64_t dim, int64_t hidden,
+                          int64_t tokens, GPT2Output output, ParamInit init, ParamInit projInit,
+                          frontend::nn::MoE::Expert kind);
 
 /// A mixture of experts' terms: the balance losses and dropped shares
 /// summed over `layers` blocks (null when the model has no experts),

@@ -106,8 +106,8 @@ FailureOr<func::FuncOp> buildLlama(ModuleOp module, const ModelConfig &config, i
     Block blk{nn::RMSNorm(g, "attn_norm", C, config.rms_norm_eps), LlamaAttention(g, config, init),
               nn::RMSNorm(g, "mlp_norm", C, config.rms_norm_eps), std::nullopt, std::nullopt};
     if (moe.enabled())
-      blk.moe.emplace(g, "moe", C, config.intermediate_size, moe.experts, moe.top_k,
-                      moeCapacity(moe, B * T, output), moe.gating, init, init, nn::MoE::Expert::SwiGLU);
+      blk.moe.emplace(makeMoE(g, moe, C, config.intermediate_size, B * T, output, init, init,
+                              nn::MoE::Expert::SwiGLU));
     else
       blk.mlp.emplace(g, config, init);
     blocks.push_back(std::move(blk));

@@ -149,7 +149,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     Operation *runStart = nullptr, *previousRun = nullptr;
     std::string current;
     for (Operation &op : body.without_terminator()) {
-      if (!isa<AllReduceOp, ReduceScatterOp, AllGatherOp, TakeShardOp>(op)) {
+      if (!isCollective(&op)) {
         std::string block = runOf(&op);
         if (!runStart || block != current) {
           previousRun = runStart;
@@ -296,6 +296,30 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
       std::string cause = source + " leaves a partial sum over " + axis.getValue().str() + "; " +
                           userText.str() + " needs it summed";
       cur = AllReduceOp::create(b, loc, cur.getType(), cur, axis.getValue(), cause);
+    }
+    // An axis that moves from one dimension to another (tokens split by
+    // group, wanted split by expert): one all_to_all, each rank's part
+    // exchanged, never the whole value gathered.
+    for (size_t from = 0; from < dims.size(); ++from) {
+      StringRef axis = dims[from];
+      if (axis.empty() || want.getAxis(from) == axis)
+        continue;
+      size_t to = 0;
+      while (to < dims.size() && !(dims[to].empty() && want.getAxis(to) == axis))
+        ++to;
+      if (to == dims.size())
+        continue;
+      auto t = cast<RankedTensorType>(cur.getType());
+      SmallVector<int64_t> shape(t.getShape());
+      shape[to] /= axisSize(axis);
+      shape[from] *= axisSize(axis);
+      std::string cause = source + " splits dimension " + std::to_string(from) + " over " +
+                          axis.str() + "; " + userText.str() + " needs dimension " +
+                          std::to_string(to) + " split over it instead";
+      cur = AllToAllOp::create(b, loc, RankedTensorType::get(shape, t.getElementType()), cur, axis,
+                               static_cast<int64_t>(to), static_cast<int64_t>(from), cause);
+      dims[to] = axis;
+      dims[from] = "";
     }
     // Then each dimension split one way and wanted another: gathered whole,
     // then (no communication) this rank's part taken.

@@ -28,9 +28,12 @@ struct Layout {
   unsigned partial = 0;
   /// Function arguments: the caller's layout, never changed.
   bool fixed = false;
-  /// Arguments: the dimensions whose split the model wrote (a
-  /// column-parallel weight's), as opposed to one this pass added (ZeRO's,
-  /// sequence parallelism's). At an op, these axes win over others.
+  /// The dimensions whose split the model wrote (a column-parallel
+  /// weight's), or that took their axis from such a split through the
+  /// ops' factors (the expert dimension of an expert-parallel matmul's
+  /// result, and of its gradients), as opposed to one this pass added
+  /// (ZeRO's, sequence parallelism's, the batch's as it spreads). At an
+  /// op, these axes win over others.
   unsigned pinnedDims = 0;
 
   bool usesAxis(int axis) const {
@@ -231,10 +234,13 @@ struct PropagateShardingPass
       Layout layout{SmallVector<int>(rankOf(arg), -1), 0, true};
       ShardingAttr s = getSharding(arg);
       ShardingAttr mine = written[arg.getArgNumber()];
+      // A weight's split wins where it meets the batch's: the batch's
+      // (inputs) spreads like the pass's own marks.
+      const bool input = func.getArgAttr(arg.getArgNumber(), KilnDialect::kInputAttrName) != nullptr;
       for (auto [d, axis] : llvm::enumerate(s.getDims())) {
         if (axis.getValue().empty())
           continue;
-        if (d < mine.getDims().size() && mine.getDims()[d] == axis)
+        if (!input && d < mine.getDims().size() && mine.getDims()[d] == axis)
           layout.pinnedDims |= 1u << d;
         FailureOr<int> a = axisIndex(axis.getValue());
         if (failed(a))
@@ -275,6 +281,7 @@ struct PropagateShardingPass
     }
     size_t numFactors = rule->factorSizes.size();
     SmallVector<int> factorAxis(numFactors, -1);
+    SmallVector<bool> factorPinned(numFactors, false);
     unsigned used = 0;
     auto gather = [&](Value v, ArrayRef<int64_t> factors, unsigned dimsToRead) {
       const Layout &l = layouts_[v];
@@ -286,6 +293,7 @@ struct PropagateShardingPass
             rule->factorSizes[f] % mesh_.getSizes()[a] != 0)
           continue;
         factorAxis[f] = a;
+        factorPinned[f] = l.pinnedDims >> d & 1;
         used |= 1u << a;
       }
     };
@@ -307,12 +315,21 @@ struct PropagateShardingPass
         return;
       auto shape = cast<RankedTensorType>(v.getType()).getShape();
       for (auto [d, f] : llvm::enumerate(factors)) {
-        if (f < 0 || factorAxis[f] < 0 || l.dims[d] >= 0)
+        if (f < 0 || factorAxis[f] < 0)
           continue;
         int a = factorAxis[f];
+        // A split that came from the model's annotations is marked so.
+        if (l.dims[d] == a && factorPinned[f] && !(l.pinnedDims >> d & 1)) {
+          l.pinnedDims |= 1u << d;
+          changed = true;
+        }
+        if (l.dims[d] >= 0)
+          continue;
         if (l.usesAxis(a) || shape[d] % mesh_.getSizes()[a] != 0 || !canSplit(v, d, a))
           continue;
         l.dims[d] = a;
+        if (factorPinned[f])
+          l.pinnedDims |= 1u << d;
         changed = true;
       }
     };

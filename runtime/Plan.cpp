@@ -125,6 +125,7 @@ json::Value stepJSON(const PlanStep &s) {
     o["collective"] = json::Object{{"kind", c.kind},
                                    {"axis", c.axis},
                                    {"dim", c.dim},
+                                   {"concat_dim", c.concatDim},
                                    {"dtype", cpu::dtypeName(c.dtype)},
                                    {"shape", std::move(shape)},
                                    {"result_shape", std::move(result)}};
@@ -391,6 +392,7 @@ llvm::Expected<Plan> Plan::fromJSON(const json::Value &value) {
           d.kind = r.s(c, "kind");
           d.axis = r.s(c, "axis");
           d.dim = r.i(c, "dim");
+          d.concatDim = c && c->get("concat_dim") ? r.i(c, "concat_dim") : 0;
           d.dtype = r.dtype(c, "dtype");
           for (auto [key, shape] : {std::pair{"shape", &d.shape}, {"result_shape", &d.resultShape}})
             if (const json::Array *a = c ? c->getArray(key) : nullptr)
@@ -455,9 +457,13 @@ llvm::Error Plan::validate() const {
         const CollectiveDesc &c = s.collective;
         auto in = cpu::checkedBytes(c.shape, static_cast<int64_t>(cpu::dtypeSize(c.dtype)));
         auto out = cpu::checkedBytes(c.resultShape, static_cast<int64_t>(cpu::dtypeSize(c.dtype)));
-        if (!llvm::is_contained({"all_reduce", "all_gather", "reduce_scatter", "take_shard"},
+        const int64_t rank = static_cast<int64_t>(c.shape.size());
+        if (!llvm::is_contained({"all_reduce", "all_gather", "reduce_scatter", "all_to_all",
+                                 "take_shard"},
                                 c.kind) ||
             c.axis.empty() || c.dim < 0 ||
+            (c.kind == "all_to_all" &&
+             (c.concatDim < 0 || c.concatDim >= rank || c.concatDim == c.dim)) ||
             (c.kind != "all_reduce" && c.dim >= static_cast<int64_t>(c.shape.size())) ||
             (c.kind != "all_reduce" && c.shape.size() != c.resultShape.size()))
           return error(llvm::formatv("plan: @{0} step '{1}' is not a collective kiln runs ({2} "

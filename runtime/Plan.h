@@ -91,9 +91,10 @@ llvm::Error validateEpilogue(const GemmDesc &g);
 /// `kind` over mesh axis `axis` of the tensor at the step's src, the result
 /// at its dst. The executor runs it through its rank's group.
 struct CollectiveDesc {
-  std::string kind; ///< all_reduce, all_gather, reduce_scatter, take_shard
+  std::string kind; ///< all_reduce, all_gather, reduce_scatter, all_to_all, take_shard
   std::string axis;
-  int64_t dim = 0; ///< the dimension gathered, scattered or taken
+  int64_t dim = 0; ///< the dimension gathered, scattered or taken (all_to_all: split)
+  int64_t concatDim = 0; ///< all_to_all: the dimension the parts received are concatenated along
   cpu::DType dtype = cpu::DType::F32;
   std::vector<int64_t> shape, resultShape;
 

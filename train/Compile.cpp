@@ -79,7 +79,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> buildForwardModule(MLIRContext &ctx,
   loadDialects(ctx);
   OwningOpRef<ModuleOp> module = ModuleOp::create(UnknownLoc::get(&ctx));
   std::vector<std::string> errors;
-  auto forward = models::buildModel(*module, config.model, config.train.batch_size,
+  auto forward = models::buildModel(*module, config.meshModel(), config.train.batch_size,
                                    config.seqLen(), floatType, models::GPT2Output::Loss,
                                    "forward", errors);
   if (failed(forward))

@@ -185,7 +185,7 @@ llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>> buildTrainingModule(mlir::MLIR
   if (!module)
     return module.takeError();
   std::vector<std::string> errors;
-  if (failed(models::buildModel(**module, config.model, 1, config.seqLen(),
+  if (failed(models::buildModel(**module, config.meshModel(), 1, config.seqLen(),
                                mlir::Float32Type::get(&ctx), models::GPT2Output::Logits,
                                "logits", errors)))
     return error("building @logits failed:\n  " + llvm::join(errors, "\n  "));

@@ -53,13 +53,16 @@ __device__ void moeTopK(const T *probs, I *expert) {
 // each choice of expert e its position among e's choices so far. A
 // position below CAP is slot e·CAP + position (and token[slot] the token);
 // past it the choice is dropped (slot E·CAP). The block's slots start
-// empty (token N).
+// empty (token N). Groups (blockIdx.y) are routed on their own.
 template <typename I, i64 N, i64 E, i64 K, i64 CAP, int THREADS>
 __device__ void moeSlots(const I *expert, I *slot, I *token) {
   static_assert(THREADS % 32 == 0 && THREADS <= 1024, "whole warps");
   constexpr int WARPS = THREADS / 32;
   __shared__ int warpCounts[WARPS];
-  const i64 e = blockIdx.x;
+  const i64 e = blockIdx.x, group = blockIdx.y;
+  expert += group * N * K;
+  slot += group * N * K;
+  token += group * E * CAP;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (i64 s = threadIdx.x; s < CAP; s += THREADS)
     token[e * CAP + s] = (I)N;

@@ -11,6 +11,16 @@ namespace kiln::cpu {
 
 Collectives::~Collectives() = default;
 
+llvm::Expected<HostTensor> Collectives::allToAll(const HostTensor &x, llvm::StringRef axis,
+                                                 int64_t splitDim, int64_t concatDim) {
+  // The gathered value's part k along splitDim is rank k's parts, in rank
+  // order along concatDim: the exchange's result.
+  auto all = allGather(x, axis, concatDim);
+  if (!all)
+    return all.takeError();
+  return partOf(*all, splitDim, coordinate(axis), groupSize(axis));
+}
+
 HostTensor partOf(const HostTensor &x, int64_t dim, int64_t k, int64_t n) {
   std::vector<int64_t> start(x.shape().size(), 0), limit = x.shape(),
                        strides(x.shape().size(), 1);

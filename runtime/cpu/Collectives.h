@@ -40,6 +40,13 @@ public:
   /// This rank's part (along `dim`) of the group's sum.
   virtual llvm::Expected<HostTensor> reduceScatter(const HostTensor &x, llvm::StringRef axis,
                                                    int64_t dim) = 0;
+  /// Each rank's `x` cut into the group's size of parts along `splitDim`,
+  /// part k to rank k; the parts received concatenated along `concatDim`
+  /// in rank order (kiln.all_to_all). By default an all_gather along
+  /// `concatDim` and this rank's part of it: the same values, more bytes
+  /// moved, which the CPU ranks do not mind.
+  virtual llvm::Expected<HostTensor> allToAll(const HostTensor &x, llvm::StringRef axis,
+                                              int64_t splitDim, int64_t concatDim);
   /// This rank's index in its group along `axis`, and the group's size.
   virtual int64_t coordinate(llvm::StringRef axis) const = 0;
   virtual int64_t groupSize(llvm::StringRef axis) const = 0;

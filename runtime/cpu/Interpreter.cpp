@@ -371,7 +371,7 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](EmbeddingGradOp e) -> llvm::Error {
-        auto r = embeddingGrad(*in[0], *in[1], shapeOfValue(e.getResult())[0]);
+        auto r = embeddingGrad(*in[0], *in[1], shapeOfValue(e.getResult()));
         if (!r)
           return wrap(r.takeError());
         out.push_back(std::move(*r));
@@ -657,6 +657,10 @@ llvm::Error Interpreter::runCollective(Operation *op, const HostTensor &x,
       })
       .Case([&](ReduceScatterOp c) {
         return collectives_->reduceScatter(x, c.getAxis(), static_cast<int64_t>(c.getDim()));
+      })
+      .Case([&](AllToAllOp c) {
+        return collectives_->allToAll(x, c.getAxis(), static_cast<int64_t>(c.getSplitDim()),
+                                      static_cast<int64_t>(c.getConcatDim()));
       })
       .Case([&](TakeShardOp c) -> llvm::Expected<HostTensor> {
         return partOf(x, static_cast<int64_t>(c.getDim()), collectives_->coordinate(c.getAxis()),

@@ -67,9 +67,11 @@ attentionGrad(const HostTensor &q, const HostTensor &k, const HostTensor &v,
               const HostTensor *segments, double scale, bool causal);
 
 // Neural-network composites
+/// A table [g…, V, C] with batch dimensions g… gathers each batch's ids
+/// [g…, i…] from its own [V, C] (kiln.embedding).
 llvm::Expected<HostTensor> embedding(const HostTensor &table, const HostTensor &ids);
 llvm::Expected<HostTensor> embeddingGrad(const HostTensor &ids, const HostTensor &dy,
-                                         int64_t rows);
+                                         llvm::ArrayRef<int64_t> tableShape);
 HostTensor softmax(const HostTensor &x, bool log);
 HostTensor softmaxGrad(const HostTensor &y, const HostTensor &dy);
 std::tuple<HostTensor, HostTensor, HostTensor> layerNorm(const HostTensor &x,
@@ -87,7 +89,7 @@ std::tuple<HostTensor, HostTensor> rmsNormGrad(const HostTensor &x, const HostTe
 HostTensor rope(const HostTensor &x, double theta, bool inverse, int64_t positionDim = -1);
 /// kiln.moe_route: each token's top_k experts, the slot each choice got
 /// (E·capacity: dropped) and the token in each slot (N: empty), as
-/// `indexType` tensors.
+/// `indexType` tensors; scores [g…, N, E] route each group g on its own.
 std::tuple<HostTensor, HostTensor, HostTensor> moeRoute(const HostTensor &probs, int64_t topK,
                                                         int64_t capacity, DType indexType);
 llvm::Expected<std::tuple<HostTensor, HostTensor>>

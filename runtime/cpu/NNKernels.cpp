@@ -19,7 +19,12 @@ llvm::Error error(const llvm::Twine &message) {
 } // namespace
 
 llvm::Expected<HostTensor> embedding(const HostTensor &table, const HostTensor &ids) {
-  int64_t rows = table.dim(0), c = table.dim(1), n = ids.numel();
+  // Batch dimensions: the table's leading ones, shared with the ids'.
+  const size_t batch = table.shape().size() - 2;
+  int64_t rows = table.dim(-2), c = table.dim(-1), n = ids.numel(), tables = 1;
+  for (size_t d = 0; d < batch; ++d)
+    tables *= table.shape()[d];
+  const int64_t perTable = tables > 0 ? n / tables : 0;
   std::vector<int64_t> shape = ids.shape();
   shape.push_back(c);
   HostTensor out = HostTensor::uninitialized(table.dtype(), shape);
@@ -33,15 +38,19 @@ llvm::Expected<HostTensor> embedding(const HostTensor &table, const HostTensor &
   char *dst = static_cast<char *>(out.raw());
   parallelFor(n, rowGrain(c), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
-      std::memcpy(dst + i * rowBytes, src + id[i] * rowBytes, rowBytes);
+      std::memcpy(dst + i * rowBytes, src + ((i / perTable) * rows + id[i]) * rowBytes, rowBytes);
   });
   return out;
 }
 
 llvm::Expected<HostTensor> embeddingGrad(const HostTensor &ids, const HostTensor &dy,
-                                         int64_t rows) {
-  int64_t c = dy.dim(-1), n = ids.numel();
-  HostTensor out(dy.dtype(), {rows, c});
+                                         llvm::ArrayRef<int64_t> tableShape) {
+  const size_t batch = tableShape.size() - 2;
+  int64_t rows = tableShape[batch], c = dy.dim(-1), n = ids.numel(), tables = 1;
+  for (size_t d = 0; d < batch; ++d)
+    tables *= tableShape[d];
+  const int64_t perTable = tables > 0 ? n / tables : 0;
+  HostTensor out(dy.dtype(), std::vector<int64_t>(tableShape.begin(), tableShape.end()));
   const int64_t *id = ids.data<int64_t>();
   for (int64_t i = 0; i < n; ++i)
     if (id[i] < 0 || id[i] >= rows)
@@ -50,15 +59,17 @@ llvm::Expected<HostTensor> embeddingGrad(const HostTensor &ids, const HostTensor
   withFloatType(dy.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T *g = dy.data<T>();
-    std::vector<double> acc(static_cast<size_t>(rows * c), 0.0);
+    std::vector<double> acc(static_cast<size_t>(tables * rows * c), 0.0);
     // Split over channels so each thread owns its columns of every row.
     parallelFor(c, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t i = 0; i < n; ++i)
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t row = (i / perTable) * rows + id[i];
         for (int64_t j = begin; j < end; ++j)
-          acc[id[i] * c + j] += g[i * c + j];
+          acc[row * c + j] += g[i * c + j];
+      }
     });
     T *o = out.data<T>();
-    for (int64_t i = 0; i < rows * c; ++i)
+    for (int64_t i = 0; i < tables * rows * c; ++i)
       o[i] = static_cast<T>(acc[i]);
   });
   out.roundToDType();
@@ -260,45 +271,56 @@ std::tuple<HostTensor, HostTensor> rmsNormGrad(const HostTensor &x, const HostTe
 
 std::tuple<HostTensor, HostTensor, HostTensor> moeRoute(const HostTensor &probs, int64_t topK,
                                                         int64_t capacity, DType indexType) {
-  const int64_t n = probs.dim(0), e = probs.dim(1);
-  HostTensor expert(indexType, {n, topK}), slot(indexType, {n, topK}),
-      token(indexType, {e * capacity});
-  // Choice j of a row: the highest score not yet chosen; a tie goes to the
-  // lower index, and a NaN loses to every number (`>` is false for it).
+  const int64_t n = probs.dim(-2), e = probs.dim(-1);
+  std::vector<int64_t> groupShape(probs.shape().begin(), probs.shape().end() - 2);
+  const int64_t groups = product(groupShape);
+  auto shaped = [&](std::initializer_list<int64_t> tail) {
+    std::vector<int64_t> shape = groupShape;
+    shape.insert(shape.end(), tail);
+    return shape;
+  };
+  HostTensor expert(indexType, shaped({n, topK})), slot(indexType, shaped({n, topK})),
+      token(indexType, shaped({e * capacity}));
   std::vector<char> taken(static_cast<size_t>(e));
-  for (int64_t i = 0; i < n; ++i) {
-    std::fill(taken.begin(), taken.end(), 0);
-    for (int64_t j = 0; j < topK; ++j) {
-      int64_t best = -1;
-      double bestScore = 0;
-      for (int64_t x = 0; x < e; ++x) {
-        if (taken[x])
-          continue;
-        double score = probs.get(i * e + x);
-        if (best < 0 || score > bestScore || (std::isnan(bestScore) && !std::isnan(score))) {
-          best = x;
-          bestScore = score;
-        }
-      }
-      taken[best] = 1;
-      expert.set(i * topK + j, static_cast<double>(best));
-    }
-  }
-  for (int64_t s = 0; s < e * capacity; ++s)
-    token.set(s, static_cast<double>(n));
-  // GShard's order: all first choices in token order, then all second ones.
-  std::vector<int64_t> filled(static_cast<size_t>(e), 0);
-  for (int64_t j = 0; j < topK; ++j)
+  std::vector<int64_t> filled(static_cast<size_t>(e));
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t scores = g * n * e, choices = g * n * topK, slots = g * e * capacity;
+    // Choice j of a row: the highest score not yet chosen; a tie goes to the
+    // lower index, and a NaN loses to every number (`>` is false for it).
     for (int64_t i = 0; i < n; ++i) {
-      auto x = static_cast<int64_t>(expert.get(i * topK + j));
-      if (filled[x] >= capacity) {
-        slot.set(i * topK + j, static_cast<double>(e * capacity));
-        continue;
+      std::fill(taken.begin(), taken.end(), 0);
+      for (int64_t j = 0; j < topK; ++j) {
+        int64_t best = -1;
+        double bestScore = 0;
+        for (int64_t x = 0; x < e; ++x) {
+          if (taken[x])
+            continue;
+          double score = probs.get(scores + i * e + x);
+          if (best < 0 || score > bestScore || (std::isnan(bestScore) && !std::isnan(score))) {
+            best = x;
+            bestScore = score;
+          }
+        }
+        taken[best] = 1;
+        expert.set(choices + i * topK + j, static_cast<double>(best));
       }
-      int64_t s = x * capacity + filled[x]++;
-      slot.set(i * topK + j, static_cast<double>(s));
-      token.set(s, static_cast<double>(i));
     }
+    for (int64_t s = 0; s < e * capacity; ++s)
+      token.set(slots + s, static_cast<double>(n));
+    // GShard's order: all first choices in token order, then all second ones.
+    std::fill(filled.begin(), filled.end(), 0);
+    for (int64_t j = 0; j < topK; ++j)
+      for (int64_t i = 0; i < n; ++i) {
+        auto x = static_cast<int64_t>(expert.get(choices + i * topK + j));
+        if (filled[x] >= capacity) {
+          slot.set(choices + i * topK + j, static_cast<double>(e * capacity));
+          continue;
+        }
+        int64_t s = x * capacity + filled[x]++;
+        slot.set(choices + i * topK + j, static_cast<double>(s));
+        token.set(slots + s, static_cast<double>(i));
+      }
+  }
   return {std::move(expert), std::move(slot), std::move(token)};
 }
 

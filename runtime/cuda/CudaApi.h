@@ -67,7 +67,7 @@ struct ToolkitPaths {
 #define KILN_NCCL_FUNCTIONS(X)                                                                     \
   X(ncclGetVersion) X(ncclGetErrorString) X(ncclGetUniqueId) X(ncclCommInitRank)                   \
   X(ncclCommDestroy) X(ncclAllReduce) X(ncclReduceScatter) X(ncclAllGather) X(ncclGroupStart)      \
-  X(ncclGroupEnd) X(ncclCommAbort) X(ncclCommGetAsyncError)
+  X(ncclGroupEnd) X(ncclCommAbort) X(ncclCommGetAsyncError) X(ncclSend) X(ncclRecv)
 
 #define KILN_DECLARE_POINTER(name) decltype(&::name) name = nullptr;
 

@@ -706,10 +706,24 @@ Split splitOf(const CollectiveDesc &c) {
   return s;
 }
 
+/// How an all_to_all's received parts join: `outer` rows (the result's
+/// dimensions before concatDim) of `n` chunks of `chunk` bytes, one chunk
+/// of each row from each rank.
+Split joinOf(const CollectiveDesc &c, int64_t n) {
+  Split s{n, 1, 0};
+  for (int64_t d = 0; d < c.concatDim; ++d)
+    s.outer *= c.resultShape[d];
+  s.chunk = c.resultBytes() / std::max<int64_t>(1, s.outer * n);
+  return s;
+}
+
 /// The scratch bytes a Collective step needs under NCCL: the regrouped
-/// whole when the split dimension is not the outermost.
+/// whole when the split dimension is not the outermost (an all_to_all:
+/// the parts to send, then the parts received, each where it needs it).
 int64_t ncclScratchBytes(const CollectiveDesc &c) {
   Split s = splitOf(c);
+  if (c.kind == "all_to_all")
+    return (s.outer == 1 ? 0 : c.bytes()) + (joinOf(c, s.n).outer == 1 ? 0 : c.bytes());
   if (s.outer == 1 || (c.kind != "all_gather" && c.kind != "reduce_scatter"))
     return 0;
   return s.n * s.outer * s.chunk;
@@ -755,6 +769,43 @@ llvm::Error runNccl(CudaExecutor::Impl &im, const PlanStep &s, CUstream stream) 
       if (llvm::Error err = copy2D(im, stream, dst + k * sp.chunk, sp.n * sp.chunk,
                                    im.scratch + k * sp.outer * sp.chunk, sp.chunk, sp.chunk,
                                    sp.outer))
+        return err;
+    return llvm::Error::success();
+  }
+  if (c.kind == "all_to_all") {
+    // Part k of the operand (along the split dimension) to rank k, as one
+    // contiguous run: [outer][n][chunk] -> [n][outer][chunk] first unless
+    // the split dimension is the outermost.
+    CUdeviceptr from = src, scratch = im.scratch;
+    const int64_t partBytes = c.bytes() / sp.n;
+    if (sp.outer != 1) {
+      for (int64_t k = 0; k < sp.n; ++k)
+        if (llvm::Error err = copy2D(im, stream, scratch + k * sp.outer * sp.chunk, sp.chunk,
+                                     src + k * sp.chunk, sp.n * sp.chunk, sp.chunk, sp.outer))
+          return err;
+      from = scratch;
+      scratch += c.bytes();
+    }
+    // Rank k's part lands as chunk k of every row of the result:
+    // received as [n][outer][chunk], then regrouped, unless the
+    // concatenated dimension is the outermost.
+    Split join = joinOf(c, sp.n);
+    CUdeviceptr into = join.outer == 1 ? dst : scratch;
+    size_t partCount = count / static_cast<size_t>(sp.n);
+    KILN_NCCL(api.ncclGroupStart());
+    for (int64_t k = 0; k < sp.n; ++k) {
+      KILN_NCCL(api.ncclSend(reinterpret_cast<void *>(from + k * partBytes), partCount, type,
+                             static_cast<int>(k), comm->second, stream));
+      KILN_NCCL(api.ncclRecv(reinterpret_cast<void *>(into + k * partBytes), partCount, type,
+                             static_cast<int>(k), comm->second, stream));
+    }
+    KILN_NCCL(api.ncclGroupEnd());
+    if (join.outer == 1)
+      return llvm::Error::success();
+    for (int64_t k = 0; k < sp.n; ++k)
+      if (llvm::Error err = copy2D(im, stream, dst + k * join.chunk, sp.n * join.chunk,
+                                   into + k * join.outer * join.chunk, join.chunk, join.chunk,
+                                   join.outer))
         return err;
     return llvm::Error::success();
   }
@@ -931,6 +982,8 @@ llvm::Error runCollective(CudaExecutor::Impl &im, const PlanStep &s) {
     r = g.allGather(x, c.axis, c.dim);
   else if (c.kind == "reduce_scatter")
     r = g.reduceScatter(x, c.axis, c.dim);
+  else if (c.kind == "all_to_all")
+    r = g.allToAll(x, c.axis, c.dim, c.concatDim);
   else
     r = cpu::partOf(x, c.dim, g.coordinate(c.axis), g.groupSize(c.axis));
   if (!r)

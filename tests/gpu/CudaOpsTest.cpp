@@ -217,6 +217,14 @@ std::vector<OpCase> cases() {
   c.push_back({"embedding_grad", {ids("ids", "tensor<4x64xi32>", 50), f("d", "tensor<4x64x24xf32>")},
                {"tensor<50x24xf32>"},
                "%r0 = kiln.embedding_grad %ids, %d : tensor<4x64xi32>, tensor<4x64x24xf32> -> tensor<50x24xf32>", 1e-5, 1e-5});
+  // Batched: each of 3 tables gathered by its own ids (a mixture of
+  // experts' groups), and the scatter-add into each.
+  c.push_back({"embedding_batched", {f("table", "tensor<3x20x16xf32>"), ids("ids", "tensor<3x7x2xi32>", 20)},
+               {"tensor<3x7x2x16xf32>"},
+               "%r0 = kiln.embedding %table, %ids : tensor<3x20x16xf32>, tensor<3x7x2xi32> -> tensor<3x7x2x16xf32>", 0, 0});
+  c.push_back({"embedding_grad_batched", {ids("ids", "tensor<2x40xi32>", 9), f("d", "tensor<2x40x8xf32>")},
+               {"tensor<2x9x8xf32>"},
+               "%r0 = kiln.embedding_grad %ids, %d : tensor<2x40xi32>, tensor<2x40x8xf32> -> tensor<2x9x8xf32>", 1e-5, 1e-5});
   c.push_back({"softmax_long_rows", {f("x", "tensor<6x1000xf32>")}, {"tensor<6x1000xf32>"},
                "%r0 = kiln.softmax %x : tensor<6x1000xf32>", 1e-7, 1e-5});
   c.push_back({"softmax_short_rows", {f("x", "tensor<2x4x16x16xf32>")}, {"tensor<2x4x16x16xf32>"},
@@ -334,6 +342,12 @@ std::vector<OpCase> cases() {
                {"tensor<1000x3xi64>", "tensor<1000x3xi64>", "tensor<2800xi64>"},
                "%r0, %r1, %r2 = kiln.moe_route %p {top_k = 3 : i64, capacity = 700 : i64} : "
                "tensor<1000x4xbf16> -> tensor<1000x3xi64>, tensor<1000x3xi64>, tensor<2800xi64>",
+               0, 0});
+  // Three groups of 100 tokens, each filling its own 20 slots per expert.
+  c.push_back({"moe_route_groups", {f("p", "tensor<3x100x8xf32>")},
+               {"tensor<3x100x2xi32>", "tensor<3x100x2xi32>", "tensor<3x160xi32>"},
+               "%r0, %r1, %r2 = kiln.moe_route %p {top_k = 2 : i64, capacity = 20 : i64} : "
+               "tensor<3x100x8xf32> -> tensor<3x100x2xi32>, tensor<3x100x2xi32>, tensor<3x160xi32>",
                0, 0});
   c.push_back({"rope_inverse", {f("x", "tensor<2x8x16xf32>")}, {"tensor<2x8x16xf32>"},
                "%r0 = kiln.rope %x {theta = 5.0e+05 : f32, inverse} : tensor<2x8x16xf32>", 1e-5, 1e-5});

@@ -124,3 +124,29 @@ func.func @sum_of_partials(%a: tensor<4x8xf32> {kiln.sharding = #kiln.sharding<[
   return %e, %s : tensor<4x4xf32>, tensor<4x4xf32>
 }
 }
+
+// -----
+
+// Expert parallelism: tokens split by group meet experts split by expert.
+// The experts' weight wins (the model wrote it); the tokens travel to
+// their experts by one all_to_all (each rank's part exchanged, nothing
+// gathered whole) and the experts' outputs travel back by another.
+// CHECK-LABEL: func.func @experts
+// CHECK-SAME: (%[[X:.+]]: tensor<2x8x4xf32> {{.*}}, %[[W:.+]]: tensor<2x4x4xf32>
+// CHECK: %[[T:.+]] = kiln.transpose %[[X]], [1, 0, 2] : tensor<2x8x4xf32> -> tensor<8x2x4xf32>
+// CHECK: %[[TE:.+]] = kiln.all_to_all %[[T]] over "ep" split 0 concat 1 {cause = "kiln.transpose at {{.*}} splits dimension 1 over ep; kiln.matmul at {{.*}} needs dimension 0 split over it instead"} : tensor<8x2x4xf32> -> tensor<2x8x4xf32>
+// CHECK: %[[Y:.+]] = kiln.matmul %[[TE]], %[[W]] : tensor<2x8x4xf32>, tensor<2x4x4xf32> -> tensor<2x8x4xf32>
+// CHECK: %[[B:.+]] = kiln.transpose %[[Y]], [1, 0, 2] : tensor<2x8x4xf32> -> tensor<8x2x4xf32>
+// CHECK: %[[BG:.+]] = kiln.all_to_all %[[B]] over "ep" split 0 concat 1 {cause = "kiln.transpose at {{.*}} splits dimension 1 over ep; the function result needs dimension 0 split over it instead"} : tensor<8x2x4xf32> -> tensor<2x8x4xf32>
+// CHECK-NOT: kiln.all_gather
+// CHECK: return %[[BG]]
+module attributes {kiln.mesh = #kiln.mesh<ep = 4>} {
+func.func @experts(%x: tensor<8x8x4xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[ep, _, _]>},
+                   %w: tensor<8x4x4xf32> {kiln.param = "w", kiln.sharding = #kiln.sharding<[ep, _, _]>})
+    -> (tensor<8x8x4xf32> {kiln.sharding = #kiln.sharding<[ep, _, _]>}) {
+  %t = kiln.transpose %x, [1, 0, 2] : tensor<8x8x4xf32> -> tensor<8x8x4xf32>
+  %y = kiln.matmul %t, %w : tensor<8x8x4xf32>, tensor<8x4x4xf32> -> tensor<8x8x4xf32>
+  %b = kiln.transpose %y, [1, 0, 2] : tensor<8x8x4xf32> -> tensor<8x8x4xf32>
+  return %b : tensor<8x8x4xf32>
+}
+}

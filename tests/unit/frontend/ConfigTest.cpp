@@ -122,8 +122,27 @@ TEST(Config, MixtureOfExpertsKeysAndTheirLimits) {
   EXPECT_NE(e.find("moe.top_k = 5 exceeds moe.experts = 4"), std::string::npos) << e;
   e = refused("[model]\nobjective = \"dpo\"\n[moe]\nexperts = 4\n[train]\nbatch_size = 4\n");
   EXPECT_NE(e.find("moe.experts with model.objective = \"dpo\" is not supported"), std::string::npos) << e;
+  // On a mesh: each dp rank routes its own groups; experts split over dp
+  // (parallel.ep = dp) or whole; tensor parallelism of experts is planned.
   e = refused("[moe]\nexperts = 4\n[parallel]\ndp = 2\n");
-  EXPECT_NE(e.find("expert parallelism over a mesh is planned"), std::string::npos) << e;
+  EXPECT_NE(e.find("moe.groups = 1 must be a multiple of parallel.dp = 2"), std::string::npos) << e;
+  e = refused("[moe]\nexperts = 4\ngroups = 3\n[train]\nbatch_size = 4\nseq_len = 8\n");
+  EXPECT_NE(e.find("moe.groups = 3 does not divide the 32 tokens"), std::string::npos) << e;
+  e = refused("[moe]\nexperts = 4\ngroups = 4\n[parallel]\ndp = 4\nep = 2\n");
+  EXPECT_NE(e.find("parallel.ep = 2 must be 1 or parallel.dp = 4"), std::string::npos) << e;
+  e = refused("[moe]\nexperts = 6\ngroups = 4\n[parallel]\ndp = 4\nep = 4\n");
+  EXPECT_NE(e.find("parallel.ep = 4 does not divide moe.experts = 6"), std::string::npos) << e;
+  e = refused("[moe]\nexperts = 4\ngroups = 2\n[parallel]\ntp = 2\n");
+  EXPECT_NE(e.find("tensor parallelism of the experts is planned"), std::string::npos) << e;
+  e = refused("[parallel]\ndp = 2\nep = 2\n");
+  EXPECT_NE(e.find("parallel.ep > 1 splits a mixture of experts' experts"), std::string::npos) << e;
+  auto ok = RunConfig::parse("[moe]\nexperts = 4\ngroups = 4\n[parallel]\ndp = 2\nep = 2\n"
+                             "[train]\nbatch_size = 4\nseq_len = 8\n",
+                             "m.toml");
+  ASSERT_TRUE(static_cast<bool>(ok)) << llvm::toString(ok.takeError());
+  EXPECT_FALSE(static_cast<bool>(ok->validate("m.toml")));
+  EXPECT_EQ(ok->meshModel().moe.expert_axis, "dp");
+  EXPECT_EQ(ok->model.moe.expert_axis, "");
   e = refused("[moe]\nexperts = 4\ngating = \"relu\"\n");
   EXPECT_NE(e.find("moe.gating"), std::string::npos) << e;
 }

@@ -17,6 +17,7 @@
 #include "frontend/NN.h"
 #include "models/Model.h"
 #include "runtime/ParamInit.h"
+#include "runtime/cpu/Collectives.h"
 #include "runtime/cpu/Interpreter.h"
 #include "runtime/cpu/Kernels.h"
 #include "tests/unit/TestSupport.h"
@@ -76,6 +77,55 @@ TEST(MoE, RouteFillsSlotsInGShardOrder) {
   EXPECT_EQ(valuesOf(token2), (std::vector<double>{0, 2, 3, 6, 1, 6, 6, 6, 4, 5, 6, 6}));
 }
 
+// Scores [g, N, E]: each group routed on its own, as if alone, with slots
+// and tokens counted within the group.
+TEST(MoE, GroupsAreRoutedOnTheirOwn) {
+  Rng rng(11);
+  const int64_t G = 3, N = 7, E = 4, K = 2, cap = 3;
+  cpu::HostTensor probs(cpu::DType::F32, {G, N, E});
+  for (int64_t i = 0; i < probs.numel(); ++i)
+    probs.set(i, rng.uniform());
+  auto [expert, slot, token] = cpu::kernels::moeRoute(probs, K, cap, cpu::DType::I32);
+  EXPECT_EQ(expert.shape(), (std::vector<int64_t>{G, N, K}));
+  EXPECT_EQ(token.shape(), (std::vector<int64_t>{G, E * cap}));
+  for (int64_t g = 0; g < G; ++g) {
+    cpu::HostTensor one = cpu::partOf(probs, 0, g, G).reshaped({N, E});
+    auto [e1, s1, t1] = cpu::kernels::moeRoute(one, K, cap, cpu::DType::I32);
+    EXPECT_EQ(valuesOf(cpu::partOf(expert, 0, g, G)), valuesOf(e1)) << "group " << g;
+    EXPECT_EQ(valuesOf(cpu::partOf(slot, 0, g, G)), valuesOf(s1)) << "group " << g;
+    EXPECT_EQ(valuesOf(cpu::partOf(token, 0, g, G)), valuesOf(t1)) << "group " << g;
+  }
+}
+
+// kiln.embedding with batch dimensions: each batch gathers from its own
+// table, and embedding_grad adds into its own.
+TEST(MoE, BatchedGatherReadsEachBatchsTable) {
+  cpu::HostTensor table(cpu::DType::F64, {2, 3, 2}), ids(cpu::DType::I32, {2, 4});
+  for (int64_t i = 0; i < table.numel(); ++i)
+    table.set(i, static_cast<double>(i));
+  const std::vector<double> id{2, 0, 2, 1, 1, 1, 0, 2};
+  for (size_t i = 0; i < id.size(); ++i)
+    ids.set(static_cast<int64_t>(i), id[i]);
+  auto out = cpu::kernels::embedding(table, ids);
+  ASSERT_TRUE(static_cast<bool>(out)) << llvm::toString(out.takeError());
+  EXPECT_EQ(out->shape(), (std::vector<int64_t>{2, 4, 2}));
+  // Batch 0 reads rows 2, 0, 2, 1 of table 0; batch 1 rows 1, 1, 0, 2 of
+  // table 1 (elements 6 … 11).
+  EXPECT_EQ(valuesOf(*out), (std::vector<double>{4, 5, 0, 1, 4, 5, 2, 3, 8, 9, 8, 9, 6, 7, 10, 11}));
+  cpu::HostTensor dy(cpu::DType::F64, {2, 4, 2});
+  for (int64_t i = 0; i < dy.numel(); ++i)
+    dy.set(i, 1.0 + static_cast<double>(i));
+  auto grad = cpu::kernels::embeddingGrad(ids, dy, {2, 3, 2});
+  ASSERT_TRUE(static_cast<bool>(grad)) << llvm::toString(grad.takeError());
+  // Table 0: row 0 from id #1 (3, 4), row 1 from #3 (7, 8), row 2 from #0
+  // and #2 (1+5, 2+6); table 1: row 0 from #6, row 1 from #4 and #5, row 2
+  // from #7.
+  EXPECT_EQ(valuesOf(*grad), (std::vector<double>{3, 4, 7, 8, 6, 8, 13, 14, 9 + 11, 10 + 12, 15, 16}));
+  cpu::HostTensor bad = ids;
+  bad.set(5, 3);
+  EXPECT_FALSE(static_cast<bool>(cpu::kernels::embedding(table, bad)));
+}
+
 /// nn::MoE as a function x [B, T, C] -> (y, balance, dropped).
 struct LayerFixture {
   std::unique_ptr<mlir::MLIRContext> ctx = test::makeContext();
@@ -84,12 +134,12 @@ struct LayerFixture {
   int64_t B = 2, T = 5, C = 4, H = 6, E = 3;
 
   mlir::func::FuncOp build(int64_t topK, int64_t capacity, llvm::StringRef gating,
-                           frontend::nn::MoE::Expert kind) {
+                           frontend::nn::MoE::Expert kind, int64_t groups = 1) {
     module = mlir::ModuleOp::create(mlir::UnknownLoc::get(ctx.get()));
     frontend::Graph g(*module, "moe");
     g.setFloatType(mlir::Float64Type::get(ctx.get()));
     frontend::nn::MoE moe(g, "moe", C, H, E, topK, capacity, gating, ParamInit::normal(0.7),
-                          ParamInit::normal(0.5), kind);
+                          ParamInit::normal(0.5), kind, groups);
     frontend::Tensor x = g.input("x", {B, T, C}, g.floatType());
     frontend::nn::MoE::Output out = moe(x);
     auto func = g.finish({out.y, out.balance, out.dropped});
@@ -113,7 +163,7 @@ struct Reference {
 
 Reference moeByHand(const std::vector<double> &x, const std::vector<cpu::HostTensor> &p, int64_t N,
                     int64_t C, int64_t H, int64_t E, int64_t K, int64_t cap, bool sigmoidGating,
-                    bool swiglu) {
+                    bool swiglu, int64_t groups) {
   // GELU MLP: router, fc.w, fc.b, proj.w, proj.b; SwiGLU: router, gate.w,
   // up.w, down.w (the constructor's order).
   const cpu::HostTensor &router = p[0], &fcW = p[1], &fcB = p[2], &projW = p[3];
@@ -146,14 +196,18 @@ Reference moeByHand(const std::vector<double> &x, const std::vector<cpu::HostTen
     for (int64_t j = 0; j < K; ++j)
       expert[n * K + j] = order[j];
   }
-  std::vector<int64_t> filled(E, 0);
+  // Each group of N / groups consecutive tokens fills its own slots.
   Reference r;
-  for (int64_t j = 0; j < K; ++j)
-    for (int64_t n = 0; n < N; ++n) {
-      int64_t e = expert[n * K + j];
-      slot[n * K + j] = filled[e] < cap ? filled[e]++ : -1;
-      r.dropped += slot[n * K + j] < 0;
-    }
+  const int64_t perGroup = N / groups;
+  for (int64_t g = 0; g < groups; ++g) {
+    std::vector<int64_t> filled(E, 0);
+    for (int64_t j = 0; j < K; ++j)
+      for (int64_t n = g * perGroup; n < (g + 1) * perGroup; ++n) {
+        int64_t e = expert[n * K + j];
+        slot[n * K + j] = filled[e] < cap ? filled[e]++ : -1;
+        r.dropped += slot[n * K + j] < 0;
+      }
+  }
   r.dropped /= static_cast<double>(N * K);
   auto expertMlp = [&](int64_t e, const double *in, double *out) {
     std::vector<double> h(H);
@@ -218,18 +272,21 @@ TEST(MoE, LayerIsTheFormulaByHand) {
     int64_t topK, capacity;
     const char *gating;
     Expert kind;
+    int64_t groups = 1;
   };
   // 10 tokens over 3 experts: 4 slots each drop some second choices, 10
-  // drop none.
+  // drop none; in 2 groups of 5, 2 slots a group drop some.
   for (Variant v : {Variant{2, 4, "softmax", Expert::GeluMlp}, Variant{1, 4, "softmax", Expert::GeluMlp},
                     Variant{2, 10, "sigmoid", Expert::GeluMlp}, Variant{1, 3, "sigmoid", Expert::GeluMlp},
-                    Variant{2, 4, "softmax", Expert::SwiGLU}, Variant{1, 10, "sigmoid", Expert::SwiGLU}}) {
+                    Variant{2, 4, "softmax", Expert::SwiGLU}, Variant{1, 10, "sigmoid", Expert::SwiGLU},
+                    Variant{2, 2, "softmax", Expert::GeluMlp, 2},
+                    Variant{2, 2, "sigmoid", Expert::SwiGLU, 2}}) {
     const bool swiglu = v.kind == Expert::SwiGLU;
-    SCOPED_TRACE(llvm::formatv("top_k {0}, capacity {1}, {2}, {3}", v.topK, v.capacity, v.gating,
-                               swiglu ? "SwiGLU" : "GELU MLP")
+    SCOPED_TRACE(llvm::formatv("top_k {0}, capacity {1}, {2}, {3}, {4} groups", v.topK, v.capacity,
+                               v.gating, swiglu ? "SwiGLU" : "GELU MLP", v.groups)
                      .str());
     LayerFixture f;
-    mlir::func::FuncOp func = f.build(v.topK, v.capacity, v.gating, v.kind);
+    mlir::func::FuncOp func = f.build(v.topK, v.capacity, v.gating, v.kind, v.groups);
     ASSERT_TRUE(func);
     const int64_t N = f.B * f.T;
     cpu::HostTensor x(cpu::DType::F64, {f.B, f.T, f.C});
@@ -244,12 +301,12 @@ TEST(MoE, LayerIsTheFormulaByHand) {
     ASSERT_TRUE(static_cast<bool>(out)) << llvm::toString(out.takeError());
     ASSERT_EQ(f.params.size(), swiglu ? 4u : 5u);
     Reference r = moeByHand(valuesOf(x), f.params, N, f.C, f.H, f.E, v.topK, v.capacity,
-                            llvm::StringRef(v.gating) == "sigmoid", swiglu);
+                            llvm::StringRef(v.gating) == "sigmoid", swiglu, v.groups);
     for (int64_t i = 0; i < N * f.C; ++i)
       EXPECT_NEAR((*out)[0].get(i), r.y[i], 1e-12 * std::max(1.0, std::abs(r.y[i]))) << "y " << i;
     EXPECT_NEAR((*out)[1].get(0), r.balance, 1e-12) << "balance";
     EXPECT_NEAR((*out)[2].get(0), r.dropped, 1e-15) << "dropped";
-    if (v.capacity == 4 && v.topK == 2) {
+    if ((v.capacity == 4 || v.groups > 1) && v.topK == 2) {
       EXPECT_GT(r.dropped, 0.0) << "this variant is meant to drop choices";
     }
   }
@@ -262,7 +319,8 @@ struct ModelFixture {
   mlir::OwningOpRef<mlir::ModuleOp> module;
   std::vector<cpu::HostTensor> args;
 
-  bool build(double capacityFactor, const char *configPath = KILN_SOURCE_DIR "/configs/tiny.toml") {
+  bool build(double capacityFactor, const char *configPath = KILN_SOURCE_DIR "/configs/tiny.toml",
+             int64_t groups = 1) {
     auto loaded = RunConfig::loadFile(configPath);
     if (!loaded) {
       ADD_FAILURE() << llvm::toString(loaded.takeError());
@@ -273,6 +331,7 @@ struct ModelFixture {
     config.model.moe.top_k = 2;
     config.model.moe.capacity_factor = capacityFactor;
     config.model.moe.aux_loss_weight = 0.1;
+    config.model.moe.groups = groups;
     config.train.batch_size = 2;
     auto m = tooling::buildForwardModule(ctx, config, mlir::Float64Type::get(&ctx));
     if (!m) {
@@ -340,9 +399,9 @@ TEST(MoE, SamplingIsDroplessTrainingIsNot) {
   EXPECT_LT(f.config.model.moe.capacity(N), N);
 }
 
-void checkGradient(const char *configPath, llvm::StringRef expertParam) {
+void checkGradient(const char *configPath, llvm::StringRef expertParam, int64_t groups = 1) {
   ModelFixture f;
-  ASSERT_TRUE(f.build(1.0, configPath));
+  ASSERT_TRUE(f.build(1.0, configPath, groups));
   tooling::GradCheckOptions options;
   options.samplesPerTensor = 6;
   auto report = tooling::gradCheck(*f.module, f.args, options);
@@ -359,6 +418,11 @@ void checkGradient(const char *configPath, llvm::StringRef expertParam) {
 
 TEST(MoE, GradientMatchesCentralDifferences) {
   checkGradient(KILN_SOURCE_DIR "/configs/tiny.toml", "moe.experts.fc.w");
+}
+
+// Routed in groups: the batched gather and its scatter-add gradient.
+TEST(MoE, GroupedGradientMatchesCentralDifferences) {
+  checkGradient(KILN_SOURCE_DIR "/configs/tiny.toml", "moe.experts.fc.w", 4);
 }
 
 // Llama's blocks with SwiGLU experts (Mixtral's shape).

@@ -66,6 +66,31 @@ seq_len = 8
 fuse = false
 )";
 
+/// The tiny GPT-2 with a mixture of 4 experts per block, top-2, routed in
+/// 4 groups of 8 tokens with 4 slots per expert and group: some choices
+/// are dropped, so each rank must fill its groups' slots as one device
+/// does.
+constexpr const char *kTinyMoE = R"(
+[model]
+kind = "gpt2"
+n_layer = 2
+n_head = 4
+n_embd = 16
+vocab_size = 61
+vocab_multiple = 8
+block_size = 16
+[moe]
+experts = 4
+top_k = 2
+capacity_factor = 1.0
+groups = 4
+[train]
+batch_size = 4
+seq_len = 8
+[compile]
+fuse = false
+)";
+
 /// Arguments for the step: parameters N(0, 0.1), moments zero, tokens and
 /// targets in [0, 61), lr and step.
 std::vector<cpu::HostTensor> stepArguments(func::FuncOp step) {
@@ -121,6 +146,8 @@ struct MeshCase {
   const char *toml = kTiny;
   /// kiln-recompute's policy on the partitioned step ("": not run).
   const char *recompute = "";
+  /// parallel.ep: a mixture of experts' experts split over dp.
+  int64_t ep = 1;
 };
 
 /// The tiny model's AdamW step partitioned over dp × tp, run on a
@@ -132,6 +159,7 @@ void expectPartitionedMatches(const MeshCase &m) {
   auto config = RunConfig::parse(m.toml, "tiny");
   ASSERT_TRUE(static_cast<bool>(config)) << llvm::toString(config.takeError());
   config->compile.fuse_attention = fusedAttention ? "always" : "never";
+  config->parallel.ep = m.ep;
   auto module = tooling::buildForwardModule(*ctx, *config, Float64Type::get(ctx.get()));
   ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
   auto dumps = tooling::runTrainingPipeline(**module, *config, {});
@@ -162,12 +190,43 @@ void expectPartitionedMatches(const MeshCase &m) {
 
   auto single = (*module)->lookupSymbol<func::FuncOp>("train_step");
   auto step = sharded->lookupSymbol<func::FuncOp>("train_step");
-  int64_t allReduces = 0, reduceScatters = 0, allGathers = 0;
+  int64_t allReduces = 0, reduceScatters = 0, allGathers = 0, allToAlls = 0;
   step.walk([&](Operation *op) {
     allReduces += isa<AllReduceOp>(op);
     reduceScatters += isa<ReduceScatterOp>(op);
     allGathers += isa<AllGatherOp>(op);
+    allToAlls += isa<AllToAllOp>(op);
   });
+  if (config->model.moe.enabled()) {
+    // Each rank routes its own groups; with expert parallelism the tokens
+    // travel to their experts and back (forward: 2 a block; backward: the
+    // outputs' gradients to the experts, and the slots' token ids to the
+    // ranks of the experts whose gradients they scatter), the experts'
+    // weights are never gathered, and each rank's matmuls see its experts
+    // only. A recomputed block exchanges its tokens again.
+    if (m.ep > 1) {
+      if (*m.recompute)
+        EXPECT_GE(allToAlls, 4 * config->model.n_layer);
+      else
+        EXPECT_EQ(allToAlls, 4 * config->model.n_layer);
+      step.walk([&](AllGatherOp g) {
+        if (auto arg = dyn_cast<BlockArgument>(g.getOperand()))
+          if (auto name = step.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
+                                                            KilnDialect::kParamAttrName))
+            EXPECT_FALSE(name.getValue().contains("experts")) << name.getValue().str();
+      });
+      step.walk([&](MatmulOp mm) {
+        auto t = cast<RankedTensorType>(mm.getType());
+        if (t.getRank() == 3)
+          EXPECT_EQ(t.getDimSize(0), config->model.moe.experts / m.ep);
+      });
+    } else {
+      EXPECT_EQ(allToAlls, 0);
+    }
+    step.walk([&](MoeRouteOp r) {
+      EXPECT_EQ(r.numGroups(), config->model.moe.groups / dp) << "each rank routes its groups";
+    });
+  }
   // Tensor parallelism splits attention by heads: each rank's scores (or
   // kiln.attention's q, k, v and their gradients) hold n_head / tp heads.
   int64_t attentions = 0, heads = config->model.n_head / tp;
@@ -315,6 +374,21 @@ TEST(Sharding, RecomputedPartitionedStepEqualsOneDevice) {
   // dp x tp with sequence parallelism: the loss is summed over both axes
   // after the backward, which must not hide the backward.
   expectPartitionedMatches({.dp = 2, .tp = 2, .sequenceParallel = true, .recompute = "full"});
+}
+
+// A mixture of experts on a mesh: each data-parallel rank routes its own
+// groups of tokens (experts whole), or with expert parallelism holds its
+// share of the experts and exchanges the tokens by all_to_all; ZeRO splits
+// what expert parallelism leaves whole.
+TEST(Sharding, MixtureOfExpertsDataParallelEqualsOneDevice) {
+  expectPartitionedMatches({.dp = 2, .toml = kTinyMoE});
+  expectPartitionedMatches({.dp = 4, .zero = 1, .toml = kTinyMoE});
+}
+TEST(Sharding, ExpertParallelEqualsOneDevice) {
+  expectPartitionedMatches({.dp = 2, .toml = kTinyMoE, .ep = 2});
+  expectPartitionedMatches({.dp = 4, .toml = kTinyMoE, .ep = 4});
+  expectPartitionedMatches({.dp = 2, .zero = 3, .toml = kTinyMoE, .ep = 2});
+  expectPartitionedMatches({.dp = 2, .zero = 1, .toml = kTinyMoE, .recompute = "full", .ep = 2});
 }
 
 TEST(Sharding, RankFailureEndsEveryRankWithItsName) {
