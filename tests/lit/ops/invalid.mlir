@@ -330,7 +330,7 @@ func.func @matmul_result(%a: tensor<2x3xf32>, %b: tensor<3x4xf32>) {
 // -----
 
 func.func @embedding_table(%t: tensor<8xf32>, %i: tensor<4xi32>) {
-  // expected-error @+1 {{'kiln.embedding' op table type 'tensor<8xf32>' must be a matrix [V, C]}}
+  // expected-error @+1 {{'kiln.embedding' op table type 'tensor<8xf32>' must be [g…, V, C] (a matrix, or a batch of them)}}
   %0 = kiln.embedding %t, %i : tensor<8xf32>, tensor<4xi32> -> tensor<4xf32>
   return
 }
@@ -770,7 +770,7 @@ func.func @cross_entropy_grad_valid(%l: tensor<2x8xf32>, %t: tensor<2xi32>, %s: 
 // -----
 
 func.func @embedding_grad_table(%i: tensor<4xi32>, %dy: tensor<4x8xf32>) {
-  // expected-error @+1 {{'kiln.embedding_grad' op result type 'tensor<32xf32>' must be a matrix [V, C]}}
+  // expected-error @+1 {{'kiln.embedding_grad' op result type 'tensor<32xf32>' must be [g…, V, C] (a matrix, or a batch of them)}}
   %0 = kiln.embedding_grad %i, %dy : tensor<4xi32>, tensor<4x8xf32> -> tensor<32xf32>
   return
 }
@@ -1010,9 +1010,34 @@ func.func @rope_negative_position_dim(%x: tensor<2x5x3x8xf32>) {
 
 // -----
 
-func.func @moe_route_rank(%p: tensor<2x8x4xf32>) {
-  // expected-error @+1 {{'kiln.moe_route' op probs type 'tensor<2x8x4xf32>' must be [N, E] (tokens, experts)}}
+func.func @moe_route_rank(%p: tensor<8xf32>) {
+  // expected-error @+1 {{'kiln.moe_route' op probs type 'tensor<8xf32>' must be [g…, N, E] (groups, tokens, experts)}}
+  %e, %s, %t = kiln.moe_route %p {top_k = 1 : i64, capacity = 4 : i64} : tensor<8xf32> -> tensor<8x1xi32>, tensor<8x1xi32>, tensor<4xi32>
+  return
+}
+
+// -----
+
+// Groups [g, N, E]: the results start with the groups.
+func.func @moe_route_groups(%p: tensor<2x8x4xf32>) {
+  // expected-error @+1 {{'kiln.moe_route' op expert type 'tensor<16x1xi32>' must have shape [2, 8, 1]}}
   %e, %s, %t = kiln.moe_route %p {top_k = 1 : i64, capacity = 4 : i64} : tensor<2x8x4xf32> -> tensor<16x1xi32>, tensor<16x1xi32>, tensor<16xi32>
+  return
+}
+
+// -----
+
+func.func @embedding_batch(%t: tensor<2x5x4xf32>, %i: tensor<3x7xi32>) {
+  // expected-error @+1 {{'kiln.embedding' op ids type 'tensor<3x7xi32>' must start with the table's 1 batch dimensions (table type 'tensor<2x5x4xf32>')}}
+  %x = kiln.embedding %t, %i : tensor<2x5x4xf32>, tensor<3x7xi32> -> tensor<3x7x4xf32>
+  return
+}
+
+// -----
+
+func.func @all_to_all_shape(%x: tensor<4x6xf32>) {
+  // expected-error @+1 {{'kiln.all_to_all' op exchanges 'tensor<4x6xf32>' into 'tensor<2x6xf32>' splitting dimension 0 and concatenating dimension 1; the result must have the first divided and the second multiplied by one whole factor, the rest equal}}
+  %y = kiln.all_to_all %x over "ep" split 0 concat 1 {cause = "test"} : tensor<4x6xf32> -> tensor<2x6xf32>
   return
 }
 
