@@ -342,6 +342,9 @@ llvm::Expected<bool> moeRoute(Emitter &e, MoeRouteOp op) {
   const int64_t n = op.numTokens(), experts = op.numExperts(), groups = op.numGroups(),
                 k = static_cast<int64_t>(op.getTopK()),
                 capacity = static_cast<int64_t>(op.getCapacity());
+  if (groups > 65535) // the slot scan's grid.y
+    return error("codegen: " + Emitter::describe(op) + ": " + str(groups) +
+                 " groups; the CUDA backend routes at most 65535 (moe.groups)");
   {
     Params p;
     ADD(op.getProbs(), "probs", true) ADD(op.getExpert(), "expert", false)

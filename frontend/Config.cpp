@@ -103,7 +103,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"moe.capacity_factor", &c.model.moe.capacity_factor, 1e-3, 1e6},
       {"moe.aux_loss_weight", &c.model.moe.aux_loss_weight, 0, 1e6},
       {"moe.gating", &c.model.moe.gating, 0, 0, {"softmax", "sigmoid"}},
-      {"moe.groups", &c.model.moe.groups, 1, 1 << 20},
+      {"moe.groups", &c.model.moe.groups, 1, 65535},
       {"train.steps", &c.train.steps, 1, 1e12},
       {"train.batch_size", &c.train.batch_size, 1, 1 << 20},
       {"train.seq_len", &c.train.seq_len, 0, 1 << 20},
@@ -490,6 +490,14 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
                                        "each data-parallel rank routes its own groups of tokens "
                                        "(set moe.groups = {})",
                                        groups, parallel.dp, parallel.dp));
+    // A rank's rows must hold whole groups (or a group whole rows) for the
+    // batch's split to reach the groups.
+    const int64_t rows = train.batch_size;
+    if (parallel.dp > 1 && rows % groups != 0 && groups % rows != 0)
+      return error(source, fmt::format("moe.groups = {} and train.batch_size = {}: on a mesh one "
+                                       "must divide the other, so that each rank's rows hold "
+                                       "whole groups",
+                                       groups, rows));
     if (parallel.ep > 1 && parallel.ep != parallel.dp)
       return error(source, fmt::format("parallel.ep = {} must be 1 or parallel.dp = {}: the "
                                        "experts are split over the data-parallel ranks (expert "

@@ -35,6 +35,9 @@ struct Layout {
   /// (ZeRO's, sequence parallelism's, the batch's as it spreads). At an
   /// op, these axes win over others.
   unsigned pinnedDims = 0;
+  /// An input (the batch): its pinned dimensions win at the ops that read
+  /// it but do not spread (a weight's split wins where the two meet later).
+  bool input = false;
 
   bool usesAxis(int axis) const {
     return (partial >> axis & 1) || llvm::is_contained(dims, axis);
@@ -234,13 +237,11 @@ struct PropagateShardingPass
       Layout layout{SmallVector<int>(rankOf(arg), -1), 0, true};
       ShardingAttr s = getSharding(arg);
       ShardingAttr mine = written[arg.getArgNumber()];
-      // A weight's split wins where it meets the batch's: the batch's
-      // (inputs) spreads like the pass's own marks.
-      const bool input = func.getArgAttr(arg.getArgNumber(), KilnDialect::kInputAttrName) != nullptr;
+      layout.input = func.getArgAttr(arg.getArgNumber(), KilnDialect::kInputAttrName) != nullptr;
       for (auto [d, axis] : llvm::enumerate(s.getDims())) {
         if (axis.getValue().empty())
           continue;
-        if (!input && d < mine.getDims().size() && mine.getDims()[d] == axis)
+        if (d < mine.getDims().size() && mine.getDims()[d] == axis)
           layout.pinnedDims |= 1u << d;
         FailureOr<int> a = axisIndex(axis.getValue());
         if (failed(a))
@@ -293,7 +294,7 @@ struct PropagateShardingPass
             rule->factorSizes[f] % mesh_.getSizes()[a] != 0)
           continue;
         factorAxis[f] = a;
-        factorPinned[f] = l.pinnedDims >> d & 1;
+        factorPinned[f] = (l.pinnedDims >> d & 1) && !l.input;
         used |= 1u << a;
       }
     };

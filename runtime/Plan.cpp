@@ -463,7 +463,12 @@ llvm::Error Plan::validate() const {
                                 c.kind) ||
             c.axis.empty() || c.dim < 0 ||
             (c.kind == "all_to_all" &&
-             (c.concatDim < 0 || c.concatDim >= rank || c.concatDim == c.dim)) ||
+             (c.concatDim < 0 || c.concatDim >= rank || c.concatDim == c.dim ||
+              static_cast<int64_t>(c.resultShape.size()) != rank || c.resultShape[c.dim] <= 0 ||
+              c.shape[c.dim] % c.resultShape[c.dim] != 0 ||
+              c.resultShape[c.concatDim] !=
+                  c.shape[c.concatDim] * (c.shape[c.dim] / c.resultShape[c.dim]) ||
+              cpu::product(c.shape) != cpu::product(c.resultShape))) ||
             (c.kind != "all_reduce" && c.dim >= static_cast<int64_t>(c.shape.size())) ||
             (c.kind != "all_reduce" && c.shape.size() != c.resultShape.size()))
           return error(llvm::formatv("plan: @{0} step '{1}' is not a collective kiln runs ({2} "

@@ -122,12 +122,16 @@ std::vector<cpu::HostTensor> argumentsFor(mlir::func::FuncOp func, int64_t vocab
   return args;
 }
 
-/// The largest token id every embedding and cross-entropy of `module`
-/// accepts, plus one (256 when it has neither).
+/// The largest token id every embedding of an input's ids and every
+/// cross-entropy of `module` accepts, plus one (256 when it has neither).
+/// (A mixture of experts' gathers read computed ids.)
 int64_t vocabOf(mlir::ModuleOp module) {
   int64_t vocab = INT64_MAX;
   module.walk([&](EmbeddingOp op) {
-    vocab = std::min(vocab, cast<mlir::RankedTensorType>(op.getTable().getType()).getDimSize(0));
+    if (!isa<mlir::BlockArgument>(op.getIds()))
+      return;
+    auto table = cast<mlir::RankedTensorType>(op.getTable().getType());
+    vocab = std::min(vocab, table.getDimSize(table.getRank() - 2));
   });
   module.walk([&](CrossEntropyOp op) {
     if (auto valid = op.getValidClasses())

@@ -56,6 +56,10 @@ static cl::opt<int64_t> dp("dp", cl::desc("Data-parallel degree (for the ZeRO co
                            cl::init(8), cl::sub(estimateCommand()), cl::cat(kilnCategory()));
 static cl::opt<int64_t> tp("tp", cl::desc("Tensor-parallel degree (for the partitioned plan)"),
                            cl::init(1), cl::sub(estimateCommand()), cl::cat(kilnCategory()));
+static cl::opt<bool> expertParallel(
+    "ep", cl::desc("A mixture of experts' experts split over the --dp ranks in the per-rank plan "
+                   "(parallel.ep = dp)"),
+    cl::init(false), cl::sub(estimateCommand()), cl::cat(kilnCategory()));
 static cl::opt<double> gpuMemory("gpu-memory", cl::desc("GPU memory in GiB to compare against"),
                                  cl::init(141.0), cl::sub(estimateCommand()),
                                  cl::cat(kilnCategory()));
@@ -231,22 +235,24 @@ int runEstimate() {
 
   // The same plan for one rank of the mesh: the step partitioned (each rank
   // still runs micro-batch b), then planned.
-  if (dp * tpRanks > 1 && m.moe.enabled()) {
-    outs() << formatv("buffer plan per rank on dp {0} x tp {1}: not planned — a mixture of experts "
-                      "runs on one device so far (expert parallelism is planned)\n",
-                      dp.getValue(), tpRanks);
-  } else if (dp * tpRanks > 1) {
-    outs() << formatv("buffer plan per rank on dp {0} x tp {1}{2} (the step partitioned, then "
+  if (expertParallel && !m.moe.enabled())
+    return fail("estimate", "--ep splits a mixture of experts' experts: the config has no moe.experts");
+  if (dp * tpRanks > 1) {
+    outs() << formatv("buffer plan per rank on dp {0} x tp {1}{2}{3} (the step partitioned, then "
                       "kiln-plan-buffers; kiln train runs it on CPU threads, or one process per rank "
                       "with --ranks N or --gpus N):\n",
                       dp.getValue(), tpRanks,
-                      config->parallel.sequence_parallel ? " with sequence parallelism" : "");
+                      config->parallel.sequence_parallel ? " with sequence parallelism" : "",
+                      expertParallel ? " with the experts split over dp" : "");
     for (int zero : {0, 1, 3}) {
       RunConfig c = *config;
       c.parallel.dp = dp;
       c.parallel.tp = tpRanks;
       c.parallel.zero = zero;
       c.train.batch_size = config->train.batch_size * dp;
+      // A mixture of experts: each rank routes the groups one device would.
+      c.model.moe.groups = config->model.moe.groups * dp;
+      c.parallel.ep = expertParallel ? dp : 1;
       if (Error err = c.validate("--dp/--tp"))
         return fail("estimate", toString(std::move(err)));
       auto rank = rankPlan(c);

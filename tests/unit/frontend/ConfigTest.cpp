@@ -128,6 +128,11 @@ TEST(Config, MixtureOfExpertsKeysAndTheirLimits) {
   EXPECT_NE(e.find("moe.groups = 1 must be a multiple of parallel.dp = 2"), std::string::npos) << e;
   e = refused("[moe]\nexperts = 4\ngroups = 3\n[train]\nbatch_size = 4\nseq_len = 8\n");
   EXPECT_NE(e.find("moe.groups = 3 does not divide the 32 tokens"), std::string::npos) << e;
+  e = refused("[moe]\nexperts = 4\ngroups = 4\n[parallel]\ndp = 2\n[train]\nbatch_size = 6\n"
+              "seq_len = 8\n");
+  EXPECT_NE(e.find("moe.groups = 4 and train.batch_size = 6: on a mesh one must divide the other"),
+            std::string::npos)
+      << e;
   e = refused("[moe]\nexperts = 4\ngroups = 4\n[parallel]\ndp = 4\nep = 2\n");
   EXPECT_NE(e.find("parallel.ep = 2 must be 1 or parallel.dp = 4"), std::string::npos) << e;
   e = refused("[moe]\nexperts = 6\ngroups = 4\n[parallel]\ndp = 4\nep = 4\n");
