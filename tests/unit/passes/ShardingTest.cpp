@@ -91,6 +91,30 @@ seq_len = 8
 fuse = false
 )";
 
+/// The tiny Llama with SwiGLU experts (Mixtral's shape), top-2, in 4 groups.
+constexpr const char *kTinyLlamaMoE = R"(
+[model]
+kind = "llama"
+n_layer = 2
+n_head = 4
+n_kv_head = 2
+n_embd = 16
+intermediate_size = 24
+vocab_size = 61
+vocab_multiple = 8
+block_size = 16
+[moe]
+experts = 4
+top_k = 2
+capacity_factor = 1.0
+groups = 4
+[train]
+batch_size = 4
+seq_len = 8
+[compile]
+fuse = false
+)";
+
 /// Arguments for the step: parameters N(0, 0.1), moments zero, tokens and
 /// targets in [0, 61), lr and step.
 std::vector<cpu::HostTensor> stepArguments(func::FuncOp step) {
@@ -215,11 +239,18 @@ void expectPartitionedMatches(const MeshCase &m) {
                                                             KilnDialect::kParamAttrName))
             EXPECT_FALSE(name.getValue().contains("experts")) << name.getValue().str();
       });
+      // The experts' batched matmuls (both operands [E, …]; the dense
+      // projections' weights are matrices, attention's operands rank 4).
+      int64_t expertMatmuls = 0;
       step.walk([&](MatmulOp mm) {
-        auto t = cast<RankedTensorType>(mm.getType());
-        if (t.getRank() == 3)
-          EXPECT_EQ(t.getDimSize(0), config->model.moe.experts / m.ep);
+        auto rank = [](Value v) { return cast<RankedTensorType>(v.getType()).getRank(); };
+        if (rank(mm.getLhs()) != 3 || rank(mm.getRhs()) != 3)
+          return;
+        ++expertMatmuls;
+        EXPECT_EQ(cast<RankedTensorType>(mm.getType()).getDimSize(0),
+                  config->model.moe.experts / m.ep);
       });
+      EXPECT_GE(expertMatmuls, 4 * config->model.n_layer);
     } else {
       EXPECT_EQ(allToAlls, 0);
     }
@@ -389,6 +420,7 @@ TEST(Sharding, ExpertParallelEqualsOneDevice) {
   expectPartitionedMatches({.dp = 4, .toml = kTinyMoE, .ep = 4});
   expectPartitionedMatches({.dp = 2, .zero = 3, .toml = kTinyMoE, .ep = 2});
   expectPartitionedMatches({.dp = 2, .zero = 1, .toml = kTinyMoE, .recompute = "full", .ep = 2});
+  expectPartitionedMatches({.dp = 2, .fusedAttention = true, .toml = kTinyLlamaMoE, .ep = 2});
 }
 
 TEST(Sharding, RankFailureEndsEveryRankWithItsName) {
