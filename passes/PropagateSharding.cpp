@@ -303,7 +303,28 @@ struct PropagateShardingPass
     // The model's own annotations next: with sequence parallelism a norm's
     // output split by positions meets a column-parallel weight at the
     // matmul, and the weight's split wins (the activation is gathered, the
-    // weight never is).
+    // weight never is). A factor the op sums away is taken from them last,
+    // after every factor that survives into a result: an axis that can
+    // stay a split is not made a partial sum (the scatter-add of a mixture
+    // of experts' slot gradients, split by expert, into its tokens, split
+    // by group: the gradients move to the tokens' ranks, by all_to_all,
+    // rather than every rank summing a whole table of tokens).
+    SmallVector<bool> survives(numFactors, false);
+    for (ArrayRef<int64_t> factors : rule->resultFactors)
+      for (int64_t f : factors)
+        if (f >= 0)
+          survives[f] = true;
+    auto only = [&](ArrayRef<int64_t> factors, bool surviving) {
+      SmallVector<int64_t> kept(factors);
+      for (int64_t &f : kept)
+        if (f >= 0 && survives[f] != surviving)
+          f = -1;
+      return kept;
+    };
+    for (auto [v, f] : llvm::zip_equal(op->getOperands(), rule->operandFactors))
+      gather(v, only(f, true), layouts_[v].pinnedDims);
+    for (auto [v, f] : llvm::zip_equal(op->getOperands(), rule->operandFactors))
+      gather(v, only(f, true), ~0u);
     for (auto [v, f] : llvm::zip_equal(op->getOperands(), rule->operandFactors))
       gather(v, f, layouts_[v].pinnedDims);
     for (auto [v, f] : llvm::zip_equal(op->getOperands(), rule->operandFactors))

@@ -224,15 +224,22 @@ void expectPartitionedMatches(const MeshCase &m) {
   if (config->model.moe.enabled()) {
     // Each rank routes its own groups; with expert parallelism the tokens
     // travel to their experts and back (forward: 2 a block; backward: the
-    // outputs' gradients to the experts, and the slots' token ids to the
-    // ranks of the experts whose gradients they scatter), the experts'
-    // weights are never gathered, and each rank's matmuls see its experts
-    // only. A recomputed block exchanges its tokens again.
+    // outputs' gradients to the experts, and the slots' gradients back to
+    // their tokens' ranks), the experts' weights are never gathered, no
+    // rank sums a table of every group's tokens, and each rank's matmuls
+    // see its experts only. A recomputed block exchanges its tokens again.
     if (m.ep > 1) {
       if (*m.recompute)
         EXPECT_GE(allToAlls, 4 * config->model.n_layer);
       else
         EXPECT_EQ(allToAlls, 4 * config->model.n_layer);
+      step.walk([&](EmbeddingGradOp e) {
+        auto t = cast<RankedTensorType>(e.getType());
+        if (t.getRank() == 3) // batched by group: the MoE's (wte's is a matrix)
+          EXPECT_EQ(t.getDimSize(0),
+                  config->model.moe.groups / dp)
+            << "a scatter-add of slot gradients into every group's tokens";
+      });
       step.walk([&](AllGatherOp g) {
         if (auto arg = dyn_cast<BlockArgument>(g.getOperand()))
           if (auto name = step.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
