@@ -294,9 +294,7 @@ llvm::Expected<bool> crossEntropyFusion(Emitter &e, FusionOp fusion) {
 
 /// Ids per table of a (batched) embedding: all of them for one table.
 int64_t idsPerTable(int64_t ids, RankedTensorType table) {
-  int64_t tables = 1;
-  for (int64_t d : table.getShape().drop_back(2))
-    tables *= d;
+  int64_t tables = cpu::product(table.getShape().drop_back(2));
   return tables > 0 ? std::max<int64_t>(1, ids / tables) : 1;
 }
 

@@ -458,15 +458,26 @@ LogicalResult MatmulOp::verify() {
 // Composites
 //===----------------------------------------------------------------------===//
 
+/// A gather's or scatter-add's table [g…, V, C] (`what`: "table" or
+/// "result") against its ids [g…, i…]: the table's batch dimensions lead
+/// the ids'.
+static LogicalResult verifyBatchedTable(Operation *op, StringRef what, RankedTensorType table,
+                                        RankedTensorType ids) {
+  if (table.getRank() < 2)
+    return op->emitOpError() << what << " type " << table
+                             << " must be [g…, V, C] (a matrix, or a batch of them)";
+  int64_t batch = table.getRank() - 2;
+  if (ids.getRank() < batch || ids.getShape().take_front(batch) != table.getShape().take_front(batch))
+    return op->emitOpError() << "ids type " << ids << " must start with the table's " << batch
+                             << " batch dimensions (" << what << " type " << table << ")";
+  return success();
+}
+
 LogicalResult EmbeddingOp::verify() {
   auto table = tensorType(getTable()), ids = tensorType(getIds()),
        out = tensorType(getResult());
-  if (table.getRank() < 2)
-    return emitOpError() << "table type " << table << " must be [g…, V, C] (a matrix, or a batch of them)";
-  int64_t batch = table.getRank() - 2;
-  if (ids.getRank() < batch || ids.getShape().take_front(batch) != table.getShape().take_front(batch))
-    return emitOpError() << "ids type " << ids << " must start with the table's " << batch
-                         << " batch dimensions (table type " << table << ")";
+  if (failed(verifyBatchedTable(*this, "table", table, ids)))
+    return failure();
   SmallVector<int64_t> expected(ids.getShape());
   expected.push_back(table.getShape().back());
   if (out.getElementType() != table.getElementType() ||
@@ -799,12 +810,8 @@ LogicalResult CrossEntropyGradOp::verify() {
 
 LogicalResult EmbeddingGradOp::verify() {
   auto ids = tensorType(getIds()), dy = tensorType(getDy()), out = tensorType(getDtable());
-  if (out.getRank() < 2)
-    return emitOpError() << "result type " << out << " must be [g…, V, C] (a matrix, or a batch of them)";
-  int64_t batch = out.getRank() - 2;
-  if (ids.getRank() < batch || ids.getShape().take_front(batch) != out.getShape().take_front(batch))
-    return emitOpError() << "ids type " << ids << " must start with the table's " << batch
-                         << " batch dimensions (result type " << out << ")";
+  if (failed(verifyBatchedTable(*this, "result", out, ids)))
+    return failure();
   SmallVector<int64_t> expected(ids.getShape());
   expected.push_back(out.getShape().back());
   if (dy.getElementType() != out.getElementType() || dy.getShape() != ArrayRef(expected))

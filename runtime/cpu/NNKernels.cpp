@@ -20,10 +20,8 @@ llvm::Error error(const llvm::Twine &message) {
 
 llvm::Expected<HostTensor> embedding(const HostTensor &table, const HostTensor &ids) {
   // Batch dimensions: the table's leading ones, shared with the ids'.
-  const size_t batch = table.shape().size() - 2;
-  int64_t rows = table.dim(-2), c = table.dim(-1), n = ids.numel(), tables = 1;
-  for (size_t d = 0; d < batch; ++d)
-    tables *= table.shape()[d];
+  const int64_t rows = table.dim(-2), c = table.dim(-1), n = ids.numel(),
+                tables = product(llvm::ArrayRef(table.shape()).drop_back(2));
   const int64_t perTable = tables > 0 ? n / tables : 0;
   std::vector<int64_t> shape = ids.shape();
   shape.push_back(c);
@@ -45,10 +43,8 @@ llvm::Expected<HostTensor> embedding(const HostTensor &table, const HostTensor &
 
 llvm::Expected<HostTensor> embeddingGrad(const HostTensor &ids, const HostTensor &dy,
                                          llvm::ArrayRef<int64_t> tableShape) {
-  const size_t batch = tableShape.size() - 2;
-  int64_t rows = tableShape[batch], c = dy.dim(-1), n = ids.numel(), tables = 1;
-  for (size_t d = 0; d < batch; ++d)
-    tables *= tableShape[d];
+  const int64_t rows = tableShape[tableShape.size() - 2], c = dy.dim(-1), n = ids.numel(),
+                tables = product(tableShape.drop_back(2));
   const int64_t perTable = tables > 0 ? n / tables : 0;
   HostTensor out(dy.dtype(), std::vector<int64_t>(tableShape.begin(), tableShape.end()));
   const int64_t *id = ids.data<int64_t>();

@@ -70,49 +70,21 @@ fuse = false
 /// 4 groups of 8 tokens with 4 slots per expert and group: some choices
 /// are dropped, so each rank must fill its groups' slots as one device
 /// does.
-constexpr const char *kTinyMoE = R"(
-[model]
-kind = "gpt2"
-n_layer = 2
-n_head = 4
-n_embd = 16
-vocab_size = 61
-vocab_multiple = 8
-block_size = 16
+const std::string kTinyMoE = std::string(kTiny) + R"(
 [moe]
 experts = 4
 top_k = 2
 capacity_factor = 1.0
 groups = 4
-[train]
-batch_size = 4
-seq_len = 8
-[compile]
-fuse = false
 )";
 
 /// The tiny Llama with SwiGLU experts (Mixtral's shape), top-2, in 4 groups.
-constexpr const char *kTinyLlamaMoE = R"(
-[model]
-kind = "llama"
-n_layer = 2
-n_head = 4
-n_kv_head = 2
-n_embd = 16
-intermediate_size = 24
-vocab_size = 61
-vocab_multiple = 8
-block_size = 16
+const std::string kTinyLlamaMoE = std::string(kTinyLlama) + R"(
 [moe]
 experts = 4
 top_k = 2
 capacity_factor = 1.0
 groups = 4
-[train]
-batch_size = 4
-seq_len = 8
-[compile]
-fuse = false
 )";
 
 /// Arguments for the step: parameters N(0, 0.1), moments zero, tokens and
@@ -419,15 +391,15 @@ TEST(Sharding, RecomputedPartitionedStepEqualsOneDevice) {
 // share of the experts and exchanges the tokens by all_to_all; ZeRO splits
 // what expert parallelism leaves whole.
 TEST(Sharding, MixtureOfExpertsDataParallelEqualsOneDevice) {
-  expectPartitionedMatches({.dp = 2, .toml = kTinyMoE});
-  expectPartitionedMatches({.dp = 4, .zero = 1, .toml = kTinyMoE});
+  expectPartitionedMatches({.dp = 2, .toml = kTinyMoE.c_str()});
+  expectPartitionedMatches({.dp = 4, .zero = 1, .toml = kTinyMoE.c_str()});
 }
 TEST(Sharding, ExpertParallelEqualsOneDevice) {
-  expectPartitionedMatches({.dp = 2, .toml = kTinyMoE, .ep = 2});
-  expectPartitionedMatches({.dp = 4, .toml = kTinyMoE, .ep = 4});
-  expectPartitionedMatches({.dp = 2, .zero = 3, .toml = kTinyMoE, .ep = 2});
-  expectPartitionedMatches({.dp = 2, .zero = 1, .toml = kTinyMoE, .recompute = "full", .ep = 2});
-  expectPartitionedMatches({.dp = 2, .fusedAttention = true, .toml = kTinyLlamaMoE, .ep = 2});
+  expectPartitionedMatches({.dp = 2, .toml = kTinyMoE.c_str(), .ep = 2});
+  expectPartitionedMatches({.dp = 4, .toml = kTinyMoE.c_str(), .ep = 4});
+  expectPartitionedMatches({.dp = 2, .zero = 3, .toml = kTinyMoE.c_str(), .ep = 2});
+  expectPartitionedMatches({.dp = 2, .zero = 1, .toml = kTinyMoE.c_str(), .recompute = "full", .ep = 2});
+  expectPartitionedMatches({.dp = 2, .fusedAttention = true, .toml = kTinyLlamaMoE.c_str(), .ep = 2});
 }
 
 TEST(Sharding, RankFailureEndsEveryRankWithItsName) {
