@@ -162,6 +162,10 @@ std::vector<Field> schema(RunConfig &c) {
       {"parallel.ep", &c.parallel.ep, 1, 1 << 16},
       {"parallel.timeout", &c.parallel.timeout, 1, 1e6},
       {"parallel.collectives", &c.parallel.collectives, 0, 0, {"auto", "nccl", "host"}},
+      {"parallel.pp", &c.parallel.pp, 1, 1024},
+      {"parallel.microbatches", &c.parallel.microbatches, 1, 1 << 16},
+      {"parallel.schedule", &c.parallel.schedule, 0, 0, {"1f1b", "gpipe"}},
+      {"parallel.pipeline_cuts", &c.parallel.pipeline_cuts},
       {"run.dir", &c.run_dir},
   };
 }
@@ -465,6 +469,44 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
   if (data.tokenizer == "sentencepiece" && data.tokenizer_path.empty())
     return error(source, "data.tokenizer = \"sentencepiece\" needs data.tokenizer_path, the "
                          "model's .model file");
+  if (parallel.pp > 1 && parallel.numRanks() > 1)
+    return error(source, fmt::format("parallel.pp = {} with parallel.dp x parallel.tp = {}: "
+                                     "pipeline stages combined with data or tensor parallelism "
+                                     "are planned; use one of them",
+                                     parallel.pp, parallel.numRanks()));
+  if (parallel.pp > 1 && train.accumulate_steps > 1)
+    return error(source, "parallel.pp > 1 with train.accumulate_steps > 1: a pipeline's "
+                         "micro-batches are parallel.microbatches; set that instead");
+  if (parallel.pp == 1 && parallel.microbatches > 1)
+    return error(source, "parallel.microbatches > 1 needs parallel.pp > 1 (for gradient "
+                         "accumulation on one stage use train.accumulate_steps)");
+  if (parallel.pp > 1 && model.n_layer < parallel.pp)
+    return error(source, fmt::format("parallel.pp = {} needs at least as many transformer blocks; "
+                                     "model.n_layer = {}",
+                                     parallel.pp, model.n_layer));
+  if (parallel.pp > 1 && model.moe.experts > 0)
+    return error(source, "parallel.pp > 1 with moe.experts: pipeline stages of a mixture of "
+                         "experts are planned");
+  if (!parallel.pipeline_cuts.empty()) {
+    if (parallel.pp == 1)
+      return error(source, "parallel.pipeline_cuts needs parallel.pp > 1");
+    auto cuts = parallel.pipelineCuts();
+    if (!cuts)
+      return error(source, "parallel.pipeline_cuts = \"" + parallel.pipeline_cuts +
+                               "\" is not a comma-separated list of block numbers (\"4,8\")");
+    if (static_cast<int64_t>(cuts->size()) != parallel.pp - 1)
+      return error(source, fmt::format("parallel.pipeline_cuts lists {} blocks; parallel.pp = {} "
+                                       "needs {} (the first block of each stage after the first)",
+                                       cuts->size(), parallel.pp, parallel.pp - 1));
+    int64_t previous = 0;
+    for (int64_t c : *cuts)
+      if (c <= previous || c >= model.n_layer)
+        return error(source, fmt::format("parallel.pipeline_cuts = \"{}\" must rise strictly "
+                                         "between 1 and model.n_layer - 1 = {}",
+                                         parallel.pipeline_cuts, model.n_layer - 1));
+      else
+        previous = c;
+  }
   if (train.batch_size % parallel.dp != 0)
     return error(source, fmt::format("train.batch_size = {} (the global batch) is not divisible by "
                                      "parallel.dp = {}: each data-parallel rank takes an equal "
@@ -570,6 +612,19 @@ std::string RunConfig::toToml() const {
     out += name.str() + " = " + formatValue(field) + "\n";
   }
   return out;
+}
+
+std::optional<std::vector<int64_t>> ParallelConfig::pipelineCuts() const {
+  std::vector<int64_t> cuts;
+  llvm::SmallVector<llvm::StringRef> parts;
+  llvm::StringRef(pipeline_cuts).split(parts, ',');
+  for (llvm::StringRef part : parts) {
+    int64_t v;
+    if (part.trim().getAsInteger(10, v))
+      return std::nullopt;
+    cuts.push_back(v);
+  }
+  return cuts;
 }
 
 } // namespace kiln

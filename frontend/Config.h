@@ -16,6 +16,7 @@
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -267,7 +268,23 @@ struct ParallelConfig {
   /// ranks can share a GPU), or "auto": NCCL when every rank on the host
   /// has its own GPU and libnccl loads, else host.
   std::string collectives = "auto";
+  /// Pipeline stages: the model's transformer blocks cut into pp runs of
+  /// consecutive blocks, one per rank (kiln-pipeline). With pp > 1 a step
+  /// is `microbatches` micro-batches of train.batch_size rows each, run
+  /// through the stages by `schedule` ("1f1b" or "gpipe"); `pipeline_cuts`
+  /// ("4,8") names the first block of each stage after the first (empty:
+  /// balanced by the ops' FLOPs).
+  int64_t pp = 1;
+  int64_t microbatches = 1;
+  std::string schedule = "1f1b";
+  std::string pipeline_cuts;
 
+  /// pipeline_cuts as numbers; none when it is not a comma-separated list
+  /// of whole numbers.
+  std::optional<std::vector<int64_t>> pipelineCuts() const;
+
+  /// The ranks of the SPMD mesh (kiln-partition's); pipeline stages are
+  /// counted apart (pp).
   int64_t numRanks() const { return dp * tp; }
   /// The mesh as kiln-propagate-sharding's option (`dp=2,tp=1`).
   std::string meshText() const {
@@ -293,6 +310,12 @@ struct RunConfig {
   ParallelConfig parallel;
   /// Where the run writes its log, plot and checkpoints.
   std::string run_dir = "runs/latest";
+
+  /// Micro-batches per optimizer step: the pipeline's, or gradient
+  /// accumulation's.
+  int64_t microbatches() const {
+    return parallel.pp > 1 ? parallel.microbatches : train.accumulate_steps;
+  }
 
   /// Sequence length after defaults (train.seq_len or model.block_size).
   int64_t seqLen() const { return train.seq_len ? train.seq_len : model.block_size; }

@@ -83,6 +83,8 @@ int64_t AllGatherOp::getFlops() { return 0; }
 int64_t ReduceScatterOp::getFlops() { return 0; }
 int64_t AllToAllOp::getFlops() { return 0; }
 int64_t TakeShardOp::getFlops() { return 0; }
+int64_t SendOp::getFlops() { return 0; }
+int64_t RecvOp::getFlops() { return 0; }
 
 // One add per cotangent element scattered into the table.
 int64_t EmbeddingGradOp::getFlops() { return numElements(getDy().getType()); }

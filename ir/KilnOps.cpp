@@ -894,6 +894,20 @@ LogicalResult AllToAllOp::verify() {
   return success();
 }
 
+// A pipeline transfer names a stage and a channel, both counted from 0.
+template <typename Op> LogicalResult verifyTransfer(Op op) {
+  if (static_cast<int64_t>(op.getPeer()) < 0 || static_cast<int64_t>(op.getChannel()) < 0)
+    return op.emitOpError() << "peer " << static_cast<int64_t>(op.getPeer()) << " and channel "
+                            << static_cast<int64_t>(op.getChannel())
+                            << " must both be at least 0";
+  if (op.getAxis().empty())
+    return op.emitOpError() << "needs the mesh axis its peer is counted along";
+  return success();
+}
+
+LogicalResult SendOp::verify() { return verifyTransfer(*this); }
+LogicalResult RecvOp::verify() { return verifyTransfer(*this); }
+
 LogicalResult GlobalNormOp::verify() {
   if (getInputs().empty())
     return emitOpError() << "needs at least one input";

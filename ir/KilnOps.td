@@ -1175,6 +1175,55 @@ def Kiln_AllToAllOp : Kiln_Op<"all_to_all"> {
 }
 
 //===----------------------------------------------------------------------===//
+// Point-to-point transfers between pipeline stages (inserted by kiln-pipeline)
+//===----------------------------------------------------------------------===//
+
+// Not Pure: a send has no result and must not be erased, and two receives
+// of the same channel are two messages, never one.
+class Kiln_TransferOp<string mnemonic, list<Trait> traits = []>
+    : Op<Kiln_Dialect, mnemonic,
+         !listconcat(traits, [MemoryEffects<[MemRead, MemWrite]>, Kiln_BoundedTensors,
+                              DeclareOpInterfaceMethods<Kiln_CostOpInterface>,
+                              DeclareOpInterfaceMethods<Kiln_ShardingRuleOpInterface>])>;
+
+def Kiln_SendOp : Kiln_TransferOp<"send"> {
+  let summary = "hands a value to another stage of the pipeline";
+  let description = [{
+    Sends `operand` to the rank at coordinate `peer` along mesh axis `axis`
+    (the pipeline's `pp`), on `channel`: the receiving stage's `kiln.recv`
+    of the same channel gets it. Messages of one channel between two ranks
+    arrive in the order they were sent (one per micro-batch). A send does
+    not wait for its receive. `cause` names the value and the ops on both
+    sides (`kiln compile --explain-pipeline`).
+
+    ```mlir
+    kiln.send %x to 1 over "pp" channel 0 {cause = "..."} : tensor<4x64x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$operand, I64Attr:$peer, StrAttr:$axis, I64Attr:$channel,
+                       StrAttr:$cause);
+  let assemblyFormat = "$operand `to` $peer `over` $axis `channel` $channel attr-dict `:` type($operand)";
+  let hasVerifier = 1;
+}
+
+def Kiln_RecvOp : Kiln_TransferOp<"recv"> {
+  let summary = "takes the value another stage of the pipeline sent";
+  let description = [{
+    Waits for the next message on `channel` from the rank at coordinate
+    `peer` along mesh axis `axis` and returns it; its type must be the
+    sender's.
+
+    ```mlir
+    %x = kiln.recv from 0 over "pp" channel 0 {cause = "..."} : tensor<4x64x768xf32>
+    ```
+  }];
+  let arguments = (ins I64Attr:$peer, StrAttr:$axis, I64Attr:$channel, StrAttr:$cause);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "`from` $peer `over` $axis `channel` $channel attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
 // Custom kernels (plugins)
 //===----------------------------------------------------------------------===//
 

@@ -483,6 +483,8 @@ FailureOr<ShardingRule> YieldOp::getShardingRule() { return failure(); }
 // Collectives are what partitioning inserts; partitioned IR is per-rank and
 // is not partitioned again.
 FailureOr<ShardingRule> AllReduceOp::getShardingRule() { return failure(); }
+FailureOr<ShardingRule> SendOp::getShardingRule() { return failure(); }
+FailureOr<ShardingRule> RecvOp::getShardingRule() { return failure(); }
 FailureOr<ShardingRule> AllGatherOp::getShardingRule() { return failure(); }
 FailureOr<ShardingRule> ReduceScatterOp::getShardingRule() { return failure(); }
 FailureOr<ShardingRule> AllToAllOp::getShardingRule() { return failure(); }

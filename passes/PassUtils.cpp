@@ -37,15 +37,16 @@ std::string scopeOf(mlir::Operation *op) {
   return "";
 }
 
-std::string blockOf(mlir::Operation *op) {
-  std::string scope = scopeOf(op);
+std::string blockOf(mlir::Operation *op) { return blockOfName(scopeOf(op)); }
+
+std::string blockOfName(llvm::StringRef scope) {
   llvm::SmallVector<llvm::StringRef> parts;
-  llvm::StringRef(scope).split(parts, '.');
+  scope.split(parts, '.');
   size_t length = 0;
   for (llvm::StringRef part : parts) {
     length += part.size();
     if (!part.empty() && llvm::all_of(part, llvm::isDigit))
-      return scope.substr(0, length);
+      return scope.substr(0, length).str();
     ++length; // the dot
   }
   return "";

@@ -25,6 +25,10 @@ std::string scopeOf(mlir::Operation *op);
 /// "layers.0.mlp"), or "" outside blocks.
 std::string blockOf(mlir::Operation *op);
 
+/// The same for a dotted name (a parameter's "h.3.attn.qkv.w" is in block
+/// "h.3"); "" when no component is numeric.
+std::string blockOfName(llvm::StringRef name);
+
 /// A pass option's value as a person writes it (%g: 0.9, 1e-08, nan) for
 /// diagnostics.
 std::string formatOption(double value);

@@ -43,7 +43,15 @@ struct TrainingPipelineOptions {
   /// run (everything the backward reads is kept). Its fuse options are set
   /// from `fuse` by the pipeline.
   std::optional<RecomputePassOptions> recompute;
+  /// kiln-pipeline, after kiln-recompute and before kiln-fuse; none: one
+  /// stage.
+  std::optional<PipelinePassOptions> pipeline;
 };
+
+/// The order of each stage's micro-batch forwards ("F3") and backwards
+/// ("B3") under `schedule` ("1f1b" or "gpipe"), as kiln-pipeline writes it.
+std::vector<std::vector<std::string>> pipelineSchedule(llvm::StringRef schedule, int64_t stages,
+                                                       int64_t microbatches);
 
 /// What kiln-recompute chose for `func`, in one line for `kiln compile`
 /// and the Plan's notes ("" when it did not run on it).

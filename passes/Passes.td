@@ -372,6 +372,61 @@ def PartitionPass : Pass<"kiln-partition", "mlir::ModuleOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+def PipelinePass : Pass<"kiln-pipeline", "mlir::ModuleOp"> {
+  let summary = "Splits the step into pipeline stages with send/recv and a micro-batch schedule";
+  let description = [{
+    Pipeline parallelism over `stages` ranks (mesh axis `pp`). Works on
+    what kiln-attach-optimizer makes with accumulate-steps = `microbatches`:
+    `@accumulate_step` (one micro-batch's forward and backward, adding into
+    the gradient accumulators) and `@apply_step` (AdamW on the sums).
+
+    1. Forward and backward. An op of `@accumulate_step` is of the forward
+       when the loss or a metric depends on it, else of the backward.
+    2. Blocks. Parameters belong to the transformer block their name says
+       (`h.3` of `h.3.attn.qkv.w`: up to the first numeric component); the
+       others to a virtual block before the first (embeddings) or after the
+       last (final norm, head), by where they are first used. A forward op
+       takes the latest block among its parameters and the forward ops it
+       reads; a backward op the earliest block among the backward ops it
+       reads (gradients flow toward the first stage), or, reading none, the
+       latest among its forward operands and parameters. Ops that read only
+       constants and step inputs belong to no block: each stage that needs
+       them computes its own copy.
+    3. Stages. The blocks are cut into `stages` runs of consecutive blocks,
+       at the blocks listed in `cuts` (the first block of each stage after
+       the first) or else so that the largest run's FLOPs
+       (CostOpInterface, forward and backward) are as small as they can be.
+    4. Functions. Each stage s gets `@stage<s>_forward` (tokens in; the
+       loss and metrics out at the stage computing them), `@stage<s>_backward`
+       (its accumulators updated in place) and `@stage<s>_apply` (AdamW on
+       the parameters whose gradient it accumulates; the gradient norm's
+       squares summed over `pp` by `kiln.all_reduce`). A value one stage
+       makes and another reads becomes a `kiln.send` after its producer
+       and a `kiln.recv` before its first reader; a forward value the same
+       stage's backward reads is a result of the forward named `saved.N`
+       and an input of the backward. A parameter read on several stages
+       (tied embeddings) is updated by the stage that accumulates its
+       gradient and sent to the others by their apply functions.
+    5. The schedule, as data on the module (`kiln.pipeline`): for each
+       stage the order of its micro-batches' forwards (`F3`) and backwards
+       (`B3`): `gpipe` (every forward, then every backward) or `1f1b`
+       (stage s runs p-s-1 forwards ahead, then alternates one forward and
+       one backward, so at most p-s micro-batches are in flight).
+
+    `@accumulate_step` and `@apply_step` are replaced; `@forward`
+    (evaluation) stays whole. The module's mesh becomes `#kiln.mesh<pp = N>`.
+  }];
+  let options = [
+    Option<"stages", "stages", "int64_t", /*default=*/"1", "Pipeline stages (1: do nothing)">,
+    Option<"microbatches", "microbatches", "int64_t", /*default=*/"1",
+           "Micro-batches per step (kiln-attach-optimizer's accumulate-steps)">,
+    Option<"schedule", "schedule", "std::string", /*default=*/"\"1f1b\"", "1f1b or gpipe">,
+    ListOption<"cuts", "cuts", "int64_t",
+               "The first block of each stage after the first (empty: balance by cost)">,
+  ];
+  let dependentDialects = ["::kiln::KilnDialect", "::mlir::func::FuncDialect"];
+}
+
 def PropagateShardingPass : Pass<"kiln-propagate-sharding", "mlir::ModuleOp"> {
   let summary = "Spreads the argument shardings to every value through the ops' factor rules";
   let description = [{

@@ -30,7 +30,8 @@ void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention,
                        std::unique_ptr<mlir::Pass> autodiff,
                        std::unique_ptr<mlir::Pass> attachOptimizer,
                        const std::optional<PropagateShardingPassOptions> &sharding,
-                       std::unique_ptr<mlir::Pass> recompute) {
+                       std::unique_ptr<mlir::Pass> recompute,
+                       const std::optional<PipelinePassOptions> &pipeline) {
   // Clean up what the frontend emitted (broadcasts of splats, x*1, ...).
   pm.addPass(mlir::createCanonicalizerPass());
   // Linear layers' biases into their matmuls, before precision assignment
@@ -73,6 +74,12 @@ void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention,
   // with the fusion that follows.
   if (recompute)
     pm.addPass(std::move(recompute));
+  // Pipeline stages: the step cut at transformer blocks into one forward,
+  // backward and apply function per stage, with send/recv between them.
+  // After recompute (a recomputed op is one of the backward's), before
+  // fusion (it places single ops).
+  if (pipeline)
+    pm.addPass(createPipelinePass(*pipeline));
   // GEMM epilogues, then chains of elementwise ops and casts into
   // kiln.fusion regions: one kernel (or cuBLASLt call) each. Last, so it
   // sees the whole step, backward and optimizer.
@@ -208,7 +215,7 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
       return mlir::failure();
   }
   addTrainingPasses(pm, options.fuseAttention, fuse, std::move(precision), std::move(autodiff),
-                    std::move(optimizer), sharding, std::move(recompute));
+                    std::move(optimizer), sharding, std::move(recompute), std::nullopt);
   return mlir::success();
 }
 
@@ -219,7 +226,8 @@ void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOption
                     createAssignPrecisionPass(options.precision),
                     createAutodiffPass(options.autodiff),
                     options.optimizer ? createAttachOptimizerPass(*options.optimizer) : nullptr,
-                    options.sharding, recomputePass(options.recompute, options.fuse));
+                    options.sharding, recomputePass(options.recompute, options.fuse),
+                    options.pipeline);
 }
 
 llvm::Error runPasses(mlir::PassManager &pm, mlir::ModuleOp module, llvm::StringRef what) {

@@ -127,7 +127,7 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
   if (config.optim.decay_embeddings)
     opt.decayRoles.push_back("embedding");
   opt.maxGradNorm = config.optim.grad_clip;
-  opt.accumulateSteps = config.train.accumulate_steps;
+  opt.accumulateSteps = config.microbatches();
   opt.lossScaleGrowthInterval = config.train.loss_scale_growth_interval;
   opt.lossScaleGrowth = config.train.loss_scale_growth;
   opt.lossScaleBackoff = config.train.loss_scale_backoff;
@@ -136,6 +136,14 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     options.sharding->mesh = config.parallel.meshText();
     options.sharding->zero = config.parallel.zero;
     options.sharding->sequenceParallel = config.parallel.sequence_parallel;
+  }
+  if (config.parallel.pp > 1) {
+    options.pipeline.emplace();
+    options.pipeline->stages = config.parallel.pp;
+    options.pipeline->microbatches = config.parallel.microbatches;
+    options.pipeline->schedule = config.parallel.schedule;
+    if (auto cuts = config.parallel.pipelineCuts(); cuts && !config.parallel.pipeline_cuts.empty())
+      options.pipeline->cuts.assign(cuts->begin(), cuts->end());
   }
   if (config.train.recompute != "none" || !config.train.memory_budget.empty()) {
     options.recompute.emplace();

@@ -10,6 +10,8 @@
 #include "support/Files.h"
 #include "runtime/cpu/CpuBackend.h"
 #include "runtime/cpu/MeshCpuBackend.h"
+#include "runtime/cpu/Kernels.h"
+#include "runtime/cpu/PipelineCpuBackend.h"
 #include "runtime/dist/RankBackend.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/CudaBackend.h"
@@ -291,6 +293,13 @@ llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
     }
     return std::make_unique<dist::RankBackend>(*group, std::move(local), how);
   }
+  if (parallel.pp > 1) {
+    if (device == "cuda")
+      return error("train.device = \"cuda\" with parallel.pp = " + llvm::Twine(parallel.pp) +
+                   ": pipeline stages run on the CPU's threads; their CUDA runtime (NCCL "
+                   "send/recv) is planned");
+    return std::make_unique<cpu::PipelineCpuBackend>();
+  }
   if (ranks > 1) {
     // Ranks as threads of this process run on the CPU; on GPUs each rank is
     // a process.
@@ -364,7 +373,7 @@ class TrainingRun {
 public:
   TrainingRun(RunConfig config, const TrainOptions &options, llvm::raw_ostream &out)
       : config_(std::move(config)), options_(options), out_(out), B_(config_.train.batch_size),
-        T_(config_.seqLen()), K_(config_.train.accumulate_steps), steps_(config_.train.steps),
+        T_(config_.seqLen()), K_(config_.microbatches()), steps_(config_.train.steps),
         rng_(static_cast<uint64_t>(config_.train.seed), "train.sampling") {}
 
   llvm::Error open();
@@ -792,6 +801,25 @@ llvm::Expected<StepResult> TrainingRun::step(double lr) {
       addMetrics(*micro, 1.0 / static_cast<double>(K_));
     }
     result = backend_->run("apply_step", {{"lr", lrT}, {"step", stepT}});
+  } else if (K_ > 1) {
+    // A pipeline: every micro-batch in one call, rows one after another.
+    std::vector<TensorMap> parts;
+    for (int64_t k = 0; k < K_; ++k)
+      parts.push_back(batch());
+    TensorMap inputs;
+    for (const auto &[name, first] : parts[0]) {
+      std::vector<cpu::HostTensor> rows;
+      for (const TensorMap &part : parts)
+        rows.push_back(part.at(name));
+      inputs[name] = cpu::kernels::concat(rows, 0);
+    }
+    inputs["lr"] = lrT;
+    inputs["step"] = stepT;
+    result = backend_->run("train_step", inputs);
+    if (result) {
+      r.loss = result->at("loss").get(0);
+      addMetrics(*result, 1.0);
+    }
   } else {
     TensorMap inputs = batch();
     inputs["lr"] = lrT;

@@ -85,6 +85,20 @@ llvm::Expected<HostTensor> combine(CollectiveKind kind, llvm::ArrayRef<const Hos
   return partOf(sum, dim, coordinate, static_cast<int64_t>(members.size()));
 }
 
+llvm::Error Collectives::send(const HostTensor &, llvm::StringRef axis, int64_t, int64_t) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 "kiln.send over '" + axis +
+                                     "': this communicator has no point-to-point transfers "
+                                     "(pipeline stages run on the CPU's thread mesh)");
+}
+
+llvm::Expected<HostTensor> Collectives::recv(llvm::StringRef axis, int64_t, int64_t) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 "kiln.recv over '" + axis +
+                                     "': this communicator has no point-to-point transfers "
+                                     "(pipeline stages run on the CPU's thread mesh)");
+}
+
 class ThreadMesh::Rank : public Collectives {
 public:
   Rank(ThreadMesh &mesh, int64_t rank) : mesh_(mesh), rank_(rank) {}
@@ -101,6 +115,33 @@ public:
     return collective(CollectiveKind::ReduceScatter, x, axis, dim);
   }
 
+  llvm::Error send(const HostTensor &x, llvm::StringRef axis, int64_t peer,
+                   int64_t channel) override {
+    auto to = mesh_.peer(rank_, axis, peer);
+    if (!to)
+      return to.takeError();
+    std::lock_guard<std::mutex> lock(mesh_.mutex_);
+    // A copy: the sender's tensor may be reused once this returns.
+    mesh_.mailbox_[{rank_, *to, channel}].push_back(x.clone());
+    mesh_.cv_.notify_all();
+    return llvm::Error::success();
+  }
+  llvm::Expected<HostTensor> recv(llvm::StringRef axis, int64_t peer, int64_t channel) override {
+    auto from = mesh_.peer(rank_, axis, peer);
+    if (!from)
+      return from.takeError();
+    std::unique_lock<std::mutex> lock(mesh_.mutex_);
+    auto &queue = mesh_.mailbox_[{*from, rank_, channel}];
+    mesh_.cv_.wait(lock, [&] { return !queue.empty() || !mesh_.aborted_.empty(); });
+    if (queue.empty())
+      return llvm::createStringError(
+          llvm::inconvertibleErrorCode(),
+          llvm::formatv("rank {0} stopped waiting for channel {1} from rank {2}: {3}", rank_,
+                        channel, *from, mesh_.aborted_));
+    HostTensor x = std::move(queue.front());
+    queue.pop_front();
+    return x;
+  }
   int64_t coordinate(llvm::StringRef axis) const override {
     return mesh_.coordinate(rank_, axis);
   }
@@ -144,6 +185,16 @@ int64_t ThreadMesh::coordinate(int64_t rank, llvm::StringRef axis) const {
 
 int64_t ThreadMesh::axisSize(llvm::StringRef axis) const { return meshAxisSize(axes_, axis); }
 
+llvm::Expected<int64_t> ThreadMesh::peer(int64_t rank, llvm::StringRef axis,
+                                         int64_t coordinate) const {
+  std::vector<int64_t> ranks = group(rank, axis);
+  if (coordinate < 0 || coordinate >= static_cast<int64_t>(ranks.size()))
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   llvm::formatv("rank {0}: no peer {1} along mesh axis '{2}' "
+                                                 "({3} ranks)",
+                                                 rank, coordinate, axis, ranks.size()));
+  return ranks[static_cast<size_t>(coordinate)];
+}
 std::vector<int64_t> ThreadMesh::group(int64_t rank, llvm::StringRef axis) const {
   return meshGroup(axes_, rank, axis);
 }
@@ -176,6 +227,7 @@ llvm::Error ThreadMesh::run(const std::function<llvm::Error(int64_t, Collectives
     std::lock_guard<std::mutex> lock(mutex_);
     arrived_ = 0;
     aborted_.clear();
+    mailbox_.clear();
   }
   std::vector<std::string> errors(numRanks_);
   std::vector<std::thread> threads;

@@ -17,6 +17,9 @@
 #include "llvm/Support/Error.h"
 
 #include <condition_variable>
+#include <deque>
+#include <map>
+#include <tuple>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -47,6 +50,14 @@ public:
   /// moved, which the CPU ranks do not mind.
   virtual llvm::Expected<HostTensor> allToAll(const HostTensor &x, llvm::StringRef axis,
                                               int64_t splitDim, int64_t concatDim);
+  /// Point to point (kiln.send / kiln.recv, pipeline stages): `x` to the
+  /// rank of this one's group along `axis` at coordinate `peer`, on
+  /// `channel`, without waiting for it to be received; and the next
+  /// tensor sent to this rank on `channel` by the one at `peer`, waiting
+  /// for it. By default: not supported by this communicator.
+  virtual llvm::Error send(const HostTensor &x, llvm::StringRef axis, int64_t peer,
+                           int64_t channel);
+  virtual llvm::Expected<HostTensor> recv(llvm::StringRef axis, int64_t peer, int64_t channel);
   /// This rank's index in its group along `axis`, and the group's size.
   virtual int64_t coordinate(llvm::StringRef axis) const = 0;
   virtual int64_t groupSize(llvm::StringRef axis) const = 0;
@@ -111,6 +122,8 @@ private:
   llvm::Error exchange(int64_t rank, const HostTensor *x, llvm::StringRef what);
   bool wait(std::unique_lock<std::mutex> &lock);
   std::vector<int64_t> group(int64_t rank, llvm::StringRef axis) const;
+  /// The rank at `coordinate` along `axis` in `rank`'s group.
+  llvm::Expected<int64_t> peer(int64_t rank, llvm::StringRef axis, int64_t coordinate) const;
 
   MeshAxes axes_;
   int64_t numRanks_ = 1;
@@ -120,6 +133,8 @@ private:
   uint64_t generation_ = 0;
   std::string aborted_;
   std::vector<const HostTensor *> deposits_;
+  /// Sent and not yet received: (from, to, channel) -> tensors in order.
+  std::map<std::tuple<int64_t, int64_t, int64_t>, std::deque<HostTensor>> mailbox_;
 };
 
 } // namespace kiln::cpu

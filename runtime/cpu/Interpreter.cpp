@@ -131,7 +131,7 @@ bool isSupported(Operation *op) {
              LogSoftmaxOp, LayerNormOp, RmsNormOp, RopeOp, MoeRouteOp, CrossEntropyOp, AttentionOp,
              AttentionQkvOp, AttentionQkvGradOp, GeluGradOp, SoftmaxGradOp, LayerNormGradOp, RmsNormGradOp, CrossEntropyGradOp,
              EmbeddingGradOp, AttentionGradOp, GlobalNormOp, AdamWUpdateOp, FusionOp,
-             CustomKernelOp>(op) ||
+             CustomKernelOp, SendOp, RecvOp>(op) ||
          isCollective(op);
 }
 
@@ -675,6 +675,34 @@ llvm::Error Interpreter::runCollective(Operation *op, const HostTensor &x,
   return llvm::Error::success();
 }
 
+llvm::Error Interpreter::runTransfer(Operation *op, const std::vector<HostTensor> &slots,
+                                     const Step &step, llvm::SmallVectorImpl<HostTensor> &out) {
+  if (!collectives_)
+    return opError(op, "a pipeline stage needs the other stages: run it on the pipeline's "
+                       "ranks, not alone");
+  if (auto send = dyn_cast<SendOp>(op)) {
+    if (llvm::Error err = collectives_->send(slots[step.operands[0]], send.getAxis(),
+                                             static_cast<int64_t>(send.getPeer()),
+                                             static_cast<int64_t>(send.getChannel())))
+      return opError(op, llvm::toString(std::move(err)));
+    return llvm::Error::success();
+  }
+  auto recv = cast<RecvOp>(op);
+  auto x = collectives_->recv(recv.getAxis(), static_cast<int64_t>(recv.getPeer()),
+                              static_cast<int64_t>(recv.getChannel()));
+  if (!x)
+    return opError(op, llvm::toString(x.takeError()));
+  auto want = hostTypeOf(recv.getType());
+  if (!want)
+    return want.takeError();
+  if (x->dtype() != want->first || x->shape() != want->second)
+    return opError(op, "received " + x->typeString() + " but expects " +
+                           typeString(want->first, want->second) +
+                           " (the stages run different programs)");
+  out.push_back(std::move(*x));
+  return llvm::Error::success();
+}
+
 llvm::Expected<std::vector<HostTensor>> Interpreter::run(llvm::ArrayRef<HostTensor> args) {
   if (args.size() != func_.getNumArguments())
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
@@ -703,6 +731,9 @@ llvm::Expected<std::vector<HostTensor>> Interpreter::run(llvm::ArrayRef<HostTens
     results.clear();
     if (isa<ConstantOp>(step.op)) {
       results.push_back(step.constant);
+    } else if (isa<SendOp, RecvOp>(step.op)) {
+      if (llvm::Error err = runTransfer(step.op, slots, step, results))
+        return std::move(err);
     } else if (isCollective(step.op)) {
       if (llvm::Error err = runCollective(step.op, slots[step.operands[0]], results))
         return std::move(err);
@@ -735,7 +766,7 @@ llvm::Error evaluateOp(Operation *op, llvm::ArrayRef<const HostTensor *> operand
     results.push_back(fromElements(c.getValue()));
     return llvm::Error::success();
   }
-  if (isCollective(op) || !isSupported(op))
+  if (isCollective(op) || isa<SendOp, RecvOp>(op) || !isSupported(op))
     return opError(op, "this op is not supported by the CPU interpreter here");
   return execute(op, operands, results);
 }

@@ -63,6 +63,9 @@ private:
   llvm::Error prepare();
   llvm::Error runCollective(mlir::Operation *op, const HostTensor &x,
                             llvm::SmallVectorImpl<HostTensor> &out);
+  /// kiln.send (no result) or kiln.recv through the collectives.
+  llvm::Error runTransfer(mlir::Operation *op, const std::vector<HostTensor> &slots,
+                          const Step &step, llvm::SmallVectorImpl<HostTensor> &out);
 
   mlir::func::FuncOp func_;
   std::vector<Step> steps_;

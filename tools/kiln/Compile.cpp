@@ -8,6 +8,7 @@
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/Nvrtc.h"
 #include "train/Compile.h"
+#include "tools/support/PipelineReport.h"
 #include "tools/support/ShardingReport.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -53,6 +54,12 @@ static cl::opt<bool> noCache("no-cache", cl::desc("With --nvrtc: ignore the cubi
 static cl::opt<bool> explainSharding(
     "explain-sharding",
     cl::desc("With parallel.dp > 1: list every collective of the step with its bytes and cause"),
+    cl::sub(compileCommand()), cl::cat(kilnCategory()));
+
+static cl::opt<bool> explainPipeline(
+    "explain-pipeline",
+    cl::desc("With parallel.pp > 1: each stage's blocks, FLOPs, memory and transfers, and the "
+             "predicted bubble"),
     cl::sub(compileCommand()), cl::cat(kilnCategory()));
 
 /// Number of ops in a function's body (its size in the summary).
@@ -111,6 +118,16 @@ int runCompile() {
     // its collectives as Collective steps through the rank's group.
   } else if (explainSharding)
     outs() << "--explain-sharding: one device (parallel.dp = 1): nothing is sharded\n";
+
+  if (config->parallel.pp > 1) {
+    outs() << tooling::describePipeline(**module, explainPipeline);
+    outs() << "codegen: not run; pipeline stages run on the CPU interpreter's threads (their "
+              "CUDA runtime, NCCL send/recv, is planned)\n";
+    outs() << formatv("compiled in {0:f2} s\n", secondsSince(start));
+    return 0;
+  }
+  if (explainPipeline)
+    outs() << "--explain-pipeline: one stage (parallel.pp = 1): nothing is pipelined\n";
 
   // Codegen: the buffer plan and the CUDA kernels (no GPU needed).
   codegen::CodegenOptions options;

@@ -1080,3 +1080,19 @@ func.func @rope_empty(%x: tensor<4x0xf32>) {
   %0 = kiln.rope %x : tensor<4x0xf32>
   return
 }
+
+// -----
+
+func.func @send_negative_peer(%x: tensor<4xf32>) {
+  // expected-error @+1 {{'kiln.send' op peer -1 and channel 0 must both be at least 0}}
+  kiln.send %x to -1 over "pp" channel 0 {cause = "test"} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @recv_no_axis() -> tensor<4xf32> {
+  // expected-error @+1 {{'kiln.recv' op needs the mesh axis its peer is counted along}}
+  %x = kiln.recv from 0 over "" channel 0 {cause = "test"} : tensor<4xf32>
+  return %x : tensor<4xf32>
+}

@@ -1,0 +1,74 @@
+//===- PipelineCpuBackend.h - pipeline stages on CPU threads ---------------===//
+//
+// The Backend for a module kiln-pipeline split into stages: one CpuBackend
+// per stage, each a thread, their kiln.send/kiln.recv and the gradient
+// norm's all_reduce through a ThreadMesh over `pp`. `train_step` takes the
+// step's micro-batches as one batch (their rows one after another), cuts
+// it, and runs every stage's forwards and backwards in the order the
+// module's schedule (`kiln.pipeline`) lists, then each stage's apply. The
+// training loop sees one backend: outputs are the micro-batches' mean,
+// parameters and states come from the stage that updates them, and the
+// other functions (evaluation, sampling) run on stage 0's thread with the
+// current parameters.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_CPU_PIPELINECPUBACKEND_H
+#define KILN_RUNTIME_CPU_PIPELINECPUBACKEND_H
+
+#include "runtime/cpu/Collectives.h"
+#include "runtime/cpu/CpuBackend.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kiln::cpu {
+
+/// The schedule kiln-pipeline wrote on a module (`kiln.pipeline`).
+struct PipelineSchedule {
+  int64_t stages = 1, microbatches = 1;
+  std::string name; ///< "1f1b" or "gpipe"
+  /// Per stage: 'F' or 'B' and the micro-batch, in order.
+  std::vector<std::vector<std::pair<char, int64_t>>> actions;
+  /// Per stage: the transformer blocks it holds ("h.0,h.1").
+  std::vector<std::string> blocks;
+  /// Reads it; fails with the reason when the attribute is malformed; none
+  /// (stages = 0) when the module has no pipeline.
+  static llvm::Expected<PipelineSchedule> of(mlir::ModuleOp module);
+  /// Most micro-batches whose forward ran and backward did not, per stage.
+  std::vector<int64_t> inFlight() const;
+};
+
+class PipelineCpuBackend final : public Backend {
+public:
+  llvm::StringRef name() const override { return "cpu"; }
+  llvm::Error load(mlir::ModuleOp module, uint64_t seed) override;
+  llvm::Expected<int64_t> memoryNeeded(mlir::ModuleOp module) override;
+  /// `train_step`: one optimizer step over every micro-batch; any other
+  /// function of the module on stage 0.
+  llvm::Expected<TensorMap> run(llvm::StringRef fn, const TensorMap &inputs) override;
+  bool hasFunction(llvm::StringRef fn) const override {
+    return fn == "train_step" || ranks_[0]->hasFunction(fn);
+  }
+  llvm::Expected<NamedTensors> params() override { return gather(true); }
+  llvm::Expected<NamedTensors> optimizerStates() override { return gather(false); }
+  llvm::Error setState(const NamedTensors &tensors) override;
+  std::string describe() const override;
+
+private:
+  llvm::Expected<TensorMap> step(const TensorMap &inputs);
+  /// Each state from the stage that updates it.
+  llvm::Expected<NamedTensors> gather(bool params);
+  PipelineSchedule schedule_;
+  std::unique_ptr<ThreadMesh> mesh_;
+  std::vector<std::unique_ptr<CpuBackend>> ranks_;
+  std::map<std::string, int64_t> owner_; ///< state name -> stage updating it
+  /// Stage 0's copies of the other stages' parameters are stale.
+  bool stale_ = false;
+};
+
+} // namespace kiln::cpu
+
+#endif // KILN_RUNTIME_CPU_PIPELINECPUBACKEND_H

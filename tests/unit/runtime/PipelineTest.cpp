@@ -1,0 +1,265 @@
+//===- PipelineTest.cpp - a pipelined step equals the unpipelined one ------===//
+//
+// The tiny GPT-2 (tied embeddings) and Llama (untied head) training steps in
+// f64, compiled once with gradient accumulation over m micro-batches on one
+// device and once cut by kiln-pipeline into pp stages, each run on the CPU:
+// the one device runs @accumulate_step m times and @apply_step; the
+// pipeline runs its stages on a ThreadMesh in the schedule's order, the
+// activations and gradients crossing by kiln.send/kiln.recv. Over three
+// optimizer steps (so the second and third read parameters a stage
+// received from another), loss, gradient norm, every parameter and every
+// optimizer state must agree within 1e-10 relative: only the order of the
+// gradient norm's sums differs.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ir/KilnOps.h"
+#include "passes/Passes.h"
+#include "runtime/cpu/CpuBackend.h"
+#include "runtime/cpu/Kernels.h"
+#include "runtime/cpu/PipelineCpuBackend.h"
+#include "tests/unit/TestSupport.h"
+#include "tools/support/PipelineReport.h"
+#include "train/Compile.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "gtest/gtest.h"
+
+#include <cmath>
+#include <random>
+
+using namespace mlir;
+using namespace kiln;
+
+namespace {
+
+constexpr const char *kTiny = R"(
+[model]
+kind = "gpt2"
+n_layer = 4
+n_head = 2
+n_embd = 16
+vocab_size = 61
+vocab_multiple = 8
+block_size = 16
+[train]
+batch_size = 2
+seq_len = 8
+[optim]
+grad_clip = 0.5
+[compile]
+fuse = false
+)";
+
+constexpr const char *kTinyLlama = R"(
+[model]
+kind = "llama"
+n_layer = 4
+n_head = 4
+n_kv_head = 2
+n_embd = 16
+intermediate_size = 24
+vocab_size = 61
+vocab_multiple = 8
+block_size = 16
+[train]
+batch_size = 2
+seq_len = 8
+[optim]
+grad_clip = 0.5
+[compile]
+fuse = false
+)";
+
+double worstRelative(const cpu::HostTensor &a, const cpu::HostTensor &b) {
+  double worst = 0, scale = 1e-30;
+  for (int64_t i = 0; i < a.numel(); ++i)
+    scale = std::max(scale, std::fabs(a.get(i)));
+  for (int64_t i = 0; i < a.numel(); ++i)
+    worst = std::max(worst, std::fabs(a.get(i) - b.get(i)) / scale);
+  return worst;
+}
+
+cpu::HostTensor scalar(double v) {
+  cpu::HostTensor t(cpu::DType::F32, {});
+  t.set(0, v);
+  return t;
+}
+
+struct PipelineCase {
+  const char *toml = kTiny;
+  int64_t stages = 2, microbatches = 4;
+  const char *schedule = "1f1b";
+  const char *recompute = "none";
+  const char *cuts = "";
+};
+
+/// Compiles `toml` in f64 with `set` applied, or fails the test.
+OwningOpRef<ModuleOp> compile(MLIRContext &ctx, const char *toml,
+                              const std::function<void(RunConfig &)> &set) {
+  auto config = RunConfig::parse(toml, "tiny");
+  EXPECT_TRUE(static_cast<bool>(config)) << llvm::toString(config.takeError());
+  if (!config)
+    return nullptr;
+  set(*config);
+  if (auto err = config->validate("tiny")) {
+    ADD_FAILURE() << llvm::toString(std::move(err));
+    return nullptr;
+  }
+  auto module = tooling::buildForwardModule(ctx, *config, Float64Type::get(&ctx));
+  EXPECT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
+  if (!module)
+    return nullptr;
+  auto dumps = tooling::runTrainingPipeline(**module, *config, {});
+  EXPECT_TRUE(static_cast<bool>(dumps)) << llvm::toString(dumps.takeError());
+  if (!dumps)
+    return nullptr;
+  return std::move(*module);
+}
+
+void expectPipelineMatches(const PipelineCase &c) {
+  auto ctx = test::makeContext();
+  const int64_t m = c.microbatches;
+  auto one = compile(*ctx, c.toml, [&](RunConfig &r) {
+    r.train.accumulate_steps = m;
+    r.train.recompute = c.recompute;
+  });
+  auto piped = compile(*ctx, c.toml, [&](RunConfig &r) {
+    r.parallel.pp = c.stages;
+    r.parallel.microbatches = m;
+    r.parallel.schedule = c.schedule;
+    r.parallel.pipeline_cuts = c.cuts;
+    r.train.recompute = c.recompute;
+  });
+  ASSERT_TRUE(one && piped);
+  ASSERT_TRUE(piped->lookupSymbol<func::FuncOp>("stage0_forward"));
+  ASSERT_FALSE(piped->lookupSymbol<func::FuncOp>("accumulate_step"));
+  // Activations and gradients cross the cuts by send/recv only.
+  int64_t sends = 0, recvs = 0;
+  piped->walk([&](Operation *op) {
+    sends += isa<SendOp>(op);
+    recvs += isa<RecvOp>(op);
+  });
+  EXPECT_GT(sends, 0);
+  EXPECT_EQ(sends, recvs);
+
+  cpu::CpuBackend single;
+  cpu::PipelineCpuBackend pipeline;
+  ASSERT_FALSE(static_cast<bool>(single.load(*one, 5)));
+  llvm::Error loaded = pipeline.load(*piped, 5);
+  ASSERT_FALSE(static_cast<bool>(loaded)) << llvm::toString(std::move(loaded));
+
+  auto rng = std::mt19937_64(11);
+  const int64_t b = 2, t = 8;
+  for (int step = 1; step <= 3; ++step) {
+    std::vector<cpu::HostTensor> tokens, targets;
+    for (int64_t k = 0; k < m; ++k) {
+      cpu::HostTensor x(cpu::DType::I32, {b, t}), y(cpu::DType::I32, {b, t});
+      for (int64_t i = 0; i < b * t; ++i) {
+        x.set(i, static_cast<double>(rng() % 61));
+        y.set(i, static_cast<double>(rng() % 61));
+      }
+      tokens.push_back(x);
+      targets.push_back(y);
+    }
+    double loss = 0;
+    for (int64_t k = 0; k < m; ++k) {
+      auto out = single.run("accumulate_step", {{"tokens", tokens[static_cast<size_t>(k)]},
+                                                {"targets", targets[static_cast<size_t>(k)]}});
+      ASSERT_TRUE(static_cast<bool>(out)) << llvm::toString(out.takeError());
+      loss += out->at("loss").get(0) / static_cast<double>(m);
+    }
+    auto applied = single.run("apply_step", {{"lr", scalar(1e-2)}, {"step", scalar(step)}});
+    ASSERT_TRUE(static_cast<bool>(applied)) << llvm::toString(applied.takeError());
+    auto out = pipeline.run("train_step", {{"tokens", cpu::kernels::concat(tokens, 0)},
+                                           {"targets", cpu::kernels::concat(targets, 0)},
+                                           {"lr", scalar(1e-2)},
+                                           {"step", scalar(step)}});
+    ASSERT_TRUE(static_cast<bool>(out)) << llvm::toString(out.takeError());
+    EXPECT_NEAR(out->at("loss").get(0), loss, 1e-10 * std::fabs(loss)) << "step " << step;
+    double norm = applied->at("grad_norm").get(0);
+    EXPECT_NEAR(out->at("grad_norm").get(0), norm, 1e-10 * norm) << "step " << step;
+  }
+  for (bool params : {true, false}) {
+    auto want = params ? single.params() : single.optimizerStates();
+    auto got = params ? pipeline.params() : pipeline.optimizerStates();
+    ASSERT_TRUE(want && got);
+    ASSERT_EQ(want->size(), got->size());
+    for (size_t i = 0; i < want->size(); ++i) {
+      ASSERT_EQ((*want)[i].first, (*got)[i].first);
+      EXPECT_LE(worstRelative((*want)[i].second, (*got)[i].second), 1e-10) << (*want)[i].first;
+    }
+  }
+  // Evaluation (@forward on stage 0) reads every stage's new parameters.
+  cpu::HostTensor x(cpu::DType::I32, {b, t});
+  for (int64_t i = 0; i < b * t; ++i)
+    x.set(i, static_cast<double>(i % 61));
+  auto evalWant = single.run("forward", {{"tokens", x}, {"targets", x}});
+  auto evalGot = pipeline.run("forward", {{"tokens", x}, {"targets", x}});
+  ASSERT_TRUE(evalWant && evalGot);
+  EXPECT_LE(worstRelative(evalWant->begin()->second, evalGot->begin()->second), 1e-10);
+}
+
+TEST(Pipeline, TwoStagesOneFOneBEqualsAccumulation) { expectPipelineMatches({}); }
+TEST(Pipeline, FourStagesOneFOneBEqualsAccumulation) {
+  expectPipelineMatches({.stages = 4, .microbatches = 4});
+}
+TEST(Pipeline, GPipeScheduleEqualsAccumulation) {
+  expectPipelineMatches({.stages = 2, .microbatches = 3, .schedule = "gpipe"});
+}
+TEST(Pipeline, UserCutsEqualAccumulation) {
+  expectPipelineMatches({.stages = 2, .microbatches = 2, .cuts = "3"});
+}
+TEST(Pipeline, LlamaUntiedHeadEqualsAccumulation) {
+  expectPipelineMatches({.toml = kTinyLlama, .stages = 4, .microbatches = 4});
+}
+TEST(Pipeline, RecomputedBlocksEqualAccumulation) {
+  expectPipelineMatches({.stages = 2, .microbatches = 4, .recompute = "full"});
+}
+
+/// The schedules as data: 1F1B runs p-s-1 forwards ahead and keeps at most
+/// p-s micro-batches in flight on stage s; GPipe keeps all m.
+TEST(Pipeline, SchedulesBoundMicroBatchesInFlight) {
+  const int64_t p = 4, m = 8;
+  auto oneF = pipelineSchedule("1f1b", p, m);
+  auto gpipe = pipelineSchedule("gpipe", p, m);
+  ASSERT_EQ(static_cast<int64_t>(oneF.size()), p);
+  EXPECT_EQ(oneF[0][0], "F0");
+  EXPECT_EQ(oneF[0][3], "F3");
+  EXPECT_EQ(oneF[0][4], "B0");
+  EXPECT_EQ(oneF[3][0], "F0");
+  EXPECT_EQ(oneF[3][1], "B0");
+  for (int64_t s = 0; s < p; ++s) {
+    int64_t now = 0, most = 0, mostG = 0, nowG = 0;
+    for (const std::string &a : oneF[static_cast<size_t>(s)])
+      most = std::max(most, now += a[0] == 'F' ? 1 : -1);
+    for (const std::string &a : gpipe[static_cast<size_t>(s)])
+      mostG = std::max(mostG, nowG += a[0] == 'F' ? 1 : -1);
+    EXPECT_EQ(most, p - s) << "stage " << s;
+    EXPECT_EQ(mostG, m) << "stage " << s;
+    EXPECT_EQ(static_cast<int64_t>(oneF[static_cast<size_t>(s)].size()), 2 * m);
+  }
+}
+
+/// The explain report's bubble: the simulated 1F1B schedule idles at
+/// least (p-1)/(m+p-1) of the stage-time (exactly that with stages of
+/// equal cost; unequal ones add idle time).
+TEST(Pipeline, PredictedBubbleFollowsTheFormulaForEqualStages) {
+  auto ctx = test::makeContext();
+  auto piped = compile(*ctx, kTinyLlama, [&](RunConfig &r) {
+    r.parallel.pp = 2;
+    r.parallel.microbatches = 8;
+  });
+  ASSERT_TRUE(piped);
+  tooling::PipelineReport r = tooling::reportPipeline(*piped);
+  ASSERT_EQ(r.stages, 2);
+  EXPECT_NEAR(r.formula, 1.0 / 9.0, 1e-12);
+  // Unequal stages only add idle time.
+  EXPECT_GE(r.bubble, r.formula - 1e-9);
+  EXPECT_LE(r.bubble, 0.5);
+  EXPECT_EQ(r.perStage[0].inFlight, 2);
+  EXPECT_EQ(r.perStage[1].inFlight, 1);
+  EXPECT_GT(r.perStage[0].savedBytes, 0);
+}
+
+} // namespace
