@@ -47,6 +47,11 @@
 #              GPU through NCCL_HOSTID and NCCL's socket transport)
 #   ranks-moe  expert parallelism (parallel.ep = 2, NCCL all_to_all and host
 #              staged) and a routed-in-groups dp = 2 MoE against one GPU
+#   pipeline-cpu  pipeline stages as CPU threads (one core each) on this
+#              host's cores: a byte-level GPT of 8 blocks cut evenly into 2
+#              and 4 stages, 1F1B and GPipe, f32: the measured bubble beside
+#              (p-1)/(m+p-1) and kiln compile's prediction, and the losses
+#              against one device accumulating the same micro-batches
 #   tokenize   kiln tokenize MB/s on this host's cores (GCIDE, 1 and all threads)
 #   quickstart the README's GPU main job: tokenize fortunes + GCIDE, GPT-2
 #              124M bf16 for 2,000 steps (configs/gpu-quickstart.toml)
@@ -424,6 +429,32 @@ EOF
     done
     for ((i = 0; i < ${#runs[@]}; i += 3)); do
       python3 bench/ranks_compare.py "$OUT" "${runs[@]:i:3}" | tee "$OUT/ranks-$i.txt"
+    done ;;
+  pipeline-cpu)
+    [ -d /tmp/fortunes-byte ] || $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 \
+      --out /tmp/fortunes-byte .gpu/corpus/fortunes/* | tail -1
+    pipe_sets=(--set moe.experts=0 --set model.n_layer=8 --set model.n_embd=128 --set model.n_head=4
+               --set train.seq_len=128 --set train.batch_size=2 --set train.precision=f32
+               --set train.device=cpu --set train.steps=6 --set train.log_every=1000
+               --set optim.warmup_steps=0 --set eval.every=0 --set eval.sample_tokens=0
+               --set checkpoint.every=0
+               --set "data.train=/tmp/fortunes-byte/train_*.bin" --set "data.val=/tmp/fortunes-byte/val_*.bin")
+    for m in 8 16; do
+      timeout 300 $KILN train configs/moe-fortunes.toml "${pipe_sets[@]}" --set train.accumulate_steps=$m \
+        --set run.dir=$OUT/pipe-one-m$m > "$OUT/pipe-one-m$m.log" 2>&1; echo "one device m=$m: exit $?"
+    done
+    for run in "2 8 1f1b 4" "2 16 1f1b 4" "4 8 1f1b 2,4,6" "4 16 1f1b 2,4,6" "4 16 gpipe 2,4,6"; do
+      set -- $run
+      name=pipe-pp$1-m$2-$3
+      timeout 300 $KILN train configs/moe-fortunes.toml "${pipe_sets[@]}" --set parallel.pp=$1 \
+        --set parallel.microbatches=$2 --set parallel.schedule=$3 --set "parallel.pipeline_cuts=\"$4\"" \
+        --set run.dir=$OUT/$name > "$OUT/$name.log" 2>&1; echo "$name: exit $?"
+      $KILN compile configs/moe-fortunes.toml "${pipe_sets[@]}" --set parallel.pp=$1 \
+        --set parallel.microbatches=$2 --set parallel.schedule=$3 --set "parallel.pipeline_cuts=\"$4\"" \
+        | grep "predicted bubble"
+      grep -E "waited|throughput|error" "$OUT/$name.log"
+      python3 tests/lit/train/Inputs/compare-losses.py $OUT/pipe-one-m$2/metrics.jsonl $OUT/$name/metrics.jsonl \
+        --tolerance 1e-5 --steps 6 | tail -2
     done ;;
   ranks-nccl)
     # The same meshes with their collectives through NCCL (parallel.collectives

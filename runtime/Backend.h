@@ -141,6 +141,9 @@ public:
   /// Lines about where it runs, what loading cost and the memory it uses
   /// (printed before the first step); empty when there is nothing to say.
   virtual std::string describe() const { return {}; }
+  /// Lines about what the run's steps did here (printed at the end of a
+  /// run: a pipeline's measured bubble); empty when there is nothing.
+  virtual std::string summary() const { return {}; }
 
 protected:
   std::vector<StateSpec> specs_; ///< set by load()

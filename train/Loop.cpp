@@ -1167,6 +1167,8 @@ llvm::Error TrainingRun::finish() {
     }
     out_ << "\n";
   }
+  if (std::string about = backend_->summary(); !about.empty())
+    out_ << "  " << about << "\n";
   if (config_.train.precision == "f16-mixed")
     out_ << llvm::formatv("  loss scaling skipped {0} of {1} steps (their gradients overflowed in "
                           "f16)\n",

@@ -1,6 +1,8 @@
 //===- Collectives.cpp - threads as the ranks of a mesh --------------------===//
 
 #include "runtime/cpu/Collectives.h"
+
+#include <chrono>
 #include "runtime/cpu/Kernels.h"
 
 #include "llvm/Support/FormatVariadic.h"
@@ -132,7 +134,10 @@ public:
       return from.takeError();
     std::unique_lock<std::mutex> lock(mesh_.mutex_);
     auto &queue = mesh_.mailbox_[{*from, rank_, channel}];
+    auto began = std::chrono::steady_clock::now();
     mesh_.cv_.wait(lock, [&] { return !queue.empty() || !mesh_.aborted_.empty(); });
+    mesh_.recvWait_[static_cast<size_t>(rank_)] +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
     if (queue.empty())
       return llvm::createStringError(
           llvm::inconvertibleErrorCode(),
@@ -175,6 +180,7 @@ ThreadMesh::ThreadMesh(MeshAxes axes) : axes_(std::move(axes)) {
   for (auto &[name, size] : axes_)
     numRanks_ *= size;
   deposits_.assign(numRanks_, nullptr);
+  recvWait_.assign(static_cast<size_t>(numRanks_), 0.0);
 }
 
 ThreadMesh::~ThreadMesh() = default;
@@ -228,6 +234,7 @@ llvm::Error ThreadMesh::run(const std::function<llvm::Error(int64_t, Collectives
     arrived_ = 0;
     aborted_.clear();
     mailbox_.clear();
+    recvWait_.assign(static_cast<size_t>(numRanks_), 0.0);
   }
   std::vector<std::string> errors(numRanks_);
   std::vector<std::thread> threads;

@@ -112,6 +112,8 @@ public:
   /// with an error naming it (never a hang); the first failure is returned,
   /// prefixed with its rank.
   llvm::Error run(const std::function<llvm::Error(int64_t rank, Collectives &)> &body);
+  /// Seconds rank `rank` spent waiting in recv since the last run() began.
+  double recvWaitSeconds(int64_t rank) const { return recvWait_[static_cast<size_t>(rank)]; }
 
 private:
   class Rank;
@@ -135,6 +137,7 @@ private:
   std::vector<const HostTensor *> deposits_;
   /// Sent and not yet received: (from, to, channel) -> tensors in order.
   std::map<std::tuple<int64_t, int64_t, int64_t>, std::deque<HostTensor>> mailbox_;
+  std::vector<double> recvWait_;
 };
 
 } // namespace kiln::cpu

@@ -97,6 +97,9 @@ thread_local bool insideParallel = false;
 
 } // namespace
 
+InlineScope::InlineScope() : previous_(insideParallel) { insideParallel = true; }
+InlineScope::~InlineScope() { insideParallel = previous_; }
+
 int numThreads() { return pool().size(); }
 
 void setNumThreads(int n) {

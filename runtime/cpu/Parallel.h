@@ -16,6 +16,19 @@ void parallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int
 int numThreads();
 /// Sets the number of threads (>= 1); takes effect at the next parallelFor.
 void setNumThreads(int n);
+/// While it lives, parallelFor on the constructing thread runs inline: a
+/// pipeline stage's thread computes on one core, as a stage on a device of
+/// its own would, instead of queueing for the shared pool.
+class InlineScope {
+public:
+  InlineScope();
+  ~InlineScope();
+  InlineScope(const InlineScope &) = delete;
+  InlineScope &operator=(const InlineScope &) = delete;
+
+private:
+  bool previous_;
+};
 
 } // namespace kiln::cpu
 

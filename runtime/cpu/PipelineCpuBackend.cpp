@@ -3,8 +3,13 @@
 #include "runtime/cpu/PipelineCpuBackend.h"
 
 #include "runtime/cpu/Kernels.h"
+#include "runtime/cpu/Parallel.h"
 
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/Support/FormatVariadic.h"
+
+#include <algorithm>
+#include <chrono>
 
 #include <mutex>
 
@@ -163,9 +168,15 @@ llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {
                                               std::vector<TensorMap>(static_cast<size_t>(m)));
   std::vector<TensorMap> applied(static_cast<size_t>(p));
   stale_ = true;
+  // Each stage's busy seconds and when its last backward ended.
+  std::vector<double> busy(static_cast<size_t>(p), 0.0), end(busy);
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto since = [&](Clock::time_point t) { return std::chrono::duration<double>(t - start).count(); };
   llvm::Error err = mesh_->run([&](int64_t s, Collectives &collectives) -> llvm::Error {
     CpuBackend &rank = *ranks_[static_cast<size_t>(s)];
     rank.setCollectives(&collectives);
+    InlineScope oneCore; // each stage computes on its own thread only
     std::map<int64_t, TensorMap> saved; // micro-batch -> what its backward reads
     auto fail = [&](llvm::Error e, char kind, int64_t k) {
       rank.setCollectives(nullptr);
@@ -175,6 +186,11 @@ llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {
     };
     for (auto [kind, k] : schedule_.actions[static_cast<size_t>(s)]) {
       TensorMap in = micro[static_cast<size_t>(k)];
+      const auto began = Clock::now();
+      auto timed = llvm::make_scope_exit([&] {
+        busy[static_cast<size_t>(s)] += since(Clock::now()) - since(began);
+        end[static_cast<size_t>(s)] = since(Clock::now());
+      });
       if (kind == 'F') {
         auto out = rank.run(stageFunction(s, "forward"), in);
         if (!out)
@@ -202,6 +218,14 @@ llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {
   });
   if (err)
     return std::move(err);
+  if (++steps_ > 1) {
+    ++timedSteps_;
+    // Waiting for another stage's message is idle time, not work (the
+    // apply's all_reduce is outside the actions timed).
+    for (int64_t s = 0; s < p; ++s)
+      busySeconds_ += busy[static_cast<size_t>(s)] - mesh_->recvWaitSeconds(s);
+    spanSeconds_ += *std::max_element(end.begin(), end.end());
+  }
   // The loss and metrics: the micro-batches' mean, from the stage that
   // computed each; the optimizer's outputs are every stage's alike.
   TensorMap result = applied[0];
@@ -242,6 +266,23 @@ llvm::Error PipelineCpuBackend::setState(const NamedTensors &tensors) {
     if (llvm::Error err = rank->setState(tensors))
       return err;
   return llvm::Error::success();
+}
+
+double PipelineCpuBackend::measuredBubble() const {
+  if (spanSeconds_ <= 0)
+    return 0;
+  return 1.0 - busySeconds_ / (static_cast<double>(schedule_.stages) * spanSeconds_);
+}
+
+std::string PipelineCpuBackend::summary() const {
+  if (timedSteps_ == 0)
+    return {};
+  const double p = static_cast<double>(schedule_.stages),
+               m = static_cast<double>(schedule_.microbatches);
+  return llvm::formatv("pipeline: the stages waited {0:f1}% of their time in forwards and "
+                       "backwards (steps 2-{1}; (p-1)/(m+p-1) = {2:f1}%)",
+                       100 * measuredBubble(), steps_, 100 * (p - 1) / (m + p - 1))
+      .str();
 }
 
 std::string PipelineCpuBackend::describe() const {

@@ -56,6 +56,11 @@ public:
   llvm::Expected<NamedTensors> optimizerStates() override { return gather(false); }
   llvm::Error setState(const NamedTensors &tensors) override;
   std::string describe() const override;
+  /// The measured bubble: the fraction of stage-time the stages waited
+  /// during their forwards and backwards, over every step but the first.
+  std::string summary() const override;
+  /// The same, as a number (0 before the second step).
+  double measuredBubble() const;
 
 private:
   llvm::Expected<TensorMap> step(const TensorMap &inputs);
@@ -67,6 +72,10 @@ private:
   std::map<std::string, int64_t> owner_; ///< state name -> stage updating it
   /// Stage 0's copies of the other stages' parameters are stale.
   bool stale_ = false;
+  /// Steps timed (all but the first), their stages' busy seconds and the
+  /// seconds from a step's start to its last backward, summed.
+  int64_t steps_ = 0, timedSteps_ = 0;
+  double busySeconds_ = 0, spanSeconds_ = 0;
 };
 
 } // namespace kiln::cpu

@@ -39,7 +39,10 @@ int64_t opsOf(mlir::func::FuncOp fn) {
 }
 
 std::string gib(int64_t bytes) {
-  return llvm::formatv("{0:f3} GiB", static_cast<double>(bytes) / (1024.0 * 1024 * 1024)).str();
+  const double b = static_cast<double>(bytes);
+  if (b >= 1024.0 * 1024 * 1024)
+    return llvm::formatv("{0:f3} GiB", b / (1024.0 * 1024 * 1024)).str();
+  return llvm::formatv("{0:f3} MiB", b / (1024.0 * 1024)).str();
 }
 
 } // namespace
