@@ -469,11 +469,11 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
   if (data.tokenizer == "sentencepiece" && data.tokenizer_path.empty())
     return error(source, "data.tokenizer = \"sentencepiece\" needs data.tokenizer_path, the "
                          "model's .model file");
-  if (parallel.pp > 1 && parallel.numRanks() > 1)
-    return error(source, fmt::format("parallel.pp = {} with parallel.dp x parallel.tp = {}: "
-                                     "pipeline stages combined with data or tensor parallelism "
-                                     "are planned; use one of them",
-                                     parallel.pp, parallel.numRanks()));
+  if (parallel.pp > 1 && parallel.microbatches < 2)
+    return error(source, fmt::format("parallel.pp = {} needs parallel.microbatches of at least 2 "
+                                     "(with one, all but one stage wait; 4 x pp or more keeps "
+                                     "the idle share (pp-1)/(microbatches+pp-1) small)",
+                                     parallel.pp));
   if (parallel.pp > 1 && train.accumulate_steps > 1)
     return error(source, "parallel.pp > 1 with train.accumulate_steps > 1: a pipeline's "
                          "micro-batches are parallel.microbatches; set that instead");

@@ -408,7 +408,10 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
       Builder ab(ctx);
       SmallVector<NamedAttribute> attrs{
           ab.getNamedAttr(KilnDialect::kParamAttrName, p.name)};
-      for (StringRef extra : {KilnDialect::kInitAttrName, KilnDialect::kRoleAttrName})
+      // The model's sharding annotation too (tensor parallelism): the
+      // update must split the parameter as the step that reads it does.
+      for (StringRef extra : {KilnDialect::kInitAttrName, KilnDialect::kRoleAttrName,
+                              KilnDialect::kShardingAttrName})
         if (Attribute a = step.getArgAttr(p.argIndex, extra))
           attrs.push_back(ab.getNamedAttr(extra, a));
       (void)apply.insertArgument(index, step.getArgument(p.argIndex).getType(),

@@ -384,14 +384,18 @@ def PipelinePass : Pass<"kiln-pipeline", "mlir::ModuleOp"> {
        when the loss or a metric depends on it, else of the backward.
     2. Blocks. Parameters belong to the transformer block their name says
        (`h.3` of `h.3.attn.qkv.w`: up to the first numeric component); the
-       others to a virtual block before the first (embeddings) or after the
-       last (final norm, head), by where they are first used. A forward op
+       others to a virtual block before the first (embeddings: some forward
+       op reads them with nothing made from a block's parameters) or after
+       the last (final norm, head). A forward op
        takes the latest block among its parameters and the forward ops it
-       reads; a backward op the earliest block among the backward ops it
-       reads (gradients flow toward the first stage), or, reading none, the
-       latest among its forward operands and parameters. Ops that read only
-       constants and step inputs belong to no block: each stage that needs
-       them computes its own copy.
+       reads. A backward op takes the block of the model scope it was built
+       in (autodiff gives a VJP its forward op's scope), but never a later
+       one than a gradient it reads (gradients flow toward the first
+       stage); outside blocks, the latest block among the activations and
+       parameters it reads, or, reading only gradients, the earliest among
+       them. Forward ops kiln-recompute copied into the backward stay with
+       their originals. Ops that read only constants and step inputs belong
+       to no block: each stage that needs them computes its own copy.
     3. Stages. The blocks are cut into `stages` runs of consecutive blocks,
        at the blocks listed in `cuts` (the first block of each stage after
        the first) or else so that the largest run's FLOPs
@@ -414,7 +418,9 @@ def PipelinePass : Pass<"kiln-pipeline", "mlir::ModuleOp"> {
        one backward, so at most p-s micro-batches are in flight).
 
     `@accumulate_step` and `@apply_step` are replaced; `@forward`
-    (evaluation) stays whole. The module's mesh becomes `#kiln.mesh<pp = N>`.
+    (evaluation) stays whole. The module's mesh becomes `#kiln.mesh<pp =
+    N, ...>`: pp, then the axes kiln-partition split the step over (each
+    stage is a dp x tp mesh of ranks).
   }];
   let options = [
     Option<"stages", "stages", "int64_t", /*default=*/"1", "Pipeline stages (1: do nothing)">,

@@ -129,11 +129,10 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
     if (schedule != "1f1b" && schedule != "gpipe")
       return (void)(fail(module.getLoc())
                     << "schedule '" << std::string(schedule) << "' is not one of 1f1b, gpipe");
-    if (auto mesh = module->getAttrOfType<MeshAttr>(KilnDialect::kMeshAttrName);
-        mesh && mesh.getNumRanks() > 1)
+    auto mesh = module->getAttrOfType<MeshAttr>(KilnDialect::kMeshAttrName);
+    if (mesh && llvm::any_of(mesh.getNames(), [](StringAttr n) { return n == "pp"; }))
       return (void)(fail(module.getLoc())
-                    << "the module is already partitioned over " << mesh
-                    << "; pipeline stages combined with data or tensor parallelism are planned");
+                    << "the module's mesh " << mesh << " already has a pp axis");
     acc_ = module.lookupSymbol<func::FuncOp>("accumulate_step");
     apply_ = module.lookupSymbol<func::FuncOp>("apply_step");
     if (!acc_ || !apply_)
@@ -196,8 +195,15 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
                         attrs.getNamedAttr("actions", attrs.getArrayAttr(perStage)),
                         attrs.getNamedAttr("blocks", attrs.getArrayAttr(blockNames)),
                     }));
-    module->setAttr(KilnDialect::kMeshAttrName,
-                    MeshAttr::get(&getContext(), {attrs.getStringAttr("pp")}, {stages}));
+    // pp first (outermost): a stage's ranks are consecutive, and the
+    // partitioned step's axes (dp, tp) keep their groups inside a stage.
+    SmallVector<StringAttr> names{attrs.getStringAttr("pp")};
+    SmallVector<int64_t> sizes{stages};
+    if (mesh) {
+      llvm::append_range(names, mesh.getNames());
+      llvm::append_range(sizes, mesh.getSizes());
+    }
+    module->setAttr(KilnDialect::kMeshAttrName, MeshAttr::get(&getContext(), names, sizes));
     acc_.erase();
     apply_.erase();
   }
@@ -223,21 +229,26 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
   }
 
   LogicalResult assignBlocks() {
-    // Parameters' blocks, in order of first use by the forward.
-    std::vector<std::string> unnamed; // parameters outside blocks
+    // Parameters' blocks, in order of first use by the forward. A parameter
+    // outside blocks (embeddings, the final norm) comes before them when
+    // some forward op reads it with nothing else that depends on a block's
+    // parameter (the embedding lookup), else after them (the final norm
+    // reads the last block's output). Not by program order: kiln-partition
+    // gathers a block's parameters ahead of their use.
     llvm::StringMap<bool> beforeBlocks;
+    llvm::DenseSet<Value> dependsOnBlocks;
     for (Operation &op : body_->without_terminator()) {
       if (!forward_.contains(&op))
         continue;
+      bool depends = false;
       for (Value v : op.getOperands()) {
         StringAttr name = paramOf(v);
-        if (!name || blocks_.ofParam.count(name) || beforeBlocks.count(name))
+        depends |= dependsOnBlocks.contains(v) || (name && !blockOfName(name.getValue()).empty());
+        if (!name || blocks_.ofParam.count(name))
           continue;
         std::string block = blockOfName(name.getValue());
-        if (block.empty()) {
-          beforeBlocks[name] = blocks_.names.empty();
+        if (block.empty())
           continue;
-        }
         auto it = llvm::find(blocks_.names, block);
         if (it == blocks_.names.end()) {
           blocks_.names.push_back(block);
@@ -245,6 +256,19 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
         }
         blocks_.ofParam[name] = static_cast<int>(it - blocks_.names.begin());
       }
+      for (Value v : op.getOperands()) {
+        StringAttr name = paramOf(v);
+        if (!name || !blockOfName(name.getValue()).empty())
+          continue;
+        bool othersDepend = false;
+        for (Value o : op.getOperands())
+          othersDepend |= o != v && (dependsOnBlocks.contains(o) ||
+                                     (paramOf(o) && !blockOfName(paramOf(o).getValue()).empty()));
+        beforeBlocks[name] = beforeBlocks.lookup(name) || !othersDepend;
+      }
+      if (depends)
+        for (Value r : op.getResults())
+          dependsOnBlocks.insert(r);
     }
     if (blocks_.size() < stages)
       return fail(acc_.getLoc()) << "stages = " << static_cast<int64_t>(stages)
@@ -278,14 +302,19 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
       if (latest)
         blockOfOp_[&op] = *latest;
     }
-    // A parameter the forward reads in several blocks (tied embeddings)
-    // says nothing about where a backward op reading it belongs.
+    // A parameter or forward value the forward reads in several blocks (a
+    // tied embedding, or its all_gather under ZeRO-3) says nothing about
+    // where a backward op reading it belongs.
     llvm::DenseMap<StringAttr, std::set<int>> readIn;
+    llvm::DenseMap<Value, std::set<int>> valueReadIn;
     for (Operation &op : body_->without_terminator())
       if (forward_.contains(&op) && blockOfOp_.count(&op))
-        for (Value v : op.getOperands())
+        for (Value v : op.getOperands()) {
           if (StringAttr name = paramOf(v))
             readIn[name].insert(blockOfOp_[&op]);
+          else
+            valueReadIn[v].insert(blockOfOp_[&op]);
+        }
     SmallVector<Operation *> plumbing; // backward ops that read only gradients
     // Forward ops kiln-recompute cloned into the backward are activations
     // (they flow forward, like the ops they copy): an op of the backward
@@ -343,14 +372,20 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
           gradient = false; // a recomputed activation
         if (StringAttr name = paramOf(v); name && readIn[name].size() > 1)
           continue;
+        if (!gradient && valueReadIn.lookup(v).size() > 1)
+          continue;
         if (gradient)
           earliestGradient = std::min(earliestGradient.value_or(INT_MAX), *block);
         else
           latest = std::max(latest.value_or(INT_MIN), *block);
       }
       if (copyOf.count(&op)) {
-        blockOfOp_[&op] =
-            blockOfOp_.count(copyOf[&op]) ? blockOfOp_[copyOf[&op]] : latest.value_or(INT_MIN);
+        // A copy of an op made of constants and inputs stays such: each
+        // stage that reads it makes its own.
+        if (blockOfOp_.count(copyOf[&op]))
+          blockOfOp_[&op] = blockOfOp_[copyOf[&op]];
+        else if (latest)
+          blockOfOp_[&op] = *latest;
         continue;
       }
       // The block the model built the op in (autodiff gives a VJP its
@@ -473,13 +508,14 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
         if (there / 2 == here / 2)
           continue;
         if (there % 2 == kBackward && there / 2 < here / 2)
-          return fail(op.getLoc())
-                 << "a gradient made on stage " << there / 2 << " is read on the later stage "
-                 << here / 2 << ": this op's block cannot be placed";
+          return fail(op.getLoc()) << "'" << op.getName() << "' on stage " << here / 2
+                                   << " reads a gradient made on the earlier stage " << there / 2
+                                   << " by " << describe(v) << ": this op's block cannot be placed";
         if (there % 2 == kForward && here % 2 == kForward && there / 2 > here / 2)
-          return fail(op.getLoc()) << "a forward value made on stage " << there / 2
-                                   << " is read by the forward of the earlier stage " << here / 2
-                                   << ": this op's block cannot be placed";
+          return fail(op.getLoc())
+                 << "'" << op.getName() << "' in the forward of stage " << here / 2
+                 << " reads a value made on the later stage " << there / 2 << " by " << describe(v)
+                 << ": this op's block cannot be placed";
         auto &channels = sends_[v];
         if (!channels.count(here / 2))
           channels[here / 2] = nextChannel_++;
@@ -507,6 +543,11 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
     SmallVector<DictionaryAttr> argAttrs;
     for (unsigned i = 0; i < acc_.getNumArguments(); ++i)
       argAttrs.push_back(acc_.getArgAttrDict(i) ? acc_.getArgAttrDict(i) : b.getDictionaryAttr({}));
+    // Each part of a partitioned step is partitioned; what kiln-recompute
+    // chose for the whole step is said once, on the first function.
+    for (NamedAttribute a : acc_->getDiscardableAttrs())
+      if (a.getName() == KilnDialect::kPartitionedAttrName || (s == 0 && phase == kForward))
+        fn->setAttr(a.getName(), a.getValue());
     Block *entry = fn.addEntryBlock();
     OpBuilder fb = OpBuilder::atBlockEnd(entry);
     IRMapping map;
@@ -719,8 +760,10 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
         Type type = norm.getNorm().getType();
         Value squares;
         if (mine.empty()) {
+          auto shaped = cast<ShapedType>(type);
           squares = ConstantOp::create(
-              nb, loc, type, DenseElementsAttr::get(cast<ShapedType>(type), nb.getF32FloatAttr(0)));
+              nb, loc, type,
+              DenseElementsAttr::get(shaped, nb.getFloatAttr(shaped.getElementType(), 0)));
         } else {
           Value n = GlobalNormOp::create(nb, loc, type, mine);
           squares = MulOp::create(nb, loc, type, n, n);

@@ -713,14 +713,18 @@ void TrainingRun::printHeader(double compileSeconds) {
     out_ << "  train.check_numerics: every op's results are scanned; the first NaN or +inf stops "
             "the run\n";
   // Plugins' kernels in the step (one line each).
-  if (auto step = module_->lookupSymbol<mlir::func::FuncOp>("train_step")) {
+  {
+    // The step's functions (one, accumulation's two, or a pipeline's
+    // stages), not evaluation's.
     std::map<std::string, std::pair<int, std::string>> custom;
-    step.walk([&](CustomKernelOp op) {
-      auto &[count, origin] = custom[op.getKernel().str()];
-      ++count;
-      if (const CustomKernel *def = op.getDefinition())
-        origin = def->origin;
-    });
+    for (auto fn : module_->getOps<mlir::func::FuncOp>())
+      if (!llvm::is_contained({"forward", "logits", "logps"}, fn.getSymName()))
+        fn.walk([&](CustomKernelOp op) {
+          auto &[count, origin] = custom[op.getKernel().str()];
+          ++count;
+          if (const CustomKernel *def = op.getDefinition())
+            origin = def->origin;
+        });
     for (auto &[name, use] : custom)
       out_ << llvm::formatv("  custom kernel {0}: {1} in the step (from {2})\n", name, use.first,
                             use.second.empty() ? "kiln" : use.second);

@@ -46,6 +46,11 @@ llvm::Expected<int> runTraining(RunConfig config, const RunRequest &request,
   const int64_t asked = onGpus ? *request.gpus : request.ranks.value_or(0);
   if (onGpus)
     config.train.device = "cuda";
+  if (config.parallel.pp > 1 && (startRanks || where.size > 1))
+    return error("parallel.pp = " + std::to_string(config.parallel.pp) +
+                 ": pipeline stages run as threads of one process on the CPU; as rank "
+                 "processes (" + (startRanks ? flag : where.launcher) +
+                 ") and on GPUs they are planned");
   if (startRanks && where.size > 1 && !where.byKiln)
     return error(flag + " " + std::to_string(asked) + ", but " + where.launcher +
                  " started this process as rank " + std::to_string(where.rank) + " of " +

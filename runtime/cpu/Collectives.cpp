@@ -122,9 +122,11 @@ public:
     auto to = mesh_.peer(rank_, axis, peer);
     if (!to)
       return to.takeError();
+    // A copy (made before the lock): the sender's tensor may be reused once
+    // this returns.
+    HostTensor copy = x.clone();
     std::lock_guard<std::mutex> lock(mesh_.mutex_);
-    // A copy: the sender's tensor may be reused once this returns.
-    mesh_.mailbox_[{rank_, *to, channel}].push_back(x.clone());
+    mesh_.mailbox_[{rank_, *to, channel}].push_back(std::move(copy));
     mesh_.cv_.notify_all();
     return llvm::Error::success();
   }
@@ -157,14 +159,14 @@ private:
   /// rank has read them (nobody may free its deposit before).
   llvm::Expected<HostTensor> collective(CollectiveKind kind, const HostTensor &x,
                                         llvm::StringRef axis, int64_t dim) {
-    if (llvm::Error err = mesh_.exchange(rank_, &x, nameOf(kind)))
+    std::vector<int64_t> ranks = mesh_.group(rank_, axis);
+    if (llvm::Error err = mesh_.exchange(rank_, ranks, &x, nameOf(kind)))
       return std::move(err);
     std::vector<const HostTensor *> members;
-    std::vector<int64_t> ranks = mesh_.group(rank_, axis);
     for (int64_t r : ranks)
       members.push_back(mesh_.deposits_[r]);
     auto result = combine(kind, members, ranks, axis, dim, coordinate(axis));
-    if (llvm::Error err = mesh_.exchange(rank_, nullptr, "the end of a collective")) {
+    if (llvm::Error err = mesh_.exchange(rank_, ranks, nullptr, "the end of a collective")) {
       if (!result)
         llvm::consumeError(result.takeError());
       return std::move(err);
@@ -205,23 +207,25 @@ std::vector<int64_t> ThreadMesh::group(int64_t rank, llvm::StringRef axis) const
   return meshGroup(axes_, rank, axis);
 }
 
-bool ThreadMesh::wait(std::unique_lock<std::mutex> &lock) {
-  uint64_t generation = generation_;
-  if (++arrived_ == numRanks_) {
-    arrived_ = 0;
-    ++generation_;
+bool ThreadMesh::wait(std::unique_lock<std::mutex> &lock, const std::vector<int64_t> &group) {
+  Barrier &b = barriers_[group];
+  uint64_t generation = b.generation;
+  if (++b.arrived == static_cast<int64_t>(group.size())) {
+    b.arrived = 0;
+    ++b.generation;
     cv_.notify_all();
     return aborted_.empty();
   }
-  cv_.wait(lock, [&] { return generation_ != generation || !aborted_.empty(); });
+  cv_.wait(lock, [&] { return b.generation != generation || !aborted_.empty(); });
   return aborted_.empty();
 }
 
-llvm::Error ThreadMesh::exchange(int64_t rank, const HostTensor *x, llvm::StringRef what) {
+llvm::Error ThreadMesh::exchange(int64_t rank, const std::vector<int64_t> &group,
+                                 const HostTensor *x, llvm::StringRef what) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (x)
     deposits_[rank] = x;
-  if (!wait(lock))
+  if (!wait(lock, group))
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                    llvm::formatv("rank {0} stopped waiting in {1}: {2}", rank,
                                                  what, aborted_));
@@ -231,7 +235,7 @@ llvm::Error ThreadMesh::exchange(int64_t rank, const HostTensor *x, llvm::String
 llvm::Error ThreadMesh::run(const std::function<llvm::Error(int64_t, Collectives &)> &body) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    arrived_ = 0;
+    barriers_.clear();
     aborted_.clear();
     mailbox_.clear();
     recvWait_.assign(static_cast<size_t>(numRanks_), 0.0);

@@ -118,11 +118,13 @@ public:
 private:
   class Rank;
   friend class Rank;
-  /// Waits until every rank has arrived, after depositing `x` (when not
-  /// null) for the group to read; a deposit stays readable until the next
-  /// exchange has been reached by all.
-  llvm::Error exchange(int64_t rank, const HostTensor *x, llvm::StringRef what);
-  bool wait(std::unique_lock<std::mutex> &lock);
+  /// Waits until every rank of `group` has arrived, after depositing `x`
+  /// (when not null) for the group to read; a deposit stays readable until
+  /// the group's next exchange has been reached by all of it. Groups of
+  /// different axes meet apart (pipeline stages run different programs).
+  llvm::Error exchange(int64_t rank, const std::vector<int64_t> &group, const HostTensor *x,
+                       llvm::StringRef what);
+  bool wait(std::unique_lock<std::mutex> &lock, const std::vector<int64_t> &group);
   std::vector<int64_t> group(int64_t rank, llvm::StringRef axis) const;
   /// The rank at `coordinate` along `axis` in `rank`'s group.
   llvm::Expected<int64_t> peer(int64_t rank, llvm::StringRef axis, int64_t coordinate) const;
@@ -131,8 +133,11 @@ private:
   int64_t numRanks_ = 1;
   std::mutex mutex_;
   std::condition_variable cv_;
-  int64_t arrived_ = 0;
-  uint64_t generation_ = 0;
+  struct Barrier {
+    int64_t arrived = 0;
+    uint64_t generation = 0;
+  };
+  std::map<std::vector<int64_t>, Barrier> barriers_; ///< by the group's ranks
   std::string aborted_;
   std::vector<const HostTensor *> deposits_;
   /// Sent and not yet received: (from, to, channel) -> tensors in order.

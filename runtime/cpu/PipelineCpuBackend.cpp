@@ -2,6 +2,8 @@
 
 #include "runtime/cpu/PipelineCpuBackend.h"
 
+#include "ir/KilnAttrs.h"
+#include "ir/KilnDialect.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/Parallel.h"
 
@@ -36,7 +38,7 @@ llvm::Expected<PipelineSchedule> PipelineSchedule::of(mlir::ModuleOp module) {
   auto name = dict.getAs<mlir::StringAttr>("schedule");
   auto actions = dict.getAs<mlir::ArrayAttr>("actions");
   if (!stages || !micro || !name || !actions || stages.getInt() < 2 || micro.getInt() < 1 ||
-      static_cast<int64_t>(actions.size()) != stages.getInt())
+      micro.getInt() > (1 << 20) || static_cast<int64_t>(actions.size()) != stages.getInt())
     return bad("needs stages >= 2, microbatches >= 1, schedule and one action list per stage");
   p.stages = stages.getInt();
   p.microbatches = micro.getInt();
@@ -65,6 +67,46 @@ llvm::Expected<PipelineSchedule> PipelineSchedule::of(mlir::ModuleOp module) {
     if (static_cast<int64_t>(mine.size()) != 2 * p.microbatches)
       return bad("stage " + llvm::Twine(p.actions.size() - 1) +
                  " must run every micro-batch's forward and backward once");
+  }
+  // Every stage runs the micro-batches' forwards in one order and their
+  // backwards in one order (a channel carries them in the order sent), and
+  // the schedule can run: a forward waits for the previous stage's, a
+  // backward for the next stage's and its own forward.
+  auto order = [](const std::vector<std::pair<char, int64_t>> &a, char kind) {
+    std::vector<int64_t> o;
+    for (auto [k, i] : a)
+      if (k == kind)
+        o.push_back(i);
+    return o;
+  };
+  for (size_t s = 1; s < p.actions.size(); ++s)
+    for (char kind : {'F', 'B'})
+      if (order(p.actions[s], kind) != order(p.actions[0], kind))
+        return bad(llvm::Twine("stage ") + llvm::Twine(s) + " runs the " +
+                   (kind == 'F' ? "forwards" : "backwards") + " in another order than stage 0");
+  {
+    const int64_t n = p.stages, m = p.microbatches;
+    std::vector<std::vector<char>> doneF(n, std::vector<char>(m, 0)), doneB = doneF;
+    std::vector<size_t> next(n, 0);
+    for (bool progress = true; progress;) {
+      progress = false;
+      for (int64_t s = 0; s < n; ++s)
+        while (next[s] < p.actions[s].size()) {
+          auto [kind, k] = p.actions[s][next[s]];
+          bool ready = kind == 'F' ? s == 0 || doneF[s - 1][k]
+                                   : doneF[s][k] && (s + 1 == n || doneB[s + 1][k]);
+          if (!ready)
+            break;
+          (kind == 'F' ? doneF : doneB)[s][k] = 1;
+          ++next[s];
+          progress = true;
+        }
+    }
+    for (int64_t s = 0; s < n; ++s)
+      if (next[s] < p.actions[s].size())
+        return bad("the schedule cannot run: stage " + llvm::Twine(s) + " waits forever at " +
+                   llvm::Twine(p.actions[s][next[s]].first) +
+                   llvm::Twine(p.actions[s][next[s]].second));
   }
   if (auto blocks = dict.getAs<mlir::ArrayAttr>("blocks"))
     for (mlir::Attribute b : blocks)
@@ -97,16 +139,32 @@ llvm::Error PipelineCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
     for (llvm::StringRef what : {"forward", "backward", "apply"})
       if (!module.lookupSymbol<mlir::func::FuncOp>(stageFunction(s, what)))
         return error("the pipelined module has no @" + stageFunction(s, what));
-  mesh_ = std::make_unique<ThreadMesh>(MeshAxes{{"pp", schedule_.stages}});
+  // The mesh: pp, then the axes the step was partitioned over (dp, tp).
+  auto layout = MeshLayout::of(module);
+  if (!layout)
+    return layout.takeError();
+  layout_ = std::move(*layout);
+  if (layout_->axisSize("pp") != schedule_.stages)
+    return error("the module's mesh (" + describeMesh(layout_->axes()) +
+                 ") does not have its pipeline's " + llvm::Twine(schedule_.stages) +
+                 " stages along pp");
+  mesh_ = std::make_unique<ThreadMesh>(layout_->axes());
   ranks_.clear();
-  // Every stage initializes the whole state from the same seed (the same
+  // Every rank initializes the whole state from the same seed (the same
   // values as one device) and keeps using its own part.
-  for (int64_t s = 0; s < schedule_.stages; ++s) {
+  for (int64_t r = 0; r < mesh_->numRanks(); ++r) {
     ranks_.push_back(std::make_unique<CpuBackend>());
     if (llvm::Error err = ranks_.back()->load(module, seed))
       return err;
   }
-  specs_ = ranks_[0]->stateSpecs();
+  specs_ = layout_->globalSpecs(ranks_[0]->stateSpecs());
+  if (layout_->hasSplitState()) {
+    auto whole = MeshLayout::initialState(specs_, seed);
+    if (!whole)
+      return whole.takeError();
+    if (llvm::Error err = setState(*whole))
+      return err;
+  }
   // Who updates what: the stage whose functions write a state in place.
   owner_.clear();
   for (int64_t s = 0; s < schedule_.stages; ++s)
@@ -131,22 +189,75 @@ llvm::Expected<int64_t> PipelineCpuBackend::memoryNeeded(mlir::ModuleOp module) 
   auto bytes = one.memoryNeeded(module);
   if (!bytes)
     return bytes.takeError();
-  return *bytes * std::max<int64_t>(schedule->stages, 1);
+  auto mesh = module->getAttrOfType<MeshAttr>(KilnDialect::kMeshAttrName);
+  return *bytes * (mesh ? mesh.getNumRanks() : std::max<int64_t>(schedule->stages, 1));
 }
 
 llvm::Expected<TensorMap> PipelineCpuBackend::run(llvm::StringRef fn, const TensorMap &inputs) {
   if (fn == "train_step")
     return step(inputs);
+  const MeshLayout::Function *l = layout_->function(fn);
+  if (!l)
+    return error("the compiled module has no function @" + fn);
   if (stale_) {
-    // Stage 0 evaluates with every stage's current parameters.
+    // The first stage's ranks evaluate with every stage's current
+    // parameters (their parts of them).
     auto current = gather(true);
     if (!current)
       return current.takeError();
-    if (llvm::Error err = ranks_[0]->setState(*current))
-      return std::move(err);
+    for (int64_t r = 0; r < static_cast<int64_t>(ranks_.size()); ++r) {
+      if (stageOf(r) != 0)
+        continue;
+      auto mine = layout_->partsFor(*current, specs_, r);
+      if (!mine)
+        return mine.takeError();
+      if (llvm::Error err = ranks_[static_cast<size_t>(r)]->setState(*mine))
+        return std::move(err);
+    }
     stale_ = false;
   }
-  return ranks_[0]->run(fn, inputs);
+  if (!l->partitioned)
+    return ranks_[0]->run(fn, inputs);
+  // Partitioned over dp/tp: the first stage's ranks run it together.
+  std::vector<TensorMap> outputs(ranks_.size());
+  llvm::Error err = mesh_->run([&](int64_t r, Collectives &collectives) -> llvm::Error {
+    if (stageOf(r) != 0)
+      return llvm::Error::success();
+    CpuBackend &rank = *ranks_[static_cast<size_t>(r)];
+    rank.setCollectives(&collectives);
+    auto out = rank.run(fn, localInputs(inputs, fn, r));
+    rank.setCollectives(nullptr);
+    if (!out)
+      return out.takeError();
+    outputs[static_cast<size_t>(r)] = std::move(*out);
+    return llvm::Error::success();
+  });
+  if (err)
+    return std::move(err);
+  return std::move(outputs[0]);
+}
+
+int64_t PipelineCpuBackend::stageOf(int64_t rank) const { return layout_->coordinate(rank, "pp"); }
+
+bool PipelineCpuBackend::leads(int64_t rank) const {
+  for (const auto &[axis, size] : layout_->axes())
+    if (axis != "pp" && layout_->coordinate(rank, axis) != 0)
+      return false;
+  return true;
+}
+
+TensorMap PipelineCpuBackend::localInputs(const TensorMap &inputs, llvm::StringRef fn,
+                                          int64_t rank) const {
+  const MeshLayout::Function *l = layout_->function(fn);
+  TensorMap mine;
+  for (const auto &[name, t] : inputs) {
+    const DimAxes *axes = nullptr;
+    if (l)
+      if (auto it = l->inputs.find(name); it != l->inputs.end())
+        axes = &it->second;
+    mine[name] = axes && isSplit(*axes) ? layout_->partOf(t, *axes, rank) : t;
+  }
+  return mine;
 }
 
 llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {
@@ -166,17 +277,21 @@ llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {
   // Per stage and micro-batch: the forward's outputs (loss, metrics).
   std::vector<std::vector<TensorMap>> outputs(static_cast<size_t>(p),
                                               std::vector<TensorMap>(static_cast<size_t>(m)));
-  std::vector<TensorMap> applied(static_cast<size_t>(p));
+  TensorMap applied;
   stale_ = true;
-  // Each stage's busy seconds and when its last backward ended.
-  std::vector<double> busy(static_cast<size_t>(p), 0.0), end(busy);
+  // Each rank's busy seconds and when its last backward ended.
+  std::vector<double> busy(ranks_.size(), 0.0), end(busy), waited(busy);
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
-  auto since = [&](Clock::time_point t) { return std::chrono::duration<double>(t - start).count(); };
-  llvm::Error err = mesh_->run([&](int64_t s, Collectives &collectives) -> llvm::Error {
-    CpuBackend &rank = *ranks_[static_cast<size_t>(s)];
+  auto since = [&](Clock::time_point t) {
+    return std::chrono::duration<double>(t - start).count();
+  };
+  llvm::Error err = mesh_->run([&](int64_t r, Collectives &collectives) -> llvm::Error {
+    const int64_t s = stageOf(r);
+    const bool leader = leads(r);
+    CpuBackend &rank = *ranks_[static_cast<size_t>(r)];
     rank.setCollectives(&collectives);
-    InlineScope oneCore; // each stage computes on its own thread only
+    InlineScope oneCore;                // each rank computes on its own thread only
     std::map<int64_t, TensorMap> saved; // micro-batch -> what its backward reads
     auto fail = [&](llvm::Error e, char kind, int64_t k) {
       rank.setCollectives(nullptr);
@@ -184,36 +299,44 @@ llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {
                                  kind == 'F' ? "forward" : "backward", k,
                                  llvm::toString(std::move(e))));
     };
+    const std::string forward = stageFunction(s, "forward"),
+                      backward = stageFunction(s, "backward"), apply = stageFunction(s, "apply");
     for (auto [kind, k] : schedule_.actions[static_cast<size_t>(s)]) {
-      TensorMap in = micro[static_cast<size_t>(k)];
+      TensorMap in =
+          localInputs(micro[static_cast<size_t>(k)], kind == 'F' ? forward : backward, r);
       const auto began = Clock::now();
       auto timed = llvm::make_scope_exit([&] {
-        busy[static_cast<size_t>(s)] += since(Clock::now()) - since(began);
-        end[static_cast<size_t>(s)] = since(Clock::now());
+        busy[static_cast<size_t>(r)] += since(Clock::now()) - since(began);
+        end[static_cast<size_t>(r)] = since(Clock::now());
       });
       if (kind == 'F') {
-        auto out = rank.run(stageFunction(s, "forward"), in);
+        auto out = rank.run(forward, in);
         if (!out)
           return fail(out.takeError(), kind, k);
-        for (auto &[name, t] : *out)
-          (llvm::StringRef(name).starts_with("saved.")
-               ? saved[k][name]
-               : outputs[static_cast<size_t>(s)][static_cast<size_t>(k)][name]) = std::move(t);
+        for (auto &[name, t] : *out) {
+          if (llvm::StringRef(name).starts_with("saved."))
+            saved[k][name] = std::move(t);
+          else if (leader) // the loss and metrics are alike on a stage's ranks
+            outputs[static_cast<size_t>(s)][static_cast<size_t>(k)][name] = std::move(t);
+        }
         continue;
       }
       for (auto &[name, t] : saved[k])
         in[name] = std::move(t);
       saved.erase(k);
-      auto out = rank.run(stageFunction(s, "backward"), in);
+      auto out = rank.run(backward, in);
       if (!out)
         return fail(out.takeError(), kind, k);
     }
-    auto out = rank.run(stageFunction(s, "apply"), micro[0]);
+    // The waits of the forwards and backwards (not the apply's).
+    waited[static_cast<size_t>(r)] = mesh_->recvWaitSeconds(r);
+    auto out = rank.run(apply, localInputs(micro[0], apply, r));
     rank.setCollectives(nullptr);
     if (!out)
       return error(
           llvm::formatv("stage {0}, the optimizer step: {1}", s, llvm::toString(out.takeError())));
-    applied[static_cast<size_t>(s)] = std::move(*out);
+    if (r == 0)
+      applied = std::move(*out);
     return llvm::Error::success();
   });
   if (err)
@@ -221,14 +344,16 @@ llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {
   if (++steps_ > 1) {
     ++timedSteps_;
     // Waiting for another stage's message is idle time, not work (the
-    // apply's all_reduce is outside the actions timed).
-    for (int64_t s = 0; s < p; ++s)
-      busySeconds_ += busy[static_cast<size_t>(s)] - mesh_->recvWaitSeconds(s);
+    // apply's all_reduce is outside the actions timed). Per stage: its
+    // first rank's (a stage's ranks work alike).
+    for (int64_t r = 0; r < static_cast<int64_t>(ranks_.size()); ++r)
+      if (leads(r))
+        busySeconds_ += busy[static_cast<size_t>(r)] - waited[static_cast<size_t>(r)];
     spanSeconds_ += *std::max_element(end.begin(), end.end());
   }
   // The loss and metrics: the micro-batches' mean, from the stage that
   // computed each; the optimizer's outputs are every stage's alike.
-  TensorMap result = applied[0];
+  TensorMap result = applied;
   std::map<std::string, std::pair<double, DType>> sums;
   for (const auto &stage : outputs)
     for (const TensorMap &out : stage)
@@ -255,16 +380,35 @@ llvm::Expected<NamedTensors> PipelineCpuBackend::gather(bool params) {
   NamedTensors out = each[0];
   for (auto [i, named] : llvm::enumerate(out)) {
     auto it = owner_.find(named.first);
-    if (it != owner_.end() && it->second != 0)
-      named.second = each[static_cast<size_t>(it->second)][i].second;
+    int64_t stage = it == owner_.end() ? 0 : it->second;
+    const DimAxes *axes = layout_->stateAxes(named.first);
+    if (!axes) {
+      // Whole on every rank of its stage: its first rank's.
+      for (int64_t r = 0; r < static_cast<int64_t>(ranks_.size()); ++r)
+        if (stageOf(r) == stage) {
+          named.second = each[static_cast<size_t>(r)][i].second;
+          break;
+        }
+      continue;
+    }
+    // Split over the stage's ranks (ZeRO, tensor parallelism).
+    HostTensor whole(named.second.dtype(), layout_->globalShape(named.second.shape(), *axes));
+    for (int64_t r = 0; r < static_cast<int64_t>(ranks_.size()); ++r)
+      if (stageOf(r) == stage)
+        layout_->place(whole, each[static_cast<size_t>(r)][i].second, *axes, r);
+    named.second = std::move(whole);
   }
   return out;
 }
 
 llvm::Error PipelineCpuBackend::setState(const NamedTensors &tensors) {
-  for (auto &rank : ranks_)
-    if (llvm::Error err = rank->setState(tensors))
+  for (int64_t r = 0; r < static_cast<int64_t>(ranks_.size()); ++r) {
+    auto mine = layout_->partsFor(tensors, specs_, r);
+    if (!mine)
+      return mine.takeError();
+    if (llvm::Error err = ranks_[static_cast<size_t>(r)]->setState(*mine))
       return err;
+  }
   return llvm::Error::success();
 }
 
@@ -289,9 +433,12 @@ std::string PipelineCpuBackend::describe() const {
   std::string stages;
   for (size_t s = 0; s < schedule_.blocks.size(); ++s)
     stages += llvm::formatv("\n  stage {0}: {1}", s, schedule_.blocks[s]).str();
-  return llvm::formatv("cpu: {0} pipeline stages as threads of this process, {1} micro-batches "
-                       "per step, schedule {2}{3}",
-                       schedule_.stages, schedule_.microbatches, schedule_.name, stages)
+  std::string mesh = ranks_.size() > static_cast<size_t>(schedule_.stages)
+                         ? " (mesh " + describeMesh(layout_->axes()) + ")"
+                         : "";
+  return llvm::formatv("cpu: {0} pipeline stages as threads of this process{4}, {1} "
+                       "micro-batches per step, schedule {2}{3}",
+                       schedule_.stages, schedule_.microbatches, schedule_.name, stages, mesh)
       .str();
 }
 

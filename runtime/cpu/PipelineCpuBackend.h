@@ -16,11 +16,13 @@
 #ifndef KILN_RUNTIME_CPU_PIPELINECPUBACKEND_H
 #define KILN_RUNTIME_CPU_PIPELINECPUBACKEND_H
 
+#include "runtime/MeshLayout.h"
 #include "runtime/cpu/Collectives.h"
 #include "runtime/cpu/CpuBackend.h"
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,8 +66,15 @@ public:
 
 private:
   llvm::Expected<TensorMap> step(const TensorMap &inputs);
-  /// Each state from the stage that updates it.
+  /// Each state from the stage that updates it (whole: gathered from the
+  /// stage's ranks when split over them).
   llvm::Expected<NamedTensors> gather(bool params);
+  int64_t stageOf(int64_t rank) const;
+  /// Whether `rank` is its stage's first (coordinate 0 on every other axis).
+  bool leads(int64_t rank) const;
+  /// `inputs` as rank `rank` takes them in `fn`: split ones, its part.
+  TensorMap localInputs(const TensorMap &inputs, llvm::StringRef fn, int64_t rank) const;
+  std::optional<MeshLayout> layout_;
   PipelineSchedule schedule_;
   std::unique_ptr<ThreadMesh> mesh_;
   std::vector<std::unique_ptr<CpuBackend>> ranks_;

@@ -126,7 +126,7 @@ int runEstimate() {
   const double L = m.n_layer, d = m.n_embd, a = m.n_head, V = m.paddedVocab();
   const double T = config->seqLen(), b = config->train.batch_size;
   const double flopsPerToken = models::trainingFlopsPerToken(m, config->seqLen());
-  const double tokensPerStep = b * T * config->train.accumulate_steps * dp;
+  const double tokensPerStep = b * T * config->microbatches() * dp;
   const bool mixed = config->train.precision != "f32";
 
   outs() << formatv("kiln estimate: {0} — {1} layers, {2} heads, width {3}, vocab {4} (padded "

@@ -2,7 +2,8 @@
 //
 // The tiny GPT-2 (tied embeddings) and Llama (untied head) training steps in
 // f64, compiled once with gradient accumulation over m micro-batches on one
-// device and once cut by kiln-pipeline into pp stages, each run on the CPU:
+// device and once cut by kiln-pipeline into pp stages (each alone, or a
+// dp x tp mesh of ranks with ZeRO), run on the CPU:
 // the one device runs @accumulate_step m times and @apply_step; the
 // pipeline runs its stages on a ThreadMesh in the schedule's order, the
 // activations and gradients crossing by kiln.send/kiln.recv. Over three
@@ -92,6 +93,8 @@ struct PipelineCase {
   const char *schedule = "1f1b";
   const char *recompute = "none";
   const char *cuts = "";
+  /// The partitioned step's mesh inside each stage.
+  int64_t dp = 1, tp = 1, zero = 0;
 };
 
 /// Compiles `toml` in f64 with `set` applied, or fails the test.
@@ -129,6 +132,9 @@ void expectPipelineMatches(const PipelineCase &c) {
     r.parallel.microbatches = m;
     r.parallel.schedule = c.schedule;
     r.parallel.pipeline_cuts = c.cuts;
+    r.parallel.dp = c.dp;
+    r.parallel.tp = c.tp;
+    r.parallel.zero = c.zero;
     r.train.recompute = c.recompute;
   });
   ASSERT_TRUE(one && piped);
@@ -213,6 +219,12 @@ TEST(Pipeline, UserCutsEqualAccumulation) {
 TEST(Pipeline, LlamaUntiedHeadEqualsAccumulation) {
   expectPipelineMatches({.toml = kTinyLlama, .stages = 4, .microbatches = 4});
 }
+TEST(Pipeline, StagesOfDataParallelRanksEqualAccumulation) {
+  expectPipelineMatches({.stages = 2, .microbatches = 2, .dp = 2});
+}
+TEST(Pipeline, StagesOfZeroThreeTensorParallelRanksEqualAccumulation) {
+  expectPipelineMatches({.stages = 2, .microbatches = 2, .dp = 2, .tp = 2, .zero = 3});
+}
 TEST(Pipeline, RecomputedBlocksEqualAccumulation) {
   expectPipelineMatches({.stages = 2, .microbatches = 4, .recompute = "full"});
 }
@@ -260,6 +272,40 @@ TEST(Pipeline, PredictedBubbleFollowsTheFormulaForEqualStages) {
   EXPECT_EQ(r.perStage[0].inFlight, 2);
   EXPECT_EQ(r.perStage[1].inFlight, 1);
   EXPECT_GT(r.perStage[0].savedBytes, 0);
+}
+
+} // namespace
+
+namespace {
+
+/// A schedule from a module's attribute is checked before any stage runs:
+/// one that would hang or pair a micro-batch's saved values with another's
+/// gradient is refused, naming why.
+TEST(Pipeline, SchedulesThatCannotRunAreRefused) {
+  auto ctx = test::makeContext();
+  auto of = [&](const std::string &actions) {
+    auto module = test::parse(*ctx, "module attributes {kiln.pipeline = {stages = 2 : i64, "
+                                    "microbatches = 2 : i64, schedule = \"1f1b\", actions = " +
+                                        actions + "}} {}");
+    EXPECT_TRUE(module);
+    auto s = cpu::PipelineSchedule::of(*module);
+    return s ? std::string("ok") : llvm::toString(s.takeError());
+  };
+  EXPECT_EQ(of(R"([["F0", "F1", "B0", "B1"], ["F0", "B0", "F1", "B1"]])"), "ok");
+  // Stage 0 waits for B0 before its F1; stage 1 for F1 before its B0.
+  EXPECT_NE(of(R"([["F0", "B0", "F1", "B1"], ["F0", "F1", "B0", "B1"]])")
+                .find("the schedule cannot run: stage 0 waits forever at B0"),
+            std::string::npos);
+  // Backwards in another order: the gradients' channel would pair them
+  // with the wrong micro-batch.
+  EXPECT_NE(of(R"([["F0", "F1", "B1", "B0"], ["F0", "F1", "B0", "B1"]])")
+                .find("stage 1 runs the backwards in another order than stage 0"),
+            std::string::npos);
+  EXPECT_NE(of(R"([["F0", "F1", "B0"], ["F0", "F1", "B0", "B1"]])")
+                .find("must run every micro-batch's forward and backward once"),
+            std::string::npos);
+  EXPECT_NE(of(R"([["F0", "F7", "B0", "B1"], ["F0", "F1", "B0", "B1"]])").find("F<k> or B<k>"),
+            std::string::npos);
 }
 
 } // namespace
