@@ -505,6 +505,15 @@ llvm::Error TrainingRun::openData() {
 }
 
 std::string TrainingRun::batchAdvice(const OutOfMemoryError &oom) {
+  if (config_.parallel.pp > 1)
+    return llvm::formatv("; with parallel.pp = {0} every stage's thread holds the model's state, "
+                         "and each keeps the activations of the micro-batches in flight{1}: "
+                         "fewer stages or micro-batches, or a smaller train.batch_size, need less",
+                         config_.parallel.pp,
+                         config_.parallel.schedule == "gpipe"
+                             ? " (all parallel.microbatches under gpipe; 1f1b keeps at most pp)"
+                             : "")
+        .str();
   auto neededAt = [&](int64_t batch) -> std::optional<int64_t> {
     RunConfig c = config_;
     c.train.batch_size = batch;

@@ -17,8 +17,14 @@ llvm::Error error(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
 }
 
-/// Bytes a new allocation can take without swapping: MemAvailable, capped
-/// by the cgroup's limit when one is set; nullopt when neither is known.
+
+int64_t saturatingAdd(int64_t a, int64_t b) {
+  int64_t sum;
+  return llvm::AddOverflow(a, b, sum) ? std::numeric_limits<int64_t>::max() : sum;
+}
+
+} // namespace
+
 std::optional<int64_t> availableHostMemory() {
   std::optional<int64_t> available;
   if (auto meminfo = llvm::MemoryBuffer::getFileAsStream("/proc/meminfo")) {
@@ -46,13 +52,6 @@ std::optional<int64_t> availableHostMemory() {
   }
   return available;
 }
-
-int64_t saturatingAdd(int64_t a, int64_t b) {
-  int64_t sum;
-  return llvm::AddOverflow(a, b, sum) ? std::numeric_limits<int64_t>::max() : sum;
-}
-
-} // namespace
 
 llvm::Expected<int64_t> CpuBackend::memoryNeeded(mlir::ModuleOp module) {
   auto specs = stateSpecsOf(module);

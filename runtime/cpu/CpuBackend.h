@@ -7,8 +7,13 @@
 #include "runtime/cpu/Interpreter.h"
 
 #include <memory>
+#include <optional>
 
 namespace kiln::cpu {
+
+/// Bytes a new allocation can take without swapping: MemAvailable, capped
+/// by the cgroup's limit when one is set; nullopt when neither is known.
+std::optional<int64_t> availableHostMemory();
 
 class CpuBackend final : public Backend {
 public:

@@ -148,6 +148,13 @@ llvm::Error PipelineCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
     return error("the module's mesh (" + describeMesh(layout_->axes()) +
                  ") does not have its pipeline's " + llvm::Twine(schedule_.stages) +
                  " stages along pp");
+  // Every rank's copy of the state and the activations the schedule
+  // keeps, checked before anything is allocated.
+  auto needed = memoryNeeded(module);
+  if (!needed)
+    return needed.takeError();
+  if (auto available = availableHostMemory(); available && *needed > *available)
+    return llvm::make_error<OutOfMemoryError>("host memory", *needed, *available);
   mesh_ = std::make_unique<ThreadMesh>(layout_->axes());
   ranks_.clear();
   // Every rank initializes the whole state from the same seed (the same
@@ -190,7 +197,26 @@ llvm::Expected<int64_t> PipelineCpuBackend::memoryNeeded(mlir::ModuleOp module) 
   if (!bytes)
     return bytes.takeError();
   auto mesh = module->getAttrOfType<MeshAttr>(KilnDialect::kMeshAttrName);
-  return *bytes * (mesh ? mesh.getNumRanks() : std::max<int64_t>(schedule->stages, 1));
+  int64_t ranks = mesh ? mesh.getNumRanks() : std::max<int64_t>(schedule->stages, 1);
+  // Plus what each rank keeps for the backwards of the micro-batches in
+  // flight (the forward's saved.N results, as many times as the schedule
+  // keeps them).
+  int64_t perStageRanks = ranks / std::max<int64_t>(schedule->stages, 1), kept = 0;
+  std::vector<int64_t> inFlight = schedule->inFlight();
+  for (int64_t s = 0; s < schedule->stages; ++s) {
+    auto fwd = module.lookupSymbol<mlir::func::FuncOp>(stageFunction(s, "forward"));
+    if (!fwd)
+      continue;
+    auto binding = FunctionBinding::of(fwd);
+    if (!binding)
+      return binding.takeError();
+    for (auto [i, r] : llvm::enumerate(binding->results))
+      if (llvm::StringRef(r.output).starts_with("saved."))
+        if (auto t = mlir::dyn_cast<mlir::RankedTensorType>(fwd.getResultTypes()[i]))
+          kept += t.getNumElements() * std::max<int64_t>(t.getElementTypeBitWidth() / 8, 1) *
+                  inFlight[static_cast<size_t>(s)] * perStageRanks;
+  }
+  return *bytes * ranks + kept;
 }
 
 llvm::Expected<TensorMap> PipelineCpuBackend::run(llvm::StringRef fn, const TensorMap &inputs) {

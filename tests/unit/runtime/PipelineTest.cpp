@@ -309,3 +309,41 @@ TEST(Pipeline, SchedulesThatCannotRunAreRefused) {
 }
 
 } // namespace
+
+namespace {
+
+/// The memory a pipelined run asks for before loading counts every rank's
+/// state and the activations the schedule keeps: GPipe keeps all m
+/// micro-batches per stage, 1F1B at most p, so GPipe needs more by exactly
+/// the difference in kept forward results.
+TEST(Pipeline, MemoryCountsTheMicroBatchesInFlight) {
+  auto ctx = test::makeContext();
+  auto needed = [&](const char *schedule) -> int64_t {
+    auto module = compile(*ctx, kTiny, [&](RunConfig &r) {
+      r.parallel.pp = 2;
+      r.parallel.microbatches = 8;
+      r.parallel.schedule = schedule;
+    });
+    EXPECT_TRUE(module);
+    if (!module)
+      return 0;
+    cpu::PipelineCpuBackend backend;
+    auto bytes = backend.memoryNeeded(*module);
+    EXPECT_TRUE(static_cast<bool>(bytes));
+    return bytes ? *bytes : 0;
+  };
+  auto report = [&]() {
+    auto module = compile(*ctx, kTiny, [&](RunConfig &r) {
+      r.parallel.pp = 2;
+      r.parallel.microbatches = 8;
+    });
+    return tooling::reportPipeline(*module);
+  }();
+  int64_t gpipe = needed("gpipe"), oneF = needed("1f1b");
+  // Stage 0 keeps 8 instead of 2, stage 1 keeps 8 instead of 1.
+  EXPECT_EQ(gpipe - oneF,
+            report.perStage[0].savedBytes * (8 - 2) + report.perStage[1].savedBytes * (8 - 1));
+  EXPECT_GT(report.perStage[0].savedBytes, 0);
+}
+
+} // namespace
