@@ -574,7 +574,9 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     Value scaled = MulOp::create(b, op->getLoc(), type, mean, scale);
     mean.replaceAllUsesExcept(scaled, scaled.getDefiningOp());
     scaledMeans_[scaled.getDefiningOp()] = op;
-    layout_[scaled] = layout_[mean];
+    // A copy first: inserting `scaled` may grow the map and move `mean`'s entry.
+    ShardingAttr meanLayout = layout_.lookup(mean);
+    layout_[scaled] = meanLayout;
     return success();
   }
 };

@@ -383,7 +383,7 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
         // A copy of an op made of constants and inputs stays such: each
         // stage that reads it makes its own.
         if (blockOfOp_.count(copyOf[&op]))
-          blockOfOp_[&op] = blockOfOp_[copyOf[&op]];
+          blockOfOp_[&op] = blockOfOp_.lookup(copyOf[&op]); // a copy: [] may grow the map
         else if (latest)
           blockOfOp_[&op] = *latest;
         continue;
