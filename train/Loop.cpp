@@ -814,27 +814,21 @@ llvm::Expected<StepResult> TrainingRun::step(double lr) {
       addMetrics(*micro, 1.0 / static_cast<double>(K_));
     }
     result = backend_->run("apply_step", {{"lr", lrT}, {"step", stepT}});
-  } else if (K_ > 1) {
-    // A pipeline: every micro-batch in one call, rows one after another.
-    std::vector<TensorMap> parts;
-    for (int64_t k = 0; k < K_; ++k)
-      parts.push_back(batch());
-    TensorMap inputs;
-    for (const auto &[name, first] : parts[0]) {
-      std::vector<cpu::HostTensor> rows;
-      for (const TensorMap &part : parts)
-        rows.push_back(part.at(name));
-      inputs[name] = cpu::kernels::concat(rows, 0);
-    }
-    inputs["lr"] = lrT;
-    inputs["step"] = stepT;
-    result = backend_->run("train_step", inputs);
-    if (result) {
-      r.loss = result->at("loss").get(0);
-      addMetrics(*result, 1.0);
-    }
   } else {
+    // One call: the batch, or a pipeline's every micro-batch, rows one
+    // after another.
     TensorMap inputs = batch();
+    if (K_ > 1) {
+      std::vector<TensorMap> parts{std::move(inputs)};
+      for (int64_t k = 1; k < K_; ++k)
+        parts.push_back(batch());
+      for (const auto &[name, first] : parts[0]) {
+        std::vector<cpu::HostTensor> rows;
+        for (const TensorMap &part : parts)
+          rows.push_back(part.at(name));
+        inputs[name] = cpu::kernels::concat(rows, 0);
+      }
+    }
     inputs["lr"] = lrT;
     inputs["step"] = stepT;
     result = backend_->run("train_step", inputs);

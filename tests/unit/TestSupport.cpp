@@ -8,9 +8,21 @@
 #include "mlir/Parser/Parser.h"
 #include "gtest/gtest.h"
 
+#include <algorithm>
+#include <cmath>
+
 using namespace mlir;
 
 namespace kiln::test {
+
+double worstRelative(const cpu::HostTensor &a, const cpu::HostTensor &b) {
+  double worst = 0, scale = 1e-30;
+  for (int64_t i = 0; i < a.numel(); ++i)
+    scale = std::max(scale, std::fabs(a.get(i)));
+  for (int64_t i = 0; i < a.numel(); ++i)
+    worst = std::max(worst, std::fabs(a.get(i) - b.get(i)) / scale);
+  return worst;
+}
 
 cpu::HostTensor scalarTensor(double v) {
   cpu::HostTensor t(cpu::DType::F32, {});

@@ -28,6 +28,10 @@ std::string parseErrors(mlir::MLIRContext &ctx, const std::string &source);
 /// A rank-0 f32 tensor holding `v` (a step input such as lr).
 cpu::HostTensor scalarTensor(double v);
 
+/// The largest |a - b| over the largest |a| (1e-30 at least): the
+/// relative difference the mesh and pipeline tests bound.
+double worstRelative(const cpu::HostTensor &a, const cpu::HostTensor &b);
+
 /// A [b, t] i32 batch of token ids uniform in [0, vocab).
 cpu::HostTensor randomTokens(Rng &rng, int64_t b, int64_t t, int64_t vocab);
 

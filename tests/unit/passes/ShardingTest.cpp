@@ -124,15 +124,6 @@ cpu::HostTensor partFor(const cpu::HostTensor &t, ShardingAttr s, int64_t rank,
   return part;
 }
 
-double worstRelative(const cpu::HostTensor &a, const cpu::HostTensor &b) {
-  double worst = 0, scale = 1e-30;
-  for (int64_t i = 0; i < a.numel(); ++i)
-    scale = std::max(scale, std::fabs(a.get(i)));
-  for (int64_t i = 0; i < a.numel(); ++i)
-    worst = std::max(worst, std::fabs(a.get(i) - b.get(i)) / scale);
-  return worst;
-}
-
 /// A mesh and how the step uses it.
 struct MeshCase {
   int64_t dp = 1, tp = 1, zero = 0;
@@ -330,7 +321,7 @@ void expectPartitionedMatches(const MeshCase &m) {
           (*expected)[i], step.getResultAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName),
           rank, mesh);
       ASSERT_EQ(want.shape(), outputs[rank][i].shape()) << "result #" << i;
-      EXPECT_LE(worstRelative(want, outputs[rank][i]), 1e-10) << "rank " << rank << ", result #" << i;
+      EXPECT_LE(test::worstRelative(want, outputs[rank][i]), 1e-10) << "rank " << rank << ", result #" << i;
     }
   }
 }

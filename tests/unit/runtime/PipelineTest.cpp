@@ -72,21 +72,6 @@ grad_clip = 0.5
 fuse = false
 )";
 
-double worstRelative(const cpu::HostTensor &a, const cpu::HostTensor &b) {
-  double worst = 0, scale = 1e-30;
-  for (int64_t i = 0; i < a.numel(); ++i)
-    scale = std::max(scale, std::fabs(a.get(i)));
-  for (int64_t i = 0; i < a.numel(); ++i)
-    worst = std::max(worst, std::fabs(a.get(i) - b.get(i)) / scale);
-  return worst;
-}
-
-cpu::HostTensor scalar(double v) {
-  cpu::HostTensor t(cpu::DType::F32, {});
-  t.set(0, v);
-  return t;
-}
-
 struct PipelineCase {
   const char *toml = kTiny;
   int64_t stages = 2, microbatches = 4;
@@ -175,12 +160,12 @@ void expectPipelineMatches(const PipelineCase &c) {
       ASSERT_TRUE(static_cast<bool>(out)) << llvm::toString(out.takeError());
       loss += out->at("loss").get(0) / static_cast<double>(m);
     }
-    auto applied = single.run("apply_step", {{"lr", scalar(1e-2)}, {"step", scalar(step)}});
+    auto applied = single.run("apply_step", {{"lr", test::scalarTensor(1e-2)}, {"step", test::scalarTensor(step)}});
     ASSERT_TRUE(static_cast<bool>(applied)) << llvm::toString(applied.takeError());
     auto out = pipeline.run("train_step", {{"tokens", cpu::kernels::concat(tokens, 0)},
                                            {"targets", cpu::kernels::concat(targets, 0)},
-                                           {"lr", scalar(1e-2)},
-                                           {"step", scalar(step)}});
+                                           {"lr", test::scalarTensor(1e-2)},
+                                           {"step", test::scalarTensor(step)}});
     ASSERT_TRUE(static_cast<bool>(out)) << llvm::toString(out.takeError());
     EXPECT_NEAR(out->at("loss").get(0), loss, 1e-10 * std::fabs(loss)) << "step " << step;
     double norm = applied->at("grad_norm").get(0);
@@ -193,7 +178,7 @@ void expectPipelineMatches(const PipelineCase &c) {
     ASSERT_EQ(want->size(), got->size());
     for (size_t i = 0; i < want->size(); ++i) {
       ASSERT_EQ((*want)[i].first, (*got)[i].first);
-      EXPECT_LE(worstRelative((*want)[i].second, (*got)[i].second), 1e-10) << (*want)[i].first;
+      EXPECT_LE(test::worstRelative((*want)[i].second, (*got)[i].second), 1e-10) << (*want)[i].first;
     }
   }
   // Evaluation (@forward on stage 0) reads every stage's new parameters.
@@ -203,7 +188,7 @@ void expectPipelineMatches(const PipelineCase &c) {
   auto evalWant = single.run("forward", {{"tokens", x}, {"targets", x}});
   auto evalGot = pipeline.run("forward", {{"tokens", x}, {"targets", x}});
   ASSERT_TRUE(evalWant && evalGot);
-  EXPECT_LE(worstRelative(evalWant->begin()->second, evalGot->begin()->second), 1e-10);
+  EXPECT_LE(test::worstRelative(evalWant->begin()->second, evalGot->begin()->second), 1e-10);
 }
 
 TEST(Pipeline, TwoStagesOneFOneBEqualsAccumulation) { expectPipelineMatches({}); }
