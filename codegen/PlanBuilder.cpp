@@ -236,6 +236,29 @@ llvm::Error emitCollective(Emitter &e, Operation *op) {
   return llvm::Error::success();
 }
 
+/// A pipeline stage's kiln.send or kiln.recv: a Collective step of kind
+/// send (src: the operand) or recv (dst: the result).
+llvm::Error emitTransfer(Emitter &e, Operation *op) {
+  CollectiveDesc d;
+  d.kind = op->getName().stripDialect().str();
+  d.axis = op->getAttrOfType<mlir::StringAttr>("axis").getValue().str();
+  d.peer = op->getAttrOfType<mlir::IntegerAttr>("peer").getInt();
+  d.channel = op->getAttrOfType<mlir::IntegerAttr>("channel").getInt();
+  Value v = isa<SendOp>(op) ? op->getOperand(0) : op->getResult(0);
+  auto type = tensorOf(v);
+  auto dtype = cpu::dtypeOf(type.getElementType());
+  if (!dtype)
+    return error("codegen: " + Emitter::describe(op) + " carries an element type the GPU does not");
+  d.dtype = *dtype;
+  d.shape.assign(type.getShape().begin(), type.getShape().end());
+  d.resultShape = d.shape;
+  auto at = e.offsetOf(v);
+  if (!at)
+    return at.takeError();
+  e.collective(op, *at, *at, std::move(d));
+  return llvm::Error::success();
+}
+
 void Emitter::copy(Operation *op, int64_t dst, int64_t src, int64_t bytes) {
   PlanStep step;
   step.kind = PlanStep::Kind::Copy;
@@ -428,6 +451,8 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
         return err;
       return llvm::Error::success();
     }
+    if (isa<SendOp, RecvOp>(op))
+      return emitTransfer(e, &op);
     bool handled = false;
     for (auto emit : {emitMatmul, emitElementwise, emitDataMovement, emitReduction, emitComposite}) {
       auto done = emit(e, &op);
@@ -482,7 +507,7 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
       joins.push_back(static_cast<int64_t>(c.step));
       return true;
     });
-    if (isCollective(&op))
+    if (isCollective(&op) || isa<SendOp, RecvOp>(op))
       inFlight.push_back({before, std::move(touched)});
   }
 

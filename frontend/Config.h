@@ -286,6 +286,9 @@ struct ParallelConfig {
   /// The ranks of the SPMD mesh (kiln-partition's); pipeline stages are
   /// counted apart (pp).
   int64_t numRanks() const { return dp * tp; }
+  /// Every rank: the pipeline's stages times each stage's mesh (as many
+  /// processes on GPUs).
+  int64_t allRanks() const { return pp * dp * tp; }
   /// The mesh as kiln-propagate-sharding's option (`dp=2,tp=1`).
   std::string meshText() const {
     return "dp=" + std::to_string(dp) + ",tp=" + std::to_string(tp);

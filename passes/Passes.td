@@ -433,6 +433,42 @@ def PipelinePass : Pass<"kiln-pipeline", "mlir::ModuleOp"> {
   let dependentDialects = ["::kiln::KilnDialect", "::mlir::func::FuncDialect"];
 }
 
+def PipelineUnrollPass : Pass<"kiln-pipeline-unroll", "mlir::ModuleOp"> {
+  let summary = "Writes each pipeline stage's whole step as one function, for a device";
+  let description = [{
+    Works on what kiln-pipeline made (`kiln.pipeline` and the stage
+    functions). For each stage s (or only `stage`) it writes
+
+    - `@stage<s>_step`: the stage's forwards and backwards in its
+      schedule's order, then its apply, inlined into one function. A batch
+      input (one with rows) holds the micro-batches one after another and
+      each action takes its rows with `kiln.slice`; a forward's `saved.N`
+      values flow to the same micro-batch's backward as SSA values (so the
+      buffer plan holds exactly the micro-batches the schedule keeps in
+      flight); accumulators and states are threaded through in order and
+      returned in place. The loss and metrics are the micro-batches' mean,
+      summed over `pp` by `kiln.all_reduce` (zero on the stages that do
+      not compute them), so every rank returns them.
+    - `@stage<s>_eval`: one forward (evaluation), its outputs summed over
+      `pp` the same way.
+
+    In each action the receives come first and the sends last, each sorted
+    by peer and channel, so the step's transfers fall into runs with no
+    other op between them: the CUDA executor posts a run as one NCCL group.
+    NCCL's sends wait for their receives and carry no tag, so the pass
+    checks by simulating every stage's runs and `pp` collectives that the
+    step cannot deadlock and that each pair of stages sends and receives
+    its messages in one order; if not, it fails naming where the stages
+    wait. This is the form a device runs (one program, one CUDA graph per
+    rank and step); the CPU's pipeline runs the stage functions action by
+    action instead and times each.
+  }];
+  let options = [
+    Option<"stage", "stage", "int64_t", /*default=*/"-1", "The stage to write (-1: every stage)">,
+  ];
+  let dependentDialects = ["::kiln::KilnDialect", "::mlir::func::FuncDialect"];
+}
+
 def PropagateShardingPass : Pass<"kiln-propagate-sharding", "mlir::ModuleOp"> {
   let summary = "Spreads the argument shardings to every value through the ops' factor rules";
   let description = [{

@@ -119,6 +119,20 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
     return acc_.getArgAttrOfType<StringAttr>(arg.getArgNumber(), KilnDialect::kParamAttrName);
   }
 
+  /// The parameter `v` is a view of: the parameter itself, or a cast,
+  /// all_gather (ZeRO-3), reshape or transpose of one, or a chain of those.
+  StringAttr viewOf(Value v) {
+    while (true) {
+      if (StringAttr p = paramOf(v))
+        return p;
+      Operation *def = v.getDefiningOp();
+      if (!def || def->getNumOperands() != 1 || def->getNumResults() != 1 ||
+          !isa<CastOp, AllGatherOp, ReshapeOp, TransposeOp>(def))
+        return {};
+      v = def->getOperand(0);
+    }
+  }
+
   void runOnOperation() override {
     if (stages <= 1)
       return;
@@ -238,11 +252,13 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
     llvm::StringMap<bool> beforeBlocks;
     llvm::DenseSet<Value> dependsOnBlocks;
     for (Operation &op : body_->without_terminator()) {
-      if (!forward_.contains(&op))
+      // Views of a parameter (its cast, its all_gather) read it where
+      // their readers are.
+      if (!forward_.contains(&op) || (op.getNumResults() == 1 && viewOf(op.getResult(0))))
         continue;
       bool depends = false;
       for (Value v : op.getOperands()) {
-        StringAttr name = paramOf(v);
+        StringAttr name = viewOf(v);
         depends |= dependsOnBlocks.contains(v) || (name && !blockOfName(name.getValue()).empty());
         if (!name || blocks_.ofParam.count(name))
           continue;
@@ -257,13 +273,13 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
         blocks_.ofParam[name] = static_cast<int>(it - blocks_.names.begin());
       }
       for (Value v : op.getOperands()) {
-        StringAttr name = paramOf(v);
+        StringAttr name = viewOf(v);
         if (!name || !blockOfName(name.getValue()).empty())
           continue;
         bool othersDepend = false;
         for (Value o : op.getOperands())
           othersDepend |= o != v && (dependsOnBlocks.contains(o) ||
-                                     (paramOf(o) && !blockOfName(paramOf(o).getValue()).empty()));
+                                     (viewOf(o) && !blockOfName(viewOf(o).getValue()).empty()));
         beforeBlocks[name] = beforeBlocks.lookup(name) || !othersDepend;
       }
       if (depends)
@@ -281,7 +297,7 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
     // earlier ones. Forward ops first (a backward op reads them).
     auto blockOfOperand = [&](Value v, bool &gradient) -> std::optional<int> {
       gradient = false;
-      if (StringAttr name = paramOf(v)) {
+      if (StringAttr name = viewOf(v)) {
         auto it = blocks_.ofParam.find(name);
         return it == blocks_.ofParam.end() ? static_cast<int>(blocks_.size()) : it->second;
       }
@@ -293,6 +309,13 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
     };
     for (Operation &op : body_->without_terminator()) {
       if (!forward_.contains(&op))
+        continue;
+      // A view of a parameter (its bf16 cast, its ZeRO-3 all_gather) has no
+      // block: each stage that reads it makes its own from the parameter,
+      // as it does with what is made of constants, instead of receiving it
+      // (a tied embedding's cast would cross the pipeline every
+      // micro-batch, and its readers would look like one block's).
+      if (op.getNumResults() == 1 && viewOf(op.getResult(0)))
         continue;
       std::optional<int> latest;
       bool gradient;
@@ -310,7 +333,7 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
     for (Operation &op : body_->without_terminator())
       if (forward_.contains(&op) && blockOfOp_.count(&op))
         for (Value v : op.getOperands()) {
-          if (StringAttr name = paramOf(v))
+          if (StringAttr name = viewOf(v))
             readIn[name].insert(blockOfOp_[&op]);
           else
             valueReadIn[v].insert(blockOfOp_[&op]);
@@ -370,7 +393,7 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
           continue;
         if (Operation *def = v.getDefiningOp(); def && copyOf.count(def))
           gradient = false; // a recomputed activation
-        if (StringAttr name = paramOf(v); name && readIn[name].size() > 1)
+        if (StringAttr name = viewOf(v); name && readIn[name].size() > 1)
           continue;
         if (!gradient && valueReadIn.lookup(v).size() > 1)
           continue;

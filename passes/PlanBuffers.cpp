@@ -273,6 +273,23 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
         for (Value operand : update->getOperands())
           lastUse[rootOf(operand)] = std::max(lastUse[rootOf(operand)], last);
     }
+    // A run of consecutive kiln.send/kiln.recv is one NCCL group (the CUDA
+    // executor): a send reads its operand until the run ends, so no receive
+    // of the run may land in its bytes.
+    for (auto it = body.begin(); it != body.end();) {
+      if (!isa<SendOp, RecvOp>(*it)) {
+        ++it;
+        continue;
+      }
+      auto runEnd = it;
+      while (std::next(runEnd) != body.end() && isa<SendOp, RecvOp>(*std::next(runEnd)))
+        ++runEnd;
+      int last = index[&*runEnd];
+      for (; it != std::next(runEnd); ++it)
+        if (auto send = dyn_cast<SendOp>(*it))
+          lastUse[rootOf(send.getOperand())] =
+              std::max(lastUse[rootOf(send.getOperand())], last);
+    }
     auto runsAt = [&](Operation *op) {
       return isa<AdamWUpdateOp>(op) ? index[updates.back()] : index[op];
     };

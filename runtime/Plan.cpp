@@ -126,6 +126,8 @@ json::Value stepJSON(const PlanStep &s) {
                                    {"axis", c.axis},
                                    {"dim", c.dim},
                                    {"concat_dim", c.concatDim},
+                                   {"peer", c.peer},
+                                   {"channel", c.channel},
                                    {"dtype", cpu::dtypeName(c.dtype)},
                                    {"shape", std::move(shape)},
                                    {"result_shape", std::move(result)}};
@@ -393,6 +395,8 @@ llvm::Expected<Plan> Plan::fromJSON(const json::Value &value) {
           d.axis = r.s(c, "axis");
           d.dim = r.i(c, "dim");
           d.concatDim = c && c->get("concat_dim") ? r.i(c, "concat_dim") : 0;
+          d.peer = c && c->get("peer") ? r.i(c, "peer") : -1;
+          d.channel = c && c->get("channel") ? r.i(c, "channel") : -1;
           d.dtype = r.dtype(c, "dtype");
           for (auto [key, shape] : {std::pair{"shape", &d.shape}, {"result_shape", &d.resultShape}})
             if (const json::Array *a = c ? c->getArray(key) : nullptr)
@@ -459,9 +463,9 @@ llvm::Error Plan::validate() const {
         auto out = cpu::checkedBytes(c.resultShape, static_cast<int64_t>(cpu::dtypeSize(c.dtype)));
         const int64_t rank = static_cast<int64_t>(c.shape.size());
         if (!llvm::is_contained({"all_reduce", "all_gather", "reduce_scatter", "all_to_all",
-                                 "take_shard"},
+                                 "take_shard", "send", "recv"},
                                 c.kind) ||
-            c.axis.empty() || c.dim < 0 ||
+            c.axis.empty() || c.dim < 0 || (c.isTransfer() && (c.peer < 0 || c.shape != c.resultShape)) ||
             (c.kind == "all_to_all" &&
              (c.concatDim < 0 || c.concatDim >= rank || c.concatDim == c.dim ||
               static_cast<int64_t>(c.resultShape.size()) != rank || c.resultShape[c.dim] <= 0 ||
@@ -469,7 +473,8 @@ llvm::Error Plan::validate() const {
               c.resultShape[c.concatDim] !=
                   c.shape[c.concatDim] * (c.shape[c.dim] / c.resultShape[c.dim]) ||
               cpu::product(c.shape) != cpu::product(c.resultShape))) ||
-            (c.kind != "all_reduce" && c.dim >= static_cast<int64_t>(c.shape.size())) ||
+            (c.kind != "all_reduce" && !c.isTransfer() &&
+             c.dim >= static_cast<int64_t>(c.shape.size())) ||
             (c.kind != "all_reduce" && c.shape.size() != c.resultShape.size()))
           return error(llvm::formatv("plan: @{0} step '{1}' is not a collective kiln runs ({2} "
                                      "over '{3}', dimension {4})",

@@ -89,10 +89,17 @@ llvm::Error validateEpilogue(const GemmDesc &g);
 
 /// A collective of a step partitioned over a mesh (kiln-partition):
 /// `kind` over mesh axis `axis` of the tensor at the step's src, the result
-/// at its dst. The executor runs it through its rank's group.
+/// at its dst. The executor runs it through its rank's group. A pipeline
+/// stage's transfers (kiln-pipeline) are `send` (of src; dst = src) and
+/// `recv` (into dst; src = dst) to or from the rank at coordinate `peer`
+/// along `axis`; a run of consecutive send/recv steps is posted as one
+/// NCCL group (kiln-pipeline-unroll proved such runs cannot deadlock).
 struct CollectiveDesc {
-  std::string kind; ///< all_reduce, all_gather, reduce_scatter, all_to_all, take_shard
+  /// all_reduce, all_gather, reduce_scatter, all_to_all, take_shard, send, recv
+  std::string kind;
   std::string axis;
+  int64_t peer = -1;    ///< send/recv: the other rank's coordinate along axis
+  int64_t channel = -1; ///< send/recv: kiln.send's channel (for reading a plan)
   int64_t dim = 0; ///< the dimension gathered, scattered or taken (all_to_all: split)
   int64_t concatDim = 0; ///< all_to_all: the dimension the parts received are concatenated along
   cpu::DType dtype = cpu::DType::F32;
@@ -102,6 +109,7 @@ struct CollectiveDesc {
   int64_t resultBytes() const {
     return cpu::product(resultShape) * static_cast<int64_t>(cpu::dtypeSize(dtype));
   }
+  bool isTransfer() const { return kind == "send" || kind == "recv"; }
 };
 
 struct PlanStep {

@@ -12,6 +12,7 @@
 #include "runtime/cpu/MeshCpuBackend.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/PipelineCpuBackend.h"
+#include "runtime/dist/PipelineRankBackend.h"
 #include "runtime/dist/RankBackend.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/CudaBackend.h"
@@ -26,6 +27,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -260,6 +262,39 @@ llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
                                                      dist::SocketGroup *group,
                                                      const ParallelConfig &parallel,
                                                      int64_t localRanks) {
+  if (group && group->size() > 1 && parallel.pp > 1) {
+    // One stage's ranks: its whole step as one function on the GPU, the
+    // activations and gradients between stages through NCCL send/recv.
+    if (device == "cpu")
+      return error("parallel.pp = " + llvm::Twine(parallel.pp) +
+                   " as rank processes runs on GPUs (NCCL send/recv between the stages); on "
+                   "the CPU leave out --ranks: the stages run as threads of one process");
+    bool nccl = parallel.collectives == "nccl";
+    if (parallel.collectives == "auto")
+      if (auto dev = cuda::device(); dev && dev->count >= localRanks) {
+        auto api = cuda::nccl(cuda::ToolkitPaths());
+        nccl = static_cast<bool>(api);
+        if (!api)
+          llvm::consumeError(api.takeError());
+      }
+    if (!nccl)
+      return error("parallel.pp = " + llvm::Twine(parallel.pp) +
+                   " on GPUs sends the stages' activations and gradients through NCCL, which "
+                   "this run does not use (parallel.collectives = \"" + parallel.collectives +
+                   "\"" +
+                   (parallel.collectives == "auto" ? ", and NCCL or a GPU per rank is missing" : "") +
+                   "); set parallel.collectives = \"nccl\"");
+    auto gpu = makeCudaBackend(progress, {}, group, true, parallel.timeout);
+    if (!gpu)
+      return error("train.device = \"cuda\": " + llvm::toString(gpu.takeError()));
+    auto unroll = [](mlir::ModuleOp module) {
+      mlir::PassManager pm(module.getContext());
+      pm.addPass(createPipelineUnrollPass());
+      return runPasses(pm, module, "kiln-pipeline-unroll");
+    };
+    return std::make_unique<dist::PipelineRankBackend>(*group, std::move(*gpu), unroll,
+                                                       "stages and collectives through NCCL");
+  }
   if (ranks > 1 && group) {
     // This process is one rank: its part runs here, on the GPU or the CPU,
     // its collectives through the group.
@@ -296,8 +331,9 @@ llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
   if (parallel.pp > 1) {
     if (device == "cuda")
       return error("train.device = \"cuda\" with parallel.pp = " + llvm::Twine(parallel.pp) +
-                   ": pipeline stages run on the CPU's threads; their CUDA runtime (NCCL "
-                   "send/recv) is planned");
+                   ": on GPUs each rank of the pipeline is a process; start them with kiln "
+                   "train --gpus " + llvm::Twine(parallel.allRanks()) +
+                   " (or --ranks, mpirun, srun, torchrun)");
     return std::make_unique<cpu::PipelineCpuBackend>();
   }
   if (ranks > 1) {
@@ -450,6 +486,8 @@ private:
   MetricsLog log_;
   std::string checkpointDir_;
   double lastVal_ = NAN;
+  /// Sampling was skipped once (said once, not at every evaluation).
+  bool sampleSkipped_ = false;
   std::atomic<int> stopAgreed_{0};
   std::vector<float> refTrain_, refVal_;
   Clock::time_point runStart_;
@@ -1035,6 +1073,13 @@ llvm::Error TrainingRun::evaluate() {
     return err;
   if (config_.eval.sample_tokens == 0)
     return llvm::Error::success();
+  if (!backend_->hasFunction("logits")) {
+    // Pipeline stages on GPUs: no stage holds the whole model.
+    if (!sampleSkipped_)
+      out_ << "  (no sample: sampling under pipeline stages on GPUs is planned)\n";
+    sampleSkipped_ = true;
+    return llvm::Error::success();
+  }
   SamplingOptions sampling{false, config_.eval.temperature, config_.eval.top_k};
   auto text = generate(*backend_, *tokenizer_, T_, tokenizer_->vocabSize(), config_.eval.prompt,
                        config_.eval.sample_tokens, sampling, rng_, stopFlag());

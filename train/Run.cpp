@@ -28,13 +28,17 @@ llvm::Expected<int> runTraining(RunConfig config, const RunRequest &request,
       return found.takeError();
     where = *found;
   }
-  const int64_t meshRanks = config.parallel.numRanks();
+  const int64_t meshRanks = config.parallel.allRanks();
   auto checkRanks = [&](int64_t n, const std::string &who) -> std::optional<std::string> {
     if (n != meshRanks)
       return who + " " + std::to_string(n) + " processes but the mesh has " +
              std::to_string(meshRanks) + " rank" + (meshRanks == 1 ? "" : "s") +
-             " (parallel.dp x parallel.tp = " + std::to_string(config.parallel.dp) + " x " +
-             std::to_string(config.parallel.tp) + "); set them with --set parallel.dp=N";
+             (config.parallel.pp > 1
+                  ? " (parallel.pp x parallel.dp x parallel.tp = " +
+                        std::to_string(config.parallel.pp) + " x "
+                  : std::string(" (parallel.dp x parallel.tp = ")) +
+             std::to_string(config.parallel.dp) + " x " + std::to_string(config.parallel.tp) +
+             "); set them with --set parallel.dp=N";
     return std::nullopt;
   };
   // --gpus N is --ranks N on the GPU; the ranks see the same flag.
@@ -46,11 +50,21 @@ llvm::Expected<int> runTraining(RunConfig config, const RunRequest &request,
   const int64_t asked = onGpus ? *request.gpus : request.ranks.value_or(0);
   if (onGpus)
     config.train.device = "cuda";
-  if (config.parallel.pp > 1 && (startRanks || where.size > 1))
-    return error("parallel.pp = " + std::to_string(config.parallel.pp) +
-                 ": pipeline stages run as threads of one process on the CPU; as rank "
-                 "processes (" + (startRanks ? flag : where.launcher) +
-                 ") and on GPUs they are planned");
+  if (config.parallel.pp > 1 && (startRanks || where.size > 1)) {
+    // Rank processes of a pipeline run on GPUs (NCCL send/recv between the
+    // stages); on the CPU the stages are threads of one process.
+    std::string why;
+    if (config.train.device == "cpu")
+      why = "train.device = \"cpu\"";
+    else if (auto dev = cuda::device(); !dev)
+      why = llvm::toString(dev.takeError());
+    if (!why.empty())
+      return error("parallel.pp = " + std::to_string(config.parallel.pp) + " as rank processes (" +
+                   (startRanks ? flag : where.launcher) +
+                   ") runs on GPUs, the stages' activations through NCCL, but " + why +
+                   "; on the CPU leave out " + (startRanks ? flag : std::string("the launcher")) +
+                   ": the stages run as threads of one process");
+  }
   if (startRanks && where.size > 1 && !where.byKiln)
     return error(flag + " " + std::to_string(asked) + ", but " + where.launcher +
                  " started this process as rank " + std::to_string(where.rank) + " of " +

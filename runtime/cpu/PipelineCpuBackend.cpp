@@ -136,9 +136,11 @@ llvm::Error PipelineCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
     return error("the module has no pipeline (kiln.pipeline): run kiln-pipeline");
   schedule_ = std::move(*schedule);
   for (int64_t s = 0; s < schedule_.stages; ++s)
-    for (llvm::StringRef what : {"forward", "backward", "apply"})
-      if (!module.lookupSymbol<mlir::func::FuncOp>(stageFunction(s, what)))
-        return error("the pipelined module has no @" + stageFunction(s, what));
+    for (llvm::StringRef what : {"forward", "backward", "apply", "step", "eval"})
+      if ((unrolled_ || (what != "step" && what != "eval")) &&
+          !module.lookupSymbol<mlir::func::FuncOp>(stageFunction(s, what)))
+        return error("the pipelined module has no @" + stageFunction(s, what) +
+                     (unrolled_ ? " (kiln-pipeline-unroll writes the steps)" : ""));
   // The mesh: pp, then the axes the step was partitioned over (dp, tp).
   auto layout = MeshLayout::of(module);
   if (!layout)
@@ -220,6 +222,8 @@ llvm::Expected<int64_t> PipelineCpuBackend::memoryNeeded(mlir::ModuleOp module) 
 }
 
 llvm::Expected<TensorMap> PipelineCpuBackend::run(llvm::StringRef fn, const TensorMap &inputs) {
+  if (unrolled_ && (fn == "train_step" || fn == "forward"))
+    return runUnrolled(fn == "train_step" ? "step" : "eval", inputs);
   if (fn == "train_step")
     return step(inputs);
   const MeshLayout::Function *l = layout_->function(fn);
@@ -284,6 +288,48 @@ TensorMap PipelineCpuBackend::localInputs(const TensorMap &inputs, llvm::StringR
     mine[name] = axes && isSplit(*axes) ? layout_->partOf(t, *axes, rank) : t;
   }
   return mine;
+}
+
+llvm::Expected<TensorMap> PipelineCpuBackend::runUnrolled(llvm::StringRef what,
+                                                           const TensorMap &inputs) {
+  const int64_t m = what == "step" ? schedule_.microbatches : 1;
+  stale_ = stale_ || what == "step"; // stage 0's other copies (sampling)
+  for (const auto &[name, t] : inputs)
+    if (t.rank() >= 1 && t.dim(0) % m != 0)
+      return error(llvm::formatv("train_step: input '{0}' has {1} rows, not a multiple of the "
+                                 "{2} micro-batches",
+                                 name, t.dim(0), m));
+  std::vector<TensorMap> outputs(ranks_.size());
+  llvm::Error err = mesh_->run([&](int64_t r, Collectives &collectives) -> llvm::Error {
+    const int64_t s = stageOf(r);
+    // Each micro-batch's rows, of which the rank keeps its part; the
+    // step takes them one after another.
+    TensorMap in;
+    for (const auto &[name, t] : inputs) {
+      if (t.rank() == 0) {
+        in[name] = t;
+        continue;
+      }
+      std::vector<HostTensor> parts;
+      for (int64_t k = 0; k < m; ++k)
+        parts.push_back(m == 1 ? t : partOf(t, 0, k, m));
+      for (HostTensor &part : parts)
+        part = localInputs({{name, part}}, stageFunction(s, "forward"), r).at(name);
+      in[name] = parts.size() == 1 ? parts[0] : kernels::concat(parts, 0);
+    }
+    CpuBackend &rank = *ranks_[static_cast<size_t>(r)];
+    rank.setCollectives(&collectives);
+    auto out = rank.run(stageFunction(s, what), in);
+    rank.setCollectives(nullptr);
+    if (!out)
+      return error(llvm::formatv("stage {0}, @{1}: {2}", s, stageFunction(s, what),
+                                 llvm::toString(out.takeError())));
+    outputs[static_cast<size_t>(r)] = std::move(*out);
+    return llvm::Error::success();
+  });
+  if (err)
+    return std::move(err);
+  return std::move(outputs[0]);
 }
 
 llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {

@@ -45,6 +45,12 @@ struct PipelineSchedule {
 
 class PipelineCpuBackend final : public Backend {
 public:
+  /// Runs each rank's @stage<s>_step and @stage<s>_eval (kiln-pipeline-unroll
+  /// wrote them) instead of the schedule's actions one by one: the form a
+  /// GPU rank runs, checked here on the interpreter. No bubble is measured.
+  /// Set before load().
+  void setUnrolled(bool unrolled) { unrolled_ = unrolled; }
+
   llvm::StringRef name() const override { return "cpu"; }
   llvm::Error load(mlir::ModuleOp module, uint64_t seed) override;
   llvm::Expected<int64_t> memoryNeeded(mlir::ModuleOp module) override;
@@ -66,6 +72,8 @@ public:
 
 private:
   llvm::Expected<TensorMap> step(const TensorMap &inputs);
+  /// @stage<s>_`what` on every rank (`what`: step or eval).
+  llvm::Expected<TensorMap> runUnrolled(llvm::StringRef what, const TensorMap &inputs);
   /// Each state from the stage that updates it (whole: gathered from the
   /// stage's ranks when split over them).
   llvm::Expected<NamedTensors> gather(bool params);
@@ -76,6 +84,7 @@ private:
   TensorMap localInputs(const TensorMap &inputs, llvm::StringRef fn, int64_t rank) const;
   std::optional<MeshLayout> layout_;
   PipelineSchedule schedule_;
+  bool unrolled_ = false;
   std::unique_ptr<ThreadMesh> mesh_;
   std::vector<std::unique_ptr<CpuBackend>> ranks_;
   std::map<std::string, int64_t> owner_; ///< state name -> stage updating it

@@ -735,6 +735,26 @@ int64_t ncclScratchBytes(const CollectiveDesc &c) {
 /// scratch buffer, regrouped by strided copies. Enqueued on `stream`.
 llvm::Error runNccl(CudaExecutor::Impl &im, const PlanStep &s, CUstream stream) {
   const CollectiveDesc &c = s.collective;
+  if (c.isTransfer()) {
+    // A pipeline stage's send or receive (inside the run's NCCL group).
+    auto comm = im.comms.find(c.axis);
+    if (comm == im.comms.end())
+      return error("no NCCL communicator for mesh axis '" + c.axis + "'");
+    if (c.peer < 0 || c.peer >= im.collectives->groupSize(c.axis) ||
+        c.peer == im.collectives->coordinate(c.axis))
+      return error(llvm::formatv("{0} over {1}: peer {2} is not another rank of the axis ({3} "
+                                 "ranks)",
+                                 c.kind, c.axis, c.peer, im.collectives->groupSize(c.axis)));
+    size_t count = static_cast<size_t>(cpu::product(c.shape));
+    void *at = reinterpret_cast<void *>(im.at(c.kind == "send" ? s.src : s.dst));
+    if (c.kind == "send")
+      KILN_NCCL(im.nccl->ncclSend(at, count, ncclTypeOf(c.dtype), static_cast<int>(c.peer),
+                                  comm->second, stream));
+    else
+      KILN_NCCL(im.nccl->ncclRecv(at, count, ncclTypeOf(c.dtype), static_cast<int>(c.peer),
+                                  comm->second, stream));
+    return llvm::Error::success();
+  }
   Split sp = splitOf(c);
   CUdeviceptr src = im.at(s.src), dst = im.at(s.dst);
   // The plan's shapes must split as the mesh does, or the copies below
@@ -998,6 +1018,17 @@ llvm::Error runCollective(CudaExecutor::Impl &im, const PlanStep &s) {
   return llvm::Error::success();
 }
 
+bool isTransferStep(const PlanStep &s) {
+  return s.kind == PlanStep::Kind::Collective && s.collective.isTransfer();
+}
+
+/// An NCCL call's result as an error.
+llvm::Error ncclCall(CudaExecutor::Impl &im, ncclResult_t r, const char *what) {
+  if (r == ncclSuccess)
+    return llvm::Error::success();
+  return error(llvm::formatv("{0}: {1}", what, im.nccl->ncclGetErrorString(r)));
+}
+
 /// Sets the progress word to `step` + 1 once `stream` gets there.
 llvm::Error markDone(CudaExecutor::Impl &im, CUstream stream, size_t step) {
   if (CUresult r = im.cu->cuStreamWriteValue32(stream, im.progressOnDevice,
@@ -1017,6 +1048,7 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
   std::vector<long long> ints;
   std::vector<void *> params;
   bool forked = false; // a collective ran on the collectives' stream
+  size_t group = 0;     // the first step of the current run of transfers
   for (size_t i = 0; i < pf.steps.size(); ++i) {
     const PlanStep &s = pf.steps[i];
     auto fail = [&](llvm::Error err) {
@@ -1071,29 +1103,52 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
         return fail(cuError(r, "cuMemcpyDtoDAsync", __FILE__, __LINE__));
       break;
     }
-    case PlanStep::Kind::Collective:
-      if (im.nccl && im.comm) {
-        // On the collectives' stream, after everything enqueued so far.
-        CUresult r = im.cu->cuEventRecord(im.fork, im.stream);
-        if (r == CUDA_SUCCESS)
-          r = im.cu->cuStreamWaitEvent(im.comm, im.fork, 0);
-        if (r != CUDA_SUCCESS)
-          return fail(cuError(r, "forking the collectives' stream", __FILE__, __LINE__));
-        if (llvm::Error err = runNccl(im, s, im.comm))
-          return fail(std::move(err));
-        if (llvm::Error err = markDone(im, im.comm, i))
-          return fail(std::move(err));
-        if (CUresult r = im.cu->cuEventRecord(f.done.at(i), im.comm); r != CUDA_SUCCESS)
-          return fail(cuError(r, "cuEventRecord", __FILE__, __LINE__));
-        forked = true;
-        break;
+    case PlanStep::Kind::Collective: {
+      // A run of consecutive transfers (a pipeline stage's sends and
+      // receives) is one NCCL group: NCCL's sends wait for their receives,
+      // and kiln-pipeline-unroll proved the step's runs cannot deadlock.
+      const bool transfer = s.collective.isTransfer();
+      const bool opens = !transfer || i == 0 || !isTransferStep(pf.steps[i - 1]);
+      const bool closes = !transfer || i + 1 == pf.steps.size() || !isTransferStep(pf.steps[i + 1]);
+      if (transfer && !im.nccl)
+        return fail(error("a pipeline stage's send and receive run through NCCL "
+                          "(parallel.collectives = \"nccl\")"));
+      if (!opens)
+        for (int64_t j : s.joins)
+          if (j >= static_cast<int64_t>(group))
+            return fail(error(llvm::formatv("it waits for step {0} of its own NCCL group", j)));
+      CUstream on = im.nccl && im.comm ? im.comm : im.stream;
+      if (opens) {
+        group = i;
+        if (on == im.comm) {
+          // On the collectives' stream, after everything enqueued so far.
+          CUresult r = im.cu->cuEventRecord(im.fork, im.stream);
+          if (r == CUDA_SUCCESS)
+            r = im.cu->cuStreamWaitEvent(im.comm, im.fork, 0);
+          if (r != CUDA_SUCCESS)
+            return fail(cuError(r, "forking the collectives' stream", __FILE__, __LINE__));
+          forked = true;
+        }
+        if (transfer)
+          if (llvm::Error err = ncclCall(im, im.nccl->ncclGroupStart(), "ncclGroupStart"))
+            return fail(std::move(err));
       }
-      if (llvm::Error err = im.nccl ? runNccl(im, s, im.stream) : runCollective(im, s))
+      if (llvm::Error err = im.nccl ? runNccl(im, s, on) : runCollective(im, s))
         return fail(std::move(err));
-      if (im.nccl)
-        if (llvm::Error err = markDone(im, im.stream, i))
+      if (!closes)
+        continue; // no sync, no hook inside a group: it is posted whole
+      if (transfer)
+        if (llvm::Error err = ncclCall(im, im.nccl->ncclGroupEnd(), "ncclGroupEnd"))
           return fail(std::move(err));
+      if (im.nccl)
+        if (llvm::Error err = markDone(im, on, i))
+          return fail(std::move(err));
+      if (on == im.comm)
+        for (size_t j = group; j <= i; ++j)
+          if (CUresult r = im.cu->cuEventRecord(f.done.at(j), im.comm); r != CUDA_SUCCESS)
+            return fail(cuError(r, "cuEventRecord", __FILE__, __LINE__));
       break;
+    }
     }
     if (sync)
       for (CUstream stream : {im.stream, forked ? im.comm : nullptr})

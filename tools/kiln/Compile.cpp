@@ -5,6 +5,7 @@
 
 #include "codegen/PlanBuilder.h"
 #include "models/Model.h"
+#include "passes/Passes.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/Nvrtc.h"
 #include "train/Compile.h"
@@ -13,6 +14,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -119,15 +121,31 @@ int runCompile() {
   } else if (explainSharding)
     outs() << "--explain-sharding: one device (parallel.dp = 1): nothing is sharded\n";
 
+  // The modules codegen compiles: the step, or each pipeline stage's whole
+  // step (kiln-pipeline-unroll), as that stage's rank processes run it.
+  std::vector<std::pair<std::string, mlir::OwningOpRef<mlir::ModuleOp>>> units;
   if (config->parallel.pp > 1) {
     outs() << tooling::describePipeline(**module, explainPipeline);
-    outs() << "codegen: not run; pipeline stages run on the CPU interpreter's threads (their "
-              "CUDA runtime, NCCL send/recv, is planned)\n";
-    outs() << formatv("compiled in {0:f2} s\n", secondsSince(start));
-    return 0;
+    mlir::PassManager pm(&ctx);
+    pm.addPass(createPipelineUnrollPass());
+    if (Error err = runPasses(pm, **module, "kiln-pipeline-unroll"))
+      return fail("compile", toString(std::move(err)));
+    for (int64_t s = 0; s < config->parallel.pp; ++s) {
+      mlir::OwningOpRef<mlir::ModuleOp> stage((*module)->clone());
+      std::string step = formatv("stage{0}_step", s).str(), eval = formatv("stage{0}_eval", s).str();
+      for (auto fn : make_early_inc_range(stage->getOps<mlir::func::FuncOp>()))
+        if (fn.getSymName() != step && fn.getSymName() != eval)
+          fn.erase();
+      units.push_back({formatv("stage {0}", s).str(), std::move(stage)});
+    }
+    outs() << formatv("codegen: one plan per stage (@stageN_step: the stage's schedule and its "
+                      "optimizer step as one function; @stageN_eval), its transfers as NCCL "
+                      "send/recv\n");
+  } else {
+    if (explainPipeline)
+      outs() << "--explain-pipeline: one stage (parallel.pp = 1): nothing is pipelined\n";
+    units.push_back({"", mlir::OwningOpRef<mlir::ModuleOp>((*module)->clone())});
   }
-  if (explainPipeline)
-    outs() << "--explain-pipeline: one stage (parallel.pp = 1): nothing is pipelined\n";
 
   // Codegen: the buffer plan and the CUDA kernels (no GPU needed).
   codegen::CodegenOptions options;
@@ -141,58 +159,70 @@ int runCompile() {
       consumeError(dev.takeError());
     }
   }
-  auto plan = codegen::compileToPlan(**module, options);
-  if (!plan)
-    return fail("compile", toString(plan.takeError()));
-  size_t steps = 0, gemms = 0, collectives = 0;
-  for (const PlanFunction &f : plan->functions)
-    for (const PlanStep &st : f.steps) {
-      ++steps;
-      gemms += st.kind == PlanStep::Kind::Gemm;
-      collectives += st.kind == PlanStep::Kind::Collective;
+  for (size_t u = 0; u < units.size(); ++u) {
+    const std::string &label = units[u].first;
+    auto plan = codegen::compileToPlan(*units[u].second, options);
+    if (!plan)
+      return fail("compile", (label.empty() ? "" : label + ": ") + toString(plan.takeError()));
+    size_t steps = 0, gemms = 0, collectives = 0, transfers = 0;
+    for (const PlanFunction &f : plan->functions)
+      for (const PlanStep &st : f.steps) {
+        ++steps;
+        gemms += st.kind == PlanStep::Kind::Gemm;
+        bool collective = st.kind == PlanStep::Kind::Collective;
+        transfers += collective && st.collective.isTransfer();
+        collectives += collective && !st.collective.isTransfer();
+      }
+    outs() << formatv("codegen{0} ({1}): {2} kernels, {3} steps of which {4} GEMMs",
+                      label.empty() ? "" : " of " + label, plan->arch, plan->kernels.size(), steps,
+                      gemms);
+    if (collectives)
+      outs() << formatv(", {0} collectives", collectives);
+    if (transfers)
+      outs() << formatv(", {0} sends and receives", transfers);
+    if (collectives && !transfers)
+      outs() << " (one rank's plan; the collectives go through the rank's group: NCCL, or "
+                "staged through host memory)";
+    outs() << "\n";
+    for (const std::string &note : plan->notes)
+      outs() << "  " << note << "\n";
+    outs() << plan->memory.describe();
+    if (emit == Emit::Plan || emit == Emit::Cuda) {
+      std::string dir = dumpDir;
+      if (!label.empty())
+        dir += formatv("/stage{0}", u).str();
+      if (emit == Emit::Cuda) {
+        // Only the sources: kernels/*.cu and the headers they include.
+        Plan sources;
+        sources.kernels = plan->kernels;
+        sources.headers = plan->headers;
+        if (Error err = sources.save(dir))
+          return fail("compile", toString(std::move(err)));
+        sys::fs::remove(dir + "/plan.json");
+        outs() << formatv("  wrote {0} kernels to {1}/kernels/\n", plan->kernels.size(), dir);
+      } else {
+        if (Error err = plan->save(dir))
+          return fail("compile", toString(std::move(err)));
+        outs() << formatv("  wrote {0}/plan.json and {1} kernels\n", dir, plan->kernels.size());
+      }
     }
-  outs() << formatv("codegen ({0}): {1} kernels, {2} steps of which {3} GEMMs", plan->arch,
-                    plan->kernels.size(), steps, gemms);
-  if (collectives)
-    outs() << formatv(" and {0} collectives (one rank's plan; the collectives go through the "
-                      "rank's group, staged through host memory)",
-                      collectives);
-  outs() << "\n";
-  for (const std::string &note : plan->notes)
-    outs() << "  " << note << "\n";
-  outs() << plan->memory.describe();
-  if (emit == Emit::Plan || emit == Emit::Cuda) {
-    std::string dir = dumpDir;
-    if (emit == Emit::Cuda) {
-      // Only the sources: kernels/*.cu and the headers they include.
-      Plan sources;
-      sources.kernels = plan->kernels;
-      sources.headers = plan->headers;
-      if (Error err = sources.save(dir))
-        return fail("compile", toString(std::move(err)));
-      sys::fs::remove(dir + "/plan.json");
-      outs() << formatv("  wrote {0} kernels to {1}/kernels/\n", plan->kernels.size(), dir);
-    } else {
-      if (Error err = plan->save(dir))
-        return fail("compile", toString(std::move(err)));
-      outs() << formatv("  wrote {0}/plan.json and {1} kernels\n", dir, plan->kernels.size());
+    if (nvrtc) {
+      std::vector<cuda::KernelSource> sources;
+      for (const PlanKernel &k : plan->kernels)
+        sources.push_back({k.name, k.source});
+      cuda::CompileOptions nvrtcOptions;
+      nvrtcOptions.arch = plan->arch;
+      nvrtcOptions.headers = plan->headers;
+      if (!noCache)
+        nvrtcOptions.cacheDir = cuda::defaultCacheDir();
+      cuda::CompileStats stats;
+      auto cubins = cuda::compileKernels(sources, nvrtcOptions, &stats);
+      if (!cubins)
+        return fail("compile", toString(cubins.takeError()));
+      outs() << formatv("nvrtc: {0} kernels for {1} ({2} compiled, {3} from the cache) in {4:f2} "
+                        "s\n",
+                        cubins->size(), plan->arch, stats.compiled, stats.cached, stats.seconds);
     }
-  }
-  if (nvrtc) {
-    std::vector<cuda::KernelSource> sources;
-    for (const PlanKernel &k : plan->kernels)
-      sources.push_back({k.name, k.source});
-    cuda::CompileOptions nvrtcOptions;
-    nvrtcOptions.arch = plan->arch;
-    nvrtcOptions.headers = plan->headers;
-    if (!noCache)
-      nvrtcOptions.cacheDir = cuda::defaultCacheDir();
-    cuda::CompileStats stats;
-    auto cubins = cuda::compileKernels(sources, nvrtcOptions, &stats);
-    if (!cubins)
-      return fail("compile", toString(cubins.takeError()));
-    outs() << formatv("nvrtc: {0} kernels for {1} ({2} compiled, {3} from the cache) in {4:f2} s\n",
-                      cubins->size(), plan->arch, stats.compiled, stats.cached, stats.seconds);
   }
   outs() << formatv("compiled in {0:f2} s\n", secondsSince(start));
   return 0;

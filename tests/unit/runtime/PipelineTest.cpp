@@ -24,6 +24,7 @@
 #include "train/Compile.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Pass/PassManager.h"
 #include "gtest/gtest.h"
 
 #include <cmath>
@@ -80,6 +81,9 @@ struct PipelineCase {
   const char *cuts = "";
   /// The partitioned step's mesh inside each stage.
   int64_t dp = 1, tp = 1, zero = 0;
+  /// Run each stage's whole step (kiln-pipeline-unroll), as a GPU rank
+  /// does, instead of the actions one by one.
+  bool unrolled = false;
 };
 
 /// Compiles `toml` in f64 with `set` applied, or fails the test.
@@ -134,8 +138,25 @@ void expectPipelineMatches(const PipelineCase &c) {
   EXPECT_GT(sends, 0);
   EXPECT_EQ(sends, recvs);
 
+  if (c.unrolled) {
+    PassManager pm(ctx.get());
+    pm.addPass(createPipelineUnrollPass());
+    llvm::Error err = runPasses(pm, *piped, "kiln-pipeline-unroll");
+    ASSERT_FALSE(static_cast<bool>(err)) << llvm::toString(std::move(err));
+    // One function per stage and step: forwards, backwards and apply in
+    // the schedule's order; no saved value leaves it.
+    for (int64_t s = 0; s < c.stages; ++s) {
+      auto step = piped->lookupSymbol<func::FuncOp>("stage" + std::to_string(s) + "_step");
+      ASSERT_TRUE(step);
+      for (unsigned i = 0; i < step.getNumResults(); ++i)
+        if (auto name = step.getResultAttrOfType<StringAttr>(i, KilnDialect::kOutputAttrName))
+          EXPECT_FALSE(name.getValue().starts_with("saved.")) << name.getValue().str();
+    }
+  }
+
   cpu::CpuBackend single;
   cpu::PipelineCpuBackend pipeline;
+  pipeline.setUnrolled(c.unrolled);
   ASSERT_FALSE(static_cast<bool>(single.load(*one, 5)));
   llvm::Error loaded = pipeline.load(*piped, 5);
   ASSERT_FALSE(static_cast<bool>(loaded)) << llvm::toString(std::move(loaded));
@@ -212,6 +233,21 @@ TEST(Pipeline, StagesOfZeroThreeTensorParallelRanksEqualAccumulation) {
 }
 TEST(Pipeline, RecomputedBlocksEqualAccumulation) {
   expectPipelineMatches({.stages = 2, .microbatches = 4, .recompute = "full"});
+}
+// The whole step per stage as one function (what a GPU rank runs), with
+// evaluation through every stage's @stageN_eval.
+TEST(Pipeline, UnrolledStepsEqualAccumulation) {
+  expectPipelineMatches({.stages = 2, .microbatches = 4, .unrolled = true});
+}
+TEST(Pipeline, UnrolledFourStagesEqualAccumulation) {
+  expectPipelineMatches({.toml = kTinyLlama, .stages = 4, .microbatches = 5, .unrolled = true});
+}
+TEST(Pipeline, UnrolledGPipeEqualsAccumulation) {
+  expectPipelineMatches({.stages = 4, .microbatches = 4, .schedule = "gpipe", .unrolled = true});
+}
+TEST(Pipeline, UnrolledStagesOfZeroThreeTensorParallelRanksEqualAccumulation) {
+  expectPipelineMatches(
+      {.stages = 2, .microbatches = 2, .dp = 2, .tp = 2, .zero = 3, .unrolled = true});
 }
 
 /// The schedules as data: 1F1B runs p-s-1 forwards ahead and keeps at most

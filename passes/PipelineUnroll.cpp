@@ -1,0 +1,516 @@
+//===- PipelineUnroll.cpp - a pipeline stage's whole step as one function --===//
+//
+// kiln-pipeline-unroll (Passes.td has the contract): for each stage, its
+// schedule's forwards and backwards and its apply inlined in order into
+// @stage<s>_step, and one forward into @stage<s>_eval, with the transfers
+// of each action in runs the CUDA executor posts as one NCCL group; then a
+// simulation of every stage's runs proves the step cannot deadlock under
+// NCCL's rules (a send waits for its receive; messages between two ranks
+// match in the order posted).
+//
+//===----------------------------------------------------------------------===//
+
+#include "ir/KilnAttrs.h"
+#include "ir/KilnOps.h"
+#include "passes/PassUtils.h"
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Dominance.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/Transforms/CSE.h"
+#include "mlir/Transforms/RegionUtils.h"
+#include "llvm/ADT/MapVector.h"
+
+#include <map>
+#include <set>
+
+namespace kiln {
+#define GEN_PASS_DEF_PIPELINEUNROLLPASS
+#include "passes/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+
+namespace kiln {
+
+namespace {
+
+std::string stageName(int64_t s, llvm::StringRef what) {
+  return "stage" + std::to_string(s) + "_" + what.str();
+}
+
+bool isTransfer(Operation *op) { return isa<SendOp, RecvOp>(op); }
+
+/// One thing a stage's step does that another stage takes part in: a run
+/// of transfers (posted together) or a collective over `pp`.
+struct CommEvent {
+  struct Transfer {
+    bool send;
+    int64_t peer, channel;
+    Operation *op;
+  };
+  std::vector<Transfer> transfers; ///< empty: a collective over pp
+  Operation *collective = nullptr;
+};
+
+/// The events of `fn` in program order.
+std::vector<CommEvent> commEvents(func::FuncOp fn) {
+  std::vector<CommEvent> events;
+  bool inRun = false;
+  for (Operation &op : fn.getBody().front()) {
+    if (auto send = dyn_cast<SendOp>(op)) {
+      if (!inRun)
+        events.emplace_back();
+      events.back().transfers.push_back({true, static_cast<int64_t>(send.getPeer()),
+                                         static_cast<int64_t>(send.getChannel()), &op});
+      inRun = true;
+      continue;
+    }
+    if (auto recv = dyn_cast<RecvOp>(op)) {
+      if (!inRun)
+        events.emplace_back();
+      events.back().transfers.push_back({false, static_cast<int64_t>(recv.getPeer()),
+                                         static_cast<int64_t>(recv.getChannel()), &op});
+      inRun = true;
+      continue;
+    }
+    inRun = false;
+    auto axis = op.getAttrOfType<StringAttr>("axis");
+    if (isCollective(&op) && axis && axis.getValue() == "pp") {
+      events.emplace_back();
+      events.back().collective = &op;
+    }
+  }
+  return events;
+}
+
+struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPass> {
+  using Base::Base;
+
+  int64_t stages_ = 0, micro_ = 0;
+  int64_t nextCastGroup_ = 0;
+  std::vector<std::vector<std::pair<char, int64_t>>> actions_;
+  /// Every stage's forward outputs (the loss, metrics) by name, with type.
+  std::map<std::string, RankedTensorType> outputs_;
+
+  InFlightDiagnostic fail(Location loc) {
+    signalPassFailure();
+    return emitError(loc) << "kiln-pipeline-unroll: ";
+  }
+
+  LogicalResult readSchedule(ModuleOp module) {
+    auto dict = module->getAttrOfType<DictionaryAttr>("kiln.pipeline");
+    if (!dict)
+      return fail(module.getLoc()) << "the module has no kiln.pipeline: run kiln-pipeline first";
+    auto stages = dict.getAs<IntegerAttr>("stages");
+    auto micro = dict.getAs<IntegerAttr>("microbatches");
+    auto actions = dict.getAs<ArrayAttr>("actions");
+    if (!stages || !micro || !actions || stages.getInt() < 2 || micro.getInt() < 1 ||
+        static_cast<int64_t>(actions.size()) != stages.getInt())
+      return fail(module.getLoc()) << "kiln.pipeline needs stages >= 2, microbatches >= 1 and "
+                                      "one action list per stage";
+    stages_ = stages.getInt();
+    micro_ = micro.getInt();
+    for (Attribute list : actions) {
+      auto &mine = actions_.emplace_back();
+      auto array = dyn_cast<ArrayAttr>(list);
+      if (!array)
+        return fail(module.getLoc()) << "kiln.pipeline: each stage's actions are a list";
+      for (Attribute a : array) {
+        auto text = dyn_cast<StringAttr>(a);
+        int64_t k = -1;
+        if (!text || text.getValue().size() < 2 ||
+            !llvm::is_contained({'F', 'B'}, text.getValue()[0]) ||
+            text.getValue().drop_front().getAsInteger(10, k) || k < 0 || k >= micro_)
+          return fail(module.getLoc()) << "kiln.pipeline: an action is F<k> or B<k>, not " << a;
+        mine.push_back({text.getValue()[0], k});
+      }
+    }
+    return success();
+  }
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    if (failed(readSchedule(module)))
+      return;
+    if (stage >= stages_ || stage < -1)
+      return (void)(fail(module.getLoc()) << "stage " << static_cast<int64_t>(stage)
+                                          << " is not one of the " << stages_ << " stages");
+    for (int64_t s = 0; s < stages_; ++s)
+      for (llvm::StringRef what : {"forward", "backward", "apply"})
+        if (!module.lookupSymbol<func::FuncOp>(stageName(s, what)))
+          return (void)(fail(module.getLoc()) << "the module has no @" << stageName(s, what));
+    // The loss and metrics, from whichever stage computes each.
+    for (int64_t s = 0; s < stages_; ++s) {
+      auto fwd = module.lookupSymbol<func::FuncOp>(stageName(s, "forward"));
+      for (unsigned i = 0; i < fwd.getNumResults(); ++i) {
+        auto name = fwd.getResultAttrOfType<StringAttr>(i, KilnDialect::kOutputAttrName);
+        if (!name || name.getValue().starts_with("saved."))
+          continue;
+        auto type = dyn_cast<RankedTensorType>(fwd.getResultTypes()[i]);
+        if (!type || type.getRank() != 0 || !isa<FloatType>(type.getElementType()))
+          return (void)(fail(fwd.getLoc()) << "output '" << name.getValue()
+                                           << "' is not a float scalar; only those are summed "
+                                              "over the stages");
+        outputs_.emplace(name.getValue().str(), type);
+      }
+    }
+    OpBuilder b(module.getBodyRegion());
+    b.setInsertionPointToEnd(module.getBody());
+    std::vector<func::FuncOp> steps;
+    nextCastGroup_ = 0;
+    for (int64_t s = 0; s < stages_; ++s) {
+      if (stage >= 0 && s != stage)
+        continue;
+      for (llvm::StringRef what : {"step", "eval"})
+        if (auto old = module.lookupSymbol<func::FuncOp>(stageName(s, what)))
+          old.erase();
+      func::FuncOp step = build(b, module, s, /*eval=*/false);
+      func::FuncOp eval = step ? build(b, module, s, /*eval=*/true) : nullptr;
+      if (!step || !eval)
+        return signalPassFailure();
+      steps.push_back(step);
+    }
+    // Deadlock freedom needs every stage's step, whatever `stage` is.
+    if (failed(simulate(module)))
+      return;
+  }
+
+  /// @stage<s>_step (or _eval).
+  func::FuncOp build(OpBuilder &b, ModuleOp module, int64_t s, bool eval) {
+    func::FuncOp fns[3] = {module.lookupSymbol<func::FuncOp>(stageName(s, "forward")),
+                           module.lookupSymbol<func::FuncOp>(stageName(s, "backward")),
+                           module.lookupSymbol<func::FuncOp>(stageName(s, "apply"))};
+    llvm::ArrayRef<func::FuncOp> used = eval ? llvm::ArrayRef(fns, 1) : llvm::ArrayRef(fns, 3);
+    // The arguments: every state the functions read, once, then the inputs.
+    struct Arg {
+      Type type;
+      DictionaryAttr attrs;
+    };
+    llvm::MapVector<StringAttr, Arg> states, inputs;
+    for (func::FuncOp fn : used)
+      for (unsigned i = 0; i < fn.getNumArguments(); ++i) {
+        Type type = fn.getArgumentTypes()[i];
+        if (auto name = stateName(fn, i)) {
+          auto [it, fresh] = states.insert({name, {type, fn.getArgAttrDict(i)}});
+          if (!fresh && it->second.type != type)
+            return (fail(fn.getLoc()) << "state '" << name.getValue()
+                                      << "' has two types across the stage's functions"),
+                   nullptr;
+          continue;
+        }
+        auto name = fn.getArgAttrOfType<StringAttr>(i, KilnDialect::kInputAttrName);
+        if (!name)
+          return (fail(fn.getLoc()) << "argument " << i << " has no role"), nullptr;
+        if (name.getValue().starts_with("saved."))
+          continue;
+        // A batch input (one with rows) holds every micro-batch's rows.
+        auto ranked = cast<RankedTensorType>(type);
+        if (!eval && ranked.getRank() >= 1 && fn != fns[2]) {
+          SmallVector<int64_t> shape(ranked.getShape());
+          shape[0] *= micro_;
+          type = RankedTensorType::get(shape, ranked.getElementType());
+        }
+        // Without a sharding: the runtime hands each rank its rows.
+        NamedAttrList attrs(fn.getArgAttrDict(i));
+        attrs.erase(KilnDialect::kShardingAttrName);
+        auto [it, fresh] = inputs.insert({name, {type, attrs.getDictionary(&getContext())}});
+        if (!fresh && it->second.type != type && fn != fns[2])
+          return (fail(fn.getLoc()) << "input '" << name.getValue()
+                                    << "' has two shapes across the stage's functions"),
+                 nullptr;
+      }
+    SmallVector<Type> argTypes;
+    SmallVector<Attribute> argAttrs;
+    for (auto &[name, a] : states) {
+      argTypes.push_back(a.type);
+      argAttrs.push_back(a.attrs);
+    }
+    for (auto &[name, a] : inputs) {
+      argTypes.push_back(a.type);
+      argAttrs.push_back(a.attrs);
+    }
+    Location loc = fns[0].getLoc();
+    auto fn = func::FuncOp::create(b, loc, stageName(s, eval ? "eval" : "step"),
+                                   b.getFunctionType(argTypes, {}));
+    fn.setArgAttrsAttr(b.getArrayAttr(argAttrs));
+    Block *entry = fn.addEntryBlock();
+    OpBuilder body = OpBuilder::atBlockEnd(entry);
+
+    llvm::DenseMap<StringAttr, Value> current; // each state's latest value
+    llvm::DenseMap<StringAttr, Value> inputArg;
+    for (auto [i, named] : llvm::enumerate(states))
+      current[named.first] = entry->getArgument(static_cast<unsigned>(i));
+    for (auto [i, named] : llvm::enumerate(inputs))
+      inputArg[named.first] = entry->getArgument(static_cast<unsigned>(states.size() + i));
+
+    std::map<int64_t, llvm::DenseMap<StringAttr, Value>> saved; // per micro-batch
+    std::map<std::string, Value> sums;                          // forward outputs, summed
+    llvm::MapVector<StringAttr, Value> applied;                 // apply's outputs
+    // Inlines `callee` for micro-batch k (apply: k = 0).
+    auto inline_ = [&](func::FuncOp callee, int64_t k, int which) -> LogicalResult {
+      IRMapping map;
+      Block &src = callee.getBody().front();
+      bool action = which != 2;
+      // Receives first (an action's inputs from other stages), each run
+      // sorted by peer and channel.
+      auto byPeerChannel = [](Operation *x, Operation *y) {
+        auto key = [](Operation *op) {
+          if (auto r = dyn_cast<RecvOp>(op))
+            return std::pair<uint64_t, uint64_t>(r.getPeer(), r.getChannel());
+          auto snd = cast<SendOp>(op);
+          return std::pair<uint64_t, uint64_t>(snd.getPeer(), snd.getChannel());
+        };
+        return key(x) < key(y);
+      };
+      // Sends last (an apply's too: codegen runs its AdamW updates as one
+      // launch at the last, so an updated parameter is sent after it).
+      SmallVector<Operation *> recvs, sends;
+      for (Operation &op : src)
+        if (isa<RecvOp>(op) && action)
+          recvs.push_back(&op);
+        else if (isa<SendOp>(op))
+          sends.push_back(&op);
+      llvm::stable_sort(recvs, byPeerChannel);
+      llvm::stable_sort(sends, byPeerChannel);
+      for (Operation *op : recvs)
+        body.clone(*op, map);
+      for (unsigned i = 0; i < callee.getNumArguments(); ++i) {
+        BlockArgument arg = src.getArgument(i);
+        if (auto name = stateName(callee, i)) {
+          map.map(arg, current.at(name));
+          continue;
+        }
+        auto name = callee.getArgAttrOfType<StringAttr>(i, KilnDialect::kInputAttrName);
+        if (name.getValue().starts_with("saved.")) {
+          Value v = saved[k].lookup(name);
+          if (!v)
+            return fail(callee.getLoc()) << "backward of micro-batch " << k << " reads '"
+                                         << name.getValue() << "', which its forward did not keep";
+          map.map(arg, v);
+          continue;
+        }
+        Value whole = inputArg.at(name);
+        auto type = cast<RankedTensorType>(arg.getType());
+        if (whole.getType() == type) {
+          map.map(arg, whole);
+          continue;
+        }
+        // This micro-batch's rows.
+        SmallVector<int64_t> start(type.getRank(), 0), limit(type.getShape()),
+            strides(type.getRank(), 1);
+        start[0] = k * type.getDimSize(0);
+        limit[0] = start[0] + type.getDimSize(0);
+        map.map(arg, SliceOp::create(body, arg.getLoc(), type, whole, start, limit, strides));
+      }
+      // kiln-group-casts numbers its groups per function: each inlined copy
+      // gets its own numbers.
+      llvm::DenseMap<int64_t, int64_t> groups;
+      for (Operation &op : src.without_terminator()) {
+        if (isa<SendOp>(op) || (action && isa<RecvOp>(op)))
+          continue;
+        Operation *copy = body.clone(op, map);
+        if (auto g = copy->getAttrOfType<IntegerAttr>(KilnDialect::kCastGroupAttrName)) {
+          auto [it, fresh] = groups.insert({g.getInt(), nextCastGroup_});
+          nextCastGroup_ += fresh;
+          copy->setAttr(KilnDialect::kCastGroupAttrName, body.getI64IntegerAttr(it->second));
+        }
+      }
+      for (Operation *op : sends)
+        body.clone(*op, map);
+      auto ret = cast<func::ReturnOp>(src.getTerminator());
+      for (unsigned i = 0; i < callee.getNumResults(); ++i) {
+        Value v = map.lookupOrDefault(ret.getOperand(i));
+        if (auto aliases =
+                callee.getResultAttrOfType<IntegerAttr>(i, KilnDialect::kAliasesAttrName)) {
+          current[stateName(callee, static_cast<unsigned>(aliases.getInt()))] = v;
+          continue;
+        }
+        auto name = callee.getResultAttrOfType<StringAttr>(i, KilnDialect::kOutputAttrName);
+        if (!name)
+          return fail(callee.getLoc()) << "result " << i << " is neither an output nor in place";
+        if (which == 0 && name.getValue().starts_with("saved.")) {
+          saved[k][name] = v;
+        } else if (which == 0) {
+          Value &sum = sums[name.getValue().str()];
+          sum = sum ? AddOp::create(body, loc, v.getType(), sum, v).getResult() : v;
+        } else {
+          applied[name] = v;
+        }
+      }
+      return success();
+    };
+    if (eval) {
+      if (failed(inline_(fns[0], 0, 0)))
+        return nullptr;
+    } else {
+      for (auto [kind, k] : actions_[static_cast<size_t>(s)]) {
+        if (failed(inline_(kind == 'F' ? fns[0] : fns[1], k, kind == 'F' ? 0 : 1)))
+          return nullptr;
+        if (kind == 'B')
+          saved.erase(k);
+      }
+      if (failed(inline_(fns[2], 0, 2)))
+        return nullptr;
+    }
+    // The loss and metrics: the micro-batches' mean, on every stage.
+    SmallVector<Value> results;
+    SmallVector<Attribute> resultAttrs;
+    const int64_t count = eval ? 1 : micro_;
+    for (auto &[name, type] : outputs_) {
+      auto elt = cast<FloatType>(type.getElementType());
+      Value v = sums.count(name) ? sums[name] : Value();
+      if (v && count > 1) {
+        Value scale = ConstantOp::create(
+            body, loc, type,
+            DenseElementsAttr::get(
+                type, body.getFloatAttr(elt, 1.0 / static_cast<double>(count)).getValue()));
+        v = MulOp::create(body, loc, type, v, scale);
+      }
+      if (!v)
+        v = ConstantOp::create(body, loc, type,
+                               DenseElementsAttr::get(type, body.getFloatAttr(elt, 0).getValue()));
+      v = AllReduceOp::create(body, loc, type, v, "pp",
+                              "'" + name + "' from the stage that computes it, to every stage");
+      results.push_back(v);
+      resultAttrs.push_back(body.getDictionaryAttr(
+          body.getNamedAttr(KilnDialect::kOutputAttrName, body.getStringAttr(name))));
+    }
+    for (auto &[name, v] : applied) {
+      results.push_back(v);
+      resultAttrs.push_back(
+          body.getDictionaryAttr(body.getNamedAttr(KilnDialect::kOutputAttrName, name)));
+    }
+    for (auto [i, named] : llvm::enumerate(states)) {
+      Value v = current.at(named.first);
+      if (v == entry->getArgument(static_cast<unsigned>(i)))
+        continue;
+      results.push_back(v);
+      resultAttrs.push_back(body.getDictionaryAttr(body.getNamedAttr(
+          KilnDialect::kAliasesAttrName, body.getI64IntegerAttr(static_cast<int64_t>(i)))));
+    }
+    func::ReturnOp::create(body, loc, results);
+    fn.setFunctionType(b.getFunctionType(argTypes, ValueRange(results).getTypes()));
+    fn.setResAttrsAttr(b.getArrayAttr(resultAttrs));
+    // What only the dropped `saved.N` values needed (evaluation), and one
+    // copy of what every action recomputes alike (the weights' casts, a
+    // mask).
+    IRRewriter rewriter(&getContext());
+    (void)runRegionDCE(rewriter, fn.getBody());
+    DominanceInfo dominance(fn);
+    eliminateCommonSubExpressions(rewriter, dominance, fn);
+    return fn;
+  }
+
+  /// The kiln.param or kiln.state name of argument i.
+  static StringAttr stateName(func::FuncOp fn, unsigned i) {
+    if (auto p = fn.getArgAttrOfType<StringAttr>(i, KilnDialect::kParamAttrName))
+      return p;
+    return fn.getArgAttrOfType<StringAttr>(i, KilnDialect::kStateAttrName);
+  }
+
+  /// Runs every stage's step under NCCL's rules: a run of transfers is
+  /// posted together and done when each of its transfers met its
+  /// counterpart in the peer's current run; the n-th message from one
+  /// stage to another is the n-th the other receives from it (NCCL has no
+  /// tags), which must be on the same channel; a collective over pp waits
+  /// for every stage.
+  LogicalResult simulate(ModuleOp module) {
+    for (llvm::StringRef what : {"step", "eval"}) {
+      std::vector<std::vector<CommEvent>> events;
+      for (int64_t s = 0; s < stages_; ++s) {
+        auto fn = module.lookupSymbol<func::FuncOp>(stageName(s, what));
+        if (!fn)
+          return success(); // only one stage written: its peers are checked where they are
+        events.push_back(commEvents(fn));
+      }
+      const size_t n = events.size();
+      std::vector<size_t> at(n, 0);
+      std::vector<std::vector<char>> done(n);
+      // Messages posted so far from a to b (sent, received).
+      std::map<std::pair<size_t, size_t>, int64_t> sentCount, recvCount;
+      // The index of each transfer among its pair's messages.
+      std::vector<std::vector<int64_t>> order(n);
+      auto enter = [&](size_t s) {
+        done[s].clear();
+        order[s].clear();
+        if (at[s] >= events[s].size())
+          return;
+        for (const auto &t : events[s][at[s]].transfers) {
+          auto key = t.send ? std::pair<size_t, size_t>(s, static_cast<size_t>(t.peer))
+                            : std::pair<size_t, size_t>(static_cast<size_t>(t.peer), s);
+          order[s].push_back((t.send ? sentCount : recvCount)[key]++);
+          done[s].push_back(0);
+        }
+      };
+      for (size_t s = 0; s < n; ++s)
+        enter(s);
+      for (bool progress = true; progress;) {
+        progress = false;
+        // A collective over pp: every stage at one.
+        bool allAtCollective = true;
+        for (size_t s = 0; s < n; ++s)
+          allAtCollective &= at[s] < events[s].size() && events[s][at[s]].collective;
+        if (allAtCollective) {
+          for (size_t s = 0; s < n; ++s) {
+            ++at[s];
+            enter(s);
+          }
+          progress = true;
+          continue;
+        }
+        for (size_t s = 0; s < n; ++s) {
+          if (at[s] >= events[s].size() || events[s][at[s]].collective)
+            continue;
+          const CommEvent &mine = events[s][at[s]];
+          for (size_t i = 0; i < mine.transfers.size(); ++i) {
+            const auto &t = mine.transfers[i];
+            if (done[s][i] || !t.send)
+              continue;
+            size_t peer = static_cast<size_t>(t.peer);
+            if (peer >= n || at[peer] >= events[peer].size() || events[peer][at[peer]].collective)
+              continue;
+            const CommEvent &theirs = events[peer][at[peer]];
+            for (size_t j = 0; j < theirs.transfers.size(); ++j) {
+              const auto &u = theirs.transfers[j];
+              if (u.send || done[peer][j] || static_cast<size_t>(u.peer) != s ||
+                  order[peer][j] != order[s][i])
+                continue;
+              if (u.channel != t.channel)
+                return fail(t.op->getLoc())
+                       << "@" << stageName(static_cast<int64_t>(s), what) << "'s message "
+                       << order[s][i] << " to stage " << peer << " is on channel " << t.channel
+                       << " but stage " << peer << " receives it as channel " << u.channel
+                       << " (NCCL matches messages between two ranks in order)";
+              done[s][i] = done[peer][j] = 1;
+              progress = true;
+            }
+          }
+        }
+        for (size_t s = 0; s < n; ++s)
+          if (at[s] < events[s].size() && !events[s][at[s]].collective &&
+              llvm::all_of(done[s], [](char d) { return d; })) {
+            ++at[s];
+            enter(s);
+            progress = true;
+          }
+      }
+      for (size_t s = 0; s < n; ++s)
+        if (at[s] < events[s].size()) {
+          const CommEvent &stuck = events[s][at[s]];
+          Operation *op = stuck.collective ? stuck.collective : stuck.transfers.front().op;
+          return fail(op->getLoc())
+                 << "@" << stageName(static_cast<int64_t>(s), what) << " would wait forever at "
+                 << op->getName() << " (its transfer run " << at[s]
+                 << "): the stages' sends and receives do not meet";
+        }
+    }
+    return success();
+  }
+};
+
+} // namespace
+
+} // namespace kiln

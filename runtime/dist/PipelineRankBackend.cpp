@@ -1,0 +1,234 @@
+//===- PipelineRankBackend.cpp - one rank process of a pipeline ------------===//
+
+#include "runtime/dist/PipelineRankBackend.h"
+
+#include "runtime/cpu/Collectives.h"
+#include "runtime/cpu/Kernels.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/Support/FormatVariadic.h"
+
+namespace kiln::dist {
+
+namespace {
+llvm::Error error(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+std::string stageFunction(int64_t s, llvm::StringRef what) {
+  return "stage" + std::to_string(s) + "_" + what.str();
+}
+} // namespace
+
+llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>>
+PipelineRankBackend::stageModule(mlir::ModuleOp module) {
+  mlir::OwningOpRef<mlir::ModuleOp> clone(module.clone());
+  if (llvm::Error err = prepare_(*clone))
+    return std::move(err);
+  // Only this stage's step and evaluation: its plan holds just its part.
+  const std::string step = stageFunction(stage_, "step"), eval = stageFunction(stage_, "eval");
+  for (auto fn : llvm::make_early_inc_range(clone->getOps<mlir::func::FuncOp>()))
+    if (fn.getSymName() != step && fn.getSymName() != eval)
+      fn.erase();
+  if (!clone->lookupSymbol<mlir::func::FuncOp>(step))
+    return error("the pipeline's preparation wrote no @" + step);
+  return std::move(clone);
+}
+
+llvm::Expected<int64_t> PipelineRankBackend::memoryNeeded(mlir::ModuleOp module) {
+  auto layout = MeshLayout::of(module);
+  if (!layout)
+    return layout.takeError();
+  stage_ = layout->coordinate(group_.rank(), "pp");
+  auto mine = stageModule(module);
+  if (!mine)
+    return mine.takeError();
+  return local_->memoryNeeded(**mine);
+}
+
+llvm::Error PipelineRankBackend::load(mlir::ModuleOp module, uint64_t seed) {
+  auto schedule = cpu::PipelineSchedule::of(module);
+  if (!schedule)
+    return schedule.takeError();
+  if (schedule->stages == 0)
+    return error("the module has no pipeline (kiln.pipeline): run kiln-pipeline");
+  schedule_ = std::move(*schedule);
+  auto layout = MeshLayout::of(module);
+  if (!layout)
+    return layout.takeError();
+  if (layout->numRanks() != group_.size())
+    return error(llvm::formatv("the mesh ({0}) has {1} ranks but {2} processes run it",
+                               describeMesh(layout->axes()), layout->numRanks(), group_.size()));
+  if (layout->axisSize("pp") != schedule_.stages)
+    return error("the module's mesh (" + describeMesh(layout->axes()) +
+                 ") does not have its pipeline's " + llvm::Twine(schedule_.stages) +
+                 " stages along pp");
+  layout_ = std::move(*layout);
+  group_.setMesh(layout_->axes());
+  stage_ = layout_->coordinate(group_.rank(), "pp");
+
+  // The whole model's state (every stage's functions), and who updates
+  // each: the first stage whose functions write it in place, else the
+  // first that reads it.
+  auto all = stateSpecsOf(module);
+  if (!all)
+    return all.takeError();
+  specs_ = layout_->globalSpecs(*all);
+  owner_.clear();
+  for (int64_t s = 0; s < schedule_.stages; ++s)
+    for (llvm::StringRef what : {"backward", "apply"}) {
+      auto fn = module.lookupSymbol<mlir::func::FuncOp>(stageFunction(s, what));
+      if (!fn)
+        return error("the pipelined module has no @" + stageFunction(s, what));
+      auto binding = FunctionBinding::of(fn);
+      if (!binding)
+        return binding.takeError();
+      for (const auto &r : binding->results)
+        if (r.aliases >= 0)
+          owner_.emplace(binding->args[static_cast<size_t>(r.aliases)].name, s);
+    }
+  for (int64_t s = 0; s < schedule_.stages; ++s)
+    for (llvm::StringRef what : {"forward", "backward", "apply"}) {
+      auto binding =
+          FunctionBinding::of(module.lookupSymbol<mlir::func::FuncOp>(stageFunction(s, what)));
+      if (!binding)
+        return binding.takeError();
+      for (const auto &a : binding->args)
+        if (a.kind != FunctionBinding::Arg::Input)
+          owner_.emplace(a.name, s);
+    }
+
+  if (!stageModule_) {
+    auto mine = stageModule(module);
+    if (!mine)
+      return mine.takeError();
+    stageModule_ = std::move(*mine);
+  }
+  if (llvm::Error err = local_->load(*stageModule_, seed))
+    return err;
+  mine_.clear();
+  for (const StateSpec &s : local_->stateSpecs())
+    mine_[s.name] = s.dtype;
+  // Split over the stage's ranks (ZeRO, tensor parallelism): initialized
+  // whole, as on one device, each rank keeping its part.
+  if (!layout_->hasSplitState())
+    return llvm::Error::success();
+  std::vector<StateSpec> mineWhole = layout_->globalSpecs(local_->stateSpecs());
+  auto whole = MeshLayout::initialState(mineWhole, seed);
+  if (!whole)
+    return whole.takeError();
+  auto parts = layout_->partsFor(*whole, mineWhole, group_.rank());
+  return parts ? local_->setState(*parts) : parts.takeError();
+}
+
+TensorMap PipelineRankBackend::localInputs(const TensorMap &inputs, bool microbatches) const {
+  const MeshLayout::Function *l = layout_->function(stageFunction(stage_, "forward"));
+  const int64_t m = microbatches ? schedule_.microbatches : 1;
+  TensorMap mine;
+  for (const auto &[name, t] : inputs) {
+    const DimAxes *axes = nullptr;
+    if (l)
+      if (auto it = l->inputs.find(name); it != l->inputs.end() && isSplit(it->second))
+        axes = &it->second;
+    if (t.rank() == 0 || (!axes && m == 1)) {
+      mine[name] = t;
+      continue;
+    }
+    // Each micro-batch's rows, of which this rank keeps its part.
+    std::vector<cpu::HostTensor> parts;
+    for (int64_t k = 0; k < m; ++k) {
+      cpu::HostTensor part = m == 1 ? t : cpu::partOf(t, 0, k, m);
+      parts.push_back(axes ? layout_->partOf(part, *axes, group_.rank()) : part);
+    }
+    mine[name] = parts.size() == 1 ? parts[0] : cpu::kernels::concat(parts, 0);
+  }
+  return mine;
+}
+
+llvm::Expected<TensorMap> PipelineRankBackend::run(llvm::StringRef fn, const TensorMap &inputs) {
+  if (fn == "train_step") {
+    for (const auto &[name, t] : inputs)
+      if (t.rank() >= 1 && t.dim(0) % schedule_.microbatches != 0)
+        return error(llvm::formatv("train_step: input '{0}' has {1} rows, not a multiple of the "
+                                   "{2} micro-batches",
+                                   name, t.dim(0), schedule_.microbatches));
+    return local_->run(stageFunction(stage_, "step"), localInputs(inputs, true));
+  }
+  if (fn == "forward")
+    return local_->run(stageFunction(stage_, "eval"), localInputs(inputs, false));
+  return error("@" + fn +
+               " does not run under pipeline stages on GPUs (only train_step and "
+               "forward do; sampling there is planned)");
+}
+
+llvm::Expected<NamedTensors> PipelineRankBackend::gather(bool params) {
+  auto local = params ? local_->params() : local_->optimizerStates();
+  if (!local)
+    return local.takeError();
+  // Whole on this stage first: the parts split over its ranks gathered
+  // (every rank of the stage holds the same names, in the same order).
+  std::map<std::string, cpu::HostTensor> have;
+  for (auto &[name, t] : *local) {
+    if (const DimAxes *axes = layout_->stateAxes(name))
+      for (size_t d = 0; d < axes->size(); ++d) {
+        if ((*axes)[d].empty())
+          continue;
+        auto whole = group_.allGather(t, (*axes)[d], static_cast<int64_t>(d));
+        if (!whole)
+          return error("gathering '" + name + "': " + llvm::toString(whole.takeError()));
+        t = std::move(*whole);
+      }
+    have[name] = std::move(t);
+  }
+  // Then every stage's, from the stage that updates it: one all_gather
+  // over pp each, in the model's order on every rank (exact: the owner's
+  // bytes, not a sum).
+  const int64_t p = schedule_.stages;
+  NamedTensors out;
+  for (const StateSpec &spec : specs_) {
+    if (spec.isParam != params)
+      continue;
+    auto owner = owner_.find(spec.name);
+    int64_t from = owner == owner_.end() ? 0 : owner->second;
+    std::vector<int64_t> flat{std::max<int64_t>(1, cpu::product(spec.shape))};
+    cpu::HostTensor mine(spec.dtype, flat);
+    if (from == stage_) {
+      auto it = have.find(spec.name);
+      if (it == have.end())
+        return error("stage " + llvm::Twine(stage_) + " updates '" + spec.name +
+                     "' but does not hold it");
+      mine = it->second.reshaped(flat);
+    }
+    auto all = group_.allGather(mine, "pp", 0);
+    if (!all)
+      return error("gathering '" + spec.name + "' from stage " + llvm::Twine(from) + ": " +
+                   llvm::toString(all.takeError()));
+    out.push_back({spec.name, cpu::partOf(*all, 0, from, p).reshaped(spec.shape)});
+  }
+  return out;
+}
+
+llvm::Error PipelineRankBackend::setState(const NamedTensors &tensors) {
+  NamedTensors held;
+  for (const auto &[name, t] : tensors)
+    if (mine_.count(name))
+      held.push_back({name, t});
+  std::vector<StateSpec> mineWhole = layout_->globalSpecs(local_->stateSpecs());
+  auto parts = layout_->partsFor(held, mineWhole, group_.rank());
+  return parts ? local_->setState(*parts) : parts.takeError();
+}
+
+std::string PipelineRankBackend::describe() const {
+  std::string local = local_->describe();
+  std::string blocks = static_cast<size_t>(stage_) < schedule_.blocks.size()
+                           ? " (" + schedule_.blocks[static_cast<size_t>(stage_)] + ")"
+                           : "";
+  return llvm::formatv("{0}: rank {1} of {2} processes (mesh {3}), pipeline stage {4} of {5}{6}, "
+                       "{7} micro-batches per step, schedule {8}, its whole step as one "
+                       "function; {9}{10}{11}",
+                       local_->name(), group_.rank(), group_.size(), describeMesh(layout_->axes()),
+                       stage_, schedule_.stages, blocks, schedule_.microbatches, schedule_.name,
+                       collectives_, local.empty() ? "" : "\n", local)
+      .str();
+}
+
+} // namespace kiln::dist
