@@ -52,6 +52,10 @@
 #              and 4 stages, 1F1B and GPipe, f32: the measured bubble beside
 #              (p-1)/(m+p-1) and kiln compile's prediction, and the losses
 #              against one device accumulating the same micro-batches
+#   pipeline-gpu  pipeline stages as rank processes sharing one GPU (NCCL
+#              send/recv through NCCL_HOSTID, as ranks-nccl): pp = 2 (1F1B,
+#              GPipe), pp = 3, pp = 2 x dp = 2 against one GPU accumulating
+#              the same micro-batches, f32 20 and bf16 150 steps
 #   tokenize   kiln tokenize MB/s on this host's cores (GCIDE, 1 and all threads)
 #   quickstart the README's GPU main job: tokenize fortunes + GCIDE, GPT-2
 #              124M bf16 for 2,000 steps (configs/gpu-quickstart.toml)
@@ -455,6 +459,55 @@ EOF
       grep -E "waited|throughput|error" "$OUT/$name.log"
       python3 tests/lit/train/Inputs/compare-losses.py $OUT/pipe-one-m$2/metrics.jsonl $OUT/$name/metrics.jsonl \
         --tolerance 1e-5 --steps 6 | tail -2
+    done ;;
+  pipeline-gpu)
+    # Pipeline stages as rank processes sharing one GPU (NCCL_HOSTID, as
+    # ranks-nccl): each rank runs its stage's whole step
+    # (kiln-pipeline-unroll) as one CUDA graph, the activations and
+    # gradients through NCCL send/recv. Against one GPU accumulating the
+    # same 4 micro-batches (train.accumulate_steps = 4): f32 20 steps
+    # (1e-5), bf16 150 steps (0.5 %). On one GPU this checks the results,
+    # not the speed (the stages take turns on it).
+    [ -d /tmp/fortunes-byte ] || $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 \
+      --out /tmp/fortunes-byte .gpu/corpus/fortunes/* | tail -1
+    for p in ${RANKS_PRECISIONS:-f32 bf16-mixed}; do
+      steps=20; [ $p = bf16-mixed ] && steps=150
+      common=(configs/moe-fortunes.toml --set moe.experts=0
+        --set "data.train=/tmp/fortunes-byte/train_*.bin" --set "data.val=/tmp/fortunes-byte/val_*.bin"
+        --set train.precision=$p --set train.steps=$steps --set train.log_every=1000
+        --set optim.warmup_steps=$((steps / 2)) --set eval.every=$((steps / 2)) --set eval.batches=2
+        --set eval.sample_tokens=0 --set checkpoint.every=0)
+      XDG_CACHE_HOME=/tmp/kiln-cache timeout ${PIPE_TIMEOUT:-300} $KILN train "${common[@]}" --set train.accumulate_steps=4 \
+        --set run.dir=$OUT/pipe-$p-one > "$OUT/pipe-$p-one.log" 2>&1
+      echo "$p one GPU, 4 micro-batches accumulated: exit $?"
+      runs=("$p-one=$OUT/pipe-$p-one")
+      meshes=${PIPE_MESHES:-pp2 pp2gpipe pp3 pp2dp2}
+      [ $p = bf16-mixed ] && meshes=${PIPE_MESHES_BF16:-pp2}
+      for mesh in $meshes; do
+        n=2; extra=(--set parallel.pp=2 --set parallel.microbatches=4)
+        case $mesh in
+          pp2gpipe) extra+=(--set parallel.schedule=gpipe) ;;
+          pp3) n=3; extra=(--set parallel.pp=3 --set parallel.microbatches=4) ;;
+          pp2dp2) n=4; extra+=(--set parallel.dp=2) ;;
+        esac
+        port=$((20000 + RANDOM % 20000)); pids=()
+        for ((r = 0; r < n; r++)); do
+          RANK=$r WORLD_SIZE=$n LOCAL_RANK=$r LOCAL_WORLD_SIZE=$n MASTER_PORT=$port \
+            NCCL_HOSTID=kiln-rank-$r NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
+            NCCL_DEBUG=WARN XDG_CACHE_HOME=/tmp/kiln-cache timeout ${PIPE_TIMEOUT:-300} $KILN train "${common[@]}" \
+            "${extra[@]}" --set parallel.collectives=nccl --set run.dir=$OUT/pipe-$p-$mesh \
+            > "$OUT/pipe-$p-$mesh.rank$r.log" 2>&1 &
+          pids+=($!)
+        done
+        codes=(); for pid in "${pids[@]}"; do wait $pid; codes+=($?); done
+        echo "$p $mesh ($n rank processes on one GPU): exit codes ${codes[*]}"
+        grep -hE "pipeline stage|val loss|error|throughput|NCCL WARN|checkpoint" \
+          "$OUT"/pipe-$p-$mesh.rank*.log | sort | uniq -c | head -12
+        grep -hE "val loss" "$OUT/pipe-$p-one.log" | head -3
+        runs+=("$p-$mesh=$OUT/pipe-$p-$mesh")
+      done
+      python3 bench/ranks_compare.py "$OUT" "${runs[@]}" | tee "$OUT/pipeline-gpu-$p.txt"
+      rm -rf "$OUT"/pipe-$p-*/checkpoints
     done ;;
   ranks-nccl)
     # The same meshes with their collectives through NCCL (parallel.collectives

@@ -844,6 +844,63 @@ llvm::Error runNccl(CudaExecutor::Impl &im, const PlanStep &s, CUstream stream) 
   return llvm::Error::success();
 }
 
+/// Connects each pair of ranks that `p`'s send/recv steps join, before the
+/// first step: NCCL connects point-to-point peers lazily, inside the
+/// ncclGroupEnd of their first transfer, and that connection waits on the
+/// host for the peer's — and for work already on the device. A pipeline
+/// stage whose first receive from the next stage is posted while its GPU
+/// waits on that stage (GPipe's last forward) would wait forever there.
+/// One byte each way, every peer in one group, so every rank's group meets
+/// its peers' at once.
+llvm::Error connectTransferPeers(CudaExecutor::Impl &im, const Plan &p) {
+  std::map<std::string, std::pair<std::set<int64_t>, std::set<int64_t>>> peers; // to, from
+  for (const PlanFunction &f : p.functions)
+    for (const PlanStep &s : f.steps)
+      if (s.kind == PlanStep::Kind::Collective && s.collective.isTransfer())
+        (s.collective.kind == "send" ? peers[s.collective.axis].first
+                                     : peers[s.collective.axis].second)
+            .insert(s.collective.peer);
+  for (const auto &[axis, ends] : peers) {
+    auto comm = im.comms.find(axis);
+    if (comm == im.comms.end())
+      return error("no NCCL communicator for mesh axis '" + axis + "'");
+    const int64_t n = static_cast<int64_t>(ends.first.size() + ends.second.size());
+    CUdeviceptr bytes = 0;
+    KILN_CU(im.cu->cuMemAlloc(&bytes, static_cast<size_t>(n)));
+    llvm::scope_exit release([&] { im.cu->cuMemFree(bytes); });
+    KILN_CU(im.cu->cuMemsetD8Async(bytes, 0, static_cast<size_t>(n), im.stream));
+    KILN_NCCL(im.nccl->ncclGroupStart());
+    int64_t at = 0;
+    for (int64_t peer : ends.first)
+      KILN_NCCL(im.nccl->ncclSend(reinterpret_cast<void *>(bytes + at++), 1, ncclUint8,
+                                  static_cast<int>(peer), comm->second, im.stream));
+    for (int64_t peer : ends.second)
+      KILN_NCCL(im.nccl->ncclRecv(reinterpret_cast<void *>(bytes + at++), 1, ncclUint8,
+                                  static_cast<int>(peer), comm->second, im.stream));
+    KILN_NCCL(im.nccl->ncclGroupEnd());
+    // Bounded: a peer that never posts its part fails the load, not hangs it.
+    auto deadline = std::chrono::steady_clock::now() +
+                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                        std::chrono::duration<double>(im.ncclTimeoutSeconds));
+    for (;;) {
+      CUresult r = im.cu->cuStreamQuery(im.stream);
+      if (r == CUDA_SUCCESS)
+        break;
+      if (r != CUDA_ERROR_NOT_READY)
+        return cuError(r, "cuStreamQuery", __FILE__, __LINE__);
+      if (std::chrono::steady_clock::now() > deadline) {
+        im.nccl->ncclCommAbort(comm->second);
+        im.comms.erase(comm);
+        return error(llvm::formatv("connecting the NCCL peers over {0} waited {1:f0} s (another "
+                                   "rank stopped?)",
+                                   axis, im.ncclTimeoutSeconds));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  return llvm::Error::success();
+}
+
 /// Sets up NCCL for `p`'s Collective steps: one communicator per mesh axis
 /// they use, in name order on every rank; each group's first rank makes the
 /// unique id and the group's all_gather hands it to the others.
@@ -881,6 +938,8 @@ llvm::Error initNccl(CudaExecutor::Impl &im, const Plan &p, const ExecutorOption
                                     static_cast<int>(group.coordinate(axis))));
     im.comms[axis] = comm;
   }
+  if (llvm::Error err = connectTransferPeers(im, p))
+    return err;
   if (scratch > 0)
     KILN_CU(im.cu->cuMemAlloc(&im.scratch, static_cast<size_t>(scratch)));
   void *word = nullptr;

@@ -97,14 +97,15 @@ llvm::Error PipelineRankBackend::load(mlir::ModuleOp module, uint64_t seed) {
           owner_.emplace(a.name, s);
     }
 
-  if (!stageModule_) {
+  // The clone lives only while the local backend compiles it: it belongs
+  // to the caller's context, which may end before this backend does.
+  {
     auto mine = stageModule(module);
     if (!mine)
       return mine.takeError();
-    stageModule_ = std::move(*mine);
+    if (llvm::Error err = local_->load(**mine, seed))
+      return err;
   }
-  if (llvm::Error err = local_->load(*stageModule_, seed))
-    return err;
   mine_.clear();
   for (const StateSpec &s : local_->stateSpecs())
     mine_[s.name] = s.dtype;

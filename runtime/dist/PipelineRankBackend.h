@@ -84,7 +84,6 @@ private:
   std::map<std::string, int64_t> owner_;
   /// The names this rank's stage holds.
   std::map<std::string, cpu::DType> mine_;
-  mlir::OwningOpRef<mlir::ModuleOp> stageModule_;
 };
 
 } // namespace kiln::dist
