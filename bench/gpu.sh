@@ -501,6 +501,8 @@ EOF
         done
         codes=(); for pid in "${pids[@]}"; do wait $pid; codes+=($?); done
         echo "$p $mesh ($n rank processes on one GPU): exit codes ${codes[*]}"
+        [ "${codes[*]}" = "$(printf '0 %.0s' $(seq $n) | sed 's/ $//')" ] || for ((r = 0; r < n; r++)); do
+          echo "-- rank $r:"; grep -v "^  " "$OUT/pipe-$p-$mesh.rank$r.log" | tail -4 | cut -c1-240; done
         grep -hE "pipeline stage|val loss|error|throughput|NCCL WARN|checkpoint" \
           "$OUT"/pipe-$p-$mesh.rank*.log | sort | uniq -c | head -12
         grep -hE "val loss" "$OUT/pipe-$p-one.log" | head -3

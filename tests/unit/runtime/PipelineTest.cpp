@@ -19,6 +19,8 @@
 #include "runtime/cpu/CpuBackend.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/PipelineCpuBackend.h"
+#include "runtime/dist/PipelineRankBackend.h"
+#include "runtime/dist/SocketGroup.h"
 #include "tests/unit/TestSupport.h"
 #include "tools/support/PipelineReport.h"
 #include "train/Compile.h"
@@ -29,6 +31,11 @@
 
 #include <cmath>
 #include <random>
+#include <thread>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 using namespace mlir;
 using namespace kiln;
@@ -365,6 +372,112 @@ TEST(Pipeline, MemoryCountsTheMicroBatchesInFlight) {
   EXPECT_EQ(gpipe - oneF,
             report.perStage[0].savedBytes * (8 - 2) + report.perStage[1].savedBytes * (8 - 1));
   EXPECT_GT(report.perStage[0].savedBytes, 0);
+}
+
+} // namespace
+
+namespace {
+
+int freePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof addr;
+  ::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &length);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+/// A pipeline's rank processes (threads here, each with its own TCP
+/// connection and context, as processes): each holds its stage's state
+/// only, initialized as one device would; params() and optimizerStates()
+/// give every rank the whole model, each tensor from the stage that updates
+/// it, exactly; setState() keeps what the rank's stage holds.
+TEST(Pipeline, RankProcessesHoldTheirStageAndGatherTheWholeModel) {
+  auto ctx = test::makeContext();
+  auto one = compile(*ctx, kTiny, [&](RunConfig &r) { r.train.accumulate_steps = 2; });
+  ASSERT_TRUE(one);
+  cpu::CpuBackend single;
+  ASSERT_FALSE(static_cast<bool>(single.load(*one, 5)));
+  auto wantParams = single.params();
+  auto wantStates = single.optimizerStates();
+  ASSERT_TRUE(wantParams && wantStates);
+  // The changed whole model every rank is given.
+  NamedTensors changed = *wantParams;
+  for (auto &[name, t] : changed) {
+    t = t.clone();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      t.set(i, t.get(i) * 0.5 + 0.25);
+  }
+
+  const int port = freePort();
+  std::vector<std::string> errors(2);
+  std::vector<int64_t> stages(2, -1), held(2, 0);
+  std::vector<NamedTensors> params(2), states(2), after(2);
+  std::vector<std::thread> threads;
+  for (int64_t r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      auto fail = [&](llvm::Error err) { errors[r] = llvm::toString(std::move(err)); };
+      auto mine = test::makeContext();
+      auto piped = compile(*mine, kTiny, [&](RunConfig &c) {
+        c.parallel.pp = 2;
+        c.parallel.microbatches = 2;
+      });
+      if (!piped)
+        return;
+      auto group = dist::SocketGroup::connect({r, 2, "127.0.0.1", port, 60});
+      if (!group)
+        return fail(group.takeError());
+      auto local = std::make_unique<cpu::CpuBackend>();
+      cpu::CpuBackend *stageLocal = local.get();
+      auto unroll = [](ModuleOp module) {
+        PassManager pm(module.getContext());
+        pm.addPass(createPipelineUnrollPass());
+        return runPasses(pm, module, "kiln-pipeline-unroll");
+      };
+      dist::PipelineRankBackend rank(**group, std::move(local), unroll, "test");
+      if (llvm::Error err = rank.load(*piped, 5))
+        return fail(std::move(err));
+      stages[r] = rank.stage();
+      held[r] = static_cast<int64_t>(stageLocal->stateSpecs().size());
+      auto p = rank.params();
+      auto st = rank.optimizerStates();
+      if (!p || !st)
+        return fail(!p ? p.takeError() : st.takeError());
+      params[r] = std::move(*p);
+      states[r] = std::move(*st);
+      if (llvm::Error err = rank.setState(changed))
+        return fail(std::move(err));
+      auto again = rank.params();
+      if (!again)
+        return fail(again.takeError());
+      after[r] = std::move(*again);
+    });
+  for (std::thread &t : threads)
+    t.join();
+  ASSERT_EQ(errors, std::vector<std::string>(2, ""));
+  EXPECT_EQ(stages, (std::vector<int64_t>{0, 1}));
+  // Each rank holds a part: together more than one stage's, less than
+  // twice the model (the tied embedding is on both).
+  const int64_t whole = static_cast<int64_t>(single.stateSpecs().size());
+  EXPECT_LT(held[0], whole);
+  EXPECT_LT(held[1], whole);
+  for (int64_t r = 0; r < 2; ++r) {
+    for (auto [got, want] : {std::pair{&params[r], &*wantParams}, {&states[r], &*wantStates},
+                             {&after[r], &changed}}) {
+      // By name: the order is the module's, whose functions differ.
+      ASSERT_EQ(got->size(), want->size()) << "rank " << r;
+      std::map<std::string, const cpu::HostTensor *> byName;
+      for (const auto &[name, t] : *got)
+        byName[name] = &t;
+      for (const auto &[name, t] : *want) {
+        ASSERT_TRUE(byName.count(name)) << "rank " << r << " lacks " << name;
+        EXPECT_EQ(test::worstRelative(t, *byName[name]), 0.0) << "rank " << r << ": " << name;
+      }
+    }
+  }
 }
 
 } // namespace
