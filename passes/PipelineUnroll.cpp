@@ -41,8 +41,6 @@ std::string stageName(int64_t s, llvm::StringRef what) {
   return "stage" + std::to_string(s) + "_" + what.str();
 }
 
-bool isTransfer(Operation *op) { return isa<SendOp, RecvOp>(op); }
-
 /// One thing a stage's step does that another stage takes part in: a run
 /// of transfers (posted together) or a collective over `pp`.
 struct CommEvent {
@@ -159,7 +157,6 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
     }
     OpBuilder b(module.getBodyRegion());
     b.setInsertionPointToEnd(module.getBody());
-    std::vector<func::FuncOp> steps;
     nextCastGroup_ = 0;
     for (int64_t s = 0; s < stages_; ++s) {
       if (stage >= 0 && s != stage)
@@ -171,7 +168,6 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
       func::FuncOp eval = step ? build(b, module, s, /*eval=*/true) : nullptr;
       if (!step || !eval)
         return signalPassFailure();
-      steps.push_back(step);
     }
     // Deadlock freedom needs every stage's step, whatever `stage` is.
     if (failed(simulate(module)))
