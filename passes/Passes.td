@@ -437,7 +437,7 @@ def PipelineUnrollPass : Pass<"kiln-pipeline-unroll", "mlir::ModuleOp"> {
   let summary = "Writes each pipeline stage's whole step as one function, for a device";
   let description = [{
     Works on what kiln-pipeline made (`kiln.pipeline` and the stage
-    functions). For each stage s (or only `stage`) it writes
+    functions). For each stage s it writes
 
     - `@stage<s>_step`: the stage's forwards and backwards in its
       schedule's order, then its apply, inlined into one function. A batch
@@ -463,9 +463,6 @@ def PipelineUnrollPass : Pass<"kiln-pipeline-unroll", "mlir::ModuleOp"> {
     rank and step); the CPU's pipeline runs the stage functions action by
     action instead and times each.
   }];
-  let options = [
-    Option<"stage", "stage", "int64_t", /*default=*/"-1", "The stage to write (-1: every stage)">,
-  ];
   let dependentDialects = ["::kiln::KilnDialect", "::mlir::func::FuncDialect"];
 }
 

@@ -262,6 +262,23 @@ llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
                                                      dist::SocketGroup *group,
                                                      const ParallelConfig &parallel,
                                                      int64_t localRanks) {
+  // NCCL when asked, or ("auto") when every rank on this host has a GPU of
+  // its own and libnccl loads.
+  auto useNccl = [&] {
+    if (parallel.collectives != "auto")
+      return parallel.collectives == "nccl";
+    auto dev = cuda::device();
+    if (!dev) {
+      llvm::consumeError(dev.takeError());
+      return false;
+    }
+    if (dev->count < localRanks)
+      return false;
+    auto api = cuda::nccl(cuda::ToolkitPaths());
+    if (!api)
+      llvm::consumeError(api.takeError());
+    return static_cast<bool>(api);
+  };
   if (group && group->size() > 1 && parallel.pp > 1) {
     // One stage's ranks: its whole step as one function on the GPU, the
     // activations and gradients between stages through NCCL send/recv.
@@ -269,14 +286,7 @@ llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
       return error("parallel.pp = " + llvm::Twine(parallel.pp) +
                    " as rank processes runs on GPUs (NCCL send/recv between the stages); on "
                    "the CPU leave out --ranks: the stages run as threads of one process");
-    bool nccl = parallel.collectives == "nccl";
-    if (parallel.collectives == "auto")
-      if (auto dev = cuda::device(); dev && dev->count >= localRanks) {
-        auto api = cuda::nccl(cuda::ToolkitPaths());
-        nccl = static_cast<bool>(api);
-        if (!api)
-          llvm::consumeError(api.takeError());
-      }
+    const bool nccl = useNccl();
     if (!nccl)
       return error("parallel.pp = " + llvm::Twine(parallel.pp) +
                    " on GPUs sends the stages' activations and gradients through NCCL, which "
@@ -301,16 +311,8 @@ llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
     std::unique_ptr<Backend> local;
     std::string how = "collectives over TCP through rank 0";
     if (device != "cpu") {
-      // NCCL when asked, or ("auto") when every rank here has a GPU of its
-      // own and libnccl loads; else staged through the host.
-      bool nccl = parallel.collectives == "nccl";
-      if (parallel.collectives == "auto")
-        if (auto dev = cuda::device(); dev && dev->count >= localRanks) {
-          auto api = cuda::nccl(cuda::ToolkitPaths());
-          nccl = static_cast<bool>(api);
-          if (!api)
-            llvm::consumeError(api.takeError());
-        }
+      // Else staged through the host.
+      const bool nccl = useNccl();
       auto gpu = makeCudaBackend(progress, {}, group, nccl, parallel.timeout);
       if (gpu) {
         local = std::move(*gpu);

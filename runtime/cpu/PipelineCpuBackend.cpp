@@ -21,10 +21,61 @@ namespace {
 llvm::Error error(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
 }
-std::string stageFunction(int64_t s, llvm::StringRef what) {
-  return "stage" + std::to_string(s) + "_" + what.str();
-}
 } // namespace
+
+std::string pipelineFunction(int64_t stage, llvm::StringRef what) {
+  return "stage" + std::to_string(stage) + "_" + what.str();
+}
+
+llvm::Expected<std::map<std::string, int64_t>> pipelineOwners(mlir::ModuleOp module,
+                                                              int64_t stages) {
+  std::map<std::string, int64_t> owner;
+  for (bool writes : {true, false})
+    for (int64_t s = 0; s < stages; ++s)
+      for (llvm::StringRef what : {"forward", "backward", "apply"}) {
+        if (writes && what == "forward")
+          continue;
+        auto fn = module.lookupSymbol<mlir::func::FuncOp>(pipelineFunction(s, what));
+        if (!fn)
+          return error("the pipelined module has no @" + pipelineFunction(s, what));
+        auto binding = FunctionBinding::of(fn);
+        if (!binding)
+          return binding.takeError();
+        if (writes) {
+          for (const auto &r : binding->results)
+            if (r.aliases >= 0)
+              owner.emplace(binding->args[static_cast<size_t>(r.aliases)].name, s);
+        } else {
+          for (const auto &a : binding->args)
+            if (a.kind != FunctionBinding::Arg::Input)
+              owner.emplace(a.name, s);
+        }
+      }
+  return owner;
+}
+
+TensorMap unrolledInputs(const MeshLayout &layout, int64_t stage, int64_t rank,
+                         const TensorMap &inputs, int64_t m) {
+  const MeshLayout::Function *l = layout.function(pipelineFunction(stage, "forward"));
+  TensorMap mine;
+  for (const auto &[name, t] : inputs) {
+    const DimAxes *axes = nullptr;
+    if (l)
+      if (auto it = l->inputs.find(name); it != l->inputs.end() && isSplit(it->second))
+        axes = &it->second;
+    if (t.rank() == 0 || (!axes && m == 1)) {
+      mine[name] = t;
+      continue;
+    }
+    std::vector<HostTensor> parts;
+    for (int64_t k = 0; k < m; ++k) {
+      HostTensor part = m == 1 ? t : partOf(t, 0, k, m);
+      parts.push_back(axes ? layout.partOf(part, *axes, rank) : part);
+    }
+    mine[name] = parts.size() == 1 ? parts[0] : kernels::concat(parts, 0);
+  }
+  return mine;
+}
 
 llvm::Expected<PipelineSchedule> PipelineSchedule::of(mlir::ModuleOp module) {
   PipelineSchedule p;
@@ -138,8 +189,8 @@ llvm::Error PipelineCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
   for (int64_t s = 0; s < schedule_.stages; ++s)
     for (llvm::StringRef what : {"forward", "backward", "apply", "step", "eval"})
       if ((unrolled_ || (what != "step" && what != "eval")) &&
-          !module.lookupSymbol<mlir::func::FuncOp>(stageFunction(s, what)))
-        return error("the pipelined module has no @" + stageFunction(s, what) +
+          !module.lookupSymbol<mlir::func::FuncOp>(pipelineFunction(s, what)))
+        return error("the pipelined module has no @" + pipelineFunction(s, what) +
                      (unrolled_ ? " (kiln-pipeline-unroll writes the steps)" : ""));
   // The mesh: pp, then the axes the step was partitioned over (dp, tp).
   auto layout = MeshLayout::of(module);
@@ -174,18 +225,10 @@ llvm::Error PipelineCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
     if (llvm::Error err = setState(*whole))
       return err;
   }
-  // Who updates what: the stage whose functions write a state in place.
-  owner_.clear();
-  for (int64_t s = 0; s < schedule_.stages; ++s)
-    for (llvm::StringRef what : {"backward", "apply"}) {
-      auto binding =
-          FunctionBinding::of(module.lookupSymbol<mlir::func::FuncOp>(stageFunction(s, what)));
-      if (!binding)
-        return binding.takeError();
-      for (const auto &r : binding->results)
-        if (r.aliases >= 0)
-          owner_.emplace(binding->args[static_cast<size_t>(r.aliases)].name, s);
-    }
+  auto owners = pipelineOwners(module, schedule_.stages);
+  if (!owners)
+    return owners.takeError();
+  owner_ = std::move(*owners);
   stale_ = false;
   return llvm::Error::success();
 }
@@ -206,7 +249,7 @@ llvm::Expected<int64_t> PipelineCpuBackend::memoryNeeded(mlir::ModuleOp module) 
   int64_t perStageRanks = ranks / std::max<int64_t>(schedule->stages, 1), kept = 0;
   std::vector<int64_t> inFlight = schedule->inFlight();
   for (int64_t s = 0; s < schedule->stages; ++s) {
-    auto fwd = module.lookupSymbol<mlir::func::FuncOp>(stageFunction(s, "forward"));
+    auto fwd = module.lookupSymbol<mlir::func::FuncOp>(pipelineFunction(s, "forward"));
     if (!fwd)
       continue;
     auto binding = FunctionBinding::of(fwd);
@@ -302,27 +345,13 @@ llvm::Expected<TensorMap> PipelineCpuBackend::runUnrolled(llvm::StringRef what,
   std::vector<TensorMap> outputs(ranks_.size());
   llvm::Error err = mesh_->run([&](int64_t r, Collectives &collectives) -> llvm::Error {
     const int64_t s = stageOf(r);
-    // Each micro-batch's rows, of which the rank keeps its part; the
-    // step takes them one after another.
-    TensorMap in;
-    for (const auto &[name, t] : inputs) {
-      if (t.rank() == 0) {
-        in[name] = t;
-        continue;
-      }
-      std::vector<HostTensor> parts;
-      for (int64_t k = 0; k < m; ++k)
-        parts.push_back(m == 1 ? t : partOf(t, 0, k, m));
-      for (HostTensor &part : parts)
-        part = localInputs({{name, part}}, stageFunction(s, "forward"), r).at(name);
-      in[name] = parts.size() == 1 ? parts[0] : kernels::concat(parts, 0);
-    }
+    TensorMap in = unrolledInputs(*layout_, s, r, inputs, m);
     CpuBackend &rank = *ranks_[static_cast<size_t>(r)];
     rank.setCollectives(&collectives);
-    auto out = rank.run(stageFunction(s, what), in);
+    auto out = rank.run(pipelineFunction(s, what), in);
     rank.setCollectives(nullptr);
     if (!out)
-      return error(llvm::formatv("stage {0}, @{1}: {2}", s, stageFunction(s, what),
+      return error(llvm::formatv("stage {0}, @{1}: {2}", s, pipelineFunction(s, what),
                                  llvm::toString(out.takeError())));
     outputs[static_cast<size_t>(r)] = std::move(*out);
     return llvm::Error::success();
@@ -371,8 +400,8 @@ llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {
                                  kind == 'F' ? "forward" : "backward", k,
                                  llvm::toString(std::move(e))));
     };
-    const std::string forward = stageFunction(s, "forward"),
-                      backward = stageFunction(s, "backward"), apply = stageFunction(s, "apply");
+    const std::string forward = pipelineFunction(s, "forward"),
+                      backward = pipelineFunction(s, "backward"), apply = pipelineFunction(s, "apply");
     for (auto [kind, k] : schedule_.actions[static_cast<size_t>(s)]) {
       TensorMap in =
           localInputs(micro[static_cast<size_t>(k)], kind == 'F' ? forward : backward, r);

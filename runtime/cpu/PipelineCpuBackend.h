@@ -43,6 +43,23 @@ struct PipelineSchedule {
   std::vector<int64_t> inFlight() const;
 };
 
+/// @stage<s>_<what>: the name kiln-pipeline (forward, backward, apply) and
+/// kiln-pipeline-unroll (step, eval) give stage s's functions.
+std::string pipelineFunction(int64_t stage, llvm::StringRef what);
+
+/// Which stage updates each state of a pipelined module: the first whose
+/// backward or apply writes it in place, else the first that reads it.
+llvm::Expected<std::map<std::string, int64_t>> pipelineOwners(mlir::ModuleOp module,
+                                                              int64_t stages);
+
+/// The inputs of an unrolled stage function (@stage<s>_step with `m`
+/// micro-batches, @stage<s>_eval with 1) as rank `rank` of stage `stage`
+/// takes them: of each micro-batch's rows (the batch cut in m), the rank's
+/// part along the axes @stage<s>_forward splits them over, one after
+/// another; scalars whole.
+TensorMap unrolledInputs(const MeshLayout &layout, int64_t stage, int64_t rank,
+                         const TensorMap &inputs, int64_t m);
+
 class PipelineCpuBackend final : public Backend {
 public:
   /// Runs each rank's @stage<s>_step and @stage<s>_eval (kiln-pipeline-unroll

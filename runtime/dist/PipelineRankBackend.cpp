@@ -1,6 +1,7 @@
 //===- PipelineRankBackend.cpp - one rank process of a pipeline ------------===//
 
 #include "runtime/dist/PipelineRankBackend.h"
+#include "runtime/dist/RankBackend.h"
 
 #include "runtime/cpu/Collectives.h"
 #include "runtime/cpu/Kernels.h"
@@ -14,9 +15,6 @@ namespace {
 llvm::Error error(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
 }
-std::string stageFunction(int64_t s, llvm::StringRef what) {
-  return "stage" + std::to_string(s) + "_" + what.str();
-}
 } // namespace
 
 llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>>
@@ -25,7 +23,8 @@ PipelineRankBackend::stageModule(mlir::ModuleOp module) {
   if (llvm::Error err = prepare_(*clone))
     return std::move(err);
   // Only this stage's step and evaluation: its plan holds just its part.
-  const std::string step = stageFunction(stage_, "step"), eval = stageFunction(stage_, "eval");
+  const std::string step = cpu::pipelineFunction(stage_, "step"),
+                    eval = cpu::pipelineFunction(stage_, "eval");
   for (auto fn : llvm::make_early_inc_range(clone->getOps<mlir::func::FuncOp>()))
     if (fn.getSymName() != step && fn.getSymName() != eval)
       fn.erase();
@@ -66,36 +65,15 @@ llvm::Error PipelineRankBackend::load(mlir::ModuleOp module, uint64_t seed) {
   group_.setMesh(layout_->axes());
   stage_ = layout_->coordinate(group_.rank(), "pp");
 
-  // The whole model's state (every stage's functions), and who updates
-  // each: the first stage whose functions write it in place, else the
-  // first that reads it.
+  // The whole model's state (every stage's functions), and who updates each.
   auto all = stateSpecsOf(module);
   if (!all)
     return all.takeError();
   specs_ = layout_->globalSpecs(*all);
-  owner_.clear();
-  for (int64_t s = 0; s < schedule_.stages; ++s)
-    for (llvm::StringRef what : {"backward", "apply"}) {
-      auto fn = module.lookupSymbol<mlir::func::FuncOp>(stageFunction(s, what));
-      if (!fn)
-        return error("the pipelined module has no @" + stageFunction(s, what));
-      auto binding = FunctionBinding::of(fn);
-      if (!binding)
-        return binding.takeError();
-      for (const auto &r : binding->results)
-        if (r.aliases >= 0)
-          owner_.emplace(binding->args[static_cast<size_t>(r.aliases)].name, s);
-    }
-  for (int64_t s = 0; s < schedule_.stages; ++s)
-    for (llvm::StringRef what : {"forward", "backward", "apply"}) {
-      auto binding =
-          FunctionBinding::of(module.lookupSymbol<mlir::func::FuncOp>(stageFunction(s, what)));
-      if (!binding)
-        return binding.takeError();
-      for (const auto &a : binding->args)
-        if (a.kind != FunctionBinding::Arg::Input)
-          owner_.emplace(a.name, s);
-    }
+  auto owners = cpu::pipelineOwners(module, schedule_.stages);
+  if (!owners)
+    return owners.takeError();
+  owner_ = std::move(*owners);
 
   // The clone lives only while the local backend compiles it: it belongs
   // to the caller's context, which may end before this backend does.
@@ -108,7 +86,7 @@ llvm::Error PipelineRankBackend::load(mlir::ModuleOp module, uint64_t seed) {
   }
   mine_.clear();
   for (const StateSpec &s : local_->stateSpecs())
-    mine_[s.name] = s.dtype;
+    mine_.insert(s.name);
   // Split over the stage's ranks (ZeRO, tensor parallelism): initialized
   // whole, as on one device, each rank keeping its part.
   if (!layout_->hasSplitState())
@@ -121,30 +99,6 @@ llvm::Error PipelineRankBackend::load(mlir::ModuleOp module, uint64_t seed) {
   return parts ? local_->setState(*parts) : parts.takeError();
 }
 
-TensorMap PipelineRankBackend::localInputs(const TensorMap &inputs, bool microbatches) const {
-  const MeshLayout::Function *l = layout_->function(stageFunction(stage_, "forward"));
-  const int64_t m = microbatches ? schedule_.microbatches : 1;
-  TensorMap mine;
-  for (const auto &[name, t] : inputs) {
-    const DimAxes *axes = nullptr;
-    if (l)
-      if (auto it = l->inputs.find(name); it != l->inputs.end() && isSplit(it->second))
-        axes = &it->second;
-    if (t.rank() == 0 || (!axes && m == 1)) {
-      mine[name] = t;
-      continue;
-    }
-    // Each micro-batch's rows, of which this rank keeps its part.
-    std::vector<cpu::HostTensor> parts;
-    for (int64_t k = 0; k < m; ++k) {
-      cpu::HostTensor part = m == 1 ? t : cpu::partOf(t, 0, k, m);
-      parts.push_back(axes ? layout_->partOf(part, *axes, group_.rank()) : part);
-    }
-    mine[name] = parts.size() == 1 ? parts[0] : cpu::kernels::concat(parts, 0);
-  }
-  return mine;
-}
-
 llvm::Expected<TensorMap> PipelineRankBackend::run(llvm::StringRef fn, const TensorMap &inputs) {
   if (fn == "train_step") {
     for (const auto &[name, t] : inputs)
@@ -152,10 +106,13 @@ llvm::Expected<TensorMap> PipelineRankBackend::run(llvm::StringRef fn, const Ten
         return error(llvm::formatv("train_step: input '{0}' has {1} rows, not a multiple of the "
                                    "{2} micro-batches",
                                    name, t.dim(0), schedule_.microbatches));
-    return local_->run(stageFunction(stage_, "step"), localInputs(inputs, true));
+    return local_->run(
+        cpu::pipelineFunction(stage_, "step"),
+        cpu::unrolledInputs(*layout_, stage_, group_.rank(), inputs, schedule_.microbatches));
   }
   if (fn == "forward")
-    return local_->run(stageFunction(stage_, "eval"), localInputs(inputs, false));
+    return local_->run(cpu::pipelineFunction(stage_, "eval"),
+                       cpu::unrolledInputs(*layout_, stage_, group_.rank(), inputs, 1));
   return error("@" + fn +
                " does not run under pipeline stages on GPUs (only train_step and "
                "forward do; sampling there is planned)");
@@ -169,16 +126,10 @@ llvm::Expected<NamedTensors> PipelineRankBackend::gather(bool params) {
   // (every rank of the stage holds the same names, in the same order).
   std::map<std::string, cpu::HostTensor> have;
   for (auto &[name, t] : *local) {
-    if (const DimAxes *axes = layout_->stateAxes(name))
-      for (size_t d = 0; d < axes->size(); ++d) {
-        if ((*axes)[d].empty())
-          continue;
-        auto whole = group_.allGather(t, (*axes)[d], static_cast<int64_t>(d));
-        if (!whole)
-          return error("gathering '" + name + "': " + llvm::toString(whole.takeError()));
-        t = std::move(*whole);
-      }
-    have[name] = std::move(t);
+    auto whole = gatherState(group_, *layout_, name, std::move(t));
+    if (!whole)
+      return whole.takeError();
+    have[name] = std::move(*whole);
   }
   // Then every stage's, from the stage that updates it: one all_gather
   // over pp each, in the model's order on every rank (exact: the owner's

@@ -34,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 
 namespace kiln::dist {
 
@@ -68,9 +69,6 @@ public:
 private:
   /// This rank's stage alone, unrolled (a clone of `module`).
   llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>> stageModule(mlir::ModuleOp module);
-  /// `inputs` as this rank's @stage<s>_step (micro-batches: true) or
-  /// @stage<s>_eval takes them.
-  TensorMap localInputs(const TensorMap &inputs, bool microbatches) const;
   llvm::Expected<NamedTensors> gather(bool params);
 
   SocketGroup &group_;
@@ -80,10 +78,10 @@ private:
   std::optional<MeshLayout> layout_;
   cpu::PipelineSchedule schedule_;
   int64_t stage_ = 0;
-  /// The whole model's state (global shapes), and which stage updates each.
+  /// Which stage updates each state of the whole model.
   std::map<std::string, int64_t> owner_;
   /// The names this rank's stage holds.
-  std::map<std::string, cpu::DType> mine_;
+  std::set<std::string> mine_;
 };
 
 } // namespace kiln::dist

@@ -12,6 +12,23 @@ llvm::Error error(const llvm::Twine &message) {
 }
 } // namespace
 
+llvm::Expected<cpu::HostTensor> gatherState(SocketGroup &group, const MeshLayout &layout,
+                                            llvm::StringRef name, cpu::HostTensor t) {
+  const DimAxes *axes = layout.stateAxes(name);
+  if (!axes)
+    return t;
+  // One all_gather per split dimension, in the same order on every rank.
+  for (size_t d = 0; d < axes->size(); ++d) {
+    if ((*axes)[d].empty())
+      continue;
+    auto whole = group.allGather(t, (*axes)[d], static_cast<int64_t>(d));
+    if (!whole)
+      return error("gathering '" + name + "': " + llvm::toString(whole.takeError()));
+    t = std::move(*whole);
+  }
+  return t;
+}
+
 llvm::Error RankBackend::load(mlir::ModuleOp module, uint64_t seed) {
   auto layout = MeshLayout::of(module);
   if (!layout)
@@ -75,18 +92,10 @@ llvm::Expected<NamedTensors> RankBackend::gather(llvm::Expected<NamedTensors> lo
   if (!local || !layout_->hasSplitState())
     return local;
   for (auto &[name, t] : *local) {
-    const DimAxes *axes = layout_->stateAxes(name);
-    if (!axes)
-      continue;
-    // One all_gather per split dimension, in the same order on every rank.
-    for (size_t d = 0; d < axes->size(); ++d) {
-      if ((*axes)[d].empty())
-        continue;
-      auto whole = group_.allGather(t, (*axes)[d], static_cast<int64_t>(d));
-      if (!whole)
-        return error("gathering '" + name + "': " + llvm::toString(whole.takeError()));
-      t = std::move(*whole);
-    }
+    auto whole = gatherState(group_, *layout_, name, std::move(t));
+    if (!whole)
+      return whole.takeError();
+    t = std::move(*whole);
   }
   return local;
 }

@@ -24,6 +24,12 @@
 
 namespace kiln::dist {
 
+/// Every rank's part of state `name` whole, `t` being this rank's: one
+/// all_gather over each axis `layout` splits it along (none: `t`). A
+/// collective: every rank of those axes calls it, in the same order.
+llvm::Expected<cpu::HostTensor> gatherState(SocketGroup &group, const MeshLayout &layout,
+                                            llvm::StringRef name, cpu::HostTensor t);
+
 class RankBackend final : public Backend {
 public:
   /// Rank `group.rank()`'s part on `local`, whose collectives already go

@@ -11,6 +11,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 using namespace mlir;
 
 namespace kiln::test {
@@ -62,6 +66,18 @@ OwningOpRef<ModuleOp> parse(MLIRContext &ctx, const std::string &source) {
   OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(source, &ctx);
   EXPECT_TRUE(module) << "failed to parse:\n" << source << "\n" << errors;
   return module;
+}
+
+int freePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof addr;
+  ::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &length);
+  ::close(fd);
+  return ntohs(addr.sin_port);
 }
 
 } // namespace kiln::test

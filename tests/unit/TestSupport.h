@@ -35,6 +35,10 @@ double worstRelative(const cpu::HostTensor &a, const cpu::HostTensor &b);
 /// A [b, t] i32 batch of token ids uniform in [0, vocab).
 cpu::HostTensor randomTokens(Rng &rng, int64_t b, int64_t t, int64_t vocab);
 
+/// A TCP port on the loopback interface that was free a moment ago (for
+/// tests whose ranks connect over TCP).
+int freePort();
+
 } // namespace kiln::test
 
 #endif // KILN_TESTS_UNIT_TESTSUPPORT_H

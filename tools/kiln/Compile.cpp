@@ -123,7 +123,8 @@ int runCompile() {
 
   // The modules codegen compiles: the step, or each pipeline stage's whole
   // step (kiln-pipeline-unroll), as that stage's rank processes run it.
-  std::vector<std::pair<std::string, mlir::OwningOpRef<mlir::ModuleOp>>> units;
+  std::vector<std::pair<std::string, mlir::ModuleOp>> units;
+  std::vector<mlir::OwningOpRef<mlir::ModuleOp>> stageModules;
   if (config->parallel.pp > 1) {
     outs() << tooling::describePipeline(**module, explainPipeline);
     mlir::PassManager pm(&ctx);
@@ -136,7 +137,8 @@ int runCompile() {
       for (auto fn : make_early_inc_range(stage->getOps<mlir::func::FuncOp>()))
         if (fn.getSymName() != step && fn.getSymName() != eval)
           fn.erase();
-      units.push_back({formatv("stage {0}", s).str(), std::move(stage)});
+      units.push_back({formatv("stage {0}", s).str(), *stage});
+      stageModules.push_back(std::move(stage));
     }
     outs() << formatv("codegen: one plan per stage (@stageN_step: the stage's schedule and its "
                       "optimizer step as one function; @stageN_eval), its transfers as NCCL "
@@ -144,7 +146,7 @@ int runCompile() {
   } else {
     if (explainPipeline)
       outs() << "--explain-pipeline: one stage (parallel.pp = 1): nothing is pipelined\n";
-    units.push_back({"", mlir::OwningOpRef<mlir::ModuleOp>((*module)->clone())});
+    units.push_back({"", **module});
   }
 
   // Codegen: the buffer plan and the CUDA kernels (no GPU needed).
@@ -161,7 +163,7 @@ int runCompile() {
   }
   for (size_t u = 0; u < units.size(); ++u) {
     const std::string &label = units[u].first;
-    auto plan = codegen::compileToPlan(*units[u].second, options);
+    auto plan = codegen::compileToPlan(units[u].second, options);
     if (!plan)
       return fail("compile", (label.empty() ? "" : label + ": ") + toString(plan.takeError()));
     size_t steps = 0, gemms = 0, collectives = 0, transfers = 0;

@@ -33,9 +33,6 @@
 #include <random>
 #include <thread>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 using namespace mlir;
 using namespace kiln;
@@ -156,8 +153,9 @@ void expectPipelineMatches(const PipelineCase &c) {
       auto step = piped->lookupSymbol<func::FuncOp>("stage" + std::to_string(s) + "_step");
       ASSERT_TRUE(step);
       for (unsigned i = 0; i < step.getNumResults(); ++i)
-        if (auto name = step.getResultAttrOfType<StringAttr>(i, KilnDialect::kOutputAttrName))
+        if (auto name = step.getResultAttrOfType<StringAttr>(i, KilnDialect::kOutputAttrName)) {
           EXPECT_FALSE(name.getValue().starts_with("saved.")) << name.getValue().str();
+        }
     }
   }
 
@@ -378,18 +376,6 @@ TEST(Pipeline, MemoryCountsTheMicroBatchesInFlight) {
 
 namespace {
 
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof addr;
-  ::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &length);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 /// A pipeline's rank processes (threads here, each with its own TCP
 /// connection and context, as processes): each holds its stage's state
 /// only, initialized as one device would; params() and optimizerStates()
@@ -412,7 +398,7 @@ TEST(Pipeline, RankProcessesHoldTheirStageAndGatherTheWholeModel) {
       t.set(i, t.get(i) * 0.5 + 0.25);
   }
 
-  const int port = freePort();
+  const int port = test::freePort();
   std::vector<std::string> errors(2);
   std::vector<int64_t> stages(2, -1), held(2, 0);
   std::vector<NamedTensors> params(2), states(2), after(2);

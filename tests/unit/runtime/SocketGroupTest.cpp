@@ -10,15 +10,14 @@
 #include "runtime/cpu/Collectives.h"
 #include "runtime/dist/SocketGroup.h"
 
+#include "tests/unit/TestSupport.h"
+
 #include "gtest/gtest.h"
 
 #include <atomic>
 #include <functional>
 #include <thread>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 using namespace kiln;
 using cpu::DType;
@@ -26,23 +25,11 @@ using cpu::HostTensor;
 
 namespace {
 
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof addr;
-  ::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &length);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 /// Runs `body(rank, group)` on `size` threads, each connected as one rank;
 /// returns each rank's error message ("" for success).
 std::vector<std::string> runRanks(int64_t size, double timeout, const MeshAxes &mesh,
                                   const std::function<llvm::Error(int64_t, dist::SocketGroup &)> &body) {
-  int port = freePort();
+  int port = test::freePort();
   std::vector<std::string> errors(size);
   std::vector<std::thread> threads;
   for (int64_t r = 0; r < size; ++r)
@@ -189,7 +176,7 @@ TEST(SocketGroup, AbortReachesEveryRank) {
 // A rank that ends without a word (killed) is named by the connection it
 // closed, on every rank.
 TEST(SocketGroup, ARankThatDiesIsNamed) {
-  int port = freePort();
+  int port = test::freePort();
   std::vector<std::string> errors(3);
   std::vector<std::thread> threads;
   for (int64_t r = 0; r < 3; ++r)
@@ -244,7 +231,7 @@ TEST(SocketGroup, PeerFailureNamesADeadOrAbortingRankWithoutACollective) {
     EXPECT_EQ(errors[r], "") << "rank " << r;
 
   for (bool killed : {true, false}) {
-    int port = freePort();
+    int port = test::freePort();
     std::vector<std::thread> threads;
     for (int64_t r = 0; r < 3; ++r)
       threads.emplace_back([&, r] {
@@ -274,7 +261,7 @@ TEST(SocketGroup, PeerFailureNamesADeadOrAbortingRankWithoutACollective) {
 // Two runs that chose one port: rank 0 turns the other job's rank away with
 // the reason, and its own group still forms and works.
 TEST(SocketGroup, ARankOfAnotherJobIsTurnedAway) {
-  int port = freePort();
+  int port = test::freePort();
   std::string stray, mine[2];
   // Rank r of job-a joins and sums; its error, or "".
   auto joinAndSum = [&](int64_t r) {
@@ -346,18 +333,18 @@ TEST(SocketGroup, RanksRunningDifferentProgramsAreTold) {
 
 TEST(SocketGroup, ConnectingFailsClearly) {
   // Rank 1 never starts.
-  int port = freePort();
+  int port = test::freePort();
   auto alone = dist::SocketGroup::connect({0, 2, "127.0.0.1", port, 1});
   ASSERT_FALSE(static_cast<bool>(alone));
   EXPECT_EQ(llvm::toString(alone.takeError()),
             "rank 0 waited 1 s on port " + std::to_string(port) + " for rank 1 to connect");
   // Nobody listens for rank 1.
-  auto lost = dist::SocketGroup::connect({1, 2, "127.0.0.1", freePort(), 1});
+  auto lost = dist::SocketGroup::connect({1, 2, "127.0.0.1", test::freePort(), 1});
   ASSERT_FALSE(static_cast<bool>(lost));
   EXPECT_NE(llvm::toString(lost.takeError()).find("rank 1 could not reach rank 0 at 127.0.0.1:"),
             std::string::npos);
   // Two processes claim rank 1.
-  port = freePort();
+  port = test::freePort();
   std::vector<std::string> errors(3);
   std::vector<std::thread> threads;
   for (int64_t k = 0; k < 3; ++k)

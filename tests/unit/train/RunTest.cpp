@@ -14,12 +14,11 @@
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "tests/unit/TestSupport.h"
+
 #include "gtest/gtest.h"
 
 #include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <thread>
 
@@ -31,18 +30,6 @@ std::string tempDir() {
   llvm::SmallString<128> dir;
   EXPECT_FALSE(llvm::sys::fs::createUniqueDirectory("kiln-run-test", dir));
   return std::string(dir);
-}
-
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof addr;
-  ::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &length);
-  ::close(fd);
-  return ntohs(addr.sin_port);
 }
 
 /// Byte-level token shards with some structure to learn.
@@ -108,7 +95,7 @@ TEST(RunTraining, RanksJoinedOverTcpTrainLikeThreads) {
   EXPECT_NE(threadsOut.find("done: 8 steps"), std::string::npos) << threadsOut;
 
   // The same mesh as two ranks, each finding the other through the port.
-  const int port = freePort();
+  const int port = test::freePort();
   std::string rankOut[2];
   llvm::Expected<int> rankCode[2] = {0, 0};
   std::vector<std::thread> ranks;
