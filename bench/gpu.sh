@@ -467,20 +467,24 @@ EOF
     # gradients through NCCL send/recv. Against one GPU accumulating the
     # same 4 micro-batches (train.accumulate_steps = 4): f32 20 steps
     # (1e-5), bf16 150 steps (0.5 %). On one GPU this checks the results,
-    # not the speed (the stages take turns on it).
+    # not the speed (the stages take turns on it). PIPE_MOE=1: the mixture
+    # of experts (8 experts, top-1, moe.groups = 2) instead of the dense
+    # model, the mesh pp2dp2ep2 splitting each stage's experts over dp.
+    model=(--set moe.experts=0); tag=pipe
+    [ -n "${PIPE_MOE:-}" ] && model=(--set moe.groups=2) && tag=pipe-moe
     [ -d /tmp/fortunes-byte ] || $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 \
       --out /tmp/fortunes-byte .gpu/corpus/fortunes/* | tail -1
     for p in ${RANKS_PRECISIONS:-f32 bf16-mixed}; do
       steps=20; [ $p = bf16-mixed ] && steps=150
-      common=(configs/moe-fortunes.toml --set moe.experts=0
+      common=(configs/moe-fortunes.toml "${model[@]}"
         --set "data.train=/tmp/fortunes-byte/train_*.bin" --set "data.val=/tmp/fortunes-byte/val_*.bin"
         --set train.precision=$p --set train.steps=$steps --set train.log_every=1000
         --set optim.warmup_steps=$((steps / 2)) --set eval.every=$((steps / 2)) --set eval.batches=2
         --set eval.sample_tokens=0 --set checkpoint.every=0)
       XDG_CACHE_HOME=/tmp/kiln-cache timeout ${PIPE_TIMEOUT:-300} $KILN train "${common[@]}" --set train.accumulate_steps=4 \
-        --set run.dir=$OUT/pipe-$p-one > "$OUT/pipe-$p-one.log" 2>&1
+        --set run.dir=$OUT/$tag-$p-one > "$OUT/$tag-$p-one.log" 2>&1
       echo "$p one GPU, 4 micro-batches accumulated: exit $?"
-      runs=("$p-one=$OUT/pipe-$p-one")
+      runs=("$p-one=$OUT/$tag-$p-one")
       meshes=${PIPE_MESHES:-pp2 pp2gpipe pp3 pp2dp2}
       [ $p = bf16-mixed ] && meshes=${PIPE_MESHES_BF16:-pp2}
       for mesh in $meshes; do
@@ -489,27 +493,28 @@ EOF
           pp2gpipe) extra+=(--set parallel.schedule=gpipe) ;;
           pp3) n=3; extra=(--set parallel.pp=3 --set parallel.microbatches=4) ;;
           pp2dp2) n=4; extra+=(--set parallel.dp=2) ;;
+          pp2dp2ep2) n=4; extra+=(--set parallel.dp=2 --set parallel.ep=2) ;;
         esac
         port=$((20000 + RANDOM % 20000)); pids=()
         for ((r = 0; r < n; r++)); do
           RANK=$r WORLD_SIZE=$n LOCAL_RANK=$r LOCAL_WORLD_SIZE=$n MASTER_PORT=$port \
             NCCL_HOSTID=kiln-rank-$r NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
             NCCL_DEBUG=WARN XDG_CACHE_HOME=/tmp/kiln-cache timeout ${PIPE_TIMEOUT:-300} $KILN train "${common[@]}" \
-            "${extra[@]}" --set parallel.collectives=nccl --set run.dir=$OUT/pipe-$p-$mesh \
-            > "$OUT/pipe-$p-$mesh.rank$r.log" 2>&1 &
+            "${extra[@]}" --set parallel.collectives=nccl --set run.dir=$OUT/$tag-$p-$mesh \
+            > "$OUT/$tag-$p-$mesh.rank$r.log" 2>&1 &
           pids+=($!)
         done
         codes=(); for pid in "${pids[@]}"; do wait $pid; codes+=($?); done
         echo "$p $mesh ($n rank processes on one GPU): exit codes ${codes[*]}"
         [ "${codes[*]}" = "$(printf '0 %.0s' $(seq $n) | sed 's/ $//')" ] || for ((r = 0; r < n; r++)); do
-          echo "-- rank $r:"; grep -v "^  " "$OUT/pipe-$p-$mesh.rank$r.log" | tail -4 | cut -c1-240; done
+          echo "-- rank $r:"; grep -v "^  " "$OUT/$tag-$p-$mesh.rank$r.log" | tail -4 | cut -c1-240; done
         grep -hE "pipeline stage|val loss|error|throughput|NCCL WARN|checkpoint" \
-          "$OUT"/pipe-$p-$mesh.rank*.log | sort | uniq -c | head -12
-        grep -hE "val loss" "$OUT/pipe-$p-one.log" | head -3
-        runs+=("$p-$mesh=$OUT/pipe-$p-$mesh")
+          "$OUT"/$tag-$p-$mesh.rank*.log | sort | uniq -c | head -12
+        grep -hE "val loss" "$OUT/$tag-$p-one.log" | head -3
+        runs+=("$p-$mesh=$OUT/$tag-$p-$mesh")
       done
-      python3 bench/ranks_compare.py "$OUT" "${runs[@]}" | tee "$OUT/pipeline-gpu-$p.txt"
-      rm -rf "$OUT"/pipe-$p-*/checkpoints
+      python3 bench/ranks_compare.py "$OUT" "${runs[@]}" | tee "$OUT/$tag-gpu-$p.txt"
+      rm -rf "$OUT"/$tag-$p-*/checkpoints
     done ;;
   ranks-nccl)
     # The same meshes with their collectives through NCCL (parallel.collectives

@@ -484,9 +484,6 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
     return error(source, fmt::format("parallel.pp = {} needs at least as many transformer blocks; "
                                      "model.n_layer = {}",
                                      parallel.pp, model.n_layer));
-  if (parallel.pp > 1 && model.moe.experts > 0)
-    return error(source, "parallel.pp > 1 with moe.experts: pipeline stages of a mixture of "
-                         "experts are planned");
   if (!parallel.pipeline_cuts.empty()) {
     if (parallel.pp == 1)
       return error(source, "parallel.pipeline_cuts needs parallel.pp > 1");

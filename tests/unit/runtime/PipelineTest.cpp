@@ -30,6 +30,7 @@
 #include "gtest/gtest.h"
 
 #include <cmath>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -77,6 +78,34 @@ grad_clip = 0.5
 fuse = false
 )";
 
+/// The tiny GPT-2 with a mixture of experts in every block: 4 experts,
+/// top-2, a capacity that drops tokens, the balance loss in the objective.
+/// Each micro-batch's rows are two routing groups (one per dp rank when
+/// the experts are split over dp).
+constexpr const char *kTinyMoe = R"(
+[model]
+kind = "gpt2"
+n_layer = 4
+n_head = 2
+n_embd = 16
+vocab_size = 61
+vocab_multiple = 8
+block_size = 16
+[moe]
+experts = 4
+top_k = 2
+capacity_factor = 1.0
+aux_loss_weight = 0.1
+groups = 2
+[train]
+batch_size = 2
+seq_len = 8
+[optim]
+grad_clip = 0.5
+[compile]
+fuse = false
+)";
+
 struct PipelineCase {
   const char *toml = kTiny;
   int64_t stages = 2, microbatches = 4;
@@ -85,6 +114,8 @@ struct PipelineCase {
   const char *cuts = "";
   /// The partitioned step's mesh inside each stage.
   int64_t dp = 1, tp = 1, zero = 0;
+  /// Experts split over dp (parallel.ep = dp), tokens sent by all_to_all.
+  int64_t ep = 1;
   /// Run each stage's whole step (kiln-pipeline-unroll), as a GPU rank
   /// does, instead of the actions one by one.
   bool unrolled = false;
@@ -128,6 +159,7 @@ void expectPipelineMatches(const PipelineCase &c) {
     r.parallel.dp = c.dp;
     r.parallel.tp = c.tp;
     r.parallel.zero = c.zero;
+    r.parallel.ep = c.ep;
     r.train.recompute = c.recompute;
   });
   ASSERT_TRUE(one && piped);
@@ -180,11 +212,17 @@ void expectPipelineMatches(const PipelineCase &c) {
       targets.push_back(y);
     }
     double loss = 0;
+    // The metrics beside the loss (a mixture's language-model loss,
+    // balance loss and dropped share): the mean over the micro-batches.
+    std::map<std::string, double> metrics;
     for (int64_t k = 0; k < m; ++k) {
       auto out = single.run("accumulate_step", {{"tokens", tokens[static_cast<size_t>(k)]},
                                                 {"targets", targets[static_cast<size_t>(k)]}});
       ASSERT_TRUE(static_cast<bool>(out)) << llvm::toString(out.takeError());
       loss += out->at("loss").get(0) / static_cast<double>(m);
+      for (auto &[name, value] : *out)
+        if (name != "loss" && value.numel() == 1)
+          metrics[name] += value.get(0) / static_cast<double>(m);
     }
     auto applied = single.run("apply_step", {{"lr", test::scalarTensor(1e-2)}, {"step", test::scalarTensor(step)}});
     ASSERT_TRUE(static_cast<bool>(applied)) << llvm::toString(applied.takeError());
@@ -196,6 +234,13 @@ void expectPipelineMatches(const PipelineCase &c) {
     EXPECT_NEAR(out->at("loss").get(0), loss, 1e-10 * std::fabs(loss)) << "step " << step;
     double norm = applied->at("grad_norm").get(0);
     EXPECT_NEAR(out->at("grad_norm").get(0), norm, 1e-10 * norm) << "step " << step;
+    if (c.toml == kTinyMoe)
+      EXPECT_TRUE(metrics.count("moe_balance") && metrics.count("moe_dropped"));
+    for (auto &[name, value] : metrics) {
+      ASSERT_TRUE(out->count(name)) << name;
+      EXPECT_NEAR(out->at(name).get(0), value, 1e-10 * std::fabs(value) + 1e-14)
+          << name << ", step " << step;
+    }
   }
   for (bool params : {true, false}) {
     auto want = params ? single.params() : single.optimizerStates();
@@ -253,6 +298,21 @@ TEST(Pipeline, UnrolledGPipeEqualsAccumulation) {
 TEST(Pipeline, UnrolledStagesOfZeroThreeTensorParallelRanksEqualAccumulation) {
   expectPipelineMatches(
       {.stages = 2, .microbatches = 2, .dp = 2, .tp = 2, .zero = 3, .unrolled = true});
+}
+
+// A mixture of experts cut into stages: each stage's balance losses and
+// dropped counts reach the loss on the last stage, their gradients come
+// back; alone, with the experts split over each stage's dp ranks, and as
+// the whole step per stage.
+TEST(Pipeline, MixtureOfExpertsEqualsAccumulation) {
+  expectPipelineMatches({.toml = kTinyMoe, .stages = 2, .microbatches = 4});
+}
+TEST(Pipeline, MixtureOfExpertsOnExpertParallelStagesEqualsAccumulation) {
+  expectPipelineMatches({.toml = kTinyMoe, .stages = 2, .microbatches = 2, .dp = 2, .ep = 2});
+}
+TEST(Pipeline, UnrolledMixtureOfExpertsEqualsAccumulation) {
+  expectPipelineMatches(
+      {.toml = kTinyMoe, .stages = 4, .microbatches = 4, .dp = 2, .ep = 2, .unrolled = true});
 }
 
 /// The schedules as data: 1F1B runs p-s-1 forwards ahead and keeps at most
