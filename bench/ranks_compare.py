@@ -34,12 +34,17 @@ for spec in runs:
         # A mixture of experts' routing is discontinuous: once a choice goes
         # the other way (the dropped share differs) the curves part for a
         # reason that is not the mesh's; compared up to that step, and said.
+        # The share is a mean over blocks and micro-batches summed in f32 in
+        # another order on another mesh (1e-8 apart); one token routed
+        # elsewhere moves it by 1 / (tokens x top_k x blocks), 4e-5 for the
+        # fortunes MoE: a change of more than 1e-6 is a routing choice.
         flip = next((s for s in steps if "moe_dropped" in rows[s]
-                     and rows[s]["moe_dropped"] != reference[s].get("moe_dropped")), None)
+                     and abs(rows[s]["moe_dropped"] - reference[s].get("moe_dropped", 0)) > 1e-6), None)
         if flip is not None:
             steps = [s for s in steps if s < flip]
             note = f" (routing differs from step {flip})"
-        diff = max(abs(rows[s]["loss"] - reference[s]["loss"]) / abs(reference[s]["loss"]) for s in steps)
+        diff = max((abs(rows[s]["loss"] - reference[s]["loss"]) / abs(reference[s]["loss"]) for s in steps),
+                   default=float("nan"))
         limit = 1e-5
     else:
         tail = steps[-20:]
@@ -48,7 +53,7 @@ for spec in runs:
         limit = 5e-3
     times = [1.0 / rows[s]["tok_per_s"] for s in sorted(rows) if s > 5]
     tok_s = len(times) / sum(times) if times else 0
-    ok = diff <= limit
+    ok = diff <= limit  # nan (no step before the routing differs): not a pass
     table.append((name, len(steps), rows[max(rows)]["loss"], diff, limit, tok_s,
                   ("PASS" if ok else "FAIL") + note))
 json.dump([dict(zip(("run", "steps", "final_loss", "diff", "limit", "tok_s", "verdict"), r)) for r in table],

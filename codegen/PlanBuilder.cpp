@@ -218,6 +218,8 @@ llvm::Error emitCollective(Emitter &e, Operation *op) {
   d.axis = op->getAttrOfType<mlir::StringAttr>("axis").getValue().str();
   if (auto dim = op->getAttrOfType<mlir::IntegerAttr>("dim"))
     d.dim = dim.getInt();
+  if (auto bucket = op->getAttrOfType<mlir::IntegerAttr>(KilnDialect::kBucketAttrName))
+    d.bucket = bucket.getInt();
   if (auto exchange = dyn_cast<AllToAllOp>(op)) {
     d.dim = static_cast<int64_t>(exchange.getSplitDim());
     d.concatDim = static_cast<int64_t>(exchange.getConcatDim());

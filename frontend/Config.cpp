@@ -162,6 +162,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"parallel.ep", &c.parallel.ep, 1, 1 << 16},
       {"parallel.timeout", &c.parallel.timeout, 1, 1e6},
       {"parallel.collectives", &c.parallel.collectives, 0, 0, {"auto", "nccl", "host"}},
+      {"parallel.bucket_mb", &c.parallel.bucket_mb, 0, 1 << 20},
       {"parallel.pp", &c.parallel.pp, 1, 1024},
       {"parallel.microbatches", &c.parallel.microbatches, 1, 1 << 16},
       {"parallel.schedule", &c.parallel.schedule, 0, 0, {"1f1b", "gpipe"}},

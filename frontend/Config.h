@@ -268,6 +268,9 @@ struct ParallelConfig {
   /// ranks can share a GPU), or "auto": NCCL when every rank on the host
   /// has its own GPU and libnccl loads, else host.
   std::string collectives = "auto";
+  /// MiB of gradient sums over dp that run as one NCCL group (a bucket,
+  /// kiln-bucket-collectives); 0: each sum alone.
+  double bucket_mb = 25;
   /// Pipeline stages: the model's transformer blocks cut into pp runs of
   /// consecutive blocks, one per rank (kiln-pipeline). With pp > 1 a step
   /// is `microbatches` micro-batches of train.batch_size rows each, run

@@ -68,6 +68,10 @@ def Kiln_Dialect : Dialect {
     /// Written by kiln-group-casts on kiln.cast ops of function arguments:
     /// the index of the multi-tensor launch that converts them.
     static constexpr ::llvm::StringLiteral kCastGroupAttrName = "kiln.cast_group";
+    /// Written by kiln-bucket-collectives on kiln.all_reduce and
+    /// kiln.reduce_scatter ops: the index of the bucket (one NCCL group)
+    /// the collective runs in.
+    static constexpr ::llvm::StringLiteral kBucketAttrName = "kiln.bucket";
     /// Written by kiln-plan-buffers on ScratchOpInterface ops: the arena
     /// byte offset of the op's scratch.
     static constexpr ::llvm::StringLiteral kScratchOffsetAttrName = "kiln.scratch_offset";

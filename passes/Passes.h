@@ -46,6 +46,9 @@ struct TrainingPipelineOptions {
   /// kiln-pipeline, after kiln-recompute and before kiln-fuse; none: one
   /// stage.
   std::optional<PipelinePassOptions> pipeline;
+  /// kiln-bucket-collectives, after kiln-fuse, on a mesh; none: each sum
+  /// runs alone.
+  std::optional<BucketCollectivesPassOptions> buckets;
 };
 
 /// The order of each stage's micro-batch forwards ("F3") and backwards

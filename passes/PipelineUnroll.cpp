@@ -86,7 +86,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
   using Base::Base;
 
   int64_t stages_ = 0, micro_ = 0;
-  int64_t nextCastGroup_ = 0;
+  int64_t nextCastGroup_ = 0, nextBucket_ = 0;
   std::vector<std::vector<std::pair<char, int64_t>>> actions_;
   /// Every stage's forward outputs (the loss, metrics) by name, with type.
   std::map<std::string, RankedTensorType> outputs_;
@@ -152,7 +152,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
     }
     OpBuilder b(module.getBodyRegion());
     b.setInsertionPointToEnd(module.getBody());
-    nextCastGroup_ = 0;
+    nextCastGroup_ = nextBucket_ = 0;
     for (int64_t s = 0; s < stages_; ++s) {
       for (llvm::StringRef what : {"step", "eval"})
         if (auto old = module.lookupSymbol<func::FuncOp>(stageName(s, what)))
@@ -288,18 +288,23 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
         limit[0] = start[0] + type.getDimSize(0);
         map.map(arg, SliceOp::create(body, arg.getLoc(), type, whole, start, limit, strides));
       }
-      // kiln-group-casts numbers its groups per function: each inlined copy
-      // gets its own numbers.
-      llvm::DenseMap<int64_t, int64_t> groups;
+      // kiln-group-casts and kiln-bucket-collectives number their groups
+      // per function: each inlined copy gets its own numbers.
+      llvm::DenseMap<int64_t, int64_t> groups, buckets;
+      auto renumber = [&](Operation *copy, llvm::StringRef attr,
+                          llvm::DenseMap<int64_t, int64_t> &numbers, int64_t &next) {
+        if (auto g = copy->getAttrOfType<IntegerAttr>(attr)) {
+          auto [it, fresh] = numbers.insert({g.getInt(), next});
+          next += fresh;
+          copy->setAttr(attr, body.getI64IntegerAttr(it->second));
+        }
+      };
       for (Operation &op : src.without_terminator()) {
         if (isa<SendOp>(op) || (action && isa<RecvOp>(op)))
           continue;
         Operation *copy = body.clone(op, map);
-        if (auto g = copy->getAttrOfType<IntegerAttr>(KilnDialect::kCastGroupAttrName)) {
-          auto [it, fresh] = groups.insert({g.getInt(), nextCastGroup_});
-          nextCastGroup_ += fresh;
-          copy->setAttr(KilnDialect::kCastGroupAttrName, body.getI64IntegerAttr(it->second));
-        }
+        renumber(copy, KilnDialect::kCastGroupAttrName, groups, nextCastGroup_);
+        renumber(copy, KilnDialect::kBucketAttrName, buckets, nextBucket_);
       }
       for (Operation *op : sends)
         body.clone(*op, map);

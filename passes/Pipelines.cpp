@@ -31,7 +31,8 @@ void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention,
                        std::unique_ptr<mlir::Pass> attachOptimizer,
                        const std::optional<PropagateShardingPassOptions> &sharding,
                        std::unique_ptr<mlir::Pass> recompute,
-                       const std::optional<PipelinePassOptions> &pipeline) {
+                       const std::optional<PipelinePassOptions> &pipeline,
+                       const std::optional<BucketCollectivesPassOptions> &buckets) {
   // Clean up what the frontend emitted (broadcasts of splats, x*1, ...).
   pm.addPass(mlir::createCanonicalizerPass());
   // Linear layers' biases into their matmuls, before precision assignment
@@ -85,6 +86,11 @@ void addTrainingPasses(mlir::OpPassManager &pm, bool fuseAttention,
   // sees the whole step, backward and optimizer.
   if (fuse)
     pm.addPass(createFusePass(*fuse));
+  // On a mesh: the gradient sums over dp in buckets of a size, each run as
+  // one NCCL group. After fusion (it moves collectives past whole kernels),
+  // before the cast runs are marked.
+  if (sharding && buckets && buckets->bytes > 0)
+    pm.addPass(createBucketCollectivesPass(*buckets));
   // Runs of argument casts (the parameters to the low type) marked to run
   // as one multi-tensor launch each. Last: a pass that moved ops after it
   // would break the runs (codegen refuses a group that is not one).
@@ -137,6 +143,10 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                                           "one device")};
   Option<int64_t> zero{*this, "zero", llvm::cl::desc("With mesh: the ZeRO stage (0-3)"),
                        llvm::cl::init(0)};
+  Option<int64_t> bucketBytes{*this, "bucket-bytes",
+                              llvm::cl::desc("With mesh: kiln-bucket-collectives' bytes (0, the "
+                                             "default here: each sum alone)"),
+                              llvm::cl::init(0)};
   Option<bool> sequenceParallel{*this, "sequence-parallel",
                                 llvm::cl::desc("With mesh: split the sequence over tp where "
                                                "tensor parallelism leaves activations whole"),
@@ -214,8 +224,13 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
     if (mlir::failed(recompute->initializeOptions(text, fail)))
       return mlir::failure();
   }
+  std::optional<BucketCollectivesPassOptions> buckets;
+  if (options.bucketBytes > 0) {
+    buckets.emplace();
+    buckets->bytes = options.bucketBytes;
+  }
   addTrainingPasses(pm, options.fuseAttention, fuse, std::move(precision), std::move(autodiff),
-                    std::move(optimizer), sharding, std::move(recompute), std::nullopt);
+                    std::move(optimizer), sharding, std::move(recompute), std::nullopt, buckets);
   return mlir::success();
 }
 
@@ -227,7 +242,7 @@ void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOption
                     createAutodiffPass(options.autodiff),
                     options.optimizer ? createAttachOptimizerPass(*options.optimizer) : nullptr,
                     options.sharding, recomputePass(options.recompute, options.fuse),
-                    options.pipeline);
+                    options.pipeline, options.buckets);
 }
 
 llvm::Error runPasses(mlir::PassManager &pm, mlir::ModuleOp module, llvm::StringRef what) {
@@ -295,10 +310,10 @@ void registerKilnPipelines() {
       "kiln-training-pipeline",
       "Build the training step from @forward: canonicalize, fuse-matmul-bias, fuse-attention, "
       "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias, "
-      "[propagate-sharding, partition,] [recompute,] fuse (options: assign-precision={...} autodiff={...} "
+      "[propagate-sharding, partition,] [recompute,] fuse, [bucket-collectives,] group-casts (options: assign-precision={...} autodiff={...} "
       "attach-optimizer={...} recompute={...}, each the pass's own; fuse-attention=false; fuse=false; "
       "gemm-epilogues=false; fold-casts=false; "
-      "optimizer=false; mesh=dp=2 zero=N sequence-parallel=true)",
+      "optimizer=false; mesh=dp=2 zero=N sequence-parallel=true bucket-bytes=N)",
       buildFromText, [](llvm::function_ref<void(const mlir::detail::PassOptions &)> print) {
         print(TrainingPipelineText());
       });

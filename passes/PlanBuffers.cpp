@@ -290,6 +290,32 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
           lastUse[rootOf(send.getOperand())] =
               std::max(lastUse[rootOf(send.getOperand())], last);
     }
+    // A run of consecutive sums of one kiln.bucket is one NCCL group too
+    // (kiln-bucket-collectives): each reads its operand until the run ends,
+    // so no member's result may land in another's operand. A member may
+    // still sum in place (its result over its operand, as NCCL allows).
+    llvm::DenseMap<Operation *, int> runEndOf;
+    auto bucketOf = [](Operation &op) -> std::optional<int64_t> {
+      if (auto b = op.getAttrOfType<IntegerAttr>(KilnDialect::kBucketAttrName))
+        return b.getInt();
+      return std::nullopt;
+    };
+    for (auto it = body.begin(); it != body.end();) {
+      std::optional<int64_t> bucket = bucketOf(*it);
+      if (!bucket) {
+        ++it;
+        continue;
+      }
+      auto runEnd = it;
+      while (std::next(runEnd) != body.end() && bucketOf(*std::next(runEnd)) == bucket)
+        ++runEnd;
+      int last = index[&*runEnd];
+      for (; it != std::next(runEnd); ++it) {
+        runEndOf[&*it] = last;
+        for (Value operand : it->getOperands())
+          lastUse[rootOf(operand)] = std::max(lastUse[rootOf(operand)], last);
+      }
+    }
     auto runsAt = [&](Operation *op) {
       return isa<AdamWUpdateOp>(op) ? index[updates.back()] : index[op];
     };
@@ -367,14 +393,21 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
             i && result == op.getResult(i->second) && !result.use_empty()) {
           Value dead = rootOf(op.getOperand(i->first));
           auto it = offset.find(dead);
+          // Nothing after this op reads the operand (in a bucket's run: no
+          // op reads it after this one, and it is kept to the run's end).
+          auto run = runEndOf.find(&op);
+          const bool lastReader =
+              lastUse.lookup(dead) == index[&op] ||
+              (run != runEndOf.end() && lastUse.lookup(dead) == run->second &&
+               lastRead.lookup(dead) == index[&op]);
           if (!isa<BlockArgument>(dead) && !inPlace.count(dead) && it != offset.end() &&
-              lastUse.lookup(dead) == index[&op] &&
+              lastReader &&
               numBytes(dead.getType()) == numBytes(result.getType()) && !grads.contains(dead)) {
             int64_t taken = it->second; // offset[result] may rehash the map
             offset[result] = taken;
             offsets.push_back(taken);
             // The buffer now belongs to the result: released when it dies.
-            llvm::erase(dying[index[&op]], dead);
+            llvm::erase(dying[lastUse.lookup(dead)], dead);
             if (recordLive) {
               holding.remove(dead);
               holding.insert(result);

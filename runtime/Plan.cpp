@@ -128,6 +128,7 @@ json::Value stepJSON(const PlanStep &s) {
                                    {"concat_dim", c.concatDim},
                                    {"peer", c.peer},
                                    {"channel", c.channel},
+                                   {"bucket", c.bucket},
                                    {"dtype", cpu::dtypeName(c.dtype)},
                                    {"shape", std::move(shape)},
                                    {"result_shape", std::move(result)}};
@@ -397,6 +398,7 @@ llvm::Expected<Plan> Plan::fromJSON(const json::Value &value) {
           d.concatDim = c && c->get("concat_dim") ? r.i(c, "concat_dim") : 0;
           d.peer = c && c->get("peer") ? r.i(c, "peer") : -1;
           d.channel = c && c->get("channel") ? r.i(c, "channel") : -1;
+          d.bucket = c && c->get("bucket") ? r.i(c, "bucket") : -1;
           d.dtype = r.dtype(c, "dtype");
           for (auto [key, shape] : {std::pair{"shape", &d.shape}, {"result_shape", &d.resultShape}})
             if (const json::Array *a = c ? c->getArray(key) : nullptr)
@@ -466,6 +468,7 @@ llvm::Error Plan::validate() const {
                                  "take_shard", "send", "recv"},
                                 c.kind) ||
             c.axis.empty() || c.dim < 0 || (c.isTransfer() && (c.peer < 0 || c.shape != c.resultShape)) ||
+            (c.bucket >= 0 && c.kind != "all_reduce" && c.kind != "reduce_scatter") ||
             (c.kind == "all_to_all" &&
              (c.concatDim < 0 || c.concatDim >= rank || c.concatDim == c.dim ||
               static_cast<int64_t>(c.resultShape.size()) != rank || c.resultShape[c.dim] <= 0 ||

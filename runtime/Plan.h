@@ -94,12 +94,15 @@ llvm::Error validateEpilogue(const GemmDesc &g);
 /// `recv` (into dst; src = dst) to or from the rank at coordinate `peer`
 /// along `axis`; a run of consecutive send/recv steps is posted as one
 /// NCCL group (kiln-pipeline-unroll proved such runs cannot deadlock).
+/// A run of consecutive steps of one `bucket` (kiln-bucket-collectives:
+/// gradient sums) is one NCCL group too.
 struct CollectiveDesc {
   /// all_reduce, all_gather, reduce_scatter, all_to_all, take_shard, send, recv
   std::string kind;
   std::string axis;
   int64_t peer = -1;    ///< send/recv: the other rank's coordinate along axis
   int64_t channel = -1; ///< send/recv: kiln.send's channel (for reading a plan)
+  int64_t bucket = -1;  ///< all_reduce/reduce_scatter: kiln.bucket (-1: none)
   int64_t dim = 0; ///< the dimension gathered, scattered or taken (all_to_all: split)
   int64_t concatDim = 0; ///< all_to_all: the dimension the parts received are concatenated along
   cpu::DType dtype = cpu::DType::F32;

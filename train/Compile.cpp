@@ -15,6 +15,8 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cmath>
+
 using namespace mlir;
 
 namespace kiln::tooling {
@@ -136,6 +138,10 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     options.sharding->mesh = config.parallel.meshText();
     options.sharding->zero = config.parallel.zero;
     options.sharding->sequenceParallel = config.parallel.sequence_parallel;
+    if (config.parallel.bucket_mb > 0) {
+      options.buckets.emplace();
+      options.buckets->bytes = std::llround(config.parallel.bucket_mb * double(1 << 20));
+    }
   }
   if (config.parallel.pp > 1) {
     options.pipeline.emplace();

@@ -1077,8 +1077,21 @@ llvm::Error runCollective(CudaExecutor::Impl &im, const PlanStep &s) {
   return llvm::Error::success();
 }
 
-bool isTransferStep(const PlanStep &s) {
-  return s.kind == PlanStep::Kind::Collective && s.collective.isTransfer();
+/// The NCCL group a step is posted in with its neighbours of the same key:
+/// -2 for a pipeline stage's transfers, the bucket for a gradient sum of a
+/// kiln.bucket under NCCL that is one NCCL call (no scratch: the scratch
+/// buffer is one, and copies would run before the group's launch); none
+/// for a step posted alone.
+std::optional<int64_t> groupKey(const CudaExecutor::Impl &im, const PlanStep &s) {
+  if (s.kind != PlanStep::Kind::Collective)
+    return std::nullopt;
+  const CollectiveDesc &c = s.collective;
+  if (c.isTransfer())
+    return -2;
+  if (im.nccl && c.bucket >= 0 && (c.kind == "all_reduce" || c.kind == "reduce_scatter") &&
+      ncclScratchBytes(c) == 0)
+    return c.bucket;
+  return std::nullopt;
 }
 
 /// An NCCL call's result as an error.
@@ -1165,10 +1178,13 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
     case PlanStep::Kind::Collective: {
       // A run of consecutive transfers (a pipeline stage's sends and
       // receives) is one NCCL group: NCCL's sends wait for their receives,
-      // and kiln-pipeline-unroll proved the step's runs cannot deadlock.
+      // and kiln-pipeline-unroll proved the step's runs cannot deadlock. So
+      // is a bucket's run of gradient sums (kiln-bucket-collectives), which
+      // NCCL launches as one operation.
       const bool transfer = s.collective.isTransfer();
-      const bool opens = !transfer || i == 0 || !isTransferStep(pf.steps[i - 1]);
-      const bool closes = !transfer || i + 1 == pf.steps.size() || !isTransferStep(pf.steps[i + 1]);
+      const std::optional<int64_t> key = groupKey(im, s);
+      const bool opens = !key || i == 0 || groupKey(im, pf.steps[i - 1]) != key;
+      const bool closes = !key || i + 1 == pf.steps.size() || groupKey(im, pf.steps[i + 1]) != key;
       if (transfer && !im.nccl)
         return fail(error("a pipeline stage's send and receive run through NCCL "
                           "(parallel.collectives = \"nccl\")"));
@@ -1188,7 +1204,7 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
             return fail(cuError(r, "forking the collectives' stream", __FILE__, __LINE__));
           forked = true;
         }
-        if (transfer)
+        if (key)
           if (llvm::Error err = ncclCall(im, im.nccl->ncclGroupStart(), "ncclGroupStart"))
             return fail(std::move(err));
       }
@@ -1196,7 +1212,7 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
         return fail(std::move(err));
       if (!closes)
         continue; // no sync, no hook inside a group: it is posted whole
-      if (transfer)
+      if (key)
         if (llvm::Error err = ncclCall(im, im.nccl->ncclGroupEnd(), "ncclGroupEnd"))
           return fail(std::move(err));
       if (im.nccl)

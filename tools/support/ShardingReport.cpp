@@ -35,6 +35,7 @@ std::string describeSharding(ModuleOp module, bool everyCollective) {
     // (kind, axis) -> (count, bytes)
     std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> totals;
     std::string lines;
+    std::map<int64_t, std::pair<int64_t, int64_t>> buckets; // bucket -> (sums, bytes)
     func.walk([&](Operation *op) {
       if (!isCollective(op))
         return;
@@ -49,9 +50,16 @@ std::string describeSharding(ModuleOp module, bool everyCollective) {
       auto &t = totals[{kind, axis}];
       ++t.first;
       t.second += bytes;
+      auto bucket = op->getAttrOfType<IntegerAttr>(KilnDialect::kBucketAttrName);
+      if (bucket) {
+        ++buckets[bucket.getInt()].first;
+        buckets[bucket.getInt()].second += bytes;
+      }
       if (everyCollective)
-        lines += llvm::formatv("    {0,-14} over {1,-3} {2,10}  {3}\n", kind, axis,
-                               bytesText(bytes), cause)
+        lines += llvm::formatv("    {0,-14} over {1,-3} {2,10}  {3}{4}\n", kind, axis,
+                               bytesText(bytes), cause,
+                               bucket ? llvm::formatv(" [bucket {0}]", bucket.getInt()).str()
+                                      : std::string())
                      .str();
     });
     if (totals.empty())
@@ -63,6 +71,17 @@ std::string describeSharding(ModuleOp module, bool everyCollective) {
          << llvm::formatv("{0} {1} over {2} ({3} a rank)", t.first, key.first, key.second,
                           bytesText(t.second));
       first = false;
+    }
+    if (!buckets.empty()) {
+      int64_t sums = 0, bytes = 0;
+      for (auto &[id, b] : buckets) {
+        sums += b.first;
+        bytes += b.second;
+      }
+      os << llvm::formatv("\n    {0} of them in {1} buckets (one NCCL group each, {2} on average; "
+                          "parallel.bucket_mb)",
+                          sums, buckets.size(),
+                          bytesText(bytes / static_cast<int64_t>(buckets.size())));
     }
     os << "\n" << lines;
   }

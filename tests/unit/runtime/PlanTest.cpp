@@ -18,6 +18,7 @@
 #include "llvm/Support/Path.h"
 #include "gtest/gtest.h"
 
+#include <map>
 #include <set>
 
 using namespace kiln;
@@ -496,6 +497,77 @@ TEST(Plan, CollectivesOfAPartitionedStepAreSteps) {
   };
   refuse([](PlanStep &s) { s.collective.kind = "all_to_all"; }, "is not a collective kiln runs");
   refuse([](PlanStep &s) { s.collective.resultShape = {1 << 30, 1 << 10}; }, "reaches outside the");
+  // Only sums run in buckets: a gather marked with one is refused.
+  Plan bad = *plan;
+  PlanStep *gather = nullptr;
+  for (PlanStep &s : bad.functions[0].steps)
+    if (!gather && s.kind == PlanStep::Kind::Collective && s.collective.kind == "all_gather")
+      gather = &s;
+  ASSERT_NE(gather, nullptr);
+  ASSERT_FALSE(static_cast<bool>(bad.validate()));
+  gather->collective.bucket = 0;
+  llvm::Error err = bad.validate();
+  ASSERT_TRUE(static_cast<bool>(err));
+  EXPECT_NE(llvm::toString(std::move(err)).find("is not a collective kiln runs"), std::string::npos);
+}
+
+// kiln-bucket-collectives: with parallel.bucket_mb the gradient sums run in
+// buckets of that many bytes, each bucket's steps one after another (the
+// executor posts such a run as one NCCL group) and none waiting for another
+// member's bytes; a bucket holds at least the size but the function's last;
+// 0 leaves every sum alone. Under ZeRO 3 the sums are reduce_scatters with
+// results of their own, which must not land in a member's operand (a GPU
+// run caught that before kiln-plan-buffers kept the operands alive).
+TEST(Plan, GradientSumsRunInBucketsOfTheConfiguredSize) {
+  for (auto [mib, zero] : {std::pair{0.0, 0}, {1.0 / 256, 0}, {25.0, 0}, {1.0 / 256, 3}}) {
+    mlir::MLIRContext ctx;
+    auto c = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
+    ASSERT_TRUE(static_cast<bool>(c)) << llvm::toString(c.takeError());
+    c->parallel.dp = 2;
+    c->parallel.zero = zero;
+    c->parallel.bucket_mb = mib;
+    auto module = tooling::buildTrainingModule(ctx, *c);
+    ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
+    auto plan = codegen::compileToPlan(**module, {});
+    ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+    const std::vector<PlanStep> &steps = plan->function("train_step")->steps;
+    std::map<int64_t, std::vector<size_t>> buckets; // bucket -> its steps
+    int64_t sums = 0;
+    for (size_t i = 0; i < steps.size(); ++i)
+      if (steps[i].kind == PlanStep::Kind::Collective) {
+        sums += steps[i].collective.kind == (zero == 3 ? "reduce_scatter" : "all_reduce");
+        if (steps[i].collective.bucket >= 0)
+          buckets[steps[i].collective.bucket].push_back(i);
+      }
+    ASSERT_GT(sums, 10);
+    if (mib == 0) {
+      EXPECT_TRUE(buckets.empty());
+      continue;
+    }
+    const int64_t cap = static_cast<int64_t>(mib * (1 << 20));
+    EXPECT_GT(buckets.size(), mib < 1 ? 2u : 0u) << mib << " MiB";
+    int64_t members = 0;
+    for (auto [id, at] : buckets) {
+      EXPECT_GE(at.size(), 2u);
+      members += static_cast<int64_t>(at.size());
+      int64_t bytes = 0;
+      for (size_t k = 0; k < at.size(); ++k) {
+        EXPECT_EQ(at[k], at[0] + k) << "bucket " << id << " is not one run of steps";
+        bytes += steps[at[k]].collective.bytes();
+        // No member waits for another of its bucket (they are posted at once).
+        for (int64_t j : steps[at[k]].joins)
+          EXPECT_FALSE(j >= static_cast<int64_t>(at[0]) && j < static_cast<int64_t>(at[k]))
+              << steps[at[k]].op << " waits for " << steps[static_cast<size_t>(j)].op;
+      }
+      if (id + 1 < static_cast<int64_t>(buckets.size()))
+        EXPECT_GE(bytes, cap) << "bucket " << id;
+    }
+    // The tiny model's 30 KiB of gradients: one bucket at 25 MiB; at 4 KiB
+    // several, and a sum of 4 KiB or more alone is left unmarked.
+    if (mib >= 1)
+      EXPECT_EQ(buckets.size(), 1u);
+    EXPECT_GT(members, sums / 2);
+  }
 }
 
 /// The tiny config's plan partitioned over dp = `dp` with ZeRO stage `zero`.
