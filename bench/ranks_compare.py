@@ -36,8 +36,9 @@ for spec in runs:
         # reason that is not the mesh's; compared up to that step, and said.
         # The share is a mean over blocks and micro-batches summed in f32 in
         # another order on another mesh (1e-8 apart); one token routed
-        # elsewhere moves it by 1 / (tokens x top_k x blocks), 4e-5 for the
-        # fortunes MoE: a change of more than 1e-6 is a routing choice.
+        # elsewhere moves it by 1 / (micro-batches x tokens x top_k x
+        # blocks), 1e-5 for the fortunes MoE accumulating 4: a change of
+        # more than 1e-6 is a routing choice.
         flip = next((s for s in steps if "moe_dropped" in rows[s]
                      and abs(rows[s]["moe_dropped"] - reference[s].get("moe_dropped", 0)) > 1e-6), None)
         if flip is not None:

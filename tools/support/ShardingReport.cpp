@@ -78,9 +78,9 @@ std::string describeSharding(ModuleOp module, bool everyCollective) {
         sums += b.first;
         bytes += b.second;
       }
-      os << llvm::formatv("\n    {0} of them in {1} buckets (one NCCL group each, {2} on average; "
-                          "parallel.bucket_mb)",
-                          sums, buckets.size(),
+      os << llvm::formatv("\n    {0} of them in {1} bucket{2} (one NCCL group each, {3} on "
+                          "average; parallel.bucket_mb)",
+                          sums, buckets.size(), buckets.size() == 1 ? "" : "s",
                           bytesText(bytes / static_cast<int64_t>(buckets.size())));
     }
     os << "\n" << lines;
