@@ -469,7 +469,8 @@ EOF
     # (1e-5), bf16 150 steps (0.5 %). On one GPU this checks the results,
     # not the speed (the stages take turns on it). PIPE_MOE=1: the mixture
     # of experts (8 experts, top-1, moe.groups = 2) instead of the dense
-    # model, the mesh pp2dp2ep2 splitting each stage's experts over dp.
+    # model; with it PIPE_MESHES may name pp2dp2ep2 (each stage's experts
+    # split over dp).
     model=(--set moe.experts=0); tag=pipe
     [ -n "${PIPE_MOE:-}" ] && model=(--set moe.groups=2) && tag=pipe-moe
     [ -d /tmp/fortunes-byte ] || $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 \

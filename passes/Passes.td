@@ -333,6 +333,9 @@ def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
            "With a budget and fuse: kiln-fuse's broadcasts option">,
     Option<"siblings", "siblings", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's siblings option">,
+    Option<"bucketBytes", "bucket-bytes", "int64_t", /*default=*/"0",
+           "With a budget: kiln-bucket-collectives runs after this pass with these bytes "
+           "(its buckets keep the sums' operands alive longer; 0: it does not run)">,
   ];
   let statistics = [
     Statistic<"numCloned", "ops-cloned", "Forward ops cloned into the backward">,
@@ -514,15 +517,15 @@ def BucketCollectivesPass : Pass<"kiln-bucket-collectives", "mlir::ModuleOp"> {
   let summary = "Gathers the gradient sums over dp into buckets that run as one NCCL group";
   let description = [{
     kiln-partition places each reduction right after its operand is made,
-    so a step sums its gradients one tensor at a time: GPT-2 124M makes 148
-    `kiln.all_reduce` over dp, most of a few KiB, each an NCCL launch of its
-    own. This pass groups them, in program order, into buckets of at least
-    `bytes` operand bytes (the last bucket of a function may be smaller),
-    as PyTorch's DDP does with its 25 MiB buckets (Li et al. 2020, "PyTorch
-    Distributed", §3.2.3). A bucket's members are moved to follow each
-    other where the bucket closes: after the member that fills it, or
-    before the first op that reads a member's result, a `kiln.send` or
-    `kiln.recv`, or the return. Each member of a bucket of two or more gets
+    so a step sums its gradients one tensor at a time: GPT-2 124M at dp = 2
+    makes 149 `kiln.all_reduce` over dp (148 gradients' and the loss's),
+    most of a few KiB, each an NCCL launch of its own. This pass groups the
+    sums over `axis`, in program order, into buckets that close once their
+    operands reach `bytes`, as PyTorch's DDP does with its 25 MiB buckets
+    (Li et al. 2020, "PyTorch Distributed", §3.2.3). A bucket's members are
+    moved to follow each other where the bucket closes: after the member
+    that fills it, or earlier, with fewer bytes, before the first op that
+    reads a member's result, a `kiln.send` or `kiln.recv`, or the return. Each member of a bucket of two or more gets
     `kiln.bucket = N` (the bucket's index in its function).
 
     Members are the `kiln.all_reduce` over `axis`, and the

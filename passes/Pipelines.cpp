@@ -168,11 +168,14 @@ std::string fuseOptionsText(const std::optional<FusePassOptions> &fuse) {
          " siblings=" + (fuse->siblings ? "true" : "false");
 }
 
-/// kiln-recompute from its options, told how kiln-fuse runs after it.
+/// kiln-recompute from its options, told how kiln-fuse and
+/// kiln-bucket-collectives run after it.
 std::unique_ptr<mlir::Pass> recomputePass(std::optional<RecomputePassOptions> options,
-                                          const std::optional<FusePassOptions> &fuse) {
+                                          const std::optional<FusePassOptions> &fuse,
+                                          const std::optional<BucketCollectivesPassOptions> &buckets) {
   if (!options)
     return nullptr;
+  options->bucketBytes = buckets ? static_cast<int64_t>(buckets->bytes) : 0;
   options->fuse = fuse.has_value();
   if (fuse) {
     options->epilogues = fuse->epilogues;
@@ -215,19 +218,24 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
     fuse->broadcasts = options.broadcasts;
     fuse->siblings = options.siblings;
   }
+  if (options.bucketBytes < 0)
+    return fail("kiln-training-pipeline: bucket-bytes = " +
+                llvm::Twine(static_cast<int64_t>(options.bucketBytes)) + " is negative");
+  const int64_t bucketBytes = options.mesh.empty() ? 0 : static_cast<int64_t>(options.bucketBytes);
   std::unique_ptr<mlir::Pass> recompute;
   if (options.recompute.hasValue()) {
-    // It plans candidates with the fusion that follows it; the user's own
-    // options come last and win.
+    // It plans candidates with the fusion and buckets that follow it; the
+    // user's own options come last and win.
     recompute = createRecomputePass();
-    std::string text = fuseOptionsText(fuse) + " " + options.recompute.getValue();
+    std::string text = fuseOptionsText(fuse) + " bucket-bytes=" + std::to_string(bucketBytes) +
+                       " " + options.recompute.getValue();
     if (mlir::failed(recompute->initializeOptions(text, fail)))
       return mlir::failure();
   }
   std::optional<BucketCollectivesPassOptions> buckets;
-  if (options.bucketBytes > 0) {
+  if (bucketBytes > 0) {
     buckets.emplace();
-    buckets->bytes = options.bucketBytes;
+    buckets->bytes = bucketBytes;
   }
   addTrainingPasses(pm, options.fuseAttention, fuse, std::move(precision), std::move(autodiff),
                     std::move(optimizer), sharding, std::move(recompute), std::nullopt, buckets);
@@ -241,7 +249,9 @@ void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOption
                     createAssignPrecisionPass(options.precision),
                     createAutodiffPass(options.autodiff),
                     options.optimizer ? createAttachOptimizerPass(*options.optimizer) : nullptr,
-                    options.sharding, recomputePass(options.recompute, options.fuse),
+                    options.sharding,
+                    recomputePass(options.recompute, options.fuse,
+                                  options.sharding ? options.buckets : std::nullopt),
                     options.pipeline, options.buckets);
 }
 

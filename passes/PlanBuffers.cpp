@@ -294,7 +294,12 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
     // (kiln-bucket-collectives): each reads its operand until the run ends,
     // so no member's result may land in another's operand. A member may
     // still sum in place (its result over its operand, as NCCL allows).
-    llvm::DenseMap<Operation *, int> runEndOf;
+    struct Run {
+      int end;
+      SmallVector<Operation *> members;
+    };
+    std::vector<Run> runs;
+    llvm::DenseMap<Operation *, size_t> runOf;
     auto bucketOf = [](Operation &op) -> std::optional<int64_t> {
       if (auto b = op.getAttrOfType<IntegerAttr>(KilnDialect::kBucketAttrName))
         return b.getInt();
@@ -310,8 +315,10 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
       while (std::next(runEnd) != body.end() && bucketOf(*std::next(runEnd)) == bucket)
         ++runEnd;
       int last = index[&*runEnd];
+      runs.push_back({last, {}});
       for (; it != std::next(runEnd); ++it) {
-        runEndOf[&*it] = last;
+        runOf[&*it] = runs.size() - 1;
+        runs.back().members.push_back(&*it);
         for (Value operand : it->getOperands())
           lastUse[rootOf(operand)] = std::max(lastUse[rootOf(operand)], last);
       }
@@ -393,13 +400,22 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
             i && result == op.getResult(i->second) && !result.use_empty()) {
           Value dead = rootOf(op.getOperand(i->first));
           auto it = offset.find(dead);
-          // Nothing after this op reads the operand (in a bucket's run: no
-          // op reads it after this one, and it is kept to the run's end).
-          auto run = runEndOf.find(&op);
-          const bool lastReader =
-              lastUse.lookup(dead) == index[&op] ||
-              (run != runEndOf.end() && lastUse.lookup(dead) == run->second &&
-               lastRead.lookup(dead) == index[&op]);
+          // Nothing after this op reads the operand. In a bucket's run (one
+          // NCCL group, the operand kept to the run's end): no op after this
+          // one reads it, and no other member of the run.
+          auto run = runOf.find(&op);
+          bool lastReader;
+          if (run == runOf.end()) {
+            lastReader = lastUse.lookup(dead) == index[&op];
+          } else {
+            const Run &r = runs[run->second];
+            lastReader = lastUse.lookup(dead) == r.end && lastRead.lookup(dead) == index[&op] &&
+                         llvm::none_of(r.members, [&](Operation *m) {
+                           return m != &op && llvm::any_of(m->getOperands(), [&](Value v) {
+                                    return rootOf(v) == dead;
+                                  });
+                         });
+          }
           if (!isa<BlockArgument>(dead) && !inPlace.count(dead) && it != offset.end() &&
               lastReader &&
               numBytes(dead.getType()) == numBytes(result.getType()) && !grads.contains(dead)) {

@@ -382,6 +382,11 @@ struct RecomputePass final : impl::RecomputePassBase<RecomputePass> {
       options.siblings = siblings;
       pm.addPass(createFusePass(options));
     }
+    if (bucketBytes > 0) {
+      BucketCollectivesPassOptions buckets;
+      buckets.bytes = bucketBytes;
+      pm.addPass(createBucketCollectivesPass(buckets));
+    }
     pm.addPass(createPlanBuffersPass());
     if (failed(pm.run(*copy)))
       return failure();

@@ -11,6 +11,8 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <map>
+
 namespace kiln {
 
 namespace json = llvm::json;
@@ -443,6 +445,20 @@ llvm::Error Plan::validate() const {
           return error(llvm::formatv("plan: @{0} binds '{1}' outside the {2}-byte arena", f.name,
                                      b.name, total));
       }
+    // A bucket is one run of steps over one axis (the executor posts a
+    // run as one NCCL group; a bucket in two places would be two groups
+    // the pass did not make).
+    std::map<int64_t, std::pair<size_t, std::string>> lastOfBucket; // bucket -> (step, axis)
+    for (auto [i, s] : llvm::enumerate(f.steps)) {
+      if (s.kind != PlanStep::Kind::Collective || s.collective.bucket < 0)
+        continue;
+      auto [at, fresh] = lastOfBucket.insert({s.collective.bucket, {i, s.collective.axis}});
+      if (!fresh && (at->second.first + 1 != i || at->second.second != s.collective.axis))
+        return error(llvm::formatv("plan: @{0} step {1} ('{2}') is in bucket {3}, whose steps are "
+                                   "not one run over one mesh axis",
+                                   f.name, i, s.op, s.collective.bucket));
+      at->second.first = i;
+    }
     for (auto [i, s] : llvm::enumerate(f.steps)) {
       for (int64_t j : s.joins)
         if (j < 0 || j >= static_cast<int64_t>(i) ||

@@ -1120,7 +1120,8 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
   std::vector<long long> ints;
   std::vector<void *> params;
   bool forked = false; // a collective ran on the collectives' stream
-  size_t group = 0;     // the first step of the current run of transfers
+  size_t group = 0;     // the first step of the current NCCL group
+  bool grouped = false; // between its ncclGroupStart and ncclGroupEnd
   for (size_t i = 0; i < pf.steps.size(); ++i) {
     const PlanStep &s = pf.steps[i];
     auto fail = [&](llvm::Error err) {
@@ -1188,10 +1189,19 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
       if (transfer && !im.nccl)
         return fail(error("a pipeline stage's send and receive run through NCCL "
                           "(parallel.collectives = \"nccl\")"));
+      // A failure inside an open group closes it first (NCCL's group state
+      // is per thread; the run's failure handling aborts the communicators).
+      auto failGrouped = [&](llvm::Error err) {
+        if (grouped)
+          (void)im.nccl->ncclGroupEnd();
+        grouped = false;
+        return fail(std::move(err));
+      };
       if (!opens)
         for (int64_t j : s.joins)
           if (j >= static_cast<int64_t>(group))
-            return fail(error(llvm::formatv("it waits for step {0} of its own NCCL group", j)));
+            return failGrouped(
+                error(llvm::formatv("it waits for step {0} of its own NCCL group", j)));
       CUstream on = im.nccl && im.comm ? im.comm : im.stream;
       if (opens) {
         group = i;
@@ -1204,17 +1214,21 @@ llvm::Error enqueue(CudaExecutor::Impl &im, const Plan &p, Function &f, bool syn
             return fail(cuError(r, "forking the collectives' stream", __FILE__, __LINE__));
           forked = true;
         }
-        if (key)
+        if (key) {
           if (llvm::Error err = ncclCall(im, im.nccl->ncclGroupStart(), "ncclGroupStart"))
             return fail(std::move(err));
+          grouped = true;
+        }
       }
       if (llvm::Error err = im.nccl ? runNccl(im, s, on) : runCollective(im, s))
-        return fail(std::move(err));
+        return failGrouped(std::move(err));
       if (!closes)
         continue; // no sync, no hook inside a group: it is posted whole
-      if (key)
+      if (key) {
+        grouped = false;
         if (llvm::Error err = ncclCall(im, im.nccl->ncclGroupEnd(), "ncclGroupEnd"))
           return fail(std::move(err));
+      }
       if (im.nccl)
         if (llvm::Error err = markDone(im, on, i))
           return fail(std::move(err));

@@ -73,3 +73,12 @@ func.func @scatters_and_transfers(%a: tensor<4x2xf32>, %b: tensor<2x4xf32>, %c: 
   %4 = kiln.all_reduce %e over "dp" {cause = "e"} : tensor<2xf32>
   return %0, %1, %2, %3, %4 : tensor<2x2xf32>, tensor<2x2xf32>, tensor<1x2xf32>, tensor<2xf32>, tensor<2xf32>
 }
+
+// -----
+
+// The training pipeline's bucket-bytes: negative is refused by name.
+// RUN: not kiln-opt %s -split-input-file -pass-pipeline='builtin.module(kiln-training-pipeline{mesh=dp=2 bucket-bytes=-1})' 2>&1 | FileCheck %s --check-prefix=NEG
+// NEG: bucket-bytes = -1 is negative
+func.func @forward(%a: tensor<2xf32>) -> tensor<2xf32> {
+  return %a : tensor<2xf32>
+}

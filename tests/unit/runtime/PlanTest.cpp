@@ -514,7 +514,7 @@ TEST(Plan, CollectivesOfAPartitionedStepAreSteps) {
 // kiln-bucket-collectives: with parallel.bucket_mb the gradient sums run in
 // buckets of that many bytes, each bucket's steps one after another (the
 // executor posts such a run as one NCCL group) and none waiting for another
-// member's bytes; a bucket holds at least the size but the function's last;
+// member's bytes; here every bucket but the last holds at least the size;
 // 0 leaves every sum alone. Under ZeRO 3 the sums are reduce_scatters with
 // results of their own, which must not land in a member's operand (a GPU
 // run caught that before kiln-plan-buffers kept the operands alive).
@@ -559,8 +559,22 @@ TEST(Plan, GradientSumsRunInBucketsOfTheConfiguredSize) {
           EXPECT_FALSE(j >= static_cast<int64_t>(at[0]) && j < static_cast<int64_t>(at[k]))
               << steps[at[k]].op << " waits for " << steps[static_cast<size_t>(j)].op;
       }
+      // In this step nothing reads a gradient's sum before the optimizer,
+      // so no bucket but the last closes before it is full.
       if (id + 1 < static_cast<int64_t>(buckets.size()))
         EXPECT_GE(bytes, cap) << "bucket " << id;
+    }
+    // A bucket split in two runs (steps moved by hand) is refused.
+    if (zero == 0 && buckets.size() >= 2) {
+      Plan bad = *plan;
+      for (PlanFunction &f : bad.functions)
+        if (f.name == "train_step")
+          f.steps[buckets.begin()->second.front()].collective.bucket =
+              std::next(buckets.begin())->first;
+      llvm::Error err = bad.validate();
+      ASSERT_TRUE(static_cast<bool>(err));
+      EXPECT_NE(llvm::toString(std::move(err)).find("whose steps are not one run"),
+                std::string::npos);
     }
     // The tiny model's 30 KiB of gradients: one bucket at 25 MiB; at 4 KiB
     // several, and a sum of 4 KiB or more alone is left unmarked.
