@@ -971,8 +971,21 @@ std::string unfinishedCollective(const CudaExecutor::Impl &im, const PlanFunctio
     const PlanStep &s = f.steps[i];
     if (s.kind != PlanStep::Kind::Collective || s.collective.kind == "take_shard")
       continue;
-    return llvm::formatv("{0} over {1} of {2} (step {3} of @{4}: {5})", s.collective.kind,
-                         s.collective.axis, formatBytes(s.collective.bytes()), i, function, s.op);
+    // A bucket's sums run as one NCCL group: name the rest of it too.
+    std::string group;
+    if (s.collective.bucket >= 0) {
+      int64_t more = 0, bytes = 0;
+      for (size_t j = i + 1; j < f.steps.size() && f.steps[j].kind == PlanStep::Kind::Collective &&
+                             f.steps[j].collective.bucket == s.collective.bucket;
+           ++j, ++more)
+        bytes += f.steps[j].collective.bytes();
+      if (more > 0)
+        group = llvm::formatv(", with {0} more sum(s) of {1} in its bucket's NCCL group", more,
+                              formatBytes(bytes));
+    }
+    return llvm::formatv("{0} over {1} of {2} (step {3} of @{4}: {5}{6})", s.collective.kind,
+                         s.collective.axis, formatBytes(s.collective.bytes()), i, function, s.op,
+                         group);
   }
   return "";
 }
