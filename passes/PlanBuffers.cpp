@@ -273,46 +273,33 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
         for (Value operand : update->getOperands())
           lastUse[rootOf(operand)] = std::max(lastUse[rootOf(operand)], last);
     }
-    // A run of consecutive kiln.send/kiln.recv is one NCCL group (the CUDA
-    // executor): a send reads its operand until the run ends, so no receive
-    // of the run may land in its bytes.
-    for (auto it = body.begin(); it != body.end();) {
-      if (!isa<SendOp, RecvOp>(*it)) {
-        ++it;
-        continue;
-      }
-      auto runEnd = it;
-      while (std::next(runEnd) != body.end() && isa<SendOp, RecvOp>(*std::next(runEnd)))
-        ++runEnd;
-      int last = index[&*runEnd];
-      for (; it != std::next(runEnd); ++it)
-        if (auto send = dyn_cast<SendOp>(*it))
-          lastUse[rootOf(send.getOperand())] =
-              std::max(lastUse[rootOf(send.getOperand())], last);
-    }
-    // A run of consecutive sums of one kiln.bucket is one NCCL group too
-    // (kiln-bucket-collectives): each reads its operand until the run ends,
-    // so no member's result may land in another's operand. A member may
-    // still sum in place (its result over its operand, as NCCL allows).
+    // The CUDA executor posts a run of consecutive kiln.send/kiln.recv, or
+    // of consecutive sums of one kiln.bucket (kiln-bucket-collectives), as
+    // one NCCL group: each op of the run reads its operands until the run
+    // ends, so nothing the run writes may land in their bytes. A bucket's
+    // sum may still run in place (its result over its operand, as NCCL
+    // allows; decided below with the run's members).
     struct Run {
       int end;
       SmallVector<Operation *> members;
     };
     std::vector<Run> runs;
     llvm::DenseMap<Operation *, size_t> runOf;
-    auto bucketOf = [](Operation &op) -> std::optional<int64_t> {
+    auto groupOf = [](Operation &op) -> std::optional<int64_t> {
+      if (isa<SendOp, RecvOp>(op))
+        return -1; // transfers
       if (auto b = op.getAttrOfType<IntegerAttr>(KilnDialect::kBucketAttrName))
         return b.getInt();
       return std::nullopt;
     };
     for (auto it = body.begin(); it != body.end();) {
-      std::optional<int64_t> bucket = bucketOf(*it);
-      if (!bucket) {
+      std::optional<int64_t> group = groupOf(*it);
+      if (!group) {
         ++it;
         continue;
       }
       auto runEnd = it;
-      while (std::next(runEnd) != body.end() && bucketOf(*std::next(runEnd)) == bucket)
+      while (std::next(runEnd) != body.end() && groupOf(*std::next(runEnd)) == group)
         ++runEnd;
       int last = index[&*runEnd];
       runs.push_back({last, {}});
@@ -400,9 +387,9 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
             i && result == op.getResult(i->second) && !result.use_empty()) {
           Value dead = rootOf(op.getOperand(i->first));
           auto it = offset.find(dead);
-          // Nothing after this op reads the operand. In a bucket's run (one
-          // NCCL group, the operand kept to the run's end): no op after this
-          // one reads it, and no other member of the run.
+          // Nothing after this op reads the operand. In a run (one NCCL
+          // group, the operand kept to the run's end): no op after this one
+          // reads it, and no other member of the run.
           auto run = runOf.find(&op);
           bool lastReader;
           if (run == runOf.end()) {

@@ -9,6 +9,7 @@
 #include "llvm/Support/FormatVariadic.h"
 
 #include <map>
+#include <set>
 
 using namespace mlir;
 
@@ -35,7 +36,8 @@ std::string describeSharding(ModuleOp module, bool everyCollective) {
     // (kind, axis) -> (count, bytes)
     std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> totals;
     std::string lines;
-    std::map<int64_t, std::pair<int64_t, int64_t>> buckets; // bucket -> (sums, bytes)
+    std::set<int64_t> buckets;
+    int64_t bucketed = 0, bucketedBytes = 0; // the sums in buckets, their bytes
     func.walk([&](Operation *op) {
       if (!isCollective(op))
         return;
@@ -52,8 +54,9 @@ std::string describeSharding(ModuleOp module, bool everyCollective) {
       t.second += bytes;
       auto bucket = op->getAttrOfType<IntegerAttr>(KilnDialect::kBucketAttrName);
       if (bucket) {
-        ++buckets[bucket.getInt()].first;
-        buckets[bucket.getInt()].second += bytes;
+        buckets.insert(bucket.getInt());
+        ++bucketed;
+        bucketedBytes += bytes;
       }
       if (everyCollective)
         lines += llvm::formatv("    {0,-14} over {1,-3} {2,10}  {3}{4}\n", kind, axis,
@@ -72,17 +75,11 @@ std::string describeSharding(ModuleOp module, bool everyCollective) {
                           bytesText(t.second));
       first = false;
     }
-    if (!buckets.empty()) {
-      int64_t sums = 0, bytes = 0;
-      for (auto &[id, b] : buckets) {
-        sums += b.first;
-        bytes += b.second;
-      }
+    if (!buckets.empty())
       os << llvm::formatv("\n    {0} of them in {1} bucket{2} (one NCCL group each, {3} on "
                           "average; parallel.bucket_mb)",
-                          sums, buckets.size(), buckets.size() == 1 ? "" : "s",
-                          bytesText(bytes / static_cast<int64_t>(buckets.size())));
-    }
+                          bucketed, buckets.size(), buckets.size() == 1 ? "" : "s",
+                          bytesText(bucketedBytes / static_cast<int64_t>(buckets.size())));
     os << "\n" << lines;
   }
   return out;

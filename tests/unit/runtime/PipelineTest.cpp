@@ -32,6 +32,7 @@
 #include <cmath>
 #include <map>
 #include <random>
+#include <string>
 #include <thread>
 
 
@@ -78,33 +79,19 @@ grad_clip = 0.5
 fuse = false
 )";
 
-/// The tiny GPT-2 with a mixture of experts in every block: 4 experts,
+/// kTiny with a mixture of experts in every block: 4 experts,
 /// top-2, a capacity that drops tokens, the balance loss in the objective.
 /// Each micro-batch's rows are two routing groups (one per dp rank when
 /// the experts are split over dp).
-constexpr const char *kTinyMoe = R"(
-[model]
-kind = "gpt2"
-n_layer = 4
-n_head = 2
-n_embd = 16
-vocab_size = 61
-vocab_multiple = 8
-block_size = 16
+const std::string kTinyMoeText = std::string(kTiny) + R"(
 [moe]
 experts = 4
 top_k = 2
 capacity_factor = 1.0
 aux_loss_weight = 0.1
 groups = 2
-[train]
-batch_size = 2
-seq_len = 8
-[optim]
-grad_clip = 0.5
-[compile]
-fuse = false
 )";
+const char *const kTinyMoe = kTinyMoeText.c_str();
 
 struct PipelineCase {
   const char *toml = kTiny;
