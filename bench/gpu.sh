@@ -206,6 +206,24 @@ EOF
         --json "$OUT/attention-kiln.jsonl" 2>&1 | grep -v "^  attention"
       python3 bench/attention.py check --dump /tmp/attn.safetensors $causal --out "$OUT/attention-check.jsonl"
       rm -f /tmp/attn.safetensors
+      if [ "${ATTN_VARIANTS:-default}" = mma ]; then
+        # The mma.sync backward (the default before sm_90a's wgmma one) beside
+        # it, with the default forward tiles.
+        if [ "$d" = 64 ]; then v="4,2,128,4,1,0"; else v="4,2,64,8,0,0"; fi
+        XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench --attention "$shape" $causal --attention-tiles "$v" \
+          --json "$OUT/attention-kiln.jsonl" 2>&1 | grep -v "^  attention"
+      fi
+      if [ "${ATTN_VARIANTS:-default}" = wgmma ]; then
+        # Other tiles of the wgmma kernels: forward warps (4 or 8: one or
+        # two warpgroups of 64 rows), key block, backward blocks an SM
+        # fits. $WGMMA_VARIANTS64 and $WGMMA_VARIANTS128 replace the lists.
+        if [ "$d" = 64 ]; then variants=${WGMMA_VARIANTS64:-"4,1,128,4,1,1 4,1,64,4,1,1 8,1,64,4,1,1"}
+        else variants=${WGMMA_VARIANTS128:-"4,1,128,8,0,1 8,1,64,8,0,1 4,1,64,8,0,1"}; fi
+        for v in $variants; do
+          XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench --attention "$shape" $causal --attention-tiles "$v" \
+            --json "$OUT/attention-kiln.jsonl" 2>&1 | grep -v "^  attention"
+        done
+      fi
       if [ "${ATTN_VARIANTS:-default}" = all ]; then
         if [ "$d" = 64 ]; then variants="4,2,128,4 8,1,64,8 4,1,64,4 4,2,32,4"; else variants="4,2,64,4,0 4,2,64,8,0 4,1,64,4 8,1,32,8"; fi
         for v in $variants; do
@@ -217,6 +235,20 @@ EOF
     done
     python3 bench/attention.py table --kiln "$OUT/attention-kiln.jsonl" --torch "$OUT/attention-torch.jsonl" \
       | tee "$OUT/attention-table.txt" ;;
+  wgmma-step)
+    # GPT-2 124M bf16 at B=16 with the flash backward on mma.sync (tiles
+    # 4,2,128,4,1,0) and on wgmma (sm_90a's default), in the order mma,
+    # wgmma, wgmma, mma (drift cancels in the means); then a profile of the
+    # wgmma step.
+    for run in mma-1 wgmma-1 wgmma-2 mma-2; do
+      tiles=(); [ ${run%-*} = mma ] && tiles=(--attention-tiles 4,2,128,4,1,0)
+      echo "  gpt2-124m bf16-mixed B=16 $run"
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
+        --set train.precision=bf16-mixed "${tiles[@]}" --json "$OUT/step-$run.json" | grep -E "step:|memory:"
+    done
+    XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
+      --set train.precision=bf16-mixed --steps 5 --json /dev/null --profile "$OUT/profile-bf16-wgmma.json" \
+      | sed -n '/profile:/,$p' | head -30 ;;
   step-attention)
     # The GPT-2 124M bf16 step with and without kiln-fuse-attention, and a
     # profile of the fused one.

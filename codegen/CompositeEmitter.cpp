@@ -63,11 +63,15 @@ std::pair<int64_t, int64_t> rowsOf(Value v) {
 }
 
 /// `globals`: definitions placed before the kernel (constant tables).
-std::string kernel(Operation *op, const char *file, const std::string &params, const std::string &body,
-                   int threads = 256, const std::string &globals = "") {
+/// `minBlocks` > 0 asks ptxas to fit that many blocks on an SM (registers).
+std::string kernel(Operation *op, const char *file, const std::string &params,
+                   const std::string &body, int threads = 256, const std::string &globals = "",
+                   int minBlocks = 0) {
+  std::string bounds =
+      std::to_string(threads) + (minBlocks > 0 ? ", " + std::to_string(minBlocks) : "");
   return include(file) + Emitter::header(op) + globals +
-         "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(threads) + ") @NAME@(" +
-         params + ") {\n" + body + "}\n";
+         "extern \"C\" __global__ void __launch_bounds__(" + bounds + ") @NAME@(" + params +
+         ") {\n" + body + "}\n";
 }
 
 #define ADD(value, name, isConst)                                                                  \
@@ -417,10 +421,24 @@ struct FlashTiles {
   int warps, mTiles, keyBlock; ///< forward: BM = 16·warps·mTiles query rows
   int backwardWarps;           ///< backward: 16 keys a warp, query blocks of 64
   bool qInRegisters;           ///< forward: Q's fragments held, not re-read
+  bool wgmma = false;          ///< on warpgroup MMA (sm_90a): forward warps / 4 warpgroups
+                               ///< of 64 rows, backward D / 16 warps
+  int backwardBlocks = 0;      ///< backward blocks an SM must fit (launch bounds), 0: any
   int queryBlock() const { return 16 * warps * mTiles; }
 };
 
-/// CodegenOptions::attentionTiles ("W,MT,BN,BW[,Q]"), if set. The kernels
+/// Whether `arch` has Hopper's arch-specific instructions (wgmma): sm_90a.
+bool hasWgmma(llvm::StringRef arch) { return arch == "sm_90a"; }
+
+/// The wgmma backward at D = 64 fits three blocks an SM at 168 registers (32
+/// bytes spilled) instead of two at 179 (bench/results/2026-12-04-wgmma).
+int defaultBackwardBlocks(bool wgmma, int64_t d) { return wgmma && d == 64 ? 3 : 0; }
+
+/// CodegenOptions::attentionTiles ("W,MT,BN,BW[,Q[,G[,R]]]"), if set; G = 1
+/// asks for the wgmma kernels (sm_90a: W of 4 or 8, MT = 1, BN of 64 or
+/// 128; the backward's warps are then D / 16), 0 for mma.sync, absent for
+/// the architecture's default; R > 0 makes ptxas fit R backward blocks on
+/// an SM (fewer registers a thread). The kernels
 /// static_assert what they need beyond these ranges.
 llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &options, int64_t d) {
   llvm::StringRef text = options.attentionTiles;
@@ -428,17 +446,34 @@ llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &opti
     return std::nullopt;
   llvm::SmallVector<llvm::StringRef> parts;
   text.split(parts, ',');
-  int v[5] = {0, 0, 0, 0, -1};
-  bool ok = parts.size() == 4 || parts.size() == 5;
+  int v[7] = {0, 0, 0, 0, -1, -1, -1};
+  bool ok = parts.size() >= 4 && parts.size() <= 7;
   for (size_t i = 0; ok && i < parts.size(); ++i)
-    ok = !parts[i].getAsInteger(10, v[i]) && v[i] >= (i == 4 ? 0 : 1) && v[i] <= 256;
-  if (!ok || v[2] % 16 != 0 || v[4] > 1)
+    ok = !parts[i].getAsInteger(10, v[i]) && v[i] >= (i >= 4 ? 0 : 1) && v[i] <= 256;
+  if (!ok || v[2] % 16 != 0 || v[4] > 1 || v[5] > 1 || v[6] > 8)
     return error("codegen: attention tiles '" + text +
-                 "' are not W,MT,BN,BW[,Q] (warps, row tiles, a key block of 16s, backward "
-                 "warps, Q held in registers 0/1)");
+                 "' are not W,MT,BN,BW[,Q[,G[,R]]] (warps, row tiles, a key block of 16s, "
+                 "backward warps, Q held in registers 0/1, wgmma kernels 0/1, backward blocks an "
+                 "SM fits 0-8)");
+  if (v[5] == 1 && !hasWgmma(options.arch))
+    return error("codegen: attention tiles '" + text +
+                 "' ask for the wgmma kernels, which need "
+                 "--arch sm_90a (this plan is for " +
+                 options.arch + ")");
   // By default Q stays in registers unless that passes 32 of them a thread.
   bool q = v[4] >= 0 ? v[4] == 1 : v[1] * (d / 16) * 4 <= 32;
-  return FlashTiles{v[0], v[1], v[2], v[3], q};
+  bool wgmma = v[5] >= 0 ? v[5] == 1 : hasWgmma(options.arch);
+  if (wgmma && ((v[0] != 4 && v[0] != 8) || v[1] != 1 || (v[2] != 64 && v[2] != 128)))
+    return error("codegen: attention tiles '" + text +
+                 "': the wgmma kernels take W = 4 or 8 warps (a warpgroup per 64 rows), MT = 1 "
+                 "and key blocks BN of 64 or 128 (add ,0 for the mma.sync kernels)");
+  return FlashTiles{v[0],
+                    v[1],
+                    v[2],
+                    wgmma ? int(d / 16) : v[3],
+                    q,
+                    wgmma,
+                    v[6] >= 0 ? v[6] : defaultBackwardBlocks(wgmma, d)};
 }
 
 /// The flash kernels' tiles for an attention of shape `a` whose q (or
@@ -473,15 +508,31 @@ llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, const 
   // row tiles with key blocks of 128 (+7 to 10 % over blocks of 64),
   // backward 4 warps; D = 128 forward 4 × 2 with Q re-read from shared
   // memory (+21 to 25 % over 8 warps × 1 with Q in registers), backward 8.
+  // On sm_90a both run on wgmma (bench/results/2026-12-04-wgmma): the
+  // forward one warpgroup of 64 query rows at D = 64 (+6 to 15 % over two)
+  // and two at D = 128, key blocks of 128; the backward a warpgroup per 64
+  // keys.
+  if (hasWgmma(e.options().arch))
+    return FlashTiles{
+        d == 64 ? 4 : 8, 1, 128, int(d / 16), false, true, defaultBackwardBlocks(true, d)};
   return d == 64 ? FlashTiles{4, 2, 128, 4, true} : FlashTiles{4, 2, 64, 8, false};
 }
 
 std::string tilesText(const FlashTiles &t) {
+  if (t.wgmma)
+    return llvm::formatv("on wgmma: forward {0} warpgroup(s) of 64 query rows (BM = {1}), key "
+                         "blocks of {2}; backward {3} warpgroup(s) of 64 keys, query blocks of "
+                         "64{4}",
+                         t.warps / 4, t.queryBlock(), t.keyBlock, t.backwardWarps / 4,
+                         t.backwardBlocks > 0
+                             ? llvm::formatv(", {0} blocks an SM", t.backwardBlocks).str()
+                             : std::string())
+        .str();
   return llvm::formatv("forward {0} warps x {1} row tiles (BM = {2}), key blocks of {3}, Q {4}; "
-                       "backward {5} warps (key blocks of {6}, query blocks of 64)",
+                       "backward {5} warps on {7} (key blocks of {6}, query blocks of 64)",
                        t.warps, t.mTiles, t.queryBlock(), t.keyBlock,
                        t.qInRegisters ? "in registers" : "re-read", t.backwardWarps,
-                       16 * t.backwardWarps)
+                       16 * t.backwardWarps, t.wgmma ? "wgmma" : "mma.sync")
       .str();
 }
 
@@ -581,16 +632,24 @@ llvm::Expected<bool> flashForward(Emitter &e, const AttentionView &w, const Flas
     return seg.takeError();
   const AttentionDims &a = w.a;
   int64_t d = a.d, bm = tiles.queryBlock(), threads = 32 * tiles.warps;
-  std::string body = prologue +
-                     llvm::formatv("  kiln::flash::forward<{0}, {1}, {2}, {3}, {4}, {5}>(q, k, v, "
-                                   "out, lse, {6:e9}f, {7});\n",
-                                   flashShape(w.input(), a, w.causal), tiles.warps, tiles.mTiles,
-                                   tiles.keyBlock, boolText(tiles.qInRegisters), w.layoutArgs(),
-                                   w.scale, *seg)
-                         .str();
+  std::string body =
+      prologue +
+      (tiles.wgmma
+           ? llvm::formatv("  kiln::flash::forwardWgmma<{0}, {1}, {2}, {3}>(q, k, v, out, lse, "
+                           "{4:e9}f, {5});\n",
+                           flashShape(w.input(), a, w.causal), tiles.warps / 4, tiles.keyBlock,
+                           w.layoutArgs(), w.scale, *seg)
+                 .str()
+           : llvm::formatv("  kiln::flash::forward<{0}, {1}, {2}, {3}, {4}, {5}>(q, k, v, "
+                           "out, lse, {6:e9}f, {7});\n",
+                           flashShape(w.input(), a, w.causal), tiles.warps, tiles.mTiles,
+                           tiles.keyBlock, boolText(tiles.qInRegisters), w.layoutArgs(), w.scale,
+                           *seg)
+                 .str());
+  // The wgmma kernel aligns its tiles to 1024 bytes itself.
   e.launch(w.op, "flash_attention", kernel(w.op, "flash_attention.cuh", p.text, body, threads),
            {(a.tq + bm - 1) / bm, a.b * a.h, 1}, {threads, 1, 1}, p.args,
-           (bm + 4 * tiles.keyBlock) * d * 2);
+           (bm + 4 * tiles.keyBlock) * d * 2 + (tiles.wgmma ? 1024 : 0));
   return true;
 }
 
@@ -637,15 +696,24 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
     if (!seg)
       return seg.takeError();
     int64_t bn = 16 * tiles.backwardWarps, bm = 64, threads = 32 * tiles.backwardWarps;
-    std::string body = prologue +
-                       llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}, {3}>(q, k, v, lse, "
-                                     "dout, delta, accumulator, dk, dv, {4:e9}f, {5});\n",
-                                     flashShape(w.input(), a, w.causal), tiles.backwardWarps, bm,
-                                     w.layoutArgs(), w.scale, *seg)
-                           .str();
-    e.launch(op, "flash_attention_backward", kernel(op, "flash_attention.cuh", p.text, body, threads),
+    // The wgmma kernel takes its warpgroups (64 keys each) and aligns its
+    // tiles to 1024 bytes itself.
+    std::string body =
+        prologue + (tiles.wgmma
+                        ? llvm::formatv("  kiln::flash::backwardWgmma<{0}, {1}, {2}>(q, k, v, lse, "
+                                        "dout, delta, accumulator, dk, dv, {3:e9}f, {4});\n",
+                                        flashShape(w.input(), a, w.causal), tiles.backwardWarps / 4,
+                                        w.layoutArgs(), w.scale, *seg)
+                              .str()
+                        : llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}, {3}>(q, k, v, lse, "
+                                        "dout, delta, accumulator, dk, dv, {4:e9}f, {5});\n",
+                                        flashShape(w.input(), a, w.causal), tiles.backwardWarps, bm,
+                                        w.layoutArgs(), w.scale, *seg)
+                              .str());
+    e.launch(op, "flash_attention_backward",
+             kernel(op, "flash_attention.cuh", p.text, body, threads, "", tiles.backwardBlocks),
              {(a.tk + bn - 1) / bn, a.b * a.hkv, 1}, {threads, 1, 1}, p.args,
-             (2 * bn + 4 * bm) * d * 2 + bn * bm * 2 + 4 * bm * 4);
+             (2 * bn + 4 * bm) * d * 2 + bn * bm * 2 + 4 * bm * 4 + (tiles.wgmma ? 1024 : 0));
   }
   // 3. dq = scale · accumulator.
   {

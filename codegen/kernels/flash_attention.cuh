@@ -723,5 +723,523 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
   }
 }
 
+// ---------------------------------------------------------------------------
+// Backward on Hopper's warpgroup MMA (sm_90a)
+// ---------------------------------------------------------------------------
+//
+// The same algorithm as `backward`, with the products on `wgmma`: a
+// warpgroup (4 warps) multiplies 64 rows at a time and reads its
+// shared-memory operands itself, so the ldmatrix traffic that bounds the
+// mma.sync backward (every warp re-reading the whole Q and dO tiles) is
+// gone. Products, per warpgroup of 64 keys:
+//   Sᵀ, dPᵀ = K·Qᵀ, V·dOᵀ   both operands K-major in shared memory
+//   dV, dK += Pᵀ·dO, dSᵀ·Q   Pᵀ and dSᵀ from registers (the accumulators'
+//                            C layout is the A fragment, as with mma.sync),
+//                            dO and Q MN-major (transposed) in shared memory
+//   dQ = dS·K                dSᵀ through shared memory, both MN-major; the
+//                            warpgroups split dq's columns
+// Shared tiles use the 128-byte swizzle of the wgmma descriptors: a tile of
+// R rows is stored as column halves of 64 elements, [D / 64][R][64], each
+// 128-byte row's 16-byte chunk c at c ^ (row % 8), every tile 1024-byte
+// aligned (the swizzle is on address bits 4-6 by bits 7-9). PTX ISA,
+// "Asynchronous Warpgroup Level Matrix Multiply-Accumulate": matrix
+// descriptors, canonical layouts and the register fragments.
+
+#define KILN_ACC(d, j, CON) CON(d[j][0]), CON(d[j][1]), CON(d[j][2]), CON(d[j][3])
+
+#define KILN_WGMMA_SS64(TYPE, CON)                                                        \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                    \
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " "                      \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "\
+               "%32, %33, p, 1, 1, %35, %36;\n}\n"                                           \
+               : KILN_ACC(d, 0, CON), KILN_ACC(d, 1, CON), KILN_ACC(d, 2, CON), KILN_ACC(d, 3, CON), KILN_ACC(d, 4, CON), KILN_ACC(d, 5, CON), KILN_ACC(d, 6, CON), KILN_ACC(d, 7, CON)                                                                 \
+               : "l"(a), "l"(b), "r"((int)ACC), "n"(TRANS_A), "n"(TRANS_B))
+
+#define KILN_WGMMA_RS64(TYPE, CON)                                                        \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                    \
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " "                      \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "\
+               "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"                          \
+               : KILN_ACC(d, 0, CON), KILN_ACC(d, 1, CON), KILN_ACC(d, 2, CON), KILN_ACC(d, 3, CON), KILN_ACC(d, 4, CON), KILN_ACC(d, 5, CON), KILN_ACC(d, 6, CON), KILN_ACC(d, 7, CON)                                                                 \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"((int)ACC), "n"(TRANS_B))
+
+#define KILN_WGMMA_SS128(TYPE, CON)                                                        \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                    \
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                      \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "\
+               "%64, %65, p, 1, 1, %67, %68;\n}\n"                                           \
+               : KILN_ACC(d, 0, CON), KILN_ACC(d, 1, CON), KILN_ACC(d, 2, CON), KILN_ACC(d, 3, CON), KILN_ACC(d, 4, CON), KILN_ACC(d, 5, CON), KILN_ACC(d, 6, CON), KILN_ACC(d, 7, CON), KILN_ACC(d, 8, CON), KILN_ACC(d, 9, CON), KILN_ACC(d, 10, CON), KILN_ACC(d, 11, CON), KILN_ACC(d, 12, CON), KILN_ACC(d, 13, CON), KILN_ACC(d, 14, CON), KILN_ACC(d, 15, CON)                                                                 \
+               : "l"(a), "l"(b), "r"((int)ACC), "n"(TRANS_A), "n"(TRANS_B))
+
+#define KILN_WGMMA_RS128(TYPE, CON)                                                        \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                    \
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                      \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "\
+               "{%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"                          \
+               : KILN_ACC(d, 0, CON), KILN_ACC(d, 1, CON), KILN_ACC(d, 2, CON), KILN_ACC(d, 3, CON), KILN_ACC(d, 4, CON), KILN_ACC(d, 5, CON), KILN_ACC(d, 6, CON), KILN_ACC(d, 7, CON), KILN_ACC(d, 8, CON), KILN_ACC(d, 9, CON), KILN_ACC(d, 10, CON), KILN_ACC(d, 11, CON), KILN_ACC(d, 12, CON), KILN_ACC(d, 13, CON), KILN_ACC(d, 14, CON), KILN_ACC(d, 15, CON)                                                                 \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"((int)ACC), "n"(TRANS_B))
+
+#define KILN_ADD(x) "+f"(x)
+#define KILN_SET(x) "=f"(x)
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// d (m64 × N) = a·b, or += with ACC, a and b in shared memory; TRANS_A/B 1
+// when the operand is MN-major. N = 8 · (the first extent of d).
+template <typename T, int TRANS_A, int TRANS_B, bool ACC = true, int NT>
+__device__ __forceinline__ void wgmmaSS(float (&d)[NT][4], unsigned long long a,
+                                        unsigned long long b) {
+  static_assert(NT == 8 || NT == 16, "n64 or n128");
+  if constexpr (NT == 8 && ACC) {
+    if constexpr (IsBf16<T>::value) KILN_WGMMA_SS64("bf16", KILN_ADD); else KILN_WGMMA_SS64("f16", KILN_ADD);
+  } else if constexpr (NT == 8) {
+    if constexpr (IsBf16<T>::value) KILN_WGMMA_SS64("bf16", KILN_SET); else KILN_WGMMA_SS64("f16", KILN_SET);
+  } else if constexpr (ACC) {
+    if constexpr (IsBf16<T>::value) KILN_WGMMA_SS128("bf16", KILN_ADD); else KILN_WGMMA_SS128("f16", KILN_ADD);
+  } else {
+    if constexpr (IsBf16<T>::value) KILN_WGMMA_SS128("bf16", KILN_SET); else KILN_WGMMA_SS128("f16", KILN_SET);
+  }
+}
+// d (m64 × N) += a·b, a in registers (each warp's 16 rows as the
+// m16n8k16 A fragment), b in shared memory.
+template <typename T, int TRANS_B, int NT>
+__device__ __forceinline__ void wgmmaRS(float (&d)[NT][4], const u32 (&a)[4],
+                                        unsigned long long b) {
+  static_assert(NT == 8 || NT == 16, "n64 or n128");
+  constexpr bool ACC = true;
+  if constexpr (NT == 8) {
+    if constexpr (IsBf16<T>::value) KILN_WGMMA_RS64("bf16", KILN_ADD); else KILN_WGMMA_RS64("f16", KILN_ADD);
+  } else {
+    if constexpr (IsBf16<T>::value) KILN_WGMMA_RS128("bf16", KILN_ADD); else KILN_WGMMA_RS128("f16", KILN_ADD);
+  }
+}
+
+// Orders this thread's register and shared-memory writes before the
+// warpgroup's next wgmma reads them.
+__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmmaCommit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void wgmmaWait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Shared-memory writes of the generic proxy (st.shared, cp.async) visible
+// to the async proxy wgmma reads through.
+__device__ __forceinline__ void fenceProxyAsync() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// Keeps registers an in-flight wgmma reads or writes where they are: the
+// compiler sees the asm above as done when issued, so without this it
+// could read an accumulator before the wait, or reuse an A operand's
+// registers while the tensor cores still read them.
+template <int N> __device__ __forceinline__ void keep(float (&d)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+    asm volatile("" : "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])::"memory");
+}
+template <int N> __device__ __forceinline__ void keep(u32 (&a)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+    asm volatile("" : "+r"(a[i][0]), "+r"(a[i][1]), "+r"(a[i][2]), "+r"(a[i][3])::"memory");
+}
+#endif
+
+// A shared-memory matrix descriptor: start address, leading and stride
+// byte offsets, 128-byte swizzle.
+__device__ __forceinline__ unsigned long long wgmmaDesc(u32 address, u32 leading, u32 stride) {
+  return (unsigned long long)((address & 0x3FFFF) >> 4) |
+         ((unsigned long long)(leading >> 4) << 16) | ((unsigned long long)(stride >> 4) << 32) |
+         (1ull << 62);
+}
+
+// Byte offset of element (row, col) in a wgmma tile of R rows.
+template <int R> __device__ __forceinline__ u32 wgmmaOffset(int row, int col) {
+  return (col >> 6) * (R * 128) + row * 128 + ((((col >> 3) & 7) ^ (row & 7)) << 4) +
+         ((col & 7) << 1);
+}
+
+// loadTile into a wgmma tile of R rows.
+template <int R, int D, int THREADS, i64 STRIDE, typename T>
+__device__ __forceinline__ void loadTileWgmma(u32 tile, const T *base, i64 row0, i64 limit) {
+  constexpr int C = D / 8;
+#pragma unroll
+  for (int i = threadIdx.x; i < R * C; i += THREADS) {
+    int r = i / C, c = i % C;
+    bool valid = row0 + r < limit;
+    const T *src = base + (valid ? row0 + r : 0) * STRIDE + c * 8;
+    copy16(tile + wgmmaOffset<R>(r, c * 8), src, valid);
+  }
+}
+
+// K-major operand rows [row0, row0 + 64) × k-step ks (16 columns) of a
+// tile of R rows: 8-row groups 1024 bytes apart, the k-step 32 bytes into
+// its 128-byte rows.
+template <int R> __device__ __forceinline__ unsigned long long kMajor(u32 tile, int row0, int ks) {
+  return wgmmaDesc(tile + (ks >> 2) * (R * 128) + row0 * 128 + (ks & 3) * 32, 16, 1024);
+}
+// MN-major operand: rows [16·kk, 16·kk + 16) of a tile of R rows are the
+// k-step, its columns from `half`·64 the M or N extent (64-column halves
+// R·128 bytes apart).
+template <int R> __device__ __forceinline__ unsigned long long mnMajor(u32 tile, int kk, int half) {
+  return wgmmaDesc(tile + half * (R * 128) + kk * 2048, R * 128, 1024);
+}
+
+// One block per (key block of BN = 64·WGS keys, batch·kv head), WGS
+// warpgroups of 64 keys; query blocks of 64. Dynamic shared memory: 1024
+// bytes of alignment slack, K, V [BN, D]; Q, dO [2 stages][64, D]; dSᵀ
+// [BN, 64]; lse, delta [2][64] f32. Grid (⌈TK/BN⌉, B·HKV). Needs sm_90a.
+template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WGS,
+          bool BTHD = false, int PACK = 1>
+__device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *lse, const T *dout,
+                              const float *delta, float *dqAccum, T *dk, T *dv, float scale,
+                              const int *seg = nullptr) {
+#if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  static_assert(sizeof(T) == 0, "the wgmma backward needs sm_90a");
+#else
+  constexpr int BM = 64, BN = 64 * WGS, THREADS = 128 * WGS;
+  constexpr int KS = D / 16, NQ = BM / 8, NO = D / 8, QK = BM / 16, KK = BN / 16;
+  constexpr i64 G = H / HKV;
+  static_assert(D % 64 == 0 && D / WGS == 64, "a warpgroup's dq columns are one 64-column half");
+  constexpr u32 KV_BYTES = BN * D * 2, QO_BYTES = BM * D * 2;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 raw = smemAddress(smem), base = (raw + 1023) & ~1023u;
+  const u32 sK = base, sV = sK + KV_BYTES, sQ = sV + KV_BYTES, sO = sQ + 2 * QO_BYTES,
+            sDS = sO + 2 * QO_BYTES;
+  float *sStats = reinterpret_cast<float *>(smem + (sDS + BN * BM * 2 - raw));
+  // sStats: lse [2][BM] then delta [2][BM]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+  const int wg = warp / 4;
+
+  const i64 bkv = blockIdx.y, b = bkv / HKV, kvh = bkv % HKV;
+  const i64 k0 = (i64)blockIdx.x * BN;
+  constexpr i64 QS = BTHD ? H * D * PACK : D, KVS = BTHD ? HKV * D * PACK : D, OS = BTHD ? H * D : D;
+  const T *kb = k + rowOffset<HKV, TK, D, BTHD, PACK>(b, kvh, 0),
+          *vb = v + rowOffset<HKV, TK, D, BTHD, PACK>(b, kvh, 0);
+  const float scaleLog2 = scale * kLog2e;
+  const int iStart = CAUSAL ? (int)(k0 / BM) : 0;
+  constexpr int QBLOCKS = (int)CEIL_DIV(TQ, (i64)BM);
+  const int iEnd = seg ? queryBlockEnd<THREADS, BM, TQ>(seg + b * TK, k0,
+                                                         (k0 + BN < TK ? k0 + BN : TK) - 1, QBLOCKS)
+                       : QBLOCKS;
+  const int nq = iEnd - iStart;
+  const int steps = (int)G * nq;
+
+  auto issue = [&](int step) {
+    const int stage = step & 1;
+    const i64 h = kvh * G + step / nq;
+    const i64 i0 = (i64)(iStart + step % nq) * BM;
+    const i64 bh = b * H + h;
+    loadTileWgmma<BM, D, THREADS, QS>(sQ + stage * QO_BYTES,
+                                      q + rowOffset<H, TQ, D, BTHD, PACK>(b, h, 0), i0, TQ);
+    loadTileWgmma<BM, D, THREADS, OS>(sO + stage * QO_BYTES,
+                                      dout + rowOffset<H, TQ, D, BTHD>(b, h, 0), i0, TQ);
+    for (int i = threadIdx.x; i < 2 * BM; i += THREADS) {
+      const bool isDelta = i >= BM;
+      const int r = isDelta ? i - BM : i;
+      const bool valid = i0 + r < TQ;
+      const float *src = (isDelta ? delta : lse) + bh * TQ + (valid ? i0 + r : 0);
+      copy4(smemAddress(sStats + (isDelta ? 2 * BM : 0) + stage * BM + r), src, valid);
+    }
+  };
+
+  loadTileWgmma<BN, D, THREADS, KVS>(sK, kb, k0, TK);
+  loadTileWgmma<BN, D, THREADS, KVS>(sV, vb, k0, TK);
+  if (steps > 0)
+    issue(0);
+  commit();
+
+  float dK[NO][4], dV[NO][4];
+#pragma unroll
+  for (int n = 0; n < NO; ++n)
+    dK[n][0] = dK[n][1] = dK[n][2] = dK[n][3] = dV[n][0] = dV[n][1] = dV[n][2] = dV[n][3] = 0.f;
+  const i64 key0 = k0 + warp * 16 + g; // this thread's keys: key0, key0 + 8
+
+  for (int step = 0; step < steps; ++step) {
+    const int stage = step & 1;
+    const i64 h = kvh * G + step / nq;
+    const i64 i0 = (i64)(iStart + step % nq) * BM;
+    const i64 bh = b * H + h;
+    waitGroups<0>(); // this step's tiles (and K, V)
+    fenceProxyAsync();
+    // Visible to every warpgroup; every wgmma of step - 1 is complete (each
+    // warp waited for its own), so step + 1 may load into its stage.
+    __syncthreads();
+    if (step + 1 < steps)
+      issue(step + 1);
+    commit();
+    const u32 q_ = sQ + stage * QO_BYTES, o_ = sO + stage * QO_BYTES;
+    const float *lse_ = sStats + stage * BM, *delta_ = sStats + 2 * BM + stage * BM;
+
+    // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ: this warpgroup's 64 keys × 64 queries.
+    float st[NQ][4], dpt[NQ][4]; // set by the first k-step
+    wgmmaFence();
+    wgmmaSS<T, 0, 0, false>(st, kMajor<BN>(sK, 64 * wg, 0), kMajor<BM>(q_, 0, 0));
+#pragma unroll
+    for (int ks = 1; ks < KS; ++ks)
+      wgmmaSS<T, 0, 0>(st, kMajor<BN>(sK, 64 * wg, ks), kMajor<BM>(q_, 0, ks));
+    wgmmaSS<T, 0, 0, false>(dpt, kMajor<BN>(sV, 64 * wg, 0), kMajor<BM>(o_, 0, 0));
+#pragma unroll
+    for (int ks = 1; ks < KS; ++ks)
+      wgmmaSS<T, 0, 0>(dpt, kMajor<BN>(sV, 64 * wg, ks), kMajor<BM>(o_, 0, ks));
+    wgmmaCommit();
+    wgmmaWait<0>();
+    keep(st);
+    keep(dpt);
+
+    const bool masked = seg || (CAUSAL && i0 < k0 + BN - 1) || (TQ % BM != 0 && i0 + BM > TQ) ||
+                        (TK % BN != 0 && k0 + BN > TK);
+    const int *segb = seg ? seg + b * TK : nullptr;
+    u32 pf[QK][4], dsf[QK][4];
+#pragma unroll
+    for (int n = 0; n < NQ; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = n * 8 + 2 * t + (e & 1);
+        const i64 query = i0 + col, key = key0 + (e >> 1) * 8;
+        float p = fastExp2(fmaf(st[n][e], scaleLog2, -lse_[col] * kLog2e));
+        if (masked && (query >= TQ || key >= TK || (CAUSAL && query < key) ||
+                       (segb && segb[query] != segb[key])))
+          p = 0.f;
+        st[n][e] = p;
+        dpt[n][e] = p * (dpt[n][e] - delta_[col]);
+      }
+#pragma unroll
+    for (int kk = 0; kk < QK; ++kk) {
+      pf[kk][0] = pack<T>(st[2 * kk][0], st[2 * kk][1]);
+      pf[kk][1] = pack<T>(st[2 * kk][2], st[2 * kk][3]);
+      pf[kk][2] = pack<T>(st[2 * kk + 1][0], st[2 * kk + 1][1]);
+      pf[kk][3] = pack<T>(st[2 * kk + 1][2], st[2 * kk + 1][3]);
+      dsf[kk][0] = pack<T>(dpt[2 * kk][0], dpt[2 * kk][1]);
+      dsf[kk][1] = pack<T>(dpt[2 * kk][2], dpt[2 * kk][3]);
+      dsf[kk][2] = pack<T>(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]);
+      dsf[kk][3] = pack<T>(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3]);
+    }
+    // dSᵀ to shared memory for dq (rows: keys, 64 queries each).
+#pragma unroll
+    for (int kk = 0; kk < QK; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = warp * 16 + g + (e & 1) * 8, col = kk * 16 + (e >> 1) * 8 + 2 * t;
+        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sDS + wgmmaOffset<BN>(row, col)),
+                     "r"(dsf[kk][e]));
+      }
+    fenceProxyAsync();
+
+    // dV += Pᵀ·dO and dK += dSᵀ·Q (the query block's rows are the k-steps).
+    wgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < QK; ++kk)
+      wgmmaRS<T, 1>(dV, pf[kk], mnMajor<BM>(o_, kk, 0));
+#pragma unroll
+    for (int kk = 0; kk < QK; ++kk)
+      wgmmaRS<T, 1>(dK, dsf[kk], mnMajor<BM>(q_, kk, 0));
+    wgmmaCommit();
+    __syncthreads(); // dSᵀ complete
+
+    // dQ += dS·K: 64 queries × this warpgroup's 64 columns of d, the keys
+    // the k-steps.
+    float dq[8][4]; // set by the first k-step
+    wgmmaFence();
+    wgmmaSS<T, 1, 1, false>(dq, mnMajor<BN>(sDS, 0, 0), mnMajor<BN>(sK, 0, wg));
+#pragma unroll
+    for (int kk = 1; kk < KK; ++kk)
+      wgmmaSS<T, 1, 1>(dq, mnMajor<BN>(sDS, kk, 0), mnMajor<BN>(sK, kk, wg));
+    wgmmaCommit();
+    wgmmaWait<0>();
+    keep(pf);
+    keep(dsf);
+    keep(dV);
+    keep(dK);
+    keep(dq);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const i64 query = i0 + (warp % 4) * 16 + g + half * 8;
+      if (query >= TQ)
+        continue;
+      float *dst = dqAccum + (bh * TQ + query) * D + wg * 64 + 2 * t;
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+        addTo(dst + n * 8, dq[n][2 * half], dq[n][2 * half + 1]);
+    }
+  }
+  waitGroups<0>();
+
+  // dK (times the scale) and dV in the low type.
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const i64 key = key0 + half * 8;
+    if (key >= TK)
+      continue;
+    const i64 at = rowOffset<HKV, TK, D, BTHD, PACK>(b, kvh, key) + 2 * t;
+    T *dkRow = dk + at, *dvRow = dv + at;
+#pragma unroll
+    for (int n = 0; n < NO; ++n) {
+      *reinterpret_cast<u32 *>(dkRow + n * 8) =
+          pack<T>(dK[n][2 * half] * scale, dK[n][2 * half + 1] * scale);
+      *reinterpret_cast<u32 *>(dvRow + n * 8) = pack<T>(dV[n][2 * half], dV[n][2 * half + 1]);
+    }
+  }
+#endif
+}
+
+// The forward on wgmma: WGS warpgroups of 64 query rows (BM = 64·WGS), key
+// blocks of BN in two stages (block j+1 loads while block j computes).
+// S = Q·Kᵀ with both operands K-major in shared memory; the online softmax
+// on S's accumulators (each warp's 16 rows in the m16n8k16 C layout, as in
+// `forward`); O += P·V with P from registers and V MN-major. Dynamic shared
+// memory: 1024 bytes of alignment slack, Q [BM, D], K and V [2][BN, D].
+// Grid (⌈TQ/BM⌉, B·H). Needs sm_90a.
+template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WGS, int BN,
+          bool BTHD = false, int PACK = 1>
+__device__ void forwardWgmma(const T *q, const T *k, const T *v, T *out, float *lse, float scale,
+                             const int *seg = nullptr) {
+#if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  static_assert(sizeof(T) == 0, "the wgmma forward needs sm_90a");
+#else
+  constexpr int BM = 64 * WGS, THREADS = 128 * WGS;
+  constexpr int KS = D / 16, NS = BN / 8, NO = D / 8, PK = BN / 16;
+  static_assert(D % 64 == 0 && (BN == 64 || BN == 128), "head dims of 64 or 128, key blocks of 64 or 128");
+  constexpr u32 TILE = BN * D * 2; // bytes of one K or V stage
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 sQ = (smemAddress(smem) + 1023) & ~1023u, sK = sQ + BM * D * 2, sV = sK + 2 * TILE;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+  const int wg = warp / 4;
+
+  const i64 bh = blockIdx.y, b = bh / H, h = bh % H, kh = h / (H / HKV);
+  constexpr i64 QS = BTHD ? H * D * PACK : D, KVS = BTHD ? HKV * D * PACK : D;
+  const i64 mBlock = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+  const i64 q0 = mBlock * BM;
+  const T *qb = q + rowOffset<H, TQ, D, BTHD, PACK>(b, h, 0),
+          *kb = k + rowOffset<HKV, TK, D, BTHD, PACK>(b, kh, 0),
+          *vb = v + rowOffset<HKV, TK, D, BTHD, PACK>(b, kh, 0);
+  const i64 kEnd = CAUSAL ? (q0 + BM < TK ? q0 + BM : TK) : TK;
+  const int blocks = (int)CEIL_DIV(kEnd, (i64)BN);
+  const float scaleLog2 = scale * kLog2e;
+  const int jStart = seg ? firstKeyBlock<THREADS, BN>(seg + b * TK, q0, q0 + BM < TQ ? q0 + BM : TQ)
+                         : 0;
+
+  loadTileWgmma<BM, D, THREADS, QS>(sQ, qb, q0, TQ);
+  loadTileWgmma<BN, D, THREADS, KVS>(sK, kb, (i64)jStart * BN, TK);
+  loadTileWgmma<BN, D, THREADS, KVS>(sV, vb, (i64)jStart * BN, TK);
+  commit();
+
+  float o[NO][4], m[2], l[2];
+#pragma unroll
+  for (int n = 0; n < NO; ++n)
+    o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  m[0] = m[1] = negInf<float>(); // the row max of the scaled scores
+  l[0] = l[1] = 0.f;
+  const i64 row0 = q0 + warp * 16 + g; // this thread's rows: row0, row0 + 8
+  const int *segb = seg ? seg + b * TK : nullptr;
+  u32 pf[PK][4]; // P of block j, read by O += P·V until the next block's wait
+
+  for (int j = jStart; j < blocks; ++j) {
+    const int stage = (j - jStart) & 1;
+    const u32 kj = sK + stage * TILE, vj = sV + stage * TILE;
+    waitGroups<0>(); // block j (and Q)
+    fenceProxyAsync();
+    wgmmaWait<0>(); // this warpgroup's O += P·V of block j - 1 (its stage is reloaded next)
+    keep(o);
+    keep(pf);
+    __syncthreads();
+    if (j + 1 < blocks) {
+      loadTileWgmma<BN, D, THREADS, KVS>(sK + (stage ^ 1) * TILE, kb, (i64)(j + 1) * BN, TK);
+      loadTileWgmma<BN, D, THREADS, KVS>(sV + (stage ^ 1) * TILE, vb, (i64)(j + 1) * BN, TK);
+    }
+    commit();
+
+    // S = Q·Kᵀ: this warpgroup's 64 rows × BN keys.
+    float s[NS][4]; // set by the first k-step
+    wgmmaFence();
+    wgmmaSS<T, 0, 0, false>(s, kMajor<BM>(sQ, 64 * wg, 0), kMajor<BN>(kj, 0, 0));
+#pragma unroll
+    for (int ks = 1; ks < KS; ++ks)
+      wgmmaSS<T, 0, 0>(s, kMajor<BM>(sQ, 64 * wg, ks), kMajor<BN>(kj, 0, ks));
+    wgmmaCommit();
+    wgmmaWait<0>();
+    keep(s);
+
+    // Mask, then the online softmax in base 2 (as in `forward`).
+    const i64 k0 = (i64)j * BN;
+    const bool masked = seg || (CAUSAL && k0 + BN - 1 > q0) || (TK % BN != 0 && k0 + BN > TK);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const i64 row = row0 + half * 8;
+      const int rowSeg = segb && row < TQ ? segb[row] : 0;
+      float mx = negInf<float>();
+#pragma unroll
+      for (int n = 0; n < NS; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float &x = s[n][2 * half + e];
+          if (masked) {
+            const i64 key = k0 + n * 8 + 2 * t + e;
+            if (key >= TK || (CAUSAL && key > row) || (segb && segb[key] != rowSeg))
+              x = negInf<float>();
+          }
+          mx = fmaxf(mx, x);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float mNew = fmaxf(m[half], mx * scaleLog2);
+      const float base = mNew == negInf<float>() ? 0.f : mNew;
+      const float alpha = fastExp2(m[half] - base);
+      m[half] = mNew;
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < NS; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float &x = s[n][2 * half + e];
+          x = fastExp2(fmaf(x, scaleLog2, -base));
+          sum += x;
+        }
+      l[half] = l[half] * alpha + sum; // this thread's part of the row
+#pragma unroll
+      for (int n = 0; n < NO; ++n) {
+        o[n][2 * half] *= alpha;
+        o[n][2 * half + 1] *= alpha;
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < PK; ++kk) {
+      pf[kk][0] = pack<T>(s[2 * kk][0], s[2 * kk][1]);
+      pf[kk][1] = pack<T>(s[2 * kk][2], s[2 * kk][3]);
+      pf[kk][2] = pack<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pf[kk][3] = pack<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+
+    // O += P·V: V_j's rows (keys) are the k-steps; waited for at the top of
+    // the next block (or after the loop).
+    wgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < PK; ++kk)
+      wgmmaRS<T, 1>(o, pf[kk], mnMajor<BN>(vj, kk, 0));
+    wgmmaCommit();
+  }
+  wgmmaWait<0>();
+  keep(o);
+  keep(pf);
+  waitGroups<0>();
+
+  // O / l in the low type; lse = ln(l) + max, back in natural log.
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float sum = l[half];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const i64 row = row0 + half * 8;
+    if (row >= TQ)
+      continue;
+    const float inv = 1.f / sum;
+    T *dst = out + rowOffset<H, TQ, D, BTHD>(b, h, row) + 2 * t;
+#pragma unroll
+    for (int n = 0; n < NO; ++n)
+      *reinterpret_cast<u32 *>(dst + n * 8) = pack<T>(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
+    if (t == 0)
+      lse[bh * TQ + row] = (m[half] + log2f(sum)) * kLn2;
+  }
+#endif
+}
+
 } // namespace flash
 } // namespace kiln

@@ -109,8 +109,13 @@ struct Device {
   int major = 0, minor = 0, smCount = 0;
   int clockKHz = 0; ///< the SM clock's maximum
   size_t totalMemory = 0;
-  /// "sm_90"
-  std::string arch() const { return "sm_" + std::to_string(major) + std::to_string(minor); }
+  /// The architecture kiln generates code for on this device: "sm_86", or
+  /// on Hopper (9.0) "sm_90a", whose arch-specific instructions (wgmma,
+  /// setmaxnreg) the code may use since it runs on this device only.
+  std::string arch() const {
+    return "sm_" + std::to_string(major) + std::to_string(minor) +
+           (major == 9 && minor == 0 ? "a" : "");
+  }
 };
 llvm::Expected<const Device &> device();
 /// Chooses the device device() initializes: `n` modulo the number of

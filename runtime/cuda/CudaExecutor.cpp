@@ -468,7 +468,8 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
   auto lt = cublasLt({options.toolkitRoot});
   if (!lt)
     return lt.takeError();
-  if (plan.arch != dev->arch())
+  // A plan for the generic sm_90 also runs where kiln would generate sm_90a.
+  if (plan.arch != dev->arch() && plan.arch + "a" != dev->arch())
     return error("the plan was generated for " + plan.arch + " but the device is " + dev->arch() +
                  " (" + dev->name + "); compile it with --arch " + dev->arch());
   std::unique_ptr<CudaExecutor> ex(new CudaExecutor(std::move(plan)));

@@ -946,6 +946,88 @@ TEST(CudaOpsCases, RunOnTheCpuAndCompileWithNvrtc) {
   EXPECT_EQ(castSteps, 1);
 }
 
+// Both sets of flash kernels: on sm_90a kiln runs the wgmma ones (the suite
+// above covers them on an H200), everywhere else the mma.sync ones (here
+// forced by the tiles' last field on sm_90a). Without a GPU, each plan's kernels
+// compile with NVRTC, so CI compiles the wgmma kernels too; with a GPU each
+// variant it can run matches the interpreter like the cases above.
+TEST(CudaFlashKernels, WgmmaAndMmaSyncMatchTheInterpreter) {
+  Suite &s = suite();
+  ASSERT_TRUE(s.error.empty()) << s.error;
+  std::vector<OpCase> grads;
+  std::string text;
+  for (const OpCase &c : cases())
+    if ((c.name.rfind("flash_", 0) == 0 || (c.name.rfind("attention_grad_qkv_", 0) == 0 &&
+                                            c.name.find("f32") == std::string::npos))) {
+      grads.push_back(c);
+      text += functionText(c);
+    }
+  ASSERT_GE(grads.size(), 14u);
+  std::string deviceArch;
+  if (auto dev = cuda::device())
+    deviceArch = dev->arch();
+  else
+    llvm::consumeError(dev.takeError());
+  struct Variant {
+    const char *tiles, *forward, *kernel;
+  };
+  for (const Variant &v : {Variant{"", "forwardWgmma<", "backwardWgmma<"},
+                           Variant{"4,2,64,8,0,0", "forward<", "backward<"}}) {
+    SCOPED_TRACE(std::string("kernel ") + v.kernel);
+    auto ctx = makeContext();
+    auto module = parse(*ctx, text);
+    ASSERT_TRUE(module);
+    codegen::CodegenOptions options;
+    options.arch = "sm_90a";
+    options.attentionTiles = v.tiles;
+    auto plan = codegen::compileToPlan(*module, options);
+    ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+    int forwards = 0, backwards = 0;
+    for (const PlanKernel &k : plan->kernels) {
+      if (k.source.find("kiln::flash::forward") != std::string::npos) {
+        ++forwards;
+        EXPECT_NE(k.source.find(std::string("kiln::flash::") + v.forward), std::string::npos)
+            << k.source;
+      }
+      if (k.name.rfind("flash_attention_backward", 0) == 0) {
+        ++backwards;
+        EXPECT_NE(k.source.find(std::string("kiln::flash::") + v.kernel), std::string::npos)
+            << k.source;
+      }
+    }
+    // The plan shares identical kernels between cases: at least one of each
+    // head dim and direction.
+    EXPECT_GE(forwards, 4);
+    EXPECT_GE(backwards, 4);
+    if (deviceArch != "sm_90a") {
+      std::vector<cuda::KernelSource> sources;
+      for (const PlanKernel &k : plan->kernels)
+        sources.push_back({k.name, k.source});
+      cuda::CompileOptions compile;
+      compile.arch = plan->arch;
+      compile.headers = plan->headers;
+      compile.cacheDir = cuda::defaultCacheDir();
+      auto cubins = cuda::compileKernels(sources, compile);
+      ASSERT_TRUE(static_cast<bool>(cubins)) << llvm::toString(cubins.takeError());
+      continue;
+    }
+    auto ex = cuda::CudaExecutor::create(std::move(*plan), cuda::ExecutorOptions());
+    ASSERT_TRUE(static_cast<bool>(ex)) << llvm::toString(ex.takeError());
+    for (const OpCase &c : grads) {
+      auto got = (*ex)->run(c.name, s.inputs[c.name]);
+      ASSERT_TRUE(static_cast<bool>(got)) << c.name << ": " << llvm::toString(got.takeError());
+      for (const auto &[name, want] : s.expected[c.name]) {
+        ASSERT_TRUE(got->count(name)) << c.name << ": no output " << name;
+        Difference d = compare(got->at(name), want, c.atol, c.rtol);
+        std::printf("  %-36s %-9s %-3s max abs err %.3e  max rel err %.3e\n", c.name.c_str(),
+                    v.tiles[0] ? "mma.sync" : "wgmma", name.c_str(), d.maxAbs, d.maxRel);
+        EXPECT_EQ(d.worst, -1) << c.name << " " << name << ": element " << d.worst << " is "
+                               << d.worstGot << " on the GPU, " << d.worstWant << " on the CPU";
+      }
+    }
+  }
+}
+
 class CudaOps : public ::testing::TestWithParam<OpCase> {};
 
 TEST_P(CudaOps, MatchesInterpreter) {

@@ -167,7 +167,7 @@ int runBench() {
                                  "and the multi-GPU runtime (NCCL) is planned",
                                  config->parallel.numRanks())
                              .str());
-  auto backendOr = tooling::makeCudaBackend(&outs());
+  auto backendOr = tooling::makeCudaBackend(&outs(), attentionTilesOption());
   if (!backendOr)
     return fail("bench", toString(backendOr.takeError()));
   cuda::CudaBackend &backend = **backendOr;

@@ -43,9 +43,12 @@ static cl::opt<bool> causal("causal", cl::desc("With --attention: causal masking
 static cl::opt<std::string> dtype("dtype", cl::desc("With --attention: bf16 (default), f16 or f32"),
                                   cl::init("bf16"), cl::sub(benchCommand()),
                                   cl::cat(kilnCategory()));
-static cl::opt<std::string> tiles("attention-tiles",
-                                  cl::desc("Flash tiles W,MT,BN,BW (default: kiln's choice)"),
-                                  cl::sub(benchCommand()), cl::cat(kilnCategory()));
+static cl::opt<std::string>
+    tiles("attention-tiles",
+          cl::desc("Flash tiles W,MT,BN,BW[,Q[,G]]: forward warps, row tiles, key block, "
+                   "backward warps, Q in registers 0/1, wgmma backward 0/1 "
+                   "(default: kiln's choice; also for a config's step)"),
+          cl::sub(benchCommand()), cl::cat(kilnCategory()));
 static cl::opt<std::string> layout("attention-layout",
                                    cl::desc("With --attention: bhtd (default, [B, H, T, D]), "
                                             "bthd (sequence-major) or qkv (kiln.attention_qkv: "
@@ -161,6 +164,8 @@ cpu::HostTensor randomTensor(cpu::DType dtype, std::vector<int64_t> shape, Rng &
 }
 
 } // namespace
+
+const std::string &attentionTilesOption() { return tiles.getValue(); }
 
 int runAttentionBench(StringRef jsonPath) {
   auto shape = parseShape();

@@ -13,6 +13,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
@@ -434,6 +435,66 @@ TEST(Plan, NegativeIntegerConstantsKeepTheirSign) {
     EXPECT_NE(k.source.find("{5, -1, 999, 0, -1, 42}"), std::string::npos) << k.source;
   }
   EXPECT_TRUE(found);
+}
+
+// The flash kernels: wgmma on sm_90a by default, mma.sync on sm_90 or when
+// the tiles' G field asks; the choice is in the plan's notes and kernels,
+// and tiles the wgmma kernels cannot take are refused with the reason.
+TEST(Plan, FlashKernelsRunOnWgmmaOnSm90a) {
+  auto ctx = test::makeContext();
+  const char *text = R"(
+    func.func @f(%q: tensor<1x2x100x64xbf16> {kiln.input = "q"}, %k: tensor<1x2x100x64xbf16> {kiln.input = "k"},
+                 %v: tensor<1x2x100x64xbf16> {kiln.input = "v"}, %d: tensor<1x2x100x64xbf16> {kiln.input = "d"})
+        -> (tensor<1x2x100x64xbf16>, tensor<1x2x100x64xbf16>, tensor<1x2x100x64xbf16>) {
+      %o, %lse = kiln.attention %q, %k, %v {causal, scale = 0.125 : f32} : tensor<1x2x100x64xbf16>, tensor<1x2x100x64xbf16>, tensor<1x2x100x64xbf16> -> tensor<1x2x100x64xbf16>, tensor<1x2x100xf32>
+      %dq, %dk, %dv = kiln.attention_grad %q, %k, %v, %o, %lse, %d {causal, scale = 0.125 : f32} : tensor<1x2x100x64xbf16>, tensor<1x2x100x64xbf16>, tensor<1x2x100x64xbf16>, tensor<1x2x100x64xbf16>, tensor<1x2x100xf32>, tensor<1x2x100x64xbf16> -> tensor<1x2x100x64xbf16>, tensor<1x2x100x64xbf16>, tensor<1x2x100x64xbf16>
+      return %dq, %dk, %dv : tensor<1x2x100x64xbf16>, tensor<1x2x100x64xbf16>, tensor<1x2x100x64xbf16>
+    })";
+  auto compile = [&](const std::string &arch, const std::string &tiles) {
+    auto fresh = test::parse(*ctx, text);
+    codegen::CodegenOptions options;
+    options.arch = arch;
+    options.attentionTiles = tiles;
+    return codegen::compileToPlan(*fresh, options);
+  };
+  auto sources = [](const Plan &plan) {
+    std::string all;
+    for (const PlanKernel &k : plan.kernels)
+      all += k.source;
+    return all;
+  };
+  auto notes = [](const Plan &plan) { return llvm::join(plan.notes, "\n"); };
+  auto hopper = compile("sm_90a", "");
+  ASSERT_TRUE(static_cast<bool>(hopper)) << llvm::toString(hopper.takeError());
+  EXPECT_NE(sources(*hopper).find("kiln::flash::forwardWgmma<"), std::string::npos);
+  EXPECT_NE(sources(*hopper).find("kiln::flash::backwardWgmma<"), std::string::npos);
+  // D = 64: three backward blocks an SM.
+  EXPECT_NE(sources(*hopper).find("__launch_bounds__(128, 3)"), std::string::npos);
+  EXPECT_NE(notes(*hopper).find("on wgmma: forward 1 warpgroup(s) of 64 query rows"),
+            std::string::npos)
+      << notes(*hopper);
+  auto generic = compile("sm_90", "");
+  ASSERT_TRUE(static_cast<bool>(generic)) << llvm::toString(generic.takeError());
+  EXPECT_EQ(sources(*generic).find("Wgmma<"), std::string::npos);
+  EXPECT_NE(notes(*generic).find("backward 4 warps on mma.sync"), std::string::npos)
+      << notes(*generic);
+  auto forced = compile("sm_90a", "4,2,64,8,0,0");
+  ASSERT_TRUE(static_cast<bool>(forced)) << llvm::toString(forced.takeError());
+  EXPECT_EQ(sources(*forced).find("Wgmma<"), std::string::npos);
+  auto wide = compile("sm_90a", "8,1,64,4,1,1,0");
+  ASSERT_TRUE(static_cast<bool>(wide)) << llvm::toString(wide.takeError());
+  EXPECT_NE(sources(*wide).find("forwardWgmma<__nv_bfloat16, 1, 2, 2, 100, 100, 64, true, 2, 64"),
+            std::string::npos)
+      << sources(*wide);
+  EXPECT_EQ(sources(*wide).find("__launch_bounds__(128, 3)"), std::string::npos);
+  auto refused = compile("sm_90", "4,1,128,4,1,1");
+  ASSERT_FALSE(static_cast<bool>(refused));
+  EXPECT_NE(llvm::toString(refused.takeError()).find("which need --arch sm_90a"),
+            std::string::npos);
+  auto badShape = compile("sm_90a", "4,2,128,4,1,1");
+  ASSERT_FALSE(static_cast<bool>(badShape));
+  EXPECT_NE(llvm::toString(badShape.takeError()).find("the wgmma kernels take W = 4 or 8 warps"),
+            std::string::npos);
 }
 
 // A step partitioned over a mesh compiles to one rank's plan: each
