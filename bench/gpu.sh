@@ -198,7 +198,9 @@ EOF
     done; done ;;
   attention)
     # (B,H,T,D) causal or not, as issue #11 names them; variants W,MT,BN,BW.
-    for spec in "16,12,1024,64 --causal" "8,16,4096,128 --causal" "8,16,4096,128" "4,16,8192,64 --causal"; do
+    # $ATTN_SHAPES ("B,H,T,D[ --causal];…") replaces the list.
+    IFS=';' read -ra attn_specs <<< "${ATTN_SHAPES:-16,12,1024,64 --causal;8,16,4096,128 --causal;8,16,4096,128;4,16,8192,64 --causal}"
+    for spec in "${attn_specs[@]}"; do
       set -- $spec
       shape=$1 causal=${2:-}
       d=${shape##*,}

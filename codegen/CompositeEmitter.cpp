@@ -430,15 +430,22 @@ struct FlashTiles {
 /// Whether `arch` has Hopper's arch-specific instructions (wgmma): sm_90a.
 bool hasWgmma(llvm::StringRef arch) { return arch == "sm_90a"; }
 
-/// The wgmma backward at D = 64 fits three blocks an SM at 168 registers (32
-/// bytes spilled) instead of two at 179 (bench/results/2026-12-04-wgmma).
-int defaultBackwardBlocks(bool wgmma, int64_t d) { return wgmma && d == 64 ? 3 : 0; }
+/// The wgmma backward's launch bounds (bench/results/2026-12-04-wgmma): at
+/// D = 64 one warpgroup fits three blocks an SM at 168 registers (32 bytes
+/// spilled) instead of two at 179 (-7 % at T = 8192); two warpgroups time
+/// 1 % faster bounded to one block.
+int defaultBackwardBlocks(bool wgmma, int64_t d, int backwardWarps) {
+  if (!wgmma || d != 64)
+    return 0;
+  return backwardWarps == 4 ? 3 : 1;
+}
 
 /// CodegenOptions::attentionTiles ("W,MT,BN,BW[,Q[,G[,R]]]"), if set; G = 1
 /// asks for the wgmma kernels (sm_90a: W of 4 or 8, MT = 1, BN of 64 or
-/// 128; the backward's warps are then D / 16), 0 for mma.sync, absent for
-/// the architecture's default; R > 0 makes ptxas fit R backward blocks on
-/// an SM (fewer registers a thread). The kernels
+/// 128; BW of 4 or 8, a warpgroup per 64 keys, splitting dq's D columns
+/// into parts of at least 32), 0 for mma.sync, absent for the
+/// architecture's default; R > 0 makes ptxas fit R backward blocks on an SM
+/// (fewer registers a thread). The kernels
 /// static_assert what they need beyond these ranges.
 llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &options, int64_t d) {
   llvm::StringRef text = options.attentionTiles;
@@ -463,17 +470,14 @@ llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &opti
   // By default Q stays in registers unless that passes 32 of them a thread.
   bool q = v[4] >= 0 ? v[4] == 1 : v[1] * (d / 16) * 4 <= 32;
   bool wgmma = v[5] >= 0 ? v[5] == 1 : hasWgmma(options.arch);
-  if (wgmma && ((v[0] != 4 && v[0] != 8) || v[1] != 1 || (v[2] != 64 && v[2] != 128)))
+  if (wgmma && ((v[0] != 4 && v[0] != 8) || v[1] != 1 || (v[2] != 64 && v[2] != 128) ||
+                (v[3] != 4 && v[3] != 8) || d / (v[3] / 4) < 32))
     return error("codegen: attention tiles '" + text +
-                 "': the wgmma kernels take W = 4 or 8 warps (a warpgroup per 64 rows), MT = 1 "
-                 "and key blocks BN of 64 or 128 (add ,0 for the mma.sync kernels)");
-  return FlashTiles{v[0],
-                    v[1],
-                    v[2],
-                    wgmma ? int(d / 16) : v[3],
-                    q,
-                    wgmma,
-                    v[6] >= 0 ? v[6] : defaultBackwardBlocks(wgmma, d)};
+                 "': the wgmma kernels take W = 4 or 8 warps (a warpgroup per 64 rows), MT = 1, "
+                 "key blocks BN of 64 or 128 and BW = 4 or 8 backward warps (add ,0 for the "
+                 "mma.sync kernels)");
+  return FlashTiles{
+      v[0], v[1], v[2], v[3], q, wgmma, v[6] >= 0 ? v[6] : defaultBackwardBlocks(wgmma, d, v[3])};
 }
 
 /// The flash kernels' tiles for an attention of shape `a` whose q (or
@@ -512,9 +516,21 @@ llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, const 
   // forward one warpgroup of 64 query rows at D = 64 (+6 to 15 % over two)
   // and two at D = 128, key blocks of 128; the backward a warpgroup per 64
   // keys.
-  if (hasWgmma(e.options().arch))
-    return FlashTiles{
-        d == 64 ? 4 : 8, 1, 128, int(d / 16), false, true, defaultBackwardBlocks(true, d)};
+  // At D = 64 the backward's two warpgroups (128 keys a block) halve the
+  // dq atomics per key, which pays when a key block streams many query
+  // blocks (T = 8192: 5.6 -> 5.1 ms) and costs 3 % when it streams few
+  // (GPT-2's T = 1024); the threshold sits between the two measured.
+  if (hasWgmma(e.options().arch)) {
+    int64_t queryBlocks = (a.tq + 63) / 64 * (a.h / a.hkv);
+    int backwardWarps = d == 64 && queryBlocks < 64 ? 4 : 8;
+    return FlashTiles{d == 64 ? 4 : 8,
+                      1,
+                      128,
+                      backwardWarps,
+                      false,
+                      true,
+                      defaultBackwardBlocks(true, d, backwardWarps)};
+  }
   return d == 64 ? FlashTiles{4, 2, 128, 4, true} : FlashTiles{4, 2, 64, 8, false};
 }
 
@@ -713,7 +729,8 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
     e.launch(op, "flash_attention_backward",
              kernel(op, "flash_attention.cuh", p.text, body, threads, "", tiles.backwardBlocks),
              {(a.tk + bn - 1) / bn, a.b * a.hkv, 1}, {threads, 1, 1}, p.args,
-             (2 * bn + 4 * bm) * d * 2 + bn * bm * 2 + 4 * bm * 4 + (tiles.wgmma ? 1024 : 0));
+             (2 * bn + 4 * bm) * d * 2 + bn * bm * 2 + 4 * bm * 4 +
+                 (tiles.wgmma ? 1024 + (d / (tiles.backwardWarps / 4) == 32 ? bn * d * 2 : 0) : 0));
   }
   // 3. dq = scale · accumulator.
   {

@@ -779,6 +779,15 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
                : KILN_ACC(d, 0, CON), KILN_ACC(d, 1, CON), KILN_ACC(d, 2, CON), KILN_ACC(d, 3, CON), KILN_ACC(d, 4, CON), KILN_ACC(d, 5, CON), KILN_ACC(d, 6, CON), KILN_ACC(d, 7, CON), KILN_ACC(d, 8, CON), KILN_ACC(d, 9, CON), KILN_ACC(d, 10, CON), KILN_ACC(d, 11, CON), KILN_ACC(d, 12, CON), KILN_ACC(d, 13, CON), KILN_ACC(d, 14, CON), KILN_ACC(d, 15, CON)                                                                 \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"((int)ACC), "n"(TRANS_B))
 
+#define KILN_WGMMA_SS32(TYPE, CON)                                                        \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"                                    \
+               "wgmma.mma_async.sync.aligned.m64n32k16.f32." TYPE "." TYPE " "                      \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "\
+               "%16, %17, p, 1, 1, %19, %20;\n}\n"                                           \
+               : KILN_ACC(d, 0, CON), KILN_ACC(d, 1, CON), KILN_ACC(d, 2, CON), KILN_ACC(d, 3, CON)                                                                 \
+               : "l"(a), "l"(b), "r"((int)ACC), "n"(TRANS_A), "n"(TRANS_B))
+
+
 #define KILN_ADD(x) "+f"(x)
 #define KILN_SET(x) "=f"(x)
 
@@ -788,8 +797,12 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
 template <typename T, int TRANS_A, int TRANS_B, bool ACC = true, int NT>
 __device__ __forceinline__ void wgmmaSS(float (&d)[NT][4], unsigned long long a,
                                         unsigned long long b) {
-  static_assert(NT == 8 || NT == 16, "n64 or n128");
-  if constexpr (NT == 8 && ACC) {
+  static_assert(NT == 4 || NT == 8 || NT == 16, "n32, n64 or n128");
+  if constexpr (NT == 4 && ACC) {
+    if constexpr (IsBf16<T>::value) KILN_WGMMA_SS32("bf16", KILN_ADD); else KILN_WGMMA_SS32("f16", KILN_ADD);
+  } else if constexpr (NT == 4) {
+    if constexpr (IsBf16<T>::value) KILN_WGMMA_SS32("bf16", KILN_SET); else KILN_WGMMA_SS32("f16", KILN_SET);
+  } else if constexpr (NT == 8 && ACC) {
     if constexpr (IsBf16<T>::value) KILN_WGMMA_SS64("bf16", KILN_ADD); else KILN_WGMMA_SS64("f16", KILN_ADD);
   } else if constexpr (NT == 8) {
     if constexpr (IsBf16<T>::value) KILN_WGMMA_SS64("bf16", KILN_SET); else KILN_WGMMA_SS64("f16", KILN_SET);
@@ -884,9 +897,13 @@ template <int R> __device__ __forceinline__ unsigned long long mnMajor(u32 tile,
 }
 
 // One block per (key block of BN = 64·WGS keys, batch·kv head), WGS
-// warpgroups of 64 keys; query blocks of 64. Dynamic shared memory: 1024
-// bytes of alignment slack, K, V [BN, D]; Q, dO [2 stages][64, D]; dSᵀ
-// [BN, 64]; lse, delta [2][64] f32. Grid (⌈TK/BN⌉, B·HKV). Needs sm_90a.
+// warpgroups of 64 keys; query blocks of 64. The warpgroups split dq's D
+// columns: DQ = D / WGS each (32, 64 or 128). With DQ = 32 (D = 64, two
+// warpgroups) K is also kept transposed, Kᵀ [D, BN], so that a
+// warpgroup's 32 columns of d are whole 8-row groups of a K-major operand.
+// Dynamic shared memory: 1024 bytes of alignment slack, K, V [BN, D]; Q,
+// dO [2 stages][64, D]; dSᵀ [BN, 64]; with DQ = 32 Kᵀ [D, BN]; lse, delta
+// [2][64] f32. Grid (⌈TK/BN⌉, B·HKV). Needs sm_90a.
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WGS,
           bool BTHD = false, int PACK = 1>
 __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *lse, const T *dout,
@@ -898,13 +915,14 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
   constexpr int BM = 64, BN = 64 * WGS, THREADS = 128 * WGS;
   constexpr int KS = D / 16, NQ = BM / 8, NO = D / 8, QK = BM / 16, KK = BN / 16;
   constexpr i64 G = H / HKV;
-  static_assert(D % 64 == 0 && D / WGS == 64, "a warpgroup's dq columns are one 64-column half");
+  constexpr int DQ = D / WGS; // dq columns of a warpgroup
+  static_assert(D % 64 == 0 && (DQ == 32 || DQ == 64 || DQ == 128), "dq columns of 32, 64 or 128");
   constexpr u32 KV_BYTES = BN * D * 2, QO_BYTES = BM * D * 2;
   extern __shared__ __align__(128) unsigned char smem[];
   const u32 raw = smemAddress(smem), base = (raw + 1023) & ~1023u;
   const u32 sK = base, sV = sK + KV_BYTES, sQ = sV + KV_BYTES, sO = sQ + 2 * QO_BYTES,
-            sDS = sO + 2 * QO_BYTES;
-  float *sStats = reinterpret_cast<float *>(smem + (sDS + BN * BM * 2 - raw));
+            sDS = sO + 2 * QO_BYTES, sKT = sDS + BN * BM * 2;
+  float *sStats = reinterpret_cast<float *>(smem + (sKT + (DQ == 32 ? KV_BYTES : 0) - raw));
   // sStats: lse [2][BM] then delta [2][BM]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
   const int wg = warp / 4;
@@ -952,6 +970,18 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
   for (int n = 0; n < NO; ++n)
     dK[n][0] = dK[n][1] = dK[n][2] = dK[n][3] = dV[n][0] = dV[n][1] = dV[n][2] = dV[n][3] = 0.f;
   const i64 key0 = k0 + warp * 16 + g; // this thread's keys: key0, key0 + 8
+  if constexpr (DQ == 32) {
+    // Kᵀ from K, once (visible to the tensor cores after step 0's fence
+    // and barrier).
+    waitGroups<0>();
+    __syncthreads();
+    for (int i = threadIdx.x; i < BN * D; i += THREADS) {
+      const int key = i / D, col = i % D;
+      const unsigned short x =
+          *reinterpret_cast<const unsigned short *>(smem + (sK - raw) + wgmmaOffset<BN>(key, col));
+      *reinterpret_cast<unsigned short *>(smem + (sKT - raw) + wgmmaOffset<D>(col, key)) = x;
+    }
+  }
 
   for (int step = 0; step < steps; ++step) {
     const int stage = step & 1;
@@ -1035,14 +1065,22 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
     wgmmaCommit();
     __syncthreads(); // dSᵀ complete
 
-    // dQ += dS·K: 64 queries × this warpgroup's 64 columns of d, the keys
-    // the k-steps.
-    float dq[8][4]; // set by the first k-step
+    // dQ += dS·K: 64 queries × this warpgroup's DQ columns of d, the keys
+    // the k-steps; K MN-major (its 64-column half wg), or with DQ = 32 Kᵀ
+    // K-major (its rows 32·wg …).
+    float dq[DQ / 8][4]; // set by the first k-step
+    auto kOperand = [&](int kk) {
+      if constexpr (DQ == 32)
+        return kMajor<D>(sKT, 32 * wg, kk);
+      else
+        return mnMajor<BN>(sK, kk, wg * (DQ / 64));
+    };
+    constexpr int TRANS_K = DQ == 32 ? 0 : 1;
     wgmmaFence();
-    wgmmaSS<T, 1, 1, false>(dq, mnMajor<BN>(sDS, 0, 0), mnMajor<BN>(sK, 0, wg));
+    wgmmaSS<T, 1, TRANS_K, false>(dq, mnMajor<BN>(sDS, 0, 0), kOperand(0));
 #pragma unroll
     for (int kk = 1; kk < KK; ++kk)
-      wgmmaSS<T, 1, 1>(dq, mnMajor<BN>(sDS, kk, 0), mnMajor<BN>(sK, kk, wg));
+      wgmmaSS<T, 1, TRANS_K>(dq, mnMajor<BN>(sDS, kk, 0), kOperand(kk));
     wgmmaCommit();
     wgmmaWait<0>();
     keep(pf);
@@ -1055,9 +1093,9 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
       const i64 query = i0 + (warp % 4) * 16 + g + half * 8;
       if (query >= TQ)
         continue;
-      float *dst = dqAccum + (bh * TQ + query) * D + wg * 64 + 2 * t;
+      float *dst = dqAccum + (bh * TQ + query) * D + wg * DQ + 2 * t;
 #pragma unroll
-      for (int n = 0; n < 8; ++n)
+      for (int n = 0; n < DQ / 8; ++n)
         addTo(dst + n * 8, dq[n][2 * half], dq[n][2 * half + 1]);
     }
   }

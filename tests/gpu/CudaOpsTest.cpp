@@ -971,8 +971,13 @@ TEST(CudaFlashKernels, WgmmaAndMmaSyncMatchTheInterpreter) {
   struct Variant {
     const char *tiles, *forward, *kernel;
   };
+  // The wgmma tiles beyond the defaults: two backward warpgroups at D = 64
+  // (dq's columns split 32/32 through Kᵀ) and one forward warpgroup at
+  // D = 128; one backward warpgroup at D = 128 (dq's 128 columns in one).
   for (const Variant &v : {Variant{"", "forwardWgmma<", "backwardWgmma<"},
-                           Variant{"4,2,64,8,0,0", "forward<", "backward<"}}) {
+                           Variant{"4,2,64,8,0,0", "forward<", "backward<"},
+                           Variant{"4,1,128,8,1,1", "forwardWgmma<", "backwardWgmma<"},
+                           Variant{"8,1,64,4,0,1,1", "forwardWgmma<", "backwardWgmma<"}}) {
     SCOPED_TRACE(std::string("kernel ") + v.kernel);
     auto ctx = makeContext();
     auto module = parse(*ctx, text);
@@ -1019,8 +1024,8 @@ TEST(CudaFlashKernels, WgmmaAndMmaSyncMatchTheInterpreter) {
       for (const auto &[name, want] : s.expected[c.name]) {
         ASSERT_TRUE(got->count(name)) << c.name << ": no output " << name;
         Difference d = compare(got->at(name), want, c.atol, c.rtol);
-        std::printf("  %-36s %-9s %-3s max abs err %.3e  max rel err %.3e\n", c.name.c_str(),
-                    v.tiles[0] ? "mma.sync" : "wgmma", name.c_str(), d.maxAbs, d.maxRel);
+        std::printf("  %-36s %-15s %-3s max abs err %.3e  max rel err %.3e\n", c.name.c_str(),
+                    v.tiles[0] ? v.tiles : "default", name.c_str(), d.maxAbs, d.maxRel);
         EXPECT_EQ(d.worst, -1) << c.name << " " << name << ": element " << d.worst << " is "
                                << d.worstGot << " on the GPU, " << d.worstWant << " on the CPU";
       }

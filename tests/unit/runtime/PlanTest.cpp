@@ -487,6 +487,21 @@ TEST(Plan, FlashKernelsRunOnWgmmaOnSm90a) {
             std::string::npos)
       << sources(*wide);
   EXPECT_EQ(sources(*wide).find("__launch_bounds__(128, 3)"), std::string::npos);
+  // A long sequence at D = 64: two backward warpgroups (dq summed over 128
+  // keys before its atomics), bounded to one block an SM.
+  std::string longText = text;
+  for (size_t at; (at = longText.find("x100")) != std::string::npos;)
+    longText.replace(at, 4, "x4096");
+  auto fresh = test::parse(*ctx, longText);
+  ASSERT_TRUE(fresh);
+  codegen::CodegenOptions longOptions;
+  longOptions.arch = "sm_90a";
+  auto longPlan = codegen::compileToPlan(*fresh, longOptions);
+  ASSERT_TRUE(static_cast<bool>(longPlan)) << llvm::toString(longPlan.takeError());
+  EXPECT_NE(
+      sources(*longPlan).find("backwardWgmma<__nv_bfloat16, 1, 2, 2, 4096, 4096, 64, true, 2,"),
+      std::string::npos);
+  EXPECT_NE(sources(*longPlan).find("__launch_bounds__(256, 1)"), std::string::npos);
   auto refused = compile("sm_90", "4,1,128,4,1,1");
   ASSERT_FALSE(static_cast<bool>(refused));
   EXPECT_NE(llvm::toString(refused.takeError()).find("which need --arch sm_90a"),
