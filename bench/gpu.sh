@@ -208,31 +208,26 @@ EOF
         --json "$OUT/attention-kiln.jsonl" 2>&1 | grep -v "^  attention"
       python3 bench/attention.py check --dump /tmp/attn.safetensors $causal --out "$OUT/attention-check.jsonl"
       rm -f /tmp/attn.safetensors
-      if [ "${ATTN_VARIANTS:-default}" = mma ]; then
-        # The mma.sync backward (the default before sm_90a's wgmma one) beside
-        # it, with the default forward tiles.
-        if [ "$d" = 64 ]; then v="4,2,128,4,1,0"; else v="4,2,64,8,0,0"; fi
+      # Other tiles beside the default, W,MT,BN,BW[,Q[,G[,R]]]: "mma" the
+      # mma.sync kernels (the default before sm_90a's wgmma ones); "wgmma"
+      # other wgmma tiles, forward warps (one or two warpgroups of 64 rows),
+      # key block, backward warps and blocks an SM ($WGMMA_VARIANTS64 and
+      # $WGMMA_VARIANTS128 replace the lists); "all" the mma.sync sweep of
+      # 2026-11-30 (its tiles with Q and G spelled out, so sm_90a runs them
+      # on mma.sync too).
+      case "${ATTN_VARIANTS:-default}:$d" in
+        mma:64) variants="4,2,128,4,1,0" ;;
+        mma:*) variants="4,2,64,8,0,0" ;;
+        wgmma:64) variants=${WGMMA_VARIANTS64:-"4,1,128,4,1,1 4,1,64,4,1,1 8,1,64,4,1,1"} ;;
+        wgmma:*) variants=${WGMMA_VARIANTS128:-"4,1,128,8,0,1 8,1,64,8,0,1 4,1,64,8,0,1"} ;;
+        all:64) variants="4,2,128,4,1,0 8,1,64,8,1,0 4,1,64,4,1,0 4,2,32,4,1,0" ;;
+        all:*) variants="4,2,64,4,0,0 4,2,64,8,0,0 4,1,64,4,1,0 8,1,32,8,1,0" ;;
+        *) variants="" ;;
+      esac
+      for v in $variants; do
         XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench --attention "$shape" $causal --attention-tiles "$v" \
           --json "$OUT/attention-kiln.jsonl" 2>&1 | grep -v "^  attention"
-      fi
-      if [ "${ATTN_VARIANTS:-default}" = wgmma ]; then
-        # Other tiles of the wgmma kernels: forward warps (4 or 8: one or
-        # two warpgroups of 64 rows), key block, backward blocks an SM
-        # fits. $WGMMA_VARIANTS64 and $WGMMA_VARIANTS128 replace the lists.
-        if [ "$d" = 64 ]; then variants=${WGMMA_VARIANTS64:-"4,1,128,4,1,1 4,1,64,4,1,1 8,1,64,4,1,1"}
-        else variants=${WGMMA_VARIANTS128:-"4,1,128,8,0,1 8,1,64,8,0,1 4,1,64,8,0,1"}; fi
-        for v in $variants; do
-          XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench --attention "$shape" $causal --attention-tiles "$v" \
-            --json "$OUT/attention-kiln.jsonl" 2>&1 | grep -v "^  attention"
-        done
-      fi
-      if [ "${ATTN_VARIANTS:-default}" = all ]; then
-        if [ "$d" = 64 ]; then variants="4,2,128,4 8,1,64,8 4,1,64,4 4,2,32,4"; else variants="4,2,64,4,0 4,2,64,8,0 4,1,64,4 8,1,32,8"; fi
-        for v in $variants; do
-          XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench --attention "$shape" $causal --attention-tiles "$v" \
-            --json "$OUT/attention-kiln.jsonl" 2>&1 | grep -v "^  attention"
-        done
-      fi
+      done
       python3 bench/attention.py torch --shape "$shape" $causal --out "$OUT/attention-torch.jsonl" > /dev/null
     done
     python3 bench/attention.py table --kiln "$OUT/attention-kiln.jsonl" --torch "$OUT/attention-torch.jsonl" \

@@ -199,6 +199,35 @@ __device__ int queryBlockEnd(const int *segb, i64 k0, i64 kLast, int qblocks) {
 }
 
 // ---------------------------------------------------------------------------
+// What both forwards share (mma.sync and wgmma: the accumulators of a
+// warp's 16 rows are in the m16n8k16 C layout either way)
+// ---------------------------------------------------------------------------
+
+// O / l in the low type and lse = ln(l) + max (back in natural log), for
+// this thread's rows row0 and row0 + 8 of head bh = b·H + h.
+template <typename T, i64 H, i64 TQ, int D, bool BTHD, int NO>
+__device__ __forceinline__ void storeRows(const float (&o)[NO][4], const float (&m)[2],
+                                          const float (&l)[2], T *out, float *lse, i64 b, i64 h,
+                                          i64 bh, i64 row0, int t) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float sum = l[half];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const i64 row = row0 + half * 8;
+    if (row >= TQ)
+      continue;
+    const float inv = 1.f / sum;
+    T *dst = out + rowOffset<H, TQ, D, BTHD>(b, h, row) + 2 * t;
+#pragma unroll
+    for (int n = 0; n < NO; ++n)
+      *reinterpret_cast<u32 *>(dst + n * 8) = pack<T>(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
+    if (t == 0)
+      lse[bh * TQ + row] = (m[half] + log2f(sum)) * kLn2;
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Forward
 // ---------------------------------------------------------------------------
 
@@ -374,26 +403,9 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
 
   // O / l in the low type; lse = ln(l) + max, back in natural log.
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    const i64 row0 = q0 + (warp * MT + mt) * 16 + g;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      float sum = l[mt][half];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const i64 row = row0 + half * 8;
-      if (row >= TQ)
-        continue;
-      const float inv = 1.f / sum;
-      T *dst = out + rowOffset<H, TQ, D, BTHD>(b, h, row) + 2 * t;
-#pragma unroll
-      for (int n = 0; n < NO; ++n)
-        *reinterpret_cast<u32 *>(dst + n * 8) =
-            pack<T>(o[mt][n][2 * half] * inv, o[mt][n][2 * half + 1] * inv);
-      if (t == 0)
-        lse[bh * TQ + row] = (m[mt][half] + log2f(sum)) * kLn2;
-    }
-  }
+  for (int mt = 0; mt < MT; ++mt)
+    storeRows<T, H, TQ, D, BTHD>(o[mt], m[mt], l[mt], out, lse, b, h, bh,
+                                 q0 + (warp * MT + mt) * 16 + g, t);
 }
 
 // ---------------------------------------------------------------------------
@@ -476,6 +488,47 @@ __device__ __forceinline__ void addTo(float *p, float a, float b) {
 #endif
 }
 
+// ---------------------------------------------------------------------------
+// What both backwards share (mma.sync and wgmma)
+// ---------------------------------------------------------------------------
+
+// lse and delta of query rows [i0, i0 + BM) of head bh into stage `stage`
+// of sStats (lse [2][BM] then delta [2][BM]), a float each (a row's stats
+// are 4-byte aligned only), by all THREADS threads.
+template <int BM, int THREADS, i64 TQ>
+__device__ __forceinline__ void loadRowStats(float *sStats, int stage, const float *lse,
+                                             const float *delta, i64 bh, i64 i0) {
+  for (int i = threadIdx.x; i < 2 * BM; i += THREADS) {
+    const bool isDelta = i >= BM;
+    const int r = isDelta ? i - BM : i;
+    const bool valid = i0 + r < TQ;
+    const float *src = (isDelta ? delta : lse) + bh * TQ + (valid ? i0 + r : 0);
+    copy4(smemAddress(sStats + (isDelta ? 2 * BM : 0) + stage * BM + r), src, valid);
+  }
+}
+
+// dK (times the scale) and dV of this thread's keys key0, key0 + 8 in the
+// low type.
+template <typename T, i64 HKV, i64 TK, int D, bool BTHD, int PACK, int NO>
+__device__ __forceinline__ void storeKeyGrads(const float (&dK)[NO][4], const float (&dV)[NO][4],
+                                              T *dk, T *dv, i64 b, i64 kvh, i64 key0, int t,
+                                              float scale) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const i64 key = key0 + half * 8;
+    if (key >= TK)
+      continue;
+    const i64 at = rowOffset<HKV, TK, D, BTHD, PACK>(b, kvh, key) + 2 * t;
+    T *dkRow = dk + at, *dvRow = dv + at;
+#pragma unroll
+    for (int n = 0; n < NO; ++n) {
+      *reinterpret_cast<u32 *>(dkRow + n * 8) =
+          pack<T>(dK[n][2 * half] * scale, dK[n][2 * half + 1] * scale);
+      *reinterpret_cast<u32 *>(dvRow + n * 8) = pack<T>(dV[n][2 * half], dV[n][2 * half + 1]);
+    }
+  }
+}
+
 // One block per (key block of BN = 16·WARPS keys, batch·kv head); each warp
 // owns 16 keys. Streams query blocks of BM rows for every query head of
 // the group. Dynamic shared memory: K, V [BN, D]; Q, dO [2 stages][BM, D];
@@ -524,15 +577,7 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
                                  i0, TQ);
     loadTile<BM, D, THREADS, OS>(sO + stage * BM * D * 2, dout + rowOffset<H, TQ, D, BTHD>(b, h, 0), i0,
                                  TQ);
-    // lse and delta of the block's rows, a float each (a row's stats are
-    // 4-byte aligned only).
-    for (int i = threadIdx.x; i < 2 * BM; i += THREADS) {
-      const bool isDelta = i >= BM;
-      const int r = isDelta ? i - BM : i;
-      const bool valid = i0 + r < TQ;
-      const float *src = (isDelta ? delta : lse) + bh * TQ + (valid ? i0 + r : 0);
-      copy4(smemAddress(sStats + (isDelta ? 2 * BM : 0) + stage * BM + r), src, valid);
-    }
+    loadRowStats<BM, THREADS, TQ>(sStats, stage, lse, delta, bh, i0);
   };
 
   loadTile<BN, D, THREADS, KVS>(sK, kb, k0, TK);
@@ -707,20 +752,7 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
   waitGroups<0>();
 
   // dK (times the scale) and dV in the low type.
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const i64 key = key0 + half * 8;
-    if (key >= TK)
-      continue;
-    const i64 at = rowOffset<HKV, TK, D, BTHD, PACK>(b, kvh, key) + 2 * t;
-    T *dkRow = dk + at, *dvRow = dv + at;
-#pragma unroll
-    for (int n = 0; n < NO; ++n) {
-      *reinterpret_cast<u32 *>(dkRow + n * 8) =
-          pack<T>(dK[n][2 * half] * scale, dK[n][2 * half + 1] * scale);
-      *reinterpret_cast<u32 *>(dvRow + n * 8) = pack<T>(dV[n][2 * half], dV[n][2 * half + 1]);
-    }
-  }
+  storeKeyGrads<T, HKV, TK, D, BTHD, PACK>(dK, dV, dk, dv, b, kvh, key0, t, scale);
 }
 
 // ---------------------------------------------------------------------------
@@ -950,13 +982,7 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
                                       q + rowOffset<H, TQ, D, BTHD, PACK>(b, h, 0), i0, TQ);
     loadTileWgmma<BM, D, THREADS, OS>(sO + stage * QO_BYTES,
                                       dout + rowOffset<H, TQ, D, BTHD>(b, h, 0), i0, TQ);
-    for (int i = threadIdx.x; i < 2 * BM; i += THREADS) {
-      const bool isDelta = i >= BM;
-      const int r = isDelta ? i - BM : i;
-      const bool valid = i0 + r < TQ;
-      const float *src = (isDelta ? delta : lse) + bh * TQ + (valid ? i0 + r : 0);
-      copy4(smemAddress(sStats + (isDelta ? 2 * BM : 0) + stage * BM + r), src, valid);
-    }
+    loadRowStats<BM, THREADS, TQ>(sStats, stage, lse, delta, bh, i0);
   };
 
   loadTileWgmma<BN, D, THREADS, KVS>(sK, kb, k0, TK);
@@ -1102,20 +1128,7 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
   waitGroups<0>();
 
   // dK (times the scale) and dV in the low type.
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const i64 key = key0 + half * 8;
-    if (key >= TK)
-      continue;
-    const i64 at = rowOffset<HKV, TK, D, BTHD, PACK>(b, kvh, key) + 2 * t;
-    T *dkRow = dk + at, *dvRow = dv + at;
-#pragma unroll
-    for (int n = 0; n < NO; ++n) {
-      *reinterpret_cast<u32 *>(dkRow + n * 8) =
-          pack<T>(dK[n][2 * half] * scale, dK[n][2 * half + 1] * scale);
-      *reinterpret_cast<u32 *>(dvRow + n * 8) = pack<T>(dV[n][2 * half], dV[n][2 * half + 1]);
-    }
-  }
+  storeKeyGrads<T, HKV, TK, D, BTHD, PACK>(dK, dV, dk, dv, b, kvh, key0, t, scale);
 #endif
 }
 
@@ -1258,24 +1271,7 @@ __device__ void forwardWgmma(const T *q, const T *k, const T *v, T *out, float *
   keep(o);
   keep(pf);
   waitGroups<0>();
-
-  // O / l in the low type; lse = ln(l) + max, back in natural log.
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    float sum = l[half];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const i64 row = row0 + half * 8;
-    if (row >= TQ)
-      continue;
-    const float inv = 1.f / sum;
-    T *dst = out + rowOffset<H, TQ, D, BTHD>(b, h, row) + 2 * t;
-#pragma unroll
-    for (int n = 0; n < NO; ++n)
-      *reinterpret_cast<u32 *>(dst + n * 8) = pack<T>(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
-    if (t == 0)
-      lse[bh * TQ + row] = (m[half] + log2f(sum)) * kLn2;
-  }
+  storeRows<T, H, TQ, D, BTHD>(o, m, l, out, lse, b, h, bh, row0, t);
 #endif
 }
 

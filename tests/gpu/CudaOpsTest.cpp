@@ -915,6 +915,18 @@ Suite &suite() {
   return s;
 }
 
+/// Every kernel of `plan` compiled by NVRTC for the plan's architecture.
+llvm::Expected<std::vector<std::string>> compileWithNvrtc(const Plan &plan) {
+  std::vector<cuda::KernelSource> sources;
+  for (const PlanKernel &k : plan.kernels)
+    sources.push_back({k.name, k.source});
+  cuda::CompileOptions options;
+  options.arch = plan.arch;
+  options.headers = plan.headers;
+  options.cacheDir = cuda::defaultCacheDir();
+  return cuda::compileKernels(sources, options);
+}
+
 // Without a GPU: the cases parse, run on the CPU, and every kernel of their
 // plan compiles with NVRTC for sm_90.
 TEST(CudaOpsCases, RunOnTheCpuAndCompileWithNvrtc) {
@@ -922,14 +934,7 @@ TEST(CudaOpsCases, RunOnTheCpuAndCompileWithNvrtc) {
   ASSERT_TRUE(s.error.empty()) << s.error;
   ASSERT_TRUE(s.plan.has_value());
   EXPECT_EQ(s.plan->functions.size(), cases().size());
-  std::vector<cuda::KernelSource> sources;
-  for (const PlanKernel &k : s.plan->kernels)
-    sources.push_back({k.name, k.source});
-  cuda::CompileOptions options;
-  options.arch = s.plan->arch;
-  options.headers = s.plan->headers;
-  options.cacheDir = cuda::defaultCacheDir();
-  auto cubins = cuda::compileKernels(sources, options);
+  auto cubins = compileWithNvrtc(*s.plan);
   ASSERT_TRUE(static_cast<bool>(cubins)) << llvm::toString(cubins.takeError());
   for (const std::string &cubin : *cubins)
     EXPECT_GT(cubin.size(), 0u);
@@ -1005,14 +1010,7 @@ TEST(CudaFlashKernels, WgmmaAndMmaSyncMatchTheInterpreter) {
     EXPECT_GE(forwards, 4);
     EXPECT_GE(backwards, 4);
     if (deviceArch != "sm_90a") {
-      std::vector<cuda::KernelSource> sources;
-      for (const PlanKernel &k : plan->kernels)
-        sources.push_back({k.name, k.source});
-      cuda::CompileOptions compile;
-      compile.arch = plan->arch;
-      compile.headers = plan->headers;
-      compile.cacheDir = cuda::defaultCacheDir();
-      auto cubins = cuda::compileKernels(sources, compile);
+      auto cubins = compileWithNvrtc(*plan);
       ASSERT_TRUE(static_cast<bool>(cubins)) << llvm::toString(cubins.takeError());
       continue;
     }
