@@ -24,8 +24,10 @@
 // codegen runs as one cuBLASLt call (matchGemmEpilogue says which bodies):
 //   gelu tanh (matmul)                 forward MLP, the product kept for the
 //                                      backward when it is used there
-//   gelu_grad tanh (x, matmul) [+ its row sum]   backward MLP, with the
-//                                      first linear layer's bias gradient
+//   gelu_grad tanh (x, matmul)         backward MLP (its row sum, the
+//                                      first linear layer's bias gradient,
+//                                      joins the weight gradient's GEMM:
+//                                      DGELU_BGRAD is slow in cuBLASLt)
 //   matmul transpose_a + row sum of its rhs      a weight gradient and the
 //                                      same layer's bias gradient (both
 //                                      optionally widened to f32)
@@ -56,8 +58,8 @@
 // original stays while anything else reads it.
 //
 // Planned (docs/architecture.md, "kiln-fuse"): other reductions at the end
-// of a loop fusion, and AdamW writing the low-precision weight copy. (Recomputation is kiln-recompute's, before
-// this pass: its clones are ordinary ops here.)
+// of a loop fusion, and AdamW writing the low-precision weight copy. (Recomputation is
+// kiln-recompute's, before this pass: its clones are ordinary ops here.)
 //
 //===----------------------------------------------------------------------===//
 
@@ -198,7 +200,6 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         sums.push_back(r);
     }
     auto tanh = [](auto op) { return op.getApproximate() == GeluApproximation::tanh; };
-    llvm::DenseSet<Operation *> taken;
 
     // gelu(matmul [+ bias]); the product stays a result when the backward
     // (or anything else) uses it.
@@ -211,30 +212,26 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         ++numGelu;
       }
     }
-    // gelu_grad(x, matmul), with the bias gradient when a row sum of it
-    // can join.
+    // gelu_grad(x, matmul). Its bias gradient (a row sum of it) is left to
+    // the weight gradient's GEMM (BGRADA, below) or to a reduction kernel:
+    // cuBLASLt's DGELU_BGRAD, which would sum it here, ran GPT-2's twelve
+    // [16384, 3072] gelu_grad GEMMs in 5.38 ms on the H200 against 2.02 ms
+    // for DGELU, where BGRADA costs 0.51 ms over the plain weight-gradient
+    // GEMMs (bench/RESULTS.md, 2026-12-04).
     for (GeluGradOp grad : geluGrads) {
       auto mm = grad.getDy().getDefiningOp<MatmulOp>();
       if (!tanh(grad) || !mm || !epilogueFits(mm) || mm.getBias() || !mm->hasOneUse() ||
           mm->getBlock() != &block)
         continue;
-      ReduceSumOp sum;
-      for (Operation *user : grad->getUsers())
-        if (auto r = dyn_cast<ReduceSumOp>(user); r && sumsOverRows(r) && !sum)
-          sum = r;
-      bool fused = sum && tryEpilogue({mm, grad, sum}, {grad.getResult(), sum.getResult()});
-      if (fused)
-        taken.insert(sum);
-      if (fused || tryEpilogue({mm, grad}, {grad.getResult()})) {
+      if (tryEpilogue({mm, grad}, {grad.getResult()})) {
         ++numEpilogues;
         ++numGeluGrad;
-        numBiasGrads += fused;
       }
     }
     // A weight gradient's matmul transpose_a and the row sum of its rhs
     // (the same layer's bias gradient).
     for (ReduceSumOp sum : sums) {
-      if (taken.contains(sum) || !sumsOverRows(sum) || sum->getBlock() != &block)
+      if (!sumsOverRows(sum) || sum->getBlock() != &block)
         continue;
       Value dy = sum.getOperand();
       int64_t n = cast<RankedTensorType>(dy.getType()).getShape().back();

@@ -391,6 +391,24 @@ std::vector<OpCase> cases() {
                "    %g = kiln.cross_entropy_grad %a, %b, %lse, %c : tensor<2x3x1000xf32>, tensor<2x3xi32>, tensor<2x3xf32>, tensor<2x3xf32> -> tensor<2x3x1000xf32>\n"
                "    kiln.yield %l, %g : tensor<2x3xf32>, tensor<2x3x1000xf32>\n"
                "  }", 1e-6, 1e-4});
+  // More rows (640) than the blocks resident at once, and long f32 rows
+  // (30000 classes, 30 vectors a thread).
+  c.push_back({"cross_entropy_fusion_bf16_rows", {f("logits", "tensor<4x160x1032xbf16>"), ids("t", "tensor<4x160xi32>", 1030), f("dl", "tensor<4x160xf32>")},
+               {"tensor<4x160xf32>", "tensor<4x160x1032xbf16>"},
+               "%r0, %r1 = kiln.fusion (%logits, %t, %dl) : (tensor<4x160x1032xbf16>, tensor<4x160xi32>, tensor<4x160xf32>) -> (tensor<4x160xf32>, tensor<4x160x1032xbf16>) {\n"
+               "  ^bb0(%a: tensor<4x160x1032xbf16>, %b: tensor<4x160xi32>, %c: tensor<4x160xf32>):\n"
+               "    %l, %lse = kiln.cross_entropy %a, %b {valid_classes = 1030 : i64} : tensor<4x160x1032xbf16>, tensor<4x160xi32> -> tensor<4x160xf32>, tensor<4x160xf32>\n"
+               "    %g = kiln.cross_entropy_grad %a, %b, %lse, %c {valid_classes = 1030 : i64} : tensor<4x160x1032xbf16>, tensor<4x160xi32>, tensor<4x160xf32>, tensor<4x160xf32> -> tensor<4x160x1032xbf16>\n"
+               "    kiln.yield %l, %g : tensor<4x160xf32>, tensor<4x160x1032xbf16>\n"
+               "  }", 1e-5, 1e-2});
+  c.push_back({"cross_entropy_fusion_f32_wide", {f("logits", "tensor<2x2x30000xf32>"), ids("t", "tensor<2x2xi32>", 29990), f("dl", "tensor<2x2xf32>")},
+               {"tensor<2x2xf32>", "tensor<2x2x30000xf32>"},
+               "%r0, %r1 = kiln.fusion (%logits, %t, %dl) : (tensor<2x2x30000xf32>, tensor<2x2xi32>, tensor<2x2xf32>) -> (tensor<2x2xf32>, tensor<2x2x30000xf32>) {\n"
+               "  ^bb0(%a: tensor<2x2x30000xf32>, %b: tensor<2x2xi32>, %c: tensor<2x2xf32>):\n"
+               "    %l, %lse = kiln.cross_entropy %a, %b {valid_classes = 29990 : i64} : tensor<2x2x30000xf32>, tensor<2x2xi32> -> tensor<2x2xf32>, tensor<2x2xf32>\n"
+               "    %g = kiln.cross_entropy_grad %a, %b, %lse, %c {valid_classes = 29990 : i64} : tensor<2x2x30000xf32>, tensor<2x2xi32>, tensor<2x2xf32>, tensor<2x2xf32> -> tensor<2x2x30000xf32>\n"
+               "    kiln.yield %l, %g : tensor<2x2xf32>, tensor<2x2x30000xf32>\n"
+               "  }", 1e-6, 1e-4});
   // Ignored rows (target −1): loss 0 and a zero gradient row.
   c.push_back({"cross_entropy_fusion_ignored", {f("logits", "tensor<2x3x1000xf32>"), f("dl", "tensor<2x3xf32>")},
                {"tensor<2x3xf32>", "tensor<2x3x1000xf32>"},
