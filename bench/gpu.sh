@@ -86,6 +86,8 @@
 #              and a profile of the top-1 step
 #   llama-profile  the ~1B Llama's bf16 step (kiln bench) and its profile
 #              by kernel
+#   ncu        Nsight Compute on one launch of each named kernel of the
+#              GPT-2 124M bf16 step ($NCU_KERNELS)
 #   plugin     the example plugin (add + RMSNorm as one custom kernel): 20
 #              f32 / 200 bf16 Llama 125M steps with and without it, and the
 #              ~1B Llama's bf16 step timed and profiled with and without
@@ -308,6 +310,23 @@ for p in os.environ.get("TRAIN_PRECISIONS", "f32 bf16-mixed").split():
           f"largest per-step difference {worst:.3g}")
 EOF2
     ;;
+  ncu)
+    # Nsight Compute (hardware counters; H200.md: clocks left alone) on one
+    # launch of each kernel of the GPT-2 124M bf16 step at B=16 whose name
+    # starts with a word of $NCU_KERNELS (default: the cross-entropy and
+    # layer-norm fusions and the flash kernels): speed of light, occupancy,
+    # warp stalls, memory. The report is ncu-NAME.txt; the lines printed
+    # are the headline figures.
+    for k in ${NCU_KERNELS:-fused_cross_entropy fused_layer_norm_backward fused_layer_norm_11 flash_attention_3 flash_attention_backward}; do
+      XDG_CACHE_HOME=/tmp/kiln-cache ncu --clock-control none --kernel-name-base function \
+        --kernel-name "regex:^$k" --launch-count 1 --section SpeedOfLight --section Occupancy \
+        --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats \
+        --section SchedulerStats $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
+        --set train.precision=bf16-mixed --steps 1 --json /dev/null > "$OUT/ncu-$k.txt" 2>&1
+      echo "  $k:"
+      grep -E "^  [a-z_0-9]+.*\(|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Warp Cycles Per Issued|Issued Warp|No Eligible|Stall|L2 Hit|==ERROR|error" \
+        "$OUT/ncu-$k.txt" | head -24
+    done ;;
   repeat)
     # The noise floor of the 200-step bf16 comparisons (loop-fusion,
     # epilogues, fused): this build's GPT-2 124M run twice from the same

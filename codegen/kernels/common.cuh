@@ -41,6 +41,36 @@ __device__ __forceinline__ void store(__half *p, i64 i, float v) { p[i] = __floa
 __device__ __forceinline__ float roundBf16(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 __device__ __forceinline__ float roundF16(float v) { return __half2float(__float2half_rn(v)); }
 
+// 2^x on the special-function unit, one MUFU instruction
+// (ex2.approx.ftz: 2 ulp, subnormal results flushed to zero; exp2f without
+// fast math wraps the same instruction in a rescaling for subnormals);
+// doubles take exp2.
+__device__ __forceinline__ float exp2Approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ double exp2Approx(double x) { return exp2(x); }
+
+// A vector of W compute values stored as T, two at a time for bf16/f16
+// (one conversion instruction a pair).
+template <int W> __device__ __forceinline__ void storeRounded(float (&d)[W], __nv_bfloat16 (&a)[W]) {
+#pragma unroll
+  for (int k = 0; k < W; k += 2)
+    *reinterpret_cast<__nv_bfloat162 *>(&a[k]) = __floats2bfloat162_rn(d[k], d[k + 1]);
+}
+template <int W> __device__ __forceinline__ void storeRounded(float (&d)[W], __half (&a)[W]) {
+#pragma unroll
+  for (int k = 0; k < W; k += 2)
+    *reinterpret_cast<__half2 *>(&a[k]) = __floats2half2_rn(d[k], d[k + 1]);
+}
+template <int W, typename F, typename T>
+__device__ __forceinline__ void storeRounded(F (&d)[W], T (&a)[W]) {
+#pragma unroll
+  for (int k = 0; k < W; ++k)
+    a[k] = d[k];
+}
+
 // 128-bit vector access: element v·V … v·V+V−1 of p, through uint4 loads
 // and stores (V·sizeof(T) is a multiple of 16; the arena keeps every
 // buffer 256-byte aligned).

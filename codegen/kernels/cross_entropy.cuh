@@ -135,12 +135,15 @@ __device__ void crossEntropyBackwardVec(const T *logits, const I *targets, const
 // each element is read before it is overwritten, by the same thread. lse
 // may be null (not wanted).
 //
-// The kernel is bound by its instructions, not by memory (two passes of
-// an exponential an element), so it works in base 2 (exp2 is one MUFU
-// instruction; the row's maximum and sum are of x·log2 e) and checks the
-// valid-class boundary and the target only where they can be: the vectors
-// before VALID / W hold valid classes only, and the target's element is
-// corrected once, by the thread that wrote it.
+// The kernel is bound by its instructions, not by memory (Nsight Compute
+// on GPT-2's: the SMs 81 % busy, 0.81 instructions issued a cycle per
+// scheduler, DRAM 62 %), so it spends few a element: the exponentials are
+// base 2 on one MUFU instruction each (exp2Approx; log2 e folded into an
+// FMA with the row's scaled maximum), the valid-class boundary and the
+// target are checked only where they can be (the vectors before
+// VALID / W hold valid classes only; the target's element is corrected
+// once, by the thread that wrote it), an ignored row skips the
+// exponentials, and the gradient is rounded two elements at a time.
 template <typename T, typename S, typename I, i64 ROWS, i64 V, i64 VALID, int W>
 __device__ void crossEntropyFusedVec(const T *logits, const I *targets, const S *dloss, S *loss,
                                      S *lse, T *dlogits, unsigned *error) {
@@ -154,7 +157,8 @@ __device__ void crossEntropyFusedVec(const T *logits, const I *targets, const S 
   for (i64 r = blockIdx.x; r < ROWS; r += gridDim.x) {
     const T *l = logits + r * V;
     const i64 t = targetOf<VALID>(targets, r, error, threadIdx.x == 0);
-    // Pass 1: an online maximum and sum of 2^(x·log2 e − m).
+    // Pass 1: an online maximum m of the logits and the sum of
+    // 2^((x − m)·log2 e).
     F m = negInf<F>(), s = 0;
     for (i64 v = threadIdx.x; v < NV; v += blockDim.x) {
       alignas(16) T a[W];
@@ -162,7 +166,7 @@ __device__ void crossEntropyFusedVec(const T *logits, const I *targets, const S 
       F x[W], top = negInf<F>();
 #pragma unroll
       for (int k = 0; k < W; ++k) {
-        x[k] = (F)load(a, k) * log2e;
+        x[k] = (F)load(a, k);
         if (v >= FULL && v * W + k >= VALID)
           x[k] = negInf<F>();
         top = fmax(top, x[k]);
@@ -173,16 +177,17 @@ __device__ void crossEntropyFusedVec(const T *logits, const I *targets, const S 
           if (k == t % W)
             targetLogit = (F)load(a, k);
       if (top > m) {
-        s *= exp2(m - top);
+        s *= exp2Approx((m - top) * log2e);
         m = top;
       }
+      const F mb = m * log2e;
 #pragma unroll
       for (int k = 0; k < W; ++k)
-        s += exp2(x[k] - m);
+        s += exp2Approx(fma(x[k], log2e, -mb));
     }
     F rowMax = blockMax(m, shared); // (its barriers publish targetLogit)
-    s = m == negInf<F>() ? F(0) : s * exp2(m - rowMax);
-    const F lse2 = rowMax + log2(blockSum(s, shared)), rowLse = lse2 * ln2;
+    s = m == negInf<F>() ? F(0) : s * exp2Approx((m - rowMax) * log2e);
+    const F lse2 = rowMax * log2e + log2(blockSum(s, shared)), rowLse = lse2 * ln2;
     if (threadIdx.x == 0) {
       if (lse)
         store(lse, r, rowLse);
@@ -195,11 +200,17 @@ __device__ void crossEntropyFusedVec(const T *logits, const I *targets, const S 
     const F g = ignored ? F(0) : (F)dloss[r];
     for (i64 v = threadIdx.x; v < V / W; v += blockDim.x) {
       alignas(16) T a[W];
-      loadVec<W>(l, v, a);
       F d[W];
+      if (ignored) {
 #pragma unroll
-      for (int k = 0; k < W; ++k)
-        d[k] = ignored ? F(0) : g * exp2(fma((F)load(a, k), log2e, -lse2));
+        for (int k = 0; k < W; ++k)
+          d[k] = 0;
+      } else {
+        loadVec<W>(l, v, a);
+#pragma unroll
+        for (int k = 0; k < W; ++k)
+          d[k] = g * exp2Approx(fma((F)load(a, k), log2e, -lse2));
+      }
       if (v >= FULL) {
 #pragma unroll
         for (int k = 0; k < W; ++k)
@@ -211,9 +222,7 @@ __device__ void crossEntropyFusedVec(const T *logits, const I *targets, const S 
         for (int k = 0; k < W; ++k)
           if (k == t % W)
             d[k] -= g;
-#pragma unroll
-      for (int k = 0; k < W; ++k)
-        store(a, k, d[k]);
+      storeRounded<W>(d, a);
       storeVec<W>(dlogits + r * V, v, a);
     }
     __syncthreads(); // targetLogit is rewritten by the next row
