@@ -517,7 +517,13 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
   int64_t fusions = 0, fusedOps = 0, normFusions = 0, normFusedOps = 0, crossEntropyFusions = 0;
   std::map<std::string, int64_t> epilogues; // by cuBLASLt epilogue, sorted
   int64_t broadcastReads = 0;
-  int64_t epilogueOps = 0, wideGemms = 0;
+  int64_t epilogueOps = 0, wideGemms = 0, narrowDy = 0;
+  // Norm gradients reading a bf16/f16 dy for f32 x (a folded widening).
+  func.walk([&](Operation *op) {
+    if (isa<LayerNormGradOp, RmsNormGradOp>(op))
+      narrowDy += tensorOf(op->getOperand(0)).getElementType() !=
+                  tensorOf(op->getOperand(op->getNumOperands() - 1)).getElementType();
+  });
   for (Operation &op : func.getBody().front()) {
     if (auto mm = dyn_cast<MatmulOp>(op)) {
       wideGemms += tensorOf(mm.getLhs()).getElementType() != mm.getType().getElementType();
@@ -575,6 +581,12 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
     e.note(llvm::formatv("kiln-fuse: @{0} has {1} bf16/f16 GEMMs writing f32 directly (no cast "
                          "kernel)",
                          fn.name, wideGemms)
+               .str());
+
+  if (narrowDy)
+    e.note(llvm::formatv("kiln-fuse: @{0} has {1} norm gradients reading their bf16/f16 dy "
+                         "(widened as they load; no cast, no f32 copy)",
+                         fn.name, narrowDy)
                .str());
 
   if (check)

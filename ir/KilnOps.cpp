@@ -760,6 +760,18 @@ LogicalResult PadOp::verify() {
   return success();
 }
 
+/// A norm gradient's dy has x's type, or for f32 x a bf16/f16 one
+/// (kiln-fuse's folded widening of a narrowed norm's cotangent).
+static LogicalResult verifyNormDy(Operation *op, Value dy, Value x) {
+  auto d = tensorType(dy), t = tensorType(x);
+  bool narrowed =
+      t.getElementType().isF32() && (d.getElementType().isBF16() || d.getElementType().isF16());
+  if (d.getShape() != t.getShape() || (d.getElementType() != t.getElementType() && !narrowed))
+    return op->emitOpError() << "dy type " << d << " must be " << t
+                             << " (or its shape in bf16/f16 for an f32 input)";
+  return success();
+}
+
 LogicalResult LayerNormGradOp::verify() {
   auto x = tensorType(getX());
   if (x.getRank() < 1)
@@ -767,7 +779,7 @@ LogicalResult LayerNormGradOp::verify() {
   if (failed(verifyChannelParam(*this, "weight", getWeight(), x)) ||
       failed(verifyRowStats(*this, "mean", getMean(), x)) ||
       failed(verifyRowStats(*this, "rstd", getRstd(), x)) ||
-      failed(verifyGradType(*this, "dy", getDy(), getX())) ||
+      failed(verifyNormDy(*this, getDy(), getX())) ||
       failed(verifyGradType(*this, "dx", getDx(), getX())) ||
       failed(verifyGradType(*this, "dweight", getDweight(), getWeight())) ||
       failed(verifyGradType(*this, "dbias", getDbias(), getWeight())))
@@ -781,7 +793,7 @@ LogicalResult RmsNormGradOp::verify() {
     return emitOpError() << "input type " << x << " must have rank >= 1";
   if (failed(verifyChannelParam(*this, "weight", getWeight(), x)) ||
       failed(verifyRowStats(*this, "rstd", getRstd(), x)) ||
-      failed(verifyGradType(*this, "dy", getDy(), getX())) ||
+      failed(verifyNormDy(*this, getDy(), getX())) ||
       failed(verifyGradType(*this, "dx", getDx(), getX())) ||
       failed(verifyGradType(*this, "dweight", getDweight(), getWeight())))
     return failure();

@@ -880,6 +880,8 @@ def Kiln_LayerNormGradOp : Kiln_Op<"layer_norm_grad">, Kiln_PerElementCost<12> {
     With `x̂ = (x − mean)·rstd` over the last dimension C:
     `db = Σ_rows dy`, `dw = Σ_rows dy·x̂`,
     `dx = rstd · (g − mean_C(g) − x̂ · mean_C(g·x̂))` where `g = dy·w`.
+    `dy` has `x`'s type, or for an f32 `x` its shape in bf16/f16 (widened
+    exactly as it is read: kiln-fuse's folded cast of a narrow cotangent).
 
     ```mlir
     %dx, %dw, %db = kiln.layer_norm_grad %x, %w, %mean, %rstd, %dy
@@ -901,7 +903,8 @@ def Kiln_RmsNormGradOp : Kiln_Op<"rms_norm_grad">, Kiln_PerElementCost<9> {
   let summary = "rms_norm backward from the saved rstd";
   let description = [{
     With `x̂ = x·rstd` and `g = dy·w` over the last dimension C:
-    `dw = Σ_rows dy·x̂`, `dx = rstd · (g − x̂ · mean_C(g·x̂))`.
+    `dw = Σ_rows dy·x̂`, `dx = rstd · (g − x̂ · mean_C(g·x̂))`. `dy` as
+    for `kiln.layer_norm_grad`.
 
     ```mlir
     %dx, %dw = kiln.rms_norm_grad %x, %w, %rstd, %dy

@@ -31,7 +31,8 @@
 //   matmul transpose_a + row sum of its rhs      a weight gradient and the
 //                                      same layer's bias gradient (both
 //                                      optionally widened to f32)
-// and a norm's output cast folds into the norm. A loop fusion is placed at
+// and a norm's output cast folds into the norm (and a widening cast of a
+// norm gradient's dy into the gradient). A loop fusion is placed at
 // its last op, an epilogue at its GEMM when its inputs are ready there;
 // the values used outside are its results, so this needs their other users
 // after the last op. Then (option `fold-casts`) a bf16/f16
@@ -324,6 +325,26 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       c.getResult().replaceAllUsesWith(norm->getResult(0));
       c->erase();
       ++numNormCasts;
+    }
+    // A widening cast (bf16/f16 to f32) read only as a norm gradient's dy
+    // (the VJP of a norm writing bf16 widens its cotangent back): the
+    // gradient reads the narrow value and widens it as it loads (exact,
+    // so no result changes), and the product before it stays narrow —
+    // instead of a GEMM writing f32 that the norm's gradient reads again
+    // (GPT-2: 25 [B·T, 768] tensors, half their bytes written and read).
+    SmallVector<CastOp> widenings(block.getOps<CastOp>());
+    for (CastOp c : widenings) {
+      if (!c->hasOneUse() || !widensToF32(c))
+        continue;
+      OpOperand &use = *c->getUses().begin();
+      Operation *grad = use.getOwner();
+      bool isDy = (isa<LayerNormGradOp>(grad) && use.getOperandNumber() == 4) ||
+                  (isa<RmsNormGradOp>(grad) && use.getOperandNumber() == 3);
+      if (!isDy || grad->getBlock() != &block)
+        continue;
+      use.set(c.getOperand());
+      c->erase();
+      ++numNormGradCasts;
     }
   }
 

@@ -246,6 +246,7 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     Statistic<"numBiasGrads", "bias-grad-epilogues", "Bias-gradient sums folded into a GEMM">,
     Statistic<"numCastsFolded", "casts-folded", "Widening casts folded into a GEMM's output">,
     Statistic<"numNormCasts", "norm-casts", "Narrowing casts folded into a norm's output">,
+    Statistic<"numNormGradCasts", "norm-grad-casts", "Widening casts folded into a norm gradient's dy">,
     Statistic<"numNormFusions", "norm-fusions", "Norms fused with elementwise ops">,
     Statistic<"numCrossEntropyFusions", "cross-entropy-fusions", "Cross-entropies fused with their gradients">,
     Statistic<"numBroadcastsRead", "broadcasts-read", "Broadcasts read through an index map in a loop fusion">,

@@ -36,9 +36,10 @@ __device__ void layerNormForward(const T *x, const T *w, const T *b, Y *y, S *me
 }
 
 // dx, plus per-warp partials: partial[warp][0..C) = Σ dy·x̂ (dweight) and
-// partial[warp][C..2C) = Σ dy (dbias), for the rows that warp handled.
-template <typename T, typename S, i64 ROWS, i64 C>
-__device__ void layerNormBackward(const T *x, const T *w, const S *mean, const S *rstd, const T *dy,
+// partial[warp][C..2C) = Σ dy (dbias), for the rows that warp handled. dy
+// may be narrower than x (bf16/f16 for f32: kiln-fuse's folded widening).
+template <typename T, typename S, i64 ROWS, i64 C, typename D>
+__device__ void layerNormBackward(const T *x, const T *w, const S *mean, const S *rstd, const D *dy,
                                   T *dx, typename Compute<T>::type *partial) {
   typedef typename Compute<T>::type F;
   constexpr int PER_LANE = CEIL_DIV(C, 32);
@@ -130,9 +131,10 @@ __device__ void rmsNormForward(const T *x, const T *w, Y *y, S *rstd, float eps)
   }
 }
 
-// dx, plus per-warp partials of dweight = Σ dy·x̂ in partial[warp][0..C).
-template <typename T, typename S, i64 ROWS, i64 C>
-__device__ void rmsNormBackward(const T *x, const T *w, const S *rstd, const T *dy, T *dx,
+// dx, plus per-warp partials of dweight = Σ dy·x̂ in partial[warp][0..C)
+// (dy as in layerNormBackward).
+template <typename T, typename S, i64 ROWS, i64 C, typename D>
+__device__ void rmsNormBackward(const T *x, const T *w, const S *rstd, const D *dy, T *dx,
                                 typename Compute<T>::type *partial) {
   typedef typename Compute<T>::type F;
   constexpr int PER_LANE = CEIL_DIV(C, 32);

@@ -399,7 +399,12 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](LayerNormGradOp) {
-        auto [dx, dw, db] = layerNormGrad(*in[0], *in[1], *in[2], *in[3], *in[4]);
+        // A narrow dy (a folded widening) is widened exactly first.
+        HostTensor wide;
+        const HostTensor &dy = in[4]->dtype() == in[0]->dtype()
+                                   ? *in[4]
+                                   : (wide = kernels::cast(*in[4], in[0]->dtype()));
+        auto [dx, dw, db] = layerNormGrad(*in[0], *in[1], *in[2], *in[3], dy);
         out.append({dx, dw, db});
         return llvm::Error::success();
       })
@@ -411,7 +416,11 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](RmsNormGradOp) {
-        auto [dx, dw] = rmsNormGrad(*in[0], *in[1], *in[2], *in[3]);
+        HostTensor wide;
+        const HostTensor &dy = in[3]->dtype() == in[0]->dtype()
+                                   ? *in[3]
+                                   : (wide = kernels::cast(*in[3], in[0]->dtype()));
+        auto [dx, dw] = rmsNormGrad(*in[0], *in[1], *in[2], dy);
         out.append({dx, dw});
         return llvm::Error::success();
       })

@@ -254,6 +254,17 @@ std::vector<OpCase> cases() {
                "%y, %mean, %rstd = kiln.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f32} : tensor<64x130xf32>, tensor<130xf32>, tensor<130xf32> -> tensor<64x130xf32>, tensor<64xf32>, tensor<64xf32>\n"
                "  %r0, %r1, %r2 = kiln.layer_norm_grad %x, %g, %mean, %rstd, %d : tensor<64x130xf32>, tensor<130xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64x130xf32> -> tensor<64x130xf32>, tensor<130xf32>, tensor<130xf32>",
                1e-4, 1e-4});
+  // A narrow dy for f32 x (kiln-fuse's folded widening): widened as loaded.
+  c.push_back({"layer_norm_grad_bf16_dy", {f("x", "tensor<64x130xf32>"), f("g", "tensor<130xf32>"), f("b", "tensor<130xf32>"), f("d", "tensor<64x130xbf16>")},
+               {"tensor<64x130xf32>", "tensor<130xf32>", "tensor<130xf32>"},
+               "%y, %mean, %rstd = kiln.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f32} : tensor<64x130xf32>, tensor<130xf32>, tensor<130xf32> -> tensor<64x130xf32>, tensor<64xf32>, tensor<64xf32>\n"
+               "  %r0, %r1, %r2 = kiln.layer_norm_grad %x, %g, %mean, %rstd, %d : tensor<64x130xf32>, tensor<130xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64x130xbf16> -> tensor<64x130xf32>, tensor<130xf32>, tensor<130xf32>",
+               1e-4, 1e-4});
+  c.push_back({"rms_norm_grad_f16_dy", {f("x", "tensor<40x96xf32>"), f("g", "tensor<96xf32>"), f("d", "tensor<40x96xf16>")},
+               {"tensor<40x96xf32>", "tensor<96xf32>"},
+               "%y, %rstd = kiln.rms_norm %x, %g {epsilon = 1.0e-06 : f32} : tensor<40x96xf32>, tensor<96xf32> -> tensor<40x96xf32>, tensor<40xf32>\n"
+               "  %r0, %r1 = kiln.rms_norm_grad %x, %g, %rstd, %d : tensor<40x96xf32>, tensor<96xf32>, tensor<40xf32>, tensor<40x96xf16> -> tensor<40x96xf32>, tensor<96xf32>",
+               1e-4, 1e-4});
   c.push_back({"rms_norm", {f("x", "tensor<6x256xf32>"), f("g", "tensor<256xf32>")},
                {"tensor<6x256xf32>", "tensor<6xf32>"},
                "%r0, %r1 = kiln.rms_norm %x, %g {epsilon = 1.0e-06 : f32} : tensor<6x256xf32>, tensor<256xf32> -> tensor<6x256xf32>, tensor<6xf32>",
@@ -309,6 +320,18 @@ std::vector<OpCase> cases() {
                "  %r0, %r1, %r2, %r3 = kiln.fusion (%x, %g, %mean, %rstd, %d, %r) : (tensor<2x45x768xf32>, tensor<768xf32>, tensor<2x45xf32>, tensor<2x45xf32>, tensor<2x45x768xf32>, tensor<2x45x768xf32>) -> (tensor<768xf32>, tensor<768xf32>, tensor<2x45x768xf32>, tensor<2x45x768xbf16>) {\n"
                "  ^bb0(%a0: tensor<2x45x768xf32>, %a1: tensor<768xf32>, %a2: tensor<2x45xf32>, %a3: tensor<2x45xf32>, %a4: tensor<2x45x768xf32>, %a5: tensor<2x45x768xf32>):\n"
                "    %dx, %dw, %db = kiln.layer_norm_grad %a0, %a1, %a2, %a3, %a4 : tensor<2x45x768xf32>, tensor<768xf32>, tensor<2x45xf32>, tensor<2x45xf32>, tensor<2x45x768xf32> -> tensor<2x45x768xf32>, tensor<768xf32>, tensor<768xf32>\n"
+               "    %0 = kiln.add %a5, %dx : tensor<2x45x768xf32>\n"
+               "    %1 = kiln.cast %0 : tensor<2x45x768xf32> to tensor<2x45x768xbf16>\n"
+               "    kiln.yield %dw, %db, %0, %1 : tensor<768xf32>, tensor<768xf32>, tensor<2x45x768xf32>, tensor<2x45x768xbf16>\n"
+               "  }", 1e-4, 8e-3});
+  // GPT-2's bf16 step: dy is the bf16 product the norm gradient widens.
+  c.push_back({"norm_fusion_layer_norm_grad_bf16_dy",
+               {f("x", "tensor<2x45x768xf32>"), f("g", "tensor<768xf32>"), f("b", "tensor<768xf32>"), f("d", "tensor<2x45x768xbf16>"), f("r", "tensor<2x45x768xf32>")},
+               {"tensor<768xf32>", "tensor<768xf32>", "tensor<2x45x768xf32>", "tensor<2x45x768xbf16>"},
+               "%y, %mean, %rstd = kiln.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f32} : tensor<2x45x768xf32>, tensor<768xf32>, tensor<768xf32> -> tensor<2x45x768xf32>, tensor<2x45xf32>, tensor<2x45xf32>\n"
+               "  %r0, %r1, %r2, %r3 = kiln.fusion (%x, %g, %mean, %rstd, %d, %r) : (tensor<2x45x768xf32>, tensor<768xf32>, tensor<2x45xf32>, tensor<2x45xf32>, tensor<2x45x768xbf16>, tensor<2x45x768xf32>) -> (tensor<768xf32>, tensor<768xf32>, tensor<2x45x768xf32>, tensor<2x45x768xbf16>) {\n"
+               "  ^bb0(%a0: tensor<2x45x768xf32>, %a1: tensor<768xf32>, %a2: tensor<2x45xf32>, %a3: tensor<2x45xf32>, %a4: tensor<2x45x768xbf16>, %a5: tensor<2x45x768xf32>):\n"
+               "    %dx, %dw, %db = kiln.layer_norm_grad %a0, %a1, %a2, %a3, %a4 : tensor<2x45x768xf32>, tensor<768xf32>, tensor<2x45xf32>, tensor<2x45xf32>, tensor<2x45x768xbf16> -> tensor<2x45x768xf32>, tensor<768xf32>, tensor<768xf32>\n"
                "    %0 = kiln.add %a5, %dx : tensor<2x45x768xf32>\n"
                "    %1 = kiln.cast %0 : tensor<2x45x768xf32> to tensor<2x45x768xbf16>\n"
                "    kiln.yield %dw, %db, %0, %1 : tensor<768xf32>, tensor<768xf32>, tensor<2x45x768xf32>, tensor<2x45x768xbf16>\n"

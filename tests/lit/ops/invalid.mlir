@@ -689,6 +689,15 @@ func.func @layer_norm_grad_dy(%x: tensor<2x8xf32>, %w: tensor<8xf32>, %s: tensor
 
 // -----
 
+// A narrower dy only for an f32 input (bf16 x with an f16 dy is refused).
+func.func @layer_norm_grad_dy_narrow(%x: tensor<2x8xbf16>, %w: tensor<8xbf16>, %s: tensor<2xf32>, %dy: tensor<2x8xf16>) {
+  // expected-error @+1 {{'kiln.layer_norm_grad' op dy type 'tensor<2x8xf16>' must be 'tensor<2x8xbf16>' (or its shape in bf16/f16 for an f32 input)}}
+  %dx, %dw, %db = kiln.layer_norm_grad %x, %w, %s, %s, %dy : tensor<2x8xbf16>, tensor<8xbf16>, tensor<2xf32>, tensor<2xf32>, tensor<2x8xf16> -> tensor<2x8xbf16>, tensor<8xbf16>, tensor<8xbf16>
+  return
+}
+
+// -----
+
 func.func @layer_norm_grad_dbias(%x: tensor<2x8xf32>, %w: tensor<8xf32>, %s: tensor<2xf32>) {
   // expected-error @+1 {{'kiln.layer_norm_grad' op dbias type 'tensor<4xf32>' must be 'tensor<8xf32>'}}
   %dx, %dw, %db = kiln.layer_norm_grad %x, %w, %s, %s, %x : tensor<2x8xf32>, tensor<8xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2x8xf32> -> tensor<2x8xf32>, tensor<8xf32>, tensor<4xf32>

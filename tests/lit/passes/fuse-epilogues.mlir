@@ -290,3 +290,20 @@ func.func @wide_gradients(%x: tensor<16x32xbf16>, %dy: tensor<16x64xbf16>) -> (t
   %sf = kiln.cast %s : tensor<64xbf16> to tensor<64xf32>
   return %wf, %sf : tensor<32x64xf32>, tensor<64xf32>
 }
+
+// -----
+
+// A widening cast read only as a norm gradient's dy: the gradient reads the
+// bf16 product itself (widened as it loads), so the product stays bf16 —
+// no GEMM writing f32 in the cast's place.
+// CHECK-LABEL: func.func @norm_grad_reads_narrow_dy
+// CHECK-NOT: kiln.cast
+// CHECK: %[[P:.+]] = kiln.matmul %{{.+}}, %{{.+}} : tensor<16x32xbf16>, tensor<32x64xbf16> -> tensor<16x64xbf16>
+// CHECK-NOT: kiln.cast
+// CHECK: kiln.layer_norm_grad %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %[[P]] : {{.*}}, tensor<16x64xbf16> -> tensor<16x64xf32>
+func.func @norm_grad_reads_narrow_dy(%a: tensor<16x32xbf16>, %w: tensor<32x64xbf16>, %x: tensor<16x64xf32>, %g: tensor<64xf32>, %m: tensor<16xf32>, %r: tensor<16xf32>) -> (tensor<16x64xf32>, tensor<64xf32>, tensor<64xf32>) {
+  %p = kiln.matmul %a, %w : tensor<16x32xbf16>, tensor<32x64xbf16> -> tensor<16x64xbf16>
+  %d = kiln.cast %p : tensor<16x64xbf16> to tensor<16x64xf32>
+  %dx, %dw, %db = kiln.layer_norm_grad %x, %g, %m, %r, %d : tensor<16x64xf32>, tensor<64xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16x64xf32> -> tensor<16x64xf32>, tensor<64xf32>, tensor<64xf32>
+  return %dx, %dw, %db : tensor<16x64xf32>, tensor<64xf32>, tensor<64xf32>
+}
