@@ -512,15 +512,21 @@ static LogicalResult verifyRowStats(Operation *op, StringRef name, Value stats,
   return success();
 }
 
+/// Whether `narrow` is `wide`'s type, or for an f32 `wide` its shape in
+/// bf16/f16: a norm's output and a norm gradient's dy, where kiln-fuse
+/// folds a narrowing (or widening) cast into the norm.
+static bool sameOrNarrowedF32(RankedTensorType wide, RankedTensorType narrow) {
+  Type w = wide.getElementType(), n = narrow.getElementType();
+  return narrow.getShape() == wide.getShape() &&
+         (n == w || (w.isF32() && (n.isBF16() || n.isF16())));
+}
+
 /// A norm's output has the input's type, or for f32 input a bf16/f16
 /// one (the normalized f32 value rounded: kiln-fuse's folded cast).
 static LogicalResult verifyNorm(Operation *op, RankedTensorType x, Value y) {
   if (x.getRank() < 1)
     return op->emitOpError() << "input type " << x << " must have rank >= 1";
-  auto t = tensorType(y);
-  bool narrowed = x.getElementType().isF32() &&
-                  (t.getElementType().isBF16() || t.getElementType().isF16());
-  if (t.getShape() != x.getShape() || (t.getElementType() != x.getElementType() && !narrowed))
+  if (!sameOrNarrowedF32(x, tensorType(y)))
     return op->emitOpError() << "output type " << y.getType() << " does not match input type "
                              << x << " (nor is it its shape in bf16/f16 for an f32 input)";
   return success();
@@ -764,9 +770,7 @@ LogicalResult PadOp::verify() {
 /// (kiln-fuse's folded widening of a narrowed norm's cotangent).
 static LogicalResult verifyNormDy(Operation *op, Value dy, Value x) {
   auto d = tensorType(dy), t = tensorType(x);
-  bool narrowed =
-      t.getElementType().isF32() && (d.getElementType().isBF16() || d.getElementType().isF16());
-  if (d.getShape() != t.getShape() || (d.getElementType() != t.getElementType() && !narrowed))
+  if (!sameOrNarrowedF32(t, d))
     return op->emitOpError() << "dy type " << d << " must be " << t
                              << " (or its shape in bf16/f16 for an f32 input)";
   return success();

@@ -336,13 +336,15 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     for (CastOp c : widenings) {
       if (!c->hasOneUse() || !widensToF32(c))
         continue;
-      OpOperand &use = *c->getUses().begin();
-      Operation *grad = use.getOwner();
-      bool isDy = (isa<LayerNormGradOp>(grad) && use.getOperandNumber() == 4) ||
-                  (isa<RmsNormGradOp>(grad) && use.getOperandNumber() == 3);
-      if (!isDy || grad->getBlock() != &block)
+      Operation *grad = *c->getUsers().begin();
+      OpOperand *dy = nullptr;
+      if (auto g = dyn_cast<LayerNormGradOp>(grad))
+        dy = &g.getDyMutable();
+      else if (auto g = dyn_cast<RmsNormGradOp>(grad))
+        dy = &g.getDyMutable();
+      if (!dy || dy->get() != c.getResult() || grad->getBlock() != &block)
         continue;
-      use.set(c.getOperand());
+      dy->set(c.getOperand());
       c->erase();
       ++numNormGradCasts;
     }

@@ -41,10 +41,10 @@ __device__ __forceinline__ void store(__half *p, i64 i, float v) { p[i] = __floa
 __device__ __forceinline__ float roundBf16(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 __device__ __forceinline__ float roundF16(float v) { return __half2float(__float2half_rn(v)); }
 
-// 2^x on the special-function unit, one MUFU instruction
-// (ex2.approx.ftz: 2 ulp, subnormal results flushed to zero; exp2f without
-// fast math wraps the same instruction in a rescaling for subnormals);
-// doubles take exp2.
+// 2^x on the special-function unit, one MUFU instruction (what exp2f
+// becomes with fast math; without, exp2f wraps it in a rescaling for
+// subnormals): 2 ulp, subnormal results flushed to zero, 2^-inf = 0.
+// Doubles take exp2.
 __device__ __forceinline__ float exp2Approx(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));

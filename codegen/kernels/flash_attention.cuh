@@ -70,14 +70,6 @@ template <int N> __device__ __forceinline__ void waitGroups() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-// 2^x on the special-function unit (what exp2f becomes with fast math):
-// 2 ulp, flushes subnormals; 2^-inf = 0.
-__device__ __forceinline__ float fastExp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
 __device__ __forceinline__ void ldmatrix(u32 (&r)[4], u32 address) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -358,7 +350,7 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float mNew = fmaxf(m[mt][half], mx * scaleLog2);
         const float base = mNew == negInf<float>() ? 0.f : mNew;
-        const float alpha = fastExp2(m[mt][half] - base);
+        const float alpha = exp2Approx(m[mt][half] - base);
         m[mt][half] = mNew;
         float sum = 0.f;
 #pragma unroll
@@ -366,7 +358,7 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             float &x = s[mt][n][2 * half + e];
-            x = fastExp2(fmaf(x, scaleLog2, -base));
+            x = exp2Approx(fmaf(x, scaleLog2, -base));
             sum += x;
           }
         l[mt][half] = l[mt][half] * alpha + sum; // this thread's part of the row
@@ -663,7 +655,7 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
       for (int e = 0; e < 4; ++e) {
         const int col = n * 8 + 2 * t + (e & 1);
         const i64 query = i0 + col, key = key0 + (e >> 1) * 8;
-        float p = fastExp2(fmaf(st[n][e], scaleLog2, -lse_[col] * kLog2e));
+        float p = exp2Approx(fmaf(st[n][e], scaleLog2, -lse_[col] * kLog2e));
         if (masked && (query >= TQ || key >= TK || (CAUSAL && query < key) ||
                        (segb && segb[query] != segb[key])))
           p = 0.f;
@@ -1051,7 +1043,7 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
       for (int e = 0; e < 4; ++e) {
         const int col = n * 8 + 2 * t + (e & 1);
         const i64 query = i0 + col, key = key0 + (e >> 1) * 8;
-        float p = fastExp2(fmaf(st[n][e], scaleLog2, -lse_[col] * kLog2e));
+        float p = exp2Approx(fmaf(st[n][e], scaleLog2, -lse_[col] * kLog2e));
         if (masked && (query >= TQ || key >= TK || (CAUSAL && query < key) ||
                        (segb && segb[query] != segb[key])))
           p = 0.f;
@@ -1233,7 +1225,7 @@ __device__ void forwardWgmma(const T *q, const T *k, const T *v, T *out, float *
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float mNew = fmaxf(m[half], mx * scaleLog2);
       const float base = mNew == negInf<float>() ? 0.f : mNew;
-      const float alpha = fastExp2(m[half] - base);
+      const float alpha = exp2Approx(m[half] - base);
       m[half] = mNew;
       float sum = 0.f;
 #pragma unroll
@@ -1241,7 +1233,7 @@ __device__ void forwardWgmma(const T *q, const T *k, const T *v, T *out, float *
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float &x = s[n][2 * half + e];
-          x = fastExp2(fmaf(x, scaleLog2, -base));
+          x = exp2Approx(fmaf(x, scaleLog2, -base));
           sum += x;
         }
       l[half] = l[half] * alpha + sum; // this thread's part of the row

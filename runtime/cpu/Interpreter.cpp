@@ -260,6 +260,15 @@ llvm::Error checkFinite(Operation *op, llvm::ArrayRef<HostTensor> results) {
   return llvm::Error::success();
 }
 
+/// A norm gradient's dy in x's dtype: itself, or a narrow dy (a folded
+/// widening) widened exactly into `storage`.
+const HostTensor &widenedDy(const HostTensor &dy, const HostTensor &x, HostTensor &storage) {
+  if (dy.dtype() == x.dtype())
+    return dy;
+  storage = kernels::cast(dy, x.dtype());
+  return storage;
+}
+
 /// Executes one op on its operand tensors, appending its results.
 llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
                     llvm::SmallVectorImpl<HostTensor> &out) {
@@ -399,12 +408,9 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](LayerNormGradOp) {
-        // A narrow dy (a folded widening) is widened exactly first.
         HostTensor wide;
-        const HostTensor &dy = in[4]->dtype() == in[0]->dtype()
-                                   ? *in[4]
-                                   : (wide = kernels::cast(*in[4], in[0]->dtype()));
-        auto [dx, dw, db] = layerNormGrad(*in[0], *in[1], *in[2], *in[3], dy);
+        auto [dx, dw, db] =
+            layerNormGrad(*in[0], *in[1], *in[2], *in[3], widenedDy(*in[4], *in[0], wide));
         out.append({dx, dw, db});
         return llvm::Error::success();
       })
@@ -417,10 +423,7 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
       })
       .Case([&](RmsNormGradOp) {
         HostTensor wide;
-        const HostTensor &dy = in[3]->dtype() == in[0]->dtype()
-                                   ? *in[3]
-                                   : (wide = kernels::cast(*in[3], in[0]->dtype()));
-        auto [dx, dw] = rmsNormGrad(*in[0], *in[1], *in[2], dy);
+        auto [dx, dw] = rmsNormGrad(*in[0], *in[1], *in[2], widenedDy(*in[3], *in[0], wide));
         out.append({dx, dw});
         return llvm::Error::success();
       })
