@@ -113,6 +113,42 @@ llvm::Error sumNormPartials(Emitter &e, Operation *op, int64_t partial, const st
   return llvm::Error::success();
 }
 
+/// The second kernel of a norm fusion's backward: the per-block partials
+/// at `partial` (`rows` rows of one C vector per entry of `outs`, in F)
+/// summed per column into each out's buffer, rounded first to its
+/// `roundTo` type (a bf16 column sum widened to f32) when given.
+struct PartialOut {
+  Value buffer;
+  Type roundTo;
+};
+llvm::Error sumFusionPartials(Emitter &e, Operation *op, int64_t partial, const std::string &F,
+                              int64_t c, int64_t rows, ArrayRef<PartialOut> outs) {
+  Params p;
+  p.text = "const " + F + " *partial";
+  p.args.push_back(Emitter::ptr(partial));
+  std::string members, init, stores;
+  for (auto [j, o] : llvm::enumerate(outs)) {
+    std::string name = "o" + str(j);
+    if (llvm::Error err = p.add(e, o.buffer, name, false))
+      return err;
+    members += "  " + elt(o.buffer) + " *" + name + ";\n";
+    init += (j ? ", " : "") + name;
+    stores += llvm::formatv("    {0}if (part == {1}) kiln::store({2}, j, {3});\n", j ? "else " : "",
+                            j, name, o.roundTo ? roundedTo(o.roundTo, "t") : std::string("t"))
+                  .str();
+  }
+  std::string body = "struct Store {\n" + members +
+                     "  __device__ void operator()(int part, kiln::i64 j, " + F + " t) const {\n" +
+                     stores + "  }\n};\n";
+  std::string call =
+      llvm::formatv("  kiln::sumPartialsTo<{0}, {1}, {2}, {3}>(partial, Store{{{4}});\n", F, c,
+                    rows, outs.size(), init)
+          .str();
+  e.launch(op, "norm_partials", kernel(op, "norm.cuh", p.text, call, 1024, body),
+           {(c + 31) / 32, 1, 1}, {32, 32, 1}, p.args);
+  return llvm::Error::success();
+}
+
 /// The backward of a norm: dx and per-warp partials, then their column sums.
 llvm::Expected<bool> normBackward(Emitter &e, Operation *op, bool layer) {
   Value x = op->getOperand(0);
@@ -946,6 +982,10 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
   for (Operation *op : n->elementwise)
     for (Value v : op->getOperands())
       readInside.insert(v);
+  // The column sum adds the value as its tensor would hold it.
+  Value summed = n->columnSum ? n->columnSum.getOperand() : Value();
+  if (summed)
+    readInside.insert(summed);
   if (!n->backward)
     readInside.insert(rowValue);
   llvm::DenseMap<Value, std::string> name;
@@ -972,7 +1012,20 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
                                    name[v] + ";\n";
   if (!n->backward)
     perElement += "      x[k] = " + name[rowValue] + ";\n";
-  std::string signature = n->backward ? "const " + F + " (&dx)[" + str(vec) + "]"
+  if (summed) {
+    // From the vector stored as an output when the summed value is one
+    // (the same rounded values; no second array of registers).
+    std::string from = "column";
+    if (auto it = llvm::find(outputs, summed); it != outputs.end() && isFloat(summed)) {
+      from = "r" + str(it - outputs.begin());
+    } else {
+      results += "    alignas(16) " + F + " column[" + str(vec) + "];\n";
+      perElement += "      column[k] = " + name[summed] + ";\n";
+    }
+    flush +=
+        "    kiln::addColumns<" + str(vec) + ">(sums, v % " + str(c / vec) + ", " + from + ");\n";
+  }
+  std::string signature = n->backward ? "const " + F + " (&dx)[" + str(vec) + "], " + F + " *sums"
                                       : F + " (&x)[" + str(vec) + "]";
   std::string functor = "struct Fused {\n" + members +
                         "  __device__ __forceinline__ void operator()(kiln::i64 v, " + signature +
@@ -1029,9 +1082,17 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
   // thread; ptxas spills a word or two at C = 768), else one (the
   // accumulators of longer rows do not fit 128 registers anyway).
   int minBlocks = c <= 1024 ? 2 : 1;
-  int64_t grid = std::min<int64_t>((rows + 7) / 8, minBlocks * e.options().smCount), warps = grid * 8;
-  int parts = n->center ? 2 : 1;
-  auto partial = e.scratch(warps * parts * c * (F == "double" ? 8 : 4));
+  int64_t grid = std::min<int64_t>((rows + 7) / 8, minBlocks * e.options().smCount);
+  int sums = n->columnSum ? 1 : 0, parts = (n->center ? 2 : 1) + sums;
+  int64_t fBytes = F == "double" ? 8 : 4;
+  int64_t shared = (sums ? parts * c : 32 * vec) * 8 * fBytes;
+  if (shared > 227 * 1024)
+    return error("codegen: " + Emitter::describe(fusion) + ": the column sum of rows of " + str(c) +
+                 " elements needs " + str(shared / 1024) +
+                 " KiB of shared memory for its partial sums, more than a block has (227 KiB; "
+                 "kiln-fuse forms such fusions for rows needing at most 96 KiB)");
+  // Partials per block (its 8 warps add theirs in shared memory first).
+  auto partial = e.scratch(grid * parts * c * fBytes);
   if (!partial)
     return partial.takeError();
   Value x = norm->getOperand(0), w = norm->getOperand(1);
@@ -1044,16 +1105,20 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
   ADD(bufferOf(rstd), "rstd", true) ADD(bufferOf(dy), "dy", true)
   p.text += ", " + F + " *partial";
   p.args.push_back(Emitter::ptr(*partial));
-  std::string call =
-      llvm::formatv("  kiln::normBackwardRows<{0}, {1}, {2}, {3}, {4}>(x, w, {5}, rstd, dy, Fused{{{6}}, partial);\n",
-                    F, vec, rows, c, n->center ? "true" : "false",
-                    mean ? "mean" : "(const " + elt(rstd) + " *)nullptr", init)
-          .str();
-  e.launch(fusion, "fused_" + kind + "_backward", source(p.text, call, minBlocks), {grid, 1, 1}, {256, 1, 1},
-           p.args);
-  if (llvm::Error err = sumNormPartials(e, fusion, *partial, F, elt(norm->getResult(1)), c, warps,
-                                        bufferOf(norm->getResult(1)),
-                                        n->center ? bufferOf(norm->getResult(2)) : Value()))
+  std::string call = llvm::formatv("  kiln::normBackwardRows<{0}, {1}, {2}, {3}, {4}, {7}>(x, w, "
+                                   "{5}, rstd, dy, Fused{{{6}}, partial);\n",
+                                   F, vec, rows, c, n->center ? "true" : "false",
+                                   mean ? "mean" : "(const " + elt(rstd) + " *)nullptr", init, sums)
+                         .str();
+  e.launch(fusion, "fused_" + kind + "_backward", source(p.text, call, minBlocks), {grid, 1, 1},
+           {256, 1, 1}, p.args, shared);
+  SmallVector<PartialOut> outs{{bufferOf(norm->getResult(1)), {}}};
+  if (n->center)
+    outs.push_back({bufferOf(norm->getResult(2)), {}});
+  if (n->columnSum)
+    outs.push_back(
+        {bufferOf(n->columnSumOut), tensorOf(n->columnSum.getResult()).getElementType()});
+  if (llvm::Error err = sumFusionPartials(e, fusion, *partial, F, c, grid, outs))
     return std::move(err);
   return true;
 }

@@ -517,7 +517,7 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
   int64_t fusions = 0, fusedOps = 0, normFusions = 0, normFusedOps = 0, crossEntropyFusions = 0;
   std::map<std::string, int64_t> epilogues; // by cuBLASLt epilogue, sorted
   int64_t broadcastReads = 0;
-  int64_t epilogueOps = 0, wideGemms = 0, narrowDy = 0;
+  int64_t epilogueOps = 0, wideGemms = 0, narrowDy = 0, columnSums = 0;
   // Norm gradients reading a bf16/f16 dy for f32 x (a folded widening).
   func.walk([&](Operation *op) {
     if (isa<LayerNormGradOp, RmsNormGradOp>(op))
@@ -545,9 +545,18 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
     }
     bool norm = fusion.isNormFusion();
     ++(norm ? normFusions : fusions);
+    // (A norm gradient's column sum and its widening are counted apart.)
+    Operation *sum = nullptr, *widen = nullptr;
+    if (auto body = norm ? matchNormFusion(fusion) : FailureOr<NormFusionBody>(failure());
+        succeeded(body) && body->columnSum) {
+      ++columnSums;
+      sum = body->columnSum;
+      widen = body->widen;
+    }
     for (Operation &inner : fusion.getBodyOps()) {
       broadcastReads += isa<BroadcastInDimOp>(inner);
-      (norm ? normFusedOps : fusedOps) += !isa<ConstantOp, BroadcastInDimOp>(inner);
+      (norm ? normFusedOps : fusedOps) +=
+          !isa<ConstantOp, BroadcastInDimOp>(inner) && &inner != sum && &inner != widen;
     }
   }
   if (broadcastReads)
@@ -564,6 +573,11 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
     e.note(llvm::formatv("kiln-fuse: @{0} fuses {2} elementwise ops into {1} norm kernels ({2} "
                          "launches fewer)",
                          fn.name, normFusions, normFusedOps - normFusions)
+               .str());
+  if (columnSums)
+    e.note(llvm::formatv("kiln-fuse: @{0} sums {1} bias gradients in its norm gradients' kernels "
+                         "(the residual gradient's column sums; no BGRADA epilogue for them)",
+                         fn.name, columnSums)
                .str());
   if (crossEntropyFusions)
     e.note(llvm::formatv("kiln-fuse: @{0} computes its cross-entropy and its gradient in one kernel",

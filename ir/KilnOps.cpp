@@ -1160,6 +1160,16 @@ FailureOr<NormFusionBody> kiln::matchNormFusion(FusionOp fusion, std::string *wh
       continue;
     }
     auto c = dyn_cast<ConstantOp>(op);
+    if (auto r = dyn_cast<ReduceSumOp>(op)) {
+      if (n.columnSum)
+        return fail("it holds two column sums (a norm gradient's kernel accumulates at most one)");
+      n.columnSum = r;
+      continue;
+    }
+    if (auto cast = dyn_cast<CastOp>(op); cast && n.columnSum && cast.getOperand() == n.columnSum) {
+      n.widen = cast;
+      continue;
+    }
     if (auto b = dyn_cast<BroadcastInDimOp>(op)) {
       // Read through its index map a row at a time.
       if (!isBodyArgument(fusion, b.getOperand()) || !keepsRows(b))
@@ -1202,7 +1212,28 @@ FailureOr<NormFusionBody> kiln::matchNormFusion(FusionOp fusion, std::string *wh
         if (!isArg(v) && !v.getDefiningOp<ConstantOp>() && v != norm->getResult(0) &&
             !llvm::is_contained(n.elementwise, v.getDefiningOp()))
           return fail("an elementwise op reads a norm gradient result other than dx");
+    if (ReduceSumOp sum = n.columnSum) {
+      Value from = sum.getOperand();
+      if (from != norm->getResult(0) && !llvm::is_contained(n.elementwise, from.getDefiningOp()))
+        return fail("the column sum must read dx or an elementwise value");
+      if (!sumsOverRows(sum) || !isa<FloatType>(tensorType(from).getElementType()))
+        return fail("the column sum must sum floats over every dimension but the last, in the "
+                    "element type it reads");
+      n.columnSumOut = sum.getResult();
+      if (n.widen) {
+        if (!widensToF32(n.widen) || !sum->hasOneUse())
+          return fail("a cast of the column sum must widen it (bf16/f16 to f32), its only use");
+        n.columnSumOut = n.widen.getResult();
+      }
+      for (Operation *user : n.columnSumOut.getUsers())
+        if (!isa<YieldOp>(user))
+          return fail("an op of the body reads the column sum");
+      if (!yielded(n.columnSumOut))
+        return fail("the column sum must be yielded");
+    }
   } else {
+    if (n.columnSum)
+      return fail("a column sum belongs to a norm gradient's fusion, not a forward norm's");
     if (!llvm::all_of(norm->getOperands().drop_front(), isArg))
       return fail("the norm's weight and bias must be body arguments");
     Value x = norm->getOperand(0);

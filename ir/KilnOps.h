@@ -144,6 +144,13 @@ struct NormFusionBody {
   /// arguments that keep rows whole) in program order: before the norm,
   /// computing its x (forward); after it, reading dx (backward).
   llvm::SmallVector<mlir::Operation *> elementwise;
+  /// Backward only: a column sum of a row value (dx or an elementwise
+  /// value), a reduce_sum over every dimension but the last, optionally
+  /// widened to f32 by a cast (`widen`); `out` is the yielded vector. At
+  /// most one (the kernel accumulates it in shared memory).
+  ReduceSumOp columnSum;
+  CastOp widen;
+  mlir::Value columnSumOut;
 };
 
 /// The norm fusion `fusion`'s body spells, or failure with the reason in
@@ -154,7 +161,9 @@ struct NormFusionBody {
 ///             is yielded (mean/rstd when used)
 ///   backward: the _grad's operands are body arguments; elementwise ops
 ///             over [.., C] read its dx (and body arguments); dweight
-///             (and dbias) are yielded
+///             (and dbias) are yielded; at most one reduce_sum of dx or
+///             of an elementwise value over all rows (a bias gradient),
+///             yielded directly or through a cast to f32
 /// The norm is over the last dimension of a tensor of rank 2 or more.
 mlir::FailureOr<NormFusionBody> matchNormFusion(FusionOp fusion, std::string *why = nullptr);
 

@@ -1301,8 +1301,11 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
       computed by elementwise ops before it (a residual add; those ops'
       values may be yielded too), or one `kiln.layer_norm_grad` or
       `kiln.rms_norm_grad` whose dx elementwise ops after it read (the
-      residual gradient's add and cast). The norm is over the last
-      dimension; its other operands are body arguments. The elementwise
+      residual gradient's add and cast) and, in a gradient's fusion, at
+      most one `kiln.reduce_sum` of dx or of such a value over every
+      dimension but the last (the next projection's bias gradient),
+      yielded directly or widened to f32 by a `kiln.cast`. The norm is
+      over the last dimension; its other operands are body arguments. The elementwise
       ops may read a body argument through a `kiln.broadcast_in_dim` that
       keeps rows whole (its operand's last dimension is the result's). Codegen emits one
       kernel with a warp per row that keeps the row in registers, so the

@@ -46,6 +46,12 @@
 // op. Codegen runs each as one warp-per-row kernel holding the row in
 // registers (isFusibleNorm says which rows fit).
 //
+// A norm gradient's fusion also takes a column sum of one of its values
+// (a reduce_sum over all rows, and its widening to f32): the bias gradient
+// of the projection the residual gradient flows into, which the kernel
+// accumulates from registers instead of the weight gradient's GEMM
+// summing it again (BGRADA is left out for such sums).
+//
 // Siblings (option `siblings`): a group joins a later group of its shape
 // reading one of the same values when the earlier group's other readers
 // all come after the later one (mergeSiblings), so the value is read once.
@@ -114,6 +120,23 @@ bool isFusibleNorm(Operation *op) {
 }
 
 bool isBackwardNorm(Operation *op) { return isa<LayerNormGradOp, RmsNormGradOp>(op); }
+
+/// Whether `v` is a fusible norm gradient's dx or computed from one by at
+/// most four elementwise ops of its shape (the residual gradient's add and
+/// cast): the ops a norm fusion takes with the gradient.
+bool readsNormGradient(Value v, int depth = 0) {
+  Operation *def = v.getDefiningOp();
+  if (!def || depth > 4)
+    return false;
+  if (isBackwardNorm(def))
+    return isFusibleNorm(def) && v == def->getResult(0);
+  return isFusible(def) && def->getResult(0).getType() == v.getType() &&
+         llvm::any_of(def->getOperands(), [&](Value o) {
+           auto t = dyn_cast<RankedTensorType>(o.getType());
+           return t && t.getShape() == cast<RankedTensorType>(v.getType()).getShape() &&
+                  readsNormGradient(o, depth + 1);
+         });
+}
 
 /// A broadcast a loop fusion can read through its index map (option
 /// `broadcasts`): static shapes, the operand's not the result's (so the
@@ -233,6 +256,12 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     // (the same layer's bias gradient).
     for (ReduceSumOp sum : sums) {
       if (!sumsOverRows(sum) || sum->getBlock() != &block)
+        continue;
+      // A sum of a norm gradient's residual output is left to the norm
+      // fusion (fuseBlock): its kernel has the rows in registers, where
+      // BGRADA costs GPT-2's [16384, 768] weight gradients ~20 us each
+      // (they lose split-K: bench/RESULTS.md, 2026-12-04).
+      if (norms && readsNormGradient(sum.getOperand()))
         continue;
       Value dy = sum.getOperand();
       int64_t n = cast<RankedTensorType>(dy.getType()).getShape().back();
@@ -490,9 +519,16 @@ struct FusePass final : impl::FusePassBase<FusePass> {
           normOf[*joined] = &op;
         continue;
       }
-      // A norm's gradient no elementwise op reads stays unfused.
-      if (norm)
+      // A norm's gradient no elementwise op reads stays unfused, unless a
+      // column sum of its dx can join it (columnSumOf, below).
+      if (norm) {
+        if (columnSumFits(&op) && columnSumOf({&op})) {
+          normOf[groups.size()] = &op;
+          groupOf[&op] = groups.size();
+          groups.push_back({&op});
+        }
         continue;
+      }
       groupOf[&op] = groups.size();
       groups.push_back({&op});
     }
@@ -506,15 +542,62 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     for (auto [g, group] : llvm::enumerate(groups)) {
       // (One op reading a broadcast fuses with it: its kernel reads the
       // broadcast's operand, and the broadcast is not written.)
-      if (group.size() < 2 && (normOf.count(g) || !readsBroadcast(group)))
+      if (group.empty())
         continue;
       llvm::sort(group, [&](Operation *a, Operation *b) { return index[a] < index[b]; });
-      FusionOp fusion = buildFusion(group, /*loop=*/true);
+      // A norm gradient's fusion takes a column sum of one of its values
+      // (and the sum's widening to f32) and stays where its last op was:
+      // the sum reads nothing else, and its readers come later.
+      std::optional<SmallVector<Operation *, 2>> sum;
+      if (Operation *n = normOf.lookup(g); n && isBackwardNorm(n) && columnSumFits(n))
+        sum = columnSumOf(group);
+      if (group.size() < 2 && !sum && (normOf.count(g) || !readsBroadcast(group)))
+        continue;
+      Operation *at = nullptr;
+      if (sum) {
+        at = group.back();
+        group.append(sum->begin(), sum->end());
+        ++numColumnSums;
+      }
+      FusionOp fusion = buildFusion(group, /*loop=*/true, at);
+      if (fusion && at) // named for the norm's gradient, not the sum's cast
+        fusion->setLoc(at->getLoc());
       if (fusion && normOf.count(g)) {
         assert(succeeded(matchNormFusion(fusion)) && "kiln-fuse built a bad norm fusion");
         ++numNormFusions;
       }
     }
+  }
+
+  /// Whether the kernel of norm gradient `norm`'s fusion can accumulate a
+  /// column sum: its parts (dweight, dbias, the sum), 8 warps' rows of C in
+  /// f32 (f64 for f64 x) each, within 96 KiB of shared memory (what every
+  /// GPU from sm_80 on gives a block: C ≤ 1024 for a layer norm in f32).
+  static bool columnSumFits(Operation *norm) {
+    auto x = cast<RankedTensorType>(norm->getOperand(0).getType());
+    int64_t parts = isa<LayerNormGradOp>(norm) ? 3 : 2;
+    int64_t bytes = x.getElementType().isF64() ? 8 : 4;
+    return parts * 8 * x.getShape().back() * bytes <= 96 * 1024;
+  }
+
+  /// A reduce_sum of a value of `group` (a norm gradient's) over every
+  /// dimension but the last, and its widening cast to f32 when that is its
+  /// only reader: the ops a norm fusion adds (at most one sum).
+  static std::optional<SmallVector<Operation *, 2>> columnSumOf(ArrayRef<Operation *> group) {
+    for (Operation *op : group)
+      for (Operation *user : op->getResult(0).getUsers()) {
+        auto sum = dyn_cast<ReduceSumOp>(user);
+        if (!sum || sum->getBlock() != op->getBlock() || !sumsOverRows(sum) ||
+            !isa<FloatType>(cast<RankedTensorType>(sum.getType()).getElementType()) ||
+            sum->use_empty())
+          continue;
+        SmallVector<Operation *, 2> ops{sum};
+        if (sum->hasOneUse())
+          if (auto c = dyn_cast<CastOp>(*sum->getUsers().begin()); c && widensToF32(c))
+            ops.push_back(c);
+        return ops;
+      }
+    return std::nullopt;
   }
 
   /// Sibling fusion (option `siblings`): a group joins a later group of its

@@ -221,8 +221,10 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     Option<"norms", "norms", "bool", /*default=*/"true",
            "Norm fusions: a layer/RMS norm takes the elementwise chain computing its "
            "input (the residual add), a norm's gradient the elementwise ops reading "
-           "its dx (the residual gradient's add and cast); rows of at most 2048 "
-           "elements, a multiple of 8, float tensors">,
+           "its dx (the residual gradient's add and cast) and a column sum of one "
+           "of them (the next projection's bias gradient, instead of its weight "
+           "gradient's BGRADA epilogue); rows of at most 2048 elements, a multiple of "
+           "8, float tensors">,
     Option<"crossEntropy", "cross-entropy", "bool", /*default=*/"true",
            "A cross_entropy and its gradient over the same logits run as one kernel "
            "where the forward was, when the gradient's dloss is known there (rows a "
@@ -248,6 +250,7 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     Statistic<"numNormCasts", "norm-casts", "Narrowing casts folded into a norm's output">,
     Statistic<"numNormGradCasts", "norm-grad-casts", "Widening casts folded into a norm gradient's dy">,
     Statistic<"numNormFusions", "norm-fusions", "Norms fused with elementwise ops">,
+    Statistic<"numColumnSums", "column-sums", "Bias-gradient sums taken into a norm gradient's kernel">,
     Statistic<"numCrossEntropyFusions", "cross-entropy-fusions", "Cross-entropies fused with their gradients">,
     Statistic<"numBroadcastsRead", "broadcasts-read", "Broadcasts read through an index map in a loop fusion">,
     Statistic<"numSiblings", "siblings", "Groups merged into a sibling reading the same value">,

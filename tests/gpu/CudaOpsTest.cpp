@@ -336,6 +336,35 @@ std::vector<OpCase> cases() {
                "    %1 = kiln.cast %0 : tensor<2x45x768xf32> to tensor<2x45x768xbf16>\n"
                "    kiln.yield %dw, %db, %0, %1 : tensor<768xf32>, tensor<768xf32>, tensor<2x45x768xf32>, tensor<2x45x768xbf16>\n"
                "  }", 1e-4, 8e-3});
+  // The next projection's bias gradient summed in the norm gradient's
+  // kernel (accumulated in shared memory from the bf16 values it stores):
+  // 1200 rows over 150 blocks, their partials added by the second kernel.
+  c.push_back({"norm_fusion_layer_norm_grad_column_sum",
+               {f("x", "tensor<4x300x768xf32>"), f("g", "tensor<768xf32>"), f("b", "tensor<768xf32>"), f("d", "tensor<4x300x768xbf16>"), f("r", "tensor<4x300x768xf32>")},
+               {"tensor<768xf32>", "tensor<768xf32>", "tensor<4x300x768xf32>", "tensor<4x300x768xbf16>", "tensor<768xf32>"},
+               "%y, %mean, %rstd = kiln.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f32} : tensor<4x300x768xf32>, tensor<768xf32>, tensor<768xf32> -> tensor<4x300x768xf32>, tensor<4x300xf32>, tensor<4x300xf32>\n"
+               "  %r0, %r1, %r2, %r3, %r4 = kiln.fusion (%x, %g, %mean, %rstd, %d, %r) : (tensor<4x300x768xf32>, tensor<768xf32>, tensor<4x300xf32>, tensor<4x300xf32>, tensor<4x300x768xbf16>, tensor<4x300x768xf32>) -> (tensor<768xf32>, tensor<768xf32>, tensor<4x300x768xf32>, tensor<4x300x768xbf16>, tensor<768xf32>) {\n"
+               "  ^bb0(%a0: tensor<4x300x768xf32>, %a1: tensor<768xf32>, %a2: tensor<4x300xf32>, %a3: tensor<4x300xf32>, %a4: tensor<4x300x768xbf16>, %a5: tensor<4x300x768xf32>):\n"
+               "    %dx, %dw, %db = kiln.layer_norm_grad %a0, %a1, %a2, %a3, %a4 : tensor<4x300x768xf32>, tensor<768xf32>, tensor<4x300xf32>, tensor<4x300xf32>, tensor<4x300x768xbf16> -> tensor<4x300x768xf32>, tensor<768xf32>, tensor<768xf32>\n"
+               "    %0 = kiln.add %a5, %dx : tensor<4x300x768xf32>\n"
+               "    %1 = kiln.cast %0 : tensor<4x300x768xf32> to tensor<4x300x768xbf16>\n"
+               "    %2 = kiln.reduce_sum %1, dims = [0, 1] : tensor<4x300x768xbf16> -> tensor<768xbf16>\n"
+               "    %3 = kiln.cast %2 : tensor<768xbf16> to tensor<768xf32>\n"
+               "    kiln.yield %dw, %db, %0, %1, %3 : tensor<768xf32>, tensor<768xf32>, tensor<4x300x768xf32>, tensor<4x300x768xbf16>, tensor<768xf32>\n"
+               "  }", 1e-3, 8e-3});
+  // An RMS norm's f32 dx summed directly (a value the body does not store
+  // otherwise: its own register vector), rows of 128.
+  c.push_back({"norm_fusion_rms_norm_grad_column_sum_f32",
+               {f("x", "tensor<333x128xf32>"), f("g", "tensor<128xf32>"), f("d", "tensor<333x128xf32>"), f("h", "tensor<333x128xf32>")},
+               {"tensor<128xf32>", "tensor<333x128xf32>", "tensor<128xf32>"},
+               "%y, %rstd = kiln.rms_norm %x, %g {epsilon = 1.0e-06 : f32} : tensor<333x128xf32>, tensor<128xf32> -> tensor<333x128xf32>, tensor<333xf32>\n"
+               "  %r0, %r1, %r2 = kiln.fusion (%x, %g, %rstd, %d, %h) : (tensor<333x128xf32>, tensor<128xf32>, tensor<333xf32>, tensor<333x128xf32>, tensor<333x128xf32>) -> (tensor<128xf32>, tensor<333x128xf32>, tensor<128xf32>) {\n"
+               "  ^bb0(%a0: tensor<333x128xf32>, %a1: tensor<128xf32>, %a2: tensor<333xf32>, %a3: tensor<333x128xf32>, %a4: tensor<333x128xf32>):\n"
+               "    %dx, %dw = kiln.rms_norm_grad %a0, %a1, %a2, %a3 : tensor<333x128xf32>, tensor<128xf32>, tensor<333xf32>, tensor<333x128xf32> -> tensor<333x128xf32>, tensor<128xf32>\n"
+               "    %0 = kiln.mul %dx, %a4 : tensor<333x128xf32>\n"
+               "    %1 = kiln.reduce_sum %dx, dims = [0] : tensor<333x128xf32> -> tensor<128xf32>\n"
+               "    kiln.yield %dw, %0, %1 : tensor<128xf32>, tensor<333x128xf32>, tensor<128xf32>\n"
+               "  }", 1e-4, 1e-4});
   // dx yielded beside the body's f16 product of it.
   c.push_back({"norm_fusion_rms_norm_grad_f16",
                {f("x", "tensor<40x128xf32>"), f("g", "tensor<128xf32>"), f("d", "tensor<40x128xf32>"), f("h", "tensor<40x128xf16>")},

@@ -383,3 +383,63 @@ func.func @norm_broadcast_splits_rows(%x: tensor<2x4x16xf32>, %r: tensor<2x4xf32
   }
   return %0 : tensor<2x4x16xf32>
 }
+
+// -----
+
+// A norm gradient's column sum (the next projection's bias gradient).
+func.func @norm_two_column_sums(%x: tensor<4x8xf32>, %w: tensor<8xf32>, %q: tensor<4xf32>, %d: tensor<4x8xf32>)
+    -> (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) {
+  // expected-error @+1 {{holds a norm but is not a norm fusion: it holds two column sums (a norm gradient's kernel accumulates at most one)}}
+  %0:3 = kiln.fusion(%x, %w, %q, %d) : (tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4x8xf32>) -> (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<8xf32>, %c: tensor<4xf32>, %e: tensor<4x8xf32>):
+    %dx, %dw = kiln.rms_norm_grad %a, %b, %c, %e : tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<8xf32>
+    %1 = kiln.reduce_sum %dx, dims = [0] : tensor<4x8xf32> -> tensor<8xf32>
+    %2 = kiln.neg %dx : tensor<4x8xf32>
+    %3 = kiln.reduce_sum %2, dims = [0] : tensor<4x8xf32> -> tensor<8xf32>
+    kiln.yield %dw, %1, %3 : tensor<8xf32>, tensor<8xf32>, tensor<8xf32>
+  }
+  return %0#0, %0#1, %0#2 : tensor<8xf32>, tensor<8xf32>, tensor<8xf32>
+}
+
+// -----
+
+func.func @norm_column_sum_of_rows(%x: tensor<4x8xf32>, %w: tensor<8xf32>, %q: tensor<4xf32>, %d: tensor<4x8xf32>)
+    -> (tensor<8xf32>, tensor<4xf32>) {
+  // expected-error @+1 {{holds a norm but is not a norm fusion: the column sum must sum floats over every dimension but the last, in the element type it reads}}
+  %0:2 = kiln.fusion(%x, %w, %q, %d) : (tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4x8xf32>) -> (tensor<8xf32>, tensor<4xf32>) {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<8xf32>, %c: tensor<4xf32>, %e: tensor<4x8xf32>):
+    %dx, %dw = kiln.rms_norm_grad %a, %b, %c, %e : tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<8xf32>
+    %1 = kiln.reduce_sum %dx, dims = [1] : tensor<4x8xf32> -> tensor<4xf32>
+    kiln.yield %dw, %1 : tensor<8xf32>, tensor<4xf32>
+  }
+  return %0#0, %0#1 : tensor<8xf32>, tensor<4xf32>
+}
+
+// -----
+
+func.func @norm_column_sum_narrowed(%x: tensor<4x8xf32>, %w: tensor<8xf32>, %q: tensor<4xf32>, %d: tensor<4x8xf32>)
+    -> (tensor<8xf32>, tensor<8xf32>) {
+  // expected-error @+1 {{holds a norm but is not a norm fusion: a cast of the column sum must widen it (bf16/f16 to f32), its only use}}
+  %0:2 = kiln.fusion(%x, %w, %q, %d) : (tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4x8xf32>) -> (tensor<8xf32>, tensor<8xf32>) {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<8xf32>, %c: tensor<4xf32>, %e: tensor<4x8xf32>):
+    %dx, %dw = kiln.rms_norm_grad %a, %b, %c, %e : tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<8xf32>
+    %1 = kiln.reduce_sum %dx, dims = [0] : tensor<4x8xf32> -> tensor<8xf32>
+    %2 = kiln.cast %1 : tensor<8xf32> to tensor<8xbf16>
+    kiln.yield %dw, %1 : tensor<8xf32>, tensor<8xf32>
+  }
+  return %0#0, %0#1 : tensor<8xf32>, tensor<8xf32>
+}
+
+// -----
+
+func.func @forward_norm_column_sum(%x: tensor<4x8xf32>, %w: tensor<8xf32>) -> (tensor<4x8xf32>, tensor<8xf32>) {
+  // expected-error @+1 {{holds a norm but is not a norm fusion: a column sum belongs to a norm gradient's fusion, not a forward norm's}}
+  %0:2 = kiln.fusion(%x, %w) : (tensor<4x8xf32>, tensor<8xf32>) -> (tensor<4x8xf32>, tensor<8xf32>) {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<8xf32>):
+    %1 = kiln.neg %a : tensor<4x8xf32>
+    %2 = kiln.reduce_sum %1, dims = [0] : tensor<4x8xf32> -> tensor<8xf32>
+    %3, %4 = kiln.rms_norm %1, %b {epsilon = 1.0e-06 : f32} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>, tensor<4xf32>
+    kiln.yield %3, %2 : tensor<4x8xf32>, tensor<8xf32>
+  }
+  return %0#0, %0#1 : tensor<4x8xf32>, tensor<8xf32>
+}

@@ -160,3 +160,70 @@ func.func @constant_operands(%x: tensor<4x16xf32>, %r: tensor<4x16xf32>) -> (ten
   %2 = kiln.cast %dx : tensor<4x16xf32> to tensor<4x16xbf16>
   return %y, %2, %dw : tensor<4x16xf32>, tensor<4x16xbf16>, tensor<16xf32>
 }
+
+// -----
+
+// The projection before the residual add: its weight gradient (a matmul
+// transpose_a of the bf16 residual gradient) and its bias gradient (that
+// gradient's column sum, widened to f32). The sum and its cast join the
+// norm gradient's fusion, which stays where the cast of the residual
+// gradient was; the weight gradient gets no BGRADA epilogue (it writes f32
+// itself: the cast folds into it). With norms off the sum goes to the GEMM.
+// CHECK-LABEL: func.func @bias_gradient_in_the_norm_gradient
+// CHECK: %[[F:.+]]:5 = kiln.fusion
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: %[[DX:[^,]+]], %[[DW:[^,]+]], %[[DB:.+]] = kiln.layer_norm_grad
+// CHECK-NEXT: %[[S:.+]] = kiln.add %{{.+}}, %[[DX]]
+// CHECK-NEXT: %[[C:.+]] = kiln.cast %[[S]] : tensor<2x4x16xf32> to tensor<2x4x16xbf16>
+// CHECK-NEXT: %[[SUM:.+]] = kiln.reduce_sum %[[C]], dims = [0, 1] : tensor<2x4x16xbf16> -> tensor<16xbf16>
+// CHECK-NEXT: %[[WIDE:.+]] = kiln.cast %[[SUM]] : tensor<16xbf16> to tensor<16xf32>
+// CHECK-NEXT: kiln.yield %[[DW]], %[[DB]], %[[S]], %[[C]], %[[WIDE]]
+// CHECK: kiln.reshape %[[F]]#3
+// CHECK-NEXT: kiln.matmul %{{.+}}, %{{.+}} transpose_a : tensor<8x32xbf16>, tensor<8x16xbf16> -> tensor<32x16xf32>
+// CHECK-NOT: kiln.fusion
+// CHECK: return %[[F]]#2, %{{.+}}, %[[F]]#4, %[[F]]#0, %[[F]]#1
+// OFF-LABEL: func.func @bias_gradient_in_the_norm_gradient
+// OFF: kiln.layer_norm_grad
+// OFF: kiln.fusion
+// OFF: kiln.matmul {{.+}} transpose_a
+// OFF-NEXT: kiln.reduce_sum
+func.func @bias_gradient_in_the_norm_gradient(%x: tensor<2x4x16xf32>, %w: tensor<16xf32>, %m: tensor<2x4xf32>,
+                                              %q: tensor<2x4xf32>, %dy: tensor<2x4x16xf32>,
+                                              %g: tensor<2x4x16xf32>, %a: tensor<8x32xbf16>)
+    -> (tensor<2x4x16xf32>, tensor<32x16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>) {
+  %dx, %dw, %db = kiln.layer_norm_grad %x, %w, %m, %q, %dy : tensor<2x4x16xf32>, tensor<16xf32>, tensor<2x4xf32>, tensor<2x4xf32>, tensor<2x4x16xf32> -> tensor<2x4x16xf32>, tensor<16xf32>, tensor<16xf32>
+  %0 = kiln.add %g, %dx : tensor<2x4x16xf32>
+  %1 = kiln.cast %0 : tensor<2x4x16xf32> to tensor<2x4x16xbf16>
+  %2 = kiln.reshape %1 : tensor<2x4x16xbf16> -> tensor<8x16xbf16>
+  %3 = kiln.matmul %a, %2 transpose_a : tensor<8x32xbf16>, tensor<8x16xbf16> -> tensor<32x16xbf16>
+  %4 = kiln.reduce_sum %1, dims = [0, 1] : tensor<2x4x16xbf16> -> tensor<16xbf16>
+  %5 = kiln.cast %3 : tensor<32x16xbf16> to tensor<32x16xf32>
+  %6 = kiln.cast %4 : tensor<16xbf16> to tensor<16xf32>
+  return %0, %5, %6, %dw, %db : tensor<2x4x16xf32>, tensor<32x16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>
+}
+
+// -----
+
+// A norm gradient no elementwise op reads fuses with a column sum of its dx
+// alone (f32: no cast); one whose rows would need more than 96 KiB of
+// shared memory for the kernel's partials (3 parts x 8 warps x 1032 f32)
+// stays apart, and so does its sum.
+// CHECK-LABEL: func.func @sum_of_dx
+// CHECK: %[[F:.+]]:4 = kiln.fusion
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: %[[DX:[^,]+]], %[[DW:[^,]+]], %[[DB:.+]] = kiln.layer_norm_grad
+// CHECK-NEXT: %[[SUM:.+]] = kiln.reduce_sum %[[DX]], dims = [0] : tensor<8x16xf32> -> tensor<16xf32>
+// CHECK-NEXT: kiln.yield %[[DX]], %[[DW]], %[[DB]], %[[SUM]]
+// CHECK: kiln.layer_norm_grad {{.+}} -> tensor<2x1032xf32>
+// CHECK-NEXT: kiln.reduce_sum
+// CHECK-NOT: kiln.fusion
+func.func @sum_of_dx(%x: tensor<8x16xf32>, %w: tensor<16xf32>, %m: tensor<8xf32>, %q: tensor<8xf32>,
+                     %dy: tensor<8x16xf32>, %u: tensor<2x1032xf32>, %v: tensor<1032xf32>, %n: tensor<2xf32>,
+                     %p: tensor<2xf32>, %dz: tensor<2x1032xf32>)
+    -> (tensor<8x16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<2x1032xf32>, tensor<1032xf32>, tensor<1032xf32>, tensor<1032xf32>) {
+  %dx, %dw, %db = kiln.layer_norm_grad %x, %w, %m, %q, %dy : tensor<8x16xf32>, tensor<16xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8x16xf32> -> tensor<8x16xf32>, tensor<16xf32>, tensor<16xf32>
+  %0 = kiln.reduce_sum %dx, dims = [0] : tensor<8x16xf32> -> tensor<16xf32>
+  %ex, %ew, %eb = kiln.layer_norm_grad %u, %v, %n, %p, %dz : tensor<2x1032xf32>, tensor<1032xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2x1032xf32> -> tensor<2x1032xf32>, tensor<1032xf32>, tensor<1032xf32>
+  %1 = kiln.reduce_sum %ex, dims = [0] : tensor<2x1032xf32> -> tensor<1032xf32>
+  return %dx, %dw, %db, %0, %ex, %ew, %eb, %1 : tensor<8x16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<2x1032xf32>, tensor<1032xf32>, tensor<1032xf32>, tensor<1032xf32>
+}
