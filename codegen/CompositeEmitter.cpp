@@ -358,7 +358,28 @@ llvm::Expected<bool> embeddingGrad(Emitter &e, EmbeddingGradOp op) {
   auto table = e.offsetOf(op.getResult());
   if (!table)
     return table.takeError();
-  e.memset(op, *table, numBytes(op.getResult().getType()));
+  // The rows add into a zeroed table, or into init (in place when the
+  // buffer plan gave the result init's buffer, else into a copy of it).
+  if (Value init = op.getInit(); init && init.getType() != op.getType()) {
+    // A bf16/f16 init (the head's product, not widened in memory): widened
+    // into the table as it is copied.
+    Params p;
+    ADD(init, "in", true)
+    ADD(op.getResult(), "out", false) int64_t n = tensorOf(init).getNumElements();
+    std::string body = llvm::formatv("  kiln::widenInto<{0}, {1}, {2}>(in, out);\n",
+                                     elt(op.getResult()), elt(init), n)
+                           .str();
+    e.launch(op, "embedding_backward_init", kernel(op, "embedding.cuh", p.text, body),
+             {e.gridFor(n / 8 + 1, 256), 1, 1}, {256, 1, 1}, p.args);
+  } else if (init) {
+    auto from = e.offsetOf(init);
+    if (!from)
+      return from.takeError();
+    if (*from != *table)
+      e.copy(op, *table, *from, numBytes(op.getResult().getType()));
+  } else {
+    e.memset(op, *table, numBytes(op.getResult().getType()));
+  }
   Params p;
   ADD(op.getIds(), "ids", true) ADD(op.getDy(), "dy", true) ADD(op.getResult(), "dtable", false)
   p.addErrorFlag(e);

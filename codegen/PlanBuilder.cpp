@@ -517,7 +517,7 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
   int64_t fusions = 0, fusedOps = 0, normFusions = 0, normFusedOps = 0, crossEntropyFusions = 0;
   std::map<std::string, int64_t> epilogues; // by cuBLASLt epilogue, sorted
   int64_t broadcastReads = 0;
-  int64_t epilogueOps = 0, wideGemms = 0, narrowDy = 0, columnSums = 0;
+  int64_t epilogueOps = 0, wideGemms = 0, narrowDy = 0, columnSums = 0, embeddingInits = 0;
   // Norm gradients reading a bf16/f16 dy for f32 x (a folded widening).
   func.walk([&](Operation *op) {
     if (isa<LayerNormGradOp, RmsNormGradOp>(op))
@@ -525,6 +525,10 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
                   tensorOf(op->getOperand(op->getNumOperands() - 1)).getElementType();
   });
   for (Operation &op : func.getBody().front()) {
+    if (auto g = dyn_cast<EmbeddingGradOp>(op)) {
+      embeddingInits += static_cast<bool>(g.getInit());
+      continue;
+    }
     if (auto mm = dyn_cast<MatmulOp>(op)) {
       wideGemms += tensorOf(mm.getLhs()).getElementType() != mm.getType().getElementType();
       continue;
@@ -578,6 +582,11 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
     e.note(llvm::formatv("kiln-fuse: @{0} sums {1} bias gradients in its norm gradients' kernels "
                          "(the residual gradient's column sums; no BGRADA epilogue for them)",
                          fn.name, columnSums)
+               .str());
+  if (embeddingInits)
+    e.note(llvm::formatv("kiln-fuse: @{0} adds {1} embedding gradient(s) into the table's other "
+                         "gradient (a tied head's: no zeroed table, no add kernel)",
+                         fn.name, embeddingInits)
                .str());
   if (crossEntropyFusions)
     e.note(llvm::formatv("kiln-fuse: @{0} computes its cross-entropy and its gradient in one kernel",

@@ -834,6 +834,14 @@ LogicalResult EmbeddingGradOp::verify() {
     return emitOpError() << "cotangent type " << dy << " does not match ids type " << ids
                          << " and table type " << out << " (expected shape "
                          << shapeString(expected) << ")";
+  if (Value init = getInit()) {
+    auto in = tensorType(init);
+    Type t = in.getElementType();
+    bool narrowed = out.getElementType().isF32() && (t.isBF16() || t.isF16());
+    if (in.getShape() != out.getShape() || (t != out.getElementType() && !narrowed))
+      return emitOpError() << "init type " << init.getType() << " must be the result type " << out
+                           << " (or its shape in bf16/f16 for an f32 result)";
+  }
   return success();
 }
 

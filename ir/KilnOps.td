@@ -948,15 +948,21 @@ def Kiln_EmbeddingGradOp : Kiln_Op<"embedding_grad"> {
   let description = [{
     `dtable[v, :] = Σ_{i : ids[i] = v} dy[i, :]`; rows no id selects are 0.
     With batch dimensions (a result `[g…, V, C]`, as kiln.embedding's
-    table), each batch's ids add into that batch's table.
+    table), each batch's ids add into that batch's table. With `init` (of
+    the result's type, or of its shape in bf16/f16 for an f32 result,
+    widened) the result is `init + dtable`: the table of a tied embedding
+    plus its other gradient, the output head's (kiln-fuse forms it from
+    the add; on the GPU the rows add into a copy of init, or into init's
+    own buffer when it has the result's type and dies there).
 
     ```mlir
     %dwte = kiln.embedding_grad %tokens, %dy : tensor<4x64xi32>, tensor<4x64x768xf32> -> tensor<50304x768xf32>
+    %sum = kiln.embedding_grad %tokens, %dy init %dhead : tensor<4x64xi32>, tensor<4x64x768xf32>, tensor<50304x768xf32> -> tensor<50304x768xf32>
     ```
   }];
-  let arguments = (ins Kiln_IndexTensor:$ids, Kiln_FloatTensor:$dy);
+  let arguments = (ins Kiln_IndexTensor:$ids, Kiln_FloatTensor:$dy, Optional<Kiln_FloatTensor>:$init);
   let results = (outs Kiln_FloatTensor:$dtable);
-  let assemblyFormat = "$ids `,` $dy attr-dict `:` type($ids) `,` type($dy) `->` type($dtable)";
+  let assemblyFormat = "$ids `,` $dy (`init` $init^)? attr-dict `:` type($ids) `,` type($dy) (`,` type($init)^)? `->` type($dtable)";
   let hasVerifier = 1;
 }
 

@@ -395,7 +395,8 @@ LogicalResult MatmulOp::buildVJP(OpBuilder &b, ValueRange cot, SmallVectorImpl<V
 LogicalResult EmbeddingOp::buildVJP(OpBuilder &b, ValueRange cot, SmallVectorImpl<Value> &out) {
   if (!cot[0])
     return noGradients(*this, out);
-  out.push_back(EmbeddingGradOp::create(b, getLoc(), getTable().getType(), getIds(), cot[0]));
+  out.push_back(
+      EmbeddingGradOp::create(b, getLoc(), getTable().getType(), getIds(), cot[0], Value()));
   out.push_back(Value());
   return success();
 }

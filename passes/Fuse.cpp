@@ -52,6 +52,12 @@
 // accumulates from registers instead of the weight gradient's GEMM
 // summing it again (BGRADA is left out for such sums).
 //
+// Embedding gradients (option `embedding-init`): an add of an embedding
+// gradient's table and another gradient of that table (a tied
+// embedding's head) becomes the embedding gradient's `init`: its
+// rows add into that value, in place when it dies there. Run before the
+// cast fold, so the head's bf16 product widened for it writes f32 itself.
+//
 // Siblings (option `siblings`): a group joins a later group of its shape
 // reading one of the same values when the earlier group's other readers
 // all come after the later one (mergeSiblings), so the value is read once.
@@ -175,6 +181,8 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         continue;
       if (epilogues)
         formEpilogues(func.getBody().front());
+      if (embeddingInit)
+        accumulateEmbeddingGrads(func.getBody().front());
       if (foldCasts)
         foldWideningCasts(func.getBody().front());
       if (crossEntropy)
@@ -376,6 +384,42 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       dy->set(c.getOperand());
       c->erase();
       ++numNormGradCasts;
+    }
+  }
+
+  /// An add of an embedding gradient's table, its only reader, and another
+  /// value of its type (GPT-2's tied wte: the head's weight gradient,
+  /// widened to f32): the gradient, moved to the add, adds its rows into
+  /// that value (`init`; in place when it dies there), so the table is not
+  /// zeroed, and not written and read again by the add. The interpreter
+  /// adds init after the rows, as the add did (no result changes).
+  void accumulateEmbeddingGrads(Block &block) {
+    SmallVector<EmbeddingGradOp> grads(block.getOps<EmbeddingGradOp>());
+    for (EmbeddingGradOp grad : grads) {
+      if (grad.getInit() || !grad->hasOneUse())
+        continue;
+      auto add = dyn_cast<AddOp>(*grad->getUsers().begin());
+      if (!add || add->getBlock() != &block || add.getLhs() == add.getRhs())
+        continue;
+      Value other = add.getLhs() == grad.getResult() ? add.getRhs() : add.getLhs();
+      if (other.getType() != grad.getType())
+        continue;
+      // At the add: the other value (the head's gradient, widened) may be
+      // made after the embedding gradient. A widening cast read only here
+      // goes too: the gradient widens its init as it copies it, so the
+      // product stays bf16 until the end of the backward (in f32 it would
+      // add its width to the step's peak, +140 MB in GPT-2's bf16 step).
+      auto widen = other.getDefiningOp<CastOp>();
+      bool narrow = widen && widensToF32(widen) && widen->hasOneUse();
+      OpBuilder b(add);
+      auto fused = EmbeddingGradOp::create(b, grad.getLoc(), grad.getType(), grad.getIds(),
+                                           grad.getDy(), narrow ? widen.getOperand() : other);
+      add.getResult().replaceAllUsesWith(fused.getResult());
+      add->erase();
+      grad->erase();
+      if (narrow)
+        widen->erase();
+      ++numEmbeddingInits;
     }
   }
 

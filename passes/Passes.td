@@ -225,6 +225,11 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
            "of them (the next projection's bias gradient, instead of its weight "
            "gradient's BGRADA epilogue); rows of at most 2048 elements, a multiple of "
            "8, float tensors">,
+    Option<"embeddingInit", "embedding-init", "bool", /*default=*/"true",
+           "An add of an embedding gradient's table (its only reader) and another "
+           "value of its type (a tied embedding's head gradient): the embedding "
+           "gradient, moved to the add, adds its rows into that value (its init), so the "
+           "table is not zeroed, written and read again">,
     Option<"crossEntropy", "cross-entropy", "bool", /*default=*/"true",
            "A cross_entropy and its gradient over the same logits run as one kernel "
            "where the forward was, when the gradient's dloss is known there (rows a "
@@ -251,6 +256,7 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     Statistic<"numNormGradCasts", "norm-grad-casts", "Widening casts folded into a norm gradient's dy">,
     Statistic<"numNormFusions", "norm-fusions", "Norms fused with elementwise ops">,
     Statistic<"numColumnSums", "column-sums", "Bias-gradient sums taken into a norm gradient's kernel">,
+    Statistic<"numEmbeddingInits", "embedding-inits", "Adds taken into an embedding gradient as its init">,
     Statistic<"numCrossEntropyFusions", "cross-entropy-fusions", "Cross-entropies fused with their gradients">,
     Statistic<"numBroadcastsRead", "broadcasts-read", "Broadcasts read through an index map in a loop fusion">,
     Statistic<"numSiblings", "siblings", "Groups merged into a sibling reading the same value">,
@@ -331,6 +337,11 @@ def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
            "With a budget and fuse: kiln-fuse's fold-casts option">,
     Option<"norms", "norms", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's norms option">,
+    Option<"embeddingInit", "embedding-init", "bool", /*default=*/"true",
+           "An add of an embedding gradient's table (its only reader) and another "
+           "value of its type (a tied embedding's head gradient): the embedding "
+           "gradient, moved to the add, adds its rows into that value (its init), so the "
+           "table is not zeroed, written and read again">,
     Option<"crossEntropy", "cross-entropy", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's cross-entropy option">,
     Option<"broadcasts", "broadcasts", "bool", /*default=*/"true",

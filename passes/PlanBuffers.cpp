@@ -55,6 +55,10 @@ namespace kiln {
 std::optional<std::pair<unsigned, unsigned>> inPlaceOperand(Operation *op) {
   if (isa<CrossEntropyGradOp>(op))
     return std::pair<unsigned, unsigned>{0, 0}; // logits -> dlogits
+  // The rows add into init (its copy, when init lives on).
+  if (auto e = dyn_cast<EmbeddingGradOp>(op);
+      e && e.getInit() && e.getInit().getType() == e.getType())
+    return std::pair<unsigned, unsigned>{2, 0};
   // A sum over ranks in place (NCCL allows it): the bytes stay the
   // gradient's until its reader, so the compute stream does not wait for
   // the collective before then, and no second buffer is needed.

@@ -35,4 +35,26 @@ __device__ void embeddingBackward(const I *ids, const T *dy, T *dtable, unsigned
   }
 }
 
+// out = in widened (bf16/f16 to f32; or copied): the table an embedding
+// gradient with a narrower init adds its rows into. 16-byte loads of in
+// when N is whole vectors of 8.
+template <typename T, typename S, i64 N> __device__ void widenInto(const S *in, T *out) {
+  i64 stride = (i64)gridDim.x * blockDim.x;
+  i64 first = blockIdx.x * (i64)blockDim.x + threadIdx.x;
+  if (N % 8 == 0 && (8 * sizeof(S)) % 16 == 0) {
+    for (i64 v = first; v < N / 8; v += stride) {
+      alignas(16) S a[8];
+      alignas(16) T b[8];
+      loadVec<8>(in, v, a);
+#pragma unroll
+      for (int t = 0; t < 8; ++t)
+        store(b, t, (float)load(a, t));
+      storeVec<8>(out, v, b);
+    }
+    return;
+  }
+  for (i64 i = first; i < N; i += stride)
+    out[i] = (T)(float)load(in, i);
+}
+
 } // namespace kiln

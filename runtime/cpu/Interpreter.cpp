@@ -383,7 +383,14 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         auto r = embeddingGrad(*in[0], *in[1], shapeOfValue(e.getResult()));
         if (!r)
           return wrap(r.takeError());
-        out.push_back(std::move(*r));
+        // The rows' sums first, then init added: as the add kiln-fuse took.
+        // (A bf16/f16 init widened first, as the cast kiln-fuse took.)
+        if (!e.getInit())
+          out.push_back(std::move(*r));
+        else if (in[2]->dtype() == r->dtype())
+          out.push_back(binary(Binary::add, *in[2], *r));
+        else
+          out.push_back(binary(Binary::add, cast(*in[2], r->dtype()), *r));
         return llvm::Error::success();
       })
       .Case([&](SoftmaxOp) {

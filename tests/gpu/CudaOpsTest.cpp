@@ -217,6 +217,16 @@ std::vector<OpCase> cases() {
   c.push_back({"embedding_grad", {ids("ids", "tensor<4x64xi32>", 50), f("d", "tensor<4x64x24xf32>")},
                {"tensor<50x24xf32>"},
                "%r0 = kiln.embedding_grad %ids, %d : tensor<4x64xi32>, tensor<4x64x24xf32> -> tensor<50x24xf32>", 1e-5, 1e-5});
+  // A tied table's two gradients: the rows add into init, a copy of it
+  // (f32, alive after), or it widened (bf16, GPT-2's head gradient);
+  // 38 ids over 50 rows leave rows that are init alone.
+  c.push_back({"embedding_grad_init_f32", {ids("ids", "tensor<2x19xi32>", 50), f("d", "tensor<2x19x24xf32>"), f("h", "tensor<50x24xf32>")},
+               {"tensor<50x24xf32>", "tensor<50x24xf32>"},
+               "%r0 = kiln.embedding_grad %ids, %d init %h : tensor<2x19xi32>, tensor<2x19x24xf32>, tensor<50x24xf32> -> tensor<50x24xf32>\n"
+               "  %r1 = kiln.neg %h : tensor<50x24xf32>", 1e-5, 1e-5});
+  c.push_back({"embedding_grad_init_bf16", {ids("ids", "tensor<4x64xi32>", 50), f("d", "tensor<4x64x24xf32>"), f("h", "tensor<50x24xbf16>")},
+               {"tensor<50x24xf32>"},
+               "%r0 = kiln.embedding_grad %ids, %d init %h : tensor<4x64xi32>, tensor<4x64x24xf32>, tensor<50x24xbf16> -> tensor<50x24xf32>", 1e-5, 1e-5});
   // Batched: each of 3 tables gathered by its own ids (a mixture of
   // experts' groups), and the scatter-add into each.
   c.push_back({"embedding_batched", {f("table", "tensor<3x20x16xf32>"), ids("ids", "tensor<3x7x2xi32>", 20)},

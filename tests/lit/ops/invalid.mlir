@@ -794,6 +794,14 @@ func.func @embedding_grad_cotangent(%i: tensor<4xi32>, %dy: tensor<4x8xf32>) {
 
 // -----
 
+func.func @embedding_grad_init(%i: tensor<4xi32>, %dy: tensor<4x6xf32>, %h: tensor<10x6xf64>) {
+  // expected-error @+1 {{'kiln.embedding_grad' op init type 'tensor<10x6xf64>' must be the result type 'tensor<10x6xf32>' (or its shape in bf16/f16 for an f32 result)}}
+  %0 = kiln.embedding_grad %i, %dy init %h : tensor<4xi32>, tensor<4x6xf32>, tensor<10x6xf64> -> tensor<10x6xf32>
+  return
+}
+
+// -----
+
 func.func @attention_grad_dout(%q: tensor<1x2x8x16xf32>, %lse: tensor<1x2x8xf32>, %d: tensor<1x2x8x8xf32>) {
   // expected-error @+1 {{'kiln.attention_grad' op dout type 'tensor<1x2x8x8xf32>' must be 'tensor<1x2x8x16xf32>'}}
   %dq, %dk, %dv = kiln.attention_grad %q, %q, %q, %q, %lse, %d {scale = 1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8xf32>, tensor<1x2x8x8xf32> -> tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>
