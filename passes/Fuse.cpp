@@ -603,9 +603,14 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         group.append(sum->begin(), sum->end());
         ++numColumnSums;
       }
+      // (Named for the norm's gradient, not the sum's cast; `at` is one of
+      // the ops buildFusion erases, so its location is taken first.)
+      std::optional<Location> atLoc;
+      if (at)
+        atLoc = at->getLoc();
       FusionOp fusion = buildFusion(group, /*loop=*/true, at);
-      if (fusion && at) // named for the norm's gradient, not the sum's cast
-        fusion->setLoc(at->getLoc());
+      if (fusion && atLoc)
+        fusion->setLoc(*atLoc);
       if (fusion && normOf.count(g)) {
         assert(succeeded(matchNormFusion(fusion)) && "kiln-fuse built a bad norm fusion");
         ++numNormFusions;
