@@ -92,36 +92,16 @@ llvm::Expected<bool> layerNorm(Emitter &e, LayerNormOp op) {
   return true;
 }
 
-/// The second kernel of a norm's backward: the per-warp partial sums at
-/// `partial` (`warps` rows of C floats for dw, then C for db when `db` is
-/// given) summed per column into dw (and db), in `T`.
-llvm::Error sumNormPartials(Emitter &e, Operation *op, int64_t partial, const std::string &F,
-                            const std::string &T, int64_t c, int64_t warps, Value dw, Value db) {
-  Params p;
-  p.text = "const " + F + " *partial";
-  p.args.push_back(Emitter::ptr(partial));
-  if (llvm::Error err = p.add(e, dw, "dw", false))
-    return err;
-  if (db)
-    if (llvm::Error err = p.add(e, db, "db", false))
-      return err;
-  std::string sum = llvm::formatv("  kiln::sumPartials<{0}, {1}, {2}, {3}>(partial, dw, {4});\n", T, c,
-                                  warps, db ? 2 : 1, db ? "db" : "dw")
-                        .str();
-  e.launch(op, "norm_partials", kernel(op, "norm.cuh", p.text, sum, 1024), {(c + 31) / 32, 1, 1},
-           {32, 32, 1}, p.args);
-  return llvm::Error::success();
-}
-
-/// The second kernel of a norm fusion's backward: the per-block partials
-/// at `partial` (`rows` rows of one C vector per entry of `outs`, in F)
-/// summed per column into each out's buffer, rounded first to its
-/// `roundTo` type (a bf16 column sum widened to f32) when given.
+/// The second kernel of a norm's backward: the partial sums at `partial`
+/// (`rows` rows — one a warp, or a block in a fusion — of one C vector per
+/// entry of `outs`, in F) summed per column into each out's buffer,
+/// rounded first to its `roundTo` type (a bf16 column sum widened to f32)
+/// when given.
 struct PartialOut {
   Value buffer;
   Type roundTo;
 };
-llvm::Error sumFusionPartials(Emitter &e, Operation *op, int64_t partial, const std::string &F,
+llvm::Error sumNormPartials(Emitter &e, Operation *op, int64_t partial, const std::string &F,
                               int64_t c, int64_t rows, ArrayRef<PartialOut> outs) {
   Params p;
   p.text = "const " + F + " *partial";
@@ -182,8 +162,10 @@ llvm::Expected<bool> normBackward(Emitter &e, Operation *op, bool layer) {
   p.args.push_back(Emitter::ptr(*partial));
   e.launch(op, layer ? "layer_norm_backward" : "rms_norm_backward", kernel(op, "norm.cuh", p.text, call),
            {grid, 1, 1}, {256, 1, 1}, p.args);
-  if (llvm::Error err = sumNormPartials(e, op, *partial, F, elt(x), c, warps, op->getResult(1),
-                                        layer ? op->getResult(2) : Value()))
+  SmallVector<PartialOut> outs{{op->getResult(1), {}}};
+  if (layer)
+    outs.push_back({op->getResult(2), {}});
+  if (llvm::Error err = sumNormPartials(e, op, *partial, F, c, warps, outs))
     return std::move(err);
   return true;
 }
@@ -364,8 +346,8 @@ llvm::Expected<bool> embeddingGrad(Emitter &e, EmbeddingGradOp op) {
     // A bf16/f16 init (the head's product, not widened in memory): widened
     // into the table as it is copied.
     Params p;
-    ADD(init, "in", true)
-    ADD(op.getResult(), "out", false) int64_t n = tensorOf(init).getNumElements();
+    ADD(init, "in", true) ADD(op.getResult(), "out", false)
+    int64_t n = tensorOf(init).getNumElements();
     std::string body = llvm::formatv("  kiln::widenInto<{0}, {1}, {2}>(in, out);\n",
                                      elt(op.getResult()), elt(init), n)
                            .str();
@@ -1139,7 +1121,7 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
   if (n->columnSum)
     outs.push_back(
         {bufferOf(n->columnSumOut), tensorOf(n->columnSum.getResult()).getElementType()});
-  if (llvm::Error err = sumFusionPartials(e, fusion, *partial, F, c, grid, outs))
+  if (llvm::Error err = sumNormPartials(e, fusion, *partial, F, c, grid, outs))
     return std::move(err);
   return true;
 }

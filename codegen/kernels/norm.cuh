@@ -85,33 +85,6 @@ __device__ void layerNormBackward(const T *x, const T *w, const S *mean, const S
   }
 }
 
-// Column sums of the partials: a block of 32×32 threads per 32 columns,
-// each thread summing every 32nd partial row, then the block's 32 rows of
-// sums added in shared memory (fixed order: deterministic).
-template <typename T, i64 C, i64 WARPS, int PARTS>
-__device__ void sumPartials(const typename Compute<T>::type *partial, T *out0, T *out1) {
-  typedef typename Compute<T>::type F;
-  __shared__ F sums[PARTS][32][33];
-  i64 j = blockIdx.x * 32 + threadIdx.x;
-  F a = 0, b = 0;
-  if (j < C)
-    for (i64 p = threadIdx.y; p < WARPS; p += 32) {
-      a += partial[p * PARTS * C + j];
-      if (PARTS > 1)
-        b += partial[p * PARTS * C + C + j];
-    }
-  sums[0][threadIdx.y][threadIdx.x] = a;
-  if (PARTS > 1)
-    sums[PARTS - 1][threadIdx.y][threadIdx.x] = b;
-  __syncthreads();
-  if (threadIdx.y < PARTS && j < C) {
-    F total = 0;
-    for (int y = 0; y < 32; ++y)
-      total += sums[threadIdx.y][y][threadIdx.x];
-    store(threadIdx.y == 0 ? out0 : out1, j, total);
-  }
-}
-
 template <typename T, typename S, i64 ROWS, i64 C, typename Y = T>
 __device__ void rmsNormForward(const T *x, const T *w, Y *y, S *rstd, float eps) {
   typedef typename Compute<T>::type F;
@@ -248,9 +221,8 @@ __device__ void normForwardRows(const In &in, const W *w, const W *b, Y *y, S *m
 }
 
 // sums[v·V …] += a: a warp's row of column sums in shared memory (its
-// lanes own disjoint vectors), in 16-byte words.
-// `a` may be a vector just stored in a narrower type (no second copy).
-// One 16-byte word at a time (fewer registers live).
+// lanes own disjoint vectors), one 16-byte word at a time (fewer registers
+// live). `a` may be a vector just stored in a narrower type (no copy).
 template <int V, typename F, typename A>
 __device__ __forceinline__ void addColumns(F *sums, i64 v, const A (&a)[V]) {
   static_assert((V * sizeof(F)) % 16 == 0, "a vector is whole 16-byte words");
