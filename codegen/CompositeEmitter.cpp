@@ -1252,6 +1252,18 @@ llvm::Error emitAdamW(Emitter &e, llvm::ArrayRef<Operation *> ops) {
   std::string table = "__device__ const kiln::AdamTensor kTensors[] = {\n";
   std::vector<int64_t> sizes;
   std::string types;
+  // The working copies' element type (kiln-fuse's adamw-copies): one for
+  // the launch; the parameter's where there are none.
+  std::string copyType;
+  for (Operation *op : ops)
+    if (Value copy = cast<AdamWUpdateOp>(op).getNewCopy()) {
+      if (!copyType.empty() && copyType != elt(copy))
+        return error("codegen: AdamW writing working copies of several element types is not "
+                     "supported yet");
+      copyType = elt(copy);
+    }
+  if (copyType.empty())
+    copyType = elt(adam0.getParam());
   for (auto [i, op] : llvm::enumerate(ops)) {
     auto a = cast<AdamWUpdateOp>(op);
     if (a.getLr() != adam0.getLr() || a.getStep() != adam0.getStep() ||
@@ -1281,11 +1293,20 @@ llvm::Error emitAdamW(Emitter &e, llvm::ArrayRef<Operation *> ops) {
     *param = *newParam;
     *m = *newM;
     *v = *newV;
+    int64_t copy = -1;
+    if (Value c = a.getNewCopy()) {
+      auto offset = e.offsetOf(c);
+      if (!offset)
+        return offset.takeError();
+      copy = *offset;
+    }
     sizes.push_back(n);
-    table += llvm::formatv("  {{{0}, {1}, {2}, {3}, {4}, {5:e9}f, {6:e9}f, {7:e9}f, {8:e9}f},\n", *param, *grad, *m, *v, n,
-                           a.getBeta1().convertToFloat(), a.getBeta2().convertToFloat(),
-                           a.getEpsilon().convertToFloat(), a.getWeightDecay().convertToFloat())
-                 .str();
+    table +=
+        llvm::formatv("  {{{0}, {1}, {2}, {3}, {4}, {5}, {6:e9}f, {7:e9}f, {8:e9}f, {9:e9}f},\n",
+                      *param, *grad, *m, *v, copy, n, a.getBeta1().convertToFloat(),
+                      a.getBeta2().convertToFloat(), a.getEpsilon().convertToFloat(),
+                      a.getWeightDecay().convertToFloat())
+            .str();
   }
   table += "};\n";
   int64_t blocks;
@@ -1309,16 +1330,17 @@ llvm::Error emitAdamW(Emitter &e, llvm::ArrayRef<Operation *> ops) {
     skipParam = ", const unsigned char *skip";
     skipTest = "  if (*skip)\n    return;\n";
   }
-  std::string source = include("optim.cuh") + "// " + std::to_string(ops.size()) +
-                       " kiln.adamw_update ops, one launch (multi-tensor AdamW)\n" + table + chunks +
-                       "extern \"C\" __global__ void __launch_bounds__(256) @NAME@(char *arena, const float *lr, const float *step, const float *scale" +
-                       skipParam + ") {\n" + skipTest +
-                       findChunk(sizes.size()) +
-                       llvm::formatv("  const kiln::AdamTensor &p = kTensors[t];\n"
-                                     "  const kiln::i64 end = begin + {0} < p.size ? begin + {0} : p.size;\n"
-                                     "  kiln::adamwChunk<{1}>(arena, p, begin, end, *lr, *step, *scale);\n}\n",
-                                     kChunk, types)
-                           .str();
+  std::string source =
+      include("optim.cuh") + "// " + std::to_string(ops.size()) +
+      " kiln.adamw_update ops, one launch (multi-tensor AdamW)\n" + table + chunks +
+      "extern \"C\" __global__ void __launch_bounds__(256) @NAME@(char *arena, const float *lr, "
+      "const float *step, const float *scale" +
+      skipParam + ") {\n" + skipTest + findChunk(sizes.size()) +
+      llvm::formatv("  const kiln::AdamTensor &p = kTensors[t];\n"
+                    "  const kiln::i64 end = begin + {0} < p.size ? begin + {0} : p.size;\n"
+                    "  kiln::adamwChunk<{1}>(arena, p, begin, end, *lr, *step, *scale);\n}\n",
+                    kChunk, types + ", " + copyType)
+          .str();
   e.launch(last, "adamw", source, {blocks, 1, 1}, {256, 1, 1}, args);
   return llvm::Error::success();
 }

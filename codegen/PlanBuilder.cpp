@@ -518,6 +518,7 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
   std::map<std::string, int64_t> epilogues; // by cuBLASLt epilogue, sorted
   int64_t broadcastReads = 0;
   int64_t epilogueOps = 0, wideGemms = 0, narrowDy = 0, columnSums = 0, embeddingInits = 0;
+  int64_t copies = 0; // AdamW updates writing a working copy
   // Norm gradients reading a bf16/f16 dy for f32 x (a folded widening).
   func.walk([&](Operation *op) {
     if (isa<LayerNormGradOp, RmsNormGradOp>(op))
@@ -527,6 +528,10 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
   for (Operation &op : func.getBody().front()) {
     if (auto g = dyn_cast<EmbeddingGradOp>(op)) {
       embeddingInits += static_cast<bool>(g.getInit());
+      continue;
+    }
+    if (auto a = dyn_cast<AdamWUpdateOp>(op)) {
+      copies += static_cast<bool>(a.getNewCopy());
       continue;
     }
     if (auto mm = dyn_cast<MatmulOp>(op)) {
@@ -587,6 +592,11 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
     e.note(llvm::formatv("kiln-fuse: @{0} adds {1} embedding gradient(s) into the table's other "
                          "gradient (a tied head's: no zeroed table, no add kernel)",
                          fn.name, embeddingInits)
+               .str());
+  if (copies)
+    e.note(llvm::formatv("kiln-fuse: @{0}'s AdamW writes {1} parameters' working copies (state "
+                         "kiln.copy_of: no casts of the parameters at the step's top)",
+                         fn.name, copies)
                .str());
   if (crossEntropyFusions)
     e.note(llvm::formatv("kiln-fuse: @{0} computes its cross-entropy and its gradient in one kernel",

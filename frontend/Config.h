@@ -221,6 +221,10 @@ struct CompileConfig {
   /// kiln-fuse's cast folding: a bf16/f16 product whose widening cast would
   /// be a kernel of its own is written in f32 by the GEMM. Only with `fuse`.
   bool fold_casts = true;
+  /// kiln-fuse's working copies: AdamW writes each parameter's bf16/f16 copy
+  /// (a state) beside the f32 master, instead of the step casting the
+  /// parameters at its top. Only with `fuse`, on one device; off to compare.
+  bool adamw_copies = true;
   /// kiln-fuse's norm fusions: a layer/RMS norm takes the residual add
   /// before it, a norm's gradient the add and cast after it (one kernel
   /// each). Only with `fuse`; off to compare against.

@@ -43,6 +43,11 @@ def Kiln_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral kInitAttrName = "kiln.init";
     /// Argument attribute naming an optimizer state ("wte.adam_m").
     static constexpr ::llvm::StringLiteral kStateAttrName = "kiln.state";
+    /// Argument attribute on a kiln.state: the state is the named parameter
+    /// converted to the state's element type (the low-precision working copy
+    /// AdamW writes beside the f32 master). The runtime derives it from the
+    /// parameter whenever that is set; checkpoints leave it out.
+    static constexpr ::llvm::StringLiteral kCopyOfAttrName = "kiln.copy_of";
     /// Argument attribute: what a parameter is, for per-role optimizer
     /// settings (weight decay): "weight", "bias", "norm" or "embedding".
     static constexpr ::llvm::StringLiteral kRoleAttrName = "kiln.role";

@@ -115,12 +115,38 @@ LogicalResult KilnDialect::verifyRegionArgAttribute(Operation *op,
                              << " must be a non-negative byte offset, got " << attr.getValue();
     return success();
   }
+  if (attrName == kCopyOfAttrName) {
+    auto name = dyn_cast<StringAttr>(attr.getValue());
+    if (!name || name.getValue().empty())
+      return op->emitError() << "'kiln.copy_of' on argument #" << argIndex
+                             << " must name a parameter, got " << attr.getValue();
+    auto func = dyn_cast<FunctionOpInterface>(op);
+    if (!func || argIndex >= func.getNumArguments())
+      return success();
+    if (!func.getArgAttr(argIndex, kStateAttrName))
+      return op->emitError() << "'kiln.copy_of' on argument #" << argIndex
+                             << " belongs on a kiln.state argument";
+    auto copy = dyn_cast<RankedTensorType>(func.getArgumentTypes()[argIndex]);
+    for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i) {
+      if (func.getArgAttrOfType<StringAttr>(i, kParamAttrName) != name)
+        continue;
+      auto param = dyn_cast<RankedTensorType>(func.getArgumentTypes()[i]);
+      if (!copy || !param || copy.getShape() != param.getShape() ||
+          !isa<FloatType>(copy.getElementType()) || !isa<FloatType>(param.getElementType()))
+        return op->emitError() << "argument #" << argIndex << " of type " << copy
+                               << " is a copy of parameter '" << name.getValue() << "' of type "
+                               << param << "; both must be float tensors of one shape";
+      return success();
+    }
+    return op->emitError() << "argument #" << argIndex << " is a copy of '" << name.getValue()
+                           << "', which is no kiln.param of this function";
+  }
   const StringLiteral nameKinds[] = {kParamAttrName, kInputAttrName, kStateAttrName};
   if (!llvm::is_contained(nameKinds, attrName))
-    return op->emitError() << "unknown kiln argument attribute '" << attrName
-                           << "' on argument #" << argIndex
+    return op->emitError() << "unknown kiln argument attribute '" << attrName << "' on argument #"
+                           << argIndex
                            << " (expected kiln.param, kiln.input, kiln.state, kiln.init, "
-                              "kiln.role, kiln.sharding or kiln.offset)";
+                              "kiln.role, kiln.copy_of, kiln.sharding or kiln.offset)";
   auto name = dyn_cast<StringAttr>(attr.getValue());
   if (!name || name.getValue().empty())
     return op->emitError() << "'" << attrName << "' on argument #" << argIndex

@@ -971,6 +971,12 @@ LogicalResult AdamWUpdateOp::verify() {
   if (getNewM().getType() != m || getNewV().getType() != m)
     return emitOpError() << "new moment types " << getNewM().getType() << " and "
                          << getNewV().getType() << " must be m type " << m;
+  if (Value copy = getNewCopy()) {
+    auto c = tensorType(copy);
+    if (c.getShape() != p.getShape() || c.getElementType() == p.getElementType())
+      return emitOpError() << "new_copy type " << c << " must have the shape of param type " << p
+                           << " and another element type";
+  }
   float b1 = getBeta1().convertToFloat(), b2 = getBeta2().convertToFloat();
   if (!(b1 >= 0.0f && b1 < 1.0f) || !(b2 >= 0.0f && b2 < 1.0f))
     return emitOpError() << "beta1 = " << b1 << " and beta2 = " << b2 << " must be in [0, 1)";

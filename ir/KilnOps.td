@@ -1066,6 +1066,12 @@ def Kiln_AdamWUpdateOp : Kiln_Op<"adamw_update"> {
     true, the results are the parameter and moments unchanged: a step whose
     loss-scaled gradients overflowed.
 
+    An optional fourth result is the new parameter converted to another
+    float type (rounding to nearest even, as `kiln.cast`): the low-precision
+    working copy the next step's matmuls read, written in the same pass
+    over the parameter (kiln-fuse's `adamw-copies`). Skipped, it is the old
+    parameter converted.
+
     ```mlir
     %p2, %m2, %v2 = kiln.adamw_update %p, %g, %m, %v, %lr, %t, %s
         {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32}
@@ -1078,7 +1084,7 @@ def Kiln_AdamWUpdateOp : Kiln_Op<"adamw_update"> {
                        Kiln_FloatTensor:$grad_scale, Optional<Kiln_AnyTensor>:$skip,
                        F32Attr:$beta1, F32Attr:$beta2, F32Attr:$epsilon, F32Attr:$weight_decay);
   let results = (outs Kiln_FloatTensor:$new_param, Kiln_FloatTensor:$new_m,
-                      Kiln_FloatTensor:$new_v);
+                      Kiln_FloatTensor:$new_v, Optional<Kiln_FloatTensor>:$new_copy);
   let assemblyFormat = "$param `,` $grad `,` $m `,` $v `,` $lr `,` $step `,` $grad_scale "
                        "(`skip` $skip^)? attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;

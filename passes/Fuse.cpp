@@ -70,9 +70,13 @@
 // not fused). One op reading a broadcast is enough for a fusion. The
 // original stays while anything else reads it.
 //
+// Working copies (option `adamw-copies`), first: a parameter's cast to
+// bf16/f16 becomes a state argument that its AdamW update writes beside the
+// f32 master (kiln.copy_of; writeCopiesInAdamW), so no cast runs.
+//
 // Planned (docs/architecture.md, "kiln-fuse"): other reductions at the end
-// of a loop fusion, and AdamW writing the low-precision weight copy. (Recomputation is
-// kiln-recompute's, before this pass: its clones are ordinary ops here.)
+// of a loop fusion. (Recomputation is kiln-recompute's, before this pass:
+// its clones are ordinary ops here.)
 //
 //===----------------------------------------------------------------------===//
 
@@ -84,6 +88,7 @@
 #include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/SetVector.h"
 
+#include <map>
 #include <numeric>
 
 namespace kiln {
@@ -179,6 +184,8 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     for (auto func : getOperation().getOps<func::FuncOp>()) {
       if (!func.getBody().hasOneBlock())
         continue;
+      if (adamwCopies)
+        writeCopiesInAdamW(func);
       if (epilogues)
         formEpilogues(func.getBody().front());
       if (embeddingInit)
@@ -384,6 +391,130 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       dy->set(c.getOperand());
       c->erase();
       ++numNormGradCasts;
+    }
+  }
+
+  /// AdamW writes the working copies (option `adamw-copies`). A parameter
+  /// argument that is cast to one narrower float type (bf16/f16 under the
+  /// mixed policies) and updated by a kiln.adamw_update the function returns
+  /// in place of it: the casts become a new state argument, the copy
+  /// (kiln.copy_of the parameter, which the runtime derives whenever the
+  /// parameter is set), and the update yields the new parameter converted as
+  /// a fourth result that the function returns in place of the copy. The
+  /// step then reads what the previous step's update wrote: one pass over
+  /// the parameter instead of two, the same bits as the cast.
+  ///
+  /// Not on a mesh (the copies would need their own sharding and gathers)
+  /// nor across functions (gradient accumulation's @apply_step, pipeline
+  /// stages): planned.
+  void writeCopiesInAdamW(func::FuncOp func) {
+    if (getOperation()->hasAttr(KilnDialect::kMeshAttrName) ||
+        func->hasAttr(KilnDialect::kPartitionedAttrName))
+      return;
+    Block &block = func.getBody().front();
+    auto ret = dyn_cast<func::ReturnOp>(block.getTerminator());
+    if (!ret)
+      return;
+    // The updates the function returns in place of their parameters, in
+    // argument order.
+    std::map<unsigned, AdamWUpdateOp> updates;
+    for (unsigned r = 0; r < ret.getNumOperands(); ++r) {
+      auto alias = func.getResultAttrOfType<IntegerAttr>(r, KilnDialect::kAliasesAttrName);
+      auto update = ret.getOperand(r).getDefiningOp<AdamWUpdateOp>();
+      if (!alias || !update || update.getNewParam() != ret.getOperand(r) || update.getNewCopy())
+        continue;
+      auto param = dyn_cast<BlockArgument>(update.getParam());
+      if (param && param.getOwner() == &block && param.getArgNumber() == alias.getInt() &&
+          func.getArgAttr(param.getArgNumber(), KilnDialect::kParamAttrName))
+        updates[param.getArgNumber()] = update;
+    }
+    // Each parameter's casts (all to one narrower float type, none
+    // returned), found before any argument moves.
+    struct Copy {
+      AdamWUpdateOp update;
+      SmallVector<CastOp> casts;
+      RankedTensorType type;
+      std::string name;
+    };
+    SmallVector<Copy> copies;
+    for (auto [index, update] : updates) {
+      BlockArgument param = func.getArgument(index);
+      Copy copy{update, {}, {}, {}};
+      bool ok = true;
+      for (Operation *user : param.getUsers()) {
+        auto c = dyn_cast<CastOp>(user);
+        if (!c)
+          continue;
+        auto to = cast<RankedTensorType>(c.getType());
+        Type from = cast<RankedTensorType>(param.getType()).getElementType();
+        bool narrower =
+            (to.getElementType().isBF16() || to.getElementType().isF16()) && from.isF32();
+        bool returned =
+            llvm::any_of(c->getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); });
+        if (!narrower || returned || (copy.type && copy.type != to)) {
+          ok = false;
+          break;
+        }
+        copy.type = to;
+        copy.casts.push_back(c);
+      }
+      if (!ok || copy.casts.empty())
+        continue;
+      std::string suffix = copy.type.getElementType().isBF16() ? ".bf16" : ".f16";
+      copy.name =
+          (func.getArgAttrOfType<StringAttr>(index, KilnDialect::kParamAttrName).getValue() +
+           suffix)
+              .str();
+      copies.push_back(std::move(copy));
+    }
+    if (copies.empty())
+      return;
+    // The new states go after the last parameter or state; results that
+    // alias an argument after them follow it.
+    unsigned at = 0;
+    for (unsigned a = 0; a < func.getNumArguments(); ++a)
+      if (func.getArgAttr(a, KilnDialect::kParamAttrName) ||
+          func.getArgAttr(a, KilnDialect::kStateAttrName))
+        at = a + 1;
+    OpBuilder b(func.getContext());
+    for (Copy &copy : copies) {
+      StringRef paramName = func.getArgAttrOfType<StringAttr>(
+                                    cast<BlockArgument>(copy.update.getParam()).getArgNumber(),
+                                    KilnDialect::kParamAttrName)
+                                .getValue();
+      auto attrs = b.getDictionaryAttr(
+          {b.getNamedAttr(KilnDialect::kStateAttrName, b.getStringAttr(copy.name)),
+           b.getNamedAttr(KilnDialect::kCopyOfAttrName, b.getStringAttr(paramName))});
+      if (failed(func.insertArgument(at, copy.type, attrs, copy.update.getLoc())))
+        return signalPassFailure();
+      for (unsigned r = 0; r < func.getNumResults(); ++r)
+        if (auto alias = func.getResultAttrOfType<IntegerAttr>(r, KilnDialect::kAliasesAttrName);
+            alias && alias.getInt() >= at)
+          func.setResultAttr(r, KilnDialect::kAliasesAttrName,
+                             b.getI64IntegerAttr(alias.getInt() + 1));
+      BlockArgument state = func.getArgument(at);
+      for (CastOp c : copy.casts) {
+        c.getResult().replaceAllUsesWith(state);
+        c->erase();
+      }
+      // The update again, with the copy as its fourth result.
+      AdamWUpdateOp old = copy.update;
+      b.setInsertionPoint(old);
+      SmallVector<Type> types(old->getResultTypes());
+      types.push_back(copy.type);
+      auto update =
+          AdamWUpdateOp::create(b, old.getLoc(), types, old->getOperands(), old->getAttrs());
+      for (unsigned r = 0; r < old->getNumResults(); ++r)
+        old->getResult(r).replaceAllUsesWith(update->getResult(r));
+      old->erase();
+      unsigned result = func.getNumResults();
+      if (failed(func.insertResult(result, copy.type,
+                                   b.getDictionaryAttr({b.getNamedAttr(
+                                       KilnDialect::kAliasesAttrName, b.getI64IntegerAttr(at))}))))
+        return signalPassFailure();
+      ret->insertOperands(result, update.getNewCopy());
+      ++at;
+      ++numAdamWCopies;
     }
   }
 

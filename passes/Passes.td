@@ -193,7 +193,11 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     of its shape reading one of the same values, when the earlier group's
     other readers all come after the later one. With `broadcasts` (on by
     default) a loop fusion reads a broadcast's operand through the
-    broadcast's index map.
+    broadcast's index map. With `adamw-copies` (on by default) a
+    parameter's cast to bf16/f16 becomes a state argument, the working copy
+    (`kiln.copy_of` the parameter), which its `kiln.adamw_update` writes as
+    a fourth result beside the f32 master: one pass over the parameter
+    instead of the update's and a cast's at the next step's top.
     Its statistics count the fusions, the ops in them and the bytes of
     device-memory traffic they avoid, where LLVM is built with statistics
     (Debian's is not: `--mlir-pass-statistics` then reports nothing, and
@@ -230,6 +234,11 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
            "value of its type (a tied embedding's head gradient): the embedding "
            "gradient, moved to the add, adds its rows into that value (its init), so the "
            "table is not zeroed, written and read again">,
+    Option<"adamwCopies", "adamw-copies", "bool", /*default=*/"true",
+           "A parameter cast to bf16/f16 whose AdamW update the step returns in place "
+           "(one function, no mesh): the cast becomes a state argument (kiln.copy_of the "
+           "parameter) that the update writes as its fourth result, so the step reads "
+           "the working copy AdamW wrote and no cast runs">,
     Option<"crossEntropy", "cross-entropy", "bool", /*default=*/"true",
            "A cross_entropy and its gradient over the same logits run as one kernel "
            "where the forward was, when the gradient's dloss is known there (rows a "
@@ -257,6 +266,7 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     Statistic<"numNormFusions", "norm-fusions", "Norms fused with elementwise ops">,
     Statistic<"numColumnSums", "column-sums", "Bias-gradient sums taken into a norm gradient's kernel">,
     Statistic<"numEmbeddingInits", "embedding-inits", "Adds taken into an embedding gradient as its init">,
+    Statistic<"numAdamWCopies", "adamw-copies", "Parameter casts replaced by a working copy AdamW writes">,
     Statistic<"numCrossEntropyFusions", "cross-entropy-fusions", "Cross-entropies fused with their gradients">,
     Statistic<"numBroadcastsRead", "broadcasts-read", "Broadcasts read through an index map in a loop fusion">,
     Statistic<"numSiblings", "siblings", "Groups merged into a sibling reading the same value">,

@@ -118,6 +118,10 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                          llvm::cl::desc("kiln-fuse's fold-casts option: bf16/f16 products write f32 "
                                         "instead of a separate widening cast"),
                          llvm::cl::init(true)};
+  Option<bool> adamwCopies{*this, "adamw-copies",
+                           llvm::cl::desc("kiln-fuse's adamw-copies option: AdamW writes the "
+                                          "parameters' bf16/f16 working copies (states)"),
+                           llvm::cl::init(true)};
   Option<bool> norms{*this, "fuse-norms",
                      llvm::cl::desc("kiln-fuse's norms option: a norm takes the elementwise "
                                     "ops around it (the residual add)"),
@@ -213,6 +217,7 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
     fuse.emplace();
     fuse->epilogues = options.epilogues;
     fuse->foldCasts = options.foldCasts;
+    fuse->adamwCopies = options.adamwCopies;
     fuse->norms = options.norms;
     fuse->crossEntropy = options.crossEntropy;
     fuse->broadcasts = options.broadcasts;
@@ -320,9 +325,11 @@ void registerKilnPipelines() {
       "kiln-training-pipeline",
       "Build the training step from @forward: canonicalize, fuse-matmul-bias, fuse-attention, "
       "assign-precision, autodiff, attach-optimizer, canonicalize, cse, fuse-matmul-bias, "
-      "[propagate-sharding, partition,] [recompute,] fuse, [bucket-collectives,] group-casts (options: assign-precision={...} autodiff={...} "
-      "attach-optimizer={...} recompute={...}, each the pass's own; fuse-attention=false; fuse=false; "
-      "gemm-epilogues=false; fold-casts=false; "
+      "[propagate-sharding, partition,] [recompute,] fuse, [bucket-collectives,] group-casts "
+      "(options: assign-precision={...} autodiff={...} "
+      "attach-optimizer={...} recompute={...}, each the pass's own; fuse-attention=false; "
+      "fuse=false; "
+      "gemm-epilogues=false; fold-casts=false; adamw-copies=false; "
       "optimizer=false; mesh=dp=2 zero=N sequence-parallel=true bucket-bytes=N)",
       buildFromText, [](llvm::function_ref<void(const mlir::detail::PassOptions &)> print) {
         print(TrainingPipelineText());

@@ -4,6 +4,7 @@
 
 #include "ir/KilnDialect.h"
 #include "runtime/cpu/Interpreter.h"
+#include "runtime/cpu/Kernels.h"
 
 #include "llvm/Support/FormatVariadic.h"
 
@@ -43,6 +44,8 @@ llvm::Expected<FunctionBinding> FunctionBinding::of(func::FuncOp func) {
     }
     if (auto init = func.getArgAttrOfType<StringAttr>(i, KilnDialect::kInitAttrName))
       arg.init = init.getValue().str();
+    if (auto copy = func.getArgAttrOfType<StringAttr>(i, KilnDialect::kCopyOfAttrName))
+      arg.copyOf = copy.getValue().str();
     b.args.push_back(std::move(arg));
   }
   for (unsigned i = 0, e = func.getNumResults(); i < e; ++i) {
@@ -79,10 +82,10 @@ llvm::Expected<std::vector<StateSpec>> stateSpecsOf(ModuleOp module) {
       auto known = llvm::find_if(specs, [&](const StateSpec &s) { return s.name == arg.name; });
       if (known == specs.end()) {
         specs.push_back({arg.name, arg.kind == FunctionBinding::Arg::Param, arg.dtype, arg.shape,
-                         arg.init});
+                         arg.init, arg.copyOf});
         continue;
       }
-      if (known->dtype != arg.dtype || known->shape != arg.shape)
+      if (known->dtype != arg.dtype || known->shape != arg.shape || known->copyOf != arg.copyOf)
         return llvm::createStringError(
             llvm::inconvertibleErrorCode(),
             "@" + binding->name + " declares '" + arg.name + "' as " +
@@ -91,6 +94,27 @@ llvm::Expected<std::vector<StateSpec>> stateSpecsOf(ModuleOp module) {
     }
   }
   return specs;
+}
+
+NamedTensors withCopies(llvm::ArrayRef<StateSpec> specs, const NamedTensors &tensors) {
+  NamedTensors out;
+  for (const auto &entry : tensors)
+    if (!isCopy(specs, entry.first))
+      out.push_back({entry.first, entry.second.clone()});
+  size_t given = out.size();
+  for (const StateSpec &spec : specs) {
+    if (spec.copyOf.empty())
+      continue;
+    for (size_t i = 0; i < given; ++i)
+      if (out[i].first == spec.copyOf)
+        out.push_back({spec.name, cpu::kernels::cast(out[i].second, spec.dtype)});
+  }
+  return out;
+}
+
+bool isCopy(llvm::ArrayRef<StateSpec> specs, llvm::StringRef name) {
+  return llvm::any_of(specs,
+                      [&](const StateSpec &s) { return s.name == name && !s.copyOf.empty(); });
 }
 
 llvm::Expected<std::vector<std::string>> checkStateComplete(llvm::ArrayRef<StateSpec> specs,
@@ -106,6 +130,8 @@ llvm::Expected<std::vector<std::string>> checkStateComplete(llvm::ArrayRef<State
     const std::string &name = entry.first;
     const cpu::HostTensor &t = entry.second;
     auto spec = llvm::find_if(specs, [&](const StateSpec &s) { return s.name == name; });
+    if (spec != specs.end() && !spec->copyOf.empty())
+      continue; // derived from its parameter whatever is given
     if (spec == specs.end() || spec->isParam != params)
       return error("has " + group + " '" + name + "', which this model does not");
     if (spec->dtype != t.dtype() || spec->shape != t.shape())
@@ -115,7 +141,7 @@ llvm::Expected<std::vector<std::string>> checkStateComplete(llvm::ArrayRef<State
   }
   std::vector<std::string> missing;
   for (const StateSpec &spec : specs)
-    if (spec.isParam == params && !given.count(spec.name))
+    if (spec.isParam == params && spec.copyOf.empty() && !given.count(spec.name))
       missing.push_back(spec.name);
   if (!missing.empty() && !partial) {
     std::string list;

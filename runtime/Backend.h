@@ -36,7 +36,8 @@ struct FunctionBinding {
     std::string name;
     cpu::DType dtype;
     std::vector<int64_t> shape;
-    std::string init; ///< kiln.init of params and states ("zeros" if absent)
+    std::string init;   ///< kiln.init of params and states ("zeros" if absent)
+    std::string copyOf; ///< kiln.copy_of: the parameter this state converts
   };
   struct Result {
     int aliases = -1;   ///< argument it replaces, or -1
@@ -57,16 +58,27 @@ struct StateSpec {
   bool isParam; ///< kiln.param (else kiln.state: moments, loss scale, ...)
   cpu::DType dtype;
   std::vector<int64_t> shape;
-  std::string init; ///< kiln.init ("zeros" if absent)
+  std::string init;   ///< kiln.init ("zeros" if absent)
+  std::string copyOf; ///< kiln.copy_of: a working copy of this parameter
+                      ///< (derived from it, never checkpointed)
 };
 
 /// Every parameter and state of `module`'s functions, once each, in order
 /// of first appearance; functions sharing one must agree on its type.
 llvm::Expected<std::vector<StateSpec>> stateSpecsOf(mlir::ModuleOp module);
 
+/// `tensors` with the working copies (StateSpec::copyOf) of the parameters
+/// among them derived: each parameter's copy converted from it (as
+/// kiln.cast rounds), replacing any copy `tensors` gave.
+NamedTensors withCopies(llvm::ArrayRef<StateSpec> specs, const NamedTensors &tensors);
+
+/// Whether `name` is a working copy of a parameter in `specs`.
+bool isCopy(llvm::ArrayRef<StateSpec> specs, llvm::StringRef name);
+
 /// Checks `tensors` against the specs of one group (parameters, or optimizer
 /// states): each must exist in the model with the same dtype and shape, and
-/// every tensor of the group must be present — unless `partial`, where the
+/// every tensor of the group must be present (working copies excepted: they
+/// are derived from the parameters) — unless `partial`, where the
 /// missing ones keep their initial values and their names are returned.
 /// `source` names where the tensors came from in messages.
 llvm::Expected<std::vector<std::string>> checkStateComplete(llvm::ArrayRef<StateSpec> specs,
@@ -121,12 +133,14 @@ public:
   /// Whether the loaded module has function `fn`.
   virtual bool hasFunction(llvm::StringRef fn) const = 0;
 
-  /// Copies the state to the host: parameters, and optimizer states.
+  /// Copies the state to the host: parameters, and optimizer states (the
+  /// parameters' working copies left out: they are derived).
   virtual llvm::Expected<NamedTensors> params() = 0;
   virtual llvm::Expected<NamedTensors> optimizerStates() = 0;
   /// Overwrites state tensors by name; each must exist with the same dtype
   /// and shape (an error names the first that does not). Tensors not given
-  /// keep their values: use loadState to require a complete set.
+  /// keep their values: use loadState to require a complete set. A given
+  /// parameter's working copy is derived from it again (withCopies).
   virtual llvm::Error setState(const NamedTensors &tensors) = 0;
 
   /// The parameters and states of the loaded module.

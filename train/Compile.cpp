@@ -110,6 +110,7 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
   if (config.compile.fuse) {
     options.fuse->epilogues = config.compile.gemm_epilogues;
     options.fuse->foldCasts = config.compile.fold_casts;
+    options.fuse->adamwCopies = config.compile.adamw_copies;
     options.fuse->norms = config.compile.fuse_norms;
     options.fuse->crossEntropy = config.compile.fuse_cross_entropy;
     options.fuse->broadcasts = config.compile.fuse_broadcasts;

@@ -10,6 +10,7 @@ namespace kiln {
 
 struct AdamTensor {
   i64 param, grad, m, v; ///< arena offsets
+  i64 copy;              ///< the working copy's offset, or -1 for none
   i64 size;
   float beta1, beta2, eps, weightDecay;
 };
@@ -33,10 +34,34 @@ __device__ __forceinline__ void adamwElement(F &p, F grad, F &m, F &v, F b1, F b
   p = p * (one - lr * decay) - lr * update;
 }
 
+// V new parameter values converted to the working copy's type C, as
+// kiln.cast rounds them: one store of V·sizeof(C) bytes (8 or 16) when it
+// is whole 8-byte words.
+template <int V, typename C, typename P>
+__device__ __forceinline__ void storeCopy(C *c, i64 i, const P (&pv)[V]) {
+  alignas(16) C cv[V];
+#pragma unroll
+  for (int k = 0; k < V; ++k)
+    store(cv, k, load(pv, k));
+  if constexpr (V * sizeof(C) % 16 == 0) {
+    storeVec<V>(c, i / V, cv);
+  } else if constexpr (V * sizeof(C) % 8 == 0) {
+#pragma unroll
+    for (int j = 0; j < (int)(V * sizeof(C) / 8); ++j)
+      reinterpret_cast<uint2 *>(c + i)[j] = reinterpret_cast<const uint2 *>(cv)[j];
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      c[i + k] = cv[k];
+  }
+}
+
 // Elements [begin, end) of one tensor: 16-byte vectors of every operand
-// (V elements of the narrowest type) when its four offsets and `begin` allow,
-// the rest one element at a time; the same arithmetic either way.
-template <typename P, typename G, typename M>
+// (V elements of the narrowest type) when its offsets and `begin` allow,
+// the rest one element at a time; the same arithmetic either way. With a
+// working copy (t.copy >= 0) the new parameter is also written converted
+// to C.
+template <typename P, typename G, typename M, typename C>
 __device__ void adamwChunk(char *arena, const AdamTensor &t, i64 begin, i64 end, float lr,
                            float step, float gradScale) {
   typedef typename Compute<P>::type PF;
@@ -45,6 +70,7 @@ __device__ void adamwChunk(char *arena, const AdamTensor &t, i64 begin, i64 end,
   P *p = reinterpret_cast<P *>(arena + t.param);
   const G *g = reinterpret_cast<const G *>(arena + t.grad);
   M *m = reinterpret_cast<M *>(arena + t.m), *v = reinterpret_cast<M *>(arena + t.v);
+  C *copy = t.copy < 0 ? nullptr : reinterpret_cast<C *>(arena + t.copy);
   const F b1 = t.beta1, b2 = t.beta2, one = 1;
   const F c1 = one - pow(b1, F(step)), c2 = one - pow(b2, F(step));
   const F eps = t.eps, lrF = lr, decay = t.weightDecay, scale = gradScale;
@@ -52,7 +78,7 @@ __device__ void adamwChunk(char *arena, const AdamTensor &t, i64 begin, i64 end,
                                                : (sizeof(G) < sizeof(M) ? sizeof(G) : sizeof(M));
   constexpr int V = 16 / NARROW;
   i64 vecEnd = begin;
-  if ((t.param | t.grad | t.m | t.v) % 16 == 0 && begin % V == 0) {
+  if ((t.param | t.grad | t.m | t.v | (copy ? t.copy : 0)) % 16 == 0 && begin % V == 0) {
     vecEnd = begin + (end - begin) / V * V;
     for (i64 i = begin + (i64)threadIdx.x * V; i < vecEnd; i += (i64)blockDim.x * V) {
       alignas(16) P pv[V];
@@ -73,6 +99,8 @@ __device__ void adamwChunk(char *arena, const AdamTensor &t, i64 begin, i64 end,
       storeVec<V>(p, i / V, pv);
       storeVec<V>(m, i / V, mv);
       storeVec<V>(v, i / V, vv);
+      if (copy)
+        storeCopy<V>(copy, i, pv);
     }
   }
   for (i64 i = vecEnd + threadIdx.x; i < end; i += blockDim.x) {
@@ -81,6 +109,8 @@ __device__ void adamwChunk(char *arena, const AdamTensor &t, i64 begin, i64 end,
     store(p, i, pk);
     store(m, i, mk);
     store(v, i, vk);
+    if (copy)
+      store(copy, i, load(p, i));
   }
 }
 

@@ -131,7 +131,7 @@ llvm::Expected<TensorMap> CpuBackend::run(llvm::StringRef fn, const TensorMap &i
 NamedTensors CpuBackend::collect(FunctionBinding::Arg::Kind kind) {
   NamedTensors out;
   for (const auto &[name, t] : state_)
-    if (kinds_[name] == kind)
+    if (kinds_[name] == kind && !isCopy(specs_, name))
       out.push_back({name, t});
   return out;
 }
@@ -145,8 +145,8 @@ llvm::Error CpuBackend::setState(const NamedTensors &tensors) {
       return error("'" + name + "' is " + t.typeString() + " in the checkpoint but " +
                    it->second.typeString() + " in this model");
   }
-  for (const auto &[name, t] : tensors)
-    state_[name] = t.clone();
+  for (auto &[name, t] : withCopies(specs_, tensors))
+    state_[name] = std::move(t);
   return llvm::Error::success();
 }
 

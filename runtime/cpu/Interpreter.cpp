@@ -508,9 +508,16 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
         return llvm::Error::success();
       })
       .Case([&](AdamWUpdateOp a) {
+        // The working copy (an optional fourth result): the new parameter
+        // converted, as kiln.cast would.
+        auto appendCopy = [&] {
+          if (Value copy = a.getNewCopy())
+            out.push_back(cast(out[0], dtypeOfValue(copy)));
+        };
         if (a.getSkip() && in[7]->get(0) != 0) {
           // An overflowed loss-scaled step: everything stays as it was.
           out.append({in[0]->clone(), in[2]->clone(), in[3]->clone()});
+          appendCopy();
           return llvm::Error::success();
         }
         auto [p, m, v] = adamw(*in[0], *in[1], *in[2], *in[3], in[4]->get(0), in[5]->get(0),
@@ -518,6 +525,7 @@ llvm::Error execute(Operation *op, llvm::ArrayRef<const HostTensor *> in,
                                a.getBeta2().convertToDouble(), a.getEpsilon().convertToDouble(),
                                a.getWeightDecay().convertToDouble());
         out.append({p, m, v});
+        appendCopy();
         return llvm::Error::success();
       })
       .Case([&](FusionOp f) { return executeFusion(f, in, out); })

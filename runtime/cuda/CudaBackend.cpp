@@ -79,7 +79,7 @@ llvm::Expected<NamedTensors> CudaBackend::collect(PlanBinding::Kind kind) {
   NamedTensors out;
   std::vector<char> bytes;
   for (const PlanBinding &b : state_) {
-    if (b.kind != kind)
+    if (b.kind != kind || isCopy(specs_, b.name))
       continue;
     bytes.resize(static_cast<size_t>(b.bytes()));
     if (llvm::Error err = executor_->read(b.offset, bytes.data(), b.bytes()))
@@ -105,8 +105,10 @@ llvm::Error CudaBackend::setState(const NamedTensors &tensors) {
                                  t.typeString(), cpu::typeString(b->dtype, b->shape)));
   }
   std::vector<char> bytes;
-  for (const auto &[name, t] : tensors) {
+  for (const auto &[name, t] : withCopies(specs_, tensors)) {
     const PlanBinding *b = find(name);
+    if (!b)
+      return error("'" + name + "' is in this model's state but not in its plan");
     bytes.resize(static_cast<size_t>(b->bytes()));
     packForDevice(t, bytes.data());
     if (llvm::Error err = executor_->write(b->offset, bytes.data(), b->bytes()))

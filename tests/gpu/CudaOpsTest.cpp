@@ -614,6 +614,21 @@ std::vector<OpCase> cases() {
                {"tensor<300xf32>", "tensor<300xf32>", "tensor<300xf32>"},
                "%r0, %r1, %r2 = kiln.adamw_update %w, %g, %m, %v, %lr, %step, %scale {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<300xf32>, tensor<300xf32>, tensor<300xf32>)",
                1e-6, 1e-5});
+  // kiln-fuse's working copies: the multi-tensor launch writes the new
+  // parameter converted to bf16 beside it, for tensors with a copy (one of
+  // an odd size: the element-wise tail), and nothing for one without. The
+  // copy rounds the kernel's f32 parameter, which may sit an f32 ulp from
+  // the interpreter's: one bf16 ulp (2^-8 relative) apart at a tie.
+  c.push_back({"adamw_update_copies",
+               {f("w", "tensor<300xf32>"), f("g", "tensor<300xf32>"), f("m", "tensor<300xf32>"), pos("v", "tensor<300xf32>"),
+                f("u", "tensor<1037xf32>"), f("gu", "tensor<1037xf32>"), f("mu", "tensor<1037xf32>"), pos("vu", "tensor<1037xf32>"),
+                f("b", "tensor<64xf32>"), f("gb", "tensor<64xf32>"), f("mb", "tensor<64xf32>"), pos("vb", "tensor<64xf32>"),
+                pos("lr", "tensor<f32>"), count("step", "tensor<f32>", 1000), pos("scale", "tensor<f32>")},
+               {"tensor<300xf32>", "tensor<300xbf16>", "tensor<1037xf32>", "tensor<1037xbf16>", "tensor<64xf32>"},
+               "%r0, %wm, %wv, %r1 = kiln.adamw_update %w, %g, %m, %v, %lr, %step, %scale {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<300xbf16>)\n"
+               "  %r2, %um, %uv, %r3 = kiln.adamw_update %u, %gu, %mu, %vu, %lr, %step, %scale {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<1037xf32>, tensor<1037xf32>, tensor<1037xf32>, tensor<1037xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<1037xf32>, tensor<1037xf32>, tensor<1037xf32>, tensor<1037xbf16>)\n"
+               "  %r4, %bm, %bv = kiln.adamw_update %b, %gb, %mb, %vb, %lr, %step, %scale {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)",
+               1e-6, 4e-3});
   // bf16 and f16: kernels load and store 16-bit values (8 per 128-bit
   // access) and compute in f32, like the interpreter, which rounds each
   // result once. A GEMM may sum in another order and round one ulp apart

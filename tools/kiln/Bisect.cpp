@@ -26,6 +26,7 @@
 #include "passes/PassUtils.h"
 #include "runtime/Random.h"
 #include "runtime/cpu/Interpreter.h"
+#include "runtime/cpu/Kernels.h"
 #include "runtime/cuda/CudaBackend.h"
 #include "runtime/cuda/CudaExecutor.h"
 #include "train/Compile.h"
@@ -119,7 +120,58 @@ std::vector<cpu::HostTensor> argumentsFor(mlir::func::FuncOp func, int64_t vocab
     }
     args.push_back(std::move(t));
   }
+  // Working copies (kiln.copy_of): their parameter converted, as the
+  // runtime derives them.
+  for (mlir::BlockArgument arg : func.getArguments()) {
+    auto of =
+        func.getArgAttrOfType<mlir::StringAttr>(arg.getArgNumber(), KilnDialect::kCopyOfAttrName);
+    if (!of || !args[arg.getArgNumber()].defined())
+      continue;
+    for (unsigned p = 0; p < func.getNumArguments(); ++p)
+      if (func.getArgAttrOfType<mlir::StringAttr>(p, KilnDialect::kParamAttrName) == of &&
+          args[p].defined())
+        args[arg.getArgNumber()] = cpu::kernels::cast(args[p], args[arg.getArgNumber()].dtype());
+  }
   return args;
+}
+
+/// What argument `i` of `func` binds to: its kind and name ("param:w").
+std::string bindingOf(mlir::func::FuncOp func, unsigned i) {
+  for (llvm::StringRef kind :
+       {KilnDialect::kParamAttrName, KilnDialect::kStateAttrName, KilnDialect::kInputAttrName})
+    if (auto name = func.getArgAttrOfType<mlir::StringAttr>(i, kind))
+      return (kind + ":" + name.getValue()).str();
+  return "";
+}
+
+/// For each argument of `before`, the argument of `after` it binds to —
+/// when `after` takes all of them (by name and type, and maybe more: the
+/// working copies kiln-fuse adds) and returns `before`'s results first;
+/// nothing when the two cannot be compared.
+std::optional<std::vector<unsigned>> argumentMap(mlir::func::FuncOp before,
+                                                 mlir::func::FuncOp after) {
+  std::vector<unsigned> map;
+  if (before.getFunctionType() == after.getFunctionType()) {
+    for (unsigned i = 0; i < before.getNumArguments(); ++i)
+      map.push_back(i);
+    return map;
+  }
+  auto results = before.getResultTypes(), afterResults = after.getResultTypes();
+  if (afterResults.size() < results.size() ||
+      !std::equal(results.begin(), results.end(), afterResults.begin()))
+    return std::nullopt;
+  for (unsigned i = 0; i < before.getNumArguments(); ++i) {
+    std::string name = bindingOf(before, i);
+    std::optional<unsigned> found;
+    for (unsigned j = 0; j < after.getNumArguments() && !name.empty() && !found; ++j)
+      if (bindingOf(after, j) == name &&
+          after.getArgumentTypes()[j] == before.getArgumentTypes()[i])
+        found = j;
+    if (!found)
+      return std::nullopt;
+    map.push_back(*found);
+  }
+  return map;
 }
 
 /// The largest token id every embedding of an input's ids and every
@@ -563,21 +615,27 @@ int runBisect() {
     int compared = 0;
     for (auto func : stage.module->getOps<mlir::func::FuncOp>()) {
       auto before = previous->module->lookupSymbol<mlir::func::FuncOp>(func.getSymName());
-      if (func.isExternal() || !before || before.isExternal() ||
-          before.getFunctionType() != func.getFunctionType())
+      if (func.isExternal() || !before || before.isExternal())
         continue;
-      std::vector<cpu::HostTensor> args = argumentsFor(func, vocab, seed);
-      auto run = [&](mlir::func::FuncOp f) -> Expected<std::vector<cpu::HostTensor>> {
+      auto map = argumentMap(before, func);
+      if (!map)
+        continue;
+      std::vector<cpu::HostTensor> args = argumentsFor(func, vocab, seed), beforeArgs;
+      for (unsigned j : *map)
+        beforeArgs.push_back(args[j]);
+      auto run =
+          [&](mlir::func::FuncOp f,
+              const std::vector<cpu::HostTensor> &in) -> Expected<std::vector<cpu::HostTensor>> {
         auto interp = cpu::Interpreter::create(f);
         if (!interp)
           return interp.takeError();
-        return (*interp)->run(args);
+        return (*interp)->run(in);
       };
-      auto want = run(before);
+      auto want = run(before, beforeArgs);
       if (!want)
         return fail("bisect", formatv("@{0} of {1} does not run: {2}", func.getSymName(),
                                       previous->name, toString(want.takeError())));
-      auto got = run(func);
+      auto got = run(func, args);
       if (!got) {
         outs() << formatv("first failure: {0}: @{1} no longer runs: {2}\n", stage.name,
                           func.getSymName(), toString(got.takeError()));

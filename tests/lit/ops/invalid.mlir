@@ -570,7 +570,7 @@ func.func @attention_lse(%q: tensor<1x2x8x16xbf16>) {
 
 // -----
 
-// expected-error @+1 {{unknown kiln argument attribute 'kiln.weight' on argument #0 (expected kiln.param, kiln.input, kiln.state, kiln.init, kiln.role, kiln.sharding or kiln.offset)}}
+// expected-error @+1 {{unknown kiln argument attribute 'kiln.weight' on argument #0 (expected kiln.param, kiln.input, kiln.state, kiln.init, kiln.role, kiln.copy_of, kiln.sharding or kiln.offset)}}
 func.func @unknown_arg_attr(%a: tensor<2xf32> {kiln.weight = "w"}) {
   return
 }
@@ -861,6 +861,35 @@ func.func @global_norm_result(%a: tensor<4xf32>) {
 func.func @adamw_grad(%p: tensor<4xf32>, %g: tensor<5xf32>, %s: tensor<f32>) {
   // expected-error @+1 {{'kiln.adamw_update' op grad type 'tensor<5xf32>' must have the shape of param type 'tensor<4xf32>'}}
   %0:3 = kiln.adamw_update %p, %g, %p, %p, %s, %s, %s {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<4xf32>, tensor<5xf32>, tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_copy(%p: tensor<4xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{'kiln.adamw_update' op new_copy type 'tensor<2x2xbf16>' must have the shape of param type 'tensor<4xf32>' and another element type}}
+  %0:4 = kiln.adamw_update %p, %p, %p, %p, %s, %s, %s {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<2x2xbf16>)
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'kiln.copy_of' on argument #1 belongs on a kiln.state argument}}
+func.func @copy_of_not_state(%w: tensor<4xf32> {kiln.param = "w"}, %c: tensor<4xbf16> {kiln.input = "c", kiln.copy_of = "w"}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{argument #1 is a copy of 'u', which is no kiln.param of this function}}
+func.func @copy_of_unknown(%w: tensor<4xf32> {kiln.param = "w"}, %c: tensor<4xbf16> {kiln.state = "w.bf16", kiln.copy_of = "u"}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{argument #1 of type 'tensor<2x2xbf16>' is a copy of parameter 'w' of type 'tensor<4xf32>'; both must be float tensors of one shape}}
+func.func @copy_of_shape(%w: tensor<4xf32> {kiln.param = "w"}, %c: tensor<2x2xbf16> {kiln.state = "w.bf16", kiln.copy_of = "w"}) {
   return
 }
 

@@ -126,6 +126,79 @@ TEST(LossScaling, OverflowSkipsTheStepAndHalvesTheScale) {
   EXPECT_GT(skipped, 5) << "2^40 needs several halvings before f16 gradients fit";
 }
 
+// kiln-fuse's adamw-copies: the bf16 working copies are states AdamW writes
+// (kiln.copy_of), derived at load and whenever a parameter is set, and left
+// out of checkpoints. A step reads the same bits as the cast it replaces, so
+// training with and without them agrees exactly, also after the parameters
+// are replaced (a checkpoint or weights load) and across a skipped f16 step.
+TEST(MixedPrecision, AdamWWritesTheWorkingCopies) {
+  for (const char *precision : {"bf16-mixed", "f16-mixed"}) {
+    SCOPED_TRACE(precision);
+    RunConfig on = tinyConfig(precision), off = on;
+    off.compile.adamw_copies = false;
+    mlir::MLIRContext ctx;
+    auto withCopies = tooling::buildTrainingModule(ctx, on);
+    auto withCasts = tooling::buildTrainingModule(ctx, off);
+    ASSERT_TRUE(static_cast<bool>(withCopies)) << llvm::toString(withCopies.takeError());
+    ASSERT_TRUE(static_cast<bool>(withCasts)) << llvm::toString(withCasts.takeError());
+    auto specs = stateSpecsOf(**withCopies);
+    ASSERT_TRUE(static_cast<bool>(specs)) << llvm::toString(specs.takeError());
+    int copies = 0;
+    for (const StateSpec &s : *specs)
+      copies += !s.copyOf.empty();
+    EXPECT_GE(copies, 8) << "2 layers x (qkv, proj, fc, proj) weights at least";
+    // No parameter is cast in the step any more.
+    auto step = (**withCopies).lookupSymbol<mlir::func::FuncOp>("train_step");
+    ASSERT_TRUE(step);
+    step.walk([&](CastOp c) {
+      auto arg = mlir::dyn_cast<mlir::BlockArgument>(c.getOperand());
+      EXPECT_FALSE(arg && arg.getOwner() == &step.getBody().front() &&
+                   step.getArgAttr(arg.getArgNumber(), KilnDialect::kParamAttrName))
+          << "a parameter is still cast";
+    });
+
+    cpu::CpuBackend a, b, other;
+    ASSERT_FALSE(static_cast<bool>(a.load(**withCopies, 3)));
+    ASSERT_FALSE(static_cast<bool>(b.load(**withCasts, 3)));
+    ASSERT_FALSE(static_cast<bool>(other.load(**withCasts, 9)));
+    Rng rng(2);
+    const int64_t B = on.train.batch_size, T = on.seqLen(), V = on.model.vocab_size;
+    cpu::HostTensor tokens = randomTokens(rng, B, T, V), targets = randomTokens(rng, B, T, V);
+    auto run = [&](cpu::CpuBackend &backend, int i) {
+      auto r = backend.run("train_step", {{"tokens", tokens},
+                                          {"targets", targets},
+                                          {"lr", scalarTensor(1e-2)},
+                                          {"step", scalarTensor(i)}});
+      EXPECT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
+      return r ? r->at("loss").get(0) : NAN;
+    };
+    for (int i = 1; i <= 6; ++i) {
+      if (i == 4) {
+        // New parameters (another seed's) on both: the copies follow them.
+        auto params = other.params();
+        ASSERT_TRUE(static_cast<bool>(params)) << llvm::toString(params.takeError());
+        ASSERT_FALSE(static_cast<bool>(a.setState(*params)));
+        ASSERT_FALSE(static_cast<bool>(b.setState(*params)));
+      }
+      EXPECT_EQ(run(a, i), run(b, i)) << "step " << i;
+    }
+    auto pa = a.params();
+    ASSERT_TRUE(static_cast<bool>(pa)) << llvm::toString(pa.takeError());
+    auto pb = b.params();
+    ASSERT_TRUE(static_cast<bool>(pb)) << llvm::toString(pb.takeError());
+    auto ma = byName(*pa), mb = byName(*pb);
+    for (const auto &[name, t] : ma)
+      EXPECT_TRUE(same(t, mb.at(name))) << name;
+    // Checkpoints leave the copies out, and a load does not ask for them.
+    auto states = a.optimizerStates();
+    ASSERT_TRUE(static_cast<bool>(states)) << llvm::toString(states.takeError());
+    for (const auto &[name, t] : *states)
+      EXPECT_FALSE(isCopy(*specs, name)) << name << " was saved";
+    auto reloaded = a.loadState(*states, /*params=*/false, /*partial=*/false, "ckpt");
+    EXPECT_TRUE(static_cast<bool>(reloaded)) << llvm::toString(reloaded.takeError());
+  }
+}
+
 /// Mean loss of `steps` AdamW steps of the tiny GPT under `precision`.
 std::vector<double> trainTiny(const std::string &precision, int steps) {
   RunConfig config = tinyConfig(precision);

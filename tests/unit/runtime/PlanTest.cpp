@@ -228,11 +228,18 @@ TEST(Plan, LoadErrorsNameTheProblem) {
   llvm::sys::fs::remove_directories(dir);
 }
 
-// Under bf16-mixed the step casts every matmul weight and bias to bf16 at
-// its top: one multi-tensor launch does all of them, listing each cast.
+// Under bf16-mixed without kiln-fuse's working copies the step casts every
+// matmul weight and bias to bf16 at its top: one multi-tensor launch does
+// all of them, listing each cast.
 TEST(Plan, ParameterCastsAreOneLaunch) {
   mlir::MLIRContext ctx;
-  auto module = trainingModule(ctx, "tiny.toml", "bf16-mixed");
+  auto config = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/tiny.toml");
+  ASSERT_TRUE(static_cast<bool>(config)) << llvm::toString(config.takeError());
+  config->train.precision = "bf16-mixed";
+  config->compile.adamw_copies = false;
+  auto built = tooling::buildTrainingModule(ctx, *config);
+  ASSERT_TRUE(static_cast<bool>(built)) << llvm::toString(built.takeError());
+  mlir::OwningOpRef<mlir::ModuleOp> module = std::move(*built);
   ASSERT_TRUE(module);
   auto plan = codegen::compileToPlan(*module, {});
   ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
@@ -292,6 +299,48 @@ TEST(Plan, ParameterCastsAreOneLaunch) {
   for (mlir::Operation *op : (*groups)[0])
     EXPECT_TRUE(scanned.count(codegen::Emitter::describe(op)))
         << codegen::Emitter::describe(op) << " is not its own step, scanned after it";
+}
+
+// With the working copies (the default), the parameters' casts are gone:
+// the one AdamW launch writes each copy (its arena offset in the kernel's
+// table, not -1), the Plan says so, and no cast launch is left.
+TEST(Plan, AdamWWritesTheWorkingCopies) {
+  mlir::MLIRContext ctx;
+  auto module = trainingModule(ctx, "tiny.toml", "bf16-mixed");
+  ASSERT_TRUE(module);
+  auto plan = codegen::compileToPlan(*module, {});
+  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+  auto func = module->lookupSymbol<mlir::func::FuncOp>("train_step");
+  ASSERT_TRUE(func);
+  std::set<int64_t> copyOffsets;
+  for (unsigned i = 0; i < func.getNumArguments(); ++i)
+    if (func.getArgAttr(i, KilnDialect::kCopyOfAttrName))
+      copyOffsets.insert(
+          func.getArgAttrOfType<mlir::IntegerAttr>(i, KilnDialect::kOffsetAttrName).getInt());
+  EXPECT_GE(copyOffsets.size(), 8u);
+  const PlanFunction *step = plan->function("train_step");
+  ASSERT_TRUE(step);
+  int adamw = 0;
+  for (const PlanStep &s : step->steps) {
+    if (s.kind != PlanStep::Kind::Launch)
+      continue;
+    const std::string &kernel = plan->kernels[s.kernel].source;
+    EXPECT_EQ(kernel.find("multi-tensor cast"), std::string::npos);
+    if (kernel.find("multi-tensor AdamW") == std::string::npos)
+      continue;
+    ++adamw;
+    // Each copy is written in place over its state argument.
+    for (int64_t offset : copyOffsets)
+      EXPECT_NE(kernel.find(", " + std::to_string(offset) + ", "), std::string::npos)
+          << "the AdamW table does not write the copy at " << offset;
+  }
+  EXPECT_EQ(adamw, 1);
+  bool noted = llvm::any_of(plan->notes, [&](const std::string &n) {
+    return n.find("AdamW writes " + std::to_string(copyOffsets.size()) +
+                  " parameters' working copies") != std::string::npos;
+  });
+  EXPECT_TRUE(noted);
+  expectNoOverlap(*module);
 }
 
 // A kiln.cast_group whose casts no longer follow each other (a pass moved
