@@ -269,13 +269,17 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
       }
 
     // Codegen runs all AdamW updates of a function as one multi-tensor
-    // launch at the last of them: their operands live until then.
+    // launch at the last of them: their operands live until then, and so do
+    // their results (which it writes then, read by nothing or not).
     SmallVector<AdamWUpdateOp> updates(body.getOps<AdamWUpdateOp>());
     if (!updates.empty()) {
       int last = index[updates.back()];
-      for (AdamWUpdateOp update : updates)
+      for (AdamWUpdateOp update : updates) {
         for (Value operand : update->getOperands())
           lastUse[rootOf(operand)] = std::max(lastUse[rootOf(operand)], last);
+        for (Value result : update->getResults())
+          lastUse[rootOf(result)] = std::max(lastUse.lookup(rootOf(result)), last);
+      }
     }
     // The CUDA executor posts a run of consecutive kiln.send/kiln.recv, or
     // of consecutive sums of one kiln.bucket (kiln-bucket-collectives), as
@@ -428,7 +432,10 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
           int64_t o = arena.allocate(numBytes(result.getType()));
           offset[result] = o;
           offsets.push_back(o);
-          dying[index[&op]].push_back(result);
+          // Released after its op (an AdamW update's: after the last
+          // update, where the launch writes it; `dying` has it already).
+          if (!lastUse.count(result))
+            dying[index[&op]].push_back(result);
           if (recordLive)
             holding.insert(result);
           continue;
