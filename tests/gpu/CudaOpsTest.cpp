@@ -618,7 +618,8 @@ std::vector<OpCase> cases() {
   // parameter converted to bf16 beside it, for tensors with a copy (one of
   // an odd size: the element-wise tail), and nothing for one without. The
   // copy rounds the kernel's f32 parameter, which may sit an f32 ulp from
-  // the interpreter's: one bf16 ulp (2^-8 relative) apart at a tie.
+  // the interpreter's: one bf16 ulp apart at a tie (up to 2^-7 relative;
+  // measured 6.0e-3 on the H200).
   c.push_back({"adamw_update_copies",
                {f("w", "tensor<300xf32>"), f("g", "tensor<300xf32>"), f("m", "tensor<300xf32>"), pos("v", "tensor<300xf32>"),
                 f("u", "tensor<1037xf32>"), f("gu", "tensor<1037xf32>"), f("mu", "tensor<1037xf32>"), pos("vu", "tensor<1037xf32>"),
@@ -628,7 +629,7 @@ std::vector<OpCase> cases() {
                "%r0, %wm, %wv, %r1 = kiln.adamw_update %w, %g, %m, %v, %lr, %step, %scale {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<300xf32>, tensor<300xf32>, tensor<300xf32>, tensor<300xbf16>)\n"
                "  %r2, %um, %uv, %r3 = kiln.adamw_update %u, %gu, %mu, %vu, %lr, %step, %scale {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<1037xf32>, tensor<1037xf32>, tensor<1037xf32>, tensor<1037xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<1037xf32>, tensor<1037xf32>, tensor<1037xf32>, tensor<1037xbf16>)\n"
                "  %r4, %bm, %bv = kiln.adamw_update %b, %gb, %mb, %vb, %lr, %step, %scale {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)",
-               1e-6, 4e-3});
+               1e-6, 8e-3});
   // bf16 and f16: kernels load and store 16-bit values (8 per 128-bit
   // access) and compute in f32, like the interpreter, which rounds each
   // result once. A GEMM may sum in another order and round one ulp apart
