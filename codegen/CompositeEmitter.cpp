@@ -956,7 +956,7 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
 
   // The functor.
   Params p;
-  std::string members, init, loads, results, flush, perElement;
+  std::string members, init, loads, prefetches, results, flush, perElement;
   auto isFloat = [](Value v) { return isa<FloatType>(tensorOf(v).getElementType()); };
   for (auto [j, v] : llvm::enumerate(ArrayRef(inputs).take_front(argInputs))) {
     std::string t = elt(v), name = "in" + str(j);
@@ -971,6 +971,11 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
       loads += llvm::formatv("    alignas(16) {0} a{1}[{2}];\n    kiln::loadVec<{2}>(in{1}, {3}, a{1});\n",
                              t, j, vec, at)
                    .str();
+    if (isFloat(v) && !b)
+      for (int64_t half = 0; half < vec * static_cast<int64_t>(elementBytes(v)); half += 32)
+        prefetches += llvm::formatv("    kiln::prefetchL2(in{0} + v * {1} + {2});\n", j, vec,
+                                    half / static_cast<int64_t>(elementBytes(v)))
+                          .str();
   }
   for (auto [j, v] : llvm::enumerate(outputs)) {
     std::string t = elt(v), name = "out" + str(j);
@@ -1031,7 +1036,11 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
   }
   std::string signature = n->backward ? "const " + F + " (&dx)[" + str(vec) + "], " + F + " *sums"
                                       : F + " (&x)[" + str(vec) + "]";
+  // prefetch(v): the backward's kernel asks for the vector's inputs before
+  // it takes the row's sums, to read them from L2 after.
   std::string functor = "struct Fused {\n" + members +
+                        "  __device__ __forceinline__ void prefetch(kiln::i64 v) const {\n" +
+                        prefetches + "  }\n" +
                         "  __device__ __forceinline__ void operator()(kiln::i64 v, " + signature +
                         ") const {\n" + loads + results + "#pragma unroll\n    for (int k = 0; k < " +
                         str(vec) + "; ++k) {\n" + perElement + "    }\n" + flush + "  }\n};\n";

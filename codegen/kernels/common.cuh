@@ -32,6 +32,11 @@ __device__ __forceinline__ double load(const double *p, i64 i) { return p[i]; }
 __device__ __forceinline__ float load(const __nv_bfloat16 *p, i64 i) { return __bfloat162float(p[i]); }
 __device__ __forceinline__ float load(const __half *p, i64 i) { return __half2float(p[i]); }
 __device__ __forceinline__ void store(float *p, i64 i, float v) { p[i] = v; }
+/// Asks for the 32-byte sector holding `p` in L2 without waiting for it or
+/// holding a register (a later load of it then waits on L2, not DRAM).
+__device__ __forceinline__ void prefetchL2(const void *p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
 __device__ __forceinline__ void store(double *p, i64 i, double v) { p[i] = v; }
 __device__ __forceinline__ void store(__nv_bfloat16 *p, i64 i, float v) { p[i] = __float2bfloat16_rn(v); }
 __device__ __forceinline__ void store(__half *p, i64 i, float v) { p[i] = __float2half_rn(v); }

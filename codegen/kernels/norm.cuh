@@ -298,6 +298,9 @@ __device__ void normBackwardRows(const T *x, const W *w, const S *mean, const S 
         loadVec<V>(x, r * NV + vi, xv);
         loadVec<V>(dy, r * NV + vi, dv);
         loadVec<V>(w, vi, wv);
+        // What the functor reads after dx (the residual gradient it adds),
+        // on its way to L2 while the row's sums are taken.
+        out.prefetch(r * NV + vi);
         F pw[V], pb[V];
 #pragma unroll
         for (int t = 0; t < V; ++t) {
