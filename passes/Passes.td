@@ -348,10 +348,10 @@ def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
     Option<"norms", "norms", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's norms option">,
     Option<"embeddingInit", "embedding-init", "bool", /*default=*/"true",
-           "An add of an embedding gradient's table (its only reader) and another "
-           "value of its type (a tied embedding's head gradient): the embedding "
-           "gradient, moved to the add, adds its rows into that value (its init), so the "
-           "table is not zeroed, written and read again">,
+           "With a budget and fuse: kiln-fuse's embedding-init option">,
+    Option<"adamwCopies", "adamw-copies", "bool", /*default=*/"true",
+           "With a budget and fuse: kiln-fuse's adamw-copies option (the working "
+           "copies are state: they count against the budget)">,
     Option<"crossEntropy", "cross-entropy", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's cross-entropy option">,
     Option<"broadcasts", "broadcasts", "bool", /*default=*/"true",

@@ -166,6 +166,7 @@ std::string fuseOptionsText(const std::optional<FusePassOptions> &fuse) {
     return "fuse=false";
   return std::string("fuse=true epilogues=") + (fuse->epilogues ? "true" : "false") +
          " fold-casts=" + (fuse->foldCasts ? "true" : "false") +
+         " adamw-copies=" + (fuse->adamwCopies ? "true" : "false") +
          " norms=" + (fuse->norms ? "true" : "false") +
          " cross-entropy=" + (fuse->crossEntropy ? "true" : "false") +
          " broadcasts=" + (fuse->broadcasts ? "true" : "false") +
@@ -184,6 +185,8 @@ std::unique_ptr<mlir::Pass> recomputePass(std::optional<RecomputePassOptions> op
   if (fuse) {
     options->epilogues = fuse->epilogues;
     options->foldCasts = fuse->foldCasts;
+    options->adamwCopies = fuse->adamwCopies;
+    options->embeddingInit = fuse->embeddingInit;
     options->norms = fuse->norms;
     options->crossEntropy = fuse->crossEntropy;
     options->broadcasts = fuse->broadcasts;

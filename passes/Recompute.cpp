@@ -377,6 +377,8 @@ struct RecomputePass final : impl::RecomputePassBase<RecomputePass> {
       options.epilogues = epilogues;
       options.foldCasts = foldCasts;
       options.norms = norms;
+      options.embeddingInit = embeddingInit;
+      options.adamwCopies = adamwCopies;
       options.crossEntropy = crossEntropy;
       options.broadcasts = broadcasts;
       options.siblings = siblings;
