@@ -1309,6 +1309,23 @@ llvm::Error emitAdamW(Emitter &e, llvm::ArrayRef<Operation *> ops) {
       if (!offset)
         return offset.takeError();
       copy = *offset;
+      // Not over the state it replaces (kiln-plan-buffers found a reader of
+      // the state after the launch): the old copy goes there first, so a
+      // skipped step (loss scaling) leaves it as it was.
+      auto func = op->getParentOfType<func::FuncOp>();
+      for (OpOperand &use : c.getUses()) {
+        auto alias = isa<func::ReturnOp>(use.getOwner())
+                         ? func.getResultAttrOfType<IntegerAttr>(use.getOperandNumber(),
+                                                                 KilnDialect::kAliasesAttrName)
+                         : IntegerAttr();
+        if (!alias)
+          continue;
+        auto state = e.offsetOf(func.getArgument(alias.getInt()));
+        if (!state)
+          return state.takeError();
+        if (*state != copy)
+          e.copy(op, copy, *state, numBytes(c.getType()));
+      }
     }
     sizes.push_back(n);
     table +=

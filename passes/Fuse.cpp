@@ -429,7 +429,12 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         updates[param.getArgNumber()] = update;
     }
     // Each parameter's casts (all to one narrower float type, none
-    // returned), found before any argument moves.
+    // returned, read only before the last update: the one AdamW launch
+    // there writes the copy over its state), found before any argument
+    // moves.
+    Operation *lastUpdate = nullptr;
+    for (AdamWUpdateOp update : block.getOps<AdamWUpdateOp>())
+      lastUpdate = update;
     struct Copy {
       AdamWUpdateOp update;
       SmallVector<CastOp> casts;
@@ -451,7 +456,11 @@ struct FusePass final : impl::FusePassBase<FusePass> {
             (to.getElementType().isBF16() || to.getElementType().isF16()) && from.isF32();
         bool returned =
             llvm::any_of(c->getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); });
-        if (!narrower || returned || (copy.type && copy.type != to)) {
+        bool late = llvm::any_of(c->getUsers(), [&](Operation *u) {
+          Operation *at = block.findAncestorOpInBlock(*u);
+          return !at || !at->isBeforeInBlock(lastUpdate);
+        });
+        if (!narrower || returned || late || (copy.type && copy.type != to)) {
           ok = false;
           break;
         }

@@ -93,3 +93,22 @@ module attributes {kiln.mesh = #kiln.mesh<dp = 2>} {
     return %c, %w2 : tensor<4xbf16>, tensor<4xf32>
   }
 }
+
+// -----
+
+// A cast read after the last update: the one AdamW launch there would
+// write the copy over the state before that reader: left a cast.
+// (The cast joins the neg's loop fusion.)
+// CHECK-LABEL: func.func @late
+// CHECK-NOT: kiln.copy_of
+// CHECK: kiln.fusion(%arg0)
+// CHECK-NOT: new_copy
+// CHECK: return
+func.func @late(%w: tensor<4xf32> {kiln.param = "w"}, %m: tensor<4xf32> {kiln.state = "w.adam_m"},
+                %lr: tensor<f32> {kiln.input = "lr"})
+    -> (tensor<4xbf16> {kiln.output = "y"}, tensor<4xf32> {kiln.aliases = 0 : i64}) {
+  %c = kiln.cast %w : tensor<4xf32> to tensor<4xbf16>
+  %w2, %m2, %v2 = kiln.adamw_update %w, %w, %m, %m, %lr, %lr, %lr {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
+  %y = kiln.neg %c : tensor<4xbf16>
+  return %y, %w2 : tensor<4xbf16>, tensor<4xf32>
+}
