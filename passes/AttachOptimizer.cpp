@@ -178,16 +178,6 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
     return func.getArgument(index);
   }
 
-  /// One past the last kiln.param argument: where new state arguments go.
-  static unsigned afterParams(func::FuncOp func) {
-    unsigned index = 0;
-    for (unsigned a = 0; a < func.getNumArguments(); ++a)
-      if (func.getArgAttr(a, KilnDialect::kParamAttrName) ||
-          func.getArgAttr(a, KilnDialect::kStateAttrName))
-        index = a + 1;
-    return index;
-  }
-
   /// Dynamic loss scaling of one update (the scale S is a state argument).
   struct LossScaling {
     BlockArgument scale, goodSteps;
@@ -211,7 +201,7 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
                           Value scaledNorm, Value &norm) {
     LossScaling s;
     s.scale = scaleArg;
-    s.goodSteps = addArg(func, afterParams(func), scalarF32(b.getContext()),
+    s.goodSteps = addArg(func, afterStateArguments(func), scalarF32(b.getContext()),
                          KilnDialect::kStateAttrName, "loss_scale.good_steps");
     norm = build::div(b, loc, scaledNorm, s.scale);
     Value zero = build::splatLike(b, loc, s.scale, 0.0), one = build::splatLike(b, loc, s.scale, 1.0);
@@ -271,12 +261,12 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
                   SmallVectorImpl<BlockArgument> &vs) {
     for (const ParamGrad &p : params) {
       Type t = func.getArgument(p.argIndex).getType();
-      ms.push_back(addArg(func, afterParams(func), t, KilnDialect::kStateAttrName,
+      ms.push_back(addArg(func, afterStateArguments(func), t, KilnDialect::kStateAttrName,
                           (p.name.getValue() + ".adam_m").str()));
     }
     for (const ParamGrad &p : params) {
       Type t = func.getArgument(p.argIndex).getType();
-      vs.push_back(addArg(func, afterParams(func), t, KilnDialect::kStateAttrName,
+      vs.push_back(addArg(func, afterStateArguments(func), t, KilnDialect::kStateAttrName,
                           (p.name.getValue() + ".adam_v").str()));
     }
   }
@@ -378,7 +368,7 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
     step.setSymName("accumulate_step");
     SmallVector<BlockArgument> accs;
     for (const ParamGrad &p : params)
-      accs.push_back(addArg(step, afterParams(step), step.getArgument(p.argIndex).getType(),
+      accs.push_back(addArg(step, afterStateArguments(step), step.getArgument(p.argIndex).getType(),
                             KilnDialect::kStateAttrName, (p.name.getValue() + ".grad_acc").str()));
     {
       Operation *ret = step.getBody().front().getTerminator();
@@ -431,8 +421,8 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
     // (shared with @accumulate_step by name) comes in too.
     BlockArgument scaleArg;
     if (BlockArgument stepScale = lossScaleArg(step)) {
-      scaleArg = addArg(apply, afterParams(apply), scalarF32(ctx), KilnDialect::kStateAttrName,
-                        "loss_scale");
+      scaleArg = addArg(apply, afterStateArguments(apply), scalarF32(ctx),
+                        KilnDialect::kStateAttrName, "loss_scale");
       apply.setArgAttr(scaleArg.getArgNumber(), KilnDialect::kInitAttrName,
                        step.getArgAttr(stepScale.getArgNumber(), KilnDialect::kInitAttrName));
     }

@@ -81,6 +81,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ir/KilnOps.h"
+#include "passes/PassUtils.h"
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -439,7 +440,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       AdamWUpdateOp update;
       SmallVector<CastOp> casts;
       RankedTensorType type;
-      std::string name;
+      StringRef param; ///< the parameter's name
     };
     SmallVector<Copy> copies;
     for (auto [index, update] : updates) {
@@ -469,31 +470,21 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       }
       if (!ok || copy.casts.empty())
         continue;
-      std::string suffix = copy.type.getElementType().isBF16() ? ".bf16" : ".f16";
-      copy.name =
-          (func.getArgAttrOfType<StringAttr>(index, KilnDialect::kParamAttrName).getValue() +
-           suffix)
-              .str();
+      copy.param = func.getArgAttrOfType<StringAttr>(index, KilnDialect::kParamAttrName).getValue();
       copies.push_back(std::move(copy));
     }
     if (copies.empty())
       return;
     // The new states go after the last parameter or state; results that
     // alias an argument after them follow it.
-    unsigned at = 0;
-    for (unsigned a = 0; a < func.getNumArguments(); ++a)
-      if (func.getArgAttr(a, KilnDialect::kParamAttrName) ||
-          func.getArgAttr(a, KilnDialect::kStateAttrName))
-        at = a + 1;
+    unsigned at = afterStateArguments(func);
     OpBuilder b(func.getContext());
     for (Copy &copy : copies) {
-      StringRef paramName = func.getArgAttrOfType<StringAttr>(
-                                    cast<BlockArgument>(copy.update.getParam()).getArgNumber(),
-                                    KilnDialect::kParamAttrName)
-                                .getValue();
+      std::string name =
+          (copy.param + (copy.type.getElementType().isBF16() ? ".bf16" : ".f16")).str();
       auto attrs = b.getDictionaryAttr(
-          {b.getNamedAttr(KilnDialect::kStateAttrName, b.getStringAttr(copy.name)),
-           b.getNamedAttr(KilnDialect::kCopyOfAttrName, b.getStringAttr(paramName))});
+          {b.getNamedAttr(KilnDialect::kStateAttrName, b.getStringAttr(name)),
+           b.getNamedAttr(KilnDialect::kCopyOfAttrName, b.getStringAttr(copy.param))});
       if (failed(func.insertArgument(at, copy.type, attrs, copy.update.getLoc())))
         return signalPassFailure();
       for (unsigned r = 0; r < func.getNumResults(); ++r)

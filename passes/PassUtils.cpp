@@ -2,6 +2,8 @@
 
 #include "passes/PassUtils.h"
 
+#include "ir/KilnDialect.h"
+
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallVector.h"
@@ -50,6 +52,15 @@ std::string blockOfName(llvm::StringRef scope) {
     ++length; // the dot
   }
   return "";
+}
+
+unsigned afterStateArguments(mlir::func::FuncOp func) {
+  unsigned index = 0;
+  for (unsigned a = 0; a < func.getNumArguments(); ++a)
+    if (func.getArgAttr(a, KilnDialect::kParamAttrName) ||
+        func.getArgAttr(a, KilnDialect::kStateAttrName))
+      index = a + 1;
+  return index;
 }
 
 std::string formatOption(double value) {

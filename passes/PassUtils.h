@@ -29,6 +29,10 @@ std::string blockOf(mlir::Operation *op);
 /// "h.3"); "" when no component is numeric.
 std::string blockOfName(llvm::StringRef name);
 
+/// One past the last kiln.param or kiln.state argument of `func`: where a
+/// pass inserts a new state, so no parameter's or state's index moves.
+unsigned afterStateArguments(mlir::func::FuncOp func);
+
 /// A pass option's value as a person writes it (%g: 0.9, 1e-08, nan) for
 /// diagnostics.
 std::string formatOption(double value);

@@ -96,20 +96,36 @@ llvm::Expected<std::vector<StateSpec>> stateSpecsOf(ModuleOp module) {
   return specs;
 }
 
-NamedTensors withCopies(llvm::ArrayRef<StateSpec> specs, const NamedTensors &tensors) {
-  NamedTensors out;
-  for (const auto &entry : tensors)
-    if (!isCopy(specs, entry.first))
-      out.push_back({entry.first, entry.second.clone()});
-  size_t given = out.size();
+NamedTensors copiesOf(llvm::ArrayRef<StateSpec> specs, const NamedTensors &tensors) {
+  NamedTensors copies;
   for (const StateSpec &spec : specs) {
     if (spec.copyOf.empty())
       continue;
-    for (size_t i = 0; i < given; ++i)
-      if (out[i].first == spec.copyOf)
-        out.push_back({spec.name, cpu::kernels::cast(out[i].second, spec.dtype)});
+    for (const auto &[name, t] : tensors)
+      if (name == spec.copyOf)
+        copies.push_back({spec.name, cpu::kernels::cast(t, spec.dtype)});
   }
-  return out;
+  return copies;
+}
+
+std::string argumentBinding(func::FuncOp func, unsigned i) {
+  for (StringRef kind :
+       {KilnDialect::kParamAttrName, KilnDialect::kStateAttrName, KilnDialect::kInputAttrName})
+    if (auto name = func.getArgAttrOfType<StringAttr>(i, kind))
+      return (kind + ":" + name.getValue()).str();
+  return "";
+}
+
+void deriveCopyArguments(func::FuncOp func, std::vector<cpu::HostTensor> &args) {
+  for (unsigned i = 0; i < func.getNumArguments() && i < args.size(); ++i) {
+    auto of = func.getArgAttrOfType<StringAttr>(i, KilnDialect::kCopyOfAttrName);
+    if (!of || !args[i].defined())
+      continue;
+    for (unsigned p = 0; p < func.getNumArguments() && p < args.size(); ++p)
+      if (func.getArgAttrOfType<StringAttr>(p, KilnDialect::kParamAttrName) == of &&
+          args[p].defined())
+        args[i] = cpu::kernels::cast(args[p], args[i].dtype());
+  }
 }
 
 bool isCopy(llvm::ArrayRef<StateSpec> specs, llvm::StringRef name) {

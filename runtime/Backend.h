@@ -67,10 +67,20 @@ struct StateSpec {
 /// of first appearance; functions sharing one must agree on its type.
 llvm::Expected<std::vector<StateSpec>> stateSpecsOf(mlir::ModuleOp module);
 
-/// `tensors` with the working copies (StateSpec::copyOf) of the parameters
-/// among them derived: each parameter's copy converted from it (as
-/// kiln.cast rounds), replacing any copy `tensors` gave.
-NamedTensors withCopies(llvm::ArrayRef<StateSpec> specs, const NamedTensors &tensors);
+/// The working copies (StateSpec::copyOf) of the parameters among
+/// `tensors`: each converted from its parameter, as kiln.cast rounds.
+/// Backends write these after `tensors` and skip any copy `tensors` gives.
+NamedTensors copiesOf(llvm::ArrayRef<StateSpec> specs, const NamedTensors &tensors);
+
+/// What argument `i` of `func` binds to, "param:w", "state:w.adam_m" or
+/// "input:x" ("" for none): how tools match the arguments of two versions
+/// of a function.
+std::string argumentBinding(mlir::func::FuncOp func, unsigned i);
+
+/// Sets each working-copy argument of `func` (kiln.copy_of) in `args` (one
+/// tensor per argument) to its parameter's tensor converted, as the runtime
+/// derives it.
+void deriveCopyArguments(mlir::func::FuncOp func, std::vector<cpu::HostTensor> &args);
 
 /// Whether `name` is a working copy of a parameter in `specs`.
 bool isCopy(llvm::ArrayRef<StateSpec> specs, llvm::StringRef name);
@@ -140,7 +150,7 @@ public:
   /// Overwrites state tensors by name; each must exist with the same dtype
   /// and shape (an error names the first that does not). Tensors not given
   /// keep their values: use loadState to require a complete set. A given
-  /// parameter's working copy is derived from it again (withCopies).
+  /// parameter's working copy is derived from it again (copiesOf).
   virtual llvm::Error setState(const NamedTensors &tensors) = 0;
 
   /// The parameters and states of the loaded module.

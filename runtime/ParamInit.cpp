@@ -66,26 +66,8 @@ llvm::Expected<std::vector<cpu::HostTensor>> initParams(llvm::ArrayRef<StateSpec
                                                         uint64_t seed) {
   std::vector<ParamInfo> params;
   for (const StateSpec &s : specs)
-    params.push_back({0, s.name, s.dtype, s.shape, s.copyOf.empty() ? s.init : "zeros"});
-  auto values = initParams(params, seed);
-  if (!values)
-    return values.takeError();
-  // The parameters' working copies: converted from their initial values.
-  NamedTensors all;
-  for (auto [spec, value] : llvm::zip(specs, *values))
-    all.push_back({spec.name, std::move(value)});
-  all = withCopies(specs, all);
-  std::vector<cpu::HostTensor> out;
-  for (const StateSpec &s : specs)
-    for (auto &entry : all)
-      if (entry.first == s.name) {
-        out.push_back(std::move(entry.second));
-        break;
-      }
-  if (out.size() != specs.size())
-    return llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                   "a working copy names a parameter this model does not have");
-  return out;
+    params.push_back({0, s.name, s.dtype, s.shape, s.init});
+  return initParams(params, seed);
 }
 
 } // namespace kiln

@@ -30,8 +30,7 @@ llvm::Expected<std::vector<ParamInfo>> paramsOf(mlir::func::FuncOp func);
 /// parameter name (see Rng), so the values depend only on the seed and name.
 llvm::Expected<std::vector<cpu::HostTensor>> initParams(llvm::ArrayRef<ParamInfo> params,
                                                         uint64_t seed);
-/// The same for a backend's state (Backend.h), the parameters' working
-/// copies (kiln.copy_of) converted from their parameters.
+/// The same for a backend's state (Backend.h).
 llvm::Expected<std::vector<cpu::HostTensor>> initParams(llvm::ArrayRef<StateSpec> specs,
                                                         uint64_t seed);
 

@@ -96,6 +96,9 @@ llvm::Error CpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
     kinds_[spec.name] = spec.isParam ? FunctionBinding::Arg::Param : FunctionBinding::Arg::State;
     state_[spec.name] = std::move(value);
   }
+  // The working copies, from the initial parameters (sharing their storage).
+  for (auto &[name, t] : copiesOf(specs_, NamedTensors(state_.begin(), state_.end())))
+    state_[name] = std::move(t);
   return llvm::Error::success();
 }
 
@@ -145,7 +148,10 @@ llvm::Error CpuBackend::setState(const NamedTensors &tensors) {
       return error("'" + name + "' is " + t.typeString() + " in the checkpoint but " +
                    it->second.typeString() + " in this model");
   }
-  for (auto &[name, t] : withCopies(specs_, tensors))
+  for (const auto &[name, t] : tensors)
+    if (!isCopy(specs_, name))
+      state_[name] = t.clone();
+  for (auto &[name, t] : copiesOf(specs_, tensors))
     state_[name] = std::move(t);
   return llvm::Error::success();
 }

@@ -105,15 +105,22 @@ llvm::Error CudaBackend::setState(const NamedTensors &tensors) {
                                  t.typeString(), cpu::typeString(b->dtype, b->shape)));
   }
   std::vector<char> bytes;
-  for (const auto &[name, t] : withCopies(specs_, tensors)) {
+  auto write = [&](const std::string &name, const cpu::HostTensor &t) -> llvm::Error {
     const PlanBinding *b = find(name);
     if (!b)
       return error("'" + name + "' is in this model's state but not in its plan");
     bytes.resize(static_cast<size_t>(b->bytes()));
     packForDevice(t, bytes.data());
-    if (llvm::Error err = executor_->write(b->offset, bytes.data(), b->bytes()))
+    return executor_->write(b->offset, bytes.data(), b->bytes());
+  };
+  // The given tensors (a working copy is derived instead), then the copies.
+  for (const auto &[name, t] : tensors)
+    if (!isCopy(specs_, name))
+      if (llvm::Error err = write(name, t))
+        return err;
+  for (const auto &[name, t] : copiesOf(specs_, tensors))
+    if (llvm::Error err = write(name, t))
       return err;
-  }
   return llvm::Error::success();
 }
 

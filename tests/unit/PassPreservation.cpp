@@ -4,6 +4,7 @@
 
 #include "ir/KilnDialect.h"
 #include "passes/Passes.h"
+#include "runtime/Backend.h"
 #include "runtime/Random.h"
 #include "runtime/cpu/Interpreter.h"
 #include "runtime/cpu/Kernels.h"
@@ -34,15 +35,6 @@ namespace {
 
 using Results = std::map<std::string, std::vector<cpu::HostTensor>>;
 
-/// What argument `i` of `func` binds to ("@f param:w"), or "" for none.
-std::string bindingOf(func::FuncOp func, unsigned i) {
-  for (StringRef kind :
-       {KilnDialect::kParamAttrName, KilnDialect::kStateAttrName, KilnDialect::kInputAttrName})
-    if (auto name = func.getArgAttrOfType<StringAttr>(i, kind))
-      return ("@" + func.getSymName() + " " + kind + ":" + name.getValue()).str();
-  return "";
-}
-
 /// Runs every function on inputs from `fill`; names functions that fail.
 /// An argument with a binding name takes the tensor `named` has for it (so
 /// a pass that inserts arguments leaves the others' values alone) or
@@ -61,7 +53,9 @@ Results runAll(ModuleOp module, const InputFiller &fill,
         ADD_FAILURE() << "@" << func.getSymName().str() << ": " << llvm::toString(host.takeError());
         return results;
       }
-      std::string key = bindingOf(func, static_cast<unsigned>(i));
+      std::string key = argumentBinding(func, static_cast<unsigned>(i));
+      if (!key.empty())
+        key = ("@" + func.getSymName() + " " + key).str();
       auto known = named.find(key);
       if (!key.empty() && known != named.end() && known->second.dtype() == host->first &&
           known->second.shape() == host->second) {
@@ -79,10 +73,9 @@ Results runAll(ModuleOp module, const InputFiller &fill,
     for (unsigned i = 0; i < func.getNumArguments(); ++i)
       if (auto of = func.getArgAttrOfType<StringAttr>(i, KilnDialect::kCopyOfAttrName))
         for (unsigned p = 0; p < func.getNumArguments(); ++p)
-          if (func.getArgAttrOfType<StringAttr>(p, KilnDialect::kParamAttrName) == of) {
+          if (func.getArgAttrOfType<StringAttr>(p, KilnDialect::kParamAttrName) == of)
             paramOf[i] = p;
-            args[i] = cpu::kernels::cast(args[p], args[i].dtype());
-          }
+    deriveCopyArguments(func, args);
     auto interp = cpu::Interpreter::create(func);
     if (!interp) {
       ADD_FAILURE() << llvm::toString(interp.takeError());

@@ -26,7 +26,6 @@
 #include "passes/PassUtils.h"
 #include "runtime/Random.h"
 #include "runtime/cpu/Interpreter.h"
-#include "runtime/cpu/Kernels.h"
 #include "runtime/cuda/CudaBackend.h"
 #include "runtime/cuda/CudaExecutor.h"
 #include "train/Compile.h"
@@ -120,28 +119,9 @@ std::vector<cpu::HostTensor> argumentsFor(mlir::func::FuncOp func, int64_t vocab
     }
     args.push_back(std::move(t));
   }
-  // Working copies (kiln.copy_of): their parameter converted, as the
-  // runtime derives them.
-  for (mlir::BlockArgument arg : func.getArguments()) {
-    auto of =
-        func.getArgAttrOfType<mlir::StringAttr>(arg.getArgNumber(), KilnDialect::kCopyOfAttrName);
-    if (!of || !args[arg.getArgNumber()].defined())
-      continue;
-    for (unsigned p = 0; p < func.getNumArguments(); ++p)
-      if (func.getArgAttrOfType<mlir::StringAttr>(p, KilnDialect::kParamAttrName) == of &&
-          args[p].defined())
-        args[arg.getArgNumber()] = cpu::kernels::cast(args[p], args[arg.getArgNumber()].dtype());
-  }
+  // Working copies (kiln.copy_of): their parameter converted.
+  deriveCopyArguments(func, args);
   return args;
-}
-
-/// What argument `i` of `func` binds to: its kind and name ("param:w").
-std::string bindingOf(mlir::func::FuncOp func, unsigned i) {
-  for (llvm::StringRef kind :
-       {KilnDialect::kParamAttrName, KilnDialect::kStateAttrName, KilnDialect::kInputAttrName})
-    if (auto name = func.getArgAttrOfType<mlir::StringAttr>(i, kind))
-      return (kind + ":" + name.getValue()).str();
-  return "";
 }
 
 /// For each argument of `before`, the argument of `after` it binds to —
@@ -161,10 +141,10 @@ std::optional<std::vector<unsigned>> argumentMap(mlir::func::FuncOp before,
       !std::equal(results.begin(), results.end(), afterResults.begin()))
     return std::nullopt;
   for (unsigned i = 0; i < before.getNumArguments(); ++i) {
-    std::string name = bindingOf(before, i);
+    std::string name = argumentBinding(before, i);
     std::optional<unsigned> found;
     for (unsigned j = 0; j < after.getNumArguments() && !name.empty() && !found; ++j)
-      if (bindingOf(after, j) == name &&
+      if (argumentBinding(after, j) == name &&
           after.getArgumentTypes()[j] == before.getArgumentTypes()[i])
         found = j;
     if (!found)
