@@ -43,6 +43,19 @@ func.func @optimizer(%w: tensor<16xf32> {kiln.param = "w", kiln.role = "norm"},
   return %n, %p : tensor<f32>, tensor<16xf32>
 }
 
+// AdamW writing a parameter's working copy (kiln-fuse's adamw-copies): a
+// fourth result, returned in place of the kiln.copy_of state.
+// CHECK-LABEL: func.func @adamw_copy
+// CHECK-SAME: {kiln.copy_of = "w", kiln.state = "w.bf16"}
+// CHECK: kiln.adamw_update {{.*}} -> (tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xbf16>)
+func.func @adamw_copy(%w: tensor<16xf32> {kiln.param = "w"}, %m: tensor<16xf32> {kiln.state = "w.adam_m"},
+                      %c: tensor<16xbf16> {kiln.state = "w.bf16", kiln.copy_of = "w"},
+                      %lr: tensor<f32> {kiln.input = "lr"})
+    -> (tensor<16xf32> {kiln.aliases = 0 : i64}, tensor<16xbf16> {kiln.aliases = 2 : i64}) {
+  %p, %m2, %v2, %c2 = kiln.adamw_update %w, %w, %m, %m, %lr, %lr, %lr {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<16xf32>, tensor<16xf32>, tensor<16xf32>, tensor<16xbf16>)
+  return %p, %c2 : tensor<16xf32>, tensor<16xbf16>
+}
+
 // The sequence-major and packed attention forms and their backward ops.
 // CHECK-LABEL: func.func @attention_layouts
 func.func @attention_layouts(%q: tensor<2x8x4x16xbf16>, %kv: tensor<2x8x2x16xbf16>, %qkv: tensor<2x8x4x3x16xbf16>, %x: tensor<2x8x4x16xf32>) -> (tensor<2x8x4x16xbf16>, tensor<2x8x4x3x16xbf16>, tensor<2x8x4x16xf32>) {
