@@ -66,8 +66,11 @@
 #              against unfused
 #   epilogues  the same for kiln-fuse's GEMM epilogues (compile.gemm_epilogues)
 #   ab         the 124M bench with .gpu/kiln-before.gz and this build, alternated
+#   attention-ab  kiln.attention alone at issue #11's shapes, the same way
 #   repeat     the same 200-step bf16 run twice: the noise floor of the
 #              200-step comparisons
+#   fuse-repeat  kiln-fuse on and off, 200 bf16 steps, $REPEATS runs of
+#              each: the on-off difference beside the runs' own spread
 #   recompute  train.recompute none/selective/full: the 124M bf16 step at B=16
 #              and at each policy's largest batch, the ~1B Llama's step, and
 #              20 f32 / 200 bf16 steps of each against none
@@ -327,6 +330,46 @@ EOF2
       grep -E "^  [a-z_0-9]+.*\(|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Warp Cycles Per Issued|Issued Warp|No Eligible|Stall|L2 Hit|==ERROR|error" \
         "$OUT/ncu-$k.txt" | head -24
     done ;;
+  fuse-repeat)
+    # Issue #12's numerics check with the GPU's own noise measured: 200
+    # bf16 steps of GPT-2 124M with compile.$FUSE_KEY (fuse) on and off,
+    # $REPEATS (3) runs of each from the same weights and batches,
+    # interleaved. Runs of one setting differ only by the order of atomic
+    # sums (dq in the flash backward, the embedding gradient), so the
+    # spread within a setting is the noise the on-off difference is read
+    # against: the mean of the last 20 losses per run, the difference of
+    # the settings' averages, and the largest per-step difference between
+    # the two averaged curves beside the same between runs of one setting.
+    key=${FUSE_KEY:-fuse}
+    for i in $(seq ${REPEATS:-3}); do for f in true false; do
+      rm -rf /tmp/fr-$f-$i
+      XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml --set train.steps=200 \
+        "${train_sets[@]}" --set train.precision=bf16-mixed --set compile.$key=$f \
+        --set run.dir=/tmp/fr-$f-$i > "$OUT/train-fuse-repeat-$f-$i.log" 2>&1 \
+        || grep -E "error" "$OUT/train-fuse-repeat-$f-$i.log"
+      cp /tmp/fr-$f-$i/metrics.jsonl "$OUT/metrics-fuse-repeat-$f-$i.jsonl"
+    done; done
+    python3 - "$OUT" "$key" "${REPEATS:-3}" <<'EOF2'
+import json, sys
+out, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+load = lambda f, i: [json.loads(l)["loss"] for l in open(f"{out}/metrics-fuse-repeat-{f}-{i}.jsonl")
+                     if '"loss"' in l]
+runs = {f: [load(f, i) for i in range(1, n + 1)] for f in ("true", "false")}
+last20 = lambda r: sum(r[-20:]) / 20
+avg = lambda rs: [sum(x) / len(x) for x in zip(*rs)]
+for f in ("true", "false"):
+    print(f"  compile.{key}={f}: mean of the last 20 per run " +
+          " ".join(f"{last20(r):.5f}" for r in runs[f]))
+on, off = avg(runs["true"]), avg(runs["false"])
+within = max(abs(a - b) / b for f in runs for r in runs[f][1:] for a, b in zip(r, runs[f][0]))
+spread = max(abs(last20(r) - last20(runs[f][0])) / last20(runs[f][0]) for f in runs for r in runs[f])
+print(f"  on vs off ({n} runs each, 200 steps): mean of the last 20 differs by "
+      f"{100 * (last20(on) - last20(off)) / last20(off):+.3f}% (runs of one setting: up to "
+      f"{100 * spread:.3f}%); averaged curves' largest per-step difference "
+      f"{max(abs(a - b) / b for a, b in zip(on, off)):.3g} (one run against another of the same "
+      f"setting: {within:.3g})")
+EOF2
+    ;;
   repeat)
     # The noise floor of the 200-step bf16 comparisons (loop-fusion,
     # epilogues, fused): this build's GPT-2 124M run twice from the same
@@ -366,6 +409,20 @@ EOF2
           --set train.precision=$p --json "$OUT/ab-${AB_CONFIG:+$ab_name-}$p-b$b-$run.json" | grep -E "plan:|step:|memory:"
       done
     done; done ;;
+  attention-ab)
+    # kiln.attention alone at issue #11's shapes (bf16, forward and
+    # forward+backward) with .gpu/kiln-before.gz and this build, in the
+    # order before, after, after, before: a kernel change measured against
+    # the previous binary in one call.
+    [ -x $BIN/kiln-before ] || { echo "attention-ab: no .gpu/kiln-before.gz"; continue; }
+    for spec in "16,12,1024,64 --causal" "8,16,4096,128 --causal" "8,16,4096,128" \
+      "4,16,8192,64 --causal"; do
+      for run in before-1 after-1 after-2 before-2; do
+        bin=$KILN; [ ${run%-*} = before ] && bin=$BIN/kiln-before
+        XDG_CACHE_HOME=/tmp/kiln-cache-${run%-*} $bin bench --attention $spec \
+          --json "$OUT/attention-ab-${run%-*}.jsonl" 2>&1 | grep "^attention" | sed "s/^/  $run /"
+      done
+    done ;;
   fused)
     for f in always never; do
       rm -rf /tmp/fused-$f

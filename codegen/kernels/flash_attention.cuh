@@ -480,6 +480,18 @@ __device__ __forceinline__ void addTo(float *p, float a, float b) {
 #endif
 }
 
+// p[0..3] += a, b, c, d (16-byte aligned; sm_90's vector `red`).
+__device__ __forceinline__ void addTo4(float *p, float a, float b, float c, float d) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "f"(a), "f"(b), "f"(c),
+               "f"(d)
+               : "memory");
+#else
+  addTo(p, a, b);
+  addTo(p + 2, c, d);
+#endif
+}
+
 // ---------------------------------------------------------------------------
 // What both backwards share (mma.sync and wgmma)
 // ---------------------------------------------------------------------------
@@ -1106,15 +1118,37 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
     keep(dV);
     keep(dK);
     keep(dq);
+    if constexpr (WGS == 1) {
+      // Four adjacent columns a thread: lanes t and t ^ 1 trade halves of
+      // their pairs (an even t keeps row g, an odd t row g + 8), so each
+      // `red` adds 16 bytes, half the L2 atomic operations (L2 is this
+      // kernel's busiest unit at GPT-2's shape, 70 %: Nsight, 2026-12-04).
+      // Measured (bench/RESULTS.md, 2026-12-04): one warpgroup at
+      // (16, 12, 1024, 64) causal 0.519 -> 0.508 ms forward+backward; with
+      // two warpgroups mixed (D = 128 causal -1.6 %, not causal +0.8 %,
+      // D = 64 at T = 8192 +0.5 %), so those keep pairs.
+      const bool odd = t & 1;
+      const i64 query = i0 + (warp % 4) * 16 + g + (odd ? 8 : 0);
+      float *dst = dqAccum + (bh * TQ + query) * D + 2 * (t & ~1);
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const i64 query = i0 + (warp % 4) * 16 + g + half * 8;
-      if (query >= TQ)
-        continue;
-      float *dst = dqAccum + (bh * TQ + query) * D + wg * DQ + 2 * t;
+      for (int n = 0; n < DQ / 8; ++n) {
+        const float a = __shfl_xor_sync(0xffffffffu, odd ? dq[n][0] : dq[n][2], 1);
+        const float c = __shfl_xor_sync(0xffffffffu, odd ? dq[n][1] : dq[n][3], 1);
+        if (query < TQ)
+          addTo4(dst + n * 8, odd ? a : dq[n][0], odd ? c : dq[n][1], odd ? dq[n][2] : a,
+                 odd ? dq[n][3] : c);
+      }
+    } else {
 #pragma unroll
-      for (int n = 0; n < DQ / 8; ++n)
-        addTo(dst + n * 8, dq[n][2 * half], dq[n][2 * half + 1]);
+      for (int half = 0; half < 2; ++half) {
+        const i64 query = i0 + (warp % 4) * 16 + g + half * 8;
+        if (query >= TQ)
+          continue;
+        float *dst = dqAccum + (bh * TQ + query) * D + wg * DQ + 2 * t;
+#pragma unroll
+        for (int n = 0; n < DQ / 8; ++n)
+          addTo(dst + n * 8, dq[n][2 * half], dq[n][2 * half + 1]);
+      }
     }
   }
   waitGroups<0>();
