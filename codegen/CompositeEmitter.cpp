@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "codegen/Emitter.h"
+#include "codegen/PlanBuilder.h"
 
 #include "ir/KilnOps.h"
 
@@ -445,9 +446,10 @@ std::string attentionShape(const AttentionDims &a, Value q, Value lse, bool caus
 int64_t computeBytes(Value v) { return computeType(tensorOf(v).getElementType()) == "double" ? 8 : 4; }
 
 /// The naive attention kernels keep a row of scores (two in the backward)
-/// in shared memory; Hopper gives a block at most 227 KiB.
-llvm::Error checkAttentionShared(Operation *op, int64_t bytes) {
-  constexpr int64_t kMaxShared = 227 * 1024 - 1024; // less the kernels' static reductions
+/// in shared memory, at most maxSharedBytes(arch) a block.
+llvm::Error checkAttentionShared(Emitter &e, Operation *op, int64_t bytes) {
+  // Less the kernels' static reductions.
+  const int64_t kMaxShared = maxSharedBytes(e.options().arch) - 1024;
   if (bytes > kMaxShared)
     return error(llvm::formatv("codegen: {0} needs {1} bytes of shared memory per block for its "
                                "key length; at most {2} fit (the fused flash-attention kernel "
@@ -520,12 +522,59 @@ llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &opti
       v[0], v[1], v[2], v[3], q, wgmma, v[6] >= 0 ? v[6] : defaultBackwardBlocks(wgmma, d, v[3])};
 }
 
+/// Bytes of dynamic shared memory the flash forward launches with at head
+/// dim `d`: Q [BM, D], K and V [2 stages][BN, D] (16-bit), and the wgmma
+/// kernel's 1024 bytes of alignment slack.
+int64_t flashForwardShared(const FlashTiles &t, int64_t d) {
+  return (t.queryBlock() + 4 * t.keyBlock) * d * 2 + (t.wgmma ? 1024 : 0);
+}
+
+/// Bytes of dynamic shared memory the flash backward launches with: K, V
+/// [BN, D]; Q, dO [2 stages][64, D]; dSᵀ [BN, 64]; lse and delta [2][64]
+/// f32; on wgmma 1024 bytes of slack and, when a warpgroup's dq columns
+/// are 32, Kᵀ [D, BN].
+int64_t flashBackwardShared(const FlashTiles &t, int64_t d) {
+  int64_t bn = 16 * t.backwardWarps, bm = 64;
+  return (2 * bn + 4 * bm) * d * 2 + bn * bm * 2 + 4 * bm * 4 +
+         (t.wgmma ? 1024 + (d / (t.backwardWarps / 4) == 32 ? bn * d * 2 : 0) : 0);
+}
+
+llvm::Expected<std::optional<FlashTiles>> chooseFlashTiles(Emitter &e, Value q,
+                                                           const AttentionDims &a, double scale,
+                                                           std::string &why, bool &custom);
+
 /// The flash kernels' tiles for an attention of shape `a` whose q (or
-/// packed qkv) is `q`, or nullopt with
-/// `why` the reference kernels run instead: the flash kernels take bf16/f16
-/// operands with D = Dv ∈ {64, 128}.
+/// packed qkv) is `q`, or nullopt with `why` the reference kernels run
+/// instead: the flash kernels take bf16/f16 operands with D = Dv ∈ {64,
+/// 128}, and tiles that fit the arch's shared memory (at D = 128 the
+/// backward's do not on 99 KiB archs: sm_86, sm_89, sm_120). Tiles asked
+/// for with --attention-tiles that do not fit are an error.
 llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, const AttentionDims &a,
                                                      double scale, std::string &why) {
+  bool custom = false;
+  auto tiles = chooseFlashTiles(e, q, a, scale, why, custom);
+  if (!tiles || !*tiles)
+    return tiles;
+  const FlashTiles &t = **tiles;
+  int64_t limit = maxSharedBytes(e.options().arch);
+  int64_t forward = flashForwardShared(t, a.d), backward = flashBackwardShared(t, a.d);
+  if (forward <= limit && backward <= limit)
+    return tiles;
+  std::string need =
+      llvm::formatv("the flash kernels' tiles need {0} KiB of shared memory a block "
+                    "({1}); {2} gives at most {3} KiB",
+                    (std::max(forward, backward) + 1023) / 1024,
+                    backward > limit ? "backward" : "forward", e.options().arch, limit / 1024)
+          .str();
+  if (custom)
+    return error("codegen: attention tiles '" + e.options().attentionTiles + "': " + need);
+  why = need;
+  return std::nullopt;
+}
+
+llvm::Expected<std::optional<FlashTiles>> chooseFlashTiles(Emitter &e, Value q,
+                                                           const AttentionDims &a, double scale,
+                                                           std::string &why, bool &isCustom) {
   Type element = tensorOf(q).getElementType();
   int64_t d = a.d;
   if (!element.isBF16() && !element.isF16()) {
@@ -545,8 +594,10 @@ llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, const 
   auto custom = customTiles(e.options(), d);
   if (!custom)
     return custom.takeError();
-  if (*custom)
+  if (*custom) {
+    isCustom = true;
     return *custom;
+  }
   // The fastest of the variants bench/gpu.sh's attention stage timed on an
   // H200 (bench/results/2026-11-30-flash-v2): D = 64 forward 4 warps × 2
   // row tiles with key blocks of 128 (+7 to 10 % over blocks of 64),
@@ -705,7 +756,7 @@ llvm::Expected<bool> flashForward(Emitter &e, const AttentionView &w, const Flas
   // The wgmma kernel aligns its tiles to 1024 bytes itself.
   e.launch(w.op, "flash_attention", kernel(w.op, "flash_attention.cuh", p.text, body, threads),
            {(a.tq + bm - 1) / bm, a.b * a.h, 1}, {threads, 1, 1}, p.args,
-           (bm + 4 * tiles.keyBlock) * d * 2 + (tiles.wgmma ? 1024 : 0));
+           flashForwardShared(tiles, d));
   return true;
 }
 
@@ -769,8 +820,7 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
     e.launch(op, "flash_attention_backward",
              kernel(op, "flash_attention.cuh", p.text, body, threads, "", tiles.backwardBlocks),
              {(a.tk + bn - 1) / bn, a.b * a.hkv, 1}, {threads, 1, 1}, p.args,
-             (2 * bn + 4 * bm) * d * 2 + bn * bm * 2 + 4 * bm * 4 +
-                 (tiles.wgmma ? 1024 + (d / (tiles.backwardWarps / 4) == 32 ? bn * d * 2 : 0) : 0));
+             flashBackwardShared(tiles, d));
   }
   // 3. dq = scale · accumulator.
   {
@@ -809,7 +859,7 @@ llvm::Expected<bool> attention(Emitter &e, const AttentionView &w) {
   if (!seg)
     return seg.takeError();
   int64_t rows = a.b * a.h * a.tq, tk = a.tk;
-  if (llvm::Error err = checkAttentionShared(w.op, tk * computeBytes(w.input())))
+  if (llvm::Error err = checkAttentionShared(e, w.op, tk * computeBytes(w.input())))
     return std::move(err);
   std::string body = prologue + "  kiln::attentionForward<" +
                      attentionShape(a, w.input(), w.lse, w.causal) + ", " +
@@ -853,7 +903,7 @@ llvm::Expected<bool> attentionGrad(Emitter &e, const AttentionView &w) {
   if (!seg)
     return seg.takeError();
   int64_t rows = a.b * a.h * a.tq, tk = a.tk;
-  if (llvm::Error err = checkAttentionShared(w.op, 2 * tk * computeBytes(w.input())))
+  if (llvm::Error err = checkAttentionShared(e, w.op, 2 * tk * computeBytes(w.input())))
     return std::move(err);
   std::string body = prologue + "  kiln::attentionBackward<" +
                      attentionShape(a, w.input(), w.lse, w.causal) + ", " +
@@ -1099,11 +1149,12 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
   int sums = n->columnSum ? 1 : 0, parts = (n->center ? 2 : 1) + sums;
   int64_t fBytes = F == "double" ? 8 : 4;
   int64_t shared = (sums ? parts * c : 32 * vec) * 8 * fBytes;
-  if (shared > 227 * 1024)
+  if (shared > maxSharedBytes(e.options().arch))
     return error("codegen: " + Emitter::describe(fusion) + ": the column sum of rows of " + str(c) +
                  " elements needs " + str(shared / 1024) +
-                 " KiB of shared memory for its partial sums, more than a block has (227 KiB; "
-                 "kiln-fuse forms such fusions for rows needing at most 96 KiB)");
+                 " KiB of shared memory for its partial sums, more than a block has (" +
+                 str(maxSharedBytes(e.options().arch) / 1024) + " KiB on " + e.options().arch +
+                 "; kiln-fuse forms such fusions for rows needing at most 96 KiB)");
   // Partials per block (its 8 warps add theirs in shared memory first).
   auto partial = e.scratch(grid * parts * c * fBytes);
   if (!partial)

@@ -492,6 +492,17 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
       return err;
     if (e.stepCount() == before)
       continue;
+    // A launch asking for more shared memory than the arch gives a block
+    // would fail on the device; say so here, naming the op.
+    for (size_t i = before; i < e.stepCount(); ++i) {
+      const PlanStep &step = e.step(i);
+      if (step.kind == PlanStep::Kind::Launch && step.sharedBytes > maxSharedBytes(options.arch))
+        return error(llvm::formatv("codegen: {0}: kernel {1} needs {2} bytes of shared memory a "
+                                   "block; {3} gives a block at most {4}",
+                                   Emitter::describe(&op), plan.kernels[step.kernel].name,
+                                   step.sharedBytes, options.arch, maxSharedBytes(options.arch))
+                         .str());
+    }
     std::vector<std::pair<int64_t, int64_t>> touched;
     for (Operation *r : runs)
       arenaRanges(e, r, touched);
@@ -765,6 +776,22 @@ llvm::Error checkArch(llvm::StringRef arch) {
     known += (known.empty() ? "sm_" : ", sm_") + std::to_string(k);
   return error("unknown GPU architecture '" + arch + "': kiln generates code for " + known +
                " (an 'a' suffix, e.g. sm_90a, for the arch-specific instructions)");
+}
+
+int64_t maxSharedBytes(llvm::StringRef arch) {
+  llvm::StringRef digits = arch;
+  unsigned cc = 0;
+  if (!digits.consume_front("sm_") || digits.empty())
+    return 99 * 1024;
+  if (digits.back() == 'a' || digits.back() == 'f')
+    digits = digits.drop_back();
+  if (digits.getAsInteger(10, cc))
+    return 99 * 1024;
+  if (cc == 80 || cc == 87)
+    return 163 * 1024;
+  if ((cc >= 90 && cc < 100) || cc == 100 || cc == 101 || cc == 103 || cc == 110)
+    return 227 * 1024;
+  return 99 * 1024;
 }
 
 llvm::Expected<Plan> compileToPlan(ModuleOp module, const CodegenOptions &options) {

@@ -41,6 +41,14 @@ struct CodegenOptions {
 /// arithmetic and cp.async).
 llvm::Error checkArch(llvm::StringRef arch);
 
+/// The most shared memory a block of a kernel for `arch` may have (the
+/// opt-in maximum): 227 KiB on compute capability 9.x, 10.x and 11.0, 163
+/// KiB on 8.0 and 8.7, 99 KiB on 8.6, 8.9 and 12.x (CUDA C++ Programming
+/// Guide, "Technical Specifications per Compute Capability"); 99 KiB for an
+/// arch not in that table. Codegen sizes tiles by it and refuses a launch
+/// that asks for more.
+int64_t maxSharedBytes(llvm::StringRef arch);
+
 /// Builds the Plan of `module` (kiln-plan-buffers must have run). Fails,
 /// naming the op, for ops codegen does not handle.
 llvm::Expected<Plan> buildPlan(mlir::ModuleOp module, const CodegenOptions &options);

@@ -591,6 +591,85 @@ TEST(Plan, FlashKernelsRunOnWgmmaOnSm90a) {
             std::string::npos);
 }
 
+// Tiles fit the arch's shared memory: at D = 128 the flash backward needs
+// 145 KiB a block, which sm_80 (163 KiB) and sm_90a (227) give and sm_86,
+// sm_89 and sm_120 (99 KiB) do not; there the attention runs on the
+// reference kernels, with the reason in the plan's notes. Tiles asked for
+// that do not fit, and a reference kernel whose score rows do not, are
+// refused with the arch's limit.
+TEST(Plan, FlashTilesFitTheArchSharedMemory) {
+  EXPECT_EQ(codegen::maxSharedBytes("sm_80"), 163 * 1024);
+  EXPECT_EQ(codegen::maxSharedBytes("sm_86"), 99 * 1024);
+  EXPECT_EQ(codegen::maxSharedBytes("sm_89"), 99 * 1024);
+  EXPECT_EQ(codegen::maxSharedBytes("sm_90a"), 227 * 1024);
+  EXPECT_EQ(codegen::maxSharedBytes("sm_100a"), 227 * 1024);
+  EXPECT_EQ(codegen::maxSharedBytes("sm_120"), 99 * 1024);
+  auto ctx = test::makeContext();
+  auto textOf = [](const char *type, int64_t t, int64_t d) {
+    std::string x = llvm::formatv("tensor<1x2x{0}x{1}x{2}>", t, d, type).str(),
+                lse = llvm::formatv("tensor<1x2x{0}xf32>", t).str();
+    return llvm::formatv(R"(
+    func.func @f(%q: {0} {{kiln.input = "q"}, %k: {0} {{kiln.input = "k"}, %v: {0} {{kiln.input = "v"},
+                 %d: {0} {{kiln.input = "d"}) -> ({0}, {0}, {0}) {{
+      %o, %lse = kiln.attention %q, %k, %v {{causal, scale = 0.125 : f32} : {0}, {0}, {0} -> {0}, {1}
+      %dq, %dk, %dv = kiln.attention_grad %q, %k, %v, %o, %lse, %d {{causal, scale = 0.125 : f32} : {0}, {0}, {0}, {0}, {1}, {0} -> {0}, {0}, {0}
+      return %dq, %dk, %dv : {0}, {0}, {0}
+    })",
+                         x, lse)
+        .str();
+  };
+  auto compile = [&](const std::string &text, const std::string &arch, const std::string &tiles) {
+    auto fresh = test::parse(*ctx, text);
+    EXPECT_TRUE(fresh);
+    codegen::CodegenOptions options;
+    options.arch = arch;
+    options.attentionTiles = tiles;
+    return codegen::compileToPlan(*fresh, options);
+  };
+  auto flash = [](const Plan &plan) {
+    return llvm::any_of(plan.kernels, [](const PlanKernel &k) {
+      return llvm::StringRef(k.name).starts_with("flash_attention");
+    });
+  };
+  auto notes = [](const Plan &plan) { return llvm::join(plan.notes, "\n"); };
+  std::string d128 = textOf("bf16", 100, 128), d64 = textOf("bf16", 100, 64);
+  for (const char *arch : {"sm_80", "sm_90a"}) {
+    auto plan = compile(d128, arch, "");
+    ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+    EXPECT_TRUE(flash(*plan)) << arch << ": " << notes(*plan);
+    for (const PlanFunction &f : plan->functions)
+      for (const PlanStep &s : f.steps)
+        EXPECT_LE(s.sharedBytes, codegen::maxSharedBytes(arch));
+  }
+  for (const char *arch : {"sm_86", "sm_89", "sm_120"}) {
+    auto plan = compile(d128, arch, "");
+    ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+    EXPECT_FALSE(flash(*plan)) << arch;
+    EXPECT_NE(
+        notes(*plan).find("reference kernels (a block per query row, CUDA cores): the flash "
+                          "kernels' tiles need 145 KiB of shared memory a block (backward); " +
+                          std::string(arch) + " gives at most 99 KiB"),
+        std::string::npos)
+        << notes(*plan);
+    // D = 64 fits (80 KiB forward, 58 KiB backward).
+    auto small = compile(d64, arch, "");
+    ASSERT_TRUE(static_cast<bool>(small)) << llvm::toString(small.takeError());
+    EXPECT_TRUE(flash(*small)) << arch << ": " << notes(*small);
+  }
+  auto asked = compile(d128, "sm_86", "4,2,64,8");
+  ASSERT_FALSE(static_cast<bool>(asked));
+  EXPECT_NE(llvm::toString(asked.takeError())
+                .find("attention tiles '4,2,64,8': the flash kernels' tiles need 145 KiB"),
+            std::string::npos);
+  // The reference kernels keep a row of f32 scores (two in the backward):
+  // 16384 keys fit 227 KiB, not 99.
+  std::string longF32 = textOf("f32", 16384, 16);
+  EXPECT_TRUE(static_cast<bool>(compile(longF32, "sm_90a", "")));
+  auto tooLong = compile(longF32, "sm_86", "");
+  ASSERT_FALSE(static_cast<bool>(tooLong));
+  EXPECT_NE(llvm::toString(tooLong.takeError()).find("at most 100352 fit"), std::string::npos);
+}
+
 // A step partitioned over a mesh compiles to one rank's plan: each
 // collective of the IR is one Collective step with its kind, axis,
 // dimension and both shapes, in the IR's order; the plan saves and loads
