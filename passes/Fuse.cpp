@@ -86,6 +86,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/IR/SymbolTable.h"
 #include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/SetVector.h"
 
@@ -182,11 +183,15 @@ struct FusePass final : impl::FusePassBase<FusePass> {
   using Base::Base;
 
   void runOnOperation() override {
+    // First, as it rewrites casts in other functions too (gradient
+    // accumulation's @accumulate_step for @apply_step's updates).
+    if (adamwCopies)
+      for (auto func : getOperation().getOps<func::FuncOp>())
+        if (func.getBody().hasOneBlock())
+          writeCopiesInAdamW(func);
     for (auto func : getOperation().getOps<func::FuncOp>()) {
       if (!func.getBody().hasOneBlock())
         continue;
-      if (adamwCopies)
-        writeCopiesInAdamW(func);
       if (epilogues)
         formEpilogues(func.getBody().front());
       if (embeddingInit)
@@ -405,9 +410,13 @@ struct FusePass final : impl::FusePassBase<FusePass> {
   /// step then reads what the previous step's update wrote: one pass over
   /// the parameter instead of two, the same bits as the cast.
   ///
+  /// With gradient accumulation the updates are in @apply_step and the
+  /// casts in @accumulate_step, which runs K times a step: the copy is then
+  /// a state of both, read by @accumulate_step (the runtime shares states
+  /// by name) and written by @apply_step's update.
+  ///
   /// Not on a mesh (the copies would need their own sharding and gathers)
-  /// nor across functions (gradient accumulation's @apply_step, pipeline
-  /// stages): planned.
+  /// nor across pipeline stages: planned.
   void writeCopiesInAdamW(func::FuncOp func) {
     if (getOperation()->hasAttr(KilnDialect::kMeshAttrName) ||
         func->hasAttr(KilnDialect::kPartitionedAttrName))
@@ -440,37 +449,66 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       AdamWUpdateOp update;
       SmallVector<CastOp> casts;
       RankedTensorType type;
-      StringRef param; ///< the parameter's name
+      StringRef param;                 ///< the parameter's name
+      SmallVector<CastOp> readerCasts; ///< its casts in `reader`
     };
+    // The function whose casts of the same parameters the copies replace
+    // too: @accumulate_step for @apply_step (it runs wholly before it).
+    func::FuncOp reader;
+    if (func.getSymName() == "apply_step")
+      reader = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
+          func, StringAttr::get(func.getContext(), "accumulate_step"));
+    if (reader &&
+        (!reader.getBody().hasOneBlock() || reader->hasAttr(KilnDialect::kPartitionedAttrName)))
+      reader = {};
     SmallVector<Copy> copies;
     for (auto [index, update] : updates) {
       BlockArgument param = func.getArgument(index);
-      Copy copy{update, {}, {}, {}};
-      bool ok = true;
-      for (Operation *user : param.getUsers()) {
-        auto c = dyn_cast<CastOp>(user);
-        if (!c)
-          continue;
-        auto to = cast<RankedTensorType>(c.getType());
-        Type from = cast<RankedTensorType>(param.getType()).getElementType();
-        bool narrower =
-            (to.getElementType().isBF16() || to.getElementType().isF16()) && from.isF32();
-        bool returned =
-            llvm::any_of(c->getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); });
-        bool late = llvm::any_of(c->getUsers(), [&](Operation *u) {
-          Operation *at = block.findAncestorOpInBlock(*u);
-          return !at || !at->isBeforeInBlock(lastUpdate);
-        });
-        if (!narrower || returned || late || (copy.type && copy.type != to)) {
-          ok = false;
-          break;
-        }
-        copy.type = to;
-        copy.casts.push_back(c);
-      }
-      if (!ok || copy.casts.empty())
-        continue;
+      Copy copy{update, {}, {}, {}, {}};
       copy.param = func.getArgAttrOfType<StringAttr>(index, KilnDialect::kParamAttrName).getValue();
+      bool ok = true;
+      // `param`'s casts, all to one narrower type, none returned; in this
+      // function none read at or after the last update.
+      auto collect = [&](Value value, Block &in, bool here, SmallVector<CastOp> &casts) {
+        for (Operation *user : value.getUsers()) {
+          auto c = dyn_cast<CastOp>(user);
+          if (!c)
+            continue;
+          auto to = cast<RankedTensorType>(c.getType());
+          Type from = cast<RankedTensorType>(value.getType()).getElementType();
+          bool narrower =
+              (to.getElementType().isBF16() || to.getElementType().isF16()) && from.isF32();
+          bool returned =
+              llvm::any_of(c->getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); });
+          bool late = here && llvm::any_of(c->getUsers(), [&](Operation *u) {
+                        Operation *at = in.findAncestorOpInBlock(*u);
+                        return !at || !at->isBeforeInBlock(lastUpdate);
+                      });
+          if (!narrower || returned || late || (copy.type && copy.type != to)) {
+            ok = false;
+            return;
+          }
+          copy.type = to;
+          casts.push_back(c);
+        }
+      };
+      collect(param, block, true, copy.casts);
+      if (reader) {
+        Block &readerBlock = reader.getBody().front();
+        for (BlockArgument arg : readerBlock.getArguments())
+          if (reader.getArgAttr(arg.getArgNumber(), KilnDialect::kParamAttrName) ==
+                  func.getArgAttr(index, KilnDialect::kParamAttrName) &&
+              arg.getType() == param.getType()) {
+            // Not where @accumulate_step returns the parameter (it would
+            // change it, and the copy with it).
+            if (llvm::any_of(arg.getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); }))
+              ok = false;
+            else
+              collect(arg, readerBlock, false, copy.readerCasts);
+          }
+      }
+      if (!ok || (copy.casts.empty() && copy.readerCasts.empty()))
+        continue;
       copies.push_back(std::move(copy));
     }
     if (copies.empty())
@@ -496,6 +534,22 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       for (CastOp c : copy.casts) {
         c.getResult().replaceAllUsesWith(state);
         c->erase();
+      }
+      if (!copy.readerCasts.empty()) {
+        // A state of the reader too (read only: no result aliases it).
+        unsigned readerAt = afterStateArguments(reader);
+        if (failed(reader.insertArgument(readerAt, copy.type, attrs, copy.update.getLoc())))
+          return signalPassFailure();
+        for (unsigned r = 0; r < reader.getNumResults(); ++r)
+          if (auto alias =
+                  reader.getResultAttrOfType<IntegerAttr>(r, KilnDialect::kAliasesAttrName);
+              alias && alias.getInt() >= readerAt)
+            reader.setResultAttr(r, KilnDialect::kAliasesAttrName,
+                                 b.getI64IntegerAttr(alias.getInt() + 1));
+        for (CastOp c : copy.readerCasts) {
+          c.getResult().replaceAllUsesWith(reader.getArgument(readerAt));
+          c->erase();
+        }
       }
       // The update again, with the copy as its fourth result.
       AdamWUpdateOp old = copy.update;

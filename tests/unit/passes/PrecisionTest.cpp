@@ -199,6 +199,79 @@ TEST(MixedPrecision, AdamWWritesTheWorkingCopies) {
   }
 }
 
+// With gradient accumulation the updates are in @apply_step and the casts
+// in @accumulate_step (run K times a step): the copies are states of both,
+// @accumulate_step reads them, @apply_step's update writes them. Training
+// (K = 2, bf16) is bit-identical to the casts', parameters replaced
+// mid-run included.
+TEST(MixedPrecision, AdamWWritesTheWorkingCopiesWithAccumulation) {
+  RunConfig on = tinyConfig("bf16-mixed");
+  on.train.accumulate_steps = 2;
+  RunConfig off = on;
+  off.compile.adamw_copies = false;
+  mlir::MLIRContext ctx;
+  auto withCopies = tooling::buildTrainingModule(ctx, on);
+  auto withCasts = tooling::buildTrainingModule(ctx, off);
+  ASSERT_TRUE(static_cast<bool>(withCopies)) << llvm::toString(withCopies.takeError());
+  ASSERT_TRUE(static_cast<bool>(withCasts)) << llvm::toString(withCasts.takeError());
+  auto micro = (**withCopies).lookupSymbol<mlir::func::FuncOp>("accumulate_step");
+  auto apply = (**withCopies).lookupSymbol<mlir::func::FuncOp>("apply_step");
+  ASSERT_TRUE(micro && apply);
+  auto copyArgs = [](mlir::func::FuncOp f) {
+    int n = 0;
+    for (unsigned i = 0; i < f.getNumArguments(); ++i)
+      n += static_cast<bool>(f.getArgAttr(i, KilnDialect::kCopyOfAttrName));
+    return n;
+  };
+  EXPECT_GE(copyArgs(micro), 8) << "2 layers x (qkv, proj, fc, proj) weights at least";
+  EXPECT_EQ(copyArgs(micro), copyArgs(apply));
+  micro.walk([&](CastOp c) {
+    auto arg = mlir::dyn_cast<mlir::BlockArgument>(c.getOperand());
+    EXPECT_FALSE(arg && arg.getOwner() == &micro.getBody().front() &&
+                 micro.getArgAttr(arg.getArgNumber(), KilnDialect::kParamAttrName))
+        << "a parameter is still cast";
+  });
+  int writers = 0;
+  apply.walk([&](AdamWUpdateOp u) { writers += static_cast<bool>(u.getNewCopy()); });
+  EXPECT_EQ(writers, copyArgs(apply));
+
+  cpu::CpuBackend a, b, other;
+  ASSERT_FALSE(static_cast<bool>(a.load(**withCopies, 3)));
+  ASSERT_FALSE(static_cast<bool>(b.load(**withCasts, 3)));
+  ASSERT_FALSE(static_cast<bool>(other.load(**withCasts, 9)));
+  Rng rng(5);
+  const int64_t B = on.train.batch_size, T = on.seqLen(), V = on.model.vocab_size;
+  cpu::HostTensor tokens[2] = {randomTokens(rng, B, T, V), randomTokens(rng, B, T, V)};
+  cpu::HostTensor targets[2] = {randomTokens(rng, B, T, V), randomTokens(rng, B, T, V)};
+  auto run = [&](cpu::CpuBackend &backend, int i) {
+    double loss = 0;
+    for (int k = 0; k < 2; ++k) {
+      auto r = backend.run("accumulate_step", {{"tokens", tokens[k]}, {"targets", targets[k]}});
+      EXPECT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
+      loss += r ? r->at("loss").get(0) : NAN;
+    }
+    auto r = backend.run("apply_step", {{"lr", scalarTensor(1e-2)}, {"step", scalarTensor(i)}});
+    EXPECT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
+    return loss;
+  };
+  for (int i = 1; i <= 5; ++i) {
+    if (i == 3) {
+      auto params = other.params();
+      ASSERT_TRUE(static_cast<bool>(params)) << llvm::toString(params.takeError());
+      ASSERT_FALSE(static_cast<bool>(a.setState(*params)));
+      ASSERT_FALSE(static_cast<bool>(b.setState(*params)));
+    }
+    EXPECT_EQ(run(a, i), run(b, i)) << "step " << i;
+  }
+  auto pa = a.params();
+  ASSERT_TRUE(static_cast<bool>(pa)) << llvm::toString(pa.takeError());
+  auto pb = b.params();
+  ASSERT_TRUE(static_cast<bool>(pb)) << llvm::toString(pb.takeError());
+  auto ma = byName(*pa), mb = byName(*pb);
+  for (const auto &[name, t] : ma)
+    EXPECT_TRUE(same(t, mb.at(name))) << name;
+}
+
 /// Mean loss of `steps` AdamW steps of the tiny GPT under `precision`.
 std::vector<double> trainTiny(const std::string &precision, int steps) {
   RunConfig config = tinyConfig(precision);
