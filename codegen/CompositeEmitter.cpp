@@ -556,16 +556,17 @@ llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, const 
   if (!tiles || !*tiles)
     return tiles;
   const FlashTiles &t = **tiles;
+  // Less 1 KiB for the kernels' static shared memory (a few words).
   int64_t limit = maxSharedBytes(e.options().arch);
   int64_t forward = flashForwardShared(t, a.d), backward = flashBackwardShared(t, a.d);
-  if (forward <= limit && backward <= limit)
+  if (forward <= limit - 1024 && backward <= limit - 1024)
     return tiles;
-  std::string need =
-      llvm::formatv("the flash kernels' tiles need {0} KiB of shared memory a block "
-                    "({1}); {2} gives at most {3} KiB",
-                    (std::max(forward, backward) + 1023) / 1024,
-                    backward > limit ? "backward" : "forward", e.options().arch, limit / 1024)
-          .str();
+  std::string need = llvm::formatv("the flash kernels' tiles need {0} KiB of shared memory a block "
+                                   "({1}); {2} gives at most {3} KiB",
+                                   (std::max(forward, backward) + 1023) / 1024,
+                                   backward > limit - 1024 ? "backward" : "forward",
+                                   e.options().arch, limit / 1024)
+                         .str();
   if (custom)
     return error("codegen: attention tiles '" + e.options().attentionTiles + "': " + need);
   why = need;

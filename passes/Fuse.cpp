@@ -499,9 +499,15 @@ struct FusePass final : impl::FusePassBase<FusePass> {
           if (reader.getArgAttr(arg.getArgNumber(), KilnDialect::kParamAttrName) ==
                   func.getArgAttr(index, KilnDialect::kParamAttrName) &&
               arg.getType() == param.getType()) {
-            // Not where @accumulate_step returns the parameter (it would
-            // change it, and the copy with it).
-            if (llvm::any_of(arg.getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); }))
+            // Not where @accumulate_step returns the parameter or a result
+            // in its place (it would change it, and the copy with it).
+            bool aliased = false;
+            for (unsigned r = 0; r < reader.getNumResults(); ++r)
+              if (auto alias =
+                      reader.getResultAttrOfType<IntegerAttr>(r, KilnDialect::kAliasesAttrName))
+                aliased |= alias.getInt() == arg.getArgNumber();
+            if (aliased ||
+                llvm::any_of(arg.getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); }))
               ok = false;
             else
               collect(arg, readerBlock, false, copy.readerCasts);

@@ -239,6 +239,13 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
       if (op.getNumRegions() != 0)
         return fail(op.getLoc()) << "'" << op.getName()
                                  << "' has a region: run kiln-pipeline before kiln-fuse";
+    // kiln-fuse's working copies (a stage would read a copy no stage sends).
+    for (func::FuncOp f : {acc_, apply_})
+      for (unsigned i = 0; i < f.getNumArguments(); ++i)
+        if (f.getArgAttr(i, KilnDialect::kCopyOfAttrName))
+          return fail(f.getLoc()) << "@" << f.getSymName() << " has a working copy ("
+                                  << KilnDialect::kCopyOfAttrName
+                                  << "): run kiln-pipeline before kiln-fuse";
     return success();
   }
 

@@ -174,10 +174,12 @@ std::string fuseOptionsText(const std::optional<FusePassOptions> &fuse) {
 }
 
 /// kiln-recompute from its options, told how kiln-fuse and
-/// kiln-bucket-collectives run after it.
-std::unique_ptr<mlir::Pass> recomputePass(std::optional<RecomputePassOptions> options,
-                                          const std::optional<FusePassOptions> &fuse,
-                                          const std::optional<BucketCollectivesPassOptions> &buckets) {
+/// kiln-bucket-collectives run after it (`pipelined`: after kiln-pipeline,
+/// where kiln-fuse forms no working copies).
+std::unique_ptr<mlir::Pass>
+recomputePass(std::optional<RecomputePassOptions> options,
+              const std::optional<FusePassOptions> &fuse,
+              const std::optional<BucketCollectivesPassOptions> &buckets, bool pipelined) {
   if (!options)
     return nullptr;
   options->bucketBytes = buckets ? static_cast<int64_t>(buckets->bytes) : 0;
@@ -185,7 +187,7 @@ std::unique_ptr<mlir::Pass> recomputePass(std::optional<RecomputePassOptions> op
   if (fuse) {
     options->epilogues = fuse->epilogues;
     options->foldCasts = fuse->foldCasts;
-    options->adamwCopies = fuse->adamwCopies;
+    options->adamwCopies = fuse->adamwCopies && !pipelined;
     options->embeddingInit = fuse->embeddingInit;
     options->norms = fuse->norms;
     options->crossEntropy = fuse->crossEntropy;
@@ -253,14 +255,14 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
 } // namespace
 
 void buildTrainingPipeline(mlir::OpPassManager &pm, const TrainingPipelineOptions &options) {
-  addTrainingPasses(pm, options.fuseAttention, options.fuse,
-                    createAssignPrecisionPass(options.precision),
-                    createAutodiffPass(options.autodiff),
-                    options.optimizer ? createAttachOptimizerPass(*options.optimizer) : nullptr,
-                    options.sharding,
-                    recomputePass(options.recompute, options.fuse,
-                                  options.sharding ? options.buckets : std::nullopt),
-                    options.pipeline, options.buckets);
+  addTrainingPasses(
+      pm, options.fuseAttention, options.fuse, createAssignPrecisionPass(options.precision),
+      createAutodiffPass(options.autodiff),
+      options.optimizer ? createAttachOptimizerPass(*options.optimizer) : nullptr, options.sharding,
+      recomputePass(options.recompute, options.fuse,
+                    options.sharding ? options.buckets : std::nullopt,
+                    options.pipeline.has_value()),
+      options.pipeline, options.buckets);
 }
 
 llvm::Error runPasses(mlir::PassManager &pm, mlir::ModuleOp module, llvm::StringRef what) {

@@ -118,19 +118,22 @@ func.func @late(%w: tensor<4xf32> {kiln.param = "w"}, %m: tensor<4xf32> {kiln.st
 // Gradient accumulation: the casts are in @accumulate_step (run K times a
 // step), the updates in @apply_step. w's copy is a state of both, read by
 // @accumulate_step and written by @apply_step's update; v's cast is an
-// output of @accumulate_step, so v keeps its cast and gets no copy.
+// output of @accumulate_step, and @accumulate_step returns a result in
+// place of u, so v and u keep their casts and get no copy.
 // CHECK-LABEL: func.func @accumulate_step
 // CHECK-SAME: %[[W:[^:]+]]: tensor<4x8xf32> {kiln.param = "w"}
 // CHECK-SAME: %{{[^:]+}}: tensor<4x8xf32> {kiln.state = "w.grad_acc"}
 // CHECK-SAME: %[[C:[^:]+]]: tensor<4x8xbf16> {kiln.copy_of = "w", kiln.state = "w.bf16"}
 // CHECK-SAME: %[[X:[^:]+]]: tensor<2x4xbf16> {kiln.input = "x"}
-// CHECK-SAME: tensor<4x8xf32> {kiln.aliases = 2 : i64}
+// CHECK-SAME: tensor<4x8xf32> {kiln.aliases = 3 : i64}
 // CHECK-NOT: kiln.cast %[[W]]
 // CHECK: kiln.matmul %[[X]], %[[C]]
-// CHECK: kiln.cast %arg1 : tensor<8xf32> to tensor<8xbf16>
+// CHECK-DAG: kiln.cast %arg1 : tensor<8xf32> to tensor<8xbf16>
+// CHECK-DAG: kiln.fusion(%arg2)
 // CHECK-LABEL: func.func @apply_step
 // CHECK-SAME: tensor<4x8xbf16> {kiln.copy_of = "w", kiln.state = "w.bf16"}
 // CHECK-NOT: kiln.copy_of = "v"
+// CHECK-NOT: kiln.copy_of = "u"
 // CHECK: kiln.adamw_update %arg0
 // CHECK-SAME: -> (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xbf16>)
 // CHECK: kiln.adamw_update %arg1
@@ -139,26 +142,34 @@ func.func @late(%w: tensor<4xf32> {kiln.param = "w"}, %m: tensor<4xf32> {kiln.st
 // OFF-NOT: kiln.copy_of
 // OFF: kiln.cast %arg0
 func.func @accumulate_step(%w: tensor<4x8xf32> {kiln.param = "w"}, %v: tensor<8xf32> {kiln.param = "v"},
+                           %u: tensor<8xf32> {kiln.param = "u"},
                            %acc: tensor<4x8xf32> {kiln.state = "w.grad_acc"},
                            %x: tensor<2x4xbf16> {kiln.input = "x"})
     -> (tensor<2x8xbf16> {kiln.output = "y"}, tensor<8xbf16> {kiln.output = "vc"},
-        tensor<4x8xf32> {kiln.aliases = 2 : i64}) {
+        tensor<8xbf16> {kiln.output = "uc"}, tensor<4x8xf32> {kiln.aliases = 3 : i64},
+        tensor<8xf32> {kiln.aliases = 2 : i64}) {
   %wc = kiln.cast %w : tensor<4x8xf32> to tensor<4x8xbf16>
   %y = kiln.matmul %x, %wc : tensor<2x4xbf16>, tensor<4x8xbf16> -> tensor<2x8xbf16>
   %vc = kiln.cast %v : tensor<8xf32> to tensor<8xbf16>
+  %uc = kiln.cast %u : tensor<8xf32> to tensor<8xbf16>
+  %ucc = kiln.mul %uc, %uc : tensor<8xbf16>
   %acc2 = kiln.add %acc, %w : tensor<4x8xf32>
-  return %y, %vc, %acc2 : tensor<2x8xbf16>, tensor<8xbf16>, tensor<4x8xf32>
+  %u2 = kiln.add %u, %u : tensor<8xf32>
+  return %y, %vc, %ucc, %acc2, %u2 : tensor<2x8xbf16>, tensor<8xbf16>, tensor<8xbf16>, tensor<4x8xf32>, tensor<8xf32>
 }
 func.func @apply_step(%w: tensor<4x8xf32> {kiln.param = "w"}, %v: tensor<8xf32> {kiln.param = "v"},
+                      %u: tensor<8xf32> {kiln.param = "u"},
                       %wm: tensor<4x8xf32> {kiln.state = "w.adam_m"}, %wv: tensor<4x8xf32> {kiln.state = "w.adam_v"},
                       %vm: tensor<8xf32> {kiln.state = "v.adam_m"}, %vv: tensor<8xf32> {kiln.state = "v.adam_v"},
                       %acc: tensor<4x8xf32> {kiln.state = "w.grad_acc"},
                       %lr: tensor<f32> {kiln.input = "lr"}, %t: tensor<f32> {kiln.input = "step"})
-    -> (tensor<4x8xf32> {kiln.aliases = 0 : i64}, tensor<4x8xf32> {kiln.aliases = 2 : i64},
-        tensor<4x8xf32> {kiln.aliases = 3 : i64}, tensor<8xf32> {kiln.aliases = 1 : i64},
-        tensor<8xf32> {kiln.aliases = 4 : i64}, tensor<8xf32> {kiln.aliases = 5 : i64}) {
+    -> (tensor<4x8xf32> {kiln.aliases = 0 : i64}, tensor<4x8xf32> {kiln.aliases = 3 : i64},
+        tensor<4x8xf32> {kiln.aliases = 4 : i64}, tensor<8xf32> {kiln.aliases = 1 : i64},
+        tensor<8xf32> {kiln.aliases = 5 : i64}, tensor<8xf32> {kiln.aliases = 6 : i64},
+        tensor<8xf32> {kiln.aliases = 2 : i64}) {
   %s = kiln.constant dense<1.0> : tensor<f32>
+  %u2, %um2, %uv2 = kiln.adamw_update %u, %u, %vm, %vv, %lr, %t, %s {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>)
   %w2, %wm2, %wv2 = kiln.adamw_update %w, %acc, %wm, %wv, %lr, %t, %s {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.1 : f32} : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>)
   %v2, %vm2, %vv2 = kiln.adamw_update %v, %v, %vm, %vv, %lr, %t, %s {beta1 = 0.9 : f32, beta2 = 0.95 : f32, epsilon = 1.0e-08 : f32, weight_decay = 0.0 : f32} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>)
-  return %w2, %wm2, %wv2, %v2, %vm2, %vv2 : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>
+  return %w2, %wm2, %wv2, %v2, %vm2, %vv2, %u2 : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>
 }

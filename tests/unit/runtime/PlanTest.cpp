@@ -651,7 +651,7 @@ TEST(Plan, FlashTilesFitTheArchSharedMemory) {
                           std::string(arch) + " gives at most 99 KiB"),
         std::string::npos)
         << notes(*plan);
-    // D = 64 fits (80 KiB forward, 58 KiB backward).
+    // D = 64 fits (80 KiB forward, 57 KiB backward).
     auto small = compile(d64, arch, "");
     ASSERT_TRUE(static_cast<bool>(small)) << llvm::toString(small.takeError());
     EXPECT_TRUE(flash(*small)) << arch << ": " << notes(*small);
