@@ -543,14 +543,18 @@ llvm::Expected<std::optional<FlashTiles>> chooseFlashTiles(Emitter &e, Value q,
                                                            const AttentionDims &a, double scale,
                                                            std::string &why, bool &custom);
 
-/// The flash kernels' tiles for an attention of shape `a` whose q (or
-/// packed qkv) is `q`, or nullopt with `why` the reference kernels run
-/// instead: the flash kernels take bf16/f16 operands with D = Dv ∈ {64,
-/// 128}, and tiles that fit the arch's shared memory (at D = 128 the
-/// backward's do not on 99 KiB archs: sm_86, sm_89, sm_120). Tiles asked
-/// for with --attention-tiles that do not fit are an error.
+/// The flash kernels' tiles for the forward (or, with `backward`, the
+/// backward) of an attention of shape `a` whose q (or packed qkv) is `q`,
+/// or nullopt with `why` the reference kernels run instead: the flash
+/// kernels take bf16/f16 operands with D = Dv ∈ {64, 128}, and tiles that
+/// fit the arch's shared memory (at D = 128 the backward's do not on 99
+/// KiB archs — sm_86, sm_89, sm_120 — where the forward's do). Tiles asked
+/// for with --attention-tiles that do not fit are an error. Either part's
+/// kernels compute the op's results (the log-sum-exp included), so a flash
+/// forward and a reference backward go together.
 llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, const AttentionDims &a,
-                                                     double scale, std::string &why) {
+                                                     double scale, std::string &why,
+                                                     bool backward = false) {
   bool custom = false;
   auto tiles = chooseFlashTiles(e, q, a, scale, why, custom);
   if (!tiles || !*tiles)
@@ -558,13 +562,12 @@ llvm::Expected<std::optional<FlashTiles>> flashTiles(Emitter &e, Value q, const 
   const FlashTiles &t = **tiles;
   // Less 1 KiB for the kernels' static shared memory (a few words).
   int64_t limit = maxSharedBytes(e.options().arch);
-  int64_t forward = flashForwardShared(t, a.d), backward = flashBackwardShared(t, a.d);
-  if (forward <= limit - 1024 && backward <= limit - 1024)
+  int64_t bytes = backward ? flashBackwardShared(t, a.d) : flashForwardShared(t, a.d);
+  if (bytes <= limit - 1024)
     return tiles;
-  std::string need = llvm::formatv("the flash kernels' tiles need {0} KiB of shared memory a block "
-                                   "({1}); {2} gives at most {3} KiB",
-                                   (std::max(forward, backward) + 1023) / 1024,
-                                   backward > limit - 1024 ? "backward" : "forward",
+  std::string need = llvm::formatv("the flash {0}'s tiles need {1} KiB of shared memory a block; "
+                                   "{2} gives at most {3} KiB",
+                                   backward ? "backward" : "forward", (bytes + 1023) / 1024,
                                    e.options().arch, limit / 1024)
                          .str();
   if (custom)
@@ -846,7 +849,13 @@ llvm::Expected<bool> attention(Emitter &e, const AttentionView &w) {
   if (!tiles)
     return tiles.takeError();
   if (*tiles) {
-    e.note("attention (" + what + "): flash kernels, " + tilesText(**tiles));
+    std::string backwardWhy;
+    auto backward = flashTiles(e, w.input(), a, w.scale, backwardWhy, /*backward=*/true);
+    bool backwardFits = backward && *backward;
+    if (!backward)
+      llvm::consumeError(backward.takeError()); // the backward's own emission reports it
+    e.note("attention (" + what + "): flash kernels, " + tilesText(**tiles) +
+           (backwardFits ? "" : "; but the backward runs the reference kernels (below)"));
     return flashForward(e, w, **tiles);
   }
   e.note("attention (" + what + "): reference kernels (a block per query row, CUDA cores): " +
@@ -873,13 +882,20 @@ llvm::Expected<bool> attention(Emitter &e, const AttentionView &w) {
 }
 
 llvm::Expected<bool> attentionGrad(Emitter &e, const AttentionView &w) {
-  std::string why; // noted with the forward
+  std::string why; // noted with the forward, unless only the backward's tiles do not fit
   const AttentionDims &a = w.a;
-  auto tiles = flashTiles(e, w.input(), a, w.scale, why);
+  auto tiles = flashTiles(e, w.input(), a, w.scale, why, /*backward=*/true);
   if (!tiles)
     return tiles.takeError();
   if (*tiles)
     return flashBackward(e, w, **tiles);
+  std::string forwardWhy;
+  auto forward = flashTiles(e, w.input(), a, w.scale, forwardWhy);
+  if (!forward)
+    return forward.takeError();
+  if (*forward)
+    e.note("attention backward (" + attentionText(w.input(), a, w.causal, bool(w.segments)) +
+           "): reference kernels (a block per query row, CUDA cores): " + why);
   // dk and dv are sums (atomics): zeroed first (with dq, when packed).
   for (Value zeroed : w.packed() ? SmallVector<Value>{w.dqkv} : SmallVector<Value>{w.dk, w.dv}) {
     auto offset = e.offsetOf(zeroed);
