@@ -1047,6 +1047,21 @@ TEST(CudaOpsCases, RunOnTheCpuAndCompileWithNvrtc) {
   EXPECT_EQ(castSteps, 1);
 }
 
+// codegen's table of the shared memory a block may have (the tiles are
+// sized by it, without a device) against what this device's driver says.
+TEST(CudaDevice, SharedMemoryTableMatchesTheDriver) {
+  KILN_REQUIRE_GPU();
+  auto dev = cuda::device();
+  ASSERT_TRUE(static_cast<bool>(dev)) << llvm::toString(dev.takeError());
+  auto api = cuda::driver();
+  ASSERT_TRUE(static_cast<bool>(api)) << llvm::toString(api.takeError());
+  int optin = 0;
+  ASSERT_EQ(api->cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                                      dev->device),
+            CUDA_SUCCESS);
+  EXPECT_EQ(codegen::maxSharedBytes(dev->arch()), optin) << dev->name << " (" << dev->arch() << ")";
+}
+
 // Both sets of flash kernels: on sm_90a kiln runs the wgmma ones (the suite
 // above covers them on an H200), everywhere else the mma.sync ones (here
 // forced by the tiles' last field on sm_90a). Without a GPU, each plan's kernels
