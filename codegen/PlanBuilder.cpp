@@ -28,6 +28,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <map>
+#include <optional>
 
 using namespace mlir;
 
@@ -761,15 +762,22 @@ llvm::Expected<std::vector<std::vector<Operation *>>> castGroupsOf(Operation *fu
   return groups;
 }
 
+/// "sm_86", "sm_90a", "sm_100f" -> 86, 90, 100; nullopt when not of that form.
+static std::optional<unsigned> computeCapability(llvm::StringRef arch) {
+  unsigned cc = 0;
+  if (!arch.consume_front("sm_") || arch.empty())
+    return std::nullopt;
+  if (arch.back() == 'a' || arch.back() == 'f')
+    arch = arch.drop_back();
+  if (arch.getAsInteger(10, cc))
+    return std::nullopt;
+  return cc;
+}
+
 llvm::Error checkArch(llvm::StringRef arch) {
   static const int kKnown[] = {80, 86, 87, 88, 89, 90, 100, 101, 103, 110, 120, 121};
-  llvm::StringRef digits = arch;
-  unsigned cc = 0;
-  bool wellFormed = digits.consume_front("sm_") && !digits.empty();
-  if (wellFormed && (digits.back() == 'a' || digits.back() == 'f'))
-    digits = digits.drop_back();
-  wellFormed = wellFormed && !digits.getAsInteger(10, cc);
-  if (wellFormed && llvm::is_contained(kKnown, static_cast<int>(cc)))
+  std::optional<unsigned> cc = computeCapability(arch);
+  if (cc && llvm::is_contained(kKnown, static_cast<int>(*cc)))
     return llvm::Error::success();
   std::string known;
   for (int k : kKnown)
@@ -779,14 +787,7 @@ llvm::Error checkArch(llvm::StringRef arch) {
 }
 
 int64_t maxSharedBytes(llvm::StringRef arch) {
-  llvm::StringRef digits = arch;
-  unsigned cc = 0;
-  if (!digits.consume_front("sm_") || digits.empty())
-    return 99 * 1024;
-  if (digits.back() == 'a' || digits.back() == 'f')
-    digits = digits.drop_back();
-  if (digits.getAsInteger(10, cc))
-    return 99 * 1024;
+  unsigned cc = computeCapability(arch).value_or(0);
   if (cc == 80 || cc == 87)
     return 163 * 1024;
   if ((cc >= 90 && cc < 100) || cc == 100 || cc == 101 || cc == 103 || cc == 110)

@@ -179,6 +179,22 @@ bool epilogueFits(MatmulOp mm) {
          c.getShape().back() % 8 == 0 && c.hasStaticShape();
 }
 
+/// Inserts a state argument after the last parameter or state (no
+/// parameter's or state's index moves); results aliasing an argument after
+/// it are renumbered. Null if the function refuses it.
+BlockArgument insertStateArgument(func::FuncOp func, Type type, DictionaryAttr attrs,
+                                  Location loc) {
+  unsigned at = afterStateArguments(func);
+  if (failed(func.insertArgument(at, type, attrs, loc)))
+    return {};
+  Builder b(func.getContext());
+  for (unsigned r = 0; r < func.getNumResults(); ++r)
+    if (auto alias = func.getResultAttrOfType<IntegerAttr>(r, KilnDialect::kAliasesAttrName);
+        alias && alias.getInt() >= at)
+      func.setResultAttr(r, KilnDialect::kAliasesAttrName, b.getI64IntegerAttr(alias.getInt() + 1));
+  return func.getArgument(at);
+}
+
 struct FusePass final : impl::FusePassBase<FusePass> {
   using Base::Base;
 
@@ -519,9 +535,6 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     }
     if (copies.empty())
       return;
-    // The new states go after the last parameter or state; results that
-    // alias an argument after them follow it.
-    unsigned at = afterStateArguments(func);
     OpBuilder b(func.getContext());
     for (Copy &copy : copies) {
       std::string name =
@@ -529,31 +542,20 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       auto attrs = b.getDictionaryAttr(
           {b.getNamedAttr(KilnDialect::kStateAttrName, b.getStringAttr(name)),
            b.getNamedAttr(KilnDialect::kCopyOfAttrName, b.getStringAttr(copy.param))});
-      if (failed(func.insertArgument(at, copy.type, attrs, copy.update.getLoc())))
+      BlockArgument state = insertStateArgument(func, copy.type, attrs, copy.update.getLoc());
+      if (!state)
         return signalPassFailure();
-      for (unsigned r = 0; r < func.getNumResults(); ++r)
-        if (auto alias = func.getResultAttrOfType<IntegerAttr>(r, KilnDialect::kAliasesAttrName);
-            alias && alias.getInt() >= at)
-          func.setResultAttr(r, KilnDialect::kAliasesAttrName,
-                             b.getI64IntegerAttr(alias.getInt() + 1));
-      BlockArgument state = func.getArgument(at);
       for (CastOp c : copy.casts) {
         c.getResult().replaceAllUsesWith(state);
         c->erase();
       }
       if (!copy.readerCasts.empty()) {
         // A state of the reader too (read only: no result aliases it).
-        unsigned readerAt = afterStateArguments(reader);
-        if (failed(reader.insertArgument(readerAt, copy.type, attrs, copy.update.getLoc())))
+        BlockArgument read = insertStateArgument(reader, copy.type, attrs, copy.update.getLoc());
+        if (!read)
           return signalPassFailure();
-        for (unsigned r = 0; r < reader.getNumResults(); ++r)
-          if (auto alias =
-                  reader.getResultAttrOfType<IntegerAttr>(r, KilnDialect::kAliasesAttrName);
-              alias && alias.getInt() >= readerAt)
-            reader.setResultAttr(r, KilnDialect::kAliasesAttrName,
-                                 b.getI64IntegerAttr(alias.getInt() + 1));
         for (CastOp c : copy.readerCasts) {
-          c.getResult().replaceAllUsesWith(reader.getArgument(readerAt));
+          c.getResult().replaceAllUsesWith(read);
           c->erase();
         }
       }
@@ -568,12 +570,12 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         old->getResult(r).replaceAllUsesWith(update->getResult(r));
       old->erase();
       unsigned result = func.getNumResults();
-      if (failed(func.insertResult(result, copy.type,
-                                   b.getDictionaryAttr({b.getNamedAttr(
-                                       KilnDialect::kAliasesAttrName, b.getI64IntegerAttr(at))}))))
+      if (failed(func.insertResult(
+              result, copy.type,
+              b.getDictionaryAttr({b.getNamedAttr(KilnDialect::kAliasesAttrName,
+                                                  b.getI64IntegerAttr(state.getArgNumber()))}))))
         return signalPassFailure();
       ret->insertOperands(result, update.getNewCopy());
-      ++at;
       ++numAdamWCopies;
     }
   }

@@ -19,6 +19,8 @@
 
 #include <cmath>
 #include <map>
+#include <optional>
+#include <utility>
 
 namespace kiln::test {
 namespace {
@@ -82,39 +84,45 @@ void compareCpuAndGpu(const std::string &precision, double tolerance, double par
 
   const int64_t B = config->train.batch_size, T = config->seqLen(), V = config->model.vocab_size;
   Rng rng(99);
+  // `fn` on both backends: (the CPU's results, the GPU's), or nothing after
+  // a failure (reported).
+  auto both = [&](const char *fn,
+                  const TensorMap &inputs) -> std::optional<std::pair<TensorMap, TensorMap>> {
+    auto want = cpuBackend.run(fn, inputs);
+    auto got = gpuBackend.run(fn, inputs);
+    if (!want || !got) {
+      ADD_FAILURE() << fn << ": " << (want ? "" : llvm::toString(want.takeError()))
+                    << (got ? "" : llvm::toString(got.takeError()));
+      return std::nullopt;
+    }
+    return std::make_pair(std::move(*want), std::move(*got));
+  };
   double worstLoss = 0, worstNorm = 0;
   for (int step = 1; step <= 20; ++step) {
     double cl = 0, gl = 0, cn = 0, gn = 0;
     if (accumulate > 1) {
       for (int k = 0; k < accumulate; ++k) {
         cpu::HostTensor tokens = randomTokens(rng, B, T, V), targets = randomTokens(rng, B, T, V);
-        TensorMap inputs{{"tokens", tokens}, {"targets", targets}};
-        auto want = cpuBackend.run("accumulate_step", inputs);
-        ASSERT_TRUE(static_cast<bool>(want)) << llvm::toString(want.takeError());
-        auto got = gpuBackend.run("accumulate_step", inputs);
-        ASSERT_TRUE(static_cast<bool>(got)) << llvm::toString(got.takeError());
-        cl += want->at("loss").get(0) / accumulate;
-        gl += got->at("loss").get(0) / accumulate;
+        auto r = both("accumulate_step", {{"tokens", tokens}, {"targets", targets}});
+        ASSERT_TRUE(r);
+        cl += r->first.at("loss").get(0) / accumulate;
+        gl += r->second.at("loss").get(0) / accumulate;
       }
-      TensorMap inputs{{"lr", scalarTensor(1e-3)}, {"step", scalarTensor(step)}};
-      auto want = cpuBackend.run("apply_step", inputs);
-      ASSERT_TRUE(static_cast<bool>(want)) << llvm::toString(want.takeError());
-      auto got = gpuBackend.run("apply_step", inputs);
-      ASSERT_TRUE(static_cast<bool>(got)) << llvm::toString(got.takeError());
-      cn = want->at("grad_norm").get(0);
-      gn = got->at("grad_norm").get(0);
+      auto r = both("apply_step", {{"lr", scalarTensor(1e-3)}, {"step", scalarTensor(step)}});
+      ASSERT_TRUE(r);
+      cn = r->first.at("grad_norm").get(0);
+      gn = r->second.at("grad_norm").get(0);
     } else {
       cpu::HostTensor tokens = randomTokens(rng, B, T, V), targets = randomTokens(rng, B, T, V);
-      TensorMap inputs{{"tokens", tokens}, {"targets", targets}, {"lr", scalarTensor(1e-3)},
-                       {"step", scalarTensor(step)}};
-      auto want = cpuBackend.run("train_step", inputs);
-      ASSERT_TRUE(static_cast<bool>(want)) << llvm::toString(want.takeError());
-      auto got = gpuBackend.run("train_step", inputs);
-      ASSERT_TRUE(static_cast<bool>(got)) << llvm::toString(got.takeError());
-      cl = want->at("loss").get(0);
-      gl = got->at("loss").get(0);
-      cn = want->at("grad_norm").get(0);
-      gn = got->at("grad_norm").get(0);
+      auto r = both("train_step", {{"tokens", tokens},
+                                   {"targets", targets},
+                                   {"lr", scalarTensor(1e-3)},
+                                   {"step", scalarTensor(step)}});
+      ASSERT_TRUE(r);
+      cl = r->first.at("loss").get(0);
+      gl = r->second.at("loss").get(0);
+      cn = r->first.at("grad_norm").get(0);
+      gn = r->second.at("grad_norm").get(0);
     }
     double relLoss = std::fabs(gl - cl) / std::fabs(cl), relNorm = std::fabs(gn - cn) / std::fabs(cn);
     worstLoss = std::max(worstLoss, relLoss);

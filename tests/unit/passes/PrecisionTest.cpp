@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 
 #include <cmath>
+#include <functional>
 #include <map>
 
 using namespace kiln;
@@ -126,6 +127,41 @@ TEST(LossScaling, OverflowSkipsTheStepAndHalvesTheScale) {
   EXPECT_GT(skipped, 5) << "2^40 needs several halvings before f16 gradients fit";
 }
 
+/// No parameter argument of `f` is cast (the working copies replaced the
+/// casts).
+void expectNoParameterCast(mlir::func::FuncOp f) {
+  f.walk([&](CastOp c) {
+    auto arg = mlir::dyn_cast<mlir::BlockArgument>(c.getOperand());
+    EXPECT_FALSE(arg && arg.getOwner() == &f.getBody().front() &&
+                 f.getArgAttr(arg.getArgNumber(), KilnDialect::kParamAttrName))
+        << "a parameter is still cast in @" << f.getSymName().str();
+  });
+}
+
+/// `steps` steps of `run` (a step's loss) on `a` and `b`, both parameters
+/// replaced by `other`'s before step `replaceAt`: the losses and the final
+/// parameters are bit-identical.
+void expectSameTraining(cpu::CpuBackend &a, cpu::CpuBackend &b, cpu::CpuBackend &other, int steps,
+                        int replaceAt, const std::function<double(cpu::CpuBackend &, int)> &run) {
+  for (int i = 1; i <= steps; ++i) {
+    if (i == replaceAt) {
+      // New parameters (another seed's) on both: the copies follow them.
+      auto params = other.params();
+      ASSERT_TRUE(static_cast<bool>(params)) << llvm::toString(params.takeError());
+      ASSERT_FALSE(static_cast<bool>(a.setState(*params)));
+      ASSERT_FALSE(static_cast<bool>(b.setState(*params)));
+    }
+    EXPECT_EQ(run(a, i), run(b, i)) << "step " << i;
+  }
+  auto pa = a.params();
+  ASSERT_TRUE(static_cast<bool>(pa)) << llvm::toString(pa.takeError());
+  auto pb = b.params();
+  ASSERT_TRUE(static_cast<bool>(pb)) << llvm::toString(pb.takeError());
+  auto ma = byName(*pa), mb = byName(*pb);
+  for (const auto &[name, t] : ma)
+    EXPECT_TRUE(same(t, mb.at(name))) << name;
+}
+
 // kiln-fuse's adamw-copies: the bf16 working copies are states AdamW writes
 // (kiln.copy_of), derived at load and whenever a parameter is set, and left
 // out of checkpoints. A step reads the same bits as the cast it replaces, so
@@ -150,12 +186,7 @@ TEST(MixedPrecision, AdamWWritesTheWorkingCopies) {
     // No parameter is cast in the step any more.
     auto step = (**withCopies).lookupSymbol<mlir::func::FuncOp>("train_step");
     ASSERT_TRUE(step);
-    step.walk([&](CastOp c) {
-      auto arg = mlir::dyn_cast<mlir::BlockArgument>(c.getOperand());
-      EXPECT_FALSE(arg && arg.getOwner() == &step.getBody().front() &&
-                   step.getArgAttr(arg.getArgNumber(), KilnDialect::kParamAttrName))
-          << "a parameter is still cast";
-    });
+    expectNoParameterCast(step);
 
     cpu::CpuBackend a, b, other;
     ASSERT_FALSE(static_cast<bool>(a.load(**withCopies, 3)));
@@ -172,23 +203,7 @@ TEST(MixedPrecision, AdamWWritesTheWorkingCopies) {
       EXPECT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
       return r ? r->at("loss").get(0) : NAN;
     };
-    for (int i = 1; i <= 6; ++i) {
-      if (i == 4) {
-        // New parameters (another seed's) on both: the copies follow them.
-        auto params = other.params();
-        ASSERT_TRUE(static_cast<bool>(params)) << llvm::toString(params.takeError());
-        ASSERT_FALSE(static_cast<bool>(a.setState(*params)));
-        ASSERT_FALSE(static_cast<bool>(b.setState(*params)));
-      }
-      EXPECT_EQ(run(a, i), run(b, i)) << "step " << i;
-    }
-    auto pa = a.params();
-    ASSERT_TRUE(static_cast<bool>(pa)) << llvm::toString(pa.takeError());
-    auto pb = b.params();
-    ASSERT_TRUE(static_cast<bool>(pb)) << llvm::toString(pb.takeError());
-    auto ma = byName(*pa), mb = byName(*pb);
-    for (const auto &[name, t] : ma)
-      EXPECT_TRUE(same(t, mb.at(name))) << name;
+    expectSameTraining(a, b, other, 6, 4, run);
     // Checkpoints leave the copies out, and a load does not ask for them.
     auto states = a.optimizerStates();
     ASSERT_TRUE(static_cast<bool>(states)) << llvm::toString(states.takeError());
@@ -225,12 +240,7 @@ TEST(MixedPrecision, AdamWWritesTheWorkingCopiesWithAccumulation) {
   };
   EXPECT_GE(copyArgs(micro), 8) << "2 layers x (qkv, proj, fc, proj) weights at least";
   EXPECT_EQ(copyArgs(micro), copyArgs(apply));
-  micro.walk([&](CastOp c) {
-    auto arg = mlir::dyn_cast<mlir::BlockArgument>(c.getOperand());
-    EXPECT_FALSE(arg && arg.getOwner() == &micro.getBody().front() &&
-                 micro.getArgAttr(arg.getArgNumber(), KilnDialect::kParamAttrName))
-        << "a parameter is still cast";
-  });
+  expectNoParameterCast(micro);
   int writers = 0;
   apply.walk([&](AdamWUpdateOp u) { writers += static_cast<bool>(u.getNewCopy()); });
   EXPECT_EQ(writers, copyArgs(apply));
@@ -254,22 +264,7 @@ TEST(MixedPrecision, AdamWWritesTheWorkingCopiesWithAccumulation) {
     EXPECT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
     return loss;
   };
-  for (int i = 1; i <= 5; ++i) {
-    if (i == 3) {
-      auto params = other.params();
-      ASSERT_TRUE(static_cast<bool>(params)) << llvm::toString(params.takeError());
-      ASSERT_FALSE(static_cast<bool>(a.setState(*params)));
-      ASSERT_FALSE(static_cast<bool>(b.setState(*params)));
-    }
-    EXPECT_EQ(run(a, i), run(b, i)) << "step " << i;
-  }
-  auto pa = a.params();
-  ASSERT_TRUE(static_cast<bool>(pa)) << llvm::toString(pa.takeError());
-  auto pb = b.params();
-  ASSERT_TRUE(static_cast<bool>(pb)) << llvm::toString(pb.takeError());
-  auto ma = byName(*pa), mb = byName(*pb);
-  for (const auto &[name, t] : ma)
-    EXPECT_TRUE(same(t, mb.at(name))) << name;
+  expectSameTraining(a, b, other, 5, 3, run);
 }
 
 /// Mean loss of `steps` AdamW steps of the tiny GPT under `precision`.
