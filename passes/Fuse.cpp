@@ -431,11 +431,17 @@ struct FusePass final : impl::FusePassBase<FusePass> {
   /// a state of both, read by @accumulate_step (the runtime shares states
   /// by name) and written by @apply_step's update.
   ///
-  /// Not on a mesh (the copies would need their own sharding and gathers)
-  /// nor across pipeline stages: planned.
+  /// On a mesh the copy is split as its parameter (kiln.sharding): each
+  /// rank's update writes its part, and the step reads it where it cast the
+  /// part — a replicated or tensor-parallel parameter whole, a ZeRO-3
+  /// parameter before its gather, which then gathers bf16 as before. Under
+  /// ZeRO 1 and 2 the update reads a shard taken from the whole parameter
+  /// (kiln.take_shard) and its result is gathered; a copy there would need a
+  /// second gather (of the copy, beside the f32 parameter's), more bytes
+  /// than the cast it saves, so those parameters keep their casts. Not
+  /// across pipeline stages (kiln.pipeline): planned.
   void writeCopiesInAdamW(func::FuncOp func) {
-    if (getOperation()->hasAttr(KilnDialect::kMeshAttrName) ||
-        func->hasAttr(KilnDialect::kPartitionedAttrName))
+    if (getOperation()->hasAttr("kiln.pipeline"))
       return;
     Block &block = func.getBody().front();
     auto ret = dyn_cast<func::ReturnOp>(block.getTerminator());
@@ -474,8 +480,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     if (func.getSymName() == "apply_step")
       reader = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
           func, StringAttr::get(func.getContext(), "accumulate_step"));
-    if (reader &&
-        (!reader.getBody().hasOneBlock() || reader->hasAttr(KilnDialect::kPartitionedAttrName)))
+    if (reader && !reader.getBody().hasOneBlock())
       reader = {};
     SmallVector<Copy> copies;
     for (auto [index, update] : updates) {
@@ -514,7 +519,9 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         for (BlockArgument arg : readerBlock.getArguments())
           if (reader.getArgAttr(arg.getArgNumber(), KilnDialect::kParamAttrName) ==
                   func.getArgAttr(index, KilnDialect::kParamAttrName) &&
-              arg.getType() == param.getType()) {
+              arg.getType() == param.getType() &&
+              reader.getArgAttr(arg.getArgNumber(), KilnDialect::kShardingAttrName) ==
+                  func.getArgAttr(index, KilnDialect::kShardingAttrName)) {
             // Not where @accumulate_step returns the parameter or a result
             // in its place (it would change it, and the copy with it).
             bool aliased = false;
@@ -539,9 +546,20 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     for (Copy &copy : copies) {
       std::string name =
           (copy.param + (copy.type.getElementType().isBF16() ? ".bf16" : ".f16")).str();
-      auto attrs = b.getDictionaryAttr(
-          {b.getNamedAttr(KilnDialect::kStateAttrName, b.getStringAttr(name)),
-           b.getNamedAttr(KilnDialect::kCopyOfAttrName, b.getStringAttr(copy.param))});
+      SmallVector<NamedAttribute> named{
+          b.getNamedAttr(KilnDialect::kStateAttrName, b.getStringAttr(name)),
+          b.getNamedAttr(KilnDialect::kCopyOfAttrName, b.getStringAttr(copy.param))};
+      // Split as its parameter (the update's operand) where the function
+      // is partitioned; elsewhere a parameter's kiln.sharding is the model's
+      // annotation, which the copy does not repeat.
+      Attribute sharding =
+          func->hasAttr(KilnDialect::kPartitionedAttrName)
+              ? func.getArgAttr(cast<BlockArgument>(copy.update.getParam()).getArgNumber(),
+                                KilnDialect::kShardingAttrName)
+              : Attribute();
+      if (sharding)
+        named.push_back(b.getNamedAttr(KilnDialect::kShardingAttrName, sharding));
+      auto attrs = b.getDictionaryAttr(named);
       BlockArgument state = insertStateArgument(func, copy.type, attrs, copy.update.getLoc());
       if (!state)
         return signalPassFailure();
@@ -570,10 +588,11 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         old->getResult(r).replaceAllUsesWith(update->getResult(r));
       old->erase();
       unsigned result = func.getNumResults();
-      if (failed(func.insertResult(
-              result, copy.type,
-              b.getDictionaryAttr({b.getNamedAttr(KilnDialect::kAliasesAttrName,
-                                                  b.getI64IntegerAttr(state.getArgNumber()))}))))
+      SmallVector<NamedAttribute> resultAttrs{
+          b.getNamedAttr(KilnDialect::kAliasesAttrName, b.getI64IntegerAttr(state.getArgNumber()))};
+      if (sharding)
+        resultAttrs.push_back(b.getNamedAttr(KilnDialect::kShardingAttrName, sharding));
+      if (failed(func.insertResult(result, copy.type, b.getDictionaryAttr(resultAttrs))))
         return signalPassFailure();
       ret->insertOperands(result, update.getNewCopy());
       ++numAdamWCopies;
