@@ -48,6 +48,11 @@ def Kiln_Dialect : Dialect {
     /// AdamW writes beside the f32 master). The runtime derives it from the
     /// parameter whenever that is set; checkpoints leave it out.
     static constexpr ::llvm::StringLiteral kCopyOfAttrName = "kiln.copy_of";
+    /// Argument attribute (unit) on a kiln.state: the state holds its
+    /// kiln.init value at every step boundary (a gradient accumulator, which
+    /// @apply_step zeroes). Checkpoints leave it out, and a load neither
+    /// asks for it nor takes a given one.
+    static constexpr ::llvm::StringLiteral kTransientAttrName = "kiln.transient";
     /// Argument attribute: what a parameter is, for per-role optimizer
     /// settings (weight decay): "weight", "bias", "norm" or "embedding".
     static constexpr ::llvm::StringLiteral kRoleAttrName = "kiln.role";

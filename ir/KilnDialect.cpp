@@ -141,12 +141,22 @@ LogicalResult KilnDialect::verifyRegionArgAttribute(Operation *op,
     return op->emitError() << "argument #" << argIndex << " is a copy of '" << name.getValue()
                            << "', which is no kiln.param of this function";
   }
+  if (attrName == kTransientAttrName) {
+    if (!isa<UnitAttr>(attr.getValue()))
+      return op->emitError() << "'kiln.transient' on argument #" << argIndex
+                             << " is a unit attribute, got " << attr.getValue();
+    auto func = dyn_cast<FunctionOpInterface>(op);
+    if (func && argIndex < func.getNumArguments() && !func.getArgAttr(argIndex, kStateAttrName))
+      return op->emitError() << "'kiln.transient' on argument #" << argIndex
+                             << " belongs on a kiln.state argument";
+    return success();
+  }
   const StringLiteral nameKinds[] = {kParamAttrName, kInputAttrName, kStateAttrName};
   if (!llvm::is_contained(nameKinds, attrName))
-    return op->emitError() << "unknown kiln argument attribute '" << attrName << "' on argument #"
-                           << argIndex
-                           << " (expected kiln.param, kiln.input, kiln.state, kiln.init, "
-                              "kiln.role, kiln.copy_of, kiln.sharding or kiln.offset)";
+    return op->emitError()
+           << "unknown kiln argument attribute '" << attrName << "' on argument #" << argIndex
+           << " (expected kiln.param, kiln.input, kiln.state, kiln.init, "
+              "kiln.role, kiln.copy_of, kiln.transient, kiln.sharding or kiln.offset)";
   auto name = dyn_cast<StringAttr>(attr.getValue());
   if (!name || name.getValue().empty())
     return op->emitError() << "'" << attrName << "' on argument #" << argIndex

@@ -178,6 +178,19 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
     return func.getArgument(index);
   }
 
+  /// A gradient accumulator `<param>.grad_acc`: a zero state, and
+  /// transient — @apply_step zeroes it, so it is zero between steps:
+  /// nothing to checkpoint, and a run with or without accumulation (or
+  /// pipeline stages) resumes the other's checkpoints.
+  static BlockArgument addAccumulator(func::FuncOp func, unsigned index, Type type,
+                                      StringAttr param) {
+    BlockArgument arg = addArg(func, index, type, KilnDialect::kStateAttrName,
+                               (param.getValue() + ".grad_acc").str());
+    if (arg)
+      func.setArgAttr(index, KilnDialect::kTransientAttrName, UnitAttr::get(func.getContext()));
+    return arg;
+  }
+
   /// Dynamic loss scaling of one update (the scale S is a state argument).
   struct LossScaling {
     BlockArgument scale, goodSteps;
@@ -368,8 +381,8 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
     step.setSymName("accumulate_step");
     SmallVector<BlockArgument> accs;
     for (const ParamGrad &p : params)
-      accs.push_back(addArg(step, afterStateArguments(step), step.getArgument(p.argIndex).getType(),
-                            KilnDialect::kStateAttrName, (p.name.getValue() + ".grad_acc").str()));
+      accs.push_back(addAccumulator(step, afterStateArguments(step),
+                                    step.getArgument(p.argIndex).getType(), p.name));
     {
       Operation *ret = step.getBody().front().getTerminator();
       Value loss = ret->getOperand(0);
@@ -411,8 +424,8 @@ struct AttachOptimizerPass final : impl::AttachOptimizerPassBase<AttachOptimizer
     SmallVector<BlockArgument> ms, vs, accArgs;
     addMoments(apply, ps, ms, vs);
     for (const ParamGrad &p : ps)
-      accArgs.push_back(addArg(apply, apply.getNumArguments(), apply.getArgument(p.argIndex).getType(),
-                               KilnDialect::kStateAttrName, (p.name.getValue() + ".grad_acc").str()));
+      accArgs.push_back(addAccumulator(apply, apply.getNumArguments(),
+                                       apply.getArgument(p.argIndex).getType(), p.name));
     unsigned n = apply.getNumArguments();
     BlockArgument lr = addArg(apply, n, scalarF32(ctx), KilnDialect::kInputAttrName, "lr");
     BlockArgument stepIndex = addArg(apply, n + 1, scalarF32(ctx), KilnDialect::kInputAttrName, "step");

@@ -46,6 +46,7 @@ llvm::Expected<FunctionBinding> FunctionBinding::of(func::FuncOp func) {
       arg.init = init.getValue().str();
     if (auto copy = func.getArgAttrOfType<StringAttr>(i, KilnDialect::kCopyOfAttrName))
       arg.copyOf = copy.getValue().str();
+    arg.transient = static_cast<bool>(func.getArgAttr(i, KilnDialect::kTransientAttrName));
     b.args.push_back(std::move(arg));
   }
   for (unsigned i = 0, e = func.getNumResults(); i < e; ++i) {
@@ -82,10 +83,11 @@ llvm::Expected<std::vector<StateSpec>> stateSpecsOf(ModuleOp module) {
       auto known = llvm::find_if(specs, [&](const StateSpec &s) { return s.name == arg.name; });
       if (known == specs.end()) {
         specs.push_back({arg.name, arg.kind == FunctionBinding::Arg::Param, arg.dtype, arg.shape,
-                         arg.init, arg.copyOf});
+                         arg.init, arg.copyOf, arg.transient});
         continue;
       }
-      if (known->dtype != arg.dtype || known->shape != arg.shape || known->copyOf != arg.copyOf)
+      if (known->dtype != arg.dtype || known->shape != arg.shape || known->copyOf != arg.copyOf ||
+          known->transient != arg.transient)
         return llvm::createStringError(
             llvm::inconvertibleErrorCode(),
             "@" + binding->name + " declares '" + arg.name + "' as " +
@@ -133,6 +135,24 @@ bool isCopy(llvm::ArrayRef<StateSpec> specs, llvm::StringRef name) {
                       [&](const StateSpec &s) { return s.name == name && !s.copyOf.empty(); });
 }
 
+bool isCheckpointed(llvm::ArrayRef<StateSpec> specs, llvm::StringRef name) {
+  return llvm::none_of(specs, [&](const StateSpec &s) {
+    return s.name == name && (!s.copyOf.empty() || s.transient);
+  });
+}
+
+/// A gradient accumulator in a checkpoint written before accumulators
+/// were transient (kiln.transient, 2026-12-04): named `<param>.grad_acc`
+/// and zero, as every accumulator is between steps.
+static bool isOldAccumulator(llvm::StringRef name, const cpu::HostTensor &t) {
+  if (!name.ends_with(".grad_acc"))
+    return false;
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (t.get(i) != 0)
+      return false;
+  return true;
+}
+
 llvm::Expected<std::vector<std::string>> checkStateComplete(llvm::ArrayRef<StateSpec> specs,
                                                            const NamedTensors &tensors,
                                                            bool params, bool partial,
@@ -146,8 +166,10 @@ llvm::Expected<std::vector<std::string>> checkStateComplete(llvm::ArrayRef<State
     const std::string &name = entry.first;
     const cpu::HostTensor &t = entry.second;
     auto spec = llvm::find_if(specs, [&](const StateSpec &s) { return s.name == name; });
-    if (spec != specs.end() && !spec->copyOf.empty())
-      continue; // derived from its parameter whatever is given
+    if (spec != specs.end() && (!spec->copyOf.empty() || spec->transient))
+      continue; // derived from its parameter, or its init value, whatever is given
+    if (spec == specs.end() && isOldAccumulator(name, t))
+      continue;
     if (spec == specs.end() || spec->isParam != params)
       return error("has " + group + " '" + name + "', which this model does not");
     if (spec->dtype != t.dtype() || spec->shape != t.shape())
@@ -157,7 +179,7 @@ llvm::Expected<std::vector<std::string>> checkStateComplete(llvm::ArrayRef<State
   }
   std::vector<std::string> missing;
   for (const StateSpec &spec : specs)
-    if (spec.isParam == params && spec.copyOf.empty() && !given.count(spec.name))
+    if (spec.isParam == params && spec.copyOf.empty() && !spec.transient && !given.count(spec.name))
       missing.push_back(spec.name);
   if (!missing.empty() && !partial) {
     std::string list;
@@ -178,7 +200,16 @@ llvm::Expected<std::vector<std::string>> Backend::loadState(const NamedTensors &
   auto fresh = checkStateComplete(specs_, tensors, params, partial, source);
   if (!fresh)
     return fresh.takeError();
-  if (llvm::Error err = setState(tensors))
+  // Transient states keep their values (their init value between steps),
+  // and an older checkpoint's accumulators are dropped.
+  NamedTensors kept;
+  for (const auto &[name, t] : tensors) {
+    auto spec = llvm::find_if(specs_, [&](const StateSpec &s) { return s.name == name; });
+    if (spec == specs_.end() ? isOldAccumulator(name, t) : spec->transient)
+      continue;
+    kept.push_back({name, t});
+  }
+  if (llvm::Error err = setState(kept))
     return std::move(err);
   return fresh;
 }

@@ -38,6 +38,7 @@ struct FunctionBinding {
     std::vector<int64_t> shape;
     std::string init;   ///< kiln.init of params and states ("zeros" if absent)
     std::string copyOf; ///< kiln.copy_of: the parameter this state converts
+    bool transient = false; ///< kiln.transient: its init value between steps
   };
   struct Result {
     int aliases = -1;   ///< argument it replaces, or -1
@@ -61,6 +62,8 @@ struct StateSpec {
   std::string init;   ///< kiln.init ("zeros" if absent)
   std::string copyOf; ///< kiln.copy_of: a working copy of this parameter
                       ///< (derived from it, never checkpointed)
+  bool transient = false; ///< kiln.transient: holds its init value between
+                          ///< steps (a gradient accumulator), never checkpointed
 };
 
 /// Every parameter and state of `module`'s functions, once each, in order
@@ -84,6 +87,11 @@ void deriveCopyArguments(mlir::func::FuncOp func, std::vector<cpu::HostTensor> &
 
 /// Whether `name` is a working copy of a parameter in `specs`.
 bool isCopy(llvm::ArrayRef<StateSpec> specs, llvm::StringRef name);
+
+/// Whether checkpoints hold `name` of `specs`: neither a working copy
+/// (derived from its parameter) nor a transient state (its init value
+/// between steps).
+bool isCheckpointed(llvm::ArrayRef<StateSpec> specs, llvm::StringRef name);
 
 /// Checks `tensors` against the specs of one group (parameters, or optimizer
 /// states): each must exist in the model with the same dtype and shape, and

@@ -134,7 +134,7 @@ llvm::Expected<TensorMap> CpuBackend::run(llvm::StringRef fn, const TensorMap &i
 NamedTensors CpuBackend::collect(FunctionBinding::Arg::Kind kind) {
   NamedTensors out;
   for (const auto &[name, t] : state_)
-    if (kinds_[name] == kind && !isCopy(specs_, name))
+    if (kinds_[name] == kind && isCheckpointed(specs_, name))
       out.push_back({name, t});
   return out;
 }

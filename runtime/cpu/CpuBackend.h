@@ -26,6 +26,12 @@ public:
   llvm::Expected<NamedTensors> optimizerStates() override {
     return collect(FunctionBinding::Arg::State);
   }
+  /// Any parameter or state by name, working copies and transient states
+  /// (gradient accumulators) included; null when there is none.
+  const HostTensor *stateTensor(llvm::StringRef name) const {
+    auto it = state_.find(name.str());
+    return it == state_.end() ? nullptr : &it->second;
+  }
   llvm::Error setState(const NamedTensors &tensors) override;
   /// The collectives every function's kiln.all_reduce/all_gather use
   /// (MeshCpuBackend sets its rank's for each run, a rank process its

@@ -79,7 +79,7 @@ llvm::Expected<NamedTensors> CudaBackend::collect(PlanBinding::Kind kind) {
   NamedTensors out;
   std::vector<char> bytes;
   for (const PlanBinding &b : state_) {
-    if (b.kind != kind || isCopy(specs_, b.name))
+    if (b.kind != kind || !isCheckpointed(specs_, b.name))
       continue;
     bytes.resize(static_cast<size_t>(b.bytes()));
     if (llvm::Error err = executor_->read(b.offset, bytes.data(), b.bytes()))

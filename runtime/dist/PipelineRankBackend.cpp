@@ -137,7 +137,7 @@ llvm::Expected<NamedTensors> PipelineRankBackend::gather(bool params) {
   const int64_t p = schedule_.stages;
   NamedTensors out;
   for (const StateSpec &spec : specs_) {
-    if (spec.isParam != params)
+    if (spec.isParam != params || !isCheckpointed(specs_, spec.name))
       continue;
     auto owner = owner_.find(spec.name);
     int64_t from = owner == owner_.end() ? 0 : owner->second;

@@ -570,7 +570,7 @@ func.func @attention_lse(%q: tensor<1x2x8x16xbf16>) {
 
 // -----
 
-// expected-error @+1 {{unknown kiln argument attribute 'kiln.weight' on argument #0 (expected kiln.param, kiln.input, kiln.state, kiln.init, kiln.role, kiln.copy_of, kiln.sharding or kiln.offset)}}
+// expected-error @+1 {{unknown kiln argument attribute 'kiln.weight' on argument #0 (expected kiln.param, kiln.input, kiln.state, kiln.init, kiln.role, kiln.copy_of, kiln.transient, kiln.sharding or kiln.offset)}}
 func.func @unknown_arg_attr(%a: tensor<2xf32> {kiln.weight = "w"}) {
   return
 }
@@ -890,6 +890,20 @@ func.func @copy_of_unknown(%w: tensor<4xf32> {kiln.param = "w"}, %c: tensor<4xbf
 
 // expected-error @+1 {{argument #1 of type 'tensor<2x2xbf16>' is a copy of parameter 'w' of type 'tensor<4xf32>'; both must be float tensors of one shape}}
 func.func @copy_of_shape(%w: tensor<4xf32> {kiln.param = "w"}, %c: tensor<2x2xbf16> {kiln.state = "w.bf16", kiln.copy_of = "w"}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'kiln.transient' on argument #1 belongs on a kiln.state argument}}
+func.func @transient_param(%w: tensor<4xf32> {kiln.param = "w"}, %a: tensor<4xf32> {kiln.param = "a", kiln.transient}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'kiln.transient' on argument #0 is a unit attribute, got "yes"}}
+func.func @transient_value(%a: tensor<4xf32> {kiln.state = "w.grad_acc", kiln.transient = "yes"}) {
   return
 }
 

@@ -28,13 +28,14 @@
 // NOCLIP-NOT: kiln.div
 // NOCLIP: kiln.adamw_update
 // The accumulating form: @accumulate_step sums gradients into states and
-// @apply_step updates from them (÷ K) and zeroes them.
+// @apply_step updates from them (÷ K) and zeroes them. They are transient
+// (zero between steps: never checkpointed).
 // ACC-LABEL: func.func @accumulate_step
-// ACC-SAME: {kiln.init = "zeros", kiln.state = "w.grad_acc"}
+// ACC-SAME: {kiln.init = "zeros", kiln.state = "w.grad_acc", kiln.transient}
 // ACC-SAME: -> (tensor<f32> {kiln.output = "loss"}, tensor<8x4xf32> {kiln.aliases = 2 : i64}, tensor<4xf32> {kiln.aliases = 3 : i64})
 // ACC: kiln.add %arg2
 // ACC-LABEL: func.func @apply_step
-// ACC-SAME: kiln.state = "w.grad_acc"
+// ACC-SAME: kiln.state = "w.grad_acc", kiln.transient}
 // ACC-SAME: {kiln.output = "grad_norm"}
 // ACC: kiln.constant dense<2.500000e-01> : tensor<f32>
 // ACC: kiln.adamw_update

@@ -549,6 +549,40 @@ TEST(LoadState, EveryTensorPresentUnlessPartial) {
   llvm::consumeError(group.takeError());
 }
 
+// A transient state (a gradient accumulator, zero between steps) is never
+// asked for, and a given one is ignored; an older checkpoint's zero
+// accumulators (`<param>.grad_acc`, written before they were transient)
+// load into a model that has none, nonzero ones do not.
+TEST(LoadState, TransientStatesAreNeitherAskedForNorRequired) {
+  StateSpec acc{"w.grad_acc", false, cpu::DType::F32, {2, 3}, "zeros"};
+  acc.transient = true;
+  std::vector<StateSpec> specs{{"w", true, cpu::DType::F32, {2, 3}, "zeros"},
+                               {"w.adam_m", false, cpu::DType::F32, {2, 3}, "zeros"},
+                               acc};
+  EXPECT_FALSE(isCheckpointed(specs, "w.grad_acc"));
+  EXPECT_TRUE(isCheckpointed(specs, "w.adam_m"));
+  NamedTensors moments{{"w.adam_m", filled(cpu::DType::F32, {2, 3}, 1)}};
+  auto without = checkStateComplete(specs, moments, false, /*partial=*/false, "ckpt");
+  ASSERT_TRUE(static_cast<bool>(without)) << llvm::toString(without.takeError());
+  EXPECT_TRUE(without->empty());
+  NamedTensors with = moments;
+  with.push_back({"w.grad_acc", cpu::HostTensor(cpu::DType::F32, {2, 3})}); // zeros
+  auto given = checkStateComplete(specs, with, false, false, "ckpt");
+  EXPECT_TRUE(static_cast<bool>(given)) << llvm::toString(given.takeError());
+
+  // A model without accumulation, an older checkpoint with them.
+  std::vector<StateSpec> plain(specs.begin(), specs.end() - 1);
+  auto old = checkStateComplete(plain, with, false, false, "ckpt");
+  EXPECT_TRUE(static_cast<bool>(old)) << llvm::toString(old.takeError());
+  NamedTensors nonzero = moments;
+  nonzero.push_back({"w.grad_acc", filled(cpu::DType::F32, {2, 3}, 0.5)});
+  auto refused = checkStateComplete(plain, nonzero, false, false, "ckpt");
+  ASSERT_FALSE(static_cast<bool>(refused));
+  EXPECT_NE(llvm::toString(refused.takeError())
+                .find("has optimizer state 'w.grad_acc', which this model does not"),
+            std::string::npos);
+}
+
 } // namespace
 
 namespace {
