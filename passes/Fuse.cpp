@@ -179,22 +179,6 @@ bool epilogueFits(MatmulOp mm) {
          c.getShape().back() % 8 == 0 && c.hasStaticShape();
 }
 
-/// Inserts a state argument after the last parameter or state (no
-/// parameter's or state's index moves); results aliasing an argument after
-/// it are renumbered. Null if the function refuses it.
-BlockArgument insertStateArgument(func::FuncOp func, Type type, DictionaryAttr attrs,
-                                  Location loc) {
-  unsigned at = afterStateArguments(func);
-  if (failed(func.insertArgument(at, type, attrs, loc)))
-    return {};
-  Builder b(func.getContext());
-  for (unsigned r = 0; r < func.getNumResults(); ++r)
-    if (auto alias = func.getResultAttrOfType<IntegerAttr>(r, KilnDialect::kAliasesAttrName);
-        alias && alias.getInt() >= at)
-      func.setResultAttr(r, KilnDialect::kAliasesAttrName, b.getI64IntegerAttr(alias.getInt() + 1));
-  return func.getArgument(at);
-}
-
 struct FusePass final : impl::FusePassBase<FusePass> {
   using Base::Base;
 

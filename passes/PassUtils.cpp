@@ -63,6 +63,19 @@ unsigned afterStateArguments(mlir::func::FuncOp func) {
   return index;
 }
 
+mlir::BlockArgument insertStateArgument(mlir::func::FuncOp func, mlir::Type type,
+                                        mlir::DictionaryAttr attrs, mlir::Location loc) {
+  unsigned at = afterStateArguments(func);
+  if (mlir::failed(func.insertArgument(at, type, attrs, loc)))
+    return {};
+  mlir::Builder b(func.getContext());
+  for (unsigned r = 0; r < func.getNumResults(); ++r)
+    if (auto alias = func.getResultAttrOfType<mlir::IntegerAttr>(r, KilnDialect::kAliasesAttrName);
+        alias && alias.getInt() >= at)
+      func.setResultAttr(r, KilnDialect::kAliasesAttrName, b.getI64IntegerAttr(alias.getInt() + 1));
+  return func.getArgument(at);
+}
+
 std::string formatOption(double value) {
   char text[32];
   std::snprintf(text, sizeof(text), "%g", value);

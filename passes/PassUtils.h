@@ -33,6 +33,12 @@ std::string blockOfName(llvm::StringRef name);
 /// pass inserts a new state, so no parameter's or state's index moves.
 unsigned afterStateArguments(mlir::func::FuncOp func);
 
+/// Inserts a state argument at afterStateArguments (no parameter's or
+/// state's index moves); results aliasing an argument after it are
+/// renumbered. Null if the function refuses it.
+mlir::BlockArgument insertStateArgument(mlir::func::FuncOp func, mlir::Type type,
+                                        mlir::DictionaryAttr attrs, mlir::Location loc);
+
 /// A pass option's value as a person writes it (%g: 0.9, 1e-08, nan) for
 /// diagnostics.
 std::string formatOption(double value);

@@ -438,7 +438,14 @@ def PipelinePass : Pass<"kiln-pipeline", "mlir::ModuleOp"> {
        stage's backward reads is a result of the forward named `saved.N`
        and an input of the backward. A parameter read on several stages
        (tied embeddings) is updated by the stage that accumulates its
-       gradient and sent to the others by their apply functions.
+       gradient and sent to the others by their apply functions. An
+       accumulator whose summands are made on several stages (the tied
+       head's gradient on the last) is split where that moves fewer bytes
+       (M x the summands against one part): each other stage sums its
+       summands into a transient state `<param>.grad_acc.stage<t>`, which
+       its apply sends to the owner once a step, and the owner's apply adds
+       it (through the sum's all_reduce or reduce_scatter, if any) before
+       anything reads the accumulator.
     5. The schedule, as data on the module (`kiln.pipeline`): for each
        stage the order of its micro-batches' forwards (`F3`) and backwards
        (`B3`): `gpipe` (every forward, then every backward) or `1f1b`

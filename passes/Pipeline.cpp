@@ -98,6 +98,21 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
   /// backward asked for them (the forward's `saved.N` results).
   std::vector<llvm::SmallVector<Value>> saved_;
   int64_t nextChannel_ = 0;
+  /// A gradient accumulator's part made on another stage than its owner's
+  /// (a tied embedding's head gradient): summed there into a transient
+  /// state of its own, sent to the owner once a step by the apply.
+  struct PartialAccumulator {
+    std::string state;       ///< "<param>.grad_acc.stage<t>"
+    int64_t stage;           ///< where it is summed
+    std::string accumulator; ///< the owner's "<param>.grad_acc"
+    int64_t owner;
+    /// The sum's collective over the stage's mesh (all_reduce or
+    /// reduce_scatter over dp), kept to apply to the received part; null
+    /// when there is none.
+    Operation *collective = nullptr;
+    int64_t channel = -1;
+  };
+  std::vector<PartialAccumulator> partials_;
 
   InFlightDiagnostic fail(Location loc) {
     signalPassFailure();
@@ -163,7 +178,7 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
       if (auto it = blockOfOp_.find(&op); it != blockOfOp_.end())
         place_[&op] = static_cast<int>(2 * stageOfBlock(it->second) +
                                        (forward_.contains(&op) ? kForward : kBackward));
-    if (failed(planTransfers()))
+    if (failed(splitAccumulators()) || failed(planTransfers()))
       return;
     OpBuilder b(module.getBodyRegion());
     b.setInsertionPoint(acc_);
@@ -522,6 +537,170 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
     return success();
   }
 
+  /// A gradient accumulator the step updates as `acc + C(a + b + …)`
+  /// (C: nothing, or the linear sum over the stage's mesh, all_reduce or
+  /// reduce_scatter) whose summands are made on other stages than the
+  /// update's (GPT-2's tied wte: the embedding's gradient on the first
+  /// stage, the head's on the last): each other stage t sums its summands
+  /// into a transient state of its own, `<param>.grad_acc.stage<t>`, which
+  /// its apply sends to the owner once a step, and the owner's apply adds
+  /// C(what it receives) to its accumulator before using it. One transfer
+  /// a step instead of one a micro-batch (Megatron sums the tied
+  /// embedding's gradients once a step too); the sum's order changes.
+  LogicalResult splitAccumulators() {
+    auto ret = cast<func::ReturnOp>(body_->getTerminator());
+    MLIRContext *ctx = &getContext();
+    for (unsigned i = 0; i < ret.getNumOperands(); ++i) {
+      auto alias = acc_.getResultAttrOfType<IntegerAttr>(i, KilnDialect::kAliasesAttrName);
+      if (!alias)
+        continue;
+      auto accArg = body_->getArgument(static_cast<unsigned>(alias.getInt()));
+      auto state =
+          acc_.getArgAttrOfType<StringAttr>(accArg.getArgNumber(), KilnDialect::kStateAttrName);
+      auto update = ret.getOperand(i).getDefiningOp<AddOp>();
+      if (!state || !state.getValue().ends_with(".grad_acc") || !update || !place_.count(update) ||
+          (update.getLhs() != accArg && update.getRhs() != accArg))
+        continue;
+      int64_t owner = place_[update] / 2;
+      Value sum = update.getLhs() == accArg ? update.getRhs() : update.getLhs();
+      Operation *collective = sum.getDefiningOp();
+      if (collective && isa<AllReduceOp, ReduceScatterOp>(collective) && collective->hasOneUse() &&
+          place_.count(collective))
+        sum = collective->getOperand(0);
+      else
+        collective = nullptr;
+      // The summands: the leaves of a tree of adds, each read once.
+      SmallVector<Value> leaves;
+      SmallVector<Operation *> tree;
+      std::function<void(Value)> walk = [&](Value v) {
+        auto add = v.getDefiningOp<AddOp>();
+        if (add && add->hasOneUse() && place_.count(add) && !forward_.contains(add) &&
+            add.getLhs() != add.getRhs()) {
+          tree.push_back(add);
+          walk(add.getLhs());
+          walk(add.getRhs());
+          return;
+        }
+        leaves.push_back(v);
+      };
+      walk(sum);
+      // Each summand's stage. A widening cast or reshape of a summand made
+      // on another stage (bf16-mixed's head gradient, widened to f32) went
+      // to the stage that reads it: it goes back (`moved`), and what
+      // crossed each micro-batch was its operand.
+      std::map<int64_t, SmallVector<Value>> byStage;
+      llvm::DenseMap<Operation *, int> moved;
+      int64_t crossing = 0, partialBytes = 0;
+      bool placed = true;
+      for (Value leaf : leaves) {
+        Operation *def = leaf.getDefiningOp();
+        placed &= def && place_.count(def) && place_[def] % 2 == kBackward;
+        if (!placed)
+          break;
+        int at = place_[def];
+        Value sent = leaf;
+        if (isa<CastOp, ReshapeOp>(def) && def->hasOneUse())
+          if (Operation *from = def->getOperand(0).getDefiningOp(); from && place_.count(from) &&
+                                                                    place_[from] % 2 == kBackward &&
+                                                                    place_[from] / 2 != at / 2) {
+            at = place_[from];
+            moved[def] = at;
+            sent = def->getOperand(0);
+          }
+        auto &values = byStage[at / 2];
+        if (at / 2 != owner) {
+          crossing += bytesOf(sent.getType());
+          if (values.empty())
+            partialBytes += bytesOf(leaf.getType());
+        }
+        values.push_back(leaf);
+      }
+      // Only where it moves fewer bytes: the summands crossed every
+      // micro-batch, a partial sum crosses once a step (in the
+      // accumulator's type: f32 where bf16 crossed).
+      if (!placed || byStage.size() < 2 || !byStage.count(owner) ||
+          partialBytes >= crossing * static_cast<int64_t>(microbatches))
+        continue;
+      for (auto [op, at] : moved)
+        place_[op] = at;
+      std::string param = state.getValue().drop_back(strlen(".grad_acc")).str();
+      OpBuilder b(update);
+      auto sumOf = [&](ArrayRef<Value> values, int at) {
+        Value total = values.front();
+        for (Value v : values.drop_front()) {
+          total = AddOp::create(b, update.getLoc(), total.getType(), total, v);
+          place_[total.getDefiningOp()] = at;
+        }
+        return total;
+      };
+      // The owner's summands, through the collective, into its accumulator.
+      Value own = sumOf(byStage[owner], static_cast<int>(2 * owner + kBackward));
+      if (collective) {
+        IRMapping map;
+        map.map(collective->getOperand(0), own);
+        Operation *c = b.clone(*collective, map);
+        place_[c] = static_cast<int>(2 * owner + kBackward);
+        own = c->getResult(0);
+      }
+      auto total = AddOp::create(b, update.getLoc(), update.getType(), accArg, own);
+      place_[total] = static_cast<int>(2 * owner + kBackward);
+      ret->setOperand(i, total);
+      // Each other stage's, into a transient state of its own.
+      for (auto &[stage, values] : byStage) {
+        if (stage == owner)
+          continue;
+        Type type = values.front().getType();
+        std::string name = param + ".grad_acc.stage" + std::to_string(stage);
+        Builder ab(ctx);
+        auto attrs = ab.getDictionaryAttr(
+            {ab.getNamedAttr(KilnDialect::kStateAttrName, ab.getStringAttr(name)),
+             ab.getNamedAttr(KilnDialect::kInitAttrName, ab.getStringAttr("zeros")),
+             ab.getNamedAttr(KilnDialect::kTransientAttrName, ab.getUnitAttr())});
+        BlockArgument part = insertStateArgument(acc_, type, attrs, update.getLoc());
+        BlockArgument applied = insertStateArgument(apply_, type, attrs, update.getLoc());
+        if (!part || !applied)
+          return fail(update.getLoc()) << "cannot add the state '" << name << "'";
+        Value mine = sumOf(values, static_cast<int>(2 * stage + kBackward));
+        auto next = AddOp::create(b, update.getLoc(), type, part, mine);
+        place_[next] = static_cast<int>(2 * stage + kBackward);
+        unsigned r = acc_.getNumResults();
+        if (failed(acc_.insertResult(
+                r, type,
+                ab.getDictionaryAttr({ab.getNamedAttr(
+                    KilnDialect::kAliasesAttrName, ab.getI64IntegerAttr(part.getArgNumber()))}))))
+          return fail(update.getLoc()) << "cannot return the state '" << name << "'";
+        ret->insertOperands(r, next.getResult());
+        // @apply_step zeroes it, as it does the accumulators.
+        auto applyRet = cast<func::ReturnOp>(apply_.getBody().front().getTerminator());
+        OpBuilder zb(applyRet);
+        auto shaped = cast<ShapedType>(type);
+        Value zeros = ConstantOp::create(
+            zb, update.getLoc(), type,
+            DenseElementsAttr::get(shaped, zb.getFloatAttr(shaped.getElementType(), 0)));
+        unsigned ar = apply_.getNumResults();
+        if (failed(apply_.insertResult(ar, type,
+                                       ab.getDictionaryAttr({ab.getNamedAttr(
+                                           KilnDialect::kAliasesAttrName,
+                                           ab.getI64IntegerAttr(applied.getArgNumber()))}))))
+          return fail(update.getLoc()) << "cannot return the state '" << name << "'";
+        applyRet->insertOperands(ar, zeros);
+        partials_.push_back({name, stage, state.getValue().str(), owner, collective, -1});
+      }
+      // The old sum is dead: no stage computes it.
+      place_.erase(update);
+      for (Operation *op : tree)
+        place_.erase(op);
+      if (collective)
+        place_.erase(collective);
+    }
+    return success();
+  }
+
+  static int64_t bytesOf(Type type) {
+    auto t = cast<RankedTensorType>(type);
+    return t.getNumElements() * static_cast<int64_t>((t.getElementTypeBitWidth() + 7) / 8);
+  }
+
   /// The channels: one per value and stage that reads it elsewhere.
   LogicalResult planTransfers() {
     forwardReceives_.assign(static_cast<size_t>(stages), {});
@@ -711,6 +890,14 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
       for (int64_t s : stages)
         if (owner.count(param) && owner[param] != s)
           channels[{param, s}] = nextChannel_++;
+    for (PartialAccumulator &p : partials_)
+      p.channel = nextChannel_++;
+    auto partialOf = [&](llvm::StringRef state) -> const PartialAccumulator * {
+      for (const PartialAccumulator &p : partials_)
+        if (p.state == state)
+          return &p;
+      return nullptr;
+    };
     for (int64_t s = 0; s < stages; ++s) {
       b.setInsertionPoint(apply_);
       auto fn = cast<func::FuncOp>(b.clone(*apply_));
@@ -727,6 +914,8 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
         if (!p.empty())
           return owner.count(p) && owner[p] == s;
         std::string st = argName(i, KilnDialect::kStateAttrName);
+        if (const PartialAccumulator *partial = partialOf(st))
+          return partial->stage == s;
         if (!st.empty()) {
           std::string of = paramOfState(st);
           if (of.empty())
@@ -735,6 +924,47 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
         }
         return std::nullopt;
       };
+      // Partial accumulators: sent by the stage that sums one to the
+      // owner of its accumulator, which adds it (through the sum's
+      // collective) before anything reads the accumulator.
+      SmallVector<std::pair<BlockArgument, Value>> completed;
+      OpBuilder pb = OpBuilder::atBlockBegin(&body);
+      for (const PartialAccumulator &p : partials_) {
+        if (p.stage != s && p.owner != s)
+          continue;
+        BlockArgument part, acc;
+        for (BlockArgument arg : body.getArguments()) {
+          std::string st = argName(arg.getArgNumber(), KilnDialect::kStateAttrName);
+          if (st == p.state)
+            part = arg;
+          else if (st == p.accumulator)
+            acc = arg;
+        }
+        if (!part || !acc)
+          return fail(fn.getLoc())
+                 << "internal: @apply_step lacks '" << p.state << "' or '" << p.accumulator << "'";
+        std::string what =
+            "the part of '" + p.accumulator + "' summed on stage " + std::to_string(p.stage);
+        if (p.stage == s) {
+          SendOp::create(pb, fn.getLoc(), part, static_cast<uint64_t>(p.owner), "pp",
+                         static_cast<uint64_t>(p.channel),
+                         what + ", to stage " + std::to_string(p.owner) + " once a step");
+          continue;
+        }
+        Value received =
+            RecvOp::create(pb, fn.getLoc(), part.getType(), static_cast<uint64_t>(p.stage), "pp",
+                           static_cast<uint64_t>(p.channel), what);
+        if (p.collective) {
+          IRMapping map;
+          map.map(p.collective->getOperand(0), received);
+          received = pb.clone(*p.collective, map)->getResult(0);
+        }
+        if (received.getType() != acc.getType())
+          return fail(fn.getLoc())
+                 << "internal: '" << p.state << "' does not sum into '" << p.accumulator << "'";
+        completed.push_back(
+            {acc, AddOp::create(pb, fn.getLoc(), acc.getType(), acc, received).getResult()});
+      }
       auto fret = cast<func::ReturnOp>(body.getTerminator());
       OpBuilder rb(fret);
       SmallVector<Value> results;
@@ -805,6 +1035,10 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
         norm.getNorm().replaceAllUsesWith(SqrtOp::create(nb, loc, type, total).getResult());
         norm->erase();
       }
+      // Every reader of a completed accumulator (the norm above included)
+      // reads it whole.
+      for (auto [acc, whole] : completed)
+        acc.replaceAllUsesExcept(whole, whole.getDefiningOp());
       func::ReturnOp::create(rb, fret.getLoc(), results);
       fret->erase();
       fn.setFunctionType(b.getFunctionType(fn.getArgumentTypes(), ValueRange(results).getTypes()));

@@ -249,11 +249,16 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
         return peerAndChannel(x) < peerAndChannel(y);
       };
       // Sends last (an apply's too: codegen runs its AdamW updates as one
-      // launch at the last, so an updated parameter is sent after it).
-      SmallVector<Operation *> recvs, sends;
+      // launch at the last, so an updated parameter is sent after it) —
+      // except an apply's sends of its arguments (a partial gradient
+      // accumulator, which its owner receives before the norm's pp sum),
+      // which go first.
+      SmallVector<Operation *> recvs, sends, early;
       for (Operation &op : src)
         if (isa<RecvOp>(op) && action)
           recvs.push_back(&op);
+        else if (isa<SendOp>(op) && !action && isa<BlockArgument>(op.getOperand(0)))
+          early.push_back(&op);
         else if (isa<SendOp>(op))
           sends.push_back(&op);
       llvm::stable_sort(recvs, byPeerChannel);
@@ -299,6 +304,9 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
           copy->setAttr(attr, body.getI64IntegerAttr(it->second));
         }
       };
+      llvm::stable_sort(early, byPeerChannel);
+      for (Operation *op : early)
+        body.clone(*op, map);
       for (Operation &op : src.without_terminator()) {
         if (isa<SendOp>(op) || (action && isa<RecvOp>(op)))
           continue;

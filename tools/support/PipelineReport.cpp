@@ -89,6 +89,7 @@ PipelineReport reportPipeline(mlir::ModuleOp module) {
         st.savedBytes += bytesOf(fwd.getResultTypes()[i]);
     for (mlir::func::FuncOp fn : {fwd, bwd})
       fn.walk([&](SendOp send) { st.sentBytes += bytesOf(send.getOperand().getType()); });
+    apply.walk([&](SendOp send) { st.sentPerStep += bytesOf(send.getOperand().getType()); });
     st.inFlight = inFlight[static_cast<size_t>(s)];
     r.perStage.push_back(std::move(st));
   }
@@ -157,9 +158,10 @@ std::string describePipeline(mlir::ModuleOp module, bool explain) {
                          most > 0 ? 100 * (s.forwardFlops + s.backwardFlops) / most : 0.0)
                .str();
     out += llvm::formatv("    memory: state {0}; kept for the backward {1} per micro-batch x {2} "
-                         "in flight = {3}; sends {4} per micro-batch\n",
+                         "in flight = {3}; sends {4} per micro-batch and {5} once a step "
+                         "(its apply's: updated shared parameters, partial gradient sums)\n",
                          gib(s.stateBytes), gib(s.savedBytes), s.inFlight,
-                         gib(s.savedBytes * s.inFlight), gib(s.sentBytes))
+                         gib(s.savedBytes * s.inFlight), gib(s.sentBytes), gib(s.sentPerStep))
                .str();
   }
   out += "  predicted times: each stage's forward and backward in proportion to its FLOPs, "

@@ -19,6 +19,7 @@ struct StageReport {
   int64_t savedBytes = 0; ///< kept from a micro-batch's forward for its backward
   int64_t inFlight = 0;   ///< most micro-batches kept at once (the schedule)
   int64_t sentBytes = 0;  ///< sent per micro-batch (forward and backward)
+  int64_t sentPerStep = 0; ///< sent once a step (the apply)
 };
 
 struct PipelineReport {
