@@ -69,26 +69,35 @@ MoE::MoE(Graph &g, llvm::StringRef name, int64_t dim, int64_t hidden, int64_t ex
       gating(gating.str()), kind(kind) {
   auto s = g.scope(name);
   router = g.param("router.w", {dim, experts}, init);
-  // Expert parallelism: each rank holds its share of the experts.
-  auto split = [&](const Tensor &t) {
+  // Expert parallelism: each rank holds its share of the experts
+  // (dimension 0). Tensor parallelism splits each expert as the dense MLP
+  // is split: its hidden dimension over tp (Megatron's column-parallel
+  // first matmul, row-parallel second; `hiddenDim` is where the hidden
+  // dimension is, -1 for none).
+  auto split = [&](const Tensor &t, int hiddenDim) {
     std::vector<llvm::StringRef> axes(static_cast<size_t>(t.type().getRank()), "");
     axes[0] = expertAxis;
+    if (hiddenDim >= 0)
+      axes[static_cast<size_t>(hiddenDim)] = "tp";
     g.shard(t, axes);
   };
   if (kind == Expert::SwiGLU) {
     gateWeight = g.param("experts.gate.w", {experts, dim, hidden}, init);
     upWeight = g.param("experts.up.w", {experts, dim, hidden}, init);
     downWeight = g.param("experts.down.w", {experts, hidden, dim}, projInit);
-    for (const Tensor &t : {gateWeight, upWeight, downWeight})
-      split(t);
+    split(gateWeight, 2);
+    split(upWeight, 2);
+    split(downWeight, 1);
     return;
   }
   fcWeight = g.param("experts.fc.w", {experts, dim, hidden}, init);
   fcBias = g.param("experts.fc.b", {experts, hidden}, ParamInit::zeros(), "bias");
   projWeight = g.param("experts.proj.w", {experts, hidden, dim}, projInit);
   projBias = g.param("experts.proj.b", {experts, dim}, ParamInit::zeros(), "bias");
-  for (const Tensor &t : {fcWeight, fcBias, projWeight, projBias})
-    split(t);
+  split(fcWeight, 2);
+  split(fcBias, 1);
+  split(projWeight, 1);
+  split(projBias, -1);
 }
 
 Tensor MoE::runExperts(Tensor xe) const {

@@ -123,7 +123,8 @@ TEST(Config, MixtureOfExpertsKeysAndTheirLimits) {
   e = refused("[model]\nobjective = \"dpo\"\n[moe]\nexperts = 4\n[train]\nbatch_size = 4\n");
   EXPECT_NE(e.find("moe.experts with model.objective = \"dpo\" is not supported"), std::string::npos) << e;
   // On a mesh: each dp rank routes its own groups; experts split over dp
-  // (parallel.ep = dp) or whole; tensor parallelism of experts is planned.
+  // (parallel.ep = dp) or whole; tensor parallelism splits each expert,
+  // with sequence parallelism it is planned.
   e = refused("[moe]\nexperts = 4\n[parallel]\ndp = 2\n");
   EXPECT_NE(e.find("moe.groups = 1 must be a multiple of parallel.dp = 2"), std::string::npos) << e;
   e = refused("[moe]\nexperts = 4\ngroups = 3\n[train]\nbatch_size = 4\nseq_len = 8\n");
@@ -137,8 +138,13 @@ TEST(Config, MixtureOfExpertsKeysAndTheirLimits) {
   EXPECT_NE(e.find("parallel.ep = 2 must be 1 or parallel.dp = 4"), std::string::npos) << e;
   e = refused("[moe]\nexperts = 6\ngroups = 4\n[parallel]\ndp = 4\nep = 4\n");
   EXPECT_NE(e.find("parallel.ep = 4 does not divide moe.experts = 6"), std::string::npos) << e;
-  e = refused("[moe]\nexperts = 4\ngroups = 2\n[parallel]\ntp = 2\n");
-  EXPECT_NE(e.find("tensor parallelism of the experts is planned"), std::string::npos) << e;
+  e = refused("[moe]\nexperts = 4\ngroups = 2\n[parallel]\ntp = 2\nsequence_parallel = true\n");
+  EXPECT_NE(e.find("moe.experts with parallel.sequence_parallel = true is planned"),
+            std::string::npos)
+      << e;
+  auto tp = RunConfig::parse("[moe]\nexperts = 4\ngroups = 2\n[parallel]\ntp = 2\n", "t.toml");
+  ASSERT_TRUE(static_cast<bool>(tp)) << llvm::toString(tp.takeError());
+  EXPECT_FALSE(static_cast<bool>(tp->validate("t.toml"))) << "experts on tp = 2 are refused";
   e = refused("[parallel]\ndp = 2\nep = 2\n");
   EXPECT_NE(e.find("parallel.ep > 1 splits a mixture of experts' experts"), std::string::npos) << e;
   auto ok = RunConfig::parse("[moe]\nexperts = 4\ngroups = 4\n[parallel]\ndp = 2\nep = 2\n"

@@ -227,6 +227,21 @@ void expectPartitionedMatches(const MeshCase &m) {
     step.walk([&](MoeRouteOp r) {
       EXPECT_EQ(r.numGroups(), config->model.moe.groups / dp) << "each rank routes its groups";
     });
+    if (tp > 1) {
+      // Each expert's hidden layer split over tp: the first matmul makes
+      // [E / ep, slots, hidden / tp].
+      const int64_t hidden = config->model.kind == "llama" ? config->model.intermediate_size
+                                                           : 4 * config->model.n_embd;
+      int64_t split = 0;
+      step.walk([&](MatmulOp mm) {
+        auto t = cast<RankedTensorType>(mm.getType());
+        auto lhs = cast<RankedTensorType>(mm.getLhs().getType());
+        if (t.getRank() == 3 && lhs.getRank() == 3 && !mm.getTransposeA() && !mm.getTransposeB() &&
+            t.getDimSize(0) == config->model.moe.experts / m.ep)
+          split += t.getDimSize(2) == hidden / tp;
+      });
+      EXPECT_GE(split, config->model.n_layer) << "no expert's hidden layer is split over tp";
+    }
   }
   // Tensor parallelism splits attention by heads: each rank's scores (or
   // kiln.attention's q, k, v and their gradients) hold n_head / tp heads.
@@ -385,6 +400,16 @@ TEST(Sharding, MixtureOfExpertsDataParallelEqualsOneDevice) {
   expectPartitionedMatches({.dp = 2, .toml = kTinyMoE.c_str()});
   expectPartitionedMatches({.dp = 4, .zero = 1, .toml = kTinyMoE.c_str()});
 }
+// Tensor parallelism splits each expert's hidden dimension over tp, as
+// the dense MLP's (column-parallel first matmul, row-parallel second):
+// alone, with data parallelism, and with the experts split over dp too.
+TEST(Sharding, MixtureOfExpertsTensorParallelEqualsOneDevice) {
+  expectPartitionedMatches({.tp = 2, .toml = kTinyMoE.c_str()});
+  expectPartitionedMatches({.dp = 2, .tp = 2, .toml = kTinyMoE.c_str()});
+  expectPartitionedMatches({.dp = 2, .tp = 2, .zero = 3, .toml = kTinyMoE.c_str(), .ep = 2});
+  expectPartitionedMatches({.tp = 2, .toml = kTinyLlamaMoE.c_str()});
+}
+
 TEST(Sharding, ExpertParallelEqualsOneDevice) {
   expectPartitionedMatches({.dp = 2, .toml = kTinyMoE.c_str(), .ep = 2});
   expectPartitionedMatches({.dp = 4, .toml = kTinyMoE.c_str(), .ep = 4});
