@@ -519,9 +519,17 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
     if (model.moe.top_k > model.moe.experts)
       return error(source, fmt::format("moe.top_k = {} exceeds moe.experts = {}", model.moe.top_k,
                                        model.moe.experts));
-    if (model.objective == "dpo")
-      return error(source, "moe.experts with model.objective = \"dpo\" is not supported yet");
     const int64_t tokens = train.batch_size * seqLen(), groups = model.moe.groups;
+    // DPO's reference log-probability of a row is computed once, in
+    // batches of other rows than its training batches: a group spanning
+    // rows would route the row's tokens differently there.
+    if (model.objective == "dpo" && groups % train.batch_size != 0)
+      return error(source, fmt::format("moe.experts with model.objective = \"dpo\": moe.groups = "
+                                       "{} must be a multiple of train.batch_size = {}, so that "
+                                       "each group lies in one row and a row's routing (and its "
+                                       "reference log-probability) does not depend on the other "
+                                       "rows of its batch",
+                                       groups, train.batch_size));
     if (tokens % groups != 0)
       return error(source, fmt::format("moe.groups = {} does not divide the {} tokens of a step "
                                        "(train.batch_size x the sequence length)",

@@ -208,12 +208,12 @@ FailureOr<func::FuncOp> finishStep(Graph &g, ModuleOp module, Tensor logits, con
       Tensor count = maximum(sum(counted, {0, 1}), full(g, {}, 1, f));
       results = {{sum(ce, {0, 1}) / count, "loss"}};
     }
-    // An auxiliary loss joins the objective; the language-model loss alone
-    // is reported beside it.
+    // An auxiliary loss joins the objective; the objective's own loss (the
+    // language model's, or DPO's) is reported beside it.
     if (output == GPT2Output::Loss && aux.loss) {
       Tensor lm = results[0].first;
       results[0].first = lm + cast(aux.loss, lm.elementType());
-      results.push_back({lm, "lm_loss"});
+      results.push_back({lm, config.objective == "dpo" ? "dpo_loss" : "lm_loss"});
       for (const auto &m : aux.metrics)
         results.push_back({cast(m.first, lm.elementType()), m.second});
     }

@@ -443,6 +443,9 @@ private:
   TensorMap modelInputs(const cpu::HostTensor &tokens, const cpu::HostTensor &targets,
                         const std::vector<int64_t> &rows, const std::vector<float> &ref) const;
   bool dpo() const { return config_.model.objective == "dpo"; }
+  /// The output holding the objective's loss without an auxiliary term,
+  /// where the model adds one (a mixture of experts' balance loss).
+  const char *objectiveLoss() const { return dpo() ? "dpo_loss" : "lm_loss"; }
   llvm::Expected<std::string> save();
   /// Stops the run after `err` (a failed log write): one last checkpoint
   /// attempt (not with several ranks: it would need them all), then an
@@ -1007,9 +1010,10 @@ llvm::Error TrainingRun::logStep(const StepResult &r, double lr, double stepSeco
                             r.metrics.at("reward_accuracy"), r.metrics.at("logp_accuracy"),
                             r.metrics.at("reward_margin"));
   if (r.metrics.count("moe_balance"))
-    metrics = llvm::formatv(" | lm {0:f4} | balance {1:f3} | dropped {2:f1}%",
-                            r.metrics.at("lm_loss"), r.metrics.at("moe_balance"),
-                            100.0 * r.metrics.at("moe_dropped"));
+    metrics += llvm::formatv(" | {0} {1:f4} | balance {2:f3} | dropped {3:f1}%",
+                             dpo() ? "dpo" : "lm", r.metrics.at(objectiveLoss()),
+                             r.metrics.at("moe_balance"), 100.0 * r.metrics.at("moe_dropped"))
+                   .str();
   std::string line = llvm::formatv(
       "step {0}/{1} | loss {2:f4}{8} | val {3} | lr {4:e2} | {5} tok/s | {6} elapsed | ETA {7}",
       state_.step, steps_, r.loss,
@@ -1047,9 +1051,11 @@ llvm::Error TrainingRun::evaluate() {
     auto result = backend_->run("forward", modelInputs(tokens, targets, rows, refVal_));
     if (!result)
       return result.takeError();
-    // The validation loss is the language model's: an auxiliary term of
-    // the objective (a mixture of experts' balance loss) is a metric.
-    sum += result->count("lm_loss") ? result->at("lm_loss").get(0) : result->at("loss").get(0);
+    // The validation loss is the objective's own (the language model's or
+    // DPO's): an auxiliary term (a mixture of experts' balance loss) is a
+    // metric.
+    sum += result->count(objectiveLoss()) ? result->at(objectiveLoss()).get(0)
+                                          : result->at("loss").get(0);
     for (const auto &[name, value] : *result)
       if (isMetric(name))
         metrics[name] += value.get(0);

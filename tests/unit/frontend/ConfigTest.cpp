@@ -120,8 +120,18 @@ TEST(Config, MixtureOfExpertsKeysAndTheirLimits) {
   };
   std::string e = refused("[moe]\nexperts = 4\ntop_k = 5\n");
   EXPECT_NE(e.find("moe.top_k = 5 exceeds moe.experts = 4"), std::string::npos) << e;
+  // DPO: each routing group in one row (a row's reference log-probability
+  // must not depend on the rows batched with it).
   e = refused("[model]\nobjective = \"dpo\"\n[moe]\nexperts = 4\n[train]\nbatch_size = 4\n");
-  EXPECT_NE(e.find("moe.experts with model.objective = \"dpo\" is not supported"), std::string::npos) << e;
+  EXPECT_NE(e.find("moe.groups = 1 must be a multiple of train.batch_size = 4, so that each group "
+                   "lies in one row"),
+            std::string::npos)
+      << e;
+  auto dpo = RunConfig::parse("[model]\nobjective = \"dpo\"\n[moe]\nexperts = 4\ngroups = 8\n"
+                              "[train]\nbatch_size = 4\nseq_len = 8\n",
+                              "m.toml");
+  ASSERT_TRUE(static_cast<bool>(dpo)) << llvm::toString(dpo.takeError());
+  EXPECT_FALSE(static_cast<bool>(dpo->validate("m.toml")));
   // On a mesh: each dp rank routes its own groups; experts split over dp
   // (parallel.ep = dp) or whole; tensor parallelism splits each expert,
   // with sequence parallelism it is planned.
