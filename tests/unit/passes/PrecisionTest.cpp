@@ -165,6 +165,67 @@ void expectSameTraining(BackendT &a, BackendT &b, BackendT &other, int steps, in
     EXPECT_TRUE(same(t, mb.at(name))) << name;
 }
 
+/// `config` compiled twice: with AdamW's working copies and with casts.
+struct CopiesAndCasts {
+  mlir::MLIRContext ctx;
+  mlir::OwningOpRef<mlir::ModuleOp> withCopies, withCasts;
+  explicit CopiesAndCasts(const RunConfig &config) {
+    RunConfig off = config;
+    off.compile.adamw_copies = false;
+    const RunConfig *configs[] = {&config, &off};
+    mlir::OwningOpRef<mlir::ModuleOp> *outs[] = {&withCopies, &withCasts};
+    for (auto [c, out] : llvm::zip(configs, outs)) {
+      auto m = tooling::buildTrainingModule(ctx, *c);
+      EXPECT_TRUE(static_cast<bool>(m)) << llvm::toString(m.takeError());
+      if (m)
+        *out = std::move(*m);
+    }
+  }
+  bool ok() const { return withCopies && withCasts; }
+};
+
+/// Trains a module with working copies and one with casts on the same
+/// random batches, `accumulate` micro-batches a step (@train_step when 1,
+/// else @accumulate_step and @apply_step), parameters replaced mid-run:
+/// bit-identical (expectSameTraining).
+template <typename BackendT>
+void expectCopiesTrainLikeCasts(mlir::ModuleOp withCopies, mlir::ModuleOp withCasts,
+                                const RunConfig &config, int accumulate, uint64_t seed) {
+  BackendT a, b, other;
+  ASSERT_FALSE(static_cast<bool>(a.load(withCopies, 3)));
+  ASSERT_FALSE(static_cast<bool>(b.load(withCasts, 3)));
+  ASSERT_FALSE(static_cast<bool>(other.load(withCasts, 9)));
+  Rng rng(seed);
+  const int64_t B = config.train.batch_size, T = config.seqLen(), V = config.model.vocab_size;
+  std::vector<cpu::HostTensor> tokens, targets;
+  for (int k = 0; k < accumulate; ++k) {
+    tokens.push_back(randomTokens(rng, B, T, V));
+    targets.push_back(randomTokens(rng, B, T, V));
+  }
+  auto run = [&](BackendT &backend, int i) {
+    auto check = [](auto &r) {
+      EXPECT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
+      return r ? r->at("loss").get(0) : NAN;
+    };
+    if (accumulate == 1) {
+      auto r = backend.run("train_step", {{"tokens", tokens[0]},
+                                          {"targets", targets[0]},
+                                          {"lr", scalarTensor(1e-2)},
+                                          {"step", scalarTensor(i)}});
+      return check(r);
+    }
+    double loss = 0;
+    for (int k = 0; k < accumulate; ++k) {
+      auto r = backend.run("accumulate_step", {{"tokens", tokens[k]}, {"targets", targets[k]}});
+      loss += check(r);
+    }
+    auto r = backend.run("apply_step", {{"lr", scalarTensor(1e-2)}, {"step", scalarTensor(i)}});
+    EXPECT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
+    return loss;
+  };
+  expectSameTraining(a, b, other, 5, 3, run);
+}
+
 // kiln-fuse's adamw-copies: the bf16 working copies are states AdamW writes
 // (kiln.copy_of), derived at load and whenever a parameter is set, and left
 // out of checkpoints. A step reads the same bits as the cast it replaces, so
@@ -173,28 +234,25 @@ void expectSameTraining(BackendT &a, BackendT &b, BackendT &other, int steps, in
 TEST(MixedPrecision, AdamWWritesTheWorkingCopies) {
   for (const char *precision : {"bf16-mixed", "f16-mixed"}) {
     SCOPED_TRACE(precision);
-    RunConfig on = tinyConfig(precision), off = on;
-    off.compile.adamw_copies = false;
-    mlir::MLIRContext ctx;
-    auto withCopies = tooling::buildTrainingModule(ctx, on);
-    auto withCasts = tooling::buildTrainingModule(ctx, off);
-    ASSERT_TRUE(static_cast<bool>(withCopies)) << llvm::toString(withCopies.takeError());
-    ASSERT_TRUE(static_cast<bool>(withCasts)) << llvm::toString(withCasts.takeError());
-    auto specs = stateSpecsOf(**withCopies);
+    RunConfig on = tinyConfig(precision);
+    CopiesAndCasts m(on);
+    ASSERT_TRUE(m.ok());
+    mlir::ModuleOp withCopies = *m.withCopies, withCasts = *m.withCasts;
+    auto specs = stateSpecsOf(withCopies);
     ASSERT_TRUE(static_cast<bool>(specs)) << llvm::toString(specs.takeError());
     int copies = 0;
     for (const StateSpec &s : *specs)
       copies += !s.copyOf.empty();
     EXPECT_GE(copies, 8) << "2 layers x (qkv, proj, fc, proj) weights at least";
     // No parameter is cast in the step any more.
-    auto step = (**withCopies).lookupSymbol<mlir::func::FuncOp>("train_step");
+    auto step = withCopies.lookupSymbol<mlir::func::FuncOp>("train_step");
     ASSERT_TRUE(step);
     expectNoParameterCast(step);
 
     cpu::CpuBackend a, b, other;
-    ASSERT_FALSE(static_cast<bool>(a.load(**withCopies, 3)));
-    ASSERT_FALSE(static_cast<bool>(b.load(**withCasts, 3)));
-    ASSERT_FALSE(static_cast<bool>(other.load(**withCasts, 9)));
+    ASSERT_FALSE(static_cast<bool>(a.load(withCopies, 3)));
+    ASSERT_FALSE(static_cast<bool>(b.load(withCasts, 3)));
+    ASSERT_FALSE(static_cast<bool>(other.load(withCasts, 9)));
     Rng rng(2);
     const int64_t B = on.train.batch_size, T = on.seqLen(), V = on.model.vocab_size;
     cpu::HostTensor tokens = randomTokens(rng, B, T, V), targets = randomTokens(rng, B, T, V);
@@ -225,15 +283,11 @@ TEST(MixedPrecision, AdamWWritesTheWorkingCopies) {
 TEST(MixedPrecision, AdamWWritesTheWorkingCopiesWithAccumulation) {
   RunConfig on = tinyConfig("bf16-mixed");
   on.train.accumulate_steps = 2;
-  RunConfig off = on;
-  off.compile.adamw_copies = false;
-  mlir::MLIRContext ctx;
-  auto withCopies = tooling::buildTrainingModule(ctx, on);
-  auto withCasts = tooling::buildTrainingModule(ctx, off);
-  ASSERT_TRUE(static_cast<bool>(withCopies)) << llvm::toString(withCopies.takeError());
-  ASSERT_TRUE(static_cast<bool>(withCasts)) << llvm::toString(withCasts.takeError());
-  auto micro = (**withCopies).lookupSymbol<mlir::func::FuncOp>("accumulate_step");
-  auto apply = (**withCopies).lookupSymbol<mlir::func::FuncOp>("apply_step");
+  CopiesAndCasts m(on);
+  ASSERT_TRUE(m.ok());
+  mlir::ModuleOp withCopies = *m.withCopies, withCasts = *m.withCasts;
+  auto micro = withCopies.lookupSymbol<mlir::func::FuncOp>("accumulate_step");
+  auto apply = withCopies.lookupSymbol<mlir::func::FuncOp>("apply_step");
   ASSERT_TRUE(micro && apply);
   auto copyArgs = [](mlir::func::FuncOp f) {
     int n = 0;
@@ -248,26 +302,7 @@ TEST(MixedPrecision, AdamWWritesTheWorkingCopiesWithAccumulation) {
   apply.walk([&](AdamWUpdateOp u) { writers += static_cast<bool>(u.getNewCopy()); });
   EXPECT_EQ(writers, copyArgs(apply));
 
-  cpu::CpuBackend a, b, other;
-  ASSERT_FALSE(static_cast<bool>(a.load(**withCopies, 3)));
-  ASSERT_FALSE(static_cast<bool>(b.load(**withCasts, 3)));
-  ASSERT_FALSE(static_cast<bool>(other.load(**withCasts, 9)));
-  Rng rng(5);
-  const int64_t B = on.train.batch_size, T = on.seqLen(), V = on.model.vocab_size;
-  cpu::HostTensor tokens[2] = {randomTokens(rng, B, T, V), randomTokens(rng, B, T, V)};
-  cpu::HostTensor targets[2] = {randomTokens(rng, B, T, V), randomTokens(rng, B, T, V)};
-  auto run = [&](cpu::CpuBackend &backend, int i) {
-    double loss = 0;
-    for (int k = 0; k < 2; ++k) {
-      auto r = backend.run("accumulate_step", {{"tokens", tokens[k]}, {"targets", targets[k]}});
-      EXPECT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
-      loss += r ? r->at("loss").get(0) : NAN;
-    }
-    auto r = backend.run("apply_step", {{"lr", scalarTensor(1e-2)}, {"step", scalarTensor(i)}});
-    EXPECT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
-    return loss;
-  };
-  expectSameTraining(a, b, other, 5, 3, run);
+  expectCopiesTrainLikeCasts<cpu::CpuBackend>(withCopies, withCasts, on, 2, 5);
 }
 
 // On a mesh the copies are split as their parameters: replicated (dp),
@@ -292,16 +327,11 @@ TEST(MixedPrecision, AdamWWritesTheWorkingCopiesOnAMesh) {
     on.parallel.tp = c.tp;
     on.parallel.zero = c.zero;
     on.train.accumulate_steps = c.accumulate;
-    RunConfig off = on;
-    off.compile.adamw_copies = false;
-    mlir::MLIRContext ctx;
-    auto withCopies = tooling::buildTrainingModule(ctx, on);
-    auto withCasts = tooling::buildTrainingModule(ctx, off);
-    ASSERT_TRUE(static_cast<bool>(withCopies)) << llvm::toString(withCopies.takeError());
-    ASSERT_TRUE(static_cast<bool>(withCasts)) << llvm::toString(withCasts.takeError());
+    CopiesAndCasts m(on);
+    ASSERT_TRUE(m.ok());
+    mlir::ModuleOp withCopies = *m.withCopies, withCasts = *m.withCasts;
     auto update =
-        (**withCopies)
-            .lookupSymbol<mlir::func::FuncOp>(c.accumulate > 1 ? "apply_step" : "train_step");
+        withCopies.lookupSymbol<mlir::func::FuncOp>(c.accumulate > 1 ? "apply_step" : "train_step");
     ASSERT_TRUE(update);
     ASSERT_TRUE(update->hasAttr(KilnDialect::kPartitionedAttrName));
     int copies = 0;
@@ -323,42 +353,12 @@ TEST(MixedPrecision, AdamWWritesTheWorkingCopiesOnAMesh) {
       EXPECT_EQ(copies, 0) << "ZeRO 1/2 keep their casts";
     } else {
       EXPECT_GE(copies, 8) << "2 layers x (qkv, proj, fc, proj) weights at least";
-      expectNoParameterCast((**withCopies)
-                                .lookupSymbol<mlir::func::FuncOp>(
-                                    c.accumulate > 1 ? "accumulate_step" : "train_step"));
+      expectNoParameterCast(withCopies.lookupSymbol<mlir::func::FuncOp>(
+          c.accumulate > 1 ? "accumulate_step" : "train_step"));
     }
 
-    cpu::MeshCpuBackend a, b, other;
-    ASSERT_FALSE(static_cast<bool>(a.load(**withCopies, 3)));
-    ASSERT_FALSE(static_cast<bool>(b.load(**withCasts, 3)));
-    ASSERT_FALSE(static_cast<bool>(other.load(**withCasts, 9)));
-    Rng rng(6);
-    const int64_t B = on.train.batch_size, T = on.seqLen(), V = on.model.vocab_size;
-    cpu::HostTensor tokens[2] = {randomTokens(rng, B, T, V), randomTokens(rng, B, T, V)};
-    cpu::HostTensor targets[2] = {randomTokens(rng, B, T, V), randomTokens(rng, B, T, V)};
-    auto run = [&](cpu::MeshCpuBackend &backend, int i) {
-      auto inputs = [&](int k) -> TensorMap {
-        return {{"tokens", tokens[k]}, {"targets", targets[k]}};
-      };
-      if (c.accumulate == 1) {
-        TensorMap in = inputs(0);
-        in["lr"] = scalarTensor(1e-2);
-        in["step"] = scalarTensor(i);
-        auto r = backend.run("train_step", in);
-        EXPECT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
-        return r ? r->at("loss").get(0) : NAN;
-      }
-      double loss = 0;
-      for (int k = 0; k < c.accumulate; ++k) {
-        auto r = backend.run("accumulate_step", inputs(k));
-        EXPECT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
-        loss += r ? r->at("loss").get(0) : NAN;
-      }
-      auto r = backend.run("apply_step", {{"lr", scalarTensor(1e-2)}, {"step", scalarTensor(i)}});
-      EXPECT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
-      return loss;
-    };
-    expectSameTraining(a, b, other, 5, 3, run);
+    expectCopiesTrainLikeCasts<cpu::MeshCpuBackend>(withCopies, withCasts, on,
+                                                    static_cast<int>(c.accumulate), 6);
   }
 }
 
