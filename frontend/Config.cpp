@@ -171,6 +171,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"parallel.pp", &c.parallel.pp, 1, 1024},
       {"parallel.microbatches", &c.parallel.microbatches, 1, 1 << 16},
       {"parallel.schedule", &c.parallel.schedule, 0, 0, {"1f1b", "gpipe"}},
+      {"parallel.virtual_stages", &c.parallel.virtual_stages, 1, 64},
       {"parallel.pipeline_cuts", &c.parallel.pipeline_cuts},
       {"run.dir", &c.run_dir},
   };
@@ -486,6 +487,33 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
   if (parallel.pp == 1 && parallel.microbatches > 1)
     return error(source, "parallel.microbatches > 1 needs parallel.pp > 1 (for gradient "
                          "accumulation on one stage use train.accumulate_steps)");
+  if (parallel.virtual_stages > 1) {
+    if (parallel.pp < 2)
+      return error(source, "parallel.virtual_stages > 1 interleaves pipeline stages: it needs "
+                           "parallel.pp > 1");
+    if (parallel.schedule != "1f1b")
+      return error(source, fmt::format("parallel.virtual_stages = {} is interleaved 1F1B: set "
+                                       "parallel.schedule = \"1f1b\" (not \"{}\")",
+                                       parallel.virtual_stages, parallel.schedule));
+    if (parallel.microbatches % parallel.pp != 0)
+      return error(source,
+                   fmt::format("parallel.virtual_stages = {}: parallel.microbatches = {} "
+                               "must be a multiple of parallel.pp = {} (the interleaved "
+                               "schedule runs the micro-batches in groups of pp)",
+                               parallel.virtual_stages, parallel.microbatches, parallel.pp));
+    if (model.n_layer < parallel.pp * parallel.virtual_stages)
+      return error(source, fmt::format("parallel.pp = {} x parallel.virtual_stages = {} stages "
+                                       "need at least as many transformer blocks; "
+                                       "model.n_layer = {}",
+                                       parallel.pp, parallel.virtual_stages, model.n_layer));
+    if (!parallel.pipeline_cuts.empty())
+      return error(source, "parallel.pipeline_cuts with parallel.virtual_stages > 1 is planned "
+                           "(the stages are balanced by FLOPs)");
+    if (train.device == "cuda")
+      return error(source, "parallel.virtual_stages > 1 with train.device = \"cuda\": "
+                           "interleaved stages run on the CPU (ranks as threads); on GPUs they "
+                           "are planned");
+  }
   if (parallel.pp > 1 && model.n_layer < parallel.pp)
     return error(source, fmt::format("parallel.pp = {} needs at least as many transformer blocks; "
                                      "model.n_layer = {}",

@@ -285,6 +285,10 @@ struct ParallelConfig {
   int64_t microbatches = 1;
   std::string schedule = "1f1b";
   std::string pipeline_cuts;
+  /// Interleaved 1F1B: each rank holds `virtual_stages` runs of blocks
+  /// (model chunks), the blocks cut into pp x virtual_stages stages, stage
+  /// c on rank c mod pp (Narayanan et al. 2021). 1: one run per rank.
+  int64_t virtual_stages = 1;
 
   /// pipeline_cuts as numbers; none when it is not a comma-separated list
   /// of whole numbers.

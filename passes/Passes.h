@@ -53,8 +53,11 @@ struct TrainingPipelineOptions {
 
 /// The order of each stage's micro-batch forwards ("F3") and backwards
 /// ("B3") under `schedule` ("1f1b" or "gpipe"), as kiln-pipeline writes it.
+/// With `chunks` > 1 (interleaved 1F1B) one list per rank of `stages`,
+/// each action naming its stage too ("F3.5": micro-batch 3 on stage 5,
+/// which is on rank 5 mod stages).
 std::vector<std::vector<std::string>> pipelineSchedule(llvm::StringRef schedule, int64_t stages,
-                                                       int64_t microbatches);
+                                                       int64_t microbatches, int64_t chunks = 1);
 
 /// What kiln-recompute chose for `func`, in one line for `kiln compile`
 /// and the Plan's notes ("" when it did not run on it).

@@ -451,6 +451,13 @@ def PipelinePass : Pass<"kiln-pipeline", "mlir::ModuleOp"> {
        (`B3`): `gpipe` (every forward, then every backward) or `1f1b`
        (stage s runs p-s-1 forwards ahead, then alternates one forward and
        one backward, so at most p-s micro-batches are in flight).
+    6. Interleaving (`virtual-stages` v > 1, schedule 1f1b, micro-batches
+       a multiple of the stages): the blocks are cut into stages x v
+       stages, stage c on rank c mod stages; `@stage<c>_forward` and
+       `_backward` per stage, `@stage<r>_apply` per rank (all its stages'
+       parameters); sends and receives name ranks; the schedule is one list
+       per rank whose actions name their stage (`F3.5`), Megatron-LM's
+       interleaved order (Narayanan et al. 2021).
 
     `@accumulate_step` and `@apply_step` are replaced; `@forward`
     (evaluation) stays whole. The module's mesh becomes `#kiln.mesh<pp =
@@ -462,6 +469,9 @@ def PipelinePass : Pass<"kiln-pipeline", "mlir::ModuleOp"> {
     Option<"microbatches", "microbatches", "int64_t", /*default=*/"1",
            "Micro-batches per step (kiln-attach-optimizer's accumulate-steps)">,
     Option<"schedule", "schedule", "std::string", /*default=*/"\"1f1b\"", "1f1b or gpipe">,
+    Option<"virtualStages", "virtual-stages", "int64_t", /*default=*/"1",
+           "Interleaved 1F1B: stage runs per rank (the blocks cut into stages x virtual-stages; "
+           "1: one)">,
     ListOption<"cuts", "cuts", "int64_t",
                "The first block of each stage after the first (empty: balance by cost)">,
   ];

@@ -4,7 +4,8 @@
 // @apply_step become, for each of the `stages` stages, a forward, a
 // backward and an apply function, with kiln.send/kiln.recv where a value
 // crosses stages, and the micro-batch schedule (GPipe or 1F1B) as data on
-// the module. The split is decided per op from the parameters' transformer
+// the module (with `virtual-stages`, interleaved: several stages a rank,
+// one apply per rank). The split is decided per op from the parameters' transformer
 // blocks and the direction values flow (forward values toward the last
 // stage, gradients toward the first), so any model whose parameters are
 // named by block splits, with or without recomputation.
@@ -39,8 +40,37 @@ using namespace mlir;
 namespace kiln {
 
 std::vector<std::vector<std::string>> pipelineSchedule(llvm::StringRef schedule, int64_t stages,
-                                                       int64_t microbatches) {
+                                                       int64_t microbatches, int64_t chunks) {
   std::vector<std::vector<std::string>> actions(static_cast<size_t>(stages));
+  if (chunks > 1) {
+    // Interleaved 1F1B (Narayanan et al. 2021, sec. 2.2; the order of
+    // Megatron-LM's schedule): rank r holds stages r, r + p, ...; its
+    // forwards go through the micro-batches in groups of p, each group
+    // through its chunks in turn (the backwards through them in reverse);
+    // (p - r - 1)·2 + (v - 1)·p forwards run ahead, then one forward and
+    // one backward in turn. Action "F3.5": micro-batch 3 on stage 5.
+    const int64_t p = stages, v = chunks, total = microbatches * chunks;
+    for (int64_t r = 0; r < p; ++r) {
+      auto &a = actions[static_cast<size_t>(r)];
+      auto act = [&](char kind, int64_t i) {
+        int64_t local = (i % (p * v)) / p;
+        if (kind == 'B')
+          local = v - 1 - local;
+        int64_t k = (i / (p * v)) * p + i % p;
+        a.push_back(std::string(1, kind) + std::to_string(k) + "." + std::to_string(local * p + r));
+      };
+      int64_t warmup = std::min((p - r - 1) * 2 + (v - 1) * p, total);
+      for (int64_t i = 0; i < warmup; ++i)
+        act('F', i);
+      for (int64_t i = 0; i + warmup < total; ++i) {
+        act('F', i + warmup);
+        act('B', i);
+      }
+      for (int64_t i = total - warmup; i < total; ++i)
+        act('B', i);
+    }
+    return actions;
+  }
   for (int64_t s = 0; s < stages; ++s) {
     auto &a = actions[static_cast<size_t>(s)];
     auto f = [&](int64_t k) { a.push_back("F" + std::to_string(k)); };
@@ -119,11 +149,16 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
     return emitError(loc) << "kiln-pipeline: ";
   }
 
+  /// The stages: `stages` ranks along pp, each holding `virtualStages`
+  /// of them (interleaved 1F1B); stage c runs on rank c mod stages.
+  int64_t chunks() const { return stages * virtualStages; }
+  int64_t rankOf(int64_t stage) const { return stage % stages; }
+
   int64_t stageOfBlock(int block) const {
     if (block < 0)
       return 0;
     if (block >= blocks_.size())
-      return stages - 1;
+      return chunks() - 1;
     return stageOfBlock_[static_cast<size_t>(block)];
   }
 
@@ -158,6 +193,12 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
     if (schedule != "1f1b" && schedule != "gpipe")
       return (void)(fail(module.getLoc())
                     << "schedule '" << std::string(schedule) << "' is not one of 1f1b, gpipe");
+    if (virtualStages < 1 ||
+        (virtualStages > 1 && (schedule != "1f1b" || microbatches % stages != 0 || !cuts.empty())))
+      return (void)(fail(module.getLoc())
+                    << "virtual-stages = " << static_cast<int64_t>(virtualStages)
+                    << ": interleaved stages need schedule 1f1b, micro-batches a multiple of the "
+                       "stages and no cuts");
     auto mesh = module->getAttrOfType<MeshAttr>(KilnDialect::kMeshAttrName);
     if (mesh && llvm::any_of(mesh.getNames(), [](StringAttr n) { return n == "pp"; }))
       return (void)(fail(module.getLoc())
@@ -182,9 +223,9 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
       return;
     OpBuilder b(module.getBodyRegion());
     b.setInsertionPoint(acc_);
-    std::vector<func::FuncOp> fns(static_cast<size_t>(2 * stages));
-    saved_.assign(static_cast<size_t>(stages), {});
-    for (int64_t s = 0; s < stages; ++s) {
+    std::vector<func::FuncOp> fns(static_cast<size_t>(2 * chunks()));
+    saved_.assign(static_cast<size_t>(chunks()), {});
+    for (int64_t s = 0; s < chunks(); ++s) {
       // The backward first: it says which forward values to keep.
       func::FuncOp bwd = buildFunction(b, s, kBackward);
       func::FuncOp fwd = buildFunction(b, s, kForward);
@@ -201,29 +242,31 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
     // The schedule, as data.
     Builder attrs(&getContext());
     SmallVector<Attribute> perStage;
-    for (const auto &actions : pipelineSchedule(schedule, stages, microbatches)) {
+    for (const auto &actions : pipelineSchedule(schedule, stages, microbatches, virtualStages)) {
       SmallVector<Attribute> list;
       for (const std::string &a : actions)
         list.push_back(attrs.getStringAttr(a));
       perStage.push_back(attrs.getArrayAttr(list));
     }
     SmallVector<Attribute> blockNames;
-    for (int64_t s = 0; s < stages; ++s) {
+    for (int64_t s = 0; s < chunks(); ++s) {
       std::string names;
       for (int64_t k = 0; k < blocks_.size(); ++k)
         if (stageOfBlock_[static_cast<size_t>(k)] == s)
           names += (names.empty() ? "" : ",") + blocks_.names[static_cast<size_t>(k)];
       blockNames.push_back(attrs.getStringAttr(names));
     }
-    module->setAttr("kiln.pipeline",
-                    attrs.getDictionaryAttr({
-                        attrs.getNamedAttr("stages", attrs.getI64IntegerAttr(stages)),
-                        attrs.getNamedAttr("microbatches", attrs.getI64IntegerAttr(microbatches)),
-                        attrs.getNamedAttr("schedule", attrs.getStringAttr(schedule)),
-                        attrs.getNamedAttr("axis", attrs.getStringAttr("pp")),
-                        attrs.getNamedAttr("actions", attrs.getArrayAttr(perStage)),
-                        attrs.getNamedAttr("blocks", attrs.getArrayAttr(blockNames)),
-                    }));
+    module->setAttr(
+        "kiln.pipeline",
+        attrs.getDictionaryAttr({
+            attrs.getNamedAttr("stages", attrs.getI64IntegerAttr(stages)),
+            attrs.getNamedAttr("virtual_stages", attrs.getI64IntegerAttr(virtualStages)),
+            attrs.getNamedAttr("microbatches", attrs.getI64IntegerAttr(microbatches)),
+            attrs.getNamedAttr("schedule", attrs.getStringAttr(schedule)),
+            attrs.getNamedAttr("axis", attrs.getStringAttr("pp")),
+            attrs.getNamedAttr("actions", attrs.getArrayAttr(perStage)),
+            attrs.getNamedAttr("blocks", attrs.getArrayAttr(blockNames)),
+        }));
     // pp first (outermost): a stage's ranks are consecutive, and the
     // partitioned step's axes (dp, tp) keep their groups inside a stage.
     SmallVector<StringAttr> names{attrs.getStringAttr("pp")};
@@ -308,8 +351,8 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
         for (Value r : op.getResults())
           dependsOnBlocks.insert(r);
     }
-    if (blocks_.size() < stages)
-      return fail(acc_.getLoc()) << "stages = " << static_cast<int64_t>(stages)
+    if (blocks_.size() < chunks())
+      return fail(acc_.getLoc()) << "stages = " << chunks()
                                  << " needs at least as many transformer "
                                  << "blocks (parameters named like h.0.*), the model has "
                                  << blocks_.size();
@@ -511,6 +554,7 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
       prefix[static_cast<size_t>(k) + 1] =
           prefix[static_cast<size_t>(k)] + cost[static_cast<size_t>(k)];
     const double inf = std::numeric_limits<double>::infinity();
+    const int64_t stages = chunks();
     std::vector<std::vector<double>> best(static_cast<size_t>(stages) + 1,
                                           std::vector<double>(static_cast<size_t>(n) + 1, inf));
     std::vector<std::vector<int64_t>> from(best.size(),
@@ -703,7 +747,7 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
 
   /// The channels: one per value and stage that reads it elsewhere.
   LogicalResult planTransfers() {
-    forwardReceives_.assign(static_cast<size_t>(stages), {});
+    forwardReceives_.assign(static_cast<size_t>(chunks()), {});
     for (Operation &op : body_->without_terminator()) {
       auto it = place_.find(&op);
       if (it == place_.end())
@@ -793,9 +837,10 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
         fail(def->getLoc()) << "internal: no channel from stage " << there / 2 << " to " << s;
         return v;
       }
-      Value r = RecvOp::create(fb, def->getLoc(), v.getType(), static_cast<uint64_t>(there / 2),
-                               "pp", static_cast<uint64_t>(channels->second[s]),
-                               describe(v) + " from stage " + std::to_string(there / 2));
+      Value r =
+          RecvOp::create(fb, def->getLoc(), v.getType(), static_cast<uint64_t>(rankOf(there / 2)),
+                         "pp", static_cast<uint64_t>(channels->second[s]),
+                         describe(v) + " from stage " + std::to_string(there / 2));
       map.map(v, r);
       return r;
     };
@@ -813,7 +858,7 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
         if (channels == sends_.end())
           continue;
         for (auto [to, channel] : channels->second)
-          SendOp::create(fb, op.getLoc(), mine, static_cast<uint64_t>(to), "pp",
+          SendOp::create(fb, op.getLoc(), mine, static_cast<uint64_t>(rankOf(to)), "pp",
                          static_cast<uint64_t>(channel),
                          describe(orig) + " to stage " + std::to_string(to));
       }
@@ -851,9 +896,10 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
     return fn;
   }
 
-  /// `@stage<s>_apply`: @apply_step for the parameters whose gradient the
-  /// stage accumulates; the norm's squares summed over the stages; a
-  /// parameter the stage reads but another updates received from it.
+  /// `@stage<r>_apply`, one per rank r (with interleaved stages, for all
+  /// of r's stages): @apply_step for the parameters whose gradient the
+  /// rank accumulates; the norm's squares summed over the ranks; a
+  /// parameter the rank reads but another updates received from it.
   LogicalResult buildApply(OpBuilder &b, llvm::ArrayRef<func::FuncOp> fns) {
     // Who accumulates each parameter's gradient, and who reads it.
     llvm::StringMap<int64_t> owner;
@@ -866,7 +912,8 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
       auto state = acc_.getArgAttrOfType<StringAttr>(static_cast<unsigned>(alias.getInt()),
                                                      KilnDialect::kStateAttrName);
       if (state && state.getValue().ends_with(".grad_acc"))
-        owner[state.getValue().drop_back(strlen(".grad_acc"))] = place_[v.getDefiningOp()] / 2;
+        owner[state.getValue().drop_back(strlen(".grad_acc"))] =
+            rankOf(place_[v.getDefiningOp()] / 2);
     }
     std::map<std::string, std::set<int64_t>> readers;
     for (size_t f = 0; f < fns.size(); ++f) {
@@ -875,7 +922,7 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
         if (auto name =
                 fn.getArgAttrOfType<StringAttr>(arg.getArgNumber(), KilnDialect::kParamAttrName);
             name && !arg.use_empty())
-          readers[name.getValue().str()].insert(static_cast<int64_t>(f) / 2);
+          readers[name.getValue().str()].insert(rankOf(static_cast<int64_t>(f) / 2));
     }
     // Which parameter a state belongs to ("h.0.attn.qkv.w.adam_m").
     auto paramOfState = [&](llvm::StringRef state) -> std::string {
@@ -915,7 +962,7 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
           return owner.count(p) && owner[p] == s;
         std::string st = argName(i, KilnDialect::kStateAttrName);
         if (const PartialAccumulator *partial = partialOf(st))
-          return partial->stage == s;
+          return rankOf(partial->stage) == s;
         if (!st.empty()) {
           std::string of = paramOfState(st);
           if (of.empty())
@@ -930,7 +977,8 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
       SmallVector<std::pair<BlockArgument, Value>> completed;
       OpBuilder pb = OpBuilder::atBlockBegin(&body);
       for (const PartialAccumulator &p : partials_) {
-        if (p.stage != s && p.owner != s)
+        const int64_t from = rankOf(p.stage), to = rankOf(p.owner);
+        if (from != s && to != s)
           continue;
         BlockArgument part, acc;
         for (BlockArgument arg : body.getArguments()) {
@@ -945,15 +993,18 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
                  << "internal: @apply_step lacks '" << p.state << "' or '" << p.accumulator << "'";
         std::string what =
             "the part of '" + p.accumulator + "' summed on stage " + std::to_string(p.stage);
-        if (p.stage == s) {
-          SendOp::create(pb, fn.getLoc(), part, static_cast<uint64_t>(p.owner), "pp",
+        if (from == s && to != s) {
+          SendOp::create(pb, fn.getLoc(), part, static_cast<uint64_t>(to), "pp",
                          static_cast<uint64_t>(p.channel),
                          what + ", to stage " + std::to_string(p.owner) + " once a step");
           continue;
         }
-        Value received =
-            RecvOp::create(pb, fn.getLoc(), part.getType(), static_cast<uint64_t>(p.stage), "pp",
-                           static_cast<uint64_t>(p.channel), what);
+        // Received, or (interleaved stages of one rank) its own.
+        Value received = from == to ? Value(part)
+                                    : RecvOp::create(pb, fn.getLoc(), part.getType(),
+                                                     static_cast<uint64_t>(from), "pp",
+                                                     static_cast<uint64_t>(p.channel), what)
+                                          .getResult();
         if (p.collective) {
           IRMapping map;
           map.map(p.collective->getOperand(0), received);

@@ -109,6 +109,10 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
                                       "one action list per stage";
     stages_ = stages.getInt();
     micro_ = micro.getInt();
+    if (auto v = dict.getAs<IntegerAttr>("virtual_stages"); v && v.getInt() != 1)
+      return fail(module.getLoc())
+             << "interleaved stages (virtual_stages = " << v.getInt()
+             << ") as one function per rank are planned; they run on the CPU's threads";
     for (Attribute list : actions) {
       auto &mine = actions_.emplace_back();
       auto array = dyn_cast<ArrayAttr>(list);

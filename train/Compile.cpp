@@ -149,6 +149,7 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     options.pipeline->stages = config.parallel.pp;
     options.pipeline->microbatches = config.parallel.microbatches;
     options.pipeline->schedule = config.parallel.schedule;
+    options.pipeline->virtualStages = config.parallel.virtual_stages;
     if (auto cuts = config.parallel.pipelineCuts(); cuts && !config.parallel.pipeline_cuts.empty())
       options.pipeline->cuts.assign(cuts->begin(), cuts->end());
   }

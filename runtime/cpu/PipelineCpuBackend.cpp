@@ -28,12 +28,13 @@ std::string pipelineFunction(int64_t stage, llvm::StringRef what) {
 }
 
 llvm::Expected<std::map<std::string, int64_t>> pipelineOwners(mlir::ModuleOp module,
-                                                              int64_t stages) {
+                                                              const PipelineSchedule &schedule) {
   std::map<std::string, int64_t> owner;
+  const int64_t stages = schedule.numStages();
   for (bool writes : {true, false})
     for (int64_t s = 0; s < stages; ++s)
       for (llvm::StringRef what : {"forward", "backward", "apply"}) {
-        if (writes && what == "forward")
+        if ((writes && what == "forward") || (what == "apply" && s >= schedule.stages))
           continue;
         auto fn = module.lookupSymbol<mlir::func::FuncOp>(pipelineFunction(s, what));
         if (!fn)
@@ -44,11 +45,12 @@ llvm::Expected<std::map<std::string, int64_t>> pipelineOwners(mlir::ModuleOp mod
         if (writes) {
           for (const auto &r : binding->results)
             if (r.aliases >= 0)
-              owner.emplace(binding->args[static_cast<size_t>(r.aliases)].name, s);
+              owner.emplace(binding->args[static_cast<size_t>(r.aliases)].name,
+                            s % schedule.stages);
         } else {
           for (const auto &a : binding->args)
             if (a.kind != FunctionBinding::Arg::Input)
-              owner.emplace(a.name, s);
+              owner.emplace(a.name, s % schedule.stages);
         }
       }
   return owner;
@@ -88,76 +90,91 @@ llvm::Expected<PipelineSchedule> PipelineSchedule::of(mlir::ModuleOp module) {
   auto micro = dict.getAs<mlir::IntegerAttr>("microbatches");
   auto name = dict.getAs<mlir::StringAttr>("schedule");
   auto actions = dict.getAs<mlir::ArrayAttr>("actions");
+  auto virtualStages = dict.getAs<mlir::IntegerAttr>("virtual_stages");
   if (!stages || !micro || !name || !actions || stages.getInt() < 2 || micro.getInt() < 1 ||
-      micro.getInt() > (1 << 20) || static_cast<int64_t>(actions.size()) != stages.getInt())
-    return bad("needs stages >= 2, microbatches >= 1, schedule and one action list per stage");
+      micro.getInt() > (1 << 20) || static_cast<int64_t>(actions.size()) != stages.getInt() ||
+      (virtualStages && (virtualStages.getInt() < 1 || virtualStages.getInt() > 64)))
+    return bad("needs stages >= 2, microbatches >= 1, virtual_stages in [1, 64] (if given), "
+               "schedule and one action list per stage");
   p.stages = stages.getInt();
+  p.virtualStages = virtualStages ? virtualStages.getInt() : 1;
   p.microbatches = micro.getInt();
   p.name = name.getValue().str();
+  const int64_t n = p.numStages(), m = p.microbatches;
   for (mlir::Attribute list : actions) {
     auto array = mlir::dyn_cast<mlir::ArrayAttr>(list);
     if (!array)
-      return bad("each stage's actions are a list");
+      return bad("each rank's actions are a list");
+    const int64_t rank = static_cast<int64_t>(p.actions.size());
     auto &mine = p.actions.emplace_back();
-    std::vector<int> forward(static_cast<size_t>(p.microbatches)), backward(forward);
+    std::vector<std::vector<int>> forward(static_cast<size_t>(n), std::vector<int>(m)),
+        backward = forward;
     for (mlir::Attribute a : array) {
       auto text = mlir::dyn_cast<mlir::StringAttr>(a);
-      int64_t k = -1;
-      if (!text || text.getValue().size() < 2 ||
-          (text.getValue()[0] != 'F' && text.getValue()[0] != 'B') ||
-          text.getValue().drop_front().getAsInteger(10, k) || k < 0 || k >= p.microbatches)
-        return bad("an action is F<k> or B<k> with 0 <= k < microbatches, not " +
-                   (text ? text.getValue() : llvm::StringRef("a non-string")));
-      bool isForward = text.getValue()[0] == 'F';
+      llvm::StringRef rest = text ? text.getValue() : "";
+      char kind = rest.empty() ? 0 : rest.front();
+      auto [kText, stageText] = rest.drop_front().split('.');
+      int64_t k = -1, stage = rank;
+      if (!text || (kind != 'F' && kind != 'B') || kText.getAsInteger(10, k) || k < 0 || k >= m ||
+          (!stageText.empty() && (stageText.getAsInteger(10, stage) || stage < 0 || stage >= n ||
+                                  stage % p.stages != rank)) ||
+          (stageText.empty() && p.virtualStages > 1))
+        return bad("an action is F<k> or B<k> (with virtual stages F<k>.<stage>, a stage of "
+                   "its rank) with 0 <= k < microbatches, not " +
+                   (text ? text.getValue() : llvm::StringRef("a non-string")) + " on rank " +
+                   llvm::Twine(rank));
+      bool isForward = kind == 'F';
       auto &count = isForward ? forward : backward;
-      if (++count[static_cast<size_t>(k)] != 1 || (!isForward && !forward[static_cast<size_t>(k)]))
-        return bad("stage " + llvm::Twine(p.actions.size() - 1) + " runs " + text.getValue() +
+      if (++count[static_cast<size_t>(stage)][static_cast<size_t>(k)] != 1 ||
+          (!isForward && !forward[static_cast<size_t>(stage)][static_cast<size_t>(k)]))
+        return bad("rank " + llvm::Twine(rank) + " runs " + text.getValue() +
                    " twice or before its forward");
-      mine.push_back({text.getValue()[0], k});
+      mine.push_back({kind, k, stage});
     }
-    if (static_cast<int64_t>(mine.size()) != 2 * p.microbatches)
-      return bad("stage " + llvm::Twine(p.actions.size() - 1) +
-                 " must run every micro-batch's forward and backward once");
+    if (static_cast<int64_t>(mine.size()) != 2 * m * p.virtualStages)
+      return bad("rank " + llvm::Twine(rank) +
+                 " must run every micro-batch's forward and backward once on each of its stages");
   }
   // Every stage runs the micro-batches' forwards in one order and their
   // backwards in one order (a channel carries them in the order sent), and
   // the schedule can run: a forward waits for the previous stage's, a
   // backward for the next stage's and its own forward.
-  auto order = [](const std::vector<std::pair<char, int64_t>> &a, char kind) {
+  auto order = [&](int64_t stage, char kind) {
     std::vector<int64_t> o;
-    for (auto [k, i] : a)
-      if (k == kind)
-        o.push_back(i);
+    for (const PipelineAction &a : p.actions[static_cast<size_t>(stage % p.stages)])
+      if (a.kind == kind && a.stage == stage)
+        o.push_back(a.k);
     return o;
   };
-  for (size_t s = 1; s < p.actions.size(); ++s)
+  for (int64_t s = 1; s < n; ++s)
     for (char kind : {'F', 'B'})
-      if (order(p.actions[s], kind) != order(p.actions[0], kind))
+      if (order(s, kind) != order(0, kind))
         return bad(llvm::Twine("stage ") + llvm::Twine(s) + " runs the " +
                    (kind == 'F' ? "forwards" : "backwards") + " in another order than stage 0");
   {
-    const int64_t n = p.stages, m = p.microbatches;
     std::vector<std::vector<char>> doneF(n, std::vector<char>(m, 0)), doneB = doneF;
-    std::vector<size_t> next(n, 0);
+    std::vector<size_t> next(static_cast<size_t>(p.stages), 0);
     for (bool progress = true; progress;) {
       progress = false;
-      for (int64_t s = 0; s < n; ++s)
-        while (next[s] < p.actions[s].size()) {
-          auto [kind, k] = p.actions[s][next[s]];
+      for (int64_t r = 0; r < p.stages; ++r) {
+        const auto &mine = p.actions[static_cast<size_t>(r)];
+        while (next[r] < mine.size()) {
+          auto [kind, k, s] = mine[next[r]];
           bool ready = kind == 'F' ? s == 0 || doneF[s - 1][k]
                                    : doneF[s][k] && (s + 1 == n || doneB[s + 1][k]);
           if (!ready)
             break;
           (kind == 'F' ? doneF : doneB)[s][k] = 1;
-          ++next[s];
+          ++next[r];
           progress = true;
         }
+      }
     }
-    for (int64_t s = 0; s < n; ++s)
-      if (next[s] < p.actions[s].size())
-        return bad("the schedule cannot run: stage " + llvm::Twine(s) + " waits forever at " +
-                   llvm::Twine(p.actions[s][next[s]].first) +
-                   llvm::Twine(p.actions[s][next[s]].second));
+    for (int64_t r = 0; r < p.stages; ++r)
+      if (next[r] < p.actions[r].size())
+        return bad("the schedule cannot run: rank " + llvm::Twine(r) + " waits forever at " +
+                   llvm::Twine(p.actions[r][next[r]].kind) + llvm::Twine(p.actions[r][next[r]].k) +
+                   " of stage " + llvm::Twine(p.actions[r][next[r]].stage));
   }
   if (auto blocks = dict.getAs<mlir::ArrayAttr>("blocks"))
     for (mlir::Attribute b : blocks)
@@ -167,16 +184,14 @@ llvm::Expected<PipelineSchedule> PipelineSchedule::of(mlir::ModuleOp module) {
 }
 
 std::vector<int64_t> PipelineSchedule::inFlight() const {
-  std::vector<int64_t> peak;
-  for (const auto &stage : actions) {
-    int64_t now = 0, most = 0;
-    for (auto [kind, k] : stage) {
-      now += kind == 'F' ? 1 : -1;
-      most = std::max(most, now);
+  std::vector<int64_t> now(static_cast<size_t>(numStages()), 0), most = now;
+  for (const auto &rank : actions)
+    for (const PipelineAction &a : rank) {
+      auto s = static_cast<size_t>(a.stage);
+      now[s] += a.kind == 'F' ? 1 : -1;
+      most[s] = std::max(most[s], now[s]);
     }
-    peak.push_back(most);
-  }
-  return peak;
+  return most;
 }
 
 llvm::Error PipelineCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
@@ -186,9 +201,13 @@ llvm::Error PipelineCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
   if (schedule->stages == 0)
     return error("the module has no pipeline (kiln.pipeline): run kiln-pipeline");
   schedule_ = std::move(*schedule);
-  for (int64_t s = 0; s < schedule_.stages; ++s)
+  if (unrolled_ && schedule_.virtualStages > 1)
+    return error("interleaved pipeline stages (parallel.virtual_stages > 1) run as threads of "
+                 "one process; as rank processes (a GPU's whole step) they are planned");
+  for (int64_t s = 0; s < schedule_.numStages(); ++s)
     for (llvm::StringRef what : {"forward", "backward", "apply", "step", "eval"})
       if ((unrolled_ || (what != "step" && what != "eval")) &&
+          (s < schedule_.stages || what == "forward" || what == "backward") &&
           !module.lookupSymbol<mlir::func::FuncOp>(pipelineFunction(s, what)))
         return error("the pipelined module has no @" + pipelineFunction(s, what) +
                      (unrolled_ ? " (kiln-pipeline-unroll writes the steps)" : ""));
@@ -225,7 +244,7 @@ llvm::Error PipelineCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
     if (llvm::Error err = setState(*whole))
       return err;
   }
-  auto owners = pipelineOwners(module, schedule_.stages);
+  auto owners = pipelineOwners(module, schedule_);
   if (!owners)
     return owners.takeError();
   owner_ = std::move(*owners);
@@ -248,7 +267,7 @@ llvm::Expected<int64_t> PipelineCpuBackend::memoryNeeded(mlir::ModuleOp module) 
   // keeps them).
   int64_t perStageRanks = ranks / std::max<int64_t>(schedule->stages, 1), kept = 0;
   std::vector<int64_t> inFlight = schedule->inFlight();
-  for (int64_t s = 0; s < schedule->stages; ++s) {
+  for (int64_t s = 0; s < schedule->numStages(); ++s) {
     auto fwd = module.lookupSymbol<mlir::func::FuncOp>(pipelineFunction(s, "forward"));
     if (!fwd)
       continue;
@@ -362,7 +381,7 @@ llvm::Expected<TensorMap> PipelineCpuBackend::runUnrolled(llvm::StringRef what,
 }
 
 llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {
-  const int64_t p = schedule_.stages, m = schedule_.microbatches;
+  const int64_t p = schedule_.numStages(), m = schedule_.microbatches;
   // The micro-batches: every input with rows (tokens, targets, ...) is
   // cut into m parts; scalars (lr, step) go to each whole.
   std::vector<TensorMap> micro(static_cast<size_t>(m));
@@ -392,17 +411,19 @@ llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {
     const bool leader = leads(r);
     CpuBackend &rank = *ranks_[static_cast<size_t>(r)];
     rank.setCollectives(&collectives);
-    InlineScope oneCore;                // each rank computes on its own thread only
-    std::map<int64_t, TensorMap> saved; // micro-batch -> what its backward reads
-    auto fail = [&](llvm::Error e, char kind, int64_t k) {
+    InlineScope oneCore; // each rank computes on its own thread only
+    // (stage, micro-batch) -> what its backward reads.
+    std::map<std::pair<int64_t, int64_t>, TensorMap> saved;
+    auto fail = [&](llvm::Error e, char kind, int64_t k, int64_t c) {
       rank.setCollectives(nullptr);
-      return error(llvm::formatv("stage {0}, {1} of micro-batch {2}: {3}", s,
+      return error(llvm::formatv("stage {0}, {1} of micro-batch {2}: {3}", c,
                                  kind == 'F' ? "forward" : "backward", k,
                                  llvm::toString(std::move(e))));
     };
-    const std::string forward = pipelineFunction(s, "forward"),
-                      backward = pipelineFunction(s, "backward"), apply = pipelineFunction(s, "apply");
-    for (auto [kind, k] : schedule_.actions[static_cast<size_t>(s)]) {
+    const std::string apply = pipelineFunction(s, "apply");
+    for (auto [kind, k, c] : schedule_.actions[static_cast<size_t>(s)]) {
+      const std::string forward = pipelineFunction(c, "forward"),
+                        backward = pipelineFunction(c, "backward");
       TensorMap in =
           localInputs(micro[static_cast<size_t>(k)], kind == 'F' ? forward : backward, r);
       const auto began = Clock::now();
@@ -413,21 +434,21 @@ llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {
       if (kind == 'F') {
         auto out = rank.run(forward, in);
         if (!out)
-          return fail(out.takeError(), kind, k);
+          return fail(out.takeError(), kind, k, c);
         for (auto &[name, t] : *out) {
           if (llvm::StringRef(name).starts_with("saved."))
-            saved[k][name] = std::move(t);
+            saved[{c, k}][name] = std::move(t);
           else if (leader) // the loss and metrics are alike on a stage's ranks
-            outputs[static_cast<size_t>(s)][static_cast<size_t>(k)][name] = std::move(t);
+            outputs[static_cast<size_t>(c)][static_cast<size_t>(k)][name] = std::move(t);
         }
         continue;
       }
-      for (auto &[name, t] : saved[k])
+      for (auto &[name, t] : saved[{c, k}])
         in[name] = std::move(t);
-      saved.erase(k);
+      saved.erase({c, k});
       auto out = rank.run(backward, in);
       if (!out)
-        return fail(out.takeError(), kind, k);
+        return fail(out.takeError(), kind, k, c);
     }
     // The waits of the forwards and backwards (not the apply's).
     waited[static_cast<size_t>(r)] = mesh_->recvWaitSeconds(r);
@@ -523,7 +544,13 @@ std::string PipelineCpuBackend::summary() const {
   if (timedSteps_ == 0)
     return {};
   const double p = static_cast<double>(schedule_.stages),
-               m = static_cast<double>(schedule_.microbatches);
+               m = static_cast<double>(schedule_.microbatches),
+               v = static_cast<double>(schedule_.virtualStages);
+  if (schedule_.virtualStages > 1)
+    return llvm::formatv("pipeline: the ranks waited {0:f1}% of their time in forwards and "
+                         "backwards (steps 2-{1}; interleaved, (p-1)/(v·m+p-1) = {2:f1}%)",
+                         100 * measuredBubble(), steps_, 100 * (p - 1) / (v * m + p - 1))
+        .str();
   return llvm::formatv("pipeline: the stages waited {0:f1}% of their time in forwards and "
                        "backwards (steps 2-{1}; (p-1)/(m+p-1) = {2:f1}%)",
                        100 * measuredBubble(), steps_, 100 * (p - 1) / (m + p - 1))
@@ -533,13 +560,22 @@ std::string PipelineCpuBackend::summary() const {
 std::string PipelineCpuBackend::describe() const {
   std::string stages;
   for (size_t s = 0; s < schedule_.blocks.size(); ++s)
-    stages += llvm::formatv("\n  stage {0}: {1}", s, schedule_.blocks[s]).str();
+    stages += schedule_.virtualStages > 1
+                  ? llvm::formatv("\n  stage {0} (rank {1}): {2}", s,
+                                  static_cast<int64_t>(s) % schedule_.stages, schedule_.blocks[s])
+                        .str()
+                  : llvm::formatv("\n  stage {0}: {1}", s, schedule_.blocks[s]).str();
   std::string mesh = ranks_.size() > static_cast<size_t>(schedule_.stages)
                          ? " (mesh " + describeMesh(layout_->axes()) + ")"
                          : "";
+  std::string name = schedule_.virtualStages > 1
+                         ? llvm::formatv("interleaved {0}, {1} stages a rank", schedule_.name,
+                                         schedule_.virtualStages)
+                               .str()
+                         : schedule_.name;
   return llvm::formatv("cpu: {0} pipeline stages as threads of this process{4}, {1} "
                        "micro-batches per step, schedule {2}{3}",
-                       schedule_.stages, schedule_.microbatches, schedule_.name, stages, mesh)
+                       schedule_.stages, schedule_.microbatches, name, stages, mesh)
       .str();
 }
 

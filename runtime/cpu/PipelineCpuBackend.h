@@ -28,14 +28,26 @@
 
 namespace kiln::cpu {
 
+/// One action of a pipeline schedule: a micro-batch's forward or backward
+/// on one stage.
+struct PipelineAction {
+  char kind;     ///< 'F' or 'B'
+  int64_t k;     ///< the micro-batch
+  int64_t stage; ///< the stage (with interleaving, one of its rank's)
+};
+
 /// The schedule kiln-pipeline wrote on a module (`kiln.pipeline`).
 struct PipelineSchedule {
-  int64_t stages = 1, microbatches = 1;
+  /// Ranks along pp (`stages`), each holding `virtualStages` stages
+  /// (interleaved 1F1B; stage c on rank c mod stages).
+  int64_t stages = 1, virtualStages = 1, microbatches = 1;
   std::string name; ///< "1f1b" or "gpipe"
-  /// Per stage: 'F' or 'B' and the micro-batch, in order.
-  std::vector<std::vector<std::pair<char, int64_t>>> actions;
-  /// Per stage: the transformer blocks it holds ("h.0,h.1").
+  /// Per rank: its actions, in order.
+  std::vector<std::vector<PipelineAction>> actions;
+  /// Per stage (stages x virtualStages): the transformer blocks it holds
+  /// ("h.0,h.1").
   std::vector<std::string> blocks;
+  int64_t numStages() const { return stages * virtualStages; }
   /// Reads it; fails with the reason when the attribute is malformed; none
   /// (stages = 0) when the module has no pipeline.
   static llvm::Expected<PipelineSchedule> of(mlir::ModuleOp module);
@@ -47,10 +59,11 @@ struct PipelineSchedule {
 /// kiln-pipeline-unroll (step, eval) give stage s's functions.
 std::string pipelineFunction(int64_t stage, llvm::StringRef what);
 
-/// Which stage updates each state of a pipelined module: the first whose
-/// backward or apply writes it in place, else the first that reads it.
+/// Which rank (pp coordinate) updates each state of a pipelined module:
+/// the one of the first stage whose backward or apply writes it in place,
+/// else of the first that reads it.
 llvm::Expected<std::map<std::string, int64_t>> pipelineOwners(mlir::ModuleOp module,
-                                                              int64_t stages);
+                                                              const PipelineSchedule &schedule);
 
 /// The inputs of an unrolled stage function (@stage<s>_step with `m`
 /// micro-batches, @stage<s>_eval with 1) as rank `rank` of stage `stage`

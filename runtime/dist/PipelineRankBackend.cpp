@@ -51,6 +51,9 @@ llvm::Error PipelineRankBackend::load(mlir::ModuleOp module, uint64_t seed) {
   if (schedule->stages == 0)
     return error("the module has no pipeline (kiln.pipeline): run kiln-pipeline");
   schedule_ = std::move(*schedule);
+  if (schedule_.virtualStages > 1)
+    return error("interleaved pipeline stages (parallel.virtual_stages > 1) on rank processes "
+                 "(GPUs) are planned; they run on the CPU as threads of one process");
   auto layout = MeshLayout::of(module);
   if (!layout)
     return layout.takeError();
@@ -70,7 +73,7 @@ llvm::Error PipelineRankBackend::load(mlir::ModuleOp module, uint64_t seed) {
   if (!all)
     return all.takeError();
   specs_ = layout_->globalSpecs(*all);
-  auto owners = cpu::pipelineOwners(module, schedule_.stages);
+  auto owners = cpu::pipelineOwners(module, schedule_);
   if (!owners)
     return owners.takeError();
   owner_ = std::move(*owners);

@@ -57,17 +57,20 @@ PipelineReport reportPipeline(mlir::ModuleOp module) {
   if (schedule->stages == 0)
     return r;
   r.stages = schedule->stages;
+  r.virtualStages = schedule->virtualStages;
   r.microbatches = schedule->microbatches;
   r.schedule = schedule->name;
+  const int64_t n = schedule->numStages();
   std::vector<int64_t> inFlight = schedule->inFlight();
-  for (int64_t s = 0; s < r.stages; ++s) {
+  for (int64_t s = 0; s < n; ++s) {
     StageReport st;
     if (static_cast<size_t>(s) < schedule->blocks.size())
       st.blocks = schedule->blocks[static_cast<size_t>(s)];
-    std::string prefix = "stage" + std::to_string(s) + "_";
-    auto fwd = module.lookupSymbol<mlir::func::FuncOp>(prefix + "forward");
-    auto bwd = module.lookupSymbol<mlir::func::FuncOp>(prefix + "backward");
-    auto apply = module.lookupSymbol<mlir::func::FuncOp>(prefix + "apply");
+    auto fwd = module.lookupSymbol<mlir::func::FuncOp>(cpu::pipelineFunction(s, "forward"));
+    auto bwd = module.lookupSymbol<mlir::func::FuncOp>(cpu::pipelineFunction(s, "backward"));
+    // The apply is its rank's (one per rank): counted with its first stage.
+    auto apply =
+        module.lookupSymbol<mlir::func::FuncOp>(cpu::pipelineFunction(s % r.stages, "apply"));
     if (!fwd || !bwd || !apply)
       return PipelineReport();
     st.forwardOps = opsOf(fwd);
@@ -75,7 +78,9 @@ PipelineReport reportPipeline(mlir::ModuleOp module) {
     st.forwardFlops = flopsOf(fwd);
     st.backwardFlops = flopsOf(bwd);
     std::set<std::string> state;
-    for (mlir::func::FuncOp fn : {fwd, bwd, apply})
+    for (mlir::func::FuncOp fn : {fwd, bwd, apply}) {
+      if (fn == apply && s >= r.stages)
+        continue;
       for (unsigned i = 0; i < fn.getNumArguments(); ++i) {
         auto param = fn.getArgAttrOfType<mlir::StringAttr>(i, KilnDialect::kParamAttrName);
         auto st8 = fn.getArgAttrOfType<mlir::StringAttr>(i, KilnDialect::kStateAttrName);
@@ -83,46 +88,48 @@ PipelineReport reportPipeline(mlir::ModuleOp module) {
         if (name && state.insert(name.getValue().str()).second)
           st.stateBytes += bytesOf(fn.getArgumentTypes()[i]);
       }
+    }
     for (unsigned i = 0; i < fwd.getNumResults(); ++i)
       if (auto out = fwd.getResultAttrOfType<mlir::StringAttr>(i, KilnDialect::kOutputAttrName);
           out && out.getValue().starts_with("saved."))
         st.savedBytes += bytesOf(fwd.getResultTypes()[i]);
     for (mlir::func::FuncOp fn : {fwd, bwd})
       fn.walk([&](SendOp send) { st.sentBytes += bytesOf(send.getOperand().getType()); });
-    apply.walk([&](SendOp send) { st.sentPerStep += bytesOf(send.getOperand().getType()); });
+    if (s < r.stages)
+      apply.walk([&](SendOp send) { st.sentPerStep += bytesOf(send.getOperand().getType()); });
     st.inFlight = inFlight[static_cast<size_t>(s)];
     r.perStage.push_back(std::move(st));
   }
-  // The schedule, simulated: an action starts when its stage is free and
+  // The schedule, simulated: an action starts when its rank is free and
   // what it reads is made (the previous stage's forward, the next stage's
   // backward of the same micro-batch).
   const int64_t p = r.stages, m = r.microbatches;
-  std::vector<std::vector<double>> endF(p, std::vector<double>(m, -1)), endB = endF;
+  std::vector<std::vector<double>> endF(n, std::vector<double>(m, -1)), endB = endF;
   std::vector<double> free(p, 0), busy(p, 0);
   std::vector<size_t> next(p, 0);
   bool progress = true;
   while (progress) {
     progress = false;
-    for (int64_t s = 0; s < p; ++s) {
-      const auto &actions = schedule->actions[static_cast<size_t>(s)];
-      while (next[s] < actions.size()) {
-        auto [kind, k] = actions[next[s]];
+    for (int64_t rank = 0; rank < p; ++rank) {
+      const auto &actions = schedule->actions[static_cast<size_t>(rank)];
+      while (next[rank] < actions.size()) {
+        auto [kind, k, s] = actions[next[rank]];
         double ready;
         if (kind == 'F') {
           if (s > 0 && endF[s - 1][k] < 0)
             break;
           ready = s > 0 ? endF[s - 1][k] : 0;
         } else {
-          if (s + 1 < p && endB[s + 1][k] < 0)
+          if (s + 1 < n && endB[s + 1][k] < 0)
             break;
-          ready = std::max(s + 1 < p ? endB[s + 1][k] : 0.0, endF[s][k]);
+          ready = std::max(s + 1 < n ? endB[s + 1][k] : 0.0, endF[s][k]);
         }
         double cost = kind == 'F' ? r.perStage[s].forwardFlops : r.perStage[s].backwardFlops;
-        double start = std::max(free[s], ready);
-        free[s] = start + cost;
-        busy[s] += cost;
-        (kind == 'F' ? endF : endB)[s][k] = free[s];
-        ++next[s];
+        double start = std::max(free[rank], ready);
+        free[rank] = start + cost;
+        busy[rank] += cost;
+        (kind == 'F' ? endF : endB)[s][k] = free[rank];
+        ++next[rank];
         progress = true;
       }
     }
@@ -131,7 +138,7 @@ PipelineReport reportPipeline(mlir::ModuleOp module) {
   for (double b : busy)
     total += b;
   r.bubble = makespan > 0 ? 1.0 - total / (static_cast<double>(p) * makespan) : 0;
-  r.formula = static_cast<double>(p - 1) / static_cast<double>(m + p - 1);
+  r.formula = static_cast<double>(p - 1) / static_cast<double>(r.virtualStages * m + p - 1);
   return r;
 }
 
@@ -140,18 +147,30 @@ std::string describePipeline(mlir::ModuleOp module, bool explain) {
   if (r.stages == 0)
     return "";
   std::string out =
-      llvm::formatv("pipeline: {0} stages, {1} micro-batches per step, schedule "
-                    "{2}; predicted bubble {3:f1}% of stage-time (formula "
-                    "(p-1)/(m+p-1) = {4:f1}%)\n",
-                    r.stages, r.microbatches, r.schedule, 100 * r.bubble, 100 * r.formula)
-          .str();
+      r.virtualStages > 1
+          ? llvm::formatv("pipeline: {0} ranks x {5} interleaved stages, {1} micro-batches per "
+                          "step, schedule interleaved {2}; predicted bubble {3:f1}% of rank-time "
+                          "(formula (p-1)/(v·m+p-1) = {4:f1}%)\n",
+                          r.stages, r.microbatches, r.schedule, 100 * r.bubble, 100 * r.formula,
+                          r.virtualStages)
+                .str()
+          : llvm::formatv("pipeline: {0} stages, {1} micro-batches per step, schedule "
+                          "{2}; predicted bubble {3:f1}% of stage-time (formula "
+                          "(p-1)/(m+p-1) = {4:f1}%)\n",
+                          r.stages, r.microbatches, r.schedule, 100 * r.bubble, 100 * r.formula)
+                .str();
   if (!explain)
     return out + "  (--explain-pipeline lists each stage's blocks, FLOPs, memory and transfers)\n";
   double most = 0;
   for (const StageReport &s : r.perStage)
     most = std::max(most, s.forwardFlops + s.backwardFlops);
   for (auto [i, s] : llvm::enumerate(r.perStage)) {
-    out += llvm::formatv("  stage {0}: blocks {1}\n", i, s.blocks.empty() ? "-" : s.blocks).str();
+    out +=
+        llvm::formatv("  stage {0}{2}: blocks {1}\n", i, s.blocks.empty() ? "-" : s.blocks,
+                      r.virtualStages > 1
+                          ? llvm::formatv(" (rank {0})", static_cast<int64_t>(i) % r.stages).str()
+                          : std::string())
+            .str();
     out += llvm::formatv("    per micro-batch: forward {0} ops, {1:f3} GFLOP; backward {2} ops, "
                          "{3:f3} GFLOP ({4:f0}% of the busiest stage)\n",
                          s.forwardOps, s.forwardFlops / 1e9, s.backwardOps, s.backwardFlops / 1e9,

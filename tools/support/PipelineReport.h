@@ -23,12 +23,14 @@ struct StageReport {
 };
 
 struct PipelineReport {
-  int64_t stages = 0, microbatches = 0;
+  /// Ranks along pp, and the stages each holds (interleaved 1F1B: stage c
+  /// on rank c mod stages; perStage has stages x virtualStages entries).
+  int64_t stages = 0, virtualStages = 1, microbatches = 0;
   std::string schedule;
   std::vector<StageReport> perStage;
   /// The schedule simulated with each stage's forward and backward taking
   /// time in proportion to their FLOPs (transfers free): the fraction of
-  /// stage-time idle, and (p-1)/(m+p-1).
+  /// rank-time idle, and (p-1)/(m+p-1) (interleaved: (p-1)/(v·m+p-1)).
   double bubble = 0, formula = 0;
 };
 

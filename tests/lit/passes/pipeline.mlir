@@ -7,7 +7,7 @@
 // RUN:   -kiln-pipeline="stages=2 microbatches=3 schedule=gpipe" | FileCheck %s --check-prefix=GPIPE
 
 // The schedule as data: stage 0 runs one forward ahead (1F1B).
-// CHECK: module attributes {kiln.mesh = #kiln.mesh<pp = 2>, kiln.pipeline = {actions = {{\[}}["F0", "F1", "B0", "B1"], ["F0", "B0", "F1", "B1"]], axis = "pp", blocks = ["h.0", "h.1"], microbatches = 2 : i64, schedule = "1f1b", stages = 2 : i64}}
+// CHECK: module attributes {kiln.mesh = #kiln.mesh<pp = 2>, kiln.pipeline = {actions = {{\[}}["F0", "F1", "B0", "B1"], ["F0", "B0", "F1", "B1"]], axis = "pp", blocks = ["h.0", "h.1"], microbatches = 2 : i64, schedule = "1f1b", stages = 2 : i64, virtual_stages = 1 : i64}}
 // GPIPE: actions = {{\[}}["F0", "F1", "F2", "B0", "B1", "B2"], ["F0", "F1", "F2", "B0", "B1", "B2"]]
 // @forward (evaluation) stays whole; the accumulating step is replaced.
 // CHECK: func.func @forward(

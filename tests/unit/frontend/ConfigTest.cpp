@@ -168,6 +168,31 @@ TEST(Config, MixtureOfExpertsKeysAndTheirLimits) {
   EXPECT_NE(e.find("moe.gating"), std::string::npos) << e;
 }
 
+// Interleaved 1F1B: each rank holds parallel.virtual_stages stages.
+TEST(Config, VirtualStagesAndTheirLimits) {
+  auto refused = [](const std::string &text) {
+    auto r = RunConfig::parse("[model]\nn_layer = 4\n" + text, "v.toml");
+    if (!r)
+      return llvm::toString(r.takeError());
+    return llvm::toString(r->validate("v.toml"));
+  };
+  const std::string pp = "[parallel]\npp = 2\nmicrobatches = 4\nvirtual_stages = 2\n";
+  EXPECT_EQ(refused(pp), "");
+  EXPECT_NE(refused("[parallel]\nvirtual_stages = 2\n").find("it needs parallel.pp > 1"),
+            std::string::npos);
+  EXPECT_NE(refused(pp + "schedule = \"gpipe\"\n").find("set parallel.schedule = \"1f1b\""),
+            std::string::npos);
+  EXPECT_NE(refused("[parallel]\npp = 2\nmicrobatches = 3\nvirtual_stages = 2\n")
+                .find("parallel.microbatches = 3 must be a multiple of parallel.pp = 2"),
+            std::string::npos);
+  EXPECT_NE(refused("[parallel]\npp = 2\nmicrobatches = 4\nvirtual_stages = 3\n")
+                .find("3 stages need at least as many transformer blocks"),
+            std::string::npos);
+  EXPECT_NE(refused(pp + "pipeline_cuts = \"2\"\n").find("is planned"), std::string::npos);
+  EXPECT_NE(refused("[train]\ndevice = \"cuda\"\n" + pp).find("on GPUs they are planned"),
+            std::string::npos);
+}
+
 TEST(Config, MissingFileIsAClearError) {
   std::string e = errorOf(RunConfig::loadFile("/nonexistent/x.toml"));
   EXPECT_NE(e.find("cannot read config '/nonexistent/x.toml'"), std::string::npos) << e;

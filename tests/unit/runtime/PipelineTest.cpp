@@ -106,6 +106,8 @@ struct PipelineCase {
   /// Run each stage's whole step (kiln-pipeline-unroll), as a GPU rank
   /// does, instead of the actions one by one.
   bool unrolled = false;
+  /// Interleaved 1F1B: stages a rank (the blocks cut into stages x this).
+  int64_t virtualStages = 1;
 };
 
 /// Compiles `toml` in f64 with `set` applied, or fails the test.
@@ -147,9 +149,14 @@ void expectPipelineMatches(const PipelineCase &c) {
     r.parallel.tp = c.tp;
     r.parallel.zero = c.zero;
     r.parallel.ep = c.ep;
+    r.parallel.virtual_stages = c.virtualStages;
     r.train.recompute = c.recompute;
   });
   ASSERT_TRUE(one && piped);
+  // Interleaved: stage c's functions for every stage, one apply per rank.
+  for (int64_t s = 0; s < c.stages * c.virtualStages; ++s)
+    EXPECT_TRUE(piped->lookupSymbol<func::FuncOp>("stage" + std::to_string(s) + "_backward"));
+  EXPECT_FALSE(piped->lookupSymbol<func::FuncOp>("stage" + std::to_string(c.stages) + "_apply"));
   ASSERT_TRUE(piped->lookupSymbol<func::FuncOp>("stage0_forward"));
   ASSERT_FALSE(piped->lookupSymbol<func::FuncOp>("accumulate_step"));
   // Activations and gradients cross the cuts by send/recv only.
@@ -291,6 +298,18 @@ TEST(Pipeline, UnrolledStagesOfZeroThreeTensorParallelRanksEqualAccumulation) {
 // dropped counts reach the loss on the last stage, their gradients come
 // back; alone, with the experts split over each stage's dp ranks, and as
 // the whole step per stage.
+// Interleaved 1F1B: the 4 blocks as 4 stages on 2 ranks (stage c on rank
+// c mod 2), the micro-batches in groups of 2 through each rank's stages;
+// also with 8 micro-batches, Llama's untied head, and each rank a dp = 2
+// mesh with ZeRO 3 or recomputation.
+TEST(Pipeline, InterleavedStagesEqualAccumulation) {
+  expectPipelineMatches({.virtualStages = 2});
+  expectPipelineMatches({.microbatches = 8, .virtualStages = 2});
+  expectPipelineMatches({.toml = kTinyLlama, .virtualStages = 2});
+  expectPipelineMatches({.dp = 2, .zero = 3, .virtualStages = 2});
+  expectPipelineMatches({.recompute = "full", .virtualStages = 2});
+}
+
 TEST(Pipeline, MixtureOfExpertsEqualsAccumulation) {
   expectPipelineMatches({.toml = kTinyMoe, .stages = 2, .microbatches = 4});
 }
@@ -324,6 +343,46 @@ TEST(Pipeline, SchedulesBoundMicroBatchesInFlight) {
     EXPECT_EQ(mostG, m) << "stage " << s;
     EXPECT_EQ(static_cast<int64_t>(oneF[static_cast<size_t>(s)].size()), 2 * m);
   }
+}
+
+/// Interleaved 1F1B on 2 ranks x 2 stages, 4 micro-batches: Megatron-LM's
+/// order, worked by hand from Narayanan et al. 2021 (sec. 2.2): rank r
+/// runs (p-r-1)·2 + (v-1)·p forwards ahead, the micro-batches in groups
+/// of p through its stages in turn (backwards through them in reverse).
+TEST(Pipeline, InterleavedScheduleIsMegatrons) {
+  auto s = pipelineSchedule("1f1b", 2, 4, 2);
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[0], (std::vector<std::string>{"F0.0", "F1.0", "F0.2", "F1.2", "F2.0", "B0.2", "F3.0",
+                                            "B1.2", "F2.2", "B0.0", "F3.2", "B1.0", "B2.2", "B3.2",
+                                            "B2.0", "B3.0"}));
+  EXPECT_EQ(s[1], (std::vector<std::string>{"F0.1", "F1.1", "F0.3", "B0.3", "F1.3", "B1.3", "F2.1",
+                                            "B0.1", "F3.1", "B1.1", "F2.3", "B2.3", "F3.3", "B3.3",
+                                            "B2.1", "B3.1"}));
+  // The runtime's reading of it can run, and bounds what is in flight:
+  // the first stage keeps 4 micro-batches (interleaving's price), the
+  // last 1.
+  auto ctx = test::makeContext();
+  auto piped = compile(*ctx, kTinyLlama, [&](RunConfig &r) {
+    r.parallel.pp = 2;
+    r.parallel.microbatches = 4;
+    r.parallel.virtual_stages = 2;
+  });
+  ASSERT_TRUE(piped);
+  auto schedule = cpu::PipelineSchedule::of(*piped);
+  ASSERT_TRUE(static_cast<bool>(schedule)) << llvm::toString(schedule.takeError());
+  EXPECT_EQ(schedule->numStages(), 4);
+  EXPECT_EQ(schedule->inFlight(), (std::vector<int64_t>{4, 3, 2, 1}));
+  // The predicted bubble: below 1F1B's on the same ranks, and at least the
+  // interleaved formula (p-1)/(v·m+p-1).
+  tooling::PipelineReport r = tooling::reportPipeline(*piped);
+  EXPECT_NEAR(r.formula, 1.0 / 9.0, 1e-12);
+  EXPECT_GE(r.bubble, r.formula - 1e-9);
+  auto plain = compile(*ctx, kTinyLlama, [&](RunConfig &c) {
+    c.parallel.pp = 2;
+    c.parallel.microbatches = 4;
+  });
+  ASSERT_TRUE(plain);
+  EXPECT_LT(r.bubble, tooling::reportPipeline(*plain).bubble);
 }
 
 /// The explain report's bubble: the simulated 1F1B schedule idles at
@@ -367,7 +426,7 @@ TEST(Pipeline, SchedulesThatCannotRunAreRefused) {
   EXPECT_EQ(of(R"([["F0", "F1", "B0", "B1"], ["F0", "B0", "F1", "B1"]])"), "ok");
   // Stage 0 waits for B0 before its F1; stage 1 for F1 before its B0.
   EXPECT_NE(of(R"([["F0", "B0", "F1", "B1"], ["F0", "F1", "B0", "B1"]])")
-                .find("the schedule cannot run: stage 0 waits forever at B0"),
+                .find("the schedule cannot run: rank 0 waits forever at B0 of stage 0"),
             std::string::npos);
   // Backwards in another order: the gradients' channel would pair them
   // with the wrong micro-batch.
