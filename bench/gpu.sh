@@ -55,7 +55,8 @@
 #   pipeline-gpu  pipeline stages as rank processes sharing one GPU (NCCL
 #              send/recv through NCCL_HOSTID, as ranks-nccl): pp = 2 (1F1B,
 #              GPipe), pp = 3, pp = 2 x dp = 2 against one GPU accumulating
-#              the same micro-batches, f32 20 and bf16 150 steps
+#              the same micro-batches, f32 20 and bf16 150 steps;
+#              PIPE_MESHES=pp2v2: interleaved 1F1B (2 stages a rank)
 #   tokenize   kiln tokenize MB/s on this host's cores (GCIDE, 1 and all threads)
 #   quickstart the README's GPU main job: tokenize fortunes + GCIDE, GPT-2
 #              124M bf16 for 2,000 steps (configs/gpu-quickstart.toml)
@@ -600,6 +601,7 @@ EOF
           pp3) n=3; extra=(--set parallel.pp=3 --set parallel.microbatches=4) ;;
           pp2dp2) n=4; extra+=(--set parallel.dp=2) ;;
           pp2dp2ep2) n=4; extra+=(--set parallel.dp=2 --set parallel.ep=2) ;;
+          pp2v2) extra+=(--set parallel.virtual_stages=2) ;; # interleaved 1F1B
         esac
         port=$((20000 + RANDOM % 20000)); pids=()
         for ((r = 0; r < n; r++)); do

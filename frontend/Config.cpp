@@ -509,10 +509,6 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
     if (!parallel.pipeline_cuts.empty())
       return error(source, "parallel.pipeline_cuts with parallel.virtual_stages > 1 is planned "
                            "(the stages are balanced by FLOPs)");
-    if (train.device == "cuda")
-      return error(source, "parallel.virtual_stages > 1 with train.device = \"cuda\": "
-                           "interleaved stages run on the CPU (ranks as threads); on GPUs they "
-                           "are planned");
   }
   if (parallel.pp > 1 && model.n_layer < parallel.pp)
     return error(source, fmt::format("parallel.pp = {} needs at least as many transformer blocks; "

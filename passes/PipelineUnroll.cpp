@@ -87,7 +87,10 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
 
   int64_t stages_ = 0, micro_ = 0;
   int64_t nextCastGroup_ = 0, nextBucket_ = 0;
-  std::vector<std::vector<std::pair<char, int64_t>>> actions_;
+  /// Per rank: 'F'/'B', the micro-batch and the stage, in order.
+  std::vector<std::vector<std::tuple<char, int64_t, int64_t>>> actions_;
+  /// Stages a rank (interleaved 1F1B): stage c on rank c mod stages_.
+  int64_t virtual_ = 1;
   /// Every stage's forward outputs (the loss, metrics) by name, with type.
   std::map<std::string, RankedTensorType> outputs_;
 
@@ -109,23 +112,33 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
                                       "one action list per stage";
     stages_ = stages.getInt();
     micro_ = micro.getInt();
-    if (auto v = dict.getAs<IntegerAttr>("virtual_stages"); v && v.getInt() != 1)
-      return fail(module.getLoc())
-             << "interleaved stages (virtual_stages = " << v.getInt()
-             << ") as one function per rank are planned; they run on the CPU's threads";
+    if (auto v = dict.getAs<IntegerAttr>("virtual_stages")) {
+      if (v.getInt() < 1 || v.getInt() > 64)
+        return fail(module.getLoc())
+               << "kiln.pipeline: virtual_stages = " << v.getInt() << " is not in [1, 64]";
+      virtual_ = v.getInt();
+    }
     for (Attribute list : actions) {
+      const int64_t rank = static_cast<int64_t>(actions_.size());
       auto &mine = actions_.emplace_back();
       auto array = dyn_cast<ArrayAttr>(list);
       if (!array)
         return fail(module.getLoc()) << "kiln.pipeline: each stage's actions are a list";
       for (Attribute a : array) {
         auto text = dyn_cast<StringAttr>(a);
-        int64_t k = -1;
-        if (!text || text.getValue().size() < 2 ||
-            !llvm::is_contained({'F', 'B'}, text.getValue()[0]) ||
-            text.getValue().drop_front().getAsInteger(10, k) || k < 0 || k >= micro_)
-          return fail(module.getLoc()) << "kiln.pipeline: an action is F<k> or B<k>, not " << a;
-        mine.push_back({text.getValue()[0], k});
+        llvm::StringRef rest = text ? text.getValue() : "";
+        auto [kText, stageText] = rest.drop_front().split('.');
+        int64_t k = -1, stage = rank;
+        if (!text || rest.size() < 2 || !llvm::is_contained({'F', 'B'}, rest[0]) ||
+            kText.getAsInteger(10, k) || k < 0 || k >= micro_ ||
+            (stageText.empty() ? virtual_ > 1
+                               : (stageText.getAsInteger(10, stage) || stage < 0 ||
+                                  stage >= stages_ * virtual_ || stage % stages_ != rank)))
+          return fail(module.getLoc())
+                 << "kiln.pipeline: an action is F<k> or B<k> (interleaved: F<k>.<stage>, a "
+                    "stage of its rank), not "
+                 << a;
+        mine.push_back({rest[0], k, stage});
       }
     }
     return success();
@@ -135,12 +148,13 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
     ModuleOp module = getOperation();
     if (failed(readSchedule(module)))
       return;
-    for (int64_t s = 0; s < stages_; ++s)
+    for (int64_t s = 0; s < stages_ * virtual_; ++s)
       for (llvm::StringRef what : {"forward", "backward", "apply"})
-        if (!module.lookupSymbol<func::FuncOp>(stageName(s, what)))
+        if ((what != "apply" || s < stages_) &&
+            !module.lookupSymbol<func::FuncOp>(stageName(s, what)))
           return (void)(fail(module.getLoc()) << "the module has no @" << stageName(s, what));
     // The loss and metrics, from whichever stage computes each.
-    for (int64_t s = 0; s < stages_; ++s) {
+    for (int64_t s = 0; s < stages_ * virtual_; ++s) {
       auto fwd = module.lookupSymbol<func::FuncOp>(stageName(s, "forward"));
       for (unsigned i = 0; i < fwd.getNumResults(); ++i) {
         auto name = fwd.getResultAttrOfType<StringAttr>(i, KilnDialect::kOutputAttrName);
@@ -171,12 +185,21 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
       return;
   }
 
-  /// @stage<s>_step (or _eval).
+  /// @stage<s>_step (or _eval) of rank s: with interleaving, the
+  /// forwards and backwards of all its stages (s, s + stages_, ...).
   func::FuncOp build(OpBuilder &b, ModuleOp module, int64_t s, bool eval) {
-    func::FuncOp fns[3] = {module.lookupSymbol<func::FuncOp>(stageName(s, "forward")),
-                           module.lookupSymbol<func::FuncOp>(stageName(s, "backward")),
-                           module.lookupSymbol<func::FuncOp>(stageName(s, "apply"))};
-    llvm::ArrayRef<func::FuncOp> used = eval ? llvm::ArrayRef(fns, 1) : llvm::ArrayRef(fns, 3);
+    func::FuncOp apply = module.lookupSymbol<func::FuncOp>(stageName(s, "apply"));
+    std::map<int64_t, func::FuncOp> forwards, backwards;
+    SmallVector<func::FuncOp> used;
+    for (int64_t c = s; c < stages_ * virtual_; c += stages_) {
+      forwards[c] = module.lookupSymbol<func::FuncOp>(stageName(c, "forward"));
+      backwards[c] = module.lookupSymbol<func::FuncOp>(stageName(c, "backward"));
+      used.push_back(forwards[c]);
+      if (!eval)
+        used.push_back(backwards[c]);
+    }
+    if (!eval)
+      used.push_back(apply);
     // The arguments: every state the functions read, once, then the inputs.
     struct Arg {
       Type type;
@@ -201,7 +224,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
           continue;
         // A batch input (one with rows) holds every micro-batch's rows.
         auto ranked = cast<RankedTensorType>(type);
-        if (!eval && ranked.getRank() >= 1 && fn != fns[2]) {
+        if (!eval && ranked.getRank() >= 1 && fn != apply) {
           SmallVector<int64_t> shape(ranked.getShape());
           shape[0] *= micro_;
           type = RankedTensorType::get(shape, ranked.getElementType());
@@ -210,7 +233,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
         NamedAttrList attrs(fn.getArgAttrDict(i));
         attrs.erase(KilnDialect::kShardingAttrName);
         auto [it, fresh] = inputs.insert({name, {type, attrs.getDictionary(&getContext())}});
-        if (!fresh && it->second.type != type && fn != fns[2])
+        if (!fresh && it->second.type != type && fn != apply)
           return (fail(fn.getLoc()) << "input '" << name.getValue()
                                     << "' has two shapes across the stage's functions"),
                  nullptr;
@@ -225,7 +248,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
       argTypes.push_back(a.type);
       argAttrs.push_back(a.attrs);
     }
-    Location loc = fns[0].getLoc();
+    Location loc = forwards.begin()->second.getLoc();
     auto fn = func::FuncOp::create(b, loc, stageName(s, eval ? "eval" : "step"),
                                    b.getFunctionType(argTypes, {}));
     fn.setArgAttrsAttr(b.getArrayAttr(argAttrs));
@@ -239,36 +262,54 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
     for (auto [i, named] : llvm::enumerate(inputs))
       inputArg[named.first] = entry->getArgument(static_cast<unsigned>(states.size() + i));
 
-    std::map<int64_t, llvm::DenseMap<StringAttr, Value>> saved; // per micro-batch
+    // Per (stage, micro-batch).
+    std::map<std::pair<int64_t, int64_t>, llvm::DenseMap<StringAttr, Value>> saved;
+    int64_t stage = s;                                          // the stage being inlined
     std::map<std::string, Value> sums;                          // forward outputs, summed
     llvm::MapVector<StringAttr, Value> applied;                 // apply's outputs
-    // Inlines `callee` for micro-batch k (apply: k = 0).
-    auto inline_ = [&](func::FuncOp callee, int64_t k, int which) -> LogicalResult {
+    // Inlining `callee` for micro-batch k (apply: k = 0) in three parts:
+    // its receives, its body (and results), its sends.
+    struct Inlined {
+      func::FuncOp callee;
+      int64_t k;
+      int which; ///< 0 forward, 1 backward, 2 apply
+      int64_t stage;
       IRMapping map;
-      Block &src = callee.getBody().front();
-      bool action = which != 2;
-      // Receives first (an action's inputs from other stages), each run
-      // sorted by peer and channel.
-      auto byPeerChannel = [](Operation *x, Operation *y) {
-        return peerAndChannel(x) < peerAndChannel(y);
-      };
+      SmallVector<Operation *> recvs, sends, early;
+    };
+    auto byPeerChannel = [](Operation *x, Operation *y) {
+      return peerAndChannel(x) < peerAndChannel(y);
+    };
+    // Receives first (an action's inputs from other stages), each run
+    // sorted by peer and channel.
+    auto receive = [&](Inlined &in) {
+      Block &src = in.callee.getBody().front();
+      bool action = in.which != 2;
       // Sends last (an apply's too: codegen runs its AdamW updates as one
       // launch at the last, so an updated parameter is sent after it) —
       // except an apply's sends of its arguments (a partial gradient
       // accumulator, which its owner receives before the norm's pp sum),
       // which go first.
-      SmallVector<Operation *> recvs, sends, early;
       for (Operation &op : src)
         if (isa<RecvOp>(op) && action)
-          recvs.push_back(&op);
+          in.recvs.push_back(&op);
         else if (isa<SendOp>(op) && !action && isa<BlockArgument>(op.getOperand(0)))
-          early.push_back(&op);
+          in.early.push_back(&op);
         else if (isa<SendOp>(op))
-          sends.push_back(&op);
-      llvm::stable_sort(recvs, byPeerChannel);
-      llvm::stable_sort(sends, byPeerChannel);
-      for (Operation *op : recvs)
-        body.clone(*op, map);
+          in.sends.push_back(&op);
+      llvm::stable_sort(in.recvs, byPeerChannel);
+      llvm::stable_sort(in.sends, byPeerChannel);
+      llvm::stable_sort(in.early, byPeerChannel);
+      for (Operation *op : in.recvs)
+        body.clone(*op, in.map);
+    };
+    auto compute = [&](Inlined &in) -> LogicalResult {
+      func::FuncOp callee = in.callee;
+      IRMapping &map = in.map;
+      const int64_t k = in.k, stage = in.stage;
+      const int which = in.which;
+      Block &src = callee.getBody().front();
+      bool action = which != 2;
       for (unsigned i = 0; i < callee.getNumArguments(); ++i) {
         BlockArgument arg = src.getArgument(i);
         if (auto name = stateName(callee, i)) {
@@ -277,7 +318,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
         }
         auto name = callee.getArgAttrOfType<StringAttr>(i, KilnDialect::kInputAttrName);
         if (name.getValue().starts_with("saved.")) {
-          Value v = saved[k].lookup(name);
+          Value v = saved[{stage, k}].lookup(name);
           if (!v)
             return fail(callee.getLoc()) << "backward of micro-batch " << k << " reads '"
                                          << name.getValue() << "', which its forward did not keep";
@@ -308,8 +349,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
           copy->setAttr(attr, body.getI64IntegerAttr(it->second));
         }
       };
-      llvm::stable_sort(early, byPeerChannel);
-      for (Operation *op : early)
+      for (Operation *op : in.early)
         body.clone(*op, map);
       for (Operation &op : src.without_terminator()) {
         if (isa<SendOp>(op) || (action && isa<RecvOp>(op)))
@@ -318,8 +358,6 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
         renumber(copy, KilnDialect::kCastGroupAttrName, groups, nextCastGroup_);
         renumber(copy, KilnDialect::kBucketAttrName, buckets, nextBucket_);
       }
-      for (Operation *op : sends)
-        body.clone(*op, map);
       auto ret = cast<func::ReturnOp>(src.getTerminator());
       for (unsigned i = 0; i < callee.getNumResults(); ++i) {
         Value v = map.lookupOrDefault(ret.getOperand(i));
@@ -332,7 +370,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
         if (!name)
           return fail(callee.getLoc()) << "result " << i << " is neither an output nor in place";
         if (which == 0 && name.getValue().starts_with("saved.")) {
-          saved[k][name] = v;
+          saved[{stage, k}][name] = v;
         } else if (which == 0) {
           Value &sum = sums[name.getValue().str()];
           sum = sum ? AddOp::create(body, loc, v.getType(), sum, v).getResult() : v;
@@ -342,17 +380,58 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
       }
       return success();
     };
+    auto send = [&](Inlined &in) {
+      for (Operation *op : in.sends)
+        body.clone(*op, in.map);
+    };
+    // Inlines actions together: every receive, then each body in turn,
+    // then every send.
+    auto inlineTogether = [&](MutableArrayRef<Inlined> all) -> LogicalResult {
+      for (Inlined &in : all)
+        receive(in);
+      for (Inlined &in : all)
+        if (failed(compute(in)))
+          return failure();
+      for (Inlined &in : all)
+        send(in);
+      return success();
+    };
+    auto inline_ = [&](func::FuncOp callee, int64_t k, int which) -> LogicalResult {
+      Inlined in{callee, k, which, stage, {}, {}, {}, {}};
+      return inlineTogether(MutableArrayRef<Inlined>(&in, 1));
+    };
     if (eval) {
-      if (failed(inline_(fns[0], 0, 0)))
-        return nullptr;
-    } else {
-      for (auto [kind, k] : actions_[static_cast<size_t>(s)]) {
-        if (failed(inline_(kind == 'F' ? fns[0] : fns[1], k, kind == 'F' ? 0 : 1)))
+      for (auto &[c, forward] : forwards) {
+        stage = c;
+        if (failed(inline_(forward, 0, 0)))
           return nullptr;
-        if (kind == 'B')
-          saved.erase(k);
       }
-      if (failed(inline_(fns[2], 0, 2)))
+    } else {
+      // With interleaved stages a forward followed by a backward runs as
+      // one unit (Megatron-LM's steady state): both receives, both
+      // bodies, both sends, so a rank's sends to a neighbour and its
+      // receives from it go in one NCCL group where the order of the
+      // stages' actions would otherwise make each wait for the other.
+      const auto &mine = actions_[static_cast<size_t>(s)];
+      for (size_t a = 0; a < mine.size(); ++a) {
+        auto [kind, k, c] = mine[a];
+        bool pair =
+            virtual_ > 1 && kind == 'F' && a + 1 < mine.size() && std::get<0>(mine[a + 1]) == 'B';
+        SmallVector<Inlined, 2> unit;
+        unit.push_back(
+            {kind == 'F' ? forwards[c] : backwards[c], k, kind == 'F' ? 0 : 1, c, {}, {}, {}, {}});
+        if (pair) {
+          auto [kindB, kB, cB] = mine[++a];
+          unit.push_back({backwards[cB], kB, 1, cB, {}, {}, {}, {}});
+        }
+        if (failed(inlineTogether(unit)))
+          return nullptr;
+        for (const Inlined &in : unit)
+          if (in.which == 1)
+            saved.erase({in.stage, in.k});
+      }
+      stage = s;
+      if (failed(inline_(apply, 0, 2)))
         return nullptr;
     }
     // The loss and metrics: the micro-batches' mean, on every stage.

@@ -56,15 +56,17 @@ llvm::Expected<std::map<std::string, int64_t>> pipelineOwners(mlir::ModuleOp mod
   return owner;
 }
 
-TensorMap unrolledInputs(const MeshLayout &layout, int64_t stage, int64_t rank,
-                         const TensorMap &inputs, int64_t m) {
-  const MeshLayout::Function *l = layout.function(pipelineFunction(stage, "forward"));
+TensorMap unrolledInputs(const MeshLayout &layout, int64_t stage, int64_t stride, int64_t stages,
+                         int64_t rank, const TensorMap &inputs, int64_t m) {
   TensorMap mine;
   for (const auto &[name, t] : inputs) {
+    // Split as the first of the rank's stages' forwards that reads it
+    // splits it (interleaved: stage, stage + stride, ...).
     const DimAxes *axes = nullptr;
-    if (l)
-      if (auto it = l->inputs.find(name); it != l->inputs.end() && isSplit(it->second))
-        axes = &it->second;
+    for (int64_t c = stage; c < stages && !axes; c += stride)
+      if (const MeshLayout::Function *l = layout.function(pipelineFunction(c, "forward")))
+        if (auto it = l->inputs.find(name); it != l->inputs.end() && isSplit(it->second))
+          axes = &it->second;
     if (t.rank() == 0 || (!axes && m == 1)) {
       mine[name] = t;
       continue;
@@ -201,9 +203,6 @@ llvm::Error PipelineCpuBackend::load(mlir::ModuleOp module, uint64_t seed) {
   if (schedule->stages == 0)
     return error("the module has no pipeline (kiln.pipeline): run kiln-pipeline");
   schedule_ = std::move(*schedule);
-  if (unrolled_ && schedule_.virtualStages > 1)
-    return error("interleaved pipeline stages (parallel.virtual_stages > 1) run as threads of "
-                 "one process; as rank processes (a GPU's whole step) they are planned");
   for (int64_t s = 0; s < schedule_.numStages(); ++s)
     for (llvm::StringRef what : {"forward", "backward", "apply", "step", "eval"})
       if ((unrolled_ || (what != "step" && what != "eval")) &&
@@ -364,7 +363,8 @@ llvm::Expected<TensorMap> PipelineCpuBackend::runUnrolled(llvm::StringRef what,
   std::vector<TensorMap> outputs(ranks_.size());
   llvm::Error err = mesh_->run([&](int64_t r, Collectives &collectives) -> llvm::Error {
     const int64_t s = stageOf(r);
-    TensorMap in = unrolledInputs(*layout_, s, r, inputs, m);
+    TensorMap in =
+        unrolledInputs(*layout_, s, schedule_.stages, schedule_.numStages(), r, inputs, m);
     CpuBackend &rank = *ranks_[static_cast<size_t>(r)];
     rank.setCollectives(&collectives);
     auto out = rank.run(pipelineFunction(s, what), in);

@@ -66,12 +66,13 @@ llvm::Expected<std::map<std::string, int64_t>> pipelineOwners(mlir::ModuleOp mod
                                                               const PipelineSchedule &schedule);
 
 /// The inputs of an unrolled stage function (@stage<s>_step with `m`
-/// micro-batches, @stage<s>_eval with 1) as rank `rank` of stage `stage`
-/// takes them: of each micro-batch's rows (the batch cut in m), the rank's
-/// part along the axes @stage<s>_forward splits them over, one after
-/// another; scalars whole.
-TensorMap unrolledInputs(const MeshLayout &layout, int64_t stage, int64_t rank,
-                         const TensorMap &inputs, int64_t m);
+/// micro-batches, @stage<s>_eval with 1) as rank `rank` of pp coordinate
+/// `stage` takes them: of each micro-batch's rows (the batch cut in m), the
+/// rank's part along the axes its stages' forwards (stage, stage + stride,
+/// ... below `stages`; stride = stages for one stage a rank) split them
+/// over, one after another; scalars whole.
+TensorMap unrolledInputs(const MeshLayout &layout, int64_t stage, int64_t stride, int64_t stages,
+                         int64_t rank, const TensorMap &inputs, int64_t m);
 
 class PipelineCpuBackend final : public Backend {
 public:

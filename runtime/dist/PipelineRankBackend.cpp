@@ -51,9 +51,6 @@ llvm::Error PipelineRankBackend::load(mlir::ModuleOp module, uint64_t seed) {
   if (schedule->stages == 0)
     return error("the module has no pipeline (kiln.pipeline): run kiln-pipeline");
   schedule_ = std::move(*schedule);
-  if (schedule_.virtualStages > 1)
-    return error("interleaved pipeline stages (parallel.virtual_stages > 1) on rank processes "
-                 "(GPUs) are planned; they run on the CPU as threads of one process");
   auto layout = MeshLayout::of(module);
   if (!layout)
     return layout.takeError();
@@ -109,13 +106,15 @@ llvm::Expected<TensorMap> PipelineRankBackend::run(llvm::StringRef fn, const Ten
         return error(llvm::formatv("train_step: input '{0}' has {1} rows, not a multiple of the "
                                    "{2} micro-batches",
                                    name, t.dim(0), schedule_.microbatches));
-    return local_->run(
-        cpu::pipelineFunction(stage_, "step"),
-        cpu::unrolledInputs(*layout_, stage_, group_.rank(), inputs, schedule_.microbatches));
+    return local_->run(cpu::pipelineFunction(stage_, "step"),
+                       cpu::unrolledInputs(*layout_, stage_, schedule_.stages,
+                                           schedule_.numStages(), group_.rank(), inputs,
+                                           schedule_.microbatches));
   }
   if (fn == "forward")
     return local_->run(cpu::pipelineFunction(stage_, "eval"),
-                       cpu::unrolledInputs(*layout_, stage_, group_.rank(), inputs, 1));
+                       cpu::unrolledInputs(*layout_, stage_, schedule_.stages,
+                                           schedule_.numStages(), group_.rank(), inputs, 1));
   return error("@" + fn +
                " does not run under pipeline stages on GPUs (only train_step and "
                "forward do; sampling there is planned)");

@@ -125,11 +125,7 @@ int runCompile() {
   // step (kiln-pipeline-unroll), as that stage's rank processes run it.
   std::vector<std::pair<std::string, mlir::ModuleOp>> units;
   std::vector<mlir::OwningOpRef<mlir::ModuleOp>> stageModules;
-  if (config->parallel.pp > 1 && config->parallel.virtual_stages > 1) {
-    outs() << tooling::describePipeline(**module, explainPipeline);
-    outs() << "codegen: none — interleaved stages (parallel.virtual_stages > 1) run on the CPU "
-              "as threads; a GPU rank's plan for them is planned\n";
-  } else if (config->parallel.pp > 1) {
+  if (config->parallel.pp > 1) {
     outs() << tooling::describePipeline(**module, explainPipeline);
     mlir::PassManager pm(&ctx);
     pm.addPass(createPipelineUnrollPass());

@@ -189,8 +189,6 @@ TEST(Config, VirtualStagesAndTheirLimits) {
                 .find("3 stages need at least as many transformer blocks"),
             std::string::npos);
   EXPECT_NE(refused(pp + "pipeline_cuts = \"2\"\n").find("is planned"), std::string::npos);
-  EXPECT_NE(refused("[train]\ndevice = \"cuda\"\n" + pp).find("on GPUs they are planned"),
-            std::string::npos);
 }
 
 TEST(Config, MissingFileIsAClearError) {

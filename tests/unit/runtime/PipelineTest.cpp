@@ -177,6 +177,7 @@ void expectPipelineMatches(const PipelineCase &c) {
     // the schedule's order; no saved value leaves it.
     for (int64_t s = 0; s < c.stages; ++s) {
       auto step = piped->lookupSymbol<func::FuncOp>("stage" + std::to_string(s) + "_step");
+      EXPECT_FALSE(piped->lookupSymbol<func::FuncOp>("stage" + std::to_string(c.stages) + "_step"));
       ASSERT_TRUE(step);
       for (unsigned i = 0; i < step.getNumResults(); ++i)
         if (auto name = step.getResultAttrOfType<StringAttr>(i, KilnDialect::kOutputAttrName)) {
@@ -308,6 +309,13 @@ TEST(Pipeline, InterleavedStagesEqualAccumulation) {
   expectPipelineMatches({.toml = kTinyLlama, .virtualStages = 2});
   expectPipelineMatches({.dp = 2, .zero = 3, .virtualStages = 2});
   expectPipelineMatches({.recompute = "full", .virtualStages = 2});
+}
+// As a GPU rank runs it: each rank's stages and apply unrolled into one
+// @stage<r>_step, their transfers checked under NCCL's rules.
+TEST(Pipeline, UnrolledInterleavedStagesEqualAccumulation) {
+  expectPipelineMatches({.unrolled = true, .virtualStages = 2});
+  expectPipelineMatches(
+      {.microbatches = 8, .dp = 2, .zero = 3, .unrolled = true, .virtualStages = 2});
 }
 
 TEST(Pipeline, MixtureOfExpertsEqualsAccumulation) {
