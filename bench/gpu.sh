@@ -616,7 +616,7 @@ EOF
         echo "$p $mesh ($n rank processes on one GPU): exit codes ${codes[*]}"
         [ "${codes[*]}" = "$(printf '0 %.0s' $(seq $n) | sed 's/ $//')" ] || for ((r = 0; r < n; r++)); do
           echo "-- rank $r:"; grep -v "^  " "$OUT/$tag-$p-$mesh.rank$r.log" | tail -4 | cut -c1-240; done
-        grep -hE "pipeline stage|val loss|error|throughput|NCCL WARN|checkpoint" \
+        grep -hE "pipeline stage|pipeline rank|val loss|error|throughput|NCCL WARN|checkpoint" \
           "$OUT"/$tag-$p-$mesh.rank*.log | sort | uniq -c | head -12
         grep -hE "val loss" "$OUT/$tag-$p-one.log" | head -3
         runs+=("$p-$mesh=$OUT/$tag-$p-$mesh")

@@ -497,9 +497,19 @@ def PipelineUnrollPass : Pass<"kiln-pipeline-unroll", "mlir::ModuleOp"> {
     - `@stage<s>_eval`: one forward (evaluation), its outputs summed over
       `pp` the same way.
 
+    With interleaved stages (`virtual_stages` > 1) s is a rank: its step
+    holds the forwards and backwards of all its stages (s, s + pp, ...) in
+    its actions' order and its one apply; its eval, its stages' forwards in
+    order.
+
     In each action the receives come first and the sends last, each sorted
     by peer and channel, so the step's transfers fall into runs with no
     other op between them: the CUDA executor posts a run as one NCCL group.
+    With interleaved stages each forward and backward of the steady state
+    (after the (p-r-1)·2 + (v-1)·p forwards run ahead) are one unit: both
+    receives, both bodies, both sends (Megatron-LM's batching; action by
+    action a rank's lone send and its neighbour's would wait for each
+    other).
     NCCL's sends wait for their receives and carry no tag, so the pass
     checks by simulating every stage's runs and `pp` collectives that the
     step cannot deadlock and that each pair of stages sends and receives

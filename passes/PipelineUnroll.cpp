@@ -127,7 +127,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
       for (Attribute a : array) {
         auto text = dyn_cast<StringAttr>(a);
         llvm::StringRef rest = text ? text.getValue() : "";
-        auto [kText, stageText] = rest.drop_front().split('.');
+        auto [kText, stageText] = rest.drop_front(rest.empty() ? 0 : 1).split('.');
         int64_t k = -1, stage = rank;
         if (!text || rest.size() < 2 || !llvm::is_contained({'F', 'B'}, rest[0]) ||
             kText.getAsInteger(10, k) || k < 0 || k >= micro_ ||
@@ -407,16 +407,24 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
           return nullptr;
       }
     } else {
-      // With interleaved stages a forward followed by a backward runs as
-      // one unit (Megatron-LM's steady state): both receives, both
+      // With interleaved stages each forward and backward of the steady
+      // state run as one unit (Megatron-LM's batching): both receives, both
       // bodies, both sends, so a rank's sends to a neighbour and its
       // receives from it go in one NCCL group where the order of the
-      // stages' actions would otherwise make each wait for the other.
+      // stages' actions would otherwise make each wait for the other. The
+      // steady state follows the (p-r-1)·2 + (v-1)·p forwards run ahead
+      // (kiln-pipeline's interleaved schedule); a rank whose forwards all
+      // run ahead has none, and pairing its last forward with its first
+      // backward would deadlock (its forward's output is what that
+      // backward's gradient waits for).
       const auto &mine = actions_[static_cast<size_t>(s)];
+      const int64_t total = micro_ * virtual_;
+      const int64_t ahead = std::min((stages_ - s - 1) * 2 + (virtual_ - 1) * stages_, total);
       for (size_t a = 0; a < mine.size(); ++a) {
         auto [kind, k, c] = mine[a];
-        bool pair =
-            virtual_ > 1 && kind == 'F' && a + 1 < mine.size() && std::get<0>(mine[a + 1]) == 'B';
+        const int64_t at = static_cast<int64_t>(a);
+        bool pair = virtual_ > 1 && kind == 'F' && at >= ahead && at < 2 * total - ahead &&
+                    (at - ahead) % 2 == 0 && a + 1 < mine.size() && std::get<0>(mine[a + 1]) == 'B';
         SmallVector<Inlined, 2> unit;
         unit.push_back(
             {kind == 'F' ? forwards[c] : backwards[c], k, kind == 'F' ? 0 : 1, c, {}, {}, {}, {}});

@@ -555,6 +555,9 @@ std::string TrainingRun::batchAdvice(const OutOfMemoryError &oom) {
                          config_.parallel.pp,
                          config_.parallel.schedule == "gpipe"
                              ? " (all parallel.microbatches under gpipe; 1f1b keeps at most pp)"
+                         : config_.parallel.virtual_stages > 1
+                             ? " (interleaved stages keep more on the first ranks: fewer "
+                               "parallel.virtual_stages need less)"
                              : "")
         .str();
   auto neededAt = [&](int64_t batch) -> std::optional<int64_t> {

@@ -115,7 +115,7 @@ llvm::Expected<PipelineSchedule> PipelineSchedule::of(mlir::ModuleOp module) {
       auto text = mlir::dyn_cast<mlir::StringAttr>(a);
       llvm::StringRef rest = text ? text.getValue() : "";
       char kind = rest.empty() ? 0 : rest.front();
-      auto [kText, stageText] = rest.drop_front().split('.');
+      auto [kText, stageText] = rest.drop_front(rest.empty() ? 0 : 1).split('.');
       int64_t k = -1, stage = rank;
       if (!text || (kind != 'F' && kind != 'B') || kText.getAsInteger(10, k) || k < 0 || k >= m ||
           (!stageText.empty() && (stageText.getAsInteger(10, stage) || stage < 0 || stage >= n ||
@@ -370,7 +370,7 @@ llvm::Expected<TensorMap> PipelineCpuBackend::runUnrolled(llvm::StringRef what,
     auto out = rank.run(pipelineFunction(s, what), in);
     rank.setCollectives(nullptr);
     if (!out)
-      return error(llvm::formatv("stage {0}, @{1}: {2}", s, pipelineFunction(s, what),
+      return error(llvm::formatv("rank {0} of pp, @{1}: {2}", s, pipelineFunction(s, what),
                                  llvm::toString(out.takeError())));
     outputs[static_cast<size_t>(r)] = std::move(*out);
     return llvm::Error::success();
@@ -455,8 +455,8 @@ llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {
     auto out = rank.run(apply, localInputs(micro[0], apply, r));
     rank.setCollectives(nullptr);
     if (!out)
-      return error(
-          llvm::formatv("stage {0}, the optimizer step: {1}", s, llvm::toString(out.takeError())));
+      return error(llvm::formatv("rank {0} of pp, the optimizer step: {1}", s,
+                                 llvm::toString(out.takeError())));
     if (r == 0)
       applied = std::move(*out);
     return llvm::Error::success();
@@ -573,9 +573,10 @@ std::string PipelineCpuBackend::describe() const {
                                          schedule_.virtualStages)
                                .str()
                          : schedule_.name;
-  return llvm::formatv("cpu: {0} pipeline stages as threads of this process{4}, {1} "
+  return llvm::formatv("cpu: {0} pipeline {5} as threads of this process{4}, {1} "
                        "micro-batches per step, schedule {2}{3}",
-                       schedule_.stages, schedule_.microbatches, name, stages, mesh)
+                       schedule_.stages, schedule_.microbatches, name, stages, mesh,
+                       schedule_.virtualStages > 1 ? "ranks" : "stages")
       .str();
 }
 

@@ -173,15 +173,28 @@ llvm::Error PipelineRankBackend::setState(const NamedTensors &tensors) {
 
 std::string PipelineRankBackend::describe() const {
   std::string local = local_->describe();
-  std::string blocks = static_cast<size_t>(stage_) < schedule_.blocks.size()
-                           ? " (" + schedule_.blocks[static_cast<size_t>(stage_)] + ")"
-                           : "";
-  return llvm::formatv("{0}: rank {1} of {2} processes (mesh {3}), pipeline stage {4} of {5}{6}, "
-                       "{7} micro-batches per step, schedule {8}, its whole step as one "
-                       "function; {9}{10}{11}",
+  // This rank's stages (interleaved: stage_, stage_ + pp, ...) and blocks.
+  std::string stages, blocks;
+  for (int64_t c = stage_; c < schedule_.numStages(); c += schedule_.stages) {
+    stages += (stages.empty() ? "" : ", ") + std::to_string(c);
+    if (static_cast<size_t>(c) < schedule_.blocks.size())
+      blocks += (blocks.empty() ? "" : ",") + schedule_.blocks[static_cast<size_t>(c)];
+  }
+  std::string where =
+      schedule_.virtualStages > 1
+          ? llvm::formatv("pipeline rank {0} of {1}, its stages {2} of {3} ({4}), schedule "
+                          "interleaved {5}",
+                          stage_, schedule_.stages, stages, schedule_.numStages(), blocks,
+                          schedule_.name)
+                .str()
+          : llvm::formatv("pipeline stage {0} of {1}{2}, schedule {3}", stage_, schedule_.stages,
+                          blocks.empty() ? "" : " (" + blocks + ")", schedule_.name)
+                .str();
+  return llvm::formatv("{0}: rank {1} of {2} processes (mesh {3}), {4}, {5} micro-batches per "
+                       "step, its whole step as one function; {6}{7}{8}",
                        local_->name(), group_.rank(), group_.size(), describeMesh(layout_->axes()),
-                       stage_, schedule_.stages, blocks, schedule_.microbatches, schedule_.name,
-                       collectives_, local.empty() ? "" : "\n", local)
+                       where, schedule_.microbatches, collectives_, local.empty() ? "" : "\n",
+                       local)
       .str();
 }
 

@@ -77,10 +77,18 @@ PipelineReport reportPipeline(mlir::ModuleOp module) {
     st.backwardOps = opsOf(bwd);
     st.forwardFlops = flopsOf(fwd);
     st.backwardFlops = flopsOf(bwd);
+    // The state a rank holds: its stages' and its apply's arguments, once
+    // each; with interleaving, all of the rank's on its first stage's line.
     std::set<std::string> state;
-    for (mlir::func::FuncOp fn : {fwd, bwd, apply}) {
-      if (fn == apply && s >= r.stages)
-        continue;
+    std::vector<mlir::func::FuncOp> holders;
+    if (s < r.stages) {
+      holders.push_back(apply);
+      for (int64_t c = s; c < n; c += r.stages)
+        for (llvm::StringRef what : {"forward", "backward"})
+          if (auto f = module.lookupSymbol<mlir::func::FuncOp>(cpu::pipelineFunction(c, what)))
+            holders.push_back(f);
+    }
+    for (mlir::func::FuncOp fn : holders) {
       for (unsigned i = 0; i < fn.getNumArguments(); ++i) {
         auto param = fn.getArgAttrOfType<mlir::StringAttr>(i, KilnDialect::kParamAttrName);
         auto st8 = fn.getArgAttrOfType<mlir::StringAttr>(i, KilnDialect::kStateAttrName);
@@ -176,11 +184,17 @@ std::string describePipeline(mlir::ModuleOp module, bool explain) {
                          s.forwardOps, s.forwardFlops / 1e9, s.backwardOps, s.backwardFlops / 1e9,
                          most > 0 ? 100 * (s.forwardFlops + s.backwardFlops) / most : 0.0)
                .str();
-    out += llvm::formatv("    memory: state {0}; kept for the backward {1} per micro-batch x {2} "
+    const int64_t rank = static_cast<int64_t>(i) % r.stages;
+    std::string state =
+        r.virtualStages == 1 ? "state " + gib(s.stateBytes)
+        : static_cast<int64_t>(i) < r.stages
+            ? "state of rank " + std::to_string(rank) + " (all its stages) " + gib(s.stateBytes)
+            : "state with stage " + std::to_string(rank) + "'s";
+    out += llvm::formatv("    memory: {0}; kept for the backward {1} per micro-batch x {2} "
                          "in flight = {3}; sends {4} per micro-batch and {5} once a step "
                          "(its apply's: updated shared parameters, partial gradient sums)\n",
-                         gib(s.stateBytes), gib(s.savedBytes), s.inFlight,
-                         gib(s.savedBytes * s.inFlight), gib(s.sentBytes), gib(s.sentPerStep))
+                         state, gib(s.savedBytes), s.inFlight, gib(s.savedBytes * s.inFlight),
+                         gib(s.sentBytes), gib(s.sentPerStep))
                .str();
   }
   out += "  predicted times: each stage's forward and backward in proportion to its FLOPs, "

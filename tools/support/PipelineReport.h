@@ -15,7 +15,8 @@ struct StageReport {
   std::string blocks;
   int64_t forwardOps = 0, backwardOps = 0;
   double forwardFlops = 0, backwardFlops = 0; ///< per micro-batch
-  int64_t stateBytes = 0;                     ///< parameters, moments, accumulators
+  int64_t stateBytes = 0; ///< parameters, moments, accumulators of its rank (interleaved:
+                          ///< all on the rank's first stage, 0 on its others)
   int64_t savedBytes = 0; ///< kept from a micro-batch's forward for its backward
   int64_t inFlight = 0;   ///< most micro-batches kept at once (the schedule)
   int64_t sentBytes = 0;  ///< sent per micro-batch (forward and backward)
