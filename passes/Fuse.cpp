@@ -544,23 +544,21 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       if (sharding)
         named.push_back(b.getNamedAttr(KilnDialect::kShardingAttrName, sharding));
       auto attrs = b.getDictionaryAttr(named);
-      BlockArgument state = insertStateArgument(func, copy.type, attrs, copy.update.getLoc());
-      if (!state)
-        return signalPassFailure();
-      for (CastOp c : copy.casts) {
-        c.getResult().replaceAllUsesWith(state);
-        c->erase();
-      }
-      if (!copy.readerCasts.empty()) {
-        // A state of the reader too (read only: no result aliases it).
-        BlockArgument read = insertStateArgument(reader, copy.type, attrs, copy.update.getLoc());
-        if (!read)
-          return signalPassFailure();
-        for (CastOp c : copy.readerCasts) {
-          c.getResult().replaceAllUsesWith(read);
+      // The copy as a state argument of `f`, read where `casts` were.
+      auto readCopy = [&](func::FuncOp f, ArrayRef<CastOp> casts) {
+        BlockArgument arg = insertStateArgument(f, copy.type, attrs, copy.update.getLoc());
+        for (CastOp c : arg ? casts : ArrayRef<CastOp>()) {
+          c.getResult().replaceAllUsesWith(arg);
           c->erase();
         }
-      }
+        return arg;
+      };
+      BlockArgument state = readCopy(func, copy.casts);
+      if (!state)
+        return signalPassFailure();
+      // A state of the reader too (read only: no result aliases it).
+      if (!copy.readerCasts.empty() && !readCopy(reader, copy.readerCasts))
+        return signalPassFailure();
       // The update again, with the copy as its fourth result.
       AdamWUpdateOp old = copy.update;
       b.setInsertionPoint(old);

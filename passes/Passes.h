@@ -59,6 +59,12 @@ struct TrainingPipelineOptions {
 std::vector<std::vector<std::string>> pipelineSchedule(llvm::StringRef schedule, int64_t stages,
                                                        int64_t microbatches, int64_t chunks = 1);
 
+/// Interleaved 1F1B: how many forwards rank `rank` of `stages` runs ahead
+/// of its first backward, (p - r - 1)·2 + (v - 1)·p, at most all v·m; its
+/// steady state (one forward, one backward in turn) follows.
+int64_t interleavedForwardsAhead(int64_t stages, int64_t chunks, int64_t microbatches,
+                                 int64_t rank);
+
 /// What kiln-recompute chose for `func`, in one line for `kiln compile`
 /// and the Plan's notes ("" when it did not run on it).
 std::string describeRecompute(mlir::func::FuncOp func);

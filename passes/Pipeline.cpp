@@ -39,6 +39,11 @@ using namespace mlir;
 
 namespace kiln {
 
+int64_t interleavedForwardsAhead(int64_t stages, int64_t chunks, int64_t microbatches,
+                                 int64_t rank) {
+  return std::min((stages - rank - 1) * 2 + (chunks - 1) * stages, microbatches * chunks);
+}
+
 std::vector<std::vector<std::string>> pipelineSchedule(llvm::StringRef schedule, int64_t stages,
                                                        int64_t microbatches, int64_t chunks) {
   std::vector<std::vector<std::string>> actions(static_cast<size_t>(stages));
@@ -59,7 +64,7 @@ std::vector<std::vector<std::string>> pipelineSchedule(llvm::StringRef schedule,
         int64_t k = (i / (p * v)) * p + i % p;
         a.push_back(std::string(1, kind) + std::to_string(k) + "." + std::to_string(local * p + r));
       };
-      int64_t warmup = std::min((p - r - 1) * 2 + (v - 1) * p, total);
+      int64_t warmup = interleavedForwardsAhead(p, v, microbatches, r);
       for (int64_t i = 0; i < warmup; ++i)
         act('F', i);
       for (int64_t i = 0; i + warmup < total; ++i) {

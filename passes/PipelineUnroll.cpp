@@ -419,7 +419,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
       // backward's gradient waits for).
       const auto &mine = actions_[static_cast<size_t>(s)];
       const int64_t total = micro_ * virtual_;
-      const int64_t ahead = std::min((stages_ - s - 1) * 2 + (virtual_ - 1) * stages_, total);
+      const int64_t ahead = interleavedForwardsAhead(stages_, virtual_, micro_, s);
       for (size_t a = 0; a < mine.size(); ++a) {
         auto [kind, k, c] = mine[a];
         const int64_t at = static_cast<int64_t>(a);
