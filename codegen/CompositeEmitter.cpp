@@ -466,6 +466,11 @@ struct FlashTiles {
   bool wgmma = false;          ///< on warpgroup MMA (sm_90a): forward warps / 4 warpgroups
                                ///< of 64 rows, backward D / 16 warps
   int backwardBlocks = 0;      ///< backward blocks an SM must fit (launch bounds), 0: any
+  int options = 0;             ///< the wgmma kernels' options, a sum of the k* below
+  /// The wgmma backward issues dq's product before dV's and dK's (and adds
+  /// its sums while those run).
+  static constexpr int kDqFirst = 1;
+  bool has(int option) const { return wgmma && (options & option); }
   int queryBlock() const { return 16 * warps * mTiles; }
 };
 
@@ -482,28 +487,33 @@ int defaultBackwardBlocks(bool wgmma, int64_t d, int backwardWarps) {
   return backwardWarps == 4 ? 3 : 1;
 }
 
-/// CodegenOptions::attentionTiles ("W,MT,BN,BW[,Q[,G[,R]]]"), if set; G = 1
+/// The wgmma kernels' options by default (FlashTiles::options): none
+/// (bench/RESULTS.md, 2026-12-05).
+int defaultOptions() { return 0; }
+
+/// CodegenOptions::attentionTiles ("W,MT,BN,BW[,Q[,G[,R[,X]]]]"), if set; G = 1
 /// asks for the wgmma kernels (sm_90a: W of 4 or 8, MT = 1, BN of 64 or
 /// 128; BW of 4 or 8, a warpgroup per 64 keys, splitting dq's D columns
 /// into parts of at least 32), 0 for mma.sync, absent for the
 /// architecture's default; R > 0 makes ptxas fit R backward blocks on an SM
-/// (fewer registers a thread). The kernels
-/// static_assert what they need beyond these ranges.
+/// (fewer registers a thread); X the wgmma kernels' options
+/// (FlashTiles::options, 0-1). The kernels static_assert what they need
+/// beyond these ranges.
 llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &options, int64_t d) {
   llvm::StringRef text = options.attentionTiles;
   if (text.empty())
     return std::nullopt;
   llvm::SmallVector<llvm::StringRef> parts;
   text.split(parts, ',');
-  int v[7] = {0, 0, 0, 0, -1, -1, -1};
-  bool ok = parts.size() >= 4 && parts.size() <= 7;
+  int v[8] = {0, 0, 0, 0, -1, -1, -1, -1};
+  bool ok = parts.size() >= 4 && parts.size() <= 8;
   for (size_t i = 0; ok && i < parts.size(); ++i)
     ok = !parts[i].getAsInteger(10, v[i]) && v[i] >= (i >= 4 ? 0 : 1) && v[i] <= 256;
-  if (!ok || v[2] % 16 != 0 || v[4] > 1 || v[5] > 1 || v[6] > 8)
+  if (!ok || v[2] % 16 != 0 || v[4] > 1 || v[5] > 1 || v[6] > 8 || v[7] > 1)
     return error("codegen: attention tiles '" + text +
-                 "' are not W,MT,BN,BW[,Q[,G[,R]]] (warps, row tiles, a key block of 16s, "
+                 "' are not W,MT,BN,BW[,Q[,G[,R[,X]]]] (warps, row tiles, a key block of 16s, "
                  "backward warps, Q held in registers 0/1, wgmma kernels 0/1, backward blocks an "
-                 "SM fits 0-8)");
+                 "SM fits 0-8, wgmma options 0-1)");
   if (v[5] == 1 && !hasWgmma(options.arch))
     return error("codegen: attention tiles '" + text +
                  "' ask for the wgmma kernels, which need "
@@ -518,8 +528,16 @@ llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &opti
                  "': the wgmma kernels take W = 4 or 8 warps (a warpgroup per 64 rows), MT = 1, "
                  "key blocks BN of 64 or 128 and BW = 4 or 8 backward warps (add ,0 for the "
                  "mma.sync kernels)");
-  return FlashTiles{
-      v[0], v[1], v[2], v[3], q, wgmma, v[6] >= 0 ? v[6] : defaultBackwardBlocks(wgmma, d, v[3])};
+  if (v[7] > 0 && !wgmma)
+    return error("codegen: attention tiles '" + text + "': X (options) is for the wgmma kernels");
+  return FlashTiles{v[0],
+                    v[1],
+                    v[2],
+                    v[3],
+                    q,
+                    wgmma,
+                    v[6] >= 0 ? v[6] : defaultBackwardBlocks(wgmma, d, v[3]),
+                    v[7] >= 0 ? v[7] : defaultOptions()};
 }
 
 /// Bytes of dynamic shared memory the flash forward launches with at head
@@ -624,7 +642,8 @@ llvm::Expected<std::optional<FlashTiles>> chooseFlashTiles(Emitter &e, Value q,
                       backwardWarps,
                       false,
                       true,
-                      defaultBackwardBlocks(true, d, backwardWarps)};
+                      defaultBackwardBlocks(true, d, backwardWarps),
+                      defaultOptions()};
   }
   return d == 64 ? FlashTiles{4, 2, 128, 4, true} : FlashTiles{4, 2, 64, 8, false};
 }
@@ -633,11 +652,12 @@ std::string tilesText(const FlashTiles &t) {
   if (t.wgmma)
     return llvm::formatv("on wgmma: forward {0} warpgroup(s) of 64 query rows (BM = {1}), key "
                          "blocks of {2}; backward {3} warpgroup(s) of 64 keys, query blocks of "
-                         "64{4}",
+                         "64{4}{5}",
                          t.warps / 4, t.queryBlock(), t.keyBlock, t.backwardWarps / 4,
                          t.backwardBlocks > 0
                              ? llvm::formatv(", {0} blocks an SM", t.backwardBlocks).str()
-                             : std::string())
+                             : std::string(),
+                         t.has(FlashTiles::kDqFirst) ? ", dq's product first" : "")
         .str();
   return llvm::formatv("forward {0} warps x {1} row tiles (BM = {2}), key blocks of {3}, Q {4}; "
                        "backward {5} warps on {7} (key blocks of {6}, query blocks of 64)",
@@ -810,17 +830,18 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
     // The wgmma kernel takes its warpgroups (64 keys each) and aligns its
     // tiles to 1024 bytes itself.
     std::string body =
-        prologue + (tiles.wgmma
-                        ? llvm::formatv("  kiln::flash::backwardWgmma<{0}, {1}, {2}>(q, k, v, lse, "
-                                        "dout, delta, accumulator, dk, dv, {3:e9}f, {4});\n",
-                                        flashShape(w.input(), a, w.causal), tiles.backwardWarps / 4,
-                                        w.layoutArgs(), w.scale, *seg)
-                              .str()
-                        : llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}, {3}>(q, k, v, lse, "
-                                        "dout, delta, accumulator, dk, dv, {4:e9}f, {5});\n",
-                                        flashShape(w.input(), a, w.causal), tiles.backwardWarps, bm,
-                                        w.layoutArgs(), w.scale, *seg)
-                              .str());
+        prologue +
+        (tiles.wgmma ? llvm::formatv("  kiln::flash::backwardWgmma<{0}, {1}, {2}, {5}>(q, k, "
+                                     "v, lse, dout, delta, accumulator, dk, dv, {3:e9}f, {4});\n",
+                                     flashShape(w.input(), a, w.causal), tiles.backwardWarps / 4,
+                                     w.layoutArgs(), w.scale, *seg,
+                                     boolText(tiles.has(FlashTiles::kDqFirst)))
+                           .str()
+                     : llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}, {3}>(q, k, v, lse, "
+                                     "dout, delta, accumulator, dk, dv, {4:e9}f, {5});\n",
+                                     flashShape(w.input(), a, w.causal), tiles.backwardWarps, bm,
+                                     w.layoutArgs(), w.scale, *seg)
+                           .str());
     e.launch(op, "flash_attention_backward",
              kernel(op, "flash_attention.cuh", p.text, body, threads, "", tiles.backwardBlocks),
              {(a.tk + bn - 1) / bn, a.b * a.hkv, 1}, {threads, 1, 1}, p.args,

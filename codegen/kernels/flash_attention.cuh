@@ -937,11 +937,13 @@ template <int R> __device__ __forceinline__ unsigned long long mnMajor(u32 tile,
 // columns: DQ = D / WGS each (32, 64 or 128). With DQ = 32 (D = 64, two
 // warpgroups) K is also kept transposed, Kᵀ [D, BN], so that a
 // warpgroup's 32 columns of d are whole 8-row groups of a K-major operand.
+// DQ_FIRST: dq's product is issued before dV's and dK's, and its sums
+// leave while the tensor cores compute those two.
 // Dynamic shared memory: 1024 bytes of alignment slack, K, V [BN, D]; Q,
 // dO [2 stages][64, D]; dSᵀ [BN, 64]; with DQ = 32 Kᵀ [D, BN]; lse, delta
 // [2][64] f32. Grid (⌈TK/BN⌉, B·HKV). Needs sm_90a.
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WGS,
-          bool BTHD = false, int PACK = 1>
+          bool BTHD = false, int PACK = 1, bool DQ_FIRST = false>
 __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *lse, const T *dout,
                               const float *delta, float *dqAccum, T *dk, T *dv, float scale,
                               const int *seg = nullptr) {
@@ -1084,40 +1086,55 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
       }
     fenceProxyAsync();
 
-    // dV += Pᵀ·dO and dK += dSᵀ·Q (the query block's rows are the k-steps).
-    wgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < QK; ++kk)
-      wgmmaRS<T, 1>(dV, pf[kk], mnMajor<BM>(o_, kk, 0));
-#pragma unroll
-    for (int kk = 0; kk < QK; ++kk)
-      wgmmaRS<T, 1>(dK, dsf[kk], mnMajor<BM>(q_, kk, 0));
-    wgmmaCommit();
-    __syncthreads(); // dSᵀ complete
-
-    // dQ += dS·K: 64 queries × this warpgroup's DQ columns of d, the keys
+    // dV += Pᵀ·dO and dK += dSᵀ·Q (the query block's rows are the k-steps);
+    // dQ = dS·K: 64 queries × this warpgroup's DQ columns of d, the keys
     // the k-steps; K MN-major (its 64-column half wg), or with DQ = 32 Kᵀ
-    // K-major (its rows 32·wg …).
-    float dq[DQ / 8][4]; // set by the first k-step
-    auto kOperand = [&](int kk) {
-      if constexpr (DQ == 32)
-        return kMajor<D>(sKT, 32 * wg, kk);
-      else
-        return mnMajor<BN>(sK, kk, wg * (DQ / 64));
-    };
-    constexpr int TRANS_K = DQ == 32 ? 0 : 1;
-    wgmmaFence();
-    wgmmaSS<T, 1, TRANS_K, false>(dq, mnMajor<BN>(sDS, 0, 0), kOperand(0));
+    // K-major (its rows 32·wg …). dQ reads dSᵀ from shared memory, so it
+    // waits for every warp's part.
+    auto keyGrads = [&] {
 #pragma unroll
-    for (int kk = 1; kk < KK; ++kk)
-      wgmmaSS<T, 1, TRANS_K>(dq, mnMajor<BN>(sDS, kk, 0), kOperand(kk));
-    wgmmaCommit();
-    wgmmaWait<0>();
-    keep(pf);
-    keep(dsf);
-    keep(dV);
-    keep(dK);
-    keep(dq);
+      for (int kk = 0; kk < QK; ++kk)
+        wgmmaRS<T, 1>(dV, pf[kk], mnMajor<BM>(o_, kk, 0));
+#pragma unroll
+      for (int kk = 0; kk < QK; ++kk)
+        wgmmaRS<T, 1>(dK, dsf[kk], mnMajor<BM>(q_, kk, 0));
+      wgmmaCommit();
+    };
+    float dq[DQ / 8][4]; // set by the first k-step
+    auto queryGrads = [&] {
+      auto kOperand = [&](int kk) {
+        if constexpr (DQ == 32)
+          return kMajor<D>(sKT, 32 * wg, kk);
+        else
+          return mnMajor<BN>(sK, kk, wg * (DQ / 64));
+      };
+      constexpr int TRANS_K = DQ == 32 ? 0 : 1;
+      wgmmaSS<T, 1, TRANS_K, false>(dq, mnMajor<BN>(sDS, 0, 0), kOperand(0));
+#pragma unroll
+      for (int kk = 1; kk < KK; ++kk)
+        wgmmaSS<T, 1, TRANS_K>(dq, mnMajor<BN>(sDS, kk, 0), kOperand(kk));
+      wgmmaCommit();
+    };
+    if constexpr (DQ_FIRST) {
+      __syncthreads(); // dSᵀ complete
+      wgmmaFence();
+      queryGrads();
+      keyGrads();
+      wgmmaWait<1>(); // dq's product; dV's and dK's still run
+      keep(dq);
+    } else {
+      wgmmaFence();
+      keyGrads();
+      __syncthreads(); // dSᵀ complete
+      wgmmaFence();
+      queryGrads();
+      wgmmaWait<0>();
+      keep(pf);
+      keep(dsf);
+      keep(dV);
+      keep(dK);
+      keep(dq);
+    }
     if constexpr (WGS == 1) {
       // Four adjacent columns a thread: lanes t and t ^ 1 trade halves of
       // their pairs (an even t keeps row g, an odd t row g + 8), so each
@@ -1149,6 +1166,13 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
         for (int n = 0; n < DQ / 8; ++n)
           addTo(dst + n * 8, dq[n][2 * half], dq[n][2 * half + 1]);
       }
+    }
+    if constexpr (DQ_FIRST) {
+      wgmmaWait<0>(); // dV's and dK's products
+      keep(pf);
+      keep(dsf);
+      keep(dV);
+      keep(dK);
     }
   }
   waitGroups<0>();
@@ -1203,6 +1227,11 @@ __device__ void forwardWgmma(const T *q, const T *k, const T *v, T *out, float *
 #pragma unroll
   for (int n = 0; n < NO; ++n)
     o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  // The zeros defined here: left to the compiler, they were materialized
+  // next to the first O += P·V, between the warpgroup's fence and its wgmma,
+  // and ptxas then serialized every wgmma of the causal kernels (its note
+  // C7515).
+  keep(o);
   m[0] = m[1] = negInf<float>(); // the row max of the scaled scores
   l[0] = l[1] = 0.f;
   const i64 row0 = q0 + warp * 16 + g; // this thread's rows: row0, row0 + 8

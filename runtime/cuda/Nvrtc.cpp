@@ -50,8 +50,10 @@ std::string cacheKey(const KernelSource &k, const CompileOptions &o, const std::
 }
 
 /// Compiles one program; on error writes the source where the message says.
+/// A successful compile's log (ptxas's notes, such as C7515 "wgmma.mma_async
+/// instructions are serialized") goes to `log`.
 llvm::Expected<std::string> compileOne(const Nvrtc &api, const KernelSource &k,
-                                       const CompileOptions &o) {
+                                       const CompileOptions &o, std::string &log) {
   std::vector<const char *> headerTexts, headerNames;
   for (const auto &[name, text] : o.headers) {
     headerNames.push_back(name.c_str());
@@ -91,6 +93,12 @@ llvm::Expected<std::string> compileOne(const Nvrtc &api, const KernelSource &k,
                                k.name, o.arch, api.nvrtcGetErrorString(result), what, where,
                                llvm::StringRef(log).rtrim('\0')));
   }
+  size_t logSize = 0;
+  api.nvrtcGetProgramLogSize(program, &logSize);
+  log.assign(logSize, '\0');
+  if (logSize > 0)
+    api.nvrtcGetProgramLog(program, log.data());
+  log = llvm::StringRef(log).rtrim(llvm::StringRef("\0\n ", 3)).str();
   size_t size = 0;
   KILN_NVRTC(api.nvrtcGetCUBINSize(program, &size));
   std::string cubin(size, '\0');
@@ -136,7 +144,7 @@ llvm::Expected<std::vector<std::string>> compileKernels(llvm::ArrayRef<KernelSou
     return version.takeError();
 
   std::vector<std::string> cubins(sources.size());
-  std::vector<std::string> errors(sources.size());
+  std::vector<std::string> errors(sources.size()), logs(sources.size());
   std::atomic<size_t> next{0};
   std::atomic<int> compiled{0}, cached{0};
   auto worker = [&] {
@@ -152,7 +160,7 @@ llvm::Expected<std::vector<std::string>> compileKernels(llvm::ArrayRef<KernelSou
           continue;
         }
       }
-      auto cubin = compileOne(*api, sources[i], options);
+      auto cubin = compileOne(*api, sources[i], options, logs[i]);
       if (!cubin) {
         errors[i] = llvm::toString(cubin.takeError());
         continue;
@@ -180,6 +188,14 @@ llvm::Expected<std::vector<std::string>> compileKernels(llvm::ArrayRef<KernelSou
     stats->compiled = compiled;
     stats->cached = cached;
     stats->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    stats->notes.clear();
+    for (size_t i = 0; i < sources.size(); ++i) {
+      llvm::SmallVector<llvm::StringRef> lines;
+      llvm::StringRef(logs[i]).split(lines, '\n', -1, /*KeepEmpty=*/false);
+      for (llvm::StringRef line : lines)
+        if (line.contains("ptxas")) // the front end's warnings on generated code stay out
+          stats->notes.push_back(sources[i].name + ": " + line.trim().str());
+    }
   }
   return cubins;
 }

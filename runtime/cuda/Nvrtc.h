@@ -41,6 +41,10 @@ struct CompileOptions {
 struct CompileStats {
   int compiled = 0, cached = 0;
   double seconds = 0;
+  /// ptxas's notes on kernels that compiled, "<kernel>: <line>" (its
+  /// performance notes, e.g. C7515 when it serializes wgmma); a cubin from
+  /// the cache has none.
+  std::vector<std::string> notes;
 };
 
 /// Compiles every source (in parallel) and returns one cubin per source, in

@@ -1089,11 +1089,14 @@ TEST(CudaFlashKernels, WgmmaAndMmaSyncMatchTheInterpreter) {
   };
   // The wgmma tiles beyond the defaults: two backward warpgroups at D = 64
   // (dq's columns split 32/32 through Kᵀ) and one forward warpgroup at
-  // D = 128; one backward warpgroup at D = 128 (dq's 128 columns in one).
+  // D = 128; one backward warpgroup at D = 128 (dq's 128 columns in one);
+  // dq's product first (the X field) at one and two backward warpgroups.
   for (const Variant &v : {Variant{"", "forwardWgmma<", "backwardWgmma<"},
                            Variant{"4,2,64,8,0,0", "forward<", "backward<"},
                            Variant{"4,1,128,8,1,1", "forwardWgmma<", "backwardWgmma<"},
-                           Variant{"8,1,64,4,0,1,1", "forwardWgmma<", "backwardWgmma<"}}) {
+                           Variant{"8,1,64,4,0,1,1", "forwardWgmma<", "backwardWgmma<"},
+                           Variant{"4,1,128,4,0,1,0,1", "forwardWgmma<", "backwardWgmma<"},
+                           Variant{"8,1,64,8,0,1,0,1", "forwardWgmma<", "backwardWgmma<"}}) {
     SCOPED_TRACE(std::string("kernel ") + v.kernel);
     auto ctx = makeContext();
     auto module = parse(*ctx, text);

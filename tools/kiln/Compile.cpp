@@ -224,6 +224,8 @@ int runCompile() {
       outs() << formatv("nvrtc: {0} kernels for {1} ({2} compiled, {3} from the cache) in {4:f2} "
                         "s\n",
                         cubins->size(), plan->arch, stats.compiled, stats.cached, stats.seconds);
+      for (const std::string &note : stats.notes)
+        outs() << "  nvrtc note: " << note << "\n";
     }
   }
   outs() << formatv("compiled in {0:f2} s\n", secondsSince(start));

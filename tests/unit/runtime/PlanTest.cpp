@@ -672,6 +672,62 @@ TEST(Plan, FlashTilesFitTheArchSharedMemory) {
   EXPECT_NE(llvm::toString(tooLong.takeError()).find("at most 100352 fit"), std::string::npos);
 }
 
+// The wgmma kernels' option (the tiles' X field: the backward issues dq's
+// product before dV's and dK's) compiles with NVRTC for sm_90a at each
+// warpgroup split of dq's columns (D = 64 with one or two warpgroups,
+// D = 128 with two) and is in the plan's notes; and ptxas has no note on
+// any of these kernels (C7515, "wgmma.mma_async instructions are
+// serialized", was on every causal forward until its accumulator's zeros
+// were pinned before the loop).
+TEST(Plan, FlashWgmmaOptionsCompileWithNvrtc) {
+  auto ctx = test::makeContext();
+  auto textOf = [](int64_t d) {
+    std::string x = llvm::formatv("tensor<1x2x100x{0}xbf16>", d).str();
+    return llvm::formatv(R"(
+    func.func @f(%q: {0} {{kiln.input = "q"}, %k: {0} {{kiln.input = "k"}, %v: {0} {{kiln.input = "v"},
+                 %d: {0} {{kiln.input = "d"}) -> ({0}, {0}, {0}) {{
+      %o, %lse = kiln.attention %q, %k, %v {{causal, scale = 0.125 : f32} : {0}, {0}, {0} -> {0}, tensor<1x2x100xf32>
+      %dq, %dk, %dv = kiln.attention_grad %q, %k, %v, %o, %lse, %d {{causal, scale = 0.125 : f32} : {0}, {0}, {0}, {0}, tensor<1x2x100xf32>, {0} -> {0}, {0}, {0}
+      return %dq, %dk, %dv : {0}, {0}, {0}
+    })",
+                         x)
+        .str();
+  };
+  struct Case {
+    int64_t d;
+    const char *tiles;
+  };
+  for (Case c :
+       {Case{64, "4,1,128,4,0,1,3"}, Case{64, "4,1,128,8,0,1,1"}, Case{128, "8,1,128,8,0,1,0"}}) {
+    for (int x : {0, 1}) {
+      std::string tiles = std::string(c.tiles) + "," + std::to_string(x);
+      auto module = test::parse(*ctx, textOf(c.d));
+      ASSERT_TRUE(module);
+      codegen::CodegenOptions options;
+      options.arch = "sm_90a";
+      options.attentionTiles = tiles;
+      auto plan = codegen::compileToPlan(*module, options);
+      ASSERT_TRUE(static_cast<bool>(plan)) << tiles << ": " << llvm::toString(plan.takeError());
+      std::string notes = llvm::join(plan->notes, "\n");
+      EXPECT_EQ(notes.find("dq's product first") != std::string::npos, x == 1) << notes;
+      std::vector<cuda::KernelSource> sources;
+      for (const PlanKernel &k : plan->kernels)
+        if (llvm::StringRef(k.name).starts_with("flash_attention_backward") ||
+            k.source.find("forwardWgmma<") != std::string::npos)
+          sources.push_back({k.name, k.source});
+      ASSERT_EQ(sources.size(), 2u) << tiles;
+      cuda::CompileOptions nvrtc;
+      nvrtc.arch = "sm_90a";
+      nvrtc.headers = codegen::kernelHeaders(); // no cache: the notes come from compiling
+      cuda::CompileStats stats;
+      auto cubins = cuda::compileKernels(sources, nvrtc, &stats);
+      ASSERT_TRUE(static_cast<bool>(cubins)) << tiles << ": " << llvm::toString(cubins.takeError());
+      EXPECT_EQ(stats.compiled, 2);
+      EXPECT_TRUE(stats.notes.empty()) << tiles << ": " << llvm::join(stats.notes, "\n");
+    }
+  }
+}
+
 // A step partitioned over a mesh compiles to one rank's plan: each
 // collective of the IR is one Collective step with its kind, axis,
 // dimension and both shapes, in the IR's order; the plan saves and loads
