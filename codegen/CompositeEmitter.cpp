@@ -487,9 +487,13 @@ int defaultBackwardBlocks(bool wgmma, int64_t d, int backwardWarps) {
   return backwardWarps == 4 ? 3 : 1;
 }
 
-/// The wgmma kernels' options by default (FlashTiles::options): none
-/// (bench/RESULTS.md, 2026-12-05).
-int defaultOptions() { return 0; }
+/// The wgmma kernels' options by default (FlashTiles::options) for
+/// `backwardWarps`: with two backward warpgroups dq's product first (on
+/// an H200 forward+backward 6.11 -> 5.52 ms at (8, 16, 4096, 128) causal,
+/// 10.66 -> 9.77 not causal, 7.05 -> 6.60 at (4, 16, 8192, 64) causal);
+/// with one it was slower (0.508 -> 0.530 ms at GPT-2's (16, 12, 1024,
+/// 64)) (bench/RESULTS.md, 2026-12-05).
+int defaultOptions(int backwardWarps) { return backwardWarps == 8 ? FlashTiles::kDqFirst : 0; }
 
 /// CodegenOptions::attentionTiles ("W,MT,BN,BW[,Q[,G[,R[,X]]]]"), if set; G = 1
 /// asks for the wgmma kernels (sm_90a: W of 4 or 8, MT = 1, BN of 64 or
@@ -537,7 +541,9 @@ llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &opti
                     q,
                     wgmma,
                     v[6] >= 0 ? v[6] : defaultBackwardBlocks(wgmma, d, v[3]),
-                    v[7] >= 0 ? v[7] : defaultOptions()};
+                    v[7] >= 0 ? v[7]
+                    : wgmma   ? defaultOptions(v[3])
+                              : 0};
 }
 
 /// Bytes of dynamic shared memory the flash forward launches with at head
@@ -643,7 +649,7 @@ llvm::Expected<std::optional<FlashTiles>> chooseFlashTiles(Emitter &e, Value q,
                       false,
                       true,
                       defaultBackwardBlocks(true, d, backwardWarps),
-                      defaultOptions()};
+                      defaultOptions(backwardWarps)};
   }
   return d == 64 ? FlashTiles{4, 2, 128, 4, true} : FlashTiles{4, 2, 64, 8, false};
 }

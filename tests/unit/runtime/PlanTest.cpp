@@ -581,6 +581,12 @@ TEST(Plan, FlashKernelsRunOnWgmmaOnSm90a) {
       sources(*longPlan).find("backwardWgmma<__nv_bfloat16, 1, 2, 2, 4096, 4096, 64, true, 2,"),
       std::string::npos);
   EXPECT_NE(sources(*longPlan).find("__launch_bounds__(256, 1)"), std::string::npos);
+  // Two backward warpgroups issue dq's product first; GPT-2's one does not.
+  EXPECT_NE(sources(*longPlan).find(", false, 1, true>(q, k, v, lse"), std::string::npos)
+      << sources(*longPlan);
+  EXPECT_NE(notes(*longPlan).find("dq's product first"), std::string::npos) << notes(*longPlan);
+  EXPECT_NE(sources(*hopper).find(", false, 1, false>(q, k, v, lse"), std::string::npos);
+  EXPECT_EQ(notes(*hopper).find("dq's product first"), std::string::npos) << notes(*hopper);
   auto refused = compile("sm_90", "4,1,128,4,1,1");
   ASSERT_FALSE(static_cast<bool>(refused));
   EXPECT_NE(llvm::toString(refused.takeError()).find("which need --arch sm_90a"),
