@@ -558,9 +558,6 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
       return error(source, fmt::format("moe.groups = {} does not divide the {} tokens of a step "
                                        "(train.batch_size x the sequence length)",
                                        groups, tokens));
-    if (parallel.sequence_parallel)
-      return error(source, "moe.experts with parallel.sequence_parallel = true is planned "
-                           "(tensor parallelism of the experts, parallel.tp, works without it)");
     if (groups % parallel.dp != 0)
       return error(source, fmt::format("moe.groups = {} must be a multiple of parallel.dp = {}: "
                                        "each data-parallel rank routes its own groups of tokens "

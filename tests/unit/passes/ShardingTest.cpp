@@ -410,6 +410,18 @@ TEST(Sharding, MixtureOfExpertsTensorParallelEqualsOneDevice) {
   expectPartitionedMatches({.tp = 2, .toml = kTinyLlamaMoE.c_str()});
 }
 
+// With sequence parallelism the experts' input is gathered over the
+// sequence before the router (each tp rank routes every token of its dp
+// rank) and their output summed back to the sequence split, as the dense
+// MLP's.
+TEST(Sharding, MixtureOfExpertsSequenceParallelEqualsOneDevice) {
+  expectPartitionedMatches({.tp = 2, .sequenceParallel = true, .toml = kTinyMoE.c_str()});
+  expectPartitionedMatches({.dp = 2, .tp = 2, .sequenceParallel = true, .toml = kTinyMoE.c_str()});
+  expectPartitionedMatches(
+      {.dp = 2, .tp = 2, .zero = 3, .sequenceParallel = true, .toml = kTinyMoE.c_str(), .ep = 2});
+  expectPartitionedMatches({.tp = 2, .sequenceParallel = true, .toml = kTinyLlamaMoE.c_str()});
+}
+
 TEST(Sharding, ExpertParallelEqualsOneDevice) {
   expectPartitionedMatches({.dp = 2, .toml = kTinyMoE.c_str(), .ep = 2});
   expectPartitionedMatches({.dp = 4, .toml = kTinyMoE.c_str(), .ep = 4});
