@@ -214,7 +214,7 @@ EOF
         --json "$OUT/attention-kiln.jsonl" 2>&1 | grep -v "^  attention"
       python3 bench/attention.py check --dump /tmp/attn.safetensors $causal --out "$OUT/attention-check.jsonl"
       rm -f /tmp/attn.safetensors
-      # Other tiles beside the default, W,MT,BN,BW[,Q[,G[,R]]]: "mma" the
+      # Other tiles beside the default, W,MT,BN,BW[,Q[,G[,R[,X]]]]: "mma" the
       # mma.sync kernels (the default before sm_90a's wgmma ones); "wgmma"
       # other wgmma tiles, forward warps (one or two warpgroups of 64 rows),
       # key block, backward warps and blocks an SM ($WGMMA_VARIANTS64 and
