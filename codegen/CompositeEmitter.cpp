@@ -541,9 +541,7 @@ llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &opti
                     q,
                     wgmma,
                     v[6] >= 0 ? v[6] : defaultBackwardBlocks(wgmma, d, v[3]),
-                    v[7] >= 0 ? v[7]
-                    : wgmma   ? defaultOptions(v[3])
-                              : 0};
+                    v[7] >= 0 ? v[7] : defaultOptions(v[3])};
 }
 
 /// Bytes of dynamic shared memory the flash forward launches with at head

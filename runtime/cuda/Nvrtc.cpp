@@ -50,8 +50,8 @@ std::string cacheKey(const KernelSource &k, const CompileOptions &o, const std::
 }
 
 /// Compiles one program; on error writes the source where the message says.
-/// A successful compile's log (ptxas's notes, such as C7515 "wgmma.mma_async
-/// instructions are serialized") goes to `log`.
+/// NVRTC's log goes to `log` (after a successful compile, ptxas's notes such
+/// as C7515 "wgmma.mma_async instructions are serialized").
 llvm::Expected<std::string> compileOne(const Nvrtc &api, const KernelSource &k,
                                        const CompileOptions &o, std::string &log) {
   std::vector<const char *> headerTexts, headerNames;
@@ -68,11 +68,13 @@ llvm::Expected<std::string> compileOne(const Nvrtc &api, const KernelSource &k,
   for (const std::string &s : f)
     args.push_back(s.c_str());
   nvrtcResult result = api.nvrtcCompileProgram(program, static_cast<int>(args.size()), args.data());
-  if (result != NVRTC_SUCCESS) {
-    size_t logSize = 0;
-    api.nvrtcGetProgramLogSize(program, &logSize);
-    std::string log(logSize, '\0');
+  size_t logSize = 0;
+  api.nvrtcGetProgramLogSize(program, &logSize);
+  log.assign(logSize, '\0');
+  if (logSize > 0)
     api.nvrtcGetProgramLog(program, log.data());
+  log = llvm::StringRef(log).rtrim(llvm::StringRef("\0\n ", 3)).str();
+  if (result != NVRTC_SUCCESS) {
     api.nvrtcDestroyProgram(&program);
     llvm::SmallString<256> path(o.cacheDir.empty() ? std::string("/tmp/kiln") : o.cacheDir);
     llvm::sys::path::append(path, "failed", k.name + ".cu");
@@ -89,16 +91,10 @@ llvm::Expected<std::string> compileOne(const Nvrtc &api, const KernelSource &k,
       what += "\n  " + line.drop_front(2).trim().str();
       rest = next;
     }
-    return error(llvm::formatv("NVRTC could not compile kernel {0} for {1}: {2}{3}\nsource: {4}\n{5}",
-                               k.name, o.arch, api.nvrtcGetErrorString(result), what, where,
-                               llvm::StringRef(log).rtrim('\0')));
+    return error(
+        llvm::formatv("NVRTC could not compile kernel {0} for {1}: {2}{3}\nsource: {4}\n{5}",
+                      k.name, o.arch, api.nvrtcGetErrorString(result), what, where, log));
   }
-  size_t logSize = 0;
-  api.nvrtcGetProgramLogSize(program, &logSize);
-  log.assign(logSize, '\0');
-  if (logSize > 0)
-    api.nvrtcGetProgramLog(program, log.data());
-  log = llvm::StringRef(log).rtrim(llvm::StringRef("\0\n ", 3)).str();
   size_t size = 0;
   KILN_NVRTC(api.nvrtcGetCUBINSize(program, &size));
   std::string cubin(size, '\0');
