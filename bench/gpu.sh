@@ -70,6 +70,9 @@
 #   attention-ab  kiln.attention alone at issue #11's shapes, the same way
 #   repeat     the same 200-step bf16 run twice: the noise floor of the
 #              200-step comparisons
+#   deterministic  train.deterministic: the attention op and the GPT-2 step
+#              ordered and not, and 200 deterministic bf16 steps twice each
+#              fused, unfused and with attention unfused ($DET_PARTS)
 #   fuse-repeat  kiln-fuse on and off, 200 bf16 steps, $REPEATS runs of
 #              each: the on-off difference beside the runs' own spread
 #   recompute  train.recompute none/selective/full: the 124M bf16 step at B=16
@@ -424,6 +427,71 @@ EOF2
           --json "$OUT/attention-ab-${run%-*}.jsonl" 2>&1 | grep "^attention" | sed "s/^/  $run /"
       done
     done ;;
+  deterministic)
+    # train.deterministic ($DET_PARTS, default all three):
+    #   attention  kiln.attention alone at issue #11's shapes and GPT-2's
+    #              packed layout, ordered and not; kiln bench runs the
+    #              forward+backward twice and fails when the ordered one's
+    #              outputs differ (and says whether the atomic one's did)
+    #   step       the GPT-2 124M bf16 step at B=16, ordered and not (off,
+    #              on, on, off)
+    #   train      200 bf16 steps (DET_STEPS), deterministic, twice each:
+    #              fused (the defaults), compile.fuse = false, and
+    #              compile.fuse_attention = "never": the repeats must be the
+    #              same bits, and the settings' differences are issues #11's
+    #              and #12's 0.5 % checks, no longer read against run noise
+    parts=${DET_PARTS:-attention step train}
+    if [[ " $parts " == *" attention "* ]]; then
+      for spec in "16,12,1024,64 --causal --attention-layout qkv" "16,12,1024,64 --causal" \
+        "8,16,4096,128 --causal" "8,16,4096,128" "4,16,8192,64 --causal"; do
+        for det in "" --deterministic; do
+          XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench --attention $spec $det \
+            --json "$OUT/det-attention.jsonl" 2>&1 | grep -E "^attention|error" | sed "s/^/  /"
+        done
+      done
+    fi
+    if [[ " $parts " == *" step "* ]]; then
+      for run in off-1 on-1 on-2 off-2; do
+        d=false; [ ${run%-*} = on ] && d=true
+        echo "  GPT-2 124M bf16 B=16 train.deterministic=$d ($run)"
+        XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
+          --set train.precision=bf16-mixed --set train.deterministic=$d \
+          --json "$OUT/det-step-$run.json" | grep -E "plan:|step:|memory:"
+      done
+    fi
+    if [[ " $parts " == *" train "* ]]; then
+      for setting in fused:compile.fuse=true unfused:compile.fuse=false \
+        attention-unfused:compile.fuse_attention=never; do
+        name=${setting%%:*}
+        for i in 1 2; do
+          rm -rf /tmp/det-$name-$i
+          XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml \
+            --set train.steps=${DET_STEPS:-200} "${train_sets[@]}" --set train.precision=bf16-mixed \
+            --set train.deterministic=true --set ${setting#*:} --set run.dir=/tmp/det-$name-$i \
+            > "$OUT/train-det-$name-$i.log" 2>&1 || grep -E "error" "$OUT/train-det-$name-$i.log"
+          cp /tmp/det-$name-$i/metrics.jsonl "$OUT/metrics-det-$name-$i.jsonl"
+        done
+      done
+      python3 - "$OUT" <<'EOF2'
+import json, os, sys
+out = sys.argv[1]
+def load(name, i):
+    path = f"{out}/metrics-det-{name}-{i}.jsonl"
+    return [json.loads(l)["loss"] for l in open(path) if '"loss"' in l] if os.path.exists(path) else []
+runs = {n: [load(n, 1), load(n, 2)] for n in ("fused", "unfused", "attention-unfused")}
+last20 = lambda r: sum(r[-20:]) / len(r[-20:])
+for n, (a, b) in runs.items():
+    same = sum(x == y for x, y in zip(a, b))
+    print(f"  deterministic {n}: {len(a)} steps; the two runs equal at {same} of {min(len(a), len(b))} "
+          f"steps{' (bitwise the same losses)' if a and a == b else ''}; mean of the last 20 {last20(a) if a else float('nan'):.5f}")
+for n in ("unfused", "attention-unfused"):
+    a, b = runs["fused"][0], runs[n][0]
+    if a and b:
+        worst = max(abs(x - y) / y for x, y in zip(a, b))
+        print(f"  fused vs {n}: mean of the last 20 differs by {100 * (last20(a) - last20(b)) / last20(b):+.3f}%; "
+              f"largest per-step difference {100 * worst:.3f}% (step {max(range(len(b)), key=lambda s: abs(a[s] - b[s]) / b[s]) + 1})")
+EOF2
+    fi ;;
   fused)
     for f in always never; do
       rm -rf /tmp/fused-$f

@@ -63,6 +63,13 @@ std::pair<int64_t, int64_t> rowsOf(Value v) {
   return {n ? t.getNumElements() / n : 0, n};
 }
 
+/// train.deterministic (the module's kiln.deterministic): sums in a fixed
+/// order.
+bool deterministic(Operation *op) {
+  auto module = op->getParentOfType<ModuleOp>();
+  return module && module->hasAttr(KilnDialect::kDeterministicAttrName);
+}
+
 /// `globals`: definitions placed before the kernel (constant tables).
 /// `minBlocks` > 0 asks ptxas to fit that many blocks on an SM (registers).
 std::string kernel(Operation *op, const char *file, const std::string &params,
@@ -369,6 +376,28 @@ llvm::Expected<bool> embeddingGrad(Emitter &e, EmbeddingGradOp op) {
   p.addErrorFlag(e);
   auto tableType = tensorOf(op.getResult());
   int64_t ids = tensorOf(op.getIds()).getNumElements(), c = tableType.getShape().back();
+  if (deterministic(op)) {
+    // Ordered (kernels/embedding.cuh): a block per rb rows of a table, the
+    // rows in shared memory, at most 96 KiB of them (two blocks an SM on
+    // sm_90), beside the kernel's 16 KiB list of positions.
+    int64_t rowsPerTable = tableType.getShape().drop_back().back(),
+            per = idsPerTable(ids, tableType), tables = ids / per,
+            rowBytes = c * (numBytes(op.getResult().getType()) / tableType.getNumElements());
+    int64_t budget = std::min<int64_t>(96 << 10, maxSharedBytes(e.options().arch) - (20 << 10));
+    int64_t rb = std::clamp<int64_t>(budget / std::max<int64_t>(1, rowBytes), 1, 64);
+    if (rowBytes > budget)
+      return error("codegen: " + Emitter::describe(op) +
+                   ": train.deterministic: a row of the embedding's gradient (" +
+                   llvm::Twine(rowBytes) + " bytes) does not fit in a block's shared memory");
+    std::string body =
+        llvm::formatv("  kiln::embeddingBackwardOrdered<{0}, {1}, {2}, {3}, {4}, "
+                      "{5}, {6}>(ids, dy, dtable, error);\n",
+                      elt(op.getDy()), elt(op.getIds()), ids, c, rowsPerTable, per, rb)
+            .str();
+    e.launch(op, "embedding_backward_ordered", kernel(op, "embedding.cuh", p.text, body, 256),
+             {tables * ((rowsPerTable + rb - 1) / rb), 1, 1}, {256, 1, 1}, p.args, rb * rowBytes);
+    return true;
+  }
   std::string body =
       llvm::formatv("  kiln::embeddingBackward<{0}, {1}, {2}, {3}, {4}, {5}>(ids, dy, dtable, error);\n",
                     elt(op.getDy()), elt(op.getIds()), ids, c, tableType.getShape().drop_back().back(),
@@ -795,18 +824,27 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
     return error("codegen: " + Emitter::describe(op) + " has no scratch (run kiln-plan-buffers)");
   const AttentionDims &a = w.a;
   int64_t rows = a.b * a.h * a.tq, d = a.d;
-  int64_t accumulator = scratch.getInt(), delta = accumulator + rows * d * 4;
-  // 1. rowsum(dout ⊙ out), and the f32 dq accumulator zeroed.
+  // The scratch (AttentionGradOp::getScratchBytes): the dq accumulator,
+  // delta, and under train.deterministic the ticket and the turn counters
+  // of the ordered backward (kernels/flash_attention.cuh).
+  int64_t accumulator = scratch.getInt(), delta = accumulator + rows * d * 4,
+          order = delta + rows * 4;
+  const bool ordered = deterministic(op);
+  const int64_t orderWords = ordered ? 1 + a.b * a.h * ((a.tq + 63) / 64) : 0;
+  // 1. rowsum(dout ⊙ out), and the f32 dq accumulator (and the counters)
+  // zeroed.
   {
     Params p;
-    ADD(w.out, "out", true) ADD(w.dout, "dout", true)
-    p.text += ", float *delta, float *accumulator";
+    ADD(w.out, "out", true)
+    ADD(w.dout, "dout", true) p.text += ", float *delta, float *accumulator, int *order";
     p.args.push_back(Emitter::ptr(delta));
     p.args.push_back(Emitter::ptr(accumulator));
-    std::string body = llvm::formatv("  kiln::flash::backwardPrepare<{0}, {1}, {2}, {3}, {4}, {5}>("
-                                     "out, dout, delta, accumulator);\n",
-                                     elt(w.input()), rows, d, a.h, a.tq, boolText(a.sequenceMajor))
-                           .str();
+    p.args.push_back(Emitter::ptr(order));
+    std::string body =
+        llvm::formatv("  kiln::flash::backwardPrepare<{0}, {1}, {2}, {3}, {4}, {5}, {6}>("
+                      "out, dout, delta, accumulator, order);\n",
+                      elt(w.input()), rows, d, a.h, a.tq, boolText(a.sequenceMajor), orderWords)
+            .str();
     e.launch(op, "flash_attention_prepare", kernel(op, "flash_attention.cuh", p.text, body),
              {e.gridFor(rows * 32, 256), 1, 1}, {256, 1, 1}, p.args);
   }
@@ -816,10 +854,11 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
     std::string prologue;
     if (llvm::Error err = addInputs(e, w, p, prologue))
       return std::move(err);
-    ADD(w.lse, "lse", true) ADD(w.dout, "dout", true)
-    p.text += ", const float *delta, float *accumulator";
+    ADD(w.lse, "lse", true)
+    ADD(w.dout, "dout", true) p.text += ", const float *delta, float *accumulator, int *order";
     p.args.push_back(Emitter::ptr(delta));
     p.args.push_back(Emitter::ptr(accumulator));
+    p.args.push_back(Emitter::ptr(order));
     if (w.packed()) {
       ADD(w.dqkv, "dqkv", false)
       prologue += llvm::formatv("  {0} *dk = dqkv + {1}, *dv = dqkv + 2 * {1};\n", elt(w.dqkv), d)
@@ -835,16 +874,18 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
     // tiles to 1024 bytes itself.
     std::string body =
         prologue +
-        (tiles.wgmma ? llvm::formatv("  kiln::flash::backwardWgmma<{0}, {1}, {2}, {5}>(q, k, "
-                                     "v, lse, dout, delta, accumulator, dk, dv, {3:e9}f, {4});\n",
+        (tiles.wgmma ? llvm::formatv("  kiln::flash::backwardWgmma<{0}, {1}, {2}, {5}, {6}>(q, k, "
+                                     "v, lse, dout, delta, accumulator, dk, dv, {3:e9}f, {4}, "
+                                     "order);\n",
                                      flashShape(w.input(), a, w.causal), tiles.backwardWarps / 4,
                                      w.layoutArgs(), w.scale, *seg,
-                                     boolText(tiles.has(FlashTiles::kDqFirst)))
+                                     boolText(tiles.has(FlashTiles::kDqFirst)), boolText(ordered))
                            .str()
-                     : llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}, {3}>(q, k, v, lse, "
-                                     "dout, delta, accumulator, dk, dv, {4:e9}f, {5});\n",
+                     : llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}, {3}, {6}>(q, k, v, "
+                                     "lse, dout, delta, accumulator, dk, dv, {4:e9}f, {5}, "
+                                     "order);\n",
                                      flashShape(w.input(), a, w.causal), tiles.backwardWarps, bm,
-                                     w.layoutArgs(), w.scale, *seg)
+                                     w.layoutArgs(), w.scale, *seg, boolText(ordered))
                            .str());
     e.launch(op, "flash_attention_backward",
              kernel(op, "flash_attention.cuh", p.text, body, threads, "", tiles.backwardBlocks),
@@ -921,6 +962,13 @@ llvm::Expected<bool> attentionGrad(Emitter &e, const AttentionView &w) {
   if (*forward)
     e.note("attention backward (" + attentionText(w.input(), a, w.causal, bool(w.segments)) +
            "): reference kernels (a block per query row, CUDA cores): " + why);
+  if (deterministic(w.op))
+    return error("codegen: " + Emitter::describe(w.op) +
+                 ": train.deterministic: this attention's backward runs the reference kernels (" +
+                 (why.empty() ? forwardWhy : why) +
+                 "), which add dk and dv with atomics in no fixed order; the ordered sums are the "
+                 "flash kernels' (bf16 or f16, head dims 64 and 128); or leave attention "
+                 "unfused (compile.fuse_attention = \"never\")");
   // dk and dv are sums (atomics): zeroed first (with dq, when packed).
   for (Value zeroed : w.packed() ? SmallVector<Value>{w.dqkv} : SmallVector<Value>{w.dk, w.dv}) {
     auto offset = e.offsetOf(zeroed);

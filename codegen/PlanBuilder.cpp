@@ -708,6 +708,12 @@ llvm::Expected<Plan> buildPlan(ModuleOp module, const CodegenOptions &options) {
   plan.headers = kernelHeaders();
   plan.arch = options.arch;
   plan.smCount = options.smCount;
+  plan.deterministic = module->hasAttr(KilnDialect::kDeterministicAttrName);
+  if (plan.deterministic)
+    plan.notes.push_back("train.deterministic: the flash backward adds dq's key blocks in order, "
+                         "the embedding's gradient adds its rows in token order (a block per "
+                         "rows of the table), each GEMM takes cuBLASLt's first heuristic "
+                         "algorithm");
   auto memory = planMemory(module);
   if (!memory)
     return memory.takeError();

@@ -119,6 +119,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"train.recompute", &c.train.recompute, 0, 0, {"none", "selective", "full"}},
       {"train.memory_budget", &c.train.memory_budget},
       {"train.check_numerics", &c.train.check_numerics},
+      {"train.deterministic", &c.train.deterministic},
       {"optim.lr", &c.optim.lr, 0, 10},
       {"optim.min_lr_ratio", &c.optim.min_lr_ratio, 0, 1},
       {"optim.warmup_steps", &c.optim.warmup_steps, 0, 1e12},

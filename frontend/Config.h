@@ -147,6 +147,12 @@ struct TrainConfig {
   /// debugging mode, slower. Not with f16-mixed, whose loss scaling
   /// expects gradient overflows.
   bool check_numerics = false;
+  /// The GPU's sums in a fixed order, so two runs of one config on one GPU
+  /// model give the same bits: the flash backward adds dq's key blocks in
+  /// order, the embedding's gradient its rows by owner blocks, GEMMs take
+  /// cuBLASLt's first heuristic algorithm (not the fastest timed). Slower;
+  /// the CPU is deterministic either way.
+  bool deterministic = false;
 };
 
 struct OptimConfig {

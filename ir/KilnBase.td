@@ -66,6 +66,11 @@ def Kiln_Dialect : Dialect {
     /// Module attribute (unit): `train.check_numerics`. The interpreter and
     /// the generated code stop at the first op that writes NaN or +inf.
     static constexpr ::llvm::StringLiteral kCheckNumericsAttrName = "kiln.check_numerics";
+    /// Module attribute (unit): `train.deterministic`. The generated code
+    /// sums in a fixed order (the flash backward's dq, the embedding's
+    /// gradient) and takes cuBLASLt's first heuristic algorithm, so two runs
+    /// on one GPU model give the same bits.
+    static constexpr ::llvm::StringLiteral kDeterministicAttrName = "kiln.deterministic";
     /// Written by kiln-plan-buffers: the arena byte offset of an argument
     /// (`kiln.offset`), of each result of an op (`kiln.offsets`, -1 for
     /// none) and a function's memory summary (`kiln.memory`).

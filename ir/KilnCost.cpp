@@ -147,17 +147,23 @@ int64_t AttentionQkvOp::getFlops() { return attentionFlops(attentionDims(getQkv(
 int64_t AttentionQkvGradOp::getFlops() {
   return attentionFlops(attentionDims(getQkv()), getCausal(), 3, 2);
 }
-// As kiln.attention_grad's: the dq accumulator and the row sums.
+namespace {
+// The f32 dq accumulator [B, H, Tq, D], rowsum(dout ⊙ out) [B, H, Tq], and
+// the ordered backward's ticket and turn counters (one a query block of 64
+// rows; used under train.deterministic): 4-byte words each.
+int64_t attentionGradScratch(const AttentionDims &a) {
+  int64_t heads = saturatingMul(a.b, a.h);
+  int64_t rows = saturatingMul(heads, a.tq);
+  return saturatingMul(4, saturatingAdd(saturatingMul(rows, a.d + 1),
+                                        saturatingAdd(1, saturatingMul(heads, (a.tq + 63) / 64))));
+}
+} // namespace
+
 int64_t AttentionQkvGradOp::getScratchBytes() {
-  AttentionDims a = attentionDims(getQkv());
-  return saturatingMul(4, saturatingMul(saturatingMul(saturatingMul(a.b, a.h), a.tq), a.d + 1));
+  return attentionGradScratch(attentionDims(getQkv()));
 }
 
-// The f32 dq accumulator [B, H, Tq, D] and rowsum(dout ⊙ out) [B, H, Tq].
-int64_t AttentionGradOp::getScratchBytes() {
-  auto q = cast<RankedTensorType>(getQ().getType());
-  return saturatingMul(4, saturatingMul(numElements(q) / q.getDimSize(3), q.getDimSize(3) + 1));
-}
+int64_t AttentionGradOp::getScratchBytes() { return attentionGradScratch(attentionDims(*this)); }
 
 // One multiply-add per element.
 int64_t GlobalNormOp::getFlops() {

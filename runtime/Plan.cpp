@@ -277,21 +277,26 @@ json::Value Plan::toJSON() const {
     fs.push_back(json::Object{{"name", f.name}, {"args", std::move(args)},
                               {"results", std::move(results)}, {"steps", std::move(steps)}});
   }
-  return json::Object{
-      {"format", "kiln-plan-2"},
-      {"arch", arch},
-      {"sm_count", smCount},
-      {"memory", json::Object{{"params", memory.params}, {"states", memory.states},
-                              {"inputs", memory.inputs}, {"workspace", memory.workspace},
-                              {"workspace_offset", memory.workspaceOffset},
-                              {"grads_at_peak", memory.gradsAtPeak}, {"scratch", memory.scratch},
-                              {"total", memory.total}, {"gemm_workspace", memory.gemmWorkspace},
-                              {"peak_live", memory.peakLive}, {"error_flag", memory.errorFlag},
-                              {"numerics_flag", memory.numericsFlag}}},
-      {"kernels", std::move(ks)},
-      {"headers", std::move(hs)},
-      {"notes", json::Array(notes)},
-      {"functions", std::move(fs)}};
+  return json::Object{{"format", "kiln-plan-2"},
+                      {"arch", arch},
+                      {"sm_count", smCount},
+                      {"memory", json::Object{{"params", memory.params},
+                                              {"states", memory.states},
+                                              {"inputs", memory.inputs},
+                                              {"workspace", memory.workspace},
+                                              {"workspace_offset", memory.workspaceOffset},
+                                              {"grads_at_peak", memory.gradsAtPeak},
+                                              {"scratch", memory.scratch},
+                                              {"total", memory.total},
+                                              {"gemm_workspace", memory.gemmWorkspace},
+                                              {"peak_live", memory.peakLive},
+                                              {"error_flag", memory.errorFlag},
+                                              {"numerics_flag", memory.numericsFlag}}},
+                      {"kernels", std::move(ks)},
+                      {"headers", std::move(hs)},
+                      {"notes", json::Array(notes)},
+                      {"deterministic", deterministic},
+                      {"functions", std::move(fs)}};
 }
 
 llvm::Expected<Plan> Plan::fromJSON(const json::Value &value) {
@@ -321,6 +326,7 @@ llvm::Expected<Plan> Plan::fromJSON(const json::Value &value) {
     for (const json::Value &n : *ns)
       if (auto text = n.getAsString())
         p.notes.push_back(text->str());
+  p.deterministic = o->getBoolean("deterministic").value_or(false);
   const json::Array *fs = o->getArray("functions");
   if (!fs)
     return error("plan: no functions");

@@ -192,6 +192,10 @@ struct Plan {
   /// Codegen's decisions worth reading (which attention kernel, its tiles,
   /// and why), once each; `kiln compile` prints them.
   std::vector<std::string> notes;
+  /// train.deterministic: the kernels sum in a fixed order and the executor
+  /// takes cuBLASLt's first heuristic algorithm for each GEMM (neither
+  /// timed nor from the autotuning cache).
+  bool deterministic = false;
 
   const PlanFunction *function(llvm::StringRef name) const;
 

@@ -98,6 +98,8 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
   // train.check_numerics: the interpreter and codegen read it from here.
   if (config.train.check_numerics)
     module->setAttr(KilnDialect::kCheckNumericsAttrName, UnitAttr::get(module.getContext()));
+  if (config.train.deterministic)
+    module->setAttr(KilnDialect::kDeterministicAttrName, UnitAttr::get(module.getContext()));
   if (!dumps.dir.empty()) {
     if (llvm::Error err = writeIR(module, dumps.dir + "/00-frontend.mlir"))
       return std::move(err);

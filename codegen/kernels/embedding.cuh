@@ -35,6 +35,60 @@ __device__ void embeddingBackward(const I *ids, const T *dy, T *dtable, unsigned
   }
 }
 
+// embeddingBackward's sums in a fixed order (train.deterministic): every
+// element of the table takes its cotangent rows in token order. Block x
+// owns RB rows [r0, r0 + RB) of table x / ⌈ROWS/RB⌉, held in shared memory
+// (dynamic, RB·C elements) from dtable's init to the end. Each round its
+// warps scan 512 consecutive ids each (CHUNK = 4096 a round), list the
+// positions whose ids fall in its rows in order, and then its threads add
+// those rows, column c always by the same thread, in position order. A bad
+// id is flagged by the blocks of row 0.
+template <typename T, typename I, i64 IDS, i64 C, i64 ROWS, i64 PER, int RB>
+__device__ void embeddingBackwardOrdered(const I *ids, const T *dy, T *dtable, unsigned *error) {
+  constexpr int WARPS = 8, SPAN = 512, CHUNK = WARPS * SPAN;
+  constexpr i64 BLOCKS_PER_TABLE = CEIL_DIV(ROWS, (i64)RB);
+  extern __shared__ __align__(16) unsigned char smem[];
+  T *rows = reinterpret_cast<T *>(smem); // [RB][C]
+  __shared__ int hits[CHUNK], count[WARPS];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const i64 table = blockIdx.x / BLOCKS_PER_TABLE, r0 = blockIdx.x % BLOCKS_PER_TABLE * RB;
+  const i64 rb = ROWS - r0 < RB ? ROWS - r0 : RB;
+  T *dst = dtable + (table * ROWS + r0) * C;
+  for (i64 i = threadIdx.x; i < rb * C; i += blockDim.x)
+    rows[i] = dst[i];
+  const I *tids = ids + table * PER;
+  const T *tdy = dy + table * PER * C;
+  for (i64 base = 0; base < PER; base += CHUNK) {
+    int n = 0; // this warp's hits so far (the same in every lane)
+#pragma unroll 4
+    for (int k = 0; k < SPAN; k += 32) {
+      const i64 p = base + warp * SPAN + k + lane;
+      const i64 id = p < PER ? (i64)tids[p] : -1;
+      if (p < PER && (id < 0 || id >= ROWS) && r0 == 0)
+        atomicOr(error, kErrorBadId);
+      const bool hit = id >= r0 && id < r0 + rb;
+      const unsigned mask = __ballot_sync(0xffffffffu, hit);
+      if (hit)
+        hits[warp * SPAN + n + __popc(mask & ((1u << lane) - 1))] = (int)(p - base);
+      n += __popc(mask);
+    }
+    if (lane == 0)
+      count[warp] = n;
+    __syncthreads(); // the lists (and, the first time, the rows)
+    for (int w = 0; w < WARPS; ++w)
+      for (int h = 0; h < count[w]; ++h) {
+        const i64 p = base + hits[w * SPAN + h];
+        T *row = rows + ((i64)tids[p] - r0) * C;
+        const T *from = tdy + p * C;
+        for (i64 c = threadIdx.x; c < C; c += blockDim.x)
+          row[c] += from[c];
+      }
+    __syncthreads(); // the lists are rewritten next round
+  }
+  for (i64 i = threadIdx.x; i < rb * C; i += blockDim.x)
+    dst[i] = rows[i];
+}
+
 // out = in widened (bf16/f16 to f32; or copied): the table an embedding
 // gradient with a narrower init adds its rows into. From 16-bit to 32-bit
 // types, 4 elements a thread when N allows: an 8-byte load and one 16-byte

@@ -407,9 +407,16 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
 // delta[row] = Σ_d dO[row, d]·O[row, d], and the row of the f32 dq
 // accumulator zeroed (rows in [B, H, TQ] order). Each thread moves one
 // 16-byte vector of a row (L = D / V threads a row, a power of two that
-// divides 32, reduced by shuffles); other head dims, a warp per row.
-template <typename T, i64 ROWS, int D, i64 H = 1, i64 TQ = ROWS, bool BTHD = false>
-__device__ void backwardPrepare(const T *o, const T *dout, float *delta, float *dqAccum) {
+// divides 32, reduced by shuffles); other head dims, a warp per row. With
+// ORDER > 0 (train.deterministic) also the ORDER words of `order` zeroed:
+// the ticket and turn counters of the ordered backward (below).
+template <typename T, i64 ROWS, int D, i64 H = 1, i64 TQ = ROWS, bool BTHD = false, i64 ORDER = 0>
+__device__ void backwardPrepare(const T *o, const T *dout, float *delta, float *dqAccum,
+                                int *order = nullptr) {
+  if constexpr (ORDER > 0)
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < ORDER;
+         i += (i64)gridDim.x * blockDim.x)
+      order[i] = 0;
   constexpr int V = 16 / sizeof(T), L = D / V;
   if constexpr (D % V == 0 && L <= 32 && 32 % L == 0) {
     // Whole warps run every iteration (the bound is a multiple of 32), so
@@ -493,6 +500,101 @@ __device__ __forceinline__ void addTo4(float *p, float a, float b, float c, floa
 }
 
 // ---------------------------------------------------------------------------
+// train.deterministic: dq's sums in key-block order (ORDERED)
+// ---------------------------------------------------------------------------
+//
+// Otherwise the key blocks add their dq tiles with atomics in whatever order
+// they reach them, and the f32 sums differ in their last bits from run to
+// run. Ordered, `order` holds a ticket word and a turn counter per (batch ·
+// head, query block of 64), all zero at the launch (backwardPrepare). A
+// block takes a ticket as it starts, and the ticket names its key block and
+// kv head, key blocks of a head in dq's order: every block before it in
+// the order has started (no block waits for one that is not running,
+// whatever order the hardware starts blocks in). At each query block it
+// waits until the turn counter equals its place among the key blocks that
+// visit that query block, adds its dq tile, and counts itself. Each dq
+// element then takes its adds in one order.
+//
+// The order: causal, the last key block that sees a query block adds first
+// and key block 0 last (DESCENDING). Blocks stream their query blocks
+// upwards from the diagonal, so the block after j reached each query block
+// one step before j does and no block waits when all start together (in
+// key-block order j would wait for j − 1 to come up from below, and the
+// blocks of a head would run one behind another: measured 1.8× the
+// backward's time at GPT-2's shape). The key blocks that visit query block
+// i are those from the first whose document reaches it to
+// lastKeyBlock(i), so the place of j is lastKeyBlock(i) − j. Not causal,
+// every block streams every query block from 0 in the same order, so
+// either order runs them one behind another; it is key-block order, and key
+// blocks that never visit a query block (packed documents in order) count
+// themselves there at the start, so the counter reaches j exactly when
+// every key block before j is done with it.
+
+// (key block, batch · kv head) of this block.
+template <bool ORDERED, bool DESCENDING>
+__device__ __forceinline__ void blockPlace(int *order, i64 &keyBlock, i64 &bkv) {
+  if constexpr (ORDERED) {
+    __shared__ int ticket;
+    if (threadIdx.x == 0)
+      ticket = atomicAdd(order, 1);
+    __syncthreads();
+    const int j = ticket % (int)gridDim.x;
+    keyBlock = DESCENDING ? (int)gridDim.x - 1 - j : j;
+    bkv = ticket / (int)gridDim.x;
+  } else {
+    keyBlock = blockIdx.x;
+    bkv = blockIdx.y;
+  }
+}
+
+// The turn counter of query block i (of 64 rows) of head bh.
+template <int QBLOCKS> __device__ __forceinline__ int *turnOf(int *order, i64 bh, i64 i) {
+  return order + 1 + bh * QBLOCKS + i;
+}
+
+// Causal: the last key block of BN keys that sees query block i (of BM
+// rows), of KBLOCKS.
+template <int BM, int BN, int KBLOCKS> __device__ __forceinline__ int lastKeyBlock(i64 i) {
+  const int j = (int)(((i + 1) * BM - 1) / BN);
+  return j < KBLOCKS - 1 ? j : KBLOCKS - 1;
+}
+
+// Counts this key block in at query blocks [from, QBLOCKS) of the heads
+// bh0 … bh0 + heads − 1, which it does not visit.
+template <int THREADS, int QBLOCKS>
+__device__ void passTurns(int *order, i64 bh0, int heads, int from) {
+  const int n = QBLOCKS - from;
+  for (int x = threadIdx.x; x < heads * n; x += THREADS)
+    atomicAdd(turnOf<QBLOCKS>(order, bh0 + x / n, from + x % n), 1);
+}
+
+// Waits until the `place` key blocks before this one are done with `turn`'s
+// query block (one thread polls; the barrier carries its acquire to the
+// block).
+__device__ __forceinline__ void waitTurn(const int *turn, int place) {
+  if (threadIdx.x == 0) {
+    int now;
+    for (;;) {
+      asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(now) : "l"(turn) : "memory");
+      if (now == place)
+        break;
+      __nanosleep(32);
+    }
+  }
+  __syncthreads();
+}
+
+// After every thread's adds: the next key block's turn (released, so its
+// adds come after these).
+__device__ __forceinline__ void endTurn(int *turn) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    asm volatile("red.release.gpu.global.add.s32 [%0], 1;\n" ::"l"(turn) : "memory");
+  }
+}
+
+// ---------------------------------------------------------------------------
 // What both backwards share (mma.sync and wgmma)
 // ---------------------------------------------------------------------------
 
@@ -538,10 +640,10 @@ __device__ __forceinline__ void storeKeyGrads(const float (&dK)[NO][4], const fl
 // the group. Dynamic shared memory: K, V [BN, D]; Q, dO [2 stages][BM, D];
 // lse, delta [2][BM] f32; dSᵀ [BN, BM]. Grid (⌈TK/BN⌉, B·HKV).
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WARPS,
-          int BM, bool BTHD = false, int PACK = 1>
+          int BM, bool BTHD = false, int PACK = 1, bool ORDERED = false>
 __device__ void backward(const T *q, const T *k, const T *v, const float *lse, const T *dout,
                          const float *delta, float *dqAccum, T *dk, T *dv, float scale,
-                         const int *seg = nullptr) {
+                         const int *seg = nullptr, int *order = nullptr) {
   constexpr int BN = WARPS * 16, THREADS = WARPS * 32;
   constexpr int KS = D / 16, NQ = BM / 8, NO = D / 8, QK = BM / 16, KK = BN / 16;
   constexpr i64 G = H / HKV;
@@ -553,8 +655,11 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
   // sStats: lse [2][BM] then delta [2][BM]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
 
-  const i64 bkv = blockIdx.y, b = bkv / HKV, kvh = bkv % HKV;
-  const i64 k0 = (i64)blockIdx.x * BN;
+  i64 keyBlock, bkv;
+  blockPlace<ORDERED, CAUSAL>(order, keyBlock, bkv);
+  const i64 b = bkv / HKV, kvh = bkv % HKV;
+  const i64 k0 = keyBlock * BN;
+  constexpr int KBLOCKS = (int)CEIL_DIV(TK, (i64)BN);
   // Row strides: q, k and v (packed or not); dout (never packed).
   constexpr i64 QS = BTHD ? H * D * PACK : D, KVS = BTHD ? HKV * D * PACK : D, OS = BTHD ? H * D : D;
   const T *kb = k + rowOffset<HKV, TK, D, BTHD, PACK>(b, kvh, 0),
@@ -571,6 +676,8 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
                        : QBLOCKS;
   const int nq = iEnd - iStart; // query blocks per head
   const int steps = (int)G * nq;
+  if constexpr (ORDERED && !CAUSAL)
+    passTurns<THREADS, QBLOCKS>(order, b * H + kvh * G, (int)G, iEnd);
 
   auto issue = [&](int step) {
     const int stage = step & 1;
@@ -737,6 +844,10 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
           mma<T>(dq[2 * np + 1], af, kf[2], kf[3]);
         }
       }
+      int *turn = ORDERED ? turnOf<QBLOCKS>(order, bh, i0 / BM) : nullptr;
+      if constexpr (ORDERED)
+        waitTurn(turn, CAUSAL ? lastKeyBlock<BM, BN, KBLOCKS>(i0 / BM) - (int)keyBlock
+                              : (int)keyBlock);
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const i64 query = i0 + mq * 16 + g + half * 8;
@@ -747,6 +858,8 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
         for (int n = 0; n < NOW; ++n)
           addTo(dst + n * 8, dq[n][2 * half], dq[n][2 * half + 1]);
       }
+      if constexpr (ORDERED)
+        endTurn(turn);
     }
     // No barrier here: the dq phase reads only dSᵀ and K, and the next
     // step's first barrier comes before anything rewrites dSᵀ; this step's
@@ -943,10 +1056,10 @@ template <int R> __device__ __forceinline__ unsigned long long mnMajor(u32 tile,
 // dO [2 stages][64, D]; dSᵀ [BN, 64]; with DQ = 32 Kᵀ [D, BN]; lse, delta
 // [2][64] f32. Grid (⌈TK/BN⌉, B·HKV). Needs sm_90a.
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WGS,
-          bool BTHD = false, int PACK = 1, bool DQ_FIRST = false>
+          bool BTHD = false, int PACK = 1, bool DQ_FIRST = false, bool ORDERED = false>
 __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *lse, const T *dout,
                               const float *delta, float *dqAccum, T *dk, T *dv, float scale,
-                              const int *seg = nullptr) {
+                              const int *seg = nullptr, int *order = nullptr) {
 #if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(sizeof(T) == 0, "the wgmma backward needs sm_90a");
 #else
@@ -965,8 +1078,11 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
   const int wg = warp / 4;
 
-  const i64 bkv = blockIdx.y, b = bkv / HKV, kvh = bkv % HKV;
-  const i64 k0 = (i64)blockIdx.x * BN;
+  i64 keyBlock, bkv;
+  blockPlace<ORDERED, CAUSAL>(order, keyBlock, bkv);
+  const i64 b = bkv / HKV, kvh = bkv % HKV;
+  const i64 k0 = keyBlock * BN;
+  constexpr int KBLOCKS = (int)CEIL_DIV(TK, (i64)BN);
   constexpr i64 QS = BTHD ? H * D * PACK : D, KVS = BTHD ? HKV * D * PACK : D, OS = BTHD ? H * D : D;
   const T *kb = k + rowOffset<HKV, TK, D, BTHD, PACK>(b, kvh, 0),
           *vb = v + rowOffset<HKV, TK, D, BTHD, PACK>(b, kvh, 0);
@@ -978,6 +1094,8 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
                        : QBLOCKS;
   const int nq = iEnd - iStart;
   const int steps = (int)G * nq;
+  if constexpr (ORDERED && !CAUSAL)
+    passTurns<THREADS, QBLOCKS>(order, b * H + kvh * G, (int)G, iEnd);
 
   auto issue = [&](int step) {
     const int stage = step & 1;
@@ -1135,6 +1253,10 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
       keep(dK);
       keep(dq);
     }
+    int *turn = ORDERED ? turnOf<QBLOCKS>(order, bh, i0 / BM) : nullptr;
+    if constexpr (ORDERED)
+      waitTurn(turn, CAUSAL ? lastKeyBlock<BM, BN, KBLOCKS>(i0 / BM) - (int)keyBlock
+                            : (int)keyBlock);
     if constexpr (WGS == 1) {
       // Four adjacent columns a thread: lanes t and t ^ 1 trade halves of
       // their pairs (an even t keeps row g, an odd t row g + 8), so each
@@ -1167,6 +1289,8 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
           addTo(dst + n * 8, dq[n][2 * half], dq[n][2 * half + 1]);
       }
     }
+    if constexpr (ORDERED)
+      endTurn(turn);
     if constexpr (DQ_FIRST) {
       wgmmaWait<0>(); // dV's and dK's products
       keep(pf);

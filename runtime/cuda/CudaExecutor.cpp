@@ -561,7 +561,10 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
         g.algo = it->second;
         continue;
       }
-      if (cublasLtMatmulAlgo_t cached; cache.lookup(key, cached)) {
+      // train.deterministic: the heuristic's first algorithm, the same on
+      // every run with this GPU, driver and cuBLASLt (a timed choice can
+      // change with the card's noise, and with it the sums' order).
+      if (cublasLtMatmulAlgo_t cached; !p.deterministic && cache.lookup(key, cached)) {
         cublasLtMatmulHeuristicResult_t check{};
         if (im.lt->cublasLtMatmulAlgoCheck(im.handle, g.desc, g.a, g.b, g.c, g.c, &cached, &check) ==
                 CUBLAS_STATUS_SUCCESS &&
@@ -586,7 +589,7 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
       if (status != CUBLAS_STATUS_SUCCESS || returned == 0)
         return error("cuBLASLt has no algorithm for the GEMM of " + s.op + " (" + key + ")");
       int best = 0;
-      if (returned > 1) {
+      if (returned > 1 && !p.deterministic) {
         float bestMs = 1e30f;
         for (int r = 0; r < returned; ++r) {
           if (results[r].state != CUBLAS_STATUS_SUCCESS)
@@ -614,7 +617,8 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
       }
       g.algo = results[best].algo;
       algos[key] = g.algo;
-      cache.insert(key, g.algo);
+      if (!p.deterministic)
+        cache.insert(key, g.algo);
     }
     // Pinned staging for the inputs and outputs.
     for (const PlanBinding &b : pf.args)

@@ -30,6 +30,7 @@
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <ostream>
@@ -1140,6 +1141,82 @@ TEST(CudaFlashKernels, WgmmaAndMmaSyncMatchTheInterpreter) {
                     v.tiles[0] ? v.tiles : "default", name.c_str(), d.maxAbs, d.maxRel);
         EXPECT_EQ(d.worst, -1) << c.name << " " << name << ": element " << d.worst << " is "
                                << d.worstGot << " on the GPU, " << d.worstWant << " on the CPU";
+      }
+    }
+  }
+}
+
+// train.deterministic: the flash backward's dq in key-block order (every
+// backward variant: mma.sync, wgmma with one and two warpgroups, dq's
+// product first) and the embedding's gradient in token order. Without a
+// GPU each plan compiles with NVRTC (sm_90a, and sm_80 for the mma.sync
+// kernels' acquire and release); with one, each case matches the
+// interpreter and a second run gives the same bits.
+TEST(CudaDeterministic, OrderedSumsMatchTheInterpreterAndRepeat) {
+  Suite &s = suite();
+  ASSERT_TRUE(s.error.empty()) << s.error;
+  std::vector<OpCase> picked;
+  std::string text;
+  for (const OpCase &c : cases())
+    if (c.name.rfind("flash_grad_", 0) == 0 || c.name.rfind("embedding_grad", 0) == 0 ||
+        (c.name.rfind("attention_grad_qkv_", 0) == 0 && c.name.find("f32") == std::string::npos)) {
+      picked.push_back(c);
+      text += functionText(c);
+    }
+  ASSERT_GE(picked.size(), 17u);
+  std::string deviceArch;
+  if (auto dev = cuda::device())
+    deviceArch = dev->arch();
+  else
+    llvm::consumeError(dev.takeError());
+  struct Variant {
+    const char *arch, *tiles;
+  };
+  for (const Variant &v : {Variant{"sm_90a", ""}, Variant{"sm_90a", "4,2,64,8,0,0"},
+                           Variant{"sm_90a", "8,1,64,8,0,1,0,1"},
+                           Variant{"sm_90a", "4,1,128,4,0,1,0,1"}, Variant{"sm_80", ""}}) {
+    SCOPED_TRACE(std::string(v.arch) + " tiles " + (v.tiles[0] ? v.tiles : "default"));
+    auto ctx = makeContext();
+    auto module = parse(*ctx, text);
+    ASSERT_TRUE(module);
+    (*module)->setAttr(KilnDialect::kDeterministicAttrName, mlir::UnitAttr::get(ctx.get()));
+    codegen::CodegenOptions options;
+    options.arch = v.arch;
+    options.attentionTiles = v.tiles;
+    auto plan = codegen::compileToPlan(*module, options);
+    ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+    EXPECT_TRUE(plan->deterministic);
+    int ordered = 0, embeddings = 0;
+    for (const PlanKernel &k : plan->kernels) {
+      if (k.name.rfind("flash_attention_backward", 0) == 0) {
+        ++ordered;
+        EXPECT_NE(k.source.find(", true>(q, k, v, lse"), std::string::npos) << k.source;
+      }
+      embeddings += k.source.find("kiln::embeddingBackwardOrdered<") != std::string::npos;
+      EXPECT_EQ(k.source.find("kiln::embeddingBackward<"), std::string::npos) << k.source;
+    }
+    EXPECT_GE(ordered, 4);
+    EXPECT_GE(embeddings, 3);
+    if (deviceArch != v.arch) {
+      auto cubins = compileWithNvrtc(*plan);
+      ASSERT_TRUE(static_cast<bool>(cubins)) << llvm::toString(cubins.takeError());
+      continue;
+    }
+    auto ex = cuda::CudaExecutor::create(std::move(*plan), cuda::ExecutorOptions());
+    ASSERT_TRUE(static_cast<bool>(ex)) << llvm::toString(ex.takeError());
+    for (const OpCase &c : picked) {
+      auto got = (*ex)->run(c.name, s.inputs[c.name]);
+      ASSERT_TRUE(static_cast<bool>(got)) << c.name << ": " << llvm::toString(got.takeError());
+      auto again = (*ex)->run(c.name, s.inputs[c.name]);
+      ASSERT_TRUE(static_cast<bool>(again)) << c.name << ": " << llvm::toString(again.takeError());
+      for (const auto &[name, want] : s.expected[c.name]) {
+        ASSERT_TRUE(got->count(name)) << c.name << ": no output " << name;
+        const cpu::HostTensor &g = got->at(name), &h = again->at(name);
+        Difference d = compare(g, want, c.atol, c.rtol);
+        EXPECT_EQ(d.worst, -1) << c.name << " " << name << ": element " << d.worst << " is "
+                               << d.worstGot << " on the GPU, " << d.worstWant << " on the CPU";
+        EXPECT_EQ(std::memcmp(g.raw(), h.raw(), g.numel() * cpu::dtypeSize(g.dtype())), 0)
+            << c.name << " " << name << ": two runs differ";
       }
     }
   }

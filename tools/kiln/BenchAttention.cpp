@@ -31,6 +31,8 @@
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstring>
+
 using namespace llvm;
 
 namespace kiln::cli {
@@ -60,6 +62,10 @@ static cl::opt<std::string> dumpPath("dump",
                                      cl::desc("With --attention: write inputs and outputs here "
                                               "(safetensors)"),
                                      cl::sub(benchCommand()), cl::cat(kilnCategory()));
+static cl::opt<bool> deterministicSums(
+    "deterministic",
+    cl::desc("With --attention: the backward's dq sums in key-block order (train.deterministic)"),
+    cl::sub(benchCommand()), cl::cat(kilnCategory()));
 static cl::opt<int> iterations("iterations", cl::desc("With --attention: timed replays (default 20)"),
                                cl::init(20), cl::sub(benchCommand()), cl::cat(kilnCategory()));
 
@@ -184,6 +190,8 @@ int runAttentionBench(StringRef jsonPath) {
     return fail("bench", toString(backendOr.takeError()));
   cuda::CudaBackend &backend = **backendOr;
   auto module = buildModule(ctx, s, element);
+  if (deterministicSums)
+    (*module)->setAttr(KilnDialect::kDeterministicAttrName, mlir::UnitAttr::get(&ctx));
   if (Error err = backend.load(*module, 0))
     return fail("bench", toString(std::move(err)));
   for (const std::string &note : backend.executor().plan().notes)
@@ -215,6 +223,23 @@ int runAttentionBench(StringRef jsonPath) {
   auto fwdbwd = backend.run("fwdbwd", inputs);
   if (!fwdbwd)
     return fail("bench", toString(fwdbwd.takeError()));
+  // The forward+backward once more from the same inputs: bitwise the same
+  // under --deterministic; without it dq's atomics may land in another
+  // order.
+  auto again = backend.run("fwdbwd", inputs);
+  if (!again)
+    return fail("bench", toString(again.takeError()));
+  int64_t differing = 0;
+  for (const auto &[name, t] : *fwdbwd) {
+    const cpu::HostTensor &u = again->at(name);
+    const size_t n = static_cast<size_t>(t.numel()) * cpu::dtypeSize(t.dtype());
+    differing += std::memcmp(t.raw(), u.raw(), n) != 0;
+  }
+  if (deterministicSums && differing)
+    return fail("bench", formatv("--deterministic: {0} of the backward's outputs differ between "
+                                 "two runs from the same inputs",
+                                 differing)
+                             .str());
   if (!dumpPath.empty()) {
     NamedTensors dump;
     for (auto &m : {std::cref(inputs), std::cref(*fwd), std::cref(*fwdbwd)})
@@ -233,17 +258,31 @@ int runAttentionBench(StringRef jsonPath) {
   double flops = 4.0 * s.b * s.h * s.t * s.tk * s.d * (causal ? 0.5 : 1.0);
   double fwdTflops = flops / (*fwdMs * 1e-3) / 1e12, bothTflops = 3.5 * flops / (*bothMs * 1e-3) / 1e12;
   std::string tileText = tiles.empty() ? std::string("default") : tiles.getValue();
-  outs() << formatv("attention B={0} H={1}/{2} T={3}/{4} D={5} {6}{7} {13} tiles {8}: forward "
-                    "{9:f3} ms ({10:f1} TFLOP/s), forward+backward {11:f3} ms ({12:f1} TFLOP/s)\n",
+  outs() << formatv("attention B={0} H={1}/{2} T={3}/{4} D={5} {6}{7} {13} tiles {8}{14}: forward "
+                    "{9:f3} ms ({10:f1} TFLOP/s), forward+backward {11:f3} ms ({12:f1} TFLOP/s); "
+                    "a second run {15}\n",
                     s.b, s.h, s.hkv, s.t, s.tk, s.d, dtype.getValue(), causal ? " causal" : "",
-                    tileText, *fwdMs, fwdTflops, *bothMs, bothTflops, layout.getValue());
+                    tileText, *fwdMs, fwdTflops, *bothMs, bothTflops, layout.getValue(),
+                    deterministicSums ? ", deterministic" : "",
+                    differing ? formatv("differs in {0} output(s)", differing).str()
+                              : std::string("is bitwise the same"));
   if (!jsonPath.empty()) {
-    json::Object result{{"b", s.b},         {"h", s.h},           {"hkv", s.hkv},
-                        {"t", s.t},         {"tk", s.tk},         {"d", s.d},
-                        {"causal", causal.getValue()}, {"dtype", dtype.getValue()},
-                        {"tiles", tileText},  {"fwd_ms", *fwdMs},   {"fwdbwd_ms", *bothMs},
+    json::Object result{{"b", s.b},
+                        {"h", s.h},
+                        {"hkv", s.hkv},
+                        {"t", s.t},
+                        {"tk", s.tk},
+                        {"d", s.d},
+                        {"causal", causal.getValue()},
+                        {"dtype", dtype.getValue()},
+                        {"tiles", tileText},
+                        {"fwd_ms", *fwdMs},
+                        {"fwdbwd_ms", *bothMs},
                         {"layout", layout.getValue()},
-                        {"fwd_tflops", fwdTflops}, {"fwdbwd_tflops", bothTflops}};
+                        {"deterministic", deterministicSums.getValue()},
+                        {"repeat_differs", differing},
+                        {"fwd_tflops", fwdTflops},
+                        {"fwdbwd_tflops", bothTflops}};
     std::error_code ec;
     raw_fd_ostream os(jsonPath, ec, sys::fs::OF_Append);
     if (ec)

@@ -461,6 +461,90 @@ TEST(Plan, CheckNumericsScansEveryOpsResultsAfterIt) {
   EXPECT_NE(llvm::toString(std::move(outside)).find("a flag word at"), std::string::npos);
 }
 
+// train.deterministic: the embedding's gradient and the flash backward sum
+// in a fixed order, the plan says so (and keeps saying so when saved), and
+// the reference attention backward, which adds with atomics, is refused
+// with the reason rather than run out of order.
+TEST(Plan, DeterministicOrdersTheSumsAndRefusesTheAtomicAttention) {
+  mlir::MLIRContext ctx;
+  auto module = trainingModule(ctx, "tiny.toml");
+  ASSERT_TRUE(module);
+  auto sources = [](const Plan &plan) {
+    std::string all;
+    for (const PlanKernel &k : plan.kernels)
+      all += k.source;
+    return all;
+  };
+  auto plain = codegen::compileToPlan(*module, {});
+  ASSERT_TRUE(static_cast<bool>(plain)) << llvm::toString(plain.takeError());
+  EXPECT_FALSE(plain->deterministic);
+  EXPECT_NE(sources(*plain).find("kiln::embeddingBackward<"), std::string::npos);
+  (*module)->setAttr(KilnDialect::kDeterministicAttrName, mlir::UnitAttr::get(&ctx));
+  auto plan = codegen::compileToPlan(*module, {});
+  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+  EXPECT_TRUE(plan->deterministic);
+  EXPECT_EQ(sources(*plan).find("kiln::embeddingBackward<"), std::string::npos);
+  EXPECT_NE(sources(*plan).find("kiln::embeddingBackwardOrdered<"), std::string::npos);
+  EXPECT_TRUE(llvm::any_of(plan->notes, [](const std::string &n) {
+    return n.find("train.deterministic") != std::string::npos;
+  }));
+  std::string dir = tempDir("kiln-plan-deterministic");
+  ASSERT_FALSE(static_cast<bool>(plan->save(dir)));
+  auto loaded = Plan::load(dir);
+  ASSERT_TRUE(static_cast<bool>(loaded)) << llvm::toString(loaded.takeError());
+  EXPECT_TRUE(loaded->deterministic);
+  llvm::sys::fs::remove_directories(dir);
+
+  // The flash backward takes the ordered template and its counters; the
+  // scratch holds them (one word a query block of 64, and the ticket).
+  const char *flash = R"(
+    module attributes {kiln.deterministic} {
+    func.func @f(%q: tensor<2x3x200x64xbf16> {kiln.input = "q"}, %k: tensor<2x3x200x64xbf16> {kiln.input = "k"},
+                 %v: tensor<2x3x200x64xbf16> {kiln.input = "v"}, %d: tensor<2x3x200x64xbf16> {kiln.input = "d"})
+        -> (tensor<2x3x200x64xbf16>, tensor<2x3x200x64xbf16>, tensor<2x3x200x64xbf16>) {
+      %o, %lse = kiln.attention %q, %k, %v {causal, scale = 0.125 : f32} : tensor<2x3x200x64xbf16>, tensor<2x3x200x64xbf16>, tensor<2x3x200x64xbf16> -> tensor<2x3x200x64xbf16>, tensor<2x3x200xf32>
+      %dq, %dk, %dv = kiln.attention_grad %q, %k, %v, %o, %lse, %d {causal, scale = 0.125 : f32} : tensor<2x3x200x64xbf16>, tensor<2x3x200x64xbf16>, tensor<2x3x200x64xbf16>, tensor<2x3x200x64xbf16>, tensor<2x3x200xf32>, tensor<2x3x200x64xbf16> -> tensor<2x3x200x64xbf16>, tensor<2x3x200x64xbf16>, tensor<2x3x200x64xbf16>
+      return %dq, %dk, %dv : tensor<2x3x200x64xbf16>, tensor<2x3x200x64xbf16>, tensor<2x3x200x64xbf16>
+    }
+    })";
+  auto flashModule = test::parse(ctx, flash);
+  ASSERT_TRUE(flashModule);
+  bool sawGrad = false;
+  (*flashModule)->walk([&](AttentionGradOp op) {
+    sawGrad = true;
+    EXPECT_EQ(op.getScratchBytes(), 4 * (6 * 200 * 65 + 1 + 6 * 4));
+  });
+  EXPECT_TRUE(sawGrad);
+  for (const char *arch : {"sm_90a", "sm_80"}) {
+    SCOPED_TRACE(arch);
+    auto fresh = test::parse(ctx, flash);
+    codegen::CodegenOptions options;
+    options.arch = arch;
+    auto flashPlan = codegen::compileToPlan(*fresh, options);
+    ASSERT_TRUE(static_cast<bool>(flashPlan)) << llvm::toString(flashPlan.takeError());
+    std::string all = sources(*flashPlan);
+    EXPECT_NE(all.find(", true>(q, k, v, lse"), std::string::npos) << all;
+    EXPECT_NE(all.find(", false, 25>(out, dout, delta, accumulator, order)"), std::string::npos);
+  }
+
+  // f32 attention runs the reference kernels: refused, naming the key.
+  const char *reference = R"(
+    module attributes {kiln.deterministic} {
+    func.func @f(%q: tensor<1x2x16x16xf32> {kiln.input = "q"}, %d: tensor<1x2x16x16xf32> {kiln.input = "d"})
+        -> (tensor<1x2x16x16xf32>, tensor<1x2x16x16xf32>, tensor<1x2x16x16xf32>) {
+      %o, %lse = kiln.attention %q, %q, %q {causal, scale = 0.25 : f32} : tensor<1x2x16x16xf32>, tensor<1x2x16x16xf32>, tensor<1x2x16x16xf32> -> tensor<1x2x16x16xf32>, tensor<1x2x16xf32>
+      %dq, %dk, %dv = kiln.attention_grad %q, %q, %q, %o, %lse, %d {causal, scale = 0.25 : f32} : tensor<1x2x16x16xf32>, tensor<1x2x16x16xf32>, tensor<1x2x16x16xf32>, tensor<1x2x16x16xf32>, tensor<1x2x16xf32>, tensor<1x2x16x16xf32> -> tensor<1x2x16x16xf32>, tensor<1x2x16x16xf32>, tensor<1x2x16x16xf32>
+      return %dq, %dk, %dv : tensor<1x2x16x16xf32>, tensor<1x2x16x16xf32>, tensor<1x2x16x16xf32>
+    }
+    })";
+  auto refused = codegen::compileToPlan(*test::parse(ctx, reference), {});
+  ASSERT_FALSE(static_cast<bool>(refused));
+  std::string message = llvm::toString(refused.takeError());
+  EXPECT_NE(message.find("train.deterministic"), std::string::npos) << message;
+  EXPECT_NE(message.find("reference kernels"), std::string::npos) << message;
+  EXPECT_NE(message.find("compile.fuse_attention"), std::string::npos) << message;
+}
+
 // NVRTC runs without a GPU: a kernel that does not compile comes back with
 // NVRTC's log and the path of its source, written where the message says.
 TEST(Nvrtc, CompileErrorsShowTheLogAndTheSource) {
@@ -582,10 +666,10 @@ TEST(Plan, FlashKernelsRunOnWgmmaOnSm90a) {
       std::string::npos);
   EXPECT_NE(sources(*longPlan).find("__launch_bounds__(256, 1)"), std::string::npos);
   // Two backward warpgroups issue dq's product first; GPT-2's one does not.
-  EXPECT_NE(sources(*longPlan).find(", false, 1, true>(q, k, v, lse"), std::string::npos)
+  EXPECT_NE(sources(*longPlan).find(", false, 1, true, false>(q, k, v, lse"), std::string::npos)
       << sources(*longPlan);
   EXPECT_NE(notes(*longPlan).find("dq's product first"), std::string::npos) << notes(*longPlan);
-  EXPECT_NE(sources(*hopper).find(", false, 1, false>(q, k, v, lse"), std::string::npos);
+  EXPECT_NE(sources(*hopper).find(", false, 1, false, false>(q, k, v, lse"), std::string::npos);
   EXPECT_EQ(notes(*hopper).find("dq's product first"), std::string::npos) << notes(*hopper);
   auto refused = compile("sm_90", "4,1,128,4,1,1");
   ASSERT_FALSE(static_cast<bool>(refused));
