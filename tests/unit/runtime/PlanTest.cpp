@@ -679,6 +679,19 @@ TEST(Plan, FlashKernelsRunOnWgmmaOnSm90a) {
   ASSERT_FALSE(static_cast<bool>(badShape));
   EXPECT_NE(llvm::toString(badShape.takeError()).find("the wgmma kernels take W = 4 or 8 warps"),
             std::string::npos);
+  // The X field: an option the wgmma kernels lack, or options on the
+  // mma.sync kernels.
+  auto badOption = compile("sm_90a", "4,1,128,8,0,1,0,2");
+  ASSERT_FALSE(static_cast<bool>(badOption));
+  EXPECT_NE(llvm::toString(badOption.takeError()).find("wgmma options 0-1"), std::string::npos);
+  auto optionOnMmaSync = compile("sm_90a", "4,2,64,8,0,0,0,1");
+  ASSERT_FALSE(static_cast<bool>(optionOnMmaSync));
+  EXPECT_NE(llvm::toString(optionOnMmaSync.takeError()).find("X (options) is for the wgmma kernels"),
+            std::string::npos);
+  // X = 0 on the two-warpgroup backward turns dq's product first off.
+  auto plainOrder = compile("sm_90a", "4,1,128,8,0,1,0,0");
+  ASSERT_TRUE(static_cast<bool>(plainOrder)) << llvm::toString(plainOrder.takeError());
+  EXPECT_EQ(notes(*plainOrder).find("dq's product first"), std::string::npos);
 }
 
 // Tiles fit the arch's shared memory: at D = 128 the flash backward needs
