@@ -14,6 +14,7 @@
 
 #include "ir/KilnAttrs.h"
 #include "ir/KilnOps.h"
+#include "ir/PipelineSchedule.h"
 #include "passes/PassUtils.h"
 #include "passes/Passes.h"
 
@@ -795,7 +796,7 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
   /// values, and what the backward keeps from the forward.
   func::FuncOp buildFunction(OpBuilder &b, int64_t s, int phase) {
     int here = static_cast<int>(2 * s + phase);
-    std::string name = "stage" + std::to_string(s) + (phase == kForward ? "_forward" : "_backward");
+    std::string name = pipelineFunction(s, phase == kForward ? "forward" : "backward");
     SmallVector<Type> argTypes(acc_.getArgumentTypes());
     auto fn = func::FuncOp::create(b, acc_.getLoc(), name, b.getFunctionType(argTypes, {}));
     SmallVector<DictionaryAttr> argAttrs;
@@ -953,7 +954,7 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
     for (int64_t s = 0; s < stages; ++s) {
       b.setInsertionPoint(apply_);
       auto fn = cast<func::FuncOp>(b.clone(*apply_));
-      fn.setSymName("stage" + std::to_string(s) + "_apply");
+      fn.setSymName(pipelineFunction(s, "apply"));
       Block &body = fn.getBody().front();
       auto argName = [&](unsigned i, llvm::StringRef attr) {
         auto n = fn.getArgAttrOfType<StringAttr>(i, attr);

@@ -12,6 +12,7 @@
 
 #include "ir/KilnAttrs.h"
 #include "ir/KilnOps.h"
+#include "ir/PipelineSchedule.h"
 #include "passes/PassUtils.h"
 #include "passes/Passes.h"
 
@@ -36,10 +37,6 @@ using namespace mlir;
 namespace kiln {
 
 namespace {
-
-std::string stageName(int64_t s, llvm::StringRef what) {
-  return "stage" + std::to_string(s) + "_" + what.str();
-}
 
 /// One thing a stage's step does that another stage takes part in: a run
 /// of transfers (posted together) or a collective over `pp`.
@@ -87,8 +84,8 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
 
   int64_t stages_ = 0, micro_ = 0;
   int64_t nextCastGroup_ = 0, nextBucket_ = 0;
-  /// Per rank: 'F'/'B', the micro-batch and the stage, in order.
-  std::vector<std::vector<std::tuple<char, int64_t, int64_t>>> actions_;
+  /// Per rank: its actions, in order.
+  std::vector<std::vector<PipelineAction>> actions_;
   /// Stages a rank (interleaved 1F1B): stage c on rank c mod stages_.
   int64_t virtual_ = 1;
   /// Every stage's forward outputs (the loss, metrics) by name, with type.
@@ -100,47 +97,16 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
   }
 
   LogicalResult readSchedule(ModuleOp module) {
-    auto dict = module->getAttrOfType<DictionaryAttr>("kiln.pipeline");
-    if (!dict)
+    // Read and checked as the backends read it (ir/PipelineSchedule.h).
+    auto schedule = PipelineSchedule::of(module);
+    if (!schedule)
+      return fail(module.getLoc()) << llvm::toString(schedule.takeError());
+    if (schedule->stages == 0)
       return fail(module.getLoc()) << "the module has no kiln.pipeline: run kiln-pipeline first";
-    auto stages = dict.getAs<IntegerAttr>("stages");
-    auto micro = dict.getAs<IntegerAttr>("microbatches");
-    auto actions = dict.getAs<ArrayAttr>("actions");
-    if (!stages || !micro || !actions || stages.getInt() < 2 || micro.getInt() < 1 ||
-        static_cast<int64_t>(actions.size()) != stages.getInt())
-      return fail(module.getLoc()) << "kiln.pipeline needs stages >= 2, microbatches >= 1 and "
-                                      "one action list per stage";
-    stages_ = stages.getInt();
-    micro_ = micro.getInt();
-    if (auto v = dict.getAs<IntegerAttr>("virtual_stages")) {
-      if (v.getInt() < 1 || v.getInt() > 64)
-        return fail(module.getLoc())
-               << "kiln.pipeline: virtual_stages = " << v.getInt() << " is not in [1, 64]";
-      virtual_ = v.getInt();
-    }
-    for (Attribute list : actions) {
-      const int64_t rank = static_cast<int64_t>(actions_.size());
-      auto &mine = actions_.emplace_back();
-      auto array = dyn_cast<ArrayAttr>(list);
-      if (!array)
-        return fail(module.getLoc()) << "kiln.pipeline: each stage's actions are a list";
-      for (Attribute a : array) {
-        auto text = dyn_cast<StringAttr>(a);
-        llvm::StringRef rest = text ? text.getValue() : "";
-        auto [kText, stageText] = rest.drop_front(rest.empty() ? 0 : 1).split('.');
-        int64_t k = -1, stage = rank;
-        if (!text || rest.size() < 2 || !llvm::is_contained({'F', 'B'}, rest[0]) ||
-            kText.getAsInteger(10, k) || k < 0 || k >= micro_ ||
-            (stageText.empty() ? virtual_ > 1
-                               : (stageText.getAsInteger(10, stage) || stage < 0 ||
-                                  stage >= stages_ * virtual_ || stage % stages_ != rank)))
-          return fail(module.getLoc())
-                 << "kiln.pipeline: an action is F<k> or B<k> (interleaved: F<k>.<stage>, a "
-                    "stage of its rank), not "
-                 << a;
-        mine.push_back({rest[0], k, stage});
-      }
-    }
+    stages_ = schedule->stages;
+    micro_ = schedule->microbatches;
+    virtual_ = schedule->virtualStages;
+    actions_ = std::move(schedule->actions);
     return success();
   }
 
@@ -151,11 +117,12 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
     for (int64_t s = 0; s < stages_ * virtual_; ++s)
       for (llvm::StringRef what : {"forward", "backward", "apply"})
         if ((what != "apply" || s < stages_) &&
-            !module.lookupSymbol<func::FuncOp>(stageName(s, what)))
-          return (void)(fail(module.getLoc()) << "the module has no @" << stageName(s, what));
+            !module.lookupSymbol<func::FuncOp>(pipelineFunction(s, what)))
+          return (void)(fail(module.getLoc())
+                        << "the module has no @" << pipelineFunction(s, what));
     // The loss and metrics, from whichever stage computes each.
     for (int64_t s = 0; s < stages_ * virtual_; ++s) {
-      auto fwd = module.lookupSymbol<func::FuncOp>(stageName(s, "forward"));
+      auto fwd = module.lookupSymbol<func::FuncOp>(pipelineFunction(s, "forward"));
       for (unsigned i = 0; i < fwd.getNumResults(); ++i) {
         auto name = fwd.getResultAttrOfType<StringAttr>(i, KilnDialect::kOutputAttrName);
         if (!name || name.getValue().starts_with("saved."))
@@ -173,7 +140,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
     nextCastGroup_ = nextBucket_ = 0;
     for (int64_t s = 0; s < stages_; ++s) {
       for (llvm::StringRef what : {"step", "eval"})
-        if (auto old = module.lookupSymbol<func::FuncOp>(stageName(s, what)))
+        if (auto old = module.lookupSymbol<func::FuncOp>(pipelineFunction(s, what)))
           old.erase();
       func::FuncOp step = build(b, module, s, /*eval=*/false);
       func::FuncOp eval = step ? build(b, module, s, /*eval=*/true) : nullptr;
@@ -188,12 +155,12 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
   /// @stage<s>_step (or _eval) of rank s: with interleaving, the
   /// forwards and backwards of all its stages (s, s + stages_, ...).
   func::FuncOp build(OpBuilder &b, ModuleOp module, int64_t s, bool eval) {
-    func::FuncOp apply = module.lookupSymbol<func::FuncOp>(stageName(s, "apply"));
+    func::FuncOp apply = module.lookupSymbol<func::FuncOp>(pipelineFunction(s, "apply"));
     std::map<int64_t, func::FuncOp> forwards, backwards;
     SmallVector<func::FuncOp> used;
     for (int64_t c = s; c < stages_ * virtual_; c += stages_) {
-      forwards[c] = module.lookupSymbol<func::FuncOp>(stageName(c, "forward"));
-      backwards[c] = module.lookupSymbol<func::FuncOp>(stageName(c, "backward"));
+      forwards[c] = module.lookupSymbol<func::FuncOp>(pipelineFunction(c, "forward"));
+      backwards[c] = module.lookupSymbol<func::FuncOp>(pipelineFunction(c, "backward"));
       used.push_back(forwards[c]);
       if (!eval)
         used.push_back(backwards[c]);
@@ -249,7 +216,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
       argAttrs.push_back(a.attrs);
     }
     Location loc = forwards.begin()->second.getLoc();
-    auto fn = func::FuncOp::create(b, loc, stageName(s, eval ? "eval" : "step"),
+    auto fn = func::FuncOp::create(b, loc, pipelineFunction(s, eval ? "eval" : "step"),
                                    b.getFunctionType(argTypes, {}));
     fn.setArgAttrsAttr(b.getArrayAttr(argAttrs));
     Block *entry = fn.addEntryBlock();
@@ -424,7 +391,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
         auto [kind, k, c] = mine[a];
         const int64_t at = static_cast<int64_t>(a);
         bool pair = virtual_ > 1 && kind == 'F' && at >= ahead && at < 2 * total - ahead &&
-                    (at - ahead) % 2 == 0 && a + 1 < mine.size() && std::get<0>(mine[a + 1]) == 'B';
+                    (at - ahead) % 2 == 0 && a + 1 < mine.size() && mine[a + 1].kind == 'B';
         SmallVector<Inlined, 2> unit;
         unit.push_back(
             {kind == 'F' ? forwards[c] : backwards[c], k, kind == 'F' ? 0 : 1, c, {}, {}, {}, {}});
@@ -508,7 +475,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
     for (llvm::StringRef what : {"step", "eval"}) {
       std::vector<std::vector<CommEvent>> events;
       for (int64_t s = 0; s < stages_; ++s) {
-        events.push_back(commEvents(module.lookupSymbol<func::FuncOp>(stageName(s, what))));
+        events.push_back(commEvents(module.lookupSymbol<func::FuncOp>(pipelineFunction(s, what))));
       }
       const size_t n = events.size();
       std::vector<size_t> at(n, 0);
@@ -564,7 +531,7 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
                 continue;
               if (u.channel != t.channel)
                 return fail(t.op->getLoc())
-                       << "@" << stageName(static_cast<int64_t>(s), what) << "'s message "
+                       << "@" << pipelineFunction(static_cast<int64_t>(s), what) << "'s message "
                        << order[s][i] << " to stage " << peer << " is on channel " << t.channel
                        << " but stage " << peer << " receives it as channel " << u.channel
                        << " (NCCL matches messages between two ranks in order)";
@@ -586,8 +553,8 @@ struct PipelineUnrollPass final : impl::PipelineUnrollPassBase<PipelineUnrollPas
           const CommEvent &stuck = events[s][at[s]];
           Operation *op = stuck.collective ? stuck.collective : stuck.transfers.front().op;
           return fail(op->getLoc())
-                 << "@" << stageName(static_cast<int64_t>(s), what) << " would wait forever at "
-                 << op->getName() << " (its transfer run " << at[s]
+                 << "@" << pipelineFunction(static_cast<int64_t>(s), what)
+                 << " would wait forever at " << op->getName() << " (its transfer run " << at[s]
                  << "): the stages' sends and receives do not meet";
         }
     }

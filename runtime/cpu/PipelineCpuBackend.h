@@ -16,6 +16,7 @@
 #ifndef KILN_RUNTIME_CPU_PIPELINECPUBACKEND_H
 #define KILN_RUNTIME_CPU_PIPELINECPUBACKEND_H
 
+#include "ir/PipelineSchedule.h"
 #include "runtime/MeshLayout.h"
 #include "runtime/cpu/Collectives.h"
 #include "runtime/cpu/CpuBackend.h"
@@ -27,37 +28,6 @@
 #include <vector>
 
 namespace kiln::cpu {
-
-/// One action of a pipeline schedule: a micro-batch's forward or backward
-/// on one stage.
-struct PipelineAction {
-  char kind;     ///< 'F' or 'B'
-  int64_t k;     ///< the micro-batch
-  int64_t stage; ///< the stage (with interleaving, one of its rank's)
-};
-
-/// The schedule kiln-pipeline wrote on a module (`kiln.pipeline`).
-struct PipelineSchedule {
-  /// Ranks along pp (`stages`), each holding `virtualStages` stages
-  /// (interleaved 1F1B; stage c on rank c mod stages).
-  int64_t stages = 1, virtualStages = 1, microbatches = 1;
-  std::string name; ///< "1f1b" or "gpipe"
-  /// Per rank: its actions, in order.
-  std::vector<std::vector<PipelineAction>> actions;
-  /// Per stage (stages x virtualStages): the transformer blocks it holds
-  /// ("h.0,h.1").
-  std::vector<std::string> blocks;
-  int64_t numStages() const { return stages * virtualStages; }
-  /// Reads it; fails with the reason when the attribute is malformed; none
-  /// (stages = 0) when the module has no pipeline.
-  static llvm::Expected<PipelineSchedule> of(mlir::ModuleOp module);
-  /// Most micro-batches whose forward ran and backward did not, per stage.
-  std::vector<int64_t> inFlight() const;
-};
-
-/// @stage<s>_<what>: the name kiln-pipeline (forward, backward, apply) and
-/// kiln-pipeline-unroll (step, eval) give stage s's functions.
-std::string pipelineFunction(int64_t stage, llvm::StringRef what);
 
 /// Which rank (pp coordinate) updates each state of a pipelined module:
 /// the one of the first stage whose backward or apply writes it in place,

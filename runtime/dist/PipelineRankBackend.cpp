@@ -23,8 +23,8 @@ PipelineRankBackend::stageModule(mlir::ModuleOp module) {
   if (llvm::Error err = prepare_(*clone))
     return std::move(err);
   // Only this stage's step and evaluation: its plan holds just its part.
-  const std::string step = cpu::pipelineFunction(stage_, "step"),
-                    eval = cpu::pipelineFunction(stage_, "eval");
+  const std::string step = pipelineFunction(stage_, "step"),
+                    eval = pipelineFunction(stage_, "eval");
   for (auto fn : llvm::make_early_inc_range(clone->getOps<mlir::func::FuncOp>()))
     if (fn.getSymName() != step && fn.getSymName() != eval)
       fn.erase();
@@ -45,7 +45,7 @@ llvm::Expected<int64_t> PipelineRankBackend::memoryNeeded(mlir::ModuleOp module)
 }
 
 llvm::Error PipelineRankBackend::load(mlir::ModuleOp module, uint64_t seed) {
-  auto schedule = cpu::PipelineSchedule::of(module);
+  auto schedule = PipelineSchedule::of(module);
   if (!schedule)
     return schedule.takeError();
   if (schedule->stages == 0)
@@ -106,13 +106,13 @@ llvm::Expected<TensorMap> PipelineRankBackend::run(llvm::StringRef fn, const Ten
         return error(llvm::formatv("train_step: input '{0}' has {1} rows, not a multiple of the "
                                    "{2} micro-batches",
                                    name, t.dim(0), schedule_.microbatches));
-    return local_->run(cpu::pipelineFunction(stage_, "step"),
+    return local_->run(pipelineFunction(stage_, "step"),
                        cpu::unrolledInputs(*layout_, stage_, schedule_.stages,
                                            schedule_.numStages(), group_.rank(), inputs,
                                            schedule_.microbatches));
   }
   if (fn == "forward")
-    return local_->run(cpu::pipelineFunction(stage_, "eval"),
+    return local_->run(pipelineFunction(stage_, "eval"),
                        cpu::unrolledInputs(*layout_, stage_, schedule_.stages,
                                            schedule_.numStages(), group_.rank(), inputs, 1));
   return error("@" + fn +

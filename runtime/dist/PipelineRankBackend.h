@@ -76,7 +76,7 @@ private:
   PipelinePrepare prepare_;
   std::string collectives_;
   std::optional<MeshLayout> layout_;
-  cpu::PipelineSchedule schedule_;
+  PipelineSchedule schedule_;
   int64_t stage_ = 0;
   /// Which stage updates each state of the whole model.
   std::map<std::string, int64_t> owner_;

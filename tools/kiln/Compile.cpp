@@ -4,13 +4,14 @@
 #include "tools/kiln/Common.h"
 
 #include "codegen/PlanBuilder.h"
+#include "ir/PipelineSchedule.h"
 #include "models/Model.h"
 #include "passes/Passes.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/Nvrtc.h"
-#include "train/Compile.h"
 #include "tools/support/PipelineReport.h"
 #include "tools/support/ShardingReport.h"
+#include "train/Compile.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -133,7 +134,7 @@ int runCompile() {
       return fail("compile", toString(std::move(err)));
     for (int64_t s = 0; s < config->parallel.pp; ++s) {
       mlir::OwningOpRef<mlir::ModuleOp> stage((*module)->clone());
-      std::string step = formatv("stage{0}_step", s).str(), eval = formatv("stage{0}_eval", s).str();
+      std::string step = pipelineFunction(s, "step"), eval = pipelineFunction(s, "eval");
       for (auto fn : make_early_inc_range(stage->getOps<mlir::func::FuncOp>()))
         if (fn.getSymName() != step && fn.getSymName() != eval)
           fn.erase();

@@ -49,7 +49,7 @@ std::string gib(int64_t bytes) {
 
 PipelineReport reportPipeline(mlir::ModuleOp module) {
   PipelineReport r;
-  auto schedule = cpu::PipelineSchedule::of(module);
+  auto schedule = PipelineSchedule::of(module);
   if (!schedule) {
     llvm::consumeError(schedule.takeError());
     return r;
@@ -66,11 +66,10 @@ PipelineReport reportPipeline(mlir::ModuleOp module) {
     StageReport st;
     if (static_cast<size_t>(s) < schedule->blocks.size())
       st.blocks = schedule->blocks[static_cast<size_t>(s)];
-    auto fwd = module.lookupSymbol<mlir::func::FuncOp>(cpu::pipelineFunction(s, "forward"));
-    auto bwd = module.lookupSymbol<mlir::func::FuncOp>(cpu::pipelineFunction(s, "backward"));
+    auto fwd = module.lookupSymbol<mlir::func::FuncOp>(pipelineFunction(s, "forward"));
+    auto bwd = module.lookupSymbol<mlir::func::FuncOp>(pipelineFunction(s, "backward"));
     // The apply is its rank's (one per rank): counted with its first stage.
-    auto apply =
-        module.lookupSymbol<mlir::func::FuncOp>(cpu::pipelineFunction(s % r.stages, "apply"));
+    auto apply = module.lookupSymbol<mlir::func::FuncOp>(pipelineFunction(s % r.stages, "apply"));
     if (!fwd || !bwd || !apply)
       return PipelineReport();
     st.forwardOps = opsOf(fwd);
@@ -85,7 +84,7 @@ PipelineReport reportPipeline(mlir::ModuleOp module) {
       holders.push_back(apply);
       for (int64_t c = s; c < n; c += r.stages)
         for (llvm::StringRef what : {"forward", "backward"})
-          if (auto f = module.lookupSymbol<mlir::func::FuncOp>(cpu::pipelineFunction(c, what)))
+          if (auto f = module.lookupSymbol<mlir::func::FuncOp>(pipelineFunction(c, what)))
             holders.push_back(f);
     }
     for (mlir::func::FuncOp fn : holders) {

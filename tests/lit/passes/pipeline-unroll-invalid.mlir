@@ -42,6 +42,6 @@ module attributes {kiln.pipeline = {actions = [["F0", "B0"], ["F0", "B0"]], axis
 // -----
 
 // Interleaved stages: an action names a stage of its rank.
-// expected-error @+1 {{kiln-pipeline-unroll: kiln.pipeline: an action is F<k> or B<k> (interleaved: F<k>.<stage>, a stage of its rank), not "F0.1"}}
+// expected-error @+1 {{kiln-pipeline-unroll: kiln.pipeline: an action is F<k> or B<k> (with virtual stages F<k>.<stage>, a stage of its rank) with 0 <= k < microbatches, not F0.1 on rank 0}}
 module attributes {kiln.pipeline = {actions = [["F0.0", "F0.1", "B0.1", "B0.0"], ["F0.1", "F0.3", "B0.3", "B0.1"]], axis = "pp", blocks = ["a", "b", "c", "d"], microbatches = 1 : i64, schedule = "1f1b", stages = 2 : i64, virtual_stages = 2 : i64}} {
 }

@@ -391,7 +391,7 @@ TEST(Pipeline, InterleavedScheduleIsMegatrons) {
     r.parallel.virtual_stages = 2;
   });
   ASSERT_TRUE(piped);
-  auto schedule = cpu::PipelineSchedule::of(*piped);
+  auto schedule = PipelineSchedule::of(*piped);
   ASSERT_TRUE(static_cast<bool>(schedule)) << llvm::toString(schedule.takeError());
   EXPECT_EQ(schedule->numStages(), 4);
   EXPECT_EQ(schedule->inFlight(), (std::vector<int64_t>{4, 3, 2, 1}));
@@ -443,7 +443,7 @@ TEST(Pipeline, SchedulesThatCannotRunAreRefused) {
                                     "microbatches = 2 : i64, schedule = \"1f1b\", actions = " +
                                         actions + "}} {}");
     EXPECT_TRUE(module);
-    auto s = cpu::PipelineSchedule::of(*module);
+    auto s = PipelineSchedule::of(*module);
     return s ? std::string("ok") : llvm::toString(s.takeError());
   };
   EXPECT_EQ(of(R"([["F0", "F1", "B0", "B1"], ["F0", "B0", "F1", "B1"]])"), "ok");
