@@ -1012,6 +1012,26 @@ Suite &suite() {
   return s;
 }
 
+/// The cases `keep` selects; their functions' text is added to `text`.
+std::vector<OpCase> casesWhere(llvm::function_ref<bool(const OpCase &)> keep, std::string &text) {
+  std::vector<OpCase> picked;
+  for (const OpCase &c : cases())
+    if (keep(c)) {
+      picked.push_back(c);
+      text += functionText(c);
+    }
+  return picked;
+}
+
+/// This machine's GPU's arch ("sm_90a"), or "" without one.
+std::string deviceArchOrNone() {
+  auto dev = cuda::device();
+  if (dev)
+    return dev->arch();
+  llvm::consumeError(dev.takeError());
+  return "";
+}
+
 /// Every kernel of `plan` compiled by NVRTC for the plan's architecture.
 llvm::Expected<std::vector<std::string>> compileWithNvrtc(const Plan &plan) {
   std::vector<cuda::KernelSource> sources;
@@ -1071,20 +1091,15 @@ TEST(CudaDevice, SharedMemoryTableMatchesTheDriver) {
 TEST(CudaFlashKernels, WgmmaAndMmaSyncMatchTheInterpreter) {
   Suite &s = suite();
   ASSERT_TRUE(s.error.empty()) << s.error;
-  std::vector<OpCase> grads;
   std::string text;
-  for (const OpCase &c : cases())
-    if ((c.name.rfind("flash_", 0) == 0 || (c.name.rfind("attention_grad_qkv_", 0) == 0 &&
-                                            c.name.find("f32") == std::string::npos))) {
-      grads.push_back(c);
-      text += functionText(c);
-    }
+  std::vector<OpCase> grads = casesWhere(
+      [](const OpCase &c) {
+        return c.name.rfind("flash_", 0) == 0 || (c.name.rfind("attention_grad_qkv_", 0) == 0 &&
+                                                  c.name.find("f32") == std::string::npos);
+      },
+      text);
   ASSERT_GE(grads.size(), 14u);
-  std::string deviceArch;
-  if (auto dev = cuda::device())
-    deviceArch = dev->arch();
-  else
-    llvm::consumeError(dev.takeError());
+  const std::string deviceArch = deviceArchOrNone();
   struct Variant {
     const char *tiles, *forward, *kernel;
   };
@@ -1155,20 +1170,16 @@ TEST(CudaFlashKernels, WgmmaAndMmaSyncMatchTheInterpreter) {
 TEST(CudaDeterministic, OrderedSumsMatchTheInterpreterAndRepeat) {
   Suite &s = suite();
   ASSERT_TRUE(s.error.empty()) << s.error;
-  std::vector<OpCase> picked;
   std::string text;
-  for (const OpCase &c : cases())
-    if (c.name.rfind("flash_grad_", 0) == 0 || c.name.rfind("embedding_grad", 0) == 0 ||
-        (c.name.rfind("attention_grad_qkv_", 0) == 0 && c.name.find("f32") == std::string::npos)) {
-      picked.push_back(c);
-      text += functionText(c);
-    }
+  std::vector<OpCase> picked = casesWhere(
+      [](const OpCase &c) {
+        return c.name.rfind("flash_grad_", 0) == 0 || c.name.rfind("embedding_grad", 0) == 0 ||
+               (c.name.rfind("attention_grad_qkv_", 0) == 0 &&
+                c.name.find("f32") == std::string::npos);
+      },
+      text);
   ASSERT_GE(picked.size(), 17u);
-  std::string deviceArch;
-  if (auto dev = cuda::device())
-    deviceArch = dev->arch();
-  else
-    llvm::consumeError(dev.takeError());
+  const std::string deviceArch = deviceArchOrNone();
   struct Variant {
     const char *arch, *tiles;
   };
