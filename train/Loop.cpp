@@ -767,6 +767,13 @@ void TrainingRun::printHeader(double compileSeconds) {
   if (config_.train.check_numerics)
     out_ << "  train.check_numerics: every op's results are scanned; the first NaN or +inf stops "
             "the run\n";
+  if (config_.train.deterministic)
+    out_ << (backend_->name() == "cuda"
+                 ? "  train.deterministic: dq and the embedding's gradient summed in a fixed "
+                   "order, GEMMs on cuBLASLt's first heuristic algorithm: repeat runs give the "
+                   "same bits\n"
+                 : "  train.deterministic: this backend sums in a fixed order anyway (repeat "
+                   "runs give the same bits)\n");
   // Plugins' kernels in the step (one line each).
   {
     // The step's functions (one, accumulation's two, or a pipeline's
