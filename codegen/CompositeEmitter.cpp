@@ -774,11 +774,15 @@ struct AttentionView {
 /// q, k and v as kernel parameters: three pointers, or one packed qkv and
 /// the three part pointers defined in the body (`prologue`).
 llvm::Error addInputs(Emitter &e, const AttentionView &w, Params &p, std::string &prologue) {
+  // (Not the ADD macro: its `return std::move` is for Expected results.)
   if (!w.packed()) {
-    ADD(w.q, "q", true) ADD(w.k, "k", true) ADD(w.v, "v", true)
+    for (auto [v, name] : {std::pair<Value, const char *>{w.q, "q"}, {w.k, "k"}, {w.v, "v"}})
+      if (llvm::Error err = p.add(e, v, name, true))
+        return err;
     return llvm::Error::success();
   }
-  ADD(w.qkv, "qkv", true)
+  if (llvm::Error err = p.add(e, w.qkv, "qkv", true))
+    return err;
   prologue += llvm::formatv("  const {0} *q = qkv, *k = qkv + {1}, *v = qkv + 2 * {1};\n",
                             elt(w.qkv), w.a.d)
                   .str();

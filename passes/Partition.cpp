@@ -423,7 +423,8 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     SmallVector<StringAttr> factorAxis(rule->factorSizes.size(), StringAttr::get(&getContext(), ""));
     auto gather = [&](Value v, ArrayRef<int64_t> factors, bool fromResult) {
       ShardingAttr s = layout_[v];
-      for (auto [d, f] : llvm::enumerate(factors)) {
+      for (auto [d, factor] : llvm::enumerate(factors)) {
+        const int64_t f = factor; // (a lambda below captures it)
         if (f < 0 || !factorAxis[f].getValue().empty())
           continue;
         StringAttr a = s.getDims()[d];

@@ -20,8 +20,8 @@ FailureOr<MeshAttr> parseMesh(MLIRContext *context, StringRef text, std::string 
   SmallVector<StringRef> parts;
   text.split(parts, ',', -1, /*KeepEmpty=*/false);
   for (StringRef part : parts) {
-    auto [name, size] = part.split('=');
-    name = name.trim();
+    auto [untrimmed, size] = part.split('=');
+    StringRef name = untrimmed.trim(); // (a lambda below captures it)
     int64_t n;
     if (name.empty() || size.trim().getAsInteger(10, n) || n < 1) {
       error = "mesh '" + text.str() + "': each axis is name=size with size >= 1, got '" +

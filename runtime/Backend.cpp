@@ -28,7 +28,7 @@ llvm::Expected<FunctionBinding> FunctionBinding::of(func::FuncOp func) {
     auto type = cpu::hostTypeOf(func.getArgumentTypes()[i]);
     if (!type)
       return type.takeError();
-    Arg arg{Arg::Input, "", type->first, type->second, "zeros"};
+    Arg arg{Arg::Input, "", type->first, type->second, "zeros", "", false};
     if (auto n = func.getArgAttrOfType<StringAttr>(i, KilnDialect::kParamAttrName)) {
       arg.kind = Arg::Param;
       arg.name = n.getValue().str();
@@ -203,7 +203,8 @@ llvm::Expected<std::vector<std::string>> Backend::loadState(const NamedTensors &
   // Transient states keep their values (their init value between steps),
   // and an older checkpoint's accumulators are dropped.
   NamedTensors kept;
-  for (const auto &[name, t] : tensors) {
+  for (const auto &[key, t] : tensors) {
+    const std::string &name = key; // (the lambda captures it)
     auto spec = llvm::find_if(specs_, [&](const StateSpec &s) { return s.name == name; });
     if (spec == specs_.end() ? isOldAccumulator(name, t) : spec->transient)
       continue;

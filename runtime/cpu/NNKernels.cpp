@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 namespace kiln::cpu::kernels {
 
@@ -74,7 +75,8 @@ llvm::Expected<HostTensor> embeddingGrad(const HostTensor &ids, const HostTensor
 
 HostTensor softmax(const HostTensor &x, bool log) {
   HostTensor out = HostTensor::uninitialized(x.dtype(), x.shape());
-  auto [rows, n] = rowsOf(x);
+  int64_t rows, n;
+  std::tie(rows, n) = rowsOf(x);
   withFloatType(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T *in = x.data<T>();
@@ -111,7 +113,8 @@ HostTensor softmax(const HostTensor &x, bool log) {
 
 HostTensor softmaxGrad(const HostTensor &y, const HostTensor &dy) {
   HostTensor out = HostTensor::uninitialized(y.dtype(), y.shape());
-  auto [rows, n] = rowsOf(y);
+  int64_t rows, n;
+  std::tie(rows, n) = rowsOf(y);
   withFloatType(y.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T *p = y.data<T>(), *g = dy.data<T>();
@@ -135,7 +138,8 @@ std::tuple<HostTensor, HostTensor, HostTensor> layerNorm(const HostTensor &x, co
                                                          DType statsType) {
   HostTensor y = HostTensor::uninitialized(x.dtype(), x.shape());
   HostTensor mean(statsType, dropLast(x.shape())), rstd(statsType, dropLast(x.shape()));
-  auto [rows, n] = rowsOf(x);
+  int64_t rows, n;
+  std::tie(rows, n) = rowsOf(x);
   withFloatType(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T *in = x.data<T>(), *wp = w.data<T>(), *bp = b.data<T>();
@@ -168,7 +172,8 @@ layerNormGrad(const HostTensor &x, const HostTensor &w, const HostTensor &mean,
               const HostTensor &rstd, const HostTensor &dy) {
   HostTensor dx = HostTensor::uninitialized(x.dtype(), x.shape());
   HostTensor dw(w.dtype(), w.shape()), db(w.dtype(), w.shape());
-  auto [rows, n] = rowsOf(x);
+  int64_t rows, n;
+  std::tie(rows, n) = rowsOf(x);
   withFloatType(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T *in = x.data<T>(), *wp = w.data<T>(), *g = dy.data<T>();
@@ -211,7 +216,8 @@ layerNormGrad(const HostTensor &x, const HostTensor &w, const HostTensor &mean,
 std::tuple<HostTensor, HostTensor> rmsNorm(const HostTensor &x, const HostTensor &w, double eps,
                                            DType statsType) {
   HostTensor y(x.dtype(), x.shape()), rstd(statsType, dropLast(x.shape()));
-  auto [rows, n] = rowsOf(x);
+  int64_t rows, n;
+  std::tie(rows, n) = rowsOf(x);
   withFloatType(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T *in = x.data<T>(), *wp = w.data<T>();
@@ -235,7 +241,8 @@ std::tuple<HostTensor, HostTensor> rmsNorm(const HostTensor &x, const HostTensor
 std::tuple<HostTensor, HostTensor> rmsNormGrad(const HostTensor &x, const HostTensor &w,
                                                const HostTensor &rstd, const HostTensor &dy) {
   HostTensor dx(x.dtype(), x.shape()), dw(w.dtype(), w.shape());
-  auto [rows, n] = rowsOf(x);
+  int64_t rows, n;
+  std::tie(rows, n) = rowsOf(x);
   withFloatType(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T *in = x.data<T>(), *wp = w.data<T>(), *g = dy.data<T>();
@@ -358,7 +365,8 @@ HostTensor rope(const HostTensor &x, double theta, bool inverse, int64_t positio
 llvm::Expected<std::tuple<HostTensor, HostTensor>>
 crossEntropy(const HostTensor &logits, const HostTensor &targets, int64_t validClasses,
              DType statsType) {
-  auto [rows, v] = rowsOf(logits);
+  int64_t rows, v;
+  std::tie(rows, v) = rowsOf(logits);
   HostTensor loss(statsType, targets.shape()), lse(statsType, targets.shape());
   const int64_t *t = targets.data<int64_t>();
   for (int64_t r = 0; r < rows; ++r)
@@ -389,7 +397,8 @@ crossEntropy(const HostTensor &logits, const HostTensor &targets, int64_t validC
 llvm::Expected<HostTensor> crossEntropyGrad(const HostTensor &logits, const HostTensor &targets,
                                             const HostTensor &lse, const HostTensor &dloss,
                                             int64_t validClasses) {
-  auto [rows, v] = rowsOf(logits);
+  int64_t rows, v;
+  std::tie(rows, v) = rowsOf(logits);
   HostTensor out(logits.dtype(), logits.shape());
   const int64_t *t = targets.data<int64_t>();
   for (int64_t r = 0; r < rows; ++r)

@@ -308,7 +308,7 @@ llvm::Expected<TensorMap> PipelineCpuBackend::step(const TensorMap &inputs) {
       TensorMap in =
           localInputs(micro[static_cast<size_t>(k)], kind == 'F' ? forward : backward, r);
       const auto began = Clock::now();
-      auto timed = llvm::make_scope_exit([&] {
+      llvm::scope_exit timed([&] {
         busy[static_cast<size_t>(r)] += since(Clock::now()) - since(began);
         end[static_cast<size_t>(r)] = since(Clock::now());
       });

@@ -198,16 +198,19 @@ void expectPartitionedMatches(const MeshCase &m) {
         EXPECT_EQ(allToAlls, 4 * config->model.n_layer);
       step.walk([&](EmbeddingGradOp e) {
         auto t = cast<RankedTensorType>(e.getType());
-        if (t.getRank() == 3) // batched by group: the MoE's (wte's is a matrix)
-          EXPECT_EQ(t.getDimSize(0),
-                  config->model.moe.groups / dp)
-            << "a scatter-add of slot gradients into every group's tokens";
+        if (t.getRank() == 3) { // batched by group: the MoE's (wte's is a matrix)
+          EXPECT_EQ(t.getDimSize(0), config->model.moe.groups / dp)
+              << "a scatter-add of slot gradients into every group's tokens";
+        }
       });
       step.walk([&](AllGatherOp g) {
-        if (auto arg = dyn_cast<BlockArgument>(g.getOperand()))
-          if (auto name = step.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
-                                                            KilnDialect::kParamAttrName))
-            EXPECT_FALSE(name.getValue().contains("experts")) << name.getValue().str();
+        auto arg = dyn_cast<BlockArgument>(g.getOperand());
+        auto name =
+            arg ? step.getArgAttrOfType<StringAttr>(arg.getArgNumber(), KilnDialect::kParamAttrName)
+                : StringAttr();
+        if (name) {
+          EXPECT_FALSE(name.getValue().contains("experts")) << name.getValue().str();
+        }
       });
       // The experts' batched matmuls (both operands [E, …]; the dense
       // projections' weights are matrices, attention's operands rank 4).

@@ -237,8 +237,9 @@ void expectPipelineMatches(const PipelineCase &c) {
     EXPECT_NEAR(out->at("loss").get(0), loss, 1e-10 * std::fabs(loss)) << "step " << step;
     double norm = applied->at("grad_norm").get(0);
     EXPECT_NEAR(out->at("grad_norm").get(0), norm, 1e-10 * norm) << "step " << step;
-    if (c.toml == kTinyMoe)
+    if (c.toml == kTinyMoe) {
       EXPECT_TRUE(metrics.count("moe_balance") && metrics.count("moe_dropped"));
+    }
     for (auto &[name, value] : metrics) {
       ASSERT_TRUE(out->count(name)) << name;
       EXPECT_NEAR(out->at(name).get(0), value, 1e-10 * std::fabs(value) + 1e-14)
@@ -544,7 +545,7 @@ TEST(Pipeline, RankProcessesHoldTheirStageAndGatherTheWholeModel) {
       });
       if (!piped)
         return;
-      auto group = dist::SocketGroup::connect({r, 2, "127.0.0.1", port, 60});
+      auto group = dist::SocketGroup::connect({r, 2, "127.0.0.1", port, 60, ""});
       if (!group)
         return fail(group.takeError());
       auto local = std::make_unique<cpu::CpuBackend>();

@@ -956,8 +956,9 @@ TEST(Plan, GradientSumsRunInBucketsOfTheConfiguredSize) {
       }
       // In this step nothing reads a gradient's sum before the optimizer,
       // so no bucket but the last closes before it is full.
-      if (id + 1 < static_cast<int64_t>(buckets.size()))
+      if (id + 1 < static_cast<int64_t>(buckets.size())) {
         EXPECT_GE(bytes, cap) << "bucket " << id;
+      }
     }
     // A bucket split in two runs (steps moved by hand) is refused.
     if (zero == 0 && buckets.size() >= 2) {
@@ -973,8 +974,9 @@ TEST(Plan, GradientSumsRunInBucketsOfTheConfiguredSize) {
     }
     // The tiny model's 30 KiB of gradients: one bucket at 25 MiB; at 4 KiB
     // several, and a sum of 4 KiB or more alone is left unmarked.
-    if (mib >= 1)
+    if (mib >= 1) {
       EXPECT_EQ(buckets.size(), 1u);
+    }
     EXPECT_GT(members, sums / 2);
   }
 }

@@ -34,7 +34,7 @@ std::vector<std::string> runRanks(int64_t size, double timeout, const MeshAxes &
   std::vector<std::thread> threads;
   for (int64_t r = 0; r < size; ++r)
     threads.emplace_back([&, r] {
-      dist::GroupOptions options{r, size, "127.0.0.1", port, timeout};
+      dist::GroupOptions options{r, size, "127.0.0.1", port, timeout, ""};
       auto group = dist::SocketGroup::connect(options);
       if (!group) {
         errors[r] = llvm::toString(group.takeError());
@@ -181,7 +181,7 @@ TEST(SocketGroup, ARankThatDiesIsNamed) {
   std::vector<std::thread> threads;
   for (int64_t r = 0; r < 3; ++r)
     threads.emplace_back([&, r] {
-      auto group = dist::SocketGroup::connect({r, 3, "127.0.0.1", port, 30});
+      auto group = dist::SocketGroup::connect({r, 3, "127.0.0.1", port, 30, ""});
       if (!group) {
         errors[r] = llvm::toString(group.takeError());
         return;
@@ -235,7 +235,7 @@ TEST(SocketGroup, PeerFailureNamesADeadOrAbortingRankWithoutACollective) {
     std::vector<std::thread> threads;
     for (int64_t r = 0; r < 3; ++r)
       threads.emplace_back([&, r] {
-        auto group = dist::SocketGroup::connect({r, 3, "127.0.0.1", port, 30});
+        auto group = dist::SocketGroup::connect({r, 3, "127.0.0.1", port, 30, ""});
         if (!group) {
           seen[r] = llvm::toString(group.takeError());
           return;
@@ -334,12 +334,12 @@ TEST(SocketGroup, RanksRunningDifferentProgramsAreTold) {
 TEST(SocketGroup, ConnectingFailsClearly) {
   // Rank 1 never starts.
   int port = test::freePort();
-  auto alone = dist::SocketGroup::connect({0, 2, "127.0.0.1", port, 1});
+  auto alone = dist::SocketGroup::connect({0, 2, "127.0.0.1", port, 1, ""});
   ASSERT_FALSE(static_cast<bool>(alone));
   EXPECT_EQ(llvm::toString(alone.takeError()),
             "rank 0 waited 1 s on port " + std::to_string(port) + " for rank 1 to connect");
   // Nobody listens for rank 1.
-  auto lost = dist::SocketGroup::connect({1, 2, "127.0.0.1", test::freePort(), 1});
+  auto lost = dist::SocketGroup::connect({1, 2, "127.0.0.1", test::freePort(), 1, ""});
   ASSERT_FALSE(static_cast<bool>(lost));
   EXPECT_NE(llvm::toString(lost.takeError()).find("rank 1 could not reach rank 0 at 127.0.0.1:"),
             std::string::npos);
@@ -349,7 +349,7 @@ TEST(SocketGroup, ConnectingFailsClearly) {
   std::vector<std::thread> threads;
   for (int64_t k = 0; k < 3; ++k)
     threads.emplace_back([&, k] {
-      auto g = dist::SocketGroup::connect({k == 0 ? 0 : 1, 3, "127.0.0.1", port, 5});
+      auto g = dist::SocketGroup::connect({k == 0 ? 0 : 1, 3, "127.0.0.1", port, 5, ""});
       errors[k] = g ? "" : llvm::toString(g.takeError());
     });
   for (std::thread &t : threads)
@@ -359,5 +359,5 @@ TEST(SocketGroup, ConnectingFailsClearly) {
               errors[2] == "two processes connected as rank 1")
       << errors[1] << " / " << errors[2];
   // Not a rank of the group.
-  EXPECT_FALSE(static_cast<bool>(dist::SocketGroup::connect({2, 2, "127.0.0.1", port, 1})));
+  EXPECT_FALSE(static_cast<bool>(dist::SocketGroup::connect({2, 2, "127.0.0.1", port, 1, ""})));
 }

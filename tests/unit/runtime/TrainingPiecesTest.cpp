@@ -56,7 +56,8 @@ TEST(Safetensors, RoundTripsEveryDtype) {
   auto back = readSafetensors(dir + "/t.safetensors", &meta);
   ASSERT_TRUE(static_cast<bool>(back)) << llvm::toString(back.takeError());
   ASSERT_EQ(back->size(), tensors.size());
-  for (const auto &[name, t] : tensors) {
+  for (const auto &[key, t] : tensors) {
+    const std::string &name = key; // (the lambda captures it)
     auto it = std::find_if(back->begin(), back->end(), [&](const auto &e) { return e.first == name; });
     ASSERT_NE(it, back->end()) << name;
     EXPECT_TRUE(sameTensor(it->second, t)) << name;
@@ -511,9 +512,9 @@ TEST(HuggingFace, LlamaTransposesAndRefusesUnknownTensors) {
 // A checkpoint or weights file must hold every tensor the model needs, with
 // its type; a partial load is explicit and says what stays fresh.
 TEST(LoadState, EveryTensorPresentUnlessPartial) {
-  std::vector<StateSpec> specs{{"w", true, cpu::DType::F32, {2, 3}, "zeros"},
-                               {"b", true, cpu::DType::F32, {3}, "zeros"},
-                               {"w.adam_m", false, cpu::DType::F32, {2, 3}, "zeros"}};
+  std::vector<StateSpec> specs{{"w", true, cpu::DType::F32, {2, 3}, "zeros", "", false},
+                               {"b", true, cpu::DType::F32, {3}, "zeros", "", false},
+                               {"w.adam_m", false, cpu::DType::F32, {2, 3}, "zeros", "", false}};
   NamedTensors onlyW{{"w", filled(cpu::DType::F32, {2, 3}, 1)}};
   auto strict = checkStateComplete(specs, onlyW, /*params=*/true, /*partial=*/false, "ckpt");
   ASSERT_FALSE(static_cast<bool>(strict));
@@ -554,10 +555,10 @@ TEST(LoadState, EveryTensorPresentUnlessPartial) {
 // accumulators (`<param>.grad_acc`, written before they were transient)
 // load into a model that has none, nonzero ones do not.
 TEST(LoadState, TransientStatesAreNeitherAskedForNorRequired) {
-  StateSpec acc{"w.grad_acc", false, cpu::DType::F32, {2, 3}, "zeros"};
+  StateSpec acc{"w.grad_acc", false, cpu::DType::F32, {2, 3}, "zeros", "", false};
   acc.transient = true;
-  std::vector<StateSpec> specs{{"w", true, cpu::DType::F32, {2, 3}, "zeros"},
-                               {"w.adam_m", false, cpu::DType::F32, {2, 3}, "zeros"},
+  std::vector<StateSpec> specs{{"w", true, cpu::DType::F32, {2, 3}, "zeros", "", false},
+                               {"w.adam_m", false, cpu::DType::F32, {2, 3}, "zeros", "", false},
                                acc};
   EXPECT_FALSE(isCheckpointed(specs, "w.grad_acc"));
   EXPECT_TRUE(isCheckpointed(specs, "w.adam_m"));
