@@ -127,6 +127,19 @@ train_sets=(--set data.train=$SHARD --set data.val=$SHARD --set data.mode=sequen
             --set eval.every=0 --set eval.batches=1 --set eval.sample_tokens=0
             --set checkpoint.every=0 --set checkpoint.keep=1)
 
+# GPT-2 124M in bf16 on that shard for STEPS steps, with the extra --set
+# arguments after them: $OUT/train-NAME.log and $OUT/metrics-NAME.jsonl
+# (an error in the log is printed).
+train124m() {
+  local name=$1 steps=$2
+  shift 2
+  rm -rf /tmp/run-$name
+  XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml --set train.steps=$steps \
+    "${train_sets[@]}" --set train.precision=bf16-mixed "$@" --set run.dir=/tmp/run-$name \
+    > "$OUT/train-$name.log" 2>&1 || grep -E "error" "$OUT/train-$name.log"
+  cp /tmp/run-$name/metrics.jsonl "$OUT/metrics-$name.jsonl"
+}
+
 for stage in "${stages[@]}"; do
   echo "=== $stage"
   case $stage in
@@ -346,12 +359,7 @@ EOF2
     # the two averaged curves beside the same between runs of one setting.
     key=${FUSE_KEY:-fuse}
     for i in $(seq ${REPEATS:-3}); do for f in true false; do
-      rm -rf /tmp/fr-$f-$i
-      XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml --set train.steps=200 \
-        "${train_sets[@]}" --set train.precision=bf16-mixed --set compile.$key=$f \
-        --set run.dir=/tmp/fr-$f-$i > "$OUT/train-fuse-repeat-$f-$i.log" 2>&1 \
-        || grep -E "error" "$OUT/train-fuse-repeat-$f-$i.log"
-      cp /tmp/fr-$f-$i/metrics.jsonl "$OUT/metrics-fuse-repeat-$f-$i.jsonl"
+      train124m fuse-repeat-$f-$i 200 --set compile.$key=$f
     done; done
     python3 - "$OUT" "$key" "${REPEATS:-3}" <<'EOF2'
 import json, sys
@@ -380,11 +388,7 @@ EOF2
     # weights and batches; the runs differ only by the order of dq's
     # atomic sums in the flash backward.
     for run in 1 2; do
-      rm -rf /tmp/rep-$run
-      XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml --set train.steps=200 \
-        "${train_sets[@]}" --set train.precision=bf16-mixed --set run.dir=/tmp/rep-$run \
-        > "$OUT/train-repeat-$run.log" 2>&1 || grep -E "error" "$OUT/train-repeat-$run.log"
-      cp /tmp/rep-$run/metrics.jsonl "$OUT/metrics-repeat-$run.jsonl"
+      train124m repeat-$run 200
     done
     python3 - "$OUT" <<'EOF2'
 import json, sys
@@ -464,12 +468,7 @@ EOF2
         attention-unfused:compile.fuse_attention=never; do
         name=${setting%%:*}
         for i in 1 2; do
-          rm -rf /tmp/det-$name-$i
-          XDG_CACHE_HOME=/tmp/kiln-cache $KILN train configs/gpt2-124m.toml \
-            --set train.steps=${DET_STEPS:-200} "${train_sets[@]}" --set train.precision=bf16-mixed \
-            --set train.deterministic=true --set ${setting#*:} --set run.dir=/tmp/det-$name-$i \
-            > "$OUT/train-det-$name-$i.log" 2>&1 || grep -E "error" "$OUT/train-det-$name-$i.log"
-          cp /tmp/det-$name-$i/metrics.jsonl "$OUT/metrics-det-$name-$i.jsonl"
+          train124m det-$name-$i ${DET_STEPS:-200} --set train.deterministic=true --set ${setting#*:}
         done
       done
       python3 - "$OUT" <<'EOF2'

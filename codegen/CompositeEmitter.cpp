@@ -834,7 +834,7 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
   int64_t accumulator = scratch.getInt(), delta = accumulator + rows * d * 4,
           order = delta + rows * 4;
   const bool ordered = deterministic(op);
-  const int64_t orderWords = ordered ? 1 + a.b * a.h * ((a.tq + 63) / 64) : 0;
+  const int64_t orderWords = ordered ? a.orderWords() : 0;
   // 1. rowsum(dout ⊙ out), and the f32 dq accumulator (and the counters)
   // zeroed.
   {

@@ -154,8 +154,7 @@ namespace {
 int64_t attentionGradScratch(const AttentionDims &a) {
   int64_t heads = saturatingMul(a.b, a.h);
   int64_t rows = saturatingMul(heads, a.tq);
-  return saturatingMul(4, saturatingAdd(saturatingMul(rows, a.d + 1),
-                                        saturatingAdd(1, saturatingMul(heads, (a.tq + 63) / 64))));
+  return saturatingMul(4, saturatingAdd(saturatingMul(rows, a.d + 1), a.orderWords()));
 }
 } // namespace
 

@@ -584,6 +584,17 @@ __device__ __forceinline__ void waitTurn(const int *turn, int place) {
   __syncthreads();
 }
 
+// Key block keyBlock's turn at query block i (of BM rows) of head bh, of
+// KBLOCKS key blocks of BN keys: waits for it (causal, its place is
+// lastKeyBlock(i) − keyBlock; not causal, keyBlock) and returns the turn
+// counter for endTurn.
+template <bool CAUSAL, int BM, int BN, int KBLOCKS, int QBLOCKS>
+__device__ __forceinline__ int *awaitDqTurn(int *order, i64 bh, i64 i, i64 keyBlock) {
+  int *turn = turnOf<QBLOCKS>(order, bh, i);
+  waitTurn(turn, CAUSAL ? lastKeyBlock<BM, BN, KBLOCKS>(i) - (int)keyBlock : (int)keyBlock);
+  return turn;
+}
+
 // After every thread's adds: the next key block's turn (released, so its
 // adds come after these).
 __device__ __forceinline__ void endTurn(int *turn) {
@@ -844,10 +855,9 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
           mma<T>(dq[2 * np + 1], af, kf[2], kf[3]);
         }
       }
-      int *turn = ORDERED ? turnOf<QBLOCKS>(order, bh, i0 / BM) : nullptr;
+      int *turn = nullptr;
       if constexpr (ORDERED)
-        waitTurn(turn, CAUSAL ? lastKeyBlock<BM, BN, KBLOCKS>(i0 / BM) - (int)keyBlock
-                              : (int)keyBlock);
+        turn = awaitDqTurn<CAUSAL, BM, BN, KBLOCKS, QBLOCKS>(order, bh, i0 / BM, keyBlock);
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const i64 query = i0 + mq * 16 + g + half * 8;
@@ -1253,10 +1263,9 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
       keep(dK);
       keep(dq);
     }
-    int *turn = ORDERED ? turnOf<QBLOCKS>(order, bh, i0 / BM) : nullptr;
+    int *turn = nullptr;
     if constexpr (ORDERED)
-      waitTurn(turn, CAUSAL ? lastKeyBlock<BM, BN, KBLOCKS>(i0 / BM) - (int)keyBlock
-                            : (int)keyBlock);
+      turn = awaitDqTurn<CAUSAL, BM, BN, KBLOCKS, QBLOCKS>(order, bh, i0 / BM, keyBlock);
     if constexpr (WGS == 1) {
       // Four adjacent columns a thread: lanes t and t ^ 1 trade halves of
       // their pairs (an even t keeps row g, an odd t row g + 8), so each
