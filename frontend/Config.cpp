@@ -443,7 +443,8 @@ llvm::Error RunConfig::applyOverrides(llvm::ArrayRef<std::string> assignments) {
 
 ModelConfig RunConfig::meshModel() const {
   ModelConfig m = model;
-  m.moe.expert_axis = parallel.ep > 1 ? "dp" : "";
+  m.moe.expert_axis = parallel.ep <= 1 ? "" : parallel.expertGroups() ? "ep" : "dp";
+  m.batch_axes = parallel.batchAxes();
   return m;
 }
 
@@ -572,10 +573,9 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
                                        "must divide the other, so that each rank's rows hold "
                                        "whole groups",
                                        groups, rows));
-    if (parallel.ep > 1 && parallel.ep != parallel.dp)
-      return error(source, fmt::format("parallel.ep = {} must be 1 or parallel.dp = {}: the "
-                                       "experts are split over the data-parallel ranks (expert "
-                                       "groups within dp are planned)",
+    if (parallel.ep > 1 && parallel.dp % parallel.ep != 0)
+      return error(source, fmt::format("parallel.ep = {} does not divide parallel.dp = {}: the "
+                                       "experts are split over groups of ep data-parallel ranks",
                                        parallel.ep, parallel.dp));
     if (model.moe.experts % parallel.ep != 0)
       return error(source, fmt::format("parallel.ep = {} does not divide moe.experts = {}: each "

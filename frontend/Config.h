@@ -98,6 +98,10 @@ struct ModelConfig {
   bool init_partial = false;
   /// [moe]: experts in place of the MLPs (GPT-2 family).
   MoeConfig moe;
+  /// The mesh axes a step's batch is split over, major first: not a key,
+  /// RunConfig::meshModel sets it from the mesh (`edp`, `ep` when a
+  /// mixture of experts splits its experts over part of the dp ranks).
+  std::vector<std::string> batch_axes{"dp"};
 
   /// vocab_size rounded up to vocab_multiple.
   int64_t paddedVocab() const {
@@ -306,9 +310,21 @@ struct ParallelConfig {
   /// Every rank: the pipeline's stages times each stage's mesh (as many
   /// processes on GPUs).
   int64_t allRanks() const { return pp * dp * tp; }
-  /// The mesh as kiln-propagate-sharding's option (`dp=2,tp=1`).
+  /// Experts split over part of the data-parallel ranks (1 < ep < dp):
+  /// the dp ranks then form an edp × ep grid (edp = dp / ep, Megatron's
+  /// expert-data-parallel groups), the batch split over both axes.
+  bool expertGroups() const { return ep > 1 && ep < dp; }
+  /// The mesh as kiln-propagate-sharding's option (`dp=2,tp=1`, or
+  /// `edp=2,ep=2,tp=1` with expertGroups()).
   std::string meshText() const {
-    return "dp=" + std::to_string(dp) + ",tp=" + std::to_string(tp);
+    std::string data = expertGroups()
+                           ? "edp=" + std::to_string(dp / ep) + ",ep=" + std::to_string(ep)
+                           : "dp=" + std::to_string(dp);
+    return data + ",tp=" + std::to_string(tp);
+  }
+  /// The mesh axes the batch is split over, major first.
+  std::vector<std::string> batchAxes() const {
+    return expertGroups() ? std::vector<std::string>{"edp", "ep"} : std::vector<std::string>{"dp"};
   }
 };
 
@@ -350,7 +366,8 @@ struct RunConfig {
   /// Cross-field checks (n_embd divisible by n_head, ...).
   llvm::Error validate(llvm::StringRef source) const;
   /// The model as the mesh builds it: with parallel.ep > 1 the experts
-  /// are split over dp (moe.expert_axis).
+  /// are split over dp (ep = dp) or over ep (ep < dp; the batch then over
+  /// edp and ep: moe.expert_axis, batch_axes).
   ModelConfig meshModel() const;
   /// The resolved config as TOML, every key listed.
   std::string toToml() const;

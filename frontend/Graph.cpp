@@ -78,6 +78,13 @@ Tensor Graph::input(StringRef name, ArrayRef<int64_t> shape, Type elementType) {
 }
 
 void Graph::shard(const Tensor &arg, ArrayRef<StringRef> axes) {
+  std::vector<std::vector<std::string>> lists;
+  for (StringRef a : axes)
+    lists.push_back(a.empty() ? std::vector<std::string>() : std::vector<std::string>{a.str()});
+  shard(arg, lists);
+}
+
+void Graph::shard(const Tensor &arg, ArrayRef<std::vector<std::string>> axes) {
   auto block = mlir::dyn_cast<BlockArgument>(arg.value());
   auto rank = mlir::cast<RankedTensorType>(arg.value().getType()).getRank();
   if (!block || block.getOwner() != body_) {
@@ -89,9 +96,9 @@ void Graph::shard(const Tensor &arg, ArrayRef<StringRef> axes) {
           std::to_string(rank));
     return;
   }
-  if (llvm::all_of(axes, [](StringRef a) { return a.empty(); }))
+  if (llvm::all_of(axes, [](const std::vector<std::string> &a) { return a.empty(); }))
     return; // whole: no annotation
-  argShardings_[block.getArgNumber()] = std::vector<std::string>(axes.begin(), axes.end());
+  argShardings_[block.getArgNumber()] = axes.vec();
 }
 
 FailureOr<func::FuncOp> Graph::finish(ArrayRef<Tensor> results) {
@@ -110,10 +117,13 @@ FailureOr<func::FuncOp> Graph::finish(ArrayRef<Tensor> results) {
     if (!argRoles_[i].empty())
       func_.setArgAttr(i, KilnDialect::kRoleAttrName, builder_.getStringAttr(argRoles_[i]));
     if (!argShardings_[i].empty()) {
-      SmallVector<StringAttr> dims;
-      for (const std::string &axis : argShardings_[i])
-        dims.push_back(builder_.getStringAttr(axis));
-      func_.setArgAttr(i, KilnDialect::kShardingAttrName, ShardingAttr::get(context(), dims, {}));
+      SmallVector<ShardingAttr::Axes> dims;
+      for (const std::vector<std::string> &axes : argShardings_[i]) {
+        dims.emplace_back();
+        for (const std::string &axis : axes)
+          dims.back().push_back(builder_.getStringAttr(axis));
+      }
+      func_.setArgAttr(i, KilnDialect::kShardingAttrName, ShardingAttr::of(context(), dims, {}));
     }
   }
   if (!errors_.empty())

@@ -73,6 +73,9 @@ public:
   /// over the data-parallel axis. The mesh is configuration; on a mesh
   /// without the axis, or where it has size 1, nothing is split.
   void shard(const Tensor &arg, llvm::ArrayRef<llvm::StringRef> axes);
+  /// The same with several axes per dimension, major first: `{{"edp",
+  /// "ep"}, {}}` splits the batch over edp × ep.
+  void shard(const Tensor &arg, llvm::ArrayRef<std::vector<std::string>> axes);
 
   /// Sets the results and returns the function; fails (with the recorded
   /// errors) if any operation had incompatible operands, or if the function
@@ -124,7 +127,8 @@ private:
   std::vector<std::string> errors_;
   std::vector<std::pair<std::string, std::string>> argAttrs_; // (attr, name) per argument
   std::vector<std::string> argInits_, argRoles_;
-  std::vector<std::vector<std::string>> argShardings_; // axis per dimension, or empty
+  /// Per argument, the axes of each dimension (none: not annotated).
+  std::vector<std::vector<std::vector<std::string>>> argShardings_;
 };
 
 //===----------------------------------------------------------------------===//

@@ -85,65 +85,143 @@ int64_t MeshAttr::getNumRanks() const {
 //===----------------------------------------------------------------------===//
 
 Attribute ShardingAttr::parse(AsmParser &parser, Type) {
-  SmallVector<StringAttr> dims, partial;
-  auto axisList = [&](SmallVectorImpl<StringAttr> &into) {
-    return parser.parseCommaSeparatedList(AsmParser::Delimiter::Square, [&]() -> ParseResult {
-      std::string name;
-      if (parser.parseKeywordOrString(&name))
-        return failure();
-      into.push_back(parser.getBuilder().getStringAttr(name == "_" ? "" : name));
-      return success();
-    });
+  SmallVector<Axes> dims;
+  SmallVector<StringAttr> partial;
+  Builder &b = parser.getBuilder();
+  auto axisName = [&](SmallVectorImpl<StringAttr> &into) -> ParseResult {
+    std::string name;
+    if (parser.parseKeywordOrString(&name))
+      return failure();
+    if (name != "_")
+      into.push_back(b.getStringAttr(name));
+    return success();
   };
-  if (parser.parseLess() || axisList(dims))
+  // A dimension: `_`, one axis, or `{a, b}` (major first).
+  auto dim = [&]() -> ParseResult {
+    Axes axes;
+    if (succeeded(parser.parseOptionalLBrace())) {
+      if (parser.parseCommaSeparatedList([&] { return axisName(axes); }) || parser.parseRBrace())
+        return failure();
+    } else if (axisName(axes)) {
+      return failure();
+    }
+    dims.push_back(std::move(axes));
+    return success();
+  };
+  if (parser.parseLess() || parser.parseCommaSeparatedList(AsmParser::Delimiter::Square, dim))
     return {};
   if (succeeded(parser.parseOptionalComma()))
-    if (parser.parseKeyword("partial") || parser.parseEqual() || axisList(partial))
+    if (parser.parseKeyword("partial") || parser.parseEqual() ||
+        parser.parseCommaSeparatedList(AsmParser::Delimiter::Square,
+                                       [&] { return axisName(partial); }))
       return {};
   if (parser.parseGreater())
     return {};
-  return get(parser.getContext(), dims, partial);
+  SmallVector<Attribute> lists;
+  for (const Axes &axes : dims)
+    lists.push_back(b.getArrayAttr(SmallVector<Attribute>(axes.begin(), axes.end())));
+  SmallVector<ArrayAttr> arrays;
+  for (Attribute a : lists)
+    arrays.push_back(cast<ArrayAttr>(a));
+  return getChecked([&] { return parser.emitError(parser.getNameLoc()); }, parser.getContext(),
+                    arrays, partial);
 }
 
 void ShardingAttr::print(AsmPrinter &printer) const {
-  auto axes = [&](ArrayRef<StringAttr> list) {
-    printer << "[";
-    llvm::interleaveComma(list, printer, [&](StringAttr a) {
-      printer << (a.getValue().empty() ? StringRef("_") : a.getValue());
-    });
-    printer << "]";
-  };
-  printer << "<";
-  axes(getDims());
+  printer << "<[";
+  llvm::interleaveComma(getAllAxes(), printer, [&](const Axes &axes) {
+    if (axes.empty())
+      printer << "_";
+    else if (axes.size() == 1)
+      printer << axes[0].getValue();
+    else {
+      printer << "{";
+      llvm::interleaveComma(axes, printer, [&](StringAttr a) { printer << a.getValue(); });
+      printer << "}";
+    }
+  });
+  printer << "]";
   if (!getPartial().empty()) {
-    printer << ", partial = ";
-    axes(getPartial());
+    printer << ", partial = [";
+    llvm::interleaveComma(getPartial(), printer, [&](StringAttr a) { printer << a.getValue(); });
+    printer << "]";
   }
   printer << ">";
 }
 
+LogicalResult ShardingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                   ArrayRef<ArrayAttr> dims, ArrayRef<StringAttr> partial) {
+  SmallVector<StringRef> seen;
+  for (auto [d, list] : llvm::enumerate(dims))
+    for (Attribute a : list) {
+      auto name = dyn_cast<StringAttr>(a);
+      if (!name || name.getValue().empty() || name.getValue() == "_")
+        return emitError() << "dimension " << d
+                           << " of a sharding names an axis that is not a "
+                              "name";
+      if (llvm::is_contained(seen, name.getValue()))
+        return emitError() << "mesh axis '" << name.getValue()
+                           << "' splits two dimensions of one sharding (or one twice)";
+      seen.push_back(name.getValue());
+    }
+  for (StringAttr a : partial)
+    if (llvm::is_contained(seen, a.getValue()))
+      return emitError() << "mesh axis '" << a.getValue()
+                         << "' both splits a dimension and sums partial values";
+  return success();
+}
+
+ShardingAttr ShardingAttr::of(MLIRContext *context, ArrayRef<Axes> dims,
+                              ArrayRef<StringAttr> partial) {
+  SmallVector<ArrayAttr> lists;
+  for (const Axes &axes : dims)
+    lists.push_back(ArrayAttr::get(context, SmallVector<Attribute>(axes.begin(), axes.end())));
+  return get(context, lists, partial);
+}
+
 ShardingAttr ShardingAttr::getReplicated(MLIRContext *context, int64_t rank) {
-  SmallVector<StringAttr> dims(rank, StringAttr::get(context, ""));
-  return get(context, dims, {});
+  return of(context, SmallVector<Axes>(rank), {});
 }
 
 bool ShardingAttr::isReplicated() const {
-  return getPartial().empty() &&
-         llvm::all_of(getDims(), [](StringAttr a) { return a.getValue().empty(); });
+  return getPartial().empty() && llvm::all_of(getDims(), [](ArrayAttr a) { return a.empty(); });
 }
 
-StringRef ShardingAttr::getAxis(unsigned d) const {
-  return d < getDims().size() ? getDims()[d].getValue() : StringRef();
+ShardingAttr::Axes ShardingAttr::getAxes(unsigned d) const {
+  Axes axes;
+  if (d < getDims().size())
+    for (Attribute a : getDims()[d])
+      axes.push_back(cast<StringAttr>(a));
+  return axes;
+}
+
+SmallVector<ShardingAttr::Axes> ShardingAttr::getAllAxes() const {
+  SmallVector<Axes> all;
+  for (unsigned d = 0; d < getDims().size(); ++d)
+    all.push_back(getAxes(d));
+  return all;
+}
+
+bool ShardingAttr::splitsOver(StringRef axis) const {
+  return llvm::any_of(getAllAxes(), [&](const Axes &axes) {
+    return llvm::any_of(axes, [&](StringAttr a) { return a.getValue() == axis; });
+  });
 }
 
 ShardingAttr ShardingAttr::withoutPartial() const {
   return get(getContext(), getDims(), {});
 }
 
+int64_t ShardingAttr::splitSize(unsigned d, MeshAttr mesh) const {
+  int64_t n = 1;
+  for (StringAttr a : getAxes(d))
+    n *= mesh.getAxisSize(a.getValue());
+  return n;
+}
+
 SmallVector<int64_t> ShardingAttr::localShape(ArrayRef<int64_t> globalShape, MeshAttr mesh) const {
   SmallVector<int64_t> local(globalShape);
   for (auto [d, size] : llvm::enumerate(local))
-    if (StringRef axis = getAxis(d); !axis.empty())
-      size /= mesh.getAxisSize(axis);
+    size /= splitSize(d, mesh);
   return local;
 }

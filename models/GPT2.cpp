@@ -117,30 +117,31 @@ Auxiliary moeAuxiliary(Graph &g, Tensor balance, Tensor dropped, int64_t layers,
 
 StepInputs stepInputs(Graph &g, int64_t batch, int64_t seqLen, GPT2Output output,
                       const ModelConfig &config) {
-  // Data parallelism: the batch is split over the mesh's dp axis (a batch
-  // of one, as sampling runs, stays whole).
-  llvm::StringRef batchAxis = batch > 1 ? "dp" : "";
+  // Data parallelism: the batch is split over the mesh's data-parallel
+  // axes (a batch of one, as sampling runs, stays whole).
+  std::vector<std::string> batchAxes = batch > 1 ? config.batch_axes : std::vector<std::string>();
+  const std::vector<std::string> whole;
   StepInputs in;
   in.tokens = g.input("tokens", {batch, seqLen}, g.i32());
-  g.shard(in.tokens, {batchAxis, ""});
+  g.shard(in.tokens, {batchAxes, whole});
   if (output != GPT2Output::Logits) {
     in.targets = g.input("targets", {batch, seqLen}, g.i32());
-    g.shard(in.targets, {batchAxis, ""});
+    g.shard(in.targets, {batchAxes, whole});
   }
   if (config.document_masking && output != GPT2Output::Logits) {
     in.segments = g.input("segments", {batch, seqLen}, g.i32());
-    g.shard(in.segments, {batchAxis, ""});
+    g.shard(in.segments, {batchAxes, whole});
     // Rotary embeddings are relative: within a document they see the same
     // offsets wherever it starts, so only learned absolute positions
     // (GPT-2's wpe) read the restarted ones.
     if (config.kind == "gpt2") {
       in.positions = g.input("positions", {batch, seqLen}, g.i32());
-      g.shard(in.positions, {batchAxis, ""});
+      g.shard(in.positions, {batchAxes, whole});
     }
   }
   if (output == GPT2Output::Loss && config.objective == "dpo") {
     in.refLogps = g.input("ref_logps", {batch}, g.floatType());
-    g.shard(in.refLogps, {batchAxis});
+    g.shard(in.refLogps, {batchAxes});
   }
   return in;
 }

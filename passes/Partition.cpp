@@ -94,8 +94,8 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     for (auto [i, operand] : llvm::enumerate(ret->getOpOperands())) {
       Value v = operand.get();
       auto want = func.getResultAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName);
-      want = want ? normalize(want)
-                  : ShardingAttr::getReplicated(&getContext(), layout_[v].getDims().size());
+      want =
+          want ? normalize(want) : ShardingAttr::getReplicated(&getContext(), layout_[v].getRank());
       FailureOr<Value> c = convert(v, want, ret, "the function result");
       if (failed(c))
         return failure();
@@ -186,16 +186,18 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
 
   /// `s` without the axes of size 1 (they split nothing).
   ShardingAttr normalize(ShardingAttr s) {
-    auto real = [&](StringAttr a) {
-      return a.getValue().empty() || axisSize(a.getValue()) > 1 ? a : StringAttr::get(&getContext(), "");
-    };
-    SmallVector<StringAttr> dims, partial;
-    for (StringAttr a : s.getDims())
-      dims.push_back(real(a));
+    SmallVector<ShardingAttr::Axes> dims;
+    SmallVector<StringAttr> partial;
+    for (const ShardingAttr::Axes &axes : s.getAllAxes()) {
+      dims.emplace_back();
+      for (StringAttr a : axes)
+        if (axisSize(a.getValue()) > 1)
+          dims.back().push_back(a);
+    }
     for (StringAttr a : s.getPartial())
       if (axisSize(a.getValue()) > 1)
         partial.push_back(a);
-    return ShardingAttr::get(&getContext(), dims, partial);
+    return ShardingAttr::of(&getContext(), dims, partial);
   }
 
   /// "parameter h.0.mlp.fc.w" for a function argument.
@@ -218,12 +220,20 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
   }
 
   /// The layout operand or result `factors` must have when the op's
-  /// factors are split as `factorAxis` says.
-  ShardingAttr wanted(ArrayRef<int64_t> factors, ArrayRef<StringAttr> factorAxis) {
-    SmallVector<StringAttr> dims;
+  /// factors are split as `factorAxes` says.
+  ShardingAttr wanted(ArrayRef<int64_t> factors, ArrayRef<ShardingAttr::Axes> factorAxes) {
+    SmallVector<ShardingAttr::Axes> dims;
     for (int64_t f : factors)
-      dims.push_back(f < 0 ? StringAttr::get(&getContext(), "") : factorAxis[f]);
-    return ShardingAttr::get(&getContext(), dims, {});
+      dims.push_back(f < 0 ? ShardingAttr::Axes() : factorAxes[f]);
+    return ShardingAttr::of(&getContext(), dims, {});
+  }
+
+  /// The product of `axes`' sizes.
+  int64_t partsOf(ArrayRef<StringRef> axes) const {
+    int64_t n = 1;
+    for (StringRef a : axes)
+      n *= axisSize(a);
+    return n;
   }
 
   /// `v` (in its recorded layout) as `want`, inserting the collectives
@@ -250,9 +260,36 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     OpBuilder b(user);
     Location loc = user->getLoc();
     Value cur = v;
-    SmallVector<StringRef> dims;
-    for (StringAttr a : have.getDims())
-      dims.push_back(a.getValue());
+    // Per dimension, the axes splitting it now and those wanted, major
+    // first. A dimension split over [a, b] holds, on the rank with
+    // coordinates (i, j), chunk i·|b| + j: appending an axis cuts a rank's
+    // chunk further (a reduce_scatter or a take_shard over it), and only
+    // the last (minor) axis can leave by itself (an all_gather or an
+    // all_to_all over it).
+    SmallVector<SmallVector<StringRef, 2>> dims, wantDims;
+    for (const ShardingAttr::Axes &axes : have.getAllAxes()) {
+      dims.emplace_back();
+      for (StringAttr a : axes)
+        dims.back().push_back(a.getValue());
+    }
+    for (unsigned d = 0; d < dims.size(); ++d) {
+      wantDims.emplace_back();
+      for (StringAttr a : want.getAxes(d))
+        wantDims.back().push_back(a.getValue());
+    }
+    auto splitsOver = [&](StringRef axis) {
+      return llvm::any_of(dims, [&](ArrayRef<StringRef> l) { return llvm::is_contained(l, axis); });
+    };
+    // Whether dimension d's wanted axes begin with its current ones.
+    auto onTheWay = [&](size_t d) {
+      return wantDims[d].size() >= dims[d].size() &&
+             llvm::equal(ArrayRef(wantDims[d]).take_front(dims[d].size()), dims[d]);
+    };
+    // Whether `axis` is the next axis dimension d wants.
+    auto nextWanted = [&](size_t d, StringRef axis) {
+      return onTheWay(d) && wantDims[d].size() > dims[d].size() &&
+             wantDims[d][dims[d].size()] == axis;
+    };
     ArrayRef<StringAttr> partial = have.getPartial();
     // A partial operand asked for (a sum of partial sums) must be partial
     // over those axes.
@@ -275,73 +312,104 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
       shape[d] = size;
       return RankedTensorType::get(shape, t.getElementType());
     };
-    // Partial sums first. Where the wanted layout splits a whole dimension
-    // over the same axis, the sum is reduce-scattered into it.
-    for (StringAttr axis : partial) {
-      if (llvm::is_contained(want.getPartial(), axis))
-        continue; // summed later (a sum of partial sums stays partial)
-      int64_t d = 0, rank = static_cast<int64_t>(dims.size());
-      while (d < rank && !(want.getAxis(d) == axis.getValue() && dims[d].empty() &&
-                           !llvm::is_contained(dims, axis.getValue())))
-        ++d;
-      if (d < rank) {
-        std::string cause = source + " leaves a partial sum over " + axis.getValue().str() + "; " +
-                            userText.str() + " needs its part of dimension " +
-                            std::to_string(d) + " summed";
-        int64_t size = cast<RankedTensorType>(cur.getType()).getDimSize(d) / axisSize(axis.getValue());
-        cur = ReduceScatterOp::create(b, loc, withDim(d, size), cur, axis.getValue(), d, cause);
-        dims[d] = axis.getValue();
-        continue;
+    // Partial sums first. Where the wanted layout splits a dimension over
+    // the axis next, the sum is reduce-scattered into it (over edp, then
+    // ep, for a gradient wanted split over both).
+    SmallVector<StringRef> toSum;
+    for (StringAttr axis : partial)
+      if (!llvm::is_contained(want.getPartial(), axis))
+        toSum.push_back(axis.getValue()); // (else summed later: a sum of partial sums)
+    for (bool scattered = true; scattered;) {
+      scattered = false;
+      for (StringRef axis : toSum) {
+        size_t d = 0;
+        while (d < dims.size() && !(nextWanted(d, axis) && !splitsOver(axis)))
+          ++d;
+        if (d == dims.size())
+          continue;
+        std::string cause = source + " leaves a partial sum over " + axis.str() + "; " +
+                            userText.str() + " needs its part of dimension " + std::to_string(d) +
+                            " summed";
+        int64_t size = cast<RankedTensorType>(cur.getType()).getDimSize(d) / axisSize(axis);
+        cur = ReduceScatterOp::create(b, loc, withDim(d, size), cur, axis, d, cause);
+        dims[d].push_back(axis);
+        llvm::erase(toSum, axis);
+        scattered = true;
+        break;
       }
-      std::string cause = source + " leaves a partial sum over " + axis.getValue().str() + "; " +
+    }
+    for (StringRef axis : toSum) {
+      std::string cause = source + " leaves a partial sum over " + axis.str() + "; " +
                           userText.str() + " needs it summed";
-      cur = AllReduceOp::create(b, loc, cur.getType(), cur, axis.getValue(), cause);
+      cur = AllReduceOp::create(b, loc, cur.getType(), cur, axis, cause);
     }
     // An axis that moves from one dimension to another (tokens split by
     // group, wanted split by expert): one all_to_all, each rank's part
     // exchanged, never the whole value gathered.
-    for (size_t from = 0; from < dims.size(); ++from) {
-      StringRef axis = dims[from];
-      if (axis.empty() || want.getAxis(from) == axis)
-        continue;
-      size_t to = 0;
-      while (to < dims.size() && !(dims[to].empty() && want.getAxis(to) == axis))
-        ++to;
-      if (to == dims.size())
-        continue;
-      auto t = cast<RankedTensorType>(cur.getType());
-      SmallVector<int64_t> shape(t.getShape());
-      shape[to] /= axisSize(axis);
-      shape[from] *= axisSize(axis);
-      std::string cause = source + " splits dimension " + std::to_string(from) + " over " +
-                          axis.str() + "; " + userText.str() + " needs dimension " +
-                          std::to_string(to) + " split over it instead";
-      cur = AllToAllOp::create(b, loc, RankedTensorType::get(shape, t.getElementType()), cur, axis,
-                               static_cast<int64_t>(to), static_cast<int64_t>(from), cause);
-      dims[to] = axis;
-      dims[from] = "";
+    for (bool moved = true; moved;) {
+      moved = false;
+      for (size_t from = 0; from < dims.size() && !moved; ++from) {
+        if (dims[from].empty() || onTheWay(from))
+          continue;
+        StringRef axis = dims[from].back();
+        size_t to = 0;
+        while (to < dims.size() && !(to != from && nextWanted(to, axis)))
+          ++to;
+        if (to == dims.size())
+          continue;
+        auto t = cast<RankedTensorType>(cur.getType());
+        SmallVector<int64_t> shape(t.getShape());
+        shape[to] /= axisSize(axis);
+        shape[from] *= axisSize(axis);
+        std::string cause = source + " splits dimension " + std::to_string(from) + " over " +
+                            axis.str() + "; " + userText.str() + " needs dimension " +
+                            std::to_string(to) + " split over it instead";
+        cur = AllToAllOp::create(b, loc, RankedTensorType::get(shape, t.getElementType()), cur,
+                                 axis, static_cast<int64_t>(to), static_cast<int64_t>(from), cause);
+        dims[to].push_back(axis);
+        dims[from].pop_back();
+        moved = true;
+      }
     }
-    // Then each dimension split one way and wanted another: gathered whole,
-    // then (no communication) this rank's part taken.
-    for (auto [d, axis] : llvm::enumerate(dims)) {
-      StringRef wantAxis = want.getAxis(d);
-      if (axis == wantAxis)
-        continue;
+    // Then each dimension split one way and wanted another: the axes past
+    // the common major part gathered (minor first), then (no
+    // communication) this rank's part taken for each wanted axis, once no
+    // other dimension is split over it.
+    auto gatherExtra = [&](size_t d) {
       int64_t size = cast<RankedTensorType>(cur.getType()).getDimSize(d);
-      if (!axis.empty()) {
-        std::string cause = source + " splits dimension " + std::to_string(d) + " over " +
-                            axis.str() + "; " + userText.str() + " needs it whole";
+      while (!onTheWay(d)) {
+        StringRef axis = dims[d].pop_back_val();
+        std::string cause =
+            source + " splits dimension " + std::to_string(d) + " over " + axis.str() + "; " +
+            userText.str() +
+            (dims[d].empty() ? " needs it whole" : " needs it split over fewer axes");
         size *= axisSize(axis);
         cur = AllGatherOp::create(b, loc, withDim(d, size), cur, axis, static_cast<int64_t>(d),
                                   cause);
       }
-      if (!wantAxis.empty()) {
+    };
+    auto takeWanted = [&](size_t d) {
+      int64_t size = cast<RankedTensorType>(cur.getType()).getDimSize(d);
+      while (dims[d].size() < wantDims[d].size() && !splitsOver(wantDims[d][dims[d].size()])) {
+        StringRef axis = wantDims[d][dims[d].size()];
         std::string cause = userText.str() + " needs dimension " + std::to_string(d) +
-                            " split over " + wantAxis.str() + "; " + source + " made it whole";
-        size /= axisSize(wantAxis);
-        cur = TakeShardOp::create(b, loc, withDim(d, size), cur, wantAxis, static_cast<int64_t>(d),
+                            " split over " + axis.str() + "; " + source +
+                            (dims[d].empty() ? " made it whole" : " made it split less");
+        size /= axisSize(axis);
+        cur = TakeShardOp::create(b, loc, withDim(d, size), cur, axis, static_cast<int64_t>(d),
                                   cause);
+        dims[d].push_back(axis);
       }
+    };
+    for (size_t d = 0; d < dims.size(); ++d) {
+      gatherExtra(d);
+      takeWanted(d);
+    }
+    for (size_t d = 0; d < dims.size(); ++d) {
+      takeWanted(d);
+      if (dims[d] != wantDims[d])
+        return user->emitError() << "kiln-partition: cannot convert " << have << " to " << want
+                                 << " for " << userText << " (internal error)";
     }
     converted_[key] = cur;
     return cur;
@@ -360,7 +428,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
       Value v = operand.get();
       ShardingAttr target = layout_[v].withoutPartial();
       if (layout_[v].isPartial()) {
-        target = ShardingAttr::getReplicated(&getContext(), target.getDims().size());
+        target = ShardingAttr::getReplicated(&getContext(), target.getRank());
         for (Operation *use : v.getUsers())
           if (auto adam = dyn_cast<AdamWUpdateOp>(use); adam && adam.getGrad() == v)
             target = layout_[adam->getResult(0)].withoutPartial();
@@ -370,9 +438,10 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
         return failure();
       std::string key;
       SmallVector<StringRef> axes;
-      for (StringAttr a : target.getDims())
-        if (!a.getValue().empty() && !llvm::is_contained(axes, a.getValue()))
-          axes.push_back(a.getValue());
+      for (const ShardingAttr::Axes &list : target.getAllAxes())
+        for (StringAttr a : list)
+          if (!llvm::is_contained(axes, a.getValue()))
+            axes.push_back(a.getValue());
       llvm::sort(axes);
       for (StringRef a : axes)
         key += a.str() + ",";
@@ -420,25 +489,30 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     }
     // Each factor's axis: from the results' dimensions, then the operands'
     // (reduction factors appear only there).
-    SmallVector<StringAttr> factorAxis(rule->factorSizes.size(), StringAttr::get(&getContext(), ""));
+    SmallVector<ShardingAttr::Axes> factorAxes(rule->factorSizes.size());
     auto gather = [&](Value v, ArrayRef<int64_t> factors, bool fromResult) {
       ShardingAttr s = layout_[v];
       for (auto [d, factor] : llvm::enumerate(factors)) {
         const int64_t f = factor; // (a lambda below captures it)
-        if (f < 0 || !factorAxis[f].getValue().empty())
+        if (f < 0 || !factorAxes[f].empty())
           continue;
-        StringAttr a = s.getDims()[d];
-        if (a.getValue().empty())
-          continue;
-        // An operand's split counts for a factor no result shows only when
-        // a result lacking it is partial over that axis (propagation agreed
-        // to split it).
-        if (!fromResult && !llvm::any_of(llvm::enumerate(op->getResults()), [&](auto r) {
-              return llvm::is_contained(rule->reducedFactors(r.index()), f) &&
-                     llvm::is_contained(layout_[r.value()].getPartial(), a);
-            }))
-          continue;
-        factorAxis[f] = a;
+        ShardingAttr::Axes axes = s.getAxes(d);
+        // An operand's split counts for a factor no result shows only as
+        // far as a result lacking it is partial over its axes (propagation
+        // agreed to split it that far).
+        if (!fromResult) {
+          ShardingAttr::Axes summed;
+          for (StringAttr a : axes) {
+            if (!llvm::any_of(llvm::enumerate(op->getResults()), [&](auto r) {
+                  return llvm::is_contained(rule->reducedFactors(r.index()), f) &&
+                         llvm::is_contained(layout_[r.value()].getPartial(), a);
+                }))
+              break;
+            summed.push_back(a);
+          }
+          axes = summed;
+        }
+        factorAxes[f] = axes;
       }
     };
     for (auto [v, f] : llvm::zip_equal(op->getResults(), rule->resultFactors))
@@ -448,7 +522,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
 
     std::string userText = describeOp(op);
     for (auto [i, operand] : llvm::enumerate(op->getOpOperands())) {
-      ShardingAttr want = wanted(rule->operandFactors[i], factorAxis);
+      ShardingAttr want = wanted(rule->operandFactors[i], factorAxes);
       // An add or sub whose result propagation left partial takes its
       // operands partial over the same axes.
       if (isa<AddOp, SubOp>(op) && layout_[op->getResult(0)].isPartial())
@@ -461,7 +535,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     }
     for (auto [v, f] : llvm::zip_equal(op->getResults(), rule->resultFactors)) {
       ShardingAttr s = layout_[v];
-      if (wanted(f, factorAxis) != s.withoutPartial())
+      if (wanted(f, factorAxes) != s.withoutPartial())
         return op->emitError() << "kiln-partition: result layout " << s
                                << " disagrees with the op's factors (internal error in "
                                   "kiln-propagate-sharding)";
@@ -470,7 +544,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     if (auto matmul = dyn_cast<MatmulOp>(op); matmul && matmul.getBias() &&
                                                  layout_[matmul.getResult()].isPartial())
       splitBias(matmul);
-    return rewriteAttributes(op, *rule, factorAxis);
+    return rewriteAttributes(op, *rule, factorAxes);
   }
 
   /// A matmul whose products are partial sums (a row-parallel layer) must
@@ -490,18 +564,25 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     // wants a dimension split over a partial axis, the sum is
     // reduce-scattered into it (half an all-reduce's traffic) and the bias
     // added to this rank's part.
-    SmallVector<StringAttr> dims(layout.getDims());
+    SmallVector<ShardingAttr::Axes> dims = layout.getAllAxes();
     Operation *user = result.hasOneUse() ? *result.getUsers().begin() : nullptr;
     ShardingAttr userLayout;
     if (user && user->hasTrait<kiln::OpTrait::Elementwise>() && user->getNumResults() == 1)
       userLayout = layout_[user->getResult(0)];
     Value sum = result;
     Operation *first = nullptr; // the collective that reads the partial product
+    // Whether the user's dimension d is this one's axes and then `axis`.
+    auto nextWanted = [&](int64_t d, StringAttr axis) {
+      ShardingAttr::Axes want = userLayout.getAxes(d);
+      return userLayout.getRank() == static_cast<size_t>(rank) &&
+             want.size() == dims[d].size() + 1 && want.back() == axis &&
+             llvm::equal(ArrayRef(want).drop_back(), dims[d]) &&
+             !llvm::any_of(dims,
+                           [&](ArrayRef<StringAttr> l) { return llvm::is_contained(l, axis); });
+    };
     for (StringAttr axis : layout.getPartial()) {
       int64_t d = 0;
-      while (userLayout && d < rank - 1 &&
-             !(userLayout.getDims().size() == static_cast<size_t>(rank) &&
-               userLayout.getAxis(d) == axis.getValue() && dims[d].getValue().empty()))
+      while (userLayout && d < rank - 1 && !nextWanted(d, axis))
         ++d;
       if (userLayout && d < rank - 1) {
         auto t = cast<RankedTensorType>(sum.getType());
@@ -512,7 +593,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
             describeOp(matmul) + " leaves a partial sum over " + axis.getValue().str() + "; " +
                 describeOp(user) + " needs its part of dimension " + std::to_string(d) +
                 " summed (the bias added after, once)");
-        dims[d] = axis;
+        dims[d].push_back(axis);
       } else {
         sum = AllReduceOp::create(b, loc, sum.getType(), sum, axis.getValue(),
                                   describeOp(matmul) + " sums over " + axis.getValue().str() +
@@ -528,7 +609,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     result.replaceUsesWithIf(out, [&](OpOperand &use) {
       return use.getOwner() != first && use.getOwner() != out.getDefiningOp();
     });
-    ShardingAttr summed = ShardingAttr::get(&getContext(), dims, {});
+    ShardingAttr summed = ShardingAttr::of(&getContext(), dims, {});
     layout_[out] = summed;
     layout_[broadcast] = summed;
     layout_[sum] = summed;
@@ -537,7 +618,7 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
   /// What changes besides the types: a slice's limits on split dimensions,
   /// a splat's shape, a mean over split dimensions.
   LogicalResult rewriteAttributes(Operation *op, const ShardingRule &rule,
-                                  ArrayRef<StringAttr> factorAxis) {
+                                  ArrayRef<ShardingAttr::Axes> factorAxes) {
     if (auto slice = dyn_cast<SliceOp>(op)) {
       SmallVector<int64_t> limits(slice.getLimitIndices());
       auto local = cast<RankedTensorType>(slice.getResult().getType()).getShape();
@@ -558,8 +639,8 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
       return success();
     int64_t ranks = 1;
     for (int64_t f : rule.reducedFactors(0))
-      if (!factorAxis[f].getValue().empty())
-        ranks *= axisSize(factorAxis[f].getValue());
+      for (StringAttr a : factorAxes[f])
+        ranks *= axisSize(a.getValue());
     if (ranks == 1)
       return success();
     // Each rank's mean is over 1/ranks of the elements: scaled by 1/ranks,

@@ -1,8 +1,9 @@
 //===- PropagateSharding.cpp - spread argument shardings to every value ----===//
 //
 // Fixed-point propagation over the ops' factor rules, forward and backward
-// (docs/sharding.md). Only ever splits a dimension that was whole, so it
-// terminates: each sweep either splits something or stops.
+// (docs/sharding.md). Only ever splits a dimension further (a whole one,
+// or one split over a major part of the axes it gets), so it terminates:
+// each sweep either splits something or stops.
 //
 //===----------------------------------------------------------------------===//
 
@@ -21,10 +22,14 @@ using namespace kiln;
 
 namespace {
 
-/// A value's layout while propagating: per dimension the index of the
-/// mesh axis splitting it (-1: whole), and the partial-sum axes as bits.
+/// The mesh axes (their indices) splitting one dimension, major first;
+/// empty when whole.
+using AxisList = SmallVector<int, 2>;
+
+/// A value's layout while propagating: per dimension the mesh axes
+/// splitting it, and the partial-sum axes as bits.
 struct Layout {
-  SmallVector<int> dims;
+  SmallVector<AxisList> dims;
   unsigned partial = 0;
   /// Function arguments: the caller's layout, never changed.
   bool fixed = false;
@@ -40,9 +45,12 @@ struct Layout {
   bool input = false;
 
   bool usesAxis(int axis) const {
-    return (partial >> axis & 1) || llvm::is_contained(dims, axis);
+    return (partial >> axis & 1) ||
+           llvm::any_of(dims, [&](const AxisList &l) { return llvm::is_contained(l, axis); });
   }
-  bool isReplicated() const { return partial == 0 && llvm::all_of(dims, [](int a) { return a < 0; }); }
+  bool isReplicated() const {
+    return partial == 0 && llvm::all_of(dims, [](const AxisList &l) { return l.empty(); });
+  }
 };
 
 struct PropagateShardingPass
@@ -64,11 +72,19 @@ struct PropagateShardingPass
     return it->second;
   }
 
-  /// Whether `v`'s producer can make dimension `d` split over axis `a`: an
+  /// The number of parts `axes` cut a dimension into.
+  int64_t partsOf(ArrayRef<int> axes) const {
+    int64_t n = 1;
+    for (int a : axes)
+      n *= mesh_.getSizes()[a];
+    return n;
+  }
+
+  /// Whether `v`'s producer can make dimension `d` split into `parts`: an
   /// argument cannot change, an op result only where its rule has a factor
-  /// there that the axis divides (a reshape's [B, T, H·D] dimension is the
+  /// there that `parts` divides (a reshape's [B, T, H·D] dimension is the
   /// factor H: split over 4 ranks only when 4 divides H).
-  bool canSplit(Value v, size_t d, int a) {
+  bool canSplit(Value v, size_t d, int64_t parts) {
     auto result = dyn_cast<OpResult>(v);
     if (!result)
       return false;
@@ -76,7 +92,7 @@ struct PropagateShardingPass
     if (failed(rule) || result.getResultNumber() >= rule->resultFactors.size())
       return false;
     int64_t f = rule->resultFactors[result.getResultNumber()][d];
-    return f >= 0 && rule->factorSizes[f] % mesh_.getSizes()[a] == 0;
+    return f >= 0 && rule->factorSizes[f] % parts == 0;
   }
 
   void runOnOperation() override {
@@ -125,7 +141,7 @@ struct PropagateShardingPass
       ops.push_back(&op);
     for (Operation *op : ops)
       for (Value v : op->getResults())
-        layouts_[v] = Layout{SmallVector<int>(rankOf(v), -1), 0, false};
+        layouts_[v] = Layout{SmallVector<AxisList>(rankOf(v)), 0, false};
     // Each sweep splits at least one more dimension or ends the loop; the
     // dimensions are finite, so this ends.
     for (bool changed = true; changed;) {
@@ -177,12 +193,12 @@ struct PropagateShardingPass
     });
   }
 
-  /// ZeRO: optimizer states (and with stage 3 parameters) split over dp
-  /// along their first dimension dp divides, unless annotated already.
+  /// ZeRO: optimizer states (and with stage 3 parameters) split over the
+  /// data-parallel axes (dp, or edp and ep where experts are split over a
+  /// part of the data-parallel ranks) along their first dimension those
+  /// divide, unless annotated already: a state already split over some of
+  /// them (an expert's moments over ep) is split over the others.
   void annotateZero(func::FuncOp func) {
-    int64_t dp = mesh_.getAxisSize("dp");
-    if (dp == 1)
-      return;
     for (BlockArgument arg : func.getArguments()) {
       unsigned i = arg.getArgNumber();
       bool state = func.getArgAttr(i, KilnDialect::kStateAttrName) != nullptr;
@@ -192,18 +208,32 @@ struct PropagateShardingPass
       auto shape = cast<RankedTensorType>(arg.getType()).getShape();
       // On top of an existing layout (a tensor-parallel weight's): the
       // first dimension it leaves whole.
-      SmallVector<StringAttr> dims(shape.size(), StringAttr::get(&getContext(), ""));
-      if (auto existing = func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName))
-        dims.assign(existing.getDims().begin(), existing.getDims().end());
-      if (llvm::any_of(dims, [](StringAttr a) { return a.getValue() == "dp"; }))
+      auto existing = func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName);
+      SmallVector<ShardingAttr::Axes> dims =
+          existing ? existing.getAllAxes() : SmallVector<ShardingAttr::Axes>(shape.size());
+      // A parameter the model split over a data axis (an expert's weight
+      // over ep) keeps that layout: a ZeRO split over the others (edp)
+      // would spread from its bias into the experts' activations, where
+      // the slots are split over edp already. Its moments still split.
+      if (!state && existing &&
+          llvm::any_of(dataAxes(mesh_), [&](StringAttr a) { return existing.splitsOver(a); }))
+        continue;
+      ShardingAttr::Axes axes;
+      int64_t parts = 1;
+      for (StringAttr a : dataAxes(mesh_))
+        if (!existing || !existing.splitsOver(a.getValue())) {
+          axes.push_back(a);
+          parts *= mesh_.getAxisSize(a.getValue());
+        }
+      if (parts == 1)
         continue;
       for (auto [d, size] : llvm::enumerate(shape)) {
-        int64_t split = dims[d].getValue().empty() ? 1 : mesh_.getAxisSize(dims[d].getValue());
-        if (split != 1 || size % dp != 0)
+        if (llvm::any_of(dims[d], [&](StringAttr a) { return mesh_.getAxisSize(a) > 1; }) ||
+            size % parts != 0)
           continue;
-        dims[d] = StringAttr::get(&getContext(), "dp");
+        dims[d] = axes;
         func.setArgAttr(i, KilnDialect::kShardingAttrName,
-                        ShardingAttr::get(&getContext(), dims, {}));
+                        ShardingAttr::of(&getContext(), dims, {}));
         break;
       }
     }
@@ -221,43 +251,48 @@ struct PropagateShardingPass
       if (!func.getArgAttr(i, KilnDialect::kInputAttrName) || shape.size() != 2 ||
           shape[1] % tp != 0)
         continue;
-      SmallVector<StringAttr> dims(2, StringAttr::get(&getContext(), ""));
-      if (auto existing = func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName))
-        dims.assign(existing.getDims().begin(), existing.getDims().end());
-      if (!dims[1].getValue().empty() ||
-          llvm::any_of(dims, [](StringAttr a) { return a.getValue() == "tp"; }))
+      auto existing = func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName);
+      SmallVector<ShardingAttr::Axes> dims =
+          existing ? existing.getAllAxes() : SmallVector<ShardingAttr::Axes>(2);
+      if (!dims[1].empty() || (existing && existing.splitsOver("tp")))
         continue;
-      dims[1] = StringAttr::get(&getContext(), "tp");
-      func.setArgAttr(i, KilnDialect::kShardingAttrName, ShardingAttr::get(&getContext(), dims, {}));
+      dims[1] = {StringAttr::get(&getContext(), "tp")};
+      func.setArgAttr(i, KilnDialect::kShardingAttrName, ShardingAttr::of(&getContext(), dims, {}));
     }
   }
 
   LogicalResult initArguments(func::FuncOp func, ArrayRef<ShardingAttr> written) {
     for (BlockArgument arg : func.getArguments()) {
-      Layout layout{SmallVector<int>(rankOf(arg), -1), 0, true};
+      Layout layout{SmallVector<AxisList>(rankOf(arg)), 0, true};
       ShardingAttr s = getSharding(arg);
       ShardingAttr mine = written[arg.getArgNumber()];
       layout.input = func.getArgAttr(arg.getArgNumber(), KilnDialect::kInputAttrName) != nullptr;
-      for (auto [d, axis] : llvm::enumerate(s.getDims())) {
-        if (axis.getValue().empty())
+      for (auto [d, axes] : llvm::enumerate(s.getAllAxes())) {
+        if (axes.empty())
           continue;
-        if (d < mine.getDims().size() && mine.getDims()[d] == axis)
+        if (mine.getAxes(d) == axes)
           layout.pinnedDims |= 1u << d;
-        FailureOr<int> a = axisIndex(axis.getValue());
-        if (failed(a))
-          return func.emitError() << "kiln-propagate-sharding: argument #" << arg.getArgNumber()
-                                  << " is split over axis '" << axis.getValue()
-                                  << "', which the mesh " << mesh_ << " does not have";
-        if (*a < 0)
-          continue;
+        AxisList list;
+        for (StringAttr axis : axes) {
+          FailureOr<int> a = axisIndex(axis.getValue());
+          if (failed(a))
+            return func.emitError() << "kiln-propagate-sharding: argument #" << arg.getArgNumber()
+                                    << " is split over axis '" << axis.getValue()
+                                    << "', which the mesh " << mesh_ << " does not have";
+          if (*a >= 0)
+            list.push_back(*a);
+        }
         int64_t size = cast<RankedTensorType>(arg.getType()).getDimSize(d);
-        if (size % mesh_.getSizes()[*a] != 0)
+        if (size % partsOf(list) != 0) {
+          std::string over;
+          for (StringAttr axis : axes)
+            over += (over.empty() ? "'" : " x '") + axis.getValue().str() + "'";
           return func.emitError() << "kiln-propagate-sharding: argument #" << arg.getArgNumber()
                                   << " (" << arg.getType() << ") splits dimension " << d
-                                  << " of size " << size << " over '" << axis.getValue()
-                                  << "' of size " << mesh_.getSizes()[*a]
-                                  << ", which does not divide it";
-        layout.dims[d] = *a;
+                                  << " of size " << size << " over " << over << " of size "
+                                  << partsOf(list) << ", which does not divide it";
+        }
+        layout.dims[d] = list;
       }
       if (!s.getPartial().empty())
         return func.emitError() << "kiln-propagate-sharding: argument #" << arg.getArgNumber()
@@ -281,21 +316,36 @@ struct PropagateShardingPass
       return false;
     }
     size_t numFactors = rule->factorSizes.size();
-    SmallVector<int> factorAxis(numFactors, -1);
+    // Each factor's axes, major first (empty: whole).
+    SmallVector<AxisList> factorAxes(numFactors);
     SmallVector<bool> factorPinned(numFactors, false);
     unsigned used = 0;
+    // A factor takes a dimension's axes, or the longest major part of them
+    // that no other factor has taken and whose parts divide it (a value
+    // split over edp and ep, met where ep splits another factor, gives
+    // edp; the value is converted by moving ep). A later dimension whose
+    // axes extend the factor's (edp, then edp and ep) splits it further.
     auto gather = [&](Value v, ArrayRef<int64_t> factors, unsigned dimsToRead) {
       const Layout &l = layouts_[v];
       for (auto [d, f] : llvm::enumerate(factors)) {
         if (f < 0 || d >= l.dims.size() || !(dimsToRead >> d & 1))
           continue;
-        int a = l.dims[d];
-        if (a < 0 || factorAxis[f] >= 0 || (used >> a & 1) ||
-            rule->factorSizes[f] % mesh_.getSizes()[a] != 0)
+        AxisList &have = factorAxes[f];
+        ArrayRef<int> list = l.dims[d];
+        if (list.size() <= have.size() || list.take_front(have.size()) != ArrayRef<int>(have))
           continue;
-        factorAxis[f] = a;
-        factorPinned[f] = (l.pinnedDims >> d & 1) && !l.input;
-        used |= 1u << a;
+        AxisList take = have;
+        for (int a : list.drop_front(have.size())) {
+          if ((used >> a & 1) || rule->factorSizes[f] % (partsOf(take) * mesh_.getSizes()[a]) != 0)
+            break;
+          take.push_back(a);
+        }
+        if (take.size() == have.size())
+          continue;
+        factorPinned[f] = factorPinned[f] || ((l.pinnedDims >> d & 1) && !l.input);
+        for (int a : take)
+          used |= 1u << a;
+        have = take;
       }
     };
     for (auto [v, f] : llvm::zip_equal(op->getResults(), rule->resultFactors))
@@ -337,19 +387,25 @@ struct PropagateShardingPass
         return;
       auto shape = cast<RankedTensorType>(v.getType()).getShape();
       for (auto [d, f] : llvm::enumerate(factors)) {
-        if (f < 0 || factorAxis[f] < 0)
+        if (f < 0 || factorAxes[f].empty())
           continue;
-        int a = factorAxis[f];
+        const AxisList &axes = factorAxes[f];
         // A split that came from the model's annotations is marked so.
-        if (l.dims[d] == a && factorPinned[f] && !(l.pinnedDims >> d & 1)) {
+        if (l.dims[d] == axes && factorPinned[f] && !(l.pinnedDims >> d & 1)) {
           l.pinnedDims |= 1u << d;
           changed = true;
         }
-        if (l.dims[d] >= 0)
+        // Only ever splits further: a whole dimension, or one whose axes
+        // are the major part of the factor's.
+        ArrayRef<int> have = l.dims[d];
+        if (have.size() >= axes.size() || ArrayRef<int>(axes).take_front(have.size()) != have)
           continue;
-        if (l.usesAxis(a) || shape[d] % mesh_.getSizes()[a] != 0 || !canSplit(v, d, a))
+        int64_t parts = partsOf(axes);
+        if (llvm::any_of(ArrayRef<int>(axes).drop_front(have.size()),
+                         [&](int a) { return l.usesAxis(a); }) ||
+            shape[d] % parts != 0 || !canSplit(v, d, parts))
           continue;
-        l.dims[d] = a;
+        l.dims[d] = axes;
         if (factorPinned[f])
           l.pinnedDims |= 1u << d;
         changed = true;
@@ -362,13 +418,13 @@ struct PropagateShardingPass
     // A split factor a result lacks leaves that result a partial sum.
     for (auto [r, v] : llvm::enumerate(op->getResults())) {
       Layout &l = layouts_[v];
-      for (int64_t f : rule->reducedFactors(r)) {
-        int a = factorAxis[f];
-        if (a < 0 || (l.partial >> a & 1) || llvm::is_contained(l.dims, a))
-          continue;
-        l.partial |= 1u << a;
-        changed = true;
-      }
+      for (int64_t f : rule->reducedFactors(r))
+        for (int a : factorAxes[f]) {
+          if (l.usesAxis(a))
+            continue;
+          l.partial |= 1u << a;
+          changed = true;
+        }
     }
     // A sum or difference of partial sums over an axis is a partial sum
     // over it: summed once after it rather than once per operand (a tied
@@ -381,8 +437,7 @@ struct PropagateShardingPass
         common &= o.dims == l.dims ? o.partial : 0u;
       }
       for (int a = 0; a < static_cast<int>(mesh_.getSizes().size()); ++a)
-        if ((common >> a & 1) && !(l.partial >> a & 1) && !llvm::is_contained(l.dims, a) &&
-            !l.fixed) {
+        if ((common >> a & 1) && !l.usesAxis(a) && !l.fixed) {
           l.partial |= 1u << a;
           changed = true;
         }
@@ -392,13 +447,17 @@ struct PropagateShardingPass
 
   ShardingAttr toAttr(const Layout &l) {
     MLIRContext *ctx = &getContext();
-    SmallVector<StringAttr> dims, partial;
-    for (int a : l.dims)
-      dims.push_back(a < 0 ? StringAttr::get(ctx, "") : mesh_.getNames()[a]);
+    SmallVector<ShardingAttr::Axes> dims;
+    SmallVector<StringAttr> partial;
+    for (const AxisList &axes : l.dims) {
+      dims.emplace_back();
+      for (int a : axes)
+        dims.back().push_back(mesh_.getNames()[a]);
+    }
     for (size_t a = 0; a < mesh_.getNames().size(); ++a)
       if (l.partial >> a & 1)
         partial.push_back(mesh_.getNames()[a]);
-    return ShardingAttr::get(ctx, dims, partial);
+    return ShardingAttr::of(ctx, dims, partial);
   }
 
   void record(func::FuncOp func, ArrayRef<Operation *> ops) {

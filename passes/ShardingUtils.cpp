@@ -14,6 +14,14 @@ MeshAttr getMesh(ModuleOp module) {
   return module->getAttrOfType<MeshAttr>(KilnDialect::kMeshAttrName);
 }
 
+SmallVector<StringAttr> dataAxes(MeshAttr mesh) {
+  SmallVector<StringAttr> axes;
+  for (auto [name, size] : llvm::zip_equal(mesh.getNames(), mesh.getSizes()))
+    if (size > 1 && llvm::is_contained({"dp", "edp", "ep"}, name.getValue()))
+      axes.push_back(name);
+  return axes;
+}
+
 FailureOr<MeshAttr> parseMesh(MLIRContext *context, StringRef text, std::string &error) {
   SmallVector<StringAttr> names;
   SmallVector<int64_t> sizes;

@@ -14,6 +14,12 @@ namespace kiln {
 /// The module's kiln.mesh, or null.
 MeshAttr getMesh(mlir::ModuleOp module);
 
+/// The mesh's data-parallel axes of size > 1, in mesh order: `dp`, or
+/// `edp` and `ep` when a mixture of experts' experts are split over part
+/// of the data-parallel ranks (parallel.ep < parallel.dp: the ranks as an
+/// edp × ep grid, the batch split over both, the experts over ep).
+llvm::SmallVector<mlir::StringAttr> dataAxes(MeshAttr mesh);
+
 /// Parses `dp=2,tp=1` into a mesh; an error names what is wrong.
 llvm::FailureOr<MeshAttr> parseMesh(mlir::MLIRContext *context, llvm::StringRef text,
                                     std::string &error);

@@ -13,14 +13,17 @@ namespace {
 DimAxes axesOf(ShardingAttr s) {
   DimAxes axes;
   if (s)
-    for (mlir::StringAttr a : s.getDims())
-      axes.push_back(a.getValue().str());
+    for (const ShardingAttr::Axes &list : s.getAllAxes()) {
+      axes.emplace_back();
+      for (mlir::StringAttr a : list)
+        axes.back().push_back(a.getValue().str());
+    }
   return axes;
 }
 } // namespace
 
 bool isSplit(const DimAxes &axes) {
-  return llvm::any_of(axes, [](const std::string &a) { return !a.empty(); });
+  return llvm::any_of(axes, [](const std::vector<std::string> &a) { return !a.empty(); });
 }
 
 int64_t meshCoordinate(const MeshAxes &mesh, int64_t rank, llvm::StringRef axis) {
@@ -121,11 +124,24 @@ const DimAxes *MeshLayout::stateAxes(llvm::StringRef name) const {
   return it == stateAxes_.end() ? nullptr : &it->second;
 }
 
+int64_t MeshLayout::partsOf(const std::vector<std::string> &axes) const {
+  int64_t n = 1;
+  for (const std::string &a : axes)
+    n *= axisSize(a);
+  return n;
+}
+
+int64_t MeshLayout::chunkOf(const std::vector<std::string> &axes, int64_t rank) const {
+  int64_t chunk = 0;
+  for (const std::string &a : axes)
+    chunk = chunk * axisSize(a) + coordinate(rank, a);
+  return chunk;
+}
+
 std::vector<int64_t> MeshLayout::globalShape(std::vector<int64_t> shape,
                                              const DimAxes &axes) const {
   for (size_t d = 0; d < shape.size() && d < axes.size(); ++d)
-    if (!axes[d].empty())
-      shape[d] *= axisSize(axes[d]);
+    shape[d] *= partsOf(axes[d]);
   return shape;
 }
 
@@ -144,8 +160,8 @@ cpu::HostTensor MeshLayout::partOf(const cpu::HostTensor &t, const DimAxes &axes
   for (size_t d = 0; d < axes.size() && d < limit.size(); ++d) {
     if (axes[d].empty())
       continue;
-    int64_t part = t.shape()[d] / axisSize(axes[d]);
-    start[d] = coordinate(rank, axes[d]) * part;
+    int64_t part = t.shape()[d] / partsOf(axes[d]);
+    start[d] = chunkOf(axes[d], rank) * part;
     limit[d] = start[d] + part;
   }
   return cpu::kernels::slice(t, start, limit, strides);
@@ -188,8 +204,7 @@ void MeshLayout::place(cpu::HostTensor &whole, const cpu::HostTensor &part, cons
   const std::vector<int64_t> &shape = whole.shape();
   std::vector<int64_t> offset(shape.size(), 0);
   for (size_t d = 0; d < shape.size() && d < axes.size(); ++d)
-    if (!axes[d].empty())
-      offset[d] = coordinate(rank, axes[d]) * part.shape()[d];
+    offset[d] = chunkOf(axes[d], rank) * part.shape()[d];
   std::vector<int64_t> index(shape.size(), 0);
   for (int64_t e = 0, n = part.numel(); e < n; ++e) {
     int64_t flat = 0;

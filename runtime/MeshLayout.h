@@ -21,8 +21,10 @@
 
 namespace kiln {
 
-/// The mesh axis splitting each dimension of a tensor ("" for a whole one).
-using DimAxes = std::vector<std::string>;
+/// The mesh axes splitting each dimension of a tensor, major first (none
+/// for a whole one): a dimension split over [a, b] holds, on the rank at
+/// coordinates (i, j), chunk i·|b| + j.
+using DimAxes = std::vector<std::vector<std::string>>;
 
 /// A mesh: its axes' names and sizes, ranks numbered row-major over them
 /// (the last axis varies fastest), as #kiln.mesh says.
@@ -63,6 +65,10 @@ public:
     return meshCoordinate(axes_, rank, axis);
   }
   int64_t axisSize(llvm::StringRef axis) const { return meshAxisSize(axes_, axis); }
+  /// Into how many parts `axes` cut a dimension, and which of them rank
+  /// `rank` holds.
+  int64_t partsOf(const std::vector<std::string> &axes) const;
+  int64_t chunkOf(const std::vector<std::string> &axes, int64_t rank) const;
 
   /// The function `fn`'s layouts, or null when the module has none such.
   const Function *function(llvm::StringRef fn) const;

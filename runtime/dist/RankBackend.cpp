@@ -17,15 +17,15 @@ llvm::Expected<cpu::HostTensor> gatherState(SocketGroup &group, const MeshLayout
   const DimAxes *axes = layout.stateAxes(name);
   if (!axes)
     return t;
-  // One all_gather per split dimension, in the same order on every rank.
-  for (size_t d = 0; d < axes->size(); ++d) {
-    if ((*axes)[d].empty())
-      continue;
-    auto whole = group.allGather(t, (*axes)[d], static_cast<int64_t>(d));
-    if (!whole)
-      return error("gathering '" + name + "': " + llvm::toString(whole.takeError()));
-    t = std::move(*whole);
-  }
+  // One all_gather per split dimension and axis (a dimension's minor axis
+  // first), in the same order on every rank.
+  for (size_t d = 0; d < axes->size(); ++d)
+    for (const std::string &axis : llvm::reverse((*axes)[d])) {
+      auto whole = group.allGather(t, axis, static_cast<int64_t>(d));
+      if (!whole)
+        return error("gathering '" + name + "': " + llvm::toString(whole.takeError()));
+      t = std::move(*whole);
+    }
   return t;
 }
 
@@ -83,9 +83,9 @@ std::pair<int64_t, int64_t> RankBackend::batchRows(llvm::StringRef fn, int64_t b
   auto tokens = l->inputs.find("tokens");
   if (tokens == l->inputs.end() || tokens->second.empty() || tokens->second[0].empty())
     return {0, batch};
-  const std::string &axis = tokens->second[0];
-  const int64_t part = batch / layout_->axisSize(axis);
-  return {layout_->coordinate(group_.rank(), axis) * part, part};
+  const std::vector<std::string> &axes = tokens->second[0];
+  const int64_t part = batch / layout_->partsOf(axes);
+  return {layout_->chunkOf(axes, group_.rank()) * part, part};
 }
 
 llvm::Expected<NamedTensors> RankBackend::gather(llvm::Expected<NamedTensors> local) {

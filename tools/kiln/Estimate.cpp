@@ -56,10 +56,11 @@ static cl::opt<int64_t> dp("dp", cl::desc("Data-parallel degree (for the ZeRO co
                            cl::init(8), cl::sub(estimateCommand()), cl::cat(kilnCategory()));
 static cl::opt<int64_t> tp("tp", cl::desc("Tensor-parallel degree (for the partitioned plan)"),
                            cl::init(1), cl::sub(estimateCommand()), cl::cat(kilnCategory()));
-static cl::opt<bool> expertParallel(
-    "ep", cl::desc("A mixture of experts' experts split over the --dp ranks in the per-rank plan "
-                   "(parallel.ep = dp)"),
-    cl::init(false), cl::sub(estimateCommand()), cl::cat(kilnCategory()));
+static cl::opt<std::string> expertParallel(
+    "ep", cl::ValueOptional, cl::value_desc("N"),
+    cl::desc("A mixture of experts' experts split in the per-rank plan: --ep over the --dp ranks "
+             "(parallel.ep = dp), --ep=N over groups of N of them (N dividing --dp)"),
+    cl::sub(estimateCommand()), cl::cat(kilnCategory()));
 static cl::opt<double> gpuMemory("gpu-memory", cl::desc("GPU memory in GiB to compare against"),
                                  cl::init(141.0), cl::sub(estimateCommand()),
                                  cl::cat(kilnCategory()));
@@ -235,15 +236,30 @@ int runEstimate() {
 
   // The same plan for one rank of the mesh: the step partitioned (each rank
   // still runs micro-batch b), then planned.
-  if (expertParallel && !m.moe.enabled())
+  const bool epGiven = expertParallel.getNumOccurrences() > 0;
+  if (epGiven && !m.moe.enabled())
     return fail("estimate", "--ep splits a mixture of experts' experts: the config has no moe.experts");
+  int64_t epRanks = 1;
+  if (epGiven) {
+    epRanks = dp;
+    if (!expertParallel.empty() &&
+        (StringRef(expertParallel).getAsInteger(10, epRanks) || epRanks < 1 || dp % epRanks != 0))
+      return fail("estimate", formatv("--ep={0}: expected a number of ranks dividing --dp = {1}",
+                                      expertParallel.getValue(), dp.getValue())
+                                  .str());
+  }
   if (dp * tpRanks > 1) {
-    outs() << formatv("buffer plan per rank on dp {0} x tp {1}{2}{3} (the step partitioned, then "
-                      "kiln-plan-buffers; kiln train runs it on CPU threads, or one process per rank "
-                      "with --ranks N or --gpus N):\n",
-                      dp.getValue(), tpRanks,
-                      config->parallel.sequence_parallel ? " with sequence parallelism" : "",
-                      expertParallel ? " with the experts split over dp" : "");
+    outs() << formatv(
+        "buffer plan per rank on dp {0} x tp {1}{2}{3} (the step partitioned, then "
+        "kiln-plan-buffers; kiln train runs it on CPU threads, or one process per rank "
+        "with --ranks N or --gpus N):\n",
+        dp.getValue(), tpRanks,
+        config->parallel.sequence_parallel ? " with sequence parallelism" : "",
+        epRanks == 1    ? ""
+        : epRanks == dp ? " with the experts split over dp"
+                        : formatv(" with the experts split over ep {0} (edp {1} x ep {0})", epRanks,
+                                  dp / epRanks)
+                              .str());
     for (int zero : {0, 1, 3}) {
       RunConfig c = *config;
       c.parallel.dp = dp;
@@ -252,7 +268,7 @@ int runEstimate() {
       c.train.batch_size = config->train.batch_size * dp;
       // A mixture of experts: each rank routes the groups one device would.
       c.model.moe.groups = config->model.moe.groups * dp;
-      c.parallel.ep = expertParallel ? dp : 1;
+      c.parallel.ep = epRanks;
       if (Error err = c.validate("--dp/--tp"))
         return fail("estimate", toString(std::move(err)));
       auto rank = rankPlan(c);

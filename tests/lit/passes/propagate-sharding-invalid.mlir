@@ -56,3 +56,13 @@ func.func @bad_rank(%x: tensor<4xf32> {kiln.sharding = #kiln.sharding<[dp, _]>})
 // expected-error @+1 {{mesh axis 'dp' appears twice}}
 module attributes {kiln.mesh = #kiln.mesh<dp = 2, dp = 2>} {
 }
+
+// -----
+
+// One axis on two dimensions of one sharding.
+module attributes {kiln.mesh = #kiln.mesh<edp = 2, ep = 2>} {
+// expected-error @+1 {{mesh axis 'ep' splits two dimensions of one sharding (or one twice)}}
+func.func @train_step(%x: tensor<8x4xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[{edp, ep}, ep]>}) -> tensor<8x4xf32> {
+  return %x : tensor<8x4xf32>
+}
+}

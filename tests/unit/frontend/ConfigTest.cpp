@@ -144,8 +144,8 @@ TEST(Config, MixtureOfExpertsKeysAndTheirLimits) {
   EXPECT_NE(e.find("moe.groups = 4 and train.batch_size = 6: on a mesh one must divide the other"),
             std::string::npos)
       << e;
-  e = refused("[moe]\nexperts = 4\ngroups = 4\n[parallel]\ndp = 4\nep = 2\n");
-  EXPECT_NE(e.find("parallel.ep = 2 must be 1 or parallel.dp = 4"), std::string::npos) << e;
+  e = refused("[moe]\nexperts = 6\ngroups = 4\n[parallel]\ndp = 4\nep = 3\n");
+  EXPECT_NE(e.find("parallel.ep = 3 does not divide parallel.dp = 4"), std::string::npos) << e;
   e = refused("[moe]\nexperts = 6\ngroups = 4\n[parallel]\ndp = 4\nep = 4\n");
   EXPECT_NE(e.find("parallel.ep = 4 does not divide moe.experts = 6"), std::string::npos) << e;
   auto sp = RunConfig::parse("[moe]\nexperts = 4\ngroups = 2\n[parallel]\ntp = 2\n"
@@ -165,6 +165,18 @@ TEST(Config, MixtureOfExpertsKeysAndTheirLimits) {
   EXPECT_FALSE(static_cast<bool>(ok->validate("m.toml")));
   EXPECT_EQ(ok->meshModel().moe.expert_axis, "dp");
   EXPECT_EQ(ok->model.moe.expert_axis, "");
+  EXPECT_EQ(ok->parallel.meshText(), "dp=2,tp=1");
+  // Experts over part of the dp ranks: the ranks as edp x ep, the batch
+  // split over both, the experts over ep.
+  auto groups = RunConfig::parse("[moe]\nexperts = 4\ngroups = 4\n[parallel]\ndp = 4\nep = 2\n"
+                                 "[train]\nbatch_size = 4\nseq_len = 8\n",
+                                 "m.toml");
+  ASSERT_TRUE(static_cast<bool>(groups)) << llvm::toString(groups.takeError());
+  EXPECT_FALSE(static_cast<bool>(groups->validate("m.toml")));
+  EXPECT_EQ(groups->parallel.meshText(), "edp=2,ep=2,tp=1");
+  EXPECT_EQ(groups->meshModel().moe.expert_axis, "ep");
+  EXPECT_EQ(groups->meshModel().batch_axes, (std::vector<std::string>{"edp", "ep"}));
+  EXPECT_EQ(ok->meshModel().batch_axes, (std::vector<std::string>{"dp"}));
   e = refused("[moe]\nexperts = 4\ngating = \"relu\"\n");
   EXPECT_NE(e.find("moe.gating"), std::string::npos) << e;
 }

@@ -10,10 +10,11 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ir/KilnAttrs.h"
 #include "ir/KilnOps.h"
 #include "passes/Passes.h"
+#include "passes/ShardingUtils.h"
 #include "runtime/Random.h"
-#include "ir/KilnAttrs.h"
 #include "runtime/cpu/Collectives.h"
 #include "runtime/cpu/Interpreter.h"
 #include "tests/unit/TestSupport.h"
@@ -117,10 +118,16 @@ cpu::HostTensor partFor(const cpu::HostTensor &t, ShardingAttr s, int64_t rank,
                         const cpu::ThreadMesh &mesh) {
   cpu::HostTensor part = t;
   if (s)
-    for (auto [d, axis] : llvm::enumerate(s.getDims()))
-      if (!axis.getValue().empty())
-        part = cpu::partOf(part, static_cast<int64_t>(d), mesh.coordinate(rank, axis.getValue()),
-                           mesh.axisSize(axis.getValue()));
+    for (auto [d, axes] : llvm::enumerate(s.getAllAxes())) {
+      // Chunk i·|b| + j of [a, b] on the rank at (i, j).
+      int64_t chunk = 0, parts = 1;
+      for (StringAttr a : axes) {
+        chunk = chunk * mesh.axisSize(a.getValue()) + mesh.coordinate(rank, a.getValue());
+        parts *= mesh.axisSize(a.getValue());
+      }
+      if (parts > 1)
+        part = cpu::partOf(part, static_cast<int64_t>(d), chunk, parts);
+    }
   return part;
 }
 
@@ -133,7 +140,8 @@ struct MeshCase {
   const char *toml = kTiny;
   /// kiln-recompute's policy on the partitioned step ("": not run).
   const char *recompute = "";
-  /// parallel.ep: a mixture of experts' experts split over dp.
+  /// parallel.ep: a mixture of experts' experts split over dp (ep = dp)
+  /// or over ep within edp × ep (ep < dp).
   int64_t ep = 1;
 };
 
@@ -146,8 +154,13 @@ void expectPartitionedMatches(const MeshCase &m) {
   auto config = RunConfig::parse(m.toml, "tiny");
   ASSERT_TRUE(static_cast<bool>(config)) << llvm::toString(config.takeError());
   config->compile.fuse_attention = fusedAttention ? "always" : "never";
-  config->parallel.ep = m.ep;
-  auto module = tooling::buildForwardModule(*ctx, *config, Float64Type::get(ctx.get()));
+  // The model as the mesh builds it (the batch's and the experts' axes);
+  // the training pipeline runs for one device, the passes below shard it.
+  RunConfig meshConfig = *config;
+  meshConfig.parallel.dp = dp;
+  meshConfig.parallel.tp = tp;
+  meshConfig.parallel.ep = m.ep;
+  auto module = tooling::buildForwardModule(*ctx, meshConfig, Float64Type::get(ctx.get()));
   ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
   auto dumps = tooling::runTrainingPipeline(**module, *config, {});
   ASSERT_TRUE(static_cast<bool>(dumps)) << llvm::toString(dumps.takeError());
@@ -155,7 +168,7 @@ void expectPartitionedMatches(const MeshCase &m) {
   OwningOpRef<ModuleOp> sharded = (*module)->clone();
   PassManager pm(ctx.get());
   PropagateShardingPassOptions propagate;
-  propagate.mesh = "dp=" + std::to_string(dp) + ",tp=" + std::to_string(tp);
+  propagate.mesh = meshConfig.parallel.meshText();
   propagate.zero = zero;
   propagate.sequenceParallel = m.sequenceParallel;
   pm.addPass(createPropagateShardingPass(propagate));
@@ -192,6 +205,16 @@ void expectPartitionedMatches(const MeshCase &m) {
     // rank sums a table of every group's tokens, and each rank's matmuls
     // see its experts only. A recomputed block exchanges its tokens again.
     if (m.ep > 1) {
+      if (m.ep < dp) {
+        // The tokens travel within their expert group only; each expert's
+        // gradient is summed over the ranks holding it (edp), never over ep.
+        step.walk([&](AllToAllOp a) { EXPECT_EQ(a.getAxis(), "ep"); });
+        step.walk([&](AllReduceOp r) {
+          if (r.getCause().contains("gradient of") && r.getCause().contains(".experts.")) {
+            EXPECT_NE(r.getAxis(), "ep") << r.getCause().str();
+          }
+        });
+      }
       if (*m.recompute)
         EXPECT_GE(allToAlls, 4 * config->model.n_layer);
       else
@@ -313,7 +336,11 @@ void expectPartitionedMatches(const MeshCase &m) {
   auto expected = (*reference)->run(args);
   ASSERT_TRUE(static_cast<bool>(expected)) << llvm::toString(expected.takeError());
 
-  cpu::ThreadMesh mesh({{"dp", dp}, {"tp", tp}});
+  MeshAxes meshAxes;
+  MeshAttr meshAttr = getMesh(*sharded);
+  for (auto [name, size] : llvm::zip_equal(meshAttr.getNames(), meshAttr.getSizes()))
+    meshAxes.push_back({name.getValue().str(), size});
+  cpu::ThreadMesh mesh(meshAxes);
   std::vector<std::vector<cpu::HostTensor>> outputs(mesh.numRanks());
   llvm::Error err = mesh.run([&](int64_t rank, cpu::Collectives &collectives) -> llvm::Error {
     auto interp = cpu::Interpreter::create(step);
@@ -431,6 +458,19 @@ TEST(Sharding, ExpertParallelEqualsOneDevice) {
   expectPartitionedMatches({.dp = 2, .zero = 3, .toml = kTinyMoE.c_str(), .ep = 2});
   expectPartitionedMatches({.dp = 2, .zero = 1, .toml = kTinyMoE.c_str(), .recompute = "full", .ep = 2});
   expectPartitionedMatches({.dp = 2, .fusedAttention = true, .toml = kTinyLlamaMoE.c_str(), .ep = 2});
+}
+
+// Experts split over part of the data-parallel ranks (ep < dp): the dp
+// ranks as an edp × ep grid, the batch split over both, each expert held by
+// edp ranks (its gradient summed over edp), tokens exchanged over ep only.
+TEST(Sharding, ExpertGroupsWithinDataParallelEqualOneDevice) {
+  expectPartitionedMatches({.dp = 4, .toml = kTinyMoE.c_str(), .ep = 2});
+  expectPartitionedMatches({.dp = 4, .zero = 1, .toml = kTinyMoE.c_str(), .ep = 2});
+  expectPartitionedMatches(
+      {.dp = 4, .zero = 3, .toml = kTinyMoE.c_str(), .recompute = "full", .ep = 2});
+  expectPartitionedMatches({.dp = 4, .tp = 2, .zero = 3, .toml = kTinyMoE.c_str(), .ep = 2});
+  expectPartitionedMatches(
+      {.dp = 4, .fusedAttention = true, .toml = kTinyLlamaMoE.c_str(), .ep = 2});
 }
 
 TEST(Sharding, RankFailureEndsEveryRankWithItsName) {

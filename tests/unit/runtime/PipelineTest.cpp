@@ -109,13 +109,16 @@ struct PipelineCase {
   const char *cuts = "";
   /// The partitioned step's mesh inside each stage.
   int64_t dp = 1, tp = 1, zero = 0;
-  /// Experts split over dp (parallel.ep = dp), tokens sent by all_to_all.
+  /// Experts split over dp (parallel.ep = dp) or over ep within edp x ep
+  /// (ep < dp), tokens sent by all_to_all.
   int64_t ep = 1;
   /// Run each stage's whole step (kiln-pipeline-unroll), as a GPU rank
   /// does, instead of the actions one by one.
   bool unrolled = false;
   /// Interleaved 1F1B: stages a rank (the blocks cut into stages x this).
   int64_t virtualStages = 1;
+  /// Rows of a micro-batch (the toml's train.batch_size).
+  int64_t batch = 2;
 };
 
 /// Compiles `toml` in f64 with `set` applied, or fails the test.
@@ -202,7 +205,7 @@ void expectPipelineMatches(const PipelineCase &c) {
   ASSERT_FALSE(static_cast<bool>(loaded)) << llvm::toString(std::move(loaded));
 
   auto rng = std::mt19937_64(11);
-  const int64_t b = 2, t = 8;
+  const int64_t b = c.batch, t = 8;
   for (int step = 1; step <= 3; ++step) {
     std::vector<cpu::HostTensor> tokens, targets;
     for (int64_t k = 0; k < m; ++k) {
@@ -339,6 +342,14 @@ TEST(Pipeline, MixtureOfExpertsEqualsAccumulation) {
 }
 TEST(Pipeline, MixtureOfExpertsOnExpertParallelStagesEqualsAccumulation) {
   expectPipelineMatches({.toml = kTinyMoe, .stages = 2, .microbatches = 2, .dp = 2, .ep = 2});
+}
+// Each stage an edp x ep mesh: the experts over part of the dp ranks.
+TEST(Pipeline, MixtureOfExpertsOnExpertGroupsEqualsAccumulation) {
+  std::string toml = kTinyMoeText;
+  toml.replace(toml.find("batch_size = 2"), 14, "batch_size = 4");
+  toml.replace(toml.find("groups = 2"), 10, "groups = 4");
+  expectPipelineMatches(
+      {.toml = toml.c_str(), .stages = 2, .microbatches = 2, .dp = 4, .ep = 2, .batch = 4});
 }
 TEST(Pipeline, UnrolledMixtureOfExpertsEqualsAccumulation) {
   expectPipelineMatches(
