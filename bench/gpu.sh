@@ -742,11 +742,14 @@ EOF
     # = 2: the tokens exchanged by NCCL all_to_all, ncclSend/ncclRecv) and
     # whole (ep = 1: each rank routes its groups), and ep = 2 staged
     # through host memory. f32 20 steps (1e-5), bf16 150 steps (0.5 %).
+    # MOE_DP=4 MOE_GROUPS=4 MOE_VARIANTS=ep2-nccl: four rank processes with
+    # the experts over groups of 2 of them (the mesh edp = 2 x ep = 2).
+    moe_dp=${MOE_DP:-2}
     [ -d /tmp/fortunes-byte ] || $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 \
       --out /tmp/fortunes-byte .gpu/corpus/fortunes/* | tail -1
     for p in ${RANKS_PRECISIONS:-f32 bf16-mixed}; do
       steps=20; [ $p = bf16-mixed ] && steps=150
-      common=(configs/moe-fortunes.toml --set moe.groups=2
+      common=(configs/moe-fortunes.toml --set moe.groups=${MOE_GROUPS:-2}
         --set "data.train=/tmp/fortunes-byte/train_*.bin" --set "data.val=/tmp/fortunes-byte/val_*.bin"
         --set train.precision=$p --set train.steps=$steps --set train.log_every=1000
         --set optim.warmup_steps=$((steps / 2)) --set eval.every=0 --set eval.sample_tokens=0
@@ -754,19 +757,19 @@ EOF
       XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train "${common[@]}" \
         --set run.dir=$OUT/moe-$p-one > "$OUT/moe-$p-one.log" 2>&1
       runs=("$p-one=$OUT/moe-$p-one")
-      for variant in ep2-nccl ep1-nccl ep2-host; do
+      for variant in ${MOE_VARIANTS:-ep2-nccl ep1-nccl ep2-host}; do
         ep=${variant%%-*}; ep=${ep#ep}; coll=${variant#*-}
         port=$((20000 + RANDOM % 20000)); pids=()
-        for r in 0 1; do
-          RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_PORT=$port \
+        for ((r = 0; r < moe_dp; r++)); do
+          RANK=$r WORLD_SIZE=$moe_dp LOCAL_RANK=$r LOCAL_WORLD_SIZE=$moe_dp MASTER_PORT=$port \
             NCCL_HOSTID=kiln-rank-$r NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
             NCCL_DEBUG=WARN XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train "${common[@]}" \
-            --set parallel.dp=2 --set parallel.ep=$ep --set parallel.collectives=$coll \
+            --set parallel.dp=$moe_dp --set parallel.ep=$ep --set parallel.collectives=$coll \
             --set run.dir=$OUT/moe-$p-$variant > "$OUT/moe-$p-$variant.rank$r.log" 2>&1 &
           pids+=($!)
         done
         codes=(); for pid in "${pids[@]}"; do wait $pid; codes+=($?); done
-        echo "$p $variant (2 ranks on one GPU): exit codes ${codes[*]}"
+        echo "$p $variant ($moe_dp ranks on one GPU): exit codes ${codes[*]}"
         grep -hE "collectives|error|NCCL WARN" "$OUT"/moe-$p-$variant.rank*.log | sort | uniq | head -6
         runs+=("$p-$variant=$OUT/moe-$p-$variant")
       done
