@@ -456,20 +456,23 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       SmallVector<CastOp> casts;
       RankedTensorType type;
       StringRef param;                 ///< the parameter's name
-      SmallVector<CastOp> readerCasts; ///< its casts in `reader`
+      /// its casts in each of `readers`
+      SmallVector<SmallVector<CastOp>> readerCasts;
     };
-    // The function whose casts of the same parameters the copies replace
-    // too: @accumulate_step for @apply_step (it runs wholly before it).
-    func::FuncOp reader;
+    // The functions whose casts of the same parameters the copies replace
+    // too: @accumulate_step (and on data-parallel ranks
+    // @accumulate_last_step) for @apply_step (they run wholly before it).
+    SmallVector<func::FuncOp> readers;
     if (func.getSymName() == "apply_step")
-      reader = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
-          func, StringAttr::get(func.getContext(), "accumulate_step"));
-    if (reader && !reader.getBody().hasOneBlock())
-      reader = {};
+      for (StringRef name : {"accumulate_step", "accumulate_last_step"})
+        if (auto reader = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
+                func, StringAttr::get(func.getContext(), name));
+            reader && reader.getBody().hasOneBlock())
+          readers.push_back(reader);
     SmallVector<Copy> copies;
     for (auto [index, update] : updates) {
       BlockArgument param = func.getArgument(index);
-      Copy copy{update, {}, {}, {}, {}};
+      Copy copy{update, {}, {}, {}, SmallVector<SmallVector<CastOp>>(readers.size())};
       copy.param = func.getArgAttrOfType<StringAttr>(index, KilnDialect::kParamAttrName).getValue();
       bool ok = true;
       // `param`'s casts, all to one narrower type, none returned; in this
@@ -498,7 +501,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         }
       };
       collect(param, block, true, copy.casts);
-      if (reader) {
+      for (auto [reader, readerCasts] : llvm::zip_equal(readers, copy.readerCasts)) {
         Block &readerBlock = reader.getBody().front();
         for (BlockArgument arg : readerBlock.getArguments())
           if (reader.getArgAttr(arg.getArgNumber(), KilnDialect::kParamAttrName) ==
@@ -517,10 +520,11 @@ struct FusePass final : impl::FusePassBase<FusePass> {
                 llvm::any_of(arg.getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); }))
               ok = false;
             else
-              collect(arg, readerBlock, false, copy.readerCasts);
+              collect(arg, readerBlock, false, readerCasts);
           }
       }
-      if (!ok || (copy.casts.empty() && copy.readerCasts.empty()))
+      if (!ok ||
+          (copy.casts.empty() && llvm::all_of(copy.readerCasts, [](auto &c) { return c.empty(); })))
         continue;
       copies.push_back(std::move(copy));
     }
@@ -556,9 +560,10 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       BlockArgument state = readCopy(func, copy.casts);
       if (!state)
         return signalPassFailure();
-      // A state of the reader too (read only: no result aliases it).
-      if (!copy.readerCasts.empty() && !readCopy(reader, copy.readerCasts))
-        return signalPassFailure();
+      // A state of the readers too (read only: no result aliases it).
+      for (auto [reader, readerCasts] : llvm::zip_equal(readers, copy.readerCasts))
+        if (!readerCasts.empty() && !readCopy(reader, readerCasts))
+          return signalPassFailure();
       // The update again, with the copy as its fourth result.
       AdamWUpdateOp old = copy.update;
       b.setInsertionPoint(old);

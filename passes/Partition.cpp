@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ir/KilnBuilders.h"
 #include "passes/PassUtils.h"
 #include "passes/Passes.h"
 #include "passes/ShardingUtils.h"
@@ -291,12 +292,20 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
              wantDims[d][dims[d].size()] == axis;
     };
     ArrayRef<StringAttr> partial = have.getPartial();
-    // A partial operand asked for (a sum of partial sums) must be partial
-    // over those axes.
+    // A partial operand asked for (a sum of partial sums) is partial over
+    // those axes already, or whole over them (a gradient accumulator's
+    // summand that came summed): it is kept on the axis's first rank and
+    // zero on the others, an exact partial sum.
     for (StringAttr axis : want.getPartial())
-      if (!llvm::is_contained(partial, axis))
-        return user->emitError() << "kiln-partition: " << userText << " wants a partial sum over "
-                                 << axis.getValue() << " that its operand is not (internal error)";
+      if (!llvm::is_contained(partial, axis)) {
+        if (splitsOver(axis.getValue()))
+          return user->emitError()
+                 << "kiln-partition: " << userText << " wants a partial sum over "
+                 << axis.getValue() << " of a value split over it (internal error)";
+        cur = onFirstRank(b, loc, cur, axis.getValue(),
+                          userText.str() + " needs a partial sum over " + axis.getValue().str() +
+                              "; " + source + " made it whole");
+      }
     // A conversion of v to its sum, made for an earlier user, serves as the
     // start (a ZeRO-1 gradient: summed once for the norm, then each rank's
     // part taken without more communication); never where a partial sum is
@@ -415,6 +424,24 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     return cur;
   }
 
+  /// `v` on the rank whose coordinate along `axis` is 0, zero on the
+  /// others: a whole value as a partial sum over `axis`. The coordinate is
+  /// this rank's part of an iota over the axis (kiln.take_shard, no
+  /// communication).
+  Value onFirstRank(OpBuilder &b, Location loc, Value v, StringRef axis, const std::string &cause) {
+    auto type = cast<RankedTensorType>(v.getType());
+    auto i32 = b.getI32Type();
+    Value iota = IotaOp::create(b, loc, RankedTensorType::get({axisSize(axis)}, i32), 0);
+    Value mine = TakeShardOp::create(b, loc, RankedTensorType::get({1}, i32), iota, axis, 0, cause);
+    Value first = build::compare(b, loc, CompareDirection::eq, mine,
+                                 build::splat(b, loc, RankedTensorType::get({1}, i32), 0));
+    if (type.getRank() == 0)
+      first = build::reshape(b, loc, first, {});
+    else
+      first = build::broadcastInDim(b, loc, first, type.getShape(), {0});
+    return build::select(b, loc, first, v, build::splatLike(b, loc, v, 0.0));
+  }
+
   /// The norm of all gradients, whatever their layouts: each operand is
   /// taken in the layout the optimizer wants it in (split under ZeRO, so a
   /// split gradient is never gathered for the norm), the sum of squares of
@@ -524,8 +551,9 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     for (auto [i, operand] : llvm::enumerate(op->getOpOperands())) {
       ShardingAttr want = wanted(rule->operandFactors[i], factorAxes);
       // An add or sub whose result propagation left partial takes its
-      // operands partial over the same axes.
-      if (isa<AddOp, SubOp>(op) && layout_[op->getResult(0)].isPartial())
+      // operands partial over the same axes; so does an op a partial sum
+      // passes through.
+      if ((isa<AddOp, SubOp>(op) || passesPartialSums(op)) && layout_[op->getResult(0)].isPartial())
         want = ShardingAttr::get(&getContext(), want.getDims(),
                                  layout_[op->getResult(0)].getPartial());
       FailureOr<Value> c = convert(operand.get(), want, op, userText);

@@ -529,11 +529,14 @@ def PropagateShardingPass : Pass<"kiln-propagate-sharding", "mlir::ModuleOp"> {
     `tp`) on the module's `kiln.mesh` (set from `mesh` when absent, e.g.
     `mesh=dp=2,tp=1`), and visits the ops forward and backward until
     nothing changes. At each op the factor rule (ShardingRuleOpInterface)
-    says which dimensions must be split alike; a factor takes the first
-    axis found on it (results first, then the axes the model annotated on
+    says which dimensions must be split alike; a factor takes the axes
+    found on it (results first, then the axes the model annotated on
     argument operands, then operands in order; arguments are never
-    changed: the caller's layout is a contract), and every dimension
-    of that factor not yet split takes it where the axis divides it. A
+    changed: the caller's layout is a contract) — a dimension's axes, or
+    the longest major part of them no other factor of the op holds, and
+    more where a later dimension extends them — and every dimension of
+    that factor takes them where they divide it and it is whole or split
+    over a major part of them. A
     split reduction factor makes the results partial sums. Writes
     `kiln.shardings` (one per result) on every op with a split or partial
     result, and `kiln.sharding` on results. An op without a rule touching a
@@ -561,6 +564,12 @@ def PropagateShardingPass : Pass<"kiln-propagate-sharding", "mlir::ModuleOp"> {
            "input (kiln.input of rank 2) split over tp, so that what tensor parallelism "
            "leaves whole on every tp rank (norms, residual adds, the loss) is split by "
            "positions">,
+    Option<"localAccumulation", "local-accumulation", "bool", /*default=*/"false",
+           "Gradient accumulation on data-parallel ranks without ZeRO: @accumulate_step's "
+           "accumulators (transient states) hold each rank's partial sums over the data "
+           "axes, so a micro-batch communicates nothing, and a copy @accumulate_last_step, "
+           "run for the last micro-batch, returns them summed (the sums overlap its "
+           "backward, as DDP's no_sync)">,
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }

@@ -113,6 +113,8 @@ struct PropagateShardingPass
       mesh_ = *parsed;
       module->setAttr(KilnDialect::kMeshAttrName, mesh_);
     }
+    if (localAccumulation && function.empty())
+      splitAccumulation(module);
     auto funcs = functionsToShard(module, function, "kiln-propagate-sharding");
     if (failed(funcs))
       return signalPassFailure();
@@ -164,6 +166,62 @@ struct PropagateShardingPass
   }
 
   static int64_t rankOf(Value v) { return cast<RankedTensorType>(v.getType()).getRank(); }
+
+  static bool isAccumulator(func::FuncOp func, unsigned i) {
+    return func.getArgAttr(i, KilnDialect::kStateAttrName) &&
+           func.getArgAttr(i, KilnDialect::kTransientAttrName);
+  }
+
+  /// Gradient accumulation on the data axes without ZeRO (DDP's no_sync):
+  /// @accumulate_step's accumulators become partial sums over the data
+  /// axes (each rank adds its own micro-batches' gradients; the add of
+  /// two partial sums stays one, so nothing is communicated), and a copy
+  /// @accumulate_last_step, which the training loop runs for the last
+  /// micro-batch, returns them summed: partitioning all-reduces each as
+  /// soon as its last gradient is added, during that backward. @apply_step
+  /// reads them summed and returns them zeroed (zero is a partial sum of
+  /// zeros for the next step). Each accumulator is split as its parameter
+  /// (a tensor-parallel weight's over tp, an expert's over ep) and partial
+  /// over the other data axes. With ZeRO the accumulators are split over
+  /// dp instead (each micro-batch's gradient reduce-scattered into them).
+  void splitAccumulation(ModuleOp module) {
+    SmallVector<StringAttr> axes = dataAxes(mesh_);
+    auto acc = module.lookupSymbol<func::FuncOp>("accumulate_step");
+    auto apply = module.lookupSymbol<func::FuncOp>("apply_step");
+    if (axes.empty() || zero > 0 || !acc || !apply || module.lookupSymbol("accumulate_last_step"))
+      return;
+    OpBuilder b(module.getContext());
+    b.setInsertionPointAfter(acc);
+    auto last = cast<func::FuncOp>(b.clone(*acc));
+    last.setSymName("accumulate_last_step");
+    for (func::FuncOp f : {acc, last, apply})
+      for (unsigned i = 0; i < f.getNumArguments(); ++i) {
+        if (!isAccumulator(f, i))
+          continue;
+        // The parameter's layout: "<param>.grad_acc" beside "<param>".
+        StringRef name = f.getArgAttrOfType<StringAttr>(i, KilnDialect::kStateAttrName).getValue();
+        name.consume_back(".grad_acc");
+        ShardingAttr s = getSharding(f.getArgument(i));
+        for (BlockArgument p : f.getArguments())
+          if (auto param =
+                  f.getArgAttrOfType<StringAttr>(p.getArgNumber(), KilnDialect::kParamAttrName);
+              param && param.getValue() == name && p.getType() == f.getArgument(i).getType())
+            s = getSharding(p).withoutPartial();
+        SmallVector<StringAttr> partial;
+        if (f != apply)
+          for (StringAttr a : axes)
+            if (!s.splitsOver(a.getValue()))
+              partial.push_back(a);
+        f.setArgAttr(i, KilnDialect::kShardingAttrName,
+                     ShardingAttr::get(&getContext(), s.getDims(), partial));
+      }
+    // The last micro-batch returns the accumulators summed.
+    for (unsigned r = 0; r < last.getNumResults(); ++r)
+      if (auto alias = last.getResultAttrOfType<IntegerAttr>(r, KilnDialect::kAliasesAttrName))
+        if (isAccumulator(last, alias.getInt()))
+          last.setResultAttr(r, KilnDialect::kShardingAttrName,
+                             getSharding(last.getArgument(alias.getInt())).withoutPartial());
+  }
 
   /// The mesh axis index of `name`; -1 for an axis of size 1 (splits
   /// nothing) ; fails for an axis the mesh does not have.
@@ -294,9 +352,17 @@ struct PropagateShardingPass
         }
         layout.dims[d] = list;
       }
-      if (!s.getPartial().empty())
-        return func.emitError() << "kiln-propagate-sharding: argument #" << arg.getArgNumber()
-                                << " is marked partial; arguments are whole or split";
+      // Partial only where local-accumulation made it so: a gradient
+      // accumulator holding this rank's summands.
+      for (StringAttr axis : s.getPartial()) {
+        FailureOr<int> a = axisIndex(axis.getValue());
+        if (!isAccumulator(func, arg.getArgNumber()) || failed(a))
+          return func.emitError() << "kiln-propagate-sharding: argument #" << arg.getArgNumber()
+                                  << " is marked partial; arguments are whole or split (only "
+                                     "local-accumulation's gradient accumulators are partial)";
+        if (*a >= 0)
+          layout.partial |= 1u << *a;
+      }
       layouts_[arg] = layout;
     }
     return success();
@@ -438,6 +504,18 @@ struct PropagateShardingPass
       }
       for (int a = 0; a < static_cast<int>(mesh_.getSizes().size()); ++a)
         if ((common >> a & 1) && !l.usesAxis(a) && !l.fixed) {
+          l.partial |= 1u << a;
+          changed = true;
+        }
+    }
+    // Reshapes, transposes and slices are linear in their one operand and
+    // no larger: its partial sum passes through, summed later (or, added
+    // into a gradient accumulator, not before the last micro-batch).
+    if (passesPartialSums(op)) {
+      Layout &l = layouts_[op->getResult(0)];
+      const unsigned partial = layouts_[op->getOperand(0)].partial;
+      for (int a = 0; a < static_cast<int>(mesh_.getSizes().size()); ++a)
+        if ((partial >> a & 1) && !l.usesAxis(a) && !l.fixed) {
           l.partial |= 1u << a;
           changed = true;
         }

@@ -22,6 +22,8 @@ SmallVector<StringAttr> dataAxes(MeshAttr mesh) {
   return axes;
 }
 
+bool passesPartialSums(Operation *op) { return isa<ReshapeOp, TransposeOp, SliceOp>(op); }
+
 FailureOr<MeshAttr> parseMesh(MLIRContext *context, StringRef text, std::string &error) {
   SmallVector<StringAttr> names;
   SmallVector<int64_t> sizes;

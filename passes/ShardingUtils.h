@@ -20,6 +20,12 @@ MeshAttr getMesh(mlir::ModuleOp module);
 /// edp × ep grid, the batch split over both, the experts over ep).
 llvm::SmallVector<mlir::StringAttr> dataAxes(MeshAttr mesh);
 
+/// Ops linear in their one operand and no larger than it (reshape,
+/// transpose, slice): a partial sum passes through them and is summed
+/// after, or (an accumulator's summand) never. (A zero pad is linear too,
+/// but summing after it moves more bytes.)
+bool passesPartialSums(mlir::Operation *op);
+
 /// Parses `dp=2,tp=1` into a mesh; an error names what is wrong.
 llvm::FailureOr<MeshAttr> parseMesh(mlir::MLIRContext *context, llvm::StringRef text,
                                     std::string &error);

@@ -141,6 +141,10 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     options.sharding->mesh = config.parallel.meshText();
     options.sharding->zero = config.parallel.zero;
     options.sharding->sequenceParallel = config.parallel.sequence_parallel;
+    // Accumulation sums over the data-parallel ranks once a step, in the
+    // last micro-batch (the pipeline's micro-batches are its own).
+    options.sharding->localAccumulation =
+        config.train.accumulate_steps > 1 && config.parallel.pp == 1;
     if (config.parallel.bucket_mb > 0) {
       options.buckets.emplace();
       options.buckets->bytes = std::llround(config.parallel.bucket_mb * double(1 << 20));

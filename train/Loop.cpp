@@ -859,8 +859,12 @@ llvm::Expected<StepResult> TrainingRun::step(double lr) {
   };
   llvm::Expected<TensorMap> result = TensorMap();
   if (backend_->hasFunction("accumulate_step")) {
+    // On data-parallel ranks the accumulators hold each rank's partial
+    // sums; the last micro-batch's function sums them (DDP's no_sync).
+    const bool syncLast = backend_->hasFunction("accumulate_last_step");
     for (int64_t k = 0; k < K_; ++k) {
-      auto micro = backend_->run("accumulate_step", batch());
+      auto micro = backend_->run(
+          syncLast && k == K_ - 1 ? "accumulate_last_step" : "accumulate_step", batch());
       if (!micro)
         return micro.takeError();
       r.loss += micro->at("loss").get(0) / static_cast<double>(K_);
