@@ -521,12 +521,13 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
       ShardingAttr s = layout_[v];
       for (auto [d, factor] : llvm::enumerate(factors)) {
         const int64_t f = factor; // (a lambda below captures it)
-        if (f < 0 || !factorAxes[f].empty())
+        if (f < 0 || (fromResult && !factorAxes[f].empty()))
           continue;
         ShardingAttr::Axes axes = s.getAxes(d);
         // An operand's split counts for a factor no result shows only as
         // far as a result lacking it is partial over its axes (propagation
-        // agreed to split it that far).
+        // agreed to split it that far); of several operands, the one that
+        // goes furthest (propagation extends a factor's axes so).
         if (!fromResult) {
           ShardingAttr::Axes summed;
           for (StringAttr a : axes) {
@@ -538,6 +539,8 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
             summed.push_back(a);
           }
           axes = summed;
+          if (axes.size() <= factorAxes[f].size())
+            continue;
         }
         factorAxes[f] = axes;
       }

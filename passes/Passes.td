@@ -542,8 +542,10 @@ def PropagateShardingPass : Pass<"kiln-propagate-sharding", "mlir::ModuleOp"> {
     result, and `kiln.sharding` on results. An op without a rule touching a
     split value is an error naming it. Axes of size 1 split nothing.
     With `zero` = 1 or 2, every optimizer state (`kiln.state` of rank >= 1)
-    without an annotation is first split over `dp` along its first
-    dimension dp divides; 3 does the same for the parameters. (In a
+    without an annotation is first split over the data axes (`dp`, or
+    `edp` and `ep`; those it is not split over already) along its first
+    dimension they divide; 3 does the same for the parameters, whose ZeRO
+    split passes only through elementwise ops and the update. (In a
     compiled step stages 1 and 2 coincide: a gradient is reduce-scattered
     into the split optimizer as soon as it is complete, never kept whole.)
 
@@ -567,7 +569,7 @@ def PropagateShardingPass : Pass<"kiln-propagate-sharding", "mlir::ModuleOp"> {
     Option<"localAccumulation", "local-accumulation", "bool", /*default=*/"false",
            "Gradient accumulation on data-parallel ranks without ZeRO: @accumulate_step's "
            "accumulators (transient states) hold each rank's partial sums over the data "
-           "axes, so a micro-batch communicates nothing, and a copy @accumulate_last_step, "
+           "axes, so a micro-batch sums no gradient over them, and a copy @accumulate_last_step, "
            "run for the last micro-batch, returns them summed (the sums overlap its "
            "backward, as DDP's no_sync)">,
   ];

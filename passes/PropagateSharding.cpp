@@ -43,6 +43,13 @@ struct Layout {
   /// An input (the batch): its pinned dimensions win at the ops that read
   /// it but do not spread (a weight's split wins where the two meet later).
   bool input = false;
+  /// Dimensions split only for storage: ZeRO's split of a parameter, and
+  /// what elementwise ops (its cast) make of it. They pass through
+  /// elementwise ops and the optimizer's update, and drive no factor of any
+  /// other op, which gathers the value instead (ZeRO 3's gather before
+  /// use): an expert's bias split over edp does not split the slots'
+  /// hidden dimension over edp where the slots are split by group over it.
+  unsigned weakDims = 0;
 
   bool usesAxis(int axis) const {
     return (partial >> axis & 1) ||
@@ -269,13 +276,6 @@ struct PropagateShardingPass
       auto existing = func.getArgAttrOfType<ShardingAttr>(i, KilnDialect::kShardingAttrName);
       SmallVector<ShardingAttr::Axes> dims =
           existing ? existing.getAllAxes() : SmallVector<ShardingAttr::Axes>(shape.size());
-      // A parameter the model split over a data axis (an expert's weight
-      // over ep) keeps that layout: a ZeRO split over the others (edp)
-      // would spread from its bias into the experts' activations, where
-      // the slots are split over edp already. Its moments still split.
-      if (!state && existing &&
-          llvm::any_of(dataAxes(mesh_), [&](StringAttr a) { return existing.splitsOver(a); }))
-        continue;
       ShardingAttr::Axes axes;
       int64_t parts = 1;
       for (StringAttr a : dataAxes(mesh_))
@@ -330,6 +330,8 @@ struct PropagateShardingPass
           continue;
         if (mine.getAxes(d) == axes)
           layout.pinnedDims |= 1u << d;
+        else if (func.getArgAttr(arg.getArgNumber(), KilnDialect::kParamAttrName))
+          layout.weakDims |= 1u << d;
         AxisList list;
         for (StringAttr axis : axes) {
           FailureOr<int> a = axisIndex(axis.getValue());
@@ -384,7 +386,8 @@ struct PropagateShardingPass
     size_t numFactors = rule->factorSizes.size();
     // Each factor's axes, major first (empty: whole).
     SmallVector<AxisList> factorAxes(numFactors);
-    SmallVector<bool> factorPinned(numFactors, false);
+    SmallVector<bool> factorPinned(numFactors, false), factorWeak(numFactors, false);
+    const bool passesWeak = op->hasTrait<kiln::OpTrait::Elementwise>() || isa<AdamWUpdateOp>(op);
     unsigned used = 0;
     // A factor takes a dimension's axes, or the longest major part of them
     // that no other factor has taken and whose parts divide it (a value
@@ -394,7 +397,8 @@ struct PropagateShardingPass
     auto gather = [&](Value v, ArrayRef<int64_t> factors, unsigned dimsToRead) {
       const Layout &l = layouts_[v];
       for (auto [d, f] : llvm::enumerate(factors)) {
-        if (f < 0 || d >= l.dims.size() || !(dimsToRead >> d & 1))
+        const bool weak = l.weakDims >> d & 1;
+        if (f < 0 || d >= l.dims.size() || !(dimsToRead >> d & 1) || (weak && !passesWeak))
           continue;
         AxisList &have = factorAxes[f];
         ArrayRef<int> list = l.dims[d];
@@ -409,6 +413,7 @@ struct PropagateShardingPass
         if (take.size() == have.size())
           continue;
         factorPinned[f] = factorPinned[f] || ((l.pinnedDims >> d & 1) && !l.input);
+        factorWeak[f] = have.empty() ? weak : factorWeak[f] && weak;
         for (int a : take)
           used |= 1u << a;
         have = take;
@@ -474,6 +479,10 @@ struct PropagateShardingPass
         l.dims[d] = axes;
         if (factorPinned[f])
           l.pinnedDims |= 1u << d;
+        if (factorWeak[f])
+          l.weakDims |= 1u << d;
+        else
+          l.weakDims &= ~(1u << d);
         changed = true;
       }
     };
@@ -495,13 +504,20 @@ struct PropagateShardingPass
     // A sum or difference of partial sums over an axis is a partial sum
     // over it: summed once after it rather than once per operand (a tied
     // embedding's two gradient halves cost one all_reduce, not two).
+    // A gradient accumulator (an argument partial over the data axes)
+    // keeps its sum partial whatever it adds: an addend that came whole is
+    // kept on one rank of the axis (zero on the others), not the
+    // accumulator summed each micro-batch.
     if (isa<AddOp, SubOp>(op)) {
       Layout &l = layouts_[op->getResult(0)];
-      unsigned common = ~0u;
+      unsigned common = ~0u, accumulated = 0;
       for (Value v : op->getOperands()) {
         const Layout &o = layouts_[v];
         common &= o.dims == l.dims ? o.partial : 0u;
+        if (o.fixed && o.dims == l.dims)
+          accumulated |= o.partial;
       }
+      common |= accumulated;
       for (int a = 0; a < static_cast<int>(mesh_.getSizes().size()); ++a)
         if ((common >> a & 1) && !l.usesAxis(a) && !l.fixed) {
           l.partial |= 1u << a;

@@ -196,7 +196,7 @@ llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>> buildTrainingModule(mlir::MLIR
   // DPO: the rows' log-probabilities, for the reference model's (computed
   // once from the starting weights).
   if (config.model.objective == "dpo" &&
-      failed(models::buildModel(**module, config.model, config.train.batch_size,
+      failed(models::buildModel(**module, config.meshModel(), config.train.batch_size,
                                 config.seqLen(), mlir::Float32Type::get(&ctx),
                                 models::GPT2Output::LogProbs, "logps", errors)))
     return error("building @logps failed:\n  " + llvm::join(errors, "\n  "));
@@ -760,10 +760,12 @@ void TrainingRun::printHeader(double compileSeconds) {
                           trainData_->keptRows(), B_);
   if (std::string about = backend_->describe(); !about.empty())
     out_ << "  " << llvm::join(llvm::split(llvm::StringRef(about).rtrim(), '\n'), "\n  ") << "\n";
-  // What train.recompute / train.memory_budget chose.
+  // What train.recompute / train.memory_budget chose (@accumulate_last_step
+  // is @accumulate_step's copy: said once).
   for (auto func : module_->getOps<mlir::func::FuncOp>())
-    if (std::string line = describeRecompute(func); !line.empty())
-      out_ << "  " << line << "\n";
+    if (func.getSymName() != "accumulate_last_step")
+      if (std::string line = describeRecompute(func); !line.empty())
+        out_ << "  " << line << "\n";
   if (config_.train.check_numerics)
     out_ << "  train.check_numerics: every op's results are scanned; the first NaN or +inf stops "
             "the run\n";
@@ -777,10 +779,12 @@ void TrainingRun::printHeader(double compileSeconds) {
   // Plugins' kernels in the step (one line each).
   {
     // The step's functions (one, accumulation's two, or a pipeline's
-    // stages), not evaluation's.
+    // stages), not evaluation's, nor the last micro-batch's copy of the
+    // accumulating step.
     std::map<std::string, std::pair<int, std::string>> custom;
     for (auto fn : module_->getOps<mlir::func::FuncOp>())
-      if (!llvm::is_contained({"forward", "logits", "logps"}, fn.getSymName()))
+      if (!llvm::is_contained({"forward", "logits", "logps", "accumulate_last_step"},
+                              fn.getSymName()))
         fn.walk([&](CustomKernelOp op) {
           auto &[count, origin] = custom[op.getKernel().str()];
           ++count;

@@ -2,8 +2,8 @@
 // stage 3 parameters) split over dp; the gradient is reduce-scattered into
 // the optimizer, the clipping norm all-reduces sums of squares, the updated
 // parameter is gathered whole.
-// RUN: kiln-opt %s -kiln-propagate-sharding="zero=1" -kiln-partition | FileCheck %s --check-prefix=ONE
-// RUN: kiln-opt %s -kiln-propagate-sharding="zero=3" -kiln-partition | FileCheck %s --check-prefix=THREE
+// RUN: kiln-opt %s -split-input-file -kiln-propagate-sharding="zero=1" -kiln-partition | FileCheck %s --check-prefix=ONE
+// RUN: kiln-opt %s -split-input-file -kiln-propagate-sharding="zero=3" -kiln-partition | FileCheck %s --check-prefix=THREE
 
 // ONE-LABEL: func.func @train_step
 // ONE-SAME: %[[W:arg[0-9]+]]: tensor<4x3xf32> {kiln.param = "w"}
@@ -50,5 +50,29 @@ func.func @train_step(%w: tensor<4x3xf32> {kiln.param = "w"},
       : (tensor<4x3xf32>, tensor<4x3xf32>, tensor<4x3xf32>, tensor<4x3xf32>, tensor<f32>, tensor<f32>, tensor<f32>)
       -> (tensor<4x3xf32>, tensor<4x3xf32>, tensor<4x3xf32>)
   return %n, %w2, %m2, %v2 : tensor<f32>, tensor<4x3xf32>, tensor<4x3xf32>, tensor<4x3xf32>
+}
+}
+
+// -----
+
+// A parameter's ZeRO split is for storage: it decides no other op's
+// layout. wpe [T, C] split over dp along T is gathered before the
+// broadcast; its split does not spread into the broadcast's positions,
+// which would meet the batch split over dp at the add (an all_to_all of
+// the whole broadcast).
+// THREE-LABEL: func.func @train_step
+// THREE-SAME: tensor<4x6xf32> {kiln.param = "wpe", kiln.sharding = #kiln.sharding<[dp, _]>}
+// THREE: %[[P:.+]] = kiln.all_gather %{{.+}} over "dp" dim 0 {cause = "parameter wpe splits dimension 0 over dp; kiln.broadcast_in_dim at {{.*}} needs it whole"} : tensor<4x6xf32> -> tensor<8x6xf32>
+// THREE-NEXT: kiln.broadcast_in_dim %[[P]], dims = [1, 2] : tensor<8x6xf32> -> tensor<2x8x6xf32>
+// THREE-NOT: kiln.all_to_all
+// THREE: return
+module attributes {kiln.mesh = #kiln.mesh<dp = 2>} {
+func.func @train_step(%x: tensor<4x8x6xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[dp, _, _]>},
+                      %p: tensor<8x6xf32> {kiln.param = "wpe"})
+    -> (tensor<f32> {kiln.output = "loss"}) {
+  %b = kiln.broadcast_in_dim %p, dims = [1, 2] : tensor<8x6xf32> -> tensor<4x8x6xf32>
+  %s = kiln.add %x, %b : tensor<4x8x6xf32>
+  %l = kiln.reduce_sum %s, dims = [0, 1, 2] : tensor<4x8x6xf32> -> tensor<f32>
+  return %l : tensor<f32>
 }
 }
