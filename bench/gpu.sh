@@ -717,6 +717,10 @@ EOF
         tag=$mesh; [ $cs = 0 ] && tag=$mesh-onstream
         n=2; extra=(--set parallel.dp=2)
         [ $mesh = dp2tp2z3 ] && n=4 && extra=(--set parallel.dp=2 --set parallel.tp=2 --set parallel.zero=3)
+        # RANKS_MESHES=dp2acc2: the same 16 rows a step as 2 micro-batches
+        # of 8 (@accumulate_step's sums stay on each rank, the last
+        # micro-batch's function all-reduces them).
+        [ $mesh = dp2acc2 ] && extra=(--set parallel.dp=2 --set train.batch_size=8 --set train.accumulate_steps=2)
         port=$((20000 + RANDOM % 20000)); pids=()
         for ((r = 0; r < n; r++)); do
           KILN_COLLECTIVE_STREAM=$cs RANK=$r WORLD_SIZE=$n LOCAL_RANK=$r LOCAL_WORLD_SIZE=$n MASTER_PORT=$port \
