@@ -117,12 +117,9 @@ Attribute ShardingAttr::parse(AsmParser &parser, Type) {
       return {};
   if (parser.parseGreater())
     return {};
-  SmallVector<Attribute> lists;
-  for (const Axes &axes : dims)
-    lists.push_back(b.getArrayAttr(SmallVector<Attribute>(axes.begin(), axes.end())));
   SmallVector<ArrayAttr> arrays;
-  for (Attribute a : lists)
-    arrays.push_back(cast<ArrayAttr>(a));
+  for (const Axes &axes : dims)
+    arrays.push_back(b.getArrayAttr(SmallVector<Attribute>(axes.begin(), axes.end())));
   return getChecked([&] { return parser.emitError(parser.getNameLoc()); }, parser.getContext(),
                     arrays, partial);
 }
