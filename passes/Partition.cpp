@@ -229,14 +229,6 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     return ShardingAttr::of(&getContext(), dims, {});
   }
 
-  /// The product of `axes`' sizes.
-  int64_t partsOf(ArrayRef<StringRef> axes) const {
-    int64_t n = 1;
-    for (StringRef a : axes)
-      n *= axisSize(a);
-    return n;
-  }
-
   /// `v` (in its recorded layout) as `want`, inserting the collectives
   /// before `user`; one conversion per value and layout.
   FailureOr<Value> convert(Value v, ShardingAttr want, Operation *user, StringRef userText) {
@@ -267,16 +259,16 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     // chunk further (a reduce_scatter or a take_shard over it), and only
     // the last (minor) axis can leave by itself (an all_gather or an
     // all_to_all over it).
+    auto names = [](ShardingAttr s, unsigned d) {
+      SmallVector<StringRef, 2> axes;
+      for (StringAttr a : s.getAxes(d))
+        axes.push_back(a.getValue());
+      return axes;
+    };
     SmallVector<SmallVector<StringRef, 2>> dims, wantDims;
-    for (const ShardingAttr::Axes &axes : have.getAllAxes()) {
-      dims.emplace_back();
-      for (StringAttr a : axes)
-        dims.back().push_back(a.getValue());
-    }
-    for (unsigned d = 0; d < dims.size(); ++d) {
-      wantDims.emplace_back();
-      for (StringAttr a : want.getAxes(d))
-        wantDims.back().push_back(a.getValue());
+    for (unsigned d = 0; d < have.getRank(); ++d) {
+      dims.push_back(names(have, d));
+      wantDims.push_back(names(want, d));
     }
     auto splitsOver = [&](StringRef axis) {
       return llvm::any_of(dims, [&](ArrayRef<StringRef> l) { return llvm::is_contained(l, axis); });
