@@ -421,13 +421,14 @@ EOF2
     # kiln.attention alone at issue #11's shapes (bf16, forward and
     # forward+backward) with .gpu/kiln-before.gz and this build, in the
     # order before, after, after, before: a kernel change measured against
-    # the previous binary in one call.
+    # the previous binary in one call. $AB_FLAGS adds flags to every run
+    # (AB_FLAGS=--deterministic compares the ordered backward).
     [ -x $BIN/kiln-before ] || { echo "attention-ab: no .gpu/kiln-before.gz"; continue; }
     for spec in "16,12,1024,64 --causal" "8,16,4096,128 --causal" "8,16,4096,128" \
       "4,16,8192,64 --causal"; do
       for run in before-1 after-1 after-2 before-2; do
         bin=$KILN; [ ${run%-*} = before ] && bin=$BIN/kiln-before
-        XDG_CACHE_HOME=/tmp/kiln-cache-${run%-*} $bin bench --attention $spec \
+        XDG_CACHE_HOME=/tmp/kiln-cache-${run%-*} $bin bench --attention $spec ${AB_FLAGS:-} \
           --json "$OUT/attention-ab-${run%-*}.jsonl" 2>&1 | grep "^attention" | sed "s/^/  $run /"
       done
     done ;;
