@@ -50,8 +50,10 @@ using namespace llvm;
 
 namespace kiln::cli {
 
-static cl::opt<std::string> configPath(cl::Positional, cl::desc("<config.toml>"), cl::Required,
-                                       cl::sub(estimateCommand()), cl::cat(kilnCategory()));
+// A list, so that a second positional argument is this command's error
+// rather than llvm::cl's: `--ep 2` (ValueOptional) reads 2 as one.
+static cl::list<std::string> positional(cl::Positional, cl::desc("<config.toml>"), cl::OneOrMore,
+                                        cl::sub(estimateCommand()), cl::cat(kilnCategory()));
 static cl::opt<int64_t> dp("dp", cl::desc("Data-parallel degree (for the ZeRO columns)"),
                            cl::init(8), cl::sub(estimateCommand()), cl::cat(kilnCategory()));
 static cl::opt<int64_t> tp("tp", cl::desc("Tensor-parallel degree (for the partitioned plan)"),
@@ -109,6 +111,17 @@ static Expected<RankPlan> rankPlan(const RunConfig &config) {
 }
 
 int runEstimate() {
+  if (positional.size() > 1) {
+    int64_t n = 0;
+    if (expertParallel.getNumOccurrences() && expertParallel.empty() &&
+        !StringRef(positional[1]).getAsInteger(10, n))
+      return fail("estimate", formatv("write --ep={0}: with a space, {0} reads as a second config",
+                                      positional[1]));
+    return fail("estimate",
+                formatv("takes one config, not {0} ({1}, {2}{3})", positional.size(), positional[0],
+                        positional[1], positional.size() > 2 ? ", ..." : ""));
+  }
+  const std::string &configPath = positional[0];
   if (dp < 1 || tp < 1)
     return fail("estimate", "--dp and --tp must be at least 1");
   // --tp is parallel.tp: the config is validated with it (sequence
