@@ -499,6 +499,10 @@ struct FlashTiles {
   /// The wgmma backward issues dq's product before dV's and dK's (and adds
   /// its sums while those run).
   static constexpr int kDqFirst = 1;
+  /// The wgmma forward issues block j's S = Q·Kᵀ with block j−1's O += P·V
+  /// and runs block j's softmax while the latter runs (FlashAttention-3's
+  /// intra-warpgroup overlap).
+  static constexpr int kPipelinedForward = 2;
   bool has(int option) const { return wgmma && (options & option); }
   int queryBlock() const { return 16 * warps * mTiles; }
 };
@@ -530,7 +534,7 @@ int defaultOptions(int backwardWarps) { return backwardWarps == 8 ? FlashTiles::
 /// into parts of at least 32), 0 for mma.sync, absent for the
 /// architecture's default; R > 0 makes ptxas fit R backward blocks on an SM
 /// (fewer registers a thread); X the wgmma kernels' options
-/// (FlashTiles::options, 0-1). The kernels static_assert what they need
+/// (FlashTiles::options, a sum of 1 and 2). The kernels static_assert what they need
 /// beyond these ranges.
 llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &options, int64_t d) {
   llvm::StringRef text = options.attentionTiles;
@@ -542,11 +546,11 @@ llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &opti
   bool ok = parts.size() >= 4 && parts.size() <= 8;
   for (size_t i = 0; ok && i < parts.size(); ++i)
     ok = !parts[i].getAsInteger(10, v[i]) && v[i] >= (i >= 4 ? 0 : 1) && v[i] <= 256;
-  if (!ok || v[2] % 16 != 0 || v[4] > 1 || v[5] > 1 || v[6] > 8 || v[7] > 1)
+  if (!ok || v[2] % 16 != 0 || v[4] > 1 || v[5] > 1 || v[6] > 8 || v[7] > 3)
     return error("codegen: attention tiles '" + text +
                  "' are not W,MT,BN,BW[,Q[,G[,R[,X]]]] (warps, row tiles, a key block of 16s, "
                  "backward warps, Q held in registers 0/1, wgmma kernels 0/1, backward blocks an "
-                 "SM fits 0-8, wgmma options 0-1)");
+                 "SM fits 0-8, wgmma options 0-3)");
   if (v[5] == 1 && !hasWgmma(options.arch))
     return error("codegen: attention tiles '" + text +
                  "' ask for the wgmma kernels, which need "
@@ -685,12 +689,13 @@ std::string tilesText(const FlashTiles &t) {
   if (t.wgmma)
     return llvm::formatv("on wgmma: forward {0} warpgroup(s) of 64 query rows (BM = {1}), key "
                          "blocks of {2}; backward {3} warpgroup(s) of 64 keys, query blocks of "
-                         "64{4}{5}",
+                         "64{4}{5}{6}",
                          t.warps / 4, t.queryBlock(), t.keyBlock, t.backwardWarps / 4,
                          t.backwardBlocks > 0
                              ? llvm::formatv(", {0} blocks an SM", t.backwardBlocks).str()
                              : std::string(),
-                         t.has(FlashTiles::kDqFirst) ? ", dq's product first" : "")
+                         t.has(FlashTiles::kDqFirst) ? ", dq's product first" : "",
+                         t.has(FlashTiles::kPipelinedForward) ? ", forward softmax overlapped" : "")
         .str();
   return llvm::formatv("forward {0} warps x {1} row tiles (BM = {2}), key blocks of {3}, Q {4}; "
                        "backward {5} warps on {7} (key blocks of {6}, query blocks of 64)",
@@ -803,10 +808,11 @@ llvm::Expected<bool> flashForward(Emitter &e, const AttentionView &w, const Flas
   std::string body =
       prologue +
       (tiles.wgmma
-           ? llvm::formatv("  kiln::flash::forwardWgmma<{0}, {1}, {2}, {3}>(q, k, v, out, lse, "
-                           "{4:e9}f, {5});\n",
+           ? llvm::formatv("  kiln::flash::forwardWgmma<{0}, {1}, {2}, {3}, {6}>(q, k, v, out, "
+                           "lse, {4:e9}f, {5});\n",
                            flashShape(w.input(), a, w.causal), tiles.warps / 4, tiles.keyBlock,
-                           w.layoutArgs(), w.scale, *seg)
+                           w.layoutArgs(), w.scale, *seg,
+                           boolText(tiles.has(FlashTiles::kPipelinedForward)))
                  .str()
            : llvm::formatv("  kiln::flash::forward<{0}, {1}, {2}, {3}, {4}, {5}>(q, k, v, "
                            "out, lse, {6:e9}f, {7});\n",

@@ -1315,6 +1315,74 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
 #endif
 }
 
+// Mask block j's scores (keys from k0) and take its online-softmax step in
+// base 2 (as in `forward`): s becomes P's unnormalized values, m and l move
+// on, and alpha[half] is the factor the rows' O must be rescaled by (left
+// to the caller: with PIPELINED, O is still being written by the previous
+// block's wgmma).
+template <i64 TQ, i64 TK, int BN, bool CAUSAL>
+__device__ __forceinline__ void softmaxStep(float (&s)[BN / 8][4], float (&m)[2], float (&l)[2],
+                                            float (&alpha)[2], i64 row0, i64 k0, i64 q0, int t,
+                                            const int *segb, float scaleLog2) {
+  constexpr int NS = BN / 8;
+  const bool masked = segb || (CAUSAL && k0 + BN - 1 > q0) || (TK % BN != 0 && k0 + BN > TK);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const i64 row = row0 + half * 8;
+    const int rowSeg = segb && row < TQ ? segb[row] : 0;
+    float mx = negInf<float>();
+#pragma unroll
+    for (int n = 0; n < NS; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float &x = s[n][2 * half + e];
+        if (masked) {
+          const i64 key = k0 + n * 8 + 2 * t + e;
+          if (key >= TK || (CAUSAL && key > row) || (segb && segb[key] != rowSeg))
+            x = negInf<float>();
+        }
+        mx = fmaxf(mx, x);
+      }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float mNew = fmaxf(m[half], mx * scaleLog2);
+    const float base = mNew == negInf<float>() ? 0.f : mNew;
+    alpha[half] = exp2Approx(m[half] - base);
+    m[half] = mNew;
+    float sum = 0.f;
+#pragma unroll
+    for (int n = 0; n < NS; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float &x = s[n][2 * half + e];
+        x = exp2Approx(fmaf(x, scaleLog2, -base));
+        sum += x;
+      }
+    l[half] = l[half] * alpha[half] + sum; // this thread's part of the row
+  }
+}
+
+// O's rows rescaled by alpha, and P (block j's exponentials) packed into
+// the A fragments of O += P·V.
+template <typename T, int NO, int NS>
+__device__ __forceinline__ void rescaleAndPack(float (&o)[NO][4], u32 (&pf)[NS / 2][4],
+                                               const float (&s)[NS][4], const float (&alpha)[2]) {
+#pragma unroll
+  for (int n = 0; n < NO; ++n) {
+    o[n][0] *= alpha[0];
+    o[n][1] *= alpha[0];
+    o[n][2] *= alpha[1];
+    o[n][3] *= alpha[1];
+  }
+#pragma unroll
+  for (int kk = 0; kk < NS / 2; ++kk) {
+    pf[kk][0] = pack<T>(s[2 * kk][0], s[2 * kk][1]);
+    pf[kk][1] = pack<T>(s[2 * kk][2], s[2 * kk][3]);
+    pf[kk][2] = pack<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    pf[kk][3] = pack<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+  }
+}
+
 // The forward on wgmma: WGS warpgroups of 64 query rows (BM = 64·WGS), key
 // blocks of BN in two stages (block j+1 loads while block j computes).
 // S = Q·Kᵀ with both operands K-major in shared memory; the online softmax
@@ -1322,8 +1390,15 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
 // `forward`); O += P·V with P from registers and V MN-major. Dynamic shared
 // memory: 1024 bytes of alignment slack, Q [BM, D], K and V [2][BN, D].
 // Grid (⌈TQ/BM⌉, B·H). Needs sm_90a.
+//
+// PIPELINED (FlashAttention-3's intra-warpgroup overlap, Shah et al. 2024,
+// §3.2): block j's S = Q·Kⱼᵀ and block j−1's O += P·Vⱼ₋₁ are issued
+// together, and block j's softmax runs while the tensor cores do the
+// second; O is rescaled once that product is done. V then lags K by a
+// block: the top of block j loads Kⱼ₊₁ and Vⱼ (into the stages Kⱼ₋₁ and
+// Vⱼ₋₂ left, both read by products every warpgroup has waited for).
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WGS, int BN,
-          bool BTHD = false, int PACK = 1>
+          bool BTHD = false, int PACK = 1, bool PIPELINED = false>
 __device__ void forwardWgmma(const T *q, const T *k, const T *v, T *out, float *lse, float scale,
                              const int *seg = nullptr) {
 #if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -1353,10 +1428,11 @@ __device__ void forwardWgmma(const T *q, const T *k, const T *v, T *out, float *
 
   loadTileWgmma<BM, D, THREADS, QS>(sQ, qb, q0, TQ);
   loadTileWgmma<BN, D, THREADS, KVS>(sK, kb, (i64)jStart * BN, TK);
-  loadTileWgmma<BN, D, THREADS, KVS>(sV, vb, (i64)jStart * BN, TK);
+  if constexpr (!PIPELINED)
+    loadTileWgmma<BN, D, THREADS, KVS>(sV, vb, (i64)jStart * BN, TK);
   commit();
 
-  float o[NO][4], m[2], l[2];
+  float o[NO][4], m[2], l[2], alpha[2];
 #pragma unroll
   for (int n = 0; n < NO; ++n)
     o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
@@ -1369,21 +1445,25 @@ __device__ void forwardWgmma(const T *q, const T *k, const T *v, T *out, float *
   l[0] = l[1] = 0.f;
   const i64 row0 = q0 + warp * 16 + g; // this thread's rows: row0, row0 + 8
   const int *segb = seg ? seg + b * TK : nullptr;
-  u32 pf[PK][4]; // P of block j, read by O += P·V until the next block's wait
+  u32 pf[PK][4]; // P of block j, read by O += P·V until that product is waited for
 
   for (int j = jStart; j < blocks; ++j) {
     const int stage = (j - jStart) & 1;
     const u32 kj = sK + stage * TILE, vj = sV + stage * TILE;
-    waitGroups<0>(); // block j (and Q)
+    waitGroups<0>(); // block j's K (and V: block j's, or j - 1's when PIPELINED; and Q)
     fenceProxyAsync();
-    wgmmaWait<0>(); // this warpgroup's O += P·V of block j - 1 (its stage is reloaded next)
-    keep(o);
-    keep(pf);
-    __syncthreads();
-    if (j + 1 < blocks) {
-      loadTileWgmma<BN, D, THREADS, KVS>(sK + (stage ^ 1) * TILE, kb, (i64)(j + 1) * BN, TK);
-      loadTileWgmma<BN, D, THREADS, KVS>(sV + (stage ^ 1) * TILE, vb, (i64)(j + 1) * BN, TK);
+    if constexpr (!PIPELINED) {
+      wgmmaWait<0>(); // this warpgroup's O += P·V of block j - 1 (its stage is reloaded next)
+      keep(o);
+      keep(pf);
     }
+    __syncthreads();
+    if (j + 1 < blocks)
+      loadTileWgmma<BN, D, THREADS, KVS>(sK + (stage ^ 1) * TILE, kb, (i64)(j + 1) * BN, TK);
+    if constexpr (PIPELINED)
+      loadTileWgmma<BN, D, THREADS, KVS>(vj, vb, (i64)j * BN, TK);
+    else if (j + 1 < blocks)
+      loadTileWgmma<BN, D, THREADS, KVS>(sV + (stage ^ 1) * TILE, vb, (i64)(j + 1) * BN, TK);
     commit();
 
     // S = Q·Kᵀ: this warpgroup's 64 rows × BN keys.
@@ -1394,66 +1474,55 @@ __device__ void forwardWgmma(const T *q, const T *k, const T *v, T *out, float *
     for (int ks = 1; ks < KS; ++ks)
       wgmmaSS<T, 0, 0>(s, kMajor<BM>(sQ, 64 * wg, ks), kMajor<BN>(kj, 0, ks));
     wgmmaCommit();
-    wgmmaWait<0>();
-    keep(s);
-
-    // Mask, then the online softmax in base 2 (as in `forward`).
-    const i64 k0 = (i64)j * BN;
-    const bool masked = seg || (CAUSAL && k0 + BN - 1 > q0) || (TK % BN != 0 && k0 + BN > TK);
+    if constexpr (PIPELINED) {
+      // O += P·Vⱼ₋₁ behind it, then block j's softmax while that runs.
+      // (The fence again: past the branch ptxas would otherwise add one,
+      // its note C7519.)
+      if (j > jStart) {
+        wgmmaFence();
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const i64 row = row0 + half * 8;
-      const int rowSeg = segb && row < TQ ? segb[row] : 0;
-      float mx = negInf<float>();
-#pragma unroll
-      for (int n = 0; n < NS; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float &x = s[n][2 * half + e];
-          if (masked) {
-            const i64 key = k0 + n * 8 + 2 * t + e;
-            if (key >= TK || (CAUSAL && key > row) || (segb && segb[key] != rowSeg))
-              x = negInf<float>();
-          }
-          mx = fmaxf(mx, x);
-        }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float mNew = fmaxf(m[half], mx * scaleLog2);
-      const float base = mNew == negInf<float>() ? 0.f : mNew;
-      const float alpha = exp2Approx(m[half] - base);
-      m[half] = mNew;
-      float sum = 0.f;
-#pragma unroll
-      for (int n = 0; n < NS; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float &x = s[n][2 * half + e];
-          x = exp2Approx(fmaf(x, scaleLog2, -base));
-          sum += x;
-        }
-      l[half] = l[half] * alpha + sum; // this thread's part of the row
-#pragma unroll
-      for (int n = 0; n < NO; ++n) {
-        o[n][2 * half] *= alpha;
-        o[n][2 * half + 1] *= alpha;
+        for (int kk = 0; kk < PK; ++kk)
+          wgmmaRS<T, 1>(o, pf[kk], mnMajor<BN>(sV + (stage ^ 1) * TILE, kk, 0));
+        wgmmaCommit();
+        wgmmaWait<1>();
+      } else {
+        wgmmaWait<0>();
       }
-    }
+      keep(s);
+      softmaxStep<TQ, TK, BN, CAUSAL>(s, m, l, alpha, row0, (i64)j * BN, q0, t, segb,
+                                      scaleLog2);
+      wgmmaWait<0>();
+      keep(o);
+      keep(pf);
+      rescaleAndPack<T>(o, pf, s, alpha);
+    } else {
+      wgmmaWait<0>();
+      keep(s);
+      softmaxStep<TQ, TK, BN, CAUSAL>(s, m, l, alpha, row0, (i64)j * BN, q0, t, segb,
+                                      scaleLog2);
+      rescaleAndPack<T>(o, pf, s, alpha);
+      // O += P·V: V_j's rows (keys) are the k-steps; waited for at the top of
+      // the next block (or after the loop).
+      wgmmaFence();
 #pragma unroll
-    for (int kk = 0; kk < PK; ++kk) {
-      pf[kk][0] = pack<T>(s[2 * kk][0], s[2 * kk][1]);
-      pf[kk][1] = pack<T>(s[2 * kk][2], s[2 * kk][3]);
-      pf[kk][2] = pack<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pf[kk][3] = pack<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      for (int kk = 0; kk < PK; ++kk)
+        wgmmaRS<T, 1>(o, pf[kk], mnMajor<BN>(vj, kk, 0));
+      wgmmaCommit();
     }
-
-    // O += P·V: V_j's rows (keys) are the k-steps; waited for at the top of
-    // the next block (or after the loop).
-    wgmmaFence();
+  }
+  if constexpr (PIPELINED) {
+    // The last block's O += P·V (its V loaded at the top of that block).
+    waitGroups<0>();
+    fenceProxyAsync();
+    __syncthreads();
+    if (blocks > jStart) {
+      const u32 vLast = sV + ((blocks - 1 - jStart) & 1) * TILE;
+      wgmmaFence();
 #pragma unroll
-    for (int kk = 0; kk < PK; ++kk)
-      wgmmaRS<T, 1>(o, pf[kk], mnMajor<BN>(vj, kk, 0));
-    wgmmaCommit();
+      for (int kk = 0; kk < PK; ++kk)
+        wgmmaRS<T, 1>(o, pf[kk], mnMajor<BN>(vLast, kk, 0));
+      wgmmaCommit();
+    }
   }
   wgmmaWait<0>();
   keep(o);

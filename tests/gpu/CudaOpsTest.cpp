@@ -1106,8 +1106,12 @@ TEST(CudaFlashKernels, WgmmaAndMmaSyncMatchTheInterpreter) {
   // The wgmma tiles beyond the defaults: two backward warpgroups at D = 64
   // (dq's columns split 32/32 through Kᵀ) and one forward warpgroup at
   // D = 128; one backward warpgroup at D = 128 (dq's 128 columns in one);
-  // dq's product first (the X field) at one and two backward warpgroups.
+  // dq's product first (the X field's 1) at one and two backward
+  // warpgroups; the forward's softmax overlapped with O += P·V (its 2) at
+  // one and two forward warpgroups.
   for (const Variant &v : {Variant{"", "forwardWgmma<", "backwardWgmma<"},
+                           Variant{"4,1,128,4,0,1,0,2", "forwardWgmma<", "backwardWgmma<"},
+                           Variant{"8,1,128,8,0,1,0,3", "forwardWgmma<", "backwardWgmma<"},
                            Variant{"4,2,64,8,0,0", "forward<", "backward<"},
                            Variant{"4,1,128,8,1,1", "forwardWgmma<", "backwardWgmma<"},
                            Variant{"8,1,64,4,0,1,1", "forwardWgmma<", "backwardWgmma<"},

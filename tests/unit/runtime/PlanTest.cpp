@@ -681,9 +681,21 @@ TEST(Plan, FlashKernelsRunOnWgmmaOnSm90a) {
             std::string::npos);
   // The X field: an option the wgmma kernels lack, or options on the
   // mma.sync kernels.
-  auto badOption = compile("sm_90a", "4,1,128,8,0,1,0,2");
+  auto badOption = compile("sm_90a", "4,1,128,8,0,1,0,4");
   ASSERT_FALSE(static_cast<bool>(badOption));
-  EXPECT_NE(llvm::toString(badOption.takeError()).find("wgmma options 0-1"), std::string::npos);
+  EXPECT_NE(llvm::toString(badOption.takeError()).find("wgmma options 0-3"), std::string::npos);
+  // Option 2: the forward's softmax overlapped with O += P·V (not the
+  // default: the forward's last template argument says which).
+  auto pipelined = compile("sm_90a", "4,1,128,4,0,1,0,2");
+  ASSERT_TRUE(static_cast<bool>(pipelined)) << llvm::toString(pipelined.takeError());
+  EXPECT_NE(sources(*pipelined)
+                .find("forwardWgmma<__nv_bfloat16, 1, 2, 2, 100, 100, 64, true, 1, "
+                      "128, false, 1, true>"),
+            std::string::npos)
+      << sources(*pipelined);
+  EXPECT_NE(notes(*pipelined).find("forward softmax overlapped"), std::string::npos);
+  EXPECT_NE(sources(*hopper).find("128, false, 1, false>(q, k, v, out"), std::string::npos)
+      << sources(*hopper);
   auto optionOnMmaSync = compile("sm_90a", "4,2,64,8,0,0,0,1");
   ASSERT_FALSE(static_cast<bool>(optionOnMmaSync));
   EXPECT_NE(llvm::toString(optionOnMmaSync.takeError()).find("X (options) is for the wgmma kernels"),
