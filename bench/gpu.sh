@@ -432,6 +432,31 @@ EOF2
           --json "$OUT/attention-ab-${run%-*}.jsonl" 2>&1 | grep "^attention" | sed "s/^/  $run /"
       done
     done ;;
+  attention-options)
+    # kiln.attention alone with its default tiles and with the wgmma
+    # kernels' option bits $ATTN_X (default 2: the forward's softmax
+    # overlapped with O += P·V) added to the default's, in the order
+    # default, option, option, default: an option measured in one binary.
+    # The tiles mirror chooseFlashTiles (codegen/CompositeEmitter.cpp) for
+    # issue #11's shapes and GPT-2's packed one.
+    x=${ATTN_X:-2}
+    for spec in "16,12,1024,64 --causal --attention-layout qkv" "8,16,4096,128 --causal" \
+      "8,16,4096,128" "4,16,8192,64 --causal"; do
+      set -- $spec
+      shape=$1; IFS=, read -r _ _ t d <<< "$shape"
+      if [ "$d" = 64 ]; then
+        bw=8; [ $(( (t + 63) / 64 )) -lt 64 ] && bw=4
+        r=1 dx=1; [ $bw = 4 ] && r=3 dx=0
+        tiles="4,1,128,$bw,0,1,$r,$(( dx | x ))"
+      else
+        tiles="8,1,128,8,0,1,0,$(( 1 | x ))"
+      fi
+      for run in default-1 option-1 option-2 default-2; do
+        extra=(); [ ${run%-*} = option ] && extra=(--attention-tiles "$tiles")
+        XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench --attention $spec "${extra[@]}" ${AB_FLAGS:-} \
+          --json "$OUT/attention-options-${run%-*}.jsonl" 2>&1 | grep "^attention" | sed "s/^/  $run /"
+      done
+    done ;;
   deterministic)
     # train.deterministic ($DET_PARTS, default all three):
     #   attention  kiln.attention alone at issue #11's shapes and GPT-2's
