@@ -67,10 +67,15 @@ LogicalResult MeshAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 }
 
 int64_t MeshAttr::getAxisSize(StringRef name) const {
-  for (auto [n, size] : llvm::zip_equal(getNames(), getSizes()))
-    if (n.getValue() == name)
-      return size;
-  return 1;
+  // A collective's group may name several axes, joined by ','.
+  SmallVector<StringRef, 2> parts;
+  name.split(parts, ',');
+  int64_t product = 1;
+  for (StringRef part : parts)
+    for (auto [n, size] : llvm::zip_equal(getNames(), getSizes()))
+      if (n.getValue() == part)
+        product *= size;
+  return product;
 }
 
 int64_t MeshAttr::getNumRanks() const {

@@ -885,17 +885,38 @@ static LogicalResult verifySplit(Operation *op, Type wholeType, Type partType, i
   return success();
 }
 
+/// A collective's group: a mesh axis, or several joined by ',' (each
+/// named once, none empty).
+static LogicalResult verifyGroup(Operation *op, StringRef axis) {
+  SmallVector<StringRef, 2> parts;
+  axis.split(parts, ',');
+  for (size_t i = 0; i < parts.size(); ++i)
+    if (parts[i].empty() || llvm::is_contained(ArrayRef(parts).take_front(i), parts[i]))
+      return op->emitOpError() << "group '" << axis
+                               << "': name a mesh axis, or several joined by ',' "
+                                  "(each once, major first)";
+  return success();
+}
+
+LogicalResult AllReduceOp::verify() { return verifyGroup(*this, getAxis()); }
+
 LogicalResult AllGatherOp::verify() {
+  if (failed(verifyGroup(*this, getAxis())))
+    return failure();
   return verifySplit(*this, getResult().getType(), getOperand().getType(),
                      static_cast<int64_t>(getDim()), "gathers into");
 }
 
 LogicalResult ReduceScatterOp::verify() {
+  if (failed(verifyGroup(*this, getAxis())))
+    return failure();
   return verifySplit(*this, getOperand().getType(), getResult().getType(),
                      static_cast<int64_t>(getDim()), "scatters");
 }
 
 LogicalResult TakeShardOp::verify() {
+  if (failed(verifyGroup(*this, getAxis())))
+    return failure();
   return verifySplit(*this, getOperand().getType(), getResult().getType(),
                      static_cast<int64_t>(getDim()), "takes a part of");
 }

@@ -1095,13 +1095,20 @@ def Kiln_AdamWUpdateOp : Kiln_Op<"adamw_update"> {
 //===----------------------------------------------------------------------===//
 
 def Kiln_AllReduceOp : Kiln_Op<"all_reduce", [Kiln_SameTypes]> {
-  let summary = "sum over the ranks of one mesh axis";
+  let summary = "sum over the ranks of one mesh axis (or several)";
   let description = [{
     Every rank of each group along mesh axis `axis` receives the sum of the
     group's operands (the same bytes on every rank: each rank adds the
     summands in rank order). kiln-partition inserts it where a partial sum
     meets an op that needs the whole value; `cause` says which op made the
     partial sum and which op needed it (`kiln compile --explain-sharding`).
+
+    The collectives' `axis` may name several mesh axes joined by `,`,
+    major first (`"edp,ep"`): the group is then the ranks that differ only
+    in those coordinates, and the rank at (i, j) is its member i·|ep| + j,
+    as a dimension split over `{edp, ep}` numbers its chunks. One
+    collective over all of them moves `(n − 1) / n` of the bytes where one
+    per axis would move the sum of each axis's share.
 
     ```mlir
     %g = kiln.all_reduce %dw over "dp" {cause = "..."} : tensor<768x768xf32>
@@ -1110,14 +1117,16 @@ def Kiln_AllReduceOp : Kiln_Op<"all_reduce", [Kiln_SameTypes]> {
   let arguments = (ins Kiln_FloatTensor:$operand, StrAttr:$axis, StrAttr:$cause);
   let results = (outs Kiln_FloatTensor:$result);
   let assemblyFormat = "$operand `over` $axis attr-dict `:` custom<SameTypes>(type($operand), type($result))";
+  let hasVerifier = 1;
 }
 
 def Kiln_AllGatherOp : Kiln_Op<"all_gather"> {
   let summary = "concatenation over the ranks of one mesh axis";
   let description = [{
-    Every rank of each group along mesh axis `axis` receives the group's
-    operands concatenated along dimension `dim` in rank order: the whole
-    of a value split over that axis.
+    Every rank of each group along mesh axis `axis` (or axes, as for
+    `kiln.all_reduce`) receives the group's operands concatenated along
+    dimension `dim` in rank order: the whole of a value split over that
+    axis.
 
     ```mlir
     %w = kiln.all_gather %shard over "dp" dim 0 {cause = "..."} : tensor<384x768xf32> -> tensor<768x768xf32>
@@ -1132,8 +1141,9 @@ def Kiln_AllGatherOp : Kiln_Op<"all_gather"> {
 def Kiln_ReduceScatterOp : Kiln_Op<"reduce_scatter"> {
   let summary = "sum over the ranks of one mesh axis, each rank keeping its part";
   let description = [{
-    The sum of the group's operands along mesh axis `axis`, split along
-    dimension `dim`: rank k of the group receives the k-th part. What a
+    The sum of the group's operands along mesh axis `axis` (or axes, as for
+    `kiln.all_reduce`), split along dimension `dim`: rank k of the group
+    receives the k-th part. What a
     partial sum becomes when the op that reads it wants it split over the
     same axis (a ZeRO-sharded optimizer reading a data-parallel gradient):
     the all-reduce's traffic halved, nothing stored whole.
@@ -1152,8 +1162,8 @@ def Kiln_TakeShardOp : Kiln_Op<"take_shard"> {
   let summary = "this rank's part of a whole value (no communication)";
   let description = [{
     The part of `operand` along dimension `dim` that this rank holds when
-    the value is split over mesh axis `axis`: rank k of the group takes the
-    k-th part. What a whole value becomes when an op wants it split (a
+    the value is split over mesh axis `axis` (or axes, as for
+    `kiln.all_reduce`): rank k of the group takes the k-th part. What a whole value becomes when an op wants it split (a
     replicated gradient read by a ZeRO-sharded optimizer).
 
     ```mlir

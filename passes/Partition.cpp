@@ -15,6 +15,8 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 
+#include "llvm/ADT/StringExtras.h"
+
 #include <map>
 
 
@@ -213,7 +215,25 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     return "argument #" + std::to_string(arg.getArgNumber());
   }
 
+  /// The size of `axis`, or of a group of axes joined by ','.
   int64_t axisSize(StringRef axis) const { return mesh_.getAxisSize(axis); }
+
+  /// A collective's group over `axes`, major first: "edp,ep" (one
+  /// collective over every rank they span; kiln.all_reduce).
+  static std::string groupOf(ArrayRef<StringRef> axes) { return llvm::join(axes, ","); }
+
+  /// `axes` in the mesh's order (a sum's group has no order of its own;
+  /// this one names it the same way everywhere, one NCCL communicator).
+  SmallVector<StringRef, 2> inMeshOrder(ArrayRef<StringRef> axes) const {
+    SmallVector<StringRef, 2> ordered;
+    for (StringAttr name : mesh_.getNames())
+      if (llvm::is_contained(axes, name.getValue()))
+        ordered.push_back(name.getValue());
+    for (StringRef a : axes) // (an axis the mesh lacks, last)
+      if (!llvm::is_contained(ordered, a))
+        ordered.push_back(a);
+    return ordered;
+  }
 
   RankedTensorType localType(Value v, ShardingAttr s) {
     auto t = cast<RankedTensorType>(v.getType());
@@ -320,29 +340,44 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     for (StringAttr axis : partial)
       if (!llvm::is_contained(want.getPartial(), axis))
         toSum.push_back(axis.getValue()); // (else summed later: a sum of partial sums)
+    // The axes dimension d wants next, in order, while each is one of
+    // `pool` and splits no dimension: those one collective can add to d.
+    auto wantedRun = [&](size_t d, ArrayRef<StringRef> pool) {
+      SmallVector<StringRef, 2> run;
+      if (!onTheWay(d))
+        return run;
+      for (size_t i = dims[d].size(); i < wantDims[d].size(); ++i) {
+        StringRef axis = wantDims[d][i];
+        if (!llvm::is_contained(pool, axis) || splitsOver(axis))
+          break;
+        run.push_back(axis);
+      }
+      return run;
+    };
     for (bool scattered = true; scattered;) {
       scattered = false;
-      for (StringRef axis : toSum) {
-        size_t d = 0;
-        while (d < dims.size() && !(nextWanted(d, axis) && !splitsOver(axis)))
-          ++d;
-        if (d == dims.size())
+      for (size_t d = 0; d < dims.size() && !scattered; ++d) {
+        SmallVector<StringRef, 2> run = wantedRun(d, toSum);
+        if (run.empty())
           continue;
-        std::string cause = source + " leaves a partial sum over " + axis.str() + "; " +
-                            userText.str() + " needs its part of dimension " + std::to_string(d) +
-                            " summed";
-        int64_t size = cast<RankedTensorType>(cur.getType()).getDimSize(d) / axisSize(axis);
-        cur = ReduceScatterOp::create(b, loc, withDim(d, size), cur, axis, d, cause);
-        dims[d].push_back(axis);
-        llvm::erase(toSum, axis);
+        std::string over = groupOf(run);
+        std::string cause = source + " leaves a partial sum over " + over + "; " + userText.str() +
+                            " needs its part of dimension " + std::to_string(d) + " summed";
+        int64_t size = cast<RankedTensorType>(cur.getType()).getDimSize(d) / axisSize(over);
+        cur = ReduceScatterOp::create(b, loc, withDim(d, size), cur, over, d, cause);
+        for (StringRef axis : run) {
+          dims[d].push_back(axis);
+          llvm::erase(toSum, axis);
+        }
         scattered = true;
-        break;
       }
     }
-    for (StringRef axis : toSum) {
-      std::string cause = source + " leaves a partial sum over " + axis.str() + "; " +
-                          userText.str() + " needs it summed";
-      cur = AllReduceOp::create(b, loc, cur.getType(), cur, axis, cause);
+    // The rest summed by one all_reduce over all of them.
+    if (!toSum.empty()) {
+      std::string over = groupOf(inMeshOrder(toSum));
+      std::string cause = source + " leaves a partial sum over " + over + "; " + userText.str() +
+                          " needs it summed";
+      cur = AllReduceOp::create(b, loc, cur.getType(), cur, over, cause);
     }
     // An axis that moves from one dimension to another (tokens split by
     // group, wanted split by expert): one all_to_all, each rank's part
@@ -376,31 +411,36 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     // the common major part gathered (minor first), then (no
     // communication) this rank's part taken for each wanted axis, once no
     // other dimension is split over it.
+    // (The minor axes that must go, gathered by one all_gather over all of
+    // them: the group's coordinate orders the chunks as the dimension did.)
     auto gatherExtra = [&](size_t d) {
-      int64_t size = cast<RankedTensorType>(cur.getType()).getDimSize(d);
-      while (!onTheWay(d)) {
-        StringRef axis = dims[d].pop_back_val();
-        std::string cause =
-            source + " splits dimension " + std::to_string(d) + " over " + axis.str() + "; " +
-            userText.str() +
-            (dims[d].empty() ? " needs it whole" : " needs it split over fewer axes");
-        size *= axisSize(axis);
-        cur = AllGatherOp::create(b, loc, withDim(d, size), cur, axis, static_cast<int64_t>(d),
-                                  cause);
-      }
+      SmallVector<StringRef, 2> run;
+      while (!onTheWay(d))
+        run.insert(run.begin(), dims[d].pop_back_val());
+      if (run.empty())
+        return;
+      std::string over = groupOf(run);
+      std::string cause = source + " splits dimension " + std::to_string(d) + " over " + over +
+                          "; " + userText.str() +
+                          (dims[d].empty() ? " needs it whole" : " needs it split over fewer axes");
+      int64_t size = cast<RankedTensorType>(cur.getType()).getDimSize(d) * axisSize(over);
+      cur =
+          AllGatherOp::create(b, loc, withDim(d, size), cur, over, static_cast<int64_t>(d), cause);
     };
     auto takeWanted = [&](size_t d) {
-      int64_t size = cast<RankedTensorType>(cur.getType()).getDimSize(d);
-      while (dims[d].size() < wantDims[d].size() && !splitsOver(wantDims[d][dims[d].size()])) {
-        StringRef axis = wantDims[d][dims[d].size()];
-        std::string cause = userText.str() + " needs dimension " + std::to_string(d) +
-                            " split over " + axis.str() + "; " + source +
-                            (dims[d].empty() ? " made it whole" : " made it split less");
-        size /= axisSize(axis);
-        cur = TakeShardOp::create(b, loc, withDim(d, size), cur, axis, static_cast<int64_t>(d),
-                                  cause);
-        dims[d].push_back(axis);
-      }
+      SmallVector<StringRef, 2> run;
+      for (size_t i = dims[d].size(); i < wantDims[d].size() && !splitsOver(wantDims[d][i]); ++i)
+        run.push_back(wantDims[d][i]);
+      if (run.empty())
+        return;
+      std::string over = groupOf(run);
+      std::string cause = userText.str() + " needs dimension " + std::to_string(d) +
+                          " split over " + over + "; " + source +
+                          (dims[d].empty() ? " made it whole" : " made it split less");
+      int64_t size = cast<RankedTensorType>(cur.getType()).getDimSize(d) / axisSize(over);
+      cur =
+          TakeShardOp::create(b, loc, withDim(d, size), cur, over, static_cast<int64_t>(d), cause);
+      dims[d].append(run.begin(), run.end());
     };
     for (size_t d = 0; d < dims.size(); ++d) {
       gatherExtra(d);
@@ -478,11 +518,13 @@ struct PartitionPass : public kiln::impl::PartitionPassBase<PartitionPass> {
     for (auto &[key, operands] : groups) {
       Value n = GlobalNormOp::create(b, loc, type, operands);
       Value squares = MulOp::create(b, loc, type, n, n);
-      for (StringRef axis : groupAxes[key])
-        squares = AllReduceOp::create(
-            b, loc, type, squares, axis,
-            "the squares of gradients split over " + axis.str() + " (" +
-                std::to_string(operands.size()) + " tensors); " + userText + " needs their sum");
+      if (!groupAxes[key].empty()) {
+        std::string over = groupOf(inMeshOrder(groupAxes[key]));
+        squares = AllReduceOp::create(b, loc, type, squares, over,
+                                      "the squares of gradients split over " + over + " (" +
+                                          std::to_string(operands.size()) + " tensors); " +
+                                          userText + " needs their sum");
+      }
       total = total ? AddOp::create(b, loc, type, total, squares).getResult() : squares;
     }
     Value result = SqrtOp::create(b, loc, type, total);

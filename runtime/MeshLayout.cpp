@@ -26,7 +26,15 @@ bool isSplit(const DimAxes &axes) {
   return llvm::any_of(axes, [](const std::vector<std::string> &a) { return !a.empty(); });
 }
 
-int64_t meshCoordinate(const MeshAxes &mesh, int64_t rank, llvm::StringRef axis) {
+namespace {
+/// A collective's group: one axis, or several joined by ',' (major first).
+llvm::SmallVector<llvm::StringRef, 2> groupAxes(llvm::StringRef axis) {
+  llvm::SmallVector<llvm::StringRef, 2> parts;
+  axis.split(parts, ',');
+  return parts;
+}
+
+int64_t oneCoordinate(const MeshAxes &mesh, int64_t rank, llvm::StringRef axis) {
   int64_t stride = 1;
   for (auto &[name, size] : mesh)
     stride *= size;
@@ -38,30 +46,46 @@ int64_t meshCoordinate(const MeshAxes &mesh, int64_t rank, llvm::StringRef axis)
   return 0;
 }
 
-int64_t meshAxisSize(const MeshAxes &mesh, llvm::StringRef axis) {
+int64_t oneSize(const MeshAxes &mesh, llvm::StringRef axis) {
   for (auto &[name, size] : mesh)
     if (name == axis)
       return size;
   return 1;
 }
+} // namespace
+
+int64_t meshCoordinate(const MeshAxes &mesh, int64_t rank, llvm::StringRef axis) {
+  int64_t c = 0;
+  for (llvm::StringRef a : groupAxes(axis))
+    c = c * oneSize(mesh, a) + oneCoordinate(mesh, rank, a);
+  return c;
+}
+
+int64_t meshAxisSize(const MeshAxes &mesh, llvm::StringRef axis) {
+  int64_t n = 1;
+  for (llvm::StringRef a : groupAxes(axis))
+    n *= oneSize(mesh, a);
+  return n;
+}
 
 std::vector<int64_t> meshGroup(const MeshAxes &mesh, int64_t rank, llvm::StringRef axis) {
-  int64_t stride = 1, size = 1;
+  auto inGroup = groupAxes(axis);
+  int64_t ranks = 1;
   for (auto &[name, n] : mesh)
-    stride *= n;
-  for (auto &[name, n] : mesh) {
-    stride /= n;
-    if (name == axis) {
-      size = n;
-      break;
-    }
+    ranks *= n;
+  // Every rank whose coordinates off the group's axes are rank's, placed
+  // at its coordinate in the group.
+  std::vector<int64_t> members(static_cast<size_t>(meshAxisSize(mesh, axis)), -1);
+  for (int64_t r = 0; r < ranks; ++r) {
+    bool same = true;
+    for (auto &[name, n] : mesh)
+      if (!llvm::is_contained(inGroup, name))
+        same = same && oneCoordinate(mesh, r, name) == oneCoordinate(mesh, rank, name);
+    if (same)
+      members[static_cast<size_t>(meshCoordinate(mesh, r, axis))] = r;
   }
-  if (size == 1)
-    return {rank};
-  int64_t first = rank - meshCoordinate(mesh, rank, axis) * stride;
-  std::vector<int64_t> members;
-  for (int64_t k = 0; k < size; ++k)
-    members.push_back(first + k * stride);
+  if (llvm::is_contained(members, -1))
+    return {rank}; // an axis the mesh lacks: the rank alone, as for size 1
   return members;
 }
 

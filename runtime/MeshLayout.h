@@ -34,11 +34,15 @@ using MeshAxes = std::vector<std::pair<std::string, int64_t>>;
 bool isSplit(const DimAxes &axes);
 
 /// Rank `rank`'s coordinate along `axis`, and the axis's size; 0 and 1 for
-/// an axis the mesh does not have.
+/// an axis the mesh does not have. A collective's `axis` may name several
+/// axes joined by ',' ("edp,ep", major first): the group is then the ranks
+/// differing only in those coordinates, its size their product and a
+/// rank's coordinate i·|ep| + j at (i, j), as a dimension split over
+/// [edp, ep] numbers its chunks.
 int64_t meshCoordinate(const MeshAxes &mesh, int64_t rank, llvm::StringRef axis);
 int64_t meshAxisSize(const MeshAxes &mesh, llvm::StringRef axis);
 /// The ranks of `rank`'s group along `axis` (those differing from it only
-/// in that coordinate), in order of their coordinate.
+/// in that coordinate, or those coordinates), in order of their coordinate.
 std::vector<int64_t> meshGroup(const MeshAxes &mesh, int64_t rank, llvm::StringRef axis);
 /// "dp = 2, tp = 1".
 std::string describeMesh(const MeshAxes &mesh);

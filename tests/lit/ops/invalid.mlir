@@ -1156,3 +1156,28 @@ func.func @recv_no_axis() -> tensor<4xf32> {
   %x = kiln.recv from 0 over "" channel 0 {cause = "test"} : tensor<4xf32>
   return %x : tensor<4xf32>
 }
+
+// -----
+
+// A collective's group names mesh axes joined by ',', each once.
+func.func @all_reduce_axis_twice(%x: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'kiln.all_reduce' op group 'ep,ep': name a mesh axis, or several joined by ',' (each once, major first)}}
+  %y = kiln.all_reduce %x over "ep,ep" {cause = "test"} : tensor<4xf32>
+  return %y : tensor<4xf32>
+}
+
+// -----
+
+func.func @all_gather_empty_axis(%x: tensor<2x6xf32>) -> tensor<8x6xf32> {
+  // expected-error @+1 {{'kiln.all_gather' op group 'edp,,ep': name a mesh axis, or several joined by ',' (each once, major first)}}
+  %y = kiln.all_gather %x over "edp,,ep" dim 0 {cause = "test"} : tensor<2x6xf32> -> tensor<8x6xf32>
+  return %y : tensor<8x6xf32>
+}
+
+// -----
+
+func.func @reduce_scatter_no_axis(%x: tensor<4x6xf32>) -> tensor<2x6xf32> {
+  // expected-error @+1 {{'kiln.reduce_scatter' op group '': name a mesh axis, or several joined by ',' (each once, major first)}}
+  %y = kiln.reduce_scatter %x over "" dim 0 {cause = "test"} : tensor<4x6xf32> -> tensor<2x6xf32>
+  return %y : tensor<2x6xf32>
+}

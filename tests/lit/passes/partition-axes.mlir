@@ -31,16 +31,38 @@ func.func @train_step(%x: tensor<4x8x4xf32> {kiln.input = "x", kiln.sharding = #
 // -----
 
 // A sum partial over edp and ep wanted split over both (a ZeRO state's
-// gradient): reduce-scattered over edp, then over ep.
+// gradient): one reduce_scatter over the group of both (edp major: the
+// rank at (i, j) keeps chunk 2i + j, as the layout numbers them).
 // CHECK-LABEL: func.func @train_step
 // CHECK: %[[G:.+]] = kiln.reduce_sum {{.*}} -> tensor<4xf32>
-// CHECK: %[[E:.+]] = kiln.reduce_scatter %[[G]] over "edp" dim 0 {{.*}} : tensor<4xf32> -> tensor<2xf32>
-// CHECK: %[[P:.+]] = kiln.reduce_scatter %[[E]] over "ep" dim 0 {{.*}} : tensor<2xf32> -> tensor<1xf32>
+// CHECK: %[[P:.+]] = kiln.reduce_scatter %[[G]] over "edp,ep" dim 0 {{.*}} : tensor<4xf32> -> tensor<1xf32>
 // CHECK: return %[[P]]
 module attributes {kiln.mesh = #kiln.mesh<edp = 2, ep = 2>} {
 func.func @train_step(%x: tensor<8x4xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[{edp, ep}, _]>})
     -> (tensor<4xf32> {kiln.output = "g", kiln.sharding = #kiln.sharding<[{edp, ep}]>}) {
   %g = kiln.reduce_sum %x, dims = [0] : tensor<8x4xf32> -> tensor<4xf32>
   return %g : tensor<4xf32>
+}
+}
+
+// -----
+
+// The same sum wanted whole: one all_reduce over every rank of both axes
+// (not one over edp and another over ep); and a value split over both on
+// one dimension, wanted whole, gathered by one all_gather.
+// CHECK-LABEL: func.func @train_step
+// CHECK: %[[G:.+]] = kiln.reduce_sum {{.*}} -> tensor<4xf32>
+// CHECK: %[[S:.+]] = kiln.all_reduce %[[G]] over "edp,ep" {{.*}} : tensor<4xf32>
+// CHECK-NOT: kiln.all_reduce
+// CHECK: %[[X:.+]] = kiln.all_gather %{{.+}} over "edp,ep" dim 0 {{.*}} : tensor<2x4xf32> -> tensor<8x4xf32>
+// CHECK-NOT: kiln.all_gather
+// CHECK: return %[[S]], %[[X]]
+module attributes {kiln.mesh = #kiln.mesh<edp = 2, ep = 2>} {
+func.func @train_step(%x: tensor<8x4xf32> {kiln.input = "x", kiln.sharding = #kiln.sharding<[{edp, ep}, _]>})
+    -> (tensor<4xf32> {kiln.output = "g", kiln.sharding = #kiln.sharding<[_]>},
+        tensor<8x4xf32> {kiln.output = "x2", kiln.sharding = #kiln.sharding<[_, _]>}) {
+  %g = kiln.reduce_sum %x, dims = [0] : tensor<8x4xf32> -> tensor<4xf32>
+  %x2 = kiln.mul %x, %x : tensor<8x4xf32>
+  return %g, %x2 : tensor<4xf32>, tensor<8x4xf32>
 }
 }

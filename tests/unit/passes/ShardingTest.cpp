@@ -216,6 +216,32 @@ void expectPartitionedMatches(const MeshCase &m) {
             EXPECT_NE(r.getAxis(), "ep") << r.getCause().str();
           }
         });
+        // A sum over every dp rank (a dense gradient's) is one collective
+        // over the group of both axes, never one over edp of one over ep
+        // (an expert's gradient may be scattered over ep into one
+        // dimension and over edp into another: two collectives).
+        int overBoth = 0;
+        auto dimOf = [](Operation *op) {
+          auto scatter = dyn_cast<ReduceScatterOp>(op);
+          return scatter ? static_cast<int64_t>(scatter.getDim()) : int64_t{-1};
+        };
+        step.walk([&](Operation *op) {
+          if (!isa<AllReduceOp, ReduceScatterOp>(op))
+            return;
+          StringRef axis = op->getAttrOfType<StringAttr>("axis").getValue();
+          overBoth += axis == "edp,ep";
+          Operation *before = op->getOperand(0).getDefiningOp();
+          if (!before || !isa<AllReduceOp, ReduceScatterOp>(before) ||
+              (before->getName() == op->getName() && dimOf(before) != dimOf(op)))
+            return;
+          if (isa<ReduceScatterOp>(before) && isa<AllReduceOp>(op))
+            return;
+          StringRef first = before->getAttrOfType<StringAttr>("axis").getValue();
+          EXPECT_FALSE((first == "edp" && axis == "ep") || (first == "ep" && axis == "edp"))
+              << "a sum over " << first.str() << " then over " << axis.str() << ": "
+              << op->getAttrOfType<StringAttr>("cause").getValue().str();
+        });
+        EXPECT_GT(overBoth, 0);
       }
       if (*m.recompute)
         EXPECT_GE(allToAlls, 4 * config->model.n_layer);

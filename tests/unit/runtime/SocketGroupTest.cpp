@@ -82,9 +82,13 @@ TEST(SocketGroup, CollectivesEqualThreadMesh) {
     const char *axis;
     int64_t dim;
   };
-  const Op ops[] = {{Kind::AllReduce, "dp", 0},     {Kind::AllReduce, "tp", 0},
-                    {Kind::AllGather, "tp", 1},     {Kind::AllGather, "dp", 0},
-                    {Kind::ReduceScatter, "dp", 0}, {Kind::ReduceScatter, "tp", 1}};
+  // The last three over the group of both axes ("dp,tp": every rank, dp
+  // major, so a rank's coordinate in it is its rank).
+  const Op ops[] = {{Kind::AllReduce, "dp", 0},       {Kind::AllReduce, "tp", 0},
+                    {Kind::AllGather, "tp", 1},       {Kind::AllGather, "dp", 0},
+                    {Kind::ReduceScatter, "dp", 0},   {Kind::ReduceScatter, "tp", 1},
+                    {Kind::AllReduce, "dp,tp", 0},    {Kind::AllGather, "dp,tp", 0},
+                    {Kind::ReduceScatter, "dp,tp", 0}};
   auto call = [](cpu::Collectives &c, const Op &op, const HostTensor &x) {
     switch (op.kind) {
     case Kind::AllReduce:
@@ -133,6 +137,24 @@ TEST(SocketGroup, CollectivesEqualThreadMesh) {
       worst = std::max(worst, std::fabs(sockets[r][0].get(i) - exact) / std::fabs(exact));
     }
     EXPECT_LE(worst, 4e-7) << "rank " << r << ": max rel err " << worst;
+  }
+  // Over both axes: the sum of all four ranks (f64 within 3 roundings),
+  // their concatenation in rank order, and rank r's row of the sum.
+  for (int64_t r = 0; r < n; ++r) {
+    double worst = 0;
+    for (int64_t i = 0; i < input(0).numel(); ++i) {
+      double exact = 0;
+      for (int64_t k = 0; k < n; ++k)
+        exact += input(k).get(i);
+      worst = std::max(worst, std::fabs(sockets[r][6].get(i) - exact) / std::fabs(exact));
+      if (i / 6 == r)
+        EXPECT_EQ(sockets[r][8].get(i % 6), sockets[r][6].get(i)) << "rank " << r << ", " << i;
+    }
+    EXPECT_LE(worst, 6e-7) << "rank " << r << ": max rel err " << worst;
+    ASSERT_EQ(sockets[r][7].shape(), (std::vector<int64_t>{16, 6}));
+    for (int64_t i = 0; i < sockets[r][7].numel(); ++i)
+      ASSERT_EQ(sockets[r][7].get(i), input(i / 24).get(i % 24)) << "rank " << r << ", " << i;
+    EXPECT_EQ(sockets[r][8].shape(), (std::vector<int64_t>{1, 6}));
   }
   // A reduce_scatter's part is the rank's coordinate's rows.
   EXPECT_EQ(sockets[3][4].shape(), (std::vector<int64_t>{2, 6}));
@@ -360,4 +382,23 @@ TEST(SocketGroup, ConnectingFailsClearly) {
       << errors[1] << " / " << errors[2];
   // Not a rank of the group.
   EXPECT_FALSE(static_cast<bool>(dist::SocketGroup::connect({2, 2, "127.0.0.1", port, 1, ""})));
+}
+
+// A group of several axes: the ranks differing only in those coordinates,
+// numbered in the order the axes are named (major first), as a dimension
+// split over [edp, ep] numbers its chunks.
+TEST(MeshGroup, SeveralAxesNumberTheirRanksMajorFirst) {
+  const MeshAxes mesh = {{"edp", 2}, {"ep", 2}, {"tp", 2}};
+  // Rank 5 is at (edp, ep, tp) = (1, 0, 1).
+  EXPECT_EQ(meshGroup(mesh, 5, "edp,ep"), (std::vector<int64_t>{1, 3, 5, 7}));
+  EXPECT_EQ(meshCoordinate(mesh, 5, "edp,ep"), 2);
+  EXPECT_EQ(meshGroup(mesh, 5, "ep,edp"), (std::vector<int64_t>{1, 5, 3, 7}));
+  EXPECT_EQ(meshCoordinate(mesh, 5, "ep,edp"), 1);
+  EXPECT_EQ(meshAxisSize(mesh, "edp,ep"), 4);
+  EXPECT_EQ(meshGroup(mesh, 6, "ep,tp"), (std::vector<int64_t>{4, 5, 6, 7}));
+  EXPECT_EQ(meshGroup(mesh, 6, "edp,ep,tp").size(), 8u);
+  // One axis as before; an axis the mesh lacks is the rank alone.
+  EXPECT_EQ(meshGroup(mesh, 5, "ep"), (std::vector<int64_t>{5, 7}));
+  EXPECT_EQ(meshGroup(mesh, 5, "pp"), (std::vector<int64_t>{5}));
+  EXPECT_EQ(meshAxisSize(mesh, "pp"), 1);
 }
