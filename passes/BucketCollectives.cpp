@@ -28,14 +28,22 @@ using namespace mlir;
 namespace kiln {
 namespace {
 
+/// Whether a collective's group (an axis, or several joined by ',') spans
+/// `axis`: a gradient's sum over dp alone or over dp and tp together.
+bool spans(llvm::StringRef group, llvm::StringRef axis) {
+  llvm::SmallVector<llvm::StringRef, 2> parts;
+  group.split(parts, ',');
+  return llvm::is_contained(parts, axis);
+}
+
 /// Whether `op` is a sum over `axis` the executor can post inside a group:
 /// an all_reduce, or a reduce_scatter that needs no regrouping (every
 /// dimension before the split one is 1).
 bool bucketable(Operation &op, llvm::StringRef axis) {
   if (auto sum = dyn_cast<AllReduceOp>(op))
-    return sum.getAxis() == axis;
+    return spans(sum.getAxis(), axis);
   auto scatter = dyn_cast<ReduceScatterOp>(op);
-  if (!scatter || scatter.getAxis() != axis)
+  if (!scatter || !spans(scatter.getAxis(), axis))
     return false;
   auto type = cast<RankedTensorType>(scatter.getOperand().getType());
   for (int64_t d = 0; d < static_cast<int64_t>(scatter.getDim()); ++d)

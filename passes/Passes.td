@@ -591,8 +591,9 @@ def BucketCollectivesPass : Pass<"kiln-bucket-collectives", "mlir::ModuleOp"> {
     reads a member's result, a `kiln.send` or `kiln.recv`, or the return. Each member of a bucket of two or more gets
     `kiln.bucket = N` (the bucket's index in its function).
 
-    Members are the `kiln.all_reduce` over `axis`, and the
-    `kiln.reduce_scatter` over `axis` whose dimensions before the split
+    Members are the `kiln.all_reduce` over `axis` (alone or in a group of
+    axes with it, `"dp,tp"`), and the `kiln.reduce_scatter` over it whose
+    dimensions before the split
     one are all 1 (the others regroup their parts through the executor's
     one scratch buffer, which two members of a group would share). The executor posts a bucket's collectives
     between one ncclGroupStart and ncclGroupEnd, which NCCL launches as

@@ -85,7 +85,7 @@ std::vector<int64_t> meshGroup(const MeshAxes &mesh, int64_t rank, llvm::StringR
       members[static_cast<size_t>(meshCoordinate(mesh, r, axis))] = r;
   }
   if (llvm::is_contained(members, -1))
-    return {rank}; // an axis the mesh lacks: the rank alone, as for size 1
+    return {rank}; // (an axis named twice, which the verifier refuses)
   return members;
 }
 

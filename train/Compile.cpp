@@ -148,6 +148,9 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     if (config.parallel.bucket_mb > 0) {
       options.buckets.emplace();
       options.buckets->bytes = std::llround(config.parallel.bucket_mb * double(1 << 20));
+      // The batch's major axis: dp, or edp with experts over part of the
+      // dp ranks (whose dense gradients are summed over "edp,ep").
+      options.buckets->axis = config.parallel.batchAxes().front();
     }
   }
   if (config.parallel.pp > 1) {

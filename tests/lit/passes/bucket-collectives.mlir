@@ -82,3 +82,27 @@ func.func @scatters_and_transfers(%a: tensor<4x2xf32>, %b: tensor<2x4xf32>, %c: 
 func.func @forward(%a: tensor<2xf32>) -> tensor<2xf32> {
   return %a : tensor<2xf32>
 }
+
+// -----
+
+// A sum over a group of axes that includes dp (a norm's gradient partial
+// over dp and tp, summed over "dp,tp" at once) is a member; one over a
+// group without it is not. With axis=edp (experts over part of the dp
+// ranks) the dense gradients' sums over "edp,ep" are members.
+// RUN: kiln-opt %s -split-input-file -kiln-bucket-collectives="bytes=64 axis=edp" | FileCheck %s --check-prefix=EDP
+// CHECK-LABEL: func.func @groups
+// CHECK: kiln.all_reduce %arg2 over "tp,ep" {cause = "c"}
+// CHECK: kiln.all_reduce %arg0 over "dp,tp" {cause = "a", kiln.bucket = 0 : i64}
+// CHECK-NEXT: kiln.all_reduce %arg1 over "dp" {cause = "b", kiln.bucket = 0 : i64}
+// EDP-LABEL: func.func @groups
+// EDP: kiln.all_reduce %arg3 over "edp,ep" {cause = "d", kiln.bucket = 0 : i64}
+// EDP-NEXT: kiln.all_reduce %arg4 over "edp" {cause = "e", kiln.bucket = 0 : i64}
+func.func @groups(%a: tensor<4xf32>, %b: tensor<4xf32>, %c: tensor<4xf32>, %d: tensor<4xf32>,
+                  %e: tensor<4xf32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>) {
+  %0 = kiln.all_reduce %a over "dp,tp" {cause = "a"} : tensor<4xf32>
+  %1 = kiln.all_reduce %b over "dp" {cause = "b"} : tensor<4xf32>
+  %2 = kiln.all_reduce %c over "tp,ep" {cause = "c"} : tensor<4xf32>
+  %3 = kiln.all_reduce %d over "edp,ep" {cause = "d"} : tensor<4xf32>
+  %4 = kiln.all_reduce %e over "edp" {cause = "e"} : tensor<4xf32>
+  return %0, %1, %2, %3, %4 : tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>
+}
