@@ -12,6 +12,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <map>
+#include <set>
 
 namespace kiln {
 
@@ -451,17 +452,28 @@ llvm::Error Plan::validate() const {
           return error(llvm::formatv("plan: @{0} binds '{1}' outside the {2}-byte arena", f.name,
                                      b.name, total));
       }
-    // A bucket is one run of steps over one axis (the executor posts a
-    // run as one NCCL group; a bucket in two places would be two groups
-    // the pass did not make).
-    std::map<int64_t, std::pair<size_t, std::string>> lastOfBucket; // bucket -> (step, axis)
+    // A bucket is one run of steps whose groups share a mesh axis (sums
+    // over "dp" and "dp,tp"; the executor posts a run as one NCCL group;
+    // a bucket in two places would be two groups the pass did not make).
+    auto axesOf = [](llvm::StringRef group) {
+      llvm::SmallVector<llvm::StringRef, 2> parts;
+      group.split(parts, ',');
+      return std::set<std::string>(parts.begin(), parts.end());
+    };
+    // bucket -> (its last step, the axes every step so far spans)
+    std::map<int64_t, std::pair<size_t, std::set<std::string>>> lastOfBucket;
     for (auto [i, s] : llvm::enumerate(f.steps)) {
       if (s.kind != PlanStep::Kind::Collective || s.collective.bucket < 0)
         continue;
-      auto [at, fresh] = lastOfBucket.insert({s.collective.bucket, {i, s.collective.axis}});
-      if (!fresh && (at->second.first + 1 != i || at->second.second != s.collective.axis))
+      std::set<std::string> axes = axesOf(s.collective.axis);
+      auto [at, fresh] = lastOfBucket.insert({s.collective.bucket, {i, axes}});
+      std::set<std::string> &shared = at->second.second;
+      if (!fresh)
+        for (auto it = shared.begin(); it != shared.end();)
+          it = axes.count(*it) ? std::next(it) : shared.erase(it);
+      if (!fresh && (at->second.first + 1 != i || shared.empty()))
         return error(llvm::formatv("plan: @{0} step {1} ('{2}') is in bucket {3}, whose steps are "
-                                   "not one run over one mesh axis",
+                                   "not one run of sums sharing a mesh axis",
                                    f.name, i, s.op, s.collective.bucket));
       at->second.first = i;
     }
