@@ -66,12 +66,16 @@ LogicalResult MeshAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
-int64_t MeshAttr::getAxisSize(StringRef name) const {
-  // A collective's group may name several axes, joined by ','.
+SmallVector<StringRef, 2> kiln::groupAxes(StringRef group) {
   SmallVector<StringRef, 2> parts;
-  name.split(parts, ',');
+  group.split(parts, ',');
+  return parts;
+}
+
+int64_t MeshAttr::getAxisSize(StringRef name) const {
+  // A collective's group may name several axes.
   int64_t product = 1;
-  for (StringRef part : parts)
+  for (StringRef part : groupAxes(name))
     for (auto [n, size] : llvm::zip_equal(getNames(), getSizes()))
       if (n.getValue() == part)
         product *= size;

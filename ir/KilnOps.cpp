@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ir/KilnOps.h"
+#include "ir/KilnAttrs.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
@@ -888,8 +889,7 @@ static LogicalResult verifySplit(Operation *op, Type wholeType, Type partType, i
 /// A collective's group: a mesh axis, or several joined by ',' (each
 /// named once, none empty).
 static LogicalResult verifyGroup(Operation *op, StringRef axis) {
-  SmallVector<StringRef, 2> parts;
-  axis.split(parts, ',');
+  SmallVector<StringRef, 2> parts = kiln::groupAxes(axis);
   for (size_t i = 0; i < parts.size(); ++i)
     if (parts[i].empty() || llvm::is_contained(ArrayRef(parts).take_front(i), parts[i]))
       return op->emitOpError() << "group '" << axis

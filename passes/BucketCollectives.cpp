@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ir/KilnAttrs.h"
 #include "ir/KilnInterfaces.h"
 #include "ir/KilnOps.h"
 #include "passes/PassUtils.h"
@@ -31,9 +32,7 @@ namespace {
 /// Whether a collective's group (an axis, or several joined by ',') spans
 /// `axis`: a gradient's sum over dp alone or over dp and tp together.
 bool spans(llvm::StringRef group, llvm::StringRef axis) {
-  llvm::SmallVector<llvm::StringRef, 2> parts;
-  group.split(parts, ',');
-  return llvm::is_contained(parts, axis);
+  return llvm::is_contained(groupAxes(group), axis);
 }
 
 /// Whether `op` is a sum over `axis` the executor can post inside a group:

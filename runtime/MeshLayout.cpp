@@ -27,13 +27,6 @@ bool isSplit(const DimAxes &axes) {
 }
 
 namespace {
-/// A collective's group: one axis, or several joined by ',' (major first).
-llvm::SmallVector<llvm::StringRef, 2> groupAxes(llvm::StringRef axis) {
-  llvm::SmallVector<llvm::StringRef, 2> parts;
-  axis.split(parts, ',');
-  return parts;
-}
-
 int64_t oneCoordinate(const MeshAxes &mesh, int64_t rank, llvm::StringRef axis) {
   int64_t stride = 1;
   for (auto &[name, size] : mesh)

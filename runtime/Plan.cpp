@@ -2,6 +2,8 @@
 
 #include "runtime/Plan.h"
 
+#include "ir/KilnAttrs.h"
+
 #include "support/Files.h"
 
 #include "llvm/Support/FileSystem.h"
@@ -456,8 +458,7 @@ llvm::Error Plan::validate() const {
     // over "dp" and "dp,tp"; the executor posts a run as one NCCL group;
     // a bucket in two places would be two groups the pass did not make).
     auto axesOf = [](llvm::StringRef group) {
-      llvm::SmallVector<llvm::StringRef, 2> parts;
-      group.split(parts, ',');
+      auto parts = groupAxes(group);
       return std::set<std::string>(parts.begin(), parts.end());
     };
     // bucket -> (its last step, the axes every step so far spans)

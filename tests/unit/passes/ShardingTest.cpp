@@ -212,8 +212,7 @@ void expectPartitionedMatches(const MeshCase &m) {
         // gradient is summed over the ranks holding it (edp), never over ep.
         step.walk([&](AllToAllOp a) { EXPECT_EQ(a.getAxis(), "ep"); });
         step.walk([&](AllReduceOp r) {
-          SmallVector<StringRef, 2> group;
-          r.getAxis().split(group, ',');
+          SmallVector<StringRef, 2> group = groupAxes(r.getAxis());
           if (r.getCause().contains("gradient of") && r.getCause().contains(".experts.")) {
             EXPECT_FALSE(llvm::is_contained(group, "ep"))
                 << r.getAxis().str() << ": " << r.getCause().str();
