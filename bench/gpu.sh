@@ -14,15 +14,18 @@
 #              kiln's initial weights and the same batches
 #   bench      kiln bench at B=16 (cold cache, then warm) and B=32, for each
 #              precision in $PRECISIONS (default f32)
-#   profile    kiln bench at B=16 with --profile for each of $PRECISIONS:
-#              every kernel timed alone, summed by IR op and by kernel
+#   profile    kiln bench with --profile for each of $PRECISIONS and each
+#              batch of $PROFILE_BATCHES (default 16): every kernel timed
+#              alone, summed by IR op and by kernel
 #   precision  GPT-2 124M 200 steps in f32, bf16-mixed and f16-mixed from the
 #              same weights and batches
 #   gemms      every GEMM of the step, kiln's cuBLASLt vs torch.matmul
+#              ($GEMMS_PRECISION, default f32; $GEMMS_BATCH, default 16)
 #   torch      torch eager f32 and bf16 at B=16 and B=32 ($TORCH_PRECISIONS
 #              and $TORCH_BATCHES narrow it)
 #   compile-torch  the same with torch.compile (COMPILE_BATCHES="16" to
-#              save a few minutes of compilation)
+#              save a few minutes of compilation; TORCH_PROFILE=1 adds its
+#              GPU time by kernel class: gemm, attention, other)
 #   attention  kiln.attention alone at the issue's shapes: kiln's outputs
 #              checked against PyTorch (f32 math reference), kiln's tile
 #              variants ($ATTN_VARIANTS=all, or only kiln's default) and
@@ -176,18 +179,18 @@ EOF
       rm -rf /tmp/kiln-cold-$p
       XDG_CACHE_HOME=/tmp/kiln-cold-$p $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
         --set train.precision=$p --json "$OUT/kiln-$p-b16-cold.json" \
-        $([ $p = f32 ] && echo --gemms "$OUT/kiln-gemms.json") | grep -v "^  gemm"
+        $([ $p = f32 ] && echo --gemms "$OUT/kiln-gemms-f32-b16.json") | grep -v "^  gemm"
       XDG_CACHE_HOME=/tmp/kiln-cold-$p $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
         --set train.precision=$p --json "$OUT/kiln-$p-b16.json"
       XDG_CACHE_HOME=/tmp/kiln-cold-$p $KILN bench configs/gpt2-124m.toml --set train.batch_size=32 \
         --set train.precision=$p --json "$OUT/kiln-$p-b32.json"
     done ;;
   profile)
-    for p in ${PRECISIONS:-f32}; do
-      XDG_CACHE_HOME=/tmp/kiln-cold-$p $KILN bench configs/gpt2-124m.toml --set train.batch_size=16 \
-        --set train.precision=$p --steps 5 --json /dev/null --profile "$OUT/profile-$p.json" \
+    for p in ${PRECISIONS:-f32}; do for b in ${PROFILE_BATCHES:-16}; do
+      XDG_CACHE_HOME=/tmp/kiln-cold-$p $KILN bench configs/gpt2-124m.toml --set train.batch_size=$b \
+        --set train.precision=$p --steps 5 --json /dev/null --profile "$OUT/profile-$p-b$b.json" \
         | sed -n '/profile:/,$p'
-    done ;;
+    done; done ;;
   llama-profile)
     # The ~1B Llama's bf16 step timed and profiled by kernel (5 steps).
     XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/llama-1b.toml --json "$OUT/kiln-llama-1b.json" \
@@ -207,16 +210,23 @@ EOF
     done
     python3 bench/summarize.py --precision "$OUT" ;;
   gemms)
-    [ -f "$OUT/kiln-gemms.json" ] || XDG_CACHE_HOME=/tmp/kiln-cold-f32 $KILN bench configs/gpt2-124m.toml \
-      --steps 2 --json /dev/null --gemms "$OUT/kiln-gemms.json" > /dev/null
-    python3 bench/torch_gpt2.py gemms --gemms "$OUT/kiln-gemms.json" --out "$OUT/gemms.json" ;;
+    # Each GEMM of the step timed alone in kiln (its tuned algorithm and
+    # epilogue) and as torch.matmul of the same operands, at
+    # $GEMMS_PRECISION (default f32) and batch $GEMMS_BATCH (default 16).
+    gp=${GEMMS_PRECISION:-f32} gb=${GEMMS_BATCH:-16}
+    [ -f "$OUT/kiln-gemms-$gp-b$gb.json" ] || XDG_CACHE_HOME=/tmp/kiln-cold-$gp $KILN bench \
+      configs/gpt2-124m.toml --set train.precision=$gp --set train.batch_size=$gb --steps 2 \
+      --json /dev/null --gemms "$OUT/kiln-gemms-$gp-b$gb.json" > /dev/null
+    python3 bench/torch_gpt2.py gemms --gemms "$OUT/kiln-gemms-$gp-b$gb.json" \
+      --out "$OUT/gemms-$gp-b$gb.json" ;;
   torch)
     for p in ${TORCH_PRECISIONS:-f32 bf16}; do for b in ${TORCH_BATCHES:-16 32}; do
       python3 bench/torch_gpt2.py bench --precision $p --batch $b --out "$OUT/torch-eager-$p-b$b.json"
     done; done ;;
   compile-torch)
     for p in ${TORCH_PRECISIONS:-f32 bf16}; do for b in ${COMPILE_BATCHES:-16 32}; do
-      python3 bench/torch_gpt2.py bench --compile --precision $p --batch $b --out "$OUT/torch-compile-$p-b$b.json"
+      python3 bench/torch_gpt2.py bench --compile --precision $p --batch $b ${TORCH_PROFILE:+--profile} \
+        --out "$OUT/torch-compile-$p-b$b.json"
     done; done ;;
   attention)
     # (B,H,T,D) causal or not, as issue #11 names them; variants W,MT,BN,BW.

@@ -253,9 +253,56 @@ def bench(args):
               "batch": args.batch, "seq_len": args.seq, "step_ms": ms, "tok_per_s": tokens / (ms * 1e-3),
               "mfu": flops / (ms * 1e-3) / peak, "peak_mem_bytes": torch.cuda.max_memory_allocated(),
               "first_step_s": compile_s, "params": n}
+    if args.profile:
+        try:
+            result["profile"] = profile_steps(one_step, 3)
+        except Exception as e:  # the timing above stands without it
+            print(f"  profile failed: {e!r}")
     print(json.dumps(result))
     if args.out:
         json.dump(result, open(args.out, "w"))
+
+
+def kernel_kind(name):
+    """The class of a CUDA kernel by its name, as kiln's --profile splits a step:
+    GEMMs (cuBLAS/cuBLASLt, CUTLASS), attention (flash, cuDNN, memory-efficient),
+    copies, and the rest (Triton and ATen elementwise, norms, reductions, AdamW)."""
+    n = name.lower()
+    if n.startswith("memcpy") or n.startswith("memset"):
+        return "copy"
+    if any(s in n for s in ("flash", "fmha", "attention", "cudnn", "mem_eff")):
+        return "attention"
+    if any(s in n for s in ("gemm", "nvjet", "cutlass", "xmma", "cublas", "splitk")):
+        return "gemm"
+    return "other"
+
+
+def profile_steps(one_step, steps):
+    """GPU time by kernel class over `steps` steps (after the timed ones),
+    per step, and the twelve largest kernels: the same split as kiln's
+    `bench --profile`, so the two steps can be compared class by class."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            one_step()
+        torch.cuda.synchronize()
+    by_kind, by_name, launches = {}, {}, 0
+    for e in prof.events():
+        if e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us = e.time_range.end - e.time_range.start
+        kind = kernel_kind(e.name)
+        by_kind[kind] = by_kind.get(kind, 0.0) + us / 1e3 / steps
+        by_name[e.name] = by_name.get(e.name, 0.0) + us / 1e3 / steps
+        launches += kind != "copy"
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:12]
+    total = sum(by_kind.values())
+    print(f"  profile: {steps} steps, {total:.2f} ms of kernels a step, {launches / steps:.0f} launches: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])))
+    for name, ms in top:
+        print(f"    {ms:7.3f} ms  [{kernel_kind(name)}] {name[:110]}")
+    return {"kernel_ms": total, "launches": launches / steps, "by_kind_ms": by_kind,
+            "top": [{"name": n, "ms": ms, "kind": kernel_kind(n)} for n, ms in top]}
 
 
 def gemms(args):
@@ -267,11 +314,14 @@ def gemms(args):
         # kiln's column-major C[m,n] = op(A)·op(B) is row-major Cᵀ[n,m] = op(B)ᵀ·op(A)ᵀ:
         # X plays op(B)ᵀ ([n,k]), Y plays op(A)ᵀ ([k,m]), with the same memory layouts.
         b, m, n, k = r["batch"], r["m"], r["n"], r["k"]
+        # kiln's operand type (bf16 or f16 in the mixed precisions); torch's
+        # output is that type too (kiln's may be f32, which writes 2x the bytes).
+        dtype = {"bf16": torch.bfloat16, "f16": torch.float16}.get(r.get("in_type", "f32"), torch.float32)
 
         def operand(rows_, cols, transposed, shared):
             shape = (rows_, cols) if not transposed else (cols, rows_)
             lead = () if (b == 1 or shared) else (b,)
-            t = torch.randn(lead + shape, device=dev)
+            t = torch.randn(lead + shape, device=dev, dtype=dtype)
             return t.transpose(-1, -2) if transposed else t
 
         X = operand(n, k, r["trans_b"], r["shared_b"])
@@ -295,7 +345,8 @@ def gemms(args):
     json.dump(out, open(args.out, "w"), indent=1)
     for o in out:
         print(f"  gemm m={o['m']} n={o['n']} k={o['k']} b={o['batch']} "
-              f"{'T' if o['trans_a'] else 'N'}{'T' if o['trans_b'] else 'N'}: kiln {o['tflops']:.1f} "
+              f"{'T' if o['trans_a'] else 'N'}{'T' if o['trans_b'] else 'N'} {o.get('in_type', 'f32')}"
+              f"->{o.get('out_type', 'f32')} {o.get('epilogue', 'none')} x{o.get('count', 1)}: kiln {o['tflops']:.1f} "
               f"torch {o['torch_tflops']:.1f} TFLOP/s ({o['ratio']:.2f}x)")
 
 
@@ -317,6 +368,8 @@ def main():
     p.add_argument("--compile", action="store_true", help="bench: torch.compile the model")
     p.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     p.add_argument("--gemms", help="gemms: the JSON `kiln bench --gemms` wrote")
+    p.add_argument("--profile", action="store_true",
+                   help="bench: then profile 3 steps and print GPU time by kernel class (gemm, attention, other)")
     p.add_argument("--out", help="where to write the JSON results")
     args = p.parse_args()
     {"reference": reference, "bench": bench, "gemms": gemms}[args.mode](args)
