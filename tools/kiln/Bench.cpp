@@ -341,11 +341,15 @@ int runBench() {
                                   {"shared_a", g.batch > 1 && g.strideA == 0},
                                   {"shared_b", g.batch > 1 && g.strideB == 0},
                                   {"epilogue", gemmEpilogueName(g.epilogue)},
+                                  {"in_type", cpu::dtypeName(g.inType)},
+                                  {"out_type", cpu::dtypeName(g.outType)},
                                   {"ms", t.ms},
                                   {"tflops", flops / (t.ms * 1e-3) / 1e12}});
-      outs() << formatv("  gemm m={0} n={1} k={2} batch={3} {4}{5} x{6}: {7:f3} ms, {8:f1} TFLOP/s\n",
+      outs() << formatv("  gemm m={0} n={1} k={2} batch={3} {4}{5} {9}->{10} {11} x{6}: {7:f3} ms, "
+                        "{8:f1} TFLOP/s\n",
                         g.m, g.n, g.k, g.batch, g.transA ? "T" : "N", g.transB ? "T" : "N",
-                        t.count, t.ms, flops / (t.ms * 1e-3) / 1e12);
+                        t.count, t.ms, flops / (t.ms * 1e-3) / 1e12, cpu::dtypeName(g.inType),
+                        cpu::dtypeName(g.outType), gemmEpilogueName(g.epilogue));
     }
     if (Error err = writeJSON(gemmsPath, std::move(rows)))
       return fail("bench", toString(std::move(err)));
