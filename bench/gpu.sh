@@ -26,6 +26,8 @@
 #   compile-torch  the same with torch.compile (COMPILE_BATCHES="16" to
 #              save a few minutes of compilation; TORCH_PROFILE=1 adds its
 #              GPU time by kernel class: gemm, attention, other)
+#   candidates the bf16 step with GEMM algorithms chosen from cuBLASLt's
+#              first 8 candidates and its first $CANDIDATES (32)
 #   attention  kiln.attention alone at the issue's shapes: kiln's outputs
 #              checked against PyTorch (f32 math reference), kiln's tile
 #              variants ($ATTN_VARIANTS=all, or only kiln's default) and
@@ -427,6 +429,23 @@ EOF2
           --set train.precision=$p --json "$OUT/ab-${AB_CONFIG:+$ab_name-}$p-b$b-$run.json" | grep -E "plan:|step:|memory:"
       done
     done; done ;;
+  candidates)
+    # The GPT-2 124M bf16 step with each GEMM's algorithm the fastest of
+    # cuBLASLt's first 8 candidates (kiln's default) and of its first
+    # $CANDIDATES (32), each from a cold cache of its own, in the order 8, N,
+    # N, 8 (the second run of each reuses its first's choices), at B in
+    # $CAND_BATCHES (16 32).
+    n=${CANDIDATES:-32}
+    rm -rf /tmp/kiln-cand-8 /tmp/kiln-cand-$n
+    for b in ${CAND_BATCHES:-16 32}; do
+      for run in 8-1 $n-1 $n-2 8-2; do
+        c=${run%-*}
+        echo "  gpt2-124m bf16-mixed B=$b --gemm-candidates $c (run ${run#*-})"
+        XDG_CACHE_HOME=/tmp/kiln-cand-$c $KILN bench configs/gpt2-124m.toml --set train.batch_size=$b \
+          --set train.precision=bf16-mixed --gemm-candidates $c --json "$OUT/cand-b$b-$run.json" \
+          | grep -E "GEMM shapes|step:"
+      done
+    done ;;
   attention-ab)
     # kiln.attention alone at issue #11's shapes (bf16, forward and
     # forward+backward) with .gpu/kiln-before.gz and this build, in the

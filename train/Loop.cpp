@@ -236,10 +236,9 @@ llvm::Expected<std::string> generate(Backend &backend, const Tokenizer &tokenize
   return tokenizer.decode(generated);
 }
 
-llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ostream *progress,
-                                                                   std::string attentionTiles,
-                                                                   cpu::Collectives *collectives,
-                                                                   bool nccl, double ncclTimeout) {
+llvm::Expected<std::unique_ptr<cuda::CudaBackend>>
+makeCudaBackend(llvm::raw_ostream *progress, std::string attentionTiles,
+                cpu::Collectives *collectives, bool nccl, double ncclTimeout, int gemmCandidates) {
   auto gpu = cuda::device();
   if (!gpu)
     return gpu.takeError();
@@ -252,6 +251,7 @@ llvm::Expected<std::unique_ptr<cuda::CudaBackend>> makeCudaBackend(llvm::raw_ost
   executor.collectives = collectives;
   executor.nccl = nccl;
   executor.ncclTimeoutSeconds = ncclTimeout;
+  executor.gemmCandidates = gemmCandidates;
   return std::make_unique<cuda::CudaBackend>(
       [options](mlir::ModuleOp module) { return codegen::compileToPlan(module, options); },
       executor);

@@ -82,11 +82,13 @@ llvm::Expected<std::unique_ptr<Backend>> makeBackend(llvm::StringRef device,
 /// `attentionTiles` overrides the flash-attention tiles (CodegenOptions).
 /// `collectives`: a rank process's group, for a partitioned plan's
 /// Collective steps (through NCCL with `nccl`, timing out after
-/// `ncclTimeout` seconds).
+/// `ncclTimeout` seconds). `gemmCandidates`: how many of cuBLASLt's
+/// algorithms are timed per GEMM shape (ExecutorOptions).
 llvm::Expected<std::unique_ptr<cuda::CudaBackend>>
 makeCudaBackend(llvm::raw_ostream *progress, std::string attentionTiles = {},
                 cpu::Collectives *collectives = nullptr, bool nccl = false,
-                double ncclTimeout = 600);
+                double ncclTimeout = 600,
+                int gemmCandidates = cuda::ExecutorOptions{}.gemmCandidates);
 
 struct TrainOptions {
   /// A checkpoint to continue from (loaded and verified by the caller), or

@@ -40,7 +40,8 @@ struct ExecutorOptions {
   bool useGraphs = true;
   /// Time up to this many cuBLASLt candidates per GEMM shape (1: take the
   /// heuristic's first). The choices are cached in cacheDir (per device
-  /// and cuBLASLt version), so a later load of the same shapes times none.
+  /// and cuBLASLt version, and the count when it is not the default), so a
+  /// later load of the same shapes times none.
   int gemmCandidates = 8;
   /// Progress lines (compiling, autotuning); null for none.
   llvm::raw_ostream *progress = nullptr;

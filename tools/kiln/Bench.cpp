@@ -69,6 +69,12 @@ static cl::opt<std::string> gemmsPath("gemms",
                                                "as JSON"),
                                       cl::value_desc("file"), cl::sub(benchCommand()),
                                       cl::cat(kilnCategory()));
+static cl::opt<int>
+    gemmCandidates("gemm-candidates",
+                   cl::desc("Time this many of cuBLASLt's algorithms for each GEMM "
+                            "shape and keep the fastest (default 8, as kiln train)"),
+                   cl::init(cuda::ExecutorOptions{}.gemmCandidates), cl::sub(benchCommand()),
+                   cl::cat(kilnCategory()));
 static cl::opt<std::string> profilePath("profile",
                                         cl::desc("Time every step of the training step alone and "
                                                  "write the profile as JSON; print the largest"),
@@ -167,7 +173,11 @@ int runBench() {
                                  "and the multi-GPU runtime (NCCL) is planned",
                                  config->parallel.numRanks())
                              .str());
-  auto backendOr = tooling::makeCudaBackend(&outs(), attentionTilesOption());
+  if (gemmCandidates < 1 || gemmCandidates > 64)
+    return fail("bench",
+                formatv("--gemm-candidates={0}: give 1 to 64", gemmCandidates.getValue()).str());
+  auto backendOr = tooling::makeCudaBackend(&outs(), attentionTilesOption(), nullptr, false, 600,
+                                            gemmCandidates);
   if (!backendOr)
     return fail("bench", toString(backendOr.takeError()));
   cuda::CudaBackend &backend = **backendOr;
