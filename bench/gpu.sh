@@ -27,7 +27,7 @@
 #              save a few minutes of compilation; TORCH_PROFILE=1 adds its
 #              GPU time by kernel class: gemm, attention, other)
 #   candidates the bf16 step with GEMM algorithms chosen from cuBLASLt's
-#              first 8 candidates and its first $CANDIDATES (32)
+#              first 8 candidates and its first $CANDIDATES (32, the default)
 #   attention  kiln.attention alone at the shapes: kiln's outputs
 #              checked against PyTorch (f32 math reference), kiln's tile
 #              variants ($ATTN_VARIANTS=all, or only kiln's default) and
@@ -431,7 +431,7 @@ EOF2
     done; done ;;
   candidates)
     # The GPT-2 124M bf16 step with each GEMM's algorithm the fastest of
-    # cuBLASLt's first 8 candidates (kiln's default) and of its first
+    # cuBLASLt's first 8 candidates (kiln's default until 2026-12-05) and of its first
     # $CANDIDATES (32), each from a cold cache of its own, in the order 8, N,
     # N, 8 (the second run of each reuses its first's choices), at B in
     # $CAND_BATCHES (16 32).

@@ -161,6 +161,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"compile.fuse_cross_entropy", &c.compile.fuse_cross_entropy},
       {"compile.fuse_broadcasts", &c.compile.fuse_broadcasts},
       {"compile.fuse_siblings", &c.compile.fuse_siblings},
+      {"compile.bias_grad_epilogues", &c.compile.bias_grad_epilogues},
       {"parallel.dp", &c.parallel.dp, 1, 1 << 16},
       {"parallel.tp", &c.parallel.tp, 1, 1 << 16},
       {"parallel.zero", &c.parallel.zero, 0, 3},

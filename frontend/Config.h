@@ -250,6 +250,10 @@ struct CompileConfig {
   /// kiln-fuse's sibling fusion: groups of elementwise ops reading the same
   /// value run as one kernel. Only with `fuse`; off to compare against.
   bool fuse_siblings = true;
+  /// kiln-fuse's bias-gradient epilogues: a weight gradient's GEMM sums the
+  /// bias gradient too (cuBLASLt's BGRADA); off, a reduction kernel does.
+  /// Only with `gemm_epilogues`.
+  bool bias_grad_epilogues = true;
 
   /// Whether kiln-fuse-attention runs for `precision`.
   bool fusesAttention(llvm::StringRef precision) const {

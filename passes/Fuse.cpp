@@ -276,7 +276,7 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     // A weight gradient's matmul transpose_a and the row sum of its rhs
     // (the same layer's bias gradient).
     for (ReduceSumOp sum : sums) {
-      if (!sumsOverRows(sum) || sum->getBlock() != &block)
+      if (!biasGradEpilogues || !sumsOverRows(sum) || sum->getBlock() != &block)
         continue;
       // A sum of a norm gradient's residual output is left to the norm
       // fusion (fuseBlock): its kernel has the rows in registers, where

@@ -134,6 +134,11 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                           llvm::cl::desc("kiln-fuse's broadcasts option: loop fusions read a "
                                          "broadcast's operand through its index map"),
                           llvm::cl::init(true)};
+  Option<bool> biasGradEpilogues{
+      *this, "bias-grad-epilogues",
+      llvm::cl::desc("kiln-fuse's bias-grad-epilogues option: a weight gradient's GEMM sums "
+                     "the bias gradient (BGRADA)"),
+      llvm::cl::init(true)};
   Option<bool> siblings{*this, "fuse-siblings",
                         llvm::cl::desc("kiln-fuse's siblings option: groups reading the same "
                                        "value fuse"),
@@ -170,7 +175,8 @@ std::string fuseOptionsText(const std::optional<FusePassOptions> &fuse) {
          " norms=" + (fuse->norms ? "true" : "false") +
          " cross-entropy=" + (fuse->crossEntropy ? "true" : "false") +
          " broadcasts=" + (fuse->broadcasts ? "true" : "false") +
-         " siblings=" + (fuse->siblings ? "true" : "false");
+         " siblings=" + (fuse->siblings ? "true" : "false") +
+         " bias-grad-epilogues=" + (fuse->biasGradEpilogues ? "true" : "false");
 }
 
 /// kiln-recompute from its options, told how kiln-fuse and
@@ -193,6 +199,7 @@ recomputePass(std::optional<RecomputePassOptions> options,
     options->crossEntropy = fuse->crossEntropy;
     options->broadcasts = fuse->broadcasts;
     options->siblings = fuse->siblings;
+    options->biasGradEpilogues = fuse->biasGradEpilogues;
   }
   return createRecomputePass(*options);
 }
@@ -227,6 +234,7 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
     fuse->crossEntropy = options.crossEntropy;
     fuse->broadcasts = options.broadcasts;
     fuse->siblings = options.siblings;
+    fuse->biasGradEpilogues = options.biasGradEpilogues;
   }
   if (options.bucketBytes < 0)
     return fail("kiln-training-pipeline: bucket-bytes = " +

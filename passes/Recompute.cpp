@@ -382,6 +382,7 @@ struct RecomputePass final : impl::RecomputePassBase<RecomputePass> {
       options.crossEntropy = crossEntropy;
       options.broadcasts = broadcasts;
       options.siblings = siblings;
+      options.biasGradEpilogues = biasGradEpilogues;
       pm.addPass(createFusePass(options));
     }
     if (bucketBytes > 0) {

@@ -117,6 +117,7 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     options.fuse->crossEntropy = config.compile.fuse_cross_entropy;
     options.fuse->broadcasts = config.compile.fuse_broadcasts;
     options.fuse->siblings = config.compile.fuse_siblings;
+    options.fuse->biasGradEpilogues = config.compile.bias_grad_epilogues;
   } else {
     options.fuse.reset();
   }

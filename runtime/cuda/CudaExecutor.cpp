@@ -538,14 +538,11 @@ llvm::Expected<std::unique_ptr<CudaExecutor>> CudaExecutor::create(Plan plan,
     if (llvm::Error err = initNccl(im, p, options))
       return std::move(err);
   KILN_CUBLAS(im.lt->cublasLtCreate(&im.handle));
-  // Choices made from another number of candidates are cached apart (the
-  // default's keys are as they were).
-  std::string candidates = options.gemmCandidates == ExecutorOptions{}.gemmCandidates
-                               ? ""
-                               : "candidates " + std::to_string(options.gemmCandidates) + "|";
+  // Choices made from another number of candidates are cached apart.
   AlgoCache cache(options.cacheDir, dev->name + "|" + p.arch + "|cublasLt " +
-                                        std::to_string(im.lt->cublasLtGetVersion()) + "|" +
-                                        candidates);
+                                        std::to_string(im.lt->cublasLtGetVersion()) +
+                                        "|candidates " + std::to_string(options.gemmCandidates) +
+                                        "|");
   auto tuneStart = std::chrono::steady_clock::now();
   std::map<std::string, cublasLtMatmulAlgo_t> algos;
   for (const PlanFunction &pf : p.functions) {

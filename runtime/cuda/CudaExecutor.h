@@ -39,10 +39,11 @@ struct ExecutorOptions {
   std::string toolkitRoot = "/usr/local/cuda";
   bool useGraphs = true;
   /// Time up to this many cuBLASLt candidates per GEMM shape (1: take the
-  /// heuristic's first). The choices are cached in cacheDir (per device
-  /// and cuBLASLt version, and the count when it is not the default), so a
-  /// later load of the same shapes times none.
-  int gemmCandidates = 8;
+  /// heuristic's first). The choices are cached in cacheDir (per device,
+  /// cuBLASLt version and count), so a later load of the same shapes times
+  /// none. 32 rather than 8: 0.5 % off GPT-2 124M's bf16 step at B=32 on an
+  /// H100 (bench/RESULTS.md, seventeenth session), 0.5 s more when cold.
+  int gemmCandidates = 32;
   /// Progress lines (compiling, autotuning); null for none.
   llvm::raw_ostream *progress = nullptr;
   /// The collectives of a partitioned plan's Collective steps: this rank

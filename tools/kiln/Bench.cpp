@@ -72,7 +72,7 @@ static cl::opt<std::string> gemmsPath("gemms",
 static cl::opt<int>
     gemmCandidates("gemm-candidates",
                    cl::desc("Time this many of cuBLASLt's algorithms for each GEMM "
-                            "shape and keep the fastest (default 8, as kiln train)"),
+                            "shape and keep the fastest (default 32, as kiln train)"),
                    cl::init(cuda::ExecutorOptions{}.gemmCandidates), cl::sub(benchCommand()),
                    cl::cat(kilnCategory()));
 static cl::opt<std::string> profilePath("profile",

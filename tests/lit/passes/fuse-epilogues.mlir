@@ -7,10 +7,17 @@
 // RUN: kiln-opt %s -split-input-file -kiln-fuse | FileCheck %s
 // RUN: kiln-opt %s -split-input-file -kiln-fuse='epilogues=false fold-casts=false siblings=false' \
 // RUN:   | FileCheck %s --check-prefix=OFF
+// bias-grad-epilogues=false keeps the bias gradients' sums out of the
+// weight gradients' GEMMs (reduction kernels) and every other epilogue.
+// RUN: kiln-opt %s -split-input-file -kiln-fuse='bias-grad-epilogues=false' \
+// RUN:   | FileCheck %s --check-prefix=NOBGRAD
 
 // The forward MLP: gelu of a biased product, whose input the backward
 // needs: one fusion yielding both (GELU_AUX_BIAS).
 // CHECK-LABEL: func.func @gelu_aux
+// NOBGRAD-LABEL: func.func @gelu_aux
+// NOBGRAD: kiln.fusion
+// NOBGRAD: kiln.gelu tanh
 // CHECK: %[[F:.+]]:2 = kiln.fusion(%{{.+}}, %{{.+}}, %{{.+}}) : (tensor<2x8x16xbf16>, tensor<16x64xbf16>, tensor<64xbf16>) -> (tensor<2x8x64xbf16>, tensor<2x8x64xbf16>)
 // CHECK: %[[Z:.+]] = kiln.matmul %{{.+}}, %{{.+}} bias %{{.+}}
 // CHECK-NEXT: %[[G:.+]] = kiln.gelu tanh %[[Z]]
@@ -98,6 +105,10 @@ func.func @dgelu_and_weight_grad(%dy: tensor<16x16xbf16>, %w: tensor<64x16xbf16>
 // CHECK-NEXT: %[[W:.+]] = kiln.matmul %{{.+}}, %[[R]] transpose_a
 // CHECK-NEXT: %[[S:.+]] = kiln.reduce_sum %{{.+}}, dims = [0, 1]
 // CHECK-NEXT: kiln.yield %[[W]], %[[S]]
+// NOBGRAD-LABEL: func.func @weight_and_bias_grad
+// NOBGRAD-NOT: kiln.fusion
+// NOBGRAD: kiln.matmul %{{.+}}, %{{.+}} transpose_a
+// NOBGRAD: kiln.reduce_sum %{{.+}}, dims = [0, 1]
 func.func @weight_and_bias_grad(%x: tensor<16x32xbf16>, %dy: tensor<2x8x64xbf16>) -> (tensor<32x64xbf16>, tensor<64xbf16>) {
   %r = kiln.reshape %dy : tensor<2x8x64xbf16> -> tensor<16x64xbf16>
   %w = kiln.matmul %x, %r transpose_a : tensor<16x32xbf16>, tensor<16x64xbf16> -> tensor<32x64xbf16>
