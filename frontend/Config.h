@@ -251,9 +251,11 @@ struct CompileConfig {
   /// value run as one kernel. Only with `fuse`; off to compare against.
   bool fuse_siblings = true;
   /// kiln-fuse's bias-gradient epilogues: a weight gradient's GEMM sums the
-  /// bias gradient too (cuBLASLt's BGRADA); off, a reduction kernel does.
+  /// bias gradient too (cuBLASLt's BGRADA). Off by default: a reduction
+  /// kernel took GPT-2's bf16 step 0.3-0.8 % less on an H100, as BGRADA
+  /// runs those GEMMs at 0.67x a plain one (bench/RESULTS.md, 2026-12-05).
   /// Only with `gemm_epilogues`.
-  bool bias_grad_epilogues = true;
+  bool bias_grad_epilogues = false;
 
   /// Whether kiln-fuse-attention runs for `precision`.
   bool fusesAttention(llvm::StringRef precision) const {

@@ -137,8 +137,8 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
   Option<bool> biasGradEpilogues{
       *this, "bias-grad-epilogues",
       llvm::cl::desc("kiln-fuse's bias-grad-epilogues option: a weight gradient's GEMM sums "
-                     "the bias gradient (BGRADA)"),
-      llvm::cl::init(true)};
+                     "the bias gradient (BGRADA; off, as compile.bias_grad_epilogues)"),
+      llvm::cl::init(false)};
   Option<bool> siblings{*this, "fuse-siblings",
                         llvm::cl::desc("kiln-fuse's siblings option: groups reading the same "
                                        "value fuse"),
