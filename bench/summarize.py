@@ -93,10 +93,14 @@ def main(out):
             print(f"kiln {p} compile of the 124M step: cold {cold['compile_s']:.1f} s ({cold['nvrtc_compiled']} "
                   f"kernels through NVRTC in {cold['nvrtc_s']:.1f} s), warm {warm['compile_s']:.1f} s "
                   f"({warm['nvrtc_cached']} cached)")
-    gemms = load(f"{out}/gemms.json")
-    if gemms:
+    # bench/gpu.sh gemms: gemms-PRECISION-bBATCH.json (gemms.json before 2026-12-05).
+    for name in sorted(f for f in os.listdir(out) if re.fullmatch(r"gemms(-.+)?\.json", f)):
+        gemms = load(f"{out}/{name}")
+        if not gemms:
+            continue
         worst = min(g["ratio"] for g in gemms)
-        print(f"GEMMs: {len(gemms)} shapes, kiln/torch.matmul TFLOP/s from {worst:.2f}x to "
+        label = name[len("gemms-"):-len(".json")] if name != "gemms.json" else "f32-b16"
+        print(f"GEMMs ({label}): {len(gemms)} shapes, kiln/torch.matmul TFLOP/s from {worst:.2f}x to "
               f"{max(g['ratio'] for g in gemms):.2f}x; below 0.95x: "
               f"{sum(1 for g in gemms if g['ratio'] < 0.95)}")
     # bench/gpu.sh ab: the previous binary and this one, alternated.
