@@ -26,6 +26,8 @@
 #   compile-torch  the same with torch.compile (COMPILE_BATCHES="16" to
 #              save a few minutes of compilation; TORCH_PROFILE=1 adds its
 #              GPU time by kernel class: gemm, attention, other)
+#   tiles-ab   the bf16 step with the default attention tiles and with
+#              $AB_TILES, in the order default, tiles, tiles, default
 #   candidates the bf16 step with GEMM algorithms chosen from cuBLASLt's
 #              first 8 candidates and its first $CANDIDATES (32, the default)
 #   attention  kiln.attention alone at the issue's shapes: kiln's outputs
@@ -429,6 +431,22 @@ EOF2
           --set train.precision=$p --json "$OUT/ab-${AB_CONFIG:+$ab_name-}$p-b$b-$run.json" | grep -E "plan:|step:|memory:"
       done
     done; done ;;
+  tiles-ab)
+    # The GPT-2 124M bf16 step with kiln's default attention tiles and with
+    # --attention-tiles $AB_TILES (default 4,1,128,4,0,1,3,0: GPT-2's
+    # default on sm_90a without option 4, causal blocks in grid order), in
+    # the order default, tiles, tiles, default, at B in $AB_BATCHES (16 32):
+    # an attention option measured in the step, one binary.
+    tiles=${AB_TILES:-4,1,128,4,0,1,3,0}
+    for b in ${AB_BATCHES:-16 32}; do
+      for run in default-1 tiles-1 tiles-2 default-2; do
+        extra=(); [ ${run%-*} = tiles ] && extra=(--attention-tiles "$tiles")
+        echo "  gpt2-124m bf16-mixed B=$b $run ${extra[*]}"
+        XDG_CACHE_HOME=/tmp/kiln-cache $KILN bench configs/gpt2-124m.toml --set train.batch_size=$b \
+          --set train.precision=bf16-mixed "${extra[@]}" --json "$OUT/tiles-ab-b$b-$run.json" \
+          | grep -E "step:|memory:"
+      done
+    done ;;
   candidates)
     # The GPT-2 124M bf16 step with each GEMM's algorithm the fastest of
     # cuBLASLt's first 8 candidates (kiln's default until 2026-12-05) and of its first

@@ -247,9 +247,10 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
            "A broadcast_in_dim read by loop fusions is cloned into each, which reads "
            "the broadcast's operand through its index map: the broadcast tensor is "
            "never written (it stays for its other readers)">,
-    Option<"biasGradEpilogues", "bias-grad-epilogues", "bool", /*default=*/"true",
+    Option<"biasGradEpilogues", "bias-grad-epilogues", "bool", /*default=*/"false",
            "With epilogues: a weight gradient's GEMM also sums its rhs's rows (a "
-           "bias gradient, cuBLASLt's BGRADA); off, the sum is a reduction kernel">,
+           "bias gradient, cuBLASLt's BGRADA); off (the default, as "
+           "compile.bias_grad_epilogues), the sum is a reduction kernel">,
     Option<"siblings", "siblings", "bool", /*default=*/"true",
            "Sibling fusion: a group of elementwise ops joins a later group of its "
            "shape reading one of the same values, when the earlier group's other "
@@ -359,7 +360,7 @@ def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
            "With a budget and fuse: kiln-fuse's cross-entropy option">,
     Option<"broadcasts", "broadcasts", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's broadcasts option">,
-    Option<"biasGradEpilogues", "bias-grad-epilogues", "bool", /*default=*/"true",
+    Option<"biasGradEpilogues", "bias-grad-epilogues", "bool", /*default=*/"false",
            "With a budget and fuse: kiln-fuse's bias-grad-epilogues option">,
     Option<"siblings", "siblings", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's siblings option">,

@@ -4,13 +4,13 @@
 // that would be a kernel of its own becomes the product's type. Near misses
 // stay apart. (The OFF run turns sibling fusion off too: with no
 // epilogues, gelu and gelu_grad of one product are siblings.)
-// RUN: kiln-opt %s -split-input-file -kiln-fuse | FileCheck %s
+// RUN: kiln-opt %s -split-input-file -kiln-fuse='bias-grad-epilogues=true' | FileCheck %s
 // RUN: kiln-opt %s -split-input-file -kiln-fuse='epilogues=false fold-casts=false siblings=false' \
 // RUN:   | FileCheck %s --check-prefix=OFF
-// bias-grad-epilogues=false keeps the bias gradients' sums out of the
-// weight gradients' GEMMs (reduction kernels) and every other epilogue.
-// RUN: kiln-opt %s -split-input-file -kiln-fuse='bias-grad-epilogues=false' \
-// RUN:   | FileCheck %s --check-prefix=NOBGRAD
+// By default (bias-grad-epilogues=false, as compile.bias_grad_epilogues)
+// the bias gradients' sums stay out of the weight gradients' GEMMs
+// (reduction kernels); every other epilogue forms.
+// RUN: kiln-opt %s -split-input-file -kiln-fuse | FileCheck %s --check-prefix=NOBGRAD
 
 // The forward MLP: gelu of a biased product, whose input the backward
 // needs: one fusion yielding both (GELU_AUX_BIAS).

@@ -98,10 +98,11 @@ mlir::OwningOpRef<mlir::ModuleOp> unfusedStep(mlir::MLIRContext &ctx, const char
   return std::move(*module);
 }
 
-/// Checks that kiln-fuse without cast folding changes no result, builds at
-/// least `minFusions` loop fusions, folds every layer's gelu, gelu_grad
-/// and two bias-gradient sums into GEMM epilogues, and sums the other two
-/// in the norm gradients' kernels.
+/// Checks that kiln-fuse without cast folding and with bias-grad-epilogues
+/// (off by default) changes no result, builds at least `minFusions` loop
+/// fusions, folds every layer's gelu, gelu_grad and two bias-gradient sums
+/// into GEMM epilogues, and sums the other two in the norm gradients'
+/// kernels.
 void checkConfig(const char *file, llvm::ArrayRef<std::string> sets, const std::string &policy,
                  int minFusions) {
   SCOPED_TRACE(std::string(file) + " " + policy);
@@ -111,7 +112,8 @@ void checkConfig(const char *file, llvm::ArrayRef<std::string> sets, const std::
   ASSERT_TRUE(module);
   ASSERT_EQ(countFusions(*module).fusions, 0);
   auto inputs = test::randomInputs(5, vocab);
-  test::expectPassPreserves(*module, "builtin.module(kiln-fuse{fold-casts=false})", 0.0, inputs);
+  test::expectPassPreserves(
+      *module, "builtin.module(kiln-fuse{fold-casts=false bias-grad-epilogues=true})", 0.0, inputs);
   Counts c = countFusions(*module);
   EXPECT_GE(c.fusions, minFusions);
   EXPECT_GE(c.fusedOps, 2 * c.fusions); // a fusion holds two ops or more
@@ -197,10 +199,10 @@ TEST(Fuse, CastFoldingIsWithinItsBound) {
   Counts step = countFusions(*module, "train_step");
   // The products feeding each layer's two layer-norm gradients and the
   // final one's stay bf16 (the gradients read them as their dy); the GEMMs
-  // writing f32 are the two projections' weight gradients, whose bias
-  // gradients the norm gradients sum (the others' GEMMs widen in their
-  // BGRADA epilogue).
-  EXPECT_EQ(step.wideGemms, 2 * layers);
+  // writing f32 are the four weight gradients of each layer (with
+  // bias-grad-epilogues, off by default, the qkv and fc ones widen in their
+  // BGRADA epilogue instead and only the two projections' count).
+  EXPECT_EQ(step.wideGemms, 4 * layers);
   int64_t narrowDy = 0;
   module->walk([&](LayerNormGradOp g) {
     narrowDy += g.getDy().getType().getElementType().isBF16() &&
