@@ -1387,16 +1387,16 @@ llvm::Error emitCastGroup(Emitter &e, llvm::ArrayRef<Operation *> ops) {
   table += "};\n";
   int64_t blocks;
   std::string chunks = chunkTable(sizes, blocks);
-  std::string source = include("optim.cuh") + "// " + std::to_string(ops.size()) +
-                       " kiln.cast ops of the step's arguments, one launch (multi-tensor cast)\n" +
-                       table + chunks +
-                       "extern \"C\" __global__ void __launch_bounds__(256) @NAME@(char *arena) {\n" +
-                       findChunk(sizes.size()) +
-                       llvm::formatv("  const kiln::CastTensor &c = kTensors[t];\n"
-                                     "  const kiln::i64 end = begin + {0} < c.size ? begin + {0} : c.size;\n"
-                                     "  kiln::castChunk<{1}, {2}>(arena, c, begin, end);\n}\n",
-                                     kChunk, elt(first.getOperand()), elt(first.getResult()))
-                           .str();
+  std::string source =
+      include("optim.cuh") + "// " + std::to_string(ops.size()) +
+      " kiln.cast ops, one launch (multi-tensor cast, a kiln.cast_group)\n" + table + chunks +
+      "extern \"C\" __global__ void __launch_bounds__(256) @NAME@(char *arena) {\n" +
+      findChunk(sizes.size()) +
+      llvm::formatv("  const kiln::CastTensor &c = kTensors[t];\n"
+                    "  const kiln::i64 end = begin + {0} < c.size ? begin + {0} : c.size;\n"
+                    "  kiln::castChunk<{1}, {2}>(arena, c, begin, end);\n}\n",
+                    kChunk, elt(first.getOperand()), elt(first.getResult()))
+          .str();
   e.launch(ops.back(), "cast_group", source, {blocks, 1, 1}, {256, 1, 1}, {Emitter::ptr(0)});
   return llvm::Error::success();
 }

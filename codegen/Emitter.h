@@ -154,7 +154,7 @@ llvm::Error emitGlobalNorm(Emitter &e, mlir::Operation *op);
 llvm::Error emitCollective(Emitter &e, mlir::Operation *op);
 /// Every kiln.adamw_update of a function in one multi-tensor launch.
 llvm::Error emitAdamW(Emitter &e, llvm::ArrayRef<mlir::Operation *> ops);
-/// Casts of function arguments (a kiln.cast_group, codegen::castGroupsOf) as one
+/// A run of casts (a kiln.cast_group, codegen::castGroupsOf) as one
 /// multi-tensor launch.
 llvm::Error emitCastGroup(Emitter &e, llvm::ArrayRef<mlir::Operation *> ops);
 

@@ -743,8 +743,8 @@ llvm::Expected<std::vector<std::vector<Operation *>>> castGroupsOf(Operation *fu
     };
     auto c = dyn_cast<CastOp>(op);
     auto arg = c ? dyn_cast<BlockArgument>(c.getOperand()) : BlockArgument();
-    if (!arg || arg.getOwner()->getParentOp() != func)
-      return stale("is not a kiln.cast of an argument of @" + func.getSymName());
+    if (!c || (arg && arg.getOwner()->getParentOp() != func))
+      return stale("is not a kiln.cast of an argument or a value of @" + func.getSymName());
     auto narrowFloat = [](Type t) { return t.isF32() || t.isBF16() || t.isF16(); };
     Type from = cast<RankedTensorType>(c.getOperand().getType()).getElementType();
     Type to = cast<RankedTensorType>(c.getType()).getElementType();

@@ -66,7 +66,7 @@ llvm::Expected<Plan> compileToPlan(mlir::ModuleOp module, const CodegenOptions &
 /// codegen runs each as one multi-tensor launch where its last cast is
 /// (unless train.check_numerics is on); `kiln bisect --device cuda` compares
 /// them as a group. Fails, naming the op, when a group is not a run of
-/// consecutive casts of `func`'s arguments with one (from, to) pair of f32,
+/// consecutive casts of `func`'s arguments or values with one (from, to) pair of f32,
 /// bf16 and f16, none of them returned: the marks are stale.
 llvm::Expected<std::vector<std::vector<mlir::Operation *>>> castGroupsOf(mlir::Operation *func);
 

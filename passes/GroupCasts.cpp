@@ -1,9 +1,12 @@
-//===- GroupCasts.cpp - argument casts marked for one multi-tensor launch --===//
+//===- GroupCasts.cpp - runs of casts marked for one multi-tensor launch ---===//
 //
 // The step casts every parameter to the low type at its top, one kiln.cast
-// after another: hundreds of small launches. This pass finds the runs and
-// marks them (kiln.cast_group); codegen converts each run in one launch.
-// The decision lives in the IR, so the dumps show it.
+// after another, and widens the low-type gradients a reduction summed (the
+// biases') for the optimizer near its end: many small launches. This pass
+// finds the runs and marks them (kiln.cast_group); codegen converts each
+// run in one launch where its last cast is, and kiln-plan-buffers keeps
+// the run's operands alive until then. The decision lives in the IR, so
+// the dumps show it.
 //
 //===----------------------------------------------------------------------===//
 
@@ -29,17 +32,18 @@ namespace kiln {
 namespace {
 
 /// The (from, to) types of a cast a group may take: it reads an argument of
-/// `func`, converts between f32, bf16 and f16 (what the multi-tensor kernel
-/// rounds like kiln.cast), is read, and is not a result of the function
-/// (which may be placed over its argument). A cast nobody reads is planned
-/// a buffer only for its own op, which the next cast could reuse while the
-/// launch writes both.
+/// `func` or a value of its body, converts between f32, bf16 and f16 (what
+/// the multi-tensor kernel rounds like kiln.cast), is read, and is not a
+/// result of the function (which may be placed over its argument). A cast
+/// nobody reads is planned a buffer only for its own op, which the next
+/// cast could reuse while the launch writes both. (No member reads
+/// another's result: a run has one pair of distinct types.)
 std::optional<std::pair<Type, Type>> groupable(Operation &op, func::FuncOp func) {
   auto c = dyn_cast<CastOp>(op);
   if (!c)
     return std::nullopt;
-  auto arg = dyn_cast<BlockArgument>(c.getOperand());
-  if (!arg || arg.getOwner()->getParentOp() != func)
+  if (auto arg = dyn_cast<BlockArgument>(c.getOperand());
+      arg && arg.getOwner()->getParentOp() != func)
     return std::nullopt;
   Type from = cast<RankedTensorType>(c.getOperand().getType()).getElementType();
   Type to = cast<RankedTensorType>(c.getType()).getElementType();

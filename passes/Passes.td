@@ -624,15 +624,18 @@ def BucketCollectivesPass : Pass<"kiln-bucket-collectives", "mlir::ModuleOp"> {
 }
 
 def GroupCastsPass : Pass<"kiln-group-casts", "mlir::ModuleOp"> {
-  let summary = "Marks runs of argument casts that run as one multi-tensor launch";
+  let summary = "Marks runs of casts that run as one multi-tensor launch";
   let description = [{
     A run of at least two `kiln.cast` ops that follow each other, each
-    converting a function argument between f32, bf16 and f16 with the same
-    pair of types, read by some op and not returned (the step's parameters
-    cast to the low type, one after another), becomes one group: each
-    member gets `kiln.cast_group = N`, the group's index in its function.
-    Codegen converts a group's tensors in one launch where its last cast
-    is, and refuses a group whose members are not such a run. Nothing is
+    converting a function argument or a value of its body between f32,
+    bf16 and f16 with the same pair of types, read by some op and not
+    returned (the step's parameters cast to the low type at its top; the
+    bias gradients summed in bf16 and widened for the optimizer at its
+    end), becomes one group: each member gets `kiln.cast_group = N`, the
+    group's index in its function. Codegen converts a group's tensors in
+    one launch where its last cast is (kiln-plan-buffers keeps every
+    member's operand alive until then), and refuses a group whose members
+    are not such a run. Nothing is
     grouped under `kiln.check_numerics`, whose scans name each op by its own
     launch. The last pass of the training pipeline: a pass that moves ops
     after it would break the runs.

@@ -283,10 +283,12 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
     }
     // The CUDA executor posts a run of consecutive kiln.send/kiln.recv, or
     // of consecutive sums of one kiln.bucket (kiln-bucket-collectives), as
-    // one NCCL group: each op of the run reads its operands until the run
-    // ends, so nothing the run writes may land in their bytes. A bucket's
-    // sum may still run in place (its result over its operand, as NCCL
-    // allows; decided below with the run's members).
+    // one NCCL group, and codegen converts a kiln.cast_group's casts
+    // (kiln-group-casts) in one launch where its last cast is: each op of
+    // the run reads its operands until the run ends, so nothing the run
+    // writes may land in their bytes. A bucket's sum may still run in place
+    // (its result over its operand, as NCCL allows; decided below with the
+    // run's members).
     struct Run {
       int end;
       SmallVector<Operation *> members;
@@ -298,6 +300,8 @@ struct PlanBuffersPass final : impl::PlanBuffersPassBase<PlanBuffersPass> {
         return -1; // transfers
       if (auto b = op.getAttrOfType<IntegerAttr>(KilnDialect::kBucketAttrName))
         return b.getInt();
+      if (auto c = op.getAttrOfType<IntegerAttr>(KilnDialect::kCastGroupAttrName))
+        return -2 - c.getInt(); // apart from the buckets' numbers and the transfers
       return std::nullopt;
     };
     for (auto it = body.begin(); it != body.end();) {

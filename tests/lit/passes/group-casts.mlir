@@ -1,6 +1,6 @@
-// kiln-group-casts: runs of two or more argument casts with one (from, to)
-// pair, each read and none returned, are marked as one multi-tensor launch;
-// anything else breaks a run or stays alone. Under kiln.check_numerics
+// kiln-group-casts: runs of two or more casts (of arguments or of values)
+// with one (from, to) pair, each read and none returned, are marked as one
+// multi-tensor launch; anything else breaks a run or stays alone. Under kiln.check_numerics
 // nothing is marked, and marks from an earlier run are found again.
 // RUN: kiln-opt %s -split-input-file -kiln-group-casts | FileCheck %s
 
@@ -25,7 +25,7 @@ func.func @runs(%a: tensor<4xf32>, %b: tensor<8xf32>, %c: tensor<2x2xf32>, %d: t
   %5 = kiln.cast %e : tensor<4xf32> to tensor<4xbf16>
   %6 = kiln.add %3, %4 : tensor<4xf32>
   %7 = kiln.cast %f : tensor<4xf32> to tensor<4xbf16>
-  // A cast of a value (not an argument), and a returned cast, are never marked.
+  // A returned cast is never marked: the cast of a value before it is alone.
   // CHECK: kiln.cast %{{.+}} : tensor<4xf32> to tensor<4xbf16>
   // CHECK-NEXT: kiln.cast %{{.+}} : tensor<4xf32> to tensor<4xbf16>
   %8 = kiln.cast %6 : tensor<4xf32> to tensor<4xbf16>
@@ -51,4 +51,24 @@ module attributes {kiln.check_numerics} {
     %2 = kiln.add %0, %1 : tensor<4xbf16>
     return %2 : tensor<4xbf16>
   }
+}
+
+// -----
+
+// Casts of values (the bias gradients' sums widened for the optimizer)
+// group like the arguments' casts.
+// CHECK-LABEL: func.func @values
+// CHECK: kiln.reduce_sum
+// CHECK: kiln.reduce_sum
+// CHECK-NEXT: kiln.cast %{{.+}} {kiln.cast_group = 0 : i64} : tensor<4xbf16> to tensor<4xf32>
+// CHECK-NEXT: kiln.cast %{{.+}} {kiln.cast_group = 0 : i64} : tensor<8xbf16> to tensor<8xf32>
+func.func @values(%a: tensor<2x4xbf16>, %b: tensor<2x8xbf16>) -> tensor<4xf32> {
+  %0 = kiln.reduce_sum %a, dims = [0] : tensor<2x4xbf16> -> tensor<4xbf16>
+  %1 = kiln.reduce_sum %b, dims = [0] : tensor<2x8xbf16> -> tensor<8xbf16>
+  %2 = kiln.cast %0 : tensor<4xbf16> to tensor<4xf32>
+  %3 = kiln.cast %1 : tensor<8xbf16> to tensor<8xf32>
+  %4 = kiln.reshape %3 : tensor<8xf32> -> tensor<2x4xf32>
+  %5 = kiln.reduce_sum %4, dims = [0] : tensor<2x4xf32> -> tensor<4xf32>
+  %6 = kiln.add %2, %5 : tensor<4xf32>
+  return %6 : tensor<4xf32>
 }

@@ -133,3 +133,47 @@ func.func @logits_are_an_argument(%x: tensor<4x64xf32> {kiln.input = "x"}, %t: t
   %d = kiln.cross_entropy_grad %x, %t, %lse, %loss : tensor<4x64xf32>, tensor<4xi32>, tensor<4xf32>, tensor<4xf32> -> tensor<4x64xf32>
   return %d : tensor<4x64xf32>
 }
+
+// -----
+
+// A kiln.cast_group runs as one launch where its last cast is, so each
+// member's operand lives until then: the third cast's result does not
+// land in the bytes the first two casts read (as it does, 1792, when the
+// casts run one by one, below).
+// CHECK-LABEL: func.func @cast_group_operands_live_to_its_end
+// CHECK: kiln.cast {{.*}}kiln.offsets = array<i64: 2560>
+// CHECK: kiln.cast {{.*}}kiln.offsets = array<i64: 3072>
+// CHECK: kiln.cast {{.*}}kiln.offsets = array<i64: 3584>
+func.func @cast_group_operands_live_to_its_end(
+    %x: tensor<128xbf16> {kiln.input = "x"}, %y: tensor<128xbf16> {kiln.input = "y"},
+    %z: tensor<128xbf16> {kiln.input = "z"}) -> (tensor<128xf32> {kiln.output = "s"}) {
+  %a = kiln.exp %x : tensor<128xbf16>
+  %b = kiln.exp %y : tensor<128xbf16>
+  %k = kiln.exp %z : tensor<128xbf16>
+  %c = kiln.cast %a {kiln.cast_group = 0 : i64} : tensor<128xbf16> to tensor<128xf32>
+  %d = kiln.cast %b {kiln.cast_group = 0 : i64} : tensor<128xbf16> to tensor<128xf32>
+  %h = kiln.cast %k {kiln.cast_group = 0 : i64} : tensor<128xbf16> to tensor<128xf32>
+  %s = kiln.add %c, %d : tensor<128xf32>
+  %t = kiln.add %s, %h : tensor<128xf32>
+  return %t : tensor<128xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @casts_one_by_one
+// CHECK: kiln.cast {{.*}}kiln.offsets = array<i64: 2560>
+// CHECK: kiln.cast {{.*}}kiln.offsets = array<i64: 3072>
+// CHECK: kiln.cast {{.*}}kiln.offsets = array<i64: 1792>
+func.func @casts_one_by_one(
+    %x: tensor<128xbf16> {kiln.input = "x"}, %y: tensor<128xbf16> {kiln.input = "y"},
+    %z: tensor<128xbf16> {kiln.input = "z"}) -> (tensor<128xf32> {kiln.output = "s"}) {
+  %a = kiln.exp %x : tensor<128xbf16>
+  %b = kiln.exp %y : tensor<128xbf16>
+  %k = kiln.exp %z : tensor<128xbf16>
+  %c = kiln.cast %a : tensor<128xbf16> to tensor<128xf32>
+  %d = kiln.cast %b : tensor<128xbf16> to tensor<128xf32>
+  %h = kiln.cast %k : tensor<128xbf16> to tensor<128xf32>
+  %s = kiln.add %c, %d : tensor<128xf32>
+  %t = kiln.add %s, %h : tensor<128xf32>
+  return %t : tensor<128xf32>
+}
