@@ -1029,16 +1029,25 @@ template <int R> __device__ __forceinline__ u32 wgmmaOffset(int row, int col) {
          ((col & 7) << 1);
 }
 
-// loadTile into a wgmma tile of R rows.
+// loadTile into a wgmma tile of R rows. Thread x copies the 16-byte chunk
+// x % C of rows x / C + k·RS (RS = THREADS / C, a multiple of 8): rows 8·j
+// apart have one swizzle, so every copy's shared and global addresses are
+// the first one's plus constants. (Computing each chunk's place from a
+// loop index took about 550 instructions a thread per backward step at
+// GPT-2's shape, half of all the kernel executed: Nsight Compute's
+// per-instruction counts, bench/RESULTS.md, eighteenth session.)
 template <int R, int D, int THREADS, i64 STRIDE, typename T>
 __device__ __forceinline__ void loadTileWgmma(u32 tile, const T *base, i64 row0, i64 limit) {
-  constexpr int C = D / 8;
+  constexpr int C = D / 8, RS = THREADS / C;
+  static_assert(THREADS % C == 0 && RS % 8 == 0 && R % RS == 0,
+                "each thread copies one column chunk of rows a multiple of 8 apart");
+  const int c = threadIdx.x % C, r = threadIdx.x / C;
+  const u32 dst = tile + wgmmaOffset<R>(r, c * 8);
+  const T *src = base + (row0 + r) * STRIDE + c * 8;
 #pragma unroll
-  for (int i = threadIdx.x; i < R * C; i += THREADS) {
-    int r = i / C, c = i % C;
-    bool valid = row0 + r < limit;
-    const T *src = base + (valid ? row0 + r : 0) * STRIDE + c * 8;
-    copy16(tile + wgmmaOffset<R>(r, c * 8), src, valid);
+  for (int k = 0; k < R / RS; ++k) {
+    const bool valid = row0 + r + k * RS < limit;
+    copy16(dst + k * RS * 128, valid ? src + k * RS * STRIDE : base, valid);
   }
 }
 
@@ -1107,10 +1116,10 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
   if constexpr (ORDERED && !CAUSAL)
     passTurns<THREADS, QBLOCKS>(order, b * H + kvh * G, (int)G, iEnd);
 
-  auto issue = [&](int step) {
-    const int stage = step & 1;
-    const i64 h = kvh * G + step / nq;
-    const i64 i0 = (i64)(iStart + step % nq) * BM;
+  // Step s is query block iStart + s % nq of head kvh·G + s / nq: the
+  // loop keeps both as counters (h, qBlock) rather than dividing.
+  auto issue = [&](int stage, i64 h, int qBlock) {
+    const i64 i0 = (i64)qBlock * BM;
     const i64 bh = b * H + h;
     loadTileWgmma<BM, D, THREADS, QS>(sQ + stage * QO_BYTES,
                                       q + rowOffset<H, TQ, D, BTHD, PACK>(b, h, 0), i0, TQ);
@@ -1122,7 +1131,7 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
   loadTileWgmma<BN, D, THREADS, KVS>(sK, kb, k0, TK);
   loadTileWgmma<BN, D, THREADS, KVS>(sV, vb, k0, TK);
   if (steps > 0)
-    issue(0);
+    issue(0, kvh * G, iStart);
   commit();
 
   float dK[NO][4], dV[NO][4];
@@ -1143,18 +1152,23 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
     }
   }
 
+  i64 h = kvh * G;
+  int qBlock = iStart;
   for (int step = 0; step < steps; ++step) {
     const int stage = step & 1;
-    const i64 h = kvh * G + step / nq;
-    const i64 i0 = (i64)(iStart + step % nq) * BM;
+    const i64 i0 = (i64)qBlock * BM;
     const i64 bh = b * H + h;
+    // The next step's query block and head.
+    const bool headEnds = qBlock + 1 == iEnd;
+    const int nextBlock = headEnds ? iStart : qBlock + 1;
+    const i64 nextHead = headEnds ? h + 1 : h;
     waitGroups<0>(); // this step's tiles (and K, V)
     fenceProxyAsync();
     // Visible to every warpgroup; every wgmma of step - 1 is complete (each
     // warp waited for its own), so step + 1 may load into its stage.
     __syncthreads();
     if (step + 1 < steps)
-      issue(step + 1);
+      issue(stage ^ 1, nextHead, nextBlock);
     commit();
     const u32 q_ = sQ + stage * QO_BYTES, o_ = sO + stage * QO_BYTES;
     const float *lse_ = sStats + stage * BM, *delta_ = sStats + 2 * BM + stage * BM;
@@ -1307,6 +1321,8 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
       keep(dV);
       keep(dK);
     }
+    h = nextHead;
+    qBlock = nextBlock;
   }
   waitGroups<0>();
 
