@@ -36,8 +36,7 @@ namespace {
 /// the multi-tensor kernel rounds like kiln.cast), is read, and is not a
 /// result of the function (which may be placed over its argument). A cast
 /// nobody reads is planned a buffer only for its own op, which the next
-/// cast could reuse while the launch writes both. (No member reads
-/// another's result: a run has one pair of distinct types.)
+/// cast could reuse while the launch writes both.
 std::optional<std::pair<Type, Type>> groupable(Operation &op, func::FuncOp func) {
   auto c = dyn_cast<CastOp>(op);
   if (!c)
@@ -80,7 +79,10 @@ struct GroupCastsPass final : impl::GroupCastsPassBase<GroupCastsPass> {
       };
       for (Operation &op : func.getBody().front()) {
         auto types = groupable(op, func);
-        if (!types || (!run.empty() && *types != runTypes))
+        // One launch converts the whole run at once: a cast reading an
+        // earlier member's result (a same-type cast after it) starts anew.
+        bool readsRun = types && llvm::is_contained(run, op.getOperand(0).getDefiningOp());
+        if (!types || readsRun || (!run.empty() && *types != runTypes))
           close();
         if (types) {
           if (run.empty())

@@ -72,3 +72,19 @@ func.func @values(%a: tensor<2x4xbf16>, %b: tensor<2x8xbf16>) -> tensor<4xf32> {
   %6 = kiln.add %2, %5 : tensor<4xf32>
   return %6 : tensor<4xf32>
 }
+
+// -----
+
+// A cast reading an earlier member's result (here a same-type cast, which
+// the verifier allows) is not converted in the same launch: the run ends
+// before it.
+// CHECK-LABEL: func.func @chain
+// CHECK: kiln.cast %{{[0-9]+}} : tensor<4xbf16> to tensor<4xbf16>
+// CHECK-NEXT: kiln.cast %{{[0-9]+}} : tensor<4xbf16> to tensor<4xbf16>
+func.func @chain(%a: tensor<4xbf16>) -> tensor<4xbf16> {
+  %0 = kiln.exp %a : tensor<4xbf16>
+  %1 = kiln.cast %0 : tensor<4xbf16> to tensor<4xbf16>
+  %2 = kiln.cast %1 : tensor<4xbf16> to tensor<4xbf16>
+  %3 = kiln.add %1, %2 : tensor<4xbf16>
+  return %3 : tensor<4xbf16>
+}
