@@ -370,6 +370,132 @@ struct PropagateShardingPass
     return success();
   }
 
+  /// What a visit has decided so far: each factor's axes, major first
+  /// (empty: whole); whether they came from the model's annotations
+  /// (pinned) or only from storage splits (weak); the axes taken.
+  struct FactorState {
+    SmallVector<AxisList> axes;
+    SmallVector<bool> pinned, weak;
+    unsigned used = 0;
+  };
+
+  /// One operand's proposal: its factors (-1 where it proposes nothing)
+  /// and the dimensions whose splits count.
+  struct Read {
+    Value value;
+    SmallVector<int64_t> factors;
+    unsigned dimsToRead;
+  };
+
+  /// A factor takes a dimension's axes, or the longest major part of them
+  /// that no other factor has taken and whose parts divide it (a value
+  /// split over edp and ep, met where ep splits another factor, gives
+  /// edp; the value is converted by moving ep). A later dimension whose
+  /// axes extend the factor's (edp, then edp and ep) splits it further.
+  void gather(FactorState &s, const ShardingRule &rule, bool passesWeak, Value v,
+              ArrayRef<int64_t> factors, unsigned dimsToRead) {
+    const Layout &l = layouts_[v];
+    for (auto [d, f] : llvm::enumerate(factors)) {
+      const bool weak = l.weakDims >> d & 1;
+      if (f < 0 || d >= l.dims.size() || !(dimsToRead >> d & 1) || (weak && !passesWeak))
+        continue;
+      AxisList &have = s.axes[f];
+      ArrayRef<int> list = l.dims[d];
+      if (list.size() <= have.size() || list.take_front(have.size()) != ArrayRef<int>(have))
+        continue;
+      AxisList take = have;
+      for (int a : list.drop_front(have.size())) {
+        if ((s.used >> a & 1) || rule.factorSizes[f] % (partsOf(take) * mesh_.getSizes()[a]) != 0)
+          break;
+        take.push_back(a);
+      }
+      if (take.size() == have.size())
+        continue;
+      s.pinned[f] = s.pinned[f] || ((l.pinnedDims >> d & 1) && !l.input);
+      s.weak[f] = have.empty() ? weak : s.weak[f] && weak;
+      for (int a : take)
+        s.used |= 1u << a;
+      have = take;
+    }
+  }
+
+  /// The bytes a rank sends to bring `v` from its layout to the one
+  /// `factors` get from `s` (docs/sharding.md, "Conflicts"): per dimension,
+  /// the axes it loses (those after the part it keeps) leave by an
+  /// all_to_all where the wanted layout splits another dimension over them
+  /// (a rank keeps 1/n of its part and sends the rest), by an all_gather
+  /// otherwise (it sends its part to the n - 1 others). Splitting a whole
+  /// dimension, or one further, takes a slice: free.
+  double conversionBytes(Value v, ArrayRef<int64_t> factors, const FactorState &s) {
+    const Layout &l = layouts_[v];
+    if (l.isReplicated())
+      return 0;
+    int64_t parts = 1;
+    for (const AxisList &axes : l.dims)
+      parts *= partsOf(axes);
+    const double local = static_cast<double>(numBytes(v.getType())) / parts;
+    double bytes = 0;
+    for (auto [d, have] : llvm::enumerate(l.dims)) {
+      const int64_t f = d < factors.size() ? factors[d] : -1;
+      ArrayRef<int> want = f >= 0 ? ArrayRef<int>(s.axes[f]) : ArrayRef<int>();
+      size_t kept = 0;
+      while (kept < have.size() && kept < want.size() && have[kept] == want[kept])
+        ++kept;
+      ArrayRef<int> lost = ArrayRef<int>(have).drop_front(kept);
+      if (lost.empty())
+        continue;
+      const double n = static_cast<double>(partsOf(lost));
+      bool moves = llvm::all_of(lost, [&](int a) {
+        return llvm::any_of(llvm::enumerate(factors), [&](auto e) {
+          return e.index() != d && e.value() >= 0 && llvm::is_contained(s.axes[e.value()], a);
+        });
+      });
+      bytes += moves ? local * (n - 1) / n : local * (n - 1);
+    }
+    return bytes;
+  }
+
+  /// Conflict policy after the annotations (docs/sharding.md, "Conflicts"):
+  /// where the operands of one tier propose different axes for a factor,
+  /// or the same axis for two factors, the one read first wins. Each tier
+  /// is read with the operand whose proposal, taken first, leaves the
+  /// fewest bytes to convert (its own and every later tier's reads
+  /// following in program order); ties keep program order.
+  void orderByCost(Operation *op, const ShardingRule &rule, bool passesWeak,
+                   const FactorState &start, MutableArrayRef<SmallVector<Read>> tiers) {
+    // Nothing conflicts unless two operands are split.
+    if (llvm::count_if(op->getOperands(), [&](Value v) { return !layouts_[v].isReplicated(); }) < 2)
+      return;
+    FactorState before = start;
+    for (size_t t = 0; t < tiers.size(); ++t) {
+      SmallVector<Read> &tier = tiers[t];
+      size_t best = 0;
+      double bestBytes = 0;
+      for (size_t first = 0; first < tier.size(); ++first) {
+        if (first > 0 && (layouts_[tier[first].value].isReplicated() ||
+                          llvm::all_of(tier[first].factors, [](int64_t f) { return f < 0; })))
+          continue;
+        FactorState s = before;
+        gather(s, rule, passesWeak, tier[first].value, tier[first].factors, tier[first].dimsToRead);
+        for (size_t u = t; u < tiers.size(); ++u)
+          for (auto [i, r] : llvm::enumerate(tiers[u]))
+            if (u != t || i != first)
+              gather(s, rule, passesWeak, r.value, r.factors, r.dimsToRead);
+        double bytes = 0;
+        for (auto [v, f] : llvm::zip_equal(op->getOperands(), rule.operandFactors))
+          bytes += conversionBytes(v, f, s);
+        if (first == 0 || bytes < bestBytes) {
+          best = first;
+          bestBytes = bytes;
+        }
+      }
+      if (best != 0)
+        std::rotate(tier.begin(), tier.begin() + best, tier.begin() + best + 1);
+      for (const Read &r : tier)
+        gather(before, rule, passesWeak, r.value, r.factors, r.dimsToRead);
+    }
+  }
+
   /// One op: find each factor's axis, then split every dimension of it that
   /// is still whole. Returns whether anything changed.
   FailureOr<bool> visit(Operation *op) {
@@ -384,43 +510,13 @@ struct PropagateShardingPass
       return false;
     }
     size_t numFactors = rule->factorSizes.size();
-    // Each factor's axes, major first (empty: whole).
-    SmallVector<AxisList> factorAxes(numFactors);
-    SmallVector<bool> factorPinned(numFactors, false), factorWeak(numFactors, false);
     const bool passesWeak = op->hasTrait<kiln::OpTrait::Elementwise>() || isa<AdamWUpdateOp>(op);
-    unsigned used = 0;
-    // A factor takes a dimension's axes, or the longest major part of them
-    // that no other factor has taken and whose parts divide it (a value
-    // split over edp and ep, met where ep splits another factor, gives
-    // edp; the value is converted by moving ep). A later dimension whose
-    // axes extend the factor's (edp, then edp and ep) splits it further.
-    auto gather = [&](Value v, ArrayRef<int64_t> factors, unsigned dimsToRead) {
-      const Layout &l = layouts_[v];
-      for (auto [d, f] : llvm::enumerate(factors)) {
-        const bool weak = l.weakDims >> d & 1;
-        if (f < 0 || d >= l.dims.size() || !(dimsToRead >> d & 1) || (weak && !passesWeak))
-          continue;
-        AxisList &have = factorAxes[f];
-        ArrayRef<int> list = l.dims[d];
-        if (list.size() <= have.size() || list.take_front(have.size()) != ArrayRef<int>(have))
-          continue;
-        AxisList take = have;
-        for (int a : list.drop_front(have.size())) {
-          if ((used >> a & 1) || rule->factorSizes[f] % (partsOf(take) * mesh_.getSizes()[a]) != 0)
-            break;
-          take.push_back(a);
-        }
-        if (take.size() == have.size())
-          continue;
-        factorPinned[f] = factorPinned[f] || ((l.pinnedDims >> d & 1) && !l.input);
-        factorWeak[f] = have.empty() ? weak : factorWeak[f] && weak;
-        for (int a : take)
-          used |= 1u << a;
-        have = take;
-      }
-    };
+    FactorState state;
+    state.axes.resize(numFactors);
+    state.pinned.assign(numFactors, false);
+    state.weak.assign(numFactors, false);
     for (auto [v, f] : llvm::zip_equal(op->getResults(), rule->resultFactors))
-      gather(v, f, ~0u);
+      gather(state, *rule, passesWeak, v, f, ~0u);
     // The model's own annotations next: with sequence parallelism a norm's
     // output split by positions meets a column-parallel weight at the
     // matmul, and the weight's split wins (the activation is gathered, the
@@ -442,14 +538,24 @@ struct PropagateShardingPass
           f = -1;
       return kept;
     };
-    for (auto [v, f] : llvm::zip_equal(op->getOperands(), rule->operandFactors))
-      gather(v, only(f, true), layouts_[v].pinnedDims);
-    for (auto [v, f] : llvm::zip_equal(op->getOperands(), rule->operandFactors))
-      gather(v, only(f, true), ~0u);
-    for (auto [v, f] : llvm::zip_equal(op->getOperands(), rule->operandFactors))
-      gather(v, f, layouts_[v].pinnedDims);
-    for (auto [v, f] : llvm::zip_equal(op->getOperands(), rule->operandFactors))
-      gather(v, f, ~0u);
+    // Four tiers, each reading every operand: surviving factors from the
+    // written splits, surviving factors from any split, then every factor
+    // from the written splits, then from any.
+    SmallVector<SmallVector<Read>> tiers(4);
+    for (auto [i, v] : llvm::enumerate(op->getOperands())) {
+      ArrayRef<int64_t> f = rule->operandFactors[i];
+      const unsigned pinned = layouts_[v].pinnedDims;
+      tiers[0].push_back({v, only(f, true), pinned});
+      tiers[1].push_back({v, only(f, true), ~0u});
+      tiers[2].push_back({v, SmallVector<int64_t>(f), pinned});
+      tiers[3].push_back({v, SmallVector<int64_t>(f), ~0u});
+    }
+    orderByCost(op, *rule, passesWeak, state, tiers);
+    for (ArrayRef<Read> tier : tiers)
+      for (const Read &r : tier)
+        gather(state, *rule, passesWeak, r.value, r.factors, r.dimsToRead);
+    ArrayRef<AxisList> factorAxes = state.axes;
+    ArrayRef<bool> factorPinned = state.pinned, factorWeak = state.weak;
 
     bool changed = false;
     auto apply = [&](Value v, ArrayRef<int64_t> factors) {

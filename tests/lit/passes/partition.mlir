@@ -150,3 +150,21 @@ func.func @experts(%x: tensor<8x8x4xf32> {kiln.input = "x", kiln.sharding = #kil
   return %b : tensor<8x8x4xf32>
 }
 }
+
+// -----
+
+// A conflict settled by bytes (propagate-sharding.mlir): the small a is
+// gathered, the large b keeps its split and is never gathered.
+// CHECK-LABEL: func.func @train_step
+// CHECK-SAME: (%[[A:.+]]: tensor<2x16xf32> {{.*}}, %[[B:.+]]: tensor<16x32xf32> {{.*}})
+// CHECK: %[[AW:.+]] = kiln.all_gather %[[A]] over "dp" dim 0 {cause = "input a splits dimension 0 over dp; kiln.matmul at {{.*}} needs it whole"} : tensor<2x16xf32> -> tensor<4x16xf32>
+// CHECK-NEXT: kiln.matmul %[[AW]], %[[B]] : tensor<4x16xf32>, tensor<16x32xf32> -> tensor<4x32xf32>
+// CHECK-NOT: kiln.all_gather %[[B]]
+module attributes {kiln.mesh = #kiln.mesh<dp = 2>} {
+func.func @train_step(%a: tensor<4x16xf32> {kiln.input = "a", kiln.sharding = #kiln.sharding<[dp, _]>},
+                      %b: tensor<16x64xf32> {kiln.input = "b", kiln.sharding = #kiln.sharding<[_, dp]>})
+    -> (tensor<4x64xf32> {kiln.output = "p", kiln.sharding = #kiln.sharding<[_, dp]>}) {
+  %p = kiln.matmul %a, %b : tensor<4x16xf32>, tensor<16x64xf32> -> tensor<4x64xf32>
+  return %p : tensor<4x64xf32>
+}
+}

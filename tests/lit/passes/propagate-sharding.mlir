@@ -116,3 +116,27 @@ func.func @train_step(%ids: tensor<4x8xi32> {kiln.input = "tokens", kiln.shardin
   return %y : tensor<4x8x48xf32>
 }
 }
+
+// -----
+
+// Conflicts the annotations leave open are settled by the bytes each
+// choice converts. The matmul's a is split by rows over dp and b by
+// columns: both cannot keep dp. Keeping a's split would gather b (16x64,
+// 2 KiB a rank); keeping b's gathers a (4x16, 128 B a rank): the product
+// is split by columns, although a comes first. The add's operands cost
+// the same either way (an all_to_all of either): program order decides,
+// the first operand's split wins.
+// CHECK-LABEL: module attributes {kiln.mesh = #kiln.mesh<dp = 2>}
+// CHECK: kiln.matmul %arg0, %arg1 {kiln.shardings = [#kiln.sharding<[_, dp]>]}
+// CHECK: kiln.add %arg2, %arg3 {kiln.shardings = [#kiln.sharding<[dp, _]>]}
+module attributes {kiln.mesh = #kiln.mesh<dp = 2>} {
+func.func @train_step(%a: tensor<4x16xf32> {kiln.input = "a", kiln.sharding = #kiln.sharding<[dp, _]>},
+                      %b: tensor<16x64xf32> {kiln.input = "b", kiln.sharding = #kiln.sharding<[_, dp]>},
+                      %c: tensor<8x8xf32> {kiln.input = "c", kiln.sharding = #kiln.sharding<[dp, _]>},
+                      %d: tensor<8x8xf32> {kiln.input = "d", kiln.sharding = #kiln.sharding<[_, dp]>})
+    -> (tensor<4x64xf32> {kiln.output = "p"}, tensor<8x8xf32> {kiln.output = "s"}) {
+  %p = kiln.matmul %a, %b : tensor<4x16xf32>, tensor<16x64xf32> -> tensor<4x64xf32>
+  %s = kiln.add %c, %d : tensor<8x8xf32>
+  return %p, %s : tensor<4x64xf32>, tensor<8x8xf32>
+}
+}
