@@ -67,12 +67,18 @@ struct Field {
   std::variant<int64_t *, double *, bool *, std::string *> target;
   double min = -kInf, max = kInf;
   std::vector<std::string> choices = {};
+  /// A string of comma-separated integers ("3,6,9") that may also be
+  /// written as an integer or an array of integers.
+  bool numberList = false;
 
+  struct NumberList {};
   Field(std::string key, int64_t *t, double lo, double hi) : key(std::move(key)), target(t), min(lo), max(hi) {}
   Field(std::string key, double *t, double lo, double hi) : key(std::move(key)), target(t), min(lo), max(hi) {}
   Field(std::string key, bool *t) : key(std::move(key)), target(t) {}
   Field(std::string key, std::string *t, double = 0, double = 0, std::vector<std::string> choices = {})
       : key(std::move(key)), target(t), choices(std::move(choices)) {}
+  Field(std::string key, std::string *t, NumberList)
+      : key(std::move(key)), target(t), numberList(true) {}
 };
 
 /// The schema, bound to one RunConfig. Keys are listed in the order
@@ -174,7 +180,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"parallel.microbatches", &c.parallel.microbatches, 1, 1 << 16},
       {"parallel.schedule", &c.parallel.schedule, 0, 0, {"1f1b", "gpipe"}},
       {"parallel.virtual_stages", &c.parallel.virtual_stages, 1, 64},
-      {"parallel.pipeline_cuts", &c.parallel.pipeline_cuts},
+      {"parallel.pipeline_cuts", &c.parallel.pipeline_cuts, Field::NumberList{}},
       {"run.dir", &c.run_dir},
   };
 }
@@ -226,8 +232,28 @@ llvm::Error assign(const Field &field, const toml::node &node, llvm::StringRef s
             return error(source, field.key + " must be true or false, got " + got());
           *target = *node.value<bool>();
         } else {
+          // 3 or [3, 6, 9] for a list of numbers: kept as "3" or "3,6,9".
+          if (field.numberList && node.is_integer()) {
+            *target = std::to_string(*node.value<int64_t>());
+            return llvm::Error::success();
+          }
+          if (field.numberList && node.is_array()) {
+            std::string list;
+            for (const toml::node &e : *node.as_array()) {
+              if (!e.is_integer())
+                return error(source, field.key + " must list integers, got " + describeNode(e));
+              list += (list.empty() ? "" : ",") + std::to_string(*e.value<int64_t>());
+            }
+            *target = list;
+            return llvm::Error::success();
+          }
           if (!node.is_string())
-            return error(source, field.key + " must be a string, got " + got());
+            return error(source,
+                         field.key +
+                             (field.numberList ? " must be a list of block numbers (\"3,6,9\", "
+                                                 "[3, 6, 9] or 3), got "
+                                               : " must be a string, got ") +
+                             got());
           std::string v(*node.value<std::string>());
           if (!field.choices.empty() && !llvm::is_contained(field.choices, v))
             return error(source, field.key + " = \"" + v + "\" is not one of: " +
@@ -509,9 +535,6 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
                                        "need at least as many transformer blocks; "
                                        "model.n_layer = {}",
                                        parallel.pp, parallel.virtual_stages, model.n_layer));
-    if (!parallel.pipeline_cuts.empty())
-      return error(source, "parallel.pipeline_cuts with parallel.virtual_stages > 1 is planned "
-                           "(the stages are balanced by FLOPs)");
   }
   if (parallel.pp > 1 && model.n_layer < parallel.pp)
     return error(source, fmt::format("parallel.pp = {} needs at least as many transformer blocks; "
@@ -524,10 +547,20 @@ llvm::Error RunConfig::validate(llvm::StringRef source) const {
     if (!cuts)
       return error(source, "parallel.pipeline_cuts = \"" + parallel.pipeline_cuts +
                                "\" is not a comma-separated list of block numbers (\"4,8\")");
-    if (static_cast<int64_t>(cuts->size()) != parallel.pp - 1)
-      return error(source, fmt::format("parallel.pipeline_cuts lists {} blocks; parallel.pp = {} "
-                                       "needs {} (the first block of each stage after the first)",
-                                       cuts->size(), parallel.pp, parallel.pp - 1));
+    // Interleaved: pp x virtual_stages stages, stage c on rank c mod pp.
+    const int64_t stages = parallel.pp * parallel.virtual_stages;
+    if (static_cast<int64_t>(cuts->size()) != stages - 1)
+      return error(
+          source,
+          parallel.virtual_stages > 1
+              ? fmt::format("parallel.pipeline_cuts lists {} blocks; parallel.pp = {} x "
+                            "parallel.virtual_stages = {} stages need {} (the first block of "
+                            "each stage after the first; stage c runs on rank c mod {})",
+                            cuts->size(), parallel.pp, parallel.virtual_stages, stages - 1,
+                            parallel.pp)
+              : fmt::format("parallel.pipeline_cuts lists {} blocks; parallel.pp = {} "
+                            "needs {} (the first block of each stage after the first)",
+                            cuts->size(), parallel.pp, parallel.pp - 1));
     int64_t previous = 0;
     for (int64_t c : *cuts)
       if (c <= previous || c >= model.n_layer)

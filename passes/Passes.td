@@ -459,7 +459,8 @@ def PipelinePass : Pass<"kiln-pipeline", "mlir::ModuleOp"> {
        one backward, so at most p-s micro-batches are in flight).
     6. Interleaving (`virtual-stages` v > 1, schedule 1f1b, micro-batches
        a multiple of the stages): the blocks are cut into stages x v
-       stages, stage c on rank c mod stages; `@stage<c>_forward` and
+       stages (at `cuts`, then stages x v - 1 of them, or by FLOPs),
+       stage c on rank c mod stages; `@stage<c>_forward` and
        `_backward` per stage, `@stage<r>_apply` per rank (all its stages'
        parameters); sends and receives name ranks; the schedule is one list
        per rank whose actions name their stage (`F3.5`), Megatron-LM's
@@ -479,7 +480,8 @@ def PipelinePass : Pass<"kiln-pipeline", "mlir::ModuleOp"> {
            "Interleaved 1F1B: stage runs per rank (the blocks cut into stages x virtual-stages; "
            "1: one)">,
     ListOption<"cuts", "cuts", "int64_t",
-               "The first block of each stage after the first (empty: balance by cost)">,
+               "The first block of each stage after the first (empty: balance by cost; with "
+               "virtual stages, stages x virtual-stages - 1 of them)">,
   ];
   let dependentDialects = ["::kiln::KilnDialect", "::mlir::func::FuncDialect"];
 }

@@ -200,11 +200,11 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
       return (void)(fail(module.getLoc())
                     << "schedule '" << std::string(schedule) << "' is not one of 1f1b, gpipe");
     if (virtualStages < 1 ||
-        (virtualStages > 1 && (schedule != "1f1b" || microbatches % stages != 0 || !cuts.empty())))
+        (virtualStages > 1 && (schedule != "1f1b" || microbatches % stages != 0)))
       return (void)(fail(module.getLoc())
                     << "virtual-stages = " << static_cast<int64_t>(virtualStages)
-                    << ": interleaved stages need schedule 1f1b, micro-batches a multiple of the "
-                       "stages and no cuts");
+                    << ": interleaved stages need schedule 1f1b and micro-batches a multiple of "
+                       "the stages");
     auto mesh = module->getAttrOfType<MeshAttr>(KilnDialect::kMeshAttrName);
     if (mesh && llvm::any_of(mesh.getNames(), [](StringAttr n) { return n == "pp"; }))
       return (void)(fail(module.getLoc())
@@ -526,11 +526,13 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
   LogicalResult cut() {
     int64_t n = blocks_.size();
     stageOfBlock_.assign(static_cast<size_t>(n), 0);
+    // With virtual stages the cuts split the blocks into chunks() stages,
+    // stage c running on rank c mod stages.
     if (!cuts.empty()) {
-      if (static_cast<int64_t>(cuts.size()) != stages - 1)
-        return fail(acc_.getLoc()) << "cuts lists " << cuts.size() << " blocks; "
-                                   << static_cast<int64_t>(stages) << " stages need " << stages - 1
-                                   << " (the first block of each stage after the first)";
+      if (static_cast<int64_t>(cuts.size()) != chunks() - 1)
+        return fail(acc_.getLoc())
+               << "cuts lists " << cuts.size() << " blocks; " << chunks() << " stages need "
+               << chunks() - 1 << " (the first block of each stage after the first)";
       int64_t previous = 0;
       for (int64_t c : cuts) {
         if (c <= previous || c >= n)
@@ -540,7 +542,7 @@ struct PipelinePass final : impl::PipelinePassBase<PipelinePass> {
         previous = c;
       }
       for (int64_t k = 0, s = 0; k < n; ++k) {
-        while (s < stages - 1 && k >= cuts[static_cast<size_t>(s)])
+        while (s < chunks() - 1 && k >= cuts[static_cast<size_t>(s)])
           ++s;
         stageOfBlock_[static_cast<size_t>(k)] = s;
       }

@@ -201,7 +201,31 @@ TEST(Config, VirtualStagesAndTheirLimits) {
   EXPECT_NE(refused("[parallel]\npp = 2\nmicrobatches = 4\nvirtual_stages = 3\n")
                 .find("3 stages need at least as many transformer blocks"),
             std::string::npos);
-  EXPECT_NE(refused(pp + "pipeline_cuts = \"2\"\n").find("is planned"), std::string::npos);
+  // Cuts split the blocks into pp x virtual_stages stages.
+  EXPECT_EQ(refused(pp + "pipeline_cuts = \"1,2,3\"\n"), "");
+  EXPECT_NE(refused(pp + "pipeline_cuts = \"2\"\n")
+                .find("parallel.pipeline_cuts lists 1 blocks; parallel.pp = 2 x "
+                      "parallel.virtual_stages = 2 stages need 3"),
+            std::string::npos);
+  EXPECT_NE(refused(pp + "pipeline_cuts = \"1,3,3\"\n").find("must rise strictly"),
+            std::string::npos);
+  // One cut or several, as a string, an integer or an array of integers.
+  for (const char *text : {"pipeline_cuts = 2\n", "pipeline_cuts = [2]\n"}) {
+    auto r = RunConfig::parse("[model]\nn_layer = 4\n[parallel]\npp = 2\nmicrobatches = 2\n" +
+                                  std::string(text),
+                              "v.toml");
+    ASSERT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
+    EXPECT_EQ(r->parallel.pipeline_cuts, "2");
+  }
+  auto three =
+      RunConfig::parse("[model]\nn_layer = 4\n" + pp + "pipeline_cuts = [1, 2, 3]\n", "v.toml");
+  ASSERT_TRUE(static_cast<bool>(three)) << llvm::toString(three.takeError());
+  EXPECT_EQ(three->parallel.pipeline_cuts, "1,2,3");
+  EXPECT_EQ(llvm::toString(three->validate("v.toml")), "");
+  EXPECT_NE(refused(pp + "pipeline_cuts = [1, \"2\"]\n").find("must list integers"),
+            std::string::npos);
+  EXPECT_NE(refused(pp + "pipeline_cuts = 1.5\n").find("must be a list of block numbers"),
+            std::string::npos);
 }
 
 TEST(Config, MissingFileIsAClearError) {

@@ -119,6 +119,9 @@ struct PipelineCase {
   int64_t virtualStages = 1;
   /// Rows of a micro-batch (the toml's train.batch_size).
   int64_t batch = 2;
+  /// When set, each stage's blocks as kiln.pipeline lists them, stages
+  /// joined by '|' ("h.0|h.1,h.2").
+  const char *blocks = nullptr;
 };
 
 /// Compiles `toml` in f64 with `set` applied, or fails the test.
@@ -164,6 +167,14 @@ void expectPipelineMatches(const PipelineCase &c) {
     r.train.recompute = c.recompute;
   });
   ASSERT_TRUE(one && piped);
+  if (c.blocks) {
+    auto pipeline = piped->getOperation()->getAttrOfType<DictionaryAttr>("kiln.pipeline");
+    ASSERT_TRUE(pipeline);
+    std::string stages;
+    for (Attribute b : pipeline.getAs<ArrayAttr>("blocks"))
+      stages += (stages.empty() ? "" : "|") + cast<StringAttr>(b).getValue().str();
+    EXPECT_EQ(stages, c.blocks);
+  }
   // Interleaved: stage c's functions for every stage, one apply per rank.
   for (int64_t s = 0; s < c.stages * c.virtualStages; ++s)
     EXPECT_TRUE(piped->lookupSymbol<func::FuncOp>("stage" + std::to_string(s) + "_backward"));
@@ -277,7 +288,7 @@ TEST(Pipeline, GPipeScheduleEqualsAccumulation) {
   expectPipelineMatches({.stages = 2, .microbatches = 3, .schedule = "gpipe"});
 }
 TEST(Pipeline, UserCutsEqualAccumulation) {
-  expectPipelineMatches({.stages = 2, .microbatches = 2, .cuts = "3"});
+  expectPipelineMatches({.stages = 2, .microbatches = 2, .cuts = "3", .blocks = "h.0,h.1,h.2|h.3"});
 }
 TEST(Pipeline, LlamaUntiedHeadEqualsAccumulation) {
   expectPipelineMatches({.toml = kTinyLlama, .stages = 4, .microbatches = 4});
@@ -321,6 +332,9 @@ TEST(Pipeline, InterleavedStagesEqualAccumulation) {
   expectPipelineMatches({.toml = kTinyLlama, .virtualStages = 2});
   expectPipelineMatches({.dp = 2, .zero = 3, .virtualStages = 2});
   expectPipelineMatches({.recompute = "full", .virtualStages = 2});
+  // Stages the user cut, uneven: h.0 | h.1 | h.2, h.3 | h.4, h.5.
+  expectPipelineMatches(
+      {.toml = kTinySix, .cuts = "1,2,4", .virtualStages = 2, .blocks = "h.0|h.1|h.2,h.3|h.4,h.5"});
 }
 // As a GPU rank runs it: each rank's stages and apply unrolled into one
 // @stage<r>_step, their transfers checked under NCCL's rules.
