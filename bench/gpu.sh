@@ -54,6 +54,16 @@
 #              GPU through NCCL_HOSTID and NCCL's socket transport)
 #   ranks-moe  expert parallelism (parallel.ep = 2, NCCL all_to_all and host
 #              staged) and a routed-in-groups dp = 2 MoE against one GPU
+#   two-gpu    issue #13 on two GPUs (nvidia-h200-x2): GPT-2 124M/350M bf16
+#              through kiln train --gpus 2 (dp 2 with ZeRO 0-3, tp 2 with and
+#              without sequence parallelism) beside torchrun DDP, FSDP2 and
+#              DTensor TP (bench/torch_dist.py): tok/s, per-GPU peak memory
+#              against kiln estimate; torch.distributed all_reduce bandwidth
+#   two-gpu-check  f32 20-step and bf16 200-step losses of dp 2, ZeRO 3, tp 2
+#              and tp 2 + SP on two GPUs against one GPU
+#   two-gpu-pp issue #14 on two GPUs: GPT-2 350M pp = 2 (1F1B) against one GPU
+#              accumulating the same micro-batches, and the fortunes MoE with
+#              ep = 2 against dp = 2 and one GPU, bf16, 200 steps
 #   pipeline-cpu  pipeline stages as CPU threads (one core each) on this
 #              host's cores: a byte-level GPT of 8 blocks cut evenly into 2
 #              and 4 stages, 1F1B and GPipe, f32: the measured bubble beside
@@ -680,6 +690,183 @@ EOF
     for ((i = 0; i < ${#runs[@]}; i += 3)); do
       python3 bench/ranks_compare.py "$OUT" "${runs[@]:i:3}" | tee "$OUT/ranks-$i.txt"
     done ;;
+  two-gpu)
+    # Issue #13's benchmark on two GPUs of one host (nvidia-h200-x2), kiln and
+    # PyTorch in the same call: GPT-2 124M and 350M ($TWO_MODELS) bf16, B=16
+    # rows a GPU (the job's batch 32 under dp = 2, 16 under tp = 2): kiln
+    # train --gpus 2 with dp = 2 and ZeRO 0/1/2/3, tp = 2 without and with
+    # sequence parallelism, and one GPU; torchrun bench/torch_dist.py with
+    # DDP, FSDP2 (reshard and not), DTensor TP (+ SP); torch.distributed's
+    # all_reduce bus bandwidth at 1 MiB - 1 GiB. Each run's per-GPU peak is
+    # nvidia-smi's memory.used polled every 100 ms, less the idle reading
+    # (the CUDA context and NCCL's buffers included on both sides), beside
+    # kiln estimate's per-rank plan and torch's allocator peaks. kiln's
+    # tok/s is kiln train's throughput line (steps 2..$TWO_STEPS), torch's
+    # the median step of $TWO_STEPS.
+    ngpu=$(nvidia-smi -L | wc -l)
+    if [ "$ngpu" -lt 2 ]; then echo "two-gpu: this host has $ngpu GPU(s); the stage needs 2"; continue; fi
+    steps=${TWO_STEPS:-40}
+    idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -2 | sort -n | tail -1)
+    # watched NAME CMD...: runs CMD with nvidia-smi polling; the largest
+    # memory.used of GPUs 0 and 1 less the idle reading into $OUT/mem-NAME.txt (MiB).
+    watched() {
+      local name=$1; shift
+      nvidia-smi --query-gpu=index,memory.used --format=csv,noheader,nounits -lms 100 > "$OUT/smi-$name.csv" &
+      local smi=$!
+      "$@"; local rc=$?
+      kill $smi 2>/dev/null; wait $smi 2>/dev/null
+      awk -F', ' -v idle="$idle" '$1 <= 1 && $2 > m { m = $2 } END { print m - idle }' "$OUT/smi-$name.csv" > "$OUT/mem-$name.txt"
+      return $rc
+    }
+    for model in ${TWO_MODELS:-124m 350m}; do
+      cfg=configs/gpt2-$model.toml
+      shape=(); [ $model = 350m ] && shape=(--n-layer 24 --n-head 16 --n-embd 1024)
+      for run in one dp2z0 dp2z1 dp2z2 dp2z3 tp2 tp2sp; do
+        extra=(); rows=16
+        case $run in
+          dp2z*) extra=(--gpus 2 --set parallel.dp=2 --set parallel.zero=${run#dp2z}); rows=32 ;;
+          tp2) extra=(--gpus 2 --set parallel.tp=2) ;;
+          tp2sp) extra=(--gpus 2 --set parallel.tp=2 --set parallel.sequence_parallel=true) ;;
+        esac
+        name=kiln-$model-$run
+        rm -rf /tmp/run-$name
+        watched $name env XDG_CACHE_HOME=/tmp/kiln-cache timeout 600 $KILN train $cfg --set train.steps=$steps \
+          "${train_sets[@]}" --set train.precision=bf16-mixed --set train.batch_size=$rows "${extra[@]}" \
+          --set run.dir=/tmp/run-$name > "$OUT/train-$name.log" 2>&1
+        echo "$name: exit $? $(grep -hoE 'throughput: [0-9]+ tok/s' "$OUT/train-$name.log") peak $(cat "$OUT/mem-$name.txt") MiB"
+        grep -E "error" "$OUT/train-$name.log" | head -3
+        # The plan kiln estimate predicts for one rank (its batch is a rank's rows).
+        est=(); case $run in dp2z*) est=(--dp 2) ;; tp2) est=(--tp 2) ;; tp2sp) est=(--tp 2 --set parallel.sequence_parallel=true) ;; esac
+        $KILN estimate $cfg --set train.precision=bf16-mixed --set train.batch_size=16 "${est[@]}" \
+          > "$OUT/estimate-$name.txt" 2>&1
+      done
+      for run in ddp fsdp2 fsdp2-noreshard tp tp-sp; do
+        args=(); mode=$run
+        case $run in
+          ddp) args=(--compile) ;;
+          fsdp2) args=(--compile --reshard) ;;
+          fsdp2-noreshard) mode=fsdp2; args=(--compile --no-reshard) ;;
+          tp) args=() ;;
+          tp-sp) mode=tp; args=(--sp) ;;
+        esac
+        name=torch-$model-$run
+        watched $name timeout 900 torchrun --standalone --nproc_per_node 2 bench/torch_dist.py $mode "${shape[@]}" \
+          --batch 16 --steps $steps "${args[@]}" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
+        echo "$name: exit $? $(tail -c 300 "$OUT/$name.json" 2>/dev/null | grep -oE '"tok_per_s": [0-9.]+') peak $(cat "$OUT/mem-$name.txt") MiB"
+        grep -E "Error|error" "$OUT/$name.log" | tail -3
+      done
+    done
+    timeout 600 torchrun --standalone --nproc_per_node 2 bench/torch_dist.py allreduce \
+      --out "$OUT/torch-allreduce.json" > "$OUT/torch-allreduce.log" 2>&1 || tail -5 "$OUT/torch-allreduce.log"
+    python3 - "$OUT" ${TWO_MODELS:-124m 350m} <<'EOF2' | tee "$OUT/two-gpu.txt"
+import json, re, sys
+out, models = sys.argv[1], sys.argv[2:]
+def num(path, pattern):
+    try:
+        m = re.search(pattern, open(path).read())
+        return float(m.group(1)) if m else None
+    except OSError:
+        return None
+def fmt(x, f="{:.0f}"):
+    return "-" if x is None else f.format(x)
+print("| model | run | tok/s | vs one GPU | peak MiB (nvidia-smi) | kiln estimate GiB | torch allocated/reserved GiB |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+for model in models:
+    one = num(f"{out}/train-kiln-{model}-one.log", r"throughput: (\d+) tok/s")
+    for run in ["one", "dp2z0", "dp2z1", "dp2z2", "dp2z3", "tp2", "tp2sp"]:
+        name = f"kiln-{model}-{run}"
+        tok = num(f"{out}/train-{name}.log", r"throughput: (\d+) tok/s")
+        zero = {"dp2z0": "0", "dp2z1": "1 and 2", "dp2z2": "1 and 2", "dp2z3": "3"}.get(run, "0")
+        est = num(f"{out}/estimate-{name}.txt", r"ZeRO " + zero + r"\s+([0-9.]+) GiB:") if run != "one" else \
+            num(f"{out}/estimate-{name}.txt", r"buffer plan \(one GPU.*?: ([0-9.]+) GiB in one arena")
+        print(f"| {model} | kiln {run} | {fmt(tok)} | {fmt(tok / one if tok and one else None, '{:.2f}x')} | "
+              f"{fmt(num(f'{out}/mem-{name}.txt', r'(-?[0-9.]+)'))} | {fmt(est, '{:.2f}')} | |")
+    for run in ["ddp", "fsdp2", "fsdp2-noreshard", "tp", "tp-sp"]:
+        name = f"torch-{model}-{run}"
+        try:
+            r = json.load(open(f"{out}/{name}.json"))
+        except (OSError, ValueError):
+            print(f"| {model} | torch {run} | failed | | | | |")
+            continue
+        print(f"| {model} | {r['impl']} | {r['tok_per_s']:.0f} | "
+              f"{fmt(r['tok_per_s'] / one if one else None, '{:.2f}x')} | "
+              f"{fmt(num(f'{out}/mem-{name}.txt', r'(-?[0-9.]+)'))} | | "
+              f"{r['peak_allocated_bytes'] / 2**30:.2f} / {r['peak_reserved_bytes'] / 2**30:.2f} |")
+try:
+    r = json.load(open(f"{out}/torch-allreduce.json"))
+    print(f"\ntorch.distributed all_reduce, {r['ranks']} ranks, f32, NCCL {r['nccl']}:")
+    print("| bytes | us | algbw GB/s | busbw GB/s |\n| ---: | ---: | ---: | ---: |")
+    for s in r["sizes"]:
+        print(f"| {s['bytes'] >> 20} MiB | {s['us']:.1f} | {s['algbw_GBps']:.1f} | {s['busbw_GBps']:.1f} |")
+except (OSError, ValueError):
+    print("torch all_reduce: no result")
+EOF2
+    ;;
+  two-gpu-check)
+    # Issue #13's equality targets on two GPUs: the dense fortunes model,
+    # f32 for 20 steps from the same weights and batches, one GPU against
+    # kiln train --gpus 2 with dp = 2, dp = 2 ZeRO 3, tp = 2 and tp = 2 with
+    # sequence parallelism (1e-5 relative; bench/ranks_compare.py), and the
+    # same in bf16 for 200 steps (0.5 % on the mean of the last 20).
+    [ -d /tmp/fortunes-byte ] || $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 \
+      --out /tmp/fortunes-byte .gpu/corpus/fortunes/* | tail -1
+    for p in ${TWO_PRECISIONS:-f32 bf16-mixed}; do
+      steps=20; [ $p = bf16-mixed ] && steps=200
+      runs=()
+      for mesh in one dp2 dp2z3 tp2 tp2sp; do
+        extra=()
+        case $mesh in
+          dp2) extra=(--gpus 2 --set parallel.dp=2) ;;
+          dp2z3) extra=(--gpus 2 --set parallel.dp=2 --set parallel.zero=3) ;;
+          tp2) extra=(--gpus 2 --set parallel.tp=2) ;;
+          tp2sp) extra=(--gpus 2 --set parallel.tp=2 --set parallel.sequence_parallel=true) ;;
+        esac
+        XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train configs/moe-fortunes.toml --set moe.experts=0 \
+          --set "data.train=/tmp/fortunes-byte/train_*.bin" --set "data.val=/tmp/fortunes-byte/val_*.bin" \
+          --set train.precision=$p --set train.steps=$steps --set train.log_every=1000 \
+          --set optim.warmup_steps=$((steps / 2)) --set eval.every=0 --set eval.sample_tokens=0 \
+          --set checkpoint.every=0 --set run.dir=$OUT/two-$p-$mesh "${extra[@]}" > "$OUT/two-$p-$mesh.log" 2>&1
+        echo "$p $mesh: exit $?"; grep -E "collectives|error|throughput" "$OUT/two-$p-$mesh.log" | head -4
+        runs+=("$p-$mesh=$OUT/two-$p-$mesh")
+      done
+      python3 bench/ranks_compare.py "$OUT" "${runs[@]}" | tee "$OUT/two-check-$p.txt"
+    done ;;
+  two-gpu-pp)
+    # Issue #14 on two GPUs: GPT-2 350M bf16 as pp = 2 (1F1B, 8 micro-batches
+    # of 8 rows) against one GPU accumulating the same micro-batches, 200
+    # steps (0.5 %), with the measured bubble beside (p-1)/(m+p-1); the
+    # fortunes MoE (8 experts, top-1) with ep = 2 against ep = 1 on two GPUs
+    # and one GPU, the same total batch, 200 steps.
+    [ -d /tmp/fortunes-byte ] || $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 \
+      --out /tmp/fortunes-byte .gpu/corpus/fortunes/* | tail -1
+    steps=${PP_STEPS:-200}
+    runs=()
+    for mesh in one pp2; do
+      extra=(--set train.accumulate_steps=8)
+      [ $mesh = pp2 ] && extra=(--gpus 2 --set parallel.pp=2 --set parallel.microbatches=8)
+      name=pp-350m-$mesh
+      rm -rf /tmp/run-$name
+      XDG_CACHE_HOME=/tmp/kiln-cache timeout 900 $KILN train configs/gpt2-350m.toml --set train.steps=$steps \
+        "${train_sets[@]}" --set train.precision=bf16-mixed --set train.batch_size=8 "${extra[@]}" \
+        --set run.dir=$OUT/$name > "$OUT/train-$name.log" 2>&1
+      echo "$name: exit $?"; grep -E "pipeline:|throughput|error" "$OUT/train-$name.log" | head -4
+      rm -rf "$OUT/$name/checkpoints"
+      runs+=("bf16-$mesh=$OUT/$name")
+    done
+    python3 bench/ranks_compare.py "$OUT" "${runs[@]}" | tee "$OUT/two-pp.txt"
+    runs=()
+    for mesh in one dp2 ep2; do
+      extra=(--set moe.groups=2)
+      [ $mesh = dp2 ] && extra+=(--gpus 2 --set parallel.dp=2)
+      [ $mesh = ep2 ] && extra+=(--gpus 2 --set parallel.dp=2 --set parallel.ep=2)
+      XDG_CACHE_HOME=/tmp/kiln-cache timeout 600 $KILN train configs/moe-fortunes.toml \
+        --set "data.train=/tmp/fortunes-byte/train_*.bin" --set "data.val=/tmp/fortunes-byte/val_*.bin" \
+        --set train.precision=bf16-mixed --set train.steps=$steps --set eval.every=0 --set eval.sample_tokens=0 \
+        --set checkpoint.every=0 --set run.dir=$OUT/two-moe-$mesh "${extra[@]}" > "$OUT/two-moe-$mesh.log" 2>&1
+      echo "moe $mesh: exit $?"; grep -E "all_to_all|throughput|error" "$OUT/two-moe-$mesh.log" | head -4
+      runs+=("bf16-moe-$mesh=$OUT/two-moe-$mesh")
+    done
+    python3 bench/ranks_compare.py "$OUT" "${runs[@]}" | tee "$OUT/two-moe.txt" ;;
   pipeline-cpu)
     [ -d /tmp/fortunes-byte ] || $KILN tokenize --tokenizer byte --split-on % --val-fraction 0.05 \
       --out /tmp/fortunes-byte .gpu/corpus/fortunes/* | tail -1
