@@ -696,8 +696,9 @@ EOF
     # rows a GPU (the job's batch 32 under dp = 2, 16 under tp = 2): kiln
     # train --gpus 2 with dp = 2 and ZeRO 0/1/2/3, tp = 2 without and with
     # sequence parallelism, and one GPU; torchrun bench/torch_dist.py with
-    # DDP, FSDP2 (reshard and not), DTensor TP (+ SP); torch.distributed's
-    # all_reduce bus bandwidth at 1 MiB - 1 GiB. Each run's per-GPU peak is
+    # DDP, FSDP2 (reshard and not), DTensor TP (+ SP); all_reduce bus
+    # bandwidth at 1 MiB - 1 GiB through torch.distributed and through kiln
+    # (kiln bench --all-reduce --gpus 2). Each run's per-GPU peak is
     # nvidia-smi's memory.used polled every 100 ms, less the idle reading
     # (the CUDA context and NCCL's buffers included on both sides), beside
     # kiln estimate's per-rank plan and torch's allocator peaks. kiln's
@@ -758,6 +759,8 @@ EOF
     done
     timeout 600 torchrun --standalone --nproc_per_node 2 bench/torch_dist.py allreduce \
       --out "$OUT/torch-allreduce.json" > "$OUT/torch-allreduce.log" 2>&1 || tail -5 "$OUT/torch-allreduce.log"
+    XDG_CACHE_HOME=/tmp/kiln-cache timeout 600 $KILN bench --all-reduce --gpus 2 \
+      --json "$OUT/kiln-allreduce.json" > "$OUT/kiln-allreduce.log" 2>&1 || tail -5 "$OUT/kiln-allreduce.log"
     python3 - "$OUT" ${TWO_MODELS:-124m 350m} <<'EOF2' | tee "$OUT/two-gpu.txt"
 import json, re, sys
 out, models = sys.argv[1], sys.argv[2:]
@@ -792,14 +795,17 @@ for model in models:
               f"{fmt(r['tok_per_s'] / one if one else None, '{:.2f}x')} | "
               f"{fmt(num(f'{out}/mem-{name}.txt', r'(-?[0-9.]+)'))} | | "
               f"{r['peak_allocated_bytes'] / 2**30:.2f} / {r['peak_reserved_bytes'] / 2**30:.2f} |")
-try:
-    r = json.load(open(f"{out}/torch-allreduce.json"))
-    print(f"\ntorch.distributed all_reduce, {r['ranks']} ranks, f32, NCCL {r['nccl']}:")
-    print("| bytes | us | algbw GB/s | busbw GB/s |\n| ---: | ---: | ---: | ---: |")
-    for s in r["sizes"]:
-        print(f"| {s['bytes'] >> 20} MiB | {s['us']:.1f} | {s['algbw_GBps']:.1f} | {s['busbw_GBps']:.1f} |")
-except (OSError, ValueError):
-    print("torch all_reduce: no result")
+def sizes(path):
+    try:
+        return {s["bytes"]: s for s in json.load(open(path))["sizes"]}
+    except (OSError, ValueError, KeyError):
+        return {}
+t, k = sizes(f"{out}/torch-allreduce.json"), sizes(f"{out}/kiln-allreduce.json")
+print("\nall_reduce of f32 over 2 GPUs, bus bandwidth (nccl-tests' convention), GB/s:")
+print("| size | torch.distributed | kiln (kiln bench --all-reduce) | kiln / torch |\n| ---: | ---: | ---: | ---: |")
+for b in sorted(set(t) | set(k)):
+    tb, kb = t.get(b, {}).get("busbw_GBps"), k.get(b, {}).get("busbw_GBps")
+    print(f"| {b >> 20} MiB | {fmt(tb, '{:.1f}')} | {fmt(kb, '{:.1f}')} | {fmt(kb / tb if tb and kb else None, '{:.2f}')} |")
 EOF2
     ;;
   two-gpu-check)

@@ -22,6 +22,9 @@
 // writes each step's time, then prints where the time goes: by IR op and by
 // kernel (identical kernels of different layers are one kernel).
 //
+// --all-reduce --gpus N times kiln.all_reduce alone over N rank processes
+// (BenchCollectives.cpp).
+//
 // --gemms FILE writes every distinct GEMM of the step with its time through
 // kiln's cuBLASLt path, for `bench/torch_gpt2.py gemms` to run the same
 // shapes through torch.matmul.
@@ -29,6 +32,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "tools/kiln/BenchAttention.h"
+#include "tools/kiln/BenchCollectives.h"
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
 
@@ -163,14 +167,18 @@ static Error writeProfile(cuda::CudaExecutor &executor, double graphMs) {
 int runBench() {
   if (attentionRequested())
     return runAttentionBench(jsonPath);
+  if (allReduceRequested())
+    return runAllReduceBench(jsonPath);
   if (configPath.empty())
-    return fail("bench", "give a config file (or --attention B,H,T,D to time one attention op)");
+    return fail("bench", "give a config file (or --attention B,H,T,D to time one attention op, or "
+                         "--all-reduce --gpus N to time kiln's sums over ranks)");
   auto config = loadConfig(configPath, setOverrides());
   if (!config)
     return fail("bench", toString(config.takeError()));
   if (config->parallel.numRanks() > 1)
-    return fail("bench", formatv("parallel.dp x parallel.tp = {0} ranks: kiln bench times one GPU, "
-                                 "and the multi-GPU runtime (NCCL) is planned",
+    return fail("bench", formatv("parallel.dp x parallel.tp = {0} ranks: kiln bench times one GPU; "
+                                 "time a mesh with kiln train --gpus {0} (its throughput line), "
+                                 "or its sums with kiln bench --all-reduce --gpus {0}",
                                  config->parallel.numRanks())
                              .str());
   if (gemmCandidates < 1 || gemmCandidates > 64)

@@ -13,6 +13,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -859,6 +860,38 @@ TEST(Plan, FlashWgmmaOptionsCompileWithNvrtc) {
       EXPECT_TRUE(stats.notes.empty()) << tiles << ": " << llvm::join(stats.notes, "\n");
     }
   }
+}
+
+// What `kiln bench --all-reduce` runs: a chain of sums, one Collective step
+// each in order, their buffers reused (two live at once, whatever the
+// chain's length), so the 1 GiB size fits beside two of them.
+TEST(Plan, ChainedAllReducesReuseTwoBuffers) {
+  mlir::MLIRContext ctx;
+  tooling::loadDialects(ctx);
+  std::string text = "module attributes {kiln.mesh = #kiln.mesh<dp = 2>} {\n"
+                     "func.func @all_reduce(%x: tensor<1024xf32> {kiln.input = \"x\"}) -> "
+                     "(tensor<1024xf32> {kiln.output = \"y\"}) attributes {kiln.partitioned} {\n";
+  std::string prev = "%x";
+  for (int i = 0; i < 8; ++i) {
+    text += "  %" + std::to_string(i) + " = kiln.all_reduce " + prev +
+            " over \"dp\" {cause = \"bench\"} : tensor<1024xf32>\n";
+    prev = "%" + std::to_string(i);
+  }
+  text += "  return " + prev + " : tensor<1024xf32>\n}\n}\n";
+  auto module = mlir::parseSourceString<mlir::ModuleOp>(text, &ctx);
+  ASSERT_TRUE(module);
+  auto plan = codegen::compileToPlan(*module, {});
+  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+  int collectives = 0;
+  for (const PlanStep &s : plan->function("all_reduce")->steps)
+    if (s.kind == PlanStep::Kind::Collective) {
+      ++collectives;
+      EXPECT_EQ(s.collective.kind, "all_reduce");
+      EXPECT_EQ(s.collective.axis, "dp");
+      EXPECT_EQ(s.collective.shape, std::vector<int64_t>{1024});
+    }
+  EXPECT_EQ(collectives, 8);
+  EXPECT_LE(plan->memory.scratch, 2 * 4096) << plan->memory.describe();
 }
 
 // A step partitioned over a mesh compiles to one rank's plan: each
