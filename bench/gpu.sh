@@ -737,7 +737,7 @@ EOF
         echo "$name: exit $? $(grep -hoE 'throughput: [0-9]+ tok/s' "$OUT/train-$name.log") peak $(cat "$OUT/mem-$name.txt") MiB"
         grep -E "error" "$OUT/train-$name.log" | head -3
         # The plan kiln estimate predicts for one rank (its batch is a rank's rows).
-        est=(); case $run in dp2z*) est=(--dp 2) ;; tp2) est=(--tp 2) ;; tp2sp) est=(--tp 2 --set parallel.sequence_parallel=true) ;; esac
+        est=(); case $run in dp2z*) est=(--dp 2 --zero ${run#dp2z}) ;; tp2) est=(--tp 2 --zero 0) ;; tp2sp) est=(--tp 2 --zero 0 --set parallel.sequence_parallel=true) ;; esac
         $KILN estimate $cfg --set train.precision=bf16-mixed --set train.batch_size=16 "${est[@]}" \
           > "$OUT/estimate-$name.txt" 2>&1
       done
@@ -779,7 +779,7 @@ for model in models:
     for run in ["one", "dp2z0", "dp2z1", "dp2z2", "dp2z3", "tp2", "tp2sp"]:
         name = f"kiln-{model}-{run}"
         tok = num(f"{out}/train-{name}.log", r"throughput: (\d+) tok/s")
-        zero = {"dp2z0": "0", "dp2z1": "1 and 2", "dp2z2": "1 and 2", "dp2z3": "3"}.get(run, "0")
+        zero = run[-1] if run.startswith("dp2z") else "0"
         est = num(f"{out}/estimate-{name}.txt", r"ZeRO " + zero + r"\s+([0-9.]+) GiB:") if run != "one" else \
             num(f"{out}/estimate-{name}.txt", r"buffer plan \(one GPU.*?: ([0-9.]+) GiB in one arena")
         print(f"| {model} | kiln {run} | {fmt(tok)} | {fmt(tok / one if tok and one else None, '{:.2f}x')} | "

@@ -63,6 +63,11 @@ static cl::opt<std::string> expertParallel(
     cl::desc("A mixture of experts' experts split in the per-rank plan: --ep over the --dp ranks "
              "(parallel.ep = dp), --ep=N over groups of N of them (N dividing --dp)"),
     cl::sub(estimateCommand()), cl::cat(kilnCategory()));
+static cl::opt<int> zeroStage("zero",
+                              cl::desc("Only this ZeRO stage (0-3) in the per-GPU table and the "
+                                       "per-rank plan (default: every stage)"),
+                              cl::value_desc("K"), cl::init(-1), cl::sub(estimateCommand()),
+                              cl::cat(kilnCategory()));
 static cl::opt<double> gpuMemory("gpu-memory", cl::desc("GPU memory in GiB to compare against"),
                                  cl::init(141.0), cl::sub(estimateCommand()),
                                  cl::cat(kilnCategory()));
@@ -124,6 +129,10 @@ int runEstimate() {
   const std::string &configPath = positional[0];
   if (dp < 1 || tp < 1)
     return fail("estimate", "--dp and --tp must be at least 1");
+  if (zeroStage.getNumOccurrences() && (zeroStage < 0 || zeroStage > 3))
+    return fail("estimate",
+                formatv("--zero={0}: ZeRO stages are 0, 1, 2 and 3", zeroStage.getValue()).str());
+  auto wanted = [&](int stage) { return zeroStage < 0 || zeroStage == stage; };
   // --tp is parallel.tp: the config is validated with it (sequence
   // parallelism needs tp > 1); without --tp, the config's own tp.
   std::vector<std::string> overrides(setOverrides().begin(), setOverrides().end());
@@ -192,6 +201,8 @@ int runEstimate() {
   outs() << formatv("  {0,-8} {1,12} {2,12} {3,12} {4,14} {5,14} {6,14}\n", "ZeRO", "params",
                     "grads", "optimizer", "activations", "act.+recompute", "total (no rec.)");
   for (int stage = 0; stage <= 3; ++stage) {
+    if (!wanted(stage))
+      continue;
     double w = stage >= 3 ? weights / dp : weights, g = stage >= 2 ? grads / dp : grads,
            o = stage >= 1 ? optim / dp : optim;
     double total = w + g + o + actFull;
@@ -273,7 +284,11 @@ int runEstimate() {
                         : formatv(" with the experts split over ep {0} (edp {1} x ep {0})", epRanks,
                                   dp / epRanks)
                               .str());
+    // ZeRO 2 plans as ZeRO 1: the gradients are reduce-scattered into the
+    // split accumulators either way.
     for (int zero : {0, 1, 3}) {
+      if (!wanted(zero) && !(zero == 1 && wanted(2)))
+        continue;
       RunConfig c = *config;
       c.parallel.dp = dp;
       c.parallel.tp = tpRanks;
@@ -289,8 +304,10 @@ int runEstimate() {
         return fail("estimate", toString(rank.takeError()));
       outs() << formatv("  ZeRO {0,-7} {1}: parameters {2}, optimizer states {3}, workspace {4}, "
                         "temporaries {5}\n",
-                        zero == 1 ? "1 and 2" : std::to_string(zero), gib(rank->memory.total),
-                        gib(rank->memory.params), gib(rank->memory.states),
+                        zero == 1
+                            ? (zeroStage < 0 ? "1 and 2" : std::to_string(zeroStage.getValue()))
+                            : std::to_string(zero),
+                        gib(rank->memory.total), gib(rank->memory.params), gib(rank->memory.states),
                         gib(rank->memory.workspace), gib(rank->memory.scratch));
     }
   }
