@@ -741,22 +741,20 @@ llvm::Expected<std::vector<std::vector<Operation *>>> castGroupsOf(Operation *fu
                    llvm::Twine(mark.getInt()) + " but " + why +
                    " (run kiln-group-casts after the last pass that moves ops)");
     };
-    auto c = dyn_cast<CastOp>(op);
-    auto arg = c ? dyn_cast<BlockArgument>(c.getOperand()) : BlockArgument();
-    if (!c || (arg && arg.getOwner()->getParentOp() != func))
-      return stale("is not a kiln.cast of an argument or a value of @" + func.getSymName());
-    auto narrowFloat = [](Type t) { return t.isF32() || t.isBF16() || t.isF16(); };
+    if (std::string why = castGroupRefusal(&op); !why.empty())
+      return stale(why);
+    auto c = cast<CastOp>(op);
     Type from = cast<RankedTensorType>(c.getOperand().getType()).getElementType();
     Type to = cast<RankedTensorType>(c.getType()).getElementType();
-    if (!narrowFloat(from) || !narrowFloat(to))
-      return stale("converts other than between f32, bf16 and f16");
-    if (llvm::any_of(c->getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); }))
-      return stale("is returned");
     if (mark.getInt() == current) {
       auto first = cast<CastOp>(groups.back().front());
       if (cast<RankedTensorType>(first.getOperand().getType()).getElementType() != from ||
           cast<RankedTensorType>(first.getType()).getElementType() != to)
         return stale("converts other types than the group's first cast");
+      // One launch converts the whole run at once: a member reading an
+      // earlier member's result would read it unwritten.
+      if (llvm::is_contained(groups.back(), c.getOperand().getDefiningOp()))
+        return stale("reads an earlier member's result");
       groups.back().push_back(&op);
       continue;
     }

@@ -13,6 +13,7 @@
 #include "ir/KilnOps.h"
 #include "passes/PassUtils.h"
 #include "passes/Passes.h"
+#include "passes/PlanBuffersUtils.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
@@ -31,26 +32,10 @@ using namespace mlir;
 namespace kiln {
 namespace {
 
-/// The (from, to) types of a cast a group may take: it reads an argument of
-/// `func` or a value of its body, converts between f32, bf16 and f16 (what
-/// the multi-tensor kernel rounds like kiln.cast), is read, and is not a
-/// result of the function (which may be placed over its argument). A cast
-/// nobody reads is planned a buffer only for its own op, which the next
-/// cast could reuse while the launch writes both.
-std::optional<std::pair<Type, Type>> groupable(Operation &op, func::FuncOp func) {
-  auto c = dyn_cast<CastOp>(op);
-  if (!c)
-    return std::nullopt;
-  if (auto arg = dyn_cast<BlockArgument>(c.getOperand());
-      arg && arg.getOwner()->getParentOp() != func)
-    return std::nullopt;
-  Type from = cast<RankedTensorType>(c.getOperand().getType()).getElementType();
-  Type to = cast<RankedTensorType>(c.getType()).getElementType();
-  auto narrowFloat = [](Type t) { return t.isF32() || t.isBF16() || t.isF16(); };
-  if (!narrowFloat(from) || !narrowFloat(to) || c->use_empty() ||
-      llvm::any_of(c->getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); }))
-    return std::nullopt;
-  return std::make_pair(from, to);
+/// The (from, to) element types of a cast.
+std::pair<Type, Type> typesOf(CastOp c) {
+  return {cast<RankedTensorType>(c.getOperand().getType()).getElementType(),
+          cast<RankedTensorType>(c.getType()).getElementType()};
 }
 
 struct GroupCastsPass final : impl::GroupCastsPassBase<GroupCastsPass> {
@@ -78,7 +63,9 @@ struct GroupCastsPass final : impl::GroupCastsPassBase<GroupCastsPass> {
         run.clear();
       };
       for (Operation &op : func.getBody().front()) {
-        auto types = groupable(op, func);
+        std::optional<std::pair<Type, Type>> types;
+        if (castGroupRefusal(&op).empty())
+          types = typesOf(cast<CastOp>(op));
         // One launch converts the whole run at once: a cast reading an
         // earlier member's result (a same-type cast after it) starts anew.
         bool readsRun = types && llvm::is_contained(run, op.getOperand(0).getDefiningOp());
@@ -96,4 +83,24 @@ struct GroupCastsPass final : impl::GroupCastsPassBase<GroupCastsPass> {
 };
 
 } // namespace
+
+std::string castGroupRefusal(Operation *op) {
+  auto c = dyn_cast<CastOp>(op);
+  if (!c)
+    return "is not a kiln.cast";
+  auto func = op->getParentOfType<func::FuncOp>();
+  if (auto arg = dyn_cast<BlockArgument>(c.getOperand());
+      arg && arg.getOwner()->getParentOp() != func)
+    return "reads a value from outside its function's body";
+  auto [from, to] = typesOf(c);
+  auto narrowFloat = [](Type t) { return t.isF32() || t.isBF16() || t.isF16(); };
+  if (!narrowFloat(from) || !narrowFloat(to))
+    return "converts other than between f32, bf16 and f16";
+  if (c->use_empty())
+    return "is not read";
+  if (llvm::any_of(c->getUsers(), [](Operation *u) { return isa<func::ReturnOp>(u); }))
+    return "is returned";
+  return "";
+}
+
 } // namespace kiln

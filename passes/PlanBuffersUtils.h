@@ -23,6 +23,19 @@ bool isInlinedConstant(mlir::Operation *op);
 /// largest temporaries of a language model's step, one buffer.
 std::optional<std::pair<unsigned, unsigned>> inPlaceOperand(mlir::Operation *op);
 
+/// Why `op` cannot be a member of a kiln.cast_group in its function (one
+/// multi-tensor launch converting a run of casts where the run's last cast
+/// is; kiln-group-casts forms the runs, codegen checks their marks): ""
+/// when it can. A member is a kiln.cast of an argument of its own function
+/// or a value of its body, converting between f32, bf16 and f16 (what the
+/// multi-tensor kernel rounds like kiln.cast), that is read, and is not a
+/// result of the function (which may be placed over its argument). A cast
+/// nobody reads is planned a buffer only for its own op, which the next
+/// cast could reuse while the launch writes both. The run's other rules
+/// (one pair of types, no member reading an earlier member's result) are
+/// the run's, not one cast's.
+std::string castGroupRefusal(mlir::Operation *op);
+
 } // namespace kiln
 
 #endif // KILN_PASSES_PLANBUFFERSUTILS_H

@@ -336,10 +336,12 @@ TEST(Plan, AdamWWritesTheWorkingCopies) {
       copyOffsets.insert(
           func.getArgAttrOfType<mlir::IntegerAttr>(i, KilnDialect::kOffsetAttrName).getInt());
   EXPECT_GE(copyOffsets.size(), 8u);
-  for (mlir::Operation &op : func.getBody().front())
-    if (auto c = mlir::dyn_cast<CastOp>(op))
+  for (mlir::Operation &op : func.getBody().front()) {
+    if (auto c = mlir::dyn_cast<CastOp>(op)) {
       EXPECT_FALSE(mlir::isa<mlir::BlockArgument>(c.getOperand()))
           << codegen::Emitter::describe(&op);
+    }
+  }
   const PlanFunction *step = plan->function("train_step");
   ASSERT_TRUE(step);
   int adamw = 0, castGroups = 0;
@@ -429,6 +431,37 @@ TEST(Plan, StaleCastGroupsAreRefused) {
   for (const PlanStep &step : good->function("f")->steps)
     castSteps += step.op.rfind("kiln.cast", 0) == 0;
   EXPECT_EQ(castSteps, 1);
+
+  // Marks kiln-group-casts would not have made, each refused with its
+  // reason: a member reading an earlier member's result (one launch writes
+  // both at once, so it would read it unwritten), and a cast nobody reads
+  // (planned a buffer only for its own op, which the next member could
+  // share while the launch writes both).
+  for (auto [text, why] :
+       {std::pair<const char *, const char *>{R"(
+    func.func @f(%a: tensor<4xbf16> {kiln.input = "a"}) -> tensor<4xbf16> {
+      %0 = kiln.exp %a : tensor<4xbf16>
+      %1 = kiln.cast %0 {kiln.cast_group = 0 : i64} : tensor<4xbf16> to tensor<4xbf16>
+      %2 = kiln.cast %1 {kiln.cast_group = 0 : i64} : tensor<4xbf16> to tensor<4xbf16>
+      %3 = kiln.add %1, %2 : tensor<4xbf16>
+      return %3 : tensor<4xbf16>
+    })",
+                                              "reads an earlier member's result"},
+        {R"(
+    func.func @f(%a: tensor<4xf32> {kiln.param = "a"}, %b: tensor<4xf32> {kiln.param = "b"}) -> tensor<4xbf16> {
+      %0 = kiln.cast %a {kiln.cast_group = 0 : i64} : tensor<4xf32> to tensor<4xbf16>
+      %1 = kiln.cast %b {kiln.cast_group = 0 : i64} : tensor<4xf32> to tensor<4xbf16>
+      %2 = kiln.neg %0 : tensor<4xbf16>
+      return %2 : tensor<4xbf16>
+    })",
+         "is not read"}}) {
+    auto bad = test::parse(*ctx, text);
+    ASSERT_TRUE(bad);
+    auto refused = codegen::compileToPlan(*bad, {});
+    ASSERT_FALSE(static_cast<bool>(refused)) << text;
+    std::string message = llvm::toString(refused.takeError());
+    EXPECT_NE(message.find(why), std::string::npos) << message;
+  }
 }
 
 // train.check_numerics: after every op's last step, one scan per float
