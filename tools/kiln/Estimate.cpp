@@ -198,6 +198,14 @@ int runEstimate() {
   outs() << formatv("memory per GPU ({0}, micro-batch {1}, dp {2}; compare {3:f0} GiB):\n",
                     config->train.precision, config->train.batch_size, dp.getValue(),
                     gpuMemory.getValue());
+  // kiln train's train.batch_size is the global batch, split over dp; here
+  // it is one rank's (the ZeRO paper's convention), which a user comparing
+  // with a run should know.
+  if (dp > 1)
+    outs() << formatv("  (train.batch_size = {0} is one rank's micro-batch here; kiln train "
+                      "splits train.batch_size over parallel.dp, so this is a run with "
+                      "train.batch_size = {1} and parallel.dp = {2})\n",
+                      config->train.batch_size, config->train.batch_size * dp, dp.getValue());
   outs() << formatv("  {0,-8} {1,12} {2,12} {3,12} {4,14} {5,14} {6,14}\n", "ZeRO", "params",
                     "grads", "optimizer", "activations", "act.+recompute", "total (no rec.)");
   for (int stage = 0; stage <= 3; ++stage) {
