@@ -22,8 +22,8 @@ MODE
 --batch is the rows each rank reads for ddp and fsdp2 (the job's batch is
 --batch x ranks) and the rows of the whole group for tp (the model is split,
 not the batch), as kiln's train.batch_size is the global batch split over dp.
-The step is what torch_gpt2.py's bench times (bf16 autocast, fused AdamW,
-clipping at 1.0, the loss read back each step), the model the same GPT-2 with
+The step is what torch_gpt2.py's bench times (bf16 autocast, fused AdamW
+(foreach under tp), clipping at 1.0, the loss read back each step), the model the same GPT-2 with
 nn.Linear layers (DTensor's styles shard modules, not raw parameters) and the
 same parameter count. Rank 0 prints one JSON line: the median ms a step, the
 job's tok/s, and per rank the largest peak of torch.cuda.max_memory_allocated
@@ -132,7 +132,7 @@ def decays(name, p):
     return p.dim() == 2 and not name.startswith(("wte", "wpe"))
 
 
-def optimizer(model):
+def optimizer(model, fused=True):
     # One group per (decay, DTensor or not): the fused kernel runs per group,
     # and tensor parallelism leaves the embeddings and the final norm plain
     # tensors beside DTensor linears.
@@ -143,7 +143,8 @@ def optimizer(model):
         groups.setdefault(key, []).append(p)
     return torch.optim.AdamW([{"params": ps, "weight_decay": 0.1 if d else 0.0}
                               for (d, _), ps in groups.items()],
-                             lr=1e-4, betas=(0.9, 0.95), eps=1e-8, fused=True)
+                             lr=1e-4, betas=(0.9, 0.95), eps=1e-8,
+                             fused=fused, foreach=None if fused else True)
 
 
 def clip_tensor_parallel(model, max_norm, group):
@@ -228,7 +229,9 @@ def train_bench(args, rank, world):
         clip = lambda: clip_tensor_parallel(model, 1.0, mesh.get_group())
         # Every rank reads the same rows: the group computes one batch.
         batch = args.batch
-    opt = optimizer(model)
+    # Fused AdamW, except over DTensor TP's mix of DTensor and plain
+    # parameters: the multi-tensor (foreach) kernels there, as torchtitan.
+    opt = optimizer(model, fused=args.mode != "tp")
     # The same tokens on every rank under tp; each rank its own under dp.
     g = torch.Generator(device=dev).manual_seed(1 if args.mode == "tp" else 1 + rank)
 
