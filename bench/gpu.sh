@@ -703,7 +703,10 @@ EOF
     # (the CUDA context and NCCL's buffers included on both sides), beside
     # kiln estimate's per-rank plan and torch's allocator peaks. kiln's
     # tok/s is kiln train's throughput line (steps 2..$TWO_STEPS), torch's
-    # the median step of $TWO_STEPS.
+    # the median step of $TWO_STEPS. All of it takes about half an hour:
+    # split it over calls of 10 minutes with TWO_MODELS, TWO_KILN_RUNS,
+    # TWO_TORCH_RUNS (space-separated names from the lists below, "" for
+    # none) and TWO_ALLREDUCE=0; the table reads whatever $RES holds.
     ngpu=$(nvidia-smi -L | wc -l)
     if [ "$ngpu" -lt 2 ]; then echo "two-gpu: this host has $ngpu GPU(s); the stage needs 2"; continue; fi
     steps=${TWO_STEPS:-40}
@@ -722,7 +725,7 @@ EOF
     for model in ${TWO_MODELS:-124m 350m}; do
       cfg=configs/gpt2-$model.toml
       shape=(); [ $model = 350m ] && shape=(--n-layer 24 --n-head 16 --n-embd 1024)
-      for run in one dp2z0 dp2z1 dp2z2 dp2z3 tp2 tp2sp; do
+      for run in ${TWO_KILN_RUNS-one dp2z0 dp2z1 dp2z2 dp2z3 tp2 tp2sp}; do
         extra=(); rows=16
         case $run in
           dp2z*) extra=(--gpus 2 --set parallel.dp=2 --set parallel.zero=${run#dp2z}); rows=32 ;;
@@ -741,7 +744,7 @@ EOF
         $KILN estimate $cfg --set train.precision=bf16-mixed --set train.batch_size=16 "${est[@]}" \
           > "$OUT/estimate-$name.txt" 2>&1
       done
-      for run in ddp fsdp2 fsdp2-noreshard tp tp-sp; do
+      for run in ${TWO_TORCH_RUNS-ddp fsdp2 fsdp2-noreshard tp tp-sp}; do
         args=(); mode=$run
         case $run in
           ddp) args=(--compile) ;;
@@ -757,10 +760,12 @@ EOF
         grep -E "Error|error" "$OUT/$name.log" | tail -3
       done
     done
-    timeout 600 torchrun --standalone --nproc_per_node 2 bench/torch_dist.py allreduce \
-      --out "$OUT/torch-allreduce.json" > "$OUT/torch-allreduce.log" 2>&1 || tail -5 "$OUT/torch-allreduce.log"
-    XDG_CACHE_HOME=/tmp/kiln-cache timeout 600 $KILN bench --all-reduce --gpus 2 \
-      --json "$OUT/kiln-allreduce.json" > "$OUT/kiln-allreduce.log" 2>&1 || tail -5 "$OUT/kiln-allreduce.log"
+    if [ "${TWO_ALLREDUCE:-1}" = 1 ]; then
+      timeout 600 torchrun --standalone --nproc_per_node 2 bench/torch_dist.py allreduce \
+        --out "$OUT/torch-allreduce.json" > "$OUT/torch-allreduce.log" 2>&1 || tail -5 "$OUT/torch-allreduce.log"
+      XDG_CACHE_HOME=/tmp/kiln-cache timeout 600 $KILN bench --all-reduce --gpus 2 \
+        --json "$OUT/kiln-allreduce.json" > "$OUT/kiln-allreduce.log" 2>&1 || tail -5 "$OUT/kiln-allreduce.log"
+    fi
     python3 - "$OUT" ${TWO_MODELS:-124m 350m} <<'EOF2' | tee "$OUT/two-gpu.txt"
 import json, re, sys
 out, models = sys.argv[1], sys.argv[2:]
