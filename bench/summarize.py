@@ -136,6 +136,13 @@ def main(out):
     if runs:
         print("124M, 200 steps from the same weights and batches:")
         print_precision(runs)
+    # bench/gpu.sh two-gpu, two-gpu-check and two-gpu-pp write their tables;
+    # the last thing printed should be them.
+    for name in ("two-gpu.txt", "two-check-f32.txt", "two-check-bf16-mixed.txt", "two-pp.txt",
+                 "two-moe.txt"):
+        if os.path.exists(f"{out}/{name}"):
+            print(f"{name[:-4]}:")
+            print(open(f"{out}/{name}").read().rstrip())
     log = f"{out}/gpu-tests.log"
     if os.path.exists(log):
         lines = open(log).read().splitlines()
