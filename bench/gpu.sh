@@ -734,7 +734,7 @@ EOF
         esac
         name=kiln-$model-$run
         rm -rf /tmp/run-$name
-        watched $name env XDG_CACHE_HOME=/tmp/kiln-cache timeout 600 $KILN train $cfg --set train.steps=$steps \
+        watched $name env XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train $cfg --set train.steps=$steps \
           "${train_sets[@]}" --set train.precision=bf16-mixed --set train.batch_size=$rows "${extra[@]}" \
           --set run.dir=/tmp/run-$name > "$OUT/train-$name.log" 2>&1
         echo "$name: exit $? $(grep -hoE 'throughput: [0-9]+ tok/s' "$OUT/train-$name.log") peak $(cat "$OUT/mem-$name.txt") MiB"
@@ -754,16 +754,16 @@ EOF
           tp-sp) mode=tp; args=(--sp) ;;
         esac
         name=torch-$model-$run
-        watched $name timeout 900 torchrun --standalone --nproc_per_node 2 bench/torch_dist.py $mode "${shape[@]}" \
+        watched $name timeout 300 torchrun --standalone --nproc_per_node 2 bench/torch_dist.py $mode "${shape[@]}" \
           --batch 16 --steps $steps "${args[@]}" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
         echo "$name: exit $? $(tail -c 300 "$OUT/$name.json" 2>/dev/null | grep -oE '"tok_per_s": [0-9.]+') peak $(cat "$OUT/mem-$name.txt") MiB"
         grep -E "Error|error" "$OUT/$name.log" | tail -3
       done
     done
     if [ "${TWO_ALLREDUCE:-1}" = 1 ]; then
-      timeout 600 torchrun --standalone --nproc_per_node 2 bench/torch_dist.py allreduce \
+      timeout 300 torchrun --standalone --nproc_per_node 2 bench/torch_dist.py allreduce \
         --out "$OUT/torch-allreduce.json" > "$OUT/torch-allreduce.log" 2>&1 || tail -5 "$OUT/torch-allreduce.log"
-      XDG_CACHE_HOME=/tmp/kiln-cache timeout 600 $KILN bench --all-reduce --gpus 2 \
+      XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN bench --all-reduce --gpus 2 \
         --json "$OUT/kiln-allreduce.json" > "$OUT/kiln-allreduce.log" 2>&1 || tail -5 "$OUT/kiln-allreduce.log"
     fi
     python3 - "$OUT" ${TWO_MODELS:-124m 350m} <<'EOF2' | tee "$OUT/two-gpu.txt"
@@ -832,6 +832,7 @@ EOF2
           tp2) extra=(--gpus 2 --set parallel.tp=2) ;;
           tp2sp) extra=(--gpus 2 --set parallel.tp=2 --set parallel.sequence_parallel=true) ;;
         esac
+        rm -rf "$OUT/two-$p-$mesh"
         XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train configs/moe-fortunes.toml --set moe.experts=0 \
           --set "data.train=/tmp/fortunes-byte/train_*.bin" --set "data.val=/tmp/fortunes-byte/val_*.bin" \
           --set train.precision=$p --set train.steps=$steps --set train.log_every=1000 \
@@ -856,8 +857,8 @@ EOF2
       extra=(--set train.accumulate_steps=8)
       [ $mesh = pp2 ] && extra=(--gpus 2 --set parallel.pp=2 --set parallel.microbatches=8)
       name=pp-350m-$mesh
-      rm -rf /tmp/run-$name
-      XDG_CACHE_HOME=/tmp/kiln-cache timeout 900 $KILN train configs/gpt2-350m.toml --set train.steps=$steps \
+      rm -rf "$OUT/$name"
+      XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train configs/gpt2-350m.toml --set train.steps=$steps \
         "${train_sets[@]}" --set train.precision=bf16-mixed --set train.batch_size=8 "${extra[@]}" \
         --set run.dir=$OUT/$name > "$OUT/train-$name.log" 2>&1
       echo "$name: exit $?"; grep -E "pipeline:|throughput|error" "$OUT/train-$name.log" | head -4
@@ -870,7 +871,8 @@ EOF2
       extra=(--set moe.groups=2)
       [ $mesh = dp2 ] && extra+=(--gpus 2 --set parallel.dp=2)
       [ $mesh = ep2 ] && extra+=(--gpus 2 --set parallel.dp=2 --set parallel.ep=2)
-      XDG_CACHE_HOME=/tmp/kiln-cache timeout 600 $KILN train configs/moe-fortunes.toml \
+      rm -rf "$OUT/two-moe-$mesh"
+      XDG_CACHE_HOME=/tmp/kiln-cache timeout 300 $KILN train configs/moe-fortunes.toml \
         --set "data.train=/tmp/fortunes-byte/train_*.bin" --set "data.val=/tmp/fortunes-byte/val_*.bin" \
         --set train.precision=bf16-mixed --set train.steps=$steps --set eval.every=0 --set eval.sample_tokens=0 \
         --set checkpoint.every=0 --set run.dir=$OUT/two-moe-$mesh "${extra[@]}" > "$OUT/two-moe-$mesh.log" 2>&1

@@ -159,6 +159,11 @@ def clip_tensor_parallel(model, max_norm, group):
         if p.grad is None:
             continue
         g = p.grad
+        # Under sequence parallelism a replicated norm weight's gradient
+        # comes out Partial (each rank summed its own positions): summed
+        # here, before the norm and before the optimizer reads it.
+        if isinstance(g, DTensor) and any(pl.is_partial() for pl in g.placements):
+            p.grad = g = g.redistribute(g.device_mesh, p.placements)
         if isinstance(g, DTensor):
             local = g.to_local()
             if any(pl.is_shard() for pl in g.placements):
@@ -191,6 +196,12 @@ def parallelize_tensor(model, mesh, sp):
             gather = PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),))
             plan.update({"ln_1": SequenceParallel(), "ln_2": SequenceParallel(),
                          "attn": gather, "mlp": gather})
+        else:
+            # The attention's input as one replicated DTensor for q, k and v:
+            # their input gradients are summed over the ranks once, not
+            # three times.
+            plan["attn"] = PrepareModuleInput(input_layouts=(Replicate(),),
+                                              desired_input_layouts=(Replicate(),))
         parallelize_module(block, mesh, plan)
     if sp:
         model.sequence_mesh = mesh

@@ -167,7 +167,8 @@ llvm::Expected<RankEnvironment> rankEnvironment() {
 }
 
 llvm::Expected<int> launchLocalRanks(int64_t ranks, llvm::ArrayRef<std::string> args,
-                                     llvm::raw_ostream &err, double graceSeconds) {
+                                     llvm::raw_ostream &err, double graceSeconds,
+                                     llvm::StringRef who) {
   std::string exe = llvm::sys::fs::getMainExecutable(nullptr, nullptr);
   if (exe.empty())
     return error("cannot find this program's executable to start the ranks");
@@ -230,7 +231,7 @@ llvm::Expected<int> launchLocalRanks(int64_t ranks, llvm::ArrayRef<std::string> 
           ::dup2(null, 1);
       }
       ::execve(exe.c_str(), argv.data(), envp.data());
-      static const char message[] = "kiln train: cannot start a rank: execve failed\n";
+      static const char message[] = "kiln: cannot start a rank: execve failed\n";
       (void)!::write(2, message, sizeof message - 1);
       ::_exit(127);
     }
@@ -294,16 +295,16 @@ llvm::Expected<int> launchLocalRanks(int64_t ranks, llvm::ArrayRef<std::string> 
     int s = *status[r];
     if (WIFEXITED(s) && WEXITSTATUS(s) == 0)
       continue;
-    err << llvm::formatv("kiln train: rank {0} (pid {1}) {2}\n", r, pids[r], describeStatus(s));
+    err << llvm::formatv("{3}: rank {0} (pid {1}) {2}\n", r, pids[r], describeStatus(s), who);
     if (WIFSIGNALED(s) && !killed && (!code || *code < 128))
       code = 128 + WTERMSIG(s);
     else if (!code)
       code = WIFEXITED(s) ? std::max(1, WEXITSTATUS(s)) : 128 + WTERMSIG(s);
   }
   if (killed)
-    err << llvm::formatv("kiln train: the ranks still running {0:f0} s after rank {1} failed "
+    err << llvm::formatv("{2}: the ranks still running {0:f0} s after rank {1} failed "
                          "were killed\n",
-                         graceSeconds, *firstFailure);
+                         graceSeconds, *firstFailure, who);
   return code.value_or(1);
 }
 

@@ -54,8 +54,11 @@ llvm::Expected<RankEnvironment> rankEnvironment();
 /// and given `graceSeconds` to end before they are killed. Returns the exit
 /// code: rank 0's when every rank ended the same way, else the first
 /// failure's, after a line per failed rank on `err`.
+/// `who` starts each message about a rank ("kiln train: rank 1 (pid …)
+/// was killed by signal 9").
 llvm::Expected<int> launchLocalRanks(int64_t ranks, llvm::ArrayRef<std::string> args,
-                                     llvm::raw_ostream &err, double graceSeconds = 30);
+                                     llvm::raw_ostream &err, double graceSeconds = 30,
+                                     llvm::StringRef who = "kiln train");
 
 } // namespace kiln::tooling
 
