@@ -15,6 +15,18 @@ llvm::Error error(const llvm::Twine &message) {
 }
 } // namespace
 
+llvm::Expected<std::unique_ptr<dist::SocketGroup>> connectRanks(const RankEnvironment &where,
+                                                                double timeoutSeconds) {
+  dist::GroupOptions options;
+  options.rank = where.rank;
+  options.size = where.size;
+  options.host = where.host;
+  options.port = where.port;
+  options.timeoutSeconds = timeoutSeconds;
+  options.job = where.job;
+  return dist::SocketGroup::connect(options);
+}
+
 llvm::Expected<int> runTraining(RunConfig config, const RunRequest &request,
                                 llvm::raw_ostream &out) {
   // A mesh run as processes: this one starts them (--ranks N), or it is one
@@ -103,17 +115,10 @@ llvm::Expected<int> runTraining(RunConfig config, const RunRequest &request,
     std::string rank = "rank " + std::to_string(where.rank) + ": ";
     if (auto problem = checkRanks(where.size, where.launcher + " started"))
       return error(rank + *problem);
-    dist::GroupOptions groupOptions;
-    groupOptions.rank = where.rank;
-    groupOptions.size = where.size;
-    groupOptions.host = where.host;
-    groupOptions.port = where.port;
-    groupOptions.timeoutSeconds = config.parallel.timeout;
-    groupOptions.job = where.job;
     // Ranks on one host take its GPUs in turn (sharing them when there are
     // more ranks than GPUs).
     cuda::useDeviceOrdinal(where.localRank);
-    auto connected = dist::SocketGroup::connect(groupOptions);
+    auto connected = connectRanks(where, config.parallel.timeout);
     if (!connected)
       return error(rank + llvm::toString(connected.takeError()));
     group = std::move(*connected);

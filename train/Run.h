@@ -12,8 +12,11 @@
 #ifndef KILN_TRAIN_RUN_H
 #define KILN_TRAIN_RUN_H
 
+#include "runtime/dist/SocketGroup.h"
 #include "train/Launch.h"
 #include "train/Loop.h"
+
+#include <memory>
 
 #include <optional>
 #include <string>
@@ -42,6 +45,12 @@ struct RunRequest {
 /// code when it started the ranks). Rank 0 writes to `out`; other ranks
 /// print nothing. A failure on one rank of several is passed to the others
 /// (they stop too), and its message begins "rank R: ".
+/// This process's group among the ranks `where` describes (SocketGroup's
+/// rendezvous at rank 0's host and port, the launcher's job id), each
+/// collective waiting at most `timeoutSeconds`.
+llvm::Expected<std::unique_ptr<dist::SocketGroup>> connectRanks(const RankEnvironment &where,
+                                                                double timeoutSeconds);
+
 llvm::Expected<int> runTraining(RunConfig config, const RunRequest &request,
                                 llvm::raw_ostream &out);
 

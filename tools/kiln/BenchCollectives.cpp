@@ -28,6 +28,7 @@
 #include "train/Compile.h"
 #include "train/Launch.h"
 #include "train/Loop.h"
+#include "train/Run.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
@@ -230,14 +231,7 @@ int runAllReduceBench(StringRef jsonPath) {
   }
   if (onGpu)
     cuda::useDeviceOrdinal(where->localRank);
-  dist::GroupOptions options;
-  options.rank = where->rank;
-  options.size = where->size;
-  options.host = where->host;
-  options.port = where->port;
-  options.job = where->job;
-  options.timeoutSeconds = 600;
-  auto group = dist::SocketGroup::connect(options);
+  auto group = tooling::connectRanks(*where, 600);
   if (!group)
     return fail("bench",
                 "rank " + std::to_string(where->rank) + ": " + toString(group.takeError()));
