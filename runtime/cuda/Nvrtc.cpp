@@ -6,6 +6,7 @@
 #include "runtime/cuda/CudaApi.h"
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/BinaryFormat/ELF.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -13,8 +14,9 @@
 #include "llvm/Support/SHA256.h"
 
 #include <atomic>
-#include <cstdlib>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <thread>
 
@@ -27,8 +29,12 @@ llvm::Error error(const llvm::Twine &message) {
 }
 
 std::vector<std::string> flags(const CompileOptions &o) {
-  return {"--gpu-architecture=" + o.arch, "--include-path=" + o.toolkitRoot + "/include",
-          "-std=c++17", "-default-device", "-lineinfo"};
+  std::vector<std::string> f = {"--gpu-architecture=" + o.arch,
+                                "--include-path=" + o.toolkitRoot + "/include", "-std=c++17",
+                                "-default-device", "-lineinfo"};
+  if (o.resources)
+    f.push_back("--ptxas-options=-v");
+  return f;
 }
 
 std::string cacheKey(const KernelSource &k, const CompileOptions &o, const std::string &version) {
@@ -150,7 +156,8 @@ llvm::Expected<std::vector<std::string>> compileKernels(llvm::ArrayRef<KernelSou
         llvm::SmallString<256> path(options.cacheDir);
         llvm::sys::path::append(path, cacheKey(sources[i], options, *version) + ".cubin");
         file = std::string(path);
-        if (auto hit = llvm::MemoryBuffer::getFile(file, false, false)) {
+        auto hit = llvm::MemoryBuffer::getFile(file, false, false);
+        if (hit && !options.resources) { // with `resources`, compiled again for its log
           cubins[i] = (*hit)->getBuffer().str();
           ++cached;
           continue;
@@ -185,15 +192,103 @@ llvm::Expected<std::vector<std::string>> compileKernels(llvm::ArrayRef<KernelSou
     stats->cached = cached;
     stats->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     stats->notes.clear();
+    stats->kernels.clear();
     for (size_t i = 0; i < sources.size(); ++i) {
       llvm::SmallVector<llvm::StringRef> lines;
       llvm::StringRef(logs[i]).split(lines, '\n', -1, /*KeepEmpty=*/false);
+      // The front end's warnings on generated code stay out, and so do -v's
+      // resource lines (in `kernels`).
       for (llvm::StringRef line : lines)
-        if (line.contains("ptxas")) // the front end's warnings on generated code stay out
+        if (line.contains("ptxas") && !line.contains("ptxas info") &&
+            !line.contains("bytes stack frame"))
           stats->notes.push_back(sources[i].name + ": " + line.trim().str());
+      if (options.resources) {
+        KernelResources r = parsePtxasInfo(sources[i].name, logs[i]);
+        r.instructions = cubinInstructions(cubins[i], sources[i].name);
+        stats->kernels.push_back(std::move(r));
+      }
     }
   }
   return cubins;
+}
+
+KernelResources parsePtxasInfo(const std::string &kernel, llvm::StringRef log) {
+  // ptxas -v, per entry function:
+  //   ptxas info    : Function properties for NAME
+  //       16 bytes stack frame, 16 bytes spill stores, 20 bytes spill loads
+  //   ptxas info    : Used 168 registers, used 1 barriers, ...
+  // (the "Used" line follows "Compiling entry function 'NAME'").
+  KernelResources r;
+  r.name = kernel;
+  llvm::SmallVector<llvm::StringRef> lines;
+  log.split(lines, '\n', -1, /*KeepEmpty=*/false);
+  auto bytesBefore = [](llvm::StringRef line, llvm::StringRef what) {
+    size_t at = line.find(what);
+    if (at == llvm::StringRef::npos)
+      return 0;
+    llvm::StringRef head = line.take_front(at).rtrim();
+    if (!head.consume_back("bytes"))
+      return 0;
+    head = head.rtrim();
+    int value = 0;
+    llvm::StringRef digits = head.drop_front(head.find_last_of(" ,") + 1);
+    return digits.getAsInteger(10, value) ? 0 : value;
+  };
+  bool ours = false;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    llvm::StringRef line = lines[i].trim();
+    if (line.contains("Compiling entry function"))
+      ours = line.contains("'" + kernel + "'");
+    if (line.contains("Function properties for " + kernel) && i + 1 < lines.size()) {
+      llvm::StringRef next = lines[i + 1];
+      r.stackFrame = bytesBefore(next, "stack frame");
+      r.spillStores = bytesBefore(next, "spill stores");
+      r.spillLoads = bytesBefore(next, "spill loads");
+    }
+    size_t used = line.find("Used ");
+    if (ours && used != llvm::StringRef::npos) {
+      llvm::StringRef rest = line.drop_front(used + 5);
+      int registers = 0;
+      if (!rest.take_until([](char c) { return c == ' '; }).getAsInteger(10, registers) &&
+          rest.contains("registers"))
+        r.registers = registers;
+      ours = false;
+    }
+  }
+  return r;
+}
+
+int cubinInstructions(llvm::StringRef cubin, const std::string &kernel) {
+  using namespace llvm::ELF;
+  if (cubin.size() < sizeof(Elf64_Ehdr) ||
+      !cubin.starts_with("\x7f"
+                         "ELF") ||
+      cubin[EI_CLASS] != ELFCLASS64 || cubin[EI_DATA] != ELFDATA2LSB)
+    return -1;
+  Elf64_Ehdr header;
+  std::memcpy(&header, cubin.data(), sizeof header);
+  auto section = [&](unsigned i, Elf64_Shdr &out) {
+    uint64_t at = header.e_shoff + uint64_t(i) * header.e_shentsize;
+    if (header.e_shentsize < sizeof(Elf64_Shdr) || at + sizeof(Elf64_Shdr) > cubin.size())
+      return false;
+    std::memcpy(&out, cubin.data() + at, sizeof out);
+    return true;
+  };
+  Elf64_Shdr names;
+  if (header.e_shstrndx >= header.e_shnum || !section(header.e_shstrndx, names) ||
+      names.sh_offset > cubin.size() || names.sh_size > cubin.size() - names.sh_offset)
+    return -1;
+  llvm::StringRef strings = cubin.substr(names.sh_offset, names.sh_size);
+  for (unsigned i = 0; i < header.e_shnum; ++i) {
+    Elf64_Shdr s;
+    if (!section(i, s) || s.sh_name >= strings.size())
+      return -1;
+    llvm::StringRef name = strings.drop_front(s.sh_name);
+    name = name.take_until([](char c) { return c == '\0'; });
+    if (name == ".text." + kernel)
+      return s.sh_size <= cubin.size() ? static_cast<int>(s.sh_size / 16) : -1;
+  }
+  return -1;
 }
 
 } // namespace kiln::cuda

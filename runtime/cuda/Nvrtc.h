@@ -36,6 +36,19 @@ struct CompileOptions {
   /// In-memory headers (name, contents) the sources include.
   std::vector<std::pair<std::string, std::string>> headers;
   int threads = 0; ///< 0: one per hardware thread
+  /// Ask ptxas for each kernel's resources (`--ptxas-options=-v`) and fill
+  /// CompileStats::kernels; every kernel is compiled (the cache is written,
+  /// not read, so that each has its log).
+  bool resources = false;
+};
+
+/// What ptxas reports for one kernel, and its size in the cubin.
+struct KernelResources {
+  std::string name;
+  int registers = -1;                  ///< -1: not reported
+  int stackFrame = 0;                  ///< bytes a thread, local memory
+  int spillStores = 0, spillLoads = 0; ///< bytes a thread
+  int instructions = -1;               ///< SASS instructions (the .text section's 16-byte words)
 };
 
 struct CompileStats {
@@ -45,7 +58,18 @@ struct CompileStats {
   /// performance notes, e.g. C7515 when it serializes wgmma); a cubin from
   /// the cache has none.
   std::vector<std::string> notes;
+  /// With CompileOptions::resources, one entry per source, in order.
+  std::vector<KernelResources> kernels;
 };
+
+/// Parses ptxas's `-v` lines for `kernel` out of an NVRTC log (registers,
+/// stack frame, spills); the fields it finds none for keep their defaults.
+KernelResources parsePtxasInfo(const std::string &kernel, llvm::StringRef log);
+
+/// The number of SASS instructions of `kernel` in `cubin`: the size of its
+/// `.text.<kernel>` ELF section over 16 (every instruction since sm_70 is
+/// 16 bytes); -1 when the cubin has no such section or is not ELF64.
+int cubinInstructions(llvm::StringRef cubin, const std::string &kernel);
 
 /// Compiles every source (in parallel) and returns one cubin per source, in
 /// order. A compile error returns the NVRTC log and the path of the source.

@@ -53,6 +53,11 @@ static cl::opt<bool> nvrtc("nvrtc",
                            cl::sub(compileCommand()), cl::cat(kilnCategory()));
 static cl::opt<bool> noCache("no-cache", cl::desc("With --nvrtc: ignore the cubin cache"),
                              cl::sub(compileCommand()), cl::cat(kilnCategory()));
+static cl::opt<bool> kernelResources(
+    "kernel-resources",
+    cl::desc("With --nvrtc: each kernel's registers, spills and SASS instruction count, as ptxas "
+             "reports them (every kernel is compiled again)"),
+    cl::sub(compileCommand()), cl::cat(kilnCategory()));
 
 static cl::opt<bool> explainSharding(
     "explain-sharding",
@@ -78,6 +83,8 @@ int runCompile() {
     return fail("compile", "--dump-ir-after needs --dump-dir DIR");
   if (emit != Emit::IR && dumpDir.empty())
     return fail("compile", "--emit=cuda and --emit=plan need --dump-dir DIR");
+  if (kernelResources && !nvrtc)
+    return fail("compile", "--kernel-resources needs --nvrtc");
   if (!arch.empty())
     if (Error err = codegen::checkArch(arch))
       return fail("compile", "--arch: " + toString(std::move(err)));
@@ -218,6 +225,7 @@ int runCompile() {
       nvrtcOptions.headers = plan->headers;
       if (!noCache)
         nvrtcOptions.cacheDir = cuda::defaultCacheDir();
+      nvrtcOptions.resources = kernelResources;
       cuda::CompileStats stats;
       auto cubins = cuda::compileKernels(sources, nvrtcOptions, &stats);
       if (!cubins)
@@ -227,6 +235,18 @@ int runCompile() {
                         cubins->size(), plan->arch, stats.compiled, stats.cached, stats.seconds);
       for (const std::string &note : stats.notes)
         outs() << "  nvrtc note: " << note << "\n";
+      if (kernelResources) {
+        // Spills are local-memory traffic in every step a kernel runs;
+        // the instruction count is static (a loop's body counts once).
+        outs() << formatv("  {0,-40} {1,9} {2,11} {3,14} {4,12}\n", "kernel", "registers",
+                          "stack bytes", "spill st/ld", "instructions");
+        for (const cuda::KernelResources &k : stats.kernels)
+          outs() << formatv("  {0,-40} {1,9} {2,11} {3,14} {4,12}\n", k.name,
+                            k.registers < 0 ? std::string("?") : std::to_string(k.registers),
+                            k.stackFrame,
+                            std::to_string(k.spillStores) + "/" + std::to_string(k.spillLoads),
+                            k.instructions < 0 ? std::string("?") : std::to_string(k.instructions));
+      }
     }
   }
   outs() << formatv("compiled in {0:f2} s\n", secondsSince(start));

@@ -624,7 +624,58 @@ TEST(Nvrtc, CompileErrorsShowTheLogAndTheSource) {
   ASSERT_TRUE(static_cast<bool>(cuda::compileKernels(good, options, &second)));
   EXPECT_EQ(first.compiled, 1);
   EXPECT_EQ(second.cached, 1);
+
+  // With `resources` each kernel is compiled again (the cache holds no
+  // log) and ptxas's figures come back: a dynamically indexed local array
+  // lives in a stack frame, a plain kernel has none; both have registers
+  // and instructions.
+  options.resources = true;
+  cuda::CompileStats third;
+  std::vector<cuda::KernelSource> two{
+      good[0],
+      {"local", "extern \"C\" __global__ void local(float *x, int i, int j) {\n"
+                "  float a[64];\n  for (int k = 0; k < 64; ++k) a[k] = x[k];\n"
+                "  a[i & 63] += 1.f;\n  x[0] = a[j & 63];\n}\n"}};
+  ASSERT_TRUE(static_cast<bool>(cuda::compileKernels(two, options, &third)));
+  EXPECT_EQ(third.compiled, 2);
+  ASSERT_EQ(third.kernels.size(), 2u);
+  EXPECT_EQ(third.kernels[0].name, "fine");
+  EXPECT_GT(third.kernels[0].registers, 0);
+  EXPECT_EQ(third.kernels[0].stackFrame, 0);
+  EXPECT_GT(third.kernels[0].instructions, 0);
+  EXPECT_GE(third.kernels[1].stackFrame, 256);
+  EXPECT_GT(third.kernels[1].instructions, third.kernels[0].instructions);
+  EXPECT_TRUE(third.notes.empty()) << llvm::join(third.notes, "\n"); // -v's lines are not notes
   llvm::sys::fs::remove_directories(cache);
+}
+
+// ptxas's -v lines are read for the kernel asked about, not its neighbour;
+// what is not ELF64 has no instruction count.
+TEST(Nvrtc, ResourcesAreReadPerKernel) {
+  std::string log =
+      "ptxas info    : 0 bytes gmem\n"
+      "ptxas info    : Compiling entry function 'a' for 'sm_90a'\n"
+      "ptxas info    : Function properties for a\n"
+      "ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+      "ptxas info    : Used 40 registers, used 1 barriers, 380 bytes cmem[0]\n"
+      "ptxas info    : Compiling entry function 'b' for 'sm_90a'\n"
+      "ptxas info    : Function properties for b\n"
+      "ptxas         .     24 bytes stack frame, 32 bytes spill stores, 40 bytes spill loads\n"
+      "ptxas info    : Used 168 registers, used 1 barriers, 24 bytes cumulative stack size\n";
+  cuda::KernelResources a = cuda::parsePtxasInfo("a", log), b = cuda::parsePtxasInfo("b", log);
+  EXPECT_EQ(a.registers, 40);
+  EXPECT_EQ(a.stackFrame, 0);
+  EXPECT_EQ(b.registers, 168);
+  EXPECT_EQ(b.stackFrame, 24);
+  EXPECT_EQ(b.spillStores, 32);
+  EXPECT_EQ(b.spillLoads, 40);
+  EXPECT_EQ(cuda::parsePtxasInfo("c", log).registers, -1);
+  EXPECT_EQ(cuda::cubinInstructions("not a cubin", "a"), -1);
+  EXPECT_EQ(cuda::cubinInstructions(llvm::StringRef("\x7f"
+                                                    "ELF\x02\x01",
+                                                    6),
+                                    "a"),
+            -1); // cut short
 }
 
 } // namespace
