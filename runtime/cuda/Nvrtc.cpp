@@ -37,6 +37,14 @@ std::vector<std::string> flags(const CompileOptions &o) {
   return f;
 }
 
+/// One of the lines ptxas's -v adds for every kernel (see parsePtxasInfo).
+bool isResourceLine(llvm::StringRef line) {
+  return line.contains("bytes gmem") || line.contains("Compiling entry function") ||
+         line.contains("Compile time =") || line.contains("Function properties for") ||
+         line.contains("bytes stack frame") ||
+         (line.contains("Used ") && line.contains(" registers"));
+}
+
 std::string cacheKey(const KernelSource &k, const CompileOptions &o, const std::string &version) {
   llvm::SHA256 sha;
   auto add = [&](llvm::StringRef s) {
@@ -152,12 +160,11 @@ llvm::Expected<std::vector<std::string>> compileKernels(llvm::ArrayRef<KernelSou
   auto worker = [&] {
     for (size_t i = next++; i < sources.size(); i = next++) {
       std::string file;
-      if (!options.cacheDir.empty()) {
+      if (!options.cacheDir.empty() && !options.resources) { // resources need each log
         llvm::SmallString<256> path(options.cacheDir);
         llvm::sys::path::append(path, cacheKey(sources[i], options, *version) + ".cubin");
         file = std::string(path);
-        auto hit = llvm::MemoryBuffer::getFile(file, false, false);
-        if (hit && !options.resources) { // with `resources`, compiled again for its log
+        if (auto hit = llvm::MemoryBuffer::getFile(file, false, false)) {
           cubins[i] = (*hit)->getBuffer().str();
           ++cached;
           continue;
@@ -197,10 +204,10 @@ llvm::Expected<std::vector<std::string>> compileKernels(llvm::ArrayRef<KernelSou
       llvm::SmallVector<llvm::StringRef> lines;
       llvm::StringRef(logs[i]).split(lines, '\n', -1, /*KeepEmpty=*/false);
       // The front end's warnings on generated code stay out, and so do -v's
-      // resource lines (in `kernels`).
+      // resource lines (in `kernels`); ptxas's own notes ("ptxas info :
+      // (C7515) …") stay in.
       for (llvm::StringRef line : lines)
-        if (line.contains("ptxas") && !line.contains("ptxas info") &&
-            !line.contains("bytes stack frame"))
+        if (line.contains("ptxas") && !isResourceLine(line))
           stats->notes.push_back(sources[i].name + ": " + line.trim().str());
       if (options.resources) {
         KernelResources r = parsePtxasInfo(sources[i].name, logs[i]);
@@ -239,7 +246,7 @@ KernelResources parsePtxasInfo(const std::string &kernel, llvm::StringRef log) {
     llvm::StringRef line = lines[i].trim();
     if (line.contains("Compiling entry function"))
       ours = line.contains("'" + kernel + "'");
-    if (line.contains("Function properties for " + kernel) && i + 1 < lines.size()) {
+    if (line.ends_with("Function properties for " + kernel) && i + 1 < lines.size()) {
       llvm::StringRef next = lines[i + 1];
       r.stackFrame = bytesBefore(next, "stack frame");
       r.spillStores = bytesBefore(next, "spill stores");

@@ -37,8 +37,8 @@ struct CompileOptions {
   std::vector<std::pair<std::string, std::string>> headers;
   int threads = 0; ///< 0: one per hardware thread
   /// Ask ptxas for each kernel's resources (`--ptxas-options=-v`) and fill
-  /// CompileStats::kernels; every kernel is compiled (the cache is written,
-  /// not read, so that each has its log).
+  /// CompileStats::kernels; every kernel is compiled (the cache is not
+  /// used: a cached cubin has no log).
   bool resources = false;
 };
 
