@@ -118,6 +118,12 @@ template <int D> __device__ __forceinline__ u32 swizzled(int row, int col) {
 
 // Element offset of row t of head h of batch b in a [B, HEADS, T, D] tensor
 // or, with BTHD, a [B, T, HEADS, PACK·D] one.
+// v clamped to [0, N] as an int: a 64-bit bound turned into one a 32-bit
+// compare with a tile-local index can take.
+template <int N> __device__ __forceinline__ int clampTo(i64 v) {
+  return v < 0 ? 0 : v > N ? N : (int)v;
+}
+
 template <i64 HEADS, i64 T, int D, bool BTHD, int PACK = 1>
 __device__ __forceinline__ i64 rowOffset(i64 b, i64 h, i64 t) {
   return BTHD ? ((b * T + t) * HEADS + h) * (PACK * D) : ((b * HEADS + h) * T + t) * D;
@@ -778,16 +784,29 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
     const bool masked = seg || (CAUSAL && i0 < k0 + BN - 1) || (TQ % BM != 0 && i0 + BM > TQ) ||
                         (TK % BN != 0 && k0 + BN > TK);
     const int *segb = seg ? seg + b * TK : nullptr;
+    // Element (n, e) is query i0 + 2t + c, c = 8n + (e & 1), and key key0 +
+    // 8·(e >> 1): outside the tails and the causal triangle when lo ≤ c <
+    // hi for its key half, two 32-bit compares with constants (64-bit index
+    // compares took about 250 more instructions a warp on the diagonal
+    // step).
+    int lo[2] = {0, 0}, hi[2] = {BM, BM};
+    if (masked)
+#pragma unroll
+      for (int kh = 0; kh < 2; ++kh) {
+        const i64 key = key0 + kh * 8;
+        hi[kh] = clampTo<BM>(key >= TK ? 0 : TQ - i0 - 2 * t);
+        if constexpr (CAUSAL)
+          lo[kh] = clampTo<BM>(key - i0 - 2 * t);
+      }
     u32 pf[QK][4], dsf[QK][4];
 #pragma unroll
     for (int n = 0; n < NQ; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int col = n * 8 + 2 * t + (e & 1);
-        const i64 query = i0 + col, key = key0 + (e >> 1) * 8;
+        const int c = n * 8 + (e & 1), col = c + 2 * t;
         float p = exp2Approx(fmaf(st[n][e], scaleLog2, -lse_[col] * kLog2e));
-        if (masked && (query >= TQ || key >= TK || (CAUSAL && query < key) ||
-                       (segb && segb[query] != segb[key])))
+        if (masked && (c < lo[e >> 1] || c >= hi[e >> 1] ||
+                       (segb && segb[i0 + col] != segb[key0 + (e >> 1) * 8])))
           p = 0.f;
         st[n][e] = p;
         dpt[n][e] = p * (dpt[n][e] - delta_[col]);
@@ -1016,11 +1035,21 @@ template <int N> __device__ __forceinline__ void keep(u32 (&a)[N][4]) {
 #endif
 
 // A shared-memory matrix descriptor: start address, leading and stride
-// byte offsets, 128-byte swizzle.
-__device__ __forceinline__ unsigned long long wgmmaDesc(u32 address, u32 leading, u32 stride) {
-  return (unsigned long long)((address & 0x3FFFF) >> 4) |
-         ((unsigned long long)(leading >> 4) << 16) | ((unsigned long long)(stride >> 4) << 32) |
-         (1ull << 62);
+// byte offsets, 128-byte swizzle. The start address field is the
+// address's bits 4-17 in the low word's low 14 bits, so the descriptor of
+// a place `offset` bytes into a tile is the tile's field plus offset / 16
+// in the low word (shared memory ends below 256 KiB: no carry into the
+// leading offset), and the high word is a constant. Written so, each
+// descriptor in a loop is one add to a field computed once a tile;
+// masking and shifting each operand's address cost the wgmma kernels
+// about 10 uniform-datapath instructions a wgmma (Nsight Compute's
+// per-instruction counts, bench/RESULTS.md, nineteenth session).
+__device__ __forceinline__ u32 descField(u32 address) { return (address & 0x3FFFF) >> 4; }
+template <u32 LEADING, u32 STRIDE>
+__device__ __forceinline__ unsigned long long wgmmaDesc(u32 field, u32 offset) {
+  const u32 lo = field + (offset >> 4) + ((LEADING >> 4) << 16);
+  constexpr unsigned long long hi = (unsigned long long)((STRIDE >> 4) | (1u << 30)) << 32;
+  return hi | lo;
 }
 
 // Byte offset of element (row, col) in a wgmma tile of R rows.
@@ -1055,13 +1084,13 @@ __device__ __forceinline__ void loadTileWgmma(u32 tile, const T *base, i64 row0,
 // tile of R rows: 8-row groups 1024 bytes apart, the k-step 32 bytes into
 // its 128-byte rows.
 template <int R> __device__ __forceinline__ unsigned long long kMajor(u32 tile, int row0, int ks) {
-  return wgmmaDesc(tile + (ks >> 2) * (R * 128) + row0 * 128 + (ks & 3) * 32, 16, 1024);
+  return wgmmaDesc<16, 1024>(descField(tile), (ks >> 2) * (R * 128) + row0 * 128 + (ks & 3) * 32);
 }
 // MN-major operand: rows [16·kk, 16·kk + 16) of a tile of R rows are the
 // k-step, its columns from `half`·64 the M or N extent (64-column halves
 // R·128 bytes apart).
 template <int R> __device__ __forceinline__ unsigned long long mnMajor(u32 tile, int kk, int half) {
-  return wgmmaDesc(tile + half * (R * 128) + kk * 2048, R * 128, 1024);
+  return wgmmaDesc<R * 128, 1024>(descField(tile), half * (R * 128) + kk * 2048);
 }
 
 // One block per (key block of BN = 64·WGS keys, batch·kv head), WGS
@@ -1192,16 +1221,29 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
     const bool masked = seg || (CAUSAL && i0 < k0 + BN - 1) || (TQ % BM != 0 && i0 + BM > TQ) ||
                         (TK % BN != 0 && k0 + BN > TK);
     const int *segb = seg ? seg + b * TK : nullptr;
+    // Element (n, e) is query i0 + 2t + c, c = 8n + (e & 1), and key key0 +
+    // 8·(e >> 1): outside the tails and the causal triangle when lo ≤ c <
+    // hi for its key half, two 32-bit compares with constants (64-bit index
+    // compares took about 250 more instructions a warp on the diagonal
+    // step).
+    int lo[2] = {0, 0}, hi[2] = {BM, BM};
+    if (masked)
+#pragma unroll
+      for (int kh = 0; kh < 2; ++kh) {
+        const i64 key = key0 + kh * 8;
+        hi[kh] = clampTo<BM>(key >= TK ? 0 : TQ - i0 - 2 * t);
+        if constexpr (CAUSAL)
+          lo[kh] = clampTo<BM>(key - i0 - 2 * t);
+      }
     u32 pf[QK][4], dsf[QK][4];
 #pragma unroll
     for (int n = 0; n < NQ; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int col = n * 8 + 2 * t + (e & 1);
-        const i64 query = i0 + col, key = key0 + (e >> 1) * 8;
+        const int c = n * 8 + (e & 1), col = c + 2 * t;
         float p = exp2Approx(fmaf(st[n][e], scaleLog2, -lse_[col] * kLog2e));
-        if (masked && (query >= TQ || key >= TK || (CAUSAL && query < key) ||
-                       (segb && segb[query] != segb[key])))
+        if (masked && (c < lo[e >> 1] || c >= hi[e >> 1] ||
+                       (segb && segb[i0 + col] != segb[key0 + (e >> 1) * 8])))
           p = 0.f;
         st[n][e] = p;
         dpt[n][e] = p * (dpt[n][e] - delta_[col]);
@@ -1346,6 +1388,10 @@ __device__ __forceinline__ void softmaxStep(float (&s)[BN / 8][4], float (&m)[2]
   for (int half = 0; half < 2; ++half) {
     const i64 row = row0 + half * 8;
     const int rowSeg = segb && row < TQ ? segb[row] : 0;
+    // Element (n, e) is key k0 + 2t + c, c = 8n + e: past the tail or the
+    // causal diagonal when c ≥ limit (one 32-bit compare with a constant).
+    const i64 keyEnd = CAUSAL && row + 1 < TK ? row + 1 : TK;
+    const int limit = masked ? clampTo<BN>(keyEnd - k0 - 2 * t) : BN;
     float mx = negInf<float>();
 #pragma unroll
     for (int n = 0; n < NS; ++n)
@@ -1353,8 +1399,8 @@ __device__ __forceinline__ void softmaxStep(float (&s)[BN / 8][4], float (&m)[2]
       for (int e = 0; e < 2; ++e) {
         float &x = s[n][2 * half + e];
         if (masked) {
-          const i64 key = k0 + n * 8 + 2 * t + e;
-          if (key >= TK || (CAUSAL && key > row) || (segb && segb[key] != rowSeg))
+          const int c = n * 8 + e;
+          if (c >= limit || (segb && segb[k0 + 2 * t + c] != rowSeg))
             x = negInf<float>();
         }
         mx = fmaxf(mx, x);
