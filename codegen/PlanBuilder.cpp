@@ -284,12 +284,17 @@ int64_t Emitter::numericsFlag() {
   return plan_.memory.numericsFlag;
 }
 
+int64_t scratchRoom(const PlanMemory &memory) {
+  return memory.workspace - memory.gemmWorkspace - kErrorWordBytes;
+}
+
 llvm::Expected<int64_t> Emitter::scratch(int64_t bytes) {
-  int64_t room = plan_.memory.workspace - plan_.memory.gemmWorkspace - kErrorWordBytes;
-  if (bytes > room)
+  if (scratchWanted_)
+    *scratchWanted_ = std::max(*scratchWanted_, bytes);
+  else if (bytes > scratchRoom(plan_.memory))
     return error(llvm::formatv("codegen needs {0} bytes of partial sums; the workspace has {1} "
                                "(raise kiln-plan-buffers' workspace)",
-                               bytes, room));
+                               bytes, scratchRoom(plan_.memory)));
   return plan_.memory.workspaceOffset + plan_.memory.gemmWorkspace;
 }
 
@@ -376,10 +381,10 @@ llvm::Error emitCustomKernel(Emitter &e, CustomKernelOp op) {
 }
 
 llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &options,
-                         llvm::StringMap<int> &kernelIndex) {
+                         llvm::StringMap<int> &kernelIndex, int64_t &scratchWanted) {
   PlanFunction fn;
   fn.name = func.getSymName().str();
-  Emitter e(plan, fn, options, kernelIndex);
+  Emitter e(plan, fn, options, kernelIndex, &scratchWanted);
   e.indexOps(func);
   for (unsigned i = 0; i < func.getNumArguments(); ++i) {
     auto offset = e.offsetOf(func.getArgument(i));
@@ -719,10 +724,24 @@ llvm::Expected<Plan> buildPlan(ModuleOp module, const CodegenOptions &options) {
     return memory.takeError();
   plan.memory = *memory;
   llvm::StringMap<int> kernelIndex;
+  int64_t scratchWanted = 0;
   for (auto func : module.getOps<func::FuncOp>())
-    if (llvm::Error err = emitFunction(plan, func, options, kernelIndex))
+    if (llvm::Error err = emitFunction(plan, func, options, kernelIndex, scratchWanted))
       return std::move(err);
+  if (scratchWanted > scratchRoom(plan.memory))
+    return llvm::make_error<WorkspaceTooSmall>(
+        scratchWanted, scratchRoom(plan.memory),
+        static_cast<int64_t>(
+            llvm::alignTo(plan.memory.gemmWorkspace + scratchWanted + kErrorWordBytes, 1 << 20)));
   return plan;
+}
+
+char WorkspaceTooSmall::ID = 0;
+
+void WorkspaceTooSmall::log(llvm::raw_ostream &os) const {
+  os << llvm::formatv("codegen needs {0} bytes of partial sums; the workspace has {1} (a "
+                      "workspace of {2} bytes would do)",
+                      wanted, room, workspaceBytes);
 }
 
 llvm::Expected<std::vector<std::vector<Operation *>>> castGroupsOf(Operation *funcOp) {
@@ -802,13 +821,34 @@ int64_t maxSharedBytes(llvm::StringRef arch) {
 llvm::Expected<Plan> compileToPlan(ModuleOp module, const CodegenOptions &options) {
   if (llvm::Error err = checkArch(options.arch))
     return std::move(err);
-  PassManager pm(module.getContext());
-  PlanBuffersPassOptions planOptions;
-  planOptions.workspaceBytes = options.workspaceBytes;
-  pm.addPass(createPlanBuffersPass(planOptions));
-  if (llvm::Error err = runPasses(pm, module, "buffer planning"))
-    return std::move(err);
-  return buildPlan(module, options);
+  // The kernels' partial sums grow with the model's width (a norm
+  // gradient's per-block column sums) and are known only once every kernel
+  // is chosen: when they outgrow options.workspaceBytes, plan the buffers
+  // again with the workspace they asked for (codegen's choices do not
+  // depend on it, so the second plan fits).
+  int64_t workspace = options.workspaceBytes;
+  for (int attempt = 0;; ++attempt) {
+    PassManager pm(module.getContext());
+    PlanBuffersPassOptions planOptions;
+    planOptions.workspaceBytes = workspace;
+    pm.addPass(createPlanBuffersPass(planOptions));
+    if (llvm::Error err = runPasses(pm, module, "buffer planning"))
+      return std::move(err);
+    auto plan = buildPlan(module, options);
+    if (plan || attempt > 0) {
+      if (plan && attempt > 0)
+        plan->notes.push_back(
+            llvm::formatv("the workspace grew from {0} to {1} MiB for the kernels' "
+                          "partial sums (kiln estimate counts {0} MiB)",
+                          options.workspaceBytes >> 20, llvm::divideCeil(workspace, 1 << 20))
+                .str());
+      return plan;
+    }
+    llvm::Error retry = llvm::handleErrors(
+        plan.takeError(), [&](const WorkspaceTooSmall &w) { workspace = w.workspaceBytes; });
+    if (retry)
+      return std::move(retry);
+  }
 }
 
 } // namespace kiln::codegen

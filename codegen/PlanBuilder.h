@@ -49,8 +49,21 @@ llvm::Error checkArch(llvm::StringRef arch);
 /// that asks for more.
 int64_t maxSharedBytes(llvm::StringRef arch);
 
+/// buildPlan's error when the kernels' partial sums outgrow the workspace
+/// kiln-plan-buffers reserved; `workspaceBytes` is a workspace they fit.
+class WorkspaceTooSmall : public llvm::ErrorInfo<WorkspaceTooSmall> {
+public:
+  static char ID;
+  WorkspaceTooSmall(int64_t wanted, int64_t room, int64_t workspaceBytes)
+      : wanted(wanted), room(room), workspaceBytes(workspaceBytes) {}
+  void log(llvm::raw_ostream &os) const override;
+  std::error_code convertToErrorCode() const override { return llvm::inconvertibleErrorCode(); }
+  int64_t wanted, room, workspaceBytes;
+};
+
 /// Builds the Plan of `module` (kiln-plan-buffers must have run). Fails,
-/// naming the op, for ops codegen does not handle.
+/// naming the op, for ops codegen does not handle, and with
+/// WorkspaceTooSmall when the partial sums outgrow the workspace.
 llvm::Expected<Plan> buildPlan(mlir::ModuleOp module, const CodegenOptions &options);
 
 /// The arena of `module`'s functions after kiln-plan-buffers: the shared
@@ -59,7 +72,9 @@ llvm::Expected<Plan> buildPlan(mlir::ModuleOp module, const CodegenOptions &opti
 llvm::Expected<PlanMemory> planMemory(mlir::ModuleOp module);
 
 /// Runs kiln-plan-buffers on `module` (which it annotates) and builds the
-/// Plan; pass failures come back as one error holding the diagnostics.
+/// Plan; pass failures come back as one error holding the diagnostics. When
+/// the kernels' partial sums outgrow options.workspaceBytes, the buffers are
+/// planned once more with the workspace they need (a note in the Plan).
 llvm::Expected<Plan> compileToPlan(mlir::ModuleOp module, const CodegenOptions &options);
 
 /// The groups kiln-group-casts marked in `func` (kiln.cast_group), in order:

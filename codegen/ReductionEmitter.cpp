@@ -93,10 +93,12 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
                                                    std::max<int64_t>(1, e.options().smCount * 2048 /
                                                                             (threads * outer)))
                                : 1;
-  // With batches, only when the rows split: unsplit, the general kernel has
-  // the parallelism already and needs no partial sums (which would take
-  // outN floats of scratch).
-  if (block && rows > 0 && threads > 0 && outer <= 65535 && (outer == 1 || chunks > 1)) {
+  // Only when the rows split: unsplit (few rows, or columns enough to fill
+  // the GPU with a thread each), the general kernel below has the
+  // parallelism already, in one launch and without partial sums (which
+  // would take outN floats of scratch: 32 MiB for the position embedding's
+  // gradient at B = 8, T = 4096, C = 2048).
+  if (block && rows > 0 && threads > 0 && outer <= 65535 && chunks > 1) {
     int64_t chunk = (rows + chunks - 1) / chunks;
     chunks = (rows + chunk - 1) / chunk;
     std::string C = computeType(inType.getElementType());

@@ -5,6 +5,7 @@
 #include "codegen/Emitter.h"
 #include "codegen/PlanBuilder.h"
 #include "ir/KilnOps.h"
+#include "passes/Passes.h"
 #include "passes/PlanBuffersUtils.h"
 #include "runtime/Plan.h"
 #include "runtime/cuda/Nvrtc.h"
@@ -14,6 +15,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -147,6 +149,95 @@ TEST(PlanBuffers, LiveBuffersNeverOverlap) {
       EXPECT_EQ(plan->memory.total, plan->memory.workspaceOffset + plan->memory.workspace +
                                         plan->memory.scratch);
     }
+}
+
+// The kernels' partial sums are known only once codegen has chosen every
+// kernel: a workspace too small for them (here cuBLASLt's part alone) is
+// planned again with what they asked for, which is then just enough.
+TEST(PlanBuffers, WorkspaceGrowsToThePartialSums) {
+  mlir::MLIRContext ctx;
+  auto module = trainingModule(ctx, "gpt2-124m.toml", "bf16-mixed");
+  ASSERT_TRUE(module);
+  codegen::CodegenOptions small;
+  small.workspaceBytes = PlanMemory{}.gemmWorkspace;
+  auto grown = codegen::compileToPlan(*module, small);
+  ASSERT_TRUE(static_cast<bool>(grown)) << llvm::toString(grown.takeError());
+  expectNoOverlap(*module);
+  EXPECT_GT(grown->memory.workspace, small.workspaceBytes);
+  EXPECT_TRUE(llvm::any_of(grown->notes, [](const std::string &n) {
+    return llvm::StringRef(n).starts_with("the workspace grew from 32 to");
+  }));
+  EXPECT_EQ(grown->memory.total,
+            grown->memory.workspaceOffset + grown->memory.workspace + grown->memory.scratch);
+
+  // The same kernels and steps as with the default workspace (the
+  // temporaries' offsets, which some kernels embed, move by the growth).
+  mlir::MLIRContext ctx2;
+  auto other = trainingModule(ctx2, "gpt2-124m.toml", "bf16-mixed");
+  ASSERT_TRUE(other);
+  auto roomy = codegen::compileToPlan(*other, {});
+  ASSERT_TRUE(static_cast<bool>(roomy)) << llvm::toString(roomy.takeError());
+  EXPECT_FALSE(llvm::any_of(roomy->notes, [](const std::string &n) {
+    return llvm::StringRef(n).contains("workspace grew");
+  }));
+  ASSERT_EQ(grown->kernels.size(), roomy->kernels.size());
+  for (size_t i = 0; i < grown->kernels.size(); ++i)
+    EXPECT_EQ(grown->kernels[i].name, roomy->kernels[i].name);
+  ASSERT_EQ(grown->functions.size(), roomy->functions.size());
+  for (size_t i = 0; i < grown->functions.size(); ++i)
+    EXPECT_EQ(grown->functions[i].steps.size(), roomy->functions[i].steps.size());
+
+  // A MiB less than the grown workspace does not hold them: buildPlan says
+  // so with the size that does.
+  mlir::PassManager pm(&ctx2);
+  PlanBuffersPassOptions tight;
+  tight.workspaceBytes = grown->memory.workspace - (1 << 20);
+  pm.addPass(createPlanBuffersPass(tight));
+  ASSERT_TRUE(mlir::succeeded(pm.run(*other)));
+  auto refused = codegen::buildPlan(*other, {});
+  ASSERT_FALSE(static_cast<bool>(refused));
+  int64_t wanted = -1;
+  llvm::consumeError(
+      llvm::handleErrors(refused.takeError(), [&](const codegen::WorkspaceTooSmall &w) {
+        EXPECT_LE(w.room, w.wanted);
+        wanted = w.workspaceBytes;
+      }));
+  EXPECT_EQ(wanted, grown->memory.workspace);
+}
+
+// A column sum splits its rows over blocks (partial sums, then a final
+// pass) only when the rows split: a few rows of many columns (the position
+// embedding's gradient, a sum over the batch) are one launch of the general
+// kernel, a thread per column, with no partial sums in the workspace.
+TEST(Plan, ColumnSumsSplitOnlyWhenTheRowsDo) {
+  auto ctx = test::makeContext();
+  auto kernelsOf = [&](const char *text) {
+    std::vector<std::string> names;
+    auto module = test::parse(*ctx, text);
+    EXPECT_TRUE(module);
+    if (!module)
+      return names;
+    auto plan = codegen::compileToPlan(*module, {});
+    EXPECT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+    if (!plan)
+      return names;
+    for (const PlanStep &step : plan->function("f")->steps)
+      if (step.kernel >= 0)
+        names.push_back(llvm::StringRef(plan->kernels[step.kernel].name).rsplit('_').first.str());
+    return names;
+  };
+  EXPECT_EQ(kernelsOf(R"(
+    func.func @f(%a: tensor<8x4096x2048xf32> {kiln.input = "a"}) -> tensor<4096x2048xf32> {
+      %0 = kiln.reduce_sum %a, dims = [0] : tensor<8x4096x2048xf32> -> tensor<4096x2048xf32>
+      return %0 : tensor<4096x2048xf32>
+    })"),
+            std::vector<std::string>{"reduce"});
+  EXPECT_EQ(kernelsOf(R"(
+    func.func @f(%a: tensor<4096x2048xf32> {kiln.input = "a"}) -> tensor<2048xf32> {
+      %0 = kiln.reduce_sum %a, dims = [0] : tensor<4096x2048xf32> -> tensor<2048xf32>
+      return %0 : tensor<2048xf32>
+    })"),
+            (std::vector<std::string>{"reduce_columns_partial", "reduce_columns_final"}));
 }
 
 TEST(Plan, SavesAndLoadsItself) {
