@@ -106,7 +106,7 @@ private:
   int64_t *scratchWanted_;
 };
 
-/// Partial-sum room in a workspace of `workspace` bytes (cuBLASLt's part and
+/// The room for partial sums in `memory`'s workspace (cuBLASLt's part and
 /// the error word taken out).
 int64_t scratchRoom(const PlanMemory &memory);
 

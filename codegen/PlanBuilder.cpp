@@ -839,7 +839,7 @@ llvm::Expected<Plan> compileToPlan(ModuleOp module, const CodegenOptions &option
       if (plan && attempt > 0)
         plan->notes.push_back(
             llvm::formatv("the workspace grew from {0} to {1} MiB for the kernels' "
-                          "partial sums (kiln estimate counts {0} MiB)",
+                          "partial sums (kiln estimate counts kiln-plan-buffers' default, 64 MiB)",
                           options.workspaceBytes >> 20, llvm::divideCeil(workspace, 1 << 20))
                 .str());
       return plan;
