@@ -836,12 +836,25 @@ llvm::Expected<Plan> compileToPlan(ModuleOp module, const CodegenOptions &option
       return std::move(err);
     auto plan = buildPlan(module, options);
     if (plan || attempt > 0) {
-      if (plan && attempt > 0)
+      if (plan && attempt > 0) {
+        // kiln-recompute chose for train.memory_budget with the default
+        // workspace; the grown one must still fit.
+        for (auto func : module.getOps<func::FuncOp>()) {
+          auto rc = func->getAttrOfType<DictionaryAttr>(KilnDialect::kRecomputeAttrName);
+          auto budget = rc ? rc.getAs<IntegerAttr>("budget") : nullptr;
+          if (budget && plan->memory.total > budget.getInt())
+            return error(llvm::formatv(
+                "the arena is {0} bytes with the {1} MiB workspace the kernels' partial sums "
+                "need, more than train.memory_budget ({2} bytes; kiln-recompute planned for a "
+                "64 MiB workspace): set the budget to at least {0} bytes",
+                plan->memory.total, llvm::divideCeil(workspace, 1 << 20), budget.getInt()));
+        }
         plan->notes.push_back(
             llvm::formatv("the workspace grew from {0} to {1} MiB for the kernels' "
                           "partial sums (kiln estimate counts kiln-plan-buffers' default, 64 MiB)",
                           options.workspaceBytes >> 20, llvm::divideCeil(workspace, 1 << 20))
                 .str());
+      }
       return plan;
     }
     llvm::Error retry = llvm::handleErrors(

@@ -205,6 +205,54 @@ TEST(PlanBuffers, WorkspaceGrowsToThePartialSums) {
   EXPECT_EQ(wanted, grown->memory.workspace);
 }
 
+// train.memory_budget is met by kiln-recompute with the default workspace;
+// when codegen grows the workspace (a wide model's norm gradients: 12288
+// columns over 2048 rows), a budget between the two arenas is refused,
+// naming the arena that would do.
+TEST(PlanBuffers, AGrownWorkspaceStillMeetsTheMemoryBudget) {
+  auto wide = [](mlir::MLIRContext &ctx, const std::string &budget) {
+    auto c = RunConfig::loadFile(KILN_SOURCE_DIR "/configs/gpt2-124m.toml");
+    EXPECT_TRUE(static_cast<bool>(c)) << llvm::toString(c.takeError());
+    c->train.precision = "bf16-mixed";
+    c->model.n_layer = 1;
+    c->model.n_embd = 12288;
+    c->model.n_head = 96;
+    c->model.block_size = 2048;
+    c->train.seq_len = 2048;
+    c->train.batch_size = 1;
+    c->train.memory_budget = budget;
+    auto module = tooling::buildTrainingModule(ctx, *c);
+    EXPECT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
+    return std::move(*module);
+  };
+  mlir::MLIRContext ctx;
+  auto free = wide(ctx, "");
+  ASSERT_TRUE(free);
+  auto plan = codegen::compileToPlan(*free, {});
+  ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+  ASSERT_GT(plan->memory.workspace, int64_t(64) << 20) << "the workspace did not grow";
+  const int64_t arena = plan->memory.total;
+
+  // The arena itself as the budget: recompute keeps everything, codegen's
+  // growth fits.
+  auto exact = wide(ctx, std::to_string(arena) + "B");
+  ASSERT_TRUE(exact);
+  auto fits = codegen::compileToPlan(*exact, {});
+  ASSERT_TRUE(static_cast<bool>(fits)) << llvm::toString(fits.takeError());
+  EXPECT_EQ(fits->memory.total, arena);
+
+  // A byte less: kiln-recompute's 64 MiB-workspace arena still fits it,
+  // the grown one does not.
+  auto tight = wide(ctx, std::to_string(arena - 1) + "B");
+  ASSERT_TRUE(tight);
+  auto refused = codegen::compileToPlan(*tight, {});
+  ASSERT_FALSE(static_cast<bool>(refused));
+  std::string message = llvm::toString(refused.takeError());
+  EXPECT_NE(message.find("set the budget to at least " + std::to_string(arena) + " bytes"),
+            std::string::npos)
+      << message;
+}
+
 // A column sum splits its rows over blocks (partial sums, then a final
 // pass) only when the rows split: a few rows of many columns (the position
 // embedding's gradient, a sum over the batch) are one launch of the general
