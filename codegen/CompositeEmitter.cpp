@@ -146,9 +146,7 @@ llvm::Expected<bool> normBackward(Emitter &e, Operation *op, bool layer) {
   int64_t grid = std::min<int64_t>((rows + 7) / 8, 2 * e.options().smCount), warps = grid * 8;
   int parts = layer ? 2 : 1;
   std::string F = computeType(tensorOf(x).getElementType());
-  auto partial = e.scratch(warps * parts * c * (F == "double" ? 8 : 4));
-  if (!partial)
-    return partial.takeError();
+  const int64_t partial = e.scratch(warps * parts * c * (F == "double" ? 8 : 4));
   Params p;
   ADD(x, "x", true) ADD(op->getOperand(1), "w", true)
   std::string call;
@@ -167,13 +165,13 @@ llvm::Expected<bool> normBackward(Emitter &e, Operation *op, bool layer) {
                .str();
   }
   p.text += ", " + F + " *partial";
-  p.args.push_back(Emitter::ptr(*partial));
+  p.args.push_back(Emitter::ptr(partial));
   e.launch(op, layer ? "layer_norm_backward" : "rms_norm_backward", kernel(op, "norm.cuh", p.text, call),
            {grid, 1, 1}, {256, 1, 1}, p.args);
   SmallVector<PartialOut> outs{{op->getResult(1), {}}};
   if (layer)
     outs.push_back({op->getResult(2), {}});
-  if (llvm::Error err = sumNormPartials(e, op, *partial, F, c, warps, outs))
+  if (llvm::Error err = sumNormPartials(e, op, partial, F, c, warps, outs))
     return std::move(err);
   return true;
 }
@@ -1258,9 +1256,7 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
                  str(maxSharedBytes(e.options().arch) / 1024) + " KiB on " + e.options().arch +
                  "; kiln-fuse forms such fusions for rows needing at most 96 KiB)");
   // Partials per block (its 8 warps add theirs in shared memory first).
-  auto partial = e.scratch(grid * parts * c * fBytes);
-  if (!partial)
-    return partial.takeError();
+  const int64_t partial = e.scratch(grid * parts * c * fBytes);
   Value x = norm->getOperand(0), w = norm->getOperand(1);
   Value mean = n->center ? norm->getOperand(2) : Value(), rstd = norm->getOperand(n->center ? 3 : 2),
         dy = norm->getOperand(n->center ? 4 : 3);
@@ -1270,7 +1266,7 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
   }
   ADD(bufferOf(rstd), "rstd", true) ADD(bufferOf(dy), "dy", true)
   p.text += ", " + F + " *partial";
-  p.args.push_back(Emitter::ptr(*partial));
+  p.args.push_back(Emitter::ptr(partial));
   std::string call = llvm::formatv("  kiln::normBackwardRows<{0}, {1}, {2}, {3}, {4}, {7}>(x, w, "
                                    "{5}, rstd, dy, Fused{{{6}}, partial);\n",
                                    F, vec, rows, c, n->center ? "true" : "false",
@@ -1284,7 +1280,7 @@ llvm::Expected<bool> normFusion(Emitter &e, FusionOp fusion) {
   if (n->columnSum)
     outs.push_back(
         {bufferOf(n->columnSumOut), tensorOf(n->columnSum.getResult()).getElementType()});
-  if (llvm::Error err = sumNormPartials(e, fusion, *partial, F, c, grid, outs))
+  if (llvm::Error err = sumNormPartials(e, fusion, partial, F, c, grid, outs))
     return std::move(err);
   return true;
 }
@@ -1346,9 +1342,7 @@ llvm::Error emitGlobalNorm(Emitter &e, Operation *op) {
   std::string chunks = chunkTable(sizes, blocks);
   // The CPU sums squares in double; so do the kernels for f64 tensors.
   std::string acc = type == "double" ? "double" : "float";
-  auto partial = e.scratch(blocks * (acc == "double" ? 8 : 4));
-  if (!partial)
-    return partial.takeError();
+  const int64_t partial = e.scratch(blocks * (acc == "double" ? 8 : 4));
   std::string src1 = include("optim.cuh") + Emitter::header(op) + offsets + sizeTable + chunks +
                      "extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const char *arena, " + acc + " *partial) {\n" +
                      findChunk(sizes.size()) +
@@ -1357,7 +1351,7 @@ llvm::Error emitGlobalNorm(Emitter &e, Operation *op) {
                                    kChunk, type, acc)
                          .str();
   e.launch(op, "global_norm_partial", src1, {blocks, 1, 1}, {256, 1, 1},
-           {Emitter::ptr(0), Emitter::ptr(*partial)});
+           {Emitter::ptr(0), Emitter::ptr(partial)});
   auto out = e.offsetOf(norm.getNorm());
   if (!out)
     return out.takeError();
@@ -1366,7 +1360,8 @@ llvm::Error emitGlobalNorm(Emitter &e, Operation *op) {
                                    "  kiln::sqrtOfSum<{0}, {2}, {1}>(partial, out);\n}\n",
                                    elt(norm.getNorm()), blocks, acc)
                          .str();
-  e.launch(op, "global_norm", src2, {1, 1, 1}, {1024, 1, 1}, {Emitter::ptr(*partial), Emitter::ptr(*out)});
+  e.launch(op, "global_norm", src2, {1, 1, 1}, {1024, 1, 1},
+           {Emitter::ptr(partial), Emitter::ptr(*out)});
   return llvm::Error::success();
 }
 

@@ -31,11 +31,11 @@ mlir::RankedTensorType tensorOf(mlir::Value v);
 /// Emits the steps of one function into the Plan; shared by every emitter.
 class Emitter {
 public:
-  /// With `scratchWanted`, scratch() records the largest request there and
-  /// never fails: the caller checks it against the room once every step is
-  /// emitted (buildPlan does, and compileToPlan re-plans with that room).
+  /// scratch() records the largest request in `scratchWanted`, which the
+  /// caller checks against the room once every step is emitted (buildPlan
+  /// does, and compileToPlan re-plans with the room it asks for).
   Emitter(Plan &plan, PlanFunction &function, const CodegenOptions &options,
-          llvm::StringMap<int> &kernelIndex, int64_t *scratchWanted = nullptr)
+          llvm::StringMap<int> &kernelIndex, int64_t &scratchWanted)
       : plan_(plan), function_(function), options_(options), kernelIndex_(kernelIndex),
         scratchWanted_(scratchWanted) {}
 
@@ -84,9 +84,9 @@ public:
   PlanStep &step(size_t i) { return function_.steps[i]; }
 
   /// Space for partial sums in the workspace (after cuBLASLt's part); valid
-  /// until the next step. Errors when the workspace is too small (unless the
-  /// Emitter records requests; see the constructor).
-  llvm::Expected<int64_t> scratch(int64_t bytes);
+  /// until the next step. A request past the room is recorded, not refused
+  /// (see the constructor).
+  int64_t scratch(int64_t bytes);
 
   /// "kiln.add at loc(\"h.0.attn\")"
   static std::string describe(mlir::Operation *op);
@@ -103,12 +103,8 @@ private:
   const CodegenOptions &options_;
   llvm::StringMap<int> &kernelIndex_;
   llvm::DenseMap<mlir::Operation *, int64_t> opIndex_;
-  int64_t *scratchWanted_;
+  int64_t &scratchWanted_;
 };
-
-/// The room for partial sums in `memory`'s workspace (cuBLASLt's part and
-/// the error word taken out).
-int64_t scratchRoom(const PlanMemory &memory);
 
 /// The error word takes the workspace's last aligned slot.
 constexpr int64_t kErrorWordBytes = 256;

@@ -284,17 +284,8 @@ int64_t Emitter::numericsFlag() {
   return plan_.memory.numericsFlag;
 }
 
-int64_t scratchRoom(const PlanMemory &memory) {
-  return memory.workspace - memory.gemmWorkspace - kErrorWordBytes;
-}
-
-llvm::Expected<int64_t> Emitter::scratch(int64_t bytes) {
-  if (scratchWanted_)
-    *scratchWanted_ = std::max(*scratchWanted_, bytes);
-  else if (bytes > scratchRoom(plan_.memory))
-    return error(llvm::formatv("codegen needs {0} bytes of partial sums; the workspace has {1} "
-                               "(raise kiln-plan-buffers' workspace)",
-                               bytes, scratchRoom(plan_.memory)));
+int64_t Emitter::scratch(int64_t bytes) {
+  scratchWanted_ = std::max(scratchWanted_, bytes);
   return plan_.memory.workspaceOffset + plan_.memory.gemmWorkspace;
 }
 
@@ -384,7 +375,7 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
                          llvm::StringMap<int> &kernelIndex, int64_t &scratchWanted) {
   PlanFunction fn;
   fn.name = func.getSymName().str();
-  Emitter e(plan, fn, options, kernelIndex, &scratchWanted);
+  Emitter e(plan, fn, options, kernelIndex, scratchWanted);
   e.indexOps(func);
   for (unsigned i = 0; i < func.getNumArguments(); ++i) {
     auto offset = e.offsetOf(func.getArgument(i));
@@ -728,9 +719,12 @@ llvm::Expected<Plan> buildPlan(ModuleOp module, const CodegenOptions &options) {
   for (auto func : module.getOps<func::FuncOp>())
     if (llvm::Error err = emitFunction(plan, func, options, kernelIndex, scratchWanted))
       return std::move(err);
-  if (scratchWanted > scratchRoom(plan.memory))
+  // The partial sums' room: the workspace less cuBLASLt's part and the
+  // error word.
+  const int64_t room = plan.memory.workspace - plan.memory.gemmWorkspace - kErrorWordBytes;
+  if (scratchWanted > room)
     return llvm::make_error<WorkspaceTooSmall>(
-        scratchWanted, scratchRoom(plan.memory),
+        scratchWanted, room,
         static_cast<int64_t>(
             llvm::alignTo(plan.memory.gemmWorkspace + scratchWanted + kErrorWordBytes, 1 << 20)));
   return plan;
@@ -826,42 +820,45 @@ llvm::Expected<Plan> compileToPlan(ModuleOp module, const CodegenOptions &option
   // is chosen: when they outgrow options.workspaceBytes, plan the buffers
   // again with the workspace they asked for (codegen's choices do not
   // depend on it, so the second plan fits).
-  int64_t workspace = options.workspaceBytes;
-  for (int attempt = 0;; ++attempt) {
+  auto planWith = [&](int64_t workspace) -> llvm::Expected<Plan> {
     PassManager pm(module.getContext());
     PlanBuffersPassOptions planOptions;
     planOptions.workspaceBytes = workspace;
     pm.addPass(createPlanBuffersPass(planOptions));
     if (llvm::Error err = runPasses(pm, module, "buffer planning"))
       return std::move(err);
-    auto plan = buildPlan(module, options);
-    if (plan || attempt > 0) {
-      if (plan && attempt > 0) {
-        // kiln-recompute chose for train.memory_budget with the default
-        // workspace; the grown one must still fit.
-        for (auto func : module.getOps<func::FuncOp>()) {
-          auto rc = func->getAttrOfType<DictionaryAttr>(KilnDialect::kRecomputeAttrName);
-          auto budget = rc ? rc.getAs<IntegerAttr>("budget") : nullptr;
-          if (budget && plan->memory.total > budget.getInt())
-            return error(llvm::formatv(
-                "the arena is {0} bytes with the {1} MiB workspace the kernels' partial sums "
-                "need, more than train.memory_budget ({2} bytes; kiln-recompute planned for a "
-                "64 MiB workspace): set the budget to at least {0} bytes",
-                plan->memory.total, llvm::divideCeil(workspace, 1 << 20), budget.getInt()));
-        }
-        plan->notes.push_back(
-            llvm::formatv("the workspace grew from {0} to {1} MiB for the kernels' "
-                          "partial sums (kiln estimate counts kiln-plan-buffers' default, 64 MiB)",
-                          options.workspaceBytes >> 20, llvm::divideCeil(workspace, 1 << 20))
-                .str());
-      }
-      return plan;
-    }
-    llvm::Error retry = llvm::handleErrors(
-        plan.takeError(), [&](const WorkspaceTooSmall &w) { workspace = w.workspaceBytes; });
-    if (retry)
-      return std::move(retry);
+    return buildPlan(module, options);
+  };
+  auto plan = planWith(options.workspaceBytes);
+  if (plan)
+    return plan;
+  int64_t workspace = 0;
+  if (llvm::Error err = llvm::handleErrors(
+          plan.takeError(), [&](const WorkspaceTooSmall &w) { workspace = w.workspaceBytes; }))
+    return std::move(err);
+  plan = planWith(workspace);
+  if (!plan)
+    return plan;
+  // kiln-recompute chose for train.memory_budget (and kiln estimate counts)
+  // kiln-plan-buffers' default workspace; the grown one must still fit.
+  const int64_t defaultMiB = PlanBuffersPassOptions().workspaceBytes >> 20,
+                grownMiB = llvm::divideCeil(workspace, 1 << 20);
+  for (auto func : module.getOps<func::FuncOp>()) {
+    auto rc = func->getAttrOfType<DictionaryAttr>(KilnDialect::kRecomputeAttrName);
+    auto budget = rc ? rc.getAs<IntegerAttr>("budget") : nullptr;
+    if (budget && plan->memory.total > budget.getInt())
+      return error(llvm::formatv(
+          "the arena is {0} bytes with the {1} MiB workspace the kernels' partial sums need, "
+          "more than train.memory_budget ({2} bytes; kiln-recompute planned for a {3} MiB "
+          "workspace): set the budget to at least {0} bytes",
+          plan->memory.total, grownMiB, budget.getInt(), defaultMiB));
   }
+  plan->notes.push_back(llvm::formatv("the workspace grew from {0} to {1} MiB for the kernels' "
+                                      "partial sums (kiln estimate counts kiln-plan-buffers' "
+                                      "default, {2} MiB)",
+                                      options.workspaceBytes >> 20, grownMiB, defaultMiB)
+                            .str());
+  return plan;
 }
 
 } // namespace kiln::codegen

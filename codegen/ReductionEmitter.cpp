@@ -102,9 +102,7 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
     int64_t chunk = (rows + chunks - 1) / chunks;
     chunks = (rows + chunk - 1) / chunk;
     std::string C = computeType(inType.getElementType());
-    auto partial = e.scratch(outer * chunks * cols * (C == "double" ? 8 : 4));
-    if (!partial)
-      return partial.takeError();
+    const int64_t partial = e.scratch(outer * chunks * cols * (C == "double" ? 8 : 4));
     // Batch z's input, partial sums and output.
     std::string batch = outer == 1 ? std::string()
                                    : llvm::formatv("  in += (kiln::i64)blockIdx.z * {0};\n"
@@ -129,8 +127,8 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
                        batch + call + "}\n";
     int64_t threadsPerBlock = std::min<int64_t>(256, (threads + 31) / 32 * 32);
     e.launch(op, "reduce_columns_partial", src1,
-             {(threads + threadsPerBlock - 1) / threadsPerBlock, chunks, outer}, {threadsPerBlock, 1, 1},
-             {Emitter::ptr(*inOffset), Emitter::ptr(*partial)});
+             {(threads + threadsPerBlock - 1) / threadsPerBlock, chunks, outer},
+             {threadsPerBlock, 1, 1}, {Emitter::ptr(*inOffset), Emitter::ptr(partial)});
     int64_t ys = std::min<int64_t>(32, chunks);
     std::string src2 = include("reduce.cuh") + Emitter::header(op) +
                        llvm::formatv("extern \"C\" __global__ void __launch_bounds__(1024) @NAME@(const {1} *partial, {0} *out) {{\n"
@@ -138,7 +136,7 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
                                      T, C, kind, rows, cols, chunks, ys, batchOut)
                            .str();
     e.launch(op, "reduce_columns_final", src2, {(cols + 31) / 32, 1, outer}, {32, ys, 1},
-             {Emitter::ptr(*partial), Emitter::ptr(*outOffset)});
+             {Emitter::ptr(partial), Emitter::ptr(*outOffset)});
     return true;
   }
   // General: one thread per output, looping over the reduced index space.

@@ -116,14 +116,32 @@ template <int D> __device__ __forceinline__ u32 swizzled(int row, int col) {
   return row * (D * 2) + ((((col >> 3) ^ (row & 7))) << 4) + ((col & 7) << 1);
 }
 
-// Element offset of row t of head h of batch b in a [B, HEADS, T, D] tensor
-// or, with BTHD, a [B, T, HEADS, PACK·D] one.
 // v clamped to [0, N] as an int: a 64-bit bound turned into one a 32-bit
 // compare with a tile-local index can take.
 template <int N> __device__ __forceinline__ int clampTo(i64 v) {
   return v < 0 ? 0 : v > N ? N : (int)v;
 }
 
+// The backwards' mask for a thread's keys key0 and key0 + 8 against the
+// query tile at i0 (BM rows): element (n, e) of its scores is query i0 + 2t
+// + c, c = 8n + (e & 1), and key key0 + 8·(e >> 1), outside the tails and
+// the causal triangle when lo ≤ c < hi for its key half — two 32-bit
+// compares with constants (64-bit index compares took about 250 more
+// instructions a warp on the diagonal step).
+template <int BM, i64 TQ, i64 TK, bool CAUSAL>
+__device__ __forceinline__ void keyHalfBounds(i64 key0, i64 i0, int t, int (&lo)[2],
+                                              int (&hi)[2]) {
+#pragma unroll
+  for (int kh = 0; kh < 2; ++kh) {
+    const i64 key = key0 + kh * 8;
+    hi[kh] = clampTo<BM>(key >= TK ? 0 : TQ - i0 - 2 * t);
+    if constexpr (CAUSAL)
+      lo[kh] = clampTo<BM>(key - i0 - 2 * t);
+  }
+}
+
+// Element offset of row t of head h of batch b in a [B, HEADS, T, D] tensor
+// or, with BTHD, a [B, T, HEADS, PACK·D] one.
 template <i64 HEADS, i64 T, int D, bool BTHD, int PACK = 1>
 __device__ __forceinline__ i64 rowOffset(i64 b, i64 h, i64 t) {
   return BTHD ? ((b * T + t) * HEADS + h) * (PACK * D) : ((b * HEADS + h) * T + t) * D;
@@ -784,20 +802,9 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
     const bool masked = seg || (CAUSAL && i0 < k0 + BN - 1) || (TQ % BM != 0 && i0 + BM > TQ) ||
                         (TK % BN != 0 && k0 + BN > TK);
     const int *segb = seg ? seg + b * TK : nullptr;
-    // Element (n, e) is query i0 + 2t + c, c = 8n + (e & 1), and key key0 +
-    // 8·(e >> 1): outside the tails and the causal triangle when lo ≤ c <
-    // hi for its key half, two 32-bit compares with constants (64-bit index
-    // compares took about 250 more instructions a warp on the diagonal
-    // step).
     int lo[2] = {0, 0}, hi[2] = {BM, BM};
     if (masked)
-#pragma unroll
-      for (int kh = 0; kh < 2; ++kh) {
-        const i64 key = key0 + kh * 8;
-        hi[kh] = clampTo<BM>(key >= TK ? 0 : TQ - i0 - 2 * t);
-        if constexpr (CAUSAL)
-          lo[kh] = clampTo<BM>(key - i0 - 2 * t);
-      }
+      keyHalfBounds<BM, TQ, TK, CAUSAL>(key0, i0, t, lo, hi);
     u32 pf[QK][4], dsf[QK][4];
 #pragma unroll
     for (int n = 0; n < NQ; ++n)
@@ -1221,20 +1228,9 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
     const bool masked = seg || (CAUSAL && i0 < k0 + BN - 1) || (TQ % BM != 0 && i0 + BM > TQ) ||
                         (TK % BN != 0 && k0 + BN > TK);
     const int *segb = seg ? seg + b * TK : nullptr;
-    // Element (n, e) is query i0 + 2t + c, c = 8n + (e & 1), and key key0 +
-    // 8·(e >> 1): outside the tails and the causal triangle when lo ≤ c <
-    // hi for its key half, two 32-bit compares with constants (64-bit index
-    // compares took about 250 more instructions a warp on the diagonal
-    // step).
     int lo[2] = {0, 0}, hi[2] = {BM, BM};
     if (masked)
-#pragma unroll
-      for (int kh = 0; kh < 2; ++kh) {
-        const i64 key = key0 + kh * 8;
-        hi[kh] = clampTo<BM>(key >= TK ? 0 : TQ - i0 - 2 * t);
-        if constexpr (CAUSAL)
-          lo[kh] = clampTo<BM>(key - i0 - 2 * t);
-      }
+      keyHalfBounds<BM, TQ, TK, CAUSAL>(key0, i0, t, lo, hi);
     u32 pf[QK][4], dsf[QK][4];
 #pragma unroll
     for (int n = 0; n < NQ; ++n)
