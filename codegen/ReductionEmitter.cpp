@@ -20,6 +20,7 @@
 
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MathExtras.h"
 
 using namespace mlir;
 
@@ -85,14 +86,23 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
   for (int64_t d = 0; block && d < dims[0]; ++d)
     outer *= inType.getDimSize(d);
   const int64_t cols = block && outN > 0 ? outN / outer : 0, rows = outN > 0 ? total / outN : 0;
-  // A thread per column (per word of columns), the rows split into chunks
-  // of at least 32 so that about 2048 threads per SM stream the input.
+  // Whole words: a block of WX × RY threads per WX words and chunk of rows,
+  // the chunks sized for about three blocks an SM, each thread at least 4
+  // rows (reduceColumnsPartialVec). Otherwise a thread per column, chunks
+  // of at least 32 rows sized so that about 2048 threads per SM stream the
+  // input.
   const int64_t w = cols > 0 ? wordsOf(cols) : 0;
   const int64_t threads = w ? cols / w : cols;
-  int64_t chunks = threads > 0 ? std::min<int64_t>(std::max<int64_t>(1, rows / 32),
-                                                   std::max<int64_t>(1, e.options().smCount * 2048 /
-                                                                            (threads * outer)))
-                               : 1;
+  const int64_t wx = w ? std::min<int64_t>(32, llvm::PowerOf2Ceil(threads)) : 0,
+                ry = w ? 256 / wx : 0;
+  const int64_t xBlocks = w ? (threads + wx - 1) / wx : 0;
+  int64_t chunks =
+      threads <= 0 ? 1
+      : w          ? std::min<int64_t>(std::max<int64_t>(1, rows / (4 * ry)),
+                              std::max<int64_t>(1, (3 * e.options().smCount + xBlocks * outer - 1) /
+                                                       (xBlocks * outer)))
+                   : std::min<int64_t>(std::max<int64_t>(1, rows / 32),
+                              std::max<int64_t>(1, e.options().smCount * 2048 / (threads * outer)));
   // Only when the rows split: unsplit (few rows, or columns enough to fill
   // the GPU with a thread each), the general kernel below has the
   // parallelism already, in one launch and without partial sums (which
@@ -100,6 +110,8 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
   // gradient at B = 8, T = 4096, C = 2048).
   if (block && rows > 0 && threads > 0 && outer <= 65535 && chunks > 1) {
     int64_t chunk = (rows + chunks - 1) / chunks;
+    if (w)
+      chunk = (chunk + ry - 1) / ry * ry;
     chunks = (rows + chunk - 1) / chunk;
     std::string C = computeType(inType.getElementType());
     const int64_t partial = e.scratch(outer * chunks * cols * (C == "double" ? 8 : 4));
@@ -114,20 +126,22 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
                                                       "  out += (kiln::i64)blockIdx.z * {1};\n",
                                                       chunks * cols, cols)
                                             .str();
-    std::string call = w ? llvm::formatv("  kiln::reduceColumnsPartialVec<{1}, {0}, {2}, {3}, {4}, {5}>(in, partial);\n",
-                                         T, kind, rows, cols, chunk, w)
-                               .str()
-                         : llvm::formatv("  kiln::reduceColumnsPartial<{1}, {0}, {2}, {3}, {4}>(in, partial);\n", T,
-                                         kind, rows, cols, chunk)
-                               .str();
+    std::string call =
+        w ? llvm::formatv("  kiln::reduceColumnsPartialVec<{1}, {0}, {2}, {3}, {4}, {5}, {6}, "
+                          "{7}>(in, partial);\n",
+                          T, kind, rows, cols, chunk, w, wx, ry)
+                .str()
+          : llvm::formatv("  kiln::reduceColumnsPartial<{1}, {0}, {2}, {3}, {4}>(in, partial);\n",
+                          T, kind, rows, cols, chunk)
+                .str();
     std::string src1 = include("reduce.cuh") + Emitter::header(op) +
                        llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {0} *in, {1} *partial) {{\n",
                                      T, C)
                            .str() +
                        batch + call + "}\n";
-    int64_t threadsPerBlock = std::min<int64_t>(256, (threads + 31) / 32 * 32);
+    int64_t threadsPerBlock = w ? wx * ry : std::min<int64_t>(256, (threads + 31) / 32 * 32);
     e.launch(op, "reduce_columns_partial", src1,
-             {(threads + threadsPerBlock - 1) / threadsPerBlock, chunks, outer},
+             {w ? xBlocks : (threads + threadsPerBlock - 1) / threadsPerBlock, chunks, outer},
              {threadsPerBlock, 1, 1}, {Emitter::ptr(*inOffset), Emitter::ptr(partial)});
     int64_t ys = std::min<int64_t>(32, chunks);
     std::string src2 = include("reduce.cuh") + Emitter::header(op) +

@@ -187,6 +187,27 @@ std::vector<OpCase> cases() {
                "%r0 = kiln.reduce_mean %x, dims = [1, 2] : tensor<6x77x2x5xf32> -> tensor<6x5xf32>", 1e-6, 1e-5});
   c.push_back({"reduce_sum_columns", {f("x", "tensor<64x300x77xf32>")}, {"tensor<77xf32>"},
                "%r0 = kiln.reduce_sum %x, dims = [0, 1] : tensor<64x300x77xf32> -> tensor<77xf32>", 1e-3, 1e-5});
+  // The column sums' blocks of 32 words × 8 rows: a last chunk of one row,
+  // a block's words past the row's end, narrow rows (4 × 64 threads, three
+  // batches) and the bias gradient's shape of GPT-2's fc layer at B = 4.
+  c.push_back({"reduce_sum_columns_ragged",
+               {f("x", "tensor<1001x136xf32>")},
+               {"tensor<136xf32>"},
+               "%r0 = kiln.reduce_sum %x, dims = [0] : tensor<1001x136xf32> -> tensor<136xf32>",
+               1e-4,
+               1e-5});
+  c.push_back({"reduce_max_columns_narrow_bf16",
+               {f("x", "tensor<3x1001x24xbf16>")},
+               {"tensor<3x24xbf16>"},
+               "%r0 = kiln.reduce_max %x, dims = [1] : tensor<3x1001x24xbf16> -> tensor<3x24xbf16>",
+               0,
+               0});
+  c.push_back({"reduce_sum_columns_wide_bf16",
+               {f("x", "tensor<4096x3072xbf16>")},
+               {"tensor<3072xbf16>"},
+               "%r0 = kiln.reduce_sum %x, dims = [0] : tensor<4096x3072xbf16> -> tensor<3072xbf16>",
+               1e-1,
+               8e-3});
   c.push_back({"reduce_max_last", {f("x", "tensor<13x257xf32>")}, {"tensor<13xf32>"},
                "%r0 = kiln.reduce_max %x, dims = [1] : tensor<13x257xf32> -> tensor<13xf32>", 0, 0});
   c.push_back({"reduce_mean_all", {f("x", "tensor<4x8x16xf32>")}, {"tensor<f32>"},
