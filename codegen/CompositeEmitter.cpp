@@ -913,7 +913,7 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
                                      elt(w.input()), rows * d, d, a.h, a.tq, w.layoutArgs(), w.scale)
                            .str();
     e.launch(op, "flash_attention_dq", kernel(op, "flash_attention.cuh", p.text, body),
-             {e.gridFor(rows * d / 2, 256), 1, 1}, {256, 1, 1}, p.args);
+             {e.gridFor(rows * d / (d % 8 == 0 ? 8 : 2), 256), 1, 1}, {256, 1, 1}, p.args);
   }
   return true;
 }

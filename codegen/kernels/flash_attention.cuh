@@ -491,8 +491,27 @@ __device__ void backwardPrepare(const T *o, const T *dout, float *delta, float *
 
 // dq = scale · accumulator, in the low type (the accumulator's rows in
 // [B, H, TQ] order).
+// Head dims of whole 8-element groups take 8 a thread (two 16-byte loads,
+// one 16-byte store), others 2.
 template <typename T, i64 N, int D = 2, i64 H = 1, i64 TQ = N / D, bool BTHD = false, int PACK = 1>
 __device__ void backwardFinish(const float *dqAccum, T *dq, float scale) {
+  if constexpr (D % 8 == 0) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < N / 8;
+         i += (i64)gridDim.x * blockDim.x) {
+      const float4 a = reinterpret_cast<const float4 *>(dqAccum)[2 * i],
+                   b = reinterpret_cast<const float4 *>(dqAccum)[2 * i + 1];
+      const i64 r = 8 * i / D, bh = r / TQ;
+      const i64 at =
+          BTHD ? rowOffset<H, TQ, D, true, PACK>(bh / H, bh % H, r % TQ) + 8 * i % D : 8 * i;
+      uint4 out;
+      out.x = pack<T>(a.x * scale, a.y * scale);
+      out.y = pack<T>(a.z * scale, a.w * scale);
+      out.z = pack<T>(b.x * scale, b.y * scale);
+      out.w = pack<T>(b.z * scale, b.w * scale);
+      *reinterpret_cast<uint4 *>(dq + at) = out;
+    }
+    return;
+  }
   for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < N / 2;
        i += (i64)gridDim.x * blockDim.x) {
     float2 a = reinterpret_cast<const float2 *>(dqAccum)[i];
