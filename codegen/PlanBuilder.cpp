@@ -839,8 +839,8 @@ llvm::Expected<Plan> compileToPlan(ModuleOp module, const CodegenOptions &option
   plan = planWith(workspace);
   if (!plan)
     return plan;
-  // kiln-recompute chose for train.memory_budget (and kiln estimate counts)
-  // kiln-plan-buffers' default workspace; the grown one must still fit.
+  // kiln-recompute chose for train.memory_budget with kiln-plan-buffers'
+  // default workspace; the grown one must still fit.
   const int64_t defaultMiB = PlanBuffersPassOptions().workspaceBytes >> 20,
                 grownMiB = llvm::divideCeil(workspace, 1 << 20);
   for (auto func : module.getOps<func::FuncOp>()) {
@@ -854,9 +854,8 @@ llvm::Expected<Plan> compileToPlan(ModuleOp module, const CodegenOptions &option
           plan->memory.total, grownMiB, budget.getInt(), defaultMiB));
   }
   plan->notes.push_back(llvm::formatv("the workspace grew from {0} to {1} MiB for the kernels' "
-                                      "partial sums (kiln estimate counts kiln-plan-buffers' "
-                                      "default, {2} MiB)",
-                                      options.workspaceBytes >> 20, grownMiB, defaultMiB)
+                                      "partial sums",
+                                      options.workspaceBytes >> 20, grownMiB)
                             .str());
   return plan;
 }

@@ -83,8 +83,9 @@ struct RankPlan {
   double recomputedOps = 0, recomputedFlops = 0, stepFlops = 0;
 };
 
-/// `config` partitioned over its [parallel] mesh (if any) and planned by
-/// kiln-plan-buffers.
+/// `config` partitioned over its [parallel] mesh (if any) and planned as
+/// kiln train plans it (codegen::compileToPlan: kiln-plan-buffers, and the
+/// workspace grown to the kernels' partial sums where they need more).
 static Expected<RankPlan> rankPlan(const RunConfig &config) {
   mlir::MLIRContext ctx;
   auto module = tooling::buildForwardModule(ctx, config, mlir::Float32Type::get(&ctx));
@@ -93,14 +94,10 @@ static Expected<RankPlan> rankPlan(const RunConfig &config) {
   auto written = tooling::runTrainingPipeline(**module, config, {});
   if (!written)
     return written.takeError();
-  mlir::PassManager pm(&ctx);
-  pm.addPass(createPlanBuffersPass());
-  if (Error err = runPasses(pm, **module, "kiln-plan-buffers"))
-    return std::move(err);
-  auto memory = codegen::planMemory(**module);
-  if (!memory)
-    return memory.takeError();
-  RankPlan plan{*memory};
+  auto compiled = codegen::compileToPlan(**module, codegen::CodegenOptions());
+  if (!compiled)
+    return compiled.takeError();
+  RankPlan plan{compiled->memory};
   auto step = (*module)->lookupSymbol<mlir::func::FuncOp>("train_step");
   if (auto rc = step ? step->getAttrOfType<mlir::DictionaryAttr>(KilnDialect::kRecomputeAttrName)
                      : nullptr) {
