@@ -86,29 +86,33 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
   for (int64_t d = 0; block && d < dims[0]; ++d)
     outer *= inType.getDimSize(d);
   const int64_t cols = block && outN > 0 ? outN / outer : 0, rows = outN > 0 ? total / outN : 0;
-  // Whole words: a block of WX × RY threads per WX words and chunk of rows,
-  // the chunks sized for about three blocks an SM, each thread at least 4
-  // rows (reduceColumnsPartialVec). Otherwise a thread per column, chunks
-  // of at least 32 rows sized so that about 2048 threads per SM stream the
-  // input.
   const int64_t w = cols > 0 ? wordsOf(cols) : 0;
-  const int64_t threads = w ? cols / w : cols;
+  const int64_t threads = w ? cols / w : cols; // a thread per column, or per word of columns
+  const int64_t sm = e.options().smCount;
+  // The rows split (partial sums, then a final pass) when there are at
+  // least 64 of them and a thread per column (per word) would leave the GPU
+  // short of about 2048 threads an SM. Unsplit (few rows, or columns enough
+  // to fill the GPU), the general kernel below has the parallelism already,
+  // in one launch and without partial sums (which would take outN floats of
+  // scratch: 32 MiB for the position embedding's gradient at B = 8, T =
+  // 4096, C = 2048).
+  const bool split = block && rows > 0 && threads > 0 && outer <= 65535 &&
+                     std::min<int64_t>(rows / 32, sm * 2048 / (threads * outer)) > 1;
+  // Whole words: a block of WX × RY threads per WX words and chunk of rows
+  // (reduceColumnsPartialVec), the chunks sized for about three blocks an
+  // SM (one chunk when the columns alone make that many blocks), each
+  // thread at least 4 rows. Otherwise a thread per column and chunks of at
+  // least 32 rows for about 2048 threads an SM (at most 65535, grid y).
   const int64_t wx = w ? std::min<int64_t>(32, llvm::PowerOf2Ceil(threads)) : 0,
                 ry = w ? 256 / wx : 0;
   const int64_t xBlocks = w ? (threads + wx - 1) / wx : 0;
-  int64_t chunks =
-      threads <= 0 ? 1
-      : w          ? std::min<int64_t>(std::max<int64_t>(1, rows / (4 * ry)),
-                              std::max<int64_t>(1, (3 * e.options().smCount + xBlocks * outer - 1) /
-                                                       (xBlocks * outer)))
-                   : std::min<int64_t>(std::max<int64_t>(1, rows / 32),
-                              std::max<int64_t>(1, e.options().smCount * 2048 / (threads * outer)));
-  // Only when the rows split: unsplit (few rows, or columns enough to fill
-  // the GPU with a thread each), the general kernel below has the
-  // parallelism already, in one launch and without partial sums (which
-  // would take outN floats of scratch: 32 MiB for the position embedding's
-  // gradient at B = 8, T = 4096, C = 2048).
-  if (block && rows > 0 && threads > 0 && outer <= 65535 && chunks > 1) {
+  int64_t chunks = 1;
+  if (split && w)
+    chunks = std::min<int64_t>(std::max<int64_t>(1, rows / (4 * ry)),
+                               (3 * sm + xBlocks * outer - 1) / (xBlocks * outer));
+  else if (split)
+    chunks = std::min<int64_t>({rows / 32, sm * 2048 / (threads * outer), 65535});
+  if (split) {
     int64_t chunk = (rows + chunks - 1) / chunks;
     if (w)
       chunk = (chunk + ry - 1) / ry * ry;

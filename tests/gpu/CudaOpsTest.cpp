@@ -208,6 +208,20 @@ std::vector<OpCase> cases() {
                "%r0 = kiln.reduce_sum %x, dims = [0] : tensor<4096x3072xbf16> -> tensor<3072xbf16>",
                1e-1,
                8e-3});
+  // One chunk a block when the columns' batches alone make the blocks (400
+  // batches of 2 words); a word-wide f64 mean (1 word × 256 row lanes).
+  c.push_back({"reduce_sum_columns_one_chunk",
+               {f("x", "tensor<400x256x8xf32>")},
+               {"tensor<400x8xf32>"},
+               "%r0 = kiln.reduce_sum %x, dims = [1] : tensor<400x256x8xf32> -> tensor<400x8xf32>",
+               1e-4,
+               1e-5});
+  c.push_back({"reduce_mean_columns_f64",
+               {f("x", "tensor<2x600x2xf64>")},
+               {"tensor<2x2xf64>"},
+               "%r0 = kiln.reduce_mean %x, dims = [1] : tensor<2x600x2xf64> -> tensor<2x2xf64>",
+               1e-12,
+               1e-12});
   c.push_back({"reduce_max_last", {f("x", "tensor<13x257xf32>")}, {"tensor<13xf32>"},
                "%r0 = kiln.reduce_max %x, dims = [1] : tensor<13x257xf32> -> tensor<13xf32>", 0, 0});
   c.push_back({"reduce_mean_all", {f("x", "tensor<4x8x16xf32>")}, {"tensor<f32>"},

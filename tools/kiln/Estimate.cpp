@@ -86,6 +86,10 @@ struct RankPlan {
 /// `config` partitioned over its [parallel] mesh (if any) and planned as
 /// kiln train plans it (codegen::compileToPlan: kiln-plan-buffers, and the
 /// workspace grown to the kernels' partial sums where they need more).
+/// A pipelined step (parallel.pp > 1) is compiled per stage only after
+/// kiln-pipeline-unroll (`kiln compile --explain-pipeline` gives each
+/// stage's memory); for it, the partitioned step's buffers as
+/// kiln-plan-buffers plans them, with its default workspace.
 static Expected<RankPlan> rankPlan(const RunConfig &config) {
   mlir::MLIRContext ctx;
   auto module = tooling::buildForwardModule(ctx, config, mlir::Float32Type::get(&ctx));
@@ -94,10 +98,23 @@ static Expected<RankPlan> rankPlan(const RunConfig &config) {
   auto written = tooling::runTrainingPipeline(**module, config, {});
   if (!written)
     return written.takeError();
-  auto compiled = codegen::compileToPlan(**module, codegen::CodegenOptions());
-  if (!compiled)
-    return compiled.takeError();
-  RankPlan plan{compiled->memory};
+  PlanMemory memory;
+  if (config.parallel.pp > 1) {
+    mlir::PassManager pm(&ctx);
+    pm.addPass(createPlanBuffersPass());
+    if (Error err = runPasses(pm, **module, "kiln-plan-buffers"))
+      return std::move(err);
+    auto planned = codegen::planMemory(**module);
+    if (!planned)
+      return planned.takeError();
+    memory = *planned;
+  } else {
+    auto compiled = codegen::compileToPlan(**module, codegen::CodegenOptions());
+    if (!compiled)
+      return compiled.takeError();
+    memory = compiled->memory;
+  }
+  RankPlan plan{memory};
   auto step = (*module)->lookupSymbol<mlir::func::FuncOp>("train_step");
   if (auto rc = step ? step->getAttrOfType<mlir::DictionaryAttr>(KilnDialect::kRecomputeAttrName)
                      : nullptr) {

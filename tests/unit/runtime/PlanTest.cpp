@@ -286,6 +286,16 @@ TEST(Plan, ColumnSumsSplitOnlyWhenTheRowsDo) {
       return %0 : tensor<2048xf32>
     })"),
             (std::vector<std::string>{"reduce_columns_partial", "reduce_columns_final"}));
+  // Narrow rows in many batches (512 sums of 4096 rows of 2 words): the
+  // columns alone make enough blocks for one chunk each, and the rows
+  // still split off the general kernel (which would be 4096 threads of
+  // 4096 loads each).
+  EXPECT_EQ(kernelsOf(R"(
+    func.func @f(%a: tensor<512x4096x8xf32> {kiln.input = "a"}) -> tensor<512x8xf32> {
+      %0 = kiln.reduce_sum %a, dims = [1] : tensor<512x4096x8xf32> -> tensor<512x8xf32>
+      return %0 : tensor<512x8xf32>
+    })"),
+            (std::vector<std::string>{"reduce_columns_partial", "reduce_columns_final"}));
 }
 
 TEST(Plan, SavesAndLoadsItself) {
