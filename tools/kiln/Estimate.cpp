@@ -34,8 +34,9 @@
 
 #include "codegen/PlanBuilder.h"
 #include "ir/KilnOps.h"
-#include "passes/Passes.h"
+#include "ir/PipelineSchedule.h"
 #include "models/Model.h"
+#include "passes/Passes.h"
 #include "train/Compile.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -81,15 +82,15 @@ static std::string sci(double v) { return formatv("{0:e3}", v); }
 struct RankPlan {
   PlanMemory memory;
   double recomputedOps = 0, recomputedFlops = 0, stepFlops = 0;
+  int64_t stage = -1; ///< with parallel.pp > 1: the pipeline stage planned (the largest)
 };
 
 /// `config` partitioned over its [parallel] mesh (if any) and planned as
 /// kiln train plans it (codegen::compileToPlan: kiln-plan-buffers, and the
-/// workspace grown to the kernels' partial sums where they need more).
-/// A pipelined step (parallel.pp > 1) is compiled per stage only after
-/// kiln-pipeline-unroll (`kiln compile --explain-pipeline` gives each
-/// stage's memory); for it, the partitioned step's buffers as
-/// kiln-plan-buffers plans them, with its default workspace.
+/// workspace grown to the kernels' partial sums where they need more). A
+/// pipelined step (parallel.pp > 1) is unrolled (kiln-pipeline-unroll) and
+/// each stage's functions compiled alone, as its rank processes run them;
+/// the largest stage's plan is returned (RankPlan::stage).
 static Expected<RankPlan> rankPlan(const RunConfig &config) {
   mlir::MLIRContext ctx;
   auto module = tooling::buildForwardModule(ctx, config, mlir::Float32Type::get(&ctx));
@@ -98,23 +99,32 @@ static Expected<RankPlan> rankPlan(const RunConfig &config) {
   auto written = tooling::runTrainingPipeline(**module, config, {});
   if (!written)
     return written.takeError();
-  PlanMemory memory;
   if (config.parallel.pp > 1) {
     mlir::PassManager pm(&ctx);
-    pm.addPass(createPlanBuffersPass());
-    if (Error err = runPasses(pm, **module, "kiln-plan-buffers"))
+    pm.addPass(createPipelineUnrollPass());
+    if (Error err = runPasses(pm, **module, "kiln-pipeline-unroll"))
       return std::move(err);
-    auto planned = codegen::planMemory(**module);
-    if (!planned)
-      return planned.takeError();
-    memory = *planned;
-  } else {
-    auto compiled = codegen::compileToPlan(**module, codegen::CodegenOptions());
-    if (!compiled)
-      return compiled.takeError();
-    memory = compiled->memory;
+    RankPlan largest;
+    for (int64_t s = 0; s < config.parallel.pp; ++s) {
+      mlir::OwningOpRef<mlir::ModuleOp> stage((*module)->clone());
+      std::string step = pipelineFunction(s, "step"), eval = pipelineFunction(s, "eval");
+      for (auto fn : llvm::make_early_inc_range(stage->getOps<mlir::func::FuncOp>()))
+        if (fn.getSymName() != step && fn.getSymName() != eval)
+          fn.erase();
+      auto compiled = codegen::compileToPlan(*stage, codegen::CodegenOptions());
+      if (!compiled)
+        return compiled.takeError();
+      if (largest.stage < 0 || compiled->memory.total > largest.memory.total) {
+        largest.memory = compiled->memory;
+        largest.stage = s;
+      }
+    }
+    return largest;
   }
-  RankPlan plan{memory};
+  auto compiled = codegen::compileToPlan(**module, codegen::CodegenOptions());
+  if (!compiled)
+    return compiled.takeError();
+  RankPlan plan{compiled->memory};
   auto step = (*module)->lookupSymbol<mlir::func::FuncOp>("train_step");
   if (auto rc = step ? step->getAttrOfType<mlir::DictionaryAttr>(KilnDialect::kRecomputeAttrName)
                      : nullptr) {
@@ -324,13 +334,17 @@ int runEstimate() {
       auto rank = rankPlan(c);
       if (!rank)
         return fail("estimate", toString(rank.takeError()));
-      outs() << formatv("  ZeRO {0,-7} {1}: parameters {2}, optimizer states {3}, workspace {4}, "
-                        "temporaries {5}\n",
-                        zero == 1
-                            ? (zeroStage < 0 ? "1 and 2" : std::to_string(zeroStage.getValue()))
-                            : std::to_string(zero),
-                        gib(rank->memory.total), gib(rank->memory.params), gib(rank->memory.states),
-                        gib(rank->memory.workspace), gib(rank->memory.scratch));
+      outs() << formatv(
+          "  ZeRO {0,-7} {1}: parameters {2}, optimizer states {3}, workspace {4}, "
+          "temporaries {5}{6}\n",
+          zero == 1 ? (zeroStage < 0 ? "1 and 2" : std::to_string(zeroStage.getValue()))
+                    : std::to_string(zero),
+          gib(rank->memory.total), gib(rank->memory.params), gib(rank->memory.states),
+          gib(rank->memory.workspace), gib(rank->memory.scratch),
+          rank->stage < 0
+              ? std::string()
+              : formatv(" (stage {0}, the largest of the {1})", rank->stage, config->parallel.pp)
+                    .str());
     }
   }
   return 0;
