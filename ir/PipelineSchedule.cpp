@@ -2,7 +2,9 @@
 
 #include "ir/PipelineSchedule.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinAttributes.h"
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/Twine.h"
 
 #include <algorithm>
@@ -17,6 +19,13 @@ llvm::Error error(const llvm::Twine &message) {
 
 std::string pipelineFunction(int64_t stage, llvm::StringRef what) {
   return "stage" + std::to_string(stage) + "_" + what.str();
+}
+
+void keepOnlyStage(mlir::ModuleOp module, int64_t stage) {
+  const std::string step = pipelineFunction(stage, "step"), eval = pipelineFunction(stage, "eval");
+  for (auto fn : llvm::make_early_inc_range(module.getOps<mlir::func::FuncOp>()))
+    if (fn.getSymName() != step && fn.getSymName() != eval)
+      fn.erase();
 }
 
 llvm::Expected<PipelineSchedule> PipelineSchedule::of(mlir::ModuleOp module) {

@@ -50,6 +50,11 @@ struct PipelineSchedule {
 /// kiln-pipeline-unroll (step, eval) give stage s's functions.
 std::string pipelineFunction(int64_t stage, llvm::StringRef what);
 
+/// Erases every function of an unrolled module (kiln-pipeline-unroll) but
+/// stage `stage`'s @stage<s>_step and @stage<s>_eval: what that stage's
+/// rank processes compile and run.
+void keepOnlyStage(mlir::ModuleOp module, int64_t stage);
+
 } // namespace kiln
 
 #endif // KILN_IR_PIPELINESCHEDULE_H

@@ -23,11 +23,8 @@ PipelineRankBackend::stageModule(mlir::ModuleOp module) {
   if (llvm::Error err = prepare_(*clone))
     return std::move(err);
   // Only this stage's step and evaluation: its plan holds just its part.
-  const std::string step = pipelineFunction(stage_, "step"),
-                    eval = pipelineFunction(stage_, "eval");
-  for (auto fn : llvm::make_early_inc_range(clone->getOps<mlir::func::FuncOp>()))
-    if (fn.getSymName() != step && fn.getSymName() != eval)
-      fn.erase();
+  keepOnlyStage(*clone, stage_);
+  const std::string step = pipelineFunction(stage_, "step");
   if (!clone->lookupSymbol<mlir::func::FuncOp>(step))
     return error("the pipeline's preparation wrote no @" + step);
   return std::move(clone);

@@ -141,10 +141,7 @@ int runCompile() {
       return fail("compile", toString(std::move(err)));
     for (int64_t s = 0; s < config->parallel.pp; ++s) {
       mlir::OwningOpRef<mlir::ModuleOp> stage((*module)->clone());
-      std::string step = pipelineFunction(s, "step"), eval = pipelineFunction(s, "eval");
-      for (auto fn : make_early_inc_range(stage->getOps<mlir::func::FuncOp>()))
-        if (fn.getSymName() != step && fn.getSymName() != eval)
-          fn.erase();
+      keepOnlyStage(*stage, s);
       units.push_back({formatv("stage {0}", s).str(), *stage});
       stageModules.push_back(std::move(stage));
     }

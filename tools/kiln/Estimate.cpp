@@ -107,10 +107,7 @@ static Expected<RankPlan> rankPlan(const RunConfig &config) {
     RankPlan largest;
     for (int64_t s = 0; s < config.parallel.pp; ++s) {
       mlir::OwningOpRef<mlir::ModuleOp> stage((*module)->clone());
-      std::string step = pipelineFunction(s, "step"), eval = pipelineFunction(s, "eval");
-      for (auto fn : llvm::make_early_inc_range(stage->getOps<mlir::func::FuncOp>()))
-        if (fn.getSymName() != step && fn.getSymName() != eval)
-          fn.erase();
+      keepOnlyStage(*stage, s);
       auto compiled = codegen::compileToPlan(*stage, codegen::CodegenOptions());
       if (!compiled)
         return compiled.takeError();
