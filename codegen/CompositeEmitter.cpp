@@ -110,7 +110,8 @@ struct PartialOut {
   Type roundTo;
 };
 llvm::Error sumNormPartials(Emitter &e, Operation *op, int64_t partial, const std::string &F,
-                              int64_t c, int64_t rows, ArrayRef<PartialOut> outs) {
+                            int64_t c, int64_t rows, ArrayRef<PartialOut> outs,
+                            const char *name = "norm_partials") {
   Params p;
   p.text = "const " + F + " *partial";
   p.args.push_back(Emitter::ptr(partial));
@@ -132,8 +133,8 @@ llvm::Error sumNormPartials(Emitter &e, Operation *op, int64_t partial, const st
       llvm::formatv("  kiln::sumPartialsTo<{0}, {1}, {2}, {3}>(partial, Store{{{4}});\n", F, c,
                     rows, outs.size(), init)
           .str();
-  e.launch(op, "norm_partials", kernel(op, "norm.cuh", p.text, call, 1024, body),
-           {(c + 31) / 32, 1, 1}, {32, 32, 1}, p.args);
+  e.launch(op, name, kernel(op, "norm.cuh", p.text, call, 1024, body), {(c + 31) / 32, 1, 1},
+           {32, 32, 1}, p.args);
   return llvm::Error::success();
 }
 
@@ -827,7 +828,41 @@ llvm::Expected<bool> flashForward(Emitter &e, const AttentionView &w, const Flas
   return true;
 }
 
-llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const FlashTiles &tiles) {
+/// An attention-gradient fusion's column sum of dqkv (the qkv projection's
+/// bias gradient): the buffer it goes to, and the type it is rounded to
+/// first (the sum's, when the fusion yields it widened to f32).
+struct BiasSum {
+  Value out;
+  Type roundTo;
+};
+
+/// The column sums of the packed dqkv ([rows, 3·H·D] in the low type) into
+/// `bias`, after a backward that does not sum them itself (the reference
+/// kernels): partial sums over chunks of rows, then their sum (no atomics).
+llvm::Error sumDqkvColumns(Emitter &e, const AttentionView &w, const BiasSum &bias) {
+  auto type = tensorOf(w.dqkv);
+  int64_t cols = type.getDimSize(2) * type.getDimSize(3) * type.getDimSize(4);
+  int64_t rows = type.getNumElements() / cols;
+  int64_t chunk = std::max<int64_t>(32, (rows + 1023) / 1024), chunks = (rows + chunk - 1) / chunk;
+  std::string T = elt(w.dqkv), C = computeType(type.getElementType());
+  const int64_t partial = e.scratch(chunks * cols * (C == "double" ? 8 : 4));
+  Params p;
+  if (llvm::Error err = p.add(e, w.dqkv, "in", true))
+    return err;
+  p.text += ", " + C + " *partial";
+  p.args.push_back(Emitter::ptr(partial));
+  std::string call =
+      llvm::formatv("  kiln::reduceColumnsPartial<0, {0}, {1}, {2}, {3}>(in, partial);\n", T, rows,
+                    cols, chunk)
+          .str();
+  e.launch(w.op, "attention_bias_partial", kernel(w.op, "reduce.cuh", p.text, call),
+           {(cols + 255) / 256, chunks, 1}, {256, 1, 1}, p.args);
+  return sumNormPartials(e, w.op, partial, C, cols, chunks, {{bias.out, bias.roundTo}},
+                         "attention_bias_sum");
+}
+
+llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const FlashTiles &tiles,
+                                   const BiasSum *bias = nullptr) {
   Operation *op = w.op;
   auto scratch = op->getAttrOfType<IntegerAttr>(KilnDialect::kScratchOffsetAttrName);
   if (!scratch)
@@ -841,6 +876,12 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
           order = delta + rows * 4;
   const bool ordered = deterministic(op);
   const int64_t orderWords = ordered ? a.orderWords() : 0;
+  // With a bias sum: the kernels' partial column sums, a row of [H, 3, D]
+  // per key block (of bn keys) of each batch; dk's and dv's parts from the
+  // backward, dq's from the conversion, then summed over the rows.
+  const int64_t bn = 16 * tiles.backwardWarps, keyBlocks = (a.tk + bn - 1) / bn;
+  const int64_t biasCols = 3 * a.h * d, biasRows = a.b * keyBlocks;
+  const int64_t biasPartial = bias ? e.scratch(biasRows * biasCols * 4) : 0;
   // 1. rowsum(dout ⊙ out), and the f32 dq accumulator (and the counters)
   // zeroed.
   {
@@ -879,31 +920,60 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
     auto seg = segmentsArg(e, op, w.segments, p);
     if (!seg)
       return seg.takeError();
-    int64_t bn = 16 * tiles.backwardWarps, bm = 64, threads = 32 * tiles.backwardWarps;
+    if (bias) {
+      p.text += ", float *biasPartial";
+      p.args.push_back(Emitter::ptr(biasPartial));
+    }
+    // (The bias sums' template argument and pointer follow `order`.)
+    std::string biasArgs = bias ? ", true" : "", biasPointer = bias ? ", biasPartial" : "";
+    int64_t bm = 64, threads = 32 * tiles.backwardWarps;
     // The wgmma kernel takes its warpgroups (64 keys each) and aligns its
     // tiles to 1024 bytes itself.
     std::string body =
         prologue +
-        (tiles.wgmma ? llvm::formatv("  kiln::flash::backwardWgmma<{0}, {1}, {2}, {5}, {6}>(q, k, "
-                                     "v, lse, dout, delta, accumulator, dk, dv, {3:e9}f, {4}, "
-                                     "order);\n",
+        (tiles.wgmma ? llvm::formatv("  kiln::flash::backwardWgmma<{0}, {1}, {2}, {5}, {6}{7}>(q, "
+                                     "k, v, lse, dout, delta, accumulator, dk, dv, {3:e9}f, {4}, "
+                                     "order{8});\n",
                                      flashShape(w.input(), a, w.causal), tiles.backwardWarps / 4,
                                      w.layoutArgs(), w.scale, *seg,
-                                     boolText(tiles.has(FlashTiles::kDqFirst)), boolText(ordered))
+                                     boolText(tiles.has(FlashTiles::kDqFirst)), boolText(ordered),
+                                     biasArgs, biasPointer)
                            .str()
-                     : llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}, {3}, {6}>(q, k, v, "
+                     : llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}, {3}, {6}{7}>(q, k, v, "
                                      "lse, dout, delta, accumulator, dk, dv, {4:e9}f, {5}, "
-                                     "order);\n",
+                                     "order{8});\n",
                                      flashShape(w.input(), a, w.causal), tiles.backwardWarps, bm,
-                                     w.layoutArgs(), w.scale, *seg, boolText(ordered))
+                                     w.layoutArgs(), w.scale, *seg, boolText(ordered), biasArgs,
+                                     biasPointer)
                            .str());
     e.launch(op, "flash_attention_backward",
              kernel(op, "flash_attention.cuh", p.text, body, threads, "", tiles.backwardBlocks),
              {(a.tk + bn - 1) / bn, a.b * a.hkv, 1}, {threads, 1, 1}, p.args,
              flashBackwardShared(tiles, d));
   }
-  // 3. dq = scale · accumulator.
-  {
+  // 3. dq = scale · accumulator (and its column sums).
+  if (bias) {
+    Params p;
+    p.text = "const float *accumulator";
+    p.args.push_back(Emitter::ptr(accumulator));
+    ADD(w.dqkv, "dq", false)
+    p.text += ", float *biasPartial";
+    p.args.push_back(Emitter::ptr(biasPartial));
+    // Four query blocks a block of 256 threads (fewer, longer blocks: at
+    // GPT-2's shape one query block a block took 0.47 ms a step against
+    // 0.38 for the conversion alone).
+    const int64_t queryBlocks = (a.tq + bn - 1) / bn, groups = std::min<int64_t>(4, queryBlocks);
+    std::string body =
+        llvm::formatv("  kiln::flash::backwardFinishBias<{0}, {1}, {2}, {3}, {4}, {5}, {6}>("
+                      "accumulator, dq, {7:e9}f, biasPartial);\n",
+                      elt(w.input()), a.h, a.tq, d, w.layoutArgs(), bn, groups, w.scale)
+            .str();
+    e.launch(op, "flash_attention_dq", kernel(op, "flash_attention.cuh", p.text, body),
+             {(queryBlocks + groups - 1) / groups, a.b * a.h, 1}, {256, 1, 1}, p.args);
+    if (llvm::Error err = sumNormPartials(e, op, biasPartial, "float", biasCols, biasRows,
+                                          {{bias->out, bias->roundTo}}, "attention_bias_sum"))
+      return std::move(err);
+  } else {
     Params p;
     p.text = "const float *accumulator";
     p.args.push_back(Emitter::ptr(accumulator));
@@ -957,14 +1027,26 @@ llvm::Expected<bool> attention(Emitter &e, const AttentionView &w) {
   return true;
 }
 
-llvm::Expected<bool> attentionGrad(Emitter &e, const AttentionView &w) {
+/// `bias`: an attention-gradient fusion's column sum of dqkv, else null.
+llvm::Expected<bool> attentionGrad(Emitter &e, const AttentionView &w,
+                                   const BiasSum *bias = nullptr) {
   std::string why; // noted with the forward, unless only the backward's tiles do not fit
   const AttentionDims &a = w.a;
   auto tiles = flashTiles(e, w.input(), a, w.scale, why, /*backward=*/true);
   if (!tiles)
     return tiles.takeError();
-  if (*tiles)
-    return flashBackward(e, w, **tiles);
+  // The flash kernels sum the bias gradient's columns for a packed qkv of
+  // one head count and length (the fusion's only form); otherwise a
+  // reduction reads dqkv after them.
+  bool kernelsSum = bias && w.packed() && a.h == a.hkv && a.tq == a.tk && a.d % 8 == 0;
+  if (*tiles) {
+    auto done = flashBackward(e, w, **tiles, kernelsSum ? bias : nullptr);
+    if (!done || !bias || kernelsSum)
+      return done;
+    if (llvm::Error err = sumDqkvColumns(e, w, *bias))
+      return std::move(err);
+    return true;
+  }
   std::string forwardWhy;
   auto forward = flashTiles(e, w.input(), a, w.scale, forwardWhy);
   if (!forward)
@@ -1014,9 +1096,30 @@ llvm::Expected<bool> attentionGrad(Emitter &e, const AttentionView &w) {
   e.launch(w.op, "attention_backward", kernel(w.op, "attention.cuh", p.text, body, 128),
            {std::min<int64_t>(rows, e.options().smCount * 16), 1, 1}, {128, 1, 1}, p.args,
            2 * tk * computeBytes(w.input()));
+  if (bias)
+    if (llvm::Error err = sumDqkvColumns(e, w, *bias))
+      return std::move(err);
   return true;
 }
 
+/// An attention-gradient fusion (matchAttentionGradFusion): the gradient's
+/// kernels on the fusion's buffers, which also sum dqkv's columns (the qkv
+/// projection's bias gradient) into its second result.
+llvm::Expected<bool> attentionGradFusion(Emitter &e, FusionOp fusion) {
+  std::string why;
+  auto body = matchAttentionGradFusion(fusion, &why);
+  if (failed(body))
+    return error("codegen: " + Emitter::describe(fusion) +
+                 " is not an attention-gradient fusion: " + why);
+  AttentionView w = AttentionView::of(body->grad);
+  w.op = fusion; // the launches', the scratch's and the notes' op
+  for (Value *v : {&w.qkv, &w.out, &w.lse, &w.dout, &w.segments, &w.dqkv})
+    if (*v)
+      *v = bufferOfBodyValue(fusion, *v);
+  BiasSum bias{bufferOfBodyValue(fusion, body->sumOut),
+               tensorOf(body->sum.getResult()).getElementType()};
+  return attentionGrad(e, w, &bias);
+}
 
 /// Chunks of `size`-element tensors for multi-tensor kernels: the source of
 /// a prefix table and the block count.
@@ -1296,6 +1399,8 @@ llvm::Expected<bool> emitComposite(Emitter &e, Operation *op) {
           return normFusion(e, f);
         if (f.isCrossEntropyFusion())
           return crossEntropyFusion(e, f);
+        if (f.isAttentionGradFusion())
+          return attentionGradFusion(e, f);
         return false;
       })
       .Case([&](LayerNormOp o) { return layerNorm(e, o); })

@@ -522,7 +522,8 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
   }
 
   // What kiln-fuse did, for `kiln compile` and the Plan.
-  int64_t fusions = 0, fusedOps = 0, normFusions = 0, normFusedOps = 0, crossEntropyFusions = 0;
+  int64_t fusions = 0, fusedOps = 0, normFusions = 0, normFusedOps = 0, crossEntropyFusions = 0,
+          attentionBiasSums = 0;
   std::map<std::string, int64_t> epilogues; // by cuBLASLt epilogue, sorted
   int64_t broadcastReads = 0;
   int64_t epilogueOps = 0, wideGemms = 0, narrowDy = 0, columnSums = 0, embeddingInits = 0;
@@ -560,6 +561,10 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
       ++crossEntropyFusions;
       continue;
     }
+    if (fusion.isAttentionGradFusion()) {
+      ++attentionBiasSums;
+      continue;
+    }
     bool norm = fusion.isNormFusion();
     ++(norm ? normFusions : fusions);
     // (A norm gradient's column sum and its widening are counted apart.)
@@ -590,6 +595,11 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
     e.note(llvm::formatv("kiln-fuse: @{0} fuses {2} elementwise ops into {1} norm kernels ({2} "
                          "launches fewer)",
                          fn.name, normFusions, normFusedOps - normFusions)
+               .str());
+  if (attentionBiasSums)
+    e.note(llvm::formatv("kiln-fuse: @{0} sums {1} bias gradient(s) in its attention gradients' "
+                         "kernels (the qkv projections': the column sums of dqkv, not read again)",
+                         fn.name, attentionBiasSums)
                .str());
   if (columnSums)
     e.note(llvm::formatv("kiln-fuse: @{0} sums {1} bias gradients in its norm gradients' kernels "

@@ -165,6 +165,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"compile.adamw_copies", &c.compile.adamw_copies},
       {"compile.fuse_norms", &c.compile.fuse_norms},
       {"compile.fuse_cross_entropy", &c.compile.fuse_cross_entropy},
+      {"compile.fuse_attention_bias", &c.compile.fuse_attention_bias},
       {"compile.fuse_broadcasts", &c.compile.fuse_broadcasts},
       {"compile.fuse_siblings", &c.compile.fuse_siblings},
       {"compile.bias_grad_epilogues", &c.compile.bias_grad_epilogues},

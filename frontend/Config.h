@@ -243,6 +243,11 @@ struct CompileConfig {
   /// kernel that reads each row of logits once from memory. Only with
   /// `fuse`; off to compare against.
   bool fuse_cross_entropy = true;
+  /// kiln-fuse's attention-bias fusion: the qkv projection's bias gradient
+  /// summed by the flash attention backward's kernels from the gradients
+  /// they hold, instead of a reduction reading dqkv again. Only with
+  /// `fuse`; off to compare against.
+  bool fuse_attention_bias = true;
   /// kiln-fuse's broadcast reads: a loop fusion reads a broadcast's operand
   /// through its index map instead of the broadcast tensor. Only with
   /// `fuse`; off to compare against.

@@ -164,6 +164,16 @@ int64_t AttentionQkvGradOp::getScratchBytes() {
 
 int64_t AttentionGradOp::getScratchBytes() { return attentionGradScratch(attentionDims(*this)); }
 
+// The attention gradient's, when the fusion holds one (an attention-gradient
+// fusion's kernels are the gradient's).
+int64_t FusionOp::getScratchBytes() {
+  int64_t bytes = 0;
+  for (Operation &op : getBodyOps())
+    if (auto scratch = dyn_cast<ScratchOpInterface>(op))
+      bytes = saturatingAdd(bytes, scratch.getScratchBytes());
+  return bytes;
+}
+
 // One multiply-add per element.
 int64_t GlobalNormOp::getFlops() {
   int64_t n = 0;

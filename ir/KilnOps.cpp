@@ -1316,6 +1316,75 @@ FailureOr<CrossEntropyFusionBody> kiln::matchCrossEntropyFusion(FusionOp fusion,
   return CrossEntropyFusionBody{forward, grad};
 }
 
+bool FusionOp::isAttentionGradFusion() {
+  return llvm::any_of(getBodyOps(), [](Operation &op) { return isa<AttentionQkvGradOp>(op); });
+}
+
+FailureOr<AttentionGradFusionBody> kiln::matchAttentionGradFusion(FusionOp fusion,
+                                                                  std::string *why) {
+  auto fail = [&](const Twine &reason) -> FailureOr<AttentionGradFusionBody> {
+    if (why)
+      *why = reason.str();
+    return failure();
+  };
+  AttentionGradFusionBody a;
+  for (Operation &op : fusion.getBodyOps()) {
+    if (auto g = dyn_cast<AttentionQkvGradOp>(op); g && !a.grad)
+      a.grad = g;
+    else if (auto r = dyn_cast<ReshapeOp>(op); r && !a.reshape)
+      a.reshape = r;
+    else if (auto s = dyn_cast<ReduceSumOp>(op); s && !a.sum)
+      a.sum = s;
+    else if (auto c = dyn_cast<CastOp>(op); c && !a.widen)
+      a.widen = c;
+    else
+      return fail("its body holds " + op.getName().getStringRef() +
+                  " beside an attention_qkv_grad, a reshape, a reduce_sum and a cast");
+  }
+  if (!a.grad || !a.sum)
+    return fail("its body is not an attention_qkv_grad and a column sum of its dqkv");
+  for (Value v : a.grad->getOperands())
+    if (!isBodyArgument(fusion, v))
+      return fail("the attention gradient's operands must be body arguments");
+  Value dqkv = a.grad.getDqkv();
+  auto qkvType = cast<RankedTensorType>(dqkv.getType());
+  ArrayRef<int64_t> s = qkvType.getShape(); // [B, T, H, 3, D]
+  int64_t width = s[2] * s[3] * s[4];
+  auto summed = cast<RankedTensorType>(a.sum.getOperand().getType());
+  ArrayRef<int64_t> dims = a.sum.getDims();
+  bool overRows = !dims.empty() && static_cast<int64_t>(dims.size()) == summed.getRank() - 1 &&
+                  llvm::all_of(llvm::enumerate(dims),
+                               [](auto d) { return d.value() == static_cast<int64_t>(d.index()); });
+  if (a.reshape) {
+    if (a.reshape.getOperand() != dqkv || a.sum.getOperand() != a.reshape.getResult())
+      return fail("the reshape must be of dqkv and the sum's operand");
+    if (!overRows || summed.getShape().back() != width)
+      return fail("the sum must be over every dimension of dqkv as [.., 3·H·D] but the last");
+  } else if (a.sum.getOperand() != dqkv || dims != ArrayRef<int64_t>{0, 1}) {
+    return fail("the sum must be of dqkv over its dimensions [0, 1]");
+  }
+  Type low = qkvType.getElementType();
+  auto sumType = cast<RankedTensorType>(a.sum.getType());
+  if (sumType.getElementType() != low)
+    return fail("the sum must be in dqkv's element type");
+  a.sumOut = a.sum.getResult();
+  if (a.widen) {
+    if (a.widen.getOperand() != a.sum.getResult() ||
+        !cast<RankedTensorType>(a.widen.getType()).getElementType().isF32())
+      return fail("the cast must widen the sum to f32");
+    a.sumOut = a.widen.getResult();
+  }
+  auto yielded = fusion.getYield().getValues();
+  if (yielded.size() != 2 || yielded[0] != dqkv || yielded[1] != a.sumOut)
+    return fail("it must yield dqkv and the (widened) sum, in that order");
+  for (Operation *user : dqkv.getUsers())
+    if (user != a.reshape && user != a.sum && !isa<YieldOp>(user))
+      return fail("dqkv has another reader in the body");
+  if ((a.widen && !a.sum->hasOneUse()) || (a.reshape && !a.reshape->hasOneUse()))
+    return fail("the sum and the reshape must have one reader each");
+  return a;
+}
+
 LogicalResult FusionOp::verifyRegions() {
   Block &body = getBody().front();
   if (body.getNumArguments() != getInputs().size())
@@ -1359,6 +1428,14 @@ LogicalResult FusionOp::verifyRegions() {
     std::string why;
     if (failed(matchNormFusion(*this, &why)))
       return emitOpError() << "holds a norm but is not a norm fusion: " << why;
+    return success();
+  }
+  if (isAttentionGradFusion()) {
+    std::string why;
+    if (failed(matchAttentionGradFusion(*this, &why)))
+      return emitOpError() << "holds an attention gradient but is not an attention-gradient "
+                              "fusion: "
+                           << why;
     return success();
   }
   if (isCrossEntropyFusion()) {

@@ -186,6 +186,25 @@ struct CrossEntropyFusionBody {
 /// (lse when used outside).
 mlir::FailureOr<CrossEntropyFusionBody> matchCrossEntropyFusion(FusionOp fusion,
                                                                 std::string *why = nullptr);
+/// A kiln.fusion holding an attention gradient and the column sum of its
+/// dqkv (kiln-fuse forms them; see kiln.fusion). The ops are in the
+/// fusion's body.
+struct AttentionGradFusionBody {
+  AttentionQkvGradOp grad;
+  ReshapeOp reshape;  ///< dqkv as [.., 3·H·D] for the sum, or null
+  ReduceSumOp sum;    ///< over every row of dqkv: [3·H·D] or [H, 3, D] values
+  CastOp widen;       ///< the sum widened to f32, or null
+  mlir::Value sumOut; ///< the yielded column sum: `sum`'s, or `widen`'s
+};
+
+/// The attention-gradient fusion `fusion`'s body spells, or failure with
+/// the reason in `why`: `kiln.attention_qkv_grad` of body arguments; a
+/// reduce_sum of its dqkv over dimensions [0, 1] (rank 5), or of a reshape
+/// of it to [.., 3·H·D] over every dimension but the last; optionally a
+/// cast of the sum from bf16/f16 to f32; dqkv and the (widened) sum
+/// yielded, nothing else in the body.
+mlir::FailureOr<AttentionGradFusionBody> matchAttentionGradFusion(FusionOp fusion,
+                                                                  std::string *why = nullptr);
 } // namespace kiln
 
 #endif // KILN_IR_KILNOPS_H

@@ -1285,7 +1285,8 @@ def Kiln_CustomKernelOp : Kiln_Op<"custom_kernel", [Kiln_Differentiable]> {
 // Fusion (built by kiln-fuse)
 //===----------------------------------------------------------------------===//
 
-def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
+def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock,
+                                      DeclareOpInterfaceMethods<Kiln_ScratchOpInterface>]> {
   let summary = "ops that run as one kernel";
   let description = [{
     A region of kiln ops that codegen emits as one kernel, so the values
@@ -1342,6 +1343,15 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
       after (the row is still in L2), over the logits in place when they
       die there; the fusion sits where the forward was.
 
+    - An attention-gradient fusion: `kiln.attention_qkv_grad` and the
+      column sum of its dqkv (a reduce_sum over every dimension but the
+      last of dqkv reshaped to [.., 3·H·D], or over [B, T] of dqkv
+      itself: the qkv projection's bias gradient), optionally widened to
+      f32 by a cast; dqkv and the sum are yielded. Codegen's flash
+      backward sums each key block's dk and dv columns from registers and
+      dq's as it converts them, so dqkv is not read again. Its scratch
+      is the gradient's.
+
     Other reductions at the end of a loop fusion are planned.
 
     ```mlir
@@ -1378,9 +1388,16 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock]> {
     /// A cross-entropy fusion (its body holds kiln.cross_entropy_grad;
     /// matchCrossEntropyFusion says what it computes).
     bool isCrossEntropyFusion();
+    /// An attention-gradient fusion (its body holds
+    /// kiln.attention_qkv_grad; matchAttentionGradFusion says what it
+    /// computes).
+    bool isAttentionGradFusion();
     /// A loop fusion: elementwise ops and broadcasts of its arguments
     /// (none of the kinds above).
-    bool isLoopFusion() { return !isGemmEpilogue() && !isNormFusion() && !isCrossEntropyFusion(); }
+    bool isLoopFusion() {
+      return !isGemmEpilogue() && !isNormFusion() && !isCrossEntropyFusion() &&
+             !isAttentionGradFusion();
+    }
   }];
 }
 

@@ -58,6 +58,12 @@
 // rows add into that value, in place when it dies there. Run before the
 // cast fold, so the head's bf16 product widened for it writes f32 itself.
 //
+// Attention gradients (option `attention-bias`), before the epilogues: the
+// column sum of an attention_qkv_grad's dqkv (the qkv projection's bias
+// gradient) joins the gradient in an attention-gradient fusion, whose flash
+// kernels sum dk's and dv's columns from the registers holding them and
+// dq's as they convert it, instead of a reduction reading dqkv again.
+//
 // Siblings (option `siblings`): a group joins a later group of its shape
 // reading one of the same values when the earlier group's other readers
 // all come after the later one (mergeSiblings), so the value is read once.
@@ -192,6 +198,8 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     for (auto func : getOperation().getOps<func::FuncOp>()) {
       if (!func.getBody().hasOneBlock())
         continue;
+      if (attentionBias)
+        fuseAttentionBiasGrads(func.getBody().front());
       if (epilogues)
         formEpilogues(func.getBody().front());
       if (embeddingInit)
@@ -677,6 +685,84 @@ struct FusePass final : impl::FusePassBase<FusePass> {
   /// hoistBefore), every class row whole 16-byte words: one fusion where
   /// the forward was (its loss is read before the gradient; everything the
   /// gradient's users read comes later).
+  /// Attention-gradient fusions (option `attention-bias`): the column sum
+  /// of an attention_qkv_grad's dqkv (the qkv projection's bias gradient:
+  /// a reduce_sum of dqkv reshaped to [.., 3·H·D] over every dimension but
+  /// the last, or of dqkv over [B, T]) and its widening cast to f32 join
+  /// the gradient, placed where the gradient was (the sum reads nothing
+  /// else). The reshape stays outside for its other readers; a clone of
+  /// it feeds the sum. Runs before the epilogues, so a weight gradient's
+  /// BGRADA (bias-grad-epilogues) does not take the sum first.
+  void fuseAttentionBiasGrads(Block &block) {
+    SmallVector<AttentionQkvGradOp> grads(block.getOps<AttentionQkvGradOp>());
+    for (AttentionQkvGradOp grad : grads) {
+      Value dqkv = grad.getDqkv();
+      auto type = cast<RankedTensorType>(dqkv.getType());
+      if (!type.hasStaticShape() || type.getRank() != 5)
+        continue;
+      int64_t width = type.getDimSize(2) * type.getDimSize(3) * type.getDimSize(4);
+      ReshapeOp reshape;
+      ReduceSumOp sum;
+      auto sumOf = [&](Value v) -> ReduceSumOp {
+        for (Operation *user : v.getUsers())
+          if (auto r = dyn_cast<ReduceSumOp>(user);
+              r && !r->use_empty() && r.getType().getElementType() == type.getElementType())
+            return r;
+        return {};
+      };
+      if (ReduceSumOp r = sumOf(dqkv); r && r.getDims() == ArrayRef<int64_t>{0, 1}) {
+        sum = r;
+      } else {
+        for (Operation *user : dqkv.getUsers()) {
+          auto rs = dyn_cast<ReshapeOp>(user);
+          if (!rs || cast<RankedTensorType>(rs.getType()).getShape().back() != width)
+            continue;
+          if (ReduceSumOp r = sumOf(rs.getResult()); r && sumsOverRows(r)) {
+            reshape = rs;
+            sum = r;
+            break;
+          }
+        }
+      }
+      if (!sum)
+        continue;
+      CastOp widen;
+      if (sum->hasOneUse())
+        if (auto c = dyn_cast<CastOp>(*sum->getUsers().begin()); c && widensToF32(c))
+          widen = c;
+      Value sumOut = widen ? widen.getResult() : sum.getResult();
+
+      llvm::SetVector<Value> inputs(grad->getOperands().begin(), grad->getOperands().end());
+      OpBuilder b(grad);
+      auto fusion = FusionOp::create(b, grad.getLoc(), TypeRange{dqkv.getType(), sumOut.getType()},
+                                     inputs.getArrayRef());
+      Block *body = new Block();
+      fusion.getBody().push_back(body);
+      IRMapping map;
+      for (Value v : inputs)
+        map.map(v, body->addArgument(v.getType(), v.getLoc()));
+      OpBuilder inner = OpBuilder::atBlockEnd(body);
+      inner.clone(*grad, map);
+      if (reshape)
+        inner.clone(*reshape, map);
+      inner.clone(*sum, map);
+      if (widen)
+        inner.clone(*widen, map);
+      YieldOp::create(inner, grad.getLoc(), ValueRange{map.lookup(dqkv), map.lookup(sumOut)});
+      sumOut.replaceAllUsesWith(fusion.getResult(1));
+      if (widen)
+        widen->erase();
+      sum->erase();
+      if (reshape && reshape->use_empty())
+        reshape->erase();
+      dqkv.replaceAllUsesWith(fusion.getResult(0));
+      grad->erase();
+      assert(succeeded(matchAttentionGradFusion(fusion)) &&
+             "kiln-fuse built a bad attention-gradient fusion");
+      ++numAttentionBiasSums;
+    }
+  }
+
   void fuseCrossEntropies(Block &block) {
     SmallVector<CrossEntropyGradOp> grads(block.getOps<CrossEntropyGradOp>());
     for (CrossEntropyGradOp grad : grads) {

@@ -243,6 +243,10 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
            "A cross_entropy and its gradient over the same logits run as one kernel "
            "where the forward was, when the gradient's dloss is known there (rows a "
            "multiple of 8 classes)">,
+    Option<"attentionBias", "attention-bias", "bool", /*default=*/"true",
+           "The column sum of an attention_qkv_grad's dqkv (the qkv projection's bias "
+           "gradient) joins it: the flash backward sums dk's and dv's columns from "
+           "registers and dq's as it converts them, so dqkv is not read again">,
     Option<"broadcasts", "broadcasts", "bool", /*default=*/"true",
            "A broadcast_in_dim read by loop fusions is cloned into each, which reads "
            "the broadcast's operand through its index map: the broadcast tensor is "
@@ -272,6 +276,7 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     Statistic<"numEmbeddingInits", "embedding-inits", "Adds taken into an embedding gradient as its init">,
     Statistic<"numAdamWCopies", "adamw-copies", "Parameter casts replaced by a working copy AdamW writes">,
     Statistic<"numCrossEntropyFusions", "cross-entropy-fusions", "Cross-entropies fused with their gradients">,
+    Statistic<"numAttentionBiasSums", "attention-bias-sums", "Bias-gradient sums taken into an attention gradient's kernels">,
     Statistic<"numBroadcastsRead", "broadcasts-read", "Broadcasts read through an index map in a loop fusion">,
     Statistic<"numSiblings", "siblings", "Groups merged into a sibling reading the same value">,
   ];
@@ -358,6 +363,8 @@ def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
            "copies are state: they count against the budget)">,
     Option<"crossEntropy", "cross-entropy", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's cross-entropy option">,
+    Option<"attentionBias", "attention-bias", "bool", /*default=*/"true",
+           "With a budget and fuse: kiln-fuse's attention-bias option">,
     Option<"broadcasts", "broadcasts", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's broadcasts option">,
     Option<"biasGradEpilogues", "bias-grad-epilogues", "bool", /*default=*/"false",

@@ -130,6 +130,10 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                             llvm::cl::desc("kiln-fuse's cross-entropy option: a cross-entropy "
                                            "and its gradient as one kernel"),
                             llvm::cl::init(true)};
+  Option<bool> attentionBias{*this, "fuse-attention-bias",
+                             llvm::cl::desc("kiln-fuse's attention-bias option: the qkv bias "
+                                            "gradient summed in the attention gradient's kernels"),
+                             llvm::cl::init(true)};
   Option<bool> broadcasts{*this, "fuse-broadcasts",
                           llvm::cl::desc("kiln-fuse's broadcasts option: loop fusions read a "
                                          "broadcast's operand through its index map"),
@@ -174,6 +178,7 @@ std::string fuseOptionsText(const std::optional<FusePassOptions> &fuse) {
          " adamw-copies=" + (fuse->adamwCopies ? "true" : "false") +
          " norms=" + (fuse->norms ? "true" : "false") +
          " cross-entropy=" + (fuse->crossEntropy ? "true" : "false") +
+         " attention-bias=" + (fuse->attentionBias ? "true" : "false") +
          " broadcasts=" + (fuse->broadcasts ? "true" : "false") +
          " siblings=" + (fuse->siblings ? "true" : "false") +
          " bias-grad-epilogues=" + (fuse->biasGradEpilogues ? "true" : "false");
@@ -197,6 +202,7 @@ recomputePass(std::optional<RecomputePassOptions> options,
     options->embeddingInit = fuse->embeddingInit;
     options->norms = fuse->norms;
     options->crossEntropy = fuse->crossEntropy;
+    options->attentionBias = fuse->attentionBias;
     options->broadcasts = fuse->broadcasts;
     options->siblings = fuse->siblings;
     options->biasGradEpilogues = fuse->biasGradEpilogues;
@@ -232,6 +238,7 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
     fuse->adamwCopies = options.adamwCopies;
     fuse->norms = options.norms;
     fuse->crossEntropy = options.crossEntropy;
+    fuse->attentionBias = options.attentionBias;
     fuse->broadcasts = options.broadcasts;
     fuse->siblings = options.siblings;
     fuse->biasGradEpilogues = options.biasGradEpilogues;

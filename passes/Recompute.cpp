@@ -380,6 +380,7 @@ struct RecomputePass final : impl::RecomputePassBase<RecomputePass> {
       options.embeddingInit = embeddingInit;
       options.adamwCopies = adamwCopies;
       options.crossEntropy = crossEntropy;
+      options.attentionBias = attentionBias;
       options.broadcasts = broadcasts;
       options.siblings = siblings;
       options.biasGradEpilogues = biasGradEpilogues;

@@ -115,6 +115,7 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     options.fuse->adamwCopies = config.compile.adamw_copies;
     options.fuse->norms = config.compile.fuse_norms;
     options.fuse->crossEntropy = config.compile.fuse_cross_entropy;
+    options.fuse->attentionBias = config.compile.fuse_attention_bias;
     options.fuse->broadcasts = config.compile.fuse_broadcasts;
     options.fuse->siblings = config.compile.fuse_siblings;
     options.fuse->biasGradEpilogues = config.compile.bias_grad_epilogues;

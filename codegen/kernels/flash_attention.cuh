@@ -111,6 +111,14 @@ template <typename T> __device__ __forceinline__ u32 pack(float lo, float hi) {
   }
 }
 
+// x rounded to T and back (common.cuh): a gradient's value as it is stored.
+template <typename T> __device__ __forceinline__ float roundedTo(float x) {
+  if constexpr (IsBf16<T>::value)
+    return roundBf16(x);
+  else
+    return roundF16(x);
+}
+
 // Byte offset of element (row, col) of a swizzled tile with D-element rows.
 template <int D> __device__ __forceinline__ u32 swizzled(int row, int col) {
   return row * (D * 2) + ((((col >> 3) ^ (row & 7))) << 4) + ((col & 7) << 1);
@@ -521,6 +529,69 @@ __device__ void backwardFinish(const float *dqAccum, T *dq, float scale) {
   }
 }
 
+// backwardFinish with the qkv projection's bias gradient (an
+// attention-gradient fusion): a block per GROUPS query blocks of BN rows of
+// one batch·head, D/8 threads a row converting 8 elements each, which also
+// sum their columns of the values they store (rounded to T). Per query
+// block the lanes of a warp holding the same columns add theirs by
+// shuffles, then the 8 warps in shared memory, in a fixed order, into row
+// b·⌈TQ/BN⌉ + block, part [h][0], of the [B·⌈TQ/BN⌉, H, 3, D] partial
+// sums keyGradColumnSums fills parts 1 and 2 of. Grid
+// (⌈⌈TQ/BN⌉/GROUPS⌉, B·H), 256 threads.
+template <typename T, i64 H, i64 TQ, int D, bool BTHD, int PACK, int BN, int GROUPS>
+__device__ void backwardFinishBias(const float *dqAccum, T *dq, float scale, float *partial) {
+  static_assert(D % 8 == 0 && 32 % (D / 8) == 0, "rows of whole 8-element groups, whole rows a warp");
+  constexpr int X = D / 8, R = 256 / X; // threads a row, rows a pass of the block
+  constexpr i64 BLOCKS = CEIL_DIV(TQ, (i64)BN);
+  __shared__ float red[8][D];
+  const int x = threadIdx.x % X, r = threadIdx.x / X, warp = threadIdx.x / 32,
+            lane = threadIdx.x % 32;
+  const i64 bh = blockIdx.y, b = bh / H, h = bh % H;
+  for (int group = 0; group < GROUPS; ++group) {
+    const i64 block = (i64)blockIdx.x * GROUPS + group;
+    if (block >= BLOCKS)
+      break;
+    float sum[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int row = r; row < BN; row += R) {
+      const i64 t = block * BN + row;
+      if (t >= TQ)
+        break;
+      const float4 *src = reinterpret_cast<const float4 *>(dqAccum + (bh * TQ + t) * D + 8 * x);
+      const float4 a = src[0], c = src[1];
+      const float in[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+      u32 packed[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float lo = roundedTo<T>(in[2 * i] * scale), hi = roundedTo<T>(in[2 * i + 1] * scale);
+        sum[2 * i] += lo;
+        sum[2 * i + 1] += hi;
+        packed[i] = pack<T>(lo, hi);
+      }
+      const i64 at =
+          BTHD ? rowOffset<H, TQ, D, true, PACK>(b, h, t) + 8 * x : (bh * TQ + t) * D + 8 * x;
+      *reinterpret_cast<uint4 *>(dq + at) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int m = X; m < 32; m *= 2) // the warp's rows of these columns
+        sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], m);
+    if (lane < X)
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+        red[warp][8 * x + i] = sum[i];
+    __syncthreads();
+    for (int c = threadIdx.x; c < D; c += 256) {
+      float s = 0.f;
+#pragma unroll
+      for (int w = 0; w < 8; ++w)
+        s += red[w][c];
+      partial[((b * BLOCKS + block) * H + h) * 3 * D + c] = s;
+    }
+    __syncthreads(); // `red` is rewritten by the next query block
+  }
+}
+
 __device__ __forceinline__ void addTo(float *p, float a, float b) {
 #if __CUDA_ARCH__ >= 900
   asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(a), "f"(b) : "memory");
@@ -689,15 +760,65 @@ __device__ __forceinline__ void storeKeyGrads(const float (&dK)[NO][4], const fl
   }
 }
 
+// The qkv projection's bias gradient, a key block's part (an
+// attention-gradient fusion): the column sums of this block's dK (times
+// the scale) and dV over its keys before TK, of the values storeKeyGrads
+// stored (rounded to T), in a fixed order: each thread's two keys, the
+// warp's eight by shuffles, then the WARPS warps through shared memory
+// `red` (2·WARPS·D floats; the block's tiles are dead by now). Row
+// `partial` of the [B·⌈TK/BN⌉, HKV, 3, D] partial sums gets dk's at
+// [kvh][1] and dv's at [kvh][2] (dq's [kvh][0] is backwardFinishBias's).
+// Overwrites dK and dV.
+template <typename T, i64 TK, int D, int WARPS, int NO>
+__device__ __forceinline__ void keyGradColumnSums(float (&dK)[NO][4], float (&dV)[NO][4],
+                                                  i64 key0, float scale, float *red,
+                                                  float *partial) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, t = lane & 3;
+  const bool lo = key0 < TK, hi = key0 + 8 < TK;
+#pragma unroll
+  for (int n = 0; n < NO; ++n)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float k = (lo ? roundedTo<T>(dK[n][e] * scale) : 0.f) +
+                (hi ? roundedTo<T>(dK[n][2 + e] * scale) : 0.f);
+      float v = (lo ? roundedTo<T>(dV[n][e]) : 0.f) + (hi ? roundedTo<T>(dV[n][2 + e]) : 0.f);
+#pragma unroll
+      for (int m = 4; m < 32; m *= 2) { // lanes 4·g + t of one t: the warp's 16 keys
+        k += __shfl_xor_sync(0xffffffffu, k, m);
+        v += __shfl_xor_sync(0xffffffffu, v, m);
+      }
+      dK[n][e] = k;
+      dV[n][e] = v;
+    }
+  __syncthreads(); // every warp is done with the tiles `red` overlays
+  if (lane < 4)
+#pragma unroll
+    for (int n = 0; n < NO; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        red[(warp * 2) * D + n * 8 + 2 * t + e] = dK[n][e];
+        red[(warp * 2 + 1) * D + n * 8 + 2 * t + e] = dV[n][e];
+      }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 2 * D; i += 32 * WARPS) {
+    const int part = i / D, c = i % D;
+    float sum = 0.f;
+    for (int w = 0; w < WARPS; ++w)
+      sum += red[(w * 2 + part) * D + c];
+    partial[(1 + part) * D + c] = sum;
+  }
+}
+
 // One block per (key block of BN = 16·WARPS keys, batch·kv head); each warp
 // owns 16 keys. Streams query blocks of BM rows for every query head of
 // the group. Dynamic shared memory: K, V [BN, D]; Q, dO [2 stages][BM, D];
 // lse, delta [2][BM] f32; dSᵀ [BN, BM]. Grid (⌈TK/BN⌉, B·HKV).
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WARPS,
-          int BM, bool BTHD = false, int PACK = 1, bool ORDERED = false>
+          int BM, bool BTHD = false, int PACK = 1, bool ORDERED = false, bool BIAS = false>
 __device__ void backward(const T *q, const T *k, const T *v, const float *lse, const T *dout,
                          const float *delta, float *dqAccum, T *dk, T *dv, float scale,
-                         const int *seg = nullptr, int *order = nullptr) {
+                         const int *seg = nullptr, int *order = nullptr,
+                         float *biasPartial = nullptr) {
   constexpr int BN = WARPS * 16, THREADS = WARPS * 32;
   constexpr int KS = D / 16, NQ = BM / 8, NO = D / 8, QK = BM / 16, KK = BN / 16;
   constexpr i64 G = H / HKV;
@@ -925,6 +1046,11 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
 
   // dK (times the scale) and dV in the low type.
   storeKeyGrads<T, HKV, TK, D, BTHD, PACK>(dK, dV, dk, dv, b, kvh, key0, t, scale);
+  if constexpr (BIAS) {
+    static_assert(PACK == 3 && H == HKV, "the bias gradient of a packed qkv projection");
+    keyGradColumnSums<T, TK, D, WARPS>(dK, dV, key0, scale, reinterpret_cast<float *>(smem),
+                                       biasPartial + ((b * KBLOCKS + keyBlock) * HKV + kvh) * 3 * D);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1130,10 +1256,12 @@ template <int R> __device__ __forceinline__ unsigned long long mnMajor(u32 tile,
 // dO [2 stages][64, D]; dSᵀ [BN, 64]; with DQ = 32 Kᵀ [D, BN]; lse, delta
 // [2][64] f32. Grid (⌈TK/BN⌉, B·HKV). Needs sm_90a.
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WGS,
-          bool BTHD = false, int PACK = 1, bool DQ_FIRST = false, bool ORDERED = false>
+          bool BTHD = false, int PACK = 1, bool DQ_FIRST = false, bool ORDERED = false,
+          bool BIAS = false>
 __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *lse, const T *dout,
                               const float *delta, float *dqAccum, T *dk, T *dv, float scale,
-                              const int *seg = nullptr, int *order = nullptr) {
+                              const int *seg = nullptr, int *order = nullptr,
+                              float *biasPartial = nullptr) {
 #if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(sizeof(T) == 0, "the wgmma backward needs sm_90a");
 #else
@@ -1385,6 +1513,12 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
 
   // dK (times the scale) and dV in the low type.
   storeKeyGrads<T, HKV, TK, D, BTHD, PACK>(dK, dV, dk, dv, b, kvh, key0, t, scale);
+  if constexpr (BIAS) {
+    static_assert(PACK == 3 && H == HKV, "the bias gradient of a packed qkv projection");
+    keyGradColumnSums<T, TK, D, 4 * WGS>(dK, dV, key0, scale, reinterpret_cast<float *>(smem),
+                                         biasPartial +
+                                             ((b * KBLOCKS + keyBlock) * HKV + kvh) * 3 * D);
+  }
 #endif
 }
 

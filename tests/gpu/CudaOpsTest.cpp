@@ -639,6 +639,42 @@ std::vector<OpCase> cases() {
         "  %r0 = kiln.attention_qkv_grad %qkv, %o, %lse, %d{0} {1} : {2}, {4}, {5}, {4}{3} -> {2}",
         seg, attrs, qkv, segT, o, lse);
     c.push_back({std::string("attention_grad_") + a.name, inputs(true), {qkv}, grad, a.gradAtol, a.gradRtol});
+    // kiln-fuse's attention-gradient fusion: the column sums of dqkv (the
+    // qkv projection's bias gradient), widened to f32 from bf16/f16: the
+    // flash kernels sum them from the values they store, the reference
+    // kernels' (f32) are summed by a reduction after them. A sum of B·T
+    // rows: the kernels' dqkv differ from the interpreter's within the
+    // gradient's tolerance above, so the sums within 0.25 (a key block
+    // left out would move a column by several units).
+    const int64_t width = 3 * a.h * a.d;
+    const bool widen = std::string(a.type) != "f32";
+    std::string bias = llvm::formatv("tensor<{0}x{1}>", width, a.type),
+                wide = llvm::formatv("tensor<{0}xf32>", width),
+                rows = llvm::formatv("tensor<{0}x{1}x{2}x{3}>", a.b, a.t, width, a.type);
+    std::string argSeg = a.documents ? " segments %sa" : "",
+                argT = a.documents ? ", %sa: " + segType : "";
+    std::string fused = llvm::formatv(
+        "%o, %lse = kiln.attention_qkv %qkv{0} {1} : {2}{3} -> {4}, {5}\n"
+        "  %r0, %r1 = kiln.fusion (%qkv, %o, %lse, %d{10}) : ({2}, {4}, {5}, {4}{3}) -> ({2}, {8}) "
+        "{{\n"
+        "  ^bb0(%qa: {2}, %oa: {4}, %la: {5}, %da: {4}{7}):\n"
+        "    %g = kiln.attention_qkv_grad %qa, %oa, %la, %da{6} {1} : {2}, {4}, {5}, {4}{3} -> "
+        "{2}\n"
+        "    %h = kiln.reshape %g : {2} -> {11}\n"
+        "    %sum = kiln.reduce_sum %h, dims = [0, 1] : {11} -> {9}\n"
+        "{12}"
+        "    kiln.yield %g, {13} : {2}, {8}\n"
+        "  }",
+        seg, attrs, qkv, segT, o, lse, argSeg, argT, widen ? wide : bias, bias,
+        a.documents ? ", %s" : "", rows,
+        widen ? llvm::formatv("    %w = kiln.cast %sum : {0} to {1}\n", bias, wide).str() : "",
+        widen ? "%w" : "%sum");
+    c.push_back({std::string("attention_bias_grad_") + a.name,
+                 inputs(true),
+                 {qkv, widen ? wide : bias},
+                 fused,
+                 0.25,
+                 5e-2});
   }
   // Training ops.
   c.push_back({"global_norm", {f("a", "tensor<1000xf32>"), f("b", "tensor<37x3xf32>"), f("c", "tensor<5000xf32>")},
@@ -985,7 +1021,9 @@ Suite &suite() {
       text += functionText(c);
     s.module = parse(*s.ctx, text);
     if (!s.module) {
-      s.error = "the cases do not parse";
+      s.error = "the cases do not parse (KILN_DUMP_CASES=1 prints their text)";
+      if (getenv("KILN_DUMP_CASES"))
+        llvm::errs() << text;
       return s;
     }
     for (const OpCase &c : cases()) {

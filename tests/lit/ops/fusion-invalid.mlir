@@ -443,3 +443,30 @@ func.func @forward_norm_column_sum(%x: tensor<4x8xf32>, %w: tensor<8xf32>) -> (t
   }
   return %0#0, %0#1 : tensor<4x8xf32>, tensor<8xf32>
 }
+
+// -----
+
+func.func @attention_bias_wrong_dims(%qkv: tensor<2x8x2x3x16xbf16>, %o: tensor<2x8x2x16xbf16>, %lse: tensor<2x2x8xf32>, %do: tensor<2x8x2x16xbf16>) -> (tensor<2x8x2x3x16xbf16>, tensor<8x2x3x16xbf16>) {
+  // expected-error @+1 {{holds an attention gradient but is not an attention-gradient fusion: the sum must be of dqkv over its dimensions [0, 1]}}
+  %0:2 = kiln.fusion(%qkv, %o, %lse, %do) : (tensor<2x8x2x3x16xbf16>, tensor<2x8x2x16xbf16>, tensor<2x2x8xf32>, tensor<2x8x2x16xbf16>) -> (tensor<2x8x2x3x16xbf16>, tensor<8x2x3x16xbf16>) {
+  ^bb0(%a: tensor<2x8x2x3x16xbf16>, %b: tensor<2x8x2x16xbf16>, %c: tensor<2x2x8xf32>, %d: tensor<2x8x2x16xbf16>):
+    %1 = kiln.attention_qkv_grad %a, %b, %c, %d {causal, scale = 0.25 : f32} : tensor<2x8x2x3x16xbf16>, tensor<2x8x2x16xbf16>, tensor<2x2x8xf32>, tensor<2x8x2x16xbf16> -> tensor<2x8x2x3x16xbf16>
+    %2 = kiln.reduce_sum %1, dims = [0] : tensor<2x8x2x3x16xbf16> -> tensor<8x2x3x16xbf16>
+    kiln.yield %1, %2 : tensor<2x8x2x3x16xbf16>, tensor<8x2x3x16xbf16>
+  }
+  return %0#0, %0#1 : tensor<2x8x2x3x16xbf16>, tensor<8x2x3x16xbf16>
+}
+
+// -----
+
+func.func @attention_bias_extra_op(%qkv: tensor<2x8x2x3x16xbf16>, %o: tensor<2x8x2x16xbf16>, %lse: tensor<2x2x8xf32>, %do: tensor<2x8x2x16xbf16>) -> (tensor<2x8x2x3x16xbf16>, tensor<2x3x16xbf16>) {
+  // expected-error @+1 {{holds an attention gradient but is not an attention-gradient fusion: its body holds kiln.neg beside an attention_qkv_grad, a reshape, a reduce_sum and a cast}}
+  %0:2 = kiln.fusion(%qkv, %o, %lse, %do) : (tensor<2x8x2x3x16xbf16>, tensor<2x8x2x16xbf16>, tensor<2x2x8xf32>, tensor<2x8x2x16xbf16>) -> (tensor<2x8x2x3x16xbf16>, tensor<2x3x16xbf16>) {
+  ^bb0(%a: tensor<2x8x2x3x16xbf16>, %b: tensor<2x8x2x16xbf16>, %c: tensor<2x2x8xf32>, %d: tensor<2x8x2x16xbf16>):
+    %1 = kiln.attention_qkv_grad %a, %b, %c, %d {causal, scale = 0.25 : f32} : tensor<2x8x2x3x16xbf16>, tensor<2x8x2x16xbf16>, tensor<2x2x8xf32>, tensor<2x8x2x16xbf16> -> tensor<2x8x2x3x16xbf16>
+    %2 = kiln.neg %1 : tensor<2x8x2x3x16xbf16>
+    %3 = kiln.reduce_sum %2, dims = [0, 1] : tensor<2x8x2x3x16xbf16> -> tensor<2x3x16xbf16>
+    kiln.yield %1, %3 : tensor<2x8x2x3x16xbf16>, tensor<2x3x16xbf16>
+  }
+  return %0#0, %0#1 : tensor<2x8x2x3x16xbf16>, tensor<2x3x16xbf16>
+}

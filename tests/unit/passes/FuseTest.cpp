@@ -36,6 +36,7 @@ struct Counts {
   int normFusions = 0, backwardNormFusions = 0; ///< of the loop fusions
   int columnSums = 0;                           ///< bias gradients in norm gradients' kernels
   int crossEntropyFusions = 0;
+  int attentionBiasSums = 0;   ///< bias gradients in attention gradients' kernels
   int broadcastsRead = 0;      ///< broadcasts in fusion bodies (index maps)
   int broadcastsLeft = 0;      ///< broadcasts materialized outside them
 };
@@ -59,6 +60,10 @@ Counts countFusions(mlir::ModuleOp module, llvm::StringRef function = "") {
         c.gelu += body->activation == GemmEpilogueBody::Activation::Gelu;
         c.geluGrad += body->activation == GemmEpilogueBody::Activation::GeluGrad;
         c.biasGrads += static_cast<bool>(body->biasGrad);
+        return;
+      }
+      if (mlir::succeeded(matchAttentionGradFusion(f))) {
+        ++c.attentionBiasSums;
         return;
       }
       ++c.fusions;
@@ -101,8 +106,9 @@ mlir::OwningOpRef<mlir::ModuleOp> unfusedStep(mlir::MLIRContext &ctx, const char
 /// Checks that kiln-fuse without cast folding and with bias-grad-epilogues
 /// (off by default) changes no result, builds at least `minFusions` loop
 /// fusions, folds every layer's gelu, gelu_grad and two bias-gradient sums
-/// into GEMM epilogues, and sums the other two in the norm gradients'
-/// kernels.
+/// into GEMM epilogues (one where attention is fused: the qkv projection's
+/// is summed by the attention gradient's kernels), and sums the other two
+/// in the norm gradients' kernels.
 void checkConfig(const char *file, llvm::ArrayRef<std::string> sets, const std::string &policy,
                  int minFusions) {
   SCOPED_TRACE(std::string(file) + " " + policy);
@@ -120,7 +126,11 @@ void checkConfig(const char *file, llvm::ArrayRef<std::string> sets, const std::
   Counts step = countFusions(*module, "train_step");
   EXPECT_EQ(step.gelu, layers);
   EXPECT_EQ(step.geluGrad, layers);
-  EXPECT_EQ(step.biasGrads, 2 * layers); // qkv, fc
+  // (Attention is fused under the mixed policies only: compile.fuse_attention
+  // = "auto".)
+  const bool attention = policy != "f32";
+  EXPECT_EQ(step.biasGrads, attention ? layers : 2 * layers); // fc [, qkv]
+  EXPECT_EQ(step.attentionBiasSums, attention ? layers : 0);  // qkv
   // The attention and MLP projections' bias gradients sum the residual
   // gradient the norm gradients after them write (ln_2's, and the next
   // block's ln_1 or the final norm's).
