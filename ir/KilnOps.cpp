@@ -1369,9 +1369,9 @@ FailureOr<AttentionGradFusionBody> kiln::matchAttentionGradFusion(FusionOp fusio
     return fail("the sum must be in dqkv's element type");
   a.sumOut = a.sum.getResult();
   if (a.widen) {
-    if (a.widen.getOperand() != a.sum.getResult() ||
+    if (a.widen.getOperand() != a.sum.getResult() || !isa<BFloat16Type, Float16Type>(low) ||
         !cast<RankedTensorType>(a.widen.getType()).getElementType().isF32())
-      return fail("the cast must widen the sum to f32");
+      return fail("the cast must widen the bf16/f16 sum to f32");
     a.sumOut = a.widen.getResult();
   }
   auto yielded = fusion.getYield().getValues();

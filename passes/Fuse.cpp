@@ -680,11 +680,6 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     return true;
   }
 
-  /// A cross_entropy and its gradient over the same logits and targets,
-  /// the gradient's dloss computable before the forward (the loss's seed;
-  /// hoistBefore), every class row whole 16-byte words: one fusion where
-  /// the forward was (its loss is read before the gradient; everything the
-  /// gradient's users read comes later).
   /// Attention-gradient fusions (option `attention-bias`): the column sum
   /// of an attention_qkv_grad's dqkv (the qkv projection's bias gradient:
   /// a reduce_sum of dqkv reshaped to [.., 3·H·D] over every dimension but
@@ -706,7 +701,8 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       auto sumOf = [&](Value v) -> ReduceSumOp {
         for (Operation *user : v.getUsers())
           if (auto r = dyn_cast<ReduceSumOp>(user);
-              r && !r->use_empty() && r.getType().getElementType() == type.getElementType())
+              r && r->getBlock() == &block && !r->use_empty() && !r.getDims().empty() &&
+              r.getType().getElementType() == type.getElementType())
             return r;
         return {};
       };
@@ -763,6 +759,11 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     }
   }
 
+  /// A cross_entropy and its gradient over the same logits and targets,
+  /// the gradient's dloss computable before the forward (the loss's seed;
+  /// hoistBefore), every class row whole 16-byte words: one fusion where
+  /// the forward was (its loss is read before the gradient; everything the
+  /// gradient's users read comes later).
   void fuseCrossEntropies(Block &block) {
     SmallVector<CrossEntropyGradOp> grads(block.getOps<CrossEntropyGradOp>());
     for (CrossEntropyGradOp grad : grads) {
