@@ -55,7 +55,9 @@ namespace kiln::cli {
 // rather than llvm::cl's: `--ep 2` (ValueOptional) reads 2 as one.
 static cl::list<std::string> positional(cl::Positional, cl::desc("<config.toml>"), cl::OneOrMore,
                                         cl::sub(estimateCommand()), cl::cat(kilnCategory()));
-static cl::opt<int64_t> dp("dp", cl::desc("Data-parallel degree (for the ZeRO columns)"),
+static cl::opt<int64_t> dp("dp",
+                           cl::desc("Data-parallel degree (for the ZeRO columns; default: the "
+                                    "config's parallel.dp when it is over 1, else 8)"),
                            cl::init(8), cl::sub(estimateCommand()), cl::cat(kilnCategory()));
 static cl::opt<int64_t> tp("tp", cl::desc("Tensor-parallel degree (for the partitioned plan)"),
                            cl::init(1), cl::sub(estimateCommand()), cl::cat(kilnCategory()));
@@ -163,6 +165,15 @@ int runEstimate() {
   if (!config)
     return fail("estimate", toString(config.takeError()));
   const int64_t tpRanks = config->parallel.tp;
+  // The data-parallel ranks: --dp, each running train.batch_size; without
+  // it the config's own parallel.dp when it has one, as kiln train runs it
+  // (train.batch_size is then the global batch, split over the ranks: each
+  // rank's micro-batch is its share), else 8 for the ZeRO columns.
+  const bool configRanks = !dp.getNumOccurrences() && config->parallel.dp > 1;
+  const int64_t ranks = configRanks ? config->parallel.dp : dp.getValue();
+  const int64_t globalBatch = config->train.batch_size;
+  if (configRanks) // (validated: a multiple of parallel.dp)
+    config->train.batch_size = globalBatch / ranks;
   if (!(gpuMemory > 0) || !std::isfinite(gpuMemory))
     return fail("estimate", "--gpu-memory must be a positive number of GiB");
   const ModelConfig &m = config->model;
@@ -170,7 +181,7 @@ int runEstimate() {
   const double L = m.n_layer, d = m.n_embd, a = m.n_head, V = m.paddedVocab();
   const double T = config->seqLen(), b = config->train.batch_size;
   const double flopsPerToken = models::trainingFlopsPerToken(m, config->seqLen());
-  const double tokensPerStep = b * T * config->microbatches() * dp;
+  const double tokensPerStep = b * T * config->microbatches() * ranks;
   const bool mixed = config->train.precision != "f32";
 
   outs() << formatv("kiln estimate: {0} — {1} layers, {2} heads, width {3}, vocab {4} (padded "
@@ -190,9 +201,9 @@ int runEstimate() {
                     sci(flopsPerToken));
   outs() << formatv("FLOPs per step        {0} ({1} tokens: batch {2} x {3} x {4} micro-batches "
                     "x dp {5})\n",
-                    sci(flopsPerToken * tokensPerStep), withCommas(static_cast<int64_t>(tokensPerStep)),
-                    config->train.batch_size, config->seqLen(), config->train.accumulate_steps,
-                    dp.getValue());
+                    sci(flopsPerToken * tokensPerStep),
+                    withCommas(static_cast<int64_t>(tokensPerStep)), config->train.batch_size,
+                    config->seqLen(), config->train.accumulate_steps, ranks);
   outs() << formatv("Chinchilla tokens     {0} (≈ 20·N, Hoffmann et al. 2022) = {1} steps of "
                     "this config\n\n",
                     sci(20 * N), withCommas(static_cast<int64_t>(20 * N / tokensPerStep)));
@@ -217,23 +228,26 @@ int runEstimate() {
   double actFull = L * perLayer + logits;
   double actRecompute = L * 2 * T * b * d * actBytes + perLayer + logits;
   outs() << formatv("memory per GPU ({0}, micro-batch {1}, dp {2}; compare {3:f0} GiB):\n",
-                    config->train.precision, config->train.batch_size, dp.getValue(),
-                    gpuMemory.getValue());
-  // kiln train's train.batch_size is the global batch, split over dp; here
-  // it is one rank's (the ZeRO paper's convention), which a user comparing
-  // with a run should know.
-  if (dp > 1)
+                    config->train.precision, config->train.batch_size, ranks, gpuMemory.getValue());
+  // kiln train's train.batch_size is the global batch, split over dp; with
+  // --dp it is one rank's here (the ZeRO paper's convention), which a user
+  // comparing with a run should know.
+  if (configRanks)
+    outs() << formatv("  (parallel.dp = {0} from the config: train.batch_size = {1} is the global "
+                      "batch, {2} a rank, as kiln train splits it)\n",
+                      ranks, globalBatch, config->train.batch_size);
+  else if (ranks > 1)
     outs() << formatv("  (train.batch_size = {0} is one rank's micro-batch here; kiln train "
                       "splits train.batch_size over parallel.dp, so this is a run with "
                       "train.batch_size = {1} and parallel.dp = {2})\n",
-                      config->train.batch_size, config->train.batch_size * dp, dp.getValue());
+                      config->train.batch_size, config->train.batch_size * ranks, ranks);
   outs() << formatv("  {0,-8} {1,12} {2,12} {3,12} {4,14} {5,14} {6,14}\n", "ZeRO", "params",
                     "grads", "optimizer", "activations", "act.+recompute", "total (no rec.)");
   for (int stage = 0; stage <= 3; ++stage) {
     if (!wanted(stage))
       continue;
-    double w = stage >= 3 ? weights / dp : weights, g = stage >= 2 ? grads / dp : grads,
-           o = stage >= 1 ? optim / dp : optim;
+    double w = stage >= 3 ? weights / ranks : weights, g = stage >= 2 ? grads / ranks : grads,
+           o = stage >= 1 ? optim / ranks : optim;
     double total = w + g + o + actFull;
     outs() << formatv("  {0,-8} {1,12} {2,12} {3,12} {4,14} {5,14} {6,14}{7}\n", stage, gib(w),
                       gib(g), gib(o), gib(actFull), gib(actRecompute), gib(total),
@@ -292,39 +306,39 @@ int runEstimate() {
   const bool epGiven = expertParallel.getNumOccurrences() > 0;
   if (epGiven && !m.moe.enabled())
     return fail("estimate", "--ep splits a mixture of experts' experts: the config has no moe.experts");
-  int64_t epRanks = 1;
+  // (From the config, with its parallel.dp: its parallel.ep.)
+  int64_t epRanks = configRanks && !epGiven ? std::max<int64_t>(1, config->parallel.ep) : 1;
   if (epGiven) {
-    epRanks = dp;
-    if (!expertParallel.empty() &&
-        (StringRef(expertParallel).getAsInteger(10, epRanks) || epRanks < 1 || dp % epRanks != 0))
+    epRanks = ranks;
+    if (!expertParallel.empty() && (StringRef(expertParallel).getAsInteger(10, epRanks) ||
+                                    epRanks < 1 || ranks % epRanks != 0))
       return fail("estimate", formatv("--ep={0}: expected a number of ranks dividing --dp = {1}",
-                                      expertParallel.getValue(), dp.getValue())
+                                      expertParallel.getValue(), ranks)
                                   .str());
   }
-  if (dp * tpRanks > 1) {
+  if (ranks * tpRanks > 1) {
     outs() << formatv(
         "buffer plan per rank on dp {0} x tp {1}{2}{3} (the step partitioned, then "
         "kiln-plan-buffers; kiln train runs it on CPU threads, or one process per rank "
         "with --ranks N or --gpus N):\n",
-        dp.getValue(), tpRanks,
-        config->parallel.sequence_parallel ? " with sequence parallelism" : "",
-        epRanks == 1    ? ""
-        : epRanks == dp ? " with the experts split over dp"
-                        : formatv(" with the experts split over ep {0} (edp {1} x ep {0})", epRanks,
-                                  dp / epRanks)
-                              .str());
+        ranks, tpRanks, config->parallel.sequence_parallel ? " with sequence parallelism" : "",
+        epRanks == 1       ? ""
+        : epRanks == ranks ? " with the experts split over dp"
+                           : formatv(" with the experts split over ep {0} (edp {1} x ep {0})",
+                                     epRanks, ranks / epRanks)
+                                 .str());
     // ZeRO 2 plans as ZeRO 1: the gradients are reduce-scattered into the
     // split accumulators either way.
     for (int zero : {0, 1, 3}) {
       if (!wanted(zero) && !(zero == 1 && wanted(2)))
         continue;
       RunConfig c = *config;
-      c.parallel.dp = dp;
+      c.parallel.dp = ranks;
       c.parallel.tp = tpRanks;
       c.parallel.zero = zero;
-      c.train.batch_size = config->train.batch_size * dp;
+      c.train.batch_size = config->train.batch_size * ranks;
       // A mixture of experts: each rank routes the groups one device would.
-      c.model.moe.groups = config->model.moe.groups * dp;
+      c.model.moe.groups = config->model.moe.groups * ranks;
       c.parallel.ep = epRanks;
       if (Error err = c.validate("--dp/--tp"))
         return fail("estimate", toString(std::move(err)));
