@@ -1035,18 +1035,12 @@ llvm::Expected<bool> attentionGrad(Emitter &e, const AttentionView &w,
   auto tiles = flashTiles(e, w.input(), a, w.scale, why, /*backward=*/true);
   if (!tiles)
     return tiles.takeError();
-  // The flash kernels sum the bias gradient's columns for a packed qkv of
-  // one head count and length (the fusion's only form); otherwise a
-  // reduction reads dqkv after them.
-  bool kernelsSum = bias && w.packed() && a.h == a.hkv && a.tq == a.tk && a.d % 8 == 0;
-  if (*tiles) {
-    auto done = flashBackward(e, w, **tiles, kernelsSum ? bias : nullptr);
-    if (!done || !bias || kernelsSum)
-      return done;
-    if (llvm::Error err = sumDqkvColumns(e, w, *bias))
-      return std::move(err);
-    return true;
-  }
+  // The flash kernels sum the bias gradient's columns themselves (its
+  // fusion holds attention_qkv_grad: one packed qkv, so one head count and
+  // length, and head dims of whole 8-element groups); the reference
+  // kernels leave them to a reduction after them (below).
+  if (*tiles)
+    return flashBackward(e, w, **tiles, bias);
   std::string forwardWhy;
   auto forward = flashTiles(e, w.input(), a, w.scale, forwardWhy);
   if (!forward)

@@ -730,14 +730,9 @@ struct FusePass final : impl::FusePassBase<FusePass> {
 
       llvm::SetVector<Value> inputs(grad->getOperands().begin(), grad->getOperands().end());
       OpBuilder b(grad);
-      auto fusion = FusionOp::create(b, grad.getLoc(), TypeRange{dqkv.getType(), sumOut.getType()},
-                                     inputs.getArrayRef());
-      Block *body = new Block();
-      fusion.getBody().push_back(body);
       IRMapping map;
-      for (Value v : inputs)
-        map.map(v, body->addArgument(v.getType(), v.getLoc()));
-      OpBuilder inner = OpBuilder::atBlockEnd(body);
+      auto [fusion, inner] = emptyFusion(b, grad.getLoc(), {dqkv.getType(), sumOut.getType()},
+                                         inputs.getArrayRef(), map);
       inner.clone(*grad, map);
       if (reshape)
         inner.clone(*reshape, map);
@@ -1033,6 +1028,19 @@ struct FusePass final : impl::FusePassBase<FusePass> {
   /// last one, or after `at` when given) with one kiln.fusion (at `at`, or
   /// see placement), whose results are the members' values used outside,
   /// in program order. `loop`: a loop fusion (for the statistics).
+  /// A kiln.fusion at `b` of `types` over `inputs` with an empty body, each
+  /// input mapped in `map` to its body argument, and a builder at the body's
+  /// end (the caller clones the ops and adds the yield).
+  static std::pair<FusionOp, OpBuilder> emptyFusion(OpBuilder &b, Location loc, TypeRange types,
+                                                    ArrayRef<Value> inputs, IRMapping &map) {
+    auto fusion = FusionOp::create(b, loc, types, inputs);
+    Block *body = new Block();
+    fusion.getBody().push_back(body);
+    for (Value v : inputs)
+      map.map(v, body->addArgument(v.getType(), v.getLoc()));
+    return {fusion, OpBuilder::atBlockEnd(body)};
+  }
+
   FusionOp buildFusion(ArrayRef<Operation *> ops, bool loop, Operation *at = nullptr) {
     llvm::SmallPtrSet<Operation *, 8> members(ops.begin(), ops.end());
     // A loop fusion's splat constants become literals in its body; a GEMM
@@ -1115,13 +1123,8 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     SmallVector<Type> types;
     for (Value v : outputs)
       types.push_back(v.getType());
-    auto fusion = FusionOp::create(b, last->getLoc(), types, inputs.getArrayRef());
-    Block *body = new Block();
-    fusion.getBody().push_back(body);
     IRMapping map;
-    for (Value v : inputs)
-      map.map(v, body->addArgument(v.getType(), v.getLoc()));
-    OpBuilder inner = OpBuilder::atBlockEnd(body);
+    auto [fusion, inner] = emptyFusion(b, last->getLoc(), types, inputs.getArrayRef(), map);
     // (Equal broadcasts of one operand share the first one's clone.)
     llvm::SmallSetVector<Operation *, 2> broadcastsRead;
     llvm::DenseMap<Value, Value> cloneOf; // operand -> its broadcast's clone
