@@ -504,6 +504,10 @@ struct FlashTiles {
   /// GPT-2's shape and 5 % at D = 128 not causal, and gained 1.8 % only at
   /// D = 128 causal (bench/RESULTS.md, seventeenth session).
   static constexpr int kPipelinedForward = 2;
+  /// dq converted from its f32 sums by a launch of its own after the
+  /// backward, as before the twenty-fourth session (by default the
+  /// backward's last block of each head converts it: finishDq).
+  static constexpr int kDqLaunch = 4;
   bool has(int option) const { return wgmma && (options & option); }
   int queryBlock() const { return 16 * warps * mTiles; }
 };
@@ -535,7 +539,7 @@ int defaultOptions(int backwardWarps) { return backwardWarps == 8 ? FlashTiles::
 /// into parts of at least 32), 0 for mma.sync, absent for the
 /// architecture's default; R > 0 makes ptxas fit R backward blocks on an SM
 /// (fewer registers a thread); X the wgmma kernels' options
-/// (FlashTiles::options, a sum of 1 and 2). The kernels static_assert what they need
+/// (FlashTiles::options, a sum of 1, 2 and 4). The kernels static_assert what they need
 /// beyond these ranges.
 llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &options, int64_t d) {
   llvm::StringRef text = options.attentionTiles;
@@ -547,11 +551,11 @@ llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &opti
   bool ok = parts.size() >= 4 && parts.size() <= 8;
   for (size_t i = 0; ok && i < parts.size(); ++i)
     ok = !parts[i].getAsInteger(10, v[i]) && v[i] >= (i >= 4 ? 0 : 1) && v[i] <= 256;
-  if (!ok || v[2] % 16 != 0 || v[4] > 1 || v[5] > 1 || v[6] > 8 || v[7] > 3)
+  if (!ok || v[2] % 16 != 0 || v[4] > 1 || v[5] > 1 || v[6] > 8 || v[7] > 7)
     return error("codegen: attention tiles '" + text +
                  "' are not W,MT,BN,BW[,Q[,G[,R[,X]]]] (warps, row tiles, a key block of 16s, "
                  "backward warps, Q held in registers 0/1, wgmma kernels 0/1, backward blocks an "
-                 "SM fits 0-8, wgmma options 0-3)");
+                 "SM fits 0-8, wgmma options 0-7)");
   if (v[5] == 1 && !hasWgmma(options.arch))
     return error("codegen: attention tiles '" + text +
                  "' ask for the wgmma kernels, which need "
@@ -690,13 +694,14 @@ std::string tilesText(const FlashTiles &t) {
   if (t.wgmma)
     return llvm::formatv("on wgmma: forward {0} warpgroup(s) of 64 query rows (BM = {1}), key "
                          "blocks of {2}; backward {3} warpgroup(s) of 64 keys, query blocks of "
-                         "64{4}{5}{6}",
+                         "64{4}{5}{6}{7}",
                          t.warps / 4, t.queryBlock(), t.keyBlock, t.backwardWarps / 4,
                          t.backwardBlocks > 0
                              ? llvm::formatv(", {0} blocks an SM", t.backwardBlocks).str()
                              : std::string(),
                          t.has(FlashTiles::kDqFirst) ? ", dq's product first" : "",
-                         t.has(FlashTiles::kPipelinedForward) ? ", forward softmax overlapped" : "")
+                         t.has(FlashTiles::kPipelinedForward) ? ", forward softmax overlapped" : "",
+                         t.has(FlashTiles::kDqLaunch) ? ", dq converted by a launch of its own" : "")
         .str();
   return llvm::formatv("forward {0} warps x {1} row tiles (BM = {2}), key blocks of {3}, Q {4}; "
                        "backward {5} warps on {7} (key blocks of {6}, query blocks of 64)",
@@ -861,102 +866,19 @@ llvm::Error sumDqkvColumns(Emitter &e, const AttentionView &w, const BiasSum &bi
                          "attention_bias_sum");
 }
 
-llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const FlashTiles &tiles,
-                                   const BiasSum *bias = nullptr) {
+/// dq = scale · accumulator as a launch after the backward (the option
+/// kDqLaunch), and with a bias sum (`biasPartial` ≥ 0) dq's part of it.
+llvm::Error convertDq(Emitter &e, const AttentionView &w, const FlashTiles &tiles,
+                      int64_t accumulator, int64_t biasPartial) {
   Operation *op = w.op;
-  auto scratch = op->getAttrOfType<IntegerAttr>(KilnDialect::kScratchOffsetAttrName);
-  if (!scratch)
-    return error("codegen: " + Emitter::describe(op) + " has no scratch (run kiln-plan-buffers)");
   const AttentionDims &a = w.a;
-  int64_t rows = a.b * a.h * a.tq, d = a.d;
-  // The scratch (AttentionGradOp::getScratchBytes): the dq accumulator,
-  // delta, and under train.deterministic the ticket and the turn counters
-  // of the ordered backward (kernels/flash_attention.cuh).
-  int64_t accumulator = scratch.getInt(), delta = accumulator + rows * d * 4,
-          order = delta + rows * 4;
-  const bool ordered = deterministic(op);
-  const int64_t orderWords = ordered ? a.orderWords() : 0;
-  // With a bias sum: the kernels' partial column sums, a row of [H, 3, D]
-  // per key block (of bn keys) of each batch; dk's and dv's parts from the
-  // backward, dq's from the conversion, then summed over the rows.
-  const int64_t bn = 16 * tiles.backwardWarps, keyBlocks = (a.tk + bn - 1) / bn;
-  const int64_t biasCols = 3 * a.h * d, biasRows = a.b * keyBlocks;
-  const int64_t biasPartial = bias ? e.scratch(biasRows * biasCols * 4) : 0;
-  // 1. rowsum(dout ⊙ out), and the f32 dq accumulator (and the counters)
-  // zeroed.
-  {
-    Params p;
-    ADD(w.out, "out", true)
-    ADD(w.dout, "dout", true) p.text += ", float *delta, float *accumulator, int *order";
-    p.args.push_back(Emitter::ptr(delta));
-    p.args.push_back(Emitter::ptr(accumulator));
-    p.args.push_back(Emitter::ptr(order));
-    std::string body =
-        llvm::formatv("  kiln::flash::backwardPrepare<{0}, {1}, {2}, {3}, {4}, {5}, {6}>("
-                      "out, dout, delta, accumulator, order);\n",
-                      elt(w.input()), rows, d, a.h, a.tq, boolText(a.sequenceMajor), orderWords)
-            .str();
-    e.launch(op, "flash_attention_prepare", kernel(op, "flash_attention.cuh", p.text, body),
-             {e.gridFor(rows * 32, 256), 1, 1}, {256, 1, 1}, p.args);
-  }
-  // 2. dk, dv and the dq sums, a block per key block and kv head.
-  {
-    Params p;
-    std::string prologue;
-    if (llvm::Error err = addInputs(e, w, p, prologue))
-      return std::move(err);
-    ADD(w.lse, "lse", true)
-    ADD(w.dout, "dout", true) p.text += ", const float *delta, float *accumulator, int *order";
-    p.args.push_back(Emitter::ptr(delta));
-    p.args.push_back(Emitter::ptr(accumulator));
-    p.args.push_back(Emitter::ptr(order));
-    if (w.packed()) {
-      ADD(w.dqkv, "dqkv", false)
-      prologue += llvm::formatv("  {0} *dk = dqkv + {1}, *dv = dqkv + 2 * {1};\n", elt(w.dqkv), d)
-                      .str();
-    } else {
-      ADD(w.dk, "dk", false) ADD(w.dv, "dv", false)
-    }
-    auto seg = segmentsArg(e, op, w.segments, p);
-    if (!seg)
-      return seg.takeError();
-    if (bias) {
-      p.text += ", float *biasPartial";
-      p.args.push_back(Emitter::ptr(biasPartial));
-    }
-    // (The bias sums' template argument and pointer follow `order`.)
-    std::string biasArgs = bias ? ", true" : "", biasPointer = bias ? ", biasPartial" : "";
-    int64_t bm = 64, threads = 32 * tiles.backwardWarps;
-    // The wgmma kernel takes its warpgroups (64 keys each) and aligns its
-    // tiles to 1024 bytes itself.
-    std::string body =
-        prologue +
-        (tiles.wgmma ? llvm::formatv("  kiln::flash::backwardWgmma<{0}, {1}, {2}, {5}, {6}{7}>(q, "
-                                     "k, v, lse, dout, delta, accumulator, dk, dv, {3:e9}f, {4}, "
-                                     "order{8});\n",
-                                     flashShape(w.input(), a, w.causal), tiles.backwardWarps / 4,
-                                     w.layoutArgs(), w.scale, *seg,
-                                     boolText(tiles.has(FlashTiles::kDqFirst)), boolText(ordered),
-                                     biasArgs, biasPointer)
-                           .str()
-                     : llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}, {3}, {6}{7}>(q, k, v, "
-                                     "lse, dout, delta, accumulator, dk, dv, {4:e9}f, {5}, "
-                                     "order{8});\n",
-                                     flashShape(w.input(), a, w.causal), tiles.backwardWarps, bm,
-                                     w.layoutArgs(), w.scale, *seg, boolText(ordered), biasArgs,
-                                     biasPointer)
-                           .str());
-    e.launch(op, "flash_attention_backward",
-             kernel(op, "flash_attention.cuh", p.text, body, threads, "", tiles.backwardBlocks),
-             {(a.tk + bn - 1) / bn, a.b * a.hkv, 1}, {threads, 1, 1}, p.args,
-             flashBackwardShared(tiles, d));
-  }
-  // 3. dq = scale · accumulator (and its column sums).
-  if (bias) {
-    Params p;
-    p.text = "const float *accumulator";
-    p.args.push_back(Emitter::ptr(accumulator));
-    ADD(w.dqkv, "dq", false)
+  const int64_t rows = a.b * a.h * a.tq, d = a.d, bn = 16 * tiles.backwardWarps;
+  Params p;
+  p.text = "const float *accumulator";
+  p.args.push_back(Emitter::ptr(accumulator));
+  if (llvm::Error err = p.add(e, w.packed() ? w.dqkv : w.dq, "dq", false))
+    return err;
+  if (biasPartial >= 0) {
     p.text += ", float *biasPartial";
     p.args.push_back(Emitter::ptr(biasPartial));
     // Four query blocks a block of 256 threads (fewer, longer blocks: at
@@ -970,21 +892,125 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
             .str();
     e.launch(op, "flash_attention_dq", kernel(op, "flash_attention.cuh", p.text, body),
              {(queryBlocks + groups - 1) / groups, a.b * a.h, 1}, {256, 1, 1}, p.args);
+    return llvm::Error::success();
+  }
+  std::string body = llvm::formatv("  kiln::flash::backwardFinish<{0}, {1}, {2}, {3}, {4}, {5}>("
+                                   "accumulator, dq, {6:e9}f);\n",
+                                   elt(w.input()), rows * d, d, a.h, a.tq, w.layoutArgs(), w.scale)
+                         .str();
+  e.launch(op, "flash_attention_dq", kernel(op, "flash_attention.cuh", p.text, body),
+           {e.gridFor(rows * d / (d % 8 == 0 ? 8 : 2), 256), 1, 1}, {256, 1, 1}, p.args);
+  return llvm::Error::success();
+}
+
+llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const FlashTiles &tiles,
+                                   const BiasSum *bias = nullptr) {
+  Operation *op = w.op;
+  auto scratch = op->getAttrOfType<IntegerAttr>(KilnDialect::kScratchOffsetAttrName);
+  if (!scratch)
+    return error("codegen: " + Emitter::describe(op) + " has no scratch (run kiln-plan-buffers)");
+  const AttentionDims &a = w.a;
+  int64_t rows = a.b * a.h * a.tq, d = a.d;
+  // The scratch (AttentionGradOp::getScratchBytes): the dq accumulator,
+  // delta, and the counters: the ordered backward's ticket and turns
+  // (train.deterministic) and the key blocks done per batch · kv head.
+  int64_t accumulator = scratch.getInt(), delta = accumulator + rows * d * 4,
+          order = delta + rows * 4;
+  const bool ordered = deterministic(op);
+  // With a bias sum: the kernels' partial column sums, a row of [H, 3, D]
+  // per key block (of bn keys) of each batch (dq's part per query block of
+  // bn rows), then summed over the rows.
+  const int64_t bn = 16 * tiles.backwardWarps, keyBlocks = (a.tk + bn - 1) / bn;
+  const int64_t biasCols = 3 * a.h * d, biasRows = a.b * keyBlocks;
+  const int64_t biasPartial = bias ? e.scratch(biasRows * biasCols * 4) : 0;
+  // 1. rowsum(dout ⊙ out), and the f32 dq accumulator and the counters
+  // zeroed.
+  {
+    Params p;
+    ADD(w.out, "out", true)
+    ADD(w.dout, "dout", true) p.text += ", float *delta, float *accumulator, int *order";
+    p.args.push_back(Emitter::ptr(delta));
+    p.args.push_back(Emitter::ptr(accumulator));
+    p.args.push_back(Emitter::ptr(order));
+    std::string body =
+        llvm::formatv("  kiln::flash::backwardPrepare<{0}, {1}, {2}, {3}, {4}, {5}, {6}>("
+                      "out, dout, delta, accumulator, order);\n",
+                      elt(w.input()), rows, d, a.h, a.tq, boolText(a.sequenceMajor), a.orderWords())
+            .str();
+    e.launch(op, "flash_attention_prepare", kernel(op, "flash_attention.cuh", p.text, body),
+             {e.gridFor(rows * 32, 256), 1, 1}, {256, 1, 1}, p.args);
+  }
+  // 2. dk, dv and the dq sums, a block per key block and kv head; the last
+  // block of a head to finish writes the head's dq from the sums.
+  {
+    Params p;
+    std::string prologue;
+    if (llvm::Error err = addInputs(e, w, p, prologue))
+      return std::move(err);
+    ADD(w.lse, "lse", true)
+    ADD(w.dout, "dout", true) p.text += ", const float *delta, float *accumulator, int *order";
+    p.args.push_back(Emitter::ptr(delta));
+    p.args.push_back(Emitter::ptr(accumulator));
+    p.args.push_back(Emitter::ptr(order));
+    if (w.packed()) {
+      ADD(w.dqkv, "dqkv", false)
+      prologue += llvm::formatv("  {0} *dq = dqkv, *dk = dqkv + {1}, *dv = dqkv + 2 * {1};\n",
+                                elt(w.dqkv), d)
+                      .str();
+    } else {
+      ADD(w.dq, "dq", false) ADD(w.dk, "dk", false) ADD(w.dv, "dv", false)
+    }
+    auto seg = segmentsArg(e, op, w.segments, p);
+    if (!seg)
+      return seg.takeError();
+    if (bias) {
+      p.text += ", float *biasPartial";
+      p.args.push_back(Emitter::ptr(biasPartial));
+    }
+    int64_t bm = 64, threads = 32 * tiles.backwardWarps;
+    // The stages dq's rows stream through at the end (finishDq): chunks of
+    // bn rows of f32 in the tiles' shared memory, after its alignment
+    // slack and before the warps' column sums. bn ≤ 128 leaves two at least.
+    const int64_t shared = flashBackwardShared(tiles, d),
+                  usable = shared - (tiles.wgmma ? 1024 : 0) - (threads / 32) * d * 4;
+    const int64_t stages =
+        tiles.has(FlashTiles::kDqLaunch) ? 0 : std::min<int64_t>(4, usable / (bn * d * 4));
+    if (stages == 1 || (stages == 0 && !tiles.has(FlashTiles::kDqLaunch)))
+      return error(llvm::formatv("codegen: the flash backward's {0} bytes of shared memory hold "
+                                 "fewer than two chunks of {1} rows of dq",
+                                 shared, bn)
+                       .str());
+    // Template arguments after the layout's: (DQ_FIRST,) ORDERED, BIAS,
+    // STAGES; then the bias sums' pointer after the segments.
+    std::string tail = llvm::formatv("{0}, {1}, {2}", boolText(ordered), boolText(bias), stages),
+                biasPointer = bias ? ", biasPartial" : "";
+    // The wgmma kernel takes its warpgroups (64 keys each) and aligns its
+    // tiles to 1024 bytes itself.
+    std::string body =
+        prologue +
+        (tiles.wgmma
+             ? llvm::formatv("  kiln::flash::backwardWgmma<{0}, {1}, {2}, {5}, {6}>(q, k, v, lse, "
+                             "dout, delta, accumulator, dq, dk, dv, {3:e9}f, order, {4}{7});\n",
+                             flashShape(w.input(), a, w.causal), tiles.backwardWarps / 4,
+                             w.layoutArgs(), w.scale, *seg,
+                             boolText(tiles.has(FlashTiles::kDqFirst)), tail, biasPointer)
+                   .str()
+             : llvm::formatv("  kiln::flash::backward<{0}, {1}, {2}, {3}, {6}>(q, k, v, lse, dout, "
+                             "delta, accumulator, dq, dk, dv, {4:e9}f, order, {5}{7});\n",
+                             flashShape(w.input(), a, w.causal), tiles.backwardWarps, bm,
+                             w.layoutArgs(), w.scale, *seg, tail, biasPointer)
+                   .str());
+    e.launch(op, "flash_attention_backward",
+             kernel(op, "flash_attention.cuh", p.text, body, threads, "", tiles.backwardBlocks),
+             {(a.tk + bn - 1) / bn, a.b * a.hkv, 1}, {threads, 1, 1}, p.args, shared);
+  }
+  if (tiles.has(FlashTiles::kDqLaunch))
+    if (llvm::Error err = convertDq(e, w, tiles, accumulator, bias ? biasPartial : -1))
+      return std::move(err);
+  if (bias)
     if (llvm::Error err = sumNormPartials(e, op, biasPartial, "float", biasCols, biasRows,
                                           {{bias->out, bias->roundTo}}, "attention_bias_sum"))
       return std::move(err);
-  } else {
-    Params p;
-    p.text = "const float *accumulator";
-    p.args.push_back(Emitter::ptr(accumulator));
-    ADD(w.packed() ? w.dqkv : w.dq, "dq", false)
-    std::string body = llvm::formatv("  kiln::flash::backwardFinish<{0}, {1}, {2}, {3}, {4}, {5}>("
-                                     "accumulator, dq, {6:e9}f);\n",
-                                     elt(w.input()), rows * d, d, a.h, a.tq, w.layoutArgs(), w.scale)
-                           .str();
-    e.launch(op, "flash_attention_dq", kernel(op, "flash_attention.cuh", p.text, body),
-             {e.gridFor(rows * d / (d % 8 == 0 ? 8 : 2), 256), 1, 1}, {256, 1, 1}, p.args);
-  }
   return true;
 }
 

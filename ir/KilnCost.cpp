@@ -149,8 +149,8 @@ int64_t AttentionQkvGradOp::getFlops() {
 }
 namespace {
 // The f32 dq accumulator [B, H, Tq, D], rowsum(dout ⊙ out) [B, H, Tq], and
-// the ordered backward's ticket and turn counters (one a query block of 64
-// rows; used under train.deterministic): 4-byte words each.
+// the flash backward's counters (AttentionDims::orderWords): 4-byte words
+// each.
 int64_t attentionGradScratch(const AttentionDims &a) {
   int64_t heads = saturatingMul(a.b, a.h);
   int64_t rows = saturatingMul(heads, a.tq);

@@ -79,10 +79,11 @@ struct AttentionDims {
       return {b, t, heads, dim};
     return {b, heads, t, dim};
   }
-  /// The 4-byte words of the ordered flash backward's counters
-  /// (train.deterministic) at the end of the gradient's scratch: a ticket
-  /// and a turn counter per (batch · head, query block of 64 rows).
-  int64_t orderWords() const { return 1 + b * h * ((tq + 63) / 64); }
+  /// The 4-byte words of the flash backward's counters at the end of the
+  /// gradient's scratch: the ordered backward's ticket and a turn counter
+  /// per (batch · head, query block of 64 rows), used under
+  /// train.deterministic, then the key blocks done per batch · kv head.
+  int64_t orderWords() const { return 1 + b * h * ((tq + 63) / 64) + b * hkv; }
 };
 AttentionDims attentionDims(mlir::Value q, mlir::Value k, mlir::Value v, bool sequenceMajor);
 inline AttentionDims attentionDims(AttentionOp op) {

@@ -16,13 +16,14 @@
 //             key blocks before the first query's document are skipped
 //             (and, in the backward, query blocks after the last key's
 //             document); ids out of order skip nothing.
-//   backward  three launches: rowsum(dO ∘ O) per row (and dq's f32
+//   backward  two launches: rowsum(dO ∘ O) per row (and dq's f32
 //             accumulator zeroed); one block per (key block, batch·kv head)
 //             keeping dK and dV in registers while it streams the query
 //             blocks of every query head of its group — recomputing
 //             P = exp(S − lse) per tile, dV += Pᵀ·dO, dK += dSᵀ·Q — and
 //             adding dS·K into the f32 dq accumulator (the one sum several
-//             blocks share); then dq = scale · accumulator in the low type.
+//             blocks share); the last block of a batch·kv head to finish
+//             writes the head's dq = scale · accumulator in the low type.
 //
 // Layouts: q, k, v, out and their gradients are [B, H, T, D] (head-major),
 // or with BTHD [B, T, H, D] (sequence-major, kiln.attention's layout
@@ -440,8 +441,8 @@ __device__ void forward(const T *q, const T *k, const T *v, T *out, float *lse, 
 // accumulator zeroed (rows in [B, H, TQ] order). Each thread moves one
 // 16-byte vector of a row (L = D / V threads a row, a power of two that
 // divides 32, reduced by shuffles); other head dims, a warp per row. With
-// ORDER > 0 (train.deterministic) also the ORDER words of `order` zeroed:
-// the ticket and turn counters of the ordered backward (below).
+// ORDER > 0 also the ORDER words of `order` zeroed: the backward's counters
+// (the ordered backward's ticket and turns, and doneCounter's; below).
 template <typename T, i64 ROWS, int D, i64 H = 1, i64 TQ = ROWS, bool BTHD = false, i64 ORDER = 0>
 __device__ void backwardPrepare(const T *o, const T *dout, float *delta, float *dqAccum,
                                 int *order = nullptr) {
@@ -498,7 +499,8 @@ __device__ void backwardPrepare(const T *o, const T *dout, float *delta, float *
 }
 
 // dq = scale · accumulator, in the low type (the accumulator's rows in
-// [B, H, TQ] order).
+// [B, H, TQ] order), as a launch after the backward: the wgmma kernels'
+// option kDqLaunch (codegen), which finishDq (below) replaced by default.
 // Head dims of whole 8-element groups take 8 a thread (two 16-byte loads,
 // one 16-byte store), others 2.
 template <typename T, i64 N, int D = 2, i64 H = 1, i64 TQ = N / D, bool BTHD = false, int PACK = 1>
@@ -767,7 +769,7 @@ __device__ __forceinline__ void storeKeyGrads(const float (&dK)[NO][4], const fl
 // warp's eight by shuffles, then the WARPS warps through shared memory
 // `red` (2·WARPS·D floats; the block's tiles are dead by now). Row
 // `partial` of the [B·⌈TK/BN⌉, HKV, 3, D] partial sums gets dk's at
-// [kvh][1] and dv's at [kvh][2] (dq's [kvh][0] is backwardFinishBias's).
+// [kvh][1] and dv's at [kvh][2] (dq's [kvh][0] is finishDq's).
 // Overwrites dK and dV.
 template <typename T, i64 TK, int D, int WARPS, int NO>
 __device__ __forceinline__ void keyGradColumnSums(float (&dK)[NO][4], float (&dV)[NO][4],
@@ -809,16 +811,129 @@ __device__ __forceinline__ void keyGradColumnSums(float (&dK)[NO][4], float (&dV
   }
 }
 
+// The word counting the key blocks of batch · kv head bkv that are done
+// (zeroed by backwardPrepare): after the ordered backward's ticket and turn
+// counters (AttentionDims::orderWords).
+template <i64 B, i64 H, i64 TQ> __device__ __forceinline__ int *doneCounter(int *order, i64 bkv) {
+  return order + 1 + B * H * CEIL_DIV(TQ, (i64)64) + bkv;
+}
+
+// The backward's last step, by every block after its last dq add: the block
+// counts itself in at its batch · kv head, and the last of the head's
+// KBLOCKS key blocks to get there — when every add into the head's rows of
+// the accumulator is done — writes dq = scale · accumulator in T for the
+// G = H / HKV query heads of the group (no launch of its own, and the
+// accumulator's rows read while the adds have left them in L2). With BIAS
+// it also sums dq's columns per query block of BN rows (the values it
+// stores, rounded to T) into part [h][0] of row b·⌈TQ/BN⌉ + block of the
+// [B·⌈TQ/BN⌉, H, 3, D] partial sums, whose parts 1 and 2
+// keyGradColumnSums fills: per thread, the warp's rows by shuffles, then
+// the warps in `red` in a fixed order (deterministic). (The backwards skip
+// it with STAGES = 0, when backwardFinish(Bias) runs after them.)
+// The rows stream through `stages` (the block's tiles, dead by now):
+// STAGES chunks of BN rows of f32 by cp.async, the next STAGES − 1 loading
+// while one is converted, D/8 threads a row converting 8 elements each;
+// `red` (WARPS·D floats) follows the chunks.
+template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, int D, bool BTHD, int PACK, int THREADS,
+          int BN, int KBLOCKS, int STAGES, bool BIAS>
+__device__ void finishDq(int *order, const float *dqAccum, T *dq, float scale, float *partial,
+                         i64 bkv, unsigned char *stages) {
+  static_assert(D % 8 == 0 && 32 % (D / 8) == 0 && STAGES >= 2, "whole rows a warp");
+  constexpr int X = D / 8, R = THREADS / X, WARPS = THREADS / 32; // threads a row, rows a pass
+  constexpr i64 G = H / HKV, BLOCKS = CEIL_DIV(TQ, (i64)BN);
+  constexpr int CHUNKS = (int)(G * BLOCKS), CHUNK_BYTES = BN * D * 4;
+  __shared__ int last;
+  __threadfence(); // this thread's adds are done before the count
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(doneCounter<B, H, TQ>(order, bkv), 1) == KBLOCKS - 1;
+    if (last)
+      __threadfence(); // the other blocks' adds before this block's reads
+  }
+  __syncthreads();
+  if (!last)
+    return;
+  const i64 b = bkv / HKV, kvh = bkv % HKV;
+  const u32 sChunks = smemAddress(stages);
+  float *red = reinterpret_cast<float *>(stages + STAGES * CHUNK_BYTES);
+  const int x = threadIdx.x % X, r = threadIdx.x / X, warp = threadIdx.x / 32,
+            lane = threadIdx.x % 32;
+  // Chunk c: rows [block·BN, block·BN + BN) of head kvh·G + c / BLOCKS.
+  auto issue = [&](int c) {
+    if (c < CHUNKS) {
+      const i64 h = kvh * G + c / BLOCKS, t0 = (i64)(c % BLOCKS) * BN;
+      const float *src = dqAccum + ((b * H + h) * TQ + t0) * D;
+      const u32 dst = sChunks + (c % STAGES) * CHUNK_BYTES;
+      for (int i = threadIdx.x; i < BN * D / 4; i += THREADS) {
+        const bool valid = t0 + i / (D / 4) < TQ;
+        copy16(dst + 16 * i, valid ? src + 4 * i : src, valid);
+      }
+    }
+    commit(); // a group for every chunk number, so the waits count alike
+  };
+#pragma unroll
+  for (int c = 0; c < STAGES - 1; ++c)
+    issue(c);
+  for (int c = 0; c < CHUNKS; ++c) {
+    issue(c + STAGES - 1);
+    waitGroups<STAGES - 1>(); // chunk c is in
+    __syncthreads();
+    const i64 h = kvh * G + c / BLOCKS, block = c % BLOCKS;
+    const float *chunk = reinterpret_cast<const float *>(stages + (c % STAGES) * CHUNK_BYTES);
+    float sum[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int pass = 0; pass < BN / R; ++pass) {
+      const int row = pass * R + r;
+      const i64 t = block * BN + row;
+      if (t >= TQ)
+        break;
+      const float4 a = *reinterpret_cast<const float4 *>(chunk + row * D + 8 * x),
+                   e = *reinterpret_cast<const float4 *>(chunk + row * D + 8 * x + 4);
+      const float in[8] = {a.x, a.y, a.z, a.w, e.x, e.y, e.z, e.w};
+      u32 packed[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float lo = roundedTo<T>(in[2 * i] * scale), hi = roundedTo<T>(in[2 * i + 1] * scale);
+        sum[2 * i] += lo;
+        sum[2 * i + 1] += hi;
+        packed[i] = pack<T>(lo, hi);
+      }
+      *reinterpret_cast<uint4 *>(dq + rowOffset<H, TQ, D, BTHD, PACK>(b, h, t) + 8 * x) =
+          make_uint4(packed[0], packed[1], packed[2], packed[3]);
+    }
+    if constexpr (BIAS) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int m = X; m < 32; m *= 2) // the warp's rows of these columns
+          sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], m);
+      if (lane < X)
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+          red[warp * D + 8 * x + i] = sum[i];
+      __syncthreads();
+      for (int col = threadIdx.x; col < D; col += THREADS) {
+        float s = 0.f;
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w)
+          s += red[w * D + col];
+        partial[((b * BLOCKS + block) * H + h) * 3 * D + col] = s;
+      }
+    }
+    __syncthreads(); // the stage (and `red`) is rewritten next
+  }
+}
+
 // One block per (key block of BN = 16·WARPS keys, batch·kv head); each warp
 // owns 16 keys. Streams query blocks of BM rows for every query head of
 // the group. Dynamic shared memory: K, V [BN, D]; Q, dO [2 stages][BM, D];
 // lse, delta [2][BM] f32; dSᵀ [BN, BM]. Grid (⌈TK/BN⌉, B·HKV).
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WARPS,
-          int BM, bool BTHD = false, int PACK = 1, bool ORDERED = false, bool BIAS = false>
+          int BM, bool BTHD = false, int PACK = 1, bool ORDERED = false, bool BIAS = false,
+          int STAGES = 2>
 __device__ void backward(const T *q, const T *k, const T *v, const float *lse, const T *dout,
-                         const float *delta, float *dqAccum, T *dk, T *dv, float scale,
-                         const int *seg = nullptr, int *order = nullptr,
-                         float *biasPartial = nullptr) {
+                         const float *delta, float *dqAccum, T *dq, T *dk, T *dv, float scale,
+                         int *order, const int *seg = nullptr, float *biasPartial = nullptr) {
   constexpr int BN = WARPS * 16, THREADS = WARPS * 32;
   constexpr int KS = D / 16, NQ = BM / 8, NO = D / 8, QK = BM / 16, KK = BN / 16;
   constexpr i64 G = H / HKV;
@@ -1051,6 +1166,9 @@ __device__ void backward(const T *q, const T *k, const T *v, const float *lse, c
     keyGradColumnSums<T, TK, D, WARPS>(dK, dV, key0, scale, reinterpret_cast<float *>(smem),
                                        biasPartial + ((b * KBLOCKS + keyBlock) * HKV + kvh) * 3 * D);
   }
+  if constexpr (STAGES > 0)
+    finishDq<T, B, H, HKV, TQ, D, BTHD, PACK, THREADS, BN, KBLOCKS, STAGES, BIAS>(
+        order, dqAccum, dq, scale, biasPartial, bkv, smem);
 }
 
 // ---------------------------------------------------------------------------
@@ -1257,10 +1375,10 @@ template <int R> __device__ __forceinline__ unsigned long long mnMajor(u32 tile,
 // [2][64] f32. Grid (⌈TK/BN⌉, B·HKV). Needs sm_90a.
 template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int WGS,
           bool BTHD = false, int PACK = 1, bool DQ_FIRST = false, bool ORDERED = false,
-          bool BIAS = false>
+          bool BIAS = false, int STAGES = 2>
 __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *lse, const T *dout,
-                              const float *delta, float *dqAccum, T *dk, T *dv, float scale,
-                              const int *seg = nullptr, int *order = nullptr,
+                              const float *delta, float *dqAccum, T *dq, T *dk, T *dv, float scale,
+                              int *order, const int *seg = nullptr,
                               float *biasPartial = nullptr) {
 #if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(sizeof(T) == 0, "the wgmma backward needs sm_90a");
@@ -1519,6 +1637,9 @@ __device__ void backwardWgmma(const T *q, const T *k, const T *v, const float *l
                                          biasPartial +
                                              ((b * KBLOCKS + keyBlock) * HKV + kvh) * 3 * D);
   }
+  if constexpr (STAGES > 0)
+    finishDq<T, B, H, HKV, TQ, D, BTHD, PACK, THREADS, BN, KBLOCKS, STAGES, BIAS>(
+        order, dqAccum, dq, scale, biasPartial, bkv, smem + (base - raw));
 #endif
 }
 

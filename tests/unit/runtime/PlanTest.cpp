@@ -697,7 +697,8 @@ TEST(Plan, DeterministicOrdersTheSumsAndRefusesTheAtomicAttention) {
   llvm::sys::fs::remove_directories(dir);
 
   // The flash backward takes the ordered template and its counters; the
-  // scratch holds them (one word a query block of 64, and the ticket).
+  // scratch holds them (one word a query block of 64, and the ticket, then
+  // one a batch · kv head counting its key blocks done).
   const char *flash = R"(
     module attributes {kiln.deterministic} {
     func.func @f(%q: tensor<2x3x200x64xbf16> {kiln.input = "q"}, %k: tensor<2x3x200x64xbf16> {kiln.input = "k"},
@@ -713,7 +714,7 @@ TEST(Plan, DeterministicOrdersTheSumsAndRefusesTheAtomicAttention) {
   bool sawGrad = false;
   (*flashModule)->walk([&](AttentionGradOp op) {
     sawGrad = true;
-    EXPECT_EQ(op.getScratchBytes(), 4 * (6 * 200 * 65 + 1 + 6 * 4));
+    EXPECT_EQ(op.getScratchBytes(), 4 * (6 * 200 * 65 + 1 + 6 * 4 + 6));
   });
   EXPECT_TRUE(sawGrad);
   for (const char *arch : {"sm_90a", "sm_80"}) {
@@ -724,8 +725,9 @@ TEST(Plan, DeterministicOrdersTheSumsAndRefusesTheAtomicAttention) {
     auto flashPlan = codegen::compileToPlan(*fresh, options);
     ASSERT_TRUE(static_cast<bool>(flashPlan)) << llvm::toString(flashPlan.takeError());
     std::string all = sources(*flashPlan);
-    EXPECT_NE(all.find(", true>(q, k, v, lse"), std::string::npos) << all;
-    EXPECT_NE(all.find(", false, 25>(out, dout, delta, accumulator, order)"), std::string::npos);
+    // ORDERED, BIAS, STAGES; the prepare zeroes all 31 counters.
+    EXPECT_NE(all.find(", true, false, 3>(q, k, v, lse"), std::string::npos) << all;
+    EXPECT_NE(all.find(", false, 31>(out, dout, delta, accumulator, order)"), std::string::npos);
   }
 
   // f32 attention runs the reference kernels: refused, naming the key.
@@ -918,10 +920,20 @@ TEST(Plan, FlashKernelsRunOnWgmmaOnSm90a) {
       std::string::npos);
   EXPECT_NE(sources(*longPlan).find("__launch_bounds__(256, 1)"), std::string::npos);
   // Two backward warpgroups issue dq's product first; GPT-2's one does not.
-  EXPECT_NE(sources(*longPlan).find(", false, 1, true, false>(q, k, v, lse"), std::string::npos)
+  // The template ends DQ_FIRST, ORDERED, BIAS, STAGES: dq's rows stream
+  // through two chunks of 128 rows (32 KiB each) at the end of the long
+  // one's 98 KiB of tiles, three of 64 rows in GPT-2's 58 KiB.
+  EXPECT_NE(sources(*longPlan).find(", false, 1, true, false, false, 2>(q, k, v, lse"),
+            std::string::npos)
       << sources(*longPlan);
   EXPECT_NE(notes(*longPlan).find("dq's product first"), std::string::npos) << notes(*longPlan);
-  EXPECT_NE(sources(*hopper).find(", false, 1, false, false>(q, k, v, lse"), std::string::npos);
+  EXPECT_NE(sources(*hopper).find(", false, 1, false, false, false, 3>(q, k, v, lse"),
+            std::string::npos)
+      << sources(*hopper);
+  // The backward's last block of a head writes its dq: two launches, no
+  // conversion kernel after them.
+  EXPECT_EQ(sources(*hopper).find("flash_attention_dq"), std::string::npos);
+  EXPECT_NE(sources(*hopper).find("flash_attention_prepare"), std::string::npos);
   EXPECT_EQ(notes(*hopper).find("dq's product first"), std::string::npos) << notes(*hopper);
   auto refused = compile("sm_90", "4,1,128,4,1,1");
   ASSERT_FALSE(static_cast<bool>(refused));
@@ -933,9 +945,17 @@ TEST(Plan, FlashKernelsRunOnWgmmaOnSm90a) {
             std::string::npos);
   // The X field: an option the wgmma kernels lack, or options on the
   // mma.sync kernels.
-  auto badOption = compile("sm_90a", "4,1,128,8,0,1,0,4");
+  auto badOption = compile("sm_90a", "4,1,128,8,0,1,0,8");
   ASSERT_FALSE(static_cast<bool>(badOption));
-  EXPECT_NE(llvm::toString(badOption.takeError()).find("wgmma options 0-3"), std::string::npos);
+  EXPECT_NE(llvm::toString(badOption.takeError()).find("wgmma options 0-7"), std::string::npos);
+  // Option 4: dq converted by a launch of its own (STAGES = 0).
+  auto dqLaunch = compile("sm_90a", "4,1,128,4,0,1,0,4");
+  ASSERT_TRUE(static_cast<bool>(dqLaunch)) << llvm::toString(dqLaunch.takeError());
+  EXPECT_NE(sources(*dqLaunch).find(", false, 1, false, false, false, 0>(q, k, v, lse"),
+            std::string::npos)
+      << sources(*dqLaunch);
+  EXPECT_NE(sources(*dqLaunch).find("kiln::flash::backwardFinish<"), std::string::npos);
+  EXPECT_NE(notes(*dqLaunch).find("dq converted by a launch of its own"), std::string::npos);
   // Option 2: the forward's softmax overlapped with O += P·V (not the
   // default: the forward's last template argument says which).
   auto pipelined = compile("sm_90a", "4,1,128,4,0,1,0,2");
