@@ -504,10 +504,13 @@ struct FlashTiles {
   /// GPT-2's shape and 5 % at D = 128 not causal, and gained 1.8 % only at
   /// D = 128 causal (bench/RESULTS.md, seventeenth session).
   static constexpr int kPipelinedForward = 2;
-  /// dq converted from its f32 sums by a launch of its own after the
-  /// backward, as before the twenty-fourth session (by default the
-  /// backward's last block of each head converts it: finishDq).
-  static constexpr int kDqLaunch = 4;
+  /// The backward's last key block of each batch · kv head to finish
+  /// converts the head's dq from its f32 sums (finishDq) instead of a
+  /// launch of its own after the backward. Off by default: on an H100 the
+  /// two timed alike (forward+backward 0.5 % slower at GPT-2's shape, 0.9 %
+  /// at (4, 16, 8192, 64) causal, 0.3 % faster at D = 128 causal;
+  /// bench/RESULTS.md, twenty-fourth session).
+  static constexpr int kDqInBackward = 4;
   bool has(int option) const { return wgmma && (options & option); }
   int queryBlock() const { return 16 * warps * mTiles; }
 };
@@ -701,7 +704,7 @@ std::string tilesText(const FlashTiles &t) {
                              : std::string(),
                          t.has(FlashTiles::kDqFirst) ? ", dq's product first" : "",
                          t.has(FlashTiles::kPipelinedForward) ? ", forward softmax overlapped" : "",
-                         t.has(FlashTiles::kDqLaunch) ? ", dq converted by a launch of its own" : "")
+                         t.has(FlashTiles::kDqInBackward) ? ", dq converted by its last blocks" : "")
         .str();
   return llvm::formatv("forward {0} warps x {1} row tiles (BM = {2}), key blocks of {3}, Q {4}; "
                        "backward {5} warps on {7} (key blocks of {6}, query blocks of 64)",
@@ -866,8 +869,9 @@ llvm::Error sumDqkvColumns(Emitter &e, const AttentionView &w, const BiasSum &bi
                          "attention_bias_sum");
 }
 
-/// dq = scale · accumulator as a launch after the backward (the option
-/// kDqLaunch), and with a bias sum (`biasPartial` ≥ 0) dq's part of it.
+/// dq = scale · accumulator as a launch after the backward (unless the
+/// option kDqInBackward), and with a bias sum (`biasPartial` ≥ 0) dq's part
+/// of it.
 llvm::Error convertDq(Emitter &e, const AttentionView &w, const FlashTiles &tiles,
                       int64_t accumulator, int64_t biasPartial) {
   Operation *op = w.op;
@@ -940,8 +944,9 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
     e.launch(op, "flash_attention_prepare", kernel(op, "flash_attention.cuh", p.text, body),
              {e.gridFor(rows * 32, 256), 1, 1}, {256, 1, 1}, p.args);
   }
-  // 2. dk, dv and the dq sums, a block per key block and kv head; the last
-  // block of a head to finish writes the head's dq from the sums.
+  // 2. dk, dv and the dq sums, a block per key block and kv head (with
+  // kDqInBackward the last block of a head to finish writes the head's dq
+  // from the sums); 3. otherwise dq = scale · accumulator, a launch.
   {
     Params p;
     std::string prologue;
@@ -968,14 +973,15 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
       p.args.push_back(Emitter::ptr(biasPartial));
     }
     int64_t bm = 64, threads = 32 * tiles.backwardWarps;
-    // The stages dq's rows stream through at the end (finishDq): chunks of
-    // bn rows of f32 in the tiles' shared memory, after its alignment
-    // slack and before the warps' column sums. bn ≤ 128 leaves two at least.
+    // With kDqInBackward, the stages dq's rows stream through at the end
+    // (finishDq): chunks of bn rows of f32 in the tiles' shared memory,
+    // after its alignment slack and before the warps' column sums (bn ≤ 128
+    // leaves two at least); else 0, and a launch converts dq.
     const int64_t shared = flashBackwardShared(tiles, d),
                   usable = shared - (tiles.wgmma ? 1024 : 0) - (threads / 32) * d * 4;
-    const int64_t stages =
-        tiles.has(FlashTiles::kDqLaunch) ? 0 : std::min<int64_t>(4, usable / (bn * d * 4));
-    if (stages == 1 || (stages == 0 && !tiles.has(FlashTiles::kDqLaunch)))
+    const bool inBackward = tiles.has(FlashTiles::kDqInBackward);
+    const int64_t stages = inBackward ? std::min<int64_t>(4, usable / (bn * d * 4)) : 0;
+    if (inBackward && stages < 2)
       return error(llvm::formatv("codegen: the flash backward's {0} bytes of shared memory hold "
                                  "fewer than two chunks of {1} rows of dq",
                                  shared, bn)
@@ -1004,7 +1010,7 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
              kernel(op, "flash_attention.cuh", p.text, body, threads, "", tiles.backwardBlocks),
              {(a.tk + bn - 1) / bn, a.b * a.hkv, 1}, {threads, 1, 1}, p.args, shared);
   }
-  if (tiles.has(FlashTiles::kDqLaunch))
+  if (!tiles.has(FlashTiles::kDqInBackward))
     if (llvm::Error err = convertDq(e, w, tiles, accumulator, bias ? biasPartial : -1))
       return std::move(err);
   if (bias)

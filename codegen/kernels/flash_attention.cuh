@@ -16,14 +16,15 @@
 //             key blocks before the first query's document are skipped
 //             (and, in the backward, query blocks after the last key's
 //             document); ids out of order skip nothing.
-//   backward  two launches: rowsum(dO ∘ O) per row (and dq's f32
+//   backward  three launches: rowsum(dO ∘ O) per row (and dq's f32
 //             accumulator zeroed); one block per (key block, batch·kv head)
 //             keeping dK and dV in registers while it streams the query
 //             blocks of every query head of its group — recomputing
 //             P = exp(S − lse) per tile, dV += Pᵀ·dO, dK += dSᵀ·Q — and
 //             adding dS·K into the f32 dq accumulator (the one sum several
-//             blocks share); the last block of a batch·kv head to finish
-//             writes the head's dq = scale · accumulator in the low type.
+//             blocks share); then dq = scale · accumulator in the low type
+//             (or, an option, the last block of a batch·kv head to finish
+//             writes the head's dq).
 //
 // Layouts: q, k, v, out and their gradients are [B, H, T, D] (head-major),
 // or with BTHD [B, T, H, D] (sequence-major, kiln.attention's layout
@@ -499,8 +500,8 @@ __device__ void backwardPrepare(const T *o, const T *dout, float *delta, float *
 }
 
 // dq = scale · accumulator, in the low type (the accumulator's rows in
-// [B, H, TQ] order), as a launch after the backward: the wgmma kernels'
-// option kDqLaunch (codegen), which finishDq (below) replaced by default.
+// [B, H, TQ] order), as a launch after the backward (the default; with the
+// wgmma kernels' option kDqInBackward finishDq, below, does it instead).
 // Head dims of whole 8-element groups take 8 a thread (two 16-byte loads,
 // one 16-byte store), others 2.
 template <typename T, i64 N, int D = 2, i64 H = 1, i64 TQ = N / D, bool BTHD = false, int PACK = 1>
@@ -828,8 +829,8 @@ template <i64 B, i64 H, i64 TQ> __device__ __forceinline__ int *doneCounter(int 
 // stores, rounded to T) into part [h][0] of row b·⌈TQ/BN⌉ + block of the
 // [B·⌈TQ/BN⌉, H, 3, D] partial sums, whose parts 1 and 2
 // keyGradColumnSums fills: per thread, the warp's rows by shuffles, then
-// the warps in `red` in a fixed order (deterministic). (The backwards skip
-// it with STAGES = 0, when backwardFinish(Bias) runs after them.)
+// the warps in `red` in a fixed order (deterministic). With STAGES = 0 (the
+// default) the backwards skip it, and backwardFinish(Bias) runs after them.
 // The rows stream through `stages` (the block's tiles, dead by now):
 // STAGES chunks of BN rows of f32 by cp.async, the next STAGES − 1 loading
 // while one is converted, D/8 threads a row converting 8 elements each;

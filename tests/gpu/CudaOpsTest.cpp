@@ -1183,10 +1183,9 @@ TEST(CudaFlashKernels, WgmmaAndMmaSyncMatchTheInterpreter) {
   // D = 128; one backward warpgroup at D = 128 (dq's 128 columns in one);
   // dq's product first (the X field's 1) at one and two backward
   // warpgroups; the forward's softmax overlapped with O += P·V (its 2) at
-  // one and two forward warpgroups; dq converted by a launch of its own
-  // (its 4; by default the backward's last block of each head converts it)
-  // at one and two backward warpgroups, with the qkv bias cases' column sums
-  // in that launch.
+  // one and two forward warpgroups; dq converted by the backward's last
+  // block of each head instead of a launch of its own (its 4) at one and
+  // two backward warpgroups, with the qkv bias cases' column sums there.
   for (const Variant &v : {Variant{"", "forwardWgmma<", "backwardWgmma<"},
                            Variant{"4,1,128,4,0,1,0,4", "forwardWgmma<", "backwardWgmma<"},
                            Variant{"8,1,128,8,0,1,0,5", "forwardWgmma<", "backwardWgmma<"},

@@ -50,8 +50,8 @@ static cl::opt<std::string>
           cl::desc("Flash tiles W,MT,BN,BW[,Q[,G[,R[,X]]]]: forward warps, row tiles, key "
                    "block, backward warps, Q in registers 0/1, wgmma kernels 0/1, backward "
                    "blocks an SM 0-8, wgmma options 0-7 (a sum: 1 the backward issues dq's "
-                   "product first, 2 the forward overlaps its softmax with O += P·V, 4 dq "
-                   "converted by a launch of its own) (default: "
+                   "product first, 2 the forward overlaps its softmax with O += P·V, 4 the "
+                   "backward's last blocks convert dq) (default: "
                    "kiln's choice; also for a config's step)"),
           cl::sub(benchCommand()), cl::cat(kilnCategory()));
 static cl::opt<std::string> layout("attention-layout",

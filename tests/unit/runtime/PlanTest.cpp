@@ -725,8 +725,9 @@ TEST(Plan, DeterministicOrdersTheSumsAndRefusesTheAtomicAttention) {
     auto flashPlan = codegen::compileToPlan(*fresh, options);
     ASSERT_TRUE(static_cast<bool>(flashPlan)) << llvm::toString(flashPlan.takeError());
     std::string all = sources(*flashPlan);
-    // ORDERED, BIAS, STAGES; the prepare zeroes all 31 counters.
-    EXPECT_NE(all.find(", true, false, 3>(q, k, v, lse"), std::string::npos) << all;
+    // ORDERED, BIAS, STAGES (0: a launch converts dq); the prepare zeroes
+    // all 31 counters.
+    EXPECT_NE(all.find(", true, false, 0>(q, k, v, lse"), std::string::npos) << all;
     EXPECT_NE(all.find(", false, 31>(out, dout, delta, accumulator, order)"), std::string::npos);
   }
 
@@ -920,20 +921,16 @@ TEST(Plan, FlashKernelsRunOnWgmmaOnSm90a) {
       std::string::npos);
   EXPECT_NE(sources(*longPlan).find("__launch_bounds__(256, 1)"), std::string::npos);
   // Two backward warpgroups issue dq's product first; GPT-2's one does not.
-  // The template ends DQ_FIRST, ORDERED, BIAS, STAGES: dq's rows stream
-  // through two chunks of 128 rows (32 KiB each) at the end of the long
-  // one's 98 KiB of tiles, three of 64 rows in GPT-2's 58 KiB.
-  EXPECT_NE(sources(*longPlan).find(", false, 1, true, false, false, 2>(q, k, v, lse"),
+  // The template ends DQ_FIRST, ORDERED, BIAS, STAGES (0 by default: a
+  // launch after the backward converts dq).
+  EXPECT_NE(sources(*longPlan).find(", false, 1, true, false, false, 0>(q, k, v, lse"),
             std::string::npos)
       << sources(*longPlan);
   EXPECT_NE(notes(*longPlan).find("dq's product first"), std::string::npos) << notes(*longPlan);
-  EXPECT_NE(sources(*hopper).find(", false, 1, false, false, false, 3>(q, k, v, lse"),
+  EXPECT_NE(sources(*hopper).find(", false, 1, false, false, false, 0>(q, k, v, lse"),
             std::string::npos)
       << sources(*hopper);
-  // The backward's last block of a head writes its dq: two launches, no
-  // conversion kernel after them.
-  EXPECT_EQ(sources(*hopper).find("flash_attention_dq"), std::string::npos);
-  EXPECT_NE(sources(*hopper).find("flash_attention_prepare"), std::string::npos);
+  EXPECT_NE(sources(*hopper).find("kiln::flash::backwardFinish<"), std::string::npos);
   EXPECT_EQ(notes(*hopper).find("dq's product first"), std::string::npos) << notes(*hopper);
   auto refused = compile("sm_90", "4,1,128,4,1,1");
   ASSERT_FALSE(static_cast<bool>(refused));
@@ -948,14 +945,22 @@ TEST(Plan, FlashKernelsRunOnWgmmaOnSm90a) {
   auto badOption = compile("sm_90a", "4,1,128,8,0,1,0,8");
   ASSERT_FALSE(static_cast<bool>(badOption));
   EXPECT_NE(llvm::toString(badOption.takeError()).find("wgmma options 0-7"), std::string::npos);
-  // Option 4: dq converted by a launch of its own (STAGES = 0).
-  auto dqLaunch = compile("sm_90a", "4,1,128,4,0,1,0,4");
-  ASSERT_TRUE(static_cast<bool>(dqLaunch)) << llvm::toString(dqLaunch.takeError());
-  EXPECT_NE(sources(*dqLaunch).find(", false, 1, false, false, false, 0>(q, k, v, lse"),
+  // Option 4: the backward's last block of each head converts dq: its
+  // rows stream through three chunks of 64 rows (16 KiB each) at the end
+  // of the 58 KiB of tiles (two of 128 rows in the two-warpgroup
+  // backward's 98 KiB), and no launch converts it after the backward.
+  auto inBackward = compile("sm_90a", "4,1,128,4,0,1,0,4");
+  ASSERT_TRUE(static_cast<bool>(inBackward)) << llvm::toString(inBackward.takeError());
+  EXPECT_NE(sources(*inBackward).find(", false, 1, false, false, false, 3>(q, k, v, lse"),
             std::string::npos)
-      << sources(*dqLaunch);
-  EXPECT_NE(sources(*dqLaunch).find("kiln::flash::backwardFinish<"), std::string::npos);
-  EXPECT_NE(notes(*dqLaunch).find("dq converted by a launch of its own"), std::string::npos);
+      << sources(*inBackward);
+  EXPECT_EQ(sources(*inBackward).find("flash_attention_dq"), std::string::npos);
+  EXPECT_NE(notes(*inBackward).find("dq converted by its last blocks"), std::string::npos);
+  auto inBackwardTwo = compile("sm_90a", "4,1,128,8,0,1,1,5");
+  ASSERT_TRUE(static_cast<bool>(inBackwardTwo)) << llvm::toString(inBackwardTwo.takeError());
+  EXPECT_NE(sources(*inBackwardTwo).find(", false, 1, true, false, false, 2>(q, k, v, lse"),
+            std::string::npos)
+      << sources(*inBackwardTwo);
   // Option 2: the forward's softmax overlapped with O += P·V (not the
   // default: the forward's last template argument says which).
   auto pipelined = compile("sm_90a", "4,1,128,4,0,1,0,2");
