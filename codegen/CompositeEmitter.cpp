@@ -508,8 +508,8 @@ struct FlashTiles {
   /// converts the head's dq from its f32 sums (finishDq) instead of a
   /// launch of its own after the backward. Off by default: on an H100 the
   /// two timed alike (forward+backward 0.5 % slower at GPT-2's shape, 0.9 %
-  /// at (4, 16, 8192, 64) causal, 0.3 % faster at D = 128 causal;
-  /// bench/RESULTS.md, twenty-fourth session).
+  /// at (4, 16, 8192, 64) causal, 1 % faster at D = 128 causal; GPT-2's
+  /// step the same; bench/RESULTS.md, twenty-fourth session).
   static constexpr int kDqInBackward = 4;
   bool has(int option) const { return wgmma && (options & option); }
   int queryBlock() const { return 16 * warps * mTiles; }
