@@ -920,14 +920,17 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
   // (train.deterministic) and the key blocks done per batch · kv head.
   int64_t accumulator = scratch.getInt(), delta = accumulator + rows * d * 4,
           order = delta + rows * 4;
-  const bool ordered = deterministic(op);
+  const bool ordered = deterministic(op),
+             inBackward = tiles.has(FlashTiles::kDqInBackward);
+  // The counters are zeroed only where a kernel reads them.
+  const int64_t counters = ordered || inBackward ? a.orderWords() : 0;
   // With a bias sum: the kernels' partial column sums, a row of [H, 3, D]
   // per key block (of bn keys) of each batch (dq's part per query block of
   // bn rows), then summed over the rows.
   const int64_t bn = 16 * tiles.backwardWarps, keyBlocks = (a.tk + bn - 1) / bn;
   const int64_t biasCols = 3 * a.h * d, biasRows = a.b * keyBlocks;
   const int64_t biasPartial = bias ? e.scratch(biasRows * biasCols * 4) : 0;
-  // 1. rowsum(dout ⊙ out), and the f32 dq accumulator and the counters
+  // 1. rowsum(dout ⊙ out), and the f32 dq accumulator (and the counters)
   // zeroed.
   {
     Params p;
@@ -939,7 +942,7 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
     std::string body =
         llvm::formatv("  kiln::flash::backwardPrepare<{0}, {1}, {2}, {3}, {4}, {5}, {6}>("
                       "out, dout, delta, accumulator, order);\n",
-                      elt(w.input()), rows, d, a.h, a.tq, boolText(a.sequenceMajor), a.orderWords())
+                      elt(w.input()), rows, d, a.h, a.tq, boolText(a.sequenceMajor), counters)
             .str();
     e.launch(op, "flash_attention_prepare", kernel(op, "flash_attention.cuh", p.text, body),
              {e.gridFor(rows * 32, 256), 1, 1}, {256, 1, 1}, p.args);
@@ -979,7 +982,6 @@ llvm::Expected<bool> flashBackward(Emitter &e, const AttentionView &w, const Fla
     // leaves two at least); else 0, and a launch converts dq.
     const int64_t shared = flashBackwardShared(tiles, d),
                   usable = shared - (tiles.wgmma ? 1024 : 0) - (threads / 32) * d * 4;
-    const bool inBackward = tiles.has(FlashTiles::kDqInBackward);
     const int64_t stages = inBackward ? std::min<int64_t>(4, usable / (bn * d * 4)) : 0;
     if (inBackward && stages < 2)
       return error(llvm::formatv("codegen: the flash backward's {0} bytes of shared memory hold "
