@@ -499,6 +499,51 @@ __device__ void backwardPrepare(const T *o, const T *dout, float *delta, float *
   }
 }
 
+// Eight f32 sums a, c (8 consecutive columns of a dq row) times `scale`,
+// rounded to T: stored as one 16-byte vector at `out`, and added to `sum`
+// as stored (the bias gradient's column sums).
+template <typename T>
+__device__ __forceinline__ void storeScaled8(const float4 &a, const float4 &c, float scale, T *out,
+                                             float (&sum)[8]) {
+  const float in[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+  u32 packed[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float lo = roundedTo<T>(in[2 * i] * scale), hi = roundedTo<T>(in[2 * i + 1] * scale);
+    sum[2 * i] += lo;
+    sum[2 * i + 1] += hi;
+    packed[i] = pack<T>(lo, hi);
+  }
+  *reinterpret_cast<uint4 *>(out) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+}
+
+// out[c] for c < D: the block's column sums, each of its threads holding
+// `sum` of columns [8x, 8x + 8), x = its index mod D/8 — the warp's rows
+// added by shuffles, then the WARPS warps through `red` (WARPS·D floats) in
+// a fixed order. The caller puts a barrier before `red` is rewritten.
+template <int D, int WARPS>
+__device__ __forceinline__ void blockColumnSums(float (&sum)[8], float *red, float *out) {
+  constexpr int X = D / 8;
+  const int x = threadIdx.x % X, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+#pragma unroll
+    for (int m = X; m < 32; m *= 2) // the warp's rows of these columns
+      sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], m);
+  if (lane < X)
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      red[warp * D + 8 * x + i] = sum[i];
+  __syncthreads();
+  for (int c = threadIdx.x; c < D; c += 32 * WARPS) {
+    float s = 0.f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w)
+      s += red[w * D + c];
+    out[c] = s;
+  }
+}
+
 // dq = scale · accumulator, in the low type (the accumulator's rows in
 // [B, H, TQ] order), as a launch after the backward (the default; with the
 // wgmma kernels' option kDqInBackward finishDq, below, does it instead).
@@ -547,8 +592,7 @@ __device__ void backwardFinishBias(const float *dqAccum, T *dq, float scale, flo
   constexpr int X = D / 8, R = 256 / X; // threads a row, rows a pass of the block
   constexpr i64 BLOCKS = CEIL_DIV(TQ, (i64)BN);
   __shared__ float red[8][D];
-  const int x = threadIdx.x % X, r = threadIdx.x / X, warp = threadIdx.x / 32,
-            lane = threadIdx.x % 32;
+  const int x = threadIdx.x % X, r = threadIdx.x / X;
   const i64 bh = blockIdx.y, b = bh / H, h = bh % H;
   for (int group = 0; group < GROUPS; ++group) {
     const i64 block = (i64)blockIdx.x * GROUPS + group;
@@ -560,37 +604,11 @@ __device__ void backwardFinishBias(const float *dqAccum, T *dq, float scale, flo
       if (t >= TQ)
         break;
       const float4 *src = reinterpret_cast<const float4 *>(dqAccum + (bh * TQ + t) * D + 8 * x);
-      const float4 a = src[0], c = src[1];
-      const float in[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
-      u32 packed[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float lo = roundedTo<T>(in[2 * i] * scale), hi = roundedTo<T>(in[2 * i + 1] * scale);
-        sum[2 * i] += lo;
-        sum[2 * i + 1] += hi;
-        packed[i] = pack<T>(lo, hi);
-      }
       const i64 at =
           BTHD ? rowOffset<H, TQ, D, true, PACK>(b, h, t) + 8 * x : (bh * TQ + t) * D + 8 * x;
-      *reinterpret_cast<uint4 *>(dq + at) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+      storeScaled8<T>(src[0], src[1], scale, dq + at, sum);
     }
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-      for (int m = X; m < 32; m *= 2) // the warp's rows of these columns
-        sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], m);
-    if (lane < X)
-#pragma unroll
-      for (int i = 0; i < 8; ++i)
-        red[warp][8 * x + i] = sum[i];
-    __syncthreads();
-    for (int c = threadIdx.x; c < D; c += 256) {
-      float s = 0.f;
-#pragma unroll
-      for (int w = 0; w < 8; ++w)
-        s += red[w][c];
-      partial[((b * BLOCKS + block) * H + h) * 3 * D + c] = s;
-    }
+    blockColumnSums<D, 8>(sum, &red[0][0], partial + ((b * BLOCKS + block) * H + h) * 3 * D);
     __syncthreads(); // `red` is rewritten by the next query block
   }
 }
@@ -857,8 +875,7 @@ __device__ void finishDq(int *order, const float *dqAccum, T *dq, float scale, f
   const i64 b = bkv / HKV, kvh = bkv % HKV;
   const u32 sChunks = smemAddress(stages);
   float *red = reinterpret_cast<float *>(stages + STAGES * CHUNK_BYTES);
-  const int x = threadIdx.x % X, r = threadIdx.x / X, warp = threadIdx.x / 32,
-            lane = threadIdx.x % 32;
+  const int x = threadIdx.x % X, r = threadIdx.x / X;
   // Chunk c: rows [block·BN, block·BN + BN) of head kvh·G + c / BLOCKS.
   auto issue = [&](int c) {
     if (c < CHUNKS) {
@@ -888,39 +905,12 @@ __device__ void finishDq(int *order, const float *dqAccum, T *dq, float scale, f
       const i64 t = block * BN + row;
       if (t >= TQ)
         break;
-      const float4 a = *reinterpret_cast<const float4 *>(chunk + row * D + 8 * x),
-                   e = *reinterpret_cast<const float4 *>(chunk + row * D + 8 * x + 4);
-      const float in[8] = {a.x, a.y, a.z, a.w, e.x, e.y, e.z, e.w};
-      u32 packed[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float lo = roundedTo<T>(in[2 * i] * scale), hi = roundedTo<T>(in[2 * i + 1] * scale);
-        sum[2 * i] += lo;
-        sum[2 * i + 1] += hi;
-        packed[i] = pack<T>(lo, hi);
-      }
-      *reinterpret_cast<uint4 *>(dq + rowOffset<H, TQ, D, BTHD, PACK>(b, h, t) + 8 * x) =
-          make_uint4(packed[0], packed[1], packed[2], packed[3]);
+      const float4 *src = reinterpret_cast<const float4 *>(chunk + row * D + 8 * x);
+      storeScaled8<T>(src[0], src[1], scale, dq + rowOffset<H, TQ, D, BTHD, PACK>(b, h, t) + 8 * x,
+                      sum);
     }
-    if constexpr (BIAS) {
-#pragma unroll
-      for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int m = X; m < 32; m *= 2) // the warp's rows of these columns
-          sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], m);
-      if (lane < X)
-#pragma unroll
-        for (int i = 0; i < 8; ++i)
-          red[warp * D + 8 * x + i] = sum[i];
-      __syncthreads();
-      for (int col = threadIdx.x; col < D; col += THREADS) {
-        float s = 0.f;
-#pragma unroll
-        for (int w = 0; w < WARPS; ++w)
-          s += red[w * D + col];
-        partial[((b * BLOCKS + block) * H + h) * 3 * D + col] = s;
-      }
-    }
+    if constexpr (BIAS)
+      blockColumnSums<D, WARPS>(sum, red, partial + ((b * BLOCKS + block) * H + h) * 3 * D);
     __syncthreads(); // the stage (and `red`) is rewritten next
   }
 }
