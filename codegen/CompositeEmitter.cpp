@@ -852,7 +852,7 @@ llvm::Error sumDqkvColumns(Emitter &e, const AttentionView &w, const BiasSum &bi
   int64_t cols = type.getDimSize(2) * type.getDimSize(3) * type.getDimSize(4);
   int64_t rows = type.getNumElements() / cols;
   int64_t chunk = std::max<int64_t>(32, (rows + 1023) / 1024), chunks = (rows + chunk - 1) / chunk;
-  std::string T = elt(w.dqkv), C = computeType(type.getElementType());
+  std::string C = computeType(type.getElementType());
   const int64_t partial = e.scratch(chunks * cols * (C == "double" ? 8 : 4));
   Params p;
   if (llvm::Error err = p.add(e, w.dqkv, "in", true))
@@ -860,8 +860,9 @@ llvm::Error sumDqkvColumns(Emitter &e, const AttentionView &w, const BiasSum &bi
   p.text += ", " + C + " *partial";
   p.args.push_back(Emitter::ptr(partial));
   std::string call =
-      llvm::formatv("  kiln::reduceColumnsPartial<0, {0}, {1}, {2}, {3}>(in, partial);\n", T, rows,
-                    cols, chunk)
+      llvm::formatv("  auto element = [&](kiln::i64 i) {{ return ({0})kiln::load(in, i); };\n"
+                    "  kiln::reduceColumnsPartial<0, {0}, {1}, {2}, {3}>(element, partial);\n",
+                    C, rows, cols, chunk)
           .str();
   e.launch(w.op, "attention_bias_partial", kernel(w.op, "reduce.cuh", p.text, call),
            {(cols + 255) / 256, chunks, 1}, {256, 1, 1}, p.args);

@@ -523,7 +523,7 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
 
   // What kiln-fuse did, for `kiln compile` and the Plan.
   int64_t fusions = 0, fusedOps = 0, normFusions = 0, normFusedOps = 0, crossEntropyFusions = 0,
-          attentionBiasSums = 0;
+          attentionBiasSums = 0, reductionFusions = 0, reductionFusedOps = 0;
   std::map<std::string, int64_t> epilogues; // by cuBLASLt epilogue, sorted
   int64_t broadcastReads = 0;
   int64_t epilogueOps = 0, wideGemms = 0, narrowDy = 0, columnSums = 0, embeddingInits = 0;
@@ -565,6 +565,14 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
       ++attentionBiasSums;
       continue;
     }
+    if (fusion.isReductionFusion()) {
+      ++reductionFusions;
+      for (Operation &inner : fusion.getBodyOps()) {
+        broadcastReads += isa<BroadcastInDimOp>(inner);
+        reductionFusedOps += !isa<ConstantOp, BroadcastInDimOp>(inner);
+      }
+      continue;
+    }
     bool norm = fusion.isNormFusion();
     ++(norm ? normFusions : fusions);
     // (A norm gradient's column sum and its widening are counted apart.)
@@ -595,6 +603,13 @@ llvm::Error emitFunction(Plan &plan, func::FuncOp func, const CodegenOptions &op
     e.note(llvm::formatv("kiln-fuse: @{0} fuses {2} elementwise ops into {1} norm kernels ({2} "
                          "launches fewer)",
                          fn.name, normFusions, normFusedOps - normFusions)
+               .str());
+  if (reductionFusions)
+    e.note(llvm::formatv("kiln-fuse: @{0} ends {1} fused loop(s) in their reduction ({2} ops in "
+                         "{1} reduction kernels: {3} launches fewer; the reduced operands not "
+                         "stored unless used after)",
+                         fn.name, reductionFusions, reductionFusedOps,
+                         reductionFusedOps - reductionFusions)
                .str());
   if (attentionBiasSums)
     e.note(llvm::formatv("kiln-fuse: @{0} sums {1} bias gradient(s) in its attention gradients' "

@@ -26,26 +26,31 @@ using namespace mlir;
 
 namespace kiln::codegen {
 
-llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
-  int kind;
-  ArrayRef<int64_t> dims;
-  if (auto r = dyn_cast<ReduceSumOp>(op)) {
-    kind = 0;
-    dims = r.getDims();
-  } else if (auto r = dyn_cast<ReduceMaxOp>(op)) {
-    kind = 1;
-    dims = r.getDims();
-  } else if (auto r = dyn_cast<ReduceMeanOp>(op)) {
-    kind = 2;
-    dims = r.getDims();
-  } else {
-    return false;
-  }
-  Value in = op->getOperand(0), out = op->getResult(0);
-  auto inType = tensorOf(in);
-  auto inOffset = e.offsetOf(in), outOffset = e.offsetOf(out);
-  if (!inOffset)
-    return inOffset.takeError();
+namespace {
+
+/// What a reduction kernel reads (reduce.cuh's functor `in`): its
+/// parameters before the result's, their arguments, and the code that
+/// defines `in`, element by element and (when `width` > 0) a word of
+/// `width` elements at a time. A reduction alone loads its operand; a
+/// reduction fusion computes each element from its body and writes its side
+/// outputs as it goes.
+struct ReduceSource {
+  std::string params;
+  std::vector<PlanArg> args;
+  std::string scalar; // `auto in = [&](kiln::i64 i) -> C {...};`
+  std::string vector; // `auto in = [&](kiln::i64 v, C (&x)[W]) {...};`, or empty
+  int64_t width = 0;
+  std::string comment; // "// body: ...\n" for a fusion
+};
+
+/// Reduction `kind` (0 sum, 1 max, 2 mean) over `dims` of a tensor of
+/// `inType` that `source` reads, into `out`: kernels named `baseName`_rows,
+/// _columns_partial and _columns_final, or `baseName` alone (the general
+/// form).
+llvm::Expected<bool> emitReduce(Emitter &e, Operation *op, llvm::StringRef baseName, int kind,
+                                ArrayRef<int64_t> dims, RankedTensorType inType, Value out,
+                                const ReduceSource &source) {
+  auto outOffset = e.offsetOf(out);
   if (!outOffset)
     return outOffset.takeError();
   int64_t rank = inType.getRank(), k = dims.size();
@@ -56,28 +61,40 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
     suffix &= dims[i] == rank - k + i;
     block &= dims[i] == dims[0] + i;
   }
-  std::string T = cType(inType.getElementType());
+  std::string U = cType(tensorOf(out).getElementType()),
+              C = computeType(inType.getElementType());
   int64_t total = inType.getNumElements(), outN = tensorOf(out).getNumElements();
-  if (!isa<FloatType>(inType.getElementType()))
-    return error("codegen: integer reductions are not supported on the GPU (" + Emitter::describe(op) + ")");
+  // A row (or a row of columns) of n elements read a word at a time.
+  auto wordsOf = [&](int64_t n) {
+    return source.width > 0 && n % source.width == 0 ? source.width : 0;
+  };
+  auto kernel = [&](const std::string &params, const std::string &fn, const std::string &call,
+                    int threads) {
+    return include("reduce.cuh") + Emitter::header(op) + source.comment +
+           llvm::formatv("extern \"C\" __global__ void __launch_bounds__({0}) @NAME@({1}) {{\n",
+                         threads, params)
+               .str() +
+           fn + call + "}\n";
+  };
+  auto withOut = [&](const std::string &more) {
+    return source.params + (source.params.empty() ? "" : ", ") + more;
+  };
+  std::vector<PlanArg> args = source.args;
 
-  auto wordsOf = [&](int64_t n) { return wordElements(inType.getElementType(), n); };
   if (suffix || k == 0) {
     int64_t row = outN ? total / outN : 0;
     int64_t w = wordsOf(row);
-    std::string call = w ? llvm::formatv("  kiln::reduceRowsVec<{1}, {0}, {0}, {2}, {3}, {4}>(in, out);\n", T,
-                                         kind, outN, row, w)
-                               .str()
-                         : llvm::formatv("  kiln::reduceRows<{1}, {0}, {0}, {2}, {3}>(in, out);\n", T, kind,
-                                         outN, row)
-                               .str();
-    std::string source = include("reduce.cuh") + Emitter::header(op) +
-                         llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {0} *in, {0} *out) {{\n",
-                                       T)
-                             .str() +
-                         call + "}\n";
-    e.launch(op, "reduce_rows", source, {e.gridFor(outN * 32, 256), 1, 1}, {256, 1, 1},
-             {Emitter::ptr(*inOffset), Emitter::ptr(*outOffset)});
+    std::string call =
+        w ? llvm::formatv("  kiln::reduceRowsVec<{0}, {1}, {2}, {3}, {4}, {5}>(in, out);\n", kind,
+                          C, U, outN, row, w)
+                .str()
+          : llvm::formatv("  kiln::reduceRows<{0}, {1}, {2}, {3}, {4}>(in, out);\n", kind, C, U,
+                          outN, row)
+                .str();
+    args.push_back(Emitter::ptr(*outOffset));
+    e.launch(op, (baseName + "_rows").str(),
+             kernel(withOut(U + " *out"), w ? source.vector : source.scalar, call, 256),
+             {e.gridFor(outN * 32, 256), 1, 1}, {256, 1, 1}, args);
     return true;
   }
   // [outer, rows, cols]: `outer` independent column reductions (grid z, at
@@ -117,44 +134,31 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
     if (w)
       chunk = (chunk + ry - 1) / ry * ry;
     chunks = (rows + chunk - 1) / chunk;
-    std::string C = computeType(inType.getElementType());
     const int64_t partial = e.scratch(outer * chunks * cols * (C == "double" ? 8 : 4));
-    // Batch z's input, partial sums and output.
-    std::string batch = outer == 1 ? std::string()
-                                   : llvm::formatv("  in += (kiln::i64)blockIdx.z * {0};\n"
-                                                   "  partial += (kiln::i64)blockIdx.z * {1};\n",
-                                                   rows * cols, chunks * cols)
-                                         .str();
-    std::string batchOut = outer == 1 ? std::string()
-                                      : llvm::formatv("  partial += (kiln::i64)blockIdx.z * {0};\n"
-                                                      "  out += (kiln::i64)blockIdx.z * {1};\n",
-                                                      chunks * cols, cols)
-                                            .str();
     std::string call =
-        w ? llvm::formatv("  kiln::reduceColumnsPartialVec<{1}, {0}, {2}, {3}, {4}, {5}, {6}, "
+        w ? llvm::formatv("  kiln::reduceColumnsPartialVec<{0}, {1}, {2}, {3}, {4}, {5}, {6}, "
                           "{7}>(in, partial);\n",
-                          T, kind, rows, cols, chunk, w, wx, ry)
+                          kind, C, rows, cols, chunk, w, wx, ry)
                 .str()
-          : llvm::formatv("  kiln::reduceColumnsPartial<{1}, {0}, {2}, {3}, {4}>(in, partial);\n",
-                          T, kind, rows, cols, chunk)
+          : llvm::formatv("  kiln::reduceColumnsPartial<{0}, {1}, {2}, {3}, {4}>(in, partial);\n",
+                          kind, C, rows, cols, chunk)
                 .str();
-    std::string src1 = include("reduce.cuh") + Emitter::header(op) +
-                       llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {0} *in, {1} *partial) {{\n",
-                                     T, C)
-                           .str() +
-                       batch + call + "}\n";
     int64_t threadsPerBlock = w ? wx * ry : std::min<int64_t>(256, (threads + 31) / 32 * 32);
-    e.launch(op, "reduce_columns_partial", src1,
+    args.push_back(Emitter::ptr(partial));
+    e.launch(op, (baseName + "_columns_partial").str(),
+             kernel(withOut(C + " *partial"), w ? source.vector : source.scalar, call, 256),
              {w ? xBlocks : (threads + threadsPerBlock - 1) / threadsPerBlock, chunks, outer},
-             {threadsPerBlock, 1, 1}, {Emitter::ptr(*inOffset), Emitter::ptr(partial)});
+             {threadsPerBlock, 1, 1}, args);
     int64_t ys = std::min<int64_t>(32, chunks);
-    std::string src2 = include("reduce.cuh") + Emitter::header(op) +
-                       llvm::formatv("extern \"C\" __global__ void __launch_bounds__(1024) @NAME@(const {1} *partial, {0} *out) {{\n"
-                                     "{7}  kiln::reduceColumnsFinal<{2}, {0}, {3}, {4}, {5}, {6}>(partial, out);\n}\n",
-                                     T, C, kind, rows, cols, chunks, ys, batchOut)
-                           .str();
-    e.launch(op, "reduce_columns_final", src2, {(cols + 31) / 32, 1, outer}, {32, ys, 1},
-             {Emitter::ptr(partial), Emitter::ptr(*outOffset)});
+    std::string final =
+        include("reduce.cuh") + Emitter::header(op) +
+        llvm::formatv("extern \"C\" __global__ void __launch_bounds__(1024) @NAME@(const {1} "
+                      "*partial, {0} *out) {{\n"
+                      "  kiln::reduceColumnsFinal<{2}, {0}, {3}, {4}, {5}, {6}>(partial, out);\n}\n",
+                      U, C, kind, rows, cols, chunks, ys)
+            .str();
+    e.launch(op, (baseName + "_columns_final").str(), final, {(cols + 31) / 32, 1, outer},
+             {32, ys, 1}, {Emitter::ptr(partial), Emitter::ptr(*outOffset)});
     return true;
   }
   // General: one thread per output, looping over the reduced index space.
@@ -165,28 +169,254 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
     (llvm::is_contained(dims, d) ? reduced : kept).push_back(d);
   std::string base = "    kiln::i64 rem = o, base = 0;\n";
   for (auto it = kept.rbegin(); it != kept.rend(); ++it)
-    base += llvm::formatv("    base += (rem % {0}) * {1}; rem /= {0};\n", inType.getDimSize(*it), strides[*it]).str();
+    base += llvm::formatv("    base += (rem % {0}) * {1}; rem /= {0};\n", inType.getDimSize(*it),
+                          strides[*it])
+                .str();
   int64_t count = 1;
   for (int64_t d : reduced)
     count *= inType.getDimSize(d);
   std::string inner = "      kiln::i64 r = j, off = base;\n";
   for (auto it = reduced.rbegin(); it != reduced.rend(); ++it)
-    inner += llvm::formatv("      off += (r % {0}) * {1}; r /= {0};\n", inType.getDimSize(*it), strides[*it]).str();
-  std::string C = computeType(inType.getElementType());
-  std::string source =
-      include("reduce.cuh") + Emitter::header(op) +
-      llvm::formatv("extern \"C\" __global__ void __launch_bounds__(256) @NAME@(const {0} *in, {0} *out) {{\n"
-                    "  for (kiln::i64 o = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; o < {1};\n"
-                    "       o += (kiln::i64)gridDim.x * blockDim.x) {{\n{2}"
-                    "    {3} acc = kiln::identity<{4}, {3}>();\n"
-                    "    for (kiln::i64 j = 0; j < {5}; ++j) {{\n{6}"
-                    "      acc = kiln::combine<{4}>(acc, ({3})kiln::load(in, off));\n    }\n"
-                    "    kiln::store(out, o, {7});\n  }\n}\n",
-                    T, outN, base, C, kind, count, inner, kind == 2 ? "acc / (" + C + ")" + str(count) : std::string("acc"))
+    inner += llvm::formatv("      off += (r % {0}) * {1}; r /= {0};\n", inType.getDimSize(*it),
+                           strides[*it])
+                 .str();
+  std::string call =
+      llvm::formatv("  for (kiln::i64 o = blockIdx.x * (kiln::i64)blockDim.x + threadIdx.x; o < "
+                    "{0};\n"
+                    "       o += (kiln::i64)gridDim.x * blockDim.x) {{\n{1}"
+                    "    {2} acc = kiln::identity<{3}, {2}>();\n"
+                    "    for (kiln::i64 j = 0; j < {4}; ++j) {{\n{5}"
+                    "      acc = kiln::combine<{3}>(acc, in(off));\n    }\n"
+                    "    kiln::store(out, o, {6});\n  }\n",
+                    outN, base, C, kind, count, inner,
+                    kind == 2 ? "acc / (" + C + ")" + str(count) : std::string("acc"))
           .str();
-  e.launch(op, "reduce", source, {e.gridFor(outN, 256), 1, 1}, {256, 1, 1},
-           {Emitter::ptr(*inOffset), Emitter::ptr(*outOffset)});
+  args.push_back(Emitter::ptr(*outOffset));
+  e.launch(op, baseName, kernel(withOut(U + " *out"), source.scalar, call, 256),
+           {e.gridFor(outN, 256), 1, 1}, {256, 1, 1}, args);
   return true;
+}
+
+/// The reduction kind of `op` (0 sum, 1 max, 2 mean) and its dims, or -1.
+int reductionKind(Operation *op, ArrayRef<int64_t> &dims) {
+  if (auto r = dyn_cast<ReduceSumOp>(op)) {
+    dims = r.getDims();
+    return 0;
+  }
+  if (auto r = dyn_cast<ReduceMaxOp>(op)) {
+    dims = r.getDims();
+    return 1;
+  }
+  if (auto r = dyn_cast<ReduceMeanOp>(op)) {
+    dims = r.getDims();
+    return 2;
+  }
+  return -1;
+}
+
+/// A reduction fusion's source: `in` evaluates the body at element i (or at
+/// the W elements of word v), writing each side output (a yielded value
+/// other than the reduction's) there, and returns the reduction's operand
+/// rounded to its type, as the unfused reduction would read it.
+llvm::Expected<ReduceSource> fusionSource(Emitter &e, FusionOp fusion,
+                                          const ReductionFusionBody &body) {
+  ReduceSource s;
+  Block &block = fusion.getBody().front();
+  SmallVector<Value> args(block.getArguments());
+  SmallVector<BroadcastInDimOp> readThrough;
+  for (Value arg : args)
+    readThrough.push_back(broadcastReader(arg));
+  Value operand = body.reduce->getOperand(0), result = body.reduce->getResult(0);
+  SmallVector<Value> sides;
+  SmallVector<Value> sideBuffers;
+  for (auto [v, r] : llvm::zip_equal(fusion.getYield().getValues(), fusion.getResults()))
+    if (v != result) {
+      sides.push_back(v);
+      sideBuffers.push_back(r);
+    }
+  std::string C = computeType(tensorOf(operand).getElementType());
+  // Parameters: the inputs, then the side outputs; the word: 16 bytes of
+  // the narrowest float that moves through memory a word at a time.
+  int64_t narrowest = 0;
+  auto narrow = [&](Type t) {
+    if (auto f = dyn_cast<FloatType>(t)) {
+      int64_t bytes = f.getWidth() / 8;
+      narrowest = narrowest ? std::min(narrowest, bytes) : bytes;
+    }
+  };
+  for (auto [j, input] : llvm::enumerate(fusion.getInputs())) {
+    auto offset = e.offsetOf(input);
+    if (!offset)
+      return offset.takeError();
+    s.args.push_back(Emitter::ptr(*offset));
+    Type elt = tensorOf(input).getElementType();
+    s.params += llvm::formatv("{0}const {1} *__restrict__ in{2}", j ? ", " : "", cType(elt), j).str();
+    if (!readThrough[j])
+      narrow(elt);
+  }
+  bool floatSides = true;
+  for (auto [k, buffer] : llvm::enumerate(sideBuffers)) {
+    auto offset = e.offsetOf(buffer);
+    if (!offset)
+      return offset.takeError();
+    s.args.push_back(Emitter::ptr(*offset));
+    Type elt = tensorOf(buffer).getElementType();
+    s.params += llvm::formatv("{0}{1} *__restrict__ side{2}", s.params.empty() ? "" : ", ",
+                              cType(elt), k)
+                    .str();
+    narrow(elt);
+    floatSides &= isa<FloatType>(elt);
+  }
+  if (!narrowest)
+    narrow(tensorOf(operand).getElementType());
+  llvm::DenseSet<Value> readInside;
+  for (Operation &op : fusion.getBodyOps())
+    for (Value v : op.getOperands())
+      readInside.insert(v);
+
+  // Element `index` of input j: a float through kiln::load(`floatArgs`), an
+  // integer from memory, a broadcast's operand through its index map.
+  auto readInput = [&](size_t j, const std::string &floatArgs, const std::string &index) {
+    Type elt = tensorOf(args[j]).getElementType();
+    std::string ct = computeType(elt);
+    if (readThrough[j]) {
+      std::string at = broadcastIndex(readThrough[j], index);
+      return isa<FloatType>(elt) ? "(" + ct + ")kiln::load(in" + str(j) + ", " + at + ")"
+                                 : "(" + ct + ")in" + str(j) + "[" + at + "]";
+    }
+    return isa<FloatType>(elt) ? "(" + ct + ")kiln::load(" + floatArgs + ")"
+                               : "(" + ct + ")in" + str(j) + "[" + index + "]";
+  };
+  // The body's statements and the names of the operand and side outputs.
+  auto statements = [&](llvm::function_ref<std::string(size_t)> in, const std::string &indent,
+                        std::string &operandName,
+                        SmallVector<std::string> &sideNames) -> llvm::Expected<std::string> {
+    llvm::DenseMap<Value, std::string> name;
+    auto code = elementwiseStatements(e, args, body.elementwise, in, indent, readInside, name);
+    if (!code)
+      return code.takeError();
+    operandName = name.lookup(operand);
+    sideNames.clear();
+    for (Value v : sides)
+      sideNames.push_back(name.lookup(v));
+    if (operandName.empty() || llvm::is_contained(sideNames, std::string()))
+      return error("codegen: " + Emitter::describe(fusion) + " yields a value its body lacks");
+    return *code;
+  };
+
+  std::string operandName;
+  SmallVector<std::string> sideNames;
+  auto scalar = statements([&](size_t j) { return readInput(j, "in" + str(j) + ", i", "i"); },
+                           "    ", operandName, sideNames);
+  if (!scalar)
+    return scalar.takeError();
+  std::string stores;
+  for (auto [k, v] : llvm::enumerate(sides)) {
+    Type elt = tensorOf(v).getElementType();
+    stores += isa<FloatType>(elt)
+                  ? "    kiln::store(side" + str(k) + ", i, " + sideNames[k] + ");\n"
+                  : "    side" + str(k) + "[i] = (" + cType(elt) + ")" + sideNames[k] + ";\n";
+  }
+  s.scalar = "  auto in = [&](kiln::i64 i) -> " + C + " {\n" + *scalar + stores + "    return (" +
+             C + ")" + operandName + ";\n  };\n";
+
+  // A word at a time (float side outputs only): the float inputs read
+  // whole, the others element by element.
+  const int64_t w = 16 / narrowest;
+  if (floatSides && w > 1) {
+    std::string loads, results, flush;
+    for (auto [j, arg] : llvm::enumerate(args)) {
+      Type elt = tensorOf(arg).getElementType();
+      if (isa<FloatType>(elt) && !readThrough[j])
+        loads += llvm::formatv("    alignas(16) {0} a{1}[{2}];\n    kiln::loadVec<{2}>(in{1}, v, "
+                               "a{1});\n",
+                               cType(elt), j, w)
+                     .str();
+    }
+    for (auto [k, v] : llvm::enumerate(sides)) {
+      results +=
+          llvm::formatv("    alignas(16) {0} r{1}[{2}];\n", cType(tensorOf(v).getElementType()), k, w)
+              .str();
+      flush += llvm::formatv("    kiln::storeVec<{0}>(side{1}, v, r{1});\n", w, k).str();
+    }
+    auto vec = statements(
+        [&](size_t j) { return readInput(j, "a" + str(j) + ", k", "v * " + str(w) + " + k"); },
+        "      ", operandName, sideNames);
+    if (!vec)
+      return vec.takeError();
+    std::string loop = *vec;
+    for (size_t k = 0; k < sides.size(); ++k)
+      loop += "      kiln::store(r" + str(k) + ", k, " + sideNames[k] + ");\n";
+    loop += "      x[k] = (" + C + ")" + operandName + ";\n";
+    s.vector = llvm::formatv("  auto in = [&](kiln::i64 v, {0} (&x)[{1}]) {{\n{2}{3}"
+                             "#pragma unroll\n"
+                             "    for (int k = 0; k < {1}; ++k) {{\n{4}    }\n{5}  };\n",
+                             C, w, loads, results, loop, flush)
+                   .str();
+    s.width = w;
+  }
+  s.comment = "// body:";
+  for (Operation &op : fusion.getBodyOps())
+    s.comment += " " + op.getName().stripDialect().str();
+  s.comment += "\n";
+  return s;
+}
+
+} // namespace
+
+llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
+  if (auto fusion = dyn_cast<FusionOp>(op)) {
+    if (!fusion.isReductionFusion())
+      return false;
+    std::string why;
+    auto body = matchReductionFusion(fusion, &why);
+    if (failed(body))
+      return error("codegen: " + Emitter::describe(op) + " is not a reduction fusion: " + why);
+    ArrayRef<int64_t> dims;
+    int kind = reductionKind(body->reduce, dims);
+    auto source = fusionSource(e, fusion, *body);
+    if (!source)
+      return source.takeError();
+    // The kernel's name says what it fuses: fused_mul_gelu_grad_reduce_sum.
+    std::string name = "fused";
+    int shown = 0;
+    for (Operation *inner : body->elementwise)
+      if (!isa<ConstantOp, BroadcastInDimOp>(inner) && shown++ < 3)
+        name += "_" + inner->getName().stripDialect().str();
+    name += "_" + body->reduce->getName().stripDialect().str();
+    Value result = body->reduce->getResult(0);
+    auto yielded = fusion.getYield().getValues();
+    Value out = fusion.getResult(llvm::find(yielded, result) - yielded.begin());
+    return emitReduce(e, op, name, kind, dims, tensorOf(body->reduce->getOperand(0)), out,
+                      *source);
+  }
+  ArrayRef<int64_t> dims;
+  int kind = reductionKind(op, dims);
+  if (kind < 0)
+    return false;
+  Value in = op->getOperand(0);
+  auto inType = tensorOf(in);
+  if (!isa<FloatType>(inType.getElementType()))
+    return error("codegen: integer reductions are not supported on the GPU (" +
+                 Emitter::describe(op) + ")");
+  auto inOffset = e.offsetOf(in);
+  if (!inOffset)
+    return inOffset.takeError();
+  std::string T = cType(inType.getElementType()), C = computeType(inType.getElementType());
+  ReduceSource source;
+  source.params = "const " + T + " *__restrict__ in0";
+  source.args.push_back(Emitter::ptr(*inOffset));
+  source.scalar = "  auto in = [&](kiln::i64 i) { return (" + C + ")kiln::load(in0, i); };\n";
+  source.width = 16 / (inType.getElementTypeBitWidth() / 8);
+  source.vector = llvm::formatv("  auto in = [&](kiln::i64 v, {0} (&x)[{1}]) {{\n"
+                                "    alignas(16) {2} a[{1}];\n"
+                                "    kiln::loadVec<{1}>(in0, v, a);\n"
+                                "#pragma unroll\n"
+                                "    for (int k = 0; k < {1}; ++k)\n"
+                                "      x[k] = ({0})kiln::load(a, k);\n  };\n",
+                                C, source.width, T)
+                      .str();
+  return emitReduce(e, op, "reduce", kind, dims, inType, op->getResult(0), source);
 }
 
 GemmEpilogue epilogueOf(const GemmEpilogueBody &body) {

@@ -168,6 +168,7 @@ std::vector<Field> schema(RunConfig &c) {
       {"compile.fuse_attention_bias", &c.compile.fuse_attention_bias},
       {"compile.fuse_broadcasts", &c.compile.fuse_broadcasts},
       {"compile.fuse_siblings", &c.compile.fuse_siblings},
+      {"compile.fuse_reductions", &c.compile.fuse_reductions},
       {"compile.bias_grad_epilogues", &c.compile.bias_grad_epilogues},
       {"parallel.dp", &c.parallel.dp, 1, 1 << 16},
       {"parallel.tp", &c.parallel.tp, 1, 1 << 16},

@@ -255,6 +255,10 @@ struct CompileConfig {
   /// kiln-fuse's sibling fusion: groups of elementwise ops reading the same
   /// value run as one kernel. Only with `fuse`; off to compare against.
   bool fuse_siblings = true;
+  /// kiln-fuse's reduction fusions: a reduce_sum/max/mean of an
+  /// elementwise chain runs as one kernel that computes each element it
+  /// reduces. Only with `fuse`; off to compare against.
+  bool fuse_reductions = true;
   /// kiln-fuse's bias-gradient epilogues: a weight gradient's GEMM sums the
   /// bias gradient too (cuBLASLt's BGRADA). Off by default: a reduction
   /// kernel took GPT-2's bf16 step 0.3-0.8 % less on an H100, as BGRADA

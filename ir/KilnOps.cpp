@@ -1385,6 +1385,68 @@ FailureOr<AttentionGradFusionBody> kiln::matchAttentionGradFusion(FusionOp fusio
   return a;
 }
 
+static bool isReduction(Operation &op) { return isa<ReduceSumOp, ReduceMaxOp, ReduceMeanOp>(op); }
+
+bool FusionOp::isReductionFusion() {
+  return !isGemmEpilogue() && !isNormFusion() && !isCrossEntropyFusion() &&
+         !isAttentionGradFusion() && llvm::any_of(getBodyOps(), isReduction);
+}
+
+FailureOr<ReductionFusionBody> kiln::matchReductionFusion(FusionOp fusion, std::string *why) {
+  auto fail = [&](const Twine &reason) -> FailureOr<ReductionFusionBody> {
+    if (why)
+      *why = reason.str();
+    return failure();
+  };
+  ReductionFusionBody r;
+  for (Operation &op : fusion.getBodyOps()) {
+    if (isReduction(op)) {
+      if (r.reduce)
+        return fail("it holds two reductions (its kernel is one reduction's)");
+      r.reduce = &op;
+      continue;
+    }
+    auto c = dyn_cast<ConstantOp>(op);
+    auto b = dyn_cast<BroadcastInDimOp>(op);
+    if (b && !isBodyArgument(fusion, b.getOperand()))
+      return fail("a broadcast must broadcast a body argument");
+    if (!b && !op.hasTrait<OpTrait::Elementwise>() && !(c && isa<SplatElementsAttr>(c.getValue())))
+      return fail("'" + op.getName().getStringRef() +
+                  "' is neither elementwise, a broadcast of a body argument nor a splat constant");
+    r.elementwise.push_back(&op);
+  }
+  if (!r.reduce)
+    return fail("it holds no reduction");
+  auto loop = tensorType(r.reduce->getOperand(0));
+  if (!isa<FloatType>(loop.getElementType()))
+    return fail("the reduction's operand is not a float tensor");
+  for (Operation *op : r.elementwise)
+    for (Value v : op->getResults())
+      if (tensorType(v).getShape() != loop.getShape())
+        return fail("a value of the body does not have the reduction's operand's shape");
+  for (Value v : fusion.getBody().getArguments()) {
+    bool throughBroadcast =
+        llvm::any_of(v.getUsers(), [](Operation *op) { return isa<BroadcastInDimOp>(op); });
+    if (!throughBroadcast && tensorType(v).getShape() != loop.getShape())
+      return fail("a body argument does not have the reduction's operand's shape");
+  }
+  Value result = r.reduce->getResult(0);
+  if (!result.getUsers().empty() &&
+      llvm::any_of(result.getUsers(), [](Operation *op) { return !isa<YieldOp>(op); }))
+    return fail("an op of the body reads the reduction's result");
+  YieldOp yield = fusion.getYield();
+  if (!llvm::is_contained(yield.getValues(), result))
+    return fail("the reduction's result must be yielded");
+  for (auto [i, v] : llvm::enumerate(yield.getValues())) {
+    if (llvm::is_contained(yield.getValues().take_front(i), v))
+      return fail("it yields a value twice");
+    if (v != result &&
+        (isBodyArgument(fusion, v) || tensorType(v).getShape() != loop.getShape()))
+      return fail("a side output must be a value the body computes, of the loop's shape");
+  }
+  return r;
+}
+
 LogicalResult FusionOp::verifyRegions() {
   Block &body = getBody().front();
   if (body.getNumArguments() != getInputs().size())
@@ -1443,6 +1505,12 @@ LogicalResult FusionOp::verifyRegions() {
     if (failed(matchCrossEntropyFusion(*this, &why)))
       return emitOpError() << "holds a cross-entropy gradient but is not a cross-entropy fusion: "
                            << why;
+    return success();
+  }
+  if (isReductionFusion()) {
+    std::string why;
+    if (failed(matchReductionFusion(*this, &why)))
+      return emitOpError() << "holds a reduction but is not a reduction fusion: " << why;
     return success();
   }
   // A loop fusion: every value in the body has the results' shape, but for

@@ -206,6 +206,25 @@ struct AttentionGradFusionBody {
 /// yielded, nothing else in the body.
 mlir::FailureOr<AttentionGradFusionBody> matchAttentionGradFusion(FusionOp fusion,
                                                                   std::string *why = nullptr);
+
+/// A kiln.fusion whose loop ends in a reduction (kiln-fuse forms them; see
+/// kiln.fusion). The ops are in the fusion's body.
+struct ReductionFusionBody {
+  mlir::Operation *reduce = nullptr; ///< reduce_sum, reduce_max or reduce_mean
+  /// The elementwise ops, splat constants and broadcasts of body arguments
+  /// (in program order), every value of the loop's shape: the reduction's
+  /// operand's.
+  llvm::SmallVector<mlir::Operation *> elementwise;
+};
+
+/// The reduction fusion `fusion`'s body spells, or failure with the reason
+/// in `why`: elementwise ops (and splat constants and broadcasts of body
+/// arguments) over one float shape, and one reduce_sum, reduce_max or
+/// reduce_mean of a float value of that shape, which nothing in the body
+/// reads and which is yielded; every other yielded value (a side output,
+/// written as the reduction reads its elements) has the loop's shape.
+mlir::FailureOr<ReductionFusionBody> matchReductionFusion(FusionOp fusion,
+                                                          std::string *why = nullptr);
 } // namespace kiln
 
 #endif // KILN_IR_KILNOPS_H

@@ -1352,7 +1352,16 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock,
       dq's as it converts them, so dqkv is not read again. Its scratch
       is the gradient's.
 
-    Other reductions at the end of a loop fusion are planned.
+    - A reduction fusion: a loop fusion's ops ending in one
+      `kiln.reduce_sum`, `kiln.reduce_max` or `kiln.reduce_mean` of a
+      float value of the loop's shape (any reduced dimensions), which no
+      op of the body reads; the reduction's result is yielded, and any
+      value of the loop's shape used after it too. Codegen emits the
+      reduction's kernel (a warp per row, columns through partial sums, or
+      a thread per output, as for the op alone) reading each element
+      through the body's ops and writing the other yielded values as it
+      reads: the reduction's operand is never stored unless it is used
+      outside.
 
     ```mlir
     %y = kiln.fusion (%x, %b) : (tensor<4x8xbf16>, tensor<4x8xf32>) -> tensor<4x8xf32> {
@@ -1392,11 +1401,15 @@ def Kiln_FusionOp : Kiln_Op<"fusion", [IsolatedFromAbove, SingleBlock,
     /// kiln.attention_qkv_grad; matchAttentionGradFusion says what it
     /// computes).
     bool isAttentionGradFusion();
+    /// A reduction fusion: a loop ending in a reduce_sum, reduce_max or
+    /// reduce_mean (none of the kinds above; matchReductionFusion says what
+    /// it computes).
+    bool isReductionFusion();
     /// A loop fusion: elementwise ops and broadcasts of its arguments
     /// (none of the kinds above).
     bool isLoopFusion() {
       return !isGemmEpilogue() && !isNormFusion() && !isCrossEntropyFusion() &&
-             !isAttentionGradFusion();
+             !isAttentionGradFusion() && !isReductionFusion();
     }
   }];
 }

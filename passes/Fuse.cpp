@@ -80,9 +80,15 @@
 // bf16/f16 becomes a state argument that its AdamW update writes beside the
 // f32 master (kiln.copy_of; writeCopiesInAdamW), so no cast runs.
 //
-// Planned (docs/architecture.md, "kiln-fuse"): other reductions at the end
-// of a loop fusion. (Recomputation is kiln-recompute's, before this pass:
-// its clones are ordinary ops here.)
+// Reductions (option `reductions`): a reduce_sum, reduce_max or
+// reduce_mean of a float tensor ends a group the way a forward norm does:
+// the elementwise ops computing its operand join it, and codegen runs the
+// reduction's kernel reading each element through them (a reduction
+// fusion; a value of the chain used after it is a side output). A
+// reduction of a norm gradient's dx or of a value computed from it is left
+// alone: those ops are the norm fusion's.
+// (Recomputation is kiln-recompute's, before this pass: its clones are
+// ordinary ops here.)
 //
 //===----------------------------------------------------------------------===//
 
@@ -155,6 +161,22 @@ bool readsNormGradient(Value v, int depth = 0) {
            return t && t.getShape() == cast<RankedTensorType>(v.getType()).getShape() &&
                   readsNormGradient(o, depth + 1);
          });
+}
+
+/// A reduction a loop fusion can end in (option `reductions`): a
+/// reduce_sum, reduce_max or reduce_mean of a static, non-empty float
+/// tensor. One of a norm gradient's dx, or of a value computed from it, is
+/// left alone: the elementwise ops after the gradient are the norm
+/// fusion's (and a sum over every row its column sum). GPT-2's position
+/// embedding gradient, the first block's residual gradient summed over the
+/// batch, is one.
+bool isFusibleReduction(Operation *op, bool norms) {
+  if (!isa<ReduceSumOp, ReduceMaxOp, ReduceMeanOp>(op))
+    return false;
+  auto t = dyn_cast<RankedTensorType>(op->getOperand(0).getType());
+  if (!t || !t.hasStaticShape() || t.getNumElements() == 0 || !isa<FloatType>(t.getElementType()))
+    return false;
+  return !(norms && readsNormGradient(op->getOperand(0)));
 }
 
 /// A broadcast a loop fusion can read through its index map (option
@@ -788,12 +810,27 @@ struct FusePass final : impl::FusePassBase<FusePass> {
     // Groups as lists of ops, built last op first: front() is the last op.
     llvm::DenseMap<Operation *, unsigned> groupOf;
     std::vector<SmallVector<Operation *>> groups;
-    // The norm of each group that has one (a norm fusion).
-    llvm::DenseMap<unsigned, Operation *> normOf;
+    // The norm of each group that has one (a norm fusion), and the
+    // reduction of each that ends in one (a reduction fusion).
+    llvm::DenseMap<unsigned, Operation *> normOf, reduceOf;
     auto shapeOf = [](Operation *op) {
       return cast<RankedTensorType>(op->getResult(0).getType()).getShape();
     };
+    // The shape of a group's loop: a reduction's operand's.
+    auto loopShapeOf = [&](unsigned g) {
+      if (Operation *r = reduceOf.lookup(g))
+        return cast<RankedTensorType>(r->getOperand(0).getType()).getShape();
+      return shapeOf(groups[g].front());
+    };
     for (Operation &op : llvm::reverse(block)) {
+      // A reduction ends a group: the elementwise ops computing its
+      // operand join it as they would a user of their shape.
+      if (reductions && !op.use_empty() && isFusibleReduction(&op, norms)) {
+        reduceOf[groups.size()] = &op;
+        groupOf[&op] = groups.size();
+        groups.push_back({&op});
+        continue;
+      }
       // (A norm fusion yields the norm's output, or its gradient's weight
       // and bias gradients: a norm with those dead stays unfused.)
       bool norm = norms && isFusibleNorm(&op) &&
@@ -823,9 +860,11 @@ struct FusePass final : impl::FusePassBase<FusePass> {
         if (it == groupOf.end() || (joined && *joined == it->second))
           continue;
         unsigned g = it->second;
-        if (shapeOf(groups[g].front()) != shapeOf(&op))
+        if (loopShapeOf(g) != shapeOf(&op))
           continue;
         if (Operation *n = normOf.lookup(g); n && (norm || isBackwardNorm(n)))
+          continue;
+        if (norm && reduceOf.count(g))
           continue;
         int64_t last = index[groups[g].front()];
         bool othersAfter = llvm::all_of(op.getUsers(), [&](Operation *other) {
@@ -857,8 +896,12 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       groupOf[&op] = groups.size();
       groups.push_back({&op});
     }
-    if (siblings)
-      mergeSiblings(groups, groupOf, normOf, index);
+    if (siblings) {
+      // (Neither a norm's group nor a reduction's takes a sibling.)
+      llvm::DenseMap<unsigned, Operation *> pinned = normOf;
+      pinned.insert(reduceOf.begin(), reduceOf.end());
+      mergeSiblings(groups, groupOf, pinned, index);
+    }
     auto readsBroadcast = [&](ArrayRef<Operation *> group) {
       return broadcasts && llvm::any_of(group, [](Operation *op) {
                return llvm::any_of(op->getOperands(), [](Value v) { return readableBroadcast(v); });
@@ -876,7 +919,8 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       std::optional<SmallVector<Operation *, 2>> sum;
       if (Operation *n = normOf.lookup(g); n && isBackwardNorm(n) && columnSumFits(n))
         sum = columnSumOf(group);
-      if (group.size() < 2 && !sum && (normOf.count(g) || !readsBroadcast(group)))
+      if (group.size() < 2 && !sum &&
+          (normOf.count(g) || reduceOf.count(g) || !readsBroadcast(group)))
         continue;
       Operation *at = nullptr;
       if (sum) {
@@ -895,6 +939,11 @@ struct FusePass final : impl::FusePassBase<FusePass> {
       if (fusion && normOf.count(g)) {
         assert(succeeded(matchNormFusion(fusion)) && "kiln-fuse built a bad norm fusion");
         ++numNormFusions;
+      }
+      if (fusion && reduceOf.count(g)) {
+        assert(succeeded(matchReductionFusion(fusion)) &&
+               "kiln-fuse built a bad reduction fusion");
+        ++numReductionFusions;
       }
     }
   }

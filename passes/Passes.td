@@ -191,7 +191,10 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     a norm fusion, one warp-per-row kernel (rows a multiple of 8, at most
     2048 long). With `siblings` (on by default) a group joins a later group
     of its shape reading one of the same values, when the earlier group's
-    other readers all come after the later one. With `broadcasts` (on by
+    other readers all come after the later one. With `reductions` (on by
+    default) a reduce_sum, reduce_max or reduce_mean ends a group the way a
+    norm does: a reduction fusion, whose kernel computes each element it
+    reduces from the fusion's inputs. With `broadcasts` (on by
     default) a loop fusion reads a broadcast's operand through the
     broadcast's index map. With `adamw-copies` (on by default) a
     parameter's cast to bf16/f16 becomes a state argument, the working copy
@@ -259,6 +262,12 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
            "Sibling fusion: a group of elementwise ops joins a later group of its "
            "shape reading one of the same values, when the earlier group's other "
            "readers all come after the later one (the shared value is read once)">,
+    Option<"reductions", "reductions", "bool", /*default=*/"true",
+           "Reduction fusions: a reduce_sum, reduce_max or reduce_mean of a float "
+           "tensor ends a group, the elementwise ops computing its operand joining it "
+           "as they would a user of their shape; its kernel reads each element through "
+           "them (not one of a norm gradient's dx or a value computed from it: those "
+           "ops are the norm fusion's)">,
   ];
   let statistics = [
     Statistic<"numFusions", "fusions", "kiln.fusion regions built">,
@@ -279,6 +288,7 @@ def FusePass : Pass<"kiln-fuse", "mlir::ModuleOp"> {
     Statistic<"numAttentionBiasSums", "attention-bias-sums", "Bias-gradient sums taken into an attention gradient's kernels">,
     Statistic<"numBroadcastsRead", "broadcasts-read", "Broadcasts read through an index map in a loop fusion">,
     Statistic<"numSiblings", "siblings", "Groups merged into a sibling reading the same value">,
+    Statistic<"numReductionFusions", "reduction-fusions", "Loop fusions ending in a reduction">,
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }
@@ -371,6 +381,8 @@ def RecomputePass : Pass<"kiln-recompute", "mlir::ModuleOp"> {
            "With a budget and fuse: kiln-fuse's bias-grad-epilogues option">,
     Option<"siblings", "siblings", "bool", /*default=*/"true",
            "With a budget and fuse: kiln-fuse's siblings option">,
+    Option<"reductions", "reductions", "bool", /*default=*/"true",
+           "With a budget and fuse: kiln-fuse's reductions option">,
     Option<"bucketBytes", "bucket-bytes", "int64_t", /*default=*/"0",
            "With a budget: kiln-bucket-collectives runs after this pass with these bytes "
            "(its buckets keep the sums' operands alive longer; 0: it does not run)">,

@@ -147,6 +147,10 @@ struct TrainingPipelineText : public mlir::PassPipelineOptions<TrainingPipelineT
                         llvm::cl::desc("kiln-fuse's siblings option: groups reading the same "
                                        "value fuse"),
                         llvm::cl::init(true)};
+  Option<bool> reductions{*this, "fuse-reductions",
+                          llvm::cl::desc("kiln-fuse's reductions option: a reduction ends a "
+                                         "loop fusion"),
+                          llvm::cl::init(true)};
   Option<std::string> recompute{*this, "recompute",
                                 llvm::cl::desc("Options of kiln-recompute (runs only when given: "
                                                "recompute={policy=selective})")};
@@ -181,6 +185,7 @@ std::string fuseOptionsText(const std::optional<FusePassOptions> &fuse) {
          " attention-bias=" + (fuse->attentionBias ? "true" : "false") +
          " broadcasts=" + (fuse->broadcasts ? "true" : "false") +
          " siblings=" + (fuse->siblings ? "true" : "false") +
+         " reductions=" + (fuse->reductions ? "true" : "false") +
          " bias-grad-epilogues=" + (fuse->biasGradEpilogues ? "true" : "false");
 }
 
@@ -205,6 +210,7 @@ recomputePass(std::optional<RecomputePassOptions> options,
     options->attentionBias = fuse->attentionBias;
     options->broadcasts = fuse->broadcasts;
     options->siblings = fuse->siblings;
+    options->reductions = fuse->reductions;
     options->biasGradEpilogues = fuse->biasGradEpilogues;
   }
   return createRecomputePass(*options);
@@ -241,6 +247,7 @@ mlir::LogicalResult buildFromText(mlir::OpPassManager &pm, llvm::StringRef text,
     fuse->attentionBias = options.attentionBias;
     fuse->broadcasts = options.broadcasts;
     fuse->siblings = options.siblings;
+    fuse->reductions = options.reductions;
     fuse->biasGradEpilogues = options.biasGradEpilogues;
   }
   if (options.bucketBytes < 0)

@@ -383,6 +383,7 @@ struct RecomputePass final : impl::RecomputePassBase<RecomputePass> {
       options.attentionBias = attentionBias;
       options.broadcasts = broadcasts;
       options.siblings = siblings;
+      options.reductions = reductions;
       options.biasGradEpilogues = biasGradEpilogues;
       pm.addPass(createFusePass(options));
     }

@@ -118,6 +118,7 @@ llvm::Expected<std::vector<std::string>> runTrainingPipeline(ModuleOp module,
     options.fuse->attentionBias = config.compile.fuse_attention_bias;
     options.fuse->broadcasts = config.compile.fuse_broadcasts;
     options.fuse->siblings = config.compile.fuse_siblings;
+    options.fuse->reductions = config.compile.fuse_reductions;
     options.fuse->biasGradEpilogues = config.compile.bias_grad_epilogues;
   } else {
     options.fuse.reset();

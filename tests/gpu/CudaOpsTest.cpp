@@ -787,6 +787,56 @@ std::vector<OpCase> cases() {
                "    %2 = kiln.cast %1 : tensor<7x9xi32> to tensor<7x9xf32>\n"
                "    kiln.yield %2 : tensor<7x9xf32>\n"
                "  }", 0, 0});
+  // Reduction fusions (kiln-fuse's `reductions`): each reduction kernel
+  // form reading its elements through the body, the side outputs written
+  // as they are read. Rows of bf16 words with a side output; columns
+  // through partial sums (gelu_grad's bias gradient beside the gradient);
+  // a batch of column maxima; the general form over a middle dimension
+  // with a broadcast operand; f16 columns that are not whole words.
+  c.push_back({"fusion_reduce_rows_bf16", {f("a", "tensor<64x256xbf16>"), f("b", "tensor<64x256xf32>")},
+               {"tensor<64x256xbf16>", "tensor<64xbf16>"},
+               "%r0, %r1 = kiln.fusion (%a, %b) : (tensor<64x256xbf16>, tensor<64x256xf32>) -> (tensor<64x256xbf16>, tensor<64xbf16>) {\n"
+               "  ^bb0(%x: tensor<64x256xbf16>, %y: tensor<64x256xf32>):\n"
+               "    %0 = kiln.cast %x : tensor<64x256xbf16> to tensor<64x256xf32>\n"
+               "    %1 = kiln.mul %0, %y : tensor<64x256xf32>\n"
+               "    %2 = kiln.cast %1 : tensor<64x256xf32> to tensor<64x256xbf16>\n"
+               "    %3 = kiln.reduce_sum %2, dims = [1] : tensor<64x256xbf16> -> tensor<64xbf16>\n"
+               "    kiln.yield %2, %3 : tensor<64x256xbf16>, tensor<64xbf16>\n"
+               "  }", 1e-1, 8e-3});
+  c.push_back({"fusion_reduce_columns_gelu_grad", {f("a", "tensor<1024x96xf32>"), f("d", "tensor<1024x96xf32>")},
+               {"tensor<1024x96xf32>", "tensor<96xf32>"},
+               "%r0, %r1 = kiln.fusion (%a, %d) : (tensor<1024x96xf32>, tensor<1024x96xf32>) -> (tensor<1024x96xf32>, tensor<96xf32>) {\n"
+               "  ^bb0(%x: tensor<1024x96xf32>, %y: tensor<1024x96xf32>):\n"
+               "    %0 = kiln.gelu_grad tanh %x, %y : tensor<1024x96xf32>\n"
+               "    %1 = kiln.reduce_sum %0, dims = [0] : tensor<1024x96xf32> -> tensor<96xf32>\n"
+               "    kiln.yield %0, %1 : tensor<1024x96xf32>, tensor<96xf32>\n"
+               "  }", 1e-4, 1e-5});
+  c.push_back({"fusion_reduce_max_batched_columns", {f("a", "tensor<3x5x100x256xf32>"), f("b", "tensor<3x5x100x256xf32>")},
+               {"tensor<3x256xf32>"},
+               "%r0 = kiln.fusion (%a, %b) : (tensor<3x5x100x256xf32>, tensor<3x5x100x256xf32>) -> tensor<3x256xf32> {\n"
+               "  ^bb0(%x: tensor<3x5x100x256xf32>, %y: tensor<3x5x100x256xf32>):\n"
+               "    %0 = kiln.sub %x, %y : tensor<3x5x100x256xf32>\n"
+               "    %1 = kiln.reduce_max %0, dims = [1, 2] : tensor<3x5x100x256xf32> -> tensor<3x256xf32>\n"
+               "    kiln.yield %1 : tensor<3x256xf32>\n"
+               "  }", 0, 0});
+  c.push_back({"fusion_reduce_mean_middle_broadcast", {f("a", "tensor<7x33x10xf32>"), f("v", "tensor<10xf32>")},
+               {"tensor<7x10xf32>"},
+               "%r0 = kiln.fusion (%a, %v) : (tensor<7x33x10xf32>, tensor<10xf32>) -> tensor<7x10xf32> {\n"
+               "  ^bb0(%x: tensor<7x33x10xf32>, %w: tensor<10xf32>):\n"
+               "    %b = kiln.broadcast_in_dim %w, dims = [2] : tensor<10xf32> -> tensor<7x33x10xf32>\n"
+               "    %0 = kiln.exp %x : tensor<7x33x10xf32>\n"
+               "    %1 = kiln.mul %0, %b : tensor<7x33x10xf32>\n"
+               "    %2 = kiln.reduce_mean %1, dims = [1] : tensor<7x33x10xf32> -> tensor<7x10xf32>\n"
+               "    kiln.yield %2 : tensor<7x10xf32>\n"
+               "  }", 1e-5, 1e-5});
+  c.push_back({"fusion_reduce_columns_f16_odd", {f("a", "tensor<300x13xf16>")}, {"tensor<13xf32>"},
+               "%r0 = kiln.fusion (%a) : (tensor<300x13xf16>) -> tensor<13xf32> {\n"
+               "  ^bb0(%x: tensor<300x13xf16>):\n"
+               "    %0 = kiln.cast %x : tensor<300x13xf16> to tensor<300x13xf32>\n"
+               "    %1 = kiln.mul %0, %0 : tensor<300x13xf32>\n"
+               "    %2 = kiln.reduce_sum %1, dims = [0] : tensor<300x13xf32> -> tensor<13xf32>\n"
+               "    kiln.yield %2 : tensor<13xf32>\n"
+               "  }", 1e-4, 1e-5});
   c.push_back({"cast_f32_bf16", {f("a", "tensor<16x64xf32>")}, {"tensor<16x64xbf16>"},
                "%r0 = kiln.cast %a : tensor<16x64xf32> to tensor<16x64xbf16>"});
   // Casts of arguments run as one multi-tensor launch (tensors of several

@@ -470,3 +470,70 @@ func.func @attention_bias_extra_op(%qkv: tensor<2x8x2x3x16xbf16>, %o: tensor<2x8
   }
   return %0#0, %0#1 : tensor<2x8x2x3x16xbf16>, tensor<2x3x16xbf16>
 }
+
+// -----
+
+func.func @reduction_two(%x: tensor<4x8xf32>) -> (tensor<4xf32>, tensor<4xf32>) {
+  // expected-error @+1 {{holds a reduction but is not a reduction fusion: it holds two reductions (its kernel is one reduction's)}}
+  %0:2 = kiln.fusion(%x) : (tensor<4x8xf32>) -> (tensor<4xf32>, tensor<4xf32>) {
+  ^bb0(%a: tensor<4x8xf32>):
+    %1 = kiln.exp %a : tensor<4x8xf32>
+    %2 = kiln.reduce_sum %1, dims = [1] : tensor<4x8xf32> -> tensor<4xf32>
+    %3 = kiln.reduce_max %1, dims = [1] : tensor<4x8xf32> -> tensor<4xf32>
+    kiln.yield %2, %3 : tensor<4xf32>, tensor<4xf32>
+  }
+  return %0#0, %0#1 : tensor<4xf32>, tensor<4xf32>
+}
+
+// -----
+
+func.func @reduction_result_read(%x: tensor<4x8xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{holds a reduction but is not a reduction fusion: a value of the body does not have the reduction's operand's shape}}
+  %0 = kiln.fusion(%x) : (tensor<4x8xf32>) -> tensor<4xf32> {
+  ^bb0(%a: tensor<4x8xf32>):
+    %1 = kiln.exp %a : tensor<4x8xf32>
+    %2 = kiln.reduce_sum %1, dims = [1] : tensor<4x8xf32> -> tensor<4xf32>
+    %3 = kiln.neg %2 : tensor<4xf32>
+    kiln.yield %3 : tensor<4xf32>
+  }
+  return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @reduction_not_yielded(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{holds a reduction but is not a reduction fusion: the reduction's result must be yielded}}
+  %0 = kiln.fusion(%x) : (tensor<4x8xf32>) -> tensor<4x8xf32> {
+  ^bb0(%a: tensor<4x8xf32>):
+    %1 = kiln.exp %a : tensor<4x8xf32>
+    %2 = kiln.reduce_sum %1, dims = [1] : tensor<4x8xf32> -> tensor<4xf32>
+    kiln.yield %1 : tensor<4x8xf32>
+  }
+  return %0 : tensor<4x8xf32>
+}
+
+// -----
+
+func.func @reduction_other_shape(%x: tensor<4x8xf32>, %y: tensor<8xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{holds a reduction but is not a reduction fusion: a body argument does not have the reduction's operand's shape}}
+  %0 = kiln.fusion(%x, %y) : (tensor<4x8xf32>, tensor<8xf32>) -> tensor<4xf32> {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<8xf32>):
+    %1 = kiln.exp %a : tensor<4x8xf32>
+    %2 = kiln.reduce_sum %1, dims = [1] : tensor<4x8xf32> -> tensor<4xf32>
+    kiln.yield %2 : tensor<4xf32>
+  }
+  return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @reduction_integer(%x: tensor<4x8xi32>) -> tensor<4xi32> {
+  // expected-error @+1 {{holds a reduction but is not a reduction fusion: the reduction's operand is not a float tensor}}
+  %0 = kiln.fusion(%x) : (tensor<4x8xi32>) -> tensor<4xi32> {
+  ^bb0(%a: tensor<4x8xi32>):
+    %1 = kiln.add %a, %a : tensor<4x8xi32>
+    %2 = kiln.reduce_sum %1, dims = [1] : tensor<4x8xi32> -> tensor<4xi32>
+    kiln.yield %2 : tensor<4xi32>
+  }
+  return %0 : tensor<4xi32>
+}

@@ -2,10 +2,11 @@
 // (gelu, gelu_grad, a weight gradient's bias
 // gradient) joins the matmul in a kiln.fusion; a widening cast of a product
 // that would be a kernel of its own becomes the product's type. Near misses
-// stay apart. (The OFF run turns sibling fusion off too: with no
-// epilogues, gelu and gelu_grad of one product are siblings.)
+// stay apart. (The OFF run turns sibling and reduction fusion off too:
+// with no epilogues, gelu and gelu_grad of one product are siblings, and
+// gelu_grad with its bias gradient's sum a reduction fusion.)
 // RUN: kiln-opt %s -split-input-file -kiln-fuse='bias-grad-epilogues=true' | FileCheck %s
-// RUN: kiln-opt %s -split-input-file -kiln-fuse='epilogues=false fold-casts=false siblings=false' \
+// RUN: kiln-opt %s -split-input-file -kiln-fuse='epilogues=false fold-casts=false siblings=false reductions=false' \
 // RUN:   | FileCheck %s --check-prefix=OFF
 // By default (bias-grad-epilogues=false, as compile.bias_grad_epilogues)
 // the bias gradients' sums stay out of the weight gradients' GEMMs

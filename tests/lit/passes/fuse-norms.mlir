@@ -104,9 +104,15 @@ func.func @rows_that_do_not_fit(%x: tensor<4x12xf32>, %w: tensor<12xf32>, %u: te
 // -----
 
 // The sum is read between the add and the norm (not after the norm): the
-// add cannot join the norm, which stays alone.
+// add cannot join the norm, which stays alone. (The add joins the sum, a
+// reduction fusion yielding it for the norm.)
 // CHECK-LABEL: func.func @read_before_the_norm
+// CHECK: %[[F:.+]]:2 = kiln.fusion
+// CHECK: kiln.add
+// CHECK-NEXT: kiln.reduce_sum
+// CHECK-NEXT: kiln.yield
 // CHECK-NOT: kiln.fusion
+// CHECK: kiln.rms_norm %[[F]]#0
 func.func @read_before_the_norm(%x: tensor<4x16xf32>, %r: tensor<4x16xf32>, %w: tensor<16xf32>)
     -> (tensor<4x16xf32>, tensor<4x16xf32>) {
   %0 = kiln.add %x, %r : tensor<4x16xf32>

@@ -65,34 +65,39 @@ func.func @used_after(%x: tensor<8xf32>) -> (tensor<8xf32>, tensor<8xf32>) {
 // -----
 
 // Near-miss: a user outside the chain that runs before the chain ends (the
-// reduction) keeps the value out: the fusion could not be placed both after
+// reshape) keeps the value out: the fusion could not be placed both after
 // %a's other users' inputs and before that user.
 // CHECK-LABEL: func.func @used_before_the_end
 // CHECK: %[[A:.+]] = kiln.exp
-// CHECK-NEXT: kiln.reduce_sum %[[A]]
+// CHECK-NEXT: kiln.reshape %[[A]]
 // CHECK-NEXT: %[[F:.+]] = kiln.fusion(%[[A]], %{{.+}}) : (tensor<8xf32>, tensor<8xf32>) -> tensor<8xf32>
 // CHECK-NOT: kiln.exp
 // CHECK: kiln.yield
-func.func @used_before_the_end(%x: tensor<8xf32>, %y: tensor<8xf32>) -> (tensor<f32>, tensor<8xf32>) {
+func.func @used_before_the_end(%x: tensor<8xf32>, %y: tensor<8xf32>) -> (tensor<2x4xf32>, tensor<8xf32>) {
   %a = kiln.exp %x : tensor<8xf32>
-  %s = kiln.reduce_sum %a, dims = [0] : tensor<8xf32> -> tensor<f32>
+  %s = kiln.reshape %a : tensor<8xf32> -> tensor<2x4xf32>
   %b = kiln.neg %a : tensor<8xf32>
   %c = kiln.mul %b, %y : tensor<8xf32>
-  return %s, %c : tensor<f32>, tensor<8xf32>
+  return %s, %c : tensor<2x4xf32>, tensor<8xf32>
 }
 
 // -----
 
 // A reduction, a matmul or a broadcast between elementwise ops ends a
-// group; lone elementwise ops stay as they are.
+// group (the exp joins the reduction: a reduction fusion; the add reads
+// the broadcast's operand through its index map); lone elementwise ops
+// stay as they are.
 // CHECK-LABEL: func.func @breaks
-// CHECK-NOT: kiln.fusion
+// CHECK: %[[S:.+]] = kiln.fusion
 // CHECK: kiln.exp
-// CHECK: kiln.reduce_sum
+// CHECK-NEXT: kiln.reduce_sum
+// CHECK-NEXT: kiln.yield
+// CHECK: %[[A:.+]] = kiln.fusion(%[[S]], %{{.+}})
 // CHECK: kiln.broadcast_in_dim
-// CHECK: kiln.add
-// CHECK: kiln.matmul
-// CHECK: kiln.tanh
+// CHECK-NEXT: kiln.add
+// CHECK-NEXT: kiln.yield
+// CHECK: %[[M:.+]] = kiln.matmul %[[A]]
+// CHECK-NEXT: kiln.tanh %[[M]]
 func.func @breaks(%x: tensor<4x8xf32>, %w: tensor<8x8xf32>) -> tensor<4x8xf32> {
   %e = kiln.exp %x : tensor<4x8xf32>
   %s = kiln.reduce_sum %e, dims = [1] : tensor<4x8xf32> -> tensor<4xf32>

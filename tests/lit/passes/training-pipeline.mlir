@@ -25,13 +25,16 @@ func.func @forward(%w: tensor<4x4xf32> {kiln.param = "w", kiln.role = "weight"},
 // ACC: kiln.adamw_update
 
 // The bf16 product's widening cast (the reduction reads f32) folds into
-// the GEMM, which writes f32; with fold-casts=false it stays.
+// the GEMM, which writes f32; with fold-casts=false it stays, in the
+// reduction's fusion.
 // GRADS-LABEL: func.func @train_step
 // GRADS: kiln.matmul {{.*}} : tensor<2x4xbf16>, tensor<4x4xbf16> -> tensor<2x4xf32>
 // GRADS-NOT: kiln.adamw_update
 
 // NOEPI-LABEL: func.func @train_step
 // NOEPI: kiln.matmul {{.*}} : tensor<2x4xbf16>, tensor<4x4xbf16> -> tensor<2x4xbf16>
-// NOEPI-NEXT: kiln.cast {{.*}} to tensor<2x4xf32>
+// NOEPI-NEXT: kiln.fusion
+// NOEPI: kiln.cast {{.*}} to tensor<2x4xf32>
+// NOEPI-NEXT: kiln.reduce_sum
 
 // BAD: no such option beta3

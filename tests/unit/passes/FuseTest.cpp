@@ -39,6 +39,8 @@ struct Counts {
   int attentionBiasSums = 0;   ///< bias gradients in attention gradients' kernels
   int broadcastsRead = 0;      ///< broadcasts in fusion bodies (index maps)
   int broadcastsLeft = 0;      ///< broadcasts materialized outside them
+  int reductionFusions = 0;    ///< of the loop fusions: ending in a reduction
+  int ops = 0;                 ///< top-level ops of the function(s): about one kernel each
 };
 
 Counts countFusions(mlir::ModuleOp module, llvm::StringRef function = "") {
@@ -46,6 +48,7 @@ Counts countFusions(mlir::ModuleOp module, llvm::StringRef function = "") {
   module.walk([&](mlir::func::FuncOp func) {
     if (!function.empty() && func.getSymName() != function)
       return;
+    c.ops += static_cast<int>(func.getBody().front().getOperations().size());
     func.walk([&](MatmulOp mm) {
       c.wideGemms += mm.getLhs().getType().getElementType() != mm.getType().getElementType();
     });
@@ -68,6 +71,7 @@ Counts countFusions(mlir::ModuleOp module, llvm::StringRef function = "") {
       }
       ++c.fusions;
       c.crossEntropyFusions += mlir::succeeded(matchCrossEntropyFusion(f));
+      c.reductionFusions += mlir::succeeded(matchReductionFusion(f));
       if (auto body = matchNormFusion(f); mlir::succeeded(body)) {
         ++c.normFusions;
         c.backwardNormFusions += body->backward;
@@ -188,6 +192,34 @@ TEST(Fuse, LlamaSiblingsAreBitIdentical) {
     Counts with = countFusions(*module, "train_step"), without = countFusions(*apart, "train_step");
     EXPECT_EQ(with.fusions, without.fusions);
     EXPECT_EQ(with.fusedOps - without.fusedOps, layers); // a launch fewer per layer
+  }
+}
+
+// Reduction fusions on a small mixture of experts: each expert MLP's bias
+// gradients sum gelu_grad's output and the second layer's gradient (a
+// batched matmul's, not a GEMM epilogue's), and the router's statistics
+// reduce elementwise values. With the option the step stays bit-identical
+// on the CPU, each such reduction is a fusion, and the step has fewer ops
+// (kernels) than without it.
+TEST(Fuse, MoeReductionsAreBitIdentical) {
+  for (const char *policy : {"f32", "bf16-mixed"}) {
+    SCOPED_TRACE(policy);
+    mlir::MLIRContext ctx;
+    int64_t layers = 0, vocab = 0;
+    auto module = unfusedStep(ctx, "moe-fortunes.toml",
+                              {"model.n_layer=2", "model.n_embd=32", "model.n_head=2",
+                               "model.block_size=16", "train.seq_len=16", "train.batch_size=2"},
+                              policy, layers, vocab);
+    ASSERT_TRUE(module);
+    mlir::OwningOpRef<mlir::ModuleOp> apart(module->clone());
+    auto inputs = test::randomInputs(5, vocab);
+    test::expectPassPreserves(*module, "builtin.module(kiln-fuse{fold-casts=false})", 0.0, inputs);
+    test::expectPassPreserves(*apart, "builtin.module(kiln-fuse{fold-casts=false reductions=false})",
+                              0.0, inputs);
+    Counts with = countFusions(*module, "train_step"), without = countFusions(*apart, "train_step");
+    EXPECT_EQ(without.reductionFusions, 0);
+    EXPECT_GE(with.reductionFusions, layers); // at least each layer's expert bias gradient
+    EXPECT_LT(with.ops, without.ops);
   }
 }
 
