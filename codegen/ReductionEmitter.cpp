@@ -38,7 +38,9 @@ struct ReduceSource {
   std::string params;
   std::vector<PlanArg> args;
   std::string scalar; // `auto in = [&](kiln::i64 i) -> C {...};`
-  std::string vector; // `auto in = [&](kiln::i64 v, C (&x)[W]) {...};`, or empty
+  /// `struct Word {...}; auto load = [&](kiln::i64 v, Word &w) {...};
+  /// auto in = [&](kiln::i64 v, const Word &w, C (&x)[W]) {...};`, or empty
+  std::string vector;
   int64_t width = 0;
   std::string comment; // "// body: ...\n" for a fusion
 };
@@ -85,8 +87,9 @@ llvm::Expected<bool> emitReduce(Emitter &e, Operation *op, llvm::StringRef baseN
     int64_t row = outN ? total / outN : 0;
     int64_t w = wordsOf(row);
     std::string call =
-        w ? llvm::formatv("  kiln::reduceRowsVec<{0}, {1}, {2}, {3}, {4}, {5}>(in, out);\n", kind,
-                          C, U, outN, row, w)
+        w ? llvm::formatv("  kiln::reduceRowsVec<{0}, {1}, {2}, {3}, {4}, {5}, Word>(load, in, "
+                          "out);\n",
+                          kind, C, U, outN, row, w)
                 .str()
           : llvm::formatv("  kiln::reduceRows<{0}, {1}, {2}, {3}, {4}>(in, out);\n", kind, C, U,
                           outN, row)
@@ -137,7 +140,7 @@ llvm::Expected<bool> emitReduce(Emitter &e, Operation *op, llvm::StringRef baseN
     const int64_t partial = e.scratch(outer * chunks * cols * (C == "double" ? 8 : 4));
     std::string call =
         w ? llvm::formatv("  kiln::reduceColumnsPartialVec<{0}, {1}, {2}, {3}, {4}, {5}, {6}, "
-                          "{7}>(in, partial);\n",
+                          "{7}, Word>(load, in, partial);\n",
                           kind, C, rows, cols, chunk, w, wx, ry)
                 .str()
           : llvm::formatv("  kiln::reduceColumnsPartial<{0}, {1}, {2}, {3}, {4}>(in, partial);\n",
@@ -324,14 +327,13 @@ llvm::Expected<ReduceSource> fusionSource(Emitter &e, FusionOp fusion,
   // whole, the others element by element.
   const int64_t w = 16 / narrowest;
   if (floatSides && w > 1) {
-    std::string loads, results, flush;
+    std::string members, loads, results, flush;
     for (auto [j, arg] : llvm::enumerate(args)) {
       Type elt = tensorOf(arg).getElementType();
-      if (isa<FloatType>(elt) && !readThrough[j])
-        loads += llvm::formatv("    alignas(16) {0} a{1}[{2}];\n    kiln::loadVec<{2}>(in{1}, v, "
-                               "a{1});\n",
-                               cType(elt), j, w)
-                     .str();
+      if (isa<FloatType>(elt) && !readThrough[j]) {
+        members += llvm::formatv(" alignas(16) {0} a{1}[{2}];", cType(elt), j, w).str();
+        loads += llvm::formatv("    kiln::loadVec<{0}>(in{1}, v, w.a{1});\n", w, j).str();
+      }
     }
     for (auto [k, v] : llvm::enumerate(sides)) {
       results +=
@@ -340,7 +342,7 @@ llvm::Expected<ReduceSource> fusionSource(Emitter &e, FusionOp fusion,
       flush += llvm::formatv("    kiln::storeVec<{0}>(side{1}, v, r{1});\n", w, k).str();
     }
     auto vec = statements(
-        [&](size_t j) { return readInput(j, "a" + str(j) + ", k", "v * " + str(w) + " + k"); },
+        [&](size_t j) { return readInput(j, "w.a" + str(j) + ", k", "v * " + str(w) + " + k"); },
         "      ", operandName, sideNames);
     if (!vec)
       return vec.takeError();
@@ -348,10 +350,12 @@ llvm::Expected<ReduceSource> fusionSource(Emitter &e, FusionOp fusion,
     for (size_t k = 0; k < sides.size(); ++k)
       loop += "      kiln::store(r" + str(k) + ", k, " + sideNames[k] + ");\n";
     loop += "      x[k] = (" + C + ")" + operandName + ";\n";
-    s.vector = llvm::formatv("  auto in = [&](kiln::i64 v, {0} (&x)[{1}]) {{\n{2}{3}"
+    s.vector = llvm::formatv("  struct Word {{{6} };\n"
+                             "  auto load = [&](kiln::i64 v, Word &w) {{\n{2}  };\n"
+                             "  auto in = [&](kiln::i64 v, const Word &w, {0} (&x)[{1}]) {{\n{3}"
                              "#pragma unroll\n"
                              "    for (int k = 0; k < {1}; ++k) {{\n{4}    }\n{5}  };\n",
-                             C, w, loads, results, loop, flush)
+                             C, w, loads, results, loop, flush, members)
                    .str();
     s.width = w;
   }
@@ -408,12 +412,13 @@ llvm::Expected<bool> emitReduction(Emitter &e, Operation *op) {
   source.args.push_back(Emitter::ptr(*inOffset));
   source.scalar = "  auto in = [&](kiln::i64 i) { return (" + C + ")kiln::load(in0, i); };\n";
   source.width = 16 / (inType.getElementTypeBitWidth() / 8);
-  source.vector = llvm::formatv("  auto in = [&](kiln::i64 v, {0} (&x)[{1}]) {{\n"
-                                "    alignas(16) {2} a[{1}];\n"
-                                "    kiln::loadVec<{1}>(in0, v, a);\n"
+  source.vector = llvm::formatv("  struct Word {{ alignas(16) {2} a[{1}]; };\n"
+                                "  auto load = [&](kiln::i64 v, Word &w) {{ "
+                                "kiln::loadVec<{1}>(in0, v, w.a); };\n"
+                                "  auto in = [&](kiln::i64, const Word &w, {0} (&x)[{1}]) {{\n"
                                 "#pragma unroll\n"
                                 "    for (int k = 0; k < {1}; ++k)\n"
-                                "      x[k] = ({0})kiln::load(a, k);\n  };\n",
+                                "      x[k] = ({0})kiln::load(w.a, k);\n  };\n",
                                 C, source.width, T)
                       .str();
   return emitReduce(e, op, "reduce", kind, dims, inType, op->getResult(0), source);

@@ -4,12 +4,15 @@
 // read 16-byte words when a row is whole words (W elements each): a lane
 // takes a word of the row, a column thread W neighbouring columns.
 //
-// The kernels read the reduced tensor through a functor: `in(i)` is element
-// i in the compute type C, and the word forms' `in(v, x)` puts the W
-// elements of word v (elements v·W … v·W+W−1) into x. For a reduction
-// alone it loads from memory; for a reduction fusion (kiln-fuse) it
-// computes the element from the fusion's inputs and writes the fusion's
-// other results at i, so every kernel below visits each element once.
+// The kernels read the reduced tensor through functors: `in(i)` is element
+// i in the compute type C. The word forms read word v (elements v·W …
+// v·W+W−1) in two steps, so that a thread has several words in flight
+// before it converts any: `load(v, w)` copies the word's raw 16-byte
+// vectors into a Word, `in(v, w, x)` turns them into the W values of x.
+// For a reduction alone they load from memory; for a reduction fusion
+// (kiln-fuse) `in` computes each element from the fusion's inputs and
+// writes the fusion's other results there, so every kernel below visits
+// each element once.
 #pragma once
 #include "kiln/common.cuh"
 
@@ -40,15 +43,18 @@ __device__ void reduceRows(const In &in, U *out) {
 }
 
 // reduceRows over words: lane l combines words l, l+32, ... of the row.
-template <int KIND, typename C, typename U, i64 ROWS, i64 ROW, int W, class In>
-__device__ void reduceRowsVec(const In &in, U *out) {
+template <int KIND, typename C, typename U, i64 ROWS, i64 ROW, int W, class Word, class Load,
+          class In>
+__device__ void reduceRowsVec(const Load &load, const In &in, U *out) {
   static_assert(ROW % W == 0, "a row is whole words");
   i64 warps = (i64)gridDim.x * (blockDim.x / 32);
   for (i64 r = blockIdx.x * (i64)(blockDim.x / 32) + threadIdx.x / 32; r < ROWS; r += warps) {
     C acc = identity<KIND, C>();
     for (i64 v = threadIdx.x % 32; v < ROW / W; v += 32) {
+      Word word;
+      load(r * (ROW / W) + v, word);
       C x[W];
-      in(r * (ROW / W) + v, x);
+      in(r * (ROW / W) + v, word, x);
 #pragma unroll
       for (int k = 0; k < W; ++k)
         acc = combine<KIND>(acc, x[k]);
@@ -79,13 +85,14 @@ __device__ void reduceColumnsPartial(const In &in, C *partial) {
 // reduceColumnsPartial over words, a block of WX × RY threads: thread
 // (x, y) owns columns word·W … word·W+W−1 (word = blockIdx.x·WX + x) and
 // rows begin+y, begin+y+RY, … of the block's CHUNK (a multiple of RY),
-// reading 8 words before it adds them; the RY sums per column are then
+// loading 8 words before it converts and adds them; the RY sums per column are then
 // combined in shared memory in a fixed order. Fewer, longer chunks than a
 // thread per column would give: on an H100 GPT-2's [16384, 3072] bf16 bias
 // gradient took 41 µs, not 46 µs with 32-row chunks of a thread per column
 // (bench/results/2026-12-06-session22).
-template <int KIND, typename C, i64 ROWS, i64 COLS, i64 CHUNK, int W, int WX, int RY, class In>
-__device__ void reduceColumnsPartialVec(const In &in, C *partial) {
+template <int KIND, typename C, i64 ROWS, i64 COLS, i64 CHUNK, int W, int WX, int RY, class Word,
+          class Load, class In>
+__device__ void reduceColumnsPartialVec(const Load &load, const In &in, C *partial) {
   static_assert(COLS % W == 0, "a row is whole words");
   static_assert(CHUNK % RY == 0, "a chunk is whole passes of the block's rows");
   constexpr i64 WORDS = COLS / W, J = CHUNK / RY;
@@ -103,17 +110,20 @@ __device__ void reduceColumnsPartialVec(const In &in, C *partial) {
     i64 v = (blockIdx.z * ROWS + first) * WORDS + word; // the word of row `first`
 #pragma unroll 1
     for (int j = 0; j < n; j += U, v += U * RY * WORDS) {
-      C a[U][W];
+      Word a[U];
 #pragma unroll
       for (int u = 0; u < U; ++u)
         if (j + u < n)
-          in(v + u * RY * WORDS, a[u]);
+          load(v + u * RY * WORDS, a[u]);
 #pragma unroll
       for (int u = 0; u < U; ++u)
-        if (j + u < n)
+        if (j + u < n) {
+          C x[W];
+          in(v + u * RY * WORDS, a[u], x);
 #pragma unroll
           for (int k = 0; k < W; ++k)
-            acc[k] = combine<KIND>(acc[k], a[u][k]);
+            acc[k] = combine<KIND>(acc[k], x[k]);
+        }
     }
   }
 #pragma unroll
