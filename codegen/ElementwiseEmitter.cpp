@@ -157,6 +157,19 @@ llvm::Expected<std::string> elementwiseStatements(Emitter &e, ArrayRef<Value> in
 
 std::string roundedTo(Type elementType, const std::string &x) { return roundTo(elementType, x); }
 
+std::string inputElement(size_t j, Type elementType, BroadcastInDimOp through,
+                         const std::string &floatArgs, const std::string &index) {
+  std::string ct = computeType(elementType);
+  bool isFloat = isa<FloatType>(elementType);
+  if (through) {
+    std::string at = broadcastIndex(through, index);
+    return isFloat ? "(" + ct + ")kiln::load(in" + str(j) + ", " + at + ")"
+                   : "(" + ct + ")in" + str(j) + "[" + at + "]";
+  }
+  return isFloat ? "(" + ct + ")kiln::load(" + floatArgs + ")"
+                 : "(" + ct + ")in" + str(j) + "[" + index + "]";
+}
+
 /// The element of `b`'s operand that element `e` (an expression) of its
 /// result reads: the sum over the operand's dimensions of each one's
 /// coordinate times its stride, with every shape a literal. Dimensions of
@@ -290,19 +303,11 @@ llvm::Expected<bool> emitLoop(Emitter &e, Operation *anchor, llvm::StringRef bas
     return *code;
   };
 
-  // Input j's element: a float through kiln::load(`floatArgs`) (from the
-  // vector registers or memory), an integer straight from in<j>[`index`].
+  // Input j's element (a broadcast's row vectors read as vectors).
   auto readInput = [&](size_t j, const std::string &floatArgs, const std::string &index) {
-    Type elt = tensorOf(inputBuffers[j]).getElementType();
-    std::string ct = computeType(elt);
-    if (mapped(j) && !(vectorized && rowVector(j))) {
-      BroadcastInDimOp b = readThrough[j];
-      std::string at = broadcastIndex(b, index);
-      return isa<FloatType>(elt) ? "(" + ct + ")kiln::load(in" + str(j) + ", " + at + ")"
-                                 : "(" + ct + ")in" + str(j) + "[" + at + "]";
-    }
-    return isa<FloatType>(elt) ? "(" + ct + ")kiln::load(" + floatArgs + ")"
-                               : "(" + ct + ")in" + str(j) + "[" + index + "]";
+    bool throughMap = mapped(j) && !(vectorized && rowVector(j));
+    return inputElement(j, tensorOf(inputBuffers[j]).getElementType(),
+                        throughMap ? readThrough[j] : BroadcastInDimOp(), floatArgs, index);
   };
 
   std::string kernelBody;

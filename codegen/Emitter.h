@@ -137,6 +137,13 @@ llvm::Expected<std::string> elementwiseStatements(Emitter &e, llvm::ArrayRef<mli
                                                   llvm::DenseMap<mlir::Value, std::string> &name);
 /// `x` rounded to `elementType` as a store and a load back would.
 std::string roundedTo(mlir::Type elementType, const std::string &x);
+/// The expression reading element `index` (C++) of kernel parameter in<j>,
+/// whose elements are `elementType`, in its compute type: through
+/// `through`'s index map when given; else a float through
+/// kiln::load(`floatArgs`) (a vector in registers, or memory) and an
+/// integer from memory.
+std::string inputElement(size_t j, mlir::Type elementType, BroadcastInDimOp through,
+                         const std::string &floatArgs, const std::string &index);
 /// The element of `b`'s operand that element `e` (a C++ expression) of its
 /// result reads, every shape a literal (kiln-fuse's broadcast reads).
 std::string broadcastIndex(BroadcastInDimOp b, const std::string &e);

@@ -277,18 +277,9 @@ llvm::Expected<ReduceSource> fusionSource(Emitter &e, FusionOp fusion,
     for (Value v : op.getOperands())
       readInside.insert(v);
 
-  // Element `index` of input j: a float through kiln::load(`floatArgs`), an
-  // integer from memory, a broadcast's operand through its index map.
+  // Element `index` of input j (a broadcast's operand element by element).
   auto readInput = [&](size_t j, const std::string &floatArgs, const std::string &index) {
-    Type elt = tensorOf(args[j]).getElementType();
-    std::string ct = computeType(elt);
-    if (readThrough[j]) {
-      std::string at = broadcastIndex(readThrough[j], index);
-      return isa<FloatType>(elt) ? "(" + ct + ")kiln::load(in" + str(j) + ", " + at + ")"
-                                 : "(" + ct + ")in" + str(j) + "[" + at + "]";
-    }
-    return isa<FloatType>(elt) ? "(" + ct + ")kiln::load(" + floatArgs + ")"
-                               : "(" + ct + ")in" + str(j) + "[" + index + "]";
+    return inputElement(j, tensorOf(args[j]).getElementType(), readThrough[j], floatArgs, index);
   };
   // The body's statements and the names of the operand and side outputs.
   auto statements = [&](llvm::function_ref<std::string(size_t)> in, const std::string &indent,
