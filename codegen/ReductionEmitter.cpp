@@ -70,13 +70,10 @@ llvm::Expected<bool> emitReduce(Emitter &e, Operation *op, llvm::StringRef baseN
   auto wordsOf = [&](int64_t n) {
     return source.width > 0 && n % source.width == 0 ? source.width : 0;
   };
-  auto kernel = [&](const std::string &params, const std::string &fn, const std::string &call,
-                    int threads) {
+  auto kernel = [&](const std::string &params, const std::string &fn, const std::string &call) {
     return include("reduce.cuh") + Emitter::header(op) + source.comment +
-           llvm::formatv("extern \"C\" __global__ void __launch_bounds__({0}) @NAME@({1}) {{\n",
-                         threads, params)
-               .str() +
-           fn + call + "}\n";
+           "extern \"C\" __global__ void __launch_bounds__(256) @NAME@(" + params + ") {\n" + fn +
+           call + "}\n";
   };
   auto withOut = [&](const std::string &more) {
     return source.params + (source.params.empty() ? "" : ", ") + more;
@@ -96,7 +93,7 @@ llvm::Expected<bool> emitReduce(Emitter &e, Operation *op, llvm::StringRef baseN
                 .str();
     args.push_back(Emitter::ptr(*outOffset));
     e.launch(op, (baseName + "_rows").str(),
-             kernel(withOut(U + " *out"), w ? source.vector : source.scalar, call, 256),
+             kernel(withOut(U + " *out"), w ? source.vector : source.scalar, call),
              {e.gridFor(outN * 32, 256), 1, 1}, {256, 1, 1}, args);
     return true;
   }
@@ -149,7 +146,7 @@ llvm::Expected<bool> emitReduce(Emitter &e, Operation *op, llvm::StringRef baseN
     int64_t threadsPerBlock = w ? wx * ry : std::min<int64_t>(256, (threads + 31) / 32 * 32);
     args.push_back(Emitter::ptr(partial));
     e.launch(op, (baseName + "_columns_partial").str(),
-             kernel(withOut(C + " *partial"), w ? source.vector : source.scalar, call, 256),
+             kernel(withOut(C + " *partial"), w ? source.vector : source.scalar, call),
              {w ? xBlocks : (threads + threadsPerBlock - 1) / threadsPerBlock, chunks, outer},
              {threadsPerBlock, 1, 1}, args);
     int64_t ys = std::min<int64_t>(32, chunks);
@@ -195,7 +192,7 @@ llvm::Expected<bool> emitReduce(Emitter &e, Operation *op, llvm::StringRef baseN
                     kind == 2 ? "acc / (" + C + ")" + str(count) : std::string("acc"))
           .str();
   args.push_back(Emitter::ptr(*outOffset));
-  e.launch(op, baseName, kernel(withOut(U + " *out"), source.scalar, call, 256),
+  e.launch(op, baseName, kernel(withOut(U + " *out"), source.scalar, call),
            {e.gridFor(outN, 256), 1, 1}, {256, 1, 1}, args);
   return true;
 }

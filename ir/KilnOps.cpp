@@ -1385,11 +1385,12 @@ FailureOr<AttentionGradFusionBody> kiln::matchAttentionGradFusion(FusionOp fusio
   return a;
 }
 
-static bool isReduction(Operation &op) { return isa<ReduceSumOp, ReduceMaxOp, ReduceMeanOp>(op); }
+bool kiln::isReduction(Operation *op) { return isa<ReduceSumOp, ReduceMaxOp, ReduceMeanOp>(op); }
 
 bool FusionOp::isReductionFusion() {
   return !isGemmEpilogue() && !isNormFusion() && !isCrossEntropyFusion() &&
-         !isAttentionGradFusion() && llvm::any_of(getBodyOps(), isReduction);
+         !isAttentionGradFusion() &&
+         llvm::any_of(getBodyOps(), [](Operation &op) { return isReduction(&op); });
 }
 
 FailureOr<ReductionFusionBody> kiln::matchReductionFusion(FusionOp fusion, std::string *why) {
@@ -1400,7 +1401,7 @@ FailureOr<ReductionFusionBody> kiln::matchReductionFusion(FusionOp fusion, std::
   };
   ReductionFusionBody r;
   for (Operation &op : fusion.getBodyOps()) {
-    if (isReduction(op)) {
+    if (isReduction(&op)) {
       if (r.reduce)
         return fail("it holds two reductions (its kernel is one reduction's)");
       r.reduce = &op;
@@ -1431,8 +1432,7 @@ FailureOr<ReductionFusionBody> kiln::matchReductionFusion(FusionOp fusion, std::
       return fail("a body argument does not have the reduction's operand's shape");
   }
   Value result = r.reduce->getResult(0);
-  if (!result.getUsers().empty() &&
-      llvm::any_of(result.getUsers(), [](Operation *op) { return !isa<YieldOp>(op); }))
+  if (llvm::any_of(result.getUsers(), [](Operation *op) { return !isa<YieldOp>(op); }))
     return fail("an op of the body reads the reduction's result");
   YieldOp yield = fusion.getYield();
   if (!llvm::is_contained(yield.getValues(), result))

@@ -102,6 +102,8 @@ bool sumsOverRows(ReduceSumOp r);
 bool widensToF32(CastOp c);
 /// `op` is a row norm or its gradient (layer_norm, rms_norm, their _grad).
 bool isNorm(mlir::Operation *op);
+/// A reduce_sum, reduce_max or reduce_mean.
+bool isReduction(mlir::Operation *op);
 /// `b` keeps rows whole: its operand's last dimension is the result's last,
 /// at full size, so each row of the result is a contiguous row of the
 /// operand (a [T, C] table in [B, T, C]; a kernel may read it in vectors).

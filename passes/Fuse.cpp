@@ -171,7 +171,7 @@ bool readsNormGradient(Value v, int depth = 0) {
 /// embedding gradient, the first block's residual gradient summed over the
 /// batch, is one.
 bool isFusibleReduction(Operation *op, bool norms) {
-  if (!isa<ReduceSumOp, ReduceMaxOp, ReduceMeanOp>(op))
+  if (!isReduction(op))
     return false;
   auto t = dyn_cast<RankedTensorType>(op->getOperand(0).getType());
   if (!t || !t.hasStaticShape() || t.getNumElements() == 0 || !isa<FloatType>(t.getElementType()))
