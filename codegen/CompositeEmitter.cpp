@@ -511,8 +511,16 @@ struct FlashTiles {
   /// at (4, 16, 8192, 64) causal, 1 % faster at D = 128 causal; GPT-2's
   /// step the same; bench/RESULTS.md, twenty-fourth session).
   static constexpr int kDqInBackward = 4;
+  /// The forward as forwardSpecialized: a producer warpgroup loads K and V
+  /// and the two consumer warpgroups (W = 8) take turns at the tensor
+  /// cores, one's softmax beside the other's products (FlashAttention-3's
+  /// inter-warpgroup overlap); it always overlaps P·V as kPipelinedForward
+  /// does.
+  static constexpr int kSpecializedForward = 8;
   bool has(int option) const { return wgmma && (options & option); }
   int queryBlock() const { return 16 * warps * mTiles; }
+  /// Threads of a forward block: the warps, and the producer warpgroup.
+  int forwardThreads() const { return 32 * warps + (has(kSpecializedForward) ? 128 : 0); }
 };
 
 /// Whether `arch` has Hopper's arch-specific instructions (wgmma): sm_90a.
@@ -542,7 +550,7 @@ int defaultOptions(int backwardWarps) { return backwardWarps == 8 ? FlashTiles::
 /// into parts of at least 32), 0 for mma.sync, absent for the
 /// architecture's default; R > 0 makes ptxas fit R backward blocks on an SM
 /// (fewer registers a thread); X the wgmma kernels' options
-/// (FlashTiles::options, a sum of 1, 2 and 4). The kernels static_assert what they need
+/// (FlashTiles::options, a sum of 1, 2, 4 and 8). The kernels static_assert what they need
 /// beyond these ranges.
 llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &options, int64_t d) {
   llvm::StringRef text = options.attentionTiles;
@@ -554,11 +562,11 @@ llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &opti
   bool ok = parts.size() >= 4 && parts.size() <= 8;
   for (size_t i = 0; ok && i < parts.size(); ++i)
     ok = !parts[i].getAsInteger(10, v[i]) && v[i] >= (i >= 4 ? 0 : 1) && v[i] <= 256;
-  if (!ok || v[2] % 16 != 0 || v[4] > 1 || v[5] > 1 || v[6] > 8 || v[7] > 7)
+  if (!ok || v[2] % 16 != 0 || v[4] > 1 || v[5] > 1 || v[6] > 8 || v[7] > 15)
     return error("codegen: attention tiles '" + text +
                  "' are not W,MT,BN,BW[,Q[,G[,R[,X]]]] (warps, row tiles, a key block of 16s, "
                  "backward warps, Q held in registers 0/1, wgmma kernels 0/1, backward blocks an "
-                 "SM fits 0-8, wgmma options 0-7)");
+                 "SM fits 0-8, wgmma options 0-15)");
   if (v[5] == 1 && !hasWgmma(options.arch))
     return error("codegen: attention tiles '" + text +
                  "' ask for the wgmma kernels, which need "
@@ -575,6 +583,10 @@ llvm::Expected<std::optional<FlashTiles>> customTiles(const CodegenOptions &opti
                  "mma.sync kernels)");
   if (v[7] > 0 && !wgmma)
     return error("codegen: attention tiles '" + text + "': X (options) is for the wgmma kernels");
+  if (v[7] > 0 && (v[7] & FlashTiles::kSpecializedForward) && v[0] != 8)
+    return error("codegen: attention tiles '" + text +
+                 "': the warp-specialized forward (option 8) takes W = 8 (two consumer "
+                 "warpgroups)");
   return FlashTiles{v[0],
                     v[1],
                     v[2],
@@ -695,16 +707,19 @@ llvm::Expected<std::optional<FlashTiles>> chooseFlashTiles(Emitter &e, Value q,
 
 std::string tilesText(const FlashTiles &t) {
   if (t.wgmma)
-    return llvm::formatv("on wgmma: forward {0} warpgroup(s) of 64 query rows (BM = {1}), key "
-                         "blocks of {2}; backward {3} warpgroup(s) of 64 keys, query blocks of "
-                         "64{4}{5}{6}{7}",
-                         t.warps / 4, t.queryBlock(), t.keyBlock, t.backwardWarps / 4,
-                         t.backwardBlocks > 0
-                             ? llvm::formatv(", {0} blocks an SM", t.backwardBlocks).str()
-                             : std::string(),
-                         t.has(FlashTiles::kDqFirst) ? ", dq's product first" : "",
-                         t.has(FlashTiles::kPipelinedForward) ? ", forward softmax overlapped" : "",
-                         t.has(FlashTiles::kDqInBackward) ? ", dq converted by its last blocks" : "")
+    return llvm::formatv(
+               "on wgmma: forward {0} warpgroup(s) of 64 query rows (BM = {1}), key "
+               "blocks of {2}; backward {3} warpgroup(s) of 64 keys, query blocks of "
+               "64{4}{5}{6}{7}{8}",
+               t.warps / 4, t.queryBlock(), t.keyBlock, t.backwardWarps / 4,
+               t.backwardBlocks > 0 ? llvm::formatv(", {0} blocks an SM", t.backwardBlocks).str()
+                                    : std::string(),
+               t.has(FlashTiles::kDqFirst) ? ", dq's product first" : "",
+               t.has(FlashTiles::kPipelinedForward) ? ", forward softmax overlapped" : "",
+               t.has(FlashTiles::kDqInBackward) ? ", dq converted by its last blocks" : "",
+               t.has(FlashTiles::kSpecializedForward)
+                   ? ", forward warp-specialized (a producer warpgroup)"
+                   : "")
         .str();
   return llvm::formatv("forward {0} warps x {1} row tiles (BM = {2}), key blocks of {3}, Q {4}; "
                        "backward {5} warps on {7} (key blocks of {6}, query blocks of 64)",
@@ -813,10 +828,16 @@ llvm::Expected<bool> flashForward(Emitter &e, const AttentionView &w, const Flas
   if (!seg)
     return seg.takeError();
   const AttentionDims &a = w.a;
-  int64_t d = a.d, bm = tiles.queryBlock(), threads = 32 * tiles.warps;
+  int64_t d = a.d, bm = tiles.queryBlock(), threads = tiles.forwardThreads();
+  const bool specialized = tiles.has(FlashTiles::kSpecializedForward);
   std::string body =
       prologue +
-      (tiles.wgmma
+      (specialized ? llvm::formatv("  kiln::flash::forwardSpecialized<{0}, {1}, {2}>(q, k, v, "
+                                   "out, lse, {3:e9}f, {4});\n",
+                                   flashShape(w.input(), a, w.causal), tiles.keyBlock,
+                                   w.layoutArgs(), w.scale, *seg)
+                         .str()
+       : tiles.wgmma
            ? llvm::formatv("  kiln::flash::forwardWgmma<{0}, {1}, {2}, {3}, {6}>(q, k, v, out, "
                            "lse, {4:e9}f, {5});\n",
                            flashShape(w.input(), a, w.causal), tiles.warps / 4, tiles.keyBlock,
@@ -830,7 +851,10 @@ llvm::Expected<bool> flashForward(Emitter &e, const AttentionView &w, const Flas
                            *seg)
                  .str());
   // The wgmma kernel aligns its tiles to 1024 bytes itself.
-  e.launch(w.op, "flash_attention", kernel(w.op, "flash_attention.cuh", p.text, body, threads),
+  // The specialized kernel moves registers between its warpgroups
+  // (setmaxnreg), from the pool ptxas sizes for one block an SM.
+  e.launch(w.op, "flash_attention",
+           kernel(w.op, "flash_attention.cuh", p.text, body, threads, "", specialized ? 1 : 0),
            {(a.tq + bm - 1) / bm, a.b * a.h, 1}, {threads, 1, 1}, p.args,
            flashForwardShared(tiles, d));
   return true;

@@ -1855,5 +1855,218 @@ __device__ void forwardWgmma(const T *q, const T *k, const T *v, T *out, float *
 #endif
 }
 
+
+// ---------------------------------------------------------------------------
+// The forward with a producer warpgroup (sm_90a)
+// ---------------------------------------------------------------------------
+//
+// FlashAttention-3's inter-warpgroup overlap (Shah et al. 2024, §3.1): in
+// forwardWgmma every warpgroup loads its share of each K and V block and
+// all meet at a barrier per block, so the two warpgroups compute in step —
+// their products together, then their softmaxes together, the tensor
+// cores idle during the latter. Here a third warpgroup only loads (two
+// warps K, two V, through cp.async into two stages each, announcing each
+// block on an mbarrier and waiting on another for its stage to be free),
+// and the two consumer warpgroups take turns at the tensor cores through
+// two named barriers: warpgroup c issues block j's S = Q·Kⱼᵀ with block
+// j−1's O += P·Vⱼ₋₁ (as PIPELINED above), lets the other issue its pair,
+// and runs block j's softmax while the tensor cores work through both.
+// setmaxnreg moves registers from the producer (56 a thread) to the
+// consumers (224). PTX ISA: "mbarrier", "bar.sync/bar.arrive",
+// "setmaxnreg".
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ void mbarInit(u32 bar, u32 count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// One arrival (release: this thread's earlier writes and reads come first).
+__device__ __forceinline__ void mbarArrive(u32 bar) {
+  asm volatile("{\n .reg .b64 state;\n mbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(
+                   bar)
+               : "memory");
+}
+// Waits (acquire) until the barrier's phase of this parity has completed.
+__device__ __forceinline__ void mbarWait(u32 bar, u32 parity) {
+  asm volatile("{\n .reg .pred done;\n"
+               "WAIT:\n mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+               " @!done bra WAIT;\n}\n" ::"r"(bar),
+               "r"(parity)
+               : "memory");
+}
+// Named barrier `id` of `threads` threads: wait for all, or only count in.
+__device__ __forceinline__ void namedSync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void namedArrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+#endif
+
+// Rows [row0, row0 + R) (STRIDE elements apart from `base`; past `limit`
+// zeros) into a wgmma tile of R rows by THREADS threads, of which this is
+// thread x (loadTileWgmma's copy for thread counts whose rows are not 8
+// apart: the producer's few registers recompute each chunk's place).
+template <int R, int D, int THREADS, i64 STRIDE, typename T>
+__device__ __forceinline__ void loadTileBy(int x, u32 tile, const T *base, i64 row0, i64 limit) {
+  constexpr int C = D / 8;
+  static_assert(THREADS % C == 0 && (R * C) % THREADS == 0, "whole rounds of chunks");
+  const int c = x % C;
+#pragma unroll 4
+  for (int r = x / C; r < R; r += THREADS / C) {
+    const bool valid = row0 + r < limit;
+    copy16(tile + wgmmaOffset<R>(r, c * 8), valid ? base + (row0 + r) * STRIDE + c * 8 : base,
+           valid);
+  }
+}
+
+// Grid (⌈TQ/128⌉, B·H), 384 threads: warpgroup 0 loads, 1 and 2 compute 64
+// query rows each (BM = 128). Dynamic shared memory as forwardWgmma's
+// with two warpgroups: 1024 bytes of slack, Q [128, D], K and V [2][BN, D].
+template <typename T, i64 B, i64 H, i64 HKV, i64 TQ, i64 TK, int D, bool CAUSAL, int BN,
+          bool BTHD = false, int PACK = 1>
+__device__ void forwardSpecialized(const T *q, const T *k, const T *v, T *out, float *lse,
+                                   float scale, const int *seg = nullptr) {
+#if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  static_assert(sizeof(T) == 0, "the warp-specialized forward needs sm_90a");
+#else
+  constexpr int BM = 128, THREADS = 384;
+  constexpr int KS = D / 16, NS = BN / 8, NO = D / 8, PK = BN / 16;
+  static_assert(D % 64 == 0 && (BN == 64 || BN == 128), "head dims of 64 or 128, key blocks of 64 or 128");
+  constexpr u32 TILE = BN * D * 2; // bytes of one K or V stage
+  extern __shared__ __align__(128) unsigned char smem[];
+  // Barriers: Q loaded; K and V of each stage loaded (full) and read (empty).
+  __shared__ __align__(8) unsigned long long barriers[9];
+  const u32 sQ = (smemAddress(smem) + 1023) & ~1023u, sK = sQ + BM * D * 2, sV = sK + 2 * TILE;
+  const u32 fullQ = smemAddress(&barriers[0]), fullK = fullQ + 8, fullV = fullQ + 24,
+            emptyK = fullQ + 40, emptyV = fullQ + 56;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+
+  const i64 bh = blockIdx.y, b = bh / H, h = bh % H, kh = h / (H / HKV);
+  constexpr i64 QS = BTHD ? H * D * PACK : D, KVS = BTHD ? HKV * D * PACK : D;
+  const i64 mBlock = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+  const i64 q0 = mBlock * BM;
+  const T *qb = q + rowOffset<H, TQ, D, BTHD, PACK>(b, h, 0),
+          *kb = k + rowOffset<HKV, TK, D, BTHD, PACK>(b, kh, 0),
+          *vb = v + rowOffset<HKV, TK, D, BTHD, PACK>(b, kh, 0);
+  const i64 kEnd = CAUSAL ? (q0 + BM < TK ? q0 + BM : TK) : TK;
+  const int blocks = (int)CEIL_DIV(kEnd, (i64)BN);
+  const int jStart = seg ? firstKeyBlock<THREADS, BN>(seg + b * TK, q0, q0 + BM < TQ ? q0 + BM : TQ)
+                         : 0;
+  const int n = blocks > jStart ? blocks - jStart : 0; // key blocks this block streams
+  if (threadIdx.x == 0) {
+    mbarInit(fullQ, 128);
+    for (int s = 0; s < 2; ++s) {
+      mbarInit(fullK + 8 * s, 64);
+      mbarInit(fullV + 8 * s, 64);
+      mbarInit(emptyK + 8 * s, 8); // lane 0 of each consumer warp
+      mbarInit(emptyV + 8 * s, 8);
+    }
+  }
+  __syncthreads();
+
+  if (warp < 4) {
+    // The producer: Q by all four warps, then K by warps 0-1 and V by 2-3,
+    // each block into stage i % 2 once the consumers are done with the
+    // block two before it.
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
+    const int x = threadIdx.x;
+    loadTileBy<BM, D, 128, QS>(x, sQ, qb, q0, TQ);
+    commit();
+    waitGroups<0>();
+    fenceProxyAsync();
+    mbarArrive(fullQ);
+    const bool keys = x < 64;
+    const T *src = keys ? kb : vb;
+    const u32 tiles = keys ? sK : sV, full = keys ? fullK : fullV, empty = keys ? emptyK : emptyV;
+    for (int i = 0; i < n; ++i) {
+      const int s = i & 1;
+      if (i >= 2)
+        mbarWait(empty + 8 * s, ((i >> 1) - 1) & 1);
+      loadTileBy<BN, D, 64, KVS>(x % 64, tiles + s * TILE, src, (i64)(jStart + i) * BN, TK);
+      commit();
+      waitGroups<0>();
+      fenceProxyAsync(); // the copies visible to the consumers' wgmma
+      mbarArrive(full + 8 * s);
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
+  const int c = warp / 4 - 1; // this consumer warpgroup: rows q0 + 64·c …
+  const float scaleLog2 = scale * kLog2e;
+  float o[NO][4], m[2], l[2], alpha[2];
+#pragma unroll
+  for (int i = 0; i < NO; ++i)
+    o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  keep(o); // the zeros before the loop (forwardWgmma: ptxas's note C7515)
+  m[0] = m[1] = negInf<float>();
+  l[0] = l[1] = 0.f;
+  const i64 row0 = q0 + (warp - 4) * 16 + g; // this thread's rows: row0, row0 + 8
+  const int *segb = seg ? seg + b * TK : nullptr;
+  u32 pf[PK][4]; // P of the previous block, read by its O += P·V
+  // Turns: barrier 1 + c is warpgroup c's; the other arrives at it once it
+  // has issued its products. Warpgroup 0 goes first.
+  mbarWait(fullQ, 0);
+  if (c == 1 && n > 0)
+    namedArrive(1, 256);
+  for (int i = 0; i < n; ++i) {
+    const int j = jStart + i, s = i & 1;
+    mbarWait(fullK + 8 * s, (i >> 1) & 1);
+    if (i > 0)
+      mbarWait(fullV + 8 * (s ^ 1), ((i - 1) >> 1) & 1);
+    namedSync(1 + c, 256);
+    float sc[NS][4]; // S of block j, set by the first k-step
+    wgmmaFence();
+    wgmmaSS<T, 0, 0, false>(sc, kMajor<BM>(sQ, 64 * c, 0), kMajor<BN>(sK + s * TILE, 0, 0));
+#pragma unroll
+    for (int ks = 1; ks < KS; ++ks)
+      wgmmaSS<T, 0, 0>(sc, kMajor<BM>(sQ, 64 * c, ks), kMajor<BN>(sK + s * TILE, 0, ks));
+    wgmmaCommit();
+    // Then the other warpgroup's turn (its last one needs no answer). (One
+    // branch issues and waits: split in two, ptxas serialized the wgmmas,
+    // its note C7514.)
+    const bool pass = c == 0 || i + 1 < n;
+    if (i > 0) {
+      wgmmaFence();
+#pragma unroll
+      for (int kk = 0; kk < PK; ++kk)
+        wgmmaRS<T, 1>(o, pf[kk], mnMajor<BN>(sV + (s ^ 1) * TILE, kk, 0));
+      wgmmaCommit();
+      if (pass)
+        namedArrive(2 - c, 256);
+      wgmmaWait<1>();
+    } else {
+      if (pass)
+        namedArrive(2 - c, 256);
+      wgmmaWait<0>();
+    }
+    keep(sc);
+    if (lane == 0)
+      mbarArrive(emptyK + 8 * s); // Kⱼ read
+    softmaxStep<TQ, TK, BN, CAUSAL>(sc, m, l, alpha, row0, (i64)j * BN, q0, t, segb, scaleLog2);
+    wgmmaWait<0>();
+    keep(o);
+    keep(pf);
+    if (i > 0 && lane == 0)
+      mbarArrive(emptyV + 8 * (s ^ 1)); // Vⱼ₋₁ read
+    rescaleAndPack<T>(o, pf, sc, alpha);
+  }
+  if (n > 0) {
+    // The last block's O += P·V.
+    const int s = (n - 1) & 1;
+    mbarWait(fullV + 8 * s, ((n - 1) >> 1) & 1);
+    wgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < PK; ++kk)
+      wgmmaRS<T, 1>(o, pf[kk], mnMajor<BN>(sV + s * TILE, kk, 0));
+    wgmmaCommit();
+    wgmmaWait<0>();
+    keep(o);
+    keep(pf);
+  }
+  storeRows<T, H, TQ, D, BTHD>(o, m, l, out, lse, b, h, bh, row0, t);
+#endif
+}
+
 } // namespace flash
 } // namespace kiln

@@ -1235,7 +1235,8 @@ TEST(CudaFlashKernels, WgmmaAndMmaSyncMatchTheInterpreter) {
   // warpgroups; the forward's softmax overlapped with O += P·V (its 2) at
   // one and two forward warpgroups; dq converted by the backward's last
   // block of each head instead of a launch of its own (its 4) at one and
-  // two backward warpgroups, with the qkv bias cases' column sums there.
+  // two backward warpgroups, with the qkv bias cases' column sums there;
+  // the warp-specialized forward (its 8) with key blocks of 128 and 64.
   for (const Variant &v : {Variant{"", "forwardWgmma<", "backwardWgmma<"},
                            Variant{"4,1,128,4,0,1,0,4", "forwardWgmma<", "backwardWgmma<"},
                            Variant{"8,1,128,8,0,1,0,5", "forwardWgmma<", "backwardWgmma<"},
@@ -1245,7 +1246,9 @@ TEST(CudaFlashKernels, WgmmaAndMmaSyncMatchTheInterpreter) {
                            Variant{"4,1,128,8,1,1", "forwardWgmma<", "backwardWgmma<"},
                            Variant{"8,1,64,4,0,1,1", "forwardWgmma<", "backwardWgmma<"},
                            Variant{"4,1,128,4,0,1,0,1", "forwardWgmma<", "backwardWgmma<"},
-                           Variant{"8,1,64,8,0,1,0,1", "forwardWgmma<", "backwardWgmma<"}}) {
+                           Variant{"8,1,64,8,0,1,0,1", "forwardWgmma<", "backwardWgmma<"},
+                           Variant{"8,1,128,4,0,1,0,8", "forwardSpecialized<", "backwardWgmma<"},
+                           Variant{"8,1,64,8,0,1,0,9", "forwardSpecialized<", "backwardWgmma<"}}) {
     SCOPED_TRACE(std::string("kernel ") + v.kernel);
     auto ctx = makeContext();
     auto module = parse(*ctx, text);

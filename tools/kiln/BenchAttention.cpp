@@ -49,11 +49,12 @@ static cl::opt<std::string>
     tiles("attention-tiles",
           cl::desc("Flash tiles W,MT,BN,BW[,Q[,G[,R[,X]]]]: forward warps, row tiles, key "
                    "block, backward warps, Q in registers 0/1, wgmma kernels 0/1, backward "
-                   "blocks an SM 0-8, wgmma options 0-7 (a sum: 1 the backward issues dq's "
+                   "blocks an SM 0-8, wgmma options 0-15 (a sum: 1 the backward issues dq's "
                    "product first, 2 the forward overlaps its softmax with O += P·V, 4 the "
-                   "backward's last blocks convert dq) (default: "
-                   "kiln's choice; also for a config's step)"),
-          cl::sub(benchCommand()), cl::cat(kilnCategory()));
+                   "backward's last blocks convert dq, 8 the forward warp-specialized: a "
+                   "producer warpgroup, W = 8) (default: kiln's choice; also for a config's "
+                   "step and for kiln compile)"),
+          cl::sub(benchCommand()), cl::sub(compileCommand()), cl::cat(kilnCategory()));
 static cl::opt<std::string> layout("attention-layout",
                                    cl::desc("With --attention: bhtd (default, [B, H, T, D]), "
                                             "bthd (sequence-major) or qkv (kiln.attention_qkv: "

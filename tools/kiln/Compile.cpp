@@ -1,5 +1,6 @@
 //===- Compile.cpp - `kiln compile`: build a model, run the passes, dump ---===//
 
+#include "tools/kiln/BenchAttention.h"
 #include "tools/kiln/Commands.h"
 #include "tools/kiln/Common.h"
 
@@ -157,6 +158,7 @@ int runCompile() {
   // Codegen: the buffer plan and the CUDA kernels (no GPU needed).
   codegen::CodegenOptions options;
   options.arch = arch;
+  options.attentionTiles = attentionTilesOption();
   if (options.arch.empty()) {
     options.arch = "sm_90";
     if (auto dev = cuda::device()) {

@@ -942,9 +942,27 @@ TEST(Plan, FlashKernelsRunOnWgmmaOnSm90a) {
             std::string::npos);
   // The X field: an option the wgmma kernels lack, or options on the
   // mma.sync kernels.
-  auto badOption = compile("sm_90a", "4,1,128,8,0,1,0,8");
+  auto badOption = compile("sm_90a", "4,1,128,8,0,1,0,16");
   ASSERT_FALSE(static_cast<bool>(badOption));
-  EXPECT_NE(llvm::toString(badOption.takeError()).find("wgmma options 0-7"), std::string::npos);
+  EXPECT_NE(llvm::toString(badOption.takeError()).find("wgmma options 0-15"), std::string::npos);
+  // Option 8: the warp-specialized forward, a producer warpgroup beside two
+  // consumer ones (384 threads, one block an SM for setmaxnreg's pool);
+  // one consumer warpgroup is refused.
+  auto specialized = compile("sm_90a", "8,1,128,4,0,1,3,8");
+  ASSERT_TRUE(static_cast<bool>(specialized)) << llvm::toString(specialized.takeError());
+  EXPECT_NE(
+      sources(*specialized)
+          .find("forwardSpecialized<__nv_bfloat16, 1, 2, 2, 100, 100, 64, true, 128, false, 1>"),
+      std::string::npos)
+      << sources(*specialized);
+  EXPECT_NE(sources(*specialized).find("__launch_bounds__(384, 1)"), std::string::npos);
+  EXPECT_EQ(sources(*specialized).find("forwardWgmma<"), std::string::npos);
+  EXPECT_NE(notes(*specialized).find("forward warp-specialized (a producer warpgroup)"),
+            std::string::npos)
+      << notes(*specialized);
+  auto oneConsumer = compile("sm_90a", "4,1,128,4,0,1,3,8");
+  ASSERT_FALSE(static_cast<bool>(oneConsumer));
+  EXPECT_NE(llvm::toString(oneConsumer.takeError()).find("takes W = 8"), std::string::npos);
   // Option 4: the backward's last block of each head converts dq: its
   // rows stream through three chunks of 64 rows (16 KiB each) at the end
   // of the 58 KiB of tiles (two of 128 rows in the two-warpgroup
@@ -1064,10 +1082,12 @@ TEST(Plan, FlashTilesFitTheArchSharedMemory) {
   EXPECT_NE(llvm::toString(tooLong.takeError()).find("at most 100352 fit"), std::string::npos);
 }
 
-// The wgmma kernels' option (the tiles' X field: the backward issues dq's
-// product before dV's and dK's) compiles with NVRTC for sm_90a at each
-// warpgroup split of dq's columns (D = 64 with one or two warpgroups,
-// D = 128 with two) and is in the plan's notes; and ptxas has no note on
+// The wgmma kernels' options (the tiles' X field: 1, the backward issues
+// dq's product before dV's and dK's; 8, the warp-specialized forward)
+// compile with NVRTC for sm_90a at each warpgroup split of dq's columns
+// (D = 64 with one or two warpgroups, D = 128 with two) and key blocks of
+// 128 and 64, and dq's product first is in the plan's notes; and ptxas has
+// no note on
 // any of these kernels (C7515, "wgmma.mma_async instructions are
 // serialized", was on every causal forward until its accumulator's zeros
 // were pinned before the loop).
@@ -1088,10 +1108,12 @@ TEST(Plan, FlashWgmmaOptionsCompileWithNvrtc) {
   struct Case {
     int64_t d;
     const char *tiles;
+    std::vector<int> options;
   };
-  for (Case c :
-       {Case{64, "4,1,128,4,0,1,3"}, Case{64, "4,1,128,8,0,1,1"}, Case{128, "8,1,128,8,0,1,0"}}) {
-    for (int x : {0, 1}) {
+  for (const Case &c : {Case{64, "4,1,128,4,0,1,3", {0, 1}}, Case{64, "4,1,128,8,0,1,1", {0, 1}},
+                        Case{128, "8,1,128,8,0,1,0", {0, 1, 8, 9}},
+                        Case{64, "8,1,128,4,0,1,3", {8}}, Case{64, "8,1,64,8,0,1,1", {9}}}) {
+    for (int x : c.options) {
       std::string tiles = std::string(c.tiles) + "," + std::to_string(x);
       auto module = test::parse(*ctx, textOf(c.d));
       ASSERT_TRUE(module);
@@ -1101,11 +1123,11 @@ TEST(Plan, FlashWgmmaOptionsCompileWithNvrtc) {
       auto plan = codegen::compileToPlan(*module, options);
       ASSERT_TRUE(static_cast<bool>(plan)) << tiles << ": " << llvm::toString(plan.takeError());
       std::string notes = llvm::join(plan->notes, "\n");
-      EXPECT_EQ(notes.find("dq's product first") != std::string::npos, x == 1) << notes;
+      EXPECT_EQ(notes.find("dq's product first") != std::string::npos, (x & 1) == 1) << notes;
       std::vector<cuda::KernelSource> sources;
       for (const PlanKernel &k : plan->kernels)
         if (llvm::StringRef(k.name).starts_with("flash_attention_backward") ||
-            k.source.find("forwardWgmma<") != std::string::npos)
+            k.source.find(x & 8 ? "forwardSpecialized<" : "forwardWgmma<") != std::string::npos)
           sources.push_back({k.name, k.source});
       ASSERT_EQ(sources.size(), 2u) << tiles;
       cuda::CompileOptions nvrtc;
