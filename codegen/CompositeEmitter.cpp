@@ -1678,4 +1678,11 @@ llvm::Error emitAdamW(Emitter &e, llvm::ArrayRef<Operation *> ops) {
   return llvm::Error::success();
 }
 
+llvm::Error checkAttentionTiles(const CodegenOptions &options) {
+  // (The head dim only picks where Q lives by default and bounds dq's
+  // column split, which neither flash head dim meets.)
+  auto tiles = customTiles(options, 64);
+  return tiles ? llvm::Error::success() : tiles.takeError();
+}
+
 } // namespace kiln::codegen

@@ -840,6 +840,8 @@ int64_t maxSharedBytes(llvm::StringRef arch) {
 llvm::Expected<Plan> compileToPlan(ModuleOp module, const CodegenOptions &options) {
   if (llvm::Error err = checkArch(options.arch))
     return std::move(err);
+  if (llvm::Error err = checkAttentionTiles(options))
+    return std::move(err);
   // The kernels' partial sums grow with the model's width (a norm
   // gradient's per-block column sums) and are known only once every kernel
   // is chosen: when they outgrow options.workspaceBytes, plan the buffers

@@ -71,6 +71,10 @@ llvm::Expected<Plan> buildPlan(mlir::ModuleOp module, const CodegenOptions &opti
 /// for a function without a buffer plan.
 llvm::Expected<PlanMemory> planMemory(mlir::ModuleOp module);
 
+/// Fails when options.attentionTiles is set and malformed or asks for what
+/// the arch lacks, whether or not a plan has an attention to use them on.
+llvm::Error checkAttentionTiles(const CodegenOptions &options);
+
 /// Runs kiln-plan-buffers on `module` (which it annotates) and builds the
 /// Plan; pass failures come back as one error holding the diagnostics. When
 /// the kernels' partial sums outgrow options.workspaceBytes, the buffers are

@@ -1142,6 +1142,35 @@ TEST(Plan, FlashWgmmaOptionsCompileWithNvrtc) {
   }
 }
 
+// Tiles asked for are checked even where no attention would use them: a
+// malformed string or one the arch cannot run is an error, not ignored.
+TEST(Plan, AttentionTilesAreCheckedWithoutAnAttention) {
+  auto ctx = test::makeContext();
+  const char *text = R"(
+    func.func @f(%x: tensor<4xf32> {kiln.input = "x"}) -> tensor<4xf32> {
+      %y = kiln.add %x, %x : tensor<4xf32>
+      return %y : tensor<4xf32>
+    })";
+  auto compile = [&](const std::string &arch, const std::string &tiles) {
+    auto module = test::parse(*ctx, text);
+    EXPECT_TRUE(module);
+    codegen::CodegenOptions options;
+    options.arch = arch;
+    options.attentionTiles = tiles;
+    return codegen::compileToPlan(*module, options);
+  };
+  auto plain = compile("sm_90a", "");
+  EXPECT_TRUE(static_cast<bool>(plain)) << llvm::toString(plain.takeError());
+  auto fine = compile("sm_90a", "8,1,128,8,0,1,0,9");
+  EXPECT_TRUE(static_cast<bool>(fine)) << llvm::toString(fine.takeError());
+  auto banana = compile("sm_90a", "banana");
+  ASSERT_FALSE(static_cast<bool>(banana));
+  EXPECT_NE(llvm::toString(banana.takeError()).find("are not W,MT,BN,BW"), std::string::npos);
+  auto wrongArch = compile("sm_90", "4,1,128,4,0,1");
+  ASSERT_FALSE(static_cast<bool>(wrongArch));
+  EXPECT_NE(llvm::toString(wrongArch.takeError()).find("need --arch sm_90a"), std::string::npos);
+}
+
 // What `kiln bench --all-reduce` runs: a chain of sums, one Collective step
 // each in order, their buffers reused (two live at once, whatever the
 // chain's length), so the 1 GiB size fits beside two of them.
