@@ -515,7 +515,9 @@ struct FlashTiles {
   /// and the two consumer warpgroups (W = 8) take turns at the tensor
   /// cores, one's softmax beside the other's products (FlashAttention-3's
   /// inter-warpgroup overlap); it always overlaps P·V as kPipelinedForward
-  /// does.
+  /// does. Off by default: on an H200 its forward was slower at every shape
+  /// (363 against 386 TFLOP/s at (8, 16, 4096, 128) causal, 196 against 281
+  /// at GPT-2's; bench/RESULTS.md, twenty-sixth session).
   static constexpr int kSpecializedForward = 8;
   bool has(int option) const { return wgmma && (options & option); }
   int queryBlock() const { return 16 * warps * mTiles; }
