@@ -855,6 +855,20 @@ TEST(Plan, NegativeIntegerConstantsKeepTheirSign) {
   EXPECT_TRUE(found);
 }
 
+namespace {
+// The Plan of the IR `text` for `arch` with the attention tiles `tiles`
+// (CodegenOptions::attentionTiles; empty for kiln's choice).
+llvm::Expected<Plan> compileWithTiles(mlir::MLIRContext &ctx, const std::string &text,
+                                      const std::string &arch, const std::string &tiles) {
+  auto module = test::parse(ctx, text);
+  EXPECT_TRUE(module);
+  codegen::CodegenOptions options;
+  options.arch = arch;
+  options.attentionTiles = tiles;
+  return codegen::compileToPlan(*module, options);
+}
+} // namespace
+
 // The flash kernels: wgmma on sm_90a by default, mma.sync on sm_90 or when
 // the tiles' G field asks; the choice is in the plan's notes and kernels,
 // and tiles the wgmma kernels cannot take are refused with the reason.
@@ -869,11 +883,7 @@ TEST(Plan, FlashKernelsRunOnWgmmaOnSm90a) {
       return %dq, %dk, %dv : tensor<1x2x100x64xbf16>, tensor<1x2x100x64xbf16>, tensor<1x2x100x64xbf16>
     })";
   auto compile = [&](const std::string &arch, const std::string &tiles) {
-    auto fresh = test::parse(*ctx, text);
-    codegen::CodegenOptions options;
-    options.arch = arch;
-    options.attentionTiles = tiles;
-    return codegen::compileToPlan(*fresh, options);
+    return compileWithTiles(*ctx, text, arch, tiles);
   };
   auto sources = [](const Plan &plan) {
     std::string all;
@@ -1029,12 +1039,7 @@ TEST(Plan, FlashTilesFitTheArchSharedMemory) {
         .str();
   };
   auto compile = [&](const std::string &text, const std::string &arch, const std::string &tiles) {
-    auto fresh = test::parse(*ctx, text);
-    EXPECT_TRUE(fresh);
-    codegen::CodegenOptions options;
-    options.arch = arch;
-    options.attentionTiles = tiles;
-    return codegen::compileToPlan(*fresh, options);
+    return compileWithTiles(*ctx, text, arch, tiles);
   };
   auto has = [](const Plan &plan, llvm::StringRef prefix) {
     return llvm::any_of(plan.kernels, [&](const PlanKernel &k) {
@@ -1152,12 +1157,7 @@ TEST(Plan, AttentionTilesAreCheckedWithoutAnAttention) {
       return %y : tensor<4xf32>
     })";
   auto compile = [&](const std::string &arch, const std::string &tiles) {
-    auto module = test::parse(*ctx, text);
-    EXPECT_TRUE(module);
-    codegen::CodegenOptions options;
-    options.arch = arch;
-    options.attentionTiles = tiles;
-    return codegen::compileToPlan(*module, options);
+    return compileWithTiles(*ctx, text, arch, tiles);
   };
   auto plain = compile("sm_90a", "");
   EXPECT_TRUE(static_cast<bool>(plain)) << llvm::toString(plain.takeError());
